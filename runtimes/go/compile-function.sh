@@ -1,0 +1,61 @@
+#!/bin/sh
+# Compile a Kubeless Go function together with the runtime server, as the Kubeless compile init
+# container does (runtimes stable/golang compile-function.sh): copy the function into the server
+# tree as a replaced module, put the handler name in, `go build`. Run by kubeless-local as the
+# catalog's process.compile (cwd = {build}); a non-zero exit + this output = CompileError.
+#
+# usage: compile-function.sh <go> <runtime_dir> <runtime_lib> <install> <build> <module> <handler>
+set -u
+GO=$1 RUNTIME_DIR=$2 LIB=$3 INSTALL=$4 BUILD=$5 MODULE=$6 HANDLER=$7
+
+# Shared, persistent caches: a rebuild only recompiles the function and relinks.
+export GOMODCACHE="$LIB/mod" GOCACHE="$LIB/cache" GOPATH="$LIB/gopath"
+# -mod=mod: requirements of the function's go.mod resolve through GOPROXY and go.sum is filled in;
+# -modcacherw: the cache stays deletable. GOTOOLCHAIN=local: never download another Go.
+export GOFLAGS="-mod=mod -modcacherw" GOTOOLCHAIN=local GOWORK=off
+
+case "$HANDLER" in
+  ""|[!A-Za-z_]*|*[!A-Za-z0-9_]*)
+    echo "$MODULE.go: handler \"$HANDLER\" is not a Go function name (spec.handler must be <module>.<Function>)"
+    exit 1 ;;
+esac
+
+SRC="$BUILD/src"
+rm -rf "$SRC" "$BUILD/kubeless" && mkdir -p "$SRC/function" || exit 1
+cp -R "$RUNTIME_DIR/server/." "$SRC/" && cp -R "$RUNTIME_DIR/kubeless" "$BUILD/kubeless" || exit 1
+cp -R "$INSTALL/." "$SRC/function/" || exit 1
+rm -f "$SRC/function/server" "$SRC/function/go.work"
+
+# No (or an empty) go.mod: the function is module `kubeless`, as in Kubeless.
+if ! grep -q '[^[:space:]]' "$SRC/function/go.mod" 2>/dev/null; then
+  printf 'module kubeless\n\ngo %s\n' "$("$GO" env GOVERSION | sed 's/^go\([0-9]*\.[0-9]*\).*/\1/')" > "$SRC/function/go.mod"
+fi
+MODPATH=$(cd "$SRC/function" && "$GO" mod edit -json 2>&1 | sed -n 's/^.*"Path": "\([^"]*\)".*$/\1/p' | head -n 1)
+if [ -z "$MODPATH" ]; then
+  echo "go.mod: cannot read the module path:"
+  (cd "$SRC/function" && "$GO" mod edit -json 2>&1 | sed "s#function/##g")
+  exit 1
+fi
+
+sed -e "s#<<MODULE>>#$MODPATH#" -e "s#<<FUNCTION>>#$HANDLER#" "$SRC/kubeless_function.go.tpl" > "$SRC/kubeless_function.go"
+rm -f "$SRC/kubeless_function.go.tpl"
+(cd "$SRC" && "$GO" mod edit -require="$MODPATH@v0.0.0" -replace="$MODPATH=./function") || exit 1
+# go.sum: the server's, the function's and what earlier builds verified.
+cat "$SRC/go.sum" "$SRC/function/go.sum" "$BUILD/go.sum.keep" 2>/dev/null | sort -u > "$SRC/go.sum.new"
+mv "$SRC/go.sum.new" "$SRC/go.sum"
+
+cd "$SRC" || exit 1
+if "$GO" build -trimpath -buildvcs=false -o "$BUILD/server.new" . > "$BUILD/compile.log" 2>&1; then
+  mv "$BUILD/server.new" "$BUILD/server" && cp "$SRC/go.sum" "$BUILD/go.sum.keep"
+  exit $?
+fi
+# Show the user's own file names: function/handler.go:9:2 -> handler.go:9:2.
+sed -e "s#$SRC/function/##g" -e "s#\./function/##g" -e "s#function/##g" \
+    -e "s#^\./kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
+    -e "s#^kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
+    -e "/^# kubeless-local\/go-runtime\$/d" -e "s#$SRC/##g" "$BUILD/compile.log"
+if grep -q 'kubeless_function\.go' "$BUILD/compile.log"; then
+  echo "A Go handler must be: func $HANDLER(event functions.Event, context functions.Context) (string, error)"
+fi
+rm -f "$BUILD/server.new"
+exit 1
