@@ -33,7 +33,7 @@ fi
 MODPATH=$(cd "$SRC/function" && "$GO" mod edit -json 2>&1 | sed -n 's/^.*"Path": "\([^"]*\)".*$/\1/p' | head -n 1)
 if [ -z "$MODPATH" ]; then
   echo "go.mod: cannot read the module path:"
-  (cd "$SRC/function" && "$GO" mod edit -json 2>&1 | sed "s#function/##g")
+  (cd "$SRC/function" && "$GO" mod edit -json 2>&1 | sed "s#$SRC/function/##g")
   exit 1
 fi
 
@@ -53,8 +53,10 @@ fi
 sed -e "s#$SRC/function/##g" -e "s#\./function/##g" -e "s#function/##g" \
     -e "s#^\./kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
     -e "s#^kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
+    -e "s#: undefined: function\.\([A-Za-z0-9_]*\)#: no function \1 in the function's package#" \
     -e "/^# kubeless-local\/go-runtime\$/d" -e "s#$SRC/##g" "$BUILD/compile.log"
 if grep -q 'kubeless_function\.go' "$BUILD/compile.log"; then
+  case "$HANDLER" in [a-z_]*) echo "Go only exports names that start with an upper-case letter: rename it and spec.handler.";; esac
   echo "A Go handler must be: func $HANDLER(event functions.Event, context functions.Context) (string, error)"
 fi
 rm -f "$BUILD/server.new"

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -190,7 +191,8 @@ func serveFunction(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer func() {
 			if p := recover(); p != nil {
-				errLog.Printf("panic in function %s: %v\n%s", funcContext.FunctionName, p, debug.Stack())
+				stack := strings.ReplaceAll(string(debug.Stack()), functionModule+"@v0.0.0/", "")
+				errLog.Printf("panic in function %s: %v\n%s", funcContext.FunctionName, p, stack)
 				done <- result{err: fmt.Errorf("panic: %v", p)}
 			}
 		}()
