@@ -1,0 +1,170 @@
+# Forked workers that run the user's function, so a runaway call can be killed (SIGKILL) without
+# harming the server: a Ruby thread in a busy loop cannot be stopped safely with Timeout.
+#
+# Workers are forked from the server process after the function was loaded, so they hold the
+# loaded code. Idle workers wait on a pipe for a call and are reused (LIFO, so sequential calls land
+# on the same warm worker and module state persists as in the legacy in-process runtime). A worker
+# that overruns its deadline is killed; a new one is forked on the next demand.
+class WorkerPool
+  Worker = Struct.new(:pid, :to_child, :from_child, :generation)
+
+  class Timeout < StandardError; end
+  class Crashed < StandardError; end
+
+  def initialize(size, &serve)
+    @size = size
+    @serve = serve # runs in the child: payload -> result (both Marshal-able)
+    @idle = []
+    @count = 0
+    @generation = 0
+    @lock = Mutex.new
+    @freed = ConditionVariable.new
+    @master_pid = Process.pid
+  end
+
+  # New code was loaded: workers forked from now on get it; older ones are retired.
+  def new_generation!
+    stale = @lock.synchronize do
+      @generation += 1
+      @idle.slice!(0..).tap { |ws| @count -= ws.size }
+    end
+    stale.each { |w| kill(w) }
+  end
+
+  def prefork
+    release(spawn_worker)
+  end
+
+  # Returns the child's result, or raises Timeout / Crashed.
+  def call(payload, timeout)
+    worker = acquire
+    ok = false
+    begin
+      write_frame(worker.to_child, Marshal.dump(payload))
+      data = read_frame(worker.from_child, Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout)
+      raise Crashed, "worker #{worker.pid} exited during the call" if data.nil?
+      result = Marshal.load(data)
+      ok = true
+      result
+    rescue Errno::EPIPE, EOFError
+      raise Crashed, "worker #{worker.pid} exited during the call"
+    ensure
+      ok ? release(worker) : discard(worker)
+    end
+  end
+
+  def shutdown
+    ws = @lock.synchronize { @idle.slice!(0..) }
+    ws.each { |w| kill(w) }
+  end
+
+  private
+
+  def acquire
+    @lock.synchronize do
+      loop do
+        return @idle.pop unless @idle.empty?
+        if @count < @size
+          @count += 1
+          break
+        end
+        @freed.wait(@lock)
+      end
+    end
+    begin
+      spawn_worker
+    rescue StandardError
+      @lock.synchronize { @count -= 1; @freed.signal }
+      raise
+    end
+  end
+
+  def release(worker)
+    retire = @lock.synchronize do
+      if worker.generation == @generation
+        @idle.push(worker)
+        false
+      else
+        @count -= 1
+        true
+      end.tap { @freed.signal }
+    end
+    kill(worker) if retire
+  end
+
+  def discard(worker)
+    kill(worker)
+    @lock.synchronize { @count -= 1; @freed.signal }
+  end
+
+  def kill(worker)
+    [worker.to_child, worker.from_child].each { |io| io.close unless io.closed? }
+    Process.kill(:KILL, worker.pid)
+  rescue Errno::ESRCH
+    nil
+  ensure
+    Process.wait(worker.pid) rescue nil
+  end
+
+  def spawn_worker
+    req_r, req_w = IO.pipe
+    res_r, res_w = IO.pipe
+    generation = @generation
+    pid = fork do
+      keep = [req_r, res_w, $stdin, $stdout, $stderr]
+      # Drop inherited sockets and other workers' pipes: a worker must not keep the listening
+      # port or a client connection open, and must see EOF when the server goes away.
+      ObjectSpace.each_object(IO) { |io| io.close unless keep.include?(io) || io.closed? rescue nil }
+      child_loop(req_r, res_w)
+    end
+    req_r.close
+    res_w.close
+    Worker.new(pid, req_w, res_r, generation)
+  end
+
+  def child_loop(input, output)
+    master = @master_pid
+    # Exit if the server died without closing our pipe (e.g. SIGKILL while we were busy).
+    Thread.new { loop { sleep 1; exit!(1) if Process.ppid != master } }
+    trap(:HUP, 'IGNORE')
+    trap(:TERM, 'SYSTEM_DEFAULT')
+    trap(:INT, 'SYSTEM_DEFAULT')
+    loop do
+      data = read_frame(input, nil)
+      exit!(0) if data.nil?
+      result = @serve.call(Marshal.load(data))
+      write_frame(output, Marshal.dump(result))
+    end
+  rescue Errno::EPIPE, IOError
+    exit!(0)
+  ensure
+    exit!(1)
+  end
+
+  def write_frame(io, bytes)
+    io.write([bytes.bytesize].pack('N'), bytes)
+  end
+
+  # Reads one length-prefixed frame; nil on EOF; raises Timeout past deadline (monotonic seconds).
+  def read_frame(io, deadline)
+    head = read_exact(io, 4, deadline)
+    return nil if head.nil?
+    read_exact(io, head.unpack1('N'), deadline) || ''.b
+  end
+
+  def read_exact(io, n, deadline)
+    buf = ''.b
+    while buf.bytesize < n
+      chunk = io.read_nonblock(n - buf.bytesize, exception: false)
+      case chunk
+      when nil then return nil
+      when :wait_readable
+        left = deadline && deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        raise Timeout if left && left <= 0
+        raise Timeout unless IO.select([io], nil, nil, left)
+      else buf << chunk
+      end
+    end
+    buf
+  end
+end

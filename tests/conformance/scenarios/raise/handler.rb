@@ -1,0 +1,4 @@
+def handler(event, context)
+  raise 'boom' if event[:data] == 'boom'
+  'ok'
+end

@@ -1,0 +1,4 @@
+def handler(event, context)
+  sleep(Float(event[:data]))
+  'done'
+end
