@@ -1,0 +1,7 @@
+<?php
+
+function handler($event, $context)
+{
+    while (true) {
+    }
+}
