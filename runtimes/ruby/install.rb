@@ -29,8 +29,11 @@ unless status.success?
     flat = out.gsub(/\s+/, ' ')
     if NETWORK.any? { |re| re.match?(flat) }
       host = flat[/Could not reach host (\S+?)\.? /, 1] || flat[%r{https?://[^/\s]+}] || 'the gem source'
-      warn "bundle install failed: cannot download gems from #{host} (network unreachable); " \
-           "only gems installed on this machine or given with path:/git: can be used"
+      reason = { /ECONNREFUSED/ => 'connection refused', /getaddrinfo|Could not reach host/ => 'host unreachable',
+                 /certif/ => 'TLS certificate not trusted; set SSL_CERT_FILE',
+                 /Timeout|ETIMEDOUT/ => 'timed out' }.find { |re, _| re.match?(flat) }&.last || 'network error'
+      warn "bundle install failed: cannot download gems from #{host} (#{reason}); " \
+           'only gems installed on this machine or given with path: can be used'
     else
       $stderr.print out
     end

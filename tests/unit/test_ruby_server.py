@@ -1,0 +1,271 @@
+"""The Ruby runtime server (runtimes/ruby) run directly, without the engine: reload, worker pool,
+timeouts, return values, and the Gemfile install wrapper. Needs ruby3.1 + ruby-sinatra +
+ruby-prometheus-client-mmap (Debian)."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER = REPO / "runtimes" / "ruby" / "kubeless.rb"
+INSTALL = REPO / "runtimes" / "ruby" / "install.rb"
+GEM_FIXTURE = REPO / "tests" / "fixtures" / "ruby" / "kl_greet"
+RUBY = shutil.which("ruby3.1") or "ruby"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, folder, source, timeout="180", env=None):
+        self.folder = Path(folder)
+        self.file = self.folder / "handler.rb"
+        self.file.write_text(source)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines = []
+        self.cond = threading.Condition()
+        full_env = {
+            **os.environ, "MOD_NAME": "handler", "FUNC_HANDLER": "handler", "FUNC_TIMEOUT": timeout,
+            "FUNC_PORT": str(self.port), "FUNC_RUNTIME": "ruby3.1", "FUNC_MEMORY_LIMIT": "128Mi",
+            "KUBELESS_INSTALL_VOLUME": str(self.folder), "KUBELESS_LOCAL_BIND": "127.0.0.1",
+            "KUBELESS_LOCAL_CONTROL": "1", **(env or {}),
+        }
+        self.proc = subprocess.Popen([RUBY, str(SERVER)], cwd=self.folder, env=full_env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+
+    def control(self, after=0, timeout=10):
+        """The first control event at or after index `after` of the control events."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                events = [json.loads(l.split(" ", 1)[1]) for l in self.lines if l.startswith("@kubeless-local ")]
+                if len(events) > after:
+                    return events[after]
+                left = deadline - time.monotonic()
+                assert left > 0, "no control line; output:\n" + "\n".join(self.lines)
+                self.cond.wait(left)
+
+    def log(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def workers(self):
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    servers = []
+
+    def start(source, **kw):
+        folder = tmp_path / f"fn{len(servers)}"
+        folder.mkdir()
+        server = Server(folder, source, **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def started(server):
+    assert server.control() == {"event": "ready", "generation": 0}
+    return server
+
+
+def metric(server, name, method):
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{method="{method}"}} '):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_reload_keeps_last_good_code_and_reports_file_line(serve):
+    s = started(serve('def handler(e, c)\n  "v1"\nend\n'))
+    assert requests.get(s.url, timeout=5).text == "v1"
+    s.file.write_text('def handler(e, c)\n  "v2"\nend\n')
+    s.proc.send_signal(signal.SIGHUP)
+    assert s.control(1) == {"event": "ready", "generation": 1}
+    assert requests.get(s.url, timeout=5).text == "v2"
+
+    s.file.write_text('def handler(e, c)\n  "v3" +\nend\n')
+    s.proc.send_signal(signal.SIGHUP)
+    failed = s.control(2)
+    assert failed["event"] == "load-failed" and failed["generation"] == 2
+    assert f"{s.file}:3" in failed["error"]
+    assert requests.get(s.url, timeout=5).text == "v2"
+
+    s.file.write_text('def other(e, c) = 1\n')
+    s.proc.send_signal(signal.SIGHUP)
+    failed = s.control(3)
+    assert failed["event"] == "load-failed" and f"{s.file}:1" in failed["error"] and "'handler'" in failed["error"]
+    assert requests.get(s.url, timeout=5).text == "v2"
+
+
+def test_load_failure_at_start_exits_with_control_line(serve):
+    s = serve('x = 1\nraise "broken at load"\n')
+    failed = s.control()
+    assert failed["event"] == "load-failed" and failed["generation"] == 0
+    assert f"{s.file}:2" in failed["error"] and "broken at load" in failed["error"]
+    assert s.proc.wait(10) == 1
+
+
+def test_timeout_kills_runaway_worker_and_server_keeps_serving(serve):
+    s = started(serve('def handler(e, c)\n  return "fast" if e[:data] == "fast"\n  loop {}\nend\n', timeout="1"))
+    before = set(s.workers())
+    t0 = time.monotonic()
+    r = requests.get(s.url, timeout=10)
+    assert r.status_code == 408 and "Timeout while processing the function" in r.text
+    assert time.monotonic() - t0 < 3
+    assert requests.post(s.url, data="fast", timeout=5).text == "fast"
+    # the spinning worker is gone: no process is left burning CPU
+    time.sleep(0.3)
+    for pid in s.workers():
+        with open(f"/proc/{pid}/stat") as f:
+            assert f.read().split()[2] != "R", f"worker {pid} still running"
+    assert not before & set(s.workers())
+    assert metric(s, "function_failures_total", "GET") == 1
+
+
+def test_calls_run_in_parallel_and_state_stays_warm(serve):
+    s = started(serve('@n = 0\ndef handler(e, c)\n  sleep(Float(e[:data])) if e[:data] != ""\n  (@n += 1).to_s\nend\n'))
+    assert [requests.get(s.url, timeout=5).text for _ in range(3)] == ["1", "2", "3"]
+    results = []
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=lambda: results.append(requests.post(s.url, data="1", timeout=10).status_code))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 4
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_exception_is_500_logged_and_counted(serve):
+    s = started(serve('def handler(e, c)\n  raise ArgumentError, "bad input"\nend\n'))
+    r = requests.post(s.url, data="x", timeout=5)
+    assert r.status_code == 500
+    assert "ArgumentError: bad input" in s.log() and "handler.rb:2" in s.log()
+    assert metric(s, "function_calls_total", "POST") == 1
+    assert metric(s, "function_failures_total", "POST") == 1
+    assert requests.get(s.url + "/healthz", timeout=5).text == "OK"
+
+
+def test_return_values_and_methods(serve):
+    s = started(serve(
+        'def handler(e, c)\n'
+        '  case e[:data]\n'
+        '  when "hash" then { "a" => 1 }\n'
+        '  when "nil" then nil\n'
+        '  when "int" then 204\n'
+        '  when "pair" then [202, "accepted"]\n'
+        '  else "#{e[:extensions][:request].request_method} #{e[:extensions][:request].path}"\n'
+        '  end\n'
+        'end\n'))
+    r = requests.post(s.url, data="hash", timeout=5)
+    assert r.json() == {"a": 1} and r.headers["Content-Type"] == "application/json"
+    assert requests.post(s.url, data="nil", timeout=5).text == ""
+    assert requests.post(s.url, data="int", timeout=5).status_code == 204
+    r = requests.post(s.url, data="pair", timeout=5)
+    assert (r.status_code, r.text) == (202, "accepted")
+    for method in ("PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"):
+        r = requests.request(method, s.url + "/a/b", timeout=5)
+        assert (r.status_code, r.text) == (200, f"{method} /a/b")
+        assert "X-Cascade" not in r.headers
+    # curl -X PUT sends no Content-Length: WEBrick alone would answer 411
+    with socket.create_connection(("127.0.0.1", s.port)) as c:
+        c.sendall(b"PUT /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := c.recv(4096):
+            reply += chunk
+        reply = reply.decode()
+    assert reply.startswith("HTTP/1.1 200") and reply.endswith("PUT /x")
+
+
+def test_event_data_rules(serve):
+    s = started(serve('require "json"\n'
+                      'def handler(e, c)\n'
+                      '  d = e[:data]\n'
+                      '  return "binary:#{d.bytesize}" if d.is_a?(String) && d.encoding == Encoding::BINARY\n'
+                      '  JSON.generate([d.class.name, d])\n'
+                      'end\n'))
+    r = requests.post(s.url, data='{"a":1}', headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.json() == ["Hash", {"a": 1}]
+    r = requests.post(s.url, data='{"a":1}', headers={"Content-Type": "application/json; charset=utf-8"}, timeout=5)
+    assert r.json() == ["String", '{"a":1}']
+    # cron triggers send Content-Type: application/json on a GET without body
+    r = requests.get(s.url, headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.json() == ["String", ""]
+    # binary sent as a form: reaches the function untouched (Sinatra would try to parse it)
+    r = requests.post(s.url, data=b"a=%\xff&&", headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+    assert (r.status_code, r.text) == (200, "binary:6")
+    r = requests.post(s.url, data="oops", headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.status_code == 500
+
+
+def run_install(deps, gemfile_text):
+    deps.mkdir()
+    (deps / "Gemfile").write_text(gemfile_text)
+    env = {**os.environ, "KUBELESS_DEPS_FILE": str(deps / "Gemfile")}
+    return subprocess.run([RUBY, str(INSTALL)], cwd=deps, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_gemfile_with_local_gem_is_installed_and_loads(serve, tmp_path):
+    gem_src = tmp_path / "kl_greet"
+    shutil.copytree(GEM_FIXTURE, gem_src)
+    built = subprocess.run(["gem", "build", "kl_greet.gemspec"], cwd=gem_src, capture_output=True, text=True)
+    assert built.returncode == 0 and (gem_src / "kl_greet-0.1.0.gem").exists(), built.stderr
+    deps = tmp_path / "deps"
+    res = run_install(deps, f"source 'https://rubygems.org'\ngem 'kl_greet', path: '{gem_src}'\n")
+    assert res.returncode == 0, res.stdout + res.stderr
+    s = started(serve('require "kl_greet"\ndef handler(e, c) = KlGreet.greet("ruby")\n',
+                      env={"KUBELESS_RUBY_DEPS": str(deps), "GEM_HOME": str(deps / "ruby" / "3.1.0"),
+                           "BUNDLE_GEMFILE": str(deps / "Gemfile")}))
+    assert requests.get(s.url, timeout=5).text == "greetings, ruby"
+
+
+def test_unreachable_gem_source_is_one_clear_line(tmp_path):
+    port = free_port()  # nothing listens there: the fetch fails like an unreachable RubyGems
+    res = run_install(tmp_path / "deps", f"source 'http://127.0.0.1:{port}/'\ngem 'kl_not_on_this_machine'\n")
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0] == (f"bundle install failed: cannot download gems from http://127.0.0.1:{port} "
+                        "(connection refused); only gems installed on this machine or given with path: can be used")
+
+
+def test_gem_missing_locally_and_no_network_source_reports_bundler_error(tmp_path):
+    res = run_install(tmp_path / "deps", "gem 'kl_not_on_this_machine'\n")
+    assert res.returncode != 0 and "kl_not_on_this_machine" in res.stderr
