@@ -270,6 +270,7 @@ def start
       begin
         $function = load_function
         POOL.new_generation!
+        POOL.prefork # the first call after a reload does not wait for a fork
         puts "Reloaded #{FUNC_FILE} (generation #{generation})"
         control(event: 'ready', generation: generation)
       rescue ScriptError, StandardError => e

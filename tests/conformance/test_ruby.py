@@ -1,0 +1,67 @@
+"""Ruby-specific vectors (contract §5 Ruby column, §10 #16) and the places where the Ruby runtime
+deliberately differs from the legacy Kubeless image (see the README parity table)."""
+import json
+
+import pytest
+
+pytestmark = pytest.mark.language("ruby")
+
+
+def test_exception_answers_500_not_legacy_200(function):
+    # legacy: the Go proxy delivered Sinatra's error body with status 200 (§10 #16)
+    f = function("raise")
+    before = f.metrics().get(("function_failures_total", "POST"), 0)
+    r = f.post(data="boom")
+    assert r.status_code == 500
+    assert f.metrics().get(("function_failures_total", "POST"), 0) == before + 1
+    assert "RuntimeError: boom" in f.logs()
+    assert f.post(data="fine").text == "ok"
+
+
+def test_context_has_symbol_keys_string_timeout_and_func_vars(function):
+    # legacy read ENV['RUNTIME'] / ENV['MEMORY_LIMIT'] and so gave nil
+    f = function("context", timeout=7)
+    body = json.loads(f.get().text)
+    assert body["function-name"] == "handler"
+    assert body["timeout"] == "7"
+    assert body["runtime"] == f.runtime
+    assert body["memory-limit"] is not None
+
+
+def test_data_is_parsed_only_for_exact_application_json(function):
+    f = function("event")
+    r = f.post(data='{"a": 1}', headers={"Content-Type": "application/json"})
+    assert json.loads(json.loads(r.text)["data"]) == {"a": 1}
+    r = f.post(data='{"a": 1}', headers={"Content-Type": "application/json; charset=utf-8"})
+    assert json.loads(r.text)["data"] == '{"a": 1}'
+    body = json.loads(f.get().text)
+    assert body["data"] == ""
+    assert body["event-id"] is None and body["event-namespace"] is None
+
+
+def test_rack_triplet_sets_status_and_headers(function):
+    # legacy: the proxy delivered the body only, always 200
+    r = function("status").get()
+    assert (r.status_code, r.headers["X-Custom"], r.text) == (201, "yes", "created")
+
+
+def test_every_method_reaches_the_function(function):
+    # legacy Sinatra routes were GET and POST only
+    f = function("request")
+    for method in ("PUT", "PATCH", "DELETE", "OPTIONS"):
+        r = f.request(method, "/any/path?q=v", headers={"X-Test": "t"})
+        assert (r.status_code, r.text) == (200, "t|v")
+
+
+def test_module_state_is_warm_across_sequential_calls(function):
+    # calls run in a reused forked worker: like the legacy in-process runtime, module state persists
+    f = function("state")
+    assert [f.get().text for _ in range(3)] == ["1", "2", "3"]
+
+
+def test_timeout_is_408_counted_as_failure_and_server_survives(function):
+    f = function("spin", timeout=1)
+    r = f.get()
+    assert r.status_code == 408 and "Timeout while processing the function" in r.text
+    assert f.metrics().get(("function_failures_total", "GET"), 0) == 1
+    assert f.get("/healthz").text == "OK"
