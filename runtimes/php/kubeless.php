@@ -123,6 +123,7 @@ function kl_log(string $line): void
  */
 function kl_launcher_main(): int
 {
+    @cli_set_process_title('kubeless-php launcher');
     pcntl_signal(SIGCHLD, SIG_IGN); // zygotes are reaped by the kernel
     pcntl_signal(SIGHUP, SIG_IGN);
     pcntl_signal(SIGINT, SIG_IGN); // the server decides when we stop (stdin EOF)
@@ -133,6 +134,7 @@ function kl_launcher_main(): int
         $pid = pcntl_fork();
         if ($pid === 0) {
             fclose(STDIN);
+            @cli_set_process_title('kubeless-php zygote gen ' . $m[1]);
             return (int) $m[1];
         }
     }
@@ -146,6 +148,7 @@ function kl_connect(string $role, int $gen, array $extra = [])
     if ($sock === false) {
         exit(1); // the server is gone
     }
+    stream_set_timeout($sock, 10 * 365 * 86400); // idle for good: no default_socket_timeout (60 s)
     kl_write_all($sock, kl_frame(['hello' => $role, 'gen' => $gen, 'pid' => getmypid()] + $extra));
     return $sock;
 }
@@ -178,6 +181,7 @@ function kl_runner_main(int $gen, array $cfg): void
     pcntl_signal(SIGCHLD, SIG_DFL); // user code may proc_open/waitpid
     pcntl_signal(SIGHUP, SIG_IGN); // reloads are the server's business
     pcntl_signal(SIGINT, SIG_DFL);
+    @cli_set_process_title('kubeless-php runner gen ' . $gen);
     $sock = kl_connect('runner', $gen);
     $GLOBALS['__kl_runner_sock'] = $sock;
     $GLOBALS['__kl_in_call'] = false;
@@ -541,12 +545,14 @@ final class KlServer
         if (!$frames) {
             return;
         }
-        $hello = $frames[0];
+        $hello = array_shift($frames);
+        $rest = implode('', array_map('kl_frame', $frames)) . $p['buf']; // frames sent right after hello
         $sock = $p['sock'];
         unset($p, $this->pending[$id]);
         $gen = $hello['gen'];
         if ($hello['hello'] === 'zygote') {
-            $this->zygotes[$gen] = ['sock' => $sock, 'pid' => $hello['pid'], 'buf' => '', 'loaded' => false];
+            $this->zygotes[$gen] = ['sock' => $sock, 'pid' => $hello['pid'], 'buf' => $rest, 'loaded' => false];
+            $this->zygoteFrames($gen);
         } else {
             stream_set_blocking($sock, false);
             $this->spawning[$gen] = max(0, ($this->spawning[$gen] ?? 1) - 1);
@@ -583,6 +589,13 @@ final class KlServer
             return;
         }
         $z['buf'] .= $chunk;
+        unset($z);
+        $this->zygoteFrames($gen);
+    }
+
+    private function zygoteFrames(int $gen): void
+    {
+        $z = &$this->zygotes[$gen];
         foreach (kl_unframe($z['buf']) as $msg) {
             if (isset($msg['error'])) {
                 fclose($z['sock']);
@@ -1090,6 +1103,7 @@ final class KlServer
 // ------------------------------------------------------------------ entry point (global scope)
 
 ini_set('display_errors', 'stderr');
+ini_set('log_errors', '0'); // display_errors already prints to stderr
 error_reporting(E_ALL);
 $__kl_cfg = kl_config();
 
