@@ -1,0 +1,3 @@
+module.exports = {
+  handler: (event, context) => 'hello world',
+};

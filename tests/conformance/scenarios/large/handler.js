@@ -1,0 +1,6 @@
+module.exports = {
+  handler: (event, context) => {
+    const req = event.extensions.request;
+    return String(Buffer.isBuffer(req.body) ? req.body.length : 0);
+  },
+};

@@ -1,0 +1,5 @@
+module.exports = {
+  handler: (event, context) => {
+    for (;;) { /* burns CPU until the runtime stops it */ }
+  },
+};

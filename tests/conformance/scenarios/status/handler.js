@@ -1,0 +1,5 @@
+module.exports = {
+  handler: (event, context) => {
+    event.extensions.response.status(201).set('X-Custom', 'yes').send('created');
+  },
+};
