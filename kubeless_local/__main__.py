@@ -1,0 +1,3 @@
+from kubeless_local.cli import main
+
+main()

@@ -1,0 +1,311 @@
+"""The `kubeless-local` command: parse, call the engine, print. No logic of its own."""
+import functools
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from kubeless_local import __version__
+from kubeless_local import spec as specs
+from kubeless_local.errors import UserError
+from kubeless_local.paths import STATE_DIRNAME, TEMPLATES_DIR
+
+COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
+
+
+def user_errors(command):
+    """Errors the user can fix: one line on stderr, exit code 2, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            click.echo("error: %s" % exc, err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+# Options shared by several commands: defined once.
+backend_option = click.option("--backend", default=lambda: os.environ.get("KUBELESS_LOCAL_BACKEND", "process"),
+                              show_default="process", help="Where functions run: process (local processes).",
+                              type=click.Choice(["process"]))
+json_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kubeless-local")
+def main():
+    """Run Kubeless functions locally with hot reload, then push the same spec to a cluster."""
+
+
+# ---------------------------------------------------------------- init
+
+
+@main.command()
+@click.argument("name")
+@click.option("-r", "--runtime", required=True, help="Runtime, e.g. python3.11 (see get-server-config).")
+@user_errors
+def init(name, runtime):
+    """Create NAME/ with a handler, a deps file and function.yaml."""
+    from kubeless_local.runtimes import Catalog
+
+    specs.validate_name("function name", name)
+    rt, notice = Catalog().resolve(runtime, require_local=False)
+    template = TEMPLATES_DIR / rt.server
+    if not template.is_dir():
+        raise UserError("no template for the %s runtime yet (looked in %s)" % (rt.id, template))
+    target = Path(name)
+    if target.exists() and any(target.iterdir()):
+        raise UserError("%s/ already exists and is not empty; choose another name or remove it" % name)
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sorted(template.rglob("*")):
+        dest = target / source.relative_to(template)
+        if source.is_dir():
+            dest.mkdir(exist_ok=True)
+            continue
+        text = source.read_text().replace("{{name}}", name).replace("{{runtime}}", runtime)
+        dest.write_text(text)
+        click.echo("  created %s" % dest)
+    if notice:
+        click.echo(notice)
+    click.echo("Next: cd %s && kubeless-local dev" % name)
+
+
+# ---------------------------------------------------------------- dev / run
+
+
+def print_table(rows, columns):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for title, _ in columns:
+        table.add_column(title)
+    for row in rows:
+        table.add_row(*[fmt(row) for _, fmt in columns])
+    Console().print(table)
+
+
+def _count(value):
+    return "-" if value is None else str(value)
+
+
+FUNCTION_COLUMNS = [
+    ("NAME", lambda r: r["name"]), ("RUNTIME", lambda r: r["runtime"]), ("STATE", lambda r: r["state"]),
+    ("URL", lambda r: r["url"] if r["port"] else "-"), ("CALLS", lambda r: _count(r["calls"])),
+    ("ERRORS", lambda r: _count(r["errors"])), ("RELOADS", lambda r: str(r["reloads"])),
+]
+
+
+class LogPrinter(threading.Thread):
+    """Prints every function's log lines with a coloured name prefix, like `docker compose up`."""
+
+    def __init__(self, hub):
+        super().__init__(daemon=True)
+        self.queue = hub.subscribe()
+        self.colors = {}
+        self.width = 8
+
+    def run(self):
+        while True:
+            line = self.queue.get()
+            if line is None:
+                return
+            color = self.colors.setdefault(line.function, COLORS[len(self.colors) % len(COLORS)])
+            self.width = max(self.width, len(line.function))
+            prefix = click.style(line.function.ljust(self.width) + " |", fg=color)
+            text = click.style(line.text, dim=True) if line.stream == "system" else line.text
+            click.echo("%s %s" % (prefix, text))
+
+    def close(self):
+        self.queue.put(None)
+        self.join(timeout=2)
+
+
+def running_elsewhere(state_dir):
+    try:
+        info = json.loads((state_dir / "admin.json").read_text())
+        os.kill(info["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return info["pid"] if info["pid"] != os.getpid() else None
+
+
+def serve(root, backend_name, manifests=None):
+    """Start the functions, print the table, stream logs until Ctrl-C, stop everything."""
+    from kubeless_local.emulator import backends
+    from kubeless_local.emulator.admin import AdminServer
+    from kubeless_local.emulator.logs import LogHub
+    from kubeless_local.emulator.project import Project
+    from kubeless_local.emulator.supervisor import Supervisor
+
+    state_dir = Path(root).resolve() / STATE_DIRNAME
+    state_dir.mkdir(exist_ok=True)
+    other = running_elsewhere(state_dir)
+    if other:
+        raise UserError("kubeless-local is already running for %s (pid %d); stop it first" % (root, other))
+    hub = LogHub()
+    printer = LogPrinter(hub)
+    printer.start()
+    supervisor = Supervisor(state_dir, backends.create(backend_name, hub), hub)
+    project = Project(root, supervisor, manifests)
+    admin = AdminServer(supervisor, state_dir, Path(root).resolve())
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        project.start()
+        admin.start()
+        project.watch()
+        time.sleep(0.05)  # let start-up log lines print before the table
+        print_table(supervisor.status(), FUNCTION_COLUMNS)
+        click.echo(click.style("Watching %s for changes; Ctrl-C stops." % project.root, dim=True))
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("\nstopping…", err=True)
+    finally:
+        project.stop()
+        admin.stop()
+        printer.close()
+
+
+@main.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@backend_option
+@user_errors
+def dev(path, backend):
+    """Run every Function under PATH, watch its files and hot-reload on save."""
+    root = Path(path).resolve()
+    serve(root if root.is_dir() else root.parent, backend,
+          manifests=specs.load(root) if root.is_file() else None)
+
+
+def parse_pairs(values, flag):
+    """`k=v`, `k:v` and comma lists, as the Kubeless CLI accepts them."""
+    pairs = []
+    for value in values:
+        for item in value.split(","):
+            if not item:
+                continue
+            match = re.match(r"^([^=:]+)[=:](.*)$", item)
+            if not match:
+                raise UserError("%s %r must be KEY=VALUE (or KEY:VALUE)" % (flag, item))
+            pairs.append((match.group(1).strip(), match.group(2)))
+    return pairs
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True))
+@click.option("-r", "--runtime", required=True, help="Runtime, e.g. python3.11.")
+@click.option("--handler", required=True, help="<module>.<function>, e.g. handler.hello.")
+@click.option("--name", help="Function name (default: from the handler's module).")
+@click.option("-d", "--dependencies", type=click.Path(exists=True, dir_okay=False), help="Deps file (requirements.txt, package.json…).")
+@click.option("-e", "--env", multiple=True, help="K=V (repeat or comma-separate).")
+@click.option("-l", "--label", multiple=True, help="k=v (repeat or comma-separate).")
+@click.option("--timeout", default="180", show_default=True, help="Seconds before a call answers 408.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
+@click.option("--memory", help="Memory limit, e.g. 128Mi (passed as FUNC_MEMORY_LIMIT).")
+@click.option("--isolation", type=click.Choice(["warm", "per-call"]), help="per-call: fresh module state per call (legacy parity).")
+@backend_option
+@user_errors
+def run(file, runtime, handler, name, dependencies, env, label, timeout, port, memory, isolation, backend):
+    """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags)."""
+    source = Path(file).resolve()
+    name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
+    fn = specs.function_from_files(name, source, runtime, handler, deps_file=dependencies, timeout=timeout,
+                                   env=parse_pairs(env, "--env"), labels=dict(parse_pairs(label, "--label")),
+                                   memory=memory, port=port, isolation=isolation, origin="kubeless-local run %s" % file)
+    serve(source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]))
+
+
+# ---------------------------------------------------------------- talking to a running dev
+
+
+@main.command()
+@click.argument("name")
+@click.option("-d", "--data", help="Event data; a JSON object is sent as application/json. Without it: GET.")
+@click.option("--path", default="/", show_default=True, help="Request path.")
+@user_errors
+def call(name, data, path):
+    """Call a running function like `kubeless function call`."""
+    from kubeless_local.client import AdminClient, call as call_function
+
+    row = AdminClient().function(name)
+    if not row["port"]:
+        raise UserError("%s is not running (%s): %s" % (name, row["state"], row["error"]))
+    response = call_function(row["url"], data, path=path)
+    if response.status_code == 408:
+        raise_exit("Request timeout exceeded", 1)
+    click.echo(response.text, nl=not response.text.endswith("\n"))
+    if response.status_code >= 400:
+        raise_exit("the function answered %d %s" % (response.status_code, response.reason), 1)
+
+
+def raise_exit(message, code):
+    click.echo("error: %s" % message, err=True)
+    sys.exit(code)
+
+
+@main.command(name="ls")
+@json_option
+@user_errors
+def list_functions(output):
+    """List functions of the running dev: state, URL, calls, errors, reloads."""
+    from kubeless_local.client import AdminClient
+
+    rows = AdminClient().functions()
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    print_table(rows, FUNCTION_COLUMNS)
+    for row in rows:
+        if row["error"]:
+            click.echo("%s: %s" % (click.style(row["name"], bold=True), row["error"].strip().splitlines()[0]))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", type=int, default=None, help="Only the last N lines.")
+@user_errors
+def logs(name, follow, tail):
+    """Print a function's logs."""
+    from kubeless_local.client import AdminClient
+
+    client = AdminClient()
+    client.function(name)
+    try:
+        for line in client.logs(name, follow=follow, tail=tail):
+            click.echo(line["text"])
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command(name="get-server-config")
+@json_option
+@user_errors
+def get_server_config(output):
+    """List the runtimes of the catalog and where they can run."""
+    from kubeless_local.runtimes import Catalog
+
+    catalog = Catalog()
+    rows = [{"runtime": rt.name, "process": rt.available(), "image": rt.image,
+             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id))} for rt in catalog.all()]
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo("Supported Runtimes are: %s" % ", ".join(r["runtime"] for r in rows if r["process"]))
+    print_table(rows, [("RUNTIME", lambda r: r["runtime"]),
+                       ("PROCESS", lambda r: "yes" if r["process"] else "no (toolchain missing)"),
+                       ("IMAGE", lambda r: r["image"]), ("ALSO ACCEPTS", lambda r: r["legacy"])])
+
+
+if __name__ == "__main__":
+    main()

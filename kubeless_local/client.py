@@ -1,0 +1,59 @@
+"""Talks to a running `dev`/`run` (admin API) and to functions; used by the CLI, tests and benchmarks."""
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import requests
+
+from kubeless_local.errors import UserError
+from kubeless_local.events import envelope
+from kubeless_local.paths import find_state_dir
+
+
+class AdminClient:
+    def __init__(self, state_dir=None):
+        self.state_dir = Path(state_dir) if state_dir else find_state_dir()
+        if self.state_dir is None:
+            raise UserError("no running `kubeless-local dev` found here or above; start one in the project folder")
+        try:
+            self.info = json.loads((self.state_dir / "admin.json").read_text())
+        except (OSError, ValueError):
+            raise UserError("%s/admin.json is unreadable; restart `kubeless-local dev`" % self.state_dir) from None
+        self.base = "http://127.0.0.1:%d" % self.info["port"]
+
+    def _get(self, path, stream=False, timeout=10):
+        try:
+            return urllib.request.urlopen(self.base + path, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            message = json.loads(exc.read() or b"{}").get("error", exc.reason)
+            raise UserError(message) from None
+        except OSError:
+            raise UserError("`kubeless-local dev` for %s is not running (nothing answers on port %d); start it again"
+                            % (self.info.get("root", self.state_dir.parent), self.info["port"])) from None
+
+    def functions(self):
+        with self._get("/api/functions") as response:
+            return json.loads(response.read())
+
+    def function(self, name):
+        for row in self.functions():
+            if row["name"] == name:
+                return row
+        raise UserError("no function %r in this project; `kubeless-local ls` lists them" % name)
+
+    def logs(self, name, follow=False, tail=None):
+        """Yields log line dicts; with follow, until interrupted."""
+        query = "?follow=%d&tail=%d" % (1 if follow else 0, -1 if tail is None else tail)
+        with self._get("/api/functions/%s/logs%s" % (name, query), timeout=None) as response:
+            for raw in response:
+                yield json.loads(raw)
+
+
+def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None):
+    """Send one event to a function the way Kubeless' event source would; returns the response."""
+    method, headers, body = envelope(source, data, topic=topic)
+    try:
+        return requests.request(method, url.rstrip("/") + path, headers=headers, data=body, timeout=timeout)
+    except requests.RequestException as exc:
+        raise UserError("cannot reach the function at %s (%s); is it running? see `kubeless-local ls`" % (url, exc)) from None

@@ -1,0 +1,1 @@
+"""The emulator engine: runs Functions locally. Never imports click."""

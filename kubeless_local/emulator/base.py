@@ -1,0 +1,108 @@
+"""The backend interface: the same contract for local processes and containers."""
+import abc
+import enum
+import threading
+from dataclasses import dataclass, field
+
+
+class State(str, enum.Enum):
+    PREPARING = "Preparing"
+    INSTALLING = "Installing"
+    COMPILING = "Compiling"
+    STARTING = "Starting"
+    READY = "Ready"
+    COMPILE_ERROR = "CompileError"  # code that does not load/compile; the last good code keeps serving
+    INSTALL_ERROR = "InstallError"
+    CRASHED = "Crashed"
+    CONFIG_ERROR = "ConfigError"  # the manifest or runtime is wrong; nothing runs
+    STOPPED = "Stopped"
+
+
+@dataclass
+class Instance:
+    """One running function: what `ls` shows and what events are sent to."""
+
+    name: str
+    runtime: str
+    port: int
+    state: State = State.PREPARING
+    error: str = ""
+    generation: int = 0
+    reloads: int = 0
+    pid: int = None
+    container: str = None
+    started_at: float = 0.0
+    ready_ms: float = None  # launch -> ready
+    handle: object = None  # backend-private
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    last_control: tuple = (None, -1)  # (event, runtime generation) of the last control line
+
+    def on_control(self, event, generation, error=""):
+        with self.changed:
+            self.last_control = (event, generation)
+            if event == "ready":
+                self.state, self.error = State.READY, ""
+            elif event == "load-failed":
+                self.state, self.error = State.COMPILE_ERROR, error
+            self.changed.notify_all()
+
+    def set_state(self, state, error=""):
+        with self.changed:
+            self.state, self.error = state, error
+            self.changed.notify_all()
+
+    def wait_for(self, predicate, timeout):
+        """Block until predicate(instance) is true; returns it (False on timeout)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: predicate(self), timeout)
+
+
+class Backend(abc.ABC):
+    """Starts, reloads and stops runtime servers for prepared functions."""
+
+    name = "abstract"
+
+    @abc.abstractmethod
+    def start(self, instance, prepared):
+        """Launch the runtime server for `prepared` (a Prepared); returns when it is launched."""
+
+    @abc.abstractmethod
+    def reload(self, instance, prepared):
+        """Make the running server serve the newly prepared code (signal or restart)."""
+
+    @abc.abstractmethod
+    def stop(self, instance):
+        """Stop the server and everything it started."""
+
+    @abc.abstractmethod
+    def alive(self, instance):
+        """True while the instance's server process/container runs."""
+
+    def check(self):
+        """Raise UserError when this backend cannot run here (e.g. Docker not running)."""
+
+
+CONTROL_PREFIX = "@kubeless-local "
+
+
+def handle_output(instance, logs, line, stream, map_paths=lambda text: text):
+    """One line of runtime output: a control line updates the instance, anything else is a log."""
+    if line.startswith(CONTROL_PREFIX):
+        import json
+
+        try:
+            message = json.loads(line[len(CONTROL_PREFIX):])
+        except ValueError:
+            message = None
+        if isinstance(message, dict):
+            instance.on_control(message.get("event"), int(message.get("generation") or 0),
+                                map_paths(message.get("error") or ""))
+            return
+    if "kubeless-local-status" in line:
+        return  # the engine's own /metrics scrape (ls, dev's table): noise in the user's log
+    logs.emit(instance.name, map_paths(line), stream)

@@ -1,0 +1,76 @@
+"""Runs each function's runtime server as a local process (the embedded default backend)."""
+import os
+import signal
+import subprocess
+import threading
+
+from kubeless_local.emulator.base import Backend, State, handle_output
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, logs):
+        self.logs = logs
+
+    def start(self, instance, prepared):
+        argv = prepared.expand(prepared.runtime.process["command"])
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=prepared.install_link, env=prepared.env(instance.port), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
+                start_new_session=True)  # its own process group: Ctrl-C goes to `dev`, stop() kills the group
+        except OSError as exc:
+            instance.set_state(State.CRASHED, "cannot start %s: %s" % (argv[0], exc))
+            return
+        instance.pid, instance.handle = proc.pid, proc
+        pumps = [threading.Thread(target=self._pump, args=(instance, proc.stdout, "stdout", prepared), daemon=True),
+                 threading.Thread(target=self._pump, args=(instance, proc.stderr, "stderr", prepared), daemon=True)]
+        for pump in pumps:
+            pump.start()
+        threading.Thread(target=self._watch, args=(instance, proc, pumps), daemon=True).start()
+
+    def _pump(self, instance, stream, name, prepared):
+        for line in stream:
+            handle_output(instance, self.logs, line.rstrip("\n"), name, prepared.map_paths)
+
+    def _watch(self, instance, proc, pumps):
+        code = proc.wait()
+        for pump in pumps:
+            pump.join(timeout=2)
+        if instance.handle is proc and instance.state != State.STOPPED:
+            if instance.state == State.COMPILE_ERROR:
+                instance.set_state(State.COMPILE_ERROR, instance.error)  # wake waiters; keep the load error
+            else:
+                tail = "\n".join(line.text for line in self.logs.tail(instance.name, 5))
+                instance.set_state(State.CRASHED, "the runtime exited with code %s\n%s" % (code, tail))
+
+    def alive(self, instance):
+        return instance.handle is not None and instance.handle.poll() is None
+
+    def reload(self, instance, prepared):
+        if prepared.runtime.reload == "signal" and instance.handle is not None and instance.handle.poll() is None:
+            os.kill(instance.pid, signal.SIGHUP)
+            return "signal"
+        self.stop(instance)
+        self.start(instance, prepared)
+        return "restart"
+
+    def stop(self, instance, grace=3.0):
+        proc, instance.handle = instance.handle, None
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)  # the server and every worker it forked
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # workers left in the group after the server exited
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

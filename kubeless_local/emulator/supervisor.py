@@ -1,0 +1,228 @@
+"""Keeps functions running: prepare → start → wait ready; reload on change, keeping the last good code."""
+import json
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from kubeless_local.emulator import prepare as prep
+from kubeless_local.emulator.base import Instance, State
+from kubeless_local.errors import UserError
+from kubeless_local.runtimes import Catalog
+from kubeless_local.spec import PORT_ANNOTATION
+
+STARTUP_TIMEOUT = 60.0
+RELOAD_TIMEOUT = 30.0
+FIRST_AUTO_PORT = 8080
+SCRAPER_AGENT = "kubeless-local-status"  # its access-log lines are not shown to the user
+
+
+def port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class PortBook:
+    """Stable local ports per function name, remembered in .kubeless-local/ports.json."""
+
+    def __init__(self, state_dir: Path):
+        self.path = state_dir / "ports.json"
+        self.lock = threading.Lock()
+        try:
+            self.ports = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.ports = {}
+
+    def assign(self, spec, taken):
+        with self.lock:
+            fixed = spec.annotations.get(PORT_ANNOTATION)
+            if fixed:
+                port = int(fixed)
+                if port in taken or not port_free(port):
+                    raise UserError("%s: port %d (annotation %s) is in use; stop what uses it or choose another port"
+                                    % (spec.origin, port, PORT_ANNOTATION))
+                return port
+            port = self.ports.get(spec.name)
+            if not port or port in taken or not port_free(port):
+                port = FIRST_AUTO_PORT
+                while port in taken or port in self.ports.values() or not port_free(port):
+                    port += 1
+                    if port > 65000:
+                        raise UserError("no free local port found above %d" % FIRST_AUTO_PORT)
+            self.ports[spec.name] = port
+            self.path.write_text(json.dumps(self.ports, indent=1, sort_keys=True))
+            return port
+
+
+def scrape_metrics(url, timeout=1.0):
+    """(calls, failures) summed over the function's /metrics, or (None, None) when unreachable."""
+    request = urllib.request.Request(url + "/metrics", headers={"User-Agent": SCRAPER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            text = response.read().decode("utf-8", "replace")
+    except OSError:
+        return None, None
+    totals = {"function_calls_total": 0.0, "function_failures_total": 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            try:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                pass
+    return int(totals["function_calls_total"]), int(totals["function_failures_total"])
+
+
+class Supervisor:
+    def __init__(self, state_dir: Path, backend, logs, catalog=None):
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.backend, self.logs = backend, logs
+        self.catalog = catalog or Catalog()
+        self.ports = PortBook(self.state_dir)
+        self.instances = {}  # name -> Instance
+        self.serving = {}  # name -> Prepared that serves now
+        self.specs = {}
+        self.locks = {}
+        self.lock = threading.Lock()
+
+    def say(self, name, text):
+        self.logs.emit(name, text, "system")
+
+    def _lock(self, name):
+        with self.lock:
+            return self.locks.setdefault(name, threading.Lock())
+
+    def resolve(self, spec):
+        runtime, notice = self.catalog.resolve(spec.runtime)
+        if notice:
+            self.say(spec.name, notice)
+        return runtime
+
+    def start(self, spec):
+        """Start one function and wait until it serves (or fails); UserError for configuration errors."""
+        with self._lock(spec.name):
+            runtime = self.resolve(spec)
+            taken = {i.port for n, i in self.instances.items() if n != spec.name}
+            port = self.ports.assign(spec, taken)
+            instance = Instance(name=spec.name, runtime=runtime.name, port=port)
+            with self.lock:
+                self.instances[spec.name], self.specs[spec.name] = instance, spec
+            try:
+                prepared = prep.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line))
+            except prep.StepFailed as exc:
+                state = State.INSTALL_ERROR if exc.step == "dependency install" else State.COMPILE_ERROR
+                instance.set_state(state, self._map(spec, exc.output))
+                self.say(spec.name, "%s: %s" % (exc.step + " failed", instance.error))
+                return instance
+            prep.activate(prepared)
+            self.serving[spec.name] = prepared
+            self._launch(instance, prepared)
+            return instance
+
+    def _map(self, spec, text):
+        prepared = self.serving.get(spec.name)
+        return prepared.map_paths(text) if prepared is not None else text
+
+    def _launch(self, instance, prepared):
+        instance.set_state(State.STARTING)
+        instance.last_control = (None, -1)
+        started = time.monotonic()
+        instance.started_at = time.time()
+        self.backend.start(instance, prepared)
+        ok = instance.wait_for(lambda i: i.state != State.STARTING, STARTUP_TIMEOUT)
+        if not ok:
+            instance.set_state(State.CRASHED, "did not become ready within %ds" % STARTUP_TIMEOUT)
+        if instance.state == State.READY:
+            instance.ready_ms = (time.monotonic() - started) * 1000
+        else:
+            self.say(instance.name, "%s: %s" % (instance.state.value, instance.error))
+
+    def reload(self, spec):
+        """New code or spec for a running function; on failure the last good code keeps serving."""
+        with self._lock(spec.name):
+            instance = self.instances.get(spec.name)
+            previous = self.serving.get(spec.name)
+            if instance is None:
+                raise KeyError(spec.name)
+            runtime = self.resolve(spec)
+            self.specs[spec.name] = spec
+            started = time.monotonic()
+            try:
+                prepared = prep.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line),
+                                        previous=previous)
+            except prep.StepFailed as exc:
+                state = State.INSTALL_ERROR if exc.step == "dependency install" else State.COMPILE_ERROR
+                instance.set_state(state, self._map(spec, exc.output))
+                self.say(spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if previous else "", instance.error))
+                return instance
+            except UserError as exc:
+                instance.set_state(State.COMPILE_ERROR, str(exc))
+                self.say(spec.name, str(exc))
+                return instance
+            same_process = previous is not None and self.backend.alive(instance) and previous.runtime == runtime and previous.deps_dir == prepared.deps_dir \
+                and previous.spec.document == spec.document and runtime.reload == "signal"
+            prep.activate(prepared)
+            if same_process:
+                expected = instance.last_control[1] + 1
+                self.backend.reload(instance, prepared)
+                done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, RELOAD_TIMEOUT)
+                if done and instance.last_control == ("load-failed", expected):
+                    prep.activate(previous)  # new workers keep loading the last good code
+                    prep.discard(prepared)
+                    self.say(spec.name, "load failed, still serving the last good code:\n" + instance.error)
+                    return instance
+                if not done:
+                    instance.set_state(State.CRASHED, "reload did not finish within %ds" % RELOAD_TIMEOUT)
+            else:
+                self.backend.stop(instance)
+                self._launch(instance, prepared)
+            if instance.state == State.READY:
+                instance.reloads += 1
+                self.serving[spec.name] = prepared
+                prep.prune_generations(prepared)
+                self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
+            return instance
+
+    def fail(self, spec, message):
+        """Record a function that cannot run (bad runtime, port in use) so `ls` shows why."""
+        with self.lock:
+            instance = self.instances.get(spec.name)
+            if instance is None:
+                instance = self.instances[spec.name] = Instance(name=spec.name, runtime=spec.runtime, port=0)
+                self.specs[spec.name] = spec
+        if not self.backend.alive(instance):
+            instance.set_state(State.CONFIG_ERROR, message)
+
+    def stop(self, name):
+        with self._lock(name):
+            instance = self.instances.pop(name, None)
+            self.serving.pop(name, None)
+            self.specs.pop(name, None)
+            if instance is not None:
+                instance.set_state(State.STOPPED)
+                self.backend.stop(instance)
+
+    def stop_all(self):
+        threads = [threading.Thread(target=self.stop, args=(name,)) for name in list(self.instances)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def status(self):
+        rows = []
+        for name, instance in sorted(self.instances.items()):
+            calls, failures = scrape_metrics(instance.url) if instance.state in (State.READY, State.COMPILE_ERROR) else (None, None)
+            rows.append({
+                "name": name, "runtime": instance.runtime, "state": instance.state.value, "url": instance.url,
+                "port": instance.port, "pid": instance.pid, "backend": self.backend.name,
+                "calls": calls, "errors": failures, "reloads": instance.reloads, "error": instance.error,
+                "ready_ms": instance.ready_ms,
+            })
+        return rows

@@ -1,0 +1,35 @@
+"""Where things live: the project's state folder, the user cache, the shipped data folders."""
+import os
+from pathlib import Path
+
+STATE_DIRNAME = ".kubeless-local"
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _data_dir(name):
+    # Installed wheels carry runtimes/ and templates/ inside the package; a checkout has them beside it.
+    inside = _PACKAGE / name
+    return inside if inside.is_dir() else _PACKAGE.parent / name
+
+
+RUNTIMES_DIR = _data_dir("runtimes")
+TEMPLATES_DIR = _data_dir("templates")
+
+
+def cache_dir():
+    """Per-user cache shared by projects (deps keyed by sha256, runtime libraries)."""
+    root = os.environ.get("KUBELESS_LOCAL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kubeless-local")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def find_state_dir(start=None):
+    """The nearest .kubeless-local folder at or above `start` (like git finds .git), or None."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / STATE_DIRNAME
+        if (candidate / "admin.json").is_file():
+            return candidate
+    return None

@@ -1,0 +1,392 @@
+"""Kubeless manifests: Function and trigger models, loading from YAML, validation, rendering.
+
+Errors name the file, the object and the field, and say how to fix it (contract §1, §2).
+"""
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from kubeless_local.errors import UserError
+
+API_VERSION = "kubeless.io/v1beta1"
+KINDS = ("Function", "HTTPTrigger", "CronJobTrigger", "KafkaTrigger")
+SOURCE_ANNOTATION = "local.kubeless.io/source"
+DEPS_ANNOTATION = "local.kubeless.io/deps"
+PORT_ANNOTATION = "local.kubeless.io/port"
+ISOLATION_ANNOTATION = "local.kubeless.io/isolation"
+DEFAULT_TIMEOUT = "180"
+DEFAULT_PORT = 8080
+CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SKIP_DIRS = {".kubeless-local", "node_modules", "vendor", "__pycache__", ".git", ".venv", "venv"}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def checksum_of(data: bytes) -> str:
+    """The `spec.checksum` Kubeless expects for these exact bytes (contract §9)."""
+    return "sha256:" + sha256_hex(data)
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    runtime: str
+    handler: str
+    origin: str  # "<file>" or "<file>: Function <name>", used in error messages
+    namespace: str = "default"
+    labels: dict = field(default_factory=dict)
+    annotations: dict = field(default_factory=dict)
+    timeout: str = DEFAULT_TIMEOUT
+    function: str = ""
+    content_type: str = ""
+    checksum: str = ""
+    deps: str = ""
+    deployment: dict = field(default_factory=dict)
+    service: dict = field(default_factory=dict)
+    source: Path = None  # local file or folder (annotation), resolved
+    deps_file: Path = None  # local deps file (annotation), resolved
+    document: dict = field(default_factory=dict)  # the manifest as written, for push
+
+    @property
+    def module(self):
+        return self.handler.split(".", 1)[0]
+
+    @property
+    def function_name(self):
+        return self.handler.split(".", 1)[1]
+
+    def _container(self):
+        containers = (((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+        return containers[0] or {}
+
+    @property
+    def env(self):
+        """User env of the runtime container, as (name, value) pairs in order."""
+        return [(e["name"], str(e.get("value", ""))) for e in self._container().get("env") or []]
+
+    @property
+    def memory_limit(self):
+        return str(((self._container().get("resources") or {}).get("limits") or {}).get("memory") or "0")
+
+    @property
+    def image(self):
+        """A custom runtime image (prebuilt), or ''."""
+        return self._container().get("image") or ""
+
+    @property
+    def port(self):
+        ports = self.service.get("ports") or []
+        if ports and ports[0].get("targetPort"):
+            return int(ports[0]["targetPort"])
+        return DEFAULT_PORT
+
+    @property
+    def isolation(self):
+        return self.annotations.get(ISOLATION_ANNOTATION, "warm")
+
+    def watched_paths(self):
+        return [p for p in (self.source, self.deps_file) if p is not None]
+
+
+@dataclass(frozen=True)
+class HTTPTrigger:
+    name: str
+    function_name: str
+    origin: str
+    path: str = ""
+    host_name: str = ""
+    cors_enable: bool = False
+    document: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CronJobTrigger:
+    name: str
+    function_name: str
+    schedule: str
+    origin: str
+    payload: object = None
+    document: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KafkaTrigger:
+    name: str
+    topic: str
+    selector: dict  # matchLabels
+    origin: str
+    document: dict = field(default_factory=dict)
+
+
+@dataclass
+class Manifests:
+    functions: list = field(default_factory=list)
+    http_triggers: list = field(default_factory=list)
+    cron_triggers: list = field(default_factory=list)
+    kafka_triggers: list = field(default_factory=list)
+
+    def function(self, name):
+        for fn in self.functions:
+            if fn.name == name:
+                return fn
+        return None
+
+
+def _fail(origin, message):
+    raise UserError("%s: %s" % (origin, message))
+
+
+def _string(origin, spec, key, default=""):
+    value = spec.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        _fail(origin, "spec.%s must be a string, got %s" % (key, type(value).__name__))
+    return value
+
+
+def _mapping(origin, value, where):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail(origin, "%s must be a mapping, got %s" % (where, type(value).__name__))
+    return value
+
+
+def validate_handler(origin, handler):
+    if not handler:
+        _fail(origin, "spec.handler is required, e.g. handler: handler.hello (<file>.<function>)")
+    parts = handler.split(".")
+    if len(parts) != 2 or not all(parts):
+        _fail(origin, "spec.handler %r must be <module>.<function> with exactly one dot, e.g. handler.hello" % handler)
+
+
+def validate_name(origin, name):
+    if not name:
+        _fail(origin, "metadata.name is required")
+    if not NAME_RE.match(name) or len(name) > 63:
+        _fail(origin, "metadata.name %r must be a DNS-1123 label (lower-case letters, digits, '-')" % name)
+
+
+def parse_function(doc, path: Path):
+    meta = _mapping(str(path), doc.get("metadata"), "metadata")
+    name = meta.get("name") or ""
+    origin = "%s: Function %s" % (path, name or "<unnamed>")
+    validate_name(origin, name)
+    spec = _mapping(origin, doc.get("spec"), "spec")
+    handler = _string(origin, spec, "handler")
+    validate_handler(origin, handler)
+    runtime = _string(origin, spec, "runtime")
+    annotations = {str(k): str(v) for k, v in _mapping(origin, meta.get("annotations"), "metadata.annotations").items()}
+    labels = {str(k): str(v) for k, v in _mapping(origin, meta.get("labels"), "metadata.labels").items()}
+    deployment = _mapping(origin, spec.get("deployment"), "spec.deployment")
+    service = _mapping(origin, spec.get("service"), "spec.service")
+    fn = FunctionSpec(
+        name=name, runtime=runtime, handler=handler, origin=origin,
+        namespace=meta.get("namespace") or "default", labels=labels, annotations=annotations,
+        timeout=_string(origin, spec, "timeout") or DEFAULT_TIMEOUT,
+        function=_string(origin, spec, "function"),
+        content_type=_string(origin, spec, "function-content-type"),
+        checksum=_string(origin, spec, "checksum"),
+        deps=_string(origin, spec, "deps"),
+        deployment=deployment, service=service,
+        source=_local_path(origin, path, annotations.get(SOURCE_ANNOTATION), SOURCE_ANNOTATION),
+        deps_file=_local_path(origin, path, annotations.get(DEPS_ANNOTATION), DEPS_ANNOTATION),
+        document=doc,
+    )
+    validate_function(fn)
+    return fn
+
+
+def _local_path(origin, manifest: Path, value, annotation):
+    if not value:
+        return None
+    resolved = (manifest.parent / value).resolve()
+    if not resolved.exists():
+        _fail(origin, "annotation %s: %s does not exist (paths are relative to the manifest)" % (annotation, value))
+    return resolved
+
+
+def validate_function(fn: FunctionSpec):
+    origin = fn.origin
+    if not fn.runtime and not fn.image:
+        _fail(origin, "spec.runtime is required, e.g. runtime: python3.11 (see `kubeless-local get-server-config`)")
+    if not fn.function and fn.source is None and not fn.image:
+        _fail(origin, "no code: set spec.function, or annotation %s: <file or folder>" % SOURCE_ANNOTATION)
+    if fn.checksum and not CHECKSUM_RE.match(fn.checksum):
+        _fail(origin, "spec.checksum %r must be sha256:<64 hex digits>" % fn.checksum)
+    try:
+        timeout = float(fn.timeout)
+    except ValueError:
+        timeout = -1
+    if timeout <= 0:
+        _fail(origin, "spec.timeout %r must be a positive number of seconds, e.g. \"180\"" % fn.timeout)
+    port = fn.annotations.get(PORT_ANNOTATION)
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        _fail(origin, "annotation %s %r must be a port number" % (PORT_ANNOTATION, port))
+    if fn.isolation not in ("warm", "per-call"):
+        _fail(origin, "annotation %s must be warm or per-call, got %r" % (ISOLATION_ANNOTATION, fn.isolation))
+    try:
+        fn.port, fn.env
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        _fail(origin, "spec.service.ports / spec.deployment container env is malformed (%s)" % exc)
+
+
+def parse_http_trigger(doc, path):
+    meta = _mapping(str(path), doc.get("metadata"), "metadata")
+    origin = "%s: HTTPTrigger %s" % (path, meta.get("name") or "<unnamed>")
+    validate_name(origin, meta.get("name"))
+    spec = _mapping(origin, doc.get("spec"), "spec")
+    function_name = _string(origin, spec, "function-name")
+    if not function_name:
+        _fail(origin, "spec.function-name is required")
+    return HTTPTrigger(name=meta["name"], function_name=function_name, origin=origin,
+                       path=_string(origin, spec, "path"), host_name=_string(origin, spec, "host-name"),
+                       cors_enable=bool(spec.get("cors-enable")), document=doc)
+
+
+def parse_cron_trigger(doc, path):
+    meta = _mapping(str(path), doc.get("metadata"), "metadata")
+    origin = "%s: CronJobTrigger %s" % (path, meta.get("name") or "<unnamed>")
+    validate_name(origin, meta.get("name"))
+    spec = _mapping(origin, doc.get("spec"), "spec")
+    function_name = _string(origin, spec, "function-name")
+    schedule = _string(origin, spec, "schedule")
+    if not function_name:
+        _fail(origin, "spec.function-name is required")
+    if len(schedule.split()) != 5:
+        _fail(origin, "spec.schedule %r must be a 5-field cron expression, e.g. \"*/5 * * * *\"" % schedule)
+    return CronJobTrigger(name=meta["name"], function_name=function_name, schedule=schedule,
+                          origin=origin, payload=spec.get("payload"), document=doc)
+
+
+def parse_kafka_trigger(doc, path):
+    meta = _mapping(str(path), doc.get("metadata"), "metadata")
+    origin = "%s: KafkaTrigger %s" % (path, meta.get("name") or "<unnamed>")
+    validate_name(origin, meta.get("name"))
+    spec = _mapping(origin, doc.get("spec"), "spec")
+    topic = _string(origin, spec, "topic")
+    if not topic:
+        _fail(origin, "spec.topic is required")
+    selector = _mapping(origin, spec.get("functionSelector"), "spec.functionSelector")
+    labels = _mapping(origin, selector.get("matchLabels"), "spec.functionSelector.matchLabels")
+    return KafkaTrigger(name=meta["name"], topic=topic, selector=dict(labels), origin=origin, document=doc)
+
+
+PARSERS = {
+    "Function": ("functions", parse_function),
+    "HTTPTrigger": ("http_triggers", parse_http_trigger),
+    "CronJobTrigger": ("cron_triggers", parse_cron_trigger),
+    "KafkaTrigger": ("kafka_triggers", parse_kafka_trigger),
+}
+
+
+def manifest_files(root: Path):
+    """YAML files under a folder (or the file itself), skipping state, deps and hidden folders."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise UserError("%s: no such file or folder" % root)
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).parts
+        if any(part in SKIP_DIRS or part.startswith(".") for part in rel[:-1]):
+            continue
+        if path.suffix in (".yaml", ".yml") and path.is_file() and not path.name.startswith("."):
+            found.append(path)
+    return found
+
+
+def load_documents(path: Path):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = "%s:%d:%d" % (path, mark.line + 1, mark.column + 1) if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError("%s: malformed YAML: %s; fix the syntax there" % (where, problem)) from None
+
+
+def load(root) -> Manifests:
+    """Every Kubeless object in the YAML files under `root` (a file or a folder)."""
+    manifests = Manifests()
+    for path in manifest_files(Path(root)):
+        for doc in load_documents(path):
+            add_document(manifests, doc, path)
+    names = {}
+    for fn in manifests.functions:
+        if fn.name in names:
+            raise UserError("%s: Function %s is also defined in %s; names must be unique" % (fn.origin.split(":")[0], fn.name, names[fn.name]))
+        names[fn.name] = fn.origin.split(":")[0]
+    return manifests
+
+
+def add_document(manifests, doc, path):
+    if not isinstance(doc, dict):
+        return  # not a Kubernetes object (a list or scalar file): not ours
+    api, kind = doc.get("apiVersion"), doc.get("kind")
+    is_kubeless = isinstance(api, str) and api.startswith("kubeless.io/")
+    if kind == "List" and isinstance(doc.get("items"), list):
+        for item in doc["items"]:
+            add_document(manifests, item, path)
+        return
+    if not is_kubeless:
+        if kind in KINDS:
+            raise UserError("%s: %s has apiVersion %r; Kubeless objects use apiVersion: %s" % (path, kind, api, API_VERSION))
+        return  # another tool's YAML (a Deployment, a CI file): ignored
+    if api != API_VERSION:
+        raise UserError("%s: apiVersion %r is not supported; use %s" % (path, api, API_VERSION))
+    if kind not in PARSERS:
+        raise UserError("%s: unknown kind %r for %s; expected one of %s" % (path, kind, API_VERSION, ", ".join(KINDS)))
+    attribute, parser = PARSERS[kind]
+    getattr(manifests, attribute).append(parser(doc, path))
+
+
+def function_from_files(name, source, runtime, handler, *, deps_file=None, timeout=DEFAULT_TIMEOUT,
+                        env=(), labels=None, memory=None, port=None, image="", origin=None, isolation=None):
+    """A Function built from CLI flags (`kubeless-local run`), shaped as `kubeless function deploy` writes it."""
+    origin = origin or "Function %s" % name
+    container = {"name": "", "resources": {}}
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env]
+    if memory:
+        container["resources"] = {"limits": {"memory": memory}, "requests": {"memory": memory}}
+    if image:
+        container["image"] = image
+    annotations = {SOURCE_ANNOTATION: str(source)}
+    if deps_file:
+        annotations[DEPS_ANNOTATION] = str(deps_file)
+    if port:
+        annotations[PORT_ANNOTATION] = str(port)
+    if isolation:
+        annotations[ISOLATION_ANNOTATION] = isolation
+    deployment = {"spec": {"template": {"spec": {"containers": [container]}}}}
+    document = {"apiVersion": API_VERSION, "kind": "Function",
+                "metadata": {"name": name, "labels": dict(labels or {}), "annotations": annotations},
+                "spec": {"runtime": runtime, "handler": handler, "timeout": str(timeout), "deployment": deployment}}
+    validate_name(origin, name)
+    validate_handler(origin, handler)
+    fn = FunctionSpec(name=name, runtime=runtime, handler=handler, origin=origin, labels=dict(labels or {}),
+                      annotations=annotations, timeout=str(timeout), deployment=deployment,
+                      source=Path(source).resolve(), deps_file=Path(deps_file).resolve() if deps_file else None,
+                      document=document)
+    validate_function(fn)
+    return fn
+
+
+def render(documents) -> str:
+    """Objects back to multi-document YAML."""
+    return yaml.safe_dump_all(list(documents), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,616 @@
+"""Kubeless Python runtime server (contract §5), built for a fast local loop.
+
+Legacy Kubeless ran every call in a freshly forked process (~100 req/s). Here an asyncio front
+process parses HTTP (httptools), keeps /healthz and /metrics, and hands each function call to a
+pool of warm worker processes forked from it. A worker imports the user's module once and runs
+calls through a real bottle app, so `event['extensions']['request']` is a bottle request and return
+values/exceptions become responses exactly as bottle renders them. A worker that overruns
+FUNC_TIMEOUT is killed (SIGKILL: no CPU burnt afterwards) and replaced; the caller gets 408.
+
+Module state: a warm worker keeps module globals between calls (as AWS Lambda does); with
+KUBELESS_LOCAL_ISOLATION=per-call every call runs in a worker that has just imported the module,
+so changes made during a call are lost, as in legacy Kubeless.
+
+SIGHUP reloads the module: a probe worker imports the new code; on success the pool is replaced,
+on failure the error is printed and the last good code keeps serving.
+"""
+import asyncio
+import ctypes
+import io
+import json
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from urllib.parse import unquote_to_bytes
+
+import bottle
+import httptools
+import prometheus_client as prom
+
+INSTALL_DIR = os.environ.get("KUBELESS_INSTALL_VOLUME", "/kubeless")
+MOD_NAME = os.environ.get("MOD_NAME", "")
+FUNC_HANDLER = os.environ.get("FUNC_HANDLER", "")
+TIMEOUT = float(os.environ.get("FUNC_TIMEOUT", "180") or "180")
+PORT = int(os.environ.get("FUNC_PORT", "8080"))
+BIND = os.environ.get("KUBELESS_LOCAL_BIND", "0.0.0.0")
+MEMFILE_MAX = int(os.environ.get("FUNC_MEMFILE_MAX", str(100 * 1024 * 1024)))
+CONTROL = os.environ.get("KUBELESS_LOCAL_CONTROL") == "1"
+PER_CALL = os.environ.get("KUBELESS_LOCAL_ISOLATION", "warm") == "per-call"
+MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS", "2"))
+MAX_WORKERS = int(os.environ.get("CHERRYPY_NUMTHREADS", "10"))  # Kubeless' concurrency knob
+FUNCTION_METHODS = ("GET", "POST", "PATCH", "DELETE")  # as the legacy bottle route; HEAD follows GET
+
+FRAME = struct.Struct("!I")
+
+CONTEXT = {
+    "function-name": None,  # filled with func.__name__ once loaded
+    "timeout": TIMEOUT,
+    "runtime": os.environ.get("FUNC_RUNTIME"),
+    "memory-limit": os.environ.get("FUNC_MEMORY_LIMIT"),
+}
+
+
+def control(event, **fields):
+    if CONTROL:
+        print("@kubeless-local " + json.dumps({"event": event, **fields}), flush=True)
+
+
+# ---------------------------------------------------------------- worker process
+
+
+def load_function():
+    if MOD_NAME == "_kubeless":
+        raise ImportError("MOD_NAME may not be _kubeless")
+    if INSTALL_DIR not in sys.path:
+        sys.path.append(INSTALL_DIR)
+    import importlib
+
+    module = importlib.import_module(MOD_NAME)
+    try:
+        return getattr(module, FUNC_HANDLER)
+    except AttributeError:
+        raise AttributeError(
+            "%s has no function %r (spec.handler is %s.%s)"
+            % (getattr(module, "__file__", MOD_NAME), FUNC_HANDLER, MOD_NAME, FUNC_HANDLER)
+        ) from None
+
+
+def load_error_text():
+    """The last exception as the user should see it: file:line first, without our frames."""
+    etype, value, tb = sys.exc_info()
+    if isinstance(value, SyntaxError):
+        where = "%s:%s" % (value.filename, value.lineno)
+        detail = "".join(traceback.format_exception_only(etype, value)).rstrip()
+        return "%s: %s\n%s" % (where, value.msg, detail)
+    frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith(INSTALL_DIR)]
+    where = "%s:%s: " % (frames[-1].filename, frames[-1].lineno) if frames else ""
+    return where + "".join(traceback.format_exception(etype, value, tb)).rstrip()
+
+
+def build_app(func):
+    """A bottle app that calls `func` as legacy Kubeless did; records whether the call counted."""
+    app = bottle.Bottle(catchall=True)
+    outcome = {}
+
+    @app.route("/<:re:.*>", method=list(FUNCTION_METHODS))
+    def function():
+        req = bottle.request
+        data = req.body.read()
+        if req.get_header("content-type") == "application/json":
+            data = json.loads(data) if data else None  # invalid JSON: 500 before metrics
+        event = {
+            "data": data,
+            "event-id": req.get_header("event-id"),
+            "event-type": req.get_header("event-type"),
+            "event-time": req.get_header("event-time"),
+            "event-namespace": req.get_header("event-namespace"),
+            "extensions": {"request": bottle.BaseRequest(req.environ)},
+        }
+        outcome["counted"] = True
+        try:
+            result = func(event, CONTEXT)
+        except bottle.HTTPResponse:
+            raise
+        except Exception:
+            outcome["failed"] = True
+            raise
+        return to_bottle(result)
+
+    return app, outcome
+
+
+def to_bottle(result):
+    """(body, status[, headers]) tuples set the status, as Flask-era Kubeless handlers did."""
+    if isinstance(result, tuple) and 2 <= len(result) <= 3 and isinstance(result[1], int):
+        body, status = result[0], result[1]
+        headers = result[2] if len(result) == 3 else None
+        if isinstance(body, dict):
+            body, headers = json.dumps(body), {"Content-Type": "application/json", **(headers or {})}
+        return bottle.HTTPResponse(body, status=status, headers=headers)
+    return result
+
+
+def environ_for(method, url, headers, body, version, peer):
+    path, _, query = url.partition(b"?")
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": str(PORT),
+        "SERVER_PROTOCOL": "HTTP/" + version,
+        "REMOTE_ADDR": peer,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in headers:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        value = value.decode("latin-1")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+            continue
+        if key == "CONTENT_LENGTH":
+            continue
+        key = "HTTP_" + key
+        environ[key] = environ[key] + "," + value if key in environ else value
+    return environ
+
+
+def call_app(app, outcome, request):
+    outcome.clear()
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"], captured["headers"] = status, headers
+
+    chunks = app(environ_for(*request), start_response)
+    try:
+        body = b"".join(chunks)
+    finally:
+        if hasattr(chunks, "close"):
+            chunks.close()
+    return ("response", captured["status"], captured["headers"], body,
+            outcome.get("counted", False), outcome.get("failed", False))
+
+
+def send_frame(sock, message):
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(FRAME.pack(len(payload)) + payload)
+
+
+def worker_main(sock, generation):
+    """Runs in a forked child: load the function, then serve calls until the socket closes."""
+    try:  # die with the server even if it is SIGKILLed
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        func = load_function()
+    except BaseException:
+        send_frame(sock, ("load-failed", load_error_text()))
+        return
+    CONTEXT["function-name"] = getattr(func, "__name__", FUNC_HANDLER)
+    app, outcome = build_app(func)
+    send_frame(sock, ("ready", generation))
+    reader = sock.makefile("rb")
+    while True:
+        header = reader.read(FRAME.size)
+        if len(header) < FRAME.size:
+            return
+        request = pickle.loads(reader.read(FRAME.unpack(header)[0]))
+        try:
+            reply = call_app(app, outcome, request)
+        except BaseException:
+            traceback.print_exc()
+            reply = ("response", "500 Internal Server Error", [("Content-Type", "text/plain")],
+                     b"Internal Server Error", outcome.get("counted", False), True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        send_frame(sock, reply)
+        if PER_CALL:
+            return
+
+
+# ---------------------------------------------------------------- server process
+
+
+class Worker(asyncio.Protocol):
+    """The server's end of one worker: frames in, futures out (one call at a time)."""
+
+    def __init__(self, generation):
+        self.generation = generation
+        parent, child = socket.socketpair()
+        self.pid = os.fork()
+        if self.pid == 0:  # child
+            try:
+                parent.close()
+                keep = child.fileno()
+                os.closerange(3, keep)  # never hold the server's sockets open
+                os.closerange(keep + 1, 65536)
+                worker_main(child, generation)
+            finally:
+                os._exit(0)
+        child.close()
+        self.sock = parent
+        self.transport = None
+        self.buffer = bytearray()
+        self.pending = None
+
+    async def connect(self):
+        """Wait for the worker's first message: ('ready', gen) or ('load-failed', error)."""
+        self.pending = asyncio.get_running_loop().create_future()
+        await asyncio.get_running_loop().create_connection(lambda: self, sock=self.sock)
+        return await self.pending
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.buffer += data
+        while len(self.buffer) >= FRAME.size:
+            size = FRAME.unpack_from(self.buffer)[0]
+            if len(self.buffer) < FRAME.size + size:
+                return
+            message = pickle.loads(self.buffer[FRAME.size:FRAME.size + size])
+            del self.buffer[:FRAME.size + size]
+            pending, self.pending = self.pending, None
+            if pending is not None and not pending.done():
+                pending.set_result(message)
+
+    def connection_lost(self, exc):
+        pending, self.pending = self.pending, None
+        if pending is not None and not pending.done():
+            pending.set_exception(ConnectionError("worker exited"))
+
+    def call(self, request):
+        """Send one request; returns a future for the reply."""
+        self.pending = asyncio.get_running_loop().create_future()
+        payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        self.transport.write(FRAME.pack(len(payload)) + payload)
+        return self.pending
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            self.sock.close()
+
+
+class Pool:
+    """Warm workers of the current code generation; grows on demand up to MAX_WORKERS."""
+
+    def __init__(self):
+        self.generation = 0
+        self.idle = []
+        self.busy = set()
+        self.waiters = []
+        self.spawning = 0
+
+    async def start(self):
+        worker = Worker(self.generation)
+        message = await worker.connect()
+        if message[0] != "ready":
+            worker.kill()
+            return message[1]
+        self.idle.append(worker)
+        self.top_up()
+        return None
+
+    def top_up(self):
+        while len(self.idle) + len(self.busy) + self.spawning < MIN_WORKERS:
+            self.spawn()
+
+    def spawn(self):
+        self.spawning += 1
+        asyncio.get_running_loop().create_task(self._spawn(self.generation))
+
+    async def _spawn(self, generation):
+        worker = Worker(generation)
+        try:
+            message = await worker.connect()
+        except ConnectionError:
+            message = ("load-failed", "worker exited while loading")
+        self.spawning -= 1
+        if message[0] != "ready" or generation != self.generation:
+            worker.kill()
+            if message[0] != "ready":
+                print(message[1], file=sys.stderr, flush=True)
+            return
+        self.release(worker)
+
+    async def acquire(self):
+        """An idle worker, waiting (and growing the pool) when all are busy."""
+        if self.idle:
+            return self.idle.pop()
+        if len(self.busy) + self.spawning < MAX_WORKERS:
+            self.spawn()
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future in self.waiters:
+                self.waiters.remove(future)
+            elif future.done() and not future.cancelled():
+                self.release(future.result())
+            raise
+
+    def release(self, worker):
+        self.busy.discard(worker)
+        if worker.generation != self.generation:
+            worker.kill()
+            self.top_up()
+            return
+        while self.waiters:
+            future = self.waiters.pop(0)
+            if not future.done():
+                future.set_result(worker)
+                return
+        self.idle.append(worker)
+
+    def discard(self, worker):
+        self.busy.discard(worker)
+        worker.kill()
+        self.top_up()
+
+    async def reload(self):
+        """Load new code in a probe worker; replace the pool only when it loads."""
+        generation = self.generation + 1
+        probe = Worker(generation)
+        try:
+            message = await probe.connect()
+        except ConnectionError:
+            message = ("load-failed", "worker exited while loading")
+        if message[0] != "ready":
+            probe.kill()
+            print(message[1], file=sys.stderr, flush=True)
+            control("load-failed", generation=generation, error=message[1])
+            return
+        self.generation = generation
+        old, self.idle = self.idle, []
+        for worker in old:
+            worker.kill()
+        self.release(probe)
+        self.top_up()
+        control("ready", generation=generation)
+
+    def shutdown(self):
+        for worker in self.idle + list(self.busy):
+            worker.kill()
+
+
+func_hist = prom.Histogram("function_duration_seconds", "Duration of user function in seconds", ["method"])
+func_calls = prom.Counter("function_calls_total", "Number of calls to user function", ["method"])
+func_errors = prom.Counter("function_failures_total", "Number of exceptions in user function", ["method"])
+
+# Error pages come from bottle itself so they match legacy Kubeless byte for byte.
+error_app = bottle.Bottle()
+
+
+@error_app.route("/<:re:.*>", method=list(FUNCTION_METHODS))
+def _timeout_page():
+    return bottle.HTTPError(408, "Timeout while processing the function")
+
+
+def error_page(method, url, version, peer):
+    """Bottle's rendering of a 408 (for a function method) or 405 (any other method)."""
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"], captured["headers"] = status, headers
+
+    body = b"".join(error_app(environ_for(method, url, [], b"", version, peer), start_response))
+    return captured["status"], captured["headers"], body
+
+
+LOG_LINES = []
+
+
+def flush_log():
+    sys.stdout.write("".join(LOG_LINES))
+    sys.stdout.flush()
+    LOG_LINES.clear()
+
+
+def access_log(peer, method, url, version, status, size, headers):
+    """Apache-style line, as legacy Kubeless' wsgi-request-logger; written once per loop turn."""
+    agent = referer = "-"
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"user-agent":
+            agent = value.decode("latin-1")
+        elif lname == b"referer":
+            referer = value.decode("latin-1")
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    if not LOG_LINES:
+        asyncio.get_running_loop().call_soon(flush_log)
+    LOG_LINES.append('%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"\n' % (
+        peer, stamp, method, url.decode("latin-1"), version, status.split(" ", 1)[0], size,
+        referer, agent))
+
+
+class HttpProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive and pipelining; one task per request, answered in order."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport = None
+        self.previous = None  # the previous request's task, to keep responses in order
+        self.peer = "-"
+
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else "-"
+
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError:
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        self.transport = None
+
+    # httptools callbacks
+    def on_message_begin(self):
+        self.url, self.headers, self.body, self.too_large = b"", [], [], False
+        self.size = 0
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+    def on_headers_complete(self):
+        for name, value in self.headers:
+            if name.lower() == b"expect" and value.lower() == b"100-continue":
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body):
+        self.size += len(body)
+        if self.size > MEMFILE_MAX:
+            self.too_large = True
+        elif not self.too_large:
+            self.body.append(body)
+
+    def on_message_complete(self):
+        request = (self.parser.get_method().decode(), self.url, self.headers,
+                   b"".join(self.body), self.parser.get_http_version(), self.peer)
+        keep_alive = self.parser.should_keep_alive()
+        task = asyncio.get_running_loop().create_task(
+            self.respond(request, keep_alive, self.too_large, self.previous))
+        self.previous = task
+
+    async def respond(self, request, keep_alive, too_large, previous):
+        method, url, headers, body, version, peer = request
+        status, out_headers, out_body = await handle(self.pool, request, too_large)
+        if previous is not None and not previous.done():
+            await previous
+        if self.transport is None:
+            return
+        lines = ["HTTP/1.1 " + status]
+        has_length = False
+        for name, value in out_headers:
+            if name.lower() == "content-length":
+                has_length = True
+            lines.append("%s: %s" % (name, value))
+        if not has_length:
+            lines.append("Content-Length: %d" % len(out_body))
+        if not keep_alive:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.transport.write(head + out_body if method != "HEAD" else head)
+        access_log(peer, method, url, version, status, len(out_body), headers)
+        if not keep_alive:
+            self.transport.close()
+
+
+async def handle(pool, request, too_large):
+    method, url, headers, body, version, peer = request
+    path = url.split(b"?", 1)[0]
+    if method in ("GET", "HEAD") and path == b"/healthz":
+        return "200 OK", [("Content-Type", "text/html; charset=UTF-8")], b"OK"
+    if method in ("GET", "HEAD") and path == b"/metrics":
+        return "200 OK", [("Content-Type", prom.CONTENT_TYPE_LATEST)], prom.generate_latest(prom.REGISTRY)
+    if too_large:
+        return "413 Request Entity Too Large", [("Content-Type", "text/plain")], b"Request body too large"
+    if method not in FUNCTION_METHODS and method != "HEAD":
+        return error_page(method, url, version, peer)
+    label = "GET" if method == "HEAD" else method
+    start = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    timed_out = []
+
+    def expire():
+        timed_out.append(True)
+        current.cancel()
+
+    timer = loop.call_later(TIMEOUT, expire)  # one timer covers the queue and the call
+    worker = None
+    try:
+        worker = await pool.acquire()
+        pool.busy.add(worker)
+        reply = await worker.call(request)
+    except asyncio.CancelledError:
+        if not timed_out:
+            raise  # cancelled for another reason (shutdown)
+        current.uncancel()
+        if worker is not None:
+            pool.discard(worker)  # killed mid-call: the runaway code stops now
+        func_calls.labels(label).inc()
+        func_hist.labels(label).observe(time.perf_counter() - start)
+        return error_page(method, url, version, peer)
+    except ConnectionError:
+        pool.discard(worker)  # the worker died (os._exit, segfault, OOM kill)
+        func_calls.labels(label).inc()
+        func_errors.labels(label).inc()
+        print("function worker exited during the call", file=sys.stderr, flush=True)
+        return "500 Internal Server Error", [("Content-Type", "text/plain")], b"Internal Server Error"
+    finally:
+        timer.cancel()
+    if PER_CALL:
+        pool.discard(worker)
+    else:
+        pool.release(worker)
+    _, status, out_headers, out_body, counted, failed = reply
+    if counted:
+        func_calls.labels(label).inc()
+        func_hist.labels(label).observe(time.perf_counter() - start)
+        if failed:
+            func_errors.labels(label).inc()
+    return status, out_headers, out_body
+
+
+async def serve():
+    pool = Pool()
+    error = await pool.start()
+    if error is not None:
+        print(error, file=sys.stderr, flush=True)
+        control("load-failed", generation=0, error=error)
+        sys.exit(3)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpProtocol(pool), BIND, PORT, reuse_address=True, backlog=1024)
+    stopping = loop.create_future()
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(pool.reload()))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: stopping.done() or stopping.set_result(None))
+    print("Kubeless Python runtime serving %s.%s on http://%s:%d/" % (MOD_NAME, FUNC_HANDLER, BIND, PORT), flush=True)
+    control("ready", generation=0)
+    try:
+        await stopping
+    finally:
+        server.close()
+        pool.shutdown()
+
+
+if __name__ == "__main__":
+    # stdout is a pipe when run by the engine: keep it block-buffered for speed, flush per loop turn.
+    asyncio.run(serve())

@@ -1,0 +1,7 @@
+calls = 0
+
+
+def handler(event, context):
+    global calls
+    calls += 1
+    return str(calls)
