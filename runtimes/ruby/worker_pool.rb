@@ -32,7 +32,11 @@ class WorkerPool
   end
 
   def prefork
+    return unless @lock.synchronize { @count < @size && (@count += 1) }
     release(spawn_worker)
+  rescue StandardError
+    @lock.synchronize { @count -= 1 }
+    raise
   end
 
   # Returns the child's result, or raises Timeout / Crashed.

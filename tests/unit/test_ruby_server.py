@@ -269,3 +269,18 @@ def test_unreachable_gem_source_is_one_clear_line(tmp_path):
 def test_gem_missing_locally_and_no_network_source_reports_bundler_error(tmp_path):
     res = run_install(tmp_path / "deps", "gem 'kl_not_on_this_machine'\n")
     assert res.returncode != 0 and "kl_not_on_this_machine" in res.stderr
+
+
+def test_pool_size_bounds_workers(serve):
+    s = started(serve('def handler(e, c)\n  sleep 0.5\n  Process.pid.to_s\nend\n', env={"KUBELESS_RUBY_WORKERS": "2"}))
+    pids = []
+    threads = [threading.Thread(target=lambda: pids.append(requests.get(s.url, timeout=10).text)) for _ in range(4)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    assert len(pids) == 4 and len(set(pids)) == 2
+    assert 0.9 < elapsed < 2.5
+    assert len(s.workers()) == 2
