@@ -39,6 +39,9 @@ PORT = Integer(ENV.fetch('FUNC_PORT', '8080'))
 BIND = ENV.fetch('KUBELESS_LOCAL_BIND', '0.0.0.0')
 CONTROL = ENV['KUBELESS_LOCAL_CONTROL'] == '1'
 WORKERS = Integer(ENV.fetch('KUBELESS_RUBY_WORKERS', '16'))
+# warm (default): workers are reused, module state persists between calls (as in the legacy
+# in-process Ruby runtime); per-call: every call gets a fresh fork of the loaded module.
+PER_CALL = ENV['KUBELESS_LOCAL_ISOLATION'] == 'per-call'
 
 CONTEXT = {
   'function-name': FUNC_HANDLER,
@@ -250,7 +253,7 @@ def start
     exit 1
   end
 
-  Object.const_set(:POOL, WorkerPool.new(WORKERS) { |payload| run_call(payload) })
+  Object.const_set(:POOL, WorkerPool.new(WORKERS, per_call: PER_CALL) { |payload| run_call(payload) })
   generation = 0
   reload_r, reload_w = IO.pipe
 

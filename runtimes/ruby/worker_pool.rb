@@ -11,8 +11,10 @@ class WorkerPool
   class Timeout < StandardError; end
   class Crashed < StandardError; end
 
-  def initialize(size, &serve)
+  # per_call: a worker serves one call and is replaced (module state reset, as in legacy Python).
+  def initialize(size, per_call: false, &serve)
     @size = size
+    @per_call = per_call
     @serve = serve # runs in the child: payload -> result (both Marshal-able)
     @idle = []
     @count = 0
@@ -53,7 +55,7 @@ class WorkerPool
     rescue Errno::EPIPE, EOFError
       raise Crashed, "worker #{worker.pid} exited during the call"
     ensure
-      ok ? release(worker) : discard(worker)
+      ok && !@per_call ? release(worker) : discard(worker)
     end
   end
 

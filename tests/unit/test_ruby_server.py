@@ -284,3 +284,8 @@ def test_pool_size_bounds_workers(serve):
     assert len(pids) == 4 and len(set(pids)) == 2
     assert 0.9 < elapsed < 2.5
     assert len(s.workers()) == 2
+
+
+def test_per_call_isolation_resets_module_state(serve):
+    s = started(serve('@n = 0\ndef handler(e, c) = (@n += 1).to_s\n', env={"KUBELESS_LOCAL_ISOLATION": "per-call"}))
+    assert [requests.get(s.url, timeout=5).text for _ in range(3)] == ["1", "1", "1"]
