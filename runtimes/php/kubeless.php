@@ -708,7 +708,7 @@ final class KlServer
 
     private function dispatch(array $call): void
     {
-        $id = array_key_first($this->idle);
+        $id = array_key_last($this->idle); // LIFO: sequential calls reuse the warmest runner
         unset($this->idle[$id]);
         $r = &$this->runners[$id];
         $r['call'] = $call;
@@ -802,7 +802,8 @@ final class KlServer
     private function timedOut(array $call): void
     {
         kl_log(sprintf('function timed out after %ss', $this->cfg['timeout_raw']));
-        $this->observe($call['label'], microtime(true) - $call['start'], false);
+        // counted as a failure, as the legacy proxy in front of PHP did (contract §5)
+        $this->observe($call['label'], microtime(true) - $call['start'], true);
         $this->respond($call['conn'], 408, [['Content-Type', 'text/plain']], "Timeout while processing the function\n");
     }
 

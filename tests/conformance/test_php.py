@@ -1,0 +1,322 @@
+"""PHP-specific vectors (contract §5 PHP column, §10 #16) and the places where the PHP runtime
+deliberately differs from the legacy Kubeless image (see the README parity table).
+
+The second half runs runtimes/php/kubeless.php directly (no engine): SIGHUP reload with the
+control lines, composer dependencies from a path repository, shutdown without orphans."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.language("php")
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER = REPO / "runtimes" / "php" / "kubeless.php"
+GREETER = REPO / "tests" / "fixtures" / "php" / "greeter"
+PHP = shutil.which("php8.2") or "php"
+
+
+def runner_cpu_seconds():
+    """CPU time used so far by every PHP runner process on the machine (titled by the runtime)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path("/proc", pid, "cmdline").read_bytes()
+            if not cmdline.startswith(b"kubeless-php runner"):
+                continue
+            fields = Path("/proc", pid, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+# ---------------------------------------------------------------- through the engine (fixture)
+
+
+def test_exception_answers_500_not_legacy_200(function):
+    # legacy: the Go proxy delivered php-fpm's error body with status 200 (§10 #16)
+    f = function("raise")
+    r = f.post(data="boom")
+    assert r.status_code == 500
+    assert r.text.strip() == "boom"  # the exception message, as the legacy controller wrote it
+    assert f.metrics().get(("function_failures_total", "POST"), 0) == 1
+    assert "RuntimeException: boom" in f.logs()
+    assert f.post(data="fine").text == "ok"
+
+
+def test_context_is_an_object_with_func_variables(function):
+    f = function("context", timeout=7)
+    body = json.loads(f.get().text)
+    assert body["function-name"] == "handler"
+    assert body["timeout"] == "7"  # getenv('FUNC_TIMEOUT'), a string as in legacy
+    assert body["runtime"] == f.runtime
+    assert body["memory-limit"] is not None
+
+
+def test_data_is_decoded_only_for_exact_application_json(function):
+    f = function("event")
+    r = f.post(data='{"a": 1}', headers={"Content-Type": "application/json"})
+    assert json.loads(json.loads(r.text)["data"]) == {"a": 1}
+    r = f.post(data='{"a": 1}', headers={"Content-Type": "application/json; charset=utf-8"})
+    assert json.loads(r.text)["data"] == '{"a": 1}'
+    body = json.loads(f.get().text)
+    assert body["data"] == ""
+    assert body["event-id"] is None and body["event-namespace"] is None
+
+
+def test_decoded_json_is_returned_as_json(function):
+    # legacy wrote the return value into a Slim body and failed on arrays/objects
+    r = function("echo").post(data='{"a": [1, 2]}', headers={"Content-Type": "application/json"})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json() == {"a": [1, 2]}
+
+
+def test_returned_psr7_response_sets_status_and_headers(function):
+    # legacy: the proxy delivered the body only, always 200
+    r = function("status").get()
+    assert (r.status_code, r.headers["X-Custom"], r.text) == (201, "yes", "created")
+
+
+def test_request_is_psr7_and_every_method_and_path_reaches_the_function(function):
+    f = function("request")
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        r = f.request(method, "/any/path?q=v", headers={"X-Test": "t"})
+        assert (r.status_code, r.text) == (200, "t|v")
+
+
+def test_module_state_is_warm_across_sequential_calls(function):
+    # legacy forked per call (state lost); warm runners keep globals, as the Python/Ruby runtimes do
+    f = function("state")
+    assert [f.get().text for _ in range(3)] == ["1", "2", "3"]
+
+
+def test_runaway_code_is_killed_408_counted_as_failure(function):
+    # set_time_limit() ignores sleep on Linux, so legacy never stopped a sleeping call
+    f = function("spin", timeout=1)
+    started = time.monotonic()
+    r = f.get()
+    assert r.status_code == 408 and "Timeout while processing the function" in r.text
+    assert time.monotonic() - started < 3
+    assert f.metrics().get(("function_failures_total", "GET"), 0) == 1
+    assert f.get("/healthz").text == "OK"
+    before = runner_cpu_seconds()
+    time.sleep(0.5)
+    assert runner_cpu_seconds() - before < 0.2  # the spinning runner is gone
+
+
+def test_sleeping_call_times_out_while_others_are_served(function):
+    f = function("sleep", timeout=1)
+    with ThreadPoolExecutor(4) as pool:
+        slow = pool.submit(f.post, data="5")
+        time.sleep(0.2)
+        quick = [pool.submit(f.post, data="0.05") for _ in range(3)]
+        assert [q.result().text for q in quick] == ["done"] * 3
+        assert slow.result().status_code == 408
+
+
+# ---------------------------------------------------------------- the server run directly
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, folder, source, timeout="180", env=None):
+        self.folder = Path(folder)
+        self.file = self.folder / "handler.php"
+        self.file.write_text(source)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines = []
+        self.cond = threading.Condition()
+        full_env = {
+            **os.environ, "MOD_NAME": "handler", "FUNC_HANDLER": "handler", "FUNC_TIMEOUT": timeout,
+            "FUNC_PORT": str(self.port), "FUNC_RUNTIME": "php8.2", "FUNC_MEMORY_LIMIT": "128Mi",
+            "KUBELESS_INSTALL_VOLUME": str(self.folder), "KUBELESS_LOCAL_BIND": "127.0.0.1",
+            "KUBELESS_LOCAL_CONTROL": "1", **(env or {}),
+        }
+        self.proc = subprocess.Popen([PHP, str(SERVER)], cwd=self.folder, env=full_env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+
+    def control(self, index, timeout=10):
+        """The control event number `index` (0 = the first one printed)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                events = [json.loads(l.split(" ", 1)[1]) for l in self.lines if l.startswith("@kubeless-local ")]
+                if len(events) > index:
+                    return events[index]
+                left = deadline - time.monotonic()
+                assert left > 0, "no control line; output:\n" + "\n".join(self.lines)
+                self.cond.wait(left)
+
+    def log(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def reload(self, source, index):
+        self.file.write_text(source)
+        self.proc.send_signal(signal.SIGHUP)
+        return self.control(index)
+
+    def get(self, path="/", **kw):
+        return requests.get(self.url + path, timeout=10, **kw)
+
+    def descendants(self):
+        out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+        children = {}
+        for line in out.splitlines():
+            pid, ppid = map(int, line.split())
+            children.setdefault(ppid, []).append(pid)
+        found, todo = [], [self.proc.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = []
+
+    def start(source, **kw):
+        s = Server(tmp_path, source, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+HELLO = '<?php\nfunction handler($event, $context) { return "v%d"; }\n'
+
+
+def test_sighup_reloads_and_keeps_last_good_code(server):
+    s = server(HELLO % 1)
+    assert s.control(0) == {"event": "ready", "generation": 0}
+    assert s.get().text == "v1"
+    assert s.reload(HELLO % 2, 1) == {"event": "ready", "generation": 1}
+    assert s.get().text == "v2"
+
+    failed = s.reload('<?php\nfunction handler($event, $context) {\n  return "v3"\n}\n', 2)
+    assert failed["event"] == "load-failed" and failed["generation"] == 2
+    assert str(s.file) + ":4" in failed["error"] and "ParseError" in failed["error"]
+    assert s.get().text == "v2"  # the last good code keeps serving
+
+    # a fatal compile error (not catchable in PHP) is reported too
+    dup = '<?php\nfunction handler($e, $c) { return 1; }\nfunction handler($e, $c) { return 2; }\n'
+    failed = s.reload(dup, 3)
+    assert failed["event"] == "load-failed" and "Cannot redeclare" in failed["error"]
+    assert s.get().text == "v2"
+
+    assert s.reload(HELLO % 4, 4) == {"event": "ready", "generation": 4}
+    assert s.get().text == "v4"
+
+
+def test_load_error_at_start_exits_with_the_error(server):
+    s = server("<?php\nthrow new RuntimeException('broken at load');\n")
+    event = s.control(0)
+    assert event["event"] == "load-failed" and event["generation"] == 0
+    assert "handler.php:2" in event["error"] and "broken at load" in event["error"]
+    assert s.proc.wait(10) != 0
+
+
+def test_missing_function_answers_500(server):
+    s = server('<?php\nfunction other($event, $context) { return "x"; }\n')
+    assert s.control(0)["event"] == "ready"
+    r = s.get()
+    assert r.status_code == 500 and "Function handler not exist" in r.text
+    assert "function handler is not defined" in s.log()
+
+
+def test_sigterm_leaves_no_process_behind(server):
+    s = server(HELLO % 1)
+    assert s.control(0)["event"] == "ready"
+    s.get()
+    family = s.descendants()
+    assert len(family) >= 3  # launcher, zygote, runner(s)
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(10) == 0
+    deadline = time.monotonic() + 5
+    while any(Path("/proc", str(p)).exists() for p in family) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in family if Path("/proc", str(p)).exists()]
+
+
+def test_runaway_call_dies_even_if_the_server_is_killed(server):
+    # the runner's SIGALRM backstop stops a spinning call when nobody is left to kill it
+    s = server("<?php\nfunction handler($e, $c) { while (true) {} }\n", timeout="1")
+    assert s.control(0)["event"] == "ready"
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(requests.get, s.url, timeout=10)
+        time.sleep(0.3)
+        family = s.descendants()
+        s.proc.kill()
+        with pytest.raises(requests.RequestException):
+            pending.result()
+    deadline = time.monotonic() + 15
+    while any(Path("/proc", str(p)).exists() for p in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in family if Path("/proc", str(p)).exists()]
+
+
+def test_composer_dependencies_from_a_path_repository(server, tmp_path):
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    (deps / "composer.json").write_text(json.dumps({
+        "require": {"kubeless-local/greeter": "*"},
+        "repositories": [{"type": "path", "url": str(GREETER), "options": {"symlink": False}},
+                         {"packagist.org": False}],
+    }))
+    env = {**os.environ, "COMPOSER_ALLOW_SUPERUSER": "1", "COMPOSER_HOME": str(tmp_path / "composer-home")}
+    # the catalog's process.install, run in {deps}
+    done = subprocess.run(["composer", "install", "--no-interaction", "--no-progress"], cwd=deps, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (deps / "vendor" / "autoload.php").is_file()
+
+    # legacy functions require vendor/autoload.php themselves: it resolves through the include path
+    source = ("<?php\nrequire_once 'vendor/autoload.php';\nuse KubelessLocal\\Greeter\\Greeter;\n"
+              "function handler($event, $context) { return Greeter::greet('php'); }\n")
+    s = server(source, env={"KUBELESS_PHP_DEPS": str(deps)})
+    assert s.control(0)["event"] == "ready", s.log()
+    assert s.get().text == "greetings, php"
+    # and the runtime includes the autoloader itself
+    plain = "<?php\nfunction handler($event, $context) { return \\KubelessLocal\\Greeter\\Greeter::greet('x'); }\n"
+    assert s.reload(plain, 1)["event"] == "ready"
+    assert s.get().text == "greetings, x"
+
