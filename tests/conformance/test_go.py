@@ -1,0 +1,197 @@
+"""Go-specific conformance: contract §10 vectors 12, 14, 15 and where the Go runtime differs by design
+(panics, runaway goroutines, compile errors, go.mod dependencies)."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.language("go")
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME_DIR = REPO / "runtimes" / "go"
+COMPILE = RUNTIME_DIR / "compile-function.sh"
+FIXTURES = REPO / "tests" / "fixtures" / "go"
+HELLO = REPO / "tests" / "conformance" / "scenarios" / "hello" / "handler.go"
+
+
+def metric(fn, name, method):
+    return fn.metrics().get((name, fn.method_label(method)), 0)
+
+
+def wait_for(predicate, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+# --- through the engine (the `function` fixture) -------------------------------------------------
+
+def test_error_answers_500_with_message_and_raw_data(function):
+    """Vector 14: Data is the raw body string; (s, nil) → 200 s; (_, err) → 500 `Error: <err>`."""
+    echo = function("echo")
+    r = echo.post(data='{"a":1}', headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.text) == (200, '{"a":1}')
+    # Go sniffs the Content-Type of what the function returned (no JSON handling).
+    assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert echo.post(data="<html><body>x</body></html>").headers["Content-Type"] == "text/html; charset=utf-8"
+
+    raise_ = function("raise")
+    before = metric(raise_, "function_failures_total", "POST")
+    r = raise_.post(data="boom")
+    assert (r.status_code, r.text) == (500, "Error: boom")
+    assert metric(raise_, "function_failures_total", "POST") == before + 1
+
+
+def test_panic_answers_500_and_server_survives(function):
+    """Legacy Kubeless crashed the whole server on a panic; here it is a failed call."""
+    fn = function("raise")
+    r = fn.post(data="panic")
+    assert (r.status_code, r.text) == (500, "Error: panic: boom")
+    assert metric(fn, "function_failures_total", "POST") == 1
+    r = fn.post(data="fine")
+    assert (r.status_code, r.text) == (200, "ok")
+    assert metric(fn, "function_calls_total", "POST") == 2
+    logs = fn.logs()
+    assert "panic in function Handler: boom" in logs
+    assert "handler.go:" in logs  # the stack trace names the user's file
+
+
+def test_cors_preflight_does_not_call_function(function):
+    """Vector 12."""
+    fn = function("state")
+    r = fn.request("OPTIONS", "/", headers={"Access-Control-Request-Method": "PUT",
+                                            "Access-Control-Request-Headers": "x-a"})
+    assert (r.status_code, r.text) == (200, "")
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert r.headers["Access-Control-Allow-Methods"] == "PUT"
+    assert r.headers["Access-Control-Allow-Headers"] == "x-a"
+    assert fn.post(data="").text == "1"  # the OPTIONS call never reached the function
+    assert fn.get().headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_response_writer_status_is_not_written_twice(function):
+    fn = function("status")
+    r = fn.get()
+    assert (r.status_code, r.text, r.headers["X-Custom"]) == (201, "created", "yes")
+    assert "superfluous" not in fn.logs()
+
+
+def test_context_fields_are_strings(function):
+    fn = function("context", timeout=7, env={"MY_VAR": "v"})
+    body = fn.get().json()
+    assert body["timeout"] == "7"
+    assert body["function-name"] == "Handler"
+    assert body["env"] == "v"
+
+
+def test_timeout_408_then_runaway_is_stopped_and_server_keeps_serving(function):
+    """Vector 15: 408 `Timeout exceeded` and failure +1. Legacy then exited the process; here the
+    server restarts itself in place (same socket, metrics kept) once the call ignores its context."""
+    fn = function("sleep", timeout=1)
+    started = time.monotonic()
+    r = fn.post(data="30")
+    assert (r.status_code, r.text) == (408, "Timeout exceeded")
+    assert time.monotonic() - started < 5
+    assert metric(fn, "function_failures_total", "POST") == 1
+    assert wait_for(lambda: "restarted in place" in fn.logs())
+    assert "ignores event.Extensions.Context" in fn.logs()
+    r = fn.post(data="0")
+    assert (r.status_code, r.text) == (200, "done")
+    assert metric(fn, "function_calls_total", "POST") == 2  # counted across the restart
+    assert metric(fn, "function_failures_total", "POST") == 1
+
+
+def test_spinning_function_is_stopped(function):
+    fn = function("spin", timeout=1)
+    assert fn.post(data="").status_code == 408
+    assert wait_for(lambda: "restarted in place" in fn.logs())
+    assert fn.get("/healthz").text == "OK"
+    # A second runaway is handled the same way (the new image restarts too).
+    assert fn.post(data="").status_code == 408
+    assert wait_for(lambda: fn.logs().count("restarted in place") == 2)
+    assert metric(fn, "function_failures_total", "POST") == 2
+
+
+# --- the compile step itself (what the engine shows as CompileError) -----------------------------
+
+@pytest.fixture(scope="module")
+def go_lib(tmp_path_factory):
+    """A runtime_lib (module + build cache) shared by this module's builds."""
+    return tmp_path_factory.mktemp("go-runtime-lib")
+
+
+def compile_function(lib, install, build, handler="Handler"):
+    build.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        ["/bin/sh", str(COMPILE), shutil.which("go"), str(RUNTIME_DIR), str(lib), str(install),
+         str(build), "handler", handler],
+        cwd=build, capture_output=True, text=True, timeout=600)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_compile_error_names_the_users_file_and_keeps_last_good_build(go_lib, tmp_path):
+    install, build = tmp_path / "install", tmp_path / "build"
+    install.mkdir()
+    shutil.copy(HELLO, install / "handler.go")
+    assert compile_function(go_lib, install, build).returncode == 0
+    good = (build / "server").read_bytes()
+
+    (install / "handler.go").write_text(
+        'package kubeless\n\nimport "github.com/kubeless/kubeless/pkg/functions"\n\n'
+        'func Handler(event functions.Event, context functions.Context) (string, error) {\n'
+        '\treturn undefinedThing, nil\n}\n')
+    r = compile_function(go_lib, install, build)
+    assert r.returncode != 0
+    assert "handler.go:6:9: undefined: undefinedThing" in r.stdout
+    assert str(build) not in r.stdout  # no build-tree paths
+    assert (build / "server").read_bytes() == good
+
+    shutil.copy(HELLO, install / "handler.go")
+    r = compile_function(go_lib, install, build, handler="Missing")
+    assert r.returncode != 0
+    assert "no function Missing in the function's package" in r.stdout
+    assert "func Missing(event functions.Event, context functions.Context) (string, error)" in r.stdout
+
+    (install / "handler.go").write_text('package kubeless\n\nfunc Handler() string { return "" }\n')
+    r = compile_function(go_lib, install, build)
+    assert r.returncode != 0
+    assert "cannot use function.Handler (value of type func() string)" in r.stdout
+
+
+def test_go_mod_dependencies_resolve_and_run(go_lib, tmp_path):
+    """go.mod requirements come through GOPROXY into the shared cache; the legacy
+    `require github.com/kubeless/kubeless v1.0.7` line is served by the local functions module."""
+    install, build = tmp_path / "install", tmp_path / "build"
+    shutil.copytree(FIXTURES / "uuid", install)
+    r = compile_function(go_lib, install, build)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (go_lib / "mod" / "github.com" / "google" / "uuid@v1.6.0").is_dir()
+    assert not (go_lib / "mod" / "github.com" / "kubeless").exists()
+
+    port = free_port()
+    env = {**os.environ, "FUNC_HANDLER": "Handler", "MOD_NAME": "handler", "FUNC_PORT": str(port),
+           "KUBELESS_LOCAL_BIND": "127.0.0.1", "KUBELESS_LOCAL_CONTROL": "1",
+           "KUBELESS_INSTALL_VOLUME": str(install)}
+    proc = subprocess.Popen([str(build / "server")], cwd=install, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().startswith("Go runtime serving Handler")
+        assert proc.stdout.readline().strip() == '@kubeless-local {"event":"ready","generation":0}'
+        r = requests.post(f"http://127.0.0.1:{port}/", data="hello", timeout=10)
+        assert (r.status_code, r.text) == (200, "074171de-bc84-5ea4-b636-1135477620e1")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
