@@ -411,6 +411,12 @@ final class KlServer
     public function run(): int
     {
         $cfg = $this->cfg;
+        foreach (['pcntl_fork' => 'pcntl', 'posix_kill' => 'posix'] as $fn => $ext) {
+            if (!function_exists($fn)) {
+                kl_log("the PHP runtime needs the $ext extension (Debian: php8.2-cli / php8.2-common)");
+                return 2;
+            }
+        }
         if ($cfg['module'] === '' || $cfg['handler'] === '') {
             kl_log('MOD_NAME and FUNC_HANDLER must be set');
             $this->control('load-failed', ['generation' => 0, 'error' => 'MOD_NAME and FUNC_HANDLER must be set']);
@@ -860,8 +866,7 @@ final class KlServer
                 return;
             }
             stream_set_blocking($s, false);
-            $sock = socket_import_stream($s);
-            if ($sock !== false && $sock !== null) {
+            if (function_exists('socket_import_stream') && ($sock = socket_import_stream($s))) {
                 @socket_set_option($sock, SOL_TCP, TCP_NODELAY, 1);
             }
             $this->conns[(int) $s] = ['sock' => $s, 'in' => '', 'out' => '', 'busy' => false, 'close' => false,
