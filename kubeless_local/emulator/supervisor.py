@@ -30,7 +30,8 @@ def port_free(port):
 class PortBook:
     """Stable local ports per function name, remembered in .kubeless-local/ports.json."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, ephemeral=False):
+        self.ephemeral = ephemeral  # tests: kernel-chosen ports, so parallel runs never collide
         self.path = state_dir / "ports.json"
         self.lock = threading.Lock()
         try:
@@ -48,7 +49,9 @@ class PortBook:
                                     % (spec.origin, port, PORT_ANNOTATION))
                 return port
             port = self.ports.get(spec.name)
-            if not port or port in taken or not port_free(port):
+            if self.ephemeral:
+                port = ephemeral_port()
+            elif not port or port in taken or not port_free(port):
                 port = FIRST_AUTO_PORT
                 while port in taken or port in self.ports.values() or not port_free(port):
                     port += 1
@@ -57,6 +60,12 @@ class PortBook:
             self.ports[spec.name] = port
             self.path.write_text(json.dumps(self.ports, indent=1, sort_keys=True))
             return port
+
+
+def ephemeral_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def scrape_metrics(url, timeout=1.0):
@@ -79,12 +88,12 @@ def scrape_metrics(url, timeout=1.0):
 
 
 class Supervisor:
-    def __init__(self, state_dir: Path, backend, logs, catalog=None):
+    def __init__(self, state_dir: Path, backend, logs, catalog=None, ephemeral_ports=False):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.backend, self.logs = backend, logs
         self.catalog = catalog or Catalog()
-        self.ports = PortBook(self.state_dir)
+        self.ports = PortBook(self.state_dir, ephemeral_ports)
         self.instances = {}  # name -> Instance
         self.serving = {}  # name -> Prepared that serves now
         self.specs = {}
@@ -122,7 +131,13 @@ class Supervisor:
                 return instance
             prep.activate(prepared)
             self.serving[spec.name] = prepared
-            self._launch(instance, prepared)
+            for _ in range(3):
+                self._launch(instance, prepared)
+                if instance.state != State.CRASHED or port_free(instance.port) or PORT_ANNOTATION in spec.annotations:
+                    break
+                # Another program took the port between our check and the server's bind: move on.
+                self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
+                instance.port = self.ports.assign(spec, taken | {instance.port})
             return instance
 
     def _map(self, spec, text):

@@ -298,7 +298,8 @@ class Pool:
     """Warm workers of the current code generation; grows on demand up to MAX_WORKERS."""
 
     def __init__(self):
-        self.generation = 0
+        self.generation = 0  # the code generation that serves
+        self.attempts = 0
         self.idle = []
         self.busy = set()
         self.waiters = []
@@ -373,7 +374,8 @@ class Pool:
 
     async def reload(self):
         """Load new code in a probe worker; replace the pool only when it loads."""
-        generation = self.generation + 1
+        self.attempts += 1
+        generation = self.attempts  # every SIGHUP gets its own number, failed ones too
         probe = Worker(generation)
         try:
             message = await probe.connect()

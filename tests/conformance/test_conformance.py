@@ -1,0 +1,178 @@
+"""The conformance suite: the same HTTP-level behaviour from every runtime × backend (contract §5, §10)."""
+import concurrent.futures
+import json
+import os
+import time
+
+import pytest
+
+ABSENT_HEADER = {"go": ""}  # Go's event fields are strings: an absent header is ""; elsewhere null
+FUNCTION_NAME = {"go": "Handler"}
+BROKEN_CODE = "this is ( not valid code in any language {{{\n"
+
+
+def test_healthz(function):
+    fn = function("hello")
+    response = fn.get("/healthz")
+    assert response.status_code == 200
+    assert response.text == "OK"
+
+
+def test_hello(function):
+    fn = function("hello")
+    response = fn.get("/")
+    assert response.status_code == 200
+    assert response.text == "hello world"
+
+
+def test_any_path_reaches_the_function(function):
+    fn = function("hello")
+    assert fn.get("/some/deep/path").text == "hello world"
+
+
+def test_json_data_is_parsed(function):
+    fn = function("echo")
+    response = fn.post("/", json={"a": 1, "b": [1, 2]})
+    assert response.status_code == 200
+    assert response.json() == {"a": 1, "b": [1, 2]}
+
+
+def test_text_data_is_passed_as_is(function):
+    fn = function("echo")
+    response = fn.post("/", data="hello", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 200
+    assert response.text == "hello"
+
+
+def test_event_fields_come_from_headers(function):
+    fn = function("event")
+    headers = {"event-id": "abc", "event-type": "text/plain", "event-time": "2021-01-18T17:10:12Z",
+               "event-namespace": "cli.kubeless.io", "Content-Type": "text/plain"}
+    body = fn.post("/", data="payload", headers=headers).json()
+    assert body == {"data": "payload", "event-id": "abc", "event-type": "text/plain",
+                    "event-time": "2021-01-18T17:10:12Z", "event-namespace": "cli.kubeless.io"}
+
+
+def test_absent_event_headers(function):
+    fn = function("event")
+    body = fn.post("/", data="x", headers={"Content-Type": "text/plain"}).json()
+    absent = ABSENT_HEADER.get(fn.language)
+    assert [body[k] for k in ("event-id", "event-type", "event-time", "event-namespace")] == [absent] * 4
+
+
+def test_context_and_env(function):
+    fn = function("context", timeout="7", env={"MY_VAR": "42"}, memory="128Mi")
+    body = fn.get("/").json()
+    assert body["function-name"] == FUNCTION_NAME.get(fn.language, "handler")
+    assert float(body["timeout"]) == 7
+    assert body["runtime"] == fn.runtime
+    assert body["memory-limit"] == "128Mi"
+    assert body["env"] == "42"
+
+
+def test_exception_answers_500_and_the_server_survives(function):
+    fn = function("raise")
+    assert fn.post("/", data="boom").status_code == 500
+    after = fn.post("/", data="fine")
+    assert (after.status_code, after.text) == (200, "ok")
+    assert "boom" in fn.logs()  # the error reaches the log
+    metrics = fn.metrics()
+    label = fn.method_label("POST")
+    assert metrics[("function_calls_total", label)] == 2
+    assert metrics[("function_failures_total", label)] == 1
+
+
+def test_timeout_answers_408_while_others_are_served(function):
+    fn = function("sleep", timeout="1")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(fn.post, "/", data="30")
+        time.sleep(0.2)
+        quick = fn.post("/", data="0")
+        assert (quick.status_code, quick.text) == (200, "done")
+        started = time.monotonic()
+        response = slow.result()
+    assert response.status_code == 408
+    assert time.monotonic() - started < 5  # well before the 30 s sleep would end
+    assert fn.post("/", data="0").text == "done"
+
+
+def process_group_cpu(pgid):
+    """CPU seconds used so far by every process in a process group (process backend)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 (pgrp) after pid and comm
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def test_runaway_cpu_loop_is_stopped(function, backend_name):
+    fn = function("spin", timeout="1")
+    assert fn.post("/", data="x").status_code == 408
+    # The runtime keeps (or comes back to) serving, and the loop no longer burns CPU.
+    deadline = time.monotonic() + 10
+    while fn.instance.pid is None or fn.get("/healthz", timeout=2).status_code != 200:
+        assert time.monotonic() < deadline, "the runtime did not serve again after a timeout"
+        time.sleep(0.1)
+    if backend_name == "process":
+        before = process_group_cpu(fn.instance.pid)
+        time.sleep(1.0)
+        assert process_group_cpu(fn.instance.pid) - before < 0.5
+
+
+def test_concurrent_calls_get_their_own_answers(function):
+    fn = function("echo")
+    bodies = ["call-%d" % i for i in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda b: fn.post("/", data=b, headers={"Content-Type": "text/plain"}).text, bodies))
+    assert answers == bodies
+
+
+def test_large_body(function):
+    fn = function("large", env={"REQ_MB_LIMIT": "10"})
+    body = b"x" * (5 * 1024 * 1024)
+    response = fn.post("/", data=body, headers={"Content-Type": "application/octet-stream"})
+    assert (response.status_code, response.text) == (200, str(len(body)))
+
+
+def test_native_request_object(function):
+    fn = function("request")
+    response = fn.get("/?q=7", headers={"X-Test": "abc"})
+    assert (response.status_code, response.text) == (200, "abc|7")
+
+
+def test_function_sets_status_and_headers(function):
+    fn = function("status")
+    response = fn.post("/", data="x")
+    assert response.status_code == 201
+    assert response.headers["X-Custom"] == "yes"
+    assert response.text == "created"
+
+
+def test_metrics_names_and_counts(function):
+    fn = function("hello")
+    for _ in range(3):
+        assert fn.get("/").status_code == 200
+    metrics = fn.metrics()
+    label = fn.method_label("GET")
+    assert metrics[("function_calls_total", label)] == 3
+    assert metrics[("function_duration_seconds_count", label)] == 3
+    assert metrics.get(("function_failures_total", label), 0) == 0
+
+
+def test_reload_serves_new_code_and_keeps_last_good_on_error(function):
+    fn = function("hello", editable=True)
+    assert fn.get("/").text == "hello world"
+    assert fn.replace_code(fn.scenario_code("echo")).value == "Ready"
+    assert fn.post("/", data="new", headers={"Content-Type": "text/plain"}).text == "new"
+    assert fn.replace_code(BROKEN_CODE).value == "CompileError"
+    assert fn.instance.error  # the compiler's / interpreter's message, for `ls` and the log
+    assert fn.post("/", data="still", headers={"Content-Type": "text/plain"}).text == "still"
+    assert fn.replace_code(fn.scenario_code("hello")).value == "Ready"
+    assert fn.get("/").text == "hello world"
