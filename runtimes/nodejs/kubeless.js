@@ -1,9 +1,11 @@
 'use strict';
 // kubeless-local Node.js runtime server: the contract of Kubeless' stable/nodejs/kubeless.js
-// (Express, CORS, morgan, prom-client, REQ_MB_LIMIT) with timeouts that really stop the function.
+// (Express objects, CORS, morgan "combined" log, prom-client, REQ_MB_LIMIT) with timeouts that
+// really stop the function.
 //
-// Design: this thread owns the HTTP server (Express + morgan + body limit + metrics + CORS). The
-// function runs in a worker thread (worker.js) holding the module, so a call that overruns
+// Design: this thread owns the HTTP socket (plain `http`: body limit, /healthz, /metrics, CORS,
+// access log, timeouts); the function's Express request/response live in the worker thread
+// (worker.js) that holds the module, so a call that overruns
 // FUNC_TIMEOUT is answered 408 here and, if the worker's event loop is blocked, the worker is
 // terminated (V8 interrupts even `while (true) {}`) and replaced. All calls share one active
 // worker (module state persists between calls, as in one Kubeless pod); if that worker stays
@@ -14,9 +16,7 @@ const { Worker } = require('worker_threads');
 
 const runtimeLib = process.env.KUBELESS_RUNTIME_LIB || '';
 const rtRequire = runtimeLib ? createRequire(path.join(runtimeLib, 'package.json')) : require;
-const express = rtRequire('express');
-const bodyParser = rtRequire('body-parser');
-const morgan = rtRequire('morgan');
+const http = require('http');
 const client = rtRequire('prom-client');
 
 const installDir = process.env.KUBELESS_INSTALL_VOLUME || '/kubeless';
@@ -26,7 +26,8 @@ const timeout = Number(process.env.FUNC_TIMEOUT || '180');
 const funcPort = Number(process.env.FUNC_PORT || '8080');
 const bind = process.env.KUBELESS_LOCAL_BIND || '0.0.0.0';
 const control = process.env.KUBELESS_LOCAL_CONTROL === '1';
-const bodySizeLimit = Number(process.env.REQ_MB_LIMIT || '1');
+// Kubeless: body-parser limit `${REQ_MB_LIMIT}mb` (MiB), default 1.
+const bodyLimit = Math.floor(Number(process.env.REQ_MB_LIMIT || '1') * 1024 * 1024);
 const timeoutMs = Math.max(1, Math.round(timeout * 1000));
 const PING_GRACE_MS = 250; // a worker that cannot answer a ping this fast is blocked
 const BLOCKED_MS = 1000; // a busy active worker is set aside after this long
@@ -206,7 +207,7 @@ function finishCall(call, status, body) {
   const i = queue.indexOf(call);
   if (i >= 0) queue.splice(i, 1);
   call.end();
-  if (!call.res.headersSent) call.res.status(status).send(body);
+  if (!call.res.headersSent) reply(call.res, status, body);
 }
 
 function onResult(wk, m) {
@@ -236,49 +237,118 @@ function onTimeout(call) {
 }
 
 // ---- HTTP server ------------------------------------------------------------------------------
-const app = express();
-app.use(morgan('combined'));
-app.use(bodyParser.raw({ type: () => true, limit: `${bodySizeLimit}mb` }));
+function reply(res, status, body, type = 'text/html; charset=utf-8') {
+  res.statusCode = status;
+  res.setHeader('Content-Type', type);
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
 
-app.get('/healthz', (req, res) => { res.status(200).send('OK'); });
-app.get('/metrics', (req, res) => {
-  client.register.metrics().then((text) => {
-    res.status(200);
-    res.type(client.register.contentType);
-    res.send(text);
-  }, (err) => res.status(500).send(String(err)));
-});
+// Access log in morgan's "combined" format (what Kubeless prints), written in batches: morgan
+// itself halves the server's throughput.
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+let clfSecond = 0;
+let clfDate = '';
+function clfNow() {
+  const now = Date.now();
+  const sec = Math.floor(now / 1000);
+  if (sec !== clfSecond) {
+    const d = new Date(now);
+    const p = (n) => String(n).padStart(2, '0');
+    clfSecond = sec;
+    clfDate = `${p(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+  }
+  return clfDate;
+}
+let logBuf = '';
+function flushLog() {
+  const text = logBuf;
+  logBuf = '';
+  process.stdout.write(text);
+}
+function remoteUser(req) {
+  const m = /^\s*basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(req.headers.authorization || '');
+  if (!m) return '-';
+  const user = Buffer.from(m[1], 'base64').toString().split(':')[0];
+  return user || '-';
+}
+function accessLog(req, res, addr) {
+  const h = req.headers;
+  const len = res.getHeader('content-length');
+  const line = `${addr} - ${remoteUser(req)} [${clfNow()}] "${req.method} ${req.url} HTTP/${req.httpVersion}" `
+    + `${res.headersSent ? res.statusCode : '-'} ${len === undefined ? '-' : len} `
+    + `"${h.referer || h.referrer || '-'}" "${h['user-agent'] || '-'}"\n`;
+  if (!logBuf) setImmediate(flushLog);
+  logBuf += line;
+}
 
-app.all('*', (req, res) => {
-  res.header('Access-Control-Allow-Origin', '*');
-  if (req.method === 'OPTIONS') {
+function readBody(req, res, done) {
+  const h = req.headers;
+  // type-is hasBody(): a body exists when either header is present (even Content-Length: 0).
+  if (h['transfer-encoding'] === undefined && h['content-length'] === undefined) { done(null); return; }
+  const tooLarge = () => reply(res, 413, 'request entity too large');
+  if (Number(h['content-length']) > bodyLimit) { tooLarge(); req.resume(); return; }
+  const chunks = [];
+  let size = 0;
+  let failed = false;
+  req.on('data', (c) => {
+    if (failed) return;
+    size += c.length;
+    if (size > bodyLimit) { failed = true; tooLarge(); return; }
+    chunks.push(c);
+  });
+  req.on('end', () => { if (!failed) done(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)); });
+}
+
+function isPath(url, p) {
+  // Express routes are case-insensitive and allow a trailing slash.
+  const q = url.indexOf('?');
+  const pathname = (q < 0 ? url : url.slice(0, q)).toLowerCase();
+  return pathname === p || pathname === `${p}/`;
+}
+
+function onRequest(req, res) {
+  const sock = req.socket;
+  const addr = sock.remoteAddress;
+  res.on('close', () => accessLog(req, res, addr));
+  res.setHeader('X-Powered-By', 'Express');
+  const { method } = req;
+  if ((method === 'GET' || method === 'HEAD') && isPath(req.url, '/healthz')) { reply(res, 200, 'OK'); return; }
+  if ((method === 'GET' || method === 'HEAD') && isPath(req.url, '/metrics')) {
+    client.register.metrics().then((text) => reply(res, 200, text, client.register.contentType),
+      (err) => reply(res, 500, String(err)));
+    return;
+  }
+  res.setHeader('Access-Control-Allow-Origin', '*');
+  if (method === 'OPTIONS') {
     // CORS preflight: allow whatever method and headers were asked for (as Kubeless).
-    res.header('Access-Control-Allow-Methods', req.headers['access-control-request-method']);
-    res.header('Access-Control-Allow-Headers', req.headers['access-control-request-headers']);
+    const m = req.headers['access-control-request-method'];
+    const hs = req.headers['access-control-request-headers'];
+    if (m !== undefined) res.setHeader('Access-Control-Allow-Methods', m);
+    if (hs !== undefined) res.setHeader('Access-Control-Allow-Headers', hs);
     res.end();
     return;
   }
-  const label = `${modName}-${req.method}`;
-  callsCounter.inc({ method: label });
-  const id = nextId++;
-  const body = Buffer.isBuffer(req.body) && req.body.length ? req.body : null;
-  const sock = req.socket;
-  const call = {
-    id, res, label, worker: null,
-    end: timeHistogram.startTimer({ method: label }),
-    msg: {
-      t: 'call', id, method: req.method, url: req.originalUrl,
-      httpVersion: req.httpVersion, httpVersionMajor: req.httpVersionMajor, httpVersionMinor: req.httpVersionMinor,
-      headers: req.headers, rawHeaders: req.rawHeaders, body,
-      remoteAddress: sock.remoteAddress, remotePort: sock.remotePort,
-      localAddress: sock.localAddress, localPort: sock.localPort,
-    },
-  };
-  call.timer = setTimeout(onTimeout, timeoutMs, call);
-  pending.set(id, call);
-  // A client that goes away does not cancel the call (as Kubeless); its answer is dropped.
-  dispatch(call);
-});
+  readBody(req, res, (body) => {
+    const label = `${modName}-${method}`;
+    callsCounter.inc({ method: label });
+    const id = nextId++;
+    const call = {
+      id, res, label, worker: null,
+      end: timeHistogram.startTimer({ method: label }),
+      msg: {
+        t: 'call', id, method, url: req.url,
+        httpVersion: req.httpVersion, httpVersionMajor: req.httpVersionMajor, httpVersionMinor: req.httpVersionMinor,
+        headers: req.headers, rawHeaders: req.rawHeaders, body: body && body.length ? body : null,
+        remoteAddress: addr, remotePort: sock.remotePort, localAddress: sock.localAddress, localPort: sock.localPort,
+      },
+    };
+    call.timer = setTimeout(onTimeout, timeoutMs, call);
+    pending.set(id, call);
+    // A client that goes away does not cancel the call (as Kubeless); its answer is dropped.
+    dispatch(call);
+  });
+}
 
 // ---- start, reload ----------------------------------------------------------------------------
 let server = null;
@@ -289,8 +359,8 @@ function load(gen) {
     loading = null;
     setActive(wk);
     if (server) { controlLine({ event: 'ready', generation: gen }); return; }
-    server = app.listen(funcPort, bind, () => controlLine({ event: 'ready', generation: gen }));
-    server.keepAliveTimeout = 65000;
+    server = http.createServer(onRequest);
+    server.listen(funcPort, bind, () => controlLine({ event: 'ready', generation: gen }));
     server.on('error', (err) => { console.error(`Cannot listen on ${bind}:${funcPort}: ${err.message}`); process.exit(1); });
   }, (wk, error) => {
     console.error(`Function failed to load: ${error}`);

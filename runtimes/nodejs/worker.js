@@ -26,7 +26,9 @@ const context = {
 function describeLoadError(err) {
   if (!err || typeof err !== 'object') return String(err);
   const stack = String(err.stack || '');
-  const head = `${err.name || 'Error'}: ${err.message}`;
+  // Drop the runtime itself from "Require stack" lists.
+  const msg = String(err.message).split('\n').filter((l) => !l.includes(__filename)).join('\n');
+  const head = `${err.name || 'Error'}: ${msg}`;
   // SyntaxError stacks start with "<file>:<line>" followed by the offending source line.
   const first = stack.split('\n')[0];
   if (/^\/.*:\d+$/.test(first)) return `${first}: ${head}`;
@@ -168,7 +170,7 @@ function call(req, res) {
 }
 
 const app = express();
-app.disable('x-powered-by'); // the server's own Express app adds it
+app.disable('x-powered-by'); // the server thread adds it to every answer
 app.all('*', call);
 app.use((err, req, res, next) => fail(err, req, res)); // eslint-disable-line no-unused-vars
 
