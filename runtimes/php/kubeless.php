@@ -625,9 +625,16 @@ final class KlServer
                 $this->loadFailed($gen, $msg['error']);
                 return;
             }
+            if (isset($msg['missing']) && $this->gen >= 0) {
+                // a reload that lost the handler is a mid-edit mistake: keep the last good code
+                fclose($z['sock']);
+                unset($z, $this->zygotes[$gen]);
+                $this->loadFailed($gen, $msg['missing']);
+                return;
+            }
             $z['loaded'] = true;
-            if (isset($msg['warning'])) {
-                kl_log($msg['warning']);
+            if (isset($msg['missing'])) {
+                kl_log($msg['missing'] . '; calls will answer 500'); // at start: as legacy Kubeless
             }
             if ($gen > $this->gen) {
                 $this->activate($gen);
@@ -1165,8 +1172,9 @@ try {
     $__kl_base_server = $_SERVER;
     $__kl_hello = ['loaded' => true];
     if (!is_callable($__kl_cfg['handler'])) {
-        $__kl_hello['warning'] = sprintf('%s: function %s is not defined (spec.handler is %s.%s); calls will answer 500',
-            $__kl_file, $__kl_cfg['handler'], $__kl_cfg['module'], $__kl_cfg['handler']);
+        $__kl_hello['missing'] = sprintf('%s: function %s is not defined (spec.handler is %s.%s)%s',
+            $__kl_file, $__kl_cfg['handler'], $__kl_cfg['module'], $__kl_cfg['handler'],
+            strpos((string) file_get_contents($__kl_file), '<?php') === false ? '; the file has no <?php tag' : '');
     }
 } catch (Throwable $__kl_e) {
     $__kl_loading = false;

@@ -243,8 +243,13 @@ def test_sighup_reloads_and_keeps_last_good_code(server):
     assert failed["event"] == "load-failed" and "Cannot redeclare" in failed["error"]
     assert s.get().text == "v2"
 
-    assert s.reload(HELLO % 4, 4) == {"event": "ready", "generation": 4}
-    assert s.get().text == "v4"
+    # a new version without the handler function is not taken either
+    failed = s.reload('<?php\nfunction other($e, $c) { return 1; }\n', 4)
+    assert failed["event"] == "load-failed" and "function handler is not defined" in failed["error"]
+    assert s.get().text == "v2"
+
+    assert s.reload(HELLO % 5, 5) == {"event": "ready", "generation": 5}
+    assert s.get().text == "v5"
 
 
 def test_load_error_at_start_exits_with_the_error(server):
@@ -255,7 +260,7 @@ def test_load_error_at_start_exits_with_the_error(server):
     assert s.proc.wait(10) != 0
 
 
-def test_missing_function_answers_500(server):
+def test_missing_function_at_start_answers_500_as_legacy(server):
     s = server('<?php\nfunction other($event, $context) { return "x"; }\n')
     assert s.control(0)["event"] == "ready"
     r = s.get()
