@@ -72,6 +72,9 @@ function workerEnv() {
 }
 
 function spawn(gen, onLoaded, onFailed) {
+  // cwd = the install folder as Kubeless' /kubeless. Entered again each time: the engine swaps the
+  // folder behind a link on reload and deletes old ones (a worker cannot start in a deleted cwd).
+  try { process.chdir(installDir); } catch (err) { process.chdir('/'); }
   const w = new Worker(path.join(__dirname, 'worker.js'), {
     env: workerEnv(),
     workerData: {
