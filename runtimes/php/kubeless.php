@@ -144,7 +144,7 @@ function kl_launcher_main(): int
 /** Connects to the server's control socket and introduces this process. */
 function kl_connect(string $role, int $gen, array $extra = [])
 {
-    $sock = @stream_socket_client('unix://' . getenv('KUBELESS_PHP_CTL'), $errno, $errstr, 10);
+    $sock = @stream_socket_client("unix://\0" . getenv('KUBELESS_PHP_CTL'), $errno, $errstr, 10);
     if ($sock === false) {
         exit(1); // the server is gone
     }
@@ -388,7 +388,6 @@ final class KlServer
     private array $cfg;
     private $listen;
     private $ctl;
-    private string $ctlDir;
     private $launcher;
     private $launcherIn;
 
@@ -438,11 +437,10 @@ final class KlServer
             $this->control('load-failed', ['generation' => 0, 'error' => 'MOD_NAME and FUNC_HANDLER must be set']);
             return 2;
         }
-        // control socket path first, so that the launcher (started before any socket) knows it
-        $this->ctlDir = sys_get_temp_dir() . '/kubeless-php-' . getmypid() . '-' . bin2hex(random_bytes(4));
-        mkdir($this->ctlDir, 0700);
-        $ctlPath = $this->ctlDir . '/ctl.sock';
-        putenv('KUBELESS_PHP_CTL=' . $ctlPath);
+        // control socket name first, so that the launcher (started before any socket) knows it;
+        // an abstract unix socket: nothing to clean up on disk, even after a SIGKILL
+        $ctlName = 'kubeless-php-' . getmypid() . '-' . bin2hex(random_bytes(6));
+        putenv('KUBELESS_PHP_CTL=' . $ctlName);
         $this->launcher = proc_open([PHP_BINARY, __FILE__, '--launcher'],
             [0 => ['pipe', 'r'], 1 => STDOUT, 2 => STDERR], $pipes);
         if ($this->launcher === false) {
@@ -450,7 +448,7 @@ final class KlServer
             return 1;
         }
         $this->launcherIn = $pipes[0];
-        $this->ctl = stream_socket_server('unix://' . $ctlPath, $errno, $errstr);
+        $this->ctl = stream_socket_server("unix://\0" . $ctlName, $errno, $errstr);
         $ctx = stream_context_create(['socket' => ['backlog' => 1024, 'so_reuseaddr' => true]]);
         $host = strpos($cfg['bind'], ':') !== false ? '[' . $cfg['bind'] . ']' : $cfg['bind'];
         $this->listen = @stream_socket_server(sprintf('tcp://%s:%d', $host, $cfg['port']), $errno, $errstr,
@@ -1121,10 +1119,6 @@ final class KlServer
         if ($this->launcherIn) {
             fclose($this->launcherIn);
             proc_close($this->launcher);
-        }
-        if (isset($this->ctlDir)) {
-            @unlink($this->ctlDir . '/ctl.sock');
-            @rmdir($this->ctlDir);
         }
     }
 }
