@@ -403,10 +403,13 @@ final class KlServer
     private array $conns = [];       // id => client connection
     private array $metrics = [];     // label => ['calls', 'failures', 'sum', 'buckets' => []]
     private array $logLines = [];
+    private float $swept = 0.0;
     private bool $hup = false;
     private bool $stop = false;
     private ?string $loadError = null;
 
+    private const MAX_CONNS = 900;
+    private const IDLE_SECONDS = 75.0;
     // prometheus_client's default buckets, printed as it prints them
     private const BUCKETS = ['0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1.0', '2.5', '5.0', '10.0'];
 
@@ -487,7 +490,10 @@ final class KlServer
                 $this->hup = false;
                 $this->load($this->requestedGen + 1);
             }
-            $read = [$this->ctl, $this->listen];
+            $read = [$this->ctl];
+            if (count($this->conns) < self::MAX_CONNS) {
+                $read[] = $this->listen; // stream_select() is select(): stay below FD_SETSIZE
+            }
             foreach ($this->pending as $p) {
                 $read[] = $p['sock'];
             }
@@ -540,6 +546,7 @@ final class KlServer
                 }
             }
             $this->expire();
+            $this->closeIdle();
             if ($this->gen < 0 && $this->loadError !== null) {
                 return 3; // the first load failed
             }
@@ -891,13 +898,15 @@ final class KlServer
                 @socket_set_option($sock, SOL_TCP, TCP_NODELAY, 1);
             }
             $this->conns[(int) $s] = ['sock' => $s, 'in' => '', 'out' => '', 'busy' => false, 'close' => false,
-                'peer' => preg_replace('/:\d+$/', '', (string) $peer), 'continued' => false, 'req' => null];
+                'peer' => preg_replace('/:\d+$/', '', (string) $peer), 'continued' => false, 'req' => null,
+                'seen' => microtime(true)];
         }
     }
 
     private function readConn(int $id): void
     {
         $c = &$this->conns[$id];
+        $c['seen'] = microtime(true);
         $chunk = @fread($c['sock'], 1 << 20);
         if ($chunk === '' || $chunk === false) {
             if (feof($c['sock'])) {
@@ -1057,6 +1066,7 @@ final class KlServer
         }
         $c['out'] .= $head . "\r\n" . ($method === 'HEAD' ? '' : $body);
         $c['busy'] = false;
+        $c['seen'] = microtime(true);
         $c['close'] = !$c['keep'];
         $this->logLines[] = sprintf("%s - - [%s] \"%s %s HTTP/%s\" %d %d \"%s\" \"%s\"\n", $c['peer'],
             gmdate('d/M/Y:H:i:s +0000'), $method, $target, $version, $status, strlen($body), $referer, $agent);
@@ -1085,6 +1095,21 @@ final class KlServer
         if ($c['out'] === '' && $c['close']) {
             unset($c);
             $this->closeConn($id);
+        }
+    }
+
+    /** Keep-alive connections idle for long are closed (at most once a second). */
+    private function closeIdle(): void
+    {
+        $now = microtime(true);
+        if ($now - $this->swept < 1.0) {
+            return;
+        }
+        $this->swept = $now;
+        foreach ($this->conns as $id => $c) {
+            if (!$c['busy'] && $c['out'] === '' && $now - $c['seen'] > self::IDLE_SECONDS) {
+                $this->closeConn($id);
+            }
         }
     }
 
