@@ -32,7 +32,7 @@ if ! grep -q '[^[:space:]]' "$SRC/function/go.mod" 2>/dev/null; then
 fi
 MODPATH=$(cd "$SRC/function" && "$GO" mod edit -json 2>&1 | sed -n 's/^.*"Path": "\([^"]*\)".*$/\1/p' | head -n 1)
 if [ -z "$MODPATH" ]; then
-  echo "go.mod: cannot read the module path:"
+  echo "go.mod is not valid:"
   (cd "$SRC/function" && "$GO" mod edit -json 2>&1 | sed "s#$SRC/function/##g")
   exit 1
 fi
@@ -40,14 +40,17 @@ fi
 sed -e "s#<<MODULE>>#$MODPATH#" -e "s#<<FUNCTION>>#$HANDLER#" "$SRC/kubeless_function.go.tpl" > "$SRC/kubeless_function.go"
 rm -f "$SRC/kubeless_function.go.tpl"
 (cd "$SRC" && "$GO" mod edit -require="$MODPATH@v0.0.0" -replace="$MODPATH=./function") || exit 1
-# go.sum: the server's, the function's and what earlier builds verified.
-cat "$SRC/go.sum" "$SRC/function/go.sum" "$BUILD/go.sum.keep" 2>/dev/null | sort -u > "$SRC/go.sum.new"
+# go.sum: the server's, the function's and what earlier builds verified (checksums are facts about
+# module versions, so one shared list serves every function).
+KNOWN="$LIB/go.sum.known"
+cat "$SRC/go.sum" "$SRC/function/go.sum" "$KNOWN" 2>/dev/null | sort -u > "$SRC/go.sum.new"
 mv "$SRC/go.sum.new" "$SRC/go.sum"
 
 cd "$SRC" || exit 1
 if "$GO" build -trimpath -buildvcs=false -o "$BUILD/server.new" . > "$BUILD/compile.log" 2>&1; then
-  mv "$BUILD/server.new" "$BUILD/server" && cp "$SRC/go.sum" "$BUILD/go.sum.keep"
-  exit $?
+  mv "$BUILD/server.new" "$BUILD/server" || exit 1
+  cp "$SRC/go.sum" "$KNOWN.$$" && mv "$KNOWN.$$" "$KNOWN"
+  exit 0
 fi
 # Show the user's own file names: function/handler.go:9:2 -> handler.go:9:2.
 sed -e "s#$SRC/function/##g" -e "s#\./function/##g" -e "s#function/##g" \

@@ -5,10 +5,15 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
 import requests
+
+from kubeless_local.emulator.prepare import setup_runtime_lib
+from kubeless_local.runtimes import Catalog
 
 pytestmark = pytest.mark.language("go")
 
@@ -123,17 +128,18 @@ def test_spinning_function_is_stopped(function):
 # --- the compile step itself (what the engine shows as CompileError) -----------------------------
 
 @pytest.fixture(scope="module")
-def go_lib(tmp_path_factory):
-    """A runtime_lib (module + build cache) shared by this module's builds."""
-    return tmp_path_factory.mktemp("go-runtime-lib")
+def go_lib():
+    """The engine's runtime_lib for the Go on this machine (module + build cache, set up once)."""
+    go = Catalog().versions("go")[0]  # fails here, not silently, when Go is missing
+    return setup_runtime_lib(go, on_line=lambda line: None)
 
 
-def compile_function(lib, install, build, handler="Handler"):
+def compile_function(lib, install, build, handler="Handler", env=None):
     build.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         ["/bin/sh", str(COMPILE), shutil.which("go"), str(RUNTIME_DIR), str(lib), str(install),
          str(build), "handler", handler],
-        cwd=build, capture_output=True, text=True, timeout=600)
+        cwd=build, capture_output=True, text=True, timeout=600, env=env)
 
 
 def free_port():
@@ -195,3 +201,41 @@ def test_go_mod_dependencies_resolve_and_run(go_lib, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def write_module_proxy(root: Path, module: str, version: str, files: dict):
+    """A GOPROXY laid out on disk (the module proxy protocol over file://)."""
+    base = root / module / "@v"
+    base.mkdir(parents=True)
+    (base / "list").write_text(version + "\n")
+    (base / (version + ".info")).write_text('{"Version": "%s"}' % version)
+    (base / (version + ".mod")).write_text("module %s\n\ngo 1.21\n" % module)
+    with zipfile.ZipFile(base / (version + ".zip"), "w") as archive:
+        archive.writestr("%s@%s/go.mod" % (module, version), "module %s\n\ngo 1.21\n" % module)
+        for name, text in files.items():
+            archive.writestr("%s@%s/%s" % (module, version, name), text)
+
+
+def test_goproxy_from_the_environment_is_honoured(go_lib, tmp_path):
+    """A private proxy (file://, so no network): the function's requirement is only there."""
+    module = "example.com/kl%s/greet" % uuid.uuid4().hex[:12]  # never in the shared cache yet
+    write_module_proxy(tmp_path / "proxy", module, "v1.2.3",
+                       {"greet.go": 'package greet\n\nfunc Hello() string { return "hi from the proxy" }\n'})
+    install, build = tmp_path / "install", tmp_path / "build"
+    install.mkdir()
+    (install / "go.mod").write_text("module kubeless\n\ngo 1.21\n\nrequire %s v1.2.3\n" % module)
+    (install / "handler.go").write_text(
+        'package kubeless\n\nimport (\n\t"%s"\n\t"github.com/kubeless/kubeless/pkg/functions"\n)\n\n'
+        'func Handler(event functions.Event, context functions.Context) (string, error) {\n'
+        '\treturn greet.Hello(), nil\n}\n' % module)
+    env = {**os.environ, "GOPROXY": (tmp_path / "proxy").as_uri(), "GONOSUMDB": "example.com"}
+    r = compile_function(go_lib, install, build, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (go_lib / "mod" / (module + "@v1.2.3") / "greet.go").is_file()
+
+    # The same requirement at a version the proxy does not have: a clear error, no build.
+    (install / "go.mod").write_text("module kubeless\n\ngo 1.21\n\nrequire %s v1.9.9\n" % module)
+    r = compile_function(go_lib, install, tmp_path / "build2", env=env)
+    assert r.returncode != 0
+    assert "%s@v1.9.9" % module in r.stdout
+    assert not (tmp_path / "build2" / "server").exists()

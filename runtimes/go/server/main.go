@@ -29,8 +29,9 @@ import (
 )
 
 const (
-	// How long a timed-out call may keep running before the server restarts itself to stop it.
-	runawayGrace = time.Second
+	// How long a timed-out call may go on (e.g. cleaning up after ctx.Done()) before the server
+	// restarts itself to stop it: short, a runaway loop burns a whole core meanwhile.
+	runawayGrace = 200 * time.Millisecond
 	listenFDEnv  = "KUBELESS_GO_LISTEN_FD"
 	metricsEnv   = "KUBELESS_GO_METRICS"
 )
@@ -344,7 +345,8 @@ func main() {
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-stop
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		// Short: the engine restarts the server on every reload and kills it after 3 s.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		server.Shutdown(ctx)
 		os.Exit(0)

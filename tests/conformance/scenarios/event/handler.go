@@ -6,20 +6,14 @@ import (
 	"github.com/kubeless/kubeless/pkg/functions"
 )
 
+// Go's Event holds "" for an absent header (as in Kubeless).
 func Handler(event functions.Event, context functions.Context) (string, error) {
-	// Go's Event has "" for an absent header; report absence as null like the other languages.
-	header := func(name, value string) any {
-		if _, ok := event.Extensions.Request.Header[name]; !ok {
-			return nil
-		}
-		return value
-	}
-	out, err := json.Marshal(map[string]any{
+	out, err := json.Marshal(map[string]string{
 		"data":            event.Data,
-		"event-id":        header("Event-Id", event.EventID),
-		"event-type":      header("Event-Type", event.EventType),
-		"event-time":      header("Event-Time", event.EventTime),
-		"event-namespace": header("Event-Namespace", event.EventNamespace),
+		"event-id":        event.EventID,
+		"event-type":      event.EventType,
+		"event-time":      event.EventTime,
+		"event-namespace": event.EventNamespace,
 	})
 	return string(out), err
 }
