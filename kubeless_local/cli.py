@@ -122,8 +122,8 @@ class LogPrinter(threading.Thread):
             color = self.colors.setdefault(line.function, COLORS[len(self.colors) % len(COLORS)])
             self.width = max(self.width, len(line.function))
             prefix = click.style(line.function.ljust(self.width) + " |", fg=color)
-            text = click.style(line.text, dim=True) if line.stream == "system" else line.text
-            click.echo("%s %s" % (prefix, text))
+            for text in line.text.splitlines() or [""]:
+                click.echo("%s %s" % (prefix, click.style(text, dim=True) if line.stream == "system" else text))
 
     def close(self):
         self.queue.put(None)

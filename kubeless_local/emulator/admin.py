@@ -17,12 +17,14 @@ class AdminServer:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.closing = threading.Event()
+        self.started = False
 
     @property
     def info_path(self):
         return self.state_dir / "admin.json"
 
     def start(self):
+        self.started = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         tmp = self.info_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"port": self.port, "pid": os.getpid(), "root": str(self.root),
@@ -37,7 +39,8 @@ class AdminServer:
                 self.info_path.unlink()
         except (OSError, ValueError):
             pass
-        self.server.shutdown()
+        if self.started:
+            self.server.shutdown()  # waits for serve_forever, so only when it runs
         self.server.server_close()
 
 

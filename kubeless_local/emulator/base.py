@@ -29,6 +29,7 @@ class Instance:
     error: str = ""
     generation: int = 0
     reloads: int = 0
+    restarts: int = 0
     pid: int = None
     container: str = None
     started_at: float = 0.0
@@ -66,6 +67,7 @@ class Backend(abc.ABC):
     """Starts, reloads and stops runtime servers for prepared functions."""
 
     name = "abstract"
+    on_exit = staticmethod(lambda instance: None)  # set by the Supervisor: called when a server dies on its own
 
     @abc.abstractmethod
     def start(self, instance, prepared):

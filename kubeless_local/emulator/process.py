@@ -44,6 +44,7 @@ class ProcessBackend(Backend):
             else:
                 tail = "\n".join(line.text for line in self.logs.tail(instance.name, 5))
                 instance.set_state(State.CRASHED, "the runtime exited with code %s\n%s" % (code, tail))
+                self.on_exit(instance)
 
     def alive(self, instance):
         return instance.handle is not None and instance.handle.poll() is None

@@ -73,6 +73,8 @@ class Project:
         try:
             self.supervisor.start(fn)
         except UserError as exc:
+            if self.fixed is not None:
+                raise  # `run`: flags cannot be edited while it runs, so a bad one ends it (exit 2)
             self.logs.emit(fn.name, str(exc), "system")
             self.supervisor.fail(fn, str(exc))
 

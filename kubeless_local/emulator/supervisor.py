@@ -99,6 +99,24 @@ class Supervisor:
         self.specs = {}
         self.locks = {}
         self.lock = threading.Lock()
+        backend.on_exit = self._exited
+
+    def _exited(self, instance):
+        """A server died on its own: restart it with back-off, as Kubernetes restarts a pod's container."""
+        if instance.state != State.CRASHED or self.instances.get(instance.name) is not instance:
+            return
+        instance.restarts += 1
+        delay = min(0.2 * 2 ** (instance.restarts - 1), 10.0)
+        self.say(instance.name, "%s; restarting in %.1f s" % (instance.error.splitlines()[0], delay))
+
+        def restart():
+            time.sleep(delay)
+            with self._lock(instance.name):
+                prepared = self.serving.get(instance.name)
+                if self.instances.get(instance.name) is instance and instance.state == State.CRASHED and prepared:
+                    self._launch(instance, prepared)
+
+        threading.Thread(target=restart, daemon=True).start()
 
     def say(self, name, text):
         self.logs.emit(name, text, "system")
@@ -237,7 +255,8 @@ class Supervisor:
             rows.append({
                 "name": name, "runtime": instance.runtime, "state": instance.state.value, "url": instance.url,
                 "port": instance.port, "pid": instance.pid, "backend": self.backend.name,
-                "calls": calls, "errors": failures, "reloads": instance.reloads, "error": instance.error,
+                "calls": calls, "errors": failures, "reloads": instance.reloads, "restarts": instance.restarts,
+                "error": instance.error,
                 "ready_ms": instance.ready_ms,
             })
         return rows

@@ -60,6 +60,14 @@ def control(event, **fields):
         print("@kubeless-local " + json.dumps({"event": event, **fields}), flush=True)
 
 
+def report_load_failure(generation, error):
+    """Under kubeless-local the engine shows the error (once); standalone it goes to stderr."""
+    if CONTROL:
+        control("load-failed", generation=generation, error=error)
+    else:
+        print(error, file=sys.stderr, flush=True)
+
+
 # ---------------------------------------------------------------- worker process
 
 
@@ -383,8 +391,7 @@ class Pool:
             message = ("load-failed", "worker exited while loading")
         if message[0] != "ready":
             probe.kill()
-            print(message[1], file=sys.stderr, flush=True)
-            control("load-failed", generation=generation, error=message[1])
+            report_load_failure(generation, message[1])
             return
         self.generation = generation
         old, self.idle = self.idle, []
@@ -595,8 +602,7 @@ async def serve():
     pool = Pool()
     error = await pool.start()
     if error is not None:
-        print(error, file=sys.stderr, flush=True)
-        control("load-failed", generation=0, error=error)
+        report_load_failure(0, error)
         sys.exit(3)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpProtocol(pool), BIND, PORT, reuse_address=True, backlog=1024)

@@ -1,0 +1,79 @@
+"""End-to-end fixtures: the real `kubeless-local` command in a subprocess, in a temp project."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def cli(*args, cwd, timeout=60, check=False):
+    """Run `kubeless-local ARGS` to completion; returns CompletedProcess (text)."""
+    result = subprocess.run([sys.executable, "-m", "kubeless_local", *args], cwd=cwd, capture_output=True,
+                            text=True, timeout=timeout, env=dict(os.environ, NO_COLOR="1"))
+    if check:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+class Dev:
+    """A background `kubeless-local dev`/`run`; reads its output into a file."""
+
+    def __init__(self, args, cwd):
+        self.cwd = Path(cwd)
+        self.out = open(self.cwd / ".dev-output.log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "kubeless_local", *args], cwd=cwd, stdout=self.out,
+                                     stderr=subprocess.STDOUT, text=True, env=dict(os.environ, NO_COLOR="1"))
+
+    def output(self):
+        self.out.flush()
+        return (self.cwd / ".dev-output.log").read_text()
+
+    def wait_for_output(self, text, timeout=60):
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.proc.poll() is None, "dev exited:\n" + self.output()
+            assert time.monotonic() < deadline, "%r not printed within %ss:\n%s" % (text, timeout, self.output())
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+
+@pytest.fixture
+def start_dev():
+    started = []
+
+    def start(*args, cwd):
+        dev = Dev(args, cwd)
+        started.append(dev)
+        return dev
+
+    yield start
+    for dev in started:
+        dev.stop()
+
+
+def wait_for_answer(url, expected, timeout=10, **kwargs):
+    """Poll until the function answers `expected` (hot reload is asynchronous); returns seconds waited."""
+    started = time.monotonic()
+    last = None
+    while time.monotonic() - started < timeout:
+        try:
+            last = requests.post(url, timeout=5, **kwargs).text
+        except requests.RequestException as exc:
+            last = str(exc)
+        if last == expected:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError("still answering %r, expected %r" % (last, expected))

@@ -1,0 +1,148 @@
+"""The user's day from the README, end to end, with the real command."""
+import json
+import os
+import signal
+import socket
+import time
+
+import requests
+
+from conftest import cli, wait_for_answer
+
+HELLO_V2 = 'def hello(event, context):\n    return "v2:" + event["data"].decode()\n'
+BROKEN = 'def hello(event, context):\n    return (\n'
+
+
+def read_ls(cwd):
+    return {row["name"]: row for row in json.loads(cli("ls", "-o", "json", cwd=cwd, check=True).stdout)}
+
+
+def test_init_dev_call_ls_logs_reload(tmp_path, start_dev):
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    project = tmp_path / "hello"
+    assert sorted(p.name for p in project.iterdir()) == ["function.yaml", "handler.py", "requirements.txt"]
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    assert "hello" in dev.output() and "Ready" in dev.output()
+
+    result = cli("call", "hello", "--data", '{"a": 1}', cwd=project, check=True)
+    assert json.loads(result.stdout) == {"hello": "world", "data": {"a": 1}}
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+
+    row = read_ls(project)["hello"]
+    assert (row["state"], row["runtime"], row["calls"], row["errors"]) == ("Ready", "python3.11", 2, 0)
+    url = row["url"]
+
+    # Save new code: it answers without restarting dev.
+    (project / "handler.py").write_text(HELLO_V2)
+    wait_for_answer(url, "v2:x", data="x")
+    # A syntax error keeps the last good version serving and is shown with file:line.
+    (project / "handler.py").write_text(BROKEN)
+    deadline = time.monotonic() + 10
+    while read_ls(project)["hello"]["state"] != "CompileError":
+        assert time.monotonic() < deadline, dev.output()
+        time.sleep(0.1)
+    assert requests.post(url, data="y", timeout=5).text == "v2:y"
+    assert "%s:2: '(' was never closed" % (project / "handler.py") in dev.output()
+    # Fixing it reloads.
+    (project / "handler.py").write_text(HELLO_V2.replace("v2", "v3"))
+    wait_for_answer(url, "v3:z", data="z")
+    row = read_ls(project)["hello"]
+    assert row["state"] == "Ready" and row["reloads"] == 2
+
+    logs = cli("logs", "hello", cwd=project, check=True).stdout
+    assert "called with {'a': 1}" in logs and '"POST / HTTP/1.1" 200' in logs
+
+
+def test_run_without_a_manifest_with_kubeless_flags(tmp_path, start_dev):
+    (tmp_path / "handler.py").write_text(
+        "import os\n\ndef hello(event, context):\n    return os.environ['GREETING'] + ' ' + context['timeout'].__str__()\n")
+    port = free_port()
+    dev = start_dev("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello",
+                    "--env", "GREETING=hi", "--label", "app=x", "--timeout", "5", "--port", str(port), cwd=tmp_path)
+    dev.wait_for_output("Watching")
+    assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "hi 5.0"
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'edited'\n")
+    wait_for_answer("http://127.0.0.1:%d/" % port, "edited")
+
+
+def test_ctrl_c_leaves_no_processes(tmp_path, start_dev):
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    dev = start_dev("dev", cwd=tmp_path / "hello")
+    dev.wait_for_output("Watching")
+    pid = read_ls(tmp_path / "hello")["hello"]["pid"]
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(timeout=15) == 0
+    time.sleep(0.2)
+    assert not os.path.exists("/proc/%d" % pid) or "Z" in open("/proc/%d/stat" % pid).read().split()[2]
+    assert not (tmp_path / "hello" / ".kubeless-local" / "admin.json").exists()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def one_line_error(result):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'x'\n")
+    manifest = tmp_path / "function.yaml"
+    cases = {
+        "kind: Function\nmetadata: [oops\n": "malformed YAML",
+        "apiVersion: kubeless.io/v1beta1\nkind: Funktion\nmetadata: {name: a}\n": "unknown kind",
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: a, annotations: {local.kubeless.io/source: handler.py}}\nspec: {runtime: python3.11, handler: hello}\n": "spec.handler",
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: a, annotations: {local.kubeless.io/source: gone.py}}\nspec: {runtime: python3.11, handler: handler.hello}\n": "gone.py does not exist",
+    }
+    for text, expected in cases.items():
+        manifest.write_text(text)
+        assert expected in one_line_error(cli("dev", cwd=tmp_path))
+    assert "unknown runtime 'fortran77'" in one_line_error(
+        cli("run", "handler.py", "--runtime", "fortran77", "--handler", "handler.hello", cwd=tmp_path))
+    assert "no running `kubeless-local dev`" in one_line_error(cli("call", "hello", cwd=tmp_path))
+
+
+def test_bad_function_does_not_stop_the_others(tmp_path, start_dev):
+    (tmp_path / "good.py").write_text("def hello(event, context):\n    return 'good'\n")
+    (tmp_path / "bad.py").write_text("import no_such_module\n\ndef hello(event, context):\n    return 'bad'\n")
+    (tmp_path / "functions.yaml").write_text("""\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata: {name: good, annotations: {local.kubeless.io/source: good.py}}
+spec: {runtime: python3.11, handler: good.hello}
+---
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata: {name: bad, annotations: {local.kubeless.io/source: bad.py}}
+spec: {runtime: python3.11, handler: bad.hello}
+---
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata: {name: wrongrt, annotations: {local.kubeless.io/source: good.py}}
+spec: {runtime: cobol85, handler: good.hello}
+""")
+    dev = start_dev("dev", cwd=tmp_path)
+    dev.wait_for_output("Watching")
+    rows = read_ls(tmp_path)
+    assert rows["good"]["state"] == "Ready"
+    assert rows["bad"]["state"] == "CompileError" and "No module named 'no_such_module'" in rows["bad"]["error"]
+    assert rows["wrongrt"]["state"] == "ConfigError" and "unknown runtime 'cobol85'" in rows["wrongrt"]["error"]
+    assert cli("call", "good", cwd=tmp_path, check=True).stdout.strip() == "good"
+
+
+def test_port_in_use_is_reported(tmp_path):
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'x'\n")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        line = one_line_error(cli("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello",
+                                  "--port", str(port), cwd=tmp_path))
+    assert "port %d" % port in line and "in use" in line

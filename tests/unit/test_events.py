@@ -1,0 +1,45 @@
+import datetime
+import re
+
+from kubeless_local.events import envelope
+
+NOW = datetime.datetime(2021, 1, 29, 11, 18, 3, 123456, tzinfo=datetime.timezone.utc)
+
+
+def test_cli_call_with_a_json_object_posts_json():  # vector 17
+    method, headers, body = envelope("cli", '{"k":"v"}', now=NOW)
+    assert method == "POST" and body == b'{"k":"v"}'
+    assert headers["Content-Type"] == headers["event-type"] == "application/json"
+    assert headers["event-namespace"] == "cli.kubeless.io"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{15}", headers["event-id"])
+    assert headers["event-time"] == "2021-01-29T11:18:03Z"
+
+
+def test_cli_call_without_data_is_a_plain_get():
+    method, headers, body = envelope("cli", None, now=NOW)
+    assert method == "GET" and body == b""
+    assert "Content-Type" not in headers and "event-type" not in headers
+
+
+def test_cli_call_with_non_object_json_is_form_encoded():
+    method, headers, _ = envelope("cli", "[1]")
+    assert method == "POST" and headers["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_kafka_message():  # vector 18
+    method, headers, body = envelope("kafka", "hi", topic="t", now=NOW)
+    assert method == "POST" and body == b"hi"
+    assert headers["event-namespace"] == "kafkatriggers.kubeless.io"
+    assert headers["event-topic"] == "t"
+    assert headers["event-type"] == "application/x-www-form-urlencoded"
+    assert headers["event-time"] == "2021-01-29 11:18:03.123456000 +0000 UTC"
+
+
+def test_cron_with_and_without_payload():  # vector 19
+    method, headers, body = envelope("cron", '{"x":1}', now=NOW)
+    assert method == "POST" and body == b'{"x":1}'
+    assert headers["event-namespace"] == "cronjobtrigger.kubeless.io"
+    assert headers["event-time"] == "2021-01-29 11:18:03+00:00"
+    assert re.fullmatch(r"[0-9a-f-]{36}", headers["event-id"])
+    method, headers, _ = envelope("cron", None, now=NOW)
+    assert method == "GET" and headers["Content-Type"] == "application/json"

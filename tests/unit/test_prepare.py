@@ -1,0 +1,125 @@
+import base64
+import io
+import tarfile
+import zipfile
+
+import pytest
+
+from kubeless_local import spec as specs
+from kubeless_local.emulator import prepare as prep
+from kubeless_local.errors import UserError
+from kubeless_local.runtimes import Runtime
+
+CODE = b'def foo(event, context):\n    return "hello world"\n'
+
+
+def runtime(**process):
+    return Runtime(id="python", version="3.11", server="python", dep_name="requirements.txt", suffix=".py",
+                   executable="python3.11", probe=(), expect="", image="", process=process)
+
+
+def inline(tmp_path, function, ctype, checksum="", deps=""):
+    return specs.FunctionSpec(name="hello", runtime="python3.11", handler="hello.foo", origin="f.yaml: Function hello",
+                              function=function, content_type=ctype, checksum=checksum, deps=deps)
+
+
+def test_text_goes_to_mod_name_plus_suffix_with_the_deps_file(tmp_path):  # vector 20
+    fn = inline(tmp_path, CODE.decode(), "text", specs.checksum_of(CODE), deps="requests\n")
+    assert prep.layout_code(fn, runtime(), tmp_path) == "requests\n"
+    assert (tmp_path / "hello.py").read_bytes() == CODE
+    assert (tmp_path / "requirements.txt").read_text() == "requests\n"
+
+
+def test_base64_zip_is_decoded_verified_and_unzipped(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("hello.py", CODE)
+        archive.writestr("lib/util.py", "X = 1\n")
+    data = buffer.getvalue()
+    fn = inline(tmp_path, base64.b64encode(data).decode(), "base64+zip", specs.checksum_of(data))
+    prep.layout_code(fn, runtime(), tmp_path)
+    assert (tmp_path / "hello.py").read_bytes() == CODE
+    assert (tmp_path / "lib" / "util.py").exists()
+
+
+def test_compressed_tar_with_deps_inside(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, content in (("hello.py", CODE), ("requirements.txt", b"six\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    data = buffer.getvalue()
+    fn = inline(tmp_path, base64.b64encode(data).decode(), "base64+compressedtar+deps", deps="ignored\n")
+    assert prep.layout_code(fn, runtime(), tmp_path) == "six\n"  # +deps: the archive's file wins
+
+
+def test_unplain_content_type_keeps_the_bare_module_name(tmp_path):
+    fn = inline(tmp_path, base64.b64encode(CODE).decode(), "base64+custom")
+    prep.layout_code(fn, runtime(), tmp_path)
+    assert (tmp_path / "hello").read_bytes() == CODE
+
+
+def test_checksum_mismatch_is_a_user_error(tmp_path):
+    fn = inline(tmp_path, CODE.decode(), "text", "sha256:" + "0" * 64)
+    with pytest.raises(UserError, match="does not match the code"):
+        prep.layout_code(fn, runtime(), tmp_path)
+
+
+def test_deps_install_once_per_sha256(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    counter = tmp_path / "installs"
+    rt = runtime(install=["sh", "-c", "echo run >> %s; cp {deps_file} {deps}/installed" % counter])
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "hello.py").write_bytes(CODE)
+    (source / "requirements.txt").write_text("six\n")
+    fn = specs.function_from_files("hello", source / "hello.py", "python3.11", "hello.foo",
+                                   deps_file=source / "requirements.txt")
+    first = prep.prepare(fn, rt, tmp_path / "state")
+    second = prep.prepare(fn, rt, tmp_path / "state")
+    assert first.deps_dir == second.deps_dir and (first.deps_dir / "installed").read_text() == "six\n"
+    assert counter.read_text().count("run") == 1
+    (source / "requirements.txt").write_text("six==1.16.0\n")
+    third = prep.prepare(fn, rt, tmp_path / "state")
+    assert third.deps_dir != first.deps_dir and counter.read_text().count("run") == 2
+
+
+def test_failed_install_raises_with_output_and_is_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    rt = runtime(install=["sh", "-c", "echo 'No matching distribution for nope'; exit 1"])
+    (tmp_path / "hello.py").write_bytes(CODE)
+    (tmp_path / "requirements.txt").write_text("nope\n")
+    fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo",
+                                   deps_file=tmp_path / "requirements.txt")
+    for _ in range(2):  # a failed install leaves no .complete marker: the next prepare tries again
+        with pytest.raises(prep.StepFailed, match="dependency install") as info:
+            prep.prepare(fn, rt, tmp_path / "state")
+        assert "No matching distribution" in info.value.output
+
+
+def test_contract_env_vars(tmp_path, monkeypatch):  # vector 20
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    rt = runtime(env={"PYTHONPATH": "{deps}/lib/python{version}/site-packages:{install}"})
+    (tmp_path / "hello.py").write_bytes(CODE)
+    fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo", env=[("K", "V")])
+    prepared = prep.prepare(fn, rt, tmp_path / "state")
+    env = prepared.env(8080)
+    assert (env["MOD_NAME"], env["FUNC_HANDLER"], env["FUNC_PORT"], env["FUNC_MEMORY_LIMIT"]) == ("hello", "foo", "8080", "0")
+    assert (env["FUNC_TIMEOUT"], env["FUNC_RUNTIME"], env["K"]) == ("180", "python3.11", "V")
+    assert env["KUBELESS_INSTALL_VOLUME"] == str(prepared.install_link)
+    assert env["PYTHONPATH"] == "%s/lib/python3.11/site-packages:%s" % (prepared.deps_dir, prepared.install_link)
+
+
+def test_activate_switches_the_link_atomically_and_prune_keeps_the_current(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "hello.py").write_bytes(CODE)
+    fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo")
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    prep.activate(first)
+    second = prep.prepare(fn, runtime(), tmp_path / "state")
+    assert first.install_link.resolve() == first.code_dir.resolve()  # not switched before activate
+    prep.activate(second)
+    prep.prune_generations(second)
+    assert first.install_link.resolve() == second.code_dir.resolve()
+    assert not first.code_dir.exists()
