@@ -58,6 +58,7 @@ const errorsCounter = new client.Counter({
 let generation = 0;
 let active = null; // the worker that receives new calls
 let loading = null; // a worker loading code (start, reload or replacement)
+let suspect = null; // the active worker after a timeout, until it answers a ping
 const workers = new Set(); // every live worker
 const pending = new Map(); // call id -> call
 const queue = []; // calls waiting for a loaded worker
@@ -88,8 +89,17 @@ function spawn(gen, onLoaded, onFailed) {
   w.on('message', (m) => {
     switch (m.t) {
       case 'res': return onResult(wk, m);
-      case 'failed': return errorsCounter.inc({ method: `${modName}-${m.method}` });
-      case 'pong': wk.pingSent = 0; clearTimeout(wk.pingTimer); return retireIfIdle(wk);
+      case 'failed':
+        process.stderr.write(m.log);
+        return errorsCounter.inc({ method: `${modName}-${m.method}` });
+      case 'pong':
+        wk.pingSent = 0;
+        clearTimeout(wk.pingTimer);
+        if (wk === suspect) { // only waiting on timers / I/O: keep using it
+          suspect = null;
+          if (!active && !loading) return setActive(wk);
+        }
+        return retireIfIdle(wk);
       case 'loaded': wk.loaded = true; return onLoaded(wk);
       case 'load-failed': wk.loadError = m.error; return undefined;
       default: return undefined;
@@ -121,14 +131,15 @@ function kill(wk, status, body, failed) {
   wk.calls.clear();
   wk.w.terminate();
   if (wk === loading) loading = null;
-  if (wk === active) {
+  if (wk === active || wk === suspect) {
+    if (wk === suspect) suspect = null;
     active = null;
     replace();
   }
 }
 
 function retireIfIdle(wk) {
-  if (wk !== active && wk.calls.size === 0 && !wk.dead && wk !== loading) kill(wk);
+  if (wk !== active && wk !== suspect && wk.calls.size === 0 && !wk.dead && wk !== loading) kill(wk);
 }
 
 // A new worker with the current code after the active one died or was set aside.
@@ -160,7 +171,7 @@ function setActive(wk) {
 function dispatch(call) {
   if (!active) {
     queue.push(call);
-    if (!loading) replace();
+    if (!loading && !suspect) replace();
     return;
   }
   const wk = active;
@@ -199,7 +210,7 @@ function watch() {
       return;
     }
     if (!wk.pingSent) { wk.pingSent = Date.now(); wk.w.postMessage({ t: 'ping' }); }
-  }, BLOCKED_MS / 2);
+  }, BLOCKED_MS / 4);
   watchTimer.unref();
 }
 
@@ -215,6 +226,7 @@ function finishCall(call, status, body) {
 
 function onResult(wk, m) {
   const call = pending.get(m.id);
+  if (m.log) process.stderr.write(m.log);
   if (!call) return; // answered already (timed out)
   pending.delete(m.id);
   clearTimeout(call.timer);
@@ -233,8 +245,10 @@ function onResult(wk, m) {
 function onTimeout(call) {
   const wk = call.worker;
   finishCall(call, 408, 'Timeout while processing the function');
-  if (!wk) return;
+  if (!wk || wk.dead) return;
   // A worker that is merely waiting (timers, I/O) keeps serving; one stuck in a loop is stopped.
+  // Until that is known, new calls wait instead of queueing behind a loop that is about to die.
+  if (wk === active) { active = null; suspect = wk; }
   ping(wk, (blocked) => kill(blocked, 503, 'Service Unavailable: the function worker was restarted after another call timed out'));
   if (!wk.dead && wk !== active) retireIfIdle(wk);
 }

@@ -112,7 +112,7 @@ function send(res) {
   const body = res.klChunks.length === 1 ? res.klChunks[0] : Buffer.concat(res.klChunks);
   parentPort.postMessage({
     t: 'res', id: res.klId, status: res.statusCode, reason: res.statusMessage,
-    headers, body, failed: res.klFailed,
+    headers, body, failed: res.klFailed, log: res.klLog,
   });
 }
 
@@ -123,14 +123,17 @@ function userStack(err) {
   return String(err.stack).split('\n').filter((l) => !/^\s+at /.test(l) || !skip.some((p) => l.includes(p))).join('\n');
 }
 
+// The error goes to the server thread with the answer, which logs it before replying (a
+// console.error here would travel through the worker's stdio pipe and could arrive later).
 function fail(err, req, res) {
-  console.error(`Function failed to execute: ${userStack(err)}`);
+  const log = `Function failed to execute: ${userStack(err)}\n`;
   if (res.klSent) {
     // The function answered and then failed: count the failure anyway.
-    parentPort.postMessage({ t: 'failed', method: req.method });
+    parentPort.postMessage({ t: 'failed', method: req.method, log });
     return;
   }
   res.klFailed = true;
+  res.klLog = log;
   if (res._header) { res.end(); return; }
   res.status(500).send('Internal Server Error');
 }

@@ -1,0 +1,217 @@
+"""Node.js-specific vectors (contract §5 Node column, §10 #9-#13) and the places where the Node
+runtime deliberately differs from the legacy Kubeless image (see the README parity table)."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from kubeless_local.emulator.prepare import setup_runtime_lib
+
+pytestmark = pytest.mark.language("nodejs")
+
+RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtimes" / "nodejs"
+
+
+def wait_for_log(f, text, seconds=5):
+    deadline = time.monotonic() + seconds  # log lines travel through the engine's log reader
+    while text not in f.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return f.logs()
+
+
+def test_get_without_body_gives_empty_object_as_json_with_cors(function):  # §10 #9
+    f = function("echo")
+    r = f.get()
+    assert r.status_code == 200
+    assert r.json() == {}
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_form_body_is_a_string_sent_without_content_type(function):  # §10 #10
+    f = function("echo")
+    r = f.post(data="hello", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200
+    assert r.text == "hello"
+    assert "Content-Type" not in r.headers
+
+
+def test_json_with_parameters_is_parsed(function):  # §10 #11
+    f = function("echo")
+    r = f.post(data="[1,2]", headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.json() == [1, 2]
+    assert r.headers["Content-Type"].startswith("application/json")
+
+
+def test_cors_preflight_echoes_request_and_skips_the_function(function):  # §10 #12
+    f = function("state")
+    r = f.request("OPTIONS", "/", headers={"Access-Control-Request-Method": "PUT",
+                                           "Access-Control-Request-Headers": "x-a"})
+    assert r.status_code == 200
+    assert r.text == ""
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert r.headers["Access-Control-Allow-Methods"] == "PUT"
+    assert r.headers["Access-Control-Allow-Headers"] == "x-a"
+    assert f.get().text == "1"  # the handler was not called by the preflight
+
+
+def test_throw_answers_500_with_module_method_label(function):  # §10 #13
+    f = function("raise")
+    label = f.method_label("POST")
+    assert label == "handler-POST"
+    before = f.metrics().get(("function_failures_total", label), 0)
+    r = f.post(data="boom", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 500
+    assert r.text == "Internal Server Error"
+    assert f.metrics().get(("function_failures_total", label), 0) == before + 1
+    assert "Error: boom" in wait_for_log(f, "Error: boom")
+
+
+@pytest.mark.parametrize("code, body, content_type", [
+    ("module.exports = { handler: () => 42 };", "42", None),
+    ("module.exports = { handler: () => true };", "true", None),
+    ("module.exports = { handler: () => null };", "null", "application/json; charset=utf-8"),
+    ("module.exports = { handler: () => undefined };", "", None),
+    ("module.exports = { handler: () => ({ a: [1] }) };", '{"a":[1]}', "application/json; charset=utf-8"),
+    ("module.exports = { handler: () => Promise.resolve('later') };", "later", None),
+    ("module.exports = { handler: async () => { await null; return { ok: 1 }; } };", '{"ok":1}',
+     "application/json; charset=utf-8"),
+    # module.exports may be the function itself (any FUNC_HANDLER)
+    ("module.exports = (event, context) => 'bare ' + context['function-name'];", "bare handler", None),
+])
+def test_return_conversions(function, code, body, content_type):
+    f = function("hello", editable=True)
+    assert f.replace_code(code).value == "Ready"
+    r = f.get()
+    assert r.status_code == 200
+    assert r.text == body
+    assert r.headers.get("Content-Type") == content_type
+
+
+def test_rejected_promise_is_a_failure(function):
+    f = function("hello", editable=True)
+    assert f.replace_code("module.exports = { handler: async () => { throw new TypeError('nope'); } };").value == "Ready"
+    r = f.get()
+    assert r.status_code == 500
+    assert f.metrics().get(("function_failures_total", f.method_label("GET")), 0) == 1
+
+
+def test_timeout_covers_async_work_that_then_spins(function):
+    # legacy: only the synchronous part was timed; a loop after an await ran forever
+    f = function("hello", timeout=1, editable=True)
+    code = ("module.exports = { handler: async (e) => {\n"
+            "  await new Promise((r) => setTimeout(r, 10));\n"
+            "  if (e.data === 'spin') for (;;) {}\n"
+            "  return 'ok';\n} };\n")
+    assert f.replace_code(code).value == "Ready"
+    started = time.monotonic()
+    r = f.post(data="spin", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 408
+    assert "Timeout while processing the function" in r.text
+    assert time.monotonic() - started < 3
+    assert f.post(data="x", headers={"Content-Type": "text/plain"}).text == "ok"  # a fresh worker serves
+    assert f.metrics().get(("function_failures_total", f.method_label("POST")), 0) == 0  # as Kubeless
+
+
+def test_other_callers_are_not_stuck_behind_a_blocked_loop(function):
+    # one caller spins with a long timeout; once the loop has blocked the worker for ~1 s, new calls
+    # go to a fresh worker (calls already handed to the blocked worker wait for their timeout)
+    f = function("hello", timeout=20, editable=True)
+    code = "module.exports = { handler: (e) => { if (e.data === 'spin') for (;;) {} return 'ok'; } };\n"
+    assert f.replace_code(code).value == "Ready"
+    spinner = threading.Thread(target=lambda: f.request("POST", "/", data="spin", timeout=30,
+                                                        headers={"Content-Type": "text/plain"}), daemon=True)
+    spinner.start()
+    time.sleep(1.6)
+    started = time.monotonic()
+    r = requests.post(f.url, data="x", headers={"Content-Type": "text/plain"}, timeout=10)
+    assert r.text == "ok"
+    assert time.monotonic() - started < 4
+
+
+def test_express_response_object_is_usable(function):
+    f = function("hello", editable=True)
+    code = ("module.exports = { handler: (e) => {\n"
+            "  const res = e.extensions.response, req = e.extensions.request;\n"
+            "  res.status(202).cookie('k', 'v').json({ path: req.path, q: req.query.q, is: req.is('json') });\n"
+            "} };\n")
+    assert f.replace_code(code).value == "Ready"
+    r = f.post("/some/path?q=1", json={"a": 1})
+    assert r.status_code == 202
+    assert r.json() == {"path": "/some/path", "q": "1", "is": "json"}
+    assert r.cookies.get("k") == "v"
+
+
+def test_body_limit_defaults_to_1_mb_and_follows_req_mb_limit(function):
+    f = function("large")
+    r = f.post(data=b"x" * (2 * 1024 * 1024))
+    assert r.status_code == 413
+    g = function("large", env={"REQ_MB_LIMIT": "3"})
+    assert g.post(data=b"x" * (2 * 1024 * 1024)).text == str(2 * 1024 * 1024)
+
+
+def test_access_log_is_morgan_combined(function):
+    f = function("hello")
+    f.get("/x?y=1", headers={"User-Agent": "kl-test", "Referer": "http://r/"})
+    logs = wait_for_log(f, '"kl-test"')
+    line = next(l for l in logs.splitlines() if '"kl-test"' in l)
+    # :remote-addr - :remote-user [:date[clf]] ":method :url HTTP/:http-version" :status :res[content-length] ":referrer" ":user-agent"
+    assert line.startswith("127.0.0.1 - - [")
+    assert '+0000] "GET /x?y=1 HTTP/1.1" 200 - "http://r/" "kl-test"' in line
+
+
+def test_module_state_persists_in_the_warm_worker(function):
+    f = function("state")
+    assert [f.get().text for _ in range(3)] == ["1", "2", "3"]
+
+
+# ---- dependencies: the catalog's install step, then the server resolving them via NODE_PATH ----
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_package_json_install_and_npm_registry_settings(tmp_path, runtime, backend_name):
+    lib = tmp_path / "kl-greet"
+    lib.mkdir()
+    (lib / "package.json").write_text(json.dumps({"name": "kl-greet", "version": "1.0.0", "main": "index.js"}))
+    (lib / "index.js").write_text("module.exports = (n) => `hi ${n}`;\n")
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    (deps / "package.json").write_text(json.dumps({"name": "fn", "version": "1.0.0",
+                                                   "dependencies": {"kl-greet": "file:%s" % lib}}))
+    env = dict(os.environ, NPM_REGISTRY="http://127.0.0.1:9/", NPM_SCOPE="@kl",
+               NPM_CONFIG_EXTRA="fund=false", KUBELESS_DEPS_FILE=str(deps / "package.json"))
+    done = subprocess.run(["/bin/sh", str(RUNTIME_DIR / "npm-install.sh")], cwd=deps, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (deps / ".npmrc").read_text() == "@kl:registry=http://127.0.0.1:9/\nfund=false\n"
+    assert (deps / "node_modules" / "kl-greet").exists()
+
+    install = tmp_path / "install"
+    install.mkdir()
+    (install / "fn.js").write_text("const greet = require('kl-greet');\n"
+                                   "module.exports = { go: (e) => greet(e.data) };\n")
+    port = free_port()
+    env = dict(os.environ, MOD_NAME="fn", FUNC_HANDLER="go", FUNC_PORT=str(port), FUNC_TIMEOUT="5",
+               KUBELESS_INSTALL_VOLUME=str(install), KUBELESS_LOCAL_BIND="127.0.0.1",
+               KUBELESS_LOCAL_CONTROL="1", NODE_PATH=str(deps / "node_modules"),
+               KUBELESS_RUNTIME_LIB=str(setup_runtime_lib(runtime, lambda line: None)))
+    proc = subprocess.Popen([shutil.which("node"), str(RUNTIME_DIR / "kubeless.js")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().startswith('@kubeless-local {"event":"ready","generation":0}')
+        r = requests.post("http://127.0.0.1:%d/" % port, data="bob", headers={"Content-Type": "text/plain"}, timeout=10)
+        assert r.text == "hi bob"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
