@@ -28,6 +28,7 @@ class Runtime:
     expect: str
     image: str
     process: dict = field(hash=False, compare=False, default_factory=dict)
+    resolve: tuple = ()  # argv printing the real executable (skips version-manager shims such as pyenv's)
 
     @property
     def name(self):
@@ -42,7 +43,7 @@ class Runtime:
         return self.process.get("reload", "restart")
 
     def executable_path(self):
-        return shutil.which(self.executable)
+        return _real_executable(self.executable, self.resolve)
 
     def available(self):
         """True when this machine has the toolchain for the process backend."""
@@ -51,6 +52,19 @@ class Runtime:
 
 def _expand(value, values):
     return value.format_map(values) if isinstance(value, str) else value
+
+
+@lru_cache(maxsize=None)
+def _real_executable(executable, resolve):
+    exe = shutil.which(executable)
+    if exe is None or not resolve:
+        return exe
+    try:
+        out = subprocess.run([_expand(a, {"exe": exe}) for a in resolve], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return exe
+    real = out.stdout.strip()
+    return real if out.returncode == 0 and real and shutil.which(real) else exe
 
 
 @lru_cache(maxsize=None)
@@ -97,7 +111,7 @@ class Catalog:
                 id=runtime_id, version=version, server=entry.get("server", runtime_id),
                 dep_name=entry.get("depName", ""), suffix=entry.get("fileNameSuffix", ""),
                 executable=v.get("executable", ""), probe=probe, expect=expect,
-                image=_expand(v.get("image", ""), {"version": version}),
+                image=_expand(v.get("image", ""), {"version": version}), resolve=tuple(v.get("resolve") or ()),
                 process=entry.get("process") or {}))
         return found
 

@@ -13,7 +13,7 @@ from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 from kubeless_local.spec import SKIP_DIRS
 
-DEBOUNCE = 0.05  # editors write a file in several steps; act once they are done
+DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
 
 
 def fingerprint(fn):

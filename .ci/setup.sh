@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs everything the test suite needs on a fresh Debian bookworm machine (as root), idempotently:
+# the toolchains of the five runtimes, wrk for benchmarks, the Python package with its test extras,
+# and a Docker engine with the runtime images (.ci/docker-setup.sh).
+set -eu
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+PACKAGES="ruby ruby-sinatra ruby-prometheus-client-mmap ruby-webrick
+          php8.2-cli php-slim-psr7 composer unzip
+          nodejs npm golang-go
+          wrk docker.io debootstrap ca-certificates curl"
+missing=""
+for p in $PACKAGES; do
+    case "$p" in  # toolchains the machine may already have from elsewhere (nodesource node, /usr/local/go)
+        nodejs|npm) command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && continue ;;
+        golang-go) command -v go >/dev/null 2>&1 && continue ;;
+    esac
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "apt-get install:$missing"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore tox -e '.[test]'
+sh .ci/docker-setup.sh

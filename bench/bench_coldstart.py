@@ -1,0 +1,64 @@
+"""Cold start: runtime process launch → first 200 from the function (code and deps already prepared).
+
+    python bench/bench_coldstart.py [--runtimes python3.11,...] [--runs 10]
+
+Baseline in the same run: launching the bare interpreter (`<exe> --version`-style no-op) to show
+what the language itself costs on this machine.
+"""
+import argparse
+import subprocess
+import time
+import urllib.request
+
+from common import CATALOG, Engine, summary
+
+
+def first_200(url, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.002)
+    raise RuntimeError("no 200 from %s" % url)
+
+
+NOOP = {"python": ["-c", "pass"], "nodejs": ["-e", "0"], "ruby": ["-e", "0"], "php": ["-r", ";"], "go": ["version"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtimes", default=",".join(rt.name for rt in CATALOG.all() if rt.available()))
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--backend", default="process")
+    args = parser.parse_args()
+    print("| runtime | backend | runs | interpreter no-op median ms | launch → first 200 median ms | p95 ms |")
+    print("|---|---|---|---|---|---|")
+    for name in args.runtimes.split(","):
+        runtime, _ = CATALOG.resolve(name)
+        engine = Engine(args.backend)
+        try:
+            fn, instance = engine.function(runtime.name, "hello")
+            prepared = engine.supervisor.serving[fn.name]
+            backend = engine.supervisor.backend
+            times, noop = [], []
+            for _ in range(args.runs):
+                backend.stop(instance)
+                started = time.monotonic()
+                backend.start(instance, prepared)
+                first_200(instance.url + "/")
+                times.append((time.monotonic() - started) * 1000)
+                started = time.monotonic()
+                subprocess.run([runtime.executable_path(), *NOOP[runtime.id]], capture_output=True)
+                noop.append((time.monotonic() - started) * 1000)
+            s, n = summary(times), summary(noop)
+            print("| %s | %s | %d | %.0f | %.0f | %.0f |" % (runtime.name, args.backend, args.runs, n["median"],
+                                                          s["median"], s["p95"]), flush=True)
+        finally:
+            engine.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Hot reload: file write → first response from the new code, through the real `dev` path
+(watchdog → prepare → reload), over N edits.
+
+    python bench/bench_reload.py [--runtimes python3.11,...] [--edits 20]
+"""
+import argparse
+import time
+import urllib.request
+
+from common import CATALOG, SCENARIOS, Engine, summary
+
+from kubeless_local import spec as specs
+from kubeless_local.emulator.project import Project
+
+HELLO = {  # a hello that answers a marker we change on every edit
+    "python": 'def handler(event, context):\n    return "MARK"\n',
+    "nodejs": 'module.exports = { handler: (event, context) => "MARK" };\n',
+    "ruby": 'def handler(event, context)\n  "MARK"\nend\n',
+    "php": '<?php\nfunction handler($event, $context) {\n    return "MARK";\n}\n',
+    "go": 'package kubeless\n\nimport "github.com/kubeless/kubeless/pkg/functions"\n\n'
+          'func Handler(event functions.Event, context functions.Context) (string, error) {\n\treturn "MARK", nil\n}\n',
+}
+
+
+def answer(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtimes", default=",".join(rt.name for rt in CATALOG.all() if rt.available()))
+    parser.add_argument("--edits", type=int, default=20)
+    parser.add_argument("--backend", default="process")
+    args = parser.parse_args()
+    print("| runtime | backend | edits | median ms | p95 ms | max ms |")
+    print("|---|---|---|---|---|---|")
+    for name in args.runtimes.split(","):
+        runtime, _ = CATALOG.resolve(name)
+        engine = Engine(args.backend)
+        src = engine.tmp / "src"
+        src.mkdir()
+        source = src / ("handler" + runtime.suffix)
+        source.write_text(HELLO[runtime.id].replace("MARK", "v0"))
+        fn = specs.function_from_files("hello", source, runtime.name,
+                                       "handler." + ("Handler" if runtime.id == "go" else "handler"))
+        project = Project(src, engine.supervisor, specs.Manifests(functions=[fn]))
+        try:
+            project.start()
+            project.watch()
+            url = engine.supervisor.instances["hello"].url + "/"
+            times = []
+            for edit in range(1, args.edits + 1):
+                marker = "v%d" % edit
+                time.sleep(0.3)  # let the previous reload settle, as between a developer's saves
+                started = time.monotonic()
+                source.write_text(HELLO[runtime.id].replace("MARK", marker))
+                deadline = started + 30
+                while answer(url) != marker:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("%s: edit %d never answered" % (runtime.name, edit))
+                    time.sleep(0.002)
+                times.append((time.monotonic() - started) * 1000)
+            s = summary(times)
+            print("| %s | %s | %d | %.0f | %.0f | %.0f |" % (runtime.name, args.backend, args.edits, s["median"],
+                                                          s["p95"], s["max"]), flush=True)
+        finally:
+            project.stop()
+            engine.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Throughput of each runtime's hello vs that language's bare HTTP hello, measured in the same run.
+
+    python bench/bench_throughput.py [--runtimes python3.11,nodejs20] [--connections 1,10,50] [--seconds 5]
+
+Prints a Markdown table: req/s, p50/p99 latency, and the ratio function/baseline per concurrency.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+
+from common import CATALOG, ROOT, Baseline, Engine, wrk
+
+BASE = ROOT / "bench" / "baselines"
+
+
+def baseline_for(runtime, workdir):
+    if runtime.id == "python":
+        return Baseline([runtime.executable_path(), str(BASE / "python_http_server.py"), "{port}"])
+    if runtime.id == "nodejs":
+        return Baseline([runtime.executable_path(), str(BASE / "node_http.js"), "{port}"])
+    if runtime.id == "ruby":
+        return Baseline([runtime.executable_path(), str(BASE / "ruby_webrick.rb"), "{port}"])
+    if runtime.id == "php":
+        env = dict(os.environ, PHP_CLI_SERVER_WORKERS=str(os.cpu_count() or 2))
+        return Baseline([runtime.executable_path(), "-S", "127.0.0.1:{port}", str(BASE / "php_hello.php")], env=env)
+    if runtime.id == "go":
+        binary = os.path.join(workdir, "gohello")
+        subprocess.run([runtime.executable_path(), "build", "-o", binary, str(BASE / "go_http.go")], check=True,
+                       cwd=workdir, env=dict(os.environ, GO111MODULE="off"))
+        return Baseline([binary, "{port}"])
+    raise SystemExit("no baseline for %s" % runtime.name)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtimes", default=",".join(rt.name for rt in CATALOG.all() if rt.available()))
+    parser.add_argument("--connections", default="1,10,50")
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--backend", default="process")
+    args = parser.parse_args()
+    connections = [int(c) for c in args.connections.split(",")]
+    print("| runtime | backend | conns | baseline req/s | function req/s | ratio | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    workdir = tempfile.mkdtemp(prefix="kl-bench-")
+    try:
+        for name in args.runtimes.split(","):
+            runtime, _ = CATALOG.resolve(name)
+            engine = Engine(args.backend)
+            baseline = baseline_for(runtime, workdir)
+            try:
+                _, instance = engine.function(runtime.name, "hello")
+                url = instance.url + "/"
+                wrk(url, 10, 1)  # warm both up
+                wrk(baseline.url, 10, 1)
+                for conns in connections:
+                    # Alternate the two so drift on a noisy machine hits both alike.
+                    base = wrk(baseline.url, conns, args.seconds)
+                    fn = wrk(url, conns, args.seconds)
+                    print("| %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f |" % (
+                        runtime.name, args.backend, conns, base["rps"], fn["rps"], fn["rps"] / base["rps"],
+                        fn["p50_ms"], fn["p99_ms"]), flush=True)
+            finally:
+                baseline.close()
+                engine.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Shared benchmark helpers: start a function through the engine, drive wrk, summarise."""
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kubeless_local import spec as specs  # noqa: E402
+from kubeless_local.emulator import backends  # noqa: E402
+from kubeless_local.emulator.logs import LogHub  # noqa: E402
+from kubeless_local.emulator.supervisor import Supervisor  # noqa: E402
+from kubeless_local.runtimes import Catalog  # noqa: E402
+
+SCENARIOS = ROOT / "tests" / "conformance" / "scenarios"
+FUNCTION_NAMES = {"go": "Handler"}
+CATALOG = Catalog()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url, timeout=30):
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("%s did not answer within %ss" % (url, timeout))
+
+
+class Engine:
+    """A Supervisor on a temp state folder (the `dev` engine without the CLI)."""
+
+    def __init__(self, backend="process"):
+        self.tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
+        self.hub = LogHub()
+        self.supervisor = Supervisor(self.tmp / "state", backends.create(backend, self.hub), self.hub, CATALOG,
+                                     ephemeral_ports=True)
+
+    def function(self, runtime_name, scenario="hello", editable=False, **kwargs):
+        runtime, _ = CATALOG.resolve(runtime_name)
+        source = SCENARIOS / scenario / ("handler" + runtime.suffix)
+        if editable:
+            (self.tmp / "src").mkdir(exist_ok=True)
+            source = Path(shutil.copy(source, self.tmp / "src" / source.name))
+        fn = specs.function_from_files(scenario, source, runtime.name,
+                                       "handler." + FUNCTION_NAMES.get(runtime.id, "handler"), **kwargs)
+        instance = self.supervisor.start(fn)
+        if instance.state.value != "Ready":
+            raise RuntimeError("%s did not start: %s" % (runtime_name, instance.error))
+        return fn, instance
+
+    def close(self):
+        self.supervisor.stop_all()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url, connections, seconds=5, threads=2):
+    """{'rps', 'p50_ms', 'p99_ms'} from one wrk run (Debian's wrk)."""
+    threads = min(threads, connections)
+    out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds, "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+
+    def latency(pct):
+        match = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % pct, out, re.M)
+        return float(match.group(1)) * UNITS[match.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError("%s answered %s non-2xx responses" % (url, errors.group(1)))
+    return {"rps": rps, "p50_ms": latency(50), "p99_ms": latency(99)}
+
+
+def percentile(values, pct):
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(pct / 100.0 * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+def summary(values):
+    return {"median": statistics.median(values), "p95": percentile(values, 95), "min": min(values), "max": max(values)}
+
+
+class Baseline:
+    """A bare HTTP hello of one language, started as a subprocess on a free port."""
+
+    def __init__(self, argv, cwd=None, env=None):
+        self.port = free_port()
+        argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = "http://127.0.0.1:%d/" % self.port
+        wait_http(self.url)
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
