@@ -3,6 +3,7 @@ import importlib
 
 BACKENDS = {
     "process": ("kubeless_local.emulator.process", "ProcessBackend"),
+    "docker": ("kubeless_local.emulator.docker", "DockerBackend"),
 }
 
 
