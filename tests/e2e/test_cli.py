@@ -146,3 +146,68 @@ def test_port_in_use_is_reported(tmp_path):
         line = one_line_error(cli("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello",
                                   "--port", str(port), cwd=tmp_path))
     assert "port %d" % port in line and "in use" in line
+
+
+def make_local_package(root, version):
+    """A tiny pip-installable package in a folder (no index needed)."""
+    pkg = root / ("greetpkg-%s" % version)
+    (pkg / "greetpkg").mkdir(parents=True)
+    (pkg / "greetpkg" / "__init__.py").write_text("VERSION = %r\n" % version)
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "greetpkg"\nversion = "%s"\n' % version)
+    return pkg
+
+
+def test_dependencies_install_once_per_content_and_reinstall_on_change(tmp_path, start_dev, monkeypatch):
+    project = tmp_path / "p"
+    project.mkdir()
+    v1, v2 = make_local_package(tmp_path, "1.0"), make_local_package(tmp_path, "2.0")
+    (project / "requirements.txt").write_text("%s\n" % v1)
+    (project / "handler.py").write_text("import greetpkg\n\ndef hello(event, context):\n    return greetpkg.VERSION\n")
+    port = free_port()
+    dev = start_dev("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello",
+                    "--dependencies", "requirements.txt", "--port", str(port), cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    url = "http://127.0.0.1:%d/" % port
+    assert requests.get(url, timeout=5).text == "1.0"
+    assert dev.output().count("installing requirements.txt") == 1
+    # Code edits with the same requirements never reinstall.
+    (project / "handler.py").write_text("import greetpkg\n\ndef hello(event, context):\n    return 'v' + greetpkg.VERSION\n")
+    wait_for_answer(url, "v1.0")
+    assert dev.output().count("installing requirements.txt") == 1
+    # A changed requirements file installs the new dependencies and restarts with them.
+    (project / "requirements.txt").write_text("%s\n" % v2)
+    wait_for_answer(url, "v2.0", timeout=120)
+    assert dev.output().count("installing requirements.txt") == 2
+
+
+def test_inline_base64_zip_manifest_runs(tmp_path, start_dev):
+    import base64
+    import hashlib
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("hello.py", "from helper import word\n\ndef foo(event, context):\n    return word()\n")
+        archive.writestr("helper.py", "def word():\n    return 'zipped'\n")
+    data = buffer.getvalue()
+    port = free_port()
+    (tmp_path / "function.yaml").write_text("""\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: zipped
+  annotations: {local.kubeless.io/port: "%d"}
+spec:
+  runtime: python3.8
+  handler: hello.foo
+  function-content-type: base64+zip
+  checksum: sha256:%s
+  function: %s
+""" % (port, hashlib.sha256(data).hexdigest(), base64.b64encode(data).decode()))
+    dev = start_dev("dev", cwd=tmp_path)
+    dev.wait_for_output("Watching")
+    assert "python3.8 is a legacy Kubeless runtime; running it as python3.11" in dev.output()
+    assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "zipped"
