@@ -221,7 +221,9 @@ def layout_code(spec: FunctionSpec, runtime, target: Path):
         dep_path = target / runtime.dep_name
         if "+deps" in ctype or (spec.source is not None and spec.source.is_dir() and spec.deps_file is None and dep_path.exists()):
             deps = dep_path.read_text() if dep_path.exists() else ""
-        else:
+        elif deps.strip():
+            # Kubeless copies even an empty deps file; Node 20 refuses to load code beside an empty
+            # package.json (and the Go image deletes an empty go.mod), so an empty one is left out.
             dep_path.write_text(deps)
     return deps
 
