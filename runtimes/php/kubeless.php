@@ -480,7 +480,9 @@ final class KlServer
     private function load(int $gen): void
     {
         $this->requestedGen = $gen;
-        fwrite($this->launcherIn, "gen $gen\n");
+        if (!@fwrite($this->launcherIn, "gen $gen\n")) {
+            $this->loadFailed($gen, 'the PHP launcher process is gone; restart the function');
+        }
     }
 
     private function loop(): int
@@ -1106,6 +1108,9 @@ final class KlServer
             return;
         }
         $this->swept = $now;
+        // as PID 1 of a container we inherit runners whose zygote already left: reap them
+        while (pcntl_waitpid(-1, $status, WNOHANG) > 0) {
+        }
         foreach ($this->conns as $id => $c) {
             if (!$c['busy'] && $c['out'] === '' && $now - $c['seen'] > self::IDLE_SECONDS) {
                 $this->closeConn($id);
