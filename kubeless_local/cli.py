@@ -34,9 +34,12 @@ def user_errors(command):
 
 
 # Options shared by several commands: defined once.
-backend_option = click.option("--backend", default=lambda: os.environ.get("KUBELESS_LOCAL_BACKEND", "process"),
-                              show_default="process", help="Where functions run: process (local processes).",
-                              type=click.Choice(["process"]))
+backend_option = click.option("--backend", default=lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
+                              show_default="$KUBELESS_LOCAL_BACKEND, else `backend:` in .kubeless-local.yaml, else process",
+                              help="Where functions run: process (local processes), docker (runtime images, one "
+                                   "container per function), auto (docker when an engine answers and the images "
+                                   "exist, else process).",
+                              type=click.Choice(["process", "docker", "auto"]))
 json_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 
 
@@ -155,6 +158,10 @@ def serve(root, backend_name, manifests=None):
     hub = LogHub()
     printer = LogPrinter(hub)
     printer.start()
+    backend_name = backend_name or backends.project_default(root) or "process"
+    if backend_name == "auto":
+        functions = (manifests if manifests is not None else specs.load(root)).functions
+        backend_name = backends.choose("auto", functions, lambda text: click.echo(text, err=True))
     supervisor = Supervisor(state_dir, backends.create(backend_name, hub), hub)
     project = Project(root, supervisor, manifests)
     admin = AdminServer(supervisor, state_dir, Path(root).resolve())
@@ -213,15 +220,21 @@ def parse_pairs(values, flag):
 @click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
 @click.option("--memory", help="Memory limit, e.g. 128Mi (passed as FUNC_MEMORY_LIMIT).")
 @click.option("--isolation", type=click.Choice(["warm", "per-call"]), help="per-call: fresh module state per call (legacy parity).")
+@click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
 @backend_option
 @user_errors
-def run(file, runtime, handler, name, dependencies, env, label, timeout, port, memory, isolation, backend):
+def run(file, runtime, handler, name, dependencies, env, label, timeout, port, memory, isolation, runtime_image, backend):
     """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags)."""
+    from kubeless_local.emulator import backends
+
     source = Path(file).resolve()
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
     fn = specs.function_from_files(name, source, runtime, handler, deps_file=dependencies, timeout=timeout,
                                    env=parse_pairs(env, "--env"), labels=dict(parse_pairs(label, "--label")),
-                                   memory=memory, port=port, isolation=isolation, origin="kubeless-local run %s" % file)
+                                   memory=memory, port=port, isolation=isolation, image=runtime_image or "",
+                                   origin="kubeless-local run %s" % file)
+    if runtime_image and (backend or backends.project_default(source.parent) or "process") == "process":
+        raise UserError("--runtime-image needs the docker backend: add --backend docker")
     serve(source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]))
 
 
@@ -295,16 +308,67 @@ def get_server_config(output):
     """List the runtimes of the catalog and where they can run."""
     from kubeless_local.runtimes import Catalog
 
+    from kubeless_local.emulator import images
+
     catalog = Catalog()
-    rows = [{"runtime": rt.name, "process": rt.available(), "image": rt.image,
-             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id))} for rt in catalog.all()]
+    client = images.docker_client(required=False)
+    rows = [{"runtime": r["runtime"], "process": rt.available(), "docker": r["present"], "image": r["image"],
+             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id))}
+            for rt, r in zip(catalog.all(), images.image_rows(catalog, client))]
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo("Supported Runtimes are: %s" % ", ".join(r["runtime"] for r in rows if r["process"]))
+    click.echo("Supported Runtimes are: %s" % ", ".join(r["runtime"] for r in rows if r["process"] or r["docker"]))
+    click.echo("  process backend: %s" % (", ".join(r["runtime"] for r in rows if r["process"]) or "none"))
+    click.echo("  docker backend:  %s" % (", ".join(r["runtime"] for r in rows if r["docker"]) or
+                                          ("none (no Docker engine answers)" if client is None else "none built")))
+    docker_state = (lambda r: "yes" if r["docker"] else "no (engine not running)" if client is None
+                    else "no (not built)")
     print_table(rows, [("RUNTIME", lambda r: r["runtime"]),
                        ("PROCESS", lambda r: "yes" if r["process"] else "no (toolchain missing)"),
-                       ("IMAGE", lambda r: r["image"]), ("ALSO ACCEPTS", lambda r: r["legacy"])])
+                       ("DOCKER", docker_state), ("IMAGE", lambda r: r["image"]),
+                       ("ALSO ACCEPTS", lambda r: r["legacy"])])
+
+
+# ---------------------------------------------------------------- runtime images (docker backend)
+
+
+@main.group()
+def runtime():
+    """Runtime images of the docker backend."""
+
+
+@runtime.command(name="build")
+@click.argument("runtimes", nargs=-1)
+@user_errors
+def runtime_build(runtimes):
+    """Build the runtime images (all of the catalog's runtimes, or RUNTIMES, e.g. python3.11)."""
+    from kubeless_local.emulator import images
+    from kubeless_local.runtimes import Catalog
+
+    catalog = Catalog()
+    chosen = [catalog.resolve(name, require_local=False)[0] for name in runtimes] if runtimes else catalog.all()
+    client = images.docker_client()
+    for rt, seconds in images.build_images(chosen, catalog, client):
+        click.echo("built %s (%s) in %.0f s" % (rt.image, rt.name, seconds))
+
+
+@runtime.command(name="ls")
+@json_option
+@user_errors
+def runtime_ls(output):
+    """The runtime images: which image each runtime uses (and why), and whether it is built."""
+    from kubeless_local.emulator import images
+    from kubeless_local.runtimes import Catalog
+
+    rows = images.image_rows(Catalog(), images.docker_client(required=False))
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    print_table(rows, [("RUNTIME", lambda r: r["runtime"]), ("IMAGE", lambda r: r["image"]),
+                       ("FROM", lambda r: r["source"]), ("PRESENT", lambda r: "yes" if r["present"] else "no"),
+                       ("ID", lambda r: r["id"]), ("SIZE", lambda r: "%d MB" % r["size_mb"] if r["present"] else ""),
+                       ("CREATED", lambda r: r["created"])])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """The backends by name, so the CLI can offer them without importing their dependencies up front."""
 import importlib
+from pathlib import Path
 
 BACKENDS = {
     "process": ("kubeless_local.emulator.process", "ProcessBackend"),
     "docker": ("kubeless_local.emulator.docker", "DockerBackend"),
 }
+CHOICES = [*BACKENDS, "auto"]  # auto: docker when an engine answers and the images exist, else process
 
 
 def create(name, logs):
@@ -12,3 +14,63 @@ def create(name, logs):
     backend = getattr(importlib.import_module(module), cls)(logs)
     backend.check()
     return backend
+
+
+PROJECT_CONFIG = ".kubeless-local.yaml"  # per-project defaults, e.g. `backend: docker`
+
+
+def project_default(root):
+    """The `backend:` of <root>/.kubeless-local.yaml, or None."""
+    import yaml
+
+    from kubeless_local.errors import UserError
+
+    path = Path(root) / PROJECT_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+    backend = data.get("backend") if isinstance(data, dict) else None
+    if backend is not None and backend not in CHOICES:
+        raise UserError("%s: backend must be one of %s, got %r" % (path, ", ".join(CHOICES), backend))
+    return backend
+
+
+def needed_images(functions):
+    """The images a set of FunctionSpecs runs in under the docker backend (unknown runtimes skipped)."""
+    from kubeless_local.emulator import images
+    from kubeless_local.errors import UserError
+    from kubeless_local.runtimes import Catalog
+
+    catalog, needed = Catalog(), []
+    for fn in functions:
+        if fn.image:
+            needed.append(fn.image)
+            continue
+        try:
+            runtime, _ = catalog.resolve(fn.runtime, require_local=False)
+        except UserError:
+            continue
+        needed.append(images.image_for(runtime).image)
+    return sorted(set(needed))
+
+
+def choose(name, functions, say):
+    """`auto` → docker when an engine answers and every image the functions need exists, else process;
+    says which and why. Other names are returned as they are."""
+    if name != "auto":
+        return name
+    from kubeless_local.emulator import images
+
+    client = images.docker_client(required=False)
+    if client is None:
+        say("backend: process (no Docker engine answers)")
+        return "process"
+    missing = [image for image in needed_images(functions) if images.image_present(client, image) is None]
+    if missing:
+        say("backend: process (image %s not present; `kubeless-local runtime build` makes it)" % ", ".join(missing))
+        return "process"
+    say("backend: docker (engine %s, images present)" % client.api.base_url)
+    return "docker"
