@@ -1,0 +1,314 @@
+"""DockerBackend logic against a fake docker client: container options, resolve, cleanup, reload, logs."""
+import threading
+from pathlib import Path
+
+import pytest
+from docker.errors import ImageNotFound, NotFound
+
+from kubeless_local import spec as specs
+from kubeless_local.emulator import docker as dk
+from kubeless_local.emulator import images
+from kubeless_local.emulator.base import Instance, State
+from kubeless_local.emulator.logs import LogHub
+from kubeless_local.errors import UserError
+from kubeless_local.runtimes import Catalog
+
+CATALOG = Catalog()
+
+
+class FakeImage:
+    def __init__(self, tag, labels=None):
+        self.tags, self.labels = [tag], labels or {}
+        self.id = "sha256:" + "ab" * 32
+        self.short_id = "sha256:abababababab"
+        self.attrs = {"Size": 123_000_000, "Created": "2026-01-01T00:00:00.000Z"}
+
+
+class FakeContainer:
+    def __init__(self, client, options):
+        self.client, self.options = client, options
+        self.id = "c0ffee" * 10
+        self.name = options.get("name")
+        self.labels = options.get("labels") or {}
+        self.started = self.removed = False
+        self.signals = []
+        self.output = []  # (stdout, stderr) chunks the attach stream yields
+        self.done = threading.Event()
+        self.attrs = {"State": {"Pid": 4242}}
+
+    def attach(self, **kwargs):
+        assert kwargs["demux"] and kwargs["stream"]
+
+        def stream():
+            yield from self.output
+            self.done.wait(5)
+        return stream()
+
+    def start(self):
+        self.started = True
+
+    def reload(self):
+        pass
+
+    def kill(self, signal=None):
+        self.signals.append(signal)
+
+    def wait(self, timeout=None):
+        return {"StatusCode": 3}
+
+    def remove(self, force=False):
+        self.removed = True
+        self.done.set()
+        self.client.containers.all.pop(self.name, None)
+
+
+class FakeContainers:
+    def __init__(self, client):
+        self.client, self.all, self.created = client, {}, []
+
+    def create(self, image, command=None, **options):
+        options.update(image=image, command=command)
+        container = FakeContainer(self.client, options)
+        self.all[container.name] = container
+        self.created.append(container)
+        return container
+
+    def get(self, name):
+        if name not in self.all:
+            raise NotFound("no such container")
+        return self.all[name]
+
+    def list(self, all=False, filters=None):
+        key, value = filters["label"].split("=", 1)
+        return [c for c in list(self.all.values()) if c.labels.get(key) == value]
+
+
+class FakeImages:
+    def __init__(self, present):
+        self.present = present
+
+    def get(self, tag):
+        if tag not in self.present:
+            raise ImageNotFound("no such image")
+        return self.present[tag]
+
+
+class FakeClient:
+    def __init__(self, present=None):
+        self.containers = FakeContainers(self)
+        self.images = FakeImages(present if present is not None else {
+            "kubeless-local/python:3.11": FakeImage("kubeless-local/python:3.11", {images.OWN_LABEL: "python"})})
+
+
+def python_function(tmp_path, **kwargs):
+    source = tmp_path / "src" / "handler.py"
+    source.parent.mkdir(exist_ok=True)
+    source.write_text("def handler(event, context):\n    return 'hi'\n")
+    return specs.function_from_files("hello", source, "python3.11", "handler.handler", **kwargs)
+
+
+def prepared_for(backend, tmp_path, fn):
+    runtime, _ = backend.resolve(fn, CATALOG)
+    return backend.prepare(fn, runtime, tmp_path / "state")
+
+
+@pytest.fixture
+def backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PYTHON3.11_RUNTIME", raising=False)
+    monkeypatch.delenv("KUBELESS_LOCAL_RUNTIME_IMAGES", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG)
+
+
+def test_memory_quantities():
+    assert dk.memory_bytes("128Mi") == 128 * 2 ** 20
+    assert dk.memory_bytes("1G") == 10 ** 9
+    assert dk.memory_bytes("0") == 0
+    with pytest.raises(UserError, match="Kubernetes quantity"):
+        dk.memory_bytes("lots")
+
+
+def test_security_context_defaults_to_kubeless_uid_and_follows_the_deployment(tmp_path):
+    fn = python_function(tmp_path)
+    assert dk.security_context(fn) == (1000, 1000, [])
+    fn.deployment["spec"]["template"]["spec"]["securityContext"] = {"runAsUser": 2000, "fsGroup": 3000}
+    assert dk.security_context(fn) == (2000, 2000, ["3000"])
+    fn.deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"runAsUser": 0, "runAsGroup": 0}
+    assert dk.security_context(fn) == (0, 0, ["3000"])
+
+
+def test_container_options_follow_the_pod_layout(backend, tmp_path):
+    fn = python_function(tmp_path, memory="64Mi", env=[("MY_VAR", "1")])
+    prepared = prepared_for(backend, tmp_path, fn)
+    instance = Instance(name="hello", runtime="python3.11", port=18123)
+    options = backend.container_options(instance, prepared)
+    assert options["network_mode"] == "host"
+    assert options["user"] == "1000:1000"
+    assert options["mem_limit"] == 64 * 2 ** 20
+    env = options["environment"]
+    assert env["FUNC_MEMORY_LIMIT"] == "64Mi" and env["FUNC_PORT"] == "18123" and env["MY_VAR"] == "1"
+    assert env["KUBELESS_INSTALL_VOLUME"] == "/kubeless" and env["KUBELESS_LOCAL_BIND"] == "127.0.0.1"
+    assert env["MOD_NAME"] == "handler" and env["FUNC_HANDLER"] == "handler" and env["FUNC_RUNTIME"] == "python3.11"
+    assert env["PYTHONPATH"].startswith("/kubeless-local/deps/lib/python3.11/site-packages")
+    volumes = options["volumes"]
+    assert volumes[str(prepared.root.resolve())] == {"bind": dk.FUNCTION_MOUNT, "mode": "ro"}
+    assert volumes[str(prepared.deps_dir)] == {"bind": dk.DEPS_MOUNT, "mode": "ro"}
+    assert all(v["mode"] == "ro" for v in volumes.values())
+    assert options["labels"][dk.LABEL_FUNCTION] == "hello"
+    assert options["labels"][dk.LABEL_PROJECT] == str((tmp_path / "state").resolve())
+    assert options["command"] == ["python3", "-u", "/runtime/kubeless.py"]
+
+
+def test_missing_image_says_how_to_build_it(backend, tmp_path):
+    backend.client.images.present.clear()
+    with pytest.raises(UserError, match=r"runtime build python3.11.*--backend process"):
+        backend.resolve(python_function(tmp_path), CATALOG)
+
+
+def test_env_override_picks_another_image(backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHON3.11_RUNTIME", "kubeless/python:3.8")
+    with pytest.raises(UserError, match="kubeless/python:3.8 is not present"):
+        backend.resolve(python_function(tmp_path), CATALOG)
+    backend.client.images.present["kubeless/python:3.8"] = FakeImage("kubeless/python:3.8")
+    fn = python_function(tmp_path)
+    prepared = prepared_for(backend, tmp_path, fn)
+    assert (prepared.image, prepared.own) == ("kubeless/python:3.8", False)
+    options = backend.container_options(Instance(name="hello", runtime="python3.11", port=1), prepared)
+    assert options["volumes"][str(prepared.code_dir.resolve())] == {"bind": "/kubeless", "mode": "ro"}
+    assert "command" not in options  # the image's own CMD
+
+
+def test_custom_image_with_unknown_runtime_mounts_the_file_without_extension(backend, tmp_path):
+    backend.client.images.present["me/fn:1"] = FakeImage("me/fn:1")
+    source = tmp_path / "fn.src"
+    source.write_text("code")
+    fn = specs.function_from_files("custom", source, "cobol1", "fn.main", image="me/fn:1")
+    runtime, _ = backend.resolve(fn, CATALOG)
+    assert runtime.suffix == "" and runtime.reload == "restart"
+    prepared = backend.prepare(fn, runtime, tmp_path / "state")
+    assert (prepared.code_dir / "fn").read_text() == "code"
+    assert prepared.image == "me/fn:1" and not prepared.own
+
+
+def test_leftovers_of_a_crashed_run_are_removed_once(backend, tmp_path):
+    state = (tmp_path / "state").resolve()
+    left = backend.client.containers.create("x", name="old", labels={dk.LABEL_PROJECT: str(state)})
+    other = backend.client.containers.create("x", name="other", labels={dk.LABEL_PROJECT: "/elsewhere"})
+    prepared_for(backend, tmp_path, python_function(tmp_path))
+    assert left.removed and not other.removed
+    again = backend.client.containers.create("x", name="new", labels={dk.LABEL_PROJECT: str(state)})
+    prepared_for(backend, tmp_path, python_function(tmp_path))
+    assert not again.removed  # swept once per project, not on every prepare
+
+
+def test_start_streams_logs_and_control_lines_then_signal_reload_and_stop(backend, tmp_path):
+    prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
+    instance = Instance(name="hello", runtime="python3.11", port=18124)
+    name = backend.container_name(prepared)
+    stale = backend.client.containers.create("x", name=name)  # same name from an earlier run
+    original_create = backend.client.containers.create
+
+    def create(image, command=None, **options):
+        container = original_create(image, command, **options)
+        container.output = [(b'@kubeless-local {"event": "ready", "generation": 0}\nserving on ', None),
+                            (b"18124\n", b"a warning\n")]
+        return container
+
+    backend.client.containers.create = create
+    instance.set_state(State.STARTING)
+    backend.start(instance, prepared)
+    assert stale.removed
+    assert instance.wait_for(lambda i: i.state == State.READY, 5)
+    assert instance.pid == 4242 and backend.alive(instance)
+    container = instance.handle.container
+    assert container.started
+    assert instance.wait_for(lambda i: len(backend.logs.tail("hello")) >= 2, 5) is not False
+    texts = [line.text for line in backend.logs.tail("hello")]
+    assert "serving on 18124" in texts and "a warning" in texts
+    assert backend.reload(instance, prepared) == "signal"
+    assert container.signals == ["SIGHUP"]
+    backend.stop(instance)
+    assert container.removed and not backend.alive(instance)
+
+
+def test_a_container_that_exits_is_reported_crashed(backend, tmp_path):
+    prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
+    instance = Instance(name="hello", runtime="python3.11", port=18125)
+    instance.set_state(State.STARTING)
+    original_create = backend.client.containers.create
+
+    def create(image, command=None, **options):
+        container = original_create(image, command, **options)
+        container.output = [(b"Traceback: boom\n", None)]
+        container.done.set()  # the stream ends: the container exited
+        return container
+
+    backend.client.containers.create = create
+    backend.start(instance, prepared)
+    assert instance.wait_for(lambda i: i.state == State.CRASHED, 5)
+    assert "exited with code 3" in instance.error and "boom" in instance.error
+    backend.stop(instance)
+
+
+def test_path_mapping_shows_the_users_file(backend, tmp_path):
+    fn = python_function(tmp_path)
+    prepared = prepared_for(backend, tmp_path, fn)
+    text = 'File "/kubeless/handler.py", line 2 and %s/%s/handler.py' % (dk.FUNCTION_MOUNT, prepared.code_dir.name)
+    assert prepared.map_paths(text) == 'File "%s", line 2 and %s' % (fn.source, fn.source)
+
+
+def test_engine_discovery_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert images.engine_candidates() == ["tcp://127.0.0.1:2375"]
+    monkeypatch.delenv("DOCKER_HOST")
+    config = tmp_path / "docker"
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    import hashlib
+    import json
+    meta = config / "contexts" / "meta" / hashlib.sha256(b"colima").hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps({"Name": "colima", "Endpoints": {"docker": {"Host": "unix:///c.sock"}}}))
+    (config / "config.json").write_text(json.dumps({"currentContext": "colima"}))
+    podman = tmp_path / "run" / "podman"
+    podman.mkdir(parents=True)
+    (podman / "podman.sock").write_text("")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert images.engine_candidates() == ["unix:///c.sock", "unix:///var/run/docker.sock",
+                                          "unix://" + str(podman / "podman.sock")]
+
+
+def test_no_engine_is_one_line_with_the_fix(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(UserError) as info:
+        images.docker_client()
+    assert "use --backend process" in str(info.value) and "\n" not in str(info.value)
+    assert images.docker_client(required=False) is None
+
+
+def test_install_step_runs_in_the_image_with_the_ca_and_is_cached(backend, tmp_path, monkeypatch):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("CERT")
+    monkeypatch.setenv("KUBELESS_LOCAL_CA_BUNDLE", str(ca))
+    deps = tmp_path / "src" / "requirements.txt"
+    deps.parent.mkdir()
+    deps.write_text("six\n")
+    runs = []
+
+    def run_step(step, image, argv, mounts, env, workdir, function, on_line):
+        runs.append((step, image, argv, mounts, env, workdir))
+        Path(next(m for m, v in mounts.items() if v["bind"] == dk.DEPS_MOUNT), "marker").write_text("x")
+
+    backend.run_step = run_step
+    fn = python_function(tmp_path, deps_file=deps)
+    first = prepared_for(backend, tmp_path, fn)
+    second = prepared_for(backend, tmp_path, fn)
+    assert len(runs) == 1 and first.deps_dir == second.deps_dir
+    step, image, argv, mounts, env, workdir = runs[0]
+    assert step == "dependency install" and image == "kubeless-local/python:3.11" and workdir == dk.DEPS_MOUNT
+    assert argv[-2:] == ["-r", "/kubeless-local/deps/requirements.txt"] and "--prefix=/kubeless-local/deps" in argv
+    assert mounts[str(first.deps_dir)] == {"bind": dk.DEPS_MOUNT, "mode": "rw"}
+    assert all(env[key] == dk.CA_MOUNT for key in dk.CA_ENV)
+    assert first.deps_dir.parent.parent.name == "docker-deps"  # separate from the process backend's cache
+    assert (first.deps_dir / "requirements.txt").read_text() == "six\n"

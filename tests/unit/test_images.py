@@ -1,0 +1,156 @@
+"""Runtime image choice (env / runtime-images / catalog) and building, with a fake docker client."""
+import json
+
+import pytest
+import yaml
+from docker.errors import ImageNotFound
+
+from kubeless_local.emulator import images
+from kubeless_local.errors import UserError
+from kubeless_local.runtimes import Catalog
+
+CATALOG = Catalog()
+PYTHON = CATALOG.resolve("python3.11", require_local=False)[0]
+NODE20 = CATALOG.resolve("nodejs20", require_local=False)[0]
+
+RUNTIME_IMAGES = [{"ID": "python", "depName": "requirements.txt", "fileNameSuffix": ".py", "versions": [
+    {"name": "python311", "version": "3.11", "images": [
+        {"phase": "installation", "image": "kubeless/python-init:3.11"},
+        {"phase": "runtime", "image": "kubeless/python:3.11"}]}]}]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("PYTHON3.11_RUNTIME", raising=False)
+    monkeypatch.delenv("KUBELESS_LOCAL_RUNTIME_IMAGES", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+def test_catalog_image_by_default():
+    choice = images.image_for(PYTHON)
+    assert (choice.image, choice.source, choice.overridden) == ("kubeless-local/python:3.11", "catalog", False)
+    assert images.image_for(NODE20).image == "kubeless-local/nodejs:20"
+
+
+def test_env_override_as_the_controller_names_it(monkeypatch):
+    assert images.env_name(PYTHON) == "PYTHON3.11_RUNTIME"
+    monkeypatch.setenv("PYTHON3.11_RUNTIME", "registry.local/python:dev")
+    choice = images.image_for(PYTHON)
+    assert choice.image == "registry.local/python:dev" and choice.source == "env PYTHON3.11_RUNTIME"
+
+
+def test_runtime_images_json_file(monkeypatch, tmp_path):
+    path = tmp_path / "runtime-images.json"
+    path.write_text(json.dumps(RUNTIME_IMAGES))
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
+    choice = images.image_for(PYTHON)
+    assert (choice.image, choice.install_image, choice.source) == ("kubeless/python:3.11", "kubeless/python-init:3.11", str(path))
+    assert images.image_for(NODE20).image == "kubeless-local/nodejs:20"  # not listed: the catalog's
+
+
+def test_kubeless_config_configmap_with_case_insensitive_keys(monkeypatch, tmp_path):
+    entries = [{"id": "python", "versions": [{"VERSION": "3.11", "Images": [{"Phase": "runtime", "Image": "cm/python"}]}]}]
+    path = tmp_path / "kubeless-config.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubeless-config"},
+                                    "data": {"runtime-images": json.dumps(entries)}}))
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
+    assert images.image_for(PYTHON).image == "cm/python"
+
+
+def test_default_runtime_images_location(tmp_path):
+    path = tmp_path / "config" / "kubeless-local" / "runtime-images.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(RUNTIME_IMAGES))
+    assert images.image_for(PYTHON).image == "kubeless/python:3.11"
+
+
+def test_env_wins_over_the_file(monkeypatch, tmp_path):
+    path = tmp_path / "ri.json"
+    path.write_text(json.dumps(RUNTIME_IMAGES))
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
+    monkeypatch.setenv("PYTHON3.11_RUNTIME", "from-env")
+    assert images.image_for(PYTHON).image == "from-env"
+
+
+def test_malformed_runtime_images(monkeypatch, tmp_path):
+    path = tmp_path / "ri.json"
+    path.write_text('{"not": "a list"}')
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
+    with pytest.raises(UserError, match="must be a JSON list"):
+        images.image_for(PYTHON)
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(tmp_path / "missing.json"))
+    with pytest.raises(UserError, match="no such file"):
+        images.image_for(PYTHON)
+
+
+def test_build_context_has_the_runtime_and_a_ca_but_no_installed_modules(tmp_path, monkeypatch):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("KUBELESS_LOCAL_CA_BUNDLE", str(ca))
+    context = images.build_context(NODE20, tmp_path / "ctx")
+    assert (context / "Dockerfile").is_file() and (context / "kubeless.js").is_file()
+    assert not (context / "node_modules").exists()
+    assert (context / images.CA_NAME).read_text() == "-----BEGIN CERTIFICATE-----\n"
+
+
+def test_every_runtime_has_a_dockerfile_from_the_base_arg_and_a_docker_block():
+    for rt in CATALOG.all():
+        dockerfile = (rt.runtime_dir / "Dockerfile").read_text()
+        assert "ARG BASE=debian:bookworm-slim" in dockerfile and "FROM ${BASE}" in dockerfile
+        assert "USER 1000" in dockerfile and images.OWN_LABEL in dockerfile
+        settings = images.docker_settings(rt, CATALOG)
+        assert settings.get("command") or settings.get("compile"), rt.name
+        assert settings.get("reload") in ("signal", "restart")
+
+
+def test_build_args():
+    assert images.build_args(NODE20, CATALOG) == {"NODE_MAJOR": "20", "BASE": "debian:bookworm-slim"}
+
+
+class FakeAPI:
+    def __init__(self, chunks):
+        self.chunks, self.calls = chunks, []
+
+    def build(self, **kwargs):
+        self.calls.append(kwargs)
+        return iter(self.chunks)
+
+
+class FakeImages:
+    def __init__(self, present):
+        self.present = set(present)
+
+    def get(self, tag):
+        if tag not in self.present:
+            raise ImageNotFound(tag)
+        return tag
+
+
+class FakeClient:
+    def __init__(self, chunks, present=("debian:bookworm-slim",)):
+        self.api, self.images = FakeAPI(chunks), FakeImages(present)
+
+
+def test_build_uses_host_network_and_reports_progress():
+    client = FakeClient([{"stream": "Step 1/3 : FROM debian\n"}, {"stream": "Successfully built x\n"}])
+    client.images.present.add("kubeless-local/python:3.11")
+    lines = []
+    images.build_image(client, PYTHON, CATALOG, lines.append)
+    call = client.api.calls[0]
+    assert call["tag"] == "kubeless-local/python:3.11" and call["network_mode"] == "host" and call["pull"] is False
+    assert lines == ["Step 1/3 : FROM debian", "Successfully built x"]
+
+
+def test_build_failure_is_a_user_error_with_the_output():
+    client = FakeClient([{"stream": "Step 2/3 : RUN apt-get install nope\n"},
+                         {"error": "The command '/bin/sh -c apt-get install nope' returned a non-zero code: 100"}])
+    with pytest.raises(UserError) as info:
+        images.build_image(client, PYTHON, CATALOG)
+    message = str(info.value)
+    assert message.startswith("building kubeless-local/python:3.11 failed: The command")
+    assert "apt-get install nope" in message and "--backend process" in message
+
+
+def test_missing_base_image_says_how_to_create_it():
+    with pytest.raises(UserError, match="debian:bookworm-slim is missing.*docker-setup.sh"):
+        images.build_image(FakeClient([], present=()), PYTHON, CATALOG)
