@@ -16,6 +16,7 @@ on failure the error is printed and the last good code keeps serving.
 """
 import asyncio
 import ctypes
+import functools
 import io
 import json
 import os
@@ -43,6 +44,7 @@ CONTROL = os.environ.get("KUBELESS_LOCAL_CONTROL") == "1"
 PER_CALL = os.environ.get("KUBELESS_LOCAL_ISOLATION", "warm") == "per-call"
 MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS", "2"))
 MAX_WORKERS = int(os.environ.get("CHERRYPY_NUMTHREADS", "10"))  # Kubeless' concurrency knob
+GROW_AFTER = 0.02  # seconds a call waits for a worker before the pool grows
 FUNCTION_METHODS = ("GET", "POST", "PATCH", "DELETE")  # as the legacy bottle route; HEAD follows GET
 
 FRAME = struct.Struct("!I")
@@ -349,10 +351,12 @@ class Pool:
         """An idle worker, waiting (and growing the pool) when all are busy."""
         if self.idle:
             return self.idle.pop()
-        if len(self.busy) + self.spawning < MAX_WORKERS:
-            self.spawn()
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.waiters.append(future)
+        # Grow only for calls that really wait: fast functions stay on MIN_WORKERS (fewer context
+        # switches), slow or blocking ones get more workers within GROW_AFTER.
+        loop.call_later(GROW_AFTER, self._grow_for, future)
         try:
             return await future
         except asyncio.CancelledError:
@@ -361,6 +365,10 @@ class Pool:
             elif future.done() and not future.cancelled():
                 self.release(future.result())
             raise
+
+    def _grow_for(self, future):
+        if not future.done() and len(self.busy) + len(self.idle) + self.spawning < MAX_WORKERS:
+            self.spawn()
 
     def release(self, worker):
         self.busy.discard(worker)
@@ -409,6 +417,15 @@ class Pool:
 func_hist = prom.Histogram("function_duration_seconds", "Duration of user function in seconds", ["method"])
 func_calls = prom.Counter("function_calls_total", "Number of calls to user function", ["method"])
 func_errors = prom.Counter("function_failures_total", "Number of exceptions in user function", ["method"])
+_children = {}
+
+
+def metrics_for(label):
+    """(calls, duration, failures) children for one method label, looked up once."""
+    children = _children.get(label)
+    if children is None:
+        children = _children[label] = (func_calls.labels(label), func_hist.labels(label), func_errors.labels(label))
+    return children
 
 # Error pages come from bottle itself so they match legacy Kubeless byte for byte.
 error_app = bottle.Bottle()
@@ -433,6 +450,11 @@ def error_page(method, url, version, peer):
 LOG_LINES = []
 
 
+@functools.lru_cache(maxsize=2)
+def log_stamp(second):
+    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
+
+
 def flush_log():
     sys.stdout.write("".join(LOG_LINES))
     sys.stdout.flush()
@@ -448,7 +470,7 @@ def access_log(peer, method, url, version, status, size, headers):
             agent = value.decode("latin-1")
         elif lname == b"referer":
             referer = value.decode("latin-1")
-    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    stamp = log_stamp(int(time.time()))
     if not LOG_LINES:
         asyncio.get_running_loop().call_soon(flush_log)
     LOG_LINES.append('%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"\n' % (
@@ -574,13 +596,15 @@ async def handle(pool, request, too_large):
         current.uncancel()
         if worker is not None:
             pool.discard(worker)  # killed mid-call: the runaway code stops now
-        func_calls.labels(label).inc()
-        func_hist.labels(label).observe(time.perf_counter() - start)
+        calls, duration, _ = metrics_for(label)
+        calls.inc()
+        duration.observe(time.perf_counter() - start)
         return error_page(method, url, version, peer)
     except ConnectionError:
         pool.discard(worker)  # the worker died (os._exit, segfault, OOM kill)
-        func_calls.labels(label).inc()
-        func_errors.labels(label).inc()
+        calls, _, failures = metrics_for(label)
+        calls.inc()
+        failures.inc()
         print("function worker exited during the call", file=sys.stderr, flush=True)
         return "500 Internal Server Error", [("Content-Type", "text/plain")], b"Internal Server Error"
     finally:
@@ -591,10 +615,11 @@ async def handle(pool, request, too_large):
         pool.release(worker)
     _, status, out_headers, out_body, counted, failed = reply
     if counted:
-        func_calls.labels(label).inc()
-        func_hist.labels(label).observe(time.perf_counter() - start)
+        calls, duration, failures = metrics_for(label)
+        calls.inc()
+        duration.observe(time.perf_counter() - start)
         if failed:
-            func_errors.labels(label).inc()
+            failures.inc()
     return status, out_headers, out_body
 
 
