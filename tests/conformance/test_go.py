@@ -114,6 +114,16 @@ def test_timeout_408_then_runaway_is_stopped_and_server_keeps_serving(function):
     assert metric(fn, "function_failures_total", "POST") == 1
 
 
+def test_client_going_away_does_not_stop_the_call(function):
+    """Only the timeout ends a call: a client that disconnects does not cause a restart."""
+    fn = function("sleep", timeout=5)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        fn.post(data="0.6", timeout=0.2)
+    assert wait_for(lambda: metric(fn, "function_calls_total", "POST") == 1)
+    assert metric(fn, "function_failures_total", "POST") == 0
+    assert "restarted in place" not in fn.logs()
+
+
 def test_spinning_function_is_stopped(function):
     fn = function("spin", timeout=1)
     assert fn.post(data="").status_code == 408

@@ -179,6 +179,8 @@ func serveFunction(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body)) // the function may read it again
 	ctx, cancel := context.WithTimeout(r.Context(), funcTimeout)
 	defer cancel()
+	deadline := time.NewTimer(funcTimeout)
+	defer deadline.Stop()
 	gw := &guardedWriter{w: w, header: make(http.Header)}
 	event := functions.Event{
 		Data:           string(body),
@@ -221,18 +223,16 @@ func serveFunction(w http.ResponseWriter, r *http.Request) {
 		gw.closed = true
 		gw.mu.Unlock()
 		metrics.observe(r.Method, time.Since(start), res.err != nil)
-	case <-ctx.Done():
-		started := gw.close()
-		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
-		if timedOut && !started {
+	case <-deadline.C:
+		// Only the timeout ends the wait: a client that went away cancels Extensions.Context but
+		// the call may finish its work.
+		if !gw.close() {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusRequestTimeout)
 			w.Write([]byte("Timeout exceeded"))
 		}
-		if timedOut {
-			errLog.Printf("function %s: timeout after %s", funcContext.FunctionName, funcTimeout)
-		}
-		metrics.observe(r.Method, time.Since(start), timedOut)
+		errLog.Printf("function %s: timeout after %s", funcContext.FunctionName, funcTimeout)
+		metrics.observe(r.Method, time.Since(start), true)
 		go watchRunaway(done, r.Method+" "+r.RequestURI)
 	}
 }
