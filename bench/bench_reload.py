@@ -7,7 +7,7 @@ import argparse
 import time
 import urllib.request
 
-from common import CATALOG, SCENARIOS, Engine, summary
+from common import CATALOG, Engine, summary
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator.project import Project

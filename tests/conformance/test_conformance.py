@@ -1,15 +1,11 @@
 """The conformance suite: the same HTTP-level behaviour from every runtime × backend (contract §5, §10)."""
 import concurrent.futures
-import json
 import os
 import time
-
-import pytest
 
 ABSENT_HEADER = {"go": ""}  # Go's event fields are strings: an absent header is ""; elsewhere null
 FUNCTION_NAME = {"go": "Handler"}
 BROKEN_CODE = "this is ( not valid code in any language {{{\n"
-
 
 def test_healthz(function):
     fn = function("hello")
@@ -17,18 +13,15 @@ def test_healthz(function):
     assert response.status_code == 200
     assert response.text == "OK"
 
-
 def test_hello(function):
     fn = function("hello")
     response = fn.get("/")
     assert response.status_code == 200
     assert response.text == "hello world"
 
-
 def test_any_path_reaches_the_function(function):
     fn = function("hello")
     assert fn.get("/some/deep/path").text == "hello world"
-
 
 def test_json_data_is_parsed(function):
     fn = function("echo")
@@ -36,13 +29,11 @@ def test_json_data_is_parsed(function):
     assert response.status_code == 200
     assert response.json() == {"a": 1, "b": [1, 2]}
 
-
 def test_text_data_is_passed_as_is(function):
     fn = function("echo")
     response = fn.post("/", data="hello", headers={"Content-Type": "text/plain"})
     assert response.status_code == 200
     assert response.text == "hello"
-
 
 def test_event_fields_come_from_headers(function):
     fn = function("event")
@@ -52,13 +43,11 @@ def test_event_fields_come_from_headers(function):
     assert body == {"data": "payload", "event-id": "abc", "event-type": "text/plain",
                     "event-time": "2021-01-18T17:10:12Z", "event-namespace": "cli.kubeless.io"}
 
-
 def test_absent_event_headers(function):
     fn = function("event")
     body = fn.post("/", data="x", headers={"Content-Type": "text/plain"}).json()
     absent = ABSENT_HEADER.get(fn.language)
     assert [body[k] for k in ("event-id", "event-type", "event-time", "event-namespace")] == [absent] * 4
-
 
 def test_context_and_env(function):
     fn = function("context", timeout="7", env={"MY_VAR": "42"}, memory="128Mi")
@@ -68,7 +57,6 @@ def test_context_and_env(function):
     assert body["runtime"] == fn.runtime
     assert body["memory-limit"] == "128Mi"
     assert body["env"] == "42"
-
 
 def test_exception_answers_500_and_the_server_survives(function):
     fn = function("raise")
@@ -80,7 +68,6 @@ def test_exception_answers_500_and_the_server_survives(function):
     label = fn.method_label("POST")
     assert metrics[("function_calls_total", label)] == 2
     assert metrics[("function_failures_total", label)] == 1
-
 
 def test_timeout_answers_408_while_others_are_served(function):
     fn = function("sleep", timeout="1")
@@ -94,7 +81,6 @@ def test_timeout_answers_408_while_others_are_served(function):
     assert response.status_code == 408
     assert time.monotonic() - started < 5  # well before the 30 s sleep would end
     assert fn.post("/", data="0").text == "done"
-
 
 def process_group_cpu(pgid):
     """CPU seconds used so far by every process in a process group (process backend)."""
@@ -111,7 +97,6 @@ def process_group_cpu(pgid):
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
-
 def test_runaway_cpu_loop_is_stopped(function, backend_name):
     fn = function("spin", timeout="1")
     assert fn.post("/", data="x").status_code == 408
@@ -125,7 +110,6 @@ def test_runaway_cpu_loop_is_stopped(function, backend_name):
         time.sleep(1.0)
         assert process_group_cpu(fn.instance.pid) - before < 0.5
 
-
 def test_concurrent_calls_get_their_own_answers(function):
     fn = function("echo")
     bodies = ["call-%d" % i for i in range(20)]
@@ -133,19 +117,16 @@ def test_concurrent_calls_get_their_own_answers(function):
         answers = list(pool.map(lambda b: fn.post("/", data=b, headers={"Content-Type": "text/plain"}).text, bodies))
     assert answers == bodies
 
-
 def test_large_body(function):
     fn = function("large", env={"REQ_MB_LIMIT": "10"})
     body = b"x" * (5 * 1024 * 1024)
     response = fn.post("/", data=body, headers={"Content-Type": "application/octet-stream"})
     assert (response.status_code, response.text) == (200, str(len(body)))
 
-
 def test_native_request_object(function):
     fn = function("request")
     response = fn.get("/?q=7", headers={"X-Test": "abc"})
     assert (response.status_code, response.text) == (200, "abc|7")
-
 
 def test_function_sets_status_and_headers(function):
     fn = function("status")
@@ -153,7 +134,6 @@ def test_function_sets_status_and_headers(function):
     assert response.status_code == 201
     assert response.headers["X-Custom"] == "yes"
     assert response.text == "created"
-
 
 def test_metrics_names_and_counts(function):
     fn = function("hello")
@@ -164,7 +144,6 @@ def test_metrics_names_and_counts(function):
     assert metrics[("function_calls_total", label)] == 3
     assert metrics[("function_duration_seconds_count", label)] == 3
     assert metrics.get(("function_failures_total", label), 0) == 0
-
 
 def test_reload_serves_new_code_and_keeps_last_good_on_error(function):
     fn = function("hello", editable=True)

@@ -7,15 +7,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
+from runtime_server import RuntimeServer
 
 pytestmark = pytest.mark.language("php")
 
@@ -130,82 +129,9 @@ def test_sleeping_call_times_out_while_others_are_served(function):
 # ---------------------------------------------------------------- the server run directly
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(RuntimeServer):
     def __init__(self, folder, source, timeout="180", env=None):
-        self.folder = Path(folder)
-        self.file = self.folder / "handler.php"
-        self.file.write_text(source)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.lines = []
-        self.cond = threading.Condition()
-        full_env = {
-            **os.environ, "MOD_NAME": "handler", "FUNC_HANDLER": "handler", "FUNC_TIMEOUT": timeout,
-            "FUNC_PORT": str(self.port), "FUNC_RUNTIME": "php8.2", "FUNC_MEMORY_LIMIT": "128Mi",
-            "KUBELESS_INSTALL_VOLUME": str(self.folder), "KUBELESS_LOCAL_BIND": "127.0.0.1",
-            "KUBELESS_LOCAL_CONTROL": "1", **(env or {}),
-        }
-        self.proc = subprocess.Popen([PHP, str(SERVER)], cwd=self.folder, env=full_env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            with self.cond:
-                self.lines.append(line.rstrip("\n"))
-                self.cond.notify_all()
-
-    def control(self, index, timeout=10):
-        """The control event number `index` (0 = the first one printed)."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                events = [json.loads(l.split(" ", 1)[1]) for l in self.lines if l.startswith("@kubeless-local ")]
-                if len(events) > index:
-                    return events[index]
-                left = deadline - time.monotonic()
-                assert left > 0, "no control line; output:\n" + "\n".join(self.lines)
-                self.cond.wait(left)
-
-    def log(self):
-        with self.cond:
-            return "\n".join(self.lines)
-
-    def reload(self, source, index):
-        self.file.write_text(source)
-        self.proc.send_signal(signal.SIGHUP)
-        return self.control(index)
-
-    def get(self, path="/", **kw):
-        return requests.get(self.url + path, timeout=10, **kw)
-
-    def descendants(self):
-        out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-        children = {}
-        for line in out.splitlines():
-            pid, ppid = map(int, line.split())
-            children.setdefault(ppid, []).append(pid)
-        found, todo = [], [self.proc.pid]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.append(child)
-                todo.append(child)
-        return found
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__([PHP, str(SERVER)], folder, "handler.php", source, "php8.2", timeout, env)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The Ruby runtime server (runtimes/ruby) run directly, without the engine: reload, worker pool,
 timeouts, return values, and the Gemfile install wrapper. Needs ruby3.1 + ruby-sinatra +
 ruby-prometheus-client-mmap (Debian)."""
-import json
 import os
 import shutil
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from runtime_server import RuntimeServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / "runtimes" / "ruby" / "kubeless.rb"
@@ -21,65 +21,9 @@ GEM_FIXTURE = REPO / "tests" / "fixtures" / "ruby" / "kl_greet"
 RUBY = shutil.which("ruby3.1") or "ruby"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(RuntimeServer):
     def __init__(self, folder, source, timeout="180", env=None):
-        self.folder = Path(folder)
-        self.file = self.folder / "handler.rb"
-        self.file.write_text(source)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.lines = []
-        self.cond = threading.Condition()
-        full_env = {
-            **os.environ, "MOD_NAME": "handler", "FUNC_HANDLER": "handler", "FUNC_TIMEOUT": timeout,
-            "FUNC_PORT": str(self.port), "FUNC_RUNTIME": "ruby3.1", "FUNC_MEMORY_LIMIT": "128Mi",
-            "KUBELESS_INSTALL_VOLUME": str(self.folder), "KUBELESS_LOCAL_BIND": "127.0.0.1",
-            "KUBELESS_LOCAL_CONTROL": "1", **(env or {}),
-        }
-        self.proc = subprocess.Popen([RUBY, str(SERVER)], cwd=self.folder, env=full_env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            with self.cond:
-                self.lines.append(line.rstrip("\n"))
-                self.cond.notify_all()
-
-    def control(self, after=0, timeout=10):
-        """The first control event at or after index `after` of the control events."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                events = [json.loads(l.split(" ", 1)[1]) for l in self.lines if l.startswith("@kubeless-local ")]
-                if len(events) > after:
-                    return events[after]
-                left = deadline - time.monotonic()
-                assert left > 0, "no control line; output:\n" + "\n".join(self.lines)
-                self.cond.wait(left)
-
-    def log(self):
-        with self.cond:
-            return "\n".join(self.lines)
-
-    def workers(self):
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__([RUBY, str(SERVER)], folder, "handler.rb", source, "ruby3.1", timeout, env)
 
 
 @pytest.fixture
