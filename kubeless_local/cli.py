@@ -70,6 +70,8 @@ def init(name, runtime):
         raise UserError("%s/ already exists and is not empty; choose another name or remove it" % name)
     target.mkdir(parents=True, exist_ok=True)
     for source in sorted(template.rglob("*")):
+        if any(part in specs.SKIP_DIRS for part in source.relative_to(template).parts):
+            continue  # e.g. __pycache__ that pip compiled beside an installed template
         dest = target / source.relative_to(template)
         if source.is_dir():
             dest.mkdir(exist_ok=True)

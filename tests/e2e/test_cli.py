@@ -5,6 +5,7 @@ import signal
 import socket
 import time
 
+import pytest
 import requests
 
 from conftest import cli, wait_for_answer
@@ -211,3 +212,15 @@ spec:
     dev.wait_for_output("Watching")
     assert "python3.8 is a legacy Kubeless runtime; running it as python3.11" in dev.output()
     assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "zipped"
+
+
+@pytest.mark.parametrize("runtime", ["python3.11", "nodejs20", "ruby3.1", "php8.2", "go1.14"])
+def test_init_scaffolds_a_function_that_loads(tmp_path, runtime):
+    from kubeless_local import spec as specs
+
+    cli("init", "fn", "--runtime", runtime, cwd=tmp_path, check=True)
+    manifests = specs.load(tmp_path / "fn")
+    assert [f.name for f in manifests.functions] == ["fn"]
+    fn = manifests.functions[0]
+    assert fn.runtime == runtime and fn.source.exists()
+    assert not any("__pycache__" in str(p) for p in (tmp_path / "fn").rglob("*"))
