@@ -52,12 +52,13 @@ if "$GO" build -trimpath -buildvcs=false -o "$BUILD/server.new" . > "$BUILD/comp
   cp "$SRC/go.sum" "$KNOWN.$$" && mv "$KNOWN.$$" "$KNOWN"
   exit 0
 fi
-# Show the user's own file names: function/handler.go:9:2 -> handler.go:9:2.
+# Show the user's own file names (function/handler.go:9:2 -> handler.go:9:2) and the error first
+# (no "# <package>" header lines: the engine shows the first line in `ls`/`call`).
 sed -e "s#$SRC/function/##g" -e "s#\./function/##g" -e "s#function/##g" \
     -e "s#^\./kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
     -e "s#^kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
     -e "s#: undefined: function\.\([A-Za-z0-9_]*\)#: no function \1 in the function's package#" \
-    -e "/^# kubeless-local\/go-runtime\$/d" -e "s#$SRC/##g" "$BUILD/compile.log"
+    -e "/^# [^ ]*\$/d" -e "s#$SRC/##g" "$BUILD/compile.log"
 if grep -q 'kubeless_function\.go' "$BUILD/compile.log"; then
   case "$HANDLER" in [a-z_]*) echo "Go only exports names that start with an upper-case letter: rename it and spec.handler.";; esac
   echo "A Go handler must be: func $HANDLER(event functions.Event, context functions.Context) (string, error)"
