@@ -81,17 +81,24 @@ class Prepared:
         return env
 
     def map_paths(self, text):
-        """Point paths inside the install folder back at the user's files."""
-        source = self.spec.source
-        if source is None:
-            return text
-        base = source if source.is_dir() else source.parent
-        for folder in (self.code_dir, self.install_link, self.build_dir):
-            if folder is not None:
-                text = text.replace(str(folder) + "/" + self.spec.module + self.runtime.suffix,
-                                    str(source) if source.is_file() else str(base / (self.spec.module + self.runtime.suffix)))
-                text = text.replace(str(folder) + "/", str(base) + "/")
+        """Point paths inside the install folder back at the user's files (in errors and logs)."""
+        if self.spec.source is None or str(self.root) not in text:
+            return text  # the common case, checked first: this runs for every log line
+        for old, new in self._path_replacements():
+            text = text.replace(old, new)
         return text
+
+    def _path_replacements(self):
+        if not hasattr(self, "_replacements"):
+            source = self.spec.source
+            base = source if source.is_dir() else source.parent
+            function_file = str(source) if source.is_file() else str(base / (self.spec.module + self.runtime.suffix))
+            self._replacements = []
+            for folder in (self.code_dir, self.install_link, self.build_dir):
+                if folder is not None:
+                    self._replacements += [(str(folder) + "/" + self.spec.module + self.runtime.suffix, function_file),
+                                           (str(folder) + "/", str(base) + "/")]
+        return self._replacements
 
 
 def run_step(step, argv, cwd, env, on_line):

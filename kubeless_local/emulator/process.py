@@ -18,7 +18,7 @@ class ProcessBackend(Backend):
         try:
             proc = subprocess.Popen(
                 argv, cwd=prepared.install_link, env=prepared.env(instance.port), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
                 start_new_session=True)  # its own process group: Ctrl-C goes to `dev`, stop() kills the group
         except OSError as exc:
             instance.set_state(State.CRASHED, "cannot start %s: %s" % (argv[0], exc))
@@ -31,8 +31,19 @@ class ProcessBackend(Backend):
         threading.Thread(target=self._watch, args=(instance, proc, pumps), daemon=True).start()
 
     def _pump(self, instance, stream, name, prepared):
-        for line in stream:
-            handle_output(instance, self.logs, line.rstrip("\n"), name, prepared.map_paths)
+        """Runtime output to the log, read in large chunks: a busy function logs a line per request."""
+        pending = b""
+        fd = stream.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                handle_output(instance, self.logs, line.decode("utf-8", "replace"), name, prepared.map_paths)
+        if pending:
+            handle_output(instance, self.logs, pending.decode("utf-8", "replace"), name, prepared.map_paths)
+        stream.close()
 
     def _watch(self, instance, proc, pumps):
         code = proc.wait()
