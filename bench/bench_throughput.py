@@ -39,9 +39,11 @@ def main():
     parser.add_argument("--connections", default="1,10,50")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--backend", default="process")
+    parser.add_argument("--isolation", choices=["warm", "per-call"], default="warm",
+                        help="per-call: every call in a freshly loaded worker (the legacy Kubeless model)")
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
-    print("| runtime | backend | conns | baseline req/s | function req/s | ratio | p50 ms | p99 ms |")
+    print("| runtime | backend/isolation | conns | baseline req/s | function req/s | ratio | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
     workdir = tempfile.mkdtemp(prefix="kl-bench-")
     try:
@@ -50,7 +52,7 @@ def main():
             engine = Engine(args.backend)
             baseline = baseline_for(runtime, workdir)
             try:
-                _, instance = engine.function(runtime.name, "hello")
+                _, instance = engine.function(runtime.name, "hello", isolation=args.isolation)
                 url = instance.url + "/"
                 wrk(url, 10, 1)  # warm both up
                 wrk(baseline.url, 10, 1)
@@ -59,7 +61,7 @@ def main():
                     base = wrk(baseline.url, conns, args.seconds)
                     fn = wrk(url, conns, args.seconds)
                     print("| %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f |" % (
-                        runtime.name, args.backend, conns, base["rps"], fn["rps"], fn["rps"] / base["rps"],
+                        runtime.name, "%s/%s" % (args.backend, args.isolation), conns, base["rps"], fn["rps"], fn["rps"] / base["rps"],
                         fn["p50_ms"], fn["p99_ms"]), flush=True)
             finally:
                 baseline.close()
