@@ -180,6 +180,8 @@ def serve(root, backend_name, manifests=None):
     except KeyboardInterrupt:
         click.echo("\nstopping…", err=True)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         project.stop()
         admin.stop()
         printer.close()
