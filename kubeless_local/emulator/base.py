@@ -81,6 +81,16 @@ class Backend(abc.ABC):
     def stop(self, instance):
         """Stop the server and everything it started."""
 
+    def resolve(self, spec, catalog):
+        """(Runtime, notice) for a Function; by default from the toolchains on this machine."""
+        return catalog.resolve(spec.runtime)
+
+    def prepare(self, spec, runtime, state_dir, on_line=lambda line: None, previous=None):
+        """Lay out, install and compile a new generation (see prepare.prepare), on the host by default."""
+        from kubeless_local.emulator import prepare
+
+        return prepare.prepare(spec, runtime, state_dir, on_line, previous)
+
     @abc.abstractmethod
     def alive(self, instance):
         """True while the instance's server process/container runs."""

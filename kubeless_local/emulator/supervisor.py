@@ -126,8 +126,7 @@ class Supervisor:
             return self.locks.setdefault(name, threading.Lock())
 
     def resolve(self, spec):
-        resolver = getattr(self.backend, "resolve", None)  # docker: images instead of local toolchains
-        runtime, notice = resolver(spec, self.catalog) if resolver else self.catalog.resolve(spec.runtime)
+        runtime, notice = self.backend.resolve(spec, self.catalog)
         if notice:
             self.say(spec.name, notice)
         return runtime
@@ -142,7 +141,7 @@ class Supervisor:
             with self.lock:
                 self.instances[spec.name], self.specs[spec.name] = instance, spec
             try:
-                prepared = self._prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line))
+                prepared = self.backend.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line))
             except prep.StepFailed as exc:
                 state = State.INSTALL_ERROR if exc.step == "dependency install" else State.COMPILE_ERROR
                 instance.set_state(state, self._map(spec, exc.output))
@@ -158,10 +157,6 @@ class Supervisor:
                 self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
                 instance.port = self.ports.assign(spec, taken | {instance.port})
             return instance
-
-    def _prepare(self, *args, **kwargs):
-        """prepare.prepare, or the backend's own (docker runs install/compile steps in the image)."""
-        return getattr(self.backend, "prepare", prep.prepare)(*args, **kwargs)
 
     def _map(self, spec, text):
         prepared = self.serving.get(spec.name)
@@ -192,7 +187,7 @@ class Supervisor:
             self.specs[spec.name] = spec
             started = time.monotonic()
             try:
-                prepared = self._prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line),
+                prepared = self.backend.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line),
                                         previous=previous)
             except prep.StepFailed as exc:
                 state = State.INSTALL_ERROR if exc.step == "dependency install" else State.COMPILE_ERROR
