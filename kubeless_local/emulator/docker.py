@@ -154,7 +154,13 @@ class DockerBackend(Backend):
                 raise
             runtime = custom_runtime(spec)
         image = spec.image or images.image_for(runtime).image
-        if images.image_present(self.client, image) is None:
+        present = images.image_present(self.client, image)
+        if present is not None and not spec.image and not images.image_for(runtime).overridden \
+                and images.is_stale(present, runtime, catalog):
+            stale = "image %s was built from other runtime files than this kubeless-local's; rebuild it with " \
+                    "`kubeless-local runtime build %s`" % (image, runtime.name)
+            notice = "%s\n%s" % (notice, stale) if notice else stale
+        if present is None:
             if spec.image or images.image_for(runtime).overridden:
                 raise UserError("%s: image %s is not present and cannot be pulled here; `docker build`/`docker pull` "
                                 "it or use --backend process" % (spec.origin, image))

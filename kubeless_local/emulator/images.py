@@ -210,6 +210,27 @@ def build_context(runtime, target: Path):
     return target
 
 
+SOURCE_LABEL = OWN_LABEL + ".source"  # sha256 of the runtime folder the image was built from
+SOURCE_IGNORED = ("node_modules", ".git", "__pycache__")
+
+
+def source_hash(runtime, catalog):
+    """sha256 of what an image of `runtime` is built from: its runtime folder and build args."""
+    digest = hashlib.sha256(repr(sorted(build_args(runtime, catalog).items())).encode())
+    folder = RUNTIMES_DIR / runtime.server
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part in SOURCE_IGNORED for part in rel.parts) and path.suffix != ".pyc":
+            digest.update(str(rel).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def is_stale(image, runtime, catalog):
+    """True when one of our images was built from other runtime files than these (an upgrade, an edit)."""
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    return SOURCE_LABEL in labels and labels[SOURCE_LABEL] != source_hash(runtime, catalog)
+
+
 def build_args(runtime, catalog):
     values = {"version": runtime.version}
     args = {k: str(v).format_map(values) for k, v in (docker_settings(runtime, catalog).get("build_args") or {}).items()}
@@ -232,7 +253,8 @@ def build_image(client, runtime, catalog, on_line=lambda line: None):
         try:
             stream = client.api.build(path=str(context), tag=tag, buildargs=build_args(runtime, catalog), rm=True,
                                       forcerm=True, network_mode="host", decode=True, pull=False,
-                                      labels={OWN_LABEL + ".built": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                                      labels={OWN_LABEL + ".built": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                              SOURCE_LABEL: source_hash(runtime, catalog)})
             for chunk in stream:
                 if "error" in chunk:
                     raise BuildError(chunk["error"].strip(), lines)
@@ -305,6 +327,7 @@ def image_rows(catalog, client=None):
         image = image_present(client, choice.image) if client is not None else None
         rows.append({
             "runtime": rt.name, "image": choice.image, "source": choice.source, "present": image is not None,
+            "stale": image is not None and not choice.overridden and is_stale(image, rt, catalog),
             "id": image.short_id.split(":")[-1] if image is not None else "",
             "size_mb": round(image.attrs.get("Size", 0) / 1e6) if image is not None else None,
             "created": (image.attrs.get("Created") or "")[:19] if image is not None else "",

@@ -154,3 +154,26 @@ def test_build_failure_is_a_user_error_with_the_output():
 def test_missing_base_image_says_how_to_create_it():
     with pytest.raises(UserError, match="debian:bookworm-slim is missing.*docker-setup.sh"):
         images.build_image(FakeClient([], present=()), PYTHON, CATALOG)
+
+
+def test_source_hash_follows_the_runtime_files_and_marks_stale_images(tmp_path, monkeypatch):
+    from kubeless_local.runtimes import Catalog
+
+    monkeypatch.setattr(images, "RUNTIMES_DIR", tmp_path)
+    (tmp_path / "python").mkdir()
+    (tmp_path / "python" / "kubeless.py").write_text("v1")
+    (tmp_path / "python" / "__pycache__").mkdir()
+    catalog = Catalog()
+    runtime, _ = catalog.resolve("python3.11", require_local=False)
+    first = images.source_hash(runtime, catalog)
+    (tmp_path / "python" / "__pycache__" / "x.pyc").write_bytes(b"ignored")
+    assert images.source_hash(runtime, catalog) == first
+
+    class Image:
+        attrs = {"Config": {"Labels": {images.SOURCE_LABEL: first}}}
+
+    assert not images.is_stale(Image, runtime, catalog)
+    (tmp_path / "python" / "kubeless.py").write_text("v2")
+    assert images.is_stale(Image, runtime, catalog)
+    Image.attrs = {"Config": {"Labels": {}}}  # not ours (an official image): never called stale
+    assert not images.is_stale(Image, runtime, catalog)
