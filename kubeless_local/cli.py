@@ -46,7 +46,7 @@ json_option = click.option("-o", "--output", type=click.Choice(["table", "json"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kubeless-local")
 def main():
-    """Run Kubeless functions locally with hot reload, then push the same spec to a cluster."""
+    """Run Kubeless functions locally, in the real runtime contract, with hot reload."""
 
 
 # ---------------------------------------------------------------- init
