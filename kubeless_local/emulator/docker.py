@@ -228,8 +228,10 @@ class DockerBackend(Backend):
                       str(prepared.deps_dir): {"bind": DEPS_MOUNT, "mode": "ro"}}
             if prepared.runtime_lib != code_dir:
                 mounts[str(prepared.runtime_lib)] = {"bind": LIB_MOUNT, "mode": "rw"}
-            self.run_step("compile", image, argv, mounts, env, FUNCTION_MOUNT + "/" + prepared.build_dir.name,
-                          spec.name, lambda line: None)
+            image_id = images.image_present(self.client, image)
+            prep.compile_cached(prepared, (argv, image_id.id if image_id is not None else image), lambda: self.run_step(
+                "compile", image, argv, mounts, env, FUNCTION_MOUNT + "/" + prepared.build_dir.name, spec.name,
+                lambda line: None))
         return prepared
 
     def _own(self, image):

@@ -344,9 +344,48 @@ def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: N
         env = prepared.env(0)
         env["KUBELESS_FUNC_NAME"] = spec.function_name
         env["KUBELESS_INSTALL_VOLUME"] = str(code_dir)
-        run_step("compile", prepared.expand(compile_argv, build=str(prepared.build_dir), **here),
-                 prepared.build_dir, env, on_line=lambda line: None)
+        compile_cached(prepared, (compile_argv, prepared.placeholders["exe"]), lambda: run_step(
+            "compile", prepared.expand(compile_argv, build=str(prepared.build_dir), **here),
+            prepared.build_dir, env, on_line=lambda line: None))
     return prepared
+
+
+BUILDS_KEPT = 20  # cached builds per runtime; older ones are removed
+
+
+def build_key(prepared, extra):
+    """sha256 of everything a compile reads: the code, the deps and runtime libraries, the toolchain."""
+    spec = prepared.spec
+    digest = hashlib.sha256(repr((prepared.runtime.name, extra, str(prepared.deps_dir), str(prepared.runtime_lib),
+                                  spec.module, spec.function_name)).encode())
+    for path in sorted(prepared.code_dir.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(prepared.code_dir)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def compile_cached(prepared, extra, compile):
+    """Run compile() into prepared.build_dir once per content; the same code again (a restart of `dev`,
+    an undo) gets the cached output copied in instead. Returns True when it came from the cache."""
+    folder = cache_dir() / "builds" / prepared.runtime.name / build_key(prepared, extra)
+    if (folder / ".complete").exists():
+        shutil.copytree(folder, prepared.build_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete"))
+        os.utime(folder)  # recently used: kept longest
+        return True
+    compile()
+    if not folder.exists():
+        tmp = folder.with_name(folder.name + ".tmp-%d" % os.getpid())
+        shutil.copytree(prepared.build_dir, tmp, symlinks=True)
+        (tmp / ".complete").touch()
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process stored the same build meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+        builds = sorted((p for p in folder.parent.iterdir() if (p / ".complete").exists()),
+                        key=lambda p: p.stat().st_mtime)
+        for old in builds[:-BUILDS_KEPT]:
+            shutil.rmtree(old, ignore_errors=True)
+    return False
 
 
 def activate(prepared: Prepared):

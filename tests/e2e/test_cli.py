@@ -3,6 +3,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -53,6 +55,19 @@ def test_init_dev_call_ls_logs_reload(tmp_path, start_dev):
 
     logs = cli("logs", "hello", cwd=project, check=True).stdout
     assert "called with {'a': 1}" in logs and '"POST / HTTP/1.1" 200' in logs
+    assert cli("logs", "hello", "--tail", "1", cwd=project, check=True).stdout.count("\n") == 1
+
+    # logs -f prints new lines as they come, until interrupted.
+    follower = subprocess.Popen([sys.executable, "-m", "kubeless_local", "logs", "hello", "-f", "--tail", "0"],
+                                cwd=project, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        requests.post(url, data="followed", timeout=5)
+        line = follower.stdout.readline()
+        assert "followed" in line or "POST / HTTP/1.1" in line
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=10)
 
 
 def test_run_without_a_manifest_with_kubeless_flags(tmp_path, start_dev):

@@ -123,3 +123,19 @@ def test_activate_switches_the_link_atomically_and_prune_keeps_the_current(tmp_p
     prep.prune_generations(second)
     assert first.install_link.resolve() == second.code_dir.resolve()
     assert not first.code_dir.exists()
+
+
+def test_compile_runs_once_per_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    counter = tmp_path / "compiles"
+    rt = runtime(compile=["sh", "-c", "echo run >> %s; cp {install}/hello.py {build}/server" % counter])
+    (tmp_path / "hello.py").write_bytes(CODE)
+    fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo")
+    first = prep.prepare(fn, rt, tmp_path / "state")
+    again = prep.prepare(fn, rt, tmp_path / "state")  # the same code: a restart, an undo
+    assert (again.build_dir / "server").read_bytes() == CODE and first.build_dir != again.build_dir
+    assert counter.read_text().count("run") == 1
+    (tmp_path / "hello.py").write_bytes(CODE + b"# edited\n")
+    edited = prep.prepare(fn, rt, tmp_path / "state")
+    assert (edited.build_dir / "server").read_bytes().endswith(b"# edited\n")
+    assert counter.read_text().count("run") == 2
