@@ -8,21 +8,8 @@ what the language itself costs on this machine.
 import argparse
 import subprocess
 import time
-import urllib.request
 
-from common import CATALOG, Engine, summary
-
-
-def first_200(url, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.002)
-    raise RuntimeError("no 200 from %s" % url)
+from common import CATALOG, Engine, summary, wait_http
 
 
 NOOP = {"python": ["-c", "pass"], "nodejs": ["-e", "0"], "ruby": ["-e", "0"], "php": ["-r", ";"], "go": ["version"]}
@@ -48,7 +35,7 @@ def main():
                 backend.stop(instance)
                 started = time.monotonic()
                 backend.start(instance, prepared)
-                first_200(instance.url + "/")
+                wait_http(instance.url + "/", timeout=60, interval=0.002)
                 times.append((time.monotonic() - started) * 1000)
                 started = time.monotonic()
                 subprocess.run([runtime.executable_path(), *NOOP[runtime.id]], capture_output=True)

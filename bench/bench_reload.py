@@ -5,29 +5,11 @@
 """
 import argparse
 import time
-import urllib.request
 
-from common import CATALOG, Engine, summary
+from common import CATALOG, Engine, answer, summary
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator.project import Project
-
-HELLO = {  # a hello that answers a marker we change on every edit
-    "python": 'def handler(event, context):\n    return "MARK"\n',
-    "nodejs": 'module.exports = { handler: (event, context) => "MARK" };\n',
-    "ruby": 'def handler(event, context)\n  "MARK"\nend\n',
-    "php": '<?php\nfunction handler($event, $context) {\n    return "MARK";\n}\n',
-    "go": 'package kubeless\n\nimport "github.com/kubeless/kubeless/pkg/functions"\n\n'
-          'func Handler(event functions.Event, context functions.Context) (string, error) {\n\treturn "MARK", nil\n}\n',
-}
-
-
-def answer(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.read().decode()
-    except OSError:
-        return None
 
 
 def main():
@@ -41,13 +23,8 @@ def main():
     for name in args.runtimes.split(","):
         runtime, _ = CATALOG.resolve(name)
         engine = Engine(args.backend)
-        src = engine.tmp / "src"
-        src.mkdir()
-        source = src / ("handler" + runtime.suffix)
-        source.write_text(HELLO[runtime.id].replace("MARK", "v0"))
-        fn = specs.function_from_files("hello", source, runtime.name,
-                                       "handler." + ("Handler" if runtime.id == "go" else "handler"))
-        project = Project(src, engine.supervisor, specs.Manifests(functions=[fn]))
+        fn = engine.marked_spec(runtime, "hello", "v0")
+        project = Project(fn.source.parent, engine.supervisor, specs.Manifests(functions=[fn]))
         try:
             project.start()
             project.watch()
@@ -57,10 +34,9 @@ def main():
                 marker = "v%d" % edit
                 time.sleep(0.3)  # let the previous reload settle, as between a developer's saves
                 started = time.monotonic()
-                source.write_text(HELLO[runtime.id].replace("MARK", marker))
-                deadline = started + 30
-                while answer(url) != marker:
-                    if time.monotonic() > deadline:
+                engine.remark(fn, runtime, marker)
+                while answer(url)[1] != marker:
+                    if time.monotonic() - started > 30:
                         raise RuntimeError("%s: edit %d never answered" % (runtime.name, edit))
                     time.sleep(0.002)
                 times.append((time.monotonic() - started) * 1000)

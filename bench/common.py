@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,23 @@ from kubeless_local.runtimes import Catalog  # noqa: E402
 SCENARIOS = ROOT / "tests" / "conformance" / "scenarios"
 FUNCTION_NAMES = {"go": "Handler"}
 CATALOG = Catalog()
+MARKED_HELLO = {  # a hello answering a marker that benchmarks change on every edit
+    "python": 'def handler(event, context):\n    return "MARK"\n',
+    "nodejs": 'module.exports = { handler: (event, context) => "MARK" };\n',
+    "ruby": 'def handler(event, context)\n  "MARK"\nend\n',
+    "php": '<?php\nfunction handler($event, $context) {\n    return "MARK";\n}\n',
+    "go": 'package kubeless\n\nimport "github.com/kubeless/kubeless/pkg/functions"\n\n'
+          'func Handler(event functions.Event, context functions.Context) (string, error) {\n\treturn "MARK", nil\n}\n',
+}
+
+
+def answer(url, timeout=5):
+    """(status, body) of a GET, or (None, None) while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except OSError:
+        return None, None
 
 
 def free_port():
@@ -29,18 +47,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_http(url, timeout=30):
-    import urllib.request
-
+def wait_http(url, timeout=30, interval=0.02):
+    """Poll until `url` answers 200 (a server starting up)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("%s did not answer within %ss" % (url, timeout))
+    while answer(url, timeout=2)[0] != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s did not answer within %ss" % (url, timeout))
+        time.sleep(interval)
 
 
 class Engine:
@@ -64,6 +77,18 @@ class Engine:
         if instance.state.value != "Ready":
             raise RuntimeError("%s did not start: %s" % (runtime_name, instance.error))
         return fn, instance
+
+    def marked_spec(self, runtime, name, marker):
+        """A Function whose source (under the temp folder) answers `marker`; rewrite it with `remark`."""
+        source = self.tmp / name / ("handler" + runtime.suffix)
+        source.parent.mkdir(exist_ok=True)
+        source.write_text(MARKED_HELLO[runtime.server].replace("MARK", marker))
+        return specs.function_from_files(name, source, runtime.name,
+                                         "handler." + FUNCTION_NAMES.get(runtime.id, "handler"))
+
+    @staticmethod
+    def remark(spec, runtime, marker):
+        spec.source.write_text(MARKED_HELLO[runtime.server].replace("MARK", marker))
 
     def close(self):
         self.supervisor.stop_all()
