@@ -1,10 +1,13 @@
 """The conformance suite: the same HTTP-level behaviour from every runtime × backend (contract §5, §10)."""
 import concurrent.futures
+import json
 import os
 import time
 
 ABSENT_HEADER = {"go": ""}  # Go's event fields are strings: an absent header is ""; elsewhere null
 FUNCTION_NAME = {"go": "Handler"}
+TIMEOUT_IS_A_STRING = {"ruby", "php", "go"}  # context timeout: a string there, a number in Python and Node
+PARSES_JSON_WITH_PARAMS = {"nodejs"}  # body-parser accepts `application/json; charset=…`; others need it exact
 BROKEN_CODE = "this is ( not valid code in any language {{{\n"
 
 def test_healthz(function):
@@ -43,6 +46,17 @@ def test_event_fields_come_from_headers(function):
     assert body == {"data": "payload", "event-id": "abc", "event-type": "text/plain",
                     "event-time": "2021-01-18T17:10:12Z", "event-namespace": "cli.kubeless.io"}
 
+def test_json_is_parsed_only_for_the_content_types_kubeless_parses(function):
+    fn = function("event")
+    exact = fn.post("/", data='{"a": 1}', headers={"Content-Type": "application/json"}).json()
+    assert json.loads(exact["data"]) == {"a": 1}
+    with_params = fn.post("/", data='{"a": 1}', headers={"Content-Type": "application/json; charset=utf-8"}).json()
+    parsed_then_serialised = json.loads(with_params["data"]) == {"a": 1} and with_params["data"] != '{"a": 1}'
+    assert parsed_then_serialised == (fn.language in PARSES_JSON_WITH_PARAMS)
+    if fn.language not in PARSES_JSON_WITH_PARAMS:
+        assert with_params["data"] == '{"a": 1}'  # the raw body, untouched
+
+
 def test_absent_event_headers(function):
     fn = function("event")
     body = fn.post("/", data="x", headers={"Content-Type": "text/plain"}).json()
@@ -54,6 +68,7 @@ def test_context_and_env(function):
     body = fn.get("/").json()
     assert body["function-name"] == FUNCTION_NAME.get(fn.language, "handler")
     assert float(body["timeout"]) == 7
+    assert isinstance(body["timeout"], str) == (fn.language in TIMEOUT_IS_A_STRING)
     assert body["runtime"] == fn.runtime
     assert body["memory-limit"] == "128Mi"
     assert body["env"] == "42"

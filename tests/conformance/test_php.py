@@ -54,26 +54,6 @@ def test_exception_answers_500_not_legacy_200(function):
     assert f.post(data="fine").text == "ok"
 
 
-def test_context_is_an_object_with_func_variables(function):
-    f = function("context", timeout=7)
-    body = json.loads(f.get().text)
-    assert body["function-name"] == "handler"
-    assert body["timeout"] == "7"  # getenv('FUNC_TIMEOUT'), a string as in legacy
-    assert body["runtime"] == f.runtime
-    assert body["memory-limit"] is not None
-
-
-def test_data_is_decoded_only_for_exact_application_json(function):
-    f = function("event")
-    r = f.post(data='{"a": 1}', headers={"Content-Type": "application/json"})
-    assert json.loads(json.loads(r.text)["data"]) == {"a": 1}
-    r = f.post(data='{"a": 1}', headers={"Content-Type": "application/json; charset=utf-8"})
-    assert json.loads(r.text)["data"] == '{"a": 1}'
-    body = json.loads(f.get().text)
-    assert body["data"] == ""
-    assert body["event-id"] is None and body["event-namespace"] is None
-
-
 def test_decoded_json_is_returned_as_json(function):
     # legacy wrote the return value into a Slim body and failed on arrays/objects
     r = function("echo").post(data='{"a": [1, 2]}', headers={"Content-Type": "application/json"})

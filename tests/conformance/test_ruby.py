@@ -1,6 +1,5 @@
 """Ruby-specific vectors (contract §5 Ruby column, §10 #16) and the places where the Ruby runtime
 deliberately differs from the legacy Kubeless image (see the README parity table)."""
-import json
 import time
 
 import pytest
@@ -20,27 +19,6 @@ def test_exception_answers_500_not_legacy_200(function):
         time.sleep(0.05)
     assert "RuntimeError: boom" in f.logs()
     assert f.post(data="fine").text == "ok"
-
-
-def test_context_has_symbol_keys_string_timeout_and_func_vars(function):
-    # legacy read ENV['RUNTIME'] / ENV['MEMORY_LIMIT'] and so gave nil
-    f = function("context", timeout=7)
-    body = json.loads(f.get().text)
-    assert body["function-name"] == "handler"
-    assert body["timeout"] == "7"
-    assert body["runtime"] == f.runtime
-    assert body["memory-limit"] is not None
-
-
-def test_data_is_parsed_only_for_exact_application_json(function):
-    f = function("event")
-    r = f.post(data='{"a": 1}', headers={"Content-Type": "application/json"})
-    assert json.loads(json.loads(r.text)["data"]) == {"a": 1}
-    r = f.post(data='{"a": 1}', headers={"Content-Type": "application/json; charset=utf-8"})
-    assert json.loads(r.text)["data"] == '{"a": 1}'
-    body = json.loads(f.get().text)
-    assert body["data"] == ""
-    assert body["event-id"] is None and body["event-namespace"] is None
 
 
 def test_rack_triplet_sets_status_and_headers(function):
