@@ -14,7 +14,7 @@ import click
 from kubeless_local import __version__
 from kubeless_local import spec as specs
 from kubeless_local.errors import UserError
-from kubeless_local.paths import STATE_DIRNAME, TEMPLATES_DIR
+from kubeless_local.paths import TEMPLATES_DIR
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
@@ -135,46 +135,23 @@ class LogPrinter(threading.Thread):
         self.join(timeout=2)
 
 
-def running_elsewhere(state_dir):
-    try:
-        info = json.loads((state_dir / "admin.json").read_text())
-        os.kill(info["pid"], 0)
-    except (OSError, ValueError, KeyError):
-        return None
-    return info["pid"] if info["pid"] != os.getpid() else None
+def _interrupt(*_):
+    raise KeyboardInterrupt  # SIGTERM stops `dev` the way Ctrl-C does
 
 
 def serve(root, backend_name, manifests=None):
     """Start the functions, print the table, stream logs until Ctrl-C, stop everything."""
-    from kubeless_local.emulator import backends
-    from kubeless_local.emulator.admin import AdminServer
-    from kubeless_local.emulator.logs import LogHub
-    from kubeless_local.emulator.project import Project
-    from kubeless_local.emulator.supervisor import Supervisor
+    from kubeless_local.emulator.session import DevSession
 
-    state_dir = Path(root).resolve() / STATE_DIRNAME
-    state_dir.mkdir(exist_ok=True)
-    other = running_elsewhere(state_dir)
-    if other:
-        raise UserError("kubeless-local is already running for %s (pid %d); stop it first" % (root, other))
-    hub = LogHub()
-    printer = LogPrinter(hub)
+    session = DevSession(root, backend_name, manifests, say=lambda text: click.echo(text, err=True))
+    printer = LogPrinter(session.logs)
     printer.start()
-    backend_name = backend_name or backends.project_default(root) or "process"
-    if backend_name == "auto":
-        functions = (manifests if manifests is not None else specs.load(root)).functions
-        backend_name = backends.choose("auto", functions, lambda text: click.echo(text, err=True))
-    supervisor = Supervisor(state_dir, backends.create(backend_name, hub), hub)
-    project = Project(root, supervisor, manifests)
-    admin = AdminServer(supervisor, state_dir, Path(root).resolve())
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        project.start()
-        admin.start()
-        project.watch()
+        session.start()
         time.sleep(0.05)  # let start-up log lines print before the table
-        print_table(supervisor.status(), FUNCTION_COLUMNS)
-        click.echo(click.style("Watching %s for changes; Ctrl-C stops." % project.root, dim=True))
+        print_table(session.status(), FUNCTION_COLUMNS)
+        click.echo(click.style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -182,8 +159,7 @@ def serve(root, backend_name, manifests=None):
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        project.stop()
-        admin.stop()
+        session.stop()
         printer.close()
 
 
