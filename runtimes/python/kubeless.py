@@ -633,6 +633,7 @@ async def serve():
     server = await loop.create_server(lambda: HttpProtocol(pool), BIND, PORT, reuse_address=True, backlog=1024)
     stopping = loop.create_future()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(pool.reload()))
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed and retired workers are reaped by the kernel
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stopping.done() or stopping.set_result(None))
     print("Kubeless Python runtime serving %s.%s on http://%s:%d/" % (MOD_NAME, FUNC_HANDLER, BIND, PORT), flush=True)
