@@ -36,6 +36,9 @@ class DevSession:
     def start(self):
         """Start every function and watch the folder. UserError for what the user must fix first."""
         self.state_dir.mkdir(exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# kubeless-local's working state (generations, ports, admin API); not source\n*\n")
         other = running_elsewhere(self.state_dir)
         if other:
             raise UserError("kubeless-local is already running for %s (pid %d); stop it first" % (self.root, other))
