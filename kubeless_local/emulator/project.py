@@ -134,8 +134,6 @@ class Project:
         except UserError as exc:
             self.logs.emit(fn.name, str(exc), "system")
             self.supervisor.fail(fn, str(exc))
-        except KeyError:
-            self._start_one(fn)
 
     def stop(self):
         if self.observer is not None:

@@ -143,10 +143,7 @@ class Supervisor:
             try:
                 prepared = self.backend.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line))
             except prep.StepFailed as exc:
-                state = State.INSTALL_ERROR if exc.step == "dependency install" else State.COMPILE_ERROR
-                instance.set_state(state, self._map(spec, exc.output))
-                self.say(spec.name, "%s: %s" % (exc.step + " failed", instance.error))
-                return instance
+                return self._step_failed(instance, spec, exc, serving=False)
             prep.activate(prepared)
             self.serving[spec.name] = prepared
             for _ in range(3):
@@ -158,9 +155,14 @@ class Supervisor:
                 instance.port = self.ports.assign(spec, taken | {instance.port})
             return instance
 
-    def _map(self, spec, text):
+    def _step_failed(self, instance, spec, exc, serving):
+        """An install/compile/check step failed: show its output; a serving function keeps its last good code."""
         prepared = self.serving.get(spec.name)
-        return prepared.map_paths(text) if prepared is not None else text
+        output = prepared.map_paths(exc.output) if prepared is not None else exc.output
+        instance.set_state(State.INSTALL_ERROR if exc.step == "dependency install" else State.COMPILE_ERROR, output)
+        self.say(spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if serving else "",
+                                                  output))
+        return instance
 
     def _launch(self, instance, prepared):
         instance.set_state(State.STARTING)
@@ -178,28 +180,26 @@ class Supervisor:
 
     def reload(self, spec):
         """New code or spec for a running function; on failure the last good code keeps serving."""
+        if spec.name not in self.serving:
+            return self.start(spec)  # it never got as far as serving (bad runtime, port, first compile)
         with self._lock(spec.name):
-            instance = self.instances.get(spec.name)
-            previous = self.serving.get(spec.name)
-            if instance is None:
-                raise KeyError(spec.name)
+            instance = self.instances[spec.name]
+            previous = self.serving[spec.name]
             runtime = self.resolve(spec)
             self.specs[spec.name] = spec
             started = time.monotonic()
             try:
                 prepared = self.backend.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line),
-                                        previous=previous)
+                                                previous=previous)
             except prep.StepFailed as exc:
-                state = State.INSTALL_ERROR if exc.step == "dependency install" else State.COMPILE_ERROR
-                instance.set_state(state, self._map(spec, exc.output))
-                self.say(spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if previous else "", instance.error))
-                return instance
+                return self._step_failed(instance, spec, exc, serving=self.backend.alive(instance))
             except UserError as exc:
                 instance.set_state(State.COMPILE_ERROR, str(exc))
                 self.say(spec.name, str(exc))
                 return instance
-            same_process = previous is not None and self.backend.alive(instance) and previous.runtime == runtime and previous.deps_dir == prepared.deps_dir \
-                and previous.spec.document == spec.document and runtime.reload == "signal"
+            # Only the code changed and the runtime reloads in place: no restart, no dropped requests.
+            same_process = (self.backend.alive(instance) and runtime.reload == "signal" and previous.runtime == runtime
+                            and previous.deps_dir == prepared.deps_dir and previous.spec.document == spec.document)
             prep.activate(prepared)
             if same_process:
                 expected = instance.last_control[1] + 1

@@ -151,6 +151,15 @@ spec: {runtime: cobol85, handler: good.hello}
     assert rows["bad"]["state"] == "CompileError" and "No module named 'no_such_module'" in rows["bad"]["error"]
     assert rows["wrongrt"]["state"] == "ConfigError" and "unknown runtime 'cobol85'" in rows["wrongrt"]["error"]
     assert cli("call", "good", cwd=tmp_path, check=True).stdout.strip() == "good"
+    # Fixing the manifest while dev runs starts the function that could not run.
+    manifest = tmp_path / "functions.yaml"
+    manifest.write_text(manifest.read_text().replace("runtime: cobol85", "runtime: python3.11"))
+    deadline = time.monotonic() + 15
+    while read_ls(tmp_path)["wrongrt"]["state"] != "Ready":
+        assert time.monotonic() < deadline, dev.output()
+        time.sleep(0.1)
+    assert read_ls(tmp_path)["wrongrt"]["port"] > 0
+    assert cli("call", "wrongrt", cwd=tmp_path, check=True).stdout.strip() == "good"
 
 
 def test_port_in_use_is_reported(tmp_path):
