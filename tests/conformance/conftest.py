@@ -1,6 +1,7 @@
 """Fixtures of the conformance suite: every runtime × backend behind one `function` factory."""
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,14 @@ class RunningFunction:
 
     def logs(self):
         return "\n".join(line.text for line in self.hub.tail(self.instance.name))
+
+    def wait_for_log(self, text, seconds=5):
+        """The logs once they contain `text` (lines travel through the engine's log reader), or as
+        they are after `seconds`."""
+        deadline = time.monotonic() + seconds
+        while text not in self.logs() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.logs()
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def test_panic_answers_500_and_server_survives(function):
     r = fn.post(data="fine")
     assert (r.status_code, r.text) == (200, "ok")
     assert metric(fn, "function_calls_total", "POST") == 2
-    logs = fn.logs()
+    logs = fn.wait_for_log("handler.go:")
     assert "panic in function Handler: boom" in logs
     assert "handler.go:" in logs  # the stack trace names the user's file
 

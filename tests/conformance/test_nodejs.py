@@ -19,13 +19,6 @@ pytestmark = pytest.mark.language("nodejs")
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtimes" / "nodejs"
 
 
-def wait_for_log(f, text, seconds=5):
-    deadline = time.monotonic() + seconds  # log lines travel through the engine's log reader
-    while text not in f.logs() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return f.logs()
-
-
 def test_get_without_body_gives_empty_object_as_json_with_cors(function):  # §10 #9
     f = function("echo")
     r = f.get()
@@ -71,7 +64,7 @@ def test_throw_answers_500_with_module_method_label(function):  # §10 #13
     assert r.status_code == 500
     assert r.text == "Internal Server Error"
     assert f.metrics().get(("function_failures_total", label), 0) == before + 1
-    assert "Error: boom" in wait_for_log(f, "Error: boom")
+    assert "Error: boom" in f.wait_for_log("Error: boom")
 
 
 @pytest.mark.parametrize("code, body, content_type", [
@@ -168,7 +161,7 @@ def test_body_limit_follows_req_mb_limit(function):
 def test_access_log_is_morgan_combined(function):
     f = function("hello")
     f.get("/x?y=1", headers={"User-Agent": "kl-test", "Referer": "http://r/"})
-    logs = wait_for_log(f, '"kl-test"')
+    logs = f.wait_for_log('"kl-test"')
     line = next(l for l in logs.splitlines() if '"kl-test"' in l)
     # :remote-addr - :remote-user [:date[clf]] ":method :url HTTP/:http-version" :status :res[content-length] ":referrer" ":user-agent"
     assert line.startswith("127.0.0.1 - - [")

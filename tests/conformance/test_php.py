@@ -50,7 +50,7 @@ def test_exception_answers_500_not_legacy_200(function):
     assert r.status_code == 500
     assert r.text.strip() == "boom"  # the exception message, as the legacy controller wrote it
     assert f.metrics().get(("function_failures_total", "POST"), 0) == 1
-    assert "RuntimeException: boom" in f.logs()
+    assert "RuntimeException: boom" in f.wait_for_log("RuntimeException: boom")
     assert f.post(data="fine").text == "ok"
 
 

@@ -40,7 +40,7 @@ def test_vector_5_exception_is_bottles_500_page(function):
     response = fn.post("/", data="boom")
     assert response.status_code == 500
     assert "Internal Server Error" in response.text and "<html>" in response.text
-    assert "RuntimeError: boom" in fn.logs()  # the traceback goes to the log
+    assert "RuntimeError: boom" in fn.wait_for_log("RuntimeError: boom")  # the traceback goes to the log
 
 
 def test_vector_6_timeout_page_and_failures_unchanged(function):

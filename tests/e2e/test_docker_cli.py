@@ -5,7 +5,6 @@ import socket
 import tarfile
 import time
 
-import docker
 import pytest
 import requests
 
