@@ -1,4 +1,5 @@
 """The user's day from the README, end to end, with the real command."""
+import hashlib
 import json
 import os
 import signal
@@ -46,7 +47,7 @@ def test_init_dev_call_ls_logs_reload(tmp_path, start_dev):
         assert time.monotonic() < deadline, dev.output()
         time.sleep(0.1)
     assert requests.post(url, data="y", timeout=5).text == "v2:y"
-    assert "%s:2: '(' was never closed" % (project / "handler.py") in dev.output()
+    dev.wait_for_output("%s:2: '(' was never closed" % (project / "handler.py"), timeout=10)
     # Fixing it reloads.
     (project / "handler.py").write_text(HELLO_V2.replace("v2", "v3"))
     wait_for_answer(url, "v3:z", data="z")
@@ -204,6 +205,7 @@ def test_dependencies_install_once_per_content_and_reinstall_on_change(tmp_path,
     # A changed requirements file installs the new dependencies and restarts with them.
     (project / "requirements.txt").write_text("%s\n" % v2)
     wait_for_answer(url, "v2.0", timeout=120)
+    dev.wait_for_output("installing requirements.txt (sha256 %s" % hashlib.sha256(("%s\n" % v2).encode()).hexdigest()[:12])
     assert dev.output().count("installing requirements.txt") == 2
 
 
@@ -234,7 +236,7 @@ spec:
 """ % (port, hashlib.sha256(data).hexdigest(), base64.b64encode(data).decode()))
     dev = start_dev("dev", cwd=tmp_path)
     dev.wait_for_output("Watching")
-    assert "python3.8 is a legacy Kubeless runtime; running it as python3.11" in dev.output()
+    dev.wait_for_output("python3.8 is a legacy Kubeless runtime; running it as python3.11", timeout=10)
     assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "zipped"
 
 
