@@ -343,14 +343,7 @@ class DockerBackend(Backend):
         return "kubeless-local-%s-%s" % (prepared.spec.name, project)
 
     def container_env(self, instance, prepared, settings):
-        spec = prepared.spec
-        env = {k: v for k, v in spec.env}
-        env.update({
-            "FUNC_HANDLER": spec.function_name, "MOD_NAME": spec.module, "FUNC_TIMEOUT": spec.timeout,
-            "FUNC_RUNTIME": spec.runtime, "FUNC_MEMORY_LIMIT": spec.memory_limit, "FUNC_PORT": str(instance.port),
-            "KUBELESS_INSTALL_VOLUME": INSTALL, "KUBELESS_LOCAL_BIND": "127.0.0.1", "KUBELESS_LOCAL_CONTROL": "1",
-            "KUBELESS_LOCAL_ISOLATION": spec.isolation,
-        })
+        env = prep.function_env(prepared.spec, instance.port, INSTALL)
         for key, value in (settings.get("env") or {}).items():
             env[key] = str(value).format_map(prepared.placeholders)
         if images.host_ca_bundle():
@@ -452,6 +445,7 @@ class DockerBackend(Backend):
                 tail = "\n".join(line.text for line in self.logs.tail(instance.name, 5))
                 reason = " (out of memory: raise the memory limit)" if code == 137 and prepared.spec.memory_limit != "0" else ""
                 instance.set_state(State.CRASHED, "the container exited with code %s%s\n%s" % (code, reason, tail))
+                self.on_exit(instance)
 
     def _poll_health(self, instance, handle):
         """Images without control lines: Ready once /healthz answers 200."""

@@ -58,25 +58,12 @@ class Prepared:
         values = {**self.placeholders, **overrides}
         return [str(a).format_map(values) for a in argv]
 
-    def env(self, port, *, for_server=True):
-        """The runtime container's env (contract §4): user env first, then Kubeless' own."""
-        spec, rt = self.spec, self.runtime
+    def env(self, port):
+        """The runtime server's env as a local process: the host's, then the container's (contract §4)."""
         env = dict(os.environ)
         env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
-        env.update(spec.env)
-        env.update({
-            "FUNC_HANDLER": spec.function_name,
-            "MOD_NAME": spec.module,
-            "FUNC_TIMEOUT": spec.timeout,
-            "FUNC_RUNTIME": spec.runtime,
-            "FUNC_MEMORY_LIMIT": spec.memory_limit,
-            "FUNC_PORT": str(port),
-            "KUBELESS_INSTALL_VOLUME": str(self.install_link),
-            "KUBELESS_LOCAL_BIND": "127.0.0.1",
-            "KUBELESS_LOCAL_CONTROL": "1",
-            "KUBELESS_LOCAL_ISOLATION": spec.isolation,
-        })
-        for key, value in (rt.process.get("env") or {}).items():
+        env.update(function_env(self.spec, port, str(self.install_link)))
+        for key, value in (self.runtime.process.get("env") or {}).items():
             env[key] = str(value).format_map(self.placeholders)
         return env
 
@@ -99,6 +86,25 @@ class Prepared:
                     self._replacements += [(str(folder) + "/" + self.spec.module + self.runtime.suffix, function_file),
                                            (str(folder) + "/", str(base) + "/")]
         return self._replacements
+
+
+def function_env(spec: FunctionSpec, port, install):
+    """The runtime container's env (contract §4): the user's env first, then Kubeless' own variables
+    and kubeless-local's (bind to loopback, print control lines, isolation mode)."""
+    env = dict(spec.env)
+    env.update({
+        "FUNC_HANDLER": spec.function_name,
+        "MOD_NAME": spec.module,
+        "FUNC_TIMEOUT": spec.timeout,
+        "FUNC_RUNTIME": spec.runtime,
+        "FUNC_MEMORY_LIMIT": spec.memory_limit,
+        "FUNC_PORT": str(port),
+        "KUBELESS_INSTALL_VOLUME": install,
+        "KUBELESS_LOCAL_BIND": "127.0.0.1",
+        "KUBELESS_LOCAL_CONTROL": "1",
+        "KUBELESS_LOCAL_ISOLATION": spec.isolation,
+    })
+    return env
 
 
 def run_step(step, argv, cwd, env, on_line):
