@@ -2,6 +2,7 @@
 import concurrent.futures
 import json
 import os
+import signal
 import time
 
 import requests
@@ -180,3 +181,14 @@ def test_reload_serves_new_code_and_keeps_last_good_on_error(function):
     assert fn.post("/", data="still", headers={"Content-Type": "text/plain"}).text == "still"
     assert fn.replace_code(fn.scenario_code("hello")).value == "Ready"
     assert fn.get("/").text == "hello world"
+
+
+def test_a_server_that_dies_is_restarted(function):
+    fn = function("hello")
+    os.kill(fn.instance.pid, signal.SIGKILL)  # the runtime server (or the container's init) dies
+    deadline = time.monotonic() + 20
+    while fn.instance.restarts == 0 or not serves(fn):
+        assert time.monotonic() < deadline, "not restarted:\n" + fn.logs()
+        time.sleep(0.1)
+    assert fn.get("/").text == "hello world"
+    assert fn.instance.state.value == "Ready"
