@@ -42,7 +42,8 @@ BIND = os.environ.get("KUBELESS_LOCAL_BIND", "0.0.0.0")
 MEMFILE_MAX = int(os.environ.get("FUNC_MEMFILE_MAX", str(100 * 1024 * 1024)))
 CONTROL = os.environ.get("KUBELESS_LOCAL_CONTROL") == "1"
 PER_CALL = os.environ.get("KUBELESS_LOCAL_ISOLATION", "warm") == "per-call"
-MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS", "2"))
+# Warm workers kept ready: two per core keeps the hand-off from the HTTP process busy on both sides.
+MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS") or min(4, 2 * (os.cpu_count() or 1)))
 MAX_WORKERS = int(os.environ.get("CHERRYPY_NUMTHREADS", "10"))  # Kubeless' concurrency knob
 GROW_AFTER = 0.02  # seconds a call waits for a worker before the pool grows
 FUNCTION_METHODS = ("GET", "POST", "PATCH", "DELETE")  # as the legacy bottle route; HEAD follows GET
