@@ -88,6 +88,7 @@ def test_ctrl_c_leaves_no_processes(tmp_path, start_dev):
     dev = start_dev("dev", cwd=tmp_path / "hello")
     dev.wait_for_output("Watching")
     pid = read_ls(tmp_path / "hello")["hello"]["pid"]
+    assert "is already running" in one_line_error(cli("dev", cwd=tmp_path / "hello"))
     dev.proc.send_signal(signal.SIGINT)
     assert dev.proc.wait(timeout=15) == 0
     time.sleep(0.2)
