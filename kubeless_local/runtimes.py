@@ -103,10 +103,13 @@ class Catalog:
             probe, expect = tuple(v.get("probe") or ()), v.get("expect") or ""
             if version == "auto":
                 match = _probe(v["executable"], probe, expect)
-                if match is None or not match.groups():
+                if match is not None and match.groups():
+                    version = match.group(1)
+                    expect = re.escape(match.group(0))
+                elif v.get("default"):
+                    version = str(v["default"])  # no toolchain here: the runtime image brings this version
+                else:
                     continue
-                version = match.group(1)
-                expect = re.escape(match.group(0))
             found.append(Runtime(
                 id=runtime_id, version=version, server=entry.get("server", runtime_id),
                 dep_name=entry.get("depName", ""), suffix=entry.get("fileNameSuffix", ""),

@@ -23,3 +23,18 @@ def test_unknown_runtime_is_a_user_error():
 def test_unknown_version_names_the_available_ones():
     with pytest.raises(UserError, match="python versions here: python3.11"):
         Catalog().resolve("python9.9")
+
+
+def test_auto_version_falls_back_to_the_default_without_a_toolchain(tmp_path):
+    (tmp_path / "catalog.yaml").write_text("""
+runtimes:
+  go:
+    server: go
+    versions:
+      - {version: auto, default: "1.26", executable: no-such-go-here, probe: ["{exe}", "version"], expect: "go(1\\\\.[0-9]+)"}
+""")
+    [runtime] = Catalog(tmp_path / "catalog.yaml").versions("go")
+    assert runtime.name == "go1.26" and not runtime.available()  # the docker image brings it
+    assert Catalog(tmp_path / "catalog.yaml").resolve("go1.26", require_local=False)[0].name == "go1.26"
+    with pytest.raises(UserError, match="needs `no-such-go-here` on PATH"):
+        Catalog(tmp_path / "catalog.yaml").resolve("go1.26")
