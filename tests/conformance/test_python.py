@@ -88,3 +88,10 @@ def test_warm_workers_keep_module_state(function):
 def test_per_call_isolation_gives_legacy_module_state(function):
     fn = function("state", isolation="per-call")
     assert [fn.get("/").text for _ in range(3)] == ["1", "1", "1"]
+
+
+def test_bottle_request_forms_and_files(function):
+    fn = function("forms")
+    assert fn.post("/", data={"a": "1"}).text == "1|None|"
+    response = fn.post("/", data={"a": "2"}, files={"f": ("notes.txt", b"file body")})
+    assert (response.status_code, response.text) == (200, "2|notes.txt|file body")
