@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 
 class State(str, enum.Enum):
     PREPARING = "Preparing"
-    INSTALLING = "Installing"
-    COMPILING = "Compiling"
     STARTING = "Starting"
     READY = "Ready"
     COMPILE_ERROR = "CompileError"  # code that does not load/compile; the last good code keeps serving
@@ -32,7 +30,6 @@ class Instance:
     restarts: int = 0
     pid: int = None
     container: str = None
-    started_at: float = 0.0
     ready_ms: float = None  # launch -> ready
     handle: object = None  # backend-private
     changed: threading.Condition = field(default_factory=threading.Condition)

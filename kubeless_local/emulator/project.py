@@ -1,6 +1,5 @@
 """A project folder under `dev`: its manifests reconciled into running functions, watched for edits."""
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -8,7 +7,6 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator.base import State
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 from kubeless_local.spec import SKIP_DIRS
@@ -142,13 +140,6 @@ class Project:
         if self.timer is not None:
             self.timer.cancel()
         self.supervisor.stop_all()
-
-    def wait_ready(self, timeout):
-        """Until every function has left the starting states (for tests and `dev --wait`)."""
-        deadline = time.monotonic() + timeout
-        for instance in list(self.supervisor.instances.values()):
-            instance.wait_for(lambda i: i.state not in (State.PREPARING, State.STARTING),
-                              max(0.0, deadline - time.monotonic()))
 
 
 class _Changes(FileSystemEventHandler):

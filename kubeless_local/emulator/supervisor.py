@@ -168,7 +168,6 @@ class Supervisor:
         instance.set_state(State.STARTING)
         instance.last_control = (None, -1)
         started = time.monotonic()
-        instance.started_at = time.time()
         self.backend.start(instance, prepared)
         ok = instance.wait_for(lambda i: i.state != State.STARTING, STARTUP_TIMEOUT)
         if not ok:
