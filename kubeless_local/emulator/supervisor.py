@@ -19,7 +19,10 @@ SCRAPER_AGENT = "kubeless-local-status"  # its access-log lines are not shown to
 
 
 def port_free(port):
+    """Nothing listens on 127.0.0.1:port. SO_REUSEADDR as the runtime servers use it, so connections
+    of an earlier run still in TIME_WAIT do not make the port look taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
