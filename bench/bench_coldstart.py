@@ -5,21 +5,18 @@
 Baseline in the same run: launching the bare interpreter (`<exe> --version`-style no-op) to show
 what the language itself costs on this machine.
 """
-import argparse
 import subprocess
 import time
 
-from common import CATALOG, Engine, summary, wait_http
+from common import CATALOG, Engine, bench_parser, summary, wait_http
 
 
 NOOP = {"python": ["-c", "pass"], "nodejs": ["-e", "0"], "ruby": ["-e", "0"], "php": ["-r", ";"], "go": ["version"]}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", default=",".join(rt.name for rt in CATALOG.all() if rt.available()))
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--backend", default="process")
     args = parser.parse_args()
     print("| runtime | backend | runs | interpreter no-op median ms | launch → first 200 median ms | p95 ms |")
     print("|---|---|---|---|---|---|")

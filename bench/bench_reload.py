@@ -3,20 +3,17 @@
 
     python bench/bench_reload.py [--runtimes python3.11,...] [--edits 20]
 """
-import argparse
 import time
 
-from common import CATALOG, Engine, answer, summary
+from common import CATALOG, Engine, answer, bench_parser, summary
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator.project import Project
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", default=",".join(rt.name for rt in CATALOG.all() if rt.available()))
+    parser = bench_parser(__doc__)
     parser.add_argument("--edits", type=int, default=20)
-    parser.add_argument("--backend", default="process")
     args = parser.parse_args()
     print("| runtime | backend | edits | median ms | p95 ms | max ms |")
     print("|---|---|---|---|---|---|")

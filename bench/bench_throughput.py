@@ -4,13 +4,12 @@
 
 Prints a Markdown table: req/s, p50/p99 latency, and the ratio function/baseline per concurrency.
 """
-import argparse
 import os
 import shutil
 import subprocess
 import tempfile
 
-from common import CATALOG, ROOT, Baseline, Engine, wrk
+from common import Baseline, CATALOG, Engine, ROOT, bench_parser, wrk
 
 BASE = ROOT / "bench" / "baselines"
 
@@ -34,11 +33,9 @@ def baseline_for(runtime, workdir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", default=",".join(rt.name for rt in CATALOG.all() if rt.available()))
+    parser = bench_parser(__doc__)
     parser.add_argument("--connections", default="1,10,50")
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--backend", default="process")
     parser.add_argument("--isolation", choices=["warm", "per-call"], default="warm",
                         help="per-call: every call in a freshly loaded worker (the legacy Kubeless model)")
     args = parser.parse_args()

@@ -1,18 +1,18 @@
-"""Timeout enforcement: how long after FUNC_TIMEOUT a runaway call is answered with 408, for a
-blocking sleep and for a CPU loop, and how fast the same server answers a quick call meanwhile.
+"""Timeout enforcement: how long after FUNC_TIMEOUT a runaway call is answered with 408.
+
+Both a blocking sleep and a CPU loop, and how fast the same server answers a quick call meanwhile.
 
     python bench/bench_timeout.py [--runtimes python3.11,...] [--calls 5] [--timeout 1]
 
 Prints the overshoot (answer time − timeout) in ms; the issue's bound is timeout + 100 ms.
 """
-import argparse
 import concurrent.futures
 import statistics
 import time
 import urllib.error
 import urllib.request
 
-from common import CATALOG, Engine
+from common import CATALOG, Engine, bench_parser
 
 
 def post(url, body, timeout=60):
@@ -28,8 +28,7 @@ def post(url, body, timeout=60):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", default=",".join(rt.name for rt in CATALOG.all() if rt.available()))
+    parser = bench_parser(__doc__, backend=False)
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=1.0)
     args = parser.parse_args()

@@ -1,4 +1,5 @@
 """Shared benchmark helpers: start a function through the engine, drive wrk, summarise."""
+import argparse
 import re
 import shutil
 import socket
@@ -39,6 +40,15 @@ def answer(url, timeout=5):
             return response.status, response.read().decode()
     except OSError:
         return None, None
+
+
+def bench_parser(doc, backend=True):
+    """The options every benchmark shares: which runtimes (default: those this machine runs), which backend."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runtimes", default=",".join(rt.name for rt in CATALOG.all() if rt.available()))
+    if backend:
+        parser.add_argument("--backend", default="process", choices=["process", "docker"])
+    return parser
 
 
 def free_port():
