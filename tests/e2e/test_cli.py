@@ -251,3 +251,22 @@ def test_init_scaffolds_a_function_that_loads(tmp_path, runtime):
     fn = manifests.functions[0]
     assert fn.runtime == runtime and fn.source.exists()
     assert not any("__pycache__" in str(p) for p in (tmp_path / "fn").rglob("*"))
+
+
+def test_a_broken_manifest_keeps_the_running_functions(tmp_path, start_dev):
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    project = tmp_path / "hello"
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    manifest = project / "function.yaml"
+    good = manifest.read_text()
+    manifest.write_text(good + "  timeout: [unclosed\n")
+    dev.wait_for_output("malformed YAML", timeout=10)
+    dev.wait_for_output("keeping the running functions")
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+    manifest.write_text(good.replace('timeout: "180"', 'timeout: "5"'))
+    deadline = time.monotonic() + 10
+    while read_ls(project)["hello"]["reloads"] < 1:
+        assert time.monotonic() < deadline, dev.output()
+        time.sleep(0.1)
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
