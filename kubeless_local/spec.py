@@ -176,12 +176,24 @@ def validate_name(origin, name):
         _fail(origin, "metadata.name %r must be a DNS-1123 label (lower-case letters, digits, '-')" % name)
 
 
-def parse_function(doc, path: Path):
+def _object(doc, path, kind):
+    """(name, metadata, spec, origin) of one Kubeless object, its name validated."""
     meta = _mapping(str(path), doc.get("metadata"), "metadata")
     name = meta.get("name") or ""
-    origin = "%s: Function %s" % (path, name or "<unnamed>")
+    origin = "%s: %s %s" % (path, kind, name or "<unnamed>")
     validate_name(origin, name)
-    spec = _mapping(origin, doc.get("spec"), "spec")
+    return name, meta, _mapping(origin, doc.get("spec"), "spec"), origin
+
+
+def _required(origin, spec, key):
+    value = _string(origin, spec, key)
+    if not value:
+        _fail(origin, "spec.%s is required" % key)
+    return value
+
+
+def parse_function(doc, path: Path):
+    name, meta, spec, origin = _object(doc, path, "Function")
     handler = _string(origin, spec, "handler")
     validate_handler(origin, handler)
     runtime = _string(origin, spec, "runtime")
@@ -241,44 +253,28 @@ def validate_function(fn: FunctionSpec):
 
 
 def parse_http_trigger(doc, path):
-    meta = _mapping(str(path), doc.get("metadata"), "metadata")
-    origin = "%s: HTTPTrigger %s" % (path, meta.get("name") or "<unnamed>")
-    validate_name(origin, meta.get("name"))
-    spec = _mapping(origin, doc.get("spec"), "spec")
-    function_name = _string(origin, spec, "function-name")
-    if not function_name:
-        _fail(origin, "spec.function-name is required")
-    return HTTPTrigger(name=meta["name"], function_name=function_name, origin=origin,
+    name, _, spec, origin = _object(doc, path, "HTTPTrigger")
+    return HTTPTrigger(name=name, function_name=_required(origin, spec, "function-name"), origin=origin,
                        path=_string(origin, spec, "path"), host_name=_string(origin, spec, "host-name"),
                        cors_enable=bool(spec.get("cors-enable")), document=doc)
 
 
 def parse_cron_trigger(doc, path):
-    meta = _mapping(str(path), doc.get("metadata"), "metadata")
-    origin = "%s: CronJobTrigger %s" % (path, meta.get("name") or "<unnamed>")
-    validate_name(origin, meta.get("name"))
-    spec = _mapping(origin, doc.get("spec"), "spec")
-    function_name = _string(origin, spec, "function-name")
+    name, _, spec, origin = _object(doc, path, "CronJobTrigger")
+    function_name = _required(origin, spec, "function-name")
     schedule = _string(origin, spec, "schedule")
-    if not function_name:
-        _fail(origin, "spec.function-name is required")
     if len(schedule.split()) != 5:
         _fail(origin, "spec.schedule %r must be a 5-field cron expression, e.g. \"*/5 * * * *\"" % schedule)
-    return CronJobTrigger(name=meta["name"], function_name=function_name, schedule=schedule,
+    return CronJobTrigger(name=name, function_name=function_name, schedule=schedule,
                           origin=origin, payload=spec.get("payload"), document=doc)
 
 
 def parse_kafka_trigger(doc, path):
-    meta = _mapping(str(path), doc.get("metadata"), "metadata")
-    origin = "%s: KafkaTrigger %s" % (path, meta.get("name") or "<unnamed>")
-    validate_name(origin, meta.get("name"))
-    spec = _mapping(origin, doc.get("spec"), "spec")
-    topic = _string(origin, spec, "topic")
-    if not topic:
-        _fail(origin, "spec.topic is required")
+    name, _, spec, origin = _object(doc, path, "KafkaTrigger")
+    topic = _required(origin, spec, "topic")
     selector = _mapping(origin, spec.get("functionSelector"), "spec.functionSelector")
     labels = _mapping(origin, selector.get("matchLabels"), "spec.functionSelector.matchLabels")
-    return KafkaTrigger(name=meta["name"], topic=topic, selector=dict(labels), origin=origin, document=doc)
+    return KafkaTrigger(name=name, topic=topic, selector=dict(labels), origin=origin, document=doc)
 
 
 PARSERS = {
