@@ -58,13 +58,15 @@ class Prepared:
         values = {**self.placeholders, **overrides}
         return [str(a).format_map(values) for a in argv]
 
-    def env(self, port):
-        """The runtime server's env as a local process: the host's, then the container's (contract §4)."""
+    def env(self, port, **placeholders):
+        """The runtime server's env as a local process: the host's, then the container's (contract §4);
+        `placeholders` override the prepared ones in the runtime's env (e.g. {deps} while installing)."""
         env = dict(os.environ)
         env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
         env.update(function_env(self.spec, port, str(self.install_link)))
+        values = {**self.placeholders, **placeholders}
         for key, value in (self.runtime.process.get("env") or {}).items():
-            env[key] = str(value).format_map(self.placeholders)
+            env[key] = str(value).format_map(values)
         return env
 
     def map_paths(self, text):
@@ -301,10 +303,8 @@ def install_deps(prepared: Prepared, deps: str, on_line):
         deps_file.write_text(deps)
         on_line("installing %s (sha256 %s…)" % (runtime.dep_name, digest[:12]))
         values = {"deps": str(target), "deps_file": str(deps_file)}
-        env = prepared.env(0)
+        env = prepared.env(0, **values)
         env.update({"KUBELESS_DEPS_FILE": str(deps_file), "KUBELESS_INSTALL_VOLUME": str(target)})
-        for key, value in (runtime.process.get("env") or {}).items():
-            env[key] = str(value).format_map({**prepared.placeholders, **values})
         run_step("dependency install", prepared.expand(install, **values), target, env, on_line)
 
     return cached_step(folder, build), digest
