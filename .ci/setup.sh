@@ -25,5 +25,6 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# tox brings what its envs need into their own virtualenvs (lint and type: the `lint` extra: ruff, mypy, stubs).
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore tox -e '.[test]'
 sh .ci/docker-setup.sh
