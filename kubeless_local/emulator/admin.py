@@ -50,7 +50,7 @@ class AdminServer:
 
     def start(self):
         self.started = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True).start()  # stop() waits one poll
         write_private(self.info_path, json.dumps({"port": self.port, "pid": os.getpid(), "root": str(self.root),
                                                   "backend": self.supervisor.backend.name, "token": self.token}))
 

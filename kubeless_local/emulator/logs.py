@@ -21,10 +21,13 @@ def truncation_marker(dropped):
 
 def cap_line(text, limit=MAX_LINE):
     """`text` cut to `limit` bytes of UTF-8, with a marker saying how much was dropped."""
+    if len(text) <= limit // 4:
+        return text  # the common case: short enough whatever its characters
     data = text.encode("utf-8", "replace")
     if len(data) <= limit:
         return text
-    return data[:limit].decode("utf-8", "ignore") + truncation_marker(len(data) - limit)
+    kept = data[:limit].decode("utf-8", "ignore")  # never half a character
+    return kept + truncation_marker(len(data) - len(kept.encode("utf-8")))
 
 
 class LineSplitter:
