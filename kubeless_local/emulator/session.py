@@ -5,6 +5,7 @@ project), then leftovers of a dead session are stopped, the guardian started (se
 `dev`), the admin API published (so `ls` shows functions while they install), and only then the
 functions are started.
 """
+import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
@@ -16,6 +17,11 @@ from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.paths import STATE_DIRNAME
+
+# watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
+# harmless: we are stopping); it would print on the user's console.
+logging.getLogger("watchdog.observers.inotify").addFilter(
+    lambda record: "called when the thread is inactive" not in record.getMessage())
 
 
 class DevSession:

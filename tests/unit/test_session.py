@@ -72,3 +72,13 @@ def test_stop_unpublishes_and_releases_the_folder(tmp_path):
     second = session_for(tmp_path, FakeBackend())
     second.start()
     second.stop()
+
+
+def test_watchdogs_stop_race_is_not_printed(caplog):
+    import logging
+
+    inotify_log = logging.getLogger("watchdog.observers.inotify")
+    inotify_log.error("InotifyEmitter.queue_events() called when the thread is inactive")
+    assert caplog.records == []
+    inotify_log.error("a real watchdog error")
+    assert [r.getMessage() for r in caplog.records] == ["a real watchdog error"]
