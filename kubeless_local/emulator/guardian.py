@@ -110,8 +110,10 @@ class Guardian:
         self.record = Path(state_dir) / RECORD
         self.groups, self.containers = set(), False
         self.lock = threading.Lock()
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubeless_local.emulator.guardian", self.project],
-                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+        # Its output goes to a file: it outlives `dev`'s terminal, and must not hold a caller's pipe open.
+        with open(Path(state_dir) / "guardian.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kubeless_local.emulator.guardian", self.project],
+                                         stdin=subprocess.PIPE, stdout=log, stderr=log, start_new_session=True)
 
     def watch(self, pgid):
         with self.lock:

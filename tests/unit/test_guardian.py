@@ -80,3 +80,41 @@ def test_leftovers_of_a_dead_session_are_stopped(tmp_path, groups):
     assert not (tmp_path / "processes.json").exists()
     sweep_leftovers(tmp_path, said.append)  # nothing recorded: nothing to do
     assert len(said) == 1
+
+
+def test_the_projects_containers_are_removed(monkeypatch):
+    docker = pytest.importorskip("docker")
+
+    class Container:
+        def __init__(self, name):
+            self.name, self.removed = name, False
+
+        def remove(self, force):
+            self.removed = force
+
+    found = [Container("kubeless-local-hello"), Container("kubeless-local-bye")]
+    asked = []
+
+    class Containers:
+        def list(self, all, filters):
+            asked.append((all, filters))
+            return found
+
+    class Client:
+        containers = Containers()
+
+    monkeypatch.setattr(docker, "from_env", lambda timeout: Client())
+    assert guardian.remove_containers("/p/.kubeless-local") == ["kubeless-local-hello", "kubeless-local-bye"]
+    assert asked == [(True, {"label": "kubeless-local.project=/p/.kubeless-local"})]
+    assert all(container.removed for container in found)
+
+
+def test_no_docker_engine_is_said_not_raised(monkeypatch, capsys):
+    docker = pytest.importorskip("docker")
+
+    def no_engine(timeout):
+        raise docker.errors.DockerException("Error while fetching server API version")
+
+    monkeypatch.setattr(docker, "from_env", no_engine)
+    assert guardian.remove_containers("/p/.kubeless-local") == []
+    assert "cannot remove the containers of /p/.kubeless-local" in capsys.readouterr().err
