@@ -272,7 +272,9 @@ class Supervisor:
 
     def status(self):
         rows = []
-        for name, instance in sorted(self.instances.items()):
+        with self.lock:  # functions register while `ls` asks (start-up)
+            instances = sorted(self.instances.items())
+        for name, instance in instances:
             calls, failures = scrape_metrics(instance.url) if instance.state in (State.READY, State.COMPILE_ERROR) else (None, None)
             rows.append({
                 "name": name, "runtime": instance.runtime, "state": instance.state.value, "url": instance.url,
