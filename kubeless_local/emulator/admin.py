@@ -107,7 +107,10 @@ def _handler_for(admin):
             if name not in admin.supervisor.instances:
                 return self.send_json(404, {"error": "no function %r" % name})
             follow = query.get("follow", ["0"])[0] == "1"
-            tail = int(query.get("tail", ["-1"])[0])
+            try:
+                tail = int(query.get("tail", ["-1"])[0])
+            except ValueError:
+                return self.send_json(400, {"error": "tail must be a number of lines"})
             subscription = hub.subscribe(name) if follow else None
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")

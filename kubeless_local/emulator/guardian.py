@@ -110,10 +110,14 @@ class Guardian:
         self.record = Path(state_dir) / RECORD
         self.groups, self.containers = set(), False
         self.lock = threading.Lock()
-        # Its output goes to a file: it outlives `dev`'s terminal, and must not hold a caller's pipe open.
+        # It imports this very package (cwd: the state folder, so no user file shadows a module), and its
+        # output goes to a file: it outlives `dev`'s terminal, and must not hold a caller's pipe open.
+        package_parent = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
         with open(Path(state_dir) / "guardian.log", "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "kubeless_local.emulator.guardian", self.project],
-                                         stdin=subprocess.PIPE, stdout=log, stderr=log, start_new_session=True)
+                                         stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=state_dir, env=env,
+                                         start_new_session=True)
 
     def watch(self, pgid):
         with self.lock:

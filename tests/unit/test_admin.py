@@ -77,6 +77,12 @@ def test_unknown_function_and_endpoint_are_404(admin):
     assert request(admin, "/api/whatever")[0] == 404
 
 
+def test_a_bad_tail_is_400(admin, supervisor):
+    supervisor.start(function())
+    status, body = request(admin, "/api/functions/hello/logs?tail=lots")
+    assert status == 400 and "tail" in body["error"]
+
+
 def test_follow_streams_new_lines(admin, supervisor):
     supervisor.start(function())
     client = AdminClient(admin.state_dir)
