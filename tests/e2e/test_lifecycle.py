@@ -81,6 +81,40 @@ def test_kill_9_of_dev_leaves_no_runtime_server_and_the_next_dev_keeps_the_port(
     assert "Traceback" not in again.output()
 
 
+def guardian_of(project):
+    """The pid of the guardian process watching `project`'s `dev`."""
+    wanted = b"kubeless_local.emulator.guardian\0" + str(project / ".kubeless-local").encode() + b"\0"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as cmdline:
+                    if cmdline.read().endswith(wanted):
+                        return int(entry)
+            except OSError:
+                continue
+    raise AssertionError("no guardian runs for %s" % project)
+
+
+def test_the_next_dev_stops_what_a_dead_session_left_and_keeps_its_port(tmp_path, start_dev):
+    project = hello_project(tmp_path)
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    row = read_ls(project)["hello"]
+    os.kill(guardian_of(project), signal.SIGKILL)  # the guardian too: nothing cleans up
+    dev.proc.send_signal(signal.SIGKILL)
+    dev.proc.wait(timeout=10)
+    try:
+        assert live_members(row["pid"])  # left running, as before the guardian existed
+        again = start_dev("dev", cwd=project)
+        again.wait_for_output("Watching")
+        assert group_gone(row["pid"])
+        assert "stopped what an earlier kubeless-local (pid %d) left running" % dev.proc.pid in again.output()
+        assert read_ls(project)["hello"]["port"] == row["port"]
+    finally:
+        if live_members(row["pid"]):
+            os.killpg(row["pid"], signal.SIGKILL)
+
+
 def test_a_closed_terminal_stops_dev_cleanly(tmp_path, start_dev):
     project = hello_project(tmp_path)
     dev = start_dev("dev", cwd=project)
