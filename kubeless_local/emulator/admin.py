@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import secrets
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -19,8 +20,6 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         """A client that went away (Ctrl-C on `logs -f`, `dev` stopping) is not an error worth a traceback."""
-        import sys
-
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 MAX_LINE = 16 * 1024  # bytes of one line that are kept
 MAX_BYTES = 4 * 1024 * 1024  # bytes of lines kept per function
+MAX_CONTROL_LINE = 1024 * 1024  # a control line (JSON with a load error) is kept whole up to this
 KEEP_LINES = 5000
 
 
@@ -19,12 +20,15 @@ def truncation_marker(dropped):
     return " … [truncated {:,} bytes]".format(dropped)
 
 
+MARKER_ROOM = 64  # a line already cut (by LineSplitter) keeps its marker
+
+
 def cap_line(text, limit=MAX_LINE):
     """`text` cut to `limit` bytes of UTF-8, with a marker saying how much was dropped."""
     if len(text) <= limit // 4:
         return text  # the common case: short enough whatever its characters
     data = text.encode("utf-8", "replace")
-    if len(data) <= limit:
+    if len(data) <= limit + MARKER_ROOM:
         return text
     kept = data[:limit].decode("utf-8", "ignore")  # never half a character
     return kept + truncation_marker(len(data) - len(kept.encode("utf-8")))
@@ -32,10 +36,12 @@ def cap_line(text, limit=MAX_LINE):
 
 class LineSplitter:
     """Splits a byte stream into lines without ever holding more than `limit` bytes of one line:
-    the rest of an overlong line is counted, not kept (a handler printing 50 MB without a newline)."""
+    the rest of an overlong line is counted, not kept (a handler printing 50 MB without a newline).
+    Lines that start with `control` (the runtime's control lines, whose load error may be a long
+    traceback) may be up to `control_limit` bytes, so they stay whole and parseable."""
 
-    def __init__(self, limit=MAX_LINE):
-        self.limit = limit
+    def __init__(self, limit=MAX_LINE, control=None, control_limit=MAX_CONTROL_LINE):
+        self.limit, self.control, self.control_limit = limit, control, control_limit
         self.pending = b""
         self.dropped = 0  # bytes of the current line beyond the limit
 
@@ -55,7 +61,11 @@ class LineSplitter:
         return [self._finish(b"")]
 
     def _keep(self, part):
-        room = self.limit - len(self.pending)
+        limit = self.limit
+        if self.control and len(self.pending) + len(part) > limit and \
+                (self.pending + part[:len(self.control)]).startswith(self.control):
+            limit = self.control_limit
+        room = limit - len(self.pending)
         self.pending += part[:max(room, 0)]
         self.dropped += max(len(part) - max(room, 0), 0)
 

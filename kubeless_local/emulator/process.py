@@ -4,7 +4,7 @@ import signal
 import subprocess
 import threading
 
-from kubeless_local.emulator.base import Backend, State, handle_output
+from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, State, handle_output
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
 
@@ -38,7 +38,7 @@ class ProcessBackend(Backend):
 
     def _pump(self, instance, stream, name, prepared):
         """Runtime output to the log, read in large chunks: a busy function logs a line per request."""
-        splitter = LineSplitter()  # an overlong line is cut, never held whole in memory
+        splitter = LineSplitter(control=CONTROL_PREFIX.encode())  # an overlong line is cut, never held whole
         fd = stream.fileno()
         while True:
             chunk = os.read(fd, 65536)

@@ -12,8 +12,8 @@ def test_a_long_line_is_cut_with_a_visible_marker():
 
 
 def test_a_cut_inside_a_multibyte_character_stays_valid_text():
-    text = cap_line("é" * 10, limit=5)
-    assert text.startswith("éé") and "[truncated 16 bytes]" in text
+    text = cap_line("é" * 100, limit=5)
+    assert text == "éé … [truncated 196 bytes]"
 
 
 def test_each_function_keeps_at_most_max_bytes_oldest_dropped_first():
@@ -54,3 +54,36 @@ def test_the_splitter_joins_lines_across_chunks():
     assert splitter.feed(b"lo\nwor") == ["hello"]
     assert splitter.feed("ld \u00e9\n".encode()[:-2]) == []
     assert splitter.feed("\u00e9\n".encode()[-2:]) == ["world \u00e9"]
+
+
+def test_a_long_control_line_stays_whole_and_parseable():
+    control = b"@kubeless-local "
+    message = control + b'{"event": "load-failed", "generation": 1, "error": "' + b"f" * 100_000 + b'"}'
+    splitter = LineSplitter(limit=1000, control=control)
+    assert splitter.feed(message + b"\n" + b"x" * 5000 + b"\n") == [message.decode(), "x" * 1000 + " … [truncated 4,000 bytes]"]
+
+
+def test_the_process_backends_pump_caps_a_line_without_newline():
+    import os
+    import threading
+    import types
+
+    from kubeless_local.emulator.base import Instance
+    from kubeless_local.emulator.process import ProcessBackend
+
+    hub = LogHub()
+    backend = ProcessBackend(hub)
+    read_end, write_end = os.pipe()
+
+    def write():
+        with os.fdopen(write_end, "wb") as out:
+            for _ in range(80):  # 5 MB, no newline
+                out.write(b"q" * 65536)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    prepared = types.SimpleNamespace(map_paths=lambda text: text)
+    backend._pump(Instance(name="f", runtime="python3.11", port=1), os.fdopen(read_end, "rb"), "stdout", prepared)
+    writer.join()
+    (line,) = hub.tail("f")
+    assert line.text == "q" * logs.MAX_LINE + " … [truncated {:,} bytes]".format(80 * 65536 - logs.MAX_LINE)
