@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import pytest
 import requests
 
 from conftest import cli
@@ -165,3 +166,22 @@ def test_ls_works_while_installing_and_a_second_or_nested_dev_is_refused(tmp_pat
     dev.wait_for_output("Watching", timeout=120)
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello slow"
     assert read_ls(project)["hello"]["state"] == "Ready"
+
+
+@pytest.mark.skipif("docker" not in os.environ.get("KUBELESS_LOCAL_TEST_BACKENDS", "process").split(","),
+                    reason="docker backend not selected (KUBELESS_LOCAL_TEST_BACKENDS)")
+def test_kill_9_of_dev_removes_its_containers(tmp_path, start_dev):
+    from kubeless_local.emulator import images
+
+    client = images.docker_client()
+    project = hello_project(tmp_path)
+    dev = start_dev("dev", "--backend", "docker", cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    label = {"label": "kubeless-local.project=%s" % (project / ".kubeless-local").resolve()}
+    assert client.containers.list(all=True, filters=label)
+    dev.proc.send_signal(signal.SIGKILL)
+    dev.proc.wait(timeout=10)
+    deadline = time.monotonic() + 2
+    while client.containers.list(all=True, filters=label):
+        assert time.monotonic() < deadline, "containers outlived `dev`"
+        time.sleep(0.1)
