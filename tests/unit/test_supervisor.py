@@ -97,7 +97,7 @@ def test_a_crashed_server_is_restarted_with_backoff(supervisor, backend, monkeyp
     instance = supervisor.start(function(code="v1"))
     for expected in (1, 2):
         backend.crash(instance)
-        assert instance.wait_for(lambda i: i.restarts == expected and i.state == State.READY, 5), instance
+        assert instance.wait_for(lambda i, n=expected: i.restarts == n and i.state == State.READY, 5), instance
     assert [code for _, _, code in backend.launched] == ["v1"] * 3  # restarted with the code that served
     assert "restarting in" in "\n".join(line.text for line in supervisor.logs.tail("hello"))
 
