@@ -135,18 +135,32 @@ class LogPrinter(threading.Thread):
         self.join(timeout=2)
 
 
-def _interrupt(*_):
-    raise KeyboardInterrupt  # SIGTERM stops `dev` the way Ctrl-C does
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
+
+
+class Stop(KeyboardInterrupt):
+    """A stop signal arrived: `dev` stops the way Ctrl-C stops it, then exits 128 + the signal's number."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, _frame):
+    raise Stop(signum)
 
 
 def serve(root, backend_name, manifests=None):
-    """Start the functions, print the table, stream logs until Ctrl-C, stop everything."""
+    """Start the functions, print the table, stream logs until a stop signal, stop everything.
+    Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator.session import DevSession
 
     session = DevSession(root, backend_name, manifests, say=lambda text: click.echo(text, err=True))
     printer = LogPrinter(session.logs)
     printer.start()
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+    stopped_by = None
     try:
         session.start()
         time.sleep(0.05)  # let start-up log lines print before the table
@@ -154,13 +168,18 @@ def serve(root, backend_name, manifests=None):
         click.echo(click.style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("\nstopping…", err=True)
+    except KeyboardInterrupt as exc:
+        stopped_by = exc.signum if isinstance(exc, Stop) else signal.SIGINT
+        try:
+            click.echo("\nstopping…", err=True)
+        except OSError:
+            pass  # the terminal is gone (SIGHUP)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         session.stop()
         printer.close()
+    sys.exit(128 + stopped_by)
 
 
 @main.command()

@@ -21,12 +21,17 @@ class AdminClient:
         except (OSError, ValueError):
             raise UserError("%s/admin.json is unreadable; restart `kubeless-local dev`" % self.state_dir) from None
         self.base = "http://127.0.0.1:%d" % self.info["port"]
+        self.headers = {"Authorization": "Bearer %s" % self.info.get("token", "")}
 
     def _get(self, path, stream=False, timeout=10):
         try:
-            return urllib.request.urlopen(self.base + path, timeout=timeout)
+            return urllib.request.urlopen(urllib.request.Request(self.base + path, headers=self.headers),
+                                          timeout=timeout)
         except urllib.error.HTTPError as exc:
-            message = json.loads(exc.read() or b"{}").get("error", exc.reason)
+            try:
+                message = json.loads(exc.read() or b"{}").get("error", exc.reason)
+            except ValueError:
+                message = "%d %s" % (exc.code, exc.reason)
             raise UserError(message) from None
         except OSError:
             raise UserError("`kubeless-local dev` for %s is not running (nothing answers on port %d); start it again"

@@ -1,20 +1,44 @@
 """The admin HTTP API that `call`, `ls` and `logs` use to talk to a running `dev`/`run` (127.0.0.1 only).
 
-The port is recorded in .kubeless-local/admin.json beside the project.
+The port and a per-session token are recorded in .kubeless-local/admin.json (mode 0600) beside the
+project; every request must carry `Authorization: Bearer <token>`, so other users of the machine
+can neither read the logs nor act on the functions.
 """
+import hmac
 import json
 import os
 import queue
+import secrets
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that went away (Ctrl-C on `logs -f`, `dev` stopping) is not an error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+def write_private(path, text):
+    """Write `path` readable by its owner only, with no moment where it is readable by others."""
+    tmp = path.with_name("%s.%d.tmp" % (path.name, os.getpid()))
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
 class AdminServer:
     def __init__(self, supervisor, state_dir, root):
         self.supervisor, self.state_dir, self.root = supervisor, state_dir, root
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self.server.daemon_threads = True
+        self.token = secrets.token_urlsafe(32)
+        self.server = _Server(("127.0.0.1", 0), _handler_for(self))
         self.port = self.server.server_address[1]
         self.closing = threading.Event()
         self.started = False
@@ -25,11 +49,9 @@ class AdminServer:
 
     def start(self):
         self.started = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        tmp = self.info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"port": self.port, "pid": os.getpid(), "root": str(self.root),
-                                   "backend": self.supervisor.backend.name}))
-        os.replace(tmp, self.info_path)
+        threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True).start()  # stop() waits one poll
+        write_private(self.info_path, json.dumps({"port": self.port, "pid": os.getpid(), "root": str(self.root),
+                                                  "backend": self.supervisor.backend.name, "token": self.token}))
 
     def stop(self):
         self.closing.set()
@@ -50,6 +72,16 @@ def _handler_for(admin):
 
         def log_message(self, *args):
             pass
+
+        def parse_request(self):
+            """Every request, whatever its method, needs the session's token: else 401 and nothing else."""
+            if not super().parse_request():
+                return False
+            scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), admin.token.encode()):
+                return True
+            self.send_json(401, {"error": "the admin API needs the token from %s" % admin.info_path})
+            return False
 
         def send_json(self, status, value):
             body = json.dumps(value).encode()
@@ -74,7 +106,10 @@ def _handler_for(admin):
             if name not in admin.supervisor.instances:
                 return self.send_json(404, {"error": "no function %r" % name})
             follow = query.get("follow", ["0"])[0] == "1"
-            tail = int(query.get("tail", ["-1"])[0])
+            try:
+                tail = int(query.get("tail", ["-1"])[0])
+            except ValueError:
+                return self.send_json(400, {"error": "tail must be a number of lines"})
             subscription = hub.subscribe(name) if follow else None
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 
 
 class State(str, enum.Enum):
-    PREPARING = "Preparing"
+    INSTALLING = "Installing"  # laying out the code, installing deps, compiling (before it first starts)
     STARTING = "Starting"
     READY = "Ready"
     COMPILE_ERROR = "CompileError"  # code that does not load/compile; the last good code keeps serving
     INSTALL_ERROR = "InstallError"
+    SETUP_ERROR = "SetupError"  # the runtime's own first-time setup failed (registries unreachable)
     CRASHED = "Crashed"
     CONFIG_ERROR = "ConfigError"  # the manifest or runtime is wrong; nothing runs
     STOPPED = "Stopped"
@@ -23,7 +24,7 @@ class Instance:
     name: str
     runtime: str
     port: int
-    state: State = State.PREPARING
+    state: State = State.INSTALLING
     error: str = ""
     generation: int = 0
     reloads: int = 0
@@ -36,7 +37,7 @@ class Instance:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "http://127.0.0.1:%d" % self.port if self.port else None
 
     last_control: tuple = (None, -1)  # (event, runtime generation) of the last control line
 
@@ -65,6 +66,7 @@ class Backend(abc.ABC):
 
     name = "abstract"
     on_exit = staticmethod(lambda instance: None)  # set by the Supervisor: called when a server dies on its own
+    guardian = None  # set by the session: told the process groups it starts, so they die with `dev`
 
     @abc.abstractmethod
     def start(self, instance, prepared):

@@ -1,9 +1,81 @@
-"""Per-function log buffers that the CLI streams (`dev` output, `logs -f`, the admin API)."""
+"""Per-function log buffers that the CLI streams (`dev` output, `logs -f`, the admin API).
+
+Bounded, so a handler that prints its 50 MB request body cannot grow `dev` without end: each line
+is cut at MAX_LINE bytes (with a visible marker) and each function keeps at most MAX_BYTES of
+lines, oldest dropped first.
+"""
 import collections
 import queue
 import threading
 import time
 from dataclasses import dataclass
+
+MAX_LINE = 16 * 1024  # bytes of one line that are kept
+MAX_BYTES = 4 * 1024 * 1024  # bytes of lines kept per function
+MAX_CONTROL_LINE = 1024 * 1024  # a control line (JSON with a load error) is kept whole up to this
+KEEP_LINES = 5000
+
+
+def truncation_marker(dropped):
+    return " … [truncated {:,} bytes]".format(dropped)
+
+
+MARKER_ROOM = 64  # a line already cut (by LineSplitter) keeps its marker
+
+
+def cap_line(text, limit=MAX_LINE):
+    """`text` cut to `limit` bytes of UTF-8, with a marker saying how much was dropped."""
+    if len(text) <= limit // 4:
+        return text  # the common case: short enough whatever its characters
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit + MARKER_ROOM:
+        return text
+    kept = data[:limit].decode("utf-8", "ignore")  # never half a character
+    return kept + truncation_marker(len(data) - len(kept.encode("utf-8")))
+
+
+class LineSplitter:
+    """Splits a byte stream into lines without ever holding more than `limit` bytes of one line:
+    the rest of an overlong line is counted, not kept (a handler printing 50 MB without a newline).
+    Lines that start with `control` (the runtime's control lines, whose load error may be a long
+    traceback) may be up to `control_limit` bytes, so they stay whole and parseable."""
+
+    def __init__(self, limit=MAX_LINE, control=None, control_limit=MAX_CONTROL_LINE):
+        self.limit, self.control, self.control_limit = limit, control, control_limit
+        self.pending = b""
+        self.dropped = 0  # bytes of the current line beyond the limit
+
+    def feed(self, chunk):
+        """The complete lines in `chunk` (and what came before it), decoded."""
+        lines = []
+        *complete, rest = chunk.split(b"\n")
+        for part in complete:
+            lines.append(self._finish(part))
+        self._keep(rest)
+        return lines
+
+    def flush(self):
+        """The last line when the stream ended without a newline ([] when there is none)."""
+        if not self.pending and not self.dropped:
+            return []
+        return [self._finish(b"")]
+
+    def _keep(self, part):
+        limit = self.limit
+        if self.control and len(self.pending) + len(part) > limit and \
+                (self.pending + part[:len(self.control)]).startswith(self.control):
+            limit = self.control_limit
+        room = limit - len(self.pending)
+        self.pending += part[:max(room, 0)]
+        self.dropped += max(len(part) - max(room, 0), 0)
+
+    def _finish(self, part):
+        self._keep(part)
+        text = self.pending.decode("utf-8", "replace")
+        if self.dropped:
+            text += truncation_marker(self.dropped)
+        self.pending, self.dropped = b"", 0
+        return text
 
 
 @dataclass(frozen=True)
@@ -14,17 +86,36 @@ class LogLine:
     time: float = 0.0
 
 
+class _Buffer:
+    """One function's last lines, bounded in count and in bytes."""
+
+    def __init__(self, keep, max_bytes):
+        self.lines = collections.deque()
+        self.sizes = collections.deque()
+        self.size = 0
+        self.keep, self.max_bytes = keep, max_bytes
+
+    def append(self, line):
+        size = len(line.text.encode("utf-8", "replace"))
+        self.lines.append(line)
+        self.sizes.append(size)
+        self.size += size
+        while len(self.lines) > self.keep or (self.size > self.max_bytes and len(self.lines) > 1):
+            self.lines.popleft()
+            self.size -= self.sizes.popleft()
+
+
 class LogHub:
     """Keeps the last lines of each function and fans new lines out to subscribers."""
 
-    def __init__(self, keep=5000):
-        self.keep = keep
-        self.lines = collections.defaultdict(lambda: collections.deque(maxlen=self.keep))
+    def __init__(self, keep=KEEP_LINES, max_line=MAX_LINE, max_bytes=MAX_BYTES):
+        self.keep, self.max_line, self.max_bytes = keep, max_line, max_bytes
+        self.lines = collections.defaultdict(lambda: _Buffer(self.keep, self.max_bytes))
         self.subscribers = []
         self.lock = threading.Lock()
 
     def emit(self, function, text, stream="stdout"):
-        line = LogLine(function, text.rstrip("\n"), stream, time.time())
+        line = LogLine(function, cap_line(text.rstrip("\n"), self.max_line), stream, time.time())
         with self.lock:
             self.lines[function].append(line)
             subscribers = list(self.subscribers)
@@ -34,7 +125,8 @@ class LogHub:
 
     def tail(self, function, count=None):
         with self.lock:
-            lines = list(self.lines.get(function, ()))
+            buffer = self.lines.get(function)
+            lines = list(buffer.lines) if buffer is not None else []
         return lines if count is None else lines[-count:] if count else []
 
     def subscribe(self, function=None):

@@ -4,7 +4,9 @@ import signal
 import subprocess
 import threading
 
-from kubeless_local.emulator.base import Backend, State, handle_output
+from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, State, handle_output
+from kubeless_local.emulator.guardian import PROJECT_ENV
+from kubeless_local.emulator.logs import LineSplitter
 
 
 class ProcessBackend(Backend):
@@ -15,15 +17,19 @@ class ProcessBackend(Backend):
 
     def start(self, instance, prepared):
         argv = prepared.expand(prepared.runtime.process["command"])
+        env = prepared.env(instance.port)
+        env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
         try:
             proc = subprocess.Popen(
-                argv, cwd=prepared.install_link, env=prepared.env(instance.port), stdin=subprocess.DEVNULL,
+                argv, cwd=prepared.install_link, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
                 start_new_session=True)  # its own process group: Ctrl-C goes to `dev`, stop() kills the group
         except OSError as exc:
             instance.set_state(State.CRASHED, "cannot start %s: %s" % (argv[0], exc))
             return
         instance.pid, instance.handle = proc.pid, proc
+        if self.guardian is not None:
+            self.guardian.watch(proc.pid)  # the server's process group dies with `dev`, even on kill -9
         pumps = [threading.Thread(target=self._pump, args=(instance, proc.stdout, "stdout", prepared), daemon=True),
                  threading.Thread(target=self._pump, args=(instance, proc.stderr, "stderr", prepared), daemon=True)]
         for pump in pumps:
@@ -32,17 +38,16 @@ class ProcessBackend(Backend):
 
     def _pump(self, instance, stream, name, prepared):
         """Runtime output to the log, read in large chunks: a busy function logs a line per request."""
-        pending = b""
+        splitter = LineSplitter(control=CONTROL_PREFIX.encode())  # an overlong line is cut, never held whole
         fd = stream.fileno()
         while True:
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                handle_output(instance, self.logs, line.decode("utf-8", "replace"), name, prepared.map_paths)
-        if pending:
-            handle_output(instance, self.logs, pending.decode("utf-8", "replace"), name, prepared.map_paths)
+            for line in splitter.feed(chunk):
+                handle_output(instance, self.logs, line, name, prepared.map_paths)
+        for line in splitter.flush():
+            handle_output(instance, self.logs, line, name, prepared.map_paths)
         stream.close()
 
     def _watch(self, instance, proc, pumps):
@@ -70,7 +75,17 @@ class ProcessBackend(Backend):
 
     def stop(self, instance, grace=3.0):
         proc, instance.handle = instance.handle, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        try:
+            self._kill(proc, grace)
+        finally:
+            if self.guardian is not None:
+                self.guardian.forget(proc.pid)
+
+    @staticmethod
+    def _kill(proc, grace):
+        if proc.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
             try:

@@ -1,64 +1,85 @@
-"""What `dev` and `run` run for one project folder: backend, supervisor, file watcher and admin API."""
-import json
-import os
+"""What `dev` and `run` run for one project folder: backend, supervisor, file watcher and admin API.
+
+Start-up order matters: the project's lock first (one `dev` per folder, none inside a running
+project), then leftovers of a dead session are stopped, the guardian started (servers die with
+`dev`), the admin API published (so `ls` shows functions while they install), and only then the
+functions are started.
+"""
+import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends
 from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
+from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.supervisor import Supervisor
-from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 
-
-def running_elsewhere(state_dir):
-    """The pid of another live kubeless-local serving this project, or None."""
-    try:
-        info = json.loads((state_dir / "admin.json").read_text())
-        os.kill(info["pid"], 0)
-    except (OSError, ValueError, KeyError):
-        return None
-    return info["pid"] if info["pid"] != os.getpid() else None
+# watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
+# harmless: we are stopping); it would print on the user's console.
+logging.getLogger("watchdog.observers.inotify").addFilter(
+    lambda record: "called when the thread is inactive" not in record.getMessage())
 
 
 class DevSession:
-    """Create, then `start()`; `logs` exists from the beginning so start-up output can be shown."""
+    """Create, then `start()`; `logs` exists from the beginning so start-up output can be shown.
 
-    def __init__(self, root, backend_name=None, manifests=None, say=print):
+    `backend` (a Backend instance) replaces the one `backend_name` would create (tests pass a fake).
+    """
+
+    def __init__(self, root, backend_name=None, manifests=None, say=print, *, backend=None, logs=None):
         self.root = Path(root).resolve()
         self.state_dir = self.root / STATE_DIRNAME
         self.backend_name, self.manifests, self.say = backend_name, manifests, say
-        self.logs = LogHub()
-        self.supervisor = self.project = self.admin = None
+        self.backend = backend
+        self.logs = logs or LogHub()
+        self.lock = ProjectLock(self.state_dir)
+        self.supervisor = self.project = self.admin = self.guardian = None
 
     def start(self):
         """Start every function and watch the folder. UserError for what the user must fix first."""
+        refuse_nested(self.root)
         self.state_dir.mkdir(exist_ok=True)
+        self.lock.acquire()  # before anything else touches the folder
         ignore = self.state_dir / ".gitignore"
         if not ignore.exists():
             ignore.write_text("# kubeless-local's working state (generations, ports, admin API); not source\n*\n")
-        other = running_elsewhere(self.state_dir)
-        if other:
-            raise UserError("kubeless-local is already running for %s (pid %d); stop it first" % (self.root, other))
+        sweep_leftovers(self.state_dir, self.say)
+        backend = self.backend or backends.create(self._backend_name(), self.logs)
+        self.guardian = Guardian(self.state_dir)
+        backend.guardian = self.guardian
+        if backend.name == "docker":
+            self.guardian.watch_containers()
+        self.supervisor = Supervisor(self.state_dir, backend, self.logs)
+        self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
+        self.admin.start()
+        self.project = Project(self.root, self.supervisor, self.manifests)
+        self.project.start()
+        self.project.watch()
+
+    def _backend_name(self):
         name = self.backend_name or backends.project_default(self.root) or "process"
         if name == "auto":
             functions = (self.manifests if self.manifests is not None else specs.load(self.root)).functions
             name = backends.choose("auto", functions, self.say)
-        self.supervisor = Supervisor(self.state_dir, backends.create(name, self.logs), self.logs)
-        self.project = Project(self.root, self.supervisor, self.manifests)
-        self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
-        self.project.start()
-        self.admin.start()
-        self.project.watch()
+        return name
 
     def status(self):
         return self.supervisor.status()
 
     def stop(self):
-        """Stop the functions and the admin API; safe after a failed start."""
-        if self.project is not None:
-            self.project.stop()
-        if self.admin is not None:
-            self.admin.stop()
+        """Stop the functions, the admin API and the guardian, then drop the lock; safe after a failed start."""
+        try:
+            if self.project is not None:
+                self.project.stop()
+            elif self.supervisor is not None:
+                self.supervisor.stop_all()
+            if self.admin is not None:
+                self.admin.stop()
+            if self.guardian is not None:
+                self.guardian.close()
+        finally:
+            self.lock.release()

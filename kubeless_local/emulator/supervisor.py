@@ -15,6 +15,7 @@ from kubeless_local.spec import PORT_ANNOTATION
 STARTUP_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 30.0
 FIRST_AUTO_PORT = 8080
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0  # seconds before restarting a crashed server: doubles per restart
 SCRAPER_AGENT = "kubeless-local-status"  # its access-log lines are not shown to the user
 
 
@@ -65,6 +66,21 @@ class PortBook:
             return port
 
 
+def backoff(restarts):
+    """Seconds to wait before the n-th restart (1, 2, …), as Kubernetes backs off a crashing container."""
+    return min(BACKOFF_FIRST * 2 ** (restarts - 1), BACKOFF_MAX)
+
+
+def setup_failed_message(runtime, output):
+    return ("the first-time setup of the %s runtime failed: its first use installs the runtime's own libraries "
+            "from the package registries (pip's index, the npm registry, the Go module proxy); make them reachable "
+            "(or point PIP_INDEX_URL, npm_config_registry or GOPROXY at a mirror), then save a file to retry\n%s"
+            % (runtime, output))
+
+
+STEP_STATES = {"runtime setup": State.SETUP_ERROR, "dependency install": State.INSTALL_ERROR}  # else CompileError
+
+
 def ephemeral_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -109,7 +125,7 @@ class Supervisor:
         if instance.state != State.CRASHED or self.instances.get(instance.name) is not instance:
             return
         instance.restarts += 1
-        delay = min(0.2 * 2 ** (instance.restarts - 1), 10.0)
+        delay = backoff(instance.restarts)
         self.say(instance.name, "%s; restarting in %.1f s" % (instance.error.splitlines()[0], delay))
 
         def restart():
@@ -162,7 +178,10 @@ class Supervisor:
         """An install/compile/check step failed: show its output; a serving function keeps its last good code."""
         prepared = self.serving.get(spec.name)
         output = prepared.map_paths(exc.output) if prepared is not None else exc.output
-        instance.set_state(State.INSTALL_ERROR if exc.step == "dependency install" else State.COMPILE_ERROR, output)
+        state = STEP_STATES.get(exc.step, State.COMPILE_ERROR)
+        if state == State.SETUP_ERROR:
+            output = setup_failed_message(instance.runtime, output)
+        instance.set_state(state, output)
         self.say(spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if serving else "",
                                                   output))
         return instance
@@ -232,6 +251,7 @@ class Supervisor:
                 instance = self.instances[spec.name] = Instance(name=spec.name, runtime=spec.runtime, port=0)
                 self.specs[spec.name] = spec
         if not self.backend.alive(instance):
+            instance.port = 0  # nothing serves: no URL to show
             instance.set_state(State.CONFIG_ERROR, message)
 
     def stop(self, name):
@@ -252,7 +272,9 @@ class Supervisor:
 
     def status(self):
         rows = []
-        for name, instance in sorted(self.instances.items()):
+        with self.lock:  # functions register while `ls` asks (start-up)
+            instances = sorted(self.instances.items())
+        for name, instance in instances:
             calls, failures = scrape_metrics(instance.url) if instance.state in (State.READY, State.COMPILE_ERROR) else (None, None)
             rows.append({
                 "name": name, "runtime": instance.runtime, "state": instance.state.value, "url": instance.url,

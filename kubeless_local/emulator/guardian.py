@@ -1,0 +1,180 @@
+"""Runtime servers die with `dev`, however `dev` ends: Ctrl-C, a closed terminal, kill -9.
+
+`dev` starts this module as a small process in a session of its own (a closed terminal or a Ctrl-C
+does not reach it) and keeps the write end of a pipe to its stdin. On that pipe `dev` says which
+process groups it starts (`watch PGID`, `forget PGID`) and whether containers run (`containers`).
+When the pipe closes — `dev` ended, whichever way — the guardian SIGKILLs the groups still
+watched and removes the project's containers, then exits. What it is told is also recorded in
+.kubeless-local/processes.json, so a `dev` that finds a session's leftovers (the guardian was
+killed too) stops them before it starts.
+
+A group is killed only while one of its processes carries the project's marker in its environment
+(`KUBELESS_LOCAL_PROJECT=<state folder>`), so a process id the system has since reused is left alone.
+Keep this module light: it runs as its own interpreter.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+PROJECT_ENV = "KUBELESS_LOCAL_PROJECT"  # in every runtime server's env: the project's resolved state folder
+CONTAINER_LABEL = "kubeless-local.project"  # the docker backend labels every container with the same value
+RECORD = "processes.json"
+
+
+def group_members(pgid):
+    """Pids of the live (not zombie) processes in process group `pgid` (Linux /proc)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry.name) as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp …
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _carries_marker(pid, marker):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as environ:
+            return marker in environ.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def kill_groups(pgids, project, trust=False):
+    """SIGKILL each group that still holds a runtime server of `project`; returns the groups killed.
+    Where there is no /proc to check (macOS), only groups we were told about just now (`trust`) are killed."""
+    marker = ("%s=%s" % (PROJECT_ENV, project)).encode()
+    checkable = os.path.isdir("/proc")
+    killed = []
+    for pgid in pgids:
+        if any(_carries_marker(pid, marker) for pid in group_members(pgid)) if checkable else trust:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+                killed.append(pgid)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed
+
+
+def remove_containers(project):
+    """Remove the containers labelled for `project`; returns their names (none without a Docker engine)."""
+    try:
+        import docker
+        import docker.errors
+    except ImportError:
+        return []
+    try:
+        client = docker.from_env(timeout=10)
+        found = client.containers.list(all=True, filters={"label": "%s=%s" % (CONTAINER_LABEL, project)})
+        for container in found:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass  # it went away by itself meanwhile
+        return [container.name for container in found]
+    except docker.errors.DockerException as exc:
+        print("kubeless-local guardian: cannot remove the containers of %s: %s" % (project, exc), file=sys.stderr)
+        return []
+
+
+def sweep_leftovers(state_dir, say=lambda text: None):
+    """Stop what a session of this project that ended without cleaning up left running."""
+    record = Path(state_dir) / RECORD
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    project = str(Path(state_dir).resolve())
+    killed = kill_groups([int(g) for g in data.get("groups") or []], project)
+    containers = remove_containers(project) if data.get("containers") else []
+    if killed or containers:
+        say("stopped what an earlier kubeless-local (pid %s) left running: %s" % (
+            data.get("pid"), ", ".join(["process group %d" % g for g in killed] + containers)))
+    record.unlink()
+
+
+class Guardian:
+    """`dev`'s end of the pipe: starts the guardian process and tells it what to clean up."""
+
+    def __init__(self, state_dir):
+        self.project = str(Path(state_dir).resolve())
+        self.record = Path(state_dir) / RECORD
+        self.groups, self.containers = set(), False
+        self.lock = threading.Lock()
+        # It imports this very package (cwd: the state folder, so no user file shadows a module), and its
+        # output goes to a file: it outlives `dev`'s terminal, and must not hold a caller's pipe open.
+        package_parent = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+        with open(Path(state_dir) / "guardian.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kubeless_local.emulator.guardian", self.project],
+                                         stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=state_dir, env=env,
+                                         start_new_session=True)
+
+    def watch(self, pgid):
+        with self.lock:
+            self.groups.add(pgid)
+            self._send("watch %d" % pgid)
+
+    def forget(self, pgid):
+        with self.lock:
+            self.groups.discard(pgid)
+            self._send("forget %d" % pgid)
+
+    def watch_containers(self):
+        with self.lock:
+            self.containers = True
+            self._send("containers")
+
+    def _send(self, line):
+        tmp = self.record.with_name(RECORD + ".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "groups": sorted(self.groups), "containers": self.containers}))
+        os.replace(tmp, self.record)
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the guardian is gone (or closed): the record still lets the next `dev` clean up
+
+    def close(self, timeout=10):
+        """A clean stop: everything was stopped; the guardian cleans up what is left, then exits."""
+        with self.lock:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return  # leave the record: the next `dev` sweeps
+        if self.proc.returncode == 0:
+            self.record.unlink(missing_ok=True)
+
+
+def main(project):
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # only the pipe's end stops the guardian
+    groups, containers = set(), False
+    for raw in sys.stdin.buffer:  # until EOF: `dev` closed the pipe or died
+        verb, _, argument = raw.decode("ascii", "replace").strip().partition(" ")
+        if verb == "watch":
+            groups.add(int(argument))
+        elif verb == "forget":
+            groups.discard(int(argument))
+        elif verb == "containers":
+            containers = True
+    kill_groups(sorted(groups), project, trust=True)
+    if containers:
+        remove_containers(project)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,187 @@
+"""`dev`'s life cycle with the real command: its runtime servers die with it however it ends, one
+`dev` per project, and `ls` works while functions are still installing."""
+import json
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from conftest import cli
+
+HANDLER = "import greetpkg\n\ndef hello(event, context):\n    return 'hello ' + greetpkg.VERSION\n"
+MANIFEST = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: hello
+  annotations: {local.kubeless.io/source: handler.py, local.kubeless.io/deps: requirements.txt}
+spec: {runtime: python3.11, handler: handler.hello}
+"""
+
+
+def read_ls(cwd):
+    return {row["name"]: row for row in json.loads(cli("ls", "-o", "json", cwd=cwd, check=True).stdout)}
+
+
+def live_members(pgid):
+    """Live (not zombie) processes of process group `pgid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+def group_gone(pgid, timeout=2.0):
+    deadline = time.monotonic() + timeout
+    while live_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def one_line_error(result):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def hello_project(tmp_path):
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    return tmp_path / "hello"
+
+
+def test_kill_9_of_dev_leaves_no_runtime_server_and_the_next_dev_keeps_the_port(tmp_path, start_dev):
+    project = hello_project(tmp_path)
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    row = read_ls(project)["hello"]
+    assert live_members(row["pid"])  # the runtime server (and its workers) run in the group it leads
+    dev.proc.send_signal(signal.SIGKILL)
+    dev.proc.wait(timeout=10)
+    assert group_gone(row["pid"]), "runtime server processes %s outlived `dev`" % live_members(row["pid"])
+
+    again = start_dev("dev", cwd=project)
+    again.wait_for_output("Watching")
+    row_again = read_ls(project)["hello"]
+    assert row_again["port"] == row["port"]
+    assert requests.get(row_again["url"], timeout=5).text == "hello world"
+    again.proc.send_signal(signal.SIGINT)
+    assert again.proc.wait(timeout=15) == 130
+    assert group_gone(row_again["pid"])
+    assert "Traceback" not in again.output()
+
+
+def guardian_of(project):
+    """The pid of the guardian process watching `project`'s `dev`."""
+    wanted = b"kubeless_local.emulator.guardian\0" + str(project / ".kubeless-local").encode() + b"\0"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as cmdline:
+                    if cmdline.read().endswith(wanted):
+                        return int(entry)
+            except OSError:
+                continue
+    raise AssertionError("no guardian runs for %s" % project)
+
+
+def test_the_next_dev_stops_what_a_dead_session_left_and_keeps_its_port(tmp_path, start_dev):
+    project = hello_project(tmp_path)
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    row = read_ls(project)["hello"]
+    os.kill(guardian_of(project), signal.SIGKILL)  # the guardian too: nothing cleans up
+    dev.proc.send_signal(signal.SIGKILL)
+    dev.proc.wait(timeout=10)
+    try:
+        assert live_members(row["pid"])  # left running, as before the guardian existed
+        again = start_dev("dev", cwd=project)
+        again.wait_for_output("Watching")
+        assert group_gone(row["pid"])
+        assert "stopped what an earlier kubeless-local (pid %d) left running" % dev.proc.pid in again.output()
+        assert read_ls(project)["hello"]["port"] == row["port"]
+    finally:
+        if live_members(row["pid"]):
+            os.killpg(row["pid"], signal.SIGKILL)
+
+
+def test_a_closed_terminal_stops_dev_cleanly(tmp_path, start_dev):
+    project = hello_project(tmp_path)
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    pid = read_ls(project)["hello"]["pid"]
+    dev.proc.send_signal(signal.SIGHUP)
+    assert dev.proc.wait(timeout=15) == 128 + signal.SIGHUP
+    assert group_gone(pid)
+    assert not (project / ".kubeless-local" / "admin.json").exists()
+    assert "stopping" in dev.output() and "Traceback" not in dev.output()
+
+
+def slow_local_package(root, release):
+    """A local package whose build waits until `release` exists: the test decides when installing ends."""
+    pkg = root / "greetpkg"
+    (pkg / "greetpkg").mkdir(parents=True)
+    (pkg / "greetpkg" / "__init__.py").write_text("VERSION = 'slow'\n")
+    (pkg / "setup.py").write_text(
+        "import os, time\nfrom setuptools import setup\n"
+        "for _ in range(1200):  # at most 60 s\n"
+        "    if os.path.exists(%r):\n        break\n    time.sleep(0.05)\n"
+        "setup(name='greetpkg', version='1.0', packages=['greetpkg'])\n" % str(release))
+    return pkg
+
+
+def test_ls_works_while_installing_and_a_second_or_nested_dev_is_refused(tmp_path, start_dev):
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    release = tmp_path / "release"
+    (project / "requirements.txt").write_text("%s\n" % slow_local_package(tmp_path, release))
+    (project / "handler.py").write_text(HANDLER)
+    (project / "function.yaml").write_text(MANIFEST)
+    dev = start_dev("dev", cwd=project)
+    try:
+        deadline = time.monotonic() + 60
+        while not (project / ".kubeless-local" / "admin.json").exists() or \
+                read_ls(project).get("hello", {}).get("state") != "Installing":
+            assert dev.proc.poll() is None and time.monotonic() < deadline, dev.output()
+            time.sleep(0.1)
+        info = (project / ".kubeless-local" / "admin.json").read_text()
+
+        assert "is already running for %s" % project in one_line_error(cli("dev", cwd=project))
+        assert "is inside %s" % project in one_line_error(cli("dev", cwd=project / "sub"))
+        assert not (project / "sub" / ".kubeless-local").exists()
+        assert (project / ".kubeless-local" / "admin.json").read_text() == info
+    finally:
+        release.touch()
+    dev.wait_for_output("Watching", timeout=120)
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello slow"
+    assert read_ls(project)["hello"]["state"] == "Ready"
+
+
+@pytest.mark.skipif("docker" not in os.environ.get("KUBELESS_LOCAL_TEST_BACKENDS", "process").split(","),
+                    reason="docker backend not selected (KUBELESS_LOCAL_TEST_BACKENDS)")
+def test_kill_9_of_dev_removes_its_containers(tmp_path, start_dev):
+    from kubeless_local.emulator import images
+
+    client = images.docker_client()
+    project = hello_project(tmp_path)
+    dev = start_dev("dev", "--backend", "docker", cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    label = {"label": "kubeless-local.project=%s" % (project / ".kubeless-local").resolve()}
+    assert client.containers.list(all=True, filters=label)
+    dev.proc.send_signal(signal.SIGKILL)
+    dev.proc.wait(timeout=10)
+    deadline = time.monotonic() + 2
+    while client.containers.list(all=True, filters=label):
+        assert time.monotonic() < deadline, "containers outlived `dev`"
+        time.sleep(0.1)

@@ -1,0 +1,126 @@
+"""A fake backend on the real Backend base class (as pip-tools fakes its repository): the supervisor,
+the admin API and the session run for real against it, with no runtime server started."""
+import collections
+import socket
+import threading
+
+import pytest
+
+from kubeless_local.emulator import prepare as prep
+from kubeless_local.emulator.base import Backend, State
+from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.supervisor import Supervisor
+from kubeless_local.runtimes import Runtime
+from kubeless_local.spec import FunctionSpec
+
+FAKE_RUNTIME = Runtime(id="fake", version="1", server="", dep_name="", suffix=".txt", executable="", probe=(),
+                       expect="", image="", process={"reload": "signal"})
+
+
+def function(name="hello", code="v1", **annotations):
+    """A FunctionSpec whose `code` the fake backend serves; the manifest stays the same across code edits."""
+    return FunctionSpec(name=name, runtime="fake1", handler="handler.hello", origin="functions.yaml: Function %s" % name,
+                        function=code, annotations=annotations, document={"kind": "Function", "name": name})
+
+
+class FakeBackend(Backend):
+    """Scripted outcomes per function name, consumed in order (default: everything works).
+
+    start:  "ready" | "load-failed" | "crash" | "port-taken" (another program binds the port first)
+    reload: "ready" | "load-failed"
+    prepare: an exception to raise (e.g. prepare.StepFailed) or None; `gate` holds prepare until set.
+    """
+
+    name = "fake"
+
+    def __init__(self, logs=None):
+        self.logs = logs
+        self.starts = collections.defaultdict(list)
+        self.reloads = collections.defaultdict(list)
+        self.prepares = collections.defaultdict(list)
+        self.launched = []  # (name, port, code) of every start
+        self.stopped = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.preparing = threading.Event()  # set while a prepare waits at the gate
+        self.blockers = []
+        self.next_pid = 1000
+
+    def resolve(self, spec, catalog):
+        return FAKE_RUNTIME, None
+
+    def prepare(self, spec, runtime, state_dir, on_line=lambda line: None, previous=None):
+        self.preparing.set()
+        assert self.gate.wait(10), "the test never opened the prepare gate"
+        outcome = self.prepares[spec.name].pop(0) if self.prepares[spec.name] else None
+        if outcome is not None:
+            raise outcome
+        root = state_dir / "functions" / spec.name
+        root.mkdir(parents=True, exist_ok=True)
+        generation = prep.next_generation(root)
+        code_dir = root / ("gen-%d" % generation)
+        code_dir.mkdir()
+        (code_dir / "handler.txt").write_text(spec.function)
+        deps = root.parent.parent / "deps"
+        return prep.Prepared(spec=spec, runtime=runtime, root=root, generation=generation, code_dir=code_dir,
+                             deps_dir=deps, runtime_lib=deps)
+
+    def start(self, instance, prepared):
+        outcome = self.starts[instance.name].pop(0) if self.starts[instance.name] else "ready"
+        self.launched.append((instance.name, instance.port, prepared.spec.function))
+        if outcome == "port-taken":
+            blocker = socket.socket()
+            blocker.bind(("127.0.0.1", instance.port))
+            blocker.listen()
+            self.blockers.append(blocker)
+            instance.set_state(State.CRASHED, "OSError: [Errno 98] Address already in use")
+            return
+        instance.pid, instance.handle = self.next_pid, prepared
+        self.next_pid += 1
+        if outcome == "crash":
+            self.crash(instance)
+        elif outcome == "load-failed":
+            instance.on_control("load-failed", 0, "SyntaxError: invalid syntax")
+        else:
+            instance.on_control("ready", 0)
+
+    def crash(self, instance):
+        """The server dies on its own, as the process backend's watcher reports it."""
+        instance.handle = None
+        instance.set_state(State.CRASHED, "the runtime exited with code 1")
+        self.on_exit(instance)
+
+    def reload(self, instance, prepared):
+        outcome = self.reloads[instance.name].pop(0) if self.reloads[instance.name] else "ready"
+        generation = instance.last_control[1] + 1
+        if outcome == "load-failed":
+            instance.on_control("load-failed", generation, "SyntaxError: invalid syntax")
+        else:
+            instance.handle = prepared
+            instance.on_control("ready", generation)
+
+    def stop(self, instance):
+        if instance.handle is not None:
+            self.stopped.append(instance.name)
+        instance.handle = None
+
+    def alive(self, instance):
+        return instance.handle is not None
+
+    def close(self):
+        for blocker in self.blockers:
+            blocker.close()
+
+
+@pytest.fixture
+def backend():
+    fake = FakeBackend()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def supervisor(tmp_path, backend):
+    sup = Supervisor(tmp_path / ".kubeless-local", backend, LogHub(), catalog=object(), ephemeral_ports=True)
+    yield sup
+    sup.stop_all()

@@ -1,0 +1,141 @@
+"""The admin API against a fake backend: the token on every request, functions, logs, follow, 404s."""
+import http.client
+import json
+import os
+import stat
+import threading
+
+import pytest
+
+from conftest import function
+from kubeless_local.client import AdminClient
+from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.errors import UserError
+
+
+@pytest.fixture
+def admin(supervisor, tmp_path):
+    server = AdminServer(supervisor, supervisor.state_dir, tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def request(admin, path, token="right", method="GET"):
+    """(status, parsed JSON body or raw bytes) of one request; token "right" sends the session's token."""
+    headers = {} if token is None else {"Authorization": "Bearer %s" % (admin.token if token == "right" else token)}
+    connection = http.client.HTTPConnection("127.0.0.1", admin.port, timeout=5)
+    try:
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(body)
+    except ValueError:
+        return response.status, body
+
+
+def test_admin_json_is_private_and_holds_the_token(admin):
+    info_path = admin.state_dir / "admin.json"
+    assert stat.S_IMODE(os.stat(info_path).st_mode) == 0o600
+    info = json.loads(info_path.read_text())
+    assert info["port"] == admin.port and info["pid"] == os.getpid() and len(info["token"]) >= 32
+    assert not list(admin.state_dir.glob("*.tmp"))
+
+
+def test_every_request_needs_the_token(admin, supervisor):
+    supervisor.start(function())
+    supervisor.say("hello", "secret log line")
+    for path in ("/api/functions", "/api/functions/hello/logs", "/api/nothing"):
+        for token in (None, "wrong", admin.token + "x", ""):
+            status, body = request(admin, path, token=token)
+            assert status == 401, (path, token)
+            assert "hello" not in json.dumps(body) and "secret" not in json.dumps(body)
+    assert request(admin, "/api/functions", method="POST", token=None)[0] == 401
+    assert request(admin, "/api/functions")[0] == 200
+
+
+def test_functions_and_logs(admin, supervisor):
+    supervisor.start(function("a"))
+    supervisor.fail(function("b"), "unknown runtime 'cobol85'")
+    supervisor.say("a", "one")
+    supervisor.say("a", "two")
+    status, rows = request(admin, "/api/functions")
+    assert status == 200 and [(r["name"], r["state"]) for r in rows] == [("a", "Ready"), ("b", "ConfigError")]
+    status, body = request(admin, "/api/functions/a/logs?tail=2")
+    lines = [json.loads(line) for line in body.decode().splitlines()]
+    assert status == 200 and [line["text"] for line in lines] == ["one", "two"]
+    assert lines[0]["stream"] == "system" and lines[0]["time"] > 0
+    assert request(admin, "/api/functions/a/logs?tail=0")[1] == b""
+
+
+def test_unknown_function_and_endpoint_are_404(admin):
+    status, body = request(admin, "/api/functions/nope/logs")
+    assert status == 404 and "nope" in body["error"]
+    assert request(admin, "/api/whatever")[0] == 404
+
+
+def test_a_bad_tail_is_400(admin, supervisor):
+    supervisor.start(function())
+    status, body = request(admin, "/api/functions/hello/logs?tail=lots")
+    assert status == 400 and "tail" in body["error"]
+
+
+def test_follow_streams_new_lines(admin, supervisor):
+    supervisor.start(function())
+    client = AdminClient(admin.state_dir)
+    lines = client.logs("hello", follow=True, tail=0)
+    received = []
+
+    def read_two():
+        for line in lines:
+            received.append(line["text"])
+            if len(received) == 2:
+                return
+
+    reader = threading.Thread(target=read_two, daemon=True)
+    reader.start()
+    for _ in range(200):  # until the follower has subscribed (bounded)
+        if any(function_name == "hello" for function_name, _ in supervisor.logs.subscribers):
+            break
+        reader.join(0.01)
+    supervisor.say("hello", "first")
+    supervisor.say("hello", "second")
+    reader.join(5)
+    lines.close()
+    assert received == ["first", "second"]
+
+
+def test_the_client_sends_the_token_and_reports_a_wrong_one(admin, supervisor):
+    supervisor.start(function())
+    assert AdminClient(admin.state_dir).function("hello")["state"] == "Ready"
+    info_path = admin.state_dir / "admin.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps(dict(info, token="stolen")))
+    with pytest.raises(UserError, match="token"):
+        AdminClient(admin.state_dir).functions()
+
+
+def test_a_client_that_goes_away_is_not_a_traceback(admin, capsys):
+    for error in (BrokenPipeError(), ConnectionResetError()):
+        try:
+            raise error
+        except OSError:
+            admin.server.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a real bug")
+    except ValueError:
+        admin.server.handle_error(None, ("127.0.0.1", 1))
+    assert "a real bug" in capsys.readouterr().err
+
+
+def test_stop_removes_admin_json_only_when_it_is_ours(supervisor, tmp_path):
+    server = AdminServer(supervisor, supervisor.state_dir, tmp_path)
+    server.start()
+    info_path = supervisor.state_dir / "admin.json"
+    info_path.write_text(json.dumps({"pid": os.getpid() + 1, "port": 1, "token": "other"}))
+    server.stop()
+    assert info_path.exists()

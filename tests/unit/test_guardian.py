@@ -1,0 +1,120 @@
+"""Runtime servers die with `dev`: the guardian kills the process groups it was told about when the
+pipe from `dev` closes, and a later `dev` sweeps what a dead session recorded."""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from kubeless_local.emulator import guardian
+from kubeless_local.emulator.guardian import PROJECT_ENV, Guardian, kill_groups, sweep_leftovers
+
+
+@pytest.fixture
+def groups():
+    """Start `sleep` process groups (as runtime servers run); all are killed at the end."""
+    started = []
+
+    def start(project):
+        env = dict(os.environ, **({PROJECT_ENV: project} if project else {}))
+        proc = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def dies(proc, timeout=2):
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == -signal.SIGKILL
+
+
+def test_only_groups_carrying_the_project_marker_are_killed(tmp_path, groups):
+    project = str(tmp_path)
+    ours, unmarked, other = groups(project), groups(None), groups(project + "-other")
+    assert guardian.group_members(ours.pid) == [ours.pid]
+    assert kill_groups([ours.pid, unmarked.pid, other.pid], project) == [ours.pid]
+    assert dies(ours)
+    assert unmarked.poll() is None and other.poll() is None  # e.g. a pid the system reused
+
+
+def test_the_guardian_kills_what_it_watches_when_the_pipe_closes(tmp_path, groups):
+    state = tmp_path / ".kubeless-local"
+    state.mkdir()
+    project = str(state.resolve())
+    watched, forgotten = groups(project), groups(project)
+    keeper = Guardian(state)
+    keeper.watch(watched.pid)
+    keeper.watch(forgotten.pid)
+    keeper.forget(forgotten.pid)
+    assert json.loads((state / "processes.json").read_text())["groups"] == [watched.pid]
+    keeper.proc.stdin.close()  # what the kernel does when `dev` dies, kill -9 included
+    assert dies(watched)
+    assert keeper.proc.wait(5) == 0
+    assert forgotten.poll() is None
+
+
+def test_a_clean_close_removes_the_record(tmp_path):
+    keeper = Guardian(tmp_path)
+    keeper.watch(123456789)
+    keeper.forget(123456789)
+    keeper.close()
+    assert keeper.proc.returncode == 0 and not (tmp_path / "processes.json").exists()
+
+
+def test_leftovers_of_a_dead_session_are_stopped(tmp_path, groups):
+    left = groups(str(tmp_path.resolve()))
+    (tmp_path / "processes.json").write_text(json.dumps({"pid": 4242, "groups": [left.pid], "containers": False}))
+    said = []
+    sweep_leftovers(tmp_path, said.append)
+    assert dies(left)
+    assert said == ["stopped what an earlier kubeless-local (pid 4242) left running: process group %d" % left.pid]
+    assert not (tmp_path / "processes.json").exists()
+    sweep_leftovers(tmp_path, said.append)  # nothing recorded: nothing to do
+    assert len(said) == 1
+
+
+def test_the_projects_containers_are_removed(monkeypatch):
+    docker = pytest.importorskip("docker")
+
+    class Container:
+        def __init__(self, name):
+            self.name, self.removed = name, False
+
+        def remove(self, force):
+            self.removed = force
+
+    found = [Container("kubeless-local-hello"), Container("kubeless-local-bye")]
+    asked = []
+
+    class Containers:
+        def list(self, all, filters):
+            asked.append((all, filters))
+            return found
+
+    class Client:
+        containers = Containers()
+
+    monkeypatch.setattr(docker, "from_env", lambda timeout: Client())
+    assert guardian.remove_containers("/p/.kubeless-local") == ["kubeless-local-hello", "kubeless-local-bye"]
+    assert asked == [(True, {"label": "kubeless-local.project=/p/.kubeless-local"})]
+    assert all(container.removed for container in found)
+
+
+def test_no_docker_engine_is_said_not_raised(monkeypatch, capsys):
+    docker = pytest.importorskip("docker")
+
+    def no_engine(timeout):
+        raise docker.errors.DockerException("Error while fetching server API version")
+
+    monkeypatch.setattr(docker, "from_env", no_engine)
+    assert guardian.remove_containers("/p/.kubeless-local") == []
+    assert "cannot remove the containers of /p/.kubeless-local" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+"""Log buffers stay bounded: per line, per function, and in the process backend's pump."""
+from kubeless_local.emulator import logs
+from kubeless_local.emulator.logs import LineSplitter, LogHub, cap_line
+
+
+def test_a_long_line_is_cut_with_a_visible_marker():
+    hub = LogHub()
+    hub.emit("f", "x" * 5_000_000)
+    (line,) = hub.tail("f")
+    assert line.text == "x" * logs.MAX_LINE + " … [truncated 4,983,616 bytes]"
+    assert cap_line("short") == "short"
+
+
+def test_a_cut_inside_a_multibyte_character_stays_valid_text():
+    text = cap_line("é" * 100, limit=5)
+    assert text == "éé … [truncated 196 bytes]"
+
+
+def test_each_function_keeps_at_most_max_bytes_oldest_dropped_first():
+    hub = LogHub(max_bytes=100_000)
+    for n in range(1000):
+        hub.emit("big", "%04d" % n + "y" * 9_996)
+    hub.emit("small", "kept")
+    lines = hub.tail("big")
+    assert sum(len(line.text) for line in lines) <= 100_000
+    assert len(lines) == 10 and lines[-1].text.startswith("0999") and lines[0].text.startswith("0990")
+    assert [line.text for line in hub.tail("small")] == ["kept"]
+
+
+def test_the_line_count_is_bounded_too():
+    hub = LogHub(keep=3)
+    for n in range(10):
+        hub.emit("f", str(n))
+    assert [line.text for line in hub.tail("f")] == ["7", "8", "9"]
+    assert [line.text for line in hub.tail("f", 2)] == ["8", "9"] and hub.tail("f", 0) == []
+
+
+def test_the_splitter_never_holds_more_than_one_capped_line():
+    splitter = LineSplitter(limit=1000)
+    chunk = b"z" * 65536
+    out = []
+    for _ in range(800):  # 50 MB without a newline
+        out += splitter.feed(chunk)
+        assert len(splitter.pending) <= 1000
+    out += splitter.feed(b"zz\nnext line\npartial")
+    out += splitter.flush()
+    assert out == ["z" * 1000 + " … [truncated {:,} bytes]".format(800 * 65536 + 2 - 1000), "next line", "partial"]
+    assert splitter.flush() == []
+
+
+def test_the_splitter_joins_lines_across_chunks():
+    splitter = LineSplitter()
+    assert splitter.feed(b"hel") == []
+    assert splitter.feed(b"lo\nwor") == ["hello"]
+    assert splitter.feed("ld \u00e9\n".encode()[:-2]) == []
+    assert splitter.feed("\u00e9\n".encode()[-2:]) == ["world \u00e9"]
+
+
+def test_a_long_control_line_stays_whole_and_parseable():
+    control = b"@kubeless-local "
+    message = control + b'{"event": "load-failed", "generation": 1, "error": "' + b"f" * 100_000 + b'"}'
+    splitter = LineSplitter(limit=1000, control=control)
+    assert splitter.feed(message + b"\n" + b"x" * 5000 + b"\n") == [message.decode(), "x" * 1000 + " … [truncated 4,000 bytes]"]
+
+
+def test_the_process_backends_pump_caps_a_line_without_newline():
+    import os
+    import threading
+    import types
+
+    from kubeless_local.emulator.base import Instance
+    from kubeless_local.emulator.process import ProcessBackend
+
+    hub = LogHub()
+    backend = ProcessBackend(hub)
+    read_end, write_end = os.pipe()
+
+    def write():
+        with os.fdopen(write_end, "wb") as out:
+            for _ in range(80):  # 5 MB, no newline
+                out.write(b"q" * 65536)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    prepared = types.SimpleNamespace(map_paths=lambda text: text)
+    backend._pump(Instance(name="f", runtime="python3.11", port=1), os.fdopen(read_end, "rb"), "stdout", prepared)
+    writer.join()
+    (line,) = hub.tail("f")
+    assert line.text == "q" * logs.MAX_LINE + " … [truncated {:,} bytes]".format(80 * 65536 - logs.MAX_LINE)

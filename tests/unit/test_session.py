@@ -1,0 +1,84 @@
+"""DevSession's start-up order with a fake backend: lock first, admin API published before the
+functions start, a second or nested session refused without harming the first."""
+import json
+import threading
+
+import pytest
+
+from conftest import FakeBackend, function
+from kubeless_local import spec as specs
+from kubeless_local.client import AdminClient
+from kubeless_local.emulator.session import DevSession
+from kubeless_local.errors import UserError
+
+
+def session_for(root, backend):
+    return DevSession(root, manifests=specs.Manifests(functions=[function()]), say=lambda text: None,
+                      backend=backend)
+
+
+@pytest.fixture
+def running(tmp_path):
+    """A session whose function waits at the prepare gate until the test opens it."""
+    backend = FakeBackend()
+    backend.gate.clear()
+    session = session_for(tmp_path, backend)
+    starting = threading.Thread(target=session.start)
+    starting.start()
+    assert backend.preparing.wait(10)
+    yield session, backend
+    backend.gate.set()
+    starting.join(10)
+    session.stop()
+
+
+def test_functions_are_listed_while_they_install(running):
+    session, backend = running
+    client = AdminClient(session.state_dir)  # admin.json is there before any function started
+    assert [(r["name"], r["state"]) for r in client.functions()] == [("hello", "Installing")]
+    backend.gate.set()
+    assert session.supervisor.instances["hello"].wait_for(lambda i: i.state.value == "Ready", 5)
+    assert client.function("hello")["state"] == "Ready"
+
+
+def test_a_second_session_in_the_folder_is_refused_and_harms_nothing(running, tmp_path):
+    session, _ = running
+    info = (session.state_dir / "admin.json").read_text()
+    second = session_for(tmp_path, FakeBackend())
+    with pytest.raises(UserError, match="already running for %s" % tmp_path):
+        second.start()
+    second.stop()  # what the CLI does after a failed start
+    assert (session.state_dir / "admin.json").read_text() == info
+    assert AdminClient(session.state_dir).functions()[0]["name"] == "hello"
+
+
+def test_a_session_inside_a_running_project_is_refused(running, tmp_path):
+    nested = tmp_path / "sub" / "fn"
+    nested.mkdir(parents=True)
+    inner = session_for(nested, FakeBackend())
+    with pytest.raises(UserError, match="inside %s" % tmp_path):
+        inner.start()
+    inner.stop()
+    assert not (nested / ".kubeless-local").exists()
+
+
+def test_stop_unpublishes_and_releases_the_folder(tmp_path):
+    first = session_for(tmp_path, FakeBackend())
+    first.start()
+    assert json.loads((first.state_dir / "admin.json").read_text())["pid"]
+    first.stop()
+    assert not (first.state_dir / "admin.json").exists()
+    assert not (first.state_dir / "processes.json").exists()
+    second = session_for(tmp_path, FakeBackend())
+    second.start()
+    second.stop()
+
+
+def test_watchdogs_stop_race_is_not_printed(caplog):
+    import logging
+
+    inotify_log = logging.getLogger("watchdog.observers.inotify")
+    inotify_log.error("InotifyEmitter.queue_events() called when the thread is inactive")
+    assert caplog.records == []
+    inotify_log.error("a real watchdog error")
+    assert [r.getMessage() for r in caplog.records] == ["a real watchdog error"]

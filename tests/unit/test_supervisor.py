@@ -1,0 +1,168 @@
+"""The supervisor's logic against a fake backend: start, reload keeping the last good code, restarts
+with back-off, the port-race retry, stop."""
+import json
+import threading
+
+import pytest
+
+from conftest import function
+from kubeless_local.emulator import supervisor as sup_module
+from kubeless_local.emulator.base import State
+from kubeless_local.emulator.prepare import StepFailed
+
+ROW_KEYS = {"name", "runtime", "state", "url", "port", "pid", "backend", "calls", "errors", "reloads", "restarts",
+            "error", "ready_ms"}
+
+
+def serving_code(supervisor, name):
+    """What the stable `kubeless` link (the runtime's working copy) holds now."""
+    return (supervisor.state_dir / "functions" / name / "kubeless" / "handler.txt").read_text()
+
+
+def row(supervisor, name):
+    return {r["name"]: r for r in supervisor.status()}[name]
+
+
+def test_start_serves_and_reports_a_row(supervisor, backend):
+    instance = supervisor.start(function(code="v1"))
+    assert instance.state == State.READY and instance.ready_ms is not None
+    assert serving_code(supervisor, "hello") == "v1"
+    r = row(supervisor, "hello")
+    assert ROW_KEYS <= r.keys()
+    assert (r["state"], r["runtime"], r["backend"], r["reloads"], r["restarts"]) == ("Ready", "fake1", "fake", 0, 0)
+    assert r["url"] == "http://127.0.0.1:%d" % r["port"] and r["port"] > 0
+    assert json.loads((supervisor.state_dir / "ports.json").read_text()) == {"hello": r["port"]}
+
+
+def test_a_function_is_listed_as_installing_before_it_is_prepared(supervisor, backend):
+    backend.gate.clear()
+    starting = threading.Thread(target=supervisor.start, args=(function(),))
+    starting.start()
+    try:
+        assert backend.preparing.wait(5)
+        assert row(supervisor, "hello")["state"] == "Installing"
+    finally:
+        backend.gate.set()
+        starting.join(5)
+    assert row(supervisor, "hello")["state"] == "Ready"
+
+
+def test_a_reload_that_fails_to_load_keeps_the_last_good_code(supervisor, backend):
+    supervisor.start(function(code="v1"))
+    backend.reloads["hello"] = ["load-failed", "ready"]
+    instance = supervisor.reload(function(code="v2 broken"))
+    assert instance.state == State.COMPILE_ERROR and "SyntaxError" in instance.error
+    assert serving_code(supervisor, "hello") == "v1"  # new workers keep loading the good code
+    assert supervisor.serving["hello"].spec.function == "v1"
+    assert backend.alive(instance) and instance.reloads == 0
+    assert "still serving the last good code" in "\n".join(line.text for line in supervisor.logs.tail("hello"))
+
+    instance = supervisor.reload(function(code="v3"))
+    assert instance.state == State.READY and instance.reloads == 1
+    assert serving_code(supervisor, "hello") == "v3"
+    generations = sorted((supervisor.state_dir / "functions" / "hello").glob("gen-*"))
+    assert generations == [supervisor.serving["hello"].code_dir]  # the failed and the replaced ones are gone
+
+
+def test_a_failed_compile_keeps_serving_the_last_good_code(supervisor, backend):
+    instance = supervisor.start(function(code="v1"))
+    backend.prepares["hello"] = [StepFailed("compile", "handler.go:3: undefined: x")]
+    supervisor.reload(function(code="v2"))
+    assert instance.state == State.COMPILE_ERROR and instance.error == "handler.go:3: undefined: x"
+    assert backend.alive(instance) and serving_code(supervisor, "hello") == "v1"
+    backend.prepares["hello"] = [StepFailed("dependency install", "No matching distribution")]
+    supervisor.reload(function(code="v3"))
+    assert instance.state == State.INSTALL_ERROR and serving_code(supervisor, "hello") == "v1"
+
+
+def test_a_failed_runtime_setup_is_a_setup_error_that_says_what_to_do(supervisor, backend):
+    backend.prepares["hello"] = [StepFailed("runtime setup", "ERROR: Could not find a version of bottle")]
+    instance = supervisor.start(function())
+    assert instance.state == State.SETUP_ERROR
+    headline, rest = instance.error.split("\n", 1)
+    assert "package registries" in headline and "retry" in headline
+    assert "Could not find a version of bottle" in rest
+    assert row(supervisor, "hello")["state"] == "SetupError"
+    # Saving again (registries back) retries from the start.
+    assert supervisor.reload(function()).state == State.READY
+
+
+def test_backoff_doubles_up_to_a_limit():
+    assert [sup_module.backoff(n) for n in range(1, 8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0]
+    assert sup_module.backoff(50) == 10.0
+
+
+def test_a_crashed_server_is_restarted_with_backoff(supervisor, backend, monkeypatch):
+    monkeypatch.setattr(sup_module, "BACKOFF_FIRST", 0.01)
+    instance = supervisor.start(function(code="v1"))
+    for expected in (1, 2):
+        backend.crash(instance)
+        assert instance.wait_for(lambda i, n=expected: i.restarts == n and i.state == State.READY, 5), instance
+    assert [code for _, _, code in backend.launched] == ["v1"] * 3  # restarted with the code that served
+    assert "restarting in" in "\n".join(line.text for line in supervisor.logs.tail("hello"))
+
+
+def test_a_crash_on_start_restarts_too(supervisor, backend, monkeypatch):
+    monkeypatch.setattr(sup_module, "BACKOFF_FIRST", 0.01)
+    backend.starts["hello"] = ["crash"]
+    instance = supervisor.start(function())
+    assert instance.wait_for(lambda i: i.state == State.READY, 5)
+    assert instance.restarts == 1
+
+
+def test_a_stopped_function_is_not_restarted(supervisor, backend, monkeypatch):
+    monkeypatch.setattr(sup_module, "BACKOFF_FIRST", 0.05)
+    instance = supervisor.start(function())
+    backend.crash(instance)
+    supervisor.stop("hello")
+    assert not instance.wait_for(lambda i: i.state == State.READY, 0.3)
+    assert len(backend.launched) == 1
+
+
+def test_a_port_taken_meanwhile_moves_to_another_port(supervisor, backend):
+    backend.starts["hello"] = ["port-taken"]
+    instance = supervisor.start(function())
+    first_port = backend.launched[0][1]
+    assert instance.state == State.READY and instance.port != first_port
+    assert [port for _, port, _ in backend.launched] == [first_port, instance.port]
+    assert json.loads((supervisor.state_dir / "ports.json").read_text()) == {"hello": instance.port}
+    assert "port %d was taken meanwhile" % first_port in "\n".join(line.text for line in supervisor.logs.tail("hello"))
+
+
+def test_a_fixed_port_taken_meanwhile_is_not_moved(supervisor, backend):
+    from kubeless_local.emulator.supervisor import ephemeral_port
+    from kubeless_local.spec import PORT_ANNOTATION
+
+    port = ephemeral_port()
+    backend.starts["hello"] = ["port-taken"]
+    instance = supervisor.start(function(**{PORT_ANNOTATION: str(port)}))
+    assert instance.state == State.CRASHED and instance.port == port and len(backend.launched) == 1
+
+
+def test_stop_and_stop_all(supervisor, backend):
+    for name in ("a", "b", "c"):
+        supervisor.start(function(name))
+    a = supervisor.instances["a"]
+    supervisor.stop("a")
+    assert a.state == State.STOPPED and not backend.alive(a)
+    assert [r["name"] for r in supervisor.status()] == ["b", "c"]
+    supervisor.stop_all()
+    assert supervisor.status() == [] and sorted(backend.stopped) == ["a", "b", "c"]
+
+
+def test_a_function_that_cannot_run_shows_no_url(supervisor, backend):
+    supervisor.fail(function("bad"), "functions.yaml: unknown runtime 'cobol85'")
+    r = row(supervisor, "bad")
+    assert (r["state"], r["port"], r["url"]) == ("ConfigError", 0, None)
+    assert "cobol85" in r["error"]
+
+
+def test_a_function_whose_prepare_is_refused_shows_no_url(supervisor, backend):
+    from kubeless_local.errors import UserError
+
+    backend.prepares["hello"] = [UserError("spec.function is not valid base64")]
+    with pytest.raises(UserError):
+        supervisor.start(function())
+    supervisor.fail(function(), "spec.function is not valid base64")
+    r = row(supervisor, "hello")
+    assert (r["state"], r["port"], r["url"]) == ("ConfigError", 0, None)
