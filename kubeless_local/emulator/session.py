@@ -26,8 +26,9 @@ def running_elsewhere(state_dir):
 class DevSession:
     """Create, then `start()`; `logs` exists from the beginning so start-up output can be shown."""
 
-    def __init__(self, root, backend_name=None, manifests=None, say=print):
+    def __init__(self, root, backend_name=None, manifests=None, say=print, ignore=()):
         self.root = Path(root).resolve()
+        self.ignore = ignore  # gitignore-style patterns (`dev --ignore`)
         self.state_dir = self.root / STATE_DIRNAME
         self.backend_name, self.manifests, self.say = backend_name, manifests, say
         self.logs = LogHub()
@@ -44,10 +45,10 @@ class DevSession:
             raise UserError("kubeless-local is already running for %s (pid %d); stop it first" % (self.root, other))
         name = self.backend_name or backends.project_default(self.root) or "process"
         if name == "auto":
-            functions = (self.manifests if self.manifests is not None else specs.load(self.root)).functions
+            functions = (self.manifests if self.manifests is not None else specs.load(self.root, self.ignore)).functions
             name = backends.choose("auto", functions, self.say)
         self.supervisor = Supervisor(self.state_dir, backends.create(name, self.logs), self.logs)
-        self.project = Project(self.root, self.supervisor, self.manifests)
+        self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self.project.start()
         self.admin.start()
