@@ -24,6 +24,9 @@ ISOLATION_ANNOTATION = "local.kubeless.io/isolation"
 DEFAULT_TIMEOUT = "180"
 DEFAULT_PORT = 8080
 CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# A Kubernetes resource quantity (128Mi, 1G, 0.5Gi, 1e9), as `resources.limits.memory` takes it.
+QUANTITY_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+ISOLATIONS = ("warm", "per-call")  # warm: module state kept between calls, as in the pod; per-call: fresh
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SKIP_DIRS = {".kubeless-local", "node_modules", "vendor", "__pycache__", ".git", ".venv", "venv"}
 
@@ -257,7 +260,9 @@ def validate_function(fn: FunctionSpec):
     port = fn.annotations.get(PORT_ANNOTATION)
     if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
         _fail(origin, "annotation %s %r must be a port number" % (PORT_ANNOTATION, port))
-    if fn.isolation not in ("warm", "per-call"):
+    if not QUANTITY_RE.match(fn.memory_limit):
+        _fail(origin, "memory %r must be a Kubernetes quantity, e.g. 128Mi or 1Gi" % fn.memory_limit)
+    if fn.isolation not in ISOLATIONS:
         _fail(origin, "annotation %s must be warm or per-call, got %r" % (ISOLATION_ANNOTATION, fn.isolation))
     try:
         fn.port, fn.env
