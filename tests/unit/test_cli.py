@@ -266,3 +266,13 @@ def test_parse_duration():
     for bad in ("", "10", "m", "1d", "-5s"):
         with pytest.raises(ValueError):
             cli.parse_duration(bad)
+
+
+def test_shell_completion_as_the_readme_documents_it():
+    runner = CliRunner()
+    script = runner.invoke(cli.main, [], prog_name="kubeless-local", env={"_KUBELESS_LOCAL_COMPLETE": "bash_source"})
+    assert "_kubeless_local_completion" in script.output
+    words = runner.invoke(cli.main, [], prog_name="kubeless-local",
+                          env={"_KUBELESS_LOCAL_COMPLETE": "bash_complete", "COMP_WORDS": "kubeless-local dev --backend ",
+                               "COMP_CWORD": "3"})
+    assert words.output.split() == ["plain,%s" % choice for choice in emulator.backends.CHOICES]

@@ -288,3 +288,9 @@ spec: {function-name: hello, stream: s, aws-region: x, shard: y, secret: z}
 def test_a_kubeless_file_with_a_yaml_error_still_stops(tmp_path):
     message = error_of(tmp_path, FUNCTION + "  timeout: [unclosed\n")
     assert "malformed YAML" in message
+
+
+def test_memory_must_be_a_kubernetes_quantity(tmp_path):
+    assert "memory 'lots'" in error_of(tmp_path, FUNCTION.replace("memory: 128Mi", "memory: lots"))
+    write(tmp_path, FUNCTION.replace("memory: 128Mi", "memory: 1Gi"))
+    assert specs.load(tmp_path).functions[0].memory_limit == "1Gi"
