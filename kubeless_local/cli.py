@@ -264,8 +264,10 @@ def parse_pairs(values, flag):
 @click.option("--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity).")
 @click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
 @backend_option
+@ignore_option
 @user_errors
-def run(file, runtime, handler, name, dependencies, env, label, timeout, port, memory, isolation, runtime_image, backend):
+def run(file, runtime, handler, name, dependencies, env, label, timeout, port, memory, isolation, runtime_image, backend,
+        ignore):
     """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags)."""
     source = Path(file).resolve()
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
@@ -275,7 +277,8 @@ def run(file, runtime, handler, name, dependencies, env, label, timeout, port, m
                                    origin="kubeless-local run %s" % file)
     if runtime_image and (backend or backends.project_default(source.parent) or "process") == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
-    serve(source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]))
+    serve(source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]),
+          ignore=ignore)
 
 
 # ---------------------------------------------------------------- talking to a running dev
