@@ -375,7 +375,11 @@ def logs(name, follow, tail, since, timestamps):
         for line in client.logs(name, follow=follow, tail=tail):
             if oldest is not None and line.get("time", 0) < oldest:
                 continue
-            click.echo("%s %s" % (timestamp(line.get("time", 0)), line["text"]) if timestamps else line["text"])
+            if not timestamps:
+                click.echo(line["text"])
+                continue
+            for text in line["text"].splitlines() or [""]:  # a traceback is one entry of several lines
+                click.echo("%s %s" % (timestamp(line.get("time", 0)), text))
     except KeyboardInterrupt:
         pass
 

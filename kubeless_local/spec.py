@@ -330,10 +330,12 @@ class Ignore:
         name = rel.rsplit("/", 1)[-1]
         return name.startswith(".") or name.endswith(IGNORED_SUFFIXES) or self._user(rel, False)
 
-    def path(self, rel):
-        """A file the watcher reported: ignored when it, or a folder above it, is."""
+    def path(self, rel, is_dir=False):
+        """A file or folder the watcher reported: ignored when it, or a folder above it, is."""
         parts = rel.split("/")
-        return any(self.folder("/".join(parts[:i])) for i in range(1, len(parts))) or self.file(rel)
+        if any(self.folder("/".join(parts[:i])) for i in range(1, len(parts))):
+            return True
+        return self.folder(rel) if is_dir else self.file(rel)
 
     def folders(self, top: Path, root: Path = None):
         """`top` and every folder under it that is not ignored (paths relative to `root`, default `top`)."""

@@ -128,10 +128,10 @@ class Project:
                 pass  # removed meanwhile
 
     def folder_created(self, folder: Path):
-        if not self.ignore.path(self._rel(folder)):
+        if not self.ignore.path(self._rel(folder), is_dir=True):
             for sub in self.ignore.folders(folder, self.root):
                 self._watch(sub)
-        self.changed(folder)
+            self.changed(folder, is_dir=True)  # files may have landed in it before its watch
 
     def folder_removed(self, folder: Path):
         for watched in [f for f in self.watches if f == folder or folder in f.parents]:
@@ -139,7 +139,7 @@ class Project:
                 self.observer.unschedule(self.watches.pop(watched))
             except (KeyError, OSError):
                 pass
-        self.changed(folder)
+        self.changed(folder, is_dir=True)
 
     def _rel(self, path: Path):
         try:
@@ -147,9 +147,9 @@ class Project:
         except ValueError:
             return path.name  # a function's file outside the folder (`run --dependencies ../x`)
 
-    def changed(self, path):
+    def changed(self, path, is_dir=False):
         path = Path(path)
-        if self.ignore.path(self._rel(path)):
+        if self.ignore.path(self._rel(path), is_dir):
             return
         with self.lock:
             if self.timer is not None:

@@ -305,7 +305,7 @@ def test_unrelated_yaml_and_trees_do_not_stop_dev(tmp_path, start_dev):
                  cwd=project, check=True)
     assert result.stdout.strip() == "POST t-1 from-a-file"
     stamped = cli("logs", "hello", "--since", "1h", "--timestamps", cwd=project, check=True).stdout.splitlines()
-    assert stamped and all(re_timestamp(line) for line in stamped)
+    assert stamped and all(re_timestamp(line) for line in stamped), stamped
 
 
 def re_timestamp(line):

@@ -103,6 +103,8 @@ def test_changed_ignores_deps_state_and_patterns(tmp_path):
     for path in ("fn/node_modules/x/y.js", ".kubeless-local/ports.json", ".git/index", "tmp/a.txt", "fn/x.pyc"):
         project.changed(tmp_path / path)
         assert project.timer is None, path
+    project.changed(tmp_path / "fn" / "node_modules", is_dir=True)
+    assert project.timer is None
     project.changed(tmp_path / "fn" / "handler.js")
     assert project.timer is not None
     project.timer.cancel()
@@ -160,6 +162,9 @@ def test_the_watcher_skips_ignored_folders_and_reloads_on_save(tmp_path):
             time.sleep(0.01)
         (tmp_path / "fn" / "lib" / "util.js").write_text("module.exports = 2;\n")
         supervisor.wait_for(("reload", "fn"))
+        project.folder_created(tmp_path / "fn" / "node_modules")  # as `npm install` makes it
+        project.folder_created(tmp_path / "build" / "deep")
+        assert {p.relative_to(tmp_path).as_posix() for p in project.watches} == {".", "fn", "fn/lib"}
     finally:
         project.stop()
 

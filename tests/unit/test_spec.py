@@ -294,3 +294,9 @@ def test_memory_must_be_a_kubernetes_quantity(tmp_path):
     assert "memory 'lots'" in error_of(tmp_path, FUNCTION.replace("memory: 128Mi", "memory: lots"))
     write(tmp_path, FUNCTION.replace("memory: 128Mi", "memory: 1Gi"))
     assert specs.load(tmp_path).functions[0].memory_limit == "1Gi"
+
+
+def test_an_ignored_folder_reported_by_the_watcher_is_ignored():
+    ignore = specs.Ignore(["build/"])
+    assert ignore.path("fn/node_modules", is_dir=True) and ignore.path("build", is_dir=True)
+    assert not ignore.path("fn/lib", is_dir=True) and not ignore.path("build")  # a file named build
