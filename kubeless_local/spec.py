@@ -443,9 +443,10 @@ class Loader:
             cached = self.cache[path] = (key, read_manifest(path))
         return cached[1]
 
-    def load(self) -> "Manifests":
+    def load(self) -> Manifests:
         files = manifest_files(self.root, self.ignore)
-        self.cache = {path: entry for path, entry in self.cache.items() if path in set(files)}
+        present = set(files)
+        self.cache = {path: entry for path, entry in self.cache.items() if path in present}  # forget deleted files
         manifests = Manifests()
         for path in files:
             documents, notice = self.documents(path)
@@ -469,7 +470,7 @@ class Loader:
         return manifests
 
 
-def load(root, ignore=()) -> "Manifests":
+def load(root, ignore=()) -> Manifests:
     """Every Kubeless object in the YAML files under `root` (a file or a folder)."""
     return Loader(root, ignore).load()
 
