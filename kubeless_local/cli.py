@@ -27,7 +27,7 @@ def exit_with(exc: UserError):
 
 
 def user_errors(command):
-    """A command's UserError → one line, exit 2 (option values are checked by `Main.invoke`)."""
+    """The same for a command invoked on its own rather than through `main` (e.g. `dev.main()`)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -40,6 +40,8 @@ def user_errors(command):
 
 
 class Main(click.Group):
+    """Every sub-command's UserError → `exit_with`, also those raised while its options are parsed."""
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)  # parses the sub-command's options too, so their types may raise UserError
