@@ -1,3 +1,3 @@
 from kubeless_local.cli import main
 
-main()
+main(prog_name="kubeless-local")

@@ -1,4 +1,5 @@
 """The `kubeless-local` command: parse, call the engine, print. No logic of its own."""
+import datetime
 import functools
 import json
 import os
@@ -13,25 +14,82 @@ import click
 
 from kubeless_local import __version__
 from kubeless_local import spec as specs
+from kubeless_local.emulator import backends
 from kubeless_local.errors import UserError
-from kubeless_local.paths import TEMPLATES_DIR
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
 
-def user_errors(command):
+def exit_with(exc: UserError):
     """Errors the user can fix: one line on stderr, exit code 2, no traceback."""
+    click.echo("error: %s" % exc, err=True)
+    sys.exit(exc.exit_code)
+
+
+def user_errors(command):
+    """The same for a command invoked on its own rather than through `main` (e.g. `dev.main()`)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except UserError as exc:
-            click.echo("error: %s" % exc, err=True)
-            sys.exit(exc.exit_code)
+            exit_with(exc)
 
     return wrapper
 
+
+class Main(click.Group):
+    """Every sub-command's UserError → `exit_with`, also those raised while its options are parsed."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)  # parses the sub-command's options too, so their types may raise UserError
+        except UserError as exc:
+            exit_with(exc)
+
+
+class Checked(click.ParamType):
+    """An option value checked by `convert(text) → value`; a bad one is a one-line UserError naming the flag."""
+
+    def __init__(self, name, convert, expected):
+        self.name, self._convert, self.expected = name, convert, expected
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._convert(value)
+        except ValueError:
+            raise UserError("%s %r must be %s" % (param.opts[-1] if param else self.name, value, self.expected)) from None
+
+
+def _quantity(text):
+    if not specs.QUANTITY_RE.match(text):
+        raise ValueError(text)
+    return text
+
+
+DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text):
+    """Seconds in `1h30m`, `10m`, `30s` (as kubectl's --since)."""
+    if not re.fullmatch(r"(\d+[hms])+", text):
+        raise ValueError(text)
+    return sum(int(n) * DURATION_UNITS[unit] for n, unit in re.findall(r"(\d+)([hms])", text))
+
+
+def parse_header(text):
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(text)
+    return name.strip(), value.strip()
+
+
+QUANTITY = Checked("quantity", _quantity, "a Kubernetes quantity, e.g. 128Mi or 1Gi")
+DURATION = Checked("duration", parse_duration, "a duration such as 30s, 10m or 1h")
+HEADER = Checked("header", parse_header, "'Name: value'")
 
 # Options shared by several commands: defined once.
 backend_option = click.option("--backend", default=lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
@@ -39,14 +97,27 @@ backend_option = click.option("--backend", default=lambda: os.environ.get("KUBEL
                               help="Where functions run: process (local processes), docker (runtime images, one "
                                    "container per function), auto (docker when an engine answers and the images "
                                    "exist, else process).",
-                              type=click.Choice(["process", "docker", "auto"]))
-json_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+                              type=click.Choice(backends.CHOICES))
+runtime_option = click.option("-r", "--runtime", required=True, help="Runtime, e.g. python3.11 (see get-server-config).")
+ignore_option = click.option("--ignore", "ignore", multiple=True, metavar="PATTERN",
+                             help="Files and folders that are not the project's (gitignore-style, e.g. build/ or "
+                                  "*.log; repeatable): not loaded, not watched, no reload.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def output_option(*formats):
+    return click.option("-o", "--output", type=click.Choice(formats), default=formats[0], show_default=True)
+
+
+json_option = output_option("table", "json")
+
+
+@click.group(cls=Main, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kubeless-local")
-def main():
+@click.pass_context
+def main(ctx):
     """Run Kubeless functions locally, in the real runtime contract, with hot reload."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())  # no command: the help, and success
 
 
 # ---------------------------------------------------------------- init
@@ -54,33 +125,18 @@ def main():
 
 @main.command()
 @click.argument("name")
-@click.option("-r", "--runtime", required=True, help="Runtime, e.g. python3.11 (see get-server-config).")
+@runtime_option
+@click.option("--force", is_flag=True, help="Write the template files into a folder that is not empty (other files are kept).")
 @user_errors
-def init(name, runtime):
+def init(name, runtime, force):
     """Create NAME/ with a handler, a deps file and function.yaml."""
-    from kubeless_local.runtimes import Catalog
+    from kubeless_local.emulator import scaffold
 
-    specs.validate_name("function name", name)
-    rt, notice = Catalog().resolve(runtime, require_local=False)
-    template = TEMPLATES_DIR / rt.server
-    if not template.is_dir():
-        raise UserError("no template for the %s runtime yet (looked in %s)" % (rt.id, template))
-    target = Path(name)
-    if target.exists() and any(target.iterdir()):
-        raise UserError("%s/ already exists and is not empty; choose another name or remove it" % name)
-    target.mkdir(parents=True, exist_ok=True)
-    for source in sorted(template.rglob("*")):
-        if any(part in specs.SKIP_DIRS for part in source.relative_to(template).parts):
-            continue  # e.g. __pycache__ that pip compiled beside an installed template
-        dest = target / source.relative_to(template)
-        if source.is_dir():
-            dest.mkdir(exist_ok=True)
-            continue
-        text = source.read_text().replace("{{name}}", name).replace("{{runtime}}", runtime)
-        dest.write_text(text)
-        click.echo("  created %s" % dest)
-    if notice:
-        click.echo(notice)
+    result = scaffold(name, runtime, force=force)
+    for path in result.created:
+        click.echo("  created %s" % path)
+    if result.notice:
+        click.echo(result.notice)
     click.echo("Next: cd %s && kubeless-local dev" % name)
 
 
@@ -96,7 +152,10 @@ def print_table(rows, columns):
         table.add_column(title)
     for row in rows:
         table.add_row(*[fmt(row) for _, fmt in columns])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=100_000)  # piped or redirected: never cut a URL at 80 columns
+    console.print(table)
 
 
 def _count(value):
@@ -105,8 +164,12 @@ def _count(value):
 
 FUNCTION_COLUMNS = [
     ("NAME", lambda r: r["name"]), ("RUNTIME", lambda r: r["runtime"]), ("STATE", lambda r: r["state"]),
-    ("URL", lambda r: r["url"] if r["port"] else "-"), ("CALLS", lambda r: _count(r["calls"])),
+    ("URL", lambda r: r["url"] if r.get("url") and r["port"] else "-"), ("CALLS", lambda r: _count(r["calls"])),
     ("ERRORS", lambda r: _count(r["errors"])), ("RELOADS", lambda r: str(r["reloads"])),
+]
+WIDE_COLUMNS = FUNCTION_COLUMNS + [
+    ("BACKEND", lambda r: r.get("backend") or "-"), ("PID", lambda r: _count(r.get("pid"))),
+    ("RESTARTS", lambda r: _count(r.get("restarts"))), ("READY_MS", lambda r: _count(r.get("ready_ms"))),
 ]
 
 
@@ -150,12 +213,12 @@ def _stop(signum, _frame):
     raise Stop(signum)
 
 
-def serve(root, backend_name, manifests=None):
+def serve(root, backend_name, manifests=None, ignore=()):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
-    from kubeless_local.emulator.session import DevSession
+    from kubeless_local.emulator import DevSession
 
-    session = DevSession(root, backend_name, manifests, say=lambda text: click.echo(text, err=True))
+    session = DevSession(root, backend_name, manifests, say=lambda text: click.echo(text, err=True), ignore=ignore)
     printer = LogPrinter(session.logs)
     printer.start()
     for sig in STOP_SIGNALS:
@@ -185,12 +248,13 @@ def serve(root, backend_name, manifests=None):
 @main.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @backend_option
+@ignore_option
 @user_errors
-def dev(path, backend):
+def dev(path, backend, ignore):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
     serve(root if root.is_dir() else root.parent, backend,
-          manifests=specs.load(root) if root.is_file() else None)
+          manifests=specs.load(root, ignore) if root.is_file() else None, ignore=ignore)
 
 
 def parse_pairs(values, flag):
@@ -209,23 +273,23 @@ def parse_pairs(values, flag):
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True))
-@click.option("-r", "--runtime", required=True, help="Runtime, e.g. python3.11.")
+@runtime_option
 @click.option("--handler", required=True, help="<module>.<function>, e.g. handler.hello.")
 @click.option("--name", help="Function name (default: from the handler's module).")
 @click.option("-d", "--dependencies", type=click.Path(exists=True, dir_okay=False), help="Deps file (requirements.txt, package.json…).")
 @click.option("-e", "--env", multiple=True, help="K=V (repeat or comma-separate).")
 @click.option("-l", "--label", multiple=True, help="k=v (repeat or comma-separate).")
-@click.option("--timeout", default="180", show_default=True, help="Seconds before a call answers 408.")
+@click.option("--timeout", default=specs.DEFAULT_TIMEOUT, show_default=True, help="Seconds before a call answers 408.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
-@click.option("--memory", help="Memory limit, e.g. 128Mi (passed as FUNC_MEMORY_LIMIT).")
-@click.option("--isolation", type=click.Choice(["warm", "per-call"]), help="per-call: fresh module state per call (legacy parity).")
+@click.option("--memory", type=QUANTITY, help="Memory limit, a Kubernetes quantity, e.g. 128Mi (passed as FUNC_MEMORY_LIMIT).")
+@click.option("--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity).")
 @click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
 @backend_option
+@ignore_option
 @user_errors
-def run(file, runtime, handler, name, dependencies, env, label, timeout, port, memory, isolation, runtime_image, backend):
+def run(file, runtime, handler, name, dependencies, env, label, timeout, port, memory, isolation, runtime_image, backend,
+        ignore):
     """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags)."""
-    from kubeless_local.emulator import backends
-
     source = Path(file).resolve()
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
     fn = specs.function_from_files(name, source, runtime, handler, deps_file=dependencies, timeout=timeout,
@@ -234,7 +298,8 @@ def run(file, runtime, handler, name, dependencies, env, label, timeout, port, m
                                    origin="kubeless-local run %s" % file)
     if runtime_image and (backend or backends.project_default(source.parent) or "process") == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
-    serve(source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]))
+    serve(source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]),
+          ignore=ignore)
 
 
 # ---------------------------------------------------------------- talking to a running dev
@@ -243,16 +308,24 @@ def run(file, runtime, handler, name, dependencies, env, label, timeout, port, m
 @main.command()
 @click.argument("name")
 @click.option("-d", "--data", help="Event data; a JSON object is sent as application/json. Without it: GET.")
+@click.option("--data-file", type=click.Path(exists=True, dir_okay=False), help="Event data read from FILE (as curl's -d @FILE).")
+@click.option("-X", "--method", help="HTTP method instead of GET/POST (the function may answer 405).")
+@click.option("-H", "--header", "headers", multiple=True, type=HEADER, help="Extra header 'Name: value' (repeatable).")
 @click.option("--path", default="/", show_default=True, help="Request path.")
 @user_errors
-def call(name, data, path):
+def call(name, data, data_file, method, headers, path):
     """Call a running function like `kubeless function call`."""
-    from kubeless_local.client import AdminClient, call as call_function
+    from kubeless_local.emulator import AdminClient, call_function
 
+    if data is not None and data_file:
+        raise UserError("--data and --data-file are exclusive: give one")
+    if data_file:
+        data = Path(data_file).read_bytes()
     row = AdminClient().function(name)
-    if not row["port"]:
+    if not row["port"] or not row.get("url"):
         raise UserError("%s is not running (%s): %s" % (name, row["state"], row["error"]))
-    response = call_function(row["url"], data, path=path)
+    response = call_function(row["url"], data, path=path, method=method.upper() if method else None,
+                             headers=dict(headers))
     if response.status_code == 408:
         raise_exit("Request timeout exceeded", 1)
     click.echo(response.text, nl=not response.text.endswith("\n"))
@@ -265,37 +338,69 @@ def raise_exit(message, code):
     sys.exit(code)
 
 
+def headline(error):
+    """The line of a (multi-line) error that says what went wrong: in a Python traceback the exception
+    (its last line that is not indented), else the first line."""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            after = [text for text in lines[index + 1:] if not text[0].isspace()]
+            if after:
+                return after[-1]
+    return lines[0] if lines else ""
+
+
 @main.command(name="ls")
-@json_option
+@output_option("table", "json", "yaml", "wide")
 @user_errors
 def list_functions(output):
-    """List functions of the running dev: state, URL, calls, errors, reloads."""
-    from kubeless_local.client import AdminClient
+    """List functions of the running dev: state, URL, calls, errors, reloads (wide: backend, pid, restarts, ready ms)."""
+    from kubeless_local.emulator import AdminClient
 
     rows = AdminClient().functions()
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    print_table(rows, FUNCTION_COLUMNS)
+    if output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(rows, sort_keys=False), nl=False)
+        return
+    print_table(rows, WIDE_COLUMNS if output == "wide" else FUNCTION_COLUMNS)
     for row in rows:
         if row["error"]:
-            click.echo("%s: %s" % (click.style(row["name"], bold=True), row["error"].strip().splitlines()[0]))
+            click.echo("%s: %s" % (click.style(row["name"], bold=True), headline(row["error"])))
+
+
+def timestamp(seconds):
+    """RFC 3339 in UTC with milliseconds, as `kubectl logs --timestamps` prints them."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
 
 
 @main.command()
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")
+@click.option("--since", type=DURATION, help="Only lines newer than this, e.g. 30s, 10m, 1h (after --tail).")
+@click.option("-t", "--timestamps", is_flag=True, help="Start each line with its time (UTC, RFC 3339).")
 @user_errors
-def logs(name, follow, tail):
+def logs(name, follow, tail, since, timestamps):
     """Print a function's logs."""
-    from kubeless_local.client import AdminClient
+    from kubeless_local.emulator import AdminClient
 
     client = AdminClient()
     client.function(name)
+    oldest = time.time() - since if since is not None else None
     try:
         for line in client.logs(name, follow=follow, tail=tail):
-            click.echo(line["text"])
+            if oldest is not None and line.get("time", 0) < oldest:
+                continue
+            if not timestamps:
+                click.echo(line["text"])
+                continue
+            for text in line["text"].splitlines() or [""]:  # a traceback is one entry of several lines
+                click.echo("%s %s" % (timestamp(line.get("time", 0)), text))
     except KeyboardInterrupt:
         pass
 

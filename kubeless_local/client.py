@@ -55,9 +55,12 @@ class AdminClient:
                 yield json.loads(raw)
 
 
-def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None):
-    """Send one event to a function the way Kubeless' event source would; returns the response."""
-    method, headers, body = envelope(source, data, topic=topic)
+def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, method=None, headers=None):
+    """Send one event to a function the way Kubeless' event source would; returns the response.
+    `method` and `headers` (e.g. `call -X PUT -H 'K: V'`) override the envelope's."""
+    envelope_method, envelope_headers, body = envelope(source, data, topic=topic)
+    method = method or envelope_method
+    headers = {**envelope_headers, **(headers or {})}
     try:
         return requests.request(method, url.rstrip("/") + path, headers=headers, data=body, timeout=timeout)
     except requests.RequestException as exc:

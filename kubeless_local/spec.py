@@ -1,8 +1,10 @@
-"""Kubeless manifests: Function and trigger models, loading from YAML, validation, rendering.
+"""Kubeless manifests: Function and trigger models, loading from YAML, validation.
 
 Errors name the file, the object and the field, and say how to fix it (contract §1, §2).
 """
+import fnmatch
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,9 @@ import yaml
 from kubeless_local.errors import UserError
 
 API_VERSION = "kubeless.io/v1beta1"
-KINDS = ("Function", "HTTPTrigger", "CronJobTrigger", "KafkaTrigger")
+KINDS = ("Function", "HTTPTrigger", "CronJobTrigger", "KafkaTrigger")  # emulated
+NOT_EMULATED = ("NATSTrigger", "KinesisTrigger")  # Kubeless kinds accepted and listed, not run locally
+ALL_KINDS = KINDS + NOT_EMULATED
 SOURCE_ANNOTATION = "local.kubeless.io/source"
 DEPS_ANNOTATION = "local.kubeless.io/deps"
 PORT_ANNOTATION = "local.kubeless.io/port"
@@ -20,6 +24,9 @@ ISOLATION_ANNOTATION = "local.kubeless.io/isolation"
 DEFAULT_TIMEOUT = "180"
 DEFAULT_PORT = 8080
 CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# A Kubernetes resource quantity (128Mi, 1G, 0.5Gi, 1e9), as `resources.limits.memory` takes it.
+QUANTITY_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+ISOLATIONS = ("warm", "per-call")  # warm: module state kept between calls, as in the pod; per-call: fresh
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SKIP_DIRS = {".kubeless-local", "node_modules", "vendor", "__pycache__", ".git", ".venv", "venv"}
 
@@ -130,6 +137,11 @@ class Manifests:
     http_triggers: list = field(default_factory=list)
     cron_triggers: list = field(default_factory=list)
     kafka_triggers: list = field(default_factory=list)
+    notices: list = field(default_factory=list)  # one line each: files and objects not loaded, and why
+
+    def extend(self, other):
+        for attribute in ("functions", "http_triggers", "cron_triggers", "kafka_triggers", "notices"):
+            getattr(self, attribute).extend(getattr(other, attribute))
 
     def function(self, name):
         for fn in self.functions:
@@ -192,7 +204,7 @@ def _required(origin, spec, key):
     return value
 
 
-def parse_function(doc, path: Path):
+def parse_function(doc, path: Path, project: Path = None):
     name, meta, spec, origin = _object(doc, path, "Function")
     handler = _string(origin, spec, "handler")
     validate_handler(origin, handler)
@@ -210,18 +222,22 @@ def parse_function(doc, path: Path):
         checksum=_string(origin, spec, "checksum"),
         deps=_string(origin, spec, "deps"),
         deployment=deployment, service=service,
-        source=_local_path(origin, path, annotations.get(SOURCE_ANNOTATION), SOURCE_ANNOTATION),
-        deps_file=_local_path(origin, path, annotations.get(DEPS_ANNOTATION), DEPS_ANNOTATION),
+        source=_local_path(origin, path, annotations.get(SOURCE_ANNOTATION), SOURCE_ANNOTATION, project),
+        deps_file=_local_path(origin, path, annotations.get(DEPS_ANNOTATION), DEPS_ANNOTATION, project),
         document=doc,
     )
     validate_function(fn)
     return fn
 
 
-def _local_path(origin, manifest: Path, value, annotation):
+def _local_path(origin, manifest: Path, value, annotation, project=None):
     if not value:
         return None
     resolved = (manifest.parent / value).resolve()
+    project = Path(project or manifest.parent).resolve()
+    if resolved != project and project not in resolved.parents:
+        # It would be compiled, copied and watched (a recursive watch of /etc): only the project's own files.
+        _fail(origin, "annotation %s: %s is outside the project folder %s; move it inside" % (annotation, value, project))
     if not resolved.exists():
         _fail(origin, "annotation %s: %s does not exist (paths are relative to the manifest)" % (annotation, value))
     return resolved
@@ -244,7 +260,9 @@ def validate_function(fn: FunctionSpec):
     port = fn.annotations.get(PORT_ANNOTATION)
     if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
         _fail(origin, "annotation %s %r must be a port number" % (PORT_ANNOTATION, port))
-    if fn.isolation not in ("warm", "per-call"):
+    if not QUANTITY_RE.match(fn.memory_limit):
+        _fail(origin, "memory %r must be a Kubernetes quantity, e.g. 128Mi or 1Gi" % fn.memory_limit)
+    if fn.isolation not in ISOLATIONS:
         _fail(origin, "annotation %s must be warm or per-call, got %r" % (ISOLATION_ANNOTATION, fn.isolation))
     try:
         fn.port, fn.env
@@ -285,30 +303,93 @@ PARSERS = {
 }
 
 
-def manifest_files(root: Path):
-    """YAML files under a folder (or the file itself), skipping state, deps and hidden folders."""
+class Ignore:
+    """What under a project folder is not the project's: deps, state and hidden folders, editor droppings,
+    and the user's gitignore-style patterns (`dev --ignore`). A folder that matches is pruned whole:
+    never walked, never watched."""
+
+    def __init__(self, patterns=()):
+        self.patterns = []  # (glob, matches the path from the root, folders only)
+        for raw in patterns:
+            glob = raw.rstrip("/")
+            glob = glob[3:] if glob.startswith("**/") else glob
+            anchored = "/" in glob  # `a/b` and `/a` match from the root; `name` at any depth, as in .gitignore
+            self.patterns.append((glob.lstrip("/"), anchored, raw.endswith("/")))
+
+    def _user(self, rel, is_dir):
+        name = rel.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(rel if anchored else name, glob) and (is_dir or not dir_only)
+                   for glob, anchored, dir_only in self.patterns)
+
+    def folder(self, rel):
+        """`rel`: a folder's path relative to the root, with `/`."""
+        name = rel.rsplit("/", 1)[-1]
+        return name in SKIP_DIRS or name.startswith(".") or self._user(rel, True)
+
+    def file(self, rel):
+        name = rel.rsplit("/", 1)[-1]
+        return name.startswith(".") or name.endswith(IGNORED_SUFFIXES) or self._user(rel, False)
+
+    def path(self, rel, is_dir=False):
+        """A file or folder the watcher reported: ignored when it, or a folder above it, is."""
+        parts = rel.split("/")
+        if any(self.folder("/".join(parts[:i])) for i in range(1, len(parts))):
+            return True
+        return self.folder(rel) if is_dir else self.file(rel)
+
+    def folders(self, top: Path, root: Path = None):
+        """`top` and every folder under it that is not ignored (paths relative to `root`, default `top`)."""
+        return [Path(folder) for folder, _ in self._walk(top, root)]
+
+    def walk(self, top: Path, root: Path = None):
+        """The files under `top` that are not ignored, sorted; ignored folders are never entered."""
+        root = root or top
+        found = []
+        for folder, files in self._walk(top, root):
+            for name in files:
+                path = Path(folder, name)
+                if not self.file(_rel(path, root)):
+                    found.append(path)
+        return sorted(found)
+
+    def _walk(self, top, root):
+        root = root or top
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not self.folder(_rel(Path(folder, d), root))]
+            yield folder, files
+
+
+def _rel(path: Path, root: Path):
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+IGNORED_SUFFIXES = (".pyc", ".swp", ".tmp", "~")  # editors' and compilers' droppings: never a reason to reload
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+# A file without this text holds no Kubeless object: it is not parsed at all (a 20 MB data file, CI files).
+KUBELESS_TEXT = re.compile(rb"kubeless\.io|^\s*kind:\s*[\"']?(%s)\b" % "|".join(ALL_KINDS).encode(), re.M)
+TEMPLATE_TEXT = re.compile(r"\{\{[^{}\n]*\}\}")  # Helm / Go template actions: `{{ .Values.name }}`
+
+
+def manifest_files(root: Path, ignore=None):
+    """YAML files under a folder (or the file itself), skipping state, deps, hidden and ignored folders."""
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise UserError("%s: no such file or folder" % root)
-    found = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).parts
-        if any(part in SKIP_DIRS or part.startswith(".") for part in rel[:-1]):
-            continue
-        if path.suffix in (".yaml", ".yml") and path.is_file() and not path.name.startswith("."):
-            found.append(path)
-    return found
+    return [p for p in (ignore or Ignore()).walk(root) if p.suffix in (".yaml", ".yml")]
 
 
-def load_documents(path: Path):
+def load_documents(path: Path, text=None):
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8") if text is None else text
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError("%s: cannot read (%s)" % (path, exc)) from None
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=YAML_LOADER) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = "%s:%d:%d" % (path, mark.line + 1, mark.column + 1) if mark else str(path)
@@ -316,39 +397,108 @@ def load_documents(path: Path):
         raise UserError("%s: malformed YAML: %s; fix the syntax there" % (where, problem)) from None
 
 
-def load(root) -> Manifests:
+def template_notice(path):
+    return "%s: not loaded: a template ({{ ... }}), not a Kubeless manifest as it stands" % path
+
+
+def read_manifest(path: Path):
+    """(documents, notice) of one YAML file. A file without Kubeless text is skipped unparsed; a template
+    that is not valid YAML is a notice; any other YAML error in a Kubeless file is the user's to fix."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+    if not KUBELESS_TEXT.search(data):
+        return [], None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+    try:
+        return load_documents(path, text), None
+    except UserError:
+        if TEMPLATE_TEXT.search(text):
+            return [], template_notice(path)
+        raise
+
+
+class Loader:
+    """The Kubeless objects under a folder (or in one file). Each file's documents are kept by its stat,
+    so a reload re-reads only the files that changed; the objects are rebuilt (cheap) every time."""
+
+    def __init__(self, root, ignore=()):
+        self.root = Path(root).resolve()
+        self.project = self.root if self.root.is_dir() else self.root.parent  # sources must stay inside it
+        self.ignore = ignore if isinstance(ignore, Ignore) else Ignore(ignore)
+        self.cache = {}  # path → ((mtime_ns, size, inode), (documents, notice))
+
+    def documents(self, path):
+        try:
+            st = path.stat()
+        except OSError:
+            return [], None  # deleted since the walk: the next change event reloads
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self.cache.get(path)
+        if cached is None or cached[0] != key:
+            cached = self.cache[path] = (key, read_manifest(path))
+        return cached[1]
+
+    def load(self) -> Manifests:
+        files = manifest_files(self.root, self.ignore)
+        present = set(files)
+        self.cache = {path: entry for path, entry in self.cache.items() if path in present}  # forget deleted files
+        manifests = Manifests()
+        for path in files:
+            documents, notice = self.documents(path)
+            if notice:
+                manifests.notices.append(notice)
+            found = Manifests()
+            try:
+                for doc in documents:
+                    add_document(found, doc, path, self.project)
+            except UserError:
+                if not TEMPLATE_TEXT.search(path.read_text(encoding="utf-8", errors="replace")):
+                    raise
+                manifests.notices.append(template_notice(path))  # valid YAML, but `{{ }}` where names go
+                continue
+            manifests.extend(found)
+        names = {}
+        for fn in manifests.functions:
+            if fn.name in names:
+                raise UserError("%s: Function %s is also defined in %s; names must be unique" % (fn.origin.split(":")[0], fn.name, names[fn.name]))
+            names[fn.name] = fn.origin.split(":")[0]
+        return manifests
+
+
+def load(root, ignore=()) -> Manifests:
     """Every Kubeless object in the YAML files under `root` (a file or a folder)."""
-    manifests = Manifests()
-    for path in manifest_files(Path(root)):
-        for doc in load_documents(path):
-            add_document(manifests, doc, path)
-    names = {}
-    for fn in manifests.functions:
-        if fn.name in names:
-            raise UserError("%s: Function %s is also defined in %s; names must be unique" % (fn.origin.split(":")[0], fn.name, names[fn.name]))
-        names[fn.name] = fn.origin.split(":")[0]
-    return manifests
+    return Loader(root, ignore).load()
 
 
-def add_document(manifests, doc, path):
+def add_document(manifests, doc, path, project=None):
     if not isinstance(doc, dict):
         return  # not a Kubernetes object (a list or scalar file): not ours
     api, kind = doc.get("apiVersion"), doc.get("kind")
     is_kubeless = isinstance(api, str) and api.startswith("kubeless.io/")
     if kind == "List" and isinstance(doc.get("items"), list):
         for item in doc["items"]:
-            add_document(manifests, item, path)
+            add_document(manifests, item, path, project)
         return
     if not is_kubeless:
-        if kind in KINDS:
+        if kind in ALL_KINDS:
             raise UserError("%s: %s has apiVersion %r; Kubeless objects use apiVersion: %s" % (path, kind, api, API_VERSION))
         return  # another tool's YAML (a Deployment, a CI file): ignored
     if api != API_VERSION:
         raise UserError("%s: apiVersion %r is not supported; use %s" % (path, api, API_VERSION))
+    if kind in NOT_EMULATED:
+        name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
+        manifests.notices.append("%s: %s %s is not emulated locally; skipped" % (path, kind, name or "<unnamed>"))
+        return
     if kind not in PARSERS:
-        raise UserError("%s: unknown kind %r for %s; expected one of %s" % (path, kind, API_VERSION, ", ".join(KINDS)))
+        raise UserError("%s: unknown kind %r for %s; expected one of %s" % (path, kind, API_VERSION, ", ".join(ALL_KINDS)))
     attribute, parser = PARSERS[kind]
-    getattr(manifests, attribute).append(parser(doc, path))
+    obj = parser(doc, path, project) if kind == "Function" else parser(doc, path)
+    getattr(manifests, attribute).append(obj)
 
 
 def function_from_files(name, source, runtime, handler, *, deps_file=None, timeout=DEFAULT_TIMEOUT,
@@ -381,8 +531,3 @@ def function_from_files(name, source, runtime, handler, *, deps_file=None, timeo
                       document=document)
     validate_function(fn)
     return fn
-
-
-def render(documents) -> str:
-    """Objects back to multi-document YAML."""
-    return yaml.safe_dump_all(list(documents), sort_keys=False, default_flow_style=False)

@@ -1,4 +1,5 @@
 """A project folder under `dev`: its manifests reconciled into running functions, watched for edits."""
+import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -8,51 +9,71 @@ from watchdog.observers import Observer
 
 from kubeless_local import spec as specs
 from kubeless_local.errors import UserError
-from kubeless_local.paths import STATE_DIRNAME
-from kubeless_local.spec import SKIP_DIRS
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
 
 
-def fingerprint(fn):
-    """What a running function depends on: its manifest and the bytes of its files."""
+class Digests:
+    """sha256 of files, re-read only when a file's stat changed: a save reads the saved file, nothing else,
+    and a touch that keeps the bytes does not reload."""
+
+    def __init__(self):
+        self.known = {}  # path → ((mtime_ns, size, inode), hex digest)
+
+    def of(self, path: Path):
+        try:
+            st = path.stat()
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+            known = self.known.get(path)
+            if known is None or known[0] != key:
+                digest = hashlib.sha256()
+                with open(path, "rb") as file:
+                    for block in iter(lambda: file.read(1 << 20), b""):
+                        digest.update(block)
+                known = self.known[path] = (key, digest.hexdigest())
+        except OSError:
+            return "missing"
+        return known[1]
+
+
+def fingerprint(fn, digests: Digests, ignore: specs.Ignore, root: Path):
+    """What a running function depends on: its manifest and the content of its files (ignored folders pruned)."""
     parts = [repr(fn.document)]
     for path in fn.watched_paths():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not ignored(p, path)) if path.is_dir() else [path]
-        for file in files:
-            try:
-                parts.append("%s:%s" % (file, file.read_bytes()))
-            except OSError:
-                parts.append("%s:missing" % file)
+        files = ignore.walk(path, root) if path.is_dir() else [path]
+        parts.extend((str(file), digests.of(file)) for file in files)
     return hash(tuple(parts))
 
 
-def ignored(path: Path, root: Path):
-    try:
-        rel = path.relative_to(root).parts
-    except ValueError:
-        rel = path.parts
-    return any(part in SKIP_DIRS or part.startswith(".") for part in rel) or path.suffix in (".pyc", ".swp", ".tmp") \
-        or path.name.endswith("~")
-
-
 class Project:
-    """Runs every Function found under `root`; `functions` (names) restricts it, as `run` does."""
+    """Runs every Function found under `root` (or the given `manifests`, as `run` does); `ignore`: the
+    user's gitignore-style patterns, honoured by the loader, the fingerprints and the watcher."""
 
-    def __init__(self, root: Path, supervisor, manifests=None):
+    def __init__(self, root: Path, supervisor, manifests=None, ignore=()):
         self.root = Path(root).resolve()
         self.supervisor = supervisor
         self.logs = supervisor.logs
         self.fixed = manifests  # `run`: a Function built from flags instead of files
+        self.ignore = specs.Ignore(ignore)
+        self.loader = specs.Loader(self.root, self.ignore)
+        self.digests = Digests()
         self.manifests = specs.Manifests()
         self.fingerprints = {}
+        self.shown = set()  # notices already shown: each is said once per session
+        self.last_error = None  # a broken manifest is reported once, not on every save
         self.observer = None
-        self.pending = set()
+        self.watches = {}  # folder → watchdog watch (one non-recursive watch per folder we care about)
+        self.handler = _Changes(self)
         self.timer = None
         self.lock = threading.Lock()
 
     def load(self):
-        return self.fixed if self.fixed is not None else specs.load(self.root)
+        manifests = self.fixed if self.fixed is not None else self.loader.load()
+        for notice in manifests.notices:
+            if notice not in self.shown:
+                self.shown.add(notice)
+                self.logs.emit("dev", notice, "system")
+        return manifests
 
     def start(self):
         """Load and start everything; a bad manifest raises UserError, a bad function only logs."""
@@ -66,8 +87,11 @@ class Project:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(self._start_one, self.manifests.functions))
 
+    def fingerprint(self, fn):
+        return fingerprint(fn, self.digests, self.ignore, self.root)
+
     def _start_one(self, fn):
-        self.fingerprints[fn.name] = fingerprint(fn)
+        self.fingerprints[fn.name] = self.fingerprint(fn)
         try:
             self.supervisor.start(fn)
         except UserError as exc:
@@ -79,23 +103,55 @@ class Project:
     # ------------------------------------------------------------ watching
 
     def watch(self):
-        handler = _Changes(self)
+        """Watch the project's folders and the functions' files, one folder at a time: ignored folders
+        (node_modules, .venv, .git…) get no inotify watch at all."""
         self.observer = Observer()
-        folders = {self.root}
+        trees, folders = {self.root}, set()
         for fn in self.manifests.functions:
             for path in fn.watched_paths():
-                folders.add(path if path.is_dir() else path.parent)
+                if path.is_dir():
+                    trees.add(path)
+                else:
+                    folders.add(path.parent)  # a single file (a deps file beside others): its folder only
+        for tree in trees:
+            if not any(other in tree.parents for other in trees):
+                folders.update(self.ignore.folders(tree, self.root))
         for folder in folders:
-            if not any(folder != other and other in folder.parents for other in folders):
-                self.observer.schedule(handler, str(folder), recursive=True)
+            self._watch(folder)
         self.observer.start()
 
-    def changed(self, path):
+    def _watch(self, folder):
+        if folder not in self.watches:
+            try:
+                self.watches[folder] = self.observer.schedule(self.handler, str(folder), recursive=False)
+            except OSError:
+                pass  # removed meanwhile
+
+    def folder_created(self, folder: Path):
+        if not self.ignore.path(self._rel(folder), is_dir=True):
+            for sub in self.ignore.folders(folder, self.root):
+                self._watch(sub)
+            self.changed(folder, is_dir=True)  # files may have landed in it before its watch
+
+    def folder_removed(self, folder: Path):
+        for watched in [f for f in self.watches if f == folder or folder in f.parents]:
+            try:
+                self.observer.unschedule(self.watches.pop(watched))
+            except (KeyError, OSError):
+                pass
+        self.changed(folder, is_dir=True)
+
+    def _rel(self, path: Path):
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name  # a function's file outside the folder (`run --dependencies ../x`)
+
+    def changed(self, path, is_dir=False):
         path = Path(path)
-        if STATE_DIRNAME in path.parts or ignored(path, self.root):
+        if self.ignore.path(self._rel(path), is_dir):
             return
         with self.lock:
-            self.pending.add(path)
             if self.timer is not None:
                 self.timer.cancel()
             self.timer = threading.Timer(DEBOUNCE, self.apply)
@@ -103,13 +159,14 @@ class Project:
             self.timer.start()
 
     def apply(self):
-        with self.lock:
-            self.pending.clear()
         try:
             manifests = self.load()
         except UserError as exc:
-            self.logs.emit("dev", "%s (keeping the running functions)" % exc, "system")
+            if str(exc) != self.last_error:
+                self.last_error = str(exc)
+                self.logs.emit("dev", "%s (keeping the running functions)" % exc, "system")
             return
+        self.last_error = None
         old = {fn.name: fn for fn in self.manifests.functions}
         new = {fn.name: fn for fn in manifests.functions}
         self.manifests = manifests
@@ -118,7 +175,7 @@ class Project:
             self.supervisor.stop(name)
             self.fingerprints.pop(name, None)
         for name, fn in new.items():
-            print_ = fingerprint(fn)
+            print_ = self.fingerprint(fn)
             if name not in old:
                 threading.Thread(target=self._start_one, args=(fn,), daemon=True).start()
             elif self.fingerprints.get(name) != print_:
@@ -149,7 +206,12 @@ class _Changes(FileSystemEventHandler):
     def on_any_event(self, event):
         if event.event_type in ("opened", "closed_no_write") or event.is_directory and event.event_type == "modified":
             return
-        self.project.changed(event.src_path)
         dest = getattr(event, "dest_path", "")
-        if dest:
-            self.project.changed(dest)
+        if event.is_directory and event.event_type in ("deleted", "moved"):
+            self.project.folder_removed(Path(event.src_path))
+        if event.is_directory and (event.event_type == "created" or dest):
+            self.project.folder_created(Path(dest or event.src_path))
+        elif not event.is_directory:
+            self.project.changed(event.src_path)
+            if dest:
+                self.project.changed(dest)

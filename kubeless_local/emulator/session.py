@@ -27,11 +27,13 @@ logging.getLogger("watchdog.observers.inotify").addFilter(
 class DevSession:
     """Create, then `start()`; `logs` exists from the beginning so start-up output can be shown.
 
-    `backend` (a Backend instance) replaces the one `backend_name` would create (tests pass a fake).
+    `backend` (a Backend instance) replaces the one `backend_name` would create (tests pass a fake);
+    `ignore` holds gitignore-style patterns (`dev --ignore`).
     """
 
-    def __init__(self, root, backend_name=None, manifests=None, say=print, *, backend=None, logs=None):
+    def __init__(self, root, backend_name=None, manifests=None, say=print, *, ignore=(), backend=None, logs=None):
         self.root = Path(root).resolve()
+        self.ignore = ignore  # gitignore-style patterns (`dev --ignore`)
         self.state_dir = self.root / STATE_DIRNAME
         self.backend_name, self.manifests, self.say = backend_name, manifests, say
         self.backend = backend
@@ -56,14 +58,14 @@ class DevSession:
         self.supervisor = Supervisor(self.state_dir, backend, self.logs)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self.admin.start()
-        self.project = Project(self.root, self.supervisor, self.manifests)
+        self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
         self.project.start()
         self.project.watch()
 
     def _backend_name(self):
         name = self.backend_name or backends.project_default(self.root) or "process"
         if name == "auto":
-            functions = (self.manifests if self.manifests is not None else specs.load(self.root)).functions
+            functions = (self.manifests if self.manifests is not None else specs.load(self.root, self.ignore)).functions
             name = backends.choose("auto", functions, self.say)
         return name
 

@@ -90,7 +90,7 @@ def test_ctrl_c_leaves_no_processes(tmp_path, start_dev):
     pid = read_ls(tmp_path / "hello")["hello"]["pid"]
     assert "is already running" in one_line_error(cli("dev", cwd=tmp_path / "hello"))
     dev.proc.send_signal(signal.SIGINT)
-    assert dev.proc.wait(timeout=15) == 0
+    assert dev.proc.wait(timeout=15) == 130  # 128 + SIGINT, as shells report Ctrl-C
     time.sleep(0.2)
     assert not os.path.exists("/proc/%d" % pid) or "Z" in open("/proc/%d/stat" % pid).read().split()[2]
     assert not (tmp_path / "hello" / ".kubeless-local" / "admin.json").exists()
@@ -270,3 +270,54 @@ def test_a_broken_manifest_keeps_the_running_functions(tmp_path, start_dev):
         assert time.monotonic() < deadline, dev.output()
         time.sleep(0.1)
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+
+
+def test_no_arguments_prints_help_and_exits_0(tmp_path):
+    result = cli(cwd=tmp_path)
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_unrelated_yaml_and_trees_do_not_stop_dev(tmp_path, start_dev):
+    """A Helm chart, a big data YAML, node_modules and an --ignore'd folder beside a function: dev starts,
+    says once what it skipped, and the CLI's new flags work against it."""
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    project = tmp_path / "hello"
+    (project / "handler.py").write_text(
+        "def hello(event, context):\n"
+        "    request = event['extensions']['request']\n"
+        "    return '%s %s %s' % (request.method, request.headers.get('X-Trace'), event['data'].decode())\n")
+    chart = project / "chart" / "templates"
+    chart.mkdir(parents=True)
+    (chart / "function.yaml").write_text("apiVersion: kubeless.io/v1beta1\nkind: Function\n"
+                                         "metadata: {name: {{ .Values.name }}}\nspec: {runtime: {{ .Values.rt }}}\n")
+    (project / "values.yaml").write_text("rows:\n" + "  - {id: 1, name: [unclosed\n" * 1000)
+    (project / "node_modules" / "x").mkdir(parents=True)
+    (project / "node_modules" / "x" / "bad.yaml").write_text("kind: Function\nmetadata: [oops\n")
+    (project / "scratch").mkdir()
+    (project / "scratch" / "bad.yaml").write_text("kind: Function\nmetadata: [oops\n")
+    dev = start_dev("dev", "--ignore", "scratch/", cwd=project)
+    dev.wait_for_output("Watching")
+    assert dev.output().count("not loaded: a template") == 1
+    table = cli("ls", cwd=project, check=True).stdout
+    assert read_ls(project)["hello"]["url"] in table  # piped: full width, never cut at 80 columns
+    (tmp_path / "event.txt").write_text("from-a-file")
+    result = cli("call", "hello", "-X", "POST", "-H", "X-Trace: t-1", "--data-file", str(tmp_path / "event.txt"),
+                 cwd=project, check=True)
+    assert result.stdout.strip() == "POST t-1 from-a-file"
+    stamped = cli("logs", "hello", "--since", "1h", "--timestamps", cwd=project, check=True).stdout.splitlines()
+    assert stamped and all(re_timestamp(line) for line in stamped), stamped
+
+
+def re_timestamp(line):
+    import re
+
+    return re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line)
+
+
+def test_a_source_outside_the_project_is_refused(tmp_path):
+    (tmp_path / "function.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\n"
+        "metadata: {name: a, annotations: {local.kubeless.io/source: /etc/passwd}}\n"
+        "spec: {runtime: python3.11, handler: passwd.hello}\n")
+    line = one_line_error(cli("dev", cwd=tmp_path))
+    assert "local.kubeless.io/source" in line and "outside the project folder" in line

@@ -1,4 +1,5 @@
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,164 @@ def test_checksum_vector_21():
     assert specs.checksum_of(b"function") == "sha256:78f9ac018e554365069108352dacabb7fbd15246edf19400677e3b54fe24e126"
     assert specs.checksum_of(b'def foo(event, context):\n    return "hello world"\n') == \
         "sha256:d251999dcbfdeccec385606fd0aec385b214cfc74ede8b6c9e47af71728f6e9a"
+
+
+# ---------------------------------------------------------------- files that are not manifests never stop `dev`
+
+HELM_TEMPLATE = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: {{ .Values.name }}
+spec:
+  runtime: {{ .Values.runtime }}
+  handler: handler.hello
+"""
+
+
+def test_a_helm_chart_in_the_folder_is_a_notice_not_an_error(tmp_path):
+    write(tmp_path, FUNCTION)
+    chart = tmp_path / "chart" / "templates"
+    chart.mkdir(parents=True)
+    (chart / "function.yaml").write_text(HELM_TEMPLATE)
+    (chart / "deployment.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: {{ .Values.name }}}\n")
+    (chart / "quoted.yaml").write_text(HELM_TEMPLATE.replace("{{ .Values.name }}", '"{{ .Values.name }}"')
+                                       .replace("{{ .Values.runtime }}", '"{{ .Values.runtime }}"'))
+    manifests = specs.load(tmp_path)
+    assert [f.name for f in manifests.functions] == ["hello"]
+    assert len(manifests.notices) == 2
+    assert all("template" in n and "\n" not in n for n in manifests.notices)
+    assert str(chart / "function.yaml") in manifests.notices[0]
+
+
+def test_the_init_templates_of_this_repo_do_not_stop_dev():
+    from kubeless_local.paths import TEMPLATES_DIR
+
+    manifests = specs.load(TEMPLATES_DIR)
+    assert manifests.functions == [] and len(manifests.notices) == 5
+
+
+def test_a_huge_data_yaml_is_not_parsed(tmp_path, monkeypatch):
+    write(tmp_path, FUNCTION)
+    (tmp_path / "data.yaml").write_text("rows:\n" + "  - {id: 1, name: x, price: 2.5}\n" * 200_000)
+    parsed = []
+    real = specs.load_documents
+    monkeypatch.setattr(specs, "load_documents", lambda path, text=None: parsed.append(path.name) or real(path, text))
+    assert [f.name for f in specs.load(tmp_path).functions] == ["hello"]
+    assert parsed == ["function.yaml"]
+
+
+def test_a_malformed_non_kubeless_yaml_is_skipped(tmp_path):
+    write(tmp_path, FUNCTION)
+    (tmp_path / "ci.yaml").write_text("steps: [unclosed\n")
+    assert [f.name for f in specs.load(tmp_path).functions] == ["hello"]
+
+
+def test_a_reload_reparses_only_the_changed_file(tmp_path, monkeypatch):
+    write(tmp_path, FUNCTION)
+    other = tmp_path / "sub" / "other.yaml"
+    other.parent.mkdir()
+    other.write_text(FUNCTION.replace("name: hello", "name: other").replace("handler.py", "../handler.py")
+                     .replace("requirements.txt", "../requirements.txt"))
+    loader = specs.Loader(tmp_path)
+    parsed = []
+    real = specs.load_documents
+    monkeypatch.setattr(specs, "load_documents", lambda path, text=None: parsed.append(path.name) or real(path, text))
+    assert sorted(f.name for f in loader.load().functions) == ["hello", "other"]
+    assert sorted(parsed) == ["function.yaml", "other.yaml"]
+    parsed.clear()
+    other.write_text(other.read_text().replace('timeout: "10"', 'timeout: "20"'))
+    manifests = loader.load()
+    assert parsed == ["other.yaml"]
+    assert manifests.function("other").timeout == "20" and manifests.function("hello").timeout == "10"
+    # The objects are rebuilt every time: a source deleted since is still reported.
+    (tmp_path / "handler.py").unlink()
+    with pytest.raises(UserError, match="handler.py does not exist"):
+        loader.load()
+
+
+def test_ignored_folders_are_not_walked(tmp_path, monkeypatch):
+    write(tmp_path, FUNCTION)
+    for folder in ("node_modules/pkg", ".venv/lib", "build/out", "docs/gen"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "x.yaml").write_text(FUNCTION.replace("name: hello", "name: dup"))
+    entered = []
+    real_walk = specs.os.walk
+
+    def spy(top, *args, **kwargs):
+        for folder, dirs, files in real_walk(top, *args, **kwargs):
+            entered.append(Path(folder).relative_to(tmp_path).as_posix())
+            yield folder, dirs, files
+
+    monkeypatch.setattr(specs.os, "walk", spy)
+    assert [f.name for f in specs.load(tmp_path, ignore=["build/", "gen"]).functions] == ["hello"]
+    assert sorted(entered) == [".", "docs"]
+
+
+def test_user_ignore_patterns_are_gitignore_style():
+    ignore = specs.Ignore(["build/", "*.log", "/top.yaml", "docs/*.yaml", "**/cache"])
+    assert ignore.folder("build") and ignore.folder("a/build") and not ignore.file("build")
+    assert ignore.file("x.log") and ignore.file("a/b/x.log")
+    assert ignore.file("top.yaml") and not ignore.file("sub/top.yaml")
+    assert ignore.file("docs/a.yaml") and not ignore.file("a.yaml")
+    assert ignore.folder("x/cache")
+    assert ignore.path("node_modules/a/b.js") and ignore.path("a/.git/HEAD") and ignore.path("x.pyc")
+    assert not ignore.path("src/handler.py")
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "../outside.py"])
+def test_a_source_outside_the_project_is_refused(tmp_path, source):
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "outside.py").write_text("x = 1\n")
+    message = error_of(project, FUNCTION.replace("source: handler.py", "source: %s" % source))
+    assert "local.kubeless.io/source" in message and "outside the project folder" in message
+    assert str(project / "function.yaml") in message
+
+
+def test_deps_outside_the_project_is_refused(tmp_path):
+    message = error_of(tmp_path, FUNCTION.replace("deps: requirements.txt", "deps: /etc/hostname"))
+    assert "local.kubeless.io/deps" in message and "outside the project folder" in message
+
+
+def test_a_source_in_a_sibling_folder_of_the_project_is_fine(tmp_path):
+    (tmp_path / "fns").mkdir()
+    write(tmp_path, FUNCTION.replace("handler.py", "../handler.py").replace("requirements.txt", "../requirements.txt"),
+          name="fns/function.yaml")
+    assert specs.load(tmp_path).functions[0].source == (tmp_path / "handler.py").resolve()
+
+
+def test_kubeless_kinds_not_emulated_are_listed_with_a_notice(tmp_path):
+    write(tmp_path, FUNCTION + """---
+apiVersion: kubeless.io/v1beta1
+kind: NATSTrigger
+metadata: {name: orders}
+spec: {topic: orders, functionSelector: {matchLabels: {app: shop}}}
+---
+apiVersion: kubeless.io/v1beta1
+kind: KinesisTrigger
+metadata: {name: stream}
+spec: {function-name: hello, stream: s, aws-region: x, shard: y, secret: z}
+""")
+    manifests = specs.load(tmp_path)
+    assert [f.name for f in manifests.functions] == ["hello"]
+    assert len(manifests.notices) == 2
+    assert "NATSTrigger orders is not emulated" in manifests.notices[0]
+    assert "KinesisTrigger stream is not emulated" in manifests.notices[1]
+
+
+def test_a_kubeless_file_with_a_yaml_error_still_stops(tmp_path):
+    message = error_of(tmp_path, FUNCTION + "  timeout: [unclosed\n")
+    assert "malformed YAML" in message
+
+
+def test_memory_must_be_a_kubernetes_quantity(tmp_path):
+    assert "memory 'lots'" in error_of(tmp_path, FUNCTION.replace("memory: 128Mi", "memory: lots"))
+    write(tmp_path, FUNCTION.replace("memory: 128Mi", "memory: 1Gi"))
+    assert specs.load(tmp_path).functions[0].memory_limit == "1Gi"
+
+
+def test_an_ignored_folder_reported_by_the_watcher_is_ignored():
+    ignore = specs.Ignore(["build/"])
+    assert ignore.path("fn/node_modules", is_dir=True) and ignore.path("build", is_dir=True)
+    assert not ignore.path("fn/lib", is_dir=True) and not ignore.path("build")  # a file named build

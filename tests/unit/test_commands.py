@@ -1,0 +1,281 @@
+"""The CLI with click's CliRunner: parsing and printing, against a fake admin client and a tiny HTTP server."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from kubeless_local import cli
+from kubeless_local import emulator
+from kubeless_local.errors import UserError
+
+TRACEBACK = """Traceback (most recent call last):
+  File "/x/kubeless.py", line 40, in load
+    module = importlib.import_module(name)
+  File "/x/handler.py", line 1, in <module>
+    import no_such_module
+ModuleNotFoundError: No module named 'no_such_module'
+"""
+
+
+def row(name="hello", **overrides):
+    base = {"name": name, "runtime": "python3.11", "state": "Ready", "url": "http://127.0.0.1:8080", "port": 8080,
+            "pid": 4242, "backend": "process", "calls": 3, "errors": 0, "reloads": 1, "restarts": 0, "error": "",
+            "ready_ms": 120}
+    return {**base, **overrides}
+
+
+class FakeAdmin:
+    """Stands in for AdminClient: the rows and log lines a running `dev` would answer."""
+
+    rows = []
+    lines = []
+
+    def functions(self):
+        return self.rows
+
+    def function(self, name):
+        for r in self.rows:
+            if r["name"] == name:
+                return r
+        raise UserError("no function %r in this project; `kubeless-local ls` lists them" % name)
+
+    def logs(self, name, follow=False, tail=None):
+        lines = self.lines if tail is None else self.lines[-tail:] if tail else []
+        return iter(lines)
+
+
+@pytest.fixture
+def admin(monkeypatch):
+    monkeypatch.setattr(emulator, "AdminClient", FakeAdmin, raising=False)
+    FakeAdmin.rows, FakeAdmin.lines = [row()], []
+    return FakeAdmin
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+
+
+def one_line_error(result):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+# ---------------------------------------------------------------- the command itself
+
+
+def test_no_arguments_prints_the_help_and_succeeds():
+    result = invoke()
+    assert result.exit_code == 0 and "Usage:" in result.output and "init" in result.output
+
+
+def test_backend_choices_come_from_the_engine():
+    params = {p.name: p for p in cli.dev.params}
+    assert list(params["backend"].type.choices) == emulator.backends.CHOICES
+
+
+# ---------------------------------------------------------------- init
+
+
+def test_init_creates_the_template_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("init", "hello", "--runtime", "python3.11")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "hello").iterdir()) == ["function.yaml", "handler.py", "requirements.txt"]
+    assert "created hello/handler.py" in result.output and "Next: cd hello" in result.output
+    assert "name: hello" in (tmp_path / "hello" / "function.yaml").read_text()
+
+
+def test_init_refuses_a_non_empty_folder_unless_forced(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hello").mkdir()
+    (tmp_path / "hello" / "handler.py").write_text("mine\n")
+    (tmp_path / "hello" / "notes.txt").write_text("keep me\n")
+    assert "--force" in one_line_error(invoke("init", "hello", "-r", "python3.11"))
+    assert (tmp_path / "hello" / "handler.py").read_text() == "mine\n"
+    result = invoke("init", "hello", "-r", "python3.11", "--force")
+    assert result.exit_code == 0, result.output
+    assert "def hello" in (tmp_path / "hello" / "handler.py").read_text()
+    assert (tmp_path / "hello" / "notes.txt").read_text() == "keep me\n"
+
+
+def test_init_with_an_unknown_runtime_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "fortran77" in one_line_error(invoke("init", "hello", "-r", "fortran77"))
+    assert not (tmp_path / "hello").exists()
+
+
+def test_scaffold_returns_the_created_paths(tmp_path):
+    result = emulator.scaffold("fn", "nodejs20", target=tmp_path / "fn")
+    assert sorted(p.name for p in result.created) == ["function.yaml", "handler.js", "package.json"]
+    assert all(p.is_file() for p in result.created)
+
+
+# ---------------------------------------------------------------- run / dev
+
+
+def test_run_refuses_a_memory_that_is_not_a_quantity(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
+    monkeypatch.setattr(cli, "serve", lambda *a, **k: pytest.fail("must not start"))
+    line = one_line_error(invoke("run", "handler.py", "-r", "python3.11", "--handler", "handler.hello",
+                                 "--memory", "lots"))
+    assert "--memory 'lots'" in line and "128Mi" in line
+
+
+def test_run_accepts_a_quantity(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
+    started = []
+    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
+    result = invoke("run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--memory", "256Mi")
+    assert result.exit_code == 0, result.output
+    assert started[0].functions[0].memory_limit == "256Mi"
+
+
+def test_dev_passes_ignore_patterns(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, ignore=(): seen.update(ignore=ignore))
+    result = invoke("dev", str(tmp_path), "--ignore", "build/", "--ignore", "*.log")
+    assert result.exit_code == 0, result.output
+    assert list(seen["ignore"]) == ["build/", "*.log"]
+
+
+# ---------------------------------------------------------------- call
+
+
+class Recorder(BaseHTTPRequestHandler):
+    seen = []
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        Recorder.seen.append((self.command, dict(self.headers), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    do_GET = do_POST = do_PUT = do_DELETE = answer
+
+
+@pytest.fixture
+def function_server(admin):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    Recorder.seen = []
+    admin.rows = [row(url="http://127.0.0.1:%d" % server.server_address[1], port=server.server_address[1])]
+    yield Recorder.seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_call_sends_method_headers_and_a_data_file(tmp_path, function_server):
+    data = tmp_path / "event.json"
+    data.write_bytes(b'{"a": 1}')
+    result = invoke("call", "hello", "-X", "put", "-H", "X-Trace: abc", "-H", "Authorization: Bearer t",
+                    "--data-file", str(data))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.output == "ok\n"
+    method, headers, body = function_server[0]
+    assert method == "PUT" and body == b'{"a": 1}'
+    assert headers["X-Trace"] == "abc" and headers["Authorization"] == "Bearer t"
+    assert headers["Content-Type"] == "application/json" and headers["event-namespace"] == "cli.kubeless.io"
+
+
+def test_call_without_flags_is_a_get(function_server):
+    assert invoke("call", "hello").exit_code == 0
+    assert function_server[0][0] == "GET"
+
+
+def test_call_flag_errors_are_one_line(tmp_path, function_server):
+    assert "'Name: value'" in one_line_error(invoke("call", "hello", "-H", "no-colon"))
+    (tmp_path / "d").write_text("x")
+    assert "exclusive" in one_line_error(invoke("call", "hello", "-d", "x", "--data-file", str(tmp_path / "d")))
+    assert function_server == []
+
+
+# ---------------------------------------------------------------- ls
+
+
+def test_ls_outputs(admin):
+    admin.rows = [row(), row("broken", state="CompileError", error=TRACEBACK, calls=None)]
+    assert [r["name"] for r in json.loads(invoke("ls", "-o", "json").output)] == ["hello", "broken"]
+    assert yaml.safe_load(invoke("ls", "-o", "yaml").output) == admin.rows
+    wide = invoke("ls", "-o", "wide").output
+    header = wide.splitlines()[0].split()
+    assert header[-4:] == ["BACKEND", "PID", "RESTARTS", "READY_MS"]
+    assert "4242" in wide and "process" in wide and "120" in wide
+    assert "BACKEND" not in invoke("ls").output
+
+
+def test_ls_shows_the_exception_of_a_traceback_not_its_first_line(admin):
+    admin.rows = [row("broken", state="CompileError", error=TRACEBACK)]
+    output = invoke("ls").output
+    assert "broken: ModuleNotFoundError: No module named 'no_such_module'" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("error, expected", [
+    (TRACEBACK, "ModuleNotFoundError: No module named 'no_such_module'"),
+    ("ModuleNotFoundError: No module named 'no_such_module'\n" + TRACEBACK,  # runtimes that put it first
+     "ModuleNotFoundError: No module named 'no_such_module'"),
+    ("handler.py has no function 'hello'", "handler.py has no function 'hello'"),
+    ("", ""),
+])
+def test_headline(error, expected):
+    assert cli.headline(error) == expected
+
+
+def test_tables_are_full_width_when_piped(admin):
+    long_name = "a-function-with-a-rather-long-name-that-pushes-the-table-wide"
+    admin.rows = [row(long_name, url="http://127.0.0.1:18080")]
+    output = invoke("ls").output
+    assert "http://127.0.0.1:18080" in output and long_name in output and "…" not in output
+
+
+# ---------------------------------------------------------------- logs
+
+
+def test_logs_since_and_timestamps(admin):
+    now = time.time()
+    admin.lines = [{"text": "old", "stream": "stdout", "time": now - 3600},
+                   {"text": "recent", "stream": "stdout", "time": now - 30},
+                   {"text": "newest", "stream": "stdout", "time": now - 1}]
+    assert invoke("logs", "hello").output.split() == ["old", "recent", "newest"]
+    assert invoke("logs", "hello", "--since", "10m").output.split() == ["recent", "newest"]
+    assert invoke("logs", "hello", "--since", "5s").output.split() == ["newest"]
+    stamped = invoke("logs", "hello", "--since", "1h1m", "--timestamps").output.splitlines()
+    assert len(stamped) == 3 and stamped[0].endswith(" old")
+    admin.lines = [{"text": "Traceback (most recent call last):\n  File \"x\"\nValueError: x", "time": now}]
+    stamped = invoke("logs", "hello", "--timestamps").output.splitlines()
+    assert len(stamped) == 3 and all(line.split()[0].endswith("Z") for line in stamped)
+    assert time.strftime("%Y-%m-%dT", time.gmtime(now - 3600)) in stamped[0] and stamped[0].split()[0].endswith("Z")
+
+
+def test_logs_since_must_be_a_duration(admin):
+    assert "--since 'yesterday'" in one_line_error(invoke("logs", "hello", "--since", "yesterday"))
+
+
+def test_parse_duration():
+    assert [cli.parse_duration(t) for t in ("30s", "10m", "1h", "1h30m")] == [30, 600, 3600, 5400]
+    for bad in ("", "10", "m", "1d", "-5s"):
+        with pytest.raises(ValueError):
+            cli.parse_duration(bad)
+
+
+def test_shell_completion_as_the_readme_documents_it():
+    runner = CliRunner()
+    script = runner.invoke(cli.main, [], prog_name="kubeless-local", env={"_KUBELESS_LOCAL_COMPLETE": "bash_source"})
+    assert "_kubeless_local_completion" in script.output
+    words = runner.invoke(cli.main, [], prog_name="kubeless-local",
+                          env={"_KUBELESS_LOCAL_COMPLETE": "bash_complete", "COMP_WORDS": "kubeless-local dev --backend ",
+                               "COMP_CWORD": "3"})
+    assert words.output.split() == ["plain,%s" % choice for choice in emulator.backends.CHOICES]

@@ -1,0 +1,179 @@
+"""Project: manifests → functions, fingerprints, the watcher; with a supervisor that only records calls."""
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kubeless_local import spec as specs
+from kubeless_local.emulator import project as projects
+from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.project import Project
+
+MANIFEST = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: {name}
+  annotations: {{local.kubeless.io/source: {source}}}
+spec: {{runtime: nodejs20, handler: handler.hello}}
+"""
+
+
+class RecordingSupervisor:
+    """What Project asks of the supervisor, recorded (no backend, no processes)."""
+
+    def __init__(self):
+        self.logs = LogHub()
+        self.calls = []
+        self.changed = threading.Condition()
+
+    def _record(self, *call):
+        with self.changed:
+            self.calls.append(call)
+            self.changed.notify_all()
+
+    def start(self, fn):
+        self._record("start", fn.name)
+
+    def reload(self, fn):
+        self._record("reload", fn.name)
+
+    def stop(self, name):
+        self._record("stop", name)
+
+    def fail(self, fn, message):
+        self._record("fail", fn.name)
+
+    def stop_all(self):
+        pass
+
+    def wait_for(self, call, timeout=10):
+        with self.changed:
+            assert self.changed.wait_for(lambda: call in self.calls, timeout), self.calls
+
+    def system_lines(self, name="dev"):
+        return [line.text for line in self.logs.tail(name)]
+
+
+def make_project(tmp_path, name="fn", **kwargs):
+    src = tmp_path / name
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "handler.js").write_text("module.exports = {hello: () => 'v1'};\n")
+    (src / "package.json").write_text("{}\n")
+    modules = src / "node_modules" / "left-pad"
+    modules.mkdir(parents=True, exist_ok=True)
+    (modules / "index.js").write_text("module.exports = 1;\n")
+    (tmp_path / ("%s.yaml" % name)).write_text(MANIFEST.format(name=name, source=name))
+    supervisor = RecordingSupervisor()
+    return Project(tmp_path, supervisor, **kwargs), supervisor
+
+
+def test_fingerprint_skips_ignored_folders_and_reads_only_changed_files(tmp_path, monkeypatch):
+    project, _ = make_project(tmp_path)
+    project.start()
+    fn = project.manifests.function("fn")
+    read = []
+    real_open = open
+    monkeypatch.setattr(projects, "open", lambda path, *a: read.append(Path(path).name) or real_open(path, *a),
+                        raising=False)
+    first = project.fingerprint(fn)
+    assert read == []  # nothing changed since start: stat only
+    (tmp_path / "fn" / "node_modules" / "left-pad" / "index.js").write_text("changed\n")
+    assert project.fingerprint(fn) == first and read == []
+    (tmp_path / "fn" / "handler.js").write_text("module.exports = {hello: () => 'v2'};\n")
+    assert project.fingerprint(fn) != first and read == ["handler.js"]
+    # Same bytes written again (an editor's save without changes): no reload.
+    second = project.fingerprint(fn)
+    (tmp_path / "fn" / "handler.js").write_text("module.exports = {hello: () => 'v2'};\n")
+    assert project.fingerprint(fn) == second
+
+
+def test_user_ignore_patterns_do_not_reach_the_fingerprint(tmp_path):
+    project, _ = make_project(tmp_path, ignore=["*.log"])
+    project.start()
+    fn = project.manifests.function("fn")
+    first = project.fingerprint(fn)
+    (tmp_path / "fn" / "debug.log").write_text("noise\n")
+    assert project.fingerprint(fn) == first
+
+
+def test_changed_ignores_deps_state_and_patterns(tmp_path):
+    project, _ = make_project(tmp_path, ignore=["tmp/"])
+    for path in ("fn/node_modules/x/y.js", ".kubeless-local/ports.json", ".git/index", "tmp/a.txt", "fn/x.pyc"):
+        project.changed(tmp_path / path)
+        assert project.timer is None, path
+    project.changed(tmp_path / "fn" / "node_modules", is_dir=True)
+    assert project.timer is None
+    project.changed(tmp_path / "fn" / "handler.js")
+    assert project.timer is not None
+    project.timer.cancel()
+
+
+def test_a_save_reparses_only_the_changed_manifest(tmp_path, monkeypatch):
+    project, supervisor = make_project(tmp_path)
+    make_project(tmp_path, "other")
+    project.start()
+    assert sorted(c for c in supervisor.calls) == [("start", "fn"), ("start", "other")]
+    parsed = []
+    real = specs.load_documents
+    monkeypatch.setattr(specs, "load_documents", lambda path, text=None: parsed.append(path.name) or real(path, text))
+    manifest = tmp_path / "other.yaml"
+    manifest.write_text(manifest.read_text().replace("handler.hello", "handler.other"))
+    project.apply()
+    assert parsed == ["other.yaml"]
+    supervisor.wait_for(("reload", "other"))
+    assert ("reload", "fn") not in supervisor.calls
+
+
+def test_a_broken_manifest_is_reported_once_and_notices_once(tmp_path):
+    project, supervisor = make_project(tmp_path)
+    (tmp_path / "chart").mkdir()
+    (tmp_path / "chart" / "fn.yaml").write_text(MANIFEST.format(name="{{ .Values.name }}", source="x"))
+    project.start()
+    manifest = tmp_path / "fn.yaml"
+    good = manifest.read_text()
+    manifest.write_text(good + "  timeout: [unclosed\n")
+    project.apply()
+    project.apply()  # a second event for the same save
+    lines = supervisor.system_lines()
+    assert sum("malformed YAML" in line for line in lines) == 1
+    assert sum("a template" in line for line in lines) == 1
+    manifest.write_text(good)
+    project.apply()
+    manifest.write_text(good + "  timeout: [unclosed\n")
+    project.apply()
+    assert sum("malformed YAML" in line for line in supervisor.system_lines()) == 2  # a new breakage is said again
+    assert sum("a template" in line for line in supervisor.system_lines()) == 1
+
+
+def test_the_watcher_skips_ignored_folders_and_reloads_on_save(tmp_path):
+    project, supervisor = make_project(tmp_path, ignore=["build/"])
+    (tmp_path / "build" / "deep").mkdir(parents=True)
+    project.start()
+    project.watch()
+    try:
+        watched = {p.relative_to(tmp_path).as_posix() for p in project.watches}
+        assert watched == {".", "fn"}
+        (tmp_path / "fn" / "lib").mkdir()
+        deadline = time.monotonic() + 10
+        while tmp_path / "fn" / "lib" not in project.watches:
+            assert time.monotonic() < deadline, project.watches
+            time.sleep(0.01)
+        (tmp_path / "fn" / "lib" / "util.js").write_text("module.exports = 2;\n")
+        supervisor.wait_for(("reload", "fn"))
+        project.folder_created(tmp_path / "fn" / "node_modules")  # as `npm install` makes it
+        project.folder_created(tmp_path / "build" / "deep")
+        assert {p.relative_to(tmp_path).as_posix() for p in project.watches} == {".", "fn", "fn/lib"}
+    finally:
+        project.stop()
+
+
+@pytest.mark.parametrize("source", ["/etc", "../elsewhere"])
+def test_a_source_outside_the_project_is_never_watched(tmp_path, source):
+    root = tmp_path / "p"
+    project, _ = make_project(root)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "fn.yaml").write_text(MANIFEST.format(name="fn", source=source))
+    with pytest.raises(specs.UserError, match="outside the project folder"):
+        project.start()
