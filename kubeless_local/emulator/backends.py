@@ -74,3 +74,16 @@ def choose(name, functions, say):
         return "process"
     say("backend: docker (engine %s, images present)" % client.api.base_url)
     return "docker"
+
+
+def server_config(catalog, client=None):
+    """What `get-server-config` shows: per runtime of the catalog, whether this machine runs it as a
+    process (its toolchain is here), whether its image is present (docker; client None: no engine),
+    which image, and the legacy versions it also accepts."""
+    from kubeless_local.emulator import images
+
+    images_by_runtime = {row["runtime"]: row for row in images.image_rows(catalog, client)}
+    return [{"runtime": rt.name, "process": rt.available(), "docker": images_by_runtime[rt.name]["present"],
+             "image": images_by_runtime[rt.name]["image"],
+             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id))}
+            for rt in catalog.all()]

@@ -8,14 +8,15 @@ import pytest
 from kubeless_local import spec as specs
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.errors import UserError
-from kubeless_local.runtimes import Runtime
+from kubeless_local.runtimes import Runtime, Steps
 
 CODE = b'def foo(event, context):\n    return "hello world"\n'
 
 
 def runtime(**process):
     return Runtime(id="python", version="3.11", server="python", dep_name="requirements.txt", suffix=".py",
-                   executable="python3.11", probe=(), expect="", image="", process=process)
+                   executable="python3.11", probe=(), expect="", image="",
+                   process=Steps(**{k: tuple(v) if isinstance(v, list) else v for k, v in process.items()}))
 
 
 def inline(tmp_path, function, ctype, checksum="", deps=""):
