@@ -140,3 +140,49 @@ def test_compile_runs_once_per_content(tmp_path, monkeypatch):
     edited = prep.prepare(fn, rt, tmp_path / "state")
     assert (edited.build_dir / "server").read_bytes().endswith(b"# edited\n")
     assert counter.read_text().count("run") == 2
+
+
+def host_function(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "hello.py").write_bytes(CODE)
+    return specs.function_from_files("hello", tmp_path / "src" / "hello.py", "python3.11", "hello.foo")
+
+
+def test_map_paths_maps_every_generation_of_the_function_to_the_users_file(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    root = first.root
+    # the process pump keeps the start-time Prepared: lines of later generations pass through it
+    text = 'File "%s/gen-10/hello.py", line 2; %s/build-3/x.go; %s/kubeless/data.txt; %s/gen-2/hello.pyc' % (
+        root, root, root, root)
+    assert first.map_paths(text) == 'File "%s", line 2; %s/x.go; %s/data.txt; %s/hello.pyc' % (
+        fn.source, fn.source.parent, fn.source.parent, fn.source.parent)
+    assert first.map_paths("nothing to map in /elsewhere/gen-3/hello.py") == "nothing to map in /elsewhere/gen-3/hello.py"
+
+
+def test_prune_keeps_the_serving_and_the_last_good_generation(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    gens = [prep.prepare(fn, runtime(), tmp_path / "state") for _ in range(4)]
+    prep.activate(gens[3])
+    prep.prune_generations(gens[3], gens[2])
+    assert [g.code_dir.exists() for g in gens] == [False, False, True, True]
+    assert gens[3].install_link.resolve() == gens[3].code_dir.resolve()
+
+
+def test_a_failed_prepare_leaves_no_generation_behind(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    rt = runtime(check=["sh", "-c", "echo 'SyntaxError'; exit 1"])
+    with pytest.raises(prep.StepFailed) as info:
+        prep.prepare(fn, rt, tmp_path / "state")
+    assert info.value.step == prep.STEP_CHECK == "check"
+    assert not list((tmp_path / "state" / "functions" / "hello").glob("gen-*"))
+
+
+def test_a_failed_runtime_setup_is_its_own_step_and_is_retried(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    rt = runtime(setup=["sh", "-c", "echo 'Could not reach the package index'; exit 1"])
+    for _ in range(2):
+        with pytest.raises(prep.StepFailed) as info:
+            prep.prepare(fn, rt, tmp_path / "state")
+        assert info.value.step == "runtime setup" and "package index" in info.value.output

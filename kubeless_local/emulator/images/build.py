@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kubeless_local.emulator.images.choice import OWN_LABEL, image_for, image_present
 from kubeless_local.emulator.images.engine import FIX
-from kubeless_local.emulator.images.host import REGISTRIES, host_ca_bundle, registry
+from kubeless_local.emulator.images import host
 from kubeless_local.errors import UserError
 from kubeless_local.paths import RUNTIMES_DIR
 
@@ -27,7 +27,7 @@ def build_context(runtime, target: Path):
         raise UserError("no Dockerfile for %s (%s); %s" % (runtime.name, source / "Dockerfile", FIX))
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("node_modules", ".git", "__pycache__", "*.pyc"),
                     dirs_exist_ok=True)
-    ca = host_ca_bundle()
+    ca = host.host_ca_bundle()
     (target / CA_NAME).write_bytes(Path(ca).read_bytes() if ca else b"")
     return target
 
@@ -38,9 +38,9 @@ def build_args(runtime):
     values = {"version": runtime.version}
     args = {}
     for key, value in runtime.docker.build_args.items():
-        for name, (_, _, how) in REGISTRIES.items():
+        for name, (_, _, how) in host.REGISTRIES.items():
             if "{%s}" % name in value:
-                values[name] = registry(name)
+                values[name] = host.registry(name)
                 if not values[name]:
                     raise UserError("building %s needs a %s and this machine configures none; set one (%s)"
                                     % (runtime.image, name.replace("_", " "), how))

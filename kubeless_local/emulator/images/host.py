@@ -26,8 +26,7 @@ def _ask(argv):
     except (OSError, subprocess.TimeoutExpired):
         return ""
     lines = out.stdout.strip().splitlines()
-    value = lines[0].strip() if out.returncode == 0 and lines else ""
-    return "" if value in ("undefined", "null", "None") else value
+    return lines[0].strip() if out.returncode == 0 and lines else ""
 
 
 # name: (env variables that configure it, the host tool's own setting, how to set it)
@@ -46,6 +45,8 @@ def registry(name):
     """The registry URL this machine is configured with ("" when none): its env first, then the tool."""
     variables, argv, _ = REGISTRIES[name]
     value = next((os.environ[v] for v in variables if os.environ.get(v)), "") or _ask(argv)
+    if value in ("undefined", "null", "None"):  # how npm and pip say "not set"
+        value = ""
     if name == "goproxy":  # a list ("https://proxy.example,direct"): the first proxy URL
         value = next((p for p in value.replace("|", ",").split(",") if "://" in p), "")
     return value.rstrip("/")
