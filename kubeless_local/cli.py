@@ -370,7 +370,7 @@ def runtime_ls(output):
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    print_table(rows, [("RUNTIME", lambda r: r["runtime"]), ("IMAGE", lambda r: r["image"]),
+    print_table(rows, [("RUNTIME", lambda r: r["runtime"]), ("IMAGE", lambda r: r["image"] or "none (process only)"),
                        ("FROM", lambda r: r["source"]), ("PRESENT", lambda r: ("yes (stale: rebuild)" if r["stale"] else "yes") if r["present"] else "no"),
                        ("ID", lambda r: r["id"]), ("SIZE", lambda r: "%d MB" % r["size_mb"] if r["present"] else ""),
                        ("CREATED", lambda r: r["created"])])

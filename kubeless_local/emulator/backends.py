@@ -83,7 +83,10 @@ def server_config(catalog, client=None):
     from kubeless_local.emulator import images
 
     images_by_runtime = {row["runtime"]: row for row in images.image_rows(catalog, client)}
+    # legacy versions run as the newest version that has an image (see Catalog.resolve)
+    legacy_target = {rid: ([rt for rt in catalog.versions(rid) if rt.image] or catalog.versions(rid))[-1].name
+                     for rid in catalog.ids() if catalog.versions(rid)}
     return [{"runtime": rt.name, "process": rt.available(), "docker": images_by_runtime[rt.name]["present"],
              "image": images_by_runtime[rt.name]["image"],
-             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id))}
+             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id)) if legacy_target[rt.id] == rt.name else ""}
             for rt in catalog.all()]

@@ -192,6 +192,7 @@ def test_server_config_rows_join_runtimes_and_images_by_name():
     assert rows["nodejs20"]["docker"] and rows["nodejs20"]["image"] == "kubeless-local/nodejs:20"
     assert not rows["python3.11"]["docker"] and rows["python3.11"]["legacy"].startswith("python2.7, python3.4")
     assert rows["python3.11"]["process"] == PYTHON.available()
+    assert all(not row["legacy"] for name, row in rows.items() if name.startswith("python") and name != "python3.11")
 
 
 class FakeImage:
