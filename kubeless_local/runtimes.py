@@ -272,6 +272,7 @@ class Catalog:
     def __init__(self, path=None):
         self.path = Path(path or RUNTIMES_DIR / "catalog.yaml")
         self.entries = load(self.path)
+        self._versions = {}  # runtime ID -> its Runtimes (probing toolchains is slow)
 
     def ids(self):
         return list(self.entries)
@@ -282,12 +283,15 @@ class Catalog:
                        image=_expand(v.image, {"version": version}), resolve=v.resolve, process=entry.process,
                        docker=entry.docker)
 
-    @lru_cache(maxsize=None)
     def versions(self, runtime_id):
         """The catalog's versions of one ID. A fixed version takes the first candidate executable whose
         probe matches; an `auto` version adds one runtime per version the candidates report (versions
         listed explicitly win), or its `default` when none is found (the image brings that version)."""
-        entry = self.entries[runtime_id]
+        if runtime_id not in self._versions:
+            self._versions[runtime_id] = self._find_versions(self.entries[runtime_id])
+        return self._versions[runtime_id]
+
+    def _find_versions(self, entry):
         fixed = {v.version for v in entry.versions if v.version != "auto"}
         found = []
         for v in entry.versions:

@@ -9,8 +9,8 @@ from docker.errors import ImageNotFound, NotFound
 from kubeless_local import spec as specs
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator import images
-from kubeless_local.emulator.images import host
 from kubeless_local.emulator.base import Instance, State
+from kubeless_local.emulator.images import host
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog

@@ -6,8 +6,13 @@ from kubeless_local.emulator import images
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import Backend, State
 from kubeless_local.emulator.docker import pump
-from kubeless_local.emulator.docker.containers import (LABEL_PROJECT, container_name, container_options, custom_runtime,
-                                                        project_label)
+from kubeless_local.emulator.docker.containers import (
+    LABEL_PROJECT,
+    container_name,
+    container_options,
+    custom_runtime,
+    project_label,
+)
 from kubeless_local.emulator.docker.steps import DockerSteps, run_in_container
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog

@@ -1,6 +1,5 @@
 """A runtime container's output to the log (control lines to the instance), and its exit."""
 import codecs
-import time
 import urllib.request
 
 from kubeless_local.emulator.base import State, handle_output

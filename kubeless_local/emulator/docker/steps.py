@@ -5,10 +5,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.docker.containers import (CA_ENV, CA_MOUNT, FUNCTION_MOUNT, LABEL_FUNCTION,
-                                                        LABEL_PROJECT, LABEL_STEP, VIEW, ca_mount, project_label)
-from kubeless_local.emulator.images import (OWN_LABEL, ImageChoice, host_ca_bundle, image_for, image_present,
-                                            registry_env)
+from kubeless_local.emulator.docker.containers import (
+    CA_ENV,
+    CA_MOUNT,
+    FUNCTION_MOUNT,
+    LABEL_FUNCTION,
+    LABEL_PROJECT,
+    LABEL_STEP,
+    VIEW,
+    ca_mount,
+    project_label,
+)
+from kubeless_local.emulator.images import (
+    OWN_LABEL,
+    ImageChoice,
+    host_ca_bundle,
+    image_for,
+    image_present,
+    registry_env,
+)
 
 PASS_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "GOPROXY", "GOSUMDB",
             "GONOSUMDB", "GOPRIVATE", "GOFLAGS_EXTRA", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "NPM_CONFIG_REGISTRY")

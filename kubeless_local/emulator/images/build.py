@@ -7,9 +7,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from kubeless_local.emulator.images import host
 from kubeless_local.emulator.images.choice import OWN_LABEL, image_for, image_present
 from kubeless_local.emulator.images.engine import FIX
-from kubeless_local.emulator.images import host
 from kubeless_local.errors import UserError
 from kubeless_local.paths import RUNTIMES_DIR
 
@@ -116,7 +116,8 @@ def build_images(runtimes, client, on_progress=lambda runtime, state, line, seco
         started = time.monotonic()
         on_progress(rt, "building", "", 0.0)
         try:
-            build_image(client, rt, lambda line, rt=rt: on_progress(rt, "building", line, time.monotonic() - started))
+            build_image(client, rt, lambda line, rt=rt, started=started: on_progress(rt, "building", line,
+                                                                                   time.monotonic() - started))
         except UserError:
             on_progress(rt, "failed", "", time.monotonic() - started)
             raise
