@@ -94,9 +94,7 @@ class Prepared:
 
     def env(self, port, **placeholders):
         """The runtime server's env as a local process: the host's, then the container's (contract §4)."""
-        env = dict(os.environ)
-        env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
-        env.update(function_env(self.spec, port, str(self.install_link)))
+        env = host_env(self, port)
         env.update(self.runtime_env(**placeholders))
         return env
 
@@ -123,6 +121,14 @@ class Prepared:
             self._patterns = (markers, re.compile("(?:%s)/%s(?![\\w.])" % (folders, re.escape(file_name))),
                               re.compile("(?:%s)/" % folders), function_file, base)
         return self._patterns
+
+
+def host_env(prepared, port):
+    """This machine's env plus the contract's variables: what a local process starts from."""
+    env = dict(os.environ)
+    env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
+    env.update(function_env(prepared.spec, port, str(prepared.install_link)))
+    return env
 
 
 def function_env(spec: FunctionSpec, port, install):
@@ -307,7 +313,7 @@ class HostSteps:
         return dict(os.environ, PIP_ROOT_USER_ACTION="ignore")
 
     def env(self, prepared):
-        return prepared.env(0)
+        return host_env(prepared, 0)
 
     def run(self, step, argv, cwd, env, on_line, binds=None):
         """Run one step. `binds` ({view field: (host folder, writable)}) say which folders it uses;
@@ -341,6 +347,15 @@ def setup_runtime_lib(runtime, on_line, steps=None):
     return cached_step(folder, build)
 
 
+def step_env(prepared, steps, extra=None, **placeholders):
+    """A step's env: the runner's base (this machine's, or a container's), the catalog's env of the
+    backend's block, then the step's own variables."""
+    env = steps.env(prepared)
+    env.update(prepared.runtime_env(**placeholders))
+    env.update(extra or {})
+    return env
+
+
 def install_deps(prepared, steps, deps, on_line):
     """(folder, sha256) of the installed deps: one cached install per deps-file content."""
     runtime = prepared.runtime
@@ -356,9 +371,8 @@ def install_deps(prepared, steps, deps, on_line):
         on_line("installing %s%s (sha256 %s…)" % (runtime.dep_name, steps.where, digest[:12]))
         values = {"deps": steps.view.deps or str(target)}
         values["deps_file"] = values["deps"] + "/" + runtime.dep_name
-        env = steps.env(prepared)
-        env.update(prepared.runtime_env(**values))
-        env.update({"KUBELESS_DEPS_FILE": values["deps_file"], "KUBELESS_INSTALL_VOLUME": values["deps"]})
+        env = step_env(prepared, steps, {"KUBELESS_DEPS_FILE": values["deps_file"],
+                                         "KUBELESS_INSTALL_VOLUME": values["deps"]}, **values)
         steps.run(STEP_INSTALL, prepared.expand(install, **values), target, env, on_line,
                   binds={"deps": (target, True)})
 
@@ -418,14 +432,13 @@ def _prepare(prepared, steps, on_line, previous):
     here = function + "/" + prepared.code_dir.name
     here = {"install": here, "file": here + "/" + spec.module + runtime.suffix}
     if settings.check:
-        steps.check(prepared, prepared.expand(settings.check, **here), prepared.code_dir, steps.env(prepared))
+        steps.check(prepared, prepared.expand(settings.check, **here), prepared.code_dir, step_env(prepared, steps))
     if settings.compile:
         prepared.build_dir = prepared.root / ("build-%d" % prepared.generation)
         shutil.rmtree(prepared.build_dir, ignore_errors=True)
         prepared.build_dir.mkdir()
         argv = prepared.expand(settings.compile, build=function + "/" + prepared.build_dir.name, **here)
-        env = steps.env(prepared)
-        env.update({"KUBELESS_FUNC_NAME": spec.function_name, "KUBELESS_INSTALL_VOLUME": here["install"]})
+        env = step_env(prepared, steps, {"KUBELESS_FUNC_NAME": spec.function_name, "KUBELESS_INSTALL_VOLUME": here["install"]})
         binds = {"function": (prepared.root, True), "deps": (prepared.deps_dir, False),
                  "runtime_lib": (prepared.runtime_lib, True)}
         compile_cached(prepared, steps, (settings.compile, steps.identity()), lambda: steps.run(
