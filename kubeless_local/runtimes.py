@@ -222,7 +222,7 @@ def _expand(value, values):
 def candidates(patterns):
     """Executables matching the patterns, in order: a bare name is looked up on PATH (a glob in it is
     matched in each PATH folder), a path (absolute or ~) may be a glob (pyenv, nvm, Homebrew folders)."""
-    found = []
+    found, real = [], set()
     for pattern in patterns:
         pattern = os.path.expanduser(pattern)
         if os.sep in pattern:
@@ -233,7 +233,9 @@ def candidates(patterns):
         else:
             matches = [shutil.which(pattern)] if shutil.which(pattern) else []
         for match in matches:
-            if match not in found and os.path.isfile(match) and os.access(match, os.X_OK):
+            # the same file under two names (nodejs -> node) is probed once
+            if os.path.realpath(match) not in real and os.path.isfile(match) and os.access(match, os.X_OK):
+                real.add(os.path.realpath(match))
                 found.append(match)
     return found
 
