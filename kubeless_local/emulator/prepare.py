@@ -299,9 +299,6 @@ class HostSteps:
         self.runtime_dir = str(runtime.runtime_dir)
         self.where = ""  # said in progress lines
 
-    def settings(self, runtime):
-        return runtime.process
-
     def identity(self):
         """What a cached setup or build depends on besides its inputs: the toolchain."""
         return self.exe
@@ -328,7 +325,7 @@ def setup_runtime_lib(runtime, on_line, steps=None):
     """The runtime server's own libraries ({runtime_lib}), set up once per toolchain and version of the
     setup inputs. A failure (e.g. the registries cannot be reached) is StepFailed("runtime setup")."""
     steps = steps or HostSteps(runtime)
-    settings = steps.settings(runtime)
+    settings = runtime.steps  # the block of the backend the runtime was resolved for
     digest = hashlib.sha256(repr((settings.setup, steps.identity())).encode())
     for name in settings.setup_inputs:
         digest.update((runtime.runtime_dir / name).read_bytes())
@@ -359,7 +356,7 @@ def step_env(prepared, steps, extra=None, **placeholders):
 def install_deps(prepared, steps, deps, on_line):
     """(folder, sha256) of the installed deps: one cached install per deps-file content."""
     runtime = prepared.runtime
-    install = steps.settings(runtime).install
+    install = runtime.steps.install
     cache = cache_dir() / (steps.cache_prefix + "deps") / (runtime.name or "custom")
     if not deps.strip() or not install:
         (cache / "none").mkdir(parents=True, exist_ok=True)
@@ -412,7 +409,7 @@ def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: N
 
 def _prepare(prepared, steps, on_line, previous):
     spec, runtime, view = prepared.spec, prepared.runtime, steps.view
-    settings = steps.settings(runtime)
+    settings = runtime.steps  # the block of the backend the runtime was resolved for
     deps = layout_code(spec, runtime, prepared.code_dir)
     prepared.runtime_lib = setup_runtime_lib(runtime, on_line, steps)
     function = view.function or str(prepared.root)

@@ -58,9 +58,6 @@ class DockerSteps:
         self.project = project_label(state_dir)
         self.where = " in %s" % self.image
 
-    def settings(self, runtime):
-        return runtime.docker
-
     def identity(self):
         return self.image_id
 
