@@ -118,3 +118,20 @@ runtimes:
     assert runtime.executable_path() == str(tmp_path / "pyenv" / "3.13.0" / "bin" / "python3") and not runtime.image
     # a legacy version runs as the newest one both backends offer
     assert catalog.resolve("python3.9")[0].name == "python3.11"
+
+
+def test_node_versions_from_nvm_folders(tmp_path, monkeypatch):
+    fake_tool(tmp_path / "bin" / "node", "v20.11.0")
+    fake_tool(tmp_path / "nvm" / "versions" / "node" / "v22.3.0" / "bin" / "node", "v22.3.0")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    path = write_catalog(tmp_path, """
+runtimes:
+  nodejs:
+    versions:
+      - {version: "20", executable: [node], expect: "^v20\\\\.", image: "img:20"}
+      - {version: auto, executable: [node, "%s/nvm/versions/node/v*/bin/node"], expect: "^v(2[1-9]|[3-9][0-9])\\\\."}
+""" % tmp_path)
+    catalog = Catalog(path)
+    assert [rt.name for rt in catalog.versions("nodejs")] == ["nodejs20", "nodejs22"]
+    runtime, notice = catalog.resolve("nodejs22")
+    assert notice is None and runtime.executable_path().endswith("v22.3.0/bin/node")
