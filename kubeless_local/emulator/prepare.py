@@ -118,8 +118,10 @@ class Prepared:
             if self.view.install:
                 folders += "|" + re.escape(self.view.install)
             markers = roots | {self.view.install} - {None}
-            self._patterns = (markers, re.compile("(?:%s)/%s(?![\\w.])" % (folders, re.escape(file_name))),
-                              re.compile("(?:%s)/" % folders), function_file, base)
+            # (?<!…): a folder only where a path starts, not inside another path (/home/u/kubeless/…)
+            folders = r"(?<![\w./-])(?:%s)/" % folders
+            self._patterns = (markers, re.compile(folders + re.escape(file_name) + r"(?![\w.])"),
+                              re.compile(folders), function_file, base)
         return self._patterns
 
 

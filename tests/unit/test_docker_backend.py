@@ -323,6 +323,8 @@ def test_path_mapping_covers_later_generations(backend, tmp_path):
     prepared = prepared_for(backend, tmp_path, fn)  # gen-1; the pump keeps it across in-place reloads
     text = "%s/gen-12/handler.py:3 and %s/gen-12/handler.py" % (dk.FUNCTION_MOUNT, prepared.root)
     assert prepared.map_paths(text) == "%s:3 and %s" % (fn.source, fn.source)
+    other = "/home/me/kubeless/other/handler.py"  # /kubeless inside another path is not the code folder
+    assert prepared.map_paths(other) == other
 
 
 def go_backend(tmp_path, monkeypatch):
