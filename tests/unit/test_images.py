@@ -239,3 +239,17 @@ def test_source_hash_follows_the_runtime_files_and_marks_stale_images(tmp_path, 
     assert images.is_stale(Image, runtime)
     Image.attrs = {"Config": {"Labels": {}}}  # not ours (an official image): never called stale
     assert not images.is_stale(Image, runtime)
+
+
+def test_auto_backend_stays_on_process_for_a_version_without_an_image(monkeypatch, tmp_path):
+    from kubeless_local import runtimes
+    from kubeless_local import spec as specs
+
+    path = tmp_path / "catalog.yaml"
+    path.write_text("runtimes:\n  python:\n    versions:\n      - {version: '3.12', executable: python3.12}\n")
+    monkeypatch.setattr(runtimes, "Catalog", lambda: Catalog(path))
+    monkeypatch.setattr(images, "docker_client", lambda required=True: pytest.fail("no engine needed to decide"))
+    fn = specs.FunctionSpec(name="f", runtime="python3.12", handler="h.f", origin="f.yaml")
+    said = []
+    assert backends.choose("auto", [fn], said.append) == "process"
+    assert said == ["backend: process (python3.12 has no runtime image)"]
