@@ -6,6 +6,7 @@ import zipfile
 import pytest
 
 from kubeless_local import spec as specs
+from kubeless_local.emulator import layout
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Runtime, Steps
@@ -26,7 +27,7 @@ def inline(tmp_path, function, ctype, checksum="", deps=""):
 
 def test_text_goes_to_mod_name_plus_suffix_with_the_deps_file(tmp_path):  # vector 20
     fn = inline(tmp_path, CODE.decode(), "text", specs.checksum_of(CODE), deps="requests\n")
-    assert prep.layout_code(fn, runtime(), tmp_path) == "requests\n"
+    assert layout.layout_code(fn, runtime(), tmp_path) == "requests\n"
     assert (tmp_path / "hello.py").read_bytes() == CODE
     assert (tmp_path / "requirements.txt").read_text() == "requests\n"
 
@@ -38,7 +39,7 @@ def test_base64_zip_is_decoded_verified_and_unzipped(tmp_path):
         archive.writestr("lib/util.py", "X = 1\n")
     data = buffer.getvalue()
     fn = inline(tmp_path, base64.b64encode(data).decode(), "base64+zip", specs.checksum_of(data))
-    prep.layout_code(fn, runtime(), tmp_path)
+    layout.layout_code(fn, runtime(), tmp_path)
     assert (tmp_path / "hello.py").read_bytes() == CODE
     assert (tmp_path / "lib" / "util.py").exists()
 
@@ -52,19 +53,19 @@ def test_compressed_tar_with_deps_inside(tmp_path):
             archive.addfile(info, io.BytesIO(content))
     data = buffer.getvalue()
     fn = inline(tmp_path, base64.b64encode(data).decode(), "base64+compressedtar+deps", deps="ignored\n")
-    assert prep.layout_code(fn, runtime(), tmp_path) == "six\n"  # +deps: the archive's file wins
+    assert layout.layout_code(fn, runtime(), tmp_path) == "six\n"  # +deps: the archive's file wins
 
 
 def test_unplain_content_type_keeps_the_bare_module_name(tmp_path):
     fn = inline(tmp_path, base64.b64encode(CODE).decode(), "base64+custom")
-    prep.layout_code(fn, runtime(), tmp_path)
+    layout.layout_code(fn, runtime(), tmp_path)
     assert (tmp_path / "hello").read_bytes() == CODE
 
 
 def test_checksum_mismatch_is_a_user_error(tmp_path):
     fn = inline(tmp_path, CODE.decode(), "text", "sha256:" + "0" * 64)
     with pytest.raises(UserError, match="does not match the code"):
-        prep.layout_code(fn, runtime(), tmp_path)
+        layout.layout_code(fn, runtime(), tmp_path)
 
 
 def test_deps_install_once_per_sha256(tmp_path, monkeypatch):
