@@ -53,14 +53,25 @@ echo "docker engine: $(docker version --format '{{.Server.Version}}')"
 
 # 3. the base image
 if ! docker image inspect "$BASE" >/dev/null 2>&1; then
-    MIRROR=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
-    MIRROR=${MIRROR:-http://deb.debian.org/debian}
+    # The Debian mirror this machine's apt uses (deb822 .sources first, then sources.list lines);
+    # no mirror is written here.
+    MIRROR=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' | grep -v security | head -1)
+    if [ -z "$MIRROR" ]; then
+        MIRROR=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | sed -n 's/^deb[[:space:]]\{1,\}\(\[[^]]*\][[:space:]]\{1,\}\)\{0,1\}\([^[:space:]]*\).*/\2/p' | grep -v security | head -1)
+    fi
+    if [ -z "$MIRROR" ]; then
+        echo "no Debian mirror found in this machine's apt sources (/etc/apt/sources.list*); add one, or create $BASE yourself (docker import/pull)" >&2
+        exit 1
+    fi
     ROOTFS=$(mktemp -d /tmp/kubeless-local-rootfs.XXXXXX)
     echo "creating $BASE with debootstrap from $MIRROR (about 30 s)"
     as_root debootstrap --variant=minbase bookworm "$ROOTFS" "$MIRROR" >/tmp/kubeless-local-debootstrap.log 2>&1 || {
         echo "debootstrap failed; see /tmp/kubeless-local-debootstrap.log" >&2; exit 1; }
-    # the same apt sources as the host (deb.debian.org + security)
-    as_root cp /etc/apt/sources.list.d/debian.sources "$ROOTFS/etc/apt/sources.list.d/debian.sources" 2>/dev/null || true
+    # the same apt sources as the host (its mirror and security updates)
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+        if [ -f "$f" ]; then as_root cp "$f" "$ROOTFS$f"; fi
+    done
     as_root rm -rf "$ROOTFS/var/cache/apt/archives/"*.deb "$ROOTFS/var/lib/apt/lists/"*
     as_root tar -C "$ROOTFS" -c . | docker import - "$BASE" >/dev/null
     as_root rm -rf "$ROOTFS"

@@ -410,15 +410,11 @@ def logs(name, follow, tail, since, timestamps):
 @user_errors
 def get_server_config(output):
     """List the runtimes of the catalog and where they can run."""
+    from kubeless_local.emulator import backends, images
     from kubeless_local.runtimes import Catalog
 
-    from kubeless_local.emulator import images
-
-    catalog = Catalog()
     client = images.docker_client(required=False)
-    rows = [{"runtime": r["runtime"], "process": rt.available(), "docker": r["present"], "image": r["image"],
-             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id))}
-            for rt, r in zip(catalog.all(), images.image_rows(catalog, client))]
+    rows = backends.server_config(Catalog(), client)
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -426,8 +422,8 @@ def get_server_config(output):
     click.echo("  process backend: %s" % (", ".join(r["runtime"] for r in rows if r["process"]) or "none"))
     click.echo("  docker backend:  %s" % (", ".join(r["runtime"] for r in rows if r["docker"]) or
                                           ("none (no Docker engine answers)" if client is None else "none built")))
-    docker_state = (lambda r: "yes" if r["docker"] else "no (engine not running)" if client is None
-                    else "no (not built)")
+    docker_state = (lambda r: "yes" if r["docker"] else "no (no image: process only)" if not r["image"]
+                    else "no (engine not running)" if client is None else "no (not built)")
     print_table(rows, [("RUNTIME", lambda r: r["runtime"]),
                        ("PROCESS", lambda r: "yes" if r["process"] else "no (toolchain missing)"),
                        ("DOCKER", docker_state), ("IMAGE", lambda r: r["image"]),
@@ -451,10 +447,39 @@ def runtime_build(runtimes):
     from kubeless_local.runtimes import Catalog
 
     catalog = Catalog()
-    chosen = [catalog.resolve(name, require_local=False)[0] for name in runtimes] if runtimes else catalog.all()
+    chosen = [catalog.resolve(name, require_local=False)[0] for name in runtimes] if runtimes else \
+        [rt for rt in catalog.all() if rt.image]
     client = images.docker_client()
-    for rt, seconds in images.build_images(chosen, catalog, client):
+    for rt, seconds in build_with_progress(chosen, client):
         click.echo("built %s (%s) in %.0f s" % (rt.image, rt.name, seconds))
+
+
+def build_with_progress(runtimes, client):
+    """images.build_images with a live table: one row per image (spinner, state, time, last output line)."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.spinner import Spinner
+    from rich.table import Table
+
+    from kubeless_local.emulator import images
+
+    console = Console()
+    status = {rt.name: ("waiting", "", None) for rt in runtimes}
+
+    def render():
+        table = Table(box=None, show_header=False)
+        for rt in runtimes:
+            state, last, seconds = status[rt.name]
+            icon = Spinner("dots") if state == "building" else {"done": "[green]✓", "failed": "[red]✗"}.get(state, " ")
+            table.add_row(icon, rt.image, state, "" if seconds is None else "%.0fs" % seconds, "[dim]" + last[:70])
+        return table
+
+    with Live(render(), console=console, refresh_per_second=8, transient=not console.is_terminal) as live:
+        def on_progress(rt, state, line, seconds):
+            status[rt.name] = (state, line.strip(), seconds)
+            live.update(render())
+
+        return images.build_images(runtimes, client, on_progress)
 
 
 @runtime.command(name="ls")
@@ -469,7 +494,7 @@ def runtime_ls(output):
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    print_table(rows, [("RUNTIME", lambda r: r["runtime"]), ("IMAGE", lambda r: r["image"]),
+    print_table(rows, [("RUNTIME", lambda r: r["runtime"]), ("IMAGE", lambda r: r["image"] or "none (process only)"),
                        ("FROM", lambda r: r["source"]), ("PRESENT", lambda r: ("yes (stale: rebuild)" if r["stale"] else "yes") if r["present"] else "no"),
                        ("ID", lambda r: r["id"]), ("SIZE", lambda r: "%d MB" % r["size_mb"] if r["present"] else ""),
                        ("CREATED", lambda r: r["created"])])

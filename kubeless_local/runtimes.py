@@ -1,4 +1,11 @@
-"""The runtime catalog (`runtimes/catalog.yaml`): which runtime strings exist and how to run them."""
+"""The runtime catalog (`runtimes/catalog.yaml`): which runtime strings exist and how to run them.
+
+The file is loaded into typed models and checked key by key (an unknown key is a UserError naming
+the file and the key); every key is documented in runtimes/README.md.
+"""
+import dataclasses
+import glob
+import os
 import re
 import shutil
 import subprocess
@@ -12,23 +19,84 @@ from kubeless_local.errors import UserError
 from kubeless_local.paths import RUNTIMES_DIR
 
 RUNTIME_RE = re.compile(r"^([a-zA-Z_-]+)([0-9.]*)$")
+RELOADS = ("signal", "restart")  # signal: SIGHUP reloads code in place; restart: the engine restarts the server
+
+
+# ---------------------------------------------------------------- the models
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A `process:` or `docker:` block: how one backend installs, compiles and runs the server.
+    Argv lists hold placeholders ({exe}, {install}, {deps}, … see runtimes/README.md)."""
+
+    command: tuple = ()  # starts the runtime server
+    setup: tuple = ()  # installs the server's own libraries into {runtime_lib}, once
+    setup_inputs: tuple = ()  # files of runtimes/<server> whose content keys the setup (process)
+    install: tuple = ()  # installs the deps file into {deps}
+    check: tuple = ()  # validates edited code before a reload
+    compile: tuple = ()  # builds {build} from the code; a failure is a CompileError
+    env: dict = field(default_factory=dict, hash=False)  # extra env of the server and every step
+    reload: str = "restart"
+    build_args: dict = field(default_factory=dict, hash=False)  # docker: build args of the image
+
+    def __getitem__(self, key):
+        """Mapping access for callers written against the raw catalog (`runtime.process["command"]`)."""
+        if key not in STEPS_KEYS["process"] | STEPS_KEYS["docker"]:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+STEPS_KEYS = {
+    "process": {"command", "setup", "setup_inputs", "install", "check", "compile", "env", "reload"},
+    "docker": {"command", "setup", "install", "check", "compile", "env", "reload", "build_args"},
+}
+
+
+@dataclass(frozen=True)
+class Version:
+    """One entry of a runtime's `versions:`."""
+
+    version: str  # "3.11", or "auto": read off the toolchain (the `expect` regex's first group)
+    executable: tuple  # candidates: names on PATH, globs on PATH, absolute or ~ paths and globs
+    probe: tuple = ()  # argv run to check a toolchain; default `{exe} --version`
+    expect: str = ""  # regex on the probe's output
+    resolve: tuple = ()  # argv printing the real executable (skips version-manager shims such as pyenv's)
+    image: str = ""  # docker backend image ({version} placeholder); none: process backend only
+    default: str = ""  # auto: the version when no toolchain is found (the image brings it)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One runtime ID (Kubeless `ID`, e.g. python)."""
+
+    id: str
+    server: str
+    dep_name: str = ""
+    suffix: str = ""
+    versions: tuple = ()
+    legacy: tuple = ()
+    process: Steps = Steps()
+    docker: Steps = Steps()
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """One runtime version, e.g. python3.11."""
+    """One runtime version, e.g. python3.11, as one backend runs it."""
 
     id: str  # python
     version: str  # 3.11
     server: str  # folder under runtimes/
     dep_name: str
     suffix: str
-    executable: str
+    executable: str  # the toolchain found for this version (or the first candidate when none is)
     probe: tuple
     expect: str
     image: str
-    process: dict = field(hash=False, compare=False, default_factory=dict)
-    resolve: tuple = ()  # argv printing the real executable (skips version-manager shims such as pyenv's)
+    process: Steps = field(hash=False, compare=False, default_factory=Steps)
+    resolve: tuple = ()
+    docker: Steps = field(hash=False, compare=False, default_factory=Steps)
+    backend: str = "process"  # whose block `steps` and `reload` read
 
     @property
     def name(self):
@@ -39,8 +107,16 @@ class Runtime:
         return RUNTIMES_DIR / self.server
 
     @property
+    def steps(self) -> Steps:
+        """The catalog block of the backend this runtime was resolved for."""
+        return self.docker if self.backend == "docker" else self.process
+
+    @property
     def reload(self):
-        return self.process.get("reload", "restart")
+        return self.steps.reload
+
+    def for_backend(self, backend):
+        return dataclasses.replace(self, backend=backend)
 
     def executable_path(self):
         return _real_executable(self.executable, self.resolve)
@@ -50,8 +126,118 @@ class Runtime:
         return self.executable_path() is not None and _probe(self.executable, self.probe, self.expect) is not None
 
 
+# ---------------------------------------------------------------- loading and checking
+
+
+ENTRY_KEYS = {"server", "depName", "fileNameSuffix", "versions", "legacy", "process", "docker"}
+VERSION_KEYS = {"version", "executable", "probe", "expect", "resolve", "image", "default"}
+ARGV_KEYS = {"command", "setup", "setup_inputs", "install", "check", "compile", "probe", "resolve"}
+
+
+class _Checker:
+    """Reads one YAML mapping against its known keys; errors name the file and the key path."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, where, message):
+        raise UserError("%s: %s: %s" % (self.path, where, message))
+
+    def mapping(self, value, where, known):
+        if not isinstance(value, dict):
+            self.fail(where, "must be a mapping, got %r" % (value,))
+        for key in value:
+            if key not in known:
+                self.fail("%s.%s" % (where, key), "unknown key; known: %s" % ", ".join(sorted(known)))
+        return value
+
+    def argv(self, value, where):
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(a, (str, int, float)) for a in value):
+            self.fail(where, "must be a list of strings (an argv)")
+        return tuple(str(a) for a in value)
+
+    def strings(self, value, where):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(where, "must be a mapping of names to strings")
+        return {str(k): str(v) for k, v in value.items()}
+
+    def steps(self, value, where, block):
+        data = self.mapping(value or {}, where, STEPS_KEYS[block])
+        reload = data.get("reload", "restart")
+        if reload not in RELOADS:
+            self.fail(where + ".reload", "must be one of %s, got %r" % (", ".join(RELOADS), reload))
+        return Steps(**{key: self.argv(data.get(key), "%s.%s" % (where, key)) for key in ARGV_KEYS & set(data)},
+                     env=self.strings(data.get("env"), where + ".env"),
+                     build_args=self.strings(data.get("build_args"), where + ".build_args"), reload=reload)
+
+    def version(self, value, where):
+        data = self.mapping(value, where, VERSION_KEYS)
+        if "version" not in data or "executable" not in data:
+            self.fail(where, "needs `version` and `executable`")
+        executable = data["executable"]
+        candidates = (executable,) if isinstance(executable, str) else self.argv(executable, where + ".executable")
+        return Version(version=str(data["version"]), executable=candidates,
+                       probe=self.argv(data.get("probe"), where + ".probe"), expect=str(data.get("expect") or ""),
+                       resolve=self.argv(data.get("resolve"), where + ".resolve"), image=str(data.get("image") or ""),
+                       default=str(data.get("default") or ""))
+
+    def entry(self, runtime_id, value, where):
+        data = self.mapping(value, where, ENTRY_KEYS)
+        versions = data.get("versions") or []
+        if not isinstance(versions, list):
+            self.fail(where + ".versions", "must be a list")
+        return Entry(id=runtime_id, server=str(data.get("server") or runtime_id), dep_name=str(data.get("depName") or ""),
+                     suffix=str(data.get("fileNameSuffix") or ""),
+                     versions=tuple(self.version(v, "%s.versions[%d]" % (where, i)) for i, v in enumerate(versions)),
+                     legacy=tuple(str(v) for v in data.get("legacy") or ()),
+                     process=self.steps(data.get("process"), where + ".process", "process"),
+                     docker=self.steps(data.get("docker"), where + ".docker", "docker"))
+
+
+def load(path):
+    """{runtime ID: Entry} from a catalog file; UserError naming the file and key when it is wrong."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError("%s: cannot load the runtime catalog (%s)" % (path, exc)) from None
+    check = _Checker(path)
+    check.mapping(data, "top level", {"runtimes"})
+    runtimes = data.get("runtimes") or {}
+    if not isinstance(runtimes, dict):
+        check.fail("runtimes", "must be a mapping of runtime IDs")
+    return {str(rid): check.entry(str(rid), value, "runtimes.%s" % rid) for rid, value in runtimes.items()}
+
+
+# ---------------------------------------------------------------- toolchains on this machine
+
+
 def _expand(value, values):
     return value.format_map(values) if isinstance(value, str) else value
+
+
+def candidates(patterns):
+    """Executables matching the patterns, in order: a bare name is looked up on PATH (a glob in it is
+    matched in each PATH folder), a path (absolute or ~) may be a glob (pyenv, nvm, Homebrew folders)."""
+    found, real = [], set()
+    for pattern in patterns:
+        pattern = os.path.expanduser(pattern)
+        if os.sep in pattern:
+            matches = sorted(glob.glob(pattern))
+        elif glob.has_magic(pattern):
+            matches = [m for d in os.environ.get("PATH", "").split(os.pathsep) if d
+                       for m in sorted(glob.glob(os.path.join(d, pattern)))]
+        else:
+            matches = [shutil.which(pattern)] if shutil.which(pattern) else []
+        for match in matches:
+            # the same file under two names (nodejs -> node) is probed once
+            if os.path.realpath(match) not in real and os.path.isfile(match) and os.access(match, os.X_OK):
+                real.add(os.path.realpath(match))
+                found.append(match)
+    return found
 
 
 @lru_cache(maxsize=None)
@@ -81,51 +267,61 @@ def _probe(executable, probe, expect):
     return re.search(expect, out.stdout + out.stderr) if expect else re.match("", "")
 
 
+# ---------------------------------------------------------------- the catalog
+
+
 class Catalog:
     def __init__(self, path=None):
         self.path = Path(path or RUNTIMES_DIR / "catalog.yaml")
-        try:
-            data = yaml.safe_load(self.path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError("%s: cannot load the runtime catalog (%s)" % (self.path, exc)) from None
-        self.entries = data.get("runtimes") or {}
+        self.entries = load(self.path)
+        self._versions = {}  # runtime ID -> its Runtimes (probing toolchains is slow)
 
     def ids(self):
         return list(self.entries)
 
-    @lru_cache(maxsize=None)
+    def _runtime(self, entry, v, version, executable, expect):
+        return Runtime(id=entry.id, version=version, server=entry.server, dep_name=entry.dep_name,
+                       suffix=entry.suffix, executable=executable, probe=v.probe, expect=expect,
+                       image=_expand(v.image, {"version": version}), resolve=v.resolve, process=entry.process,
+                       docker=entry.docker)
+
     def versions(self, runtime_id):
-        """The catalog's versions of one ID; an `auto` version is read off the toolchain."""
-        entry = self.entries[runtime_id]
+        """The catalog's versions of one ID. A fixed version takes the first candidate executable whose
+        probe matches; an `auto` version adds one runtime per version the candidates report (versions
+        listed explicitly win), or its `default` when none is found (the image brings that version)."""
+        if runtime_id not in self._versions:
+            self._versions[runtime_id] = self._find_versions(self.entries[runtime_id])
+        return self._versions[runtime_id]
+
+    def _find_versions(self, entry):
+        fixed = {v.version for v in entry.versions if v.version != "auto"}
         found = []
-        for v in entry.get("versions") or []:
-            version = str(v["version"])
-            probe, expect = tuple(v.get("probe") or ()), v.get("expect") or ""
-            if version == "auto":
-                match = _probe(v["executable"], probe, expect)
-                if match is not None and match.groups():
-                    version = match.group(1)
-                    expect = re.escape(match.group(0))
-                elif v.get("default"):
-                    version = str(v["default"])  # no toolchain here: the runtime image brings this version
-                else:
+        for v in entry.versions:
+            tools = candidates(v.executable)
+            if v.version != "auto":
+                exe = next((t for t in tools if _probe(t, v.probe, v.expect) is not None), None)
+                found.append(self._runtime(entry, v, v.version, exe or v.executable[0], v.expect))
+                continue
+            seen = []
+            for tool in tools:
+                match = _probe(tool, v.probe, v.expect)
+                if match is None or not match.groups() or match.group(1) in fixed | set(seen):
                     continue
-            found.append(Runtime(
-                id=runtime_id, version=version, server=entry.get("server", runtime_id),
-                dep_name=entry.get("depName", ""), suffix=entry.get("fileNameSuffix", ""),
-                executable=v.get("executable", ""), probe=probe, expect=expect,
-                image=_expand(v.get("image", ""), {"version": version}), resolve=tuple(v.get("resolve") or ()),
-                process=entry.get("process") or {}))
-        return found
+                seen.append(match.group(1))
+                found.append(self._runtime(entry, v, match.group(1), tool, re.escape(match.group(0))))
+            if not seen and v.default and v.default not in fixed:
+                found.append(self._runtime(entry, v, v.default, v.executable[0], v.expect))
+        return sorted(found, key=lambda rt: [int(p) if p.isdigit() else 0 for p in rt.version.split(".")])
 
     def all(self):
         return [rt for runtime_id in self.ids() for rt in self.versions(runtime_id)]
 
     def legacy(self, runtime_id):
-        return [str(v) for v in self.entries[runtime_id].get("legacy") or []]
+        return list(self.entries[runtime_id].legacy)
 
     def resolve(self, runtime, *, require_local=True):
-        """(Runtime, notice) for a runtime string; legacy versions map to the newest available one."""
+        """(Runtime, notice) for a runtime string; legacy versions map to the newest available one
+        that both backends offer (one with an image), so a legacy string means the same everywhere."""
         match = RUNTIME_RE.match(runtime or "")
         if not match or match.group(1) not in self.entries:
             raise UserError("unknown runtime %r; available: %s (see `kubeless-local get-server-config`)"
@@ -143,7 +339,7 @@ class Catalog:
                             % (runtime, rt.executable, "not found" if not rt.executable_path() else "wrong version",
                                ", ".join(r.name for r in usable) or "another runtime"))
         if usable and (version in self.legacy(runtime_id) or not version):
-            newest = usable[-1]
+            newest = ([rt for rt in usable if rt.image] or usable)[-1]
             return newest, "%s is a legacy Kubeless runtime; running it as %s" % (runtime, newest.name)
         raise UserError("runtime %r is not available; %s versions here: %s"
                         % (runtime, runtime_id, ", ".join(rt.name for rt in usable) or "none (toolchain missing)"))

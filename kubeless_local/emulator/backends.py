@@ -39,22 +39,28 @@ def project_default(root):
 
 
 def needed_images(functions):
-    """The images a set of FunctionSpecs runs in under the docker backend (unknown runtimes skipped)."""
+    """(images, runtimes without one): the images a set of FunctionSpecs runs in under the docker
+    backend, and the runtime versions that have none (found only on this machine). Unknown runtimes
+    are skipped."""
     from kubeless_local.emulator import images
     from kubeless_local.errors import UserError
     from kubeless_local.runtimes import Catalog
 
-    catalog, needed = Catalog(), []
+    catalog, needed, without = Catalog(), set(), set()
     for fn in functions:
         if fn.image:
-            needed.append(fn.image)
+            needed.add(fn.image)
             continue
         try:
             runtime, _ = catalog.resolve(fn.runtime, require_local=False)
         except UserError:
             continue
-        needed.append(images.image_for(runtime).image)
-    return sorted(set(needed))
+        image = images.image_for(runtime).image
+        if image:
+            needed.add(image)
+        else:
+            without.add(runtime.name)
+    return sorted(needed), sorted(without)
 
 
 def choose(name, functions, say):
@@ -64,13 +70,33 @@ def choose(name, functions, say):
         return name
     from kubeless_local.emulator import images
 
+    needed, without = needed_images(functions)
+    if without:
+        say("backend: process (%s has no runtime image)" % ", ".join(without))
+        return "process"
     client = images.docker_client(required=False)
     if client is None:
         say("backend: process (no Docker engine answers)")
         return "process"
-    missing = [image for image in needed_images(functions) if images.image_present(client, image) is None]
+    missing = [image for image in needed if images.image_present(client, image) is None]
     if missing:
         say("backend: process (image %s not present; `kubeless-local runtime build` makes it)" % ", ".join(missing))
         return "process"
     say("backend: docker (engine %s, images present)" % client.api.base_url)
     return "docker"
+
+
+def server_config(catalog, client=None):
+    """What `get-server-config` shows: per runtime of the catalog, whether this machine runs it as a
+    process (its toolchain is here), whether its image is present (docker; client None: no engine),
+    which image, and the legacy versions it also accepts."""
+    from kubeless_local.emulator import images
+
+    images_by_runtime = {row["runtime"]: row for row in images.image_rows(catalog, client)}
+    # legacy versions run as the newest version that has an image (see Catalog.resolve)
+    legacy_target = {rid: ([rt for rt in catalog.versions(rid) if rt.image] or catalog.versions(rid))[-1].name
+                     for rid in catalog.ids() if catalog.versions(rid)}
+    return [{"runtime": rt.name, "process": rt.available(), "docker": images_by_runtime[rt.name]["present"],
+             "image": images_by_runtime[rt.name]["image"],
+             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id)) if legacy_target[rt.id] == rt.name else ""}
+            for rt in catalog.all()]

@@ -26,11 +26,9 @@ class Instance:
     port: int
     state: State = State.INSTALLING
     error: str = ""
-    generation: int = 0
     reloads: int = 0
     restarts: int = 0
     pid: int = None
-    container: str = None
     ready_ms: float = None  # launch -> ready
     handle: object = None  # backend-private
     changed: threading.Condition = field(default_factory=threading.Condition)

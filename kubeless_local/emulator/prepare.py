@@ -1,36 +1,55 @@
-"""The controller's prepare/install/compile steps (contract §4), done on the local disk.
+"""The controller's prepare/install/compile steps (contract §4): one pipeline for every backend.
 
 Each prepare writes a new generation folder laid out like the pod's /kubeless and points the
 function's stable `kubeless` link at it only once it is good, so a running server never sees a
 half-written tree. Dependencies are installed once per sha256 of the deps file (shared cache).
+
+The pipeline is written once, in host paths. A backend gives it a step runner (`HostSteps` runs
+steps here; the docker backend runs them in a one-shot container of the runtime image) whose
+`view` says where the tools see the folders (host paths, or the container's /kubeless, deps and
+runtime-lib mounts). The code layout itself is layout.py: plain functions of the spec, so a renderer
+that goes the other way (code → manifest) can mirror them.
 """
-import base64
-import binascii
 import fcntl
 import hashlib
-import io
 import os
+import re
 import shutil
 import subprocess
-import tarfile
-import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeless_local.errors import UserError
+from kubeless_local.emulator.layout import layout_code
 from kubeless_local.paths import cache_dir
-from kubeless_local.spec import SKIP_DIRS, FunctionSpec, sha256_hex
+from kubeless_local.spec import FunctionSpec, sha256_hex
 
-PLAIN_CONTENT_TYPES = ("", "text", "url", "base64")  # the file keeps MOD_NAME + suffix (contract §4)
+# Step names: what a StepFailed says failed (the supervisor maps them to states).
+STEP_SETUP = "runtime setup"  # the runtime server's own libraries, once per runtime (needs the registries)
+STEP_INSTALL = "dependency install"
+STEP_CHECK = "check"
+STEP_COMPILE = "compile"
 
 
 class StepFailed(Exception):
-    """An install or compile step failed; `output` is what the tool printed."""
+    """A setup, install, check or compile step failed; `output` is what the tool printed."""
 
     def __init__(self, step, output):
         super().__init__("%s failed" % step)
         self.step, self.output = step, output
+
+
+@dataclass(frozen=True)
+class View:
+    """Where the tools (steps and the runtime server) see the prepared folders. None: the host path;
+    a string: the mount point in a container."""
+
+    function: str = None  # <state>/functions/<name>: gen-N/, build-N/ and the `kubeless`/`build` links
+    install: str = None  # the stable code folder (the pod's /kubeless); None: <function>/kubeless
+    deps: str = None
+    runtime_lib: str = None
+
+
+HOST = View()
 
 
 @dataclass
@@ -45,6 +64,7 @@ class Prepared:
     build_dir: Path = None
     deps_hash: str = ""
     placeholders: dict = field(default_factory=dict)
+    view: View = HOST
 
     @property
     def install_link(self):
@@ -58,36 +78,51 @@ class Prepared:
         values = {**self.placeholders, **overrides}
         return [str(a).format_map(values) for a in argv]
 
-    def env(self, port, **placeholders):
-        """The runtime server's env as a local process: the host's, then the container's (contract §4);
-        `placeholders` override the prepared ones in the runtime's env (e.g. {deps} while installing)."""
-        env = dict(os.environ)
-        env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
-        env.update(function_env(self.spec, port, str(self.install_link)))
+    def runtime_env(self, **placeholders):
+        """The catalog's `env` of this runtime's backend block, expanded; `placeholders` override the
+        prepared ones (e.g. {deps} while installing). The one place the catalog env is read."""
         values = {**self.placeholders, **placeholders}
-        for key, value in (self.runtime.process.get("env") or {}).items():
-            env[key] = str(value).format_map(values)
+        return {key: str(value).format_map(values) for key, value in self.runtime.steps.env.items()}
+
+    def env(self, port, **placeholders):
+        """The runtime server's env as a local process: the host's, then the container's (contract §4)."""
+        env = host_env(self, port)
+        env.update(self.runtime_env(**placeholders))
         return env
 
     def map_paths(self, text):
-        """Point paths inside the install folder back at the user's files (in errors and logs)."""
-        if self.spec.source is None or str(self.root) not in text:
+        """Point paths inside the prepared folders back at the user's files (in errors and logs). Any
+        generation's folder maps, not only this one's: a server started on this generation logs from
+        later ones after in-place reloads."""
+        if self.spec.source is None or not any(marker in text for marker in self._path_patterns()[0]):
             return text  # the common case, checked first: this runs for every log line
-        for old, new in self._path_replacements():
-            text = text.replace(old, new)
-        return text
+        _, file_re, folder_re, function_file, base = self._path_patterns()
+        return folder_re.sub(base + "/", file_re.sub(lambda m: function_file, text))
 
-    def _path_replacements(self):
-        if not hasattr(self, "_replacements"):
+    def _path_patterns(self):
+        if not hasattr(self, "_patterns"):
             source = self.spec.source
-            base = source if source.is_dir() else source.parent
-            function_file = str(source) if source.is_file() else str(base / (self.spec.module + self.runtime.suffix))
-            self._replacements = []
-            for folder in (self.code_dir, self.install_link, self.build_dir):
-                if folder is not None:
-                    self._replacements += [(str(folder) + "/" + self.spec.module + self.runtime.suffix, function_file),
-                                           (str(folder) + "/", str(base) + "/")]
-        return self._replacements
+            base = str(source if source.is_dir() else source.parent)
+            file_name = self.spec.module + self.runtime.suffix
+            function_file = str(source) if source.is_file() else base + "/" + file_name
+            roots = {str(self.root), str(self.root.resolve()), self.view.function or str(self.root)}
+            folders = "|".join(re.escape(r) + r"/(?:(?:gen|build)-[0-9]+|kubeless|build)" for r in sorted(roots))
+            if self.view.install:
+                folders += "|" + re.escape(self.view.install)
+            markers = roots | {self.view.install} - {None}
+            # (?<!…): a folder only where a path starts, not inside another path (/home/u/kubeless/…)
+            folders = r"(?<![\w./-])(?:%s)/" % folders
+            self._patterns = (markers, re.compile(folders + re.escape(file_name) + r"(?![\w.])"),
+                              re.compile(folders), function_file, base)
+        return self._patterns
+
+
+def host_env(prepared, port):
+    """This machine's env plus the contract's variables: what a local process starts from."""
+    env = dict(os.environ)
+    env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
+    env.update(function_env(prepared.spec, port, str(prepared.install_link)))
+    return env
 
 
 def function_env(spec: FunctionSpec, port, install):
@@ -110,7 +145,7 @@ def function_env(spec: FunctionSpec, port, install):
 
 
 def run_step(step, argv, cwd, env, on_line):
-    """Run an install/compile step, streaming its output; raise StepFailed with the output."""
+    """Run a step on this machine, streaming its output; raise StepFailed with the output."""
     try:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, text=True, errors="replace")
@@ -156,91 +191,96 @@ def cached_step(folder: Path, build):
     return folder
 
 
-# ---------------------------------------------------------------- code layout
+# ---------------------------------------------------------------- running steps
 
 
-def fetch(url):
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            return response.read()
-    except OSError as exc:
-        raise UserError("cannot download %s (%s)" % (url, exc)) from None
+class HostSteps:
+    """Runs the pipeline's steps on this machine (process backend): the tools see host paths."""
+
+    view = HOST
+    cache_prefix = ""  # cache folders: deps/, runtime-lib/, builds/
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.exe = runtime.executable_path() or runtime.executable
+        self.runtime_dir = str(runtime.runtime_dir)
+        self.where = ""  # said in progress lines
+
+    def identity(self):
+        """What a cached setup or build depends on besides its inputs: the toolchain."""
+        return self.exe
+
+    def new_prepared(self, **fields):
+        return Prepared(**fields)
+
+    def setup_env(self):
+        return dict(os.environ, PIP_ROOT_USER_ACTION="ignore")
+
+    def env(self, prepared):
+        return host_env(prepared, 0)
+
+    def run(self, step, argv, cwd, env, on_line, binds=None):
+        """Run one step. `binds` ({view field: (host folder, writable)}) say which folders it uses;
+        on the host they are where they are."""
+        run_step(step, argv, cwd, env, on_line)
+
+    def check(self, prepared, argv, cwd, env):
+        self.run(STEP_CHECK, argv, cwd, env, on_line=lambda line: None)
 
 
-def inline_artifact(spec: FunctionSpec):
-    """The artifact bytes of an inline Function (after base64-decode or download), checksum-verified."""
-    ctype = spec.content_type or "text"
-    if "url" in ctype:
-        data = fetch(spec.function)
-    elif "base64" in ctype:
-        try:
-            data = base64.b64decode(spec.function, validate=False)
-        except (binascii.Error, ValueError):
-            raise UserError("%s: spec.function is not valid base64 (function-content-type %s)" % (spec.origin, ctype)) from None
-    else:
-        data = spec.function.encode()
-    if spec.checksum:
-        actual = "sha256:" + sha256_hex(data)
-        if actual != spec.checksum:
-            raise UserError("%s: spec.checksum %s does not match the code (%s); update the checksum or the code"
-                            % (spec.origin, spec.checksum, actual))
-    return data
+def setup_runtime_lib(runtime, on_line, steps=None):
+    """The runtime server's own libraries ({runtime_lib}), set up once per toolchain and version of the
+    setup inputs. A failure (e.g. the registries cannot be reached) is StepFailed("runtime setup")."""
+    steps = steps or HostSteps(runtime)
+    settings = runtime.steps  # the block of the backend the runtime was resolved for
+    digest = hashlib.sha256(repr((settings.setup, steps.identity())).encode())
+    for name in settings.setup_inputs:
+        digest.update((runtime.runtime_dir / name).read_bytes())
+    folder = cache_dir() / (steps.cache_prefix + "runtime-lib") / runtime.name / digest.hexdigest()[:16]
+    if not settings.setup:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def build(target):
+        lib = steps.view.runtime_lib or str(target)
+        values = {"exe": steps.exe, "version": runtime.version, "runtime_dir": steps.runtime_dir, "runtime_lib": lib}
+        on_line("setting up the %s runtime%s (once)" % (runtime.name, steps.where))
+        steps.run(STEP_SETUP, [a.format_map(values) for a in settings.setup], target, steps.setup_env(), on_line,
+                  binds={"runtime_lib": (target, True)})
+
+    return cached_step(folder, build)
 
 
-def safe_extract(data, ctype, target: Path, origin):
-    try:
-        if "+zip" in ctype:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                for member in archive.namelist():
-                    dest = (target / member).resolve()
-                    if not str(dest).startswith(str(target.resolve())):
-                        raise UserError("%s: archive entry %s escapes the install folder" % (origin, member))
-                archive.extractall(target)
-        else:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-                archive.extractall(target, filter="data")
-    except (zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise UserError("%s: spec.function is not a valid %s archive (%s)" % (origin, ctype, exc)) from None
+def step_env(prepared, steps, extra=None, **placeholders):
+    """A step's env: the runner's base (this machine's, or a container's), the catalog's env of the
+    backend's block, then the step's own variables."""
+    env = steps.env(prepared)
+    env.update(prepared.runtime_env(**placeholders))
+    env.update(extra or {})
+    return env
 
 
-def copy_tree(source: Path, target: Path):
-    for item in source.iterdir():
-        if item.name in SKIP_DIRS or item.name.startswith("."):
-            continue
-        if item.is_dir():
-            shutil.copytree(item, target / item.name, ignore=shutil.ignore_patterns(*SKIP_DIRS))
-        else:
-            shutil.copy2(item, target / item.name)
+def install_deps(prepared, steps, deps, on_line):
+    """(folder, sha256) of the installed deps: one cached install per deps-file content."""
+    runtime = prepared.runtime
+    install = runtime.steps.install
+    cache = cache_dir() / (steps.cache_prefix + "deps") / (runtime.name or "custom")
+    if not deps.strip() or not install:
+        (cache / "none").mkdir(parents=True, exist_ok=True)
+        return cache / "none", ""
+    digest = sha256_hex(deps.encode())
 
+    def build(target):
+        (target / runtime.dep_name).write_text(deps)
+        on_line("installing %s%s (sha256 %s…)" % (runtime.dep_name, steps.where, digest[:12]))
+        values = {"deps": steps.view.deps or str(target)}
+        values["deps_file"] = values["deps"] + "/" + runtime.dep_name
+        env = step_env(prepared, steps, {"KUBELESS_DEPS_FILE": values["deps_file"],
+                                         "KUBELESS_INSTALL_VOLUME": values["deps"]}, **values)
+        steps.run(STEP_INSTALL, prepared.expand(install, **values), target, env, on_line,
+                  binds={"deps": (target, True)})
 
-def layout_code(spec: FunctionSpec, runtime, target: Path):
-    """Fill `target` as the prepare init container fills /kubeless; returns the deps file content."""
-    ctype = spec.content_type or "text"
-    deps = spec.deps
-    if spec.source is not None:
-        if spec.source.is_dir():
-            copy_tree(spec.source, target)
-        else:
-            shutil.copy2(spec.source, target / (spec.module + runtime.suffix))
-    elif spec.function:
-        data = inline_artifact(spec)
-        if "+zip" in ctype or "+compressedtar" in ctype:
-            safe_extract(data, ctype, target, spec.origin)
-        elif ctype in PLAIN_CONTENT_TYPES:
-            (target / (spec.module + runtime.suffix)).write_bytes(data)
-        else:
-            (target / spec.module).write_bytes(data)
-    if spec.deps_file is not None:
-        deps = spec.deps_file.read_text()
-    if runtime.dep_name:
-        dep_path = target / runtime.dep_name
-        if "+deps" in ctype or (spec.source is not None and spec.source.is_dir() and spec.deps_file is None and dep_path.exists()):
-            deps = dep_path.read_text() if dep_path.exists() else ""
-        elif deps.strip():
-            # Kubeless copies even an empty deps file; Node 20 refuses to load code beside an empty
-            # package.json (and the Go image deletes an empty go.mod), so an empty one is left out.
-            dep_path.write_text(deps)
-    return deps
+    return cached_step(cache / digest, build), digest
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -251,109 +291,62 @@ def next_generation(root: Path):
     return max(numbers, default=0) + 1
 
 
-def point(link: Path, target: Path):
-    """Atomically point `link` at `target` (relative symlink, so it also works inside containers)."""
-    tmp = link.with_name(link.name + ".tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target.name, tmp)
-    os.replace(tmp, link)
-
-
-def prune(root: Path, prefix: str, keep):
-    keep = {p.name for p in keep if p is not None}
-    for path in root.glob(prefix + "*"):
-        if path.name not in keep and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def setup_runtime_lib(runtime, on_line):
-    """The runtime server's own libraries, installed once per version of its setup inputs."""
-    setup = runtime.process.get("setup")
-    digest = hashlib.sha256(repr(setup).encode())
-    for name in runtime.process.get("setup_inputs") or []:
-        digest.update((runtime.runtime_dir / name).read_bytes())
-    folder = cache_dir() / "runtime-lib" / runtime.name / digest.hexdigest()[:16]
-    if not setup:
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    values = {"exe": runtime.executable_path(), "version": runtime.version, "runtime_dir": str(runtime.runtime_dir)}
-
-    def build(target):
-        values["runtime_lib"] = str(target)
-        on_line("setting up the %s runtime (once)" % runtime.name)
-        env = dict(os.environ, PIP_ROOT_USER_ACTION="ignore")
-        run_step("runtime setup", [str(a).format_map(values) for a in setup], target, env, on_line)
-
-    return cached_step(folder, build)
-
-
-def install_deps(prepared: Prepared, deps: str, on_line):
-    runtime = prepared.runtime
-    install = runtime.process.get("install")
-    if not deps.strip() or not install:
-        folder = cache_dir() / "deps" / runtime.name / "none"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder, ""
-    digest = sha256_hex(deps.encode())
-    folder = cache_dir() / "deps" / runtime.name / digest
-
-    def build(target):
-        deps_file = target / runtime.dep_name
-        deps_file.write_text(deps)
-        on_line("installing %s (sha256 %s…)" % (runtime.dep_name, digest[:12]))
-        values = {"deps": str(target), "deps_file": str(deps_file)}
-        env = prepared.env(0, **values)
-        env.update({"KUBELESS_DEPS_FILE": str(deps_file), "KUBELESS_INSTALL_VOLUME": str(target)})
-        run_step("dependency install", prepared.expand(install, **values), target, env, on_line)
-
-    return cached_step(folder, build), digest
-
-
-def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: None, previous=None):
-    """Lay out a new generation of `spec`'s code, install deps, compile. Raises StepFailed/UserError.
+def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: None, previous=None, steps=None):
+    """Lay out a new generation of `spec`'s code, set up the runtime, install deps, check, compile.
+    Raises StepFailed/UserError (and then leaves no trace of the new generation).
 
     The stable `kubeless` link is NOT switched here: call `activate` once the code is known good.
     """
-    root = state_dir / "functions" / spec.name
+    steps = steps or HostSteps(runtime)
+    root = Path(state_dir) / "functions" / spec.name
     root.mkdir(parents=True, exist_ok=True)
     generation = next_generation(root)
     code_dir = root / ("gen-%d" % generation)
     shutil.rmtree(code_dir, ignore_errors=True)
     code_dir.mkdir()
-    deps = layout_code(spec, runtime, code_dir)
-    runtime_lib = setup_runtime_lib(runtime, on_line)
-    prepared = Prepared(spec=spec, runtime=runtime, root=root, generation=generation, code_dir=code_dir,
-                        deps_dir=runtime_lib, runtime_lib=runtime_lib)
+    prepared = steps.new_prepared(spec=spec, runtime=runtime, root=root, generation=generation, code_dir=code_dir,
+                                  deps_dir=code_dir, runtime_lib=code_dir, view=steps.view)
+    try:
+        _prepare(prepared, steps, on_line, previous)
+    except BaseException:
+        discard(prepared)
+        raise
+    return prepared
+
+
+def _prepare(prepared, steps, on_line, previous):
+    spec, runtime, view = prepared.spec, prepared.runtime, steps.view
+    settings = runtime.steps  # the block of the backend the runtime was resolved for
+    deps = layout_code(spec, runtime, prepared.code_dir)
+    prepared.runtime_lib = setup_runtime_lib(runtime, on_line, steps)
+    function = view.function or str(prepared.root)
+    install = view.install or function + "/kubeless"
     prepared.placeholders = {
-        "exe": runtime.executable_path() or runtime.executable, "version": runtime.version,
-        "runtime_dir": str(runtime.runtime_dir), "install": str(prepared.install_link),
-        "deps": "", "deps_file": str(prepared.install_link / runtime.dep_name),
-        "file": str(prepared.install_link / (spec.module + runtime.suffix)), "module": spec.module,
-        "handler": spec.function_name, "build": str(prepared.build_link), "runtime_lib": str(runtime_lib),
+        "exe": steps.exe, "version": runtime.version, "runtime_dir": steps.runtime_dir, "install": install,
+        "deps": "", "deps_file": install + "/" + runtime.dep_name, "file": install + "/" + spec.module + runtime.suffix,
+        "module": spec.module, "handler": spec.function_name, "build": function + "/build",
+        "runtime_lib": view.runtime_lib or str(prepared.runtime_lib),
     }
     if previous is not None and previous.deps_hash == sha256_hex(deps.encode()) and deps.strip():
         prepared.deps_dir, prepared.deps_hash = previous.deps_dir, previous.deps_hash
     else:
-        prepared.deps_dir, prepared.deps_hash = install_deps(prepared, deps, on_line)
-    prepared.placeholders["deps"] = str(prepared.deps_dir)
+        prepared.deps_dir, prepared.deps_hash = install_deps(prepared, steps, deps, on_line)
+    prepared.placeholders["deps"] = view.deps or str(prepared.deps_dir)
     # Validate and compile against this generation's own folder, before anything serves it.
-    here = {"install": str(code_dir), "file": str(code_dir / (spec.module + runtime.suffix))}
-    check = runtime.process.get("check")
-    if check:
-        run_step("check", prepared.expand(check, **here), code_dir, prepared.env(0), on_line=lambda line: None)
-    compile_argv = runtime.process.get("compile")
-    if compile_argv:
-        prepared.build_dir = root / ("build-%d" % generation)
+    here = function + "/" + prepared.code_dir.name
+    here = {"install": here, "file": here + "/" + spec.module + runtime.suffix}
+    if settings.check:
+        steps.check(prepared, prepared.expand(settings.check, **here), prepared.code_dir, step_env(prepared, steps))
+    if settings.compile:
+        prepared.build_dir = prepared.root / ("build-%d" % prepared.generation)
         shutil.rmtree(prepared.build_dir, ignore_errors=True)
         prepared.build_dir.mkdir()
-        env = prepared.env(0)
-        env["KUBELESS_FUNC_NAME"] = spec.function_name
-        env["KUBELESS_INSTALL_VOLUME"] = str(code_dir)
-        compile_cached(prepared, (compile_argv, prepared.placeholders["exe"]), lambda: run_step(
-            "compile", prepared.expand(compile_argv, build=str(prepared.build_dir), **here),
-            prepared.build_dir, env, on_line=lambda line: None))
-    return prepared
+        argv = prepared.expand(settings.compile, build=function + "/" + prepared.build_dir.name, **here)
+        env = step_env(prepared, steps, {"KUBELESS_FUNC_NAME": spec.function_name, "KUBELESS_INSTALL_VOLUME": here["install"]})
+        binds = {"function": (prepared.root, True), "deps": (prepared.deps_dir, False),
+                 "runtime_lib": (prepared.runtime_lib, True)}
+        compile_cached(prepared, steps, (settings.compile, steps.identity()), lambda: steps.run(
+            STEP_COMPILE, argv, prepared.build_dir, env, lambda line: None, binds=binds))
 
 
 BUILDS_KEPT = 20  # cached builds per runtime; older ones are removed
@@ -370,10 +363,10 @@ def build_key(prepared, extra):
     return digest.hexdigest()
 
 
-def compile_cached(prepared, extra, compile):
+def compile_cached(prepared, steps, extra, compile):
     """Run compile() into prepared.build_dir once per content; the same code again (a restart of `dev`,
     an undo) gets the cached output copied in instead. Returns True when it came from the cache."""
-    folder = cache_dir() / "builds" / prepared.runtime.name / build_key(prepared, extra)
+    folder = cache_dir() / (steps.cache_prefix + "builds") / prepared.runtime.name / build_key(prepared, extra)
     if (folder / ".complete").exists():
         shutil.copytree(folder, prepared.build_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete"))
         os.utime(folder)  # recently used: kept longest
@@ -394,20 +387,38 @@ def compile_cached(prepared, extra, compile):
     return False
 
 
+# ---------------------------------------------------------------- generations
+
+
+def point(link: Path, target: Path):
+    """Atomically point `link` at `target` (relative symlink, so it also works inside containers)."""
+    tmp = link.with_name(link.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target.name, tmp)
+    os.replace(tmp, link)
+
+
 def activate(prepared: Prepared):
-    """Point the stable links at this generation; remove generations older than the previous one."""
+    """Point the stable links at this generation (old generations stay: see prune_generations)."""
     point(prepared.install_link, prepared.code_dir)
     if prepared.build_dir is not None:
         point(prepared.build_link, prepared.build_dir)
 
 
 def discard(prepared: Prepared):
+    """Remove a generation that never served (a failed step or load)."""
     shutil.rmtree(prepared.code_dir, ignore_errors=True)
     if prepared.build_dir is not None:
         shutil.rmtree(prepared.build_dir, ignore_errors=True)
 
 
-def prune_generations(current: Prepared):
-    """Keep only the generation that serves now."""
-    prune(current.root, "gen-", [current.code_dir])
-    prune(current.root, "build-", [current.build_dir])
+def prune_generations(current: Prepared, last_good: Prepared = None):
+    """Remove every generation but the one that serves now and the last good one before it (the
+    running server may still have files of that one open, e.g. a worker finishing a call)."""
+    keep = {p.name for p in (current.code_dir, current.build_dir) if p is not None}
+    if last_good is not None:
+        keep |= {p.name for p in (last_good.code_dir, last_good.build_dir) if p is not None}
+    for path in current.root.iterdir():
+        if re.fullmatch(r"(gen|build)-[0-9]+", path.name) and path.name not in keep and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)

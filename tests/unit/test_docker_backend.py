@@ -1,4 +1,5 @@
 """DockerBackend logic against a fake docker client: container options, resolve, cleanup, reload, logs."""
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from kubeless_local import spec as specs
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator import images
 from kubeless_local.emulator.base import Instance, State
+from kubeless_local.emulator.images import host
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog
@@ -41,7 +43,7 @@ class FakeContainer:
 
         def stream():
             yield from self.output
-            self.done.wait(5)
+            self.done.wait()  # the stream ends when the container is removed (or exits: done set)
         return stream()
 
     def start(self):
@@ -115,6 +117,7 @@ def prepared_for(backend, tmp_path, fn):
 @pytest.fixture
 def backend(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(host, "registry", lambda name: "")  # no host tools asked (npm is slow to answer)
     monkeypatch.delenv("PYTHON3.11_RUNTIME", raising=False)
     monkeypatch.delenv("KUBELESS_LOCAL_RUNTIME_IMAGES", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -217,15 +220,16 @@ def test_start_streams_logs_and_control_lines_then_signal_reload_and_stop(backen
 
     backend.client.containers.create = create
     instance.set_state(State.STARTING)
+    lines = backend.logs.subscribe("hello")
     backend.start(instance, prepared)
     assert stale.removed
     assert instance.wait_for(lambda i: i.state == State.READY, 5)
     assert instance.pid == 4242 and backend.alive(instance)
     container = instance.handle.container
     assert container.started
-    assert instance.wait_for(lambda i: len(backend.logs.tail("hello")) >= 2, 5) is not False
-    texts = [line.text for line in backend.logs.tail("hello")]
-    assert "serving on 18124" in texts and "a warning" in texts
+    texts = set()
+    while not {"serving on 18124", "a warning"} <= texts:  # each line within 5 s, else queue.Empty fails the test
+        texts.add(lines.get(timeout=5).text)
     assert backend.reload(instance, prepared) == "signal"
     assert container.signals == ["SIGHUP"]
     backend.stop(instance)
@@ -296,7 +300,7 @@ def test_install_step_runs_in_the_image_with_the_ca_and_is_cached(backend, tmp_p
     deps.write_text("six\n")
     runs = []
 
-    def run_step(step, image, argv, mounts, env, workdir, function, on_line):
+    def run_step(step, image, argv, mounts, env, workdir, labels, on_line):
         runs.append((step, image, argv, mounts, env, workdir))
         Path(next(m for m, v in mounts.items() if v["bind"] == dk.DEPS_MOUNT), "marker").write_text("x")
 
@@ -312,3 +316,71 @@ def test_install_step_runs_in_the_image_with_the_ca_and_is_cached(backend, tmp_p
     assert all(env[key] == dk.CA_MOUNT for key in dk.CA_ENV)
     assert first.deps_dir.parent.parent.name == "docker-deps"  # separate from the process backend's cache
     assert (first.deps_dir / "requirements.txt").read_text() == "six\n"
+
+
+def test_path_mapping_covers_later_generations(backend, tmp_path):
+    fn = python_function(tmp_path)
+    prepared = prepared_for(backend, tmp_path, fn)  # gen-1; the pump keeps it across in-place reloads
+    text = "%s/gen-12/handler.py:3 and %s/gen-12/handler.py" % (dk.FUNCTION_MOUNT, prepared.root)
+    assert prepared.map_paths(text) == "%s:3 and %s" % (fn.source, fn.source)
+    other = "/home/me/kubeless/other/handler.py"  # /kubeless inside another path is not the code folder
+    assert prepared.map_paths(other) == other
+
+
+def go_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(host, "registry", lambda name: "")
+    go, _ = CATALOG.resolve("go", require_local=False)
+    client = FakeClient({go.image: FakeImage(go.image, {images.OWN_LABEL: "go"})})
+    source = tmp_path / "src" / "handler.go"
+    source.parent.mkdir()
+    source.write_text("package kubeless\n")
+    fn = specs.function_from_files("hello", source, go.name, "handler.Handler")
+    return dk.DockerBackend(LogHub(), client=client, catalog=CATALOG), fn
+
+
+def test_every_step_container_is_labelled_with_the_project_and_named_like_the_process_steps(tmp_path, monkeypatch):
+    backend, fn = go_backend(tmp_path, monkeypatch)
+    runs = []
+    backend.run_step = lambda step, image, argv, mounts, env, workdir, labels, on_line: runs.append((step, labels, mounts, workdir))
+    runtime, _ = backend.resolve(fn, CATALOG)
+    prepared = backend.prepare(fn, runtime, tmp_path / "state")
+    assert [step for step, *_ in runs] == ["runtime setup", "compile"]
+    project = str((tmp_path / "state").resolve())
+    assert all(labels[dk.LABEL_PROJECT] == project and labels[dk.LABEL_STEP] == step for step, labels, *_ in runs)
+    _, _, mounts, workdir = runs[1]
+    assert mounts[str(prepared.root)] == {"bind": dk.FUNCTION_MOUNT, "mode": "rw"}
+    assert mounts[str(prepared.runtime_lib)] == {"bind": dk.LIB_MOUNT, "mode": "rw"}
+    assert workdir == "%s/%s" % (dk.FUNCTION_MOUNT, prepared.build_dir.name)
+    assert prepared.runtime.reload == "restart"  # the catalog's docker.reload
+
+
+def test_reload_follows_the_catalogs_docker_reload(backend, tmp_path, monkeypatch):
+    prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
+    instance = Instance(name="hello", runtime="python3.11", port=18126)
+    backend.start(instance, prepared)
+    first = instance.handle.container
+    assert backend.reload(instance, prepared) == "signal" and first.signals == ["SIGHUP"]
+    restart = dataclasses.replace(prepared.runtime, docker=dataclasses.replace(prepared.runtime.docker, reload="restart"))
+    prepared.runtime = restart
+    assert backend.reload(instance, prepared) == "restart"
+    assert first.signals == ["SIGHUP"] and first.removed and instance.handle.container is not first
+    backend.stop(instance)
+
+
+def test_an_engine_error_on_stop_is_said_not_hidden(backend, tmp_path):
+    from docker.errors import APIError
+
+    prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
+    instance = Instance(name="hello", runtime="python3.11", port=18127)
+    backend.start(instance, prepared)
+    container = instance.handle.container
+
+    def remove(force=False):
+        container.done.set()
+        raise APIError("engine is shutting down")
+
+    container.remove = remove
+    backend.stop(instance)
+    assert any("could not remove container" in line.text and "engine is shutting down" in line.text
+               for line in backend.logs.tail("hello"))

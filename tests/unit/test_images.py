@@ -5,7 +5,8 @@ import pytest
 import yaml
 from docker.errors import ImageNotFound
 
-from kubeless_local.emulator import images
+from kubeless_local.emulator import backends, images
+from kubeless_local.emulator.images import host
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog
 
@@ -95,16 +96,43 @@ def test_build_context_has_the_runtime_and_a_ca_but_no_installed_modules(tmp_pat
 
 def test_every_runtime_has_a_dockerfile_from_the_base_arg_and_a_docker_block():
     for rt in CATALOG.all():
+        if not rt.image:
+            continue  # a version only the process backend runs (found on this machine)
         dockerfile = (rt.runtime_dir / "Dockerfile").read_text()
         assert "ARG BASE=debian:bookworm-slim" in dockerfile and "FROM ${BASE}" in dockerfile
         assert "USER 1000" in dockerfile and images.OWN_LABEL in dockerfile
-        settings = images.docker_settings(rt, CATALOG)
-        assert settings.get("command") or settings.get("compile"), rt.name
-        assert settings.get("reload") in ("signal", "restart")
+        settings = rt.docker
+        assert settings.command or settings.compile, rt.name
+        assert settings.reload in ("signal", "restart")
 
 
-def test_build_args():
-    assert images.build_args(NODE20, CATALOG) == {"NODE_MAJOR": "20", "BASE": "debian:bookworm-slim"}
+def test_build_args(monkeypatch):
+    monkeypatch.setattr(host, "registry", lambda name: {"npm_registry": "https://npm.example"}.get(name, ""))
+    assert images.build_args(NODE20) == {"NODE_MAJOR": "20", "NPM_REGISTRY": "https://npm.example",
+                                         "BASE": "debian:bookworm-slim"}
+
+
+def test_an_image_that_needs_a_registry_the_host_lacks_says_how_to_set_one(monkeypatch):
+    monkeypatch.setattr(host, "registry", lambda name: "")
+    with pytest.raises(UserError, match=r"building kubeless-local/nodejs:20 needs a npm registry.*npm config set registry"):
+        images.build_args(NODE20)
+
+
+def test_registries_come_from_the_hosts_configuration(monkeypatch):
+    answers = {"go": "https://goproxy.example/,direct", "npm": "undefined", "python3": "https://pip.example/simple"}
+    monkeypatch.setattr(host, "_ask", lambda argv: answers[argv[0]])
+    for name in ("GOPROXY", "NPM_CONFIG_REGISTRY", "npm_config_registry", "PIP_INDEX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    host.registry.cache_clear()
+    try:
+        assert host.registry("goproxy") == "https://goproxy.example"  # the first proxy of the list
+        assert host.registry("npm_registry") == ""  # none configured: the tool's own default stays
+        assert host.registry_env() == {"GOPROXY": "https://goproxy.example", "PIP_INDEX_URL": "https://pip.example/simple"}
+        host.registry.cache_clear()
+        monkeypatch.setenv("NPM_CONFIG_REGISTRY", "https://npm.example/")
+        assert host.registry("npm_registry") == "https://npm.example"  # the env wins over the tool
+    finally:
+        host.registry.cache_clear()
 
 
 class FakeAPI:
@@ -135,17 +163,51 @@ def test_build_uses_host_network_and_reports_progress():
     client = FakeClient([{"stream": "Step 1/3 : FROM debian\n"}, {"stream": "Successfully built x\n"}])
     client.images.present.add("kubeless-local/python:3.11")
     lines = []
-    images.build_image(client, PYTHON, CATALOG, lines.append)
+    images.build_image(client, PYTHON, lines.append)
     call = client.api.calls[0]
     assert call["tag"] == "kubeless-local/python:3.11" and call["network_mode"] == "host" and call["pull"] is False
     assert lines == ["Step 1/3 : FROM debian", "Successfully built x"]
+
+
+def test_build_images_reports_progress_through_the_callback():
+    client = FakeClient([{"stream": "Step 1/3 : FROM debian\n"}])
+    client.images.present.add("kubeless-local/python:3.11")
+    events = []
+    results = images.build_images([PYTHON], client, lambda rt, state, line, seconds: events.append((rt.name, state, line)))
+    assert [rt.name for rt, _ in results] == ["python3.11"]
+    assert events == [("python3.11", "building", ""), ("python3.11", "building", "Step 1/3 : FROM debian"),
+                      ("python3.11", "done", "")]
+    failing = FakeClient([{"error": "boom"}])
+    events.clear()
+    with pytest.raises(UserError):
+        images.build_images([PYTHON], failing, lambda rt, state, line, seconds: events.append(state))
+    assert events[-1] == "failed"
+
+
+def test_server_config_rows_join_runtimes_and_images_by_name():
+    client = FakeClient([], present=("kubeless-local/nodejs:20",))
+    client.images.get = lambda tag: FakeImage(tag) if tag == "kubeless-local/nodejs:20" else (_ for _ in ()).throw(ImageNotFound(tag))
+    rows = {row["runtime"]: row for row in backends.server_config(CATALOG, client)}
+    assert set(rows) == {rt.name for rt in CATALOG.all()}
+    assert rows["nodejs20"]["docker"] and rows["nodejs20"]["image"] == "kubeless-local/nodejs:20"
+    assert not rows["python3.11"]["docker"] and rows["python3.11"]["legacy"].startswith("python2.7, python3.4")
+    assert rows["python3.11"]["process"] == PYTHON.available()
+    assert all(not row["legacy"] for name, row in rows.items() if name.startswith("python") and name != "python3.11")
+
+
+class FakeImage:
+    short_id = "sha256:abababababab"
+    attrs = {"Size": 1_000_000, "Created": "2026-01-01T00:00:00"}
+
+    def __init__(self, tag):
+        self.tag = tag
 
 
 def test_build_failure_is_a_user_error_with_the_output():
     client = FakeClient([{"stream": "Step 2/3 : RUN apt-get install nope\n"},
                          {"error": "The command '/bin/sh -c apt-get install nope' returned a non-zero code: 100"}])
     with pytest.raises(UserError) as info:
-        images.build_image(client, PYTHON, CATALOG)
+        images.build_image(client, PYTHON)
     message = str(info.value)
     assert message.startswith("building kubeless-local/python:3.11 failed: The command")
     assert "apt-get install nope" in message and "--backend process" in message
@@ -153,27 +215,41 @@ def test_build_failure_is_a_user_error_with_the_output():
 
 def test_missing_base_image_says_how_to_create_it():
     with pytest.raises(UserError, match="debian:bookworm-slim is missing.*docker-setup.sh"):
-        images.build_image(FakeClient([], present=()), PYTHON, CATALOG)
+        images.build_image(FakeClient([], present=()), PYTHON)
 
 
 def test_source_hash_follows_the_runtime_files_and_marks_stale_images(tmp_path, monkeypatch):
     from kubeless_local.runtimes import Catalog
 
-    monkeypatch.setattr(images, "RUNTIMES_DIR", tmp_path)
+    monkeypatch.setattr(images.build, "RUNTIMES_DIR", tmp_path)
     (tmp_path / "python").mkdir()
     (tmp_path / "python" / "kubeless.py").write_text("v1")
     (tmp_path / "python" / "__pycache__").mkdir()
     catalog = Catalog()
     runtime, _ = catalog.resolve("python3.11", require_local=False)
-    first = images.source_hash(runtime, catalog)
+    first = images.source_hash(runtime)
     (tmp_path / "python" / "__pycache__" / "x.pyc").write_bytes(b"ignored")
-    assert images.source_hash(runtime, catalog) == first
+    assert images.source_hash(runtime) == first
 
     class Image:
         attrs = {"Config": {"Labels": {images.SOURCE_LABEL: first}}}
 
-    assert not images.is_stale(Image, runtime, catalog)
+    assert not images.is_stale(Image, runtime)
     (tmp_path / "python" / "kubeless.py").write_text("v2")
-    assert images.is_stale(Image, runtime, catalog)
+    assert images.is_stale(Image, runtime)
     Image.attrs = {"Config": {"Labels": {}}}  # not ours (an official image): never called stale
-    assert not images.is_stale(Image, runtime, catalog)
+    assert not images.is_stale(Image, runtime)
+
+
+def test_auto_backend_stays_on_process_for_a_version_without_an_image(monkeypatch, tmp_path):
+    from kubeless_local import runtimes
+    from kubeless_local import spec as specs
+
+    path = tmp_path / "catalog.yaml"
+    path.write_text("runtimes:\n  python:\n    versions:\n      - {version: '3.12', executable: python3.12}\n")
+    monkeypatch.setattr(runtimes, "Catalog", lambda: Catalog(path))
+    monkeypatch.setattr(images, "docker_client", lambda required=True: pytest.fail("no engine needed to decide"))
+    fn = specs.FunctionSpec(name="f", runtime="python3.12", handler="h.f", origin="f.yaml")
+    said = []
+    assert backends.choose("auto", [fn], said.append) == "process"
+    assert said == ["backend: process (python3.12 has no runtime image)"]

@@ -6,16 +6,18 @@ import zipfile
 import pytest
 
 from kubeless_local import spec as specs
+from kubeless_local.emulator import layout
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.errors import UserError
-from kubeless_local.runtimes import Runtime
+from kubeless_local.runtimes import Runtime, Steps
 
 CODE = b'def foo(event, context):\n    return "hello world"\n'
 
 
 def runtime(**process):
     return Runtime(id="python", version="3.11", server="python", dep_name="requirements.txt", suffix=".py",
-                   executable="python3.11", probe=(), expect="", image="", process=process)
+                   executable="python3.11", probe=(), expect="", image="",
+                   process=Steps(**{k: tuple(v) if isinstance(v, list) else v for k, v in process.items()}))
 
 
 def inline(tmp_path, function, ctype, checksum="", deps=""):
@@ -25,7 +27,7 @@ def inline(tmp_path, function, ctype, checksum="", deps=""):
 
 def test_text_goes_to_mod_name_plus_suffix_with_the_deps_file(tmp_path):  # vector 20
     fn = inline(tmp_path, CODE.decode(), "text", specs.checksum_of(CODE), deps="requests\n")
-    assert prep.layout_code(fn, runtime(), tmp_path) == "requests\n"
+    assert layout.layout_code(fn, runtime(), tmp_path) == "requests\n"
     assert (tmp_path / "hello.py").read_bytes() == CODE
     assert (tmp_path / "requirements.txt").read_text() == "requests\n"
 
@@ -37,7 +39,7 @@ def test_base64_zip_is_decoded_verified_and_unzipped(tmp_path):
         archive.writestr("lib/util.py", "X = 1\n")
     data = buffer.getvalue()
     fn = inline(tmp_path, base64.b64encode(data).decode(), "base64+zip", specs.checksum_of(data))
-    prep.layout_code(fn, runtime(), tmp_path)
+    layout.layout_code(fn, runtime(), tmp_path)
     assert (tmp_path / "hello.py").read_bytes() == CODE
     assert (tmp_path / "lib" / "util.py").exists()
 
@@ -51,19 +53,19 @@ def test_compressed_tar_with_deps_inside(tmp_path):
             archive.addfile(info, io.BytesIO(content))
     data = buffer.getvalue()
     fn = inline(tmp_path, base64.b64encode(data).decode(), "base64+compressedtar+deps", deps="ignored\n")
-    assert prep.layout_code(fn, runtime(), tmp_path) == "six\n"  # +deps: the archive's file wins
+    assert layout.layout_code(fn, runtime(), tmp_path) == "six\n"  # +deps: the archive's file wins
 
 
 def test_unplain_content_type_keeps_the_bare_module_name(tmp_path):
     fn = inline(tmp_path, base64.b64encode(CODE).decode(), "base64+custom")
-    prep.layout_code(fn, runtime(), tmp_path)
+    layout.layout_code(fn, runtime(), tmp_path)
     assert (tmp_path / "hello").read_bytes() == CODE
 
 
 def test_checksum_mismatch_is_a_user_error(tmp_path):
     fn = inline(tmp_path, CODE.decode(), "text", "sha256:" + "0" * 64)
     with pytest.raises(UserError, match="does not match the code"):
-        prep.layout_code(fn, runtime(), tmp_path)
+        layout.layout_code(fn, runtime(), tmp_path)
 
 
 def test_deps_install_once_per_sha256(tmp_path, monkeypatch):
@@ -139,3 +141,49 @@ def test_compile_runs_once_per_content(tmp_path, monkeypatch):
     edited = prep.prepare(fn, rt, tmp_path / "state")
     assert (edited.build_dir / "server").read_bytes().endswith(b"# edited\n")
     assert counter.read_text().count("run") == 2
+
+
+def host_function(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "hello.py").write_bytes(CODE)
+    return specs.function_from_files("hello", tmp_path / "src" / "hello.py", "python3.11", "hello.foo")
+
+
+def test_map_paths_maps_every_generation_of_the_function_to_the_users_file(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    root = first.root
+    # the process pump keeps the start-time Prepared: lines of later generations pass through it
+    text = 'File "%s/gen-10/hello.py", line 2; %s/build-3/x.go; %s/kubeless/data.txt; %s/gen-2/hello.pyc' % (
+        root, root, root, root)
+    assert first.map_paths(text) == 'File "%s", line 2; %s/x.go; %s/data.txt; %s/hello.pyc' % (
+        fn.source, fn.source.parent, fn.source.parent, fn.source.parent)
+    assert first.map_paths("nothing to map in /elsewhere/gen-3/hello.py") == "nothing to map in /elsewhere/gen-3/hello.py"
+
+
+def test_prune_keeps_the_serving_and_the_last_good_generation(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    gens = [prep.prepare(fn, runtime(), tmp_path / "state") for _ in range(4)]
+    prep.activate(gens[3])
+    prep.prune_generations(gens[3], gens[2])
+    assert [g.code_dir.exists() for g in gens] == [False, False, True, True]
+    assert gens[3].install_link.resolve() == gens[3].code_dir.resolve()
+
+
+def test_a_failed_prepare_leaves_no_generation_behind(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    rt = runtime(check=["sh", "-c", "echo 'SyntaxError'; exit 1"])
+    with pytest.raises(prep.StepFailed) as info:
+        prep.prepare(fn, rt, tmp_path / "state")
+    assert info.value.step == prep.STEP_CHECK == "check"
+    assert not list((tmp_path / "state" / "functions" / "hello").glob("gen-*"))
+
+
+def test_a_failed_runtime_setup_is_its_own_step_and_is_retried(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    rt = runtime(setup=["sh", "-c", "echo 'Could not reach the package index'; exit 1"])
+    for _ in range(2):
+        with pytest.raises(prep.StepFailed) as info:
+            prep.prepare(fn, rt, tmp_path / "state")
+        assert info.value.step == "runtime setup" and "package index" in info.value.output

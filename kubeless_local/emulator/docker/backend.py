@@ -1,0 +1,214 @@
+"""The docker backend: one long-lived container per function (contract §4), prepared by the shared
+pipeline (prepare.prepare) with steps in one-shot containers (steps.DockerSteps)."""
+import threading
+
+from kubeless_local.emulator import images
+from kubeless_local.emulator import prepare as prep
+from kubeless_local.emulator.base import Backend, State
+from kubeless_local.emulator.docker import pump
+from kubeless_local.emulator.docker.containers import (
+    LABEL_PROJECT,
+    container_name,
+    container_options,
+    custom_runtime,
+    project_label,
+)
+from kubeless_local.emulator.docker.steps import DockerSteps, run_in_container
+from kubeless_local.errors import UserError
+from kubeless_local.runtimes import Catalog
+
+
+class _Handle:
+    def __init__(self, container, prepared, generation):
+        self.container = container
+        self.prepared = prepared
+        self.generation = generation  # synthesized control generations for images without control lines
+        self.exited = threading.Event()
+        self.stopping = False
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self, logs, client=None, catalog=None):
+        self.logs = logs
+        self._client = client
+        self.catalog = catalog
+        self.swept = set()
+        self.lock = threading.Lock()
+        self._by_name = {}  # function name -> _Handle of its running container
+
+    # ------------------------------------------------------------ engine and runtimes
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = images.docker_client()
+        return self._client
+
+    def check(self):
+        self.client  # noqa: B018 - raises UserError with the fix when no engine answers
+
+    def resolve(self, spec, catalog):
+        """(runtime, notice): the catalog's runtime (no local toolchain needed) with its `docker:` block,
+        or a custom one for an image of a runtime the catalog does not know. UserError when the image is
+        missing."""
+        self.catalog = catalog or self.catalog or Catalog()
+        notice = None
+        try:
+            runtime, notice = self.catalog.resolve(spec.runtime, require_local=False)
+            runtime = runtime.for_backend("docker")
+        except UserError:
+            if not spec.image:
+                raise
+            runtime = custom_runtime(spec)
+        choice = images.image_for(runtime)
+        image = spec.image or choice.image
+        if not image:
+            raise UserError("%s: %s has no runtime image (it runs where this machine has the toolchain); use "
+                            "--backend process, set %s, or give a runtime image"
+                            % (spec.origin, runtime.name, images.env_name(runtime)))
+        present = images.image_present(self.client, image)
+        if present is not None and not spec.image and not choice.overridden and images.is_stale(present, runtime):
+            stale = "image %s was built from other runtime files than this kubeless-local's; rebuild it with " \
+                    "`kubeless-local runtime build %s`" % (image, runtime.name)
+            notice = "%s\n%s" % (notice, stale) if notice else stale
+        if present is None:
+            if spec.image or choice.overridden:
+                raise UserError("%s: image %s is not present and cannot be pulled here; `docker build`/`docker pull` "
+                                "it or use --backend process" % (spec.origin, image))
+            raise UserError("%s: the %s image %s is not built; run `kubeless-local runtime build %s` or use "
+                            "--backend process" % (spec.origin, runtime.name, image, runtime.name))
+        return runtime, notice
+
+    # ------------------------------------------------------------ leftovers
+
+    def sweep(self, state_dir):
+        """Remove containers a crashed run of this project left behind (once per project)."""
+        from docker.errors import APIError, NotFound
+
+        key = project_label(state_dir)
+        with self.lock:
+            if key in self.swept:
+                return
+            for container in self.client.containers.list(all=True, filters={"label": "%s=%s" % (LABEL_PROJECT, key)}):
+                try:
+                    container.remove(force=True)
+                except NotFound:
+                    pass  # removed meanwhile
+                except APIError as exc:
+                    raise UserError("cannot remove the leftover container %s of an earlier run: %s; remove it with "
+                                    "`docker rm -f %s`" % (container.name, exc.explanation or exc, container.name)) from None
+            self.swept.add(key)
+
+    # ------------------------------------------------------------ prepare: the shared pipeline, steps in the image
+
+    def prepare(self, spec, runtime, state_dir, on_line=lambda line: None, previous=None):
+        self.sweep(state_dir)
+        return prep.prepare(spec, runtime.for_backend("docker"), state_dir, on_line, previous,
+                            steps=DockerSteps(self, spec, runtime, state_dir))
+
+    def run_step(self, step, image, argv, mounts, env, workdir, labels, on_line):
+        """Run one step container (see steps.run_in_container); tests replace this."""
+        run_in_container(self.client, step, image, argv, mounts, env, workdir, labels, on_line)
+
+    def running_handle(self, name):
+        with self.lock:
+            handle = self._by_name.get(name)
+        return handle if handle is not None and not handle.exited.is_set() else None
+
+    def exec_in(self, handle, argv, workdir):
+        """(exit code, output) of argv run in a running container."""
+        from docker.errors import APIError
+
+        try:
+            return handle.container.exec_run(argv, workdir=workdir, environment={"HOME": "/tmp"})
+        except APIError as exc:
+            return 1, ("cannot run %s in the container: %s" % (argv[0], exc.explanation or exc)).encode()
+
+    # ------------------------------------------------------------ the runtime container
+
+    def container_options(self, instance, prepared):
+        """Everything containers.create gets (see containers.container_options)."""
+        return container_options(instance.port, prepared)
+
+    def container_name(self, prepared):
+        return container_name(prepared)
+
+    def start(self, instance, prepared, generation=0):
+        from docker.errors import APIError, NotFound
+
+        options = self.container_options(instance, prepared)
+        try:
+            self.client.containers.get(options["name"]).remove(force=True)  # a leftover of a crashed run
+        except NotFound:
+            pass
+        except APIError as exc:
+            instance.set_state(State.CRASHED, "cannot remove the old container %s: %s" % (options["name"], exc.explanation or exc))
+            return
+        try:
+            container = self.client.containers.create(**options)
+        except APIError as exc:
+            instance.set_state(State.CRASHED, "cannot create the container: %s" % (exc.explanation or exc))
+            return
+        handle = _Handle(container, prepared, generation)
+        instance.handle, instance.pid = handle, None
+        with self.lock:
+            self._by_name[prepared.spec.name] = handle
+        try:
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
+            container.start()
+        except APIError as exc:
+            handle.exited.set()
+            instance.set_state(State.CRASHED, "cannot start the container: %s" % (exc.explanation or exc))
+            return
+        try:
+            container.reload()
+            instance.pid = container.attrs["State"]["Pid"] or None  # the container's init, as the host sees it
+        except (APIError, KeyError):
+            pass  # the pid is informational (ls); the container runs
+        threading.Thread(target=pump.pump, args=(self, instance, handle, stream), daemon=True).start()
+        if not prepared.own:
+            threading.Thread(target=pump.poll_health, args=(instance, handle), daemon=True).start()
+
+    def alive(self, instance):
+        handle = instance.handle
+        return isinstance(handle, _Handle) and not handle.exited.is_set()
+
+    def reload(self, instance, prepared):
+        """In place (SIGHUP) when the catalog's `docker.reload` is signal and the image is ours; else a new
+        container."""
+        from docker.errors import APIError, NotFound
+
+        handle = instance.handle
+        if prepared.own and prepared.runtime.docker.reload == "signal" and self.alive(instance):
+            handle.prepared = prepared
+            try:
+                handle.container.kill(signal="SIGHUP")
+                return "signal"
+            except (NotFound, APIError) as exc:
+                self.logs.emit(instance.name, "could not signal the container (%s); starting a new one"
+                               % (getattr(exc, "explanation", None) or exc), "system")
+        generation = instance.last_control[1] + 1
+        self.stop(instance)
+        self.start(instance, prepared, generation=generation if not prepared.own else 0)
+        return "restart"
+
+    def stop(self, instance):
+        from docker.errors import APIError, NotFound
+
+        handle, instance.handle = instance.handle, None
+        if not isinstance(handle, _Handle):
+            return
+        handle.stopping = True
+        with self.lock:
+            if self._by_name.get(instance.name) is handle:
+                del self._by_name[instance.name]
+        try:
+            handle.container.remove(force=True)
+        except NotFound:
+            pass  # already gone
+        except APIError as exc:
+            self.logs.emit(instance.name, "could not remove container %s: %s; remove it with `docker rm -f %s`"
+                           % (handle.container.name, exc.explanation or exc, handle.container.name), "system")
+        handle.exited.set()

@@ -1,0 +1,129 @@
+"""How a function's container is laid out, as a pod's container would be (contract §4).
+
+Layout inside a container of our own images (label io.kubeless-local.runtime):
+  /kubeless-local/function   <state>/functions/<name>, read-only: gen-N/, build-N/ and the `kubeless`
+                             and `build` links that the engine switches on every reload
+  /kubeless                  a link in the image to /kubeless-local/function/kubeless (the current code)
+  /kubeless-local/deps       the dependency folder (installed once per sha256 of the deps file by an
+                             install step that runs in the runtime image), read-only
+  /kubeless-local/ca.crt     the host's CA bundle, read-only (exported as SSL_CERT_FILE & co)
+Other images (an override from PYTHON3.11_RUNTIME / runtime-images, or a custom --runtime-image) get
+the prepared code folder mounted at /kubeless itself; they reload by a new container and are ready
+when /healthz answers on FUNC_PORT.
+
+Containers use the host network (never the default bridge) and bind 127.0.0.1 (KUBELESS_LOCAL_BIND).
+Every container (runtime and one-shot step) carries LABEL_PROJECT = the resolved state folder, so
+the containers of a supervisor that died can be removed by label.
+"""
+import re
+from pathlib import Path
+
+from kubeless_local.emulator import prepare as prep
+from kubeless_local.emulator.images import host_ca_bundle
+from kubeless_local.errors import UserError
+from kubeless_local.runtimes import RUNTIME_RE, Runtime, Steps
+from kubeless_local.spec import sha256_hex
+
+FUNCTION_MOUNT = "/kubeless-local/function"
+DEPS_MOUNT = "/kubeless-local/deps"
+LIB_MOUNT = "/kubeless-local/runtime-lib"
+CA_MOUNT = "/kubeless-local/ca.crt"
+INSTALL = "/kubeless"
+VIEW = prep.View(function=FUNCTION_MOUNT, install=INSTALL, deps=DEPS_MOUNT, runtime_lib=LIB_MOUNT)
+LABEL_FUNCTION = "kubeless-local.function"
+LABEL_PROJECT = "kubeless-local.project"
+LABEL_STEP = "kubeless-local.step"
+LABEL_RUNTIME = "kubeless-local.runtime"
+DEFAULT_USER = 1000  # Kubeless' default securityContext {runAsUser: 1000, fsGroup: 1000}
+CA_ENV = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")
+QUANTITY_RE = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$")
+UNITS = {None: 1, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
+         "k": 10 ** 3, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12, "P": 10 ** 15, "E": 10 ** 18, "m": 1e-3}
+
+
+def memory_bytes(quantity, origin=""):
+    """A Kubernetes quantity ("128Mi", "1G", "0") in bytes; 0 = no limit."""
+    text = str(quantity or "0").strip()
+    match = QUANTITY_RE.match(text)
+    if not match:
+        raise UserError("%s: memory limit %r is not a Kubernetes quantity (e.g. 128Mi)" % (origin, text))
+    return int(float(match.group(1)) * UNITS[match.group(2)])
+
+
+def security_context(spec):
+    """(user, group, extra groups) the runtime container runs as: the Deployment's securityContext
+    (container-level wins over pod-level), else Kubeless' default 1000 with fsGroup 1000."""
+    pod = (((spec.deployment.get("spec") or {}).get("template") or {}).get("spec") or {})
+    container = ((pod.get("containers") or [{}])[0] or {})
+    pod_ctx, ctx = pod.get("securityContext") or {}, container.get("securityContext") or {}
+    if not pod_ctx and not ctx:
+        return DEFAULT_USER, DEFAULT_USER, []
+    user = ctx.get("runAsUser", pod_ctx.get("runAsUser", DEFAULT_USER))
+    group = ctx.get("runAsGroup", pod_ctx.get("runAsGroup", user))
+    fs_group = pod_ctx.get("fsGroup")
+    extra = [str(g) for g in (pod_ctx.get("supplementalGroups") or [])]
+    if fs_group is not None and str(fs_group) != str(group):
+        extra.append(str(fs_group))
+    return int(user), int(group), extra
+
+
+def custom_runtime(spec):
+    """A runtime for an image the catalog does not know: the code file keeps no extension (§4)."""
+    match = RUNTIME_RE.match(spec.runtime or "")
+    runtime_id, version = match.groups() if match else ("custom", "")
+    return Runtime(id=runtime_id or "custom", version=version, server="", dep_name="", suffix="", executable="",
+                   probe=(), expect="", image=spec.image, docker=Steps(reload="restart"), backend="docker")
+
+
+def project_label(state_dir):
+    return str(Path(state_dir).resolve())
+
+
+def ca_mount(mounts):
+    """`mounts` plus the host's CA bundle, read-only at CA_MOUNT."""
+    ca = host_ca_bundle()
+    if ca:
+        mounts[str(Path(ca).resolve())] = {"bind": CA_MOUNT, "mode": "ro"}
+    return mounts
+
+
+def container_name(prepared):
+    project = sha256_hex(project_label(prepared.root.parent.parent).encode())[:8]
+    return "kubeless-local-%s-%s" % (prepared.spec.name, project)
+
+
+def container_env(port, prepared):
+    env = prep.function_env(prepared.spec, port, INSTALL)
+    env.update(prepared.runtime_env())
+    if host_ca_bundle():
+        env.setdefault("SSL_CERT_FILE", CA_MOUNT)
+        env.setdefault("NODE_EXTRA_CA_CERTS", CA_MOUNT)
+    return env
+
+
+def container_options(port, prepared):
+    """Everything containers.create gets for the function's runtime container."""
+    spec = prepared.spec
+    user, group, extra_groups = security_context(spec)
+    mounts = {str(prepared.deps_dir): {"bind": DEPS_MOUNT, "mode": "ro"}}
+    if prepared.own:
+        mounts[str(prepared.root.resolve())] = {"bind": FUNCTION_MOUNT, "mode": "ro"}
+    else:
+        mounts[str(prepared.code_dir.resolve())] = {"bind": INSTALL, "mode": "ro"}
+    options = {
+        "image": prepared.image, "name": container_name(prepared), "detach": True, "init": True,
+        "environment": container_env(port, prepared), "network_mode": "host",
+        "user": "%d:%d" % (user, group), "volumes": ca_mount(mounts),
+        "labels": {LABEL_FUNCTION: spec.name, LABEL_PROJECT: project_label(prepared.root.parent.parent),
+                   LABEL_RUNTIME: prepared.runtime.name},
+        "working_dir": INSTALL if prepared.own else None,
+    }
+    if extra_groups:
+        options["group_add"] = extra_groups
+    if prepared.own and prepared.runtime.docker.command:
+        options["command"] = prepared.expand(prepared.runtime.docker.command)
+    limit = memory_bytes(spec.memory_limit, spec.origin)
+    if limit:
+        options["mem_limit"] = limit
+        options["memswap_limit"] = limit
+    return {k: v for k, v in options.items() if v is not None}

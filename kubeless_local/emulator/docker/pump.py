@@ -1,0 +1,62 @@
+"""A runtime container's output to the log (control lines to the instance), and its exit."""
+import codecs
+import urllib.request
+
+from kubeless_local.emulator.base import State, handle_output
+
+EXIT_WAIT = 10  # seconds to wait for the exit code once the output stream ended
+
+
+def pump(backend, instance, handle, stream):
+    """Read the attach stream until it ends; then report a container that exited on its own as
+    crashed (with the exit code and the last lines) and tell the supervisor."""
+    from docker.errors import APIError, DockerException
+    from urllib3.exceptions import HTTPError
+
+    decoders = {"stdout": codecs.getincrementaldecoder("utf-8")("replace"),
+                "stderr": codecs.getincrementaldecoder("utf-8")("replace")}
+    pending = {"stdout": "", "stderr": ""}
+    prepared = handle.prepared
+    try:
+        for out, err in stream:
+            for name, chunk in (("stdout", out), ("stderr", err)):
+                if not chunk:
+                    continue
+                pending[name] += decoders[name].decode(chunk)
+                *lines, pending[name] = pending[name].split("\n")
+                for line in lines:
+                    handle_output(instance, backend.logs, line.rstrip("\r"), name, prepared.map_paths)
+    except (DockerException, OSError, HTTPError) as exc:
+        if not handle.stopping:  # removing the container closes the stream: expected then
+            backend.logs.emit(instance.name, "the container's output stream broke: %s" % exc, "system")
+    for name, rest in pending.items():
+        if rest.strip():
+            handle_output(instance, backend.logs, rest, name, prepared.map_paths)
+    code = None
+    if not handle.stopping:
+        try:
+            code = handle.container.wait(timeout=EXIT_WAIT).get("StatusCode")
+        except (APIError, DockerException, OSError) as exc:
+            code = "unknown (%s)" % exc
+    handle.exited.set()
+    if instance.handle is handle and not handle.stopping and instance.state != State.STOPPED:
+        if instance.state == State.COMPILE_ERROR:
+            instance.set_state(State.COMPILE_ERROR, instance.error)
+        else:
+            tail = "\n".join(line.text for line in backend.logs.tail(instance.name, 5))
+            reason = " (out of memory: raise the memory limit)" if code == 137 and prepared.spec.memory_limit != "0" else ""
+            instance.set_state(State.CRASHED, "the container exited with code %s%s\n%s" % (code, reason, tail))
+            backend.on_exit(instance)
+
+
+def poll_health(instance, handle, interval=0.1):
+    """Images without control lines: Ready once /healthz answers 200."""
+    while not handle.exited.is_set() and instance.handle is handle:
+        try:
+            with urllib.request.urlopen(instance.url + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    instance.on_control("ready", handle.generation)
+                    return
+        except OSError:
+            pass
+        handle.exited.wait(interval)

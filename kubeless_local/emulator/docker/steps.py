@@ -1,0 +1,139 @@
+"""The prepare pipeline's steps in one-shot containers of the runtime image (as the Kubeless
+controller's init containers run them); the tools see the container's mounts (containers.VIEW)."""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeless_local.emulator import prepare as prep
+from kubeless_local.emulator.docker.containers import (
+    CA_ENV,
+    CA_MOUNT,
+    FUNCTION_MOUNT,
+    LABEL_FUNCTION,
+    LABEL_PROJECT,
+    LABEL_STEP,
+    VIEW,
+    ca_mount,
+    project_label,
+)
+from kubeless_local.emulator.images import (
+    OWN_LABEL,
+    ImageChoice,
+    host_ca_bundle,
+    image_for,
+    image_present,
+    registry_env,
+)
+
+PASS_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "GOPROXY", "GOSUMDB",
+            "GONOSUMDB", "GOPRIVATE", "GOFLAGS_EXTRA", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "NPM_CONFIG_REGISTRY")
+
+
+@dataclass
+class DockerPrepared(prep.Prepared):
+    """A Prepared that runs in an image; `own`: one of our runtime images (/kubeless follows the
+    link, control lines, signal reload)."""
+
+    image: str = ""
+    own: bool = True
+    install_image: str = ""
+
+
+class DockerSteps:
+    """The step runner of the docker backend (see prepare.HostSteps for the interface)."""
+
+    view = VIEW
+    cache_prefix = "docker-"  # kept apart from the process backend's caches
+    exe = ""
+    runtime_dir = "/runtime"
+
+    def __init__(self, backend, spec, runtime, state_dir):
+        self.backend, self.spec = backend, spec
+        choice = image_for(runtime) if runtime.server else ImageChoice(spec.image, "custom")
+        self.image = spec.image or choice.image
+        self.install_image = choice.install_image or self.image
+        found = image_present(backend.client, self.image)  # resolve() already refused a missing image
+        self.image_id = found.id if found is not None else self.image
+        self.own = found is not None and bool((found.labels or {}).get(OWN_LABEL))
+        self.project = project_label(state_dir)
+        self.where = " in %s" % self.image
+
+    def identity(self):
+        return self.image_id
+
+    def new_prepared(self, **fields):
+        return DockerPrepared(image=self.image, own=self.own, install_image=self.install_image, **fields)
+
+    def setup_env(self):
+        return self._with_host({"HOME": "/tmp"})
+
+    def env(self, prepared):
+        """Base env of a step: the user's env, then HOME and pip's quiet flags, the host's proxies,
+        registries and CA bundle (prepare.step_env adds the catalog env and the step's variables)."""
+        env = dict(prepared.spec.env)
+        env.update({"HOME": "/tmp", "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        return self._with_host(env)
+
+    def _with_host(self, env):
+        for key in PASS_ENV:
+            if os.environ.get(key) and key not in env:
+                env[key] = os.environ[key]
+        for key, value in registry_env().items():
+            env.setdefault(key, value)
+        if host_ca_bundle():
+            env.update({key: CA_MOUNT for key in CA_ENV})
+        return env
+
+    def run(self, step, argv, cwd, env, on_line, binds=None):
+        """One-shot container: `binds` {view field: (host folder, writable)} become its mounts; `cwd`
+        (a host folder inside one of them) its working directory."""
+        mounts, workdir = {}, "/"
+        for name, (folder, writable) in (binds or {}).items():
+            target = getattr(self.view, name)
+            mounts[str(folder)] = {"bind": target, "mode": "rw" if writable else "ro"}
+            if Path(cwd) == Path(folder) or Path(folder) in Path(cwd).parents:
+                workdir = target + str(Path(cwd))[len(str(folder)):]
+        image = self.install_image if step == prep.STEP_INSTALL else self.image  # Kubeless' installation phase
+        labels = {LABEL_FUNCTION: self.spec.name, LABEL_STEP: step, LABEL_PROJECT: self.project}
+        self.backend.run_step(step, image, argv, mounts, env, workdir, labels, on_line)
+
+    def check(self, prepared, argv, cwd, env):
+        """The catalog's check (php -l, node --check) in the function's running container (fast: no new
+        container); skipped when none runs yet (the server's load-failed covers a first start)."""
+        handle = self.backend.running_handle(self.spec.name)
+        if not self.own or handle is None or not handle.prepared.own:
+            return
+        code, output = self.backend.exec_in(handle, argv, FUNCTION_MOUNT)
+        if code != 0:
+            raise prep.StepFailed(prep.STEP_CHECK, (output or b"").decode("utf-8", "replace").strip())
+
+
+def run_in_container(client, step, image, argv, mounts, env, workdir, labels, on_line):
+    """Run a one-shot step container as the host user (files stay the user's); StepFailed on failure."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        container = client.containers.create(
+            image, argv, user="%d:%d" % (os.getuid(), os.getgid()), working_dir=workdir, environment=env,
+            volumes=ca_mount(dict(mounts)), network_mode="host", init=True, detach=True, labels=labels)
+    except APIError as exc:
+        raise prep.StepFailed(step, "cannot create the %s container from %s: %s" % (step, image, exc.explanation or exc)) from None
+    lines = []
+    try:
+        container.start()
+        for chunk in container.logs(stream=True, follow=True):
+            for line in chunk.decode("utf-8", "replace").splitlines():
+                lines.append(line)
+                on_line(line)
+        code = container.wait().get("StatusCode", 1)
+    except APIError as exc:
+        raise prep.StepFailed(step, "the %s container failed: %s" % (step, exc.explanation or exc)) from None
+    finally:
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass  # already gone (removed with the engine's auto-remove or by a sweep)
+        except APIError as exc:
+            on_line("could not remove the %s container %s: %s" % (step, container.id[:12], exc.explanation or exc))
+    if code != 0:
+        raise prep.StepFailed(step, "\n".join(lines).strip() or "%s exited with code %d" % (argv[0], code))
