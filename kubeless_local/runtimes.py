@@ -40,12 +40,6 @@ class Steps:
     reload: str = "restart"
     build_args: dict = field(default_factory=dict, hash=False)  # docker: build args of the image
 
-    def __getitem__(self, key):
-        """Mapping access for callers written against the raw catalog (`runtime.process["command"]`)."""
-        if key not in STEPS_KEYS["process"] | STEPS_KEYS["docker"]:
-            raise KeyError(key)
-        return getattr(self, key)
-
 
 STEPS_KEYS = {
     "process": {"command", "setup", "setup_inputs", "install", "check", "compile", "env", "reload"},

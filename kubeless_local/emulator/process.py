@@ -16,7 +16,7 @@ class ProcessBackend(Backend):
         self.logs = logs
 
     def start(self, instance, prepared):
-        argv = prepared.expand(prepared.runtime.process["command"])
+        argv = prepared.expand(prepared.runtime.steps.command)
         env = prepared.env(instance.port)
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
         try:

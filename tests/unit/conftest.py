@@ -10,11 +10,11 @@ from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import Backend, State
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.supervisor import Supervisor
-from kubeless_local.runtimes import Runtime
+from kubeless_local.runtimes import Runtime, Steps
 from kubeless_local.spec import FunctionSpec
 
 FAKE_RUNTIME = Runtime(id="fake", version="1", server="", dep_name="", suffix=".txt", executable="", probe=(),
-                       expect="", image="", process={"reload": "signal"})
+                       expect="", image="", process=Steps(reload="signal"))
 
 
 def function(name="hello", code="v1", **annotations):

@@ -67,7 +67,7 @@ def test_the_shipped_catalog_is_modelled_and_each_backend_reads_its_own_block():
     go = catalog.entries["go"]
     assert go.docker.setup and go.docker.compile and go.process.compile and go.docker.build_args["GO_MINOR"] == "{version}"
     python, _ = catalog.resolve("python3.11", require_local=False)
-    assert python.steps is python.process and python.process["command"][0] == "{exe}"  # mapping access kept
+    assert python.steps is python.process and python.process.command[0] == "{exe}"
     docker = python.for_backend("docker")
     assert docker.steps is docker.docker and docker.steps.command[0] == "python3"
 

@@ -60,8 +60,10 @@ def test_a_reload_that_fails_to_load_keeps_the_last_good_code(supervisor, backen
     instance = supervisor.reload(function(code="v3"))
     assert instance.state == State.READY and instance.reloads == 1
     assert serving_code(supervisor, "hello") == "v3"
-    generations = sorted((supervisor.state_dir / "functions" / "hello").glob("gen-*"))
-    assert generations == [supervisor.serving["hello"].code_dir]  # the failed and the replaced ones are gone
+    root = supervisor.state_dir / "functions" / "hello"
+    generations = sorted(root.glob("gen-*"))
+    # The failed one is gone; the last good one (v1) stays beside the serving one for calls still using it.
+    assert generations == [root / "gen-1", supervisor.serving["hello"].code_dir]
 
 
 def test_a_failed_compile_keeps_serving_the_last_good_code(supervisor, backend):
