@@ -244,6 +244,7 @@ function check() {
     if (!posted.length) continue;
     if (now - posted[0].at < STALL_MS) { waiting = true; continue; }
     wk.stalled = true;
+    wk.w.postMessage({ t: 'ping' }); // its pong (or any answer) shows it keeps up again
     const moved = posted.filter((p) => p.call.claim === p.claim && takeBack(p.call)).map((p) => p.call);
     wk.posted = [];
     for (const call of moved) dispatch(call);
