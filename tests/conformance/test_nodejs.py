@@ -222,3 +222,4 @@ def test_syntax_check_headline_names_the_error(tmp_path):
     fine.write_text("module.exports = { handler: () => 1 };\n")
     assert subprocess.run([shutil.which("node"), str(RUNTIME_DIR / "check.js"), str(fine)], timeout=30).returncode == 0
 
+

@@ -169,3 +169,14 @@ def test_load_error_headline_is_the_exception_line(function, code, headline):
     first = fn.instance.error.splitlines()[0]
     assert headline in first and "Traceback" not in first
     assert str(fn.code_file) in first  # the user's file, not the generated copy
+
+
+def test_relative_reads_and_timeouts_survive_a_failed_reload(function):
+    # the failed generation's folder is deleted; the last good code keeps its working folder
+    fn = function("workdir", folder=True, timeout="1")
+    assert fn.replace_file(fn.spec.source / "data.txt", "v1\n").value == "Ready"
+    assert fn.replace_code("raise RuntimeError('no load')\n").value == "CompileError"
+    assert (fn.get("/").status_code, fn.get("/").text) == (200, "v1")
+    assert fn.post("/", data="sleep", headers={"Content-Type": "text/plain"}).status_code == 408
+    assert fn.request("PUT", "/").status_code == 405
+    assert (fn.get("/").status_code, fn.get("/").text) == (200, "v1")
