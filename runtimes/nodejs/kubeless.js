@@ -17,7 +17,6 @@ const { Worker } = require('worker_threads');
 const runtimeLib = process.env.KUBELESS_RUNTIME_LIB || '';
 const rtRequire = runtimeLib ? createRequire(path.join(runtimeLib, 'package.json')) : require;
 const http = require('http');
-const { isUtf8 } = require('buffer');
 const client = rtRequire('prom-client');
 
 const installDir = process.env.KUBELESS_INSTALL_VOLUME || '/kubeless';
@@ -370,10 +369,12 @@ function readBody(req, res, done) {
 }
 
 // Header values arrive as latin1 strings; non-ASCII ones must be UTF-8 bytes (as in every runtime).
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 function utf8Headers(raw) {
   for (let i = 1; i < raw.length; i += 2) {
     // eslint-disable-next-line no-control-regex
-    if (/[^\x00-\x7f]/.test(raw[i]) && !isUtf8(Buffer.from(raw[i], 'latin1'))) return false;
+    if (!/[^\x00-\x7f]/.test(raw[i])) continue;
+    try { strictUtf8.decode(Buffer.from(raw[i], 'latin1')); } catch (err) { return false; }
   }
   return true;
 }

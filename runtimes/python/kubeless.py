@@ -6,6 +6,11 @@ pool of warm worker processes forked from it. A worker imports the user's module
 calls through a real bottle app, so `event['extensions']['request']` is a bottle request and return
 values/exceptions become responses exactly as bottle renders them. A worker that overruns
 FUNC_TIMEOUT is killed (SIGKILL: no CPU burnt afterwards) and replaced; the caller gets 408.
+The pool keeps MIN_WORKERS warm, grows to CHERRYPY_NUMTHREADS under load and shrinks back after
+IDLE_SECONDS; a call takes the idle worker that served last (its module state is warm).
+
+Working folder: KUBELESS_INSTALL_VOLUME (as /kubeless in the pod), entered again by every worker
+before it loads the code, since the engine swaps the folder behind that path on each reload.
 
 Module state: a warm worker keeps module globals between calls (as AWS Lambda does); with
 KUBELESS_LOCAL_ISOLATION=per-call every call runs in a worker that has just imported the module,
