@@ -7,9 +7,9 @@
 // access log, timeouts); the function's Express request/response live in the worker thread
 // (worker.js) that holds the module, so a call that overruns
 // FUNC_TIMEOUT is answered 408 here and, if the worker's event loop is blocked, the worker is
-// terminated (V8 interrupts even `while (true) {}`) and replaced. All calls share one active
-// worker (module state persists between calls, as in one Kubeless pod); if that worker stays
-// blocked, new calls move to a fresh one so other callers are not stuck behind it.
+// terminated (V8 interrupts even `while (true) {}`) and replaced. Calls share the most recently
+// used worker (module state persists between calls, as in one Kubeless pod); while that worker is
+// stuck in synchronous code, calls move to a spare so other callers are not stuck behind it.
 const path = require('path');
 const { createRequire } = require('module');
 const { Worker } = require('worker_threads');
@@ -30,8 +30,7 @@ const control = process.env.KUBELESS_LOCAL_CONTROL === '1';
 const bodyLimit = Math.floor(Number(process.env.REQ_MB_LIMIT || '1') * 1024 * 1024);
 const timeoutMs = Math.max(1, Math.round(timeout * 1000));
 const PING_GRACE_MS = 250; // a worker that cannot answer a ping this fast is blocked
-const BLOCKED_MS = 1000; // a busy active worker is set aside after this long
-const MAX_WORKERS = 4; // active + workers set aside, bounds memory
+const MAX_WORKERS = 4; // the serving worker, a spare and workers set aside: bounds memory
 
 if (!modName || !funcHandler) {
   console.error('MOD_NAME and FUNC_HANDLER must be set');
@@ -55,14 +54,24 @@ const errorsCounter = new client.Counter({
 });
 
 // ---- worker pool ------------------------------------------------------------------------------
-let generation = 0;
-let active = null; // the worker that receives new calls
-let loading = null; // a worker loading code (start, reload or replacement)
-let suspect = null; // the active worker after a timeout, until it answers a ping
+// Calls go to the most recently used worker that keeps up (module state persists between calls,
+// as in one Kubeless pod; async calls share its event loop). A worker that has not picked up a
+// call within STALL_MS is stuck in synchronous code: its waiting calls move to another worker and
+// new calls avoid it until it answers again. Who runs a call is settled through a shared claim
+// word (0 posted, 1 started by the worker, 2 taken back by this thread), so a call never runs twice.
+// One idle spare worker is kept loaded, so moving calls never waits for a load.
+const STALL_MS = 50;
+const CHECK_MS = 20;
+const SPARE_RETRY_MS = 1000; // after a spare failed to load, wait before the next attempt
+let attempts = 0; // SIGHUP count: the generation number in control lines
+let serving = 0; // the generation whose code serves
+let loading = null; // a worker loading the code of a reload
 const workers = new Set(); // every live worker
 const pending = new Map(); // call id -> call
-const queue = []; // calls waiting for a loaded worker
+const queue = []; // calls waiting for a worker that keeps up
 let nextId = 1;
+let useCounter = 0;
+let spareFailedAt = 0;
 
 function workerEnv() {
   // User requires resolve from NODE_PATH ({deps}/node_modules); like Kubeless, the runtime's own
@@ -72,10 +81,15 @@ function workerEnv() {
   return { ...process.env, NODE_PATH: nodePath };
 }
 
+// cwd = the install folder, as Kubeless' /kubeless. The engine swaps the folder behind this path on
+// reload and deletes old ones, and a cwd is resolved when entered: enter it again before each load.
+// Threads share the process's cwd, so it follows the code that serves.
+function enterInstallDir(dir = installDir) {
+  try { process.chdir(dir); } catch (err) { process.chdir('/'); }
+}
+
 function spawn(gen, onLoaded, onFailed) {
-  // cwd = the install folder as Kubeless' /kubeless. Entered again each time: the engine swaps the
-  // folder behind a link on reload and deletes old ones (a worker cannot start in a deleted cwd).
-  try { process.chdir(installDir); } catch (err) { process.chdir('/'); }
+  enterInstallDir();
   const w = new Worker(path.join(__dirname, 'worker.js'), {
     env: workerEnv(),
     workerData: {
@@ -84,9 +98,13 @@ function spawn(gen, onLoaded, onFailed) {
       memoryLimit: process.env.FUNC_MEMORY_LIMIT || '0',
     },
   });
-  const wk = { w, gen, calls: new Set(), loaded: false, dead: false, pingSent: 0, pingTimer: null, setAside: false };
+  const wk = {
+    w, gen, dir: process.cwd(), calls: new Set(), posted: [], loaded: false, dead: false,
+    stalled: false, lastUsed: 0, pingSent: 0, pingTimer: null,
+  };
   workers.add(wk);
   w.on('message', (m) => {
+    wk.stalled = false; // it runs its event loop again
     switch (m.t) {
       case 'res': return onResult(wk, m);
       case 'failed':
@@ -95,11 +113,8 @@ function spawn(gen, onLoaded, onFailed) {
       case 'pong':
         wk.pingSent = 0;
         clearTimeout(wk.pingTimer);
-        if (wk === suspect) { // only waiting on timers / I/O: keep using it
-          suspect = null;
-          if (!active && !loading) return setActive(wk);
-        }
-        return retireIfIdle(wk);
+        drain();
+        return trim();
       case 'loaded': wk.loaded = true; return onLoaded(wk);
       case 'load-failed': wk.loadError = m.error; return undefined;
       default: return undefined;
@@ -118,68 +133,123 @@ function spawn(gen, onLoaded, onFailed) {
   return wk;
 }
 
-// Stop a worker and answer what it still owes.
+// Take a posted call back from a worker that has not started it; false once the worker has.
+function takeBack(call) {
+  if (!call.claim || Atomics.compareExchange(call.claim, 0, 0, 2) !== 0) return false;
+  if (call.worker) call.worker.calls.delete(call);
+  call.worker = null;
+  call.claim = null;
+  return true;
+}
+
+// Stop a worker: calls it has not started move on; the ones it runs are answered `status`.
 function kill(wk, status, body, failed) {
   if (wk.dead) return;
   wk.dead = true;
   clearTimeout(wk.pingTimer);
   workers.delete(wk);
+  const moved = [];
   for (const call of wk.calls) {
-    if (failed) errorsCounter.inc({ method: call.label });
-    finishCall(call, status, body);
+    if (takeBack(call)) { moved.push(call); continue; }
+    finishCall(call, status, body, failed);
   }
   wk.calls.clear();
   wk.w.terminate();
   if (wk === loading) loading = null;
-  if (wk === active || wk === suspect) {
-    if (wk === suspect) suspect = null;
-    active = null;
-    replace();
+  for (const call of moved) dispatch(call);
+  ensureSpare();
+}
+
+function usable(wk) {
+  return wk.loaded && !wk.dead && !wk.stalled && wk.gen === serving && wk.pingSent === 0;
+}
+
+// The most recently used worker that keeps up.
+function pick() {
+  let best = null;
+  for (const wk of workers) if (usable(wk) && (!best || wk.lastUsed > best.lastUsed)) best = wk;
+  return best;
+}
+
+// Keep one loaded worker of the serving code idle, within MAX_WORKERS.
+function ensureSpare() {
+  if (!server || loading) return; // the first load or a reload is under way
+  for (const wk of workers) {
+    if (wk.gen === serving && (!wk.loaded || (usable(wk) && wk.calls.size === 0))) return;
   }
-}
-
-function retireIfIdle(wk) {
-  if (wk !== active && wk !== suspect && wk.calls.size === 0 && !wk.dead && wk !== loading) kill(wk);
-}
-
-// A new worker with the current code after the active one died or was set aside.
-function replace() {
-  if (loading) return;
-  loading = spawn(generation, (wk) => {
-    loading = null;
-    setActive(wk);
+  if (workers.size >= MAX_WORKERS || Date.now() - spareFailedAt < SPARE_RETRY_MS) return;
+  spawn(serving, (wk) => {
+    if (wk.gen !== serving) { kill(wk); return; }
+    drain();
+    trim();
   }, (wk, error) => {
-    loading = null;
+    spareFailedAt = Date.now();
     console.error(`Function failed to load: ${error}`);
-    controlLine({ event: 'load-failed', generation, error });
-    // Nothing can serve the queued calls now; answer them instead of leaving them hanging.
-    while (queue.length) {
-      const call = queue.shift();
-      errorsCounter.inc({ method: call.label });
-      finishCall(call, 500, 'Internal Server Error');
+    if (!pick()) { // nothing can serve the queued calls now; answer them instead of leaving them hanging
+      while (queue.length) finishCall(queue[0], 500, 'Internal Server Error', true);
     }
   });
 }
 
-function setActive(wk) {
-  const old = active;
-  active = wk;
-  if (old && old !== wk) retireIfIdle(old);
-  while (queue.length && active === wk) dispatch(queue.shift());
+// Retire what is no longer needed: old generations once idle, idle workers beyond one spare.
+function trim() {
+  const idle = [];
+  let busy = 0;
+  for (const wk of workers) {
+    if (!wk.loaded || wk.dead || wk === loading) continue;
+    if (wk.gen !== serving) { if (wk.calls.size === 0) kill(wk); continue; }
+    if (usable(wk) && wk.calls.size === 0) idle.push(wk); else busy += 1;
+  }
+  idle.sort((a, b) => b.lastUsed - a.lastUsed);
+  for (const wk of idle.slice(Math.max(1, 2 - busy))) kill(wk);
+}
+
+function drain() {
+  while (queue.length && pick()) dispatch(queue.shift());
 }
 
 function dispatch(call) {
-  if (!active) {
+  const wk = pick();
+  if (!wk) {
     queue.push(call);
-    if (!loading && !suspect) replace();
+    ensureSpare();
     return;
   }
-  const wk = active;
   call.worker = wk;
+  call.claim = new Int32Array(new SharedArrayBuffer(4));
+  call.msg.claim = call.claim;
   wk.calls.add(call);
+  wk.posted.push({ call, claim: call.claim, at: Date.now() });
+  wk.lastUsed = ++useCounter;
   wk.w.postMessage(call.msg);
-  call.msg = null;
-  watch(wk);
+  watch();
+  ensureSpare();
+}
+
+// While calls wait in a worker's message queue, check that it picks them up.
+let checkTimer = null;
+function watch() {
+  if (!checkTimer) checkTimer = setInterval(check, CHECK_MS).unref();
+}
+
+function check() {
+  const now = Date.now();
+  let waiting = false;
+  for (const wk of [...workers]) {
+    const { posted } = wk;
+    while (posted.length && (posted[0].call.claim !== posted[0].claim || Atomics.load(posted[0].claim, 0) !== 0)) {
+      posted.shift(); // started, answered or moved
+    }
+    if (!posted.length) continue;
+    if (now - posted[0].at < STALL_MS) { waiting = true; continue; }
+    wk.stalled = true;
+    wk.w.postMessage({ t: 'ping' }); // its pong (or any answer) shows it keeps up again
+    const moved = posted.filter((p) => p.call.claim === p.claim && takeBack(p.call)).map((p) => p.call);
+    wk.posted = [];
+    for (const call of moved) dispatch(call);
+    waiting = true;
+  }
+  if (!waiting) { clearInterval(checkTimer); checkTimer = null; }
 }
 
 // Ask a worker for a pong; without one in PING_GRACE_MS its event loop is blocked.
@@ -193,34 +263,15 @@ function ping(wk, onBlocked) {
   wk.pingTimer = setTimeout(() => { if (wk.pingSent && !wk.dead) onBlocked(wk); }, PING_GRACE_MS);
 }
 
-// While the active worker has calls, check it now and then; if its loop stays blocked for
-// BLOCKED_MS, send new calls to a fresh worker (the busy one finishes or times out on its own).
-let watchTimer = null;
-function watch() {
-  if (watchTimer) return;
-  watchTimer = setInterval(() => {
-    const wk = active;
-    if (!wk || wk.calls.size === 0) { clearInterval(watchTimer); watchTimer = null; return; }
-    if (wk.pingSent && Date.now() - wk.pingSent >= BLOCKED_MS) {
-      if (!loading && workers.size < MAX_WORKERS) {
-        wk.setAside = true;
-        active = null;
-        replace();
-      }
-      return;
-    }
-    if (!wk.pingSent) { wk.pingSent = Date.now(); wk.w.postMessage({ t: 'ping' }); }
-  }, BLOCKED_MS / 4);
-  watchTimer.unref();
-}
-
-function finishCall(call, status, body) {
+// Answer a call that did not get a result from its function, and count it.
+function finishCall(call, status, body, failed) {
   if (!pending.delete(call.id)) return;
   clearTimeout(call.timer);
   if (call.worker) call.worker.calls.delete(call);
   const i = queue.indexOf(call);
   if (i >= 0) queue.splice(i, 1);
-  call.end();
+  call.msg = null;
+  call.count(failed);
   if (!call.res.headersSent) reply(call.res, status, body);
 }
 
@@ -231,26 +282,26 @@ function onResult(wk, m) {
   pending.delete(m.id);
   clearTimeout(call.timer);
   wk.calls.delete(call);
+  call.msg = null;
   const { res } = call;
   res.statusCode = m.status;
   if (m.reason) res.statusMessage = m.reason;
   const h = m.headers;
   for (let i = 0; i < h.length; i += 2) res.setHeader(h[i], h[i + 1]);
   res.end(m.body);
-  call.end();
-  if (m.failed) errorsCounter.inc({ method: call.label });
-  retireIfIdle(wk);
+  if (!m.clientError) call.count(m.failed); // the caller's mistake (bad JSON, bad path) is no call
+  drain();
+  trim();
 }
 
 function onTimeout(call) {
   const wk = call.worker;
-  finishCall(call, 408, 'Timeout while processing the function');
-  if (!wk || wk.dead) return;
-  // A worker that is merely waiting (timers, I/O) keeps serving; one stuck in a loop is stopped.
-  // Until that is known, new calls wait instead of queueing behind a loop that is about to die.
-  if (wk === active) { active = null; suspect = wk; }
-  ping(wk, (blocked) => kill(blocked, 503, 'Service Unavailable: the function worker was restarted after another call timed out'));
-  if (!wk.dead && wk !== active) retireIfIdle(wk);
+  const started = wk && !takeBack(call);
+  finishCall(call, 408, 'Timeout while processing the function', true);
+  if (!started || wk.dead) return;
+  // A worker that is merely waiting (timers, I/O) keeps serving; one stuck in a loop is stopped
+  // (calls it has not started move to another worker).
+  ping(wk, (blocked) => kill(blocked, 503, 'Service Unavailable: the function worker was restarted after another call timed out', true));
 }
 
 // ---- HTTP server ------------------------------------------------------------------------------
@@ -317,6 +368,17 @@ function readBody(req, res, done) {
   req.on('end', () => { if (!failed) done(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)); });
 }
 
+// Header values arrive as latin1 strings; non-ASCII ones must be UTF-8 bytes (as in every runtime).
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+function utf8Headers(raw) {
+  for (let i = 1; i < raw.length; i += 2) {
+    // eslint-disable-next-line no-control-regex
+    if (!/[^\x00-\x7f]/.test(raw[i])) continue;
+    try { strictUtf8.decode(Buffer.from(raw[i], 'latin1')); } catch (err) { return false; }
+  }
+  return true;
+}
+
 function isPath(url, p) {
   // Express routes are case-insensitive and allow a trailing slash.
   const q = url.indexOf('?');
@@ -346,13 +408,18 @@ function onRequest(req, res) {
     res.end();
     return;
   }
+  if (!utf8Headers(req.rawHeaders)) { reply(res, 400, 'Bad Request: header values must be UTF-8'); return; }
   readBody(req, res, (body) => {
     const label = `${modName}-${method}`;
-    callsCounter.inc({ method: label });
     const id = nextId++;
+    const stopTimer = timeHistogram.startTimer({ method: label });
     const call = {
-      id, res, label, worker: null,
-      end: timeHistogram.startTimer({ method: label }),
+      id, res, label, worker: null, claim: null,
+      count(failed) { // once the call is answered; a timeout or a crash is a failure too
+        callsCounter.inc({ method: label });
+        stopTimer();
+        if (failed) errorsCounter.inc({ method: label });
+      },
       msg: {
         t: 'call', id, method, url: req.url,
         httpVersion: req.httpVersion, httpVersionMajor: req.httpVersionMajor, httpVersionMinor: req.httpVersionMinor,
@@ -374,24 +441,31 @@ function load(gen) {
   if (loading) kill(loading);
   loading = spawn(gen, (wk) => {
     loading = null;
-    setActive(wk);
-    if (server) { controlLine({ event: 'ready', generation: gen }); return; }
+    serving = gen;
+    drain();
+    trim();
+    if (server) { ensureSpare(); controlLine({ event: 'ready', generation: gen }); return; }
     server = http.createServer(onRequest);
-    server.listen(funcPort, bind, () => controlLine({ event: 'ready', generation: gen }));
+    // A client that half-closes after sending (`nc -N`) still gets its answer.
+    server.httpAllowHalfOpen = true;
+    server.listen(funcPort, bind, () => { ensureSpare(); controlLine({ event: 'ready', generation: gen }); });
     server.on('error', (err) => { console.error(`Cannot listen on ${bind}:${funcPort}: ${err.message}`); process.exit(1); });
   }, (wk, error) => {
+    if (wk === loading) loading = null;
     console.error(`Function failed to load: ${error}`);
     controlLine({ event: 'load-failed', generation: gen, error });
     if (!server) { setImmediate(() => process.exit(1)); return; }
-    if (!active && queue.length) replace();
+    const good = pick();
+    if (good) enterInstallDir(good.dir); // back to the folder of the code that still serves
+    ensureSpare();
   });
 }
 
 // SIGHUP: load the module again in a fresh worker (fresh require cache); swap only if it loads,
 // otherwise the last good code keeps serving.
 process.on('SIGHUP', () => {
-  generation += 1;
-  load(generation);
+  attempts += 1;
+  load(attempts);
 });
 
 process.on('SIGTERM', () => process.exit(0));

@@ -100,6 +100,7 @@ function capturedResponse(req, id) {
   res.klId = id;
   res.klChunks = [];
   res.klFailed = false;
+  res.klClientError = false;
   res.klSent = false;
   return Object.assign(res, capture);
 }
@@ -112,7 +113,7 @@ function send(res) {
   const body = res.klChunks.length === 1 ? res.klChunks[0] : Buffer.concat(res.klChunks);
   parentPort.postMessage({
     t: 'res', id: res.klId, status: res.statusCode, reason: res.statusMessage,
-    headers, body, failed: res.klFailed, log: res.klLog,
+    headers, body, failed: res.klFailed, clientError: res.klClientError, log: res.klLog,
   });
 }
 
@@ -149,15 +150,26 @@ function finalize(result, res) {
   }
 }
 
+// The caller's mistake (400, as body-parser and Express answer it): not a failure of the function.
+function clientError(res, message) {
+  res.klClientError = true;
+  res.status(400).send(`Bad Request: ${message}`);
+}
+
 function call(req, res) {
   const body = req.klBody;
   const multipart = req.is('multipart/*');
   req.body = body.length > 0 && !multipart ? body : {};
-  new Promise((resolve) => {
-    let data = req.body;
-    if (body.length > 0 && !multipart) {
+  let data = req.body;
+  if (body.length > 0 && !multipart) {
+    try {
       data = req.is('application/json') ? JSON.parse(body.toString('utf-8')) : body.toString('utf-8');
+    } catch (err) {
+      clientError(res, `invalid JSON: ${err.message}`);
+      return;
     }
+  }
+  new Promise((resolve) => {
     const event = {
       data,
       'event-id': req.get('event-id'),
@@ -175,7 +187,8 @@ function call(req, res) {
 const app = express();
 app.disable('x-powered-by'); // the server thread adds it to every answer
 app.all('*', call);
-app.use((err, req, res, next) => fail(err, req, res)); // eslint-disable-line no-unused-vars
+// eslint-disable-next-line no-unused-vars
+app.use((err, req, res, next) => (err.status === 400 ? clientError(res, err.message) : fail(err, req, res)));
 
 function makeSocket(m) {
   return {
@@ -208,7 +221,8 @@ function handle(m) {
 
 if (func) {
   parentPort.on('message', (m) => {
-    if (m.t === 'call') handle(m);
+    // Claim the call first: the server takes back calls this thread was too busy to start.
+    if (m.t === 'call') { if (Atomics.compareExchange(m.claim, 0, 0, 1) === 0) handle(m); }
     else if (m.t === 'ping') parentPort.postMessage({ t: 'pong' });
   });
   parentPort.postMessage({ t: 'loaded' });

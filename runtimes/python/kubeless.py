@@ -6,6 +6,11 @@ pool of warm worker processes forked from it. A worker imports the user's module
 calls through a real bottle app, so `event['extensions']['request']` is a bottle request and return
 values/exceptions become responses exactly as bottle renders them. A worker that overruns
 FUNC_TIMEOUT is killed (SIGKILL: no CPU burnt afterwards) and replaced; the caller gets 408.
+The pool keeps MIN_WORKERS warm, grows to CHERRYPY_NUMTHREADS under load and shrinks back after
+IDLE_SECONDS; a call takes the idle worker that served last (its module state is warm).
+
+Working folder: KUBELESS_INSTALL_VOLUME (as /kubeless in the pod), entered again by every worker
+before it loads the code, since the engine swaps the folder behind that path on each reload.
 
 Module state: a warm worker keeps module globals between calls (as AWS Lambda does); with
 KUBELESS_LOCAL_ISOLATION=per-call every call runs in a worker that has just imported the module,
@@ -45,7 +50,9 @@ PER_CALL = os.environ.get("KUBELESS_LOCAL_ISOLATION", "warm") == "per-call"
 # Warm workers kept ready: two per core keeps the hand-off from the HTTP process busy on both sides.
 MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS") or min(4, 2 * (os.cpu_count() or 1)))
 MAX_WORKERS = int(os.environ.get("CHERRYPY_NUMTHREADS", "10"))  # Kubeless' concurrency knob
+MIN_WORKERS = min(MIN_WORKERS, MAX_WORKERS)
 GROW_AFTER = 0.02  # seconds a call waits for a worker before the pool grows
+IDLE_SECONDS = 10.0  # a worker idle this long retires (down to MIN_WORKERS)
 FUNCTION_METHODS = ("GET", "POST", "PATCH", "DELETE")  # as the legacy bottle route; HEAD follows GET
 
 FRAME = struct.Struct("!I")
@@ -56,6 +63,16 @@ CONTEXT = {
     "runtime": os.environ.get("FUNC_RUNTIME"),
     "memory-limit": os.environ.get("FUNC_MEMORY_LIMIT"),
 }
+
+
+def enter_install_dir():
+    """Make the code folder the working folder, as /kubeless is in the pod. The engine swaps the
+    folder behind this path on reload (and deletes old ones), and a cwd is resolved when entered:
+    so enter it again before each load."""
+    try:
+        os.chdir(INSTALL_DIR)
+    except OSError:
+        os.chdir("/")
 
 
 def control(event, **fields):
@@ -74,6 +91,10 @@ def report_load_failure(generation, error):
 # ---------------------------------------------------------------- worker process
 
 
+class LoadError(Exception):
+    """The module loaded but does not fit spec.handler: the message says it all (no traceback)."""
+
+
 def load_function():
     if MOD_NAME == "_kubeless":
         raise ImportError("MOD_NAME may not be _kubeless")
@@ -85,22 +106,26 @@ def load_function():
     try:
         return getattr(module, FUNC_HANDLER)
     except AttributeError:
-        raise AttributeError(
+        raise LoadError(
             "%s has no function %r (spec.handler is %s.%s)"
             % (getattr(module, "__file__", MOD_NAME), FUNC_HANDLER, MOD_NAME, FUNC_HANDLER)
         ) from None
 
 
 def load_error_text():
-    """The last exception as the user should see it: file:line first, without our frames."""
+    """The last exception as the user should see it: a headline with file:line and the exception
+    line (what `ls` shows), then the traceback."""
     etype, value, tb = sys.exc_info()
     if isinstance(value, SyntaxError):
         where = "%s:%s" % (value.filename, value.lineno)
         detail = "".join(traceback.format_exception_only(etype, value)).rstrip()
         return "%s: %s\n%s" % (where, value.msg, detail)
+    if isinstance(value, LoadError):
+        return str(value)
     frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith(INSTALL_DIR)]
     where = "%s:%s: " % (frames[-1].filename, frames[-1].lineno) if frames else ""
-    return where + "".join(traceback.format_exception(etype, value, tb)).rstrip()
+    headline = traceback.format_exception_only(etype, value)[-1].rstrip()
+    return where + headline + "\n" + "".join(traceback.format_exception(etype, value, tb)).rstrip()
 
 
 def build_app(func):
@@ -113,7 +138,10 @@ def build_app(func):
         req = bottle.request
         data = req.body.read()
         if req.get_header("content-type") == "application/json":
-            data = json.loads(data) if data else None  # invalid JSON: 500 before metrics
+            try:
+                data = json.loads(data) if data else None
+            except ValueError:  # the caller's mistake, not the function's: 400, not counted
+                return bottle.HTTPError(400, "Invalid JSON in the request body")
         event = {
             "data": data,
             "event-id": req.get_header("event-id"),
@@ -209,6 +237,7 @@ def worker_main(sock, generation):
         pass
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    enter_install_dir()  # relative reads see the code this worker loads
     try:
         func = load_function()
     except BaseException:
@@ -260,6 +289,7 @@ class Worker(asyncio.Protocol):
         self.transport = None
         self.buffer = bytearray()
         self.pending = None
+        self.idle_since = 0.0
 
     async def connect(self):
         """Wait for the worker's first message: ('ready', gen) or ('load-failed', error)."""
@@ -306,47 +336,60 @@ class Worker(asyncio.Protocol):
 
 
 class Pool:
-    """Warm workers of the current code generation; grows on demand up to MAX_WORKERS."""
+    """Workers of the current code generation: MIN_WORKERS kept warm, at most MAX_WORKERS in all.
+
+    Idle workers form a stack: a call takes the worker that served last (sequential calls see its
+    warm module state), a newly spawned worker goes to the bottom, and workers left at the bottom
+    for IDLE_SECONDS retire until MIN_WORKERS remain."""
 
     def __init__(self):
         self.generation = 0  # the code generation that serves
         self.attempts = 0
-        self.idle = []
-        self.busy = set()
+        self.idle = []  # the stack: most recently used last
+        self.live = set()  # every worker not killed yet (loading, idle, busy, old generations)
         self.waiters = []
-        self.spawning = 0
+
+    def new_worker(self, generation):
+        worker = Worker(generation)
+        self.live.add(worker)
+        return worker
+
+    def kill(self, worker):
+        self.live.discard(worker)
+        worker.kill()
 
     async def start(self):
-        worker = Worker(self.generation)
+        worker = self.new_worker(self.generation)
         message = await worker.connect()
         if message[0] != "ready":
-            worker.kill()
+            self.kill(worker)
             return message[1]
         self.idle.append(worker)
         self.top_up()
+        asyncio.get_running_loop().call_later(IDLE_SECONDS / 4, self.retire_idle)
         return None
 
     def top_up(self):
-        while len(self.idle) + len(self.busy) + self.spawning < MIN_WORKERS:
+        current = sum(1 for w in self.live if w.generation == self.generation)
+        for _ in range(MIN_WORKERS - current):
             self.spawn()
 
     def spawn(self):
-        self.spawning += 1
-        asyncio.get_running_loop().create_task(self._spawn(self.generation))
+        asyncio.get_running_loop().create_task(self._spawn(self.new_worker(self.generation)))
 
-    async def _spawn(self, generation):
-        worker = Worker(generation)
+    async def _spawn(self, worker):
         try:
             message = await worker.connect()
         except ConnectionError:
             message = ("load-failed", "worker exited while loading")
-        self.spawning -= 1
-        if message[0] != "ready" or generation != self.generation:
-            worker.kill()
+        if message[0] != "ready" or worker.generation != self.generation:
+            self.kill(worker)
             if message[0] != "ready":
                 print(message[1], file=sys.stderr, flush=True)
             return
-        self.release(worker)
+        if not self.hand_to_waiter(worker):
+            worker.idle_since = time.monotonic()
+            self.idle.insert(0, worker)  # behind the warm workers that served before
 
     async def acquire(self):
         """An idle worker, waiting (and growing the pool) when all are busy."""
@@ -368,51 +411,61 @@ class Pool:
             raise
 
     def _grow_for(self, future):
-        if not future.done() and len(self.busy) + len(self.idle) + self.spawning < MAX_WORKERS:
+        if not future.done() and len(self.live) < MAX_WORKERS:
             self.spawn()
 
-    def release(self, worker):
-        self.busy.discard(worker)
-        if worker.generation != self.generation:
-            worker.kill()
-            self.top_up()
-            return
+    def hand_to_waiter(self, worker):
         while self.waiters:
             future = self.waiters.pop(0)
             if not future.done():
                 future.set_result(worker)
-                return
-        self.idle.append(worker)
+                return True
+        return False
+
+    def release(self, worker):
+        if worker.generation != self.generation:
+            self.kill(worker)
+            self.top_up()
+        elif not self.hand_to_waiter(worker):
+            worker.idle_since = time.monotonic()
+            self.idle.append(worker)
 
     def discard(self, worker):
-        self.busy.discard(worker)
-        worker.kill()
+        self.kill(worker)
         self.top_up()
+
+    def retire_idle(self):
+        """Shrink back to MIN_WORKERS after a burst: the least recently used idle workers go first."""
+        quiet_since = time.monotonic() - IDLE_SECONDS
+        while self.idle and len(self.live) > MIN_WORKERS and self.idle[0].idle_since < quiet_since:
+            self.kill(self.idle.pop(0))
+        asyncio.get_running_loop().call_later(IDLE_SECONDS / 4, self.retire_idle)
 
     async def reload(self):
         """Load new code in a probe worker; replace the pool only when it loads."""
         self.attempts += 1
         generation = self.attempts  # every SIGHUP gets its own number, failed ones too
-        probe = Worker(generation)
+        enter_install_dir()
+        probe = self.new_worker(generation)
         try:
             message = await probe.connect()
         except ConnectionError:
             message = ("load-failed", "worker exited while loading")
         if message[0] != "ready":
-            probe.kill()
+            self.kill(probe)
             report_load_failure(generation, message[1])
             return
         self.generation = generation
         old, self.idle = self.idle, []
         for worker in old:
-            worker.kill()
+            self.kill(worker)
         self.release(probe)
         self.top_up()
         control("ready", generation=generation)
 
     def shutdown(self):
-        for worker in self.idle + list(self.busy):
-            worker.kill()
+        for worker in list(self.live):
+            self.kill(worker)
 
 
 func_hist = prom.Histogram("function_duration_seconds", "Duration of user function in seconds", ["method"])
@@ -430,22 +483,48 @@ def metrics_for(label):
 
 # Error pages come from bottle itself so they match legacy Kubeless byte for byte.
 error_app = bottle.Bottle()
+# Rendered without template lookup paths: bottle resolves them against the working folder, which
+# may be a deleted generation folder (the server's cwd is only renewed on reload).
+NO_LOOKUP = ()  # one object: bottle caches compiled templates by id(lookup)
+error_app.default_error_handler = lambda res: bottle.tob(bottle.template(
+    bottle.ERROR_PAGE_TEMPLATE, e=res, template_lookup=NO_LOOKUP, template_settings={"name": "__ERROR_PAGE_TEMPLATE"}))
+
+
+TIMED_OUT = (408, "Timeout while processing the function")
+BAD_PATH = (400, "Invalid path string. Expected UTF-8")  # bottle 0.12's answer (0.13 drops the bytes)
+BAD_HEADER = (400, "Invalid header value. Expected UTF-8")  # bottle decodes headers as UTF-8 when read
 
 
 @error_app.route("/<:re:.*>", method=list(FUNCTION_METHODS))
-def _timeout_page():
-    return bottle.HTTPError(408, "Timeout while processing the function")
+def _error_page():
+    return bottle.HTTPError(*bottle.request.environ["kubeless.error"])
 
 
-def error_page(method, url, version, peer):
-    """Bottle's rendering of a 408 (for a function method) or 405 (any other method)."""
+def error_page(method, url, version, peer, error=TIMED_OUT):
+    """Bottle's rendering of `error` (for a function method) or 405 (any other method)."""
     captured = {}
 
     def start_response(status, headers, exc_info=None):
         captured["status"], captured["headers"] = status, headers
 
-    body = b"".join(error_app(environ_for(method, url, [], b"", version, peer), start_response))
+    environ = environ_for(method, url, [], b"", version, peer)
+    environ["kubeless.error"] = error
+    body = b"".join(error_app(environ, start_response))
     return captured["status"], captured["headers"], body
+
+
+def client_error(path, headers):
+    """A request the function cannot be given (the caller's mistake: 400, not a failure), or None."""
+    try:
+        unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return BAD_PATH
+    try:
+        for _, value in headers:
+            value.decode("utf-8")
+    except UnicodeDecodeError:
+        return BAD_HEADER
+    return None
 
 
 LOG_LINES = []
@@ -488,6 +567,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = None
         self.previous = None  # the previous request's task, to keep responses in order
         self.peer = "-"
+        self.eof = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -508,6 +588,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.transport = None
+
+    def eof_received(self):
+        """The client half-closed its side (`nc -N`): answer what it sent, then close."""
+        self.eof = True
+        return self.previous is not None and not self.previous.done()  # True keeps the transport open
 
     # httptools callbacks
     def on_message_begin(self):
@@ -560,7 +645,7 @@ class HttpProtocol(asyncio.Protocol):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.transport.write(head + out_body if method != "HEAD" else head)
         access_log(peer, method, url, version, status, len(out_body), headers)
-        if not keep_alive:
+        if not keep_alive or (self.eof and self.previous is asyncio.current_task()):
             self.transport.close()
 
 
@@ -575,6 +660,9 @@ async def handle(pool, request, too_large):
         return "413 Request Entity Too Large", [("Content-Type", "text/plain")], b"Request body too large"
     if method not in FUNCTION_METHODS and method != "HEAD":
         return error_page(method, url, version, peer)
+    error = client_error(path, headers)
+    if error is not None:
+        return error_page(method, url, version, peer, error)
     label = "GET" if method == "HEAD" else method
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
@@ -589,7 +677,6 @@ async def handle(pool, request, too_large):
     worker = None
     try:
         worker = await pool.acquire()
-        pool.busy.add(worker)
         reply = await worker.call(request)
     except asyncio.CancelledError:
         if not timed_out:
@@ -597,8 +684,9 @@ async def handle(pool, request, too_large):
         current.uncancel()
         if worker is not None:
             pool.discard(worker)  # killed mid-call: the runaway code stops now
-        calls, duration, _ = metrics_for(label)
+        calls, duration, failures = metrics_for(label)
         calls.inc()
+        failures.inc()  # a timeout is a failure, as in every other runtime
         duration.observe(time.perf_counter() - start)
         return error_page(method, url, version, peer)
     except ConnectionError:

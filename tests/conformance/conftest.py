@@ -1,6 +1,7 @@
 """Fixtures of the conformance suite: every runtime × backend behind one `function` factory."""
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -47,6 +48,36 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize(("runtime", "backend_name"), cases, ids=["%s-%s" % (rt.name, b) for rt, b in cases])
 
 
+def server_receive_queue(server_port, client_port):
+    """Bytes the server has not read yet on its end of the connection from `client_port` (None while
+    the kernel shows no such connection). Containers share the host network (`network_mode: host`)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                return int(queues.split(":")[1], 16)
+    return None
+
+
+def status_of(sock):
+    """The status code of the answer on a raw connection (read until the header ends)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1."), "no HTTP answer: %r" % data[:200]
+    return int(data.split(b" ", 2)[1])
+
+
 class RunningFunction:
     def __init__(self, instance, hub, runtime, spec, supervisor):
         self.instance, self.hub, self.runtime_info, self.spec = instance, hub, runtime, spec
@@ -79,14 +110,41 @@ class RunningFunction:
                     values[(sample.name, sample.labels.get("method"))] = sample.value
         return values
 
+    @property
+    def code_file(self):
+        """The handler file (the source itself, or handler.<ext> in a source folder)."""
+        source = self.spec.source
+        return source / ("handler" + self.runtime_info.suffix) if source.is_dir() else source
+
     def replace_code(self, text):
         """Rewrite the (editable) source and reload, as the file watcher does on save."""
-        self.spec.source.write_text(text)
+        return self.replace_file(self.code_file, text)
+
+    def replace_file(self, path, text):
+        """Rewrite a file of the (editable) source, e.g. `fn.spec.source / "data.txt"`, and reload."""
+        Path(path).write_text(text)
         self.supervisor.reload(self.spec)
         return self.instance.state
 
     def scenario_code(self, scenario):
-        return (SCENARIOS / scenario / self.spec.source.name).read_text()
+        return (SCENARIOS / scenario / self.code_file.name).read_text()
+
+    def open_call(self, method="POST", path="/", body=b"", headers=None, seconds=10):
+        """Send one request on a raw connection and return the socket once the server has read it:
+        the call is in flight. Read the answer with `.status_of(sock)`."""
+        head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nConnection: close\r\n" % (
+            method, path, len(body))
+        head += "".join("%s: %s\r\n" % item for item in (headers or {}).items())
+        sock = socket.create_connection(("127.0.0.1", self.instance.port), timeout=30)
+        sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+        client_port = sock.getsockname()[1]
+        deadline = time.monotonic() + seconds
+        while server_receive_queue(self.instance.port, client_port) != 0:
+            assert time.monotonic() < deadline, "the server did not read the request"
+            time.sleep(0.01)
+        return sock
+
+    status_of = staticmethod(status_of)
 
     def logs(self):
         return "\n".join(line.text for line in self.hub.tail(self.instance.name))
@@ -102,19 +160,26 @@ class RunningFunction:
 
 @pytest.fixture
 def function(runtime, backend_name, tmp_path):
-    """function(scenario, timeout=None, env=None, memory=None) -> RunningFunction; stopped after the test."""
+    """function(scenario, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False)
+    -> RunningFunction; stopped after the test. `folder=True`: the source is a private copy of the
+    scenario's handler and data.txt in a folder (`.folder`), editable."""
     hub = LogHub()
     supervisor = Supervisor(tmp_path / "state", backends.create(backend_name, hub), hub, CATALOG, ephemeral_ports=True)
     started = []
 
-    def start(scenario, *, timeout=None, env=None, memory=None, isolation=None, editable=False):
+    def start(scenario, *, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False):
         source = SCENARIOS / scenario / ("handler" + runtime.suffix)
         assert source.exists(), "scenario %s has no %s for %s" % (scenario, source.name, runtime.name)
-        if editable:  # a private copy the test may rewrite (reload tests)
+        if folder:  # the Function's source is a private (editable) folder: the handler and data.txt
+            code = tmp_path / "code"
+            code.mkdir()
+            shutil.copy(SCENARIOS / scenario / "data.txt", code)
+            source = Path(shutil.copy(source, code / source.name))
+        elif editable:  # a private copy the test may rewrite (reload tests)
             (tmp_path / "src").mkdir(exist_ok=True)
             source = Path(shutil.copy(source, tmp_path / "src" / source.name))
         fn = specs.function_from_files(
-            scenario, source, runtime.name, "handler." + FUNCTION_NAMES.get(runtime.id, "handler"),
+            scenario, source.parent if folder else source, runtime.name, "handler." + FUNCTION_NAMES.get(runtime.id, "handler"),
             timeout=timeout or "180", env=sorted((env or {}).items()), memory=memory, isolation=isolation)
         instance = supervisor.start(fn)
         started.append(instance)

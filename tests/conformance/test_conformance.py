@@ -3,6 +3,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import time
 
 import requests
@@ -11,6 +12,7 @@ ABSENT_HEADER = {"go": ""}  # Go's event fields are strings: an absent header is
 FUNCTION_NAME = {"go": "Handler"}
 TIMEOUT_IS_A_STRING = {"ruby", "php", "go"}  # context timeout: a string there, a number in Python and Node
 PARSES_JSON_WITH_PARAMS = {"nodejs"}  # body-parser accepts `application/json; charset=…`; others need it exact
+JSON_DATA_IS_RAW = {"go"}  # Go's event data is the body as a string: JSON is never parsed
 BROKEN_CODE = "this is ( not valid code in any language {{{\n"
 
 def test_healthz(function):
@@ -89,14 +91,11 @@ def test_exception_answers_500_and_the_server_survives(function):
 
 def test_timeout_answers_408_while_others_are_served(function):
     fn = function("sleep", timeout="1")
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(fn.post, "/", data="30")
-        time.sleep(0.2)
-        quick = fn.post("/", data="0")
-        assert (quick.status_code, quick.text) == (200, "done")
-        started = time.monotonic()
-        response = slow.result()
-    assert response.status_code == 408
+    slow = fn.open_call(body=b"30")  # in flight: the server has read it
+    quick = fn.post("/", data="0")
+    assert (quick.status_code, quick.text) == (200, "done")
+    started = time.monotonic()
+    assert fn.status_of(slow) == 408
     assert time.monotonic() - started < 5  # well before the 30 s sleep would end
     assert fn.post("/", data="0").text == "done"
 
@@ -192,3 +191,91 @@ def test_a_server_that_dies_is_restarted(function):
         time.sleep(0.1)
     assert fn.get("/").text == "hello world"
     assert fn.instance.state.value == "Ready"
+
+
+def test_relative_reads_see_the_current_code_after_many_saves(function):
+    # The working folder is the stable code path (as /kubeless in the pod), not the generation
+    # folder that was current when the server started (the engine deletes old generations).
+    fn = function("workdir", folder=True, timeout="1")
+    assert fn.get("/").text == "v0"
+    for i in range(1, 21):
+        assert fn.replace_file(fn.spec.source / "data.txt", "v%d\n" % i).value == "Ready"
+    assert (fn.get("/").status_code, fn.get("/").text) == (200, "v20")
+    assert fn.post("/", data="sleep", headers={"Content-Type": "text/plain"}).status_code == 408
+    after = fn.get("/")
+    assert (after.status_code, after.text) == (200, "v20")
+
+
+def test_other_callers_are_served_during_a_runaway_call(function):
+    fn = function("workdir", folder=True, timeout="1")
+    runaway = fn.open_call(body=b"sleep", headers={"Content-Type": "text/plain"})
+
+    def call(delay):
+        time.sleep(delay)  # spreads the calls over the runaway call and its timeout (not a synchronisation)
+        response = requests.get(fn.url + "/", timeout=30)
+        return response.status_code, response.text
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(call, [i * 0.075 for i in range(20)]))
+    assert answers == [(200, "v0")] * 20
+    assert fn.status_of(runaway) == 408
+
+
+def test_a_half_closed_request_is_answered(function):
+    # `nc -N` and some proxies shut their sending side down once the request is sent
+    fn = function("hello")
+    sock = socket.create_connection(("127.0.0.1", fn.instance.port), timeout=10)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 200"), data
+    assert data.endswith(b"hello world")
+
+
+def raw_call(fn, request):
+    """Send raw request bytes (Connection: close) and return the status code."""
+    sock = socket.create_connection(("127.0.0.1", fn.instance.port), timeout=10)
+    sock.sendall(request)
+    return fn.status_of(sock)
+
+
+def no_failures(fn):
+    return {k: v for k, v in fn.metrics().items() if k[0] == "function_failures_total" and v} == {}
+
+
+def test_invalid_json_is_a_client_error(function):
+    fn = function("echo")
+    response = fn.post("/", data=b"{oops", headers={"Content-Type": "application/json"})
+    if fn.language in JSON_DATA_IS_RAW:
+        assert (response.status_code, response.text) == (200, "{oops")  # nothing parses it
+    else:
+        assert response.status_code == 400
+    assert no_failures(fn)
+
+
+def test_an_undecodable_path_is_a_client_error(function):
+    fn = function("echo")
+    assert raw_call(fn, b"GET /%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == 400
+    assert no_failures(fn)
+
+
+def test_a_non_utf8_header_is_a_client_error(function):
+    fn = function("echo")
+    assert raw_call(fn, b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n"
+                        b"Content-Type: text/plain\xff\xfe\r\n\r\nx") == 400
+    assert no_failures(fn)
+
+
+def test_a_timed_out_call_counts_as_a_failure(function):
+    fn = function("sleep", timeout="1")
+    assert fn.post("/", data="5").status_code == 408
+    metrics = fn.metrics()
+    label = fn.method_label("POST")
+    assert metrics[("function_calls_total", label)] == 1
+    assert metrics[("function_failures_total", label)] == 1
