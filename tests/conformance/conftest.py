@@ -42,9 +42,11 @@ def backends_under_test():
 def pytest_generate_tests(metafunc):
     if "runtime" not in metafunc.fixturenames:
         return
-    marker = metafunc.definition.get_closest_marker("language")
+    language = metafunc.definition.get_closest_marker("language")
+    only_backend = metafunc.definition.get_closest_marker("backend")
     cases = [(rt, backend) for backend in backends_under_test() for rt in conformance_runtimes(backend)
-             if marker is None or rt.server == marker.args[0]]
+             if (language is None or rt.server == language.args[0])
+             and (only_backend is None or backend == only_backend.args[0])]
     metafunc.parametrize(("runtime", "backend_name"), cases, ids=["%s-%s" % (rt.name, b) for rt, b in cases])
 
 

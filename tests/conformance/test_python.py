@@ -117,9 +117,8 @@ def child_processes(pid):
     return children
 
 
-def test_worker_pool_honours_its_limit_and_shrinks_when_idle(function, backend_name):
-    if backend_name != "process":
-        pytest.skip("counts the server's child processes on the host")
+@pytest.mark.backend("process")  # counts the server's child processes on the host
+def test_worker_pool_honours_its_limit_and_shrinks_when_idle(function):
     fn = function("sleep", env={"KUBELESS_LOCAL_WORKERS": "2", "CHERRYPY_NUMTHREADS": "5"})
     peak = 0
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
