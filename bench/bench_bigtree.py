@@ -4,9 +4,10 @@ Through the real `dev` path (manifest loading, watcher, fingerprints, prepare, r
 
     python bench/bench_bigtree.py [--runtimes python3.11,...] [--edits 20] [--files 30000]
 """
+
 import time
 
-from common import CATALOG, MARKED_HELLO, FUNCTION_NAMES, Engine, answer, bench_parser, summary
+from common import CATALOG, FUNCTION_NAMES, MARKED_HELLO, Engine, answer, bench_parser, summary
 
 from kubeless_local.emulator.project import Project
 
@@ -79,8 +80,11 @@ def main():
                 engine.close()
             s = summary(times)
             medians.append(s["median"])
-            print("| %s | %s | %d | %.2f | %d | %.0f | %.0f |" % (runtime.name, args.backend, files, start_seconds,
-                                                              watches, s["median"], s["p95"]), flush=True)
+            print(
+                "| %s | %s | %d | %.2f | %d | %.0f | %.0f |"
+                % (runtime.name, args.backend, files, start_seconds, watches, s["median"], s["p95"]),
+                flush=True,
+            )
         print("| %s | | ratio | | | %.2f× | |" % (runtime.name, medians[1] / medians[0]), flush=True)
 
 

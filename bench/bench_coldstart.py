@@ -5,11 +5,11 @@
 Baseline in the same run: launching the bare interpreter (`<exe> --version`-style no-op) to show
 what the language itself costs on this machine.
 """
+
 import subprocess
 import time
 
 from common import CATALOG, Engine, bench_parser, summary, wait_http
-
 
 NOOP = {"python": ["-c", "pass"], "nodejs": ["-e", "0"], "ruby": ["-e", "0"], "php": ["-r", ";"], "go": ["version"]}
 
@@ -38,8 +38,11 @@ def main():
                 subprocess.run([runtime.executable_path(), *NOOP[runtime.id]], capture_output=True)
                 noop.append((time.monotonic() - started) * 1000)
             s, n = summary(times), summary(noop)
-            print("| %s | %s | %d | %.0f | %.0f | %.0f |" % (runtime.name, args.backend, args.runs, n["median"],
-                                                          s["median"], s["p95"]), flush=True)
+            print(
+                "| %s | %s | %d | %.0f | %.0f | %.0f |"
+                % (runtime.name, args.backend, args.runs, n["median"], s["median"], s["p95"]),
+                flush=True,
+            )
         finally:
             engine.close()
 

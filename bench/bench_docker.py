@@ -7,6 +7,7 @@
 
     python bench/bench_docker.py [--runtimes python3.11,nodejs20,ruby3.1,php8.2,go1.26] [--starts 7] [--edits 20]
 """
+
 import argparse
 import time
 
@@ -68,16 +69,19 @@ def throughput(backend, runtime, seconds, connections):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", default="python3.11,nodejs20,ruby3.1,php8.2," +
-                        ",".join(rt.name for rt in CATALOG.versions("go")))
+    parser.add_argument(
+        "--runtimes", default="python3.11,nodejs20,ruby3.1,php8.2," + ",".join(rt.name for rt in CATALOG.versions("go"))
+    )
     parser.add_argument("--starts", type=int, default=7)
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     runtimes = [CATALOG.resolve(name, require_local=False)[0] for name in args.runtimes.split(",") if name]
-    print("| runtime | backend | cold start → first 200 median ms (p95) | reload median ms | reload p95 ms "
-          "| hello req/s | docker/process req/s |")
+    print(
+        "| runtime | backend | cold start → first 200 median ms (p95) | reload median ms | reload p95 ms "
+        "| hello req/s | docker/process req/s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for rt in runtimes:
         rps = {}
@@ -86,9 +90,11 @@ def main():
             reload = summary(reloads(backend, rt, args.edits))
             rps[backend] = throughput(backend, rt, args.seconds, args.connections)
             ratio = "%.2f" % (rps["docker"] / rps["process"]) if backend == "docker" else ""
-            print("| %s | %s | %.0f (%.0f) | %.0f | %.0f | %.0f | %s |" % (
-                rt.name, backend, cold["median"], cold["p95"], reload["median"], reload["p95"], rps[backend], ratio),
-                flush=True)
+            print(
+                "| %s | %s | %.0f (%.0f) | %.0f | %.0f | %.0f | %s |"
+                % (rt.name, backend, cold["median"], cold["p95"], reload["median"], reload["p95"], rps[backend], ratio),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

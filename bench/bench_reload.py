@@ -3,6 +3,7 @@
 
     python bench/bench_reload.py [--runtimes python3.11,...] [--edits 20]
 """
+
 import time
 
 from common import CATALOG, Engine, answer, bench_parser, summary
@@ -38,8 +39,11 @@ def main():
                     time.sleep(0.002)
                 times.append((time.monotonic() - started) * 1000)
             s = summary(times)
-            print("| %s | %s | %d | %.0f | %.0f | %.0f |" % (runtime.name, args.backend, args.edits, s["median"],
-                                                          s["p95"], s["max"]), flush=True)
+            print(
+                "| %s | %s | %d | %.0f | %.0f | %.0f |"
+                % (runtime.name, args.backend, args.edits, s["median"], s["p95"], s["max"]),
+                flush=True,
+            )
         finally:
             project.stop()
             engine.close()

@@ -4,12 +4,13 @@
 
 Prints a Markdown table: req/s, p50/p99 latency, and the ratio function/baseline per concurrency.
 """
+
 import os
 import shutil
 import subprocess
 import tempfile
 
-from common import Baseline, CATALOG, Engine, ROOT, bench_parser, wrk
+from common import CATALOG, ROOT, Baseline, Engine, bench_parser, wrk
 
 BASE = ROOT / "bench" / "baselines"
 
@@ -26,8 +27,12 @@ def baseline_for(runtime, workdir):
         return Baseline([runtime.executable_path(), "-S", "127.0.0.1:{port}", str(BASE / "php_hello.php")], env=env)
     if runtime.id == "go":
         binary = os.path.join(workdir, "gohello")
-        subprocess.run([runtime.executable_path(), "build", "-o", binary, str(BASE / "go_http.go")], check=True,
-                       cwd=workdir, env=dict(os.environ, GO111MODULE="off"))
+        subprocess.run(
+            [runtime.executable_path(), "build", "-o", binary, str(BASE / "go_http.go")],
+            check=True,
+            cwd=workdir,
+            env=dict(os.environ, GO111MODULE="off"),
+        )
         return Baseline([binary, "{port}"])
     raise SystemExit("no baseline for %s" % runtime.name)
 
@@ -36,8 +41,12 @@ def main():
     parser = bench_parser(__doc__)
     parser.add_argument("--connections", default="1,10,50")
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--isolation", choices=["warm", "per-call"], default="warm",
-                        help="per-call: every call in a freshly loaded worker (the legacy Kubeless model)")
+    parser.add_argument(
+        "--isolation",
+        choices=["warm", "per-call"],
+        default="warm",
+        help="per-call: every call in a freshly loaded worker (the legacy Kubeless model)",
+    )
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
     print("| runtime | backend/isolation | conns | baseline req/s | function req/s | ratio | p50 ms | p99 ms |")
@@ -57,9 +66,20 @@ def main():
                     # Alternate the two so drift on a noisy machine hits both alike.
                     base = wrk(baseline.url, conns, args.seconds)
                     fn = wrk(url, conns, args.seconds)
-                    print("| %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f |" % (
-                        runtime.name, "%s/%s" % (args.backend, args.isolation), conns, base["rps"], fn["rps"], fn["rps"] / base["rps"],
-                        fn["p50_ms"], fn["p99_ms"]), flush=True)
+                    print(
+                        "| %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f |"
+                        % (
+                            runtime.name,
+                            "%s/%s" % (args.backend, args.isolation),
+                            conns,
+                            base["rps"],
+                            fn["rps"],
+                            fn["rps"] / base["rps"],
+                            fn["p50_ms"],
+                            fn["p99_ms"],
+                        ),
+                        flush=True,
+                    )
             finally:
                 baseline.close()
                 engine.close()

@@ -6,6 +6,7 @@ Both a blocking sleep and a CPU loop, and how fast the same server answers a qui
 
 Prints the overshoot (answer time − timeout) in ms; the issue's bound is timeout + 100 ms.
 """
+
 import concurrent.futures
 import statistics
 import time
@@ -50,9 +51,19 @@ def main():
                         results.append(future.result())
                         time.sleep(0.3)  # a replacement worker starts
                 over = [ms - args.timeout * 1000 for status, ms in results]
-                print("| %s | %s | %d | %d | %.0f | %.0f | %.1f |" % (
-                    runtime.name, scenario, args.calls, sum(status == 408 for status, _ in results),
-                    statistics.median(over), max(over), statistics.median(quick_ms)), flush=True)
+                print(
+                    "| %s | %s | %d | %d | %.0f | %.0f | %.1f |"
+                    % (
+                        runtime.name,
+                        scenario,
+                        args.calls,
+                        sum(status == 408 for status, _ in results),
+                        statistics.median(over),
+                        max(over),
+                        statistics.median(quick_ms),
+                    ),
+                    flush=True,
+                )
             finally:
                 engine.close()
 

@@ -1,4 +1,5 @@
 """Shared benchmark helpers: start a function through the engine, drive wrk, summarise."""
+
 import argparse
 import re
 import shutil
@@ -29,7 +30,7 @@ MARKED_HELLO = {  # a hello answering a marker that benchmarks change on every e
     "ruby": 'def handler(event, context)\n  "MARK"\nend\n',
     "php": '<?php\nfunction handler($event, $context) {\n    return "MARK";\n}\n',
     "go": 'package kubeless\n\nimport "github.com/kubeless/kubeless/pkg/functions"\n\n'
-          'func Handler(event functions.Event, context functions.Context) (string, error) {\n\treturn "MARK", nil\n}\n',
+    'func Handler(event functions.Event, context functions.Context) (string, error) {\n\treturn "MARK", nil\n}\n',
 }
 
 
@@ -72,8 +73,9 @@ class Engine:
     def __init__(self, backend="process"):
         self.tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
         self.hub = LogHub()
-        self.supervisor = Supervisor(self.tmp / "state", backends.create(backend, self.hub), self.hub, CATALOG,
-                                     ephemeral_ports=True)
+        self.supervisor = Supervisor(
+            self.tmp / "state", backends.create(backend, self.hub), self.hub, CATALOG, ephemeral_ports=True
+        )
 
     def function(self, runtime_name, scenario="hello", editable=False, **kwargs):
         runtime, _ = CATALOG.resolve(runtime_name)
@@ -81,8 +83,9 @@ class Engine:
         if editable:
             (self.tmp / "src").mkdir(exist_ok=True)
             source = Path(shutil.copy(source, self.tmp / "src" / source.name))
-        fn = specs.function_from_files(scenario, source, runtime.name,
-                                       "handler." + FUNCTION_NAMES.get(runtime.id, "handler"), **kwargs)
+        fn = specs.function_from_files(
+            scenario, source, runtime.name, "handler." + FUNCTION_NAMES.get(runtime.id, "handler"), **kwargs
+        )
         instance = self.supervisor.start(fn)
         if instance.state.value != "Ready":
             raise RuntimeError("%s did not start: %s" % (runtime_name, instance.error))
@@ -93,8 +96,9 @@ class Engine:
         source = self.tmp / name / ("handler" + runtime.suffix)
         source.parent.mkdir(exist_ok=True)
         source.write_text(MARKED_HELLO[runtime.server].replace("MARK", marker))
-        return specs.function_from_files(name, source, runtime.name,
-                                         "handler." + FUNCTION_NAMES.get(runtime.id, "handler"))
+        return specs.function_from_files(
+            name, source, runtime.name, "handler." + FUNCTION_NAMES.get(runtime.id, "handler")
+        )
 
     @staticmethod
     def remark(spec, runtime, marker):
@@ -111,8 +115,12 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def wrk(url, connections, seconds=5, threads=2):
     """{'rps', 'p50_ms', 'p99_ms'} from one wrk run (Debian's wrk)."""
     threads = min(threads, connections)
-    out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds, "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds, "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
     def latency(pct):
         match = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % pct, out, re.M)
@@ -127,7 +135,7 @@ def wrk(url, connections, seconds=5, threads=2):
 
 def percentile(values, pct):
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(pct / 100.0 * (len(ordered) - 1)))))
+    index = min(len(ordered) - 1, max(0, round(pct / 100.0 * (len(ordered) - 1))))
     return ordered[index]
 
 

@@ -1,4 +1,5 @@
 """The `kubeless-local` command: parse, call the engine, print. No logic of its own."""
+
 import datetime
 import functools
 import json
@@ -61,7 +62,9 @@ class Checked(click.ParamType):
         try:
             return self._convert(value)
         except ValueError:
-            raise UserError("%s %r must be %s" % (param.opts[-1] if param else self.name, value, self.expected)) from None
+            raise UserError(
+                "%s %r must be %s" % (param.opts[-1] if param else self.name, value, self.expected)
+            ) from None
 
 
 def _quantity(text):
@@ -92,16 +95,26 @@ DURATION = Checked("duration", parse_duration, "a duration such as 30s, 10m or 1
 HEADER = Checked("header", parse_header, "'Name: value'")
 
 # Options shared by several commands: defined once.
-backend_option = click.option("--backend", default=lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
-                              show_default="$KUBELESS_LOCAL_BACKEND, else `backend:` in .kubeless-local.yaml, else process",
-                              help="Where functions run: process (local processes), docker (runtime images, one "
-                                   "container per function), auto (docker when an engine answers and the images "
-                                   "exist, else process).",
-                              type=click.Choice(backends.CHOICES))
-runtime_option = click.option("-r", "--runtime", required=True, help="Runtime, e.g. python3.11 (see get-server-config).")
-ignore_option = click.option("--ignore", "ignore", multiple=True, metavar="PATTERN",
-                             help="Files and folders that are not the project's (gitignore-style, e.g. build/ or "
-                                  "*.log; repeatable): not loaded, not watched, no reload.")
+backend_option = click.option(
+    "--backend",
+    default=lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
+    show_default="$KUBELESS_LOCAL_BACKEND, else `backend:` in .kubeless-local.yaml, else process",
+    help="Where functions run: process (local processes), docker (runtime images, one "
+    "container per function), auto (docker when an engine answers and the images "
+    "exist, else process).",
+    type=click.Choice(backends.CHOICES),
+)
+runtime_option = click.option(
+    "-r", "--runtime", required=True, help="Runtime, e.g. python3.11 (see get-server-config)."
+)
+ignore_option = click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    metavar="PATTERN",
+    help="Files and folders that are not the project's (gitignore-style, e.g. build/ or "
+    "*.log; repeatable): not loaded, not watched, no reload.",
+)
 
 
 def output_option(*formats):
@@ -126,7 +139,9 @@ def main(ctx):
 @main.command()
 @click.argument("name")
 @runtime_option
-@click.option("--force", is_flag=True, help="Write the template files into a folder that is not empty (other files are kept).")
+@click.option(
+    "--force", is_flag=True, help="Write the template files into a folder that is not empty (other files are kept)."
+)
 @user_errors
 def init(name, runtime, force):
     """Create NAME/ with a handler, a deps file and function.yaml."""
@@ -163,13 +178,20 @@ def _count(value):
 
 
 FUNCTION_COLUMNS = [
-    ("NAME", lambda r: r["name"]), ("RUNTIME", lambda r: r["runtime"]), ("STATE", lambda r: r["state"]),
-    ("URL", lambda r: r["url"] if r.get("url") and r["port"] else "-"), ("CALLS", lambda r: _count(r["calls"])),
-    ("ERRORS", lambda r: _count(r["errors"])), ("RELOADS", lambda r: str(r["reloads"])),
+    ("NAME", lambda r: r["name"]),
+    ("RUNTIME", lambda r: r["runtime"]),
+    ("STATE", lambda r: r["state"]),
+    ("URL", lambda r: r["url"] if r.get("url") and r["port"] else "-"),
+    ("CALLS", lambda r: _count(r["calls"])),
+    ("ERRORS", lambda r: _count(r["errors"])),
+    ("RELOADS", lambda r: str(r["reloads"])),
 ]
-WIDE_COLUMNS = FUNCTION_COLUMNS + [
-    ("BACKEND", lambda r: r.get("backend") or "-"), ("PID", lambda r: _count(r.get("pid"))),
-    ("RESTARTS", lambda r: _count(r.get("restarts"))), ("READY_MS", lambda r: _count(r.get("ready_ms"))),
+WIDE_COLUMNS = [
+    *FUNCTION_COLUMNS,
+    ("BACKEND", lambda r: r.get("backend") or "-"),
+    ("PID", lambda r: _count(r.get("pid"))),
+    ("RESTARTS", lambda r: _count(r.get("restarts"))),
+    ("READY_MS", lambda r: _count(r.get("ready_ms"))),
 ]
 
 
@@ -253,8 +275,12 @@ def serve(root, backend_name, manifests=None, ignore=()):
 def dev(path, backend, ignore):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
-    serve(root if root.is_dir() else root.parent, backend,
-          manifests=specs.load(root, ignore) if root.is_file() else None, ignore=ignore)
+    serve(
+        root if root.is_dir() else root.parent,
+        backend,
+        manifests=specs.load(root, ignore) if root.is_file() else None,
+        ignore=ignore,
+    )
 
 
 def parse_pairs(values, flag):
@@ -276,30 +302,65 @@ def parse_pairs(values, flag):
 @runtime_option
 @click.option("--handler", required=True, help="<module>.<function>, e.g. handler.hello.")
 @click.option("--name", help="Function name (default: from the handler's module).")
-@click.option("-d", "--dependencies", type=click.Path(exists=True, dir_okay=False), help="Deps file (requirements.txt, package.json…).")
+@click.option(
+    "-d",
+    "--dependencies",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Deps file (requirements.txt, package.json…).",
+)
 @click.option("-e", "--env", multiple=True, help="K=V (repeat or comma-separate).")
 @click.option("-l", "--label", multiple=True, help="k=v (repeat or comma-separate).")
 @click.option("--timeout", default=specs.DEFAULT_TIMEOUT, show_default=True, help="Seconds before a call answers 408.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
-@click.option("--memory", type=QUANTITY, help="Memory limit, a Kubernetes quantity, e.g. 128Mi (passed as FUNC_MEMORY_LIMIT).")
-@click.option("--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity).")
+@click.option(
+    "--memory", type=QUANTITY, help="Memory limit, a Kubernetes quantity, e.g. 128Mi (passed as FUNC_MEMORY_LIMIT)."
+)
+@click.option(
+    "--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity)."
+)
 @click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
 @backend_option
 @ignore_option
 @user_errors
-def run(file, runtime, handler, name, dependencies, env, label, timeout, port, memory, isolation, runtime_image, backend,
-        ignore):
+def run(
+    file,
+    runtime,
+    handler,
+    name,
+    dependencies,
+    env,
+    label,
+    timeout,
+    port,
+    memory,
+    isolation,
+    runtime_image,
+    backend,
+    ignore,
+):
     """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags)."""
     source = Path(file).resolve()
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
-    fn = specs.function_from_files(name, source, runtime, handler, deps_file=dependencies, timeout=timeout,
-                                   env=parse_pairs(env, "--env"), labels=dict(parse_pairs(label, "--label")),
-                                   memory=memory, port=port, isolation=isolation, image=runtime_image or "",
-                                   origin="kubeless-local run %s" % file)
+    fn = specs.function_from_files(
+        name,
+        source,
+        runtime,
+        handler,
+        deps_file=dependencies,
+        timeout=timeout,
+        env=parse_pairs(env, "--env"),
+        labels=dict(parse_pairs(label, "--label")),
+        memory=memory,
+        port=port,
+        isolation=isolation,
+        image=runtime_image or "",
+        origin="kubeless-local run %s" % file,
+    )
     if runtime_image and (backend or backends.project_default(source.parent) or "process") == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
-    serve(source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]),
-          ignore=ignore)
+    serve(
+        source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore
+    )
 
 
 # ---------------------------------------------------------------- talking to a running dev
@@ -308,7 +369,9 @@ def run(file, runtime, handler, name, dependencies, env, label, timeout, port, m
 @main.command()
 @click.argument("name")
 @click.option("-d", "--data", help="Event data; a JSON object is sent as application/json. Without it: GET.")
-@click.option("--data-file", type=click.Path(exists=True, dir_okay=False), help="Event data read from FILE (as curl's -d @FILE).")
+@click.option(
+    "--data-file", type=click.Path(exists=True, dir_okay=False), help="Event data read from FILE (as curl's -d @FILE)."
+)
 @click.option("-X", "--method", help="HTTP method instead of GET/POST (the function may answer 405).")
 @click.option("-H", "--header", "headers", multiple=True, type=HEADER, help="Extra header 'Name: value' (repeatable).")
 @click.option("--path", default="/", show_default=True, help="Request path.")
@@ -324,8 +387,9 @@ def call(name, data, data_file, method, headers, path):
     row = AdminClient().function(name)
     if not row["port"] or not row.get("url"):
         raise UserError("%s is not running (%s): %s" % (name, row["state"], row["error"]))
-    response = call_function(row["url"], data, path=path, method=method.upper() if method else None,
-                             headers=dict(headers))
+    response = call_function(
+        row["url"], data, path=path, method=method.upper() if method else None, headers=dict(headers)
+    )
     if response.status_code == 408:
         raise_exit("Request timeout exceeded", 1)
     click.echo(response.text, nl=not response.text.endswith("\n"))
@@ -344,7 +408,7 @@ def headline(error):
     lines = [line for line in error.strip().splitlines() if line.strip()]
     for index, line in enumerate(lines):
         if line.startswith("Traceback (most recent call last)"):
-            after = [text for text in lines[index + 1:] if not text[0].isspace()]
+            after = [text for text in lines[index + 1 :] if not text[0].isspace()]
             if after:
                 return after[-1]
     return lines[0] if lines else ""
@@ -354,7 +418,9 @@ def headline(error):
 @output_option("table", "json", "yaml", "wide")
 @user_errors
 def list_functions(output):
-    """List functions of the running dev: state, URL, calls, errors, reloads (wide: backend, pid, restarts, ready ms)."""
+    """List functions of the running dev: state, URL, calls, errors, reloads.
+
+    `-o wide` adds backend, pid, restarts and ready ms."""
     from kubeless_local.emulator import AdminClient
 
     rows = AdminClient().functions()
@@ -420,14 +486,31 @@ def get_server_config(output):
         return
     click.echo("Supported Runtimes are: %s" % ", ".join(r["runtime"] for r in rows if r["process"] or r["docker"]))
     click.echo("  process backend: %s" % (", ".join(r["runtime"] for r in rows if r["process"]) or "none"))
-    click.echo("  docker backend:  %s" % (", ".join(r["runtime"] for r in rows if r["docker"]) or
-                                          ("none (no Docker engine answers)" if client is None else "none built")))
-    docker_state = (lambda r: "yes" if r["docker"] else "no (no image: process only)" if not r["image"]
-                    else "no (engine not running)" if client is None else "no (not built)")
-    print_table(rows, [("RUNTIME", lambda r: r["runtime"]),
-                       ("PROCESS", lambda r: "yes" if r["process"] else "no (toolchain missing)"),
-                       ("DOCKER", docker_state), ("IMAGE", lambda r: r["image"]),
-                       ("ALSO ACCEPTS", lambda r: r["legacy"])])
+    click.echo(
+        "  docker backend:  %s"
+        % (
+            ", ".join(r["runtime"] for r in rows if r["docker"])
+            or ("none (no Docker engine answers)" if client is None else "none built")
+        )
+    )
+
+    def docker_state(row):
+        if row["docker"]:
+            return "yes"
+        if not row["image"]:
+            return "no (no image: process only)"
+        return "no (engine not running)" if client is None else "no (not built)"
+
+    print_table(
+        rows,
+        [
+            ("RUNTIME", lambda r: r["runtime"]),
+            ("PROCESS", lambda r: "yes" if r["process"] else "no (toolchain missing)"),
+            ("DOCKER", docker_state),
+            ("IMAGE", lambda r: r["image"]),
+            ("ALSO ACCEPTS", lambda r: r["legacy"]),
+        ],
+    )
 
 
 # ---------------------------------------------------------------- runtime images (docker backend)
@@ -447,8 +530,11 @@ def runtime_build(runtimes):
     from kubeless_local.runtimes import Catalog
 
     catalog = Catalog()
-    chosen = [catalog.resolve(name, require_local=False)[0] for name in runtimes] if runtimes else \
-        [rt for rt in catalog.all() if rt.image]
+    chosen = (
+        [catalog.resolve(name, require_local=False)[0] for name in runtimes]
+        if runtimes
+        else [rt for rt in catalog.all() if rt.image]
+    )
     client = images.docker_client()
     for rt, seconds in build_with_progress(chosen, client):
         click.echo("built %s (%s) in %.0f s" % (rt.image, rt.name, seconds))
@@ -475,6 +561,7 @@ def build_with_progress(runtimes, client):
         return table
 
     with Live(render(), console=console, refresh_per_second=8, transient=not console.is_terminal) as live:
+
         def on_progress(rt, state, line, seconds):
             status[rt.name] = (state, line.strip(), seconds)
             live.update(render())
@@ -494,10 +581,18 @@ def runtime_ls(output):
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    print_table(rows, [("RUNTIME", lambda r: r["runtime"]), ("IMAGE", lambda r: r["image"] or "none (process only)"),
-                       ("FROM", lambda r: r["source"]), ("PRESENT", lambda r: ("yes (stale: rebuild)" if r["stale"] else "yes") if r["present"] else "no"),
-                       ("ID", lambda r: r["id"]), ("SIZE", lambda r: "%d MB" % r["size_mb"] if r["present"] else ""),
-                       ("CREATED", lambda r: r["created"])])
+    print_table(
+        rows,
+        [
+            ("RUNTIME", lambda r: r["runtime"]),
+            ("IMAGE", lambda r: r["image"] or "none (process only)"),
+            ("FROM", lambda r: r["source"]),
+            ("PRESENT", lambda r: ("yes (stale: rebuild)" if r["stale"] else "yes") if r["present"] else "no"),
+            ("ID", lambda r: r["id"]),
+            ("SIZE", lambda r: "%d MB" % r["size_mb"] if r["present"] else ""),
+            ("CREATED", lambda r: r["created"]),
+        ],
+    )
 
 
 if __name__ == "__main__":

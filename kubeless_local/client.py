@@ -1,4 +1,5 @@
 """Talks to a running `dev`/`run` (admin API) and to functions; used by the CLI, tests and benchmarks."""
+
 import json
 import urllib.error
 import urllib.request
@@ -25,8 +26,9 @@ class AdminClient:
 
     def _get(self, path, stream=False, timeout=10):
         try:
-            return urllib.request.urlopen(urllib.request.Request(self.base + path, headers=self.headers),
-                                          timeout=timeout)
+            return urllib.request.urlopen(
+                urllib.request.Request(self.base + path, headers=self.headers), timeout=timeout
+            )
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read() or b"{}").get("error", exc.reason)
@@ -34,8 +36,10 @@ class AdminClient:
                 message = "%d %s" % (exc.code, exc.reason)
             raise UserError(message) from None
         except OSError:
-            raise UserError("`kubeless-local dev` for %s is not running (nothing answers on port %d); start it again"
-                            % (self.info.get("root", self.state_dir.parent), self.info["port"])) from None
+            raise UserError(
+                "`kubeless-local dev` for %s is not running (nothing answers on port %d); start it again"
+                % (self.info.get("root", self.state_dir.parent), self.info["port"])
+            ) from None
 
     def functions(self):
         with self._get("/api/functions") as response:
@@ -64,4 +68,6 @@ def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, me
     try:
         return requests.request(method, url.rstrip("/") + path, headers=headers, data=body, timeout=timeout)
     except requests.RequestException as exc:
-        raise UserError("cannot reach the function at %s (%s); is it running? see `kubeless-local ls`" % (url, exc)) from None
+        raise UserError(
+            "cannot reach the function at %s (%s); is it running? see `kubeless-local ls`" % (url, exc)
+        ) from None

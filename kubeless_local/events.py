@@ -3,6 +3,7 @@
 Each source: the `event-namespace`, how `event-id` and `event-time` are made, and whether the
 content type depends on the data. `envelope()` turns a source + data into (method, headers, body).
 """
+
 import base64
 import datetime
 import json
@@ -13,10 +14,22 @@ SOURCES = {
     # kubeless function call: GET without data, POST with; JSON object → application/json
     "cli": {"namespace": "cli.kubeless.io", "id": "random15", "time": "rfc3339", "content_type": "by-data"},
     # kafka-trigger controller: always POST
-    "kafka": {"namespace": "kafkatriggers.kubeless.io", "id": "random15", "time": "go", "content_type": "by-data",
-              "always_post": True, "topic": True, "user_agent": "kubeless-kafka-trigger-controller/v1.1.0"},
-    "nats": {"namespace": "natstriggers.kubeless.io", "id": "random15", "time": "go", "content_type": "by-data",
-             "always_post": True},
+    "kafka": {
+        "namespace": "kafkatriggers.kubeless.io",
+        "id": "random15",
+        "time": "go",
+        "content_type": "by-data",
+        "always_post": True,
+        "topic": True,
+        "user_agent": "kubeless-kafka-trigger-controller/v1.1.0",
+    },
+    "nats": {
+        "namespace": "natstriggers.kubeless.io",
+        "id": "random15",
+        "time": "go",
+        "content_type": "by-data",
+        "always_post": True,
+    },
     # cronjob-trigger: curl from a CronJob; id = pod UID; JSON content type even on GET
     "cron": {"namespace": "cronjobtrigger.kubeless.io", "id": "uid", "time": "rfc3339-seconds", "content_type": "json"},
 }

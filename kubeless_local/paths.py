@@ -1,4 +1,5 @@
 """Where things live: the project's state folder, the user cache, the shipped data folders."""
+
 import os
 from pathlib import Path
 
@@ -19,7 +20,8 @@ TEMPLATES_DIR = _data_dir("templates")
 def cache_dir():
     """Per-user cache shared by projects (deps keyed by sha256, runtime libraries)."""
     root = os.environ.get("KUBELESS_LOCAL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kubeless-local")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kubeless-local"
+    )
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path

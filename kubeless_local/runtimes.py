@@ -3,6 +3,7 @@
 The file is loaded into typed models and checked key by key (an unknown key is a UserError naming
 the file and the key); every key is documented in runtimes/README.md.
 """
+
 import dataclasses
 import glob
 import os
@@ -10,7 +11,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -164,9 +165,12 @@ class _Checker:
         reload = data.get("reload", "restart")
         if reload not in RELOADS:
             self.fail(where + ".reload", "must be one of %s, got %r" % (", ".join(RELOADS), reload))
-        return Steps(**{key: self.argv(data.get(key), "%s.%s" % (where, key)) for key in ARGV_KEYS & set(data)},
-                     env=self.strings(data.get("env"), where + ".env"),
-                     build_args=self.strings(data.get("build_args"), where + ".build_args"), reload=reload)
+        return Steps(
+            **{key: self.argv(data.get(key), "%s.%s" % (where, key)) for key in ARGV_KEYS & set(data)},
+            env=self.strings(data.get("env"), where + ".env"),
+            build_args=self.strings(data.get("build_args"), where + ".build_args"),
+            reload=reload,
+        )
 
     def version(self, value, where):
         data = self.mapping(value, where, VERSION_KEYS)
@@ -174,22 +178,31 @@ class _Checker:
             self.fail(where, "needs `version` and `executable`")
         executable = data["executable"]
         candidates = (executable,) if isinstance(executable, str) else self.argv(executable, where + ".executable")
-        return Version(version=str(data["version"]), executable=candidates,
-                       probe=self.argv(data.get("probe"), where + ".probe"), expect=str(data.get("expect") or ""),
-                       resolve=self.argv(data.get("resolve"), where + ".resolve"), image=str(data.get("image") or ""),
-                       default=str(data.get("default") or ""))
+        return Version(
+            version=str(data["version"]),
+            executable=candidates,
+            probe=self.argv(data.get("probe"), where + ".probe"),
+            expect=str(data.get("expect") or ""),
+            resolve=self.argv(data.get("resolve"), where + ".resolve"),
+            image=str(data.get("image") or ""),
+            default=str(data.get("default") or ""),
+        )
 
     def entry(self, runtime_id, value, where):
         data = self.mapping(value, where, ENTRY_KEYS)
         versions = data.get("versions") or []
         if not isinstance(versions, list):
             self.fail(where + ".versions", "must be a list")
-        return Entry(id=runtime_id, server=str(data.get("server") or runtime_id), dep_name=str(data.get("depName") or ""),
-                     suffix=str(data.get("fileNameSuffix") or ""),
-                     versions=tuple(self.version(v, "%s.versions[%d]" % (where, i)) for i, v in enumerate(versions)),
-                     legacy=tuple(str(v) for v in data.get("legacy") or ()),
-                     process=self.steps(data.get("process"), where + ".process", "process"),
-                     docker=self.steps(data.get("docker"), where + ".docker", "docker"))
+        return Entry(
+            id=runtime_id,
+            server=str(data.get("server") or runtime_id),
+            dep_name=str(data.get("depName") or ""),
+            suffix=str(data.get("fileNameSuffix") or ""),
+            versions=tuple(self.version(v, "%s.versions[%d]" % (where, i)) for i, v in enumerate(versions)),
+            legacy=tuple(str(v) for v in data.get("legacy") or ()),
+            process=self.steps(data.get("process"), where + ".process", "process"),
+            docker=self.steps(data.get("docker"), where + ".docker", "docker"),
+        )
 
 
 def load(path):
@@ -222,8 +235,12 @@ def candidates(patterns):
         if os.sep in pattern:
             matches = sorted(glob.glob(pattern))
         elif glob.has_magic(pattern):
-            matches = [m for d in os.environ.get("PATH", "").split(os.pathsep) if d
-                       for m in sorted(glob.glob(os.path.join(d, pattern)))]
+            matches = [
+                m
+                for d in os.environ.get("PATH", "").split(os.pathsep)
+                if d
+                for m in sorted(glob.glob(os.path.join(d, pattern)))
+            ]
         else:
             matches = [shutil.which(pattern)] if shutil.which(pattern) else []
         for match in matches:
@@ -234,7 +251,7 @@ def candidates(patterns):
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def _real_executable(executable, resolve):
     exe = shutil.which(executable)
     if exe is None or not resolve:
@@ -247,7 +264,7 @@ def _real_executable(executable, resolve):
     return real if out.returncode == 0 and real and shutil.which(real) else exe
 
 
-@lru_cache(maxsize=None)
+@cache
 def _probe(executable, probe, expect):
     """The probe's regex match on the toolchain's version output, or None."""
     exe = shutil.which(executable)
@@ -274,10 +291,20 @@ class Catalog:
         return list(self.entries)
 
     def _runtime(self, entry, v, version, executable, expect):
-        return Runtime(id=entry.id, version=version, server=entry.server, dep_name=entry.dep_name,
-                       suffix=entry.suffix, executable=executable, probe=v.probe, expect=expect,
-                       image=_expand(v.image, {"version": version}), resolve=v.resolve, process=entry.process,
-                       docker=entry.docker)
+        return Runtime(
+            id=entry.id,
+            version=version,
+            server=entry.server,
+            dep_name=entry.dep_name,
+            suffix=entry.suffix,
+            executable=executable,
+            probe=v.probe,
+            expect=expect,
+            image=_expand(v.image, {"version": version}),
+            resolve=v.resolve,
+            process=entry.process,
+            docker=entry.docker,
+        )
 
     def versions(self, runtime_id):
         """The catalog's versions of one ID. A fixed version takes the first candidate executable whose
@@ -318,8 +345,10 @@ class Catalog:
         that both backends offer (one with an image), so a legacy string means the same everywhere."""
         match = RUNTIME_RE.match(runtime or "")
         if not match or match.group(1) not in self.entries:
-            raise UserError("unknown runtime %r; available: %s (see `kubeless-local get-server-config`)"
-                            % (runtime, ", ".join(rt.name for rt in self.all()) or "none"))
+            raise UserError(
+                "unknown runtime %r; available: %s (see `kubeless-local get-server-config`)"
+                % (runtime, ", ".join(rt.name for rt in self.all()) or "none")
+            )
         runtime_id, version = match.groups()
         versions = self.versions(runtime_id)
         usable = [rt for rt in versions if rt.available()] if require_local else versions
@@ -329,11 +358,19 @@ class Catalog:
         exact = [rt for rt in versions if rt.version == version]
         if exact:
             rt = exact[0]
-            raise UserError("runtime %s needs `%s` on PATH (%s); install it or use %s"
-                            % (runtime, rt.executable, "not found" if not rt.executable_path() else "wrong version",
-                               ", ".join(r.name for r in usable) or "another runtime"))
+            raise UserError(
+                "runtime %s needs `%s` on PATH (%s); install it or use %s"
+                % (
+                    runtime,
+                    rt.executable,
+                    "not found" if not rt.executable_path() else "wrong version",
+                    ", ".join(r.name for r in usable) or "another runtime",
+                )
+            )
         if usable and (version in self.legacy(runtime_id) or not version):
             newest = ([rt for rt in usable if rt.image] or usable)[-1]
             return newest, "%s is a legacy Kubeless runtime; running it as %s" % (runtime, newest.name)
-        raise UserError("runtime %r is not available; %s versions here: %s"
-                        % (runtime, runtime_id, ", ".join(rt.name for rt in usable) or "none (toolchain missing)"))
+        raise UserError(
+            "runtime %r is not available; %s versions here: %s"
+            % (runtime, runtime_id, ", ".join(rt.name for rt in usable) or "none (toolchain missing)")
+        )

@@ -2,12 +2,14 @@
 
 Errors name the file, the object and the field, and say how to fix it (contract §1, §2).
 """
+
 import fnmatch
 import hashlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -56,8 +58,8 @@ class FunctionSpec:
     deps: str = ""
     deployment: dict = field(default_factory=dict)
     service: dict = field(default_factory=dict)
-    source: Path = None  # local file or folder (annotation), resolved
-    deps_file: Path = None  # local deps file (annotation), resolved
+    source: Optional[Path] = None  # local file or folder (annotation), resolved
+    deps_file: Optional[Path] = None  # local deps file (annotation), resolved
     document: dict = field(default_factory=dict)  # the manifest as written, for push
 
     @property
@@ -69,7 +71,9 @@ class FunctionSpec:
         return self.handler.split(".", 1)[1]
 
     def _container(self):
-        containers = (((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+        containers = (((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "containers"
+        ) or [{}]
         return containers[0] or {}
 
     @property
@@ -204,7 +208,7 @@ def _required(origin, spec, key):
     return value
 
 
-def parse_function(doc, path: Path, project: Path = None):
+def parse_function(doc, path: Path, project: Optional[Path] = None):
     name, meta, spec, origin = _object(doc, path, "Function")
     handler = _string(origin, spec, "handler")
     validate_handler(origin, handler)
@@ -214,14 +218,20 @@ def parse_function(doc, path: Path, project: Path = None):
     deployment = _mapping(origin, spec.get("deployment"), "spec.deployment")
     service = _mapping(origin, spec.get("service"), "spec.service")
     fn = FunctionSpec(
-        name=name, runtime=runtime, handler=handler, origin=origin,
-        namespace=meta.get("namespace") or "default", labels=labels, annotations=annotations,
+        name=name,
+        runtime=runtime,
+        handler=handler,
+        origin=origin,
+        namespace=meta.get("namespace") or "default",
+        labels=labels,
+        annotations=annotations,
         timeout=_string(origin, spec, "timeout") or DEFAULT_TIMEOUT,
         function=_string(origin, spec, "function"),
         content_type=_string(origin, spec, "function-content-type"),
         checksum=_string(origin, spec, "checksum"),
         deps=_string(origin, spec, "deps"),
-        deployment=deployment, service=service,
+        deployment=deployment,
+        service=service,
         source=_local_path(origin, path, annotations.get(SOURCE_ANNOTATION), SOURCE_ANNOTATION, project),
         deps_file=_local_path(origin, path, annotations.get(DEPS_ANNOTATION), DEPS_ANNOTATION, project),
         document=doc,
@@ -237,7 +247,9 @@ def _local_path(origin, manifest: Path, value, annotation, project=None):
     project = Path(project or manifest.parent).resolve()
     if resolved != project and project not in resolved.parents:
         # It would be compiled, copied and watched (a recursive watch of /etc): only the project's own files.
-        _fail(origin, "annotation %s: %s is outside the project folder %s; move it inside" % (annotation, value, project))
+        _fail(
+            origin, "annotation %s: %s is outside the project folder %s; move it inside" % (annotation, value, project)
+        )
     if not resolved.exists():
         _fail(origin, "annotation %s: %s does not exist (paths are relative to the manifest)" % (annotation, value))
     return resolved
@@ -256,7 +268,7 @@ def validate_function(fn: FunctionSpec):
     except ValueError:
         timeout = -1
     if timeout <= 0:
-        _fail(origin, "spec.timeout %r must be a positive number of seconds, e.g. \"180\"" % fn.timeout)
+        _fail(origin, 'spec.timeout %r must be a positive number of seconds, e.g. "180"' % fn.timeout)
     port = fn.annotations.get(PORT_ANNOTATION)
     if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
         _fail(origin, "annotation %s %r must be a port number" % (PORT_ANNOTATION, port))
@@ -265,16 +277,22 @@ def validate_function(fn: FunctionSpec):
     if fn.isolation not in ISOLATIONS:
         _fail(origin, "annotation %s must be warm or per-call, got %r" % (ISOLATION_ANNOTATION, fn.isolation))
     try:
-        fn.port, fn.env
+        fn.port, fn.env  # noqa: B018 - evaluated to validate them here, with the manifest named
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         _fail(origin, "spec.service.ports / spec.deployment container env is malformed (%s)" % exc)
 
 
 def parse_http_trigger(doc, path):
     name, _, spec, origin = _object(doc, path, "HTTPTrigger")
-    return HTTPTrigger(name=name, function_name=_required(origin, spec, "function-name"), origin=origin,
-                       path=_string(origin, spec, "path"), host_name=_string(origin, spec, "host-name"),
-                       cors_enable=bool(spec.get("cors-enable")), document=doc)
+    return HTTPTrigger(
+        name=name,
+        function_name=_required(origin, spec, "function-name"),
+        origin=origin,
+        path=_string(origin, spec, "path"),
+        host_name=_string(origin, spec, "host-name"),
+        cors_enable=bool(spec.get("cors-enable")),
+        document=doc,
+    )
 
 
 def parse_cron_trigger(doc, path):
@@ -282,9 +300,15 @@ def parse_cron_trigger(doc, path):
     function_name = _required(origin, spec, "function-name")
     schedule = _string(origin, spec, "schedule")
     if len(schedule.split()) != 5:
-        _fail(origin, "spec.schedule %r must be a 5-field cron expression, e.g. \"*/5 * * * *\"" % schedule)
-    return CronJobTrigger(name=name, function_name=function_name, schedule=schedule,
-                          origin=origin, payload=spec.get("payload"), document=doc)
+        _fail(origin, 'spec.schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % schedule)
+    return CronJobTrigger(
+        name=name,
+        function_name=function_name,
+        schedule=schedule,
+        origin=origin,
+        payload=spec.get("payload"),
+        document=doc,
+    )
 
 
 def parse_kafka_trigger(doc, path):
@@ -318,8 +342,10 @@ class Ignore:
 
     def _user(self, rel, is_dir):
         name = rel.rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatchcase(rel if anchored else name, glob) and (is_dir or not dir_only)
-                   for glob, anchored, dir_only in self.patterns)
+        return any(
+            fnmatch.fnmatchcase(rel if anchored else name, glob) and (is_dir or not dir_only)
+            for glob, anchored, dir_only in self.patterns
+        )
 
     def folder(self, rel):
         """`rel`: a folder's path relative to the root, with `/`."""
@@ -337,11 +363,11 @@ class Ignore:
             return True
         return self.folder(rel) if is_dir else self.file(rel)
 
-    def folders(self, top: Path, root: Path = None):
+    def folders(self, top: Path, root: Optional[Path] = None):
         """`top` and every folder under it that is not ignored (paths relative to `root`, default `top`)."""
         return [Path(folder) for folder, _ in self._walk(top, root)]
 
-    def walk(self, top: Path, root: Path = None):
+    def walk(self, top: Path, root: Optional[Path] = None):
         """The files under `top` that are not ignored, sorted; ignored folders are never entered."""
         root = root or top
         found = []
@@ -462,10 +488,13 @@ class Loader:
                 manifests.notices.append(template_notice(path))  # valid YAML, but `{{ }}` where names go
                 continue
             manifests.extend(found)
-        names = {}
+        names: dict = {}
         for fn in manifests.functions:
             if fn.name in names:
-                raise UserError("%s: Function %s is also defined in %s; names must be unique" % (fn.origin.split(":")[0], fn.name, names[fn.name]))
+                raise UserError(
+                    "%s: Function %s is also defined in %s; names must be unique"
+                    % (fn.origin.split(":")[0], fn.name, names[fn.name])
+                )
             names[fn.name] = fn.origin.split(":")[0]
         return manifests
 
@@ -486,7 +515,9 @@ def add_document(manifests, doc, path, project=None):
         return
     if not is_kubeless:
         if kind in ALL_KINDS:
-            raise UserError("%s: %s has apiVersion %r; Kubeless objects use apiVersion: %s" % (path, kind, api, API_VERSION))
+            raise UserError(
+                "%s: %s has apiVersion %r; Kubeless objects use apiVersion: %s" % (path, kind, api, API_VERSION)
+            )
         return  # another tool's YAML (a Deployment, a CI file): ignored
     if api != API_VERSION:
         raise UserError("%s: apiVersion %r is not supported; use %s" % (path, api, API_VERSION))
@@ -495,14 +526,30 @@ def add_document(manifests, doc, path, project=None):
         manifests.notices.append("%s: %s %s is not emulated locally; skipped" % (path, kind, name or "<unnamed>"))
         return
     if kind not in PARSERS:
-        raise UserError("%s: unknown kind %r for %s; expected one of %s" % (path, kind, API_VERSION, ", ".join(ALL_KINDS)))
+        raise UserError(
+            "%s: unknown kind %r for %s; expected one of %s" % (path, kind, API_VERSION, ", ".join(ALL_KINDS))
+        )
     attribute, parser = PARSERS[kind]
     obj = parser(doc, path, project) if kind == "Function" else parser(doc, path)
     getattr(manifests, attribute).append(obj)
 
 
-def function_from_files(name, source, runtime, handler, *, deps_file=None, timeout=DEFAULT_TIMEOUT,
-                        env=(), labels=None, memory=None, port=None, image="", origin=None, isolation=None):
+def function_from_files(
+    name,
+    source,
+    runtime,
+    handler,
+    *,
+    deps_file=None,
+    timeout=DEFAULT_TIMEOUT,
+    env=(),
+    labels=None,
+    memory=None,
+    port=None,
+    image="",
+    origin=None,
+    isolation=None,
+):
     """A Function built from CLI flags (`kubeless-local run`), shaped as `kubeless function deploy` writes it."""
     origin = origin or "Function %s" % name
     container = {"name": "", "resources": {}}
@@ -520,14 +567,26 @@ def function_from_files(name, source, runtime, handler, *, deps_file=None, timeo
     if isolation:
         annotations[ISOLATION_ANNOTATION] = isolation
     deployment = {"spec": {"template": {"spec": {"containers": [container]}}}}
-    document = {"apiVersion": API_VERSION, "kind": "Function",
-                "metadata": {"name": name, "labels": dict(labels or {}), "annotations": annotations},
-                "spec": {"runtime": runtime, "handler": handler, "timeout": str(timeout), "deployment": deployment}}
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": "Function",
+        "metadata": {"name": name, "labels": dict(labels or {}), "annotations": annotations},
+        "spec": {"runtime": runtime, "handler": handler, "timeout": str(timeout), "deployment": deployment},
+    }
     validate_name(origin, name)
     validate_handler(origin, handler)
-    fn = FunctionSpec(name=name, runtime=runtime, handler=handler, origin=origin, labels=dict(labels or {}),
-                      annotations=annotations, timeout=str(timeout), deployment=deployment,
-                      source=Path(source).resolve(), deps_file=Path(deps_file).resolve() if deps_file else None,
-                      document=document)
+    fn = FunctionSpec(
+        name=name,
+        runtime=runtime,
+        handler=handler,
+        origin=origin,
+        labels=dict(labels or {}),
+        annotations=annotations,
+        timeout=str(timeout),
+        deployment=deployment,
+        source=Path(source).resolve(),
+        deps_file=Path(deps_file).resolve() if deps_file else None,
+        document=document,
+    )
     validate_function(fn)
     return fn

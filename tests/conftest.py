@@ -1,4 +1,5 @@
 """Shared test helpers live in tests/support (importable from every test folder)."""
+
 import sys
 from pathlib import Path
 

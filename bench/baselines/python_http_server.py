@@ -1,4 +1,5 @@
 """Baseline: a bare stdlib http.server hello (threaded, keep-alive, Nagle off)."""
+
 import http.server
 import socket
 import sys

@@ -6,6 +6,7 @@ This is the engine's one import surface, for the CLI, a dashboard or a pytest pl
 
 Names are imported on first use (PEP 562), so `kubeless-local --help` does not load watchdog or docker.
 """
+
 import importlib
 
 EXPORTS = {  # name → (module, attribute; None: the module itself)

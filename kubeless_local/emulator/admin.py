@@ -4,6 +4,7 @@ The port and a per-session token are recorded in .kubeless-local/admin.json (mod
 project; every request must carry `Authorization: Bearer <token>`, so other users of the machine
 can neither read the logs nor act on the functions.
 """
+
 import hmac
 import json
 import os
@@ -50,8 +51,18 @@ class AdminServer:
     def start(self):
         self.started = True
         threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True).start()  # stop() waits one poll
-        write_private(self.info_path, json.dumps({"port": self.port, "pid": os.getpid(), "root": str(self.root),
-                                                  "backend": self.supervisor.backend.name, "token": self.token}))
+        write_private(
+            self.info_path,
+            json.dumps(
+                {
+                    "port": self.port,
+                    "pid": os.getpid(),
+                    "root": str(self.root),
+                    "backend": self.supervisor.backend.name,
+                    "token": self.token,
+                }
+            ),
+        )
 
     def stop(self):
         self.closing.set()
@@ -132,6 +143,8 @@ def _handler_for(admin):
                     hub.unsubscribe(subscription)
 
         def write_line(self, line):
-            self.wfile.write((json.dumps({"text": line.text, "stream": line.stream, "time": line.time}) + "\n").encode())
+            self.wfile.write(
+                (json.dumps({"text": line.text, "stream": line.stream, "time": line.time}) + "\n").encode()
+            )
 
     return Handler

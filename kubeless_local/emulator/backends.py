@@ -1,4 +1,5 @@
 """The backends by name, so the CLI can offer them without importing their dependencies up front."""
+
 import importlib
 from pathlib import Path
 
@@ -94,9 +95,18 @@ def server_config(catalog, client=None):
 
     images_by_runtime = {row["runtime"]: row for row in images.image_rows(catalog, client)}
     # legacy versions run as the newest version that has an image (see Catalog.resolve)
-    legacy_target = {rid: ([rt for rt in catalog.versions(rid) if rt.image] or catalog.versions(rid))[-1].name
-                     for rid in catalog.ids() if catalog.versions(rid)}
-    return [{"runtime": rt.name, "process": rt.available(), "docker": images_by_runtime[rt.name]["present"],
-             "image": images_by_runtime[rt.name]["image"],
-             "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id)) if legacy_target[rt.id] == rt.name else ""}
-            for rt in catalog.all()]
+    legacy_target = {
+        rid: ([rt for rt in catalog.versions(rid) if rt.image] or catalog.versions(rid))[-1].name
+        for rid in catalog.ids()
+        if catalog.versions(rid)
+    }
+    return [
+        {
+            "runtime": rt.name,
+            "process": rt.available(),
+            "docker": images_by_runtime[rt.name]["present"],
+            "image": images_by_runtime[rt.name]["image"],
+            "legacy": ", ".join(rt.id + v for v in catalog.legacy(rt.id)) if legacy_target[rt.id] == rt.name else "",
+        }
+        for rt in catalog.all()
+    ]

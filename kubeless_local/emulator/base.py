@@ -1,8 +1,10 @@
 """The backend interface: the same contract for local processes and containers."""
+
 import abc
 import enum
 import threading
 from dataclasses import dataclass, field
+from typing import Optional
 
 
 class State(str, enum.Enum):
@@ -28,8 +30,8 @@ class Instance:
     error: str = ""
     reloads: int = 0
     restarts: int = 0
-    pid: int = None
-    ready_ms: float = None  # launch -> ready
+    pid: Optional[int] = None
+    ready_ms: Optional[float] = None  # launch -> ready
     handle: object = None  # backend-private
     changed: threading.Condition = field(default_factory=threading.Condition)
 
@@ -92,7 +94,7 @@ class Backend(abc.ABC):
     def alive(self, instance):
         """True while the instance's server process/container runs."""
 
-    def check(self):
+    def check(self):  # noqa: B027 - optional hook: most backends can always run
         """Raise UserError when this backend cannot run here (e.g. Docker not running)."""
 
 
@@ -105,12 +107,13 @@ def handle_output(instance, logs, line, stream, map_paths=lambda text: text):
         import json
 
         try:
-            message = json.loads(line[len(CONTROL_PREFIX):])
+            message = json.loads(line[len(CONTROL_PREFIX) :])
         except ValueError:
             message = None
         if isinstance(message, dict):
-            instance.on_control(message.get("event"), int(message.get("generation") or 0),
-                                map_paths(message.get("error") or ""))
+            instance.on_control(
+                message.get("event"), int(message.get("generation") or 0), map_paths(message.get("error") or "")
+            )
             return
     if "kubeless-local-status" in line:
         return  # the engine's own /metrics scrape (ls, dev's table): noise in the user's log

@@ -12,6 +12,7 @@ A group is killed only while one of its processes carries the project's marker i
 (`KUBELESS_LOCAL_PROJECT=<state folder>`), so a process id the system has since reused is left alone.
 Keep this module light: it runs as its own interpreter.
 """
+
 import json
 import os
 import signal
@@ -97,8 +98,10 @@ def sweep_leftovers(state_dir, say=lambda text: None):
     killed = kill_groups([int(g) for g in data.get("groups") or []], project)
     containers = remove_containers(project) if data.get("containers") else []
     if killed or containers:
-        say("stopped what an earlier kubeless-local (pid %s) left running: %s" % (
-            data.get("pid"), ", ".join(["process group %d" % g for g in killed] + containers)))
+        say(
+            "stopped what an earlier kubeless-local (pid %s) left running: %s"
+            % (data.get("pid"), ", ".join(["process group %d" % g for g in killed] + containers))
+        )
     record.unlink()
 
 
@@ -115,9 +118,15 @@ class Guardian:
         package_parent = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
         with open(Path(state_dir) / "guardian.log", "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kubeless_local.emulator.guardian", self.project],
-                                         stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=state_dir, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kubeless_local.emulator.guardian", self.project],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                cwd=state_dir,
+                env=env,
+                start_new_session=True,
+            )
 
     def watch(self, pgid):
         with self.lock:

@@ -6,6 +6,7 @@ Plain functions of the spec and a target folder, nothing else: a renderer that g
 (code folder → Function manifest with `function`, `function-content-type` and `checksum`) mirrors
 `layout_code` and `inline_artifact`.
 """
+
 import base64
 import binascii
 import io
@@ -38,14 +39,18 @@ def inline_artifact(spec: FunctionSpec):
         try:
             data = base64.b64decode(spec.function, validate=False)
         except (binascii.Error, ValueError):
-            raise UserError("%s: spec.function is not valid base64 (function-content-type %s)" % (spec.origin, ctype)) from None
+            raise UserError(
+                "%s: spec.function is not valid base64 (function-content-type %s)" % (spec.origin, ctype)
+            ) from None
     else:
         data = spec.function.encode()
     if spec.checksum:
         actual = checksum_of(data)
         if actual != spec.checksum:
-            raise UserError("%s: spec.checksum %s does not match the code (%s); update the checksum or the code"
-                            % (spec.origin, spec.checksum, actual))
+            raise UserError(
+                "%s: spec.checksum %s does not match the code (%s); update the checksum or the code"
+                % (spec.origin, spec.checksum, actual)
+            )
     return data
 
 
@@ -96,7 +101,9 @@ def layout_code(spec: FunctionSpec, runtime, target: Path):
         deps = spec.deps_file.read_text()
     if runtime.dep_name:
         dep_path = target / runtime.dep_name
-        if "+deps" in ctype or (spec.source is not None and spec.source.is_dir() and spec.deps_file is None and dep_path.exists()):
+        if "+deps" in ctype or (
+            spec.source is not None and spec.source.is_dir() and spec.deps_file is None and dep_path.exists()
+        ):
             deps = dep_path.read_text() if dep_path.exists() else ""
         elif deps.strip():
             # Kubeless copies even an empty deps file; Node 20 refuses to load code beside an empty

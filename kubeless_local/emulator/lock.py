@@ -3,6 +3,7 @@
 The kernel drops the lock when its holder dies (kill -9 included), so a stale lock never blocks
 the next `dev`. The file holds the holder's pid, for the message only.
 """
+
 import fcntl
 import os
 from pathlib import Path
@@ -56,8 +57,10 @@ class ProjectLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError("kubeless-local is already running for %s (pid %s); stop it first"
-                            % (self.path.parent.parent, _holder(self.path) or "unknown")) from None
+            raise UserError(
+                "kubeless-local is already running for %s (pid %s); stop it first"
+                % (self.path.parent.parent, _holder(self.path) or "unknown")
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, b"%d\n" % os.getpid())
         self.fd = fd
@@ -74,5 +77,7 @@ def refuse_nested(root):
     running = running_above(root)
     if running:
         folder, pid = running
-        raise UserError("%s is inside %s, which kubeless-local already runs (pid %s); stop that one or work "
-                        "there: it already runs every function under it" % (root, folder, pid or "unknown"))
+        raise UserError(
+            "%s is inside %s, which kubeless-local already runs (pid %s); stop that one or work "
+            "there: it already runs every function under it" % (root, folder, pid or "unknown")
+        )

@@ -4,6 +4,7 @@ Bounded, so a handler that prints its 50 MB request body cannot grow `dev` witho
 is cut at MAX_LINE bytes (with a visible marker) and each function keeps at most MAX_BYTES of
 lines, oldest dropped first.
 """
+
 import collections
 import queue
 import threading
@@ -17,7 +18,7 @@ KEEP_LINES = 5000
 
 
 def truncation_marker(dropped):
-    return " … [truncated {:,} bytes]".format(dropped)
+    return f" … [truncated {dropped:,} bytes]"
 
 
 MARKER_ROOM = 64  # a line already cut (by LineSplitter) keeps its marker
@@ -62,11 +63,14 @@ class LineSplitter:
 
     def _keep(self, part):
         limit = self.limit
-        if self.control and len(self.pending) + len(part) > limit and \
-                (self.pending + part[:len(self.control)]).startswith(self.control):
+        if (
+            self.control
+            and len(self.pending) + len(part) > limit
+            and (self.pending + part[: len(self.control)]).startswith(self.control)
+        ):
             limit = self.control_limit
         room = limit - len(self.pending)
-        self.pending += part[:max(room, 0)]
+        self.pending += part[: max(room, 0)]
         self.dropped += max(len(part) - max(room, 0), 0)
 
     def _finish(self, part):

@@ -10,6 +10,7 @@ steps here; the docker backend runs them in a one-shot container of the runtime 
 runtime-lib mounts). The code layout itself is layout.py: plain functions of the spec, so a renderer
 that goes the other way (code → manifest) can mirror them.
 """
+
 import fcntl
 import hashlib
 import os
@@ -18,9 +19,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from kubeless_local.emulator.layout import layout_code
 from kubeless_local.paths import cache_dir
+from kubeless_local.runtimes import Runtime
 from kubeless_local.spec import FunctionSpec, sha256_hex
 
 # Step names: what a StepFailed says failed (the supervisor maps them to states).
@@ -43,10 +46,10 @@ class View:
     """Where the tools (steps and the runtime server) see the prepared folders. None: the host path;
     a string: the mount point in a container."""
 
-    function: str = None  # <state>/functions/<name>: gen-N/, build-N/ and the `kubeless`/`build` links
-    install: str = None  # the stable code folder (the pod's /kubeless); None: <function>/kubeless
-    deps: str = None
-    runtime_lib: str = None
+    function: Optional[str] = None  # <state>/functions/<name>: gen-N/, build-N/ and the `kubeless`/`build` links
+    install: Optional[str] = None  # the stable code folder (the pod's /kubeless); None: <function>/kubeless
+    deps: Optional[str] = None
+    runtime_lib: Optional[str] = None
 
 
 HOST = View()
@@ -55,13 +58,13 @@ HOST = View()
 @dataclass
 class Prepared:
     spec: FunctionSpec
-    runtime: object  # runtimes.Runtime
+    runtime: Runtime
     root: Path  # <state>/functions/<name>
     generation: int
     code_dir: Path  # this generation's folder
     deps_dir: Path
     runtime_lib: Path
-    build_dir: Path = None
+    build_dir: Optional[Path] = None
     deps_hash: str = ""
     placeholders: dict = field(default_factory=dict)
     view: View = HOST
@@ -112,8 +115,13 @@ class Prepared:
             markers = roots | {self.view.install} - {None}
             # (?<!…): a folder only where a path starts, not inside another path (/home/u/kubeless/…)
             folders = r"(?<![\w./-])(?:%s)/" % folders
-            self._patterns = (markers, re.compile(folders + re.escape(file_name) + r"(?![\w.])"),
-                              re.compile(folders), function_file, base)
+            self._patterns = (
+                markers,
+                re.compile(folders + re.escape(file_name) + r"(?![\w.])"),
+                re.compile(folders),
+                function_file,
+                base,
+            )
         return self._patterns
 
 
@@ -129,26 +137,36 @@ def function_env(spec: FunctionSpec, port, install):
     """The runtime container's env (contract §4): the user's env first, then Kubeless' own variables
     and kubeless-local's (bind to loopback, print control lines, isolation mode)."""
     env = dict(spec.env)
-    env.update({
-        "FUNC_HANDLER": spec.function_name,
-        "MOD_NAME": spec.module,
-        "FUNC_TIMEOUT": spec.timeout,
-        "FUNC_RUNTIME": spec.runtime,
-        "FUNC_MEMORY_LIMIT": spec.memory_limit,
-        "FUNC_PORT": str(port),
-        "KUBELESS_INSTALL_VOLUME": install,
-        "KUBELESS_LOCAL_BIND": "127.0.0.1",
-        "KUBELESS_LOCAL_CONTROL": "1",
-        "KUBELESS_LOCAL_ISOLATION": spec.isolation,
-    })
+    env.update(
+        {
+            "FUNC_HANDLER": spec.function_name,
+            "MOD_NAME": spec.module,
+            "FUNC_TIMEOUT": spec.timeout,
+            "FUNC_RUNTIME": spec.runtime,
+            "FUNC_MEMORY_LIMIT": spec.memory_limit,
+            "FUNC_PORT": str(port),
+            "KUBELESS_INSTALL_VOLUME": install,
+            "KUBELESS_LOCAL_BIND": "127.0.0.1",
+            "KUBELESS_LOCAL_CONTROL": "1",
+            "KUBELESS_LOCAL_ISOLATION": spec.isolation,
+        }
+    )
     return env
 
 
 def run_step(step, argv, cwd, env, on_line):
     """Run a step on this machine, streaming its output; raise StepFailed with the output."""
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace")
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        )
     except OSError as exc:
         raise StepFailed(step, "cannot run %s: %s" % (argv[0], exc)) from None
     lines = []
@@ -245,8 +263,14 @@ def setup_runtime_lib(runtime, on_line, steps=None):
         lib = steps.view.runtime_lib or str(target)
         values = {"exe": steps.exe, "version": runtime.version, "runtime_dir": steps.runtime_dir, "runtime_lib": lib}
         on_line("setting up the %s runtime%s (once)" % (runtime.name, steps.where))
-        steps.run(STEP_SETUP, [a.format_map(values) for a in settings.setup], target, steps.setup_env(), on_line,
-                  binds={"runtime_lib": (target, True)})
+        steps.run(
+            STEP_SETUP,
+            [a.format_map(values) for a in settings.setup],
+            target,
+            steps.setup_env(),
+            on_line,
+            binds={"runtime_lib": (target, True)},
+        )
 
     return cached_step(folder, build)
 
@@ -275,10 +299,15 @@ def install_deps(prepared, steps, deps, on_line):
         on_line("installing %s%s (sha256 %s…)" % (runtime.dep_name, steps.where, digest[:12]))
         values = {"deps": steps.view.deps or str(target)}
         values["deps_file"] = values["deps"] + "/" + runtime.dep_name
-        env = step_env(prepared, steps, {"KUBELESS_DEPS_FILE": values["deps_file"],
-                                         "KUBELESS_INSTALL_VOLUME": values["deps"]}, **values)
-        steps.run(STEP_INSTALL, prepared.expand(install, **values), target, env, on_line,
-                  binds={"deps": (target, True)})
+        env = step_env(
+            prepared,
+            steps,
+            {"KUBELESS_DEPS_FILE": values["deps_file"], "KUBELESS_INSTALL_VOLUME": values["deps"]},
+            **values,
+        )
+        steps.run(
+            STEP_INSTALL, prepared.expand(install, **values), target, env, on_line, binds={"deps": (target, True)}
+        )
 
     return cached_step(cache / digest, build), digest
 
@@ -304,8 +333,16 @@ def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: N
     code_dir = root / ("gen-%d" % generation)
     shutil.rmtree(code_dir, ignore_errors=True)
     code_dir.mkdir()
-    prepared = steps.new_prepared(spec=spec, runtime=runtime, root=root, generation=generation, code_dir=code_dir,
-                                  deps_dir=code_dir, runtime_lib=code_dir, view=steps.view)
+    prepared = steps.new_prepared(
+        spec=spec,
+        runtime=runtime,
+        root=root,
+        generation=generation,
+        code_dir=code_dir,
+        deps_dir=code_dir,
+        runtime_lib=code_dir,
+        view=steps.view,
+    )
     try:
         _prepare(prepared, steps, on_line, previous)
     except BaseException:
@@ -322,9 +359,16 @@ def _prepare(prepared, steps, on_line, previous):
     function = view.function or str(prepared.root)
     install = view.install or function + "/kubeless"
     prepared.placeholders = {
-        "exe": steps.exe, "version": runtime.version, "runtime_dir": steps.runtime_dir, "install": install,
-        "deps": "", "deps_file": install + "/" + runtime.dep_name, "file": install + "/" + spec.module + runtime.suffix,
-        "module": spec.module, "handler": spec.function_name, "build": function + "/build",
+        "exe": steps.exe,
+        "version": runtime.version,
+        "runtime_dir": steps.runtime_dir,
+        "install": install,
+        "deps": "",
+        "deps_file": install + "/" + runtime.dep_name,
+        "file": install + "/" + spec.module + runtime.suffix,
+        "module": spec.module,
+        "handler": spec.function_name,
+        "build": function + "/build",
         "runtime_lib": view.runtime_lib or str(prepared.runtime_lib),
     }
     if previous is not None and previous.deps_hash == sha256_hex(deps.encode()) and deps.strip():
@@ -342,11 +386,20 @@ def _prepare(prepared, steps, on_line, previous):
         shutil.rmtree(prepared.build_dir, ignore_errors=True)
         prepared.build_dir.mkdir()
         argv = prepared.expand(settings.compile, build=function + "/" + prepared.build_dir.name, **here)
-        env = step_env(prepared, steps, {"KUBELESS_FUNC_NAME": spec.function_name, "KUBELESS_INSTALL_VOLUME": here["install"]})
-        binds = {"function": (prepared.root, True), "deps": (prepared.deps_dir, False),
-                 "runtime_lib": (prepared.runtime_lib, True)}
-        compile_cached(prepared, steps, (settings.compile, steps.identity()), lambda: steps.run(
-            STEP_COMPILE, argv, prepared.build_dir, env, lambda line: None, binds=binds))
+        env = step_env(
+            prepared, steps, {"KUBELESS_FUNC_NAME": spec.function_name, "KUBELESS_INSTALL_VOLUME": here["install"]}
+        )
+        binds = {
+            "function": (prepared.root, True),
+            "deps": (prepared.deps_dir, False),
+            "runtime_lib": (prepared.runtime_lib, True),
+        }
+        compile_cached(
+            prepared,
+            steps,
+            (settings.compile, steps.identity()),
+            lambda: steps.run(STEP_COMPILE, argv, prepared.build_dir, env, lambda line: None, binds=binds),
+        )
 
 
 BUILDS_KEPT = 20  # cached builds per runtime; older ones are removed
@@ -355,8 +408,18 @@ BUILDS_KEPT = 20  # cached builds per runtime; older ones are removed
 def build_key(prepared, extra):
     """sha256 of everything a compile reads: the code, the deps and runtime libraries, the toolchain."""
     spec = prepared.spec
-    digest = hashlib.sha256(repr((prepared.runtime.name, extra, str(prepared.deps_dir), str(prepared.runtime_lib),
-                                  spec.module, spec.function_name)).encode())
+    digest = hashlib.sha256(
+        repr(
+            (
+                prepared.runtime.name,
+                extra,
+                str(prepared.deps_dir),
+                str(prepared.runtime_lib),
+                spec.module,
+                spec.function_name,
+            )
+        ).encode()
+    )
     for path in sorted(prepared.code_dir.rglob("*")):
         if path.is_file():
             digest.update(str(path.relative_to(prepared.code_dir)).encode() + b"\0" + path.read_bytes())
@@ -380,8 +443,9 @@ def compile_cached(prepared, steps, extra, compile):
             os.rename(tmp, folder)
         except OSError:  # another process stored the same build meanwhile
             shutil.rmtree(tmp, ignore_errors=True)
-        builds = sorted((p for p in folder.parent.iterdir() if (p / ".complete").exists()),
-                        key=lambda p: p.stat().st_mtime)
+        builds = sorted(
+            (p for p in folder.parent.iterdir() if (p / ".complete").exists()), key=lambda p: p.stat().st_mtime
+        )
         for old in builds[:-BUILDS_KEPT]:
             shutil.rmtree(old, ignore_errors=True)
     return False
@@ -413,7 +477,7 @@ def discard(prepared: Prepared):
         shutil.rmtree(prepared.build_dir, ignore_errors=True)
 
 
-def prune_generations(current: Prepared, last_good: Prepared = None):
+def prune_generations(current: Prepared, last_good: Optional[Prepared] = None):
     """Remove every generation but the one that serves now and the last good one before it (the
     running server may still have files of that one open, e.g. a worker finishing a call)."""
     keep = {p.name for p in (current.code_dir, current.build_dir) if p is not None}

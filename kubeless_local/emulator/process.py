@@ -1,4 +1,5 @@
 """Runs each function's runtime server as a local process (the embedded default backend)."""
+
 import os
 import signal
 import subprocess
@@ -21,17 +22,25 @@ class ProcessBackend(Backend):
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
         try:
             proc = subprocess.Popen(
-                argv, cwd=prepared.install_link, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-                start_new_session=True)  # its own process group: Ctrl-C goes to `dev`, stop() kills the group
+                argv,
+                cwd=prepared.install_link,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+                start_new_session=True,
+            )  # its own process group: Ctrl-C goes to `dev`, stop() kills the group
         except OSError as exc:
             instance.set_state(State.CRASHED, "cannot start %s: %s" % (argv[0], exc))
             return
         instance.pid, instance.handle = proc.pid, proc
         if self.guardian is not None:
             self.guardian.watch(proc.pid)  # the server's process group dies with `dev`, even on kill -9
-        pumps = [threading.Thread(target=self._pump, args=(instance, proc.stdout, "stdout", prepared), daemon=True),
-                 threading.Thread(target=self._pump, args=(instance, proc.stderr, "stderr", prepared), daemon=True)]
+        pumps = [
+            threading.Thread(target=self._pump, args=(instance, proc.stdout, "stdout", prepared), daemon=True),
+            threading.Thread(target=self._pump, args=(instance, proc.stderr, "stderr", prepared), daemon=True),
+        ]
         for pump in pumps:
             pump.start()
         threading.Thread(target=self._watch, args=(instance, proc, pumps), daemon=True).start()

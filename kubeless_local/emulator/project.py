@@ -1,4 +1,5 @@
 """A project folder under `dev`: its manifests reconciled into running functions, watched for edits."""
+
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ class Digests:
 
 def fingerprint(fn, digests: Digests, ignore: specs.Ignore, root: Path):
     """What a running function depends on: its manifest and the content of its files (ignored folders pruned)."""
-    parts = [repr(fn.document)]
+    parts: list = [repr(fn.document)]
     for path in fn.watched_paths():
         files = ignore.walk(path, root) if path.is_dir() else [path]
         parts.extend((str(file), digests.of(file)) for file in files)
@@ -58,11 +59,11 @@ class Project:
         self.loader = specs.Loader(self.root, self.ignore)
         self.digests = Digests()
         self.manifests = specs.Manifests()
-        self.fingerprints = {}
-        self.shown = set()  # notices already shown: each is said once per session
+        self.fingerprints: dict = {}
+        self.shown: set = set()  # notices already shown: each is said once per session
         self.last_error = None  # a broken manifest is reported once, not on every save
         self.observer = None
-        self.watches = {}  # folder → watchdog watch (one non-recursive watch per folder we care about)
+        self.watches: dict = {}  # folder → watchdog watch (one non-recursive watch per folder we care about)
         self.handler = _Changes(self)
         self.timer = None
         self.lock = threading.Lock()
@@ -79,11 +80,17 @@ class Project:
         """Load and start everything; a bad manifest raises UserError, a bad function only logs."""
         self.manifests = self.load()
         if not self.manifests.functions:
-            raise UserError("%s: no Kubeless Function found in *.yaml here; create one with `kubeless-local init`" % self.root)
+            raise UserError(
+                "%s: no Kubeless Function found in *.yaml here; create one with `kubeless-local init`" % self.root
+            )
         for trigger in self.manifests.http_triggers + self.manifests.cron_triggers:
             if self.manifests.function(trigger.function_name) is None:
-                self.logs.emit(trigger.name, "%s: spec.function-name %r names no Function in this project"
-                               % (trigger.origin, trigger.function_name), "system")
+                self.logs.emit(
+                    trigger.name,
+                    "%s: spec.function-name %r names no Function in this project"
+                    % (trigger.origin, trigger.function_name),
+                    "system",
+                )
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(self._start_one, self.manifests.functions))
 
@@ -134,6 +141,8 @@ class Project:
             self.changed(folder, is_dir=True)  # files may have landed in it before its watch
 
     def folder_removed(self, folder: Path):
+        if self.observer is None:
+            return
         for watched in [f for f in self.watches if f == folder or folder in f.parents]:
             try:
                 self.observer.unschedule(self.watches.pop(watched))
@@ -204,7 +213,7 @@ class _Changes(FileSystemEventHandler):
         self.project = project
 
     def on_any_event(self, event):
-        if event.event_type in ("opened", "closed_no_write") or event.is_directory and event.event_type == "modified":
+        if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type == "modified"):
             return
         dest = getattr(event, "dest_path", "")
         if event.is_directory and event.event_type in ("deleted", "moved"):

@@ -1,4 +1,5 @@
 """`init`: a new function folder from the runtime's template (handler, deps file, function.yaml)."""
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,10 @@ def scaffold(name, runtime, target=None, force=False, catalog=None) -> Scaffolde
     if target.exists() and not target.is_dir():
         raise UserError("%s exists and is not a folder; choose another name" % target)
     if not force and target.exists() and any(target.iterdir()):
-        raise UserError("%s/ already exists and is not empty; choose another name, or add --force to overwrite "
-                        "its template files (other files are kept)" % target)
+        raise UserError(
+            "%s/ already exists and is not empty; choose another name, or add --force to overwrite "
+            "its template files (other files are kept)" % target
+        )
     created = []
     for source in specs.Ignore().walk(template):  # not __pycache__ that pip compiled beside an installed template
         dest = target / source.relative_to(template)

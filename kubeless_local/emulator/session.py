@@ -5,6 +5,7 @@ project), then leftovers of a dead session are stopped, the guardian started (se
 `dev`), the admin API published (so `ls` shows functions while they install), and only then the
 functions are started.
 """
+
 import logging
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from kubeless_local.paths import STATE_DIRNAME
 # watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
 # harmless: we are stopping); it would print on the user's console.
 logging.getLogger("watchdog.observers.inotify").addFilter(
-    lambda record: "called when the thread is inactive" not in record.getMessage())
+    lambda record: "called when the thread is inactive" not in record.getMessage()
+)
 
 
 class DevSession:

@@ -1,4 +1,5 @@
 """Keeps functions running: prepare → start → wait ready; reload on change, keeping the last good code."""
+
 import json
 import socket
 import threading
@@ -49,8 +50,10 @@ class PortBook:
             if fixed:
                 port = int(fixed)
                 if port in taken or not port_free(port):
-                    raise UserError("%s: port %d (annotation %s) is in use; stop what uses it or choose another port"
-                                    % (spec.origin, port, PORT_ANNOTATION))
+                    raise UserError(
+                        "%s: port %d (annotation %s) is in use; stop what uses it or choose another port"
+                        % (spec.origin, port, PORT_ANNOTATION)
+                    )
                 return port
             port = self.ports.get(spec.name)
             if self.ephemeral:
@@ -72,10 +75,12 @@ def backoff(restarts):
 
 
 def setup_failed_message(runtime, output):
-    return ("the first-time setup of the %s runtime failed: its first use installs the runtime's own libraries "
-            "from the package registries (pip's index, the npm registry, the Go module proxy); make them reachable "
-            "(or point PIP_INDEX_URL, npm_config_registry or GOPROXY at a mirror), then save a file to retry\n%s"
-            % (runtime, output))
+    return (
+        "the first-time setup of the %s runtime failed: its first use installs the runtime's own libraries "
+        "from the package registries (pip's index, the npm registry, the Go module proxy); make them reachable "
+        "(or point PIP_INDEX_URL, npm_config_registry or GOPROXY at a mirror), then save a file to retry\n%s"
+        % (runtime, output)
+    )
 
 
 STEP_STATES = {"runtime setup": State.SETUP_ERROR, "dependency install": State.INSTALL_ERROR}  # else CompileError
@@ -113,10 +118,10 @@ class Supervisor:
         self.backend, self.logs = backend, logs
         self.catalog = catalog or Catalog()
         self.ports = PortBook(self.state_dir, ephemeral_ports)
-        self.instances = {}  # name -> Instance
-        self.serving = {}  # name -> Prepared that serves now
-        self.specs = {}
-        self.locks = {}
+        self.instances: dict = {}  # name -> Instance
+        self.serving: dict = {}  # name -> Prepared that serves now
+        self.specs: dict = {}
+        self.locks: dict = {}
         self.lock = threading.Lock()
         backend.on_exit = self._exited
 
@@ -182,8 +187,9 @@ class Supervisor:
         if state == State.SETUP_ERROR:
             output = setup_failed_message(instance.runtime, output)
         instance.set_state(state, output)
-        self.say(spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if serving else "",
-                                                  output))
+        self.say(
+            spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if serving else "", output)
+        )
         return instance
 
     def _launch(self, instance, prepared):
@@ -210,8 +216,9 @@ class Supervisor:
             self.specs[spec.name] = spec
             started = time.monotonic()
             try:
-                prepared = self.backend.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line),
-                                                previous=previous)
+                prepared = self.backend.prepare(
+                    spec, runtime, self.state_dir, lambda line: self.say(spec.name, line), previous=previous
+                )
             except prep.StepFailed as exc:
                 return self._step_failed(instance, spec, exc, serving=self.backend.alive(instance))
             except UserError as exc:
@@ -219,13 +226,20 @@ class Supervisor:
                 self.say(spec.name, str(exc))
                 return instance
             # Only the code changed and the runtime reloads in place: no restart, no dropped requests.
-            same_process = (self.backend.alive(instance) and runtime.reload == "signal" and previous.runtime == runtime
-                            and previous.deps_dir == prepared.deps_dir and previous.spec.document == spec.document)
+            same_process = (
+                self.backend.alive(instance)
+                and runtime.reload == "signal"
+                and previous.runtime == runtime
+                and previous.deps_dir == prepared.deps_dir
+                and previous.spec.document == spec.document
+            )
             prep.activate(prepared)
             if same_process:
                 expected = instance.last_control[1] + 1
                 self.backend.reload(instance, prepared)
-                done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, RELOAD_TIMEOUT)
+                done = instance.wait_for(
+                    lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, RELOAD_TIMEOUT
+                )
                 if done and instance.last_control == ("load-failed", expected):
                     prep.activate(previous)  # new workers keep loading the last good code
                     prep.discard(prepared)
@@ -275,12 +289,24 @@ class Supervisor:
         with self.lock:  # functions register while `ls` asks (start-up)
             instances = sorted(self.instances.items())
         for name, instance in instances:
-            calls, failures = scrape_metrics(instance.url) if instance.state in (State.READY, State.COMPILE_ERROR) else (None, None)
-            rows.append({
-                "name": name, "runtime": instance.runtime, "state": instance.state.value, "url": instance.url,
-                "port": instance.port, "pid": instance.pid, "backend": self.backend.name,
-                "calls": calls, "errors": failures, "reloads": instance.reloads, "restarts": instance.restarts,
-                "error": instance.error,
-                "ready_ms": instance.ready_ms,
-            })
+            calls, failures = (
+                scrape_metrics(instance.url) if instance.state in (State.READY, State.COMPILE_ERROR) else (None, None)
+            )
+            rows.append(
+                {
+                    "name": name,
+                    "runtime": instance.runtime,
+                    "state": instance.state.value,
+                    "url": instance.url,
+                    "port": instance.port,
+                    "pid": instance.pid,
+                    "backend": self.backend.name,
+                    "calls": calls,
+                    "errors": failures,
+                    "reloads": instance.reloads,
+                    "restarts": instance.restarts,
+                    "error": instance.error,
+                    "ready_ms": instance.ready_ms,
+                }
+            )
         return rows

@@ -19,6 +19,7 @@ so changes made during a call are lost, as in legacy Kubeless.
 SIGHUP reloads the module: a probe worker imports the new code; on success the pool is replaced,
 on failure the error is printed and the last good code keeps serving.
 """
+
 import asyncio
 import ctypes
 import functools
@@ -220,8 +221,14 @@ def call_app(app, outcome, request):
     finally:
         if hasattr(chunks, "close"):
             chunks.close()
-    return ("response", captured["status"], captured["headers"], body,
-            outcome.get("counted", False), outcome.get("failed", False))
+    return (
+        "response",
+        captured["status"],
+        captured["headers"],
+        body,
+        outcome.get("counted", False),
+        outcome.get("failed", False),
+    )
 
 
 def send_frame(sock, message):
@@ -240,7 +247,7 @@ def worker_main(sock, generation):
     enter_install_dir()  # relative reads see the code this worker loads
     try:
         func = load_function()
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - any failure to load (SystemExit too) is a load error to report
         send_frame(sock, ("load-failed", load_error_text()))
         return
     CONTEXT["function-name"] = getattr(func, "__name__", FUNC_HANDLER)
@@ -254,10 +261,16 @@ def worker_main(sock, generation):
         request = pickle.loads(reader.read(FRAME.unpack(header)[0]))
         try:
             reply = call_app(app, outcome, request)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the function's failure becomes a 500, the worker lives on
             traceback.print_exc()
-            reply = ("response", "500 Internal Server Error", [("Content-Type", "text/plain")],
-                     b"Internal Server Error", outcome.get("counted", False), True)
+            reply = (
+                "response",
+                "500 Internal Server Error",
+                [("Content-Type", "text/plain")],
+                b"Internal Server Error",
+                outcome.get("counted", False),
+                True,
+            )
         sys.stdout.flush()
         sys.stderr.flush()
         send_frame(sock, reply)
@@ -306,8 +319,8 @@ class Worker(asyncio.Protocol):
             size = FRAME.unpack_from(self.buffer)[0]
             if len(self.buffer) < FRAME.size + size:
                 return
-            message = pickle.loads(self.buffer[FRAME.size:FRAME.size + size])
-            del self.buffer[:FRAME.size + size]
+            message = pickle.loads(self.buffer[FRAME.size : FRAME.size + size])
+            del self.buffer[: FRAME.size + size]
             pending, self.pending = self.pending, None
             if pending is not None and not pending.done():
                 pending.set_result(message)
@@ -481,13 +494,20 @@ def metrics_for(label):
         children = _children[label] = (func_calls.labels(label), func_hist.labels(label), func_errors.labels(label))
     return children
 
+
 # Error pages come from bottle itself so they match legacy Kubeless byte for byte.
 error_app = bottle.Bottle()
 # Rendered without template lookup paths: bottle resolves them against the working folder, which
 # may be a deleted generation folder (the server's cwd is only renewed on reload).
 NO_LOOKUP = ()  # one object: bottle caches compiled templates by id(lookup)
-error_app.default_error_handler = lambda res: bottle.tob(bottle.template(
-    bottle.ERROR_PAGE_TEMPLATE, e=res, template_lookup=NO_LOOKUP, template_settings={"name": "__ERROR_PAGE_TEMPLATE"}))
+error_app.default_error_handler = lambda res: bottle.tob(
+    bottle.template(
+        bottle.ERROR_PAGE_TEMPLATE,
+        e=res,
+        template_lookup=NO_LOOKUP,
+        template_settings={"name": "__ERROR_PAGE_TEMPLATE"},
+    )
+)
 
 
 TIMED_OUT = (408, "Timeout while processing the function")
@@ -553,9 +573,10 @@ def access_log(peer, method, url, version, status, size, headers):
     stamp = log_stamp(int(time.time()))
     if not LOG_LINES:
         asyncio.get_running_loop().call_soon(flush_log)
-    LOG_LINES.append('%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"\n' % (
-        peer, stamp, method, url.decode("latin-1"), version, status.split(" ", 1)[0], size,
-        referer, agent))
+    LOG_LINES.append(
+        '%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"\n'
+        % (peer, stamp, method, url.decode("latin-1"), version, status.split(" ", 1)[0], size, referer, agent)
+    )
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -618,15 +639,20 @@ class HttpProtocol(asyncio.Protocol):
             self.body.append(body)
 
     def on_message_complete(self):
-        request = (self.parser.get_method().decode(), self.url, self.headers,
-                   b"".join(self.body), self.parser.get_http_version(), self.peer)
+        request = (
+            self.parser.get_method().decode(),
+            self.url,
+            self.headers,
+            b"".join(self.body),
+            self.parser.get_http_version(),
+            self.peer,
+        )
         keep_alive = self.parser.should_keep_alive()
-        task = asyncio.get_running_loop().create_task(
-            self.respond(request, keep_alive, self.too_large, self.previous))
+        task = asyncio.get_running_loop().create_task(self.respond(request, keep_alive, self.too_large, self.previous))
         self.previous = task
 
     async def respond(self, request, keep_alive, too_large, previous):
-        method, url, headers, body, version, peer = request
+        method, url, headers, _body, version, peer = request
         status, out_headers, out_body = await handle(self.pool, request, too_large)
         if previous is not None and not previous.done():
             await previous
@@ -650,7 +676,7 @@ class HttpProtocol(asyncio.Protocol):
 
 
 async def handle(pool, request, too_large):
-    method, url, headers, body, version, peer = request
+    method, url, headers, _body, version, peer = request
     path = url.split(b"?", 1)[0]
     if method in ("GET", "HEAD") and path == b"/healthz":
         return "200 OK", [("Content-Type", "text/html; charset=UTF-8")], b"OK"

@@ -1,4 +1,5 @@
 """Fixtures of the conformance suite: every runtime × backend behind one `function` factory."""
+
 import os
 import shutil
 import socket
@@ -30,7 +31,9 @@ def conformance_runtimes(backend):
         versions = CATALOG.versions(runtime_id)
         if not versions or not (SCENARIOS / "hello" / ("handler" + versions[0].suffix)).exists():
             continue
-        available = [rt for rt in versions if rt.image] if backend != "process" else [rt for rt in versions if rt.available()]
+        available = (
+            [rt for rt in versions if rt.image] if backend != "process" else [rt for rt in versions if rt.available()]
+        )
         chosen.extend(available or versions[:1])
     return chosen
 
@@ -44,9 +47,13 @@ def pytest_generate_tests(metafunc):
         return
     language = metafunc.definition.get_closest_marker("language")
     only_backend = metafunc.definition.get_closest_marker("backend")
-    cases = [(rt, backend) for backend in backends_under_test() for rt in conformance_runtimes(backend)
-             if (language is None or rt.server == language.args[0])
-             and (only_backend is None or backend == only_backend.args[0])]
+    cases = [
+        (rt, backend)
+        for backend in backends_under_test()
+        for rt in conformance_runtimes(backend)
+        if (language is None or rt.server == language.args[0])
+        and (only_backend is None or backend == only_backend.args[0])
+    ]
     metafunc.parametrize(("runtime", "backend_name"), cases, ids=["%s-%s" % (rt.name, b) for rt, b in cases])
 
 
@@ -135,7 +142,10 @@ class RunningFunction:
         """Send one request on a raw connection and return the socket once the server has read it:
         the call is in flight. Read the answer with `.status_of(sock)`."""
         head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nConnection: close\r\n" % (
-            method, path, len(body))
+            method,
+            path,
+            len(body),
+        )
         head += "".join("%s: %s\r\n" % item for item in (headers or {}).items())
         sock = socket.create_connection(("127.0.0.1", self.instance.port), timeout=30)
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
@@ -181,8 +191,15 @@ def function(runtime, backend_name, tmp_path):
             (tmp_path / "src").mkdir(exist_ok=True)
             source = Path(shutil.copy(source, tmp_path / "src" / source.name))
         fn = specs.function_from_files(
-            scenario, source.parent if folder else source, runtime.name, "handler." + FUNCTION_NAMES.get(runtime.id, "handler"),
-            timeout=timeout or "180", env=sorted((env or {}).items()), memory=memory, isolation=isolation)
+            scenario,
+            source.parent if folder else source,
+            runtime.name,
+            "handler." + FUNCTION_NAMES.get(runtime.id, "handler"),
+            timeout=timeout or "180",
+            env=sorted((env or {}).items()),
+            memory=memory,
+            isolation=isolation,
+        )
         instance = supervisor.start(fn)
         started.append(instance)
         running = RunningFunction(instance, hub, runtime, fn, supervisor)

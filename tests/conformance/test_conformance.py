@@ -1,4 +1,5 @@
 """The conformance suite: the same HTTP-level behaviour from every runtime × backend (contract §5, §10)."""
+
 import concurrent.futures
 import json
 import os
@@ -15,11 +16,13 @@ PARSES_JSON_WITH_PARAMS = {"nodejs"}  # body-parser accepts `application/json; c
 JSON_DATA_IS_RAW = {"go"}  # Go's event data is the body as a string: JSON is never parsed
 BROKEN_CODE = "this is ( not valid code in any language {{{\n"
 
+
 def test_healthz(function):
     fn = function("hello")
     response = fn.get("/healthz")
     assert response.status_code == 200
     assert response.text == "OK"
+
 
 def test_hello(function):
     fn = function("hello")
@@ -27,9 +30,11 @@ def test_hello(function):
     assert response.status_code == 200
     assert response.text == "hello world"
 
+
 def test_any_path_reaches_the_function(function):
     fn = function("hello")
     assert fn.get("/some/deep/path").text == "hello world"
+
 
 def test_json_data_is_parsed(function):
     fn = function("echo")
@@ -37,19 +42,32 @@ def test_json_data_is_parsed(function):
     assert response.status_code == 200
     assert response.json() == {"a": 1, "b": [1, 2]}
 
+
 def test_text_data_is_passed_as_is(function):
     fn = function("echo")
     response = fn.post("/", data="hello", headers={"Content-Type": "text/plain"})
     assert response.status_code == 200
     assert response.text == "hello"
 
+
 def test_event_fields_come_from_headers(function):
     fn = function("event")
-    headers = {"event-id": "abc", "event-type": "text/plain", "event-time": "2021-01-18T17:10:12Z",
-               "event-namespace": "cli.kubeless.io", "Content-Type": "text/plain"}
+    headers = {
+        "event-id": "abc",
+        "event-type": "text/plain",
+        "event-time": "2021-01-18T17:10:12Z",
+        "event-namespace": "cli.kubeless.io",
+        "Content-Type": "text/plain",
+    }
     body = fn.post("/", data="payload", headers=headers).json()
-    assert body == {"data": "payload", "event-id": "abc", "event-type": "text/plain",
-                    "event-time": "2021-01-18T17:10:12Z", "event-namespace": "cli.kubeless.io"}
+    assert body == {
+        "data": "payload",
+        "event-id": "abc",
+        "event-type": "text/plain",
+        "event-time": "2021-01-18T17:10:12Z",
+        "event-namespace": "cli.kubeless.io",
+    }
+
 
 def test_json_is_parsed_only_for_the_content_types_kubeless_parses(function):
     fn = function("event")
@@ -68,6 +86,7 @@ def test_absent_event_headers(function):
     absent = ABSENT_HEADER.get(fn.language)
     assert [body[k] for k in ("event-id", "event-type", "event-time", "event-namespace")] == [absent] * 4
 
+
 def test_context_and_env(function):
     fn = function("context", timeout="7", env={"MY_VAR": "42"}, memory="128Mi")
     body = fn.get("/").json()
@@ -77,6 +96,7 @@ def test_context_and_env(function):
     assert body["runtime"] == fn.runtime
     assert body["memory-limit"] == "128Mi"
     assert body["env"] == "42"
+
 
 def test_exception_answers_500_and_the_server_survives(function):
     fn = function("raise")
@@ -89,6 +109,7 @@ def test_exception_answers_500_and_the_server_survives(function):
     assert metrics[("function_calls_total", label)] == 2
     assert metrics[("function_failures_total", label)] == 1
 
+
 def test_timeout_answers_408_while_others_are_served(function):
     fn = function("sleep", timeout="1")
     slow = fn.open_call(body=b"30")  # in flight: the server has read it
@@ -98,6 +119,7 @@ def test_timeout_answers_408_while_others_are_served(function):
     assert fn.status_of(slow) == 408
     assert time.monotonic() - started < 5  # well before the 30 s sleep would end
     assert fn.post("/", data="0").text == "done"
+
 
 def serves(fn):
     """The function's server answers /healthz (a runtime may restart itself after a timeout, e.g. Go)."""
@@ -122,6 +144,7 @@ def process_group_cpu(pgid):
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
+
 def test_runaway_cpu_loop_is_stopped(function, backend_name):
     fn = function("spin", timeout="1")
     assert fn.post("/", data="x").status_code == 408
@@ -135,6 +158,7 @@ def test_runaway_cpu_loop_is_stopped(function, backend_name):
         time.sleep(1.0)
         assert process_group_cpu(fn.instance.pid) - before < 0.5
 
+
 def test_concurrent_calls_get_their_own_answers(function):
     fn = function("echo")
     bodies = ["call-%d" % i for i in range(20)]
@@ -142,16 +166,19 @@ def test_concurrent_calls_get_their_own_answers(function):
         answers = list(pool.map(lambda b: fn.post("/", data=b, headers={"Content-Type": "text/plain"}).text, bodies))
     assert answers == bodies
 
+
 def test_large_body(function):
     fn = function("large", env={"REQ_MB_LIMIT": "10"})
     body = b"x" * (5 * 1024 * 1024)
     response = fn.post("/", data=body, headers={"Content-Type": "application/octet-stream"})
     assert (response.status_code, response.text) == (200, str(len(body)))
 
+
 def test_native_request_object(function):
     fn = function("request")
     response = fn.get("/?q=7", headers={"X-Test": "abc"})
     assert (response.status_code, response.text) == (200, "abc|7")
+
 
 def test_function_sets_status_and_headers(function):
     fn = function("status")
@@ -159,6 +186,7 @@ def test_function_sets_status_and_headers(function):
     assert response.status_code == 201
     assert response.headers["X-Custom"] == "yes"
     assert response.text == "created"
+
 
 def test_metrics_names_and_counts(function):
     fn = function("hello")
@@ -169,6 +197,7 @@ def test_metrics_names_and_counts(function):
     assert metrics[("function_calls_total", label)] == 3
     assert metrics[("function_duration_seconds_count", label)] == 3
     assert metrics.get(("function_failures_total", label), 0) == 0
+
 
 def test_reload_serves_new_code_and_keeps_last_good_on_error(function):
     fn = function("hello", editable=True)
@@ -267,8 +296,14 @@ def test_an_undecodable_path_is_a_client_error(function):
 
 def test_a_non_utf8_header_is_a_client_error(function):
     fn = function("echo")
-    assert raw_call(fn, b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n"
-                        b"Content-Type: text/plain\xff\xfe\r\n\r\nx") == 400
+    assert (
+        raw_call(
+            fn,
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n"
+            b"Content-Type: text/plain\xff\xfe\r\n\r\nx",
+        )
+        == 400
+    )
     assert no_failures(fn)
 
 

@@ -1,5 +1,6 @@
 """A function sees its own deps and the runtime's libraries, nothing of the tool or the machine
 (in the cluster an undeclared import is an ImportError): issue E.5."""
+
 import pytest
 
 

@@ -1,5 +1,6 @@
 """Node.js-specific vectors (contract §5 Node column, §10 #9-#13) and the places where the Node
 runtime deliberately differs from the legacy Kubeless image (see the README parity table)."""
+
 import json
 import os
 import shutil
@@ -44,8 +45,9 @@ def test_json_with_parameters_is_parsed(function):  # §10 #11
 
 def test_cors_preflight_echoes_request_and_skips_the_function(function):  # §10 #12
     f = function("state")
-    r = f.request("OPTIONS", "/", headers={"Access-Control-Request-Method": "PUT",
-                                           "Access-Control-Request-Headers": "x-a"})
+    r = f.request(
+        "OPTIONS", "/", headers={"Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "x-a"}
+    )
     assert r.status_code == 200
     assert r.text == ""
     assert r.headers["Access-Control-Allow-Origin"] == "*"
@@ -66,18 +68,24 @@ def test_throw_answers_500_with_module_method_label(function):  # §10 #13
     assert "Error: boom" in f.wait_for_log("Error: boom")
 
 
-@pytest.mark.parametrize("code, body, content_type", [
-    ("module.exports = { handler: () => 42 };", "42", None),
-    ("module.exports = { handler: () => true };", "true", None),
-    ("module.exports = { handler: () => null };", "null", "application/json; charset=utf-8"),
-    ("module.exports = { handler: () => undefined };", "", None),
-    ("module.exports = { handler: () => ({ a: [1] }) };", '{"a":[1]}', "application/json; charset=utf-8"),
-    ("module.exports = { handler: () => Promise.resolve('later') };", "later", None),
-    ("module.exports = { handler: async () => { await null; return { ok: 1 }; } };", '{"ok":1}',
-     "application/json; charset=utf-8"),
-    # module.exports may be the function itself (any FUNC_HANDLER)
-    ("module.exports = (event, context) => 'bare ' + context['function-name'];", "bare handler", None),
-])
+@pytest.mark.parametrize(
+    "code, body, content_type",
+    [
+        ("module.exports = { handler: () => 42 };", "42", None),
+        ("module.exports = { handler: () => true };", "true", None),
+        ("module.exports = { handler: () => null };", "null", "application/json; charset=utf-8"),
+        ("module.exports = { handler: () => undefined };", "", None),
+        ("module.exports = { handler: () => ({ a: [1] }) };", '{"a":[1]}', "application/json; charset=utf-8"),
+        ("module.exports = { handler: () => Promise.resolve('later') };", "later", None),
+        (
+            "module.exports = { handler: async () => { await null; return { ok: 1 }; } };",
+            '{"ok":1}',
+            "application/json; charset=utf-8",
+        ),
+        # module.exports may be the function itself (any FUNC_HANDLER)
+        ("module.exports = (event, context) => 'bare ' + context['function-name'];", "bare handler", None),
+    ],
+)
 def test_return_conversions(function, code, body, content_type):
     f = function("hello", editable=True)
     assert f.replace_code(code).value == "Ready"
@@ -89,7 +97,9 @@ def test_return_conversions(function, code, body, content_type):
 
 def test_rejected_promise_is_a_failure(function):
     f = function("hello", editable=True)
-    assert f.replace_code("module.exports = { handler: async () => { throw new TypeError('nope'); } };").value == "Ready"
+    assert (
+        f.replace_code("module.exports = { handler: async () => { throw new TypeError('nope'); } };").value == "Ready"
+    )
     r = f.get()
     assert r.status_code == 500
     assert f.metrics().get(("function_failures_total", f.method_label("GET")), 0) == 1
@@ -98,10 +108,12 @@ def test_rejected_promise_is_a_failure(function):
 def test_timeout_covers_async_work_that_then_spins(function):
     # legacy: only the synchronous part was timed; a loop after an await ran forever
     f = function("hello", timeout=1, editable=True)
-    code = ("module.exports = { handler: async (e) => {\n"
-            "  await new Promise((r) => setTimeout(r, 10));\n"
-            "  if (e.data === 'spin') for (;;) {}\n"
-            "  return 'ok';\n} };\n")
+    code = (
+        "module.exports = { handler: async (e) => {\n"
+        "  await new Promise((r) => setTimeout(r, 10));\n"
+        "  if (e.data === 'spin') for (;;) {}\n"
+        "  return 'ok';\n} };\n"
+    )
     assert f.replace_code(code).value == "Ready"
     started = time.monotonic()
     r = f.post(data="spin", headers={"Content-Type": "text/plain"})
@@ -128,10 +140,12 @@ def test_other_callers_are_not_stuck_behind_a_blocked_loop(function):
 
 def test_express_response_object_is_usable(function):
     f = function("hello", editable=True)
-    code = ("module.exports = { handler: (e) => {\n"
-            "  const res = e.extensions.response, req = e.extensions.request;\n"
-            "  res.status(202).cookie('k', 'v').json({ path: req.path, q: req.query.q, is: req.is('json') });\n"
-            "} };\n")
+    code = (
+        "module.exports = { handler: (e) => {\n"
+        "  const res = e.extensions.response, req = e.extensions.request;\n"
+        "  res.status(202).cookie('k', 'v').json({ path: req.path, q: req.query.q, is: req.is('json') });\n"
+        "} };\n"
+    )
     assert f.replace_code(code).value == "Ready"
     r = f.post("/some/path?q=1", json={"a": 1})
     assert r.status_code == 202
@@ -154,7 +168,7 @@ def test_access_log_is_morgan_combined(function):
     f = function("hello")
     f.get("/x?y=1", headers={"User-Agent": "kl-test", "Referer": "http://r/"})
     logs = f.wait_for_log('"kl-test"')
-    line = next(l for l in logs.splitlines() if '"kl-test"' in l)
+    line = next(line for line in logs.splitlines() if '"kl-test"' in line)
     # :remote-addr - :remote-user [:date[clf]] ":method :url HTTP/:http-version" :status :res[content-length] ":referrer" ":user-agent"
     assert line.startswith("127.0.0.1 - - [")
     assert '+0000] "GET /x?y=1 HTTP/1.1" 200 - "http://r/" "kl-test"' in line
@@ -166,6 +180,7 @@ def test_module_state_persists_in_the_warm_worker(function):
 
 
 # ---- dependencies: the catalog's install step, then the server resolving them via NODE_PATH ----
+
 
 def free_port():
     with socket.socket() as s:
@@ -180,27 +195,48 @@ def test_package_json_install_and_npm_registry_settings(tmp_path, runtime, backe
     (lib / "index.js").write_text("module.exports = (n) => `hi ${n}`;\n")
     deps = tmp_path / "deps"
     deps.mkdir()
-    (deps / "package.json").write_text(json.dumps({"name": "fn", "version": "1.0.0",
-                                                   "dependencies": {"kl-greet": "file:%s" % lib}}))
-    env = dict(os.environ, NPM_REGISTRY="http://127.0.0.1:9/", NPM_SCOPE="@kl",
-               NPM_CONFIG_EXTRA="fund=false", KUBELESS_DEPS_FILE=str(deps / "package.json"))
-    done = subprocess.run(["/bin/sh", str(RUNTIME_DIR / "npm-install.sh")], cwd=deps, env=env,
-                          capture_output=True, text=True, timeout=120)
+    (deps / "package.json").write_text(
+        json.dumps({"name": "fn", "version": "1.0.0", "dependencies": {"kl-greet": "file:%s" % lib}})
+    )
+    env = dict(
+        os.environ,
+        NPM_REGISTRY="http://127.0.0.1:9/",
+        NPM_SCOPE="@kl",
+        NPM_CONFIG_EXTRA="fund=false",
+        KUBELESS_DEPS_FILE=str(deps / "package.json"),
+    )
+    done = subprocess.run(
+        ["/bin/sh", str(RUNTIME_DIR / "npm-install.sh")], cwd=deps, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert (deps / ".npmrc").read_text() == "@kl:registry=http://127.0.0.1:9/\nfund=false\n"
     assert (deps / "node_modules" / "kl-greet").exists()
 
     install = tmp_path / "install"
     install.mkdir()
-    (install / "fn.js").write_text("const greet = require('kl-greet');\n"
-                                   "module.exports = { go: (e) => greet(e.data) };\n")
+    (install / "fn.js").write_text(
+        "const greet = require('kl-greet');\nmodule.exports = { go: (e) => greet(e.data) };\n"
+    )
     port = free_port()
-    env = dict(os.environ, MOD_NAME="fn", FUNC_HANDLER="go", FUNC_PORT=str(port), FUNC_TIMEOUT="5",
-               KUBELESS_INSTALL_VOLUME=str(install), KUBELESS_LOCAL_BIND="127.0.0.1",
-               KUBELESS_LOCAL_CONTROL="1", NODE_PATH=str(deps / "node_modules"),
-               KUBELESS_RUNTIME_LIB=str(setup_runtime_lib(runtime, lambda line: None)))
-    proc = subprocess.Popen([shutil.which("node"), str(RUNTIME_DIR / "kubeless.js")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        MOD_NAME="fn",
+        FUNC_HANDLER="go",
+        FUNC_PORT=str(port),
+        FUNC_TIMEOUT="5",
+        KUBELESS_INSTALL_VOLUME=str(install),
+        KUBELESS_LOCAL_BIND="127.0.0.1",
+        KUBELESS_LOCAL_CONTROL="1",
+        NODE_PATH=str(deps / "node_modules"),
+        KUBELESS_RUNTIME_LIB=str(setup_runtime_lib(runtime, lambda line: None)),
+    )
+    proc = subprocess.Popen(
+        [shutil.which("node"), str(RUNTIME_DIR / "kubeless.js")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().startswith('@kubeless-local {"event":"ready","generation":0}')
         r = requests.post("http://127.0.0.1:%d/" % port, data="bob", headers={"Content-Type": "text/plain"}, timeout=10)
@@ -214,12 +250,20 @@ def test_syntax_check_headline_names_the_error(tmp_path):
     # check.js is the catalog's `check` step: `ls` shows its first line
     broken = tmp_path / "handler.js"
     broken.write_text("this is ( not valid code {{{\n")
-    done = subprocess.run([shutil.which("node"), str(RUNTIME_DIR / "check.js"), str(broken)],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [shutil.which("node"), str(RUNTIME_DIR / "check.js"), str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 1
     assert done.stderr.splitlines()[0] == "%s:1: SyntaxError: Unexpected identifier 'is'" % broken
     fine = tmp_path / "fine.js"
     fine.write_text("module.exports = { handler: () => 1 };\n")
-    assert subprocess.run([shutil.which("node"), str(RUNTIME_DIR / "check.js"), str(fine)], timeout=30, check=False).returncode == 0
-
-
+    assert (
+        subprocess.run(
+            [shutil.which("node"), str(RUNTIME_DIR / "check.js"), str(fine)], timeout=30, check=False
+        ).returncode
+        == 0
+    )

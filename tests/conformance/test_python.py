@@ -1,4 +1,5 @@
 """Python-specific vectors of contract §10 (1–7) and the warm/per-call module-state modes."""
+
 import concurrent.futures
 import os
 import time
@@ -8,8 +9,12 @@ import requests
 
 pytestmark = pytest.mark.language("python")
 
-VECTOR_HEADERS = {"event-id": "abc", "event-type": "application/json", "event-time": "2021-01-18T17:10:12Z",
-                  "event-namespace": "cli.kubeless.io"}
+VECTOR_HEADERS = {
+    "event-id": "abc",
+    "event-type": "application/json",
+    "event-time": "2021-01-18T17:10:12Z",
+    "event-namespace": "cli.kubeless.io",
+}
 
 
 def test_vector_1_json_is_parsed_and_returned_as_json(function):
@@ -58,15 +63,18 @@ def test_vector_6_timeout_page_and_failures(function):
     assert metrics[("function_failures_total", "POST")] == 1  # legacy counted none; all runtimes agree now
 
 
-@pytest.mark.parametrize("kind, status, body, content_type", [
-    ("none", 200, "", None),
-    ("int", 500, None, None),
-    ("dict", 200, '{"k": "v"}', "application/json"),
-    ("list", 200, "ab", None),
-    ("bytes", 200, "raw", None),
-    ("tuple", 202, "accepted", None),
-    ("tuple-headers", 418, "teapot", None),
-])
+@pytest.mark.parametrize(
+    "kind, status, body, content_type",
+    [
+        ("none", 200, "", None),
+        ("int", 500, None, None),
+        ("dict", 200, '{"k": "v"}', "application/json"),
+        ("list", 200, "ab", None),
+        ("bytes", 200, "raw", None),
+        ("tuple", 202, "accepted", None),
+        ("tuple-headers", 418, "teapot", None),
+    ],
+)
 def test_vector_7_return_values(function, kind, status, body, content_type):
     fn = function("returns")
     response = fn.post("/", data=kind)
@@ -134,7 +142,7 @@ def test_worker_pool_honours_its_limit_and_shrinks_when_idle(function):
         time.sleep(0.2)
 
 
-SLOW_TO_LOAD_STATE = '''import time
+SLOW_TO_LOAD_STATE = """import time
 time.sleep(0.5)  # workers spawned after the first one become ready while it serves
 print("module loaded", flush=True)
 calls = 0
@@ -144,7 +152,7 @@ def handler(event, context):
     global calls
     calls += 1
     return str(calls)
-'''
+"""
 
 
 def test_sequential_calls_stay_on_the_warm_worker_while_the_pool_fills(function):
@@ -158,10 +166,13 @@ def test_sequential_calls_stay_on_the_warm_worker_while_the_pool_fills(function)
     assert [fn.get("/").text for _ in range(2)] == ["2", "3"]
 
 
-@pytest.mark.parametrize("code, headline", [
-    ("import kl_no_such_module\n", "ModuleNotFoundError: No module named 'kl_no_such_module'"),
-    ("def other(event, context):\n    return 1\n", "has no function 'handler'"),
-])
+@pytest.mark.parametrize(
+    "code, headline",
+    [
+        ("import kl_no_such_module\n", "ModuleNotFoundError: No module named 'kl_no_such_module'"),
+        ("def other(event, context):\n    return 1\n", "has no function 'handler'"),
+    ],
+)
 def test_load_error_headline_is_the_exception_line(function, code, headline):
     fn = function("hello", editable=True)
     assert fn.replace_code(code).value == "CompileError"

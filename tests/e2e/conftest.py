@@ -1,4 +1,5 @@
 """End-to-end fixtures: the real `kubeless-local` command in a subprocess, in a temp project."""
+
 import os
 import signal
 import subprocess
@@ -12,8 +13,14 @@ import requests
 
 def cli(*args, cwd, timeout=60, check=False):
     """Run `kubeless-local ARGS` to completion; returns CompletedProcess (text)."""
-    result = subprocess.run([sys.executable, "-m", "kubeless_local", *args], cwd=cwd, capture_output=True,
-                            text=True, timeout=timeout, env=dict(os.environ, NO_COLOR="1"))
+    result = subprocess.run(
+        [sys.executable, "-m", "kubeless_local", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, NO_COLOR="1"),
+    )
     if check:
         assert result.returncode == 0, result.stderr + result.stdout
     return result
@@ -25,8 +32,14 @@ class Dev:
     def __init__(self, args, cwd):
         self.cwd = Path(cwd)
         self.out = open(self.cwd / ".dev-output.log", "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubeless_local", *args], cwd=cwd, stdout=self.out,
-                                     stderr=subprocess.STDOUT, text=True, env=dict(os.environ, NO_COLOR="1"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeless_local", *args],
+            cwd=cwd,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, NO_COLOR="1"),
+        )
 
     def output(self):
         self.out.flush()

@@ -1,4 +1,5 @@
 """The user's day from the README, end to end, with the real command."""
+
 import hashlib
 import json
 import os
@@ -10,11 +11,10 @@ import time
 
 import pytest
 import requests
-
 from conftest import cli, wait_for_answer
 
 HELLO_V2 = 'def hello(event, context):\n    return "v2:" + event["data"].decode()\n'
-BROKEN = 'def hello(event, context):\n    return (\n'
+BROKEN = "def hello(event, context):\n    return (\n"
 
 
 def read_ls(cwd):
@@ -59,8 +59,12 @@ def test_init_dev_call_ls_logs_reload(tmp_path, start_dev):
     assert cli("logs", "hello", "--tail", "1", cwd=project, check=True).stdout.count("\n") == 1
 
     # logs -f prints new lines as they come, until interrupted.
-    follower = subprocess.Popen([sys.executable, "-m", "kubeless_local", "logs", "hello", "-f", "--tail", "0"],
-                                cwd=project, stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "kubeless_local", "logs", "hello", "-f", "--tail", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.5)
         requests.post(url, data="followed", timeout=5)
@@ -73,10 +77,26 @@ def test_init_dev_call_ls_logs_reload(tmp_path, start_dev):
 
 def test_run_without_a_manifest_with_kubeless_flags(tmp_path, start_dev):
     (tmp_path / "handler.py").write_text(
-        "import os\n\ndef hello(event, context):\n    return os.environ['GREETING'] + ' ' + context['timeout'].__str__()\n")
+        "import os\n\ndef hello(event, context):\n    return os.environ['GREETING'] + ' ' + context['timeout'].__str__()\n"
+    )
     port = free_port()
-    dev = start_dev("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello",
-                    "--env", "GREETING=hi", "--label", "app=x", "--timeout", "5", "--port", str(port), cwd=tmp_path)
+    dev = start_dev(
+        "run",
+        "handler.py",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "handler.hello",
+        "--env",
+        "GREETING=hi",
+        "--label",
+        "app=x",
+        "--timeout",
+        "5",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+    )
     dev.wait_for_output("Watching")
     assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "hi 5.0"
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'edited'\n")
@@ -123,7 +143,8 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
         manifest.write_text(text)
         assert expected in one_line_error(cli("dev", cwd=tmp_path))
     assert "unknown runtime 'fortran77'" in one_line_error(
-        cli("run", "handler.py", "--runtime", "fortran77", "--handler", "handler.hello", cwd=tmp_path))
+        cli("run", "handler.py", "--runtime", "fortran77", "--handler", "handler.hello", cwd=tmp_path)
+    )
     assert "no running `kubeless-local dev`" in one_line_error(cli("call", "hello", cwd=tmp_path))
 
 
@@ -170,8 +191,19 @@ def test_port_in_use_is_reported(tmp_path):
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        line = one_line_error(cli("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello",
-                                  "--port", str(port), cwd=tmp_path))
+        line = one_line_error(
+            cli(
+                "run",
+                "handler.py",
+                "--runtime",
+                "python3.11",
+                "--handler",
+                "handler.hello",
+                "--port",
+                str(port),
+                cwd=tmp_path,
+            )
+        )
     assert "port %d" % port in line and "in use" in line
 
 
@@ -182,7 +214,8 @@ def make_local_package(root, version):
     (pkg / "greetpkg" / "__init__.py").write_text("VERSION = %r\n" % version)
     (pkg / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "greetpkg"\nversion = "%s"\n' % version)
+        '[project]\nname = "greetpkg"\nversion = "%s"\n' % version
+    )
     return pkg
 
 
@@ -193,20 +226,35 @@ def test_dependencies_install_once_per_content_and_reinstall_on_change(tmp_path,
     (project / "requirements.txt").write_text("%s\n" % v1)
     (project / "handler.py").write_text("import greetpkg\n\ndef hello(event, context):\n    return greetpkg.VERSION\n")
     port = free_port()
-    dev = start_dev("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello",
-                    "--dependencies", "requirements.txt", "--port", str(port), cwd=project)
+    dev = start_dev(
+        "run",
+        "handler.py",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "handler.hello",
+        "--dependencies",
+        "requirements.txt",
+        "--port",
+        str(port),
+        cwd=project,
+    )
     dev.wait_for_output("Watching", timeout=120)
     url = "http://127.0.0.1:%d/" % port
     assert requests.get(url, timeout=5).text == "1.0"
     assert dev.output().count("installing requirements.txt") == 1
     # Code edits with the same requirements never reinstall.
-    (project / "handler.py").write_text("import greetpkg\n\ndef hello(event, context):\n    return 'v' + greetpkg.VERSION\n")
+    (project / "handler.py").write_text(
+        "import greetpkg\n\ndef hello(event, context):\n    return 'v' + greetpkg.VERSION\n"
+    )
     wait_for_answer(url, "v1.0")
     assert dev.output().count("installing requirements.txt") == 1
     # A changed requirements file installs the new dependencies and restarts with them.
     (project / "requirements.txt").write_text("%s\n" % v2)
     wait_for_answer(url, "v2.0", timeout=120)
-    dev.wait_for_output("installing requirements.txt (sha256 %s" % hashlib.sha256(("%s\n" % v2).encode()).hexdigest()[:12])
+    dev.wait_for_output(
+        "installing requirements.txt (sha256 %s" % hashlib.sha256(("%s\n" % v2).encode()).hexdigest()[:12]
+    )
     assert dev.output().count("installing requirements.txt") == 2
 
 
@@ -222,7 +270,8 @@ def test_inline_base64_zip_manifest_runs(tmp_path, start_dev):
         archive.writestr("helper.py", "def word():\n    return 'zipped'\n")
     data = buffer.getvalue()
     port = free_port()
-    (tmp_path / "function.yaml").write_text("""\
+    (tmp_path / "function.yaml").write_text(
+        """\
 apiVersion: kubeless.io/v1beta1
 kind: Function
 metadata:
@@ -234,7 +283,9 @@ spec:
   function-content-type: base64+zip
   checksum: sha256:%s
   function: %s
-""" % (port, hashlib.sha256(data).hexdigest(), base64.b64encode(data).decode()))
+"""
+        % (port, hashlib.sha256(data).hexdigest(), base64.b64encode(data).decode())
+    )
     dev = start_dev("dev", cwd=tmp_path)
     dev.wait_for_output("Watching")
     dev.wait_for_output("python3.8 is a legacy Kubeless runtime; running it as python3.11", timeout=10)
@@ -285,11 +336,14 @@ def test_unrelated_yaml_and_trees_do_not_stop_dev(tmp_path, start_dev):
     (project / "handler.py").write_text(
         "def hello(event, context):\n"
         "    request = event['extensions']['request']\n"
-        "    return '%s %s %s' % (request.method, request.headers.get('X-Trace'), event['data'].decode())\n")
+        "    return '%s %s %s' % (request.method, request.headers.get('X-Trace'), event['data'].decode())\n"
+    )
     chart = project / "chart" / "templates"
     chart.mkdir(parents=True)
-    (chart / "function.yaml").write_text("apiVersion: kubeless.io/v1beta1\nkind: Function\n"
-                                         "metadata: {name: {{ .Values.name }}}\nspec: {runtime: {{ .Values.rt }}}\n")
+    (chart / "function.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\n"
+        "metadata: {name: {{ .Values.name }}}\nspec: {runtime: {{ .Values.rt }}}\n"
+    )
     (project / "values.yaml").write_text("rows:\n" + "  - {id: 1, name: [unclosed\n" * 1000)
     (project / "node_modules" / "x").mkdir(parents=True)
     (project / "node_modules" / "x" / "bad.yaml").write_text("kind: Function\nmetadata: [oops\n")
@@ -301,8 +355,18 @@ def test_unrelated_yaml_and_trees_do_not_stop_dev(tmp_path, start_dev):
     table = cli("ls", cwd=project, check=True).stdout
     assert read_ls(project)["hello"]["url"] in table  # piped: full width, never cut at 80 columns
     (tmp_path / "event.txt").write_text("from-a-file")
-    result = cli("call", "hello", "-X", "POST", "-H", "X-Trace: t-1", "--data-file", str(tmp_path / "event.txt"),
-                 cwd=project, check=True)
+    result = cli(
+        "call",
+        "hello",
+        "-X",
+        "POST",
+        "-H",
+        "X-Trace: t-1",
+        "--data-file",
+        str(tmp_path / "event.txt"),
+        cwd=project,
+        check=True,
+    )
     assert result.stdout.strip() == "POST t-1 from-a-file"
     stamped = cli("logs", "hello", "--since", "1h", "--timestamps", cwd=project, check=True).stdout.splitlines()
     assert stamped and all(re_timestamp(line) for line in stamped), stamped
@@ -318,6 +382,7 @@ def test_a_source_outside_the_project_is_refused(tmp_path):
     (tmp_path / "function.yaml").write_text(
         "apiVersion: kubeless.io/v1beta1\nkind: Function\n"
         "metadata: {name: a, annotations: {local.kubeless.io/source: /etc/passwd}}\n"
-        "spec: {runtime: python3.11, handler: passwd.hello}\n")
+        "spec: {runtime: python3.11, handler: passwd.hello}\n"
+    )
     line = one_line_error(cli("dev", cwd=tmp_path))
     assert "local.kubeless.io/source" in line and "outside the project folder" in line

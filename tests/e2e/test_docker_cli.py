@@ -1,4 +1,5 @@
 """The docker backend end to end with the real command and a real engine (run .ci/docker-setup.sh first)."""
+
 import io
 import json
 import socket
@@ -7,8 +8,8 @@ import time
 
 import pytest
 import requests
-
 from conftest import cli, wait_for_answer
+
 from kubeless_local.emulator import images
 
 LABEL_FUNCTION = "kubeless-local.function"
@@ -40,10 +41,26 @@ def wait_until(predicate, timeout=15, what="condition"):
 def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
     (tmp_path / "handler.py").write_text(
         "import os\n\ndef hello(event, context):\n    return '%s %s %s' % (os.environ['GREETING'], os.getuid(), "
-        "context['memory-limit'])\n")
+        "context['memory-limit'])\n"
+    )
     port = free_port()
-    dev = start_dev("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--env",
-                    "GREETING=hi", "--memory", "96Mi", "--port", str(port), "--backend", "docker", cwd=tmp_path)
+    dev = start_dev(
+        "run",
+        "handler.py",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "handler.hello",
+        "--env",
+        "GREETING=hi",
+        "--memory",
+        "96Mi",
+        "--port",
+        str(port),
+        "--backend",
+        "docker",
+        cwd=tmp_path,
+    )
     dev.wait_for_output("Watching", timeout=90)
     url = "http://127.0.0.1:%d/" % port
     assert requests.get(url, timeout=5).text == "hi 1000 96Mi"  # UID 1000, FUNC_MEMORY_LIMIT
@@ -52,7 +69,7 @@ def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
     attrs = container.attrs
     assert container.labels[LABEL_FUNCTION] == "handler"  # run names it after the module
     assert attrs["HostConfig"]["NetworkMode"] == "host"
-    assert attrs["HostConfig"]["Memory"] == 96 * 2 ** 20
+    assert attrs["HostConfig"]["Memory"] == 96 * 2**20
     assert all(not m["RW"] for m in attrs["Mounts"])  # code, deps and CA are read-only
     # save → the same container answers with the new code (SIGHUP reload, no new container)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'edited'\n")
@@ -65,12 +82,27 @@ def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
 def test_leftover_containers_of_a_crashed_run_are_removed(tmp_path, start_dev, client):
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'ok'\n")
     state = str((tmp_path / ".kubeless-local").resolve())
-    leftover = client.containers.create("kubeless-local/python:3.11", ["sleep", "600"], network_mode="none",
-                                        labels={LABEL_PROJECT: state, LABEL_FUNCTION: "ghost"})
+    leftover = client.containers.create(
+        "kubeless-local/python:3.11",
+        ["sleep", "600"],
+        network_mode="none",
+        labels={LABEL_PROJECT: state, LABEL_FUNCTION: "ghost"},
+    )
     leftover.start()
     port = free_port()
-    dev = start_dev("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--port",
-                    str(port), "--backend", "docker", cwd=tmp_path)
+    dev = start_dev(
+        "run",
+        "handler.py",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "handler.hello",
+        "--port",
+        str(port),
+        "--backend",
+        "docker",
+        cwd=tmp_path,
+    )
     dev.wait_for_output("Watching", timeout=90)
     ids = [c.id for c in containers_of(client, state)]
     assert leftover.id not in ids and len(ids) == 1
@@ -80,8 +112,19 @@ def test_leftover_containers_of_a_crashed_run_are_removed(tmp_path, start_dev, c
 def test_auto_says_which_backend(tmp_path, start_dev, client):
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'auto'\n")
     port = free_port()
-    dev = start_dev("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--port",
-                    str(port), "--backend", "auto", cwd=tmp_path)
+    dev = start_dev(
+        "run",
+        "handler.py",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "handler.hello",
+        "--port",
+        str(port),
+        "--backend",
+        "auto",
+        cwd=tmp_path,
+    )
     dev.wait_for_output("Watching", timeout=90)
     assert "backend: docker" in dev.output()
     assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "auto"
@@ -90,8 +133,18 @@ def test_auto_says_which_backend(tmp_path, start_dev, client):
 def test_missing_image_is_one_line_with_the_fix(tmp_path, monkeypatch):
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'x'\n")
     monkeypatch.setenv("PYTHON3.11_RUNTIME", "kubeless-local/not-built:0")
-    result = cli("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--backend", "docker",
-                 cwd=tmp_path, timeout=60)
+    result = cli(
+        "run",
+        "handler.py",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "handler.hello",
+        "--backend",
+        "docker",
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "kubeless-local/not-built:0" in result.stdout + result.stderr
     assert "--backend process" in result.stdout + result.stderr
@@ -102,8 +155,21 @@ def test_dependencies_install_in_the_image_through_the_host_ca(tmp_path, start_d
     (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
     (tmp_path / "handler.py").write_text("import six\n\ndef hello(event, context):\n    return six.__version__\n")
     port = free_port()
-    dev = start_dev("run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "-d",
-                    "requirements.txt", "--port", str(port), "--backend", "docker", cwd=tmp_path)
+    dev = start_dev(
+        "run",
+        "handler.py",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "handler.hello",
+        "-d",
+        "requirements.txt",
+        "--port",
+        str(port),
+        "--backend",
+        "docker",
+        cwd=tmp_path,
+    )
     dev.wait_for_output("Watching", timeout=180)
     assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "1.16.0"
     assert list((tmp_path / "cache" / "docker-deps" / "python3.11").iterdir())
@@ -117,9 +183,12 @@ def custom_image(client):
         "    def do_GET(self):\n"
         "        body = b'OK' if self.path == '/healthz' else open('/kubeless/' + os.environ['MOD_NAME'], 'rb').read()\n"
         "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
-        "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['FUNC_PORT'])), H).serve_forever()\n")
-    dockerfile = ("FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\nCOPY server.py /server.py\n"
-                  "CMD [\"python3\", \"/server.py\"]\n")
+        "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['FUNC_PORT'])), H).serve_forever()\n"
+    )
+    dockerfile = (
+        "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\nCOPY server.py /server.py\n"
+        'CMD ["python3", "/server.py"]\n'
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, text in (("Dockerfile", dockerfile), ("server.py", server)):
@@ -128,8 +197,9 @@ def custom_image(client):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
-    client.images.build(fileobj=buffer, custom_context=True, tag="kubeless-local-test/custom:1", network_mode="none",
-                        rm=True)
+    client.images.build(
+        fileobj=buffer, custom_context=True, tag="kubeless-local-test/custom:1", network_mode="none", rm=True
+    )
     return "kubeless-local-test/custom:1"
 
 
@@ -137,8 +207,21 @@ def test_custom_runtime_image_with_an_unknown_runtime(tmp_path, start_dev, clien
     image = custom_image(client)
     (tmp_path / "fn.cob").write_text("DISPLAY 'HELLO'.")
     port = free_port()
-    dev = start_dev("run", "fn.cob", "--runtime", "cobol85", "--handler", "fn.main", "--runtime-image", image,
-                    "--port", str(port), "--backend", "docker", cwd=tmp_path)
+    dev = start_dev(
+        "run",
+        "fn.cob",
+        "--runtime",
+        "cobol85",
+        "--handler",
+        "fn.main",
+        "--runtime-image",
+        image,
+        "--port",
+        str(port),
+        "--backend",
+        "docker",
+        cwd=tmp_path,
+    )
     dev.wait_for_output("Watching", timeout=90)
     url = "http://127.0.0.1:%d/" % port
     assert requests.get(url, timeout=5).text == "DISPLAY 'HELLO'."  # mounted as /kubeless/fn, no extension
@@ -157,7 +240,9 @@ def test_custom_runtime_image_with_an_unknown_runtime(tmp_path, start_dev, clien
 def test_runtime_ls_and_get_server_config(tmp_path):
     rows = {r["runtime"]: r for r in json.loads(cli("runtime", "ls", "-o", "json", cwd=tmp_path, check=True).stdout)}
     assert rows["python3.11"]["present"] and rows["python3.11"]["image"] == "kubeless-local/python:3.11"
-    config = {r["runtime"]: r for r in json.loads(cli("get-server-config", "-o", "json", cwd=tmp_path, check=True).stdout)}
+    config = {
+        r["runtime"]: r for r in json.loads(cli("get-server-config", "-o", "json", cwd=tmp_path, check=True).stdout)
+    }
     assert config["python3.11"]["docker"] is True
     text = cli("get-server-config", cwd=tmp_path, check=True).stdout
     assert "docker backend:" in text and "python3.11" in text.split("docker backend:")[1].splitlines()[0]

@@ -1,5 +1,6 @@
 """`dev`'s life cycle with the real command: its runtime servers die with it however it ends, one
 `dev` per project, and `ls` works while functions are still installing."""
+
 import json
 import os
 import signal
@@ -7,7 +8,6 @@ import time
 
 import pytest
 import requests
-
 from conftest import cli
 
 HANDLER = "import greetpkg\n\ndef hello(event, context):\n    return 'hello ' + greetpkg.VERSION\n"
@@ -137,7 +137,8 @@ def slow_local_package(root, release):
         "import os, time\nfrom setuptools import setup\n"
         "for _ in range(1200):  # at most 60 s\n"
         "    if os.path.exists(%r):\n        break\n    time.sleep(0.05)\n"
-        "setup(name='greetpkg', version='1.0', packages=['greetpkg'])\n" % str(release))
+        "setup(name='greetpkg', version='1.0', packages=['greetpkg'])\n" % str(release)
+    )
     return pkg
 
 
@@ -151,8 +152,10 @@ def test_ls_works_while_installing_and_a_second_or_nested_dev_is_refused(tmp_pat
     dev = start_dev("dev", cwd=project)
     try:
         deadline = time.monotonic() + 60
-        while not (project / ".kubeless-local" / "admin.json").exists() or \
-                read_ls(project).get("hello", {}).get("state") != "Installing":
+        while (
+            not (project / ".kubeless-local" / "admin.json").exists()
+            or read_ls(project).get("hello", {}).get("state") != "Installing"
+        ):
             assert dev.proc.poll() is None and time.monotonic() < deadline, dev.output()
             time.sleep(0.1)
         info = (project / ".kubeless-local" / "admin.json").read_text()
@@ -168,8 +171,10 @@ def test_ls_works_while_installing_and_a_second_or_nested_dev_is_refused(tmp_pat
     assert read_ls(project)["hello"]["state"] == "Ready"
 
 
-@pytest.mark.skipif("docker" not in os.environ.get("KUBELESS_LOCAL_TEST_BACKENDS", "process").split(","),
-                    reason="docker backend not selected (KUBELESS_LOCAL_TEST_BACKENDS)")
+@pytest.mark.skipif(
+    "docker" not in os.environ.get("KUBELESS_LOCAL_TEST_BACKENDS", "process").split(","),
+    reason="docker backend not selected (KUBELESS_LOCAL_TEST_BACKENDS)",
+)
 def test_kill_9_of_dev_removes_its_containers(tmp_path, start_dev):
     from kubeless_local.emulator import images
 

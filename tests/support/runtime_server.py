@@ -1,5 +1,6 @@
 """A runtime server (runtimes/<lang>/) run directly, without the engine, for runtime-level tests:
 the env the engine would set, its output collected, control lines waited for."""
+
 import json
 import os
 import signal
@@ -30,13 +31,21 @@ class RuntimeServer:
         self.lines = []
         self.cond = threading.Condition()
         full_env = {
-            **os.environ, "MOD_NAME": "handler", "FUNC_HANDLER": "handler", "FUNC_TIMEOUT": timeout,
-            "FUNC_PORT": str(self.port), "FUNC_RUNTIME": runtime, "FUNC_MEMORY_LIMIT": "128Mi",
-            "KUBELESS_INSTALL_VOLUME": str(self.folder), "KUBELESS_LOCAL_BIND": "127.0.0.1",
-            "KUBELESS_LOCAL_CONTROL": "1", **(env or {}),
+            **os.environ,
+            "MOD_NAME": "handler",
+            "FUNC_HANDLER": "handler",
+            "FUNC_TIMEOUT": timeout,
+            "FUNC_PORT": str(self.port),
+            "FUNC_RUNTIME": runtime,
+            "FUNC_MEMORY_LIMIT": "128Mi",
+            "KUBELESS_INSTALL_VOLUME": str(self.folder),
+            "KUBELESS_LOCAL_BIND": "127.0.0.1",
+            "KUBELESS_LOCAL_CONTROL": "1",
+            **(env or {}),
         }
-        self.proc = subprocess.Popen(argv, cwd=self.folder, env=full_env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            argv, cwd=self.folder, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self):
@@ -50,7 +59,9 @@ class RuntimeServer:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                events = [json.loads(l.split(" ", 1)[1]) for l in self.lines if l.startswith("@kubeless-local ")]
+                events = [
+                    json.loads(line.split(" ", 1)[1]) for line in self.lines if line.startswith("@kubeless-local ")
+                ]
                 if len(events) > index:
                     return events[index]
                 left = deadline - time.monotonic()

@@ -1,5 +1,6 @@
 """A fake backend on the real Backend base class (as pip-tools fakes its repository): the supervisor,
 the admin API and the session run for real against it, with no runtime server started."""
+
 import collections
 import socket
 import threading
@@ -13,14 +14,31 @@ from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.runtimes import Runtime, Steps
 from kubeless_local.spec import FunctionSpec
 
-FAKE_RUNTIME = Runtime(id="fake", version="1", server="", dep_name="", suffix=".txt", executable="", probe=(),
-                       expect="", image="", process=Steps(reload="signal"))
+FAKE_RUNTIME = Runtime(
+    id="fake",
+    version="1",
+    server="",
+    dep_name="",
+    suffix=".txt",
+    executable="",
+    probe=(),
+    expect="",
+    image="",
+    process=Steps(reload="signal"),
+)
 
 
 def function(name="hello", code="v1", **annotations):
     """A FunctionSpec whose `code` the fake backend serves; the manifest stays the same across code edits."""
-    return FunctionSpec(name=name, runtime="fake1", handler="handler.hello", origin="functions.yaml: Function %s" % name,
-                        function=code, annotations=annotations, document={"kind": "Function", "name": name})
+    return FunctionSpec(
+        name=name,
+        runtime="fake1",
+        handler="handler.hello",
+        origin="functions.yaml: Function %s" % name,
+        function=code,
+        annotations=annotations,
+        document={"kind": "Function", "name": name},
+    )
 
 
 class FakeBackend(Backend):
@@ -62,8 +80,15 @@ class FakeBackend(Backend):
         code_dir.mkdir()
         (code_dir / "handler.txt").write_text(spec.function)
         deps = root.parent.parent / "deps"
-        return prep.Prepared(spec=spec, runtime=runtime, root=root, generation=generation, code_dir=code_dir,
-                             deps_dir=deps, runtime_lib=deps)
+        return prep.Prepared(
+            spec=spec,
+            runtime=runtime,
+            root=root,
+            generation=generation,
+            code_dir=code_dir,
+            deps_dir=deps,
+            runtime_lib=deps,
+        )
 
     def start(self, instance, prepared):
         outcome = self.starts[instance.name].pop(0) if self.starts[instance.name] else "ready"

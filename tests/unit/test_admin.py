@@ -1,4 +1,5 @@
 """The admin API against a fake backend: the token on every request, functions, logs, follow, 404s."""
+
 import http.client
 import json
 import os
@@ -6,8 +7,8 @@ import stat
 import threading
 
 import pytest
-
 from conftest import function
+
 from kubeless_local.client import AdminClient
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.errors import UserError

@@ -1,4 +1,5 @@
 """The CLI with click's CliRunner: parsing and printing, against a fake admin client and a tiny HTTP server."""
+
 import json
 import threading
 import time
@@ -8,8 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from kubeless_local import cli
-from kubeless_local import emulator
+from kubeless_local import cli, emulator
 from kubeless_local.errors import UserError
 
 TRACEBACK = """Traceback (most recent call last):
@@ -22,9 +22,21 @@ ModuleNotFoundError: No module named 'no_such_module'
 
 
 def row(name="hello", **overrides):
-    base = {"name": name, "runtime": "python3.11", "state": "Ready", "url": "http://127.0.0.1:8080", "port": 8080,
-            "pid": 4242, "backend": "process", "calls": 3, "errors": 0, "reloads": 1, "restarts": 0, "error": "",
-            "ready_ms": 120}
+    base = {
+        "name": name,
+        "runtime": "python3.11",
+        "state": "Ready",
+        "url": "http://127.0.0.1:8080",
+        "port": 8080,
+        "pid": 4242,
+        "backend": "process",
+        "calls": 3,
+        "errors": 0,
+        "reloads": 1,
+        "restarts": 0,
+        "error": "",
+        "ready_ms": 120,
+    }
     return {**base, **overrides}
 
 
@@ -123,8 +135,9 @@ def test_run_refuses_a_memory_that_is_not_a_quantity(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
     monkeypatch.setattr(cli, "serve", lambda *a, **k: pytest.fail("must not start"))
-    line = one_line_error(invoke("run", "handler.py", "-r", "python3.11", "--handler", "handler.hello",
-                                 "--memory", "lots"))
+    line = one_line_error(
+        invoke("run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--memory", "lots")
+    )
     assert "--memory 'lots'" in line and "128Mi" in line
 
 
@@ -180,8 +193,9 @@ def function_server(admin):
 def test_call_sends_method_headers_and_a_data_file(tmp_path, function_server):
     data = tmp_path / "event.json"
     data.write_bytes(b'{"a": 1}')
-    result = invoke("call", "hello", "-X", "put", "-H", "X-Trace: abc", "-H", "Authorization: Bearer t",
-                    "--data-file", str(data))
+    result = invoke(
+        "call", "hello", "-X", "put", "-H", "X-Trace: abc", "-H", "Authorization: Bearer t", "--data-file", str(data)
+    )
     assert result.exit_code == 0, result.output + result.stderr
     assert result.output == "ok\n"
     method, headers, body = function_server[0]
@@ -223,13 +237,18 @@ def test_ls_shows_the_exception_of_a_traceback_not_its_first_line(admin):
     assert "Traceback" not in output
 
 
-@pytest.mark.parametrize("error, expected", [
-    (TRACEBACK, "ModuleNotFoundError: No module named 'no_such_module'"),
-    ("ModuleNotFoundError: No module named 'no_such_module'\n" + TRACEBACK,  # runtimes that put it first
-     "ModuleNotFoundError: No module named 'no_such_module'"),
-    ("handler.py has no function 'hello'", "handler.py has no function 'hello'"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (TRACEBACK, "ModuleNotFoundError: No module named 'no_such_module'"),
+        (
+            "ModuleNotFoundError: No module named 'no_such_module'\n" + TRACEBACK,  # runtimes that put it first
+            "ModuleNotFoundError: No module named 'no_such_module'",
+        ),
+        ("handler.py has no function 'hello'", "handler.py has no function 'hello'"),
+        ("", ""),
+    ],
+)
 def test_headline(error, expected):
     assert cli.headline(error) == expected
 
@@ -246,15 +265,17 @@ def test_tables_are_full_width_when_piped(admin):
 
 def test_logs_since_and_timestamps(admin):
     now = time.time()
-    admin.lines = [{"text": "old", "stream": "stdout", "time": now - 3600},
-                   {"text": "recent", "stream": "stdout", "time": now - 30},
-                   {"text": "newest", "stream": "stdout", "time": now - 1}]
+    admin.lines = [
+        {"text": "old", "stream": "stdout", "time": now - 3600},
+        {"text": "recent", "stream": "stdout", "time": now - 30},
+        {"text": "newest", "stream": "stdout", "time": now - 1},
+    ]
     assert invoke("logs", "hello").output.split() == ["old", "recent", "newest"]
     assert invoke("logs", "hello", "--since", "10m").output.split() == ["recent", "newest"]
     assert invoke("logs", "hello", "--since", "5s").output.split() == ["newest"]
     stamped = invoke("logs", "hello", "--since", "1h1m", "--timestamps").output.splitlines()
     assert len(stamped) == 3 and stamped[0].endswith(" old")
-    admin.lines = [{"text": "Traceback (most recent call last):\n  File \"x\"\nValueError: x", "time": now}]
+    admin.lines = [{"text": 'Traceback (most recent call last):\n  File "x"\nValueError: x', "time": now}]
     stamped = invoke("logs", "hello", "--timestamps").output.splitlines()
     assert len(stamped) == 3 and all(line.split()[0].endswith("Z") for line in stamped)
     assert time.strftime("%Y-%m-%dT", time.gmtime(now - 3600)) in stamped[0] and stamped[0].split()[0].endswith("Z")
@@ -275,7 +296,14 @@ def test_shell_completion_as_the_readme_documents_it():
     runner = CliRunner()
     script = runner.invoke(cli.main, [], prog_name="kubeless-local", env={"_KUBELESS_LOCAL_COMPLETE": "bash_source"})
     assert "_kubeless_local_completion" in script.output
-    words = runner.invoke(cli.main, [], prog_name="kubeless-local",
-                          env={"_KUBELESS_LOCAL_COMPLETE": "bash_complete", "COMP_WORDS": "kubeless-local dev --backend ",
-                               "COMP_CWORD": "3"})
+    words = runner.invoke(
+        cli.main,
+        [],
+        prog_name="kubeless-local",
+        env={
+            "_KUBELESS_LOCAL_COMPLETE": "bash_complete",
+            "COMP_WORDS": "kubeless-local dev --backend ",
+            "COMP_CWORD": "3",
+        },
+    )
     assert words.output.split() == ["plain,%s" % choice for choice in emulator.backends.CHOICES]

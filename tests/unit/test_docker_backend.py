@@ -1,4 +1,5 @@
 """DockerBackend logic against a fake docker client: container options, resolve, cleanup, reload, logs."""
+
 import dataclasses
 import threading
 from pathlib import Path
@@ -44,6 +45,7 @@ class FakeContainer:
         def stream():
             yield from self.output
             self.done.wait()  # the stream ends when the container is removed (or exits: done set)
+
         return stream()
 
     def start(self):
@@ -98,8 +100,11 @@ class FakeImages:
 class FakeClient:
     def __init__(self, present=None):
         self.containers = FakeContainers(self)
-        self.images = FakeImages(present if present is not None else {
-            "kubeless-local/python:3.11": FakeImage("kubeless-local/python:3.11", {images.OWN_LABEL: "python"})})
+        self.images = FakeImages(
+            present
+            if present is not None
+            else {"kubeless-local/python:3.11": FakeImage("kubeless-local/python:3.11", {images.OWN_LABEL: "python"})}
+        )
 
 
 def python_function(tmp_path, **kwargs):
@@ -125,8 +130,8 @@ def backend(tmp_path, monkeypatch):
 
 
 def test_memory_quantities():
-    assert dk.memory_bytes("128Mi") == 128 * 2 ** 20
-    assert dk.memory_bytes("1G") == 10 ** 9
+    assert dk.memory_bytes("128Mi") == 128 * 2**20
+    assert dk.memory_bytes("1G") == 10**9
     assert dk.memory_bytes("0") == 0
     with pytest.raises(UserError, match="Kubernetes quantity"):
         dk.memory_bytes("lots")
@@ -148,7 +153,7 @@ def test_container_options_follow_the_pod_layout(backend, tmp_path):
     options = backend.container_options(instance, prepared)
     assert options["network_mode"] == "host"
     assert options["user"] == "1000:1000"
-    assert options["mem_limit"] == 64 * 2 ** 20
+    assert options["mem_limit"] == 64 * 2**20
     env = options["environment"]
     assert env["FUNC_MEMORY_LIMIT"] == "64Mi" and env["FUNC_PORT"] == "18123" and env["MY_VAR"] == "1"
     assert env["KUBELESS_INSTALL_VOLUME"] == "/kubeless" and env["KUBELESS_LOCAL_BIND"] == "127.0.0.1"
@@ -214,8 +219,10 @@ def test_start_streams_logs_and_control_lines_then_signal_reload_and_stop(backen
 
     def create(image, command=None, **options):
         container = original_create(image, command, **options)
-        container.output = [(b'@kubeless-local {"event": "ready", "generation": 0}\nserving on ', None),
-                            (b"18124\n", b"a warning\n")]
+        container.output = [
+            (b'@kubeless-local {"event": "ready", "generation": 0}\nserving on ', None),
+            (b"18124\n", b"a warning\n"),
+        ]
         return container
 
     backend.client.containers.create = create
@@ -271,6 +278,7 @@ def test_engine_discovery_order(monkeypatch, tmp_path):
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     import hashlib
     import json
+
     meta = config / "contexts" / "meta" / hashlib.sha256(b"colima").hexdigest()
     meta.mkdir(parents=True)
     (meta / "meta.json").write_text(json.dumps({"Name": "colima", "Endpoints": {"docker": {"Host": "unix:///c.sock"}}}))
@@ -279,8 +287,11 @@ def test_engine_discovery_order(monkeypatch, tmp_path):
     podman.mkdir(parents=True)
     (podman / "podman.sock").write_text("")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    assert images.engine_candidates() == ["unix:///c.sock", "unix:///var/run/docker.sock",
-                                          "unix://" + str(podman / "podman.sock")]
+    assert images.engine_candidates() == [
+        "unix:///c.sock",
+        "unix:///var/run/docker.sock",
+        "unix://" + str(podman / "podman.sock"),
+    ]
 
 
 def test_no_engine_is_one_line_with_the_fix(monkeypatch):
@@ -342,7 +353,9 @@ def go_backend(tmp_path, monkeypatch):
 def test_every_step_container_is_labelled_with_the_project_and_named_like_the_process_steps(tmp_path, monkeypatch):
     backend, fn = go_backend(tmp_path, monkeypatch)
     runs = []
-    backend.run_step = lambda step, image, argv, mounts, env, workdir, labels, on_line: runs.append((step, labels, mounts, workdir))
+    backend.run_step = lambda step, image, argv, mounts, env, workdir, labels, on_line: runs.append(
+        (step, labels, mounts, workdir)
+    )
     runtime, _ = backend.resolve(fn, CATALOG)
     prepared = backend.prepare(fn, runtime, tmp_path / "state")
     assert [step for step, *_ in runs] == ["runtime setup", "compile"]
@@ -361,7 +374,9 @@ def test_reload_follows_the_catalogs_docker_reload(backend, tmp_path, monkeypatc
     backend.start(instance, prepared)
     first = instance.handle.container
     assert backend.reload(instance, prepared) == "signal" and first.signals == ["SIGHUP"]
-    restart = dataclasses.replace(prepared.runtime, docker=dataclasses.replace(prepared.runtime.docker, reload="restart"))
+    restart = dataclasses.replace(
+        prepared.runtime, docker=dataclasses.replace(prepared.runtime.docker, reload="restart")
+    )
     prepared.runtime = restart
     assert backend.reload(instance, prepared) == "restart"
     assert first.signals == ["SIGHUP"] and first.removed and instance.handle.container is not first
@@ -382,5 +397,7 @@ def test_an_engine_error_on_stop_is_said_not_hidden(backend, tmp_path):
 
     container.remove = remove
     backend.stop(instance)
-    assert any("could not remove container" in line.text and "engine is shutting down" in line.text
-               for line in backend.logs.tail("hello"))
+    assert any(
+        "could not remove container" in line.text and "engine is shutting down" in line.text
+        for line in backend.logs.tail("hello")
+    )

@@ -1,5 +1,6 @@
 """Runtime servers die with `dev`: the guardian kills the process groups it was told about when the
 pipe from `dev` closes, and a later `dev` sweeps what a dead session recorded."""
+
 import json
 import os
 import signal

@@ -1,4 +1,5 @@
 """Runtime image choice (env / runtime-images / catalog) and building, with a fake docker client."""
+
 import json
 
 import pytest
@@ -14,10 +15,23 @@ CATALOG = Catalog()
 PYTHON = CATALOG.resolve("python3.11", require_local=False)[0]
 NODE20 = CATALOG.resolve("nodejs20", require_local=False)[0]
 
-RUNTIME_IMAGES = [{"ID": "python", "depName": "requirements.txt", "fileNameSuffix": ".py", "versions": [
-    {"name": "python311", "version": "3.11", "images": [
-        {"phase": "installation", "image": "kubeless/python-init:3.11"},
-        {"phase": "runtime", "image": "kubeless/python:3.11"}]}]}]
+RUNTIME_IMAGES = [
+    {
+        "ID": "python",
+        "depName": "requirements.txt",
+        "fileNameSuffix": ".py",
+        "versions": [
+            {
+                "name": "python311",
+                "version": "3.11",
+                "images": [
+                    {"phase": "installation", "image": "kubeless/python-init:3.11"},
+                    {"phase": "runtime", "image": "kubeless/python:3.11"},
+                ],
+            }
+        ],
+    }
+]
 
 
 @pytest.fixture(autouse=True)
@@ -45,15 +59,29 @@ def test_runtime_images_json_file(monkeypatch, tmp_path):
     path.write_text(json.dumps(RUNTIME_IMAGES))
     monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
     choice = images.image_for(PYTHON)
-    assert (choice.image, choice.install_image, choice.source) == ("kubeless/python:3.11", "kubeless/python-init:3.11", str(path))
+    assert (choice.image, choice.install_image, choice.source) == (
+        "kubeless/python:3.11",
+        "kubeless/python-init:3.11",
+        str(path),
+    )
     assert images.image_for(NODE20).image == "kubeless-local/nodejs:20"  # not listed: the catalog's
 
 
 def test_kubeless_config_configmap_with_case_insensitive_keys(monkeypatch, tmp_path):
-    entries = [{"id": "python", "versions": [{"VERSION": "3.11", "Images": [{"Phase": "runtime", "Image": "cm/python"}]}]}]
+    entries = [
+        {"id": "python", "versions": [{"VERSION": "3.11", "Images": [{"Phase": "runtime", "Image": "cm/python"}]}]}
+    ]
     path = tmp_path / "kubeless-config.yaml"
-    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubeless-config"},
-                                    "data": {"runtime-images": json.dumps(entries)}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "kubeless-config"},
+                "data": {"runtime-images": json.dumps(entries)},
+            }
+        )
+    )
     monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
     assert images.image_for(PYTHON).image == "cm/python"
 
@@ -108,13 +136,18 @@ def test_every_runtime_has_a_dockerfile_from_the_base_arg_and_a_docker_block():
 
 def test_build_args(monkeypatch):
     monkeypatch.setattr(host, "registry", lambda name: {"npm_registry": "https://npm.example"}.get(name, ""))
-    assert images.build_args(NODE20) == {"NODE_MAJOR": "20", "NPM_REGISTRY": "https://npm.example",
-                                         "BASE": "debian:bookworm-slim"}
+    assert images.build_args(NODE20) == {
+        "NODE_MAJOR": "20",
+        "NPM_REGISTRY": "https://npm.example",
+        "BASE": "debian:bookworm-slim",
+    }
 
 
 def test_an_image_that_needs_a_registry_the_host_lacks_says_how_to_set_one(monkeypatch):
     monkeypatch.setattr(host, "registry", lambda name: "")
-    with pytest.raises(UserError, match=r"building kubeless-local/nodejs:20 needs a npm registry.*npm config set registry"):
+    with pytest.raises(
+        UserError, match=r"building kubeless-local/nodejs:20 needs a npm registry.*npm config set registry"
+    ):
         images.build_args(NODE20)
 
 
@@ -127,7 +160,10 @@ def test_registries_come_from_the_hosts_configuration(monkeypatch):
     try:
         assert host.registry("goproxy") == "https://goproxy.example"  # the first proxy of the list
         assert host.registry("npm_registry") == ""  # none configured: the tool's own default stays
-        assert host.registry_env() == {"GOPROXY": "https://goproxy.example", "PIP_INDEX_URL": "https://pip.example/simple"}
+        assert host.registry_env() == {
+            "GOPROXY": "https://goproxy.example",
+            "PIP_INDEX_URL": "https://pip.example/simple",
+        }
         host.registry.cache_clear()
         monkeypatch.setenv("NPM_CONFIG_REGISTRY", "https://npm.example/")
         assert host.registry("npm_registry") == "https://npm.example"  # the env wins over the tool
@@ -173,10 +209,15 @@ def test_build_images_reports_progress_through_the_callback():
     client = FakeClient([{"stream": "Step 1/3 : FROM debian\n"}])
     client.images.present.add("kubeless-local/python:3.11")
     events = []
-    results = images.build_images([PYTHON], client, lambda rt, state, line, seconds: events.append((rt.name, state, line)))
+    results = images.build_images(
+        [PYTHON], client, lambda rt, state, line, seconds: events.append((rt.name, state, line))
+    )
     assert [rt.name for rt, _ in results] == ["python3.11"]
-    assert events == [("python3.11", "building", ""), ("python3.11", "building", "Step 1/3 : FROM debian"),
-                      ("python3.11", "done", "")]
+    assert events == [
+        ("python3.11", "building", ""),
+        ("python3.11", "building", "Step 1/3 : FROM debian"),
+        ("python3.11", "done", ""),
+    ]
     failing = FakeClient([{"error": "boom"}])
     events.clear()
     with pytest.raises(UserError):
@@ -186,7 +227,9 @@ def test_build_images_reports_progress_through_the_callback():
 
 def test_server_config_rows_join_runtimes_and_images_by_name():
     client = FakeClient([], present=("kubeless-local/nodejs:20",))
-    client.images.get = lambda tag: FakeImage(tag) if tag == "kubeless-local/nodejs:20" else (_ for _ in ()).throw(ImageNotFound(tag))
+    client.images.get = lambda tag: (
+        FakeImage(tag) if tag == "kubeless-local/nodejs:20" else (_ for _ in ()).throw(ImageNotFound(tag))
+    )
     rows = {row["runtime"]: row for row in backends.server_config(CATALOG, client)}
     assert set(rows) == {rt.name for rt in CATALOG.all()}
     assert rows["nodejs20"]["docker"] and rows["nodejs20"]["image"] == "kubeless-local/nodejs:20"
@@ -204,8 +247,12 @@ class FakeImage:
 
 
 def test_build_failure_is_a_user_error_with_the_output():
-    client = FakeClient([{"stream": "Step 2/3 : RUN apt-get install nope\n"},
-                         {"error": "The command '/bin/sh -c apt-get install nope' returned a non-zero code: 100"}])
+    client = FakeClient(
+        [
+            {"stream": "Step 2/3 : RUN apt-get install nope\n"},
+            {"error": "The command '/bin/sh -c apt-get install nope' returned a non-zero code: 100"},
+        ]
+    )
     with pytest.raises(UserError) as info:
         images.build_image(client, PYTHON)
     message = str(info.value)

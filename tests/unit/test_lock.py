@@ -1,4 +1,5 @@
 """One `dev` per project, none inside a running project."""
+
 import pytest
 
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested, running_above

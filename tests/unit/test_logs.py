@@ -1,4 +1,5 @@
 """Log buffers stay bounded: per line, per function, and in the process backend's pump."""
+
 from kubeless_local.emulator import logs
 from kubeless_local.emulator.logs import LineSplitter, LogHub, cap_line
 
@@ -44,7 +45,7 @@ def test_the_splitter_never_holds_more_than_one_capped_line():
         assert len(splitter.pending) <= 1000
     out += splitter.feed(b"zz\nnext line\npartial")
     out += splitter.flush()
-    assert out == ["z" * 1000 + " … [truncated {:,} bytes]".format(800 * 65536 + 2 - 1000), "next line", "partial"]
+    assert out == ["z" * 1000 + f" … [truncated {800 * 65536 + 2 - 1000:,} bytes]", "next line", "partial"]
     assert splitter.flush() == []
 
 
@@ -60,7 +61,10 @@ def test_a_long_control_line_stays_whole_and_parseable():
     control = b"@kubeless-local "
     message = control + b'{"event": "load-failed", "generation": 1, "error": "' + b"f" * 100_000 + b'"}'
     splitter = LineSplitter(limit=1000, control=control)
-    assert splitter.feed(message + b"\n" + b"x" * 5000 + b"\n") == [message.decode(), "x" * 1000 + " … [truncated 4,000 bytes]"]
+    assert splitter.feed(message + b"\n" + b"x" * 5000 + b"\n") == [
+        message.decode(),
+        "x" * 1000 + " … [truncated 4,000 bytes]",
+    ]
 
 
 def test_the_process_backends_pump_caps_a_line_without_newline():
@@ -86,4 +90,4 @@ def test_the_process_backends_pump_caps_a_line_without_newline():
     backend._pump(Instance(name="f", runtime="python3.11", port=1), os.fdopen(read_end, "rb"), "stdout", prepared)
     writer.join()
     (line,) = hub.tail("f")
-    assert line.text == "q" * logs.MAX_LINE + " … [truncated {:,} bytes]".format(80 * 65536 - logs.MAX_LINE)
+    assert line.text == "q" * logs.MAX_LINE + f" … [truncated {80 * 65536 - logs.MAX_LINE:,} bytes]"

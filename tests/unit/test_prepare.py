@@ -15,14 +15,31 @@ CODE = b'def foo(event, context):\n    return "hello world"\n'
 
 
 def runtime(**process):
-    return Runtime(id="python", version="3.11", server="python", dep_name="requirements.txt", suffix=".py",
-                   executable="python3.11", probe=(), expect="", image="",
-                   process=Steps(**{k: tuple(v) if isinstance(v, list) else v for k, v in process.items()}))
+    return Runtime(
+        id="python",
+        version="3.11",
+        server="python",
+        dep_name="requirements.txt",
+        suffix=".py",
+        executable="python3.11",
+        probe=(),
+        expect="",
+        image="",
+        process=Steps(**{k: tuple(v) if isinstance(v, list) else v for k, v in process.items()}),
+    )
 
 
 def inline(tmp_path, function, ctype, checksum="", deps=""):
-    return specs.FunctionSpec(name="hello", runtime="python3.11", handler="hello.foo", origin="f.yaml: Function hello",
-                              function=function, content_type=ctype, checksum=checksum, deps=deps)
+    return specs.FunctionSpec(
+        name="hello",
+        runtime="python3.11",
+        handler="hello.foo",
+        origin="f.yaml: Function hello",
+        function=function,
+        content_type=ctype,
+        checksum=checksum,
+        deps=deps,
+    )
 
 
 def test_text_goes_to_mod_name_plus_suffix_with_the_deps_file(tmp_path):  # vector 20
@@ -76,8 +93,9 @@ def test_deps_install_once_per_sha256(tmp_path, monkeypatch):
     source.mkdir()
     (source / "hello.py").write_bytes(CODE)
     (source / "requirements.txt").write_text("six\n")
-    fn = specs.function_from_files("hello", source / "hello.py", "python3.11", "hello.foo",
-                                   deps_file=source / "requirements.txt")
+    fn = specs.function_from_files(
+        "hello", source / "hello.py", "python3.11", "hello.foo", deps_file=source / "requirements.txt"
+    )
     first = prep.prepare(fn, rt, tmp_path / "state")
     second = prep.prepare(fn, rt, tmp_path / "state")
     assert first.deps_dir == second.deps_dir and (first.deps_dir / "installed").read_text() == "six\n"
@@ -92,8 +110,9 @@ def test_failed_install_raises_with_output_and_is_retried(tmp_path, monkeypatch)
     rt = runtime(install=["sh", "-c", "echo 'No matching distribution for nope'; exit 1"])
     (tmp_path / "hello.py").write_bytes(CODE)
     (tmp_path / "requirements.txt").write_text("nope\n")
-    fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo",
-                                   deps_file=tmp_path / "requirements.txt")
+    fn = specs.function_from_files(
+        "hello", tmp_path / "hello.py", "python3.11", "hello.foo", deps_file=tmp_path / "requirements.txt"
+    )
     for _ in range(2):  # a failed install leaves no .complete marker: the next prepare tries again
         with pytest.raises(prep.StepFailed, match="dependency install") as info:
             prep.prepare(fn, rt, tmp_path / "state")
@@ -107,7 +126,12 @@ def test_contract_env_vars(tmp_path, monkeypatch):  # vector 20
     fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo", env=[("K", "V")])
     prepared = prep.prepare(fn, rt, tmp_path / "state")
     env = prepared.env(8080)
-    assert (env["MOD_NAME"], env["FUNC_HANDLER"], env["FUNC_PORT"], env["FUNC_MEMORY_LIMIT"]) == ("hello", "foo", "8080", "0")
+    assert (env["MOD_NAME"], env["FUNC_HANDLER"], env["FUNC_PORT"], env["FUNC_MEMORY_LIMIT"]) == (
+        "hello",
+        "foo",
+        "8080",
+        "0",
+    )
     assert (env["FUNC_TIMEOUT"], env["FUNC_RUNTIME"], env["K"]) == ("180", "python3.11", "V")
     assert env["KUBELESS_INSTALL_VOLUME"] == str(prepared.install_link)
     assert env["PYTHONPATH"] == "%s/lib/python3.11/site-packages:%s" % (prepared.deps_dir, prepared.install_link)
@@ -156,10 +180,20 @@ def test_map_paths_maps_every_generation_of_the_function_to_the_users_file(tmp_p
     root = first.root
     # the process pump keeps the start-time Prepared: lines of later generations pass through it
     text = 'File "%s/gen-10/hello.py", line 2; %s/build-3/x.go; %s/kubeless/data.txt; %s/gen-2/hello.pyc' % (
-        root, root, root, root)
+        root,
+        root,
+        root,
+        root,
+    )
     assert first.map_paths(text) == 'File "%s", line 2; %s/x.go; %s/data.txt; %s/hello.pyc' % (
-        fn.source, fn.source.parent, fn.source.parent, fn.source.parent)
-    assert first.map_paths("nothing to map in /elsewhere/gen-3/hello.py") == "nothing to map in /elsewhere/gen-3/hello.py"
+        fn.source,
+        fn.source.parent,
+        fn.source.parent,
+        fn.source.parent,
+    )
+    assert (
+        first.map_paths("nothing to map in /elsewhere/gen-3/hello.py") == "nothing to map in /elsewhere/gen-3/hello.py"
+    )
 
 
 def test_prune_keeps_the_serving_and_the_last_good_generation(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """Project: manifests → functions, fingerprints, the watcher; with a supervisor that only records calls."""
+
 import threading
 import time
 from pathlib import Path
@@ -75,8 +76,9 @@ def test_fingerprint_skips_ignored_folders_and_reads_only_changed_files(tmp_path
     fn = project.manifests.function("fn")
     read = []
     real_open = open
-    monkeypatch.setattr(projects, "open", lambda path, *a: read.append(Path(path).name) or real_open(path, *a),
-                        raising=False)
+    monkeypatch.setattr(
+        projects, "open", lambda path, *a: read.append(Path(path).name) or real_open(path, *a), raising=False
+    )
     first = project.fingerprint(fn)
     assert read == []  # nothing changed since start: stat only
     (tmp_path / "fn" / "node_modules" / "left-pad" / "index.js").write_text("changed\n")

@@ -46,15 +46,30 @@ def write_catalog(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("text, where", [
-    ("runtimes:\n  go:\n    docker:\n      relaod: signal\n", "runtimes.go.docker.relaod: unknown key; known: build_args, check"),
-    ("runtimes:\n  go:\n    process:\n      build_args: {}\n", "runtimes.go.process.build_args: unknown key"),
-    ("runtimes:\n  go:\n    versions:\n      - {version: '1', executable: go, imgae: x}\n", "runtimes.go.versions[0].imgae: unknown key"),
-    ("runtimes:\n  go:\n    depname: go.mod\n", "runtimes.go.depname: unknown key; known: depName"),
-    ("runtime:\n  go: {}\n", "top level.runtime: unknown key; known: runtimes"),
-    ("runtimes:\n  go:\n    process:\n      reload: sighup\n", "runtimes.go.process.reload: must be one of signal, restart"),
-    ("runtimes:\n  go:\n    process:\n      command: go run\n", "runtimes.go.process.command: must be a list of strings"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        (
+            "runtimes:\n  go:\n    docker:\n      relaod: signal\n",
+            "runtimes.go.docker.relaod: unknown key; known: build_args, check",
+        ),
+        ("runtimes:\n  go:\n    process:\n      build_args: {}\n", "runtimes.go.process.build_args: unknown key"),
+        (
+            "runtimes:\n  go:\n    versions:\n      - {version: '1', executable: go, imgae: x}\n",
+            "runtimes.go.versions[0].imgae: unknown key",
+        ),
+        ("runtimes:\n  go:\n    depname: go.mod\n", "runtimes.go.depname: unknown key; known: depName"),
+        ("runtime:\n  go: {}\n", "top level.runtime: unknown key; known: runtimes"),
+        (
+            "runtimes:\n  go:\n    process:\n      reload: sighup\n",
+            "runtimes.go.process.reload: must be one of signal, restart",
+        ),
+        (
+            "runtimes:\n  go:\n    process:\n      command: go run\n",
+            "runtimes.go.process.command: must be a list of strings",
+        ),
+    ],
+)
 def test_catalog_errors_name_the_file_and_the_key(tmp_path, text, where):
     path = write_catalog(tmp_path, text)
     with pytest.raises(UserError) as info:
@@ -65,7 +80,9 @@ def test_catalog_errors_name_the_file_and_the_key(tmp_path, text, where):
 def test_the_shipped_catalog_is_modelled_and_each_backend_reads_its_own_block():
     catalog = Catalog()
     go = catalog.entries["go"]
-    assert go.docker.setup and go.docker.compile and go.process.compile and go.docker.build_args["GO_MINOR"] == "{version}"
+    assert (
+        go.docker.setup and go.docker.compile and go.process.compile and go.docker.build_args["GO_MINOR"] == "{version}"
+    )
     python, _ = catalog.resolve("python3.11", require_local=False)
     assert python.steps is python.process and python.process.command[0] == "{exe}"
     docker = python.for_backend("docker")
@@ -73,13 +90,16 @@ def test_the_shipped_catalog_is_modelled_and_each_backend_reads_its_own_block():
 
 
 def test_docker_reload_comes_from_the_docker_block(tmp_path):
-    path = write_catalog(tmp_path, """
+    path = write_catalog(
+        tmp_path,
+        """
 runtimes:
   python:
     versions: [{version: "3.11", executable: nothing-here, image: img}]
     process: {reload: signal}
     docker: {reload: restart}
-""")
+""",
+    )
     [runtime] = Catalog(path).versions("python")
     assert runtime.reload == "signal" and runtime.for_backend("docker").reload == "restart"
 
@@ -99,7 +119,9 @@ def test_interpreters_are_found_by_version_on_path_and_in_version_manager_folder
     fake_tool(tmp_path / "pyenv" / "3.9.1" / "bin" / "python3", "Python 3.9.1")  # legacy: not offered
     fake_tool(tmp_path / "pyenv" / "3.12.0" / "bin" / "python3", "Python 3.12.0")  # 3.12 found on PATH first
     monkeypatch.setenv("PATH", str(bin_dir))
-    path = write_catalog(tmp_path, """
+    path = write_catalog(
+        tmp_path,
+        """
 runtimes:
   python:
     versions:
@@ -108,11 +130,16 @@ runtimes:
         executable: ["python3.1[2-9]", "%s/pyenv/*/bin/python3"]
         expect: "^Python (3\\\\.(?:1[2-9]|[2-9][0-9]))\\\\."
     legacy: ["3.9"]
-""" % tmp_path)
+"""
+        % tmp_path,
+    )
     catalog = Catalog(path)
     found = {rt.name: rt.executable for rt in catalog.versions("python")}
-    assert found == {"python3.11": str(bin_dir / "python3.11"), "python3.12": str(bin_dir / "python3.12"),
-                     "python3.13": str(tmp_path / "pyenv" / "3.13.0" / "bin" / "python3")}
+    assert found == {
+        "python3.11": str(bin_dir / "python3.11"),
+        "python3.12": str(bin_dir / "python3.12"),
+        "python3.13": str(tmp_path / "pyenv" / "3.13.0" / "bin" / "python3"),
+    }
     assert all(rt.available() for rt in catalog.versions("python"))
     runtime, _ = catalog.resolve("python3.13")
     assert runtime.executable_path() == str(tmp_path / "pyenv" / "3.13.0" / "bin" / "python3") and not runtime.image
@@ -124,13 +151,17 @@ def test_node_versions_from_nvm_folders(tmp_path, monkeypatch):
     fake_tool(tmp_path / "bin" / "node", "v20.11.0")
     fake_tool(tmp_path / "nvm" / "versions" / "node" / "v22.3.0" / "bin" / "node", "v22.3.0")
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    path = write_catalog(tmp_path, """
+    path = write_catalog(
+        tmp_path,
+        """
 runtimes:
   nodejs:
     versions:
       - {version: "20", executable: [node], expect: "^v20\\\\.", image: "img:20"}
       - {version: auto, executable: [node, "%s/nvm/versions/node/v*/bin/node"], expect: "^v(2[1-9]|[3-9][0-9])\\\\."}
-""" % tmp_path)
+"""
+        % tmp_path,
+    )
     catalog = Catalog(path)
     assert [rt.name for rt in catalog.versions("nodejs")] == ["nodejs20", "nodejs22"]
     runtime, notice = catalog.resolve("nodejs22")

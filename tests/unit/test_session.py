@@ -1,11 +1,12 @@
 """DevSession's start-up order with a fake backend: lock first, admin API published before the
 functions start, a second or nested session refused without harming the first."""
+
 import json
 import threading
 
 import pytest
-
 from conftest import FakeBackend, function
+
 from kubeless_local import spec as specs
 from kubeless_local.client import AdminClient
 from kubeless_local.emulator.session import DevSession
@@ -13,8 +14,7 @@ from kubeless_local.errors import UserError
 
 
 def session_for(root, backend):
-    return DevSession(root, manifests=specs.Manifests(functions=[function()]), say=lambda text: None,
-                      backend=backend)
+    return DevSession(root, manifests=specs.Manifests(functions=[function()]), say=lambda text: None, backend=backend)
 
 
 @pytest.fixture

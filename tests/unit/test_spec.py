@@ -50,7 +50,13 @@ def error_of(tmp_path, text):
 def test_loads_a_function_and_its_fields(tmp_path):
     write(tmp_path, FUNCTION)
     fn = specs.load(tmp_path).functions[0]
-    assert (fn.name, fn.runtime, fn.module, fn.function_name, fn.timeout) == ("hello", "python3.11", "handler", "hello", "10")
+    assert (fn.name, fn.runtime, fn.module, fn.function_name, fn.timeout) == (
+        "hello",
+        "python3.11",
+        "handler",
+        "hello",
+        "10",
+    )
     assert fn.source == (tmp_path / "handler.py").resolve()
     assert fn.env == [("K", "V")]
     assert fn.memory_limit == "128Mi"
@@ -59,7 +65,10 @@ def test_loads_a_function_and_its_fields(tmp_path):
 
 
 def test_loads_triggers_from_a_multi_document_file(tmp_path):
-    write(tmp_path, FUNCTION + """---
+    write(
+        tmp_path,
+        FUNCTION
+        + """---
 apiVersion: kubeless.io/v1beta1
 kind: CronJobTrigger
 metadata: {name: nightly}
@@ -74,7 +83,8 @@ apiVersion: kubeless.io/v1beta1
 kind: HTTPTrigger
 metadata: {name: web}
 spec: {function-name: hello, path: shop}
-""")
+""",
+    )
     m = specs.load(tmp_path)
     assert m.cron_triggers[0].payload == {"x": 1}
     assert m.kafka_triggers[0].selector == {"app": "shop"}
@@ -108,7 +118,9 @@ def test_missing_source_file(tmp_path):
 
 
 def test_bad_checksum_and_timeout(tmp_path):
-    assert "spec.checksum" in error_of(tmp_path, FUNCTION.replace('timeout: "10"', 'timeout: "10"\n  checksum: md5:abc'))
+    assert "spec.checksum" in error_of(
+        tmp_path, FUNCTION.replace('timeout: "10"', 'timeout: "10"\n  checksum: md5:abc')
+    )
     assert "spec.timeout" in error_of(tmp_path, FUNCTION.replace('timeout: "10"', 'timeout: "soon"'))
 
 
@@ -125,20 +137,25 @@ def test_duplicate_function_names(tmp_path):
 
 
 def test_inline_function_needs_no_source(tmp_path):
-    write(tmp_path, """\
+    write(
+        tmp_path,
+        """\
 apiVersion: kubeless.io/v1beta1
 kind: Function
 metadata: {name: inline}
 spec: {runtime: python3.11, handler: hello.foo, function: "def foo(e, c):\\n    return 1\\n"}
-""")
+""",
+    )
     fn = specs.load(tmp_path).functions[0]
     assert fn.source is None and fn.function.startswith("def foo")
 
 
 def test_checksum_vector_21():
     assert specs.checksum_of(b"function") == "sha256:78f9ac018e554365069108352dacabb7fbd15246edf19400677e3b54fe24e126"
-    assert specs.checksum_of(b'def foo(event, context):\n    return "hello world"\n') == \
-        "sha256:d251999dcbfdeccec385606fd0aec385b214cfc74ede8b6c9e47af71728f6e9a"
+    assert (
+        specs.checksum_of(b'def foo(event, context):\n    return "hello world"\n')
+        == "sha256:d251999dcbfdeccec385606fd0aec385b214cfc74ede8b6c9e47af71728f6e9a"
+    )
 
 
 # ---------------------------------------------------------------- files that are not manifests never stop `dev`
@@ -159,9 +176,14 @@ def test_a_helm_chart_in_the_folder_is_a_notice_not_an_error(tmp_path):
     chart = tmp_path / "chart" / "templates"
     chart.mkdir(parents=True)
     (chart / "function.yaml").write_text(HELM_TEMPLATE)
-    (chart / "deployment.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: {{ .Values.name }}}\n")
-    (chart / "quoted.yaml").write_text(HELM_TEMPLATE.replace("{{ .Values.name }}", '"{{ .Values.name }}"')
-                                       .replace("{{ .Values.runtime }}", '"{{ .Values.runtime }}"'))
+    (chart / "deployment.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: {{ .Values.name }}}\n"
+    )
+    (chart / "quoted.yaml").write_text(
+        HELM_TEMPLATE.replace("{{ .Values.name }}", '"{{ .Values.name }}"').replace(
+            "{{ .Values.runtime }}", '"{{ .Values.runtime }}"'
+        )
+    )
     manifests = specs.load(tmp_path)
     assert [f.name for f in manifests.functions] == ["hello"]
     assert len(manifests.notices) == 2
@@ -196,8 +218,11 @@ def test_a_reload_reparses_only_the_changed_file(tmp_path, monkeypatch):
     write(tmp_path, FUNCTION)
     other = tmp_path / "sub" / "other.yaml"
     other.parent.mkdir()
-    other.write_text(FUNCTION.replace("name: hello", "name: other").replace("handler.py", "../handler.py")
-                     .replace("requirements.txt", "../requirements.txt"))
+    other.write_text(
+        FUNCTION.replace("name: hello", "name: other")
+        .replace("handler.py", "../handler.py")
+        .replace("requirements.txt", "../requirements.txt")
+    )
     loader = specs.Loader(tmp_path)
     parsed = []
     real = specs.load_documents
@@ -261,13 +286,19 @@ def test_deps_outside_the_project_is_refused(tmp_path):
 
 def test_a_source_in_a_sibling_folder_of_the_project_is_fine(tmp_path):
     (tmp_path / "fns").mkdir()
-    write(tmp_path, FUNCTION.replace("handler.py", "../handler.py").replace("requirements.txt", "../requirements.txt"),
-          name="fns/function.yaml")
+    write(
+        tmp_path,
+        FUNCTION.replace("handler.py", "../handler.py").replace("requirements.txt", "../requirements.txt"),
+        name="fns/function.yaml",
+    )
     assert specs.load(tmp_path).functions[0].source == (tmp_path / "handler.py").resolve()
 
 
 def test_kubeless_kinds_not_emulated_are_listed_with_a_notice(tmp_path):
-    write(tmp_path, FUNCTION + """---
+    write(
+        tmp_path,
+        FUNCTION
+        + """---
 apiVersion: kubeless.io/v1beta1
 kind: NATSTrigger
 metadata: {name: orders}
@@ -277,7 +308,8 @@ apiVersion: kubeless.io/v1beta1
 kind: KinesisTrigger
 metadata: {name: stream}
 spec: {function-name: hello, stream: s, aws-region: x, shard: y, secret: z}
-""")
+""",
+    )
     manifests = specs.load(tmp_path)
     assert [f.name for f in manifests.functions] == ["hello"]
     assert len(manifests.notices) == 2

@@ -1,5 +1,6 @@
 """The docker backend: one long-lived container per function (contract §4), prepared by the shared
 pipeline (prepare.prepare) with steps in one-shot containers (steps.DockerSteps)."""
+
 import threading
 
 from kubeless_local.emulator import images
@@ -65,20 +66,28 @@ class DockerBackend(Backend):
         choice = images.image_for(runtime)
         image = spec.image or choice.image
         if not image:
-            raise UserError("%s: %s has no runtime image (it runs where this machine has the toolchain); use "
-                            "--backend process, set %s, or give a runtime image"
-                            % (spec.origin, runtime.name, images.env_name(runtime)))
+            raise UserError(
+                "%s: %s has no runtime image (it runs where this machine has the toolchain); use "
+                "--backend process, set %s, or give a runtime image"
+                % (spec.origin, runtime.name, images.env_name(runtime))
+            )
         present = images.image_present(self.client, image)
         if present is not None and not spec.image and not choice.overridden and images.is_stale(present, runtime):
-            stale = "image %s was built from other runtime files than this kubeless-local's; rebuild it with " \
-                    "`kubeless-local runtime build %s`" % (image, runtime.name)
+            stale = (
+                "image %s was built from other runtime files than this kubeless-local's; rebuild it with "
+                "`kubeless-local runtime build %s`" % (image, runtime.name)
+            )
             notice = "%s\n%s" % (notice, stale) if notice else stale
         if present is None:
             if spec.image or choice.overridden:
-                raise UserError("%s: image %s is not present and cannot be pulled here; `docker build`/`docker pull` "
-                                "it or use --backend process" % (spec.origin, image))
-            raise UserError("%s: the %s image %s is not built; run `kubeless-local runtime build %s` or use "
-                            "--backend process" % (spec.origin, runtime.name, image, runtime.name))
+                raise UserError(
+                    "%s: image %s is not present and cannot be pulled here; `docker build`/`docker pull` "
+                    "it or use --backend process" % (spec.origin, image)
+                )
+            raise UserError(
+                "%s: the %s image %s is not built; run `kubeless-local runtime build %s` or use "
+                "--backend process" % (spec.origin, runtime.name, image, runtime.name)
+            )
         return runtime, notice
 
     # ------------------------------------------------------------ leftovers
@@ -97,16 +106,24 @@ class DockerBackend(Backend):
                 except NotFound:
                     pass  # removed meanwhile
                 except APIError as exc:
-                    raise UserError("cannot remove the leftover container %s of an earlier run: %s; remove it with "
-                                    "`docker rm -f %s`" % (container.name, exc.explanation or exc, container.name)) from None
+                    raise UserError(
+                        "cannot remove the leftover container %s of an earlier run: %s; remove it with "
+                        "`docker rm -f %s`" % (container.name, exc.explanation or exc, container.name)
+                    ) from None
             self.swept.add(key)
 
     # ------------------------------------------------------------ prepare: the shared pipeline, steps in the image
 
     def prepare(self, spec, runtime, state_dir, on_line=lambda line: None, previous=None):
         self.sweep(state_dir)
-        return prep.prepare(spec, runtime.for_backend("docker"), state_dir, on_line, previous,
-                            steps=DockerSteps(self, spec, runtime, state_dir))
+        return prep.prepare(
+            spec,
+            runtime.for_backend("docker"),
+            state_dir,
+            on_line,
+            previous,
+            steps=DockerSteps(self, spec, runtime, state_dir),
+        )
 
     def run_step(self, step, image, argv, mounts, env, workdir, labels, on_line):
         """Run one step container (see steps.run_in_container); tests replace this."""
@@ -144,7 +161,9 @@ class DockerBackend(Backend):
         except NotFound:
             pass
         except APIError as exc:
-            instance.set_state(State.CRASHED, "cannot remove the old container %s: %s" % (options["name"], exc.explanation or exc))
+            instance.set_state(
+                State.CRASHED, "cannot remove the old container %s: %s" % (options["name"], exc.explanation or exc)
+            )
             return
         try:
             container = self.client.containers.create(**options)
@@ -187,8 +206,12 @@ class DockerBackend(Backend):
                 handle.container.kill(signal="SIGHUP")
                 return "signal"
             except (NotFound, APIError) as exc:
-                self.logs.emit(instance.name, "could not signal the container (%s); starting a new one"
-                               % (getattr(exc, "explanation", None) or exc), "system")
+                self.logs.emit(
+                    instance.name,
+                    "could not signal the container (%s); starting a new one"
+                    % (getattr(exc, "explanation", None) or exc),
+                    "system",
+                )
         generation = instance.last_control[1] + 1
         self.stop(instance)
         self.start(instance, prepared, generation=generation if not prepared.own else 0)
@@ -209,6 +232,10 @@ class DockerBackend(Backend):
         except NotFound:
             pass  # already gone
         except APIError as exc:
-            self.logs.emit(instance.name, "could not remove container %s: %s; remove it with `docker rm -f %s`"
-                           % (handle.container.name, exc.explanation or exc, handle.container.name), "system")
+            self.logs.emit(
+                instance.name,
+                "could not remove container %s: %s; remove it with `docker rm -f %s`"
+                % (handle.container.name, exc.explanation or exc, handle.container.name),
+                "system",
+            )
         handle.exited.set()

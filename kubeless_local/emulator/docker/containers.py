@@ -15,6 +15,7 @@ Containers use the host network (never the default bridge) and bind 127.0.0.1 (K
 Every container (runtime and one-shot step) carries LABEL_PROJECT = the resolved state folder, so
 the containers of a supervisor that died can be removed by label.
 """
+
 import re
 from pathlib import Path
 
@@ -37,8 +38,23 @@ LABEL_RUNTIME = "kubeless-local.runtime"
 DEFAULT_USER = 1000  # Kubeless' default securityContext {runAsUser: 1000, fsGroup: 1000}
 CA_ENV = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")
 QUANTITY_RE = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$")
-UNITS = {None: 1, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
-         "k": 10 ** 3, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12, "P": 10 ** 15, "E": 10 ** 18, "m": 1e-3}
+UNITS = {
+    None: 1,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "m": 1e-3,
+}
 
 
 def memory_bytes(quantity, origin=""):
@@ -53,8 +69,8 @@ def memory_bytes(quantity, origin=""):
 def security_context(spec):
     """(user, group, extra groups) the runtime container runs as: the Deployment's securityContext
     (container-level wins over pod-level), else Kubeless' default 1000 with fsGroup 1000."""
-    pod = (((spec.deployment.get("spec") or {}).get("template") or {}).get("spec") or {})
-    container = ((pod.get("containers") or [{}])[0] or {})
+    pod = ((spec.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    container = (pod.get("containers") or [{}])[0] or {}
     pod_ctx, ctx = pod.get("securityContext") or {}, container.get("securityContext") or {}
     if not pod_ctx and not ctx:
         return DEFAULT_USER, DEFAULT_USER, []
@@ -71,8 +87,19 @@ def custom_runtime(spec):
     """A runtime for an image the catalog does not know: the code file keeps no extension (§4)."""
     match = RUNTIME_RE.match(spec.runtime or "")
     runtime_id, version = match.groups() if match else ("custom", "")
-    return Runtime(id=runtime_id or "custom", version=version, server="", dep_name="", suffix="", executable="",
-                   probe=(), expect="", image=spec.image, docker=Steps(reload="restart"), backend="docker")
+    return Runtime(
+        id=runtime_id or "custom",
+        version=version,
+        server="",
+        dep_name="",
+        suffix="",
+        executable="",
+        probe=(),
+        expect="",
+        image=spec.image,
+        docker=Steps(reload="restart"),
+        backend="docker",
+    )
 
 
 def project_label(state_dir):
@@ -111,11 +138,19 @@ def container_options(port, prepared):
     else:
         mounts[str(prepared.code_dir.resolve())] = {"bind": INSTALL, "mode": "ro"}
     options = {
-        "image": prepared.image, "name": container_name(prepared), "detach": True, "init": True,
-        "environment": container_env(port, prepared), "network_mode": "host",
-        "user": "%d:%d" % (user, group), "volumes": ca_mount(mounts),
-        "labels": {LABEL_FUNCTION: spec.name, LABEL_PROJECT: project_label(prepared.root.parent.parent),
-                   LABEL_RUNTIME: prepared.runtime.name},
+        "image": prepared.image,
+        "name": container_name(prepared),
+        "detach": True,
+        "init": True,
+        "environment": container_env(port, prepared),
+        "network_mode": "host",
+        "user": "%d:%d" % (user, group),
+        "volumes": ca_mount(mounts),
+        "labels": {
+            LABEL_FUNCTION: spec.name,
+            LABEL_PROJECT: project_label(prepared.root.parent.parent),
+            LABEL_RUNTIME: prepared.runtime.name,
+        },
         "working_dir": INSTALL if prepared.own else None,
     }
     if extra_groups:

@@ -1,4 +1,5 @@
 """A runtime container's output to the log (control lines to the instance), and its exit."""
+
 import codecs
 import urllib.request
 
@@ -13,8 +14,10 @@ def pump(backend, instance, handle, stream):
     from docker.errors import APIError, DockerException
     from urllib3.exceptions import HTTPError
 
-    decoders = {"stdout": codecs.getincrementaldecoder("utf-8")("replace"),
-                "stderr": codecs.getincrementaldecoder("utf-8")("replace")}
+    decoders = {
+        "stdout": codecs.getincrementaldecoder("utf-8")("replace"),
+        "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
+    }
     pending = {"stdout": "", "stderr": ""}
     prepared = handle.prepared
     try:
@@ -44,7 +47,9 @@ def pump(backend, instance, handle, stream):
             instance.set_state(State.COMPILE_ERROR, instance.error)
         else:
             tail = "\n".join(line.text for line in backend.logs.tail(instance.name, 5))
-            reason = " (out of memory: raise the memory limit)" if code == 137 and prepared.spec.memory_limit != "0" else ""
+            reason = (
+                " (out of memory: raise the memory limit)" if code == 137 and prepared.spec.memory_limit != "0" else ""
+            )
             instance.set_state(State.CRASHED, "the container exited with code %s%s\n%s" % (code, reason, tail))
             backend.on_exit(instance)
 

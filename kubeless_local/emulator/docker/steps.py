@@ -1,5 +1,6 @@
 """The prepare pipeline's steps in one-shot containers of the runtime image (as the Kubeless
 controller's init containers run them); the tools see the container's mounts (containers.VIEW)."""
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,22 @@ from kubeless_local.emulator.images import (
     registry_env,
 )
 
-PASS_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "GOPROXY", "GOSUMDB",
-            "GONOSUMDB", "GOPRIVATE", "GOFLAGS_EXTRA", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "NPM_CONFIG_REGISTRY")
+PASS_ENV = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "GOPROXY",
+    "GOSUMDB",
+    "GONOSUMDB",
+    "GOPRIVATE",
+    "GOFLAGS_EXTRA",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "NPM_CONFIG_REGISTRY",
+)
 
 
 @dataclass
@@ -81,7 +96,7 @@ class DockerSteps:
         for key, value in registry_env().items():
             env.setdefault(key, value)
         if host_ca_bundle():
-            env.update({key: CA_MOUNT for key in CA_ENV})
+            env.update(dict.fromkeys(CA_ENV, CA_MOUNT))
         return env
 
     def run(self, step, argv, cwd, env, on_line, binds=None):
@@ -92,7 +107,7 @@ class DockerSteps:
             target = getattr(self.view, name)
             mounts[str(folder)] = {"bind": target, "mode": "rw" if writable else "ro"}
             if Path(cwd) == Path(folder) or Path(folder) in Path(cwd).parents:
-                workdir = target + str(Path(cwd))[len(str(folder)):]
+                workdir = target + str(Path(cwd))[len(str(folder)) :]
         image = self.install_image if step == prep.STEP_INSTALL else self.image  # Kubeless' installation phase
         labels = {LABEL_FUNCTION: self.spec.name, LABEL_STEP: step, LABEL_PROJECT: self.project}
         self.backend.run_step(step, image, argv, mounts, env, workdir, labels, on_line)
@@ -114,10 +129,21 @@ def run_in_container(client, step, image, argv, mounts, env, workdir, labels, on
 
     try:
         container = client.containers.create(
-            image, argv, user="%d:%d" % (os.getuid(), os.getgid()), working_dir=workdir, environment=env,
-            volumes=ca_mount(dict(mounts)), network_mode="host", init=True, detach=True, labels=labels)
+            image,
+            argv,
+            user="%d:%d" % (os.getuid(), os.getgid()),
+            working_dir=workdir,
+            environment=env,
+            volumes=ca_mount(dict(mounts)),
+            network_mode="host",
+            init=True,
+            detach=True,
+            labels=labels,
+        )
     except APIError as exc:
-        raise prep.StepFailed(step, "cannot create the %s container from %s: %s" % (step, image, exc.explanation or exc)) from None
+        raise prep.StepFailed(
+            step, "cannot create the %s container from %s: %s" % (step, image, exc.explanation or exc)
+        ) from None
     lines = []
     try:
         container.start()

@@ -1,5 +1,6 @@
 """Building the runtime images from runtimes/<lang>/Dockerfile, and listing them. Progress goes to
 a callback (the CLI draws it); nothing here prints."""
+
 import hashlib
 import os
 import shutil
@@ -25,8 +26,12 @@ def build_context(runtime, target: Path):
     source = RUNTIMES_DIR / runtime.server
     if not (source / "Dockerfile").is_file():
         raise UserError("no Dockerfile for %s (%s); %s" % (runtime.name, source / "Dockerfile", FIX))
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("node_modules", ".git", "__pycache__", "*.pyc"),
-                    dirs_exist_ok=True)
+    shutil.copytree(
+        source,
+        target,
+        ignore=shutil.ignore_patterns("node_modules", ".git", "__pycache__", "*.pyc"),
+        dirs_exist_ok=True,
+    )
     ca = host.host_ca_bundle()
     (target / CA_NAME).write_bytes(Path(ca).read_bytes() if ca else b"")
     return target
@@ -42,8 +47,10 @@ def build_args(runtime):
             if "{%s}" % name in value:
                 values[name] = host.registry(name)
                 if not values[name]:
-                    raise UserError("building %s needs a %s and this machine configures none; set one (%s)"
-                                    % (runtime.image, name.replace("_", " "), how))
+                    raise UserError(
+                        "building %s needs a %s and this machine configures none; set one (%s)"
+                        % (runtime.image, name.replace("_", " "), how)
+                    )
         args[key] = value.format_map(values)
     args["BASE"] = os.environ.get("KUBELESS_LOCAL_BASE_IMAGE", BASE_IMAGE)
     return args
@@ -80,16 +87,25 @@ def build_image(client, runtime, on_line=lambda line: None):
         raise UserError("%s has no image in the runtime catalog: it runs on the process backend only" % runtime.name)
     args = build_args(runtime)
     if image_present(client, args["BASE"]) is None:
-        raise UserError("the base image %s is missing and cannot be pulled here; create it (.ci/docker-setup.sh "
-                        "does: debootstrap + docker import) or %s" % (args["BASE"], FIX))
+        raise UserError(
+            "the base image %s is missing and cannot be pulled here; create it (.ci/docker-setup.sh "
+            "does: debootstrap + docker import) or %s" % (args["BASE"], FIX)
+        )
     with tempfile.TemporaryDirectory(prefix="kubeless-local-build-") as tmp:
         context = build_context(runtime, Path(tmp) / "context")
         lines = []
         try:
-            stream = client.api.build(path=str(context), tag=tag, buildargs=args, rm=True,
-                                      forcerm=True, network_mode="host", decode=True, pull=False,
-                                      labels={OWN_LABEL + ".built": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                              SOURCE_LABEL: source_hash(runtime)})
+            stream = client.api.build(
+                path=str(context),
+                tag=tag,
+                buildargs=args,
+                rm=True,
+                forcerm=True,
+                network_mode="host",
+                decode=True,
+                pull=False,
+                labels={OWN_LABEL + ".built": time.strftime("%Y-%m-%dT%H:%M:%S"), SOURCE_LABEL: source_hash(runtime)},
+            )
             for chunk in stream:
                 if "error" in chunk:
                     raise BuildError(chunk["error"].strip(), lines)
@@ -99,9 +115,10 @@ def build_image(client, runtime, on_line=lambda line: None):
                         lines.append(line)
                         on_line(line)
         except BuildError as exc:
-            raise UserError("building %s failed: %s\n%s\n(fix the Dockerfile / network, or %s)"
-                            % (tag, str(exc.msg).splitlines()[-1] if str(exc.msg) else "error", "\n".join(lines[-15:]),
-                               FIX)) from None
+            raise UserError(
+                "building %s failed: %s\n%s\n(fix the Dockerfile / network, or %s)"
+                % (tag, str(exc.msg).splitlines()[-1] if str(exc.msg) else "error", "\n".join(lines[-15:]), FIX)
+            ) from None
         except APIError as exc:
             raise UserError("building %s failed: %s; %s" % (tag, exc.explanation or exc, FIX)) from None
     return client.images.get(tag)
@@ -116,8 +133,11 @@ def build_images(runtimes, client, on_progress=lambda runtime, state, line, seco
         started = time.monotonic()
         on_progress(rt, "building", "", 0.0)
         try:
-            build_image(client, rt, lambda line, rt=rt, started=started: on_progress(rt, "building", line,
-                                                                                   time.monotonic() - started))
+            build_image(
+                client,
+                rt,
+                lambda line, rt=rt, started=started: on_progress(rt, "building", line, time.monotonic() - started),
+            )
         except UserError:
             on_progress(rt, "failed", "", time.monotonic() - started)
             raise
@@ -132,11 +152,16 @@ def image_rows(catalog, client=None):
     for rt in catalog.all():
         choice = image_for(rt)
         image = image_present(client, choice.image) if client is not None else None
-        rows.append({
-            "runtime": rt.name, "image": choice.image, "source": choice.source, "present": image is not None,
-            "stale": image is not None and not choice.overridden and is_stale(image, rt),
-            "id": image.short_id.split(":")[-1] if image is not None else "",
-            "size_mb": round(image.attrs.get("Size", 0) / 1e6) if image is not None else None,
-            "created": (image.attrs.get("Created") or "")[:19] if image is not None else "",
-        })
+        rows.append(
+            {
+                "runtime": rt.name,
+                "image": choice.image,
+                "source": choice.source,
+                "present": image is not None,
+                "stale": image is not None and not choice.overridden and is_stale(image, rt),
+                "id": image.short_id.split(":")[-1] if image is not None else "",
+                "size_mb": round(image.attrs.get("Size", 0) / 1e6) if image is not None else None,
+                "created": (image.attrs.get("Created") or "")[:19] if image is not None else "",
+            }
+        )
     return rows

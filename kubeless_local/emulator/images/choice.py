@@ -1,11 +1,12 @@
 """Which image runs a runtime, first match wins (as the Kubeless controller picks it, contract §3):
-  1. env `<ID><version>_RUNTIME` in upper case, e.g. `PYTHON3.11_RUNTIME=kubeless/python:3.8`;
-  2. a kubeless-config style `runtime-images` file: `$KUBELESS_LOCAL_RUNTIME_IMAGES`, else
-     `~/.config/kubeless-local/runtime-images.json`; either the JSON list itself or a kubeless-config
-     ConfigMap (YAML/JSON) whose `data.runtime-images` holds it; the `runtime` phase image of the
-     matching ID + version (an `installation` phase image, if any, runs the install step);
-  3. the catalog's `image` (built from `runtimes/<lang>/Dockerfile` by `kubeless-local runtime build`).
+1. env `<ID><version>_RUNTIME` in upper case, e.g. `PYTHON3.11_RUNTIME=kubeless/python:3.8`;
+2. a kubeless-config style `runtime-images` file: `$KUBELESS_LOCAL_RUNTIME_IMAGES`, else
+   `~/.config/kubeless-local/runtime-images.json`; either the JSON list itself or a kubeless-config
+   ConfigMap (YAML/JSON) whose `data.runtime-images` holds it; the `runtime` phase image of the
+   matching ID + version (an `installation` phase image, if any, runs the install step);
+3. the catalog's `image` (built from `runtimes/<lang>/Dockerfile` by `kubeless-local runtime build`).
 """
+
 import json
 import os
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ def runtime_images_file():
         if not Path(path).is_file():
             raise UserError("KUBELESS_LOCAL_RUNTIME_IMAGES=%s: no such file" % path)
         return Path(path)
-    default = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kubeless-local" / "runtime-images.json"
+    default = (
+        Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kubeless-local" / "runtime-images.json"
+    )
     return default if default.is_file() else None
 
 
@@ -47,6 +50,7 @@ def load_runtime_images(path):
 def configured_images(runtime_id, version, entries):
     """{phase: image} for ID + version from runtime-images entries (keys matched case-insensitively, as
     the controller's ghodss/yaml parse does)."""
+
     def get(obj, key):
         for k, v in (obj or {}).items():
             if isinstance(k, str) and k.lower() == key.lower():

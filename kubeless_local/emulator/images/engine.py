@@ -1,4 +1,5 @@
 """Finding the container engine: DOCKER_HOST, the docker context, the default socket, Podman."""
+
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ def engine_candidates():
     return found
 
 
-_clients = {}
+_clients: dict = {}  # engine URL -> connected client
 
 
 def docker_client(required=True):
@@ -65,5 +66,6 @@ def docker_client(required=True):
         return client
     if not required:
         return None
-    raise UserError("no Docker engine answers (tried %s); start Docker (or set DOCKER_HOST) or %s"
-                    % ("; ".join(tried), FIX))
+    raise UserError(
+        "no Docker engine answers (tried %s); start Docker (or set DOCKER_HOST) or %s" % ("; ".join(tried), FIX)
+    )

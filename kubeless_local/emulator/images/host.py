@@ -1,10 +1,11 @@
 """What the runtime images and step containers take from this machine's own configuration: the CA
 bundle (HTTPS through a TLS-intercepting proxy) and the package registries. No registry host is
 written in kubeless-local: where the host configures none, the tool's built-in default stays."""
+
 import os
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache
 
 CA_CANDIDATES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 
@@ -32,15 +33,21 @@ def _ask(argv):
 # name: (env variables that configure it, the host tool's own setting, how to set it)
 REGISTRIES = {
     "goproxy": (("GOPROXY",), ["go", "env", "GOPROXY"], "`go env -w GOPROXY=…` or GOPROXY"),
-    "npm_registry": (("NPM_CONFIG_REGISTRY", "npm_config_registry"), ["npm", "config", "get", "registry"],
-                     "`npm config set registry …` or NPM_CONFIG_REGISTRY"),
-    "pip_index": (("PIP_INDEX_URL",), ["python3", "-m", "pip", "config", "get", "global.index-url"],
-                  "`pip config set global.index-url …` or PIP_INDEX_URL"),
+    "npm_registry": (
+        ("NPM_CONFIG_REGISTRY", "npm_config_registry"),
+        ["npm", "config", "get", "registry"],
+        "`npm config set registry …` or NPM_CONFIG_REGISTRY",
+    ),
+    "pip_index": (
+        ("PIP_INDEX_URL",),
+        ["python3", "-m", "pip", "config", "get", "global.index-url"],
+        "`pip config set global.index-url …` or PIP_INDEX_URL",
+    ),
 }
 STEP_ENV = {"goproxy": "GOPROXY", "npm_registry": "NPM_CONFIG_REGISTRY", "pip_index": "PIP_INDEX_URL"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def registry(name):
     """The registry URL this machine is configured with ("" when none): its env first, then the tool."""
     variables, argv, _ = REGISTRIES[name]
