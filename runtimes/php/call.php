@@ -68,6 +68,11 @@ function kl_run_call(array $req, array $cfg): array
 
     // contract §5: exactly application/json -> json_decode (stdClass), anything else the raw body
     $data = $ctype === 'application/json' ? json_decode($body) : $body;
+    if ($ctype === 'application/json' && $body !== '' && json_last_error() !== JSON_ERROR_NONE) {
+        // the client's error, not the function's: not counted as a call
+        return kl_reply(400, [['Content-Type', 'text/plain']], 'invalid JSON body (Content-Type: application/json): '
+            . json_last_error_msg() . "\n", false, false);
+    }
     $event = (object) [
         'data' => $data,
         'event-id' => $lower['event-id'] ?? null,

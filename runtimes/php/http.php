@@ -8,6 +8,8 @@
 
 trait KlHttp
 {
+    private static string $TOKEN = '/^[!#$%&\'*+\-.^_`|~0-9A-Za-z]+$/'; // an RFC 7230 header name
+
     private function accept(): void
     {
         for ($i = 0; $i < 64; $i++) {
@@ -66,6 +68,8 @@ trait KlHttp
         }
         [$method, $target] = $parts;
         $version = $vm[1];
+        // a malformed escape in the path is the client's error (as Go's and Ruby's servers answer)
+        $malformed = preg_match('/%(?![0-9A-Fa-f]{2})/', (string) strtok($target, '?')) === 1;
         $headers = [];
         $lower = [];
         foreach ($lines as $line) {
@@ -75,8 +79,15 @@ trait KlHttp
             }
             $name = substr($line, 0, $colon);
             $value = trim(substr($line, $colon + 1));
+            // RFC 7230 names and values (what the PSR-7 request accepts): anything else is a bad request
+            $malformed = $malformed || !preg_match(self::$TOKEN, $name) || !preg_match('/^[ \t\x21-\x7E\x80-\xFF]*$/', $value);
             $headers[] = [$name, $value];
             $lower[strtolower($name)] = $value;
+        }
+        if ($malformed) {
+            unset($c);
+            $this->plainError($id, 400, 'Bad Request');
+            return;
         }
         $bodyStart = $end + 4;
         if (isset($lower['transfer-encoding']) && stripos($lower['transfer-encoding'], 'chunked') !== false) {

@@ -41,7 +41,7 @@ trait KlPool
                 return;
             }
             $this->runners[$id] = ['sock' => $sock, 'pid' => $hello['pid'], 'gen' => $gen, 'buf' => '', 'call' => null, 'calls' => 0];
-            $this->release($id);
+            $this->release($id, true);
             if (!$this->announced) {
                 $this->announced = true;
                 if ($gen === 0) {
@@ -148,7 +148,11 @@ trait KlPool
         }
     }
 
-    private function release(int $id): void
+    /**
+     * The runner is idle. $this->idle is a stack, the most recently used runner on top (last), so that
+     * sequential calls reuse the warm runner; a fresh runner goes to the bottom, behind the warm ones.
+     */
+    private function release(int $id, bool $fresh = false): void
     {
         $r = &$this->runners[$id];
         $r['call'] = null;
@@ -159,7 +163,11 @@ trait KlPool
             return;
         }
         unset($r);
-        $this->idle[$id] = true;
+        if ($fresh) {
+            $this->idle = [$id => true] + $this->idle;
+        } else {
+            $this->idle[$id] = true;
+        }
         while ($this->queue && $this->idle) {
             $call = array_shift($this->queue);
             if (isset($this->conns[$call['conn']])) {
@@ -195,7 +203,7 @@ trait KlPool
 
     private function dispatch(array $call): void
     {
-        $id = array_key_last($this->idle); // LIFO: sequential calls reuse the warmest runner
+        $id = array_key_last($this->idle); // the most recently used runner (see release())
         unset($this->idle[$id]);
         $r = &$this->runners[$id];
         $r['call'] = $call;

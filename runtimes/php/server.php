@@ -32,6 +32,7 @@ final class KlServer
     private bool $stop = false;
     private ?string $loadError = null;
 
+    private const EXIT_CANNOT_LISTEN = 4;
     private const MAX_CONNS = 900;
     private const IDLE_SECONDS = 75.0;
 
@@ -79,11 +80,16 @@ final class KlServer
         $host = strpos($cfg['bind'], ':') !== false ? '[' . $cfg['bind'] . ']' : $cfg['bind'];
         $this->listen = @stream_socket_server(sprintf('tcp://%s:%d', $host, $cfg['port']), $errno, $errstr,
             STREAM_SERVER_BIND | STREAM_SERVER_LISTEN, $ctx);
-        if ($this->ctl === false || $this->listen === false) {
-            kl_log(sprintf('cannot listen on %s:%d: %s', $cfg['bind'], $cfg['port'], $errstr));
-            $this->control('load-failed', ['generation' => 0, 'error' => "cannot listen: $errstr"]);
+        if ($this->ctl === false) {
+            kl_log("cannot create the control socket: $errstr");
             $this->shutdown();
             return 1;
+        }
+        if ($this->listen === false) {
+            // not a load failure: the code is fine, the port is not (the engine may retry another one)
+            kl_log(sprintf('cannot listen on %s:%d: %s', $cfg['bind'], $cfg['port'], $errstr));
+            $this->shutdown();
+            return self::EXIT_CANNOT_LISTEN;
         }
         stream_set_blocking($this->listen, false);
         stream_set_blocking($this->ctl, false);
@@ -113,6 +119,7 @@ final class KlServer
         while (!$this->stop) {
             if ($this->hup) {
                 $this->hup = false;
+                @chdir($this->cfg['install']); // as the zygote does: the link now names the new code
                 $this->load($this->requestedGen + 1);
             }
             $read = [$this->ctl];
