@@ -308,17 +308,20 @@ def test_sighup_reexecutes_the_new_build_with_no_refused_connection(go_lib, tmp_
         assert server.control(0) == {"event": "ready", "generation": 0}
         answers, errors, stop = [], [], threading.Event()
 
-        def hammer():  # a new connection per call: a refused one is an error
-            for _ in range(5000):
-                if stop.is_set():
-                    return
-                try:
-                    r = requests.get(server.url, timeout=10, headers={"Connection": "close"})
-                    answers.append((r.status_code, r.text))
-                except requests.RequestException as exc:
-                    errors.append(exc)
+        def hammer(headers):  # a refused or dropped connection is an error
+            with requests.Session() as client:
+                for _ in range(5000):
+                    if stop.is_set():
+                        return
+                    try:
+                        r = client.get(server.url, timeout=10, headers=headers)
+                        answers.append((r.status_code, r.text))
+                    except requests.RequestException as exc:
+                        errors.append(exc)
 
-        threads = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
+        # new connections, and keep-alive ones
+        threads = [threading.Thread(target=hammer, args=(headers,), daemon=True)
+                   for headers in ({"Connection": "close"}, {"Connection": "close"}, {}, {})]
         for t in threads:
             t.start()
         try:

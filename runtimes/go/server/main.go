@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -129,13 +130,16 @@ type statusRecorder struct {
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
+		if draining.Load() { // a restart waits for this connection: the client must not reuse it
+			s.Header().Set("Connection", "close")
+		}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
-		s.status = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
 	return s.ResponseWriter.Write(b)
 }
@@ -393,25 +397,33 @@ func getenv(key, def string) string {
 	return def
 }
 
-// The server's connections, so that a restart can wait for them (see drain).
+// The server's connections and their state, so that a restart can wait for them (see drain).
+type connState struct {
+	state http.ConnState
+	since time.Time
+}
+
 var conns struct {
 	sync.Mutex
-	open map[net.Conn]bool
+	open map[net.Conn]connState
 }
+
+var draining atomic.Bool // a restart is waiting for the connections: answers close theirs
 
 func newServer() *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", health)
 	mux.Handle("/metrics", promhttp.Handler())
 	mux.HandleFunc("/", serveFunction)
-	conns.open = map[net.Conn]bool{}
+	conns.open = map[net.Conn]connState{}
+	draining.Store(false)
 	track := func(c net.Conn, state http.ConnState) {
 		conns.Lock()
 		defer conns.Unlock()
 		if state == http.StateClosed || state == http.StateHijacked {
 			delete(conns.open, c)
 		} else {
-			conns.open[c] = true
+			conns.open[c] = connState{state, time.Now()}
 		}
 	}
 	return &http.Server{Handler: withAccessLog(mux), ConnState: track}
@@ -434,16 +446,28 @@ func serve() {
 
 // drain stops accepting and waits (at most `limit`) until every connection has been answered and
 // closed. Not http.Server.Shutdown: that closes a connection whose request arrives after it began
-// without answering it; here every accepted connection gets its answer (with Connection: close),
-// and connections not yet accepted wait in the socket's backlog for the next image.
+// without answering it, and closes idle keep-alive connections at once, racing with a client that
+// is sending on one. Here every request read gets its answer (with Connection: close), a keep-alive
+// connection is closed only once idle for a while, and connections not yet accepted wait in the
+// socket's backlog for the next image.
 func drain(limit time.Duration) {
-	server.SetKeepAlivesEnabled(false) // answers close their connection; idle keep-alive ones close now
-	listener.Close()                   // the socket itself stays open: the restart holds a duplicate
-	<-served                           // every accepted connection is tracked from here on
+	const idleGrace, newGrace = 250 * time.Millisecond, 5 * time.Second
+	draining.Store(true)
+	listener.Close() // the socket itself stays open: the restart holds a duplicate
+	<-served         // every accepted connection is tracked from here on
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
+		left := 0
 		conns.Lock()
-		left := len(conns.open)
+		for c, info := range conns.open {
+			idle := time.Since(info.since)
+			if (info.state == http.StateIdle && idle >= idleGrace) || (info.state == http.StateNew && idle >= newGrace) {
+				c.Close()
+				delete(conns.open, c)
+			} else {
+				left++
+			}
+		}
 		conns.Unlock()
 		if left == 0 {
 			return
