@@ -42,6 +42,7 @@ WORKERS = Integer(ENV.fetch('KUBELESS_RUBY_WORKERS', '16'))
 # warm (default): workers are reused, module state persists between calls (as in the legacy
 # in-process Ruby runtime); per-call: every call gets a fresh fork of the loaded module.
 PER_CALL = ENV['KUBELESS_LOCAL_ISOLATION'] == 'per-call'
+EXIT_CANNOT_LISTEN = 4 # the port is taken (or not ours): the engine retries another port on this exit
 
 CONTEXT = {
   'function-name': FUNC_HANDLER,
@@ -62,8 +63,11 @@ end
 class LoadFailed < StandardError; end
 
 # Evaluates the function file into an anonymous module (as Kubeless does). `extend self` lets the
-# handler call the file's other methods.
+# handler call the file's other methods. The working folder is the stable install path, entered
+# again on every load: the path is a link the engine moves to each new generation of the code, so
+# relative reads (`File.read('data.txt')`) see the current code, as /kubeless in the pod.
 def load_function
+  Dir.chdir(INSTALL_DIR)
   source = File.read(FUNC_FILE)
   mod = Module.new
   mod.module_eval(source, FUNC_FILE, 1)
@@ -138,7 +142,12 @@ end
 
 def run_call((env, body))
   env = env.merge('rack.input' => StringIO.new(body), 'rack.errors' => $stderr)
-  value = $function.send(FUNC_HANDLER, build_event(env, body), CONTEXT)
+  begin
+    event = build_event(env, body)
+  rescue JSON::ParserError => e
+    return [:bad_request, "invalid JSON body (Content-Type: application/json): #{e.message}"]
+  end
+  value = $function.send(FUNC_HANDLER, event, CONTEXT)
   [:ok, to_response(value)]
 rescue Exception => e # rubocop:disable Lint/RescueException -- a handler's `exit` must not kill the worker silently
   [:error, "#{e.class}: #{e.message}", (e.backtrace || []).first(20)]
@@ -187,20 +196,26 @@ class KubelessApp < Sinatra::Base
       label = { method: request.request_method }
       body = request.body.read.to_s.b
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      CALLS.increment(label)
       begin
         outcome = POOL.call([env_snapshot(request.env), body], TIMEOUT)
       rescue WorkerPool::Timeout
+        outcome = [:timeout]
         FAILURES.increment(label)
         $stderr.puts "Function #{MOD_NAME}.#{FUNC_HANDLER} timed out after #{TIMEOUT_TEXT}s; worker killed"
         halt 408, { 'Content-Type' => 'text/plain' }, 'Timeout while processing the function'
       rescue WorkerPool::Crashed => e
+        outcome = [:crashed]
         FAILURES.increment(label)
         $stderr.puts "Function #{MOD_NAME}.#{FUNC_HANDLER} failed: #{e.message}"
         halt 500, { 'Content-Type' => 'text/plain' }, 'Internal Server Error'
       ensure
-        DURATION.observe(label, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
+        # a request the function never saw (bad JSON) is the client's error, not a call
+        unless outcome.nil? || outcome[0] == :bad_request
+          CALLS.increment(label)
+          DURATION.observe(label, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
+        end
       end
+      halt 400, { 'Content-Type' => 'text/plain' }, outcome[1] if outcome[0] == :bad_request
       if outcome[0] == :error
         FAILURES.increment(label)
         $stderr.puts "Function #{MOD_NAME}.#{FUNC_HANDLER} raised #{outcome[1]}"
@@ -257,12 +272,18 @@ def start
   generation = 0
   reload_r, reload_w = IO.pipe
 
-  server = WEBrick::HTTPServer.new(
-    BindAddress: BIND, Port: PORT, MaxClients: 200,
-    Logger: WEBrick::Log.new($stderr, WEBrick::Log::WARN),
-    AccessLog: [[$stdout, WEBrick::AccessLog::COMBINED_LOG_FORMAT]],
-    StartCallback: -> { control(event: 'ready', generation: generation) }
-  )
+  begin
+    server = WEBrick::HTTPServer.new(
+      BindAddress: BIND, Port: PORT, MaxClients: 200,
+      Logger: WEBrick::Log.new($stderr, WEBrick::Log::WARN),
+      AccessLog: [[$stdout, WEBrick::AccessLog::COMBINED_LOG_FORMAT]],
+      StartCallback: -> { control(event: 'ready', generation: generation) }
+    )
+  rescue SystemCallError, SocketError => e
+    # not a load failure: the code is fine, the port is not
+    $stderr.puts "cannot listen on #{BIND}:#{PORT}: #{e.message}"
+    exit EXIT_CANNOT_LISTEN
+  end
   server.mount('/', Rack::Handler::WEBrick, SKIP_PARAMS)
   POOL.prefork # after the bind: a port conflict fails before any worker exists
 

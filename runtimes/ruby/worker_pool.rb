@@ -2,8 +2,9 @@
 # harming the server: a Ruby thread in a busy loop cannot be stopped safely with Timeout.
 #
 # Workers are forked from the server process after the function was loaded, so they hold the
-# loaded code. Idle workers wait on a pipe for a call and are reused (LIFO, so sequential calls land
-# on the same warm worker and module state persists as in the legacy in-process runtime). A worker
+# loaded code. Idle workers wait on a pipe for a call and are reused most recently used first, so
+# sequential calls land on the same warm worker and module state persists as in the legacy
+# in-process runtime; a worker forked ahead of demand (prefork) waits behind the warm ones. A worker
 # that overruns its deadline is killed; a new one is forked on the next demand.
 class WorkerPool
   Worker = Struct.new(:pid, :to_child, :from_child, :generation)
@@ -35,7 +36,7 @@ class WorkerPool
 
   def prefork
     return unless @lock.synchronize { @count < @size && (@count += 1) }
-    release(spawn_worker)
+    release(spawn_worker, fresh: true)
   rescue StandardError
     @lock.synchronize { @count -= 1 }
     raise
@@ -85,10 +86,11 @@ class WorkerPool
     end
   end
 
-  def release(worker)
+  # @idle is a stack: the top (last) is the most recently used worker; a fresh one goes underneath.
+  def release(worker, fresh: false)
     retire = @lock.synchronize do
       if worker.generation == @generation
-        @idle.push(worker)
+        fresh ? @idle.unshift(worker) : @idle.push(worker)
         false
       else
         @count -= 1

@@ -2,8 +2,10 @@
 (panics, runaway goroutines, compile errors, go.mod dependencies)."""
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 import zipfile
@@ -11,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from runtime_server import RuntimeServer
 
-from kubeless_local.emulator.prepare import setup_runtime_lib
+from kubeless_local.emulator.prepare import point, setup_runtime_lib
 from kubeless_local.runtimes import Catalog
 
 pytestmark = pytest.mark.language("go")
@@ -22,6 +25,7 @@ RUNTIME_DIR = REPO / "runtimes" / "go"
 COMPILE = RUNTIME_DIR / "compile-function.sh"
 FIXTURES = REPO / "tests" / "fixtures" / "go"
 HELLO = REPO / "tests" / "conformance" / "scenarios" / "hello" / "handler.go"
+WORKDIR = REPO / "tests" / "conformance" / "scenarios" / "workdir" / "handler.go"
 
 
 def metric(fn, name, method):
@@ -249,3 +253,129 @@ def test_goproxy_from_the_environment_is_honoured(go_lib, tmp_path):
     assert r.returncode != 0
     assert "%s@v1.9.9" % module in r.stdout
     assert not (tmp_path / "build2" / "server").exists()
+
+
+# --- reload in place (SIGHUP), the server run by hand as the engine lays it out ------------------
+
+class Layout:
+    """<root>/gen-N (the code) and build-N (its binary) behind the stable links `kubeless` and
+    `build`, as the engine lays out each reload (prepare.point)."""
+
+    def __init__(self, root, lib):
+        self.root, self.lib = root, lib
+        self.install, self.build = root / "kubeless", root / "build"
+
+    def generation(self, n, files, compile=True):
+        code = self.root / ("gen-%d" % n)
+        code.mkdir()
+        for name, text in files.items():
+            (code / name).write_text(text)
+        build = self.root / ("build-%d" % n)
+        if compile:
+            r = compile_function(self.lib, code, build)
+            assert r.returncode == 0, r.stdout + r.stderr
+        else:
+            build.mkdir()
+        return code, build
+
+    def activate(self, code, build):
+        point(self.install, code)
+        point(self.build, build)
+
+    def start(self, timeout="180"):
+        """The server as the engine starts it: `{build}/server`, cwd and KUBELESS_INSTALL_VOLUME the link."""
+        source = next(self.install.glob("*.go")).read_text()
+        return RuntimeServer([str(self.build / "server")], self.install, "handler.go", source, "go1.26", timeout,
+                             env={"FUNC_HANDLER": "Handler"})
+
+
+def calls_total(server):
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    lines = [line for line in text.splitlines() if line.startswith('function_calls_total{method="GET"}')]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def version_source(version):
+    return HELLO.read_text().replace('"hello world"', '"%s"' % version)
+
+
+def test_sighup_reexecutes_the_new_build_with_no_refused_connection(go_lib, tmp_path):
+    layout = Layout(tmp_path, go_lib)
+    layout.activate(*layout.generation(1, {"handler.go": version_source("v1")}))
+    second = layout.generation(2, {"handler.go": version_source("v2")})
+    server = layout.start()
+    try:
+        assert server.control(0) == {"event": "ready", "generation": 0}
+        answers, errors, stop = [], [], threading.Event()
+
+        def hammer(headers):  # a refused or dropped connection is an error
+            with requests.Session() as client:
+                for _ in range(5000):
+                    if stop.is_set():
+                        return
+                    try:
+                        r = client.get(server.url, timeout=10, headers=headers)
+                        answers.append((r.status_code, r.text))
+                    except requests.RequestException as exc:
+                        errors.append(exc)
+
+        # new connections, and keep-alive ones
+        threads = [threading.Thread(target=hammer, args=(headers,), daemon=True)
+                   for headers in ({"Connection": "close"}, {"Connection": "close"}, {}, {})]
+        for t in threads:
+            t.start()
+        try:
+            assert wait_for(lambda: len(answers) >= 20)
+            layout.activate(*second)
+            server.proc.send_signal(signal.SIGHUP)
+            assert server.control(1) == {"event": "ready", "generation": 1}
+            seen = len(answers)
+            assert wait_for(lambda: len(answers) >= seen + 20)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert errors == []
+        assert {status for status, _ in answers} == {200}
+        texts = [text for _, text in answers]
+        assert texts[0] == "v1" and "v2" in texts
+        assert calls_total(server) == len(answers)  # the counters survive the re-exec
+        assert server.proc.poll() is None  # the same process (pid) serves on
+
+        # A build that cannot be executed: load-failed, the last good code serves on.
+        layout.activate(*layout.generation(3, {"handler.go": version_source("v3")}, compile=False))
+        server.proc.send_signal(signal.SIGHUP)
+        failed = server.control(2)
+        assert failed["event"] == "load-failed" and failed["generation"] == 2
+        assert "cannot execute the new build" in failed["error"]
+        assert requests.get(server.url, timeout=10).text == "v2"
+
+        layout.activate(*second)
+        server.proc.send_signal(signal.SIGHUP)
+        assert server.control(3) == {"event": "ready", "generation": 3}
+        assert requests.get(server.url, timeout=10).text == "v2"
+    finally:
+        server.stop()
+
+
+def test_working_folder_follows_the_install_link_across_reloads(go_lib, tmp_path):
+    layout = Layout(tmp_path, go_lib)
+    code, build = layout.generation(0, {"handler.go": WORKDIR.read_text(), "data.txt": "v0\n"})
+    layout.activate(code, build)
+    server = layout.start(timeout="1")
+    try:
+        assert server.control(0) == {"event": "ready", "generation": 0}
+        assert requests.get(server.url, timeout=10).text == "v0"
+        for n in range(1, 21):
+            previous = code
+            code, _ = layout.generation(n, {"handler.go": WORKDIR.read_text(), "data.txt": "v%d\n" % n},
+                                        compile=False)
+            layout.activate(code, build)  # the same binary: only data.txt changed
+            server.proc.send_signal(signal.SIGHUP)
+            assert server.control(n) == {"event": "ready", "generation": n}
+            shutil.rmtree(previous)  # the engine prunes the generation that no longer serves
+        r = requests.get(server.url, timeout=10)
+        assert (r.status_code, r.text) == (200, "v20")
+        assert requests.post(server.url, data="sleep", timeout=10).status_code == 408
+    finally:
+        server.stop()

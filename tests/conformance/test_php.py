@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +17,14 @@ import pytest
 import requests
 from runtime_server import RuntimeServer
 
+from kubeless_local.emulator.prepare import point
+
 pytestmark = pytest.mark.language("php")
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / "runtimes" / "php" / "kubeless.php"
 GREETER = REPO / "tests" / "fixtures" / "php" / "greeter"
+WORKDIR = REPO / "tests" / "conformance" / "scenarios" / "workdir" / "handler.php"
 PHP = shutil.which("php8.2") or "php"
 
 
@@ -38,6 +42,21 @@ def group_cpu_seconds(pid):
         if int(fields[2]) == pgid:
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def cpu_seconds(pid):
+    try:
+        fields = Path("/proc", str(pid), "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for(predicate, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
 
 
 # ---------------------------------------------------------------- through the engine (fixture)
@@ -100,9 +119,15 @@ def test_sleeping_call_times_out_while_others_are_served(function):
     f = function("sleep", timeout=1)
     with ThreadPoolExecutor(4) as pool:
         slow = pool.submit(f.post, data="5")
-        time.sleep(0.2)
-        quick = [pool.submit(f.post, data="0.05") for _ in range(3)]
-        assert [q.result().text for q in quick] == ["done"] * 3
+        quick = []
+        # quick calls, three at a time, for as long as the slow one runs: some of them certainly
+        # run while it holds a runner, and around its timeout
+        for _ in range(200):
+            if slow.done() and len(quick) >= 3:
+                break
+            batch = [pool.submit(f.post, data="0.05") for _ in range(3)]
+            quick += [q.result().text for q in batch]
+        assert quick == ["done"] * len(quick)
         assert slow.result().status_code == 408
 
 
@@ -193,8 +218,11 @@ def test_runaway_call_dies_even_if_the_server_is_killed(server):
     s = server("<?php\nfunction handler($e, $c) { while (true) {} }\n", timeout="1")
     assert s.control(0)["event"] == "ready"
     with ThreadPoolExecutor(1) as pool:
+        runners = s.descendants()
+        before = {pid: cpu_seconds(pid) for pid in runners}
         pending = pool.submit(requests.get, s.url, timeout=10)
-        time.sleep(0.3)
+        # the call runs: a runner burns CPU
+        assert wait_for(lambda: any(cpu_seconds(pid) - before[pid] > 0.1 for pid in runners))
         family = s.descendants()
         s.proc.kill()
         with pytest.raises(requests.RequestException):
@@ -231,3 +259,103 @@ def test_composer_dependencies_from_a_path_repository(server, tmp_path):
     assert s.reload(plain, 1)["event"] == "ready"
     assert s.get().text == "greetings, x"
 
+
+
+def test_working_folder_follows_the_install_link_across_reloads(tmp_path):
+    """The engine lays each reload out in a new gen-N folder behind the stable `kubeless` link and
+    prunes the old one: relative reads must see the newest code, and a runaway call still gets 408."""
+    link = tmp_path / "kubeless"
+
+    def generation(n):
+        code = tmp_path / f"gen-{n}"
+        code.mkdir()
+        (code / "handler.php").write_text(WORKDIR.read_text())
+        (code / "data.txt").write_text(f"v{n}\n")
+        point(link, code)
+        return code
+
+    code = generation(0)
+    s = Server(link, WORKDIR.read_text(), timeout="1")
+    try:
+        assert s.control(0) == {"event": "ready", "generation": 0}
+        assert s.get().text == "v0"
+        for n in range(1, 21):
+            previous, code = code, generation(n)
+            s.proc.send_signal(signal.SIGHUP)
+            assert s.control(n) == {"event": "ready", "generation": n}
+            shutil.rmtree(previous)  # the engine prunes the generation that no longer serves
+        r = s.get()
+        assert (r.status_code, r.text) == (200, "v20")
+        assert requests.post(s.url, data="sleep", timeout=10).status_code == 408
+    finally:
+        s.stop()
+
+
+def titled(server, title):
+    """Pids of the server's processes whose title (cli_set_process_title) starts with `title`."""
+    found = []
+    for pid in server.descendants():
+        try:
+            if Path("/proc", str(pid), "cmdline").read_bytes().startswith(title.encode()):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def waiting_for_a_call(pid):
+    """The runner blocks reading its socket: it has connected and said hello (kl_connect)."""
+    try:
+        wchan = Path("/proc", str(pid), "wchan").read_text()
+    except OSError:
+        return False
+    return "poll" in wchan or "unix_stream" in wchan
+
+
+def test_a_runner_that_connects_late_waits_behind_the_warm_one(server):
+    """A runner forked on demand that connects after the call it was forked for was served by the
+    warm runner must not take the next call: sequential calls keep their module state."""
+    s = server('<?php\n$n = 0;\nfunction handler($e, $c) { global $n; usleep((int) $e->data); return (string) ++$n; }\n',
+               env={"KUBELESS_LOCAL_WORKERS": "1"})
+    assert s.control(0)["event"] == "ready"
+    assert s.get().text == "1"
+    [zygote] = titled(s, "kubeless-php zygote")
+    os.kill(zygote, signal.SIGSTOP)  # the fork asked for below waits
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            # two calls at once: one waits in the queue, so the server asks the zygote for a runner
+            calls = [pool.submit(requests.post, s.url, data="300000", timeout=10) for _ in range(2)]
+            assert sorted(c.result().text for c in calls) == ["2", "3"]  # both served by the warm runner
+    finally:
+        os.kill(zygote, signal.SIGCONT)
+    assert wait_for(lambda: len(titled(s, "kubeless-php runner")) == 2)  # the late runner exists...
+    assert wait_for(lambda: all(waiting_for_a_call(pid) for pid in titled(s, "kubeless-php runner")))  # ...and is idle
+    assert s.get().text == "4"
+
+
+def test_client_errors_are_400_and_not_function_failures(server):
+    s = server('<?php\nfunction handler($event, $context) { return "ok"; }\n')
+    assert s.control(0)["event"] == "ready"
+    r = requests.post(s.url, data="oops", headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and "invalid JSON" in r.text
+    for request in (b"GET /x HTTP/1.1\r\nHost: a\r\nX-T\xffst: v\r\nConnection: close\r\n\r\n",
+                    b"GET /x HTTP/1.1\r\nHost: a\r\nX-Test: \x01\r\nConnection: close\r\n\r\n",
+                    b"GET /%zz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(request)
+            assert c.recv(4096).startswith(b"HTTP/1.1 400 "), request
+    metrics = s.get("/metrics").text
+    assert "function_calls_total{" not in metrics and "function_failures_total{" not in metrics
+    assert s.get().text == "ok"  # the runners are all still there
+    assert 'function_failures_total{method="GET"} 0' in s.get("/metrics").text
+
+
+def test_port_in_use_is_an_exit_not_a_load_failure(server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = server(HELLO % 1, env={"FUNC_PORT": str(port)})
+        assert s.proc.wait(20) == 4
+    assert f"cannot listen on 127.0.0.1:{port}" in s.log()
+    assert "load-failed" not in s.log()

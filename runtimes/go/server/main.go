@@ -14,7 +14,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -31,9 +33,13 @@ import (
 const (
 	// How long a timed-out call may go on (e.g. cleaning up after ctx.Done()) before the server
 	// restarts itself to stop it: short, a runaway loop burns a whole core meanwhile.
-	runawayGrace = 200 * time.Millisecond
-	listenFDEnv  = "KUBELESS_GO_LISTEN_FD"
-	metricsEnv   = "KUBELESS_GO_METRICS"
+	runawayGrace  = 200 * time.Millisecond
+	listenFDEnv   = "KUBELESS_GO_LISTEN_FD"
+	metricsEnv    = "KUBELESS_GO_METRICS"
+	generationEnv = "KUBELESS_GO_GENERATION"
+	restartEnv    = "KUBELESS_GO_RESTART"
+	// Exit code when the port cannot be bound: not a load failure, the engine may retry another port.
+	exitCannotListen = 4
 )
 
 var (
@@ -44,7 +50,9 @@ var (
 	metrics     = newFuncMetrics()
 	server      *http.Server
 	listener    net.Listener
-	restarting  atomic.Bool
+	generation  int    // code generation: 0 at start, +1 per reload (SIGHUP), kept across re-execs
+	startPath   string // see startPathOf
+	hups        = make(chan os.Signal, 1)
 )
 
 type result struct {
@@ -122,13 +130,16 @@ type statusRecorder struct {
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
+		if draining.Load() { // a restart waits for this connection: the client must not reuse it
+			s.Header().Set("Connection", "close")
+		}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
-		s.status = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
 	return s.ResponseWriter.Write(b)
 }
@@ -249,14 +260,50 @@ func watchRunaway(done <-chan result, call string) {
 		"ignores event.Extensions.Context (check ctx.Done() in long loops and pass the context to "+
 		"blocking calls). Go cannot stop a goroutine, so the server restarts itself in place to stop it: "+
 		"requests in flight finish first, new ones wait, metrics are kept.", call, runawayGrace, funcTimeout)
+	requestRestart(restartRunaway)
+}
+
+// The two reasons to re-execute the server in place, handing over the listening socket.
+const (
+	restartRunaway = "runaway" // the same binary again, to stop a goroutine Go cannot kill
+	restartReload  = "reload"  // SIGHUP: the binary at the start path, which the engine moved to the new build
+)
+
+var restart struct {
+	sync.Mutex
+	running bool // a restart is draining the calls in flight
+	reload  bool // a SIGHUP asked for new code
+}
+
+// requestRestart starts a restart in place, or folds a reload into the one already under way.
+func requestRestart(reason string) {
+	restart.Lock()
+	if reason == restartReload {
+		restart.reload = true
+	}
+	if restart.running {
+		restart.Unlock()
+		return
+	}
+	restart.running = true
+	restart.Unlock()
 	restartInPlace()
 }
 
-// restartInPlace re-executes this binary, handing over the listening socket (and the metrics), so
-// no connection is refused and every goroutine of the old image is gone.
+// restartInPlace re-executes the server, handing over the listening socket (and the metrics and the
+// generation), so no connection is refused: new ones wait in the socket's backlog while the calls in
+// flight finish, and every goroutine of the old image is gone. A reload executes the start path
+// (through the engine's `build` link, now the new build); if that cannot be executed, the old code
+// keeps serving and `load-failed` is printed.
 func restartInPlace() {
-	if !restarting.CompareAndSwap(false, true) {
-		return
+	restart.Lock()
+	reload := restart.reload
+	restart.Unlock()
+	if reload {
+		if err := syscall.Access(startPath, 1 /* X_OK */); err != nil {
+			reloadFailed(fmt.Sprintf("%s: cannot execute the new build: %v", startPath, err))
+			return // nothing was stopped: the old code serves on
+		}
 	}
 	tl, ok := listener.(*net.TCPListener)
 	if !ok {
@@ -268,22 +315,71 @@ func restartInPlace() {
 		errLog.Printf("cannot restart in place (%v); exiting", err)
 		os.Exit(1)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), funcTimeout+5*time.Second)
-	server.Shutdown(ctx) // stop accepting; wait for the calls in flight (each bounded by the timeout)
-	cancel()
+	drain(funcTimeout + 5*time.Second)
 	fd := file.Fd()
 	if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETFD, 0); e != 0 {
 		errLog.Printf("cannot restart in place (fcntl: %v); exiting", e)
 		os.Exit(1)
 	}
-	state, _ := json.Marshal(metrics.snapshot())
-	env := append(os.Environ(), listenFDEnv+"="+strconv.Itoa(int(fd)), metricsEnv+"="+string(state))
-	exe, err := os.Executable()
-	if err == nil {
-		err = syscall.Exec(exe, os.Args, env)
+	// A SIGHUP between exec and the new image's signal.Notify must not kill it (the default action):
+	// ignored signals stay ignored across exec.
+	signal.Ignore(syscall.SIGHUP)
+	restart.Lock()
+	reload = restart.reload // a SIGHUP may have come while the calls drained
+	restart.Unlock()
+	exe, nextGeneration, reason := "", generation, restartRunaway
+	if reload {
+		exe, nextGeneration, reason = startPath, generation+1, restartReload
+	} else if exe, err = os.Executable(); err != nil {
+		errLog.Printf("cannot restart in place (%v); exiting", err)
+		os.Exit(1)
 	}
-	errLog.Printf("cannot restart in place (%v); exiting", err)
-	os.Exit(1)
+	state, _ := json.Marshal(metrics.snapshot())
+	env := append(os.Environ(), listenFDEnv+"="+strconv.Itoa(int(fd)), metricsEnv+"="+string(state),
+		generationEnv+"="+strconv.Itoa(nextGeneration), restartEnv+"="+reason)
+	args := append([]string{exe}, os.Args[1:]...)
+	err = syscall.Exec(exe, args, env)
+	if !reload {
+		errLog.Printf("cannot restart in place (%v); exiting", err)
+		os.Exit(1)
+	}
+	// The new build cannot be executed: serve on with the old code.
+	resumed, lerr := net.FileListener(file)
+	file.Close()
+	if lerr != nil {
+		errLog.Printf("cannot serve again (%v); exiting", lerr)
+		os.Exit(1)
+	}
+	listener = resumed
+	server = newServer()
+	signal.Notify(hups, syscall.SIGHUP)
+	served = make(chan struct{})
+	go serve()
+	reloadFailed(fmt.Sprintf("%s: cannot execute the new build: %v", exe, err))
+}
+
+// reloadFailed: the old code keeps serving; the generation still counts, as in every runtime.
+func reloadFailed(message string) {
+	generation++
+	errLog.Printf("reload failed, keeping the previous code: %s", message)
+	controlLine(map[string]any{"event": "load-failed", "generation": generation, "error": message})
+	restart.Lock()
+	restart.running, restart.reload = false, false
+	restart.Unlock()
+}
+
+// startPathOf is the absolute path this server was started by, not resolved: the engine starts
+// <function>/build/server through a link that each reload points at the new build.
+func startPathOf(arg0 string) string {
+	if !strings.Contains(arg0, "/") {
+		if found, err := exec.LookPath(arg0); err == nil {
+			arg0 = found
+		}
+	}
+	if abs, err := filepath.Abs(arg0); err == nil {
+		return abs
+	}
+	return arg0
 }
 
 func controlLine(event map[string]any) {
@@ -301,6 +397,85 @@ func getenv(key, def string) string {
 	return def
 }
 
+// The server's connections and their state, so that a restart can wait for them (see drain).
+type connState struct {
+	state http.ConnState
+	since time.Time
+}
+
+var conns struct {
+	sync.Mutex
+	open map[net.Conn]connState
+}
+
+var draining atomic.Bool // a restart is waiting for the connections: answers close theirs
+
+func newServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", health)
+	mux.Handle("/metrics", promhttp.Handler())
+	mux.HandleFunc("/", serveFunction)
+	conns.open = map[net.Conn]connState{}
+	draining.Store(false)
+	track := func(c net.Conn, state http.ConnState) {
+		conns.Lock()
+		defer conns.Unlock()
+		if state == http.StateClosed || state == http.StateHijacked {
+			delete(conns.open, c)
+		} else {
+			conns.open[c] = connState{state, time.Now()}
+		}
+	}
+	return &http.Server{Handler: withAccessLog(mux), ConnState: track}
+}
+
+var served chan struct{} // closed when the current Serve loop has returned; made by serve's caller
+
+func serve() {
+	done := served
+	err := server.Serve(listener)
+	close(done)
+	restart.Lock()
+	restarting := restart.running
+	restart.Unlock()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !restarting {
+		errLog.Printf("server error: %v", err)
+		os.Exit(1)
+	}
+}
+
+// drain stops accepting and waits (at most `limit`) until every connection has been answered and
+// closed. Not http.Server.Shutdown: that closes a connection whose request arrives after it began
+// without answering it, and closes idle keep-alive connections at once, racing with a client that
+// is sending on one. Here every request read gets its answer (with Connection: close), a keep-alive
+// connection is closed only once idle for a while, and connections not yet accepted wait in the
+// socket's backlog for the next image.
+func drain(limit time.Duration) {
+	const idleGrace, newGrace = 250 * time.Millisecond, 5 * time.Second
+	draining.Store(true)
+	listener.Close() // the socket itself stays open: the restart holds a duplicate
+	<-served         // every accepted connection is tracked from here on
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		left := 0
+		conns.Lock()
+		for c, info := range conns.open {
+			idle := time.Since(info.since)
+			if (info.state == http.StateIdle && idle >= idleGrace) || (info.state == http.StateNew && idle >= newGrace) {
+				c.Close()
+				delete(conns.open, c)
+			} else {
+				left++
+			}
+		}
+		conns.Unlock()
+		if left == 0 {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 func main() {
 	timeout := getenv("FUNC_TIMEOUT", "180")
 	seconds, err := strconv.ParseFloat(timeout, 64)
@@ -316,51 +491,69 @@ func main() {
 		MemoryLimit:  os.Getenv("FUNC_MEMORY_LIMIT"),
 	}
 	prometheus.MustRegister(metrics)
+	startPath = startPathOf(os.Args[0]) // before the chdir: a relative start path is relative to the first folder
+	// The working folder is the function's folder (the pod's /kubeless), entered through the stable
+	// link on every (re-)start, so relative reads see the current code.
+	if dir := os.Getenv("KUBELESS_INSTALL_VOLUME"); dir != "" {
+		if err := os.Chdir(dir); err != nil {
+			errLog.Printf("cannot enter %s: %v", dir, err)
+		}
+	}
+	server = newServer()
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", health)
-	mux.Handle("/metrics", promhttp.Handler())
-	mux.HandleFunc("/", serveFunction)
-	server = &http.Server{Handler: withAccessLog(mux)}
-
-	restarted := os.Getenv(listenFDEnv) != ""
-	if restarted {
+	reason := os.Getenv(restartEnv)
+	if reason != "" {
 		fd, _ := strconv.Atoi(os.Getenv(listenFDEnv))
 		metrics.restore(os.Getenv(metricsEnv))
-		os.Unsetenv(listenFDEnv)
-		os.Unsetenv(metricsEnv)
+		generation, _ = strconv.Atoi(os.Getenv(generationEnv))
+		for _, key := range []string{listenFDEnv, metricsEnv, generationEnv, restartEnv} {
+			os.Unsetenv(key)
+		}
 		f := os.NewFile(uintptr(fd), "listener")
 		listener, err = net.FileListener(f)
 		f.Close()
+		if err != nil {
+			errLog.Printf("cannot restart in place: %v", err)
+			os.Exit(1)
+		}
 	} else {
 		addr := net.JoinHostPort(getenv("KUBELESS_LOCAL_BIND", "0.0.0.0"), getenv("FUNC_PORT", "8080"))
 		listener, err = net.Listen("tcp", addr)
-	}
-	if err != nil {
-		errLog.Printf("cannot listen: %v", err)
-		os.Exit(1)
+		if err != nil {
+			errLog.Printf("cannot listen on %s: %v", addr, err)
+			os.Exit(exitCannotListen)
+		}
 	}
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-stop
-		// Short: the engine restarts the server on every reload and kills it after 3 s.
+		// Short: the engine kills the server after 3 s.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		server.Shutdown(ctx)
 		os.Exit(0)
 	}()
+	// SIGHUP: reload = re-execute the start path (see restartInPlace).
+	signal.Notify(hups, syscall.SIGHUP)
+	go func() {
+		for range hups {
+			requestRestart(restartReload) // returns only if the new build could not be executed
+		}
+	}()
 
-	if restarted {
+	switch reason {
+	case restartRunaway:
 		errLog.Printf("server restarted in place; serving %s again", funcContext.FunctionName)
-	} else {
+	case restartReload:
+		errLog.Printf("Go runtime reloaded: serving %s (generation %d)", funcContext.FunctionName, generation)
+		controlLine(map[string]any{"event": "ready", "generation": generation})
+	default:
 		errLog.Printf("Go runtime serving %s on %s (timeout %s)", funcContext.FunctionName, listener.Addr(), funcTimeout)
 		controlLine(map[string]any{"event": "ready", "generation": 0})
 	}
-	if err := server.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		errLog.Printf("server error: %v", err)
-		os.Exit(1)
-	}
+	served = make(chan struct{})
+	serve()
 	select {} // Shutdown in progress: restartInPlace or the signal handler ends the process
 }

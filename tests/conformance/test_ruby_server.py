@@ -1,6 +1,7 @@
 """The Ruby runtime server (runtimes/ruby) run directly, without the engine: reload, worker pool,
-timeouts, return values, and the Gemfile install wrapper. Needs ruby3.1 + ruby-sinatra +
-ruby-prometheus-client-mmap (Debian)."""
+timeouts, return values, the working folder, and the Gemfile install wrapper. Needs ruby3.1 +
+ruby-sinatra + ruby-prometheus-client-mmap (Debian). It starts real servers, so it lives beside the
+conformance suite, not in tests/unit."""
 import os
 import shutil
 import signal
@@ -14,10 +15,13 @@ import pytest
 import requests
 from runtime_server import RuntimeServer, free_port
 
+from kubeless_local.emulator.prepare import point
+
 REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / "runtimes" / "ruby" / "kubeless.rb"
 INSTALL = REPO / "runtimes" / "ruby" / "install.rb"
 GEM_FIXTURE = REPO / "tests" / "fixtures" / "ruby" / "kl_greet"
+WORKDIR = REPO / "tests" / "conformance" / "scenarios" / "workdir" / "handler.rb"
 RUBY = shutil.which("ruby3.1") or "ruby"
 
 
@@ -45,6 +49,13 @@ def serve(tmp_path):
 def started(server):
     assert server.control() == {"event": "ready", "generation": 0}
     return server
+
+
+def wait_for(predicate, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
 
 
 def metric(server, name, method):
@@ -94,10 +105,17 @@ def test_timeout_kills_runaway_worker_and_server_keeps_serving(serve):
     assert time.monotonic() - t0 < 3
     assert requests.post(s.url, data="fast", timeout=5).text == "fast"
     # the spinning worker is gone: no process is left burning CPU
-    time.sleep(0.3)
-    for pid in s.workers():
-        with open(f"/proc/{pid}/stat") as f:
-            assert f.read().split()[2] != "R", f"worker {pid} still running"
+
+    def all_idle():
+        states = []
+        for pid in s.workers():
+            try:
+                states.append(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass  # exited meanwhile
+        return "R" not in states
+
+    assert wait_for(all_idle), "a worker is still running"
     assert not before & set(s.workers())
     assert metric(s, "function_failures_total", "GET") == 1
 
@@ -175,8 +193,10 @@ def test_event_data_rules(serve):
     # binary sent as a form: reaches the function untouched (Sinatra would try to parse it)
     r = requests.post(s.url, data=b"a=%\xff&&", headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
     assert (r.status_code, r.text) == (200, "binary:6")
+    # invalid JSON is the client's error (400), not a failure of the function, and not a call
     r = requests.post(s.url, data="oops", headers={"Content-Type": "application/json"}, timeout=5)
-    assert r.status_code == 500
+    assert r.status_code == 400 and "invalid JSON" in r.text
+    assert metric(s, "function_failures_total", "POST") == 0
 
 
 def run_install(deps, gemfile_text):
@@ -233,3 +253,59 @@ def test_pool_size_bounds_workers(serve):
 def test_per_call_isolation_resets_module_state(serve):
     s = started(serve('@n = 0\ndef handler(e, c) = (@n += 1).to_s\n', env={"KUBELESS_LOCAL_ISOLATION": "per-call"}))
     assert [requests.get(s.url, timeout=5).text for _ in range(3)] == ["1", "1", "1"]
+
+
+def test_working_folder_follows_the_install_link_across_reloads(tmp_path):
+    """The engine lays each reload out in a new gen-N folder behind the stable `kubeless` link and
+    prunes the old one: relative reads must see the newest code, and a runaway call still gets 408."""
+    link = tmp_path / "kubeless"
+
+    def generation(n):
+        code = tmp_path / f"gen-{n}"
+        code.mkdir()
+        (code / "handler.rb").write_text(WORKDIR.read_text())
+        (code / "data.txt").write_text(f"v{n}\n")
+        point(link, code)
+        return code
+
+    code = generation(0)
+    s = started(Server(link, WORKDIR.read_text(), timeout="1"))
+    try:
+        assert requests.get(s.url, timeout=5).text == "v0"
+        for n in range(1, 21):
+            previous, code = code, generation(n)
+            s.proc.send_signal(signal.SIGHUP)
+            assert s.control(n) == {"event": "ready", "generation": n}
+            shutil.rmtree(previous)  # the engine prunes the generation that no longer serves
+        r = requests.get(s.url, timeout=5)
+        assert (r.status_code, r.text) == (200, "v20")
+        assert requests.post(s.url, data="sleep", timeout=10).status_code == 408
+    finally:
+        s.stop()
+
+
+def test_pool_reuses_the_most_recently_used_worker_before_a_fresh_one(tmp_path):
+    """A worker forked ahead of demand (prefork, e.g. after a reload) waits behind the warm worker
+    that just served: sequential calls keep their module state."""
+    script = (
+        "require_relative %r\n"
+        "pool = WorkerPool.new(4) { |_| Process.pid }\n"
+        "warm = pool.call(nil, 10)\n"  # no idle worker: one is forked for the call, then kept
+        "pool.prefork\n"  # a fresh worker joins the idle list
+        "puts [warm, pool.call(nil, 10), pool.call(nil, 10)].uniq.size\n"
+        "pool.shutdown\n" % str(REPO / "runtimes" / "ruby" / "worker_pool.rb"))
+    done = subprocess.run([RUBY, "-e", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+
+
+def test_port_in_use_is_an_exit_not_a_load_failure(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "fn").mkdir()
+        s = Server(tmp_path / "fn", 'def handler(e, c) = "x"\n', env={"FUNC_PORT": str(port)})
+        assert s.proc.wait(20) == 4
+    assert f"cannot listen on 127.0.0.1:{port}" in s.log()
+    assert "@kubeless-local" not in s.log() and "Traceback" not in s.log()
