@@ -1,5 +1,6 @@
 """Go-specific conformance: contract §10 vectors 12, 14, 15 and where the Go runtime differs by design
 (panics, runaway goroutines, compile errors, go.mod dependencies)."""
+
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ def wait_for(predicate, seconds=10.0):
 
 # --- through the engine (the `function` fixture) -------------------------------------------------
 
+
 def test_error_answers_500_with_message_and_raw_data(function):
     """Vector 14: Data is the raw body string; (s, nil) → 200 s; (_, err) → 500 `Error: <err>`."""
     echo = function("echo")
@@ -76,8 +78,9 @@ def test_panic_answers_500_and_server_survives(function):
 def test_cors_preflight_does_not_call_function(function):
     """Vector 12."""
     fn = function("state")
-    r = fn.request("OPTIONS", "/", headers={"Access-Control-Request-Method": "PUT",
-                                            "Access-Control-Request-Headers": "x-a"})
+    r = fn.request(
+        "OPTIONS", "/", headers={"Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "x-a"}
+    )
     assert (r.status_code, r.text) == (200, "")
     assert r.headers["Access-Control-Allow-Origin"] == "*"
     assert r.headers["Access-Control-Allow-Methods"] == "PUT"
@@ -141,6 +144,7 @@ def test_spinning_function_is_stopped(function):
 
 # --- the compile step itself (what the engine shows as CompileError) -----------------------------
 
+
 @pytest.fixture(scope="module")
 def go_lib():
     """The engine's runtime_lib for the Go on this machine (module + build cache, set up once)."""
@@ -151,9 +155,23 @@ def go_lib():
 def compile_function(lib, install, build, handler="Handler", env=None):
     build.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
-        ["/bin/sh", str(COMPILE), shutil.which("go"), str(RUNTIME_DIR), str(lib), str(install),
-         str(build), "handler", handler],
-        cwd=build, capture_output=True, text=True, timeout=600, env=env)
+        [
+            "/bin/sh",
+            str(COMPILE),
+            shutil.which("go"),
+            str(RUNTIME_DIR),
+            str(lib),
+            str(install),
+            str(build),
+            "handler",
+            handler,
+        ],
+        cwd=build,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 def free_port():
@@ -171,8 +189,9 @@ def test_compile_error_names_the_users_file_and_keeps_last_good_build(go_lib, tm
 
     (install / "handler.go").write_text(
         'package kubeless\n\nimport "github.com/kubeless/kubeless/pkg/functions"\n\n'
-        'func Handler(event functions.Event, context functions.Context) (string, error) {\n'
-        '\treturn undefinedThing, nil\n}\n')
+        "func Handler(event functions.Event, context functions.Context) (string, error) {\n"
+        "\treturn undefinedThing, nil\n}\n"
+    )
     r = compile_function(go_lib, install, build)
     assert r.returncode != 0
     assert "handler.go:6:9: undefined: undefinedThing" in r.stdout
@@ -202,11 +221,18 @@ def test_go_mod_dependencies_resolve_and_run(go_lib, tmp_path):
     assert not (go_lib / "mod" / "github.com" / "kubeless").exists()
 
     port = free_port()
-    env = {**os.environ, "FUNC_HANDLER": "Handler", "MOD_NAME": "handler", "FUNC_PORT": str(port),
-           "KUBELESS_LOCAL_BIND": "127.0.0.1", "KUBELESS_LOCAL_CONTROL": "1",
-           "KUBELESS_INSTALL_VOLUME": str(install)}
-    proc = subprocess.Popen([str(build / "server")], cwd=install, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "FUNC_HANDLER": "Handler",
+        "MOD_NAME": "handler",
+        "FUNC_PORT": str(port),
+        "KUBELESS_LOCAL_BIND": "127.0.0.1",
+        "KUBELESS_LOCAL_CONTROL": "1",
+        "KUBELESS_INSTALL_VOLUME": str(install),
+    }
+    proc = subprocess.Popen(
+        [str(build / "server")], cwd=install, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         assert proc.stdout.readline().startswith("Go runtime serving Handler")
         assert proc.stdout.readline().strip() == '@kubeless-local {"event":"ready","generation":0}'
@@ -233,15 +259,20 @@ def write_module_proxy(root: Path, module: str, version: str, files: dict):
 def test_goproxy_from_the_environment_is_honoured(go_lib, tmp_path):
     """A private proxy (file://, so no network): the function's requirement is only there."""
     module = "example.com/kl%s/greet" % uuid.uuid4().hex[:12]  # never in the shared cache yet
-    write_module_proxy(tmp_path / "proxy", module, "v1.2.3",
-                       {"greet.go": 'package greet\n\nfunc Hello() string { return "hi from the proxy" }\n'})
+    write_module_proxy(
+        tmp_path / "proxy",
+        module,
+        "v1.2.3",
+        {"greet.go": 'package greet\n\nfunc Hello() string { return "hi from the proxy" }\n'},
+    )
     install, build = tmp_path / "install", tmp_path / "build"
     install.mkdir()
     (install / "go.mod").write_text("module kubeless\n\ngo 1.21\n\nrequire %s v1.2.3\n" % module)
     (install / "handler.go").write_text(
         'package kubeless\n\nimport (\n\t"%s"\n\t"github.com/kubeless/kubeless/pkg/functions"\n)\n\n'
-        'func Handler(event functions.Event, context functions.Context) (string, error) {\n'
-        '\treturn greet.Hello(), nil\n}\n' % module)
+        "func Handler(event functions.Event, context functions.Context) (string, error) {\n"
+        "\treturn greet.Hello(), nil\n}\n" % module
+    )
     env = {**os.environ, "GOPROXY": (tmp_path / "proxy").as_uri(), "GONOSUMDB": "example.com"}
     r = compile_function(go_lib, install, build, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -256,6 +287,7 @@ def test_goproxy_from_the_environment_is_honoured(go_lib, tmp_path):
 
 
 # --- reload in place (SIGHUP), the server run by hand as the engine lays it out ------------------
+
 
 class Layout:
     """<root>/gen-N (the code) and build-N (its binary) behind the stable links `kubeless` and
@@ -285,8 +317,15 @@ class Layout:
     def start(self, timeout="180"):
         """The server as the engine starts it: `{build}/server`, cwd and KUBELESS_INSTALL_VOLUME the link."""
         source = next(self.install.glob("*.go")).read_text()
-        return RuntimeServer([str(self.build / "server")], self.install, "handler.go", source, "go1.26", timeout,
-                             env={"FUNC_HANDLER": "Handler"})
+        return RuntimeServer(
+            [str(self.build / "server")],
+            self.install,
+            "handler.go",
+            source,
+            "go1.26",
+            timeout,
+            env={"FUNC_HANDLER": "Handler"},
+        )
 
 
 def calls_total(server):
@@ -320,8 +359,10 @@ def test_sighup_reexecutes_the_new_build_with_no_refused_connection(go_lib, tmp_
                         errors.append(exc)
 
         # new connections, and keep-alive ones
-        threads = [threading.Thread(target=hammer, args=(headers,), daemon=True)
-                   for headers in ({"Connection": "close"}, {"Connection": "close"}, {}, {})]
+        threads = [
+            threading.Thread(target=hammer, args=(headers,), daemon=True)
+            for headers in ({"Connection": "close"}, {"Connection": "close"}, {}, {})
+        ]
         for t in threads:
             t.start()
         try:
@@ -368,8 +409,7 @@ def test_working_folder_follows_the_install_link_across_reloads(go_lib, tmp_path
         assert requests.get(server.url, timeout=10).text == "v0"
         for n in range(1, 21):
             previous = code
-            code, _ = layout.generation(n, {"handler.go": WORKDIR.read_text(), "data.txt": "v%d\n" % n},
-                                        compile=False)
+            code, _ = layout.generation(n, {"handler.go": WORKDIR.read_text(), "data.txt": "v%d\n" % n}, compile=False)
             layout.activate(code, build)  # the same binary: only data.txt changed
             server.proc.send_signal(signal.SIGHUP)
             assert server.control(n) == {"event": "ready", "generation": n}

@@ -3,6 +3,7 @@ deliberately differs from the legacy Kubeless image (see the README parity table
 
 The second half runs runtimes/php/kubeless.php directly (no engine): SIGHUP reload with the
 control lines, composer dependencies from a path repository, shutdown without orphans."""
+
 import json
 import os
 import shutil
@@ -169,13 +170,13 @@ def test_sighup_reloads_and_keeps_last_good_code(server):
     assert s.get().text == "v2"  # the last good code keeps serving
 
     # a fatal compile error (not catchable in PHP) is reported too
-    dup = '<?php\nfunction handler($e, $c) { return 1; }\nfunction handler($e, $c) { return 2; }\n'
+    dup = "<?php\nfunction handler($e, $c) { return 1; }\nfunction handler($e, $c) { return 2; }\n"
     failed = s.reload(dup, 3)
     assert failed["event"] == "load-failed" and "Cannot redeclare" in failed["error"]
     assert s.get().text == "v2"
 
     # a new version without the handler function is not taken either
-    failed = s.reload('<?php\nfunction other($e, $c) { return 1; }\n', 4)
+    failed = s.reload("<?php\nfunction other($e, $c) { return 1; }\n", 4)
     assert failed["event"] == "load-failed" and "function handler is not defined" in failed["error"]
     assert s.get().text == "v2"
 
@@ -236,21 +237,35 @@ def test_runaway_call_dies_even_if_the_server_is_killed(server):
 def test_composer_dependencies_from_a_path_repository(server, tmp_path):
     deps = tmp_path / "deps"
     deps.mkdir()
-    (deps / "composer.json").write_text(json.dumps({
-        "require": {"kubeless-local/greeter": "*"},
-        "repositories": [{"type": "path", "url": str(GREETER), "options": {"symlink": False}},
-                         {"packagist.org": False}],
-    }))
+    (deps / "composer.json").write_text(
+        json.dumps(
+            {
+                "require": {"kubeless-local/greeter": "*"},
+                "repositories": [
+                    {"type": "path", "url": str(GREETER), "options": {"symlink": False}},
+                    {"packagist.org": False},
+                ],
+            }
+        )
+    )
     env = {**os.environ, "COMPOSER_ALLOW_SUPERUSER": "1", "COMPOSER_HOME": str(tmp_path / "composer-home")}
     # the catalog's process.install, run in {deps}
-    done = subprocess.run(["composer", "install", "--no-interaction", "--no-progress"], cwd=deps, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["composer", "install", "--no-interaction", "--no-progress"],
+        cwd=deps,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (deps / "vendor" / "autoload.php").is_file()
 
     # legacy functions require vendor/autoload.php themselves: it resolves through the include path
-    source = ("<?php\nrequire_once 'vendor/autoload.php';\nuse KubelessLocal\\Greeter\\Greeter;\n"
-              "function handler($event, $context) { return Greeter::greet('php'); }\n")
+    source = (
+        "<?php\nrequire_once 'vendor/autoload.php';\nuse KubelessLocal\\Greeter\\Greeter;\n"
+        "function handler($event, $context) { return Greeter::greet('php'); }\n"
+    )
     s = server(source, env={"KUBELESS_PHP_DEPS": str(deps)})
     assert s.control(0)["event"] == "ready", s.log()
     assert s.get().text == "greetings, php"
@@ -258,7 +273,6 @@ def test_composer_dependencies_from_a_path_repository(server, tmp_path):
     plain = "<?php\nfunction handler($event, $context) { return \\KubelessLocal\\Greeter\\Greeter::greet('x'); }\n"
     assert s.reload(plain, 1)["event"] == "ready"
     assert s.get().text == "greetings, x"
-
 
 
 def test_working_folder_follows_the_install_link_across_reloads(tmp_path):
@@ -315,8 +329,10 @@ def waiting_for_a_call(pid):
 def test_a_runner_that_connects_late_waits_behind_the_warm_one(server):
     """A runner forked on demand that connects after the call it was forked for was served by the
     warm runner must not take the next call: sequential calls keep their module state."""
-    s = server('<?php\n$n = 0;\nfunction handler($e, $c) { global $n; usleep((int) $e->data); return (string) ++$n; }\n',
-               env={"KUBELESS_LOCAL_WORKERS": "1"})
+    s = server(
+        "<?php\n$n = 0;\nfunction handler($e, $c) { global $n; usleep((int) $e->data); return (string) ++$n; }\n",
+        env={"KUBELESS_LOCAL_WORKERS": "1"},
+    )
     assert s.control(0)["event"] == "ready"
     assert s.get().text == "1"
     [zygote] = titled(s, "kubeless-php zygote")
@@ -338,9 +354,11 @@ def test_client_errors_are_400_and_not_function_failures(server):
     assert s.control(0)["event"] == "ready"
     r = requests.post(s.url, data="oops", headers={"Content-Type": "application/json"}, timeout=10)
     assert r.status_code == 400 and "invalid JSON" in r.text
-    for request in (b"GET /x HTTP/1.1\r\nHost: a\r\nX-T\xffst: v\r\nConnection: close\r\n\r\n",
-                    b"GET /x HTTP/1.1\r\nHost: a\r\nX-Test: \x01\r\nConnection: close\r\n\r\n",
-                    b"GET /%zz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"):
+    for request in (
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-T\xffst: v\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Test: \x01\r\nConnection: close\r\n\r\n",
+        b"GET /%zz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ):
         with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
             c.sendall(request)
             assert c.recv(4096).startswith(b"HTTP/1.1 400 "), request

@@ -2,6 +2,7 @@
 timeouts, return values, the working folder, and the Gemfile install wrapper. Needs ruby3.1 +
 ruby-sinatra + ruby-prometheus-client-mmap (Debian). It starts real servers, so it lives beside the
 conformance suite, not in tests/unit."""
+
 import os
 import shutil
 import signal
@@ -81,7 +82,7 @@ def test_reload_keeps_last_good_code_and_reports_file_line(serve):
     assert f"{s.file}:3" in failed["error"]
     assert requests.get(s.url, timeout=5).text == "v2"
 
-    s.file.write_text('def other(e, c) = 1\n')
+    s.file.write_text("def other(e, c) = 1\n")
     s.proc.send_signal(signal.SIGHUP)
     failed = s.control(3)
     assert failed["event"] == "load-failed" and f"{s.file}:1" in failed["error"] and "'handler'" in failed["error"]
@@ -125,8 +126,10 @@ def test_calls_run_in_parallel_and_state_stays_warm(serve):
     assert [requests.get(s.url, timeout=5).text for _ in range(3)] == ["1", "2", "3"]
     results = []
     t0 = time.monotonic()
-    threads = [threading.Thread(target=lambda: results.append(requests.post(s.url, data="1", timeout=10).status_code))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(requests.post(s.url, data="1", timeout=10).status_code))
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -146,16 +149,19 @@ def test_exception_is_500_logged_and_counted(serve):
 
 
 def test_return_values_and_methods(serve):
-    s = started(serve(
-        'def handler(e, c)\n'
-        '  case e[:data]\n'
-        '  when "hash" then { "a" => 1 }\n'
-        '  when "nil" then nil\n'
-        '  when "int" then 204\n'
-        '  when "pair" then [202, "accepted"]\n'
-        '  else "#{e[:extensions][:request].request_method} #{e[:extensions][:request].path}"\n'
-        '  end\n'
-        'end\n'))
+    s = started(
+        serve(
+            "def handler(e, c)\n"
+            "  case e[:data]\n"
+            '  when "hash" then { "a" => 1 }\n'
+            '  when "nil" then nil\n'
+            '  when "int" then 204\n'
+            '  when "pair" then [202, "accepted"]\n'
+            '  else "#{e[:extensions][:request].request_method} #{e[:extensions][:request].path}"\n'
+            "  end\n"
+            "end\n"
+        )
+    )
     r = requests.post(s.url, data="hash", timeout=5)
     assert r.json() == {"a": 1} and r.headers["Content-Type"] == "application/json"
     assert requests.post(s.url, data="nil", timeout=5).text == ""
@@ -177,12 +183,16 @@ def test_return_values_and_methods(serve):
 
 
 def test_event_data_rules(serve):
-    s = started(serve('require "json"\n'
-                      'def handler(e, c)\n'
-                      '  d = e[:data]\n'
-                      '  return "binary:#{d.bytesize}" if d.is_a?(String) && d.encoding == Encoding::BINARY\n'
-                      '  JSON.generate([d.class.name, d])\n'
-                      'end\n'))
+    s = started(
+        serve(
+            'require "json"\n'
+            "def handler(e, c)\n"
+            "  d = e[:data]\n"
+            '  return "binary:#{d.bytesize}" if d.is_a?(String) && d.encoding == Encoding::BINARY\n'
+            "  JSON.generate([d.class.name, d])\n"
+            "end\n"
+        )
+    )
     r = requests.post(s.url, data='{"a":1}', headers={"Content-Type": "application/json"}, timeout=5)
     assert r.json() == ["Hash", {"a": 1}]
     r = requests.post(s.url, data='{"a":1}', headers={"Content-Type": "application/json; charset=utf-8"}, timeout=5)
@@ -191,7 +201,9 @@ def test_event_data_rules(serve):
     r = requests.get(s.url, headers={"Content-Type": "application/json"}, timeout=5)
     assert r.json() == ["String", ""]
     # binary sent as a form: reaches the function untouched (Sinatra would try to parse it)
-    r = requests.post(s.url, data=b"a=%\xff&&", headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+    r = requests.post(
+        s.url, data=b"a=%\xff&&", headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5
+    )
     assert (r.status_code, r.text) == (200, "binary:6")
     # invalid JSON is the client's error (400), not a failure of the function, and not a call
     r = requests.post(s.url, data="oops", headers={"Content-Type": "application/json"}, timeout=5)
@@ -214,9 +226,16 @@ def test_gemfile_with_local_gem_is_installed_and_loads(serve, tmp_path):
     deps = tmp_path / "deps"
     res = run_install(deps, f"source 'https://rubygems.org'\ngem 'kl_greet', path: '{gem_src}'\n")
     assert res.returncode == 0, res.stdout + res.stderr
-    s = started(serve('require "kl_greet"\ndef handler(e, c) = KlGreet.greet("ruby")\n',
-                      env={"KUBELESS_RUBY_DEPS": str(deps), "GEM_HOME": str(deps / "ruby" / "3.1.0"),
-                           "BUNDLE_GEMFILE": str(deps / "Gemfile")}))
+    s = started(
+        serve(
+            'require "kl_greet"\ndef handler(e, c) = KlGreet.greet("ruby")\n',
+            env={
+                "KUBELESS_RUBY_DEPS": str(deps),
+                "GEM_HOME": str(deps / "ruby" / "3.1.0"),
+                "BUNDLE_GEMFILE": str(deps / "Gemfile"),
+            },
+        )
+    )
     assert requests.get(s.url, timeout=5).text == "greetings, ruby"
 
 
@@ -226,8 +245,10 @@ def test_unreachable_gem_source_is_one_clear_line(tmp_path):
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
-    assert lines[0] == (f"bundle install failed: cannot download gems from http://127.0.0.1:{port} "
-                        "(connection refused); only gems installed on this machine or given with path: can be used")
+    assert lines[0] == (
+        f"bundle install failed: cannot download gems from http://127.0.0.1:{port} "
+        "(connection refused); only gems installed on this machine or given with path: can be used"
+    )
 
 
 def test_gem_missing_locally_and_no_network_source_reports_bundler_error(tmp_path):
@@ -236,7 +257,7 @@ def test_gem_missing_locally_and_no_network_source_reports_bundler_error(tmp_pat
 
 
 def test_pool_size_bounds_workers(serve):
-    s = started(serve('def handler(e, c)\n  sleep 0.5\n  Process.pid.to_s\nend\n', env={"KUBELESS_RUBY_WORKERS": "2"}))
+    s = started(serve("def handler(e, c)\n  sleep 0.5\n  Process.pid.to_s\nend\n", env={"KUBELESS_RUBY_WORKERS": "2"}))
     pids = []
     threads = [threading.Thread(target=lambda: pids.append(requests.get(s.url, timeout=10).text)) for _ in range(4)]
     t0 = time.monotonic()
@@ -251,7 +272,7 @@ def test_pool_size_bounds_workers(serve):
 
 
 def test_per_call_isolation_resets_module_state(serve):
-    s = started(serve('@n = 0\ndef handler(e, c) = (@n += 1).to_s\n', env={"KUBELESS_LOCAL_ISOLATION": "per-call"}))
+    s = started(serve("@n = 0\ndef handler(e, c) = (@n += 1).to_s\n", env={"KUBELESS_LOCAL_ISOLATION": "per-call"}))
     assert [requests.get(s.url, timeout=5).text for _ in range(3)] == ["1", "1", "1"]
 
 
@@ -293,7 +314,8 @@ def test_pool_reuses_the_most_recently_used_worker_before_a_fresh_one(tmp_path):
         "warm = pool.call(nil, 10)\n"  # no idle worker: one is forked for the call, then kept
         "pool.prefork\n"  # a fresh worker joins the idle list
         "puts [warm, pool.call(nil, 10), pool.call(nil, 10)].uniq.size\n"
-        "pool.shutdown\n" % str(REPO / "runtimes" / "ruby" / "worker_pool.rb"))
+        "pool.shutdown\n" % str(REPO / "runtimes" / "ruby" / "worker_pool.rb")
+    )
     done = subprocess.run([RUBY, "-e", script], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"
