@@ -365,7 +365,7 @@ def test_every_step_container_is_labelled_with_the_project_and_named_like_the_pr
     assert mounts[str(prepared.root)] == {"bind": dk.FUNCTION_MOUNT, "mode": "rw"}
     assert mounts[str(prepared.runtime_lib)] == {"bind": dk.LIB_MOUNT, "mode": "rw"}
     assert workdir == "%s/%s" % (dk.FUNCTION_MOUNT, prepared.build_dir.name)
-    assert prepared.runtime.reload == "restart"  # the catalog's docker.reload
+    assert prepared.runtime.reload == "signal"  # the catalog's go docker.reload
 
 
 def test_reload_follows_the_catalogs_docker_reload(backend, tmp_path, monkeypatch):
