@@ -449,7 +449,8 @@ function load(gen) {
     // A client that half-closes after sending (`nc -N`) still gets its answer.
     server.httpAllowHalfOpen = true;
     server.listen(funcPort, bind, () => { ensureSpare(); controlLine({ event: 'ready', generation: gen }); });
-    server.on('error', (err) => { console.error(`Cannot listen on ${bind}:${funcPort}: ${err.message}`); process.exit(1); });
+    // not a load failure: the code is fine, the port is not (exit 4 in every runtime; the engine retries)
+    server.on('error', (err) => { console.error(`cannot listen on ${bind}:${funcPort}: ${err.message}`); process.exit(4); });
   }, (wk, error) => {
     if (wk === loading) loading = null;
     console.error(`Function failed to load: ${error}`);

@@ -738,6 +738,9 @@ async def handle(pool, request, too_large):
     return status, out_headers, out_body
 
 
+EXIT_CANNOT_LISTEN = 4  # the same code in every runtime
+
+
 async def serve():
     pool = Pool()
     error = await pool.start()
@@ -745,7 +748,12 @@ async def serve():
         report_load_failure(0, error)
         sys.exit(3)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: HttpProtocol(pool), BIND, PORT, reuse_address=True, backlog=1024)
+    try:
+        server = await loop.create_server(lambda: HttpProtocol(pool), BIND, PORT, reuse_address=True, backlog=1024)
+    except OSError as exc:  # not a load failure: the code is fine, the port is not (the engine retries)
+        print("cannot listen on %s:%d: %s" % (BIND, PORT, exc.strerror or exc), file=sys.stderr, flush=True)
+        pool.shutdown()
+        sys.exit(EXIT_CANNOT_LISTEN)
     stopping = loop.create_future()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(pool.reload()))
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed and retired workers are reaped by the kernel
