@@ -18,14 +18,11 @@ import pytest
 import requests
 from runtime_server import RuntimeServer
 
-from kubeless_local.emulator.prepare import point
-
 pytestmark = pytest.mark.language("php")
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / "runtimes" / "php" / "kubeless.php"
 GREETER = REPO / "tests" / "fixtures" / "php" / "greeter"
-WORKDIR = REPO / "tests" / "conformance" / "scenarios" / "workdir" / "handler.php"
 PHP = shutil.which("php8.2") or "php"
 
 
@@ -273,36 +270,6 @@ def test_composer_dependencies_from_a_path_repository(server, tmp_path):
     plain = "<?php\nfunction handler($event, $context) { return \\KubelessLocal\\Greeter\\Greeter::greet('x'); }\n"
     assert s.reload(plain, 1)["event"] == "ready"
     assert s.get().text == "greetings, x"
-
-
-def test_working_folder_follows_the_install_link_across_reloads(tmp_path):
-    """The engine lays each reload out in a new gen-N folder behind the stable `kubeless` link and
-    prunes the old one: relative reads must see the newest code, and a runaway call still gets 408."""
-    link = tmp_path / "kubeless"
-
-    def generation(n):
-        code = tmp_path / f"gen-{n}"
-        code.mkdir()
-        (code / "handler.php").write_text(WORKDIR.read_text())
-        (code / "data.txt").write_text(f"v{n}\n")
-        point(link, code)
-        return code
-
-    code = generation(0)
-    s = Server(link, WORKDIR.read_text(), timeout="1")
-    try:
-        assert s.control(0) == {"event": "ready", "generation": 0}
-        assert s.get().text == "v0"
-        for n in range(1, 21):
-            previous, code = code, generation(n)
-            s.proc.send_signal(signal.SIGHUP)
-            assert s.control(n) == {"event": "ready", "generation": n}
-            shutil.rmtree(previous)  # the engine prunes the generation that no longer serves
-        r = s.get()
-        assert (r.status_code, r.text) == (200, "v20")
-        assert requests.post(s.url, data="sleep", timeout=10).status_code == 408
-    finally:
-        s.stop()
 
 
 def titled(server, title):

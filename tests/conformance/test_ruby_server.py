@@ -16,13 +16,10 @@ import pytest
 import requests
 from runtime_server import RuntimeServer, free_port
 
-from kubeless_local.emulator.prepare import point
-
 REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / "runtimes" / "ruby" / "kubeless.rb"
 INSTALL = REPO / "runtimes" / "ruby" / "install.rb"
 GEM_FIXTURE = REPO / "tests" / "fixtures" / "ruby" / "kl_greet"
-WORKDIR = REPO / "tests" / "conformance" / "scenarios" / "workdir" / "handler.rb"
 RUBY = shutil.which("ruby3.1") or "ruby"
 
 
@@ -274,35 +271,6 @@ def test_pool_size_bounds_workers(serve):
 def test_per_call_isolation_resets_module_state(serve):
     s = started(serve("@n = 0\ndef handler(e, c) = (@n += 1).to_s\n", env={"KUBELESS_LOCAL_ISOLATION": "per-call"}))
     assert [requests.get(s.url, timeout=5).text for _ in range(3)] == ["1", "1", "1"]
-
-
-def test_working_folder_follows_the_install_link_across_reloads(tmp_path):
-    """The engine lays each reload out in a new gen-N folder behind the stable `kubeless` link and
-    prunes the old one: relative reads must see the newest code, and a runaway call still gets 408."""
-    link = tmp_path / "kubeless"
-
-    def generation(n):
-        code = tmp_path / f"gen-{n}"
-        code.mkdir()
-        (code / "handler.rb").write_text(WORKDIR.read_text())
-        (code / "data.txt").write_text(f"v{n}\n")
-        point(link, code)
-        return code
-
-    code = generation(0)
-    s = started(Server(link, WORKDIR.read_text(), timeout="1"))
-    try:
-        assert requests.get(s.url, timeout=5).text == "v0"
-        for n in range(1, 21):
-            previous, code = code, generation(n)
-            s.proc.send_signal(signal.SIGHUP)
-            assert s.control(n) == {"event": "ready", "generation": n}
-            shutil.rmtree(previous)  # the engine prunes the generation that no longer serves
-        r = requests.get(s.url, timeout=5)
-        assert (r.status_code, r.text) == (200, "v20")
-        assert requests.post(s.url, data="sleep", timeout=10).status_code == 408
-    finally:
-        s.stop()
 
 
 def test_pool_reuses_the_most_recently_used_worker_before_a_fresh_one(tmp_path):
