@@ -595,5 +595,64 @@ def runtime_ls(output):
     )
 
 
+@main.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@click.option("--context", help="Kubeconfig context (default: the current one).")
+@click.option("-n", "--namespace", help="Namespace (default: the manifests', else the context's, else default).")
+@click.option(
+    "--dry-run",
+    type=click.Choice(["none", "client", "server"]),
+    is_flag=False,
+    flag_value="client",
+    default="none",
+    help="client: print what would be applied, contact no server; server: the API server validates, stores nothing.",
+)
+@click.option("--prune", is_flag=True, help="Delete what push applied earlier for this project and is gone locally.")
+@click.option("--wait", is_flag=True, help="Wait for each function's Deployment, call it once, print the answer.")
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), help="Print the objects as stored, not a summary.")
+@click.option("-y", "--yes", is_flag=True, help="Push to a context that is not a local cluster without asking.")
+@click.option("--force-conflicts", is_flag=True, help="Take over fields another field manager owns.")
+@ignore_option
+@user_errors
+def push(path, context, namespace, dry_run, prune, wait, output, yes, force_conflicts, ignore):
+    """Apply the project's Functions and triggers to a Kubernetes cluster running Kubeless (server-side apply)."""
+    from kubeless_local.cluster import push as pusher
+    from kubeless_local.cluster.render import to_yaml
+
+    def show(objects):
+        if output == "json":
+            click.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
+        else:
+            click.echo(to_yaml(objects), nl=False)
+
+    if dry_run == "client":
+        show(pusher.client_dry_run(path, namespace, context, ignore))
+        return
+    target = pusher.target(context)
+    if not target.is_local and not yes:
+        where = "context %s (%s) is not a local cluster" % (target.context, target.server)
+        if not sys.stdin.isatty():
+            raise UserError("%s; pass --yes to push there" % where)
+        click.confirm("%s. Push there?" % where.capitalize(), abort=True)
+    results = pusher.push(
+        target,
+        path,
+        namespace,
+        server_dry_run=dry_run == "server",
+        prune=prune,
+        force_conflicts=force_conflicts,
+        ignore=ignore,
+    )
+    if output:
+        show([r.object for r in results if r.object])
+    else:
+        for result in results:
+            click.echo(result.line())
+    if wait and dry_run == "none":
+        functions = [r for r in results if r.kind == "Function" and r.object]
+        for name, answer in pusher.wait_and_call(target, functions):
+            click.echo("%s: %s" % (name, answer))
+
+
 if __name__ == "__main__":
     main()

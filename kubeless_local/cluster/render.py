@@ -103,7 +103,7 @@ def inline_code(fn: FunctionSpec, dep_name: str):
 
 def _labelled(doc: dict, namespace: str, project: str) -> dict:
     meta = doc.setdefault("metadata", {})
-    meta["namespace"] = namespace
+    meta["namespace"] = meta.get("namespace") or namespace  # a manifest's own namespace wins, as in kubectl
     labels = meta.get("labels") or {}
     meta["labels"] = {**labels, MANAGED_BY_LABEL: MANAGED_BY, PROJECT_LABEL: project}
     annotations = {
@@ -124,6 +124,8 @@ def render_function(fn: FunctionSpec, namespace: str, project: str, catalog: Opt
         spec.update({"function": function, "function-content-type": ctype, "checksum": checksum, "deps": deps})
     elif fn.deps_file is not None:
         spec["deps"] = fn.deps_file.read_text()
+    if isinstance(spec.get("timeout"), (int, float)):
+        spec["timeout"] = str(spec["timeout"])  # the controller's Function type has a string; `timeout: 30` is a number
     size = len(str(spec.get("function") or "").encode()) + len(str(spec.get("deps") or "").encode())
     if size > CONFIGMAP_LIMIT:
         raise UserError(
