@@ -7,10 +7,13 @@ unreachable, Kubeless not installed, RBAC denied, a field owned by another manag
 """
 
 import json
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import urllib3
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -30,6 +33,8 @@ PLURALS = {  # kind → resource, in the order objects are applied (triggers nam
     "KinesisTrigger": "kinesistriggers",
 }
 TIMEOUT = (5, 30)  # connect, read (seconds)
+RETRIES_429 = 30
+SERVER_FIELDS = ("resourceVersion", "generation", "managedFields")
 NOT_INSTALLED = "Kubeless is not installed in this cluster: run `kubeless-local cluster up` or install Kubeless"
 
 
@@ -81,18 +86,30 @@ class Applier:
             fields or body.get("message", "a field"),
         )
 
+    def _call(self, doing: str, method, *args, missing_ok=False, **kwargs) -> Any:
+        """One API call; a 429 (the API server is busy, or a new CRD's storage is starting) is retried as
+        kubectl retries it, for at most ~30 s; any other failure is one line."""
+        for attempt in range(RETRIES_429 + 1):
+            try:
+                return method(*args, _request_timeout=TIMEOUT, **kwargs)
+            except ApiException as exc:
+                if exc.status == 404 and missing_ok:
+                    return None
+                if exc.status != 429 or attempt == RETRIES_429:
+                    self._fail(exc, doing)
+                retry_after = (exc.headers or {}).get("Retry-After") or "1"
+                time.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0, 1.0))
+            except urllib3.exceptions.HTTPError as exc:
+                self._fail(exc, doing)
+        raise AssertionError("unreachable")
+
     # ---------------------------------------------------------------- what the cluster serves
     def installed(self) -> set:
         """The Kubeless kinds this cluster serves (its CRDs), from API discovery (any user may read it)."""
         if self._installed is None:
-            try:
-                resources = self.api.get_api_resources(GROUP, VERSION, _request_timeout=TIMEOUT)
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise UserError(NOT_INSTALLED) from None
-                self._fail(exc, "API discovery")
-            except urllib3.exceptions.HTTPError as exc:
-                self._fail(exc, "API discovery")
+            resources = self._call("API discovery", self.api.get_api_resources, GROUP, VERSION, missing_ok=True)
+            if resources is None:  # the kubeless.io group is not served: no Kubeless CRD
+                raise UserError(NOT_INSTALLED)
             self._installed = {r.kind for r in resources.resources or [] if "/" not in r.name}
             if "Function" not in self._installed:
                 raise UserError(NOT_INSTALLED)
@@ -109,12 +126,11 @@ class Applier:
     def managed(self, kind: str, namespace: str) -> dict:
         """{name: object} of this project's objects of one kind that this tool applied earlier."""
         selector = "%s=%s,%s=%s" % (MANAGED_BY_LABEL, MANAGED_BY, PROJECT_LABEL, self.project)
-        try:
-            listing: Any = self.api.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURALS[kind], label_selector=selector, _request_timeout=TIMEOUT
-            )
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            self._fail(exc, "list %s in namespace %s" % (PLURALS[kind], namespace))
+        doing = "list %s in namespace %s" % (PLURALS[kind], namespace)
+        plural = PLURALS[kind]
+        listing = self._call(
+            doing, self.api.list_namespaced_custom_object, GROUP, VERSION, namespace, plural, label_selector=selector
+        )
         return {item["metadata"]["name"]: item for item in listing.get("items") or []}
 
     # ---------------------------------------------------------------- apply and prune
@@ -122,49 +138,43 @@ class Applier:
         meta = obj["metadata"]
         kind, name, namespace = obj["kind"], meta["name"], meta["namespace"]
         doing = "apply %s %s in namespace %s" % (kind, name, namespace)
-        try:
-            response: Any = self.api.patch_namespaced_custom_object_with_http_info(  # urllib3's response
-                GROUP,
-                VERSION,
-                namespace,
-                PLURALS[kind],
-                name,
-                obj,
-                field_manager=FIELD_MANAGER,
-                force=self.force_conflicts or None,
-                dry_run="All" if self.dry_run else None,
-                _content_type=APPLY_PATCH,
-                _request_timeout=TIMEOUT,
-                _preload_content=False,  # the raw answer: its status (201 created) and body
-            )
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            self._fail(exc, doing)
+        response = self._call(  # urllib3's response
+            doing,
+            self.api.patch_namespaced_custom_object_with_http_info,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURALS[kind],
+            name,
+            obj,
+            field_manager=FIELD_MANAGER,
+            force=self.force_conflicts or None,
+            dry_run="All" if self.dry_run else None,
+            _content_type=APPLY_PATCH,
+            _preload_content=False,  # the raw answer: its status (201 created) and body
+        )
         stored = json.loads(response.data or b"{}")
-        old_version = (before or {}).get("metadata", {}).get("resourceVersion")
         if response.status == 201 or before is None:
             action = "created"
-        elif stored.get("metadata", {}).get("resourceVersion") == old_version:
+        elif _content(stored) == _content(before):  # a dry run answers the old resourceVersion: compare content
             action = "unchanged"
         else:
             action = "configured"
         return Result(kind, name, namespace, action + (" (server dry run)" if self.dry_run else ""), stored)
 
     def delete(self, kind: str, name: str, namespace: str) -> Result:
-        try:
-            self.api.delete_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURALS[kind],
-                name,
-                dry_run="All" if self.dry_run else None,
-                _request_timeout=TIMEOUT,
-            )
-        except ApiException as exc:
-            if exc.status != 404:  # already gone: nothing to prune
-                self._fail(exc, "delete %s %s in namespace %s" % (kind, name, namespace))
-        except urllib3.exceptions.HTTPError as exc:
-            self._fail(exc, "delete %s %s" % (kind, name))
+        doing = "delete %s %s in namespace %s" % (kind, name, namespace)
+        self._call(
+            doing,
+            self.api.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURALS[kind],
+            name,
+            dry_run="All" if self.dry_run else None,
+            missing_ok=True,  # deleted meanwhile: nothing to prune
+        )
         return Result(kind, name, namespace, "pruned" + (" (server dry run)" if self.dry_run else ""))
 
     def push(self, objects: list, prune: bool = False) -> list:
@@ -184,6 +194,14 @@ class Applier:
                     if (kind, namespace, name) not in keep:
                         results.append(self.delete(kind, name, namespace))
         return results
+
+
+def _content(obj: dict) -> dict:
+    """An object without the metadata the server keeps for itself (versions, field managers)."""
+    meta = {
+        k: v for k, v in obj.get("metadata", {}).items() if k not in ("resourceVersion", "generation", "managedFields")
+    }
+    return {**obj, "metadata": meta}
 
 
 def _body(exc: ApiException) -> dict:
@@ -206,3 +224,27 @@ def _short(reason) -> str:
         if marker in text:
             return marker
     return text.splitlines()[0][:200]
+
+
+CRDS = Path(__file__).parent / "manifests" / "crds.yaml"
+
+
+def install_crds(target: Target, timeout: float = 60) -> None:
+    """Apply the shipped Kubeless CRDs (server-side apply) and wait until the API serves them."""
+    extensions = client.ApiextensionsV1Api(target.api)
+    for crd in yaml.safe_load_all(CRDS.read_text()):
+        extensions.patch_custom_resource_definition(
+            crd["metadata"]["name"], crd, field_manager=FIELD_MANAGER, _content_type=APPLY_PATCH, _preload_content=False
+        )
+    api = client.CustomObjectsApi(target.api)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:  # served once each kind lists (a new CRD's storage answers 429 while it starts)
+            for plural in (p for k, p in PLURALS.items() if k != "KinesisTrigger"):
+                api.list_namespaced_custom_object(GROUP, VERSION, "default", plural, limit=1, _request_timeout=TIMEOUT)
+            return
+        except ApiException:
+            pass
+        if time.monotonic() > deadline:
+            raise UserError("the Kubeless CRDs were applied but are not served after %d s" % timeout)
+        time.sleep(0.2)
