@@ -14,6 +14,12 @@ if [ -x "$cache/kube-apiserver" ] && [ -x "$cache/etcd" ]; then
     exit 0
 fi
 command -v go >/dev/null 2>&1 || { echo "k8s-build: Go >= 1.24 is needed to build kube-apiserver" >&2; exit 2; }
+# Go >= 1.21 fetches the toolchain the module asks for by itself (GOTOOLCHAIN=auto); older Go cannot.
+minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [ -n "$minor" ] && [ "$minor" -lt 21 ]; then
+    echo "k8s-build: $(go env GOVERSION) is too old to build kube-apiserver $K8S_VERSION; install Go >= 1.24" >&2
+    exit 2
+fi
 mkdir -p "$cache"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
