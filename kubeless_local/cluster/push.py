@@ -1,5 +1,6 @@
 """`kubeless-local push`: the project's objects rendered, then applied to the cluster of a kubeconfig context."""
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -79,5 +80,10 @@ def wait_and_call(target: Target, function_results, timeout: float = WAIT_SECOND
         try:
             answer = core.connect_get_namespaced_service_proxy("%s:%s" % (result.name, port), result.namespace)
         except ApiException as exc:
-            raise UserError("Function %s: the call answered %s %s" % (result.name, exc.status, exc.reason)) from None
+            body = (exc.body or "").strip() if isinstance(exc.body, str) else ""
+            detail = (json.loads(body).get("message") if body.startswith("{") else body.splitlines()[0]) if body else ""
+            raise UserError(
+                "Function %s: the call answered %s %s%s"
+                % (result.name, exc.status, exc.reason, ": " + detail if detail else "")
+            ) from None
         yield result.name, answer

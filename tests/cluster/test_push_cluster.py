@@ -162,3 +162,41 @@ def test_triggers_are_applied_as_written(kubeless, namespace, project):
         "cors-enable": True,
     }
     assert get(kubeless, namespace, "tick", "CronJobTrigger")["spec"]["payload"] == {"a": [1, 2]}
+
+
+def test_wait_gives_up_on_a_deployment_that_never_comes(kubeless, namespace, project):
+    from kubeless_local.cluster import push as pusher
+    from kubeless_local.errors import UserError
+
+    (result,) = pusher.push(kubeless.target(), project, namespace)
+    with pytest.raises(UserError) as failed:
+        list(pusher.wait_and_call(kubeless.target(), [result], timeout=0.5, poll=0.1))
+    assert str(failed.value) == (
+        "Function hello: its Deployment is not available after 0 s; see `kubectl -n %s describe deployment hello`"
+        " and the Kubeless controller's logs" % namespace
+    )
+
+
+def test_wait_then_calls_through_the_service_proxy(kubeless, namespace, project):
+    """No kubelet runs: the Deployment's status is written by hand; the Service has no endpoint (no pod),
+    so the API server's proxy cannot route the call, which is what the call reports."""
+    from kubeless_local.cluster import push as pusher
+    from kubeless_local.errors import UserError
+
+    target = kubeless.target()
+    (result,) = pusher.push(target, project, namespace)
+    labels = {"function": "hello"}
+    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "hello", "image": "runtime"}]}}
+    deployment = {"metadata": {"name": "hello"}, "spec": {"selector": {"matchLabels": labels}, "template": pod}}
+    apps, core = client.AppsV1Api(target.api), client.CoreV1Api(target.api)
+    apps.create_namespaced_deployment(namespace, deployment)
+    apps.patch_namespaced_deployment_status(
+        "hello", namespace, {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}
+    )
+    port = {"name": "http-function-port", "port": 8080, "targetPort": 8080}
+    core.create_namespaced_service(
+        namespace, {"metadata": {"name": "hello"}, "spec": {"ports": [port], "selector": labels}}
+    )
+    with pytest.raises(UserError) as failed:
+        list(pusher.wait_and_call(target, [result], timeout=30, poll=0.1))
+    assert str(failed.value) == 'Function hello: the call answered 404 Not Found: services "hello" not found'
