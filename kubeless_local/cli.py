@@ -595,6 +595,10 @@ def runtime_ls(output):
     )
 
 
+def interactive():
+    return sys.stdin.isatty()
+
+
 @main.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @click.option("--context", help="Kubeconfig context (default: the current one).")
@@ -631,7 +635,7 @@ def push(path, context, namespace, dry_run, prune, wait, output, yes, force_conf
     target = pusher.target(context)
     if not target.is_local and not yes:
         where = "context %s (%s) is not a local cluster" % (target.context, target.server)
-        if not sys.stdin.isatty():
+        if not interactive():
             raise UserError("%s; pass --yes to push there" % where)
         click.confirm("%s. Push there?" % where.capitalize(), abort=True)
     results = pusher.push(

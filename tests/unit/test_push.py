@@ -106,6 +106,17 @@ def test_remote_context_without_yes_and_no_terminal_is_refused(project, tmp_path
     assert "s3cr3t" not in result.output
 
 
+def test_remote_context_asks_first_and_no_means_nothing_is_sent(project, tmp_path, monkeypatch):
+    server = "https://127.0.0.1:%d" % free_port()  # were anything sent, the push would fail as unreachable
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", [("prod", "")], "prod", server)))
+    monkeypatch.setattr(cli, "interactive", lambda: True)
+    result = push(str(project), stdin="n\n")
+    assert result.exit_code == 1
+    assert result.output == "Context prod (%s) is not a local cluster. Push there? [y/N]: n\nAborted!\n" % server
+    yes = push(str(project), stdin="y\n")
+    assert yes.exit_code == 2 and "cannot reach the API server of context prod" in yes.output
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
