@@ -8,6 +8,9 @@ from kubernetes.client.exceptions import ApiException
 from kubeless_local import cli
 from kubeless_local.cluster import apply
 
+# The first test may wait for a cold build of kube-apiserver and etcd (5-13 min; then cached).
+pytestmark = pytest.mark.timeout(1800)
+
 FUNCTION = """\
 apiVersion: kubeless.io/v1beta1
 kind: Function
@@ -200,3 +203,18 @@ def test_wait_then_calls_through_the_service_proxy(kubeless, namespace, project)
     with pytest.raises(UserError) as failed:
         list(pusher.wait_and_call(target, [result], timeout=30, poll=0.1))
     assert str(failed.value) == 'Function hello: the call answered 404 Not Found: services "hello" not found'
+
+
+def test_server_dry_run_reports_the_servers_validation_error(kubeless, namespace, project):
+    (project / "t.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: HTTPTrigger\nmetadata: {name: web}\n"
+        "spec: {function-name: hello, cors-enable: 'yes'}\n"
+    )
+    result = push(str(project), "-n", namespace, "--dry-run=server")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: context kind-test (https://127.0.0.1:")
+    # Server-side apply checks the CRD's schema types while it merges (the API server answers 500 for it).
+    assert "apply HTTPTrigger web in namespace %s failed (" % namespace in result.output
+    assert result.output.rstrip().endswith(".spec.cors-enable: expected boolean, got &{yes}")
+    with pytest.raises(ApiException):  # nothing stored, not even the valid Function
+        get(kubeless, namespace, "hello")
