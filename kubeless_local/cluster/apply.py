@@ -154,6 +154,7 @@ class Applier:
             _preload_content=False,  # the raw answer: its status (201 created) and body
         )
         stored = json.loads(response.data or b"{}")
+        stored.get("metadata", {}).pop("managedFields", None)  # bookkeeping, as `kubectl get -o yaml` hides it
         if response.status == 201 or before is None:
             action = "created"
         elif _content(stored) == _content(before):  # a dry run answers the old resourceVersion: compare content

@@ -1,6 +1,7 @@
 """`kubeless-local push` against a real kube-apiserver + etcd (tests/cluster/conftest.py)."""
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -218,3 +219,15 @@ def test_server_dry_run_reports_the_servers_validation_error(kubeless, namespace
     assert result.output.rstrip().endswith(".spec.cors-enable: expected boolean, got &{yes}")
     with pytest.raises(ApiException):  # nothing stored, not even the valid Function
         get(kubeless, namespace, "hello")
+
+
+def test_rejected_credentials_are_one_line_without_the_token(kubeless, project, tmp_path, monkeypatch):
+    config = yaml.safe_load(kubeless.kubeconfig.read_text())
+    config["users"][0]["user"]["token"] = "not-the-token"
+    (tmp_path / "kc").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
+    result = push(str(project))
+    assert result.exit_code == 2
+    assert result.output.startswith("error: context kind-test (https://127.0.0.1:")
+    assert result.output.endswith("): the API server did not accept the credentials (401 Unauthorized)\n")
+    assert "not-the-token" not in result.output
