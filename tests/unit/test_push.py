@@ -63,6 +63,14 @@ def test_client_dry_run_prints_the_yaml_and_contacts_no_server(project):
     assert obj["spec"]["function"] == "def hello(event, context):\n    return 'hi'\n"
 
 
+def test_dry_run_flag_before_the_path_keeps_the_path(project):
+    result = push("--dry-run", str(project))
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["kind"] == "Function"
+    bad = push("--dry-run=later", str(project))
+    assert bad.exit_code == 2 and "'later' is not one of 'none', 'client', 'server'" in bad.output
+
+
 def test_client_dry_run_json_and_namespace(project):
     result = push(str(project), "--dry-run=client", "-n", "prod", "-o", "json")
     assert result.exit_code == 0, result.output
