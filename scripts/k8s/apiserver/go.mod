@@ -1,4 +1,4 @@
-// Wrapper module to build kube-apiserver and etcd (scripts/k8s-up.sh) from the Go module proxy:
+// Wrapper module to build kube-apiserver and etcd (scripts/k8s-build.sh) from the Go module proxy:
 // k8s.io/kubernetes points its staging modules at ./staging, which a module download lacks, so each
 // is replaced by its published v0.34.4 (the list is the replace block of k8s.io/kubernetes' go.mod).
 module kubeless-local/k8s
