@@ -28,3 +28,6 @@ fi
 # tox brings what its envs need into their own virtualenvs (lint and type: the `lint` extra: ruff, mypy, stubs).
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore tox -e '.[test]'
 sh .ci/docker-setup.sh
+# kube-apiserver and etcd for tests/cluster, built once from the Go module proxy (cold: ~7 min on 2 cores;
+# cached under ~/.cache/kubeless-local/k8s, so this returns at once afterwards).
+sh scripts/k8s-build.sh >/dev/null

@@ -1,0 +1,185 @@
+"""The project's Kubeless objects as a cluster receives them (`kubeless-local push`).
+
+The inverse of the prepare pipeline's code layout (emulator/layout.py): a Function whose code is a
+local file or folder (annotation `local.kubeless.io/source`) gets it inline, as the Kubeless CLI
+sends it (contract §1): one UTF-8 file → `text`, any other file → `base64`, a folder → `base64+zip`,
+with `checksum: sha256:<hex>` of the artifact and `deps` from the deps file. Laying the rendered
+Function out again (`layout.layout_code`) gives the same files, byte for byte. Everything else in a
+manifest goes as written, minus the local-only annotations.
+"""
+
+import base64
+import copy
+import io
+import os
+import re
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from kubeless_local import spec as specs
+from kubeless_local.errors import UserError
+from kubeless_local.runtimes import RUNTIME_RE, Catalog
+from kubeless_local.spec import FunctionSpec, checksum_of
+
+LOCAL_ANNOTATION_PREFIX = "local.kubeless.io/"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kubeless-local"
+PROJECT_LABEL = "kubeless-local.io/project"  # which project applied it: what `push --prune` may delete
+CONFIGMAP_LIMIT = 1024 * 1024  # Kubeless keeps the code in a ConfigMap; the API server refuses more than 1 MiB
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same folder gives the same zip, so a re-push is a no-op
+
+
+def project_label(root: Path) -> str:
+    """The project label's value: the project folder's name as a label value (≤ 63 characters)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(root).resolve().name).strip("-_.")[:63].strip("-_.")
+    return name or "project"
+
+
+def dep_name_of(runtime: str, catalog: Optional[Catalog] = None) -> str:
+    """The runtime's dependency file name (requirements.txt, package.json…), or '' when unknown."""
+    match = RUNTIME_RE.match(runtime or "")
+    entries = (catalog or Catalog()).entries
+    entry = entries.get(match.group(1)) if match else None
+    return entry.dep_name if entry else ""
+
+
+def code_files(source: Path):
+    """(relative path, file) of what the local layout copies from a source folder (layout.copy_tree):
+    at the top, neither the skipped folders nor hidden names; below, not the skipped folders."""
+    ignored = shutil.ignore_patterns(*specs.SKIP_DIRS)
+    found = []
+    for folder, dirs, files in os.walk(source):
+        here = Path(folder)
+        top = here == source
+        names = set(ignored(folder, dirs + files))
+        keep = [n for n in dirs if n not in names and not (top and n.startswith("."))]
+        dirs[:] = sorted(keep)
+        for name in sorted(files):
+            if name in names or (top and name.startswith(".")):
+                continue
+            path = here / name
+            found.append((path.relative_to(source).as_posix(), path))
+    return found
+
+
+def zip_folder(source: Path) -> bytes:
+    """A deterministic zip of the folder's code: sorted entries, fixed times, the files' permission bits."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for rel, path in code_files(source):
+            info = zipfile.ZipInfo(rel, ZIP_DATE)
+            info.external_attr = (stat.S_IFREG | (path.stat().st_mode & 0o777)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def inline_code(fn: FunctionSpec, dep_name: str):
+    """(function, function-content-type, checksum, deps) of a Function's local code."""
+    source = fn.source
+    assert source is not None
+    deps = fn.deps
+    if source.is_dir():
+        data = zip_folder(source)
+        function, ctype = base64.b64encode(data).decode(), "base64+zip"
+        in_folder = source / dep_name if dep_name else None
+        if fn.deps_file is None and in_folder is not None and in_folder.is_file():
+            deps = in_folder.read_text()  # the prepare step copies the ConfigMap's deps over the folder's
+    else:
+        data = source.read_bytes()
+        try:
+            function, ctype = data.decode("utf-8"), "text"
+        except UnicodeDecodeError:
+            function, ctype = base64.b64encode(data).decode(), "base64"
+    if fn.deps_file is not None:
+        deps = fn.deps_file.read_text()
+    return function, ctype, checksum_of(data), deps
+
+
+def _labelled(doc: dict, namespace: str, project: str) -> dict:
+    meta = doc.setdefault("metadata", {})
+    meta["namespace"] = meta.get("namespace") or namespace  # a manifest's own namespace wins, as in kubectl
+    labels = meta.get("labels") or {}
+    meta["labels"] = {**labels, MANAGED_BY_LABEL: MANAGED_BY, PROJECT_LABEL: project}
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(LOCAL_ANNOTATION_PREFIX)
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    return doc
+
+
+def render_function(fn: FunctionSpec, namespace: str, project: str, catalog: Optional[Catalog] = None) -> dict:
+    doc = copy.deepcopy(fn.document)
+    spec = doc.setdefault("spec", {})
+    if fn.source is not None:
+        function, ctype, checksum, deps = inline_code(fn, dep_name_of(fn.runtime, catalog))
+        spec.update({"function": function, "function-content-type": ctype, "checksum": checksum, "deps": deps})
+    elif fn.deps_file is not None:
+        spec["deps"] = fn.deps_file.read_text()
+    if isinstance(spec.get("timeout"), (int, float)):
+        spec["timeout"] = str(spec["timeout"])  # the controller's Function type has a string; `timeout: 30` is a number
+    size = len(str(spec.get("function") or "").encode()) + len(str(spec.get("deps") or "").encode())
+    if size > CONFIGMAP_LIMIT:
+        raise UserError(
+            "%s: the code is %.1f MiB once encoded; Kubeless keeps it in a ConfigMap (1 MiB limit): make it smaller,"
+            " or host an archive and use function-content-type url+zip" % (fn.origin, size / CONFIGMAP_LIMIT)
+        )
+    return _labelled(doc, namespace, project)
+
+
+def not_emulated_documents(root: Path, ignore=()):
+    """NATSTrigger and KinesisTrigger documents (not run locally, so not in the loaded Manifests)."""
+    loader = specs.Loader(root, ignore)
+    found = []
+    for path in specs.manifest_files(loader.root, loader.ignore):
+        for doc in loader.documents(path)[0]:
+            items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and item.get("apiVersion") == specs.API_VERSION:
+                    found += [item] if item.get("kind") in specs.NOT_EMULATED else []
+    return found
+
+
+def render(manifests: specs.Manifests, namespace: str, project: str, extra=(), catalog=None) -> list:
+    """Every object to apply, Functions first, each a dict ready for server-side apply."""
+    catalog = catalog or Catalog()
+    objects = [render_function(fn, namespace, project, catalog) for fn in manifests.functions]
+    for trigger in [*manifests.http_triggers, *manifests.cron_triggers, *manifests.kafka_triggers, *extra]:
+        document = trigger if isinstance(trigger, dict) else trigger.document
+        objects.append(_labelled(copy.deepcopy(document), namespace, project))
+    return objects
+
+
+def render_project(root, namespace: str, project: Optional[str] = None, ignore=()) -> list:
+    root = Path(root)
+    manifests = specs.load(root, ignore)
+    if not manifests.functions:
+        raise UserError("%s: no Kubeless Function found to push" % root)
+    folder = root if root.is_dir() else root.parent
+    return render(manifests, namespace, project or project_label(folder), not_emulated_documents(root, ignore))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (code, deps) as literal blocks, so the YAML reads like the source."""
+
+
+def _string(dumper, value):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
+def to_yaml(objects: list) -> str:
+    return yaml.dump_all(
+        objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 20
+    )
