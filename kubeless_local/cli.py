@@ -637,7 +637,7 @@ def wait_for_outcome(client, source, topic, first, last, timeout):
     """Print each event's fate per subscriber as it is settled (and each retry as it happens); exit 1 when an
     event was dead-lettered or is not settled within `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    shown: dict = {}
+    shown = {}
     while True:
         outcome = client.outcome(topic, first, last, source)
         for seq, subscribers in sorted(outcome.items()):
@@ -787,7 +787,9 @@ def topic_replay(name, trigger, letter_id):
 
     count = AdminClient().replay(name, trigger, letter_id)["replayed"]
     if letter_id is not None and not count:
-        raise UserError("no dead letter %d waiting on topic %s; `kubeless-local topic ls` lists them" % (letter_id, name))
+        raise UserError(
+            "no dead letter %d waiting on topic %s; `kubeless-local topic ls` lists them" % (letter_id, name)
+        )
     click.echo("%d dead letter(s) of topic %s sent again" % (count, name))
 
 

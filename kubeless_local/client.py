@@ -65,7 +65,6 @@ class AdminClient:
             for raw in response:
                 yield json.loads(raw)
 
-
     def _json(self, path, method="GET", body=None, timeout=60):
         with self._get(path, method=method, body=body, timeout=timeout) as response:
             return json.loads(response.read())
@@ -100,7 +99,8 @@ class AdminClient:
         return {int(seq): subs for seq, subs in rows.items()}
 
     def replay(self, topic, trigger=None, letter_id=None):
-        return self._json("/api/topics/%s/replay" % quote(topic, safe=""), "POST", {"trigger": trigger, "id": letter_id})
+        body = {"trigger": trigger, "id": letter_id}
+        return self._json("/api/topics/%s/replay" % quote(topic, safe=""), "POST", body)
 
 
 def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, method=None, headers=None):

@@ -207,7 +207,9 @@ def _handler_for(admin):
                 try:
                     json.loads(data)
                 except ValueError as exc:
-                    raise UserError("the data is not valid JSON (%s) but the content type is %s" % (exc, content_type)) from None
+                    raise UserError(
+                        "the data is not valid JSON (%s) but the content type is %s" % (exc, content_type)
+                    ) from None
             count = body.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_EMIT_COUNT:
                 raise UserError("count must be a number from 1 to %d" % MAX_EMIT_COUNT)

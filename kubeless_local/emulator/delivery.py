@@ -12,7 +12,7 @@ failure of the function, so it costs no attempt.
 
 import http.client
 import threading
-import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from kubeless_local.errors import UserError
 from kubeless_local.events import envelope
 
 MAX_ATTEMPTS = 5
+MAX_IN_FLIGHT = 16  # events of one subscriber sent at once (the Kubeless controller sends each on a goroutine)
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds before retry n: doubles per failure
 COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
 RETRY_INFO_BODY = 200
@@ -54,11 +55,12 @@ def group_name(namespace, trigger, function, topic, source="kafka"):
 
 
 def load_settings(root):
-    """`kafka:` of <root>/.kubeless-local.yaml: max_attempts (default 5), retry_backoff (first wait, seconds)."""
+    """`kafka:` of <root>/.kubeless-local.yaml: max_attempts (default 5), retry_backoff (first wait, seconds),
+    max_in_flight (events of one subscriber sent at once; 1: strictly one after the other)."""
     import yaml
 
     path = Path(root) / ".kubeless-local.yaml"
-    settings = {"max_attempts": MAX_ATTEMPTS, "retry_backoff": BACKOFF_FIRST}
+    settings = {"max_attempts": MAX_ATTEMPTS, "retry_backoff": BACKOFF_FIRST, "max_in_flight": MAX_IN_FLIGHT}
     if not path.is_file():
         return settings
     try:
@@ -70,7 +72,7 @@ def load_settings(root):
         return settings
     if not isinstance(kafka, dict):
         raise UserError("%s: kafka must be a mapping, e.g. kafka: {max_attempts: 5}" % path)
-    for key, kind, low in (("max_attempts", int, 1), ("retry_backoff", float, 0)):
+    for key, kind, low in (("max_attempts", int, 1), ("retry_backoff", float, 0), ("max_in_flight", int, 1)):
         if key in kafka:
             value = kafka[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or kind(value) != value:
@@ -124,16 +126,21 @@ class Retry:
 
 
 class Subscriber(threading.Thread):
+    """Sends one subscription's events in topic order, up to `max_in_flight` at once (each on its own
+    keep-alive connection); its position moves past an event only once it and every earlier event is
+    settled (delivered, or dead-lettered), so a crash redelivers, never skips."""
+
     def __init__(self, dispatcher, subscription):
         super().__init__(daemon=True, name="deliver " + subscription.name)
         self.dispatcher, self.sub = dispatcher, subscription
         self.store = dispatcher.store
         self.stopping = threading.Event()
         self.wake = threading.Event()
-        self.retry = None  # Retry of the event being retried, or None
-        self.connection = None
-        self.connected_to = None
-        self.position = 0
+        self.retries = {}  # seq → Retry of the events in flight
+        self.local = threading.local()  # each sending thread's HTTP connection
+        self.connections = []
+        self.position = 0  # every event up to here is settled
+        self.pool = ThreadPoolExecutor(dispatcher.max_in_flight, thread_name_prefix="send " + subscription.name)
 
     def stop(self):
         self.stopping.set()
@@ -147,34 +154,63 @@ class Subscriber(threading.Thread):
                     self.wake.wait(1.0)  # an emit or a replay wakes it at once; the timeout is a safety net
                     self.wake.clear()
         finally:
-            self._close()
+            self.pool.shutdown(wait=True)
+            for connection in self.connections:
+                connection.close()
             self.store.close_thread()
 
     def _deliver_new(self):
-        events = self.store.events_after(self.sub.topic, self.sub.source, self.position, limit=500)
-        uncommitted = 0
-        for event in events:
-            ok, attempts, status, body = self._send_with_retries(event)
-            if ok is None:
-                break  # stopping
-            self.position = event.seq
-            if ok:
-                uncommitted += 1
-                if uncommitted >= COMMIT_EVERY:
-                    self.store.commit(self.sub.name, self.sub.topic, self.position)
-                    uncommitted = 0
-            else:
-                self.store.dead_letter(self.sub.name, self.sub.topic, event.seq, attempts, status, body)
+        """Send every stored event after the position; False when there was none."""
+        window = self.dispatcher.max_in_flight
+        pending = {}  # seq → (Event, Future), in topic order
+        fetched, uncommitted, any_event = self.position, 0, False
+        while not self.stopping.is_set():
+            events = []
+            if len(pending) < window:
+                events = self.store.events_after(self.sub.topic, self.sub.source, fetched, limit=window - len(pending))
+                for event in events:
+                    self.retries[event.seq] = Retry(event.seq)
+                    pending[event.seq] = (event, self.pool.submit(self._send_with_retries, event))
+                    fetched = event.seq
+                any_event = any_event or bool(events)
+            if not pending:
+                break
+            head = next(iter(pending))
+            if not events or len(pending) >= window:
+                wait([pending[head][1]], timeout=1.0)  # the window moves when its head is settled
+            while pending:  # settle the finished head of the window, in order
+                seq = next(iter(pending))
+                event, future = pending[seq]
+                if not future.done():
+                    break
+                ok, attempts, status, body = future.result()
+                if ok is None:
+                    pending.clear()  # stopping: what is not settled stays after the position
+                    break
+                del pending[seq]
+                self.retries.pop(seq, None)
+                if ok:
+                    self.position, uncommitted = seq, uncommitted + 1
+                else:
+                    self.store.dead_letter(self.sub.name, self.sub.topic, seq, attempts, status, body)
+                    self.position, uncommitted = seq, 0
+                    self._said_dead(event, attempts, status)
+            if uncommitted >= COMMIT_EVERY or (uncommitted and head not in pending):
+                self.store.commit(self.sub.name, self.sub.topic, self.position)
                 uncommitted = 0
-                self.dispatcher.say(
-                    self.sub.function,
-                    "event %s on topic %s dead-lettered after %d attempts (last answer %s); "
-                    "`kubeless-local topic replay %s` sends it again"
-                    % (event.event_id, self.sub.topic, attempts, status or "none", self.sub.topic),
-                )
         if uncommitted:
             self.store.commit(self.sub.name, self.sub.topic, self.position)
-        return bool(events)
+        for seq in [s for s in self.retries if s > self.position]:
+            self.retries.pop(seq, None)
+        return any_event
+
+    def _said_dead(self, event, attempts, status):
+        self.dispatcher.say(
+            self.sub.function,
+            "event %s on topic %s dead-lettered after %d attempts (last answer %s); "
+            "`kubeless-local topic replay %s` sends it again"
+            % (event.event_id, self.sub.topic, attempts, status or "none", self.sub.topic),
+        )
 
     def _replay_dead_letters(self):
         letters = self.store.replays(self.sub.name)
@@ -186,32 +222,30 @@ class Subscriber(threading.Thread):
                 self.store.replayed(letter_id)
             else:
                 self.store.dead_again(letter_id, attempts, status, body)
+                self._said_dead(event, attempts, status)
         return bool(letters)
 
     def _send_with_retries(self, event):
         """(ok, attempts, last status, last body); ok is None when stopping."""
-        self.retry = Retry(event.seq)
-        try:
-            while not self.stopping.is_set():
-                url = self._ready_url()
-                if url is None:
-                    continue
-                try:
-                    status, body = self._send(url, event)
-                except OSError:
-                    self._close()  # reloading or crashed: not the function's failure; wait until it is Ready
-                    self.stopping.wait(0.05)
-                    continue
-                if 200 <= status < 300:
-                    return True, self.retry.attempts + 1, status, body
-                self.retry.attempts += 1
-                self.retry.status, self.retry.body = status, body[:RETRY_INFO_BODY]
-                if self.retry.attempts >= self.dispatcher.max_attempts:
-                    return False, self.retry.attempts, status, body
-                self.stopping.wait(self.dispatcher.backoff(self.retry.attempts))
-            return None, 0, 0, ""
-        finally:
-            self.retry = None
+        retry = self.retries.get(event.seq) or Retry(event.seq)
+        while not self.stopping.is_set():
+            url = self._ready_url()
+            if url is None:
+                continue
+            try:
+                status, body = self._send(url, event)
+            except OSError:
+                self._close()  # reloading or crashed: not the function's failure; wait until it is Ready
+                self.stopping.wait(0.05)
+                continue
+            if 200 <= status < 300:
+                return True, retry.attempts + 1, status, body
+            retry.attempts += 1
+            retry.status, retry.body = status, body[:RETRY_INFO_BODY]
+            if retry.attempts >= self.dispatcher.max_attempts:
+                return False, retry.attempts, status, body
+            self.stopping.wait(self.dispatcher.backoff(retry.attempts))
+        return None, 0, 0, ""
 
     def _ready_url(self):
         instance = self.dispatcher.supervisor.instances.get(self.sub.function)
@@ -224,18 +258,20 @@ class Subscriber(threading.Thread):
         return instance.url
 
     def _send(self, url, event):
-        if self.connection is None or self.connected_to != url:
+        connection = getattr(self.local, "connection", None)
+        if connection is None or getattr(self.local, "url", None) != url:
             self._close()
             parts = urlsplit(url)
             timeout = self.dispatcher.timeout_of(self.sub.function)
-            self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-            self.connected_to = url
+            connection = self.local.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+            self.local.url = url
+            self.connections.append(connection)
         method, headers, body = envelope(
             event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
         )
         try:
-            self.connection.request(method, "/", body=body, headers=headers)
-            response = self.connection.getresponse()
+            connection.request(method, "/", body=body, headers=headers)
+            response = connection.getresponse()
             answer = response.read()
         except (OSError, http.client.HTTPException) as exc:
             self._close()
@@ -245,21 +281,30 @@ class Subscriber(threading.Thread):
         return response.status, answer.decode("utf-8", "replace")
 
     def _close(self):
-        if self.connection is not None:
-            self.connection.close()
-        self.connection = None
+        connection = getattr(self.local, "connection", None)
+        if connection is not None:
+            connection.close()
+        self.local.connection = None
 
 
 class Dispatcher:
     """Runs one Subscriber per subscription of the project's triggers; `update(manifests)` on every reload."""
 
-    def __init__(self, store, supervisor, logs=None, max_attempts=MAX_ATTEMPTS, retry_backoff=BACKOFF_FIRST):
+    def __init__(
+        self,
+        store,
+        supervisor,
+        logs=None,
+        max_attempts=MAX_ATTEMPTS,
+        retry_backoff=BACKOFF_FIRST,
+        max_in_flight=MAX_IN_FLIGHT,
+    ):
         self.store, self.supervisor = store, supervisor
         self.logs = logs if logs is not None else supervisor.logs
-        self.max_attempts, self.retry_backoff = max_attempts, retry_backoff
-        self.subscribers: dict = {}  # group name → Subscriber
-        self.triggers: dict = {}  # (kind, name) → trigger
-        self.warned: set = set()
+        self.max_attempts, self.retry_backoff, self.max_in_flight = max_attempts, retry_backoff, max_in_flight
+        self.subscribers = {}  # group name → Subscriber
+        self.triggers = {}  # (kind, name) → trigger
+        self.warned = set()
         self.lock = threading.Lock()
 
     def say(self, name, text):
@@ -284,7 +329,8 @@ class Dispatcher:
                 self.say("dev", warning)
         with self.lock:
             self.triggers = {
-                (type(t).__name__, t.name): t for t in manifests.kafka_triggers + getattr(manifests, "nats_triggers", [])
+                (type(t).__name__, t.name): t
+                for t in manifests.kafka_triggers + getattr(manifests, "nats_triggers", [])
             }
             for trigger in self.triggers.values():
                 self.store.create(trigger.topic)
@@ -309,7 +355,9 @@ class Dispatcher:
     def _subscribers_of(self, topic, source=None):
         with self.lock:
             return [
-                s for s in self.subscribers.values() if s.sub.topic == topic and (source is None or s.sub.source == source)
+                s
+                for s in self.subscribers.values()
+                if s.sub.topic == topic and (source is None or s.sub.source == source)
             ]
 
     # ------------------------------------------------------------ what the admin API offers
@@ -325,18 +373,19 @@ class Dispatcher:
     def outcome(self, topic, source, seqs):
         """{seq: {subscriber: delivered | dead-lettered | retrying (…) | pending}} of emitted events."""
         seqs = list(seqs)
-        result: dict = {seq: {} for seq in seqs}
+        result = {seq: {} for seq in seqs}
         for subscriber in self._subscribers_of(topic, source):
             name = subscriber.sub.name
             position = subscriber.position
             dead = self.store.dead_seqs(name, seqs[0], seqs[-1]) if seqs else set()
-            retry = subscriber.retry
+            retries = dict(subscriber.retries)
             for seq in seqs:
                 if seq in dead:
                     result[seq][name] = "dead-lettered"
                 elif seq <= position:
                     result[seq][name] = "delivered"
-                elif retry is not None and retry.seq == seq and retry.attempts:
+                elif seq in retries and retries[seq].attempts:
+                    retry = retries[seq]
                     result[seq][name] = "retrying (attempt %d failed with %d)" % (retry.attempts, retry.status)
                 else:
                     result[seq][name] = "pending"
@@ -390,7 +439,9 @@ class Dispatcher:
                     "name": topic,
                     "events": self.store.count(topic),
                     "subscribers": subs,
-                    "dead_letters": [dict(d, function=self._function_of(d["subscriber"])) for d in letters if d["topic"] == topic],
+                    "dead_letters": [
+                        dict(d, function=self._function_of(d["subscriber"])) for d in letters if d["topic"] == topic
+                    ],
                 }
             )
         return rows
@@ -403,7 +454,7 @@ class Dispatcher:
 
     def dead_letter_counts(self):
         """{function: dead letters waiting}, for `ls`."""
-        counts: dict = {}
+        counts = {}
         for letter in self.store.dead_letters():
             function = self._function_of(letter["subscriber"])
             counts[function] = counts.get(function, 0) + 1

@@ -10,8 +10,7 @@ import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends
-from kubeless_local.emulator import delivery
+from kubeless_local.emulator import backends, delivery
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested

@@ -73,7 +73,7 @@ class TopicStore:
     def __init__(self, state_dir):
         self.path = Path(state_dir) / FILENAME
         self.local = threading.local()
-        self.connections: list = []
+        self.connections = []
         self.lock = threading.Lock()
         self.db.executescript(SCHEMA)
 
@@ -238,7 +238,7 @@ class TopicStore:
             "SELECT d.id, d.subscriber, d.topic, d.seq, d.attempts, d.status, d.body, d.at, d.replay, "
             "e.event_id, e.event_time FROM dead_letters d JOIN events e ON e.seq = d.seq"
         )
-        args: tuple = ()
+        args = ()
         if topic is not None:
             query += " WHERE d.topic = ?"
             args = (topic,)
