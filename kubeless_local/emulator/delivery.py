@@ -11,7 +11,9 @@ failure of the function, so it costs no attempt.
 """
 
 import http.client
+import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ MAX_IN_FLIGHT = 16  # events of one subscriber sent at once (the Kubeless contro
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds before retry n: doubles per failure
 COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
 RETRY_INFO_BODY = 200
+STOP_TIMEOUT = 5.0  # seconds `dev` waits for subscribers to commit their positions when it stops
 
 
 def selector_matches(labels, match_labels, expressions=()):
@@ -150,11 +153,15 @@ class Subscriber(threading.Thread):
         try:
             self.position = self.store.position(self.sub.name, self.sub.topic)
             while not self.stopping.is_set():
+                self.wake.clear()  # before looking: an emit from now on wakes the wait below
                 if not self._replay_dead_letters() and not self._deliver_new():
-                    self.wake.wait(1.0)  # an emit or a replay wakes it at once; the timeout is a safety net
-                    self.wake.clear()
+                    self.wake.wait(1.0)  # the timeout is a safety net
+        except sqlite3.ProgrammingError:
+            if not self.stopping.is_set():
+                raise  # the store closed under a subscriber that is stopping (`dev` ends): nothing to save
         finally:
-            self.pool.shutdown(wait=True)
+            # A call still in flight is abandoned: its event is after the position, so it is sent again.
+            self.pool.shutdown(wait=False, cancel_futures=True)
             for connection in self.connections:
                 connection.close()
             self.store.close_thread()
@@ -349,8 +356,9 @@ class Dispatcher:
             self.subscribers.clear()
         for subscriber in subscribers:
             subscriber.stop()
+        deadline = time.monotonic() + STOP_TIMEOUT
         for subscriber in subscribers:
-            subscriber.join(timeout=5)
+            subscriber.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _subscribers_of(self, topic, source=None):
         with self.lock:
