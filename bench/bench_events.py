@@ -75,7 +75,8 @@ def main():
     args = parser.parse_args()
     n = args.events
     tmp = Path(tempfile.mkdtemp(prefix="kl-bench-events-"))
-    seen = tmp / "seen.txt"
+    outside = Path(tempfile.mkdtemp(prefix="kl-bench-seen-"))  # not in the watched project: no reload checks
+    seen = outside / "seen.txt"
     (tmp / "handler.py").write_text(HANDLER)
     (tmp / "function.yaml").write_text(MANIFEST % seen)
     dev = subprocess.Popen(
@@ -138,6 +139,7 @@ def main():
             dev.kill()
             dev.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(outside, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,13 @@ spec: {topic: lonely, functionSelector: {matchLabels: {app: nobody}}}
 NEVER = "lambda data: False"
 
 
+def calls_file(tmp_path):
+    """Beside the project, not in it: the function's writes are no file changes `dev` has to look at."""
+    return tmp_path.with_name(tmp_path.name + ".calls.jsonl")
+
+
 def project(tmp_path, fail=NEVER, settings=""):
-    (tmp_path / "handler.py").write_text(HANDLER % (fail, str(tmp_path / "calls.jsonl")))
+    (tmp_path / "handler.py").write_text(HANDLER % (fail, str(calls_file(tmp_path))))
     (tmp_path / "function.yaml").write_text(MANIFEST)
     if settings:
         (tmp_path / ".kubeless-local.yaml").write_text(settings)
@@ -71,7 +76,7 @@ def project(tmp_path, fail=NEVER, settings=""):
 
 def calls(tmp_path):
     try:
-        lines = (tmp_path / "calls.jsonl").read_text().splitlines()
+        lines = calls_file(tmp_path).read_text().splitlines()
     except FileNotFoundError:
         return []
     return [json.loads(line) for line in lines if line.endswith("}")]
@@ -221,7 +226,7 @@ def test_a_function_failing_every_10th_event_gets_every_event_delivered_or_dead_
     # --wait says what happened; then the function is fixed (hot reload) and the dead letters replayed.
     result = cli("emit", "kafka", "--topic", "orders", "--data", "200", "--wait", cwd=tmp_path)
     assert result.returncode == 1 and re.search(r"#\d+ default_orders_sink_orders: dead-lettered", result.stdout)
-    (tmp_path / "handler.py").write_text(HANDLER % (NEVER, str(tmp_path / "calls.jsonl")))
+    (tmp_path / "handler.py").write_text(HANDLER % (NEVER, str(calls_file(tmp_path))))
     wait_until(lambda: "reloaded" in cli("logs", "sink", cwd=tmp_path).stdout, what="the fixed handler reloaded")
     first_ids = {c["data"]: {k.lower(): v for k, v in c["headers"].items()}["event-id"] for c in calls(tmp_path)}
     result = cli("topic", "replay", "orders", cwd=tmp_path, check=True)
