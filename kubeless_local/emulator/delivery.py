@@ -150,6 +150,7 @@ class Subscriber(threading.Thread):
         self.wake.set()
 
     def run(self):
+        self.store.attach()
         try:
             self.position = self.store.position(self.sub.name, self.sub.topic)
             while not self.stopping.is_set():
@@ -164,7 +165,7 @@ class Subscriber(threading.Thread):
             self.pool.shutdown(wait=False, cancel_futures=True)
             for connection in self.connections:
                 connection.close()
-            self.store.close_thread()
+            self.store.detach()
 
     def _deliver_new(self):
         """Send every stored event after the position; False when there was none."""

@@ -11,6 +11,7 @@ redelivers (at-least-once), never loses.
 SQLite connections are per thread (`threading.local`); WAL lets the dispatcher read while `emit` writes.
 """
 
+import functools
 import sqlite3
 import threading
 import time
@@ -69,28 +70,50 @@ class Event:
 EVENT_COLUMNS = "seq, topic, source, data, event_id, event_time"
 
 
+def serialized(method):
+    """Run a store method on the calling thread's own connection (a subscriber's), else on the shared one,
+    holding its lock for the whole method (a transaction is several statements)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if getattr(self.local, "db", None) is not None:
+            return method(self, *args, **kwargs)
+        with self.shared_lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class TopicStore:
+    """Long-lived threads (subscribers) `attach()` a connection of their own; every other caller (the admin
+    API's request threads, the watcher's reloads) shares one, so short-lived threads leak no connections."""
+
     def __init__(self, state_dir):
         self.path = Path(state_dir) / FILENAME
         self.local = threading.local()
-        self.connections = []
         self.lock = threading.Lock()
-        self.db.executescript(SCHEMA)
+        self.shared_lock = threading.RLock()
+        self.shared = self._connect()
+        self.connections = [self.shared]
+        self.shared.executescript(SCHEMA)
+
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     @property
     def db(self):
-        db = getattr(self.local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self.local.db = db
-            with self.lock:
-                self.connections.append(db)
-        return db
+        return getattr(self.local, "db", None) or self.shared
 
-    def close_thread(self):
-        """Close the calling thread's connection (a thread that ends)."""
+    def attach(self):
+        """Give the calling thread a connection of its own (it reads while others write); `detach()` at its end."""
+        db = self.local.db = self._connect()
+        with self.lock:
+            self.connections.append(db)
+
+    def detach(self):
         db = getattr(self.local, "db", None)
         if db is not None:
             with self.lock:
@@ -100,29 +123,32 @@ class TopicStore:
             self.local.db = None
 
     def close(self):
-        with self.lock:
+        with self.lock, self.shared_lock:
             for db in self.connections:
                 try:
                     db.close()
                 except sqlite3.ProgrammingError:
                     pass  # closed from another thread's side already
             self.connections.clear()
-        self.local = threading.local()
 
     # ------------------------------------------------------------ topics
 
+    @serialized
     def topics(self):
         return [row[0] for row in self.db.execute("SELECT name FROM topics ORDER BY name")]
 
+    @serialized
     def exists(self, name):
         return self.db.execute("SELECT 1 FROM topics WHERE name = ?", (name,)).fetchone() is not None
 
+    @serialized
     def create(self, name):
         """Create a topic (no-op when it exists); True when it was new."""
         check_topic_name(name)
         cursor = self.db.execute("INSERT OR IGNORE INTO topics VALUES (?, ?)", (name, time.time()))
         return cursor.rowcount == 1
 
+    @serialized
     def delete(self, name):
         """Drop a topic with its events, positions and dead letters."""
         if not self.exists(name):
@@ -140,6 +166,7 @@ class TopicStore:
 
     # ------------------------------------------------------------ events
 
+    @serialized
     def append(self, topic, source, datas):
         """Store events (one per item of `datas`, bytes), each with its own event-id and event-time; returns
         their sequence numbers once they are on disk (fsync'd)."""
@@ -168,6 +195,7 @@ class TopicStore:
             db.execute("PRAGMA synchronous=NORMAL")
         return seqs
 
+    @serialized
     def events_after(self, topic, source, seq, limit=100):
         rows = self.db.execute(
             "SELECT %s FROM events WHERE topic = ? AND source = ? AND seq > ? ORDER BY seq LIMIT ?" % EVENT_COLUMNS,
@@ -175,10 +203,12 @@ class TopicStore:
         )
         return [Event(*row) for row in rows]
 
+    @serialized
     def event(self, seq):
         row = self.db.execute("SELECT %s FROM events WHERE seq = ?" % EVENT_COLUMNS, (seq,)).fetchone()
         return Event(*row) if row else None
 
+    @serialized
     def count(self, topic, source=None):
         if source is None:
             return self.db.execute("SELECT COUNT(*) FROM events WHERE topic = ?", (topic,)).fetchone()[0]
@@ -186,34 +216,40 @@ class TopicStore:
             "SELECT COUNT(*) FROM events WHERE topic = ? AND source = ?", (topic, source)
         ).fetchone()[0]
 
+    @serialized
     def count_after(self, topic, source, seq):
         return self.db.execute(
             "SELECT COUNT(*) FROM events WHERE topic = ? AND source = ? AND seq > ?", (topic, source, seq)
         ).fetchone()[0]
 
+    @serialized
     def last_seq(self, topic, source):
         row = self.db.execute("SELECT MAX(seq) FROM events WHERE topic = ? AND source = ?", (topic, source)).fetchone()
         return row[0] or 0
 
     # ------------------------------------------------------------ subscribers
 
+    @serialized
     def position(self, subscriber, topic):
         """The last event `subscriber` consumed; a new subscriber starts at the topic's beginning, so events
         emitted before its function (or `dev`) started are delivered."""
         row = self.db.execute("SELECT seq FROM positions WHERE subscriber = ?", (subscriber,)).fetchone()
         return row[0] if row else 0
 
+    @serialized
     def commit(self, subscriber, topic, seq):
         self.db.execute(
             "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (subscriber) DO UPDATE SET seq = excluded.seq",
             (subscriber, topic, seq),
         )
 
+    @serialized
     def positions(self):
         return {row[0]: (row[1], row[2]) for row in self.db.execute("SELECT subscriber, topic, seq FROM positions")}
 
     # ------------------------------------------------------------ dead letters
 
+    @serialized
     def dead_letter(self, subscriber, topic, seq, attempts, status, body):
         """Park an event that failed `attempts` times and move the subscriber past it, in one transaction."""
         db = self.db
@@ -233,6 +269,7 @@ class TopicStore:
             db.execute("ROLLBACK")
             raise
 
+    @serialized
     def dead_letters(self, topic=None):
         query = (
             "SELECT d.id, d.subscriber, d.topic, d.seq, d.attempts, d.status, d.body, d.at, d.replay, "
@@ -249,6 +286,7 @@ class TopicStore:
             row["event_time"] = row.pop("time")
         return rows
 
+    @serialized
     def replay(self, topic, subscribers=None, letter_id=None):
         """Mark dead letters of `topic` (all, those of `subscribers`, or one id) to be sent again; returns how many."""
         query, args = "UPDATE dead_letters SET replay = 1 WHERE topic = ? AND replay = 0", [topic]
@@ -260,6 +298,7 @@ class TopicStore:
             args.append(letter_id)
         return self.db.execute(query, args).rowcount
 
+    @serialized
     def replays(self, subscriber, limit=100):
         """(dead letter id, Event) the subscriber must send again, oldest first."""
         rows = self.db.execute(
@@ -270,16 +309,19 @@ class TopicStore:
         )
         return [(row[0], Event(*row[1:])) for row in rows]
 
+    @serialized
     def replayed(self, letter_id):
         """A replayed dead letter was delivered: it is gone."""
         self.db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
 
+    @serialized
     def dead_again(self, letter_id, attempts, status, body):
         self.db.execute(
             "UPDATE dead_letters SET replay = 0, attempts = ?, status = ?, body = ?, at = ? WHERE id = ?",
             (attempts, status, body[:MAX_BODY], time.time(), letter_id),
         )
 
+    @serialized
     def dead_seqs(self, subscriber, first, last):
         """Which events from `first` to `last` are dead letters of `subscriber` (waiting, not being replayed)."""
         rows = self.db.execute(

@@ -138,3 +138,26 @@ def test_settings_from_the_project_file(tmp_path):
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: 3\n")
     with pytest.raises(UserError, match="kafka must be a mapping"):
         delivery.load_settings(tmp_path)
+
+
+def test_short_lived_threads_share_one_connection_and_subscribers_get_their_own(store):
+    """The admin API answers each request on a new thread: a connection each would leak file descriptors."""
+    import threading
+
+    threads = [threading.Thread(target=store.append, args=("orders", "kafka", [b"x"])) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.count("orders") == 20 and len(store.connections) == 1
+    seen = []
+
+    def subscriber():
+        store.attach()
+        seen.append((len(store.connections), len(store.events_after("orders", "kafka", 0))))
+        store.detach()
+
+    thread = threading.Thread(target=subscriber)
+    thread.start()
+    thread.join()
+    assert seen == [(2, 20)] and len(store.connections) == 1
