@@ -311,6 +311,7 @@ class Dispatcher:
         self.logs = logs if logs is not None else supervisor.logs
         self.max_attempts, self.retry_backoff, self.max_in_flight = max_attempts, retry_backoff, max_in_flight
         self.subscribers = {}  # group name → Subscriber
+        self.retired = {}  # group name → Subscriber stopped by a reload (may still be finishing)
         self.triggers = {}  # (kind, name) → trigger
         self.warned = set()
         self.lock = threading.Lock()
@@ -345,9 +346,13 @@ class Dispatcher:
             wanted_by_name = {sub.name: sub for sub in wanted}
             for name in list(self.subscribers):
                 if name not in wanted_by_name:
-                    self.subscribers.pop(name).stop()
+                    self.retired[name] = self.subscribers.pop(name)
+                    self.retired[name].stop()
             for name, sub in wanted_by_name.items():
                 if name not in self.subscribers:
+                    old = self.retired.pop(name, None)
+                    if old is not None:
+                        old.join(STOP_TIMEOUT)  # back again: it resumes from the position the old one commits
                     subscriber = self.subscribers[name] = Subscriber(self, sub)
                     subscriber.start()
 

@@ -250,3 +250,19 @@ def test_selectors_that_match_nothing_warn_and_removed_triggers_stop(world):
     assert dispatcher.subscribers == {}
     dispatcher.delete("orders")
     assert dispatcher.store.topics() == []
+
+
+def test_a_subscription_that_comes_back_resumes_after_the_old_one_without_resending(world):
+    dispatcher, function, _ = world
+    with_trigger = specs.Manifests(functions=[fn()], kafka_triggers=[trigger()])
+    dispatcher.update(with_trigger)
+    dispatcher.emit("orders", "kafka", [b"1", b"2"])
+    function.wait_calls(2)
+    old = dispatcher.subscribers["default_orders_hello_orders"]
+    dispatcher.update(specs.Manifests(functions=[fn()]))  # the trigger is removed…
+    dispatcher.update(with_trigger)  # …and saved back at once
+    assert not old.is_alive() and dispatcher.subscribers["default_orders_hello_orders"] is not old
+    dispatcher.emit("orders", "kafka", [b"3"])
+    function.wait_calls(3)
+    time.sleep(0.2)
+    assert [c[2] for c in function.calls] == [b"1", b"2", b"3"]
