@@ -121,7 +121,7 @@ def test_nats_triggers_get_nats_messages_with_the_nats_envelope(world):
     dispatcher.emit("orders", "nats", [b"n1"])
     (call,) = function.wait_calls(1)
     assert call[1]["event-namespace"] == "natstriggers.kubeless.io" and "event-topic" not in call[1]
-    time.sleep(0.2)  # the Kafka subscriber on the same topic must not get it
+    time.sleep(0.1)  # the Kafka subscriber on the same topic must not get it
     assert len(function.calls) == 1
 
 
@@ -171,7 +171,7 @@ def test_events_wait_for_a_function_that_is_not_ready_without_using_attempts(wor
     instance.set_state(State.CRASHED, "down")
     dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
     dispatcher.emit("orders", "kafka", [b"while down"])
-    time.sleep(0.3)
+    time.sleep(0.1)
     assert function.calls == []
     instance.set_state(State.READY)
     assert function.wait_calls(1)[0][2] == b"while down"
@@ -182,7 +182,7 @@ def test_a_function_that_does_not_answer_costs_no_attempt(world):
     function.close()  # Ready on paper, nothing listens (reloading)
     dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
     dispatcher.emit("orders", "kafka", [b"x"])
-    time.sleep(0.4)  # several connection attempts at 0.05 s, fewer than max_attempts would allow
+    time.sleep(0.2)  # connection attempts every 0.05 s: more than max_attempts (3), were they counted
     assert dispatcher.store.dead_letters() == []
     again = FakeFunction()
     try:
@@ -204,7 +204,7 @@ def test_a_restarted_dispatcher_resumes_after_the_last_committed_event(world, tm
     try:
         again.update(manifests)
         calls = function.wait_calls(3)
-        time.sleep(0.2)
+        time.sleep(0.1)
         assert [c[2] for c in function.calls] == [b"1", b"2", b"3"]
         assert len(calls) == 3
     finally:
@@ -264,5 +264,5 @@ def test_a_subscription_that_comes_back_resumes_after_the_old_one_without_resend
     assert not old.is_alive() and dispatcher.subscribers["default_orders_hello_orders"] is not old
     dispatcher.emit("orders", "kafka", [b"3"])
     function.wait_calls(3)
-    time.sleep(0.2)
+    time.sleep(0.1)
     assert [c[2] for c in function.calls] == [b"1", b"2", b"3"]
