@@ -183,9 +183,8 @@ class Subscriber(threading.Thread):
                 any_event = any_event or bool(events)
             if not pending:
                 break
-            head = next(iter(pending))
             if not events or len(pending) >= window:
-                wait([pending[head][1]], timeout=1.0)  # the window moves when its head is settled
+                wait([next(iter(pending.values()))[1]], timeout=1.0)  # the window moves when its head is settled
             while pending:  # settle the finished head of the window, in order
                 seq = next(iter(pending))
                 event, future = pending[seq]
@@ -203,7 +202,7 @@ class Subscriber(threading.Thread):
                     self.store.dead_letter(self.sub.name, self.sub.topic, seq, attempts, status, body)
                     self.position, uncommitted = seq, 0
                     self._said_dead(event, attempts, status)
-            if uncommitted >= COMMIT_EVERY or (uncommitted and head not in pending):
+            if uncommitted >= COMMIT_EVERY:  # and when the topic is drained, below
                 self.store.commit(self.sub.name, self.sub.topic, self.position)
                 uncommitted = 0
         if uncommitted:
