@@ -436,6 +436,11 @@ def list_functions(output):
     for row in rows:
         if row["error"]:
             click.echo("%s: %s" % (click.style(row["name"], bold=True), headline(row["error"])))
+        if row.get("dead_letters"):
+            click.echo(
+                "%s: %d dead-lettered event(s); `kubeless-local topic ls` shows them"
+                % (click.style(row["name"], bold=True), row["dead_letters"])
+            )
 
 
 def timestamp(seconds):
@@ -667,6 +672,199 @@ def push(path, context, namespace, dry_run_flag, dry_run, prune, wait, output, y
         functions = [r for r in results if r.kind == "Function" and r.object]
         for name, answer in pusher.wait_and_call(target, functions):
             click.echo("%s: %s" % (name, answer))
+
+
+# ---------------------------------------------------------------- events: emit, topic (embedded topics)
+
+
+def read_event_data(data):
+    """(data, content type implied): `--data TEXT`, or `--data @FILE` (bytes; a .json file is JSON)."""
+    if not data.startswith("@"):
+        return data, None
+    path = Path(data[1:])
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise UserError("--data %s: cannot read the file (%s)" % (data, exc.strerror or exc)) from None
+    return content, "application/json" if path.suffix == ".json" else None
+
+
+def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, content_type=None):
+    from kubeless_local.emulator import AdminClient
+
+    data, implied = read_event_data(data)
+    client = AdminClient()
+    result = client.emit(topic, data, source=source, count=count, content_type=content_type or implied)
+    first, last = result["first"], result["last"]
+    click.echo("%d event(s) stored on topic %s (#%d-#%d)" % (last - first + 1, topic, first, last))
+    if not result["subscribers"]:
+        click.echo("warning: no %s trigger subscribes to topic %s; stored until one does" % (source, topic), err=True)
+        return
+    if wait:
+        wait_for_outcome(client, source, topic, first, last, wait_timeout)
+
+
+FINAL = ("delivered", "dead-lettered")
+
+
+def wait_for_outcome(client, source, topic, first, last, timeout):
+    """Print each event's fate per subscriber as it is settled (and each retry as it happens); exit 1 when an
+    event was dead-lettered or is not settled within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    shown = {}
+    while True:
+        outcome = client.outcome(topic, first, last, source)
+        for seq, subscribers in sorted(outcome.items()):
+            for name, state in sorted(subscribers.items()):
+                if state != "pending" and shown.get((seq, name)) != state:
+                    shown[(seq, name)] = state
+                    click.echo("#%d %s: %s" % (seq, name, state))
+        states = [state for subscribers in outcome.values() for state in subscribers.values()]
+        if all(state in FINAL for state in states):
+            break
+        if time.monotonic() > deadline:
+            raise_exit("%d event(s) not settled within %.0f s" % (sum(s not in FINAL for s in states), timeout), 1)
+        time.sleep(0.1)
+    dead = sum(state == "dead-lettered" for state in states)
+    if dead:
+        raise_exit("%d event(s) dead-lettered; `kubeless-local topic ls` shows them" % dead, 1)
+
+
+topic_option = click.option("--topic", required=True, help="Topic name.")
+data_option = click.option("--data", required=True, help="Event data: text (a JSON object is sent as JSON) or @FILE.")
+wait_options = [
+    click.option("--wait", is_flag=True, help="Print what happens to each event (delivered, retrying, dead-lettered)."),
+    click.option("--wait-timeout", type=float, default=60.0, show_default=True, help="Seconds --wait waits at most."),
+    click.option("--content-type", help="application/json: refuse data that is not valid JSON before storing it."),
+]
+
+
+def with_options(options):
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+@main.group()
+def emit():
+    """Send events to the running dev's triggers (embedded topics)."""
+
+
+@emit.command(name="kafka")
+@topic_option
+@data_option
+@click.option("--count", type=click.IntRange(1, 1_000_000), default=1, show_default=True, help="Send it N times.")
+@with_options(wait_options)
+@user_errors
+def emit_kafka(topic, data, count, wait, wait_timeout, content_type):
+    """Publish a Kafka message to TOPIC: every KafkaTrigger on it delivers it to its functions."""
+    emit_events("kafka", topic, data, count, wait, wait_timeout, content_type)
+
+
+@emit.command(name="nats")
+@topic_option
+@data_option
+@click.option("--count", type=click.IntRange(1, 1_000_000), default=1, show_default=True, help="Send it N times.")
+@with_options(wait_options)
+@user_errors
+def emit_nats(topic, data, count, wait, wait_timeout, content_type):
+    """Publish a NATS message to TOPIC: every NATSTrigger on it delivers it to its functions."""
+    emit_events("nats", topic, data, count, wait, wait_timeout, content_type)
+
+
+@main.group()
+def topic():
+    """The running dev's embedded topics (as `kubeless topic`)."""
+
+
+@topic.command(name="ls")
+@json_option
+@user_errors
+def topic_ls(output):
+    """Topics, their subscribers (position, lag) and dead letters."""
+    from kubeless_local.emulator import AdminClient
+
+    rows = AdminClient().topics()
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    print_table(
+        rows,
+        [
+            ("TOPIC", lambda r: r["name"]),
+            ("EVENTS", lambda r: str(r["events"])),
+            ("SUBSCRIBERS", lambda r: ", ".join(s["name"] for s in r["subscribers"]) or "-"),
+            ("LAG", lambda r: str(sum(s["lag"] for s in r["subscribers"]))),
+            ("DEAD", lambda r: str(len(r["dead_letters"]))),
+        ],
+    )
+    letters = [letter for row in rows for letter in row["dead_letters"]]
+    if letters:
+        click.echo("\nDead letters (`kubeless-local topic replay TOPIC [--id ID]` sends them again):")
+        print_table(
+            letters,
+            [
+                ("ID", lambda d: str(d["id"])),
+                ("TOPIC", lambda d: d["topic"]),
+                ("FUNCTION", lambda d: d.get("function") or "-"),
+                ("EVENT-ID", lambda d: d["event_id"]),
+                ("ATTEMPTS", lambda d: str(d["attempts"])),
+                ("STATUS", lambda d: str(d["status"]) + (" (replaying)" if d["replay"] else "")),
+                ("BODY", lambda d: headline(d["body"])[:80]),
+            ],
+        )
+
+
+@topic.command(name="create")
+@click.argument("name")
+@user_errors
+def topic_create(name):
+    """Create topic NAME."""
+    from kubeless_local.emulator import AdminClient
+
+    created = AdminClient().create_topic(name)["created"]
+    click.echo("topic %s %s" % (name, "created" if created else "already exists"))
+
+
+@topic.command(name="delete")
+@click.argument("name")
+@user_errors
+def topic_delete(name):
+    """Delete topic NAME with its events and dead letters."""
+    from kubeless_local.emulator import AdminClient
+
+    AdminClient().delete_topic(name)
+    click.echo("topic %s deleted" % name)
+
+
+@topic.command(name="publish")
+@topic_option
+@data_option
+@with_options(wait_options)
+@user_errors
+def topic_publish(topic, data, wait, wait_timeout, content_type):
+    """Publish one message to a topic (as `kubeless topic publish`)."""
+    emit_events("kafka", topic, data, 1, wait, wait_timeout, content_type)
+
+
+@topic.command(name="replay")
+@click.argument("name")
+@click.option("--trigger", help="Only the dead letters of this trigger's functions.")
+@click.option("--id", "letter_id", type=int, help="Only this dead letter (see `topic ls`).")
+@user_errors
+def topic_replay(name, trigger, letter_id):
+    """Send a topic's dead letters again (same event-id and event-time)."""
+    from kubeless_local.emulator import AdminClient
+
+    count = AdminClient().replay(name, trigger, letter_id)["replayed"]
+    if letter_id is not None and not count:
+        raise UserError(
+            "no dead letter %d waiting on topic %s; `kubeless-local topic ls` lists them" % (letter_id, name)
+        )
+    click.echo("%d dead letter(s) of topic %s sent again" % (count, name))
 
 
 if __name__ == "__main__":

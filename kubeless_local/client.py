@@ -1,9 +1,11 @@
 """Talks to a running `dev`/`run` (admin API) and to functions; used by the CLI, tests and benchmarks."""
 
+import base64
 import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
@@ -24,10 +26,15 @@ class AdminClient:
         self.base = "http://127.0.0.1:%d" % self.info["port"]
         self.headers = {"Authorization": "Bearer %s" % self.info.get("token", "")}
 
-    def _get(self, path, stream=False, timeout=10):
+    def _get(self, path, stream=False, timeout=10, method="GET", body=None):
+        headers = self.headers
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers = {**headers, "Content-Type": "application/json"}
         try:
             return urllib.request.urlopen(
-                urllib.request.Request(self.base + path, headers=self.headers), timeout=timeout
+                urllib.request.Request(self.base + path, data=data, headers=headers, method=method), timeout=timeout
             )
         except urllib.error.HTTPError as exc:
             try:
@@ -57,6 +64,43 @@ class AdminClient:
         with self._get("/api/functions/%s/logs%s" % (name, query), timeout=None) as response:
             for raw in response:
                 yield json.loads(raw)
+
+    def _json(self, path, method="GET", body=None, timeout=60):
+        with self._get(path, method=method, body=body, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    # ------------------------------------------------------------ embedded topics (emit, topic …)
+
+    def topics(self):
+        """Every topic with its subscribers (position, lag) and dead letters."""
+        return self._json("/api/topics")
+
+    def create_topic(self, name):
+        return self._json("/api/topics", "POST", {"name": name})
+
+    def delete_topic(self, name):
+        return self._json("/api/topics/%s" % quote(name, safe=""), "DELETE")
+
+    def emit(self, topic, data, *, source="kafka", count=1, content_type=None):
+        """Store `count` events with `data` (text or bytes) on `topic`; returns {first, last, subscribers}
+        once they are on disk."""
+        body = {"source": source, "count": count, "content_type": content_type}
+        if isinstance(data, bytes):
+            body["data_base64"] = base64.b64encode(data).decode()
+        else:
+            body["data"] = data
+        return self._json("/api/topics/%s/events" % quote(topic, safe=""), "POST", body, timeout=600)
+
+    def outcome(self, topic, first, last, source="kafka"):
+        """{seq: {subscriber: delivered | dead-lettered | retrying (…) | pending}}"""
+        rows = self._json(
+            "/api/topics/%s/events?from=%d&to=%d&source=%s" % (quote(topic, safe=""), first, last, source)
+        )
+        return {int(seq): subs for seq, subs in rows.items()}
+
+    def replay(self, topic, trigger=None, letter_id=None):
+        body = {"trigger": trigger, "id": letter_id}
+        return self._json("/api/topics/%s/replay" % quote(topic, safe=""), "POST", body)
 
 
 def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, method=None, headers=None):

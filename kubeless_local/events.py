@@ -51,6 +51,9 @@ def event_time(kind, now=None):
     return now.strftime("%Y-%m-%d %H:%M:%S.") + "%09d +0000 UTC" % (now.microsecond * 1000)
 
 
+make_event_id, make_event_time = event_id, event_time  # `envelope`'s parameters shadow the names
+
+
 def is_json_object(data):
     try:
         return isinstance(json.loads(data), dict)
@@ -58,12 +61,14 @@ def is_json_object(data):
         return False
 
 
-def envelope(source, data=None, *, topic=None, now=None):
-    """(method, headers, body) of one event from `source`; data is text (or None: no data)."""
+def envelope(source, data=None, *, topic=None, now=None, event_id=None, event_time=None):
+    """(method, headers, body) of one event from `source`; data is text or bytes (or None: no data).
+    A stored event passes the `event_id` and `event_time` it got when emitted, so every redelivery
+    carries the same ones (a function can de-duplicate)."""
     s = SOURCES[source]
     headers = {
-        "event-id": event_id(s["id"]),
-        "event-time": event_time(s["time"], now),
+        "event-id": event_id or make_event_id(s["id"]),
+        "event-time": event_time or make_event_time(s["time"], now),
         "event-namespace": s["namespace"],
     }
     if s.get("topic") and topic is not None:

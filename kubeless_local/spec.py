@@ -16,8 +16,8 @@ import yaml
 from kubeless_local.errors import UserError
 
 API_VERSION = "kubeless.io/v1beta1"
-KINDS = ("Function", "HTTPTrigger", "CronJobTrigger", "KafkaTrigger")  # emulated
-NOT_EMULATED = ("NATSTrigger", "KinesisTrigger")  # Kubeless kinds accepted and listed, not run locally
+KINDS = ("Function", "HTTPTrigger", "CronJobTrigger", "KafkaTrigger", "NATSTrigger")  # emulated
+NOT_EMULATED = ("KinesisTrigger",)  # Kubeless kinds accepted and listed, not run locally
 ALL_KINDS = KINDS + NOT_EMULATED
 SOURCE_ANNOTATION = "local.kubeless.io/source"
 DEPS_ANNOTATION = "local.kubeless.io/deps"
@@ -130,9 +130,19 @@ class CronJobTrigger:
 class KafkaTrigger:
     name: str
     topic: str
-    selector: dict  # matchLabels
+    selector: dict  # functionSelector.matchLabels
     origin: str
     document: dict = field(default_factory=dict)
+    expressions: tuple = ()  # functionSelector.matchExpressions: ({key, operator, values}, …)
+    namespace: str = "default"
+    source = "kafka"  # the event source (events.SOURCES) whose envelope its functions get
+
+
+@dataclass(frozen=True)
+class NATSTrigger(KafkaTrigger):
+    """Same shape as a KafkaTrigger (topic, functionSelector); the NATS envelope."""
+
+    source = "nats"
 
 
 @dataclass
@@ -141,10 +151,11 @@ class Manifests:
     http_triggers: list = field(default_factory=list)
     cron_triggers: list = field(default_factory=list)
     kafka_triggers: list = field(default_factory=list)
+    nats_triggers: list = field(default_factory=list)
     notices: list = field(default_factory=list)  # one line each: files and objects not loaded, and why
 
     def extend(self, other):
-        for attribute in ("functions", "http_triggers", "cron_triggers", "kafka_triggers", "notices"):
+        for attribute in ("functions", "http_triggers", "cron_triggers", "kafka_triggers", "nats_triggers", "notices"):
             getattr(self, attribute).extend(getattr(other, attribute))
 
     def function(self, name):
@@ -311,12 +322,57 @@ def parse_cron_trigger(doc, path):
     )
 
 
-def parse_kafka_trigger(doc, path):
-    name, _, spec, origin = _object(doc, path, "KafkaTrigger")
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's legal topic names
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")  # a Kubernetes LabelSelector's
+
+
+def _match_expressions(origin, value):
+    where = "spec.functionSelector.matchExpressions"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        _fail(origin, "%s must be a list of {key, operator, values}" % where)
+    expressions = []
+    for index, item in enumerate(value):
+        item = _mapping(origin, item, "%s[%d]" % (where, index))
+        key, operator, values = item.get("key"), item.get("operator"), item.get("values")
+        if not isinstance(key, str) or not key:
+            _fail(origin, "%s[%d].key is required" % (where, index))
+        if operator not in SELECTOR_OPERATORS:
+            _fail(origin, "%s[%d].operator must be one of %s" % (where, index, ", ".join(SELECTOR_OPERATORS)))
+        if operator in ("In", "NotIn") and (not isinstance(values, list) or not values):
+            _fail(origin, "%s[%d].values must be a non-empty list for %s" % (where, index, operator))
+        if operator in ("Exists", "DoesNotExist") and values:
+            _fail(origin, "%s[%d].values must be empty for %s" % (where, index, operator))
+        expressions.append({"key": key, "operator": operator, "values": [str(v) for v in values or []]})
+    return tuple(expressions)
+
+
+def parse_topic_trigger(doc, path, kind="KafkaTrigger"):
+    name, meta, spec, origin = _object(doc, path, kind)
     topic = _required(origin, spec, "topic")
+    if not TOPIC_RE.match(topic) or topic in (".", ".."):
+        _fail(origin, "spec.topic %r must be letters, digits, '.', '_' or '-' (as Kafka's topic names)" % topic)
     selector = _mapping(origin, spec.get("functionSelector"), "spec.functionSelector")
     labels = _mapping(origin, selector.get("matchLabels"), "spec.functionSelector.matchLabels")
-    return KafkaTrigger(name=name, topic=topic, selector=dict(labels), origin=origin, document=doc)
+    cls = NATSTrigger if kind == "NATSTrigger" else KafkaTrigger
+    return cls(
+        name=name,
+        topic=topic,
+        selector={str(k): str(v) for k, v in labels.items()},
+        origin=origin,
+        document=doc,
+        expressions=_match_expressions(origin, selector.get("matchExpressions")),
+        namespace=meta.get("namespace") or "default",
+    )
+
+
+def parse_kafka_trigger(doc, path):
+    return parse_topic_trigger(doc, path, "KafkaTrigger")
+
+
+def parse_nats_trigger(doc, path):
+    return parse_topic_trigger(doc, path, "NATSTrigger")
 
 
 PARSERS = {
@@ -324,6 +380,7 @@ PARSERS = {
     "HTTPTrigger": ("http_triggers", parse_http_trigger),
     "CronJobTrigger": ("cron_triggers", parse_cron_trigger),
     "KafkaTrigger": ("kafka_triggers", parse_kafka_trigger),
+    "NATSTrigger": ("nats_triggers", parse_nats_trigger),
 }
 
 

@@ -5,6 +5,8 @@ project; every request must carry `Authorization: Bearer <token>`, so other user
 can neither read the logs nor act on the functions.
 """
 
+import base64
+import binascii
 import hmac
 import json
 import os
@@ -14,6 +16,11 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from kubeless_local.errors import UserError
+
+EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the embedded topics
+MAX_EMIT_COUNT = 1_000_000
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,6 +50,7 @@ class AdminServer:
         self.port = self.server.server_address[1]
         self.closing = threading.Event()
         self.started = False
+        self.events = None  # the session's delivery.Dispatcher (embedded topics), when it runs one
 
     @property
     def info_path(self):
@@ -107,10 +115,106 @@ def _handler_for(admin):
             parts = [p for p in url.path.split("/") if p]
             query = parse_qs(url.query)
             if parts == ["api", "functions"]:
-                return self.send_json(200, admin.supervisor.status())
+                return self.send_json(200, self.functions())
             if len(parts) == 4 and parts[:2] == ["api", "functions"] and parts[3] == "logs":
                 return self.logs(parts[2], query)
+            if parts[:2] == ["api", "topics"]:
+                return self.topics("GET", parts[2:], query)
             self.send_json(404, {"error": "no such endpoint"})
+
+        def do_POST(self):
+            url = urlsplit(self.path)
+            parts = [p for p in url.path.split("/") if p]
+            if parts[:2] == ["api", "topics"]:
+                return self.topics("POST", parts[2:], parse_qs(url.query))
+            self.send_json(404, {"error": "no such endpoint"})
+
+        def do_DELETE(self):
+            parts = [p for p in urlsplit(self.path).path.split("/") if p]
+            if parts[:2] == ["api", "topics"]:
+                return self.topics("DELETE", parts[2:], {})
+            self.send_json(404, {"error": "no such endpoint"})
+
+        def functions(self):
+            rows = admin.supervisor.status()
+            if admin.events is not None:
+                dead = admin.events.dead_letter_counts()
+                for row in rows:
+                    row["dead_letters"] = dead.get(row["name"], 0)
+            return rows
+
+        def read_json(self):
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                value = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                raise UserError("the request body must be a JSON object") from None
+            if not isinstance(value, dict):
+                raise UserError("the request body must be a JSON object")
+            return value
+
+        def topics(self, method, rest, query):
+            """/api/topics: GET list, POST {name} create; /api/topics/T: DELETE; /api/topics/T/events: POST
+            emit, GET ?from=&to=&source= outcome; /api/topics/T/replay: POST. A UserError answers 400 with its text."""
+            events = admin.events
+            if events is None:
+                return self.send_json(503, {"error": "this session runs no embedded topics"})
+            try:
+                if not rest and method == "GET":
+                    return self.send_json(200, events.topics())
+                if not rest and method == "POST":
+                    name = self.read_json().get("name")
+                    created = events.store.create(name if isinstance(name, str) else "")
+                    return self.send_json(200, {"name": name, "created": created})
+                if len(rest) == 1 and method == "DELETE":
+                    events.delete(rest[0])
+                    return self.send_json(200, {"deleted": rest[0]})
+                if len(rest) == 2 and rest[1] == "events" and method == "POST":
+                    return self.send_json(200, self.emit(rest[0], self.read_json()))
+                if len(rest) == 2 and rest[1] == "events" and method == "GET":
+                    source = query.get("source", ["kafka"])[0]
+                    try:
+                        first, last = int(query["from"][0]), int(query["to"][0])
+                    except (KeyError, ValueError):
+                        raise UserError("from and to must be event sequence numbers") from None
+                    outcome = events.outcome(rest[0], source, range(first, last + 1))
+                    return self.send_json(200, {str(seq): subs for seq, subs in outcome.items()})
+                if len(rest) == 2 and rest[1] == "replay" and method == "POST":
+                    body = self.read_json()
+                    count = events.replay(rest[0], body.get("trigger"), body.get("id"))
+                    return self.send_json(200, {"replayed": count})
+            except UserError as exc:
+                return self.send_json(400, {"error": str(exc)})
+            self.send_json(404, {"error": "no such endpoint"})
+
+        def emit(self, topic, body):
+            """{source, data (text) or data_base64, count, content_type} → {first, last, subscribers} (the events'
+            sequence numbers, consecutive); on disk before it answers."""
+            source = body.get("source", "kafka")
+            if source not in EVENT_SOURCES:
+                raise UserError("source must be one of %s" % ", ".join(EVENT_SOURCES))
+            if "data_base64" in body:
+                try:
+                    data = base64.b64decode(body["data_base64"], validate=True)
+                except (TypeError, binascii.Error):
+                    raise UserError("data_base64 is not base64") from None
+            elif isinstance(body.get("data"), str):
+                data = body["data"].encode()
+            else:
+                raise UserError("an event needs data (--data TEXT or --data @FILE)")
+            content_type = body.get("content_type") or ""
+            if "json" in content_type.lower():
+                try:
+                    json.loads(data)
+                except ValueError as exc:
+                    raise UserError(
+                        "the data is not valid JSON (%s) but the content type is %s" % (exc, content_type)
+                    ) from None
+            count = body.get("count", 1)
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_EMIT_COUNT:
+                raise UserError("count must be a number from 1 to %d" % MAX_EMIT_COUNT)
+            seqs, subscribers = admin.events.emit(topic, source, [data] * count)
+            return {"first": seqs[0], "last": seqs[-1], "subscribers": subscribers}
 
         def logs(self, name, query):
             hub = admin.supervisor.logs

@@ -67,6 +67,7 @@ class Project:
         self.handler = _Changes(self)
         self.timer = None
         self.lock = threading.Lock()
+        self.on_manifests: list = []  # called with the Manifests on start and on every reload (trigger delivery)
 
     def load(self):
         manifests = self.fixed if self.fixed is not None else self.loader.load()
@@ -83,6 +84,8 @@ class Project:
             raise UserError(
                 "%s: no Kubeless Function found in *.yaml here; create one with `kubeless-local init`" % self.root
             )
+        for listener in self.on_manifests:
+            listener(self.manifests)
         for trigger in self.manifests.http_triggers + self.manifests.cron_triggers:
             if self.manifests.function(trigger.function_name) is None:
                 self.logs.emit(
@@ -179,6 +182,8 @@ class Project:
         old = {fn.name: fn for fn in self.manifests.functions}
         new = {fn.name: fn for fn in manifests.functions}
         self.manifests = manifests
+        for listener in self.on_manifests:
+            listener(manifests)
         for name in old.keys() - new.keys():
             self.logs.emit(name, "removed from the manifests; stopping", "system")
             self.supervisor.stop(name)

@@ -10,13 +10,14 @@ import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends
+from kubeless_local.emulator import backends, delivery
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.supervisor import Supervisor
+from kubeless_local.emulator.topics import TopicStore
 from kubeless_local.paths import STATE_DIRNAME
 
 # watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
@@ -42,6 +43,7 @@ class DevSession:
         self.logs = logs or LogHub()
         self.lock = ProjectLock(self.state_dir)
         self.supervisor = self.project = self.admin = self.guardian = None
+        self.events = None  # the embedded topics' Dispatcher
 
     def start(self):
         """Start every function and watch the folder. UserError for what the user must fix first."""
@@ -59,10 +61,19 @@ class DevSession:
             self.guardian.watch_containers()
         self.supervisor = Supervisor(self.state_dir, backend, self.logs)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
+        self._start_events()
         self.admin.start()
         self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
+        self.project.on_manifests.append(self.events.update)
         self.project.start()
         self.project.watch()
+
+    def _start_events(self):
+        """Embedded topics: KafkaTrigger/NATSTrigger delivery and `emit`/`topic` through the admin API."""
+        settings = delivery.load_settings(self.root)
+        store = TopicStore(self.state_dir)
+        self.events = delivery.Dispatcher(store, self.supervisor, self.logs, **settings)
+        self.admin.events = self.events
 
     def _backend_name(self):
         name = self.backend_name or backends.project_default(self.root) or "process"
@@ -77,6 +88,8 @@ class DevSession:
     def stop(self):
         """Stop the functions, the admin API and the guardian, then drop the lock; safe after a failed start."""
         try:
+            if self.events is not None:
+                self.events.stop()  # first: subscribers commit their positions while functions still answer
             if self.project is not None:
                 self.project.stop()
             elif self.supervisor is not None:
@@ -85,5 +98,7 @@ class DevSession:
                 self.admin.stop()
             if self.guardian is not None:
                 self.guardian.close()
+            if self.events is not None:
+                self.events.store.close()
         finally:
             self.lock.release()

@@ -140,3 +140,68 @@ def test_stop_removes_admin_json_only_when_it_is_ours(supervisor, tmp_path):
     info_path.write_text(json.dumps({"pid": os.getpid() + 1, "port": 1, "token": "other"}))
     server.stop()
     assert info_path.exists()
+
+
+@pytest.fixture
+def events_admin(admin, supervisor):
+    """The admin API with embedded topics attached, as the session wires them."""
+    from kubeless_local.emulator.delivery import Dispatcher
+    from kubeless_local.emulator.topics import TopicStore
+
+    admin.events = Dispatcher(TopicStore(supervisor.state_dir), supervisor, supervisor.logs)
+    yield admin
+    admin.events.stop()
+    admin.events.store.close()
+
+
+def test_topics_through_the_client(events_admin, supervisor):
+    client = AdminClient(supervisor.state_dir)
+    with pytest.raises(UserError, match="no topic 'orders'; create it with `kubeless-local topic create orders`"):
+        client.emit("orders", "hi")
+    assert client.create_topic("orders")["created"] is True
+    result = client.emit("orders", b"\x00binary", count=3)  # bytes travel as base64
+    assert result["last"] - result["first"] == 2 and result["subscribers"] == []
+    stored = events_admin.events.store.events_after("orders", "kafka", 0)
+    assert [e.data for e in stored] == [b"\x00binary"] * 3
+    assert client.emit("orders", '{"a": 1}', source="nats", content_type="application/json")["first"] == 4
+    assert client.outcome("orders", 1, 3) == {1: {}, 2: {}, 3: {}}  # no subscriber: nothing happens to them
+    (row,) = client.topics()
+    assert row["name"] == "orders" and row["events"] == 4 and row["dead_letters"] == []
+    assert client.replay("orders") == {"replayed": 0}
+    client.delete_topic("orders")
+    assert client.topics() == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"data": "{oops", "content_type": "application/json"}, r"the data is not valid JSON \(.*\) but the content"),
+        ({"data": "x", "source": "kinesis"}, "source must be one of kafka, nats"),
+        ({"data": "x", "count": 0}, "count must be a number from 1 to"),
+    ],
+)
+def test_bad_events_are_refused_before_anything_is_stored(events_admin, supervisor, kwargs, message):
+    client = AdminClient(supervisor.state_dir)
+    client.create_topic("orders")
+    data = kwargs.pop("data")
+    with pytest.raises(UserError, match=message):
+        client.emit("orders", data, **kwargs)
+    assert events_admin.events.store.count("orders") == 0
+
+
+def test_ls_rows_count_dead_letters_and_replay_names_unknown_topics(events_admin, supervisor):
+    supervisor.start(function())
+    store = events_admin.events.store
+    store.create("orders")
+    (seq,) = store.append("orders", "kafka", [b"x"])
+    store.dead_letter("default_orders_hello_orders", "orders", seq, 5, 500, "boom")
+    client = AdminClient(supervisor.state_dir)
+    assert [(r["name"], r["dead_letters"]) for r in client.functions()] == [("hello", 1)]
+    with pytest.raises(UserError, match="no topic 'nope'"):
+        client.replay("nope")
+    assert client.replay("orders") == {"replayed": 1}
+
+
+def test_without_embedded_topics_the_topic_endpoints_say_so(admin, supervisor):
+    with pytest.raises(UserError, match="this session runs no embedded topics"):
+        AdminClient(supervisor.state_dir).topics()

@@ -43,3 +43,18 @@ def test_cron_with_and_without_payload():  # vector 19
     assert re.fullmatch(r"[0-9a-f-]{36}", headers["event-id"])
     method, headers, _ = envelope("cron", None, now=NOW)
     assert method == "GET" and headers["Content-Type"] == "application/json"
+
+
+def test_a_stored_event_keeps_its_id_and_time_on_every_delivery():
+    first = envelope("kafka", "hi", topic="t", event_id="abcdefghijklmno", event_time="2021-01-29 11:18:03.1 +0000 UTC")
+    again = envelope("kafka", "hi", topic="t", event_id="abcdefghijklmno", event_time="2021-01-29 11:18:03.1 +0000 UTC")
+    assert first == again
+    assert first[1]["event-id"] == "abcdefghijklmno" and first[1]["event-time"] == "2021-01-29 11:18:03.1 +0000 UTC"
+
+
+def test_nats_message():
+    method, headers, body = envelope("nats", b'{"a": 1}', topic="t", now=NOW)
+    assert method == "POST" and body == b'{"a": 1}'
+    assert headers["event-namespace"] == "natstriggers.kubeless.io" and "event-topic" not in headers
+    assert headers["Content-Type"] == headers["event-type"] == "application/json"
+    assert headers["event-time"] == "2021-01-29 11:18:03.123456000 +0000 UTC"

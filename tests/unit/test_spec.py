@@ -300,11 +300,6 @@ def test_kubeless_kinds_not_emulated_are_listed_with_a_notice(tmp_path):
         FUNCTION
         + """---
 apiVersion: kubeless.io/v1beta1
-kind: NATSTrigger
-metadata: {name: orders}
-spec: {topic: orders, functionSelector: {matchLabels: {app: shop}}}
----
-apiVersion: kubeless.io/v1beta1
 kind: KinesisTrigger
 metadata: {name: stream}
 spec: {function-name: hello, stream: s, aws-region: x, shard: y, secret: z}
@@ -312,9 +307,80 @@ spec: {function-name: hello, stream: s, aws-region: x, shard: y, secret: z}
     )
     manifests = specs.load(tmp_path)
     assert [f.name for f in manifests.functions] == ["hello"]
-    assert len(manifests.notices) == 2
-    assert "NATSTrigger orders is not emulated" in manifests.notices[0]
-    assert "KinesisTrigger stream is not emulated" in manifests.notices[1]
+    assert len(manifests.notices) == 1
+    assert "KinesisTrigger stream is not emulated" in manifests.notices[0]
+
+
+def test_nats_and_kafka_triggers_take_a_full_label_selector(tmp_path):
+    write(
+        tmp_path,
+        FUNCTION
+        + """---
+apiVersion: kubeless.io/v1beta1
+kind: NATSTrigger
+metadata: {name: orders, namespace: shop}
+spec:
+  topic: orders.v1
+  functionSelector:
+    matchLabels: {app: shop}
+    matchExpressions: [{key: tier, operator: In, values: [back]}, {key: canary, operator: DoesNotExist}]
+---
+apiVersion: kubeless.io/v1beta1
+kind: KafkaTrigger
+metadata: {name: orders}
+spec: {topic: orders, functionSelector: {matchExpressions: [{key: app, operator: Exists}]}}
+""",
+    )
+    manifests = specs.load(tmp_path)
+    assert manifests.notices == []
+    (nats,) = manifests.nats_triggers
+    assert isinstance(nats, specs.NATSTrigger) and nats.source == "nats" and nats.namespace == "shop"
+    assert nats.topic == "orders.v1" and nats.selector == {"app": "shop"}
+    assert nats.expressions == (
+        {"key": "tier", "operator": "In", "values": ["back"]},
+        {"key": "canary", "operator": "DoesNotExist", "values": []},
+    )
+    (kafka,) = manifests.kafka_triggers
+    assert kafka.source == "kafka" and kafka.selector == {} and kafka.expressions[0]["operator"] == "Exists"
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        ("{matchExpressions: {key: a}}", "matchExpressions must be a list"),
+        ("{matchExpressions: [{operator: Exists}]}", r"matchExpressions\[0\].key is required"),
+        (
+            "{matchExpressions: [{key: a, operator: Has}]}",
+            r"matchExpressions\[0\].operator must be one of In, NotIn, Exists, DoesNotExist",
+        ),
+        (
+            "{matchExpressions: [{key: a, operator: In}]}",
+            r"matchExpressions\[0\].values must be a non-empty list for In",
+        ),
+        (
+            "{matchExpressions: [{key: a, operator: Exists, values: [x]}]}",
+            r"matchExpressions\[0\].values must be empty for Exists",
+        ),
+    ],
+)
+def test_a_bad_selector_is_named(tmp_path, selector, message):
+    write(
+        tmp_path,
+        FUNCTION
+        + "---\napiVersion: kubeless.io/v1beta1\nkind: KafkaTrigger\nmetadata: {name: t}\n"
+        + "spec: {topic: orders, functionSelector: %s}\n" % selector,
+    )
+    with pytest.raises(UserError, match="KafkaTrigger t: spec.functionSelector." + message):
+        specs.load(tmp_path)
+
+
+def test_a_topic_name_kafka_refuses_is_named(tmp_path):
+    write(
+        tmp_path,
+        FUNCTION + "---\napiVersion: kubeless.io/v1beta1\nkind: NATSTrigger\nmetadata: {name: t}\nspec: {topic: a b}\n",
+    )
+    with pytest.raises(UserError, match="NATSTrigger t: spec.topic 'a b' must be letters, digits"):
+        specs.load(tmp_path)
 
 
 def test_a_kubeless_file_with_a_yaml_error_still_stops(tmp_path):

@@ -1,0 +1,474 @@
+"""Delivers the embedded topics' events to functions, as the Kubeless Kafka and NATS trigger controllers do.
+
+One subscriber per (trigger, function its `functionSelector` matches): a thread that sends the topic's
+events in order, with the envelope of its source (events.py), to the function once it is Ready.
+At-least-once: an event is consumed (its position committed) only after a 2xx; a failure is retried with
+back-off, and after `max_attempts` failures it becomes a dead letter (last status and body kept) that
+`topic replay` sends again. The Kubeless controller commits failed messages and loses them.
+
+A function that is down, reloading, crashed or not started yet is waited for: not answering is not a
+failure of the function, so it costs no attempt.
+"""
+
+import http.client
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kubeless_local.emulator.base import State
+from kubeless_local.errors import UserError
+from kubeless_local.events import envelope
+
+MAX_ATTEMPTS = 5
+MAX_IN_FLIGHT = 16  # events of one subscriber sent at once (the Kubeless controller sends each on a goroutine)
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds before retry n: doubles per failure
+COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
+RETRY_INFO_BODY = 200
+STOP_TIMEOUT = 5.0  # seconds `dev` waits for subscribers to commit their positions when it stops
+
+
+def selector_matches(labels, match_labels, expressions=()):
+    """Kubernetes LabelSelector semantics: every matchLabels pair and every expression must hold; an empty
+    selector matches every function."""
+    if any(labels.get(key) != value for key, value in match_labels.items()):
+        return False
+    for expression in expressions:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def group_name(namespace, trigger, function, topic, source="kafka"):
+    """The Kubeless Kafka controller's consumer group; NATS subscribers are prefixed so the two kinds'
+    triggers may share a name."""
+    name = "%s_%s_%s_%s" % (namespace, trigger, function, topic)
+    return name if source == "kafka" else "%s:%s" % (source, name)
+
+
+def load_settings(root):
+    """`kafka:` of <root>/.kubeless-local.yaml: max_attempts (default 5), retry_backoff (first wait, seconds),
+    max_in_flight (events of one subscriber sent at once; 1: strictly one after the other)."""
+    import yaml
+
+    path = Path(root) / ".kubeless-local.yaml"
+    settings = {"max_attempts": MAX_ATTEMPTS, "retry_backoff": BACKOFF_FIRST, "max_in_flight": MAX_IN_FLIGHT}
+    if not path.is_file():
+        return settings
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+    kafka = data.get("kafka") if isinstance(data, dict) else None
+    if kafka is None:
+        return settings
+    if not isinstance(kafka, dict):
+        raise UserError("%s: kafka must be a mapping, e.g. kafka: {max_attempts: 5}" % path)
+    for key, kind, low in (("max_attempts", int, 1), ("retry_backoff", float, 0), ("max_in_flight", int, 1)):
+        if key in kafka:
+            value = kafka[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or kind(value) != value:
+                raise UserError("%s: kafka.%s must be a number >= %s, got %r" % (path, key, low, value))
+            settings[key] = kind(value)
+    return settings
+
+
+@dataclass(frozen=True)
+class Subscription:
+    name: str  # the consumer group name
+    trigger: str
+    kind: str  # KafkaTrigger / NATSTrigger
+    source: str  # kafka / nats
+    function: str
+    topic: str
+
+
+def subscriptions(manifests):
+    """(subscriptions, warnings): one per trigger × function its selector matches; a selector that matches
+    nothing is a warning (the function may be added later)."""
+    found, warnings = [], []
+    for trigger in manifests.kafka_triggers + getattr(manifests, "nats_triggers", []):
+        kind = type(trigger).__name__
+        matched = [
+            fn
+            for fn in manifests.functions
+            if fn.namespace == trigger.namespace and selector_matches(fn.labels, trigger.selector, trigger.expressions)
+        ]
+        if not matched:
+            warnings.append("%s: spec.functionSelector matches no Function in this project" % trigger.origin)
+        for fn in matched:
+            found.append(
+                Subscription(
+                    group_name(trigger.namespace, trigger.name, fn.name, trigger.topic, trigger.source),
+                    trigger.name,
+                    kind,
+                    trigger.source,
+                    fn.name,
+                    trigger.topic,
+                )
+            )
+    return found, warnings
+
+
+class Retry:
+    """What the current attempt of an event got: shown by `emit --wait` while it is retried."""
+
+    def __init__(self, seq):
+        self.seq, self.attempts, self.status, self.body = seq, 0, 0, ""
+
+
+class Subscriber(threading.Thread):
+    """Sends one subscription's events in topic order, up to `max_in_flight` at once (each on its own
+    keep-alive connection); its position moves past an event only once it and every earlier event is
+    settled (delivered, or dead-lettered), so a crash redelivers, never skips."""
+
+    def __init__(self, dispatcher, subscription):
+        super().__init__(daemon=True, name="deliver " + subscription.name)
+        self.dispatcher, self.sub = dispatcher, subscription
+        self.store = dispatcher.store
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.retries = {}  # seq → Retry of the events in flight
+        self.local = threading.local()  # each sending thread's HTTP connection
+        self.connections = []
+        self.position = 0  # every event up to here is settled
+        self.pool = ThreadPoolExecutor(dispatcher.max_in_flight, thread_name_prefix="send " + subscription.name)
+
+    def stop(self):
+        self.stopping.set()
+        self.wake.set()
+
+    def run(self):
+        self.store.attach()
+        try:
+            self.position = self.store.position(self.sub.name, self.sub.topic)
+            while not self.stopping.is_set():
+                self.wake.clear()  # before looking: an emit from now on wakes the wait below
+                if not self._replay_dead_letters() and not self._deliver_new():
+                    self.wake.wait(1.0)  # the timeout is a safety net
+        except sqlite3.ProgrammingError:
+            if not self.stopping.is_set():
+                raise  # the store closed under a subscriber that is stopping (`dev` ends): nothing to save
+        finally:
+            # A call still in flight is abandoned: its event is after the position, so it is sent again.
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for connection in self.connections:
+                connection.close()
+            self.store.detach()
+
+    def _deliver_new(self):
+        """Send every stored event after the position; False when there was none."""
+        window = self.dispatcher.max_in_flight
+        pending = {}  # seq → (Event, Future), in topic order
+        fetched, uncommitted, any_event = self.position, 0, False
+        while not self.stopping.is_set():
+            events = []
+            if len(pending) < window:
+                events = self.store.events_after(self.sub.topic, self.sub.source, fetched, limit=window - len(pending))
+                for event in events:
+                    self.retries[event.seq] = Retry(event.seq)
+                    pending[event.seq] = (event, self.pool.submit(self._send_with_retries, event))
+                    fetched = event.seq
+                any_event = any_event or bool(events)
+            if not pending:
+                break
+            if not events or len(pending) >= window:
+                wait([next(iter(pending.values()))[1]], timeout=1.0)  # the window moves when its head is settled
+            while pending:  # settle the finished head of the window, in order
+                seq = next(iter(pending))
+                event, future = pending[seq]
+                if not future.done():
+                    break
+                ok, attempts, status, body = future.result()
+                if ok is None:
+                    pending.clear()  # stopping: what is not settled stays after the position
+                    break
+                del pending[seq]
+                self.retries.pop(seq, None)
+                if ok:
+                    self.position, uncommitted = seq, uncommitted + 1
+                else:
+                    self.store.dead_letter(self.sub.name, self.sub.topic, seq, attempts, status, body)
+                    self.position, uncommitted = seq, 0
+                    self._said_dead(event, attempts, status)
+            if uncommitted >= COMMIT_EVERY:  # and when the topic is drained, below
+                self.store.commit(self.sub.name, self.sub.topic, self.position)
+                uncommitted = 0
+        if uncommitted:
+            self.store.commit(self.sub.name, self.sub.topic, self.position)
+        for seq in [s for s in self.retries if s > self.position]:
+            self.retries.pop(seq, None)
+        return any_event
+
+    def _said_dead(self, event, attempts, status):
+        self.dispatcher.say(
+            self.sub.function,
+            "event %s on topic %s dead-lettered after %d attempts (last answer %s); "
+            "`kubeless-local topic replay %s` sends it again"
+            % (event.event_id, self.sub.topic, attempts, status or "none", self.sub.topic),
+        )
+
+    def _replay_dead_letters(self):
+        letters = self.store.replays(self.sub.name)
+        for letter_id, event in letters:
+            ok, attempts, status, body = self._send_with_retries(event)
+            if ok is None:
+                return True
+            if ok:
+                self.store.replayed(letter_id)
+            else:
+                self.store.dead_again(letter_id, attempts, status, body)
+                self._said_dead(event, attempts, status)
+        return bool(letters)
+
+    def _send_with_retries(self, event):
+        """(ok, attempts, last status, last body); ok is None when stopping."""
+        retry = self.retries.get(event.seq) or Retry(event.seq)
+        while not self.stopping.is_set():
+            url = self._ready_url()
+            if url is None:
+                continue
+            try:
+                status, body = self._send(url, event)
+            except OSError:
+                self._close()  # reloading or crashed: not the function's failure; wait until it is Ready
+                self.stopping.wait(0.05)
+                continue
+            if 200 <= status < 300:
+                return True, retry.attempts + 1, status, body
+            retry.attempts += 1
+            retry.status, retry.body = status, body[:RETRY_INFO_BODY]
+            if retry.attempts >= self.dispatcher.max_attempts:
+                return False, retry.attempts, status, body
+            self.stopping.wait(self.dispatcher.backoff(retry.attempts))
+        return None, 0, 0, ""
+
+    def _ready_url(self):
+        instance = self.dispatcher.supervisor.instances.get(self.sub.function)
+        if instance is None or instance.state != State.READY or not instance.url:
+            if instance is None:
+                self.stopping.wait(0.2)
+            else:
+                instance.wait_for(lambda i: i.state == State.READY or self.stopping.is_set(), 0.5)
+            return None
+        return instance.url
+
+    def _send(self, url, event):
+        connection = getattr(self.local, "connection", None)
+        if connection is None or getattr(self.local, "url", None) != url:
+            self._close()
+            parts = urlsplit(url)
+            timeout = self.dispatcher.timeout_of(self.sub.function)
+            connection = self.local.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+            self.local.url = url
+            self.connections.append(connection)
+        method, headers, body = envelope(
+            event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
+        )
+        try:
+            connection.request(method, "/", body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._close()
+            raise OSError(str(exc)) from None
+        if response.will_close:
+            self._close()
+        return response.status, answer.decode("utf-8", "replace")
+
+    def _close(self):
+        connection = getattr(self.local, "connection", None)
+        if connection is not None:
+            connection.close()
+        self.local.connection = None
+
+
+class Dispatcher:
+    """Runs one Subscriber per subscription of the project's triggers; `update(manifests)` on every reload."""
+
+    def __init__(
+        self,
+        store,
+        supervisor,
+        logs=None,
+        max_attempts=MAX_ATTEMPTS,
+        retry_backoff=BACKOFF_FIRST,
+        max_in_flight=MAX_IN_FLIGHT,
+    ):
+        self.store, self.supervisor = store, supervisor
+        self.logs = logs if logs is not None else supervisor.logs
+        self.max_attempts, self.retry_backoff, self.max_in_flight = max_attempts, retry_backoff, max_in_flight
+        self.subscribers = {}  # group name → Subscriber
+        self.retired = {}  # group name → Subscriber stopped by a reload (may still be finishing)
+        self.triggers = {}  # (kind, name) → trigger
+        self.warned = set()
+        self.lock = threading.Lock()
+
+    def say(self, name, text):
+        self.logs.emit(name, text, "system")
+
+    def backoff(self, attempts):
+        return min(self.retry_backoff * 2 ** (attempts - 1), BACKOFF_MAX)
+
+    def timeout_of(self, function):
+        spec = self.supervisor.specs.get(function)
+        try:
+            return float(spec.timeout) + 5 if spec is not None else 185.0
+        except ValueError:
+            return 185.0
+
+    def update(self, manifests):
+        """Make the running subscribers those of `manifests`' triggers; their topics exist from now on."""
+        wanted, warnings = subscriptions(manifests)
+        for warning in warnings:
+            if warning not in self.warned:
+                self.warned.add(warning)
+                self.say("dev", warning)
+        with self.lock:
+            self.triggers = {
+                (type(t).__name__, t.name): t
+                for t in manifests.kafka_triggers + getattr(manifests, "nats_triggers", [])
+            }
+            for trigger in self.triggers.values():
+                self.store.create(trigger.topic)
+            wanted_by_name = {sub.name: sub for sub in wanted}
+            for name in list(self.subscribers):
+                if name not in wanted_by_name:
+                    self.retired[name] = self.subscribers.pop(name)
+                    self.retired[name].stop()
+            for name, sub in wanted_by_name.items():
+                if name not in self.subscribers:
+                    old = self.retired.pop(name, None)
+                    if old is not None:
+                        old.join(STOP_TIMEOUT)  # back again: it resumes from the position the old one commits
+                    subscriber = self.subscribers[name] = Subscriber(self, sub)
+                    subscriber.start()
+
+    def stop(self):
+        with self.lock:
+            subscribers = list(self.subscribers.values())
+            self.subscribers.clear()
+        for subscriber in subscribers:
+            subscriber.stop()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for subscriber in subscribers:
+            subscriber.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _subscribers_of(self, topic, source=None):
+        with self.lock:
+            return [
+                s
+                for s in self.subscribers.values()
+                if s.sub.topic == topic and (source is None or s.sub.source == source)
+            ]
+
+    # ------------------------------------------------------------ what the admin API offers
+
+    def emit(self, topic, source, datas):
+        """Store events (durably) and wake their subscribers; returns (seqs, subscription names)."""
+        seqs = self.store.append(topic, source, datas)
+        subscribers = self._subscribers_of(topic, source)
+        for subscriber in subscribers:
+            subscriber.wake.set()
+        return seqs, [s.sub.name for s in subscribers]
+
+    def outcome(self, topic, source, seqs):
+        """{seq: {subscriber: delivered | dead-lettered | retrying (…) | pending}} of emitted events."""
+        seqs = list(seqs)
+        result = {seq: {} for seq in seqs}
+        for subscriber in self._subscribers_of(topic, source):
+            name = subscriber.sub.name
+            position = subscriber.position
+            dead = self.store.dead_seqs(name, seqs[0], seqs[-1]) if seqs else set()
+            retries = dict(subscriber.retries)
+            for seq in seqs:
+                if seq in dead:
+                    result[seq][name] = "dead-lettered"
+                elif seq <= position:
+                    result[seq][name] = "delivered"
+                elif seq in retries and retries[seq].attempts:
+                    retry = retries[seq]
+                    result[seq][name] = "retrying (attempt %d failed with %d)" % (retry.attempts, retry.status)
+                else:
+                    result[seq][name] = "pending"
+        return result
+
+    def replay(self, topic, trigger=None, letter_id=None):
+        if not self.store.exists(topic):
+            raise UserError("no topic %r; `kubeless-local topic ls` lists them" % topic)
+        names = None
+        if trigger is not None:
+            if not any(name == trigger for _, name in self.triggers):
+                raise UserError("no KafkaTrigger or NATSTrigger %r in this project" % trigger)
+            names = [s.sub.name for s in self._subscribers_of(topic) if s.sub.trigger == trigger]
+        count = self.store.replay(topic, names, letter_id)
+        for subscriber in self._subscribers_of(topic):
+            subscriber.wake.set()
+        return count
+
+    def delete(self, topic):
+        users = sorted("%s %s" % key for key, t in self.triggers.items() if t.topic == topic)
+        if users:
+            raise UserError("topic %r is used by %s; remove the trigger first" % (topic, ", ".join(users)))
+        self.store.delete(topic)
+
+    def topics(self):
+        """Every topic: its event count, its subscribers (position, lag) and its dead letters."""
+        rows = []
+        positions = self.store.positions()
+        letters = self.store.dead_letters()
+        with self.lock:
+            subscribers = list(self.subscribers.values())
+        for topic in self.store.topics():
+            subs = []
+            for subscriber in subscribers:
+                sub = subscriber.sub
+                if sub.topic != topic:
+                    continue
+                position = max(subscriber.position, positions.get(sub.name, (topic, 0))[1])
+                subs.append(
+                    {
+                        "name": sub.name,
+                        "trigger": sub.trigger,
+                        "kind": sub.kind,
+                        "function": sub.function,
+                        "position": position,
+                        "lag": self.store.count_after(topic, sub.source, position),
+                    }
+                )
+            rows.append(
+                {
+                    "name": topic,
+                    "events": self.store.count(topic),
+                    "subscribers": subs,
+                    "dead_letters": [
+                        dict(d, function=self._function_of(d["subscriber"])) for d in letters if d["topic"] == topic
+                    ],
+                }
+            )
+        return rows
+
+    def _function_of(self, subscriber_name):
+        subscriber = self.subscribers.get(subscriber_name)
+        if subscriber is not None:
+            return subscriber.sub.function
+        return subscriber_name.split(":")[-1].split("_")[2] if subscriber_name.count("_") >= 3 else None
+
+    def dead_letter_counts(self):
+        """{function: dead letters waiting}, for `ls`."""
+        counts = {}
+        for letter in self.store.dead_letters():
+            function = self._function_of(letter["subscriber"])
+            counts[function] = counts.get(function, 0) + 1
+        return counts

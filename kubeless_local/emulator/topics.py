@@ -1,0 +1,331 @@
+"""The embedded topics: a durable append-only log in SQLite (WAL) under .kubeless-local/.
+
+One file, `topics.db`: the topics, their events (each with the `event-id` and `event-time` it got when it
+was emitted, kept on every redelivery), the position of every subscriber (named as the Kubeless
+controller names its consumer group, `<ns>_<trigger>_<fn>_<topic>`) and the dead letters.
+
+An emit is committed with `synchronous=FULL` before it is acknowledged, so an acknowledged event survives
+a kill -9 or a power cut. Positions are written with `synchronous=NORMAL`: losing the last one only
+redelivers (at-least-once), never loses.
+
+SQLite connections are per thread (`threading.local`); WAL lets the dispatcher read while `emit` writes.
+"""
+
+import functools
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from kubeless_local.errors import UserError
+from kubeless_local.events import SOURCES, event_id, event_time
+from kubeless_local.spec import TOPIC_RE
+
+FILENAME = "topics.db"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    source TEXT NOT NULL,
+    data BLOB NOT NULL,
+    event_id TEXT NOT NULL,
+    event_time TEXT NOT NULL,
+    emitted REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_topic ON events (topic, source, seq);
+CREATE TABLE IF NOT EXISTS positions (subscriber TEXT PRIMARY KEY, topic TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscriber TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    at REAL NOT NULL,
+    replay INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dead_by_subscriber ON dead_letters (subscriber, replay, id);
+"""
+MAX_BODY = 4096  # of a dead letter's last answer: enough to see the error
+
+
+def check_topic_name(name):
+    if not TOPIC_RE.match(name or "") or name in (".", ".."):
+        raise UserError("topic name %r must be 1-249 letters, digits, '.', '_' or '-' (as Kafka's)" % name)
+
+
+class Event:
+    __slots__ = ("data", "event_id", "event_time", "seq", "source", "topic")
+
+    def __init__(self, seq, topic, source, data, event_id, event_time):
+        self.seq, self.topic, self.source, self.data = seq, topic, source, data
+        self.event_id, self.event_time = event_id, event_time
+
+    def __repr__(self):
+        return "Event(%d, %r, %r)" % (self.seq, self.topic, self.data[:40])
+
+
+EVENT_COLUMNS = "seq, topic, source, data, event_id, event_time"
+
+
+def serialized(method):
+    """Run a store method on the calling thread's own connection (a subscriber's), else on the shared one,
+    holding its lock for the whole method (a transaction is several statements)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if getattr(self.local, "db", None) is not None:
+            return method(self, *args, **kwargs)
+        with self.shared_lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+class TopicStore:
+    """Long-lived threads (subscribers) `attach()` a connection of their own; every other caller (the admin
+    API's request threads, the watcher's reloads) shares one, so short-lived threads leak no connections."""
+
+    def __init__(self, state_dir):
+        self.path = Path(state_dir) / FILENAME
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.shared_lock = threading.RLock()
+        self.shared = self._connect()
+        self.connections = [self.shared]
+        self.shared.executescript(SCHEMA)
+
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    @property
+    def db(self):
+        return getattr(self.local, "db", None) or self.shared
+
+    def attach(self):
+        """Give the calling thread a connection of its own (it reads while others write); `detach()` at its end."""
+        db = self.local.db = self._connect()
+        with self.lock:
+            self.connections.append(db)
+
+    def detach(self):
+        db = getattr(self.local, "db", None)
+        if db is not None:
+            with self.lock:
+                if db in self.connections:
+                    self.connections.remove(db)
+            db.close()
+            self.local.db = None
+
+    def close(self):
+        with self.lock, self.shared_lock:
+            for db in self.connections:
+                try:
+                    db.close()
+                except sqlite3.ProgrammingError:
+                    pass  # closed from another thread's side already
+            self.connections.clear()
+
+    # ------------------------------------------------------------ topics
+
+    @serialized
+    def topics(self):
+        return [row[0] for row in self.db.execute("SELECT name FROM topics ORDER BY name")]
+
+    @serialized
+    def exists(self, name):
+        return self.db.execute("SELECT 1 FROM topics WHERE name = ?", (name,)).fetchone() is not None
+
+    @serialized
+    def create(self, name):
+        """Create a topic (no-op when it exists); True when it was new."""
+        check_topic_name(name)
+        cursor = self.db.execute("INSERT OR IGNORE INTO topics VALUES (?, ?)", (name, time.time()))
+        return cursor.rowcount == 1
+
+    @serialized
+    def delete(self, name):
+        """Drop a topic with its events, positions and dead letters."""
+        if not self.exists(name):
+            raise UserError("no topic %r; `kubeless-local topic ls` lists them" % name)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("events", "positions", "dead_letters"):
+                db.execute("DELETE FROM %s WHERE topic = ?" % table, (name,))
+            db.execute("DELETE FROM topics WHERE name = ?", (name,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------ events
+
+    @serialized
+    def append(self, topic, source, datas):
+        """Store events (one per item of `datas`, bytes), each with its own event-id and event-time; returns
+        their sequence numbers once they are on disk (fsync'd)."""
+        if not self.exists(topic):
+            raise UserError(
+                "no topic %r; create it with `kubeless-local topic create %s` or add a trigger for it" % (topic, topic)
+            )
+        kind = SOURCES[source]
+        db = self.db
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            seqs = []
+            now = time.time()
+            for data in datas:
+                cursor = db.execute(
+                    "INSERT INTO events (topic, source, data, event_id, event_time, emitted) VALUES (?, ?, ?, ?, ?, ?)",
+                    (topic, source, data, event_id(kind["id"]), event_time(kind["time"]), now),
+                )
+                seqs.append(cursor.lastrowid)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA synchronous=NORMAL")
+        return seqs
+
+    @serialized
+    def events_after(self, topic, source, seq, limit=100):
+        rows = self.db.execute(
+            "SELECT %s FROM events WHERE topic = ? AND source = ? AND seq > ? ORDER BY seq LIMIT ?" % EVENT_COLUMNS,
+            (topic, source, seq, limit),
+        )
+        return [Event(*row) for row in rows]
+
+    @serialized
+    def event(self, seq):
+        row = self.db.execute("SELECT %s FROM events WHERE seq = ?" % EVENT_COLUMNS, (seq,)).fetchone()
+        return Event(*row) if row else None
+
+    @serialized
+    def count(self, topic, source=None):
+        if source is None:
+            return self.db.execute("SELECT COUNT(*) FROM events WHERE topic = ?", (topic,)).fetchone()[0]
+        return self.db.execute(
+            "SELECT COUNT(*) FROM events WHERE topic = ? AND source = ?", (topic, source)
+        ).fetchone()[0]
+
+    @serialized
+    def count_after(self, topic, source, seq):
+        return self.db.execute(
+            "SELECT COUNT(*) FROM events WHERE topic = ? AND source = ? AND seq > ?", (topic, source, seq)
+        ).fetchone()[0]
+
+    @serialized
+    def last_seq(self, topic, source):
+        row = self.db.execute("SELECT MAX(seq) FROM events WHERE topic = ? AND source = ?", (topic, source)).fetchone()
+        return row[0] or 0
+
+    # ------------------------------------------------------------ subscribers
+
+    @serialized
+    def position(self, subscriber, topic):
+        """The last event `subscriber` consumed; a new subscriber starts at the topic's beginning, so events
+        emitted before its function (or `dev`) started are delivered."""
+        row = self.db.execute("SELECT seq FROM positions WHERE subscriber = ?", (subscriber,)).fetchone()
+        return row[0] if row else 0
+
+    @serialized
+    def commit(self, subscriber, topic, seq):
+        self.db.execute(
+            "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (subscriber) DO UPDATE SET seq = excluded.seq",
+            (subscriber, topic, seq),
+        )
+
+    @serialized
+    def positions(self):
+        return {row[0]: (row[1], row[2]) for row in self.db.execute("SELECT subscriber, topic, seq FROM positions")}
+
+    # ------------------------------------------------------------ dead letters
+
+    @serialized
+    def dead_letter(self, subscriber, topic, seq, attempts, status, body):
+        """Park an event that failed `attempts` times and move the subscriber past it, in one transaction."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO dead_letters (subscriber, topic, seq, attempts, status, body, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (subscriber, topic, seq, attempts, status, body[:MAX_BODY], time.time()),
+            )
+            db.execute(
+                "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (subscriber) DO UPDATE SET seq = excluded.seq",
+                (subscriber, topic, seq),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @serialized
+    def dead_letters(self, topic=None):
+        query = (
+            "SELECT d.id, d.subscriber, d.topic, d.seq, d.attempts, d.status, d.body, d.at, d.replay, "
+            "e.event_id, e.event_time FROM dead_letters d JOIN events e ON e.seq = d.seq"
+        )
+        args = ()
+        if topic is not None:
+            query += " WHERE d.topic = ?"
+            args = (topic,)
+        keys = ("id", "subscriber", "topic", "seq", "attempts", "status", "body", "at", "replay", "event_id", "time")
+        rows = [dict(zip(keys, row)) for row in self.db.execute(query + " ORDER BY d.id", args)]
+        for row in rows:
+            row["replay"] = bool(row["replay"])
+            row["event_time"] = row.pop("time")
+        return rows
+
+    @serialized
+    def replay(self, topic, subscribers=None, letter_id=None):
+        """Mark dead letters of `topic` (all, those of `subscribers`, or one id) to be sent again; returns how many."""
+        query, args = "UPDATE dead_letters SET replay = 1 WHERE topic = ? AND replay = 0", [topic]
+        if subscribers is not None:
+            query += " AND subscriber IN (%s)" % ",".join("?" * len(subscribers))
+            args.extend(subscribers)
+        if letter_id is not None:
+            query += " AND id = ?"
+            args.append(letter_id)
+        return self.db.execute(query, args).rowcount
+
+    @serialized
+    def replays(self, subscriber, limit=100):
+        """(dead letter id, Event) the subscriber must send again, oldest first."""
+        rows = self.db.execute(
+            "SELECT d.id, %s FROM dead_letters d JOIN events e ON e.seq = d.seq "
+            "WHERE d.subscriber = ? AND d.replay = 1 ORDER BY d.id LIMIT ?"
+            % ", ".join("e." + c.strip() for c in EVENT_COLUMNS.split(",")),
+            (subscriber, limit),
+        )
+        return [(row[0], Event(*row[1:])) for row in rows]
+
+    @serialized
+    def replayed(self, letter_id):
+        """A replayed dead letter was delivered: it is gone."""
+        self.db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+
+    @serialized
+    def dead_again(self, letter_id, attempts, status, body):
+        self.db.execute(
+            "UPDATE dead_letters SET replay = 0, attempts = ?, status = ?, body = ?, at = ? WHERE id = ?",
+            (attempts, status, body[:MAX_BODY], time.time(), letter_id),
+        )
+
+    @serialized
+    def dead_seqs(self, subscriber, first, last):
+        """Which events from `first` to `last` are dead letters of `subscriber` (waiting, not being replayed)."""
+        rows = self.db.execute(
+            "SELECT seq FROM dead_letters WHERE subscriber = ? AND replay = 0 AND seq BETWEEN ? AND ?",
+            (subscriber, first, last),
+        )
+        return {row[0] for row in rows}

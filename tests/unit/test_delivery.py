@@ -1,0 +1,268 @@
+"""The dispatcher against a fake function: a tiny HTTP server on 127.0.0.1 that answers as scripted."""
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from kubeless_local import spec as specs
+from kubeless_local.emulator.base import Instance, State
+from kubeless_local.emulator.delivery import Dispatcher
+from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.topics import TopicStore
+from kubeless_local.errors import UserError
+
+
+class FakeFunction:
+    """Records every request (time, headers, body); `answer(body, attempt)` gives the status to return."""
+
+    def __init__(self):
+        self.calls = []
+        self.lock = threading.Condition()
+        self.answer = lambda body, attempt: 200
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with fake.lock:
+                    attempt = sum(1 for c in fake.calls if c[2] == body) + 1
+                    fake.calls.append((time.monotonic(), dict(self.headers), body))
+                    fake.lock.notify_all()
+                status = fake.answer(body, attempt)
+                reply = b"answer %d" % status
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def wait_calls(self, count, timeout=10):
+        with self.lock:
+            assert self.lock.wait_for(lambda: len(self.calls) >= count, timeout), self.calls
+            return list(self.calls)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeSupervisor:
+    def __init__(self, logs):
+        self.logs, self.instances, self.specs = logs, {}, {}
+
+
+def fn():
+    return specs.FunctionSpec(
+        name="hello", runtime="python3.11", handler="h.f", origin="f.yaml", labels={"app": "shop"}
+    )
+
+
+def trigger(name="orders", topic="orders", kind=specs.KafkaTrigger, **selector):
+    return kind(name=name, topic=topic, selector=selector or {"app": "shop"}, origin="t.yaml: %s" % name)
+
+
+@pytest.fixture
+def world(tmp_path):
+    """(dispatcher, fake function, supervisor): the function `hello` Ready on the fake server."""
+    function = FakeFunction()
+    logs = LogHub()
+    supervisor = FakeSupervisor(logs)
+    supervisor.instances["hello"] = Instance(name="hello", runtime="python3.11", port=function.port, state=State.READY)
+    store = TopicStore(tmp_path)
+    dispatcher = Dispatcher(store, supervisor, logs, max_attempts=3, retry_backoff=0.02, max_in_flight=1)
+    yield dispatcher, function, supervisor
+    dispatcher.stop()
+    store.close()
+    function.close()
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_events_reach_the_function_in_order_with_the_kafka_envelope(world):
+    dispatcher, function, _ = world
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    first, _ = dispatcher.emit("orders", "kafka", [b"hi", b'{"n": 2}', b"3"])
+    calls = function.wait_calls(3)
+    assert [c[2] for c in calls] == [b"hi", b'{"n": 2}', b"3"]
+    headers = calls[0][1]
+    assert headers["event-namespace"] == "kafkatriggers.kubeless.io" and headers["event-topic"] == "orders"
+    assert headers["User-Agent"] == "kubeless-kafka-trigger-controller/v1.1.0"
+    assert headers["event-type"] == "application/x-www-form-urlencoded"
+    assert calls[1][1]["Content-Type"] == "application/json"
+    stored = dispatcher.store.events_after("orders", "kafka", 0)
+    assert [c[1]["event-id"] for c in calls] == [e.event_id for e in stored]
+    assert [c[1]["event-time"] for c in calls] == [e.event_time for e in stored]
+    wait_for(lambda: dispatcher.store.position("default_orders_hello_orders", "orders") == first[-1])
+    outcome = dispatcher.outcome("orders", "kafka", first)
+    assert all(v == {"default_orders_hello_orders": "delivered"} for v in outcome.values())
+
+
+def test_nats_triggers_get_nats_messages_with_the_nats_envelope(world):
+    dispatcher, function, _ = world
+    dispatcher.update(
+        specs.Manifests(functions=[fn()], kafka_triggers=[trigger()], nats_triggers=[trigger(kind=specs.NATSTrigger)])
+    )
+    dispatcher.emit("orders", "nats", [b"n1"])
+    (call,) = function.wait_calls(1)
+    assert call[1]["event-namespace"] == "natstriggers.kubeless.io" and "event-topic" not in call[1]
+    time.sleep(0.1)  # the Kafka subscriber on the same topic must not get it
+    assert len(function.calls) == 1
+
+
+def test_a_failure_is_retried_with_back_off_keeping_id_and_time(world):
+    dispatcher, function, _ = world
+    function.answer = lambda body, attempt: 500 if attempt < 3 else 200
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"flaky", b"next"])
+    calls = function.wait_calls(4)
+    assert [c[2] for c in calls] == [b"flaky", b"flaky", b"flaky", b"next"]  # in order: next waits
+    assert len({(c[1]["event-id"], c[1]["event-time"]) for c in calls[:3]}) == 1
+    gaps = [calls[1][0] - calls[0][0], calls[2][0] - calls[1][0]]
+    assert gaps[0] >= 0.02 and gaps[1] >= 0.04  # back-off doubles
+    assert dispatcher.store.dead_letters() == []
+
+
+def test_after_max_attempts_the_event_is_dead_lettered_and_replay_sends_it_again(world):
+    dispatcher, function, _ = world
+    function.answer = lambda body, attempt: 503 if body == b"bad" else 200
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    seqs, _ = dispatcher.emit("orders", "kafka", [b"bad", b"good"])
+    calls = function.wait_calls(4)
+    assert [c[2] for c in calls] == [b"bad"] * 3 + [b"good"]
+    wait_for(lambda: dispatcher.store.dead_letters())
+    (letter,) = dispatcher.store.dead_letters()
+    assert letter["attempts"] == 3 and letter["status"] == 503 and letter["body"] == "answer 503"
+    assert letter["event_id"] == calls[0][1]["event-id"]
+    wait_for(lambda: dispatcher.outcome("orders", "kafka", seqs)[seqs[1]] != {"default_orders_hello_orders": "pending"})
+    outcome = dispatcher.outcome("orders", "kafka", seqs)
+    assert outcome == {
+        seqs[0]: {"default_orders_hello_orders": "dead-lettered"},
+        seqs[1]: {"default_orders_hello_orders": "delivered"},
+    }
+    assert dispatcher.dead_letter_counts() == {"hello": 1}
+    assert dispatcher.topics()[0]["dead_letters"][0]["function"] == "hello"
+    function.answer = lambda body, attempt: 200
+    assert dispatcher.replay("orders") == 1
+    replayed = function.wait_calls(5)[4]
+    assert replayed[2] == b"bad" and replayed[1]["event-id"] == letter["event_id"]
+    assert replayed[1]["event-time"] == calls[0][1]["event-time"]
+    wait_for(lambda: dispatcher.store.dead_letters() == [])
+
+
+def test_events_wait_for_a_function_that_is_not_ready_without_using_attempts(world):
+    dispatcher, function, supervisor = world
+    instance = supervisor.instances["hello"]
+    instance.set_state(State.CRASHED, "down")
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"while down"])
+    time.sleep(0.1)
+    assert function.calls == []
+    instance.set_state(State.READY)
+    assert function.wait_calls(1)[0][2] == b"while down"
+
+
+def test_a_function_that_does_not_answer_costs_no_attempt(world):
+    dispatcher, function, supervisor = world
+    function.close()  # Ready on paper, nothing listens (reloading)
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"x"])
+    time.sleep(0.2)  # connection attempts every 0.05 s: more than max_attempts (3), were they counted
+    assert dispatcher.store.dead_letters() == []
+    again = FakeFunction()
+    try:
+        supervisor.instances["hello"].port = again.port
+        assert again.wait_calls(1)[0][2] == b"x"
+    finally:
+        again.close()
+
+
+def test_a_restarted_dispatcher_resumes_after_the_last_committed_event(world, tmp_path):
+    dispatcher, function, supervisor = world
+    manifests = specs.Manifests(functions=[fn()], kafka_triggers=[trigger()])
+    dispatcher.update(manifests)
+    dispatcher.emit("orders", "kafka", [b"1", b"2"])
+    function.wait_calls(2)
+    dispatcher.stop()
+    dispatcher.store.append("orders", "kafka", [b"3"])  # emitted while `dev` is down
+    again = Dispatcher(TopicStore(tmp_path), supervisor, supervisor.logs, max_in_flight=4)
+    try:
+        again.update(manifests)
+        calls = function.wait_calls(3)
+        time.sleep(0.1)
+        assert [c[2] for c in function.calls] == [b"1", b"2", b"3"]
+        assert len(calls) == 3
+    finally:
+        again.stop()
+        again.store.close()
+
+
+def test_a_window_sends_concurrently_but_commits_in_order(world):
+    dispatcher, function, supervisor = world
+    wide = Dispatcher(
+        dispatcher.store, supervisor, supervisor.logs, max_attempts=2, retry_backoff=0.05, max_in_flight=4
+    )
+    function.answer = lambda body, attempt: 500 if body == b"0" and attempt == 1 else 200
+    try:
+        wide.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+        seqs, _ = wide.emit("orders", "kafka", [b"%d" % i for i in range(20)])
+        function.wait_calls(21)
+        wait_for(lambda: wide.store.position("default_orders_hello_orders", "orders") == seqs[-1])
+        bodies = [c[2] for c in function.calls]
+        assert sorted(bodies) == sorted([b"%d" % i for i in range(20)] + [b"0"])
+        retry = len(bodies) - 1 - bodies[::-1].index(b"0")
+        assert {b"1", b"2", b"3"} <= set(bodies[:retry])  # sent while event 0 waited for its retry
+        assert bodies.index(b"4") > retry  # the window (4) moves once its head is settled
+    finally:
+        wide.stop()
+
+
+def test_selectors_that_match_nothing_warn_and_removed_triggers_stop(world):
+    dispatcher = world[0]
+    hub = dispatcher.logs
+    queue = hub.subscribe()
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger(app="other")]))
+    line = queue.get(timeout=5)
+    assert "t.yaml: orders: spec.functionSelector matches no Function in this project" in line.text
+    assert dispatcher.subscribers == {} and dispatcher.store.topics() == ["orders"]
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    assert list(dispatcher.subscribers) == ["default_orders_hello_orders"]
+    with pytest.raises(UserError, match="topic 'orders' is used by KafkaTrigger orders; remove the trigger first"):
+        dispatcher.delete("orders")
+    with pytest.raises(UserError, match="no KafkaTrigger or NATSTrigger 'nope'"):
+        dispatcher.replay("orders", trigger="nope")
+    dispatcher.update(specs.Manifests(functions=[fn()]))
+    assert dispatcher.subscribers == {}
+    dispatcher.delete("orders")
+    assert dispatcher.store.topics() == []
+
+
+def test_a_subscription_that_comes_back_resumes_after_the_old_one_without_resending(world):
+    dispatcher, function, _ = world
+    with_trigger = specs.Manifests(functions=[fn()], kafka_triggers=[trigger()])
+    dispatcher.update(with_trigger)
+    dispatcher.emit("orders", "kafka", [b"1", b"2"])
+    function.wait_calls(2)
+    old = dispatcher.subscribers["default_orders_hello_orders"]
+    dispatcher.update(specs.Manifests(functions=[fn()]))  # the trigger is removed…
+    dispatcher.update(with_trigger)  # …and saved back at once
+    assert not old.is_alive() and dispatcher.subscribers["default_orders_hello_orders"] is not old
+    dispatcher.emit("orders", "kafka", [b"3"])
+    function.wait_calls(3)
+    time.sleep(0.1)
+    assert [c[2] for c in function.calls] == [b"1", b"2", b"3"]

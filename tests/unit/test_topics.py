@@ -1,0 +1,163 @@
+"""The embedded topics' store (SQLite WAL), label selectors and the `kafka:` settings."""
+
+import re
+
+import pytest
+
+from kubeless_local.emulator import delivery
+from kubeless_local.emulator.topics import TopicStore
+from kubeless_local.errors import UserError
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = TopicStore(tmp_path)
+    store.create("orders")
+    yield store
+    store.close()
+
+
+def test_events_keep_their_order_and_get_id_and_time_when_emitted(store):
+    seqs = store.append("orders", "kafka", [b"a", b"b"]) + store.append("orders", "kafka", [b"c"])
+    events = store.events_after("orders", "kafka", 0)
+    assert [e.seq for e in events] == seqs and [e.data for e in events] == [b"a", b"b", b"c"]
+    assert len({e.event_id for e in events}) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{15}", e.event_id) for e in events)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9} \+0000 UTC", e.event_time) for e in events)
+    assert [e.data for e in store.events_after("orders", "kafka", seqs[0])] == [b"b", b"c"]
+    assert store.events_after("orders", "nats", 0) == []  # NATS subscribers see NATS messages only
+
+
+def test_an_unknown_topic_is_refused_and_a_bad_name_too(store):
+    with pytest.raises(UserError, match="no topic 'nope'; create it with `kubeless-local topic create nope`"):
+        store.append("nope", "kafka", [b"x"])
+    with pytest.raises(UserError, match="topic name 'a b' must be"):
+        store.create("a b")
+    assert store.create("orders") is False and store.create("more") is True
+    assert store.topics() == ["more", "orders"]
+
+
+def test_positions_are_per_subscriber(store):
+    seqs = store.append("orders", "kafka", [b"a", b"b"])
+    assert store.position("default_t_f_orders", "orders") == 0  # a new subscriber starts at the beginning
+    store.commit("default_t_f_orders", "orders", seqs[0])
+    assert store.position("default_t_f_orders", "orders") == seqs[0]
+    assert store.position("default_t_g_orders", "orders") == 0
+    assert store.count_after("orders", "kafka", seqs[0]) == 1
+
+
+def test_everything_survives_closing_and_reopening(tmp_path, store):
+    seqs = store.append("orders", "kafka", [b"a", b"b"])
+    first = store.events_after("orders", "kafka", 0)
+    store.commit("sub", "orders", seqs[0])
+    store.dead_letter("sub2", "orders", seqs[1], 5, 500, "boom")
+    store.close()
+    again = TopicStore(tmp_path)
+    try:
+        assert again.topics() == ["orders"]
+        reread = again.events_after("orders", "kafka", 0)
+        assert [(e.seq, e.data, e.event_id, e.event_time) for e in reread] == [
+            (e.seq, e.data, e.event_id, e.event_time) for e in first
+        ]
+        assert again.position("sub", "orders") == seqs[0]
+        assert [(d["seq"], d["status"], d["body"]) for d in again.dead_letters()] == [(seqs[1], 500, "boom")]
+    finally:
+        again.close()
+
+
+def test_dead_letter_moves_the_position_and_replay_marks_it(store):
+    (seq,) = store.append("orders", "kafka", [b"a"])
+    store.dead_letter("sub", "orders", seq, 5, 503, "x" * 10_000)
+    assert store.position("sub", "orders") == seq
+    (letter,) = store.dead_letters("orders")
+    assert letter["attempts"] == 5 and letter["status"] == 503 and len(letter["body"]) == 4096
+    assert letter["event_id"] == store.event(seq).event_id and not letter["replay"]
+    assert store.dead_seqs("sub", seq, seq) == {seq}
+    assert store.replays("sub") == []
+    assert store.replay("orders", ["other"]) == 0
+    assert store.replay("orders") == 1
+    ((letter_id, event),) = store.replays("sub")
+    assert event.seq == seq and store.dead_seqs("sub", seq, seq) == set()
+    store.dead_again(letter_id, 5, 500, "again")
+    assert store.dead_letters()[0]["status"] == 500 and store.replays("sub") == []
+    store.replay("orders", letter_id=letter_id)
+    store.replayed(letter_id)
+    assert store.dead_letters() == []
+
+
+def test_delete_drops_the_topic_with_its_events(store):
+    (seq,) = store.append("orders", "kafka", [b"a"])
+    store.commit("sub", "orders", seq)
+    store.delete("orders")
+    assert store.topics() == [] and store.event(seq) is None and store.positions() == {}
+    with pytest.raises(UserError, match="no topic 'orders'"):
+        store.delete("orders")
+
+
+LABELS = {"app": "shop", "tier": "back"}
+IN = {"key": "tier", "operator": "In", "values": ["back", "db"]}
+
+
+@pytest.mark.parametrize(
+    ("match_labels", "expressions", "expected"),
+    [
+        ({}, (), True),  # an empty selector matches every function
+        ({"app": "shop"}, (), True),
+        ({"app": "shop", "tier": "front"}, (), False),
+        ({"missing": "x"}, (), False),
+        ({}, (IN,), True),
+        ({}, ({"key": "tier", "operator": "In", "values": ["front"]},), False),
+        ({}, ({"key": "nope", "operator": "In", "values": ["back"]},), False),
+        ({}, ({"key": "tier", "operator": "NotIn", "values": ["back"]},), False),
+        ({}, ({"key": "tier", "operator": "NotIn", "values": ["front"]},), True),
+        ({}, ({"key": "nope", "operator": "NotIn", "values": ["x"]},), True),  # absent key: NotIn holds
+        ({}, ({"key": "app", "operator": "Exists"},), True),
+        ({}, ({"key": "nope", "operator": "Exists"},), False),
+        ({}, ({"key": "nope", "operator": "DoesNotExist"},), True),
+        ({}, ({"key": "app", "operator": "DoesNotExist"},), False),
+        ({"app": "shop"}, (IN, {"key": "app", "operator": "DoesNotExist"}), False),  # every one must hold
+    ],
+)
+def test_label_selector_semantics(match_labels, expressions, expected):
+    assert delivery.selector_matches(LABELS, match_labels, expressions) is expected
+
+
+def test_group_names_are_the_kubeless_controllers():
+    assert delivery.group_name("default", "orders", "hello", "t") == "default_orders_hello_t"
+    assert delivery.group_name("default", "orders", "hello", "t", "nats") == "nats:default_orders_hello_t"
+
+
+def test_settings_from_the_project_file(tmp_path):
+    assert delivery.load_settings(tmp_path)["max_attempts"] == 5
+    (tmp_path / ".kubeless-local.yaml").write_text("backend: process\nkafka: {max_attempts: 2, retry_backoff: 0.1}\n")
+    settings = delivery.load_settings(tmp_path)
+    assert settings["max_attempts"] == 2 and settings["retry_backoff"] == 0.1
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {max_attempts: 0}\n")
+    with pytest.raises(UserError, match=r"kafka.max_attempts must be a number >= 1, got 0"):
+        delivery.load_settings(tmp_path)
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: 3\n")
+    with pytest.raises(UserError, match="kafka must be a mapping"):
+        delivery.load_settings(tmp_path)
+
+
+def test_short_lived_threads_share_one_connection_and_subscribers_get_their_own(store):
+    """The admin API answers each request on a new thread: a connection each would leak file descriptors."""
+    import threading
+
+    threads = [threading.Thread(target=store.append, args=("orders", "kafka", [b"x"])) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.count("orders") == 20 and len(store.connections) == 1
+    seen = []
+
+    def subscriber():
+        store.attach()
+        seen.append((len(store.connections), len(store.events_after("orders", "kafka", 0))))
+        store.detach()
+
+    thread = threading.Thread(target=subscriber)
+    thread.start()
+    thread.join()
+    assert seen == [(2, 20)] and len(store.connections) == 1
