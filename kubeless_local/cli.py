@@ -436,6 +436,9 @@ def list_functions(output):
     for row in rows:
         if row["error"]:
             click.echo("%s: %s" % (click.style(row["name"], bold=True), headline(row["error"])))
+        for trigger in row.get("cron") or []:
+            if trigger["error"]:
+                click.echo("%s: %s" % (click.style(trigger["name"], bold=True), trigger["error"]))
 
 
 def timestamp(seconds):
@@ -593,6 +596,40 @@ def runtime_ls(output):
             ("CREATED", lambda r: r["created"]),
         ],
     )
+
+
+# ---------------------------------------------------------------- events (emit)
+
+
+@main.group()
+def emit():
+    """Send an event to the running dev's functions, as a Kubeless trigger would."""
+
+
+def describe_run(run):
+    """One line for a cron run: what was sent, to which function, and how it answered."""
+    sent = "cron trigger %s → function %s: %s (event-id %s)" % (
+        run["trigger"],
+        run["function"],
+        run["method"],
+        run["event_id"],
+    )
+    if run["status"] is None:
+        return "%s failed: %s" % (sent, run["error"])
+    return "%s answered %d in %.0f ms" % (sent, run["status"], run["duration_ms"])
+
+
+@emit.command(name="cron")
+@click.argument("trigger")
+@user_errors
+def emit_cron(trigger):
+    """Fire the CronJobTrigger TRIGGER now, as its CronJob would; waits for the answer."""
+    from kubeless_local.emulator import AdminClient
+
+    run = AdminClient().fire_cron(trigger)
+    click.echo(describe_run(run))
+    if not run["ok"]:
+        sys.exit(1)  # like `call`: the event was sent, the function failed it
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -24,10 +25,10 @@ class AdminClient:
         self.base = "http://127.0.0.1:%d" % self.info["port"]
         self.headers = {"Authorization": "Bearer %s" % self.info.get("token", "")}
 
-    def _get(self, path, stream=False, timeout=10):
+    def _get(self, path, stream=False, timeout=10, method="GET"):
         try:
             return urllib.request.urlopen(
-                urllib.request.Request(self.base + path, headers=self.headers), timeout=timeout
+                urllib.request.Request(self.base + path, headers=self.headers, method=method), timeout=timeout
             )
         except urllib.error.HTTPError as exc:
             try:
@@ -50,6 +51,17 @@ class AdminClient:
             if row["name"] == name:
                 return row
         raise UserError("no function %r in this project; `kubeless-local ls` lists them" % name)
+
+    def cron_triggers(self):
+        """The CronJobTriggers: schedule, next time, error, the last 3 successful and 1 failed runs."""
+        with self._get("/api/triggers/cron") as response:
+            return json.loads(response.read())
+
+    def fire_cron(self, trigger):
+        """Fire a CronJobTrigger now (`emit cron`); waits for the function's answer, returns the run."""
+        path = "/api/triggers/cron/%s" % urllib.parse.quote(trigger, safe="")
+        with self._get(path, timeout=None, method="POST") as response:
+            return json.loads(response.read())
 
     def logs(self, name, follow=False, tail=None):
         """Yields log line dicts; with follow, until interrupted."""

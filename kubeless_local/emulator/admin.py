@@ -13,7 +13,10 @@ import secrets
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from kubeless_local.emulator.cron import run_row as cron_row
+from kubeless_local.errors import UserError
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,6 +46,7 @@ class AdminServer:
         self.port = self.server.server_address[1]
         self.closing = threading.Event()
         self.started = False
+        self.cron = None  # the session's cron.Cron: runs in `ls`, `emit cron`
 
     @property
     def info_path(self):
@@ -107,9 +111,28 @@ def _handler_for(admin):
             parts = [p for p in url.path.split("/") if p]
             query = parse_qs(url.query)
             if parts == ["api", "functions"]:
-                return self.send_json(200, admin.supervisor.status())
+                return self.send_json(200, self.functions())
+            if parts == ["api", "triggers", "cron"] and admin.cron is not None:
+                return self.send_json(200, admin.cron.status())
             if len(parts) == 4 and parts[:2] == ["api", "functions"] and parts[3] == "logs":
                 return self.logs(parts[2], query)
+            self.send_json(404, {"error": "no such endpoint"})
+
+        def functions(self):
+            rows = admin.supervisor.status()
+            if admin.cron is not None:
+                for row in rows:
+                    row["cron"] = admin.cron.for_function(row["name"])  # its CronJobTriggers and their last runs
+            return rows
+
+        def do_POST(self):
+            parts = [p for p in urlsplit(self.path).path.split("/") if p]
+            if len(parts) == 4 and parts[:3] == ["api", "triggers", "cron"] and admin.cron is not None:
+                try:
+                    run = admin.cron.fire(unquote(parts[3]))  # waits for the function's answer (its timeout at most)
+                except UserError as exc:
+                    return self.send_json(400, {"error": str(exc)})
+                return self.send_json(200, cron_row(run))
             self.send_json(404, {"error": "no such endpoint"})
 
         def logs(self, name, query):

@@ -12,6 +12,7 @@ from pathlib import Path
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends
 from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.emulator.cron import Cron
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
@@ -41,7 +42,7 @@ class DevSession:
         self.backend = backend
         self.logs = logs or LogHub()
         self.lock = ProjectLock(self.state_dir)
-        self.supervisor = self.project = self.admin = self.guardian = None
+        self.supervisor = self.project = self.admin = self.guardian = self.cron = None
 
     def start(self):
         """Start every function and watch the folder. UserError for what the user must fix first."""
@@ -59,10 +60,18 @@ class DevSession:
             self.guardian.watch_containers()
         self.supervisor = Supervisor(self.state_dir, backend, self.logs)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
+        # cron: CronJobTriggers fire in real time once the functions are started (emulator/cron.py)
+        self.cron = Cron(self._manifests, self.supervisor, self.logs)
+        self.admin.cron = self.cron
         self.admin.start()
         self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
         self.project.start()
         self.project.watch()
+        self.cron.start()
+
+    def _manifests(self):
+        """The manifests in force: the project's, reloaded on every valid save."""
+        return self.project.manifests if self.project is not None else specs.Manifests()
 
     def _backend_name(self):
         name = self.backend_name or backends.project_default(self.root) or "process"
@@ -77,6 +86,8 @@ class DevSession:
     def stop(self):
         """Stop the functions, the admin API and the guardian, then drop the lock; safe after a failed start."""
         try:
+            if self.cron is not None:
+                self.cron.stop()
             if self.project is not None:
                 self.project.stop()
             elif self.supervisor is not None:
