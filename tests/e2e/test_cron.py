@@ -61,7 +61,10 @@ def test_emit_cron_delivers_the_cron_envelope_and_ls_shows_the_runs(tmp_path, st
     dev.wait_for_output("CronJobTrigger broken: spec.schedule '61 * * * *' is not a valid cron expression")
 
     result = cli("emit", "cron", "every-minute", cwd=tmp_path, check=True)
-    assert re.fullmatch(r"cron trigger every-minute → function hello: GET \(event-id [0-9a-f-]{36}\) answered 200 in \d+ ms\n", result.stdout)
+    assert re.fullmatch(
+        r"cron trigger every-minute → function hello: GET \(event-id [0-9a-f-]{36}\) answered 200 in \d+ ms\n",
+        result.stdout,
+    )
     result = cli("emit", "cron", "with-payload", cwd=tmp_path, check=True)
     assert "function hello: POST" in result.stdout and "answered 200" in result.stdout
 
