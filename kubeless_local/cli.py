@@ -235,12 +235,19 @@ def _stop(signum, _frame):
     raise Stop(signum)
 
 
-def serve(root, backend_name, manifests=None, ignore=()):
+def serve(root, backend_name, manifests=None, ignore=(), kafka_brokers=None):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
-    session = DevSession(root, backend_name, manifests, say=lambda text: click.echo(text, err=True), ignore=ignore)
+    session = DevSession(
+        root,
+        backend_name,
+        manifests,
+        say=lambda text: click.echo(text, err=True),
+        ignore=ignore,
+        kafka_brokers=kafka_brokers,
+    )
     printer = LogPrinter(session.logs)
     printer.start()
     for sig in STOP_SIGNALS:
@@ -271,8 +278,15 @@ def serve(root, backend_name, manifests=None, ignore=()):
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @backend_option
 @ignore_option
+@click.option(
+    "--kafka-brokers",
+    envvar="KAFKA_BROKERS",
+    metavar="HOST:PORT[,…]",
+    help="A real Kafka broker: dev consumes from it for the KafkaTriggers, as the Kubeless controller does "
+    "(default: $KAFKA_BROKERS, else `kafka: {brokers: …}` in .kubeless-local.yaml, else embedded topics).",
+)
 @user_errors
-def dev(path, backend, ignore):
+def dev(path, backend, ignore, kafka_brokers):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
     serve(
@@ -280,6 +294,7 @@ def dev(path, backend, ignore):
         backend,
         manifests=specs.load(root, ignore) if root.is_file() else None,
         ignore=ignore,
+        kafka_brokers=kafka_brokers,
     )
 
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends
+from kubeless_local.emulator import backends, kafka_bridge
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.cron import Cron
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
@@ -34,7 +34,18 @@ class DevSession:
     `ignore` holds gitignore-style patterns (`dev --ignore`).
     """
 
-    def __init__(self, root, backend_name=None, manifests=None, say=print, *, ignore=(), backend=None, logs=None):
+    def __init__(
+        self,
+        root,
+        backend_name=None,
+        manifests=None,
+        say=print,
+        *,
+        ignore=(),
+        backend=None,
+        logs=None,
+        kafka_brokers=None,
+    ):
         self.root = Path(root).resolve()
         self.ignore = ignore  # gitignore-style patterns (`dev --ignore`)
         self.state_dir = self.root / STATE_DIRNAME
@@ -42,6 +53,8 @@ class DevSession:
         self.backend = backend
         self.logs = logs or LogHub()
         self.lock = ProjectLock(self.state_dir)
+        self.kafka_brokers = kafka_brokers  # `dev --kafka-brokers`/KAFKA_BROKERS, before .kubeless-local.yaml's
+        self.kafka = None
         self.supervisor = self.project = self.admin = self.guardian = self.cron = None
 
     def start(self):
@@ -63,11 +76,20 @@ class DevSession:
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/cron.py)
         self.cron = Cron(self._manifests, self.supervisor, self.logs)
         self.admin.cron = self.cron
+        # kafka, a real broker: `dev` is its KafkaTrigger controller (emulator/kafka_bridge.py); no broker: exit 2
+        brokers, attempts = kafka_bridge.configured(self.root, self.kafka_brokers)
+        if brokers:
+            self.kafka = kafka_bridge.KafkaBridge(
+                brokers, self._manifests, self.supervisor, self.logs, self.root, attempts=attempts
+            )
+            self.kafka.connect()
         self.admin.start()
         self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
         self.project.start()
         self.project.watch()
         self.cron.start()
+        if self.kafka is not None:
+            self.kafka.start()
 
     def _manifests(self):
         """The manifests in force: the project's, reloaded on every valid save."""
@@ -88,6 +110,8 @@ class DevSession:
         try:
             if self.cron is not None:
                 self.cron.stop()
+            if self.kafka is not None:
+                self.kafka.stop()  # before the functions: a message being delivered stays uncommitted
             if self.project is not None:
                 self.project.stop()
             elif self.supervisor is not None:
