@@ -24,7 +24,7 @@ if [ ! -f "$libs/.complete" ]; then
     command -v mvn >/dev/null 2>&1 || fail "mvn is not on PATH; install Maven (Debian: maven) to fetch the Kafka jars"
     echo "kafka-up: fetching Apache Kafka $version with Maven into $libs" >&2
     rm -rf "$libs.tmp"
-    mvn -q -B -f "$here/kafka/pom.xml" -Dkafka.version="$version" dependency:copy-dependencies \
+    mvn -q -B -Dstyle.color=never -f "$here/kafka/pom.xml" -Dkafka.version="$version" dependency:copy-dependencies \
         -DincludeScope=runtime -DoutputDirectory="$libs.tmp" >&2 \
         || fail "Maven could not fetch org.apache.kafka:kafka_2.13:$version; make its repository reachable (or configure a mirror in ~/.m2/settings.xml)"
     rm -rf "$libs" && mv "$libs.tmp" "$libs" && touch "$libs/.complete"
@@ -38,10 +38,10 @@ if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
 fi
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-java_run() {
-    java -Xmx"${KAFKA_HEAP:-256m}" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
-        -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -cp "$libs/*" "$@"
-}
+# A small heap and a quick JIT: the broker of one developer (RSS about 200 MB).
+jvm_options="-Xmx${KAFKA_HEAP:-256m} -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+log_config="-Dlog4j2.configurationFile=$here/kafka/log4j2.properties"
+java_run() { java $jvm_options "$log_config" -cp "$libs/*" "$@"; }
 
 if [ ! -f "$dir/server.properties" ]; then  # first start: choose ports, format the storage
     port=${KAFKA_PORT:-$(free_port)}
@@ -72,9 +72,8 @@ PROPERTIES
 fi
 
 : > "$dir/kafka.log"
-nohup java -Xmx"${KAFKA_HEAP:-256m}" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
-    -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -cp "$libs/*" \
-    kafka.Kafka "$dir/server.properties" >>"$dir/kafka.log" 2>&1 </dev/null &
+nohup java $jvm_options "$log_config" -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
+    >>"$dir/kafka.log" 2>&1 </dev/null &
 echo $! > "$dir/pid"
 
 waited=0

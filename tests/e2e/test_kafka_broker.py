@@ -165,3 +165,21 @@ def test_a_broker_that_does_not_answer_is_one_line_and_exit_2(tmp_path, monkeypa
     assert (
         result.returncode == 2 and "--kafka-brokers/KAFKA_BROKERS: 'not-an-address' must be HOST:PORT" in result.stderr
     )
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(tmp_path, start_dev, kafka_broker):  # noqa: F811
+    topic = "restart-" + uuid.uuid4().hex[:8]
+    folder, out, _ = project(tmp_path, topic)
+    group = "default_orders_hello_" + topic
+    dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+    dev.wait_for_output("kafka %s: consuming" % group)
+    values = ["r%04d" % i for i in range(1000)]
+    kafka_broker.produce(topic, values)
+    wait_until(lambda: len(calls(out)) >= 40, "deliveries under way")
+    kafka_broker.kill()
+    assert len({c["data"] for c in calls(out)}) < len(values), "the broker died too late to be mid-stream"
+    kafka_broker.up()  # the same broker: its data and port
+    wait_until(lambda: {c["data"] for c in calls(out)} >= set(values), "every acknowledged message", timeout=120)
+    assert sorted({c["data"] for c in calls(out)}) == values
+    wait_until(lambda: kafka_broker.committed(group, topic) == len(values), "every offset committed", timeout=60)
+    assert dev.proc.poll() is None
