@@ -63,6 +63,11 @@ class AdminClient:
         with self._get(path, timeout=None, method="POST") as response:
             return json.loads(response.read())
 
+    def kafka_groups(self):
+        """Under `dev --kafka-brokers`: one row per consumer group (trigger, function, topic, state, counts)."""
+        with self._get("/api/triggers/kafka-broker") as response:
+            return json.loads(response.read())
+
     def logs(self, name, follow=False, tail=None):
         """Yields log line dicts; with follow, until interrupted."""
         query = "?follow=%d&tail=%d" % (1 if follow else 0, -1 if tail is None else tail)

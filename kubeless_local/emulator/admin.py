@@ -47,6 +47,7 @@ class AdminServer:
         self.closing = threading.Event()
         self.started = False
         self.cron = None  # the session's cron.Cron: runs in `ls`, `emit cron`
+        self.kafka = None  # the session's kafka_bridge.KafkaBridge (dev --kafka-brokers): its consumer groups
 
     @property
     def info_path(self):
@@ -114,6 +115,8 @@ def _handler_for(admin):
                 return self.send_json(200, self.functions())
             if parts == ["api", "triggers", "cron"] and admin.cron is not None:
                 return self.send_json(200, admin.cron.status())
+            if parts == ["api", "triggers", "kafka-broker"]:
+                return self.send_json(200, admin.kafka.status() if admin.kafka is not None else [])
             if len(parts) == 4 and parts[:2] == ["api", "functions"] and parts[3] == "logs":
                 return self.logs(parts[2], query)
             self.send_json(404, {"error": "no such endpoint"})

@@ -83,6 +83,7 @@ class DevSession:
                 brokers, self._manifests, self.supervisor, self.logs, self.root, attempts=attempts
             )
             self.kafka.connect()
+            self.admin.kafka = self.kafka
         self.admin.start()
         self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
         self.project.start()

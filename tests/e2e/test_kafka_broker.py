@@ -10,6 +10,8 @@ import uuid
 from conftest import cli
 from kafka_broker import kafka_broker  # noqa: F401 - the session-scoped fixture
 
+from kubeless_local.client import AdminClient
+
 HANDLER = """\
 import json, os
 
@@ -125,6 +127,8 @@ def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_
     wait_until(lambda: kafka_broker.committed(group, topic) == 2, "offset 2 committed after the 200")
     assert calls(out)[-1]["id"] == attempts[0]["id"]
     assert "kafka default_orders_bystander" not in dev.output()  # NotIn tier=test: not selected
+    (row,) = AdminClient(folder / ".kubeless-local").kafka_groups()
+    assert (row["group"], row["delivered"], row["given_up"]) == (group, 2, 0) and row["failed"] >= 3
 
 
 def test_sigkill_of_dev_mid_stream_loses_no_acknowledged_message(tmp_path, start_dev, kafka_broker):  # noqa: F811

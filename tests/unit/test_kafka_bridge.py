@@ -198,3 +198,36 @@ def test_a_function_that_is_not_ready_is_waited_for_without_using_attempts(bridg
     bridge.send = sender
     asyncio.run(scenario())
     assert len(sender.sent) == 1 and bridge.stats["g"]["delivered"] == 1
+
+
+def test_the_admin_api_lists_the_consumer_groups(supervisor, tmp_path):
+    from kubeless_local.client import AdminClient
+    from kubeless_local.emulator.admin import AdminServer
+
+    manifests = Manifests(
+        functions=[labelled("hello", app="shop")],
+        kafka_triggers=[kafka_trigger("orders", "t1", {"matchLabels": {"app": "shop"}})],
+    )
+    made = KafkaBridge(["127.0.0.1:1"], lambda: manifests, supervisor, supervisor.logs, tmp_path)
+    made.stats["default_orders_hello_t1"] = {"delivered": 3, "failed": 1, "given_up": 0, "state": "consuming"}
+    admin = AdminServer(supervisor, supervisor.state_dir, tmp_path)
+    admin.start()
+    try:
+        client = AdminClient(supervisor.state_dir)
+        assert client.kafka_groups() == []  # not in real-broker mode
+        admin.kafka = made
+        assert client.kafka_groups() == [
+            {
+                "group": "default_orders_hello_t1",
+                "trigger": "orders",
+                "function": "hello",
+                "topic": "t1",
+                "delivered": 3,
+                "failed": 1,
+                "given_up": 0,
+                "state": "consuming",
+            }
+        ]
+    finally:
+        admin.stop()
+        made.stop()
