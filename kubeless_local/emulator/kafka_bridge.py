@@ -275,7 +275,8 @@ class KafkaBridge:
                 group_id=group,
                 group_instance_id=instance_id(self.root, group),
                 enable_auto_commit=False,
-                auto_offset_reset="latest",
+                # a committed offset the broker no longer has (retention): from the oldest message still there
+                auto_offset_reset="earliest",
                 session_timeout_ms=SESSION_TIMEOUT_MS,
                 max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             )
