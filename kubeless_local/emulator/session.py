@@ -78,7 +78,8 @@ class DevSession:
         self.admin.cron = self.cron
         # kafka, a real broker: `dev` is its KafkaTrigger controller (emulator/kafka_bridge.py); no broker: exit 2
         brokers, attempts = kafka_bridge.configured(self.root, self.kafka_brokers)
-        if brokers:
+        fixed_without_triggers = self.manifests is not None and not self.manifests.kafka_triggers  # `run`
+        if brokers and not fixed_without_triggers:
             self.kafka = kafka_bridge.KafkaBridge(
                 brokers, self._manifests, self.supervisor, self.logs, self.root, attempts=attempts
             )
