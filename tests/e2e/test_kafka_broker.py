@@ -8,7 +8,6 @@ import time
 import uuid
 
 from conftest import cli
-from kafka_broker import kafka_broker  # noqa: F401 - the session-scoped fixture
 
 from kubeless_local.client import AdminClient
 
@@ -88,7 +87,7 @@ def wait_until(predicate, what, timeout=60):
         time.sleep(0.05)
 
 
-def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_dev, kafka_broker):  # noqa: F811
+def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_dev, kafka_broker):
     topic = "orders-" + uuid.uuid4().hex[:8]
     folder, out, flag = project(tmp_path, topic)
     (folder / ".kubeless-local.yaml").write_text("kafka: {brokers: %s, attempts: 1000}\n" % kafka_broker.address)
@@ -131,7 +130,7 @@ def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_
     assert (row["group"], row["delivered"], row["given_up"]) == (group, 2, 0) and row["failed"] >= 3
 
 
-def test_sigkill_of_dev_mid_stream_loses_no_acknowledged_message(tmp_path, start_dev, kafka_broker):  # noqa: F811
+def test_sigkill_of_dev_mid_stream_loses_no_acknowledged_message(tmp_path, start_dev, kafka_broker):
     topic = "stream-" + uuid.uuid4().hex[:8]
     folder, out, _ = project(tmp_path, topic)
     group = "default_orders_hello_" + topic
@@ -171,7 +170,7 @@ def test_a_broker_that_does_not_answer_is_one_line_and_exit_2(tmp_path, monkeypa
     )
 
 
-def test_a_broker_restart_mid_stream_loses_nothing(tmp_path, start_dev, kafka_broker):  # noqa: F811
+def test_a_broker_restart_mid_stream_loses_nothing(tmp_path, start_dev, kafka_broker):
     topic = "restart-" + uuid.uuid4().hex[:8]
     folder, out, _ = project(tmp_path, topic)
     group = "default_orders_hello_" + topic

@@ -1,6 +1,6 @@
 """A real Apache Kafka broker for tests: scripts/kafka-up.sh in a temporary folder, once per test session.
 
-Use the `kafka_broker` fixture (import it into the test module or a conftest). It needs Java 17+ and
+The `kafka_broker` fixture is registered for every test (tests/conftest.py). It needs Java 17+ and
 Maven (.ci/setup.sh installs them); the first run fetches the jars into ~/.cache/kubeless-local/kafka.
 """
 
