@@ -191,7 +191,7 @@ def test_a_function_that_is_not_ready_is_waited_for_until_it_is(setup, superviso
     result = {}
     thread = threading.Thread(target=lambda: result.update(run=cron.fire("nightly")))
     thread.start()
-    thread.join(0.3)
+    thread.join(0.1)
     assert thread.is_alive() and not sender.requests  # held while Starting
     instance.set_state(State.READY)
     thread.join(10)
@@ -274,9 +274,9 @@ def test_the_admin_api_fires_and_lists_runs(setup, supervisor, tmp_path):
 
 
 def test_the_scheduler_thread_fires_in_real_time(setup):
-    """The loop itself, on a clock that runs in real time from 0.3 s before a scheduled minute."""
+    """The loop itself, on a clock that runs in real time from 0.15 s before a scheduled minute."""
     cron, _, _, sender = setup
-    started, offset = time.monotonic(), at(0, 4, 59) + datetime.timedelta(seconds=0.7)
+    started, offset = time.monotonic(), at(0, 4, 59) + datetime.timedelta(seconds=0.85)
     cron.clock = lambda: offset + datetime.timedelta(seconds=time.monotonic() - started)
     cron.start()
     deadline = time.monotonic() + 10
