@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs everything the test suite needs on a fresh Debian bookworm machine (as root), idempotently:
-# the toolchains of the five runtimes, wrk for benchmarks, the Python package with its test extras,
-# and a Docker engine with the runtime images (.ci/docker-setup.sh).
+# the toolchains of the five runtimes, wrk for benchmarks, Java and Maven for the tests' Kafka broker
+# (scripts/kafka-up.sh), the Python package with its test extras, and a Docker engine with the runtime
+# images (.ci/docker-setup.sh).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -10,12 +11,15 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 PACKAGES="ruby ruby-sinatra ruby-prometheus-client-mmap ruby-webrick
           php8.2-cli php-slim-psr7 composer unzip
           nodejs npm golang-go
-          wrk docker.io debootstrap ca-certificates curl"
+          wrk docker.io debootstrap ca-certificates curl
+          openjdk-17-jre-headless maven"
 missing=""
 for p in $PACKAGES; do
     case "$p" in  # toolchains the machine may already have from elsewhere (nodesource node, /usr/local/go)
         nodejs|npm) command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && continue ;;
         golang-go) command -v go >/dev/null 2>&1 && continue ;;
+        openjdk-17-jre-headless) command -v java >/dev/null 2>&1 && continue ;;  # the Kafka broker of the tests
+        maven) command -v mvn >/dev/null 2>&1 && continue ;;
     esac
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done

@@ -235,12 +235,19 @@ def _stop(signum, _frame):
     raise Stop(signum)
 
 
-def serve(root, backend_name, manifests=None, ignore=()):
+def serve(root, backend_name, manifests=None, ignore=(), kafka_brokers=None):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
-    session = DevSession(root, backend_name, manifests, say=lambda text: click.echo(text, err=True), ignore=ignore)
+    session = DevSession(
+        root,
+        backend_name,
+        manifests,
+        say=lambda text: click.echo(text, err=True),
+        ignore=ignore,
+        kafka_brokers=kafka_brokers,
+    )
     printer = LogPrinter(session.logs)
     printer.start()
     for sig in STOP_SIGNALS:
@@ -271,8 +278,15 @@ def serve(root, backend_name, manifests=None, ignore=()):
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @backend_option
 @ignore_option
+@click.option(
+    "--kafka-brokers",
+    envvar="KAFKA_BROKERS",
+    metavar="HOST:PORT[,…]",
+    help="A real Kafka broker: dev consumes from it for the KafkaTriggers, as the Kubeless controller does "
+    "(default: $KAFKA_BROKERS, else `kafka: {brokers: …}` in .kubeless-local.yaml, else embedded topics).",
+)
 @user_errors
-def dev(path, backend, ignore):
+def dev(path, backend, ignore, kafka_brokers):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
     serve(
@@ -280,6 +294,7 @@ def dev(path, backend, ignore):
         backend,
         manifests=specs.load(root, ignore) if root.is_file() else None,
         ignore=ignore,
+        kafka_brokers=kafka_brokers,
     )
 
 
@@ -441,6 +456,9 @@ def list_functions(output):
                 "%s: %d dead-lettered event(s); `kubeless-local topic ls` shows them"
                 % (click.style(row["name"], bold=True), row["dead_letters"])
             )
+        for trigger in row.get("cron") or []:
+            if trigger["error"]:
+                click.echo("%s: %s" % (click.style(trigger["name"], bold=True), trigger["error"]))
 
 
 def timestamp(seconds):
@@ -750,7 +768,7 @@ def with_options(options):
 
 @main.group()
 def emit():
-    """Send events to the running dev's triggers (embedded topics)."""
+    """Send events to the running dev's triggers, as Kubeless' event sources would (Kafka, NATS, cron)."""
 
 
 @emit.command(name="kafka")
@@ -865,6 +883,32 @@ def topic_replay(name, trigger, letter_id):
             "no dead letter %d waiting on topic %s; `kubeless-local topic ls` lists them" % (letter_id, name)
         )
     click.echo("%d dead letter(s) of topic %s sent again" % (count, name))
+
+
+def describe_run(run):
+    """One line for a cron run: what was sent, to which function, and how it answered."""
+    sent = "cron trigger %s → function %s: %s (event-id %s)" % (
+        run["trigger"],
+        run["function"],
+        run["method"],
+        run["event_id"],
+    )
+    if run["status"] is None:
+        return "%s failed: %s" % (sent, run["error"])
+    return "%s answered %d in %.0f ms" % (sent, run["status"], run["duration_ms"])
+
+
+@emit.command(name="cron")
+@click.argument("trigger")
+@user_errors
+def emit_cron(trigger):
+    """Fire the CronJobTrigger TRIGGER now, as its CronJob would; waits for the answer."""
+    from kubeless_local.emulator import AdminClient
+
+    run = AdminClient().fire_cron(trigger)
+    click.echo(describe_run(run))
+    if not run["ok"]:
+        sys.exit(1)  # like `call`: the event was sent, the function failed it
 
 
 if __name__ == "__main__":

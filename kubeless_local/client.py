@@ -3,6 +3,7 @@
 import base64
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote
@@ -57,6 +58,22 @@ class AdminClient:
             if row["name"] == name:
                 return row
         raise UserError("no function %r in this project; `kubeless-local ls` lists them" % name)
+
+    def cron_triggers(self):
+        """The CronJobTriggers: schedule, next time, error, the last 3 successful and 1 failed runs."""
+        with self._get("/api/triggers/cron") as response:
+            return json.loads(response.read())
+
+    def fire_cron(self, trigger):
+        """Fire a CronJobTrigger now (`emit cron`); waits for the function's answer, returns the run."""
+        path = "/api/triggers/cron/%s" % urllib.parse.quote(trigger, safe="")
+        with self._get(path, timeout=None, method="POST") as response:
+            return json.loads(response.read())
+
+    def kafka_groups(self):
+        """Under `dev --kafka-brokers`: one row per consumer group (trigger, function, topic, state, counts)."""
+        with self._get("/api/triggers/kafka-broker") as response:
+            return json.loads(response.read())
 
     def logs(self, name, follow=False, tail=None):
         """Yields log line dicts; with follow, until interrupted."""

@@ -136,7 +136,7 @@ def render_function(fn: FunctionSpec, namespace: str, project: str, catalog: Opt
 
 
 def not_emulated_documents(root: Path, ignore=()):
-    """NATSTrigger and KinesisTrigger documents (not run locally, so not in the loaded Manifests)."""
+    """Documents of the Kubeless kinds not run locally (KinesisTrigger), so not in the loaded Manifests."""
     loader = specs.Loader(root, ignore)
     found = []
     for path in specs.manifest_files(loader.root, loader.ignore):
@@ -152,7 +152,13 @@ def render(manifests: specs.Manifests, namespace: str, project: str, extra=(), c
     """Every object to apply, Functions first, each a dict ready for server-side apply."""
     catalog = catalog or Catalog()
     objects = [render_function(fn, namespace, project, catalog) for fn in manifests.functions]
-    for trigger in [*manifests.http_triggers, *manifests.cron_triggers, *manifests.kafka_triggers, *extra]:
+    for trigger in [
+        *manifests.http_triggers,
+        *manifests.cron_triggers,
+        *manifests.kafka_triggers,
+        *manifests.nats_triggers,
+        *extra,
+    ]:
         document = trigger if isinstance(trigger, dict) else trigger.document
         objects.append(_labelled(copy.deepcopy(document), namespace, project))
     return objects

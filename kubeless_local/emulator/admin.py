@@ -15,8 +15,9 @@ import secrets
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from kubeless_local.emulator.cron import run_row as cron_row
 from kubeless_local.errors import UserError
 
 EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the embedded topics
@@ -51,6 +52,8 @@ class AdminServer:
         self.closing = threading.Event()
         self.started = False
         self.events = None  # the session's delivery.Dispatcher (embedded topics), when it runs one
+        self.cron = None  # the session's cron.Cron: runs in `ls`, `emit cron`
+        self.kafka = None  # the session's kafka_bridge.KafkaBridge (dev --kafka-brokers): its consumer groups
 
     @property
     def info_path(self):
@@ -116,6 +119,10 @@ def _handler_for(admin):
             query = parse_qs(url.query)
             if parts == ["api", "functions"]:
                 return self.send_json(200, self.functions())
+            if parts == ["api", "triggers", "cron"] and admin.cron is not None:
+                return self.send_json(200, admin.cron.status())
+            if parts == ["api", "triggers", "kafka-broker"]:
+                return self.send_json(200, admin.kafka.status() if admin.kafka is not None else [])
             if len(parts) == 4 and parts[:2] == ["api", "functions"] and parts[3] == "logs":
                 return self.logs(parts[2], query)
             if parts[:2] == ["api", "topics"]:
@@ -127,6 +134,12 @@ def _handler_for(admin):
             parts = [p for p in url.path.split("/") if p]
             if parts[:2] == ["api", "topics"]:
                 return self.topics("POST", parts[2:], parse_qs(url.query))
+            if len(parts) == 4 and parts[:3] == ["api", "triggers", "cron"] and admin.cron is not None:
+                try:
+                    run = admin.cron.fire(unquote(parts[3]))  # waits for the function's answer (its timeout at most)
+                except UserError as exc:
+                    return self.send_json(400, {"error": str(exc)})
+                return self.send_json(200, cron_row(run))
             self.send_json(404, {"error": "no such endpoint"})
 
         def do_DELETE(self):
@@ -141,6 +154,9 @@ def _handler_for(admin):
                 dead = admin.events.dead_letter_counts()
                 for row in rows:
                     row["dead_letters"] = dead.get(row["name"], 0)
+            if admin.cron is not None:
+                for row in rows:
+                    row["cron"] = admin.cron.for_function(row["name"])  # its CronJobTriggers and their last runs
             return rows
 
         def read_json(self):
@@ -193,6 +209,11 @@ def _handler_for(admin):
             source = body.get("source", "kafka")
             if source not in EVENT_SOURCES:
                 raise UserError("source must be one of %s" % ", ".join(EVENT_SOURCES))
+            if source == "kafka" and admin.kafka is not None:
+                raise UserError(
+                    "this dev runs its KafkaTriggers from a real broker (--kafka-brokers): produce to the broker "
+                    "with your Kafka tools; `emit kafka` feeds the embedded topics only"
+                )
             if "data_base64" in body:
                 try:
                     data = base64.b64decode(body["data_base64"], validate=True)

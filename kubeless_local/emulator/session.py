@@ -6,12 +6,14 @@ project), then leftovers of a dead session are stopped, the guardian started (se
 functions are started.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends, delivery
+from kubeless_local.emulator import backends, delivery, kafka_bridge
 from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.emulator.cron import Cron
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
@@ -34,7 +36,18 @@ class DevSession:
     `ignore` holds gitignore-style patterns (`dev --ignore`).
     """
 
-    def __init__(self, root, backend_name=None, manifests=None, say=print, *, ignore=(), backend=None, logs=None):
+    def __init__(
+        self,
+        root,
+        backend_name=None,
+        manifests=None,
+        say=print,
+        *,
+        ignore=(),
+        backend=None,
+        logs=None,
+        kafka_brokers=None,
+    ):
         self.root = Path(root).resolve()
         self.ignore = ignore  # gitignore-style patterns (`dev --ignore`)
         self.state_dir = self.root / STATE_DIRNAME
@@ -42,7 +55,9 @@ class DevSession:
         self.backend = backend
         self.logs = logs or LogHub()
         self.lock = ProjectLock(self.state_dir)
-        self.supervisor = self.project = self.admin = self.guardian = None
+        self.kafka_brokers = kafka_brokers  # `dev --kafka-brokers`/KAFKA_BROKERS, before .kubeless-local.yaml's
+        self.kafka = None
+        self.supervisor = self.project = self.admin = self.guardian = self.cron = None
         self.events = None  # the embedded topics' Dispatcher
 
     def start(self):
@@ -62,11 +77,30 @@ class DevSession:
         self.supervisor = Supervisor(self.state_dir, backend, self.logs)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self._start_events()
+        # cron: CronJobTriggers fire in real time once the functions are started (emulator/cron.py)
+        self.cron = Cron(self._manifests, self.supervisor, self.logs)
+        self.admin.cron = self.cron
+        # kafka, a real broker: `dev` is its KafkaTrigger controller (emulator/kafka_bridge.py); no broker: exit 2
+        brokers, attempts = kafka_bridge.configured(self.root, self.kafka_brokers)
+        fixed_without_triggers = self.manifests is not None and not self.manifests.kafka_triggers  # `run`
+        if brokers and not fixed_without_triggers:
+            self.kafka = kafka_bridge.KafkaBridge(
+                brokers, self._manifests, self.supervisor, self.logs, self.root, attempts=attempts
+            )
+            self.kafka.connect()
+            self.admin.kafka = self.kafka
         self.admin.start()
         self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
-        self.project.on_manifests.append(self.events.update)
+        self.project.on_manifests.append(self._update_events)
         self.project.start()
         self.project.watch()
+        self.cron.start()
+        if self.kafka is not None:
+            self.kafka.start()
+
+    def _manifests(self):
+        """The manifests in force: the project's, reloaded on every valid save."""
+        return self.project.manifests if self.project is not None else specs.Manifests()
 
     def _start_events(self):
         """Embedded topics: KafkaTrigger/NATSTrigger delivery and `emit`/`topic` through the admin API."""
@@ -74,6 +108,12 @@ class DevSession:
         store = TopicStore(self.state_dir)
         self.events = delivery.Dispatcher(store, self.supervisor, self.logs, **settings)
         self.admin.events = self.events
+
+    def _update_events(self, manifests):
+        """New manifests for the embedded topics; with a real broker its bridge delivers the KafkaTriggers."""
+        if self.kafka is not None:
+            manifests = dataclasses.replace(manifests, kafka_triggers=[])
+        self.events.update(manifests)
 
     def _backend_name(self):
         name = self.backend_name or backends.project_default(self.root) or "process"
@@ -90,6 +130,10 @@ class DevSession:
         try:
             if self.events is not None:
                 self.events.stop()  # first: subscribers commit their positions while functions still answer
+            if self.cron is not None:
+                self.cron.stop()
+            if self.kafka is not None:
+                self.kafka.stop()  # before the functions: a message being delivered stays uncommitted
             if self.project is not None:
                 self.project.stop()
             elif self.supervisor is not None:

@@ -153,10 +153,22 @@ def test_run_accepts_a_quantity(tmp_path, monkeypatch):
 
 def test_dev_passes_ignore_patterns(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, ignore=(): seen.update(ignore=ignore))
+    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, ignore=(), **_: seen.update(ignore=ignore))
     result = invoke("dev", str(tmp_path), "--ignore", "build/", "--ignore", "*.log")
     assert result.exit_code == 0, result.output
     assert list(seen["ignore"]) == ["build/", "*.log"]
+
+
+def test_dev_passes_kafka_brokers_from_the_flag_or_kafka_brokers(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "serve", lambda *args, kafka_brokers=None, **_: seen.append(kafka_brokers))
+    monkeypatch.delenv("KAFKA_BROKERS", raising=False)
+    assert invoke("dev", str(tmp_path)).exit_code == 0
+    assert invoke("dev", str(tmp_path), "--kafka-brokers", "h:1").exit_code == 0
+    monkeypatch.setenv("KAFKA_BROKERS", "env:2")
+    assert invoke("dev", str(tmp_path)).exit_code == 0
+    assert invoke("dev", str(tmp_path), "--kafka-brokers", "h:1").exit_code == 0
+    assert seen == [None, "h:1", "env:2", "h:1"]
 
 
 # ---------------------------------------------------------------- call

@@ -1,0 +1,415 @@
+"""Real-broker mode: `dev --kafka-brokers HOST:PORT[,…]` makes `dev` the Kubeless Kafka trigger controller
+for that broker (KAFKA_BROKERS, or `kafka: {brokers: …}` in .kubeless-local.yaml, say the same).
+
+As the kafka-trigger controller does: one consumer group per (KafkaTrigger, Function, topic), named
+`<ns>_<trigger>_<fn>_<topic>`, for every Function the trigger's `functionSelector` matches; each message
+is POSTed to the function with the Kafka envelope of events.py. Where it differs, so that no event is lost:
+
+- auto-commit is off; a message's offset is committed only after the function answered 2xx, or after
+  `attempts` failed answers (each logged; the controller commits every message at once, failures lost);
+- a function that is not Ready (installing, reloading, crashed) is waited for, without using up attempts;
+- static membership (a `group.instance.id` stable per project, trigger, function and topic): a `dev` that
+  restarts, even after `kill -9`, gets its partitions back at once instead of after a rebalance;
+- a group that has never committed starts at the end of the topic (as the controller's OffsetNewest) and
+  commits that position at once, so what is produced while `dev` is down is delivered when it is back;
+- `event-id` and `event-time` come from the message (its topic, partition, offset; its timestamp), so a
+  redelivered message carries the same ones and a function can de-duplicate.
+
+Messages of one group are delivered one at a time, in order. Every consumer runs on one asyncio loop in a
+thread of its own; the HTTP calls run in a small thread pool.
+"""
+
+import asyncio
+import base64
+import concurrent.futures
+import datetime
+import functools
+import hashlib
+import logging
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import requests
+
+from kubeless_local import events
+from kubeless_local.emulator.base import State
+from kubeless_local.errors import UserError
+
+DEFAULT_ATTEMPTS = 5  # failed answers before a message is given up (committed and logged)
+CONNECT_TIMEOUT = 10.0  # seconds `dev` waits at start for a broker to answer
+SESSION_TIMEOUT_MS = 45_000  # a crashed `dev` keeps its partitions this long (static membership: it gets them back)
+MAX_POLL_INTERVAL_MS = 3_600_000  # a message may wait long for its function (not Ready, retried): stay in the group
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between failed attempts: doubles per attempt
+SYNC_INTERVAL = 1.0  # seconds between looks at the manifests (new or edited triggers and functions)
+CLIENT_ID = "kubeless-kafka-trigger-controller"  # the controller's client id, seen in the broker's tools
+ADDRESS_RE = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
+DOCS = "docs/kafka-broker.md"
+QUIET_ERRORS = ("KafkaConnectionError", "TimeoutError")  # nothing answered: the address says it all
+
+# aiokafka logs each failed connection on the root logger; `dev` reports what matters in the function's log.
+logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+logging.getLogger("aiokafka").propagate = False
+
+
+# ---------------------------------------------------------------- settings
+
+
+def configured(root, option=None):
+    """(brokers, attempts): `option` (the flag, or KAFKA_BROKERS through it) before `kafka: {brokers, attempts}`
+    in <root>/.kubeless-local.yaml; brokers None when neither names one (embedded topics)."""
+    from kubeless_local.emulator.backends import PROJECT_CONFIG
+
+    path = Path(root) / PROJECT_CONFIG
+    kafka = {}
+    if path.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+        kafka = (data.get("kafka") if isinstance(data, dict) else None) or {}
+        if not isinstance(kafka, dict):
+            raise UserError("%s: kafka must be a mapping, e.g. kafka: {brokers: 127.0.0.1:9092}" % path)
+    brokers = option or kafka.get("brokers")
+    where = "--kafka-brokers/KAFKA_BROKERS" if option else "%s: kafka.brokers" % path
+    attempts = kafka.get("attempts", DEFAULT_ATTEMPTS)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise UserError("%s: kafka.attempts must be a whole number ≥ 1, got %r" % (path, attempts))
+    return (parse_brokers(brokers, where) if brokers else None), attempts
+
+
+def parse_brokers(value, where):
+    """'h1:9092,h2:9092' (or a YAML list) → ['h1:9092', 'h2:9092']; UserError naming `where` otherwise."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    brokers = [str(item).strip() for item in items if str(item).strip()]
+    bad = [b for b in brokers if not ADDRESS_RE.match(b) or not 0 < int(b.rsplit(":", 1)[1]) < 65536]
+    if bad or not brokers:
+        raise UserError("%s: %r must be HOST:PORT[,HOST:PORT…], e.g. 127.0.0.1:9092" % (where, value))
+    return brokers
+
+
+def group_id(namespace, trigger, function, topic):
+    """The consumer group the Kubeless controller uses for this (trigger, function, topic)."""
+    return "%s_%s_%s_%s" % (namespace, trigger, function, topic)
+
+
+def instance_id(root, group):
+    """A static member id stable for this project on this machine, distinct between projects."""
+    digest = hashlib.sha256(("%s\0%s" % (socket.gethostname(), Path(root).resolve())).encode()).hexdigest()[:12]
+    return "kubeless-local-%s-%s" % (digest, group)
+
+
+def _matches(selector, labels):
+    """Kubernetes label-selector semantics: every matchLabels pair and every matchExpressions requirement
+    (In, NotIn, Exists, DoesNotExist) holds; an empty selector matches everything."""
+    selector = selector or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(str(key)) != str(value):
+            return False
+    for requirement in selector.get("matchExpressions") or []:
+        key, operator = str(requirement.get("key")), requirement.get("operator")
+        values = [str(v) for v in requirement.get("values") or []]
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False  # the API server rejects such a selector; never match on it
+    return True
+
+
+def subscriptions(manifests):
+    """{group id: (namespace, trigger, function, topic)} for every Function each KafkaTrigger selects
+    (in the trigger's namespace, as the controller lists them), and the triggers that select none."""
+    found, unmatched = {}, []
+    for trigger in manifests.kafka_triggers:
+        document = trigger.document or {}
+        namespace = (document.get("metadata") or {}).get("namespace") or "default"
+        selector = (document.get("spec") or {}).get("functionSelector") or {"matchLabels": trigger.selector}
+        matched = [fn for fn in manifests.functions if fn.namespace == namespace and _matches(selector, fn.labels)]
+        if not matched:
+            unmatched.append(trigger)
+        for fn in matched:
+            found[group_id(namespace, trigger.name, fn.name, trigger.topic)] = (
+                namespace,
+                trigger.name,
+                fn.name,
+                trigger.topic,
+            )
+    return found, unmatched
+
+
+def message_envelope(topic, partition, offset, value, timestamp_ms):
+    """(method, headers, body) of one message: the Kafka envelope, its id and time fixed by the message."""
+    moment = datetime.datetime.fromtimestamp(timestamp_ms / 1000, datetime.timezone.utc)
+    method, headers, body = events.envelope("kafka", value, topic=topic, now=moment)
+    digest = hashlib.sha256(("%s\0%d\0%d\0%d" % (topic, partition, offset, int(timestamp_ms))).encode()).digest()
+    headers["event-id"] = base64.urlsafe_b64encode(digest[:11]).decode().rstrip("=")  # 15 characters
+    return method, headers, body
+
+
+def http_send(method, url, headers, body, timeout):
+    """(status, body text) of one delivery."""
+    response = requests.request(method, url + "/", headers=headers, data=body, timeout=timeout)
+    return response.status_code, response.text
+
+
+def backoff(attempt):
+    return min(BACKOFF_FIRST * 2 ** (attempt - 1), BACKOFF_MAX)
+
+
+# ---------------------------------------------------------------- the bridge
+
+
+class KafkaBridge:
+    """Consumes for every (KafkaTrigger, Function, topic) of `manifests()` and delivers to `supervisor`'s
+    functions. `connect()` first (UserError when no broker answers), then `start()`, `stop()`."""
+
+    def __init__(
+        self, brokers, manifests, supervisor, logs, root, *, attempts=DEFAULT_ATTEMPTS, send=http_send
+    ) -> None:
+        self.brokers, self.manifests, self.supervisor, self.logs = brokers, manifests, supervisor, logs
+        self.root, self.attempts, self.send = Path(root), attempts, send
+        self.loop = asyncio.new_event_loop()
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kafka-send")
+        self.tasks: dict = {}  # group id → the asyncio task consuming for it
+        self.stats: dict = {}  # group id → counters shown by status()
+        self.warned: set = set()  # triggers already reported as matching no function
+        self.thread: Optional[threading.Thread] = None
+        self.stopping: Optional[asyncio.Event] = None
+
+    @property
+    def bootstrap(self):
+        return ",".join(self.brokers)
+
+    def say(self, name, text):
+        self.logs.emit(name, text, "system")
+
+    def connect(self):
+        """Check that a broker answers, before any function starts."""
+        try:
+            self.loop.run_until_complete(asyncio.wait_for(self._probe(), CONNECT_TIMEOUT))
+        except Exception as exc:  # noqa: BLE001 - aiokafka raises its own KafkaError kinds, OSError, timeouts
+            why = "" if type(exc).__name__ in QUIET_ERRORS else " (%s)" % (str(exc).splitlines() or [repr(exc)])[0]
+            raise UserError(
+                "no Kafka broker answers at %s%s; start one (scripts/kafka-up.sh, see %s) or correct "
+                "--kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml" % (self.bootstrap, why, DOCS)
+            ) from None
+
+    async def _probe(self):
+        from aiokafka import AIOKafkaClient
+
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, request_timeout_ms=5000)
+        try:
+            await client.bootstrap()
+        finally:
+            await client.close()
+
+    def start(self):
+        self.thread = threading.Thread(target=self._run, name="kafka-bridge", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.stopping = asyncio.Event()
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.loop.close()
+
+    async def _main(self):
+        assert self.stopping is not None
+        while not self.stopping.is_set():
+            try:
+                self._sync()
+            except Exception as exc:  # noqa: BLE001 - a bug here must not end every consumer of the session
+                self.say("dev", "kafka bridge error: %r" % exc)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), SYNC_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _sync(self):
+        """Start a consumer for each new (trigger, function, topic); stop those no longer in the manifests."""
+        wanted, unmatched = subscriptions(self.manifests())
+        for trigger in unmatched:
+            if trigger.name not in self.warned:
+                self.warned.add(trigger.name)
+                self.say(
+                    trigger.name,
+                    "%s: spec.functionSelector matches no Function; nothing consumes topic %s"
+                    % (trigger.origin, trigger.topic),
+                )
+        self.warned &= {trigger.name for trigger in unmatched}
+        for group in set(self.tasks) - set(wanted):
+            self.tasks.pop(group).cancel()
+        for group, key in wanted.items():
+            if group not in self.tasks or self.tasks[group].done():
+                self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "joining"})
+                self.tasks[group] = self.loop.create_task(self._consume(group, *key))
+
+    async def _consume(self, group, namespace, trigger, function, topic):
+        """One consumer group's loop: join, deliver each message, commit after it; rejoin after errors."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.errors import KafkaError
+
+        stats = self.stats[group]
+        pause = BACKOFF_FIRST
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                client_id=CLIENT_ID,
+                group_id=group,
+                group_instance_id=instance_id(self.root, group),
+                enable_auto_commit=False,
+                # a committed offset the broker no longer has (retention): from the oldest message still there
+                auto_offset_reset="earliest",
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            )
+            consumer.subscribe([topic], listener=_start_at_end(consumer, self, function, group))
+            try:
+                await consumer.start()
+                async for message in consumer:
+                    stats["state"] = "delivering"
+                    await self.deliver(group, function, message)
+                    await consumer.commit({_partition(message): message.offset + 1})
+                    stats["state"] = "consuming"
+                    pause = BACKOFF_FIRST
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc:  # broker gone, group rebalanced under us: rejoin from the committed offsets
+                stats["state"] = "reconnecting"
+                self.say(function, "kafka %s: %s; rejoining in %.1f s" % (group, exc, pause))
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the group rejoins from its committed offsets
+                stats["state"] = "reconnecting"
+                self.say(function, "kafka %s: unexpected %r; rejoining in %.1f s" % (group, exc, pause))
+            finally:
+                await _stop_quietly(consumer)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, BACKOFF_MAX)
+
+    async def deliver(self, group, function, message):
+        """Send one message until the function answers 2xx, or give it up after `attempts` failed answers."""
+        stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
+        timestamp = message.timestamp if message.timestamp and message.timestamp > 0 else time.time() * 1000
+        method, headers, body = message_envelope(
+            message.topic, message.partition, message.offset, message.value, timestamp
+        )
+        where = "kafka %s: message %s[%d]@%d" % (group, message.topic, message.partition, message.offset)
+        failures = 0
+        while True:
+            instance, spec = await self._ready(function)
+            timeout = float(spec.timeout) + 5  # the runtime answers 408 at its timeout; this is a safety net
+            call = functools.partial(self.send, method, instance.url, headers, body, timeout)
+            try:
+                status, text = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+            except requests.ConnectionError:
+                await asyncio.sleep(BACKOFF_FIRST)  # restarting or reloading between our look and the call
+                continue
+            except requests.RequestException as exc:
+                status, text = None, str(exc)
+            if status is not None and 200 <= status < 300:
+                stats["delivered"] += 1
+                return
+            failures += 1
+            stats["failed"] += 1
+            answer = "answered %d: %s" % (status, text.strip()[:200]) if status is not None else "failed: %s" % text
+            if failures >= self.attempts:
+                stats["given_up"] += 1
+                self.say(function, "%s %s; given up after %d attempts, offset committed" % (where, answer, failures))
+                return
+            delay = backoff(failures)
+            self.say(
+                function,
+                "%s %s; attempt %d of %d, retrying in %.1f s" % (where, answer, failures, self.attempts, delay),
+            )
+            await asyncio.sleep(delay)
+
+    async def _ready(self, function):
+        """(instance, spec) once the function serves; waits (without using attempts) while it does not."""
+        while True:
+            instance = self.supervisor.instances.get(function)
+            spec = self.supervisor.specs.get(function)
+            if instance is not None and spec is not None and instance.state == State.READY:
+                return instance, spec
+            await asyncio.sleep(BACKOFF_FIRST)
+
+    def status(self):
+        """One row per consumer group: trigger, function, topic, state, delivered/failed/given-up counts."""
+        wanted, _ = subscriptions(self.manifests())
+        return [
+            {"group": group, "trigger": trigger, "function": fn, "topic": topic, **self.stats.get(group, {})}
+            for group, (_, trigger, fn, topic) in sorted(wanted.items())
+        ]
+
+    def stop(self):
+        """Leave the consumers (offsets of undelivered messages stay uncommitted: they come again)."""
+        if self.thread is not None and self.stopping is not None:
+            self.loop.call_soon_threadsafe(self.stopping.set)
+            self.thread.join(timeout=20)
+        elif not self.loop.is_closed():
+            self.loop.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _start_at_end(consumer, bridge, function, group):
+    """A rebalance listener: on assignment, a partition the group never committed starts at its end,
+    committed at once (so what is produced while `dev` is down is not skipped later); then it says where
+    consumption starts."""
+    from aiokafka import ConsumerRebalanceListener
+
+    class StartAtEnd(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked):
+            pass
+
+        async def on_partitions_assigned(self, assigned):
+            if not assigned:
+                return
+            positions = {}
+            fresh = []
+            for tp in assigned:
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    fresh.append(tp)
+                else:
+                    positions[tp] = committed
+            if fresh:
+                ends = await consumer.end_offsets(fresh)
+                await consumer.commit({tp: ends[tp] for tp in fresh})
+                for tp in fresh:
+                    consumer.seek(tp, ends[tp])
+                    positions[tp] = ends[tp]
+            bridge.stats[group]["state"] = "consuming"
+            where = ", ".join(
+                "%s[%d] from offset %d" % (tp.topic, tp.partition, positions[tp]) for tp in sorted(positions)
+            )
+            bridge.say(function, "kafka %s: consuming %s" % (group, where))
+
+    return StartAtEnd()
+
+
+def _partition(message):
+    from aiokafka import TopicPartition
+
+    return TopicPartition(message.topic, message.partition)
+
+
+async def _stop_quietly(consumer):
+    try:
+        await asyncio.wait_for(consumer.stop(), 10)
+    except Exception:  # noqa: BLE001 - a consumer that cannot close cleanly is dropped all the same
+        pass

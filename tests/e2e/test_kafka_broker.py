@@ -1,0 +1,188 @@
+"""`dev --kafka-brokers` against a REAL Apache Kafka broker (scripts/kafka-up.sh): the KafkaTrigger's
+functions get the Kafka envelope, offsets are committed only after a 2xx (a failing function's message
+comes again), and a `dev` killed with SIGKILL mid-stream loses nothing acknowledged once restarted."""
+
+import json
+import re
+import time
+import uuid
+
+from conftest import cli
+
+from kubeless_local.client import AdminClient
+
+HANDLER = """\
+import json, os
+
+OUT = %r
+FLAG = %r
+
+def hello(event, context):
+    request = event["extensions"]["request"]
+    failing = os.path.exists(FLAG)
+    with open(OUT, "a") as out:  # one write per call: whole lines, whichever worker
+        out.write(json.dumps({
+            "data": event["data"] if isinstance(event["data"], (dict, list)) else event["data"].decode(),
+            "id": event["event-id"],
+            "time": event["event-time"],
+            "namespace": event["event-namespace"],
+            "topic": event.get("event-topic") or request.headers.get("event-topic"),
+            "type": event["event-type"],
+            "agent": request.headers.get("User-Agent"),
+            "method": request.method,
+            "failed": failing,
+        }) + "\\n")
+    if failing:
+        raise RuntimeError("told to fail")
+    return "ok"
+"""
+
+MANIFESTS = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: hello
+  labels: {app: shop, tier: backend}
+  annotations: {local.kubeless.io/source: handler.py}
+spec: {runtime: python3.11, handler: handler.hello, timeout: "30"}
+---
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: bystander
+  labels: {app: shop, tier: test}
+  annotations: {local.kubeless.io/source: handler.py}
+spec: {runtime: python3.11, handler: handler.hello, timeout: "30"}
+---
+apiVersion: kubeless.io/v1beta1
+kind: KafkaTrigger
+metadata: {name: orders}
+spec:
+  topic: %s
+  functionSelector:
+    matchLabels: {app: shop}
+    matchExpressions: [{key: tier, operator: NotIn, values: [test]}]
+"""
+
+
+def project(tmp_path, topic):
+    """(project folder, file of calls, failure flag): `hello` records every call it gets into the file."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    out, flag = tmp_path / "calls.jsonl", tmp_path / "fail"
+    (folder / "handler.py").write_text(HANDLER % (str(out), str(flag)))
+    (folder / "functions.yaml").write_text(MANIFESTS % topic)
+    out.touch()
+    return folder, out, flag
+
+
+def calls(out):
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def wait_until(predicate, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not within %ss: %s" % (timeout, what)
+        time.sleep(0.05)
+
+
+def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_dev, kafka_broker):
+    topic = "orders-" + uuid.uuid4().hex[:8]
+    folder, out, flag = project(tmp_path, topic)
+    (folder / ".kubeless-local.yaml").write_text("kafka: {brokers: %s, attempts: 1000}\n" % kafka_broker.address)
+    group = "default_orders_hello_" + topic
+    dev = start_dev("dev", cwd=folder)
+    dev.wait_for_output("kafka %s: consuming %s[0] from offset 0" % (group, topic))
+    assert kafka_broker.committed(group, topic) == 0  # a new group starts at the end, committed at once
+
+    kafka_broker.produce(topic, ['{"n": 1}'])
+    wait_until(lambda: len(calls(out)) == 1, "the message is delivered")
+    (first,) = calls(out)
+    assert first["data"] == {"n": 1} and first["method"] == "POST"
+    assert (first["namespace"], first["topic"], first["type"]) == (
+        "kafkatriggers.kubeless.io",
+        topic,
+        "application/json",
+    )
+    assert first["agent"].startswith("kubeless-kafka-trigger-controller/")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{15}", first["id"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9} \+0000 UTC", first["time"])
+    wait_until(lambda: kafka_broker.committed(group, topic) == 1, "offset 1 committed after the 200")
+
+    # The function fails: the message is retried with the same id and time, and its offset stays uncommitted.
+    flag.touch()
+    kafka_broker.produce(topic, ["plain text"])
+    wait_until(lambda: len(calls(out)) >= 4, "three failed attempts")
+    attempts = calls(out)[1:]
+    assert all(c["failed"] and c["data"] == "plain text" for c in attempts)
+    assert {(c["id"], c["time"]) for c in attempts} == {(attempts[0]["id"], attempts[0]["time"])}
+    assert attempts[0]["type"] == "application/x-www-form-urlencoded"
+    assert kafka_broker.committed(group, topic) == 1
+    dev.wait_for_output("kafka %s: message %s[0]@1 answered 500" % (group, topic))
+
+    flag.unlink()
+    wait_until(lambda: not calls(out)[-1]["failed"], "delivered once the function answers 200")
+    wait_until(lambda: kafka_broker.committed(group, topic) == 2, "offset 2 committed after the 200")
+    assert calls(out)[-1]["id"] == attempts[0]["id"]
+    assert "kafka default_orders_bystander" not in dev.output()  # NotIn tier=test: not selected
+    (row,) = AdminClient(folder / ".kubeless-local").kafka_groups()
+    assert (row["group"], row["delivered"], row["given_up"]) == (group, 2, 0) and row["failed"] >= 3
+
+
+def test_sigkill_of_dev_mid_stream_loses_no_acknowledged_message(tmp_path, start_dev, kafka_broker):
+    topic = "stream-" + uuid.uuid4().hex[:8]
+    folder, out, _ = project(tmp_path, topic)
+    group = "default_orders_hello_" + topic
+    dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+    dev.wait_for_output("kafka %s: consuming" % group)
+    values = ["m%04d" % i for i in range(1000)]
+    kafka_broker.produce(topic, values)  # all acknowledged (acks=all) before dev is killed
+
+    wait_until(lambda: len(calls(out)) >= 40, "deliveries under way")
+    dev.proc.kill()
+    dev.proc.wait(timeout=10)
+    delivered_before = {c["data"] for c in calls(out)}
+    assert len(delivered_before) < len(values), "the kill came too late to be mid-stream"
+
+    restarted = time.monotonic()
+    dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+    # Static membership: the same member id takes its partition back at once, not after the dead one's
+    # 45 s session timeout; it resumes from the committed offset, not from the end.
+    dev.wait_for_output("kafka %s: consuming" % group, timeout=30)
+    assert time.monotonic() - restarted < 40
+    wait_until(lambda: {c["data"] for c in calls(out)} >= set(values), "every acknowledged message", timeout=120)
+    seen = [c["data"] for c in calls(out)]
+    assert sorted(set(seen)) == values  # nothing lost, nothing foreign; duplicates allowed
+    wait_until(lambda: kafka_broker.committed(group, topic) == len(values), "every offset committed")
+
+
+def test_a_broker_that_does_not_answer_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    folder, _, _ = project(tmp_path, "t")
+    result = cli("dev", "--kafka-brokers", "127.0.0.1:9", cwd=folder, timeout=60)
+    assert result.returncode == 2, result
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: no Kafka broker answers at 127.0.0.1:9") and "scripts/kafka-up.sh" in line
+    monkeypatch.setenv("KAFKA_BROKERS", "not-an-address")
+    result = cli("dev", cwd=folder, timeout=60)
+    assert (
+        result.returncode == 2 and "--kafka-brokers/KAFKA_BROKERS: 'not-an-address' must be HOST:PORT" in result.stderr
+    )
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(tmp_path, start_dev, kafka_broker):
+    topic = "restart-" + uuid.uuid4().hex[:8]
+    folder, out, _ = project(tmp_path, topic)
+    group = "default_orders_hello_" + topic
+    dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+    dev.wait_for_output("kafka %s: consuming" % group)
+    values = ["r%04d" % i for i in range(1000)]
+    kafka_broker.produce(topic, values)
+    wait_until(lambda: len(calls(out)) >= 40, "deliveries under way")
+    kafka_broker.kill()
+    assert len({c["data"] for c in calls(out)}) < len(values), "the broker died too late to be mid-stream"
+    kafka_broker.up()  # the same broker: its data and port
+    wait_until(lambda: {c["data"] for c in calls(out)} >= set(values), "every acknowledged message", timeout=120)
+    assert sorted({c["data"] for c in calls(out)}) == values
+    wait_until(lambda: kafka_broker.committed(group, topic) == len(values), "every offset committed", timeout=60)
+    assert dev.proc.poll() is None

@@ -1,0 +1,255 @@
+"""The real-broker bridge without a broker: settings, selectors, group names, the message envelope and
+the delivery rules (retry, give up after N, wait while the function is not Ready). The broker end to end
+is tests/e2e/test_kafka_broker.py."""
+
+import asyncio
+import collections
+import re
+
+import pytest
+import requests
+from conftest import function
+
+from kubeless_local.emulator import kafka_bridge
+from kubeless_local.emulator.base import State
+from kubeless_local.emulator.kafka_bridge import (
+    KafkaBridge,
+    _matches,
+    configured,
+    group_id,
+    instance_id,
+    message_envelope,
+    parse_brokers,
+    subscriptions,
+)
+from kubeless_local.errors import UserError
+from kubeless_local.spec import FunctionSpec, KafkaTrigger, Manifests
+
+Message = collections.namedtuple("Message", "topic partition offset value timestamp")
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        ({}, {"app": "x"}, True),
+        ({"matchLabels": {"app": "x"}}, {"app": "x", "tier": "a"}, True),
+        ({"matchLabels": {"app": "x"}}, {"app": "y"}, False),
+        ({"matchLabels": {"app": "x"}}, {}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}, {"tier": "b"}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a"]}]}, {}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {"tier": "a"}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {"tier": ""}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {"tier": "a"}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "Sometimes"}]}, {"tier": "a"}, False),
+        (
+            {"matchLabels": {"app": "x"}, "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["t"]}]},
+            {"app": "x", "tier": "t"},
+            False,
+        ),
+    ],
+)
+def test_label_selector_semantics(selector, labels, expected):
+    assert _matches(selector, labels) is expected
+
+
+def labelled(name, namespace="default", **labels):
+    return FunctionSpec(
+        name=name, runtime="python3.11", handler="h.f", origin="f.yaml", namespace=namespace, labels=labels
+    )
+
+
+def kafka_trigger(name, topic, selector, namespace=None):
+    meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+    document = {"kind": "KafkaTrigger", "metadata": meta, "spec": {"topic": topic, "functionSelector": selector}}
+    return KafkaTrigger(
+        name=name,
+        topic=topic,
+        selector=selector.get("matchLabels", {}),
+        origin="t.yaml: KafkaTrigger %s" % name,
+        document=document,
+    )
+
+
+def test_one_group_per_trigger_function_and_topic_named_as_kubeless_names_it():
+    manifests = Manifests(
+        functions=[labelled("a", app="shop"), labelled("b", app="shop"), labelled("c", "other", app="shop")],
+        kafka_triggers=[
+            kafka_trigger("orders", "t1", {"matchLabels": {"app": "shop"}}),
+            kafka_trigger("lonely", "t2", {"matchLabels": {"app": "none"}}),
+            kafka_trigger("there", "t3", {"matchLabels": {"app": "shop"}}, namespace="other"),
+        ],
+    )
+    found, unmatched = subscriptions(manifests)
+    assert found == {
+        "default_orders_a_t1": ("default", "orders", "a", "t1"),
+        "default_orders_b_t1": ("default", "orders", "b", "t1"),
+        "other_there_c_t3": ("other", "there", "c", "t3"),  # only functions of the trigger's namespace
+    }
+    assert [t.name for t in unmatched] == ["lonely"]
+    assert group_id("default", "orders", "a", "t1") == "default_orders_a_t1"
+
+
+def test_static_member_ids_are_stable_per_project_and_distinct_between_projects(tmp_path):
+    group = "default_orders_a_t1"
+    assert instance_id(tmp_path, group) == instance_id(tmp_path / "." / "", group)
+    assert instance_id(tmp_path, group) != instance_id(tmp_path / "other", group)
+    assert instance_id(tmp_path, group).endswith(group)
+
+
+def test_brokers_come_from_the_flag_or_env_before_the_project_file(tmp_path):
+    assert configured(tmp_path) == (None, 5)
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: [127.0.0.1:9092, 'b:9093'], attempts: 2}\n")
+    assert configured(tmp_path) == (["127.0.0.1:9092", "b:9093"], 2)
+    assert configured(tmp_path, "h:1,h:2") == (["h:1", "h:2"], 2)
+    assert parse_brokers("x:9092, y:9093,", "where") == ["x:9092", "y:9093"]
+    for bad in ("x", "x:port", "x:70000", ":", ""):
+        with pytest.raises(UserError, match="^where: .* must be HOST:PORT"):
+            parse_brokers(bad, "where")
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: 'nonsense'}\n")
+    with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: kafka\.brokers: 'nonsense' must be HOST:PORT"):
+        configured(tmp_path)
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {attempts: 0}\n")
+    with pytest.raises(UserError, match=r"kafka\.attempts must be a whole number ≥ 1, got 0"):
+        configured(tmp_path)
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: [1]\n")
+    with pytest.raises(UserError, match="kafka must be a mapping"):
+        configured(tmp_path)
+
+
+def test_the_envelope_is_kafkas_with_the_id_and_time_of_the_message():  # vector 18
+    method, headers, body = message_envelope("t", 0, 7, b"hi", 1611919083123)
+    assert (method, body) == ("POST", b"hi")
+    assert headers["event-namespace"] == "kafkatriggers.kubeless.io" and headers["event-topic"] == "t"
+    assert headers["Content-Type"] == headers["event-type"] == "application/x-www-form-urlencoded"
+    assert headers["event-time"] == "2021-01-29 11:18:03.123000000 +0000 UTC"
+    assert headers["User-Agent"].startswith("kubeless-kafka-trigger-controller/")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{15}", headers["event-id"])
+    again = message_envelope("t", 0, 7, b"hi", 1611919083123)[1]
+    assert again["event-id"] == headers["event-id"]  # a redelivery carries the same id
+    assert message_envelope("t", 0, 8, b"hi", 1611919083123)[1]["event-id"] != headers["event-id"]
+    _, headers, _ = message_envelope("t", 0, 9, b'{"a": 1}', 1611919083123)
+    assert headers["event-type"] == "application/json"
+
+
+class Sender:
+    """The injected HTTP sender: answers from `answers` in turn (an int status or an exception)."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.sent = []
+
+    def __call__(self, method, url, headers, body, timeout):
+        self.sent.append((method, url, headers["event-id"], body, timeout))
+        answer = self.answers.pop(0) if self.answers else 200
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, "body %d" % answer
+
+
+@pytest.fixture
+def bridge(supervisor, tmp_path, monkeypatch):
+    monkeypatch.setattr(kafka_bridge, "BACKOFF_FIRST", 0.001)
+    monkeypatch.setattr(kafka_bridge, "BACKOFF_MAX", 0.002)
+    supervisor.start(function())
+    made = KafkaBridge(["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path, attempts=3)
+    yield made
+    made.stop()
+
+
+def deliver(bridge, sender, offset=4):
+    bridge.send = sender
+    message = Message("t", 0, offset, b"hi", 1611919083123)
+    asyncio.run(asyncio.wait_for(bridge.deliver("g", "hello", message), 10))
+    return bridge.stats["g"]
+
+
+def test_a_failed_answer_is_retried_with_the_same_event_until_a_2xx(bridge):
+    sender = Sender(500, requests.ConnectionError(), 503, 204)
+    stats = deliver(bridge, sender)
+    assert [s[2] for s in sender.sent] == [sender.sent[0][2]] * 4  # same event-id every time
+    assert (stats["delivered"], stats["failed"], stats["given_up"]) == (1, 2, 0)  # a refused connection is no attempt
+    assert sender.sent[0][4] == 180 + 5 and sender.sent[0][1] == bridge.supervisor.instances["hello"].url
+    logged = [line.text for line in bridge.supervisor.logs.tail("hello")]
+    assert any("kafka g: message t[0]@4 answered 500: body 500; attempt 1 of 3, retrying" in text for text in logged)
+
+
+def test_after_n_failed_answers_the_message_is_given_up_and_logged(bridge):
+    sender = Sender(500, requests.Timeout("read timed out"), 500, 200)
+    stats = deliver(bridge, sender)
+    assert len(sender.sent) == 3 and (stats["delivered"], stats["failed"], stats["given_up"]) == (0, 3, 1)
+    last = bridge.supervisor.logs.tail("hello")[-1].text
+    assert last == "kafka g: message t[0]@4 answered 500: body 500; given up after 3 attempts, offset committed"
+
+
+def test_a_function_that_is_not_ready_is_waited_for_without_using_attempts(bridge):
+    instance = bridge.supervisor.instances["hello"]
+    instance.set_state(State.CRASHED, "exited")
+    sender = Sender()
+
+    async def scenario():
+        task = asyncio.ensure_future(bridge.deliver("g", "hello", Message("t", 0, 1, b"x", 1)))
+        await asyncio.sleep(0.1)
+        assert not sender.sent and not task.done()
+        instance.set_state(State.READY)
+        await asyncio.wait_for(task, 10)
+
+    bridge.send = sender
+    asyncio.run(scenario())
+    assert len(sender.sent) == 1 and bridge.stats["g"]["delivered"] == 1
+
+
+def test_the_admin_api_lists_the_consumer_groups(supervisor, tmp_path):
+    from kubeless_local.client import AdminClient
+    from kubeless_local.emulator.admin import AdminServer
+
+    manifests = Manifests(
+        functions=[labelled("hello", app="shop")],
+        kafka_triggers=[kafka_trigger("orders", "t1", {"matchLabels": {"app": "shop"}})],
+    )
+    made = KafkaBridge(["127.0.0.1:1"], lambda: manifests, supervisor, supervisor.logs, tmp_path)
+    made.stats["default_orders_hello_t1"] = {"delivered": 3, "failed": 1, "given_up": 0, "state": "consuming"}
+    admin = AdminServer(supervisor, supervisor.state_dir, tmp_path)
+    admin.start()
+    try:
+        client = AdminClient(supervisor.state_dir)
+        assert client.kafka_groups() == []  # not in real-broker mode
+        admin.kafka = made
+        assert client.kafka_groups() == [
+            {
+                "group": "default_orders_hello_t1",
+                "trigger": "orders",
+                "function": "hello",
+                "topic": "t1",
+                "delivered": 3,
+                "failed": 1,
+                "given_up": 0,
+                "state": "consuming",
+            }
+        ]
+    finally:
+        admin.stop()
+        made.stop()
+
+
+def test_a_session_with_kafka_triggers_needs_its_broker_and_run_does_not(tmp_path):
+    from conftest import FakeBackend
+
+    from kubeless_local.emulator.session import DevSession
+
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: '127.0.0.1:1'}\n")  # nothing answers there
+    triggered = Manifests(functions=[function()], kafka_triggers=[kafka_trigger("orders", "t", {})])
+    session = DevSession(tmp_path, manifests=triggered, say=lambda text: None, backend=FakeBackend())
+    try:
+        with pytest.raises(UserError, match=r"^no Kafka broker answers at 127\.0\.0\.1:1; start one"):
+            session.start()
+        assert "hello" not in session.supervisor.instances  # refused before any function started
+    finally:
+        session.stop()
+    plain = DevSession(tmp_path, manifests=Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend())
+    try:
+        plain.start()  # `run`: no KafkaTrigger, so the project's broker is not needed
+        assert plain.kafka is None and plain.supervisor.instances["hello"].state == State.READY
+    finally:
+        plain.stop()
