@@ -283,17 +283,21 @@ def dev(path, backend, ignore):
     )
 
 
-def parse_pairs(values, flag):
-    """`k=v`, `k:v` and comma lists, as the Kubeless CLI accepts them."""
+def parse_pairs(values, flag, bare_keys=False):
+    """`k=v`, `k:v` and comma lists, as the Kubeless CLI accepts them; with `bare_keys` (labels) a lone
+    `k` is `k: ""`, as the Kubeless CLI writes it."""
     pairs = []
     for value in values:
         for item in value.split(","):
             if not item:
                 continue
             match = re.match(r"^([^=:]+)[=:](.*)$", item)
-            if not match:
+            if match:
+                pairs.append((match.group(1).strip(), match.group(2)))
+            elif bare_keys and item.strip():
+                pairs.append((item.strip(), ""))
+            else:
                 raise UserError("%s %r must be KEY=VALUE (or KEY:VALUE)" % (flag, item))
-            pairs.append((match.group(1).strip(), match.group(2)))
     return pairs
 
 
@@ -349,7 +353,7 @@ def run(
         deps_file=dependencies,
         timeout=timeout,
         env=parse_pairs(env, "--env"),
-        labels=dict(parse_pairs(label, "--label")),
+        labels=dict(parse_pairs(label, "--label", bare_keys=True)),
         memory=memory,
         port=port,
         isolation=isolation,
@@ -368,7 +372,9 @@ def run(
 
 @main.command()
 @click.argument("name")
-@click.option("-d", "--data", help="Event data; a JSON object is sent as application/json. Without it: GET.")
+@click.option(
+    "-d", "--data", help="Event data; a JSON object is sent as application/json. Without it (or empty): GET."
+)
 @click.option(
     "--data-file", type=click.Path(exists=True, dir_okay=False), help="Event data read from FILE (as curl's -d @FILE)."
 )

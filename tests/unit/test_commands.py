@@ -307,3 +307,20 @@ def test_shell_completion_as_the_readme_documents_it():
         },
     )
     assert words.output.split() == ["plain,%s" % choice for choice in emulator.backends.CHOICES]
+
+
+def test_call_with_empty_data_is_a_get_as_the_kubeless_cli_sends_it(function_server):
+    assert invoke("call", "hello", "--data", "").exit_code == 0
+    assert function_server[0][0] == "GET"
+
+
+def test_run_label_without_value_is_an_empty_label(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
+    started = []
+    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
+    result = invoke(
+        "run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--label", "foo:bar,bar=foo,foobar"
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    assert started[0].functions[0].labels == {"foo": "bar", "bar": "foo", "foobar": ""}
