@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.base import Instance, State
+from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Instance, State
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog
 from kubeless_local.spec import PORT_ANNOTATION
@@ -138,7 +138,8 @@ class Supervisor:
             with self._lock(instance.name):
                 prepared = self.serving.get(instance.name)
                 if self.instances.get(instance.name) is instance and instance.state == State.CRASHED and prepared:
-                    self._launch(instance, prepared)
+                    taken = {i.port for n, i in self.instances.items() if n != instance.name}
+                    self._launch_on_a_free_port(instance, prepared, prepared.spec, taken)
 
         threading.Thread(target=restart, daemon=True).start()
 
@@ -170,14 +171,30 @@ class Supervisor:
                 return self._step_failed(instance, spec, exc, serving=False)
             prep.activate(prepared)
             self.serving[spec.name] = prepared
-            for _ in range(3):
-                self._launch(instance, prepared)
-                if instance.state != State.CRASHED or port_free(instance.port) or PORT_ANNOTATION in spec.annotations:
-                    break
-                # Another program took the port between our check and the server's bind: move on.
-                self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
-                instance.port = self.ports.assign(spec, taken | {instance.port})
+            self._launch_on_a_free_port(instance, prepared, spec, taken)
             return instance
+
+    def _launch_on_a_free_port(self, instance, prepared, spec, taken=frozenset()):
+        """Launch; a server that lost the race for its port (it exits EXIT_CANNOT_LISTEN, or the port is
+        taken once it died) moves to another port, unless the port is fixed: then a ConfigError."""
+        for _ in range(3):
+            self._launch(instance, prepared)
+            lost_port = instance.state == State.CRASHED and (
+                instance.exit_code == EXIT_CANNOT_LISTEN or not port_free(instance.port)
+            )
+            if not lost_port:
+                return
+            if PORT_ANNOTATION in spec.annotations:
+                if instance.exit_code == EXIT_CANNOT_LISTEN:
+                    instance.set_state(
+                        State.CONFIG_ERROR,
+                        "%s: port %d (annotation %s) is in use; stop what uses it or choose another port"
+                        % (spec.origin, instance.port, PORT_ANNOTATION),
+                    )
+                return
+            # Another program took the port between our check and the server's bind: move on.
+            self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
+            instance.port = self.ports.assign(spec, set(taken) | {instance.port})
 
     def _step_failed(self, instance, spec, exc, serving):
         """An install/compile/check step failed: show its output; a serving function keeps its last good code."""
@@ -194,7 +211,7 @@ class Supervisor:
 
     def _launch(self, instance, prepared):
         instance.set_state(State.STARTING)
-        instance.last_control = (None, -1)
+        instance.last_control, instance.exit_code = (None, -1), None
         started = time.monotonic()
         self.backend.start(instance, prepared)
         ok = instance.wait_for(lambda i: i.state != State.STARTING, STARTUP_TIMEOUT)

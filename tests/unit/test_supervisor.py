@@ -182,3 +182,22 @@ def test_a_function_whose_prepare_is_refused_shows_no_url(supervisor, backend):
     supervisor.fail(function(), "spec.function is not valid base64")
     r = row(supervisor, "hello")
     assert (r["state"], r["port"], r["url"]) == ("ConfigError", 0, None)
+
+
+def test_a_server_that_cannot_listen_moves_to_another_port(supervisor, backend):
+    backend.starts["hello"] = ["cannot-listen"]
+    instance = supervisor.start(function())
+    first_port = backend.launched[0][1]
+    assert instance.state == State.READY and instance.port != first_port
+    assert "port %d was taken meanwhile" % first_port in "\n".join(line.text for line in supervisor.logs.tail("hello"))
+
+
+def test_a_fixed_port_that_cannot_be_bound_is_a_config_error(supervisor, backend):
+    from kubeless_local.emulator.supervisor import ephemeral_port
+    from kubeless_local.spec import PORT_ANNOTATION
+
+    port = ephemeral_port()
+    backend.starts["hello"] = ["cannot-listen"]
+    instance = supervisor.start(function(**{PORT_ANNOTATION: str(port)}))
+    assert instance.state == State.CONFIG_ERROR and len(backend.launched) == 1
+    assert "port %d" % port in instance.error and "in use" in instance.error
