@@ -98,6 +98,12 @@ class FunctionSpec:
         return DEFAULT_PORT
 
     @property
+    def wanted_port(self):
+        """The port `kubeless function deploy --port` asked for (service.targetPort), or None for the
+        default it writes without the flag: locally it is the port used when free."""
+        return self.port if self.port != DEFAULT_PORT else None
+
+    @property
     def isolation(self):
         return self.annotations.get(ISOLATION_ANNOTATION, "warm")
 

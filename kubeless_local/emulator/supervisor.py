@@ -56,8 +56,11 @@ class PortBook:
                     )
                 return port
             port = self.ports.get(spec.name)
+            wanted = spec.wanted_port
             if self.ephemeral:
                 port = ephemeral_port()
+            elif wanted and wanted not in taken and port_free(wanted):
+                port = wanted
             elif not port or port in taken or not port_free(port):
                 port = FIRST_AUTO_PORT
                 while port in taken or port in self.ports.values() or not port_free(port):

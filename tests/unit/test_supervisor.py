@@ -201,3 +201,19 @@ def test_a_fixed_port_that_cannot_be_bound_is_a_config_error(supervisor, backend
     instance = supervisor.start(function(**{PORT_ANNOTATION: str(port)}))
     assert instance.state == State.CONFIG_ERROR and len(backend.launched) == 1
     assert "port %d" % port in instance.error and "in use" in instance.error
+
+
+def test_the_kubeless_port_flag_is_the_local_port_when_free(tmp_path):
+    """`kubeless function deploy --port N` writes service.targetPort N: used locally when N is free."""
+    import dataclasses
+    import socket
+
+    from kubeless_local.emulator.supervisor import PortBook, ephemeral_port
+
+    wanted = ephemeral_port()
+    spec = dataclasses.replace(function(), service={"ports": [{"port": wanted, "targetPort": wanted}]})
+    assert PortBook(tmp_path).assign(spec, set()) == wanted
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", wanted))
+        blocker.listen()
+        assert PortBook(tmp_path).assign(spec, set()) != wanted  # in use: another port, no error
