@@ -302,18 +302,13 @@ def parse_pairs(values, flag, bare_keys=False):
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True))
+@click.argument("file")
 @runtime_option
 @click.option("--handler", required=True, help="<module>.<function>, e.g. handler.hello.")
 @click.option("--name", help="Function name (default: from the handler's module).")
-@click.option(
-    "-d",
-    "--dependencies",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Deps file (requirements.txt, package.json…).",
-)
+@click.option("-d", "--dependencies", help="Deps file (requirements.txt, package.json…) or its URL.")
 @click.option("-e", "--env", multiple=True, help="K=V (repeat or comma-separate).")
-@click.option("-l", "--label", multiple=True, help="k=v (repeat or comma-separate).")
+@click.option("-l", "--label", multiple=True, help="k=v (repeat or comma-separate; a bare k is k=\"\").")
 @click.option("--timeout", default=specs.DEFAULT_TIMEOUT, show_default=True, help="Seconds before a call answers 408.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
 @click.option(
@@ -342,15 +337,21 @@ def run(
     backend,
     ignore,
 ):
-    """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags)."""
-    source = Path(file).resolve()
+    """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags).
+
+    FILE: a file, a folder, an archive (.zip, .tar.gz, .tgz, .tar.bz2, .tar.xz) or a URL of one."""
+    code = code_location(file, "FILE")
+    deps_file, deps_text = deps_location(dependencies)
+    source = code if isinstance(code, Path) else None
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
     fn = specs.function_from_files(
         name,
         source,
         runtime,
         handler,
-        deps_file=dependencies,
+        deps_file=deps_file,
+        deps=deps_text,
+        url=code if isinstance(code, str) else "",
         timeout=timeout,
         env=parse_pairs(env, "--env"),
         labels=dict(parse_pairs(label, "--label", bare_keys=True)),
@@ -360,11 +361,34 @@ def run(
         image=runtime_image or "",
         origin="kubeless-local run %s" % file,
     )
-    if runtime_image and (backend or backends.project_default(source.parent) or "process") == "process":
+    root = Path.cwd() if source is None else source.parent if source.is_file() else source
+    if runtime_image and (backend or backends.project_default(root) or "process") == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
-    serve(
-        source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore
-    )
+    serve(root, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore)
+
+
+def code_location(text, flag):
+    """A URL stays a URL (downloaded by the prepare step); a path must exist: resolved Path."""
+    if specs.is_url(text):
+        return text
+    path = Path(text)
+    if not path.exists():
+        raise UserError("%s %s does not exist (a file, a folder, an archive or a URL)" % (flag, text))
+    return path.resolve()
+
+
+def deps_location(text):
+    """(deps file, deps text): a URL --dependencies is downloaded now, as the Kubeless CLI does."""
+    if not text:
+        return None, ""
+    if specs.is_url(text):
+        from kubeless_local.emulator.layout import fetch
+
+        return None, fetch(text).decode("utf-8", "replace")
+    path = Path(text)
+    if not path.is_file():
+        raise UserError("--dependencies %s is not a file" % text)
+    return path.resolve(), ""
 
 
 # ---------------------------------------------------------------- talking to a running dev

@@ -33,6 +33,29 @@ NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SKIP_DIRS = {".kubeless-local", "node_modules", "vendor", "__pycache__", ".git", ".venv", "venv"}
 
 
+# Archive file names → the content-type suffix the Kubeless CLI gives them (`--from-file x.zip` → base64+zip).
+ARCHIVE_SUFFIXES = {
+    ".zip": "+zip",
+    ".tar.gz": "+compressedtar",
+    ".tgz": "+compressedtar",
+    ".tar.bz2": "+compressedtar",
+    ".tbz2": "+compressedtar",
+    ".tar.xz": "+compressedtar",
+    ".txz": "+compressedtar",
+    ".tar": "+compressedtar",
+}
+
+
+def archive_kind(name) -> str:
+    """'+zip', '+compressedtar' or '' for a file name or URL."""
+    lowered = str(name).lower().split("?", 1)[0]
+    return next((kind for suffix, kind in ARCHIVE_SUFFIXES.items() if lowered.endswith(suffix)), "")
+
+
+def is_url(text) -> bool:
+    return str(text).startswith(("http://", "https://"))
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -555,8 +578,12 @@ def function_from_files(
     image="",
     origin=None,
     isolation=None,
+    deps="",
+    url="",
 ):
-    """A Function built from CLI flags (`kubeless-local run`), shaped as `kubeless function deploy` writes it."""
+    """A Function built from CLI flags (`kubeless-local run`), shaped as `kubeless function deploy` writes it.
+    `source` a local file, folder or archive; or `url` (source None): code the prepare step downloads;
+    `deps`: the deps file's text (a deps URL, fetched)."""
     origin = origin or "Function %s" % name
     container = {"name": "", "resources": {}}
     if env:
@@ -565,7 +592,7 @@ def function_from_files(
         container["resources"] = {"limits": {"memory": memory}, "requests": {"memory": memory}}
     if image:
         container["image"] = image
-    annotations = {SOURCE_ANNOTATION: str(source)}
+    annotations = {SOURCE_ANNOTATION: str(source)} if source is not None else {}
     if deps_file:
         annotations[DEPS_ANNOTATION] = str(deps_file)
     if port:
@@ -579,6 +606,11 @@ def function_from_files(
         "metadata": {"name": name, "labels": dict(labels or {}), "annotations": annotations},
         "spec": {"runtime": runtime, "handler": handler, "timeout": str(timeout), "deployment": deployment},
     }
+    content_type = "url" + archive_kind(url) if url else ""
+    if url:
+        document["spec"].update({"function": url, "function-content-type": content_type})
+    if deps:
+        document["spec"]["deps"] = deps
     validate_name(origin, name)
     validate_handler(origin, handler)
     fn = FunctionSpec(
@@ -590,7 +622,10 @@ def function_from_files(
         annotations=annotations,
         timeout=str(timeout),
         deployment=deployment,
-        source=Path(source).resolve(),
+        function=url,
+        content_type=content_type,
+        deps=deps,
+        source=Path(source).resolve() if source is not None else None,
         deps_file=Path(deps_file).resolve() if deps_file else None,
         document=document,
     )

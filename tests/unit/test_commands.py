@@ -324,3 +324,52 @@ def test_run_label_without_value_is_an_empty_label(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output + result.stderr
     assert started[0].functions[0].labels == {"foo": "bar", "bar": "foo", "foobar": ""}
+
+
+class Files(BaseHTTPRequestHandler):
+    """Serves FILES by path, as a web server holding code and deps would."""
+
+    files = {}
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = self.files.get(self.path, b"")
+        self.send_response(200 if self.path in self.files else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def file_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    yield "http://127.0.0.1:%d" % server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_run_a_url_with_url_dependencies(tmp_path, monkeypatch, file_server):
+    monkeypatch.chdir(tmp_path)
+    Files.files = {"/requirements.txt": b"six\n"}
+    started = []
+    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, **k: started.append((root, manifests)))
+    result = invoke(
+        "run", file_server + "/code.tar.gz", "-r", "python3.11", "--handler", "handler.hello",
+        "--dependencies", file_server + "/requirements.txt",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    root, manifests = started[0]
+    fn = manifests.functions[0]
+    assert root == tmp_path.resolve() and fn.source is None
+    assert (fn.function, fn.content_type, fn.deps) == (file_server + "/code.tar.gz", "url+compressedtar", "six\n")
+
+
+def test_run_a_missing_file_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "serve", lambda *a, **k: pytest.fail("must not start"))
+    assert "nope.zip does not exist" in one_line_error(
+        invoke("run", "nope.zip", "-r", "python3.11", "--handler", "handler.hello")
+    )
