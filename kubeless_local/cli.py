@@ -308,7 +308,7 @@ def parse_pairs(values, flag, bare_keys=False):
 @click.option("--name", help="Function name (default: from the handler's module).")
 @click.option("-d", "--dependencies", help="Deps file (requirements.txt, package.json…) or its URL.")
 @click.option("-e", "--env", multiple=True, help="K=V (repeat or comma-separate).")
-@click.option("-l", "--label", multiple=True, help="k=v (repeat or comma-separate; a bare k is k=\"\").")
+@click.option("-l", "--label", multiple=True, help='k=v (repeat or comma-separate; a bare k is k="").')
 @click.option("--timeout", default=specs.DEFAULT_TIMEOUT, show_default=True, help="Seconds before a call answers 408.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
 @click.option(
@@ -396,9 +396,7 @@ def deps_location(text):
 
 @main.command()
 @click.argument("name")
-@click.option(
-    "-d", "--data", help="Event data; a JSON object is sent as application/json. Without it (or empty): GET."
-)
+@click.option("-d", "--data", help="Event data; a JSON object is sent as application/json. Without it (or empty): GET.")
 @click.option(
     "--data-file", type=click.Path(exists=True, dir_okay=False), help="Event data read from FILE (as curl's -d @FILE)."
 )
@@ -415,8 +413,14 @@ def call(name, data, data_file, method, headers, path):
     if data_file:
         data = Path(data_file).read_bytes()
     row = AdminClient().function(name)
-    if not row["port"] or not row.get("url"):
-        raise UserError("%s is not running (%s): %s" % (name, row["state"], row["error"]))
+    if not row.get("serving", True) or not row["port"] or not row.get("url"):
+        # Nothing of ours answers on its port: whatever does must not pass for the function.
+        raise_exit("%s is %s: %s" % (name, row["state"], headline(row["error"] or "not serving")), 1)
+    if row["state"] != "Ready" and row["error"]:
+        click.echo(
+            "warning: %s is %s (%s); the last good code answers" % (name, row["state"], headline(row["error"])),
+            err=True,
+        )
     response = call_function(
         row["url"], data, path=path, method=method.upper() if method else None, headers=dict(headers)
     )

@@ -327,6 +327,9 @@ class Supervisor:
                     "restarts": instance.restarts,
                     "error": instance.error,
                     "ready_ms": instance.ready_ms,
+                    # the function's own server answers on the port (in CompileError: the last good code)
+                    "serving": instance.state == State.READY
+                    or (name in self.serving and instance.port != 0 and self.backend.alive(instance)),
                 }
             )
         return rows

@@ -373,3 +373,18 @@ def test_run_a_missing_file_is_one_line(tmp_path, monkeypatch):
     assert "nope.zip does not exist" in one_line_error(
         invoke("run", "nope.zip", "-r", "python3.11", "--handler", "handler.hello")
     )
+
+
+@pytest.mark.parametrize("state", ["CompileError", "ConfigError"])
+def test_call_refuses_a_function_that_does_not_serve(function_server, admin, state):
+    """Another program may answer on the port it had: never print that as the function's answer."""
+    admin.rows[0].update(state=state, error="handler.py:2: SyntaxError: '(' was never closed", serving=False)
+    result = invoke("call", "hello")
+    assert result.exit_code == 1 and function_server == []
+    assert result.stderr.strip() == "error: hello is %s: handler.py:2: SyntaxError: '(' was never closed" % state
+
+
+def test_call_of_a_compile_error_still_serving_warns_and_calls(function_server, admin):
+    admin.rows[0].update(state="CompileError", error="handler.py:2: SyntaxError: bad", serving=True)
+    result = invoke("call", "hello")
+    assert result.exit_code == 0 and result.stdout == "ok\n" and "last good code" in result.stderr

@@ -25,6 +25,7 @@ ROW_KEYS = {
     "restarts",
     "error",
     "ready_ms",
+    "serving",
 }
 
 
