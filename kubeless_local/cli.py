@@ -318,6 +318,12 @@ def parse_pairs(values, flag, bare_keys=False):
     "--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity)."
 )
 @click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
+@click.option(
+    "--secrets",
+    multiple=True,
+    help="Secret NAME (repeat or comma-separate): the files of secrets/NAME/ beside the code, at /NAME "
+    "read-only in the docker backend; a local process finds the folder in $KUBELESS_LOCAL_SECRET_<NAME>.",
+)
 @backend_option
 @ignore_option
 @user_errors
@@ -334,6 +340,7 @@ def run(
     memory,
     isolation,
     runtime_image,
+    secrets,
     backend,
     ignore,
 ):
@@ -343,6 +350,7 @@ def run(
     code = code_location(file, "FILE")
     deps_file, deps_text = deps_location(dependencies)
     source = code if isinstance(code, Path) else None
+    root = Path.cwd() if source is None else source.parent if source.is_file() else source
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
     fn = specs.function_from_files(
         name,
@@ -352,6 +360,8 @@ def run(
         deps_file=deps_file,
         deps=deps_text,
         url=code if isinstance(code, str) else "",
+        secrets=[n.strip() for value in secrets for n in value.split(",") if n.strip()],
+        project=root,
         timeout=timeout,
         env=parse_pairs(env, "--env"),
         labels=dict(parse_pairs(label, "--label", bare_keys=True)),
@@ -361,7 +371,6 @@ def run(
         image=runtime_image or "",
         origin="kubeless-local run %s" % file,
     )
-    root = Path.cwd() if source is None else source.parent if source.is_file() else source
     if runtime_image and (backend or backends.project_default(root) or "process") == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
     serve(root, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore)

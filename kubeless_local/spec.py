@@ -24,6 +24,7 @@ DEPS_ANNOTATION = "local.kubeless.io/deps"
 PORT_ANNOTATION = "local.kubeless.io/port"
 ISOLATION_ANNOTATION = "local.kubeless.io/isolation"
 DEFAULT_TIMEOUT = "180"
+SECRETS_DIRNAME = "secrets"  # <project>/secrets/<name>/: a secret's keys, one file each
 DEFAULT_PORT = 8080
 CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # A Kubernetes resource quantity (128Mi, 1G, 0.5Gi, 1e9), as `resources.limits.memory` takes it.
@@ -84,6 +85,7 @@ class FunctionSpec:
     source: Optional[Path] = None  # local file or folder (annotation), resolved
     deps_file: Optional[Path] = None  # local deps file (annotation), resolved
     document: dict = field(default_factory=dict)  # the manifest as written, for push
+    project: Optional[Path] = None  # the project folder: secrets are read from its secrets/<name>/
 
     @property
     def module(self):
@@ -119,6 +121,25 @@ class FunctionSpec:
         if ports and ports[0].get("targetPort"):
             return int(ports[0]["targetPort"])
         return DEFAULT_PORT
+
+    @property
+    def secrets(self):
+        """(secret name, mount path) of the pod's secret volumes (`kubeless function deploy --secrets`)."""
+        pod = ((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+        by_volume = {
+            v.get("name"): (v.get("secret") or {}).get("secretName")
+            for v in pod.get("volumes") or []
+            if isinstance(v, dict) and v.get("secret")
+        }
+        return [
+            (by_volume[m.get("name")], m.get("mountPath") or "/" + by_volume[m.get("name")])
+            for m in self._container().get("volumeMounts") or []
+            if isinstance(m, dict) and by_volume.get(m.get("name"))
+        ]
+
+    def secret_folder(self, name):
+        """Where a secret's keys are locally (one file per key, as Kubernetes mounts them)."""
+        return (self.project or Path.cwd()) / SECRETS_DIRNAME / name
 
     @property
     def wanted_port(self):
@@ -264,6 +285,7 @@ def parse_function(doc, path: Path, project: Optional[Path] = None):
         source=_local_path(origin, path, annotations.get(SOURCE_ANNOTATION), SOURCE_ANNOTATION, project),
         deps_file=_local_path(origin, path, annotations.get(DEPS_ANNOTATION), DEPS_ANNOTATION, project),
         document=doc,
+        project=Path(project or path.parent).resolve(),
     )
     validate_function(fn)
     return fn
@@ -580,6 +602,8 @@ def function_from_files(
     isolation=None,
     deps="",
     url="",
+    secrets=(),
+    project=None,
 ):
     """A Function built from CLI flags (`kubeless-local run`), shaped as `kubeless function deploy` writes it.
     `source` a local file, folder or archive; or `url` (source None): code the prepare step downloads;
@@ -592,6 +616,8 @@ def function_from_files(
         container["resources"] = {"limits": {"memory": memory}, "requests": {"memory": memory}}
     if image:
         container["image"] = image
+    if secrets:  # as the Kubeless CLI mounts them: volume <name>-vol at /<name>
+        container["volumeMounts"] = [{"mountPath": "/" + name, "name": name + "-vol"} for name in secrets]
     annotations = {SOURCE_ANNOTATION: str(source)} if source is not None else {}
     if deps_file:
         annotations[DEPS_ANNOTATION] = str(deps_file)
@@ -599,7 +625,10 @@ def function_from_files(
         annotations[PORT_ANNOTATION] = str(port)
     if isolation:
         annotations[ISOLATION_ANNOTATION] = isolation
-    deployment = {"spec": {"template": {"spec": {"containers": [container]}}}}
+    pod: dict = {"containers": [container]}
+    if secrets:
+        pod["volumes"] = [{"name": name + "-vol", "secret": {"secretName": name}} for name in secrets]
+    deployment = {"spec": {"template": {"spec": pod}}}
     document = {
         "apiVersion": API_VERSION,
         "kind": "Function",
@@ -628,6 +657,7 @@ def function_from_files(
         source=Path(source).resolve() if source is not None else None,
         deps_file=Path(deps_file).resolve() if deps_file else None,
         document=document,
+        project=Path(project).resolve() if project else None,
     )
     validate_function(fn)
     return fn

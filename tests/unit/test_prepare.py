@@ -249,3 +249,37 @@ def test_a_broken_local_archive_names_the_file(tmp_path):
     fn = specs.function_from_files("hello", archive_path, "python3.11", "hello.foo")
     with pytest.raises(UserError, match="code.zip: not a valid zip archive"):
         layout.layout_code(fn, runtime(), tmp_path)
+
+
+def test_secret_volumes_of_a_manifest_are_found_and_a_local_process_is_told_where(tmp_path):
+    doc = {
+        "apiVersion": "kubeless.io/v1beta1",
+        "kind": "Function",
+        "metadata": {"name": "hello"},
+        "spec": {
+            "runtime": "python3.11",
+            "handler": "hello.foo",
+            "function": CODE.decode(),
+            "deployment": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [{"volumeMounts": [{"name": "api-key-vol", "mountPath": "/api-key"}]}],
+                            "volumes": [{"name": "api-key-vol", "secret": {"secretName": "api-key"}}],
+                        }
+                    }
+                }
+            },
+        },
+    }
+    fn = specs.parse_function(doc, tmp_path / "f.yaml")
+    assert fn.secrets == [("api-key", "/api-key")]
+    folder = tmp_path / "secrets" / "api-key"
+    folder.mkdir(parents=True)
+    lines = []
+    prepared = prep.prepare(fn, runtime(), tmp_path / "state", lines.append)
+    assert prepared.env(8080)["KUBELESS_LOCAL_SECRET_API_KEY"] == str(folder)
+    assert lines[0] == (
+        "secret api-key (mounted at /api-key in the pod): a local process reads it from %s, "
+        "path in $KUBELESS_LOCAL_SECRET_API_KEY" % folder
+    )
