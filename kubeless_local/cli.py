@@ -17,6 +17,7 @@ from kubeless_local import __version__
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends
 from kubeless_local.errors import UserError
+from kubeless_local.paths import STATE_DIRNAME
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
@@ -235,12 +236,14 @@ def _stop(signum, _frame):
     raise Stop(signum)
 
 
-def serve(root, backend_name, manifests=None, ignore=()):
+def serve(root, backend_name, manifests=None, ignore=(), state_dir=None):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
-    session = DevSession(root, backend_name, manifests, say=lambda text: click.echo(text, err=True), ignore=ignore)
+    session = DevSession(
+        root, backend_name, manifests, say=lambda text: click.echo(text, err=True), ignore=ignore, state_dir=state_dir
+    )
     printer = LogPrinter(session.logs)
     printer.start()
     for sig in STOP_SIGNALS:
@@ -373,7 +376,9 @@ def run(
     )
     if runtime_image and (backend or backends.project_default(root) or "process") == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
-    serve(root, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore)
+    # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
+    state_dir = root / STATE_DIRNAME / ("run-" + name)
+    serve(root, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore, state_dir=state_dir)
 
 
 def code_location(text, flag):

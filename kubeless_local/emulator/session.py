@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends
+from kubeless_local.emulator import backends, registry
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
@@ -33,10 +33,15 @@ class DevSession:
     `ignore` holds gitignore-style patterns (`dev --ignore`).
     """
 
-    def __init__(self, root, backend_name=None, manifests=None, say=print, *, ignore=(), backend=None, logs=None):
+    def __init__(
+        self, root, backend_name=None, manifests=None, say=print, *, ignore=(), backend=None, logs=None, state_dir=None
+    ):
         self.root = Path(root).resolve()
         self.ignore = ignore  # gitignore-style patterns (`dev --ignore`)
-        self.state_dir = self.root / STATE_DIRNAME
+        # `run NAME` keeps its own state (lock, ports, admin API) in .kubeless-local/run-NAME/: several
+        # `run`s and a `dev` share a folder, as several functions deployed from one folder do.
+        self.state_dir = Path(state_dir) if state_dir else self.root / STATE_DIRNAME
+        self.registration = None
         self.backend_name, self.manifests, self.say = backend_name, manifests, say
         self.backend = backend
         self.logs = logs or LogHub()
@@ -46,9 +51,9 @@ class DevSession:
     def start(self):
         """Start every function and watch the folder. UserError for what the user must fix first."""
         refuse_nested(self.root)
-        self.state_dir.mkdir(exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()  # before anything else touches the folder
-        ignore = self.state_dir / ".gitignore"
+        ignore = self.root / STATE_DIRNAME / ".gitignore"
         if not ignore.exists():
             ignore.write_text("# kubeless-local's working state (generations, ports, admin API); not source\n*\n")
         sweep_leftovers(self.state_dir, self.say)
@@ -60,6 +65,8 @@ class DevSession:
         self.supervisor = Supervisor(self.state_dir, backend, self.logs)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self.admin.start()
+        kind = "dev" if self.state_dir == self.root / STATE_DIRNAME else self.state_dir.name
+        self.registration = registry.register(self.admin.info_path, self.root, kind)  # found from any folder
         self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
         self.project.start()
         self.project.watch()
@@ -81,6 +88,7 @@ class DevSession:
                 self.project.stop()
             elif self.supervisor is not None:
                 self.supervisor.stop_all()
+            registry.unregister(self.registration)
             if self.admin is not None:
                 self.admin.stop()
             if self.guardian is not None:

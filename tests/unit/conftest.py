@@ -155,3 +155,10 @@ def supervisor(tmp_path, backend):
     sup = Supervisor(tmp_path / ".kubeless-local", backend, LogHub(), catalog=object(), ephemeral_ports=True)
     yield sup
     sup.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def private_registry(tmp_path, monkeypatch):
+    """Sessions started by a test register in a registry of their own, never in the user's."""
+    monkeypatch.setenv("KUBELESS_LOCAL_REGISTRY", str(tmp_path / "registry"))
+    return tmp_path / "registry"
