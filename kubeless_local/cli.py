@@ -236,13 +236,19 @@ def _stop(signum, _frame):
     raise Stop(signum)
 
 
-def serve(root, backend_name, manifests=None, ignore=(), state_dir=None):
+def serve(root, backend_name, manifests=None, ignore=(), state_dir=None, allow_empty=False):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
     session = DevSession(
-        root, backend_name, manifests, say=lambda text: click.echo(text, err=True), ignore=ignore, state_dir=state_dir
+        root,
+        backend_name,
+        manifests,
+        say=lambda text: click.echo(text, err=True),
+        ignore=ignore,
+        state_dir=state_dir,
+        allow_empty=allow_empty,
     )
     printer = LogPrinter(session.logs)
     printer.start()
@@ -716,6 +722,12 @@ def push(path, context, namespace, dry_run_flag, dry_run, prune, wait, output, y
         for name, answer in pusher.wait_and_call(target, functions):
             click.echo("%s: %s" % (name, answer))
 
+
+# The Kubeless CLI's verbs (`alias kubeless=kubeless-local`): kubeless_cli.py.
+from kubeless_local import kubeless_cli  # noqa: E402 - after `main`, whose helpers it reuses
+
+for _command in (kubeless_cli.function, kubeless_cli.trigger, kubeless_cli.up, kubeless_cli.down):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

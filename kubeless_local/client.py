@@ -34,7 +34,8 @@ class AdminClient:
         self.sessions = self.local + [SessionClient(d) for d in others]
         if not self.sessions:
             raise UserError(
-                "no running kubeless-local session (dev, run or up) found; start one, e.g. `kubeless-local dev`"
+                "no running `kubeless-local dev` (nor run, up) found; start one, e.g. `kubeless-local dev` in the"
+                " project folder"
             )
 
     def functions(self):

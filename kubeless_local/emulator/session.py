@@ -34,8 +34,19 @@ class DevSession:
     """
 
     def __init__(
-        self, root, backend_name=None, manifests=None, say=print, *, ignore=(), backend=None, logs=None, state_dir=None
+        self,
+        root,
+        backend_name=None,
+        manifests=None,
+        say=print,
+        *,
+        ignore=(),
+        backend=None,
+        logs=None,
+        state_dir=None,
+        allow_empty=False,
     ):
+        self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.root = Path(root).resolve()
         self.ignore = ignore  # gitignore-style patterns (`dev --ignore`)
         # `run NAME` keeps its own state (lock, ports, admin API) in .kubeless-local/run-NAME/: several
@@ -67,7 +78,7 @@ class DevSession:
         self.admin.start()
         kind = "dev" if self.state_dir == self.root / STATE_DIRNAME else self.state_dir.name
         self.registration = registry.register(self.admin.info_path, self.root, kind)  # found from any folder
-        self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
+        self.project = Project(self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty)
         self.project.start()
         self.project.watch()
 

@@ -114,6 +114,26 @@ def scrape_metrics(url, timeout=1.0):
     return int(totals["function_calls_total"]), int(totals["function_failures_total"])
 
 
+def spec_fields(spec):
+    """What `kubeless function ls|describe` shows of the Function itself."""
+    if spec is None:
+        return {}
+    deps = spec.deps
+    if spec.deps_file is not None:
+        try:
+            deps = spec.deps_file.read_text()
+        except OSError:
+            pass
+    return {
+        "namespace": spec.namespace,
+        "handler": spec.handler,
+        "labels": spec.labels,
+        "env": dict(spec.env),
+        "memory": spec.memory_limit,
+        "deps": deps,
+    }
+
+
 class Supervisor:
     def __init__(self, state_dir: Path, backend, logs, catalog=None, ephemeral_ports=False):
         self.state_dir = Path(state_dir)
@@ -309,6 +329,7 @@ class Supervisor:
         with self.lock:  # functions register while `ls` asks (start-up)
             instances = sorted(self.instances.items())
         for name, instance in instances:
+            spec = self.specs.get(name)
             calls, failures = (
                 scrape_metrics(instance.url) if instance.state in (State.READY, State.COMPILE_ERROR) else (None, None)
             )
@@ -330,6 +351,7 @@ class Supervisor:
                     # the function's own server answers on the port (in CompileError: the last good code)
                     "serving": instance.state == State.READY
                     or (name in self.serving and instance.port != 0 and self.backend.alive(instance)),
+                    **spec_fields(spec),
                 }
             )
         return rows

@@ -71,7 +71,7 @@ def test_a_dead_session_is_ignored_and_its_entry_removed(sessions, tmp_path, mon
     assert not entry.exists()
     live.stop()
     assert registry.sessions() == []
-    with pytest.raises(UserError, match="no running kubeless-local session"):
+    with pytest.raises(UserError, match="no running `kubeless-local dev`"):
         AdminClient()
 
 
