@@ -133,3 +133,44 @@ def test_triggers_are_written_listed_and_deleted(project):
     assert result.exit_code == 2 and "5-field cron" in result.stderr
     assert invoke("trigger", "http", "delete", "web").exit_code == 0
     assert not (project.root / "web.httptrigger.yaml").exists()
+
+
+def test_top_sums_the_metrics_per_method(monkeypatch):
+    from http.server import BaseHTTPRequestHandler
+
+    from kubeless_local import emulator
+
+    metrics = (
+        b'function_calls_total{method="GET"} 3.0\nfunction_calls_total{method="POST"} 1.0\n'
+        b'function_failures_total{method="GET"} 1.0\nfunction_duration_seconds_sum{method="GET"} 0.3\n'
+        b'function_duration_seconds_count{method="GET"} 3.0\n'
+    )
+
+    class Metrics(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(metrics)))
+            self.end_headers()
+            self.wfile.write(metrics)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    url = "http://127.0.0.1:%d" % server.server_address[1]
+
+    class Admin:
+        def functions(self):
+            return [{"name": "hello", "namespace": "default", "state": "Ready", "serving": True, "url": url}]
+
+    monkeypatch.setattr(emulator, "AdminClient", Admin, raising=False)
+    try:
+        rows = yaml.safe_load(invoke("function", "top", "--out", "yaml").stdout)
+    finally:
+        server.shutdown()
+        server.server_close()
+    get = next(r for r in rows if r["method"] == "GET")
+    assert (get["total_calls"], get["total_failures"]) == (3, 1)
+    assert get["avg_duration_seconds"] == pytest.approx(0.1)
+    assert [r["method"] for r in rows] == ["GET", "POST"]
