@@ -256,7 +256,17 @@ def apply_function(name, document, flags, verb):
         local_code(document, flags["from_file"], flags["dependencies"])
     state_dir = session_here()
     info("%s function..." % ("Deploying" if verb == "deploy" else "Redeploying"))
-    write_manifest(function_file(name), document)
+    path = function_file(name)
+    previous = path.read_bytes() if path.exists() else None
+    write_manifest(path, document)
+    try:
+        specs.load(Path.cwd())  # what the session will load: its error here, not a wait for a function that never comes
+    except UserError:
+        if previous is None:
+            path.unlink()
+        else:
+            path.write_bytes(previous)
+        raise
     if flags["schedule"]:
         write_manifest(
             trigger_file(name, "CronJobTrigger"),

@@ -174,3 +174,15 @@ def test_top_sums_the_metrics_per_method(monkeypatch):
     assert (get["total_calls"], get["total_failures"]) == (3, 1)
     assert get["avg_duration_seconds"] == pytest.approx(0.1)
     assert [r["method"] for r in rows] == ["GET", "POST"]
+
+
+def test_deploy_of_a_name_another_file_defines_is_refused_and_writes_nothing(project):
+    (project.root / "other.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: hello}\n"
+        "spec: {runtime: python3.11, handler: h.hello, function: 'x'}\n"
+    )
+    result = invoke(
+        "function", "deploy", "hello", "--runtime", "python3.11", "--handler", "h.hello", "--from-file", "h.py"
+    )
+    assert result.exit_code == 2 and "names must be unique" in result.stderr
+    assert not (project.root / "hello.yaml").exists()
