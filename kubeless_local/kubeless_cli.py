@@ -138,7 +138,7 @@ def trigger_file(name, kind):
 
 def local_code(document, from_file, dependencies):
     """Code and deps inside the project stay files (annotations: hot reload); others are inline."""
-    annotations = {}
+    annotations = dict(document["metadata"].get("annotations") or {})
     here = Path.cwd().resolve()
     for key, location in ((specs.SOURCE_ANNOTATION, from_file), (specs.DEPS_ANNOTATION, dependencies)):
         if not location or specs.is_url(location):
@@ -210,6 +210,9 @@ def build_function(name, flags, base=None):
     if not runtime or not handler:
         raise UserError("--runtime and --handler are required, e.g. --runtime python3.11 --handler handler.hello")
     specs.validate_handler("--handler", handler)
+    for flag in ("memory", "cpu"):
+        if flags[flag] and not specs.QUANTITY_RE.match(flags[flag]):
+            raise UserError("--%s %r must be a Kubernetes quantity, e.g. 128Mi or 200m" % (flag, flags[flag]))
     if flags["from_file"]:
         code = objects.read_code(flags["from_file"])
     elif base is not None:
@@ -221,7 +224,16 @@ def build_function(name, flags, base=None):
         for k, v in ((base or {}).get("metadata") or {}).get("labels", {}).items()
         if k not in ("created-by", "function")
     }
-    port = flags["port"] or ((old.get("service") or {}).get("ports") or [{}])[0].get("targetPort") or specs.DEFAULT_PORT
+    old_ports = ((old.get("service") or {}).get("ports") or [{}])[0]
+    port = flags["port"] or old_ports.get("targetPort") or specs.DEFAULT_PORT
+    old_secrets = [
+        v["secret"]["secretName"]
+        for v in ((((old.get("deployment") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "volumes"
+        )
+        or []
+        if isinstance(v, dict) and (v.get("secret") or {}).get("secretName")
+    ]
     document = objects.function_document(
         name,
         runtime=runtime,
@@ -233,16 +245,14 @@ def build_function(name, flags, base=None):
         if flags["env"]
         else [(e["name"], e.get("value", "")) for e in old_container.get("env") or []],
         labels={**old_labels, **dict(pairs(flags["label"], "--label", bare_keys=True))},
-        secrets=names(flags["secrets"]),
+        secrets=names(flags["secrets"]) or old_secrets,
         memory=flags["memory"] or ((old_container.get("resources") or {}).get("limits") or {}).get("memory"),
         cpu=flags["cpu"] or ((old_container.get("resources") or {}).get("limits") or {}).get("cpu"),
         timeout=flags["timeout"] or old.get("timeout") or specs.DEFAULT_TIMEOUT,
         port=port,
-        service_port=flags["service_port"],
+        service_port=flags["service_port"] or (old_ports.get("port") if not flags["port"] else None),
         image=flags["runtime_image"] or old_container.get("image"),
     )
-    if flags["memory"] and not specs.QUANTITY_RE.match(flags["memory"]):
-        raise UserError("--memory %r must be a Kubernetes quantity, e.g. 128Mi or 1Gi" % flags["memory"])
     return document
 
 
@@ -305,12 +315,16 @@ def update(name, dryrun, output, **flags):
     """Update function NAME (NAME.yaml here): the flags given replace its values."""
     base = existing_function(name)
     document = build_function(name, flags, base)
-    annotations = (base.get("metadata") or {}).get("annotations")
-    if annotations and not flags["from_file"]:
-        document["metadata"]["annotations"] = dict(annotations)
-        if specs.SOURCE_ANNOTATION in annotations:
-            for key in ("function", "function-content-type", "checksum"):
-                document["spec"].pop(key, None)
+    # The local files it runs from stay, unless --from-file / --dependencies name others.
+    annotations = dict((base.get("metadata") or {}).get("annotations") or {})
+    for flag, key in (("from_file", specs.SOURCE_ANNOTATION), ("dependencies", specs.DEPS_ANNOTATION)):
+        if flags[flag]:
+            annotations.pop(key, None)
+    if annotations:
+        document["metadata"]["annotations"] = annotations
+    if specs.SOURCE_ANNOTATION in annotations:
+        for key in ("function", "function-content-type", "checksum"):
+            document["spec"].pop(key, None)
     if dryrun:
         print_object(document, output)
         return
@@ -336,7 +350,7 @@ def delete(name, namespace):
         wait_settled(state_dir, name, present=False)
 
 
-@function.command(name="call", context_settings={"ignore_unknown_options": False})
+@function.command(name="call")
 @click.argument("name")
 @click.option("-d", "--data", help="Event data (empty: GET).")
 @click.option("-n", "--namespace", default="default")

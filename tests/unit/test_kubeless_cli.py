@@ -63,6 +63,7 @@ def project(tmp_path, monkeypatch):
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "h.py").write_text("def hello(event, context):\n    return 'hi'\n")
+    (folder / "requirements.txt").write_text("six\n")
     session = DevSession(folder, say=lambda text: None, backend=FakeBackend(), allow_empty=True)
     session.start()
     monkeypatch.chdir(folder)
@@ -74,11 +75,15 @@ def test_deploy_update_delete_through_the_running_session(project):
     result = invoke(
         "function", "deploy", "hello", "--runtime", "python3.11", "--handler", "h.hello", "--from-file", "h.py",
         "--label", "app=shop,tier", "--env", "K=V", "--port", "9123", "--schedule", "*/5 * * * *",
+        "--secrets", "db", "--dependencies", "requirements.txt",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Function hello submitted for deployment" in result.stderr
     written = yaml.safe_load((project.root / "hello.yaml").read_text())
-    assert written["metadata"]["annotations"] == {"local.kubeless.io/source": "h.py"}  # hot reload: the file
+    assert written["metadata"]["annotations"] == {  # hot reload: the files
+        "local.kubeless.io/source": "h.py",
+        "local.kubeless.io/deps": "requirements.txt",
+    }
     assert "function" not in written["spec"] and written["metadata"]["labels"]["tier"] == ""
     cron = yaml.safe_load((project.root / "hello.cronjobtrigger.yaml").read_text())
     assert (cron["kind"], cron["spec"]["schedule"], cron["spec"]["function-name"]) == (
@@ -103,14 +108,17 @@ def test_deploy_update_delete_through_the_running_session(project):
     result = invoke("function", "update", "hello", "--timeout", "30", "--env", "K=W")
     assert result.exit_code == 0, result.output
     written = yaml.safe_load((project.root / "hello.yaml").read_text())
-    assert (
-        written["spec"]["timeout"] == "30" and written["metadata"]["annotations"]["local.kubeless.io/source"] == "h.py"
-    )
+    assert written["spec"]["timeout"] == "30" and written["metadata"]["annotations"] == {
+        "local.kubeless.io/source": "h.py",
+        "local.kubeless.io/deps": "requirements.txt",
+    }
+    assert written["spec"]["service"]["ports"][0]["targetPort"] == 9123
     for _ in range(100):  # the watcher reloads the changed manifest
         if project.supervisor.specs["hello"].env == [("K", "W")]:
             break
         threading.Event().wait(0.05)
     assert project.supervisor.specs["hello"].timeout == "30"
+    assert project.supervisor.specs["hello"].secrets == [("db", "/db")]  # kept by an update without --secrets
 
     result = invoke("function", "delete", "hello")
     assert result.exit_code == 0, result.output
