@@ -7,6 +7,7 @@ folder, the project; the session running there picks it up (its watcher) and `de
 the function has started. Parsing and printing only: the objects come from kubeless_objects.
 """
 
+import functools
 import json
 import os
 import signal
@@ -442,6 +443,19 @@ def describe(name, namespace, output):
         click.echo("%-13s\t%s" % (key + ":", value))
 
 
+# `kubeless function top`'s columns
+TOP_KEYS = (
+    "name",
+    "namespace",
+    "method",
+    "total_calls",
+    "total_failures",
+    "total_duration_seconds",
+    "avg_duration_seconds",
+    "message",
+)
+
+
 def metrics_by_method(url):
     """{method: [calls, failures, duration sum]} from a function's /metrics (Prometheus text)."""
     import urllib.request
@@ -481,7 +495,7 @@ def top(name, namespace, output):
         methods = metrics_by_method(row["url"]) if row.get("serving") and row.get("url") else {}
         for method, (calls, failures, seconds) in sorted(methods.items()) or [("", (0.0, 0.0, 0.0))]:
             stats.append(
-                {
+                {  # TOP_KEYS
                     "name": row["name"],
                     "namespace": row.get("namespace", "default"),
                     "method": method,
@@ -497,9 +511,7 @@ def top(name, namespace, output):
             json.dumps(stats, indent=2) if output == "json" else yaml.safe_dump(stats, sort_keys=False), nl=False
         )
         return
-    print_table(
-        stats, [(key.upper(), (lambda k: lambda s: str(s[k]))(key)) for key in (stats[0] if stats else {"name": 0})]
-    )
+    print_table(stats, [(key.upper(), lambda row, key=key: str(row[key])) for key in TOP_KEYS])
 
 
 # ---------------------------------------------------------------- trigger
@@ -510,7 +522,8 @@ def trigger():
     """Triggers, as `kubeless trigger …`: manifests written into this folder."""
 
 
-TRIGGER_KINDS = {"cronjob": "CronJobTrigger", "http": "HTTPTrigger", "kafka": "KafkaTrigger", "nats": "NATSTrigger"}
+def spec_field(document, key):
+    return str((document.get("spec") or {}).get(key, ""))
 
 
 def trigger_group(word, kind, build, options):
@@ -576,7 +589,7 @@ def trigger_group(word, kind, build, options):
             "CronJobTrigger": [("SCHEDULE", "schedule"), ("FUNCTION NAME", "function-name")],
             "HTTPTrigger": [("HOST", "host-name"), ("PATH", "path"), ("FUNCTION NAME", "function-name")],
         }.get(kind, [("TOPIC", "topic"), ("FUNCTION SELECTOR", "functionSelector")])
-        columns += [(title, (lambda k: lambda d: str((d.get("spec") or {}).get(k, "")))(key)) for title, key in detail]
+        columns += [(title, functools.partial(spec_field, key=key)) for title, key in detail]
         print_table(found, columns)
 
     trigger.add_command(group)

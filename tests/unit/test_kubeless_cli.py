@@ -194,3 +194,14 @@ def test_deploy_of_a_name_another_file_defines_is_refused_and_writes_nothing(pro
     )
     assert result.exit_code == 2 and "names must be unique" in result.stderr
     assert not (project.root / "hello.yaml").exists()
+
+
+def test_function_logs_and_top_table_through_a_session(project):
+    result = invoke(
+        "function", "deploy", "hello", "--runtime", "python3.11", "--handler", "h.hello", "--from-file", "h.py"
+    )
+    assert result.exit_code == 0, result.output
+    project.supervisor.say("hello", "a line from hello")
+    assert "a line from hello" in invoke("function", "logs", "hello").stdout
+    table = invoke("function", "top").stdout
+    assert "TOTAL_CALLS" in table and "hello" in table
