@@ -1,6 +1,7 @@
 """Talks to a running `dev`/`run` (admin API) and to functions; used by the CLI, tests and benchmarks."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -121,6 +122,21 @@ class SessionClient:
             if row["name"] == name:
                 return row
         raise UserError("no function %r in this project; `kubeless-local ls` lists them" % name)
+
+    def wait_settled(self, name, present=True, timeout=600.0):
+        """The row of `name` once it is out of Installing/Starting; present=False: until it is gone (None)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = next((r for r in self.functions() if r["name"] == name), None)
+            if not present and row is None:
+                return None
+            if present and row is not None and row["state"] not in ("Installing", "Starting"):
+                return row
+            time.sleep(0.1)
+        raise UserError(
+            "%s did not %s within %ds; see `kubeless-local logs %s`"
+            % (name, "start" if present else "stop", timeout, name)
+        )
 
     def __eq__(self, other):
         return isinstance(other, SessionClient) and other.state_dir == self.state_dir

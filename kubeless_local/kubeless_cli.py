@@ -10,10 +10,6 @@ the function has started. Parsing and printing only: the objects come from kubel
 import functools
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import click
@@ -21,12 +17,11 @@ import yaml
 
 from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
+from kubeless_local.emulator import background
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 
 SETTLED_TIMEOUT = 600.0  # a first install of dependencies can take minutes
-UP_TIMEOUT = 60.0
-STARTING_STATES = ("Installing", "Starting")
 
 
 def info(message):
@@ -47,76 +42,23 @@ def names(values):
 # ---------------------------------------------------------------- the session of this folder
 
 
-def project_session(folder):
-    """The state folder of the `dev`/`up` that runs `folder` (or a folder above it), or None."""
-    from kubeless_local.emulator import registry
-
-    folder = Path(folder).resolve()
-    for entry in registry.sessions():
-        root = Path(entry["root"])
-        if entry.get("kind") == "dev" and (root == folder or root in folder.parents):
-            return Path(entry["admin"]).parent
-    return None
-
-
-def start_background(folder):
-    """`up -d`: a `dev` for `folder` in the background (its output in .kubeless-local/up.log); returns
-    its state folder once it answers."""
-    state = Path(folder) / STATE_DIRNAME
-    state.mkdir(exist_ok=True)
-    with open(state / "up.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeless_local", "up", str(folder)],
-            cwd=folder,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # outlives this command and its terminal
-        )
-    deadline = time.monotonic() + UP_TIMEOUT
-    while time.monotonic() < deadline:
-        found = project_session(folder)
-        if found is not None:
-            return found
-        if proc.poll() is not None:
-            tail = (state / "up.log").read_text(errors="replace").strip().splitlines()[-1:]
-            raise UserError("the background session for %s ended: %s" % (folder, tail[0] if tail else "no output"))
-        time.sleep(0.1)
-    raise UserError(
-        "the background session for %s did not answer within %ds; see %s" % (folder, UP_TIMEOUT, state / "up.log")
-    )
-
-
 def session_here():
+    """The state folder of the session that runs the current folder; one started in the background if none."""
     folder = Path.cwd()
-    found = project_session(folder)
+    found = background.project_session(folder)
     if found is None:
         info(
             "No kubeless-local session runs for %s: starting one in the background (`kubeless-local down` stops it)"
             % folder
         )
-        found = start_background(folder)
+        found = background.start(folder)
     return found
 
 
 def wait_settled(state_dir, name, present=True):
-    """Until the session lists `name` out of Installing/Starting (or, present=False, no longer lists it)."""
-    from kubeless_local.client import AdminClient
+    from kubeless_local.client import SessionClient
 
-    client = AdminClient(state_dir)
-    deadline = time.monotonic() + SETTLED_TIMEOUT
-    while time.monotonic() < deadline:
-        rows = {r["name"]: r for r in client.functions()}
-        row = rows.get(name)
-        if not present and row is None:
-            return None
-        if present and row is not None and row["state"] not in STARTING_STATES:
-            return row
-        time.sleep(0.1)
-    raise UserError(
-        "%s did not %s within %ds; see `kubeless-local logs %s`"
-        % (name, "start" if present else "stop", SETTLED_TIMEOUT, name)
-    )
+    return SessionClient(state_dir).wait_settled(name, present, SETTLED_TIMEOUT)
 
 
 # ---------------------------------------------------------------- writing manifests
@@ -346,7 +288,7 @@ def delete(name, namespace):
         raise UserError("%s holds other objects too; remove Function %s there" % (path, name))
     path.unlink()
     trigger_file(name, "CronJobTrigger").unlink(missing_ok=True)
-    state_dir = project_session(Path.cwd())
+    state_dir = background.project_session(Path.cwd())
     if state_dir is not None:
         wait_settled(state_dir, name, present=False)
 
@@ -693,11 +635,11 @@ def up(path, detach, backend, ignore):
 
         cli.serve(folder, backend, ignore=ignore, allow_empty=True)  # functions may come later (`function deploy`)
         return
-    running = project_session(folder)
+    running = background.project_session(folder)
     if running is not None:
         click.echo("kubeless-local already runs %s" % folder)
         return
-    start_background(folder)
+    background.start(folder)
     click.echo(
         "kubeless-local runs %s in the background (log: %s); `kubeless-local down` stops it"
         % (folder, folder / STATE_DIRNAME / "up.log")
@@ -709,14 +651,5 @@ def up(path, detach, backend, ignore):
 def down(path):
     """Stop the session that runs PATH (e.g. one `up -d` or `function deploy` started)."""
     folder = Path(path).resolve()
-    state_dir = project_session(folder)
-    if state_dir is None:
-        raise UserError("no kubeless-local session runs %s" % folder)
-    pid = json.loads((state_dir / "admin.json").read_text())["pid"]
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while project_session(folder) is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if project_session(folder) is not None:
-        raise UserError("the session for %s (pid %d) did not stop within 30 s" % (folder, pid))
+    background.stop(folder)
     click.echo("stopped kubeless-local for %s" % folder)
