@@ -40,9 +40,10 @@ class AdminClient:
             )
 
     def functions(self):
-        """Every running session's rows (each with the `project` folder), the current folder's first."""
+        """The rows (each with its `project` folder) of the sessions of the current folder, or, outside
+        any, of every running session."""
         rows = []
-        for session in self.sessions:
+        for session in getattr(self, "local", None) or self.sessions:
             try:
                 rows += [dict(row, project=session.root) for row in session.functions()]
             except UserError:

@@ -51,6 +51,7 @@ def test_a_name_resolves_from_any_folder_and_the_current_folder_wins(sessions, t
         ("hello", str(b.root)),
     }
     monkeypatch.chdir(b.root)
+    assert [(r["name"], r["project"]) for r in AdminClient().functions()] == [("hello", str(b.root))]  # this folder's
     port_b = b.supervisor.instances["hello"].port
     assert AdminClient().function("hello")["port"] == port_b
     with pytest.raises(UserError, match="no function 'nothing' in any running session"):
