@@ -17,6 +17,7 @@ from kubeless_local import __version__
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends
 from kubeless_local.errors import UserError
+from kubeless_local.paths import STATE_DIRNAME
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
@@ -235,7 +236,7 @@ def _stop(signum, _frame):
     raise Stop(signum)
 
 
-def serve(root, backend_name, manifests=None, ignore=(), kafka_brokers=None):
+def serve(root, backend_name, manifests=None, ignore=(), kafka_brokers=None, state_dir=None, allow_empty=False):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
@@ -247,6 +248,8 @@ def serve(root, backend_name, manifests=None, ignore=(), kafka_brokers=None):
         say=lambda text: click.echo(text, err=True),
         ignore=ignore,
         kafka_brokers=kafka_brokers,
+        state_dir=state_dir,
+        allow_empty=allow_empty,
     )
     printer = LogPrinter(session.logs)
     printer.start()
@@ -298,33 +301,32 @@ def dev(path, backend, ignore, kafka_brokers):
     )
 
 
-def parse_pairs(values, flag):
-    """`k=v`, `k:v` and comma lists, as the Kubeless CLI accepts them."""
+def parse_pairs(values, flag, bare_keys=False):
+    """`k=v`, `k:v` and comma lists, as the Kubeless CLI accepts them; with `bare_keys` (labels) a lone
+    `k` is `k: ""`, as the Kubeless CLI writes it."""
     pairs = []
     for value in values:
         for item in value.split(","):
             if not item:
                 continue
             match = re.match(r"^([^=:]+)[=:](.*)$", item)
-            if not match:
+            if match:
+                pairs.append((match.group(1).strip(), match.group(2)))
+            elif bare_keys and item.strip():
+                pairs.append((item.strip(), ""))
+            else:
                 raise UserError("%s %r must be KEY=VALUE (or KEY:VALUE)" % (flag, item))
-            pairs.append((match.group(1).strip(), match.group(2)))
     return pairs
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True))
+@click.argument("file")
 @runtime_option
 @click.option("--handler", required=True, help="<module>.<function>, e.g. handler.hello.")
 @click.option("--name", help="Function name (default: from the handler's module).")
-@click.option(
-    "-d",
-    "--dependencies",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Deps file (requirements.txt, package.json…).",
-)
+@click.option("-d", "--dependencies", help="Deps file (requirements.txt, package.json…) or its URL.")
 @click.option("-e", "--env", multiple=True, help="K=V (repeat or comma-separate).")
-@click.option("-l", "--label", multiple=True, help="k=v (repeat or comma-separate).")
+@click.option("-l", "--label", multiple=True, help='k=v (repeat or comma-separate; a bare k is k="").')
 @click.option("--timeout", default=specs.DEFAULT_TIMEOUT, show_default=True, help="Seconds before a call answers 408.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
 @click.option(
@@ -334,6 +336,12 @@ def parse_pairs(values, flag):
     "--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity)."
 )
 @click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
+@click.option(
+    "--secrets",
+    multiple=True,
+    help="Secret NAME (repeat or comma-separate): the files of secrets/NAME/ beside the code, at /NAME "
+    "read-only in the docker backend; a local process finds the folder in $KUBELESS_LOCAL_SECRET_<NAME>.",
+)
 @backend_option
 @ignore_option
 @user_errors
@@ -350,32 +358,66 @@ def run(
     memory,
     isolation,
     runtime_image,
+    secrets,
     backend,
     ignore,
 ):
-    """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags)."""
-    source = Path(file).resolve()
+    """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags).
+
+    FILE: a file, a folder, an archive (.zip, .tar.gz, .tgz, .tar.bz2, .tar.xz) or a URL of one."""
+    code = code_location(file, "FILE")
+    deps_file, deps_text = deps_location(dependencies)
+    source = code if isinstance(code, Path) else None
+    root = Path.cwd() if source is None else source.parent if source.is_file() else source
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
     fn = specs.function_from_files(
         name,
         source,
         runtime,
         handler,
-        deps_file=dependencies,
+        deps_file=deps_file,
+        deps=deps_text,
+        url=code if isinstance(code, str) else "",
+        secrets=[n.strip() for value in secrets for n in value.split(",") if n.strip()],
+        project=root,
         timeout=timeout,
         env=parse_pairs(env, "--env"),
-        labels=dict(parse_pairs(label, "--label")),
+        labels=dict(parse_pairs(label, "--label", bare_keys=True)),
         memory=memory,
         port=port,
         isolation=isolation,
         image=runtime_image or "",
         origin="kubeless-local run %s" % file,
     )
-    if runtime_image and (backend or backends.project_default(source.parent) or "process") == "process":
+    if runtime_image and (backend or backends.project_default(root) or "process") == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
-    serve(
-        source.parent if source.is_file() else source, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore
-    )
+    # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
+    state_dir = root / STATE_DIRNAME / ("run-" + name)
+    serve(root, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore, state_dir=state_dir)
+
+
+def code_location(text, flag):
+    """A URL stays a URL (downloaded by the prepare step); a path must exist: resolved Path."""
+    if specs.is_url(text):
+        return text
+    path = Path(text)
+    if not path.exists():
+        raise UserError("%s %s does not exist (a file, a folder, an archive or a URL)" % (flag, text))
+    return path.resolve()
+
+
+def deps_location(text):
+    """(deps file, deps text): a URL --dependencies is downloaded now, as the Kubeless CLI does."""
+    if not text:
+        return None, ""
+    if specs.is_url(text):
+        from kubeless_local.emulator.layout import fetch
+
+        return None, fetch(text).decode("utf-8", "replace")
+    path = Path(text)
+    if not path.is_file():
+        raise UserError("--dependencies %s is not a file" % text)
+    return path.resolve(), ""
 
 
 # ---------------------------------------------------------------- talking to a running dev
@@ -383,7 +425,7 @@ def run(
 
 @main.command()
 @click.argument("name")
-@click.option("-d", "--data", help="Event data; a JSON object is sent as application/json. Without it: GET.")
+@click.option("-d", "--data", help="Event data; a JSON object is sent as application/json. Without it (or empty): GET.")
 @click.option(
     "--data-file", type=click.Path(exists=True, dir_okay=False), help="Event data read from FILE (as curl's -d @FILE)."
 )
@@ -400,8 +442,14 @@ def call(name, data, data_file, method, headers, path):
     if data_file:
         data = Path(data_file).read_bytes()
     row = AdminClient().function(name)
-    if not row["port"] or not row.get("url"):
-        raise UserError("%s is not running (%s): %s" % (name, row["state"], row["error"]))
+    if not row.get("serving", True) or not row["port"] or not row.get("url"):
+        # Nothing of ours answers on its port: whatever does must not pass for the function.
+        raise_exit("%s is %s: %s" % (name, row["state"], headline(row["error"] or "not serving")), 1)
+    if row["state"] != "Ready" and row["error"]:
+        click.echo(
+            "warning: %s is %s (%s); the last good code answers" % (name, row["state"], headline(row["error"])),
+            err=True,
+        )
     response = call_function(
         row["url"], data, path=path, method=method.upper() if method else None, headers=dict(headers)
     )
@@ -910,6 +958,12 @@ def emit_cron(trigger):
     if not run["ok"]:
         sys.exit(1)  # like `call`: the event was sent, the function failed it
 
+
+# The Kubeless CLI's verbs (`alias kubeless=kubeless-local`): kubeless_cli.py.
+from kubeless_local import kubeless_cli  # noqa: E402 - after `main`, whose helpers it reuses
+
+for _command in (kubeless_cli.function, kubeless_cli.trigger, kubeless_cli.up, kubeless_cli.down):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

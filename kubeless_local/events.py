@@ -75,7 +75,7 @@ def envelope(source, data=None, *, topic=None, now=None, event_id=None, event_ti
         headers["event-topic"] = topic
     if s.get("user_agent"):
         headers["User-Agent"] = s["user_agent"]
-    has_data = data is not None
+    has_data = bool(data)  # `kubeless function call --data ''` sends a GET, as without --data
     method = "POST" if has_data or s.get("always_post") else "GET"
     if s["content_type"] == "json":
         headers["Content-Type"] = headers["event-type"] = "application/json"

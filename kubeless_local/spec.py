@@ -24,6 +24,7 @@ DEPS_ANNOTATION = "local.kubeless.io/deps"
 PORT_ANNOTATION = "local.kubeless.io/port"
 ISOLATION_ANNOTATION = "local.kubeless.io/isolation"
 DEFAULT_TIMEOUT = "180"
+SECRETS_DIRNAME = "secrets"  # <project>/secrets/<name>/: a secret's keys, one file each
 DEFAULT_PORT = 8080
 CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # A Kubernetes resource quantity (128Mi, 1G, 0.5Gi, 1e9), as `resources.limits.memory` takes it.
@@ -31,6 +32,29 @@ QUANTITY_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\
 ISOLATIONS = ("warm", "per-call")  # warm: module state kept between calls, as in the pod; per-call: fresh
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SKIP_DIRS = {".kubeless-local", "node_modules", "vendor", "__pycache__", ".git", ".venv", "venv"}
+
+
+# Archive file names → the content-type suffix the Kubeless CLI gives them (`--from-file x.zip` → base64+zip).
+ARCHIVE_SUFFIXES = {
+    ".zip": "+zip",
+    ".tar.gz": "+compressedtar",
+    ".tgz": "+compressedtar",
+    ".tar.bz2": "+compressedtar",
+    ".tbz2": "+compressedtar",
+    ".tar.xz": "+compressedtar",
+    ".txz": "+compressedtar",
+    ".tar": "+compressedtar",
+}
+
+
+def archive_kind(name) -> str:
+    """'+zip', '+compressedtar' or '' for a file name or URL."""
+    lowered = str(name).lower().split("?", 1)[0]
+    return next((kind for suffix, kind in ARCHIVE_SUFFIXES.items() if lowered.endswith(suffix)), "")
+
+
+def is_url(text) -> bool:
+    return str(text).startswith(("http://", "https://"))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -61,6 +85,7 @@ class FunctionSpec:
     source: Optional[Path] = None  # local file or folder (annotation), resolved
     deps_file: Optional[Path] = None  # local deps file (annotation), resolved
     document: dict = field(default_factory=dict)  # the manifest as written, for push
+    project: Optional[Path] = None  # the project folder: secrets are read from its secrets/<name>/
 
     @property
     def module(self):
@@ -96,6 +121,31 @@ class FunctionSpec:
         if ports and ports[0].get("targetPort"):
             return int(ports[0]["targetPort"])
         return DEFAULT_PORT
+
+    @property
+    def secrets(self):
+        """(secret name, mount path) of the pod's secret volumes (`kubeless function deploy --secrets`)."""
+        pod = ((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+        by_volume = {
+            v.get("name"): (v.get("secret") or {}).get("secretName")
+            for v in pod.get("volumes") or []
+            if isinstance(v, dict) and v.get("secret")
+        }
+        return [
+            (by_volume[m.get("name")], m.get("mountPath") or "/" + by_volume[m.get("name")])
+            for m in self._container().get("volumeMounts") or []
+            if isinstance(m, dict) and by_volume.get(m.get("name"))
+        ]
+
+    def secret_folder(self, name):
+        """Where a secret's keys are locally (one file per key, as Kubernetes mounts them)."""
+        return (self.project or Path.cwd()) / SECRETS_DIRNAME / name
+
+    @property
+    def wanted_port(self):
+        """The port `kubeless function deploy --port` asked for (service.targetPort), or None for the
+        default it writes without the flag: locally it is the port used when free."""
+        return self.port if self.port != DEFAULT_PORT else None
 
     @property
     def isolation(self):
@@ -246,6 +296,7 @@ def parse_function(doc, path: Path, project: Optional[Path] = None):
         source=_local_path(origin, path, annotations.get(SOURCE_ANNOTATION), SOURCE_ANNOTATION, project),
         deps_file=_local_path(origin, path, annotations.get(DEPS_ANNOTATION), DEPS_ANNOTATION, project),
         document=doc,
+        project=Path(project or path.parent).resolve(),
     )
     validate_function(fn)
     return fn
@@ -606,8 +657,14 @@ def function_from_files(
     image="",
     origin=None,
     isolation=None,
+    deps="",
+    url="",
+    secrets=(),
+    project=None,
 ):
-    """A Function built from CLI flags (`kubeless-local run`), shaped as `kubeless function deploy` writes it."""
+    """A Function built from CLI flags (`kubeless-local run`), shaped as `kubeless function deploy` writes it.
+    `source` a local file, folder or archive; or `url` (source None): code the prepare step downloads;
+    `deps`: the deps file's text (a deps URL, fetched)."""
     origin = origin or "Function %s" % name
     container = {"name": "", "resources": {}}
     if env:
@@ -616,20 +673,30 @@ def function_from_files(
         container["resources"] = {"limits": {"memory": memory}, "requests": {"memory": memory}}
     if image:
         container["image"] = image
-    annotations = {SOURCE_ANNOTATION: str(source)}
+    if secrets:  # as the Kubeless CLI mounts them: volume <name>-vol at /<name>
+        container["volumeMounts"] = [{"mountPath": "/" + name, "name": name + "-vol"} for name in secrets]
+    annotations = {SOURCE_ANNOTATION: str(source)} if source is not None else {}
     if deps_file:
         annotations[DEPS_ANNOTATION] = str(deps_file)
     if port:
         annotations[PORT_ANNOTATION] = str(port)
     if isolation:
         annotations[ISOLATION_ANNOTATION] = isolation
-    deployment = {"spec": {"template": {"spec": {"containers": [container]}}}}
+    pod: dict = {"containers": [container]}
+    if secrets:
+        pod["volumes"] = [{"name": name + "-vol", "secret": {"secretName": name}} for name in secrets]
+    deployment = {"spec": {"template": {"spec": pod}}}
     document = {
         "apiVersion": API_VERSION,
         "kind": "Function",
         "metadata": {"name": name, "labels": dict(labels or {}), "annotations": annotations},
         "spec": {"runtime": runtime, "handler": handler, "timeout": str(timeout), "deployment": deployment},
     }
+    content_type = "url" + archive_kind(url) if url else ""
+    if url:
+        document["spec"].update({"function": url, "function-content-type": content_type})
+    if deps:
+        document["spec"]["deps"] = deps
     validate_name(origin, name)
     validate_handler(origin, handler)
     fn = FunctionSpec(
@@ -641,9 +708,13 @@ def function_from_files(
         annotations=annotations,
         timeout=str(timeout),
         deployment=deployment,
-        source=Path(source).resolve(),
+        function=url,
+        content_type=content_type,
+        deps=deps,
+        source=Path(source).resolve() if source is not None else None,
         deps_file=Path(deps_file).resolve() if deps_file else None,
         document=document,
+        project=Path(project).resolve() if project else None,
     )
     validate_function(fn)
     return fn

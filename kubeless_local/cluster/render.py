@@ -90,6 +90,9 @@ def inline_code(fn: FunctionSpec, dep_name: str):
         in_folder = source / dep_name if dep_name else None
         if fn.deps_file is None and in_folder is not None and in_folder.is_file():
             deps = in_folder.read_text()  # the prepare step copies the ConfigMap's deps over the folder's
+    elif specs.archive_kind(source.name):
+        data = source.read_bytes()
+        function, ctype = base64.b64encode(data).decode(), "base64" + specs.archive_kind(source.name)
     else:
         data = source.read_bytes()
         try:

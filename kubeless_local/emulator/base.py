@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
+EXIT_CANNOT_LISTEN = 4  # every runtime server exits with it when it cannot bind FUNC_PORT (runtimes/README.md)
+
 
 class State(str, enum.Enum):
     INSTALLING = "Installing"  # laying out the code, installing deps, compiling (before it first starts)
@@ -32,6 +34,7 @@ class Instance:
     restarts: int = 0
     pid: Optional[int] = None
     ready_ms: Optional[float] = None  # launch -> ready
+    exit_code: Optional[int] = None  # of the server's last exit (EXIT_CANNOT_LISTEN: it lost its port)
     handle: object = None  # backend-private
     changed: threading.Condition = field(default_factory=threading.Condition)
 

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from kubeless_local.errors import UserError
-from kubeless_local.spec import SKIP_DIRS, FunctionSpec, checksum_of
+from kubeless_local.spec import SKIP_DIRS, FunctionSpec, archive_kind, checksum_of
 
 PLAIN_CONTENT_TYPES = ("", "text", "url", "base64")  # the file keeps MOD_NAME + suffix (contract §4)
 
@@ -67,7 +67,7 @@ def safe_extract(data, ctype, target: Path, origin):
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
                 archive.extractall(target, filter="data")
     except (zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise UserError("%s: spec.function is not a valid %s archive (%s)" % (origin, ctype, exc)) from None
+        raise UserError("%s: not a valid %s archive (%s)" % (origin, ctype.lstrip("+").split("+")[-1], exc)) from None
 
 
 def copy_tree(source: Path, target: Path):
@@ -87,6 +87,8 @@ def layout_code(spec: FunctionSpec, runtime, target: Path):
     if spec.source is not None:
         if spec.source.is_dir():
             copy_tree(spec.source, target)
+        elif archive_kind(spec.source.name):  # `run x.zip`: unpacked, as the controller unpacks base64+zip
+            safe_extract(spec.source.read_bytes(), archive_kind(spec.source.name), target, str(spec.source))
         else:
             shutil.copy2(spec.source, target / (spec.module + runtime.suffix))
     elif spec.function:

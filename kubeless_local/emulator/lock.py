@@ -57,9 +57,12 @@ class ProjectLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            state_dir = self.path.parent
+            what, folder = "kubeless-local", state_dir.parent
+            if state_dir.name != STATE_DIRNAME:  # .kubeless-local/run-NAME: one `run NAME`
+                what, folder = "kubeless-local run %s" % state_dir.name[len("run-") :], state_dir.parent.parent
             raise UserError(
-                "kubeless-local is already running for %s (pid %s); stop it first"
-                % (self.path.parent.parent, _holder(self.path) or "unknown")
+                "%s is already running for %s (pid %s); stop it first" % (what, folder, _holder(self.path) or "unknown")
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, b"%d\n" % os.getpid())

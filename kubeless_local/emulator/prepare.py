@@ -133,7 +133,32 @@ def host_env(prepared, port):
     return env
 
 
-def function_env(spec: FunctionSpec, port, install):
+def secret_env_name(name):
+    """The variable that holds where a secret's files are: KUBELESS_LOCAL_SECRET_<NAME>."""
+    return "KUBELESS_LOCAL_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def secret_notices(spec: FunctionSpec, in_container):
+    """One line per secret volume: where the function finds it here, never silently dropped."""
+    lines = []
+    for name, mount in spec.secrets:
+        folder = spec.secret_folder(name)
+        if not folder.is_dir():
+            lines.append(
+                "secret %s (mounted at %s in the pod): no folder %s; create it with one file per key"
+                % (name, mount, folder)
+            )
+        elif in_container:
+            lines.append("secret %s: %s mounted read-only at %s" % (name, folder, mount))
+        else:
+            lines.append(
+                "secret %s (mounted at %s in the pod): a local process reads it from %s, path in $%s"
+                % (name, mount, folder, secret_env_name(name))
+            )
+    return lines
+
+
+def function_env(spec: FunctionSpec, port, install, in_container=False):
     """The runtime container's env (contract §4): the user's env first, then Kubeless' own variables
     and kubeless-local's (bind to loopback, print control lines, isolation mode)."""
     env = dict(spec.env)
@@ -151,6 +176,8 @@ def function_env(spec: FunctionSpec, port, install):
             "KUBELESS_LOCAL_ISOLATION": spec.isolation,
         }
     )
+    for name, mount in spec.secrets:  # the same variable in both backends: the secret's folder as the function sees it
+        env[secret_env_name(name)] = mount if in_container else str(spec.secret_folder(name))
     return env
 
 
@@ -355,6 +382,9 @@ def _prepare(prepared, steps, on_line, previous):
     spec, runtime, view = prepared.spec, prepared.runtime, steps.view
     settings = runtime.steps  # the block of the backend the runtime was resolved for
     deps = layout_code(spec, runtime, prepared.code_dir)
+    if previous is None:
+        for line in secret_notices(spec, in_container=view is not HOST):
+            on_line(line)
     prepared.runtime_lib = setup_runtime_lib(runtime, on_line, steps)
     function = view.function or str(prepared.root)
     install = view.install or function + "/kubeless"

@@ -50,8 +50,9 @@ class Project:
     """Runs every Function found under `root` (or the given `manifests`, as `run` does); `ignore`: the
     user's gitignore-style patterns, honoured by the loader, the fingerprints and the watcher."""
 
-    def __init__(self, root: Path, supervisor, manifests=None, ignore=()):
+    def __init__(self, root: Path, supervisor, manifests=None, ignore=(), allow_empty=False):
         self.root = Path(root).resolve()
+        self.allow_empty = allow_empty  # `up`: functions come later (`function deploy` writes them)
         self.supervisor = supervisor
         self.logs = supervisor.logs
         self.fixed = manifests  # `run`: a Function built from flags instead of files
@@ -80,7 +81,7 @@ class Project:
     def start(self):
         """Load and start everything; a bad manifest raises UserError, a bad function only logs."""
         self.manifests = self.load()
-        if not self.manifests.functions:
+        if not self.manifests.functions and not self.allow_empty:
             raise UserError(
                 "%s: no Kubeless Function found in *.yaml here; create one with `kubeless-local init`" % self.root
             )

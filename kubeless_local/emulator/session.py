@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends, delivery, kafka_bridge
+from kubeless_local.emulator import backends, delivery, kafka_bridge, registry
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.cron import Cron
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
@@ -47,10 +47,16 @@ class DevSession:
         backend=None,
         logs=None,
         kafka_brokers=None,
+        state_dir=None,
+        allow_empty=False,
     ):
+        self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.root = Path(root).resolve()
         self.ignore = ignore  # gitignore-style patterns (`dev --ignore`)
-        self.state_dir = self.root / STATE_DIRNAME
+        # `run NAME` keeps its own state (lock, ports, admin API) in .kubeless-local/run-NAME/: several
+        # `run`s and a `dev` share a folder, as several functions deployed from one folder do.
+        self.state_dir = Path(state_dir) if state_dir else self.root / STATE_DIRNAME
+        self.registration = None
         self.backend_name, self.manifests, self.say = backend_name, manifests, say
         self.backend = backend
         self.logs = logs or LogHub()
@@ -63,9 +69,9 @@ class DevSession:
     def start(self):
         """Start every function and watch the folder. UserError for what the user must fix first."""
         refuse_nested(self.root)
-        self.state_dir.mkdir(exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()  # before anything else touches the folder
-        ignore = self.state_dir / ".gitignore"
+        ignore = self.root / STATE_DIRNAME / ".gitignore"
         if not ignore.exists():
             ignore.write_text("# kubeless-local's working state (generations, ports, admin API); not source\n*\n")
         sweep_leftovers(self.state_dir, self.say)
@@ -90,7 +96,9 @@ class DevSession:
             self.kafka.connect()
             self.admin.kafka = self.kafka
         self.admin.start()
-        self.project = Project(self.root, self.supervisor, self.manifests, self.ignore)
+        kind = "dev" if self.state_dir == self.root / STATE_DIRNAME else self.state_dir.name
+        self.registration = registry.register(self.admin.info_path, self.root, kind)  # found from any folder
+        self.project = Project(self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty)
         self.project.on_manifests.append(self._update_events)
         self.project.start()
         self.project.watch()
@@ -138,6 +146,7 @@ class DevSession:
                 self.project.stop()
             elif self.supervisor is not None:
                 self.supervisor.stop_all()
+            registry.unregister(self.registration)
             if self.admin is not None:
                 self.admin.stop()
             if self.guardian is not None:

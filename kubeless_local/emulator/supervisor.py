@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.base import Instance, State
+from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Instance, State
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog
 from kubeless_local.spec import PORT_ANNOTATION
@@ -56,8 +56,11 @@ class PortBook:
                     )
                 return port
             port = self.ports.get(spec.name)
+            wanted = spec.wanted_port
             if self.ephemeral:
                 port = ephemeral_port()
+            elif wanted and wanted not in taken and port_free(wanted):
+                port = wanted
             elif not port or port in taken or not port_free(port):
                 port = FIRST_AUTO_PORT
                 while port in taken or port in self.ports.values() or not port_free(port):
@@ -111,6 +114,26 @@ def scrape_metrics(url, timeout=1.0):
     return int(totals["function_calls_total"]), int(totals["function_failures_total"])
 
 
+def spec_fields(spec):
+    """What `kubeless function ls|describe` shows of the Function itself."""
+    if spec is None:
+        return {}
+    deps = spec.deps
+    if spec.deps_file is not None:
+        try:
+            deps = spec.deps_file.read_text()
+        except OSError:
+            pass
+    return {
+        "namespace": spec.namespace,
+        "handler": spec.handler,
+        "labels": spec.labels,
+        "env": dict(spec.env),
+        "memory": spec.memory_limit,
+        "deps": deps,
+    }
+
+
 class Supervisor:
     def __init__(self, state_dir: Path, backend, logs, catalog=None, ephemeral_ports=False):
         self.state_dir = Path(state_dir)
@@ -138,7 +161,8 @@ class Supervisor:
             with self._lock(instance.name):
                 prepared = self.serving.get(instance.name)
                 if self.instances.get(instance.name) is instance and instance.state == State.CRASHED and prepared:
-                    self._launch(instance, prepared)
+                    taken = {i.port for n, i in self.instances.items() if n != instance.name}
+                    self._launch_on_a_free_port(instance, prepared, prepared.spec, taken)
 
         threading.Thread(target=restart, daemon=True).start()
 
@@ -170,14 +194,30 @@ class Supervisor:
                 return self._step_failed(instance, spec, exc, serving=False)
             prep.activate(prepared)
             self.serving[spec.name] = prepared
-            for _ in range(3):
-                self._launch(instance, prepared)
-                if instance.state != State.CRASHED or port_free(instance.port) or PORT_ANNOTATION in spec.annotations:
-                    break
-                # Another program took the port between our check and the server's bind: move on.
-                self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
-                instance.port = self.ports.assign(spec, taken | {instance.port})
+            self._launch_on_a_free_port(instance, prepared, spec, taken)
             return instance
+
+    def _launch_on_a_free_port(self, instance, prepared, spec, taken=frozenset()):
+        """Launch; a server that lost the race for its port (it exits EXIT_CANNOT_LISTEN, or the port is
+        taken once it died) moves to another port, unless the port is fixed: then a ConfigError."""
+        for _ in range(3):
+            self._launch(instance, prepared)
+            lost_port = instance.state == State.CRASHED and (
+                instance.exit_code == EXIT_CANNOT_LISTEN or not port_free(instance.port)
+            )
+            if not lost_port:
+                return
+            if PORT_ANNOTATION in spec.annotations:
+                if instance.exit_code == EXIT_CANNOT_LISTEN:
+                    instance.set_state(
+                        State.CONFIG_ERROR,
+                        "%s: port %d (annotation %s) is in use; stop what uses it or choose another port"
+                        % (spec.origin, instance.port, PORT_ANNOTATION),
+                    )
+                return
+            # Another program took the port between our check and the server's bind: move on.
+            self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
+            instance.port = self.ports.assign(spec, set(taken) | {instance.port})
 
     def _step_failed(self, instance, spec, exc, serving):
         """An install/compile/check step failed: show its output; a serving function keeps its last good code."""
@@ -194,7 +234,7 @@ class Supervisor:
 
     def _launch(self, instance, prepared):
         instance.set_state(State.STARTING)
-        instance.last_control = (None, -1)
+        instance.last_control, instance.exit_code = (None, -1), None
         started = time.monotonic()
         self.backend.start(instance, prepared)
         ok = instance.wait_for(lambda i: i.state != State.STARTING, STARTUP_TIMEOUT)
@@ -289,6 +329,7 @@ class Supervisor:
         with self.lock:  # functions register while `ls` asks (start-up)
             instances = sorted(self.instances.items())
         for name, instance in instances:
+            spec = self.specs.get(name)
             calls, failures = (
                 scrape_metrics(instance.url) if instance.state in (State.READY, State.COMPILE_ERROR) else (None, None)
             )
@@ -307,6 +348,10 @@ class Supervisor:
                     "restarts": instance.restarts,
                     "error": instance.error,
                     "ready_ms": instance.ready_ms,
+                    # the function's own server answers on the port (in CompileError: the last good code)
+                    "serving": instance.state == State.READY
+                    or (name in self.serving and instance.port != 0 and self.backend.alive(instance)),
+                    **spec_fields(spec),
                 }
             )
         return rows

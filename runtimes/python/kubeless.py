@@ -118,7 +118,9 @@ def load_error_text():
     line (what `ls` shows), then the traceback."""
     etype, value, tb = sys.exc_info()
     if isinstance(value, SyntaxError):
-        where = "%s:%s" % (value.filename, value.lineno)
+        # A file that cannot be read as source (null bytes: an archive copied as the module) has no file name.
+        filename = value.filename or os.path.join(INSTALL_DIR, MOD_NAME + ".py")
+        where = "%s:%s" % (filename, value.lineno) if value.lineno else filename
         detail = "".join(traceback.format_exception_only(etype, value)).rstrip()
         return "%s: %s\n%s" % (where, value.msg, detail)
     if isinstance(value, LoadError):

@@ -171,6 +171,7 @@ def test_sequential_calls_stay_on_the_warm_worker_while_the_pool_fills(function)
     [
         ("import kl_no_such_module\n", "ModuleNotFoundError: No module named 'kl_no_such_module'"),
         ("def other(event, context):\n    return 1\n", "has no function 'handler'"),
+        ("x = 1\x00\n", "null bytes"),  # e.g. an archive copied as the module: named, not `None:None`
     ],
 )
 def test_load_error_headline_is_the_exception_line(function, code, headline):

@@ -90,3 +90,10 @@ def wait_for_answer(url, expected, timeout=10, **kwargs):
             return time.monotonic() - started
         time.sleep(0.05)
     raise AssertionError("still answering %r, expected %r" % (last, expected))
+
+
+@pytest.fixture(autouse=True)
+def private_registry(tmp_path, monkeypatch):
+    """The sessions a test starts register in a registry of the test's own (the commands inherit the env)."""
+    monkeypatch.setenv("KUBELESS_LOCAL_REGISTRY", str(tmp_path / "registry"))
+    return tmp_path / "registry"

@@ -64,7 +64,7 @@ def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
     dev.wait_for_output("Watching", timeout=90)
     url = "http://127.0.0.1:%d/" % port
     assert requests.get(url, timeout=5).text == "hi 1000 96Mi"  # UID 1000, FUNC_MEMORY_LIMIT
-    state = str((tmp_path / ".kubeless-local").resolve())
+    state = str((tmp_path / ".kubeless-local" / "run-handler").resolve())  # each run: its own state folder
     [container] = containers_of(client, state)
     attrs = container.attrs
     assert container.labels[LABEL_FUNCTION] == "handler"  # run names it after the module
@@ -81,7 +81,7 @@ def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
 
 def test_leftover_containers_of_a_crashed_run_are_removed(tmp_path, start_dev, client):
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'ok'\n")
-    state = str((tmp_path / ".kubeless-local").resolve())
+    state = str((tmp_path / ".kubeless-local" / "run-handler").resolve())  # each run: its own state folder
     leftover = client.containers.create(
         "kubeless-local/python:3.11",
         ["sleep", "600"],
@@ -246,3 +246,22 @@ def test_runtime_ls_and_get_server_config(tmp_path):
     assert config["python3.11"]["docker"] is True
     text = cli("get-server-config", cwd=tmp_path, check=True).stdout
     assert "docker backend:" in text and "python3.11" in text.split("docker backend:")[1].splitlines()[0]
+
+
+def test_a_secret_folder_is_mounted_read_only_at_the_secret_path(tmp_path, start_dev, client):
+    (tmp_path / "secrets" / "db").mkdir(parents=True)
+    (tmp_path / "secrets" / "db" / "password").write_text("s3cret")
+    (tmp_path / "handler.py").write_text(
+        "import os\n\ndef hello(event, context):\n"
+        "    path = os.environ['KUBELESS_LOCAL_SECRET_DB'] + '/password'\n"
+        "    return open(path).read() + ' ' + path\n"
+    )
+    port = free_port()
+    dev = start_dev(
+        *["run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--secrets", "db"],
+        *["--port", str(port), "--backend", "docker"],
+        cwd=tmp_path,
+    )
+    dev.wait_for_output("Watching", timeout=90)
+    assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "s3cret /db/password"
+    assert "secret db: %s mounted read-only at /db" % (tmp_path / "secrets" / "db") in dev.output()

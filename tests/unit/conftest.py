@@ -45,6 +45,7 @@ class FakeBackend(Backend):
     """Scripted outcomes per function name, consumed in order (default: everything works).
 
     start:  "ready" | "load-failed" | "crash" | "port-taken" (another program binds the port first)
+            | "cannot-listen" (the server exits 4: it could not bind, the port looks free again afterwards)
     reload: "ready" | "load-failed"
     prepare: an exception to raise (e.g. prepare.StepFailed) or None; `gate` holds prepare until set.
     """
@@ -100,6 +101,11 @@ class FakeBackend(Backend):
             self.blockers.append(blocker)
             instance.set_state(State.CRASHED, "OSError: [Errno 98] Address already in use")
             return
+        if outcome == "cannot-listen":
+            instance.on_control("load-failed", 0, "cannot listen: Address already in use")
+            instance.exit_code = 4
+            instance.set_state(State.CRASHED, "the runtime exited with code 4")
+            return
         instance.pid, instance.handle = self.next_pid, prepared
         self.next_pid += 1
         if outcome == "crash":
@@ -149,3 +155,10 @@ def supervisor(tmp_path, backend):
     sup = Supervisor(tmp_path / ".kubeless-local", backend, LogHub(), catalog=object(), ephemeral_ports=True)
     yield sup
     sup.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def private_registry(tmp_path, monkeypatch):
+    """Sessions started by a test register in a registry of their own, never in the user's."""
+    monkeypatch.setenv("KUBELESS_LOCAL_REGISTRY", str(tmp_path / "registry"))
+    return tmp_path / "registry"

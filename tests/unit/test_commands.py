@@ -319,3 +319,84 @@ def test_shell_completion_as_the_readme_documents_it():
         },
     )
     assert words.output.split() == ["plain,%s" % choice for choice in emulator.backends.CHOICES]
+
+
+def test_call_with_empty_data_is_a_get_as_the_kubeless_cli_sends_it(function_server):
+    assert invoke("call", "hello", "--data", "").exit_code == 0
+    assert function_server[0][0] == "GET"
+
+
+def test_run_label_without_value_is_an_empty_label(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
+    started = []
+    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
+    result = invoke(
+        "run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--label", "foo:bar,bar=foo,foobar"
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    assert started[0].functions[0].labels == {"foo": "bar", "bar": "foo", "foobar": ""}
+
+
+class Files(BaseHTTPRequestHandler):
+    """Serves FILES by path, as a web server holding code and deps would."""
+
+    files = {}
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = self.files.get(self.path, b"")
+        self.send_response(200 if self.path in self.files else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def file_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    yield "http://127.0.0.1:%d" % server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_run_a_url_with_url_dependencies(tmp_path, monkeypatch, file_server):
+    monkeypatch.chdir(tmp_path)
+    Files.files = {"/requirements.txt": b"six\n"}
+    started = []
+    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, **k: started.append((root, manifests)))
+    result = invoke(
+        "run", file_server + "/code.tar.gz", "-r", "python3.11", "--handler", "handler.hello",
+        "--dependencies", file_server + "/requirements.txt",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    root, manifests = started[0]
+    fn = manifests.functions[0]
+    assert root == tmp_path.resolve() and fn.source is None
+    assert (fn.function, fn.content_type, fn.deps) == (file_server + "/code.tar.gz", "url+compressedtar", "six\n")
+
+
+def test_run_a_missing_file_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "serve", lambda *a, **k: pytest.fail("must not start"))
+    assert "nope.zip does not exist" in one_line_error(
+        invoke("run", "nope.zip", "-r", "python3.11", "--handler", "handler.hello")
+    )
+
+
+@pytest.mark.parametrize("state", ["CompileError", "ConfigError"])
+def test_call_refuses_a_function_that_does_not_serve(function_server, admin, state):
+    """Another program may answer on the port it had: never print that as the function's answer."""
+    admin.rows[0].update(state=state, error="handler.py:2: SyntaxError: '(' was never closed", serving=False)
+    result = invoke("call", "hello")
+    assert result.exit_code == 1 and function_server == []
+    assert result.stderr.strip() == "error: hello is %s: handler.py:2: SyntaxError: '(' was never closed" % state
+
+
+def test_call_of_a_compile_error_still_serving_warns_and_calls(function_server, admin):
+    admin.rows[0].update(state="CompileError", error="handler.py:2: SyntaxError: bad", serving=True)
+    result = invoke("call", "hello")
+    assert result.exit_code == 0 and result.stdout == "ok\n" and "last good code" in result.stderr

@@ -13,7 +13,7 @@ import pytest
 import requests
 from conftest import function
 
-from kubeless_local.client import AdminClient
+from kubeless_local.client import SessionClient
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.cron import Cron, check, payload_body, schedule_error
@@ -257,7 +257,7 @@ def test_the_admin_api_fires_and_lists_runs(setup, supervisor, tmp_path):
     admin.cron = cron
     admin.start()
     try:
-        client = AdminClient(supervisor.state_dir)
+        client = SessionClient(supervisor.state_dir)
         run = client.fire_cron("nightly")
         assert run["ok"] and run["status"] == 200 and run["manual"] and len(sender.requests) == 1
         (row,) = client.functions()

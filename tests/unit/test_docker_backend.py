@@ -401,3 +401,17 @@ def test_an_engine_error_on_stop_is_said_not_hidden(backend, tmp_path):
         "could not remove container" in line.text and "engine is shutting down" in line.text
         for line in backend.logs.tail("hello")
     )
+
+
+def test_a_secret_folder_is_mounted_read_only_where_the_pod_mounts_the_secret(backend, tmp_path):
+    (tmp_path / "src" / "secrets" / "db").mkdir(parents=True)
+    (tmp_path / "src" / "secrets" / "db" / "password").write_text("s3cret")
+    fn = python_function(tmp_path, secrets=["db", "missing"], project=tmp_path / "src")
+    lines = []
+    runtime, _ = backend.resolve(fn, CATALOG)
+    prepared = backend.prepare(fn, runtime, tmp_path / "state", lines.append)
+    options = backend.container_options(Instance(name="hello", runtime="python3.11", port=1), prepared)
+    assert options["volumes"][str((tmp_path / "src" / "secrets" / "db").resolve())] == {"bind": "/db", "mode": "ro"}
+    assert options["environment"]["KUBELESS_LOCAL_SECRET_DB"] == "/db"
+    assert any("secret db" in line and "mounted read-only at /db" in line for line in lines)
+    assert any("secret missing" in line and "create it" in line for line in lines)  # never silently dropped

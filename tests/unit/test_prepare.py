@@ -221,3 +221,65 @@ def test_a_failed_runtime_setup_is_its_own_step_and_is_retried(tmp_path, monkeyp
         with pytest.raises(prep.StepFailed) as info:
             prep.prepare(fn, rt, tmp_path / "state")
         assert info.value.step == "runtime setup" and "package index" in info.value.output
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"])
+def test_a_local_archive_is_unpacked_not_copied_as_the_module(tmp_path, suffix):
+    """`run x.zip` used to copy the archive bytes as hello.py (`source code string cannot contain null bytes`)."""
+    archive_path = tmp_path / ("code" + suffix)
+    if suffix == ".zip":
+        with zipfile.ZipFile(archive_path, "w") as archive:
+            archive.writestr("hello.py", CODE)
+    else:
+        mode = {".tar.gz": "w:gz", ".tgz": "w:gz", ".tar.bz2": "w:bz2", ".tar.xz": "w:xz"}[suffix]
+        with tarfile.open(archive_path, mode) as archive:
+            info = tarfile.TarInfo("hello.py")
+            info.size = len(CODE)
+            archive.addfile(info, io.BytesIO(CODE))
+    fn = specs.function_from_files("hello", archive_path, "python3.11", "hello.foo")
+    target = tmp_path / "out"
+    target.mkdir()
+    layout.layout_code(fn, runtime(), target)
+    assert (target / "hello.py").read_bytes() == CODE
+
+
+def test_a_broken_local_archive_names_the_file(tmp_path):
+    archive_path = tmp_path / "code.zip"
+    archive_path.write_bytes(b"not a zip")
+    fn = specs.function_from_files("hello", archive_path, "python3.11", "hello.foo")
+    with pytest.raises(UserError, match="code.zip: not a valid zip archive"):
+        layout.layout_code(fn, runtime(), tmp_path)
+
+
+def test_secret_volumes_of_a_manifest_are_found_and_a_local_process_is_told_where(tmp_path):
+    doc = {
+        "apiVersion": "kubeless.io/v1beta1",
+        "kind": "Function",
+        "metadata": {"name": "hello"},
+        "spec": {
+            "runtime": "python3.11",
+            "handler": "hello.foo",
+            "function": CODE.decode(),
+            "deployment": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [{"volumeMounts": [{"name": "api-key-vol", "mountPath": "/api-key"}]}],
+                            "volumes": [{"name": "api-key-vol", "secret": {"secretName": "api-key"}}],
+                        }
+                    }
+                }
+            },
+        },
+    }
+    fn = specs.parse_function(doc, tmp_path / "f.yaml")
+    assert fn.secrets == [("api-key", "/api-key")]
+    folder = tmp_path / "secrets" / "api-key"
+    folder.mkdir(parents=True)
+    lines = []
+    prepared = prep.prepare(fn, runtime(), tmp_path / "state", lines.append)
+    assert prepared.env(8080)["KUBELESS_LOCAL_SECRET_API_KEY"] == str(folder)
+    assert lines[0] == (
+        "secret api-key (mounted at /api-key in the pod): a local process reads it from %s, "
+        "path in $KUBELESS_LOCAL_SECRET_API_KEY" % folder
+    )

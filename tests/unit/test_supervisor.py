@@ -25,6 +25,7 @@ ROW_KEYS = {
     "restarts",
     "error",
     "ready_ms",
+    "serving",
 }
 
 
@@ -182,3 +183,38 @@ def test_a_function_whose_prepare_is_refused_shows_no_url(supervisor, backend):
     supervisor.fail(function(), "spec.function is not valid base64")
     r = row(supervisor, "hello")
     assert (r["state"], r["port"], r["url"]) == ("ConfigError", 0, None)
+
+
+def test_a_server_that_cannot_listen_moves_to_another_port(supervisor, backend):
+    backend.starts["hello"] = ["cannot-listen"]
+    instance = supervisor.start(function())
+    first_port = backend.launched[0][1]
+    assert instance.state == State.READY and instance.port != first_port
+    assert "port %d was taken meanwhile" % first_port in "\n".join(line.text for line in supervisor.logs.tail("hello"))
+
+
+def test_a_fixed_port_that_cannot_be_bound_is_a_config_error(supervisor, backend):
+    from kubeless_local.emulator.supervisor import ephemeral_port
+    from kubeless_local.spec import PORT_ANNOTATION
+
+    port = ephemeral_port()
+    backend.starts["hello"] = ["cannot-listen"]
+    instance = supervisor.start(function(**{PORT_ANNOTATION: str(port)}))
+    assert instance.state == State.CONFIG_ERROR and len(backend.launched) == 1
+    assert "port %d" % port in instance.error and "in use" in instance.error
+
+
+def test_the_kubeless_port_flag_is_the_local_port_when_free(tmp_path):
+    """`kubeless function deploy --port N` writes service.targetPort N: used locally when N is free."""
+    import dataclasses
+    import socket
+
+    from kubeless_local.emulator.supervisor import PortBook, ephemeral_port
+
+    wanted = ephemeral_port()
+    spec = dataclasses.replace(function(), service={"ports": [{"port": wanted, "targetPort": wanted}]})
+    assert PortBook(tmp_path).assign(spec, set()) == wanted
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", wanted))
+        blocker.listen()
+        assert PortBook(tmp_path).assign(spec, set()) != wanted  # in use: another port, no error

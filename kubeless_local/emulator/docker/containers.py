@@ -120,7 +120,7 @@ def container_name(prepared):
 
 
 def container_env(port, prepared):
-    env = prep.function_env(prepared.spec, port, INSTALL)
+    env = prep.function_env(prepared.spec, port, INSTALL, in_container=True)
     env.update(prepared.runtime_env())
     if host_ca_bundle():
         env.setdefault("SSL_CERT_FILE", CA_MOUNT)
@@ -137,6 +137,10 @@ def container_options(port, prepared):
         mounts[str(prepared.root.resolve())] = {"bind": FUNCTION_MOUNT, "mode": "ro"}
     else:
         mounts[str(prepared.code_dir.resolve())] = {"bind": INSTALL, "mode": "ro"}
+    for name, mount in spec.secrets:  # <project>/secrets/<name>/ where the pod mounts the secret
+        folder = spec.secret_folder(name)
+        if folder.is_dir():
+            mounts[str(folder.resolve())] = {"bind": mount, "mode": "ro"}
     options = {
         "image": prepared.image,
         "name": container_name(prepared),

@@ -3,7 +3,7 @@
 import codecs
 import urllib.request
 
-from kubeless_local.emulator.base import State, handle_output
+from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, State, handle_output
 
 EXIT_WAIT = 10  # seconds to wait for the exit code once the output stream ended
 
@@ -43,7 +43,8 @@ def pump(backend, instance, handle, stream):
             code = "unknown (%s)" % exc
     handle.exited.set()
     if instance.handle is handle and not handle.stopping and instance.state != State.STOPPED:
-        if instance.state == State.COMPILE_ERROR:
+        instance.exit_code = code if isinstance(code, int) else None
+        if instance.state == State.COMPILE_ERROR and code != EXIT_CANNOT_LISTEN:
             instance.set_state(State.COMPILE_ERROR, instance.error)
         else:
             tail = "\n".join(line.text for line in backend.logs.tail(instance.name, 5))

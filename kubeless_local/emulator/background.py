@@ -1,0 +1,70 @@
+"""Sessions in the background: `kubeless-local up -d` (and the first `function deploy` of a folder no
+session runs) start one that outlives the command; `down` stops it. Found through the registry."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kubeless_local.emulator import registry
+from kubeless_local.errors import UserError
+from kubeless_local.paths import STATE_DIRNAME
+
+UP_TIMEOUT = 60.0
+DOWN_TIMEOUT = 30.0
+
+
+def project_session(folder):
+    """The state folder of the `dev`/`up` that runs `folder` (or a folder above it), or None."""
+    folder = Path(folder).resolve()
+    for entry in registry.sessions():
+        root = Path(entry["root"])
+        if entry.get("kind") == "dev" and (root == folder or root in folder.parents):
+            return Path(entry["admin"]).parent
+    return None
+
+
+def start(folder):
+    """A session (`up`) for `folder` in the background (its output in .kubeless-local/up.log); returns
+    its state folder once it answers."""
+    state = Path(folder) / STATE_DIRNAME
+    state.mkdir(exist_ok=True)
+    with open(state / "up.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeless_local", "up", str(folder)],
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # outlives this command and its terminal
+        )
+    deadline = time.monotonic() + UP_TIMEOUT
+    while time.monotonic() < deadline:
+        found = project_session(folder)
+        if found is not None:
+            return found
+        if proc.poll() is not None:
+            tail = (state / "up.log").read_text(errors="replace").strip().splitlines()[-1:]
+            raise UserError("the background session for %s ended: %s" % (folder, tail[0] if tail else "no output"))
+        time.sleep(0.1)
+    proc.terminate()  # never leave a session behind that the user was told did not start
+    raise UserError(
+        "the background session for %s did not answer within %ds; see %s" % (folder, UP_TIMEOUT, state / "up.log")
+    )
+
+
+def stop(folder):
+    """Stop the session that runs `folder` (SIGTERM: it stops its functions first) and wait until it has."""
+    state_dir = project_session(folder)
+    if state_dir is None:
+        raise UserError("no kubeless-local session runs %s" % folder)
+    pid = json.loads((state_dir / "admin.json").read_text())["pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + DOWN_TIMEOUT
+    while project_session(folder) is not None:
+        if time.monotonic() > deadline:
+            raise UserError("the session for %s (pid %d) did not stop within %d s" % (folder, pid, DOWN_TIMEOUT))
+        time.sleep(0.1)

@@ -1,0 +1,655 @@
+"""The Kubeless CLI's verbs against the local session, so `alias kubeless=kubeless-local` runs scripts
+unchanged: `function deploy|update|delete|call|ls|logs|describe|top`, `trigger cronjob|http|kafka|nats
+create|update|delete|list`, and `up [-d]` / `down` (the background session `deploy` starts when none runs).
+
+`deploy` writes the Function as `<name>.yaml` (its triggers as `<name>.<kind>.yaml`) into the current
+folder, the project; the session running there picks it up (its watcher) and `deploy` waits until
+the function has started. Parsing and printing only: the objects come from kubeless_objects.
+"""
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import click
+import yaml
+
+from kubeless_local import kubeless_objects as objects
+from kubeless_local import spec as specs
+from kubeless_local.emulator import background
+from kubeless_local.errors import UserError
+from kubeless_local.paths import STATE_DIRNAME
+
+SETTLED_TIMEOUT = 600.0  # a first install of dependencies can take minutes
+
+
+def info(message):
+    """The Kubeless CLI logs its progress on stderr (logrus): `INFO[0000] …`."""
+    click.echo("INFO[0000] %s" % message, err=True)
+
+
+def pairs(values, flag, bare_keys=False):
+    from kubeless_local.cli import parse_pairs
+
+    return parse_pairs(values, flag, bare_keys=bare_keys)
+
+
+def names(values):
+    return [n.strip() for value in values for n in value.split(",") if n.strip()]
+
+
+# ---------------------------------------------------------------- the session of this folder
+
+
+def session_here():
+    """The state folder of the session that runs the current folder; one started in the background if none."""
+    folder = Path.cwd()
+    found = background.project_session(folder)
+    if found is None:
+        info(
+            "No kubeless-local session runs for %s: starting one in the background (`kubeless-local down` stops it)"
+            % folder
+        )
+        found = background.start(folder)
+    return found
+
+
+def wait_settled(state_dir, name, present=True):
+    from kubeless_local.client import SessionClient
+
+    return SessionClient(state_dir).wait_settled(name, present, SETTLED_TIMEOUT)
+
+
+# ---------------------------------------------------------------- writing manifests
+
+
+def write_manifest(path: Path, document):
+    text = objects.to_go_yaml(document)
+    tmp = path.with_name(".%s.tmp" % path.name)
+    tmp.write_text(text)
+    os.replace(tmp, path)  # the watcher never sees a half-written file
+
+
+def function_file(name):
+    return Path.cwd() / ("%s.yaml" % name)
+
+
+def trigger_file(name, kind):
+    return Path.cwd() / ("%s.%s.yaml" % (name, kind.lower()))
+
+
+def local_code(document, from_file, dependencies):
+    """Code and deps inside the project stay files (annotations: hot reload); others are inline."""
+    annotations = dict(document["metadata"].get("annotations") or {})
+    here = Path.cwd().resolve()
+    for key, location in ((specs.SOURCE_ANNOTATION, from_file), (specs.DEPS_ANNOTATION, dependencies)):
+        if not location or specs.is_url(location):
+            continue
+        path = Path(location).resolve()
+        if path == here or here in path.parents:
+            annotations[key] = path.relative_to(here).as_posix() if path != here else "."
+    spec = document["spec"]
+    if specs.SOURCE_ANNOTATION in annotations:
+        for key in ("function", "function-content-type", "checksum"):
+            spec.pop(key, None)
+    if specs.DEPS_ANNOTATION in annotations:
+        spec["deps"] = ""
+    if annotations:
+        document["metadata"]["annotations"] = annotations
+    return document
+
+
+def existing_function(name):
+    path = function_file(name)
+    if not path.is_file():
+        raise UserError("function %s not found in %s (no %s); deploy it first" % (name, Path.cwd(), path.name))
+    for doc in specs.load_documents(path):
+        if isinstance(doc, dict) and doc.get("kind") == "Function" and (doc.get("metadata") or {}).get("name") == name:
+            return doc
+    raise UserError("%s holds no Function %s" % (path, name))
+
+
+# ---------------------------------------------------------------- function
+
+
+@click.group(name="function")
+def function():
+    """Functions, as `kubeless function …` (against the local session)."""
+
+
+def deploy_options(command):
+    options = [
+        click.option("-f", "--from-file", help="Code: a file, a folder, an archive (.zip, .tar.gz…) or a URL."),
+        click.option("--handler", help="<module>.<function>, e.g. handler.hello."),
+        click.option("-r", "--runtime", help="Runtime, e.g. python3.11."),
+        click.option("-d", "--dependencies", help="Deps file (requirements.txt, package.json…) or its URL."),
+        click.option("-e", "--env", multiple=True, help="K=V or K:V (repeat or comma-separate)."),
+        click.option("-l", "--label", multiple=True, help='k=v or k:v; a bare k is k="" (repeat or comma-separate).'),
+        click.option("--secrets", multiple=True, help="Secret NAME mounted at /NAME (locally: secrets/NAME/)."),
+        click.option("--memory", help="Memory request and limit, e.g. 128Mi."),
+        click.option("--cpu", help="CPU request and limit, e.g. 200m."),
+        click.option("--timeout", help="Seconds before a call answers 408 (default 180)."),
+        click.option("--port", type=click.IntRange(1, 65535), help="The function's port; locally used when free."),
+        click.option("--servicePort", "service_port", type=click.IntRange(1, 65535), help="The Service's port."),
+        click.option("--schedule", help="Cron schedule: also writes a CronJobTrigger of the function's name."),
+        click.option("--runtime-image", help="Custom runtime image (docker backend)."),
+        click.option("-n", "--namespace", default="default", show_default=True),
+        click.option("--dryrun", is_flag=True, help="Print the Function, write nothing."),
+        click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def build_function(name, flags, base=None):
+    """The Function for these flags; `base` (update): the deployed one, whose values unset flags keep."""
+    old = (base or {}).get("spec") or {}
+    old_container = (((old.get("deployment") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    old_container = (old_container.get("containers") or [{}])[0]
+    runtime = flags["runtime"] or old.get("runtime")
+    handler = flags["handler"] or old.get("handler")
+    if not runtime or not handler:
+        raise UserError("--runtime and --handler are required, e.g. --runtime python3.11 --handler handler.hello")
+    specs.validate_handler("--handler", handler)
+    for flag in ("memory", "cpu"):
+        if flags[flag] and not specs.QUANTITY_RE.match(flags[flag]):
+            raise UserError("--%s %r must be a Kubernetes quantity, e.g. 128Mi or 200m" % (flag, flags[flag]))
+    if flags["from_file"]:
+        code = objects.read_code(flags["from_file"])
+    elif base is not None:
+        code = (old.get("function", ""), old.get("function-content-type", ""), old.get("checksum", ""))
+    else:
+        raise UserError("--from-file is required: a file, a folder, an archive or a URL")
+    old_labels = {
+        k: v
+        for k, v in ((base or {}).get("metadata") or {}).get("labels", {}).items()
+        if k not in ("created-by", "function")
+    }
+    old_ports = ((old.get("service") or {}).get("ports") or [{}])[0]
+    port = flags["port"] or old_ports.get("targetPort") or specs.DEFAULT_PORT
+    old_secrets = [
+        v["secret"]["secretName"]
+        for v in ((((old.get("deployment") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "volumes"
+        )
+        or []
+        if isinstance(v, dict) and (v.get("secret") or {}).get("secretName")
+    ]
+    document = objects.function_document(
+        name,
+        runtime=runtime,
+        handler=handler,
+        code=code,
+        namespace=flags["namespace"],
+        deps=objects.read_deps(flags["dependencies"]) if flags["dependencies"] else old.get("deps", ""),
+        env=pairs(flags["env"], "--env")
+        if flags["env"]
+        else [(e["name"], e.get("value", "")) for e in old_container.get("env") or []],
+        labels={**old_labels, **dict(pairs(flags["label"], "--label", bare_keys=True))},
+        secrets=names(flags["secrets"]) or old_secrets,
+        memory=flags["memory"] or ((old_container.get("resources") or {}).get("limits") or {}).get("memory"),
+        cpu=flags["cpu"] or ((old_container.get("resources") or {}).get("limits") or {}).get("cpu"),
+        timeout=flags["timeout"] or old.get("timeout") or specs.DEFAULT_TIMEOUT,
+        port=port,
+        service_port=flags["service_port"] or (old_ports.get("port") if not flags["port"] else None),
+        image=flags["runtime_image"] or old_container.get("image"),
+    )
+    return document
+
+
+def print_object(document, output):
+    click.echo(objects.to_json(document) if output == "json" else objects.to_go_yaml(document), nl=False)
+
+
+def apply_function(name, document, flags, verb):
+    """Write the Function (and its CronJobTrigger), wait until the session has (re)started it."""
+    if flags["from_file"] or flags["dependencies"]:
+        local_code(document, flags["from_file"], flags["dependencies"])
+    state_dir = session_here()
+    info("%s function..." % ("Deploying" if verb == "deploy" else "Redeploying"))
+    path = function_file(name)
+    previous = path.read_bytes() if path.exists() else None
+    write_manifest(path, document)
+    try:
+        specs.load(Path.cwd())  # what the session will load: its error here, not a wait for a function that never comes
+    except UserError:
+        if previous is None:
+            path.unlink()
+        else:
+            path.write_bytes(previous)
+        raise
+    if flags["schedule"]:
+        write_manifest(
+            trigger_file(name, "CronJobTrigger"),
+            objects.cronjob_trigger(name, name, flags["schedule"], flags["namespace"]),
+        )
+    info("Function %s %s for deployment" % (name, "submitted" if verb == "deploy" else "updated"))
+    row = wait_settled(state_dir, name)
+    if row["state"] != "Ready":
+        from kubeless_local.cli import headline
+
+        click.echo("warning: %s is %s: %s" % (name, row["state"], headline(row["error"] or "")), err=True)
+    info("Check the deployment status executing 'kubeless function ls %s'" % name)
+
+
+@function.command()
+@click.argument("name")
+@deploy_options
+def deploy(name, dryrun, output, **flags):
+    """Deploy function NAME: writes NAME.yaml here; the session of this folder runs it."""
+    specs.validate_name("function", name)
+    if flags["schedule"] and len(flags["schedule"].split()) != 5:
+        raise UserError('--schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % flags["schedule"])
+    document = build_function(name, flags)
+    if dryrun:
+        print_object(document, output)
+        return
+    if function_file(name).exists():
+        raise UserError("function %s already exists (%s); use `function update %s`" % (name, function_file(name), name))
+    apply_function(name, document, flags, "deploy")
+
+
+@function.command()
+@click.argument("name")
+@deploy_options
+def update(name, dryrun, output, **flags):
+    """Update function NAME (NAME.yaml here): the flags given replace its values."""
+    base = existing_function(name)
+    document = build_function(name, flags, base)
+    # The local files it runs from stay, unless --from-file / --dependencies name others.
+    annotations = dict((base.get("metadata") or {}).get("annotations") or {})
+    for flag, key in (("from_file", specs.SOURCE_ANNOTATION), ("dependencies", specs.DEPS_ANNOTATION)):
+        if flags[flag]:
+            annotations.pop(key, None)
+    if annotations:
+        document["metadata"]["annotations"] = annotations
+    if specs.SOURCE_ANNOTATION in annotations:
+        for key in ("function", "function-content-type", "checksum"):
+            document["spec"].pop(key, None)
+    if dryrun:
+        print_object(document, output)
+        return
+    apply_function(name, document, flags, "update")
+
+
+@function.command()
+@click.argument("name")
+@click.option("-n", "--namespace", default="default")
+def delete(name, namespace):
+    """Delete function NAME: removes NAME.yaml (and its CronJobTrigger) here; the session stops it."""
+    path = function_file(name)
+    existing_function(name)
+    others = [
+        d for d in specs.load_documents(path) if isinstance(d, dict) and (d.get("metadata") or {}).get("name") != name
+    ]
+    if others:
+        raise UserError("%s holds other objects too; remove Function %s there" % (path, name))
+    path.unlink()
+    trigger_file(name, "CronJobTrigger").unlink(missing_ok=True)
+    state_dir = background.project_session(Path.cwd())
+    if state_dir is not None:
+        wait_settled(state_dir, name, present=False)
+
+
+@function.command(name="call")
+@click.argument("name")
+@click.option("-d", "--data", help="Event data (empty: GET).")
+@click.option("-n", "--namespace", default="default")
+@click.pass_context
+def call(ctx, name, data, namespace):
+    """Call function NAME, as `kubeless function call`."""
+    from kubeless_local import cli
+
+    ctx.invoke(cli.call, name=name, data=data)
+
+
+@function.command(name="logs")
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True)
+@click.option("-n", "--namespace", default="default")
+@click.pass_context
+def logs(ctx, name, follow, namespace):
+    """Print function NAME's logs."""
+    from kubeless_local import cli
+
+    ctx.invoke(cli.logs, name=name, follow=follow)
+
+
+def rows_of(names_):
+    from kubeless_local.emulator import AdminClient
+
+    rows = AdminClient().functions()
+    if names_:
+        missing = set(names_) - {r["name"] for r in rows}
+        if missing:
+            raise UserError("function %s not found" % ", ".join(sorted(missing)))
+        rows = [r for r in rows if r["name"] in names_]
+    return rows
+
+
+@function.command(name="ls")
+@click.argument("names_", metavar="[NAME]...", nargs=-1)
+@click.option("-n", "--namespace", default=None)
+@click.option("-o", "--out", "output", type=click.Choice(["table", "yaml", "json"]), default="table")
+def list_functions(names_, namespace, output):
+    """List functions, as `kubeless function ls` (NAME NAMESPACE HANDLER RUNTIME DEPENDENCIES STATUS)."""
+    from kubeless_local.cli import print_table
+
+    rows = [r for r in rows_of(names_) if namespace is None or r.get("namespace", "default") == namespace]
+    if output != "table":
+        click.echo(json.dumps(rows, indent=2) if output == "json" else yaml.safe_dump(rows, sort_keys=False), nl=False)
+        return
+    print_table(
+        rows,
+        [
+            ("NAME", lambda r: r["name"]),
+            ("NAMESPACE", lambda r: r.get("namespace", "default")),
+            ("HANDLER", lambda r: r.get("handler", "")),
+            ("RUNTIME", lambda r: r["runtime"]),
+            ("DEPENDENCIES", lambda r: ", ".join((r.get("deps") or "").split())),
+            ("STATUS", lambda r: "1/1 READY" if r["state"] == "Ready" else "0/1 NOT READY (%s)" % r["state"]),
+        ],
+    )
+
+
+@function.command()
+@click.argument("name")
+@click.option("-n", "--namespace", default="default")
+@click.option("-o", "--out", "output", type=click.Choice(["text", "yaml", "json"]), default="text")
+def describe(name, namespace, output):
+    """Describe function NAME, as `kubeless function describe`."""
+    row = rows_of([name])[0]
+    labels = {**(row.get("labels") or {})}
+    fields = [
+        ("Name", row["name"]),
+        ("Namespace", row.get("namespace", "default")),
+        ("Handler", row.get("handler", "")),
+        ("Runtime", row["runtime"]),
+        ("Label", json.dumps(labels, separators=(",", ":"), sort_keys=True)),
+        (
+            "Envvar",
+            json.dumps([{"name": k, "value": v} for k, v in (row.get("env") or {}).items()], separators=(",", ":")),
+        ),
+        ("Memory", row.get("memory", "0")),
+        ("Dependencies", row.get("deps", "")),
+        ("State", row["state"]),
+        ("URL", row.get("url") or "-"),
+    ]
+    if output != "text":
+        data = {k.lower(): v for k, v in fields}
+        click.echo(json.dumps(data, indent=2) if output == "json" else yaml.safe_dump(data, sort_keys=False), nl=False)
+        return
+    for key, value in fields:
+        click.echo("%-13s\t%s" % (key + ":", value))
+
+
+# `kubeless function top`'s columns
+TOP_KEYS = (
+    "name",
+    "namespace",
+    "method",
+    "total_calls",
+    "total_failures",
+    "total_duration_seconds",
+    "avg_duration_seconds",
+    "message",
+)
+
+
+def metrics_by_method(url):
+    """{method: [calls, failures, duration sum]} from a function's /metrics (Prometheus text)."""
+    import urllib.request
+
+    from kubeless_local.emulator.supervisor import SCRAPER_AGENT
+
+    found: dict = {}
+    request = urllib.request.Request(url + "/metrics", headers={"User-Agent": SCRAPER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            text = response.read().decode("utf-8", "replace")
+    except OSError:
+        return found
+    columns = {"function_calls_total": 0, "function_failures_total": 1, "function_duration_seconds_sum": 2}
+    for line in text.splitlines():
+        metric = line.split("{", 1)[0].split(" ", 1)[0]
+        if metric not in columns:
+            continue
+        method = line.split('method="', 1)[1].split('"', 1)[0] if 'method="' in line else ""
+        try:
+            found.setdefault(method, [0.0, 0.0, 0.0])[columns[metric]] += float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            pass
+    return found
+
+
+@function.command()
+@click.option("--function", "name", help="Only this function.")
+@click.option("-n", "--namespace", default=None)
+@click.option("-o", "--out", "output", type=click.Choice(["table", "yaml", "json"]), default="table")
+def top(name, namespace, output):
+    """Calls, failures and durations per function and method, from its metrics (`kubeless function top`)."""
+    from kubeless_local.cli import print_table
+
+    stats = []
+    for row in rows_of([name] if name else []):
+        methods = metrics_by_method(row["url"]) if row.get("serving") and row.get("url") else {}
+        for method, (calls, failures, seconds) in sorted(methods.items()) or [("", (0.0, 0.0, 0.0))]:
+            stats.append(
+                {  # TOP_KEYS
+                    "name": row["name"],
+                    "namespace": row.get("namespace", "default"),
+                    "method": method,
+                    "total_calls": int(calls),
+                    "total_failures": int(failures),
+                    "total_duration_seconds": seconds,
+                    "avg_duration_seconds": seconds / calls if calls else 0.0,
+                    "message": "" if methods else "no metrics (%s)" % row["state"],
+                }
+            )
+    if output != "table":
+        click.echo(
+            json.dumps(stats, indent=2) if output == "json" else yaml.safe_dump(stats, sort_keys=False), nl=False
+        )
+        return
+    print_table(stats, [(key.upper(), lambda row, key=key: str(row[key])) for key in TOP_KEYS])
+
+
+# ---------------------------------------------------------------- trigger
+
+
+@click.group()
+def trigger():
+    """Triggers, as `kubeless trigger …`: manifests written into this folder."""
+
+
+def spec_field(document, key):
+    return str((document.get("spec") or {}).get(key, ""))
+
+
+def trigger_group(word, kind, build, options):
+    group = click.Group(
+        name=word, help="%s objects (%s)." % (kind, "emulated" if kind in specs.KINDS else "written, not run locally")
+    )
+
+    def create_or_update(verb):
+        @click.argument("name")
+        @click.option("-n", "--namespace", default="default")
+        @click.option("--dryrun", is_flag=True, help="Print the trigger, write nothing.")
+        @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
+        def command(name, namespace, dryrun, output, **flags):
+            specs.validate_name("trigger", name)
+            path = trigger_file(name, kind)
+            if verb == "create" and path.exists() and not dryrun:
+                raise UserError("%s %s already exists (%s); use `trigger %s update`" % (kind, name, path, word))
+            if verb == "update" and not path.exists():
+                raise UserError("%s %s not found here (no %s)" % (kind, name, path.name))
+            document = build(name, namespace, flags)
+            if dryrun:
+                print_object(document, output)
+                return
+            write_manifest(path, document)
+            info("%s %s %s" % (kind, name, "created" if verb == "create" else "updated"))
+
+        for option in reversed(options):
+            command = option(command)
+        return click.command(
+            name=verb, help="%s a %s (writes %s)." % (verb.capitalize(), kind, "NAME.%s.yaml" % kind.lower())
+        )(command)
+
+    group.add_command(create_or_update("create"))
+    group.add_command(create_or_update("update"))
+
+    @group.command(name="delete")
+    @click.argument("name")
+    @click.option("-n", "--namespace", default="default")
+    def delete_trigger(name, namespace):
+        path = trigger_file(name, kind)
+        if not path.exists():
+            raise UserError("%s %s not found here (no %s)" % (kind, name, path.name))
+        path.unlink()
+        info("%s %s deleted" % (kind, name))
+
+    @group.command(name="list")
+    @click.option("-n", "--namespace", default=None)
+    def list_triggers(namespace):
+        from kubeless_local.cli import print_table
+
+        found = []
+        for path in specs.manifest_files(Path.cwd()):
+            for doc in specs.read_manifest(path)[0]:
+                if isinstance(doc, dict) and doc.get("kind") == kind:
+                    meta = doc.get("metadata") or {}
+                    if namespace is None or meta.get("namespace", "default") == namespace:
+                        found.append(doc)
+        columns = [
+            ("NAME", lambda d: d["metadata"]["name"]),
+            ("NAMESPACE", lambda d: d["metadata"].get("namespace", "default")),
+        ]
+        detail = {
+            "CronJobTrigger": [("SCHEDULE", "schedule"), ("FUNCTION NAME", "function-name")],
+            "HTTPTrigger": [("HOST", "host-name"), ("PATH", "path"), ("FUNCTION NAME", "function-name")],
+        }.get(kind, [("TOPIC", "topic"), ("FUNCTION SELECTOR", "functionSelector")])
+        columns += [(title, functools.partial(spec_field, key=key)) for title, key in detail]
+        print_table(found, columns)
+
+    trigger.add_command(group)
+
+
+def _cronjob(name, namespace, flags):
+    if not flags["function"] or not flags["schedule"]:
+        raise UserError("--function and --schedule are required")
+    if len(flags["schedule"].split()) != 5:
+        raise UserError('--schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % flags["schedule"])
+    payload = None
+    if flags["payload_from_file"]:
+        payload = json.loads(Path(flags["payload_from_file"]).read_text())
+    elif flags["payload"]:
+        try:
+            payload = json.loads(flags["payload"])
+        except ValueError:
+            raise UserError("--payload must be JSON") from None
+    return objects.cronjob_trigger(name, flags["function"], flags["schedule"], namespace, payload)
+
+
+def _http(name, namespace, flags):
+    if not flags["function_name"]:
+        raise UserError("--function-name is required")
+    return objects.http_trigger(
+        name,
+        flags["function_name"],
+        namespace,
+        flags["path"] or "",
+        flags["hostname"] or "",
+        flags["cors_enable"],
+        flags["gateway"],
+        flags["tls_secret"] or "",
+    )
+
+
+def _topic(kind):
+    def build(name, namespace, flags):
+        if not flags["function_selector"] or not flags["trigger_topic"]:
+            raise UserError("--function-selector and --trigger-topic are required")
+        return objects.topic_trigger(
+            kind,
+            name,
+            dict(pairs([flags["function_selector"]], "--function-selector")),
+            flags["trigger_topic"],
+            namespace,
+        )
+
+    return build
+
+
+trigger_group(
+    "cronjob",
+    "CronJobTrigger",
+    _cronjob,
+    [
+        click.option("--function", help="The function it calls."),
+        click.option("--schedule", help='Cron schedule, e.g. "*/5 * * * *".'),
+        click.option("-p", "--payload", help="JSON sent as the event data."),
+        click.option("-f", "--payload-from-file", type=click.Path(exists=True, dir_okay=False)),
+    ],
+)
+trigger_group(
+    "http",
+    "HTTPTrigger",
+    _http,
+    [
+        click.option("--function-name", help="The function it routes to."),
+        click.option("--path", help="Ingress path."),
+        click.option("--hostname", help="Host name."),
+        click.option("--cors-enable", is_flag=True),
+        click.option("--gateway", default="nginx", show_default=True),
+        click.option("--tls-secret"),
+    ],
+)
+for _word, _kind in (("kafka", "KafkaTrigger"), ("nats", "NATSTrigger")):
+    trigger_group(
+        _word,
+        _kind,
+        _topic(_kind),
+        [
+            click.option("--function-selector", help="Label selector, e.g. app=shop."),
+            click.option("--trigger-topic", help="The topic whose messages call the functions."),
+        ],
+    )
+
+
+# ---------------------------------------------------------------- up / down
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; `kubeless-local down` stops it.")
+@click.option("--backend", type=click.Choice(["process", "docker", "auto"]), help="As for dev.")
+@click.option("--ignore", multiple=True, metavar="PATTERN", help="As for dev.")
+def up(path, detach, backend, ignore):
+    """Run the project's functions (= dev); -d: in the background."""
+    folder = Path(path).resolve()
+    if not detach:
+        from kubeless_local import cli
+
+        cli.serve(folder, backend, ignore=ignore, allow_empty=True)  # functions may come later (`function deploy`)
+        return
+    running = background.project_session(folder)
+    if running is not None:
+        click.echo("kubeless-local already runs %s" % folder)
+        return
+    background.start(folder)
+    click.echo(
+        "kubeless-local runs %s in the background (log: %s); `kubeless-local down` stops it"
+        % (folder, folder / STATE_DIRNAME / "up.log")
+    )
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
+def down(path):
+    """Stop the session that runs PATH (e.g. one `up -d` or `function deploy` started)."""
+    folder = Path(path).resolve()
+    background.stop(folder)
+    click.echo("stopped kubeless-local for %s" % folder)
