@@ -91,6 +91,7 @@ class Proxy:
         if versions:  # the answer is rewritten as a whole: JSON, not protobuf
             headers["Accept"] = "application/json"
             headers.pop("Accept-Encoding", None)
+        answered = [False]  # set once the status line went out: a failure after it only closes the connection
         upstream = http.client.HTTPSConnection(
             self.upstream_host, self.upstream_port, context=self.upstream_tls, timeout=600
         )
@@ -106,18 +107,24 @@ class Proxy:
                         data = json.dumps(obj).encode()
                 except ValueError:
                     pass  # not JSON (an error page): passed on as it is
-                self.answer(handler, answer, [data])
+                self.answer(handler, answer, [data], answered)
             else:
-                self.answer(handler, answer, iter(lambda: answer.read1(65536), b""))
+                self.answer(handler, answer, iter(lambda: answer.read1(65536), b""), answered)
         except (OSError, http.client.HTTPException) as exc:
-            if not handler.wfile.closed:
-                handler.send_error(502, "upstream: %s" % exc)
+            # the API server or the client went away (a watch ended, a shutdown): answer if still possible
+            handler.close_connection = True
+            if not answered[0]:
+                try:
+                    handler.send_error(502, "upstream: %s" % exc)
+                except OSError:
+                    pass
         finally:
             upstream.close()
 
     @staticmethod
-    def answer(handler, answer, chunks):
+    def answer(handler, answer, chunks, answered):
         """Status and headers as the API server sent them, the body re-chunked as it arrives (watches)."""
+        answered[0] = True
         handler.send_response(answer.status, answer.reason)
         for key, value in answer.getheaders():
             if key.lower() not in HOP_BY_HOP and key.lower() not in ("date", "server"):
