@@ -7,8 +7,11 @@ manifest) is bind-mounted at /var/run/secrets/kubernetes.io/serviceaccount. It t
 through tests/cluster/apiproxy.py, which serves the two API paths Kubernetes 1.22 removed. No kubelet
 runs, so no pod starts: the test asserts on the API objects the controller writes."""
 
+import http.client
+import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -230,3 +233,59 @@ def test_push_then_the_controller_deploys_updates_and_deletes(controller, kube_e
     served = [path.split("?")[0] for _, path in proxy.rewritten]
     assert "/apis/apiextensions.k8s.io/v1beta1/customresourcedefinitions/functions.kubeless.io" in served
     assert "/apis/extensions/v1beta1/namespaces/%s/deployments/hello" % namespace in served
+
+
+def test_proxy_serves_the_removed_paths_and_passes_the_rest(kubeless, namespace):
+    """The proxy alone, with the admin token (no controller): what the 1.34 API server no longer serves."""
+    target = kubeless.target()
+    state = kubeless.state
+    proxy = Proxy(target.server, str(state / "ca.crt"), str(state / "apiserver.crt"), str(state / "apiserver.key"))
+    proxy.start()
+    try:
+        token = (state / "tokens.csv").read_text().split(",")[0]  # the admin's (scripts/k8s-up.sh)
+        tls = ssl.create_default_context(cafile=str(state / "ca.crt"))
+
+        def call(port, method, path, body=None):
+            """(status, JSON answer) of one request to 127.0.0.1:port."""
+            connection = http.client.HTTPSConnection("127.0.0.1", port, context=tls, timeout=30)
+            try:
+                headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+                connection.request(method, path, body=json.dumps(body) if body else None, headers=headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                return answer.status, json.loads(data) if data.startswith(b"{") else data
+            finally:
+                connection.close()
+
+        api_port = int(target.server.rsplit(":", 1)[1])
+        crd = "/apis/apiextensions.k8s.io/%s/customresourcedefinitions/functions.kubeless.io"
+        assert call(api_port, "GET", crd % "v1beta1")[0] == 404  # what the controller gets without the proxy
+        status, served = call(proxy.port, "GET", crd % "v1beta1")
+        assert status == 200
+        assert served["apiVersion"] == "apiextensions.k8s.io/v1beta1" and served["kind"] == "CustomResourceDefinition"
+        assert served["metadata"]["name"] == "functions.kubeless.io"
+
+        apps = client.AppsV1Api(target.api)
+        labels = {"app": "x"}
+        apps.create_namespaced_deployment(
+            namespace,
+            {
+                "metadata": {"name": "x"},
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "x", "image": "x"}]}},
+                },
+            },
+        )
+        path = "/apis/extensions/v1beta1/namespaces/%s/deployments/x" % namespace
+        assert call(api_port, "DELETE", path)[0] == 404  # the Deployment stays without the proxy
+        status, deleted = call(proxy.port, "DELETE", path, {"propagationPolicy": "Background"})
+        assert (status, deleted["kind"], deleted["apiVersion"]) == (200, "Deployment", "extensions/v1beta1")
+        with pytest.raises(ApiException) as gone:
+            apps.read_namespaced_deployment("x", namespace)
+        assert gone.value.status == 404
+        status, passed = call(proxy.port, "GET", "/api/v1/namespaces/%s" % namespace)  # passed through
+        assert (status, passed["metadata"]["name"]) == (200, namespace)
+        assert [m for m, _ in proxy.rewritten] == ["GET", "DELETE"]
+    finally:
+        proxy.stop()
