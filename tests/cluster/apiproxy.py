@@ -60,7 +60,7 @@ class Proxy:
             def do_request(self):
                 proxy.forward(self)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_request
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_request  # what client-go sends
 
         class Server(socketserver.ThreadingMixIn, HTTPServer):
             daemon_threads = True

@@ -29,9 +29,11 @@ from kubeless_local.cluster import apply, kind
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 pytestmark = pytest.mark.timeout(900)  # a cold build of the controller takes ~80 s, of the API server minutes
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-# In the private mount namespace: a tmpfs on /run (so nothing is created on the host), the token folder
-# bind-mounted at its in-cluster path, then the controller.
-IN_NAMESPACE = 'mount -t tmpfs -o size=1m tmpfs /run && mkdir -p "$3" && mount --bind "$1" "$3" && exec "$2"'
+# In the private mount namespace: a tmpfs on /var/run (/run where it links there), so nothing is created
+# on the host; the token folder bind-mounted at its in-cluster path; then the controller.
+IN_NAMESPACE = (
+    'mount -t tmpfs -o size=1m tmpfs "$(readlink -f /var/run)" && mkdir -p "$3" && mount --bind "$1" "$3" && exec "$2"'
+)
 
 FUNCTION = """\
 apiVersion: kubeless.io/v1beta1
