@@ -291,3 +291,31 @@ def test_proxy_serves_the_removed_paths_and_passes_the_rest(kubeless, namespace)
         assert [m for m, _ in proxy.rewritten] == ["GET", "DELETE"]
     finally:
         proxy.stop()
+
+
+def test_a_re_push_takes_back_the_fields_the_controllers_update_took(kubeless, namespace, tmp_path):
+    """The controller adds its finalizer by an Update of the whole Function through its own structs, which
+    writes `name: ""` into each container: the containers list becomes its field (seen with the real one
+    above). Done here by hand, as the controller's field manager, so it runs without root too."""
+    project = tmp_path / "shop"
+    project.mkdir()
+    (project / "hello.py").write_text("def hello(event, context):\n    return 'hi'\n")
+    (project / "hello.yaml").write_text(FUNCTION)
+    assert push(str(project), "-n", namespace).exit_code == 0
+    api = client.CustomObjectsApi(kubeless.target().api)
+    stored = api.get_namespaced_custom_object(apply.GROUP, apply.VERSION, namespace, "functions", "hello")
+    stored["metadata"]["finalizers"] = ["kubeless.io/function"]
+    stored["spec"]["deployment"]["spec"]["template"]["spec"]["containers"][0]["name"] = ""
+    api.replace_namespaced_custom_object(
+        apply.GROUP, apply.VERSION, namespace, "functions", "hello", stored, field_manager="function-controller"
+    )
+
+    (project / "hello.py").write_text("def hello(event, context):\n    return 'v2'\n")
+    result = push(str(project), "-n", namespace)
+    assert result.output == "function.kubeless.io/hello configured\n"
+    after = api.get_namespaced_custom_object(apply.GROUP, apply.VERSION, namespace, "functions", "hello")
+    assert after["spec"]["function"].endswith("'v2'\n")
+    assert after["metadata"]["finalizers"] == ["kubeless.io/function"]  # the controller's own field stays
+    api.patch_namespaced_custom_object(  # let the namespace's objects go without a controller
+        apply.GROUP, apply.VERSION, namespace, "functions", "hello", {"metadata": {"finalizers": None}}
+    )
