@@ -39,10 +39,7 @@ CONTROLLER_MANAGERS = {"function-controller", "kubeless-function-controller"}
 TIMEOUT = (5, 30)  # connect, read (seconds)
 RETRIES_429 = 30
 SERVER_FIELDS = ("resourceVersion", "generation", "managedFields")
-NOT_INSTALLED = (
-    "Kubeless is not installed in this cluster: install Kubeless (the controller, and its CRDs as "
-    "apiextensions.k8s.io/v1 from kubeless_local/cluster/manifests/crds.yaml on Kubernetes ≥ 1.22)"
-)
+NOT_INSTALLED = "Kubeless is not installed in this cluster: run `kubeless-local cluster up` or install Kubeless"
 
 
 @dataclass
