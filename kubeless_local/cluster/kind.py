@@ -175,7 +175,10 @@ def load_images(name: str, images: list, say: Callable[[str], None]) -> int:
     docker = shutil.which("docker")
     loaded = 0
     for image in images:
-        present = docker and subprocess.run([docker, "image", "inspect", image], capture_output=True).returncode == 0
+        present = (
+            docker
+            and subprocess.run([docker, "image", "inspect", image], capture_output=True, timeout=60).returncode == 0
+        )
         if not present:
             say("%s is not built here: `kubeless-local runtime build` builds it; skipped" % image)
             continue
@@ -199,7 +202,9 @@ def status(name: str = DEFAULT_NAME) -> dict:
         return result
     context = ["--context", "kind-%s" % name]
     kubectl = _tool("kubectl")
-    crd = subprocess.run([kubectl, *context, "get", "crd", "functions.kubeless.io", "-o", "name"], capture_output=True)
+    crd = subprocess.run(
+        [kubectl, *context, "get", "crd", "functions.kubeless.io", "-o", "name"], capture_output=True, timeout=60
+    )
     result["kubeless"] = crd.returncode == 0
     if result["kubeless"]:
         ready = subprocess.run(
@@ -215,6 +220,7 @@ def status(name: str = DEFAULT_NAME) -> dict:
                 "jsonpath={.status.availableReplicas}",
             ],
             capture_output=True,
+            timeout=60,
             text=True,
         )
         result["controller_ready"] = ready.returncode == 0 and ready.stdout.strip() not in ("", "0")
