@@ -88,8 +88,9 @@ def install_kubeless(target):
                 raise
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def controller(cluster, tmp_path_factory):
+    """The controller for one test: it watches every namespace, so it must not outlive the test."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("the Kubeless controller runs in a private mount namespace: needs root and unshare")
     build = subprocess.run(
@@ -231,6 +232,12 @@ def test_push_then_the_controller_deploys_updates_and_deletes(controller, kube_e
     wait_for("the Deployment deleted", lambda: gone(apps.read_namespaced_deployment), log)
     wait_for("the Service deleted", lambda: gone(core.read_namespaced_service), log)
     wait_for("the ConfigMap deleted", lambda: gone(core.read_namespaced_config_map), log)
+    functions = client.CustomObjectsApi(target.api)
+
+    def read_function(name, ns):
+        return functions.get_namespaced_custom_object(apply.GROUP, apply.VERSION, ns, "functions", name)
+
+    wait_for("the Function gone (the controller removed its finalizer)", lambda: gone(read_function), log)
     # Both removed API paths were served by the proxy: the CRD at start-up, the Deployment delete now.
     served = [path.split("?")[0] for _, path in proxy.rewritten]
     assert "/apis/apiextensions.k8s.io/v1beta1/customresourcedefinitions/functions.kubeless.io" in served
@@ -316,6 +323,9 @@ def test_a_re_push_takes_back_the_fields_the_controllers_update_took(kubeless, n
     after = api.get_namespaced_custom_object(apply.GROUP, apply.VERSION, namespace, "functions", "hello")
     assert after["spec"]["function"].endswith("'v2'\n")
     assert after["metadata"]["finalizers"] == ["kubeless.io/function"]  # the controller's own field stays
-    api.patch_namespaced_custom_object(  # let the namespace's objects go without a controller
-        apply.GROUP, apply.VERSION, namespace, "functions", "hello", {"metadata": {"finalizers": None}}
-    )
+    after["metadata"]["finalizers"] = []  # no controller runs here to remove it: the Function must not outlive us
+    api.replace_namespaced_custom_object(apply.GROUP, apply.VERSION, namespace, "functions", "hello", after)
+    api.delete_namespaced_custom_object(apply.GROUP, apply.VERSION, namespace, "functions", "hello")
+    with pytest.raises(ApiException) as deleted:
+        api.get_namespaced_custom_object(apply.GROUP, apply.VERSION, namespace, "functions", "hello")
+    assert deleted.value.status == 404
