@@ -35,3 +35,5 @@ sh .ci/docker-setup.sh
 # kube-apiserver and etcd for tests/cluster, built once from the Go module proxy (cold: ~7 min on 2 cores;
 # cached under ~/.cache/kubeless-local/k8s, so this returns at once afterwards).
 sh scripts/k8s-build.sh >/dev/null
+# The real Kubeless v1.0.8 controller for tests/cluster/test_controller.py (~80 s cold, cached likewise).
+sh scripts/kubeless-controller-build.sh >/dev/null

@@ -959,11 +959,59 @@ def emit_cron(trigger):
         sys.exit(1)  # like `call`: the event was sent, the function failed it
 
 
+@main.group()
+def cluster():
+    """A local kind cluster running Kubeless v1.0.8 with the runtime images built here."""
+
+
+name_option = click.option("--name", default="kubeless", show_default=True, help="The kind cluster's name.")
+
+
+@cluster.command(name="up")
+@name_option
+@click.option("--image", default=None, help="kind node image (default: kindest/node:v1.21.14, see docs/push.md).")
+@user_errors
+def cluster_up(name, image):
+    """Create the cluster if needed, install Kubeless, load the local runtime images."""
+    from kubeless_local.cluster import kind
+
+    kind.up(name, image or kind.DEFAULT_IMAGE, say=click.echo)
+
+
+@cluster.command(name="down")
+@name_option
+@user_errors
+def cluster_down(name):
+    """Delete the kind cluster."""
+    from kubeless_local.cluster import kind
+
+    kind.down(name, say=click.echo)
+
+
+@cluster.command(name="status")
+@name_option
+@json_option
+@user_errors
+def cluster_status(name, output):
+    """Whether the cluster exists, Kubeless is installed and its controller is available."""
+    from kubeless_local.cluster import kind
+
+    state = kind.status(name)
+    if output == "json":
+        click.echo(json.dumps(state, indent=2))
+        return
+    click.echo("cluster %s: %s" % (name, "exists (context kind-%s)" % name if state["exists"] else "not created"))
+    if state["exists"]:
+        click.echo("kubeless: %s" % ("installed" if state["kubeless"] else "not installed"))
+        click.echo("controller: %s" % ("available" if state["controller_ready"] else "not available"))
+
+
 # The Kubeless CLI's verbs (`alias kubeless=kubeless-local`): kubeless_cli.py.
 from kubeless_local import kubeless_cli  # noqa: E402 - after `main`, whose helpers it reuses
 
 for _command in (kubeless_cli.function, kubeless_cli.trigger, kubeless_cli.up, kubeless_cli.down):
     main.add_command(_command)
+
 
 if __name__ == "__main__":
     main()

@@ -32,13 +32,14 @@ PLURALS = {  # kind → resource, in the order objects are applied (triggers nam
     "NATSTrigger": "natstriggers",
     "KinesisTrigger": "kinesistriggers",
 }
+# The Kubeless controller adds its finalizer with an Update of the whole Function, re-serialized by its
+# own (2018) structs: atomic lists such as the containers of spec.deployment change form (`name: ""`)
+# and become its fields. Taking those back on the next push is what a push means.
+CONTROLLER_MANAGERS = {"function-controller", "kubeless-function-controller"}
 TIMEOUT = (5, 30)  # connect, read (seconds)
 RETRIES_429 = 30
 SERVER_FIELDS = ("resourceVersion", "generation", "managedFields")
-NOT_INSTALLED = (
-    "Kubeless is not installed in this cluster: install Kubeless (the controller, and its CRDs as "
-    "apiextensions.k8s.io/v1 from kubeless_local/cluster/manifests/crds.yaml on Kubernetes ≥ 1.22)"
-)
+NOT_INSTALLED = "Kubeless is not installed in this cluster: run `kubeless-local cluster up` or install Kubeless"
 
 
 @dataclass
@@ -78,6 +79,9 @@ class Applier:
                 "%s: RBAC denied %s: %s; ask for permission on %s resources" % (where, doing, message, GROUP)
             ) from None
         if exc.status == 409 and exc.reason and "conflict" in message.lower():
+            causes = (body.get("details") or {}).get("causes") or []
+            if causes and all(_manager(c.get("message", "")).strip('"') in CONTROLLER_MANAGERS for c in causes):
+                raise _ControllerConflict() from None
             raise UserError(self._conflict(body, doing)) from None
         raise UserError("%s: %s failed (%s %s): %s" % (where, doing, exc.status, exc.reason, message)) from None
 
@@ -141,21 +145,10 @@ class Applier:
         meta = obj["metadata"]
         kind, name, namespace = obj["kind"], meta["name"], meta["namespace"]
         doing = "apply %s %s in namespace %s" % (kind, name, namespace)
-        response = self._call(  # urllib3's response
-            doing,
-            self.api.patch_namespaced_custom_object_with_http_info,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURALS[kind],
-            name,
-            obj,
-            field_manager=FIELD_MANAGER,
-            force=self.force_conflicts or None,
-            dry_run="All" if self.dry_run else None,
-            _content_type=APPLY_PATCH,
-            _preload_content=False,  # the raw answer: its status (201 created) and body
-        )
+        try:
+            response = self._apply(obj, doing, self.force_conflicts)
+        except _ControllerConflict:  # only fields the Kubeless controller re-serialized: take them back
+            response = self._apply(obj, doing, True)
         stored = json.loads(response.data or b"{}")
         stored.get("metadata", {}).pop("managedFields", None)  # bookkeeping, as `kubectl get -o yaml` hides it
         if response.status == 201 or before is None:
@@ -165,6 +158,24 @@ class Applier:
         else:
             action = "configured"
         return Result(kind, name, namespace, action + (" (server dry run)" if self.dry_run else ""), stored)
+
+    def _apply(self, obj: dict, doing: str, force: bool):
+        meta = obj["metadata"]
+        return self._call(  # urllib3's response
+            doing,
+            self.api.patch_namespaced_custom_object_with_http_info,
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            PLURALS[obj["kind"]],
+            meta["name"],
+            obj,
+            field_manager=FIELD_MANAGER,
+            force=force or None,
+            dry_run="All" if self.dry_run else None,
+            _content_type=APPLY_PATCH,
+            _preload_content=False,  # the raw answer: its status (201 created) and body
+        )
 
     def delete(self, kind: str, name: str, namespace: str) -> Result:
         doing = "delete %s %s in namespace %s" % (kind, name, namespace)
@@ -198,6 +209,10 @@ class Applier:
                     if (kind, namespace, name) not in keep:
                         results.append(self.delete(kind, name, namespace))
         return results
+
+
+class _ControllerConflict(Exception):
+    """A conflict only with the Kubeless controller's re-serialized fields (CONTROLLER_MANAGERS)."""
 
 
 def _content(obj: dict) -> dict:

@@ -39,7 +39,7 @@ def connect(context: Optional[str] = None, kubeconfig: Optional[str] = None, tim
     existing = [p for p in paths if p.is_file()]
     if not existing:
         raise UserError(
-            "no kubeconfig: %s not found; set KUBECONFIG or create a cluster (e.g. `kind create cluster`)"
+            "no kubeconfig: %s not found; set KUBECONFIG or create a cluster (`kubeless-local cluster up`)"
             % os.pathsep.join(str(p) for p in paths)
         )
     files = os.pathsep.join(str(p) for p in existing)

@@ -134,7 +134,7 @@ def test_kubeless_not_installed(no_kubeless, project):
     result = push(str(project))
     assert result.exit_code == 2
     assert result.output == (
-        "error: Kubeless is not installed in this cluster: install Kubeless (the controller, and its CRDs as apiextensions.k8s.io/v1 from kubeless_local/cluster/manifests/crds.yaml on Kubernetes ≥ 1.22)\n"
+        "error: Kubeless is not installed in this cluster: run `kubeless-local cluster up` or install Kubeless\n"
     )
 
 

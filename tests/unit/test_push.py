@@ -91,7 +91,7 @@ def test_no_kubeconfig_is_one_line(project, tmp_path):
     result = push(str(project))
     assert result.exit_code == 2
     assert result.output == (
-        "error: no kubeconfig: %s not found; set KUBECONFIG or create a cluster (e.g. `kind create cluster`)\n"
+        "error: no kubeconfig: %s not found; set KUBECONFIG or create a cluster (`kubeless-local cluster up`)\n"
         % (tmp_path / "none" / "config")
     )
 
