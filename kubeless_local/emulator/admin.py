@@ -61,7 +61,9 @@ class AdminServer:
 
     def start(self):
         self.started = True
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()  # stop() waits one poll (20 ms)
+        threading.Thread(
+            target=self.server.serve_forever, args=(0.02,), daemon=True
+        ).start()  # stop() waits one poll (20 ms)
         write_private(
             self.info_path,
             json.dumps(
