@@ -247,3 +247,20 @@ def test_topic_create_ls_delete_use_the_broker(tmp_path, start_dev, kafka_broker
     assert line.startswith("error: no topic %s on the Kafka broker at %s" % (name, kafka_broker.address))
     result = cli("topic", "create", "bad/name", cwd=folder)
     assert result.returncode == 2 and "a Kafka topic name is 1 to 249 of" in result.stderr, result
+
+
+def test_a_verb_when_the_broker_does_not_answer_is_one_line_and_exit_2(tmp_path, start_dev, kafka_broker):
+    topic = "gone-" + uuid.uuid4().hex[:8]
+    folder, _, _ = project(tmp_path, topic)
+    dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+    dev.wait_for_output("kafka default_orders_hello_%s: consuming" % topic)
+    kafka_broker.kill()
+    try:
+        for verb in (["emit", "kafka", "--topic", topic, "--data", "x"], ["topic", "create", "t-" + topic]):
+            result = cli(*verb, cwd=folder, timeout=90)
+            assert result.returncode == 2, result
+            (line,) = result.stderr.strip().splitlines()
+            assert line.startswith("error: no Kafka broker answers at %s" % kafka_broker.address), line
+    finally:
+        kafka_broker.up()  # the same broker, for the tests that follow
+    assert dev.proc.poll() is None
