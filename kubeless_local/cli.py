@@ -761,6 +761,9 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
     data, implied = read_event_data(data)
     client = AdminClient()
     result = client.emit(topic, data, source=source, count=count, content_type=content_type or implied)
+    if "produced" in result:  # dev runs with a real Kafka broker: produced there (acks=all)
+        report_produced(topic, result, wait)
+        return
     first, last = result["first"], result["last"]
     click.echo("%d event(s) stored on topic %s (#%d-#%d)" % (last - first + 1, topic, first, last))
     if not result["subscribers"]:
@@ -768,6 +771,24 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
         return
     if wait:
         wait_for_outcome(client, source, topic, first, last, wait_timeout)
+
+
+def report_produced(topic, result, wait):
+    """What `emit kafka` says when `dev` consumes from a real broker: where the messages went; their delivery
+    is the bridge's (its consumer groups commit after a 2xx), seen in `topic ls` (lag) and the functions' logs."""
+    where = ", ".join(
+        "partition %s offsets %d-%d" % (partition, first, last)
+        for partition, (first, last) in sorted(result["partitions"].items(), key=lambda item: int(item[0]))
+    )
+    click.echo("%d message(s) produced to topic %s on %s (%s)" % (result["produced"], topic, result["broker"], where))
+    if not result["subscribers"]:
+        click.echo("warning: no KafkaTrigger of this dev consumes topic %s; it stays on the broker" % topic, err=True)
+    elif wait:
+        click.echo(
+            "consumed by %s; with a real broker delivery is tracked by the consumer groups: their lag in "
+            "`kubeless-local topic ls`, failed answers in `kubeless-local logs FUNCTION`"
+            % ", ".join(result["subscribers"])
+        )
 
 
 FINAL = ("delivered", "dead-lettered")

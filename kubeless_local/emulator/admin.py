@@ -61,9 +61,8 @@ class AdminServer:
 
     def start(self):
         self.started = True
-        threading.Thread(
-            target=self.server.serve_forever, args=(0.02,), daemon=True
-        ).start()  # stop() waits one poll (20 ms)
+        # stop() waits one poll (20 ms)
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
         write_private(
             self.info_path,
             json.dumps(
@@ -177,15 +176,20 @@ def _handler_for(admin):
             events = admin.events
             if events is None:
                 return self.send_json(503, {"error": "this session runs no embedded topics"})
+            broker = admin.kafka  # a real broker (dev --kafka-brokers): the topic verbs use its admin API
             try:
                 if not rest and method == "GET":
-                    return self.send_json(200, events.topics())
+                    return self.send_json(200, broker.topics() if broker is not None else events.topics())
                 if not rest and method == "POST":
                     name = self.read_json().get("name")
-                    created = events.store.create(name if isinstance(name, str) else "")
+                    name = name if isinstance(name, str) else ""
+                    created = broker.create_topic(name) if broker is not None else events.store.create(name)
                     return self.send_json(200, {"name": name, "created": created})
                 if len(rest) == 1 and method == "DELETE":
-                    events.delete(rest[0])
+                    if broker is not None:
+                        broker.delete_topic(rest[0])
+                    else:
+                        events.delete(rest[0])
                     return self.send_json(200, {"deleted": rest[0]})
                 if len(rest) == 2 and rest[1] == "events" and method == "POST":
                     return self.send_json(200, self.emit(rest[0], self.read_json()))
@@ -207,15 +211,11 @@ def _handler_for(admin):
 
         def emit(self, topic, body):
             """{source, data (text) or data_base64, count, content_type} → {first, last, subscribers} (the events'
-            sequence numbers, consecutive); on disk before it answers."""
+            sequence numbers, consecutive); on disk before it answers. Kafka with a real broker: produced to it,
+            {produced, partitions: {partition: [first, last offset]}, subscribers: groups, broker}."""
             source = body.get("source", "kafka")
             if source not in EVENT_SOURCES:
                 raise UserError("source must be one of %s" % ", ".join(EVENT_SOURCES))
-            if source == "kafka" and admin.kafka is not None:
-                raise UserError(
-                    "this dev runs its KafkaTriggers from a real broker (--kafka-brokers): produce to the broker "
-                    "with your Kafka tools; `emit kafka` feeds the embedded topics only"
-                )
             if "data_base64" in body:
                 try:
                     data = base64.b64decode(body["data_base64"], validate=True)
@@ -236,6 +236,8 @@ def _handler_for(admin):
             count = body.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_EMIT_COUNT:
                 raise UserError("count must be a number from 1 to %d" % MAX_EMIT_COUNT)
+            if source == "kafka" and admin.kafka is not None:  # a real broker: produced there, acks=all
+                return {**admin.kafka.produce(topic, data, count), "broker": admin.kafka.bootstrap}
             seqs, subscribers = admin.events.emit(topic, source, [data] * count)
             return {"first": seqs[0], "last": seqs[-1], "subscribers": subscribers}
 

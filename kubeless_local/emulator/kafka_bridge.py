@@ -48,7 +48,10 @@ SYNC_INTERVAL = 1.0  # seconds between looks at the manifests (new or edited tri
 CLIENT_ID = "kubeless-kafka-trigger-controller"  # the controller's client id, seen in the broker's tools
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
 DOCS = "docs/kafka-broker.md"
-QUIET_ERRORS = ("KafkaConnectionError", "TimeoutError")  # nothing answered: the address says it all
+# nothing answered: the address says it all
+QUIET_ERRORS = ("KafkaConnectionError", "TimeoutError", "KafkaTimeoutError")
+VERB_TIMEOUT = 30.0  # seconds an `emit kafka` / `topic …` verb waits for the broker (plus 1 s per 1000 messages)
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")  # the names Kafka accepts
 
 # aiokafka logs each failed connection on the root logger; `dev` reports what matters in the function's log.
 logging.getLogger("aiokafka").addHandler(logging.NullHandler())
@@ -186,6 +189,8 @@ class KafkaBridge:
         self.warned: set = set()  # triggers already reported as matching no function
         self.thread: Optional[threading.Thread] = None
         self.stopping: Optional[asyncio.Event] = None
+        self.producer = None  # the verbs' AIOKafkaProducer and AIOKafkaAdminClient, started on first use
+        self.admin_client = None
 
     @property
     def bootstrap(self):
@@ -199,11 +204,14 @@ class KafkaBridge:
         try:
             self.loop.run_until_complete(asyncio.wait_for(self._probe(), CONNECT_TIMEOUT))
         except Exception as exc:  # noqa: BLE001 - aiokafka raises its own KafkaError kinds, OSError, timeouts
-            why = "" if type(exc).__name__ in QUIET_ERRORS else " (%s)" % (str(exc).splitlines() or [repr(exc)])[0]
-            raise UserError(
-                "no Kafka broker answers at %s%s; start one (scripts/kafka-up.sh, see %s) or correct "
-                "--kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml" % (self.bootstrap, why, DOCS)
-            ) from None
+            raise self._unanswered(exc) from None
+
+    def _unanswered(self, exc):
+        why = "" if type(exc).__name__ in QUIET_ERRORS else " (%s)" % (str(exc).splitlines() or [repr(exc)])[0]
+        return UserError(
+            "no Kafka broker answers at %s%s; start one (scripts/kafka-up.sh, see %s) or correct "
+            "--kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml" % (self.bootstrap, why, DOCS)
+        )
 
     async def _probe(self):
         from aiokafka import AIOKafkaClient
@@ -241,6 +249,9 @@ class KafkaBridge:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for client in (self.producer, self.admin_client):
+            if client is not None:
+                await _stop_quietly(client)
 
     def _sync(self):
         """Start a consumer for each new (trigger, function, topic); stop those no longer in the manifests."""
@@ -365,6 +376,153 @@ class KafkaBridge:
             self.loop.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
+    # ------------------------------------------------------------ verbs: emit kafka, topic …
+
+    def produce(self, topic, data, count=1):
+        """Produce `count` messages with `data` (bytes) to `topic`, acks=all: on the broker when this returns.
+        {produced, partitions: {partition: [first offset, last offset]}, subscribers: consumer groups}."""
+        check_topic(topic)
+        partitions = self._verb(self._produce(topic, data, count), VERB_TIMEOUT + count / 1000)
+        subscribers = [row["group"] for row in self.status() if row["topic"] == topic]
+        return {"produced": count, "partitions": partitions, "subscribers": subscribers}
+
+    def topics(self):
+        """The broker's topics (internal ones left out) in the shape of the embedded topics' list: name, events
+        (messages the broker still has), subscribers (this dev's consumer groups, their lag), no dead letters."""
+        return self._verb(self._topics())
+
+    def create_topic(self, name):
+        """Create `name` (1 partition, replicated on up to 3 brokers); False when it exists already."""
+        from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+        check_topic(name)
+        response = self._verb(self._create(name))
+        code = response.topic_errors[0][1]
+        if code and for_code(code) is TopicAlreadyExistsError:
+            return False
+        if code:
+            raise UserError(
+                "the Kafka broker at %s refused to create topic %s: %s"
+                % (self.bootstrap, name, for_code(code).__name__)
+            )
+        return True
+
+    def delete_topic(self, name):
+        from aiokafka.errors import UnknownTopicOrPartitionError, for_code
+
+        check_topic(name)
+        response = self._verb(self._admin_call("delete_topics", [name]))
+        code = response.topic_error_codes[0][1]
+        if code and for_code(code) is UnknownTopicOrPartitionError:
+            raise UserError(
+                "no topic %s on the Kafka broker at %s; `kubeless-local topic ls` lists them" % (name, self.bootstrap)
+            )
+        if code:
+            raise UserError(
+                "the Kafka broker at %s refused to delete topic %s: %s"
+                % (self.bootstrap, name, for_code(code).__name__)
+            )
+
+    def _verb(self, coroutine, timeout=VERB_TIMEOUT):
+        """Run a verb's coroutine on the bridge's loop (its clients live there); a broker that does not
+        answer, or answers with an error, is a UserError."""
+        from aiokafka.errors import KafkaError
+
+        if self.thread is None or not self.thread.is_alive():
+            coroutine.close()
+            raise UserError("this dev's Kafka bridge is not running; restart `kubeless-local dev`")
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, timeout), self.loop)
+        try:
+            return future.result(timeout + 5)
+        except UserError:
+            raise
+        except (KafkaError, OSError, asyncio.TimeoutError, concurrent.futures.TimeoutError) as exc:
+            if type(exc).__name__ in QUIET_ERRORS or isinstance(exc, (OSError, concurrent.futures.TimeoutError)):
+                raise self._unanswered(exc) from None
+            raise UserError("the Kafka broker at %s answered: %s" % (self.bootstrap, exc)) from None
+
+    async def _produce(self, topic, data, count):
+        if self.producer is None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, acks="all", request_timeout_ms=10_000
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await _stop_quietly(producer)
+                raise
+            self.producer = producer
+        sent = [await self.producer.send(topic, data) for _ in range(count)]
+        partitions = {}
+        for record in await asyncio.gather(*sent):
+            first, last = partitions.get(record.partition, (record.offset, record.offset))
+            partitions[record.partition] = [min(first, record.offset), max(last, record.offset)]
+        return partitions
+
+    async def _admin_call(self, name, *args):
+        if self.admin_client is None:
+            from aiokafka.admin import AIOKafkaAdminClient
+
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, request_timeout_ms=10_000
+            )
+            try:
+                await admin.start()
+            except BaseException:
+                await _stop_quietly(admin)
+                raise
+            self.admin_client = admin
+        return await getattr(self.admin_client, name)(*args)
+
+    async def _create(self, name):
+        from aiokafka.admin import NewTopic
+
+        brokers = (await self._admin_call("describe_cluster"))["brokers"]
+        return await self._admin_call("create_topics", [NewTopic(name, 1, min(3, max(1, len(brokers))))])
+
+    async def _topics(self):
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        names = sorted(name for name in await self._admin_call("list_topics") if not name.startswith("__"))
+        described = await self._admin_call("describe_topics", names) if names else []
+        partitions = [
+            TopicPartition(topic["topic"], partition["partition"])
+            for topic in described
+            for partition in topic["partitions"]
+        ]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, request_timeout_ms=10_000)
+        try:
+            await consumer.start()
+            ends = await consumer.end_offsets(partitions) if partitions else {}
+            starts = await consumer.beginning_offsets(partitions) if partitions else {}
+        finally:
+            await _stop_quietly(consumer)
+        groups = {}
+        for row in self.status():
+            committed = await self._admin_call("list_consumer_group_offsets", row["group"])
+            lag = sum(
+                ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else starts[tp])
+                for tp in ends
+                if tp.topic == row["topic"]
+            )
+            groups.setdefault(row["topic"], []).append({"name": row["group"], "function": row["function"], "lag": lag})
+        return [
+            {
+                "name": name,
+                "events": sum(ends[tp] - starts[tp] for tp in ends if tp.topic == name),
+                "subscribers": groups.get(name, []),
+                "dead_letters": [],
+            }
+            for name in names
+        ]
+
+
+def check_topic(name):
+    if not isinstance(name, str) or not TOPIC_RE.match(name) or name in (".", ".."):
+        raise UserError("topic %r: a Kafka topic name is 1 to 249 of A-Z a-z 0-9 . _ -" % (name,))
+
 
 def _start_at_end(consumer, bridge, function, group):
     """A rebalance listener: on assignment, a partition the group never committed starts at its end,
@@ -408,8 +566,9 @@ def _partition(message):
     return TopicPartition(message.topic, message.partition)
 
 
-async def _stop_quietly(consumer):
+async def _stop_quietly(client):
+    """Stop a consumer or producer (`stop`), or close an admin client (`close`)."""
     try:
-        await asyncio.wait_for(consumer.stop(), 10)
+        await asyncio.wait_for((client.stop if hasattr(client, "stop") else client.close)(), 10)
     except Exception:  # noqa: BLE001 - a consumer that cannot close cleanly is dropped all the same
         pass

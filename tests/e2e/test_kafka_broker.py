@@ -186,3 +186,81 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path, start_dev, kafka_br
     assert sorted({c["data"] for c in calls(out)}) == values
     wait_until(lambda: kafka_broker.committed(group, topic) == len(values), "every offset committed", timeout=60)
     assert dev.proc.poll() is None
+
+
+def test_emit_kafka_produces_to_the_broker_and_the_function_gets_it(tmp_path, start_dev, kafka_broker):
+    topic = "emitted-" + uuid.uuid4().hex[:8]
+    folder, out, _ = project(tmp_path, topic)
+    group = "default_orders_hello_" + topic
+    dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+    dev.wait_for_output("kafka %s: consuming %s[0] from offset 0" % (group, topic))
+
+    result = cli("emit", "kafka", "--topic", topic, "--data", '{"a":1}', "--wait", cwd=folder)
+    assert result.returncode == 0, result
+    assert "1 message(s) produced to topic %s on %s (partition 0 offsets 0-0)" % (topic, kafka_broker.address) in (
+        result.stdout
+    )
+    assert "consumed by %s" % group in result.stdout
+    wait_until(lambda: len(calls(out)) == 1, "the produced message is delivered")
+    (call,) = calls(out)
+    assert call["data"] == {"a": 1} and call["method"] == "POST"
+    assert (call["namespace"], call["topic"], call["type"]) == ("kafkatriggers.kubeless.io", topic, "application/json")
+    assert call["agent"].startswith("kubeless-kafka-trigger-controller/")
+    wait_until(lambda: kafka_broker.committed(group, topic) == 1, "committed after the 200: it went through the broker")
+
+    result = cli("topic", "publish", "--topic", topic, "--data", "second", cwd=folder)
+    assert result.returncode == 0 and "partition 0 offsets 1-1" in result.stdout, result
+    wait_until(lambda: len(calls(out)) == 2, "the published message is delivered")
+    assert calls(out)[-1]["data"] == "second"
+
+    result = cli("emit", "kafka", "--topic", "nobody-" + topic, "--data", "x", "--count", "3", cwd=folder)
+    assert result.returncode == 0 and "3 message(s) produced to topic nobody-" in result.stdout, result
+    assert "no KafkaTrigger of this dev consumes topic nobody-%s" % topic in result.stderr
+
+
+def test_topic_create_ls_delete_use_the_broker(tmp_path, start_dev, kafka_broker):
+    topic = "orders-" + uuid.uuid4().hex[:8]
+    folder, _, _ = project(tmp_path, topic)
+    dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+    dev.wait_for_output("kafka default_orders_hello_%s: consuming" % topic)
+    name = "made-" + uuid.uuid4().hex[:8]
+
+    result = cli("topic", "create", name, cwd=folder)
+    assert result.returncode == 0 and "topic %s created" % name in result.stdout, result
+    assert "topic %s already exists" % name in cli("topic", "create", name, cwd=folder).stdout
+    kafka_broker.produce(name, ["one", "two"])  # the broker knows the topic: nothing local answers this
+    rows = {row["name"]: row for row in json.loads(cli("topic", "ls", "-o", "json", cwd=folder, check=True).stdout)}
+    assert rows[name]["events"] == 2 and rows[name]["subscribers"] == []
+    assert [s["name"] for s in rows[topic]["subscribers"]] == ["default_orders_hello_" + topic]
+    assert not any(n.startswith("__") for n in rows)  # the broker's internal topics are left out
+    assert name in cli("topic", "ls", cwd=folder, check=True).stdout
+
+    result = cli("topic", "delete", name, cwd=folder)
+    assert result.returncode == 0 and "topic %s deleted" % name in result.stdout, result
+    wait_until(
+        lambda: name not in {r["name"] for r in AdminClient(folder / ".kubeless-local").topics()},
+        "gone from the broker",
+    )
+    result = cli("topic", "delete", name, cwd=folder)
+    assert result.returncode == 2, result
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: no topic %s on the Kafka broker at %s" % (name, kafka_broker.address))
+    result = cli("topic", "create", "bad/name", cwd=folder)
+    assert result.returncode == 2 and "a Kafka topic name is 1 to 249 of" in result.stderr, result
+
+
+def test_a_verb_when_the_broker_does_not_answer_is_one_line_and_exit_2(tmp_path, start_dev, kafka_broker):
+    topic = "gone-" + uuid.uuid4().hex[:8]
+    folder, _, _ = project(tmp_path, topic)
+    dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+    dev.wait_for_output("kafka default_orders_hello_%s: consuming" % topic)
+    kafka_broker.kill()
+    try:
+        for verb in (["emit", "kafka", "--topic", topic, "--data", "x"], ["topic", "create", "t-" + topic]):
+            result = cli(*verb, cwd=folder, timeout=90)
+            assert result.returncode == 2, result
+            (line,) = result.stderr.strip().splitlines()
+            assert line.startswith("error: no Kafka broker answers at %s" % kafka_broker.address), line
+    finally:
+        kafka_broker.up()  # the same broker, for the tests that follow
+    assert dev.proc.poll() is None

@@ -253,3 +253,23 @@ def test_a_session_with_kafka_triggers_needs_its_broker_and_run_does_not(tmp_pat
         assert plain.kafka is None and plain.supervisor.instances["hello"].state == State.READY
     finally:
         plain.stop()
+
+
+@pytest.mark.parametrize("name", ["orders", "a.b_c-1", "x" * 249])
+def test_topic_names_kafka_accepts_pass(name):
+    kafka_bridge.check_topic(name)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "with space", "x" * 250, ".", ".."])
+def test_topic_names_kafka_refuses_are_one_line(name):
+    with pytest.raises(UserError, match="a Kafka topic name is 1 to 249 of"):
+        kafka_bridge.check_topic(name)
+
+
+def test_a_verb_without_a_running_bridge_is_a_user_error(tmp_path):
+    bridge = KafkaBridge(["127.0.0.1:9"], Manifests, None, None, tmp_path)
+    try:
+        with pytest.raises(UserError, match="Kafka bridge is not running"):
+            bridge.produce("orders", b"x")
+    finally:
+        bridge.stop()
