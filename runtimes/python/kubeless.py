@@ -117,12 +117,15 @@ def load_error_text():
     """The last exception as the user should see it: a headline with file:line and the exception
     line (what `ls` shows), then the traceback."""
     etype, value, tb = sys.exc_info()
-    if isinstance(value, SyntaxError):
-        # A file that cannot be read as source (null bytes: an archive copied as the module) has no file name.
-        filename = value.filename or os.path.join(INSTALL_DIR, MOD_NAME + ".py")
-        where = "%s:%s" % (filename, value.lineno) if value.lineno else filename
+    # A file that cannot be read as source (null bytes: an archive copied as the module) has no file
+    # name; Python < 3.11.4 raises ValueError for it, later versions SyntaxError.
+    unreadable = isinstance(value, ValueError) and "null bytes" in str(value)
+    if isinstance(value, SyntaxError) or unreadable:
+        filename = getattr(value, "filename", None) or os.path.join(INSTALL_DIR, MOD_NAME + ".py")
+        lineno = getattr(value, "lineno", None)
+        where = "%s:%s" % (filename, lineno) if lineno else filename
         detail = "".join(traceback.format_exception_only(etype, value)).rstrip()
-        return "%s: %s\n%s" % (where, value.msg, detail)
+        return "%s: %s\n%s" % (where, getattr(value, "msg", None) or str(value), detail)
     if isinstance(value, LoadError):
         return str(value)
     frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith(INSTALL_DIR)]
