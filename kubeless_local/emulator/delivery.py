@@ -47,6 +47,8 @@ def selector_matches(labels, match_labels, expressions=()):
             return False
         if operator == "DoesNotExist" and present:
             return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False  # the API server rejects such a selector; never match on it
     return True
 
 

@@ -36,6 +36,7 @@ from typing import Optional
 import requests
 
 from kubeless_local import events
+from kubeless_local.emulator import delivery
 from kubeless_local.emulator.base import State
 from kubeless_local.errors import UserError
 
@@ -108,26 +109,10 @@ def instance_id(root, group):
 
 
 def _matches(selector, labels):
-    """Kubernetes label-selector semantics: every matchLabels pair and every matchExpressions requirement
-    (In, NotIn, Exists, DoesNotExist) holds; an empty selector matches everything."""
+    """A KafkaTrigger's functionSelector (matchLabels + matchExpressions) against a Function's labels."""
     selector = selector or {}
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(str(key)) != str(value):
-            return False
-    for requirement in selector.get("matchExpressions") or []:
-        key, operator = str(requirement.get("key")), requirement.get("operator")
-        values = [str(v) for v in requirement.get("values") or []]
-        if operator == "In" and labels.get(key) not in values:
-            return False
-        if operator == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if operator == "Exists" and key not in labels:
-            return False
-        if operator == "DoesNotExist" and key in labels:
-            return False
-        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False  # the API server rejects such a selector; never match on it
-    return True
+    match_labels = {str(key): str(value) for key, value in (selector.get("matchLabels") or {}).items()}
+    return delivery.selector_matches(labels, match_labels, selector.get("matchExpressions") or [])
 
 
 def subscriptions(manifests):
