@@ -1,6 +1,7 @@
 """Talks to a running `dev`/`run` (admin API) and to functions; used by the CLI, tests and benchmarks."""
 
 import base64
+import http.client
 import json
 import time
 import urllib.error
@@ -152,8 +153,7 @@ class SessionClient:
             ) from None
 
     def functions(self):
-        with self._get("/api/functions") as response:
-            return json.loads(response.read())
+        return self._json("/api/functions", timeout=10)
 
     def function(self, name):
         for row in self.functions():
@@ -163,19 +163,16 @@ class SessionClient:
 
     def cron_triggers(self):
         """The CronJobTriggers: schedule, next time, error, the last 3 successful and 1 failed runs."""
-        with self._get("/api/triggers/cron") as response:
-            return json.loads(response.read())
+        return self._json("/api/triggers/cron", timeout=10)
 
     def fire_cron(self, trigger):
         """Fire a CronJobTrigger now (`emit cron`); waits for the function's answer, returns the run."""
         path = "/api/triggers/cron/%s" % urllib.parse.quote(trigger, safe="")
-        with self._get(path, timeout=None, method="POST") as response:
-            return json.loads(response.read())
+        return self._json(path, method="POST", timeout=None)
 
     def kafka_groups(self):
         """Under `dev --kafka-brokers`: one row per consumer group (trigger, function, topic, state, counts)."""
-        with self._get("/api/triggers/kafka-broker") as response:
-            return json.loads(response.read())
+        return self._json("/api/triggers/kafka-broker", timeout=10)
 
     def wait_settled(self, name, present=True, timeout=600.0):
         """The row of `name` once it is out of Installing/Starting; present=False: until it is gone (None)."""
@@ -206,7 +203,12 @@ class SessionClient:
 
     def _json(self, path, method="GET", body=None, timeout=60):
         with self._get(path, method=method, body=body, timeout=timeout) as response:
-            return json.loads(response.read())
+            try:
+                return json.loads(response.read())
+            except (OSError, http.client.HTTPException):  # the session died while answering (kill -9)
+                raise UserError(
+                    "`kubeless-local dev` for %s stopped while answering; start it again" % self.root
+                ) from None
 
     # ------------------------------------------------------------ embedded topics (emit, topic …)
 
