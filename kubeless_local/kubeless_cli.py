@@ -17,7 +17,7 @@ import yaml
 
 from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
-from kubeless_local.emulator import background
+from kubeless_local.emulator import backends, background
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -625,7 +625,7 @@ for _word, _kind in (("kafka", "KafkaTrigger"), ("nats", "NATSTrigger")):
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; `kubeless-local down` stops it.")
-@click.option("--backend", type=click.Choice(["process", "docker", "auto"]), help="As for dev.")
+@click.option("--backend", type=click.Choice(backends.CHOICES), help="As for dev.")
 @click.option("--ignore", multiple=True, metavar="PATTERN", help="As for dev.")
 def up(path, detach, backend, ignore):
     """Run the project's functions (= dev); -d: in the background."""
