@@ -75,13 +75,14 @@ def remove_containers(project):
         return []
     try:
         client = docker.from_env(timeout=10)
-        found = client.containers.list(all=True, filters={"label": "%s=%s" % (CONTAINER_LABEL, project)})
+        # sparse: no inspect per container, so one removed meanwhile (a finished step) cannot fail the listing
+        found = client.containers.list(all=True, sparse=True, filters={"label": "%s=%s" % (CONTAINER_LABEL, project)})
         for container in found:
             try:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass  # it went away by itself meanwhile
-        return [container.name for container in found]
+        return [(container.attrs.get("Names") or ["/" + container.short_id])[0].lstrip("/") for container in found]
     except docker.errors.DockerException as exc:
         print("kubeless-local guardian: cannot remove the containers of %s: %s" % (project, exc), file=sys.stderr)
         return []

@@ -183,10 +183,10 @@ def test_kill_9_of_dev_removes_its_containers(tmp_path, start_dev):
     dev = start_dev("dev", "--backend", "docker", cwd=project)
     dev.wait_for_output("Watching", timeout=120)
     label = {"label": "kubeless-local.project=%s" % (project / ".kubeless-local").resolve()}
-    assert client.containers.list(all=True, filters=label)
+    assert client.containers.list(all=True, sparse=True, filters=label)  # sparse: step containers come and go
     dev.proc.send_signal(signal.SIGKILL)
     dev.proc.wait(timeout=10)
     deadline = time.monotonic() + 2
-    while client.containers.list(all=True, filters=label):
+    while client.containers.list(all=True, sparse=True, filters=label):
         assert time.monotonic() < deadline, "containers outlived `dev`"
         time.sleep(0.1)

@@ -82,7 +82,7 @@ class FakeContainers:
             raise NotFound("no such container")
         return self.all[name]
 
-    def list(self, all=False, filters=None):
+    def list(self, all=False, filters=None, sparse=False):
         key, value = filters["label"].split("=", 1)
         return [c for c in list(self.all.values()) if c.labels.get(key) == value]
 

@@ -88,7 +88,7 @@ def test_the_projects_containers_are_removed(monkeypatch):
 
     class Container:
         def __init__(self, name):
-            self.name, self.removed = name, False
+            self.attrs, self.removed = {"Names": ["/" + name]}, False  # a sparse listing's attributes
 
         def remove(self, force):
             self.removed = force
@@ -97,8 +97,8 @@ def test_the_projects_containers_are_removed(monkeypatch):
     asked = []
 
     class Containers:
-        def list(self, all, filters):
-            asked.append((all, filters))
+        def list(self, all, sparse, filters):
+            asked.append((all, sparse, filters))
             return found
 
     class Client:
@@ -106,7 +106,7 @@ def test_the_projects_containers_are_removed(monkeypatch):
 
     monkeypatch.setattr(docker, "from_env", lambda timeout: Client())
     assert guardian.remove_containers("/p/.kubeless-local") == ["kubeless-local-hello", "kubeless-local-bye"]
-    assert asked == [(True, {"label": "kubeless-local.project=/p/.kubeless-local"})]
+    assert asked == [(True, True, {"label": "kubeless-local.project=/p/.kubeless-local"})]
     assert all(container.removed for container in found)
 
 

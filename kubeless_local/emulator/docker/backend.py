@@ -100,7 +100,8 @@ class DockerBackend(Backend):
         with self.lock:
             if key in self.swept:
                 return
-            for container in self.client.containers.list(all=True, filters={"label": "%s=%s" % (LABEL_PROJECT, key)}):
+            label = {"label": "%s=%s" % (LABEL_PROJECT, key)}
+            for container in self.client.containers.list(all=True, sparse=True, filters=label):  # no inspect race
                 try:
                     container.remove(force=True)
                 except NotFound:
@@ -108,7 +109,7 @@ class DockerBackend(Backend):
                 except APIError as exc:
                     raise UserError(
                         "cannot remove the leftover container %s of an earlier run: %s; remove it with "
-                        "`docker rm -f %s`" % (container.name, exc.explanation or exc, container.name)
+                        "`docker rm -f %s`" % (container.short_id, exc.explanation or exc, container.short_id)
                     ) from None
             self.swept.add(key)
 
