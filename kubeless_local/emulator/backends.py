@@ -20,20 +20,29 @@ def create(name, logs):
 PROJECT_CONFIG = ".kubeless-local.yaml"  # per-project defaults, e.g. `backend: docker`
 
 
-def project_default(root):
-    """The `backend:` of <root>/.kubeless-local.yaml, or None."""
+def project_config(root):
+    """(path, mapping) of <root>/.kubeless-local.yaml; the mapping is {} when there is none. Every
+    reader of the file (backend, kafka settings, broker) goes through here."""
     import yaml
 
     from kubeless_local.errors import UserError
 
     path = Path(root) / PROJECT_CONFIG
     if not path.is_file():
-        return None
+        return path, {}
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError("%s: cannot read (%s)" % (path, exc)) from None
-    backend = data.get("backend") if isinstance(data, dict) else None
+    return path, data if isinstance(data, dict) else {}
+
+
+def project_default(root):
+    """The `backend:` of <root>/.kubeless-local.yaml, or None."""
+    from kubeless_local.errors import UserError
+
+    path, config = project_config(root)
+    backend = config.get("backend")
     if backend is not None and backend not in CHOICES:
         raise UserError("%s: backend must be one of %s, got %r" % (path, ", ".join(CHOICES), backend))
     return backend

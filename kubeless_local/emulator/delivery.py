@@ -16,7 +16,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from kubeless_local.emulator.base import State
@@ -62,17 +61,11 @@ def group_name(namespace, trigger, function, topic, source="kafka"):
 def load_settings(root):
     """`kafka:` of <root>/.kubeless-local.yaml: max_attempts (default 5), retry_backoff (first wait, seconds),
     max_in_flight (events of one subscriber sent at once; 1: strictly one after the other)."""
-    import yaml
+    from kubeless_local.emulator.backends import project_config
 
-    path = Path(root) / ".kubeless-local.yaml"
+    path, config = project_config(root)
     settings = {"max_attempts": MAX_ATTEMPTS, "retry_backoff": BACKOFF_FIRST, "max_in_flight": MAX_IN_FLIGHT}
-    if not path.is_file():
-        return settings
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError("%s: cannot read (%s)" % (path, exc)) from None
-    kafka = data.get("kafka") if isinstance(data, dict) else None
+    kafka = config.get("kafka")
     if kafka is None:
         return settings
     if not isinstance(kafka, dict):

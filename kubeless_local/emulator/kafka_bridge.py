@@ -65,20 +65,12 @@ logging.getLogger("aiokafka").propagate = False
 def configured(root, option=None):
     """(brokers, attempts): `option` (the flag, or KAFKA_BROKERS through it) before `kafka: {brokers, attempts}`
     in <root>/.kubeless-local.yaml; brokers None when neither names one (embedded topics)."""
-    from kubeless_local.emulator.backends import PROJECT_CONFIG
+    from kubeless_local.emulator.backends import project_config
 
-    path = Path(root) / PROJECT_CONFIG
-    kafka = {}
-    if path.is_file():
-        import yaml
-
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError("%s: cannot read (%s)" % (path, exc)) from None
-        kafka = (data.get("kafka") if isinstance(data, dict) else None) or {}
-        if not isinstance(kafka, dict):
-            raise UserError("%s: kafka must be a mapping, e.g. kafka: {brokers: 127.0.0.1:9092}" % path)
+    path, config = project_config(root)
+    kafka = config.get("kafka") or {}
+    if not isinstance(kafka, dict):
+        raise UserError("%s: kafka must be a mapping, e.g. kafka: {brokers: 127.0.0.1:9092}" % path)
     brokers = option or kafka.get("brokers")
     where = "--kafka-brokers/KAFKA_BROKERS" if option else "%s: kafka.brokers" % path
     attempts = kafka.get("attempts", DEFAULT_ATTEMPTS)
