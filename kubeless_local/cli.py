@@ -818,6 +818,9 @@ def wait_for_outcome(client, source, topic, first, last, timeout):
 
 
 topic_option = click.option("--topic", required=True, help="Topic name.")
+count_option = click.option(
+    "--count", type=click.IntRange(1, 1_000_000), default=1, show_default=True, help="Send it N times."
+)
 data_option = click.option("--data", required=True, help="Event data: text (a JSON object is sent as JSON) or @FILE.")
 wait_options = [
     click.option("--wait", is_flag=True, help="Print what happens to each event (delivered, retrying, dead-lettered)."),
@@ -843,7 +846,7 @@ def emit():
 @emit.command(name="kafka")
 @topic_option
 @data_option
-@click.option("--count", type=click.IntRange(1, 1_000_000), default=1, show_default=True, help="Send it N times.")
+@count_option
 @with_options(wait_options)
 @user_errors
 def emit_kafka(topic, data, count, wait, wait_timeout, content_type):
@@ -854,7 +857,7 @@ def emit_kafka(topic, data, count, wait, wait_timeout, content_type):
 @emit.command(name="nats")
 @topic_option
 @data_option
-@click.option("--count", type=click.IntRange(1, 1_000_000), default=1, show_default=True, help="Send it N times.")
+@count_option
 @with_options(wait_options)
 @user_errors
 def emit_nats(topic, data, count, wait, wait_timeout, content_type):

@@ -342,6 +342,17 @@ def install_deps(prepared, steps, deps, on_line):
 # ---------------------------------------------------------------- the pipeline
 
 
+def new_generation(state_dir, name):
+    """(function root, generation number, its empty gen-N folder) for the next prepare of `name`."""
+    root = Path(state_dir) / "functions" / name
+    root.mkdir(parents=True, exist_ok=True)
+    generation = next_generation(root)
+    code_dir = root / ("gen-%d" % generation)
+    shutil.rmtree(code_dir, ignore_errors=True)
+    code_dir.mkdir()
+    return root, generation, code_dir
+
+
 def next_generation(root: Path):
     numbers = [int(p.name[4:]) for p in root.glob("gen-*") if p.name[4:].isdigit()]
     return max(numbers, default=0) + 1
@@ -354,12 +365,7 @@ def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: N
     The stable `kubeless` link is NOT switched here: call `activate` once the code is known good.
     """
     steps = steps or HostSteps(runtime)
-    root = Path(state_dir) / "functions" / spec.name
-    root.mkdir(parents=True, exist_ok=True)
-    generation = next_generation(root)
-    code_dir = root / ("gen-%d" % generation)
-    shutil.rmtree(code_dir, ignore_errors=True)
-    code_dir.mkdir()
+    root, generation, code_dir = new_generation(state_dir, spec.name)
     prepared = steps.new_prepared(
         spec=spec,
         runtime=runtime,

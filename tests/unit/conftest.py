@@ -74,11 +74,7 @@ class FakeBackend(Backend):
         outcome = self.prepares[spec.name].pop(0) if self.prepares[spec.name] else None
         if outcome is not None:
             raise outcome
-        root = state_dir / "functions" / spec.name
-        root.mkdir(parents=True, exist_ok=True)
-        generation = prep.next_generation(root)
-        code_dir = root / ("gen-%d" % generation)
-        code_dir.mkdir()
+        root, generation, code_dir = prep.new_generation(state_dir, spec.name)
         (code_dir / "handler.txt").write_text(spec.function)
         deps = root.parent.parent / "deps"
         return prep.Prepared(
