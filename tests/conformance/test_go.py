@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from runtime_server import RuntimeServer
+from waiting import wait_for
 
 from kubeless_local.emulator.prepare import point, setup_runtime_lib
 from kubeless_local.runtimes import Catalog
@@ -31,15 +32,6 @@ WORKDIR = REPO / "tests" / "conformance" / "scenarios" / "workdir" / "handler.go
 
 def metric(fn, name, method):
     return fn.metrics().get((name, fn.method_label(method)), 0)
-
-
-def wait_for(predicate, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 # --- through the engine (the `function` fixture) -------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from runtime_server import RuntimeServer
+from waiting import wait_for
 
 pytestmark = pytest.mark.language("php")
 
@@ -48,13 +49,6 @@ def cpu_seconds(pid):
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for(predicate, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
 
 
 # ---------------------------------------------------------------- through the engine (fixture)

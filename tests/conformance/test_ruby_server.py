@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from runtime_server import RuntimeServer, free_port
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / "runtimes" / "ruby" / "kubeless.rb"
@@ -47,13 +48,6 @@ def serve(tmp_path):
 def started(server):
     assert server.control() == {"event": "ready", "generation": 0}
     return server
-
-
-def wait_for(predicate, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
 
 
 def metric(server, name, method):

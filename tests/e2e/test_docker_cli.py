@@ -31,13 +31,6 @@ def containers_of(client, project_state):
     return client.containers.list(all=True, filters={"label": "%s=%s" % (LABEL_PROJECT, project_state)})
 
 
-def wait_until(predicate, timeout=15, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
     (tmp_path / "handler.py").write_text(
         "import os\n\ndef hello(event, context):\n    return '%s %s %s' % (os.environ['GREETING'], os.getuid(), "

@@ -6,9 +6,9 @@ import json
 import re
 import signal
 import threading
-import time
 
 from conftest import cli
+from waiting import wait_until
 
 from kubeless_local.client import AdminClient
 from kubeless_local.errors import UserError
@@ -80,13 +80,6 @@ def calls(tmp_path):
     except FileNotFoundError:
         return []
     return [json.loads(line) for line in lines if line.endswith("}")]
-
-
-def wait_until(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "%s not met within %ss" % (what, timeout)
-        time.sleep(0.05)
 
 
 def started(start_dev, tmp_path):

@@ -8,6 +8,7 @@ import time
 import uuid
 
 from conftest import cli
+from waiting import wait_until
 
 from kubeless_local.client import AdminClient
 
@@ -78,13 +79,6 @@ def project(tmp_path, topic):
 
 def calls(out):
     return [json.loads(line) for line in out.read_text().splitlines()]
-
-
-def wait_until(predicate, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not within %ss: %s" % (timeout, what)
-        time.sleep(0.05)
 
 
 def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_dev, kafka_broker):
