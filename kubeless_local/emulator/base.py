@@ -97,6 +97,18 @@ class Backend(abc.ABC):
     def alive(self, instance):
         """True while the instance's server process/container runs."""
 
+    def server_exited(self, instance, code, what="the runtime", hint=""):
+        """The server (process or container) ended on its own with `code`. A load error stays what it is
+        (its waiters wake); anything else is Crashed with the last log lines, and the supervisor is told
+        (restart with back-off; EXIT_CANNOT_LISTEN: a port race)."""
+        instance.exit_code = code if isinstance(code, int) else None
+        if instance.state == State.COMPILE_ERROR and code != EXIT_CANNOT_LISTEN:
+            instance.set_state(State.COMPILE_ERROR, instance.error)
+            return
+        tail = "\n".join(line.text for line in self.logs.tail(instance.name, 5))
+        instance.set_state(State.CRASHED, "%s exited with code %s%s\n%s" % (what, code, hint, tail))
+        self.on_exit(instance)
+
     def check(self):  # noqa: B027 - optional hook: most backends can always run
         """Raise UserError when this backend cannot run here (e.g. Docker not running)."""
 

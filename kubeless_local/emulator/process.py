@@ -5,7 +5,7 @@ import signal
 import subprocess
 import threading
 
-from kubeless_local.emulator.base import CONTROL_PREFIX, EXIT_CANNOT_LISTEN, Backend, State, handle_output
+from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, State, handle_output
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
 
@@ -64,13 +64,7 @@ class ProcessBackend(Backend):
         for pump in pumps:
             pump.join(timeout=2)
         if instance.handle is proc and instance.state != State.STOPPED:
-            instance.exit_code = code
-            if instance.state == State.COMPILE_ERROR and code != EXIT_CANNOT_LISTEN:
-                instance.set_state(State.COMPILE_ERROR, instance.error)  # wake waiters; keep the load error
-            else:
-                tail = "\n".join(line.text for line in self.logs.tail(instance.name, 5))
-                instance.set_state(State.CRASHED, "the runtime exited with code %s\n%s" % (code, tail))
-                self.on_exit(instance)
+            self.server_exited(instance, code)
 
     def alive(self, instance):
         return instance.handle is not None and instance.handle.poll() is None

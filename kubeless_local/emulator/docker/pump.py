@@ -3,7 +3,7 @@
 import codecs
 import urllib.request
 
-from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, State, handle_output
+from kubeless_local.emulator.base import State, handle_output
 
 EXIT_WAIT = 10  # seconds to wait for the exit code once the output stream ended
 
@@ -43,16 +43,10 @@ def pump(backend, instance, handle, stream):
             code = "unknown (%s)" % exc
     handle.exited.set()
     if instance.handle is handle and not handle.stopping and instance.state != State.STOPPED:
-        instance.exit_code = code if isinstance(code, int) else None
-        if instance.state == State.COMPILE_ERROR and code != EXIT_CANNOT_LISTEN:
-            instance.set_state(State.COMPILE_ERROR, instance.error)
-        else:
-            tail = "\n".join(line.text for line in backend.logs.tail(instance.name, 5))
-            reason = (
-                " (out of memory: raise the memory limit)" if code == 137 and prepared.spec.memory_limit != "0" else ""
-            )
-            instance.set_state(State.CRASHED, "the container exited with code %s%s\n%s" % (code, reason, tail))
-            backend.on_exit(instance)
+        out_of_memory = code == 137 and prepared.spec.memory_limit != "0"
+        backend.server_exited(
+            instance, code, "the container", " (out of memory: raise the memory limit)" if out_of_memory else ""
+        )
 
 
 def poll_health(instance, handle, interval=0.1):
