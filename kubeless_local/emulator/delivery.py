@@ -23,7 +23,7 @@ from kubeless_local.errors import UserError
 from kubeless_local.events import envelope
 
 MAX_ATTEMPTS = 5
-MAX_IN_FLIGHT = 16  # events of one subscriber sent at once (the Kubeless controller sends each on a goroutine)
+MAX_IN_FLIGHT = 1  # events of one subscriber sent at once: one, in order, as kafka-trigger (>= v1.0.5) and NATS do
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds before retry n: doubles per failure
 COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
 RETRY_INFO_BODY = 200
@@ -60,7 +60,7 @@ def group_name(namespace, trigger, function, topic, source="kafka"):
 
 def load_settings(root):
     """`kafka:` of <root>/.kubeless-local.yaml: max_attempts (default 5), retry_backoff (first wait, seconds),
-    max_in_flight (events of one subscriber sent at once; 1: strictly one after the other)."""
+    max_in_flight (events of one subscriber sent at once; default 1: strictly one after the other, in order)."""
     from kubeless_local.emulator.backends import project_config
 
     path, config = project_config(root)

@@ -266,3 +266,27 @@ def test_a_subscription_that_comes_back_resumes_after_the_old_one_without_resend
     function.wait_calls(3)
     time.sleep(0.1)
     assert [c[2] for c in function.calls] == [b"1", b"2", b"3"]
+
+
+def inversions(bodies):
+    numbers = [int(b) for b in bodies]
+    return sum(1 for earlier, later in zip(numbers, numbers[1:]) if later < earlier)
+
+
+def test_by_default_events_are_sent_one_at_a_time_in_order(tmp_path):
+    """As kafka-trigger (one message at a time since v1.0.5) and NATS (sequential callbacks) do."""
+    function = FakeFunction()
+    logs = LogHub()
+    supervisor = FakeSupervisor(logs)
+    supervisor.instances["hello"] = Instance(name="hello", runtime="python3.11", port=function.port, state=State.READY)
+    store = TopicStore(tmp_path)
+    dispatcher = Dispatcher(store, supervisor, logs)  # every setting at its default
+    try:
+        dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+        dispatcher.emit("orders", "kafka", [b"%d" % i for i in range(300)])
+        calls = function.wait_calls(300, timeout=60)
+        assert inversions(c[2] for c in calls) == 0
+    finally:
+        dispatcher.stop()
+        store.close()
+        function.close()
