@@ -25,6 +25,8 @@ from kubeless_local.events import envelope
 MAX_ATTEMPTS = 5
 MAX_IN_FLIGHT = 1  # events of one subscriber sent at once: one, in order, as kafka-trigger (>= v1.0.5) and NATS do
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds before retry n: doubles per failure
+RETENTION_HOURS = 168.0  # events older than this are pruned once consumed (Kafka's log.retention.hours)
+PRUNE_EVERY = 60.0  # seconds between prunes while events are emitted
 COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
 RETRY_INFO_BODY = 200
 STOP_TIMEOUT = 5.0  # seconds `dev` waits for subscribers to commit their positions when it stops
@@ -60,17 +62,28 @@ def group_name(namespace, trigger, function, topic, source="kafka"):
 
 def load_settings(root):
     """`kafka:` of <root>/.kubeless-local.yaml: max_attempts (default 5), retry_backoff (first wait, seconds),
+    retention_hours (consumed events older than this are pruned),
     max_in_flight (events of one subscriber sent at once; default 1: strictly one after the other, in order)."""
     from kubeless_local.emulator.backends import project_config
 
     path, config = project_config(root)
-    settings = {"max_attempts": MAX_ATTEMPTS, "retry_backoff": BACKOFF_FIRST, "max_in_flight": MAX_IN_FLIGHT}
+    settings = {
+        "max_attempts": MAX_ATTEMPTS,
+        "retry_backoff": BACKOFF_FIRST,
+        "max_in_flight": MAX_IN_FLIGHT,
+        "retention_hours": RETENTION_HOURS,
+    }
     kafka = config.get("kafka")
     if kafka is None:
         return settings
     if not isinstance(kafka, dict):
         raise UserError("%s: kafka must be a mapping, e.g. kafka: {max_attempts: 5}" % path)
-    for key, kind, low in (("max_attempts", int, 1), ("retry_backoff", float, 0), ("max_in_flight", int, 1)):
+    for key, kind, low in (
+        ("max_attempts", int, 1),
+        ("retry_backoff", float, 0),
+        ("max_in_flight", int, 1),
+        ("retention_hours", float, 0),
+    ):
         if key in kafka:
             value = kafka[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or kind(value) != value:
@@ -147,7 +160,7 @@ class Subscriber(threading.Thread):
     def run(self):
         self.store.attach()
         try:
-            self.position = self.store.position(self.sub.name, self.sub.topic)
+            self.position = self.store.subscribe(self.sub.name, self.sub.topic, self.sub.source)
             while not self.stopping.is_set():
                 self.wake.clear()  # before looking: an emit from now on wakes the wait below
                 if not self._replay_dead_letters() and not self._deliver_new():
@@ -300,10 +313,13 @@ class Dispatcher:
         max_attempts=MAX_ATTEMPTS,
         retry_backoff=BACKOFF_FIRST,
         max_in_flight=MAX_IN_FLIGHT,
+        retention_hours=RETENTION_HOURS,
     ):
         self.store, self.supervisor = store, supervisor
         self.logs = logs if logs is not None else supervisor.logs
         self.max_attempts, self.retry_backoff, self.max_in_flight = max_attempts, retry_backoff, max_in_flight
+        self.retention = retention_hours * 3600
+        self.pruned = 0.0  # time.monotonic() of the last prune
         self.subscribers = {}  # group name → Subscriber
         self.retired = {}  # group name → Subscriber stopped by a reload (may still be finishing)
         self.triggers = {}  # (kind, name) → trigger
@@ -347,8 +363,10 @@ class Dispatcher:
                     old = self.retired.pop(name, None)
                     if old is not None:
                         old.join(STOP_TIMEOUT)  # back again: it resumes from the position the old one commits
+                    self.store.subscribe(name, sub.topic, sub.source)  # before update() returns: no emit is missed
                     subscriber = self.subscribers[name] = Subscriber(self, sub)
                     subscriber.start()
+        self.prune()
 
     def stop(self):
         with self.lock:
@@ -376,7 +394,21 @@ class Dispatcher:
         subscribers = self._subscribers_of(topic, source)
         for subscriber in subscribers:
             subscriber.wake.set()
+        if time.monotonic() - self.pruned > PRUNE_EVERY:
+            self.prune()
         return seqs, [s.sub.name for s in subscribers]
+
+    def prune(self):
+        """Drop the events older than the retention that every running subscriber of their topic has
+        consumed (dead letters stay until replayed or their topic is deleted)."""
+        self.pruned = time.monotonic()
+        kept_after = {}
+        with self.lock:
+            for subscriber in self.subscribers.values():
+                key = (subscriber.sub.topic, subscriber.sub.source)
+                position = subscriber.position or self.store.position(subscriber.sub.name, subscriber.sub.topic)
+                kept_after[key] = min(kept_after.get(key, position), position)
+        self.store.prune(time.time() - self.retention, kept_after)
 
     def outcome(self, topic, source, seqs):
         """{seq: {subscriber: delivered | dead-lettered | retrying (…) | pending}} of emitted events."""

@@ -227,14 +227,40 @@ class TopicStore:
         row = self.db.execute("SELECT MAX(seq) FROM events WHERE topic = ? AND source = ?", (topic, source)).fetchone()
         return row[0] or 0
 
+    @serialized
+    def prune(self, emitted_before, kept_after):
+        """Delete the events emitted before `emitted_before` (epoch seconds), except dead letters and, per
+        (topic, source) in `kept_after`, the events after that seq (a subscriber has not consumed them yet);
+        returns how many went."""
+        deleted = 0
+        for topic, source in self.db.execute("SELECT DISTINCT topic, source FROM events").fetchall():
+            cursor = self.db.execute(
+                "DELETE FROM events WHERE topic = ? AND source = ? AND emitted < ? AND seq <= ? "
+                "AND seq NOT IN (SELECT seq FROM dead_letters WHERE topic = ?)",
+                (topic, source, emitted_before, kept_after.get((topic, source), 2**62), topic),
+            )
+            deleted += cursor.rowcount
+        return deleted
+
     # ------------------------------------------------------------ subscribers
 
     @serialized
     def position(self, subscriber, topic):
-        """The last event `subscriber` consumed; a new subscriber starts at the topic's beginning, so events
-        emitted before its function (or `dev`) started are delivered."""
+        """The last event `subscriber` consumed (0 for one that never subscribed)."""
         row = self.db.execute("SELECT seq FROM positions WHERE subscriber = ?", (subscriber,)).fetchone()
         return row[0] if row else 0
+
+    @serialized
+    def subscribe(self, subscriber, topic, source):
+        """The position `subscriber` resumes from; a new subscriber starts after the newest event of its
+        topic, as a new Kafka consumer group (OffsetNewest) and a core NATS subscription do, and that
+        position is stored at once: what is emitted from now on is delivered, even across a restart."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO positions "
+            "SELECT ?, ?, COALESCE(MAX(seq), 0) FROM events WHERE topic = ? AND source = ?",
+            (subscriber, topic, topic, source),
+        )
+        return self.position(subscriber, topic)
 
     @serialized
     def commit(self, subscriber, topic, seq):

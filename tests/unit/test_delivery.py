@@ -290,3 +290,41 @@ def test_by_default_events_are_sent_one_at_a_time_in_order(tmp_path):
         dispatcher.stop()
         store.close()
         function.close()
+
+
+def test_a_new_subscriber_starts_at_the_newest_event_and_a_renamed_trigger_replays_nothing(world):
+    """As a new Kafka consumer group (OffsetNewest) and core NATS do."""
+    dispatcher, function, _ = world
+    dispatcher.store.create("orders")
+    dispatcher.emit("orders", "kafka", [b"before any trigger"])
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"1", b"2"])
+    function.wait_calls(2)
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger(name="orders-v2")]))
+    dispatcher.emit("orders", "kafka", [b"3"])
+    function.wait_calls(3)
+    assert list(dispatcher.subscribers) == ["default_orders-v2_hello_orders"]
+    dispatcher.emit("orders", "kafka", [b"4"])  # a sentinel: once it arrived, nothing else is on its way
+    function.wait_calls(4)
+    assert [c[2] for c in function.calls] == [b"1", b"2", b"3", b"4"]
+
+
+def test_events_older_than_the_retention_are_pruned_once_every_subscriber_has_them(world):
+    dispatcher, function, supervisor = world
+    store = dispatcher.store
+    short = Dispatcher(store, supervisor, supervisor.logs, retention_hours=1)
+    try:
+        short.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+        supervisor.instances["hello"].set_state(State.CRASHED, "down")  # nothing is delivered for now
+        seqs, _ = short.emit("orders", "kafka", [b"old", b"old and dead", b"new"])
+        store.db.execute("UPDATE events SET emitted = emitted - 7200 WHERE seq <= ?", (seqs[1],))
+        store.dead_letter("someone_else", "orders", seqs[1], 5, 500, "boom")
+        short.prune()
+        assert store.count("orders") == 3  # not consumed yet by the subscriber: kept
+        supervisor.instances["hello"].set_state(State.READY)
+        function.wait_calls(3)
+        wait_for(lambda: short.subscribers["default_orders_hello_orders"].position == seqs[-1])
+        short.prune()
+        assert [e.data for e in store.events_after("orders", "kafka", 0)] == [b"old and dead", b"new"]
+    finally:
+        short.stop()

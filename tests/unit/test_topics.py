@@ -39,7 +39,8 @@ def test_an_unknown_topic_is_refused_and_a_bad_name_too(store):
 
 def test_positions_are_per_subscriber(store):
     seqs = store.append("orders", "kafka", [b"a", b"b"])
-    assert store.position("default_t_f_orders", "orders") == 0  # a new subscriber starts at the beginning
+    assert store.position("default_t_f_orders", "orders") == 0  # never subscribed
+    assert store.subscribe("default_t_h_orders", "orders", "kafka") == seqs[-1]  # a new one starts at the newest
     store.commit("default_t_f_orders", "orders", seqs[0])
     assert store.position("default_t_f_orders", "orders") == seqs[0]
     assert store.position("default_t_g_orders", "orders") == 0
