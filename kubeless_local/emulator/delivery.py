@@ -7,7 +7,9 @@ back-off, and after `max_attempts` failures it becomes a dead letter (last statu
 `topic replay` sends again. The Kubeless controller commits failed messages and loses them.
 
 A function that is down, reloading, crashed or not started yet is waited for: not answering is not a
-failure of the function, so it costs no attempt.
+failure of the function, so it costs no attempt. A server that takes an event and closes the connection
+without an answer (it crashed on it) did fail: that is an attempt, so a poison message ends dead-lettered
+instead of crashing the function forever.
 """
 
 import http.client
@@ -129,6 +131,10 @@ def subscriptions(manifests):
     return found, warnings
 
 
+class NotAnswering(Exception):
+    """The function did not take the event (nothing listens, or a closed keep-alive connection)."""
+
+
 class Retry:
     """What the current attempt of an event got: shown by `emit --wait` while it is retried."""
 
@@ -241,7 +247,8 @@ class Subscriber(threading.Thread):
         return bool(letters)
 
     def _send_with_retries(self, event):
-        """(ok, attempts, last status, last body); ok is None when stopping."""
+        """(ok, attempts, last status, last body); ok is None when stopping. Status 0: no answer (the
+        connection closed without one: the server crashed on the event), a failed attempt like a 5xx."""
         retry = self.retries.get(event.seq) or Retry(event.seq)
         while not self.stopping.is_set():
             url = self._ready_url()
@@ -249,9 +256,8 @@ class Subscriber(threading.Thread):
                 continue
             try:
                 status, body = self._send(url, event)
-            except OSError:
-                self._close()  # reloading or crashed: not the function's failure; wait until it is Ready
-                self.stopping.wait(0.05)
+            except NotAnswering:
+                self.stopping.wait(0.05)  # reloading or restarting: not the function's failure; wait until Ready
                 continue
             if 200 <= status < 300:
                 return True, retry.attempts + 1, status, body
@@ -273,6 +279,9 @@ class Subscriber(threading.Thread):
         return instance.url
 
     def _send(self, url, event):
+        """(status, body) of one delivery; (0, why) when the server took the event and closed the connection
+        without answering (it crashed on it). NotAnswering when nothing listens, or a kept-alive connection
+        turned out closed before it took the event: no attempt is used up."""
         connection = getattr(self.local, "connection", None)
         if connection is None or getattr(self.local, "url", None) != url:
             self._close()
@@ -284,13 +293,22 @@ class Subscriber(threading.Thread):
         method, headers, body = envelope(
             event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
         )
+        kept_alive = connection.sock is not None
         try:
             connection.request(method, "/", body=body, headers=headers)
+        except (OSError, http.client.HTTPException) as exc:
+            self._close()
+            raise NotAnswering(str(exc)) from None
+        try:
             response = connection.getresponse()
             answer = response.read()
         except (OSError, http.client.HTTPException) as exc:
             self._close()
-            raise OSError(str(exc)) from None
+            if kept_alive and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
+                raise NotAnswering(str(exc)) from None  # closed while idle, perhaps before our request: resend
+            return 0, "the function's server closed the connection without answering (%s); did it crash?" % (
+                str(exc) or type(exc).__name__
+            )
         if response.will_close:
             self._close()
         return response.status, answer.decode("utf-8", "replace")
@@ -426,7 +444,8 @@ class Dispatcher:
                     result[seq][name] = "delivered"
                 elif seq in retries and retries[seq].attempts:
                     retry = retries[seq]
-                    result[seq][name] = "retrying (attempt %d failed with %d)" % (retry.attempts, retry.status)
+                    answer = retry.status or "no answer"
+                    result[seq][name] = "retrying (attempt %d failed with %s)" % (retry.attempts, answer)
                 else:
                     result[seq][name] = "pending"
         return result

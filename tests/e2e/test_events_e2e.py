@@ -228,3 +228,24 @@ def test_a_function_failing_every_10th_event_gets_every_event_delivered_or_dead_
     replayed = [c for c in calls(tmp_path) if c["data"] in {str(n) for n in range(10, 101, 10)} | {"200"}][-11:]
     assert {c["data"] for c in replayed} == {str(n) for n in range(10, 101, 10)} | {"200"}
     assert all({k.lower(): v for k, v in c["headers"].items()}["event-id"] == first_ids[c["data"]] for c in replayed)
+
+
+def test_an_event_that_kills_the_functions_server_is_dead_lettered_not_retried_forever(tmp_path, start_dev):
+    project(
+        tmp_path,
+        # the handler runs in a worker process the server forked: the poison kills the server itself
+        fail="lambda data: data == 'poison' and __import__('os').kill(__import__('os').getppid(), 9)",
+        settings="kafka: {max_attempts: 2, retry_backoff: 0.05}\n",
+    )
+    dev = started(start_dev, tmp_path)
+    client = AdminClient(tmp_path / ".kubeless-local")
+    client.emit("orders", "poison")
+    client.emit("orders", "after")
+    wait_until(lambda: "after" in [c["data"] for c in calls(tmp_path)], what="the event after the poison delivered")
+    rows = json.loads(cli("topic", "ls", "-o", "json", cwd=tmp_path, check=True).stdout)
+    letters = next(r for r in rows if r["name"] == "orders")["dead_letters"]
+    assert len(letters) == 1, (dev.output(), calls(tmp_path))
+    letter = letters[0]
+    assert letter["attempts"] == 2 and letter["status"] == 0, letter
+    assert [c["data"] for c in calls(tmp_path)].count("poison") in (2, 3), calls(tmp_path)
+    assert "dead-lettered after 2 attempts" in dev.output()

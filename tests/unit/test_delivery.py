@@ -21,6 +21,7 @@ class FakeFunction:
         self.calls = []
         self.lock = threading.Condition()
         self.answer = lambda body, attempt: 200
+        self.drop = lambda body: False  # True: close the connection without answering, as a crashed server
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,9 @@ class FakeFunction:
                     attempt = sum(1 for c in fake.calls if c[2] == body) + 1
                     fake.calls.append((time.monotonic(), dict(self.headers), body))
                     fake.lock.notify_all()
+                if fake.drop(body):
+                    self.close_connection = True
+                    return
                 status = fake.answer(body, attempt)
                 reply = b"answer %d" % status
                 self.send_response(status)
@@ -328,3 +332,16 @@ def test_events_older_than_the_retention_are_pruned_once_every_subscriber_has_th
         assert [e.data for e in store.events_after("orders", "kafka", 0)] == [b"old and dead", b"new"]
     finally:
         short.stop()
+
+
+def test_a_message_that_crashes_the_server_counts_as_a_failed_attempt_and_is_dead_lettered(world):
+    """The server dies on the message (the connection closes without an answer): each time is an attempt."""
+    dispatcher, function, _ = world
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    function.drop = lambda body: body == b"poison"
+    seqs, _ = dispatcher.emit("orders", "kafka", [b"poison", b"after"])
+    wait_for(lambda: b"after" in [c[2] for c in function.calls])
+    (letter,) = dispatcher.store.dead_letters()
+    assert letter["seq"] == seqs[0] and letter["attempts"] == 3 and letter["status"] == 0
+    assert "closed the connection without answering" in letter["body"]
+    assert [c[2] for c in function.calls].count(b"poison") <= 4  # a reused keep-alive connection may get one more
