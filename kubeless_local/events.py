@@ -1,37 +1,49 @@
 """The event envelopes Kubeless' event sources send (contract §6), as data.
 
-Each source: the `event-namespace`, how `event-id` and `event-time` are made, and whether the
-content type depends on the data. `envelope()` turns a source + data into (method, headers, body).
+Each source: the `event-namespace`, how `event-id` and `event-time` are made, how the content type
+depends on the data, and the fixed headers its sender adds (the User-Agent of the Go HTTP client the
+released kafka-trigger image uses; none from NATS; curl's from the CronJob; contract §6).
+`envelope()` turns a source + data into (method, headers, body).
 """
 
 import base64
 import datetime
 import json
 import os
+import time
 import uuid
+
+# The provision image (kubeless/unzip, bitnami/minideb + Debian's curl) runs the CronJob's `curl -Lv`.
+CURL_HEADERS = {"User-Agent": "curl/7.64.0", "Accept": "*/*"}
 
 SOURCES = {
     # kubeless function call: GET without data, POST with; JSON object → application/json
     "cli": {"namespace": "cli.kubeless.io", "id": "random15", "time": "rfc3339", "content_type": "by-data"},
-    # kafka-trigger controller: always POST
+    # kafka-trigger controller (v1.1.0 as released): always POST; JSON when its IsJSON accepts the body
     "kafka": {
         "namespace": "kafkatriggers.kubeless.io",
         "id": "random15",
         "time": "go",
-        "content_type": "by-data",
+        "content_type": "go-is-json",
         "always_post": True,
         "topic": True,
-        "user_agent": "kubeless-kafka-trigger-controller/v1.1.0",
+        "headers": {"User-Agent": "Go-http-client/1.1"},
     },
     "nats": {
         "namespace": "natstriggers.kubeless.io",
         "id": "random15",
         "time": "go",
-        "content_type": "by-data",
+        "content_type": "go-is-json",
         "always_post": True,
     },
     # cronjob-trigger: curl from a CronJob; id = pod UID; JSON content type even on GET
-    "cron": {"namespace": "cronjobtrigger.kubeless.io", "id": "uid", "time": "rfc3339-seconds", "content_type": "json"},
+    "cron": {
+        "namespace": "cronjobtrigger.kubeless.io",
+        "id": "uid",
+        "time": "rfc3339-seconds",
+        "content_type": "json",
+        "headers": CURL_HEADERS,
+    },
 }
 
 
@@ -41,14 +53,23 @@ def event_id(kind):
     return base64.urlsafe_b64encode(os.urandom(11)).decode().rstrip("=")  # 15 chars
 
 
+def go_time_string(moment, nanoseconds):
+    """Go's Time.String() of a UTC time: the fraction's trailing zeros trimmed, no fraction when it is 0."""
+    fraction = ("%09d" % nanoseconds).rstrip("0")
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + ("." + fraction if fraction else "") + " +0000 UTC"
+
+
 def event_time(kind, now=None):
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if now is None and kind == "go":
+        stamp = time.time_ns()  # Go's clock has nanoseconds: so do the digits it prints
+        moment = datetime.datetime.fromtimestamp(stamp // 10**9, datetime.timezone.utc)
+        return go_time_string(moment, stamp % 10**9)
+    now = (now or datetime.datetime.now(datetime.timezone.utc)).astimezone(datetime.timezone.utc)
     if kind == "rfc3339":
         return now.strftime("%Y-%m-%dT%H:%M:%SZ")
     if kind == "rfc3339-seconds":  # date --rfc-3339=seconds --utc
         return now.strftime("%Y-%m-%d %H:%M:%S+00:00")
-    # Go's Time.String() in UTC: nanoseconds, trailing zeros kept
-    return now.strftime("%Y-%m-%d %H:%M:%S.") + "%09d +0000 UTC" % (now.microsecond * 1000)
+    return go_time_string(now, now.microsecond * 1000)
 
 
 make_event_id, make_event_time = event_id, event_time  # `envelope`'s parameters shadow the names
@@ -59,6 +80,21 @@ def is_json_object(data):
         return isinstance(json.loads(data), dict)
     except (TypeError, ValueError):
         return False
+
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def go_is_json(data):
+    """kafka-trigger's IsJSON: Go's json.Unmarshal into a map[string]interface{} succeeds, i.e. the body is
+    a JSON object or `null` (no NaN/Infinity, no byte order mark; invalid UTF-8 is replaced, as Go does)."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (TypeError, ValueError):
+        return False
+    return value is None or isinstance(value, dict)
 
 
 def envelope(source, data=None, *, topic=None, now=None, event_id=None, event_time=None):
@@ -73,14 +109,14 @@ def envelope(source, data=None, *, topic=None, now=None, event_id=None, event_ti
     }
     if s.get("topic") and topic is not None:
         headers["event-topic"] = topic
-    if s.get("user_agent"):
-        headers["User-Agent"] = s["user_agent"]
+    headers.update(s.get("headers", {}))
     has_data = bool(data)  # `kubeless function call --data ''` sends a GET, as without --data
     method = "POST" if has_data or s.get("always_post") else "GET"
     if s["content_type"] == "json":
         headers["Content-Type"] = headers["event-type"] = "application/json"
     elif method == "POST":
-        ctype = "application/json" if has_data and is_json_object(data) else "application/x-www-form-urlencoded"
+        is_json = go_is_json if s["content_type"] == "go-is-json" else is_json_object
+        ctype = "application/json" if has_data and is_json(data) else "application/x-www-form-urlencoded"
         headers["Content-Type"] = headers["event-type"] = ctype
     body = data.encode() if isinstance(data, str) else (data or b"")
     return method, headers, body

@@ -98,8 +98,10 @@ def payload_body(payload) -> Optional[str]:
 
 
 def http_send(method, url, headers, body, timeout):
-    """One request as the CronJob's curl makes it (following redirects); returns the HTTP status."""
-    return requests.request(method, url + "/", headers=headers, data=body, timeout=timeout).status_code
+    """One request as the CronJob's curl makes it (following redirects); returns the HTTP status. The
+    headers are curl's (the envelope's User-Agent and Accept): requests' own extras are left out."""
+    only_curls = {**headers, "Accept-Encoding": None, "Connection": None}
+    return requests.request(method, url + "/", headers=only_curls, data=body, timeout=timeout).status_code
 
 
 def rfc3339(moment):

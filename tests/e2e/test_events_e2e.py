@@ -105,10 +105,10 @@ def test_emit_kafka_and_nats_reach_the_function_with_the_kubeless_envelopes(tmp_
     headers = {k.lower(): v for k, v in call["headers"].items()}
     assert call["data"] == "hi"
     assert headers["event-namespace"] == "kafkatriggers.kubeless.io" and headers["event-topic"] == "orders"
-    assert headers["user-agent"] == "kubeless-kafka-trigger-controller/v1.1.0"
+    assert headers["user-agent"] == "Go-http-client/1.1"
     assert headers["event-type"] == headers["content-type"] == "application/x-www-form-urlencoded"
     assert re.fullmatch(r"[A-Za-z0-9_-]{15}", headers["event-id"])
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9} \+0000 UTC", headers["event-time"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{0,8}[1-9])? \+0000 UTC", headers["event-time"])
 
     (tmp_path / "event.json").write_text('{"k": "v"}')
     cli("emit", "nats", "--topic", "news", "--data", "@event.json", "--wait", cwd=tmp_path, check=True)

@@ -99,9 +99,9 @@ def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_
         topic,
         "application/json",
     )
-    assert first["agent"].startswith("kubeless-kafka-trigger-controller/")
+    assert first["agent"] == "Go-http-client/1.1"
     assert re.fullmatch(r"[A-Za-z0-9_-]{15}", first["id"])
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9} \+0000 UTC", first["time"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{0,8}[1-9])? \+0000 UTC", first["time"])
     wait_until(lambda: kafka_broker.committed(group, topic) == 1, "offset 1 committed after the 200")
 
     # The function fails: the message is retried with the same id and time, and its offset stays uncommitted.
@@ -199,7 +199,7 @@ def test_emit_kafka_produces_to_the_broker_and_the_function_gets_it(tmp_path, st
     (call,) = calls(out)
     assert call["data"] == {"a": 1} and call["method"] == "POST"
     assert (call["namespace"], call["topic"], call["type"]) == ("kafkatriggers.kubeless.io", topic, "application/json")
-    assert call["agent"].startswith("kubeless-kafka-trigger-controller/")
+    assert call["agent"] == "Go-http-client/1.1"
     wait_until(lambda: kafka_broker.committed(group, topic) == 1, "committed after the 200: it went through the broker")
 
     result = cli("topic", "publish", "--topic", topic, "--data", "second", cwd=folder)

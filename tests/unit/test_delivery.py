@@ -106,7 +106,7 @@ def test_events_reach_the_function_in_order_with_the_kafka_envelope(world):
     assert [c[2] for c in calls] == [b"hi", b'{"n": 2}', b"3"]
     headers = calls[0][1]
     assert headers["event-namespace"] == "kafkatriggers.kubeless.io" and headers["event-topic"] == "orders"
-    assert headers["User-Agent"] == "kubeless-kafka-trigger-controller/v1.1.0"
+    assert headers["User-Agent"] == "Go-http-client/1.1"
     assert headers["event-type"] == "application/x-www-form-urlencoded"
     assert calls[1][1]["Content-Type"] == "application/json"
     stored = dispatcher.store.events_after("orders", "kafka", 0)

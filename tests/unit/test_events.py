@@ -1,7 +1,9 @@
 import datetime
 import re
 
-from kubeless_local.events import envelope
+import pytest
+
+from kubeless_local.events import envelope, go_time_string
 
 NOW = datetime.datetime(2021, 1, 29, 11, 18, 3, 123456, tzinfo=datetime.timezone.utc)
 
@@ -32,7 +34,8 @@ def test_kafka_message():  # vector 18
     assert headers["event-namespace"] == "kafkatriggers.kubeless.io"
     assert headers["event-topic"] == "t"
     assert headers["event-type"] == "application/x-www-form-urlencoded"
-    assert headers["event-time"] == "2021-01-29 11:18:03.123456000 +0000 UTC"
+    assert headers["event-time"] == "2021-01-29 11:18:03.123456 +0000 UTC"
+    assert headers["User-Agent"] == "Go-http-client/1.1"  # what the released kafka-trigger v1.1.0 sends
 
 
 def test_cron_with_and_without_payload():  # vector 19
@@ -57,4 +60,43 @@ def test_nats_message():
     assert method == "POST" and body == b'{"a": 1}'
     assert headers["event-namespace"] == "natstriggers.kubeless.io" and "event-topic" not in headers
     assert headers["Content-Type"] == headers["event-type"] == "application/json"
-    assert headers["event-time"] == "2021-01-29 11:18:03.123456000 +0000 UTC"
+    assert headers["event-time"] == "2021-01-29 11:18:03.123456 +0000 UTC"
+    assert "User-Agent" not in headers
+
+
+@pytest.mark.parametrize(
+    "body, json_type",
+    [
+        (b'{"a": 1}', True),
+        (b" null ", True),  # Go's json.Unmarshal of null into a map is no error
+        (b"[1, 2]", False),  # kafka-trigger's IsJSON unmarshals into map[string]interface{}: objects only
+        (b'"text"', False),
+        (b"42", False),
+        (b'{"a": NaN}', False),  # Go has no NaN in JSON
+        ("\ufeff{}".encode(), False),  # nor a byte order mark
+        (b"{", False),
+        (b"", False),
+    ],
+)
+def test_kafka_and_nats_content_type_is_json_when_gos_is_json_accepts_the_body(body, json_type):
+    for source in ("kafka", "nats"):
+        _, headers, _ = envelope(source, body, topic="t", now=NOW)
+        expected = "application/json" if json_type else "application/x-www-form-urlencoded"
+        assert headers["Content-Type"] == headers["event-type"] == expected, (source, body)
+
+
+@pytest.mark.parametrize(
+    "nanoseconds, printed",
+    [
+        (123456789, "2021-01-29 11:18:03.123456789 +0000 UTC"),
+        (120000000, "2021-01-29 11:18:03.12 +0000 UTC"),
+        (0, "2021-01-29 11:18:03 +0000 UTC"),
+    ],
+)
+def test_event_time_digits_as_gos_time_string_prints_them(nanoseconds, printed):
+    assert go_time_string(NOW.replace(microsecond=0), nanoseconds) == printed
+
+
+def test_a_kafka_event_time_made_now_has_nanosecond_digits_trimmed():
+    stamp = envelope("kafka", "x", topic="t")[1]["event-time"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{0,8}[1-9])? \+0000 UTC", stamp), stamp

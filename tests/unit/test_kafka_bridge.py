@@ -123,8 +123,8 @@ def test_the_envelope_is_kafkas_with_the_id_and_time_of_the_message():  # vector
     assert (method, body) == ("POST", b"hi")
     assert headers["event-namespace"] == "kafkatriggers.kubeless.io" and headers["event-topic"] == "t"
     assert headers["Content-Type"] == headers["event-type"] == "application/x-www-form-urlencoded"
-    assert headers["event-time"] == "2021-01-29 11:18:03.123000000 +0000 UTC"
-    assert headers["User-Agent"].startswith("kubeless-kafka-trigger-controller/")
+    assert headers["event-time"] == "2021-01-29 11:18:03.123 +0000 UTC"  # Go's Time.String() trims zeros
+    assert headers["User-Agent"] == "Go-http-client/1.1"
     assert re.fullmatch(r"[A-Za-z0-9_-]{15}", headers["event-id"])
     again = message_envelope("t", 0, 7, b"hi", 1611919083123)[1]
     assert again["event-id"] == headers["event-id"]  # a redelivery carries the same id

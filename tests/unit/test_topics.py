@@ -23,7 +23,9 @@ def test_events_keep_their_order_and_get_id_and_time_when_emitted(store):
     assert [e.seq for e in events] == seqs and [e.data for e in events] == [b"a", b"b", b"c"]
     assert len({e.event_id for e in events}) == 3
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{15}", e.event_id) for e in events)
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9} \+0000 UTC", e.event_time) for e in events)
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{0,8}[1-9])? \+0000 UTC", e.event_time) for e in events
+    )
     assert [e.data for e in store.events_after("orders", "kafka", seqs[0])] == [b"b", b"c"]
     assert store.events_after("orders", "nats", 0) == []  # NATS subscribers see NATS messages only
 
