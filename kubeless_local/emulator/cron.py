@@ -5,7 +5,8 @@ The controller turns a trigger into a Kubernetes CronJob whose pod runs `curl -L
 envelope of events.py, `activeDeadlineSeconds` = the function's timeout, concurrency policy Allow (a
 run never waits for the previous one), a history of 3 successful and 1 failed jobs. Here:
 
-- schedules are 5-field cron expressions evaluated by croniter in UTC, the time zone of a cluster's
+- schedules are what Kubeless accepts (robfig/cron's ParseStandard: 5 fields, `@hourly` and the other
+  descriptors, `@every 5m`), evaluated as that library does, in UTC, the time zone of a cluster's
   controller manager; runs missed while the machine slept fire once on waking (the CronJob controller
   starts only the latest missed run); the time `dev` was not running is not caught up;
 - a function that is not Ready (installing, reloading, restarting) is waited for until the deadline,
@@ -18,14 +19,15 @@ The clock and the HTTP sender are injectable: tests drive `tick()` with a clock 
 
 import collections
 import datetime
+import functools
 import json
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 import requests
-from croniter import croniter
 
 from kubeless_local import events
 from kubeless_local.emulator.base import State
@@ -43,37 +45,202 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def schedule_error(trigger) -> Optional[str]:
-    """None when the trigger's schedule is a 5-field cron expression that fires, else the one-line error."""
-    schedule = trigger.schedule
-    where = "%s: spec.schedule %r" % (trigger.origin, schedule)
-    if len(schedule.split()) != 5:
-        return "%s must be a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. %s" % (
-            where,
-            EXAMPLE,
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+FIELDS: tuple = (  # name, low, high, names: a 5-field schedule as robfig/cron's ParseStandard reads it
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate(MONTHS)}),
+    ("day of week", 0, 6, {d: i for i, d in enumerate(WEEKDAYS)}),
+)
+DESCRIPTORS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+GO_DURATION_RE = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+YEARS_AHEAD = 5  # robfig/cron gives up looking for a next time this far ahead: the schedule never fires
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A parsed schedule: the values each field allows, or a constant interval (`@every`)."""
+
+    fields: tuple = ()  # five frozensets: minutes, hours, days of month, months, days of week
+    any_day: tuple = (False, False)  # (day of month, day of week) written as * or ?
+    every: Optional[datetime.timedelta] = None
+
+    def next(self, after):
+        """The first time after `after` it fires (UTC); None when it never does."""
+        if self.every is not None:
+            return after.replace(microsecond=0) + self.every
+        minutes, hours, _, months, _ = self.fields
+        t = after.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)
+        limit = t.year + YEARS_AHEAD
+        while t.year <= limit:
+            if t.month not in months:
+                t = (t.replace(day=1, hour=0, minute=0) + datetime.timedelta(days=32)).replace(day=1)
+            elif not self._day_matches(t):
+                t = t.replace(hour=0, minute=0) + datetime.timedelta(days=1)
+            elif t.hour not in hours:
+                t = t.replace(minute=0) + datetime.timedelta(hours=1)
+            elif t.minute not in minutes:
+                t += datetime.timedelta(minutes=1)
+            else:
+                return t
+        return None
+
+    def _day_matches(self, t):
+        """Both day fields must match when either is a star, else either one (cron's rule)."""
+        dom = t.day in self.fields[2]
+        dow = (t.weekday() + 1) % 7 in self.fields[4]  # Sunday is 0
+        return (dom and dow) if any(self.any_day) else (dom or dow)
+
+
+def _go_int(text):
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ValueError("failed to parse int from %s: strconv.Atoi: parsing %r: invalid syntax" % (text, text))
+    if int(text) < 0:
+        raise ValueError("negative number (%d) not allowed: %s" % (int(text), text))
+    return int(text)
+
+
+def _field(expr, low, high, names):
+    """(values, is a star) of one field of comma-separated ranges, as robfig/cron's getRange reads them."""
+    values, star = set(), False
+    for item in expr.split(","):
+        range_and_step = item.split("/")
+        low_and_high = range_and_step[0].split("-")
+        extra = False
+        if low_and_high[0] in ("*", "?"):
+            start, end, extra = low, high, True
+        else:
+            start = names.get(low_and_high[0].lower())
+            start = _go_int(low_and_high[0]) if start is None else start
+            if len(low_and_high) > 2:
+                raise ValueError("too many hyphens: %s" % item)
+            end = start if len(low_and_high) == 1 else names.get(low_and_high[1].lower())
+            end = _go_int(low_and_high[1]) if end is None else end
+        step = 1
+        if len(range_and_step) > 2:
+            raise ValueError("too many slashes: %s" % item)
+        if len(range_and_step) == 2:
+            step = _go_int(range_and_step[1])
+            end = high if len(low_and_high) == 1 else end  # "N/step" is "N-max/step"
+            extra = extra and step <= 1
+        if start < low:
+            raise ValueError("beginning of range (%d) below minimum (%d): %s" % (start, low, item))
+        if end > high:
+            raise ValueError("end of range (%d) above maximum (%d): %s" % (end, high, item))
+        if start > end:
+            raise ValueError("beginning of range (%d) beyond end of range (%d): %s" % (start, end, item))
+        if step == 0:
+            raise ValueError("step of range should be a positive number: %s" % item)
+        values.update(range(start, end + 1, step))
+        star = star or extra
+    return frozenset(values), star
+
+
+def _go_duration(text):
+    """Go's time.ParseDuration, for `@every`: e.g. 5m, 1h30m, 1.5s, 300ms."""
+    sign, rest = (-1, text[1:]) if text[:1] == "-" else (1, text[1:] if text[:1] == "+" else text)
+    if rest == "0":
+        return datetime.timedelta(0)
+    parts = GO_DURATION_RE.findall(rest)
+    if not parts or "".join(n + u for n, u in parts) != rest or any(n in ("", ".") for n, _ in parts):
+        raise ValueError("time: invalid duration %r" % text)
+    return sign * datetime.timedelta(seconds=sum(float(n) * GO_UNITS[u] for n, u in parts))
+
+
+@functools.lru_cache(maxsize=256)
+def parse_schedule(spec) -> Schedule:
+    """A schedule as Kubeless accepts it (robfig/cron's ParseStandard, which the Kubeless CLI and the
+    CronJob's API validation use): 5 fields, or @yearly/@annually/@monthly/@weekly/@daily/@midnight/
+    @hourly, or `@every <Go duration>`. ValueError with the library's reason otherwise."""
+    if not spec:
+        raise ValueError("empty spec string")
+    if spec.startswith(("TZ=", "CRON_TZ=")):
+        raise ValueError("cannot use TZ or CRON_TZ in schedule (a CronJob's time zone is its own field)")
+    if spec.startswith("@every "):
+        try:
+            every = _go_duration(spec[len("@every ") :])
+        except ValueError as exc:
+            raise ValueError("failed to parse duration %s: %s" % (spec, exc)) from None
+        return Schedule(
+            every=max(datetime.timedelta(seconds=int(every.total_seconds())), datetime.timedelta(seconds=1))
         )
+    if spec.startswith("@"):
+        if spec not in DESCRIPTORS:
+            raise ValueError("unrecognized descriptor: %s" % spec)
+        spec = DESCRIPTORS[spec]
+    fields = spec.split()
+    if len(fields) != 5:
+        raise ValueError("expected exactly 5 fields, found %d: [%s]" % (len(fields), " ".join(fields)))
+    parsed = [_field(expr, low, high, names) for expr, (_, low, high, names) in zip(fields, FIELDS)]
+    return Schedule(fields=tuple(values for values, _ in parsed), any_day=(parsed[2][1], parsed[4][1]))
+
+
+def schedule_problem(schedule) -> Optional[str]:
+    """None when Kubeless accepts `schedule`, else why not (robfig/cron's words)."""
     try:
-        croniter(schedule, utcnow()).get_next(datetime.datetime)
-    except (ValueError, KeyError) as exc:  # croniter's errors are ValueErrors (a bad field, a date that never comes)
-        return "%s is not a valid cron expression (%s); fix it, e.g. %s" % (where, exc, EXAMPLE)
+        parse_schedule(schedule)
+    except ValueError as exc:
+        return str(exc)
     return None
+
+
+def schedule_message(where, schedule) -> Optional[str]:
+    """None when Kubeless accepts `schedule`, else one line naming `where` (a file and field, a flag)."""
+    problem = schedule_problem(schedule)
+    if problem is None:
+        return None
+    return '%s %r is not a valid cron schedule (%s); e.g. %s, "@hourly" or "@every 5m"' % (
+        where,
+        schedule,
+        problem,
+        EXAMPLE,
+    )
+
+
+def check_schedule(where, schedule):
+    """UserError (exit 2) when Kubeless would refuse `schedule`: one check for every place that takes one."""
+    message = schedule_message(where, schedule)
+    if message:
+        raise UserError(message)
+
+
+def schedule_error(trigger) -> Optional[str]:
+    """None when the trigger's schedule is one Kubeless accepts, else the one-line error."""
+    return schedule_message("%s: spec.schedule" % trigger.origin, trigger.schedule)
 
 
 def check(trigger):
     """UserError (one line naming the file and field) when the trigger's schedule is invalid."""
-    error = schedule_error(trigger)
-    if error:
-        raise UserError(error)
+    check_schedule("%s: spec.schedule" % trigger.origin, trigger.schedule)
 
 
 def next_time(schedule, after):
-    """The first time after `after` the schedule fires."""
-    return croniter(schedule, after).get_next(datetime.datetime)
+    """The first time after `after` the schedule fires; None when it never does."""
+    return parse_schedule(schedule).next(after)
 
 
-def latest_due(schedule, now):
-    """The latest time at or before `now` the schedule fired (one run for all the runs missed before it)."""
-    return croniter(schedule, now + datetime.timedelta(microseconds=1)).get_prev(datetime.datetime)
+def latest_due(schedule, due, now):
+    """The latest time at or before `now` the schedule fired, `due` being the first one missed (one run
+    for all the runs missed before it, as the CronJob controller starts only the latest)."""
+    parsed = parse_schedule(schedule)
+    latest = due
+    for _ in range(1_000_000):  # a year of minutes and more: bounded however long the machine slept
+        following = parsed.next(latest)
+        if following is None or following > now:
+            break
+        latest = following
+    return latest
 
 
 def _go_numbers(value):
@@ -141,6 +308,7 @@ class Cron:
         )
         self.active: collections.Counter = collections.Counter()  # runs in flight per trigger (Allow: any number)
         self.reported: dict = {}  # trigger name → the error last reported, so each is said once
+        self.shared: set = set()  # (function, trigger names) already warned about: a cluster keeps one
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread: Optional[threading.Thread] = None
@@ -168,9 +336,10 @@ class Cron:
                 known = self.next.get(name)
                 if known is None or known[0] != trigger.schedule:  # new or edited: from now on
                     self.next[name] = (trigger.schedule, next_time(trigger.schedule, now))
-                elif now >= known[1]:
-                    due.append((trigger, latest_due(trigger.schedule, now)))
+                elif known[1] is not None and now >= known[1]:
+                    due.append((trigger, latest_due(trigger.schedule, known[1], now)))
                     self.next[name] = (trigger.schedule, next_time(trigger.schedule, now))
+        self._warn_shared(triggers)
         threads = []
         for trigger, scheduled in due:
             thread = threading.Thread(target=self.run, args=(trigger, scheduled), name="cron " + trigger.name)
@@ -179,6 +348,24 @@ class Cron:
             threads.append(thread)
         return threads
 
+    def _warn_shared(self, triggers):
+        """Two CronJobTriggers of one function both fire here; the controller makes one CronJob per function
+        (`trigger-<function>`), so a cluster keeps only the last one applied."""
+        by_function = collections.defaultdict(list)
+        for name, trigger in sorted(triggers.items()):
+            by_function[trigger.function_name].append(name)
+        for function, names in by_function.items():
+            key = (function, tuple(names))
+            if len(names) > 1 and key not in self.shared:
+                self.shared.add(key)
+                self.logs.emit(
+                    function,
+                    "CronJobTriggers %s both fire function %s here, but a cluster keeps one: the controller makes "
+                    "one CronJob per function (trigger-%s), the last trigger applied wins"
+                    % (", ".join(names), function, function),
+                    "system",
+                )
+
     def _report(self, name, error):
         if self.reported.get(name) != error:
             self.reported[name] = error
@@ -186,7 +373,7 @@ class Cron:
 
     def seconds_to_next(self):
         with self.lock:
-            times = [when for _, when in self.next.values()]
+            times = [when for _, when in self.next.values() if when is not None]
         if not times:
             return MAX_SLEEP
         return max(0.0, min(MAX_SLEEP, (min(times) - self.clock()).total_seconds()))
@@ -304,7 +491,7 @@ class Cron:
                         "function": trigger.function_name,
                         "schedule": trigger.schedule,
                         "payload": trigger.payload,
-                        "next": rfc3339(known[1]) if known and known[0] == trigger.schedule else None,
+                        "next": rfc3339(known[1]) if known and known[0] == trigger.schedule and known[1] else None,
                         "error": schedule_error(trigger) or "",
                         "active": self.active[name],
                         **{kind: [run_row(run) for run in history[kind]] for kind in HISTORY},

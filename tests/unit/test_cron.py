@@ -16,7 +16,7 @@ from conftest import function
 from kubeless_local.client import SessionClient
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.cron import Cron, check, payload_body, schedule_error
+from kubeless_local.emulator.cron import Cron, check, parse_schedule, payload_body, schedule_error
 from kubeless_local.errors import UserError
 from kubeless_local.spec import CronJobTrigger, Manifests
 
@@ -215,32 +215,99 @@ def test_a_trigger_naming_no_function_fails_its_run(setup):
 @pytest.mark.parametrize(
     ("schedule", "expected"),
     [
-        ("61 * * * *", "is not a valid cron expression"),
-        ("* * * *", "must be a 5-field cron expression"),
-        ("0 0 31 2 *", "is not a valid cron expression"),  # never comes
-        ("a b c d e", "is not a valid cron expression"),
+        ("61 * * * *", "end of range (61) above maximum (59)"),
+        ("* * * *", "expected exactly 5 fields, found 4"),
+        ("0 0 * * 7", "end of range (7) above maximum (6)"),  # robfig/cron: Sunday is 0 only
+        ("0 0 0 * *", "beginning of range (0) below minimum (1)"),
+        ("*/0 * * * *", "step of range should be a positive number"),
+        ("1-2-3 * * * *", "too many hyphens"),
+        ("1/2/3 * * * *", "too many slashes"),
+        ("a b c d e", "failed to parse int from a"),
+        ("0 0 L * *", "failed to parse int from L"),
+        ("@every", "unrecognized descriptor"),
+        ("@every 5", "failed to parse duration"),
+        ("@fortnightly", "unrecognized descriptor"),
+        ("TZ=UTC 0 * * * *", "TZ"),
+        ("", "empty spec string"),
     ],
 )
 def test_a_bad_expression_is_one_line_naming_file_and_field(schedule, expected):
+    """What Kubeless' cron library (robfig/cron ParseStandard) rejects, with its reason."""
     error = schedule_error(trigger(schedule=schedule))
     assert error.startswith("triggers.yaml: CronJobTrigger nightly: spec.schedule %r " % schedule)
     assert expected in error and "\n" not in error
     with pytest.raises(UserError, match=re.escape(error)):
         check(trigger(schedule=schedule))
-    assert schedule_error(trigger(schedule="0 3 * * MON")) is None
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "*/5 * * * *",
+        "0 3 * * MON",
+        "0 0 ? * mon-fri",
+        "5/15 * * * *",
+        "0 0 * * 0",
+        "0 0 31 2 *",  # accepted, never fires
+        "@hourly",
+        "@daily",
+        "@midnight",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "@annually",
+        "@every 5m",
+        "@every 1h30m",
+        "@every 1.5s",
+    ],
+)
+def test_what_kubeless_accepts_is_accepted(schedule):
+    assert schedule_error(trigger(schedule=schedule)) is None
+
+
+UTC_AT = datetime.datetime(2026, 1, 1, 10, 0, 30, tzinfo=UTC)  # a Thursday
+
+
+@pytest.mark.parametrize(
+    ("schedule", "after", "expected"),
+    [
+        ("@every 5m", UTC_AT, UTC_AT + datetime.timedelta(minutes=5)),  # from now, to the second
+        ("@every 500ms", UTC_AT, UTC_AT + datetime.timedelta(seconds=1)),  # at least a second
+        ("@hourly", UTC_AT, datetime.datetime(2026, 1, 1, 11, 0, tzinfo=UTC)),
+        ("0 0 * * 0", UTC_AT, datetime.datetime(2026, 1, 4, 0, 0, tzinfo=UTC)),  # Sunday
+        ("0 0 1 * 1", UTC_AT, datetime.datetime(2026, 1, 5, 0, 0, tzinfo=UTC)),  # the 1st OR a Monday
+        ("0 0 * 2 *", UTC_AT, datetime.datetime(2026, 2, 1, 0, 0, tzinfo=UTC)),
+        ("30 9 29 2 *", UTC_AT, datetime.datetime(2028, 2, 29, 9, 30, tzinfo=UTC)),  # a leap day
+        ("0 0 31 2 *", UTC_AT, None),  # never
+    ],
+)
+def test_next_time_as_robfig_cron_computes_it(schedule, after, expected):
+    assert parse_schedule(schedule).next(after) == expected
+
+
+def test_two_cron_triggers_on_one_function_warn_that_a_cluster_keeps_one(setup, supervisor):
+    """The controller names the CronJob after the function (trigger-<fn>): the last one applied wins."""
+    cron, manifests, clock, _ = setup
+    manifests.cron_triggers[:] = [trigger(), trigger(name="hourly", schedule="@hourly")]
+    clock.now = at(0, 5)
+    tick(cron)
+    tick(cron)
+    said = [line.text for line in supervisor.logs.tail("hello") if "keeps one" in line.text]
+    assert len(said) == 1, said
+    assert "CronJobTriggers hourly, nightly both fire function hello" in said[0]
 
 
 def test_under_dev_a_bad_expression_is_reported_once_and_the_others_fire(setup, supervisor):
     cron, manifests, clock, sender = setup
-    manifests.cron_triggers[:] = [trigger(), trigger(name="broken", schedule="61 * * * *")]
+    manifests.cron_triggers[:] = [trigger(), trigger(name="broken", schedule="61 * * * *", fn="other")]
     for now in (at(0, 1), at(0, 5), at(0, 6)):
         clock.now = now
         tick(cron)
     said = [line.text for line in supervisor.logs.tail("broken")]
-    assert len(said) == 1 and "spec.schedule '61 * * * *' is not a valid cron expression" in said[0]
+    assert len(said) == 1 and "spec.schedule '61 * * * *' is not a valid cron schedule" in said[0]
     assert len(sender.requests) == 1
     broken = next(row for row in cron.status() if row["name"] == "broken")
-    assert broken["next"] is None and "not a valid cron expression" in broken["error"]
+    assert broken["next"] is None and "not a valid cron schedule" in broken["error"]
     with pytest.raises(UserError, match="spec.schedule '61"):
         cron.fire("broken")
 

@@ -137,8 +137,9 @@ def test_triggers_are_written_listed_and_deleted(project):
     assert result.exit_code == 0, result.output
     assert "web" in invoke("trigger", "http", "list").stdout
     assert "events" in invoke("trigger", "nats", "list").stdout
-    result = invoke("trigger", "cronjob", "create", "tick", "--function", "hello", "--schedule", "bad")
-    assert result.exit_code == 2 and "5-field cron" in result.stderr
+    result = invoke("trigger", "cronjob", "create", "tick", "--function", "hello", "--schedule", "0 0 * * 7")
+    assert result.exit_code == 2 and "--schedule '0 0 * * 7' is not a valid cron schedule" in result.stderr
+    assert "end of range (7) above maximum (6)" in result.stderr
     assert invoke("trigger", "http", "delete", "web").exit_code == 0
     assert not (project.root / "web.httptrigger.yaml").exists()
 
