@@ -18,6 +18,19 @@ def create(name, logs):
 
 
 PROJECT_CONFIG = ".kubeless-local.yaml"  # per-project defaults, e.g. `backend: docker`
+# The keys of its sections (docs/events.md, docs/kafka-broker.md): another key is a typo, said at once.
+SECTION_KEYS = {
+    "kafka": (
+        "max_attempts",  # embedded topics (Kafka and NATS triggers): failed attempts before a dead letter
+        "retry_backoff",
+        "max_in_flight",
+        "retention_hours",
+        "brokers",  # a real broker (kafka_bridge)
+        "attempts",
+        "group",
+    ),
+}
+MISPLACED = {"nats": "the kafka: settings apply to the embedded NATS topics as well (docs/events.md)"}
 
 
 def project_config(root):
@@ -34,7 +47,16 @@ def project_config(root):
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError("%s: cannot read (%s)" % (path, exc)) from None
-    return path, data if isinstance(data, dict) else {}
+    data = data if isinstance(data, dict) else {}
+    for key, why in MISPLACED.items():
+        if key in data:
+            raise UserError("%s: unknown key %s; %s" % (path, key, why))
+    for section, known in SECTION_KEYS.items():
+        if isinstance(data.get(section), dict):
+            for key in data[section]:
+                if key not in known:
+                    raise UserError("%s: unknown key %s.%s; known: %s" % (path, section, key, ", ".join(known)))
+    return path, data
 
 
 def project_default(root):

@@ -9,9 +9,13 @@ a kill -9 or a power cut. Positions are written with `synchronous=NORMAL`: losin
 redelivers (at-least-once), never loses.
 
 SQLite connections are per thread (`threading.local`); WAL lets the dispatcher read while `emit` writes.
+The file (and its WAL) is readable by its owner only, as admin.json; a damaged or locked file is one line
+naming it, never a traceback.
 """
 
+import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -49,6 +53,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_by_subscriber ON dead_letters (subscriber, replay, id);
 """
 MAX_BODY = 4096  # of a dead letter's last answer: enough to see the error
+BUSY_TIMEOUT = 5.0  # seconds a write waits for another program holding topics.db (under the admin API's 10 s)
 
 
 def check_topic_name(name):
@@ -76,10 +81,11 @@ def serialized(method):
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        if getattr(self.local, "db", None) is not None:
-            return method(self, *args, **kwargs)
-        with self.shared_lock:
-            return method(self, *args, **kwargs)
+        with self.explained():
+            if getattr(self.local, "db", None) is not None:
+                return method(self, *args, **kwargs)
+            with self.shared_lock:
+                return method(self, *args, **kwargs)
 
     return run
 
@@ -88,20 +94,49 @@ class TopicStore:
     """Long-lived threads (subscribers) `attach()` a connection of their own; every other caller (the admin
     API's request threads, the watcher's reloads) shares one, so short-lived threads leak no connections."""
 
-    def __init__(self, state_dir):
+    def __init__(self, state_dir, busy_timeout=BUSY_TIMEOUT):
         self.path = Path(state_dir) / FILENAME
+        self.busy_timeout = busy_timeout
         self.local = threading.local()
         self.lock = threading.Lock()
         self.shared_lock = threading.RLock()
-        self.shared = self._connect()
-        self.connections = [self.shared]
-        self.shared.executescript(SCHEMA)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives its -wal/-shm the same mode
+        os.chmod(self.path, 0o600)
+        with self.explained():
+            self.shared = self._connect()
+            self.connections = [self.shared]
+            self.shared.executescript(SCHEMA)
 
     def _connect(self):
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    @contextlib.contextmanager
+    def explained(self):
+        """A damaged or locked topics.db as one UserError line naming it and what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise UserError(
+                "%s is locked by another program (%s); close whatever holds it (an open sqlite3 shell, a second "
+                "copy of the project) and try again" % (self.path, exc)
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:
+                raise  # a closed connection (ProgrammingError) and the like: not the file's fault
+            raise UserError(
+                "%s is damaged (%s); move it away (e.g. `mv %s %s.damaged`) and start `kubeless-local dev` again: "
+                "a new, empty one is created, and the old file keeps what it held"
+                % (self.path, exc, self.path, self.path)
+            ) from None
 
     @property
     def db(self):

@@ -249,3 +249,13 @@ def test_an_event_that_kills_the_functions_server_is_dead_lettered_not_retried_f
     assert letter["attempts"] == 2 and letter["status"] == 0, letter
     assert [c["data"] for c in calls(tmp_path)].count("poison") in (2, 3), calls(tmp_path)
     assert "dead-lettered after 2 attempts" in dev.output()
+
+
+def test_a_damaged_topics_db_stops_dev_with_one_line_naming_it(tmp_path):
+    project(tmp_path)
+    state = tmp_path / ".kubeless-local"
+    state.mkdir()
+    (state / "topics.db").write_bytes(b"not a database " * 500)
+    result = cli("dev", cwd=tmp_path, timeout=120)
+    one_line_error(result, "topics.db is damaged")
+    assert "move it away" in result.stderr

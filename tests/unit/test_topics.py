@@ -164,3 +164,47 @@ def test_short_lived_threads_share_one_connection_and_subscribers_get_their_own(
     thread.start()
     thread.join()
     assert seen == [(2, 20)] and len(store.connections) == 1
+
+
+def test_topics_db_is_created_readable_by_its_owner_only(tmp_path):
+    store = TopicStore(tmp_path)
+    try:
+        store.create("orders")
+        store.append("orders", "kafka", [b"x"])
+        for name in ("topics.db", "topics.db-wal"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    finally:
+        store.close()
+
+
+def test_a_corrupt_topics_db_is_one_line_naming_the_file_and_what_to_do(tmp_path):
+    (tmp_path / "topics.db").write_bytes(b"this is not a database, it was damaged" * 200)
+    with pytest.raises(UserError) as error:
+        TopicStore(tmp_path)
+    message = str(error.value)
+    assert str(tmp_path / "topics.db") in message and "\n" not in message
+    assert "move it away" in message
+
+
+def test_a_locked_topics_db_says_it_is_locked(tmp_path, store):
+    import sqlite3
+
+    other = sqlite3.connect(tmp_path / "topics.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        quick = TopicStore(tmp_path, busy_timeout=0.1)
+        with pytest.raises(UserError, match=r"topics.db is locked by another program"):
+            quick.append("orders", "kafka", [b"x"])
+        quick.close()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_an_unknown_key_in_the_kafka_settings_is_one_line_naming_file_and_key(tmp_path):
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {max_atempts: 2}\n")
+    with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: unknown key kafka\.max_atempts; known: "):
+        delivery.load_settings(tmp_path)
+    (tmp_path / ".kubeless-local.yaml").write_text("nats: {max_attempts: 2}\n")
+    with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: unknown key nats; the kafka: settings"):
+        delivery.load_settings(tmp_path)
