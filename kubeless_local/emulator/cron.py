@@ -353,14 +353,15 @@ class Cron:
         (`trigger-<function>`), so a cluster keeps only the last one applied."""
         by_function = collections.defaultdict(list)
         for name, trigger in sorted(triggers.items()):
-            by_function[trigger.function_name].append(name)
+            if schedule_error(trigger) is None:  # one the API server refuses makes no CronJob
+                by_function[trigger.function_name].append(name)
         for function, names in by_function.items():
             key = (function, tuple(names))
             if len(names) > 1 and key not in self.shared:
                 self.shared.add(key)
                 self.logs.emit(
                     function,
-                    "CronJobTriggers %s both fire function %s here, but a cluster keeps one: the controller makes "
+                    "CronJobTriggers %s all fire function %s here, but a cluster keeps one: the controller makes "
                     "one CronJob per function (trigger-%s), the last trigger applied wins"
                     % (", ".join(names), function, function),
                     "system",

@@ -58,7 +58,7 @@ def test_emit_cron_delivers_the_cron_envelope_and_ls_shows_the_runs(tmp_path, st
     dev = start_dev("dev", cwd=tmp_path)
     dev.wait_for_output("Watching")
     # The bad schedule is reported by name and field; the function serves anyway.
-    dev.wait_for_output("CronJobTrigger broken: spec.schedule '61 * * * *' is not a valid cron expression")
+    dev.wait_for_output("CronJobTrigger broken: spec.schedule '61 * * * *' is not a valid cron schedule")
 
     result = cli("emit", "cron", "every-minute", cwd=tmp_path, check=True)
     assert re.fullmatch(
@@ -90,7 +90,7 @@ def test_emit_cron_delivers_the_cron_envelope_and_ls_shows_the_runs(tmp_path, st
 
     # Bad input: one line, exit 2.
     for name, expected in [
-        ("broken", "spec.schedule '61 * * * *' is not a valid cron expression"),
+        ("broken", "spec.schedule '61 * * * *' is not a valid cron schedule"),
         ("nothing", "no CronJobTrigger 'nothing' in this project"),
     ]:
         result = cli("emit", "cron", name, cwd=tmp_path)

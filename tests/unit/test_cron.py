@@ -294,7 +294,7 @@ def test_two_cron_triggers_on_one_function_warn_that_a_cluster_keeps_one(setup, 
     tick(cron)
     said = [line.text for line in supervisor.logs.tail("hello") if "keeps one" in line.text]
     assert len(said) == 1, said
-    assert "CronJobTriggers hourly, nightly both fire function hello" in said[0]
+    assert "CronJobTriggers hourly, nightly all fire function hello" in said[0]
 
 
 def test_under_dev_a_bad_expression_is_reported_once_and_the_others_fire(setup, supervisor):
