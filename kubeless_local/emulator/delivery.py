@@ -135,6 +135,54 @@ class NotAnswering(Exception):
     """The function did not take the event (nothing listens, or a closed keep-alive connection)."""
 
 
+class FunctionLink:
+    """How an event is sent to a function, for the embedded topics and the broker bridge alike: one
+    keep-alive HTTP connection, used by one thread at a time."""
+
+    def __init__(self):
+        self.connection = None
+        self.url = None
+
+    def send(self, method, url, headers, body, timeout):
+        """(status, body text). (0, why) when the server took the request and closed the connection without
+        an answer (it crashed on it, or did not answer within `timeout`): a failed attempt. NotAnswering when
+        nothing listens, or a kept-alive connection turned out closed: no attempt is used up."""
+        if self.connection is None or self.url != url:
+            self.close()
+            parts = urlsplit(url)
+            self.connection, self.url = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), url
+        connection = self.connection
+        connection.timeout = timeout
+        kept_alive = connection.sock is not None
+        if kept_alive:
+            connection.sock.settimeout(timeout)
+        try:
+            connection.request(method, "/", body=body, headers=headers)
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise NotAnswering(str(exc)) from None
+        try:
+            response = connection.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            if kept_alive and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
+                raise NotAnswering(str(exc)) from None  # closed while idle, perhaps before our request: resend
+            if isinstance(exc, TimeoutError):
+                return 0, "no answer within %gs" % timeout
+            return 0, "the function's server closed the connection without answering (%s); did it crash?" % (
+                str(exc) or type(exc).__name__
+            )
+        if response.will_close:
+            self.close()
+        return response.status, answer.decode("utf-8", "replace")
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+        self.connection = None
+
+
 class Retry:
     """What the current attempt of an event got: shown by `emit --wait` while it is retried."""
 
@@ -154,8 +202,8 @@ class Subscriber(threading.Thread):
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.retries = {}  # seq → Retry of the events in flight
-        self.local = threading.local()  # each sending thread's HTTP connection
-        self.connections = []
+        self.local = threading.local()  # each sending thread's FunctionLink
+        self.links = []
         self.position = 0  # every event up to here is settled
         self.pool = ThreadPoolExecutor(dispatcher.max_in_flight, thread_name_prefix="send " + subscription.name)
 
@@ -177,8 +225,8 @@ class Subscriber(threading.Thread):
         finally:
             # A call still in flight is abandoned: its event is after the position, so it is sent again.
             self.pool.shutdown(wait=False, cancel_futures=True)
-            for connection in self.connections:
-                connection.close()
+            for link in self.links:
+                link.close()
             self.store.detach()
 
     def _deliver_new(self):
@@ -279,45 +327,14 @@ class Subscriber(threading.Thread):
         return instance.url
 
     def _send(self, url, event):
-        """(status, body) of one delivery; (0, why) when the server took the event and closed the connection
-        without answering (it crashed on it). NotAnswering when nothing listens, or a kept-alive connection
-        turned out closed before it took the event: no attempt is used up."""
-        connection = getattr(self.local, "connection", None)
-        if connection is None or getattr(self.local, "url", None) != url:
-            self._close()
-            parts = urlsplit(url)
-            timeout = self.dispatcher.timeout_of(self.sub.function)
-            connection = self.local.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-            self.local.url = url
-            self.connections.append(connection)
+        link = getattr(self.local, "link", None)
+        if link is None:
+            link = self.local.link = FunctionLink()
+            self.links.append(link)
         method, headers, body = envelope(
             event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
         )
-        kept_alive = connection.sock is not None
-        try:
-            connection.request(method, "/", body=body, headers=headers)
-        except (OSError, http.client.HTTPException) as exc:
-            self._close()
-            raise NotAnswering(str(exc)) from None
-        try:
-            response = connection.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self._close()
-            if kept_alive and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
-                raise NotAnswering(str(exc)) from None  # closed while idle, perhaps before our request: resend
-            return 0, "the function's server closed the connection without answering (%s); did it crash?" % (
-                str(exc) or type(exc).__name__
-            )
-        if response.will_close:
-            self._close()
-        return response.status, answer.decode("utf-8", "replace")
-
-    def _close(self):
-        connection = getattr(self.local, "connection", None)
-        if connection is not None:
-            connection.close()
-        self.local.connection = None
+        return link.send(method, url, headers, body, self.dispatcher.timeout_of(self.sub.function))
 
 
 class Dispatcher:

@@ -1,22 +1,27 @@
 """Real-broker mode: `dev --kafka-brokers HOST:PORT[,…]` makes `dev` the Kubeless Kafka trigger controller
 for that broker (KAFKA_BROKERS, or `kafka: {brokers: …}` in .kubeless-local.yaml, say the same).
 
-As the kafka-trigger controller does: one consumer group per (KafkaTrigger, Function, topic), named
-`<ns>_<trigger>_<fn>_<topic>`, for every Function the trigger's `functionSelector` matches; each message
-is POSTed to the function with the Kafka envelope of events.py. Where it differs, so that no event is lost:
+As the kafka-trigger controller does: one consumer group per (KafkaTrigger, Function, topic), named as the
+controller names it, `<ns>_<trigger>_<fn>_<topic>`, plus LOCAL_SUFFIX (so a `dev` and a deployed
+controller on the same broker each get every message; `kafka.group: kubeless` joins the controller's own
+group instead, with a warning), with sarama's default assignor (range), for every Function the trigger's
+`functionSelector` matches; each message is POSTed to the function with the Kafka envelope of events.py,
+one at a time, in order, over a kept-alive connection. Where it differs, so that no event is lost:
 
 - auto-commit is off; a message's offset is committed only after the function answered 2xx, or after
   `attempts` failed answers (each logged; the controller commits every message at once, failures lost);
 - a function that is not Ready (installing, reloading, crashed) is waited for, without using up attempts;
-- static membership (a `group.instance.id` stable per project, trigger, function and topic): a `dev` that
-  restarts, even after `kill -9`, gets its partitions back at once instead of after a rebalance;
+- offsets are committed in the background, in order, at least every COMMIT_INTERVAL: never past a message
+  that is not settled, so a crash redelivers a few, never skips;
+- in its own group, static membership (a `group.instance.id` stable per project, trigger, function and
+  topic): a `dev` that restarts, even after `kill -9`, gets its partitions back at once instead of after a
+  rebalance (not in the controller's group, where it would lock the controller out for the session timeout);
 - a group that has never committed starts at the end of the topic (as the controller's OffsetNewest) and
   commits that position at once, so what is produced while `dev` is down is delivered when it is back;
 - `event-id` and `event-time` come from the message (its topic, partition, offset; its timestamp), so a
   redelivered message carries the same ones and a function can de-duplicate.
 
-Messages of one group are delivered one at a time, in order. Every consumer runs on one asyncio loop in a
-thread of its own; the HTTP calls run in a small thread pool.
+Every consumer runs on one asyncio loop in a thread of its own; the HTTP calls run in a small thread pool.
 """
 
 import asyncio
@@ -33,8 +38,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import requests
-
 from kubeless_local import events
 from kubeless_local.emulator import delivery
 from kubeless_local.emulator.base import State
@@ -43,6 +46,11 @@ from kubeless_local.errors import UserError
 DEFAULT_ATTEMPTS = 5  # failed answers before a message is given up (committed and logged)
 CONNECT_TIMEOUT = 10.0  # seconds `dev` waits at start for a broker to answer
 SESSION_TIMEOUT_MS = 45_000  # a crashed `dev` keeps its partitions this long (static membership: it gets them back)
+SHARED_SESSION_TIMEOUT_MS = 10_000  # in the controller's group: sarama's default, so a crashed `dev` frees them soon
+LOCAL_SUFFIX = ".kubeless-local"  # appended to the controller's group id: dev's own consumer group
+GROUPS = ("local", "kubeless")  # kafka.group: dev's own groups (default), or the deployed controller's
+COMMIT_INTERVAL = 0.5  # seconds between background commits of the delivered messages' offsets
+BATCH = 500  # messages fetched at once; still delivered one at a time, in order
 MAX_POLL_INTERVAL_MS = 3_600_000  # a message may wait long for its function (not Ready, retried): stay in the group
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between failed attempts: doubles per attempt
 SYNC_INTERVAL = 1.0  # seconds between looks at the manifests (new or edited triggers and functions)
@@ -79,6 +87,21 @@ def configured(root, option=None):
     return (parse_brokers(brokers, where) if brokers else None), attempts
 
 
+def shares_the_controllers_group(root):
+    """`kafka.group` of <root>/.kubeless-local.yaml: False (`local`, the default: groups of dev's own) or True
+    (`kubeless`: the deployed controller's groups, messages split between dev and the cluster)."""
+    from kubeless_local.emulator.backends import project_config
+
+    path, config = project_config(root)
+    group = (config.get("kafka") or {}).get("group", "local")
+    if group not in GROUPS:
+        raise UserError(
+            "%s: kafka.group must be local (dev's own consumer groups, the default) or kubeless (the deployed "
+            "controller's groups: messages are split with it), got %r" % (path, group)
+        )
+    return group == "kubeless"
+
+
 def parse_brokers(value, where):
     """'h1:9092,h2:9092' (or a YAML list) → ['h1:9092', 'h2:9092']; UserError naming `where` otherwise."""
     items = value if isinstance(value, list) else str(value).split(",")
@@ -107,9 +130,10 @@ def _matches(selector, labels):
     return delivery.selector_matches(labels, match_labels, selector.get("matchExpressions") or [])
 
 
-def subscriptions(manifests):
+def subscriptions(manifests, shared=False):
     """{group id: (namespace, trigger, function, topic)} for every Function each KafkaTrigger selects
-    (in the trigger's namespace, as the controller lists them), and the triggers that select none."""
+    (in the trigger's namespace, as the controller lists them), and the triggers that select none. The group
+    is the controller's own when `shared`, else the controller's + LOCAL_SUFFIX."""
     found, unmatched = {}, []
     for trigger in manifests.kafka_triggers:
         document = trigger.document or {}
@@ -119,7 +143,8 @@ def subscriptions(manifests):
         if not matched:
             unmatched.append(trigger)
         for fn in matched:
-            found[group_id(namespace, trigger.name, fn.name, trigger.topic)] = (
+            group = group_id(namespace, trigger.name, fn.name, trigger.topic) + ("" if shared else LOCAL_SUFFIX)
+            found[group] = (
                 namespace,
                 trigger.name,
                 fn.name,
@@ -137,12 +162,6 @@ def message_envelope(topic, partition, offset, value, timestamp_ms):
     return method, headers, body
 
 
-def http_send(method, url, headers, body, timeout):
-    """(status, body text) of one delivery."""
-    response = requests.request(method, url + "/", headers=headers, data=body, timeout=timeout)
-    return response.status_code, response.text
-
-
 def backoff(attempt):
     return min(BACKOFF_FIRST * 2 ** (attempt - 1), BACKOFF_MAX)
 
@@ -155,10 +174,13 @@ class KafkaBridge:
     functions. `connect()` first (UserError when no broker answers), then `start()`, `stop()`."""
 
     def __init__(
-        self, brokers, manifests, supervisor, logs, root, *, attempts=DEFAULT_ATTEMPTS, send=http_send
+        self, brokers, manifests, supervisor, logs, root, *, attempts=DEFAULT_ATTEMPTS, send=None, shared=None
     ) -> None:
         self.brokers, self.manifests, self.supervisor, self.logs = brokers, manifests, supervisor, logs
-        self.root, self.attempts, self.send = Path(root), attempts, send
+        self.root, self.attempts = Path(root), attempts
+        self.send = send  # (method, url, headers, body, timeout) → (status, text); None: a FunctionLink per group
+        self.links: dict = {}  # group id → its delivery.FunctionLink (one message at a time per group)
+        self.shared = shares_the_controllers_group(root) if shared is None else shared
         self.loop = asyncio.new_event_loop()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kafka-send")
         self.tasks: dict = {}  # group id → the asyncio task consuming for it
@@ -200,6 +222,12 @@ class KafkaBridge:
             await client.close()
 
     def start(self):
+        if self.shared:
+            self.say(
+                "dev",
+                "kafka.group: kubeless: dev joins the deployed controller's consumer groups on %s; each message "
+                "goes to dev or to the cluster's function, not both (see %s)" % (self.bootstrap, DOCS),
+            )
         self.thread = threading.Thread(target=self._run, name="kafka-bridge", daemon=True)
         self.thread.start()
 
@@ -232,7 +260,7 @@ class KafkaBridge:
 
     def _sync(self):
         """Start a consumer for each new (trigger, function, topic); stop those no longer in the manifests."""
-        wanted, unmatched = subscriptions(self.manifests())
+        wanted, unmatched = subscriptions(self.manifests(), self.shared)
         for trigger in unmatched:
             if trigger.name not in self.warned:
                 self.warned.add(trigger.name)
@@ -250,8 +278,9 @@ class KafkaBridge:
                 self.tasks[group] = self.loop.create_task(self._consume(group, *key))
 
     async def _consume(self, group, namespace, trigger, function, topic):
-        """One consumer group's loop: join, deliver each message, commit after it; rejoin after errors."""
+        """One consumer group's loop: join, deliver each message in order, commit behind; rejoin after errors."""
         from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
         from aiokafka.errors import KafkaError
 
         stats = self.stats[group]
@@ -261,23 +290,38 @@ class KafkaBridge:
                 bootstrap_servers=self.bootstrap,
                 client_id=CLIENT_ID,
                 group_id=group,
-                group_instance_id=instance_id(self.root, group),
+                group_instance_id=None if self.shared else instance_id(self.root, group),
+                partition_assignment_strategy=(RangePartitionAssignor,),  # sarama's default, as the controller
                 enable_auto_commit=False,
                 # a committed offset the broker no longer has (retention): from the oldest message still there
                 auto_offset_reset="earliest",
-                session_timeout_ms=SESSION_TIMEOUT_MS,
+                session_timeout_ms=SHARED_SESSION_TIMEOUT_MS if self.shared else SESSION_TIMEOUT_MS,
                 max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             )
-            consumer.subscribe([topic], listener=_start_at_end(consumer, self, function, group))
+            committer = Committer(consumer)
+            listener = _start_at_end(consumer, self, function, group, committer)
+            consumer.subscribe([topic], listener=listener)
             try:
                 await consumer.start()
-                async for message in consumer:
+                while True:
+                    await listener.positioned.wait()
+                    batch = await consumer.getmany(timeout_ms=1000, max_records=BATCH)
+                    if not listener.positioned.is_set():
+                        continue  # fetched while partitions were being placed: from where they are now
+                    if not batch:
+                        await committer.flush()  # idle: everything delivered is committed now
+                        continue
                     stats["state"] = "delivering"
-                    await self.deliver(group, function, message)
-                    await consumer.commit({_partition(message): message.offset + 1})
+                    for tp, messages in batch.items():
+                        for message in messages:
+                            if message.offset < listener.floor.get(tp, 0):
+                                continue  # fetched before a new group's partition was placed at its end
+                            await self.deliver(group, function, message)
+                            committer.settled(tp, message.offset)
                     stats["state"] = "consuming"
                     pause = BACKOFF_FIRST
             except asyncio.CancelledError:
+                await _quietly(committer.flush())  # `dev` stops: what was delivered stays delivered
                 raise
             except KafkaError as exc:  # broker gone, group rebalanced under us: rejoin from the committed offsets
                 stats["state"] = "reconnecting"
@@ -290,6 +334,14 @@ class KafkaBridge:
             await asyncio.sleep(pause)
             pause = min(pause * 2, BACKOFF_MAX)
 
+    def _sender(self, group):
+        if self.send is not None:
+            return self.send
+        link = self.links.get(group)
+        if link is None:
+            link = self.links[group] = delivery.FunctionLink()
+        return link.send
+
     async def deliver(self, group, function, message):
         """Send one message until the function answers 2xx, or give it up after `attempts` failed answers."""
         stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
@@ -299,23 +351,22 @@ class KafkaBridge:
         )
         where = "kafka %s: message %s[%d]@%d" % (group, message.topic, message.partition, message.offset)
         failures = 0
+        send = self._sender(group)
         while True:
             instance, spec = await self._ready(function)
             timeout = float(spec.timeout) + 5  # the runtime answers 408 at its timeout; this is a safety net
-            call = functools.partial(self.send, method, instance.url, headers, body, timeout)
+            call = functools.partial(send, method, instance.url, headers, body, timeout)
             try:
                 status, text = await asyncio.get_running_loop().run_in_executor(self.pool, call)
-            except requests.ConnectionError:
+            except delivery.NotAnswering:
                 await asyncio.sleep(BACKOFF_FIRST)  # restarting or reloading between our look and the call
                 continue
-            except requests.RequestException as exc:
-                status, text = None, str(exc)
-            if status is not None and 200 <= status < 300:
+            if 200 <= status < 300:
                 stats["delivered"] += 1
                 return
             failures += 1
             stats["failed"] += 1
-            answer = "answered %d: %s" % (status, text.strip()[:200]) if status is not None else "failed: %s" % text
+            answer = "answered %d: %s" % (status, text.strip()[:200]) if status else "failed: %s" % text
             if failures >= self.attempts:
                 stats["given_up"] += 1
                 self.say(function, "%s %s; given up after %d attempts, offset committed" % (where, answer, failures))
@@ -338,7 +389,7 @@ class KafkaBridge:
 
     def status(self):
         """One row per consumer group: trigger, function, topic, state, delivered/failed/given-up counts."""
-        wanted, _ = subscriptions(self.manifests())
+        wanted, _ = subscriptions(self.manifests(), self.shared)
         return [
             {"group": group, "trigger": trigger, "function": fn, "topic": topic, **self.stats.get(group, {})}
             for group, (_, trigger, fn, topic) in sorted(wanted.items())
@@ -501,19 +552,80 @@ def check_topic(name):
         raise UserError("topic %r: a Kafka topic name is 1 to 249 of A-Z a-z 0-9 . _ -" % (name,))
 
 
-def _start_at_end(consumer, bridge, function, group):
-    """A rebalance listener: on assignment, a partition the group never committed starts at its end,
-    committed at once (so what is produced while `dev` is down is not skipped later); then it says where
-    consumption starts."""
+class Committer:
+    """Commits the offsets of settled messages behind the delivery, in order: one commit in flight at a time,
+    each carrying the offset after the last settled message of each partition, never past one that is not."""
+
+    def __init__(self, consumer):
+        self.consumer = consumer
+        self.settled_up_to: dict = {}  # TopicPartition → offset after the last settled message
+        self.committed: dict = {}
+        self.task: Optional[asyncio.Future] = None
+        self.at = 0.0  # time.monotonic() of the last commit started
+
+    def settled(self, partition, offset):
+        """The message at `offset` was delivered (or given up): commit up to it soon, without waiting."""
+        self.settled_up_to[partition] = offset + 1
+        if (self.task is None or self.task.done()) and time.monotonic() - self.at >= COMMIT_INTERVAL:
+            self._check()
+            self._start()
+
+    def _start(self):
+        offsets = dict(self.settled_up_to)
+        self.at = time.monotonic()
+        self.task = asyncio.ensure_future(self.consumer.commit(offsets))
+        self.task.add_done_callback(functools.partial(self._done, offsets))
+
+    def _done(self, offsets, task):
+        if not task.cancelled() and task.exception() is None:
+            self.committed.update(offsets)
+
+    def _check(self):
+        """A commit that failed (the group rebalanced) ends the consumer loop: it rejoins from the committed."""
+        if self.task is not None and self.task.done() and not self.task.cancelled() and self.task.exception():
+            raise self.task.exception()
+
+    async def flush(self, partitions=None):
+        """Commit every settled offset (of `partitions`, or all) and wait for it."""
+        if self.task is not None:
+            await asyncio.wait([self.task])
+            self._check()
+        offsets = {tp: o for tp, o in self.settled_up_to.items() if partitions is None or tp in partitions}
+        if any(self.committed.get(tp) != o for tp, o in offsets.items()):
+            await self.consumer.commit(offsets)
+            self.committed.update(offsets)
+
+
+async def _quietly(coroutine):
+    try:
+        await coroutine
+    except Exception:  # noqa: BLE001 - stopping or rejoining: an uncommitted offset only redelivers
+        pass
+
+
+def _start_at_end(consumer, bridge, function, group, committer):
+    """A rebalance listener: on revocation, commit what was settled; on assignment, a partition the group
+    never committed starts at its end, committed at once (so what is produced while `dev` is down is not
+    skipped later); then it says where consumption starts."""
     from aiokafka import ConsumerRebalanceListener
 
     class StartAtEnd(ConsumerRebalanceListener):
+        def __init__(self):
+            self.positioned = asyncio.Event()  # set once the assigned partitions are placed
+            self.floor: dict = {}  # TopicPartition → the end a never-committed partition starts at
+
         async def on_partitions_revoked(self, revoked):
-            pass
+            self.positioned.clear()
+            await _quietly(committer.flush(set(revoked)))
 
         async def on_partitions_assigned(self, assigned):
-            if not assigned:
-                return
+            try:
+                if assigned:
+                    await self._place(assigned)
+            finally:
+                self.positioned.set()
+
+        async def _place(self, assigned):
             positions = {}
             fresh = []
             for tp in assigned:
@@ -527,7 +639,7 @@ def _start_at_end(consumer, bridge, function, group):
                 await consumer.commit({tp: ends[tp] for tp in fresh})
                 for tp in fresh:
                     consumer.seek(tp, ends[tp])
-                    positions[tp] = ends[tp]
+                    positions[tp] = self.floor[tp] = ends[tp]
             bridge.stats[group]["state"] = "consuming"
             where = ", ".join(
                 "%s[%d] from offset %d" % (tp.topic, tp.partition, positions[tp]) for tp in sorted(positions)

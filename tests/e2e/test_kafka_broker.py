@@ -2,8 +2,10 @@
 functions get the Kafka envelope, offsets are committed only after a 2xx (a failing function's message
 comes again), and a `dev` killed with SIGKILL mid-stream loses nothing acknowledged once restarted."""
 
+import asyncio
 import json
 import re
+import threading
 import time
 import uuid
 
@@ -85,7 +87,7 @@ def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_
     topic = "orders-" + uuid.uuid4().hex[:8]
     folder, out, flag = project(tmp_path, topic)
     (folder / ".kubeless-local.yaml").write_text("kafka: {brokers: %s, attempts: 1000}\n" % kafka_broker.address)
-    group = "default_orders_hello_" + topic
+    group = "default_orders_hello_%s.kubeless-local" % topic  # the controller's group + the local suffix
     dev = start_dev("dev", cwd=folder)
     dev.wait_for_output("kafka %s: consuming %s[0] from offset 0" % (group, topic))
     assert kafka_broker.committed(group, topic) == 0  # a new group starts at the end, committed at once
@@ -127,10 +129,10 @@ def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_
 def test_sigkill_of_dev_mid_stream_loses_no_acknowledged_message(tmp_path, start_dev, kafka_broker):
     topic = "stream-" + uuid.uuid4().hex[:8]
     folder, out, _ = project(tmp_path, topic)
-    group = "default_orders_hello_" + topic
+    group = "default_orders_hello_%s.kubeless-local" % topic  # the controller's group + the local suffix
     dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
     dev.wait_for_output("kafka %s: consuming" % group)
-    values = ["m%04d" % i for i in range(1000)]
+    values = ["m%04d" % i for i in range(5000)]  # delivery is quick: enough that the kill comes mid-stream
     kafka_broker.produce(topic, values)  # all acknowledged (acks=all) before dev is killed
 
     wait_until(lambda: len(calls(out)) >= 40, "deliveries under way")
@@ -167,15 +169,16 @@ def test_a_broker_that_does_not_answer_is_one_line_and_exit_2(tmp_path, monkeypa
 def test_a_broker_restart_mid_stream_loses_nothing(tmp_path, start_dev, kafka_broker):
     topic = "restart-" + uuid.uuid4().hex[:8]
     folder, out, _ = project(tmp_path, topic)
-    group = "default_orders_hello_" + topic
+    group = "default_orders_hello_%s.kubeless-local" % topic  # the controller's group + the local suffix
     dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
     dev.wait_for_output("kafka %s: consuming" % group)
-    values = ["r%04d" % i for i in range(1000)]
+    values = ["r%04d" % i for i in range(5000)]  # delivery is quick: enough that the broker dies mid-stream
     kafka_broker.produce(topic, values)
     wait_until(lambda: len(calls(out)) >= 40, "deliveries under way")
     kafka_broker.kill()
-    assert len({c["data"] for c in calls(out)}) < len(values), "the broker died too late to be mid-stream"
-    kafka_broker.up()  # the same broker: its data and port
+    delivered_at_kill = len({c["data"] for c in calls(out)})
+    kafka_broker.up()  # the same broker: its data and port (before any assert: later tests need it)
+    assert delivered_at_kill < len(values), "the broker died too late to be mid-stream"
     wait_until(lambda: {c["data"] for c in calls(out)} >= set(values), "every acknowledged message", timeout=120)
     assert sorted({c["data"] for c in calls(out)}) == values
     wait_until(lambda: kafka_broker.committed(group, topic) == len(values), "every offset committed", timeout=60)
@@ -185,7 +188,7 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path, start_dev, kafka_br
 def test_emit_kafka_produces_to_the_broker_and_the_function_gets_it(tmp_path, start_dev, kafka_broker):
     topic = "emitted-" + uuid.uuid4().hex[:8]
     folder, out, _ = project(tmp_path, topic)
-    group = "default_orders_hello_" + topic
+    group = "default_orders_hello_%s.kubeless-local" % topic  # the controller's group + the local suffix
     dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
     dev.wait_for_output("kafka %s: consuming %s[0] from offset 0" % (group, topic))
 
@@ -216,7 +219,7 @@ def test_topic_create_ls_delete_use_the_broker(tmp_path, start_dev, kafka_broker
     topic = "orders-" + uuid.uuid4().hex[:8]
     folder, _, _ = project(tmp_path, topic)
     dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
-    dev.wait_for_output("kafka default_orders_hello_%s: consuming" % topic)
+    dev.wait_for_output("kafka default_orders_hello_%s.kubeless-local: consuming" % topic)
     name = "made-" + uuid.uuid4().hex[:8]
 
     result = cli("topic", "create", name, cwd=folder)
@@ -225,7 +228,7 @@ def test_topic_create_ls_delete_use_the_broker(tmp_path, start_dev, kafka_broker
     kafka_broker.produce(name, ["one", "two"])  # the broker knows the topic: nothing local answers this
     rows = {row["name"]: row for row in json.loads(cli("topic", "ls", "-o", "json", cwd=folder, check=True).stdout)}
     assert rows[name]["events"] == 2 and rows[name]["subscribers"] == []
-    assert [s["name"] for s in rows[topic]["subscribers"]] == ["default_orders_hello_" + topic]
+    assert [s["name"] for s in rows[topic]["subscribers"]] == ["default_orders_hello_%s.kubeless-local" % topic]
     assert not any(n.startswith("__") for n in rows)  # the broker's internal topics are left out
     assert name in cli("topic", "ls", cwd=folder, check=True).stdout
 
@@ -247,7 +250,7 @@ def test_a_verb_when_the_broker_does_not_answer_is_one_line_and_exit_2(tmp_path,
     topic = "gone-" + uuid.uuid4().hex[:8]
     folder, _, _ = project(tmp_path, topic)
     dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
-    dev.wait_for_output("kafka default_orders_hello_%s: consuming" % topic)
+    dev.wait_for_output("kafka default_orders_hello_%s.kubeless-local: consuming" % topic)
     kafka_broker.kill()
     try:
         for verb in (["emit", "kafka", "--topic", topic, "--data", "x"], ["topic", "create", "t-" + topic]):
@@ -258,3 +261,65 @@ def test_a_verb_when_the_broker_does_not_answer_is_one_line_and_exit_2(tmp_path,
     finally:
         kafka_broker.up()  # the same broker, for the tests that follow
     assert dev.proc.poll() is None
+
+
+class Controller(threading.Thread):
+    """Stands in for a deployed kafka-trigger controller: a plain consumer in the Kubeless group id with
+    sarama's default assignor (range), collecting what it is given."""
+
+    def __init__(self, address, group, topic):
+        super().__init__(daemon=True)
+        self.address, self.group, self.topic = address, group, topic
+        self.values = []
+        self.assigned = threading.Event()
+        self.stopping = threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            asyncio.run(self.consume())
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    async def consume(self):
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.address,
+            group_id=self.group,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            while not self.stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                if consumer.assignment():
+                    self.assigned.set()
+                self.values += [m.value.decode() for messages in batch.values() for m in messages]
+        finally:
+            await consumer.stop()
+
+
+def test_dev_and_a_deployed_controller_on_one_broker_both_get_every_message(tmp_path, start_dev, kafka_broker):
+    """By default `dev` consumes in a group of its own: a controller consuming the Kubeless group on the
+    same broker keeps getting its messages (no InconsistentGroupProtocol, no stolen partitions)."""
+    topic = "shared-" + uuid.uuid4().hex[:8]
+    folder, out, _ = project(tmp_path, topic)
+    kafka_broker.produce(topic, ["before"])  # the topic exists before either consumer joins
+    controller = Controller(kafka_broker.address, "default_orders_hello_" + topic, topic)
+    controller.start()
+    try:
+        assert controller.assigned.wait(60), controller.error
+        dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
+        dev.wait_for_output("kafka default_orders_hello_%s.kubeless-local: consuming" % topic)
+        values = ["s%02d" % i for i in range(30)]
+        kafka_broker.produce(topic, values)
+        wait_until(lambda: [c["data"] for c in calls(out)] == values, "dev delivers all 30, in order", timeout=60)
+        wait_until(lambda: controller.values == ["before", *values], "the controller gets all 30 too", timeout=60)
+        assert "InconsistentGroupProtocol" not in dev.output()
+    finally:
+        controller.stopping.set()
+        controller.join(30)

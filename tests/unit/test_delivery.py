@@ -1,5 +1,6 @@
 """The dispatcher against a fake function: a tiny HTTP server on 127.0.0.1 that answers as scripted."""
 
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,11 @@ class FakeFunction:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                # headers and body go in two writes: without this, each answer waits for a delayed ACK
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))

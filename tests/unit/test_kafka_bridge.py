@@ -7,11 +7,11 @@ import collections
 import re
 
 import pytest
-import requests
 from conftest import function
 
 from kubeless_local.emulator import kafka_bridge
 from kubeless_local.emulator.base import State
+from kubeless_local.emulator.delivery import NotAnswering
 from kubeless_local.emulator.kafka_bridge import (
     KafkaBridge,
     _matches,
@@ -20,6 +20,7 @@ from kubeless_local.emulator.kafka_bridge import (
     instance_id,
     message_envelope,
     parse_brokers,
+    shares_the_controllers_group,
     subscriptions,
 )
 from kubeless_local.errors import UserError
@@ -81,7 +82,7 @@ def test_one_group_per_trigger_function_and_topic_named_as_kubeless_names_it():
             kafka_trigger("there", "t3", {"matchLabels": {"app": "shop"}}, namespace="other"),
         ],
     )
-    found, unmatched = subscriptions(manifests)
+    found, unmatched = subscriptions(manifests, shared=True)
     assert found == {
         "default_orders_a_t1": ("default", "orders", "a", "t1"),
         "default_orders_b_t1": ("default", "orders", "b", "t1"),
@@ -89,6 +90,29 @@ def test_one_group_per_trigger_function_and_topic_named_as_kubeless_names_it():
     }
     assert [t.name for t in unmatched] == ["lonely"]
     assert group_id("default", "orders", "a", "t1") == "default_orders_a_t1"
+    # by default dev consumes in groups of its own: a deployed controller on the same broker is not disturbed
+    assert sorted(subscriptions(manifests)[0]) == [
+        "default_orders_a_t1.kubeless-local",
+        "default_orders_b_t1.kubeless-local",
+        "other_there_c_t3.kubeless-local",
+    ]
+
+
+def test_the_controllers_own_group_only_on_request_and_with_a_warning(tmp_path, supervisor):
+    assert shares_the_controllers_group(tmp_path) is False
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {group: kubeless}\n")
+    assert shares_the_controllers_group(tmp_path) is True
+    bridge = KafkaBridge(["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path)
+    try:
+        assert bridge.shared
+        bridge.start()
+        said = [line.text for line in supervisor.logs.tail("dev")]
+        assert any("dev joins the deployed controller's consumer groups" in text for text in said), said
+    finally:
+        bridge.stop()
+    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {group: theirs}\n")
+    with pytest.raises(UserError, match=r"kafka\.group must be local .* or kubeless .*, got 'theirs'"):
+        shares_the_controllers_group(tmp_path)
 
 
 def test_static_member_ids_are_stable_per_project_and_distinct_between_projects(tmp_path):
@@ -134,7 +158,7 @@ def test_the_envelope_is_kafkas_with_the_id_and_time_of_the_message():  # vector
 
 
 class Sender:
-    """The injected HTTP sender: answers from `answers` in turn (an int status or an exception)."""
+    """The injected HTTP sender: answers from `answers` in turn (a status, (0, why): no answer, or an exception)."""
 
     def __init__(self, *answers):
         self.answers = list(answers)
@@ -145,6 +169,8 @@ class Sender:
         answer = self.answers.pop(0) if self.answers else 200
         if isinstance(answer, Exception):
             raise answer
+        if isinstance(answer, tuple):
+            return answer
         return answer, "body %d" % answer
 
 
@@ -166,7 +192,7 @@ def deliver(bridge, sender, offset=4):
 
 
 def test_a_failed_answer_is_retried_with_the_same_event_until_a_2xx(bridge):
-    sender = Sender(500, requests.ConnectionError(), 503, 204)
+    sender = Sender(500, NotAnswering("connection refused"), 503, 204)
     stats = deliver(bridge, sender)
     assert [s[2] for s in sender.sent] == [sender.sent[0][2]] * 4  # same event-id every time
     assert (stats["delivered"], stats["failed"], stats["given_up"]) == (1, 2, 0)  # a refused connection is no attempt
@@ -176,7 +202,7 @@ def test_a_failed_answer_is_retried_with_the_same_event_until_a_2xx(bridge):
 
 
 def test_after_n_failed_answers_the_message_is_given_up_and_logged(bridge):
-    sender = Sender(500, requests.Timeout("read timed out"), 500, 200)
+    sender = Sender(500, (0, "no answer within 185s"), 500, 200)
     stats = deliver(bridge, sender)
     assert len(sender.sent) == 3 and (stats["delivered"], stats["failed"], stats["given_up"]) == (0, 3, 1)
     last = bridge.supervisor.logs.tail("hello")[-1].text
@@ -209,7 +235,12 @@ def test_the_admin_api_lists_the_consumer_groups(supervisor, tmp_path):
         kafka_triggers=[kafka_trigger("orders", "t1", {"matchLabels": {"app": "shop"}})],
     )
     made = KafkaBridge(["127.0.0.1:1"], lambda: manifests, supervisor, supervisor.logs, tmp_path)
-    made.stats["default_orders_hello_t1"] = {"delivered": 3, "failed": 1, "given_up": 0, "state": "consuming"}
+    made.stats["default_orders_hello_t1.kubeless-local"] = {
+        "delivered": 3,
+        "failed": 1,
+        "given_up": 0,
+        "state": "consuming",
+    }
     admin = AdminServer(supervisor, supervisor.state_dir, tmp_path)
     admin.start()
     try:
@@ -218,7 +249,7 @@ def test_the_admin_api_lists_the_consumer_groups(supervisor, tmp_path):
         admin.kafka = made
         assert client.kafka_groups() == [
             {
-                "group": "default_orders_hello_t1",
+                "group": "default_orders_hello_t1.kubeless-local",
                 "trigger": "orders",
                 "function": "hello",
                 "topic": "t1",
