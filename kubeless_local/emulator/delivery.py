@@ -29,6 +29,7 @@ MAX_IN_FLIGHT = 1  # events of one subscriber sent at once: one, in order, as ka
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds before retry n: doubles per failure
 RETENTION_HOURS = 168.0  # events older than this are pruned once consumed (Kafka's log.retention.hours)
 PRUNE_EVERY = 60.0  # seconds between prunes while events are emitted
+FETCH = 100  # events read from the store at once when sending one at a time
 COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
 RETRY_INFO_BODY = 200
 STOP_TIMEOUT = 5.0  # seconds `dev` waits for subscribers to commit their positions when it stops
@@ -205,6 +206,7 @@ class Subscriber(threading.Thread):
         self.local = threading.local()  # each sending thread's FunctionLink
         self.links = []
         self.position = 0  # every event up to here is settled
+        self.uncommitted = 0  # events settled since the position was last stored
         self.pool = ThreadPoolExecutor(dispatcher.max_in_flight, thread_name_prefix="send " + subscription.name)
 
     def stop(self):
@@ -231,9 +233,35 @@ class Subscriber(threading.Thread):
 
     def _deliver_new(self):
         """Send every stored event after the position; False when there was none."""
-        window = self.dispatcher.max_in_flight
+        if self.dispatcher.max_in_flight == 1:
+            any_event = self._deliver_one_by_one()
+        else:
+            any_event = self._deliver_window(self.dispatcher.max_in_flight)
+        if self.uncommitted:
+            self.store.commit(self.sub.name, self.sub.topic, self.position)
+            self.uncommitted = 0
+        for seq in [s for s in self.retries if s > self.position]:
+            self.retries.pop(seq, None)
+        return any_event
+
+    def _deliver_one_by_one(self):
+        """The default: each event on this thread, the next once it is settled (no hand-off per event)."""
+        any_event = False
+        while not self.stopping.is_set():
+            events = self.store.events_after(self.sub.topic, self.sub.source, self.position, limit=FETCH)
+            if not events:
+                break
+            any_event = True
+            for event in events:
+                self.retries[event.seq] = Retry(event.seq)
+                if not self._settle(event, self._send_with_retries(event)):
+                    return any_event
+        return any_event
+
+    def _deliver_window(self, window):
+        """`max_in_flight` > 1: up to `window` events sent at once, settled in topic order."""
         pending = {}  # seq → (Event, Future), in topic order
-        fetched, uncommitted, any_event = self.position, 0, False
+        fetched, any_event = self.position, False
         while not self.stopping.is_set():
             events = []
             if len(pending) < window:
@@ -252,26 +280,27 @@ class Subscriber(threading.Thread):
                 event, future = pending[seq]
                 if not future.done():
                     break
-                ok, attempts, status, body = future.result()
-                if ok is None:
-                    pending.clear()  # stopping: what is not settled stays after the position
-                    break
                 del pending[seq]
-                self.retries.pop(seq, None)
-                if ok:
-                    self.position, uncommitted = seq, uncommitted + 1
-                else:
-                    self.store.dead_letter(self.sub.name, self.sub.topic, seq, attempts, status, body)
-                    self.position, uncommitted = seq, 0
-                    self._said_dead(event, attempts, status)
-            if uncommitted >= COMMIT_EVERY:  # and when the topic is drained, below
-                self.store.commit(self.sub.name, self.sub.topic, self.position)
-                uncommitted = 0
-        if uncommitted:
-            self.store.commit(self.sub.name, self.sub.topic, self.position)
-        for seq in [s for s in self.retries if s > self.position]:
-            self.retries.pop(seq, None)
+                if not self._settle(event, future.result()):
+                    return any_event  # stopping: what is not settled stays after the position
         return any_event
+
+    def _settle(self, event, result):
+        """Move the position past a delivered or dead-lettered event; False when stopping (not settled)."""
+        ok, attempts, status, body = result
+        if ok is None:
+            return False
+        self.retries.pop(event.seq, None)
+        if ok:
+            self.position, self.uncommitted = event.seq, self.uncommitted + 1
+            if self.uncommitted >= COMMIT_EVERY:  # and when the topic is drained (_deliver_new)
+                self.store.commit(self.sub.name, self.sub.topic, self.position)
+                self.uncommitted = 0
+        else:
+            self.store.dead_letter(self.sub.name, self.sub.topic, event.seq, attempts, status, body)
+            self.position, self.uncommitted = event.seq, 0
+            self._said_dead(event, attempts, status)
+        return True
 
     def _said_dead(self, event, attempts, status):
         self.dispatcher.say(
