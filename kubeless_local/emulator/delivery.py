@@ -35,6 +35,12 @@ RETRY_INFO_BODY = 200
 STOP_TIMEOUT = 5.0  # seconds `dev` waits for subscribers to commit their positions when it stops
 
 
+def backoff(attempt, first, most):
+    """Seconds to wait after failed attempt number `attempt`: `first`, doubling, at most `most` (the one
+    back-off of event delivery, embedded and broker)."""
+    return min(first * 2 ** (attempt - 1), most)
+
+
 def selector_matches(labels, match_labels, expressions=()):
     """Kubernetes LabelSelector semantics: every matchLabels pair and every expression must hold; an empty
     selector matches every function."""
@@ -394,7 +400,7 @@ class Dispatcher:
         self.logs.emit(name, text, "system")
 
     def backoff(self, attempts):
-        return min(self.retry_backoff * 2 ** (attempts - 1), BACKOFF_MAX)
+        return backoff(attempts, self.retry_backoff, BACKOFF_MAX)
 
     def timeout_of(self, function):
         spec = self.supervisor.specs.get(function)

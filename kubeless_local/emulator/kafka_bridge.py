@@ -41,6 +41,7 @@ from typing import Optional
 from kubeless_local import events
 from kubeless_local.emulator import delivery
 from kubeless_local.emulator.base import State
+from kubeless_local.emulator.topics import check_topic_name
 from kubeless_local.errors import UserError
 
 DEFAULT_ATTEMPTS = 5  # failed answers before a message is given up (committed and logged)
@@ -60,7 +61,6 @@ DOCS = "docs/kafka-broker.md"
 # nothing answered: the address says it all
 QUIET_ERRORS = ("KafkaConnectionError", "TimeoutError", "KafkaTimeoutError")
 VERB_TIMEOUT = 30.0  # seconds an `emit kafka` / `topic …` verb waits for the broker (plus 1 s per 1000 messages)
-TOPIC_RE = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")  # the names Kafka accepts
 
 # aiokafka logs each failed connection on the root logger; `dev` reports what matters in the function's log.
 logging.getLogger("aiokafka").addHandler(logging.NullHandler())
@@ -160,10 +160,6 @@ def message_envelope(topic, partition, offset, value, timestamp_ms):
     digest = hashlib.sha256(("%s\0%d\0%d\0%d" % (topic, partition, offset, int(timestamp_ms))).encode()).digest()
     headers["event-id"] = base64.urlsafe_b64encode(digest[:11]).decode().rstrip("=")  # 15 characters
     return method, headers, body
-
-
-def backoff(attempt):
-    return min(BACKOFF_FIRST * 2 ** (attempt - 1), BACKOFF_MAX)
 
 
 # ---------------------------------------------------------------- the bridge
@@ -371,7 +367,7 @@ class KafkaBridge:
                 stats["given_up"] += 1
                 self.say(function, "%s %s; given up after %d attempts, offset committed" % (where, answer, failures))
                 return
-            delay = backoff(failures)
+            delay = delivery.backoff(failures, BACKOFF_FIRST, BACKOFF_MAX)
             self.say(
                 function,
                 "%s %s; attempt %d of %d, retrying in %.1f s" % (where, answer, failures, self.attempts, delay),
@@ -409,7 +405,7 @@ class KafkaBridge:
     def produce(self, topic, data, count=1):
         """Produce `count` messages with `data` (bytes) to `topic`, acks=all: on the broker when this returns.
         {produced, partitions: {partition: [first offset, last offset]}, subscribers: consumer groups}."""
-        check_topic(topic)
+        check_topic_name(topic)
         partitions = self._verb(self._produce(topic, data, count), VERB_TIMEOUT + count / 1000)
         subscribers = [row["group"] for row in self.status() if row["topic"] == topic]
         return {"produced": count, "partitions": partitions, "subscribers": subscribers}
@@ -423,7 +419,7 @@ class KafkaBridge:
         """Create `name` (1 partition, replicated on up to 3 brokers); False when it exists already."""
         from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-        check_topic(name)
+        check_topic_name(name)
         response = self._verb(self._create(name))
         code = response.topic_errors[0][1]
         if code and for_code(code) is TopicAlreadyExistsError:
@@ -438,7 +434,7 @@ class KafkaBridge:
     def delete_topic(self, name):
         from aiokafka.errors import UnknownTopicOrPartitionError, for_code
 
-        check_topic(name)
+        check_topic_name(name)
         response = self._verb(self._admin_call("delete_topics", [name]))
         code = response.topic_error_codes[0][1]
         if code and for_code(code) is UnknownTopicOrPartitionError:
@@ -545,11 +541,6 @@ class KafkaBridge:
             }
             for name in names
         ]
-
-
-def check_topic(name):
-    if not isinstance(name, str) or not TOPIC_RE.match(name) or name in (".", ".."):
-        raise UserError("topic %r: a Kafka topic name is 1 to 249 of A-Z a-z 0-9 . _ -" % (name,))
 
 
 class Committer:

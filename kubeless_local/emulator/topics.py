@@ -57,7 +57,8 @@ BUSY_TIMEOUT = 5.0  # seconds a write waits for another program holding topics.d
 
 
 def check_topic_name(name):
-    if not TOPIC_RE.match(name or "") or name in (".", ".."):
+    """The one topic-name check (embedded topics and the broker): the names Kafka accepts."""
+    if not isinstance(name, str) or not TOPIC_RE.match(name) or name in (".", ".."):
         raise UserError("topic name %r must be 1-249 letters, digits, '.', '_' or '-' (as Kafka's)" % name)
 
 

@@ -243,7 +243,7 @@ def test_topic_create_ls_delete_use_the_broker(tmp_path, start_dev, kafka_broker
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: no topic %s on the Kafka broker at %s" % (name, kafka_broker.address))
     result = cli("topic", "create", "bad/name", cwd=folder)
-    assert result.returncode == 2 and "a Kafka topic name is 1 to 249 of" in result.stderr, result
+    assert result.returncode == 2 and "must be 1-249 letters, digits, '.', '_' or '-'" in result.stderr, result
 
 
 def test_a_verb_when_the_broker_does_not_answer_is_one_line_and_exit_2(tmp_path, start_dev, kafka_broker):
