@@ -101,9 +101,9 @@ class TopicStore:
         self.local = threading.local()
         self.lock = threading.Lock()
         self.shared_lock = threading.RLock()
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives its -wal/-shm the same mode
-        os.chmod(self.path, 0o600)
         with self.explained():
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives its -wal/-shm the same mode
+            os.chmod(self.path, 0o600)  # one made before it was 0600
             self.shared = self._connect()
             self.connections = [self.shared]
             self.shared.executescript(SCHEMA)
@@ -120,9 +120,13 @@ class TopicStore:
 
     @contextlib.contextmanager
     def explained(self):
-        """A damaged or locked topics.db as one UserError line naming it and what to do."""
+        """A damaged, locked or unreadable topics.db as one UserError line naming it and what to do."""
         try:
             yield
+        except PermissionError as exc:
+            raise UserError(
+                "%s: %s; it must be this user's (chown it, or move it away)" % (self.path, exc.strerror)
+            ) from None
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
