@@ -52,6 +52,7 @@ LOCAL_SUFFIX = ".kubeless-local"  # appended to the controller's group id: dev's
 GROUPS = ("local", "kubeless")  # kafka.group: dev's own groups (default), or the deployed controller's
 COMMIT_INTERVAL = 0.5  # seconds between background commits of the delivered messages' offsets
 BATCH = 500  # messages fetched at once; still delivered one at a time, in order
+RUN = 100  # messages one hand-off to a sending thread delivers while they are answered 2xx
 MAX_POLL_INTERVAL_MS = 3_600_000  # a message may wait long for its function (not Ready, retried): stay in the group
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between failed attempts: doubles per attempt
 SYNC_INTERVAL = 1.0  # seconds between looks at the manifests (new or edited triggers and functions)
@@ -177,6 +178,7 @@ class KafkaBridge:
         self.send = send  # (method, url, headers, body, timeout) → (status, text); None: a FunctionLink per group
         self.links: dict = {}  # group id → its delivery.FunctionLink (one message at a time per group)
         self.shared = shares_the_controllers_group(root) if shared is None else shared
+        self.halt = threading.Event()  # `dev` stops: a sending thread ends its run
         self.loop = asyncio.new_event_loop()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kafka-send")
         self.tasks: dict = {}  # group id → the asyncio task consuming for it
@@ -309,11 +311,9 @@ class KafkaBridge:
                         continue
                     stats["state"] = "delivering"
                     for tp, messages in batch.items():
-                        for message in messages:
-                            if message.offset < listener.floor.get(tp, 0):
-                                continue  # fetched before a new group's partition was placed at its end
-                            await self.deliver(group, function, message)
-                            committer.settled(tp, message.offset)
+                        floor = listener.floor.get(tp, 0)  # fetched before a new group's partition was placed
+                        wanted = [m for m in messages if m.offset >= floor]
+                        await self.deliver_run(group, function, wanted, committer, tp)
                     stats["state"] = "consuming"
                     pause = BACKOFF_FIRST
             except asyncio.CancelledError:
@@ -338,25 +338,61 @@ class KafkaBridge:
             link = self.links[group] = delivery.FunctionLink()
         return link.send
 
-    async def deliver(self, group, function, message):
-        """Send one message until the function answers 2xx, or give it up after `attempts` failed answers."""
+    async def deliver_run(self, group, function, messages, committer, partition):
+        """Deliver `messages` (of one partition) in order: while the function answers 2xx they go in one
+        hand-off to the sending thread; the first one that does not goes through `deliver` (retries,
+        back-off, give up). Each is handed to `committer` once settled, in order."""
         stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
-        timestamp = message.timestamp if message.timestamp and message.timestamp > 0 else time.time() * 1000
-        method, headers, body = message_envelope(
-            message.topic, message.partition, message.offset, message.value, timestamp
-        )
+        send, done = self._sender(group), 0
+        while done < len(messages):
+            instance, spec = await self._ready(function)
+            run = messages[done : done + RUN]
+            call = functools.partial(self._send_run, send, instance.url, float(spec.timeout) + 5, run)
+            sent, answer = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+            stats["delivered"] += sent
+            if sent:
+                committer.settled(partition, run[sent - 1].offset)
+            done += sent
+            if sent < len(run):  # not 2xx, or not taken: that message on its own
+                await self.deliver(group, function, messages[done], answer)
+                committer.settled(partition, messages[done].offset)
+                done += 1
+
+    def _send_run(self, send, url, timeout, messages):
+        """(how many answered 2xx in a row, the (status, text) of the next one, or None if it was not taken);
+        runs on a sending thread, so a run costs one hand-off, not one per message."""
+        for sent, message in enumerate(messages):
+            if self.halt.is_set():
+                return sent, None
+            method, headers, body = _envelope_of(message)
+            try:
+                status, text = send(method, url, headers, body, timeout)
+            except delivery.NotAnswering:
+                return sent, None
+            if not 200 <= status < 300:
+                return sent, (status, text)
+        return len(messages), None
+
+    async def deliver(self, group, function, message, answered=None):
+        """Send one message until the function answers 2xx, or give it up after `attempts` failed answers;
+        `answered`: the (status, text) of an attempt already made."""
+        stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
+        method, headers, body = _envelope_of(message)
         where = "kafka %s: message %s[%d]@%d" % (group, message.topic, message.partition, message.offset)
         failures = 0
         send = self._sender(group)
         while True:
-            instance, spec = await self._ready(function)
-            timeout = float(spec.timeout) + 5  # the runtime answers 408 at its timeout; this is a safety net
-            call = functools.partial(send, method, instance.url, headers, body, timeout)
-            try:
-                status, text = await asyncio.get_running_loop().run_in_executor(self.pool, call)
-            except delivery.NotAnswering:
-                await asyncio.sleep(BACKOFF_FIRST)  # restarting or reloading between our look and the call
-                continue
+            if answered is not None:
+                (status, text), answered = answered, None
+            else:
+                instance, spec = await self._ready(function)
+                timeout = float(spec.timeout) + 5  # the runtime answers 408 at its timeout; this is a safety net
+                call = functools.partial(send, method, instance.url, headers, body, timeout)
+                try:
+                    status, text = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+                except delivery.NotAnswering:
+                    await asyncio.sleep(BACKOFF_FIRST)  # restarting or reloading between our look and the call
+                    continue
             if 200 <= status < 300:
                 stats["delivered"] += 1
                 return
@@ -393,6 +429,7 @@ class KafkaBridge:
 
     def stop(self):
         """Leave the consumers (offsets of undelivered messages stay uncommitted: they come again)."""
+        self.halt.set()
         if self.thread is not None and self.stopping is not None:
             self.loop.call_soon_threadsafe(self.stopping.set)
             self.thread.join(timeout=20)
@@ -541,6 +578,11 @@ class KafkaBridge:
             }
             for name in names
         ]
+
+
+def _envelope_of(message):
+    timestamp = message.timestamp if message.timestamp and message.timestamp > 0 else time.time() * 1000
+    return message_envelope(message.topic, message.partition, message.offset, message.value, timestamp)
 
 
 class Committer:

@@ -305,3 +305,20 @@ def test_a_verb_without_a_running_bridge_is_a_user_error(tmp_path):
             bridge.produce("orders", b"x")
     finally:
         bridge.stop()
+
+
+def test_a_run_of_messages_is_delivered_in_order_and_a_failure_goes_through_retries(bridge):
+    """2xx answers go in one hand-off; the failing message is retried on its own, then the run goes on."""
+    sender = Sender(200, 200, 500, 200, 200)
+    bridge.send = sender
+    settled = []
+
+    class Committer:
+        def settled(self, partition, offset):
+            settled.append(offset)
+
+    messages = [Message("t", 0, offset, b"m%d" % offset, 1611919083123) for offset in range(4)]
+    asyncio.run(asyncio.wait_for(bridge.deliver_run("g", "hello", messages, Committer(), "tp"), 10))
+    assert [s[3] for s in sender.sent] == [b"m0", b"m1", b"m2", b"m2", b"m3"]
+    assert settled[-1] == 3 and settled == sorted(settled)
+    assert (bridge.stats["g"]["delivered"], bridge.stats["g"]["failed"]) == (4, 1)
