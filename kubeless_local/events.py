@@ -90,6 +90,8 @@ def go_is_json(data):
     """kafka-trigger's IsJSON: Go's json.Unmarshal into a map[string]interface{} succeeds, i.e. the body is
     a JSON object or `null` (no NaN/Infinity, no byte order mark; invalid UTF-8 is replaced, as Go does)."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    if not isinstance(text, str) or text.lstrip(" \t\r\n")[:1] not in ("{", "n"):
+        return False  # only an object or null can be: no need to parse the rest
     try:
         value = json.loads(text, parse_constant=_no_constant)
     except (TypeError, ValueError):

@@ -157,10 +157,9 @@ def subscriptions(manifests, shared=False):
 def message_envelope(topic, partition, offset, value, timestamp_ms):
     """(method, headers, body) of one message: the Kafka envelope, its id and time fixed by the message."""
     moment = datetime.datetime.fromtimestamp(timestamp_ms / 1000, datetime.timezone.utc)
-    method, headers, body = events.envelope("kafka", value, topic=topic, now=moment)
     digest = hashlib.sha256(("%s\0%d\0%d\0%d" % (topic, partition, offset, int(timestamp_ms))).encode()).digest()
-    headers["event-id"] = base64.urlsafe_b64encode(digest[:11]).decode().rstrip("=")  # 15 characters
-    return method, headers, body
+    event_id = base64.urlsafe_b64encode(digest[:11]).decode().rstrip("=")  # 15 characters
+    return events.envelope("kafka", value, topic=topic, now=moment, event_id=event_id)
 
 
 # ---------------------------------------------------------------- the bridge
