@@ -323,3 +323,29 @@ def test_dev_and_a_deployed_controller_on_one_broker_both_get_every_message(tmp_
     finally:
         controller.stopping.set()
         controller.join(30)
+
+
+def test_in_the_controllers_group_on_request_dev_warns_and_hands_it_back_when_it_stops(
+    tmp_path, start_dev, kafka_broker
+):
+    """`kafka.group: kubeless`: dev joins the controller's exact group (a warning says messages are split),
+    as a dynamic member with sarama's assignor and session timeout (10 s), so a controller joining after
+    dev stopped is not locked out for the 45 s a static member kept its partitions before."""
+    topic = "joined-" + uuid.uuid4().hex[:8]
+    folder, out, _ = project(tmp_path, topic)
+    (folder / ".kubeless-local.yaml").write_text("kafka: {brokers: %s, group: kubeless}\n" % kafka_broker.address)
+    kafka_broker.produce(topic, ["before"])
+    group = "default_orders_hello_" + topic
+    dev = start_dev("dev", cwd=folder)
+    dev.wait_for_output("kafka %s: consuming" % group)
+    assert "dev joins the deployed controller's consumer groups" in dev.output()
+    kafka_broker.produce(topic, ["to dev"])
+    wait_until(lambda: [c["data"] for c in calls(out)] == ["to dev"], "dev delivers in the controller's group")
+    dev.stop()
+    controller = Controller(kafka_broker.address, group, topic)
+    controller.start()
+    try:
+        assert controller.assigned.wait(20), controller.error  # before: held for 45 s
+    finally:
+        controller.stopping.set()
+        controller.join(30)
