@@ -308,6 +308,15 @@ class Supervisor:
             instance.port = 0  # nothing serves: no URL to show
             instance.set_state(State.CONFIG_ERROR, message)
 
+    def config_error(self, name, message):
+        """An object whose manifest does not load: `ls` shows it as ConfigError with the reason. A function
+        that serves keeps serving (its last good manifest stays in force)."""
+        with self.lock:
+            instance = self.instances.get(name)
+            if instance is None:
+                instance = self.instances[name] = Instance(name=name, runtime="", port=0)
+        instance.set_state(State.CONFIG_ERROR, message)
+
     def stop(self, name):
         with self._lock(name):
             instance = self.instances.pop(name, None)
