@@ -256,8 +256,8 @@ def apply_function(name, document, flags, verb):
 def deploy(name, dryrun, output, **flags):
     """Deploy function NAME: writes NAME.yaml here; the session of this folder runs it."""
     specs.validate_name("function", name)
-    if flags["schedule"] and len(flags["schedule"].split()) != 5:
-        raise UserError('--schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % flags["schedule"])
+    if flags["schedule"]:
+        specs.validate_schedule("--schedule", flags["schedule"])
     document = build_function(name, flags)
     if dryrun:
         print_object(document, output)
@@ -557,8 +557,7 @@ def trigger_group(word, kind, build, options):
 def _cronjob(name, namespace, flags):
     if not flags["function"] or not flags["schedule"]:
         raise UserError("--function and --schedule are required")
-    if len(flags["schedule"].split()) != 5:
-        raise UserError('--schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % flags["schedule"])
+    specs.validate_schedule("--schedule", flags["schedule"])
     payload = None
     if flags["payload_from_file"]:
         payload = json.loads(Path(flags["payload_from_file"]).read_text())

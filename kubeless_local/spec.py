@@ -383,12 +383,101 @@ def parse_http_trigger(doc, path):
     )
 
 
+# A schedule as the Kubeless CLI v1.0.8 checks it (`cron.ParseStandard` of robfig/cron b41be1df, which
+# `function deploy --schedule` and `trigger cronjob create|update` call): five fields or a descriptor.
+CRON_FIELDS: tuple = (  # (name, lowest, highest, names)
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    (
+        "month",
+        1,
+        12,
+        dict(zip(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), range(1, 13))),
+    ),
+    ("day of week", 0, 6, dict(zip(("sun", "mon", "tue", "wed", "thu", "fri", "sat"), range(7)))),
+)
+CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+GO_DURATION = re.compile(r"^[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$")  # time.ParseDuration
+SCHEDULE_EXAMPLES = '"*/5 * * * *", @hourly or "@every 5m"'
+
+
+def _cron_value(text, names):
+    """A month or weekday name, else strconv.Atoi and robfig's `Negative number not allowed`."""
+    if text.lower() in names:
+        return names[text.lower()]
+    if not re.match(r"^[-+]?\d+$", text):
+        raise ValueError("%r is not a number" % text)
+    if int(text) < 0:
+        raise ValueError("negative number %s" % text)
+    return int(text)
+
+
+def _cron_range(expr, name, low, high, names):
+    range_and_step = expr.split("/")
+    low_high = range_and_step[0].split("-")
+    if low_high[0] in ("*", "?"):
+        start, end = low, high
+    else:
+        start = _cron_value(low_high[0], names)
+        if len(low_high) > 2:
+            raise ValueError("too many hyphens in %r" % expr)
+        end = start if len(low_high) == 1 else _cron_value(low_high[1], names)
+    if len(range_and_step) > 2:
+        raise ValueError("too many slashes in %r" % expr)
+    step = _cron_value(range_and_step[1], {}) if len(range_and_step) == 2 else 1
+    if len(range_and_step) == 2 and len(low_high) == 1:
+        end = high  # `5/15`: from 5 to the highest
+    if start < low or end > high:
+        raise ValueError("%s %r is outside %d-%d" % (name, expr, low, high))
+    if start > end:
+        raise ValueError("%s range %r goes backwards" % (name, expr))
+    if step == 0:
+        raise ValueError("a step of 0 in %r" % expr)
+
+
+def schedule_problem(schedule) -> Optional[str]:
+    """Why the Kubeless CLI would refuse this CronJobTrigger schedule, or None when it accepts it: five
+    fields (minute hour day-of-month month day-of-week: numbers, names, `*`, `?`, ranges, steps, lists;
+    day of week 0-6, so `7` is refused) or @yearly, @annually, @monthly, @weekly, @daily, @midnight,
+    @hourly, `@every <Go duration>`. For the cron module and every command that takes a schedule."""
+    if not schedule:
+        return "it is empty"
+    if schedule.startswith("@"):
+        if schedule in CRON_DESCRIPTORS:
+            return None
+        if schedule.startswith("@every ") and GO_DURATION.match(schedule[len("@every ") :]):
+            return None
+        return "%r is not a descriptor (%s, or @every <duration> such as @every 5m)" % (
+            schedule,
+            ", ".join(CRON_DESCRIPTORS),
+        )
+    fields = schedule.split()
+    if len(fields) != 5:
+        return "it has %d fields, not a 5-field cron expression (minute hour day-of-month month day-of-week)" % len(
+            fields
+        )
+    try:
+        for field_text, (name, low, high, names) in zip(fields, CRON_FIELDS):
+            for expr in (part for part in field_text.split(",") if part):
+                _cron_range(expr, name, low, high, names)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def validate_schedule(where, schedule):
+    """UserError naming `where` (a manifest's object, or a flag) when the Kubeless CLI refuses the schedule."""
+    problem = schedule_problem(schedule)
+    if problem:
+        _fail(where, "schedule %r is not valid: %s; e.g. %s" % (schedule, problem, SCHEDULE_EXAMPLES))
+
+
 def parse_cron_trigger(doc, path):
     name, _, spec, origin = _object(doc, path, "CronJobTrigger")
     function_name = _required(origin, spec, "function-name")
     schedule = _string(origin, spec, "schedule")
-    if len(schedule.split()) != 5:
-        _fail(origin, 'spec.schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % schedule)
+    validate_schedule(origin + ": spec.schedule", schedule)
     return CronJobTrigger(
         name=name,
         function_name=function_name,
@@ -528,13 +617,28 @@ def _rel(path: Path, root: Path):
 
 IGNORED_SUFFIXES = (".pyc", ".swp", ".tmp", "~")  # editors' and compilers' droppings: never a reason to reload
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
-# A file with no Kubeless apiVersion or kind outside comments holds no Kubeless object: it is not parsed at all
-# (a 20 MB data file, CI files, a data file that names kubeless.io in a comment).
-KUBELESS_TEXT = re.compile(
-    rb"""^[^#\n]*?\b(apiVersion["']?\s*:\s*["']?kubeless\.io/|kind["']?\s*:\s*["']?(%s)\b)"""
-    % "|".join(ALL_KINDS).encode(),
-    re.M,
+# A line that names a Kubeless object: an apiVersion kubeless.io/… or a Kubeless kind, not in a comment.
+KUBELESS_LINE = re.compile(
+    rb"""[^#]*?\b(apiVersion["']?\s*:\s*["']?kubeless\.io/|kind["']?\s*:\s*["']?(%s)\b)"""
+    % "|".join(ALL_KINDS).encode()
 )
+KUBELESS_WORDS = (b"kubeless.io/", *(kind.encode() for kind in ALL_KINDS))
+
+
+def names_kubeless_objects(data: bytes) -> bool:
+    """Whether a file may hold a Kubeless object, cheaply: the lines holding `kubeless.io/` or a kind's name
+    (found with bytes.find, fast on 20 MB) are checked. A file without one (a data file, CI files, a file
+    that names kubeless.io in a comment) is never parsed."""
+    for word in KUBELESS_WORDS:
+        at = data.find(word)
+        while at != -1:
+            start, end = data.rfind(b"\n", 0, at) + 1, data.find(b"\n", at)
+            if KUBELESS_LINE.match(data, start, len(data) if end == -1 else end):
+                return True
+            at = data.find(word, at + len(word))
+    return False
+
+
 TEMPLATE_TEXT = re.compile(r"\{\{[^{}\n]*\}\}")  # Helm / Go template actions: `{{ .Values.name }}`
 # A manifest file larger than this is not parsed (a notice says so): the API server takes objects of at most
 # ~1.5 MB and Kubeless keeps code in a 1 MiB ConfigMap, so such a file is data, and parsing it costs seconds.
@@ -621,7 +725,7 @@ def read_manifest(path: Path):
             data = file.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise UserError("%s: cannot read (%s)" % (path, exc)) from None
-    if not KUBELESS_TEXT.search(data):
+    if not names_kubeless_objects(data):
         return [], None
     if len(data) > MAX_MANIFEST_BYTES:
         return [], "%s: not loaded: larger than %d MiB, which no set of Kubeless manifests needs" % (
@@ -649,6 +753,21 @@ def object_key(doc, path: Path, project: Path):
     if isinstance(name, str) and NAME_RE.match(name) and isinstance(kind, str) and kind:
         return name if kind == "Function" else "%s/%s" % (kind.lower(), name)
     return _rel(path, project)
+
+
+def one_cron_job_per_function(cron_triggers):
+    """A notice for each function that several CronJobTriggers call: in a cluster the cronjob-trigger
+    controller keeps one CronJob per function (`trigger-<function>`), so only one of them would run."""
+    by_function: dict = {}
+    for trigger in cron_triggers:
+        by_function.setdefault(trigger.function_name, []).append(trigger)
+    return [
+        "%s: CronJobTriggers %s all call function %s; a cluster keeps one of them (one CronJob trigger-%s per"
+        " function), here each runs"
+        % (triggers[1].origin.split(":")[0], ", ".join(t.name for t in triggers), name, name)
+        for name, triggers in by_function.items()
+        if len(triggers) > 1
+    ]
 
 
 class Loader:
@@ -710,6 +829,7 @@ class Loader:
             manifests.extend(found)
             manifests.errors.extend(problems)
         self._one_function_per_name(manifests)
+        manifests.notices.extend(one_cron_job_per_function(manifests.cron_triggers))
         return manifests
 
     def _one_function_per_name(self, manifests):

@@ -494,7 +494,8 @@ def test_a_data_yaml_that_names_kubeless_only_in_comments_is_not_parsed(tmp_path
     ],
 )
 def test_the_cheap_check_sees_manifests_in_any_style(text):
-    assert specs.KUBELESS_TEXT.search(text.encode())
+    assert specs.names_kubeless_objects(text.encode())
+    assert not specs.names_kubeless_objects(b"# " + text.encode().replace(b"\n", b"\n# "))
 
 
 def test_a_manifest_file_past_the_size_bound_is_a_notice_not_parsed(tmp_path, monkeypatch):
@@ -504,3 +505,46 @@ def test_a_manifest_file_past_the_size_bound_is_a_notice_not_parsed(tmp_path, mo
     manifests = specs.load(tmp_path)
     assert [f.name for f in manifests.functions] == ["hello"]
     assert [n for n in manifests.notices if "big.yaml: not loaded: larger than" in n]
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["*/5 * * * *", "@hourly", "@every 5m", "@every 1h30m", "@every .5s", "0 0 * * 0", "0 0 * * sun-sat", "? * * * ?",
+     "5/15 1-5,10 1 jan-DEC mon", "0,,30 * * * *", "0 12 31 12 6"],
+)  # fmt: skip
+def test_schedules_the_kubeless_cli_accepts(schedule):
+    assert specs.schedule_problem(schedule) is None
+
+
+@pytest.mark.parametrize(
+    "schedule, reason",
+    [
+        ("0 0 * * 7", "day of week '7' is outside 0-6"),
+        ("* * * *", "4 fields"),
+        ("0 0 * * * *", "6 fields"),  # seconds are not standard
+        ("@every 5", "not a descriptor"),
+        ("@every", "not a descriptor"),
+        ("@reboot", "not a descriptor"),
+        (" @hourly", "1 fields"),
+        ("60 * * * *", "minute '60' is outside 0-59"),
+        ("0 0 0 * *", "day of month '0' is outside 1-31"),
+        ("*/0 * * * *", "a step of 0"),
+        ("5-1 * * * *", "goes backwards"),
+        ("1-2-3 * * * *", "too many hyphens"),
+        ("x * * * *", "not a number"),
+        ("-1 * * * *", "not a number"),
+        ("", "empty"),
+    ],
+)
+def test_schedules_the_kubeless_cli_refuses(schedule, reason):
+    assert reason in specs.schedule_problem(schedule)
+
+
+def test_an_invalid_schedule_is_exit_2_in_a_manifest_and_two_cron_triggers_on_one_function_are_a_notice(tmp_path):
+    trigger = "---\napiVersion: kubeless.io/v1beta1\nkind: CronJobTrigger\nmetadata: {name: %s}\nspec: {function-name: hello, schedule: '%s'}\n"
+    message = error_of(tmp_path, FUNCTION + trigger % ("weekly", "0 0 * * 7"))
+    assert "CronJobTrigger weekly: spec.schedule: schedule '0 0 * * 7' is not valid" in message
+    write(tmp_path, FUNCTION + trigger % ("a", "@hourly") + trigger % ("b", "@every 5m"))
+    manifests = specs.load(tmp_path)
+    assert [t.schedule for t in manifests.cron_triggers] == ["@hourly", "@every 5m"]
+    assert [n for n in manifests.notices if "CronJobTriggers a, b all call function hello; a cluster keeps one" in n]
