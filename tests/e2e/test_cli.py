@@ -327,6 +327,19 @@ def test_a_broken_manifest_keeps_the_running_functions(tmp_path, start_dev):
         assert time.monotonic() < deadline, dev.output()
         time.sleep(0.1)
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+    # A typo in the handler: the last good code keeps serving, `ls` says why; fixing it reloads.
+    manifest.write_text(good.replace("handler.hello", "handler.helo"))
+    deadline = time.monotonic() + 20
+    while read_ls(project)["hello"]["state"] != "CompileError":
+        assert time.monotonic() < deadline, dev.output()
+        time.sleep(0.1)
+    assert "helo" in read_ls(project)["hello"]["error"]
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+    manifest.write_text(good)
+    while read_ls(project)["hello"]["state"] != "Ready":
+        assert time.monotonic() < deadline + 20, dev.output()
+        time.sleep(0.1)
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
 
 
 def test_a_bad_manifest_among_good_ones_is_a_config_error_of_its_own(tmp_path, start_dev):
