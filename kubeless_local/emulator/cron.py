@@ -30,13 +30,13 @@ from typing import Optional
 import requests
 
 from kubeless_local import events
+from kubeless_local import spec as specs
 from kubeless_local.emulator.base import State
 from kubeless_local.errors import UserError
 
 HISTORY = {"succeeded": 3, "failed": 1}  # the CronJob's successfulJobsHistoryLimit / failedJobsHistoryLimit
 MAX_SLEEP = 1.0  # the loop looks at the manifests at least this often, so an edited schedule applies at once
 RETRY_PAUSE = 0.2  # seconds between attempts while the function does not answer (restarting, reloading)
-EXAMPLE = '"*/5 * * * *"'
 GO_ESCAPED = "<>&\u2028\u2029"  # json.Marshal writes these as \\u escapes (HTML-safe JSON)
 GIVE_UP = (State.CONFIG_ERROR, State.STOPPED)  # states only an edit ends: no point waiting for the deadline
 
@@ -162,7 +162,8 @@ def _go_duration(text):
 def parse_schedule(spec) -> Schedule:
     """A schedule as Kubeless accepts it (robfig/cron's ParseStandard, which the Kubeless CLI and the
     CronJob's API validation use): 5 fields, or @yearly/@annually/@monthly/@weekly/@daily/@midnight/
-    @hourly, or `@every <Go duration>`. ValueError with the library's reason otherwise."""
+    @hourly, or `@every <Go duration>`: what spec.validate_schedule accepts, parsed to fire it. ValueError
+    with the library's reason otherwise."""
     if not spec:
         raise ValueError("empty spec string")
     if spec.startswith(("TZ=", "CRON_TZ=")):
@@ -186,43 +187,19 @@ def parse_schedule(spec) -> Schedule:
     return Schedule(fields=tuple(values for values, _ in parsed), any_day=(parsed[2][1], parsed[4][1]))
 
 
-def schedule_problem(schedule) -> Optional[str]:
-    """None when Kubeless accepts `schedule`, else why not (robfig/cron's words)."""
+def schedule_error(trigger) -> Optional[str]:
+    """None when the trigger's schedule is one Kubeless accepts (spec.validate_schedule, the one check of
+    every place that takes a schedule), else the one-line error."""
     try:
-        parse_schedule(schedule)
-    except ValueError as exc:
+        check(trigger)
+    except UserError as exc:
         return str(exc)
     return None
 
 
-def schedule_message(where, schedule) -> Optional[str]:
-    """None when Kubeless accepts `schedule`, else one line naming `where` (a file and field, a flag)."""
-    problem = schedule_problem(schedule)
-    if problem is None:
-        return None
-    return '%s %r is not a valid cron schedule (%s); e.g. %s, "@hourly" or "@every 5m"' % (
-        where,
-        schedule,
-        problem,
-        EXAMPLE,
-    )
-
-
-def check_schedule(where, schedule):
-    """UserError (exit 2) when Kubeless would refuse `schedule`: one check for every place that takes one."""
-    message = schedule_message(where, schedule)
-    if message:
-        raise UserError(message)
-
-
-def schedule_error(trigger) -> Optional[str]:
-    """None when the trigger's schedule is one Kubeless accepts, else the one-line error."""
-    return schedule_message("%s: spec.schedule" % trigger.origin, trigger.schedule)
-
-
 def check(trigger):
     """UserError (one line naming the file and field) when the trigger's schedule is invalid."""
-    check_schedule("%s: spec.schedule" % trigger.origin, trigger.schedule)
+    specs.validate_schedule("%s: spec.schedule" % trigger.origin, trigger.schedule)
 
 
 def next_time(schedule, after):
@@ -308,7 +285,6 @@ class Cron:
         )
         self.active: collections.Counter = collections.Counter()  # runs in flight per trigger (Allow: any number)
         self.reported: dict = {}  # trigger name → the error last reported, so each is said once
-        self.shared: set = set()  # (function, trigger names) already warned about: a cluster keeps one
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread: Optional[threading.Thread] = None
@@ -339,7 +315,6 @@ class Cron:
                 elif known[1] is not None and now >= known[1]:
                     due.append((trigger, latest_due(trigger.schedule, known[1], now)))
                     self.next[name] = (trigger.schedule, next_time(trigger.schedule, now))
-        self._warn_shared(triggers)
         threads = []
         for trigger, scheduled in due:
             thread = threading.Thread(target=self.run, args=(trigger, scheduled), name="cron " + trigger.name)
@@ -347,25 +322,6 @@ class Cron:
             thread.start()
             threads.append(thread)
         return threads
-
-    def _warn_shared(self, triggers):
-        """Two CronJobTriggers of one function both fire here; the controller makes one CronJob per function
-        (`trigger-<function>`), so a cluster keeps only the last one applied."""
-        by_function = collections.defaultdict(list)
-        for name, trigger in sorted(triggers.items()):
-            if schedule_error(trigger) is None:  # one the API server refuses makes no CronJob
-                by_function[trigger.function_name].append(name)
-        for function, names in by_function.items():
-            key = (function, tuple(names))
-            if len(names) > 1 and key not in self.shared:
-                self.shared.add(key)
-                self.logs.emit(
-                    function,
-                    "CronJobTriggers %s all fire function %s here, but a cluster keeps one: the controller makes "
-                    "one CronJob per function (trigger-%s), the last trigger applied wins"
-                    % (", ".join(names), function, function),
-                    "system",
-                )
 
     def _report(self, name, error):
         if self.reported.get(name) != error:
