@@ -172,7 +172,7 @@ def test_a_broker_restart_mid_stream_loses_nothing(tmp_path, start_dev, kafka_br
     group = "default_orders_hello_%s.kubeless-local" % topic  # the controller's group + the local suffix
     dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
     dev.wait_for_output("kafka %s: consuming" % group)
-    values = ["r%04d" % i for i in range(5000)]  # delivery is quick: enough that the broker dies mid-stream
+    values = ["r%05d" % i for i in range(20000)]  # delivery is quick: enough that the broker dies mid-stream
     kafka_broker.produce(topic, values)
     wait_until(lambda: len(calls(out)) >= 40, "deliveries under way")
     kafka_broker.kill()
