@@ -312,7 +312,8 @@ def step_env(prepared, steps, extra=None, **placeholders):
 
 
 def install_deps(prepared, steps, deps, on_line):
-    """(folder, sha256) of the installed deps: one cached install per deps-file content."""
+    """(folder, sha256 of the deps file) of the installed deps: one cached install per deps-file content
+    and install command (a changed command, e.g. one that now installs the whole closure, installs anew)."""
     runtime = prepared.runtime
     install = runtime.steps.install
     cache = cache_dir() / (steps.cache_prefix + "deps") / (runtime.name or "custom")
@@ -320,6 +321,7 @@ def install_deps(prepared, steps, deps, on_line):
         (cache / "none").mkdir(parents=True, exist_ok=True)
         return cache / "none", ""
     digest = sha256_hex(deps.encode())
+    key = sha256_hex(repr((install, digest)).encode())
 
     def build(target):
         (target / runtime.dep_name).write_text(deps)
@@ -336,7 +338,7 @@ def install_deps(prepared, steps, deps, on_line):
             STEP_INSTALL, prepared.expand(install, **values), target, env, on_line, binds={"deps": (target, True)}
         )
 
-    return cached_step(cache / digest, build), digest
+    return cached_step(cache / key, build), digest
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -105,6 +105,20 @@ def test_deps_install_once_per_sha256(tmp_path, monkeypatch):
     assert third.deps_dir != first.deps_dir and counter.read_text().count("run") == 2
 
 
+def test_a_changed_install_command_installs_anew(tmp_path, monkeypatch):
+    """Deps a former command installed incompletely (J.1: pip skipped what the host had) are not reused."""
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "hello.py").write_bytes(CODE)
+    (tmp_path / "requirements.txt").write_text("six\n")
+    fn = specs.function_from_files(
+        "hello", tmp_path / "hello.py", "python3.11", "hello.foo", deps_file=tmp_path / "requirements.txt"
+    )
+    old = prep.prepare(fn, runtime(install=["sh", "-c", "echo old > {deps}/by"]), tmp_path / "state")
+    new = prep.prepare(fn, runtime(install=["sh", "-c", "echo new > {deps}/by"]), tmp_path / "state")
+    assert old.deps_hash == new.deps_hash  # the same deps file
+    assert (old.deps_dir / "by").read_text() == "old\n" and (new.deps_dir / "by").read_text() == "new\n"
+
+
 def test_failed_install_raises_with_output_and_is_retried(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     rt = runtime(install=["sh", "-c", "echo 'No matching distribution for nope'; exit 1"])
