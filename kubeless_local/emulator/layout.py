@@ -4,17 +4,21 @@ URL; zip / compressed tar) decoded, checksum-verified and unpacked, plus the dep
 
 Plain functions of the spec and a target folder, nothing else: a renderer that goes the other way
 (code folder → Function manifest with `function`, `function-content-type` and `checksum`) mirrors
-`layout_code` and `inline_artifact`.
+`layout_code` and `inline_artifact`, and takes a folder's files from the same `code_files`.
 """
 
 import base64
 import binascii
 import io
+import os
 import shutil
+import stat
 import tarfile
 import urllib.request
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 from kubeless_local.errors import UserError
 from kubeless_local.spec import SKIP_DIRS, FunctionSpec, archive_kind, checksum_of
@@ -70,23 +74,108 @@ def safe_extract(data, ctype, target: Path, origin):
         raise UserError("%s: not a valid %s archive (%s)" % (origin, ctype.lstrip("+").split("+")[-1], exc)) from None
 
 
-def copy_tree(source: Path, target: Path):
-    for item in source.iterdir():
-        if item.name in SKIP_DIRS or item.name.startswith("."):
+@dataclass
+class CodeFiles:
+    """What of a source folder is the function's code (`code_files`)."""
+
+    files: list = field(default_factory=list)  # (relative path with `/`, path to read), sorted
+    outside: list = field(default_factory=list)  # (relative path, where it points): links that leave the project
+    skipped: list = field(default_factory=list)  # (relative path, why): not a regular file or folder
+
+    def notices(self, source: Path):
+        """One line per entry left out, naming it (what `dev` says)."""
+        lines = [
+            "%s is a symbolic link to %s, outside the project: not copied (copy what the function needs into"
+            " the project)" % (source / rel, where)
+            for rel, where in self.outside
+        ]
+        return lines + ["%s: %s, skipped" % (source / rel, why) for rel, why in self.skipped]
+
+
+SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def code_files(source: Path, project: Optional[Path] = None) -> CodeFiles:
+    """The files of a source folder that are the function's code: what `dev` lays out and `push` zips.
+    Regular files, through folders, minus the dependency/state folders (SKIP_DIRS, at any depth) and
+    hidden names at the top. A symbolic link is followed when what it points at is inside `project`
+    (default: the source folder itself) and refused when it leaves it; a broken link, a link loop, a
+    FIFO, a socket or a device is skipped (opening a FIFO would block). Never raises for an entry."""
+    source = Path(source)
+    boundary = Path(project or source).resolve()
+    found = CodeFiles()
+    _walk(source, "", boundary, frozenset({source.resolve()}), found)
+    return found
+
+
+def _walk(folder: Path, prefix: str, boundary: Path, ancestors: frozenset, found: CodeFiles):
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as exc:
+        found.skipped.append((prefix.rstrip("/") or ".", "cannot be read (%s)" % (exc.strerror or exc)))
+        return
+    for entry in entries:
+        name, rel, path = entry.name, prefix + entry.name, Path(entry.path)
+        if name in SKIP_DIRS or (not prefix and name.startswith(".")):
             continue
-        if item.is_dir():
-            shutil.copytree(item, target / item.name, ignore=shutil.ignore_patterns(*SKIP_DIRS))
+        if entry.is_symlink():
+            try:
+                real = path.resolve(strict=True)
+            except RuntimeError:  # Python 3.11 reports a link loop so
+                found.skipped.append((rel, "a symbolic link loop"))
+                continue
+            except OSError as exc:
+                why = "a symbolic link loop" if "loop" in str(exc).lower() else "a broken symbolic link"
+                found.skipped.append((rel, "%s (to %s)" % (why, os.readlink(path))))
+                continue
+            if real != boundary and boundary not in real.parents:
+                found.outside.append((rel, real))
+                continue
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            found.skipped.append((rel, "cannot be read (%s)" % (exc.strerror or exc)))
+            continue
+        if stat.S_ISDIR(mode):
+            real = path.resolve()
+            if real in ancestors:
+                found.skipped.append((rel, "a symbolic link loop (to a folder above it)"))
+            else:
+                _walk(path, rel + "/", boundary, ancestors | {real}, found)
+        elif stat.S_ISREG(mode):
+            found.files.append((rel, path))
         else:
-            shutil.copy2(item, target / item.name)
+            kind = next((what for test, what in SPECIAL_FILES if test(mode)), "not a regular file")
+            found.skipped.append((rel, "%s, not a regular file or folder" % kind))
 
 
-def layout_code(spec: FunctionSpec, runtime, target: Path):
-    """Fill `target` as the prepare init container fills /kubeless; returns the deps file content."""
+def copy_code(source: Path, target: Path, project: Optional[Path], on_notice: Callable[[str], None]):
+    """Copy a source folder's code files into `target`, saying what was left out."""
+    found = code_files(source, project)
+    for rel, path in found.files:
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copy2(path, dest)
+        except OSError as exc:  # removed meanwhile, unreadable
+            found.skipped.append((rel, "cannot be read (%s)" % (exc.strerror or exc)))
+    for line in found.notices(source):
+        on_notice(line)
+
+
+def layout_code(spec: FunctionSpec, runtime, target: Path, on_notice: Callable[[str], None] = lambda line: None):
+    """Fill `target` as the prepare init container fills /kubeless; returns the deps file content.
+    `on_notice` hears about entries of a source folder that are left out."""
     ctype = spec.content_type or "text"
     deps = spec.deps
     if spec.source is not None:
         if spec.source.is_dir():
-            copy_tree(spec.source, target)
+            copy_code(spec.source, target, spec.project, on_notice)
         elif archive_kind(spec.source.name):  # `run x.zip`: unpacked, as the controller unpacks base64+zip
             safe_extract(spec.source.read_bytes(), archive_kind(spec.source.name), target, str(spec.source))
         else:

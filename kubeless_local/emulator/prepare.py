@@ -68,6 +68,7 @@ class Prepared:
     deps_hash: str = ""
     placeholders: dict = field(default_factory=dict)
     view: View = HOST
+    notices: tuple = ()  # what the layout left out of a source folder (code_files), said once
 
     @property
     def install_link(self):
@@ -389,9 +390,13 @@ def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: N
 def _prepare(prepared, steps, on_line, previous):
     spec, runtime, view = prepared.spec, prepared.runtime, steps.view
     settings = runtime.steps  # the block of the backend the runtime was resolved for
-    deps = layout_code(spec, runtime, prepared.code_dir)
+    notices: list = []
+    deps = layout_code(spec, runtime, prepared.code_dir, notices.append)
+    prepared.notices = tuple(notices)
     if previous is None:
-        for line in secret_notices(spec, in_container=view is not HOST):
+        notices += secret_notices(spec, in_container=view is not HOST)
+    for line in notices:
+        if previous is None or line not in previous.notices:  # said once, not on every save
             on_line(line)
     prepared.runtime_lib = setup_runtime_lib(runtime, on_line, steps)
     function = view.function or str(prepared.root)

@@ -1,6 +1,7 @@
 """A project folder under `dev`: its manifests reconciled into running functions, watched for edits."""
 
 import hashlib
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,8 @@ class Digests:
     def of(self, path: Path):
         try:
             st = path.stat()
+            if not stat.S_ISREG(st.st_mode):
+                return "special"  # a FIFO would block the read; the layout skips it anyway
             key = (st.st_mtime_ns, st.st_size, st.st_ino)
             known = self.known.get(path)
             if known is None or known[0] != key:
