@@ -10,6 +10,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from kubeless_local import spec as specs
+from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import UserError
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
@@ -41,10 +42,14 @@ class Digests:
 
 
 def fingerprint(fn, digests: Digests, ignore: specs.Ignore, root: Path):
-    """What a running function depends on: its manifest and the content of its files (ignored folders pruned)."""
+    """What a running function depends on: its manifest and the content of its files: a folder's code
+    files as the layout takes them (links inside the project followed), minus ignored names."""
     parts: list = [repr(fn.document)]
     for path in fn.watched_paths():
-        files = ignore.walk(path, root) if path.is_dir() else [path]
+        files = [path]
+        if path.is_dir():
+            base = path.relative_to(root).as_posix() + "/" if root in path.parents else ""
+            files = [file for rel, file in code_files(path, fn.project).files if not ignore.path(base + rel)]
         parts.extend((str(file), digests.of(file)) for file in files)
     return hash(tuple(parts))
 

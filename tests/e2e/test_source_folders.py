@@ -64,6 +64,9 @@ def test_dev_serves_a_folder_with_links_a_fifo_and_a_socket_and_push_sends_the_s
     (project / "fn" / "handler.py").write_text(HANDLER.replace("MARK", "'v2'"))
     wait_for_answer(url, "linked v2:handler.py,shared", timeout=30)
     assert dev.output().count("fn/fifo") == 1
+    # A file reached through a link inside the project is watched as the function's own.
+    (project / "shared" / "util.py").write_text("WORD = 'relinked'\n")
+    wait_for_answer(url, "relinked v2:handler.py,shared", timeout=30)
     assert dev.proc.poll() is None
 
     refused = cli("push", "--dry-run", cwd=project)
