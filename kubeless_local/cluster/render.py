@@ -11,6 +11,7 @@ manifest goes as written, minus the local-only annotations.
 import base64
 import copy
 import io
+import os
 import re
 import stat
 import zipfile
@@ -62,7 +63,8 @@ def zip_folder(source: Path, project: Optional[Path] = None) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for rel, path in found.files:
             try:
-                mode, data = path.stat().st_mode, path.read_bytes()
+                with open(path, "rb") as file:
+                    mode, data = os.fstat(file.fileno()).st_mode, file.read()
             except OSError as exc:
                 raise UserError("%s: cannot read (%s)" % (path, exc.strerror or exc)) from None
             info = zipfile.ZipInfo(rel, ZIP_DATE)

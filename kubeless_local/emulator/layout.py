@@ -9,6 +9,7 @@ Plain functions of the spec and a target folder, nothing else: a renderer that g
 
 import base64
 import binascii
+import errno
 import io
 import os
 import shutil
@@ -76,10 +77,12 @@ def safe_extract(data, ctype, target: Path, origin):
 
 @dataclass
 class CodeFiles:
-    """What of a source folder is the function's code (`code_files`)."""
+    """What of a source folder is the function's code (`code_files`). Paths are strings: a folder may
+    hold tens of thousands of files, walked on every save."""
 
     files: list = field(default_factory=list)  # (relative path with `/`, path to read), sorted
-    outside: list = field(default_factory=list)  # (relative path, where it points): links that leave the project
+    stats: dict = field(default_factory=dict)  # relative path → its os.stat_result (links followed)
+    outside: list = field(default_factory=list)  # (relative path, Path it points at): links leaving the project
     skipped: list = field(default_factory=list)  # (relative path, why): not a regular file or folder
 
     def notices(self, source: Path):
@@ -106,61 +109,86 @@ def code_files(source: Path, project: Optional[Path] = None) -> CodeFiles:
     hidden names at the top. A symbolic link is followed when what it points at is inside `project`
     (default: the source folder itself) and refused when it leaves it; a broken link, a link loop, a
     FIFO, a socket or a device is skipped (opening a FIFO would block). Never raises for an entry."""
-    source = Path(source)
-    boundary = Path(project or source).resolve()
+    real = os.path.realpath(source)
+    boundary = os.path.realpath(project or source)
     found = CodeFiles()
-    _walk(source, "", boundary, frozenset({source.resolve()}), found)
+    _walk(str(source), real, "", boundary.rstrip("/") + "/", frozenset({real}), found)
     return found
 
 
-def _walk(folder: Path, prefix: str, boundary: Path, ancestors: frozenset, found: CodeFiles):
+def _walk(folder: str, real_folder: str, prefix: str, inside: str, ancestors: frozenset, found: CodeFiles):
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError as exc:
         found.skipped.append((prefix.rstrip("/") or ".", "cannot be read (%s)" % (exc.strerror or exc)))
         return
     for entry in entries:
-        name, rel, path = entry.name, prefix + entry.name, Path(entry.path)
+        name, rel, path = entry.name, prefix + entry.name, entry.path
         if name in SKIP_DIRS or (not prefix and name.startswith(".")):
             continue
+        real = real_folder + "/" + name
         if entry.is_symlink():
             try:
-                real = path.resolve(strict=True)
-            except RuntimeError:  # Python 3.11 reports a link loop so
-                found.skipped.append((rel, "a symbolic link loop"))
-                continue
+                real = os.path.realpath(path, strict=True)
             except OSError as exc:
-                why = "a symbolic link loop" if "loop" in str(exc).lower() else "a broken symbolic link"
+                why = "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
                 found.skipped.append((rel, "%s (to %s)" % (why, os.readlink(path))))
                 continue
-            if real != boundary and boundary not in real.parents:
-                found.outside.append((rel, real))
+            if not (real + "/").startswith(inside):
+                found.outside.append((rel, Path(real)))
                 continue
         try:
-            mode = path.stat().st_mode
+            st = entry.stat()  # follows a link; cached by scandir
         except OSError as exc:
             found.skipped.append((rel, "cannot be read (%s)" % (exc.strerror or exc)))
             continue
+        mode = st.st_mode
         if stat.S_ISDIR(mode):
-            real = path.resolve()
             if real in ancestors:
                 found.skipped.append((rel, "a symbolic link loop (to a folder above it)"))
             else:
-                _walk(path, rel + "/", boundary, ancestors | {real}, found)
+                _walk(path, real, rel + "/", inside, ancestors | {real}, found)
         elif stat.S_ISREG(mode):
             found.files.append((rel, path))
+            found.stats[rel] = st
         else:
             kind = next((what for test, what in SPECIAL_FILES if test(mode)), "not a regular file")
             found.skipped.append((rel, "%s, not a regular file or folder" % kind))
 
 
-def copy_code(source: Path, target: Path, project: Optional[Path], on_notice: Callable[[str], None]):
-    """Copy a source folder's code files into `target`, saying what was left out."""
+def unchanged(copy: str, st: os.stat_result):
+    """`copy` (a file of an earlier generation) still is what copy2 made of a file that now has stat `st`:
+    same size, mtime and mode on both sides. A user's save changes the source's mtime; a function that
+    wrote into its own code folder changed the copy's."""
+    try:
+        old = os.lstat(copy)
+    except OSError:
+        return False
+    return (old.st_size, old.st_mtime_ns, old.st_mode) == (st.st_size, st.st_mtime_ns, st.st_mode)
+
+
+def copy_code(
+    source: Path, target: Path, project: Optional[Path], on_notice: Callable[[str], None], previous: Optional[Path]
+):
+    """Lay a source folder's code files out in `target`, saying what was left out. A file unchanged since
+    the `previous` generation's copy is hard-linked to that copy instead of copied again: a save costs
+    what changed, not the folder. Never linked to the user's file itself, whose later in-place writes
+    would reach into the generations; each generation's files are copies only the layout writes."""
     found = code_files(source, project)
+    made = {str(target)}
     for rel, path in found.files:
-        dest = target / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = "%s/%s" % (target, rel)
+        folder = dest.rpartition("/")[0]
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
         try:
+            if previous is not None and unchanged("%s/%s" % (previous, rel), found.stats[rel]):
+                try:
+                    os.link("%s/%s" % (previous, rel), dest)
+                    continue
+                except OSError:
+                    pass  # a file system without hard links, or removed meanwhile: copy it
             shutil.copy2(path, dest)
         except OSError as exc:  # removed meanwhile, unreadable
             found.skipped.append((rel, "cannot be read (%s)" % (exc.strerror or exc)))
@@ -168,14 +196,21 @@ def copy_code(source: Path, target: Path, project: Optional[Path], on_notice: Ca
         on_notice(line)
 
 
-def layout_code(spec: FunctionSpec, runtime, target: Path, on_notice: Callable[[str], None] = lambda line: None):
+def layout_code(
+    spec: FunctionSpec,
+    runtime,
+    target: Path,
+    on_notice: Callable[[str], None] = lambda line: None,
+    previous: Optional[Path] = None,
+):
     """Fill `target` as the prepare init container fills /kubeless; returns the deps file content.
-    `on_notice` hears about entries of a source folder that are left out."""
+    `on_notice` hears about entries of a source folder that are left out; `previous`: the folder of the
+    generation serving now, whose unchanged files are shared instead of copied."""
     ctype = spec.content_type or "text"
     deps = spec.deps
     if spec.source is not None:
         if spec.source.is_dir():
-            copy_code(spec.source, target, spec.project, on_notice)
+            copy_code(spec.source, target, spec.project, on_notice, previous)
         elif archive_kind(spec.source.name):  # `run x.zip`: unpacked, as the controller unpacks base64+zip
             safe_extract(spec.source.read_bytes(), archive_kind(spec.source.name), target, str(spec.source))
         else:
@@ -199,5 +234,6 @@ def layout_code(spec: FunctionSpec, runtime, target: Path, on_notice: Callable[[
         elif deps.strip():
             # Kubeless copies even an empty deps file; Node 20 refuses to load code beside an empty
             # package.json (and the Go image deletes an empty go.mod), so an empty one is left out.
+            dep_path.unlink(missing_ok=True)  # a new file: the folder's may be shared with an older generation
             dep_path.write_text(deps)
     return deps

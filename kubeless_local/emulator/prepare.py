@@ -391,7 +391,8 @@ def _prepare(prepared, steps, on_line, previous):
     spec, runtime, view = prepared.spec, prepared.runtime, steps.view
     settings = runtime.steps  # the block of the backend the runtime was resolved for
     notices: list = []
-    deps = layout_code(spec, runtime, prepared.code_dir, notices.append)
+    shared = previous.code_dir if previous is not None else None
+    deps = layout_code(spec, runtime, prepared.code_dir, notices.append, shared)
     prepared.notices = tuple(notices)
     if previous is None:
         notices += secret_notices(spec, in_container=view is not HOST)

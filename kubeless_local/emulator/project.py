@@ -1,6 +1,8 @@
 """A project folder under `dev`: its manifests reconciled into running functions, watched for edits."""
 
+import functools
 import hashlib
+import os
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +25,10 @@ class Digests:
     def __init__(self):
         self.known = {}  # path → ((mtime_ns, size, inode), hex digest)
 
-    def of(self, path: Path):
+    def of(self, path):
+        """`path`: a Path or a string."""
         try:
-            st = path.stat()
+            st = os.stat(path)
             if not stat.S_ISREG(st.st_mode):
                 return "special"  # a FIFO would block the read; the layout skips it anyway
             key = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -49,7 +52,12 @@ def fingerprint(fn, digests: Digests, ignore: specs.Ignore, root: Path):
         files = [path]
         if path.is_dir():
             base = path.relative_to(root).as_posix() + "/" if root in path.parents else ""
-            files = [file for rel, file in code_files(path, fn.project).files if not ignore.path(base + rel)]
+            folder_ignored = functools.lru_cache(maxsize=None)(lambda rel: ignore.path(rel, is_dir=True))
+            files = [
+                file
+                for rel, file in code_files(path, fn.project).files
+                if not ignore.file(base + rel) and not ("/" in rel and folder_ignored(base + rel.rpartition("/")[0]))
+            ]
         parts.extend((str(file), digests.of(file)) for file in files)
     return hash(tuple(parts))
 

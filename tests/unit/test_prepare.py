@@ -297,3 +297,59 @@ def test_secret_volumes_of_a_manifest_are_found_and_a_local_process_is_told_wher
         "secret api-key (mounted at /api-key in the pod): a local process reads it from %s, "
         "path in $KUBELESS_LOCAL_SECRET_API_KEY" % folder
     )
+
+
+def folder_function(tmp_path, monkeypatch, files):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    return src, specs.function_from_files("hello", src, "python3.11", "hello.foo")
+
+
+def test_a_new_generation_links_unchanged_files_of_the_previous_one_and_copies_the_rest(tmp_path, monkeypatch):
+    src, fn = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "lib/a.py": "A = 1\n"})
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    (src / "hello.py").write_text(CODE.decode() + "# saved\n")
+    second = prep.prepare(fn, runtime(), tmp_path / "state", previous=first)
+    shared, edited = (second.code_dir / "lib" / "a.py").stat(), (second.code_dir / "hello.py").stat()
+    assert shared.st_ino == (first.code_dir / "lib" / "a.py").stat().st_ino  # one file, two generations
+    assert shared.st_ino != (src / "lib" / "a.py").stat().st_ino  # never the user's own file
+    assert edited.st_ino != (first.code_dir / "hello.py").stat().st_ino
+    assert (second.code_dir / "hello.py").read_text().endswith("# saved\n")
+    assert (first.code_dir / "hello.py").read_bytes() == CODE
+
+
+def test_writes_to_the_users_files_never_reach_a_generation(tmp_path, monkeypatch):
+    src, fn = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "data.txt": "v0\n"})
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    second = prep.prepare(fn, runtime(), tmp_path / "state", previous=first)
+    with open(src / "data.txt", "r+") as f:  # an editor that writes in place, same size
+        f.write("v1\n")
+    assert (first.code_dir / "data.txt").read_text() == (second.code_dir / "data.txt").read_text() == "v0\n"
+    third = prep.prepare(fn, runtime(), tmp_path / "state", previous=second)
+    assert (third.code_dir / "data.txt").read_text() == "v1\n"
+    assert (second.code_dir / "data.txt").read_text() == "v0\n"
+
+
+def test_a_file_changed_in_a_generation_or_in_mode_is_copied_again(tmp_path, monkeypatch):
+    src, fn = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "cache.txt": "clean\n"})
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    (first.code_dir / "cache.txt").write_text("dirty\n")  # the function wrote into its own code folder
+    (src / "hello.py").chmod(0o755)
+    second = prep.prepare(fn, runtime(), tmp_path / "state", previous=first)
+    assert (second.code_dir / "cache.txt").read_text() == "clean\n"  # as the user's folder has it
+    assert (second.code_dir / "hello.py").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_deps_file_written_over_the_folders_own_leaves_the_previous_generation_alone(tmp_path, monkeypatch):
+    src, _ = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "requirements.txt": "six\n"})
+    (tmp_path / "reqs.txt").write_text("requests\n")
+    fn = specs.function_from_files("hello", src, "python3.11", "hello.foo", deps_file=tmp_path / "reqs.txt")
+    rt = runtime(install=["true"])
+    first = prep.prepare(fn, rt, tmp_path / "state")
+    (tmp_path / "reqs.txt").write_text("requests==2.31.0\n")
+    second = prep.prepare(fn, rt, tmp_path / "state", previous=first)
+    assert (first.code_dir / "requirements.txt").read_text() == "requests\n"
+    assert (second.code_dir / "requirements.txt").read_text() == "requests==2.31.0\n"
