@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -521,12 +522,37 @@ def discard(prepared: Prepared):
         shutil.rmtree(prepared.build_dir, ignore_errors=True)
 
 
-def prune_generations(current: Prepared, last_good: Optional[Prepared] = None):
-    """Remove every generation but the one that serves now and the last good one before it (the
-    running server may still have files of that one open, e.g. a worker finishing a call)."""
+CALL_MARGIN = 10.0  # seconds past a function's timeout for a stopped call to be answered and gone
+
+
+def prune_generations(current: Prepared, previous: Optional[Prepared] = None, calls_may_run: bool = True):
+    """Remove the generations no call can use any more. `previous` (the one `current` replaced) retires
+    now: a call it started may still read its files, and only the timeout bounds a call (the runtime
+    servers stop a runaway call there), so it stays until the timeout (+ margin) has passed. Its
+    deadline is written down (`retired/gen-N`), so a generation replaced several saves ago is kept as
+    long as its own calls may run. `calls_may_run=False`: the server was restarted, no call
+    of an older generation runs, every one but `current` goes."""
+    root, now = current.root, time.time()
+    retired = root / "retired"
+    if previous is not None and previous.code_dir != current.code_dir and calls_may_run:
+        retired.mkdir(exist_ok=True)
+        (retired / previous.code_dir.name).write_text("%.3f\n" % (now + float(previous.spec.timeout) + CALL_MARGIN))
     keep = {p.name for p in (current.code_dir, current.build_dir) if p is not None}
-    if last_good is not None:
-        keep |= {p.name for p in (last_good.code_dir, last_good.build_dir) if p is not None}
-    for path in current.root.iterdir():
-        if re.fullmatch(r"(gen|build)-[0-9]+", path.name) and path.name not in keep and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+    for path in root.iterdir():
+        match = re.fullmatch(r"(?:gen|build)-([0-9]+)", path.name)
+        if match is None or path.name in keep or not path.is_dir():
+            continue
+        if calls_may_run and retired_until(retired / ("gen-" + match.group(1))) > now:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+    for stamp in retired.glob("gen-*"):
+        if not (root / stamp.name).exists():
+            stamp.unlink(missing_ok=True)
+
+
+def retired_until(stamp: Path) -> float:
+    """When the calls of a replaced generation are over (0: no stamp, no call)."""
+    try:
+        return float(stamp.read_text())
+    except (OSError, ValueError):
+        return 0.0

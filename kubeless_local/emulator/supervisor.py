@@ -293,7 +293,7 @@ class Supervisor:
             if instance.state == State.READY:
                 instance.reloads += 1
                 self.serving[spec.name] = prepared
-                prep.prune_generations(prepared, previous)
+                prep.prune_generations(prepared, previous, calls_may_run=same_process)
                 self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
             return instance
 

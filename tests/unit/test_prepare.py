@@ -219,6 +219,30 @@ def test_prune_keeps_the_serving_and_the_last_good_generation(tmp_path, monkeypa
     assert gens[3].install_link.resolve() == gens[3].code_dir.resolve()
 
 
+def test_a_replaced_generation_stays_until_its_calls_are_over(tmp_path, monkeypatch):
+    """J.7: a call in flight across two saves still reads its generation's files; the timeout bounds it."""
+    fn = host_function(tmp_path, monkeypatch)
+    fn = specs.function_from_files("hello", fn.source, "python3.11", "hello.foo", timeout="5")
+    clock = [1000.0]
+    monkeypatch.setattr(prep.time, "time", lambda: clock[0])
+    gens = [prep.prepare(fn, runtime(), tmp_path / "state")]
+    for _ in range(2):  # two saves, one second apart
+        gens.append(prep.prepare(fn, runtime(), tmp_path / "state", previous=gens[-1]))
+        prep.prune_generations(gens[-1], gens[-2])
+        clock[0] += 1
+    assert [g.code_dir.exists() for g in gens] == [True, True, True]
+    clock[0] = 1000.0 + 5 + prep.CALL_MARGIN + 0.5  # gen-1's calls are over, gen-2's may still run
+    gens.append(prep.prepare(fn, runtime(), tmp_path / "state", previous=gens[-1]))
+    prep.prune_generations(gens[-1], gens[-2])
+    assert [g.code_dir.exists() for g in gens] == [False, True, True, True]
+    assert not (gens[0].root / "retired" / "gen-1").exists()
+    # A restarted server runs no call of an older generation: only the current one stays.
+    gens.append(prep.prepare(fn, runtime(), tmp_path / "state", previous=gens[-1]))
+    prep.prune_generations(gens[-1], gens[-2], calls_may_run=False)
+    assert [g.code_dir.exists() for g in gens] == [False, False, False, False, True]
+    assert not list((gens[0].root / "retired").iterdir())
+
+
 def test_a_failed_prepare_leaves_no_generation_behind(tmp_path, monkeypatch):
     fn = host_function(tmp_path, monkeypatch)
     rt = runtime(check=["sh", "-c", "echo 'SyntaxError'; exit 1"])
