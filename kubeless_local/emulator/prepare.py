@@ -13,10 +13,12 @@ that goes the other way (code → manifest) can mirror them.
 
 import fcntl
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -517,9 +519,36 @@ def activate(prepared: Prepared):
 
 def discard(prepared: Prepared):
     """Remove a generation that never served (a failed step or load)."""
-    shutil.rmtree(prepared.code_dir, ignore_errors=True)
-    if prepared.build_dir is not None:
-        shutil.rmtree(prepared.build_dir, ignore_errors=True)
+    remove_folders(prepared.root, [p for p in (prepared.code_dir, prepared.build_dir) if p is not None])
+
+
+def remove_folders(root: Path, folders):
+    """Remove generation folders without making the caller wait: each is renamed into <root>/trash at
+    once (its name is free, nothing serves from it) and deleted by a background thread; a folder of
+    10,000 files takes seconds to delete, and the next save must not wait for it. What an earlier
+    session left in the trash goes too."""
+    trash = root / "trash"
+    trash.mkdir(exist_ok=True)
+    doomed = list(trash.iterdir())
+    for folder in folders:
+        target = trash / ("%s.%d.%d" % (folder.name, os.getpid(), next(_trash_numbers)))
+        try:
+            os.rename(folder, target)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            target = folder  # cannot be renamed: delete it where it is
+        doomed.append(target)
+    if doomed:
+        threading.Thread(target=_delete, args=(doomed,), daemon=True).start()
+
+
+def _delete(folders):
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_trash_numbers = itertools.count()
 
 
 CALL_MARGIN = 10.0  # seconds past a function's timeout for a stopped call to be answered and gone
@@ -538,13 +567,14 @@ def prune_generations(current: Prepared, previous: Optional[Prepared] = None, ca
         retired.mkdir(exist_ok=True)
         (retired / previous.code_dir.name).write_text("%.3f\n" % (now + float(previous.spec.timeout) + CALL_MARGIN))
     keep = {p.name for p in (current.code_dir, current.build_dir) if p is not None}
+    over = []
     for path in root.iterdir():
         match = re.fullmatch(r"(?:gen|build)-([0-9]+)", path.name)
         if match is None or path.name in keep or not path.is_dir():
             continue
-        if calls_may_run and retired_until(retired / ("gen-" + match.group(1))) > now:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
+        if not calls_may_run or retired_until(retired / ("gen-" + match.group(1))) <= now:
+            over.append(path)
+    remove_folders(root, over)
     for stamp in retired.glob("gen-*"):
         if not (root / stamp.name).exists():
             stamp.unlink(missing_ok=True)

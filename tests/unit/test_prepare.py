@@ -4,6 +4,7 @@ import tarfile
 import zipfile
 
 import pytest
+from waiting import wait_for
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator import layout
@@ -241,6 +242,16 @@ def test_a_replaced_generation_stays_until_its_calls_are_over(tmp_path, monkeypa
     prep.prune_generations(gens[-1], gens[-2], calls_may_run=False)
     assert [g.code_dir.exists() for g in gens] == [False, False, False, False, True]
     assert not list((gens[0].root / "retired").iterdir())
+
+
+def test_removed_generations_leave_at_once_and_are_deleted_in_the_background(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    gens = [prep.prepare(fn, runtime(), tmp_path / "state") for _ in range(3)]
+    leftover = gens[0].root / "trash" / "gen-0.1.1"  # what a session killed while deleting left behind
+    leftover.mkdir(parents=True)
+    prep.prune_generations(gens[2], gens[1], calls_may_run=False)
+    assert [g.code_dir.exists() for g in gens] == [False, False, True]  # the names are free at once
+    assert wait_for(lambda: not any((gens[0].root / "trash").iterdir()))
 
 
 def test_a_failed_prepare_leaves_no_generation_behind(tmp_path, monkeypatch):
