@@ -9,6 +9,7 @@ import os
 import socket
 import zipfile
 
+import pytest
 from conftest import cli, wait_for_answer
 from test_cli import read_ls
 
@@ -50,10 +51,11 @@ def odd_project(tmp_path):
     return project
 
 
-def test_dev_serves_a_folder_with_links_a_fifo_and_a_socket_and_push_sends_the_same(tmp_path, start_dev):
+@pytest.mark.parametrize("backend", os.environ.get("KUBELESS_LOCAL_TEST_BACKENDS", "process").split(","))
+def test_dev_serves_a_folder_with_links_a_fifo_and_a_socket_and_push_sends_the_same(tmp_path, start_dev, backend):
     project = odd_project(tmp_path)
-    dev = start_dev("dev", cwd=project)
-    dev.wait_for_output("Watching", timeout=60)
+    dev = start_dev("dev", "--backend", backend, cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
     url = read_ls(project)["odd"]["url"]
     wait_for_answer(url, "linked v1:handler.py,shared")
     for name in ("passwd", "dangling.py", "loop", "fifo", "sock"):
