@@ -39,7 +39,7 @@ def read_code(location: str):
     from kubeless_local.cluster.render import inline_artifact_of  # the encoder `push` uses
 
     try:
-        return inline_artifact_of(Path(location))[:3]
+        return inline_artifact_of(Path(location))
     except OSError as exc:
         raise UserError("--from-file %s: cannot read (%s)" % (location, exc.strerror or exc)) from None
 

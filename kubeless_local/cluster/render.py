@@ -75,19 +75,19 @@ def zip_folder(source: Path, project: Optional[Path] = None) -> bytes:
 
 
 def inline_artifact_of(path: Path, project: Optional[Path] = None):
-    """(function, function-content-type, checksum, artifact bytes) of local code as the Kubeless CLI
+    """(function, function-content-type, checksum) of local code as the Kubeless CLI
     sends it: one UTF-8 file → text, any other file → base64, an archive → base64+<kind>, a folder →
     base64+zip. One encoder for `push` and `function deploy --from-file`."""
     if path.is_dir():
         data = zip_folder(path, project)
-        return base64.b64encode(data).decode(), "base64+zip", checksum_of(data), data
+        return base64.b64encode(data).decode(), "base64+zip", checksum_of(data)
     data = path.read_bytes()
     if specs.archive_kind(path.name):
-        return base64.b64encode(data).decode(), "base64" + specs.archive_kind(path.name), checksum_of(data), data
+        return base64.b64encode(data).decode(), "base64" + specs.archive_kind(path.name), checksum_of(data)
     try:
-        return data.decode("utf-8"), "text", checksum_of(data), data
+        return data.decode("utf-8"), "text", checksum_of(data)
     except UnicodeDecodeError:
-        return base64.b64encode(data).decode(), "base64", checksum_of(data), data
+        return base64.b64encode(data).decode(), "base64", checksum_of(data)
 
 
 def inline_code(fn: FunctionSpec, dep_name: str):
@@ -95,7 +95,7 @@ def inline_code(fn: FunctionSpec, dep_name: str):
     source = fn.source
     assert source is not None
     deps = fn.deps
-    function, ctype, checksum, _ = inline_artifact_of(source, fn.project)
+    function, ctype, checksum = inline_artifact_of(source, fn.project)
     in_folder = source / dep_name if dep_name and source.is_dir() else None
     if fn.deps_file is None and in_folder is not None and in_folder.is_file():
         deps = in_folder.read_text()  # the prepare step copies the ConfigMap's deps over the folder's
