@@ -291,12 +291,27 @@ class Supervisor:
             else:
                 self.backend.stop(instance)
                 self._launch(instance, prepared)
+                if instance.state != State.READY:
+                    return self._serve_last_good(instance, previous, prepared)
             if instance.state == State.READY:
                 instance.reloads += 1
                 self.serving[spec.name] = prepared
                 prep.prune_generations(prepared, previous, calls_may_run=same_process)
                 self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
             return instance
+
+    def _serve_last_good(self, instance, previous, failed):
+        """A new generation that needs a new server did not start (a handler that does not exist, a crash
+        while loading): the last good generation serves again, as after a syntax error; `ls` says why."""
+        error = instance.error
+        self.backend.stop(instance)
+        prep.activate(previous)
+        prep.discard(failed)
+        self._launch(instance, previous)
+        if instance.state == State.READY:
+            instance.set_state(State.COMPILE_ERROR, error)
+            self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
+        return instance
 
     def fail(self, spec, message):
         """Record a function that cannot run (bad runtime, port in use) so `ls` shows why."""
@@ -308,6 +323,15 @@ class Supervisor:
         if not self.backend.alive(instance):
             instance.port = 0  # nothing serves: no URL to show
             instance.set_state(State.CONFIG_ERROR, message)
+
+    def config_error(self, name, message):
+        """An object whose manifest does not load: `ls` shows it as ConfigError with the reason. A function
+        that serves keeps serving (its last good manifest stays in force)."""
+        with self.lock:
+            instance = self.instances.get(name)
+            if instance is None:
+                instance = self.instances[name] = Instance(name=name, runtime="", port=0)
+        instance.set_state(State.CONFIG_ERROR, message)
 
     def stop(self, name):
         with self._lock(name):
