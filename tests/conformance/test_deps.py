@@ -12,7 +12,9 @@ PYTHON_DEPS = "requests\nbeautifulsoup4\ndecorator\n"
 
 @pytest.mark.language("python")
 def test_python_deps_the_installing_interpreter_already_has_are_installed(function):
-    for name in ("requests", "typing_extensions"):  # the case of the bug: the host has them
+    # The case of the bug: the installing Python has them (kubeless-local itself needs requests, and
+    # typing_extensions through aiokafka and kubernetes).
+    for name in ("requests", "typing_extensions"):
         assert importlib.util.find_spec(name) is not None, "this test needs %s in the host's Python" % name
     fn = function("deps", deps=PYTHON_DEPS)
     response = fn.get("/")
