@@ -1,6 +1,9 @@
 """A project folder under `dev`: its manifests reconciled into running functions, watched for edits."""
 
+import functools
 import hashlib
+import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +13,7 @@ from watchdog.observers import Observer
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator import background
+from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import UserError
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
@@ -22,9 +26,12 @@ class Digests:
     def __init__(self):
         self.known = {}  # path → ((mtime_ns, size, inode), hex digest)
 
-    def of(self, path: Path):
+    def of(self, path):
+        """`path`: a Path or a string."""
         try:
-            st = path.stat()
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return "special"  # a FIFO would block the read; the layout skips it anyway
             key = (st.st_mtime_ns, st.st_size, st.st_ino)
             known = self.known.get(path)
             if known is None or known[0] != key:
@@ -39,10 +46,19 @@ class Digests:
 
 
 def fingerprint(fn, digests: Digests, ignore: specs.Ignore, root: Path):
-    """What a running function depends on: its manifest and the content of its files (ignored folders pruned)."""
+    """What a running function depends on: its manifest and the content of its files: a folder's code
+    files as the layout takes them (links inside the project followed), minus ignored names."""
     parts: list = [repr(fn.document)]
     for path in fn.watched_paths():
-        files = ignore.walk(path, root) if path.is_dir() else [path]
+        files = [path]
+        if path.is_dir():
+            base = path.relative_to(root).as_posix() + "/" if root in path.parents else ""
+            folder_ignored = functools.lru_cache(maxsize=None)(lambda rel: ignore.path(rel, is_dir=True))
+            files = [
+                file
+                for rel, file in code_files(path, fn.project).files
+                if not ignore.file(base + rel) and not ("/" in rel and folder_ignored(base + rel.rpartition("/")[0]))
+            ]
         parts.extend((str(file), digests.of(file)) for file in files)
     return hash(tuple(parts))
 

@@ -276,17 +276,18 @@ class Supervisor:
             prep.activate(prepared)
             if same_process:
                 expected = instance.last_control[1] + 1
+                # A server may finish the calls in flight first (Go re-executes once they are done);
+                # the function's timeout bounds them.
+                patience = max(RELOAD_TIMEOUT, float(spec.timeout) + prep.CALL_MARGIN)
                 self.backend.reload(instance, prepared)
-                done = instance.wait_for(
-                    lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, RELOAD_TIMEOUT
-                )
+                done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
                 if done and instance.last_control == ("load-failed", expected):
                     prep.activate(previous)  # new workers keep loading the last good code
                     prep.discard(prepared)
                     self.say(spec.name, "load failed, still serving the last good code:\n" + instance.error)
                     return instance
                 if not done:
-                    instance.set_state(State.CRASHED, "reload did not finish within %ds" % RELOAD_TIMEOUT)
+                    instance.set_state(State.CRASHED, "reload did not finish within %ds" % patience)
             else:
                 self.backend.stop(instance)
                 self._launch(instance, prepared)
@@ -295,7 +296,7 @@ class Supervisor:
             if instance.state == State.READY:
                 instance.reloads += 1
                 self.serving[spec.name] = prepared
-                prep.prune_generations(prepared, previous)
+                prep.prune_generations(prepared, previous, calls_may_run=same_process)
                 self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
             return instance
 
