@@ -14,6 +14,7 @@ from typing import Optional
 
 import yaml
 
+from kubeless_local import schedules
 from kubeless_local.errors import UserError
 
 API_VERSION = "kubeless.io/v1beta1"
@@ -383,84 +384,14 @@ def parse_http_trigger(doc, path):
     )
 
 
-# A schedule as the Kubeless CLI v1.0.8 checks it (`cron.ParseStandard` of robfig/cron b41be1df, which
-# `function deploy --schedule` and `trigger cronjob create|update` call): five fields or a descriptor.
-CRON_FIELDS: tuple = (  # (name, lowest, highest, names)
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    (
-        "month",
-        1,
-        12,
-        dict(zip(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), range(1, 13))),
-    ),
-    ("day of week", 0, 6, dict(zip(("sun", "mon", "tue", "wed", "thu", "fri", "sat"), range(7)))),
-)
-CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-GO_DURATION = re.compile(r"^[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$")  # time.ParseDuration
 SCHEDULE_EXAMPLES = '"*/5 * * * *", @hourly or "@every 5m"'
 
 
-def _cron_value(text, names):
-    """A month or weekday name, else strconv.Atoi and robfig's `Negative number not allowed`."""
-    if text.lower() in names:
-        return names[text.lower()]
-    if not re.match(r"^[-+]?\d+$", text):
-        raise ValueError("%r is not a number" % text)
-    if int(text) < 0:
-        raise ValueError("negative number %s" % text)
-    return int(text)
-
-
-def _cron_range(expr, name, low, high, names):
-    range_and_step = expr.split("/")
-    low_high = range_and_step[0].split("-")
-    if low_high[0] in ("*", "?"):
-        start, end = low, high
-    else:
-        start = _cron_value(low_high[0], names)
-        if len(low_high) > 2:
-            raise ValueError("too many hyphens in %r" % expr)
-        end = start if len(low_high) == 1 else _cron_value(low_high[1], names)
-    if len(range_and_step) > 2:
-        raise ValueError("too many slashes in %r" % expr)
-    step = _cron_value(range_and_step[1], {}) if len(range_and_step) == 2 else 1
-    if len(range_and_step) == 2 and len(low_high) == 1:
-        end = high  # `5/15`: from 5 to the highest
-    if start < low or end > high:
-        raise ValueError("%s %r is outside %d-%d" % (name, expr, low, high))
-    if start > end:
-        raise ValueError("%s range %r goes backwards" % (name, expr))
-    if step == 0:
-        raise ValueError("a step of 0 in %r" % expr)
-
-
 def schedule_problem(schedule) -> Optional[str]:
-    """Why the Kubeless CLI would refuse this CronJobTrigger schedule, or None when it accepts it: five
-    fields (minute hour day-of-month month day-of-week: numbers, names, `*`, `?`, ranges, steps, lists;
-    day of week 0-6, so `7` is refused) or @yearly, @annually, @monthly, @weekly, @daily, @midnight,
-    @hourly, `@every <Go duration>`. For the cron module and every command that takes a schedule."""
-    if not schedule:
-        return "it is empty"
-    if schedule.startswith("@"):
-        if schedule in CRON_DESCRIPTORS:
-            return None
-        if schedule.startswith("@every ") and GO_DURATION.match(schedule[len("@every ") :]):
-            return None
-        return "%r is not a descriptor (%s, or @every <duration> such as @every 5m)" % (
-            schedule,
-            ", ".join(CRON_DESCRIPTORS),
-        )
-    fields = schedule.split()
-    if len(fields) != 5:
-        return "it has %d fields, not a 5-field cron expression (minute hour day-of-month month day-of-week)" % len(
-            fields
-        )
+    """Why Kubeless would refuse this CronJobTrigger schedule (robfig/cron's reason), or None when it
+    accepts it; the grammar is kubeless_local.schedules'."""
     try:
-        for field_text, (name, low, high, names) in zip(fields, CRON_FIELDS):
-            for expr in (part for part in field_text.split(",") if part):
-                _cron_range(expr, name, low, high, names)
+        schedules.parse(schedule)
     except ValueError as exc:
         return str(exc)
     return None

@@ -82,7 +82,7 @@ def test_emit_cron_delivers_the_cron_envelope_and_ls_shows_the_runs(tmp_path, st
     rows = {r["name"]: r for r in json.loads(cli("ls", "-o", "json", cwd=tmp_path, check=True).stdout)}
     row, broken = rows["hello"], rows["cronjobtrigger/broken"]
     assert row["state"] == "Ready"
-    assert broken["state"] == "ConfigError" and "minute '61' is outside 0-59" in broken["error"]
+    assert broken["state"] == "ConfigError" and "end of range (61) above maximum (59): 61" in broken["error"]
     triggers = {t["name"]: t for t in row["cron"]}
     assert set(triggers) == {"every-minute", "with-payload"}
     (run,) = triggers["with-payload"]["succeeded"]

@@ -16,8 +16,9 @@ from conftest import function
 from kubeless_local.client import SessionClient
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.cron import Cron, check, parse_schedule, payload_body, schedule_error
+from kubeless_local.emulator.cron import Cron, check, payload_body, schedule_error
 from kubeless_local.errors import UserError
+from kubeless_local.schedules import parse as parse_schedule
 from kubeless_local.spec import CronJobTrigger, Manifests
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "cron.json").read_text())
@@ -215,20 +216,20 @@ def test_a_trigger_naming_no_function_fails_its_run(setup):
 @pytest.mark.parametrize(
     ("schedule", "expected"),
     [
-        ("61 * * * *", "minute '61' is outside 0-59"),
-        ("* * * *", "it has 4 fields"),
-        ("0 0 * * 7", "day of week '7' is outside 0-6"),  # robfig/cron: Sunday is 0 only
-        ("0 0 0 * *", "day of month '0' is outside 1-31"),
-        ("*/0 * * * *", "a step of 0"),
+        ("61 * * * *", "end of range (61) above maximum (59): 61"),
+        ("* * * *", "expected exactly 5 fields, found 4"),
+        ("0 0 * * 7", "end of range (7) above maximum (6): 7"),  # robfig/cron: Sunday is 0 only
+        ("0 0 0 * *", "beginning of range (0) below minimum (1): 0"),
+        ("*/0 * * * *", "step of range should be a positive number"),
         ("1-2-3 * * * *", "too many hyphens"),
         ("1/2/3 * * * *", "too many slashes"),
-        ("a b c d e", "'a' is not a number"),
-        ("0 0 L * *", "'L' is not a number"),
-        ("@every", "is not a descriptor"),
-        ("@every 5", "is not a descriptor"),
-        ("@fortnightly", "is not a descriptor"),
-        ("TZ=UTC 0 * * * *", "it has 6 fields"),
-        ("", "it is empty"),
+        ("a b c d e", "failed to parse int from a"),
+        ("0 0 L * *", "failed to parse int from L"),
+        ("@every", "unrecognized descriptor: @every"),
+        ("@every 5", "failed to parse duration @every 5"),
+        ("@fortnightly", "unrecognized descriptor: @fortnightly"),
+        ("TZ=UTC 0 * * * *", "expected exactly 5 fields, found 6"),
+        ("", "empty spec string"),
     ],
 )
 def test_a_bad_expression_is_one_line_naming_file_and_field(schedule, expected):

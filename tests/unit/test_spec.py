@@ -519,21 +519,21 @@ def test_schedules_the_kubeless_cli_accepts(schedule):
 @pytest.mark.parametrize(
     "schedule, reason",
     [
-        ("0 0 * * 7", "day of week '7' is outside 0-6"),
-        ("* * * *", "4 fields"),
-        ("0 0 * * * *", "6 fields"),  # seconds are not standard
-        ("@every 5", "not a descriptor"),
-        ("@every", "not a descriptor"),
-        ("@reboot", "not a descriptor"),
-        (" @hourly", "1 fields"),
-        ("60 * * * *", "minute '60' is outside 0-59"),
-        ("0 0 0 * *", "day of month '0' is outside 1-31"),
-        ("*/0 * * * *", "a step of 0"),
-        ("5-1 * * * *", "goes backwards"),
+        ("0 0 * * 7", "end of range (7) above maximum (6): 7"),
+        ("* * * *", "expected exactly 5 fields, found 4"),
+        ("0 0 * * * *", "found 6"),  # seconds are not standard
+        ("@every 5", "failed to parse duration @every 5"),
+        ("@every", "unrecognized descriptor: @every"),
+        ("@reboot", "unrecognized descriptor: @reboot"),
+        (" @hourly", "found 1"),
+        ("60 * * * *", "end of range (60) above maximum (59)"),
+        ("0 0 0 * *", "beginning of range (0) below minimum (1)"),
+        ("*/0 * * * *", "step of range should be a positive number"),
+        ("5-1 * * * *", "beginning of range (5) beyond end of range (1)"),
         ("1-2-3 * * * *", "too many hyphens"),
-        ("x * * * *", "not a number"),
-        ("-1 * * * *", "not a number"),
-        ("", "empty"),
+        ("x * * * *", "failed to parse int from x"),
+        ("-1 * * * *", "failed to parse int from "),
+        ("", "empty spec string"),
     ],
 )
 def test_schedules_the_kubeless_cli_refuses(schedule, reason):
