@@ -319,3 +319,30 @@ def test_a_timed_out_call_counts_as_a_failure(function):
     label = fn.method_label("POST")
     assert metrics[("function_calls_total", label)] == 1
     assert metrics[("function_failures_total", label)] == 1
+
+
+def test_saves_after_runaway_calls_serve_the_new_code(function):
+    # Go restarts itself after a runaway call: the restart must go on through the engine's `build`
+    # link, so later saves (new builds behind that link) are served, and a later runaway call (after
+    # the old builds were pruned) restarts it again.
+    fn = function("workdir", folder=True, timeout="1")
+    code = fn.scenario_code("workdir")
+
+    def save(n):  # new code that reads another file: answers "v<n>" only if the new code serves
+        (fn.spec.source / ("data-%d.txt" % n)).write_text("v%d\n" % n)
+        assert fn.replace_code(code.replace("data.txt", "data-%d.txt" % n)).value == "Ready", fn.logs()
+        answer = fn.get("/")
+        assert (answer.status_code, answer.text) == (200, "v%d" % n), fn.logs()
+
+    def runaway():
+        assert fn.post("/", data="sleep", headers={"Content-Type": "text/plain"}).status_code == 408
+
+    runaway()
+    for n in range(1, 5):
+        save(n)
+    runaway()
+    save(5)
+    runaway()
+    answer = fn.get("/")
+    assert (answer.status_code, answer.text) == (200, "v5"), fn.logs()
+    assert fn.instance.state.value == "Ready"

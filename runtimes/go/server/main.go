@@ -265,8 +265,8 @@ func watchRunaway(done <-chan result, call string) {
 
 // The two reasons to re-execute the server in place, handing over the listening socket.
 const (
-	restartRunaway = "runaway" // the same binary again, to stop a goroutine Go cannot kill
-	restartReload  = "reload"  // SIGHUP: the binary at the start path, which the engine moved to the new build
+	restartRunaway = "runaway" // the code that serves, again, to stop a goroutine Go cannot kill
+	restartReload  = "reload"  // SIGHUP: the new build, which the engine put behind the start path
 )
 
 var restart struct {
@@ -292,9 +292,10 @@ func requestRestart(reason string) {
 
 // restartInPlace re-executes the server, handing over the listening socket (and the metrics and the
 // generation), so no connection is refused: new ones wait in the socket's backlog while the calls in
-// flight finish, and every goroutine of the old image is gone. A reload executes the start path
-// (through the engine's `build` link, now the new build); if that cannot be executed, the old code
-// keeps serving and `load-failed` is printed.
+// flight finish, and every goroutine of the old image is gone. Both reasons execute the start path
+// (the engine's `build` link, never the build it resolved to: the engine prunes old builds) and hand
+// it on as argv[0], so every later restart goes through the link too. If a reload's new build cannot
+// be executed, the old code keeps serving and `load-failed` is printed.
 func restartInPlace() {
 	restart.Lock()
 	reload := restart.reload
@@ -327,20 +328,18 @@ func restartInPlace() {
 	restart.Lock()
 	reload = restart.reload // a SIGHUP may have come while the calls drained
 	restart.Unlock()
-	exe, nextGeneration, reason := "", generation, restartRunaway
+	nextGeneration, reason := generation, restartRunaway
 	if reload {
-		exe, nextGeneration, reason = startPath, generation+1, restartReload
-	} else if exe, err = os.Executable(); err != nil {
-		errLog.Printf("cannot restart in place (%v); exiting", err)
-		os.Exit(1)
+		nextGeneration, reason = generation+1, restartReload
 	}
 	state, _ := json.Marshal(metrics.snapshot())
 	env := append(os.Environ(), listenFDEnv+"="+strconv.Itoa(int(fd)), metricsEnv+"="+string(state),
 		generationEnv+"="+strconv.Itoa(nextGeneration), restartEnv+"="+reason)
-	args := append([]string{exe}, os.Args[1:]...)
-	err = syscall.Exec(exe, args, env)
+	args := append([]string{startPath}, os.Args[1:]...)
+	err = syscall.Exec(startPath, args, env)
 	if !reload {
-		errLog.Printf("cannot restart in place (%v); exiting", err)
+		// The link names nothing executable: exit, and the engine starts the server again.
+		errLog.Printf("cannot restart in place (%s: %v); exiting", startPath, err)
 		os.Exit(1)
 	}
 	// The new build cannot be executed: serve on with the old code.
@@ -355,7 +354,7 @@ func restartInPlace() {
 	signal.Notify(hups, syscall.SIGHUP)
 	served = make(chan struct{})
 	go serve()
-	reloadFailed(fmt.Sprintf("%s: cannot execute the new build: %v", exe, err))
+	reloadFailed(fmt.Sprintf("%s: cannot execute the new build: %v", startPath, err))
 }
 
 // reloadFailed: the old code keeps serving; the generation still counts, as in every runtime.
