@@ -206,8 +206,8 @@ def environ_for(method, url, headers, body, version, peer):
         if key == "CONTENT_TYPE":
             environ["CONTENT_TYPE"] = value
             continue
-        if key == "CONTENT_LENGTH":
-            continue
+        if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+            continue  # the body is whole (httptools de-chunked it): bottle must not parse chunks again
         key = "HTTP_" + key
         environ[key] = environ[key] + "," + value if key in environ else value
     return environ

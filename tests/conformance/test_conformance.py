@@ -346,3 +346,14 @@ def test_saves_after_runaway_calls_serve_the_new_code(function):
     answer = fn.get("/")
     assert (answer.status_code, answer.text) == (200, "v5"), fn.logs()
     assert fn.instance.state.value == "Ready"
+
+
+def test_a_chunked_request_body_reaches_the_function(function):
+    # requests sends a generator as Transfer-Encoding: chunked (as curl -T - and streaming clients do)
+    fn = function("echo")
+    response = fn.post("/", data=iter([b"hello", b" chunked", b" world"]), headers={"Content-Type": "text/plain"})
+    assert (response.status_code, response.text) == (200, "hello chunked world")
+    big = function("large", env={"REQ_MB_LIMIT": "10"})
+    chunk = b"x" * 65536
+    response = big.post("/", data=(chunk for _ in range(64)), headers={"Content-Type": "application/octet-stream"})
+    assert (response.status_code, response.text) == (200, str(64 * len(chunk)))
