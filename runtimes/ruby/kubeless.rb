@@ -258,7 +258,30 @@ module EmptyBodyWithoutLength
 end
 WEBrick::HTTPRequest.prepend(EmptyBodyWithoutLength)
 
+# WEBrick serves each connection on a thread of its own and stops accepting at MaxClients; a client
+# that sends its request head slowly (slow-loris) holds its thread meanwhile, and WEBrick bounds only
+# each line read (RequestTimeout). So: many connections, as the other runtimes take, and a request
+# head must arrive within HEAD_TIMEOUT in all (Node's headersTimeout is the same 60 s).
+MAX_CONNECTIONS = 1024
+HEAD_TIMEOUT = 60
+module HeadDeadline
+  def parse(socket = nil)
+    WEBrick::Utils.timeout(HEAD_TIMEOUT, WEBrick::HTTPStatus::RequestTimeout) { super(socket) }
+  end
+end
+WEBrick::HTTPRequest.prepend(HeadDeadline)
+
+# Room for MAX_CONNECTIONS sockets under a default soft limit of 1024 open files.
+def raise_open_files_limit
+  soft, hard = Process.getrlimit(:NOFILE)
+  wanted = MAX_CONNECTIONS + 256
+  Process.setrlimit(:NOFILE, [wanted, hard].min, hard) if soft < wanted
+rescue SystemCallError, NotImplementedError
+  nil # serve with the limit we have
+end
+
 def start
+  raise_open_files_limit
   begin
     $function = load_function
   rescue ScriptError, StandardError => e
@@ -274,7 +297,7 @@ def start
 
   begin
     server = WEBrick::HTTPServer.new(
-      BindAddress: BIND, Port: PORT, MaxClients: 200,
+      BindAddress: BIND, Port: PORT, MaxClients: MAX_CONNECTIONS,
       Logger: WEBrick::Log.new($stderr, WEBrick::Log::WARN),
       AccessLog: [[$stdout, WEBrick::AccessLog::COMBINED_LOG_FORMAT]],
       StartCallback: -> { control(event: 'ready', generation: generation) }

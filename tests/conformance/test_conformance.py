@@ -357,3 +357,21 @@ def test_a_chunked_request_body_reaches_the_function(function):
     chunk = b"x" * 65536
     response = big.post("/", data=(chunk for _ in range(64)), headers={"Content-Type": "application/octet-stream"})
     assert (response.status_code, response.text) == (200, str(64 * len(chunk)))
+
+
+SLOW_CLIENTS = 200  # each holds a connection with half a request header, as a slow-loris client does
+
+
+def test_slow_clients_do_not_stop_other_calls(function):
+    fn = function("hello")
+    slow = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection(("127.0.0.1", fn.instance.port), timeout=10)
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            slow.append(sock)
+        response = fn.get("/", timeout=15)  # generous: milliseconds when nothing blocks it
+        assert (response.status_code, response.text) == (200, "hello world")
+    finally:
+        for sock in slow:
+            sock.close()
