@@ -168,6 +168,17 @@ def env_snapshot(env)
   end
 end
 
+# After a call with a big body, memory goes back to the OS (WorkerPool.release_memory) once the
+# call's thread has answered and dropped it; calls meanwhile share one release.
+RELEASE = Queue.new
+Thread.new do
+  while RELEASE.pop
+    sleep 0.2 # the call's answer is written by then: its request and body are garbage
+    RELEASE.clear
+    WorkerPool.release_memory
+  end
+end
+
 # Sinatra serves every path and method; /healthz and /metrics are the runtime's own.
 class KubelessApp < Sinatra::Base
   set :environment, :production
@@ -209,6 +220,7 @@ class KubelessApp < Sinatra::Base
         $stderr.puts "Function #{MOD_NAME}.#{FUNC_HANDLER} failed: #{e.message}"
         halt 500, { 'Content-Type' => 'text/plain' }, 'Internal Server Error'
       ensure
+        RELEASE.push(true) if body.bytesize >= WorkerPool::BIG_BODY
         # a request the function never saw (bad JSON) is the client's error, not a call
         unless outcome.nil? || outcome[0] == :bad_request
           CALLS.increment(label)

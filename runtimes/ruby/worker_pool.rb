@@ -11,6 +11,23 @@
 class WorkerPool
   Worker = Struct.new(:pid, :to_child, :from_child, :generation, :idle_since)
 
+  # After a call with a request this big, the server and the worker give memory back to the OS.
+  BIG_BODY = 8 << 20
+
+  begin
+    require 'fiddle'
+    MALLOC_TRIM = Fiddle::Function.new(Fiddle::Handle::DEFAULT['malloc_trim'], [Fiddle::TYPE_SIZE_T], Fiddle::TYPE_INT)
+  rescue LoadError, Fiddle::DLError
+    MALLOC_TRIM = nil # not glibc: freed memory is returned as that allocator does
+  end
+
+  # Ruby collects only as it allocates, and glibc keeps the holes freed strings leave in its heaps:
+  # without this an idle process stays as big as its biggest requests.
+  def self.release_memory
+    GC.start
+    MALLOC_TRIM&.call(0)
+  end
+
   class Timeout < StandardError; end
   class Crashed < StandardError; end
 
@@ -163,6 +180,9 @@ class WorkerPool
       exit!(0) if data.nil?
       result = @serve.call(Marshal.load(data))
       write_frame(output, Marshal.dump(result))
+      next if data.bytesize < BIG_BODY
+      data = result = nil
+      WorkerPool.release_memory
     end
   rescue Errno::EPIPE, IOError
     exit!(0)

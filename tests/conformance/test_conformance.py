@@ -8,6 +8,8 @@ import socket
 import time
 
 import requests
+from processes import tree_rss_mb
+from waiting import wait_for
 
 ABSENT_HEADER = {"go": ""}  # Go's event fields are strings: an absent header is ""; elsewhere null
 FUNCTION_NAME = {"go": "Handler"}
@@ -375,3 +377,27 @@ def test_slow_clients_do_not_stop_other_calls(function):
     finally:
         for sock in slow:
             sock.close()
+
+
+BIG_BODY_MB = 50
+
+
+def test_memory_goes_back_after_big_bodies(function):
+    # A server (and its workers) used to stay as big as its last big requests: 150-300 MB after a
+    # few 50 MB bodies. Runtimes release the memory after such a call.
+    fn = function("large", env={"REQ_MB_LIMIT": str(BIG_BODY_MB + 10)})
+    octets = {"Content-Type": "application/octet-stream"}
+    for _ in range(5):  # every lazy load done, the pool settled
+        assert fn.post("/", data=b"x" * 1000, headers=octets).text == "1000"
+    baseline = tree_rss_mb(fn.instance.pid)
+    body = b"x" * (BIG_BODY_MB << 20)
+    for _ in range(4):
+        response = fn.post("/", data=body, headers=octets)
+        assert (response.status_code, response.text) == (200, str(len(body)))
+    bound = baseline + BIG_BODY_MB // 2  # generous, yet less than one body kept anywhere
+    wait_for(lambda: tree_rss_mb(fn.instance.pid) < bound, seconds=30)
+    assert tree_rss_mb(fn.instance.pid) < bound, "%d MB after %d-MB bodies, %d MB before" % (
+        tree_rss_mb(fn.instance.pid),
+        BIG_BODY_MB,
+        baseline,
+    )

@@ -40,6 +40,8 @@ const (
 	restartEnv    = "KUBELESS_GO_RESTART"
 	// Exit code when the port cannot be bound: not a load failure, the engine may retry another port.
 	exitCannotListen = 4
+	// After a call with a request body this big, the memory goes back to the OS (see releaseMemory).
+	bigBody = 8 << 20
 )
 
 var (
@@ -182,10 +184,13 @@ func serveFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
 		http.Error(w, "Error reading the request body: "+err.Error(), http.StatusBadRequest)
 		return
+	}
+	if len(body) >= bigBody {
+		defer releaseMemory()
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body)) // the function may read it again
 	ctx, cancel := context.WithTimeout(r.Context(), funcTimeout)
@@ -246,6 +251,34 @@ func serveFunction(w http.ResponseWriter, r *http.Request) {
 		metrics.observe(r.Method, time.Since(start), true)
 		go watchRunaway(done, r.Method+" "+r.RequestURI)
 	}
+}
+
+// readBody reads the whole body into one buffer of its announced size (io.ReadAll would grow it by
+// doubling, leaving several times its size as garbage).
+func readBody(r *http.Request) ([]byte, error) {
+	if r.ContentLength <= 0 {
+		return io.ReadAll(r.Body)
+	}
+	body := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, body); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+var releasing atomic.Bool
+
+// releaseMemory returns the memory of big bodies to the OS shortly after the call: the Go runtime
+// collects only as it allocates, so an idle server would keep the last big bodies (and their
+// copies) for minutes. One release at a time; calls meanwhile share it.
+func releaseMemory() {
+	if releasing.Swap(true) {
+		return
+	}
+	time.AfterFunc(100*time.Millisecond, func() { // once the call's buffers are unreachable
+		releasing.Store(false)
+		debug.FreeOSMemory()
+	})
 }
 
 // watchRunaway: Go cannot kill a goroutine. A call that ignores its context and keeps running after
