@@ -24,8 +24,9 @@ const COLLECT_EVERY = 4 * 1024 * 1024; // while a big body arrives: see readBody
 v8.setFlagsFromString('--expose-gc');
 const collectGarbage = vm.runInNewContext('gc');
 let releaseTimer = null;
-function releaseSoon() {
-  if (!releaseTimer) releaseTimer = setTimeout(() => { releaseTimer = null; collectGarbage(); }, 100);
+function releaseSoon() { // 100 ms after the last big call: its buffers are garbage by then
+  clearTimeout(releaseTimer);
+  releaseTimer = setTimeout(collectGarbage, 100);
 }
 
 const runtimeLib = process.env.KUBELESS_RUNTIME_LIB || '';

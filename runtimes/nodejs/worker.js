@@ -14,8 +14,9 @@ const BIG_BODY = 8 * 1024 * 1024;
 const collectGarbage = globalThis.gc;
 globalThis.gc = undefined; // not configurable: it stays a property, without the function
 let releaseTimer = null;
-function releaseSoon() {
-  if (collectGarbage && !releaseTimer) releaseTimer = setTimeout(() => { releaseTimer = null; collectGarbage(); }, 100);
+function releaseSoon() { // 100 ms after the last big call: its buffers are garbage by then
+  clearTimeout(releaseTimer);
+  if (collectGarbage) releaseTimer = setTimeout(collectGarbage, 100);
 }
 
 const rtRequire = workerData.runtimeLib

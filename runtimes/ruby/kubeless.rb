@@ -168,13 +168,16 @@ def env_snapshot(env)
   end
 end
 
-# After a call with a big body, memory goes back to the OS (WorkerPool.release_memory) once the
-# call's thread has answered and dropped it; calls meanwhile share one release.
+# After a call with a big body, memory goes back to the OS (WorkerPool.release_memory) 0.2 s after
+# the last such call: its answer is written by then, its request and body are garbage.
 RELEASE = Queue.new
 Thread.new do
   while RELEASE.pop
-    sleep 0.2 # the call's answer is written by then: its request and body are garbage
-    RELEASE.clear
+    loop do
+      sleep 0.2
+      break if RELEASE.empty?
+      RELEASE.clear
+    end
     WorkerPool.release_memory
   end
 end

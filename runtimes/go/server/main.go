@@ -266,19 +266,23 @@ func readBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-var releasing atomic.Bool
+var release struct {
+	sync.Mutex
+	timer *time.Timer
+}
 
-// releaseMemory returns the memory of big bodies to the OS shortly after the call: the Go runtime
-// collects only as it allocates, so an idle server would keep the last big bodies (and their
-// copies) for minutes. One release at a time; calls meanwhile share it.
+// releaseMemory returns the memory of big bodies to the OS shortly after the last such call: the Go
+// runtime collects only as it allocates, so an idle server would keep the last big bodies (and
+// their copies) for minutes.
 func releaseMemory() {
-	if releasing.Swap(true) {
-		return
+	release.Lock()
+	defer release.Unlock()
+	const after = 100 * time.Millisecond // the call's buffers are unreachable by then
+	if release.timer == nil {
+		release.timer = time.AfterFunc(after, debug.FreeOSMemory)
+	} else {
+		release.timer.Reset(after)
 	}
-	time.AfterFunc(100*time.Millisecond, func() { // once the call's buffers are unreachable
-		releasing.Store(false)
-		debug.FreeOSMemory()
-	})
 }
 
 // watchRunaway: Go cannot kill a goroutine. A call that ignores its context and keeps running after
