@@ -2,7 +2,11 @@
 folder holds a 30,000-file node_modules, against the same project without it (target: ≤ 1.2×).
 Through the real `dev` path (manifest loading, watcher, fingerprints, prepare, reload).
 
-    python bench/bench_bigtree.py [--runtimes python3.11,...] [--edits 20] [--files 30000]
+`--tree lib` names the big folder `lib` instead: code the function ships (vendored packages), so it
+is laid out in every generation; a save costs a walk of it plus one hard link per unchanged file
+(issue J.5: it cost a full copy).
+
+    python bench/bench_bigtree.py [--runtimes python3.11,...] [--edits 20] [--files 30000] [--tree node_modules]
 """
 
 import time
@@ -30,7 +34,7 @@ def make_tree(folder, files, per_folder=10):
         (package / ("f%d.js" % index)).write_text("module.exports = %d;\n" % index)
 
 
-def measure(engine, runtime, files, edits):
+def measure(engine, runtime, files, edits, tree="node_modules"):
     """(start seconds, save→answer times in ms, inotify watches) for one project."""
     root = engine.tmp / ("project-%d" % files)
     source = root / "fn" / ("handler" + runtime.suffix)
@@ -38,7 +42,7 @@ def measure(engine, runtime, files, edits):
     source.write_text(MARKED_HELLO[runtime.server].replace("MARK", "v0"))
     (root / "function.yaml").write_text(MANIFEST % (runtime.name, FUNCTION_NAMES.get(runtime.id, "handler")))
     if files:
-        make_tree(root / "fn" / "node_modules", files)
+        make_tree(root / "fn" / tree, files)
     project = Project(root, engine.supervisor)
     try:
         started = time.monotonic()
@@ -66,8 +70,9 @@ def main():
     parser = bench_parser(__doc__)
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--files", type=int, default=30000)
+    parser.add_argument("--tree", default="node_modules", help="the big folder's name (lib: code the function ships)")
     args = parser.parse_args()
-    print("| runtime | backend | node_modules files | start s | watches | save→answer median ms | p95 ms |")
+    print("| runtime | backend | %s files | start s | watches | save→answer median ms | p95 ms |" % args.tree)
     print("|---|---|---|---|---|---|---|")
     for name in args.runtimes.split(","):
         runtime, _ = CATALOG.resolve(name)
@@ -75,7 +80,7 @@ def main():
         for files in (0, args.files):
             engine = Engine(args.backend)
             try:
-                start_seconds, times, watches = measure(engine, runtime, files, args.edits)
+                start_seconds, times, watches = measure(engine, runtime, files, args.edits, args.tree)
             finally:
                 engine.close()
             s = summary(times)

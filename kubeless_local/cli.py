@@ -236,7 +236,16 @@ def _stop(signum, _frame):
     raise Stop(signum)
 
 
-def serve(root, backend_name, manifests=None, ignore=(), kafka_brokers=None, state_dir=None, allow_empty=False):
+def serve(
+    root,
+    backend_name,
+    manifests=None,
+    ignore=(),
+    kafka_brokers=None,
+    state_dir=None,
+    allow_empty=False,
+    deployed_only=False,
+):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
@@ -250,6 +259,7 @@ def serve(root, backend_name, manifests=None, ignore=(), kafka_brokers=None, sta
         kafka_brokers=kafka_brokers,
         state_dir=state_dir,
         allow_empty=allow_empty,
+        deployed_only=deployed_only,
     )
     printer = LogPrinter(session.logs)
     printer.start()

@@ -51,7 +51,7 @@ def session_here():
             "No kubeless-local session runs for %s: starting one in the background (`kubeless-local down` stops it)"
             % folder
         )
-        found = background.start(folder)
+        found = background.start(folder, deployed_only=True)  # a cluster: what the verbs deploy, not the folder's YAML
     return found
 
 
@@ -65,10 +65,26 @@ def wait_settled(state_dir, name, present=True):
 
 
 def write_manifest(path: Path, document):
+    """Write an object the verbs deploy; the session `function deploy` started loads it (and only such)."""
     text = objects.to_go_yaml(document)
+    background.record_deployed(path)
     tmp = path.with_name(".%s.tmp" % path.name)
     tmp.write_text(text)
     os.replace(tmp, path)  # the watcher never sees a half-written file
+
+
+def check_deployed(path: Path):
+    """What the session will say of the object written to `path`, said here (exit 2) instead of waiting for a
+    function that never comes: its own errors, and its name taken by another manifest of the folder."""
+    specs.load(path)
+    for error in specs.Loader(Path.cwd()).collect().errors:
+        if error.path == path or str(path) in error.message:
+            raise UserError(error.message)
+
+
+def remove_manifest(path: Path):
+    path.unlink(missing_ok=True)
+    background.record_deployed(path, present=False)
 
 
 def function_file(name):
@@ -213,10 +229,10 @@ def apply_function(name, document, flags, verb):
     previous = path.read_bytes() if path.exists() else None
     write_manifest(path, document)
     try:
-        specs.load(Path.cwd())  # what the session will load: its error here, not a wait for a function that never comes
+        check_deployed(path)
     except UserError:
         if previous is None:
-            path.unlink()
+            remove_manifest(path)
         else:
             path.write_bytes(previous)
         raise
@@ -240,8 +256,8 @@ def apply_function(name, document, flags, verb):
 def deploy(name, dryrun, output, **flags):
     """Deploy function NAME: writes NAME.yaml here; the session of this folder runs it."""
     specs.validate_name("function", name)
-    if flags["schedule"] and len(flags["schedule"].split()) != 5:
-        raise UserError('--schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % flags["schedule"])
+    if flags["schedule"]:
+        specs.validate_schedule("--schedule", flags["schedule"])
     document = build_function(name, flags)
     if dryrun:
         print_object(document, output)
@@ -286,8 +302,8 @@ def delete(name, namespace):
     ]
     if others:
         raise UserError("%s holds other objects too; remove Function %s there" % (path, name))
-    path.unlink()
-    trigger_file(name, "CronJobTrigger").unlink(missing_ok=True)
+    remove_manifest(path)
+    remove_manifest(trigger_file(name, "CronJobTrigger"))
     state_dir = background.project_session(Path.cwd())
     if state_dir is not None:
         wait_settled(state_dir, name, present=False)
@@ -508,7 +524,7 @@ def trigger_group(word, kind, build, options):
         path = trigger_file(name, kind)
         if not path.exists():
             raise UserError("%s %s not found here (no %s)" % (kind, name, path.name))
-        path.unlink()
+        remove_manifest(path)
         info("%s %s deleted" % (kind, name))
 
     @group.command(name="list")
@@ -517,8 +533,9 @@ def trigger_group(word, kind, build, options):
         from kubeless_local.cli import print_table
 
         found = []
-        for path in specs.manifest_files(Path.cwd()):
-            for doc in specs.read_manifest(path)[0]:
+        loader = specs.Loader(Path.cwd())
+        for path in loader.files():
+            for doc in loader.documents(path)[0]:  # a file that does not load lists nothing
                 if isinstance(doc, dict) and doc.get("kind") == kind:
                     meta = doc.get("metadata") or {}
                     if namespace is None or meta.get("namespace", "default") == namespace:
@@ -540,8 +557,7 @@ def trigger_group(word, kind, build, options):
 def _cronjob(name, namespace, flags):
     if not flags["function"] or not flags["schedule"]:
         raise UserError("--function and --schedule are required")
-    if len(flags["schedule"].split()) != 5:
-        raise UserError('--schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % flags["schedule"])
+    specs.validate_schedule("--schedule", flags["schedule"])
     payload = None
     if flags["payload_from_file"]:
         payload = json.loads(Path(flags["payload_from_file"]).read_text())
@@ -627,13 +643,15 @@ for _word, _kind in (("kafka", "KafkaTrigger"), ("nats", "NATSTrigger")):
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; `kubeless-local down` stops it.")
 @click.option("--backend", type=click.Choice(backends.CHOICES), help="As for dev.")
 @click.option("--ignore", multiple=True, metavar="PATTERN", help="As for dev.")
-def up(path, detach, backend, ignore):
+@click.option("--deployed-only", is_flag=True, hidden=True, help="Only what the Kubeless verbs deployed here.")
+def up(path, detach, backend, ignore, deployed_only):
     """Run the project's functions (= dev); -d: in the background."""
     folder = Path(path).resolve()
     if not detach:
         from kubeless_local import cli
 
-        cli.serve(folder, backend, ignore=ignore, allow_empty=True)  # functions may come later (`function deploy`)
+        # functions may come later (`function deploy`); the session `function deploy` starts is --deployed-only
+        cli.serve(folder, backend, ignore=ignore, allow_empty=True, deployed_only=deployed_only)
         return
     running = background.project_session(folder)
     if running is not None:

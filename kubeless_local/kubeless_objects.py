@@ -5,7 +5,6 @@ sorted, `""` for empty strings). Golden files made with the real CLI: tests/fixt
 No click here: the `function`/`trigger` commands (kubeless_cli.py) parse flags and call these.
 """
 
-import base64
 import json
 from pathlib import Path
 from typing import Optional
@@ -37,22 +36,12 @@ def read_code(location: str):
         from kubeless_local.emulator.layout import fetch
 
         return location, "url" + archive, specs.checksum_of(fetch(location))
-    path = Path(location)
-    if path.is_dir():
-        from kubeless_local.cluster.render import zip_folder
+    from kubeless_local.cluster.render import inline_artifact_of  # the encoder `push` uses
 
-        data = zip_folder(path)
-        return base64.b64encode(data).decode(), "base64+zip", specs.checksum_of(data)
     try:
-        data = path.read_bytes()
+        return inline_artifact_of(Path(location))
     except OSError as exc:
         raise UserError("--from-file %s: cannot read (%s)" % (location, exc.strerror or exc)) from None
-    if archive:
-        return base64.b64encode(data).decode(), "base64" + archive, specs.checksum_of(data)
-    try:
-        return data.decode("utf-8"), "text", specs.checksum_of(data)
-    except UnicodeDecodeError:
-        return base64.b64encode(data).decode(), "base64", specs.checksum_of(data)
 
 
 def read_deps(location: Optional[str]) -> str:

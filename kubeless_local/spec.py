@@ -3,6 +3,7 @@
 Errors name the file, the object and the field, and say how to fix it (contract §1, §2).
 """
 
+import dataclasses
 import fnmatch
 import hashlib
 import os
@@ -195,6 +196,17 @@ class NATSTrigger(KafkaTrigger):
     source = "nats"
 
 
+@dataclass(frozen=True)
+class ObjectError:
+    """An object that could not be loaded (or a whole file, when its objects cannot be told apart): the
+    others load and run; `dev` shows it as a ConfigError row named `key`."""
+
+    key: str  # the Function's name; `<kind>/<name>` for another object; the file's path otherwise
+    path: Path  # the manifest file
+    message: str  # one line naming the file and the fix, as a UserError says it
+    whole_file: bool = False  # unreadable or malformed YAML: none of its objects loaded
+
+
 @dataclass
 class Manifests:
     functions: list = field(default_factory=list)
@@ -203,9 +215,18 @@ class Manifests:
     kafka_triggers: list = field(default_factory=list)
     nats_triggers: list = field(default_factory=list)
     notices: list = field(default_factory=list)  # one line each: files and objects not loaded, and why
+    errors: list = field(default_factory=list)  # ObjectError: objects the user must fix; the rest loaded
 
     def extend(self, other):
-        for attribute in ("functions", "http_triggers", "cron_triggers", "kafka_triggers", "nats_triggers", "notices"):
+        for attribute in (
+            "functions",
+            "http_triggers",
+            "cron_triggers",
+            "kafka_triggers",
+            "nats_triggers",
+            "notices",
+            "errors",
+        ):
             getattr(self, attribute).extend(getattr(other, attribute))
 
     def function(self, name):
@@ -213,6 +234,11 @@ class Manifests:
             if fn.name == name:
                 return fn
         return None
+
+    def raise_first(self):
+        """All or nothing (push, `dev FILE`, `function deploy`'s check): the first error as a UserError."""
+        if self.errors:
+            raise UserError(self.errors[0].message)
 
 
 def _fail(origin, message):
@@ -357,12 +383,101 @@ def parse_http_trigger(doc, path):
     )
 
 
+# A schedule as the Kubeless CLI v1.0.8 checks it (`cron.ParseStandard` of robfig/cron b41be1df, which
+# `function deploy --schedule` and `trigger cronjob create|update` call): five fields or a descriptor.
+CRON_FIELDS: tuple = (  # (name, lowest, highest, names)
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    (
+        "month",
+        1,
+        12,
+        dict(zip(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), range(1, 13))),
+    ),
+    ("day of week", 0, 6, dict(zip(("sun", "mon", "tue", "wed", "thu", "fri", "sat"), range(7)))),
+)
+CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+GO_DURATION = re.compile(r"^[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$")  # time.ParseDuration
+SCHEDULE_EXAMPLES = '"*/5 * * * *", @hourly or "@every 5m"'
+
+
+def _cron_value(text, names):
+    """A month or weekday name, else strconv.Atoi and robfig's `Negative number not allowed`."""
+    if text.lower() in names:
+        return names[text.lower()]
+    if not re.match(r"^[-+]?\d+$", text):
+        raise ValueError("%r is not a number" % text)
+    if int(text) < 0:
+        raise ValueError("negative number %s" % text)
+    return int(text)
+
+
+def _cron_range(expr, name, low, high, names):
+    range_and_step = expr.split("/")
+    low_high = range_and_step[0].split("-")
+    if low_high[0] in ("*", "?"):
+        start, end = low, high
+    else:
+        start = _cron_value(low_high[0], names)
+        if len(low_high) > 2:
+            raise ValueError("too many hyphens in %r" % expr)
+        end = start if len(low_high) == 1 else _cron_value(low_high[1], names)
+    if len(range_and_step) > 2:
+        raise ValueError("too many slashes in %r" % expr)
+    step = _cron_value(range_and_step[1], {}) if len(range_and_step) == 2 else 1
+    if len(range_and_step) == 2 and len(low_high) == 1:
+        end = high  # `5/15`: from 5 to the highest
+    if start < low or end > high:
+        raise ValueError("%s %r is outside %d-%d" % (name, expr, low, high))
+    if start > end:
+        raise ValueError("%s range %r goes backwards" % (name, expr))
+    if step == 0:
+        raise ValueError("a step of 0 in %r" % expr)
+
+
+def schedule_problem(schedule) -> Optional[str]:
+    """Why the Kubeless CLI would refuse this CronJobTrigger schedule, or None when it accepts it: five
+    fields (minute hour day-of-month month day-of-week: numbers, names, `*`, `?`, ranges, steps, lists;
+    day of week 0-6, so `7` is refused) or @yearly, @annually, @monthly, @weekly, @daily, @midnight,
+    @hourly, `@every <Go duration>`. For the cron module and every command that takes a schedule."""
+    if not schedule:
+        return "it is empty"
+    if schedule.startswith("@"):
+        if schedule in CRON_DESCRIPTORS:
+            return None
+        if schedule.startswith("@every ") and GO_DURATION.match(schedule[len("@every ") :]):
+            return None
+        return "%r is not a descriptor (%s, or @every <duration> such as @every 5m)" % (
+            schedule,
+            ", ".join(CRON_DESCRIPTORS),
+        )
+    fields = schedule.split()
+    if len(fields) != 5:
+        return "it has %d fields, not a 5-field cron expression (minute hour day-of-month month day-of-week)" % len(
+            fields
+        )
+    try:
+        for field_text, (name, low, high, names) in zip(fields, CRON_FIELDS):
+            for expr in (part for part in field_text.split(",") if part):
+                _cron_range(expr, name, low, high, names)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def validate_schedule(where, schedule):
+    """UserError naming `where` (a manifest's object, or a flag) when the Kubeless CLI refuses the schedule."""
+    problem = schedule_problem(schedule)
+    if problem:
+        _fail(where, "schedule %r is not valid: %s; e.g. %s" % (schedule, problem, SCHEDULE_EXAMPLES))
+
+
 def parse_cron_trigger(doc, path):
     name, _, spec, origin = _object(doc, path, "CronJobTrigger")
     function_name = _required(origin, spec, "function-name")
     schedule = _string(origin, spec, "schedule")
-    if len(schedule.split()) != 5:
-        _fail(origin, 'spec.schedule %r must be a 5-field cron expression, e.g. "*/5 * * * *"' % schedule)
+    validate_schedule(origin + ": spec.schedule", schedule)
     return CronJobTrigger(
         name=name,
         function_name=function_name,
@@ -502,9 +617,35 @@ def _rel(path: Path, root: Path):
 
 IGNORED_SUFFIXES = (".pyc", ".swp", ".tmp", "~")  # editors' and compilers' droppings: never a reason to reload
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
-# A file without this text holds no Kubeless object: it is not parsed at all (a 20 MB data file, CI files).
-KUBELESS_TEXT = re.compile(rb"kubeless\.io|^\s*kind:\s*[\"']?(%s)\b" % "|".join(ALL_KINDS).encode(), re.M)
+# A line that names a Kubeless object: an apiVersion kubeless.io/… or a Kubeless kind, not in a comment.
+KUBELESS_LINE = re.compile(
+    rb"""[^#]*?\b(apiVersion["']?\s*:\s*["']?kubeless\.io/|kind["']?\s*:\s*["']?(%s)\b)"""
+    % "|".join(ALL_KINDS).encode()
+)
+KUBELESS_WORDS = (b"kubeless.io/", *(kind.encode() for kind in ALL_KINDS))
+
+
+def names_kubeless_objects(data: bytes) -> bool:
+    """Whether a file may hold a Kubeless object, cheaply: the lines holding `kubeless.io/` or a kind's name
+    (found with bytes.find, fast on 20 MB) are checked. A file without one (a data file, CI files, a file
+    that names kubeless.io in a comment) is never parsed."""
+    for word in KUBELESS_WORDS:
+        at = data.find(word)
+        while at != -1:
+            start, end = data.rfind(b"\n", 0, at) + 1, data.find(b"\n", at)
+            if KUBELESS_LINE.match(data, start, len(data) if end == -1 else end):
+                return True
+            at = data.find(word, at + len(word))
+    return False
+
+
 TEMPLATE_TEXT = re.compile(r"\{\{[^{}\n]*\}\}")  # Helm / Go template actions: `{{ .Values.name }}`
+# A manifest file larger than this is not parsed (a notice says so): the API server takes objects of at most
+# ~1.5 MB and Kubeless keeps code in a 1 MiB ConfigMap, so such a file is data, and parsing it costs seconds.
+MAX_MANIFEST_BYTES = 8 << 20
+# Aliases may expand a document to at most this many nodes more than it has written out: a 1 KB "billion
+# laughs" file would otherwise expand to gigabytes in every copy, fingerprint and `ls -o json`.
+MAX_ALIAS_EXPANSION = 100_000
 
 
 def manifest_files(root: Path, ignore=None):
@@ -517,18 +658,58 @@ def manifest_files(root: Path, ignore=None):
     return [p for p in (ignore or Ignore()).walk(root) if p.suffix in (".yaml", ".yml")]
 
 
+def alias_expansion(documents):
+    """How many nodes the aliases add once expanded (a shared sub-tree counts as often as it is used), or
+    None for an alias that refers to itself (or nesting too deep to walk). Each distinct node is visited
+    once, so a bomb costs no time here."""
+    sizes: dict = {}  # id(container) → its expanded size; None while it is being counted (a cycle)
+    written = 0  # the containers and their scalars as the text writes them
+
+    def size(node):
+        nonlocal written
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) in sizes:
+            if sizes[id(node)] is None:
+                raise RecursionError("an alias inside itself")
+            return sizes[id(node)]
+        sizes[id(node)] = None
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        written += 1 + sum(1 for child in children if not isinstance(child, (dict, list)))
+        sizes[id(node)] = total = 1 + sum(size(child) for child in children)
+        return total
+
+    try:
+        expanded = sum(size(document) for document in documents)
+    except RecursionError:
+        return None
+    return expanded - written - sum(1 for document in documents if not isinstance(document, (dict, list)))
+
+
 def load_documents(path: Path, text=None):
     try:
         text = path.read_text(encoding="utf-8") if text is None else text
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError("%s: cannot read (%s)" % (path, exc)) from None
     try:
-        return [d for d in yaml.load_all(text, Loader=YAML_LOADER) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=YAML_LOADER) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = "%s:%d:%d" % (path, mark.line + 1, mark.column + 1) if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError("%s: malformed YAML: %s; fix the syntax there" % (where, problem)) from None
+    if "*" in text:  # an alias is written `*name`: no star, no alias
+        added = alias_expansion(documents)
+        if added is None:
+            raise UserError(
+                "%s: a YAML alias refers to itself (or the nesting is too deep); write the value out" % path
+            )
+        if added > MAX_ALIAS_EXPANSION:
+            raise UserError(
+                "%s: YAML aliases expand to more than %d nodes (an alias bomb?); write the values out or use fewer"
+                " aliases" % (path, MAX_ALIAS_EXPANSION)
+            )
+    return documents
 
 
 def template_notice(path):
@@ -536,14 +717,21 @@ def template_notice(path):
 
 
 def read_manifest(path: Path):
-    """(documents, notice) of one YAML file. A file without Kubeless text is skipped unparsed; a template
-    that is not valid YAML is a notice; any other YAML error in a Kubeless file is the user's to fix."""
+    """(documents, notice) of one YAML file. A file without Kubeless text is skipped unparsed, and so is one
+    too large to be manifests (a notice); a template that is not valid YAML is a notice; any other YAML
+    error in a Kubeless file is the user's to fix."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise UserError("%s: cannot read (%s)" % (path, exc)) from None
-    if not KUBELESS_TEXT.search(data):
+    if not names_kubeless_objects(data):
         return [], None
+    if len(data) > MAX_MANIFEST_BYTES:
+        return [], "%s: not loaded: larger than %d MiB, which no set of Kubeless manifests needs" % (
+            path,
+            MAX_MANIFEST_BYTES >> 20,
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -556,59 +744,131 @@ def read_manifest(path: Path):
         raise
 
 
-class Loader:
-    """The Kubeless objects under a folder (or in one file). Each file's documents are kept by its stat,
-    so a reload re-reads only the files that changed; the objects are rebuilt (cheap) every time."""
+def object_key(doc, path: Path, project: Path):
+    """The name `ls` shows for an object that could not be loaded: a Function's name, `<kind>/<name>` for
+    another object, else the file's path in the project."""
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if isinstance(name, str) and NAME_RE.match(name) and isinstance(kind, str) and kind:
+        return name if kind == "Function" else "%s/%s" % (kind.lower(), name)
+    return _rel(path, project)
 
-    def __init__(self, root, ignore=()):
+
+def one_cron_job_per_function(cron_triggers):
+    """A notice for each function that several CronJobTriggers call: in a cluster the cronjob-trigger
+    controller keeps one CronJob per function (`trigger-<function>`), so only one of them would run."""
+    by_function: dict = {}
+    for trigger in cron_triggers:
+        by_function.setdefault(trigger.function_name, []).append(trigger)
+    return [
+        "%s: CronJobTriggers %s all call function %s; a cluster keeps one of them (one CronJob trigger-%s per"
+        " function), here each runs"
+        % (triggers[1].origin.split(":")[0], ", ".join(t.name for t in triggers), name, name)
+        for name, triggers in by_function.items()
+        if len(triggers) > 1
+    ]
+
+
+class Loader:
+    """The Kubeless objects under a folder (or in one file, or the files `only()` names). Each file's
+    documents are kept by its stat, so a reload re-reads only the files that changed; the objects are
+    rebuilt (cheap) every time. `collect()` loads what it can and lists the rest as errors; `load()` is
+    all or nothing."""
+
+    def __init__(self, root, ignore=(), only=None):
         self.root = Path(root).resolve()
         self.project = self.root if self.root.is_dir() else self.root.parent  # sources must stay inside it
         self.ignore = ignore if isinstance(ignore, Ignore) else Ignore(ignore)
-        self.cache = {}  # path → ((mtime_ns, size, inode), (documents, notice))
+        self.only = only  # a callable: the manifest files to load instead of every YAML file under root
+        self.cache = {}  # path → ((mtime_ns, size, inode), (documents, notice, error))
 
     def documents(self, path):
+        """(documents, notice, error message) of one file."""
         try:
             st = path.stat()
         except OSError:
-            return [], None  # deleted since the walk: the next change event reloads
+            return [], None, None  # deleted since the walk: the next change event reloads
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self.cache.get(path)
         if cached is None or cached[0] != key:
-            cached = self.cache[path] = (key, read_manifest(path))
+            try:
+                found = (*read_manifest(path), None)
+            except UserError as exc:
+                found = ([], None, str(exc))
+            cached = self.cache[path] = (key, found)
         return cached[1]
 
-    def load(self) -> Manifests:
-        files = manifest_files(self.root, self.ignore)
+    def files(self):
+        if self.only is None:
+            return manifest_files(self.root, self.ignore)
+        return sorted(path for path in self.only() if path.is_file())
+
+    def collect(self) -> Manifests:
+        """Every object that loads; each one that does not is an ObjectError, and the others still load."""
+        files = self.files()
         present = set(files)
         self.cache = {path: entry for path, entry in self.cache.items() if path in present}  # forget deleted files
         manifests = Manifests()
         for path in files:
-            documents, notice = self.documents(path)
+            documents, notice, error = self.documents(path)
             if notice:
                 manifests.notices.append(notice)
-            found = Manifests()
-            try:
-                for doc in documents:
+            if error:
+                manifests.errors.append(ObjectError(_rel(path, self.project), path, error, whole_file=True))
+                continue
+            found, problems = Manifests(), []
+            for doc in documents:
+                try:
                     add_document(found, doc, path, self.project)
-            except UserError:
-                if not TEMPLATE_TEXT.search(path.read_text(encoding="utf-8", errors="replace")):
-                    raise
+                except UserError as exc:
+                    problems.append(ObjectError(object_key(doc, path, self.project), path, str(exc)))
+            if problems and TEMPLATE_TEXT.search(path.read_text(encoding="utf-8", errors="replace")):
                 manifests.notices.append(template_notice(path))  # valid YAML, but `{{ }}` where names go
                 continue
             manifests.extend(found)
-        names: dict = {}
+            manifests.errors.extend(problems)
+        self._one_function_per_name(manifests)
+        manifests.notices.extend(one_cron_job_per_function(manifests.cron_triggers))
+        return manifests
+
+    def _one_function_per_name(self, manifests):
+        """A name defined twice: the first file's Function runs, the second is an error; every error gets a
+        key of its own (the file's path when the object's name is taken)."""
+        files: dict = {}
         for fn in manifests.functions:
-            if fn.name in names:
-                raise UserError(
-                    "%s: Function %s is also defined in %s; names must be unique"
-                    % (fn.origin.split(":")[0], fn.name, names[fn.name])
+            path = Path(fn.origin.split(":")[0])
+            if fn.name in files:
+                message = "%s: Function %s is also defined in %s; names must be unique" % (
+                    path,
+                    fn.name,
+                    files[fn.name],
                 )
-            names[fn.name] = fn.origin.split(":")[0]
+                manifests.errors.append(ObjectError(_rel(path, self.project), path, message))
+            else:
+                files[fn.name] = path
+        manifests.functions = [fn for fn in manifests.functions if files[fn.name] == Path(fn.origin.split(":")[0])]
+        taken = set(files)
+        errors = []
+        for error in manifests.errors:
+            key, number = error.key, 1
+            if key in taken:
+                key = base = _rel(error.path, self.project)
+                while key in taken:
+                    number += 1
+                    key = "%s#%d" % (base, number)
+            taken.add(key)
+            errors.append(dataclasses.replace(error, key=key))
+        manifests.errors = errors
+
+    def load(self) -> Manifests:
+        manifests = self.collect()
+        manifests.raise_first()
         return manifests
 
 
 def load(root, ignore=()) -> Manifests:
-    """Every Kubeless object in the YAML files under `root` (a file or a folder)."""
+    """Every Kubeless object in the YAML files under `root` (a file or a folder); the first error raised."""
     return Loader(root, ignore).load()
 
 

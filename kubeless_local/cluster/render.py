@@ -13,7 +13,6 @@ import copy
 import io
 import os
 import re
-import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Optional
 import yaml
 
 from kubeless_local import spec as specs
+from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, Catalog
 from kubeless_local.spec import FunctionSpec, checksum_of
@@ -48,35 +48,46 @@ def dep_name_of(runtime: str, catalog: Optional[Catalog] = None) -> str:
     return entry.dep_name if entry else ""
 
 
-def code_files(source: Path):
-    """(relative path, file) of what the local layout copies from a source folder (layout.copy_tree):
-    at the top, neither the skipped folders nor hidden names; below, not the skipped folders."""
-    ignored = shutil.ignore_patterns(*specs.SKIP_DIRS)
-    found = []
-    for folder, dirs, files in os.walk(source):
-        here = Path(folder)
-        top = here == source
-        names = set(ignored(folder, dirs + files))
-        keep = [n for n in dirs if n not in names and not (top and n.startswith("."))]
-        dirs[:] = sorted(keep)
-        for name in sorted(files):
-            if name in names or (top and name.startswith(".")):
-                continue
-            path = here / name
-            found.append((path.relative_to(source).as_posix(), path))
-    return found
-
-
-def zip_folder(source: Path) -> bytes:
-    """A deterministic zip of the folder's code: sorted entries, fixed times, the files' permission bits."""
+def zip_folder(source: Path, project: Optional[Path] = None) -> bytes:
+    """A deterministic zip of the folder's code (layout.code_files: the files `dev` lays out): sorted
+    entries, fixed times, the files' permission bits. A link that leaves `project` (default: the
+    folder) is refused: push never sends a file from outside the project."""
+    found = code_files(source, project)
+    if found.outside:
+        rel, where = found.outside[0]
+        raise UserError(
+            "%s is a symbolic link to %s, outside the project: push sends only the project's files; copy what"
+            " the function needs into the project or remove the link" % (Path(source) / rel, where)
+        )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for rel, path in code_files(source):
+        for rel, path in found.files:
+            try:
+                with open(path, "rb") as file:
+                    mode, data = os.fstat(file.fileno()).st_mode, file.read()
+            except OSError as exc:
+                raise UserError("%s: cannot read (%s)" % (path, exc.strerror or exc)) from None
             info = zipfile.ZipInfo(rel, ZIP_DATE)
-            info.external_attr = (stat.S_IFREG | (path.stat().st_mode & 0o777)) << 16
+            info.external_attr = (stat.S_IFREG | (mode & 0o777)) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, path.read_bytes())
+            archive.writestr(info, data)
     return buffer.getvalue()
+
+
+def inline_artifact_of(path: Path, project: Optional[Path] = None):
+    """(function, function-content-type, checksum) of local code as the Kubeless CLI
+    sends it: one UTF-8 file → text, any other file → base64, an archive → base64+<kind>, a folder →
+    base64+zip. One encoder for `push` and `function deploy --from-file`."""
+    if path.is_dir():
+        data = zip_folder(path, project)
+        return base64.b64encode(data).decode(), "base64+zip", checksum_of(data)
+    data = path.read_bytes()
+    if specs.archive_kind(path.name):
+        return base64.b64encode(data).decode(), "base64" + specs.archive_kind(path.name), checksum_of(data)
+    try:
+        return data.decode("utf-8"), "text", checksum_of(data)
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode(), "base64", checksum_of(data)
 
 
 def inline_code(fn: FunctionSpec, dep_name: str):
@@ -84,24 +95,13 @@ def inline_code(fn: FunctionSpec, dep_name: str):
     source = fn.source
     assert source is not None
     deps = fn.deps
-    if source.is_dir():
-        data = zip_folder(source)
-        function, ctype = base64.b64encode(data).decode(), "base64+zip"
-        in_folder = source / dep_name if dep_name else None
-        if fn.deps_file is None and in_folder is not None and in_folder.is_file():
-            deps = in_folder.read_text()  # the prepare step copies the ConfigMap's deps over the folder's
-    elif specs.archive_kind(source.name):
-        data = source.read_bytes()
-        function, ctype = base64.b64encode(data).decode(), "base64" + specs.archive_kind(source.name)
-    else:
-        data = source.read_bytes()
-        try:
-            function, ctype = data.decode("utf-8"), "text"
-        except UnicodeDecodeError:
-            function, ctype = base64.b64encode(data).decode(), "base64"
+    function, ctype, checksum = inline_artifact_of(source, fn.project)
+    in_folder = source / dep_name if dep_name and source.is_dir() else None
+    if fn.deps_file is None and in_folder is not None and in_folder.is_file():
+        deps = in_folder.read_text()  # the prepare step copies the ConfigMap's deps over the folder's
     if fn.deps_file is not None:
         deps = fn.deps_file.read_text()
-    return function, ctype, checksum_of(data), deps
+    return function, ctype, checksum, deps
 
 
 def _labelled(doc: dict, namespace: str, project: str) -> dict:

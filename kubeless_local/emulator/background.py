@@ -27,14 +27,15 @@ def project_session(folder):
     return None
 
 
-def start(folder):
+def start(folder, deployed_only=False):
     """A session (`up`) for `folder` in the background (its output in .kubeless-local/up.log); returns
-    its state folder once it answers."""
+    its state folder once it answers. `deployed_only` (`function deploy`): it runs only what the Kubeless
+    verbs deployed there (deployed_files), not every manifest in the folder."""
     state = Path(folder) / STATE_DIRNAME
     state.mkdir(exist_ok=True)
     with open(state / "up.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeless_local", "up", str(folder)],
+            [sys.executable, "-m", "kubeless_local", "up", *(["--deployed-only"] * deployed_only), str(folder)],
             cwd=folder,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -68,3 +69,34 @@ def stop(folder):
         if time.monotonic() > deadline:
             raise UserError("the session for %s (pid %d) did not stop within %d s" % (folder, pid, DOWN_TIMEOUT))
         time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- what the Kubeless verbs deployed here
+
+DEPLOYED_LIST = "deployed.txt"  # in the state folder: the manifests the verbs wrote, one path a line
+
+
+def deployed_files(root) -> list:
+    """The manifests `function deploy` / `trigger … create` wrote for the session of `root`: all the
+    session `function deploy` starts loads (a cluster holds what was applied to it, not the folder's YAML)."""
+    root = Path(root)
+    try:
+        lines = (root / STATE_DIRNAME / DEPLOYED_LIST).read_text().splitlines()
+    except OSError:
+        return []
+    return [root / line for line in lines if line.strip()]
+
+
+def record_deployed(path, present=True):
+    """Add (or remove) a manifest the verbs wrote to the list of the session that runs its folder (of the
+    folder itself when none runs yet: the session `function deploy` starts there reads it)."""
+    path = Path(path).resolve()
+    state_dir = project_session(path.parent) or path.parent / STATE_DIRNAME
+    state_dir.mkdir(exist_ok=True)
+    root = state_dir.parent
+    listed = [p.relative_to(root).as_posix() for p in deployed_files(root)]
+    entry = path.relative_to(root).as_posix()
+    listed = [line for line in listed if line != entry] + ([entry] if present else [])
+    tmp = state_dir / (".%s.tmp" % DEPLOYED_LIST)
+    tmp.write_text("".join(line + "\n" for line in listed))
+    os.replace(tmp, state_dir / DEPLOYED_LIST)

@@ -4,17 +4,22 @@ URL; zip / compressed tar) decoded, checksum-verified and unpacked, plus the dep
 
 Plain functions of the spec and a target folder, nothing else: a renderer that goes the other way
 (code folder → Function manifest with `function`, `function-content-type` and `checksum`) mirrors
-`layout_code` and `inline_artifact`.
+`layout_code` and `inline_artifact`, and takes a folder's files from the same `code_files`.
 """
 
 import base64
 import binascii
+import errno
 import io
+import os
 import shutil
+import stat
 import tarfile
 import urllib.request
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 from kubeless_local.errors import UserError
 from kubeless_local.spec import SKIP_DIRS, FunctionSpec, archive_kind, checksum_of
@@ -70,23 +75,142 @@ def safe_extract(data, ctype, target: Path, origin):
         raise UserError("%s: not a valid %s archive (%s)" % (origin, ctype.lstrip("+").split("+")[-1], exc)) from None
 
 
-def copy_tree(source: Path, target: Path):
-    for item in source.iterdir():
-        if item.name in SKIP_DIRS or item.name.startswith("."):
+@dataclass
+class CodeFiles:
+    """What of a source folder is the function's code (`code_files`). Paths are strings: a folder may
+    hold tens of thousands of files, walked on every save."""
+
+    files: list = field(default_factory=list)  # (relative path with `/`, path to read), sorted
+    stats: dict = field(default_factory=dict)  # relative path → its os.stat_result (links followed)
+    outside: list = field(default_factory=list)  # (relative path, Path it points at): links leaving the project
+    skipped: list = field(default_factory=list)  # (relative path, why): not a regular file or folder
+
+    def notices(self, source: Path):
+        """One line per entry left out, naming it (what `dev` says)."""
+        lines = [
+            "%s is a symbolic link to %s, outside the project: not copied (copy what the function needs into"
+            " the project)" % (source / rel, where)
+            for rel, where in self.outside
+        ]
+        return lines + ["%s: %s, skipped" % (source / rel, why) for rel, why in self.skipped]
+
+
+SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def code_files(source: Path, project: Optional[Path] = None) -> CodeFiles:
+    """The files of a source folder that are the function's code: what `dev` lays out and `push` zips.
+    Regular files, through folders, minus the dependency/state folders (SKIP_DIRS, at any depth) and
+    hidden names at the top. A symbolic link is followed when what it points at is inside `project`
+    (default: the source folder itself) and refused when it leaves it; a broken link, a link loop, a
+    FIFO, a socket or a device is skipped (opening a FIFO would block). Never raises for an entry."""
+    real = os.path.realpath(source)
+    boundary = os.path.realpath(project or source)
+    found = CodeFiles()
+    _walk(str(source), real, "", boundary.rstrip("/") + "/", frozenset({real}), found)
+    return found
+
+
+def _walk(folder: str, real_folder: str, prefix: str, inside: str, ancestors: frozenset, found: CodeFiles):
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as exc:
+        found.skipped.append((prefix.rstrip("/") or ".", "cannot be read (%s)" % (exc.strerror or exc)))
+        return
+    for entry in entries:
+        name, rel, path = entry.name, prefix + entry.name, entry.path
+        if name in SKIP_DIRS or (not prefix and name.startswith(".")):
             continue
-        if item.is_dir():
-            shutil.copytree(item, target / item.name, ignore=shutil.ignore_patterns(*SKIP_DIRS))
+        real = real_folder + "/" + name
+        if entry.is_symlink():
+            try:
+                real = os.path.realpath(path, strict=True)
+            except OSError as exc:
+                why = "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
+                found.skipped.append((rel, "%s (to %s)" % (why, os.readlink(path))))
+                continue
+            if not (real + "/").startswith(inside):
+                found.outside.append((rel, Path(real)))
+                continue
+        try:
+            st = entry.stat()  # follows a link; cached by scandir
+        except OSError as exc:
+            found.skipped.append((rel, "cannot be read (%s)" % (exc.strerror or exc)))
+            continue
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            if real in ancestors:
+                found.skipped.append((rel, "a symbolic link loop (to a folder above it)"))
+            else:
+                _walk(path, real, rel + "/", inside, ancestors | {real}, found)
+        elif stat.S_ISREG(mode):
+            found.files.append((rel, path))
+            found.stats[rel] = st
         else:
-            shutil.copy2(item, target / item.name)
+            kind = next((what for test, what in SPECIAL_FILES if test(mode)), "not a regular file")
+            found.skipped.append((rel, "%s, not a regular file or folder" % kind))
 
 
-def layout_code(spec: FunctionSpec, runtime, target: Path):
-    """Fill `target` as the prepare init container fills /kubeless; returns the deps file content."""
+def unchanged(copy: str, st: os.stat_result):
+    """`copy` (a file of an earlier generation) still is what copy2 made of a file that now has stat `st`:
+    same size, mtime and mode on both sides. A user's save changes the source's mtime; a function that
+    wrote into its own code folder changed the copy's."""
+    try:
+        old = os.lstat(copy)
+    except OSError:
+        return False
+    return (old.st_size, old.st_mtime_ns, old.st_mode) == (st.st_size, st.st_mtime_ns, st.st_mode)
+
+
+def copy_code(
+    source: Path, target: Path, project: Optional[Path], on_notice: Callable[[str], None], previous: Optional[Path]
+):
+    """Lay a source folder's code files out in `target`, saying what was left out. A file unchanged since
+    the `previous` generation's copy is hard-linked to that copy instead of copied again: a save costs
+    what changed, not the folder. Never linked to the user's file itself, whose later in-place writes
+    would reach into the generations; each generation's files are copies only the layout writes."""
+    found = code_files(source, project)
+    made = {str(target)}
+    for rel, path in found.files:
+        dest = "%s/%s" % (target, rel)
+        folder = dest.rpartition("/")[0]
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        try:
+            if previous is not None and unchanged("%s/%s" % (previous, rel), found.stats[rel]):
+                try:
+                    os.link("%s/%s" % (previous, rel), dest)
+                    continue
+                except OSError:
+                    pass  # a file system without hard links, or removed meanwhile: copy it
+            shutil.copy2(path, dest)
+        except OSError as exc:  # removed meanwhile, unreadable
+            found.skipped.append((rel, "cannot be read (%s)" % (exc.strerror or exc)))
+    for line in found.notices(source):
+        on_notice(line)
+
+
+def layout_code(
+    spec: FunctionSpec,
+    runtime,
+    target: Path,
+    on_notice: Callable[[str], None] = lambda line: None,
+    previous: Optional[Path] = None,
+):
+    """Fill `target` as the prepare init container fills /kubeless; returns the deps file content.
+    `on_notice` hears about entries of a source folder that are left out; `previous`: the folder of the
+    generation serving now, whose unchanged files are shared instead of copied."""
     ctype = spec.content_type or "text"
     deps = spec.deps
     if spec.source is not None:
         if spec.source.is_dir():
-            copy_tree(spec.source, target)
+            copy_code(spec.source, target, spec.project, on_notice, previous)
         elif archive_kind(spec.source.name):  # `run x.zip`: unpacked, as the controller unpacks base64+zip
             safe_extract(spec.source.read_bytes(), archive_kind(spec.source.name), target, str(spec.source))
         else:
@@ -110,5 +234,6 @@ def layout_code(spec: FunctionSpec, runtime, target: Path):
         elif deps.strip():
             # Kubeless copies even an empty deps file; Node 20 refuses to load code beside an empty
             # package.json (and the Go image deletes an empty go.mod), so an empty one is left out.
+            dep_path.unlink(missing_ok=True)  # a new file: the folder's may be shared with an older generation
             dep_path.write_text(deps)
     return deps

@@ -13,10 +13,13 @@ that goes the other way (code → manifest) can mirror them.
 
 import fcntl
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -68,6 +71,7 @@ class Prepared:
     deps_hash: str = ""
     placeholders: dict = field(default_factory=dict)
     view: View = HOST
+    notices: tuple = ()  # what the layout left out of a source folder (code_files), said once
 
     @property
     def install_link(self):
@@ -312,7 +316,8 @@ def step_env(prepared, steps, extra=None, **placeholders):
 
 
 def install_deps(prepared, steps, deps, on_line):
-    """(folder, sha256) of the installed deps: one cached install per deps-file content."""
+    """(folder, sha256 of the deps file) of the installed deps: one cached install per deps-file content
+    and install command (a changed command, e.g. one that now installs the whole closure, installs anew)."""
     runtime = prepared.runtime
     install = runtime.steps.install
     cache = cache_dir() / (steps.cache_prefix + "deps") / (runtime.name or "custom")
@@ -320,6 +325,7 @@ def install_deps(prepared, steps, deps, on_line):
         (cache / "none").mkdir(parents=True, exist_ok=True)
         return cache / "none", ""
     digest = sha256_hex(deps.encode())
+    key = sha256_hex(repr((install, digest)).encode())
 
     def build(target):
         (target / runtime.dep_name).write_text(deps)
@@ -336,7 +342,7 @@ def install_deps(prepared, steps, deps, on_line):
             STEP_INSTALL, prepared.expand(install, **values), target, env, on_line, binds={"deps": (target, True)}
         )
 
-    return cached_step(cache / digest, build), digest
+    return cached_step(cache / key, build), digest
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -387,9 +393,14 @@ def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: N
 def _prepare(prepared, steps, on_line, previous):
     spec, runtime, view = prepared.spec, prepared.runtime, steps.view
     settings = runtime.steps  # the block of the backend the runtime was resolved for
-    deps = layout_code(spec, runtime, prepared.code_dir)
+    notices: list = []
+    shared = previous.code_dir if previous is not None else None
+    deps = layout_code(spec, runtime, prepared.code_dir, notices.append, shared)
+    prepared.notices = tuple(notices)
     if previous is None:
-        for line in secret_notices(spec, in_container=view is not HOST):
+        notices += secret_notices(spec, in_container=view is not HOST)
+    for line in notices:
+        if previous is None or line not in previous.notices:  # said once, not on every save
             on_line(line)
     prepared.runtime_lib = setup_runtime_lib(runtime, on_line, steps)
     function = view.function or str(prepared.root)
@@ -508,17 +519,70 @@ def activate(prepared: Prepared):
 
 def discard(prepared: Prepared):
     """Remove a generation that never served (a failed step or load)."""
-    shutil.rmtree(prepared.code_dir, ignore_errors=True)
-    if prepared.build_dir is not None:
-        shutil.rmtree(prepared.build_dir, ignore_errors=True)
+    remove_folders(prepared.root, [p for p in (prepared.code_dir, prepared.build_dir) if p is not None])
 
 
-def prune_generations(current: Prepared, last_good: Optional[Prepared] = None):
-    """Remove every generation but the one that serves now and the last good one before it (the
-    running server may still have files of that one open, e.g. a worker finishing a call)."""
+def remove_folders(root: Path, folders):
+    """Remove generation folders without making the caller wait: each is renamed into <root>/trash at
+    once (its name is free, nothing serves from it) and deleted by a background thread; a folder of
+    10,000 files takes seconds to delete, and the next save must not wait for it. What an earlier
+    session left in the trash goes too."""
+    trash = root / "trash"
+    trash.mkdir(exist_ok=True)
+    doomed = list(trash.iterdir())
+    for folder in folders:
+        target = trash / ("%s.%d.%d" % (folder.name, os.getpid(), next(_trash_numbers)))
+        try:
+            os.rename(folder, target)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            target = folder  # cannot be renamed: delete it where it is
+        doomed.append(target)
+    if doomed:
+        threading.Thread(target=_delete, args=(doomed,), daemon=True).start()
+
+
+def _delete(folders):
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_trash_numbers = itertools.count()
+
+
+CALL_MARGIN = 10.0  # seconds past a function's timeout for a stopped call to be answered and gone
+
+
+def prune_generations(current: Prepared, previous: Optional[Prepared] = None, calls_may_run: bool = True):
+    """Remove the generations no call can use any more. `previous` (the one `current` replaced) retires
+    now: a call it started may still read its files, and only the timeout bounds a call (the runtime
+    servers stop a runaway call there), so it stays until the timeout (+ margin) has passed. Its
+    deadline is written down (`retired/gen-N`), so a generation replaced several saves ago is kept as
+    long as its own calls may run. `calls_may_run=False`: the server was restarted, no call
+    of an older generation runs, every one but `current` goes."""
+    root, now = current.root, time.time()
+    retired = root / "retired"
+    if previous is not None and previous.code_dir != current.code_dir and calls_may_run:
+        retired.mkdir(exist_ok=True)
+        (retired / previous.code_dir.name).write_text("%.3f\n" % (now + float(previous.spec.timeout) + CALL_MARGIN))
     keep = {p.name for p in (current.code_dir, current.build_dir) if p is not None}
-    if last_good is not None:
-        keep |= {p.name for p in (last_good.code_dir, last_good.build_dir) if p is not None}
-    for path in current.root.iterdir():
-        if re.fullmatch(r"(gen|build)-[0-9]+", path.name) and path.name not in keep and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+    over = []
+    for path in root.iterdir():
+        match = re.fullmatch(r"(?:gen|build)-([0-9]+)", path.name)
+        if match is None or path.name in keep or not path.is_dir():
+            continue
+        if not calls_may_run or retired_until(retired / ("gen-" + match.group(1))) <= now:
+            over.append(path)
+    remove_folders(root, over)
+    for stamp in retired.glob("gen-*"):
+        if not (root / stamp.name).exists():
+            stamp.unlink(missing_ok=True)
+
+
+def retired_until(stamp: Path) -> float:
+    """When the calls of a replaced generation are over (0: no stamp, no call)."""
+    try:
+        return float(stamp.read_text())
+    except (OSError, ValueError):
+        return 0.0

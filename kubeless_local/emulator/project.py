@@ -1,6 +1,9 @@
 """A project folder under `dev`: its manifests reconciled into running functions, watched for edits."""
 
+import functools
 import hashlib
+import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,6 +12,8 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from kubeless_local import spec as specs
+from kubeless_local.emulator import background
+from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import UserError
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
@@ -21,9 +26,12 @@ class Digests:
     def __init__(self):
         self.known = {}  # path → ((mtime_ns, size, inode), hex digest)
 
-    def of(self, path: Path):
+    def of(self, path):
+        """`path`: a Path or a string."""
         try:
-            st = path.stat()
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return "special"  # a FIFO would block the read; the layout skips it anyway
             key = (st.st_mtime_ns, st.st_size, st.st_ino)
             known = self.known.get(path)
             if known is None or known[0] != key:
@@ -38,26 +46,46 @@ class Digests:
 
 
 def fingerprint(fn, digests: Digests, ignore: specs.Ignore, root: Path):
-    """What a running function depends on: its manifest and the content of its files (ignored folders pruned)."""
+    """What a running function depends on: its manifest and the content of its files: a folder's code
+    files as the layout takes them (links inside the project followed), minus ignored names."""
     parts: list = [repr(fn.document)]
     for path in fn.watched_paths():
-        files = ignore.walk(path, root) if path.is_dir() else [path]
+        files = [path]
+        if path.is_dir():
+            base = path.relative_to(root).as_posix() + "/" if root in path.parents else ""
+            folder_ignored = functools.lru_cache(maxsize=None)(lambda rel: ignore.path(rel, is_dir=True))
+            files = [
+                file
+                for rel, file in code_files(path, fn.project).files
+                if not ignore.file(base + rel) and not ("/" in rel and folder_ignored(base + rel.rpartition("/")[0]))
+            ]
         parts.extend((str(file), digests.of(file)) for file in files)
     return hash(tuple(parts))
 
 
+def manifest_file(fn):
+    return Path(fn.origin.split(":", 1)[0])
+
+
 class Project:
     """Runs every Function found under `root` (or the given `manifests`, as `run` does); `ignore`: the
-    user's gitignore-style patterns, honoured by the loader, the fingerprints and the watcher."""
+    user's gitignore-style patterns, honoured by the loader, the fingerprints and the watcher.
 
-    def __init__(self, root: Path, supervisor, manifests=None, ignore=(), allow_empty=False):
+    An object that does not load is a ConfigError row of its own (its file in the message) and the others
+    run; a function whose manifest breaks while it serves keeps serving its last good manifest.
+    `deployed_only` (the session `function deploy` starts): only the manifests the Kubeless verbs wrote, as
+    a cluster holds only what was applied to it, not every YAML file of the folder."""
+
+    def __init__(self, root: Path, supervisor, manifests=None, ignore=(), allow_empty=False, deployed_only=False):
         self.root = Path(root).resolve()
         self.allow_empty = allow_empty  # `up`: functions come later (`function deploy` writes them)
         self.supervisor = supervisor
         self.logs = supervisor.logs
         self.fixed = manifests  # `run`: a Function built from flags instead of files
         self.ignore = specs.Ignore(ignore)
-        self.loader = specs.Loader(self.root, self.ignore)
+        only = (lambda: background.deployed_files(self.root)) if deployed_only else None
+        self.loader = specs.Loader(self.root, self.ignore, only)
+        self.errors: dict = {}  # key → message of the objects shown as ConfigError now
         self.digests = Digests()
         self.manifests = specs.Manifests()
         self.fingerprints: dict = {}
@@ -71,7 +99,7 @@ class Project:
         self.on_manifests: list = []  # called with the Manifests on start and on every reload (trigger delivery)
 
     def load(self):
-        manifests = self.fixed if self.fixed is not None else self.loader.load()
+        manifests = self.fixed if self.fixed is not None else self.loader.collect()
         for notice in manifests.notices:
             if notice not in self.shown:
                 self.shown.add(notice)
@@ -82,6 +110,7 @@ class Project:
         """Load and start everything; a bad manifest raises UserError, a bad function only logs."""
         self.manifests = self.load()
         if not self.manifests.functions and not self.allow_empty:
+            self.manifests.raise_first()  # nothing would run: say what to fix, and exit
             raise UserError(
                 "%s: no Kubeless Function found in *.yaml here; create one with `kubeless-local init`" % self.root
             )
@@ -95,8 +124,42 @@ class Project:
                     % (trigger.origin, trigger.function_name),
                     "system",
                 )
+        self._show_errors(self.manifests.errors)
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(self._start_one, self.manifests.functions))
+
+    def _keep_last_good(self, manifests, old):
+        """Functions whose manifest broke (their object, or their whole file) stay in force as they were:
+        they keep serving and receiving events, shown as ConfigError with the reason."""
+        by_key = {error.key: error for error in manifests.errors}
+        by_file = {error.path: error for error in manifests.errors if error.whole_file}
+        errors, kept = list(manifests.errors), set()
+        for name, fn in old.items():
+            error = by_key.get(name) or by_file.get(manifest_file(fn))
+            if error is None or manifests.function(name) is not None:
+                continue
+            manifests.functions.append(fn)
+            kept.add(name)
+            message = "%s (still serving its last good manifest)" % error.message
+            errors = [e for e in errors if e.key != name] + [specs.ObjectError(name, error.path, message, True)]
+        # a broken file whose functions are kept is shown on them, not as a row of its own
+        kept_files = {manifest_file(old[name]) for name in kept}
+        manifests.errors = [e for e in errors if e.key in kept or not (e.whole_file and e.path in kept_files)]
+
+    def _show_errors(self, errors):
+        """One ConfigError row per object that does not load (said once in its log); a row whose object
+        loads again, or is gone, goes."""
+        current = {error.key: error.message for error in errors}
+        for key in self.errors.keys() - current.keys():
+            if self.manifests.function(key) is None:
+                self.supervisor.stop(key)
+            else:
+                self.fingerprints.pop(key, None)  # fixed: reloaded (or started) by apply, leaving ConfigError
+        for key, message in current.items():
+            if self.errors.get(key) != message:
+                self.logs.emit(key, message, "system")
+            self.supervisor.config_error(key, message)
+        self.errors = current
 
     def fingerprint(self, fn):
         return fingerprint(fn, self.digests, self.ignore, self.root)
@@ -181,6 +244,7 @@ class Project:
             return
         self.last_error = None
         old = {fn.name: fn for fn in self.manifests.functions}
+        self._keep_last_good(manifests, old)
         new = {fn.name: fn for fn in manifests.functions}
         self.manifests = manifests
         for listener in self.on_manifests:
@@ -189,6 +253,7 @@ class Project:
             self.logs.emit(name, "removed from the manifests; stopping", "system")
             self.supervisor.stop(name)
             self.fingerprints.pop(name, None)
+        self._show_errors(manifests.errors)
         for name, fn in new.items():
             print_ = self.fingerprint(fn)
             if name not in old:

@@ -49,8 +49,10 @@ class DevSession:
         kafka_brokers=None,
         state_dir=None,
         allow_empty=False,
+        deployed_only=False,
     ):
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
+        self.deployed_only = deployed_only  # the session `function deploy` started: only what the verbs wrote
         self.root = Path(root).resolve()
         self.ignore = ignore  # gitignore-style patterns (`dev --ignore`)
         # `run NAME` keeps its own state (lock, ports, admin API) in .kubeless-local/run-NAME/: several
@@ -98,7 +100,9 @@ class DevSession:
         self.admin.start()
         kind = "dev" if self.state_dir == self.root / STATE_DIRNAME else self.state_dir.name
         self.registration = registry.register(self.admin.info_path, self.root, kind)  # found from any folder
-        self.project = Project(self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty)
+        self.project = Project(
+            self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty, self.deployed_only
+        )
         self.project.on_manifests.append(self._update_events)
         self.project.start()
         self.project.watch()
@@ -126,7 +130,8 @@ class DevSession:
     def _backend_name(self):
         name = self.backend_name or backends.project_default(self.root) or "process"
         if name == "auto":
-            functions = (self.manifests if self.manifests is not None else specs.load(self.root, self.ignore)).functions
+            loaded = self.manifests if self.manifests is not None else specs.Loader(self.root, self.ignore).collect()
+            functions = loaded.functions
             name = backends.choose("auto", functions, self.say)
         return name
 

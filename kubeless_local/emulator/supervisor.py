@@ -276,26 +276,42 @@ class Supervisor:
             prep.activate(prepared)
             if same_process:
                 expected = instance.last_control[1] + 1
+                # A server may finish the calls in flight first (Go re-executes once they are done);
+                # the function's timeout bounds them.
+                patience = max(RELOAD_TIMEOUT, float(spec.timeout) + prep.CALL_MARGIN)
                 self.backend.reload(instance, prepared)
-                done = instance.wait_for(
-                    lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, RELOAD_TIMEOUT
-                )
+                done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
                 if done and instance.last_control == ("load-failed", expected):
                     prep.activate(previous)  # new workers keep loading the last good code
                     prep.discard(prepared)
                     self.say(spec.name, "load failed, still serving the last good code:\n" + instance.error)
                     return instance
                 if not done:
-                    instance.set_state(State.CRASHED, "reload did not finish within %ds" % RELOAD_TIMEOUT)
+                    instance.set_state(State.CRASHED, "reload did not finish within %ds" % patience)
             else:
                 self.backend.stop(instance)
                 self._launch(instance, prepared)
+                if instance.state != State.READY:
+                    return self._serve_last_good(instance, previous, prepared)
             if instance.state == State.READY:
                 instance.reloads += 1
                 self.serving[spec.name] = prepared
-                prep.prune_generations(prepared, previous)
+                prep.prune_generations(prepared, previous, calls_may_run=same_process)
                 self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
             return instance
+
+    def _serve_last_good(self, instance, previous, failed):
+        """A new generation that needs a new server did not start (a handler that does not exist, a crash
+        while loading): the last good generation serves again, as after a syntax error; `ls` says why."""
+        error = instance.error
+        self.backend.stop(instance)
+        prep.activate(previous)
+        prep.discard(failed)
+        self._launch(instance, previous)
+        if instance.state == State.READY:
+            instance.set_state(State.COMPILE_ERROR, error)
+            self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
+        return instance
 
     def fail(self, spec, message):
         """Record a function that cannot run (bad runtime, port in use) so `ls` shows why."""
@@ -307,6 +323,15 @@ class Supervisor:
         if not self.backend.alive(instance):
             instance.port = 0  # nothing serves: no URL to show
             instance.set_state(State.CONFIG_ERROR, message)
+
+    def config_error(self, name, message):
+        """An object whose manifest does not load: `ls` shows it as ConfigError with the reason. A function
+        that serves keeps serving (its last good manifest stays in force)."""
+        with self.lock:
+            instance = self.instances.get(name)
+            if instance is None:
+                instance = self.instances[name] = Instance(name=name, runtime="", port=0)
+        instance.set_state(State.CONFIG_ERROR, message)
 
     def stop(self, name):
         with self._lock(name):

@@ -172,14 +172,16 @@ class RunningFunction:
 
 @pytest.fixture
 def function(runtime, backend_name, tmp_path):
-    """function(scenario, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False)
-    -> RunningFunction; stopped after the test. `folder=True`: the source is a private copy of the
-    scenario's handler and data.txt in a folder (`.folder`), editable."""
+    """function(scenario, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False,
+    deps=None) -> RunningFunction; stopped after the test. `folder=True`: the source is a private copy of the
+    scenario's handler and data.txt in a folder (`.folder`), editable. `deps`: the deps file's text."""
     hub = LogHub()
     supervisor = Supervisor(tmp_path / "state", backends.create(backend_name, hub), hub, CATALOG, ephemeral_ports=True)
     started = []
 
-    def start(scenario, *, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False):
+    def start(
+        scenario, *, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False, deps=None
+    ):
         source = SCENARIOS / scenario / ("handler" + runtime.suffix)
         assert source.exists(), "scenario %s has no %s for %s" % (scenario, source.name, runtime.name)
         if folder:  # the Function's source is a private (editable) folder: the handler and data.txt
@@ -190,6 +192,11 @@ def function(runtime, backend_name, tmp_path):
         elif editable:  # a private copy the test may rewrite (reload tests)
             (tmp_path / "src").mkdir(exist_ok=True)
             source = Path(shutil.copy(source, tmp_path / "src" / source.name))
+        deps_file = None
+        if deps is not None:  # beside the code, as `run --dependencies` names it
+            deps_file = tmp_path / "deps-file" / runtime.dep_name
+            deps_file.parent.mkdir()
+            deps_file.write_text(deps)
         fn = specs.function_from_files(
             scenario,
             source.parent if folder else source,
@@ -199,6 +206,7 @@ def function(runtime, backend_name, tmp_path):
             env=sorted((env or {}).items()),
             memory=memory,
             isolation=isolation,
+            deps_file=deps_file,
         )
         instance = supervisor.start(fn)
         started.append(instance)

@@ -3,16 +3,19 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from conftest import cli, wait_for_answer
 
+EXAMPLES = Path(__file__).parent.parent / "fixtures" / "kubeless-examples"
 HELLO_V2 = 'def hello(event, context):\n    return "v2:" + event["data"].decode()\n'
 BROKEN = "def hello(event, context):\n    return (\n"
 
@@ -313,7 +316,10 @@ def test_a_broken_manifest_keeps_the_running_functions(tmp_path, start_dev):
     good = manifest.read_text()
     manifest.write_text(good + "  timeout: [unclosed\n")
     dev.wait_for_output("malformed YAML", timeout=10)
-    dev.wait_for_output("keeping the running functions")
+    dev.wait_for_output("still serving its last good manifest")
+    assert (
+        read_ls(project)["hello"]["state"] == "ConfigError" and "malformed YAML" in read_ls(project)["hello"]["error"]
+    )
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
     manifest.write_text(good.replace('timeout: "180"', 'timeout: "5"'))
     deadline = time.monotonic() + 10
@@ -321,6 +327,53 @@ def test_a_broken_manifest_keeps_the_running_functions(tmp_path, start_dev):
         assert time.monotonic() < deadline, dev.output()
         time.sleep(0.1)
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+    # A typo in the handler: the last good code keeps serving, `ls` says why; fixing it reloads.
+    manifest.write_text(good.replace("handler.hello", "handler.helo"))
+    deadline = time.monotonic() + 20
+    while read_ls(project)["hello"]["state"] != "CompileError":
+        assert time.monotonic() < deadline, dev.output()
+        time.sleep(0.1)
+    assert "helo" in read_ls(project)["hello"]["error"]
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+    manifest.write_text(good)
+    while read_ls(project)["hello"]["state"] != "Ready":
+        assert time.monotonic() < deadline + 20, dev.output()
+        time.sleep(0.1)
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+
+
+def test_a_bad_manifest_among_good_ones_is_a_config_error_of_its_own(tmp_path, start_dev):
+    """The Kubeless examples folder's old manifests (apiVersion k8s.io/v1) beside a good function: dev runs
+    the good one and shows each bad one as ConfigError naming its file; a removed one goes."""
+    project = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, project)
+    (project / "hello.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\n"
+        "metadata: {name: hello, annotations: {local.kubeless.io/source: python/helloget.py}}\n"
+        "spec: {runtime: python3.11, handler: helloget.foo}\n"
+    )
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
+    rows = read_ls(project)
+    assert rows["hello"]["state"] == "Ready"
+    # both old files name their Function "function": the second is shown under its file's path
+    old = {
+        "function": project / "nodejs" / "function.yaml",
+        "python/function.yaml": project / "python" / "function.yaml",
+    }
+    for name, path in old.items():
+        assert rows[name]["state"] == "ConfigError", rows
+        assert str(path) in rows[name]["error"] and "apiVersion 'k8s.io/v1'" in rows[name]["error"]
+        assert str(path) in dev.output()
+    assert sorted(rows) == ["function", "hello", "python/function.yaml"]  # LambDa: not a Kubeless kind
+    table = cli("ls", cwd=project, check=True).stdout
+    assert "ConfigError" in table and str(old["python/function.yaml"]) in table
+    old["python/function.yaml"].unlink()
+    deadline = time.monotonic() + 10
+    while "python/function.yaml" in read_ls(project):
+        assert time.monotonic() < deadline, dev.output()
+        time.sleep(0.1)
 
 
 def test_no_arguments_prints_help_and_exits_0(tmp_path):

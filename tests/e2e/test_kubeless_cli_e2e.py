@@ -2,10 +2,13 @@
 from one folder with `function deploy` (no second terminal: the first deploy starts the session in the
 background), called from another folder, one updated, one deleted; and two `run`s from one folder."""
 
+import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import cli
@@ -89,3 +92,34 @@ def test_two_runs_from_one_folder_both_answer_from_another_folder(tmp_path, star
         assert cli("call", name, cwd=elsewhere, check=True).stdout.strip() == name
     rows = cli("ls", "-o", "json", cwd=elsewhere, check=True).stdout
     assert '"one"' in rows and '"two"' in rows
+
+
+EXAMPLES = Path(__file__).parent.parent / "fixtures" / "kubeless-examples"
+
+EXAMPLES_SCRIPT = """
+set -e
+kubeless() { "$PYTHON" -m kubeless_local "$@"; }
+kubeless function deploy get-python --runtime python3.7 --handler helloget.foo --from-file python/helloget.py
+kubeless function call get-python | grep -E hello.world
+kubeless function deploy get-nodejs --runtime nodejs12 --handler helloget.foo --from-file nodejs/helloget.js
+kubeless function call get-nodejs | grep -E hello.world
+kubeless function ls
+"""
+
+
+def test_function_deploy_works_in_the_kubeless_examples_folder(tmp_path):
+    """Its old manifests (apiVersion k8s.io/v1), Helm chart and Makefile are not what `function deploy`
+    put in the session: the session it starts runs the deployed functions only."""
+    examples = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, examples)
+    try:
+        result = subprocess.run(
+            ["bash", "-c", EXAMPLES_SCRIPT], cwd=examples, env={**os.environ, "PYTHON": sys.executable, "NO_COLOR": "1"},
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.count("hello world") == 2
+        rows = json.loads(cli("ls", "-o", "json", cwd=examples, check=True).stdout)
+        assert sorted((r["name"], r["state"]) for r in rows) == [("get-nodejs", "Ready"), ("get-python", "Ready")]
+    finally:
+        cli("down", cwd=examples)

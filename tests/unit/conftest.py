@@ -46,7 +46,7 @@ class FakeBackend(Backend):
 
     start:  "ready" | "load-failed" | "crash" | "port-taken" (another program binds the port first)
             | "cannot-listen" (the server exits 4: it could not bind, the port looks free again afterwards)
-    reload: "ready" | "load-failed"
+    reload: "ready" | "load-failed" | seconds (float) until ready
     prepare: an exception to raise (e.g. prepare.StepFailed) or None; `gate` holds prepare until set.
     """
 
@@ -120,6 +120,12 @@ class FakeBackend(Backend):
     def reload(self, instance, prepared):
         outcome = self.reloads[instance.name].pop(0) if self.reloads[instance.name] else "ready"
         generation = instance.last_control[1] + 1
+        if isinstance(outcome, float):  # ready after that many seconds (calls in flight finish first)
+            self.reloads[instance.name].insert(0, "ready")
+            timer = threading.Timer(outcome, self.reload, (instance, prepared))
+            timer.daemon = True
+            timer.start()
+            return
         if outcome == "load-failed":
             instance.on_control("load-failed", generation, "SyntaxError: invalid syntax")
         else:

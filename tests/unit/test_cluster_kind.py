@@ -67,7 +67,7 @@ def test_runtime_images_in_the_controllers_format():
     assert install["image"] == runtime["image"] == "kubeless-local/python:3.11"
     assert install["command"] == (
         "python3 -m pip install --disable-pip-version-check --no-warn-script-location"
-        " --prefix=/kubeless -r /kubeless/requirements.txt"
+        " --ignore-installed --prefix=/kubeless -r /kubeless/requirements.txt"
     )
     assert runtime["env"]["PYTHONPATH"].startswith("/kubeless/lib/python3.11/site-packages:")
     go = next(r for r in kind.runtime_images() if r["ID"] == "go")

@@ -139,6 +139,18 @@ def test_triggers_are_written_listed_and_deleted(project):
     assert "events" in invoke("trigger", "nats", "list").stdout
     result = invoke("trigger", "cronjob", "create", "tick", "--function", "hello", "--schedule", "bad")
     assert result.exit_code == 2 and "5-field cron" in result.stderr
+    # the schedules the Kubeless CLI takes (robfig/cron's ParseStandard), and only those
+    for verb, schedule in (("create", "@every 5m"), ("update", "@hourly")):
+        result = invoke("trigger", "cronjob", verb, "tick", "--function", "hello", "--schedule", schedule)
+        assert result.exit_code == 0, result.output
+    result = invoke("trigger", "cronjob", "update", "tick", "--function", "hello", "--schedule", "0 0 * * 7")
+    assert result.exit_code == 2 and "day of week '7' is outside 0-6" in result.stderr
+    result = invoke(
+        "function", "deploy", "cron7", "--runtime", "python3.11", "--handler", "h.hello", "--from-file", "h.py",
+        "--schedule", "0 0 * * 7",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--schedule: schedule '0 0 * * 7' is not valid" in result.stderr
+    assert not (project.root / "cron7.yaml").exists()
     assert invoke("trigger", "http", "delete", "web").exit_code == 0
     assert not (project.root / "web.httptrigger.yaml").exists()
 

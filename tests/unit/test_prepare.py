@@ -4,6 +4,7 @@ import tarfile
 import zipfile
 
 import pytest
+from waiting import wait_for
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator import layout
@@ -103,6 +104,20 @@ def test_deps_install_once_per_sha256(tmp_path, monkeypatch):
     (source / "requirements.txt").write_text("six==1.16.0\n")
     third = prep.prepare(fn, rt, tmp_path / "state")
     assert third.deps_dir != first.deps_dir and counter.read_text().count("run") == 2
+
+
+def test_a_changed_install_command_installs_anew(tmp_path, monkeypatch):
+    """Deps a former command installed incompletely (J.1: pip skipped what the host had) are not reused."""
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "hello.py").write_bytes(CODE)
+    (tmp_path / "requirements.txt").write_text("six\n")
+    fn = specs.function_from_files(
+        "hello", tmp_path / "hello.py", "python3.11", "hello.foo", deps_file=tmp_path / "requirements.txt"
+    )
+    old = prep.prepare(fn, runtime(install=["sh", "-c", "echo old > {deps}/by"]), tmp_path / "state")
+    new = prep.prepare(fn, runtime(install=["sh", "-c", "echo new > {deps}/by"]), tmp_path / "state")
+    assert old.deps_hash == new.deps_hash  # the same deps file
+    assert (old.deps_dir / "by").read_text() == "old\n" and (new.deps_dir / "by").read_text() == "new\n"
 
 
 def test_failed_install_raises_with_output_and_is_retried(tmp_path, monkeypatch):
@@ -205,6 +220,40 @@ def test_prune_keeps_the_serving_and_the_last_good_generation(tmp_path, monkeypa
     assert gens[3].install_link.resolve() == gens[3].code_dir.resolve()
 
 
+def test_a_replaced_generation_stays_until_its_calls_are_over(tmp_path, monkeypatch):
+    """J.7: a call in flight across two saves still reads its generation's files; the timeout bounds it."""
+    fn = host_function(tmp_path, monkeypatch)
+    fn = specs.function_from_files("hello", fn.source, "python3.11", "hello.foo", timeout="5")
+    clock = [1000.0]
+    monkeypatch.setattr(prep.time, "time", lambda: clock[0])
+    gens = [prep.prepare(fn, runtime(), tmp_path / "state")]
+    for _ in range(2):  # two saves, one second apart
+        gens.append(prep.prepare(fn, runtime(), tmp_path / "state", previous=gens[-1]))
+        prep.prune_generations(gens[-1], gens[-2])
+        clock[0] += 1
+    assert [g.code_dir.exists() for g in gens] == [True, True, True]
+    clock[0] = 1000.0 + 5 + prep.CALL_MARGIN + 0.5  # gen-1's calls are over, gen-2's may still run
+    gens.append(prep.prepare(fn, runtime(), tmp_path / "state", previous=gens[-1]))
+    prep.prune_generations(gens[-1], gens[-2])
+    assert [g.code_dir.exists() for g in gens] == [False, True, True, True]
+    assert not (gens[0].root / "retired" / "gen-1").exists()
+    # A restarted server runs no call of an older generation: only the current one stays.
+    gens.append(prep.prepare(fn, runtime(), tmp_path / "state", previous=gens[-1]))
+    prep.prune_generations(gens[-1], gens[-2], calls_may_run=False)
+    assert [g.code_dir.exists() for g in gens] == [False, False, False, False, True]
+    assert not list((gens[0].root / "retired").iterdir())
+
+
+def test_removed_generations_leave_at_once_and_are_deleted_in_the_background(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    gens = [prep.prepare(fn, runtime(), tmp_path / "state") for _ in range(3)]
+    leftover = gens[0].root / "trash" / "gen-0.1.1"  # what a session killed while deleting left behind
+    leftover.mkdir(parents=True)
+    prep.prune_generations(gens[2], gens[1], calls_may_run=False)
+    assert [g.code_dir.exists() for g in gens] == [False, False, True]  # the names are free at once
+    assert wait_for(lambda: not any((gens[0].root / "trash").iterdir()))
+
+
 def test_a_failed_prepare_leaves_no_generation_behind(tmp_path, monkeypatch):
     fn = host_function(tmp_path, monkeypatch)
     rt = runtime(check=["sh", "-c", "echo 'SyntaxError'; exit 1"])
@@ -283,3 +332,59 @@ def test_secret_volumes_of_a_manifest_are_found_and_a_local_process_is_told_wher
         "secret api-key (mounted at /api-key in the pod): a local process reads it from %s, "
         "path in $KUBELESS_LOCAL_SECRET_API_KEY" % folder
     )
+
+
+def folder_function(tmp_path, monkeypatch, files):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    return src, specs.function_from_files("hello", src, "python3.11", "hello.foo")
+
+
+def test_a_new_generation_links_unchanged_files_of_the_previous_one_and_copies_the_rest(tmp_path, monkeypatch):
+    src, fn = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "lib/a.py": "A = 1\n"})
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    (src / "hello.py").write_text(CODE.decode() + "# saved\n")
+    second = prep.prepare(fn, runtime(), tmp_path / "state", previous=first)
+    shared, edited = (second.code_dir / "lib" / "a.py").stat(), (second.code_dir / "hello.py").stat()
+    assert shared.st_ino == (first.code_dir / "lib" / "a.py").stat().st_ino  # one file, two generations
+    assert shared.st_ino != (src / "lib" / "a.py").stat().st_ino  # never the user's own file
+    assert edited.st_ino != (first.code_dir / "hello.py").stat().st_ino
+    assert (second.code_dir / "hello.py").read_text().endswith("# saved\n")
+    assert (first.code_dir / "hello.py").read_bytes() == CODE
+
+
+def test_writes_to_the_users_files_never_reach_a_generation(tmp_path, monkeypatch):
+    src, fn = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "data.txt": "v0\n"})
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    second = prep.prepare(fn, runtime(), tmp_path / "state", previous=first)
+    with open(src / "data.txt", "r+") as f:  # an editor that writes in place, same size
+        f.write("v1\n")
+    assert (first.code_dir / "data.txt").read_text() == (second.code_dir / "data.txt").read_text() == "v0\n"
+    third = prep.prepare(fn, runtime(), tmp_path / "state", previous=second)
+    assert (third.code_dir / "data.txt").read_text() == "v1\n"
+    assert (second.code_dir / "data.txt").read_text() == "v0\n"
+
+
+def test_a_file_changed_in_a_generation_or_in_mode_is_copied_again(tmp_path, monkeypatch):
+    src, fn = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "cache.txt": "clean\n"})
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    (first.code_dir / "cache.txt").write_text("dirty\n")  # the function wrote into its own code folder
+    (src / "hello.py").chmod(0o755)
+    second = prep.prepare(fn, runtime(), tmp_path / "state", previous=first)
+    assert (second.code_dir / "cache.txt").read_text() == "clean\n"  # as the user's folder has it
+    assert (second.code_dir / "hello.py").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_deps_file_written_over_the_folders_own_leaves_the_previous_generation_alone(tmp_path, monkeypatch):
+    src, _ = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "requirements.txt": "six\n"})
+    (tmp_path / "reqs.txt").write_text("requests\n")
+    fn = specs.function_from_files("hello", src, "python3.11", "hello.foo", deps_file=tmp_path / "reqs.txt")
+    rt = runtime(install=["true"])
+    first = prep.prepare(fn, rt, tmp_path / "state")
+    (tmp_path / "reqs.txt").write_text("requests==2.31.0\n")
+    second = prep.prepare(fn, rt, tmp_path / "state", previous=first)
+    assert (first.code_dir / "requirements.txt").read_text() == "requests\n"
+    assert (second.code_dir / "requirements.txt").read_text() == "requests==2.31.0\n"

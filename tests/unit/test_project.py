@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kubeless_local import spec as specs
+from kubeless_local.emulator import background
 from kubeless_local.emulator import project as projects
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
@@ -45,6 +46,9 @@ class RecordingSupervisor:
 
     def fail(self, fn, message):
         self._record("fail", fn.name)
+
+    def config_error(self, name, message):
+        self._record("config_error", name, message)
 
     def stop_all(self):
         pass
@@ -138,14 +142,15 @@ def test_a_broken_manifest_is_reported_once_and_notices_once(tmp_path):
     manifest.write_text(good + "  timeout: [unclosed\n")
     project.apply()
     project.apply()  # a second event for the same save
-    lines = supervisor.system_lines()
-    assert sum("malformed YAML" in line for line in lines) == 1
-    assert sum("a template" in line for line in lines) == 1
+    lines = supervisor.system_lines("fn")
+    assert sum("malformed YAML" in line and "still serving its last good manifest" in line for line in lines) == 1
+    assert sum("a template" in line for line in supervisor.system_lines()) == 1
+    assert ("stop", "fn") not in supervisor.calls  # it keeps serving
     manifest.write_text(good)
     project.apply()
     manifest.write_text(good + "  timeout: [unclosed\n")
     project.apply()
-    assert sum("malformed YAML" in line for line in supervisor.system_lines()) == 2  # a new breakage is said again
+    assert sum("malformed YAML" in line for line in supervisor.system_lines("fn")) == 2  # a new breakage is said again
     assert sum("a template" in line for line in supervisor.system_lines()) == 1
 
 
@@ -179,3 +184,57 @@ def test_a_source_outside_the_project_is_never_watched(tmp_path, source):
     (root / "fn.yaml").write_text(MANIFEST.format(name="fn", source=source))
     with pytest.raises(specs.UserError, match="outside the project folder"):
         project.start()
+
+
+OLD_MANIFEST = "apiVersion: k8s.io/v1\nkind: Function\nmetadata: {name: function}\nspec: {handler: a.b, runtime: x}\n"
+
+
+def test_one_bad_manifest_is_a_config_error_of_its_own_and_the_others_run(tmp_path):
+    project, supervisor = make_project(tmp_path)
+    (tmp_path / "python").mkdir()
+    (tmp_path / "python" / "function.yaml").write_text(OLD_MANIFEST)
+    project.start()
+    assert ("start", "fn") in supervisor.calls
+    [(_, key, message)] = [c for c in supervisor.calls if c[0] == "config_error"]
+    assert key == "function" and str(tmp_path / "python" / "function.yaml") in message
+    assert any("apiVersion 'k8s.io/v1'" in line for line in supervisor.system_lines("function"))
+    (tmp_path / "python" / "function.yaml").unlink()  # gone: its row goes
+    project.apply()
+    assert ("stop", "function") in supervisor.calls and ("stop", "fn") not in supervisor.calls
+
+
+def test_only_bad_manifests_is_exit_2_with_the_first_error(tmp_path):
+    (tmp_path / "function.yaml").write_text(OLD_MANIFEST)
+    with pytest.raises(specs.UserError, match="k8s.io/v1"):
+        Project(tmp_path, RecordingSupervisor()).start()
+
+
+def test_a_function_whose_manifest_breaks_keeps_serving_until_fixed(tmp_path):
+    project, supervisor = make_project(tmp_path)
+    project.start()
+    manifest = tmp_path / "fn.yaml"
+    good = manifest.read_text()
+    manifest.write_text(good.replace("handler.hello", "nodot"))
+    project.apply()
+    assert ("stop", "fn") not in supervisor.calls
+    assert project.manifests.function("fn").handler == "handler.hello"  # events still reach the last good one
+    [(_, key, message)] = [c for c in supervisor.calls if c[0] == "config_error"]
+    assert key == "fn" and "spec.handler 'nodot'" in message and "still serving its last good manifest" in message
+    manifest.write_text(good)  # fixed back to the very same manifest: still reloaded, to leave ConfigError
+    project.apply()
+    supervisor.wait_for(("reload", "fn"))
+
+
+def test_the_session_function_deploy_starts_loads_only_what_the_verbs_wrote(tmp_path):
+    project, supervisor = make_project(tmp_path, deployed_only=True, allow_empty=True)
+    (tmp_path / "python").mkdir()
+    (tmp_path / "python" / "function.yaml").write_text(OLD_MANIFEST)
+    project.start()
+    assert supervisor.calls == []
+    background.record_deployed(tmp_path / "fn.yaml")
+    project.apply()
+    supervisor.wait_for(("start", "fn"))
+    assert not [c for c in supervisor.calls if c[0] == "config_error"]
+    assert background.deployed_files(tmp_path) == [tmp_path / "fn.yaml"]
+    background.record_deployed(tmp_path / "fn.yaml", present=False)
+    assert background.deployed_files(tmp_path) == []

@@ -398,3 +398,153 @@ def test_an_ignored_folder_reported_by_the_watcher_is_ignored():
     ignore = specs.Ignore(["build/"])
     assert ignore.path("fn/node_modules", is_dir=True) and ignore.path("build", is_dir=True)
     assert not ignore.path("fn/lib", is_dir=True) and not ignore.path("build")  # a file named build
+
+
+OLD_FUNCTION = """\
+apiVersion: k8s.io/v1
+kind: Function
+metadata: {name: function}
+spec: {handler: hello.handler, runtime: python2.7, function: "def handler(): pass"}
+"""
+
+
+def test_collect_loads_what_loads_and_lists_each_object_that_does_not(tmp_path):
+    write(tmp_path, FUNCTION)
+    (tmp_path / "python").mkdir()
+    (tmp_path / "python" / "function.yaml").write_text(OLD_FUNCTION)
+    (tmp_path / "broken.yaml").write_text("apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: [oops\n")
+    (tmp_path / "two.yaml").write_text(
+        FUNCTION.replace("name: hello", "name: again").replace("handler: handler.hello", "handler: nodot")
+        + "---\napiVersion: kubeless.io/v1beta1\nkind: CronJobTrigger\nmetadata: {name: tick}\n"
+        "spec: {function-name: hello, schedule: '*/5 * * * *'}\n"
+    )
+    (tmp_path / "zz-dup.yaml").write_text(FUNCTION)  # a second Function hello
+    manifests = specs.Loader(tmp_path).collect()
+    assert [f.name for f in manifests.functions] == ["hello"]
+    assert [t.name for t in manifests.cron_triggers] == ["tick"]  # its file's other object loads
+    errors = {e.key: e for e in manifests.errors}
+    assert sorted(errors) == ["again", "broken.yaml", "function", "zz-dup.yaml"]
+    assert errors["broken.yaml"].whole_file and "malformed YAML" in errors["broken.yaml"].message
+    assert "apiVersion 'k8s.io/v1'" in errors["function"].message
+    assert "spec.handler 'nodot'" in errors["again"].message
+    assert "names must be unique" in errors["zz-dup.yaml"].message
+    for error in manifests.errors:
+        assert str(error.path) in error.message and "\n" not in error.message
+    with pytest.raises(UserError):
+        specs.load(tmp_path)  # all or nothing (push): the first error
+
+
+ALIAS_BOMB = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: bomb
+  labels:
+    a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+    b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+    d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+    e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+    f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+    g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+    h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+    i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+spec: {runtime: python3.11, handler: handler.hello, function: x}
+"""
+
+
+def test_an_alias_bomb_is_refused_in_one_line_naming_the_file(tmp_path):
+    assert len(ALIAS_BOMB) < 1500  # 9 levels of 9: ~430 million nodes once expanded
+    message = error_of(tmp_path, ALIAS_BOMB)
+    assert str(tmp_path / "function.yaml") in message and "aliases expand to more than" in message
+    manifests = specs.Loader(tmp_path).collect()  # dev: a ConfigError for that file, the others load
+    assert [(e.key, e.whole_file) for e in manifests.errors] == [("function.yaml", True)]
+
+
+def test_a_recursive_alias_is_refused(tmp_path):
+    message = error_of(tmp_path, FUNCTION.replace("labels: {app: shop}", "labels: &l {app: shop, self: *l}"))
+    assert "refers to itself" in message
+
+
+def test_a_few_aliases_still_load(tmp_path):
+    write(tmp_path, FUNCTION.replace("labels: {app: shop}", "labels: &l {app: shop}\n  x-copy: *l"))
+    assert specs.load(tmp_path).functions[0].labels == {"app": "shop"}
+
+
+def test_a_data_yaml_that_names_kubeless_only_in_comments_is_not_parsed(tmp_path, monkeypatch):
+    write(tmp_path, FUNCTION)
+    (tmp_path / "data.yaml").write_text(
+        "# exported for kubeless.io; apiVersion: kubeless.io/v1beta1\nrows:  # kind: Function\n"
+        + "  - {id: 1, name: x}\n" * 1000
+    )
+    parsed = []
+    real = specs.load_documents
+    monkeypatch.setattr(specs, "load_documents", lambda path, text=None: parsed.append(path.name) or real(path, text))
+    assert [f.name for f in specs.load(tmp_path).functions] == ["hello"]
+    assert parsed == ["function.yaml"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        FUNCTION,
+        '{"apiVersion": "kubeless.io/v1beta1", "kind": "Function"}\n',
+        "- apiVersion: kubeless.io/v1beta1\n",
+        "items:\n- {kind: HTTPTrigger, apiVersion: kubeless.io/v1beta1}\n",
+    ],
+)
+def test_the_cheap_check_sees_manifests_in_any_style(text):
+    assert specs.names_kubeless_objects(text.encode())
+    assert not specs.names_kubeless_objects(b"# " + text.encode().replace(b"\n", b"\n# "))
+
+
+def test_a_manifest_file_past_the_size_bound_is_a_notice_not_parsed(tmp_path, monkeypatch):
+    write(tmp_path, FUNCTION)
+    (tmp_path / "big.yaml").write_text(FUNCTION.replace("name: hello", "name: big") + "#" * 2000 + "\n")
+    monkeypatch.setattr(specs, "MAX_MANIFEST_BYTES", 1024)
+    manifests = specs.load(tmp_path)
+    assert [f.name for f in manifests.functions] == ["hello"]
+    assert [n for n in manifests.notices if "big.yaml: not loaded: larger than" in n]
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["*/5 * * * *", "@hourly", "@every 5m", "@every 1h30m", "@every .5s", "0 0 * * 0", "0 0 * * sun-sat", "? * * * ?",
+     "5/15 1-5,10 1 jan-DEC mon", "0,,30 * * * *", "0 12 31 12 6"],
+)  # fmt: skip
+def test_schedules_the_kubeless_cli_accepts(schedule):
+    assert specs.schedule_problem(schedule) is None
+
+
+@pytest.mark.parametrize(
+    "schedule, reason",
+    [
+        ("0 0 * * 7", "day of week '7' is outside 0-6"),
+        ("* * * *", "4 fields"),
+        ("0 0 * * * *", "6 fields"),  # seconds are not standard
+        ("@every 5", "not a descriptor"),
+        ("@every", "not a descriptor"),
+        ("@reboot", "not a descriptor"),
+        (" @hourly", "1 fields"),
+        ("60 * * * *", "minute '60' is outside 0-59"),
+        ("0 0 0 * *", "day of month '0' is outside 1-31"),
+        ("*/0 * * * *", "a step of 0"),
+        ("5-1 * * * *", "goes backwards"),
+        ("1-2-3 * * * *", "too many hyphens"),
+        ("x * * * *", "not a number"),
+        ("-1 * * * *", "not a number"),
+        ("", "empty"),
+    ],
+)
+def test_schedules_the_kubeless_cli_refuses(schedule, reason):
+    assert reason in specs.schedule_problem(schedule)
+
+
+def test_an_invalid_schedule_is_exit_2_in_a_manifest_and_two_cron_triggers_on_one_function_are_a_notice(tmp_path):
+    trigger = "---\napiVersion: kubeless.io/v1beta1\nkind: CronJobTrigger\nmetadata: {name: %s}\nspec: {function-name: hello, schedule: '%s'}\n"
+    message = error_of(tmp_path, FUNCTION + trigger % ("weekly", "0 0 * * 7"))
+    assert "CronJobTrigger weekly: spec.schedule: schedule '0 0 * * 7' is not valid" in message
+    write(tmp_path, FUNCTION + trigger % ("a", "@hourly") + trigger % ("b", "@every 5m"))
+    manifests = specs.load(tmp_path)
+    assert [t.schedule for t in manifests.cron_triggers] == ["@hourly", "@every 5m"]
+    assert [n for n in manifests.notices if "CronJobTriggers a, b all call function hello; a cluster keeps one" in n]

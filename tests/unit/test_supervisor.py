@@ -1,6 +1,7 @@
 """The supervisor's logic against a fake backend: start, reload keeping the last good code, restarts
 with back-off, the port-race retry, stop."""
 
+import dataclasses
 import json
 import threading
 
@@ -79,6 +80,16 @@ def test_a_reload_that_fails_to_load_keeps_the_last_good_code(supervisor, backen
     generations = sorted(root.glob("gen-*"))
     # The failed one is gone; the last good one (v1) stays beside the serving one for calls still using it.
     assert generations == [root / "gen-1", supervisor.serving["hello"].code_dir]
+
+
+def test_a_reload_that_waits_for_calls_in_flight_is_given_the_functions_timeout(supervisor, backend, monkeypatch):
+    """Go reloads once the calls in flight are done: a call may run up to the function's timeout."""
+    monkeypatch.setattr(sup_module, "RELOAD_TIMEOUT", 0.2)
+    monkeypatch.setattr(sup_module.prep, "CALL_MARGIN", 0.1)
+    supervisor.start(dataclasses.replace(function(code="v1"), timeout="1"))
+    backend.reloads["hello"] = [0.6]
+    instance = supervisor.reload(dataclasses.replace(function(code="v2"), timeout="1"))
+    assert instance.state == State.READY and serving_code(supervisor, "hello") == "v2"
 
 
 def test_a_failed_compile_keeps_serving_the_last_good_code(supervisor, backend):
