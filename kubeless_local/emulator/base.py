@@ -98,11 +98,13 @@ class Backend(abc.ABC):
         """True while the instance's server process/container runs."""
 
     def server_exited(self, instance, code, what="the runtime", hint=""):
-        """The server (process or container) ended on its own with `code`. A load error stays what it is
-        (its waiters wake); anything else is Crashed with the last log lines, and the supervisor is told
-        (restart with back-off; EXIT_CANNOT_LISTEN: a port race)."""
+        """The server (process or container) ended on its own with `code`. A server whose code never
+        loaded stays in CompileError (its waiters wake; a restart would fail the same way); anything else,
+        a server that kept the last good code after a failed reload included, is Crashed with the last
+        log lines, and the supervisor is told (restart with back-off; EXIT_CANNOT_LISTEN: a port race)."""
         instance.exit_code = code if isinstance(code, int) else None
-        if instance.state == State.COMPILE_ERROR and code != EXIT_CANNOT_LISTEN:
+        never_loaded = instance.last_control == ("load-failed", 0)  # the first load of this server failed
+        if instance.state == State.COMPILE_ERROR and never_loaded and code != EXIT_CANNOT_LISTEN:
             instance.set_state(State.COMPILE_ERROR, instance.error)
             return
         tail = "\n".join(line.text for line in self.logs.tail(instance.name, 5))

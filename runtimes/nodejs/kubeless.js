@@ -12,7 +12,22 @@
 // stuck in synchronous code, calls move to a spare so other callers are not stuck behind it.
 const path = require('path');
 const { createRequire } = require('module');
+const v8 = require('v8');
+const vm = require('vm');
 const { Worker } = require('worker_threads');
+
+// V8 collects only as it allocates: an idle server would keep its last big bodies. After a call with
+// a body of BIG_BODY or more, this thread and the worker collect (see releaseSoon). The flag also
+// gives each worker a `gc`, which worker.js takes away from the function's global scope.
+const BIG_BODY = 8 * 1024 * 1024;
+const COLLECT_EVERY = 4 * 1024 * 1024; // while a big body arrives: see readBody
+v8.setFlagsFromString('--expose-gc');
+const collectGarbage = vm.runInNewContext('gc');
+let releaseTimer = null;
+function releaseSoon() { // 100 ms after the last big call: its buffers are garbage by then
+  clearTimeout(releaseTimer);
+  releaseTimer = setTimeout(collectGarbage, 100);
+}
 
 const runtimeLib = process.env.KUBELESS_RUNTIME_LIB || '';
 const rtRequire = runtimeLib ? createRequire(path.join(runtimeLib, 'package.json')) : require;
@@ -290,6 +305,7 @@ function onResult(wk, m) {
   for (let i = 0; i < h.length; i += 2) res.setHeader(h[i], h[i + 1]);
   res.end(m.body);
   if (!m.clientError) call.count(m.failed); // the caller's mistake (bad JSON, bad path) is no call
+  if (call.size >= BIG_BODY) releaseSoon();
   drain();
   trim();
 }
@@ -355,17 +371,47 @@ function readBody(req, res, done) {
   // type-is hasBody(): a body exists when either header is present (even Content-Length: 0).
   if (h['transfer-encoding'] === undefined && h['content-length'] === undefined) { done(null); return; }
   const tooLarge = () => reply(res, 413, 'request entity too large');
-  if (Number(h['content-length']) > bodyLimit) { tooLarge(); req.resume(); return; }
-  const chunks = [];
-  let size = 0;
+  const declared = Number(h['content-length']);
+  if (declared > bodyLimit) { tooLarge(); req.resume(); return; }
+  // Each chunk is copied out as it arrives (not kept until the end), into shared memory.
+  let body = new SharedBody(h['transfer-encoding'] === undefined ? declared : 0);
   let failed = false;
+  let sinceCollect = 0;
   req.on('data', (c) => {
     if (failed) return;
-    size += c.length;
-    if (size > bodyLimit) { failed = true; tooLarge(); return; }
-    chunks.push(c);
+    if (body.size + c.length > bodyLimit) { failed = true; body = null; tooLarge(); return; }
+    body.append(c);
+    sinceCollect += c.length;
+    if (sinceCollect >= COLLECT_EVERY) { // a quick young-generation collection frees the copied chunks
+      sinceCollect = 0;
+      collectGarbage({ type: 'minor' });
+    }
   });
-  req.on('end', () => { if (!failed) done(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)); });
+  req.on('end', () => { if (!failed) done(body.size ? body.bytes() : null); });
+}
+
+// A body in shared memory: posting it to a worker (again, when a call moves to another worker)
+// copies nothing. A copied 50 MB body took the worker longer than STALL_MS to receive, so the call
+// kept moving from worker to worker and was never answered.
+class SharedBody {
+  constructor(expected) {
+    this.buf = new Uint8Array(new SharedArrayBuffer(expected > 0 ? expected : 0));
+    this.size = 0;
+  }
+
+  append(chunk) {
+    if (this.size + chunk.length > this.buf.length) { // chunked, or longer than announced: grow
+      const bigger = new Uint8Array(new SharedArrayBuffer(Math.max(2 * this.buf.length, this.size + chunk.length)));
+      bigger.set(this.buf.subarray(0, this.size));
+      this.buf = bigger;
+    }
+    this.buf.set(chunk, this.size);
+    this.size += chunk.length;
+  }
+
+  bytes() {
+    return this.size === this.buf.length ? this.buf : this.buf.subarray(0, this.size);
+  }
 }
 
 // Header values arrive as latin1 strings; non-ASCII ones must be UTF-8 bytes (as in every runtime).
@@ -414,7 +460,7 @@ function onRequest(req, res) {
     const id = nextId++;
     const stopTimer = timeHistogram.startTimer({ method: label });
     const call = {
-      id, res, label, worker: null, claim: null,
+      id, res, label, worker: null, claim: null, size: body ? body.length : 0,
       count(failed) { // once the call is answered; a timeout or a crash is a failure too
         callsCounter.inc({ method: label });
         stopTimer();
@@ -423,7 +469,7 @@ function onRequest(req, res) {
       msg: {
         t: 'call', id, method, url: req.url,
         httpVersion: req.httpVersion, httpVersionMajor: req.httpVersionMajor, httpVersionMinor: req.httpVersionMinor,
-        headers: req.headers, rawHeaders: req.rawHeaders, body: body && body.length ? body : null,
+        headers: req.headers, rawHeaders: req.rawHeaders, body,
         remoteAddress: addr, remotePort: sock.remotePort, localAddress: sock.localAddress, localPort: sock.localPort,
       },
     };

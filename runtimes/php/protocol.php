@@ -5,6 +5,7 @@
  */
 
 const KL_FRAME_MAX = 512 * 1024 * 1024;
+const KL_BIG_BODY = 8 << 20; // a runner gives memory back to the OS after a call with a body this big
 
 function kl_env(string $name, ?string $default = null): ?string
 {

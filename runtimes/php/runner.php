@@ -98,5 +98,13 @@ function kl_runner_main(int $gen, array $cfg): void
         if (!kl_write_all($sock, kl_frame($reply))) {
             return;
         }
+        // After a big body, drop this call's data now (not at the next call) and give the memory back.
+        $big = strlen($req[4]) >= KL_BIG_BODY;
+        unset($req, $reply);
+        if ($big) {
+            $_SERVER = $_POST = $_GET = [];
+            gc_collect_cycles();
+            gc_mem_caches();
+        }
     }
 }

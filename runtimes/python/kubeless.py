@@ -55,6 +55,7 @@ MIN_WORKERS = min(MIN_WORKERS, MAX_WORKERS)
 GROW_AFTER = 0.02  # seconds a call waits for a worker before the pool grows
 IDLE_SECONDS = 10.0  # a worker idle this long retires (down to MIN_WORKERS)
 FUNCTION_METHODS = ("GET", "POST", "PATCH", "DELETE")  # as the legacy bottle route; HEAD follows GET
+BIG_BODY = 8 << 20  # after a call with a request body this big, memory goes back to the OS (release_memory)
 
 FRAME = struct.Struct("!I")
 
@@ -79,6 +80,26 @@ def enter_install_dir():
 def control(event, **fields):
     if CONTROL:
         print("@kubeless-local " + json.dumps({"event": event, **fields}), flush=True)
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc: freed memory is returned as that allocator does
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
+def release_memory():
+    """Give freed memory back to the OS. A big body is read in many chunks: once freed, glibc keeps
+    the holes they leave in its heap, so a process stays as big as its biggest request until told."""
+    import gc
+
+    gc.collect()
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
 def report_load_failure(generation, error):
@@ -206,8 +227,8 @@ def environ_for(method, url, headers, body, version, peer):
         if key == "CONTENT_TYPE":
             environ["CONTENT_TYPE"] = value
             continue
-        if key == "CONTENT_LENGTH":
-            continue
+        if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+            continue  # the body is whole (httptools de-chunked it): bottle must not parse chunks again
         key = "HTTP_" + key
         environ[key] = environ[key] + "," + value if key in environ else value
     return environ
@@ -281,6 +302,10 @@ def worker_main(sock, generation):
         send_frame(sock, reply)
         if PER_CALL:
             return
+        if len(request[3]) >= BIG_BODY:
+            request = reply = None
+            bottle.request.bind({})  # bottle keeps the last request's environ (and body) bound
+            release_memory()
 
 
 # ---------------------------------------------------------------- server process
@@ -644,11 +669,12 @@ class HttpProtocol(asyncio.Protocol):
             self.body.append(body)
 
     def on_message_complete(self):
+        body, self.body = b"".join(self.body), []
         request = (
             self.parser.get_method().decode(),
             self.url,
             self.headers,
-            b"".join(self.body),
+            body,
             self.parser.get_http_version(),
             self.peer,
         )
@@ -678,6 +704,8 @@ class HttpProtocol(asyncio.Protocol):
         access_log(peer, method, url, version, status, len(out_body), headers)
         if not keep_alive or (self.eof and self.previous is asyncio.current_task()):
             self.transport.close()
+        if len(_body) >= BIG_BODY:
+            asyncio.get_running_loop().call_soon(release_memory)  # once this call's buffers are gone
 
 
 async def handle(pool, request, too_large):

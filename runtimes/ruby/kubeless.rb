@@ -168,6 +168,20 @@ def env_snapshot(env)
   end
 end
 
+# After a call with a big body, memory goes back to the OS (WorkerPool.release_memory) 0.2 s after
+# the last such call: its answer is written by then, its request and body are garbage.
+RELEASE = Queue.new
+Thread.new do
+  while RELEASE.pop
+    loop do
+      sleep 0.2
+      break if RELEASE.empty?
+      RELEASE.clear
+    end
+    WorkerPool.release_memory
+  end
+end
+
 # Sinatra serves every path and method; /healthz and /metrics are the runtime's own.
 class KubelessApp < Sinatra::Base
   set :environment, :production
@@ -209,6 +223,7 @@ class KubelessApp < Sinatra::Base
         $stderr.puts "Function #{MOD_NAME}.#{FUNC_HANDLER} failed: #{e.message}"
         halt 500, { 'Content-Type' => 'text/plain' }, 'Internal Server Error'
       ensure
+        RELEASE.push(true) if body.bytesize >= WorkerPool::BIG_BODY
         # a request the function never saw (bad JSON) is the client's error, not a call
         unless outcome.nil? || outcome[0] == :bad_request
           CALLS.increment(label)
@@ -258,7 +273,30 @@ module EmptyBodyWithoutLength
 end
 WEBrick::HTTPRequest.prepend(EmptyBodyWithoutLength)
 
+# WEBrick serves each connection on a thread of its own and stops accepting at MaxClients; a client
+# that sends its request head slowly (slow-loris) holds its thread meanwhile, and WEBrick bounds only
+# each line read (RequestTimeout). So: many connections, as the other runtimes take, and a request
+# head must arrive within HEAD_TIMEOUT in all (Node's headersTimeout is the same 60 s).
+MAX_CONNECTIONS = 1024
+HEAD_TIMEOUT = 60
+module HeadDeadline
+  def parse(socket = nil)
+    WEBrick::Utils.timeout(HEAD_TIMEOUT, WEBrick::HTTPStatus::RequestTimeout) { super(socket) }
+  end
+end
+WEBrick::HTTPRequest.prepend(HeadDeadline)
+
+# Room for MAX_CONNECTIONS sockets under a default soft limit of 1024 open files.
+def raise_open_files_limit
+  soft, hard = Process.getrlimit(:NOFILE)
+  wanted = MAX_CONNECTIONS + 256
+  Process.setrlimit(:NOFILE, [wanted, hard].min, hard) if soft < wanted
+rescue SystemCallError, NotImplementedError
+  nil # serve with the limit we have
+end
+
 def start
+  raise_open_files_limit
   begin
     $function = load_function
   rescue ScriptError, StandardError => e
@@ -274,7 +312,7 @@ def start
 
   begin
     server = WEBrick::HTTPServer.new(
-      BindAddress: BIND, Port: PORT, MaxClients: 200,
+      BindAddress: BIND, Port: PORT, MaxClients: MAX_CONNECTIONS,
       Logger: WEBrick::Log.new($stderr, WEBrick::Log::WARN),
       AccessLog: [[$stdout, WEBrick::AccessLog::COMBINED_LOG_FORMAT]],
       StartCallback: -> { control(event: 'ready', generation: generation) }

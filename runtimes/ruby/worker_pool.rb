@@ -5,16 +5,37 @@
 # loaded code. Idle workers wait on a pipe for a call and are reused most recently used first, so
 # sequential calls land on the same warm worker and module state persists as in the legacy
 # in-process runtime; a worker forked ahead of demand (prefork) waits behind the warm ones. A worker
-# that overruns its deadline is killed; a new one is forked on the next demand.
+# that overruns its deadline is killed; a new one is forked on the next demand. After a burst the
+# pool shrinks back: workers idle for `idle_seconds` at the bottom of the stack retire, down to
+# `warm` workers (as the Python pool does).
 class WorkerPool
-  Worker = Struct.new(:pid, :to_child, :from_child, :generation)
+  Worker = Struct.new(:pid, :to_child, :from_child, :generation, :idle_since)
+
+  # After a call with a request this big, the server and the worker give memory back to the OS.
+  BIG_BODY = 8 << 20
+
+  begin
+    require 'fiddle'
+    MALLOC_TRIM = Fiddle::Function.new(Fiddle::Handle::DEFAULT['malloc_trim'], [Fiddle::TYPE_SIZE_T], Fiddle::TYPE_INT)
+  rescue LoadError, Fiddle::DLError
+    MALLOC_TRIM = nil # not glibc: freed memory is returned as that allocator does
+  end
+
+  # Ruby collects only as it allocates, and glibc keeps the holes freed strings leave in its heaps:
+  # without this an idle process stays as big as its biggest requests.
+  def self.release_memory
+    GC.start
+    MALLOC_TRIM&.call(0)
+  end
 
   class Timeout < StandardError; end
   class Crashed < StandardError; end
 
   # per_call: a worker serves one call and is replaced (module state reset, as in legacy Python).
-  def initialize(size, per_call: false, &serve)
+  def initialize(size, per_call: false, warm: 1, idle_seconds: 10.0, &serve)
     @size = size
+    @warm = warm
+    @idle_seconds = idle_seconds
     @per_call = per_call
     @serve = serve # runs in the child: payload -> result (both Marshal-able)
     @idle = []
@@ -23,6 +44,7 @@ class WorkerPool
     @lock = Mutex.new
     @freed = ConditionVariable.new
     @master_pid = Process.pid
+    @reaper = Thread.new { loop { sleep(@idle_seconds / 4); retire_idle } }
   end
 
   # New code was loaded: workers forked from now on get it; older ones are retired.
@@ -61,8 +83,23 @@ class WorkerPool
   end
 
   def shutdown
+    @reaper.kill
     ws = @lock.synchronize { @idle.slice!(0..) }
     ws.each { |w| kill(w) }
+  end
+
+  # The least recently used idle workers go first, while more than @warm workers exist.
+  def retire_idle
+    quiet_since = Process.clock_gettime(Process::CLOCK_MONOTONIC) - @idle_seconds
+    retired = @lock.synchronize do
+      gone = []
+      while @count > @warm && !@idle.empty? && @idle.first.idle_since < quiet_since
+        gone << @idle.shift
+        @count -= 1
+      end
+      gone
+    end
+    retired.each { |w| kill(w) }
   end
 
   private
@@ -88,6 +125,7 @@ class WorkerPool
 
   # @idle is a stack: the top (last) is the most recently used worker; a fresh one goes underneath.
   def release(worker, fresh: false)
+    worker.idle_since = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     retire = @lock.synchronize do
       if worker.generation == @generation
         fresh ? @idle.unshift(worker) : @idle.push(worker)
@@ -142,6 +180,9 @@ class WorkerPool
       exit!(0) if data.nil?
       result = @serve.call(Marshal.load(data))
       write_frame(output, Marshal.dump(result))
+      next if data.bytesize < BIG_BODY
+      data = result = nil
+      WorkerPool.release_memory
     end
   rescue Errno::EPIPE, IOError
     exit!(0)

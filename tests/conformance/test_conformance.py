@@ -11,6 +11,8 @@ import time
 
 import pytest
 import requests
+from processes import tree_rss_mb
+from waiting import wait_for
 
 ABSENT_HEADER = {"go": ""}  # Go's event fields are strings: an absent header is ""; elsewhere null
 FUNCTION_NAME = {"go": "Handler"}
@@ -348,3 +350,83 @@ def test_a_timed_out_call_counts_as_a_failure(function):
     label = fn.method_label("POST")
     assert metrics[("function_calls_total", label)] == 1
     assert metrics[("function_failures_total", label)] == 1
+
+
+def test_saves_after_runaway_calls_serve_the_new_code(function):
+    # Go restarts itself after a runaway call: the restart must go on through the engine's `build`
+    # link, so later saves (new builds behind that link) are served, and a later runaway call (after
+    # the old builds were pruned) restarts it again.
+    fn = function("workdir", folder=True, timeout="1")
+    code = fn.scenario_code("workdir")
+
+    def save(n):  # new code that reads another file: answers "v<n>" only if the new code serves
+        (fn.spec.source / ("data-%d.txt" % n)).write_text("v%d\n" % n)
+        assert fn.replace_code(code.replace("data.txt", "data-%d.txt" % n)).value == "Ready", fn.logs()
+        answer = fn.get("/")
+        assert (answer.status_code, answer.text) == (200, "v%d" % n), fn.logs()
+
+    def runaway():
+        assert fn.post("/", data="sleep", headers={"Content-Type": "text/plain"}).status_code == 408
+
+    runaway()
+    for n in range(1, 5):
+        save(n)
+    runaway()
+    save(5)
+    runaway()
+    answer = fn.get("/")
+    assert (answer.status_code, answer.text) == (200, "v5"), fn.logs()
+    assert fn.instance.state.value == "Ready"
+
+
+def test_a_chunked_request_body_reaches_the_function(function):
+    # requests sends a generator as Transfer-Encoding: chunked (as curl -T - and streaming clients do)
+    fn = function("echo")
+    response = fn.post("/", data=iter([b"hello", b" chunked", b" world"]), headers={"Content-Type": "text/plain"})
+    assert (response.status_code, response.text) == (200, "hello chunked world")
+    big = function("large", env={"REQ_MB_LIMIT": "10"})
+    chunk = b"x" * 65536
+    response = big.post("/", data=(chunk for _ in range(64)), headers={"Content-Type": "application/octet-stream"})
+    assert (response.status_code, response.text) == (200, str(64 * len(chunk)))
+
+
+SLOW_CLIENTS = 200  # each holds a connection with half a request header, as a slow-loris client does
+
+
+def test_slow_clients_do_not_stop_other_calls(function):
+    fn = function("hello")
+    slow = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection(("127.0.0.1", fn.instance.port), timeout=10)
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            slow.append(sock)
+        response = fn.get("/", timeout=15)  # generous: milliseconds when nothing blocks it
+        assert (response.status_code, response.text) == (200, "hello world")
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+BIG_BODY_MB = 50
+
+
+def test_memory_goes_back_after_big_bodies(function):
+    # A server (and its workers) used to stay as big as its last big requests: 150-300 MB after a
+    # few 50 MB bodies. Runtimes release the memory after such a call.
+    fn = function("large", env={"REQ_MB_LIMIT": str(BIG_BODY_MB + 10)})
+    octets = {"Content-Type": "application/octet-stream"}
+    for _ in range(5):  # every lazy load done, the pool settled
+        assert fn.post("/", data=b"x" * 1000, headers=octets).text == "1000"
+    baseline = tree_rss_mb(fn.instance.pid)
+    body = b"x" * (BIG_BODY_MB << 20)
+    for _ in range(4):
+        response = fn.post("/", data=body, headers=octets)
+        assert (response.status_code, response.text) == (200, str(len(body)))
+    bound = baseline + BIG_BODY_MB // 2  # generous, yet less than one body kept anywhere
+    wait_for(lambda: tree_rss_mb(fn.instance.pid) < bound, seconds=30)
+    assert tree_rss_mb(fn.instance.pid) < bound, "%d MB after %d-MB bodies, %d MB before" % (
+        tree_rss_mb(fn.instance.pid),
+        BIG_BODY_MB,
+        baseline,
+    )

@@ -1,11 +1,11 @@
 """Python-specific vectors of contract §10 (1–7) and the warm/per-call module-state modes."""
 
 import concurrent.futures
-import os
 import time
 
 import pytest
 import requests
+from processes import child_processes
 
 pytestmark = pytest.mark.language("python")
 
@@ -110,19 +110,6 @@ def test_bottle_request_forms_and_files(function):
     assert fn.post("/", data={"a": "1"}).text == "1|None|"
     response = fn.post("/", data={"a": "2"}, files={"f": ("notes.txt", b"file body")})
     assert (response.status_code, response.text) == (200, "2|notes.txt|file body")
-
-
-def child_processes(pid):
-    """Pids whose parent is `pid` (the server's workers)."""
-    children = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    children.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return children
 
 
 @pytest.mark.backend("process")  # counts the server's child processes on the host

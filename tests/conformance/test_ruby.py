@@ -1,7 +1,12 @@
 """Ruby-specific vectors (contract §5 Ruby column, §10 #16) and the places where the Ruby runtime
 deliberately differs from the legacy Kubeless image (see the README parity table)."""
 
+import concurrent.futures
+import time
+
 import pytest
+import requests
+from processes import child_processes
 
 pytestmark = pytest.mark.language("ruby")
 
@@ -43,3 +48,21 @@ def test_timeout_is_408_counted_as_failure_and_server_survives(function):
     assert r.status_code == 408 and "Timeout while processing the function" in r.text
     assert f.metrics().get(("function_failures_total", "GET"), 0) == 1
     assert f.get("/healthz").text == "OK"
+
+
+@pytest.mark.backend("process")  # counts the server's child processes on the host
+def test_worker_pool_honours_its_limit_and_shrinks_when_idle(function):
+    # as the Python pool: grows for calls that wait, back to one warm worker after 10 s idle
+    fn = function("sleep", env={"KUBELESS_RUBY_WORKERS": "5"})
+    peak = 0
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        calls = [pool.submit(requests.post, fn.url, data="0.2", timeout=60) for _ in range(120)]
+        while not all(call.done() for call in calls):
+            peak = max(peak, len(child_processes(fn.instance.pid)))
+            time.sleep(0.01)
+    assert [call.result().text for call in calls] == ["done"] * 120
+    assert 2 < peak <= 5  # it grew under load, never past KUBELESS_RUBY_WORKERS
+    deadline = time.monotonic() + 30  # idle workers retire after 10 s
+    while len(child_processes(fn.instance.pid)) > 1:
+        assert time.monotonic() < deadline, "the pool did not shrink back to its warm worker"
+        time.sleep(0.2)

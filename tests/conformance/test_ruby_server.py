@@ -133,7 +133,8 @@ def test_exception_is_500_logged_and_counted(serve):
     s = started(serve('def handler(e, c)\n  raise ArgumentError, "bad input"\nend\n'))
     r = requests.post(s.url, data="x", timeout=5)
     assert r.status_code == 500
-    assert "ArgumentError: bad input" in s.log() and "handler.rb:2" in s.log()
+    # the log travels through a pipe and a reader thread: it may arrive after the answer
+    assert wait_for(lambda: "ArgumentError: bad input" in s.log() and "handler.rb:2" in s.log()), s.log()
     assert metric(s, "function_calls_total", "POST") == 1
     assert metric(s, "function_failures_total", "POST") == 1
     assert requests.get(s.url + "/healthz", timeout=5).text == "OK"
@@ -291,5 +292,5 @@ def test_port_in_use_is_an_exit_not_a_load_failure(tmp_path):
         (tmp_path / "fn").mkdir()
         s = Server(tmp_path / "fn", 'def handler(e, c) = "x"\n', env={"FUNC_PORT": str(port)})
         assert s.proc.wait(20) == 4
-    assert f"cannot listen on 127.0.0.1:{port}" in s.log()
+    assert wait_for(lambda: f"cannot listen on 127.0.0.1:{port}" in s.log()), s.log()
     assert "@kubeless-local" not in s.log() and "Traceback" not in s.log()

@@ -262,6 +262,31 @@ def test_a_container_that_exits_is_reported_crashed(backend, tmp_path):
     backend.stop(instance)
 
 
+def test_a_container_that_exits_after_a_failed_reload_is_restarted(backend, tmp_path):
+    # It served the last good code in CompileError: its exit is a crash the supervisor restarts.
+    prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
+    instance = Instance(name="hello", runtime="python3.11", port=18126)
+    instance.set_state(State.STARTING)
+    exited = []
+    backend.on_exit = exited.append
+    original_create = backend.client.containers.create
+
+    def create(image, command=None, **options):
+        container = original_create(image, command, **options)
+        container.output = [
+            (b'@kubeless-local {"event": "ready", "generation": 0}\n', None),
+            (b'@kubeless-local {"event": "load-failed", "generation": 1, "error": "SyntaxError"}\n', None),
+        ]
+        container.done.set()  # then it exits
+        return container
+
+    backend.client.containers.create = create
+    backend.start(instance, prepared)
+    assert instance.wait_for(lambda i: i.state == State.CRASHED, 5), instance.state
+    assert exited == [instance]
+    backend.stop(instance)
+
+
 def test_path_mapping_shows_the_users_file(backend, tmp_path):
     fn = python_function(tmp_path)
     prepared = prepared_for(backend, tmp_path, fn)

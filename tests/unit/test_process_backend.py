@@ -14,19 +14,56 @@ CANNOT_LISTEN = (
 )
 
 
-def test_a_server_that_exits_4_crashed_on_its_port_even_after_a_load_failure(tmp_path):
+# A server whose code never loaded exits: restarting it would only fail again.
+LOAD_FAILED_AT_START = (
+    'import sys; print(\'@kubeless-local {"event": "load-failed", "generation": 0, '
+    '"error": "SyntaxError"}\', flush=True); sys.exit(1)'
+)
+# A server that served, kept the last good code after a failed reload (CompileError), then died.
+DIED_AFTER_A_FAILED_RELOAD = (
+    'import sys; print(\'@kubeless-local {"event": "ready", "generation": 0}\'); '
+    'print(\'@kubeless-local {"event": "load-failed", "generation": 1, "error": "SyntaxError"}\', flush=True); '
+    "sys.exit(1)"
+)
+
+
+def process_backend(tmp_path, script):
+    """(backend, prepared, exited): a backend whose server is `python -c script`; exited lists the
+    instances the supervisor would be told about (to restart them)."""
     backend = ProcessBackend(LogHub())
     exited = []
     backend.on_exit = exited.append
     prepared = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(steps=types.SimpleNamespace(command=[sys.executable, "-c", CANNOT_LISTEN])),
+        runtime=types.SimpleNamespace(steps=types.SimpleNamespace(command=[sys.executable, "-c", script])),
         expand=lambda argv: list(argv),
         env=lambda port: {},
         install_link=tmp_path,
         root=tmp_path / "state" / "functions" / "hello",
         map_paths=lambda text: text,
     )
+    return backend, prepared, exited
+
+
+def test_a_server_that_exits_4_crashed_on_its_port_even_after_a_load_failure(tmp_path):
+    backend, prepared, exited = process_backend(tmp_path, CANNOT_LISTEN)
     instance = Instance(name="hello", runtime="php8.2", port=1)
     backend.start(instance, prepared)
     assert instance.wait_for(lambda i: i.state == State.CRASHED, 10), instance.state
     assert instance.exit_code == EXIT_CANNOT_LISTEN and exited == [instance]
+
+
+def test_a_server_whose_code_never_loaded_stays_in_compile_error(tmp_path):
+    backend, prepared, exited = process_backend(tmp_path, LOAD_FAILED_AT_START)
+    instance = Instance(name="hello", runtime="python3.11", port=1, state=State.STARTING)
+    backend.start(instance, prepared)
+    assert instance.wait_for(lambda i: i.exit_code == 1, 10), instance.state
+    assert instance.state == State.COMPILE_ERROR and exited == []
+
+
+def test_a_server_that_dies_after_a_failed_reload_is_restarted(tmp_path):
+    # It served the last good code in CompileError; its death is a crash, or the function stays down.
+    backend, prepared, exited = process_backend(tmp_path, DIED_AFTER_A_FAILED_RELOAD)
+    instance = Instance(name="hello", runtime="go1.26", port=1, state=State.STARTING)
+    backend.start(instance, prepared)
+    assert instance.wait_for(lambda i: i.state == State.CRASHED, 10), instance.state
+    assert exited == [instance]

@@ -40,6 +40,8 @@ const (
 	restartEnv    = "KUBELESS_GO_RESTART"
 	// Exit code when the port cannot be bound: not a load failure, the engine may retry another port.
 	exitCannotListen = 4
+	// After a call with a request body this big, the memory goes back to the OS (see releaseMemory).
+	bigBody = 8 << 20
 )
 
 var (
@@ -182,10 +184,13 @@ func serveFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
 		http.Error(w, "Error reading the request body: "+err.Error(), http.StatusBadRequest)
 		return
+	}
+	if len(body) >= bigBody {
+		defer releaseMemory()
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body)) // the function may read it again
 	ctx, cancel := context.WithTimeout(r.Context(), funcTimeout)
@@ -248,6 +253,38 @@ func serveFunction(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// readBody reads the whole body into one buffer of its announced size (io.ReadAll would grow it by
+// doubling, leaving several times its size as garbage).
+func readBody(r *http.Request) ([]byte, error) {
+	if r.ContentLength <= 0 {
+		return io.ReadAll(r.Body)
+	}
+	body := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, body); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+var release struct {
+	sync.Mutex
+	timer *time.Timer
+}
+
+// releaseMemory returns the memory of big bodies to the OS shortly after the last such call: the Go
+// runtime collects only as it allocates, so an idle server would keep the last big bodies (and
+// their copies) for minutes.
+func releaseMemory() {
+	release.Lock()
+	defer release.Unlock()
+	const after = 100 * time.Millisecond // the call's buffers are unreachable by then
+	if release.timer == nil {
+		release.timer = time.AfterFunc(after, debug.FreeOSMemory)
+	} else {
+		release.timer.Reset(after)
+	}
+}
+
 // watchRunaway: Go cannot kill a goroutine. A call that ignores its context and keeps running after
 // the 408 would burn CPU (and hold memory) forever, so the server restarts itself in place.
 func watchRunaway(done <-chan result, call string) {
@@ -265,8 +302,8 @@ func watchRunaway(done <-chan result, call string) {
 
 // The two reasons to re-execute the server in place, handing over the listening socket.
 const (
-	restartRunaway = "runaway" // the same binary again, to stop a goroutine Go cannot kill
-	restartReload  = "reload"  // SIGHUP: the binary at the start path, which the engine moved to the new build
+	restartRunaway = "runaway" // the code that serves, again, to stop a goroutine Go cannot kill
+	restartReload  = "reload"  // SIGHUP: the new build, which the engine put behind the start path
 )
 
 var restart struct {
@@ -292,9 +329,10 @@ func requestRestart(reason string) {
 
 // restartInPlace re-executes the server, handing over the listening socket (and the metrics and the
 // generation), so no connection is refused: new ones wait in the socket's backlog while the calls in
-// flight finish, and every goroutine of the old image is gone. A reload executes the start path
-// (through the engine's `build` link, now the new build); if that cannot be executed, the old code
-// keeps serving and `load-failed` is printed.
+// flight finish, and every goroutine of the old image is gone. Both reasons execute the start path
+// (the engine's `build` link, never the build it resolved to: the engine prunes old builds) and hand
+// it on as argv[0], so every later restart goes through the link too. If a reload's new build cannot
+// be executed, the old code keeps serving and `load-failed` is printed.
 func restartInPlace() {
 	restart.Lock()
 	reload := restart.reload
@@ -327,20 +365,18 @@ func restartInPlace() {
 	restart.Lock()
 	reload = restart.reload // a SIGHUP may have come while the calls drained
 	restart.Unlock()
-	exe, nextGeneration, reason := "", generation, restartRunaway
+	nextGeneration, reason := generation, restartRunaway
 	if reload {
-		exe, nextGeneration, reason = startPath, generation+1, restartReload
-	} else if exe, err = os.Executable(); err != nil {
-		errLog.Printf("cannot restart in place (%v); exiting", err)
-		os.Exit(1)
+		nextGeneration, reason = generation+1, restartReload
 	}
 	state, _ := json.Marshal(metrics.snapshot())
 	env := append(os.Environ(), listenFDEnv+"="+strconv.Itoa(int(fd)), metricsEnv+"="+string(state),
 		generationEnv+"="+strconv.Itoa(nextGeneration), restartEnv+"="+reason)
-	args := append([]string{exe}, os.Args[1:]...)
-	err = syscall.Exec(exe, args, env)
+	args := append([]string{startPath}, os.Args[1:]...)
+	err = syscall.Exec(startPath, args, env)
 	if !reload {
-		errLog.Printf("cannot restart in place (%v); exiting", err)
+		// The link names nothing executable: exit, and the engine starts the server again.
+		errLog.Printf("cannot restart in place (%s: %v); exiting", startPath, err)
 		os.Exit(1)
 	}
 	// The new build cannot be executed: serve on with the old code.
@@ -355,7 +391,7 @@ func restartInPlace() {
 	signal.Notify(hups, syscall.SIGHUP)
 	served = make(chan struct{})
 	go serve()
-	reloadFailed(fmt.Sprintf("%s: cannot execute the new build: %v", exe, err))
+	reloadFailed(fmt.Sprintf("%s: cannot execute the new build: %v", startPath, err))
 }
 
 // reloadFailed: the old code keeps serving; the generation still counts, as in every runtime.

@@ -1,0 +1,38 @@
+"""Processes of a runtime server as the host sees them (process backend)."""
+
+import os
+
+
+def child_processes(pid):
+    """Pids whose parent is `pid` (the server's workers)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    children.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return children
+
+
+def tree_rss_mb(pid):
+    """Resident memory (MiB) of `pid` and every process below it: a server and its workers (the
+    container's processes for the docker backend, `pid` being its init)."""
+    parents, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open("/proc/%s/status" % entry) as f:
+                rss[int(entry)] = next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+        except (OSError, ValueError):
+            continue
+    tree, grew = {pid}, True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return sum(rss.get(p, 0) for p in tree) // 1024
