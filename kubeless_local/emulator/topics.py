@@ -78,15 +78,13 @@ EVENT_COLUMNS = "seq, topic, source, data, event_id, event_time"
 
 def serialized(method):
     """Run a store method on the calling thread's own connection (a subscriber's), else on the shared one,
-    holding its lock for the whole method (a transaction is several statements)."""
+    holding that connection's lock for the whole method (a transaction is several statements; and `close()`
+    from another thread must wait: SQLite crashes the process when a connection closes under a statement)."""
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        with self.explained():
-            if getattr(self.local, "db", None) is not None:
-                return method(self, *args, **kwargs)
-            with self.shared_lock:
-                return method(self, *args, **kwargs)
+        with self.explained(), getattr(self.local, "in_use", None) or self.shared_lock:
+            return method(self, *args, **kwargs)
 
     return run
 
@@ -105,7 +103,7 @@ class TopicStore:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives its -wal/-shm the same mode
             os.chmod(self.path, 0o600)  # one made before it was 0600
             self.shared = self._connect()
-            self.connections = [self.shared]
+            self.connections = {self.shared: self.shared_lock}  # each connection and the lock of its use
             self.shared.executescript(SCHEMA)
 
     def _connect(self):
@@ -149,27 +147,29 @@ class TopicStore:
 
     def attach(self):
         """Give the calling thread a connection of its own (it reads while others write); `detach()` at its end."""
-        db = self.local.db = self._connect()
+        db, in_use = self._connect(), threading.RLock()  # re-entrant: a store method may call another
         with self.lock:
-            self.connections.append(db)
+            self.connections[db] = in_use
+        self.local.db, self.local.in_use = db, in_use
 
     def detach(self):
         db = getattr(self.local, "db", None)
         if db is not None:
             with self.lock:
-                if db in self.connections:
-                    self.connections.remove(db)
-            db.close()
-            self.local.db = None
+                in_use = self.connections.pop(db, None)
+            if in_use is not None:
+                with in_use:
+                    db.close()
+            self.local.db = self.local.in_use = None
 
     def close(self):
-        with self.lock, self.shared_lock:
-            for db in self.connections:
-                try:
-                    db.close()
-                except sqlite3.ProgrammingError:
-                    pass  # closed from another thread's side already
-            self.connections.clear()
+        """Close every connection, each once no statement runs on it; a subscriber still running then gets
+        sqlite3.ProgrammingError from its next call (its thread is stopping)."""
+        with self.lock:
+            connections, self.connections = dict(self.connections), {}
+        for db, in_use in connections.items():
+            with in_use:
+                db.close()
 
     # ------------------------------------------------------------ topics
 

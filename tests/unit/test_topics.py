@@ -1,6 +1,8 @@
 """The embedded topics' store (SQLite WAL), label selectors and the `kafka:` settings."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -208,3 +210,37 @@ def test_an_unknown_key_in_the_kafka_settings_is_one_line_naming_file_and_key(tm
     (tmp_path / ".kubeless-local.yaml").write_text("nats: {max_attempts: 2}\n")
     with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: unknown key nats; the kafka: settings"):
         delivery.load_settings(tmp_path)
+
+
+RACE = """
+import sqlite3, sys, tempfile, threading
+from kubeless_local.emulator.topics import TopicStore
+
+for _ in range(100):
+    store = TopicStore(tempfile.mkdtemp(dir=sys.argv[1]))
+    attached = threading.Event()
+
+    def subscriber():
+        store.attach()
+        attached.set()
+        try:
+            for _ in range(100_000):
+                store.subscribe("s", "t", "kafka")
+        except sqlite3.ProgrammingError:
+            pass  # the store closed under it, as when `dev` stops
+        finally:
+            store.detach()
+
+    thread = threading.Thread(target=subscriber)
+    thread.start()
+    attached.wait(10)
+    store.close()
+    thread.join(10)
+"""
+
+
+def test_closing_the_store_under_a_running_subscriber_never_crashes_the_process(tmp_path):
+    """SQLite crashes the process (SIGSEGV) when a connection closes under a running statement: close()
+    waits for the statement. Run in a child interpreter, so a crash fails this test, not the suite."""
+    done = subprocess.run([sys.executable, "-c", RACE, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
