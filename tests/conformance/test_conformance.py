@@ -9,7 +9,6 @@ import signal
 import socket
 import time
 
-import pytest
 import requests
 from processes import tree_rss_mb
 from waiting import wait_for
@@ -223,15 +222,8 @@ def with_handler(spec, handler):
     return dataclasses.replace(spec, handler=handler, document=document)
 
 
-# PHP reports a missing handler function at start as legacy Kubeless does (the server starts, calls answer
-# 500), so the engine cannot tell a handler typo from a good start: it needs a flag in runtimes/php.
-HANDLER_CHECKED_ONLY_AT_CALL = {"php"}
-
-
-def test_a_handler_typo_keeps_the_last_good_code_serving(function, request):
+def test_a_handler_typo_keeps_the_last_good_code_serving(function):
     fn = function("hello", editable=True)
-    if fn.language in HANDLER_CHECKED_ONLY_AT_CALL:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="PHP starts without its handler, as legacy"))
     typo = with_handler(fn.spec, fn.spec.module + ".no_such_function")
     instance = fn.supervisor.reload(typo)
     assert instance.state.value == "CompileError", (instance.state, instance.error, fn.logs())
