@@ -371,6 +371,26 @@ def test_saves_after_runaway_calls_serve_the_new_code(function):
     assert fn.instance.state.value == "Ready"
 
 
+def test_a_server_restarted_while_the_saved_code_is_broken_stays_in_compile_error(function):
+    # The restart (after a runaway call, after a crash) serves the last good code again; the saved code
+    # is still broken, so `ls` keeps saying CompileError with the same error until a save fixes it.
+    fn = function("workdir", folder=True, timeout="1")
+    assert fn.replace_code(BROKEN_CODE).value == "CompileError"
+    broken = ("CompileError", fn.instance.error)
+    assert fn.post("/", data="sleep", headers={"Content-Type": "text/plain"}).status_code == 408
+    assert fn.get("/").text == "v0"
+    assert (fn.instance.state.value, fn.instance.error) == broken
+    os.kill(fn.instance.pid, signal.SIGKILL)  # the runtime server (or the container's init) dies
+    deadline = time.monotonic() + 20
+    while fn.instance.restarts == 0 or not serves(fn):
+        assert time.monotonic() < deadline, "not restarted:\n" + fn.logs()
+        time.sleep(0.1)
+    assert fn.get("/").text == "v0"
+    assert (fn.instance.state.value, fn.instance.error) == broken, fn.logs()
+    assert fn.supervisor.status()[0]["serving"]
+    assert fn.replace_code(fn.scenario_code("workdir")).value == "Ready"
+
+
 def test_a_chunked_request_body_reaches_the_function(function):
     # requests sends a generator as Transfer-Encoding: chunked (as curl -T - and streaming clients do)
     fn = function("echo")
