@@ -43,12 +43,16 @@ class Instance:
         return "http://127.0.0.1:%d" % self.port if self.port else None
 
     last_control: tuple = (None, -1)  # (event, runtime generation) of the last control line
+    # (state, error) of a saved version that does not serve (it does not load/compile/install, or its
+    # manifest is wrong) while the last good code does: what `ls` shows whenever that server is ready,
+    # restarts included, until a save serves. Set and cleared by the supervisor.
+    broken: Optional[tuple] = None
 
     def on_control(self, event, generation, error=""):
         with self.changed:
             self.last_control = (event, generation)
             if event == "ready":
-                self.state, self.error = State.READY, ""
+                self.state, self.error = self.broken or (State.READY, "")
             elif event == "load-failed":
                 self.state, self.error = State.COMPILE_ERROR, error
             self.changed.notify_all()

@@ -226,7 +226,7 @@ class Supervisor:
         state = STEP_STATES.get(exc.step, State.COMPILE_ERROR)
         if state == State.SETUP_ERROR:
             output = setup_failed_message(instance.runtime, output)
-        instance.set_state(state, output)
+        self._mark_broken(instance, state, output)
         self.say(
             spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if serving else "", output)
         )
@@ -240,7 +240,7 @@ class Supervisor:
         ok = instance.wait_for(lambda i: i.state != State.STARTING, STARTUP_TIMEOUT)
         if not ok:
             instance.set_state(State.CRASHED, "did not become ready within %ds" % STARTUP_TIMEOUT)
-        if instance.state == State.READY:
+        if instance.last_control[0] == "ready":  # serving: Ready, or the last good code of a broken save
             instance.ready_ms = (time.monotonic() - started) * 1000
         else:
             self.say(instance.name, "%s: %s" % (instance.state.value, instance.error))
@@ -262,9 +262,10 @@ class Supervisor:
             except prep.StepFailed as exc:
                 return self._step_failed(instance, spec, exc, serving=self.backend.alive(instance))
             except UserError as exc:
-                instance.set_state(State.COMPILE_ERROR, str(exc))
+                self._mark_broken(instance, State.COMPILE_ERROR, str(exc))
                 self.say(spec.name, str(exc))
                 return instance
+            instance.broken = None  # what the new version does decides from here on
             # Only the code changed and the runtime reloads in place: no restart, no dropped requests.
             same_process = (
                 self.backend.alive(instance)
@@ -282,6 +283,7 @@ class Supervisor:
                 self.backend.reload(instance, prepared)
                 done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
                 if done and instance.last_control == ("load-failed", expected):
+                    self._mark_broken(instance, State.COMPILE_ERROR, instance.error)
                     prep.activate(previous)  # new workers keep loading the last good code
                     prep.discard(prepared)
                     self.say(spec.name, "load failed, still serving the last good code:\n" + instance.error)
@@ -309,9 +311,17 @@ class Supervisor:
         prep.discard(failed)
         self._launch(instance, previous)
         if instance.state == State.READY:
-            instance.set_state(State.COMPILE_ERROR, error)
+            self._mark_broken(instance, State.COMPILE_ERROR, error)
             self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
         return instance
+
+    def _mark_broken(self, instance, state, error):
+        """The saved version does not serve (`state`, `error`). A function with a last good generation keeps
+        serving it and shows this state until a save serves: across restarts of its server too (a crash, a
+        runaway call), which serve the last good code again."""
+        if instance.name in self.serving:
+            instance.broken = (state, error)
+        instance.set_state(state, error)
 
     def fail(self, spec, message):
         """Record a function that cannot run (bad runtime, port in use) so `ls` shows why."""
@@ -331,7 +341,7 @@ class Supervisor:
             instance = self.instances.get(name)
             if instance is None:
                 instance = self.instances[name] = Instance(name=name, runtime="", port=0)
-        instance.set_state(State.CONFIG_ERROR, message)
+        self._mark_broken(instance, State.CONFIG_ERROR, message)
 
     def stop(self, name):
         with self._lock(name):

@@ -88,13 +88,8 @@ function kl_run_call(array $req, array $cfg): array
         'memory-limit' => kl_env('FUNC_MEMORY_LIMIT'),
     ];
 
-    if (!is_callable($cfg['handler'])) {
-        $msg = sprintf('Function %s not exist', $cfg['handler']);
-        kl_log(sprintf('%s/%s.php: %s', $cfg['install'], $cfg['module'], $msg));
-        return kl_reply(500, [['Content-Type', 'text/plain']], $msg . "\n", false, true);
-    }
     try {
-        $result = call_user_func($cfg['handler'], $event, $context);
+        $result = call_user_func($cfg['handler'], $event, $context); // callable: checked at load
     } catch (Throwable $e) {
         kl_log('function raised ' . kl_error_text($e) . "\n" . $e->getTraceAsString());
         return kl_reply(500, [['Content-Type', 'text/plain']], $e->getMessage() . "\n", true, true);

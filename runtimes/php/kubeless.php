@@ -71,17 +71,19 @@ try {
     include $__kl_file;
     $__kl_loading = false;
     $__kl_base_server = $_SERVER;
-    $__kl_hello = ['loaded' => true];
-    if (!is_callable($__kl_cfg['handler'])) {
-        $__kl_hello['missing'] = sprintf('%s: function %s is not defined (spec.handler is %s.%s)%s',
-            $__kl_file, $__kl_cfg['handler'], $__kl_cfg['module'], $__kl_cfg['handler'],
-            strpos((string) file_get_contents($__kl_file), '<?php') === false ? '; the file has no <?php tag' : '');
-    }
 } catch (Throwable $__kl_e) {
     $__kl_loading = false;
     kl_write_all($__kl_sock, kl_frame(['error' => kl_error_text($__kl_e)]));
     exit(1);
 }
+// A handler the file does not define is a load failure, as in the other runtimes (legacy PHP started
+// and answered 500 per call): a typo in spec.handler then keeps the last good code serving.
+if (!is_callable($__kl_cfg['handler'])) {
+    kl_write_all($__kl_sock, kl_frame(['error' => sprintf("%s:1: function '%s' is not defined in %s.php (spec.handler is %s.%s)%s",
+        $__kl_file, $__kl_cfg['handler'], $__kl_cfg['module'], $__kl_cfg['module'], $__kl_cfg['handler'],
+        strpos((string) file_get_contents($__kl_file), '<?php') === false ? '; the file has no <?php tag' : '')]));
+    exit(1);
+}
 kl_warm_up();
-kl_write_all($__kl_sock, kl_frame($__kl_hello));
+kl_write_all($__kl_sock, kl_frame(['loaded' => true]));
 kl_zygote_main($__kl_sock, $__kl_gen, $__kl_cfg);

@@ -83,17 +83,7 @@ trait KlPool
                 $this->loadFailed($gen, $msg['error']);
                 return;
             }
-            if (isset($msg['missing']) && $this->gen >= 0) {
-                // a reload that lost the handler is a mid-edit mistake: keep the last good code
-                fclose($z['sock']);
-                unset($z, $this->zygotes[$gen]);
-                $this->loadFailed($gen, $msg['missing']);
-                return;
-            }
             $z['loaded'] = true;
-            if (isset($msg['missing'])) {
-                kl_log($msg['missing'] . '; calls will answer 500'); // at start: as legacy Kubeless
-            }
             if ($gen > $this->gen) {
                 $this->activate($gen);
             } else {

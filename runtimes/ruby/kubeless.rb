@@ -329,6 +329,7 @@ def start
   Thread.new do
     while reload_r.read(1)
       generation += 1
+      serving_dir = (Dir.pwd rescue INSTALL_DIR) # the code that serves now (the link as resolved at its load)
       begin
         $function = load_function
         POOL.new_generation!
@@ -337,6 +338,9 @@ def start
         control(event: 'ready', generation: generation)
       rescue ScriptError, StandardError => e
         message = describe_load_error(e)
+        # back where the code that keeps serving lives: workers forked later inherit this folder, and the
+        # engine deletes the failed generation that load_function entered
+        Dir.chdir(serving_dir) rescue nil
         $stderr.puts "Reload of #{FUNC_FILE} failed, keeping the previous code: #{message}"
         control(event: 'load-failed', generation: generation, error: message)
       end

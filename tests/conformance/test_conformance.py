@@ -9,7 +9,6 @@ import signal
 import socket
 import time
 
-import pytest
 import requests
 from processes import tree_rss_mb
 from waiting import wait_for
@@ -223,15 +222,8 @@ def with_handler(spec, handler):
     return dataclasses.replace(spec, handler=handler, document=document)
 
 
-# PHP reports a missing handler function at start as legacy Kubeless does (the server starts, calls answer
-# 500), so the engine cannot tell a handler typo from a good start: it needs a flag in runtimes/php.
-HANDLER_CHECKED_ONLY_AT_CALL = {"php"}
-
-
-def test_a_handler_typo_keeps_the_last_good_code_serving(function, request):
+def test_a_handler_typo_keeps_the_last_good_code_serving(function):
     fn = function("hello", editable=True)
-    if fn.language in HANDLER_CHECKED_ONLY_AT_CALL:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="PHP starts without its handler, as legacy"))
     typo = with_handler(fn.spec, fn.spec.module + ".no_such_function")
     instance = fn.supervisor.reload(typo)
     assert instance.state.value == "CompileError", (instance.state, instance.error, fn.logs())
@@ -377,6 +369,26 @@ def test_saves_after_runaway_calls_serve_the_new_code(function):
     answer = fn.get("/")
     assert (answer.status_code, answer.text) == (200, "v5"), fn.logs()
     assert fn.instance.state.value == "Ready"
+
+
+def test_a_server_restarted_while_the_saved_code_is_broken_stays_in_compile_error(function):
+    # The restart (after a runaway call, after a crash) serves the last good code again; the saved code
+    # is still broken, so `ls` keeps saying CompileError with the same error until a save fixes it.
+    fn = function("workdir", folder=True, timeout="1")
+    assert fn.replace_code(BROKEN_CODE).value == "CompileError"
+    broken = ("CompileError", fn.instance.error)
+    assert fn.post("/", data="sleep", headers={"Content-Type": "text/plain"}).status_code == 408
+    assert fn.get("/").text == "v0"
+    assert (fn.instance.state.value, fn.instance.error) == broken
+    os.kill(fn.instance.pid, signal.SIGKILL)  # the runtime server (or the container's init) dies
+    deadline = time.monotonic() + 20
+    while fn.instance.restarts == 0 or not serves(fn):
+        assert time.monotonic() < deadline, "not restarted:\n" + fn.logs()
+        time.sleep(0.1)
+    assert fn.get("/").text == "v0"
+    assert (fn.instance.state.value, fn.instance.error) == broken, fn.logs()
+    assert fn.supervisor.status()[0]["serving"]
+    assert fn.replace_code(fn.scenario_code("workdir")).value == "Ready"
 
 
 def test_a_chunked_request_body_reaches_the_function(function):

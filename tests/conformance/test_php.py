@@ -168,7 +168,7 @@ def test_sighup_reloads_and_keeps_last_good_code(server):
 
     # a new version without the handler function is not taken either
     failed = s.reload("<?php\nfunction other($e, $c) { return 1; }\n", 4)
-    assert failed["event"] == "load-failed" and "function handler is not defined" in failed["error"]
+    assert failed["event"] == "load-failed" and "function 'handler' is not defined in handler.php" in failed["error"]
     assert s.get().text == "v2"
 
     assert s.reload(HELLO % 5, 5) == {"event": "ready", "generation": 5}
@@ -183,12 +183,22 @@ def test_load_error_at_start_exits_with_the_error(server):
     assert s.proc.wait(10) != 0
 
 
-def test_missing_function_at_start_answers_500_as_legacy(server):
+def test_missing_function_at_start_is_a_load_failure(server):
+    # as the other runtimes (legacy PHP started and answered 500 per call): the engine can then keep
+    # the last good code serving after a handler typo, and `dev` says what is wrong at once
     s = server('<?php\nfunction other($event, $context) { return "x"; }\n')
-    assert s.control(0)["event"] == "ready"
-    r = s.get()
-    assert r.status_code == 500 and "Function handler not exist" in r.text
-    assert "function handler is not defined" in s.log()
+    event = s.control(0)
+    assert event["event"] == "load-failed" and event["generation"] == 0
+    assert "function 'handler' is not defined in handler.php" in event["error"]
+    assert s.proc.wait(10) != 0
+    assert "function 'handler' is not defined" in s.log()
+
+
+def test_a_file_without_its_php_tag_says_so(server):
+    s = server('function handler($event, $context) { return "x"; }\n')
+    event = s.control(0)
+    assert event["event"] == "load-failed" and "the file has no <?php tag" in event["error"]
+    assert s.proc.wait(10) != 0
 
 
 def test_sigterm_leaves_no_process_behind(server):

@@ -138,6 +138,51 @@ def test_a_crash_on_start_restarts_too(supervisor, backend, monkeypatch):
     assert instance.restarts == 1
 
 
+def break_by_a_load_failure(supervisor, backend):
+    backend.reloads["hello"] = ["load-failed"]
+    supervisor.reload(function(code="v2 broken"))
+
+
+def break_by_a_failed_compile(supervisor, backend):
+    backend.prepares["hello"] = [StepFailed("compile", "handler.go:3: undefined: x")]
+    supervisor.reload(function(code="v2 broken"))
+
+
+def break_by_a_handler_typo(supervisor, backend):
+    # a new spec needs a new server; it does not load, so the last good generation is started again
+    backend.starts["hello"] = ["load-failed"]
+    typo = function(code="v2")
+    supervisor.reload(dataclasses.replace(typo, handler="handler.nope", document={**typo.document, "typo": True}))
+
+
+def break_by_a_broken_manifest(supervisor, backend):
+    supervisor.config_error("hello", "functions.yaml: Function hello: spec.runtime: required")
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [break_by_a_load_failure, break_by_a_failed_compile, break_by_a_handler_typo, break_by_a_broken_manifest],
+)
+def test_a_server_restarted_while_the_saved_code_is_broken_keeps_its_error(supervisor, backend, monkeypatch, break_it):
+    # The restart serves the last good code again; the saved code is still broken, and `ls` says so.
+    monkeypatch.setattr(sup_module, "BACKOFF_FIRST", 0.01)
+    instance = supervisor.start(function(code="v1"))
+    break_it(supervisor, backend)
+    broken = (instance.state, instance.error)
+    assert broken[0] in (State.COMPILE_ERROR, State.CONFIG_ERROR) and broken[1]
+    backend.crash(instance)  # a crash, or the restart after a runaway call
+    assert instance.wait_for(lambda i: i.restarts == 1 and i.state not in (State.CRASHED, State.STARTING), 5)
+    assert (instance.state, instance.error) == broken and backend.alive(instance)
+    assert backend.launched[-1][2] == "v1" and serving_code(supervisor, "hello") == "v1"
+    assert (row(supervisor, "hello")["state"], row(supervisor, "hello")["serving"]) == (broken[0].value, True)
+
+    # a save that serves clears it: the next restart is Ready
+    assert supervisor.reload(function(code="v3")).state == State.READY
+    backend.crash(instance)
+    assert instance.wait_for(lambda i: i.restarts == 2 and i.state not in (State.CRASHED, State.STARTING), 5)
+    assert instance.state == State.READY and backend.launched[-1][2] == "v3"
+
+
 def test_a_stopped_function_is_not_restarted(supervisor, backend, monkeypatch):
     monkeypatch.setattr(sup_module, "BACKOFF_FIRST", 0.05)
     instance = supervisor.start(function())
