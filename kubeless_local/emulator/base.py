@@ -48,6 +48,14 @@ class Instance:
     # restarts included, until a save serves. Set and cleared by the supervisor.
     broken: Optional[tuple] = None
 
+    @property
+    def serves(self) -> bool:
+        """It answers calls: Ready, or showing a broken save while its last good code serves (as a cluster's
+        old pod keeps serving while the new one fails). Events and cron runs are sent to it then too."""
+        return self.state == State.READY or (
+            self.broken is not None and self.state == self.broken[0] and self.last_control[0] == "ready"
+        )
+
     def on_control(self, event, generation, error=""):
         with self.changed:
             self.last_control = (event, generation)

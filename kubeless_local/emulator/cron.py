@@ -261,9 +261,9 @@ class Cron:
             if instance is None:
                 return None, "function %s was removed" % function
             state = instance.state.value
-            if instance.state in GIVE_UP:
+            if instance.state in GIVE_UP and not instance.serves:
                 return None, "function %s is %s: %s" % (function, state, (instance.error or "-").splitlines()[0])
-            if not instance.wait_for(lambda i: i.state == State.READY, min(remaining, RETRY_PAUSE)):
+            if not instance.wait_for(lambda i: i.serves, min(remaining, RETRY_PAUSE)):
                 continue  # installing, starting, reloading, crashed: wait until the deadline
             try:
                 return self.send(method, instance.url, headers, body, remaining), ""

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from kubeless_local.emulator.base import State
 from kubeless_local.errors import UserError
 from kubeless_local.events import envelope
 
@@ -353,11 +352,11 @@ class Subscriber(threading.Thread):
 
     def _ready_url(self):
         instance = self.dispatcher.supervisor.instances.get(self.sub.function)
-        if instance is None or instance.state != State.READY or not instance.url:
+        if instance is None or not instance.serves or not instance.url:
             if instance is None:
                 self.stopping.wait(0.2)
             else:
-                instance.wait_for(lambda i: i.state == State.READY or self.stopping.is_set(), 0.5)
+                instance.wait_for(lambda i: i.serves or self.stopping.is_set(), 0.5)
             return None
         return instance.url
 

@@ -40,7 +40,6 @@ from typing import Optional
 
 from kubeless_local import events
 from kubeless_local.emulator import delivery
-from kubeless_local.emulator.base import State
 from kubeless_local.emulator.topics import check_topic_name
 from kubeless_local.errors import UserError
 
@@ -414,7 +413,7 @@ class KafkaBridge:
         while True:
             instance = self.supervisor.instances.get(function)
             spec = self.supervisor.specs.get(function)
-            if instance is not None and spec is not None and instance.state == State.READY:
+            if instance is not None and spec is not None and instance.serves:
                 return instance, spec
             await asyncio.sleep(BACKOFF_FIRST)
 

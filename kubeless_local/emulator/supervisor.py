@@ -365,9 +365,7 @@ class Supervisor:
             instances = sorted(self.instances.items())
         for name, instance in instances:
             spec = self.specs.get(name)
-            calls, failures = (
-                scrape_metrics(instance.url) if instance.state in (State.READY, State.COMPILE_ERROR) else (None, None)
-            )
+            calls, failures = scrape_metrics(instance.url) if instance.serves else (None, None)
             rows.append(
                 {
                     "name": name,

@@ -351,3 +351,27 @@ def test_a_message_that_crashes_the_server_counts_as_a_failed_attempt_and_is_dea
     assert letter["seq"] == seqs[0] and letter["attempts"] == 3 and letter["status"] == 0
     assert "closed the connection without answering" in letter["body"]
     assert [c[2] for c in function.calls].count(b"poison") <= 4  # a reused keep-alive connection may get one more
+
+
+def test_a_function_showing_a_broken_save_gets_events_while_its_last_good_code_serves(world):
+    """As in a cluster, where the old pod keeps consuming while the new one fails to start."""
+    dispatcher, function, supervisor = world
+    instance = supervisor.instances["hello"]
+    instance.on_control("ready", 1)
+    instance.broken = (State.COMPILE_ERROR, "handler.py:1: SyntaxError")
+    instance.on_control("ready", 1)  # the server restarted on the last good code: it keeps showing the error
+    assert instance.state == State.COMPILE_ERROR and instance.serves
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"while broken"])
+    assert [c[2] for c in function.wait_calls(1)] == [b"while broken"]
+
+
+def test_a_function_whose_code_never_loaded_gets_no_events_until_it_serves(world):
+    dispatcher, function, supervisor = world
+    instance = supervisor.instances["hello"]
+    instance.on_control("load-failed", 0, "handler.py:1: SyntaxError")
+    assert not instance.serves
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"waits"])
+    instance.on_control("ready", 1)  # the fix loads: the event waited in the topic
+    assert [c[2] for c in function.wait_calls(1)] == [b"waits"]
