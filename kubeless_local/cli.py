@@ -194,7 +194,7 @@ WIDE_COLUMNS = [
     ("BACKEND", lambda r: r.get("backend") or "-"),
     ("PID", lambda r: _count(r.get("pid"))),
     ("RESTARTS", lambda r: _count(r.get("restarts"))),
-    ("READY_MS", lambda r: _count(r.get("ready_ms"))),
+    ("READY_MS", lambda r: _count(None if r.get("ready_ms") is None else round(r["ready_ms"]))),
 ]
 
 
@@ -487,7 +487,9 @@ def call(name, data, data_file, method, headers, path):
         raise UserError("--data and --data-file are exclusive: give one")
     if data_file:
         data = Path(data_file).read_bytes()
-    row = AdminClient().function(name)
+    client = AdminClient()
+    session, row = client.owner(name)
+    say_session(client, session)
     if not row.get("serving", True) or not row["port"] or not row.get("url"):
         # Nothing of ours answers on its port: whatever does must not pass for the function.
         raise_exit("%s is %s: %s" % (name, row["state"], headline(row["error"] or "not serving")), 1)
@@ -504,6 +506,12 @@ def call(name, data, data_file, method, headers, path):
     click.echo(response.text, nl=not response.text.endswith("\n"))
     if response.status_code >= 400:
         raise_exit("the function answered %d %s" % (response.status_code, response.reason), 1)
+
+
+def say_session(client, session):
+    """Outside a project a name resolves across the running sessions: say which one was used."""
+    if client.across:
+        click.echo("(%s)" % session.describe(), err=True)
 
 
 def raise_exit(message, code):
@@ -532,7 +540,8 @@ def list_functions(output):
     `-o wide` adds backend, pid, restarts and ready ms."""
     from kubeless_local.emulator import AdminClient
 
-    rows = AdminClient().functions()
+    client = AdminClient()
+    rows = client.functions()
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -541,7 +550,8 @@ def list_functions(output):
 
         click.echo(yaml.safe_dump(rows, sort_keys=False), nl=False)
         return
-    print_table(rows, WIDE_COLUMNS if output == "wide" else FUNCTION_COLUMNS)
+    columns = WIDE_COLUMNS if output == "wide" else FUNCTION_COLUMNS
+    print_table(rows, [*columns, ("PROJECT", lambda r: r["project"])] if client.across else columns)
     for row in rows:
         if row["error"]:
             click.echo("%s: %s" % (click.style(row["name"], bold=True), headline(row["error"])))
@@ -573,10 +583,11 @@ def logs(name, follow, tail, since, timestamps):
     from kubeless_local.emulator import AdminClient
 
     client = AdminClient()
-    client.function(name)
+    session, _ = client.owner(name)
+    say_session(client, session)
     oldest = time.time() - since if since is not None else None
     try:
-        for line in client.logs(name, follow=follow, tail=tail):
+        for line in session.logs(name, follow=follow, tail=tail):
             if oldest is not None and line.get("time", 0) < oldest:
                 continue
             if not timestamps:
@@ -806,7 +817,9 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
 
     data, implied = read_event_data(data)
     client = AdminClient()
-    result = client.emit(topic, data, source=source, count=count, content_type=content_type or implied)
+    session = client.topic_session(topic)
+    say_session(client, session)
+    result = session.emit(topic, data, source=source, count=count, content_type=content_type or implied)
     if "produced" in result:  # dev runs with a real Kafka broker: produced there (acks=all)
         report_produced(topic, result, wait)
         return
@@ -816,7 +829,7 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
         click.echo("warning: no %s trigger subscribes to topic %s; stored until one does" % (source, topic), err=True)
         return
     if wait:
-        wait_for_outcome(client, source, topic, first, last, wait_timeout)
+        wait_for_outcome(session, source, topic, first, last, wait_timeout)
 
 
 def report_produced(topic, result, wait):
@@ -923,20 +936,19 @@ def topic_ls(output):
     """Topics, their subscribers (position, lag) and dead letters."""
     from kubeless_local.emulator import AdminClient
 
-    rows = AdminClient().topics()
+    client = AdminClient()
+    rows = client.topics()
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    print_table(
-        rows,
-        [
-            ("TOPIC", lambda r: r["name"]),
-            ("EVENTS", lambda r: str(r["events"])),
-            ("SUBSCRIBERS", lambda r: ", ".join(s["name"] for s in r["subscribers"]) or "-"),
-            ("LAG", lambda r: str(sum(s["lag"] for s in r["subscribers"]))),
-            ("DEAD", lambda r: str(len(r["dead_letters"]))),
-        ],
-    )
+    columns = [
+        ("TOPIC", lambda r: r["name"]),
+        ("EVENTS", lambda r: str(r["events"])),
+        ("SUBSCRIBERS", lambda r: ", ".join(s["name"] for s in r["subscribers"]) or "-"),
+        ("LAG", lambda r: str(sum(s["lag"] for s in r["subscribers"]))),
+        ("DEAD", lambda r: str(len(r["dead_letters"]))),
+    ]
+    print_table(rows, [*columns, ("PROJECT", lambda r: r["project"])] if client.across else columns)
     letters = [letter for row in rows for letter in row["dead_letters"]]
     if letters:
         click.echo("\nDead letters (`kubeless-local topic replay TOPIC [--id ID]` sends them again):")
@@ -961,7 +973,10 @@ def topic_create(name):
     """Create topic NAME."""
     from kubeless_local.emulator import AdminClient
 
-    created = AdminClient().create_topic(name)["created"]
+    client = AdminClient()
+    session = client.project_session()
+    say_session(client, session)
+    created = session.create_topic(name)["created"]
     click.echo("topic %s %s" % (name, "created" if created else "already exists"))
 
 
@@ -972,7 +987,10 @@ def topic_delete(name):
     """Delete topic NAME with its events and dead letters."""
     from kubeless_local.emulator import AdminClient
 
-    AdminClient().delete_topic(name)
+    client = AdminClient()
+    session = client.topic_session(name)
+    say_session(client, session)
+    session.delete_topic(name)
     click.echo("topic %s deleted" % name)
 
 
@@ -995,7 +1013,10 @@ def topic_replay(name, trigger, letter_id):
     """Send a topic's dead letters again (same event-id and event-time)."""
     from kubeless_local.emulator import AdminClient
 
-    count = AdminClient().replay(name, trigger, letter_id)["replayed"]
+    client = AdminClient()
+    session = client.topic_session(name)
+    say_session(client, session)
+    count = session.replay(name, trigger, letter_id)["replayed"]
     if letter_id is not None and not count:
         raise UserError(
             "no dead letter %d waiting on topic %s; `kubeless-local topic ls` lists them" % (letter_id, name)
@@ -1023,7 +1044,10 @@ def emit_cron(trigger):
     """Fire the CronJobTrigger TRIGGER now, as its CronJob would; waits for the answer."""
     from kubeless_local.emulator import AdminClient
 
-    run = AdminClient().fire_cron(trigger)
+    client = AdminClient()
+    session = client.cron_session(trigger)
+    say_session(client, session)
+    run = session.fire_cron(trigger)
     click.echo(describe_run(run))
     if not run["ok"]:
         sys.exit(1)  # like `call`: the event was sent, the function failed it

@@ -56,6 +56,15 @@ def _alive(pid):
     return True
 
 
+def answering(admin_json, pid=None):
+    """True while the session that wrote `admin_json` (process `pid`, when given) runs."""
+    try:
+        owner = json.loads(Path(admin_json).read_text()).get("pid")
+        return (pid is None or owner == pid) and _alive(int(owner))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+
+
 def sessions():
     """[{pid, root, admin, kind}] of the sessions that run now, oldest entry first; dead entries are removed."""
     found = []
@@ -73,8 +82,7 @@ def sessions():
     for entry in entries:
         try:
             info = json.loads(entry.read_text())
-            admin = json.loads(Path(info["admin"]).read_text())
-            live = _alive(int(info["pid"])) and admin.get("pid") == info["pid"]
+            live = answering(info["admin"], info["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             live = False
         if live:

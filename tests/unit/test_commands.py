@@ -45,14 +45,22 @@ class FakeAdmin:
 
     rows = []
     lines = []
+    across = False  # inside the project's folder: its session only
 
     def functions(self):
         return self.rows
 
     def function(self, name):
+        return self.owner(name)[1]
+
+    def describe(self):
+        return "the dev session of /work/shop"
+
+    def owner(self, name):
+        """(session, row): this fake is its own (one) session."""
         for r in self.rows:
             if r["name"] == name:
-                return r
+                return self, r
         raise UserError("no function %r in this project; `kubeless-local ls` lists them" % name)
 
     def logs(self, name, follow=False, tail=None):
@@ -63,7 +71,7 @@ class FakeAdmin:
 @pytest.fixture
 def admin(monkeypatch):
     monkeypatch.setattr(emulator, "AdminClient", FakeAdmin, raising=False)
-    FakeAdmin.rows, FakeAdmin.lines = [row()], []
+    FakeAdmin.rows, FakeAdmin.lines, FakeAdmin.across = [row()], [], False
     return FakeAdmin
 
 
@@ -216,6 +224,16 @@ def test_call_sends_method_headers_and_a_data_file(tmp_path, function_server):
     assert headers["Content-Type"] == "application/json" and headers["event-namespace"] == "cli.kubeless.io"
 
 
+def test_outside_a_project_call_and_ls_name_the_session_they_used(function_server, admin):
+    assert "the dev session" not in invoke("call", "hello").stderr  # inside the project: no doubt which
+    assert "PROJECT" not in invoke("ls").output
+    admin.across = True
+    result = invoke("call", "hello")
+    assert result.exit_code == 0 and result.stdout == "ok\n" and result.stderr == "(the dev session of /work/shop)\n"
+    admin.rows = [row(project="/work/shop")]
+    assert invoke("ls").output.splitlines()[0].split()[-1] == "PROJECT"
+
+
 def test_call_without_flags_is_a_get(function_server):
     assert invoke("call", "hello").exit_code == 0
     assert function_server[0][0] == "GET"
@@ -240,6 +258,8 @@ def test_ls_outputs(admin):
     assert header[-4:] == ["BACKEND", "PID", "RESTARTS", "READY_MS"]
     assert "4242" in wide and "process" in wide and "120" in wide
     assert "BACKEND" not in invoke("ls").output
+    admin.rows = [row(ready_ms=501.9191139999748)]
+    assert invoke("ls", "-o", "wide").output.splitlines()[1].split()[-1] == "502"
 
 
 def test_ls_shows_the_exception_of_a_traceback_not_its_first_line(admin):
