@@ -477,7 +477,9 @@ def deps_location(text):
 )
 @click.option("-X", "--method", help="HTTP method instead of GET/POST (the function may answer 405).")
 @click.option("-H", "--header", "headers", multiple=True, type=HEADER, help="Extra header 'Name: value' (repeatable).")
-@click.option("--path", default="/", show_default=True, help="Request path.")
+@click.option(
+    "--path", default="/", show_default=True, help="Request path on the function (a leading / is added if missing)."
+)
 @user_errors
 def call(name, data, data_file, method, headers, path):
     """Call a running function like `kubeless function call`."""

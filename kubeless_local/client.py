@@ -310,8 +310,14 @@ def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, me
     method = method or envelope_method
     headers = {**envelope_headers, **(headers or {})}
     try:
-        return requests.request(method, url.rstrip("/") + path, headers=headers, data=body, timeout=timeout)
+        return requests.request(method, function_url(url, path), headers=headers, data=body, timeout=timeout)
     except requests.RequestException as exc:
         raise UserError(
             "cannot reach the function at %s (%s); is it running? see `kubeless-local ls`" % (url, exc)
         ) from None
+
+
+def function_url(url, path):
+    """`path` on the function's `url`: a path is a path, never a host. Without its leading slash, `@host:port/x`
+    appended to http://127.0.0.1:PORT would name another host (PORT its password) and send the call there."""
+    return url.rstrip("/") + ("" if path.startswith("/") else "/") + path
