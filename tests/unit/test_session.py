@@ -82,3 +82,51 @@ def test_watchdogs_stop_race_is_not_printed(caplog):
     assert caplog.records == []
     inotify_log.error("a real watchdog error")
     assert [r.getMessage() for r in caplog.records] == ["a real watchdog error"]
+
+
+def test_a_session_above_a_running_project_is_refused(tmp_path):
+    inner = session_for(tmp_path / "sub", FakeBackend())
+    (tmp_path / "sub").mkdir()
+    inner.start()
+    try:
+        outer = session_for(tmp_path, FakeBackend())
+        with pytest.raises(UserError, match="%s holds %s, which kubeless-local already runs" % (tmp_path, inner.root)):
+            outer.start()
+        outer.stop()
+        assert AdminClient(inner.state_dir).functions()[0]["name"] == "hello"
+    finally:
+        inner.stop()
+    outer = session_for(tmp_path, FakeBackend())  # once the inner one stopped, the outer one may run
+    outer.start()
+    outer.stop()
+
+
+def start_together(sessions):
+    """Start the sessions at the same moment, one thread each; returns the texts of the refusals."""
+    together = threading.Barrier(len(sessions))
+    refused = []
+
+    def start(session):
+        together.wait()
+        try:
+            session.start()
+        except UserError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=start, args=(session,)) for session in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return refused
+
+
+def test_an_outer_and_an_inner_session_started_at_once_exactly_one_runs(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for _ in range(20):
+        sessions = [session_for(tmp_path, FakeBackend()), session_for(tmp_path / "sub", FakeBackend())]
+        refused = start_together(sessions)
+        for session in sessions:
+            session.stop()
+        assert len(refused) == 1, refused
+        assert "which kubeless-local already runs" in refused[0]
