@@ -20,6 +20,7 @@ from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.emulator.topics import TopicStore
+from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 
 # watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
@@ -71,6 +72,14 @@ class DevSession:
         kind = "dev" if self.state_dir == self.root / STATE_DIRNAME else self.state_dir.name
         with registry.claiming():  # of two sessions nesting with each other started at once, one runs
             refuse_nested(self.root)
+            private = self.root / STATE_DIRNAME
+            try:
+                private.mkdir(mode=0o700, exist_ok=True)
+                private.chmod(0o700)  # topics.db, logs, generations: the user's only, as admin.json is
+            except PermissionError:
+                raise UserError(
+                    "%s belongs to another user; remove it (or make it yours) and start again" % private
+                ) from None
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()  # before anything else touches the folder
             # found from any folder (once its admin API answers), and by a session starting above it

@@ -2,6 +2,7 @@
 functions start, a second or nested session refused without harming the first."""
 
 import json
+import stat
 import threading
 
 import pytest
@@ -13,8 +14,14 @@ from kubeless_local.emulator.session import DevSession
 from kubeless_local.errors import UserError
 
 
-def session_for(root, backend):
-    return DevSession(root, manifests=specs.Manifests(functions=[function()]), say=lambda text: None, backend=backend)
+def session_for(root, backend, state_dir=None):
+    return DevSession(
+        root,
+        manifests=specs.Manifests(functions=[function()]),
+        say=lambda text: None,
+        backend=backend,
+        state_dir=state_dir,
+    )
 
 
 @pytest.fixture
@@ -130,3 +137,21 @@ def test_an_outer_and_an_inner_session_started_at_once_exactly_one_runs(tmp_path
             session.stop()
         assert len(refused) == 1, refused
         assert "which kubeless-local already runs" in refused[0]
+
+
+def test_the_state_folder_is_the_users_only(tmp_path):
+    """topics.db, logs and generations lie in it: other users of the machine cannot read them."""
+    (tmp_path / ".kubeless-local").mkdir(mode=0o755)  # left by an earlier version
+    (tmp_path / ".kubeless-local").chmod(0o755)
+    session = session_for(tmp_path, FakeBackend())
+    session.start()
+    try:
+        assert stat.S_IMODE((tmp_path / ".kubeless-local").stat().st_mode) == 0o700
+        assert (tmp_path / ".kubeless-local" / "topics.db").exists()
+    finally:
+        session.stop()
+    fresh = session_for(tmp_path / "fresh", FakeBackend(), state_dir=tmp_path / "fresh" / ".kubeless-local" / "run-x")
+    (tmp_path / "fresh").mkdir()
+    fresh.start()
+    fresh.stop()
+    assert stat.S_IMODE((tmp_path / "fresh" / ".kubeless-local").stat().st_mode) == 0o700
