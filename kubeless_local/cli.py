@@ -5,7 +5,9 @@ import functools
 import json
 import os
 import re
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -192,7 +194,7 @@ WIDE_COLUMNS = [
     ("BACKEND", lambda r: r.get("backend") or "-"),
     ("PID", lambda r: _count(r.get("pid"))),
     ("RESTARTS", lambda r: _count(r.get("restarts"))),
-    ("READY_MS", lambda r: _count(r.get("ready_ms"))),
+    ("READY_MS", lambda r: _count(None if r.get("ready_ms") is None else round(r["ready_ms"]))),
 ]
 
 
@@ -232,8 +234,44 @@ class Stop(KeyboardInterrupt):
         self.signum = signum
 
 
-def _stop(signum, _frame):
-    raise Stop(signum)
+class StopSignals:
+    """The stop signals for `serve`'s life: the first one raises Stop in the main thread; later ones are
+    ignored, so a second Ctrl-C cannot cut the clean-up short (nor end it as click's "Aborted!").
+
+    Python runs a signal's handler in the main thread, and only when that thread wakes: the kernel may
+    hand the signal to any of `dev`'s threads, and then a sleeping main thread sleeps on. So the main
+    thread waits in `wait()` on the wakeup fd, which the signal writes to whichever thread takes it."""
+
+    def __init__(self):
+        self.received, self.closing = None, False
+        self.reader, self.writer = socket.socketpair()
+        for end in (self.reader, self.writer):
+            end.setblocking(False)
+        self.previous_fd = signal.set_wakeup_fd(self.writer.fileno(), warn_on_full_buffer=False)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, _frame):
+        if self.received is None and not self.closing:
+            self.received = signum
+            raise Stop(signum)
+
+    def wait(self):
+        """Until a stop signal's handler raises Stop (it runs as soon as select returns)."""
+        while True:
+            select.select([self.reader], [], [])
+            try:
+                self.reader.recv(4096)
+            except BlockingIOError:
+                pass
+
+    def close(self):
+        self.closing = True
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # the clean-up runs to its end
+        signal.set_wakeup_fd(self.previous_fd)
+        self.reader.close()
+        self.writer.close()
 
 
 def serve(
@@ -263,16 +301,14 @@ def serve(
     )
     printer = LogPrinter(session.logs)
     printer.start()
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _stop)
+    signals = StopSignals()
     stopped_by = None
     try:
         session.start()
         time.sleep(0.05)  # let start-up log lines print before the table
         print_table(session.status(), FUNCTION_COLUMNS)
         click.echo(click.style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
-        while True:
-            time.sleep(3600)
+        signals.wait()
     except KeyboardInterrupt as exc:
         stopped_by = exc.signum if isinstance(exc, Stop) else signal.SIGINT
         try:
@@ -280,11 +316,21 @@ def serve(
         except OSError:
             pass  # the terminal is gone (SIGHUP)
     finally:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signals.close()
         session.stop()
         printer.close()
-    sys.exit(128 + stopped_by)
+    exit_now(128 + stopped_by)
+
+
+def exit_now(code):
+    """Exit once the session is stopped, without the interpreter's teardown of modules and of the threads still
+    running: on a loaded machine that took up to 1.3 s more, and a signalled `dev` must be gone within 2 s."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # the terminal is gone (SIGHUP)
+    os._exit(code)
 
 
 @main.command()
@@ -441,7 +487,9 @@ def deps_location(text):
 )
 @click.option("-X", "--method", help="HTTP method instead of GET/POST (the function may answer 405).")
 @click.option("-H", "--header", "headers", multiple=True, type=HEADER, help="Extra header 'Name: value' (repeatable).")
-@click.option("--path", default="/", show_default=True, help="Request path.")
+@click.option(
+    "--path", default="/", show_default=True, help="Request path on the function (a leading / is added if missing)."
+)
 @user_errors
 def call(name, data, data_file, method, headers, path):
     """Call a running function like `kubeless function call`."""
@@ -451,7 +499,9 @@ def call(name, data, data_file, method, headers, path):
         raise UserError("--data and --data-file are exclusive: give one")
     if data_file:
         data = Path(data_file).read_bytes()
-    row = AdminClient().function(name)
+    client = AdminClient()
+    session, row = client.owner(name)
+    say_session(client, session)
     if not row.get("serving", True) or not row["port"] or not row.get("url"):
         # Nothing of ours answers on its port: whatever does must not pass for the function.
         raise_exit("%s is %s: %s" % (name, row["state"], headline(row["error"] or "not serving")), 1)
@@ -468,6 +518,12 @@ def call(name, data, data_file, method, headers, path):
     click.echo(response.text, nl=not response.text.endswith("\n"))
     if response.status_code >= 400:
         raise_exit("the function answered %d %s" % (response.status_code, response.reason), 1)
+
+
+def say_session(client, session):
+    """Outside a project a name resolves across the running sessions: say which one was used."""
+    if client.across:
+        click.echo("(%s)" % session.describe(), err=True)
 
 
 def raise_exit(message, code):
@@ -496,7 +552,8 @@ def list_functions(output):
     `-o wide` adds backend, pid, restarts and ready ms."""
     from kubeless_local.emulator import AdminClient
 
-    rows = AdminClient().functions()
+    client = AdminClient()
+    rows = client.functions()
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -505,7 +562,8 @@ def list_functions(output):
 
         click.echo(yaml.safe_dump(rows, sort_keys=False), nl=False)
         return
-    print_table(rows, WIDE_COLUMNS if output == "wide" else FUNCTION_COLUMNS)
+    columns = WIDE_COLUMNS if output == "wide" else FUNCTION_COLUMNS
+    print_table(rows, [*columns, ("PROJECT", lambda r: r["project"])] if client.across else columns)
     for row in rows:
         if row["error"]:
             click.echo("%s: %s" % (click.style(row["name"], bold=True), headline(row["error"])))
@@ -537,10 +595,11 @@ def logs(name, follow, tail, since, timestamps):
     from kubeless_local.emulator import AdminClient
 
     client = AdminClient()
-    client.function(name)
+    session, _ = client.owner(name)
+    say_session(client, session)
     oldest = time.time() - since if since is not None else None
     try:
-        for line in client.logs(name, follow=follow, tail=tail):
+        for line in session.logs(name, follow=follow, tail=tail):
             if oldest is not None and line.get("time", 0) < oldest:
                 continue
             if not timestamps:
@@ -770,7 +829,9 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
 
     data, implied = read_event_data(data)
     client = AdminClient()
-    result = client.emit(topic, data, source=source, count=count, content_type=content_type or implied)
+    session = client.topic_session(topic)
+    say_session(client, session)
+    result = session.emit(topic, data, source=source, count=count, content_type=content_type or implied)
     if "produced" in result:  # dev runs with a real Kafka broker: produced there (acks=all)
         report_produced(topic, result, wait)
         return
@@ -780,7 +841,7 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
         click.echo("warning: no %s trigger subscribes to topic %s; stored until one does" % (source, topic), err=True)
         return
     if wait:
-        wait_for_outcome(client, source, topic, first, last, wait_timeout)
+        wait_for_outcome(session, source, topic, first, last, wait_timeout)
 
 
 def report_produced(topic, result, wait):
@@ -887,20 +948,19 @@ def topic_ls(output):
     """Topics, their subscribers (position, lag) and dead letters."""
     from kubeless_local.emulator import AdminClient
 
-    rows = AdminClient().topics()
+    client = AdminClient()
+    rows = client.topics()
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    print_table(
-        rows,
-        [
-            ("TOPIC", lambda r: r["name"]),
-            ("EVENTS", lambda r: str(r["events"])),
-            ("SUBSCRIBERS", lambda r: ", ".join(s["name"] for s in r["subscribers"]) or "-"),
-            ("LAG", lambda r: str(sum(s["lag"] for s in r["subscribers"]))),
-            ("DEAD", lambda r: str(len(r["dead_letters"]))),
-        ],
-    )
+    columns = [
+        ("TOPIC", lambda r: r["name"]),
+        ("EVENTS", lambda r: str(r["events"])),
+        ("SUBSCRIBERS", lambda r: ", ".join(s["name"] for s in r["subscribers"]) or "-"),
+        ("LAG", lambda r: str(sum(s["lag"] for s in r["subscribers"]))),
+        ("DEAD", lambda r: str(len(r["dead_letters"]))),
+    ]
+    print_table(rows, [*columns, ("PROJECT", lambda r: r["project"])] if client.across else columns)
     letters = [letter for row in rows for letter in row["dead_letters"]]
     if letters:
         click.echo("\nDead letters (`kubeless-local topic replay TOPIC [--id ID]` sends them again):")
@@ -925,7 +985,10 @@ def topic_create(name):
     """Create topic NAME."""
     from kubeless_local.emulator import AdminClient
 
-    created = AdminClient().create_topic(name)["created"]
+    client = AdminClient()
+    session = client.project_session()
+    say_session(client, session)
+    created = session.create_topic(name)["created"]
     click.echo("topic %s %s" % (name, "created" if created else "already exists"))
 
 
@@ -936,7 +999,10 @@ def topic_delete(name):
     """Delete topic NAME with its events and dead letters."""
     from kubeless_local.emulator import AdminClient
 
-    AdminClient().delete_topic(name)
+    client = AdminClient()
+    session = client.topic_session(name)
+    say_session(client, session)
+    session.delete_topic(name)
     click.echo("topic %s deleted" % name)
 
 
@@ -959,7 +1025,10 @@ def topic_replay(name, trigger, letter_id):
     """Send a topic's dead letters again (same event-id and event-time)."""
     from kubeless_local.emulator import AdminClient
 
-    count = AdminClient().replay(name, trigger, letter_id)["replayed"]
+    client = AdminClient()
+    session = client.topic_session(name)
+    say_session(client, session)
+    count = session.replay(name, trigger, letter_id)["replayed"]
     if letter_id is not None and not count:
         raise UserError(
             "no dead letter %d waiting on topic %s; `kubeless-local topic ls` lists them" % (letter_id, name)
@@ -987,7 +1056,10 @@ def emit_cron(trigger):
     """Fire the CronJobTrigger TRIGGER now, as its CronJob would; waits for the answer."""
     from kubeless_local.emulator import AdminClient
 
-    run = AdminClient().fire_cron(trigger)
+    client = AdminClient()
+    session = client.cron_session(trigger)
+    say_session(client, session)
+    run = session.fire_cron(trigger)
     click.echo(describe_run(run))
     if not run["ok"]:
         sys.exit(1)  # like `call`: the event was sent, the function failed it

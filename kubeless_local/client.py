@@ -13,79 +13,132 @@ from urllib.parse import quote
 import requests
 
 from kubeless_local.emulator import registry
+from kubeless_local.emulator.backends import PROJECT_CONFIG
 from kubeless_local.errors import UserError
 from kubeless_local.events import envelope
-from kubeless_local.paths import find_state_dir
+from kubeless_local.paths import STATE_DIRNAME
+
+
+def project_of(folder, running_roots=()):
+    """The project `folder` lies in: the nearest folder at or above it that a running session serves, that
+    holds a state folder (left by its first `dev`) or the project's settings file; None outside any."""
+    for candidate in (folder, *folder.parents):
+        if candidate in running_roots or (candidate / STATE_DIRNAME).is_dir() or (candidate / PROJECT_CONFIG).is_file():
+            return candidate
+    return None
+
+
+def ambiguous(what, sessions):
+    return UserError(
+        "%s runs in several sessions: %s; run the command from that project's folder"
+        % (what, ", ".join(s.describe() for s in sessions))
+    )
 
 
 class AdminClient:
-    """The running sessions' functions, as one: a name resolves in the session of the current folder
-    first, else in whichever running session (`dev`, `run`, `up`) of this user has it; `state_dir`:
-    that one session only."""
+    """The running sessions a command speaks to. Inside a project folder: that project's only (its `dev` or
+    `up` first, then the `run`s started there); with none running, a UserError says so. Outside any project
+    (`across`): every running session of this user, and a name (function, topic, cron trigger) resolves in
+    the one session that has it; the caller names the session it used (`SessionClient.describe`).
+    `state_dir`: that one session only."""
 
-    def __init__(self, state_dir=None):
+    def __init__(self, state_dir=None, cwd=None):
+        self.project, self.across = None, False
         if state_dir:
             self.sessions = [SessionClient(state_dir)]
             return
-        here = Path.cwd().resolve()
-        local, others = [], []
-        for info in registry.sessions():
-            root = Path(info["root"])
-            (local if root == here or root in here.parents else others).append(Path(info["admin"]).parent)
-        nearest = find_state_dir()  # a session that could not write the registry is still found from its folder
-        if nearest is not None and nearest not in local:
-            local.insert(0, nearest)
-        self.local = [SessionClient(d) for d in local]
-        self.sessions = self.local + [SessionClient(d) for d in others]
-        if not self.sessions:
-            raise UserError(
-                "no running `kubeless-local dev` (nor run, up) found; start one, e.g. `kubeless-local dev` in the"
-                " project folder"
-            )
+        here = Path(cwd or Path.cwd()).resolve()
+        running = registry.sessions()
+        self.project = project_of(here, {Path(info["root"]) for info in running})
+        if self.project is None:
+            self.across = True
+            folders = [Path(info["admin"]).parent for info in running]
+            if not folders:
+                raise UserError(
+                    "no running `kubeless-local dev` (nor run, up) found; start one, e.g. `kubeless-local dev` in"
+                    " the project folder"
+                )
+        else:
+            own = self.project / STATE_DIRNAME
+            folders = [Path(info["admin"]).parent for info in running if Path(info["root"]) == self.project]
+            if not folders and registry.answering(own / "admin.json"):
+                folders = [own]  # a session that could not write the registry is still found from its folder
+            if not folders:
+                raise UserError("no running `kubeless-local dev` (nor run, up) for %s; start one there" % self.project)
+            folders.sort(key=lambda folder: folder != own)  # its dev first
+        self.sessions = [SessionClient(folder) for folder in folders]
 
     def functions(self):
-        """The rows (each with its `project` folder) of the sessions of the current folder, or, outside
-        any, of every running session."""
+        """The rows of the sessions spoken to, each with its `project` folder."""
         rows = []
-        for session in getattr(self, "local", None) or self.sessions:
+        for session in self.sessions:
             try:
                 rows += [dict(row, project=session.root) for row in session.functions()]
             except UserError:
-                if len(self.sessions) == 1:
+                if not self.across:
                     raise
         return rows
 
-    def _owner(self, name):
-        """The session that runs function `name`: the current folder's wins; several others: an error listing them."""
+    def owner(self, name):
+        """(session, row) of function `name`: the first of the project's sessions that runs it; outside a
+        project, the one session that does (several: an error listing them)."""
         found = []
         for session in self.sessions:
             try:
                 rows = session.functions()
             except UserError:
-                if len(self.sessions) == 1:
+                if not self.across:
                     raise
-                continue
-            for row in rows:
-                row = dict(row, project=session.root)
-                if row["name"] == name:
-                    if session in getattr(self, "local", self.sessions):
-                        return session, row
-                    found.append((session, row))
-        if len(found) == 1:
+                continue  # a session that stopped meanwhile
+            found += [(session, dict(row, project=session.root)) for row in rows if row["name"] == name]
+        if len(found) == 1 or (found and not self.across):
             return found[0]
         if found:
-            raise UserError(
-                "function %r runs in several sessions: %s; run the command from that project's folder"
-                % (name, ", ".join("%s (%s)" % (s.root, s.kind) for s, _ in found))
-            )
-        raise UserError("no function %r in any running session; `kubeless-local ls` lists them" % name)
+            raise ambiguous("function %r" % name, [session for session, _ in found])
+        where = "any running session" if self.across else "the session of %s" % self.project
+        raise UserError("no function %r in %s; `kubeless-local ls` lists them" % (name, where))
 
     def function(self, name):
-        return self._owner(name)[1]
+        return self.owner(name)[1]
 
-    # Topics and triggers belong to one project: these go to its session.
+    def logs(self, name, follow=False, tail=None):
+        return self.owner(name)[0].logs(name, follow=follow, tail=tail)
+
+    # Topics and triggers belong to one project: these pick its session.
+
+    def topics(self):
+        """The topics of the project's session; outside a project, of every running session (each row with
+        its `project`)."""
+        rows = []
+        for session in self.sessions if self.across else self.sessions[:1]:
+            try:
+                rows += [dict(row, project=session.root) for row in session.topics()]
+            except UserError:
+                if not self.across:
+                    raise
+        return rows
+
+    def project_session(self):
+        """The project's session (its `dev` first); outside a project, the only session running."""
+        if not self.across or len(self.sessions) == 1:
+            return self.sessions[0]
+        raise UserError(
+            "several sessions run (%s); run the command from the project's folder"
+            % ", ".join(s.describe() for s in self.sessions)
+        )
+
+    def topic_session(self, topic):
+        """The session whose embedded topics hold `topic` (outside a project: the one that has it)."""
+        return self._session_with("topic %r" % topic, lambda s: topic in {row["name"] for row in s.topics()})
+
+    def cron_session(self, trigger):
+        """The session that runs CronJobTrigger `trigger` (outside a project: the one that does)."""
+        return self._session_with(
+            "CronJobTrigger %r" % trigger, lambda s: trigger in {row["name"] for row in s.cron_triggers()}
+        )
+
+    # The other topic and trigger calls go to the project's session (see project_session).
     PROJECT_CALLS = (
-        "topics",
         "create_topic",
         "delete_topic",
         "emit",
@@ -96,24 +149,26 @@ class AdminClient:
         "kafka_groups",
     )
 
-    def project_session(self):
-        """The session of the project the current folder is in (its `dev` first), else the only one running."""
-        local = getattr(self, "local", None) or []
-        candidates = sorted(local, key=lambda s: s.kind != "dev") if local else self.sessions
-        if local or len(candidates) == 1:
-            return candidates[0]
-        raise UserError(
-            "several sessions run (%s); run the command from the project's folder"
-            % ", ".join("%s (%s)" % (s.root, s.kind) for s in candidates)
-        )
-
     def __getattr__(self, name):
         if name in AdminClient.PROJECT_CALLS:
             return getattr(self.project_session(), name)
         raise AttributeError(name)
 
-    def logs(self, name, follow=False, tail=None):
-        return self._owner(name)[0].logs(name, follow=follow, tail=tail)
+    def _session_with(self, what, has):
+        if not self.across:
+            return self.sessions[0]
+        found = []
+        for session in self.sessions:
+            try:
+                if has(session):
+                    found.append(session)
+            except UserError:
+                continue  # stopped meanwhile, or a session without embedded topics
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise ambiguous(what, found)
+        raise UserError("no running session has %s; run the command from the project's folder" % what)
 
 
 class SessionClient:
@@ -128,7 +183,11 @@ class SessionClient:
         self.base = "http://127.0.0.1:%d" % self.info["port"]
         self.headers = {"Authorization": "Bearer %s" % self.info.get("token", "")}
         self.root = self.info.get("root") or str(self.state_dir.parent)
-        self.kind = "dev" if self.state_dir.name == ".kubeless-local" else self.state_dir.name.replace("-", " ", 1)
+        self.kind = "dev" if self.state_dir.name == STATE_DIRNAME else self.state_dir.name.replace("-", " ", 1)
+
+    def describe(self):
+        """How a command names the session it used: `the dev session of /path`, `the run hello session of /path`."""
+        return "the %s session of %s" % (self.kind, self.root)
 
     def _get(self, path, stream=False, timeout=10, method="GET", body=None):
         headers = self.headers
@@ -251,8 +310,14 @@ def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, me
     method = method or envelope_method
     headers = {**envelope_headers, **(headers or {})}
     try:
-        return requests.request(method, url.rstrip("/") + path, headers=headers, data=body, timeout=timeout)
+        return requests.request(method, function_url(url, path), headers=headers, data=body, timeout=timeout)
     except requests.RequestException as exc:
         raise UserError(
             "cannot reach the function at %s (%s); is it running? see `kubeless-local ls`" % (url, exc)
         ) from None
+
+
+def function_url(url, path):
+    """`path` on the function's `url`: a path is a path, never a host. Without its leading slash, `@host:port/x`
+    appended to http://127.0.0.1:PORT would name another host (PORT its password) and send the call there."""
+    return url.rstrip("/") + ("" if path.startswith("/") else "/") + path

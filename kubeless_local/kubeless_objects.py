@@ -83,8 +83,8 @@ def function_document(
         container["env"] = [{"name": k, "value": v} for k, v in env]
     if image:
         container["image"] = image
-    quantities = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
-    if quantities:
+    if cpu or memory:  # the Kubeless CLI sets both, the one not given as "0"
+        quantities = {"cpu": cpu or "0", "memory": memory or "0"}
         container["resources"] = {"limits": dict(quantities), "requests": dict(quantities)}
     pod: dict = {"containers": [container]}
     if secrets:

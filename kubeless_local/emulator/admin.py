@@ -7,13 +7,17 @@ can neither read the logs nor act on the functions.
 
 import base64
 import binascii
+import collections
 import hmac
 import json
 import os
 import queue
 import secrets
+import selectors
+import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -25,7 +29,75 @@ MAX_EMIT_COUNT = 1_000_000
 
 
 class _Server(ThreadingHTTPServer):
+    """A thread per request, but only once the request arrives: a connection that sends nothing waits in
+    one selector thread (no thread of its own) and is closed after `idle_timeout`, the oldest first when
+    more than `max_waiting` wait; one that stops sending mid-request is dropped after the same time."""
+
     daemon_threads = True
+    request_queue_size = 128  # listen backlog: connections arriving together are not made to retry
+    idle_timeout = 10.0
+    max_waiting = 256  # file descriptors are limited
+
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
+        self.accepted = collections.deque()  # (socket, client address): handed over to the waiter thread
+        self.waiting = {}  # socket → (client address, deadline); the waiter thread's only
+        self.selector = selectors.DefaultSelector()
+        self.wake_reader, self.wake_writer = socket.socketpair()
+        self.wake_writer.setblocking(False)
+        self.selector.register(self.wake_reader, selectors.EVENT_READ)
+        self.closing = False
+        self.waiter = threading.Thread(target=self._wait_for_requests, daemon=True)
+        self.waiter.start()
+
+    def process_request(self, request, client_address):
+        """On accept: the waiter thread watches the connection until its request arrives."""
+        self.accepted.append((request, client_address))
+        self._wake()
+
+    def _wake(self):
+        try:
+            self.wake_writer.send(b"\0")
+        except BlockingIOError:
+            pass  # already awake
+
+    def _wait_for_requests(self):
+        while not self.closing:
+            deadlines = [deadline for _, deadline in self.waiting.values()]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for key, _ in self.selector.select(timeout):
+                if key.fileobj is self.wake_reader:
+                    self.wake_reader.recv(4096)
+                    continue
+                address, _ = self.waiting.pop(key.fileobj)
+                self.selector.unregister(key.fileobj)
+                super().process_request(key.fileobj, address)  # its request has arrived: a thread serves it
+            while self.accepted:
+                connection, address = self.accepted.popleft()
+                self.waiting[connection] = (address, time.monotonic() + self.idle_timeout)
+                self.selector.register(connection, selectors.EVENT_READ)
+            now, excess = time.monotonic(), len(self.waiting) - self.max_waiting
+            for index, (connection, (_, deadline)) in enumerate(list(self.waiting.items())):  # the oldest first
+                if deadline > now and index >= excess:
+                    break
+                self._drop(connection)
+        for connection in list(self.waiting):
+            self._drop(connection)
+
+    def _drop(self, connection):
+        if self.waiting.pop(connection, None) is not None:
+            self.selector.unregister(connection)
+            self.shutdown_request(connection)
+
+    def server_close(self):
+        if not self.closing:  # a second stop() is harmless
+            self.closing = True
+            self._wake()
+            self.waiter.join(timeout=5)
+            self.selector.close()
+            self.wake_reader.close()
+            self.wake_writer.close()
+        super().server_close()
 
     def handle_error(self, request, client_address):
         """A client that went away (Ctrl-C on `logs -f`, `dev` stopping) is not an error worth a traceback."""
@@ -92,6 +164,10 @@ class AdminServer:
 def _handler_for(admin):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"  # streamed logs end when the connection closes
+
+        def setup(self):
+            self.timeout = self.server.idle_timeout  # a request that stops coming is dropped
+            super().setup()
 
         def log_message(self, *args):
             pass

@@ -8,6 +8,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from kubeless_local.emulator import registry
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -34,6 +35,17 @@ def held(path):
         return True
     finally:
         os.close(fd)
+
+
+def running_below(root):
+    """(project folder, pid) of a running session whose project lies inside `root` (found through the
+    registry, confirmed by its lock), or None."""
+    root = Path(root).resolve()
+    for info in registry.starting_or_running():
+        folder = Path(info["root"])
+        if root in folder.parents and held(Path(info["admin"]).parent / LOCK_NAME):
+            return folder, info["pid"]
+    return None
 
 
 def running_above(root):
@@ -76,11 +88,19 @@ class ProjectLock:
 
 
 def refuse_nested(root):
-    """UserError when `root` lies inside a project that a `dev` runs now."""
+    """UserError when `root` lies inside a project that a session runs now, or holds one: its functions
+    would run twice. Call inside registry.claiming(), before taking the project's lock."""
     running = running_above(root)
     if running:
         folder, pid = running
         raise UserError(
             "%s is inside %s, which kubeless-local already runs (pid %s); stop that one or work "
             "there: it already runs every function under it" % (root, folder, pid or "unknown")
+        )
+    running = running_below(root)
+    if running:
+        folder, pid = running
+        raise UserError(
+            "%s holds %s, which kubeless-local already runs (pid %s); stop that one first, or work there"
+            % (root, folder, pid or "unknown")
         )

@@ -1,6 +1,6 @@
 """What `dev` and `run` run for one project folder: backend, supervisor, file watcher and admin API.
 
-Start-up order matters: the project's lock first (one `dev` per folder, none inside a running
+Start-up order matters: the project's lock first (one `dev` per folder, none inside or above a running
 project), then leftovers of a dead session are stopped, the guardian started (servers die with
 `dev`), the admin API published (so `ls` shows functions while they install), and only then the
 functions are started.
@@ -20,6 +20,7 @@ from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.emulator.topics import TopicStore
+from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 
 # watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
@@ -70,9 +71,21 @@ class DevSession:
 
     def start(self):
         """Start every function and watch the folder. UserError for what the user must fix first."""
-        refuse_nested(self.root)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.lock.acquire()  # before anything else touches the folder
+        kind = "dev" if self.state_dir == self.root / STATE_DIRNAME else self.state_dir.name
+        with registry.claiming():  # of two sessions nesting with each other started at once, one runs
+            refuse_nested(self.root)
+            private = self.root / STATE_DIRNAME
+            try:
+                private.mkdir(mode=0o700, exist_ok=True)
+                private.chmod(0o700)  # topics.db, logs, generations: the user's only, as admin.json is
+            except PermissionError:
+                raise UserError(
+                    "%s belongs to another user; remove it (or make it yours) and start again" % private
+                ) from None
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()  # before anything else touches the folder
+            # found from any folder (once its admin API answers), and by a session starting above it
+            self.registration = registry.register(self.state_dir / "admin.json", self.root, kind)
         ignore = self.root / STATE_DIRNAME / ".gitignore"
         if not ignore.exists():
             ignore.write_text("# kubeless-local's working state (generations, ports, admin API); not source\n*\n")
@@ -98,8 +111,6 @@ class DevSession:
             self.kafka.connect()
             self.admin.kafka = self.kafka
         self.admin.start()
-        kind = "dev" if self.state_dir == self.root / STATE_DIRNAME else self.state_dir.name
-        self.registration = registry.register(self.admin.info_path, self.root, kind)  # found from any folder
         self.project = Project(
             self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty, self.deployed_only
         )

@@ -9,6 +9,7 @@ import time
 import pytest
 import requests
 from conftest import cli
+from waiting import wait_until
 
 HANDLER = "import greetpkg\n\ndef hello(event, context):\n    return 'hello ' + greetpkg.VERSION\n"
 MANIFEST = """\
@@ -190,3 +191,28 @@ def test_kill_9_of_dev_removes_its_containers(tmp_path, start_dev):
     while client.containers.list(all=True, sparse=True, filters=label):
         assert time.monotonic() < deadline, "containers outlived `dev`"
         time.sleep(0.1)
+
+
+def settled(dev, timeout=120):
+    """True once `dev` serves ("Watching"), False once it exited."""
+    wait_until(lambda: dev.proc.poll() is not None or "Watching" in dev.output(), "dev settled", timeout=timeout)
+    return dev.proc.poll() is None
+
+
+def test_a_dev_above_a_running_dev_is_refused_and_of_two_started_at_once_one_runs(tmp_path, start_dev):
+    project = hello_project(tmp_path)
+    inner = start_dev("dev", cwd=project)
+    assert settled(inner), inner.output()
+    line = one_line_error(cli("dev", cwd=tmp_path))
+    assert "%s holds %s, which kubeless-local already runs" % (tmp_path, project) in line
+    assert not (tmp_path / ".kubeless-local" / "admin.json").exists()
+    inner.stop()
+
+    for _ in range(3):
+        outer, inner = start_dev("dev", cwd=tmp_path), start_dev("dev", cwd=project)
+        running = [dev for dev in (outer, inner) if settled(dev)]
+        assert len(running) == 1, outer.output() + inner.output()
+        (refused,) = {outer, inner} - set(running)
+        assert refused.proc.returncode == 2 and "which kubeless-local already runs" in refused.output()
+        assert "Traceback" not in refused.output()
+        running[0].stop()

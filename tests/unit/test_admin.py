@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import socket
 import stat
 import threading
 
@@ -44,6 +45,32 @@ def test_admin_json_is_private_and_holds_the_token(admin):
     info = json.loads(info_path.read_text())
     assert info["port"] == admin.port and info["pid"] == os.getpid() and len(info["token"]) >= 32
     assert not list(admin.state_dir.glob("*.tmp"))
+
+
+def test_idle_connections_hold_no_thread_and_a_request_is_still_served(admin):
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", admin.port), timeout=5) for _ in range(300)]
+    try:
+        assert request(admin, "/api/functions") == (200, [])  # accepted after every idle one (FIFO)
+        assert threading.active_count() - before < 10, "%d threads" % (threading.active_count() - before)
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(admin, monkeypatch):
+    monkeypatch.setattr(admin.server, "idle_timeout", 0.2)
+    connection = socket.create_connection(("127.0.0.1", admin.port), timeout=10)
+    try:
+        assert connection.recv(1) == b""  # closed by the server, well before this socket's 10 s
+    finally:
+        connection.close()
+    slow = socket.create_connection(("127.0.0.1", admin.port), timeout=10)
+    try:
+        slow.sendall(b"GET /api/functions HTTP/1.0\r\n")  # and never the rest: dropped after the read timeout
+        assert slow.recv(1) == b""
+    finally:
+        slow.close()
 
 
 def test_every_request_needs_the_token(admin, supervisor):

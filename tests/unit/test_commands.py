@@ -45,14 +45,22 @@ class FakeAdmin:
 
     rows = []
     lines = []
+    across = False  # inside the project's folder: its session only
 
     def functions(self):
         return self.rows
 
     def function(self, name):
+        return self.owner(name)[1]
+
+    def describe(self):
+        return "the dev session of /work/shop"
+
+    def owner(self, name):
+        """(session, row): this fake is its own (one) session."""
         for r in self.rows:
             if r["name"] == name:
-                return r
+                return self, r
         raise UserError("no function %r in this project; `kubeless-local ls` lists them" % name)
 
     def logs(self, name, follow=False, tail=None):
@@ -63,7 +71,7 @@ class FakeAdmin:
 @pytest.fixture
 def admin(monkeypatch):
     monkeypatch.setattr(emulator, "AdminClient", FakeAdmin, raising=False)
-    FakeAdmin.rows, FakeAdmin.lines = [row()], []
+    FakeAdmin.rows, FakeAdmin.lines, FakeAdmin.across = [row()], [], False
     return FakeAdmin
 
 
@@ -176,6 +184,7 @@ def test_dev_passes_kafka_brokers_from_the_flag_or_kafka_brokers(tmp_path, monke
 
 class Recorder(BaseHTTPRequestHandler):
     seen = []
+    paths = []
 
     def log_message(self, *args):
         pass
@@ -183,6 +192,7 @@ class Recorder(BaseHTTPRequestHandler):
     def answer(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         Recorder.seen.append((self.command, dict(self.headers), body))
+        Recorder.paths.append(self.path)
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -195,7 +205,7 @@ class Recorder(BaseHTTPRequestHandler):
 def function_server(admin):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-    Recorder.seen = []
+    Recorder.seen, Recorder.paths = [], []
     admin.rows = [row(url="http://127.0.0.1:%d" % server.server_address[1], port=server.server_address[1])]
     yield Recorder.seen
     server.shutdown()
@@ -214,6 +224,41 @@ def test_call_sends_method_headers_and_a_data_file(tmp_path, function_server):
     assert method == "PUT" and body == b'{"a": 1}'
     assert headers["X-Trace"] == "abc" and headers["Authorization"] == "Bearer t"
     assert headers["Content-Type"] == "application/json" and headers["event-namespace"] == "cli.kubeless.io"
+
+
+def test_outside_a_project_call_and_ls_name_the_session_they_used(function_server, admin):
+    assert "the dev session" not in invoke("call", "hello").stderr  # inside the project: no doubt which
+    assert "PROJECT" not in invoke("ls").output
+    admin.across = True
+    result = invoke("call", "hello")
+    assert result.exit_code == 0 and result.stdout == "ok\n" and result.stderr == "(the dev session of /work/shop)\n"
+    admin.rows = [row(project="/work/shop")]
+    assert invoke("ls").output.splitlines()[0].split()[-1] == "PROJECT"
+
+
+def test_call_path_is_a_path_on_the_function_never_another_host(function_server):
+    """`--path '@host:port/x'` once made the URL http://127.0.0.1:PORT@host:port/x: the call and its data went
+    to that host. A second server on 127.0.0.1 stands for it."""
+
+    class OtherHost(Recorder):
+        def answer(self):
+            reached.append(self.path)
+            super().answer()
+
+        do_GET = do_POST = answer
+
+    reached = []
+    other = ThreadingHTTPServer(("127.0.0.1", 0), OtherHost)
+    threading.Thread(target=other.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        for path in ("@127.0.0.1:%d/x" % other.server_address[1], "x/y?z=1", "/a@b"):
+            result = invoke("call", "hello", "--path", path, "--data", "secret")
+            assert result.exit_code == 0, result.output
+            assert reached == [] and Recorder.paths[-1] == "/" + path.lstrip("/")
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert [body for _, _, body in function_server] == [b"secret"] * 3
 
 
 def test_call_without_flags_is_a_get(function_server):
@@ -240,6 +285,8 @@ def test_ls_outputs(admin):
     assert header[-4:] == ["BACKEND", "PID", "RESTARTS", "READY_MS"]
     assert "4242" in wide and "process" in wide and "120" in wide
     assert "BACKEND" not in invoke("ls").output
+    admin.rows = [row(ready_ms=501.9191139999748)]
+    assert invoke("ls", "-o", "wide").output.splitlines()[1].split()[-1] == "502"
 
 
 def test_ls_shows_the_exception_of_a_traceback_not_its_first_line(admin):

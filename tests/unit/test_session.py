@@ -2,6 +2,7 @@
 functions start, a second or nested session refused without harming the first."""
 
 import json
+import stat
 import threading
 
 import pytest
@@ -13,8 +14,14 @@ from kubeless_local.emulator.session import DevSession
 from kubeless_local.errors import UserError
 
 
-def session_for(root, backend):
-    return DevSession(root, manifests=specs.Manifests(functions=[function()]), say=lambda text: None, backend=backend)
+def session_for(root, backend, state_dir=None):
+    return DevSession(
+        root,
+        manifests=specs.Manifests(functions=[function()]),
+        say=lambda text: None,
+        backend=backend,
+        state_dir=state_dir,
+    )
 
 
 @pytest.fixture
@@ -82,3 +89,69 @@ def test_watchdogs_stop_race_is_not_printed(caplog):
     assert caplog.records == []
     inotify_log.error("a real watchdog error")
     assert [r.getMessage() for r in caplog.records] == ["a real watchdog error"]
+
+
+def test_a_session_above_a_running_project_is_refused(tmp_path):
+    inner = session_for(tmp_path / "sub", FakeBackend())
+    (tmp_path / "sub").mkdir()
+    inner.start()
+    try:
+        outer = session_for(tmp_path, FakeBackend())
+        with pytest.raises(UserError, match="%s holds %s, which kubeless-local already runs" % (tmp_path, inner.root)):
+            outer.start()
+        outer.stop()
+        assert AdminClient(inner.state_dir).functions()[0]["name"] == "hello"
+    finally:
+        inner.stop()
+    outer = session_for(tmp_path, FakeBackend())  # once the inner one stopped, the outer one may run
+    outer.start()
+    outer.stop()
+
+
+def start_together(sessions):
+    """Start the sessions at the same moment, one thread each; returns the texts of the refusals."""
+    together = threading.Barrier(len(sessions))
+    refused = []
+
+    def start(session):
+        together.wait()
+        try:
+            session.start()
+        except UserError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=start, args=(session,)) for session in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return refused
+
+
+def test_an_outer_and_an_inner_session_started_at_once_exactly_one_runs(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for _ in range(20):
+        sessions = [session_for(tmp_path, FakeBackend()), session_for(tmp_path / "sub", FakeBackend())]
+        refused = start_together(sessions)
+        for session in sessions:
+            session.stop()
+        assert len(refused) == 1, refused
+        assert "which kubeless-local already runs" in refused[0]
+
+
+def test_the_state_folder_is_the_users_only(tmp_path):
+    """topics.db, logs and generations lie in it: other users of the machine cannot read them."""
+    (tmp_path / ".kubeless-local").mkdir(mode=0o755)  # left by an earlier version
+    (tmp_path / ".kubeless-local").chmod(0o755)
+    session = session_for(tmp_path, FakeBackend())
+    session.start()
+    try:
+        assert stat.S_IMODE((tmp_path / ".kubeless-local").stat().st_mode) == 0o700
+        assert (tmp_path / ".kubeless-local" / "topics.db").exists()
+    finally:
+        session.stop()
+    fresh = session_for(tmp_path / "fresh", FakeBackend(), state_dir=tmp_path / "fresh" / ".kubeless-local" / "run-x")
+    (tmp_path / "fresh").mkdir()
+    fresh.start()
+    fresh.stop()
+    assert stat.S_IMODE((tmp_path / "fresh" / ".kubeless-local").stat().st_mode) == 0o700

@@ -1,0 +1,197 @@
+"""`dev` stops on every SIGHUP, SIGTERM and closed terminal, also while events flow and the cores are busy.
+
+A stop signal that the kernel hands to one of `dev`'s many threads must still wake the main thread,
+which runs the Python handler: repeated trials under event load, each a fresh `dev` on one project.
+"""
+
+import fcntl
+import os
+import pty
+import random
+import re
+import select
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+
+import pytest
+from conftest import Dev
+from test_events_e2e import project as events_project
+from waiting import wait_until
+
+from kubeless_local.client import AdminClient
+from kubeless_local.errors import UserError
+
+STOP_WITHIN = 2.0  # seconds from the signal to `dev`'s exit (the issue's bound)
+BUSY_LOOP = """
+import os, time
+parent, end = os.getppid(), time.monotonic() + 900
+while os.getppid() == parent and time.monotonic() < end:
+    pass
+"""
+
+
+@pytest.fixture
+def busy_cores():
+    """One busy loop per core for the test's duration (each also ends when the test process is gone)."""
+    loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(os.cpu_count() or 2)]
+    yield
+    for loop in loops:
+        loop.kill()
+        loop.wait()
+
+
+class EventLoad:
+    """Two threads emitting batches to the KafkaTrigger's topic until stopped or `dev` is gone."""
+
+    def __init__(self, state_dir):
+        self.client = AdminClient(state_dir)
+        self.stopping = threading.Event()
+        self.emitted = 0
+        self.threads = [threading.Thread(target=self.emit) for _ in range(2)]
+        for thread in self.threads:
+            thread.start()
+
+    def wait_flowing(self):
+        wait_until(lambda: self.emitted >= 10, what="events flowing", timeout=60)
+
+    def emit(self):
+        while not self.stopping.is_set():
+            try:
+                self.client.emit("orders", "load", count=5)
+            except UserError:
+                return  # `dev` stopped
+            self.emitted += 5
+
+    def stop(self):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def own_lines(output):
+    """`dev`'s own output, without its functions' log lines (`NAME | …`)."""
+    return "\n".join(line for line in output.splitlines() if not re.match(r"[\w.-]+ +\| ", line))
+
+
+def exit_code_within(proc, seconds):
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # ignored: the next trial needs the project's lock
+        proc.wait()
+        return None
+
+
+@pytest.mark.timeout(900)
+def test_sighup_and_sigterm_stop_dev_every_time_under_event_load(tmp_path, busy_cores):
+    events_project(tmp_path)
+    missed = []
+    for trial in range(50):
+        signum = (signal.SIGHUP, signal.SIGTERM)[trial % 2]
+        dev = Dev(["dev"], cwd=tmp_path)
+        try:
+            dev.wait_for_output("Watching", timeout=120)
+            load = EventLoad(tmp_path / ".kubeless-local")
+            try:
+                load.wait_flowing()
+                time.sleep(random.uniform(0, 0.5))  # a varying moment of the delivery: not a wait
+                dev.proc.send_signal(signum)
+                code = exit_code_within(dev.proc, STOP_WITHIN)
+            finally:
+                load.stop()
+            if code != 128 + signum:
+                missed.append((trial, signum.name, code, dev.output()[-800:]))
+            else:
+                assert "Traceback" not in own_lines(dev.output()), dev.output()[-3000:]
+        finally:
+            dev.stop()
+    assert not missed, "%d of 50 stop signals missed (trial, signal, exit code):\n%s" % (
+        len(missed),
+        "\n".join("%s %s %s\n%s" % m for m in missed[:3]),
+    )
+
+
+class TerminalDev:
+    """`dev` in a terminal of its own (a pty it has as controlling terminal); output read as it comes."""
+
+    def __init__(self, cwd):
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeless_local", "dev"],
+            cwd=cwd,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the pty becomes its terminal
+            env=dict(os.environ, NO_COLOR="1"),
+        )
+        os.close(slave)
+        self.text = b""
+        self.closing = threading.Event()
+        self.reader = threading.Thread(target=self.read)
+        self.reader.start()
+
+    def read(self):
+        while not self.closing.is_set():
+            if select.select([self.master], [], [], 0.05)[0]:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # EIO: no process holds the terminal any more
+                    return
+                if not chunk:
+                    return
+                self.text += chunk
+
+    def output(self):
+        return self.text.decode("utf-8", "replace")
+
+    def wait_started(self):
+        wait_until(lambda: "Watching" in self.output() or self.proc.poll() is not None, "dev started", timeout=120)
+        assert self.proc.poll() is None, self.output()
+
+    def close_terminal(self):
+        """As closing the terminal window does: the master side goes away."""
+        self.closing.set()
+        self.reader.join(timeout=10)
+        os.close(self.master)
+        self.master = None
+
+    def stop(self):
+        if self.master is not None:
+            self.close_terminal()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.mark.timeout(600)
+def test_a_closed_terminal_stops_dev_every_time_under_event_load(tmp_path, busy_cores):
+    events_project(tmp_path)
+    missed = []
+    for trial in range(20):
+        dev = TerminalDev(tmp_path)
+        try:
+            dev.wait_started()
+            load = EventLoad(tmp_path / ".kubeless-local")
+            try:
+                load.wait_flowing()
+                time.sleep(random.uniform(0, 0.5))  # a varying moment of the delivery: not a wait
+                dev.close_terminal()
+                code = exit_code_within(dev.proc, STOP_WITHIN)
+            finally:
+                load.stop()
+            if code != 128 + signal.SIGHUP:
+                missed.append((trial, code, dev.output()[-800:]))
+            else:
+                assert not (tmp_path / ".kubeless-local" / "admin.json").exists(), dev.output()
+        finally:
+            dev.stop()
+    assert not missed, "%d of 20 closed terminals missed (trial, exit code):\n%s" % (
+        len(missed),
+        "\n".join("%s %s\n%s" % m for m in missed[:3]),
+    )
