@@ -78,6 +78,24 @@ def test_init_dev_call_ls_logs_reload(tmp_path, start_dev):
         follower.wait(timeout=10)
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_fifo_named_yaml_neither_hangs_dev_nor_its_reloads(tmp_path, start_dev, stop):
+    """A FIFO (`mkfifo fifo.yaml`) in the project: `dev` starts, says it skips it, serves, reloads, and stops
+    on Ctrl-C or SIGTERM (issue J.7: it hung start-up, and Ctrl-C could not stop it)."""
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    project = tmp_path / "hello"
+    os.mkfifo(project / "fifo.yaml")
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    assert "%s: a FIFO, not a regular file or folder, skipped" % (project / "fifo.yaml") in dev.output()
+    url = read_ls(project)["hello"]["url"]
+    assert requests.post(url, data="x", timeout=5).ok
+    (project / "handler.py").write_text(HELLO_V2)  # a reload walks the manifests again
+    wait_for_answer(url, "v2:x", data="x")
+    dev.proc.send_signal(stop)
+    assert dev.proc.wait(timeout=30) == 128 + stop
+
+
 def test_run_without_a_manifest_with_kubeless_flags(tmp_path, start_dev):
     (tmp_path / "handler.py").write_text(
         "import os\n\ndef hello(event, context):\n    return os.environ['GREETING'] + ' ' + context['timeout'].__str__()\n"
