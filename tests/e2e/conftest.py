@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from waiting import wait_until
+from waiting import wait_for, wait_until
 
 
 def cli(*args, cwd, timeout=60, check=False):
@@ -85,19 +85,21 @@ def start_dev():
         dev.stop()
 
 
-def wait_for_answer(url, expected, timeout=10, **kwargs):
+def wait_for_answer(url, expected, timeout=30, **kwargs):
     """Poll until the function answers `expected` (hot reload is asynchronous); returns seconds waited."""
     started = time.monotonic()
-    last = None
-    while time.monotonic() - started < timeout:
+    answers: list = []
+
+    def answered():
         try:
-            last = requests.post(url, timeout=5, **kwargs).text
+            answers.append(requests.post(url, timeout=5, **kwargs).text)
         except requests.RequestException as exc:
-            last = str(exc)
-        if last == expected:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError("still answering %r, expected %r" % (last, expected))
+            answers.append(str(exc))
+        return answers[-1] == expected
+
+    if not wait_for(answered, timeout, interval=0.05):
+        raise AssertionError("still answering %r, expected %r" % (answers[-1], expected))
+    return time.monotonic() - started
 
 
 @pytest.fixture(autouse=True)
