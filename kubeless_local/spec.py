@@ -4,10 +4,12 @@ Errors name the file, the object and the field, and say how to fix it (contract 
 """
 
 import dataclasses
+import errno
 import fnmatch
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -34,6 +36,27 @@ QUANTITY_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\
 ISOLATIONS = ("warm", "per-call")  # warm: module state kept between calls, as in the pod; per-call: fresh
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SKIP_DIRS = {".kubeless-local", "node_modules", "vendor", "__pycache__", ".git", ".venv", "venv"}
+
+# What in a project is neither a regular file nor a folder: skipped with a notice by the code walker
+# (layout.code_files) and the manifest loader alike, never opened (opening a FIFO blocks until a writer comes).
+SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def not_a_file(mode) -> str:
+    """Why an entry of this (followed) mode is skipped."""
+    kind = next((what for test, what in SPECIAL_FILES if test(mode)), "not a regular file")
+    return "%s, not a regular file or folder" % kind
+
+
+def unresolvable_link(path, exc: OSError) -> str:
+    """Why a symbolic link that cannot be followed (`exc`: what following it raised) is skipped."""
+    why = "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
+    return "%s (to %s)" % (why, os.readlink(path))
 
 
 # Archive file names → the content-type suffix the Kubeless CLI gives them (`--from-file x.zip` → base64+zip).
@@ -649,13 +672,26 @@ def template_notice(path):
 
 def read_manifest(path: Path):
     """(documents, notice) of one YAML file. A file without Kubeless text is skipped unparsed, and so is one
-    too large to be manifests (a notice); a template that is not valid YAML is a notice; any other YAML
-    error in a Kubeless file is the user's to fix."""
+    too large to be manifests (a notice), and what is not a regular file (a FIFO, a socket, a link that
+    cannot be followed); a template that is not valid YAML is a notice; any other YAML error in a Kubeless
+    file is the user's to fix."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_MANIFEST_BYTES + 1)
+        # Non-blocking, so a FIFO opens at once (and is then skipped) instead of waiting for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
+        if os.path.islink(path) and exc.errno in (errno.ENOENT, errno.ELOOP):
+            return [], "%s: %s, skipped" % (path, unresolvable_link(path, exc))
+        if exc.errno == errno.ENXIO:  # what opening a socket raises
+            return [], "%s: %s, skipped" % (path, not_a_file(os.stat(path).st_mode))
         raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+    with open(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            return [], "%s: %s, skipped" % (path, not_a_file(mode))
+        try:
+            data = file.read(MAX_MANIFEST_BYTES + 1)
+        except OSError as exc:
+            raise UserError("%s: cannot read (%s)" % (path, exc)) from None
     if not names_kubeless_objects(data):
         return [], None
     if len(data) > MAX_MANIFEST_BYTES:
@@ -718,7 +754,9 @@ class Loader:
         """(documents, notice, error message) of one file."""
         try:
             st = path.stat()
-        except OSError:
+        except OSError as exc:
+            if os.path.islink(path):  # a broken link or a link loop: said, never loadable
+                return [], "%s: %s, skipped" % (path, unresolvable_link(path, exc)), None
             return [], None, None  # deleted since the walk: the next change event reloads
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self.cache.get(path)

@@ -9,7 +9,6 @@ Plain functions of the spec and a target folder, nothing else: a renderer that g
 
 import base64
 import binascii
-import errno
 import io
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from kubeless_local.errors import UserError
-from kubeless_local.spec import SKIP_DIRS, FunctionSpec, archive_kind, checksum_of
+from kubeless_local.spec import SKIP_DIRS, FunctionSpec, archive_kind, checksum_of, not_a_file, unresolvable_link
 
 PLAIN_CONTENT_TYPES = ("", "text", "url", "base64")  # the file keeps MOD_NAME + suffix (contract §4)
 
@@ -95,14 +94,6 @@ class CodeFiles:
         return lines + ["%s: %s, skipped" % (source / rel, why) for rel, why in self.skipped]
 
 
-SPECIAL_FILES = (
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-)
-
-
 def code_files(source: Path, project: Optional[Path] = None) -> CodeFiles:
     """The files of a source folder that are the function's code: what `dev` lays out and `push` zips.
     Regular files, through folders, minus the dependency/state folders (SKIP_DIRS, at any depth) and
@@ -131,8 +122,7 @@ def _walk(folder: str, real_folder: str, prefix: str, inside: str, ancestors: fr
             try:
                 real = os.path.realpath(path, strict=True)
             except OSError as exc:
-                why = "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
-                found.skipped.append((rel, "%s (to %s)" % (why, os.readlink(path))))
+                found.skipped.append((rel, unresolvable_link(path, exc)))
                 continue
             if not (real + "/").startswith(inside):
                 found.outside.append((rel, Path(real)))
@@ -152,8 +142,7 @@ def _walk(folder: str, real_folder: str, prefix: str, inside: str, ancestors: fr
             found.files.append((rel, path))
             found.stats[rel] = st
         else:
-            kind = next((what for test, what in SPECIAL_FILES if test(mode)), "not a regular file")
-            found.skipped.append((rel, "%s, not a regular file or folder" % kind))
+            found.skipped.append((rel, not_a_file(mode)))
 
 
 def unchanged(copy: str, st: os.stat_result):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from waiting import wait_for, wait_until
 
 
 def cli(*args, cwd, timeout=60, check=False):
@@ -46,11 +47,18 @@ class Dev:
         return (self.cwd / ".dev-output.log").read_text()
 
     def wait_for_output(self, text, timeout=60):
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
+        def printed():
             assert self.proc.poll() is None, "dev exited:\n" + self.output()
-            assert time.monotonic() < deadline, "%r not printed within %ss:\n%s" % (text, timeout, self.output())
-            time.sleep(0.05)
+            return text in self.output()
+
+        self.wait_until(printed, "%r printed" % text, timeout)
+
+    def wait_until(self, predicate, what, timeout=60):
+        """waiting.wait_until, failing with dev's output: why a state was not reached is in it."""
+        try:
+            wait_until(predicate, what, timeout)
+        except AssertionError as exc:
+            raise AssertionError("%s:\n%s" % (exc, self.output())) from None
 
     def stop(self):
         if self.proc.poll() is None:
@@ -77,19 +85,21 @@ def start_dev():
         dev.stop()
 
 
-def wait_for_answer(url, expected, timeout=10, **kwargs):
+def wait_for_answer(url, expected, timeout=30, **kwargs):
     """Poll until the function answers `expected` (hot reload is asynchronous); returns seconds waited."""
     started = time.monotonic()
-    last = None
-    while time.monotonic() - started < timeout:
+    answers: list = []
+
+    def answered():
         try:
-            last = requests.post(url, timeout=5, **kwargs).text
+            answers.append(requests.post(url, timeout=5, **kwargs).text)
         except requests.RequestException as exc:
-            last = str(exc)
-        if last == expected:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError("still answering %r, expected %r" % (last, expected))
+            answers.append(str(exc))
+        return answers[-1] == expected
+
+    if not wait_for(answered, timeout, interval=0.05):
+        raise AssertionError("still answering %r, expected %r" % (answers[-1], expected))
+    return time.monotonic() - started
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import cli, wait_for_answer
+from waiting import wait_until
 
 EXAMPLES = Path(__file__).parent.parent / "fixtures" / "kubeless-examples"
 HELLO_V2 = 'def hello(event, context):\n    return "v2:" + event["data"].decode()\n'
@@ -45,10 +46,7 @@ def test_init_dev_call_ls_logs_reload(tmp_path, start_dev):
     wait_for_answer(url, "v2:x", data="x")
     # A syntax error keeps the last good version serving and is shown with file:line.
     (project / "handler.py").write_text(BROKEN)
-    deadline = time.monotonic() + 10
-    while read_ls(project)["hello"]["state"] != "CompileError":
-        assert time.monotonic() < deadline, dev.output()
-        time.sleep(0.1)
+    dev.wait_until(lambda: read_ls(project)["hello"]["state"] == "CompileError", "hello in CompileError")
     assert requests.post(url, data="y", timeout=5).text == "v2:y"
     dev.wait_for_output("%s:2: '(' was never closed" % (project / "handler.py"), timeout=10)
     # Fixing it reloads.
@@ -63,19 +61,51 @@ def test_init_dev_call_ls_logs_reload(tmp_path, start_dev):
 
     # logs -f prints new lines as they come, until interrupted.
     follower = subprocess.Popen(
-        [sys.executable, "-m", "kubeless_local", "logs", "hello", "-f", "--tail", "0"],
+        [sys.executable, "-m", "kubeless_local", "logs", "hello", "-f", "--tail", "1"],
         cwd=project,
         stdout=subprocess.PIPE,
         text=True,
     )
+    printed = read_lines_in_background(follower.stdout)
     try:
-        time.sleep(0.5)
-        requests.post(url, data="followed", timeout=5)
-        line = follower.stdout.readline()
-        assert "followed" in line or "POST / HTTP/1.1" in line
+        # The admin API subscribes the follower before it sends the tail: once the last existing line is
+        # printed, every later line reaches it (a fixed wait missed the line under load, and hung).
+        wait_until(lambda: printed, "the follower printing the last existing line", timeout=60)
+        requests.post(url + "?followed", timeout=5)  # the access log line names it
+        wait_until(lambda: any("/?followed HTTP" in line for line in printed[1:]), "the new line followed", timeout=30)
     finally:
         follower.send_signal(signal.SIGINT)
-        follower.wait(timeout=10)
+        follower.wait(timeout=30)
+
+
+def read_lines_in_background(stream):
+    """The lines `stream` prints, appended as they come by a thread (ends with the stream)."""
+    lines: list = []
+
+    def pump():
+        for line in stream:
+            lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_fifo_named_yaml_neither_hangs_dev_nor_its_reloads(tmp_path, start_dev, stop):
+    """A FIFO (`mkfifo fifo.yaml`) in the project: `dev` starts, says it skips it, serves, reloads, and stops
+    on Ctrl-C or SIGTERM (issue J.7: it hung start-up, and Ctrl-C could not stop it)."""
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    project = tmp_path / "hello"
+    os.mkfifo(project / "fifo.yaml")
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching")
+    assert "%s: a FIFO, not a regular file or folder, skipped" % (project / "fifo.yaml") in dev.output()
+    url = read_ls(project)["hello"]["url"]
+    assert requests.post(url, data="x", timeout=5).ok
+    (project / "handler.py").write_text(HELLO_V2)  # a reload walks the manifests again
+    wait_for_answer(url, "v2:x", data="x")
+    dev.proc.send_signal(stop)
+    assert dev.proc.wait(timeout=30) == 128 + stop
 
 
 def test_run_without_a_manifest_with_kubeless_flags(tmp_path, start_dev):
@@ -114,9 +144,17 @@ def test_ctrl_c_leaves_no_processes(tmp_path, start_dev):
     assert "is already running" in one_line_error(cli("dev", cwd=tmp_path / "hello"))
     dev.proc.send_signal(signal.SIGINT)
     assert dev.proc.wait(timeout=15) == 130  # 128 + SIGINT, as shells report Ctrl-C
-    time.sleep(0.2)
-    assert not os.path.exists("/proc/%d" % pid) or "Z" in open("/proc/%d/stat" % pid).read().split()[2]
+    wait_until(lambda: not alive(pid), "the runtime server %d gone" % pid, timeout=30)
     assert not (tmp_path / "hello" / ".kubeless-local" / "admin.json").exists()
+
+
+def alive(pid):
+    """A process that runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def free_port():
@@ -180,10 +218,7 @@ spec: {runtime: cobol85, handler: good.hello}
     # Fixing the manifest while dev runs starts the function that could not run.
     manifest = tmp_path / "functions.yaml"
     manifest.write_text(manifest.read_text().replace("runtime: cobol85", "runtime: python3.11"))
-    deadline = time.monotonic() + 15
-    while read_ls(tmp_path)["wrongrt"]["state"] != "Ready":
-        assert time.monotonic() < deadline, dev.output()
-        time.sleep(0.1)
+    dev.wait_until(lambda: read_ls(tmp_path)["wrongrt"]["state"] == "Ready", "wrongrt Ready")
     assert read_ls(tmp_path)["wrongrt"]["port"] > 0
     assert cli("call", "wrongrt", cwd=tmp_path, check=True).stdout.strip() == "good"
 
@@ -322,23 +357,15 @@ def test_a_broken_manifest_keeps_the_running_functions(tmp_path, start_dev):
     )
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
     manifest.write_text(good.replace('timeout: "180"', 'timeout: "5"'))
-    deadline = time.monotonic() + 10
-    while read_ls(project)["hello"]["reloads"] < 1:
-        assert time.monotonic() < deadline, dev.output()
-        time.sleep(0.1)
+    dev.wait_until(lambda: read_ls(project)["hello"]["reloads"] >= 1, "hello reloaded")
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
     # A typo in the handler: the last good code keeps serving, `ls` says why; fixing it reloads.
     manifest.write_text(good.replace("handler.hello", "handler.helo"))
-    deadline = time.monotonic() + 20
-    while read_ls(project)["hello"]["state"] != "CompileError":
-        assert time.monotonic() < deadline, dev.output()
-        time.sleep(0.1)
+    dev.wait_until(lambda: read_ls(project)["hello"]["state"] == "CompileError", "hello in CompileError")
     assert "helo" in read_ls(project)["hello"]["error"]
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
     manifest.write_text(good)
-    while read_ls(project)["hello"]["state"] != "Ready":
-        assert time.monotonic() < deadline + 20, dev.output()
-        time.sleep(0.1)
+    dev.wait_until(lambda: read_ls(project)["hello"]["state"] == "Ready", "hello Ready again")
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "hello world"
 
 
@@ -370,10 +397,7 @@ def test_a_bad_manifest_among_good_ones_is_a_config_error_of_its_own(tmp_path, s
     table = cli("ls", cwd=project, check=True).stdout
     assert "ConfigError" in table and str(old["python/function.yaml"]) in table
     old["python/function.yaml"].unlink()
-    deadline = time.monotonic() + 10
-    while "python/function.yaml" in read_ls(project):
-        assert time.monotonic() < deadline, dev.output()
-        time.sleep(0.1)
+    dev.wait_until(lambda: "python/function.yaml" not in read_ls(project), "the removed file's row gone")
 
 
 def test_no_arguments_prints_help_and_exits_0(tmp_path):

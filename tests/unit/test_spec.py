@@ -1,4 +1,7 @@
+import os
+import socket
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -548,3 +551,29 @@ def test_an_invalid_schedule_is_exit_2_in_a_manifest_and_two_cron_triggers_on_on
     manifests = specs.load(tmp_path)
     assert [t.schedule for t in manifests.cron_triggers] == ["@hourly", "@every 5m"]
     assert [n for n in manifests.notices if "CronJobTriggers a, b all call function hello; a cluster keeps one" in n]
+
+
+def test_what_is_not_a_regular_file_is_skipped_with_a_notice(tmp_path):
+    """A FIFO, a socket, a dangling link or a link loop named *.yaml never hangs or stops the loader, at
+    start or on a reload (issue J.7): each is a notice naming it, as the code walker says of a source folder."""
+    write(tmp_path, FUNCTION)
+    os.mkfifo(tmp_path / "x.yaml")  # opening it to read would block until a writer comes
+    os.symlink("missing.yaml", tmp_path / "y.yaml")
+    os.symlink("z.yaml", tmp_path / "z.yaml")  # a link to itself
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(tmp_path / "s.yaml"))
+    loader = specs.Loader(tmp_path)
+    for _ in range(2):  # dev's start, then a reload
+        found: list = []
+        worker = threading.Thread(target=lambda out: out.append(loader.collect()), args=(found,), daemon=True)
+        worker.start()
+        worker.join(30)
+        assert found, "the loader hung on the FIFO"
+        manifests = found[0]
+        assert [fn.name for fn in manifests.functions] == ["hello"] and manifests.errors == []
+        notices = {line.split(": ", 1)[0]: line for line in manifests.notices}
+        assert set(notices) == {str(tmp_path / name) for name in ("s.yaml", "x.yaml", "y.yaml", "z.yaml")}
+        assert "a FIFO, not a regular file or folder, skipped" in notices[str(tmp_path / "x.yaml")]
+        assert "a socket" in notices[str(tmp_path / "s.yaml")]
+        assert "a broken symbolic link (to missing.yaml)" in notices[str(tmp_path / "y.yaml")]
+        assert "a symbolic link loop" in notices[str(tmp_path / "z.yaml")]
