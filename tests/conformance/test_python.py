@@ -1,11 +1,10 @@
 """Python-specific vectors of contract §10 (1–7) and the warm/per-call module-state modes."""
 
-import concurrent.futures
 import time
 
 import pytest
-import requests
-from processes import child_processes
+from processes import busy_pool_peak, child_processes
+from waiting import wait_until
 
 pytestmark = pytest.mark.language("python")
 
@@ -115,18 +114,16 @@ def test_bottle_request_forms_and_files(function):
 @pytest.mark.backend("process")  # counts the server's child processes on the host
 def test_worker_pool_honours_its_limit_and_shrinks_when_idle(function):
     fn = function("sleep", env={"KUBELESS_LOCAL_WORKERS": "2", "CHERRYPY_NUMTHREADS": "5"})
-    peak = 0
-    with concurrent.futures.ThreadPoolExecutor(40) as pool:
-        calls = [pool.submit(requests.post, fn.url, data="0.2", timeout=60) for _ in range(120)]
-        while not all(call.done() for call in calls):
-            peak = max(peak, len(child_processes(fn.instance.pid)))
-            time.sleep(0.01)
-    assert [call.result().text for call in calls] == ["done"] * 120
+    answers, peak = busy_pool_peak(fn)
+    assert answers == ["done"] * 120
     assert 2 < peak <= 5  # it grew under load, never past CHERRYPY_NUMTHREADS
-    deadline = time.monotonic() + 30  # idle workers retire after 10 s
-    while len(child_processes(fn.instance.pid)) > 2:
-        assert time.monotonic() < deadline, "the pool did not shrink back to its warm minimum"
-        time.sleep(0.2)
+    # idle workers retire after 10 s
+    wait_until(
+        lambda: len(child_processes(fn.instance.pid)) <= 2,
+        "the pool did not shrink back to its warm minimum",
+        timeout=30,
+        interval=0.2,
+    )
 
 
 SLOW_TO_LOAD_STATE = """import time

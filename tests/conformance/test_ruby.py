@@ -1,12 +1,9 @@
 """Ruby-specific vectors (contract §5 Ruby column, §10 #16) and the places where the Ruby runtime
 deliberately differs from the legacy Kubeless image (see the README parity table)."""
 
-import concurrent.futures
-import time
-
 import pytest
-import requests
-from processes import child_processes
+from processes import busy_pool_peak, child_processes
+from waiting import wait_until
 
 pytestmark = pytest.mark.language("ruby")
 
@@ -54,15 +51,13 @@ def test_timeout_is_408_counted_as_failure_and_server_survives(function):
 def test_worker_pool_honours_its_limit_and_shrinks_when_idle(function):
     # as the Python pool: grows for calls that wait, back to one warm worker after 10 s idle
     fn = function("sleep", env={"KUBELESS_RUBY_WORKERS": "5"})
-    peak = 0
-    with concurrent.futures.ThreadPoolExecutor(40) as pool:
-        calls = [pool.submit(requests.post, fn.url, data="0.2", timeout=60) for _ in range(120)]
-        while not all(call.done() for call in calls):
-            peak = max(peak, len(child_processes(fn.instance.pid)))
-            time.sleep(0.01)
-    assert [call.result().text for call in calls] == ["done"] * 120
+    answers, peak = busy_pool_peak(fn)
+    assert answers == ["done"] * 120
     assert 2 < peak <= 5  # it grew under load, never past KUBELESS_RUBY_WORKERS
-    deadline = time.monotonic() + 30  # idle workers retire after 10 s
-    while len(child_processes(fn.instance.pid)) > 1:
-        assert time.monotonic() < deadline, "the pool did not shrink back to its warm worker"
-        time.sleep(0.2)
+    # idle workers retire after 10 s
+    wait_until(
+        lambda: len(child_processes(fn.instance.pid)) <= 1,
+        "the pool did not shrink back to its warm worker",
+        timeout=30,
+        interval=0.2,
+    )

@@ -1,6 +1,10 @@
 """Processes of a runtime server as the host sees them (process backend)."""
 
+import concurrent.futures
 import os
+import time
+
+import requests
 
 
 def child_processes(pid):
@@ -36,3 +40,15 @@ def tree_rss_mb(pid):
         tree |= below
         grew = bool(below)
     return sum(rss.get(p, 0) for p in tree) // 1024
+
+
+def busy_pool_peak(fn, calls=120, at_once=40):
+    """Send `calls` POSTs of "0.2" (the `sleep` scenario waits that long), `at_once` at a time; (their
+    answers, the most worker processes the server had meanwhile)."""
+    peak = 0
+    with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
+        sent = [pool.submit(requests.post, fn.url, data="0.2", timeout=60) for _ in range(calls)]
+        while not all(call.done() for call in sent):
+            peak = max(peak, len(child_processes(fn.instance.pid)))
+            time.sleep(0.01)
+    return [call.result().text for call in sent], peak
