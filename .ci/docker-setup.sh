@@ -83,6 +83,6 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     if command -v kubeless-local >/dev/null 2>&1; then
         kubeless-local runtime build
     else
-        python -m kubeless_local.cli runtime build
+        python -m kubeless_local runtime build
     fi
 fi

@@ -1,3 +1,3 @@
-from kubeless_local.cli import main
+from kubeless_local.commands.root import main
 
 main(prog_name="kubeless-local")

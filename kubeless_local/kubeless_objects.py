@@ -2,7 +2,7 @@
 `kubeless trigger … create`), and printed as it prints them (`--dryrun -o yaml|json`: Go's YAML, keys
 sorted, `""` for empty strings). Golden files made with the real CLI: tests/fixtures/kubeless-cli/.
 
-No click here: the `function`/`trigger` commands (kubeless_cli.py) parse flags and call these.
+No click here: the `function`/`trigger` commands (commands/kubeless.py) parse flags and call these.
 """
 
 import json

@@ -23,8 +23,8 @@ from click.testing import CliRunner
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
-from kubeless_local import cli
 from kubeless_local.cluster import apply, kind
+from kubeless_local.commands import root as cli
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 pytestmark = pytest.mark.timeout(900)  # a cold build of the controller takes ~80 s, of the API server minutes

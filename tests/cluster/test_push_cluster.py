@@ -6,8 +6,8 @@ from click.testing import CliRunner
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubeless_local import cli
 from kubeless_local.cluster import apply
+from kubeless_local.commands import root as cli
 
 # The first test may wait for a cold build of kube-apiserver and etcd (5-13 min; then cached).
 pytestmark = pytest.mark.timeout(1800)

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from kubeless_local import cli
 from kubeless_local.cluster import kind
+from kubeless_local.commands import root as cli
 
 # Shell builtins only: PATH holds nothing but these fakes. Each call is one line in $FAKE_LOG.
 FAKE = """#!/bin/sh

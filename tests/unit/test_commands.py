@@ -9,7 +9,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from kubeless_local import cli, emulator
+from kubeless_local import emulator
+from kubeless_local.commands import common, local
+from kubeless_local.commands import root as cli
 from kubeless_local.errors import UserError
 
 TRACEBACK = """Traceback (most recent call last):
@@ -95,7 +97,7 @@ def test_no_arguments_prints_the_help_and_succeeds():
 
 
 def test_backend_choices_come_from_the_engine():
-    params = {p.name: p for p in cli.dev.params}
+    params = {p.name: p for p in local.dev.params}
     assert list(params["backend"].type.choices) == emulator.backends.CHOICES
 
 
@@ -142,7 +144,7 @@ def test_scaffold_returns_the_created_paths(tmp_path):
 def test_run_refuses_a_memory_that_is_not_a_quantity(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
-    monkeypatch.setattr(cli, "serve", lambda *a, **k: pytest.fail("must not start"))
+    monkeypatch.setattr(local, "serve", lambda *a, **k: pytest.fail("must not start"))
     line = one_line_error(
         invoke("run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--memory", "lots")
     )
@@ -153,7 +155,7 @@ def test_run_accepts_a_quantity(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
     started = []
-    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
+    monkeypatch.setattr(local, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
     result = invoke("run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--memory", "256Mi")
     assert result.exit_code == 0, result.output
     assert started[0].functions[0].memory_limit == "256Mi"
@@ -161,7 +163,9 @@ def test_run_accepts_a_quantity(tmp_path, monkeypatch):
 
 def test_dev_passes_ignore_patterns(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, ignore=(), **_: seen.update(ignore=ignore))
+    monkeypatch.setattr(
+        local, "serve", lambda root, backend, manifests=None, ignore=(), **_: seen.update(ignore=ignore)
+    )
     result = invoke("dev", str(tmp_path), "--ignore", "build/", "--ignore", "*.log")
     assert result.exit_code == 0, result.output
     assert list(seen["ignore"]) == ["build/", "*.log"]
@@ -169,7 +173,7 @@ def test_dev_passes_ignore_patterns(tmp_path, monkeypatch):
 
 def test_dev_passes_kafka_brokers_from_the_flag_or_kafka_brokers(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(cli, "serve", lambda *args, kafka_brokers=None, **_: seen.append(kafka_brokers))
+    monkeypatch.setattr(local, "serve", lambda *args, kafka_brokers=None, **_: seen.append(kafka_brokers))
     monkeypatch.delenv("KAFKA_BROKERS", raising=False)
     assert invoke("dev", str(tmp_path)).exit_code == 0
     assert invoke("dev", str(tmp_path), "--kafka-brokers", "h:1").exit_code == 0
@@ -309,7 +313,7 @@ def test_ls_shows_the_exception_of_a_traceback_not_its_first_line(admin):
     ],
 )
 def test_headline(error, expected):
-    assert cli.headline(error) == expected
+    assert common.headline(error) == expected
 
 
 def test_tables_are_full_width_when_piped(admin):
@@ -345,10 +349,10 @@ def test_logs_since_must_be_a_duration(admin):
 
 
 def test_parse_duration():
-    assert [cli.parse_duration(t) for t in ("30s", "10m", "1h", "1h30m")] == [30, 600, 3600, 5400]
+    assert [common.parse_duration(t) for t in ("30s", "10m", "1h", "1h30m")] == [30, 600, 3600, 5400]
     for bad in ("", "10", "m", "1d", "-5s"):
         with pytest.raises(ValueError):
-            cli.parse_duration(bad)
+            common.parse_duration(bad)
 
 
 def test_shell_completion_as_the_readme_documents_it():
@@ -377,7 +381,7 @@ def test_run_label_without_value_is_an_empty_label(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
     started = []
-    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
+    monkeypatch.setattr(local, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
     result = invoke(
         "run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--label", "foo:bar,bar=foo,foobar"
     )
@@ -414,7 +418,7 @@ def test_run_a_url_with_url_dependencies(tmp_path, monkeypatch, file_server):
     monkeypatch.chdir(tmp_path)
     Files.files = {"/requirements.txt": b"six\n"}
     started = []
-    monkeypatch.setattr(cli, "serve", lambda root, backend, manifests=None, **k: started.append((root, manifests)))
+    monkeypatch.setattr(local, "serve", lambda root, backend, manifests=None, **k: started.append((root, manifests)))
     result = invoke(
         "run", file_server + "/code.tar.gz", "-r", "python3.11", "--handler", "handler.hello",
         "--dependencies", file_server + "/requirements.txt",
@@ -428,7 +432,7 @@ def test_run_a_url_with_url_dependencies(tmp_path, monkeypatch, file_server):
 
 def test_run_a_missing_file_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "serve", lambda *a, **k: pytest.fail("must not start"))
+    monkeypatch.setattr(local, "serve", lambda *a, **k: pytest.fail("must not start"))
     assert "nope.zip does not exist" in one_line_error(
         invoke("run", "nope.zip", "-r", "python3.11", "--handler", "handler.hello")
     )

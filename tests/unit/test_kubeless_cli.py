@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import FakeBackend
 
-from kubeless_local import cli
+from kubeless_local.commands import root as cli
 from kubeless_local.emulator.session import DevSession
 
 GOLDEN = Path(__file__).parent.parent / "fixtures" / "kubeless-cli"

@@ -7,8 +7,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from kubeless_local import cli
 from kubeless_local.cluster import apply, kubeconfig, render
+from kubeless_local.commands import cluster as cluster_commands
+from kubeless_local.commands import root as cli
 
 FUNCTION = """\
 apiVersion: kubeless.io/v1beta1
@@ -117,7 +118,7 @@ def test_remote_context_without_yes_and_no_terminal_is_refused(project, tmp_path
 def test_remote_context_asks_first_and_no_means_nothing_is_sent(project, tmp_path, monkeypatch):
     server = "https://127.0.0.1:%d" % free_port()  # were anything sent, the push would fail as unreachable
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", [("prod", "")], "prod", server)))
-    monkeypatch.setattr(cli, "interactive", lambda: True)
+    monkeypatch.setattr(cluster_commands, "interactive", lambda: True)
     result = push(str(project), stdin="n\n")
     assert result.exit_code == 1
     assert result.output == "Context prod (%s) is not a local cluster. Push there? [y/N]: n\nAborted!\n" % server

@@ -17,6 +17,8 @@ import yaml
 
 from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
+from kubeless_local.commands import local
+from kubeless_local.commands.common import headline, json_option, parse_pairs, print_table, serve, user_errors
 from kubeless_local.emulator import backends, background
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
@@ -30,8 +32,6 @@ def info(message):
 
 
 def pairs(values, flag, bare_keys=False):
-    from kubeless_local.cli import parse_pairs
-
     return parse_pairs(values, flag, bare_keys=bare_keys)
 
 
@@ -244,8 +244,6 @@ def apply_function(name, document, flags, verb):
     info("Function %s %s for deployment" % (name, "submitted" if verb == "deploy" else "updated"))
     row = wait_settled(state_dir, name)
     if row["state"] != "Ready":
-        from kubeless_local.cli import headline
-
         click.echo("warning: %s is %s: %s" % (name, row["state"], headline(row["error"] or "")), err=True)
     info("Check the deployment status executing 'kubeless function ls %s'" % name)
 
@@ -316,9 +314,7 @@ def delete(name, namespace):
 @click.pass_context
 def call(ctx, name, data, namespace):
     """Call function NAME, as `kubeless function call`."""
-    from kubeless_local import cli
-
-    ctx.invoke(cli.call, name=name, data=data)
+    ctx.invoke(local.call, name=name, data=data)
 
 
 @function.command(name="logs")
@@ -328,9 +324,7 @@ def call(ctx, name, data, namespace):
 @click.pass_context
 def logs(ctx, name, follow, namespace):
     """Print function NAME's logs."""
-    from kubeless_local import cli
-
-    ctx.invoke(cli.logs, name=name, follow=follow)
+    ctx.invoke(local.logs, name=name, follow=follow)
 
 
 def rows_of(names_):
@@ -351,7 +345,6 @@ def rows_of(names_):
 @click.option("-o", "--out", "output", type=click.Choice(["table", "yaml", "json"]), default="table")
 def list_functions(names_, namespace, output):
     """List functions, as `kubeless function ls` (NAME NAMESPACE HANDLER RUNTIME DEPENDENCIES STATUS)."""
-    from kubeless_local.cli import print_table
 
     rows = [r for r in rows_of(names_) if namespace is None or r.get("namespace", "default") == namespace]
     if output != "table":
@@ -446,7 +439,6 @@ def metrics_by_method(url):
 @click.option("-o", "--out", "output", type=click.Choice(["table", "yaml", "json"]), default="table")
 def top(name, namespace, output):
     """Calls, failures and durations per function and method, from its metrics (`kubeless function top`)."""
-    from kubeless_local.cli import print_table
 
     stats = []
     for row in rows_of([name] if name else []):
@@ -530,7 +522,6 @@ def trigger_group(word, kind, build, options):
     @group.command(name="list")
     @click.option("-n", "--namespace", default=None)
     def list_triggers(namespace):
-        from kubeless_local.cli import print_table
 
         found = []
         loader = specs.Loader(Path.cwd())
@@ -648,10 +639,8 @@ def up(path, detach, backend, ignore, deployed_only):
     """Run the project's functions (= dev); -d: in the background."""
     folder = Path(path).resolve()
     if not detach:
-        from kubeless_local import cli
-
         # functions may come later (`function deploy`); the session `function deploy` starts is --deployed-only
-        cli.serve(folder, backend, ignore=ignore, allow_empty=True, deployed_only=deployed_only)
+        serve(folder, backend, ignore=ignore, allow_empty=True, deployed_only=deployed_only)
         return
     running = background.project_session(folder)
     if running is not None:
@@ -671,3 +660,45 @@ def down(path):
     folder = Path(path).resolve()
     background.stop(folder)
     click.echo("stopped kubeless-local for %s" % folder)
+
+
+@click.command(name="get-server-config")
+@json_option
+@user_errors
+def get_server_config(output):
+    """List the runtimes of the catalog and where they can run."""
+    from kubeless_local.emulator import backends, images
+    from kubeless_local.runtimes import Catalog
+
+    client = images.docker_client(required=False)
+    rows = backends.server_config(Catalog(), client)
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo("Supported Runtimes are: %s" % ", ".join(r["runtime"] for r in rows if r["process"] or r["docker"]))
+    click.echo("  process backend: %s" % (", ".join(r["runtime"] for r in rows if r["process"]) or "none"))
+    click.echo(
+        "  docker backend:  %s"
+        % (
+            ", ".join(r["runtime"] for r in rows if r["docker"])
+            or ("none (no Docker engine answers)" if client is None else "none built")
+        )
+    )
+
+    def docker_state(row):
+        if row["docker"]:
+            return "yes"
+        if not row["image"]:
+            return "no (no image: process only)"
+        return "no (engine not running)" if client is None else "no (not built)"
+
+    print_table(
+        rows,
+        [
+            ("RUNTIME", lambda r: r["runtime"]),
+            ("PROCESS", lambda r: "yes" if r["process"] else "no (toolchain missing)"),
+            ("DOCKER", docker_state),
+            ("IMAGE", lambda r: r["image"]),
+            ("ALSO ACCEPTS", lambda r: r["legacy"]),
+        ],
+    )

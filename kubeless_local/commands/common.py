@@ -1,0 +1,333 @@
+"""What the command families share: the error decorator, options defined once, tables, the log printer, `serve`."""
+
+import datetime
+import functools
+import os
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+
+import click
+
+
+from kubeless_local import spec as specs
+from kubeless_local.emulator import backends
+from kubeless_local.errors import UserError
+
+COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
+
+
+def exit_with(exc: UserError):
+    """Errors the user can fix: one line on stderr, exit code 2, no traceback."""
+    click.echo("error: %s" % exc, err=True)
+    sys.exit(exc.exit_code)
+
+
+def user_errors(command):
+    """The same for a command invoked on its own rather than through `main` (e.g. `dev.main()`)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            exit_with(exc)
+
+    return wrapper
+
+
+class Checked(click.ParamType):
+    """An option value checked by `convert(text) → value`; a bad one is a one-line UserError naming the flag."""
+
+    def __init__(self, name, convert, expected):
+        self.name, self._convert, self.expected = name, convert, expected
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._convert(value)
+        except ValueError:
+            raise UserError(
+                "%s %r must be %s" % (param.opts[-1] if param else self.name, value, self.expected)
+            ) from None
+
+
+def _quantity(text):
+    if not specs.QUANTITY_RE.match(text):
+        raise ValueError(text)
+    return text
+
+
+DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text):
+    """Seconds in `1h30m`, `10m`, `30s` (as kubectl's --since)."""
+    if not re.fullmatch(r"(\d+[hms])+", text):
+        raise ValueError(text)
+    return sum(int(n) * DURATION_UNITS[unit] for n, unit in re.findall(r"(\d+)([hms])", text))
+
+
+def parse_header(text):
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(text)
+    return name.strip(), value.strip()
+
+
+QUANTITY = Checked("quantity", _quantity, "a Kubernetes quantity, e.g. 128Mi or 1Gi")
+DURATION = Checked("duration", parse_duration, "a duration such as 30s, 10m or 1h")
+HEADER = Checked("header", parse_header, "'Name: value'")
+
+# Options shared by several commands: defined once.
+backend_option = click.option(
+    "--backend",
+    default=lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
+    show_default="$KUBELESS_LOCAL_BACKEND, else `backend:` in .kubeless-local.yaml, else process",
+    help="Where functions run: process (local processes), docker (runtime images, one "
+    "container per function), auto (docker when an engine answers and the images "
+    "exist, else process).",
+    type=click.Choice(backends.CHOICES),
+)
+runtime_option = click.option(
+    "-r", "--runtime", required=True, help="Runtime, e.g. python3.11 (see get-server-config)."
+)
+ignore_option = click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    metavar="PATTERN",
+    help="Files and folders that are not the project's (gitignore-style, e.g. build/ or "
+    "*.log; repeatable): not loaded, not watched, no reload.",
+)
+
+
+def output_option(*formats):
+    return click.option("-o", "--output", type=click.Choice(formats), default=formats[0], show_default=True)
+
+
+json_option = output_option("table", "json")
+
+
+def print_table(rows, columns):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for title, _ in columns:
+        table.add_column(title)
+    for row in rows:
+        table.add_row(*[fmt(row) for _, fmt in columns])
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=100_000)  # piped or redirected: never cut a URL at 80 columns
+    console.print(table)
+
+
+def _count(value):
+    return "-" if value is None else str(value)
+
+
+FUNCTION_COLUMNS = [
+    ("NAME", lambda r: r["name"]),
+    ("RUNTIME", lambda r: r["runtime"]),
+    ("STATE", lambda r: r["state"]),
+    ("URL", lambda r: r["url"] if r.get("url") and r["port"] else "-"),
+    ("CALLS", lambda r: _count(r["calls"])),
+    ("ERRORS", lambda r: _count(r["errors"])),
+    ("RELOADS", lambda r: str(r["reloads"])),
+]
+WIDE_COLUMNS = [
+    *FUNCTION_COLUMNS,
+    ("BACKEND", lambda r: r.get("backend") or "-"),
+    ("PID", lambda r: _count(r.get("pid"))),
+    ("RESTARTS", lambda r: _count(r.get("restarts"))),
+    ("READY_MS", lambda r: _count(None if r.get("ready_ms") is None else round(r["ready_ms"]))),
+]
+
+
+class LogPrinter(threading.Thread):
+    """Prints every function's log lines with a coloured name prefix, like `docker compose up`."""
+
+    def __init__(self, hub):
+        super().__init__(daemon=True)
+        self.queue = hub.subscribe()
+        self.colors = {}
+        self.width = 8
+
+    def run(self):
+        while True:
+            line = self.queue.get()
+            if line is None:
+                return
+            color = self.colors.setdefault(line.function, COLORS[len(self.colors) % len(COLORS)])
+            self.width = max(self.width, len(line.function))
+            prefix = click.style(line.function.ljust(self.width) + " |", fg=color)
+            for text in line.text.splitlines() or [""]:
+                click.echo("%s %s" % (prefix, click.style(text, dim=True) if line.stream == "system" else text))
+
+    def close(self):
+        self.queue.put(None)
+        self.join(timeout=2)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
+
+
+class Stop(KeyboardInterrupt):
+    """A stop signal arrived: `dev` stops the way Ctrl-C stops it, then exits 128 + the signal's number."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class StopSignals:
+    """The stop signals for `serve`'s life: the first one raises Stop in the main thread; later ones are
+    ignored, so a second Ctrl-C cannot cut the clean-up short (nor end it as click's "Aborted!").
+
+    Python runs a signal's handler in the main thread, and only when that thread wakes: the kernel may
+    hand the signal to any of `dev`'s threads, and then a sleeping main thread sleeps on. So the main
+    thread waits in `wait()` on the wakeup fd, which the signal writes to whichever thread takes it."""
+
+    def __init__(self):
+        self.received, self.closing = None, False
+        self.reader, self.writer = socket.socketpair()
+        for end in (self.reader, self.writer):
+            end.setblocking(False)
+        self.previous_fd = signal.set_wakeup_fd(self.writer.fileno(), warn_on_full_buffer=False)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, _frame):
+        if self.received is None and not self.closing:
+            self.received = signum
+            raise Stop(signum)
+
+    def wait(self):
+        """Until a stop signal's handler raises Stop (it runs as soon as select returns)."""
+        while True:
+            select.select([self.reader], [], [])
+            try:
+                self.reader.recv(4096)
+            except BlockingIOError:
+                pass
+
+    def close(self):
+        self.closing = True
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # the clean-up runs to its end
+        signal.set_wakeup_fd(self.previous_fd)
+        self.reader.close()
+        self.writer.close()
+
+
+def serve(
+    root,
+    backend_name,
+    manifests=None,
+    ignore=(),
+    kafka_brokers=None,
+    state_dir=None,
+    allow_empty=False,
+    deployed_only=False,
+):
+    """Start the functions, print the table, stream logs until a stop signal, stop everything.
+    Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
+    from kubeless_local.emulator import DevSession
+
+    session = DevSession(
+        root,
+        backend_name,
+        manifests,
+        say=lambda text: click.echo(text, err=True),
+        ignore=ignore,
+        kafka_brokers=kafka_brokers,
+        state_dir=state_dir,
+        allow_empty=allow_empty,
+        deployed_only=deployed_only,
+    )
+    printer = LogPrinter(session.logs)
+    printer.start()
+    signals = StopSignals()
+    stopped_by = None
+    try:
+        session.start()
+        time.sleep(0.05)  # let start-up log lines print before the table
+        print_table(session.status(), FUNCTION_COLUMNS)
+        click.echo(click.style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
+        signals.wait()
+    except KeyboardInterrupt as exc:
+        stopped_by = exc.signum if isinstance(exc, Stop) else signal.SIGINT
+        try:
+            click.echo("\nstopping…", err=True)
+        except OSError:
+            pass  # the terminal is gone (SIGHUP)
+    finally:
+        signals.close()
+        session.stop()
+        printer.close()
+    exit_now(128 + stopped_by)
+
+
+def exit_now(code):
+    """Exit once the session is stopped, without the interpreter's teardown of modules and of the threads still
+    running: on a loaded machine that took up to 1.3 s more, and a signalled `dev` must be gone within 2 s."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # the terminal is gone (SIGHUP)
+    os._exit(code)
+
+
+def parse_pairs(values, flag, bare_keys=False):
+    """`k=v`, `k:v` and comma lists, as the Kubeless CLI accepts them; with `bare_keys` (labels) a lone
+    `k` is `k: ""`, as the Kubeless CLI writes it."""
+    pairs = []
+    for value in values:
+        for item in value.split(","):
+            if not item:
+                continue
+            match = re.match(r"^([^=:]+)[=:](.*)$", item)
+            if match:
+                pairs.append((match.group(1).strip(), match.group(2)))
+            elif bare_keys and item.strip():
+                pairs.append((item.strip(), ""))
+            else:
+                raise UserError("%s %r must be KEY=VALUE (or KEY:VALUE)" % (flag, item))
+    return pairs
+
+
+def say_session(client, session):
+    """Outside a project a name resolves across the running sessions: say which one was used."""
+    if client.across:
+        click.echo("(%s)" % session.describe(), err=True)
+
+
+def raise_exit(message, code):
+    click.echo("error: %s" % message, err=True)
+    sys.exit(code)
+
+
+def headline(error):
+    """The line of a (multi-line) error that says what went wrong: in a Python traceback the exception
+    (its last line that is not indented), else the first line."""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            after = [text for text in lines[index + 1 :] if not text[0].isspace()]
+            if after:
+                return after[-1]
+    return lines[0] if lines else ""
+
+
+def timestamp(seconds):
+    """RFC 3339 in UTC with milliseconds, as `kubectl logs --timestamps` prints them."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)

@@ -1,0 +1,284 @@
+"""Local development: `init`, `dev`, `run`, `call`, `ls`, `logs`."""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import click
+
+from kubeless_local import spec as specs
+from kubeless_local.commands.common import (
+    DURATION,
+    FUNCTION_COLUMNS,
+    HEADER,
+    QUANTITY,
+    WIDE_COLUMNS,
+    backend_option,
+    headline,
+    ignore_option,
+    output_option,
+    parse_pairs,
+    print_table,
+    raise_exit,
+    runtime_option,
+    say_session,
+    serve,
+    timestamp,
+    user_errors,
+)
+from kubeless_local.emulator import backends
+from kubeless_local.errors import UserError
+from kubeless_local.paths import STATE_DIRNAME
+
+# ---------------------------------------------------------------- init
+
+
+@click.command()
+@click.argument("name")
+@runtime_option
+@click.option(
+    "--force", is_flag=True, help="Write the template files into a folder that is not empty (other files are kept)."
+)
+@user_errors
+def init(name, runtime, force):
+    """Create NAME/ with a handler, a deps file and function.yaml."""
+    from kubeless_local.emulator import scaffold
+
+    result = scaffold(name, runtime, force=force)
+    for path in result.created:
+        click.echo("  created %s" % path)
+    if result.notice:
+        click.echo(result.notice)
+    click.echo("Next: cd %s && kubeless-local dev" % name)
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@backend_option
+@ignore_option
+@click.option(
+    "--kafka-brokers",
+    envvar="KAFKA_BROKERS",
+    metavar="HOST:PORT[,…]",
+    help="A real Kafka broker: dev consumes from it for the KafkaTriggers, as the Kubeless controller does "
+    "(default: $KAFKA_BROKERS, else `kafka: {brokers: …}` in .kubeless-local.yaml, else embedded topics).",
+)
+@user_errors
+def dev(path, backend, ignore, kafka_brokers):
+    """Run every Function under PATH, watch its files and hot-reload on save."""
+    root = Path(path).resolve()
+    serve(
+        root if root.is_dir() else root.parent,
+        backend,
+        manifests=specs.load(root, ignore) if root.is_file() else None,
+        ignore=ignore,
+        kafka_brokers=kafka_brokers,
+    )
+
+
+@click.command()
+@click.argument("file")
+@runtime_option
+@click.option("--handler", required=True, help="<module>.<function>, e.g. handler.hello.")
+@click.option("--name", help="Function name (default: from the handler's module).")
+@click.option("-d", "--dependencies", help="Deps file (requirements.txt, package.json…) or its URL.")
+@click.option("-e", "--env", multiple=True, help="K=V (repeat or comma-separate).")
+@click.option("-l", "--label", multiple=True, help='k=v (repeat or comma-separate; a bare k is k="").')
+@click.option("--timeout", default=specs.DEFAULT_TIMEOUT, show_default=True, help="Seconds before a call answers 408.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
+@click.option(
+    "--memory", type=QUANTITY, help="Memory limit, a Kubernetes quantity, e.g. 128Mi (passed as FUNC_MEMORY_LIMIT)."
+)
+@click.option(
+    "--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity)."
+)
+@click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
+@click.option(
+    "--secrets",
+    multiple=True,
+    help="Secret NAME (repeat or comma-separate): the files of secrets/NAME/ beside the code, at /NAME "
+    "read-only in the docker backend; a local process finds the folder in $KUBELESS_LOCAL_SECRET_<NAME>.",
+)
+@backend_option
+@ignore_option
+@user_errors
+def run(
+    file,
+    runtime,
+    handler,
+    name,
+    dependencies,
+    env,
+    label,
+    timeout,
+    port,
+    memory,
+    isolation,
+    runtime_image,
+    secrets,
+    backend,
+    ignore,
+):
+    """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags).
+
+    FILE: a file, a folder, an archive (.zip, .tar.gz, .tgz, .tar.bz2, .tar.xz) or a URL of one."""
+    code = code_location(file, "FILE")
+    deps_file, deps_text = deps_location(dependencies)
+    source = code if isinstance(code, Path) else None
+    root = Path.cwd() if source is None else source.parent if source.is_file() else source
+    name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
+    fn = specs.function_from_files(
+        name,
+        source,
+        runtime,
+        handler,
+        deps_file=deps_file,
+        deps=deps_text,
+        url=code if isinstance(code, str) else "",
+        secrets=[n.strip() for value in secrets for n in value.split(",") if n.strip()],
+        project=root,
+        timeout=timeout,
+        env=parse_pairs(env, "--env"),
+        labels=dict(parse_pairs(label, "--label", bare_keys=True)),
+        memory=memory,
+        port=port,
+        isolation=isolation,
+        image=runtime_image or "",
+        origin="kubeless-local run %s" % file,
+    )
+    if runtime_image and (backend or backends.project_default(root) or "process") == "process":
+        raise UserError("--runtime-image needs the docker backend: add --backend docker")
+    # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
+    state_dir = root / STATE_DIRNAME / ("run-" + name)
+    serve(root, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore, state_dir=state_dir)
+
+
+def code_location(text, flag):
+    """A URL stays a URL (downloaded by the prepare step); a path must exist: resolved Path."""
+    if specs.is_url(text):
+        return text
+    path = Path(text)
+    if not path.exists():
+        raise UserError("%s %s does not exist (a file, a folder, an archive or a URL)" % (flag, text))
+    return path.resolve()
+
+
+def deps_location(text):
+    """(deps file, deps text): a URL --dependencies is downloaded now, as the Kubeless CLI does."""
+    if not text:
+        return None, ""
+    if specs.is_url(text):
+        from kubeless_local.emulator.layout import fetch
+
+        return None, fetch(text).decode("utf-8", "replace")
+    path = Path(text)
+    if not path.is_file():
+        raise UserError("--dependencies %s is not a file" % text)
+    return path.resolve(), ""
+
+
+# ---------------------------------------------------------------- talking to a running dev
+
+
+@click.command()
+@click.argument("name")
+@click.option("-d", "--data", help="Event data; a JSON object is sent as application/json. Without it (or empty): GET.")
+@click.option(
+    "--data-file", type=click.Path(exists=True, dir_okay=False), help="Event data read from FILE (as curl's -d @FILE)."
+)
+@click.option("-X", "--method", help="HTTP method instead of GET/POST (the function may answer 405).")
+@click.option("-H", "--header", "headers", multiple=True, type=HEADER, help="Extra header 'Name: value' (repeatable).")
+@click.option(
+    "--path", default="/", show_default=True, help="Request path on the function (a leading / is added if missing)."
+)
+@user_errors
+def call(name, data, data_file, method, headers, path):
+    """Call a running function like `kubeless function call`."""
+    from kubeless_local.emulator import AdminClient, call_function
+
+    if data is not None and data_file:
+        raise UserError("--data and --data-file are exclusive: give one")
+    if data_file:
+        data = Path(data_file).read_bytes()
+    client = AdminClient()
+    session, row = client.owner(name)
+    say_session(client, session)
+    if not row.get("serving", True) or not row["port"] or not row.get("url"):
+        # Nothing of ours answers on its port: whatever does must not pass for the function.
+        raise_exit("%s is %s: %s" % (name, row["state"], headline(row["error"] or "not serving")), 1)
+    if row["state"] != "Ready" and row["error"]:
+        click.echo(
+            "warning: %s is %s (%s); the last good code answers" % (name, row["state"], headline(row["error"])),
+            err=True,
+        )
+    response = call_function(
+        row["url"], data, path=path, method=method.upper() if method else None, headers=dict(headers)
+    )
+    if response.status_code == 408:
+        raise_exit("Request timeout exceeded", 1)
+    click.echo(response.text, nl=not response.text.endswith("\n"))
+    if response.status_code >= 400:
+        raise_exit("the function answered %d %s" % (response.status_code, response.reason), 1)
+
+
+@click.command(name="ls")
+@output_option("table", "json", "yaml", "wide")
+@user_errors
+def list_functions(output):
+    """List functions of the running dev: state, URL, calls, errors, reloads.
+
+    `-o wide` adds backend, pid, restarts and ready ms."""
+    from kubeless_local.emulator import AdminClient
+
+    client = AdminClient()
+    rows = client.functions()
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(rows, sort_keys=False), nl=False)
+        return
+    columns = WIDE_COLUMNS if output == "wide" else FUNCTION_COLUMNS
+    print_table(rows, [*columns, ("PROJECT", lambda r: r["project"])] if client.across else columns)
+    for row in rows:
+        if row["error"]:
+            click.echo("%s: %s" % (click.style(row["name"], bold=True), headline(row["error"])))
+        if row.get("dead_letters"):
+            click.echo(
+                "%s: %d dead-lettered event(s); `kubeless-local topic ls` shows them"
+                % (click.style(row["name"], bold=True), row["dead_letters"])
+            )
+        for trigger in row.get("cron") or []:
+            if trigger["error"]:
+                click.echo("%s: %s" % (click.style(trigger["name"], bold=True), trigger["error"]))
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", type=int, default=None, help="Only the last N lines.")
+@click.option("--since", type=DURATION, help="Only lines newer than this, e.g. 30s, 10m, 1h (after --tail).")
+@click.option("-t", "--timestamps", is_flag=True, help="Start each line with its time (UTC, RFC 3339).")
+@user_errors
+def logs(name, follow, tail, since, timestamps):
+    """Print a function's logs."""
+    from kubeless_local.emulator import AdminClient
+
+    client = AdminClient()
+    session, _ = client.owner(name)
+    say_session(client, session)
+    oldest = time.time() - since if since is not None else None
+    try:
+        for line in session.logs(name, follow=follow, tail=tail):
+            if oldest is not None and line.get("time", 0) < oldest:
+                continue
+            if not timestamps:
+                click.echo(line["text"])
+                continue
+            for text in line["text"].splitlines() or [""]:  # a traceback is one entry of several lines
+                click.echo("%s %s" % (timestamp(line.get("time", 0)), text))
+    except KeyboardInterrupt:
+        pass
