@@ -39,7 +39,7 @@ class DryRunCommand(click.Command):
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), help="Print the objects as stored, not a summary.")
 @click.option("-y", "--yes", is_flag=True, help="Push to a context that is not a local cluster without asking.")
 @click.option("--force-conflicts", is_flag=True, help="Take over fields another field manager owns.")
-@ignore_option
+@ignore_option()
 @user_errors
 def push(path, context, namespace, dry_run_flag, dry_run, prune, wait, output, yes, force_conflicts, ignore):
     """Apply the project's Functions and triggers to a Kubernetes cluster running Kubeless (server-side apply)."""

@@ -13,7 +13,6 @@ import time
 
 import click
 
-
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends
 from kubeless_local.errors import UserError
@@ -84,26 +83,37 @@ QUANTITY = Checked("quantity", _quantity, "a Kubernetes quantity, e.g. 128Mi or 
 DURATION = Checked("duration", parse_duration, "a duration such as 30s, 10m or 1h")
 HEADER = Checked("header", parse_header, "'Name: value'")
 
-# Options shared by several commands: defined once.
-backend_option = click.option(
-    "--backend",
-    default=lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
-    show_default="$KUBELESS_LOCAL_BACKEND, else `backend:` in .kubeless-local.yaml, else process",
-    help="Where functions run: process (local processes), docker (runtime images, one "
-    "container per function), auto (docker when an engine answers and the images "
-    "exist, else process).",
-    type=click.Choice(backends.CHOICES),
-)
+
+# Options shared by several commands: defined once; a command may change a setting (`up` words its help "As for dev.").
+def backend_option(**changes):
+    settings = {
+        "default": lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
+        "show_default": "$KUBELESS_LOCAL_BACKEND, else `backend:` in .kubeless-local.yaml, else process",
+        "help": "Where functions run: process (local processes), docker (runtime images, one "
+        "container per function), auto (docker when an engine answers and the images "
+        "exist, else process).",
+    }
+    return click.option("--backend", type=click.Choice(backends.CHOICES), **{**settings, **changes})
+
+
+def ignore_option(**changes):
+    settings = {
+        "help": "Files and folders that are not the project's (gitignore-style, e.g. build/ or "
+        "*.log; repeatable): not loaded, not watched, no reload."
+    }
+    return click.option("--ignore", "ignore", multiple=True, metavar="PATTERN", **{**settings, **changes})
+
+
+def env_option():
+    return click.option("-e", "--env", multiple=True, help="K=V or K:V (repeat or comma-separate).")
+
+
+def label_option():
+    return click.option("-l", "--label", multiple=True, help='k=v or k:v; a bare k is k="" (repeat or comma-separate).')
+
+
 runtime_option = click.option(
     "-r", "--runtime", required=True, help="Runtime, e.g. python3.11 (see get-server-config)."
-)
-ignore_option = click.option(
-    "--ignore",
-    "ignore",
-    multiple=True,
-    metavar="PATTERN",
-    help="Files and folders that are not the project's (gitignore-style, e.g. build/ or "
-    "*.log; repeatable): not loaded, not watched, no reload.",
 )
 
 

@@ -18,7 +18,18 @@ import yaml
 from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
 from kubeless_local.commands import local
-from kubeless_local.commands.common import headline, json_option, parse_pairs, print_table, serve, user_errors
+from kubeless_local.commands.common import (
+    backend_option,
+    env_option,
+    headline,
+    ignore_option,
+    json_option,
+    label_option,
+    parse_pairs,
+    print_table,
+    serve,
+    user_errors,
+)
 from kubeless_local.emulator import backends, background
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
@@ -29,10 +40,6 @@ SETTLED_TIMEOUT = 600.0  # a first install of dependencies can take minutes
 def info(message):
     """The Kubeless CLI logs its progress on stderr (logrus): `INFO[0000] …`."""
     click.echo("INFO[0000] %s" % message, err=True)
-
-
-def pairs(values, flag, bare_keys=False):
-    return parse_pairs(values, flag, bare_keys=bare_keys)
 
 
 def names(values):
@@ -140,8 +147,8 @@ def deploy_options(command):
         click.option("--handler", help="<module>.<function>, e.g. handler.hello."),
         click.option("-r", "--runtime", help="Runtime, e.g. python3.11."),
         click.option("-d", "--dependencies", help="Deps file (requirements.txt, package.json…) or its URL."),
-        click.option("-e", "--env", multiple=True, help="K=V or K:V (repeat or comma-separate)."),
-        click.option("-l", "--label", multiple=True, help='k=v or k:v; a bare k is k="" (repeat or comma-separate).'),
+        env_option(),
+        label_option(),
         click.option("--secrets", multiple=True, help="Secret NAME mounted at /NAME (locally: secrets/NAME/)."),
         click.option("--memory", help="Memory request and limit, e.g. 128Mi."),
         click.option("--cpu", help="CPU request and limit, e.g. 200m."),
@@ -200,10 +207,10 @@ def build_function(name, flags, base=None):
         code=code,
         namespace=flags["namespace"],
         deps=objects.read_deps(flags["dependencies"]) if flags["dependencies"] else old.get("deps", ""),
-        env=pairs(flags["env"], "--env")
+        env=parse_pairs(flags["env"], "--env")
         if flags["env"]
         else [(e["name"], e.get("value", "")) for e in old_container.get("env") or []],
-        labels={**old_labels, **dict(pairs(flags["label"], "--label", bare_keys=True))},
+        labels={**old_labels, **dict(parse_pairs(flags["label"], "--label", bare_keys=True))},
         secrets=names(flags["secrets"]) or old_secrets,
         memory=flags["memory"] or ((old_container.get("resources") or {}).get("limits") or {}).get("memory"),
         cpu=flags["cpu"] or ((old_container.get("resources") or {}).get("limits") or {}).get("cpu"),
@@ -582,7 +589,7 @@ def _topic(kind):
         return objects.topic_trigger(
             kind,
             name,
-            dict(pairs([flags["function_selector"]], "--function-selector")),
+            dict(parse_pairs([flags["function_selector"]], "--function-selector")),
             flags["trigger_topic"],
             namespace,
         )
@@ -632,8 +639,8 @@ for _word, _kind in (("kafka", "KafkaTrigger"), ("nats", "NATSTrigger")):
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; `kubeless-local down` stops it.")
-@click.option("--backend", type=click.Choice(backends.CHOICES), help="As for dev.")
-@click.option("--ignore", multiple=True, metavar="PATTERN", help="As for dev.")
+@backend_option(default=None, show_default=None, help="As for dev.")  # no $KUBELESS_LOCAL_BACKEND, as before
+@ignore_option(help="As for dev.")
 @click.option("--deployed-only", is_flag=True, hidden=True, help="Only what the Kubeless verbs deployed here.")
 def up(path, detach, backend, ignore, deployed_only):
     """Run the project's functions (= dev); -d: in the background."""
@@ -667,7 +674,7 @@ def down(path):
 @user_errors
 def get_server_config(output):
     """List the runtimes of the catalog and where they can run."""
-    from kubeless_local.emulator import backends, images
+    from kubeless_local.emulator import images
     from kubeless_local.runtimes import Catalog
 
     client = images.docker_client(required=False)

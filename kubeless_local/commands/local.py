@@ -15,8 +15,10 @@ from kubeless_local.commands.common import (
     QUANTITY,
     WIDE_COLUMNS,
     backend_option,
+    env_option,
     headline,
     ignore_option,
+    label_option,
     output_option,
     parse_pairs,
     print_table,
@@ -55,8 +57,8 @@ def init(name, runtime, force):
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
-@backend_option
-@ignore_option
+@backend_option()
+@ignore_option()
 @click.option(
     "--kafka-brokers",
     envvar="KAFKA_BROKERS",
@@ -83,8 +85,8 @@ def dev(path, backend, ignore, kafka_brokers):
 @click.option("--handler", required=True, help="<module>.<function>, e.g. handler.hello.")
 @click.option("--name", help="Function name (default: from the handler's module).")
 @click.option("-d", "--dependencies", help="Deps file (requirements.txt, package.json…) or its URL.")
-@click.option("-e", "--env", multiple=True, help="K=V (repeat or comma-separate).")
-@click.option("-l", "--label", multiple=True, help='k=v (repeat or comma-separate; a bare k is k="").')
+@env_option()
+@label_option()
 @click.option("--timeout", default=specs.DEFAULT_TIMEOUT, show_default=True, help="Seconds before a call answers 408.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
 @click.option(
@@ -100,8 +102,8 @@ def dev(path, backend, ignore, kafka_brokers):
     help="Secret NAME (repeat or comma-separate): the files of secrets/NAME/ beside the code, at /NAME "
     "read-only in the docker backend; a local process finds the folder in $KUBELESS_LOCAL_SECRET_<NAME>.",
 )
-@backend_option
-@ignore_option
+@backend_option()
+@ignore_option()
 @user_errors
 def run(
     file,
