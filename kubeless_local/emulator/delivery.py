@@ -13,6 +13,7 @@ instead of crashing the function forever.
 """
 
 import http.client
+import socket
 import sqlite3
 import threading
 import time
@@ -143,34 +144,38 @@ class NotAnswering(Exception):
 
 class FunctionLink:
     """How an event is sent to a function, for the embedded topics and the broker bridge alike: one
-    keep-alive HTTP connection, used by one thread at a time."""
+    keep-alive HTTP connection, used by one thread at a time. The request carries the bytes
+    http.client sends (Host, Accept-Encoding, Content-Length, then the event's headers); the answer is
+    read here because http.client's header parsing (the email package) was the delivery thread's
+    largest cost (BENCHMARKS.md, "Events in order")."""
 
     def __init__(self):
-        self.connection = None
+        self.sock = self.reader = None
         self.url = None
 
     def send(self, method, url, headers, body, timeout):
         """(status, body text). (0, why) when the server took the request and closed the connection without
         an answer (it crashed on it, or did not answer within `timeout`): a failed attempt. NotAnswering when
         nothing listens, or a kept-alive connection turned out closed: no attempt is used up."""
-        if self.connection is None or self.url != url:
+        if self.url != url:
             self.close()
-            parts = urlsplit(url)
-            self.connection, self.url = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), url
-        connection = self.connection
-        connection.timeout = timeout
-        kept_alive = connection.sock is not None
-        if kept_alive:
-            connection.sock.settimeout(timeout)
+            self.url = url
+        parts = urlsplit(url)
+        kept_alive = self.sock is not None
         try:
-            connection.request(method, "/", body=body, headers=headers)
-        except (OSError, http.client.HTTPException) as exc:
+            if self.sock is None:
+                self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.reader = self.sock.makefile("rb")
+            else:
+                self.sock.settimeout(timeout)
+            self.sock.sendall(request_bytes(method, parts, headers, body))
+        except OSError as exc:
             self.close()
             raise NotAnswering(str(exc)) from None
         try:
-            response = connection.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+            status, answer, will_close = read_response(self.reader)
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a malformed length
             self.close()
             if kept_alive and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
                 raise NotAnswering(str(exc)) from None  # closed while idle, perhaps before our request: resend
@@ -179,14 +184,75 @@ class FunctionLink:
             return 0, "the function's server closed the connection without answering (%s); did it crash?" % (
                 str(exc) or type(exc).__name__
             )
-        if response.will_close:
+        if will_close:
             self.close()
-        return response.status, answer.decode("utf-8", "replace")
+        return status, answer.decode("utf-8", "replace")
 
     def close(self):
-        if self.connection is not None:
-            self.connection.close()
-        self.connection = None
+        if self.reader is not None:
+            self.reader.close()
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.reader = None
+
+
+def request_bytes(method, parts, headers, body):
+    """The request as http.client writes it for `request(method, "/", body, headers)`."""
+    host = parts.hostname if parts.port in (None, 80) else "%s:%d" % (parts.hostname, parts.port)
+    lines = ["%s / HTTP/1.1" % method, "Host: " + host, "Accept-Encoding: identity"]
+    if not any(name.lower() == "content-length" for name in headers):
+        lines.append("Content-Length: %d" % len(body))
+    lines.extend("%s: %s" % item for item in headers.items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def read_response(reader):
+    """(status, body bytes, the server closes the connection) of one HTTP/1.x answer."""
+    while True:
+        line = reader.readline(65537)
+        if not line:
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        version, _, rest = line.decode("latin-1").partition(" ")
+        if not version.startswith("HTTP/") or not rest[:3].isdigit():
+            raise http.client.BadStatusLine(line.decode("latin-1", "replace").strip())
+        status = int(rest[:3])
+        fields = {}
+        while True:
+            field = reader.readline(65537)
+            if field in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = field.decode("latin-1").partition(":")
+            fields[name.strip().lower()] = value.strip()
+        if status != 100:
+            break
+    connection = fields.get("connection", "").lower()
+    will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+    if status in (204, 304) or 100 <= status < 200:
+        return status, b"", will_close
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        return status, read_chunked(reader), will_close
+    if "content-length" in fields:
+        length = int(fields["content-length"])
+        body = reader.read(length)
+        if len(body) < length:
+            raise http.client.IncompleteRead(body, length - len(body))
+        return status, body, will_close
+    return status, reader.read(), True  # the body ends with the connection
+
+
+def read_chunked(reader):
+    chunks = []
+    while True:
+        size = int(reader.readline(65537).split(b";")[0].strip() or b"x", 16)
+        if size == 0:
+            while reader.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        chunk = reader.read(size)
+        if len(chunk) < size:
+            raise http.client.IncompleteRead(chunk, size - len(chunk))
+        chunks.append(chunk)
+        reader.readline(65537)
 
 
 class Retry:

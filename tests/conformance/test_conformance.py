@@ -73,6 +73,29 @@ def test_event_fields_come_from_headers(function):
     }
 
 
+def test_events_sent_by_the_delivery_link_reach_the_function_on_one_connection(function):
+    from kubeless_local.emulator.delivery import FunctionLink
+    from kubeless_local.events import envelope
+
+    fn = function("event")
+    link = FunctionLink()
+    try:
+        for i in range(3):  # the second and third go over the kept-alive connection
+            method, headers, body = envelope(
+                "kafka",
+                "payload %d" % i,
+                topic="orders",
+                event_id="id-%d" % i,
+                event_time="2021-01-18 17:10:12 +0000 UTC",
+            )
+            status, text = link.send(method, fn.url, headers, body, 30)
+            assert status == 200, text
+            answer = json.loads(text)
+            assert (answer["data"], answer["event-id"]) == ("payload %d" % i, "id-%d" % i)
+    finally:
+        link.close()
+
+
 def test_json_is_parsed_only_for_the_content_types_kubeless_parses(function):
     fn = function("event")
     exact = fn.post("/", data='{"a": 1}', headers={"Content-Type": "application/json"}).json()

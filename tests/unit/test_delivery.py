@@ -1,5 +1,6 @@
 """The dispatcher against a fake function: a tiny HTTP server on 127.0.0.1 that answers as scripted."""
 
+import http.client
 import socket
 import threading
 import time
@@ -375,3 +376,102 @@ def test_a_function_whose_code_never_loaded_gets_no_events_until_it_serves(world
     dispatcher.emit("orders", "kafka", [b"waits"])
     instance.on_control("ready", 1)  # the fix loads: the event waited in the topic
     assert [c[2] for c in function.wait_calls(1)] == [b"waits"]
+
+
+class _Capture:
+    """A socket stand-in that keeps what http.client writes."""
+
+    def __init__(self):
+        self.data = b""
+
+    def sendall(self, data):
+        self.data += bytes(data)
+
+
+def test_the_request_bytes_are_those_http_client_writes():
+    from urllib.parse import urlsplit
+
+    from kubeless_local.emulator.delivery import request_bytes
+    from kubeless_local.events import envelope
+
+    for data in ('{"a":1}', "plain", None):
+        method, headers, body = envelope("kafka", data, topic="orders", event_id="id-1", event_time="t")
+        connection = http.client.HTTPConnection("127.0.0.1", 8123)
+        connection.sock = _Capture()
+        connection.request(method, "/", body=body, headers=headers)
+        assert request_bytes(method, urlsplit("http://127.0.0.1:8123/"), headers, body) == connection.sock.data
+
+
+def scripted_server(answers):
+    """A server on 127.0.0.1 that answers each request read on a connection with the next of `answers`
+    (raw bytes; None closes the connection). Returns (url, connections accepted, the listener to close)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    script = iter(answers)
+
+    def serve():
+        with listener:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                accepted.append(conn)
+                with conn:
+                    reader = conn.makefile("rb")
+                    while True:
+                        head = b""
+                        while not head.endswith(b"\r\n\r\n"):
+                            line = reader.readline()
+                            if not line:
+                                break
+                            head += line
+                        if not head:
+                            break
+                        length = [
+                            v for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n")) if k == b"Content-Length"
+                        ]
+                        reader.read(int(length[0]) if length else 0)
+                        answer = next(script, None)
+                        if answer is None:
+                            break
+                        conn.sendall(answer)
+                        if answer.startswith(b"HTTP/1.0"):
+                            break  # its body ends with the connection
+                    reader.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return "http://127.0.0.1:%d" % listener.getsockname()[1], accepted, listener
+
+
+def test_the_function_link_reads_every_shape_of_answer_on_one_kept_alive_connection():
+    from kubeless_local.emulator.delivery import FunctionLink
+
+    url, accepted, listener = scripted_server(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nnew",
+            b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nbad\r\n2\r\n!!\r\n0\r\nTrailer: t\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast",
+        ]
+    )
+    link = FunctionLink()
+    answers = [link.send("POST", url, {"event-id": str(i)}, b"x", 5) for i in range(5)]
+    assert answers == [(200, "ok"), (201, "new"), (500, "bad!!"), (204, ""), (200, "last")]
+    assert len(accepted) == 1 and link.sock is None  # kept alive throughout, closed as the server asked
+    link.close()
+    listener.close()
+
+
+def test_the_function_link_reads_an_http_1_0_body_to_the_end_and_counts_a_close_without_answer():
+    from kubeless_local.emulator.delivery import FunctionLink
+
+    url, accepted, listener = scripted_server([b"HTTP/1.0 200 OK\r\n\r\nuntil the end", None])
+    link = FunctionLink()
+    assert link.send("GET", url, {}, b"", 5) == (200, "until the end")
+    status, why = link.send("GET", url, {}, b"", 5)  # a new connection, closed without an answer: a failed attempt
+    assert status == 0 and "closed the connection without answering" in why
+    assert len(accepted) == 2
+    link.close()
+    listener.close()
