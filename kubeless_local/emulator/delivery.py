@@ -203,7 +203,10 @@ def request_bytes(method, parts, headers, body):
     if not any(name.lower() == "content-length" for name in headers):
         lines.append("Content-Length: %d" % len(body))
     lines.extend("%s: %s" % item for item in headers.items())
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    head = "\r\n".join(lines)
+    if head.count("\n") != len(lines) - 1 or "\r" in head.replace("\r\n", ""):
+        raise ValueError("a header of the event holds a line break: %r" % headers)  # as http.client refuses
+    return (head + "\r\n\r\n").encode("latin-1") + body
 
 
 def read_response(reader):

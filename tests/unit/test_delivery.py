@@ -4,11 +4,13 @@ import http.client
 import socket
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from kubeless_local import spec as specs
+from kubeless_local.emulator import delivery
 from kubeless_local.emulator.base import Instance, State
 from kubeless_local.emulator.delivery import Dispatcher
 from kubeless_local.emulator.logs import LogHub
@@ -475,3 +477,9 @@ def test_the_function_link_reads_an_http_1_0_body_to_the_end_and_counts_a_close_
     assert len(accepted) == 2
     link.close()
     listener.close()
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\rb"])
+def test_a_header_with_a_line_break_is_refused_as_http_client_refuses_it(value):
+    with pytest.raises(ValueError, match="line break"):
+        delivery.request_bytes("POST", urllib.parse.urlsplit("http://127.0.0.1:8080"), {"event-id": value}, b"")
