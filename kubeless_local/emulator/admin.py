@@ -21,7 +21,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from kubeless_local.emulator.cron import run_row as cron_row
+from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.errors import UserError
 
 EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the embedded topics

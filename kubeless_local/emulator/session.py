@@ -11,15 +11,16 @@ import logging
 from pathlib import Path
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends, delivery, kafka_bridge, registry
+from kubeless_local.emulator import backends, registry
 from kubeless_local.emulator.admin import AdminServer
-from kubeless_local.emulator.cron import Cron
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.supervisor import Supervisor
-from kubeless_local.emulator.topics import TopicStore
+from kubeless_local.emulator.triggers import delivery, kafka_bridge
+from kubeless_local.emulator.triggers.cron import Cron
+from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -98,10 +99,10 @@ class DevSession:
         self.supervisor = Supervisor(self.state_dir, backend, self.logs)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self._start_events()
-        # cron: CronJobTriggers fire in real time once the functions are started (emulator/cron.py)
+        # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)
         self.cron = Cron(self._manifests, self.supervisor, self.logs)
         self.admin.cron = self.cron
-        # kafka, a real broker: `dev` is its KafkaTrigger controller (emulator/kafka_bridge.py); no broker: exit 2
+        # kafka, a real broker: `dev` is its KafkaTrigger controller (triggers/kafka_bridge.py); no broker: exit 2
         brokers, attempts = kafka_bridge.configured(self.root, self.kafka_brokers)
         fixed_without_triggers = self.manifests is not None and not self.manifests.kafka_triggers  # `run`
         if brokers and not fixed_without_triggers:

@@ -74,7 +74,7 @@ def test_event_fields_come_from_headers(function):
 
 
 def test_events_sent_by_the_delivery_link_reach_the_function_on_one_connection(function):
-    from kubeless_local.emulator.delivery import FunctionLink
+    from kubeless_local.emulator.triggers.delivery import FunctionLink
     from kubeless_local.events import envelope
 
     fn = function("event")

@@ -172,8 +172,8 @@ def test_stop_removes_admin_json_only_when_it_is_ours(supervisor, tmp_path):
 @pytest.fixture
 def events_admin(admin, supervisor):
     """The admin API with embedded topics attached, as the session wires them."""
-    from kubeless_local.emulator.delivery import Dispatcher
-    from kubeless_local.emulator.topics import TopicStore
+    from kubeless_local.emulator.triggers.delivery import Dispatcher
+    from kubeless_local.emulator.triggers.topics import TopicStore
 
     admin.events = Dispatcher(TopicStore(supervisor.state_dir), supervisor, supervisor.logs)
     yield admin

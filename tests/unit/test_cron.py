@@ -16,7 +16,7 @@ from conftest import function
 from kubeless_local.client import SessionClient
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.cron import Cron, check, payload_body, schedule_error
+from kubeless_local.emulator.triggers.cron import Cron, check, payload_body, schedule_error
 from kubeless_local.errors import UserError
 from kubeless_local.schedules import parse as parse_schedule
 from kubeless_local.spec import CronJobTrigger, Manifests

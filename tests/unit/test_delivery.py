@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from kubeless_local import spec as specs
-from kubeless_local.emulator import delivery
 from kubeless_local.emulator.base import Instance, State
-from kubeless_local.emulator.delivery import Dispatcher
 from kubeless_local.emulator.logs import LogHub
-from kubeless_local.emulator.topics import TopicStore
+from kubeless_local.emulator.triggers import delivery
+from kubeless_local.emulator.triggers.delivery import Dispatcher
+from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 
 
@@ -393,7 +393,7 @@ class _Capture:
 def test_the_request_bytes_are_those_http_client_writes():
     from urllib.parse import urlsplit
 
-    from kubeless_local.emulator.delivery import request_bytes
+    from kubeless_local.emulator.triggers.delivery import request_bytes
     from kubeless_local.events import envelope
 
     for data in ('{"a":1}', "plain", None):
@@ -447,7 +447,7 @@ def scripted_server(answers):
 
 
 def test_the_function_link_reads_every_shape_of_answer_on_one_kept_alive_connection():
-    from kubeless_local.emulator.delivery import FunctionLink
+    from kubeless_local.emulator.triggers.delivery import FunctionLink
 
     url, accepted, listener = scripted_server(
         [
@@ -467,7 +467,7 @@ def test_the_function_link_reads_every_shape_of_answer_on_one_kept_alive_connect
 
 
 def test_the_function_link_reads_an_http_1_0_body_to_the_end_and_counts_a_close_without_answer():
-    from kubeless_local.emulator.delivery import FunctionLink
+    from kubeless_local.emulator.triggers.delivery import FunctionLink
 
     url, accepted, listener = scripted_server([b"HTTP/1.0 200 OK\r\n\r\nuntil the end", None])
     link = FunctionLink()

@@ -9,10 +9,10 @@ import re
 import pytest
 from conftest import function
 
-from kubeless_local.emulator import kafka_bridge
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.delivery import NotAnswering
-from kubeless_local.emulator.kafka_bridge import (
+from kubeless_local.emulator.triggers import kafka_bridge
+from kubeless_local.emulator.triggers.delivery import NotAnswering
+from kubeless_local.emulator.triggers.kafka_bridge import (
     KafkaBridge,
     _matches,
     configured,
@@ -23,7 +23,7 @@ from kubeless_local.emulator.kafka_bridge import (
     shares_the_controllers_group,
     subscriptions,
 )
-from kubeless_local.emulator.topics import check_topic_name
+from kubeless_local.emulator.triggers.topics import check_topic_name
 from kubeless_local.errors import UserError
 from kubeless_local.spec import FunctionSpec, KafkaTrigger, Manifests
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from kubeless_local.emulator import delivery
-from kubeless_local.emulator.topics import TopicStore
+from kubeless_local.emulator.triggers import delivery
+from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 
 
@@ -214,7 +214,7 @@ def test_an_unknown_key_in_the_kafka_settings_is_one_line_naming_file_and_key(tm
 
 RACE = """
 import sqlite3, sys, tempfile, threading
-from kubeless_local.emulator.topics import TopicStore
+from kubeless_local.emulator.triggers.topics import TopicStore
 
 for _ in range(100):
     store = TopicStore(tempfile.mkdtemp(dir=sys.argv[1]))

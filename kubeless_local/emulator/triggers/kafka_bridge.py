@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Optional
 
 from kubeless_local import events
-from kubeless_local.emulator import delivery
-from kubeless_local.emulator.topics import check_topic_name
+from kubeless_local.emulator.triggers import delivery
+from kubeless_local.emulator.triggers.topics import check_topic_name
 from kubeless_local.errors import UserError
 
 DEFAULT_ATTEMPTS = 5  # failed answers before a message is given up (committed and logged)
