@@ -211,3 +211,14 @@ def test_the_backend_names_are_the_backends_and_auto(tmp_path):
     assert named._backend_name() == "process"
     named.backend_name = "docker"  # --backend / $KUBELESS_LOCAL_BACKEND win over the file
     assert named._backend_name() == "docker"
+
+
+def test_every_key_has_a_row_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    keys = [name for name, key in config.TOP_KEYS.items() if not key.renamed_to]
+    for section, (_, table, _) in config.SECTIONS.items():
+        keys += ["%s.%s" % (section, name) for name, key in table.items() if not key.renamed_to]
+    for key in keys:
+        assert "| `%s` |" % key in readme, key
