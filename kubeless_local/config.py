@@ -34,7 +34,7 @@ class Kafka:
     retry_backoff: float = 0.5  # seconds before the first retry; doubles per failure (delivery.backoff)
     max_in_flight: int = 1  # embedded: events of one subscriber sent at once (1: one after the other, in order)
     retention_hours: float = 168.0  # embedded: consumed events older than this are pruned
-    brokers: tuple = ()  # HOST:PORT of a real broker: `dev` is its KafkaTrigger controller; none: embedded topics
+    brokers: tuple[str, ...] = ()  # HOST:PORT each: dev is that broker's KafkaTrigger controller; none: embedded
     group: str = "local"  # broker: local (dev's own consumer groups) or kubeless (the deployed controller's)
 
 
@@ -43,7 +43,7 @@ class Settings:
     path: Path  # the file; it need not exist
     backend: str = "process"  # where functions run when no --backend / $KUBELESS_LOCAL_BACKEND says
     kafka: Kafka = Kafka()
-    notices: tuple = ()  # one line each, to show once: deprecated keys and what to write instead
+    notices: tuple[str, ...] = ()  # one line each, to show once: deprecated keys and what to write instead
 
 
 # ---------------------------------------------------------------- the keys
@@ -62,7 +62,7 @@ class Key:
 
 
 def number(kind: type, minimum: float) -> Callable[[Any], Any]:
-    def read(value):
+    def read(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum or kind(value) != value:
             raise ValueError(value)
         return kind(value)
@@ -71,7 +71,7 @@ def number(kind: type, minimum: float) -> Callable[[Any], Any]:
 
 
 def one_of(choices: tuple) -> Callable[[Any], Any]:
-    def read(value):
+    def read(value: Any) -> Any:
         if value not in choices:
             raise ValueError(value)
         return value
@@ -79,7 +79,7 @@ def one_of(choices: tuple) -> Callable[[Any], Any]:
     return read
 
 
-def broker_list(value) -> tuple:
+def broker_list(value: Any) -> tuple[str, ...]:
     """'h1:9092,h2:9092' (or a YAML list) → ('h1:9092', 'h2:9092'); an empty value names none."""
     if not value:
         return ()
@@ -121,7 +121,7 @@ class _Checker:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.notices: list = []
+        self.notices: list[str] = []
 
     def fail(self, message: str) -> NoReturn:
         raise UserError("%s: %s" % (self.path, message))
@@ -148,7 +148,7 @@ class _Checker:
                 self.renamed(data, prefix, name, key.renamed_to)
         return values
 
-    def renamed(self, data: dict, prefix: str, old: str, new: str):
+    def renamed(self, data: dict, prefix: str, old: str, new: str) -> None:
         if new in data:
             self.fail("%s%s is the old name of %s%s; keep %s%s only" % (prefix, old, prefix, new, prefix, new))
         self.notices.append(
@@ -173,7 +173,7 @@ class _Checker:
         return Settings(self.path, notices=tuple(self.notices), **found)
 
 
-def load(root) -> Settings:
+def load(root: Any) -> Settings:
     """The settings of the project at `root`; the defaults when it has no settings file. UserError naming
     the file and the key when the file is wrong."""
     path = Path(root) / FILE
@@ -182,11 +182,11 @@ def load(root) -> Settings:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+        raise UserError("%s: cannot read (%s)" % (path, " ".join(str(exc).split()))) from None  # one line
     return _Checker(path).settings(data)
 
 
-def parse_brokers(value, where: str) -> list:
+def parse_brokers(value: Any, where: str) -> list[str]:
     """Brokers given outside the file (`--kafka-brokers`, KAFKA_BROKERS): a list; UserError naming `where`."""
     try:
         brokers = broker_list(value)

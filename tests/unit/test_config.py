@@ -136,8 +136,9 @@ def test_a_wrong_value_is_one_line_naming_the_file_the_key_and_what_to_write(tmp
 
 def test_a_file_that_is_not_yaml_is_one_line(tmp_path):
     write(tmp_path, "kafka: {max_attempts: [\n")
-    with pytest.raises(UserError, match=r"^.*\.kubeless-local\.yaml: cannot read \("):
+    with pytest.raises(UserError, match=r"^.*\.kubeless-local\.yaml: cannot read \(") as error:
         config.load(tmp_path)
+    assert "\n" not in str(error.value)  # YAML's own message spans lines
 
 
 def test_the_old_attempts_key_is_read_as_max_attempts_with_a_one_line_notice(tmp_path):
@@ -222,3 +223,11 @@ def test_every_key_has_a_row_in_the_readme():
         keys += ["%s.%s" % (section, name) for name, key in table.items() if not key.renamed_to]
     for key in keys:
         assert "| `%s` |" % key in readme, key
+
+
+def test_the_model_is_engine_code_without_click_or_rich():
+    import subprocess
+    import sys
+
+    check = "import sys, kubeless_local.config; assert not {m.split('.')[0] for m in sys.modules} & {'click', 'rich'}"
+    subprocess.run([sys.executable, "-c", check], check=True)
