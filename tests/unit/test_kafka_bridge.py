@@ -9,8 +9,9 @@ import re
 import pytest
 from conftest import function
 
+from kubeless_local import config
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.triggers import kafka_bridge
+from kubeless_local.emulator.triggers import delivery, kafka_bridge
 from kubeless_local.emulator.triggers.delivery import NotAnswering
 from kubeless_local.emulator.triggers.kafka_bridge import (
     KafkaBridge,
@@ -100,10 +101,11 @@ def test_one_group_per_trigger_function_and_topic_named_as_kubeless_names_it():
 
 
 def test_the_controllers_own_group_only_on_request_and_with_a_warning(tmp_path, supervisor):
-    assert shares_the_controllers_group(tmp_path) is False
+    assert shares_the_controllers_group(config.load(tmp_path)) is False
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {group: kubeless}\n")
-    assert shares_the_controllers_group(tmp_path) is True
-    bridge = KafkaBridge(["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path)
+    assert shares_the_controllers_group(config.load(tmp_path)) is True
+    shared = shares_the_controllers_group(config.load(tmp_path))
+    bridge = KafkaBridge(["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path, shared=shared)
     try:
         assert bridge.shared
         bridge.start()
@@ -113,7 +115,7 @@ def test_the_controllers_own_group_only_on_request_and_with_a_warning(tmp_path, 
         bridge.stop()
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {group: theirs}\n")
     with pytest.raises(UserError, match=r"kafka\.group must be local .* or kubeless .*, got 'theirs'"):
-        shares_the_controllers_group(tmp_path)
+        shares_the_controllers_group(config.load(tmp_path))
 
 
 def test_static_member_ids_are_stable_per_project_and_distinct_between_projects(tmp_path):
@@ -124,23 +126,23 @@ def test_static_member_ids_are_stable_per_project_and_distinct_between_projects(
 
 
 def test_brokers_come_from_the_flag_or_env_before_the_project_file(tmp_path):
-    assert configured(tmp_path) == (None, 5)
+    assert configured(config.load(tmp_path)) == (None, 5)
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: [127.0.0.1:9092, 'b:9093'], attempts: 2}\n")
-    assert configured(tmp_path) == (["127.0.0.1:9092", "b:9093"], 2)
-    assert configured(tmp_path, "h:1,h:2") == (["h:1", "h:2"], 2)
+    assert configured(config.load(tmp_path)) == (["127.0.0.1:9092", "b:9093"], 2)
+    assert configured(config.load(tmp_path), "h:1,h:2") == (["h:1", "h:2"], 2)
     assert parse_brokers("x:9092, y:9093,", "where") == ["x:9092", "y:9093"]
     for bad in ("x", "x:port", "x:70000", ":", ""):
         with pytest.raises(UserError, match="^where: .* must be HOST:PORT"):
             parse_brokers(bad, "where")
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: 'nonsense'}\n")
     with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: kafka\.brokers: 'nonsense' must be HOST:PORT"):
-        configured(tmp_path)
+        configured(config.load(tmp_path))
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {attempts: 0}\n")
     with pytest.raises(UserError, match=r"kafka\.attempts must be a whole number ≥ 1, got 0"):
-        configured(tmp_path)
+        configured(config.load(tmp_path))
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: [1]\n")
     with pytest.raises(UserError, match="kafka must be a mapping"):
-        configured(tmp_path)
+        configured(config.load(tmp_path))
 
 
 def test_the_envelope_is_kafkas_with_the_id_and_time_of_the_message():  # vector 18
@@ -180,7 +182,9 @@ def bridge(supervisor, tmp_path, monkeypatch):
     monkeypatch.setattr(kafka_bridge, "BACKOFF_FIRST", 0.001)
     monkeypatch.setattr(kafka_bridge, "BACKOFF_MAX", 0.002)
     supervisor.start(function())
-    made = KafkaBridge(["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path, attempts=3)
+    made = KafkaBridge(
+        ["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path, attempts=3, retry_backoff=0.001
+    )
     yield made
     made.stop()
 
@@ -208,6 +212,14 @@ def test_after_n_failed_answers_the_message_is_given_up_and_logged(bridge):
     assert len(sender.sent) == 3 and (stats["delivered"], stats["failed"], stats["given_up"]) == (0, 3, 1)
     last = bridge.supervisor.logs.tail("hello")[-1].text
     assert last == "kafka g: message t[0]@4 answered 500: body 500; given up after 3 attempts, offset committed"
+
+
+def test_the_broker_waits_kafka_retry_backoff_between_attempts_as_the_embedded_topics_do(bridge):
+    bridge.retry_backoff = 0.1  # kafka.retry_backoff (session.py passes it), the embedded topics' setting too
+    deliver(bridge, Sender(500, 200))
+    logged = [line.text for line in bridge.supervisor.logs.tail("hello")]
+    assert any(text.endswith("attempt 1 of 3, retrying in 0.1 s") for text in logged), logged
+    assert [delivery.backoff(n, 0.1, delivery.BACKOFF_MAX) for n in (1, 2, 3)] == [0.1, 0.2, 0.4]
 
 
 def test_a_function_that_is_not_ready_is_waited_for_without_using_attempts(bridge):

@@ -21,13 +21,16 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from kubeless_local import config
 from kubeless_local.errors import UserError
 from kubeless_local.events import envelope
 
-MAX_ATTEMPTS = 5
-MAX_IN_FLIGHT = 1  # events of one subscriber sent at once: one, in order, as kafka-trigger (>= v1.0.5) and NATS do
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds before retry n: doubles per failure
-RETENTION_HOURS = 168.0  # events older than this are pruned once consumed (Kafka's log.retention.hours)
+# The Dispatcher's defaults are the project settings' (config.py, `kafka:`)
+MAX_ATTEMPTS = config.Kafka.max_attempts
+MAX_IN_FLIGHT = config.Kafka.max_in_flight  # one at a time, in order, as kafka-trigger (>= v1.0.5) and NATS do
+BACKOFF_FIRST = config.Kafka.retry_backoff
+RETENTION_HOURS = config.Kafka.retention_hours  # consumed events older than this are pruned (Kafka's default)
+BACKOFF_MAX = 30.0  # seconds: the longest wait between two attempts, embedded topics and broker alike
 PRUNE_EVERY = 60.0  # seconds between prunes while events are emitted
 FETCH = 100  # events read from the store at once when sending one at a time
 COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
@@ -67,38 +70,6 @@ def group_name(namespace, trigger, function, topic, source="kafka"):
     triggers may share a name."""
     name = "%s_%s_%s_%s" % (namespace, trigger, function, topic)
     return name if source == "kafka" else "%s:%s" % (source, name)
-
-
-def load_settings(root):
-    """`kafka:` of <root>/.kubeless-local.yaml: max_attempts (default 5), retry_backoff (first wait, seconds),
-    retention_hours (consumed events older than this are pruned),
-    max_in_flight (events of one subscriber sent at once; default 1: strictly one after the other, in order)."""
-    from kubeless_local.emulator.backends import project_config
-
-    path, config = project_config(root)
-    settings = {
-        "max_attempts": MAX_ATTEMPTS,
-        "retry_backoff": BACKOFF_FIRST,
-        "max_in_flight": MAX_IN_FLIGHT,
-        "retention_hours": RETENTION_HOURS,
-    }
-    kafka = config.get("kafka")
-    if kafka is None:
-        return settings
-    if not isinstance(kafka, dict):
-        raise UserError("%s: kafka must be a mapping, e.g. kafka: {max_attempts: 5}" % path)
-    for key, kind, low in (
-        ("max_attempts", int, 1),
-        ("retry_backoff", float, 0),
-        ("max_in_flight", int, 1),
-        ("retention_hours", float, 0),
-    ):
-        if key in kafka:
-            value = kafka[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or kind(value) != value:
-                raise UserError("%s: kafka.%s must be a number >= %s, got %r" % (path, key, low, value))
-            settings[key] = kind(value)
-    return settings
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ group instead, with a warning), with sarama's default assignor (range), for ever
 one at a time, in order, over a kept-alive connection. Where it differs, so that no event is lost:
 
 - auto-commit is off; a message's offset is committed only after the function answered 2xx, or after
-  `attempts` failed answers (each logged; the controller commits every message at once, failures lost);
+  `max_attempts` failed answers (each logged; the controller commits every message at once, failures lost);
 - a function that is not Ready (installing, reloading, crashed) is waited for, without using up attempts;
 - offsets are committed in the background, in order, at least every COMMIT_INTERVAL: never past a message
   that is not settled, so a crash redelivers a few, never skips;
@@ -31,32 +31,29 @@ import datetime
 import functools
 import hashlib
 import logging
-import re
 import socket
 import threading
 import time
 from pathlib import Path
 from typing import Optional
 
-from kubeless_local import events
+from kubeless_local import config, events
+from kubeless_local.config import parse_brokers
 from kubeless_local.emulator.triggers import delivery
 from kubeless_local.emulator.triggers.topics import check_topic_name
 from kubeless_local.errors import UserError
 
-DEFAULT_ATTEMPTS = 5  # failed answers before a message is given up (committed and logged)
 CONNECT_TIMEOUT = 10.0  # seconds `dev` waits at start for a broker to answer
 SESSION_TIMEOUT_MS = 45_000  # a crashed `dev` keeps its partitions this long (static membership: it gets them back)
 SHARED_SESSION_TIMEOUT_MS = 10_000  # in the controller's group: sarama's default, so a crashed `dev` frees them soon
 LOCAL_SUFFIX = ".kubeless-local"  # appended to the controller's group id: dev's own consumer group
-GROUPS = ("local", "kubeless")  # kafka.group: dev's own groups (default), or the deployed controller's
 COMMIT_INTERVAL = 0.5  # seconds between background commits of the delivered messages' offsets
 BATCH = 500  # messages fetched at once; still delivered one at a time, in order
 RUN = 100  # messages one hand-off to a sending thread delivers while they are answered 2xx
 MAX_POLL_INTERVAL_MS = 3_600_000  # a message may wait long for its function (not Ready, retried): stay in the group
-BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between failed attempts: doubles per attempt
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between looks at a function not Ready, and between rejoins
 SYNC_INTERVAL = 1.0  # seconds between looks at the manifests (new or edited triggers and functions)
 CLIENT_ID = "kubeless-kafka-trigger-controller"  # the controller's client id, seen in the broker's tools
-ADDRESS_RE = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
 DOCS = "docs/kafka-broker.md"
 # nothing answered: the address says it all
 QUIET_ERRORS = ("KafkaConnectionError", "TimeoutError", "KafkaTimeoutError")
@@ -70,46 +67,17 @@ logging.getLogger("aiokafka").propagate = False
 # ---------------------------------------------------------------- settings
 
 
-def configured(root, option=None):
-    """(brokers, attempts): `option` (the flag, or KAFKA_BROKERS through it) before `kafka: {brokers, attempts}`
-    in <root>/.kubeless-local.yaml; brokers None when neither names one (embedded topics)."""
-    from kubeless_local.emulator.backends import project_config
-
-    path, config = project_config(root)
-    kafka = config.get("kafka") or {}
-    if not isinstance(kafka, dict):
-        raise UserError("%s: kafka must be a mapping, e.g. kafka: {brokers: 127.0.0.1:9092}" % path)
-    brokers = option or kafka.get("brokers")
-    where = "--kafka-brokers/KAFKA_BROKERS" if option else "%s: kafka.brokers" % path
-    attempts = kafka.get("attempts", DEFAULT_ATTEMPTS)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise UserError("%s: kafka.attempts must be a whole number ≥ 1, got %r" % (path, attempts))
-    return (parse_brokers(brokers, where) if brokers else None), attempts
+def configured(settings, option=None):
+    """(brokers, attempts): `option` (the flag, or KAFKA_BROKERS through it) before the project settings'
+    kafka.brokers; brokers None when neither names one (embedded topics)."""
+    brokers = parse_brokers(option, "--kafka-brokers/KAFKA_BROKERS") if option else list(settings.kafka.brokers)
+    return brokers or None, settings.kafka.max_attempts
 
 
-def shares_the_controllers_group(root):
-    """`kafka.group` of <root>/.kubeless-local.yaml: False (`local`, the default: groups of dev's own) or True
+def shares_the_controllers_group(settings):
+    """The project settings' `kafka.group`: False (`local`, the default: groups of dev's own) or True
     (`kubeless`: the deployed controller's groups, messages split between dev and the cluster)."""
-    from kubeless_local.emulator.backends import project_config
-
-    path, config = project_config(root)
-    group = (config.get("kafka") or {}).get("group", "local")
-    if group not in GROUPS:
-        raise UserError(
-            "%s: kafka.group must be local (dev's own consumer groups, the default) or kubeless (the deployed "
-            "controller's groups: messages are split with it), got %r" % (path, group)
-        )
-    return group == "kubeless"
-
-
-def parse_brokers(value, where):
-    """'h1:9092,h2:9092' (or a YAML list) → ['h1:9092', 'h2:9092']; UserError naming `where` otherwise."""
-    items = value if isinstance(value, list) else str(value).split(",")
-    brokers = [str(item).strip() for item in items if str(item).strip()]
-    bad = [b for b in brokers if not ADDRESS_RE.match(b) or not 0 < int(b.rsplit(":", 1)[1]) < 65536]
-    if bad or not brokers:
-        raise UserError("%s: %r must be HOST:PORT[,HOST:PORT…], e.g. 127.0.0.1:9092" % (where, value))
-    return brokers
+    return settings.kafka.group == "kubeless"
 
 
 def group_id(namespace, trigger, function, topic):
@@ -169,13 +137,23 @@ class KafkaBridge:
     functions. `connect()` first (UserError when no broker answers), then `start()`, `stop()`."""
 
     def __init__(
-        self, brokers, manifests, supervisor, logs, root, *, attempts=DEFAULT_ATTEMPTS, send=None, shared=None
+        self,
+        brokers,
+        manifests,
+        supervisor,
+        logs,
+        root,
+        *,
+        attempts=config.Kafka.max_attempts,  # failed answers before a message is given up (committed, logged)
+        retry_backoff=config.Kafka.retry_backoff,
+        send=None,
+        shared=False,
     ) -> None:
         self.brokers, self.manifests, self.supervisor, self.logs = brokers, manifests, supervisor, logs
-        self.root, self.attempts = Path(root), attempts
+        self.root, self.attempts, self.retry_backoff = Path(root), attempts, retry_backoff
         self.send = send  # (method, url, headers, body, timeout) → (status, text); None: a FunctionLink per group
         self.links: dict = {}  # group id → its delivery.FunctionLink (one message at a time per group)
-        self.shared = shares_the_controllers_group(root) if shared is None else shared
+        self.shared = shared  # kafka.group: kubeless (shares_the_controllers_group)
         self.halt = threading.Event()  # `dev` stops: a sending thread ends its run
         self.loop = asyncio.new_event_loop()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kafka-send")
@@ -401,7 +379,7 @@ class KafkaBridge:
                 stats["given_up"] += 1
                 self.say(function, "%s %s; given up after %d attempts, offset committed" % (where, answer, failures))
                 return
-            delay = delivery.backoff(failures, BACKOFF_FIRST, BACKOFF_MAX)
+            delay = delivery.backoff(failures, self.retry_backoff, delivery.BACKOFF_MAX)
             self.say(
                 function,
                 "%s %s; attempt %d of %d, retrying in %.1f s" % (where, answer, failures, self.attempts, delay),
