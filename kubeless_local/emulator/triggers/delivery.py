@@ -12,6 +12,7 @@ without an answer (it crashed on it) did fail: that is an attempt, so a poison m
 instead of crashing the function forever.
 """
 
+import functools
 import http.client
 import socket
 import sqlite3
@@ -33,6 +34,10 @@ FETCH = 100  # events read from the store at once when sending one at a time
 COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
 RETRY_INFO_BODY = 200
 STOP_TIMEOUT = 5.0  # seconds `dev` waits for subscribers to commit their positions when it stops
+READY_WAIT = 0.5  # seconds a sender waits for its function at once, then looks whether it is stopping
+NOT_TAKEN_PAUSE = 0.05  # seconds before sending again when nothing took the request (restarting, reloading)
+ANSWER_MARGIN = 5.0  # seconds beyond the function's timeout a sender waits for its answer
+DEFAULT_TIMEOUT = 180.0  # a Function's timeout when its manifest's does not read as a number
 
 
 def backoff(attempt, first, most):
@@ -140,6 +145,43 @@ def subscriptions(manifests):
 
 class NotAnswering(Exception):
     """The function did not take the event (nothing listens, or a closed keep-alive connection)."""
+
+
+class NotServing(Exception):
+    """A sender stopped waiting for its function: it cannot serve until the user edits something."""
+
+
+def answer_timeout(spec):
+    """Seconds a sender waits for the function's answer: its timeout (the runtime answers 408 then) plus a
+    margin, the safety net for a runtime that does not."""
+    try:
+        return float(spec.timeout) + ANSWER_MARGIN
+    except ValueError:
+        return DEFAULT_TIMEOUT + ANSWER_MARGIN
+
+
+def send_when_ready(supervisor, function, send, stopping, deadline=None, give_up=None):
+    """The one "wait until the function serves, then send" of every trigger (embedded topics, cron, the
+    broker bridge): `send(instance, spec)`'s answer once `function` serves. While it does not (installing,
+    reloading, crashed, not started yet), and while nothing takes the request (NotAnswering: it restarted
+    between the look and the call), it is waited for: not the function's failure, so no attempt is used up.
+    None when `stopping` (a threading.Event) is set or `deadline` (time.monotonic()) passes first;
+    NotServing when `give_up(function)` names a reason to stop waiting."""
+    while not stopping.is_set():
+        wait = READY_WAIT if deadline is None else min(READY_WAIT, deadline - time.monotonic())
+        if wait <= 0:
+            return None
+        reason = give_up(function) if give_up is not None else None
+        if reason:
+            raise NotServing(reason)
+        ready = supervisor.wait_ready(function, wait)
+        if ready is None:
+            continue  # and look at `stopping` again
+        try:
+            return send(*ready)
+        except NotAnswering:
+            stopping.wait(NOT_TAKEN_PAUSE)
+    return None
 
 
 class FunctionLink:
@@ -401,15 +443,12 @@ class Subscriber(threading.Thread):
         """(ok, attempts, last status, last body); ok is None when stopping. Status 0: no answer (the
         connection closed without one: the server crashed on the event), a failed attempt like a 5xx."""
         retry = self.retries.get(event.seq) or Retry(event.seq)
+        send = functools.partial(self._send, event)
         while not self.stopping.is_set():
-            url = self._ready_url()
-            if url is None:
-                continue
-            try:
-                status, body = self._send(url, event)
-            except NotAnswering:
-                self.stopping.wait(0.05)  # reloading or restarting: not the function's failure; wait until Ready
-                continue
+            answer = send_when_ready(self.dispatcher.supervisor, self.sub.function, send, self.stopping)
+            if answer is None:
+                break
+            status, body = answer
             if 200 <= status < 300:
                 return True, retry.attempts + 1, status, body
             retry.attempts += 1
@@ -419,17 +458,7 @@ class Subscriber(threading.Thread):
             self.stopping.wait(self.dispatcher.backoff(retry.attempts))
         return None, 0, 0, ""
 
-    def _ready_url(self):
-        instance = self.dispatcher.supervisor.instances.get(self.sub.function)
-        if instance is None or not instance.serves or not instance.url:
-            if instance is None:
-                self.stopping.wait(0.2)
-            else:
-                instance.wait_for(lambda i: i.serves or self.stopping.is_set(), 0.5)
-            return None
-        return instance.url
-
-    def _send(self, url, event):
+    def _send(self, event, instance, spec):
         link = getattr(self.local, "link", None)
         if link is None:
             link = self.local.link = FunctionLink()
@@ -437,7 +466,7 @@ class Subscriber(threading.Thread):
         method, headers, body = envelope(
             event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
         )
-        return link.send(method, url, headers, body, self.dispatcher.timeout_of(self.sub.function))
+        return link.send(method, instance.url, headers, body, answer_timeout(spec))
 
 
 class Dispatcher:
@@ -469,13 +498,6 @@ class Dispatcher:
 
     def backoff(self, attempts):
         return backoff(attempts, self.retry_backoff, BACKOFF_MAX)
-
-    def timeout_of(self, function):
-        spec = self.supervisor.specs.get(function)
-        try:
-            return float(spec.timeout) + 5 if spec is not None else 185.0
-        except ValueError:
-            return 185.0
 
     def update(self, manifests):
         """Make the running subscribers those of `manifests`' triggers; their topics exist from now on."""

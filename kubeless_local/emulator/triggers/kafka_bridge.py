@@ -21,7 +21,8 @@ one at a time, in order, over a kept-alive connection. Where it differs, so that
 - `event-id` and `event-time` come from the message (its topic, partition, offset; its timestamp), so a
   redelivered message carries the same ones and a function can de-duplicate.
 
-Every consumer runs on one asyncio loop in a thread of its own; the HTTP calls run in a small thread pool.
+Every consumer runs on one asyncio loop in a thread of its own; the HTTP calls (and the waits for a function
+that is not Ready, by the rule every trigger follows: delivery.send_when_ready) run in a thread pool.
 """
 
 import asyncio
@@ -54,6 +55,7 @@ BATCH = 500  # messages fetched at once; still delivered one at a time, in order
 RUN = 100  # messages one hand-off to a sending thread delivers while they are answered 2xx
 MAX_POLL_INTERVAL_MS = 3_600_000  # a message may wait long for its function (not Ready, retried): stay in the group
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between failed attempts: doubles per attempt
+SENDERS = 64  # sending threads: one per consumer group at most (one that waits for its function holds one)
 SYNC_INTERVAL = 1.0  # seconds between looks at the manifests (new or edited triggers and functions)
 CLIENT_ID = "kubeless-kafka-trigger-controller"  # the controller's client id, seen in the broker's tools
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
@@ -178,7 +180,7 @@ class KafkaBridge:
         self.shared = shares_the_controllers_group(root) if shared is None else shared
         self.halt = threading.Event()  # `dev` stops: a sending thread ends its run
         self.loop = asyncio.new_event_loop()
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kafka-send")
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kafka-send")
         self.tasks: dict = {}  # group id → the asyncio task consuming for it
         self.stats: dict = {}  # group id → counters shown by status()
         self.warned: set = set()  # triggers already reported as matching no function
@@ -343,10 +345,8 @@ class KafkaBridge:
         stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
         send, done = self._sender(group), 0
         while done < len(messages):
-            instance, spec = await self._ready(function)
             run = messages[done : done + RUN]
-            call = functools.partial(self._send_run, send, instance.url, float(spec.timeout) + 5, run)
-            sent, answer = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+            sent, answer = await self._when_ready(function, functools.partial(self._send_run, send, run))
             stats["delivered"] += sent
             if sent:
                 committer.settled(partition, run[sent - 1].offset)
@@ -356,9 +356,10 @@ class KafkaBridge:
                 committer.settled(partition, messages[done].offset)
                 done += 1
 
-    def _send_run(self, send, url, timeout, messages):
+    def _send_run(self, send, messages, instance, spec):
         """(how many answered 2xx in a row, the (status, text) of the next one, or None if it was not taken);
         runs on a sending thread, so a run costs one hand-off, not one per message."""
+        url, timeout = instance.url, delivery.answer_timeout(spec)
         for sent, message in enumerate(messages):
             if self.halt.is_set():
                 return sent, None
@@ -383,14 +384,10 @@ class KafkaBridge:
             if answered is not None:
                 (status, text), answered = answered, None
             else:
-                instance, spec = await self._ready(function)
-                timeout = float(spec.timeout) + 5  # the runtime answers 408 at its timeout; this is a safety net
-                call = functools.partial(send, method, instance.url, headers, body, timeout)
-                try:
-                    status, text = await asyncio.get_running_loop().run_in_executor(self.pool, call)
-                except delivery.NotAnswering:
-                    await asyncio.sleep(BACKOFF_FIRST)  # restarting or reloading between our look and the call
-                    continue
+                status, text = await self._when_ready(
+                    function,
+                    lambda instance, spec: send(method, instance.url, headers, body, delivery.answer_timeout(spec)),
+                )
             if 200 <= status < 300:
                 stats["delivered"] += 1
                 return
@@ -408,14 +405,19 @@ class KafkaBridge:
             )
             await asyncio.sleep(delay)
 
-    async def _ready(self, function):
-        """(instance, spec) once the function serves; waits (without using attempts) while it does not."""
-        while True:
-            instance = self.supervisor.instances.get(function)
-            spec = self.supervisor.specs.get(function)
-            if instance is not None and spec is not None and instance.serves:
-                return instance, spec
-            await asyncio.sleep(BACKOFF_FIRST)
+    async def _when_ready(self, function, send):
+        """`send(instance, spec)` once the function serves, by the one rule of every trigger
+        (delivery.send_when_ready) on a sending thread; a cancelled task (its trigger removed, `dev`
+        stopping) ends that thread's wait."""
+        cancelled = threading.Event()
+        call = functools.partial(delivery.send_when_ready, self.supervisor, function, send, cancelled)
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+        finally:
+            cancelled.set()
+        if answer is None:
+            raise asyncio.CancelledError()  # only when `cancelled` was set: the task is being cancelled
+        return answer
 
     def status(self):
         """One row per consumer group: trigger, function, topic, state, delivered/failed/given-up counts."""
