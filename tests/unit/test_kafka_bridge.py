@@ -14,15 +14,14 @@ from kubeless_local.emulator.triggers import kafka_bridge
 from kubeless_local.emulator.triggers.delivery import NotAnswering
 from kubeless_local.emulator.triggers.kafka_bridge import (
     KafkaBridge,
-    _matches,
     configured,
-    group_id,
     instance_id,
     message_envelope,
     parse_brokers,
     shares_the_controllers_group,
     subscriptions,
 )
+from kubeless_local.emulator.triggers.subscriptions import group_name, selector_matches
 from kubeless_local.emulator.triggers.topics import check_topic_name
 from kubeless_local.errors import UserError
 from kubeless_local.spec import FunctionSpec, KafkaTrigger, Manifests
@@ -53,7 +52,7 @@ Message = collections.namedtuple("Message", "topic partition offset value timest
     ],
 )
 def test_label_selector_semantics(selector, labels, expected):
-    assert _matches(selector, labels) is expected
+    assert selector_matches(labels, selector.get("matchLabels", {}), selector.get("matchExpressions", ())) is expected
 
 
 def labelled(name, namespace="default", **labels):
@@ -71,6 +70,7 @@ def kafka_trigger(name, topic, selector, namespace=None):
         selector=selector.get("matchLabels", {}),
         origin="t.yaml: KafkaTrigger %s" % name,
         document=document,
+        namespace=namespace or "default",
     )
 
 
@@ -83,16 +83,17 @@ def test_one_group_per_trigger_function_and_topic_named_as_kubeless_names_it():
             kafka_trigger("there", "t3", {"matchLabels": {"app": "shop"}}, namespace="other"),
         ],
     )
-    found, unmatched = subscriptions(manifests, shared=True)
+    subs, unmatched = subscriptions(manifests, shared=True)
+    found = {sub.name: (sub.namespace, sub.trigger, sub.function, sub.topic) for sub in subs}
     assert found == {
         "default_orders_a_t1": ("default", "orders", "a", "t1"),
         "default_orders_b_t1": ("default", "orders", "b", "t1"),
         "other_there_c_t3": ("other", "there", "c", "t3"),  # only functions of the trigger's namespace
     }
     assert [t.name for t in unmatched] == ["lonely"]
-    assert group_id("default", "orders", "a", "t1") == "default_orders_a_t1"
+    assert group_name("default", "orders", "a", "t1") == "default_orders_a_t1"
     # by default dev consumes in groups of its own: a deployed controller on the same broker is not disturbed
-    assert sorted(subscriptions(manifests)[0]) == [
+    assert sorted(sub.name for sub in subscriptions(manifests)[0]) == [
         "default_orders_a_t1.kubeless-local",
         "default_orders_b_t1.kubeless-local",
         "other_there_c_t3.kubeless-local",

@@ -19,9 +19,9 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from kubeless_local.emulator.triggers.subscriptions import subscriptions
 from kubeless_local.errors import UserError
 from kubeless_local.events import envelope
 
@@ -44,34 +44,6 @@ def backoff(attempt, first, most):
     """Seconds to wait after failed attempt number `attempt`: `first`, doubling, at most `most` (the one
     back-off of event delivery, embedded and broker)."""
     return min(first * 2 ** (attempt - 1), most)
-
-
-def selector_matches(labels, match_labels, expressions=()):
-    """Kubernetes LabelSelector semantics: every matchLabels pair and every expression must hold; an empty
-    selector matches every function."""
-    if any(labels.get(key) != value for key, value in match_labels.items()):
-        return False
-    for expression in expressions:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False  # the API server rejects such a selector; never match on it
-    return True
-
-
-def group_name(namespace, trigger, function, topic, source="kafka"):
-    """The Kubeless Kafka controller's consumer group; NATS subscribers are prefixed so the two kinds'
-    triggers may share a name."""
-    name = "%s_%s_%s_%s" % (namespace, trigger, function, topic)
-    return name if source == "kafka" else "%s:%s" % (source, name)
 
 
 def load_settings(root):
@@ -104,43 +76,6 @@ def load_settings(root):
                 raise UserError("%s: kafka.%s must be a number >= %s, got %r" % (path, key, low, value))
             settings[key] = kind(value)
     return settings
-
-
-@dataclass(frozen=True)
-class Subscription:
-    name: str  # the consumer group name
-    trigger: str
-    kind: str  # KafkaTrigger / NATSTrigger
-    source: str  # kafka / nats
-    function: str
-    topic: str
-
-
-def subscriptions(manifests):
-    """(subscriptions, warnings): one per trigger × function its selector matches; a selector that matches
-    nothing is a warning (the function may be added later)."""
-    found, warnings = [], []
-    for trigger in manifests.kafka_triggers + getattr(manifests, "nats_triggers", []):
-        kind = type(trigger).__name__
-        matched = [
-            fn
-            for fn in manifests.functions
-            if fn.namespace == trigger.namespace and selector_matches(fn.labels, trigger.selector, trigger.expressions)
-        ]
-        if not matched:
-            warnings.append("%s: spec.functionSelector matches no Function in this project" % trigger.origin)
-        for fn in matched:
-            found.append(
-                Subscription(
-                    group_name(trigger.namespace, trigger.name, fn.name, trigger.topic, trigger.source),
-                    trigger.name,
-                    kind,
-                    trigger.source,
-                    fn.name,
-                    trigger.topic,
-                )
-            )
-    return found, warnings
 
 
 class NotAnswering(Exception):
@@ -501,16 +436,14 @@ class Dispatcher:
 
     def update(self, manifests):
         """Make the running subscribers those of `manifests`' triggers; their topics exist from now on."""
-        wanted, warnings = subscriptions(manifests)
-        for warning in warnings:
+        wanted, unmatched = subscriptions(manifests.kafka_triggers + manifests.nats_triggers, manifests.functions)
+        for trigger in unmatched:
+            warning = "%s: spec.functionSelector matches no Function in this project" % trigger.origin
             if warning not in self.warned:
                 self.warned.add(warning)
                 self.say("dev", warning)
         with self.lock:
-            self.triggers = {
-                (type(t).__name__, t.name): t
-                for t in manifests.kafka_triggers + getattr(manifests, "nats_triggers", [])
-            }
+            self.triggers = {(type(t).__name__, t.name): t for t in manifests.kafka_triggers + manifests.nats_triggers}
             for trigger in self.triggers.values():
                 self.store.create(trigger.topic)
             wanted_by_name = {sub.name: sub for sub in wanted}

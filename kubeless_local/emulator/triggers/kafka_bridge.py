@@ -41,6 +41,7 @@ from typing import Optional
 
 from kubeless_local import events
 from kubeless_local.emulator.triggers import delivery
+from kubeless_local.emulator.triggers import subscriptions as model
 from kubeless_local.emulator.triggers.topics import check_topic_name
 from kubeless_local.errors import UserError
 
@@ -114,45 +115,16 @@ def parse_brokers(value, where):
     return brokers
 
 
-def group_id(namespace, trigger, function, topic):
-    """The consumer group the Kubeless controller uses for this (trigger, function, topic)."""
-    return "%s_%s_%s_%s" % (namespace, trigger, function, topic)
-
-
 def instance_id(root, group):
     """A static member id stable for this project on this machine, distinct between projects."""
     digest = hashlib.sha256(("%s\0%s" % (socket.gethostname(), Path(root).resolve())).encode()).hexdigest()[:12]
     return "kubeless-local-%s-%s" % (digest, group)
 
 
-def _matches(selector, labels):
-    """A KafkaTrigger's functionSelector (matchLabels + matchExpressions) against a Function's labels."""
-    selector = selector or {}
-    match_labels = {str(key): str(value) for key, value in (selector.get("matchLabels") or {}).items()}
-    return delivery.selector_matches(labels, match_labels, selector.get("matchExpressions") or [])
-
-
 def subscriptions(manifests, shared=False):
-    """{group id: (namespace, trigger, function, topic)} for every Function each KafkaTrigger selects
-    (in the trigger's namespace, as the controller lists them), and the triggers that select none. The group
-    is the controller's own when `shared`, else the controller's + LOCAL_SUFFIX."""
-    found, unmatched = {}, []
-    for trigger in manifests.kafka_triggers:
-        document = trigger.document or {}
-        namespace = (document.get("metadata") or {}).get("namespace") or "default"
-        selector = (document.get("spec") or {}).get("functionSelector") or {"matchLabels": trigger.selector}
-        matched = [fn for fn in manifests.functions if fn.namespace == namespace and _matches(selector, fn.labels)]
-        if not matched:
-            unmatched.append(trigger)
-        for fn in matched:
-            group = group_id(namespace, trigger.name, fn.name, trigger.topic) + ("" if shared else LOCAL_SUFFIX)
-            found[group] = (
-                namespace,
-                trigger.name,
-                fn.name,
-                trigger.topic,
-            )
-    return found, unmatched
+    """(subscriptions, triggers that select no Function) of the project's KafkaTriggers: the groups are the
+    controller's own when `shared`, else the controller's + LOCAL_SUFFIX."""
+    return model.subscriptions(manifests.kafka_triggers, manifests.functions, "" if shared else LOCAL_SUFFIX)
 
 
 def message_envelope(topic, partition, offset, value, timestamp_ms):
@@ -258,7 +230,8 @@ class KafkaBridge:
 
     def _sync(self):
         """Start a consumer for each new (trigger, function, topic); stop those no longer in the manifests."""
-        wanted, unmatched = subscriptions(self.manifests(), self.shared)
+        found, unmatched = subscriptions(self.manifests(), self.shared)
+        wanted = {sub.name: sub for sub in found}
         for trigger in unmatched:
             if trigger.name not in self.warned:
                 self.warned.add(trigger.name)
@@ -270,17 +243,18 @@ class KafkaBridge:
         self.warned &= {trigger.name for trigger in unmatched}
         for group in set(self.tasks) - set(wanted):
             self.tasks.pop(group).cancel()
-        for group, key in wanted.items():
+        for group, sub in wanted.items():
             if group not in self.tasks or self.tasks[group].done():
                 self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "joining"})
-                self.tasks[group] = self.loop.create_task(self._consume(group, *key))
+                self.tasks[group] = self.loop.create_task(self._consume(sub))
 
-    async def _consume(self, group, namespace, trigger, function, topic):
+    async def _consume(self, sub):
         """One consumer group's loop: join, deliver each message in order, commit behind; rejoin after errors."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.coordinator.assignors.range import RangePartitionAssignor
         from aiokafka.errors import KafkaError
 
+        group, function, topic = sub.name, sub.function, sub.topic
         stats = self.stats[group]
         pause = BACKOFF_FIRST
         while True:
@@ -421,10 +395,16 @@ class KafkaBridge:
 
     def status(self):
         """One row per consumer group: trigger, function, topic, state, delivered/failed/given-up counts."""
-        wanted, _ = subscriptions(self.manifests(), self.shared)
+        found, _ = subscriptions(self.manifests(), self.shared)
         return [
-            {"group": group, "trigger": trigger, "function": fn, "topic": topic, **self.stats.get(group, {})}
-            for group, (_, trigger, fn, topic) in sorted(wanted.items())
+            {
+                "group": sub.name,
+                "trigger": sub.trigger,
+                "function": sub.function,
+                "topic": sub.topic,
+                **self.stats.get(sub.name, {}),
+            }
+            for sub in sorted(found, key=lambda sub: sub.name)
         ]
 
     def stop(self):
