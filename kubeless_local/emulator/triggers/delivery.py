@@ -221,7 +221,7 @@ def read_response(reader):
 
 
 def read_chunked(reader):
-    chunks = []
+    chunks: list = []
     while True:
         size = int(reader.readline(65537).split(b";")[0].strip() or b"x", 16)
         if size == 0:
@@ -311,7 +311,7 @@ class Subscriber(threading.Thread):
 
     def _deliver_window(self, window):
         """`max_in_flight` > 1: up to `window` events sent at once, settled in topic order."""
-        pending = {}  # seq → (Event, Future), in topic order
+        pending: dict = {}  # seq → (Event, Future), in topic order
         fetched, any_event = self.position, False
         while not self.stopping.is_set():
             events = []
@@ -495,7 +495,7 @@ class Dispatcher:
         """Drop the events older than the retention that every running subscriber of their topic has
         consumed (dead letters stay until replayed or their topic is deleted)."""
         self.pruned = time.monotonic()
-        kept_after = {}
+        kept_after: dict = {}
         with self.lock:
             for subscriber in self.subscribers.values():
                 key = (subscriber.sub.topic, subscriber.sub.source)
@@ -506,7 +506,7 @@ class Dispatcher:
     def outcome(self, topic, source, seqs):
         """{seq: {subscriber: delivered | dead-lettered | retrying (…) | pending}} of emitted events."""
         seqs = list(seqs)
-        result = {seq: {} for seq in seqs}
+        result: dict = {seq: {} for seq in seqs}
         for subscriber in self._subscribers_of(topic, source):
             name = subscriber.sub.name
             position = subscriber.position
@@ -588,7 +588,7 @@ class Dispatcher:
 
     def dead_letter_counts(self):
         """{function: dead letters waiting}, for `ls`."""
-        counts = {}
+        counts: dict = {}
         for letter in self.store.dead_letters():
             function = self._function_of(letter["subscriber"])
             counts[function] = counts.get(function, 0) + 1

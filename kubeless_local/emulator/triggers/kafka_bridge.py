@@ -9,7 +9,8 @@ group instead, with a warning), with sarama's default assignor (range), for ever
 one at a time, in order, over a kept-alive connection. Where it differs, so that no event is lost:
 
 - auto-commit is off; a message's offset is committed only after the function answered 2xx, or after
-  `attempts` failed answers (each logged; the controller commits every message at once, failures lost);
+  `attempts` failed answers (each logged) once the message is on its dead-letter topic on the broker,
+  `<topic>.dead-letter` (interface.py; the controller commits every message at once, failures lost);
 - a function that is not Ready (installing, reloading, crashed) is waited for, without using up attempts;
 - offsets are committed in the background, in order, at least every COMMIT_INTERVAL: never past a message
   that is not settled, so a crash redelivers a few, never skips;
@@ -40,12 +41,12 @@ from pathlib import Path
 from typing import Optional
 
 from kubeless_local import events
-from kubeless_local.emulator.triggers import delivery
+from kubeless_local.emulator.triggers import delivery, interface
 from kubeless_local.emulator.triggers import subscriptions as model
 from kubeless_local.emulator.triggers.topics import check_topic_name
 from kubeless_local.errors import UserError
 
-DEFAULT_ATTEMPTS = 5  # failed answers before a message is given up (committed and logged)
+DEFAULT_ATTEMPTS = 5  # failed answers before a message is dead-lettered (interface.dead_letter_topic)
 CONNECT_TIMEOUT = 10.0  # seconds `dev` waits at start for a broker to answer
 SESSION_TIMEOUT_MS = 45_000  # a crashed `dev` keeps its partitions this long (static membership: it gets them back)
 SHARED_SESSION_TIMEOUT_MS = 10_000  # in the controller's group: sarama's default, so a crashed `dev` frees them soon
@@ -158,7 +159,8 @@ class KafkaBridge:
         self.warned: set = set()  # triggers already reported as matching no function
         self.thread: Optional[threading.Thread] = None
         self.stopping: Optional[asyncio.Event] = None
-        self.producer = None  # the verbs' AIOKafkaProducer and AIOKafkaAdminClient, started on first use
+        self.producer = None  # the AIOKafkaProducer (verbs, dead letters) and AIOKafkaAdminClient, started on first use
+        self.dead_letter_topics: set = set()  # dead-letter topics known to exist on the broker
         self.admin_client = None
 
     @property
@@ -326,8 +328,10 @@ class KafkaBridge:
                 committer.settled(partition, run[sent - 1].offset)
             done += sent
             if sent < len(run):  # not 2xx, or not taken: that message on its own
-                await self.deliver(group, function, messages[done], answer)
-                committer.settled(partition, messages[done].offset)
+                failed = await self.deliver(group, function, messages[done], answer)
+                if failed is not None:
+                    await self.dead_letter(group, function, messages[done], *failed)
+                committer.settled(partition, messages[done].offset)  # only now: delivered, or dead-lettered
                 done += 1
 
     def _send_run(self, send, messages, instance, spec):
@@ -347,8 +351,8 @@ class KafkaBridge:
         return len(messages), None
 
     async def deliver(self, group, function, message, answered=None):
-        """Send one message until the function answers 2xx, or give it up after `attempts` failed answers;
-        `answered`: the (status, text) of an attempt already made."""
+        """Send one message until the function answers 2xx (None), or give it up after `attempts` failed
+        answers: (attempts, last status, last text); `answered`: the (status, text) of an attempt already made."""
         stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
         method, headers, body = _envelope_of(message)
         where = "kafka %s: message %s[%d]@%d" % (group, message.topic, message.partition, message.offset)
@@ -364,20 +368,66 @@ class KafkaBridge:
                 )
             if 200 <= status < 300:
                 stats["delivered"] += 1
-                return
+                return None
             failures += 1
             stats["failed"] += 1
             answer = "answered %d: %s" % (status, text.strip()[:200]) if status else "failed: %s" % text
             if failures >= self.attempts:
                 stats["given_up"] += 1
-                self.say(function, "%s %s; given up after %d attempts, offset committed" % (where, answer, failures))
-                return
+                self.say(
+                    function,
+                    "%s %s; given up after %d attempts: to the dead-letter topic %s"
+                    % (where, answer, failures, interface.dead_letter_topic(message.topic)),
+                )
+                return failures, status, text
             delay = delivery.backoff(failures, BACKOFF_FIRST, BACKOFF_MAX)
             self.say(
                 function,
                 "%s %s; attempt %d of %d, retrying in %.1f s" % (where, answer, failures, self.attempts, delay),
             )
             await asyncio.sleep(delay)
+
+    async def dead_letter(self, group, function, message, attempts, status, text):
+        """What a message that failed every attempt becomes (decided once, in interface.py): produced with
+        acks=all to its dead-letter topic, its value, key and timestamp kept, why in its headers. Returns once
+        the broker has it, so its offset is committed only after; a broker that does not take it raises, and
+        the group rejoins from the committed offset: the message comes again, never lost."""
+        topic = interface.dead_letter_topic(message.topic)
+        if topic not in self.dead_letter_topics:
+            await self._ensure_topic(topic)
+            self.dead_letter_topics.add(topic)
+        why = {
+            "original-topic": message.topic,
+            "original-partition": message.partition,
+            "original-offset": message.offset,
+            "event-id": _envelope_of(message)[1]["event-id"],
+            "consumer-group": group,
+            "function": function,
+            "attempts": attempts,
+            "last-status": status,
+            "last-body": text[: interface.MAX_DEAD_BODY],
+        }
+        headers = list(getattr(message, "headers", None) or ())  # the message's own first
+        headers += [(name, str(why[name]).encode()) for name in interface.DEAD_LETTER_HEADERS]
+        producer = await self._producer()
+        sent = await producer.send(
+            topic, message.value, key=getattr(message, "key", None), headers=headers, timestamp_ms=_timestamp(message)
+        )
+        record = await sent
+        self.say(
+            function,
+            "kafka %s: message %s[%d]@%d dead-lettered to %s[%d]@%d; its offset is committed"
+            % (group, message.topic, message.partition, message.offset, topic, record.partition, record.offset),
+        )
+
+    async def _ensure_topic(self, name):
+        """Create topic `name` on the broker unless it exists."""
+        from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+        response = await self._create(name)
+        code = response.topic_errors[0][1]
+        if code and for_code(code) is not TopicAlreadyExistsError:
+            raise for_code(code)("creating topic %s" % name)
 
     async def _when_ready(self, function, send):
         """`send(instance, spec)` once the function serves, by the one rule of every trigger
@@ -483,6 +533,16 @@ class KafkaBridge:
             raise UserError("the Kafka broker at %s answered: %s" % (self.bootstrap, exc)) from None
 
     async def _produce(self, topic, data, count):
+        producer = await self._producer()
+        sent = [await producer.send(topic, data) for _ in range(count)]
+        partitions: dict = {}
+        for record in await asyncio.gather(*sent):
+            first, last = partitions.get(record.partition, (record.offset, record.offset))
+            partitions[record.partition] = [min(first, record.offset), max(last, record.offset)]
+        return partitions
+
+    async def _producer(self):
+        """The bridge's one producer (acks=all), for the verbs and the dead letters; started on first use."""
         if self.producer is None:
             from aiokafka import AIOKafkaProducer
 
@@ -495,12 +555,7 @@ class KafkaBridge:
                 await _stop_quietly(producer)
                 raise
             self.producer = producer
-        sent = [await self.producer.send(topic, data) for _ in range(count)]
-        partitions = {}
-        for record in await asyncio.gather(*sent):
-            first, last = partitions.get(record.partition, (record.offset, record.offset))
-            partitions[record.partition] = [min(first, record.offset), max(last, record.offset)]
-        return partitions
+        return self.producer
 
     async def _admin_call(self, name, *args):
         if self.admin_client is None:
@@ -540,7 +595,7 @@ class KafkaBridge:
             starts = await consumer.beginning_offsets(partitions) if partitions else {}
         finally:
             await _stop_quietly(consumer)
-        groups = {}
+        groups: dict = {}
         for row in self.status():
             committed = await self._admin_call("list_consumer_group_offsets", row["group"])
             lag = sum(
@@ -560,9 +615,13 @@ class KafkaBridge:
         ]
 
 
+def _timestamp(message):
+    """The message's timestamp (ms); now for one without (a broker's old message format)."""
+    return message.timestamp if message.timestamp and message.timestamp > 0 else int(time.time() * 1000)
+
+
 def _envelope_of(message):
-    timestamp = message.timestamp if message.timestamp and message.timestamp > 0 else time.time() * 1000
-    return message_envelope(message.topic, message.partition, message.offset, message.value, timestamp)
+    return message_envelope(message.topic, message.partition, message.offset, message.value, _timestamp(message))
 
 
 class Committer:
@@ -595,8 +654,10 @@ class Committer:
 
     def _check(self):
         """A commit that failed (the group rebalanced) ends the consumer loop: it rejoins from the committed."""
-        if self.task is not None and self.task.done() and not self.task.cancelled() and self.task.exception():
-            raise self.task.exception()
+        if self.task is not None and self.task.done() and not self.task.cancelled():
+            failed = self.task.exception()
+            if failed is not None:
+                raise failed
 
     async def flush(self, partitions=None):
         """Commit every settled offset (of `partitions`, or all) and wait for it."""
