@@ -19,7 +19,7 @@ from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.supervisor import Supervisor
-from kubeless_local.emulator.triggers import delivery, kafka_bridge
+from kubeless_local.emulator.triggers import delivery, interface, kafka_bridge
 from kubeless_local.emulator.triggers.cron import Cron
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
@@ -123,6 +123,9 @@ class DevSession:
             )
             self.kafka.connect()
             self.admin.kafka = self.kafka
+        # the session's topics, picked here once: a real broker's (NATS still embedded), or the embedded ones
+        embedded = interface.EmbeddedTopics(self.events)
+        self.admin.topics = interface.BrokerTopics(self.kafka, embedded) if self.kafka is not None else embedded
         self.admin.start()
         self.project = Project(
             self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty, self.deployed_only
@@ -139,7 +142,7 @@ class DevSession:
         return self.project.manifests if self.project is not None else specs.Manifests()
 
     def _start_events(self):
-        """Embedded topics: KafkaTrigger/NATSTrigger delivery and `emit`/`topic` through the admin API."""
+        """Embedded topics: KafkaTrigger/NATSTrigger delivery (KafkaTriggers: unless a real broker runs them)."""
         kafka = self.settings.kafka
         store = TopicStore(self.state_dir)
         self.events = delivery.Dispatcher(
@@ -151,7 +154,6 @@ class DevSession:
             max_in_flight=kafka.max_in_flight,
             retention_hours=kafka.retention_hours,
         )
-        self.admin.events = self.events
 
     def _update_events(self, manifests):
         """New manifests for the embedded topics; with a real broker its bridge delivers the KafkaTriggers."""

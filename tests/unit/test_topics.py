@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from kubeless_local.emulator.triggers import delivery
+from kubeless_local.emulator.triggers import subscriptions
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 
@@ -124,12 +124,12 @@ IN = {"key": "tier", "operator": "In", "values": ["back", "db"]}
     ],
 )
 def test_label_selector_semantics(match_labels, expressions, expected):
-    assert delivery.selector_matches(LABELS, match_labels, expressions) is expected
+    assert subscriptions.selector_matches(LABELS, match_labels, expressions) is expected
 
 
 def test_group_names_are_the_kubeless_controllers():
-    assert delivery.group_name("default", "orders", "hello", "t") == "default_orders_hello_t"
-    assert delivery.group_name("default", "orders", "hello", "t", "nats") == "nats:default_orders_hello_t"
+    assert subscriptions.group_name("default", "orders", "hello", "t") == "default_orders_hello_t"
+    assert subscriptions.group_name("default", "orders", "hello", "t", "nats") == "nats:default_orders_hello_t"
 
 
 def test_short_lived_threads_share_one_connection_and_subscribers_get_their_own(store):
