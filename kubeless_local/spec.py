@@ -120,25 +120,59 @@ class FunctionSpec:
     def function_name(self):
         return self.handler.split(".", 1)[1]
 
-    def _container(self):
-        containers = (((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
-            "containers"
-        ) or [{}]
-        return containers[0] or {}
+    # Where a Function's spec.deployment (a Deployment) holds the pod template: the one spelling of
+    # `deployment.spec.template.spec`; kubeless_objects builds and merges documents through it too.
+    POD_PATH = ("spec", "template", "spec")
+
+    @staticmethod
+    def pod_of(deployment) -> dict:
+        """The pod template (`spec.template.spec`) of a Function's spec.deployment; {} where absent."""
+        node = deployment
+        for key in FunctionSpec.POD_PATH:
+            node = (node or {}).get(key)
+        return node or {}
+
+    @staticmethod
+    def container_of(pod: dict) -> dict:
+        """The pod's first container, the runtime's (the Kubeless controller fills in the rest); {} where absent."""
+        return (pod.get("containers") or [{}])[0] or {}
+
+    @property
+    def pod(self) -> dict:
+        return self.pod_of(self.deployment)
+
+    @property
+    def container(self) -> dict:
+        return self.container_of(self.pod)
 
     @property
     def env(self):
         """User env of the runtime container, as (name, value) pairs in order."""
-        return [(e["name"], str(e.get("value", ""))) for e in self._container().get("env") or []]
+        return [(e["name"], str(e.get("value", ""))) for e in self.container.get("env") or []]
+
+    def _limit(self, resource) -> str:
+        return str(((self.container.get("resources") or {}).get("limits") or {}).get(resource) or "0")
 
     @property
-    def memory_limit(self):
-        return str(((self._container().get("resources") or {}).get("limits") or {}).get("memory") or "0")
+    def memory_limit(self) -> str:
+        """The runtime container's memory limit, a Kubernetes quantity ("0": none)."""
+        return self._limit("memory")
+
+    @property
+    def cpu_limit(self) -> str:
+        """The runtime container's CPU limit, a Kubernetes quantity ("0": none)."""
+        return self._limit("cpu")
+
+    @property
+    def security_context(self) -> dict:
+        """The runtime container's securityContext over the pod's (a key set on the container wins), as
+        Kubernetes applies them; {} when neither is set."""
+        return {**(self.pod.get("securityContext") or {}), **(self.container.get("securityContext") or {})}
 
     @property
     def image(self):
         """A custom runtime image (prebuilt), or ''."""
-        return self._container().get("image") or ""
+        return self.container.get("image") or ""
 
     @property
     def port(self):
@@ -150,15 +184,14 @@ class FunctionSpec:
     @property
     def secrets(self):
         """(secret name, mount path) of the pod's secret volumes (`kubeless function deploy --secrets`)."""
-        pod = ((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
         by_volume = {
             v.get("name"): (v.get("secret") or {}).get("secretName")
-            for v in pod.get("volumes") or []
+            for v in self.pod.get("volumes") or []
             if isinstance(v, dict) and v.get("secret")
         }
         return [
-            (by_volume[m.get("name")], m.get("mountPath") or "/" + by_volume[m.get("name")])
-            for m in self._container().get("volumeMounts") or []
+            (by_volume[m.get("name")], m.get("mountPath") or "/" + str(by_volume[m.get("name")]))
+            for m in self.container.get("volumeMounts") or []
             if isinstance(m, dict) and by_volume.get(m.get("name"))
         ]
 
@@ -867,7 +900,7 @@ def add_document(manifests, doc, path, project=None):
             "%s: unknown kind %r for %s; expected one of %s" % (path, kind, API_VERSION, ", ".join(ALL_KINDS))
         )
     attribute, parser = PARSERS[kind]
-    obj = parser(doc, path, project) if kind == "Function" else parser(doc, path)
+    obj = parse_function(doc, path, project) if kind == "Function" else parser(doc, path)
     getattr(manifests, attribute).append(obj)
 
 
