@@ -2,9 +2,10 @@
 `kubeless trigger … create`), and printed as it prints them (`--dryrun -o yaml|json`: Go's YAML, keys
 sorted, `""` for empty strings). Golden files made with the real CLI: tests/fixtures/kubeless-cli/.
 
-One constructor for a Function, `function_document`: `function deploy` (new_function) and `function
-update` (update_function: the deployed Function merged with the flags given) build theirs with it. No
-click here: the commands (commands/kubeless.py) gather flags and call these.
+One constructor for a Function, `function_document`: `function deploy` (new_function), `function update`
+(update_function: the deployed Function merged with the flags given) and `kubeless-local run`
+(function_from_files) all build theirs with it. No click here: the commands (commands/kubeless.py,
+commands/local.py) gather flags and call these.
 """
 
 import json
@@ -311,6 +312,81 @@ def _secret_names(deployed: dict) -> list:
         for v in pod_template(deployed).get("volumes") or []
         if isinstance(v, dict) and (v.get("secret") or {}).get("secretName")
     ]
+
+
+# ---------------------------------------------------------------- run
+
+
+def function_from_files(
+    name,
+    source,
+    runtime,
+    handler,
+    *,
+    deps_file=None,
+    timeout=specs.DEFAULT_TIMEOUT,
+    env=(),
+    labels=None,
+    memory=None,
+    port=None,
+    image="",
+    origin=None,
+    isolation=None,
+    deps="",
+    url="",
+    secrets=(),
+    project=None,
+) -> specs.FunctionSpec:
+    """The Function `kubeless-local run` runs: what `function deploy` builds for the same flags, with the
+    local annotations (files, port, isolation) instead of inline code. `source` a local file, folder or
+    archive; or `url` (source None): code the prepare step downloads; `deps`: the deps file's text (a deps
+    URL, fetched); `port`: the local port."""
+    origin = origin or "Function %s" % name
+    specs.validate_name(origin, name)
+    specs.validate_handler(origin, handler)
+    code = (url, "url" + specs.archive_kind(url), "") if url else ("", "", "")
+    document = function_document(
+        name,
+        runtime=runtime,
+        handler=handler,
+        code=code,
+        deps=deps,
+        env=env,
+        labels=labels,
+        secrets=secrets,
+        memory=memory,
+        timeout=timeout,
+        image=image,
+    )
+    annotations = {specs.SOURCE_ANNOTATION: str(source)} if source is not None else {}
+    for key, value in ((specs.DEPS_ANNOTATION, deps_file), (specs.PORT_ANNOTATION, port)):
+        if value:
+            annotations[key] = str(value)
+    if isolation:
+        annotations[specs.ISOLATION_ANNOTATION] = isolation
+    # The labels are the user's: `run` deploys nothing that the Kubeless CLI's created-by/function would mark.
+    document["metadata"].update(labels=dict(labels or {}), annotations=annotations)
+    spec = document["spec"]
+    fn = specs.FunctionSpec(
+        name=name,
+        runtime=runtime,
+        handler=handler,
+        origin=origin,
+        labels=dict(document["metadata"]["labels"]),
+        annotations=annotations,
+        timeout=spec["timeout"],
+        function=url,
+        content_type=spec["function-content-type"],
+        deps=deps,
+        deployment=spec["deployment"],
+        service=spec["service"],
+        source=Path(source).resolve() if source is not None else None,
+        deps_file=Path(deps_file).resolve() if deps_file else None,
+        document=document,
+        project=Path(project).resolve() if project else None,
+    )
+    specs.validate_function(fn)
+    return fn
 
 
 def _trigger(kind, name, namespace, spec, labels=None):

@@ -171,6 +171,42 @@ def test_a_new_function_needs_its_flags_and_checks_them(flags, message):
         objects.new_function("hello", flags)
 
 
+def test_run_builds_its_function_as_deploy_does(code):
+    """`run` and `function deploy` share the constructor: the same flags give the same pod template."""
+    ran = objects.function_from_files(
+        "hello",
+        code / "h.py",
+        "python3.11",
+        "h.hello",
+        env=[("K", "V")],
+        memory="128Mi",
+        secrets=["db"],
+        image="me/runtime:1",
+        timeout="30",
+    )
+    flags = FunctionFlags(
+        runtime="python3.11",
+        handler="h.hello",
+        from_file=str(code / "h.py"),
+        env=(("K", "V"),),
+        secrets=("db",),
+        memory="128Mi",
+        timeout="30",
+        runtime_image="me/runtime:1",
+    )
+    deployed = objects.new_function("hello", flags)
+    assert ran.document["spec"]["deployment"] == deployed["spec"]["deployment"]
+    assert ran.document["spec"]["service"] == deployed["spec"]["service"]
+    assert (ran.env, ran.memory_limit, ran.secrets, ran.image, ran.timeout) == (
+        [("K", "V")],
+        "128Mi",
+        [("db", "/db")],
+        "me/runtime:1",
+        "30",
+    )
+    assert ran.annotations == {specs.SOURCE_ANNOTATION: str(code / "h.py")} and ran.source == code / "h.py"
+
+
 def test_function_spec_reads_the_pod_template(deployed):
     deployed["spec"]["deployment"]["spec"]["template"]["spec"]["securityContext"] = {"runAsUser": 2000, "fsGroup": 3}
     objects.runtime_container(deployed)["securityContext"] = {"runAsUser": 0}
