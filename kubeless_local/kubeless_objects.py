@@ -207,14 +207,7 @@ def local_files(document: dict, flags: FunctionFlags, project: Path) -> dict:
     hot reload) instead of inline copies; elsewhere they stay inline. Changes and returns `document`."""
     if not flags.from_file and not flags.dependencies:
         return document
-    annotations = dict(document["metadata"].get("annotations") or {})
-    here = project.resolve()
-    for key, location in ((specs.SOURCE_ANNOTATION, flags.from_file), (specs.DEPS_ANNOTATION, flags.dependencies)):
-        if not location or specs.is_url(location):
-            continue
-        path = Path(location).resolve()
-        if path == here or here in path.parents:
-            annotations[key] = path.relative_to(here).as_posix() if path != here else "."
+    annotations = {**(document["metadata"].get("annotations") or {}), **_inside(project, flags)}
     if specs.SOURCE_ANNOTATION in annotations:
         _drop_inline_code(document)
     if specs.DEPS_ANNOTATION in annotations:
@@ -222,6 +215,16 @@ def local_files(document: dict, flags: FunctionFlags, project: Path) -> dict:
     if annotations:
         document["metadata"]["annotations"] = annotations
     return document
+
+
+def _inside(project: Path, flags: FunctionFlags) -> dict:
+    """{annotation: path relative to `project`} of the --from-file / --dependencies inside it."""
+    here, found = project.resolve(), {}
+    for key, location in ((specs.SOURCE_ANNOTATION, flags.from_file), (specs.DEPS_ANNOTATION, flags.dependencies)):
+        path = Path(location).resolve() if location and not specs.is_url(location) else None
+        if path is not None and (path == here or here in path.parents):
+            found[key] = path.relative_to(here).as_posix() if path != here else "."
+    return found
 
 
 def _drop_inline_code(document: dict):
