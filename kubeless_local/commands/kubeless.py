@@ -567,10 +567,15 @@ for _word, _kind in (("kafka", "KafkaTrigger"), ("nats", "NATSTrigger")):
 # ---------------------------------------------------------------- up / down
 
 
+def options_of(backend, ignore):
+    """The `up` flags the background session needs to run as this command would have."""
+    return [*(["--backend", backend] if backend else []), *(arg for pattern in ignore for arg in ("--ignore", pattern))]
+
+
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; `kubeless-local down` stops it.")
-@backend_option(default=None, show_default=None, help="As for dev.")  # no $KUBELESS_LOCAL_BACKEND, as before
+@backend_option(help="As for dev.")
 @ignore_option(help="As for dev.")
 @click.option("--deployed-only", is_flag=True, hidden=True, help="Only what the Kubeless verbs deployed here.")
 def up(path, detach, backend, ignore, deployed_only):
@@ -584,7 +589,7 @@ def up(path, detach, backend, ignore, deployed_only):
     if running is not None:
         click.echo("kubeless-local already runs %s" % folder)
         return
-    background.start(folder)
+    background.start(folder, options=options_of(backend, ignore))
     click.echo(
         "kubeless-local runs %s in the background (log: %s); `kubeless-local down` stops it"
         % (folder, folder / STATE_DIRNAME / "up.log")
