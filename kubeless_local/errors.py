@@ -43,3 +43,15 @@ class Conflict(EngineError):
 
 class Unavailable(EngineError):
     """The part of the session that would answer does not run (no embedded topics, the Kafka bridge stopped)."""
+
+
+HTTP_STATUS: dict[type[EngineError], int] = {  # the admin API's answer to each; any other UserError answers 400
+    BadRequest: 400,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
+
+
+def status_of(error: UserError) -> int:
+    return next((HTTP_STATUS[kind] for kind in type(error).__mro__ if kind in HTTP_STATUS), 400)

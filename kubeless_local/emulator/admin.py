@@ -5,7 +5,7 @@ project; every request must carry `Authorization: Bearer <token>`, so other user
 can neither read the logs nor act on the functions.
 
 The API is a table (`ROUTES`: method, path → a short handler); one dispatcher checks the token, matches
-the route, parses the body and answers a typed error (errors.py) with its status (`STATUS`) and
+the route, parses the body and answers a typed error with its status (errors.HTTP_STATUS) and
 {error, what, name}. The answers are in the engine's words: no CLI command or flag is named here.
 """
 
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kubeless_local.emulator.triggers.cron import run_row as cron_row
-from kubeless_local.errors import BadRequest, Conflict, NotFound, Unavailable, UserError
+from kubeless_local.errors import BadRequest, NotFound, Unavailable, UserError, status_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -375,17 +375,6 @@ ROUTES = [
     Route("GET", "/api/topics/{topic}/events", emit_outcome),
     Route("POST", "/api/topics/{topic}/replay", replay),
 ]
-
-STATUS: dict[type[UserError], int] = {  # a UserError's answer; any other UserError is 400
-    BadRequest: 400,
-    NotFound: 404,
-    Conflict: 409,
-    Unavailable: 503,
-}
-
-
-def status_of(error: UserError) -> int:
-    return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 400)
 
 
 def _segments(path: str) -> list[str]:
