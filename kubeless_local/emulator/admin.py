@@ -55,7 +55,7 @@ class _Server(ThreadingHTTPServer):
     idle_timeout = 10.0
     max_waiting = 256  # file descriptors are limited
 
-    def __init__(self, address, handler):
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
         # (socket, client address): handed over to the waiter thread
         self.accepted: collections.deque[tuple[socket.socket, Any]] = collections.deque()
@@ -408,7 +408,7 @@ def _dispatcher_for(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.0"  # streamed logs end when the connection closes
         server: _Server
 
-        def setup(self):
+        def setup(self) -> None:
             self.timeout = self.server.idle_timeout  # type: ignore[misc]  # a request that stops coming is dropped
             super().setup()
 

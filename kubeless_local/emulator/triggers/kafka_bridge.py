@@ -41,7 +41,7 @@ from typing import Optional
 from kubeless_local import events
 from kubeless_local.emulator.triggers import delivery
 from kubeless_local.emulator.triggers.topics import check_topic_name
-from kubeless_local.errors import UserError
+from kubeless_local.errors import NotFound, Unavailable, UserError
 
 DEFAULT_ATTEMPTS = 5  # failed answers before a message is given up (committed and logged)
 CONNECT_TIMEOUT = 10.0  # seconds `dev` waits at start for a broker to answer
@@ -473,9 +473,7 @@ class KafkaBridge:
         response = self._verb(self._admin_call("delete_topics", [name]))
         code = response.topic_error_codes[0][1]
         if code and for_code(code) is UnknownTopicOrPartitionError:
-            raise UserError(
-                "no topic %s on the Kafka broker at %s; `kubeless-local topic ls` lists them" % (name, self.bootstrap)
-            )
+            raise NotFound("no topic %s on the Kafka broker at %s" % (name, self.bootstrap), "topic", name)
         if code:
             raise UserError(
                 "the Kafka broker at %s refused to delete topic %s: %s"
@@ -489,7 +487,7 @@ class KafkaBridge:
 
         if self.thread is None or not self.thread.is_alive():
             coroutine.close()
-            raise UserError("this dev's Kafka bridge is not running; restart `kubeless-local dev`")
+            raise Unavailable("this dev's Kafka bridge is not running", "kafka bridge")
         future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, timeout), self.loop)
         try:
             return future.result(timeout + 5)
