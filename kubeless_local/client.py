@@ -17,7 +17,7 @@ import requests
 
 from kubeless_local.emulator import registry
 from kubeless_local.emulator.backends import PROJECT_CONFIG
-from kubeless_local.errors import HTTP_STATUS, NotFound, Unavailable, UserError
+from kubeless_local.errors import HTTP_STATUS, Conflict, NotFound, Unavailable, UserError
 from kubeless_local.events import envelope
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -32,7 +32,7 @@ def project_of(folder, running_roots=()):
 
 
 def ambiguous(what, sessions):
-    return UserError(
+    return Conflict(
         "%s runs in several sessions: %s; run the command from that project's folder"
         % (what, ", ".join(s.describe() for s in sessions))
     )
@@ -127,7 +127,7 @@ class AdminClient:
         """The project's session (its `dev` first); outside a project, the only session running."""
         if not self.across or len(self.sessions) == 1:
             return self.sessions[0]
-        raise UserError(
+        raise Conflict(
             "several sessions run (%s); run the command from the project's folder"
             % ", ".join(s.describe() for s in self.sessions)
         )
