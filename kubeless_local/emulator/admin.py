@@ -15,6 +15,7 @@ import base64
 import binascii
 import collections
 import hmac
+import itertools
 import json
 import os
 import queue
@@ -24,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -197,9 +198,11 @@ class Call:
 
 @dataclass(frozen=True)
 class Stream:
-    """A handler's answer that is sent as it comes: one JSON line per item (x-ndjson), until the items end."""
+    """A handler's answer that is sent as it comes: one JSON line per item (x-ndjson), until the items end;
+    then, or when the client goes away, `done()`."""
 
-    lines: Generator[dict[str, Any], None, None]
+    lines: Iterator[dict[str, Any]]
+    done: Callable[[], None] = lambda: None
 
 
 Handler = Callable[[AdminServer, Call], Any]  # → a JSON value (200) or a Stream; a UserError → its status
@@ -219,7 +222,7 @@ def functions(admin: AdminServer, call: Call) -> Any:
 
 def logs(admin: AdminServer, call: Call) -> Stream:
     """?tail=N (-1: all) the last lines; ?follow=1 then every new line until the client or the session stops."""
-    name = call.params["name"]
+    name, hub = call.params["name"], admin.supervisor.logs
     if name not in admin.supervisor.instances:
         raise NotFound("no function %r" % name, "function", name)
     follow = call.query.get("follow", ["0"])[0] == "1"
@@ -227,24 +230,21 @@ def logs(admin: AdminServer, call: Call) -> Stream:
         tail = int(call.query.get("tail", ["-1"])[0])
     except ValueError:
         raise BadRequest("tail must be a number of lines") from None
-    return Stream(_log_lines(admin, name, follow, None if tail < 0 else tail))
+    subscription = hub.subscribe(name) if follow else None  # before the tail is read: no line falls between
+    tailed = [_log_row(line) for line in hub.tail(name, None if tail < 0 else tail)]
+    if subscription is None:
+        return Stream(iter(tailed))
+    followed = _followed(subscription, admin.closing)
+    return Stream(itertools.chain(tailed, followed), lambda: hub.unsubscribe(subscription))
 
 
-def _log_lines(admin: AdminServer, name: str, follow: bool, tail: int | None) -> Generator[dict[str, Any], None, None]:
-    hub = admin.supervisor.logs
-    subscription = hub.subscribe(name) if follow else None  # before the tail: no line falls between them
-    try:
-        for line in hub.tail(name, tail):
-            yield _log_row(line)
-        while subscription is not None and not admin.closing.is_set():
-            try:
-                line = subscription.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            yield _log_row(line)
-    finally:
-        if subscription is not None:
-            hub.unsubscribe(subscription)
+def _followed(subscription: queue.Queue, closing: threading.Event) -> Iterator[dict[str, Any]]:
+    while not closing.is_set():
+        try:
+            line = subscription.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        yield _log_row(line)
 
 
 def _log_row(line: Any) -> dict[str, Any]:
@@ -438,7 +438,7 @@ def _dispatcher_for(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
                 what, name = getattr(exc, "what", None), getattr(exc, "name", None)
                 return self.send_json(status_of(exc), {"error": str(exc), "what": what, "name": name})
             if isinstance(answer, Stream):
-                return self.send_stream(answer.lines)
+                return self.send_stream(answer)
             self.send_json(200, answer)
 
         do_GET = do_POST = do_DELETE = dispatch
@@ -461,17 +461,17 @@ def _dispatcher_for(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def send_stream(self, lines: Generator[dict[str, Any], None, None]):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.end_headers()
+        def send_stream(self, stream: Stream):
             try:
-                for line in lines:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.end_headers()
+                for line in stream.lines:
                     self.wfile.write((json.dumps(line) + "\n").encode())
                     self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                lines.close()  # its `finally` unsubscribes
+                stream.done()
 
     return AdminRequest

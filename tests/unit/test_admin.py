@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from conftest import function
+from waiting import wait_until
 
 from kubeless_local import spec as specs
 from kubeless_local.client import AdminClient
@@ -137,6 +138,24 @@ def test_follow_streams_new_lines(admin, supervisor):
     reader.join(5)
     lines.close()
     assert received == ["first", "second"]
+
+
+def test_a_follower_that_goes_away_is_unsubscribed(admin, supervisor):
+    supervisor.start(function())
+    supervisor.say("hello", "before")
+    connection = http.client.HTTPConnection("127.0.0.1", admin.port, timeout=5)
+    connection.request("GET", "/api/functions/hello/logs?follow=1", headers={"Authorization": "Bearer " + admin.token})
+    response = connection.getresponse()
+    assert json.loads(response.readline())["text"] == "before"  # the tail, then the follower waits
+    assert any(name == "hello" for name, _ in supervisor.logs.subscribers)
+    response.close()  # the response holds the socket too
+    connection.close()
+
+    def gone():  # a write after the peer's reset finds the connection gone: the stream ends, done() unsubscribes
+        supervisor.say("hello", "after")
+        return not supervisor.logs.subscribers
+
+    wait_until(gone, "the follower unsubscribed", timeout=10)
 
 
 def test_the_client_sends_the_token_and_reports_a_wrong_one(admin, supervisor):
