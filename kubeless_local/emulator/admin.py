@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 
     from kubeless_local.emulator.supervisor import Supervisor
     from kubeless_local.emulator.triggers.cron import Cron
-    from kubeless_local.emulator.triggers.delivery import Dispatcher
+    from kubeless_local.emulator.triggers.interface import Topics
     from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
 
-EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the embedded topics
+EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the session's topics
 MAX_EMIT_COUNT = 1_000_000
 
 
@@ -146,7 +146,7 @@ class AdminServer:
         self.port: int = self.server.server_address[1]
         self.closing = threading.Event()
         self.started = False
-        self.events: Dispatcher | None = None  # the session's delivery.Dispatcher (embedded topics), when it runs one
+        self.topics: Topics | None = None  # the session's topics (triggers/interface.py: embedded or a broker), if any
         self.cron: Cron | None = None  # the session's cron.Cron: runs in `ls`, `emit cron`
         self.kafka: KafkaBridge | None = None  # the session's KafkaBridge (dev --kafka-brokers): its consumer groups
 
@@ -210,8 +210,8 @@ Handler = Callable[[AdminServer, Call], Any]  # → a JSON value (200) or a Stre
 
 def functions(admin: AdminServer, call: Call) -> Any:
     rows = admin.supervisor.status()
-    if admin.events is not None:
-        dead = admin.events.dead_letter_counts()
+    if admin.topics is not None:
+        dead = admin.topics.dead_letter_counts()
         for row in rows:
             row["dead_letters"] = dead.get(row["name"], 0)
     if admin.cron is not None:
@@ -270,44 +270,37 @@ def kafka_groups(admin: AdminServer, call: Call) -> Any:
     return admin.kafka.status() if admin.kafka is not None else []
 
 
-# The embedded topics (or, under `dev --kafka-brokers`, the broker's: the topic verbs use its admin API).
+# The session's topics (triggers/interface.py): embedded, or a real broker's under `dev --kafka-brokers`.
 
 
-def _embedded_topics(admin: AdminServer) -> Dispatcher:
-    if admin.events is None:
+def _topics(admin: AdminServer) -> Topics:
+    if admin.topics is None:
         raise Unavailable("this session runs no embedded topics", "embedded topics")
-    return admin.events
+    return admin.topics
 
 
 def list_topics(admin: AdminServer, call: Call) -> Any:
-    events, broker = _embedded_topics(admin), admin.kafka
-    return broker.topics() if broker is not None else events.topics()
+    return _topics(admin).list()
 
 
 def create_topic(admin: AdminServer, call: Call) -> Any:
     """{name} → {name, created} (False: it existed)."""
-    events, broker = _embedded_topics(admin), admin.kafka
+    topics = _topics(admin)
     name = call.body.get("name")
     name = name if isinstance(name, str) else ""
-    created = broker.create_topic(name) if broker is not None else events.store.create(name)
-    return {"name": name, "created": created}
+    return {"name": name, "created": topics.create(name)}
 
 
 def delete_topic(admin: AdminServer, call: Call) -> Any:
-    events, broker = _embedded_topics(admin), admin.kafka
-    topic = call.params["topic"]
-    if broker is not None:
-        broker.delete_topic(topic)
-    else:
-        events.delete(topic)
+    topics, topic = _topics(admin), call.params["topic"]
+    topics.delete(topic)
     return {"deleted": topic}
 
 
 def emit(admin: AdminServer, call: Call) -> Any:
-    """{source, data (text) or data_base64, count, content_type} → {first, last, subscribers} (the events'
-    sequence numbers, consecutive); on disk before it answers. Kafka with a real broker: produced to it,
-    {produced, partitions: {partition: [first, last offset]}, subscribers: groups, broker}."""
-    events, topic, body = _embedded_topics(admin), call.params["topic"], call.body
+    """{source, data (text) or data_base64, count, content_type} → the answer of Topics.emit
+    (triggers/interface.py: one shape, embedded or on a broker); durable before it answers."""
+    topics, topic, body = _topics(admin), call.params["topic"], call.body
     source = body.get("source", "kafka")
     if source not in EVENT_SOURCES:
         raise UserError("source must be one of %s" % ", ".join(EVENT_SOURCES))
@@ -331,28 +324,25 @@ def emit(admin: AdminServer, call: Call) -> Any:
     count = body.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_EMIT_COUNT:
         raise UserError("count must be a number from 1 to %d" % MAX_EMIT_COUNT)
-    if source == "kafka" and admin.kafka is not None:  # a real broker: produced there, acks=all
-        return {**admin.kafka.produce(topic, data, count), "broker": admin.kafka.bootstrap}
-    seqs, subscribers = events.emit(topic, source, [data] * count)
-    return {"first": seqs[0], "last": seqs[-1], "subscribers": subscribers}
+    return topics.emit(topic, source, data, count)
 
 
 def emit_outcome(admin: AdminServer, call: Call) -> Any:
     """?from=&to=&source= → {seq: {subscriber: delivered | dead-lettered | retrying (…) | pending}}."""
-    events, query = _embedded_topics(admin), call.query
+    topics, query = _topics(admin), call.query
     source = query.get("source", ["kafka"])[0]
     try:
         first, last = int(query["from"][0]), int(query["to"][0])
     except (KeyError, ValueError):
         raise UserError("from and to must be event sequence numbers") from None
-    outcome = events.outcome(call.params["topic"], source, range(first, last + 1))
+    outcome = topics.outcome(call.params["topic"], source, first, last)
     return {str(seq): subs for seq, subs in outcome.items()}
 
 
 def replay(admin: AdminServer, call: Call) -> Any:
     """{trigger, id} (both optional) → {replayed: how many dead letters are sent again}."""
-    events, body = _embedded_topics(admin), call.body
-    count = events.replay(call.params["topic"], body.get("trigger"), body.get("id"))
+    topics, body = _topics(admin), call.body
+    count = topics.replay(call.params["topic"], body.get("trigger"), body.get("id"))
     return {"replayed": count}
 
 

@@ -195,12 +195,14 @@ def test_stop_removes_admin_json_only_when_it_is_ours(supervisor, tmp_path):
 def events_admin(admin, supervisor):
     """The admin API with embedded topics attached, as the session wires them."""
     from kubeless_local.emulator.triggers.delivery import Dispatcher
+    from kubeless_local.emulator.triggers.interface import EmbeddedTopics
     from kubeless_local.emulator.triggers.topics import TopicStore
 
-    admin.events = Dispatcher(TopicStore(supervisor.state_dir), supervisor, supervisor.logs)
+    dispatcher = Dispatcher(TopicStore(supervisor.state_dir), supervisor, supervisor.logs)
+    admin.topics = EmbeddedTopics(dispatcher)
     yield admin
-    admin.events.stop()
-    admin.events.store.close()
+    dispatcher.stop()
+    dispatcher.store.close()
 
 
 def test_topics_through_the_client(events_admin, supervisor):
@@ -213,10 +215,11 @@ def test_topics_through_the_client(events_admin, supervisor):
     )
     assert client.create_topic("orders")["created"] is True
     result = client.emit("orders", b"\x00binary", count=3)  # bytes travel as base64
-    assert result["last"] - result["first"] == 2 and result["subscribers"] == []
-    stored = events_admin.events.store.events_after("orders", "kafka", 0)
+    (stored_at,) = result["ranges"]
+    assert stored_at["last"] - stored_at["first"] == 2 and result["subscribers"] == []
+    stored = events_admin.topics.dispatcher.store.events_after("orders", "kafka", 0)
     assert [e.data for e in stored] == [b"\x00binary"] * 3
-    assert client.emit("orders", '{"a": 1}', source="nats", content_type="application/json")["first"] == 4
+    assert client.emit("orders", '{"a": 1}', source="nats", content_type="application/json")["ranges"][0]["first"] == 4
     assert client.outcome("orders", 1, 3) == {1: {}, 2: {}, 3: {}}  # no subscriber: nothing happens to them
     (row,) = client.topics()
     assert row["name"] == "orders" and row["events"] == 4 and row["dead_letters"] == []
@@ -239,12 +242,12 @@ def test_bad_events_are_refused_before_anything_is_stored(events_admin, supervis
     data = kwargs.pop("data")
     with pytest.raises(UserError, match=message):
         client.emit("orders", data, **kwargs)
-    assert events_admin.events.store.count("orders") == 0
+    assert events_admin.topics.dispatcher.store.count("orders") == 0
 
 
 def test_ls_rows_count_dead_letters_and_replay_names_unknown_topics(events_admin, supervisor):
     supervisor.start(function())
-    store = events_admin.events.store
+    store = events_admin.topics.dispatcher.store
     store.create("orders")
     (seq,) = store.append("orders", "kafka", [b"x"])
     store.dead_letter("default_orders_hello_orders", "orders", seq, 5, 500, "boom")
@@ -311,7 +314,7 @@ def test_engine_errors_keep_their_type_through_the_api_and_the_cli_adds_its_word
     assert str(worded(missing.value)) == "no topic 'nope'; `kubeless-local topic ls` lists them"
     hello = specs.FunctionSpec(name="hello", runtime="python3.11", handler="h.f", origin="f.yaml", labels={"a": "b"})
     orders = specs.KafkaTrigger(name="orders", topic="orders", selector={"a": "b"}, origin="t.yaml")
-    events_admin.events.update(specs.Manifests(functions=[hello], kafka_triggers=[orders]))
+    events_admin.topics.dispatcher.update(specs.Manifests(functions=[hello], kafka_triggers=[orders]))
     with pytest.raises(Conflict, match="^topic 'orders' is used by KafkaTrigger orders; remove the trigger first$"):
         client.delete_topic("orders")
     with pytest.raises(NotFound) as missing:
@@ -324,14 +327,15 @@ def test_engine_errors_keep_their_type_through_the_api_and_the_cli_adds_its_word
 
 
 def test_unavailable_parts_answer_503_and_the_cli_says_to_restart(events_admin, supervisor, tmp_path):
+    from kubeless_local.emulator.triggers.interface import BrokerTopics
     from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
 
-    events, client = events_admin.events, AdminClient(supervisor.state_dir)
-    events_admin.events = None
+    embedded, client = events_admin.topics, AdminClient(supervisor.state_dir)
+    events_admin.topics = None
     with pytest.raises(Unavailable, match="^this session runs no embedded topics$"):
         client.topics()
-    events_admin.events = events
-    events_admin.kafka = KafkaBridge(["127.0.0.1:1"], specs.Manifests, supervisor, supervisor.logs, tmp_path)
+    bridge = KafkaBridge(["127.0.0.1:1"], specs.Manifests, supervisor, supervisor.logs, tmp_path)
+    events_admin.topics = BrokerTopics(bridge, embedded)
     with pytest.raises(Unavailable) as stopped:  # never started: its verbs cannot run
         client.topics()
     assert str(worded(stopped.value)) == "this dev's Kafka bridge is not running; restart `kubeless-local dev`"

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 from kubeless_local.errors import NotFound, UserError
 from kubeless_local.events import SOURCES, event_id, event_time
@@ -212,7 +213,7 @@ class TopicStore:
         their sequence numbers once they are on disk (fsync'd)."""
         if not self.exists(topic):
             raise NotFound("no topic %r" % topic, "topic", topic)
-        kind = SOURCES[source]
+        kind = cast(dict, SOURCES[source])  # events.SOURCES: one dict of envelope rules per source
         db = self.db
         db.execute("PRAGMA synchronous=FULL")
         db.execute("BEGIN IMMEDIATE")
@@ -339,7 +340,7 @@ class TopicStore:
             "SELECT d.id, d.subscriber, d.topic, d.seq, d.attempts, d.status, d.body, d.at, d.replay, "
             "e.event_id, e.event_time FROM dead_letters d JOIN events e ON e.seq = d.seq"
         )
-        args = ()
+        args: tuple = ()
         if topic is not None:
             query += " WHERE d.topic = ?"
             args = (topic,)
