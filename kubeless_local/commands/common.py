@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+from typing import NoReturn
 
 import click
 
@@ -237,7 +238,7 @@ class StopSignals:
             self.received = signum
             raise Stop(signum)
 
-    def wait(self):
+    def wait(self) -> NoReturn:
         """Until a stop signal's handler raises Stop (it runs as soon as select returns)."""
         while True:
             select.select([self.reader], [], [])
@@ -283,7 +284,7 @@ def serve(
     printer = LogPrinter(session.logs)
     printer.start()
     signals = StopSignals()
-    stopped_by = None
+    stopped_by = signal.SIGINT  # wait() only ends by a stop signal (Stop) or Ctrl-C
     try:
         session.start()
         time.sleep(0.05)  # let start-up log lines print before the table
