@@ -19,6 +19,9 @@ import yaml
 from kubeless_local.errors import UserError
 from kubeless_local.paths import RUNTIMES_DIR
 
+# libyaml when present (~10x faster): every session, `init` and `runtime` command loads the catalog
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 RUNTIME_RE = re.compile(r"^([a-zA-Z_-]+)([0-9.]*)$")
 RELOADS = ("signal", "restart")  # signal: SIGHUP reloads code in place; restart: the engine restarts the server
 
@@ -208,7 +211,7 @@ class _Checker:
 def load(path):
     """{runtime ID: Entry} from a catalog file; UserError naming the file and key when it is wrong."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.load(Path(path).read_text(), Loader=YAML_LOADER) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError("%s: cannot load the runtime catalog (%s)" % (path, exc)) from None
     check = _Checker(path)
