@@ -4,21 +4,15 @@ the env the engine would set, its output collected, control lines waited for."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import requests
+from sockets import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RuntimeServer:
