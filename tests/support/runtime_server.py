@@ -48,8 +48,9 @@ class RuntimeServer:
                 self.lines.append(line.rstrip("\n"))
                 self.cond.notify_all()
 
-    def control(self, index=0, timeout=10):
-        """The control event number `index` (0 = the first one printed)."""
+    def control(self, index=0, timeout=30):
+        """The control event number `index` (0 = the first one printed); a bound generous enough for a loaded
+        machine (a Go reload re-executes the server; 10 s once ran out under a load of 10 on 2 cores)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
