@@ -414,10 +414,17 @@ def spec_field(document, key):
     return str((document.get("spec") or {}).get(key, ""))
 
 
+# What the local session does with each kind (`trigger WORD --help`); every one is written and pushed.
+LOCALLY = {
+    "CronJobTrigger": "fired on schedule by the session",
+    "HTTPTrigger": "written and pushed, not routed locally: call the function's own URL",
+    "KafkaTrigger": "the session delivers its topic's events",
+    "NATSTrigger": "the session delivers its topic's events",
+}
+
+
 def trigger_group(word, kind, build, options):
-    group = click.Group(
-        name=word, help="%s objects (%s)." % (kind, "emulated" if kind in specs.KINDS else "written, not run locally")
-    )
+    group = click.Group(name=word, help="%s objects (%s)." % (kind, LOCALLY[kind]))
 
     def create_or_update(verb):
         @click.argument("name")

@@ -3,12 +3,13 @@
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sockets import status_of
+from waiting import wait_for, wait_until
 
 from kubeless_local import kubeless_objects as objects
 from kubeless_local.emulator import backends
@@ -74,19 +75,6 @@ def server_receive_queue(server_port, client_port):
     return None
 
 
-def status_of(sock):
-    """The status code of the answer on a raw connection (read until the header ends)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    sock.close()
-    assert data.startswith(b"HTTP/1."), "no HTTP answer: %r" % data[:200]
-    return int(data.split(b" ", 2)[1])
-
-
 class RunningFunction:
     def __init__(self, instance, hub, runtime, spec, supervisor):
         self.instance, self.hub, self.runtime_info, self.spec = instance, hub, runtime, spec
@@ -150,10 +138,11 @@ class RunningFunction:
         sock = socket.create_connection(("127.0.0.1", self.instance.port), timeout=30)
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
         client_port = sock.getsockname()[1]
-        deadline = time.monotonic() + seconds
-        while server_receive_queue(self.instance.port, client_port) != 0:
-            assert time.monotonic() < deadline, "the server did not read the request"
-            time.sleep(0.01)
+
+        def read():
+            return server_receive_queue(self.instance.port, client_port) == 0
+
+        wait_until(read, "the server reading the request", timeout=seconds, interval=0.01)
         return sock
 
     status_of = staticmethod(status_of)
@@ -164,9 +153,7 @@ class RunningFunction:
     def wait_for_log(self, text, seconds=5):
         """The logs once they contain `text` (lines travel through the engine's log reader), or as
         they are after `seconds`."""
-        deadline = time.monotonic() + seconds
-        while text not in self.logs() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: text in self.logs(), seconds)
         return self.logs()
 
 

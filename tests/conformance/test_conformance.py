@@ -11,7 +11,8 @@ import time
 
 import requests
 from processes import tree_rss_mb
-from waiting import wait_for
+from sockets import read_to_end
+from waiting import wait_for, wait_until
 
 ABSENT_HEADER = {"go": ""}  # Go's event fields are strings: an absent header is ""; elsewhere null
 FUNCTION_NAME = {"go": "Handler"}
@@ -144,7 +145,7 @@ def test_timeout_answers_408_while_others_are_served(function):
     assert (quick.status_code, quick.text) == (200, "done")
     started = time.monotonic()
     assert fn.status_of(slow) == 408
-    assert time.monotonic() - started < 5  # well before the 30 s sleep would end
+    assert time.monotonic() - started < 20  # well before the 30 s sleep would end, even on a loaded machine
     assert fn.post("/", data="0").text == "done"
 
 
@@ -176,13 +177,10 @@ def test_runaway_cpu_loop_is_stopped(function, backend_name):
     fn = function("spin", timeout="1")
     assert fn.post("/", data="x").status_code == 408
     # The runtime keeps (or comes back to) serving, and the loop no longer burns CPU.
-    deadline = time.monotonic() + 10
-    while not serves(fn):
-        assert time.monotonic() < deadline, "the runtime did not serve again after a timeout"
-        time.sleep(0.1)
+    wait_until(lambda: serves(fn), "the runtime serving again after a timeout", timeout=10, interval=0.1)
     if backend_name == "process":
         before = process_group_cpu(fn.instance.pid)
-        time.sleep(1.0)
+        time.sleep(1.0)  # a window to measure CPU use over (not a wait): a loop left running uses all of it
         assert process_group_cpu(fn.instance.pid) - before < 0.5
 
 
@@ -300,13 +298,7 @@ def test_a_half_closed_request_is_answered(function):
     sock = socket.create_connection(("127.0.0.1", fn.instance.port), timeout=10)
     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     sock.shutdown(socket.SHUT_WR)
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    sock.close()
+    data = read_to_end(sock)
     assert data.startswith(b"HTTP/1.1 200"), data
     assert data.endswith(b"hello world")
 

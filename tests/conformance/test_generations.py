@@ -4,33 +4,13 @@ not found; PHP 200 with an empty body)."""
 
 import threading
 
+from sockets import answer_of
+
 from kubeless_local.emulator.base import State
 
 # Runtimes whose reload waits for the calls in flight (Go re-executes its server once they are done):
 # a save cannot finish while the call waits for the test, so the call is released as the saves start.
 RELOAD_WAITS_FOR_CALLS = {"go"}
-
-
-def answer_of(sock):
-    """(status, body) of the answer on a raw `Connection: close` connection."""
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    sock.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head.lower():
-        decoded = b""
-        while body:
-            size, _, rest = body.partition(b"\r\n")
-            length = int(size.split(b";")[0], 16)
-            if length == 0:
-                break
-            decoded, body = decoded + rest[:length], rest[length + 2 :]
-        body = decoded
-    return int(head.split(b" ", 2)[1]), body.decode("utf-8", "replace")
 
 
 def test_a_call_in_flight_across_two_saves_finishes_on_its_code(function):

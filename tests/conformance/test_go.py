@@ -4,7 +4,6 @@
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from runtime_server import RuntimeServer
+from sockets import free_port
 from waiting import wait_for
 
 from kubeless_local.emulator.prepare import point, setup_runtime_lib
@@ -103,7 +103,7 @@ def test_timeout_408_then_runaway_is_stopped_and_server_keeps_serving(function):
     started = time.monotonic()
     r = fn.post(data="30")
     assert (r.status_code, r.text) == (408, "Timeout exceeded")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # well before the 30 s sleep would end, even on a loaded machine
     assert metric(fn, "function_failures_total", "POST") == 1
     assert wait_for(lambda: "restarted in place" in fn.logs())
     assert "ignores event.Extensions.Context" in fn.logs()
@@ -164,12 +164,6 @@ def compile_function(lib, install, build, handler="Handler", env=None):
         timeout=600,
         env=env,
     )
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_compile_error_names_the_users_file_and_keeps_last_good_build(go_lib, tmp_path):

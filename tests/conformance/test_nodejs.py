@@ -4,13 +4,13 @@ runtime deliberately differs from the legacy Kubeless image (see the README pari
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from sockets import free_port
 
 from kubeless_local.emulator.prepare import setup_runtime_lib
 
@@ -119,7 +119,7 @@ def test_timeout_covers_async_work_that_then_spins(function):
     r = f.post(data="spin", headers={"Content-Type": "text/plain"})
     assert r.status_code == 408
     assert "Timeout while processing the function" in r.text
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # stopped by the 1 s timeout, not left to the client's 30 s
     assert f.post(data="x", headers={"Content-Type": "text/plain"}).text == "ok"  # a fresh worker serves
     # Kubeless counted no failure; a timeout is one in every runtime here
     assert f.metrics().get(("function_failures_total", f.method_label("POST")), 0) == 1
@@ -132,9 +132,9 @@ def test_other_callers_are_not_stuck_behind_a_blocked_loop(function):
     assert f.replace_code(code).value == "Ready"
     spinner = f.open_call(body=b"spin", headers={"Content-Type": "text/plain"})  # in flight
     started = time.monotonic()
-    r = requests.post(f.url, data="x", headers={"Content-Type": "text/plain"}, timeout=10)
+    r = requests.post(f.url, data="x", headers={"Content-Type": "text/plain"}, timeout=30)
     assert r.text == "ok"
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 15  # a spare served it: not after the spinner's 20 s timeout
     spinner.close()
 
 
@@ -180,12 +180,6 @@ def test_module_state_persists_in_the_warm_worker(function):
 
 
 # ---- dependencies: the catalog's install step, then the server resolving them via NODE_PATH ----
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_package_json_install_and_npm_registry_settings(tmp_path, runtime, backend_name):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from runtime_server import RuntimeServer
+from sockets import taken_port
 from waiting import wait_for
 
 pytestmark = pytest.mark.language("php")
@@ -98,12 +99,12 @@ def test_runaway_code_is_killed_408_counted_as_failure(function, backend_name):
     started = time.monotonic()
     r = f.get()
     assert r.status_code == 408 and "Timeout while processing the function" in r.text
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # the spinning call was stopped, not left to the client's 30 s
     assert f.metrics().get(("function_failures_total", "GET"), 0) == 1  # as the legacy proxy counted
     assert f.get("/healthz").text == "OK"
     if backend_name == "process":
         before = group_cpu_seconds(f.instance.pid)
-        time.sleep(1.0)
+        time.sleep(1.0)  # a window to measure CPU use over (not a wait): a runner left spinning uses all of it
         assert group_cpu_seconds(f.instance.pid) - before < 0.5  # the spinning runner is gone
 
 
@@ -209,9 +210,7 @@ def test_sigterm_leaves_no_process_behind(server):
     assert len(family) >= 3  # launcher, zygote, runner(s)
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(10) == 0
-    deadline = time.monotonic() + 5
-    while any(Path("/proc", str(p)).exists() for p in family) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not any(Path("/proc", str(p)).exists() for p in family), 5, interval=0.05)
     assert not [p for p in family if Path("/proc", str(p)).exists()]
 
 
@@ -229,9 +228,7 @@ def test_runaway_call_dies_even_if_the_server_is_killed(server):
         s.proc.kill()
         with pytest.raises(requests.RequestException):
             pending.result()
-    deadline = time.monotonic() + 15
-    while any(Path("/proc", str(p)).exists() for p in family) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: not any(Path("/proc", str(p)).exists() for p in family), 15, interval=0.1)
     assert not [p for p in family if Path("/proc", str(p)).exists()]
 
 
@@ -340,10 +337,7 @@ def test_client_errors_are_400_and_not_function_failures(server):
 
 
 def test_port_in_use_is_an_exit_not_a_load_failure(server):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         s = server(HELLO % 1, env={"FUNC_PORT": str(port)})
         assert s.proc.wait(20) == 4
     assert f"cannot listen on 127.0.0.1:{port}" in s.log()

@@ -1,7 +1,5 @@
 """Python-specific vectors of contract §10 (1–7) and the warm/per-call module-state modes."""
 
-import time
-
 import pytest
 from processes import busy_pool_peak, child_processes
 from waiting import wait_until
@@ -143,10 +141,8 @@ def test_sequential_calls_stay_on_the_warm_worker_while_the_pool_fills(function)
     fn = function("state", editable=True, env={"KUBELESS_LOCAL_WORKERS": "3"})
     assert fn.replace_code(SLOW_TO_LOAD_STATE).value == "Ready"  # the probe worker serves; two more load
     assert fn.get("/").text == "1"
-    deadline = time.monotonic() + 20
-    while fn.logs().count("module loaded") < 3:  # the new workers are ready (and idle)
-        assert time.monotonic() < deadline, fn.logs()
-        time.sleep(0.05)
+    # the new workers are ready (and idle)
+    wait_until(lambda: fn.logs().count("module loaded") >= 3, lambda: "3 workers loaded:\n" + fn.logs(), timeout=20)
     assert [fn.get("/").text for _ in range(2)] == ["2", "3"]
 
 

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import cli, wait_for_answer
+from sockets import free_port, taken_port
 from waiting import wait_until
 
 EXAMPLES = Path(__file__).parent.parent / "fixtures" / "kubeless-examples"
@@ -157,12 +157,6 @@ def alive(pid):
         return False
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def one_line_error(result):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -225,10 +219,7 @@ spec: {runtime: cobol85, handler: good.hello}
 
 def test_port_in_use_is_reported(tmp_path):
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'x'\n")
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 0))
-        blocker.listen()
-        port = blocker.getsockname()[1]
+    with taken_port() as port:
         line = one_line_error(
             cli(
                 "run",

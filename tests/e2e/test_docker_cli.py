@@ -2,23 +2,17 @@
 
 import io
 import json
-import socket
 import tarfile
 
 import pytest
 import requests
 from conftest import cli, wait_for_answer
+from sockets import free_port
 
 from kubeless_local.emulator import images
 
 LABEL_FUNCTION = "kubeless-local.function"
 LABEL_PROJECT = "kubeless-local.project"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 240  # seconds: a cold start downloads ~43 MB of jars first
@@ -49,9 +49,7 @@ class Broker:
         """SIGKILL, as a crash: the next `up()` recovers from its log."""
         pid = int((self.directory / "pid").read_text())
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: not _alive(pid), 10, interval=0.05)
         (self.directory / "pid").unlink()
 
     # -------------------------------------------------------- clients

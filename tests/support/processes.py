@@ -2,9 +2,9 @@
 
 import concurrent.futures
 import os
-import time
 
 import requests
+from waiting import wait_until
 
 
 def child_processes(pid):
@@ -46,9 +46,13 @@ def busy_pool_peak(fn, calls=120, at_once=40):
     """Send `calls` POSTs of "0.2" (the `sleep` scenario waits that long), `at_once` at a time; (their
     answers, the most worker processes the server had meanwhile)."""
     peak = 0
+
+    def all_answered():  # samples the workers each time it is asked
+        nonlocal peak
+        peak = max(peak, len(child_processes(fn.instance.pid)))
+        return all(call.done() for call in sent)
+
     with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
         sent = [pool.submit(requests.post, fn.url, data="0.2", timeout=60) for _ in range(calls)]
-        while not all(call.done() for call in sent):
-            peak = max(peak, len(child_processes(fn.instance.pid)))
-            time.sleep(0.01)
+        wait_until(all_answered, "%d calls answered" % calls, timeout=120, interval=0.01)
     return [call.result().text for call in sent], peak

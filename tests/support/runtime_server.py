@@ -4,21 +4,15 @@ the env the engine would set, its output collected, control lines waited for."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import requests
+from sockets import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RuntimeServer:
@@ -54,8 +48,9 @@ class RuntimeServer:
                 self.lines.append(line.rstrip("\n"))
                 self.cond.notify_all()
 
-    def control(self, index=0, timeout=10):
-        """The control event number `index` (0 = the first one printed)."""
+    def control(self, index=0, timeout=30):
+        """The control event number `index` (0 = the first one printed); a bound generous enough for a loaded
+        machine (a Go reload re-executes the server; 10 s once ran out under a load of 10 on 2 cores)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:

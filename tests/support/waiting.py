@@ -12,8 +12,9 @@ def wait_for(predicate, seconds=10.0, interval=0.02):
 
 
 def wait_until(predicate, what="condition", timeout=60, interval=0.05):
-    """Like wait_for, but fails the test naming `what` when the condition is not met in time."""
+    """Like wait_for, but fails the test naming `what` when the condition is not met in time; `what` may
+    be a function, called then (e.g. for the logs as they are at that moment)."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, "%s not met within %ss" % (what, timeout)
+        assert time.monotonic() < deadline, "%s not met within %ss" % (what() if callable(what) else what, timeout)
         time.sleep(interval)

@@ -11,7 +11,7 @@ from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import Backend, State
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.supervisor import Supervisor
-from kubeless_local.runtimes import Runtime, Steps
+from kubeless_local.runtimes import BackendBlock, Runtime
 from kubeless_local.spec import FunctionSpec
 
 FAKE_RUNTIME = Runtime(
@@ -24,7 +24,7 @@ FAKE_RUNTIME = Runtime(
     probe=(),
     expect="",
     image="",
-    process=Steps(reload="signal"),
+    process=BackendBlock(reload="signal"),
 )
 
 

@@ -451,3 +451,18 @@ def test_call_of_a_compile_error_still_serving_warns_and_calls(function_server, 
     admin.rows[0].update(state="CompileError", error="handler.py:2: SyntaxError: bad", serving=True)
     result = invoke("call", "hello")
     assert result.exit_code == 0 and result.stdout == "ok\n" and "last good code" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "word, says",
+    [
+        ("cronjob", "fired on schedule by the session"),
+        ("http", "not routed locally"),  # nothing serves an HTTPTrigger's path or host here
+        ("kafka", "the session delivers its topic's events"),
+        ("nats", "the session delivers its topic's events"),
+    ],
+)
+def test_trigger_help_says_what_the_session_does_with_the_kind(word, says):
+    result = CliRunner().invoke(cli.main, ["trigger", word, "--help"])
+    assert result.exit_code == 0, result.output
+    assert says in result.output and "emulated" not in result.output

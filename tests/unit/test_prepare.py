@@ -11,7 +11,7 @@ from kubeless_local import spec as specs
 from kubeless_local.emulator import layout
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.errors import UserError
-from kubeless_local.runtimes import Runtime, Steps
+from kubeless_local.runtimes import BackendBlock, Runtime
 
 CODE = b'def foo(event, context):\n    return "hello world"\n'
 
@@ -27,7 +27,7 @@ def runtime(**process):
         probe=(),
         expect="",
         image="",
-        process=Steps(**{k: tuple(v) if isinstance(v, list) else v for k, v in process.items()}),
+        process=BackendBlock(**{k: tuple(v) if isinstance(v, list) else v for k, v in process.items()}),
     )
 
 

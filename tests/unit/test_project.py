@@ -1,10 +1,10 @@
 """Project: manifests → functions, fingerprints, the watcher; with a supervisor that only records calls."""
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator import background
@@ -53,7 +53,7 @@ class RecordingSupervisor:
     def stop_all(self):
         pass
 
-    def wait_for(self, call, timeout=10):
+    def wait_for_call(self, call, timeout=10):
         with self.changed:
             assert self.changed.wait_for(lambda: call in self.calls, timeout), self.calls
 
@@ -128,7 +128,7 @@ def test_a_save_reparses_only_the_changed_manifest(tmp_path, monkeypatch):
     manifest.write_text(manifest.read_text().replace("handler.hello", "handler.other"))
     project.apply()
     assert parsed == ["other.yaml"]
-    supervisor.wait_for(("reload", "other"))
+    supervisor.wait_for_call(("reload", "other"))
     assert ("reload", "fn") not in supervisor.calls
 
 
@@ -163,12 +163,9 @@ def test_the_watcher_skips_ignored_folders_and_reloads_on_save(tmp_path):
         watched = {p.relative_to(tmp_path).as_posix() for p in project.watches}
         assert watched == {".", "fn"}
         (tmp_path / "fn" / "lib").mkdir()
-        deadline = time.monotonic() + 10
-        while tmp_path / "fn" / "lib" not in project.watches:
-            assert time.monotonic() < deadline, project.watches
-            time.sleep(0.01)
+        wait_until(lambda: tmp_path / "fn" / "lib" in project.watches, "fn/lib watched", timeout=10, interval=0.01)
         (tmp_path / "fn" / "lib" / "util.js").write_text("module.exports = 2;\n")
-        supervisor.wait_for(("reload", "fn"))
+        supervisor.wait_for_call(("reload", "fn"))
         project.folder_created(tmp_path / "fn" / "node_modules")  # as `npm install` makes it
         project.folder_created(tmp_path / "build" / "deep")
         assert {p.relative_to(tmp_path).as_posix() for p in project.watches} == {".", "fn", "fn/lib"}
@@ -222,7 +219,7 @@ def test_a_function_whose_manifest_breaks_keeps_serving_until_fixed(tmp_path):
     assert key == "fn" and "spec.handler 'nodot'" in message and "still serving its last good manifest" in message
     manifest.write_text(good)  # fixed back to the very same manifest: still reloaded, to leave ConfigError
     project.apply()
-    supervisor.wait_for(("reload", "fn"))
+    supervisor.wait_for_call(("reload", "fn"))
 
 
 def test_the_session_function_deploy_starts_loads_only_what_the_verbs_wrote(tmp_path):
@@ -233,7 +230,7 @@ def test_the_session_function_deploy_starts_loads_only_what_the_verbs_wrote(tmp_
     assert supervisor.calls == []
     background.record_deployed(tmp_path / "fn.yaml")
     project.apply()
-    supervisor.wait_for(("start", "fn"))
+    supervisor.wait_for_call(("start", "fn"))
     assert not [c for c in supervisor.calls if c[0] == "config_error"]
     assert background.deployed_files(tmp_path) == [tmp_path / "fn.yaml"]
     background.record_deployed(tmp_path / "fn.yaml", present=False)
@@ -250,7 +247,7 @@ def test_what_changes_between_the_first_load_and_the_watch_is_still_seen(tmp_pat
     (tmp_path / "late.yaml").write_text(MANIFEST.format(name="late", source="late"))
     project.watch()
     try:
-        supervisor.wait_for(("start", "late"))
+        supervisor.wait_for_call(("start", "late"))
         assert ("reload", "fn") not in supervisor.calls  # the look again restarts nothing unchanged
     finally:
         project.stop()

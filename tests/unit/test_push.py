@@ -1,11 +1,11 @@
 """`kubeless-local push` without a server: client dry run, kubeconfig and context errors, the guards."""
 
 import json
-import socket
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from sockets import free_port
 
 from kubeless_local.cluster import apply, kubeconfig, render
 from kubeless_local.commands import cluster as cluster_commands
@@ -124,12 +124,6 @@ def test_remote_context_asks_first_and_no_means_nothing_is_sent(project, tmp_pat
     assert result.output == "Context prod (%s) is not a local cluster. Push there? [y/N]: n\nAborted!\n" % server
     yes = push(str(project), stdin="y\n")
     assert yes.exit_code == 2 and "cannot reach the API server of context prod" in yes.output
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_api_server_is_one_line_without_credentials(project, tmp_path, monkeypatch):

@@ -128,15 +128,32 @@ def start_together(sessions):
     return refused
 
 
+def stop_together(sessions):
+    """Stop the sessions at once: each stop waits for its guardian process to end, the waits overlap."""
+    threads = [threading.Thread(target=session.stop) for session in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
 def test_an_outer_and_an_inner_session_started_at_once_exactly_one_runs(tmp_path):
-    (tmp_path / "sub").mkdir()
-    for _ in range(20):
-        sessions = [session_for(tmp_path, FakeBackend()), session_for(tmp_path / "sub", FakeBackend())]
-        refused = start_together(sessions)
-        for session in sessions:
-            session.stop()
-        assert len(refused) == 1, refused
-        assert "which kubeless-local already runs" in refused[0]
+    # 20 races, each in a project of its own: the winners keep running until all are done, then stop
+    # together (a stop waits for the session's guardian to exit; one after the other that took seconds).
+    sessions = []
+    try:
+        for race in range(20):
+            (tmp_path / str(race) / "sub").mkdir(parents=True)
+            pair = [
+                session_for(tmp_path / str(race), FakeBackend()),
+                session_for(tmp_path / str(race) / "sub", FakeBackend()),
+            ]
+            sessions += pair
+            refused = start_together(pair)
+            assert len(refused) == 1, refused
+            assert "which kubeless-local already runs" in refused[0]
+    finally:
+        stop_together(sessions)
 
 
 def test_the_state_folder_is_the_users_only(tmp_path):

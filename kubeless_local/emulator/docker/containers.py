@@ -22,7 +22,7 @@ from pathlib import Path
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.images import host_ca_bundle
 from kubeless_local.errors import UserError
-from kubeless_local.runtimes import RUNTIME_RE, Runtime, Steps
+from kubeless_local.runtimes import RUNTIME_RE, BackendBlock, Runtime
 from kubeless_local.spec import sha256_hex
 
 FUNCTION_MOUNT = "/kubeless-local/function"
@@ -95,7 +95,7 @@ def custom_runtime(spec):
         probe=(),
         expect="",
         image=spec.image,
-        docker=Steps(reload="restart"),
+        docker=BackendBlock(reload="restart"),
         backend="docker",
     )
 
