@@ -2,6 +2,13 @@
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from kubeless_local.emulator.base import Backend, BackendFactory, OnExit, ignore_exit
+
+if TYPE_CHECKING:
+    from kubeless_local.emulator.guardian import Guardian
+    from kubeless_local.emulator.logs import LogHub
 
 BACKENDS = {
     "process": ("kubeless_local.emulator.process", "ProcessBackend"),
@@ -10,11 +17,18 @@ BACKENDS = {
 CHOICES = [*BACKENDS, "auto"]  # auto: docker when an engine answers and the images exist, else process
 
 
-def create(name, logs):
+def factory(name: str) -> BackendFactory:
+    """The backend `name` as a BackendFactory: what it builds is checked at once (UserError when it cannot
+    run here, e.g. no Docker engine answers)."""
     module, cls = BACKENDS[name]
-    backend = getattr(importlib.import_module(module), cls)(logs)
-    backend.check()
-    return backend
+    backend_class = getattr(importlib.import_module(module), cls)
+
+    def create(logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None) -> Backend:
+        backend: Backend = backend_class(logs, on_exit=on_exit, guardian=guardian)
+        backend.check()
+        return backend
+
+    return create
 
 
 PROJECT_CONFIG = ".kubeless-local.yaml"  # per-project defaults, e.g. `backend: docker`

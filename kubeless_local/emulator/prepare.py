@@ -20,9 +20,11 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from re import Pattern
+from typing import Callable, Optional
 
 from kubeless_local.emulator.layout import layout_code
 from kubeless_local.paths import cache_dir
@@ -60,6 +62,8 @@ HOST = View()
 
 @dataclass
 class Prepared:
+    """One prepared generation of a function's code: what a backend starts a runtime server on."""
+
     spec: FunctionSpec
     runtime: Runtime
     root: Path  # <state>/functions/<name>
@@ -69,54 +73,58 @@ class Prepared:
     runtime_lib: Path
     build_dir: Optional[Path] = None
     deps_hash: str = ""
-    placeholders: dict = field(default_factory=dict)
+    placeholders: dict[str, str] = field(default_factory=dict)  # {install}, {deps}, {file}… as the tools see them
     view: View = HOST
-    notices: tuple = ()  # what the layout left out of a source folder (code_files), said once
+    notices: tuple[str, ...] = ()  # what the layout left out of a source folder (code_files), said once
 
     @property
-    def install_link(self):
+    def install_link(self) -> Path:
+        """The stable link to the generation that serves (the pod's /kubeless)."""
         return self.root / "kubeless"
 
     @property
-    def build_link(self):
+    def build_link(self) -> Path:
         return self.root / "build"
 
-    def expand(self, argv, **overrides):
+    def expand(self, argv: Iterable[str], **overrides: str) -> list[str]:
+        """A catalog argv with its placeholders filled in."""
         values = {**self.placeholders, **overrides}
         return [str(a).format_map(values) for a in argv]
 
-    def runtime_env(self, **placeholders):
+    def runtime_env(self, **placeholders: str) -> dict[str, str]:
         """The catalog's `env` of this runtime's backend block, expanded; `placeholders` override the
         prepared ones (e.g. {deps} while installing). The one place the catalog env is read."""
         values = {**self.placeholders, **placeholders}
         return {key: str(value).format_map(values) for key, value in self.runtime.steps.env.items()}
 
-    def env(self, port, **placeholders):
+    def env(self, port: int, **placeholders: str) -> dict[str, str]:
         """The runtime server's env as a local process: the host's, then the container's (contract §4)."""
         env = host_env(self, port)
         env.update(self.runtime_env(**placeholders))
         return env
 
-    def map_paths(self, text):
+    def map_paths(self, text: str) -> str:
         """Point paths inside the prepared folders back at the user's files (in errors and logs). Any
         generation's folder maps, not only this one's: a server started on this generation logs from
         later ones after in-place reloads."""
-        if self.spec.source is None or not any(marker in text for marker in self._path_patterns()[0]):
+        source = self.spec.source
+        if source is None or not any(marker in text for marker in self._path_patterns(source)[0]):
             return text  # the common case, checked first: this runs for every log line
-        _, file_re, folder_re, function_file, base = self._path_patterns()
+        _, file_re, folder_re, function_file, base = self._path_patterns(source)
         return folder_re.sub(base + "/", file_re.sub(lambda m: function_file, text))
 
-    def _path_patterns(self):
+    def _path_patterns(self, source: Path) -> tuple[set[str], Pattern[str], Pattern[str], str, str]:
+        """(markers, file pattern, folder pattern, the user's function file, its folder), made once."""
         if not hasattr(self, "_patterns"):
-            source = self.spec.source
             base = str(source if source.is_dir() else source.parent)
             file_name = self.spec.module + self.runtime.suffix
             function_file = str(source) if source.is_file() else base + "/" + file_name
             roots = {str(self.root), str(self.root.resolve()), self.view.function or str(self.root)}
             folders = "|".join(re.escape(r) + r"/(?:(?:gen|build)-[0-9]+|kubeless|build)" for r in sorted(roots))
+            markers = set(roots)
             if self.view.install:
                 folders += "|" + re.escape(self.view.install)
-            markers = roots | {self.view.install} - {None}
+                markers.add(self.view.install)
             # (?<!…): a folder only where a path starts, not inside another path (/home/u/kubeless/…)
             folders = r"(?<![\w./-])(?:%s)/" % folders
             self._patterns = (
@@ -201,6 +209,7 @@ def run_step(step, argv, cwd, env, on_line):
     except OSError as exc:
         raise StepFailed(step, "cannot run %s: %s" % (argv[0], exc)) from None
     lines = []
+    assert proc.stdout is not None  # stdout=PIPE
     for line in proc.stdout:
         lines.append(line)
         on_line(line.rstrip("\n"))
@@ -364,7 +373,14 @@ def next_generation(root: Path):
     return max(numbers, default=0) + 1
 
 
-def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: None, previous=None, steps=None):
+def prepare(
+    spec: FunctionSpec,
+    runtime: Runtime,
+    state_dir: Path,
+    on_line: Callable[[str], None] = lambda line: None,
+    previous: Optional[Prepared] = None,
+    steps=None,
+) -> Prepared:
     """Lay out a new generation of `spec`'s code, set up the runtime, install deps, check, compile.
     Raises StepFailed/UserError (and then leaves no trace of the new generation).
 

@@ -5,13 +5,16 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any, Optional
 
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Instance, State
+from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, State
+from kubeless_local.emulator.logs import LogHub
 from kubeless_local.errors import UserError
-from kubeless_local.runtimes import Catalog
-from kubeless_local.spec import PORT_ANNOTATION
+from kubeless_local.runtimes import Catalog, Runtime
+from kubeless_local.spec import PORT_ANNOTATION, FunctionSpec
 
 STARTUP_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 30.0
@@ -135,20 +138,31 @@ def spec_fields(spec):
 
 
 class Supervisor:
-    def __init__(self, state_dir: Path, backend, logs, catalog=None, ephemeral_ports=False):
+    """The functions of one session: their instances, the generation each serves, their ports."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        backend: BackendFactory,
+        logs: LogHub,
+        catalog: Optional[Catalog] = None,
+        ephemeral_ports: bool = False,
+    ) -> None:
+        """`backend` builds the backend (a Backend class, or `backends.factory(name)`); it is given `logs`
+        and this supervisor's restart as its `on_exit`."""
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.backend, self.logs = backend, logs
+        self.logs = logs
         self.catalog = catalog or Catalog()
         self.ports = PortBook(self.state_dir, ephemeral_ports)
-        self.instances: dict = {}  # name -> Instance
-        self.serving: dict = {}  # name -> Prepared that serves now
-        self.specs: dict = {}
-        self.locks: dict = {}
+        self.instances: dict[str, Instance] = {}
+        self.serving: dict[str, prep.Prepared] = {}  # the generation that serves now
+        self.specs: dict[str, FunctionSpec] = {}
+        self.locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
-        backend.on_exit = self._exited
+        self.backend = backend(logs, on_exit=self._exited)
 
-    def _exited(self, instance):
+    def _exited(self, instance: Instance) -> None:
         """A server died on its own: restart it with back-off, as Kubernetes restarts a pod's container."""
         if instance.state != State.CRASHED or self.instances.get(instance.name) is not instance:
             return
@@ -166,20 +180,20 @@ class Supervisor:
 
         threading.Thread(target=restart, daemon=True).start()
 
-    def say(self, name, text):
+    def say(self, name: str, text: str) -> None:
         self.logs.emit(name, text, "system")
 
-    def _lock(self, name):
+    def _lock(self, name: str) -> threading.Lock:
         with self.lock:
             return self.locks.setdefault(name, threading.Lock())
 
-    def resolve(self, spec):
+    def resolve(self, spec: FunctionSpec) -> Runtime:
         runtime, notice = self.backend.resolve(spec, self.catalog)
         if notice:
             self.say(spec.name, notice)
         return runtime
 
-    def start(self, spec):
+    def start(self, spec: FunctionSpec) -> Instance:
         """Start one function and wait until it serves (or fails); UserError for configuration errors."""
         with self._lock(spec.name):
             runtime = self.resolve(spec)
@@ -197,7 +211,9 @@ class Supervisor:
             self._launch_on_a_free_port(instance, prepared, spec, taken)
             return instance
 
-    def _launch_on_a_free_port(self, instance, prepared, spec, taken=frozenset()):
+    def _launch_on_a_free_port(
+        self, instance: Instance, prepared: prep.Prepared, spec: FunctionSpec, taken: Collection[int] = frozenset()
+    ) -> None:
         """Launch; a server that lost the race for its port (it exits EXIT_CANNOT_LISTEN, or the port is
         taken once it died) moves to another port, unless the port is fixed: then a ConfigError."""
         for _ in range(3):
@@ -219,7 +235,7 @@ class Supervisor:
             self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
             instance.port = self.ports.assign(spec, set(taken) | {instance.port})
 
-    def _step_failed(self, instance, spec, exc, serving):
+    def _step_failed(self, instance: Instance, spec: FunctionSpec, exc: prep.StepFailed, serving: bool) -> Instance:
         """An install/compile/check step failed: show its output; a serving function keeps its last good code."""
         prepared = self.serving.get(spec.name)
         output = prepared.map_paths(exc.output) if prepared is not None else exc.output
@@ -232,7 +248,7 @@ class Supervisor:
         )
         return instance
 
-    def _launch(self, instance, prepared):
+    def _launch(self, instance: Instance, prepared: prep.Prepared) -> None:
         instance.set_state(State.STARTING)
         instance.last_control, instance.exit_code = (None, -1), None
         started = time.monotonic()
@@ -245,7 +261,7 @@ class Supervisor:
         else:
             self.say(instance.name, "%s: %s" % (instance.state.value, instance.error))
 
-    def reload(self, spec):
+    def reload(self, spec: FunctionSpec) -> Instance:
         """New code or spec for a running function; on failure the last good code keeps serving."""
         if spec.name not in self.serving:
             return self.start(spec)  # it never got as far as serving (bad runtime, port, first compile)
@@ -302,7 +318,7 @@ class Supervisor:
                 self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
             return instance
 
-    def _serve_last_good(self, instance, previous, failed):
+    def _serve_last_good(self, instance: Instance, previous: prep.Prepared, failed: prep.Prepared) -> Instance:
         """A new generation that needs a new server did not start (a handler that does not exist, a crash
         while loading): the last good generation serves again, as after a syntax error; `ls` says why."""
         error = instance.error
@@ -315,7 +331,7 @@ class Supervisor:
             self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
         return instance
 
-    def _mark_broken(self, instance, state, error):
+    def _mark_broken(self, instance: Instance, state: State, error: str) -> None:
         """The saved version does not serve (`state`, `error`). A function with a last good generation keeps
         serving it and shows this state until a save serves: across restarts of its server too (a crash, a
         runaway call), which serve the last good code again."""
@@ -323,7 +339,7 @@ class Supervisor:
             instance.broken = (state, error)
         instance.set_state(state, error)
 
-    def fail(self, spec, message):
+    def fail(self, spec: FunctionSpec, message: str) -> None:
         """Record a function that cannot run (bad runtime, port in use) so `ls` shows why."""
         with self.lock:
             instance = self.instances.get(spec.name)
@@ -334,7 +350,7 @@ class Supervisor:
             instance.port = 0  # nothing serves: no URL to show
             instance.set_state(State.CONFIG_ERROR, message)
 
-    def config_error(self, name, message):
+    def config_error(self, name: str, message: str) -> None:
         """An object whose manifest does not load: `ls` shows it as ConfigError with the reason. A function
         that serves keeps serving (its last good manifest stays in force)."""
         with self.lock:
@@ -343,7 +359,7 @@ class Supervisor:
                 instance = self.instances[name] = Instance(name=name, runtime="", port=0)
         self._mark_broken(instance, State.CONFIG_ERROR, message)
 
-    def stop(self, name):
+    def stop(self, name: str) -> None:
         with self._lock(name):
             instance = self.instances.pop(name, None)
             self.serving.pop(name, None)
@@ -352,14 +368,14 @@ class Supervisor:
                 instance.set_state(State.STOPPED)
                 self.backend.stop(instance)
 
-    def stop_all(self):
+    def stop_all(self) -> None:
         threads = [threading.Thread(target=self.stop, args=(name,)) for name in list(self.instances)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
 
-    def status(self):
+    def status(self) -> list[dict[str, Any]]:
         rows = []
         with self.lock:  # functions register while `ls` asks (start-up)
             instances = sorted(self.instances.items())
