@@ -1,8 +1,9 @@
 """The controller's prepare/install/compile steps (contract §4): one pipeline for every backend.
 
-Each prepare writes a new generation folder laid out like the pod's /kubeless and points the
-function's stable `kubeless` link at it only once it is good, so a running server never sees a
-half-written tree. Dependencies are installed once per sha256 of the deps file (shared cache).
+Each prepare writes a new generation folder laid out like the pod's /kubeless; a `Generation` points
+the function's stable `kubeless` link at it only once it is good (an atomic rename), so a running
+server never sees a half-written tree, and a failed prepare leaves the last good generation serving.
+Dependencies are installed once per sha256 of the deps file (shared cache).
 
 The pipeline is written once, in host paths. A backend gives it a step runner (`HostSteps` runs
 steps here; the docker backend runs them in a one-shot container of the runtime image) whose
@@ -384,7 +385,7 @@ def prepare(
     """Lay out a new generation of `spec`'s code, set up the runtime, install deps, check, compile.
     Raises StepFailed/UserError (and then leaves no trace of the new generation).
 
-    The stable `kubeless` link is NOT switched here: call `activate` once the code is known good.
+    The stable `kubeless` link is NOT switched here: a Generation of it switches it (see there).
     """
     steps = steps or HostSteps(runtime)
     root, generation, code_dir = new_generation(state_dir, spec.name)
@@ -517,7 +518,7 @@ def compile_cached(prepared, steps, extra, compile):
 # ---------------------------------------------------------------- generations
 
 
-def point(link: Path, target: Path):
+def point(link: Path, target: Path) -> None:
     """Atomically point `link` at `target` (relative symlink, so it also works inside containers)."""
     tmp = link.with_name(link.name + ".tmp")
     if tmp.is_symlink() or tmp.exists():
@@ -526,14 +527,14 @@ def point(link: Path, target: Path):
     os.replace(tmp, link)
 
 
-def activate(prepared: Prepared):
+def activate(prepared: Prepared) -> None:
     """Point the stable links at this generation (old generations stay: see prune_generations)."""
     point(prepared.install_link, prepared.code_dir)
     if prepared.build_dir is not None:
         point(prepared.build_link, prepared.build_dir)
 
 
-def discard(prepared: Prepared):
+def discard(prepared: Prepared) -> None:
     """Remove a generation that never served (a failed step or load)."""
     remove_folders(prepared.root, [p for p in (prepared.code_dir, prepared.build_dir) if p is not None])
 
@@ -570,7 +571,13 @@ _trash_numbers = itertools.count()
 CALL_MARGIN = 10.0  # seconds past a function's timeout for a stopped call to be answered and gone
 
 
-def prune_generations(current: Prepared, previous: Optional[Prepared] = None, calls_may_run: bool = True):
+def call_bound(spec: FunctionSpec) -> float:
+    """Seconds a call of `spec` may run at most: its timeout (the runtime servers stop a runaway call
+    there) plus CALL_MARGIN."""
+    return float(spec.timeout) + CALL_MARGIN
+
+
+def prune_generations(current: Prepared, previous: Optional[Prepared] = None, calls_may_run: bool = True) -> None:
     """Remove the generations no call can use any more. `previous` (the one `current` replaced) retires
     now: a call it started may still read its files, and only the timeout bounds a call (the runtime
     servers stop a runaway call there), so it stays until the timeout (+ margin) has passed. Its
@@ -581,7 +588,7 @@ def prune_generations(current: Prepared, previous: Optional[Prepared] = None, ca
     retired = root / "retired"
     if previous is not None and previous.code_dir != current.code_dir and calls_may_run:
         retired.mkdir(exist_ok=True)
-        (retired / previous.code_dir.name).write_text("%.3f\n" % (now + float(previous.spec.timeout) + CALL_MARGIN))
+        (retired / previous.code_dir.name).write_text("%.3f\n" % (now + call_bound(previous.spec)))
     keep = {p.name for p in (current.code_dir, current.build_dir) if p is not None}
     over = []
     for path in root.iterdir():
@@ -602,3 +609,44 @@ def retired_until(stamp: Path) -> float:
         return float(stamp.read_text())
     except (OSError, ValueError):
         return 0.0
+
+
+class Generation:
+    """A new generation of a function, from prepared to kept or discarded: the one owner of its links
+    and folders. `switch()` points the stable links at it (an atomic rename); then `keep()`: it serves,
+    and the generation it replaces retires once no call can use it any more; or `discard()`: it does not
+    serve, the generation it replaces is pointed at again and this one's folders go. A prepare that
+    fails makes no Generation at all: the last good one keeps serving."""
+
+    def __init__(self, prepared: Prepared, replaces: Optional[Prepared] = None) -> None:
+        self.prepared = prepared
+        self.replaces = replaces  # the generation that served when this one was prepared (None: the first)
+
+    @property
+    def reloads_in_place(self) -> bool:
+        """The running server can serve it: only the code changed (same runtime, deps and manifest) and
+        the runtime reloads by signal. Else it needs a new server."""
+        old, new = self.replaces, self.prepared
+        return (
+            old is not None
+            and new.runtime.reload == "signal"
+            and old.runtime == new.runtime
+            and old.deps_dir == new.deps_dir
+            and old.spec.document == new.spec.document
+        )
+
+    def switch(self) -> None:
+        """Point the stable links at this generation: new workers and new servers load it."""
+        activate(self.prepared)
+
+    def keep(self, calls_may_run: bool) -> None:
+        """It serves. The generation it replaces retires (see prune_generations); `calls_may_run=False`:
+        the server was restarted, no call of an older generation runs."""
+        prune_generations(self.prepared, self.replaces, calls_may_run)
+
+    def discard(self) -> None:
+        """It does not serve: the links point at the generation it replaces again (new workers keep
+        loading the last good code) and its folders go."""
+        if self.replaces is not None:
+            activate(self.replaces)
+        discard(self.prepared)

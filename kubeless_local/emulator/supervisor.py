@@ -202,14 +202,27 @@ class Supervisor:
             instance = Instance(name=spec.name, runtime=runtime.name, port=port)
             with self.lock:
                 self.instances[spec.name], self.specs[spec.name] = instance, spec
-            try:
-                prepared = self.backend.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line))
-            except prep.StepFailed as exc:
-                return self._step_failed(instance, spec, exc, serving=False)
-            prep.activate(prepared)
-            self.serving[spec.name] = prepared
-            self._launch_on_a_free_port(instance, prepared, spec, taken)
+            generation = self._prepare(instance, spec, runtime)
+            if generation is None:
+                return instance
+            generation.switch()
+            self.serving[spec.name] = generation.prepared
+            self._launch_on_a_free_port(instance, generation.prepared, spec, taken)
             return instance
+
+    def _prepare(
+        self, instance: Instance, spec: FunctionSpec, runtime: Runtime, replaces: Optional[prep.Prepared] = None
+    ) -> Optional[prep.Generation]:
+        """A new generation of `spec`, to replace `replaces` (the one serving). None when a step failed: said,
+        and shown in `ls`; the last good generation keeps serving. UserError for a spec the pipeline refuses."""
+        try:
+            prepared = self.backend.prepare(
+                spec, runtime, self.state_dir, lambda line: self.say(spec.name, line), previous=replaces
+            )
+        except prep.StepFailed as exc:
+            self._step_failed(instance, spec, exc, serving=replaces is not None and self.backend.alive(instance))
+            return None
+        return prep.Generation(prepared, replaces)
 
     def _launch_on_a_free_port(
         self, instance: Instance, prepared: prep.Prepared, spec: FunctionSpec, taken: Collection[int] = frozenset()
@@ -235,7 +248,7 @@ class Supervisor:
             self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
             instance.port = self.ports.assign(spec, set(taken) | {instance.port})
 
-    def _step_failed(self, instance: Instance, spec: FunctionSpec, exc: prep.StepFailed, serving: bool) -> Instance:
+    def _step_failed(self, instance: Instance, spec: FunctionSpec, exc: prep.StepFailed, serving: bool) -> None:
         """An install/compile/check step failed: show its output; a serving function keeps its last good code."""
         prepared = self.serving.get(spec.name)
         output = prepared.map_paths(exc.output) if prepared is not None else exc.output
@@ -246,7 +259,6 @@ class Supervisor:
         self.say(
             spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if serving else "", output)
         )
-        return instance
 
     def _launch(self, instance: Instance, prepared: prep.Prepared) -> None:
         instance.set_state(State.STARTING)
@@ -262,74 +274,75 @@ class Supervisor:
             self.say(instance.name, "%s: %s" % (instance.state.value, instance.error))
 
     def reload(self, spec: FunctionSpec) -> Instance:
-        """New code or spec for a running function; on failure the last good code keeps serving."""
+        """New code or spec for a running function: prepare a generation, hand it to the backend, then keep
+        it (it serves) or discard it (the last good generation keeps serving; `ls` says why)."""
         if spec.name not in self.serving:
             return self.start(spec)  # it never got as far as serving (bad runtime, port, first compile)
         with self._lock(spec.name):
             instance = self.instances[spec.name]
-            previous = self.serving[spec.name]
             runtime = self.resolve(spec)
             self.specs[spec.name] = spec
             started = time.monotonic()
             try:
-                prepared = self.backend.prepare(
-                    spec, runtime, self.state_dir, lambda line: self.say(spec.name, line), previous=previous
-                )
-            except prep.StepFailed as exc:
-                return self._step_failed(instance, spec, exc, serving=self.backend.alive(instance))
+                generation = self._prepare(instance, spec, runtime, replaces=self.serving[spec.name])
             except UserError as exc:
                 self._mark_broken(instance, State.COMPILE_ERROR, str(exc))
                 self.say(spec.name, str(exc))
                 return instance
+            if generation is None:
+                return instance
             instance.broken = None  # what the new version does decides from here on
             # Only the code changed and the runtime reloads in place: no restart, no dropped requests.
-            same_process = (
-                self.backend.alive(instance)
-                and runtime.reload == "signal"
-                and previous.runtime == runtime
-                and previous.deps_dir == prepared.deps_dir
-                and previous.spec.document == spec.document
-            )
-            prep.activate(prepared)
-            if same_process:
-                expected = instance.last_control[1] + 1
-                # A server may finish the calls in flight first (Go re-executes once they are done);
-                # the function's timeout bounds them.
-                patience = max(RELOAD_TIMEOUT, float(spec.timeout) + prep.CALL_MARGIN)
-                self.backend.reload(instance, prepared)
-                done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
-                if done and instance.last_control == ("load-failed", expected):
-                    self._mark_broken(instance, State.COMPILE_ERROR, instance.error)
-                    prep.activate(previous)  # new workers keep loading the last good code
-                    prep.discard(prepared)
-                    self.say(spec.name, "load failed, still serving the last good code:\n" + instance.error)
-                    return instance
-                if not done:
-                    instance.set_state(State.CRASHED, "reload did not finish within %ds" % patience)
-            else:
-                self.backend.stop(instance)
-                self._launch(instance, prepared)
-                if instance.state != State.READY:
-                    return self._serve_last_good(instance, previous, prepared)
-            if instance.state == State.READY:
+            in_place = self.backend.alive(instance) and generation.reloads_in_place
+            if self._hand_over(instance, generation, in_place):
                 instance.reloads += 1
-                self.serving[spec.name] = prepared
-                prep.prune_generations(prepared, previous, calls_may_run=same_process)
+                self.serving[spec.name] = generation.prepared
+                generation.keep(calls_may_run=in_place)
                 self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
             return instance
 
-    def _serve_last_good(self, instance: Instance, previous: prep.Prepared, failed: prep.Prepared) -> Instance:
+    def _hand_over(self, instance: Instance, generation: prep.Generation, in_place: bool) -> bool:
+        """Switch to `generation` and have the backend serve it: in the running server, or a new one. True
+        once it serves; a generation that does not load or start is discarded."""
+        generation.switch()
+        if in_place:
+            return self._reload_in_place(instance, generation)
+        self.backend.stop(instance)
+        self._launch(instance, generation.prepared)
+        if instance.state != State.READY:
+            self._serve_last_good(instance, generation)
+            return False
+        return True
+
+    def _reload_in_place(self, instance: Instance, generation: prep.Generation) -> bool:
+        """The running server loads `generation` (a signal); True once it serves it. Code that does not load
+        is discarded, and the server keeps serving the last good code."""
+        expected = instance.last_control[1] + 1
+        # A server may finish the calls in flight first (Go re-executes once they are done);
+        # the function's timeout bounds them.
+        patience = max(RELOAD_TIMEOUT, prep.call_bound(generation.prepared.spec))
+        self.backend.reload(instance, generation.prepared)
+        done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
+        if done and instance.last_control == ("load-failed", expected):
+            self._mark_broken(instance, State.COMPILE_ERROR, instance.error)
+            generation.discard()  # new workers keep loading the last good code
+            self.say(instance.name, "load failed, still serving the last good code:\n" + instance.error)
+            return False
+        if not done:
+            instance.set_state(State.CRASHED, "reload did not finish within %ds" % patience)
+        return instance.state == State.READY
+
+    def _serve_last_good(self, instance: Instance, failed: prep.Generation) -> None:
         """A new generation that needs a new server did not start (a handler that does not exist, a crash
-        while loading): the last good generation serves again, as after a syntax error; `ls` says why."""
+        while loading): it is discarded and the last good generation serves again, as after a syntax error;
+        `ls` says why."""
         error = instance.error
         self.backend.stop(instance)
-        prep.activate(previous)
-        prep.discard(failed)
-        self._launch(instance, previous)
+        failed.discard()
+        self._launch(instance, self.serving[instance.name])  # not kept: the last good one still serves
         if instance.state == State.READY:
             self._mark_broken(instance, State.COMPILE_ERROR, error)
             self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
-        return instance
 
     def _mark_broken(self, instance: Instance, state: State, error: str) -> None:
         """The saved version does not serve (`state`, `error`). A function with a last good generation keeps
