@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import requests
 
+from kubeless_local import config
 from kubeless_local.emulator import registry
-from kubeless_local.emulator.backends import PROJECT_CONFIG
 from kubeless_local.errors import UserError
 from kubeless_local.events import envelope
 from kubeless_local.paths import STATE_DIRNAME
@@ -23,7 +23,7 @@ def project_of(folder, running_roots=()):
     """The project `folder` lies in: the nearest folder at or above it that a running session serves, that
     holds a state folder (left by its first `dev`) or the project's settings file; None outside any."""
     for candidate in (folder, *folder.parents):
-        if candidate in running_roots or (candidate / STATE_DIRNAME).is_dir() or (candidate / PROJECT_CONFIG).is_file():
+        if candidate in running_roots or (candidate / STATE_DIRNAME).is_dir() or (candidate / config.FILE).is_file():
             return candidate
     return None
 

@@ -12,11 +12,12 @@ import json
 import os
 import time
 import uuid
+from typing import Any
 
 # The provision image (kubeless/unzip, bitnami/minideb + Debian's curl) runs the CronJob's `curl -Lv`.
 CURL_HEADERS = {"User-Agent": "curl/7.64.0", "Accept": "*/*"}
 
-SOURCES = {
+SOURCES: dict[str, dict[str, Any]] = {
     # kubeless function call: GET without data, POST with; JSON object → application/json
     "cli": {"namespace": "cli.kubeless.io", "id": "random15", "time": "rfc3339", "content_type": "by-data"},
     # kafka-trigger controller (v1.1.0 as released): always POST; JSON when its IsJSON accepts the body

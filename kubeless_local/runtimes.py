@@ -323,7 +323,7 @@ class Catalog:
                 exe = next((t for t in tools if _probe(t, v.probe, v.expect) is not None), None)
                 found.append(self._runtime(entry, v, v.version, exe or v.executable[0], v.expect))
                 continue
-            seen = []
+            seen: list = []
             for tool in tools:
                 match = _probe(tool, v.probe, v.expect)
                 if match is None or not match.groups() or match.group(1) in fixed | set(seen):

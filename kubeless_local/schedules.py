@@ -80,7 +80,8 @@ def _go_int(text):
 
 def _field(expr, low, high, names):
     """(values, is a star) of one field of comma-separated ranges, as robfig/cron's getRange reads them."""
-    values, star = set(), False
+    values: set[int] = set()
+    star = False
     for item in (part for part in expr.split(",") if part):  # strings.FieldsFunc: empty items dropped
         range_and_step = item.split("/")
         low_and_high = range_and_step[0].split("-")

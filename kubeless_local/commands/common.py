@@ -13,8 +13,8 @@ import time
 
 import click
 
+from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends
 from kubeless_local.errors import UserError
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
@@ -88,12 +88,13 @@ HEADER = Checked("header", parse_header, "'Name: value'")
 def backend_option(**changes):
     settings = {
         "default": lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
-        "show_default": "$KUBELESS_LOCAL_BACKEND, else `backend:` in .kubeless-local.yaml, else process",
+        "show_default": "$KUBELESS_LOCAL_BACKEND, else `backend:` in %s, else %s"
+        % (config.FILE, config.Settings.backend),
         "help": "Where functions run: process (local processes), docker (runtime images, one "
         "container per function), auto (docker when an engine answers and the images "
         "exist, else process).",
     }
-    return click.option("--backend", type=click.Choice(backends.CHOICES), **{**settings, **changes})
+    return click.option("--backend", type=click.Choice(config.BACKENDS), **{**settings, **changes})
 
 
 def ignore_option(**changes):

@@ -1,4 +1,5 @@
-"""Events: `emit kafka|nats|cron` and `topic ls|create|delete|publish|replay` (embedded topics)."""
+"""Events: `emit kafka|nats|cron` and `topic ls|create|delete|publish|replay` (the session's topics: embedded,
+or a real broker's)."""
 
 import json
 import sys
@@ -33,34 +34,36 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
     session = client.topic_session(topic)
     say_session(client, session)
     result = session.emit(topic, data, source=source, count=count, content_type=content_type or implied)
-    if "produced" in result:  # dev runs with a real Kafka broker: produced there (acks=all)
-        report_produced(topic, result, wait)
-        return
-    first, last = result["first"], result["last"]
-    click.echo("%d event(s) stored on topic %s (#%d-#%d)" % (last - first + 1, topic, first, last))
+    click.echo(describe_emitted(result))
     if not result["subscribers"]:
-        click.echo("warning: no %s trigger subscribes to topic %s; stored until one does" % (source, topic), err=True)
-        return
-    if wait:
-        wait_for_outcome(session, source, topic, first, last, wait_timeout)
-
-
-def report_produced(topic, result, wait):
-    """What `emit kafka` says when `dev` consumes from a real broker: where the messages went; their delivery
-    is the bridge's (its consumer groups commit after a 2xx), seen in `topic ls` (lag) and the functions' logs."""
-    where = ", ".join(
-        "partition %s offsets %d-%d" % (partition, first, last)
-        for partition, (first, last) in sorted(result["partitions"].items(), key=lambda item: int(item[0]))
-    )
-    click.echo("%d message(s) produced to topic %s on %s (%s)" % (result["produced"], topic, result["broker"], where))
-    if not result["subscribers"]:
-        click.echo("warning: no KafkaTrigger of this dev consumes topic %s; it stays on the broker" % topic, err=True)
+        click.echo("warning: %s" % unsubscribed(result), err=True)
+    elif wait and result["tracked"]:
+        (stored,) = result["ranges"]
+        wait_for_outcome(session, source, topic, stored["first"], stored["last"], wait_timeout)
     elif wait:
+        from kubeless_local.emulator.triggers.interface import dead_letter_topic
+
         click.echo(
             "consumed by %s; with a real broker delivery is tracked by the consumer groups: their lag in "
-            "`kubeless-local topic ls`, failed answers in `kubeless-local logs FUNCTION`"
-            % ", ".join(result["subscribers"])
+            "`kubeless-local topic ls`, failed answers in `kubeless-local logs FUNCTION`, messages that failed "
+            "every attempt on topic %s" % (", ".join(result["subscribers"]), dead_letter_topic(topic))
         )
+
+
+def describe_emitted(result):
+    """One line: how many events went where (Topics.emit's answer, triggers/interface.py)."""
+    count, topic, ranges = result["count"], result["topic"], result["ranges"]
+    if result["broker"] is None:  # the embedded log: its sequence numbers
+        (stored,) = ranges
+        return "%d event(s) stored on topic %s (#%d-#%d)" % (count, topic, stored["first"], stored["last"])
+    where = ", ".join("partition %d offsets %d-%d" % (r["partition"], r["first"], r["last"]) for r in ranges)
+    return "%d message(s) produced to topic %s on %s (%s)" % (count, topic, result["broker"], where)
+
+
+def unsubscribed(result):
+    if result["broker"] is None:
+        return "no %s trigger subscribes to topic %s; stored until one does" % (result["source"], result["topic"])
+    return "no KafkaTrigger of this dev consumes topic %s; it stays on the broker" % result["topic"]
 
 
 FINAL = ("delivered", "dead-lettered")
@@ -70,7 +73,7 @@ def wait_for_outcome(client, source, topic, first, last, timeout):
     """Print each event's fate per subscriber as it is settled (and each retry as it happens); exit 1 when an
     event was dead-lettered or is not settled within `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    shown = {}
+    shown: dict = {}
     while True:
         outcome = client.outcome(topic, first, last, source)
         for seq, subscribers in sorted(outcome.items()):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from kubeless_local import config
 from kubeless_local import spec as specs
 from kubeless_local.commands.common import (
     DURATION,
@@ -29,7 +30,6 @@ from kubeless_local.commands.common import (
     timestamp,
     user_errors,
 )
-from kubeless_local.emulator import backends
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -149,7 +149,7 @@ def run(
         image=runtime_image or "",
         origin="kubeless-local run %s" % file,
     )
-    if runtime_image and (backend or backends.project_default(root) or "process") == "process":
+    if runtime_image and (backend or config.load(root).backend) == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
     # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
     state_dir = root / STATE_DIRNAME / ("run-" + name)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.errors import UserError
 
-EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the embedded topics
+EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the session's topics
 MAX_EMIT_COUNT = 1_000_000
 
 
@@ -123,7 +123,7 @@ class AdminServer:
         self.port = self.server.server_address[1]
         self.closing = threading.Event()
         self.started = False
-        self.events = None  # the session's delivery.Dispatcher (embedded topics), when it runs one
+        self.topics = None  # the session's topics (triggers/interface.py: embedded or a real broker), when it has them
         self.cron = None  # the session's cron.Cron: runs in `ls`, `emit cron`
         self.kafka = None  # the session's kafka_bridge.KafkaBridge (dev --kafka-brokers): its consumer groups
 
@@ -227,8 +227,8 @@ def _handler_for(admin):
 
         def functions(self):
             rows = admin.supervisor.status()
-            if admin.events is not None:
-                dead = admin.events.dead_letter_counts()
+            if admin.topics is not None:
+                dead = admin.topics.dead_letter_counts()
                 for row in rows:
                     row["dead_letters"] = dead.get(row["name"], 0)
             if admin.cron is not None:
@@ -249,23 +249,18 @@ def _handler_for(admin):
         def topics(self, method, rest, query):
             """/api/topics: GET list, POST {name} create; /api/topics/T: DELETE; /api/topics/T/events: POST
             emit, GET ?from=&to=&source= outcome; /api/topics/T/replay: POST. A UserError answers 400 with its text."""
-            events = admin.events
-            if events is None:
+            topics = admin.topics
+            if topics is None:
                 return self.send_json(503, {"error": "this session runs no embedded topics"})
-            broker = admin.kafka  # a real broker (dev --kafka-brokers): the topic verbs use its admin API
             try:
                 if not rest and method == "GET":
-                    return self.send_json(200, broker.topics() if broker is not None else events.topics())
+                    return self.send_json(200, topics.list())
                 if not rest and method == "POST":
                     name = self.read_json().get("name")
                     name = name if isinstance(name, str) else ""
-                    created = broker.create_topic(name) if broker is not None else events.store.create(name)
-                    return self.send_json(200, {"name": name, "created": created})
+                    return self.send_json(200, {"name": name, "created": topics.create(name)})
                 if len(rest) == 1 and method == "DELETE":
-                    if broker is not None:
-                        broker.delete_topic(rest[0])
-                    else:
-                        events.delete(rest[0])
+                    topics.delete(rest[0])
                     return self.send_json(200, {"deleted": rest[0]})
                 if len(rest) == 2 and rest[1] == "events" and method == "POST":
                     return self.send_json(200, self.emit(rest[0], self.read_json()))
@@ -275,20 +270,19 @@ def _handler_for(admin):
                         first, last = int(query["from"][0]), int(query["to"][0])
                     except (KeyError, ValueError):
                         raise UserError("from and to must be event sequence numbers") from None
-                    outcome = events.outcome(rest[0], source, range(first, last + 1))
+                    outcome = topics.outcome(rest[0], source, first, last)
                     return self.send_json(200, {str(seq): subs for seq, subs in outcome.items()})
                 if len(rest) == 2 and rest[1] == "replay" and method == "POST":
                     body = self.read_json()
-                    count = events.replay(rest[0], body.get("trigger"), body.get("id"))
+                    count = topics.replay(rest[0], body.get("trigger"), body.get("id"))
                     return self.send_json(200, {"replayed": count})
             except UserError as exc:
                 return self.send_json(400, {"error": str(exc)})
             self.send_json(404, {"error": "no such endpoint"})
 
         def emit(self, topic, body):
-            """{source, data (text) or data_base64, count, content_type} → {first, last, subscribers} (the events'
-            sequence numbers, consecutive); on disk before it answers. Kafka with a real broker: produced to it,
-            {produced, partitions: {partition: [first, last offset]}, subscribers: groups, broker}."""
+            """{source, data (text) or data_base64, count, content_type} → the answer of Topics.emit
+            (triggers/interface.py: one shape, embedded or on a broker); durable before it answers."""
             source = body.get("source", "kafka")
             if source not in EVENT_SOURCES:
                 raise UserError("source must be one of %s" % ", ".join(EVENT_SOURCES))
@@ -312,10 +306,7 @@ def _handler_for(admin):
             count = body.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_EMIT_COUNT:
                 raise UserError("count must be a number from 1 to %d" % MAX_EMIT_COUNT)
-            if source == "kafka" and admin.kafka is not None:  # a real broker: produced there, acks=all
-                return {**admin.kafka.produce(topic, data, count), "broker": admin.kafka.bootstrap}
-            seqs, subscribers = admin.events.emit(topic, source, [data] * count)
-            return {"first": seqs[0], "last": seqs[-1], "subscribers": subscribers}
+            return admin.topics.emit(topic, source, data, count)
 
         def logs(self, name, query):
             hub = admin.supervisor.logs

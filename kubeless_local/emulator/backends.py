@@ -1,9 +1,9 @@
 """The backends by name, so the CLI can offer them without importing their dependencies up front."""
 
 import importlib
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from kubeless_local import config
 from kubeless_local.emulator.base import Backend, BackendFactory, OnExit, ignore_exit
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ BACKENDS = {
     "process": ("kubeless_local.emulator.process", "ProcessBackend"),
     "docker": ("kubeless_local.emulator.docker", "DockerBackend"),
 }
-CHOICES = [*BACKENDS, "auto"]  # auto: docker when an engine answers and the images exist, else process
+CHOICES = list(config.BACKENDS)  # the names above and auto (see `choose`), as `backend:` in the settings takes them
 
 
 def factory(name: str) -> BackendFactory:
@@ -29,59 +29,6 @@ def factory(name: str) -> BackendFactory:
         return backend
 
     return create
-
-
-PROJECT_CONFIG = ".kubeless-local.yaml"  # per-project defaults, e.g. `backend: docker`
-# The keys of its sections (docs/events.md, docs/kafka-broker.md): another key is a typo, said at once.
-SECTION_KEYS = {
-    "kafka": (
-        "max_attempts",  # embedded topics (Kafka and NATS triggers): failed attempts before a dead letter
-        "retry_backoff",
-        "max_in_flight",
-        "retention_hours",
-        "brokers",  # a real broker (kafka_bridge)
-        "attempts",
-        "group",
-    ),
-}
-MISPLACED = {"nats": "the kafka: settings apply to the embedded NATS topics as well (docs/events.md)"}
-
-
-def project_config(root):
-    """(path, mapping) of <root>/.kubeless-local.yaml; the mapping is {} when there is none. Every
-    reader of the file (backend, kafka settings, broker) goes through here."""
-    import yaml
-
-    from kubeless_local.errors import UserError
-
-    path = Path(root) / PROJECT_CONFIG
-    if not path.is_file():
-        return path, {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError("%s: cannot read (%s)" % (path, exc)) from None
-    data = data if isinstance(data, dict) else {}
-    for key, why in MISPLACED.items():
-        if key in data:
-            raise UserError("%s: unknown key %s; %s" % (path, key, why))
-    for section, known in SECTION_KEYS.items():
-        if isinstance(data.get(section), dict):
-            for key in data[section]:
-                if key not in known:
-                    raise UserError("%s: unknown key %s.%s; known: %s" % (path, section, key, ", ".join(known)))
-    return path, data
-
-
-def project_default(root):
-    """The `backend:` of <root>/.kubeless-local.yaml, or None."""
-    from kubeless_local.errors import UserError
-
-    path, config = project_config(root)
-    backend = config.get("backend")
-    if backend is not None and backend not in CHOICES:
-        raise UserError("%s: backend must be one of %s, got %r" % (path, ", ".join(CHOICES), backend))
-    return backend
 
 
 def needed_images(functions):

@@ -94,8 +94,8 @@ class _Buffer:
     """One function's last lines, bounded in count and in bytes."""
 
     def __init__(self, keep, max_bytes):
-        self.lines = collections.deque()
-        self.sizes = collections.deque()
+        self.lines: collections.deque[LogLine] = collections.deque()
+        self.sizes: collections.deque[int] = collections.deque()
         self.size = 0
         self.keep, self.max_bytes = keep, max_bytes
 
@@ -135,7 +135,7 @@ class LogHub:
 
     def subscribe(self, function=None):
         """A queue that receives every new line (of one function, or of all when None)."""
-        q = queue.Queue()
+        q: queue.Queue = queue.Queue()
         with self.lock:
             self.subscribers.append((function, q))
         return q

@@ -7,9 +7,11 @@ import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator import background
@@ -90,11 +92,11 @@ class Project:
         self.manifests = specs.Manifests()
         self.fingerprints: dict = {}
         self.shown: set = set()  # notices already shown: each is said once per session
-        self.last_error = None  # a broken manifest is reported once, not on every save
-        self.observer = None
+        self.last_error: Optional[str] = None  # a broken manifest is reported once, not on every save
+        self.observer: Optional[BaseObserver] = None
         self.watches: dict = {}  # folder → watchdog watch (one non-recursive watch per folder we care about)
         self.handler = _Changes(self)
-        self.timer = None
+        self.timer: Optional[threading.Timer] = None
         self.lock = threading.Lock()
         self.on_manifests: list = []  # called with the Manifests on start and on every reload (trigger delivery)
 
@@ -195,11 +197,12 @@ class Project:
         self.observer.start()
 
     def _watch(self, folder):
-        if folder not in self.watches:
-            try:
-                self.watches[folder] = self.observer.schedule(self.handler, str(folder), recursive=False)
-            except OSError:
-                pass  # removed meanwhile
+        if self.observer is None or folder in self.watches:
+            return
+        try:
+            self.watches[folder] = self.observer.schedule(self.handler, str(folder), recursive=False)
+        except OSError:
+            pass  # removed meanwhile
 
     def folder_created(self, folder: Path):
         if not self.ignore.path(self._rel(folder), is_dir=True):

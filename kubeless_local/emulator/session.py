@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from kubeless_local import config
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends, registry
 from kubeless_local.emulator.admin import AdminServer
@@ -21,7 +22,7 @@ from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.supervisor import Supervisor
-from kubeless_local.emulator.triggers import delivery, kafka_bridge
+from kubeless_local.emulator.triggers import delivery, interface, kafka_bridge
 from kubeless_local.emulator.triggers.cron import Cron
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
@@ -70,6 +71,7 @@ class DevSession:
         self.lock = ProjectLock(self.state_dir)
         self.kafka_brokers = kafka_brokers  # `dev --kafka-brokers`/KAFKA_BROKERS, before .kubeless-local.yaml's
         self.kafka: Optional[kafka_bridge.KafkaBridge] = None
+        self.settings = config.Settings(self.root / config.FILE)  # the defaults until start() reads the file
         # the parts start() builds; None until then (stop() is safe after a failed start)
         self.supervisor: Optional[Supervisor] = None
         self.project: Optional[Project] = None
@@ -99,6 +101,9 @@ class DevSession:
         if not ignore.exists():
             ignore.write_text("# kubeless-local's working state (generations, ports, admin API); not source\n*\n")
         sweep_leftovers(self.state_dir, self.say)
+        self.settings = config.load(self.root)
+        for notice in self.settings.notices:
+            self.logs.emit("dev", notice, "system")
         backend = self.backend or backends.factory(self._backend_name())
         self.guardian = Guardian(self.state_dir)
         self.supervisor = Supervisor(self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs)
@@ -108,14 +113,24 @@ class DevSession:
         self.cron = Cron(self._manifests, self.supervisor, self.logs)
         self.admin.cron = self.cron
         # kafka, a real broker: `dev` is its KafkaTrigger controller (triggers/kafka_bridge.py); no broker: exit 2
-        brokers, attempts = kafka_bridge.configured(self.root, self.kafka_brokers)
+        brokers, attempts = kafka_bridge.configured(self.settings, self.kafka_brokers)
         fixed_without_triggers = self.manifests is not None and not self.manifests.kafka_triggers  # `run`
         if brokers and not fixed_without_triggers:
             self.kafka = kafka_bridge.KafkaBridge(
-                brokers, self._manifests, self.supervisor, self.logs, self.root, attempts=attempts
+                brokers,
+                self._manifests,
+                self.supervisor,
+                self.logs,
+                self.root,
+                attempts=attempts,
+                retry_backoff=self.settings.kafka.retry_backoff,
+                shared=kafka_bridge.shares_the_controllers_group(self.settings),
             )
             self.kafka.connect()
             self.admin.kafka = self.kafka
+        # the session's topics, picked here once: a real broker's (NATS still embedded), or the embedded ones
+        embedded = interface.EmbeddedTopics(self.events)
+        self.admin.topics = interface.BrokerTopics(self.kafka, embedded) if self.kafka is not None else embedded
         self.admin.start()
         self.project = Project(
             self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty, self.deployed_only
@@ -132,12 +147,18 @@ class DevSession:
         return self.project.manifests if self.project is not None else specs.Manifests()
 
     def _start_events(self):
-        """Embedded topics: KafkaTrigger/NATSTrigger delivery and `emit`/`topic` through the admin API."""
-        settings = delivery.load_settings(self.root)
+        """Embedded topics: KafkaTrigger/NATSTrigger delivery (KafkaTriggers: unless a real broker runs them)."""
+        kafka = self.settings.kafka
         store = TopicStore(self.state_dir)
-        self.events = delivery.Dispatcher(store, self.supervisor, self.logs, **settings)
-        assert self.admin is not None, "start() publishes the admin API first"
-        self.admin.events = self.events
+        self.events = delivery.Dispatcher(
+            store,
+            self.supervisor,
+            self.logs,
+            max_attempts=kafka.max_attempts,
+            retry_backoff=kafka.retry_backoff,
+            max_in_flight=kafka.max_in_flight,
+            retention_hours=kafka.retention_hours,
+        )
 
     def _update_events(self, manifests):
         """New manifests for the embedded topics; with a real broker its bridge delivers the KafkaTriggers."""
@@ -147,7 +168,7 @@ class DevSession:
         self.events.update(manifests)
 
     def _backend_name(self) -> str:
-        name = self.backend_name or backends.project_default(self.root) or "process"
+        name = self.backend_name or self.settings.backend
         if name == "auto":
             loaded = self.manifests if self.manifests is not None else specs.Loader(self.root, self.ignore).collect()
             functions = loaded.functions

@@ -388,6 +388,23 @@ class Supervisor:
         for t in threads:
             t.join()
 
+    def wait_ready(self, name, timeout):
+        """(instance, spec) of function `name` once it serves (Ready, or its last good code while a save is
+        broken), waiting at most `timeout` seconds (0: one look); None when it does not serve by then. What
+        every trigger asks before it sends (emulator/triggers/delivery.py, `send_when_ready`)."""
+        deadline, poll = time.monotonic() + timeout, 0.1  # poll: while it is not registered yet
+        while True:
+            instance, spec = self.instances.get(name), self.specs.get(name)
+            if instance is not None and spec is not None and instance.serves and instance.url:
+                return instance, spec
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if instance is None or spec is None or instance.serves:
+                time.sleep(min(remaining, poll))  # not registered yet (or serving, its URL not set yet)
+            else:
+                instance.wait_for(lambda i: i.serves, min(remaining, 5 * poll))  # then look again: it may be replaced
+
     def status(self) -> list[dict[str, Any]]:
         rows = []
         with self.lock:  # functions register while `ls` asks (start-up)

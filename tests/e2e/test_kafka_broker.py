@@ -127,6 +127,60 @@ def test_consume_deliver_the_envelope_and_commit_only_after_2xx(tmp_path, start_
     assert (row["group"], row["delivered"], row["given_up"]) == (group, 2, 0) and row["failed"] >= 3
 
 
+def dead_letters(address, topic):
+    """Every message of `topic` on the broker: (value text, headers as a dict of text)."""
+
+    async def run():
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=address, auto_offset_reset="earliest")  # no group
+        await consumer.start()
+        try:
+            batch = await consumer.getmany(timeout_ms=2000)
+        finally:
+            await consumer.stop()
+        return [
+            (m.value.decode(), {name: value.decode() for name, value in m.headers})
+            for messages in batch.values()
+            for m in messages
+        ]
+
+    return asyncio.run(asyncio.wait_for(run(), 30))
+
+
+def test_a_message_that_fails_every_attempt_is_dead_lettered_on_the_broker(tmp_path, start_dev, kafka_broker):
+    """As the embedded topics keep a dead letter, the broker path produces it to <topic>.dead-letter (its
+    value, key and timestamp; why in its headers) and commits its offset only then: no event is lost."""
+    topic = "poison-" + uuid.uuid4().hex[:8]
+    folder, out, flag = project(tmp_path, topic)
+    (folder / ".kubeless-local.yaml").write_text("kafka: {brokers: %s, attempts: 2}\n" % kafka_broker.address)
+    group = "default_orders_hello_%s.kubeless-local" % topic
+    dev = start_dev("dev", cwd=folder)
+    dev.wait_for_output("kafka %s: consuming %s[0] from offset 0" % (group, topic))
+    flag.touch()
+    kafka_broker.produce(topic, ["poison"])
+    wait_until(lambda: len(calls(out)) == 2, "two failed attempts")
+    letters = []
+    wait_until(
+        lambda: letters.extend(dead_letters(kafka_broker.address, topic + ".dead-letter")) or letters, "the dead letter"
+    )
+    ((value, headers),) = letters
+    assert value == "poison"
+    assert headers["original-topic"] == topic and headers["original-partition"] == "0"
+    assert headers["original-offset"] == "0" and headers["consumer-group"] == group
+    assert headers["function"] == "hello" and headers["attempts"] == "2" and headers["last-status"] == "500"
+    assert "Internal Server Error" in headers["last-body"] and headers["event-id"] == calls(out)[0]["id"]
+    wait_until(lambda: kafka_broker.committed(group, topic) == 1, "its offset committed once dead-lettered")
+    dev.wait_for_output("dead-lettered to %s.dead-letter" % topic)
+    (row,) = AdminClient(folder / ".kubeless-local").kafka_groups()
+    assert (row["delivered"], row["failed"], row["given_up"]) == (0, 2, 1)
+
+    flag.unlink()  # the next message is delivered: the group moved on
+    kafka_broker.produce(topic, ["fine"])
+    wait_until(lambda: calls(out)[-1]["data"] == "fine" and not calls(out)[-1]["failed"], "the next message")
+    wait_until(lambda: kafka_broker.committed(group, topic) == 2, "offset 2 committed")
+
+
 def test_sigkill_of_dev_mid_stream_loses_no_acknowledged_message(tmp_path, start_dev, kafka_broker):
     topic = "stream-" + uuid.uuid4().hex[:8]
     folder, out, _ = project(tmp_path, topic)

@@ -173,12 +173,14 @@ def test_stop_removes_admin_json_only_when_it_is_ours(supervisor, tmp_path):
 def events_admin(admin, supervisor):
     """The admin API with embedded topics attached, as the session wires them."""
     from kubeless_local.emulator.triggers.delivery import Dispatcher
+    from kubeless_local.emulator.triggers.interface import EmbeddedTopics
     from kubeless_local.emulator.triggers.topics import TopicStore
 
-    admin.events = Dispatcher(TopicStore(supervisor.state_dir), supervisor, supervisor.logs)
+    dispatcher = Dispatcher(TopicStore(supervisor.state_dir), supervisor, supervisor.logs)
+    admin.topics = EmbeddedTopics(dispatcher)
     yield admin
-    admin.events.stop()
-    admin.events.store.close()
+    dispatcher.stop()
+    dispatcher.store.close()
 
 
 def test_topics_through_the_client(events_admin, supervisor):
@@ -187,10 +189,11 @@ def test_topics_through_the_client(events_admin, supervisor):
         client.emit("orders", "hi")
     assert client.create_topic("orders")["created"] is True
     result = client.emit("orders", b"\x00binary", count=3)  # bytes travel as base64
-    assert result["last"] - result["first"] == 2 and result["subscribers"] == []
-    stored = events_admin.events.store.events_after("orders", "kafka", 0)
+    (stored_at,) = result["ranges"]
+    assert stored_at["last"] - stored_at["first"] == 2 and result["subscribers"] == []
+    stored = events_admin.topics.dispatcher.store.events_after("orders", "kafka", 0)
     assert [e.data for e in stored] == [b"\x00binary"] * 3
-    assert client.emit("orders", '{"a": 1}', source="nats", content_type="application/json")["first"] == 4
+    assert client.emit("orders", '{"a": 1}', source="nats", content_type="application/json")["ranges"][0]["first"] == 4
     assert client.outcome("orders", 1, 3) == {1: {}, 2: {}, 3: {}}  # no subscriber: nothing happens to them
     (row,) = client.topics()
     assert row["name"] == "orders" and row["events"] == 4 and row["dead_letters"] == []
@@ -213,12 +216,12 @@ def test_bad_events_are_refused_before_anything_is_stored(events_admin, supervis
     data = kwargs.pop("data")
     with pytest.raises(UserError, match=message):
         client.emit("orders", data, **kwargs)
-    assert events_admin.events.store.count("orders") == 0
+    assert events_admin.topics.dispatcher.store.count("orders") == 0
 
 
 def test_ls_rows_count_dead_letters_and_replay_names_unknown_topics(events_admin, supervisor):
     supervisor.start(function())
-    store = events_admin.events.store
+    store = events_admin.topics.dispatcher.store
     store.create("orders")
     (seq,) = store.append("orders", "kafka", [b"x"])
     store.dead_letter("default_orders_hello_orders", "orders", seq, 5, 500, "boom")

@@ -12,6 +12,7 @@ import pytest
 from kubeless_local import spec as specs
 from kubeless_local.emulator.base import Instance, State
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.emulator.triggers import delivery
 from kubeless_local.emulator.triggers.delivery import Dispatcher
 from kubeless_local.emulator.triggers.topics import TopicStore
@@ -71,8 +72,16 @@ class FakeFunction:
 
 
 class FakeSupervisor:
+    """The supervisor's state that delivery reads, set by the tests; its `wait_ready` is the real one."""
+
+    wait_ready = Supervisor.wait_ready
+
     def __init__(self, logs):
-        self.logs, self.instances, self.specs = logs, {}, {}
+        self.logs, self.instances = logs, {}
+
+    @property
+    def specs(self):
+        return {name: fn() for name in self.instances}
 
 
 def fn():
@@ -483,3 +492,48 @@ def test_the_function_link_reads_an_http_1_0_body_to_the_end_and_counts_a_close_
 def test_a_header_with_a_line_break_is_refused_as_http_client_refuses_it(value):
     with pytest.raises(ValueError, match="line break"):
         delivery.request_bytes("POST", urllib.parse.urlsplit("http://127.0.0.1:8080"), {"event-id": value}, b"")
+
+
+class Ready:
+    """A supervisor whose `wait_ready` answers from a list in turn (None: not serving within the wait), then
+    `then`."""
+
+    def __init__(self, *answers, then=("instance", "spec")):
+        self.answers, self.then, self.asked = list(answers), then, 0
+
+    def wait_ready(self, name, timeout):
+        self.asked += 1
+        return self.answers.pop(0) if self.answers else self.then
+
+
+def test_send_when_ready_waits_while_the_function_does_not_serve_or_take_the_request():
+    """The one send rule of every trigger: neither costs an attempt, the request is sent again."""
+    sent = []
+
+    def send(instance, spec):
+        sent.append((instance, spec))
+        if len(sent) == 1:
+            raise delivery.NotAnswering("connection refused")  # restarting between the look and the call
+        return 500, "failed"
+
+    supervisor = Ready(None, None)
+    assert delivery.send_when_ready(supervisor, "hello", send, threading.Event()) == (500, "failed")
+    assert supervisor.asked == 4 and sent == [("instance", "spec")] * 2
+
+
+def test_send_when_ready_ends_when_stopping_at_the_deadline_or_on_a_hopeless_function():
+    never = Ready(then=None)
+    stopping = threading.Event()
+    stopping.set()
+    assert delivery.send_when_ready(never, "hello", lambda i, s: 200, stopping) is None and never.asked == 0
+    deadline = time.monotonic() + 0.05
+    assert delivery.send_when_ready(never, "hello", lambda i, s: 200, threading.Event(), deadline) is None
+    with pytest.raises(delivery.NotServing, match="removed"):
+        delivery.send_when_ready(Ready(), "hello", lambda i, s: 200, threading.Event(), give_up=lambda f: "removed")
+
+
+def test_the_answer_timeout_is_the_functions_plus_a_margin():
+    assert delivery.answer_timeout(fn()) == 185.0
+    assert (
+        delivery.answer_timeout(specs.FunctionSpec(name="x", runtime="r", handler="h.f", origin="o", timeout="2")) == 7
+    )

@@ -9,20 +9,20 @@ import re
 import pytest
 from conftest import function
 
+from kubeless_local import config
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.triggers import kafka_bridge
+from kubeless_local.emulator.triggers import delivery, kafka_bridge
 from kubeless_local.emulator.triggers.delivery import NotAnswering
 from kubeless_local.emulator.triggers.kafka_bridge import (
     KafkaBridge,
-    _matches,
     configured,
-    group_id,
     instance_id,
     message_envelope,
     parse_brokers,
     shares_the_controllers_group,
     subscriptions,
 )
+from kubeless_local.emulator.triggers.subscriptions import group_name, selector_matches
 from kubeless_local.emulator.triggers.topics import check_topic_name
 from kubeless_local.errors import UserError
 from kubeless_local.spec import FunctionSpec, KafkaTrigger, Manifests
@@ -53,7 +53,7 @@ Message = collections.namedtuple("Message", "topic partition offset value timest
     ],
 )
 def test_label_selector_semantics(selector, labels, expected):
-    assert _matches(selector, labels) is expected
+    assert selector_matches(labels, selector.get("matchLabels", {}), selector.get("matchExpressions", ())) is expected
 
 
 def labelled(name, namespace="default", **labels):
@@ -71,6 +71,7 @@ def kafka_trigger(name, topic, selector, namespace=None):
         selector=selector.get("matchLabels", {}),
         origin="t.yaml: KafkaTrigger %s" % name,
         document=document,
+        namespace=namespace or "default",
     )
 
 
@@ -83,16 +84,17 @@ def test_one_group_per_trigger_function_and_topic_named_as_kubeless_names_it():
             kafka_trigger("there", "t3", {"matchLabels": {"app": "shop"}}, namespace="other"),
         ],
     )
-    found, unmatched = subscriptions(manifests, shared=True)
+    subs, unmatched = subscriptions(manifests, shared=True)
+    found = {sub.name: (sub.namespace, sub.trigger, sub.function, sub.topic) for sub in subs}
     assert found == {
         "default_orders_a_t1": ("default", "orders", "a", "t1"),
         "default_orders_b_t1": ("default", "orders", "b", "t1"),
         "other_there_c_t3": ("other", "there", "c", "t3"),  # only functions of the trigger's namespace
     }
     assert [t.name for t in unmatched] == ["lonely"]
-    assert group_id("default", "orders", "a", "t1") == "default_orders_a_t1"
+    assert group_name("default", "orders", "a", "t1") == "default_orders_a_t1"
     # by default dev consumes in groups of its own: a deployed controller on the same broker is not disturbed
-    assert sorted(subscriptions(manifests)[0]) == [
+    assert sorted(sub.name for sub in subscriptions(manifests)[0]) == [
         "default_orders_a_t1.kubeless-local",
         "default_orders_b_t1.kubeless-local",
         "other_there_c_t3.kubeless-local",
@@ -100,10 +102,11 @@ def test_one_group_per_trigger_function_and_topic_named_as_kubeless_names_it():
 
 
 def test_the_controllers_own_group_only_on_request_and_with_a_warning(tmp_path, supervisor):
-    assert shares_the_controllers_group(tmp_path) is False
+    assert shares_the_controllers_group(config.load(tmp_path)) is False
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {group: kubeless}\n")
-    assert shares_the_controllers_group(tmp_path) is True
-    bridge = KafkaBridge(["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path)
+    assert shares_the_controllers_group(config.load(tmp_path)) is True
+    shared = shares_the_controllers_group(config.load(tmp_path))
+    bridge = KafkaBridge(["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path, shared=shared)
     try:
         assert bridge.shared
         bridge.start()
@@ -113,7 +116,7 @@ def test_the_controllers_own_group_only_on_request_and_with_a_warning(tmp_path, 
         bridge.stop()
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {group: theirs}\n")
     with pytest.raises(UserError, match=r"kafka\.group must be local .* or kubeless .*, got 'theirs'"):
-        shares_the_controllers_group(tmp_path)
+        shares_the_controllers_group(config.load(tmp_path))
 
 
 def test_static_member_ids_are_stable_per_project_and_distinct_between_projects(tmp_path):
@@ -124,23 +127,23 @@ def test_static_member_ids_are_stable_per_project_and_distinct_between_projects(
 
 
 def test_brokers_come_from_the_flag_or_env_before_the_project_file(tmp_path):
-    assert configured(tmp_path) == (None, 5)
+    assert configured(config.load(tmp_path)) == (None, 5)
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: [127.0.0.1:9092, 'b:9093'], attempts: 2}\n")
-    assert configured(tmp_path) == (["127.0.0.1:9092", "b:9093"], 2)
-    assert configured(tmp_path, "h:1,h:2") == (["h:1", "h:2"], 2)
+    assert configured(config.load(tmp_path)) == (["127.0.0.1:9092", "b:9093"], 2)
+    assert configured(config.load(tmp_path), "h:1,h:2") == (["h:1", "h:2"], 2)
     assert parse_brokers("x:9092, y:9093,", "where") == ["x:9092", "y:9093"]
     for bad in ("x", "x:port", "x:70000", ":", ""):
         with pytest.raises(UserError, match="^where: .* must be HOST:PORT"):
             parse_brokers(bad, "where")
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: 'nonsense'}\n")
     with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: kafka\.brokers: 'nonsense' must be HOST:PORT"):
-        configured(tmp_path)
+        configured(config.load(tmp_path))
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {attempts: 0}\n")
     with pytest.raises(UserError, match=r"kafka\.attempts must be a whole number ≥ 1, got 0"):
-        configured(tmp_path)
+        configured(config.load(tmp_path))
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: [1]\n")
     with pytest.raises(UserError, match="kafka must be a mapping"):
-        configured(tmp_path)
+        configured(config.load(tmp_path))
 
 
 def test_the_envelope_is_kafkas_with_the_id_and_time_of_the_message():  # vector 18
@@ -180,7 +183,9 @@ def bridge(supervisor, tmp_path, monkeypatch):
     monkeypatch.setattr(kafka_bridge, "BACKOFF_FIRST", 0.001)
     monkeypatch.setattr(kafka_bridge, "BACKOFF_MAX", 0.002)
     supervisor.start(function())
-    made = KafkaBridge(["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path, attempts=3)
+    made = KafkaBridge(
+        ["127.0.0.1:1"], Manifests, supervisor, supervisor.logs, tmp_path, attempts=3, retry_backoff=0.001
+    )
     yield made
     made.stop()
 
@@ -188,7 +193,7 @@ def bridge(supervisor, tmp_path, monkeypatch):
 def deliver(bridge, sender, offset=4):
     bridge.send = sender
     message = Message("t", 0, offset, b"hi", 1611919083123)
-    asyncio.run(asyncio.wait_for(bridge.deliver("g", "hello", message), 10))
+    bridge.failed = asyncio.run(asyncio.wait_for(bridge.deliver("g", "hello", message), 10))
     return bridge.stats["g"]
 
 
@@ -207,7 +212,88 @@ def test_after_n_failed_answers_the_message_is_given_up_and_logged(bridge):
     stats = deliver(bridge, sender)
     assert len(sender.sent) == 3 and (stats["delivered"], stats["failed"], stats["given_up"]) == (0, 3, 1)
     last = bridge.supervisor.logs.tail("hello")[-1].text
-    assert last == "kafka g: message t[0]@4 answered 500: body 500; given up after 3 attempts, offset committed"
+    assert (
+        last
+        == "kafka g: message t[0]@4 answered 500: body 500; given up after 3 attempts: to the dead-letter topic t.dead-letter"
+    )
+    assert bridge.failed == (3, 500, "body 500")  # what its dead letter says (deliver_run produces it)
+
+
+class Producer:
+    """Stands in for the bridge's AIOKafkaProducer: records each send; the broker's acknowledgement is
+    `ack` (a record), or `refuse` (an exception) raised when awaited."""
+
+    def __init__(self, committer, refuse=None):
+        self.committer, self.refuse = committer, refuse
+        self.sent, self.settled_when_acknowledged = [], []
+
+    async def send(self, topic, value, key=None, headers=None, timestamp_ms=None):
+        self.sent.append((topic, value, key, dict(headers), timestamp_ms))
+
+        async def acknowledged():
+            self.settled_when_acknowledged.append(list(self.committer.settled_offsets))
+            if self.refuse is not None:
+                raise self.refuse
+            return collections.namedtuple("Record", "partition offset")(0, 7)
+
+        return asyncio.ensure_future(acknowledged())
+
+
+class Committer:
+    def __init__(self):
+        self.settled_offsets = []
+
+    def settled(self, partition, offset):
+        self.settled_offsets.append(offset)
+
+
+def deliver_run(bridge, producer, messages):
+    bridge.producer, bridge.dead_letter_topics = producer, {"t.dead-letter"}
+    asyncio.run(asyncio.wait_for(bridge.deliver_run("g", "hello", messages, producer.committer, "t-0"), 10))
+    return producer.committer.settled_offsets
+
+
+def test_a_message_that_fails_every_attempt_is_dead_lettered_before_its_offset_is_committed(bridge):
+    bridge.send = Sender(200, 500, 500, 503, 200)
+    producer = Producer(Committer())
+    messages = [Message("t", 0, offset, b"m%d" % offset, 1611919083123) for offset in (4, 5, 6)]
+    assert deliver_run(bridge, producer, messages) == [4, 5, 6]  # 5 dead-lettered, then 6 delivered
+    assert producer.settled_when_acknowledged == [[4]]  # 5 is settled (committed) only once the broker has it
+    ((topic, value, key, headers, timestamp),) = producer.sent
+    assert (topic, value, key, timestamp) == ("t.dead-letter", b"m5", None, 1611919083123)
+    assert headers == {
+        "original-topic": b"t",
+        "original-partition": b"0",
+        "original-offset": b"5",
+        "event-id": message_envelope("t", 0, 5, b"m5", 1611919083123)[1]["event-id"].encode(),
+        "consumer-group": b"g",
+        "function": b"hello",
+        "attempts": b"3",
+        "last-status": b"503",
+        "last-body": b"body 503",
+    }
+    said = [line.text for line in bridge.supervisor.logs.tail("hello")]
+    assert "kafka g: message t[0]@5 dead-lettered to t.dead-letter[0]@7; its offset is committed" in said
+
+
+def test_a_dead_letter_the_broker_does_not_take_leaves_the_offset_uncommitted(bridge):
+    """The consumer loop then rejoins from the committed offset: the message comes again, never lost."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    bridge.send = Sender(500, 500, 500)
+    producer = Producer(Committer(), refuse=KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        deliver_run(bridge, producer, [Message("t", 0, 4, b"x", 1611919083123)])
+    assert len(producer.sent) == 1 and bridge.stats["g"]["given_up"] == 1
+    assert producer.committer.settled_offsets == []  # not committed: it is consumed again
+
+
+def test_the_broker_waits_kafka_retry_backoff_between_attempts_as_the_embedded_topics_do(bridge):
+    bridge.retry_backoff = 0.1  # kafka.retry_backoff (session.py passes it), the embedded topics' setting too
+    deliver(bridge, Sender(500, 200))
+    logged = [line.text for line in bridge.supervisor.logs.tail("hello")]
+    assert any(text.endswith("attempt 1 of 3, retrying in 0.1 s") for text in logged), logged
+    assert [delivery.backoff(n, 0.1, delivery.BACKOFF_MAX) for n in (1, 2, 3)] == [0.1, 0.2, 0.4]
 
 
 def test_a_function_that_is_not_ready_is_waited_for_without_using_attempts(bridge):
@@ -322,3 +408,37 @@ def test_a_run_of_messages_is_delivered_in_order_and_a_failure_goes_through_retr
     assert [s[3] for s in sender.sent] == [b"m0", b"m1", b"m2", b"m2", b"m3"]
     assert settled[-1] == 3 and settled == sorted(settled)
     assert (bridge.stats["g"]["delivered"], bridge.stats["g"]["failed"]) == (4, 1)
+
+
+def test_broker_topics_answer_the_one_emit_shape_and_keep_nats_embedded():
+    from kubeless_local.emulator.triggers.interface import BrokerTopics, EmbeddedTopics
+
+    class Bridge:
+        bootstrap = "127.0.0.1:9092"
+
+        def produce(self, topic, data, count):
+            return {"produced": count, "partitions": {1: [5, 6], 0: [3, 3]}, "subscribers": ["g"]}
+
+    class Dispatcher:
+        def emit(self, topic, source, datas):
+            return list(range(7, 7 + len(datas))), []
+
+    topics = BrokerTopics(Bridge(), EmbeddedTopics(Dispatcher()))
+    assert topics.emit("orders", "kafka", b"x", 3) == {
+        "topic": "orders",
+        "source": "kafka",
+        "count": 3,
+        "subscribers": ["g"],
+        "broker": "127.0.0.1:9092",
+        "ranges": [{"partition": 0, "first": 3, "last": 3}, {"partition": 1, "first": 5, "last": 6}],
+        "tracked": False,  # the broker's consumer groups track them
+    }
+    assert topics.emit("news", "nats", b"x", 2) == {
+        "topic": "news",
+        "source": "nats",
+        "count": 2,
+        "subscribers": [],
+        "broker": None,  # no broker of ours carries NATS: the embedded log does
+        "ranges": [{"partition": None, "first": 7, "last": 8}],
+        "tracked": True,
+    }

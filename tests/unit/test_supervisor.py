@@ -274,3 +274,27 @@ def test_the_kubeless_port_flag_is_the_local_port_when_free(tmp_path):
         blocker.bind(("127.0.0.1", wanted))
         blocker.listen()
         assert PortBook(tmp_path).assign(spec, set()) != wanted  # in use: another port, no error
+
+
+def test_wait_ready_answers_once_the_function_serves(supervisor, backend):
+    """The one question every trigger asks before it sends (delivery.send_when_ready)."""
+    assert supervisor.wait_ready("hello", 0) is None  # not started: no answer, and no wait with timeout 0
+    instance = supervisor.start(function())
+    assert supervisor.wait_ready("hello", 0) == (instance, supervisor.specs["hello"])
+    instance.set_state(State.CRASHED, "exited")
+    assert supervisor.wait_ready("hello", 0.05) is None
+    threading.Timer(0.05, instance.set_state, (State.READY,)).start()
+    assert supervisor.wait_ready("hello", 10) == (instance, supervisor.specs["hello"])  # woken by the change
+
+
+def test_wait_ready_counts_a_broken_save_whose_last_good_code_serves(supervisor, backend):
+    instance = supervisor.start(function())
+    backend.prepares["hello"] = [StepFailed("compile", "handler.go:3: undefined: x")]
+    supervisor.reload(function(code="v2"))
+    assert instance.state == State.COMPILE_ERROR and supervisor.wait_ready("hello", 0)[0] is instance
+
+
+def test_wait_ready_waits_for_a_function_not_registered_yet(supervisor, backend):
+    threading.Timer(0.05, supervisor.start, (function(),)).start()
+    ready = supervisor.wait_ready("hello", 10)
+    assert ready is not None and ready[0].state == State.READY

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from kubeless_local.emulator.triggers import delivery
+from kubeless_local.emulator.triggers import subscriptions
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 
@@ -124,25 +124,12 @@ IN = {"key": "tier", "operator": "In", "values": ["back", "db"]}
     ],
 )
 def test_label_selector_semantics(match_labels, expressions, expected):
-    assert delivery.selector_matches(LABELS, match_labels, expressions) is expected
+    assert subscriptions.selector_matches(LABELS, match_labels, expressions) is expected
 
 
 def test_group_names_are_the_kubeless_controllers():
-    assert delivery.group_name("default", "orders", "hello", "t") == "default_orders_hello_t"
-    assert delivery.group_name("default", "orders", "hello", "t", "nats") == "nats:default_orders_hello_t"
-
-
-def test_settings_from_the_project_file(tmp_path):
-    assert delivery.load_settings(tmp_path)["max_attempts"] == 5
-    (tmp_path / ".kubeless-local.yaml").write_text("backend: process\nkafka: {max_attempts: 2, retry_backoff: 0.1}\n")
-    settings = delivery.load_settings(tmp_path)
-    assert settings["max_attempts"] == 2 and settings["retry_backoff"] == 0.1
-    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {max_attempts: 0}\n")
-    with pytest.raises(UserError, match=r"kafka.max_attempts must be a number >= 1, got 0"):
-        delivery.load_settings(tmp_path)
-    (tmp_path / ".kubeless-local.yaml").write_text("kafka: 3\n")
-    with pytest.raises(UserError, match="kafka must be a mapping"):
-        delivery.load_settings(tmp_path)
+    assert subscriptions.group_name("default", "orders", "hello", "t") == "default_orders_hello_t"
+    assert subscriptions.group_name("default", "orders", "hello", "t", "nats") == "nats:default_orders_hello_t"
 
 
 def test_short_lived_threads_share_one_connection_and_subscribers_get_their_own(store):
@@ -201,15 +188,6 @@ def test_a_locked_topics_db_says_it_is_locked(tmp_path, store):
     finally:
         other.execute("ROLLBACK")
         other.close()
-
-
-def test_an_unknown_key_in_the_kafka_settings_is_one_line_naming_file_and_key(tmp_path):
-    (tmp_path / ".kubeless-local.yaml").write_text("kafka: {max_atempts: 2}\n")
-    with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: unknown key kafka\.max_atempts; known: "):
-        delivery.load_settings(tmp_path)
-    (tmp_path / ".kubeless-local.yaml").write_text("nats: {max_attempts: 2}\n")
-    with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: unknown key nats; the kafka: settings"):
-        delivery.load_settings(tmp_path)
 
 
 RACE = """

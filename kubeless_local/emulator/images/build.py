@@ -93,7 +93,7 @@ def build_image(client, runtime, on_line=lambda line: None):
         )
     with tempfile.TemporaryDirectory(prefix="kubeless-local-build-") as tmp:
         context = build_context(runtime, Path(tmp) / "context")
-        lines = []
+        lines: list[str] = []
         try:
             stream = client.api.build(
                 path=str(context),

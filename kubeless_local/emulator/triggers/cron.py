@@ -30,11 +30,11 @@ import requests
 from kubeless_local import events, schedules
 from kubeless_local import spec as specs
 from kubeless_local.emulator.base import State
+from kubeless_local.emulator.triggers import delivery
 from kubeless_local.errors import UserError
 
 HISTORY = {"succeeded": 3, "failed": 1}  # the CronJob's successfulJobsHistoryLimit / failedJobsHistoryLimit
 MAX_SLEEP = 1.0  # the loop looks at the manifests at least this often, so an edited schedule applies at once
-RETRY_PAUSE = 0.2  # seconds between attempts while the function does not answer (restarting, reloading)
 GO_ESCAPED = "<>&\u2028\u2029"  # json.Marshal writes these as \\u escapes (HTML-safe JSON)
 GIVE_UP = (State.CONFIG_ERROR, State.STOPPED)  # states only an edit ends: no point waiting for the deadline
 
@@ -252,31 +252,38 @@ class Cron:
             return None, "spec.function-name %r names no Function in this project" % function
         limit = float(spec.timeout)
         deadline = time.monotonic() + limit
-        state = "unknown"
-        while not self.stopping.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            instance = self.supervisor.instances.get(function)
-            if instance is None:
-                return None, "function %s was removed" % function
-            state = instance.state.value
-            if instance.state in GIVE_UP and not instance.serves:
-                return None, "function %s is %s: %s" % (function, state, (instance.error or "-").splitlines()[0])
-            if not instance.wait_for(lambda i: i.serves, min(remaining, RETRY_PAUSE)):
-                continue  # installing, starting, reloading, crashed: wait until the deadline
+
+        def send(instance, _spec):
             try:
-                return self.send(method, instance.url, headers, body, remaining), ""
+                return self.send(method, instance.url, headers, body, deadline - time.monotonic())
             except requests.Timeout:
-                break
+                return None
             except requests.ConnectionError:
-                self.stopping.wait(RETRY_PAUSE)  # restarting between our check and the request
+                raise delivery.NotAnswering("nothing took the request") from None  # restarting: sent again
+
+        try:  # installing, starting, reloading, crashed: waited for until the deadline
+            status = delivery.send_when_ready(self.supervisor, function, send, self.stopping, deadline, self._hopeless)
+        except delivery.NotServing as exc:
+            return None, str(exc)
+        if status is not None:
+            return status, ""
         if self.stopping.is_set():
             return None, "dev stopped before the function answered"
+        instance = self.supervisor.instances.get(function)
         return None, "no answer within the function's timeout of %gs (the job's deadline; function %s)" % (
             limit,
-            state,
+            instance.state.value if instance is not None else "unknown",
         )
+
+    def _hopeless(self, function):
+        """Why waiting for `function` until the deadline is pointless (it was removed, or only an edit ends
+        its state), else None."""
+        instance = self.supervisor.instances.get(function)
+        if instance is None:
+            return "function %s was removed" % function
+        if instance.state in GIVE_UP and not instance.serves:
+            return "function %s is %s: %s" % (function, instance.state.value, (instance.error or "-").splitlines()[0])
+        return None
 
     def _log(self, run):
         if run.ok:

@@ -12,27 +12,35 @@ without an answer (it crashed on it) did fail: that is an attempt, so a poison m
 instead of crashing the function forever.
 """
 
+import functools
 import http.client
 import socket
 import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from kubeless_local import config
+from kubeless_local.emulator.triggers.subscriptions import subscriptions
 from kubeless_local.errors import UserError
 from kubeless_local.events import envelope
 
-MAX_ATTEMPTS = 5
-MAX_IN_FLIGHT = 1  # events of one subscriber sent at once: one, in order, as kafka-trigger (>= v1.0.5) and NATS do
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds before retry n: doubles per failure
-RETENTION_HOURS = 168.0  # events older than this are pruned once consumed (Kafka's log.retention.hours)
+# The Dispatcher's defaults are the project settings' (config.py, `kafka:`)
+MAX_ATTEMPTS = config.Kafka.max_attempts
+MAX_IN_FLIGHT = config.Kafka.max_in_flight  # one at a time, in order, as kafka-trigger (>= v1.0.5) and NATS do
+BACKOFF_FIRST = config.Kafka.retry_backoff
+RETENTION_HOURS = config.Kafka.retention_hours  # consumed events older than this are pruned (Kafka's default)
+BACKOFF_MAX = 30.0  # seconds: the longest wait between two attempts, embedded topics and broker alike
 PRUNE_EVERY = 60.0  # seconds between prunes while events are emitted
 FETCH = 100  # events read from the store at once when sending one at a time
 COMMIT_EVERY = 50  # delivered events between position commits (a crash redelivers at most these)
 RETRY_INFO_BODY = 200
 STOP_TIMEOUT = 5.0  # seconds `dev` waits for subscribers to commit their positions when it stops
+READY_WAIT = 0.5  # seconds a sender waits for its function at once, then looks whether it is stopping
+NOT_TAKEN_PAUSE = 0.05  # seconds before sending again when nothing took the request (restarting, reloading)
+ANSWER_MARGIN = 5.0  # seconds beyond the function's timeout a sender waits for its answer
+DEFAULT_TIMEOUT = 180.0  # a Function's timeout when its manifest's does not read as a number
 
 
 def backoff(attempt, first, most):
@@ -41,105 +49,45 @@ def backoff(attempt, first, most):
     return min(first * 2 ** (attempt - 1), most)
 
 
-def selector_matches(labels, match_labels, expressions=()):
-    """Kubernetes LabelSelector semantics: every matchLabels pair and every expression must hold; an empty
-    selector matches every function."""
-    if any(labels.get(key) != value for key, value in match_labels.items()):
-        return False
-    for expression in expressions:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False  # the API server rejects such a selector; never match on it
-    return True
-
-
-def group_name(namespace, trigger, function, topic, source="kafka"):
-    """The Kubeless Kafka controller's consumer group; NATS subscribers are prefixed so the two kinds'
-    triggers may share a name."""
-    name = "%s_%s_%s_%s" % (namespace, trigger, function, topic)
-    return name if source == "kafka" else "%s:%s" % (source, name)
-
-
-def load_settings(root):
-    """`kafka:` of <root>/.kubeless-local.yaml: max_attempts (default 5), retry_backoff (first wait, seconds),
-    retention_hours (consumed events older than this are pruned),
-    max_in_flight (events of one subscriber sent at once; default 1: strictly one after the other, in order)."""
-    from kubeless_local.emulator.backends import project_config
-
-    path, config = project_config(root)
-    settings = {
-        "max_attempts": MAX_ATTEMPTS,
-        "retry_backoff": BACKOFF_FIRST,
-        "max_in_flight": MAX_IN_FLIGHT,
-        "retention_hours": RETENTION_HOURS,
-    }
-    kafka = config.get("kafka")
-    if kafka is None:
-        return settings
-    if not isinstance(kafka, dict):
-        raise UserError("%s: kafka must be a mapping, e.g. kafka: {max_attempts: 5}" % path)
-    for key, kind, low in (
-        ("max_attempts", int, 1),
-        ("retry_backoff", float, 0),
-        ("max_in_flight", int, 1),
-        ("retention_hours", float, 0),
-    ):
-        if key in kafka:
-            value = kafka[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or kind(value) != value:
-                raise UserError("%s: kafka.%s must be a number >= %s, got %r" % (path, key, low, value))
-            settings[key] = kind(value)
-    return settings
-
-
-@dataclass(frozen=True)
-class Subscription:
-    name: str  # the consumer group name
-    trigger: str
-    kind: str  # KafkaTrigger / NATSTrigger
-    source: str  # kafka / nats
-    function: str
-    topic: str
-
-
-def subscriptions(manifests):
-    """(subscriptions, warnings): one per trigger × function its selector matches; a selector that matches
-    nothing is a warning (the function may be added later)."""
-    found, warnings = [], []
-    for trigger in manifests.kafka_triggers + getattr(manifests, "nats_triggers", []):
-        kind = type(trigger).__name__
-        matched = [
-            fn
-            for fn in manifests.functions
-            if fn.namespace == trigger.namespace and selector_matches(fn.labels, trigger.selector, trigger.expressions)
-        ]
-        if not matched:
-            warnings.append("%s: spec.functionSelector matches no Function in this project" % trigger.origin)
-        for fn in matched:
-            found.append(
-                Subscription(
-                    group_name(trigger.namespace, trigger.name, fn.name, trigger.topic, trigger.source),
-                    trigger.name,
-                    kind,
-                    trigger.source,
-                    fn.name,
-                    trigger.topic,
-                )
-            )
-    return found, warnings
-
-
 class NotAnswering(Exception):
     """The function did not take the event (nothing listens, or a closed keep-alive connection)."""
+
+
+class NotServing(Exception):
+    """A sender stopped waiting for its function: it cannot serve until the user edits something."""
+
+
+def answer_timeout(spec):
+    """Seconds a sender waits for the function's answer: its timeout (the runtime answers 408 then) plus a
+    margin, the safety net for a runtime that does not."""
+    try:
+        return float(spec.timeout) + ANSWER_MARGIN
+    except ValueError:
+        return DEFAULT_TIMEOUT + ANSWER_MARGIN
+
+
+def send_when_ready(supervisor, function, send, stopping, deadline=None, give_up=None):
+    """The one "wait until the function serves, then send" of every trigger (embedded topics, cron, the
+    broker bridge): `send(instance, spec)`'s answer once `function` serves. While it does not (installing,
+    reloading, crashed, not started yet), and while nothing takes the request (NotAnswering: it restarted
+    between the look and the call), it is waited for: not the function's failure, so no attempt is used up.
+    None when `stopping` (a threading.Event) is set or `deadline` (time.monotonic()) passes first;
+    NotServing when `give_up(function)` names a reason to stop waiting."""
+    while not stopping.is_set():
+        wait = READY_WAIT if deadline is None else min(READY_WAIT, deadline - time.monotonic())
+        if wait <= 0:
+            return None
+        reason = give_up(function) if give_up is not None else None
+        if reason:
+            raise NotServing(reason)
+        ready = supervisor.wait_ready(function, wait)
+        if ready is None:
+            continue  # and look at `stopping` again
+        try:
+            return send(*ready)
+        except NotAnswering:
+            stopping.wait(NOT_TAKEN_PAUSE)
+    return None
 
 
 class FunctionLink:
@@ -244,7 +192,7 @@ def read_response(reader):
 
 
 def read_chunked(reader):
-    chunks = []
+    chunks: list = []
     while True:
         size = int(reader.readline(65537).split(b";")[0].strip() or b"x", 16)
         if size == 0:
@@ -334,7 +282,7 @@ class Subscriber(threading.Thread):
 
     def _deliver_window(self, window):
         """`max_in_flight` > 1: up to `window` events sent at once, settled in topic order."""
-        pending = {}  # seq → (Event, Future), in topic order
+        pending: dict = {}  # seq → (Event, Future), in topic order
         fetched, any_event = self.position, False
         while not self.stopping.is_set():
             events = []
@@ -401,15 +349,12 @@ class Subscriber(threading.Thread):
         """(ok, attempts, last status, last body); ok is None when stopping. Status 0: no answer (the
         connection closed without one: the server crashed on the event), a failed attempt like a 5xx."""
         retry = self.retries.get(event.seq) or Retry(event.seq)
+        send = functools.partial(self._send, event)
         while not self.stopping.is_set():
-            url = self._ready_url()
-            if url is None:
-                continue
-            try:
-                status, body = self._send(url, event)
-            except NotAnswering:
-                self.stopping.wait(0.05)  # reloading or restarting: not the function's failure; wait until Ready
-                continue
+            answer = send_when_ready(self.dispatcher.supervisor, self.sub.function, send, self.stopping)
+            if answer is None:
+                break
+            status, body = answer
             if 200 <= status < 300:
                 return True, retry.attempts + 1, status, body
             retry.attempts += 1
@@ -419,17 +364,7 @@ class Subscriber(threading.Thread):
             self.stopping.wait(self.dispatcher.backoff(retry.attempts))
         return None, 0, 0, ""
 
-    def _ready_url(self):
-        instance = self.dispatcher.supervisor.instances.get(self.sub.function)
-        if instance is None or not instance.serves or not instance.url:
-            if instance is None:
-                self.stopping.wait(0.2)
-            else:
-                instance.wait_for(lambda i: i.serves or self.stopping.is_set(), 0.5)
-            return None
-        return instance.url
-
-    def _send(self, url, event):
+    def _send(self, event, instance, spec):
         link = getattr(self.local, "link", None)
         if link is None:
             link = self.local.link = FunctionLink()
@@ -437,7 +372,7 @@ class Subscriber(threading.Thread):
         method, headers, body = envelope(
             event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
         )
-        return link.send(method, url, headers, body, self.dispatcher.timeout_of(self.sub.function))
+        return link.send(method, instance.url, headers, body, answer_timeout(spec))
 
 
 class Dispatcher:
@@ -470,25 +405,16 @@ class Dispatcher:
     def backoff(self, attempts):
         return backoff(attempts, self.retry_backoff, BACKOFF_MAX)
 
-    def timeout_of(self, function):
-        spec = self.supervisor.specs.get(function)
-        try:
-            return float(spec.timeout) + 5 if spec is not None else 185.0
-        except ValueError:
-            return 185.0
-
     def update(self, manifests):
         """Make the running subscribers those of `manifests`' triggers; their topics exist from now on."""
-        wanted, warnings = subscriptions(manifests)
-        for warning in warnings:
+        wanted, unmatched = subscriptions(manifests.kafka_triggers + manifests.nats_triggers, manifests.functions)
+        for trigger in unmatched:
+            warning = "%s: spec.functionSelector matches no Function in this project" % trigger.origin
             if warning not in self.warned:
                 self.warned.add(warning)
                 self.say("dev", warning)
         with self.lock:
-            self.triggers = {
-                (type(t).__name__, t.name): t
-                for t in manifests.kafka_triggers + getattr(manifests, "nats_triggers", [])
-            }
+            self.triggers = {(type(t).__name__, t.name): t for t in manifests.kafka_triggers + manifests.nats_triggers}
             for trigger in self.triggers.values():
                 self.store.create(trigger.topic)
             wanted_by_name = {sub.name: sub for sub in wanted}
@@ -540,7 +466,7 @@ class Dispatcher:
         """Drop the events older than the retention that every running subscriber of their topic has
         consumed (dead letters stay until replayed or their topic is deleted)."""
         self.pruned = time.monotonic()
-        kept_after = {}
+        kept_after: dict = {}
         with self.lock:
             for subscriber in self.subscribers.values():
                 key = (subscriber.sub.topic, subscriber.sub.source)
@@ -551,7 +477,7 @@ class Dispatcher:
     def outcome(self, topic, source, seqs):
         """{seq: {subscriber: delivered | dead-lettered | retrying (…) | pending}} of emitted events."""
         seqs = list(seqs)
-        result = {seq: {} for seq in seqs}
+        result: dict = {seq: {} for seq in seqs}
         for subscriber in self._subscribers_of(topic, source):
             name = subscriber.sub.name
             position = subscriber.position
@@ -633,7 +559,7 @@ class Dispatcher:
 
     def dead_letter_counts(self):
         """{function: dead letters waiting}, for `ls`."""
-        counts = {}
+        counts: dict = {}
         for letter in self.store.dead_letters():
             function = self._function_of(letter["subscriber"])
             counts[function] = counts.get(function, 0) + 1

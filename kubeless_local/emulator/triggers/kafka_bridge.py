@@ -9,7 +9,8 @@ group instead, with a warning), with sarama's default assignor (range), for ever
 one at a time, in order, over a kept-alive connection. Where it differs, so that no event is lost:
 
 - auto-commit is off; a message's offset is committed only after the function answered 2xx, or after
-  `attempts` failed answers (each logged; the controller commits every message at once, failures lost);
+  `max_attempts` failed answers (each logged) once the message is on its dead-letter topic on the broker,
+  `<topic>.dead-letter` (interface.py; the controller commits every message at once, failures lost);
 - a function that is not Ready (installing, reloading, crashed) is waited for, without using up attempts;
 - offsets are committed in the background, in order, at least every COMMIT_INTERVAL: never past a message
   that is not settled, so a crash redelivers a few, never skips;
@@ -21,7 +22,8 @@ one at a time, in order, over a kept-alive connection. Where it differs, so that
 - `event-id` and `event-time` come from the message (its topic, partition, offset; its timestamp), so a
   redelivered message carries the same ones and a function can de-duplicate.
 
-Every consumer runs on one asyncio loop in a thread of its own; the HTTP calls run in a small thread pool.
+Every consumer runs on one asyncio loop in a thread of its own; the HTTP calls (and the waits for a function
+that is not Ready, by the rule every trigger follows: delivery.send_when_ready) run in a thread pool.
 """
 
 import asyncio
@@ -31,32 +33,31 @@ import datetime
 import functools
 import hashlib
 import logging
-import re
 import socket
 import threading
 import time
 from pathlib import Path
 from typing import Optional
 
-from kubeless_local import events
-from kubeless_local.emulator.triggers import delivery
+from kubeless_local import config, events
+from kubeless_local.config import parse_brokers
+from kubeless_local.emulator.triggers import delivery, interface
+from kubeless_local.emulator.triggers import subscriptions as model
 from kubeless_local.emulator.triggers.topics import check_topic_name
 from kubeless_local.errors import UserError
 
-DEFAULT_ATTEMPTS = 5  # failed answers before a message is given up (committed and logged)
 CONNECT_TIMEOUT = 10.0  # seconds `dev` waits at start for a broker to answer
 SESSION_TIMEOUT_MS = 45_000  # a crashed `dev` keeps its partitions this long (static membership: it gets them back)
 SHARED_SESSION_TIMEOUT_MS = 10_000  # in the controller's group: sarama's default, so a crashed `dev` frees them soon
 LOCAL_SUFFIX = ".kubeless-local"  # appended to the controller's group id: dev's own consumer group
-GROUPS = ("local", "kubeless")  # kafka.group: dev's own groups (default), or the deployed controller's
 COMMIT_INTERVAL = 0.5  # seconds between background commits of the delivered messages' offsets
 BATCH = 500  # messages fetched at once; still delivered one at a time, in order
 RUN = 100  # messages one hand-off to a sending thread delivers while they are answered 2xx
 MAX_POLL_INTERVAL_MS = 3_600_000  # a message may wait long for its function (not Ready, retried): stay in the group
-BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between failed attempts: doubles per attempt
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds between looks at a function not Ready, and between rejoins
+SENDERS = 64  # sending threads: one per consumer group at most (one that waits for its function holds one)
 SYNC_INTERVAL = 1.0  # seconds between looks at the manifests (new or edited triggers and functions)
 CLIENT_ID = "kubeless-kafka-trigger-controller"  # the controller's client id, seen in the broker's tools
-ADDRESS_RE = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
 DOCS = "docs/kafka-broker.md"
 # nothing answered: the address says it all
 QUIET_ERRORS = ("KafkaConnectionError", "TimeoutError", "KafkaTimeoutError")
@@ -70,51 +71,17 @@ logging.getLogger("aiokafka").propagate = False
 # ---------------------------------------------------------------- settings
 
 
-def configured(root, option=None):
-    """(brokers, attempts): `option` (the flag, or KAFKA_BROKERS through it) before `kafka: {brokers, attempts}`
-    in <root>/.kubeless-local.yaml; brokers None when neither names one (embedded topics)."""
-    from kubeless_local.emulator.backends import project_config
-
-    path, config = project_config(root)
-    kafka = config.get("kafka") or {}
-    if not isinstance(kafka, dict):
-        raise UserError("%s: kafka must be a mapping, e.g. kafka: {brokers: 127.0.0.1:9092}" % path)
-    brokers = option or kafka.get("brokers")
-    where = "--kafka-brokers/KAFKA_BROKERS" if option else "%s: kafka.brokers" % path
-    attempts = kafka.get("attempts", DEFAULT_ATTEMPTS)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise UserError("%s: kafka.attempts must be a whole number ≥ 1, got %r" % (path, attempts))
-    return (parse_brokers(brokers, where) if brokers else None), attempts
+def configured(settings, option=None):
+    """(brokers, attempts): `option` (the flag, or KAFKA_BROKERS through it) before the project settings'
+    kafka.brokers; brokers None when neither names one (embedded topics)."""
+    brokers = parse_brokers(option, "--kafka-brokers/KAFKA_BROKERS") if option else list(settings.kafka.brokers)
+    return brokers or None, settings.kafka.max_attempts
 
 
-def shares_the_controllers_group(root):
-    """`kafka.group` of <root>/.kubeless-local.yaml: False (`local`, the default: groups of dev's own) or True
+def shares_the_controllers_group(settings):
+    """The project settings' `kafka.group`: False (`local`, the default: groups of dev's own) or True
     (`kubeless`: the deployed controller's groups, messages split between dev and the cluster)."""
-    from kubeless_local.emulator.backends import project_config
-
-    path, config = project_config(root)
-    group = (config.get("kafka") or {}).get("group", "local")
-    if group not in GROUPS:
-        raise UserError(
-            "%s: kafka.group must be local (dev's own consumer groups, the default) or kubeless (the deployed "
-            "controller's groups: messages are split with it), got %r" % (path, group)
-        )
-    return group == "kubeless"
-
-
-def parse_brokers(value, where):
-    """'h1:9092,h2:9092' (or a YAML list) → ['h1:9092', 'h2:9092']; UserError naming `where` otherwise."""
-    items = value if isinstance(value, list) else str(value).split(",")
-    brokers = [str(item).strip() for item in items if str(item).strip()]
-    bad = [b for b in brokers if not ADDRESS_RE.match(b) or not 0 < int(b.rsplit(":", 1)[1]) < 65536]
-    if bad or not brokers:
-        raise UserError("%s: %r must be HOST:PORT[,HOST:PORT…], e.g. 127.0.0.1:9092" % (where, value))
-    return brokers
-
-
-def group_id(namespace, trigger, function, topic):
-    """The consumer group the Kubeless controller uses for this (trigger, function, topic)."""
-    return "%s_%s_%s_%s" % (namespace, trigger, function, topic)
+    return settings.kafka.group == "kubeless"
 
 
 def instance_id(root, group):
@@ -123,34 +90,10 @@ def instance_id(root, group):
     return "kubeless-local-%s-%s" % (digest, group)
 
 
-def _matches(selector, labels):
-    """A KafkaTrigger's functionSelector (matchLabels + matchExpressions) against a Function's labels."""
-    selector = selector or {}
-    match_labels = {str(key): str(value) for key, value in (selector.get("matchLabels") or {}).items()}
-    return delivery.selector_matches(labels, match_labels, selector.get("matchExpressions") or [])
-
-
 def subscriptions(manifests, shared=False):
-    """{group id: (namespace, trigger, function, topic)} for every Function each KafkaTrigger selects
-    (in the trigger's namespace, as the controller lists them), and the triggers that select none. The group
-    is the controller's own when `shared`, else the controller's + LOCAL_SUFFIX."""
-    found, unmatched = {}, []
-    for trigger in manifests.kafka_triggers:
-        document = trigger.document or {}
-        namespace = (document.get("metadata") or {}).get("namespace") or "default"
-        selector = (document.get("spec") or {}).get("functionSelector") or {"matchLabels": trigger.selector}
-        matched = [fn for fn in manifests.functions if fn.namespace == namespace and _matches(selector, fn.labels)]
-        if not matched:
-            unmatched.append(trigger)
-        for fn in matched:
-            group = group_id(namespace, trigger.name, fn.name, trigger.topic) + ("" if shared else LOCAL_SUFFIX)
-            found[group] = (
-                namespace,
-                trigger.name,
-                fn.name,
-                trigger.topic,
-            )
-    return found, unmatched
+    """(subscriptions, triggers that select no Function) of the project's KafkaTriggers: the groups are the
+    controller's own when `shared`, else the controller's + LOCAL_SUFFIX."""
+    return model.subscriptions(manifests.kafka_triggers, manifests.functions, "" if shared else LOCAL_SUFFIX)
 
 
 def message_envelope(topic, partition, offset, value, timestamp_ms):
@@ -169,22 +112,33 @@ class KafkaBridge:
     functions. `connect()` first (UserError when no broker answers), then `start()`, `stop()`."""
 
     def __init__(
-        self, brokers, manifests, supervisor, logs, root, *, attempts=DEFAULT_ATTEMPTS, send=None, shared=None
+        self,
+        brokers,
+        manifests,
+        supervisor,
+        logs,
+        root,
+        *,
+        attempts=config.Kafka.max_attempts,  # failed answers before a message is dead-lettered
+        retry_backoff=config.Kafka.retry_backoff,
+        send=None,
+        shared=False,
     ) -> None:
         self.brokers, self.manifests, self.supervisor, self.logs = brokers, manifests, supervisor, logs
-        self.root, self.attempts = Path(root), attempts
+        self.root, self.attempts, self.retry_backoff = Path(root), attempts, retry_backoff
         self.send = send  # (method, url, headers, body, timeout) → (status, text); None: a FunctionLink per group
         self.links: dict = {}  # group id → its delivery.FunctionLink (one message at a time per group)
-        self.shared = shares_the_controllers_group(root) if shared is None else shared
+        self.shared = shared  # kafka.group: kubeless (shares_the_controllers_group)
         self.halt = threading.Event()  # `dev` stops: a sending thread ends its run
         self.loop = asyncio.new_event_loop()
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kafka-send")
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kafka-send")
         self.tasks: dict = {}  # group id → the asyncio task consuming for it
         self.stats: dict = {}  # group id → counters shown by status()
         self.warned: set = set()  # triggers already reported as matching no function
         self.thread: Optional[threading.Thread] = None
         self.stopping: Optional[asyncio.Event] = None
-        self.producer = None  # the verbs' AIOKafkaProducer and AIOKafkaAdminClient, started on first use
+        self.producer = None  # the AIOKafkaProducer (verbs, dead letters) and AIOKafkaAdminClient, started on first use
+        self.dead_letter_topics: set = set()  # dead-letter topics known to exist on the broker
         self.admin_client = None
 
     @property
@@ -256,7 +210,8 @@ class KafkaBridge:
 
     def _sync(self):
         """Start a consumer for each new (trigger, function, topic); stop those no longer in the manifests."""
-        wanted, unmatched = subscriptions(self.manifests(), self.shared)
+        found, unmatched = subscriptions(self.manifests(), self.shared)
+        wanted = {sub.name: sub for sub in found}
         for trigger in unmatched:
             if trigger.name not in self.warned:
                 self.warned.add(trigger.name)
@@ -268,17 +223,18 @@ class KafkaBridge:
         self.warned &= {trigger.name for trigger in unmatched}
         for group in set(self.tasks) - set(wanted):
             self.tasks.pop(group).cancel()
-        for group, key in wanted.items():
+        for group, sub in wanted.items():
             if group not in self.tasks or self.tasks[group].done():
                 self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "joining"})
-                self.tasks[group] = self.loop.create_task(self._consume(group, *key))
+                self.tasks[group] = self.loop.create_task(self._consume(sub))
 
-    async def _consume(self, group, namespace, trigger, function, topic):
+    async def _consume(self, sub):
         """One consumer group's loop: join, deliver each message in order, commit behind; rejoin after errors."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.coordinator.assignors.range import RangePartitionAssignor
         from aiokafka.errors import KafkaError
 
+        group, function, topic = sub.name, sub.function, sub.topic
         stats = self.stats[group]
         pause = BACKOFF_FIRST
         while True:
@@ -343,22 +299,23 @@ class KafkaBridge:
         stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
         send, done = self._sender(group), 0
         while done < len(messages):
-            instance, spec = await self._ready(function)
             run = messages[done : done + RUN]
-            call = functools.partial(self._send_run, send, instance.url, float(spec.timeout) + 5, run)
-            sent, answer = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+            sent, answer = await self._when_ready(function, functools.partial(self._send_run, send, run))
             stats["delivered"] += sent
             if sent:
                 committer.settled(partition, run[sent - 1].offset)
             done += sent
             if sent < len(run):  # not 2xx, or not taken: that message on its own
-                await self.deliver(group, function, messages[done], answer)
-                committer.settled(partition, messages[done].offset)
+                failed = await self.deliver(group, function, messages[done], answer)
+                if failed is not None:
+                    await self.dead_letter(group, function, messages[done], *failed)
+                committer.settled(partition, messages[done].offset)  # only now: delivered, or dead-lettered
                 done += 1
 
-    def _send_run(self, send, url, timeout, messages):
+    def _send_run(self, send, messages, instance, spec):
         """(how many answered 2xx in a row, the (status, text) of the next one, or None if it was not taken);
         runs on a sending thread, so a run costs one hand-off, not one per message."""
+        url, timeout = instance.url, delivery.answer_timeout(spec)
         for sent, message in enumerate(messages):
             if self.halt.is_set():
                 return sent, None
@@ -372,8 +329,8 @@ class KafkaBridge:
         return len(messages), None
 
     async def deliver(self, group, function, message, answered=None):
-        """Send one message until the function answers 2xx, or give it up after `attempts` failed answers;
-        `answered`: the (status, text) of an attempt already made."""
+        """Send one message until the function answers 2xx (None), or give it up after `attempts` failed
+        answers: (attempts, last status, last text); `answered`: the (status, text) of an attempt already made."""
         stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
         method, headers, body = _envelope_of(message)
         where = "kafka %s: message %s[%d]@%d" % (group, message.topic, message.partition, message.offset)
@@ -383,46 +340,99 @@ class KafkaBridge:
             if answered is not None:
                 (status, text), answered = answered, None
             else:
-                instance, spec = await self._ready(function)
-                timeout = float(spec.timeout) + 5  # the runtime answers 408 at its timeout; this is a safety net
-                call = functools.partial(send, method, instance.url, headers, body, timeout)
-                try:
-                    status, text = await asyncio.get_running_loop().run_in_executor(self.pool, call)
-                except delivery.NotAnswering:
-                    await asyncio.sleep(BACKOFF_FIRST)  # restarting or reloading between our look and the call
-                    continue
+                status, text = await self._when_ready(
+                    function,
+                    lambda instance, spec: send(method, instance.url, headers, body, delivery.answer_timeout(spec)),
+                )
             if 200 <= status < 300:
                 stats["delivered"] += 1
-                return
+                return None
             failures += 1
             stats["failed"] += 1
             answer = "answered %d: %s" % (status, text.strip()[:200]) if status else "failed: %s" % text
             if failures >= self.attempts:
                 stats["given_up"] += 1
-                self.say(function, "%s %s; given up after %d attempts, offset committed" % (where, answer, failures))
-                return
-            delay = delivery.backoff(failures, BACKOFF_FIRST, BACKOFF_MAX)
+                self.say(
+                    function,
+                    "%s %s; given up after %d attempts: to the dead-letter topic %s"
+                    % (where, answer, failures, interface.dead_letter_topic(message.topic)),
+                )
+                return failures, status, text
+            delay = delivery.backoff(failures, self.retry_backoff, delivery.BACKOFF_MAX)
             self.say(
                 function,
                 "%s %s; attempt %d of %d, retrying in %.1f s" % (where, answer, failures, self.attempts, delay),
             )
             await asyncio.sleep(delay)
 
-    async def _ready(self, function):
-        """(instance, spec) once the function serves; waits (without using attempts) while it does not."""
-        while True:
-            instance = self.supervisor.instances.get(function)
-            spec = self.supervisor.specs.get(function)
-            if instance is not None and spec is not None and instance.serves:
-                return instance, spec
-            await asyncio.sleep(BACKOFF_FIRST)
+    async def dead_letter(self, group, function, message, attempts, status, text):
+        """What a message that failed every attempt becomes (decided once, in interface.py): produced with
+        acks=all to its dead-letter topic, its value, key and timestamp kept, why in its headers. Returns once
+        the broker has it, so its offset is committed only after; a broker that does not take it raises, and
+        the group rejoins from the committed offset: the message comes again, never lost."""
+        topic = interface.dead_letter_topic(message.topic)
+        if topic not in self.dead_letter_topics:
+            await self._ensure_topic(topic)
+            self.dead_letter_topics.add(topic)
+        why = {
+            "original-topic": message.topic,
+            "original-partition": message.partition,
+            "original-offset": message.offset,
+            "event-id": _envelope_of(message)[1]["event-id"],
+            "consumer-group": group,
+            "function": function,
+            "attempts": attempts,
+            "last-status": status,
+            "last-body": text[: interface.MAX_DEAD_BODY],
+        }
+        headers = list(getattr(message, "headers", None) or ())  # the message's own first
+        headers += [(name, str(why[name]).encode()) for name in interface.DEAD_LETTER_HEADERS]
+        producer = await self._producer()
+        sent = await producer.send(
+            topic, message.value, key=getattr(message, "key", None), headers=headers, timestamp_ms=_timestamp(message)
+        )
+        record = await sent
+        self.say(
+            function,
+            "kafka %s: message %s[%d]@%d dead-lettered to %s[%d]@%d; its offset is committed"
+            % (group, message.topic, message.partition, message.offset, topic, record.partition, record.offset),
+        )
+
+    async def _ensure_topic(self, name):
+        """Create topic `name` on the broker unless it exists."""
+        from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+        response = await self._create(name)
+        code = response.topic_errors[0][1]
+        if code and for_code(code) is not TopicAlreadyExistsError:
+            raise for_code(code)("creating topic %s" % name)
+
+    async def _when_ready(self, function, send):
+        """`send(instance, spec)` once the function serves, by the one rule of every trigger
+        (delivery.send_when_ready) on a sending thread; a cancelled task (its trigger removed, `dev`
+        stopping) ends that thread's wait."""
+        cancelled = threading.Event()
+        call = functools.partial(delivery.send_when_ready, self.supervisor, function, send, cancelled)
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+        finally:
+            cancelled.set()
+        if answer is None:
+            raise asyncio.CancelledError()  # only when `cancelled` was set: the task is being cancelled
+        return answer
 
     def status(self):
         """One row per consumer group: trigger, function, topic, state, delivered/failed/given-up counts."""
-        wanted, _ = subscriptions(self.manifests(), self.shared)
+        found, _ = subscriptions(self.manifests(), self.shared)
         return [
-            {"group": group, "trigger": trigger, "function": fn, "topic": topic, **self.stats.get(group, {})}
-            for group, (_, trigger, fn, topic) in sorted(wanted.items())
+            {
+                "group": sub.name,
+                "trigger": sub.trigger,
+                "function": sub.function,
+                "topic": sub.topic,
+                **self.stats.get(sub.name, {}),
+            }
+            for sub in sorted(found, key=lambda sub: sub.name)
         ]
 
     def stop(self):
@@ -501,6 +511,16 @@ class KafkaBridge:
             raise UserError("the Kafka broker at %s answered: %s" % (self.bootstrap, exc)) from None
 
     async def _produce(self, topic, data, count):
+        producer = await self._producer()
+        sent = [await producer.send(topic, data) for _ in range(count)]
+        partitions: dict = {}
+        for record in await asyncio.gather(*sent):
+            first, last = partitions.get(record.partition, (record.offset, record.offset))
+            partitions[record.partition] = [min(first, record.offset), max(last, record.offset)]
+        return partitions
+
+    async def _producer(self):
+        """The bridge's one producer (acks=all), for the verbs and the dead letters; started on first use."""
         if self.producer is None:
             from aiokafka import AIOKafkaProducer
 
@@ -513,12 +533,7 @@ class KafkaBridge:
                 await _stop_quietly(producer)
                 raise
             self.producer = producer
-        sent = [await self.producer.send(topic, data) for _ in range(count)]
-        partitions = {}
-        for record in await asyncio.gather(*sent):
-            first, last = partitions.get(record.partition, (record.offset, record.offset))
-            partitions[record.partition] = [min(first, record.offset), max(last, record.offset)]
-        return partitions
+        return self.producer
 
     async def _admin_call(self, name, *args):
         if self.admin_client is None:
@@ -558,7 +573,7 @@ class KafkaBridge:
             starts = await consumer.beginning_offsets(partitions) if partitions else {}
         finally:
             await _stop_quietly(consumer)
-        groups = {}
+        groups: dict = {}
         for row in self.status():
             committed = await self._admin_call("list_consumer_group_offsets", row["group"])
             lag = sum(
@@ -578,9 +593,13 @@ class KafkaBridge:
         ]
 
 
+def _timestamp(message):
+    """The message's timestamp (ms); now for one without (a broker's old message format)."""
+    return message.timestamp if message.timestamp and message.timestamp > 0 else int(time.time() * 1000)
+
+
 def _envelope_of(message):
-    timestamp = message.timestamp if message.timestamp and message.timestamp > 0 else time.time() * 1000
-    return message_envelope(message.topic, message.partition, message.offset, message.value, timestamp)
+    return message_envelope(message.topic, message.partition, message.offset, message.value, _timestamp(message))
 
 
 class Committer:
@@ -613,8 +632,10 @@ class Committer:
 
     def _check(self):
         """A commit that failed (the group rebalanced) ends the consumer loop: it rejoins from the committed."""
-        if self.task is not None and self.task.done() and not self.task.cancelled() and self.task.exception():
-            raise self.task.exception()
+        if self.task is not None and self.task.done() and not self.task.cancelled():
+            failed = self.task.exception()
+            if failed is not None:
+                raise failed
 
     async def flush(self, partitions=None):
         """Commit every settled offset (of `partitions`, or all) and wait for it."""

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 from kubeless_local.errors import UserError
 from kubeless_local.events import SOURCES, event_id, event_time
@@ -214,7 +215,7 @@ class TopicStore:
             raise UserError(
                 "no topic %r; create it with `kubeless-local topic create %s` or add a trigger for it" % (topic, topic)
             )
-        kind = SOURCES[source]
+        kind = cast(dict, SOURCES[source])  # events.SOURCES: one dict of envelope rules per source
         db = self.db
         db.execute("PRAGMA synchronous=FULL")
         db.execute("BEGIN IMMEDIATE")
@@ -341,7 +342,7 @@ class TopicStore:
             "SELECT d.id, d.subscriber, d.topic, d.seq, d.attempts, d.status, d.body, d.at, d.replay, "
             "e.event_id, e.event_time FROM dead_letters d JOIN events e ON e.seq = d.seq"
         )
-        args = ()
+        args: tuple = ()
         if topic is not None:
             query += " WHERE d.topic = ?"
             args = (topic,)
