@@ -388,7 +388,7 @@ class Supervisor:
         for t in threads:
             t.join()
 
-    def wait_ready(self, name, timeout):
+    def wait_ready(self, name: str, timeout: float) -> Optional[tuple[Instance, FunctionSpec]]:
         """(instance, spec) of function `name` once it serves (Ready, or its last good code while a save is
         broken), waiting at most `timeout` seconds (0: one look); None when it does not serve by then. What
         every trigger asks before it sends (emulator/triggers/delivery.py, `send_when_ready`)."""
