@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kubeless_local import spec as specs  # noqa: E402
+from kubeless_local import kubeless_objects as objects  # noqa: E402
 from kubeless_local.emulator import backends  # noqa: E402
 from kubeless_local.emulator.logs import LogHub  # noqa: E402
 from kubeless_local.emulator.supervisor import Supervisor  # noqa: E402
@@ -83,7 +83,7 @@ class Engine:
         if editable:
             (self.tmp / "src").mkdir(exist_ok=True)
             source = Path(shutil.copy(source, self.tmp / "src" / source.name))
-        fn = specs.function_from_files(
+        fn = objects.function_from_files(
             scenario, source, runtime.name, "handler." + FUNCTION_NAMES.get(runtime.id, "handler"), **kwargs
         )
         instance = self.supervisor.start(fn)
@@ -96,7 +96,7 @@ class Engine:
         source = self.tmp / name / ("handler" + runtime.suffix)
         source.parent.mkdir(exist_ok=True)
         source.write_text(MARKED_HELLO[runtime.server].replace("MARK", marker))
-        return specs.function_from_files(
+        return objects.function_from_files(
             name, source, runtime.name, "handler." + FUNCTION_NAMES.get(runtime.id, "handler")
         )
 

@@ -1,5 +1,7 @@
 """Talks to a running `dev`/`run` (admin API) and to functions; used by the CLI, tests and benchmarks."""
 
+from __future__ import annotations
+
 import base64
 import http.client
 import json
@@ -8,13 +10,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from kubeless_local import config
 from kubeless_local.emulator import registry
-from kubeless_local.errors import UserError
+from kubeless_local.errors import HTTP_STATUS, Conflict, NotFound, Unavailable, UserError
 from kubeless_local.events import envelope
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -29,7 +32,7 @@ def project_of(folder, running_roots=()):
 
 
 def ambiguous(what, sessions):
-    return UserError(
+    return Conflict(
         "%s runs in several sessions: %s; run the command from that project's folder"
         % (what, ", ".join(s.describe() for s in sessions))
     )
@@ -54,7 +57,7 @@ class AdminClient:
             self.across = True
             folders = [Path(info["admin"]).parent for info in running]
             if not folders:
-                raise UserError(
+                raise Unavailable(
                     "no running `kubeless-local dev` (nor run, up) found; start one, e.g. `kubeless-local dev` in"
                     " the project folder"
                 )
@@ -64,7 +67,9 @@ class AdminClient:
             if not folders and registry.answering(own / "admin.json"):
                 folders = [own]  # a session that could not write the registry is still found from its folder
             if not folders:
-                raise UserError("no running `kubeless-local dev` (nor run, up) for %s; start one there" % self.project)
+                raise Unavailable(
+                    "no running `kubeless-local dev` (nor run, up) for %s; start one there" % self.project
+                )
             folders.sort(key=lambda folder: folder != own)  # its dev first
         self.sessions = [SessionClient(folder) for folder in folders]
 
@@ -96,7 +101,7 @@ class AdminClient:
         if found:
             raise ambiguous("function %r" % name, [session for session, _ in found])
         where = "any running session" if self.across else "the session of %s" % self.project
-        raise UserError("no function %r in %s; `kubeless-local ls` lists them" % (name, where))
+        raise NotFound("no function %r in %s; `kubeless-local ls` lists them" % (name, where), None, name)
 
     def function(self, name):
         return self.owner(name)[1]
@@ -122,7 +127,7 @@ class AdminClient:
         """The project's session (its `dev` first); outside a project, the only session running."""
         if not self.across or len(self.sessions) == 1:
             return self.sessions[0]
-        raise UserError(
+        raise Conflict(
             "several sessions run (%s); run the command from the project's folder"
             % ", ".join(s.describe() for s in self.sessions)
         )
@@ -168,7 +173,24 @@ class AdminClient:
             return found[0]
         if found:
             raise ambiguous(what, found)
-        raise UserError("no running session has %s; run the command from the project's folder" % what)
+        raise NotFound("no running session has %s; run the command from the project's folder" % what)
+
+
+ERRORS = {status: error for error, status in HTTP_STATUS.items()}  # the admin API's status → the engine's error
+
+
+def answered_error(answer: urllib.error.HTTPError) -> UserError:
+    """The engine's error again from its answer: the type its status stands for, with its message, what and
+    name (another status, e.g. 401 for a wrong token: a plain UserError with the message)."""
+    try:
+        fields = json.loads(answer.read() or b"{}")
+        message = fields.get("error", answer.reason)
+    except ValueError:
+        fields, message = {}, "%d %s" % (answer.code, answer.reason)
+    error = ERRORS.get(answer.code)
+    if error is None:
+        return UserError(message)
+    return error(message, fields.get("what"), fields.get("name"))
 
 
 class SessionClient:
@@ -179,7 +201,7 @@ class SessionClient:
         try:
             self.info = json.loads((self.state_dir / "admin.json").read_text())
         except (OSError, ValueError):
-            raise UserError("%s/admin.json is unreadable; restart `kubeless-local dev`" % self.state_dir) from None
+            raise Unavailable("%s/admin.json is unreadable; restart `kubeless-local dev`" % self.state_dir) from None
         self.base = "http://127.0.0.1:%d" % self.info["port"]
         self.headers = {"Authorization": "Bearer %s" % self.info.get("token", "")}
         self.root = self.info.get("root") or str(self.state_dir.parent)
@@ -189,7 +211,9 @@ class SessionClient:
         """How a command names the session it used: `the dev session of /path`, `the run hello session of /path`."""
         return "the %s session of %s" % (self.kind, self.root)
 
-    def _get(self, path, stream=False, timeout=10, method="GET", body=None):
+    def _request(self, method: str, path: str, body: Any = None, timeout: float | None = 10) -> Any:
+        """The open response to `method path` (with `body` as JSON); an error answer raises the engine's typed
+        error again (its status → its type, its what and name), a session that does not answer Unavailable."""
         headers = self.headers
         data = None
         if body is not None:
@@ -200,13 +224,9 @@ class SessionClient:
                 urllib.request.Request(self.base + path, data=data, headers=headers, method=method), timeout=timeout
             )
         except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read() or b"{}").get("error", exc.reason)
-            except ValueError:
-                message = "%d %s" % (exc.code, exc.reason)
-            raise UserError(message) from None
+            raise answered_error(exc) from None
         except OSError:
-            raise UserError(
+            raise Unavailable(
                 "`kubeless-local dev` for %s is not running (nothing answers on port %d); start it again"
                 % (self.info.get("root", self.state_dir.parent), self.info["port"])
             ) from None
@@ -218,7 +238,7 @@ class SessionClient:
         for row in self.functions():
             if row["name"] == name:
                 return row
-        raise UserError("no function %r in this project; `kubeless-local ls` lists them" % name)
+        raise NotFound("no function %r in this project; `kubeless-local ls` lists them" % name, None, name)
 
     def cron_triggers(self):
         """The CronJobTriggers: schedule, next time, error, the last 3 successful and 1 failed runs."""
@@ -256,16 +276,17 @@ class SessionClient:
     def logs(self, name, follow=False, tail=None):
         """Yields log line dicts; with follow, until interrupted."""
         query = "?follow=%d&tail=%d" % (1 if follow else 0, -1 if tail is None else tail)
-        with self._get("/api/functions/%s/logs%s" % (name, query), timeout=None) as response:
+        with self._request("GET", "/api/functions/%s/logs%s" % (name, query), timeout=None) as response:
             for raw in response:
                 yield json.loads(raw)
 
-    def _json(self, path, method="GET", body=None, timeout=60):
-        with self._get(path, method=method, body=body, timeout=timeout) as response:
+    def _json(self, path: str, method: str = "GET", body: Any = None, timeout: float | None = 60) -> Any:
+        """The JSON answer to `method path`."""
+        with self._request(method, path, body, timeout) as response:
             try:
                 return json.loads(response.read())
             except (OSError, http.client.HTTPException):  # the session died while answering (kill -9)
-                raise UserError(
+                raise Unavailable(
                     "`kubeless-local dev` for %s stopped while answering; start it again" % self.root
                 ) from None
 
@@ -312,7 +333,7 @@ def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, me
     try:
         return requests.request(method, function_url(url, path), headers=headers, data=body, timeout=timeout)
     except requests.RequestException as exc:
-        raise UserError(
+        raise Unavailable(
             "cannot reach the function at %s (%s); is it running? see `kubeless-local ls`" % (url, exc)
         ) from None
 

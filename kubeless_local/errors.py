@@ -1,7 +1,57 @@
-"""Errors a user can cause: the CLI prints the message on one line and exits with code 2."""
+"""Errors a user can cause: the CLI prints the message on one line and exits with code 2.
+
+The engine raises the typed ones (`NotFound`, `Conflict`, `BadRequest`, `Unavailable`) in its own words;
+what to type next (a command, a flag) is the caller's to add — the CLI adds it (`with_hint`), a dashboard or
+a pytest plugin words it otherwise. The admin API carries the type as its status code, `what` and `name`
+beside the message, and the client raises the same type again.
+"""
+
+from __future__ import annotations
 
 
 class UserError(Exception):
     """Something the user can fix; the message names the file/field and the fix."""
 
     exit_code = 2
+
+
+class EngineError(UserError):
+    """A UserError of a kind a caller may act on: `what` names the kind of thing concerned (`topic`,
+    `function`…), `name` which one; both None when the message says it all."""
+
+    def __init__(self, message: str, what: str | None = None, name: str | None = None):
+        super().__init__(message)
+        self.what, self.name = what, name
+
+    def with_hint(self, hint: str) -> EngineError:
+        """The same error with the caller's words after it (`no topic 'x'; <hint>`); a hinted error is worded,
+        so it has no `what` any more (no second hint)."""
+        return type(self)("%s; %s" % (self, hint), None, self.name)
+
+
+class BadRequest(EngineError):
+    """The request itself is wrong: a field missing or out of range, a body that is not JSON."""
+
+
+class NotFound(EngineError):
+    """What the request names does not exist (a topic, a function, a trigger, an endpoint)."""
+
+
+class Conflict(EngineError):
+    """The request contradicts what exists (a topic still used by a trigger)."""
+
+
+class Unavailable(EngineError):
+    """The part of the session that would answer does not run (no embedded topics, the Kafka bridge stopped)."""
+
+
+HTTP_STATUS: dict[type[EngineError], int] = {  # the admin API's answer to each; any other UserError answers 400
+    BadRequest: 400,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
+
+
+def status_of(error: UserError) -> int:
+    return next((HTTP_STATUS[kind] for kind in type(error).__mro__ if kind in HTTP_STATUS), 400)

@@ -120,25 +120,59 @@ class FunctionSpec:
     def function_name(self):
         return self.handler.split(".", 1)[1]
 
-    def _container(self):
-        containers = (((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
-            "containers"
-        ) or [{}]
-        return containers[0] or {}
+    # Where a Function's spec.deployment (a Deployment) holds the pod template: the one spelling of
+    # `deployment.spec.template.spec`; kubeless_objects builds and merges documents through it too.
+    POD_PATH = ("spec", "template", "spec")
+
+    @staticmethod
+    def pod_of(deployment) -> dict:
+        """The pod template (`spec.template.spec`) of a Function's spec.deployment; {} where absent."""
+        node = deployment
+        for key in FunctionSpec.POD_PATH:
+            node = (node or {}).get(key)
+        return node or {}
+
+    @staticmethod
+    def container_of(pod: dict) -> dict:
+        """The pod's first container, the runtime's (the Kubeless controller fills in the rest); {} where absent."""
+        return (pod.get("containers") or [{}])[0] or {}
+
+    @property
+    def pod(self) -> dict:
+        return self.pod_of(self.deployment)
+
+    @property
+    def container(self) -> dict:
+        return self.container_of(self.pod)
 
     @property
     def env(self):
         """User env of the runtime container, as (name, value) pairs in order."""
-        return [(e["name"], str(e.get("value", ""))) for e in self._container().get("env") or []]
+        return [(e["name"], str(e.get("value", ""))) for e in self.container.get("env") or []]
+
+    def _limit(self, resource) -> str:
+        return str(((self.container.get("resources") or {}).get("limits") or {}).get(resource) or "0")
 
     @property
-    def memory_limit(self):
-        return str(((self._container().get("resources") or {}).get("limits") or {}).get("memory") or "0")
+    def memory_limit(self) -> str:
+        """The runtime container's memory limit, a Kubernetes quantity ("0": none)."""
+        return self._limit("memory")
+
+    @property
+    def cpu_limit(self) -> str:
+        """The runtime container's CPU limit, a Kubernetes quantity ("0": none)."""
+        return self._limit("cpu")
+
+    @property
+    def security_context(self) -> dict:
+        """The runtime container's securityContext over the pod's (a key set on the container wins), as
+        Kubernetes applies them; {} when neither is set."""
+        return {**(self.pod.get("securityContext") or {}), **(self.container.get("securityContext") or {})}
 
     @property
     def image(self):
         """A custom runtime image (prebuilt), or ''."""
-        return self._container().get("image") or ""
+        return self.container.get("image") or ""
 
     @property
     def port(self):
@@ -150,15 +184,14 @@ class FunctionSpec:
     @property
     def secrets(self):
         """(secret name, mount path) of the pod's secret volumes (`kubeless function deploy --secrets`)."""
-        pod = ((self.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
         by_volume = {
             v.get("name"): (v.get("secret") or {}).get("secretName")
-            for v in pod.get("volumes") or []
+            for v in self.pod.get("volumes") or []
             if isinstance(v, dict) and v.get("secret")
         }
         return [
-            (by_volume[m.get("name")], m.get("mountPath") or "/" + by_volume[m.get("name")])
-            for m in self._container().get("volumeMounts") or []
+            (by_volume[m.get("name")], m.get("mountPath") or "/" + str(by_volume[m.get("name")]))
+            for m in self.container.get("volumeMounts") or []
             if isinstance(m, dict) and by_volume.get(m.get("name"))
         ]
 
@@ -867,83 +900,5 @@ def add_document(manifests, doc, path, project=None):
             "%s: unknown kind %r for %s; expected one of %s" % (path, kind, API_VERSION, ", ".join(ALL_KINDS))
         )
     attribute, parser = PARSERS[kind]
-    obj = parser(doc, path, project) if kind == "Function" else parser(doc, path)
+    obj = parse_function(doc, path, project) if kind == "Function" else parser(doc, path)
     getattr(manifests, attribute).append(obj)
-
-
-def function_from_files(
-    name,
-    source,
-    runtime,
-    handler,
-    *,
-    deps_file=None,
-    timeout=DEFAULT_TIMEOUT,
-    env=(),
-    labels=None,
-    memory=None,
-    port=None,
-    image="",
-    origin=None,
-    isolation=None,
-    deps="",
-    url="",
-    secrets=(),
-    project=None,
-):
-    """A Function built from CLI flags (`kubeless-local run`), shaped as `kubeless function deploy` writes it.
-    `source` a local file, folder or archive; or `url` (source None): code the prepare step downloads;
-    `deps`: the deps file's text (a deps URL, fetched)."""
-    origin = origin or "Function %s" % name
-    container = {"name": "", "resources": {}}
-    if env:
-        container["env"] = [{"name": k, "value": v} for k, v in env]
-    if memory:
-        container["resources"] = {"limits": {"memory": memory}, "requests": {"memory": memory}}
-    if image:
-        container["image"] = image
-    if secrets:  # as the Kubeless CLI mounts them: volume <name>-vol at /<name>
-        container["volumeMounts"] = [{"mountPath": "/" + name, "name": name + "-vol"} for name in secrets]
-    annotations = {SOURCE_ANNOTATION: str(source)} if source is not None else {}
-    if deps_file:
-        annotations[DEPS_ANNOTATION] = str(deps_file)
-    if port:
-        annotations[PORT_ANNOTATION] = str(port)
-    if isolation:
-        annotations[ISOLATION_ANNOTATION] = isolation
-    pod: dict = {"containers": [container]}
-    if secrets:
-        pod["volumes"] = [{"name": name + "-vol", "secret": {"secretName": name}} for name in secrets]
-    deployment = {"spec": {"template": {"spec": pod}}}
-    document = {
-        "apiVersion": API_VERSION,
-        "kind": "Function",
-        "metadata": {"name": name, "labels": dict(labels or {}), "annotations": annotations},
-        "spec": {"runtime": runtime, "handler": handler, "timeout": str(timeout), "deployment": deployment},
-    }
-    content_type = "url" + archive_kind(url) if url else ""
-    if url:
-        document["spec"].update({"function": url, "function-content-type": content_type})
-    if deps:
-        document["spec"]["deps"] = deps
-    validate_name(origin, name)
-    validate_handler(origin, handler)
-    fn = FunctionSpec(
-        name=name,
-        runtime=runtime,
-        handler=handler,
-        origin=origin,
-        labels=dict(labels or {}),
-        annotations=annotations,
-        timeout=str(timeout),
-        deployment=deployment,
-        function=url,
-        content_type=content_type,
-        deps=deps,
-        source=Path(source).resolve() if source is not None else None,
-        deps_file=Path(deps_file).resolve() if deps_file else None,
-        document=document,
-        project=Path(project).resolve() if project else None,
-    )
-    validate_function(fn)
-    return fn

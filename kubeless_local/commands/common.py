@@ -10,19 +10,37 @@ import socket
 import sys
 import threading
 import time
+from typing import NoReturn
 
 import click
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.errors import UserError
+from kubeless_local.errors import EngineError, NotFound, Unavailable, UserError
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
 
+# The engine words its errors without naming a command (a dashboard or a pytest plugin shows them too); the
+# CLI adds which command helps: (typed error, what it concerns) → hint, `{name}` the thing concerned.
+HINTS: dict[tuple[type[EngineError], str], str] = {
+    (NotFound, "topic"): "`kubeless-local topic ls` lists them",
+    (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
+}
+
+
+def worded(exc: UserError, hints: dict[tuple[type[EngineError], str], str] = HINTS) -> UserError:
+    """`exc` with the CLI's hint for it, when `hints` has one (a command may pass its own: `emit` says how to
+    create a missing topic)."""
+    if not isinstance(exc, EngineError) or exc.what is None:
+        return exc
+    hint = hints.get((type(exc), exc.what))
+    return exc if hint is None else exc.with_hint(hint.format(name=exc.name))
+
+
 def exit_with(exc: UserError):
     """Errors the user can fix: one line on stderr, exit code 2, no traceback."""
-    click.echo("error: %s" % exc, err=True)
+    click.echo("error: %s" % worded(exc), err=True)
     sys.exit(exc.exit_code)
 
 
@@ -220,7 +238,7 @@ class StopSignals:
             self.received = signum
             raise Stop(signum)
 
-    def wait(self):
+    def wait(self) -> NoReturn:
         """Until a stop signal's handler raises Stop (it runs as soon as select returns)."""
         while True:
             select.select([self.reader], [], [])
@@ -266,7 +284,7 @@ def serve(
     printer = LogPrinter(session.logs)
     printer.start()
     signals = StopSignals()
-    stopped_by = None
+    stopped_by = signal.SIGINT  # wait() only ends by a stop signal (Stop) or Ctrl-C
     try:
         session.start()
         time.sleep(0.05)  # let start-up log lines print before the table

@@ -8,8 +8,16 @@ from pathlib import Path
 
 import click
 
-from kubeless_local.commands.common import headline, json_option, print_table, raise_exit, say_session, user_errors
-from kubeless_local.errors import UserError
+from kubeless_local.commands.common import (
+    headline,
+    json_option,
+    print_table,
+    raise_exit,
+    say_session,
+    user_errors,
+    worded,
+)
+from kubeless_local.errors import EngineError, NotFound, UserError
 
 # ---------------------------------------------------------------- events: emit, topic (embedded topics)
 
@@ -26,6 +34,11 @@ def read_event_data(data):
     return content, "application/json" if path.suffix == ".json" else None
 
 
+EMIT_HINTS: dict[tuple[type[EngineError], str], str] = {
+    (NotFound, "topic"): "create it with `kubeless-local topic create {name}` or add a trigger for it"
+}
+
+
 def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, content_type=None):
     from kubeless_local.emulator import AdminClient
 
@@ -33,7 +46,10 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
     client = AdminClient()
     session = client.topic_session(topic)
     say_session(client, session)
-    result = session.emit(topic, data, source=source, count=count, content_type=content_type or implied)
+    try:
+        result = session.emit(topic, data, source=source, count=count, content_type=content_type or implied)
+    except NotFound as exc:
+        raise worded(exc, EMIT_HINTS) from None
     click.echo(describe_emitted(result))
     if not result["subscribers"]:
         click.echo("warning: %s" % unsubscribed(result), err=True)

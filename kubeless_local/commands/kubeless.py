@@ -102,27 +102,6 @@ def trigger_file(name, kind):
     return Path.cwd() / ("%s.%s.yaml" % (name, kind.lower()))
 
 
-def local_code(document, from_file, dependencies):
-    """Code and deps inside the project stay files (annotations: hot reload); others are inline."""
-    annotations = dict(document["metadata"].get("annotations") or {})
-    here = Path.cwd().resolve()
-    for key, location in ((specs.SOURCE_ANNOTATION, from_file), (specs.DEPS_ANNOTATION, dependencies)):
-        if not location or specs.is_url(location):
-            continue
-        path = Path(location).resolve()
-        if path == here or here in path.parents:
-            annotations[key] = path.relative_to(here).as_posix() if path != here else "."
-    spec = document["spec"]
-    if specs.SOURCE_ANNOTATION in annotations:
-        for key in ("function", "function-content-type", "checksum"):
-            spec.pop(key, None)
-    if specs.DEPS_ANNOTATION in annotations:
-        spec["deps"] = ""
-    if annotations:
-        document["metadata"]["annotations"] = annotations
-    return document
-
-
 def existing_function(name):
     path = function_file(name)
     if not path.is_file():
@@ -166,70 +145,34 @@ def deploy_options(command):
     return command
 
 
-def build_function(name, flags, base=None):
-    """The Function for these flags; `base` (update): the deployed one, whose values unset flags keep."""
-    old = (base or {}).get("spec") or {}
-    old_container = (((old.get("deployment") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
-    old_container = (old_container.get("containers") or [{}])[0]
-    runtime = flags["runtime"] or old.get("runtime")
-    handler = flags["handler"] or old.get("handler")
-    if not runtime or not handler:
-        raise UserError("--runtime and --handler are required, e.g. --runtime python3.11 --handler handler.hello")
-    specs.validate_handler("--handler", handler)
-    for flag in ("memory", "cpu"):
-        if flags[flag] and not specs.QUANTITY_RE.match(flags[flag]):
-            raise UserError("--%s %r must be a Kubernetes quantity, e.g. 128Mi or 200m" % (flag, flags[flag]))
-    if flags["from_file"]:
-        code = objects.read_code(flags["from_file"])
-    elif base is not None:
-        code = (old.get("function", ""), old.get("function-content-type", ""), old.get("checksum", ""))
-    else:
-        raise UserError("--from-file is required: a file, a folder, an archive or a URL")
-    old_labels = {
-        k: v
-        for k, v in ((base or {}).get("metadata") or {}).get("labels", {}).items()
-        if k not in ("created-by", "function")
-    }
-    old_ports = ((old.get("service") or {}).get("ports") or [{}])[0]
-    port = flags["port"] or old_ports.get("targetPort") or specs.DEFAULT_PORT
-    old_secrets = [
-        v["secret"]["secretName"]
-        for v in ((((old.get("deployment") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get(
-            "volumes"
-        )
-        or []
-        if isinstance(v, dict) and (v.get("secret") or {}).get("secretName")
-    ]
-    document = objects.function_document(
-        name,
-        runtime=runtime,
-        handler=handler,
-        code=code,
+def function_flags(flags) -> objects.FunctionFlags:
+    """click's values of deploy_options, parsed."""
+    return objects.FunctionFlags(
         namespace=flags["namespace"],
-        deps=objects.read_deps(flags["dependencies"]) if flags["dependencies"] else old.get("deps", ""),
-        env=parse_pairs(flags["env"], "--env")
-        if flags["env"]
-        else [(e["name"], e.get("value", "")) for e in old_container.get("env") or []],
-        labels={**old_labels, **dict(parse_pairs(flags["label"], "--label", bare_keys=True))},
-        secrets=names(flags["secrets"]) or old_secrets,
-        memory=flags["memory"] or ((old_container.get("resources") or {}).get("limits") or {}).get("memory"),
-        cpu=flags["cpu"] or ((old_container.get("resources") or {}).get("limits") or {}).get("cpu"),
-        timeout=flags["timeout"] or old.get("timeout") or specs.DEFAULT_TIMEOUT,
-        port=port,
-        service_port=flags["service_port"] or (old_ports.get("port") if not flags["port"] else None),
-        image=flags["runtime_image"] or old_container.get("image"),
+        runtime=flags["runtime"],
+        handler=flags["handler"],
+        from_file=flags["from_file"],
+        dependencies=flags["dependencies"],
+        env=tuple(parse_pairs(flags["env"], "--env")),
+        labels=tuple(parse_pairs(flags["label"], "--label", bare_keys=True)),
+        secrets=tuple(names(flags["secrets"])),
+        memory=flags["memory"],
+        cpu=flags["cpu"],
+        timeout=flags["timeout"],
+        port=flags["port"],
+        service_port=flags["service_port"],
+        schedule=flags["schedule"],
+        runtime_image=flags["runtime_image"],
     )
-    return document
 
 
 def print_object(document, output):
     click.echo(objects.to_json(document) if output == "json" else objects.to_go_yaml(document), nl=False)
 
 
-def apply_function(name, document, flags, verb):
+def apply_function(name, document, flags: objects.FunctionFlags, verb):
     """Write the Function (and its CronJobTrigger), wait until the session has (re)started it."""
-    if flags["from_file"] or flags["dependencies"]:
-        local_code(document, flags["from_file"], flags["dependencies"])
+    objects.local_files(document, flags, Path.cwd())
     state_dir = session_here()
     info("%s function..." % ("Deploying" if verb == "deploy" else "Redeploying"))
     path = function_file(name)
@@ -243,11 +186,9 @@ def apply_function(name, document, flags, verb):
         else:
             path.write_bytes(previous)
         raise
-    if flags["schedule"]:
-        write_manifest(
-            trigger_file(name, "CronJobTrigger"),
-            objects.cronjob_trigger(name, name, flags["schedule"], flags["namespace"]),
-        )
+    cron = objects.schedule_trigger(name, flags)
+    if cron is not None:
+        write_manifest(trigger_file(name, "CronJobTrigger"), cron)
     info("Function %s %s for deployment" % (name, "submitted" if verb == "deploy" else "updated"))
     row = wait_settled(state_dir, name)
     if row["state"] != "Ready":
@@ -261,15 +202,14 @@ def apply_function(name, document, flags, verb):
 def deploy(name, dryrun, output, **flags):
     """Deploy function NAME: writes NAME.yaml here; the session of this folder runs it."""
     specs.validate_name("function", name)
-    if flags["schedule"]:
-        specs.validate_schedule("--schedule", flags["schedule"])
-    document = build_function(name, flags)
+    parsed = function_flags(flags)
+    document = objects.new_function(name, parsed)
     if dryrun:
         print_object(document, output)
         return
     if function_file(name).exists():
         raise UserError("function %s already exists (%s); use `function update %s`" % (name, function_file(name), name))
-    apply_function(name, document, flags, "deploy")
+    apply_function(name, document, parsed, "deploy")
 
 
 @function.command()
@@ -277,22 +217,13 @@ def deploy(name, dryrun, output, **flags):
 @deploy_options
 def update(name, dryrun, output, **flags):
     """Update function NAME (NAME.yaml here): the flags given replace its values."""
-    base = existing_function(name)
-    document = build_function(name, flags, base)
-    # The local files it runs from stay, unless --from-file / --dependencies name others.
-    annotations = dict((base.get("metadata") or {}).get("annotations") or {})
-    for flag, key in (("from_file", specs.SOURCE_ANNOTATION), ("dependencies", specs.DEPS_ANNOTATION)):
-        if flags[flag]:
-            annotations.pop(key, None)
-    if annotations:
-        document["metadata"]["annotations"] = annotations
-    if specs.SOURCE_ANNOTATION in annotations:
-        for key in ("function", "function-content-type", "checksum"):
-            document["spec"].pop(key, None)
+    deployed = existing_function(name)
+    parsed = function_flags(flags)
+    document = objects.update_function(deployed, parsed)
     if dryrun:
         print_object(document, output)
         return
-    apply_function(name, document, flags, "update")
+    apply_function(name, document, parsed, "update")
 
 
 @function.command()
@@ -636,10 +567,15 @@ for _word, _kind in (("kafka", "KafkaTrigger"), ("nats", "NATSTrigger")):
 # ---------------------------------------------------------------- up / down
 
 
+def options_of(backend, ignore):
+    """The `up` flags the background session needs to run as this command would have."""
+    return [*(["--backend", backend] if backend else []), *(arg for pattern in ignore for arg in ("--ignore", pattern))]
+
+
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; `kubeless-local down` stops it.")
-@backend_option(default=None, show_default=None, help="As for dev.")  # no $KUBELESS_LOCAL_BACKEND, as before
+@backend_option(help="As for dev.")
 @ignore_option(help="As for dev.")
 @click.option("--deployed-only", is_flag=True, hidden=True, help="Only what the Kubeless verbs deployed here.")
 def up(path, detach, backend, ignore, deployed_only):
@@ -653,7 +589,7 @@ def up(path, detach, backend, ignore, deployed_only):
     if running is not None:
         click.echo("kubeless-local already runs %s" % folder)
         return
-    background.start(folder)
+    background.start(folder, options=options_of(backend, ignore))
     click.echo(
         "kubeless-local runs %s in the background (log: %s); `kubeless-local down` stops it"
         % (folder, folder / STATE_DIRNAME / "up.log")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from kubeless_local import config
+from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
 from kubeless_local.commands.common import (
     DURATION,
@@ -130,7 +131,7 @@ def run(
     source = code if isinstance(code, Path) else None
     root = Path.cwd() if source is None else source.parent if source.is_file() else source
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
-    fn = specs.function_from_files(
+    fn = objects.function_from_files(
         name,
         source,
         runtime,

@@ -3,12 +3,19 @@
 The port and a per-session token are recorded in .kubeless-local/admin.json (mode 0600) beside the
 project; every request must carry `Authorization: Bearer <token>`, so other users of the machine
 can neither read the logs nor act on the functions.
+
+The API is a table (`ROUTES`: method, path → a short handler); one dispatcher checks the token, matches
+the route, parses the body and answers a typed error with its status (errors.HTTP_STATUS) and
+{error, what, name}. The answers are in the engine's words: no CLI command or flag is named here.
 """
+
+from __future__ import annotations
 
 import base64
 import binascii
 import collections
 import hmac
+import itertools
 import json
 import os
 import queue
@@ -18,11 +25,22 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kubeless_local.emulator.triggers.cron import run_row as cron_row
-from kubeless_local.errors import UserError
+from kubeless_local.errors import BadRequest, NotFound, Unavailable, UserError, status_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from kubeless_local.emulator.supervisor import Supervisor
+    from kubeless_local.emulator.triggers.cron import Cron
+    from kubeless_local.emulator.triggers.interface import Topics
+    from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
 
 EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the session's topics
 MAX_EMIT_COUNT = 1_000_000
@@ -38,10 +56,11 @@ class _Server(ThreadingHTTPServer):
     idle_timeout = 10.0
     max_waiting = 256  # file descriptors are limited
 
-    def __init__(self, address, handler):
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
-        self.accepted = collections.deque()  # (socket, client address): handed over to the waiter thread
-        self.waiting = {}  # socket → (client address, deadline); the waiter thread's only
+        # (socket, client address): handed over to the waiter thread
+        self.accepted: collections.deque[tuple[socket.socket, Any]] = collections.deque()
+        self.waiting: dict[socket.socket, tuple[Any, float]] = {}  # → (address, deadline); the waiter thread's only
         self.selector = selectors.DefaultSelector()
         self.wake_reader, self.wake_writer = socket.socketpair()
         self.wake_writer.setblocking(False)
@@ -69,9 +88,10 @@ class _Server(ThreadingHTTPServer):
                 if key.fileobj is self.wake_reader:
                     self.wake_reader.recv(4096)
                     continue
-                address, _ = self.waiting.pop(key.fileobj)
-                self.selector.unregister(key.fileobj)
-                super().process_request(key.fileobj, address)  # its request has arrived: a thread serves it
+                connection = cast(socket.socket, key.fileobj)  # only the accepted sockets are registered besides
+                address, _ = self.waiting.pop(connection)
+                self.selector.unregister(connection)
+                super().process_request(connection, address)  # its request has arrived: a thread serves it
             while self.accepted:
                 connection, address = self.accepted.popleft()
                 self.waiting[connection] = (address, time.monotonic() + self.idle_timeout)
@@ -116,16 +136,19 @@ def write_private(path, text):
 
 
 class AdminServer:
-    def __init__(self, supervisor, state_dir, root):
+    """The session's admin API: `start()` serves it and writes admin.json, `stop()` undoes both. The routes
+    (`ROUTES`, below) answer from the supervisor and the triggers the session attaches."""
+
+    def __init__(self, supervisor: Supervisor, state_dir: Path, root: Path):
         self.supervisor, self.state_dir, self.root = supervisor, state_dir, root
         self.token = secrets.token_urlsafe(32)
-        self.server = _Server(("127.0.0.1", 0), _handler_for(self))
-        self.port = self.server.server_address[1]
+        self.server = _Server(("127.0.0.1", 0), _dispatcher_for(self))
+        self.port: int = self.server.server_address[1]
         self.closing = threading.Event()
         self.started = False
-        self.topics = None  # the session's topics (triggers/interface.py: embedded or a real broker), when it has them
-        self.cron = None  # the session's cron.Cron: runs in `ls`, `emit cron`
-        self.kafka = None  # the session's kafka_bridge.KafkaBridge (dev --kafka-brokers): its consumer groups
+        self.topics: Topics | None = None  # the session's topics (triggers/interface.py: embedded or a broker), if any
+        self.cron: Cron | None = None  # the session's cron.Cron: runs in `ls`, `emit cron`
+        self.kafka: KafkaBridge | None = None  # the session's KafkaBridge (dev --kafka-brokers): its consumer groups
 
     @property
     def info_path(self):
@@ -161,15 +184,225 @@ class AdminServer:
         self.server.server_close()
 
 
-def _handler_for(admin):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"  # streamed logs end when the connection closes
+# ------------------------------------------------------------ the routes: (method, path) → handler
 
-        def setup(self):
-            self.timeout = self.server.idle_timeout  # a request that stops coming is dropped
+
+@dataclass(frozen=True)
+class Call:
+    """One request as a handler sees it: the path's named parts, the query and the JSON body ({} if none)."""
+
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A handler's answer that is sent as it comes: one JSON line per item (x-ndjson), until the items end;
+    then, or when the client goes away, `done()`."""
+
+    lines: Iterator[dict[str, Any]]
+    done: Callable[[], None] = lambda: None
+
+
+Handler = Callable[[AdminServer, Call], Any]  # → a JSON value (200) or a Stream; a UserError → its status
+
+
+def functions(admin: AdminServer, call: Call) -> Any:
+    rows = admin.supervisor.status()
+    if admin.topics is not None:
+        dead = admin.topics.dead_letter_counts()
+        for row in rows:
+            row["dead_letters"] = dead.get(row["name"], 0)
+    if admin.cron is not None:
+        for row in rows:
+            row["cron"] = admin.cron.for_function(row["name"])  # its CronJobTriggers and their last runs
+    return rows
+
+
+def logs(admin: AdminServer, call: Call) -> Stream:
+    """?tail=N (-1: all) the last lines; ?follow=1 then every new line until the client or the session stops."""
+    name, hub = call.params["name"], admin.supervisor.logs
+    if name not in admin.supervisor.instances:
+        raise NotFound("no function %r" % name, "function", name)
+    follow = call.query.get("follow", ["0"])[0] == "1"
+    try:
+        tail = int(call.query.get("tail", ["-1"])[0])
+    except ValueError:
+        raise BadRequest("tail must be a number of lines") from None
+    subscription = hub.subscribe(name) if follow else None  # before the tail is read: no line falls between
+    tailed = [_log_row(line) for line in hub.tail(name, None if tail < 0 else tail)]
+    if subscription is None:
+        return Stream(iter(tailed))
+    followed = _followed(subscription, admin.closing)
+    return Stream(itertools.chain(tailed, followed), lambda: hub.unsubscribe(subscription))
+
+
+def _followed(subscription: queue.Queue, closing: threading.Event) -> Iterator[dict[str, Any]]:
+    while not closing.is_set():
+        try:
+            line = subscription.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        yield _log_row(line)
+
+
+def _log_row(line: Any) -> dict[str, Any]:
+    return {"text": line.text, "stream": line.stream, "time": line.time}
+
+
+def _cron(admin: AdminServer) -> Cron:
+    if admin.cron is None:  # a session without cron (`run`): as if the endpoint were not there
+        raise NotFound("no such endpoint", "endpoint")
+    return admin.cron
+
+
+def cron_triggers(admin: AdminServer, call: Call) -> Any:
+    return _cron(admin).status()
+
+
+def fire_cron(admin: AdminServer, call: Call) -> Any:
+    run = _cron(admin).fire(call.params["name"])  # waits for the function's answer (its timeout at most)
+    return cron_row(run)
+
+
+def kafka_groups(admin: AdminServer, call: Call) -> Any:
+    return admin.kafka.status() if admin.kafka is not None else []
+
+
+# The session's topics (triggers/interface.py): embedded, or a real broker's under `dev --kafka-brokers`.
+
+
+def _topics(admin: AdminServer) -> Topics:
+    if admin.topics is None:
+        raise Unavailable("this session runs no embedded topics", "embedded topics")
+    return admin.topics
+
+
+def list_topics(admin: AdminServer, call: Call) -> Any:
+    return _topics(admin).list()
+
+
+def create_topic(admin: AdminServer, call: Call) -> Any:
+    """{name} → {name, created} (False: it existed)."""
+    topics = _topics(admin)
+    name = call.body.get("name")
+    name = name if isinstance(name, str) else ""
+    return {"name": name, "created": topics.create(name)}
+
+
+def delete_topic(admin: AdminServer, call: Call) -> Any:
+    topics, topic = _topics(admin), call.params["topic"]
+    topics.delete(topic)
+    return {"deleted": topic}
+
+
+def emit(admin: AdminServer, call: Call) -> Any:
+    """{source, data (text) or data_base64, count, content_type} → the answer of Topics.emit
+    (triggers/interface.py: one shape, embedded or on a broker); durable before it answers."""
+    topics, topic, body = _topics(admin), call.params["topic"], call.body
+    source = body.get("source", "kafka")
+    if source not in EVENT_SOURCES:
+        raise UserError("source must be one of %s" % ", ".join(EVENT_SOURCES))
+    if "data_base64" in body:
+        try:
+            data = base64.b64decode(body["data_base64"], validate=True)
+        except (TypeError, binascii.Error):
+            raise UserError("data_base64 is not base64") from None
+    elif isinstance(body.get("data"), str):
+        data = body["data"].encode()
+    else:
+        raise UserError("an event needs data: data (text) or data_base64")
+    content_type = body.get("content_type") or ""
+    if "json" in content_type.lower():
+        try:
+            json.loads(data)
+        except ValueError as exc:
+            raise UserError(
+                "the data is not valid JSON (%s) but the content type is %s" % (exc, content_type)
+            ) from None
+    count = body.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_EMIT_COUNT:
+        raise UserError("count must be a number from 1 to %d" % MAX_EMIT_COUNT)
+    return topics.emit(topic, source, data, count)
+
+
+def emit_outcome(admin: AdminServer, call: Call) -> Any:
+    """?from=&to=&source= → {seq: {subscriber: delivered | dead-lettered | retrying (…) | pending}}."""
+    topics, query = _topics(admin), call.query
+    source = query.get("source", ["kafka"])[0]
+    try:
+        first, last = int(query["from"][0]), int(query["to"][0])
+    except (KeyError, ValueError):
+        raise UserError("from and to must be event sequence numbers") from None
+    outcome = topics.outcome(call.params["topic"], source, first, last)
+    return {str(seq): subs for seq, subs in outcome.items()}
+
+
+def replay(admin: AdminServer, call: Call) -> Any:
+    """{trigger, id} (both optional) → {replayed: how many dead letters are sent again}."""
+    topics, body = _topics(admin), call.body
+    count = topics.replay(call.params["topic"], body.get("trigger"), body.get("id"))
+    return {"replayed": count}
+
+
+class Route(NamedTuple):
+    method: str
+    path: str  # {name}: any one path segment, handed to the handler unquoted as params["name"]
+    handler: Handler
+
+
+ROUTES = [
+    Route("GET", "/api/functions", functions),
+    Route("GET", "/api/functions/{name}/logs", logs),
+    Route("GET", "/api/triggers/cron", cron_triggers),
+    Route("POST", "/api/triggers/cron/{name}", fire_cron),
+    Route("GET", "/api/triggers/kafka-broker", kafka_groups),
+    Route("GET", "/api/topics", list_topics),
+    Route("POST", "/api/topics", create_topic),
+    Route("DELETE", "/api/topics/{topic}", delete_topic),
+    Route("POST", "/api/topics/{topic}/events", emit),
+    Route("GET", "/api/topics/{topic}/events", emit_outcome),
+    Route("POST", "/api/topics/{topic}/replay", replay),
+]
+
+
+def _segments(path: str) -> list[str]:
+    return [part for part in path.split("/") if part]
+
+
+def route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+    """The handler of `method path` with the path's named parts; None when no route matches."""
+    parts = _segments(path)
+    for candidate in ROUTES:
+        names = _segments(candidate.path)
+        if candidate.method != method or len(names) != len(parts):
+            continue
+        params = {}
+        for name, part in zip(names, parts):
+            if name.startswith("{"):
+                params[name[1:-1]] = unquote(part)
+            elif name != part:
+                break
+        else:
+            return candidate.handler, params
+    return None
+
+
+def _dispatcher_for(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
+    class AdminRequest(BaseHTTPRequestHandler):
+        """The one dispatcher: checks the token, matches a route, parses the query and the body, calls the
+        handler and sends its answer: JSON, a Stream of JSON lines, or for a UserError its status with
+        {error, what, name}."""
+
+        protocol_version = "HTTP/1.0"  # streamed logs end when the connection closes
+        server: _Server
+
+        def setup(self) -> None:
+            self.timeout = self.server.idle_timeout  # type: ignore[misc]  # a request that stops coming is dropped
             super().setup()
 
-        def log_message(self, *args):
+        def log_message(self, format, *args):
             pass
 
         def parse_request(self):
@@ -182,6 +415,34 @@ def _handler_for(admin):
             self.send_json(401, {"error": "the admin API needs the token from %s" % admin.info_path})
             return False
 
+        def dispatch(self):
+            url = urlsplit(self.path)
+            found = route(self.command, url.path)
+            try:
+                if found is None:
+                    raise NotFound("no such endpoint", "endpoint")
+                handler, params = found
+                body = self.read_json() if self.command == "POST" else {}
+                answer = handler(admin, Call(params, parse_qs(url.query), body))
+            except UserError as exc:
+                what, name = getattr(exc, "what", None), getattr(exc, "name", None)
+                return self.send_json(status_of(exc), {"error": str(exc), "what": what, "name": name})
+            if isinstance(answer, Stream):
+                return self.send_stream(answer)
+            self.send_json(200, answer)
+
+        do_GET = do_POST = do_DELETE = dispatch
+
+        def read_json(self) -> dict[str, Any]:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                value = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                raise BadRequest("the request body must be a JSON object") from None
+            if not isinstance(value, dict):
+                raise BadRequest("the request body must be a JSON object")
+            return value
+
         def send_json(self, status, value):
             body = json.dumps(value).encode()
             self.send_response(status)
@@ -190,157 +451,17 @@ def _handler_for(admin):
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self):
-            url = urlsplit(self.path)
-            parts = [p for p in url.path.split("/") if p]
-            query = parse_qs(url.query)
-            if parts == ["api", "functions"]:
-                return self.send_json(200, self.functions())
-            if parts == ["api", "triggers", "cron"] and admin.cron is not None:
-                return self.send_json(200, admin.cron.status())
-            if parts == ["api", "triggers", "kafka-broker"]:
-                return self.send_json(200, admin.kafka.status() if admin.kafka is not None else [])
-            if len(parts) == 4 and parts[:2] == ["api", "functions"] and parts[3] == "logs":
-                return self.logs(parts[2], query)
-            if parts[:2] == ["api", "topics"]:
-                return self.topics("GET", parts[2:], query)
-            self.send_json(404, {"error": "no such endpoint"})
-
-        def do_POST(self):
-            url = urlsplit(self.path)
-            parts = [p for p in url.path.split("/") if p]
-            if parts[:2] == ["api", "topics"]:
-                return self.topics("POST", parts[2:], parse_qs(url.query))
-            if len(parts) == 4 and parts[:3] == ["api", "triggers", "cron"] and admin.cron is not None:
-                try:
-                    run = admin.cron.fire(unquote(parts[3]))  # waits for the function's answer (its timeout at most)
-                except UserError as exc:
-                    return self.send_json(400, {"error": str(exc)})
-                return self.send_json(200, cron_row(run))
-            self.send_json(404, {"error": "no such endpoint"})
-
-        def do_DELETE(self):
-            parts = [p for p in urlsplit(self.path).path.split("/") if p]
-            if parts[:2] == ["api", "topics"]:
-                return self.topics("DELETE", parts[2:], {})
-            self.send_json(404, {"error": "no such endpoint"})
-
-        def functions(self):
-            rows = admin.supervisor.status()
-            if admin.topics is not None:
-                dead = admin.topics.dead_letter_counts()
-                for row in rows:
-                    row["dead_letters"] = dead.get(row["name"], 0)
-            if admin.cron is not None:
-                for row in rows:
-                    row["cron"] = admin.cron.for_function(row["name"])  # its CronJobTriggers and their last runs
-            return rows
-
-        def read_json(self):
+        def send_stream(self, stream: Stream):
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                value = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
-                raise UserError("the request body must be a JSON object") from None
-            if not isinstance(value, dict):
-                raise UserError("the request body must be a JSON object")
-            return value
-
-        def topics(self, method, rest, query):
-            """/api/topics: GET list, POST {name} create; /api/topics/T: DELETE; /api/topics/T/events: POST
-            emit, GET ?from=&to=&source= outcome; /api/topics/T/replay: POST. A UserError answers 400 with its text."""
-            topics = admin.topics
-            if topics is None:
-                return self.send_json(503, {"error": "this session runs no embedded topics"})
-            try:
-                if not rest and method == "GET":
-                    return self.send_json(200, topics.list())
-                if not rest and method == "POST":
-                    name = self.read_json().get("name")
-                    name = name if isinstance(name, str) else ""
-                    return self.send_json(200, {"name": name, "created": topics.create(name)})
-                if len(rest) == 1 and method == "DELETE":
-                    topics.delete(rest[0])
-                    return self.send_json(200, {"deleted": rest[0]})
-                if len(rest) == 2 and rest[1] == "events" and method == "POST":
-                    return self.send_json(200, self.emit(rest[0], self.read_json()))
-                if len(rest) == 2 and rest[1] == "events" and method == "GET":
-                    source = query.get("source", ["kafka"])[0]
-                    try:
-                        first, last = int(query["from"][0]), int(query["to"][0])
-                    except (KeyError, ValueError):
-                        raise UserError("from and to must be event sequence numbers") from None
-                    outcome = topics.outcome(rest[0], source, first, last)
-                    return self.send_json(200, {str(seq): subs for seq, subs in outcome.items()})
-                if len(rest) == 2 and rest[1] == "replay" and method == "POST":
-                    body = self.read_json()
-                    count = topics.replay(rest[0], body.get("trigger"), body.get("id"))
-                    return self.send_json(200, {"replayed": count})
-            except UserError as exc:
-                return self.send_json(400, {"error": str(exc)})
-            self.send_json(404, {"error": "no such endpoint"})
-
-        def emit(self, topic, body):
-            """{source, data (text) or data_base64, count, content_type} → the answer of Topics.emit
-            (triggers/interface.py: one shape, embedded or on a broker); durable before it answers."""
-            source = body.get("source", "kafka")
-            if source not in EVENT_SOURCES:
-                raise UserError("source must be one of %s" % ", ".join(EVENT_SOURCES))
-            if "data_base64" in body:
-                try:
-                    data = base64.b64decode(body["data_base64"], validate=True)
-                except (TypeError, binascii.Error):
-                    raise UserError("data_base64 is not base64") from None
-            elif isinstance(body.get("data"), str):
-                data = body["data"].encode()
-            else:
-                raise UserError("an event needs data (--data TEXT or --data @FILE)")
-            content_type = body.get("content_type") or ""
-            if "json" in content_type.lower():
-                try:
-                    json.loads(data)
-                except ValueError as exc:
-                    raise UserError(
-                        "the data is not valid JSON (%s) but the content type is %s" % (exc, content_type)
-                    ) from None
-            count = body.get("count", 1)
-            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_EMIT_COUNT:
-                raise UserError("count must be a number from 1 to %d" % MAX_EMIT_COUNT)
-            return admin.topics.emit(topic, source, data, count)
-
-        def logs(self, name, query):
-            hub = admin.supervisor.logs
-            if name not in admin.supervisor.instances:
-                return self.send_json(404, {"error": "no function %r" % name})
-            follow = query.get("follow", ["0"])[0] == "1"
-            try:
-                tail = int(query.get("tail", ["-1"])[0])
-            except ValueError:
-                return self.send_json(400, {"error": "tail must be a number of lines"})
-            subscription = hub.subscribe(name) if follow else None
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.end_headers()
-            try:
-                for line in hub.tail(name, None if tail < 0 else tail):
-                    self.write_line(line)
-                self.wfile.flush()
-                while follow and not admin.closing.is_set():
-                    try:
-                        line = subscription.get(timeout=0.5)
-                    except queue.Empty:
-                        continue
-                    self.write_line(line)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.end_headers()
+                for line in stream.lines:
+                    self.wfile.write((json.dumps(line) + "\n").encode())
                     self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                if subscription is not None:
-                    hub.unsubscribe(subscription)
+                stream.done()
 
-        def write_line(self, line):
-            self.wfile.write(
-                (json.dumps({"text": line.text, "stream": line.stream, "time": line.time}) + "\n").encode()
-            )
-
-    return Handler
+    return AdminRequest

@@ -27,15 +27,16 @@ def project_session(folder):
     return None
 
 
-def start(folder, deployed_only=False):
+def start(folder, deployed_only=False, options=()):
     """A session (`up`) for `folder` in the background (its output in .kubeless-local/up.log); returns
     its state folder once it answers. `deployed_only` (`function deploy`): it runs only what the Kubeless
-    verbs deployed there (deployed_files), not every manifest in the folder."""
+    verbs deployed there (deployed_files), not every manifest in the folder; `options`: more `up` flags."""
     state = Path(folder) / STATE_DIRNAME
     state.mkdir(exist_ok=True)
+    argv = [sys.executable, "-m", "kubeless_local", "up", *(["--deployed-only"] * deployed_only), *options, str(folder)]
     with open(state / "up.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeless_local", "up", *(["--deployed-only"] * deployed_only), str(folder)],
+            argv,
             cwd=folder,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -195,6 +195,7 @@ class Project:
         for folder in folders:
             self._watch(folder)
         self.observer.start()
+        self._apply_soon()  # what changed after start()'s load and before the watches (`function deploy`'s file)
 
     def _watch(self, folder):
         if self.observer is None or folder in self.watches:
@@ -228,8 +229,11 @@ class Project:
 
     def changed(self, path, is_dir=False):
         path = Path(path)
-        if self.ignore.path(self._rel(path), is_dir):
-            return
+        if not self.ignore.path(self._rel(path), is_dir):
+            self._apply_soon()
+
+    def _apply_soon(self):
+        """apply() once saves have settled (DEBOUNCE): an editor's burst of writes is one reload."""
         with self.lock:
             if self.timer is not None:
                 self.timer.cancel()

@@ -10,7 +10,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubeless_local import spec as specs
+from kubeless_local import kubeless_objects as objects
 from kubeless_local.emulator import backends
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.logs import LogHub
@@ -197,7 +197,7 @@ def function(runtime, backend_name, tmp_path):
             deps_file = tmp_path / "deps-file" / runtime.dep_name
             deps_file.parent.mkdir()
             deps_file.write_text(deps)
-        fn = specs.function_from_files(
+        fn = objects.function_from_files(
             scenario,
             source.parent if folder else source,
             runtime.name,

@@ -9,10 +9,14 @@ import threading
 
 import pytest
 from conftest import function
+from waiting import wait_until
 
+from kubeless_local import spec as specs
 from kubeless_local.client import AdminClient
-from kubeless_local.emulator.admin import AdminServer
-from kubeless_local.errors import UserError
+from kubeless_local.commands.common import worded
+from kubeless_local.commands.events import EMIT_HINTS
+from kubeless_local.emulator.admin import ROUTES, AdminServer, functions, logs, route
+from kubeless_local.errors import BadRequest, Conflict, NotFound, Unavailable, UserError
 
 
 @pytest.fixture
@@ -136,6 +140,24 @@ def test_follow_streams_new_lines(admin, supervisor):
     assert received == ["first", "second"]
 
 
+def test_a_follower_that_goes_away_is_unsubscribed(admin, supervisor):
+    supervisor.start(function())
+    supervisor.say("hello", "before")
+    connection = http.client.HTTPConnection("127.0.0.1", admin.port, timeout=5)
+    connection.request("GET", "/api/functions/hello/logs?follow=1", headers={"Authorization": "Bearer " + admin.token})
+    response = connection.getresponse()
+    assert json.loads(response.readline())["text"] == "before"  # the tail, then the follower waits
+    assert any(name == "hello" for name, _ in supervisor.logs.subscribers)
+    response.close()  # the response holds the socket too
+    connection.close()
+
+    def gone():  # a write after the peer's reset finds the connection gone: the stream ends, done() unsubscribes
+        supervisor.say("hello", "after")
+        return not supervisor.logs.subscribers
+
+    wait_until(gone, "the follower unsubscribed", timeout=10)
+
+
 def test_the_client_sends_the_token_and_reports_a_wrong_one(admin, supervisor):
     supervisor.start(function())
     assert AdminClient(admin.state_dir).function("hello")["state"] == "Ready"
@@ -185,8 +207,12 @@ def events_admin(admin, supervisor):
 
 def test_topics_through_the_client(events_admin, supervisor):
     client = AdminClient(supervisor.state_dir)
-    with pytest.raises(UserError, match="no topic 'orders'; create it with `kubeless-local topic create orders`"):
+    with pytest.raises(NotFound, match="^no topic 'orders'$") as missing:  # the engine's type, words and fields
         client.emit("orders", "hi")
+    assert (missing.value.what, missing.value.name) == ("topic", "orders")
+    assert str(worded(missing.value, EMIT_HINTS)) == (  # what `emit` prints: the CLI names its commands
+        "no topic 'orders'; create it with `kubeless-local topic create orders` or add a trigger for it"
+    )
     assert client.create_topic("orders")["created"] is True
     result = client.emit("orders", b"\x00binary", count=3)  # bytes travel as base64
     (stored_at,) = result["ranges"]
@@ -263,3 +289,74 @@ def test_a_session_that_dies_while_answering_is_one_clear_error(tmp_path):
             SessionClient(state).topics()
     finally:
         listener.close()
+
+
+# ---------------------------------------------------------------- the route table and the typed errors
+
+
+def test_the_api_is_a_route_table_and_every_route_needs_the_token(admin):
+    for entry in ROUTES:
+        path = entry.path.format(name="hello", topic="orders")
+        assert request(admin, path, token="wrong", method=entry.method)[0] == 401, entry
+    assert route("GET", "/api/functions/a%20b/logs") == (logs, {"name": "a b"})  # a segment, unquoted
+    assert route("GET", "/api//functions/") == (functions, {})
+    assert route("PUT", "/api/functions") is None and route("GET", "/api/functions/hello") is None
+    status, body = request(admin, "/api/functions", method="DELETE")  # a known path, another method
+    assert status == 404 and body == {"error": "no such endpoint", "what": "endpoint", "name": None}
+
+
+def test_engine_errors_keep_their_type_through_the_api_and_the_cli_adds_its_words(events_admin, supervisor):
+    client = AdminClient(supervisor.state_dir)
+    status, body = request(events_admin, "/api/topics/nope", method="DELETE")
+    assert status == 404 and body == {"error": "no topic 'nope'", "what": "topic", "name": "nope"}
+    with pytest.raises(NotFound) as missing:
+        client.delete_topic("nope")
+    assert str(worded(missing.value)) == "no topic 'nope'; `kubeless-local topic ls` lists them"
+    hello = specs.FunctionSpec(name="hello", runtime="python3.11", handler="h.f", origin="f.yaml", labels={"a": "b"})
+    orders = specs.KafkaTrigger(name="orders", topic="orders", selector={"a": "b"}, origin="t.yaml")
+    events_admin.topics.dispatcher.update(specs.Manifests(functions=[hello], kafka_triggers=[orders]))
+    with pytest.raises(Conflict, match="^topic 'orders' is used by KafkaTrigger orders; remove the trigger first$"):
+        client.delete_topic("orders")
+    with pytest.raises(NotFound) as missing:
+        client.replay("orders", trigger="nope")
+    assert str(worded(missing.value)) == "no KafkaTrigger or NATSTrigger 'nope' in this project"  # no hint: not a topic
+    with pytest.raises(BadRequest, match="count must be a number"):
+        client.emit("orders", "x", count=0)
+    with pytest.raises(BadRequest, match="^an event needs data: data \\(text\\) or data_base64$"):
+        client.emit("orders", None)  # the API's words: the CLI's --data is required, so only an API user sees it
+
+
+def test_unavailable_parts_answer_503_and_the_cli_says_to_restart(events_admin, supervisor, tmp_path):
+    from kubeless_local.emulator.triggers.interface import BrokerTopics
+    from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
+
+    embedded, client = events_admin.topics, AdminClient(supervisor.state_dir)
+    events_admin.topics = None
+    with pytest.raises(Unavailable, match="^this session runs no embedded topics$"):
+        client.topics()
+    bridge = KafkaBridge(["127.0.0.1:1"], specs.Manifests, supervisor, supervisor.logs, tmp_path)
+    events_admin.topics = BrokerTopics(bridge, embedded)
+    with pytest.raises(Unavailable) as stopped:  # never started: its verbs cannot run
+        client.topics()
+    assert str(worded(stopped.value)) == "this dev's Kafka bridge is not running; restart `kubeless-local dev`"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["emit", "kafka", "--topic", "nope", "--data", "x"],
+            "error: no topic 'nope'; create it with `kubeless-local topic create nope` or add a trigger for it",
+        ),
+        (["topic", "delete", "nope"], "error: no topic 'nope'; `kubeless-local topic ls` lists them"),
+        (["topic", "replay", "nope"], "error: no topic 'nope'; `kubeless-local topic ls` lists them"),
+    ],
+)
+def test_the_cli_prints_the_engine_error_with_its_own_hint(events_admin, tmp_path, monkeypatch, args, line):
+    from click.testing import CliRunner
+
+    from kubeless_local.commands import root
+
+    monkeypatch.chdir(tmp_path)  # the project folder of the session under test
+    result = CliRunner().invoke(root.main, args)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [line], result.output

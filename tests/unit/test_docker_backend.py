@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from docker.errors import ImageNotFound, NotFound
 
-from kubeless_local import spec as specs
+from kubeless_local import kubeless_objects as objects
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator import images
 from kubeless_local.emulator.base import Instance, State
@@ -111,7 +111,7 @@ def python_function(tmp_path, **kwargs):
     source = tmp_path / "src" / "handler.py"
     source.parent.mkdir(exist_ok=True)
     source.write_text("def handler(event, context):\n    return 'hi'\n")
-    return specs.function_from_files("hello", source, "python3.11", "handler.handler", **kwargs)
+    return objects.function_from_files("hello", source, "python3.11", "handler.handler", **kwargs)
 
 
 def prepared_for(backend, tmp_path, fn):
@@ -191,7 +191,7 @@ def test_custom_image_with_unknown_runtime_mounts_the_file_without_extension(bac
     backend.client.images.present["me/fn:1"] = FakeImage("me/fn:1")
     source = tmp_path / "fn.src"
     source.write_text("code")
-    fn = specs.function_from_files("custom", source, "cobol1", "fn.main", image="me/fn:1")
+    fn = objects.function_from_files("custom", source, "cobol1", "fn.main", image="me/fn:1")
     runtime, _ = backend.resolve(fn, CATALOG)
     assert runtime.suffix == "" and runtime.reload == "restart"
     prepared = backend.prepare(fn, runtime, tmp_path / "state")
@@ -371,7 +371,7 @@ def go_backend(tmp_path, monkeypatch):
     source = tmp_path / "src" / "handler.go"
     source.parent.mkdir()
     source.write_text("package kubeless\n")
-    fn = specs.function_from_files("hello", source, go.name, "handler.Handler")
+    fn = objects.function_from_files("hello", source, go.name, "handler.Handler")
     return dk.DockerBackend(LogHub(), client=client, catalog=CATALOG), fn
 
 

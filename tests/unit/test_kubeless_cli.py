@@ -217,3 +217,15 @@ def test_function_logs_and_top_table_through_a_session(project):
     assert "a line from hello" in invoke("function", "logs", "hello").stdout
     table = invoke("function", "top").stdout
     assert "TOTAL_CALLS" in table and "hello" in table
+
+
+def test_update_checks_the_schedule_as_deploy_does(project):
+    """`function update --schedule` wrote a CronJobTrigger that no session could run; now refused as deploy
+    refuses it (exit 2), the function and its files unchanged."""
+    deploy = ("function", "deploy", "hello", "--runtime", "python3.11", "--handler", "h.hello", "--from-file", "h.py")
+    assert invoke(*deploy).exit_code == 0
+    before = (project.root / "hello.yaml").read_text()
+    result = invoke("function", "update", "hello", "--timeout", "5", "--schedule", "0 0 * * 7")
+    assert result.exit_code == 2 and "--schedule: schedule '0 0 * * 7' is not valid" in result.stderr
+    assert (project.root / "hello.yaml").read_text() == before
+    assert not (project.root / "hello.cronjobtrigger.yaml").exists()

@@ -6,6 +6,7 @@ import zipfile
 import pytest
 from waiting import wait_for
 
+from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
 from kubeless_local.emulator import layout
 from kubeless_local.emulator import prepare as prep
@@ -94,7 +95,7 @@ def test_deps_install_once_per_sha256(tmp_path, monkeypatch):
     source.mkdir()
     (source / "hello.py").write_bytes(CODE)
     (source / "requirements.txt").write_text("six\n")
-    fn = specs.function_from_files(
+    fn = objects.function_from_files(
         "hello", source / "hello.py", "python3.11", "hello.foo", deps_file=source / "requirements.txt"
     )
     first = prep.prepare(fn, rt, tmp_path / "state")
@@ -111,7 +112,7 @@ def test_a_changed_install_command_installs_anew(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     (tmp_path / "hello.py").write_bytes(CODE)
     (tmp_path / "requirements.txt").write_text("six\n")
-    fn = specs.function_from_files(
+    fn = objects.function_from_files(
         "hello", tmp_path / "hello.py", "python3.11", "hello.foo", deps_file=tmp_path / "requirements.txt"
     )
     old = prep.prepare(fn, runtime(install=["sh", "-c", "echo old > {deps}/by"]), tmp_path / "state")
@@ -125,7 +126,7 @@ def test_failed_install_raises_with_output_and_is_retried(tmp_path, monkeypatch)
     rt = runtime(install=["sh", "-c", "echo 'No matching distribution for nope'; exit 1"])
     (tmp_path / "hello.py").write_bytes(CODE)
     (tmp_path / "requirements.txt").write_text("nope\n")
-    fn = specs.function_from_files(
+    fn = objects.function_from_files(
         "hello", tmp_path / "hello.py", "python3.11", "hello.foo", deps_file=tmp_path / "requirements.txt"
     )
     for _ in range(2):  # a failed install leaves no .complete marker: the next prepare tries again
@@ -138,7 +139,7 @@ def test_contract_env_vars(tmp_path, monkeypatch):  # vector 20
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     rt = runtime(env={"PYTHONPATH": "{deps}/lib/python{version}/site-packages:{install}"})
     (tmp_path / "hello.py").write_bytes(CODE)
-    fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo", env=[("K", "V")])
+    fn = objects.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo", env=[("K", "V")])
     prepared = prep.prepare(fn, rt, tmp_path / "state")
     env = prepared.env(8080)
     assert (env["MOD_NAME"], env["FUNC_HANDLER"], env["FUNC_PORT"], env["FUNC_MEMORY_LIMIT"]) == (
@@ -155,7 +156,7 @@ def test_contract_env_vars(tmp_path, monkeypatch):  # vector 20
 def test_activate_switches_the_link_atomically_and_prune_keeps_the_current(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     (tmp_path / "hello.py").write_bytes(CODE)
-    fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo")
+    fn = objects.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo")
     first = prep.prepare(fn, runtime(), tmp_path / "state")
     prep.activate(first)
     second = prep.prepare(fn, runtime(), tmp_path / "state")
@@ -171,7 +172,7 @@ def test_compile_runs_once_per_content(tmp_path, monkeypatch):
     counter = tmp_path / "compiles"
     rt = runtime(compile=["sh", "-c", "echo run >> %s; cp {install}/hello.py {build}/server" % counter])
     (tmp_path / "hello.py").write_bytes(CODE)
-    fn = specs.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo")
+    fn = objects.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo")
     first = prep.prepare(fn, rt, tmp_path / "state")
     again = prep.prepare(fn, rt, tmp_path / "state")  # the same code: a restart, an undo
     assert (again.build_dir / "server").read_bytes() == CODE and first.build_dir != again.build_dir
@@ -186,7 +187,7 @@ def host_function(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "hello.py").write_bytes(CODE)
-    return specs.function_from_files("hello", tmp_path / "src" / "hello.py", "python3.11", "hello.foo")
+    return objects.function_from_files("hello", tmp_path / "src" / "hello.py", "python3.11", "hello.foo")
 
 
 def test_map_paths_maps_every_generation_of_the_function_to_the_users_file(tmp_path, monkeypatch):
@@ -223,7 +224,7 @@ def test_prune_keeps_the_serving_and_the_last_good_generation(tmp_path, monkeypa
 def test_a_replaced_generation_stays_until_its_calls_are_over(tmp_path, monkeypatch):
     """J.7: a call in flight across two saves still reads its generation's files; the timeout bounds it."""
     fn = host_function(tmp_path, monkeypatch)
-    fn = specs.function_from_files("hello", fn.source, "python3.11", "hello.foo", timeout="5")
+    fn = objects.function_from_files("hello", fn.source, "python3.11", "hello.foo", timeout="5")
     clock = [1000.0]
     monkeypatch.setattr(prep.time, "time", lambda: clock[0])
     gens = [prep.prepare(fn, runtime(), tmp_path / "state")]
@@ -285,7 +286,7 @@ def test_a_local_archive_is_unpacked_not_copied_as_the_module(tmp_path, suffix):
             info = tarfile.TarInfo("hello.py")
             info.size = len(CODE)
             archive.addfile(info, io.BytesIO(CODE))
-    fn = specs.function_from_files("hello", archive_path, "python3.11", "hello.foo")
+    fn = objects.function_from_files("hello", archive_path, "python3.11", "hello.foo")
     target = tmp_path / "out"
     target.mkdir()
     layout.layout_code(fn, runtime(), target)
@@ -295,7 +296,7 @@ def test_a_local_archive_is_unpacked_not_copied_as_the_module(tmp_path, suffix):
 def test_a_broken_local_archive_names_the_file(tmp_path):
     archive_path = tmp_path / "code.zip"
     archive_path.write_bytes(b"not a zip")
-    fn = specs.function_from_files("hello", archive_path, "python3.11", "hello.foo")
+    fn = objects.function_from_files("hello", archive_path, "python3.11", "hello.foo")
     with pytest.raises(UserError, match="code.zip: not a valid zip archive"):
         layout.layout_code(fn, runtime(), tmp_path)
 
@@ -340,7 +341,7 @@ def folder_function(tmp_path, monkeypatch, files):
     for rel, text in files.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(text)
-    return src, specs.function_from_files("hello", src, "python3.11", "hello.foo")
+    return src, objects.function_from_files("hello", src, "python3.11", "hello.foo")
 
 
 def test_a_new_generation_links_unchanged_files_of_the_previous_one_and_copies_the_rest(tmp_path, monkeypatch):
@@ -381,7 +382,7 @@ def test_a_file_changed_in_a_generation_or_in_mode_is_copied_again(tmp_path, mon
 def test_a_deps_file_written_over_the_folders_own_leaves_the_previous_generation_alone(tmp_path, monkeypatch):
     src, _ = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "requirements.txt": "six\n"})
     (tmp_path / "reqs.txt").write_text("requests\n")
-    fn = specs.function_from_files("hello", src, "python3.11", "hello.foo", deps_file=tmp_path / "reqs.txt")
+    fn = objects.function_from_files("hello", src, "python3.11", "hello.foo", deps_file=tmp_path / "reqs.txt")
     rt = runtime(install=["true"])
     first = prep.prepare(fn, rt, tmp_path / "state")
     (tmp_path / "reqs.txt").write_text("requests==2.31.0\n")
@@ -432,5 +433,5 @@ def test_only_a_code_change_of_a_signal_runtime_reloads_in_place(tmp_path, monke
     assert not prep.Generation(first).reloads_in_place  # the first generation: a server starts on it
     assert successor(fn, signal).reloads_in_place
     assert not successor(fn, restart).reloads_in_place
-    changed_manifest = specs.function_from_files("hello", fn.source, "python3.11", "hello.foo", env=[("K", "V")])
+    changed_manifest = objects.function_from_files("hello", fn.source, "python3.11", "hello.foo", env=[("K", "V")])
     assert not successor(changed_manifest, signal).reloads_in_place

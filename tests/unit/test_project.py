@@ -238,3 +238,19 @@ def test_the_session_function_deploy_starts_loads_only_what_the_verbs_wrote(tmp_
     assert background.deployed_files(tmp_path) == [tmp_path / "fn.yaml"]
     background.record_deployed(tmp_path / "fn.yaml", present=False)
     assert background.deployed_files(tmp_path) == []
+
+
+def test_what_changes_between_the_first_load_and_the_watch_is_still_seen(tmp_path):
+    """`function deploy` writes its manifest as soon as the session answers, which can be before the
+    watcher runs: the watcher looks once more when it starts, so that manifest is not missed."""
+    project, supervisor = make_project(tmp_path)
+    project.start()
+    (tmp_path / "late").mkdir()
+    (tmp_path / "late" / "handler.js").write_text("module.exports = {hello: () => 'late'};\n")
+    (tmp_path / "late.yaml").write_text(MANIFEST.format(name="late", source="late"))
+    project.watch()
+    try:
+        supervisor.wait_for(("start", "late"))
+        assert ("reload", "fn") not in supervisor.calls  # the look again restarts nothing unchanged
+    finally:
+        project.stop()

@@ -14,7 +14,7 @@ from kubeless_local import spec as specs
 from kubeless_local.client import AdminClient
 from kubeless_local.emulator import registry
 from kubeless_local.emulator.session import DevSession
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Conflict, NotFound, Unavailable, UserError
 from kubeless_local.paths import STATE_DIRNAME
 
 
@@ -47,7 +47,7 @@ def test_a_name_resolves_outside_any_project_and_inside_one_in_its_session_only(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert AdminClient().function("only-a")["project"] == str(a.root)
-    with pytest.raises(UserError, match="runs in several sessions: .*%s.*%s" % (a.root, b.root)):
+    with pytest.raises(Conflict, match="runs in several sessions: .*%s.*%s" % (a.root, b.root)):
         AdminClient().function("hello")
     assert {(r["name"], r["project"]) for r in AdminClient().functions()} == {
         ("hello", str(a.root)),
@@ -58,10 +58,10 @@ def test_a_name_resolves_outside_any_project_and_inside_one_in_its_session_only(
     assert [(r["name"], r["project"]) for r in AdminClient().functions()] == [("hello", str(b.root))]  # this folder's
     port_b = b.supervisor.instances["hello"].port
     assert AdminClient().function("hello")["port"] == port_b
-    with pytest.raises(UserError, match="no function 'only-a' in the session of %s" % b.root):
+    with pytest.raises(NotFound, match="no function 'only-a' in the session of %s" % b.root):
         AdminClient().function("only-a")  # a's: from b's folder, b's session only
     monkeypatch.chdir(elsewhere)
-    with pytest.raises(UserError, match="no function 'nothing' in any running session"):
+    with pytest.raises(NotFound, match="no function 'nothing' in any running session"):
         AdminClient().function("nothing")
 
 
@@ -79,7 +79,7 @@ def test_a_dead_session_is_ignored_and_its_entry_removed(sessions, tmp_path, mon
     assert not entry.exists()
     live.stop()
     assert registry.sessions() == []
-    with pytest.raises(UserError, match="no running `kubeless-local dev`"):
+    with pytest.raises(Unavailable, match="no running `kubeless-local dev`"):
         AdminClient()
 
 
@@ -107,7 +107,7 @@ def test_inside_a_project_whose_session_stopped_nothing_reaches_another_project(
     for folder in (stopped.root, stopped.root / "sub"):
         monkeypatch.chdir(folder)
         with pytest.raises(
-            UserError,
+            Unavailable,
             match=re.escape("no running `kubeless-local dev` (nor run, up) for %s; start one there" % stopped.root),
         ):
             AdminClient()
@@ -115,7 +115,7 @@ def test_inside_a_project_whose_session_stopped_nothing_reaches_another_project(
     (tmp_path / "fresh").mkdir()
     (tmp_path / "fresh" / ".kubeless-local.yaml").write_text("backend: process\n")
     monkeypatch.chdir(tmp_path / "fresh")
-    with pytest.raises(UserError, match=re.escape("(nor run, up) for %s;" % (tmp_path / "fresh"))):
+    with pytest.raises(Unavailable, match=re.escape("(nor run, up) for %s;" % (tmp_path / "fresh"))):
         AdminClient()
     monkeypatch.chdir(other.root)
     client = AdminClient()
@@ -137,14 +137,14 @@ def test_outside_any_project_topics_and_cron_triggers_resolve_by_name(sessions, 
     used = client.topic_session("audit")
     assert used.root == str(a.root) and used.describe() == "the dev session of %s" % a.root
     assert client.cron_session("only-a").root == str(a.root)
-    with pytest.raises(UserError, match="topic 'orders' runs in several sessions: the dev session of %s, the dev "
+    with pytest.raises(Conflict, match="topic 'orders' runs in several sessions: the dev session of %s, the dev "
                        "session of %s" % (a.root, b.root)):  # fmt: skip
         client.topic_session("orders")
-    with pytest.raises(UserError, match="CronJobTrigger 'nightly' runs in several sessions"):
+    with pytest.raises(Conflict, match="CronJobTrigger 'nightly' runs in several sessions"):
         client.cron_session("nightly")
-    with pytest.raises(UserError, match="no running session has topic 'nope'"):
+    with pytest.raises(NotFound, match="no running session has topic 'nope'"):
         client.topic_session("nope")
-    with pytest.raises(UserError, match="several sessions run .*; run the command from the project's folder"):
+    with pytest.raises(Conflict, match="several sessions run .*; run the command from the project's folder"):
         client.project_session()
     assert {(row["name"], row["project"]) for row in client.topics()} == {
         ("orders", str(a.root)),

@@ -6,9 +6,11 @@ import sys
 
 import pytest
 
+from kubeless_local.commands.common import worded
+from kubeless_local.commands.events import EMIT_HINTS
 from kubeless_local.emulator.triggers import subscriptions
 from kubeless_local.emulator.triggers.topics import TopicStore
-from kubeless_local.errors import UserError
+from kubeless_local.errors import NotFound, UserError
 
 
 @pytest.fixture
@@ -33,8 +35,11 @@ def test_events_keep_their_order_and_get_id_and_time_when_emitted(store):
 
 
 def test_an_unknown_topic_is_refused_and_a_bad_name_too(store):
-    with pytest.raises(UserError, match="no topic 'nope'; create it with `kubeless-local topic create nope`"):
+    with pytest.raises(NotFound, match="^no topic 'nope'$") as missing:  # the engine's words, no CLI command
         store.append("nope", "kafka", [b"x"])
+    assert str(worded(missing.value, EMIT_HINTS)) == (  # the CLI's words for it
+        "no topic 'nope'; create it with `kubeless-local topic create nope` or add a trigger for it"
+    )
     with pytest.raises(UserError, match="topic name 'a b' must be"):
         store.create("a b")
     assert store.create("orders") is False and store.create("more") is True

@@ -69,15 +69,13 @@ def memory_bytes(quantity, origin=""):
 def security_context(spec):
     """(user, group, extra groups) the runtime container runs as: the Deployment's securityContext
     (container-level wins over pod-level), else Kubeless' default 1000 with fsGroup 1000."""
-    pod = ((spec.deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    container = (pod.get("containers") or [{}])[0] or {}
-    pod_ctx, ctx = pod.get("securityContext") or {}, container.get("securityContext") or {}
-    if not pod_ctx and not ctx:
+    ctx = spec.security_context
+    if not ctx:
         return DEFAULT_USER, DEFAULT_USER, []
-    user = ctx.get("runAsUser", pod_ctx.get("runAsUser", DEFAULT_USER))
-    group = ctx.get("runAsGroup", pod_ctx.get("runAsGroup", user))
-    fs_group = pod_ctx.get("fsGroup")
-    extra = [str(g) for g in (pod_ctx.get("supplementalGroups") or [])]
+    user = ctx.get("runAsUser", DEFAULT_USER)
+    group = ctx.get("runAsGroup", user)
+    fs_group = ctx.get("fsGroup")  # fsGroup and supplementalGroups: pod-level fields only
+    extra = [str(g) for g in (ctx.get("supplementalGroups") or [])]
     if fs_group is not None and str(fs_group) != str(group):
         extra.append(str(fs_group))
     return int(user), int(group), extra

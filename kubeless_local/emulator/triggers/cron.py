@@ -31,7 +31,7 @@ from kubeless_local import events, schedules
 from kubeless_local import spec as specs
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.triggers import delivery
-from kubeless_local.errors import UserError
+from kubeless_local.errors import NotFound, UserError
 
 HISTORY = {"succeeded": 3, "failed": 1}  # the CronJob's successfulJobsHistoryLimit / failedJobsHistoryLimit
 MAX_SLEEP = 1.0  # the loop looks at the manifests at least this often, so an edited schedule applies at once
@@ -215,7 +215,9 @@ class Cron:
         trigger = self.triggers().get(name)
         if trigger is None:
             known = ", ".join(sorted(self.triggers())) or "none"
-            raise UserError("no CronJobTrigger %r in this project (CronJobTriggers: %s)" % (name, known))
+            raise NotFound(
+                "no CronJobTrigger %r in this project (CronJobTriggers: %s)" % (name, known), "CronJobTrigger", name
+            )
         check(trigger)
         return self.run(trigger, None)
 

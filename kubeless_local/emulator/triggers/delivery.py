@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from kubeless_local import config
 from kubeless_local.emulator.triggers.subscriptions import subscriptions
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Conflict, NotFound
 from kubeless_local.events import envelope
 
 # The Dispatcher's defaults are the project settings' (config.py, `kafka:`)
@@ -498,11 +498,11 @@ class Dispatcher:
 
     def replay(self, topic, trigger=None, letter_id=None):
         if not self.store.exists(topic):
-            raise UserError("no topic %r; `kubeless-local topic ls` lists them" % topic)
+            raise NotFound("no topic %r" % topic, "topic", topic)
         names = None
         if trigger is not None:
             if not any(name == trigger for _, name in self.triggers):
-                raise UserError("no KafkaTrigger or NATSTrigger %r in this project" % trigger)
+                raise NotFound("no KafkaTrigger or NATSTrigger %r in this project" % trigger, "trigger", trigger)
             names = [s.sub.name for s in self._subscribers_of(topic) if s.sub.trigger == trigger]
         count = self.store.replay(topic, names, letter_id)
         for subscriber in self._subscribers_of(topic):
@@ -512,7 +512,9 @@ class Dispatcher:
     def delete(self, topic):
         users = sorted("%s %s" % key for key, t in self.triggers.items() if t.topic == topic)
         if users:
-            raise UserError("topic %r is used by %s; remove the trigger first" % (topic, ", ".join(users)))
+            raise Conflict(
+                "topic %r is used by %s; remove the trigger first" % (topic, ", ".join(users)), "topic", topic
+            )
         self.store.delete(topic)
 
     def topics(self):

@@ -44,7 +44,7 @@ from kubeless_local.config import parse_brokers
 from kubeless_local.emulator.triggers import delivery, interface
 from kubeless_local.emulator.triggers import subscriptions as model
 from kubeless_local.emulator.triggers.topics import check_topic_name
-from kubeless_local.errors import UserError
+from kubeless_local.errors import NotFound, Unavailable, UserError
 
 CONNECT_TIMEOUT = 10.0  # seconds `dev` waits at start for a broker to answer
 SESSION_TIMEOUT_MS = 45_000  # a crashed `dev` keeps its partitions this long (static membership: it gets them back)
@@ -483,9 +483,7 @@ class KafkaBridge:
         response = self._verb(self._admin_call("delete_topics", [name]))
         code = response.topic_error_codes[0][1]
         if code and for_code(code) is UnknownTopicOrPartitionError:
-            raise UserError(
-                "no topic %s on the Kafka broker at %s; `kubeless-local topic ls` lists them" % (name, self.bootstrap)
-            )
+            raise NotFound("no topic %s on the Kafka broker at %s" % (name, self.bootstrap), "topic", name)
         if code:
             raise UserError(
                 "the Kafka broker at %s refused to delete topic %s: %s"
@@ -499,7 +497,7 @@ class KafkaBridge:
 
         if self.thread is None or not self.thread.is_alive():
             coroutine.close()
-            raise UserError("this dev's Kafka bridge is not running; restart `kubeless-local dev`")
+            raise Unavailable("this dev's Kafka bridge is not running", "kafka bridge")
         future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, timeout), self.loop)
         try:
             return future.result(timeout + 5)

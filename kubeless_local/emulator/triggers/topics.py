@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from kubeless_local.errors import UserError
+from kubeless_local.errors import NotFound, UserError
 from kubeless_local.events import SOURCES, event_id, event_time
 from kubeless_local.spec import TOPIC_RE
 
@@ -193,7 +193,7 @@ class TopicStore:
     def delete(self, name):
         """Drop a topic with its events, positions and dead letters."""
         if not self.exists(name):
-            raise UserError("no topic %r; `kubeless-local topic ls` lists them" % name)
+            raise NotFound("no topic %r" % name, "topic", name)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -212,9 +212,7 @@ class TopicStore:
         """Store events (one per item of `datas`, bytes), each with its own event-id and event-time; returns
         their sequence numbers once they are on disk (fsync'd)."""
         if not self.exists(topic):
-            raise UserError(
-                "no topic %r; create it with `kubeless-local topic create %s` or add a trigger for it" % (topic, topic)
-            )
+            raise NotFound("no topic %r" % topic, "topic", topic)
         kind = cast(dict, SOURCES[source])  # events.SOURCES: one dict of envelope rules per source
         db = self.db
         db.execute("PRAGMA synchronous=FULL")

@@ -1,0 +1,41 @@
+"""`up -d`: the background session runs what the command line chose (backend, ignore patterns), as `dev` would."""
+
+import json
+
+from conftest import cli
+from waiting import wait_until
+
+
+def rows(cwd):
+    return {row["name"]: row for row in json.loads(cli("ls", "-o", "json", cwd=cwd, check=True).stdout)}
+
+
+def hello_row(cwd):
+    """The row of `hello` once the background session has loaded it (`up -d` returns once it answers)."""
+    wait_until(lambda: "hello" in rows(cwd), "hello listed by ls", timeout=60)
+    return rows(cwd)["hello"]
+
+
+def test_up_detached_passes_its_backend_and_ignore_patterns_to_the_background_session(tmp_path):
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "scratch" / "broken.yaml").write_text("kind: Function\n: not yaml\n")  # only read if not ignored
+    try:
+        up = cli("up", "-d", "--backend", "docker", "--ignore", "scratch/", ".", cwd=tmp_path, timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        row = hello_row(tmp_path)
+        assert row["backend"] == "docker", row
+        assert set(rows(tmp_path)) == {"hello"}  # no ConfigError row for the ignored folder's file
+    finally:
+        cli("down", ".", cwd=tmp_path, timeout=120)
+
+
+def test_up_reads_the_backend_from_the_environment_as_dev_does(tmp_path, monkeypatch):
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    monkeypatch.setenv("KUBELESS_LOCAL_BACKEND", "docker")
+    try:
+        up = cli("up", "-d", ".", cwd=tmp_path, timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert hello_row(tmp_path)["backend"] == "docker"
+    finally:
+        cli("down", ".", cwd=tmp_path, timeout=120)
