@@ -74,7 +74,7 @@ class Engine:
         self.tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
         self.hub = LogHub()
         self.supervisor = Supervisor(
-            self.tmp / "state", backends.create(backend, self.hub), self.hub, CATALOG, ephemeral_ports=True
+            self.tmp / "state", backends.factory(backend), self.hub, CATALOG, ephemeral_ports=True
         )
 
     def function(self, runtime_name, scenario="hello", editable=False, **kwargs):

@@ -1,8 +1,14 @@
 """The backends by name, so the CLI can offer them without importing their dependencies up front."""
 
 import importlib
+from typing import TYPE_CHECKING, Optional
 
 from kubeless_local import config
+from kubeless_local.emulator.base import Backend, BackendFactory, OnExit, ignore_exit
+
+if TYPE_CHECKING:
+    from kubeless_local.emulator.guardian import Guardian
+    from kubeless_local.emulator.logs import LogHub
 
 BACKENDS = {
     "process": ("kubeless_local.emulator.process", "ProcessBackend"),
@@ -11,11 +17,18 @@ BACKENDS = {
 CHOICES = list(config.BACKENDS)  # the names above and auto (see `choose`), as `backend:` in the settings takes them
 
 
-def create(name, logs):
+def factory(name: str) -> BackendFactory:
+    """The backend `name` as a BackendFactory: what it builds is checked at once (UserError when it cannot
+    run here, e.g. no Docker engine answers)."""
     module, cls = BACKENDS[name]
-    backend = getattr(importlib.import_module(module), cls)(logs)
-    backend.check()
-    return backend
+    backend_class = getattr(importlib.import_module(module), cls)
+
+    def create(logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None) -> Backend:
+        backend: Backend = backend_class(logs, on_exit=on_exit, guardian=guardian)
+        backend.check()
+        return backend
+
+    return create
 
 
 def needed_images(functions):

@@ -1,10 +1,25 @@
-"""The backend interface: the same contract for local processes and containers."""
+"""The backend interface: the same contract for local processes and containers.
+
+A backend is built with its collaborators and nothing is set on it afterwards (kind's providers are the
+model): the log hub its servers' output goes to, `on_exit` (the supervisor's restart, told when a server
+dies on its own) and the guardian (told the process groups and containers it starts, so they die with
+`dev`; None: nothing watches them, as in tests). The supervisor builds its backend through a
+BackendFactory, so that it can pass its own `on_exit`.
+"""
 
 import abc
 import enum
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
+
+if TYPE_CHECKING:
+    from kubeless_local.emulator.guardian import Guardian
+    from kubeless_local.emulator.logs import LogHub
+    from kubeless_local.emulator.prepare import Prepared
+    from kubeless_local.runtimes import Catalog, Runtime
+    from kubeless_local.spec import FunctionSpec
 
 EXIT_CANNOT_LISTEN = 4  # every runtime server exits with it when it cannot bind FUNC_PORT (runtimes/README.md)
 
@@ -39,14 +54,14 @@ class Instance:
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     @property
-    def url(self):
+    def url(self) -> Optional[str]:
         return "http://127.0.0.1:%d" % self.port if self.port else None
 
-    last_control: tuple = (None, -1)  # (event, runtime generation) of the last control line
+    last_control: tuple[Optional[str], int] = (None, -1)  # (event, runtime generation) of the last control line
     # (state, error) of a saved version that does not serve (it does not load/compile/install, or its
     # manifest is wrong) while the last good code does: what `ls` shows whenever that server is ready,
     # restarts included, until a save serves. Set and cleared by the supervisor.
-    broken: Optional[tuple] = None
+    broken: Optional[tuple[State, str]] = None
 
     @property
     def serves(self) -> bool:
@@ -56,7 +71,8 @@ class Instance:
             self.broken is not None and self.state == self.broken[0] and self.last_control[0] == "ready"
         )
 
-    def on_control(self, event, generation, error=""):
+    def on_control(self, event: Optional[str], generation: int, error: str = "") -> None:
+        """A control line of the server (`ready` or `load-failed` of its code generation `generation`)."""
         with self.changed:
             self.last_control = (event, generation)
             if event == "ready":
@@ -65,55 +81,73 @@ class Instance:
                 self.state, self.error = State.COMPILE_ERROR, error
             self.changed.notify_all()
 
-    def set_state(self, state, error=""):
+    def set_state(self, state: State, error: str = "") -> None:
         with self.changed:
             self.state, self.error = state, error
             self.changed.notify_all()
 
-    def wait_for(self, predicate, timeout):
+    def wait_for(self, predicate: Callable[["Instance"], bool], timeout: Optional[float]) -> bool:
         """Block until predicate(instance) is true; returns it (False on timeout)."""
         with self.changed:
             return self.changed.wait_for(lambda: predicate(self), timeout)
+
+
+OnExit = Callable[[Instance], None]  # told when a server died on its own (it is Crashed then)
+
+
+def ignore_exit(instance: Instance) -> None:
+    """The `on_exit` of a backend that no supervisor restarts from (a test, a one-off run)."""
 
 
 class Backend(abc.ABC):
     """Starts, reloads and stops runtime servers for prepared functions."""
 
     name = "abstract"
-    on_exit = staticmethod(lambda instance: None)  # set by the Supervisor: called when a server dies on its own
-    guardian = None  # set by the session: told the process groups it starts, so they die with `dev`
+
+    def __init__(self, logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None) -> None:
+        self.logs = logs  # the servers' output, and what the backend has to say about them
+        self.on_exit = on_exit  # called when a server dies on its own (the supervisor restarts it)
+        self.guardian = guardian  # told what the backend starts, so it dies with `dev` (None: nobody)
 
     @abc.abstractmethod
-    def start(self, instance, prepared):
-        """Launch the runtime server for `prepared` (a Prepared); returns when it is launched."""
+    def start(self, instance: Instance, prepared: "Prepared") -> None:
+        """Launch the runtime server for `prepared`; returns when it is launched. A server that cannot
+        be launched leaves the instance Crashed."""
 
     @abc.abstractmethod
-    def reload(self, instance, prepared):
-        """Make the running server serve the newly prepared code (signal or restart)."""
+    def reload(self, instance: Instance, prepared: "Prepared") -> str:
+        """Make the running server serve the newly prepared code: "signal" (in place) or "restart"."""
 
     @abc.abstractmethod
-    def stop(self, instance):
+    def stop(self, instance: Instance) -> None:
         """Stop the server and everything it started."""
 
-    def resolve(self, spec, catalog):
+    def resolve(self, spec: "FunctionSpec", catalog: "Catalog") -> tuple["Runtime", Optional[str]]:
         """(Runtime, notice) for a Function; by default from the toolchains on this machine."""
         return catalog.resolve(spec.runtime)
 
-    def prepare(self, spec, runtime, state_dir, on_line=lambda line: None, previous=None):
+    def prepare(
+        self,
+        spec: "FunctionSpec",
+        runtime: "Runtime",
+        state_dir: Path,
+        on_line: Callable[[str], None] = lambda line: None,
+        previous: Optional["Prepared"] = None,
+    ) -> "Prepared":
         """Lay out, install and compile a new generation (see prepare.prepare), on the host by default."""
         from kubeless_local.emulator import prepare
 
         return prepare.prepare(spec, runtime, state_dir, on_line, previous)
 
     @abc.abstractmethod
-    def alive(self, instance):
+    def alive(self, instance: Instance) -> bool:
         """True while the instance's server process/container runs."""
 
-    def server_exited(self, instance, code, what="the runtime", hint=""):
-        """The server (process or container) ended on its own with `code`. A server whose code never
-        loaded stays in CompileError (its waiters wake; a restart would fail the same way); anything else,
-        a server that kept the last good code after a failed reload included, is Crashed with the last
-        log lines, and the supervisor is told (restart with back-off; EXIT_CANNOT_LISTEN: a port race)."""
+    def server_exited(self, instance: Instance, code: object, what: str = "the runtime", hint: str = "") -> None:
+        """The server (process or container) ended on its own with `code` (an int, or why it is unknown). A
+        server whose code never loaded stays in CompileError (its waiters wake; a restart would fail the same
+        way); anything else, a server that kept the last good code after a failed reload included, is Crashed
+        with the last log lines, and `on_exit` is told (restart with back-off; EXIT_CANNOT_LISTEN: a port race)."""
         instance.exit_code = code if isinstance(code, int) else None
         never_loaded = instance.last_control == ("load-failed", 0)  # the first load of this server failed
         if instance.state == State.COMPILE_ERROR and never_loaded and code != EXIT_CANNOT_LISTEN:
@@ -123,14 +157,25 @@ class Backend(abc.ABC):
         instance.set_state(State.CRASHED, "%s exited with code %s%s\n%s" % (what, code, hint, tail))
         self.on_exit(instance)
 
-    def check(self):  # noqa: B027 - optional hook: most backends can always run
+    def check(self) -> None:  # noqa: B027 - optional hook: most backends can always run
         """Raise UserError when this backend cannot run here (e.g. Docker not running)."""
+
+
+class BackendFactory(Protocol):
+    """How a backend is built: a Backend class is one (`backends.factory(name)` gives one by name). The
+    supervisor calls it with its log hub and its restart as `on_exit`; the session binds the guardian."""
+
+    def __call__(
+        self, logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None
+    ) -> Backend: ...
 
 
 CONTROL_PREFIX = "@kubeless-local "
 
 
-def handle_output(instance, logs, line, stream, map_paths=lambda text: text):
+def handle_output(
+    instance: Instance, logs: "LogHub", line: str, stream: str, map_paths: Callable[[str], str] = lambda text: text
+) -> None:
     """One line of runtime output: a control line updates the instance, anything else is a log."""
     if line.startswith(CONTROL_PREFIX):
         import json

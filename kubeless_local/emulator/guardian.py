@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import IO, cast
 
 PROJECT_ENV = "KUBELESS_LOCAL_PROJECT"  # in every runtime server's env: the project's resolved state folder
 CONTAINER_LABEL = "kubeless-local.project"  # the docker backend labels every container with the same value
@@ -109,10 +110,11 @@ def sweep_leftovers(state_dir, say=lambda text: None):
 class Guardian:
     """`dev`'s end of the pipe: starts the guardian process and tells it what to clean up."""
 
-    def __init__(self, state_dir):
+    def __init__(self, state_dir: Path) -> None:
         self.project = str(Path(state_dir).resolve())
         self.record = Path(state_dir) / RECORD
-        self.groups, self.containers = set(), False
+        self.groups: set[int] = set()
+        self.containers = False
         self.lock = threading.Lock()
         # It imports this very package (cwd: the state folder, so no user file shadows a module), and its
         # output goes to a file: it outlives `dev`'s terminal, and must not hold a caller's pipe open.
@@ -128,37 +130,40 @@ class Guardian:
                 env=env,
                 start_new_session=True,
             )
+        self.pipe = cast(IO[bytes], self.proc.stdin)  # stdin=PIPE: always a pipe
 
-    def watch(self, pgid):
+    def watch(self, pgid: int) -> None:
+        """Kill process group `pgid` when `dev` ends (until `forget`)."""
         with self.lock:
             self.groups.add(pgid)
             self._send("watch %d" % pgid)
 
-    def forget(self, pgid):
+    def forget(self, pgid: int) -> None:
         with self.lock:
             self.groups.discard(pgid)
             self._send("forget %d" % pgid)
 
-    def watch_containers(self):
+    def watch_containers(self) -> None:
+        """Remove the project's containers when `dev` ends."""
         with self.lock:
             self.containers = True
             self._send("containers")
 
-    def _send(self, line):
+    def _send(self, line: str) -> None:
         tmp = self.record.with_name(RECORD + ".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "groups": sorted(self.groups), "containers": self.containers}))
         os.replace(tmp, self.record)
         try:
-            self.proc.stdin.write(line.encode() + b"\n")
-            self.proc.stdin.flush()
+            self.pipe.write(line.encode() + b"\n")
+            self.pipe.flush()
         except (BrokenPipeError, ValueError):
             pass  # the guardian is gone (or closed): the record still lets the next `dev` clean up
 
-    def close(self, timeout=10):
+    def close(self, timeout: float = 10) -> None:
         """A clean stop: everything was stopped; the guardian cleans up what is left, then exits."""
         with self.lock:
             try:
-                self.proc.stdin.close()
+                self.pipe.close()
             except BrokenPipeError:
                 pass
         try:

@@ -1,8 +1,9 @@
 """The controller's prepare/install/compile steps (contract §4): one pipeline for every backend.
 
-Each prepare writes a new generation folder laid out like the pod's /kubeless and points the
-function's stable `kubeless` link at it only once it is good, so a running server never sees a
-half-written tree. Dependencies are installed once per sha256 of the deps file (shared cache).
+Each prepare writes a new generation folder laid out like the pod's /kubeless; a `Generation` points
+the function's stable `kubeless` link at it only once it is good (an atomic rename), so a running
+server never sees a half-written tree, and a failed prepare leaves the last good generation serving.
+Dependencies are installed once per sha256 of the deps file (shared cache).
 
 The pipeline is written once, in host paths. A backend gives it a step runner (`HostSteps` runs
 steps here; the docker backend runs them in a one-shot container of the runtime image) whose
@@ -20,9 +21,11 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from re import Pattern
+from typing import Callable, Optional
 
 from kubeless_local.emulator.layout import layout_code
 from kubeless_local.paths import cache_dir
@@ -60,6 +63,8 @@ HOST = View()
 
 @dataclass
 class Prepared:
+    """One prepared generation of a function's code: what a backend starts a runtime server on."""
+
     spec: FunctionSpec
     runtime: Runtime
     root: Path  # <state>/functions/<name>
@@ -69,54 +74,58 @@ class Prepared:
     runtime_lib: Path
     build_dir: Optional[Path] = None
     deps_hash: str = ""
-    placeholders: dict = field(default_factory=dict)
+    placeholders: dict[str, str] = field(default_factory=dict)  # {install}, {deps}, {file}… as the tools see them
     view: View = HOST
-    notices: tuple = ()  # what the layout left out of a source folder (code_files), said once
+    notices: tuple[str, ...] = ()  # what the layout left out of a source folder (code_files), said once
 
     @property
-    def install_link(self):
+    def install_link(self) -> Path:
+        """The stable link to the generation that serves (the pod's /kubeless)."""
         return self.root / "kubeless"
 
     @property
-    def build_link(self):
+    def build_link(self) -> Path:
         return self.root / "build"
 
-    def expand(self, argv, **overrides):
+    def expand(self, argv: Iterable[str], **overrides: str) -> list[str]:
+        """A catalog argv with its placeholders filled in."""
         values = {**self.placeholders, **overrides}
         return [str(a).format_map(values) for a in argv]
 
-    def runtime_env(self, **placeholders):
+    def runtime_env(self, **placeholders: str) -> dict[str, str]:
         """The catalog's `env` of this runtime's backend block, expanded; `placeholders` override the
         prepared ones (e.g. {deps} while installing). The one place the catalog env is read."""
         values = {**self.placeholders, **placeholders}
         return {key: str(value).format_map(values) for key, value in self.runtime.steps.env.items()}
 
-    def env(self, port, **placeholders):
+    def env(self, port: int, **placeholders: str) -> dict[str, str]:
         """The runtime server's env as a local process: the host's, then the container's (contract §4)."""
         env = host_env(self, port)
         env.update(self.runtime_env(**placeholders))
         return env
 
-    def map_paths(self, text):
+    def map_paths(self, text: str) -> str:
         """Point paths inside the prepared folders back at the user's files (in errors and logs). Any
         generation's folder maps, not only this one's: a server started on this generation logs from
         later ones after in-place reloads."""
-        if self.spec.source is None or not any(marker in text for marker in self._path_patterns()[0]):
+        source = self.spec.source
+        if source is None or not any(marker in text for marker in self._path_patterns(source)[0]):
             return text  # the common case, checked first: this runs for every log line
-        _, file_re, folder_re, function_file, base = self._path_patterns()
+        _, file_re, folder_re, function_file, base = self._path_patterns(source)
         return folder_re.sub(base + "/", file_re.sub(lambda m: function_file, text))
 
-    def _path_patterns(self):
+    def _path_patterns(self, source: Path) -> tuple[set[str], Pattern[str], Pattern[str], str, str]:
+        """(markers, file pattern, folder pattern, the user's function file, its folder), made once."""
         if not hasattr(self, "_patterns"):
-            source = self.spec.source
             base = str(source if source.is_dir() else source.parent)
             file_name = self.spec.module + self.runtime.suffix
             function_file = str(source) if source.is_file() else base + "/" + file_name
             roots = {str(self.root), str(self.root.resolve()), self.view.function or str(self.root)}
             folders = "|".join(re.escape(r) + r"/(?:(?:gen|build)-[0-9]+|kubeless|build)" for r in sorted(roots))
+            markers = set(roots)
             if self.view.install:
                 folders += "|" + re.escape(self.view.install)
-            markers = roots | {self.view.install} - {None}
+                markers.add(self.view.install)
             # (?<!…): a folder only where a path starts, not inside another path (/home/u/kubeless/…)
             folders = r"(?<![\w./-])(?:%s)/" % folders
             self._patterns = (
@@ -201,6 +210,7 @@ def run_step(step, argv, cwd, env, on_line):
     except OSError as exc:
         raise StepFailed(step, "cannot run %s: %s" % (argv[0], exc)) from None
     lines = []
+    assert proc.stdout is not None  # stdout=PIPE
     for line in proc.stdout:
         lines.append(line)
         on_line(line.rstrip("\n"))
@@ -364,11 +374,18 @@ def next_generation(root: Path):
     return max(numbers, default=0) + 1
 
 
-def prepare(spec: FunctionSpec, runtime, state_dir: Path, on_line=lambda line: None, previous=None, steps=None):
+def prepare(
+    spec: FunctionSpec,
+    runtime: Runtime,
+    state_dir: Path,
+    on_line: Callable[[str], None] = lambda line: None,
+    previous: Optional[Prepared] = None,
+    steps=None,
+) -> Prepared:
     """Lay out a new generation of `spec`'s code, set up the runtime, install deps, check, compile.
     Raises StepFailed/UserError (and then leaves no trace of the new generation).
 
-    The stable `kubeless` link is NOT switched here: call `activate` once the code is known good.
+    The stable `kubeless` link is NOT switched here: a Generation of it switches it (see there).
     """
     steps = steps or HostSteps(runtime)
     root, generation, code_dir = new_generation(state_dir, spec.name)
@@ -501,7 +518,7 @@ def compile_cached(prepared, steps, extra, compile):
 # ---------------------------------------------------------------- generations
 
 
-def point(link: Path, target: Path):
+def point(link: Path, target: Path) -> None:
     """Atomically point `link` at `target` (relative symlink, so it also works inside containers)."""
     tmp = link.with_name(link.name + ".tmp")
     if tmp.is_symlink() or tmp.exists():
@@ -510,14 +527,14 @@ def point(link: Path, target: Path):
     os.replace(tmp, link)
 
 
-def activate(prepared: Prepared):
+def activate(prepared: Prepared) -> None:
     """Point the stable links at this generation (old generations stay: see prune_generations)."""
     point(prepared.install_link, prepared.code_dir)
     if prepared.build_dir is not None:
         point(prepared.build_link, prepared.build_dir)
 
 
-def discard(prepared: Prepared):
+def discard(prepared: Prepared) -> None:
     """Remove a generation that never served (a failed step or load)."""
     remove_folders(prepared.root, [p for p in (prepared.code_dir, prepared.build_dir) if p is not None])
 
@@ -554,7 +571,13 @@ _trash_numbers = itertools.count()
 CALL_MARGIN = 10.0  # seconds past a function's timeout for a stopped call to be answered and gone
 
 
-def prune_generations(current: Prepared, previous: Optional[Prepared] = None, calls_may_run: bool = True):
+def call_bound(spec: FunctionSpec) -> float:
+    """Seconds a call of `spec` may run at most: its timeout (the runtime servers stop a runaway call
+    there) plus CALL_MARGIN."""
+    return float(spec.timeout) + CALL_MARGIN
+
+
+def prune_generations(current: Prepared, previous: Optional[Prepared] = None, calls_may_run: bool = True) -> None:
     """Remove the generations no call can use any more. `previous` (the one `current` replaced) retires
     now: a call it started may still read its files, and only the timeout bounds a call (the runtime
     servers stop a runaway call there), so it stays until the timeout (+ margin) has passed. Its
@@ -565,7 +588,7 @@ def prune_generations(current: Prepared, previous: Optional[Prepared] = None, ca
     retired = root / "retired"
     if previous is not None and previous.code_dir != current.code_dir and calls_may_run:
         retired.mkdir(exist_ok=True)
-        (retired / previous.code_dir.name).write_text("%.3f\n" % (now + float(previous.spec.timeout) + CALL_MARGIN))
+        (retired / previous.code_dir.name).write_text("%.3f\n" % (now + call_bound(previous.spec)))
     keep = {p.name for p in (current.code_dir, current.build_dir) if p is not None}
     over = []
     for path in root.iterdir():
@@ -586,3 +609,44 @@ def retired_until(stamp: Path) -> float:
         return float(stamp.read_text())
     except (OSError, ValueError):
         return 0.0
+
+
+class Generation:
+    """A new generation of a function, from prepared to kept or discarded: the one owner of its links
+    and folders. `switch()` points the stable links at it (an atomic rename); then `keep()`: it serves,
+    and the generation it replaces retires once no call can use it any more; or `discard()`: it does not
+    serve, the generation it replaces is pointed at again and this one's folders go. A prepare that
+    fails makes no Generation at all: the last good one keeps serving."""
+
+    def __init__(self, prepared: Prepared, replaces: Optional[Prepared] = None) -> None:
+        self.prepared = prepared
+        self.replaces = replaces  # the generation that served when this one was prepared (None: the first)
+
+    @property
+    def reloads_in_place(self) -> bool:
+        """The running server can serve it: only the code changed (same runtime, deps and manifest) and
+        the runtime reloads by signal. Else it needs a new server."""
+        old, new = self.replaces, self.prepared
+        return (
+            old is not None
+            and new.runtime.reload == "signal"
+            and old.runtime == new.runtime
+            and old.deps_dir == new.deps_dir
+            and old.spec.document == new.spec.document
+        )
+
+    def switch(self) -> None:
+        """Point the stable links at this generation: new workers and new servers load it."""
+        activate(self.prepared)
+
+    def keep(self, calls_may_run: bool) -> None:
+        """It serves. The generation it replaces retires (see prune_generations); `calls_may_run=False`:
+        the server was restarted, no call of an older generation runs."""
+        prune_generations(self.prepared, self.replaces, calls_may_run)
+
+    def discard(self) -> None:
+        """It does not serve: the links point at the generation it replaces again (new workers keep
+        loading the last good code) and its folders go."""
+        if self.replaces is not None:
+            activate(self.replaces)
+        discard(self.prepared)

@@ -4,19 +4,23 @@ import os
 import signal
 import subprocess
 import threading
+from typing import IO, Optional
 
-from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, State, handle_output
+from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
+from kubeless_local.emulator.prepare import Prepared
+
+
+def server_process(instance: Instance) -> Optional[subprocess.Popen]:
+    """The instance's server process (its backend-private handle), if one was started."""
+    return instance.handle if isinstance(instance.handle, subprocess.Popen) else None
 
 
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, logs):
-        self.logs = logs
-
-    def start(self, instance, prepared):
+    def start(self, instance: Instance, prepared: Prepared) -> None:
         argv = prepared.expand(prepared.runtime.steps.command)
         env = prepared.env(instance.port)
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
@@ -45,7 +49,7 @@ class ProcessBackend(Backend):
             pump.start()
         threading.Thread(target=self._watch, args=(instance, proc, pumps), daemon=True).start()
 
-    def _pump(self, instance, stream, name, prepared):
+    def _pump(self, instance: Instance, stream: IO[bytes], name: str, prepared: Prepared) -> None:
         """Runtime output to the log, read in large chunks: a busy function logs a line per request."""
         splitter = LineSplitter(control=CONTROL_PREFIX.encode())  # an overlong line is cut, never held whole
         fd = stream.fileno()
@@ -59,26 +63,28 @@ class ProcessBackend(Backend):
             handle_output(instance, self.logs, line, name, prepared.map_paths)
         stream.close()
 
-    def _watch(self, instance, proc, pumps):
+    def _watch(self, instance: Instance, proc: subprocess.Popen, pumps: list[threading.Thread]) -> None:
         code = proc.wait()
         for pump in pumps:
             pump.join(timeout=2)
         if instance.handle is proc and instance.state != State.STOPPED:
             self.server_exited(instance, code)
 
-    def alive(self, instance):
-        return instance.handle is not None and instance.handle.poll() is None
+    def alive(self, instance: Instance) -> bool:
+        proc = server_process(instance)
+        return proc is not None and proc.poll() is None
 
-    def reload(self, instance, prepared):
-        if prepared.runtime.reload == "signal" and instance.handle is not None and instance.handle.poll() is None:
-            os.kill(instance.pid, signal.SIGHUP)
+    def reload(self, instance: Instance, prepared: Prepared) -> str:
+        proc = server_process(instance)
+        if prepared.runtime.reload == "signal" and proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGHUP)
             return "signal"
         self.stop(instance)
         self.start(instance, prepared)
         return "restart"
 
-    def stop(self, instance, grace=3.0):
-        proc, instance.handle = instance.handle, None
+    def stop(self, instance: Instance, grace: float = 3.0) -> None:
+        proc, instance.handle = server_process(instance), None
         if proc is None:
             return
         try:
@@ -88,7 +94,7 @@ class ProcessBackend(Backend):
                 self.guardian.forget(proc.pid)
 
     @staticmethod
-    def _kill(proc, grace):
+    def _kill(proc: subprocess.Popen, grace: float) -> None:
         if proc.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):

@@ -7,13 +7,16 @@ functions are started.
 """
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 from kubeless_local import config
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends, registry
 from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.emulator.base import BackendFactory
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
@@ -35,25 +38,25 @@ logging.getLogger("watchdog.observers.inotify").addFilter(
 class DevSession:
     """Create, then `start()`; `logs` exists from the beginning so start-up output can be shown.
 
-    `backend` (a Backend instance) replaces the one `backend_name` would create (tests pass a fake);
-    `ignore` holds gitignore-style patterns (`dev --ignore`).
+    `backend` (a BackendFactory, e.g. a Backend class) replaces the backend `backend_name` names (tests pass
+    a fake); `ignore` holds gitignore-style patterns (`dev --ignore`).
     """
 
     def __init__(
         self,
-        root,
-        backend_name=None,
-        manifests=None,
-        say=print,
+        root: Path,
+        backend_name: Optional[str] = None,
+        manifests: Optional[specs.Manifests] = None,
+        say: Callable[[str], None] = print,
         *,
-        ignore=(),
-        backend=None,
-        logs=None,
-        kafka_brokers=None,
-        state_dir=None,
-        allow_empty=False,
-        deployed_only=False,
-    ):
+        ignore: tuple[str, ...] = (),
+        backend: Optional[BackendFactory] = None,
+        logs: Optional[LogHub] = None,
+        kafka_brokers: Optional[str] = None,
+        state_dir: Optional[Path] = None,
+        allow_empty: bool = False,
+        deployed_only: bool = False,
+    ) -> None:
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.deployed_only = deployed_only  # the session `function deploy` started: only what the verbs wrote
         self.root = Path(root).resolve()
@@ -61,18 +64,23 @@ class DevSession:
         # `run NAME` keeps its own state (lock, ports, admin API) in .kubeless-local/run-NAME/: several
         # `run`s and a `dev` share a folder, as several functions deployed from one folder do.
         self.state_dir = Path(state_dir) if state_dir else self.root / STATE_DIRNAME
-        self.registration = None
+        self.registration: Optional[Path] = None
         self.backend_name, self.manifests, self.say = backend_name, manifests, say
         self.backend = backend
         self.logs = logs or LogHub()
         self.lock = ProjectLock(self.state_dir)
         self.kafka_brokers = kafka_brokers  # `dev --kafka-brokers`/KAFKA_BROKERS, before .kubeless-local.yaml's
-        self.kafka = None
+        self.kafka: Optional[kafka_bridge.KafkaBridge] = None
         self.settings = config.Settings(self.root / config.FILE)  # the defaults until start() reads the file
-        self.supervisor = self.project = self.admin = self.guardian = self.cron = None
-        self.events = None  # the embedded topics' Dispatcher
+        # the parts start() builds; None until then (stop() is safe after a failed start)
+        self.supervisor: Optional[Supervisor] = None
+        self.project: Optional[Project] = None
+        self.admin: Optional[AdminServer] = None
+        self.guardian: Optional[Guardian] = None
+        self.cron: Optional[Cron] = None
+        self.events: Optional[delivery.Dispatcher] = None  # the embedded topics' Dispatcher
 
-    def start(self):
+    def start(self) -> None:
         """Start every function and watch the folder. UserError for what the user must fix first."""
         kind = "dev" if self.state_dir == self.root / STATE_DIRNAME else self.state_dir.name
         with registry.claiming():  # of two sessions nesting with each other started at once, one runs
@@ -96,12 +104,9 @@ class DevSession:
         self.settings = config.load(self.root)
         for notice in self.settings.notices:
             self.logs.emit("dev", notice, "system")
-        backend = self.backend or backends.create(self._backend_name(), self.logs)
+        backend = self.backend or backends.factory(self._backend_name())
         self.guardian = Guardian(self.state_dir)
-        backend.guardian = self.guardian
-        if backend.name == "docker":
-            self.guardian.watch_containers()
-        self.supervisor = Supervisor(self.state_dir, backend, self.logs)
+        self.supervisor = Supervisor(self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self._start_events()
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)
@@ -137,7 +142,7 @@ class DevSession:
         if self.kafka is not None:
             self.kafka.start()
 
-    def _manifests(self):
+    def _manifests(self) -> specs.Manifests:
         """The manifests in force: the project's, reloaded on every valid save."""
         return self.project.manifests if self.project is not None else specs.Manifests()
 
@@ -159,9 +164,10 @@ class DevSession:
         """New manifests for the embedded topics; with a real broker its bridge delivers the KafkaTriggers."""
         if self.kafka is not None:
             manifests = dataclasses.replace(manifests, kafka_triggers=[])
+        assert self.events is not None, "start() starts the embedded topics before the project"
         self.events.update(manifests)
 
-    def _backend_name(self):
+    def _backend_name(self) -> str:
         name = self.backend_name or self.settings.backend
         if name == "auto":
             loaded = self.manifests if self.manifests is not None else specs.Loader(self.root, self.ignore).collect()
@@ -169,10 +175,12 @@ class DevSession:
             name = backends.choose("auto", functions, self.say)
         return name
 
-    def status(self):
+    def status(self) -> list[dict[str, Any]]:
+        """The functions' rows (see Supervisor.status)."""
+        assert self.supervisor is not None, "start() first"
         return self.supervisor.status()
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the functions, the admin API and the guardian, then drop the lock; safe after a failed start."""
         try:
             if self.events is not None:

@@ -5,13 +5,16 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any, Optional
 
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Instance, State
+from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, State
+from kubeless_local.emulator.logs import LogHub
 from kubeless_local.errors import UserError
-from kubeless_local.runtimes import Catalog
-from kubeless_local.spec import PORT_ANNOTATION
+from kubeless_local.runtimes import Catalog, Runtime
+from kubeless_local.spec import PORT_ANNOTATION, FunctionSpec
 
 STARTUP_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 30.0
@@ -135,20 +138,31 @@ def spec_fields(spec):
 
 
 class Supervisor:
-    def __init__(self, state_dir: Path, backend, logs, catalog=None, ephemeral_ports=False):
+    """The functions of one session: their instances, the generation each serves, their ports."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        backend: BackendFactory,
+        logs: LogHub,
+        catalog: Optional[Catalog] = None,
+        ephemeral_ports: bool = False,
+    ) -> None:
+        """`backend` builds the backend (a Backend class, or `backends.factory(name)`); it is given `logs`
+        and this supervisor's restart as its `on_exit`."""
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.backend, self.logs = backend, logs
+        self.logs = logs
         self.catalog = catalog or Catalog()
         self.ports = PortBook(self.state_dir, ephemeral_ports)
-        self.instances: dict = {}  # name -> Instance
-        self.serving: dict = {}  # name -> Prepared that serves now
-        self.specs: dict = {}
-        self.locks: dict = {}
+        self.instances: dict[str, Instance] = {}
+        self.serving: dict[str, prep.Prepared] = {}  # the generation that serves now
+        self.specs: dict[str, FunctionSpec] = {}
+        self.locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
-        backend.on_exit = self._exited
+        self.backend = backend(logs, on_exit=self._exited)
 
-    def _exited(self, instance):
+    def _exited(self, instance: Instance) -> None:
         """A server died on its own: restart it with back-off, as Kubernetes restarts a pod's container."""
         if instance.state != State.CRASHED or self.instances.get(instance.name) is not instance:
             return
@@ -166,20 +180,20 @@ class Supervisor:
 
         threading.Thread(target=restart, daemon=True).start()
 
-    def say(self, name, text):
+    def say(self, name: str, text: str) -> None:
         self.logs.emit(name, text, "system")
 
-    def _lock(self, name):
+    def _lock(self, name: str) -> threading.Lock:
         with self.lock:
             return self.locks.setdefault(name, threading.Lock())
 
-    def resolve(self, spec):
+    def resolve(self, spec: FunctionSpec) -> Runtime:
         runtime, notice = self.backend.resolve(spec, self.catalog)
         if notice:
             self.say(spec.name, notice)
         return runtime
 
-    def start(self, spec):
+    def start(self, spec: FunctionSpec) -> Instance:
         """Start one function and wait until it serves (or fails); UserError for configuration errors."""
         with self._lock(spec.name):
             runtime = self.resolve(spec)
@@ -188,16 +202,31 @@ class Supervisor:
             instance = Instance(name=spec.name, runtime=runtime.name, port=port)
             with self.lock:
                 self.instances[spec.name], self.specs[spec.name] = instance, spec
-            try:
-                prepared = self.backend.prepare(spec, runtime, self.state_dir, lambda line: self.say(spec.name, line))
-            except prep.StepFailed as exc:
-                return self._step_failed(instance, spec, exc, serving=False)
-            prep.activate(prepared)
-            self.serving[spec.name] = prepared
-            self._launch_on_a_free_port(instance, prepared, spec, taken)
+            generation = self._prepare(instance, spec, runtime)
+            if generation is None:
+                return instance
+            generation.switch()
+            self.serving[spec.name] = generation.prepared
+            self._launch_on_a_free_port(instance, generation.prepared, spec, taken)
             return instance
 
-    def _launch_on_a_free_port(self, instance, prepared, spec, taken=frozenset()):
+    def _prepare(
+        self, instance: Instance, spec: FunctionSpec, runtime: Runtime, replaces: Optional[prep.Prepared] = None
+    ) -> Optional[prep.Generation]:
+        """A new generation of `spec`, to replace `replaces` (the one serving). None when a step failed: said,
+        and shown in `ls`; the last good generation keeps serving. UserError for a spec the pipeline refuses."""
+        try:
+            prepared = self.backend.prepare(
+                spec, runtime, self.state_dir, lambda line: self.say(spec.name, line), previous=replaces
+            )
+        except prep.StepFailed as exc:
+            self._step_failed(instance, spec, exc, serving=replaces is not None and self.backend.alive(instance))
+            return None
+        return prep.Generation(prepared, replaces)
+
+    def _launch_on_a_free_port(
+        self, instance: Instance, prepared: prep.Prepared, spec: FunctionSpec, taken: Collection[int] = frozenset()
+    ) -> None:
         """Launch; a server that lost the race for its port (it exits EXIT_CANNOT_LISTEN, or the port is
         taken once it died) moves to another port, unless the port is fixed: then a ConfigError."""
         for _ in range(3):
@@ -219,7 +248,7 @@ class Supervisor:
             self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
             instance.port = self.ports.assign(spec, set(taken) | {instance.port})
 
-    def _step_failed(self, instance, spec, exc, serving):
+    def _step_failed(self, instance: Instance, spec: FunctionSpec, exc: prep.StepFailed, serving: bool) -> None:
         """An install/compile/check step failed: show its output; a serving function keeps its last good code."""
         prepared = self.serving.get(spec.name)
         output = prepared.map_paths(exc.output) if prepared is not None else exc.output
@@ -230,9 +259,8 @@ class Supervisor:
         self.say(
             spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if serving else "", output)
         )
-        return instance
 
-    def _launch(self, instance, prepared):
+    def _launch(self, instance: Instance, prepared: prep.Prepared) -> None:
         instance.set_state(State.STARTING)
         instance.last_control, instance.exit_code = (None, -1), None
         started = time.monotonic()
@@ -245,77 +273,78 @@ class Supervisor:
         else:
             self.say(instance.name, "%s: %s" % (instance.state.value, instance.error))
 
-    def reload(self, spec):
-        """New code or spec for a running function; on failure the last good code keeps serving."""
+    def reload(self, spec: FunctionSpec) -> Instance:
+        """New code or spec for a running function: prepare a generation, hand it to the backend, then keep
+        it (it serves) or discard it (the last good generation keeps serving; `ls` says why)."""
         if spec.name not in self.serving:
             return self.start(spec)  # it never got as far as serving (bad runtime, port, first compile)
         with self._lock(spec.name):
             instance = self.instances[spec.name]
-            previous = self.serving[spec.name]
             runtime = self.resolve(spec)
             self.specs[spec.name] = spec
             started = time.monotonic()
             try:
-                prepared = self.backend.prepare(
-                    spec, runtime, self.state_dir, lambda line: self.say(spec.name, line), previous=previous
-                )
-            except prep.StepFailed as exc:
-                return self._step_failed(instance, spec, exc, serving=self.backend.alive(instance))
+                generation = self._prepare(instance, spec, runtime, replaces=self.serving[spec.name])
             except UserError as exc:
                 self._mark_broken(instance, State.COMPILE_ERROR, str(exc))
                 self.say(spec.name, str(exc))
                 return instance
+            if generation is None:
+                return instance
             instance.broken = None  # what the new version does decides from here on
             # Only the code changed and the runtime reloads in place: no restart, no dropped requests.
-            same_process = (
-                self.backend.alive(instance)
-                and runtime.reload == "signal"
-                and previous.runtime == runtime
-                and previous.deps_dir == prepared.deps_dir
-                and previous.spec.document == spec.document
-            )
-            prep.activate(prepared)
-            if same_process:
-                expected = instance.last_control[1] + 1
-                # A server may finish the calls in flight first (Go re-executes once they are done);
-                # the function's timeout bounds them.
-                patience = max(RELOAD_TIMEOUT, float(spec.timeout) + prep.CALL_MARGIN)
-                self.backend.reload(instance, prepared)
-                done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
-                if done and instance.last_control == ("load-failed", expected):
-                    self._mark_broken(instance, State.COMPILE_ERROR, instance.error)
-                    prep.activate(previous)  # new workers keep loading the last good code
-                    prep.discard(prepared)
-                    self.say(spec.name, "load failed, still serving the last good code:\n" + instance.error)
-                    return instance
-                if not done:
-                    instance.set_state(State.CRASHED, "reload did not finish within %ds" % patience)
-            else:
-                self.backend.stop(instance)
-                self._launch(instance, prepared)
-                if instance.state != State.READY:
-                    return self._serve_last_good(instance, previous, prepared)
-            if instance.state == State.READY:
+            in_place = self.backend.alive(instance) and generation.reloads_in_place
+            if self._hand_over(instance, generation, in_place):
                 instance.reloads += 1
-                self.serving[spec.name] = prepared
-                prep.prune_generations(prepared, previous, calls_may_run=same_process)
+                self.serving[spec.name] = generation.prepared
+                generation.keep(calls_may_run=in_place)
                 self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
             return instance
 
-    def _serve_last_good(self, instance, previous, failed):
+    def _hand_over(self, instance: Instance, generation: prep.Generation, in_place: bool) -> bool:
+        """Switch to `generation` and have the backend serve it: in the running server, or a new one. True
+        once it serves; a generation that does not load or start is discarded."""
+        generation.switch()
+        if in_place:
+            return self._reload_in_place(instance, generation)
+        self.backend.stop(instance)
+        self._launch(instance, generation.prepared)
+        if instance.state != State.READY:
+            self._serve_last_good(instance, generation)
+            return False
+        return True
+
+    def _reload_in_place(self, instance: Instance, generation: prep.Generation) -> bool:
+        """The running server loads `generation` (a signal); True once it serves it. Code that does not load
+        is discarded, and the server keeps serving the last good code."""
+        expected = instance.last_control[1] + 1
+        # A server may finish the calls in flight first (Go re-executes once they are done);
+        # the function's timeout bounds them.
+        patience = max(RELOAD_TIMEOUT, prep.call_bound(generation.prepared.spec))
+        self.backend.reload(instance, generation.prepared)
+        done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
+        if done and instance.last_control == ("load-failed", expected):
+            self._mark_broken(instance, State.COMPILE_ERROR, instance.error)
+            generation.discard()  # new workers keep loading the last good code
+            self.say(instance.name, "load failed, still serving the last good code:\n" + instance.error)
+            return False
+        if not done:
+            instance.set_state(State.CRASHED, "reload did not finish within %ds" % patience)
+        return instance.state == State.READY
+
+    def _serve_last_good(self, instance: Instance, failed: prep.Generation) -> None:
         """A new generation that needs a new server did not start (a handler that does not exist, a crash
-        while loading): the last good generation serves again, as after a syntax error; `ls` says why."""
+        while loading): it is discarded and the last good generation serves again, as after a syntax error;
+        `ls` says why."""
         error = instance.error
         self.backend.stop(instance)
-        prep.activate(previous)
-        prep.discard(failed)
-        self._launch(instance, previous)
+        failed.discard()
+        self._launch(instance, self.serving[instance.name])  # not kept: the last good one still serves
         if instance.state == State.READY:
             self._mark_broken(instance, State.COMPILE_ERROR, error)
             self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
-        return instance
 
-    def _mark_broken(self, instance, state, error):
+    def _mark_broken(self, instance: Instance, state: State, error: str) -> None:
         """The saved version does not serve (`state`, `error`). A function with a last good generation keeps
         serving it and shows this state until a save serves: across restarts of its server too (a crash, a
         runaway call), which serve the last good code again."""
@@ -323,7 +352,7 @@ class Supervisor:
             instance.broken = (state, error)
         instance.set_state(state, error)
 
-    def fail(self, spec, message):
+    def fail(self, spec: FunctionSpec, message: str) -> None:
         """Record a function that cannot run (bad runtime, port in use) so `ls` shows why."""
         with self.lock:
             instance = self.instances.get(spec.name)
@@ -334,7 +363,7 @@ class Supervisor:
             instance.port = 0  # nothing serves: no URL to show
             instance.set_state(State.CONFIG_ERROR, message)
 
-    def config_error(self, name, message):
+    def config_error(self, name: str, message: str) -> None:
         """An object whose manifest does not load: `ls` shows it as ConfigError with the reason. A function
         that serves keeps serving (its last good manifest stays in force)."""
         with self.lock:
@@ -343,7 +372,7 @@ class Supervisor:
                 instance = self.instances[name] = Instance(name=name, runtime="", port=0)
         self._mark_broken(instance, State.CONFIG_ERROR, message)
 
-    def stop(self, name):
+    def stop(self, name: str) -> None:
         with self._lock(name):
             instance = self.instances.pop(name, None)
             self.serving.pop(name, None)
@@ -352,14 +381,14 @@ class Supervisor:
                 instance.set_state(State.STOPPED)
                 self.backend.stop(instance)
 
-    def stop_all(self):
+    def stop_all(self) -> None:
         threads = [threading.Thread(target=self.stop, args=(name,)) for name in list(self.instances)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
 
-    def wait_ready(self, name, timeout):
+    def wait_ready(self, name: str, timeout: float) -> Optional[tuple[Instance, FunctionSpec]]:
         """(instance, spec) of function `name` once it serves (Ready, or its last good code while a save is
         broken), waiting at most `timeout` seconds (0: one look); None when it does not serve by then. What
         every trigger asks before it sends (emulator/triggers/delivery.py, `send_when_ready`)."""
@@ -376,7 +405,7 @@ class Supervisor:
             else:
                 instance.wait_for(lambda i: i.serves, min(remaining, 5 * poll))  # then look again: it may be replaced
 
-    def status(self):
+    def status(self) -> list[dict[str, Any]]:
         rows = []
         with self.lock:  # functions register while `ls` asks (start-up)
             instances = sorted(self.instances.items())

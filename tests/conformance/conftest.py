@@ -163,7 +163,7 @@ def function(runtime, backend_name, tmp_path):
     deps=None) -> RunningFunction; stopped after the test. `folder=True`: the source is a private copy of the
     scenario's handler and data.txt in a folder (`.folder`), editable. `deps`: the deps file's text."""
     hub = LogHub()
-    supervisor = Supervisor(tmp_path / "state", backends.create(backend_name, hub), hub, CATALOG, ephemeral_ports=True)
+    supervisor = Supervisor(tmp_path / "state", backends.factory(backend_name), hub, CATALOG, ephemeral_ports=True)
     started = []
 
     def start(

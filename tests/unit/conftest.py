@@ -52,8 +52,8 @@ class FakeBackend(Backend):
 
     name = "fake"
 
-    def __init__(self, logs=None):
-        self.logs = logs
+    def __init__(self, logs=None, **collaborators):
+        super().__init__(logs, **collaborators)
         self.starts = collections.defaultdict(list)
         self.reloads = collections.defaultdict(list)
         self.prepares = collections.defaultdict(list)
@@ -146,17 +146,17 @@ class FakeBackend(Backend):
 
 
 @pytest.fixture
-def backend():
-    fake = FakeBackend()
-    yield fake
-    fake.close()
+def supervisor(tmp_path):
+    sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=object(), ephemeral_ports=True)
+    yield sup
+    sup.stop_all()
 
 
 @pytest.fixture
-def supervisor(tmp_path, backend):
-    sup = Supervisor(tmp_path / ".kubeless-local", backend, LogHub(), catalog=object(), ephemeral_ports=True)
-    yield sup
-    sup.stop_all()
+def backend(supervisor):
+    """The supervisor's FakeBackend (it built it, with its restart as on_exit): script outcomes on it."""
+    yield supervisor.backend
+    supervisor.backend.close()
 
 
 @pytest.fixture(autouse=True)

@@ -158,9 +158,7 @@ def test_the_old_attempts_key_is_read_as_max_attempts_with_a_one_line_notice(tmp
 
 
 def session(root):
-    return DevSession(
-        root, manifests=specs.Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend()
-    )
+    return DevSession(root, manifests=specs.Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend)
 
 
 @pytest.mark.parametrize("key", ["attempts", "max_attempts"])

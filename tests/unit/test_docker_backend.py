@@ -264,11 +264,11 @@ def test_a_container_that_exits_is_reported_crashed(backend, tmp_path):
 
 def test_a_container_that_exits_after_a_failed_reload_is_restarted(backend, tmp_path):
     # It served the last good code in CompileError: its exit is a crash the supervisor restarts.
+    exited = []  # what the supervisor is told, as the backend's on_exit
+    backend = dk.DockerBackend(LogHub(), on_exit=exited.append, client=backend.client, catalog=CATALOG)
     prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
     instance = Instance(name="hello", runtime="python3.11", port=18126)
     instance.set_state(State.STARTING)
-    exited = []
-    backend.on_exit = exited.append
     original_create = backend.client.containers.create
 
     def create(image, command=None, **options):

@@ -358,14 +358,14 @@ def test_a_session_with_kafka_triggers_needs_its_broker_and_run_does_not(tmp_pat
 
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: '127.0.0.1:1'}\n")  # nothing answers there
     triggered = Manifests(functions=[function()], kafka_triggers=[kafka_trigger("orders", "t", {})])
-    session = DevSession(tmp_path, manifests=triggered, say=lambda text: None, backend=FakeBackend())
+    session = DevSession(tmp_path, manifests=triggered, say=lambda text: None, backend=FakeBackend)
     try:
         with pytest.raises(UserError, match=r"^no Kafka broker answers at 127\.0\.0\.1:1; start one"):
             session.start()
         assert "hello" not in session.supervisor.instances  # refused before any function started
     finally:
         session.stop()
-    plain = DevSession(tmp_path, manifests=Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend())
+    plain = DevSession(tmp_path, manifests=Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend)
     try:
         plain.start()  # `run`: no KafkaTrigger, so the project's broker is not needed
         assert plain.kafka is None and plain.supervisor.instances["hello"].state == State.READY

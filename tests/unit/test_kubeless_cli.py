@@ -64,7 +64,7 @@ def project(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "h.py").write_text("def hello(event, context):\n    return 'hi'\n")
     (folder / "requirements.txt").write_text("six\n")
-    session = DevSession(folder, say=lambda text: None, backend=FakeBackend(), allow_empty=True)
+    session = DevSession(folder, say=lambda text: None, backend=FakeBackend, allow_empty=True)
     session.start()
     monkeypatch.chdir(folder)
     yield session

@@ -389,3 +389,49 @@ def test_a_deps_file_written_over_the_folders_own_leaves_the_previous_generation
     second = prep.prepare(fn, rt, tmp_path / "state", previous=first)
     assert (first.code_dir / "requirements.txt").read_text() == "requests\n"
     assert (second.code_dir / "requirements.txt").read_text() == "requests==2.31.0\n"
+
+
+# ---------------------------------------------------------------- a Generation's life
+
+
+def test_a_generation_serves_once_switched_and_its_predecessor_retires_when_kept(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    first = prep.Generation(prep.prepare(fn, runtime(), tmp_path / "state"))
+    first.switch()
+    second = prep.Generation(prep.prepare(fn, runtime(), tmp_path / "state", previous=first.prepared), first.prepared)
+    link = first.prepared.install_link
+    assert link.resolve() == first.prepared.code_dir.resolve()  # prepared is not serving yet
+    second.switch()
+    assert link.resolve() == second.prepared.code_dir.resolve()
+    second.keep(calls_may_run=False)  # a new server: no call of the first generation runs any more
+    assert not first.prepared.code_dir.exists() and second.prepared.code_dir.exists()
+
+
+def test_a_discarded_generation_gives_the_links_back_to_the_one_it_replaces_and_leaves(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    rt = runtime(compile=["sh", "-c", "cp {install}/hello.py {build}/server"])
+    good = prep.Generation(prep.prepare(fn, rt, tmp_path / "state"))
+    good.switch()
+    (tmp_path / "src" / "hello.py").write_bytes(CODE + b"# does not load\n")
+    bad = prep.Generation(prep.prepare(fn, rt, tmp_path / "state", previous=good.prepared), good.prepared)
+    bad.switch()
+    bad.discard()
+    assert good.prepared.install_link.resolve() == good.prepared.code_dir.resolve()
+    assert good.prepared.build_link.resolve() == good.prepared.build_dir.resolve()
+    assert not bad.prepared.code_dir.exists() and not bad.prepared.build_dir.exists()
+    assert good.prepared.code_dir.exists() and good.prepared.build_dir.exists()
+
+
+def test_only_a_code_change_of_a_signal_runtime_reloads_in_place(tmp_path, monkeypatch):
+    fn = host_function(tmp_path, monkeypatch)
+    signal, restart = runtime(reload="signal"), runtime(reload="restart")
+    first = prep.prepare(fn, signal, tmp_path / "state")
+
+    def successor(spec, rt):
+        return prep.Generation(prep.prepare(spec, rt, tmp_path / "state", previous=first), first)
+
+    assert not prep.Generation(first).reloads_in_place  # the first generation: a server starts on it
+    assert successor(fn, signal).reloads_in_place
+    assert not successor(fn, restart).reloads_in_place
+    changed_manifest = objects.function_from_files("hello", fn.source, "python3.11", "hello.foo", env=[("K", "V")])
+    assert not successor(changed_manifest, signal).reloads_in_place

@@ -30,9 +30,8 @@ DIED_AFTER_A_FAILED_RELOAD = (
 def process_backend(tmp_path, script):
     """(backend, prepared, exited): a backend whose server is `python -c script`; exited lists the
     instances the supervisor would be told about (to restart them)."""
-    backend = ProcessBackend(LogHub())
     exited = []
-    backend.on_exit = exited.append
+    backend = ProcessBackend(LogHub(), on_exit=exited.append)
     prepared = types.SimpleNamespace(
         runtime=types.SimpleNamespace(steps=types.SimpleNamespace(command=[sys.executable, "-c", script])),
         expand=lambda argv: list(argv),

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from conftest import FakeBackend, function
+from waiting import wait_until
 
 from kubeless_local import spec as specs
 from kubeless_local.client import AdminClient
@@ -27,12 +28,19 @@ def session_for(root, backend, state_dir=None):
 @pytest.fixture
 def running(tmp_path):
     """A session whose function waits at the prepare gate until the test opens it."""
-    backend = FakeBackend()
-    backend.gate.clear()
-    session = session_for(tmp_path, backend)
+    made = []
+
+    def gated(logs, **collaborators):  # the session builds its backend: this one's prepare waits at the gate
+        backend = FakeBackend(logs, **collaborators)
+        backend.gate.clear()
+        made.append(backend)
+        return backend
+
+    session = session_for(tmp_path, gated)
     starting = threading.Thread(target=session.start)
     starting.start()
-    assert backend.preparing.wait(10)
+    wait_until(lambda: made and made[0].preparing.is_set(), "the function's prepare reached the gate", timeout=10)
+    backend = made[0]
     yield session, backend
     backend.gate.set()
     starting.join(10)
@@ -51,7 +59,7 @@ def test_functions_are_listed_while_they_install(running):
 def test_a_second_session_in_the_folder_is_refused_and_harms_nothing(running, tmp_path):
     session, _ = running
     info = (session.state_dir / "admin.json").read_text()
-    second = session_for(tmp_path, FakeBackend())
+    second = session_for(tmp_path, FakeBackend)
     with pytest.raises(UserError, match="already running for %s" % tmp_path):
         second.start()
     second.stop()  # what the CLI does after a failed start
@@ -62,7 +70,7 @@ def test_a_second_session_in_the_folder_is_refused_and_harms_nothing(running, tm
 def test_a_session_inside_a_running_project_is_refused(running, tmp_path):
     nested = tmp_path / "sub" / "fn"
     nested.mkdir(parents=True)
-    inner = session_for(nested, FakeBackend())
+    inner = session_for(nested, FakeBackend)
     with pytest.raises(UserError, match="inside %s" % tmp_path):
         inner.start()
     inner.stop()
@@ -70,13 +78,13 @@ def test_a_session_inside_a_running_project_is_refused(running, tmp_path):
 
 
 def test_stop_unpublishes_and_releases_the_folder(tmp_path):
-    first = session_for(tmp_path, FakeBackend())
+    first = session_for(tmp_path, FakeBackend)
     first.start()
     assert json.loads((first.state_dir / "admin.json").read_text())["pid"]
     first.stop()
     assert not (first.state_dir / "admin.json").exists()
     assert not (first.state_dir / "processes.json").exists()
-    second = session_for(tmp_path, FakeBackend())
+    second = session_for(tmp_path, FakeBackend)
     second.start()
     second.stop()
 
@@ -92,18 +100,18 @@ def test_watchdogs_stop_race_is_not_printed(caplog):
 
 
 def test_a_session_above_a_running_project_is_refused(tmp_path):
-    inner = session_for(tmp_path / "sub", FakeBackend())
+    inner = session_for(tmp_path / "sub", FakeBackend)
     (tmp_path / "sub").mkdir()
     inner.start()
     try:
-        outer = session_for(tmp_path, FakeBackend())
+        outer = session_for(tmp_path, FakeBackend)
         with pytest.raises(UserError, match="%s holds %s, which kubeless-local already runs" % (tmp_path, inner.root)):
             outer.start()
         outer.stop()
         assert AdminClient(inner.state_dir).functions()[0]["name"] == "hello"
     finally:
         inner.stop()
-    outer = session_for(tmp_path, FakeBackend())  # once the inner one stopped, the outer one may run
+    outer = session_for(tmp_path, FakeBackend)  # once the inner one stopped, the outer one may run
     outer.start()
     outer.stop()
 
@@ -145,8 +153,8 @@ def test_an_outer_and_an_inner_session_started_at_once_exactly_one_runs(tmp_path
         for race in range(20):
             (tmp_path / str(race) / "sub").mkdir(parents=True)
             pair = [
-                session_for(tmp_path / str(race), FakeBackend()),
-                session_for(tmp_path / str(race) / "sub", FakeBackend()),
+                session_for(tmp_path / str(race), FakeBackend),
+                session_for(tmp_path / str(race) / "sub", FakeBackend),
             ]
             sessions += pair
             refused = start_together(pair)
@@ -160,14 +168,14 @@ def test_the_state_folder_is_the_users_only(tmp_path):
     """topics.db, logs and generations lie in it: other users of the machine cannot read them."""
     (tmp_path / ".kubeless-local").mkdir(mode=0o755)  # left by an earlier version
     (tmp_path / ".kubeless-local").chmod(0o755)
-    session = session_for(tmp_path, FakeBackend())
+    session = session_for(tmp_path, FakeBackend)
     session.start()
     try:
         assert stat.S_IMODE((tmp_path / ".kubeless-local").stat().st_mode) == 0o700
         assert (tmp_path / ".kubeless-local" / "topics.db").exists()
     finally:
         session.stop()
-    fresh = session_for(tmp_path / "fresh", FakeBackend(), state_dir=tmp_path / "fresh" / ".kubeless-local" / "run-x")
+    fresh = session_for(tmp_path / "fresh", FakeBackend, state_dir=tmp_path / "fresh" / ".kubeless-local" / "run-x")
     (tmp_path / "fresh").mkdir()
     fresh.start()
     fresh.stop()

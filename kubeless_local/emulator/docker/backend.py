@@ -2,10 +2,12 @@
 pipeline (prepare.prepare) with steps in one-shot containers (steps.DockerSteps)."""
 
 import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 from kubeless_local.emulator import images
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.base import Backend, State
+from kubeless_local.emulator.base import Backend, Instance, OnExit, State, ignore_exit
 from kubeless_local.emulator.docker import pump
 from kubeless_local.emulator.docker.containers import (
     LABEL_PROJECT,
@@ -14,43 +16,69 @@ from kubeless_local.emulator.docker.containers import (
     custom_runtime,
     project_label,
 )
-from kubeless_local.emulator.docker.steps import DockerSteps, run_in_container
+from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, run_in_container
+from kubeless_local.emulator.guardian import Guardian
+from kubeless_local.emulator.logs import LogHub
 from kubeless_local.errors import UserError
-from kubeless_local.runtimes import Catalog
+from kubeless_local.runtimes import Catalog, Runtime
+from kubeless_local.spec import FunctionSpec
 
 
 class _Handle:
-    def __init__(self, container, prepared, generation):
-        self.container = container
+    def __init__(self, container: Any, prepared: DockerPrepared, generation: int) -> None:
+        self.container = container  # a docker Container
         self.prepared = prepared
         self.generation = generation  # synthesized control generations for images without control lines
         self.exited = threading.Event()
         self.stopping = False
 
 
+def in_image(prepared: prep.Prepared) -> DockerPrepared:
+    """What this backend prepared (DockerBackend.prepare makes DockerPrepared only)."""
+    assert isinstance(prepared, DockerPrepared), "the docker backend runs what it prepared itself"
+    return prepared
+
+
+def container_handle(instance: Instance) -> Optional["_Handle"]:
+    """The instance's running container (its backend-private handle), if one was started."""
+    return instance.handle if isinstance(instance.handle, _Handle) else None
+
+
 class DockerBackend(Backend):
     name = "docker"
 
-    def __init__(self, logs, client=None, catalog=None):
-        self.logs = logs
+    def __init__(
+        self,
+        logs: LogHub,
+        *,
+        on_exit: OnExit = ignore_exit,
+        guardian: Optional[Guardian] = None,
+        client: Any = None,
+        catalog: Optional[Catalog] = None,
+    ) -> None:
+        """`client`: a docker client (None: the engine's, connected on first use); `catalog`: where
+        runtimes are resolved (None: the one resolve() is given)."""
+        super().__init__(logs, on_exit=on_exit, guardian=guardian)
         self._client = client
         self.catalog = catalog
-        self.swept = set()
+        self.swept: set[str] = set()
         self.lock = threading.Lock()
-        self._by_name = {}  # function name -> _Handle of its running container
+        self._by_name: dict[str, _Handle] = {}  # function name -> _Handle of its running container
+        if guardian is not None:
+            guardian.watch_containers()  # the project's containers (steps too) are removed when `dev` ends
 
     # ------------------------------------------------------------ engine and runtimes
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
             self._client = images.docker_client()
         return self._client
 
-    def check(self):
+    def check(self) -> None:
         self.client  # noqa: B018 - raises UserError with the fix when no engine answers
 
-    def resolve(self, spec, catalog):
+    def resolve(self, spec: FunctionSpec, catalog: Catalog) -> tuple[Runtime, Optional[str]]:
         """(runtime, notice): the catalog's runtime (no local toolchain needed) with its `docker:` block,
         or a custom one for an image of a runtime the catalog does not know. UserError when the image is
         missing."""
@@ -92,7 +120,7 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------ leftovers
 
-    def sweep(self, state_dir):
+    def sweep(self, state_dir: Path) -> None:
         """Remove containers a crashed run of this project left behind (once per project)."""
         from docker.errors import APIError, NotFound
 
@@ -115,7 +143,14 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------ prepare: the shared pipeline, steps in the image
 
-    def prepare(self, spec, runtime, state_dir, on_line=lambda line: None, previous=None):
+    def prepare(
+        self,
+        spec: FunctionSpec,
+        runtime: Runtime,
+        state_dir: Path,
+        on_line: Callable[[str], None] = lambda line: None,
+        previous: Optional[prep.Prepared] = None,
+    ) -> prep.Prepared:
         self.sweep(state_dir)
         return prep.prepare(
             spec,
@@ -126,16 +161,26 @@ class DockerBackend(Backend):
             steps=DockerSteps(self, spec, runtime, state_dir),
         )
 
-    def run_step(self, step, image, argv, mounts, env, workdir, labels, on_line):
+    def run_step(
+        self,
+        step: str,
+        image: str,
+        argv: list[str],
+        mounts: dict,
+        env: dict,
+        workdir: str,
+        labels: dict,
+        on_line: Callable[[str], None],
+    ) -> None:
         """Run one step container (see steps.run_in_container); tests replace this."""
         run_in_container(self.client, step, image, argv, mounts, env, workdir, labels, on_line)
 
-    def running_handle(self, name):
+    def running_handle(self, name: str) -> Optional[_Handle]:
         with self.lock:
             handle = self._by_name.get(name)
         return handle if handle is not None and not handle.exited.is_set() else None
 
-    def exec_in(self, handle, argv, workdir):
+    def exec_in(self, handle: _Handle, argv: list[str], workdir: str) -> tuple[int, bytes]:
         """(exit code, output) of argv run in a running container."""
         from docker.errors import APIError
 
@@ -146,16 +191,17 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------ the runtime container
 
-    def container_options(self, instance, prepared):
+    def container_options(self, instance: Instance, prepared: DockerPrepared) -> dict:
         """Everything containers.create gets (see containers.container_options)."""
         return container_options(instance.port, prepared)
 
-    def container_name(self, prepared):
+    def container_name(self, prepared: DockerPrepared) -> str:
         return container_name(prepared)
 
-    def start(self, instance, prepared, generation=0):
+    def start(self, instance: Instance, prepared: prep.Prepared, generation: int = 0) -> None:
         from docker.errors import APIError, NotFound
 
+        prepared = in_image(prepared)
         options = self.container_options(instance, prepared)
         try:
             self.client.containers.get(options["name"]).remove(force=True)  # a leftover of a crashed run
@@ -191,17 +237,17 @@ class DockerBackend(Backend):
         if not prepared.own:
             threading.Thread(target=pump.poll_health, args=(instance, handle), daemon=True).start()
 
-    def alive(self, instance):
-        handle = instance.handle
-        return isinstance(handle, _Handle) and not handle.exited.is_set()
+    def alive(self, instance: Instance) -> bool:
+        handle = container_handle(instance)
+        return handle is not None and not handle.exited.is_set()
 
-    def reload(self, instance, prepared):
+    def reload(self, instance: Instance, prepared: prep.Prepared) -> str:
         """In place (SIGHUP) when the catalog's `docker.reload` is signal and the image is ours; else a new
         container."""
         from docker.errors import APIError, NotFound
 
-        handle = instance.handle
-        if prepared.own and prepared.runtime.docker.reload == "signal" and self.alive(instance):
+        prepared, handle = in_image(prepared), container_handle(instance)
+        if prepared.own and prepared.runtime.docker.reload == "signal" and handle is not None and self.alive(instance):
             handle.prepared = prepared
             try:
                 handle.container.kill(signal="SIGHUP")
@@ -218,11 +264,11 @@ class DockerBackend(Backend):
         self.start(instance, prepared, generation=generation if not prepared.own else 0)
         return "restart"
 
-    def stop(self, instance):
+    def stop(self, instance: Instance) -> None:
         from docker.errors import APIError, NotFound
 
-        handle, instance.handle = instance.handle, None
-        if not isinstance(handle, _Handle):
+        handle, instance.handle = container_handle(instance), None
+        if handle is None:
             return
         handle.stopping = True
         with self.lock:
