@@ -81,5 +81,7 @@ def no_kubeless(kube_env):
 def namespace(kubeless):
     """A fresh namespace per test, so tests never see each other's objects."""
     name = "t%d-%d" % (int(time.time()) % 100000, next(COUNTER))
-    client.CoreV1Api(kubeless.target().api).create_namespace({"metadata": {"name": name}})
+    client.CoreV1Api(kubeless.target().api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    )
     return name
