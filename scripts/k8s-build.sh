@@ -3,8 +3,9 @@
 # machine's Go (>= 1.24), once each: the binaries are cached under
 # ~/.cache/kubeless-local/k8s/<version>/ (never in the repo) and a second call returns at once.
 #   usage: scripts/k8s-build.sh          etcd and kube-apiserver (scripts/k8s-up.sh)
-#          scripts/k8s-build.sh --node   those, and kube-controller-manager, kube-scheduler and kubelet
-#                                        (a whole node: scripts/cluster-local-up.sh)
+#          scripts/k8s-build.sh --node   those, kube-controller-manager, kube-scheduler, kubelet, and a
+#                                        static `pause` from the source's build/pause/linux/pause.c (gcc)
+#                                        (a whole node: tests/support/k8s_node.py)
 # One binary at a time (2 cores); each prints a progress line. Cold: etcd + kube-apiserver about
 # 5-13 min, kube-controller-manager ~2-6 min, kube-scheduler and kubelet ~1-3 min each; 1.8 GB RAM peak.
 # Prints the cache folder.
@@ -16,7 +17,7 @@ cache=${KUBELESS_LOCAL_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubeless-local
 
 case "${1:-}" in
     "") wanted="etcd kube-apiserver" ;;
-    --node) wanted="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet" ;;
+    --node) wanted="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet pause" ;;
     *) echo "usage: $0 [--node]" >&2; exit 2 ;;
 esac
 missing=""
@@ -46,6 +47,12 @@ for name in $missing; do
     n=$((n + 1))
     start=$(date +%s)
     case "$name" in
+        pause)  # the pod sandbox's process: C, static, so its image needs nothing else
+            echo "k8s-build: [$n/$total] building pause $K8S_VERSION into $cache" >&2
+            gcc -Os -static -DVERSION="$K8S_VERSION" -o "$cache/pause.part" \
+                "$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+            mv "$cache/pause.part" "$cache/pause"
+            continue ;;
         etcd) package=go.etcd.io/etcd/server/v3; version=$ETCD_VERSION ;;
         *) package=k8s.io/kubernetes/cmd/$name; version=$K8S_VERSION ;;
     esac
