@@ -182,21 +182,24 @@ def test_wait_gives_up_on_a_deployment_that_never_comes(kubeless, namespace, pro
 
 
 def test_wait_then_calls_through_the_service_proxy(kubeless, namespace, project):
-    """No kubelet runs: the Deployment's status is written by hand; the Service has no endpoint (no pod),
-    so the API server's proxy cannot route the call, which is what the call reports."""
+    """No kubelet runs: the Deployment (carrying the pushed checksum, as the controller writes it) and its
+    rolled-out status are written by hand; the Service has no endpoint (no pod), so the API server's
+    proxy cannot route the call, which is what the call reports (test_node.py calls real pods)."""
     from kubeless_local.cluster import push as pusher
     from kubeless_local.errors import UserError
 
     target = kubeless.target()
     (result,) = pusher.push(target, project, namespace)
     labels = {"function": "hello"}
-    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "hello", "image": "runtime"}]}}
+    checksum = result.object["spec"]["checksum"].split(":")[1]  # the controller puts it in the prepare step
+    prepare = {"name": "prepare", "image": "unzip", "args": ["echo '%s  /src/hello.py' > /tmp/func.sha256" % checksum]}
+    containers = {"initContainers": [prepare], "containers": [{"name": "hello", "image": "runtime"}]}
+    pod = {"metadata": {"labels": labels}, "spec": containers}
     deployment = {"metadata": {"name": "hello"}, "spec": {"selector": {"matchLabels": labels}, "template": pod}}
     apps, core = client.AppsV1Api(target.api), client.CoreV1Api(target.api)
     apps.create_namespaced_deployment(namespace, deployment)
-    apps.patch_namespaced_deployment_status(
-        "hello", namespace, {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}
-    )
+    rolled_out = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+    apps.patch_namespaced_deployment_status("hello", namespace, {"status": {**rolled_out, "availableReplicas": 1}})
     port = {"name": "http-function-port", "port": 8080, "targetPort": 8080}
     core.create_namespaced_service(
         namespace, {"metadata": {"name": "hello"}, "spec": {"ports": [port], "selector": labels}}

@@ -301,8 +301,13 @@ class Node:
             time.sleep(0.1)
 
     def _check_alive(self) -> None:
+        """RuntimeError when the namespace ended or one of the node's processes exited (init says which)."""
+        said = (self.state / "init.log").read_text(errors="replace")
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError("the node's namespace ended: %s" % (self.state / "init.log").read_text()[-2000:])
+            raise RuntimeError("the node's namespace ended: %s" % said[-2000:])
+        exited = [line.split()[1] for line in said.splitlines() if line.endswith(")") and " exited " in line]
+        if exited:
+            raise RuntimeError("%s exited: %s" % (exited[0], self.log_tail(exited[0])))
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         path = self.state / "log" / ("%s.log" % name)
@@ -540,6 +545,10 @@ def init(state: Path, fd: int, bin_dir: Path) -> None:
     for name, argv in commands.items():
         with open(state / "log" / ("%s.log" % name), "wb") as log:
             names[subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT).pid] = name
+        if name == "containerd":  # the kubelet exits at once where its runtime does not answer
+            deadline = time.monotonic() + 60
+            while not (state / "containerd.sock").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
     threading.Thread(target=relay, args=(listener, API_PORT), daemon=True).start()
     print("init: started %s" % ", ".join(commands), flush=True)
     while True:  # pid 1 reaps every orphan (containerd's shims among them)

@@ -1,0 +1,51 @@
+"""`push` against a real node (conftest.py `node`: kubelet, containerd, the real Kubeless controller):
+a pushed Function answers from its pod."""
+
+import pytest
+from click.testing import CliRunner
+
+from kubeless_local.commands import root as cli
+
+# The first test may wait for cold builds (k8s-build.sh --node, the controller) and the image imports.
+pytestmark = pytest.mark.timeout(1800)
+PYTHON_IMAGE = "kubeless-local/python:3.11"
+
+FUNCTION = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: {name}
+  annotations: {{local.kubeless.io/source: {source}}}
+spec: {{runtime: {runtime}, handler: {handler}, timeout: "30"}}
+"""
+
+
+def push(*args):
+    return CliRunner().invoke(cli.main, ["push", *args], catch_exceptions=False)
+
+
+def python_project(folder, answer="hi"):
+    folder.mkdir(exist_ok=True)
+    (folder / "hello.py").write_text("def hello(event, context):\n    return %r\n" % answer)
+    (folder / "hello.yaml").write_text(
+        FUNCTION.format(name="hello", source="hello.py", runtime="python3.11", handler="hello.hello")
+    )
+    return folder
+
+
+def test_push_wait_answers_from_the_pod(node_env, node_namespace, tmp_path):
+    node_env.images(PYTHON_IMAGE)
+    project = python_project(tmp_path / "shop")
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output == "function.kubeless.io/hello created\nhello: hi\n", result.output
+    assert result.exit_code == 0
+
+
+def test_a_re_push_with_wait_answers_from_the_new_pod_never_the_old(node_env, node_namespace, tmp_path):
+    """The old ReplicaSet's pod is available all along: --wait must wait for the pushed code's rollout."""
+    node_env.images(PYTHON_IMAGE)
+    project = python_project(tmp_path / "shop", "v1")
+    assert push(str(project), "-n", node_namespace, "--wait").output.endswith("hello: v1\n")
+    python_project(project, "v2")
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output == "function.kubeless.io/hello configured\nhello: v2\n", result.output
