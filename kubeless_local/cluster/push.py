@@ -112,7 +112,7 @@ def _runtime_fix(runtime: str, available: list) -> str:
     if match and match.group(1) in entries:
         legacy = [v for v in entries[match.group(1)].legacy if match.group(1) + v in available]
         if legacy:
-            fix += ", or use runtime %s%s, which dev runs as the project's %s" % (match.group(1), legacy[-1], runtime)
+            fix += ", or use runtime %s%s (dev runs it as %s)" % (match.group(1), legacy[-1], runtime)
     return fix
 
 

@@ -49,3 +49,24 @@ def test_a_re_push_with_wait_answers_from_the_new_pod_never_the_old(node_env, no
     python_project(project, "v2")
     result = push(str(project), "-n", node_namespace, "--wait")
     assert result.output == "function.kubeless.io/hello configured\nhello: v2\n", result.output
+
+
+def test_wait_reports_a_function_the_controller_does_not_deploy(node_env, node_namespace, tmp_path, monkeypatch):
+    """A runtime the node's kubeless-config lacks, pushed where push cannot read that config (the check
+    before applying is skipped): the controller takes the Function and gives up; --wait says so at once
+    instead of waiting out its 5 minutes."""
+    from kubeless_local.cluster import push as pusher
+    from kubeless_local.errors import UserError
+
+    project = python_project(tmp_path / "shop")
+    (project / "hello.yaml").write_text((project / "hello.yaml").read_text().replace("python3.11", "python3.8"))
+    monkeypatch.setattr(pusher, "cluster_runtimes", lambda target: None)
+    target = node_env.target()
+    (result,) = pusher.push(target, project, node_namespace)
+    with pytest.raises(UserError) as failed:
+        list(pusher.wait_and_call(target, [result], poll=0.2, controller_timeout=10))
+    assert str(failed.value) == (
+        "Function hello: the Kubeless controller took it but created no Deployment for it within 10 s; its log"
+        " says why: `kubectl -n kubeless logs deployment/kubeless-controller-manager`"
+    )
+    assert "python3.8 is not valid" in node_env.controller.log.read_text()

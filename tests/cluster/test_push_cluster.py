@@ -234,3 +234,44 @@ def test_rejected_credentials_are_one_line_without_the_token(kubeless, project, 
     assert result.output.startswith("error: context kind-test (https://127.0.0.1:")
     assert result.output.endswith("): the API server did not accept the credentials (401 Unauthorized)\n")
     assert "not-the-token" not in result.output
+
+
+# kubeless-config's runtime-images as the stock Kubeless v1.0.8 manifest has them (a part: the IDs and versions)
+STOCK_RUNTIMES = [
+    {"ID": "python", "versions": [{"version": v} for v in ("2.7", "3.6", "3.7", "3.8")]},
+    {"ID": "nodejs", "versions": [{"version": v} for v in ("10", "12", "14")]},
+    {"ID": "go", "versions": [{"version": v} for v in ("1.13", "1.14")]},
+]
+
+
+@pytest.fixture
+def stock_kubeless_config(kubeless):
+    """A kubeless-config that cannot run python3.11 (the stock one), removed afterwards."""
+    core = client.CoreV1Api(kubeless.target().api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="kubeless")))
+    except ApiException as exc:
+        if exc.status != 409:  # there already
+            raise
+    data = {"runtime-images": yaml.safe_dump(STOCK_RUNTIMES)}
+    core.create_namespaced_config_map(
+        "kubeless", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="kubeless-config"), data=data)
+    )
+    try:
+        yield kubeless
+    finally:
+        core.delete_namespaced_config_map("kubeless-config", "kubeless")
+
+
+def test_a_runtime_the_cluster_cannot_run_is_refused_before_applying(stock_kubeless_config, namespace, project):
+    result = push(str(project), "-n", namespace, "--wait")
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: Function hello: runtime python3.11 is not one this cluster's Kubeless runs (kubeless-config"
+        " runtime-images: python2.7, python3.6, python3.7, python3.8, nodejs10, nodejs12, nodejs14, go1.13, go1.14);"
+        " `kubeless-local cluster up` adds the project's runtime images (any cluster: see docs/push.md), or use"
+        " runtime python3.8 (dev runs it as python3.11)\n"
+    )
+    with pytest.raises(ApiException) as missing:
+        get(stock_kubeless_config, namespace, "hello")
+    assert missing.value.status == 404  # nothing applied
