@@ -15,6 +15,7 @@ from kubeless_local.errors import UserError
 def rendered(path, namespace: Optional[str], default_namespace: str = "default", ignore=()) -> list:
     """The objects to apply; `namespace` (--namespace) must agree with the manifests' own namespaces."""
     objects = render.render_project(Path(path), namespace or default_namespace, ignore=ignore)
+    _run_compiled(objects)
     for obj in objects:
         meta = obj["metadata"]
         if namespace and meta["namespace"] != namespace:
@@ -23,6 +24,28 @@ def rendered(path, namespace: Optional[str], default_namespace: str = "default",
                 % (obj["kind"], meta["name"], meta["namespace"], namespace)
             )
     return objects
+
+
+def _run_compiled(objects: list) -> None:
+    """A Function of a compiled runtime (go) runs the binary its compile phase left in the install volume
+    (kind.cluster_command): its first container gets that command unless it names a command or an image."""
+    from kubeless_local import runtimes
+    from kubeless_local.cluster import kind
+    from kubeless_local.paths import RUNTIMES_DIR
+
+    entries = runtimes.load(RUNTIMES_DIR / "catalog.yaml")
+    for obj in objects:
+        match = runtimes.RUNTIME_RE.match(str((obj.get("spec") or {}).get("runtime") or ""))
+        entry = entries.get(match.group(1)) if match and obj["kind"] == "Function" else None
+        command = kind.cluster_command(entry) if entry else []
+        if not command:
+            continue
+        pod = obj["spec"].setdefault("deployment", {}).setdefault("spec", {}).setdefault("template", {})
+        containers = pod.setdefault("spec", {}).setdefault("containers", [])
+        if not containers:
+            containers.append({})
+        if "command" not in containers[0] and "image" not in containers[0]:
+            containers[0]["command"] = command
 
 
 def client_dry_run(path, namespace=None, context=None, ignore=()) -> list:

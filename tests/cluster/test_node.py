@@ -70,3 +70,32 @@ def test_wait_reports_a_function_the_controller_does_not_deploy(node_env, node_n
         " says why: `kubectl -n kubeless logs deployment/kubeless-controller-manager`"
     )
     assert "python3.8 is not valid" in node_env.controller.log.read_text()
+
+
+def init_project(monkeypatch, parent, name, runtime):
+    """`kubeless-local init NAME --runtime RUNTIME` in `parent`: the template a user starts from."""
+    monkeypatch.chdir(parent)
+    result = CliRunner().invoke(cli.main, ["init", name, "--runtime", runtime], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return parent / name
+
+
+def test_go_compiles_in_its_init_container_and_answers(node_env, node_namespace, tmp_path, monkeypatch):
+    """runtime-images' compilation phase for Go: the controller's `compile` init container builds the
+    function with the server; the runtime container runs the binary from the install volume."""
+    node_env.images("kubeless-local/go:1.26")
+    project = init_project(monkeypatch, tmp_path, "gohello", "go1.26")
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output == "function.kubeless.io/gohello created\ngohello: hello world\n", result.output
+
+
+def test_a_go_compile_error_is_reported_with_the_compilers_words(node_env, node_namespace, tmp_path, monkeypatch):
+    node_env.images("kubeless-local/go:1.26")
+    project = init_project(monkeypatch, tmp_path, "gobroken", "go1.26")
+    handler = project / "handler.go"
+    handler.write_text(handler.read_text().replace('return "hello world", nil', "return undefinedName, nil"))
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.exit_code == 2
+    assert result.output.startswith("function.kubeless.io/gobroken created\nerror: Function gobroken: pod gobroken-")
+    assert ", init container compile: exited 1: " in result.output
+    assert "handler.go:" in result.output and "undefined: undefinedName" in result.output
