@@ -99,3 +99,20 @@ def test_a_go_compile_error_is_reported_with_the_compilers_words(node_env, node_
     assert result.output.startswith("function.kubeless.io/gobroken created\nerror: Function gobroken: pod gobroken-")
     assert ", init container compile: exited 1: " in result.output
     assert "handler.go:" in result.output and "undefined: undefinedName" in result.output
+
+
+@pytest.mark.parametrize(
+    "runtime, image",
+    [
+        ("nodejs20", "kubeless-local/nodejs:20"),
+        ("ruby3.1", "kubeless-local/ruby:3.1"),
+        ("php8.2", "kubeless-local/php:8.2"),
+    ],
+)
+def test_each_runtimes_template_answers_from_its_pod(node_env, node_namespace, tmp_path, monkeypatch, runtime, image):
+    """`init` then `push --wait`: the template's deps file goes through the runtime's installation phase."""
+    node_env.images(image)
+    name = "t-" + runtime.replace(".", "")
+    project = init_project(monkeypatch, tmp_path, name, runtime)
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output == "function.kubeless.io/%s created\n%s: hello world\n" % (name, name), result.output
