@@ -3,6 +3,7 @@ a pushed Function answers from its pod."""
 
 import pytest
 from click.testing import CliRunner
+from kubernetes import client
 
 from kubeless_local.commands import root as cli
 
@@ -116,3 +117,43 @@ def test_each_runtimes_template_answers_from_its_pod(node_env, node_namespace, t
     project = init_project(monkeypatch, tmp_path, name, runtime)
     result = push(str(project), "-n", node_namespace, "--wait")
     assert result.output == "function.kubeless.io/%s created\n%s: hello world\n" % (name, name), result.output
+
+
+def wheel(path, name, code):
+    """A pure-Python wheel of one module, written by hand: a local package, no index needed."""
+    import zipfile
+
+    info = "%s-1.0.dist-info" % name
+    with zipfile.ZipFile(path, "w") as whl:
+        whl.writestr("%s/__init__.py" % name, code)
+        whl.writestr(info + "/METADATA", "Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n" % name)
+        whl.writestr(info + "/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr(
+            info + "/RECORD", "%s/__init__.py,,\n%s/METADATA,,\n%s/WHEEL,,\n%s/RECORD,,\n" % (name, info, info, info)
+        )
+
+
+def test_a_folder_with_local_deps_answers_from_its_pod(node_env, node_namespace, tmp_path):
+    """A folder (base64+zip) whose handler imports a sibling module and a package installed by the
+    installation phase from a wheel inside the folder (no network leaves the node)."""
+    node_env.images(PYTHON_IMAGE)
+    project = tmp_path / "shop"
+    app = project / "app"
+    app.mkdir(parents=True)
+    (app / "hello.py").write_text(
+        "import helper\nimport greet\n\n\ndef hello(event, context):\n    return helper.shout(greet.word())\n"
+    )
+    (app / "helper.py").write_text("def shout(text):\n    return text.upper()\n")
+    wheel(app / "greet-1.0-py3-none-any.whl", "greet", "def word():\n    return 'from a folder'\n")
+    (app / "requirements.txt").write_text("./greet-1.0-py3-none-any.whl\n")
+    (project / "hello.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: folder\n  annotations:\n"
+        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: app/requirements.txt\n"
+        "spec: {runtime: python3.11, handler: hello.hello}\n"
+    )
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output == "function.kubeless.io/folder created\nfolder: FROM A FOLDER\n", result.output
+    stored = client.CustomObjectsApi(node_env.target().api).get_namespaced_custom_object(
+        "kubeless.io", "v1beta1", node_namespace, "functions", "folder"
+    )
+    assert stored["spec"]["function-content-type"] == "base64+zip"  # the folder went as a zip
