@@ -4,6 +4,7 @@ a pushed Function answers from its pod."""
 import pytest
 from click.testing import CliRunner
 from kubernetes import client
+from waiting import wait_until
 
 from kubeless_local.commands import root as cli
 
@@ -157,3 +158,52 @@ def test_a_folder_with_local_deps_answers_from_its_pod(node_env, node_namespace,
         "kubeless.io", "v1beta1", node_namespace, "functions", "folder"
     )
     assert stored["spec"]["function-content-type"] == "base64+zip"  # the folder went as a zip
+
+
+def test_prune_removes_the_function_its_pod_and_leaves_the_rest(node_env, node_namespace, tmp_path):
+    """--prune deletes the Function gone locally; the controller (its finalizer) deletes its Deployment,
+    Service and ConfigMap, so its pod goes; the other function keeps answering."""
+    node_env.images(PYTHON_IMAGE)
+    project = python_project(tmp_path / "shop", "kept")
+    (project / "bye.py").write_text("def bye(event, context):\n    return 'bye'\n")
+    (project / "bye.yaml").write_text(
+        FUNCTION.format(name="bye", source="bye.py", runtime="python3.11", handler="bye.bye")
+    )
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert sorted(result.output.splitlines()) == sorted(
+        ["function.kubeless.io/hello created", "function.kubeless.io/bye created", "hello: kept", "bye: bye"]
+    )
+    (project / "bye.yaml").unlink()
+    result = push(str(project), "-n", node_namespace, "--prune", "--wait")
+    assert result.output == "function.kubeless.io/hello unchanged\nfunction.kubeless.io/bye pruned\nhello: kept\n"
+    target = node_env.target()
+    apps, core = client.AppsV1Api(target.api), client.CoreV1Api(target.api)
+
+    def gone():
+        names = [d.metadata.name for d in apps.list_namespaced_deployment(node_namespace).items]
+        pods = core.list_namespaced_pod(node_namespace, label_selector="function=bye").items
+        return names == ["hello"] and not pods
+
+    wait_until(gone, "bye's Deployment and pod deleted", timeout=120)
+
+
+def test_kafka_and_cronjob_triggers_are_accepted(node_env, node_namespace, tmp_path):
+    node_env.images(PYTHON_IMAGE)
+    project = python_project(tmp_path / "shop")
+    (project / "triggers.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: KafkaTrigger\nmetadata: {name: orders}\n"
+        "spec: {topic: orders, functionSelector: {matchLabels: {function: hello}}}\n---\n"
+        "apiVersion: kubeless.io/v1beta1\nkind: CronJobTrigger\nmetadata: {name: tick}\n"
+        "spec: {function-name: hello, schedule: '*/5 * * * *'}\n"
+    )
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output.splitlines() == [
+        "function.kubeless.io/hello created",
+        "cronjobtrigger.kubeless.io/tick created",  # push applies in kind order: Functions, then each trigger kind
+        "kafkatrigger.kubeless.io/orders created",
+        "hello: hi",
+    ]
+    api = client.CustomObjectsApi(node_env.target().api)
+    kafka = api.get_namespaced_custom_object("kubeless.io", "v1beta1", node_namespace, "kafkatriggers", "orders")
+    cron = api.get_namespaced_custom_object("kubeless.io", "v1beta1", node_namespace, "cronjobtriggers", "tick")
+    assert kafka["spec"]["topic"] == "orders" and cron["spec"]["schedule"] == "*/5 * * * *"
