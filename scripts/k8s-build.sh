@@ -3,7 +3,8 @@
 # machine's Go (>= 1.24), once each: the binaries are cached under
 # ~/.cache/kubeless-local/k8s/<version>/ (never in the repo) and a second call returns at once.
 #   usage: scripts/k8s-build.sh          etcd and kube-apiserver (scripts/k8s-up.sh)
-#          scripts/k8s-build.sh --node   those, kube-controller-manager, kube-scheduler, kubelet, and a
+#          scripts/k8s-build.sh --node   those, kube-controller-manager, kube-scheduler, kubelet, kubectl
+#                                        (`cluster up` against the node), and a
 #                                        static `pause` from the source's build/pause/linux/pause.c (gcc)
 #                                        (a whole node: tests/support/k8s_node.py)
 # One binary at a time (2 cores); each prints a progress line. Cold: etcd + kube-apiserver about
@@ -17,7 +18,7 @@ cache=${KUBELESS_LOCAL_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubeless-local
 
 case "${1:-}" in
     "") wanted="etcd kube-apiserver" ;;
-    --node) wanted="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet pause" ;;
+    --node) wanted="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet pause kubectl" ;;
     *) echo "usage: $0 [--node]" >&2; exit 2 ;;
 esac
 missing=""

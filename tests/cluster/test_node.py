@@ -1,6 +1,9 @@
 """`push` against a real node (conftest.py `node`: kubelet, containerd, the real Kubeless controller):
 a pushed Function answers from its pod."""
 
+import subprocess
+
+import k8s_node  # tests/support
 import pytest
 from click.testing import CliRunner
 from kubernetes import client
@@ -207,3 +210,61 @@ def test_kafka_and_cronjob_triggers_are_accepted(node_env, node_namespace, tmp_p
     kafka = api.get_namespaced_custom_object("kubeless.io", "v1beta1", node_namespace, "kafkatriggers", "orders")
     cron = api.get_namespaced_custom_object("kubeless.io", "v1beta1", node_namespace, "cronjobtriggers", "tick")
     assert kafka["spec"]["topic"] == "orders" and cron["spec"]["schedule"] == "*/5 * * * *"
+
+
+FAKE_KIND = """\
+#!/bin/sh
+# kind, faked: the cluster is the test's node; `load docker-image` copies into its containerd.
+case "$1 $2" in
+    "get clusters") echo test ;;
+    "load docker-image") docker save "$3" | ctr --address "%s" -n k8s.io images import - >/dev/null ;;
+    *) echo "fake kind: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_cluster_up_steps_after_kind_create_run_against_the_node(node_env, tmp_path, monkeypatch):
+    """`cluster up` with only kind faked: it installs the CRDs and Kubeless with the real kubectl, loads
+    every runtime image into the node, points runtime-images at them and restarts the controller's
+    Deployment (whose image, from a public registry, never runs here: the real controller runs on the
+    host)."""
+    import os
+
+    import yaml
+
+    from kubeless_local.cluster import kind
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kind").write_text(FAKE_KIND % (node_env.state / "containerd.sock"))
+    (bin_dir / "kind").chmod(0o755)
+    (bin_dir / "kubectl").symlink_to(k8s_node.build() / "kubectl")
+    monkeypatch.setenv("PATH", "%s:%s" % (bin_dir, os.environ["PATH"]))
+    target = node_env.target()
+    core, apps = client.CoreV1Api(target.api), client.AppsV1Api(target.api)
+    provision = core.read_namespaced_config_map("kubeless-config", "kubeless").data["provision-image"]
+    try:
+        result = CliRunner().invoke(cli.main, ["cluster", "up", "--name", "test"], catch_exceptions=False)
+        images = sorted({i["image"] for r in kind.runtime_images() for v in r["versions"] for i in v["images"]})
+        assert result.output.splitlines() == [
+            "kind cluster test exists",
+            "Kubeless installed in kind-test (%d runtime images loaded); push with `kubeless-local push --context"
+            " kind-test`" % len(images),
+        ], result.output
+        config = core.read_namespaced_config_map("kubeless-config", "kubeless").data
+        assert yaml.safe_load(config["runtime-images"]) == kind.runtime_images()
+        listed = subprocess.run(
+            ["ctr", "--address", str(node_env.state / "containerd.sock"), "-n", "k8s.io", "images", "ls", "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert all("docker.io/" + image in listed for image in images), listed
+        restarted = apps.read_namespaced_deployment("kubeless-controller-manager", "kubeless")
+        assert "kubectl.kubernetes.io/restartedAt" in (restarted.spec.template.metadata.annotations or {})
+    finally:  # the session's controller runs on the host with the node's provision image
+        if any(
+            d.metadata.name == "kubeless-controller-manager" for d in apps.list_namespaced_deployment("kubeless").items
+        ):
+            apps.delete_namespaced_deployment("kubeless-controller-manager", "kubeless")
+        core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": {"provision-image": provision}})
