@@ -246,21 +246,34 @@ STOCK_RUNTIMES = [
 
 @pytest.fixture
 def stock_kubeless_config(kubeless):
-    """A kubeless-config that cannot run python3.11 (the stock one), removed afterwards."""
+    """A kubeless-config that cannot run python3.11 (the stock one); the one there before (the controller
+    test installs the project's) is put back afterwards."""
     core = client.CoreV1Api(kubeless.target().api)
     try:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="kubeless")))
     except ApiException as exc:
         if exc.status != 409:  # there already
             raise
-    data = {"runtime-images": yaml.safe_dump(STOCK_RUNTIMES)}
-    core.create_namespaced_config_map(
-        "kubeless", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="kubeless-config"), data=data)
-    )
+    stock = {"runtime-images": yaml.safe_dump(STOCK_RUNTIMES)}
+    try:
+        before = core.read_namespaced_config_map("kubeless-config", "kubeless")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        before = None
+    if before is None:
+        meta = client.V1ObjectMeta(name="kubeless-config")
+        core.create_namespaced_config_map("kubeless", client.V1ConfigMap(metadata=meta, data=stock))
+    else:
+        core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": stock})
     try:
         yield kubeless
     finally:
-        core.delete_namespaced_config_map("kubeless-config", "kubeless")
+        if before is None:
+            core.delete_namespaced_config_map("kubeless-config", "kubeless")
+        else:
+            old = {"runtime-images": (before.data or {}).get("runtime-images")}
+            core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": old})
 
 
 def test_a_runtime_the_cluster_cannot_run_is_refused_before_applying(stock_kubeless_config, namespace, project):
