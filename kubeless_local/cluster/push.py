@@ -1,4 +1,6 @@
-"""`kubeless-local push`: the project's objects rendered, then applied to the cluster of a kubeconfig context."""
+"""`kubeless-local push`: the project's objects rendered, checked against the runtimes the cluster's
+Kubeless runs, then applied to the cluster of a kubeconfig context; `--wait`: each Function's rollout of
+the pushed code, then its answer through the API server's service proxy."""
 
 import json
 from pathlib import Path
@@ -186,7 +188,7 @@ def _wait_for_rollout(target: Target, apps, core, result, timeout: float, poll: 
             if exc.status != 404:  # 404: not created yet by the controller
                 raise UserError("Deployment %s: %s %s" % (result.name, exc.status, exc.reason)) from None
             deployment = None
-        current = deployment is not None and _carries(deployment, checksum)
+        current = deployment is not None and _carries(deployment.spec.template.spec, checksum)
         if current and _rolled_out(deployment):
             return
         if current:
@@ -202,12 +204,10 @@ def _wait_for_rollout(target: Target, apps, core, result, timeout: float, poll: 
         time.sleep(poll)
 
 
-def _carries(deployment, checksum: str) -> bool:
-    """The pod template is the pushed code's: the controller puts its checksum in the prepare step."""
-    if not checksum:
-        return True
-    inits = deployment.spec.template.spec.init_containers or []
-    return any(c.name == "prepare" and checksum in " ".join(c.args or []) for c in inits)
+def _carries(pod_spec, checksum: str) -> bool:
+    """A pod (template) of the pushed code: the controller puts its checksum in the prepare step."""
+    inits = pod_spec.init_containers or []
+    return not checksum or any(c.name == "prepare" and checksum in " ".join(c.args or []) for c in inits)
 
 
 def _rolled_out(deployment) -> bool:
@@ -225,34 +225,16 @@ def _fail_if_stuck(core, result, checksum: str) -> None:
     prepare/install/compile step: its termination message, e.g. a compile error)."""
     pods = core.list_namespaced_pod(result.namespace, label_selector="function=%s" % result.name).items
     for pod in pods:
-        if pod.metadata.deletion_timestamp or not _carries_pod(pod, checksum):
+        if pod.metadata.deletion_timestamp or not _carries(pod.spec, checksum):
             continue
-        status = pod.status
-        for kind, statuses in (
-            ("init container", status.init_container_statuses),
-            ("container", status.container_statuses),
-        ):
-            for container in statuses or []:
-                failed = _stuck(container)
-                if failed:
-                    raise UserError(
-                        "Function %s: pod %s, %s %s: %s; see `kubectl -n %s logs %s -c %s`"
-                        % (
-                            result.name,
-                            pod.metadata.name,
-                            kind,
-                            container.name,
-                            failed,
-                            result.namespace,
-                            pod.metadata.name,
-                            container.name,
-                        )
-                    )
-
-
-def _carries_pod(pod, checksum: str) -> bool:
-    inits = pod.spec.init_containers or []
-    return not checksum or any(c.name == "prepare" and checksum in " ".join(c.args or []) for c in inits)
+        containers = [("init container", c) for c in pod.status.init_container_statuses or []]
+        containers += [("container", c) for c in pod.status.container_statuses or []]
+        for kind, container in containers:
+            failed = _stuck(container)
+            if failed:
+                where = "pod %s, %s %s" % (pod.metadata.name, kind, container.name)
+                logs = "kubectl -n %s logs %s -c %s" % (result.namespace, pod.metadata.name, container.name)
+                raise UserError("Function %s: %s: %s; see `%s`" % (result.name, where, failed, logs))
 
 
 def _stuck(container) -> str:
