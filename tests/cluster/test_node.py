@@ -268,3 +268,27 @@ def test_cluster_up_steps_after_kind_create_run_against_the_node(node_env, tmp_p
         ):
             apps.delete_namespaced_deployment("kubeless-controller-manager", "kubeless")
         core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": {"provision-image": provision}})
+
+
+def test_a_nodejs_folder_with_a_local_package_answers_from_its_pod(node_env, node_namespace, tmp_path):
+    """npm installs a `file:` dependency inside the folder (no registry: no network leaves the node)."""
+    node_env.images("kubeless-local/nodejs:20")
+    project = tmp_path / "shop"
+    greet = project / "app" / "greet"
+    greet.mkdir(parents=True)
+    (greet / "package.json").write_text('{"name": "greet", "version": "1.0.0", "main": "index.js"}\n')
+    (greet / "index.js").write_text("module.exports = () => 'greetings from a local package';\n")
+    (project / "app" / "handler.js").write_text(
+        "const greet = require('greet');\nmodule.exports = { hello: (event, context) => greet() };\n"
+    )
+    (project / "app" / "package.json").write_text(
+        '{"name": "app", "version": "1.0.0", "dependencies": {"greet": "file:./greet"}}\n'
+    )
+    (project / "app.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: nodefolder\n  annotations:\n"
+        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: app/package.json\n"
+        "spec: {runtime: nodejs20, handler: handler.hello}\n"
+    )
+    result = push(str(project), "-n", node_namespace, "--wait")
+    expected = "function.kubeless.io/nodefolder created\nnodefolder: greetings from a local package\n"
+    assert result.output == expected, result.output
