@@ -2,8 +2,9 @@
 and `kind-test-limited` a token that RBAC's defaults allow nothing of kubeless.io:
 - `cluster`: a real etcd + kube-apiserver (scripts/k8s-up.sh, built once by scripts/k8s-build.sh), no
   controller and no kubelet: the API objects alone (~4 s to start);
-- `node`: a whole node (tests/support/k8s_node.py: pods run) with Kubeless and its real controller
-  (kubeless_controller.py), for what only a running function shows (~5 s, plus the images it imports)."""
+- `node` (per module): a whole node (tests/support/k8s_node.py: pods run) with Kubeless and its real
+  controller (kubeless_controller.py), for what only a running function shows (~5 s, plus the images
+  it imports). It does not replace `cluster`: those tests need an API server where no controller acts."""
 
 import itertools
 import subprocess
@@ -120,8 +121,10 @@ class Node:
         self.imported.update(wanted)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node(tmp_path_factory):
+    """Per module (only test_node.py uses it): the node, its pods and the controller stop when that
+    module ends, not after the rest of the suite."""
     reason = k8s_node.missing() or kubeless_controller.missing()
     if reason:
         pytest.skip(reason)
