@@ -622,7 +622,7 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "down":
         stop_recorded(Path(argv[1]))
         return 0
-    print(__doc__.strip().splitlines()[-2:], file=sys.stderr)
+    print("usage:\n" + "\n".join(__doc__.strip().splitlines()[-2:]), file=sys.stderr)
     return 2
 
 
