@@ -68,6 +68,13 @@ def test_wait_reports_a_function_the_controller_does_not_deploy(node_env, node_n
     monkeypatch.setattr(pusher, "cluster_runtimes", lambda target: None)
     target = node_env.target()
     (result,) = pusher.push(target, project, node_namespace)
+    api = client.CustomObjectsApi(target.api)
+
+    def taken():
+        stored = api.get_namespaced_custom_object("kubeless.io", "v1beta1", node_namespace, "functions", "hello")
+        return pusher.FINALIZER in (stored["metadata"].get("finalizers") or [])
+
+    wait_until(taken, "the controller took the Function (its finalizer)", timeout=60)  # however loaded the machine
     with pytest.raises(UserError) as failed:
         list(pusher.wait_and_call(target, [result], poll=0.2, controller_timeout=10))
     assert str(failed.value) == (
