@@ -189,7 +189,7 @@ def _wait_for_rollout(target: Target, apps, core, result, timeout: float, poll: 
                 raise UserError("Deployment %s: %s %s" % (result.name, exc.status, exc.reason)) from None
             deployment = None
         current = deployment is not None and _carries(deployment.spec.template.spec, checksum)
-        if current and _rolled_out(deployment):
+        if current and _rolled_out(deployment) and _serves_only(target, core, result, checksum):
             return
         if current:
             _fail_if_stuck(core, result, checksum)
@@ -218,6 +218,32 @@ def _rolled_out(deployment) -> bool:
         return False
     updated = status.updated_replicas or 0
     return updated >= wanted and (status.replicas or 0) <= updated and (status.available_replicas or 0) >= updated
+
+
+def _serves_only(target: Target, core, result, checksum: str) -> bool:
+    """No ready endpoint of the Service is an old pod (one leaves them a moment after its ReplicaSet is
+    scaled down; until then a call could reach it). True where they cannot be read (no EndpointSlice API
+    before 1.21, or RBAC): the rollout is all there is to wait for."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        slices = client.DiscoveryV1Api(target.api).list_namespaced_endpoint_slice(
+            result.namespace, label_selector="kubernetes.io/service-name=%s" % result.name
+        )
+    except ApiException as exc:
+        if exc.status in (403, 404):  # not allowed to read them, or no such API: the rollout must do
+            return True
+        raise UserError("EndpointSlices of %s: %s %s" % (result.name, exc.status, exc.reason)) from None
+    ready = {
+        e.target_ref.name
+        for item in slices.items
+        for e in item.endpoints or []
+        if e.target_ref is not None and (e.conditions is None or e.conditions.ready is not False)
+    }
+    pods = core.list_namespaced_pod(result.namespace, label_selector="function=%s" % result.name).items
+    new = {p.metadata.name for p in pods if _carries(p.spec, checksum)}
+    return ready <= new  # none yet: the call waits out the Service's 503 (CALL_SECONDS)
 
 
 def _fail_if_stuck(core, result, checksum: str) -> None:
