@@ -299,3 +299,25 @@ def test_a_nodejs_folder_with_a_local_package_answers_from_its_pod(node_env, nod
     result = push(str(project), "-n", node_namespace, "--wait")
     expected = "function.kubeless.io/nodefolder created\nnodefolder: greetings from a local package\n"
     assert result.output == expected, result.output
+
+
+def test_a_ruby_folder_with_a_local_gem_answers_from_its_pod(node_env, node_namespace, tmp_path):
+    """bundler installs a `path:` gem inside the folder (no gem source: no network leaves the node)."""
+    node_env.images("kubeless-local/ruby:3.1")
+    project = tmp_path / "shop"
+    gem = project / "app" / "greet"
+    (gem / "lib").mkdir(parents=True)
+    (gem / "greet.gemspec").write_text(
+        "Gem::Specification.new do |s|\n  s.name = 'greet'\n  s.version = '1.0.0'\n  s.summary = 'greet'\n"
+        "  s.authors = ['test']\n  s.files = ['lib/greet.rb']\nend\n"
+    )
+    (gem / "lib" / "greet.rb").write_text("module Greet\n  def self.word\n    'a local gem'\n  end\nend\n")
+    (project / "app" / "handler.rb").write_text("require 'greet'\n\ndef hello(event, context)\n  Greet.word\nend\n")
+    (project / "app" / "Gemfile").write_text("gem 'greet', path: './greet'\n")
+    (project / "app.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: rubyfolder\n  annotations:\n"
+        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: app/Gemfile\n"
+        "spec: {runtime: ruby3.1, handler: handler.hello}\n"
+    )
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output == "function.kubeless.io/rubyfolder created\nrubyfolder: a local gem\n", result.output
