@@ -321,3 +321,29 @@ def test_a_ruby_folder_with_a_local_gem_answers_from_its_pod(node_env, node_name
     )
     result = push(str(project), "-n", node_namespace, "--wait")
     assert result.output == "function.kubeless.io/rubyfolder created\nrubyfolder: a local gem\n", result.output
+
+
+def test_a_php_folder_with_a_local_package_answers_from_its_pod(node_env, node_namespace, tmp_path):
+    """composer installs a `path` repository's package inside the folder (packagist off: no network)."""
+    node_env.images("kubeless-local/php:8.2")
+    project = tmp_path / "shop"
+    package = project / "app" / "greet"
+    (package / "src").mkdir(parents=True)
+    (package / "composer.json").write_text(
+        '{"name": "local/greet", "version": "1.0.0", "autoload": {"files": ["src/greet.php"]}}\n'
+    )
+    (package / "src" / "greet.php").write_text("<?php\nfunction greet_word() { return 'a local package'; }\n")
+    (project / "app" / "handler.php").write_text(
+        "<?php\nfunction hello($event, $context) {\n    return greet_word();\n}\n"
+    )
+    (project / "app" / "composer.json").write_text(
+        '{"repositories": [{"type": "path", "url": "./greet"}, {"packagist.org": false}],'
+        ' "require": {"local/greet": "1.0.0"}}\n'
+    )
+    (project / "app.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: phpfolder\n  annotations:\n"
+        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: app/composer.json\n"
+        "spec: {runtime: php8.2, handler: handler.hello}\n"
+    )
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output == "function.kubeless.io/phpfolder created\nphpfolder: a local package\n", result.output
