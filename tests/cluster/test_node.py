@@ -25,6 +25,12 @@ spec: {{runtime: {runtime}, handler: {handler}, timeout: "30"}}
 """
 
 
+def stored(node, namespace, plural, name) -> dict:
+    """A kubeless.io object as the API server stores it."""
+    api = client.CustomObjectsApi(node.target().api)
+    return dict(api.get_namespaced_custom_object("kubeless.io", "v1beta1", namespace, plural, name))  # type: ignore[call-overload]
+
+
 def push(*args):
     return CliRunner().invoke(cli.main, ["push", *args], catch_exceptions=False)
 
@@ -68,11 +74,10 @@ def test_wait_reports_a_function_the_controller_does_not_deploy(node_env, node_n
     monkeypatch.setattr(pusher, "cluster_runtimes", lambda target: None)
     target = node_env.target()
     (result,) = pusher.push(target, project, node_namespace)
-    api = client.CustomObjectsApi(target.api)
 
     def taken():
-        stored = api.get_namespaced_custom_object("kubeless.io", "v1beta1", node_namespace, "functions", "hello")
-        return pusher.FINALIZER in (stored["metadata"].get("finalizers") or [])
+        metadata = stored(node_env, node_namespace, "functions", "hello")["metadata"]
+        return pusher.FINALIZER in (metadata.get("finalizers") or [])
 
     wait_until(taken, "the controller took the Function (its finalizer)", timeout=60)  # however loaded the machine
     with pytest.raises(UserError) as failed:
@@ -164,10 +169,8 @@ def test_a_folder_with_local_deps_answers_from_its_pod(node_env, node_namespace,
     )
     result = push(str(project), "-n", node_namespace, "--wait")
     assert result.output == "function.kubeless.io/folder created\nfolder: FROM A FOLDER\n", result.output
-    stored = client.CustomObjectsApi(node_env.target().api).get_namespaced_custom_object(
-        "kubeless.io", "v1beta1", node_namespace, "functions", "folder"
-    )
-    assert stored["spec"]["function-content-type"] == "base64+zip"  # the folder went as a zip
+    function = stored(node_env, node_namespace, "functions", "folder")
+    assert function["spec"]["function-content-type"] == "base64+zip"  # the folder went as a zip
 
 
 def test_prune_removes_the_function_its_pod_and_leaves_the_rest(node_env, node_namespace, tmp_path):
@@ -190,7 +193,7 @@ def test_prune_removes_the_function_its_pod_and_leaves_the_rest(node_env, node_n
     apps, core = client.AppsV1Api(target.api), client.CoreV1Api(target.api)
 
     def gone():
-        names = [d.metadata.name for d in apps.list_namespaced_deployment(node_namespace).items]
+        names = [d.metadata.name for d in apps.list_namespaced_deployment(node_namespace).items if d.metadata]
         pods = core.list_namespaced_pod(node_namespace, label_selector="function=bye").items
         return names == ["hello"] and not pods
 
@@ -213,9 +216,8 @@ def test_kafka_and_cronjob_triggers_are_accepted(node_env, node_namespace, tmp_p
         "kafkatrigger.kubeless.io/orders created",
         "hello: hi",
     ]
-    api = client.CustomObjectsApi(node_env.target().api)
-    kafka = api.get_namespaced_custom_object("kubeless.io", "v1beta1", node_namespace, "kafkatriggers", "orders")
-    cron = api.get_namespaced_custom_object("kubeless.io", "v1beta1", node_namespace, "cronjobtriggers", "tick")
+    kafka = stored(node_env, node_namespace, "kafkatriggers", "orders")
+    cron = stored(node_env, node_namespace, "cronjobtriggers", "tick")
     assert kafka["spec"]["topic"] == "orders" and cron["spec"]["schedule"] == "*/5 * * * *"
 
 
@@ -249,7 +251,7 @@ def test_cluster_up_steps_after_kind_create_run_against_the_node(node_env, tmp_p
     monkeypatch.setenv("PATH", "%s:%s" % (bin_dir, os.environ["PATH"]))
     target = node_env.target()
     core, apps = client.CoreV1Api(target.api), client.AppsV1Api(target.api)
-    provision = core.read_namespaced_config_map("kubeless-config", "kubeless").data["provision-image"]
+    provision = (core.read_namespaced_config_map("kubeless-config", "kubeless").data or {})["provision-image"]
     try:
         result = CliRunner().invoke(cli.main, ["cluster", "up", "--name", "test"], catch_exceptions=False)
         images = sorted({i["image"] for r in kind.runtime_images() for v in r["versions"] for i in v["images"]})
@@ -258,7 +260,7 @@ def test_cluster_up_steps_after_kind_create_run_against_the_node(node_env, tmp_p
             "Kubeless installed in kind-test (%d runtime images loaded); push with `kubeless-local push --context"
             " kind-test`" % len(images),
         ], result.output
-        config = core.read_namespaced_config_map("kubeless-config", "kubeless").data
+        config = core.read_namespaced_config_map("kubeless-config", "kubeless").data or {}
         assert yaml.safe_load(config["runtime-images"]) == kind.runtime_images()
         listed = subprocess.run(
             ["ctr", "--address", str(node_env.state / "containerd.sock"), "-n", "k8s.io", "images", "ls", "-q"],
@@ -268,10 +270,13 @@ def test_cluster_up_steps_after_kind_create_run_against_the_node(node_env, tmp_p
         ).stdout.split()
         assert all("docker.io/" + image in listed for image in images), listed
         restarted = apps.read_namespaced_deployment("kubeless-controller-manager", "kubeless")
-        assert "kubectl.kubernetes.io/restartedAt" in (restarted.spec.template.metadata.annotations or {})
+        template = restarted.spec.template if restarted.spec else None
+        annotations = template.metadata.annotations if template and template.metadata else None
+        assert "kubectl.kubernetes.io/restartedAt" in (annotations or {})
     finally:  # the session's controller runs on the host with the node's provision image
         if any(
-            d.metadata.name == "kubeless-controller-manager" for d in apps.list_namespaced_deployment("kubeless").items
+            d.metadata and d.metadata.name == "kubeless-controller-manager"
+            for d in apps.list_namespaced_deployment("kubeless").items
         ):
             apps.delete_namespaced_deployment("kubeless-controller-manager", "kubeless")
         core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": {"provision-image": provision}})
