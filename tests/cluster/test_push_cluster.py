@@ -182,21 +182,24 @@ def test_wait_gives_up_on_a_deployment_that_never_comes(kubeless, namespace, pro
 
 
 def test_wait_then_calls_through_the_service_proxy(kubeless, namespace, project):
-    """No kubelet runs: the Deployment's status is written by hand; the Service has no endpoint (no pod),
-    so the API server's proxy cannot route the call, which is what the call reports."""
+    """No kubelet runs: the Deployment (carrying the pushed checksum, as the controller writes it) and its
+    rolled-out status are written by hand; the Service has no endpoint (no pod), so the API server's
+    proxy cannot route the call, which is what the call reports (test_node.py calls real pods)."""
     from kubeless_local.cluster import push as pusher
     from kubeless_local.errors import UserError
 
     target = kubeless.target()
     (result,) = pusher.push(target, project, namespace)
     labels = {"function": "hello"}
-    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "hello", "image": "runtime"}]}}
+    checksum = result.object["spec"]["checksum"].split(":")[1]  # the controller puts it in the prepare step
+    prepare = {"name": "prepare", "image": "unzip", "args": ["echo '%s  /src/hello.py' > /tmp/func.sha256" % checksum]}
+    containers = {"initContainers": [prepare], "containers": [{"name": "hello", "image": "runtime"}]}
+    pod = {"metadata": {"labels": labels}, "spec": containers}
     deployment = {"metadata": {"name": "hello"}, "spec": {"selector": {"matchLabels": labels}, "template": pod}}
     apps, core = client.AppsV1Api(target.api), client.CoreV1Api(target.api)
     apps.create_namespaced_deployment(namespace, deployment)
-    apps.patch_namespaced_deployment_status(
-        "hello", namespace, {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}
-    )
+    rolled_out = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+    apps.patch_namespaced_deployment_status("hello", namespace, {"status": {**rolled_out, "availableReplicas": 1}})
     port = {"name": "http-function-port", "port": 8080, "targetPort": 8080}
     core.create_namespaced_service(
         namespace, {"metadata": {"name": "hello"}, "spec": {"ports": [port], "selector": labels}}
@@ -231,3 +234,57 @@ def test_rejected_credentials_are_one_line_without_the_token(kubeless, project, 
     assert result.output.startswith("error: context kind-test (https://127.0.0.1:")
     assert result.output.endswith("): the API server did not accept the credentials (401 Unauthorized)\n")
     assert "not-the-token" not in result.output
+
+
+# kubeless-config's runtime-images as the stock Kubeless v1.0.8 manifest has them (a part: the IDs and versions)
+STOCK_RUNTIMES = [
+    {"ID": "python", "versions": [{"version": v} for v in ("2.7", "3.6", "3.7", "3.8")]},
+    {"ID": "nodejs", "versions": [{"version": v} for v in ("10", "12", "14")]},
+    {"ID": "go", "versions": [{"version": v} for v in ("1.13", "1.14")]},
+]
+
+
+@pytest.fixture
+def stock_kubeless_config(kubeless):
+    """A kubeless-config that cannot run python3.11 (the stock one); the one there before (the controller
+    test installs the project's) is put back afterwards."""
+    core = client.CoreV1Api(kubeless.target().api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="kubeless")))
+    except ApiException as exc:
+        if exc.status != 409:  # there already
+            raise
+    stock = {"runtime-images": yaml.safe_dump(STOCK_RUNTIMES)}
+    try:
+        before = core.read_namespaced_config_map("kubeless-config", "kubeless")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        before = None
+    if before is None:
+        meta = client.V1ObjectMeta(name="kubeless-config")
+        core.create_namespaced_config_map("kubeless", client.V1ConfigMap(metadata=meta, data=stock))
+    else:
+        core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": stock})
+    try:
+        yield kubeless
+    finally:
+        if before is None:
+            core.delete_namespaced_config_map("kubeless-config", "kubeless")
+        else:
+            old = {"runtime-images": (before.data or {}).get("runtime-images")}
+            core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": old})
+
+
+def test_a_runtime_the_cluster_cannot_run_is_refused_before_applying(stock_kubeless_config, namespace, project):
+    result = push(str(project), "-n", namespace, "--wait")
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: Function hello: runtime python3.11 is not one this cluster's Kubeless runs (kubeless-config"
+        " runtime-images: python2.7, python3.6, python3.7, python3.8, nodejs10, nodejs12, nodejs14, go1.13, go1.14);"
+        " `kubeless-local cluster up` adds the project's runtime images (any cluster: see docs/push.md), or use"
+        " runtime python3.8 (dev runs it as python3.11)\n"
+    )
+    with pytest.raises(ApiException) as missing:
+        get(stock_kubeless_config, namespace, "hello")
+    assert missing.value.status == 404  # nothing applied
