@@ -269,6 +269,11 @@ class HostSteps:
         """What a cached setup or build depends on besides its inputs: the toolchain."""
         return self.exe
 
+    def install_identity(self):
+        """What installed deps depend on besides the deps file and the command: nothing more here (the
+        process backend's deps cache keeps its key)."""
+        return ""
+
     def new_prepared(self, **fields):
         return Prepared(**fields)
 
@@ -326,8 +331,9 @@ def step_env(prepared, steps, extra=None, **placeholders):
 
 
 def install_deps(prepared, steps, deps, on_line):
-    """(folder, sha256 of the deps file) of the installed deps: one cached install per deps-file content
-    and install command (a changed command, e.g. one that now installs the whole closure, installs anew)."""
+    """(folder, sha256 of the deps file) of the installed deps: one cached install per deps-file content,
+    install command (a changed command, e.g. one that now installs the whole closure, installs anew) and
+    install image (another image's pip or npm lays out other files)."""
     runtime = prepared.runtime
     install = runtime.steps.install
     cache = cache_dir() / (steps.cache_prefix + "deps") / (runtime.name or "custom")
@@ -335,7 +341,8 @@ def install_deps(prepared, steps, deps, on_line):
         (cache / "none").mkdir(parents=True, exist_ok=True)
         return cache / "none", ""
     digest = sha256_hex(deps.encode())
-    key = sha256_hex(repr((install, digest)).encode())
+    identity = steps.install_identity()
+    key = sha256_hex(repr((install, digest, identity) if identity else (install, digest)).encode())
 
     def build(target):
         (target / runtime.dep_name).write_text(deps)

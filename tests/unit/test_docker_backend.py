@@ -1,6 +1,7 @@
 """DockerBackend logic against a fake docker client: container options, resolve, cleanup, reload, logs."""
 
 import dataclasses
+import hashlib
 import threading
 from pathlib import Path
 
@@ -22,7 +23,7 @@ CATALOG = Catalog()
 class FakeImage:
     def __init__(self, tag, labels=None):
         self.tags, self.labels = [tag], labels or {}
-        self.id = "sha256:" + "ab" * 32
+        self.id = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()  # one per image, as an engine's are
         self.short_id = "sha256:abababababab"
         self.attrs = {"Size": 123_000_000, "Created": "2026-01-01T00:00:00.000Z"}
 
@@ -352,6 +353,28 @@ def test_install_step_runs_in_the_image_with_the_ca_and_is_cached(backend, tmp_p
     assert all(env[key] == dk.CA_MOUNT for key in dk.CA_ENV)
     assert first.deps_dir.parent.parent.name == "docker-deps"  # separate from the process backend's cache
     assert (first.deps_dir / "requirements.txt").read_text() == "six\n"
+
+
+def test_deps_installed_by_one_image_are_not_reused_by_another(backend, tmp_path, monkeypatch):
+    """The deps cache is keyed by the install image too: what an upstream image's pip installed (another
+    Python, another prefix layout) is not what ours finds."""
+    deps = tmp_path / "src" / "requirements.txt"
+    deps.parent.mkdir()
+    deps.write_text("six\n")
+    runs = []
+    backend.run_step = lambda step, image, argv, mounts, env, workdir, labels, on_line: runs.append((step, image))
+    fn = python_function(tmp_path, deps_file=deps)
+    ours = prepared_for(backend, tmp_path, fn)
+    backend.client.images.present["kubeless/python:3.11"] = FakeImage("kubeless/python:3.11")
+    monkeypatch.setenv("PYTHON3.11_RUNTIME", "kubeless/python:3.11")
+    upstream = prepared_for(backend, tmp_path, fn)
+    assert runs == [
+        ("dependency install", "kubeless-local/python:3.11"),
+        ("dependency install", "kubeless/python:3.11"),
+    ]
+    assert ours.deps_dir != upstream.deps_dir and ours.deps_hash == upstream.deps_hash
+    monkeypatch.delenv("PYTHON3.11_RUNTIME")
+    assert prepared_for(backend, tmp_path, fn).deps_dir == ours.deps_dir and len(runs) == 2  # each still cached
 
 
 def test_path_mapping_covers_later_generations(backend, tmp_path):

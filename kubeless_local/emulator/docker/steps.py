@@ -69,12 +69,18 @@ class DockerSteps:
         self.install_image = choice.install_image or self.image
         found = image_present(backend.client, self.image)  # resolve() already refused a missing image
         self.image_id = found.id if found is not None else self.image
+        installer = found if self.install_image == self.image else image_present(backend.client, self.install_image)
+        self.install_image_id = installer.id if installer is not None else self.install_image
         self.own = found is not None and bool((found.labels or {}).get(OWN_LABEL))
         self.project = project_label(state_dir)
         self.where = " in %s" % self.image
 
     def identity(self):
         return self.image_id
+
+    def install_identity(self):
+        """The image the install step runs in: deps one image installed are not another's."""
+        return self.install_image_id
 
     def new_prepared(self, **fields):
         return DockerPrepared(image=self.image, own=self.own, install_image=self.install_image, **fields)
