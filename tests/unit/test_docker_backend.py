@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -124,8 +125,8 @@ def prepared_for(backend, tmp_path, fn):
 def backend(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(host, "registry", lambda name: "")  # no host tools asked (npm is slow to answer)
-    monkeypatch.delenv("PYTHON3.11_RUNTIME", raising=False)
-    monkeypatch.delenv("KUBELESS_LOCAL_RUNTIME_IMAGES", raising=False)
+    for name in ("PYTHON3.11_RUNTIME", "PYTHON3.8_RUNTIME", "KUBELESS_LOCAL_RUNTIME_IMAGES"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG)
 
@@ -186,6 +187,70 @@ def test_env_override_picks_another_image(backend, tmp_path, monkeypatch):
     options = backend.container_options(Instance(name="hello", runtime="python3.11", port=1), prepared)
     assert options["volumes"][str(prepared.code_dir.resolve())] == {"bind": "/kubeless", "mode": "ro"}
     assert "command" not in options  # the image's own CMD
+
+
+def legacy_python_function(tmp_path):
+    fn = python_function(tmp_path)
+    return dataclasses.replace(fn, runtime="python3.8")
+
+
+def test_an_override_of_the_functions_own_runtime_version_is_honoured(backend, tmp_path, monkeypatch):
+    """`runtime: python3.8` with PYTHON3.8_RUNTIME: that image, run as python3.8 (its paths), said why."""
+    backend.client.images.present["kubeless/python:3.8"] = FakeImage("kubeless/python:3.8")
+    monkeypatch.setenv("PYTHON3.8_RUNTIME", "kubeless/python:3.8")
+    fn = legacy_python_function(tmp_path)
+    runtime, notice = backend.resolve(fn, CATALOG)
+    assert runtime.name == "python3.8" and runtime.server == "python"
+    assert "kubeless/python:3.8" in notice and "env PYTHON3.8_RUNTIME" in notice
+    prepared = backend.prepare(fn, runtime, tmp_path / "state")
+    assert (prepared.image, prepared.own) == ("kubeless/python:3.8", False)
+    env = backend.container_options(Instance(name="hello", runtime="python3.8", port=1), prepared)["environment"]
+    assert (
+        env["PYTHONPATH"].startswith(dk.DEPS_MOUNT + "/lib/python3.8/site-packages:")
+        and "3.11" not in env["PYTHONPATH"]
+    )
+    assert env["FUNC_RUNTIME"] == "python3.8"
+
+
+def test_without_an_override_a_legacy_version_runs_in_our_substitute(backend, tmp_path):
+    runtime, notice = backend.resolve(legacy_python_function(tmp_path), CATALOG)
+    assert runtime.name == "python3.11" and "legacy Kubeless runtime; running it as python3.11" in notice
+
+
+def test_a_runtime_images_version_of_the_functions_own_runtime_brings_its_env(backend, tmp_path, monkeypatch):
+    """The runtime phase's env of the entry in force (as the controller sets it on the container); a path
+    under the install volume is looked up in both halves of it here: the deps mount, then the code."""
+    entries = [
+        {
+            "ID": "python",
+            "versions": [
+                {
+                    "version": "3.8",
+                    "images": [
+                        {
+                            "phase": "runtime",
+                            "image": "kubeless/python:3.8",
+                            "env": {
+                                "PYTHONPATH": "$(KUBELESS_INSTALL_VOLUME)/lib/python3.8/site-packages:$(KUBELESS_INSTALL_VOLUME)"
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ]
+    path = tmp_path / "runtime-images.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
+    backend.client.images.present["kubeless/python:3.8"] = FakeImage("kubeless/python:3.8")
+    fn = legacy_python_function(tmp_path)
+    runtime, notice = backend.resolve(fn, CATALOG)
+    assert runtime.name == "python3.8" and str(path) in notice
+    prepared = backend.prepare(fn, runtime, tmp_path / "state")
+    env = backend.container_options(Instance(name="hello", runtime="python3.8", port=1), prepared)["environment"]
+    assert env["PYTHONPATH"] == (
+        dk.DEPS_MOUNT + "/lib/python3.8/site-packages:/kubeless/lib/python3.8/site-packages:/kubeless"
+    )
 
 
 def test_custom_image_with_unknown_runtime_mounts_the_file_without_extension(backend, tmp_path):

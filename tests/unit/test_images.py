@@ -36,8 +36,8 @@ RUNTIME_IMAGES = [
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    monkeypatch.delenv("PYTHON3.11_RUNTIME", raising=False)
-    monkeypatch.delenv("KUBELESS_LOCAL_RUNTIME_IMAGES", raising=False)
+    for name in ("PYTHON3.11_RUNTIME", "PYTHON3.8_RUNTIME", "KUBELESS_LOCAL_RUNTIME_IMAGES"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
@@ -300,3 +300,25 @@ def test_auto_backend_stays_on_process_for_a_version_without_an_image(monkeypatc
     said = []
     assert backends.choose("auto", [fn], said.append) == "process"
     assert said == ["backend: process (python3.12 has no runtime image)"]
+
+
+def test_runtime_ls_shows_the_image_chosen_for_a_legacy_version_and_why(monkeypatch):
+    """A `python3.8` Function runs in the image chosen for 3.8, not in our substitute: `runtime ls` says so."""
+    rows = {r["runtime"]: r for r in images.image_rows(CATALOG)}
+    assert "python3.8" not in rows  # nothing chosen: python3.8 runs as python3.11, nothing to list
+    monkeypatch.setenv("PYTHON3.8_RUNTIME", "kubeless/python:3.8")
+    rows = {r["runtime"]: r for r in images.image_rows(CATALOG)}
+    assert (rows["python3.8"]["image"], rows["python3.8"]["source"]) == ("kubeless/python:3.8", "env PYTHON3.8_RUNTIME")
+    assert rows["python3.11"]["image"] == "kubeless-local/python:3.11"
+
+
+def test_the_runtime_phase_env_and_the_installation_phase_of_the_entry_in_force(monkeypatch, tmp_path):
+    entries = json.loads(json.dumps(RUNTIME_IMAGES))
+    entries[0]["versions"][0]["images"][0].update(command="pip install -r $KUBELESS_DEPS_FILE", env={"A": "1"})
+    entries[0]["versions"][0]["images"][1]["env"] = {"PYTHONPATH": "$(KUBELESS_INSTALL_VOLUME)"}
+    path = tmp_path / "ri.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
+    choice = images.image_for(PYTHON)
+    assert choice.env == {"PYTHONPATH": "$(KUBELESS_INSTALL_VOLUME)"}
+    assert choice.install == images.Phase("kubeless/python-init:3.11", "pip install -r $KUBELESS_DEPS_FILE", {"A": "1"})

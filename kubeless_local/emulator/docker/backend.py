@@ -1,6 +1,7 @@
 """The docker backend: one long-lived container per function (contract §4), prepared by the shared
 pipeline (prepare.prepare) with steps in one-shot containers (steps.DockerSteps)."""
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,7 +21,7 @@ from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, ru
 from kubeless_local.emulator.guardian import Guardian
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.errors import UserError
-from kubeless_local.runtimes import Catalog, Runtime
+from kubeless_local.runtimes import RUNTIME_RE, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
 
 
@@ -42,6 +43,22 @@ def in_image(prepared: prep.Prepared) -> DockerPrepared:
 def container_handle(instance: Instance) -> Optional["_Handle"]:
     """The instance's running container (its backend-private handle), if one was started."""
     return instance.handle if isinstance(instance.handle, _Handle) else None
+
+
+def own_version(spec: FunctionSpec, runtime: Runtime, notice: Optional[str]) -> tuple[Runtime, Optional[str]]:
+    """(runtime, notice): a Function whose runtime the catalog maps to a substitute (`python3.8` → our
+    python3.11) runs as its own version where the user chose an image for that version (env
+    PYTHON3.8_RUNTIME, a runtime-images version "3.8"), as the controller would: that image, that
+    version's paths ({version} in the catalog env), the entry's env."""
+    match = RUNTIME_RE.match(spec.runtime or "")
+    version = match.group(2) if match else ""
+    if not version or version == runtime.version:
+        return runtime, notice
+    choice = images.override_for(runtime.id, version)
+    if choice is None:
+        return runtime, notice
+    own = dataclasses.replace(runtime, version=version, image=choice.image)
+    return own, "%s runs in %s (%s), not in %s" % (own.name, choice.image, choice.source, runtime.name)
 
 
 class DockerBackend(Backend):
@@ -86,12 +103,14 @@ class DockerBackend(Backend):
         notice = None
         try:
             runtime, notice = self.catalog.resolve(spec.runtime, require_local=False)
-            runtime = runtime.for_backend("docker")
+            runtime, notice = own_version(spec, runtime.for_backend("docker"), notice)
         except UserError:
             if not spec.image:
                 raise
             runtime = custom_runtime(spec)
         choice = images.image_for(runtime)
+        if choice.overridden and not spec.image and not notice:
+            notice = "%s runs in %s (%s)" % (runtime.name, choice.image, choice.source)
         image = spec.image or choice.image
         if not image:
             raise UserError(

@@ -117,9 +117,30 @@ def container_name(prepared):
     return "kubeless-local-%s-%s" % (prepared.spec.name, project)
 
 
+VOLUME_REF = "$(KUBELESS_INSTALL_VOLUME)"
+
+
+def phase_env(env):
+    """A runtime-images phase env as this container needs it. Kubernetes expands
+    $(KUBELESS_INSTALL_VOLUME) to /kubeless, where a pod has the code and the deps in one folder; here
+    they are two mounts, so a path under the volume is looked up in both: the deps mount, then /kubeless."""
+    result = {}
+    for key, value in env.items():
+        parts = []
+        for part in str(value).split(":"):
+            if part.startswith(VOLUME_REF + "/"):
+                rest = part[len(VOLUME_REF) :]
+                parts += [DEPS_MOUNT + rest, INSTALL + rest]
+            else:
+                parts.append(part.replace(VOLUME_REF, INSTALL))
+        result[key] = ":".join(parts)
+    return result
+
+
 def container_env(port, prepared):
     env = prep.function_env(prepared.spec, port, INSTALL, in_container=True)
     env.update(prepared.runtime_env())
+    env.update(phase_env(getattr(prepared, "image_env", {})))  # the entry in force wins, as on a cluster
     if host_ca_bundle():
         env.setdefault("SSL_CERT_FILE", CA_MOUNT)
         env.setdefault("NODE_EXTRA_CA_CERTS", CA_MOUNT)

@@ -2,7 +2,7 @@
 controller's init containers run them); the tools see the container's mounts (containers.VIEW)."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeless_local.emulator import prepare as prep
@@ -52,6 +52,7 @@ class DockerPrepared(prep.Prepared):
     image: str = ""
     own: bool = True
     install_image: str = ""
+    image_env: dict = field(default_factory=dict)  # the runtime phase's env of the runtime-images entry in force
 
 
 class DockerSteps:
@@ -67,6 +68,7 @@ class DockerSteps:
         choice = image_for(runtime) if runtime.server else ImageChoice(spec.image, "custom")
         self.image = spec.image or choice.image
         self.install_image = choice.install_image or self.image
+        self.image_env = {} if spec.image else dict(choice.env)
         found = image_present(backend.client, self.image)  # resolve() already refused a missing image
         self.image_id = found.id if found is not None else self.image
         installer = found if self.install_image == self.image else image_present(backend.client, self.install_image)
@@ -83,7 +85,9 @@ class DockerSteps:
         return self.install_image_id
 
     def new_prepared(self, **fields):
-        return DockerPrepared(image=self.image, own=self.own, install_image=self.install_image, **fields)
+        return DockerPrepared(
+            image=self.image, own=self.own, install_image=self.install_image, image_env=self.image_env, **fields
+        )
 
     def setup_env(self):
         return self._with_host({"HOME": "/tmp"})

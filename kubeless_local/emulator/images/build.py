@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from kubeless_local.emulator.images import host
-from kubeless_local.emulator.images.choice import OWN_LABEL, image_for, image_present
+from kubeless_local.emulator.images.choice import OWN_LABEL, image_for, image_present, override_for
 from kubeless_local.emulator.images.engine import FIX
 from kubeless_local.errors import UserError
 from kubeless_local.paths import RUNTIMES_DIR
@@ -147,21 +147,27 @@ def build_images(runtimes, client, on_progress=lambda runtime, state, line, seco
 
 
 def image_rows(catalog, client=None):
-    """What `runtime ls` shows: one row per catalog runtime."""
-    rows = []
-    for rt in catalog.all():
-        choice = image_for(rt)
-        image = image_present(client, choice.image) if client is not None else None
-        rows.append(
-            {
-                "runtime": rt.name,
-                "image": choice.image,
-                "source": choice.source,
-                "present": image is not None,
-                "stale": image is not None and not choice.overridden and is_stale(image, rt),
-                "id": image.short_id.split(":")[-1] if image is not None else "",
-                "size_mb": round(image.attrs.get("Size", 0) / 1e6) if image is not None else None,
-                "created": (image.attrs.get("Created") or "")[:19] if image is not None else "",
-            }
-        )
+    """What `runtime ls` shows: one row per catalog runtime, and one per legacy version the user chose
+    an image for (a Function of that version runs in it, as its own version: see choice.override_for)."""
+    rows = [_image_row(rt.name, image_for(rt), rt, client) for rt in catalog.all()]
+    for runtime_id in catalog.ids():
+        runtimes = [rt for rt in catalog.versions(runtime_id) if rt.image]
+        for version in catalog.legacy(runtime_id):
+            choice = override_for(runtime_id, version)
+            if choice is not None and runtimes:
+                rows.append(_image_row(runtime_id + version, choice, runtimes[-1], client))
     return rows
+
+
+def _image_row(name, choice, rt, client):
+    image = image_present(client, choice.image) if client is not None else None
+    return {
+        "runtime": name,
+        "image": choice.image,
+        "source": choice.source,
+        "present": image is not None,
+        "stale": image is not None and not choice.overridden and is_stale(image, rt),
+        "id": image.short_id.split(":")[-1] if image is not None else "",
+        "size_mb": round(image.attrs.get("Size", 0) / 1e6) if image is not None else None,
+        "created": (image.attrs.get("Created") or "")[:19] if image is not None else "",
+    }

@@ -3,14 +3,18 @@
 2. a kubeless-config style `runtime-images` file: `$KUBELESS_LOCAL_RUNTIME_IMAGES`, else
    `~/.config/kubeless-local/runtime-images.json`; either the JSON list itself or a kubeless-config
    ConfigMap (YAML/JSON) whose `data.runtime-images` holds it; the `runtime` phase image of the
-   matching ID + version (an `installation` phase image, if any, runs the install step);
+   matching ID + version, with that phase's env (an `installation` phase, if any, runs the install
+   step: its image, command and env);
 3. the catalog's `image` (built from `runtimes/<lang>/Dockerfile` by `kubeless-local runtime build`).
+1 and 2 are looked up by the Function's own runtime ID and version (`python3.8`), before a legacy
+version is mapped to our substitute (see override_for).
 """
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -47,28 +51,47 @@ def load_runtime_images(path):
     return data
 
 
-def configured_images(runtime_id, version, entries):
-    """{phase: image} for ID + version from runtime-images entries (keys matched case-insensitively, as
-    the controller's ghodss/yaml parse does)."""
+@dataclass(frozen=True)
+class Phase:
+    """One `images` item of a runtime-images version: what the controller runs in that phase."""
 
-    def get(obj, key):
-        for k, v in (obj or {}).items():
-            if isinstance(k, str) and k.lower() == key.lower():
-                return v
-        return None
+    image: str
+    command: str = ""  # run with `sh -c` (installation, compilation); "" for the runtime phase
+    env: dict = field(default_factory=dict, hash=False)
 
+
+def _get(obj, key):
+    """obj[key] with keys matched case-insensitively, as the controller's ghodss/yaml parse does."""
+    for k, v in (obj if isinstance(obj, dict) else {}).items():
+        if isinstance(k, str) and k.lower() == key.lower():
+            return v
+    return None
+
+
+def configured_phases(runtime_id, version, entries):
+    """{phase: Phase} for ID + version from runtime-images entries."""
     for entry in entries:
-        if not isinstance(entry, dict) or str(get(entry, "ID") or "").lower() != runtime_id.lower():
+        if not isinstance(entry, dict) or str(_get(entry, "ID") or "").lower() != runtime_id.lower():
             continue
-        for v in get(entry, "versions") or []:
-            if str(get(v, "version")) != version:
+        for v in _get(entry, "versions") or []:
+            if str(_get(v, "version")) != version:
                 continue
             phases = {}
-            for image in get(v, "images") or []:
-                if get(image, "phase") and get(image, "image"):
-                    phases[str(get(image, "phase"))] = str(get(image, "image"))
+            for item in _get(v, "images") or []:
+                if _get(item, "phase") and _get(item, "image"):
+                    env = _get(item, "env") or {}
+                    phases[str(_get(item, "phase"))] = Phase(
+                        str(_get(item, "image")),
+                        str(_get(item, "command") or ""),
+                        {str(k): str(val) for k, val in env.items()} if isinstance(env, dict) else {},
+                    )
             return phases
     return {}
+
+
+def configured_images(runtime_id, version, entries):
+    """{phase: image} for ID + version from runtime-images entries."""
+    return {name: phase.image for name, phase in configured_phases(runtime_id, version, entries).items()}
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,8 @@ class ImageChoice:
     image: str  # "" when nothing offers one (a process-only runtime version)
     source: str  # "catalog", "env PYTHON3.11_RUNTIME", "<file>", "custom"
     install_image: str = ""  # an `installation` phase image from runtime-images, else the runtime image
+    env: dict = field(default_factory=dict, hash=False)  # the runtime phase's env (runtime-images)
+    install: Optional[Phase] = None  # the installation phase of the runtime-images entry in force
 
     @property
     def overridden(self):
@@ -83,20 +108,32 @@ class ImageChoice:
 
 
 def env_name(runtime):
-    return "%s%s_RUNTIME" % (runtime.id.upper(), runtime.version)
+    return override_env_name(runtime.id, runtime.version)
 
 
-def image_for(runtime):
-    """Which image runs `runtime` (a runtimes.Runtime), with where that choice came from."""
-    name = env_name(runtime)
+def override_env_name(runtime_id, version):
+    return "%s%s_RUNTIME" % (runtime_id.upper(), version)
+
+
+def override_for(runtime_id, version):
+    """The image the user chose for ID + version (env, then the runtime-images file), or None."""
+    name = override_env_name(runtime_id, version)
     if os.environ.get(name):
         return ImageChoice(os.environ[name], "env " + name)
     path = runtime_images_file()
     if path is not None:
-        phases = configured_images(runtime.id, runtime.version, load_runtime_images(path))
-        if phases.get("runtime"):
-            return ImageChoice(phases["runtime"], str(path), phases.get("installation", ""))
-    return ImageChoice(runtime.image, "catalog")
+        phases = configured_phases(runtime_id, version, load_runtime_images(path))
+        if "runtime" in phases:
+            install = phases.get("installation")
+            return ImageChoice(
+                phases["runtime"].image, str(path), install.image if install else "", phases["runtime"].env, install
+            )
+    return None
+
+
+def image_for(runtime):
+    """Which image runs `runtime` (a runtimes.Runtime), with where that choice came from."""
+    return override_for(runtime.id, runtime.version) or ImageChoice(runtime.image, "catalog")
 
 
 def image_present(client, image):
