@@ -274,6 +274,10 @@ class HostSteps:
         process backend's deps cache keeps its key)."""
         return ""
 
+    def install_step(self, argv):
+        """(argv, extra env) of the install step: the catalog's, here."""
+        return argv, {}
+
     def new_prepared(self, **fields):
         return Prepared(**fields)
 
@@ -355,11 +359,16 @@ def install_deps(prepared, steps, deps, on_line):
             {"KUBELESS_DEPS_FILE": values["deps_file"], "KUBELESS_INSTALL_VOLUME": values["deps"]},
             **values,
         )
-        steps.run(
-            STEP_INSTALL, prepared.expand(install, **values), target, env, on_line, binds={"deps": (target, True)}
-        )
+        argv, extra = steps.install_step(prepared.expand(install, **values))
+        env.update({key: expand_refs(value, env) for key, value in extra.items()})
+        steps.run(STEP_INSTALL, argv, target, env, on_line, binds={"deps": (target, True)})
 
     return cached_step(cache / key, build), digest
+
+
+def expand_refs(value, env):
+    """$(NAME) replaced by env[NAME], as Kubernetes expands a container's env (unknown ones stay)."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), str(value))
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -125,7 +125,7 @@ def prepared_for(backend, tmp_path, fn):
 def backend(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(host, "registry", lambda name: "")  # no host tools asked (npm is slow to answer)
-    for name in ("PYTHON3.11_RUNTIME", "PYTHON3.8_RUNTIME", "KUBELESS_LOCAL_RUNTIME_IMAGES"):
+    for name in ("PYTHON3.11_RUNTIME", "PYTHON3.8_RUNTIME", "NODEJS20_RUNTIME", "KUBELESS_LOCAL_RUNTIME_IMAGES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG)
@@ -440,6 +440,78 @@ def test_deps_installed_by_one_image_are_not_reused_by_another(backend, tmp_path
     assert ours.deps_dir != upstream.deps_dir and ours.deps_hash == upstream.deps_hash
     monkeypatch.delenv("PYTHON3.11_RUNTIME")
     assert prepared_for(backend, tmp_path, fn).deps_dir == ours.deps_dir and len(runs) == 2  # each still cached
+
+
+def node_function(tmp_path):
+    source = tmp_path / "src" / "handler.js"
+    source.parent.mkdir(exist_ok=True)
+    source.write_text("module.exports = { hello: () => 'hi' };\n")
+    deps = source.parent / "package.json"
+    deps.write_text('{"dependencies": {"left-pad": "1.3.0"}}\n')
+    return objects.function_from_files("hello", source, "nodejs20", "handler.hello", deps_file=deps)
+
+
+def node_backend(backend):
+    present = backend.client.images.present
+    present["kubeless-local/nodejs:20"] = FakeImage("kubeless-local/nodejs:20", {images.OWN_LABEL: "nodejs"})
+    present["kubeless/nodejs:20"] = FakeImage("kubeless/nodejs:20")
+    present["kubeless/nodejs-init:20"] = FakeImage("kubeless/nodejs-init:20")
+    runs = []
+    backend.run_step = lambda step, image, argv, mounts, env, workdir, labels, on_line: runs.append(
+        (step, image, argv, env, workdir)
+    )
+    return runs
+
+
+def test_the_install_step_is_the_installation_phase_of_the_entry_in_force(backend, tmp_path, monkeypatch):
+    """As the controller's install init container: the phase's image and command (`sh -c`), its env
+    ($(KUBELESS_INSTALL_VOLUME) expanded), in the install volume."""
+    runs = node_backend(backend)
+    install = {
+        "phase": "installation",
+        "image": "kubeless/nodejs-init:20",
+        "command": "/kubeless-npm-install.sh",
+        "env": {"NPM_CONFIG_CACHE": "$(KUBELESS_INSTALL_VOLUME)/.npm"},
+    }
+    entries = [
+        {
+            "ID": "nodejs",
+            "versions": [{"version": "20", "images": [install, {"phase": "runtime", "image": "kubeless/nodejs:20"}]}],
+        }
+    ]
+    path = tmp_path / "runtime-images.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(path))
+    fn = node_function(tmp_path)
+    prepared = prepared_for(backend, tmp_path, fn)
+    [(step, image, argv, env, workdir)] = runs
+    assert (step, image, argv) == (
+        "dependency install",
+        "kubeless/nodejs-init:20",
+        ["/bin/sh", "-c", install["command"]],
+    )
+    assert workdir == env["KUBELESS_INSTALL_VOLUME"] == dk.DEPS_MOUNT
+    assert env["KUBELESS_DEPS_FILE"] == dk.DEPS_MOUNT + "/package.json"
+    assert env["NPM_CONFIG_CACHE"] == dk.DEPS_MOUNT + "/.npm"
+    assert prepared.image == "kubeless/nodejs:20"
+    install["command"] = "npm install --prefix=$KUBELESS_INSTALL_VOLUME"
+    path.write_text(json.dumps(entries))
+    prepared_for(backend, tmp_path, fn)
+    assert len(runs) == 2  # another command installs anew
+
+
+def test_without_an_installation_phase_our_step_runs_where_it_can(backend, tmp_path, monkeypatch):
+    """Ours where the entry has none: our npm-install.sh is in our images only, so it runs in ours."""
+    runs = node_backend(backend)
+    monkeypatch.setenv("NODEJS20_RUNTIME", "kubeless/nodejs:20")
+    prepared = prepared_for(backend, tmp_path, node_function(tmp_path))
+    [(step, image, argv, _env, _workdir)] = runs
+    assert (
+        step == "dependency install"
+        and image == "kubeless-local/nodejs:20"
+        and argv == ["/bin/sh", "/runtime/npm-install.sh"]
+    )
+    assert prepared.image == "kubeless/nodejs:20"
 
 
 def test_path_mapping_covers_later_generations(backend, tmp_path):

@@ -57,7 +57,7 @@ def own_version(spec: FunctionSpec, runtime: Runtime, notice: Optional[str]) -> 
     choice = images.override_for(runtime.id, version)
     if choice is None:
         return runtime, notice
-    own = dataclasses.replace(runtime, version=version, image=choice.image)
+    own = dataclasses.replace(runtime, version=version)  # .image stays ours: the install step may need it
     return own, "%s runs in %s (%s), not in %s" % (own.name, choice.image, choice.source, runtime.name)
 
 

@@ -67,22 +67,49 @@ class DockerSteps:
         self.backend, self.spec = backend, spec
         choice = image_for(runtime) if runtime.server else ImageChoice(spec.image, "custom")
         self.image = spec.image or choice.image
-        self.install_image = choice.install_image or self.image
         self.image_env = {} if spec.image else dict(choice.env)
         found = image_present(backend.client, self.image)  # resolve() already refused a missing image
         self.image_id = found.id if found is not None else self.image
+        self.own = found is not None and bool((found.labels or {}).get(OWN_LABEL))
+        self.install_phase = None if spec.image else choice.install
+        self.install_image = self._install_image(runtime)
         installer = found if self.install_image == self.image else image_present(backend.client, self.install_image)
         self.install_image_id = installer.id if installer is not None else self.install_image
-        self.own = found is not None and bool((found.labels or {}).get(OWN_LABEL))
         self.project = project_label(state_dir)
         self.where = " in %s" % self.image
+
+    def _install_image(self, runtime):
+        """Where the install step runs, as the controller picks it: the installation phase of the
+        runtime-images entry in force; without one, ours: our install command in the Function's image
+        when that image can run it, else (it needs our runtime's files, /runtime/…, which only our images
+        carry) in our image of the runtime."""
+        if self.install_phase is not None:
+            return self.install_phase.image
+        ours = runtime.image if runtime.server else ""
+        needs_ours = any(str(a).startswith(self.runtime_dir + "/") for a in runtime.docker.install)
+        if self.own or not needs_ours or not ours:
+            return self.image
+        present = image_present(self.backend.client, ours)
+        return ours if present is not None and (present.labels or {}).get(OWN_LABEL) else self.image
 
     def identity(self):
         return self.image_id
 
     def install_identity(self):
-        """The image the install step runs in: deps one image installed are not another's."""
-        return self.install_image_id
+        """The image the install step runs in (deps one image installed are not another's), and the
+        entry's installation command and env."""
+        phase = self.install_phase
+        if phase is None or not phase.command:
+            return self.install_image_id
+        return repr((self.install_image_id, phase.command, sorted(phase.env.items())))
+
+    def install_step(self, argv):
+        """The entry's installation command (`sh -c`, in the install volume, with its env), where it has
+        one; else the catalog's."""
+        phase = self.install_phase
+        if phase is None or not phase.command:
+            return argv, {}
+        return ["/bin/sh", "-c", phase.command], dict(phase.env)
 
     def new_prepared(self, **fields):
         return DockerPrepared(
