@@ -36,7 +36,7 @@ RUNTIME_IMAGES = [
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    for name in ("PYTHON3.11_RUNTIME", "PYTHON3.8_RUNTIME", "KUBELESS_LOCAL_RUNTIME_IMAGES"):
+    for name in ("PYTHON3.11_RUNTIME", "PYTHON3_11_RUNTIME", "PYTHON3.8_RUNTIME", "KUBELESS_LOCAL_RUNTIME_IMAGES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
@@ -322,3 +322,13 @@ def test_the_runtime_phase_env_and_the_installation_phase_of_the_entry_in_force(
     choice = images.image_for(PYTHON)
     assert choice.env == {"PYTHONPATH": "$(KUBELESS_INSTALL_VOLUME)"}
     assert choice.install == images.Phase("kubeless/python-init:3.11", "pip install -r $KUBELESS_DEPS_FILE", {"A": "1"})
+
+
+def test_the_env_override_can_be_spelled_with_an_underscore_for_shells(monkeypatch):
+    """bash and zsh cannot set a name with a dot (`env PYTHON3.11_RUNTIME=… cmd` can): PYTHON3_11_RUNTIME
+    works too; the controller's spelling wins where both are set."""
+    monkeypatch.setenv("PYTHON3_11_RUNTIME", "from-shell")
+    choice = images.image_for(PYTHON)
+    assert (choice.image, choice.source) == ("from-shell", "env PYTHON3_11_RUNTIME")
+    monkeypatch.setenv("PYTHON3.11_RUNTIME", "dotted")
+    assert images.image_for(PYTHON).image == "dotted"

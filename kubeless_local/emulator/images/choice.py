@@ -1,5 +1,6 @@
 """Which image runs a runtime, first match wins (as the Kubeless controller picks it, contract §3):
-1. env `<ID><version>_RUNTIME` in upper case, e.g. `PYTHON3.11_RUNTIME=kubeless/python:3.8`;
+1. env `<ID><version>_RUNTIME` in upper case, e.g. `PYTHON3.11_RUNTIME=kubeless/python:3.8` (or, for
+   shells, `PYTHON3_11_RUNTIME`);
 2. a kubeless-config style `runtime-images` file: `$KUBELESS_LOCAL_RUNTIME_IMAGES`, else
    `~/.config/kubeless-local/runtime-images.json`; either the JSON list itself or a kubeless-config
    ConfigMap (YAML/JSON) whose `data.runtime-images` holds it; the `runtime` phase image of the
@@ -116,10 +117,13 @@ def override_env_name(runtime_id, version):
 
 
 def override_for(runtime_id, version):
-    """The image the user chose for ID + version (env, then the runtime-images file), or None."""
+    """The image the user chose for ID + version (env, then the runtime-images file), or None. The env
+    name has a dot (PYTHON3.11_RUNTIME), which bash and zsh cannot set (`env NAME=… cmd` can): the same
+    name with `_` for `.` (PYTHON3_11_RUNTIME) works too; the controller's spelling wins."""
     name = override_env_name(runtime_id, version)
-    if os.environ.get(name):
-        return ImageChoice(os.environ[name], "env " + name)
+    for spelling in (name, name.replace(".", "_")):
+        if os.environ.get(spelling):
+            return ImageChoice(os.environ[spelling], "env " + spelling)
     path = runtime_images_file()
     if path is not None:
         phases = configured_phases(runtime_id, version, load_runtime_images(path))
