@@ -153,7 +153,9 @@ class Backend(abc.ABC):
         if instance.state == State.COMPILE_ERROR and never_loaded and code != EXIT_CANNOT_LISTEN:
             instance.set_state(State.COMPILE_ERROR, instance.error)
             return
-        tail = "\n".join(line.text for line in self.logs.tail(instance.name, 5))
+        # the server's own lines, not ours ("restarting in…"): a crash loop must not carry them along
+        said = [line.text for line in self.logs.tail(instance.name) if line.stream != "system"]
+        tail = "\n".join(said[-5:])
         instance.set_state(State.CRASHED, "%s exited with code %s%s\n%s" % (what, code, hint, tail))
         self.on_exit(instance)
 

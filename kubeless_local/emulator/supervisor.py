@@ -270,8 +270,11 @@ class Supervisor:
             instance.set_state(State.CRASHED, "did not become ready within %ds" % STARTUP_TIMEOUT)
         if instance.last_control[0] == "ready":  # serving: Ready, or the last good code of a broken save
             instance.ready_ms = (time.monotonic() - started) * 1000
-        else:
-            self.say(instance.name, "%s: %s" % (instance.state.value, instance.error))
+        else:  # a crash's last lines are in the log already: its headline only, or a crash loop repeats them
+            error = (
+                instance.error.splitlines()[0] if instance.state == State.CRASHED and instance.error else instance.error
+            )
+            self.say(instance.name, "%s: %s" % (instance.state.value, error))
 
     def reload(self, spec: FunctionSpec) -> Instance:
         """New code or spec for a running function: prepare a generation, hand it to the backend, then keep

@@ -250,3 +250,44 @@ def test_a_secret_folder_is_mounted_read_only_at_the_secret_path(tmp_path, start
     dev.wait_for_output("Watching", timeout=90)
     assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "s3cret /db/password"
     assert "secret db: %s mounted read-only at /db" % (tmp_path / "secrets" / "db") in dev.output()
+
+
+def crashing_image(client):
+    """An image whose server prints one line and exits at once: a crash loop."""
+    dockerfile = (
+        "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\n"
+        'CMD ["python3", "-c", "print(\\"boot line\\", flush=True); raise SystemExit(3)"]\n'
+    )
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile.encode())
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+    buffer.seek(0)
+    client.images.build(
+        fileobj=buffer, custom_context=True, tag="kubeless-local-test/crash:1", network_mode="none", rm=True
+    )
+    return "kubeless-local-test/crash:1"
+
+
+def test_a_crash_loop_prints_each_line_once(tmp_path, start_dev, client):
+    """Each restart prints what that container printed, and its exit; never the lines of earlier runs
+    again (they were re-printed as the crash's "last lines" on every restart, 178 lines for 10)."""
+    (tmp_path / "fn.txt").write_text("x")
+    dev = start_dev(
+        "run",
+        "fn.txt",
+        "--runtime",
+        "custom1",
+        "--handler",
+        "fn.main",
+        "--runtime-image",
+        crashing_image(client),
+        "--backend",
+        "docker",
+        cwd=tmp_path,
+    )
+    dev.wait_until(lambda: dev.output().count("restarting in") >= 4, "four restarts", timeout=90)
+    output = dev.output()
+    starts = output.count("restarting in") + 1  # the first start, then one per restart printed (at most)
+    assert 4 <= output.count("boot line") <= starts, output
