@@ -127,8 +127,11 @@ class Project:
                     "system",
                 )
         self._show_errors(self.manifests.errors)
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        pool = ThreadPoolExecutor(max_workers=4)
+        try:
             list(pool.map(self._start_one, self.manifests.functions))
+        finally:  # Ctrl-C: no waiting here for starts that wait for readiness; stop() wakes them
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _keep_last_good(self, manifests, old):
         """Functions whose manifest broke (their object, or their whole file) stay in force as they were:

@@ -261,6 +261,8 @@ class Supervisor:
         )
 
     def _launch(self, instance: Instance, prepared: prep.Prepared) -> None:
+        if instance.state == State.STOPPED:
+            return  # stopped while it was being prepared
         instance.set_state(State.STARTING)
         instance.last_control, instance.exit_code = (None, -1), None
         started = time.monotonic()
@@ -270,7 +272,7 @@ class Supervisor:
             instance.set_state(State.CRASHED, "did not become ready within %ds" % STARTUP_TIMEOUT)
         if instance.last_control[0] == "ready":  # serving: Ready, or the last good code of a broken save
             instance.ready_ms = (time.monotonic() - started) * 1000
-        else:  # a crash's last lines are in the log already: its headline only, or a crash loop repeats them
+        elif instance.state != State.STOPPED:  # a crash's tail is in the log already: its headline only
             error = (
                 instance.error.splitlines()[0] if instance.state == State.CRASHED and instance.error else instance.error
             )
@@ -376,6 +378,9 @@ class Supervisor:
         self._mark_broken(instance, State.CONFIG_ERROR, message)
 
     def stop(self, name: str) -> None:
+        instance = self.instances.get(name)
+        if instance is not None:  # wakes a start waiting for readiness with the lock held (Ctrl-C: at once)
+            instance.set_state(State.STOPPED)
         with self._lock(name):
             instance = self.instances.pop(name, None)
             self.serving.pop(name, None)

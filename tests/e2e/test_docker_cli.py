@@ -2,6 +2,8 @@
 
 import io
 import json
+import signal
+import subprocess
 import tarfile
 
 import pytest
@@ -291,3 +293,47 @@ def test_a_crash_loop_prints_each_line_once(tmp_path, start_dev, client):
     output = dev.output()
     starts = output.count("restarting in") + 1  # the first start, then one per restart printed (at most)
     assert 4 <= output.count("boot line") <= starts, output
+
+
+def silent_image(client):
+    """An image whose server starts and never answers /healthz: a function stuck in Starting."""
+    dockerfile = (
+        "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\n"
+        'CMD ["python3", "-c", "import time; print(\\"starting\\", flush=True); time.sleep(600)"]\n'
+    )
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile.encode())
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+    buffer.seek(0)
+    client.images.build(
+        fileobj=buffer, custom_context=True, tag="kubeless-local-test/silent:1", network_mode="none", rm=True
+    )
+    return "kubeless-local-test/silent:1"
+
+
+def test_ctrl_c_while_a_function_is_starting_stops_at_once(tmp_path, start_dev, client):
+    """The start waits for readiness (60 s at most) holding the function's lock; Ctrl-C must not wait
+    for it (it did: ~60 s). The bound here is far below that wait, far above the 2 s it takes."""
+    (tmp_path / "fn.txt").write_text("x")
+    dev = start_dev(
+        "run",
+        "fn.txt",
+        "--runtime",
+        "custom1",
+        "--handler",
+        "fn.main",
+        "--runtime-image",
+        silent_image(client),
+        "--backend",
+        "docker",
+        cwd=tmp_path,
+    )
+    dev.wait_for_output("starting", timeout=60)
+    dev.proc.send_signal(signal.SIGINT)
+    try:
+        dev.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("dev still running 30 s after Ctrl-C:\n" + dev.output())
+    assert containers_of(client, str((tmp_path / ".kubeless-local" / "run-fn").resolve())) == []
