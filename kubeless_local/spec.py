@@ -118,7 +118,7 @@ class FunctionSpec:
 
     @property
     def function_name(self):
-        return self.handler.split(".", 1)[1]
+        return self.handler.split(".", 1)[1] if "." in self.handler else ""  # "": an image-only Function
 
     # Where a Function's spec.deployment (a Deployment) holds the pod template: the one spelling of
     # `deployment.spec.template.spec`; kubeless_objects builds and merges documents through it too.
@@ -355,7 +355,6 @@ def _required(origin, spec, key):
 def parse_function(doc, path: Path, project: Optional[Path] = None):
     name, meta, spec, origin = _object(doc, path, "Function")
     handler = _string(origin, spec, "handler")
-    validate_handler(origin, handler)
     runtime = _string(origin, spec, "runtime")
     annotations = {str(k): str(v) for k, v in _mapping(origin, meta.get("annotations"), "metadata.annotations").items()}
     labels = {str(k): str(v) for k, v in _mapping(origin, meta.get("labels"), "metadata.labels").items()}
@@ -402,6 +401,8 @@ def _local_path(origin, manifest: Path, value, annotation, project=None):
 
 def validate_function(fn: FunctionSpec):
     origin = fn.origin
+    if fn.handler or not fn.image or fn.function or fn.source is not None:
+        validate_handler(origin, fn.handler)  # none with only an image: the image is the function (seed §custom)
     if not fn.runtime and not fn.image:
         _fail(origin, "spec.runtime is required, e.g. runtime: python3.11 (see `kubeless-local get-server-config`)")
     if not fn.function and fn.source is None and not fn.image:

@@ -337,3 +337,41 @@ def test_ctrl_c_while_a_function_is_starting_stops_at_once(tmp_path, start_dev, 
     except subprocess.TimeoutExpired:
         pytest.fail("dev still running 30 s after Ctrl-C:\n" + dev.output())
     assert containers_of(client, str((tmp_path / ".kubeless-local" / "run-fn").resolve())) == []
+
+
+def webserver_image(client):
+    """A prebuilt image that is the whole function (the seed's `--runtime-image bitnami/tomcat` example)."""
+    server = (
+        "import http.server, os\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'webserver up')\n"
+        "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['FUNC_PORT'])), H).serve_forever()\n"
+    )
+    dockerfile = "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\nCOPY server.py /server.py\n"
+    dockerfile += 'CMD ["python3", "/server.py"]\n'
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in (("Dockerfile", dockerfile), ("server.py", server)):
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    buffer.seek(0)
+    client.images.build(
+        fileobj=buffer, custom_context=True, tag="kubeless-local-test/webserver:1", network_mode="none", rm=True
+    )
+    return "kubeless-local-test/webserver:1"
+
+
+def test_a_function_manifest_with_only_an_image_runs(tmp_path, start_dev, client):
+    image = webserver_image(client)
+    (tmp_path / "function.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: webserver}\nspec:\n"
+        "  deployment: {spec: {template: {spec: {containers: [{image: '%s'}]}}}}\n" % image
+    )
+    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=90)
+    rows = {r["name"]: r for r in json.loads(cli("ls", "-o", "json", cwd=tmp_path, check=True).stdout)}
+    assert rows["webserver"]["state"] == "Ready", dev.output()
+    assert rows["webserver"]["runtime"] == "" and rows["webserver"]["handler"] == ""  # as the seed's `ls` shows it
+    assert requests.get(rows["webserver"]["url"], timeout=5).text == "webserver up"

@@ -10,6 +10,7 @@ import pytest
 from docker.errors import ImageNotFound, NotFound
 
 from kubeless_local import kubeless_objects as objects
+from kubeless_local import spec as spec_module
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator import images
 from kubeless_local.emulator.base import Instance, State
@@ -263,6 +264,41 @@ def test_custom_image_with_unknown_runtime_mounts_the_file_without_extension(bac
     prepared = backend.prepare(fn, runtime, tmp_path / "state")
     assert (prepared.code_dir / "fn").read_text() == "code"
     assert prepared.image == "me/fn:1" and not prepared.own
+
+
+IMAGE_ONLY = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata: {name: webserver}
+spec:
+  deployment:
+    spec:
+      template:
+        spec:
+          containers: [{image: "bitnami/tomcat:9.0"}]
+"""
+
+
+def test_a_function_manifest_with_only_an_image_is_valid_and_runs_in_it(backend, tmp_path):
+    """The seed's custom runtime: no handler, no runtime, no code; the image is the function."""
+    manifest = tmp_path / "function.yaml"
+    manifest.write_text(IMAGE_ONLY)
+    [fn] = spec_module.load(manifest).functions
+    assert (fn.handler, fn.runtime, fn.image) == ("", "", "bitnami/tomcat:9.0")
+    backend.client.images.present["bitnami/tomcat:9.0"] = FakeImage("bitnami/tomcat:9.0")
+    runtime, _ = backend.resolve(fn, CATALOG)
+    prepared = backend.prepare(fn, runtime, tmp_path / "state")
+    assert (prepared.image, prepared.own) == ("bitnami/tomcat:9.0", False)
+    assert list(prepared.code_dir.iterdir()) == []  # no code: an empty /kubeless
+    env = backend.container_options(Instance(name="webserver", runtime="", port=1), prepared)["environment"]
+    assert env["FUNC_HANDLER"] == "" and env["MOD_NAME"] == "" and env["FUNC_RUNTIME"] == ""
+
+
+def test_a_handler_is_still_required_with_code(tmp_path):
+    manifest = tmp_path / "function.yaml"
+    manifest.write_text(IMAGE_ONLY.replace("spec:\n  deployment", "spec:\n  function: x\n  deployment", 1))
+    with pytest.raises(UserError, match="spec.handler is required"):
+        spec_module.load(manifest).raise_first()
 
 
 def test_leftovers_of_a_crashed_run_are_removed_once(backend, tmp_path):

@@ -84,9 +84,10 @@ def security_context(spec):
 def custom_runtime(spec):
     """A runtime for an image the catalog does not know: the code file keeps no extension (§4)."""
     match = RUNTIME_RE.match(spec.runtime or "")
-    runtime_id, version = match.groups() if match else ("custom", "")
+    # no runtime at all (the image is the function): none is shown, as the seed's `ls` shows it
+    runtime_id, version = match.groups() if match else ("custom" if spec.runtime else "", "")
     return Runtime(
-        id=runtime_id or "custom",
+        id=runtime_id,
         version=version,
         server="",
         dep_name="",
