@@ -375,3 +375,51 @@ def test_a_function_manifest_with_only_an_image_runs(tmp_path, start_dev, client
     assert rows["webserver"]["state"] == "Ready", dev.output()
     assert rows["webserver"]["runtime"] == "" and rows["webserver"]["handler"] == ""  # as the seed's `ls` shows it
     assert requests.get(rows["webserver"]["url"], timeout=5).text == "webserver up"
+
+
+def writing_image(client):
+    """An image whose server writes into /kubeless at start (as the runtimes repo's custom example does)."""
+    server = (
+        "import http.server, os\n"
+        "open('/kubeless/written.txt', 'w').write('written in /kubeless')\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers()\n"
+        "        self.wfile.write(open('/kubeless/written.txt', 'rb').read())\n"
+        "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['FUNC_PORT'])), H).serve_forever()\n"
+    )
+    dockerfile = "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\nCOPY server.py /server.py\n"
+    dockerfile += 'CMD ["python3", "/server.py"]\n'
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in (("Dockerfile", dockerfile), ("server.py", server)):
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    buffer.seek(0)
+    client.images.build(
+        fileobj=buffer, custom_context=True, tag="kubeless-local-test/writer:1", network_mode="none", rm=True
+    )
+    return "kubeless-local-test/writer:1"
+
+
+def test_kubeless_is_writable_by_a_function_of_another_image(tmp_path, start_dev, client):
+    (tmp_path / "fn.txt").write_text("code")
+    dev = start_dev(
+        "run",
+        "fn.txt",
+        "--runtime",
+        "custom1",
+        "--handler",
+        "fn.main",
+        "--runtime-image",
+        writing_image(client),
+        "--backend",
+        "docker",
+        cwd=tmp_path,
+    )
+    dev.wait_for_output("Watching", timeout=90)
+    rows = {r["name"]: r for r in json.loads(cli("ls", "-o", "json", cwd=tmp_path, check=True).stdout)}
+    assert rows["fn"]["state"] == "Ready", dev.output()
+    assert requests.get(rows["fn"]["url"], timeout=5).text == "written in /kubeless"
+    assert not (tmp_path / "written.txt").exists() and (tmp_path / "fn.txt").read_text() == "code"  # a copy's

@@ -186,8 +186,28 @@ def test_env_override_picks_another_image(backend, tmp_path, monkeypatch):
     prepared = prepared_for(backend, tmp_path, fn)
     assert (prepared.image, prepared.own) == ("kubeless/python:3.8", False)
     options = backend.container_options(Instance(name="hello", runtime="python3.11", port=1), prepared)
-    assert options["volumes"][str(prepared.code_dir.resolve())] == {"bind": "/kubeless", "mode": "ro"}
+    [code] = [folder for folder, mount in options["volumes"].items() if mount["bind"] == "/kubeless"]
+    assert options["volumes"][code]["mode"] == "rw"  # a copy of this generation: see the test below
     assert "command" not in options  # the image's own CMD
+
+
+def test_kubeless_is_writable_in_another_image_through_a_copy_of_the_generation(backend, tmp_path):
+    """/kubeless is an emptyDir in a pod, writable by the function: here a copy per container start, so a
+    write reaches neither the user's files nor the generation (its files are hard-linked to the next)."""
+    backend.client.images.present["me/fn:1"] = FakeImage("me/fn:1")
+    source = python_function(tmp_path).source
+    fn = objects.function_from_files("hello", source, "python3.11", "handler.handler", image="me/fn:1")
+    prepared = prepared_for(backend, tmp_path, fn)
+    instance = Instance(name="hello", runtime="python3.11", port=1)
+    volumes = backend.container_options(instance, prepared)["volumes"]
+    [code] = [Path(folder) for folder, mount in volumes.items() if mount["bind"] == "/kubeless"]
+    assert volumes[str(code)]["mode"] == "rw" and code != prepared.code_dir.resolve()
+    assert (code / "handler.py").read_text() == (prepared.code_dir / "handler.py").read_text()
+    (code / "handler.py").write_text("changed by the function")
+    assert "changed" not in (prepared.code_dir / "handler.py").read_text() + fn.source.read_text()
+    again = backend.container_options(instance, prepared)["volumes"]  # the next start: a fresh copy
+    [fresh] = [Path(folder) for folder, mount in again.items() if mount["bind"] == "/kubeless"]
+    assert "changed" not in (fresh / "handler.py").read_text()
 
 
 def legacy_python_function(tmp_path):

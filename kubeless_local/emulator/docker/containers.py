@@ -8,15 +8,18 @@ Layout inside a container of our own images (label io.kubeless-local.runtime):
                              install step that runs in the runtime image), read-only
   /kubeless-local/ca.crt     the host's CA bundle, read-only (exported as SSL_CERT_FILE & co)
 Other images (an override from PYTHON3.11_RUNTIME / runtime-images, or a custom --runtime-image) get
-the prepared code folder mounted at /kubeless itself; they reload by a new container and are ready
-when /healthz answers on FUNC_PORT.
+a writable copy of the prepared code folder mounted at /kubeless itself (a pod's emptyDir is writable);
+they reload by a new container and are ready when /healthz answers on FUNC_PORT.
 
 Containers use the host network (never the default bridge) and bind 127.0.0.1 (KUBELESS_LOCAL_BIND).
 Every container (runtime and one-shot step) carries LABEL_PROJECT = the resolved state folder, so
 the containers of a supervisor that died can be removed by label.
 """
 
+import os
 import re
+import shutil
+import time
 from pathlib import Path
 
 from kubeless_local.emulator import prepare as prep
@@ -148,6 +151,23 @@ def container_env(port, prepared):
     return env
 
 
+def writable_copy(prepared):
+    """A fresh copy of the generation's code for one container of another image: /kubeless is an
+    emptyDir in a pod, which the function may write to. A copy, never the generation itself (its files are
+    hard-linked to the next generation's) nor the user's files; writable by the container's user whoever
+    it is; the copies of earlier starts go (one container per function runs at a time)."""
+    folder = prepared.root / "rw"
+    folder.mkdir(exist_ok=True)
+    old = list(folder.iterdir())
+    target = folder / ("%s.%s" % (prepared.code_dir.name, sha256_hex(repr((time.time_ns(), os.getpid())).encode())[:8]))
+    shutil.copytree(prepared.code_dir, target, symlinks=True)
+    for path in [target, *target.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o777 if path.is_dir() else path.stat().st_mode | 0o666)
+    prep.remove_folders(prepared.root, old)
+    return target
+
+
 def container_options(port, prepared):
     """Everything containers.create gets for the function's runtime container."""
     spec = prepared.spec
@@ -156,7 +176,7 @@ def container_options(port, prepared):
     if prepared.own:
         mounts[str(prepared.root.resolve())] = {"bind": FUNCTION_MOUNT, "mode": "ro"}
     else:
-        mounts[str(prepared.code_dir.resolve())] = {"bind": INSTALL, "mode": "ro"}
+        mounts[str(writable_copy(prepared).resolve())] = {"bind": INSTALL, "mode": "rw"}
     for name, mount in spec.secrets:  # <project>/secrets/<name>/ where the pod mounts the secret
         folder = spec.secret_folder(name)
         if folder.is_dir():
