@@ -173,6 +173,7 @@ FUNCTION_COLUMNS = [
 ]
 WIDE_COLUMNS = [
     *FUNCTION_COLUMNS,
+    ("IMAGE", lambda r: "%s (%s)" % (r["image"], r["image_source"]) if r.get("image") else "-"),
     ("BACKEND", lambda r: r.get("backend") or "-"),
     ("PID", lambda r: _count(r.get("pid"))),
     ("RESTARTS", lambda r: _count(r.get("restarts"))),

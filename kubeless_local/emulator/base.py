@@ -12,7 +12,7 @@ import enum
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 if TYPE_CHECKING:
     from kubeless_local.emulator.guardian import Guardian
@@ -142,6 +142,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def alive(self, instance: Instance) -> bool:
         """True while the instance's server process/container runs."""
+
+    def describe(self, instance: Instance) -> dict[str, Any]:
+        """What this backend adds to the instance's `ls` row (the docker backend: its image, and why)."""
+        return {}
 
     def server_exited(self, instance: Instance, code: object, what: str = "the runtime", hint: str = "") -> None:
         """The server (process or container) ended on its own with `code` (an int, or why it is unknown). A

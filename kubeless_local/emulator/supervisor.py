@@ -439,6 +439,7 @@ class Supervisor:
                     "serving": instance.state == State.READY
                     or (name in self.serving and instance.port != 0 and self.backend.alive(instance)),
                     **spec_fields(spec),
+                    **self.backend.describe(instance),
                 }
             )
         return rows

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import cli
 from sockets import free_port
 
 from kubeless_local.emulator import images
@@ -69,3 +70,5 @@ def test_node_deps_install_by_the_installation_phase_of_the_entry_in_force(
     dev.wait_for_output("Watching", timeout=180)
     dev.wait_until(lambda: answers("http://127.0.0.1:%d/" % port) == "007", "the dependency answers", timeout=180)
     assert "nodejs20 runs in %s" % upstream_nodejs in dev.output()
+    wide = cli("ls", "-o", "wide", cwd=tmp_path, check=True).stdout
+    assert "%s (%s)" % (upstream_nodejs, FIXTURES / "upstream-nodejs" / "runtime-images.json") in wide

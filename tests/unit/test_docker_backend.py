@@ -231,6 +231,11 @@ def test_an_override_of_the_functions_own_runtime_version_is_honoured(backend, t
         and "3.11" not in env["PYTHONPATH"]
     )
     assert env["FUNC_RUNTIME"] == "python3.8"
+    instance = Instance(name="hello", runtime="python3.8", port=18127)
+    assert backend.describe(instance) == {}  # nothing runs yet
+    backend.start(instance, prepared)
+    assert backend.describe(instance) == {"image": "kubeless/python:3.8", "image_source": "env PYTHON3.8_RUNTIME"}
+    backend.stop(instance)
 
 
 def test_without_an_override_a_legacy_version_runs_in_our_substitute(backend, tmp_path):

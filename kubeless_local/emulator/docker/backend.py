@@ -256,6 +256,13 @@ class DockerBackend(Backend):
         if not prepared.own:
             threading.Thread(target=pump.poll_health, args=(instance, handle), daemon=True).start()
 
+    def describe(self, instance: Instance) -> dict:
+        """The image the function's container runs, and why (`ls -o wide`)."""
+        handle = container_handle(instance)
+        if handle is None:
+            return {}
+        return {"image": handle.prepared.image, "image_source": handle.prepared.image_source}
+
     def alive(self, instance: Instance) -> bool:
         handle = container_handle(instance)
         return handle is not None and not handle.exited.is_set()

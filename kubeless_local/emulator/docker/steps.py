@@ -52,6 +52,7 @@ class DockerPrepared(prep.Prepared):
     image: str = ""
     own: bool = True
     install_image: str = ""
+    image_source: str = ""  # why this image: "catalog", "env PYTHON3.8_RUNTIME", a runtime-images file, "spec"
     image_env: dict = field(default_factory=dict)  # the runtime phase's env of the runtime-images entry in force
 
 
@@ -68,6 +69,7 @@ class DockerSteps:
         choice = image_for(runtime) if runtime.server else ImageChoice(spec.image, "custom")
         self.image = spec.image or choice.image
         self.image_env = {} if spec.image else dict(choice.env)
+        self.image_source = "the Function's image" if spec.image else choice.source
         found = image_present(backend.client, self.image)  # resolve() already refused a missing image
         self.image_id = found.id if found is not None else self.image
         self.own = found is not None and bool((found.labels or {}).get(OWN_LABEL))
@@ -113,7 +115,12 @@ class DockerSteps:
 
     def new_prepared(self, **fields):
         return DockerPrepared(
-            image=self.image, own=self.own, install_image=self.install_image, image_env=self.image_env, **fields
+            image=self.image,
+            own=self.own,
+            install_image=self.install_image,
+            image_env=self.image_env,
+            image_source=self.image_source,
+            **fields,
         )
 
     def setup_env(self):
