@@ -368,3 +368,30 @@ def test_wait_says_when_the_controller_takes_a_function_but_never_deploys_the_pu
         custom.patch_namespaced_custom_object(
             apply.GROUP, apply.VERSION, namespace, "functions", "hello", {"metadata": {"finalizers": []}}
         )
+
+
+def test_an_error_part_way_says_what_was_applied_before_it(kubeless, namespace, project):
+    add_function(project, "later")
+    assert push(str(project), "-n", namespace).exit_code == 0
+    edit = {"apiVersion": "kubeless.io/v1beta1", "kind": "Function", "metadata": {"name": "later"}}
+    edit["spec"] = {"timeout": "99"}
+    client.CustomObjectsApi(kubeless.target().api).patch_namespaced_custom_object(
+        "kubeless.io",
+        "v1beta1",
+        namespace,
+        "functions",
+        "later",
+        edit,
+        field_manager="someone-else",
+        force=True,
+        _content_type=apply.APPLY_PATCH,
+    )
+    (project / "hello.py").write_text("def hello(event, context):\n    return 'v2'\n")
+    (project / "zz.yaml").write_text(FUNCTION % ("zz", "hello", "hello"))
+    result = push(str(project), "-n", namespace)
+    assert result.exit_code == 2
+    assert result.output == (
+        'error: apply Function later in namespace %s: .spec.timeout (owned by "someone-else") is managed by'
+        " another field manager; pass --force-conflicts to take it over (applied before it: Function hello;"
+        " not applied: Function zz)\n" % namespace
+    )
