@@ -145,6 +145,37 @@ class FakeBackend(Backend):
             blocker.close()
 
 
+class Looks:
+    """How often a trigger's sender asked whether a function serves (`wait_ready`, asked before every try):
+    how far a delivery got, seen without a clock."""
+
+    def __init__(self):
+        self.counts = collections.Counter()
+        self.changed = threading.Condition()
+
+    def saw(self, name):
+        with self.changed:
+            self.counts[name] += 1
+            self.changed.notify_all()
+
+    def wait(self, name, count=1, unless=lambda: False, timeout=10):
+        """Until `name` was asked about `count` times, or `unless()` holds (the test then shows what went wrong)."""
+        with self.changed:
+            done = self.changed.wait_for(lambda: self.counts[name] >= count or unless(), timeout)
+            assert done, "%s asked about %d times, not %d" % (name, self.counts[name], count)
+
+    def watch(self, supervisor):
+        """Counts the looks of a real supervisor, whose answers stay its own."""
+        answer = supervisor.wait_ready
+
+        def wait_ready(name, timeout):
+            self.saw(name)
+            return answer(name, timeout)
+
+        supervisor.wait_ready = wait_ready
+        return self
+
+
 @pytest.fixture
 def supervisor(tmp_path):
     sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=object(), ephemeral_ports=True)
