@@ -7,7 +7,7 @@ import collections
 import re
 
 import pytest
-from conftest import function
+from conftest import Looks, function
 
 from kubeless_local import config
 from kubeless_local.emulator.base import State
@@ -300,10 +300,11 @@ def test_a_function_that_is_not_ready_is_waited_for_without_using_attempts(bridg
     instance = bridge.supervisor.instances["hello"]
     instance.set_state(State.CRASHED, "exited")
     sender = Sender()
+    looks = Looks().watch(bridge.supervisor)
 
     async def scenario():
         task = asyncio.ensure_future(bridge.deliver("g", "hello", Message("t", 0, 1, b"x", 1)))
-        await asyncio.sleep(0.1)
+        await asyncio.get_running_loop().run_in_executor(None, looks.wait, "hello")  # the sender asks about hello
         assert not sender.sent and not task.done()
         instance.set_state(State.READY)
         await asyncio.wait_for(task, 10)
