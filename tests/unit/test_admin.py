@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from conftest import function
+from sockets import scripted_server
 from waiting import wait_until
 
 from kubeless_local import spec as specs
@@ -266,29 +267,16 @@ def test_without_embedded_topics_the_topic_endpoints_say_so(admin, supervisor):
 def test_a_session_that_dies_while_answering_is_one_clear_error(tmp_path):
     """`dev` killed (-9) in the middle of an answer: the client says so in one line, never a traceback
     (an emit that was not acknowledged must be reported as not acknowledged)."""
-    import socket
-
     from kubeless_local.client import SessionClient
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-
-    def answer_half():
-        connection, _ = listener.accept()
-        connection.recv(65536)
-        connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: 74\r\n\r\n{")
-        connection.close()  # the process died before the rest of the body
-
-    threading.Thread(target=answer_half, daemon=True).start()
-    state = tmp_path / ".kubeless-local"
-    state.mkdir()
-    (state / "admin.json").write_text(json.dumps({"port": listener.getsockname()[1], "token": "t", "root": "/p"}))
-    try:
+    # the process died before the rest of the body: the connection closes after its first byte
+    half = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: 74\r\n\r\n{"
+    with scripted_server([half]) as (port, _):
+        state = tmp_path / ".kubeless-local"
+        state.mkdir()
+        (state / "admin.json").write_text(json.dumps({"port": port, "token": "t", "root": "/p"}))
         with pytest.raises(UserError, match="stopped while answering"):
             SessionClient(state).topics()
-    finally:
-        listener.close()
 
 
 # ---------------------------------------------------------------- the route table and the typed errors

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from conftest import function
+from sockets import taken_port
 
 from kubeless_local.emulator import supervisor as sup_module
 from kubeless_local.emulator.base import State
@@ -263,17 +264,16 @@ def test_a_fixed_port_that_cannot_be_bound_is_a_config_error(supervisor, backend
 def test_the_kubeless_port_flag_is_the_local_port_when_free(tmp_path):
     """`kubeless function deploy --port N` writes service.targetPort N: used locally when N is free."""
     import dataclasses
-    import socket
 
     from kubeless_local.emulator.supervisor import PortBook, ephemeral_port
 
+    def asking(port):
+        return dataclasses.replace(function(), service={"ports": [{"port": port, "targetPort": port}]})
+
     wanted = ephemeral_port()
-    spec = dataclasses.replace(function(), service={"ports": [{"port": wanted, "targetPort": wanted}]})
-    assert PortBook(tmp_path).assign(spec, set()) == wanted
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", wanted))
-        blocker.listen()
-        assert PortBook(tmp_path).assign(spec, set()) != wanted  # in use: another port, no error
+    assert PortBook(tmp_path).assign(asking(wanted), set()) == wanted
+    with taken_port() as taken:
+        assert PortBook(tmp_path).assign(asking(taken), set()) != taken  # in use: another port, no error
 
 
 def test_wait_ready_answers_once_the_function_serves(supervisor, backend):
