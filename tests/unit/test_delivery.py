@@ -243,6 +243,13 @@ def test_a_window_sends_concurrently_but_commits_in_order(world):
         dispatcher.store, supervisor, supervisor.logs, max_attempts=2, retry_backoff=0.05, max_in_flight=4
     )
     function.answer = lambda body, attempt: 500 if body == b"0" and attempt == 1 else 200
+    backoff = wide.backoff
+
+    def held(attempts):  # event 0's back-off lasts until 1, 2 and 3 arrived: a loaded machine may take 0.05 s first
+        function.wait_calls(4)
+        return backoff(attempts)
+
+    wide.backoff = held
     try:
         wide.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
         seqs, _ = wide.emit("orders", "kafka", [b"%d" % i for i in range(20)])
