@@ -85,10 +85,10 @@ def test_a_reload_that_fails_to_load_keeps_the_last_good_code(supervisor, backen
 
 def test_a_reload_that_waits_for_calls_in_flight_is_given_the_functions_timeout(supervisor, backend, monkeypatch):
     """Go reloads once the calls in flight are done: a call may run up to the function's timeout."""
-    monkeypatch.setattr(sup_module, "RELOAD_TIMEOUT", 0.2)
+    monkeypatch.setattr(sup_module, "RELOAD_TIMEOUT", 0.05)
     monkeypatch.setattr(sup_module.prep, "CALL_MARGIN", 0.1)
     supervisor.start(dataclasses.replace(function(code="v1"), timeout="1"))
-    backend.reloads["hello"] = [0.6]
+    backend.reloads["hello"] = [0.15]  # past RELOAD_TIMEOUT, well within the call bound (1 s + the margin)
     instance = supervisor.reload(dataclasses.replace(function(code="v2"), timeout="1"))
     assert instance.state == State.READY and serving_code(supervisor, "hello") == "v2"
 
