@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from waiting import wait_for
@@ -25,7 +26,7 @@ class Broker:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.address = None
+        self.address: Optional[str] = None
 
     def up(self):
         result = subprocess.run(
