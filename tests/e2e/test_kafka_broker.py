@@ -160,10 +160,13 @@ def test_a_message_that_fails_every_attempt_is_dead_lettered_on_the_broker(tmp_p
     flag.touch()
     kafka_broker.produce(topic, ["poison"])
     wait_until(lambda: len(calls(out)) == 2, "two failed attempts")
-    letters = []
-    wait_until(
-        lambda: letters.extend(dead_letters(kafka_broker.address, topic + ".dead-letter")) or letters, "the dead letter"
-    )
+    letters: list = []
+
+    def arrived():
+        letters.extend(dead_letters(kafka_broker.address, topic + ".dead-letter"))
+        return letters
+
+    wait_until(arrived, "the dead letter")
     ((value, headers),) = letters
     assert value == "poison"
     assert headers["original-topic"] == topic and headers["original-partition"] == "0"

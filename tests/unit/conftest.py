@@ -4,6 +4,7 @@ the admin API and the session run for real against it, with no runtime server st
 import collections
 import socket
 import threading
+from typing import cast
 
 import pytest
 
@@ -11,7 +12,7 @@ from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import Backend, State
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.supervisor import Supervisor
-from kubeless_local.runtimes import BackendBlock, Runtime
+from kubeless_local.runtimes import BackendBlock, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
 
 FAKE_RUNTIME = Runtime(
@@ -150,7 +151,7 @@ class Looks:
     how far a delivery got, seen without a clock."""
 
     def __init__(self):
-        self.counts = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
         self.changed = threading.Condition()
 
     def saw(self, name):
@@ -178,7 +179,8 @@ class Looks:
 
 @pytest.fixture
 def supervisor(tmp_path):
-    sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=object(), ephemeral_ports=True)
+    no_catalog = cast(Catalog, object())  # the fake backend resolves every runtime itself
+    sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=no_catalog, ephemeral_ports=True)
     yield sup
     sup.stop_all()
 

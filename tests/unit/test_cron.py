@@ -189,7 +189,7 @@ def test_a_function_that_is_not_ready_is_waited_for_until_it_is(setup, superviso
     instance = supervisor.instances["hello"]
     instance.set_state(State.STARTING)
     looks = Looks().watch(supervisor)
-    result = {}
+    result: dict = {}
     thread = threading.Thread(target=lambda: result.update(run=cron.fire("nightly")))
     thread.start()
     looks.wait("hello")  # the run asks whether hello serves
@@ -235,7 +235,9 @@ def test_a_trigger_naming_no_function_fails_its_run(setup):
 def test_a_bad_expression_is_one_line_naming_file_and_field(schedule, expected):
     """What Kubeless' cron library (robfig/cron ParseStandard) rejects, with its reason."""
     error = schedule_error(trigger(schedule=schedule))
-    assert error.startswith("triggers.yaml: CronJobTrigger nightly: spec.schedule: schedule %r " % schedule)
+    assert error is not None and error.startswith(
+        "triggers.yaml: CronJobTrigger nightly: spec.schedule: schedule %r " % schedule
+    )
     assert expected in error and "\n" not in error
     with pytest.raises(UserError, match=re.escape(error)):
         check(trigger(schedule=schedule))

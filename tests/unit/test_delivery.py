@@ -26,7 +26,7 @@ class FakeFunction:
     """Records every request (time, headers, body); `answer(body, attempt)` gives the status to return."""
 
     def __init__(self):
-        self.calls = []
+        self.calls: list[tuple[float, dict, bytes]] = []
         self.lock = threading.Condition()
         self.answer = lambda body, attempt: 200
         self.drop = lambda body: False  # True: close the connection without answering, as a crashed server
@@ -84,7 +84,7 @@ class FakeSupervisor:
 
     def wait_ready(self, name, timeout):
         self.looks.saw(name)
-        return Supervisor.wait_ready(self, name, timeout)
+        return Supervisor.wait_ready(self, name, timeout)  # type: ignore[arg-type]  # the state it reads is here
 
     @property
     def specs(self):
@@ -237,7 +237,7 @@ def test_a_restarted_dispatcher_resumes_after_the_last_committed_event(world, tm
         again.store.close()
 
 
-def test_a_window_sends_concurrently_but_commits_in_order(world):
+def test_a_window_sends_concurrently_but_commits_in_order(world, monkeypatch):
     dispatcher, function, supervisor = world
     wide = Dispatcher(
         dispatcher.store, supervisor, supervisor.logs, max_attempts=2, retry_backoff=0.05, max_in_flight=4
@@ -249,7 +249,7 @@ def test_a_window_sends_concurrently_but_commits_in_order(world):
         function.wait_calls(4)
         return backoff(attempts)
 
-    wide.backoff = held
+    monkeypatch.setattr(wide, "backoff", held)
     try:
         wide.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
         seqs, _ = wide.emit("orders", "kafka", [b"%d" % i for i in range(20)])

@@ -28,6 +28,7 @@ from kubeless_local.errors import UserError
 from kubeless_local.spec import FunctionSpec, KafkaTrigger, Manifests
 
 Message = collections.namedtuple("Message", "topic partition offset value timestamp")
+Record = collections.namedtuple("Record", "partition offset")
 
 
 @pytest.mark.parametrize(
@@ -234,7 +235,7 @@ class Producer:
             self.settled_when_acknowledged.append(list(self.committer.settled_offsets))
             if self.refuse is not None:
                 raise self.refuse
-            return collections.namedtuple("Record", "partition offset")(0, 7)
+            return Record(0, 7)
 
         return asyncio.ensure_future(acknowledged())
 
@@ -363,13 +364,14 @@ def test_a_session_with_kafka_triggers_needs_its_broker_and_run_does_not(tmp_pat
     try:
         with pytest.raises(UserError, match=r"^no Kafka broker answers at 127\.0\.0\.1:1; start one"):
             session.start()
-        assert "hello" not in session.supervisor.instances  # refused before any function started
+        assert session.supervisor is not None and "hello" not in session.supervisor.instances  # refused before start
     finally:
         session.stop()
     plain = DevSession(tmp_path, manifests=Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend)
     try:
         plain.start()  # `run`: no KafkaTrigger, so the project's broker is not needed
-        assert plain.kafka is None and plain.supervisor.instances["hello"].state == State.READY
+        assert plain.supervisor is not None and plain.kafka is None
+        assert plain.supervisor.instances["hello"].state == State.READY
     finally:
         plain.stop()
 
