@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import FakeBackend
+from waiting import wait_until
 
 from kubeless_local.commands import root as cli
 from kubeless_local.emulator.session import DevSession
@@ -113,10 +114,7 @@ def test_deploy_update_delete_through_the_running_session(project):
         "local.kubeless.io/deps": "requirements.txt",
     }
     assert written["spec"]["service"]["ports"][0]["targetPort"] == 9123
-    for _ in range(100):  # the watcher reloads the changed manifest
-        if project.supervisor.specs["hello"].env == [("K", "W")]:
-            break
-        threading.Event().wait(0.05)
+    wait_until(lambda: project.supervisor.specs["hello"].env == [("K", "W")], "the watcher reloads the manifest")
     assert project.supervisor.specs["hello"].timeout == "30"
     assert project.supervisor.specs["hello"].secrets == [("db", "/db")]  # kept by an update without --secrets
 
