@@ -42,6 +42,26 @@ def function(name="hello", code="v1", **annotations):
     )
 
 
+class FakeGuardian:
+    """A Guardian's interface without its process (one interpreter per session: seconds over the unit
+    suite); tests/unit/test_guardian.py and the e2e kill -9 tests run the real one."""
+
+    def __init__(self, state_dir):
+        self.groups, self.containers, self.closed = set(), False, False
+
+    def watch(self, pgid):
+        self.groups.add(pgid)
+
+    def forget(self, pgid):
+        self.groups.discard(pgid)
+
+    def watch_containers(self):
+        self.containers = True
+
+    def close(self, timeout=10):
+        self.closed = True
+
+
 class FakeBackend(Backend):
     """Scripted outcomes per function name, consumed in order (default: everything works).
 

@@ -354,20 +354,28 @@ def test_the_admin_api_lists_the_consumer_groups(supervisor, tmp_path):
 
 
 def test_a_session_with_kafka_triggers_needs_its_broker_and_run_does_not(tmp_path):
-    from conftest import FakeBackend
+    from conftest import FakeBackend, FakeGuardian
 
     from kubeless_local.emulator.session import DevSession
 
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: '127.0.0.1:1'}\n")  # nothing answers there
     triggered = Manifests(functions=[function()], kafka_triggers=[kafka_trigger("orders", "t", {})])
-    session = DevSession(tmp_path, manifests=triggered, say=lambda text: None, backend=FakeBackend)
+    session = DevSession(
+        tmp_path, manifests=triggered, say=lambda text: None, backend=FakeBackend, guardian=FakeGuardian
+    )
     try:
         with pytest.raises(UserError, match=r"^no Kafka broker answers at 127\.0\.0\.1:1; start one"):
             session.start()
         assert session.supervisor is not None and "hello" not in session.supervisor.instances  # refused before start
     finally:
         session.stop()
-    plain = DevSession(tmp_path, manifests=Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend)
+    plain = DevSession(
+        tmp_path,
+        manifests=Manifests(functions=[function()]),
+        say=lambda t: None,
+        backend=FakeBackend,
+        guardian=FakeGuardian,
+    )
     try:
         plain.start()  # `run`: no KafkaTrigger, so the project's broker is not needed
         assert plain.supervisor is not None and plain.kafka is None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import FakeBackend
+from conftest import FakeBackend, FakeGuardian
 from waiting import wait_until
 
 from kubeless_local.commands import root as cli
@@ -65,7 +65,7 @@ def project(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "h.py").write_text("def hello(event, context):\n    return 'hi'\n")
     (folder / "requirements.txt").write_text("six\n")
-    session = DevSession(folder, say=lambda text: None, backend=FakeBackend, allow_empty=True)
+    session = DevSession(folder, say=lambda text: None, backend=FakeBackend, guardian=FakeGuardian, allow_empty=True)
     session.start()
     monkeypatch.chdir(folder)
     yield session
