@@ -24,9 +24,10 @@ class EngineError(UserError):
         self.what, self.name = what, name
 
     def with_hint(self, hint: str) -> EngineError:
-        """The same error with the caller's words after it (`no topic 'x'; <hint>`); a hinted error is worded,
-        so it has no `what` any more (no second hint)."""
-        return type(self)("%s; %s" % (self, hint), None, self.name)
+        """The same error with the caller's words after it: `no topic 'x'; <hint>`, or `<message> (see …)` for a
+        hint in parentheses. A hinted error is worded, so it has no `what` any more (no second hint)."""
+        joiner = " " if hint.startswith("(") else "; "
+        return type(self)(joiner.join((str(self), hint)), None, self.name)
 
 
 class BadRequest(EngineError):

@@ -16,7 +16,7 @@ import click
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.errors import EngineError, NotFound, Unavailable, UserError
+from kubeless_local.errors import Conflict, EngineError, NotFound, Unavailable, UserError
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
@@ -26,6 +26,14 @@ COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_m
 HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "topic"): "`kubeless-local topic ls` lists them",
     (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
+    (NotFound, "function manifest"): "create one with `kubeless-local init`",
+    (Conflict, "folder"): "choose another name, or add --force to overwrite its template files (other files are kept)",
+    (NotFound, "runtime"): "(see `kubeless-local get-server-config`)",
+    (Unavailable, "docker engine"): "start Docker (or set DOCKER_HOST) or use --backend process",
+    (Unavailable, "kafka broker"): "start one (scripts/kafka-up.sh, see docs/kafka-broker.md) or correct "
+    "--kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml",
+    (Unavailable, "topics database"): "move it away (e.g. `mv {name} {name}.damaged`) and start `kubeless-local dev` "
+    "again: a new, empty one is created, and the old file keeps what it held",
 }
 
 
@@ -280,6 +288,7 @@ def serve(
         state_dir=state_dir,
         allow_empty=allow_empty,
         deployed_only=deployed_only,
+        word=lambda exc: str(worded(exc)),
     )
     printer = LogPrinter(session.logs)
     printer.start()

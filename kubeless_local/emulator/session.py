@@ -56,7 +56,9 @@ class DevSession:
         state_dir: Optional[Path] = None,
         allow_empty: bool = False,
         deployed_only: bool = False,
+        word: Callable[[UserError], str] = str,
     ) -> None:
+        self.word = word  # how an error shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.deployed_only = deployed_only  # the session `function deploy` started: only what the verbs wrote
         self.root = Path(root).resolve()
@@ -106,7 +108,9 @@ class DevSession:
             self.logs.emit("dev", notice, "system")
         backend = self.backend or backends.factory(self._backend_name())
         self.guardian = Guardian(self.state_dir)
-        self.supervisor = Supervisor(self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs)
+        self.supervisor = Supervisor(
+            self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs, word=self.word
+        )
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self._start_events()
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)

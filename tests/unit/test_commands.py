@@ -118,7 +118,10 @@ def test_init_refuses_a_non_empty_folder_unless_forced(tmp_path, monkeypatch):
     (tmp_path / "hello").mkdir()
     (tmp_path / "hello" / "handler.py").write_text("mine\n")
     (tmp_path / "hello" / "notes.txt").write_text("keep me\n")
-    assert "--force" in one_line_error(invoke("init", "hello", "-r", "python3.11"))
+    assert one_line_error(invoke("init", "hello", "-r", "python3.11")) == (
+        "error: hello/ already exists and is not empty; choose another name, or add --force to overwrite its "
+        "template files (other files are kept)"
+    )
     assert (tmp_path / "hello" / "handler.py").read_text() == "mine\n"
     result = invoke("init", "hello", "-r", "python3.11", "--force")
     assert result.exit_code == 0, result.output
@@ -128,8 +131,48 @@ def test_init_refuses_a_non_empty_folder_unless_forced(tmp_path, monkeypatch):
 
 def test_init_with_an_unknown_runtime_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert "fortran77" in one_line_error(invoke("init", "hello", "-r", "fortran77"))
+    line = one_line_error(invoke("init", "hello", "-r", "fortran77"))
+    assert line.startswith("error: unknown runtime 'fortran77'; available: ")
+    assert line.endswith(" (see `kubeless-local get-server-config`)")
     assert not (tmp_path / "hello").exists()
+
+
+# ---------------------------------------------------------------- the engine's typed errors, worded by the CLI
+
+
+def test_no_docker_engine_is_one_line_with_the_fix(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    line = one_line_error(invoke("runtime", "build", "python3.11"))
+    assert line.startswith("error: no Docker engine answers (tried unix:///nonexistent/docker.sock")
+    assert line.endswith("); start Docker (or set DOCKER_HOST) or use --backend process")
+
+
+def test_a_damaged_topics_db_says_how_to_start_again(tmp_path):
+    from kubeless_local.emulator.triggers.topics import TopicStore
+
+    db = tmp_path / "topics.db"
+    db.write_bytes(b"not a database " * 500)
+    with pytest.raises(UserError) as damaged:
+        TopicStore(tmp_path)
+    assert str(common.worded(damaged.value)) == (
+        "%s is damaged (file is not a database); move it away (e.g. `mv %s %s.damaged`) and start "
+        "`kubeless-local dev` again: a new, empty one is created, and the old file keeps what it held" % (db, db, db)
+    )
+
+
+def test_a_broker_that_does_not_answer_names_the_settings_to_correct(tmp_path):
+    from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
+
+    bridge = KafkaBridge(["127.0.0.1:9"], lambda: None, None, None, tmp_path)
+    try:
+        unanswered = bridge._unanswered(ConnectionRefusedError("refused"))
+    finally:
+        bridge.loop.close()
+        bridge.pool.shutdown()
+    assert str(common.worded(unanswered)) == (
+        "no Kafka broker answers at 127.0.0.1:9 (refused); start one (scripts/kafka-up.sh, see "
+        "docs/kafka-broker.md) or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml"
+    )
 
 
 def test_scaffold_returns_the_created_paths(tmp_path):

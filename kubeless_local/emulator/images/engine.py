@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Unavailable
 
 FIX = "use --backend process"
 
@@ -66,6 +66,4 @@ def docker_client(required=True):
         return client
     if not required:
         return None
-    raise UserError(
-        "no Docker engine answers (tried %s); start Docker (or set DOCKER_HOST) or %s" % ("; ".join(tried), FIX)
-    )
+    raise Unavailable("no Docker engine answers (tried %s)" % "; ".join(tried), "docker engine")

@@ -157,10 +157,7 @@ class KafkaBridge:
 
     def _unanswered(self, exc):
         why = "" if type(exc).__name__ in QUIET_ERRORS else " (%s)" % (str(exc).splitlines() or [repr(exc)])[0]
-        return UserError(
-            "no Kafka broker answers at %s%s; start one (scripts/kafka-up.sh, see %s) or correct "
-            "--kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml" % (self.bootstrap, why, DOCS)
-        )
+        return Unavailable("no Kafka broker answers at %s%s" % (self.bootstrap, why), "kafka broker", self.bootstrap)
 
     async def _probe(self):
         from aiokafka import AIOKafkaClient
