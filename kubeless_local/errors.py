@@ -24,9 +24,10 @@ class EngineError(UserError):
         self.what, self.name = what, name
 
     def with_hint(self, hint: str) -> EngineError:
-        """The same error with the caller's words after it: `no topic 'x'; <hint>`, or `<message> (see …)` for a
-        hint in parentheses. A hinted error is worded, so it has no `what` any more (no second hint)."""
-        joiner = " " if hint.startswith("(") else "; "
+        """The same error with the caller's words after it: `no topic 'x'; <hint>`, or as it is for a hint that
+        starts with a space or a newline (` (see …)`). A hinted error is worded, so it has no `what` any more (no
+        second hint)."""
+        joiner = "" if hint[:1].isspace() else "; "
         return type(self)(joiner.join((str(self), hint)), None, self.name)
 
 

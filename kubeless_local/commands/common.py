@@ -22,14 +22,18 @@ COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_m
 
 
 # The engine words its errors without naming a command (a dashboard or a pytest plugin shows them too); the
-# CLI adds which command helps: (typed error, what it concerns) → hint, `{name}` the thing concerned.
+# CLI adds which command helps: (typed error, what it concerns) → hint, `{name}` the thing concerned, `{NAME}`
+# it upper-cased (as an environment variable spells a runtime: PYTHON3.11_RUNTIME).
 HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "topic"): "`kubeless-local topic ls` lists them",
     (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
     (NotFound, "function manifest"): "create one with `kubeless-local init`",
     (Conflict, "folder"): "choose another name, or add --force to overwrite its template files (other files are kept)",
-    (NotFound, "runtime"): "(see `kubeless-local get-server-config`)",
+    (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
     (Unavailable, "docker engine"): "start Docker (or set DOCKER_HOST) or use --backend process",
+    (NotFound, "runtime image"): "run `kubeless-local runtime build {name}` or use --backend process",
+    (Unavailable, "runtime image"): "use --backend process, set {NAME}_RUNTIME, or give a runtime image",
+    (NotFound, "image"): "`docker build`/`docker pull` it or use --backend process",
     (Unavailable, "kafka broker"): "start one (scripts/kafka-up.sh, see docs/kafka-broker.md) or correct "
     "--kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml",
     (Unavailable, "topics database"): "move it away (e.g. `mv {name} {name}.damaged`) and start `kubeless-local dev` "
@@ -43,7 +47,7 @@ def worded(exc: UserError, hints: dict[tuple[type[EngineError], str], str] = HIN
     if not isinstance(exc, EngineError) or exc.what is None:
         return exc
     hint = hints.get((type(exc), exc.what))
-    return exc if hint is None else exc.with_hint(hint.format(name=exc.name))
+    return exc if hint is None else exc.with_hint(hint.format(name=exc.name, NAME=str(exc.name).upper()))
 
 
 def exit_with(exc: UserError):

@@ -1,13 +1,16 @@
 """DockerBackend logic against a fake docker client: container options, resolve, cleanup, reload, logs."""
 
 import dataclasses
+import re
 import threading
 from pathlib import Path
 
 import pytest
 from docker.errors import ImageNotFound, NotFound
 
+from kubeless_local import errors
 from kubeless_local import kubeless_objects as objects
+from kubeless_local.commands.common import worded
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator import images
 from kubeless_local.emulator.base import Instance, State
@@ -170,14 +173,35 @@ def test_container_options_follow_the_pod_layout(backend, tmp_path):
 
 def test_missing_image_says_how_to_build_it(backend, tmp_path):
     backend.client.images.present.clear()
-    with pytest.raises(UserError, match=r"runtime build python3.11.*--backend process"):
+    with pytest.raises(errors.NotFound, match=r"the python3\.11 image \S+ is not built$") as missing:
         backend.resolve(python_function(tmp_path), CATALOG)
+    assert (missing.value.what, missing.value.name) == ("runtime image", "python3.11")
+    assert re.search(r"runtime build python3.11.*--backend process", str(worded(missing.value)))  # the CLI's words
+
+
+def test_a_runtime_without_an_image_says_what_runs_it(backend, tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text("runtimes:\n  python:\n    versions:\n      - {version: '3.12', executable: python3.12}\n")
+    fn = objects.function_from_files("f", tmp_path / "f.py", "python3.12", "f.main")
+    with pytest.raises(
+        Unavailable, match=r": python3\.12 has no runtime image \(it runs where this machine has the toolchain\)$"
+    ) as none:
+        backend.resolve(fn, Catalog(path))
+    assert (none.value.what, none.value.name) == ("runtime image", "python3.12")
+    assert str(worded(none.value)).endswith(
+        "(it runs where this machine has the toolchain); use --backend process, set PYTHON3.12_RUNTIME, or give a "
+        "runtime image"
+    )
 
 
 def test_env_override_picks_another_image(backend, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHON3.11_RUNTIME", "kubeless/python:3.8")
-    with pytest.raises(UserError, match="kubeless/python:3.8 is not present"):
+    with pytest.raises(
+        errors.NotFound, match="kubeless/python:3.8 is not present and cannot be pulled here$"
+    ) as missing:
         backend.resolve(python_function(tmp_path), CATALOG)
+    assert (missing.value.what, missing.value.name) == ("image", "kubeless/python:3.8")
+    assert str(worded(missing.value)).endswith("; `docker build`/`docker pull` it or use --backend process")
     backend.client.images.present["kubeless/python:3.8"] = FakeImage("kubeless/python:3.8")
     fn = python_function(tmp_path)
     prepared = prepared_for(backend, tmp_path, fn)
