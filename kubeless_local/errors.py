@@ -25,9 +25,9 @@ class EngineError(UserError):
 
     def with_hint(self, hint: str) -> EngineError:
         """The same error with the caller's words after it: `no topic 'x'; <hint>`, or as it is for a hint that
-        starts with a space or a newline (` (see …)`). A hinted error is worded, so it has no `what` any more (no
-        second hint)."""
-        joiner = "" if hint[:1].isspace() else "; "
+        starts with a space, a comma or a newline (` (see …)`, `, or …`). A hinted error is worded, so it has no
+        `what` any more (no second hint)."""
+        joiner = "" if hint[:1] in (" ", ",", "\n") else "; "
         return type(self)(joiner.join((str(self), hint)), None, self.name)
 
 
@@ -45,6 +45,10 @@ class Conflict(EngineError):
 
 class Unavailable(EngineError):
     """The part of the session that would answer does not run (no embedded topics, the Kafka bridge stopped)."""
+
+
+class Failed(EngineError):
+    """What was asked was tried and did not work out (a runtime image's build); the message says what failed."""
 
 
 HTTP_STATUS: dict[type[EngineError], int] = {  # the admin API's answer to each; any other UserError answers 400

@@ -16,7 +16,7 @@ import click
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.errors import Conflict, EngineError, NotFound, Unavailable, UserError
+from kubeless_local.errors import Conflict, EngineError, Failed, NotFound, Unavailable, UserError
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
@@ -28,16 +28,22 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "topic"): "`kubeless-local topic ls` lists them",
     (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
     (NotFound, "function manifest"): "create one with `kubeless-local init`",
-    (Conflict, "folder"): "choose another name, or add --force to overwrite its template files (other files are kept)",
+    (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
     (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
-    (Unavailable, "docker engine"): "start Docker (or set DOCKER_HOST) or use --backend process",
+    (Unavailable, "docker engine"): " or use --backend process",
     (NotFound, "runtime image"): "run `kubeless-local runtime build {name}` or use --backend process",
     (Unavailable, "runtime image"): "use --backend process, set {NAME}_RUNTIME, or give a runtime image",
-    (NotFound, "image"): "`docker build`/`docker pull` it or use --backend process",
-    (Unavailable, "kafka broker"): "start one (scripts/kafka-up.sh, see docs/kafka-broker.md) or correct "
-    "--kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml",
-    (Unavailable, "topics database"): "move it away (e.g. `mv {name} {name}.damaged`) and start `kubeless-local dev` "
-    "again: a new, empty one is created, and the old file keeps what it held",
+    (NotFound, "image"): " or use --backend process",
+    (NotFound, "Dockerfile"): "use --backend process",
+    (NotFound, "base image"): " or use --backend process",
+    (Failed, "image build"): "\n(fix the Dockerfile / network, or use --backend process)",
+    (Unavailable, "image build"): "use --backend process",
+    (
+        Unavailable,
+        "kafka broker",
+    ): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml",
+    (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
+    "file keeps what it held",
 }
 
 

@@ -29,7 +29,7 @@ def scaffold(name, runtime, target=None, force=False, catalog=None) -> Scaffolde
     if target.exists() and not target.is_dir():
         raise UserError("%s exists and is not a folder; choose another name" % target)
     if not force and target.exists() and any(target.iterdir()):
-        raise Conflict("%s/ already exists and is not empty" % target, "folder", str(target))
+        raise Conflict("%s/ already exists and is not empty; choose another name" % target, "folder", str(target))
     created = []
     for source in specs.Ignore().walk(template):  # not __pycache__ that pip compiled beside an installed template
         dest = target / source.relative_to(template)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from kubeless_local import emulator
 from kubeless_local.commands import common, local
 from kubeless_local.commands import root as cli
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Unavailable, UserError
 
 TRACEBACK = """Traceback (most recent call last):
   File "/x/kubeless.py", line 40, in load
@@ -152,8 +152,10 @@ def test_a_damaged_topics_db_says_how_to_start_again(tmp_path):
 
     db = tmp_path / "topics.db"
     db.write_bytes(b"not a database " * 500)
-    with pytest.raises(UserError) as damaged:
+    with pytest.raises(Unavailable) as damaged:
         TopicStore(tmp_path)
+    assert (damaged.value.what, damaged.value.name) == ("topics database", str(db))
+    assert "`kubeless-local dev`" not in str(damaged.value)  # the engine's words; the CLI says which command
     assert str(common.worded(damaged.value)) == (
         "%s is damaged (file is not a database); move it away (e.g. `mv %s %s.damaged`) and start "
         "`kubeless-local dev` again: a new, empty one is created, and the old file keeps what it held" % (db, db, db)
@@ -169,6 +171,8 @@ def test_a_broker_that_does_not_answer_names_the_settings_to_correct(tmp_path):
     finally:
         bridge.loop.close()
         bridge.pool.shutdown()
+    assert (type(unanswered), unanswered.what, unanswered.name) == (Unavailable, "kafka broker", "127.0.0.1:9")
+    assert "--kafka-brokers" not in str(unanswered)  # the flag is the CLI's to name
     assert str(common.worded(unanswered)) == (
         "no Kafka broker answers at 127.0.0.1:9 (refused); start one (scripts/kafka-up.sh, see "
         "docs/kafka-broker.md) or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml"

@@ -24,7 +24,7 @@ from kubeless_local.emulator.triggers.kafka_bridge import (
 )
 from kubeless_local.emulator.triggers.subscriptions import group_name, selector_matches
 from kubeless_local.emulator.triggers.topics import check_topic_name
-from kubeless_local.errors import Unavailable, UserError
+from kubeless_local.errors import UserError
 from kubeless_local.spec import FunctionSpec, KafkaTrigger, Manifests
 
 Message = collections.namedtuple("Message", "topic partition offset value timestamp")
@@ -360,7 +360,7 @@ def test_a_session_with_kafka_triggers_needs_its_broker_and_run_does_not(tmp_pat
     triggered = Manifests(functions=[function()], kafka_triggers=[kafka_trigger("orders", "t", {})])
     session = DevSession(tmp_path, manifests=triggered, say=lambda text: None, backend=FakeBackend)
     try:
-        with pytest.raises(Unavailable, match=r"^no Kafka broker answers at 127\.0\.0\.1:1$"):  # CLI: start one
+        with pytest.raises(UserError, match=r"^no Kafka broker answers at 127\.0\.0\.1:1; start one"):
             session.start()
         assert "hello" not in session.supervisor.instances  # refused before any function started
     finally:

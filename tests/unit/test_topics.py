@@ -10,7 +10,7 @@ from kubeless_local.commands.common import worded
 from kubeless_local.commands.events import EMIT_HINTS
 from kubeless_local.emulator.triggers import subscriptions
 from kubeless_local.emulator.triggers.topics import TopicStore
-from kubeless_local.errors import NotFound, Unavailable, UserError
+from kubeless_local.errors import NotFound, UserError
 
 
 @pytest.fixture
@@ -173,12 +173,11 @@ def test_topics_db_is_created_readable_by_its_owner_only(tmp_path):
 
 def test_a_corrupt_topics_db_is_one_line_naming_the_file_and_what_to_do(tmp_path):
     (tmp_path / "topics.db").write_bytes(b"this is not a database, it was damaged" * 200)
-    with pytest.raises(Unavailable) as error:
+    with pytest.raises(UserError) as error:
         TopicStore(tmp_path)
     message = str(error.value)
     assert str(tmp_path / "topics.db") in message and "\n" not in message
-    assert (error.value.what, error.value.name) == ("topics database", str(tmp_path / "topics.db"))
-    assert "move it away" in str(worded(error.value))  # the CLI says what to do (test_commands has the line)
+    assert "move it away" in message
 
 
 def test_a_locked_topics_db_says_it_is_locked(tmp_path, store):

@@ -111,7 +111,10 @@ class DockerBackend(Backend):
         if present is None:
             if spec.image or choice.overridden:
                 raise errors.NotFound(
-                    "%s: image %s is not present and cannot be pulled here" % (spec.origin, image), "image", image
+                    "%s: image %s is not present and cannot be pulled here; `docker build`/`docker pull` it"
+                    % (spec.origin, image),
+                    "image",
+                    image,
                 )
             raise errors.NotFound(
                 "%s: the %s image %s is not built" % (spec.origin, runtime.name, image), "runtime image", runtime.name

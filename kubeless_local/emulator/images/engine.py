@@ -7,8 +7,6 @@ from pathlib import Path
 
 from kubeless_local.errors import Unavailable
 
-FIX = "use --backend process"
-
 
 def docker_context_host(config_dir=None):
     """DOCKER_HOST of the current docker context (`docker context use`), or None."""
@@ -66,4 +64,6 @@ def docker_client(required=True):
         return client
     if not required:
         return None
-    raise Unavailable("no Docker engine answers (tried %s)" % "; ".join(tried), "docker engine")
+    raise Unavailable(
+        "no Docker engine answers (tried %s); start Docker (or set DOCKER_HOST)" % "; ".join(tried), "docker engine"
+    )

@@ -157,7 +157,11 @@ class KafkaBridge:
 
     def _unanswered(self, exc):
         why = "" if type(exc).__name__ in QUIET_ERRORS else " (%s)" % (str(exc).splitlines() or [repr(exc)])[0]
-        return Unavailable("no Kafka broker answers at %s%s" % (self.bootstrap, why), "kafka broker", self.bootstrap)
+        return Unavailable(
+            "no Kafka broker answers at %s%s; start one (scripts/kafka-up.sh, see %s)" % (self.bootstrap, why, DOCS),
+            "kafka broker",
+            self.bootstrap,
+        )
 
     async def _probe(self):
         from aiokafka import AIOKafkaClient

@@ -136,7 +136,11 @@ class TopicStore:
         except sqlite3.DatabaseError as exc:
             if type(exc) is not sqlite3.DatabaseError:
                 raise  # a closed connection (ProgrammingError) and the like: not the file's fault
-            raise Unavailable("%s is damaged (%s)" % (self.path, exc), "topics database", str(self.path)) from None
+            raise Unavailable(
+                "%s is damaged (%s); move it away (e.g. `mv %s %s.damaged`)" % (self.path, exc, self.path, self.path),
+                "topics database",
+                str(self.path),
+            ) from None
 
     @property
     def db(self):
