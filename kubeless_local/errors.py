@@ -24,11 +24,28 @@ class EngineError(UserError):
         self.what, self.name = what, name
 
     def with_hint(self, hint: str) -> EngineError:
-        """The same error with the caller's words after it: `no topic 'x'; <hint>`, or as it is for a hint that
-        starts with a space, a comma or a newline (` (see …)`, `, or …`). A hinted error is worded, so it has no
+        """The same error with the caller's words after it (see `hinted`). A hinted error is worded, so it has no
         `what` any more (no second hint)."""
-        joiner = "" if hint[:1] in (" ", ",", "\n") else "; "
-        return type(self)(joiner.join((str(self), hint)), None, self.name)
+        return type(self)(hinted(str(self), hint), None, self.name)
+
+
+def hinted(text: str, hint: str) -> str:
+    """`text; hint`, or `text` and the hint as it is when it starts with a space, a comma or a newline
+    (` (see …)`, `, or …`)."""
+    return text + (hint if hint[:1] in (" ", ",", "\n") else "; " + hint)
+
+
+class Notice(str):
+    """What the engine tells that is no error (an image built from older runtime files), in its own words, with
+    `what` and `name` as an EngineError has them, so that the caller may add what helps."""
+
+    what: str | None
+    name: str | None
+
+    def __new__(cls, text: str, what: str | None = None, name: str | None = None) -> Notice:
+        notice = super().__new__(cls, text)
+        notice.what, notice.name = what, name
+        return notice
 
 
 class BadRequest(EngineError):

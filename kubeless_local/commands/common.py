@@ -16,7 +16,7 @@ import click
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.errors import Conflict, EngineError, Failed, NotFound, Unavailable, UserError
+from kubeless_local.errors import Conflict, EngineError, Failed, NotFound, Notice, Unavailable, UserError, hinted
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
@@ -45,6 +45,21 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
     "file keeps what it held",
 }
+
+
+# The same for what the engine tells that is no error (errors.Notice): what it concerns → hint.
+NOTICE_HINTS: dict[str, str] = {
+    "runtime image": "rebuild it with `kubeless-local runtime build {name}`",
+}
+
+
+def in_words(said: UserError | str) -> str:
+    """An engine error or notice as the CLI shows it in a function's log and `ls`: with its hint."""
+    if isinstance(said, UserError):
+        return str(worded(said))
+    if not isinstance(said, Notice) or (said.what or "") not in NOTICE_HINTS:
+        return said
+    return hinted(said, NOTICE_HINTS[said.what or ""].format(name=said.name))
 
 
 def worded(exc: UserError, hints: dict[tuple[type[EngineError], str], str] = HINTS) -> UserError:
@@ -298,7 +313,7 @@ def serve(
         state_dir=state_dir,
         allow_empty=allow_empty,
         deployed_only=deployed_only,
-        word=lambda exc: str(worded(exc)),
+        word=in_words,
     )
     printer = LogPrinter(session.logs)
     printer.start()

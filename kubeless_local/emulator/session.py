@@ -56,9 +56,9 @@ class DevSession:
         state_dir: Optional[Path] = None,
         allow_empty: bool = False,
         deployed_only: bool = False,
-        word: Callable[[UserError], str] = str,
+        word: Callable[[UserError | str], str] = str,
     ) -> None:
-        self.word = word  # how an error shows in a function's log (the CLI: with the command that helps)
+        self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.deployed_only = deployed_only  # the session `function deploy` started: only what the verbs wrote
         self.root = Path(root).resolve()

@@ -147,11 +147,11 @@ class Supervisor:
         logs: LogHub,
         catalog: Optional[Catalog] = None,
         ephemeral_ports: bool = False,
-        word: Callable[[UserError], str] = str,
+        word: Callable[[UserError | str], str] = str,
     ) -> None:
         """`backend` builds the backend (a Backend class, or `backends.factory(name)`); it is given `logs`
         and this supervisor's restart as its `on_exit`. `word` is how an error is shown in a function's log
-        and `ls` (the CLI adds the command that helps; see errors.py)."""
+        and `ls`, and a notice (errors.Notice) in its log: the CLI adds the command that helps (see errors.py)."""
         self.word = word
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +193,7 @@ class Supervisor:
     def resolve(self, spec: FunctionSpec) -> Runtime:
         runtime, notice = self.backend.resolve(spec, self.catalog)
         if notice:
-            self.say(spec.name, notice)
+            self.say(spec.name, self.word(notice))
         return runtime
 
     def start(self, spec: FunctionSpec) -> Instance:

@@ -513,3 +513,29 @@ def test_trigger_help_says_what_the_session_does_with_the_kind(word, says):
     result = CliRunner().invoke(cli.main, ["trigger", word, "--help"])
     assert result.exit_code == 0, result.output
     assert says in result.output and "emulated" not in result.output
+
+
+def test_a_functions_log_and_ls_show_the_engines_errors_and_notices_in_the_clis_words(tmp_path):
+    from conftest import FakeBackend, function
+
+    from kubeless_local.emulator.logs import LogHub
+    from kubeless_local.emulator.supervisor import Supervisor
+    from kubeless_local.errors import NotFound, Notice
+
+    stale = Notice("image x:1 was built from other runtime files than this kubeless-local's", "runtime image", "fake1")
+
+    class Told(FakeBackend):
+        def resolve(self, spec, catalog):
+            return super().resolve(spec, catalog)[0], stale
+
+    supervisor = Supervisor(tmp_path, Told, LogHub(), ephemeral_ports=True, word=common.in_words)
+    try:
+        supervisor.start(function())
+        supervisor.backend.prepares["hello"].append(NotFound("unknown runtime 'cobol1'", "runtime", "cobol1"))
+        instance = supervisor.reload(function(code="v2"))
+        said = [line.text for line in supervisor.logs.tail("hello")]
+        assert stale + "; rebuild it with `kubeless-local runtime build fake1`" in said
+        unknown = "unknown runtime 'cobol1' (see `kubeless-local get-server-config`)"
+        assert unknown in said and instance.broken is not None and unknown in str(instance.broken)
+    finally:
+        supervisor.stop_all()

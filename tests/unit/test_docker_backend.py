@@ -10,7 +10,7 @@ from docker.errors import ImageNotFound, NotFound
 
 from kubeless_local import errors
 from kubeless_local import kubeless_objects as objects
-from kubeless_local.commands.common import worded
+from kubeless_local.commands.common import in_words, worded
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator import images
 from kubeless_local.emulator.base import Instance, State
@@ -177,6 +177,21 @@ def test_missing_image_says_how_to_build_it(backend, tmp_path):
         backend.resolve(python_function(tmp_path), CATALOG)
     assert (missing.value.what, missing.value.name) == ("runtime image", "python3.11")
     assert re.search(r"runtime build python3.11.*--backend process", str(worded(missing.value)))  # the CLI's words
+
+
+def test_an_image_of_older_runtime_files_is_a_notice_the_cli_adds_the_rebuild_to(backend, tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "is_stale", lambda image, runtime: True)
+    runtime, notice = backend.resolve(python_function(tmp_path), CATALOG)
+    image = images.image_for(runtime).image
+    assert isinstance(notice, errors.Notice) and (notice.what, notice.name) == ("runtime image", "python3.11")
+    assert notice == "image %s was built from other runtime files than this kubeless-local's" % image
+    assert in_words(notice) == notice + "; rebuild it with `kubeless-local runtime build python3.11`"
+    legacy = objects.function_from_files("old", tmp_path / "src" / "handler.py", "python3.7", "handler.handler")
+    assert in_words(backend.resolve(legacy, CATALOG)[1]) == (
+        "python3.7 is a legacy Kubeless runtime; running it as python3.11\n"
+        "image %s was built from other runtime files than this kubeless-local's; rebuild it with "
+        "`kubeless-local runtime build python3.11`" % image
+    )
 
 
 def test_a_runtime_without_an_image_says_what_runs_it(backend, tmp_path):

@@ -103,11 +103,8 @@ class DockerBackend(Backend):
             )
         present = images.image_present(self.client, image)
         if present is not None and not spec.image and not choice.overridden and images.is_stale(present, runtime):
-            stale = (
-                "image %s was built from other runtime files than this kubeless-local's; rebuild it with "
-                "`kubeless-local runtime build %s`" % (image, runtime.name)
-            )
-            notice = "%s\n%s" % (notice, stale) if notice else stale
+            stale = "image %s was built from other runtime files than this kubeless-local's" % image
+            notice = errors.Notice("%s\n%s" % (notice, stale) if notice else stale, "runtime image", runtime.name)
         if present is None:
             if spec.image or choice.overridden:
                 raise errors.NotFound(
