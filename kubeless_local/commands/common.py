@@ -50,6 +50,7 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
 # The same for what the engine tells that is no error (errors.Notice): what it concerns → hint.
 NOTICE_HINTS: dict[str, str] = {
     "runtime image": "rebuild it with `kubeless-local runtime build {name}`",
+    "dead letter": "`kubeless-local topic replay {name}` sends it again",
 }
 
 

@@ -162,6 +162,7 @@ class DevSession:
             retry_backoff=kafka.retry_backoff,
             max_in_flight=kafka.max_in_flight,
             retention_hours=kafka.retention_hours,
+            word=self.word,
         )
 
     def _update_events(self, manifests):
