@@ -1,9 +1,10 @@
 """Errors a user can cause: the CLI prints the message on one line and exits with code 2.
 
-The engine raises the typed ones (`NotFound`, `Conflict`, `BadRequest`, `Unavailable`) in its own words;
-what to type next (a command, a flag) is the caller's to add — the CLI adds it (`with_hint`), a dashboard or
-a pytest plugin words it otherwise. The admin API carries the type as its status code, `what` and `name`
-beside the message, and the client raises the same type again.
+The engine raises the typed ones (`NotFound`, `Conflict`, `BadRequest`, `Unavailable`, `Failed`) in its own
+words, and says what is no error as a `Notice`; what to type next (a command, a flag) is the caller's to add —
+the CLI adds it (`with_hint`, `hinted`), a dashboard or a pytest plugin words it otherwise. The admin API
+carries the type as its status code, `what` and `name` beside the message, and the client raises the same type
+again.
 """
 
 from __future__ import annotations

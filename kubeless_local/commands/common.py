@@ -38,10 +38,8 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "base image"): " or use --backend process",
     (Failed, "image build"): "\n(fix the Dockerfile / network, or use --backend process)",
     (Unavailable, "image build"): "use --backend process",
-    (
-        Unavailable,
-        "kafka broker",
-    ): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml",
+    (Unavailable, "kafka broker"): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in "
+    ".kubeless-local.yaml",
     (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
     "file keeps what it held",
 }
