@@ -302,6 +302,8 @@ def serve(
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
+    if kafka_brokers:  # the flag's value checked in the CLI's words (the engine's name it `kafka_brokers`)
+        config.parse_brokers(kafka_brokers, "--kafka-brokers/KAFKA_BROKERS")
     session = DevSession(
         root,
         backend_name,

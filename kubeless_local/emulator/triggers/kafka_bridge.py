@@ -72,9 +72,9 @@ logging.getLogger("aiokafka").propagate = False
 
 
 def configured(settings, option=None):
-    """(brokers, attempts): `option` (the flag, or KAFKA_BROKERS through it) before the project settings'
-    kafka.brokers; brokers None when neither names one (embedded topics)."""
-    brokers = parse_brokers(option, "--kafka-brokers/KAFKA_BROKERS") if option else list(settings.kafka.brokers)
+    """(brokers, attempts): `option` (DevSession's kafka_brokers: the CLI's flag, or KAFKA_BROKERS through it)
+    before the project settings' kafka.brokers; brokers None when neither names one (embedded topics)."""
+    brokers = parse_brokers(option, "kafka_brokers") if option else list(settings.kafka.brokers)
     return brokers or None, settings.kafka.max_attempts
 
 
