@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs everything the test suite needs on a fresh Debian bookworm machine (as root), idempotently:
 # the toolchains of the five runtimes, wrk for benchmarks, Java and Maven for the tests' Kafka broker
-# (scripts/kafka-up.sh), the Python package with its test extras, and a Docker engine with the runtime
+# (scripts/kafka-up.sh), containerd, runc, the CNI plugins and busybox-static for the cluster tests' node
+# (tests/support/k8s_node.py), the Python package with its test extras, and a Docker engine with the runtime
 # images (.ci/docker-setup.sh).
 set -eu
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ PACKAGES="ruby ruby-sinatra ruby-prometheus-client-mmap ruby-webrick
           php8.2-cli php-slim-psr7 composer unzip
           nodejs npm golang-go
           wrk docker.io debootstrap ca-certificates curl
-          openjdk-17-jre-headless maven"
+          openjdk-17-jre-headless maven
+          containerd runc containernetworking-plugins busybox-static iproute2 gcc libc6-dev"
 missing=""
 for p in $PACKAGES; do
     case "$p" in  # toolchains the machine may already have from elsewhere (nodesource node, /usr/local/go)
@@ -32,8 +34,10 @@ fi
 # tox brings what its envs need into their own virtualenvs (lint and type: the `lint` extra: ruff, mypy, stubs).
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore tox -e '.[test]'
 sh .ci/docker-setup.sh
-# kube-apiserver and etcd for tests/cluster, built once from the Go module proxy (cold: ~7 min on 2 cores;
-# cached under ~/.cache/kubeless-local/k8s, so this returns at once afterwards).
-sh scripts/k8s-build.sh >/dev/null
+# kube-apiserver and etcd for tests/cluster, and kube-controller-manager, kube-scheduler and kubelet for
+# its real node (tests/support/k8s_node.py: containerd, runc, the CNI plugins and busybox-static above),
+# built once from the Go module proxy, one at a time (cold: ~10-15 min on 2 cores; cached under
+# ~/.cache/kubeless-local/k8s, so this returns at once afterwards).
+sh scripts/k8s-build.sh --node >/dev/null
 # The real Kubeless v1.0.8 controller for tests/cluster/test_controller.py (~80 s cold, cached likewise).
 sh scripts/kubeless-controller-build.sh >/dev/null

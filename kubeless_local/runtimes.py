@@ -18,9 +18,7 @@ import yaml
 
 from kubeless_local.errors import NotFound, UserError
 from kubeless_local.paths import RUNTIMES_DIR
-
-# libyaml when present (~10x faster): every session, `init` and `runtime` command loads the catalog
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from kubeless_local.spec import YAML_LOADER  # libyaml when present: the catalog loads on every start
 
 RUNTIME_RE = re.compile(r"^([a-zA-Z_-]+)([0-9.]*)$")
 RELOADS = ("signal", "restart")  # signal: SIGHUP reloads code in place; restart: the engine restarts the server

@@ -22,6 +22,17 @@ KUBELESS_MANIFEST = MANIFESTS / "kubeless-v1.0.8.yaml"  # controller, RBAC, kube
 # Where the Kubeless controller mounts the function's volume in every container (KUBELESS_INSTALL_VOLUME):
 # the catalog's {install} and {deps} of the docker backend.
 INSTALL_VOLUME = "/kubeless"
+# A compiled runtime (a `compile` step in the catalog: go) on a cluster: the `compilation` phase runs the
+# docker backend's setup and compile steps with these writable folders of its container (the image's
+# caches are read-only for its user), then leaves the binary in the function's volume, where the runtime
+# container runs it (`cluster_command`): the image's CMD names the docker backend's build folder.
+CLUSTER_RUNTIME_LIB = "/tmp/kubeless-local-lib"
+CLUSTER_BUILD = "/tmp/kubeless-local-build"
+HANDLER_MARK = "@KUBELESS_FUNC_NAME@"  # the compile step's {handler}: the controller's env, expanded by sh
+COMPILE_STEP = (
+    "mkdir -p {lib} {out} && {setup} && {{ {build} > {log} 2>&1 || {{ cat {log}; head -c 4000 {log}"
+    " > /dev/termination-log; exit 1; }}; }} && cp {built} {run}"
+)
 
 
 def runtime_images(catalog_path=None) -> list:
@@ -49,6 +60,8 @@ def runtime_images(catalog_path=None) -> list:
             if entry.docker.install and entry.dep_name:
                 install = shlex.join(arg.format_map(values) for arg in entry.docker.install)
                 phases.append(_phase("installation", image, env, install))
+            if entry.docker.compile:
+                phases.append(_phase("compilation", image, env, _compile_command(entry, values)))
             phases.append(_phase("runtime", image, env))
             # "images": the controller parses this with ghodss/yaml, i.e. by the Go field name (Images), not by
             # the `yaml:"runtimeImage"` tag its struct also carries
@@ -59,6 +72,27 @@ def runtime_images(catalog_path=None) -> list:
                 {"ID": entry.id, "depName": entry.dep_name, "fileNameSuffix": entry.suffix, "versions": versions}
             )
     return result
+
+
+def _compile_command(entry, values: dict) -> str:
+    """The `compilation` phase (run by the controller with `sh -c` in the install volume): the catalog's
+    docker setup and compile steps; the compiler's words go to the init container's termination message
+    (what `push --wait` and `kubectl describe` show) and the binary into the install volume."""
+    folders = {"runtime_lib": CLUSTER_RUNTIME_LIB, "build": CLUSTER_BUILD, "module": "function"}
+    step = {**values, **folders, "handler": HANDLER_MARK}
+    setup = shlex.join(a.format_map(step) for a in entry.docker.setup) if entry.docker.setup else "true"
+    build = shlex.join(a.format_map(step) for a in entry.docker.compile).replace(HANDLER_MARK, '"$KUBELESS_FUNC_NAME"')
+    built = shlex.quote(entry.docker.command[0].format_map(step))
+    return COMPILE_STEP.format(lib=CLUSTER_RUNTIME_LIB, out=CLUSTER_BUILD, setup=setup, build=build, built=built,
+                               log=CLUSTER_BUILD + ".log", run=shlex.quote(cluster_command(entry)[0]))  # fmt: skip
+
+
+def cluster_command(entry) -> list:
+    """The runtime container's command on a cluster for a compiled runtime (its binary in the install
+    volume); [] for the others, whose image's CMD runs the server."""
+    if not entry.docker.compile:
+        return []
+    return [a.format(build=INSTALL_VOLUME) for a in entry.docker.command]
 
 
 def _phase(phase, image, env, command=""):

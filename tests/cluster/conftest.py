@@ -1,6 +1,10 @@
-"""A real etcd + kube-apiserver (scripts/k8s-up.sh, built once by scripts/k8s-build.sh) for the session,
-with a kubeconfig whose context `kind-test` holds the admin token and `kind-test-limited` a token that
-RBAC's defaults allow nothing of kubeless.io."""
+"""Two clusters for the session, each with a kubeconfig whose context `kind-test` holds the admin token
+and `kind-test-limited` a token that RBAC's defaults allow nothing of kubeless.io:
+- `cluster`: a real etcd + kube-apiserver (scripts/k8s-up.sh, built once by scripts/k8s-build.sh), no
+  controller and no kubelet: the API objects alone (~4 s to start);
+- `node` (per module): a whole node (tests/support/k8s_node.py: pods run) with Kubeless and its real
+  controller (kubeless_controller.py), for what only a running function shows (~5 s, plus the images
+  it imports). It does not replace `cluster`: those tests need an API server where no controller acts."""
 
 import itertools
 import subprocess
@@ -8,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import k8s_node  # tests/support
+import kubeless_controller  # tests/cluster
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -81,5 +87,75 @@ def no_kubeless(kube_env):
 def namespace(kubeless):
     """A fresh namespace per test, so tests never see each other's objects."""
     name = "t%d-%d" % (int(time.time()) % 100000, next(COUNTER))
-    client.CoreV1Api(kubeless.target().api).create_namespace({"metadata": {"name": name}})
+    client.CoreV1Api(kubeless.target().api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    )
+    return name
+
+
+# ----------------------------------------------------------------------------- a real node (pods run)
+@dataclass
+class Node:
+    """A node Ready, Kubeless installed with the project's runtime images (kubeless-config's provision
+    image: the node's busybox one) and the real controller running on the host."""
+
+    node: "k8s_node.Node"
+    controller: "kubeless_controller.Controller"
+    imported: set
+
+    @property
+    def state(self) -> Path:
+        return self.node.state
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.node.kubeconfig
+
+    def target(self, context="kind-test"):
+        return kubeconfig.connect(context, str(self.kubeconfig))
+
+    def images(self, *images):
+        """Copy runtime images from Docker into the node, once each (`docker save | ctr import`)."""
+        wanted = [i for i in images if i not in self.imported]
+        self.node.import_docker_images(wanted)
+        self.imported.update(wanted)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """Per module (only test_node.py uses it): the node, its pods and the controller stop when that
+    module ends, not after the rest of the suite."""
+    reason = k8s_node.missing() or kubeless_controller.missing()
+    if reason:
+        pytest.skip(reason)
+    binary = kubeless_controller.build()
+    started = k8s_node.Node(tmp_path_factory.mktemp("node"))
+    running = None
+    try:
+        started.start()
+        started.wait_ready()
+        target = kubeconfig.connect("kind-test", str(started.kubeconfig))
+        kubeless_controller.install_kubeless(target, {"provision-image": k8s_node.PROVISION_IMAGE})
+        running = kubeless_controller.start(target, started.state, tmp_path_factory.mktemp("node-controller"), binary)
+        yield Node(started, running, set())
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    finally:
+        if running is not None:
+            running.stop()
+        started.stop()
+
+
+@pytest.fixture
+def node_env(node, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(node.kubeconfig))
+    return node
+
+
+@pytest.fixture
+def node_namespace(node_env):
+    """A fresh namespace on the node per test."""
+    name = "n%d-%d" % (int(time.time()) % 100000, next(COUNTER))
+    namespace = client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    client.CoreV1Api(node_env.target().api).create_namespace(namespace)
     return name

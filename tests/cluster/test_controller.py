@@ -1,39 +1,28 @@
 """`push` → the real Kubeless v1.0.8 function controller (scripts/kubeless-controller-build.sh) turns the
 Function into its ConfigMap, Service and Deployment on a real kube-apiserver (conftest.py).
 
-The controller reads only in-cluster config: it runs in a private mount namespace (`unshare -m`, root)
-where a temp folder with a real ServiceAccount token (TokenRequest API, RBAC of the shipped Kubeless
-manifest) is bind-mounted at /var/run/secrets/kubernetes.io/serviceaccount. It talks to the API server
-through tests/cluster/apiproxy.py, which serves the two API paths Kubernetes 1.22 removed. No kubelet
-runs, so no pod starts: the test asserts on the API objects the controller writes."""
+The controller runs as a host process (kubeless_controller.py: in-cluster config through a private
+mount namespace, the API through apiproxy.py). No kubelet runs here, so no pod starts: the test asserts
+on the API objects the controller writes (test_node.py runs real pods)."""
 
 import http.client
 import json
-import os
-import shutil
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
+import kubeless_controller
 import pytest
 import yaml
 from apiproxy import Proxy  # tests/cluster is on sys.path (rootdir-relative, no package)
 from click.testing import CliRunner
-from kubernetes import client, utils
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubeless_local.cluster import apply, kind
+from kubeless_local.cluster import apply
 from kubeless_local.commands import root as cli
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 pytestmark = pytest.mark.timeout(900)  # a cold build of the controller takes ~80 s, of the API server minutes
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-# In the private mount namespace: a tmpfs on /var/run (/run where it links there), so nothing is created
-# on the host; the token folder bind-mounted at its in-cluster path; then the controller.
-IN_NAMESPACE = (
-    'mount -t tmpfs -o size=1m tmpfs "$(readlink -f /var/run)" && mkdir -p "$3" && mount --bind "$1" "$3" && exec "$2"'
-)
 
 FUNCTION = """\
 apiVersion: kubeless.io/v1beta1
@@ -75,85 +64,20 @@ def wait_for(what, probe, log: Path, timeout=60.0):
         time.sleep(0.2)
 
 
-def install_kubeless(target):
-    """The shipped manifest minus the controller's Deployment (the controller runs here, not in a pod)."""
-    apply.install_crds(target)
-    for obj in kind.kubeless_objects():
-        if obj["kind"] == "Deployment":
-            continue
-        try:
-            utils.create_from_dict(target.api, obj)
-        except utils.FailToCreateError as exc:
-            if any(e.status != 409 for e in exc.api_exceptions):  # 409: there from an earlier module
-                raise
-
-
 @pytest.fixture
 def controller(cluster, tmp_path_factory):
     """The controller for one test: it watches every namespace, so it must not outlive the test."""
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("the Kubeless controller runs in a private mount namespace: needs root and unshare")
-    build = subprocess.run(
-        ["sh", str(SCRIPTS / "kubeless-controller-build.sh")], capture_output=True, text=True, timeout=900
-    )
-    if build.returncode != 0:
-        pytest.fail("scripts/kubeless-controller-build.sh failed:\n%s" % build.stderr[-3000:])
-    binary = Path(build.stdout.strip().splitlines()[-1]) / "function-controller"
+    reason = kubeless_controller.missing()
+    if reason:
+        pytest.skip(reason)
+    binary = kubeless_controller.build()
     target = cluster.target()
-    install_kubeless(target)
-    core = client.CoreV1Api(target.api)
-    token = core.create_namespaced_service_account_token(
-        "controller-acct", "kubeless", {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    state = cluster.state
-    secrets = tmp_path_factory.mktemp("serviceaccount")
-    (secrets / "token").write_text(token)
-    shutil.copy(state / "ca.crt", secrets / "ca.crt")  # the proxy serves the API server's certificate
-    (secrets / "namespace").write_text("kubeless")
-    proxy = Proxy(target.server, str(state / "ca.crt"), str(state / "apiserver.crt"), str(state / "apiserver.key"))
-    proxy.start()
-    log_path = secrets.parent / "controller.log"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-        "KUBERNETES_SERVICE_PORT": str(proxy.port),
-        "KUBELESS_NAMESPACE": "kubeless",
-        "KUBELESS_CONFIG": "kubeless-config",
-    }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                IN_NAMESPACE,
-                "sh",
-                str(secrets),
-                str(binary),
-                SA_DIR,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    kubeless_controller.install_kubeless(target)
+    running = kubeless_controller.start(target, cluster.state, tmp_path_factory.mktemp("controller"), binary)
     try:
-        deadline = time.monotonic() + 60
-        while "Function controller synced and ready" not in log_path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the Kubeless controller did not start:\n%s" % log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.2)
-        yield proxy, log_path
+        yield running.proxy, running.log
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        proxy.stop()
+        running.stop()
 
 
 def push(*args):

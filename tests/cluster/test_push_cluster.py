@@ -182,21 +182,24 @@ def test_wait_gives_up_on_a_deployment_that_never_comes(kubeless, namespace, pro
 
 
 def test_wait_then_calls_through_the_service_proxy(kubeless, namespace, project):
-    """No kubelet runs: the Deployment's status is written by hand; the Service has no endpoint (no pod),
-    so the API server's proxy cannot route the call, which is what the call reports."""
+    """No kubelet runs: the Deployment (carrying the pushed checksum, as the controller writes it) and its
+    rolled-out status are written by hand; the Service has no endpoint (no pod), so the API server's
+    proxy cannot route the call, which is what the call reports (test_node.py calls real pods)."""
     from kubeless_local.cluster import push as pusher
     from kubeless_local.errors import UserError
 
     target = kubeless.target()
     (result,) = pusher.push(target, project, namespace)
     labels = {"function": "hello"}
-    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "hello", "image": "runtime"}]}}
+    checksum = result.object["spec"]["checksum"].split(":")[1]  # the controller puts it in the prepare step
+    prepare = {"name": "prepare", "image": "unzip", "args": ["echo '%s  /src/hello.py' > /tmp/func.sha256" % checksum]}
+    containers = {"initContainers": [prepare], "containers": [{"name": "hello", "image": "runtime"}]}
+    pod = {"metadata": {"labels": labels}, "spec": containers}
     deployment = {"metadata": {"name": "hello"}, "spec": {"selector": {"matchLabels": labels}, "template": pod}}
     apps, core = client.AppsV1Api(target.api), client.CoreV1Api(target.api)
     apps.create_namespaced_deployment(namespace, deployment)
-    apps.patch_namespaced_deployment_status(
-        "hello", namespace, {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}
-    )
+    rolled_out = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+    apps.patch_namespaced_deployment_status("hello", namespace, {"status": {**rolled_out, "availableReplicas": 1}})
     port = {"name": "http-function-port", "port": 8080, "targetPort": 8080}
     core.create_namespaced_service(
         namespace, {"metadata": {"name": "hello"}, "spec": {"ports": [port], "selector": labels}}
@@ -231,3 +234,164 @@ def test_rejected_credentials_are_one_line_without_the_token(kubeless, project, 
     assert result.output.startswith("error: context kind-test (https://127.0.0.1:")
     assert result.output.endswith("): the API server did not accept the credentials (401 Unauthorized)\n")
     assert "not-the-token" not in result.output
+
+
+# kubeless-config's runtime-images as the stock Kubeless v1.0.8 manifest has them (a part: the IDs and versions)
+STOCK_RUNTIMES = [
+    {"ID": "python", "versions": [{"version": v} for v in ("2.7", "3.6", "3.7", "3.8")]},
+    {"ID": "nodejs", "versions": [{"version": v} for v in ("10", "12", "14")]},
+    {"ID": "go", "versions": [{"version": v} for v in ("1.13", "1.14")]},
+]
+
+
+@pytest.fixture
+def stock_kubeless_config(kubeless):
+    """A kubeless-config that cannot run python3.11 (the stock one); the one there before (the controller
+    test installs the project's) is put back afterwards."""
+    core = client.CoreV1Api(kubeless.target().api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="kubeless")))
+    except ApiException as exc:
+        if exc.status != 409:  # there already
+            raise
+    stock = {"runtime-images": yaml.safe_dump(STOCK_RUNTIMES)}
+    try:
+        before = core.read_namespaced_config_map("kubeless-config", "kubeless")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        before = None
+    if before is None:
+        meta = client.V1ObjectMeta(name="kubeless-config")
+        core.create_namespaced_config_map("kubeless", client.V1ConfigMap(metadata=meta, data=stock))
+    else:
+        core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": stock})
+    try:
+        yield kubeless
+    finally:
+        if before is None:
+            core.delete_namespaced_config_map("kubeless-config", "kubeless")
+        else:
+            old = {"runtime-images": (before.data or {}).get("runtime-images")}
+            core.patch_namespaced_config_map("kubeless-config", "kubeless", {"data": old})
+
+
+def test_a_runtime_the_cluster_cannot_run_is_refused_before_applying(stock_kubeless_config, namespace, project):
+    result = push(str(project), "-n", namespace, "--wait")
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: Function hello: runtime python3.11 is not one this cluster's Kubeless runs (kubeless-config"
+        " runtime-images: python2.7, python3.6, python3.7, python3.8, nodejs10, nodejs12, nodejs14, go1.13, go1.14);"
+        " `kubeless-local cluster up` adds the project's runtime images (any cluster: see docs/push.md), or use"
+        " runtime python3.8 (dev runs it as python3.11)\n"
+    )
+    with pytest.raises(ApiException) as missing:
+        get(stock_kubeless_config, namespace, "hello")
+    assert missing.value.status == 404  # nothing applied
+
+
+def kubeless_namespace(target):
+    """The `kubeless` namespace, made where no test made it yet."""
+    core = client.CoreV1Api(target.api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="kubeless")))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def silent_controller_message(target, result):
+    from kubeless_local.cluster import push as pusher
+    from kubeless_local.errors import UserError
+
+    with pytest.raises(UserError) as failed:
+        list(pusher.wait_and_call(target, [result], timeout=60, poll=0.1, controller_timeout=0.5))
+    return str(failed.value)
+
+
+def test_wait_says_when_no_kubeless_controller_is_installed(kubeless, namespace, project):
+    from kubeless_local.cluster import push as pusher
+
+    target = kubeless.target()
+    (result,) = pusher.push(target, project, namespace)
+    assert silent_controller_message(target, result) == (
+        "Function hello: the Kubeless controller has not taken it within 0 s: there is no Deployment"
+        " kubeless-controller-manager in namespace kubeless (Kubeless is not installed there; `kubeless-local"
+        " cluster up` installs it, or see docs/push.md)"
+    )
+
+
+def test_wait_says_when_the_kubeless_controller_is_not_ready(kubeless, namespace, project):
+    """As on Kubernetes 1.22 and later, where the v1.0.8 controller exits at start."""
+    from kubeless_local.cluster import push as pusher
+
+    target = kubeless.target()
+    kubeless_namespace(target)
+    apps = client.AppsV1Api(target.api)
+    labels = {"kubeless": "controller"}
+    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "controller"}]}}
+    spec = {"replicas": 1, "selector": {"matchLabels": labels}, "template": pod}
+    apps.create_namespaced_deployment("kubeless", {"metadata": {"name": "kubeless-controller-manager"}, "spec": spec})
+    try:
+        (result,) = pusher.push(target, project, namespace)
+        assert silent_controller_message(target, result) == (
+            "Function hello: the Kubeless controller has not taken it within 0 s: Deployment"
+            " kubeless/kubeless-controller-manager has 0 of 1 replicas ready (the Kubeless v1.0.8 controller exits"
+            " at start on Kubernetes 1.22 and later: docs/push.md); its log: `kubectl -n kubeless logs"
+            " deployment/kubeless-controller-manager`"
+        )
+    finally:
+        apps.delete_namespaced_deployment("kubeless-controller-manager", "kubeless")
+
+
+def test_wait_says_when_the_controller_takes_a_function_but_never_deploys_the_pushed_code(kubeless, namespace, project):
+    """A controller that takes the Function (its finalizer) and keeps a Deployment of other code, as a
+    controller that does not write the pushed checksum into its prepare step would."""
+    from kubeless_local.cluster import push as pusher
+
+    target = kubeless.target()
+    (result,) = pusher.push(target, project, namespace)
+    custom = client.CustomObjectsApi(target.api)
+    custom.patch_namespaced_custom_object(
+        apply.GROUP, apply.VERSION, namespace, "functions", "hello", {"metadata": {"finalizers": [pusher.FINALIZER]}}
+    )
+    labels = {"function": "hello"}
+    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "hello", "image": "runtime"}]}}
+    deployment = {"metadata": {"name": "hello"}, "spec": {"selector": {"matchLabels": labels}, "template": pod}}
+    client.AppsV1Api(target.api).create_namespaced_deployment(namespace, deployment)
+    try:
+        assert silent_controller_message(target, result) == (
+            "Function hello: the Kubeless controller took it but did not update its Deployment to the pushed code"
+            " within 0 s; its log says why: `kubectl -n kubeless logs deployment/kubeless-controller-manager`"
+        )
+    finally:
+        custom.patch_namespaced_custom_object(
+            apply.GROUP, apply.VERSION, namespace, "functions", "hello", {"metadata": {"finalizers": []}}
+        )
+
+
+def test_an_error_part_way_says_what_was_applied_before_it(kubeless, namespace, project):
+    add_function(project, "later")
+    assert push(str(project), "-n", namespace).exit_code == 0
+    edit = {"apiVersion": "kubeless.io/v1beta1", "kind": "Function", "metadata": {"name": "later"}}
+    edit["spec"] = {"timeout": "99"}
+    client.CustomObjectsApi(kubeless.target().api).patch_namespaced_custom_object(
+        "kubeless.io",
+        "v1beta1",
+        namespace,
+        "functions",
+        "later",
+        edit,
+        field_manager="someone-else",
+        force=True,
+        _content_type=apply.APPLY_PATCH,
+    )
+    (project / "hello.py").write_text("def hello(event, context):\n    return 'v2'\n")
+    (project / "zz.yaml").write_text(FUNCTION % ("zz", "hello", "hello"))
+    result = push(str(project), "-n", namespace)
+    assert result.exit_code == 2
+    assert result.output == (
+        'error: apply Function later in namespace %s: .spec.timeout (owned by "someone-else") is managed by'
+        " another field manager; pass --force-conflicts to take it over (applied before it: Function hello;"
+        " not applied: Function zz)\n" % namespace
+    )

@@ -71,7 +71,9 @@ def test_runtime_images_in_the_controllers_format():
     )
     assert runtime["env"]["PYTHONPATH"].startswith("/kubeless/lib/python3.11/site-packages:")
     go = next(r for r in kind.runtime_images() if r["ID"] == "go")
-    assert [i["phase"] for i in go["versions"][0]["images"]] == ["runtime"]  # no docker install step
+    compile, runtime = go["versions"][0]["images"]  # no docker install step; a compile step
+    assert (compile["phase"], runtime["phase"]) == ("compilation", "runtime")
+    assert "/runtime/compile-function.sh" in compile["command"] and compile["command"].endswith(" /kubeless/server")
 
 
 def test_up_creates_installs_loads_the_local_images_and_patches_runtime_images(fakes):
