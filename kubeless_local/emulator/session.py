@@ -58,7 +58,9 @@ class DevSession:
         allow_empty: bool = False,
         deployed_only: bool = False,
         guardian: Callable[[Path], Guardian] = Guardian,
+        word: Callable[[UserError | str], str] = str,
     ) -> None:
+        self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.deployed_only = deployed_only  # the session `function deploy` started: only what the verbs wrote
         self.root = Path(root).resolve()
@@ -109,7 +111,9 @@ class DevSession:
             self.logs.emit("dev", notice, "system")
         backend = self.backend or backends.factory(self._backend_name())
         self.guardian = self.new_guardian(self.state_dir)
-        self.supervisor = Supervisor(self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs)
+        self.supervisor = Supervisor(
+            self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs, word=self.word
+        )
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self._start_events()
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)
@@ -161,6 +165,7 @@ class DevSession:
             retry_backoff=kafka.retry_backoff,
             max_in_flight=kafka.max_in_flight,
             retention_hours=kafka.retention_hours,
+            word=self.word,
         )
 
     def _update_events(self, manifests):

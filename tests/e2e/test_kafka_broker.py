@@ -221,6 +221,7 @@ def test_a_broker_that_does_not_answer_is_one_line_and_exit_2(tmp_path, monkeypa
     assert result.returncode == 2, result
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: no Kafka broker answers at 127.0.0.1:9") and "scripts/kafka-up.sh" in line
+    assert line.endswith("or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml")
     monkeypatch.setenv("KAFKA_BROKERS", "not-an-address")
     result = cli("dev", cwd=folder, timeout=60)
     assert (
