@@ -187,7 +187,8 @@ def load(root: Any) -> Settings:
 
 
 def parse_brokers(value: Any, where: str) -> list[str]:
-    """Brokers given outside the file (`--kafka-brokers`, KAFKA_BROKERS): a list; UserError naming `where`."""
+    """Brokers given outside the file (DevSession's kafka_brokers; the CLI's flag or KAFKA_BROKERS): a list;
+    UserError naming `where`."""
     try:
         brokers = broker_list(value)
     except ValueError:

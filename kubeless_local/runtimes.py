@@ -16,11 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from kubeless_local.errors import UserError
+from kubeless_local.errors import NotFound, UserError
 from kubeless_local.paths import RUNTIMES_DIR
-
-# libyaml when present (~10x faster): every session, `init` and `runtime` command loads the catalog
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from kubeless_local.spec import YAML_LOADER  # libyaml when present: the catalog loads on every start
 
 RUNTIME_RE = re.compile(r"^([a-zA-Z_-]+)([0-9.]*)$")
 RELOADS = ("signal", "restart")  # signal: SIGHUP reloads code in place; restart: the engine restarts the server
@@ -349,9 +347,10 @@ class Catalog:
         that both backends offer (one with an image), so a legacy string means the same everywhere."""
         match = RUNTIME_RE.match(runtime or "")
         if not match or match.group(1) not in self.entries:
-            raise UserError(
-                "unknown runtime %r; available: %s (see `kubeless-local get-server-config`)"
-                % (runtime, ", ".join(rt.name for rt in self.all()) or "none")
+            raise NotFound(
+                "unknown runtime %r; available: %s" % (runtime, ", ".join(rt.name for rt in self.all()) or "none"),
+                "runtime",
+                runtime,
             )
         runtime_id, version = match.groups()
         versions = self.versions(runtime_id)

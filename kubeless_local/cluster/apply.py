@@ -199,9 +199,14 @@ class Applier:
         kinds = [k for k in PLURALS if k in self.installed()]
         earlier = {(k, ns): self.managed(k, ns) for k in kinds for ns in namespaces}
         ordered = sorted(objects, key=lambda o: list(PLURALS).index(o["kind"]))
-        results = [
-            self.apply(o, earlier[(o["kind"], o["metadata"]["namespace"])].get(o["metadata"]["name"])) for o in ordered
-        ]
+        results: list = []
+        for index, obj in enumerate(ordered):
+            try:
+                results.append(self.apply(obj, earlier[(obj["kind"], obj["metadata"]["namespace"])].get(_name(obj))))
+            except UserError as exc:
+                if self.dry_run:  # nothing was stored
+                    raise
+                raise UserError("%s%s" % (exc, _part_way(ordered[:index], ordered[index + 1 :]))) from None
         if prune:
             keep = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects}
             for (kind, namespace), found in earlier.items():
@@ -209,6 +214,20 @@ class Applier:
                     if (kind, namespace, name) not in keep:
                         results.append(self.delete(kind, name, namespace))
         return results
+
+
+def _name(obj: dict) -> str:
+    return obj["metadata"]["name"]
+
+
+def _part_way(applied: list, left: list) -> str:
+    """What an error part way through a push leaves: never half-applied without saying so."""
+    said = [
+        "%s: %s" % (what, ", ".join("%s %s" % (o["kind"], _name(o)) for o in objects))
+        for what, objects in (("applied before it", applied), ("not applied", left))
+        if objects
+    ]
+    return " (%s)" % "; ".join(said) if applied else ""
 
 
 class _ControllerConflict(Exception):

@@ -78,6 +78,7 @@ def push(target: Target, path, namespace=None, *, server_dry_run=False, prune=Fa
 
 # ------------------------------------------------------------------ the runtimes the cluster can run
 KUBELESS_NAMESPACE, KUBELESS_CONFIG = "kubeless", "kubeless-config"  # where the controller reads its config
+CONTROLLER = "kubeless-controller-manager"  # the controller's Deployment in KUBELESS_NAMESPACE
 
 
 def cluster_runtimes(target: Target) -> Optional[list]:
@@ -289,11 +290,12 @@ def _controller_silent(target: Target, result, has_deployment: bool, seconds: fl
         taken = FINALIZER in ((function.get("metadata") or {}).get("finalizers") or [])
     except _read_errors():  # only the wording depends on it
         taken = False
-    logs = "`kubectl -n %s logs deployment/kubeless-controller-manager`" % KUBELESS_NAMESPACE
+    logs = "`kubectl -n %s logs deployment/%s`" % (KUBELESS_NAMESPACE, CONTROLLER)
     if not taken:
-        return (
-            "Function %s: the Kubeless controller has not taken it within %d s; is it running? (`kubectl -n %s get"
-            " deployment kubeless-controller-manager`, %s)" % (result.name, seconds, KUBELESS_NAMESPACE, logs)
+        return "Function %s: the Kubeless controller has not taken it within %d s%s" % (
+            result.name,
+            seconds,
+            _controller_state(target, logs),
         )
     what = "did not update its Deployment to the pushed code" if has_deployment else "created no Deployment for it"
     said = _controller_said(core=client.CoreV1Api(target.api), name=result.name)
@@ -303,6 +305,35 @@ def _controller_silent(target: Target, result, has_deployment: bool, seconds: fl
         seconds,
         "its log: %s" % said if said else "its log says why: %s" % logs,
     )
+
+
+def _controller_state(target: Target, logs: str) -> str:
+    """Why the controller may not be taking Functions: not installed, or not ready (as the v1.0.8 controller
+    on Kubernetes 1.22 and later, which exits at start); the commands to look further otherwise."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        deployment = client.AppsV1Api(target.api).read_namespaced_deployment(CONTROLLER, KUBELESS_NAMESPACE)
+    except ApiException as exc:
+        if exc.status == 404:
+            return (
+                ": there is no Deployment %s in namespace %s (Kubeless is not installed there; `kubeless-local"
+                " cluster up` installs it, or see docs/push.md)" % (CONTROLLER, KUBELESS_NAMESPACE)
+            )
+        deployment = None
+    except _read_errors():
+        deployment = None
+    if deployment is not None:
+        wanted = deployment.spec.replicas or 0
+        ready = (deployment.status.ready_replicas or 0) if deployment.status is not None else 0
+        if ready < max(wanted, 1):
+            return (
+                ": Deployment %s/%s has %d of %d replicas ready (the Kubeless v1.0.8 controller exits at start on"
+                " Kubernetes 1.22 and later: docs/push.md); its log: %s"
+                % (KUBELESS_NAMESPACE, CONTROLLER, ready, wanted, logs)
+            )
+    return "; is it running? (`kubectl -n %s get deployment %s`, %s)" % (KUBELESS_NAMESPACE, CONTROLLER, logs)
 
 
 def _controller_said(core, name: str) -> str:

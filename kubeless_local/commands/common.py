@@ -16,17 +16,49 @@ import click
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.errors import EngineError, NotFound, Unavailable, UserError
+from kubeless_local.errors import Conflict, EngineError, Failed, NotFound, Notice, Unavailable, UserError, hinted
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
 
 # The engine words its errors without naming a command (a dashboard or a pytest plugin shows them too); the
-# CLI adds which command helps: (typed error, what it concerns) → hint, `{name}` the thing concerned.
+# CLI adds which command helps: (typed error, what it concerns) → hint, `{name}` the thing concerned, `{NAME}`
+# it upper-cased (as an environment variable spells a runtime: PYTHON3.11_RUNTIME).
 HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "topic"): "`kubeless-local topic ls` lists them",
     (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
+    (NotFound, "function manifest"): "create one with `kubeless-local init`",
+    (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
+    (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
+    (Unavailable, "docker engine"): " or use --backend process",
+    (NotFound, "runtime image"): "run `kubeless-local runtime build {name}` or use --backend process",
+    (Unavailable, "runtime image"): "use --backend process, set {NAME}_RUNTIME, or give a runtime image",
+    (NotFound, "image"): " or use --backend process",
+    (NotFound, "Dockerfile"): "use --backend process",
+    (NotFound, "base image"): " or use --backend process",
+    (Failed, "image build"): "\n(fix the Dockerfile / network, or use --backend process)",
+    (Unavailable, "image build"): "use --backend process",
+    (Unavailable, "kafka broker"): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in "
+    ".kubeless-local.yaml",
+    (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
+    "file keeps what it held",
 }
+
+
+# The same for what the engine tells that is no error (errors.Notice): what it concerns → hint.
+NOTICE_HINTS: dict[str, str] = {
+    "runtime image": "rebuild it with `kubeless-local runtime build {name}`",
+    "dead letter": "`kubeless-local topic replay {name}` sends it again",
+}
+
+
+def in_words(said: UserError | str) -> str:
+    """An engine error or notice as the CLI shows it in a function's log and `ls`: with its hint."""
+    if isinstance(said, UserError):
+        return str(worded(said))
+    if not isinstance(said, Notice) or (said.what or "") not in NOTICE_HINTS:
+        return said
+    return hinted(said, NOTICE_HINTS[said.what or ""].format(name=said.name))
 
 
 def worded(exc: UserError, hints: dict[tuple[type[EngineError], str], str] = HINTS) -> UserError:
@@ -35,7 +67,7 @@ def worded(exc: UserError, hints: dict[tuple[type[EngineError], str], str] = HIN
     if not isinstance(exc, EngineError) or exc.what is None:
         return exc
     hint = hints.get((type(exc), exc.what))
-    return exc if hint is None else exc.with_hint(hint.format(name=exc.name))
+    return exc if hint is None else exc.with_hint(hint.format(name=exc.name, NAME=str(exc.name).upper()))
 
 
 def exit_with(exc: UserError):
@@ -271,6 +303,8 @@ def serve(
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
+    if kafka_brokers:  # the flag's value checked in the CLI's words (the engine's name it `kafka_brokers`)
+        config.parse_brokers(kafka_brokers, "--kafka-brokers/KAFKA_BROKERS")
     session = DevSession(
         root,
         backend_name,
@@ -281,6 +315,7 @@ def serve(
         state_dir=state_dir,
         allow_empty=allow_empty,
         deployed_only=deployed_only,
+        word=in_words,
     )
     printer = LogPrinter(session.logs)
     printer.start()

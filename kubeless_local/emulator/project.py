@@ -16,7 +16,7 @@ from watchdog.observers.api import BaseObserver
 from kubeless_local import spec as specs
 from kubeless_local.emulator import background
 from kubeless_local.emulator.layout import code_files
-from kubeless_local.errors import UserError
+from kubeless_local.errors import NotFound, UserError
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
 
@@ -113,8 +113,8 @@ class Project:
         self.manifests = self.load()
         if not self.manifests.functions and not self.allow_empty:
             self.manifests.raise_first()  # nothing would run: say what to fix, and exit
-            raise UserError(
-                "%s: no Kubeless Function found in *.yaml here; create one with `kubeless-local init`" % self.root
+            raise NotFound(
+                "%s: no Kubeless Function found in *.yaml here" % self.root, "function manifest", str(self.root)
             )
         for listener in self.on_manifests:
             listener(self.manifests)
@@ -176,8 +176,8 @@ class Project:
         except UserError as exc:
             if self.fixed is not None:
                 raise  # `run`: flags cannot be edited while it runs, so a bad one ends it (exit 2)
-            self.logs.emit(fn.name, str(exc), "system")
-            self.supervisor.fail(fn, str(exc))
+            self.logs.emit(fn.name, self.supervisor.word(exc), "system")
+            self.supervisor.fail(fn, self.supervisor.word(exc))
 
     # ------------------------------------------------------------ watching
 
@@ -277,8 +277,8 @@ class Project:
         try:
             self.supervisor.reload(fn)
         except UserError as exc:
-            self.logs.emit(fn.name, str(exc), "system")
-            self.supervisor.fail(fn, str(exc))
+            self.logs.emit(fn.name, self.supervisor.word(exc), "system")
+            self.supervisor.fail(fn, self.supervisor.word(exc))
 
     def stop(self):
         if self.observer is not None:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubeless_local import spec as specs
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Conflict, UserError
 from kubeless_local.paths import TEMPLATES_DIR
 from kubeless_local.runtimes import Catalog
 
@@ -29,10 +29,7 @@ def scaffold(name, runtime, target=None, force=False, catalog=None) -> Scaffolde
     if target.exists() and not target.is_dir():
         raise UserError("%s exists and is not a folder; choose another name" % target)
     if not force and target.exists() and any(target.iterdir()):
-        raise UserError(
-            "%s/ already exists and is not empty; choose another name, or add --force to overwrite "
-            "its template files (other files are kept)" % target
-        )
+        raise Conflict("%s/ already exists and is not empty; choose another name" % target, "folder", str(target))
     created = []
     for source in specs.Ignore().walk(template):  # not __pycache__ that pip compiled beside an installed template
         dest = target / source.relative_to(template)

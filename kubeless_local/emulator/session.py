@@ -39,7 +39,8 @@ class DevSession:
     """Create, then `start()`; `logs` exists from the beginning so start-up output can be shown.
 
     `backend` (a BackendFactory, e.g. a Backend class) replaces the backend `backend_name` names (tests pass
-    a fake); `ignore` holds gitignore-style patterns (`dev --ignore`).
+    a fake); `guardian` makes the session's Guardian (unit tests pass one without a process); `ignore`
+    holds gitignore-style patterns (`dev --ignore`).
     """
 
     def __init__(
@@ -56,7 +57,10 @@ class DevSession:
         state_dir: Optional[Path] = None,
         allow_empty: bool = False,
         deployed_only: bool = False,
+        guardian: Callable[[Path], Guardian] = Guardian,
+        word: Callable[[UserError | str], str] = str,
     ) -> None:
+        self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.deployed_only = deployed_only  # the session `function deploy` started: only what the verbs wrote
         self.root = Path(root).resolve()
@@ -67,6 +71,7 @@ class DevSession:
         self.registration: Optional[Path] = None
         self.backend_name, self.manifests, self.say = backend_name, manifests, say
         self.backend = backend
+        self.new_guardian = guardian  # the process that stops what `dev` started when it dies (kill -9 too)
         self.logs = logs or LogHub()
         self.lock = ProjectLock(self.state_dir)
         self.kafka_brokers = kafka_brokers  # `dev --kafka-brokers`/KAFKA_BROKERS, before .kubeless-local.yaml's
@@ -105,8 +110,10 @@ class DevSession:
         for notice in self.settings.notices:
             self.logs.emit("dev", notice, "system")
         backend = self.backend or backends.factory(self._backend_name())
-        self.guardian = Guardian(self.state_dir)
-        self.supervisor = Supervisor(self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs)
+        self.guardian = self.new_guardian(self.state_dir)
+        self.supervisor = Supervisor(
+            self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs, word=self.word
+        )
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self._start_events()
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)
@@ -158,6 +165,7 @@ class DevSession:
             retry_backoff=kafka.retry_backoff,
             max_in_flight=kafka.max_in_flight,
             retention_hours=kafka.retention_hours,
+            word=self.word,
         )
 
     def _update_events(self, manifests):

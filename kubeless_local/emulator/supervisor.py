@@ -7,7 +7,7 @@ import time
 import urllib.request
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, State
@@ -147,9 +147,12 @@ class Supervisor:
         logs: LogHub,
         catalog: Optional[Catalog] = None,
         ephemeral_ports: bool = False,
+        word: Callable[[UserError | str], str] = str,
     ) -> None:
         """`backend` builds the backend (a Backend class, or `backends.factory(name)`); it is given `logs`
-        and this supervisor's restart as its `on_exit`."""
+        and this supervisor's restart as its `on_exit`. `word` is how an error is shown in a function's log
+        and `ls`, and a notice (errors.Notice) in its log: the CLI adds the command that helps (see errors.py)."""
+        self.word = word
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.logs = logs
@@ -190,7 +193,7 @@ class Supervisor:
     def resolve(self, spec: FunctionSpec) -> Runtime:
         runtime, notice = self.backend.resolve(spec, self.catalog)
         if notice:
-            self.say(spec.name, notice)
+            self.say(spec.name, self.word(notice))
         return runtime
 
     def start(self, spec: FunctionSpec) -> Instance:
@@ -291,8 +294,8 @@ class Supervisor:
             try:
                 generation = self._prepare(instance, spec, runtime, replaces=self.serving[spec.name])
             except UserError as exc:
-                self._mark_broken(instance, State.COMPILE_ERROR, str(exc))
-                self.say(spec.name, str(exc))
+                self._mark_broken(instance, State.COMPILE_ERROR, self.word(exc))
+                self.say(spec.name, self.word(exc))
                 return instance
             if generation is None:
                 return instance

@@ -44,6 +44,15 @@ def python_project(folder, answer="hi"):
     return folder
 
 
+def folder_function(manifest, name, deps, runtime, handler):
+    """A Function whose code is the folder app/ (pushed as base64+zip) with its deps file."""
+    manifest.write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: %s\n  annotations:\n"
+        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: %s\n"
+        "spec: {runtime: %s, handler: %s}\n" % (name, deps, runtime, handler)
+    )
+
+
 def test_push_wait_answers_from_the_pod(node_env, node_namespace, tmp_path):
     node_env.images(PYTHON_IMAGE)
     project = python_project(tmp_path / "shop")
@@ -162,11 +171,7 @@ def test_a_folder_with_local_deps_answers_from_its_pod(node_env, node_namespace,
     (app / "helper.py").write_text("def shout(text):\n    return text.upper()\n")
     wheel(app / "greet-1.0-py3-none-any.whl", "greet", "def word():\n    return 'from a folder'\n")
     (app / "requirements.txt").write_text("./greet-1.0-py3-none-any.whl\n")
-    (project / "hello.yaml").write_text(
-        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: folder\n  annotations:\n"
-        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: app/requirements.txt\n"
-        "spec: {runtime: python3.11, handler: hello.hello}\n"
-    )
+    folder_function(project / "hello.yaml", "folder", "app/requirements.txt", "python3.11", "hello.hello")
     result = push(str(project), "-n", node_namespace, "--wait")
     assert result.output == "function.kubeless.io/folder created\nfolder: FROM A FOLDER\n", result.output
     function = stored(node_env, node_namespace, "functions", "folder")
@@ -268,7 +273,7 @@ def test_cluster_up_steps_after_kind_create_run_against_the_node(node_env, tmp_p
             text=True,
             check=True,
         ).stdout.split()
-        assert all("docker.io/" + image in listed for image in images), listed
+        assert all(k8s_node.cri_name(image) in listed for image in images), listed
         restarted = apps.read_namespaced_deployment("kubeless-controller-manager", "kubeless")
         template = restarted.spec.template if restarted.spec else None
         annotations = template.metadata.annotations if template and template.metadata else None
@@ -296,11 +301,7 @@ def test_a_nodejs_folder_with_a_local_package_answers_from_its_pod(node_env, nod
     (project / "app" / "package.json").write_text(
         '{"name": "app", "version": "1.0.0", "dependencies": {"greet": "file:./greet"}}\n'
     )
-    (project / "app.yaml").write_text(
-        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: nodefolder\n  annotations:\n"
-        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: app/package.json\n"
-        "spec: {runtime: nodejs20, handler: handler.hello}\n"
-    )
+    folder_function(project / "app.yaml", "nodefolder", "app/package.json", "nodejs20", "handler.hello")
     result = push(str(project), "-n", node_namespace, "--wait")
     expected = "function.kubeless.io/nodefolder created\nnodefolder: greetings from a local package\n"
     assert result.output == expected, result.output
@@ -319,11 +320,7 @@ def test_a_ruby_folder_with_a_local_gem_answers_from_its_pod(node_env, node_name
     (gem / "lib" / "greet.rb").write_text("module Greet\n  def self.word\n    'a local gem'\n  end\nend\n")
     (project / "app" / "handler.rb").write_text("require 'greet'\n\ndef hello(event, context)\n  Greet.word\nend\n")
     (project / "app" / "Gemfile").write_text("gem 'greet', path: './greet'\n")
-    (project / "app.yaml").write_text(
-        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: rubyfolder\n  annotations:\n"
-        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: app/Gemfile\n"
-        "spec: {runtime: ruby3.1, handler: handler.hello}\n"
-    )
+    folder_function(project / "app.yaml", "rubyfolder", "app/Gemfile", "ruby3.1", "handler.hello")
     result = push(str(project), "-n", node_namespace, "--wait")
     assert result.output == "function.kubeless.io/rubyfolder created\nrubyfolder: a local gem\n", result.output
 
@@ -345,10 +342,6 @@ def test_a_php_folder_with_a_local_package_answers_from_its_pod(node_env, node_n
         '{"repositories": [{"type": "path", "url": "./greet"}, {"packagist.org": false}],'
         ' "require": {"local/greet": "1.0.0"}}\n'
     )
-    (project / "app.yaml").write_text(
-        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: phpfolder\n  annotations:\n"
-        "    local.kubeless.io/source: app\n    local.kubeless.io/deps: app/composer.json\n"
-        "spec: {runtime: php8.2, handler: handler.hello}\n"
-    )
+    folder_function(project / "app.yaml", "phpfolder", "app/composer.json", "php8.2", "handler.hello")
     result = push(str(project), "-n", node_namespace, "--wait")
     assert result.output == "function.kubeless.io/phpfolder created\nphpfolder: a local package\n", result.output

@@ -288,3 +288,110 @@ def test_a_runtime_the_cluster_cannot_run_is_refused_before_applying(stock_kubel
     with pytest.raises(ApiException) as missing:
         get(stock_kubeless_config, namespace, "hello")
     assert missing.value.status == 404  # nothing applied
+
+
+def kubeless_namespace(target):
+    """The `kubeless` namespace, made where no test made it yet."""
+    core = client.CoreV1Api(target.api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="kubeless")))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def silent_controller_message(target, result):
+    from kubeless_local.cluster import push as pusher
+    from kubeless_local.errors import UserError
+
+    with pytest.raises(UserError) as failed:
+        list(pusher.wait_and_call(target, [result], timeout=60, poll=0.1, controller_timeout=0.5))
+    return str(failed.value)
+
+
+def test_wait_says_when_no_kubeless_controller_is_installed(kubeless, namespace, project):
+    from kubeless_local.cluster import push as pusher
+
+    target = kubeless.target()
+    (result,) = pusher.push(target, project, namespace)
+    assert silent_controller_message(target, result) == (
+        "Function hello: the Kubeless controller has not taken it within 0 s: there is no Deployment"
+        " kubeless-controller-manager in namespace kubeless (Kubeless is not installed there; `kubeless-local"
+        " cluster up` installs it, or see docs/push.md)"
+    )
+
+
+def test_wait_says_when_the_kubeless_controller_is_not_ready(kubeless, namespace, project):
+    """As on Kubernetes 1.22 and later, where the v1.0.8 controller exits at start."""
+    from kubeless_local.cluster import push as pusher
+
+    target = kubeless.target()
+    kubeless_namespace(target)
+    apps = client.AppsV1Api(target.api)
+    labels = {"kubeless": "controller"}
+    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "controller"}]}}
+    spec = {"replicas": 1, "selector": {"matchLabels": labels}, "template": pod}
+    apps.create_namespaced_deployment("kubeless", {"metadata": {"name": "kubeless-controller-manager"}, "spec": spec})
+    try:
+        (result,) = pusher.push(target, project, namespace)
+        assert silent_controller_message(target, result) == (
+            "Function hello: the Kubeless controller has not taken it within 0 s: Deployment"
+            " kubeless/kubeless-controller-manager has 0 of 1 replicas ready (the Kubeless v1.0.8 controller exits"
+            " at start on Kubernetes 1.22 and later: docs/push.md); its log: `kubectl -n kubeless logs"
+            " deployment/kubeless-controller-manager`"
+        )
+    finally:
+        apps.delete_namespaced_deployment("kubeless-controller-manager", "kubeless")
+
+
+def test_wait_says_when_the_controller_takes_a_function_but_never_deploys_the_pushed_code(kubeless, namespace, project):
+    """A controller that takes the Function (its finalizer) and keeps a Deployment of other code, as a
+    controller that does not write the pushed checksum into its prepare step would."""
+    from kubeless_local.cluster import push as pusher
+
+    target = kubeless.target()
+    (result,) = pusher.push(target, project, namespace)
+    custom = client.CustomObjectsApi(target.api)
+    custom.patch_namespaced_custom_object(
+        apply.GROUP, apply.VERSION, namespace, "functions", "hello", {"metadata": {"finalizers": [pusher.FINALIZER]}}
+    )
+    labels = {"function": "hello"}
+    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "hello", "image": "runtime"}]}}
+    deployment = {"metadata": {"name": "hello"}, "spec": {"selector": {"matchLabels": labels}, "template": pod}}
+    client.AppsV1Api(target.api).create_namespaced_deployment(namespace, deployment)
+    try:
+        assert silent_controller_message(target, result) == (
+            "Function hello: the Kubeless controller took it but did not update its Deployment to the pushed code"
+            " within 0 s; its log says why: `kubectl -n kubeless logs deployment/kubeless-controller-manager`"
+        )
+    finally:
+        custom.patch_namespaced_custom_object(
+            apply.GROUP, apply.VERSION, namespace, "functions", "hello", {"metadata": {"finalizers": []}}
+        )
+
+
+def test_an_error_part_way_says_what_was_applied_before_it(kubeless, namespace, project):
+    add_function(project, "later")
+    assert push(str(project), "-n", namespace).exit_code == 0
+    edit = {"apiVersion": "kubeless.io/v1beta1", "kind": "Function", "metadata": {"name": "later"}}
+    edit["spec"] = {"timeout": "99"}
+    client.CustomObjectsApi(kubeless.target().api).patch_namespaced_custom_object(
+        "kubeless.io",
+        "v1beta1",
+        namespace,
+        "functions",
+        "later",
+        edit,
+        field_manager="someone-else",
+        force=True,
+        _content_type=apply.APPLY_PATCH,
+    )
+    (project / "hello.py").write_text("def hello(event, context):\n    return 'v2'\n")
+    (project / "zz.yaml").write_text(FUNCTION % ("zz", "hello", "hello"))
+    result = push(str(project), "-n", namespace)
+    assert result.exit_code == 2
+    assert result.output == (
+        'error: apply Function later in namespace %s: .spec.timeout (owned by "someone-else") is managed by'
+        " another field manager; pass --force-conflicts to take it over (applied before it: Function hello;"
+        " not applied: Function zz)\n" % namespace
+    )

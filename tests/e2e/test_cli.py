@@ -177,8 +177,13 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     for text, expected in cases.items():
         manifest.write_text(text)
         assert expected in one_line_error(cli("dev", cwd=tmp_path))
-    assert "unknown runtime 'fortran77'" in one_line_error(
+    unknown = one_line_error(
         cli("run", "handler.py", "--runtime", "fortran77", "--handler", "handler.hello", cwd=tmp_path)
+    )
+    assert "unknown runtime 'fortran77'" in unknown and unknown.endswith("(see `kubeless-local get-server-config`)")
+    manifest.unlink()
+    assert one_line_error(cli("dev", cwd=tmp_path)) == (
+        "error: %s: no Kubeless Function found in *.yaml here; create one with `kubeless-local init`" % tmp_path
     )
     assert "no running `kubeless-local dev`" in one_line_error(cli("call", "hello", cwd=tmp_path))
 
@@ -208,6 +213,7 @@ spec: {runtime: cobol85, handler: good.hello}
     assert rows["good"]["state"] == "Ready"
     assert rows["bad"]["state"] == "CompileError" and "No module named 'no_such_module'" in rows["bad"]["error"]
     assert rows["wrongrt"]["state"] == "ConfigError" and "unknown runtime 'cobol85'" in rows["wrongrt"]["error"]
+    assert rows["wrongrt"]["error"].endswith("(see `kubeless-local get-server-config`)")  # the CLI's words, in ls too
     assert cli("call", "good", cwd=tmp_path, check=True).stdout.strip() == "good"
     # Fixing the manifest while dev runs starts the function that could not run.
     manifest = tmp_path / "functions.yaml"

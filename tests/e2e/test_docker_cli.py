@@ -136,6 +136,8 @@ def test_missing_image_is_one_line_with_the_fix(tmp_path, monkeypatch):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "kubeless-local/not-built:0" in result.stdout + result.stderr
     assert "--backend process" in result.stdout + result.stderr
+    fix = "image kubeless-local/not-built:0 is not present and cannot be pulled here; `docker build`/`docker pull` it"
+    assert "%s or use --backend process\n" % fix in result.stderr
 
 
 def test_dependencies_install_in_the_image_through_the_host_ca(tmp_path, start_dev, client, monkeypatch):

@@ -249,6 +249,7 @@ def test_an_event_that_kills_the_functions_server_is_dead_lettered_not_retried_f
     assert letter["attempts"] == 2 and letter["status"] == 0, letter
     assert [c["data"] for c in calls(tmp_path)].count("poison") in (2, 3), calls(tmp_path)
     assert "dead-lettered after 2 attempts" in dev.output()
+    assert "; `kubeless-local topic replay orders` sends it again" in dev.output()  # the CLI's words in the log
 
 
 def test_a_damaged_topics_db_stops_dev_with_one_line_naming_it(tmp_path):

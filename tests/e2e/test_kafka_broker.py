@@ -6,13 +6,13 @@ import asyncio
 import json
 import re
 import threading
-import time
 import uuid
 
 from conftest import cli
 from waiting import wait_until
 
 from kubeless_local.client import AdminClient
+from kubeless_local.emulator.triggers.kafka_bridge import instance_id
 
 HANDLER = """\
 import json, os
@@ -160,10 +160,13 @@ def test_a_message_that_fails_every_attempt_is_dead_lettered_on_the_broker(tmp_p
     flag.touch()
     kafka_broker.produce(topic, ["poison"])
     wait_until(lambda: len(calls(out)) == 2, "two failed attempts")
-    letters = []
-    wait_until(
-        lambda: letters.extend(dead_letters(kafka_broker.address, topic + ".dead-letter")) or letters, "the dead letter"
-    )
+    letters: list = []
+
+    def arrived():
+        letters.extend(dead_letters(kafka_broker.address, topic + ".dead-letter"))
+        return letters
+
+    wait_until(arrived, "the dead letter")
     ((value, headers),) = letters
     assert value == "poison"
     assert headers["original-topic"] == topic and headers["original-partition"] == "0"
@@ -191,17 +194,21 @@ def test_sigkill_of_dev_mid_stream_loses_no_acknowledged_message(tmp_path, start
     kafka_broker.produce(topic, values)  # all acknowledged (acks=all) before dev is killed
 
     wait_until(lambda: len(calls(out)) >= 40, "deliveries under way")
+    static = instance_id(folder, group)  # the group.instance.id of dev's member: the same after a restart
+    (dead,) = kafka_broker.members(group)
+    assert dead.startswith(static + "-"), dead
     dev.proc.kill()
     dev.proc.wait(timeout=10)
     delivered_before = {c["data"] for c in calls(out)}
     assert len(delivered_before) < len(values), "the kill came too late to be mid-stream"
 
-    restarted = time.monotonic()
     dev = start_dev("dev", "--kafka-brokers", kafka_broker.address, cwd=folder)
-    # Static membership: the same member id takes its partition back at once, not after the dead one's
-    # 45 s session timeout; it resumes from the committed offset, not from the end.
+    # Static membership: the broker hands the dead member's partition to the member with the same
+    # group.instance.id at once (it replaces the dead one), not after the dead one's 45 s session timeout
+    # (a dynamic member waits for that); it resumes from the committed offset, not from the end.
     dev.wait_for_output("kafka %s: consuming" % group, timeout=30)
-    assert time.monotonic() - restarted < 40
+    (member,) = kafka_broker.members(group)
+    assert member.startswith(static + "-") and member != dead, (member, dead)
     wait_until(lambda: {c["data"] for c in calls(out)} >= set(values), "every acknowledged message", timeout=120)
     seen = [c["data"] for c in calls(out)]
     assert sorted(set(seen)) == values  # nothing lost, nothing foreign; duplicates allowed
@@ -214,6 +221,7 @@ def test_a_broker_that_does_not_answer_is_one_line_and_exit_2(tmp_path, monkeypa
     assert result.returncode == 2, result
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: no Kafka broker answers at 127.0.0.1:9") and "scripts/kafka-up.sh" in line
+    assert line.endswith("or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml")
     monkeypatch.setenv("KAFKA_BROKERS", "not-an-address")
     result = cli("dev", cwd=folder, timeout=60)
     assert (

@@ -72,6 +72,13 @@ PREREQUISITES = {
 }
 
 
+def cri_name(image: str) -> str:
+    """A short image name as the CRI names it: in the default domain (the Docker SDK's, never pulled from)."""
+    import docker.auth
+
+    return "%s/%s" % (docker.auth.INDEX_NAME, image)
+
+
 def missing() -> Optional[str]:
     """One line naming the first missing prerequisite of a node, or None."""
     if os.geteuid() != 0:
@@ -127,7 +134,7 @@ def oci_archive(name: str, files: dict, config: dict) -> bytes:
     config_desc = blob(json.dumps(image_config).encode(), "application/vnd.oci.image.config.v1+json")
     manifest = {"schemaVersion": 2, "config": config_desc, "layers": [layer_desc]}
     manifest_desc = blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
-    full = name if "." in name.split("/")[0] else "docker.io/" + name  # as the CRI names it
+    full = name if "." in name.split("/")[0] else cri_name(name)
     manifest_desc["annotations"] = {"io.containerd.image.name": full, "org.opencontainers.image.ref.name": full}
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:

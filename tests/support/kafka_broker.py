@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from waiting import wait_for
@@ -25,7 +26,7 @@ class Broker:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.address = None
+        self.address: Optional[str] = None
 
     def up(self):
         result = subprocess.run(
@@ -86,6 +87,25 @@ class Broker:
                 await admin.close()
             found = offsets.get(TopicPartition(topic, 0))
             return None if found is None or found.offset < 0 else found.offset
+
+        return asyncio.run(asyncio.wait_for(run(), 30))
+
+    def members(self, group):
+        """The member ids of consumer group `group` as the broker holds them: a static member's id is its
+        group.instance.id, a dash and a UUID; a dynamic member's begins with its client id."""
+
+        async def run():
+            from aiokafka.admin import AIOKafkaAdminClient
+
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.address)
+            await admin.start()
+            try:
+                (response,) = await admin.describe_consumer_groups([group])
+            finally:
+                await admin.close()
+            ((error, _group, _state, _protocol_type, _protocol, members, *_),) = response.groups
+            assert error == 0, "describing group %s: error %d" % (group, error)
+            return sorted(member[0] for member in members)
 
         return asyncio.run(asyncio.wait_for(run(), 30))
 

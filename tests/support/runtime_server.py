@@ -43,6 +43,7 @@ class RuntimeServer:
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self):
+        assert self.proc.stdout is not None  # stdout=PIPE
         for line in self.proc.stdout:
             with self.cond:
                 self.lines.append(line.rstrip("\n"))
@@ -81,7 +82,7 @@ class RuntimeServer:
 
     def descendants(self):
         out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-        children = {}
+        children: dict[int, list[int]] = {}
         for line in out.splitlines():
             pid, ppid = map(int, line.split())
             children.setdefault(ppid, []).append(pid)

@@ -1,8 +1,11 @@
-"""Sockets on 127.0.0.1 for the tests: a free port, a port held taken, an HTTP answer read off a raw connection."""
+"""Sockets on 127.0.0.1 for the tests: a free port, a port held taken, an HTTP answer read off a raw connection,
+a server that answers with scripted raw bytes."""
 
 import contextlib
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, Optional
 
 
 def free_port() -> int:
@@ -53,3 +56,50 @@ def status_of(sock: socket.socket) -> int:
             data += chunk
     assert data.startswith(b"HTTP/1."), "no HTTP answer: %r" % data[:200]
     return int(data.split(b" ", 2)[1])
+
+
+@contextlib.contextmanager
+def scripted_server(answers: Iterable[Optional[bytes]]) -> Iterator[tuple[int, list[socket.socket]]]:
+    """A server on 127.0.0.1 that answers each request it reads on a connection with the next of `answers`
+    (raw bytes, sent as they are; None, or no answer left, closes the connection; an HTTP/1.0 answer ends
+    its connection). Yields (port, connections accepted so far); stops listening when the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    script = iter(answers)
+
+    def serve() -> None:
+        with listener:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return  # the block ended: the listener is closed
+                accepted.append(conn)
+                with conn, conn.makefile("rb") as reader:
+                    while _read_request(reader) and (answer := next(script, None)) is not None:
+                        conn.sendall(answer)
+                        if answer.startswith(b"HTTP/1.0"):
+                            break  # its body ends with the connection
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        listener.close()
+
+
+def _read_request(reader: BinaryIO) -> bool:
+    """Reads one request (head, and a body of its Content-Length); False when the peer closed instead."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = reader.readline()
+        if not line:
+            break
+        head += line
+    if not head:
+        return False
+    lengths = [
+        value for name, _, value in (h.partition(b": ") for h in head.split(b"\r\n")) if name == b"Content-Length"
+    ]
+    reader.read(int(lengths[0]) if lengths else 0)
+    return True

@@ -4,6 +4,7 @@ the admin API and the session run for real against it, with no runtime server st
 import collections
 import socket
 import threading
+from typing import cast
 
 import pytest
 
@@ -11,7 +12,7 @@ from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import Backend, State
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.supervisor import Supervisor
-from kubeless_local.runtimes import BackendBlock, Runtime
+from kubeless_local.runtimes import BackendBlock, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
 
 FAKE_RUNTIME = Runtime(
@@ -39,6 +40,26 @@ def function(name="hello", code="v1", **annotations):
         annotations=annotations,
         document={"kind": "Function", "name": name},
     )
+
+
+class FakeGuardian:
+    """A Guardian's interface without its process (one interpreter per session: seconds over the unit
+    suite); tests/unit/test_guardian.py and the e2e kill -9 tests run the real one."""
+
+    def __init__(self, state_dir):
+        self.groups, self.containers, self.closed = set(), False, False
+
+    def watch(self, pgid):
+        self.groups.add(pgid)
+
+    def forget(self, pgid):
+        self.groups.discard(pgid)
+
+    def watch_containers(self):
+        self.containers = True
+
+    def close(self, timeout=10):
+        self.closed = True
 
 
 class FakeBackend(Backend):
@@ -145,9 +166,41 @@ class FakeBackend(Backend):
             blocker.close()
 
 
+class Looks:
+    """How often a trigger's sender asked whether a function serves (`wait_ready`, asked before every try):
+    how far a delivery got, seen without a clock."""
+
+    def __init__(self):
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.changed = threading.Condition()
+
+    def saw(self, name):
+        with self.changed:
+            self.counts[name] += 1
+            self.changed.notify_all()
+
+    def wait(self, name, count=1, unless=lambda: False, timeout=10):
+        """Until `name` was asked about `count` times, or `unless()` holds (the test then shows what went wrong)."""
+        with self.changed:
+            done = self.changed.wait_for(lambda: self.counts[name] >= count or unless(), timeout)
+            assert done, "%s asked about %d times, not %d" % (name, self.counts[name], count)
+
+    def watch(self, supervisor):
+        """Counts the looks of a real supervisor, whose answers stay its own."""
+        answer = supervisor.wait_ready
+
+        def wait_ready(name, timeout):
+            self.saw(name)
+            return answer(name, timeout)
+
+        supervisor.wait_ready = wait_ready
+        return self
+
+
 @pytest.fixture
 def supervisor(tmp_path):
-    sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=object(), ephemeral_ports=True)
+    no_catalog = cast(Catalog, object())  # the fake backend resolves every runtime itself
+    sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=no_catalog, ephemeral_ports=True)
     yield sup
     sup.stop_all()
 

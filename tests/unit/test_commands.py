@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from kubeless_local import emulator
 from kubeless_local.commands import common, local
 from kubeless_local.commands import root as cli
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Unavailable, UserError
 
 TRACEBACK = """Traceback (most recent call last):
   File "/x/kubeless.py", line 40, in load
@@ -118,7 +118,10 @@ def test_init_refuses_a_non_empty_folder_unless_forced(tmp_path, monkeypatch):
     (tmp_path / "hello").mkdir()
     (tmp_path / "hello" / "handler.py").write_text("mine\n")
     (tmp_path / "hello" / "notes.txt").write_text("keep me\n")
-    assert "--force" in one_line_error(invoke("init", "hello", "-r", "python3.11"))
+    assert one_line_error(invoke("init", "hello", "-r", "python3.11")) == (
+        "error: hello/ already exists and is not empty; choose another name, or add --force to overwrite its "
+        "template files (other files are kept)"
+    )
     assert (tmp_path / "hello" / "handler.py").read_text() == "mine\n"
     result = invoke("init", "hello", "-r", "python3.11", "--force")
     assert result.exit_code == 0, result.output
@@ -128,8 +131,52 @@ def test_init_refuses_a_non_empty_folder_unless_forced(tmp_path, monkeypatch):
 
 def test_init_with_an_unknown_runtime_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert "fortran77" in one_line_error(invoke("init", "hello", "-r", "fortran77"))
+    line = one_line_error(invoke("init", "hello", "-r", "fortran77"))
+    assert line.startswith("error: unknown runtime 'fortran77'; available: ")
+    assert line.endswith(" (see `kubeless-local get-server-config`)")
     assert not (tmp_path / "hello").exists()
+
+
+# ---------------------------------------------------------------- the engine's typed errors, worded by the CLI
+
+
+def test_no_docker_engine_is_one_line_with_the_fix(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    line = one_line_error(invoke("runtime", "build", "python3.11"))
+    assert line.startswith("error: no Docker engine answers (tried unix:///nonexistent/docker.sock")
+    assert line.endswith("); start Docker (or set DOCKER_HOST) or use --backend process")
+
+
+def test_a_damaged_topics_db_says_how_to_start_again(tmp_path):
+    from kubeless_local.emulator.triggers.topics import TopicStore
+
+    db = tmp_path / "topics.db"
+    db.write_bytes(b"not a database " * 500)
+    with pytest.raises(Unavailable) as damaged:
+        TopicStore(tmp_path)
+    assert (damaged.value.what, damaged.value.name) == ("topics database", str(db))
+    assert "`kubeless-local dev`" not in str(damaged.value)  # the engine's words; the CLI says which command
+    assert str(common.worded(damaged.value)) == (
+        "%s is damaged (file is not a database); move it away (e.g. `mv %s %s.damaged`) and start "
+        "`kubeless-local dev` again: a new, empty one is created, and the old file keeps what it held" % (db, db, db)
+    )
+
+
+def test_a_broker_that_does_not_answer_names_the_settings_to_correct(tmp_path):
+    from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
+
+    bridge = KafkaBridge(["127.0.0.1:9"], lambda: None, None, None, tmp_path)
+    try:
+        unanswered = bridge._unanswered(ConnectionRefusedError("refused"))
+    finally:
+        bridge.loop.close()
+        bridge.pool.shutdown()
+    assert (type(unanswered), unanswered.what, unanswered.name) == (Unavailable, "kafka broker", "127.0.0.1:9")
+    assert "--kafka-brokers" not in str(unanswered)  # the flag is the CLI's to name
+    assert str(common.worded(unanswered)) == (
+        "no Kafka broker answers at 127.0.0.1:9 (refused); start one (scripts/kafka-up.sh, see "
+        "docs/kafka-broker.md) or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml"
+    )
 
 
 def test_scaffold_returns_the_created_paths(tmp_path):
@@ -466,3 +513,42 @@ def test_trigger_help_says_what_the_session_does_with_the_kind(word, says):
     result = CliRunner().invoke(cli.main, ["trigger", word, "--help"])
     assert result.exit_code == 0, result.output
     assert says in result.output and "emulated" not in result.output
+
+
+def test_a_functions_log_and_ls_show_the_engines_errors_and_notices_in_the_clis_words(tmp_path):
+    from conftest import FakeBackend, function
+
+    from kubeless_local.emulator.logs import LogHub
+    from kubeless_local.emulator.supervisor import Supervisor
+    from kubeless_local.errors import NotFound, Notice
+
+    stale = Notice("image x:1 was built from other runtime files than this kubeless-local's", "runtime image", "fake1")
+
+    class Told(FakeBackend):
+        def resolve(self, spec, catalog):
+            return super().resolve(spec, catalog)[0], stale
+
+    supervisor = Supervisor(tmp_path, Told, LogHub(), ephemeral_ports=True, word=common.in_words)
+    try:
+        supervisor.start(function())
+        supervisor.backend.prepares["hello"].append(NotFound("unknown runtime 'cobol1'", "runtime", "cobol1"))
+        instance = supervisor.reload(function(code="v2"))
+        said = [line.text for line in supervisor.logs.tail("hello")]
+        assert stale + "; rebuild it with `kubeless-local runtime build fake1`" in said
+        unknown = "unknown runtime 'cobol1' (see `kubeless-local get-server-config`)"
+        assert unknown in said and instance.broken is not None and unknown in str(instance.broken)
+    finally:
+        supervisor.stop_all()
+
+
+def test_a_kafka_brokers_value_that_is_no_address_names_the_flag_in_the_cli_and_the_parameter_in_the_engine(
+    tmp_path, monkeypatch
+):
+    from kubeless_local import config
+    from kubeless_local.emulator.triggers import kafka_bridge
+
+    monkeypatch.delenv("KAFKA_BROKERS", raising=False)
+    line = one_line_error(invoke("dev", str(tmp_path), "--kafka-brokers", "not-an-address"))
+    assert line == "error: --kafka-brokers/KAFKA_BROKERS: 'not-an-address' must be %s" % config.BROKERS_MUST
+    with pytest.raises(UserError, match="^kafka_brokers: 'not-an-address' must be HOST:PORT"):
+        kafka_bridge.configured(config.Settings(tmp_path / config.FILE), "not-an-address")

@@ -4,7 +4,7 @@ session shows once), and the session wiring the model into the embedded topics, 
 backend choice."""
 
 import pytest
-from conftest import FakeBackend, function
+from conftest import FakeBackend, FakeGuardian, function
 
 from kubeless_local import config
 from kubeless_local import spec as specs
@@ -158,7 +158,13 @@ def test_the_old_attempts_key_is_read_as_max_attempts_with_a_one_line_notice(tmp
 
 
 def session(root):
-    return DevSession(root, manifests=specs.Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend)
+    return DevSession(
+        root,
+        manifests=specs.Manifests(functions=[function()]),
+        say=lambda t: None,
+        backend=FakeBackend,
+        guardian=FakeGuardian,
+    )
 
 
 @pytest.mark.parametrize("key", ["attempts", "max_attempts"])

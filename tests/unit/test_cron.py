@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import function
+from conftest import Looks, function
+from waiting import wait_until
 
 from kubeless_local.client import SessionClient
 from kubeless_local.emulator.admin import AdminServer
@@ -175,9 +176,7 @@ def test_concurrency_allow_runs_overlap(setup):
     first = cron.tick()
     clock.now = at(0, 10)
     second = cron.tick()
-    deadline = datetime.datetime.now() + datetime.timedelta(seconds=10)
-    while len(sender.requests) < 2 and datetime.datetime.now() < deadline:
-        threading.Event().wait(0.01)
+    wait_until(lambda: len(sender.requests) >= 2, "both runs sending", timeout=10, interval=0.01)
     assert len(sender.requests) == 2 and cron.status()[0]["active"] == 2  # the second did not wait for the first
     sender.gate.set()
     for thread in first + second:
@@ -189,10 +188,11 @@ def test_a_function_that_is_not_ready_is_waited_for_until_it_is(setup, superviso
     cron, _, _, sender = setup
     instance = supervisor.instances["hello"]
     instance.set_state(State.STARTING)
-    result = {}
+    looks = Looks().watch(supervisor)
+    result: dict = {}
     thread = threading.Thread(target=lambda: result.update(run=cron.fire("nightly")))
     thread.start()
-    thread.join(0.1)
+    looks.wait("hello")  # the run asks whether hello serves
     assert thread.is_alive() and not sender.requests  # held while Starting
     instance.set_state(State.READY)
     thread.join(10)
@@ -235,7 +235,9 @@ def test_a_trigger_naming_no_function_fails_its_run(setup):
 def test_a_bad_expression_is_one_line_naming_file_and_field(schedule, expected):
     """What Kubeless' cron library (robfig/cron ParseStandard) rejects, with its reason."""
     error = schedule_error(trigger(schedule=schedule))
-    assert error.startswith("triggers.yaml: CronJobTrigger nightly: spec.schedule: schedule %r " % schedule)
+    assert error is not None and error.startswith(
+        "triggers.yaml: CronJobTrigger nightly: spec.schedule: schedule %r " % schedule
+    )
     assert expected in error and "\n" not in error
     with pytest.raises(UserError, match=re.escape(error)):
         check(trigger(schedule=schedule))
@@ -336,9 +338,7 @@ def test_the_scheduler_thread_fires_in_real_time(setup):
     started, offset = time.monotonic(), at(0, 4, 59) + datetime.timedelta(seconds=0.85)
     cron.clock = lambda: offset + datetime.timedelta(seconds=time.monotonic() - started)
     cron.start()
-    deadline = time.monotonic() + 10
-    while not cron.status()[0]["succeeded"] and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: cron.status()[0]["succeeded"], "the scheduled run", timeout=10, interval=0.02)
     cron.stop()
     assert not cron.thread.is_alive()
     (run,) = cron.status()[0]["succeeded"]

@@ -8,6 +8,9 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import Looks
+from sockets import scripted_server
+from waiting import wait_until
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator.base import Instance, State
@@ -23,7 +26,7 @@ class FakeFunction:
     """Records every request (time, headers, body); `answer(body, attempt)` gives the status to return."""
 
     def __init__(self):
-        self.calls = []
+        self.calls: list[tuple[float, dict, bytes]] = []
         self.lock = threading.Condition()
         self.answer = lambda body, attempt: 200
         self.drop = lambda body: False  # True: close the connection without answering, as a crashed server
@@ -72,12 +75,16 @@ class FakeFunction:
 
 
 class FakeSupervisor:
-    """The supervisor's state that delivery reads, set by the tests; its `wait_ready` is the real one."""
-
-    wait_ready = Supervisor.wait_ready
+    """The supervisor's state that delivery reads, set by the tests; its `wait_ready` is the real one, and
+    counts the looks: a sender asks before every try, so the count shows how far delivery got, no clock."""
 
     def __init__(self, logs):
         self.logs, self.instances = logs, {}
+        self.looks = Looks()
+
+    def wait_ready(self, name, timeout):
+        self.looks.saw(name)
+        return Supervisor.wait_ready(self, name, timeout)  # type: ignore[arg-type]  # the state it reads is here
 
     @property
     def specs(self):
@@ -109,13 +116,6 @@ def world(tmp_path):
     function.close()
 
 
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
 def test_events_reach_the_function_in_order_with_the_kafka_envelope(world):
     dispatcher, function, _ = world
     dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
@@ -130,7 +130,7 @@ def test_events_reach_the_function_in_order_with_the_kafka_envelope(world):
     stored = dispatcher.store.events_after("orders", "kafka", 0)
     assert [c[1]["event-id"] for c in calls] == [e.event_id for e in stored]
     assert [c[1]["event-time"] for c in calls] == [e.event_time for e in stored]
-    wait_for(lambda: dispatcher.store.position("default_orders_hello_orders", "orders") == first[-1])
+    wait_until(lambda: dispatcher.store.position("default_orders_hello_orders", "orders") == first[-1])
     outcome = dispatcher.outcome("orders", "kafka", first)
     assert all(v == {"default_orders_hello_orders": "delivered"} for v in outcome.values())
 
@@ -143,8 +143,9 @@ def test_nats_triggers_get_nats_messages_with_the_nats_envelope(world):
     dispatcher.emit("orders", "nats", [b"n1"])
     (call,) = function.wait_calls(1)
     assert call[1]["event-namespace"] == "natstriggers.kubeless.io" and "event-topic" not in call[1]
-    time.sleep(0.1)  # the Kafka subscriber on the same topic must not get it
-    assert len(function.calls) == 1
+    dispatcher.emit("orders", "kafka", [b"sentinel"])  # the Kafka subscriber on the same topic sends it next…
+    assert [c[2] for c in function.wait_calls(2)] == [b"n1", b"sentinel"]  # …so it never got the NATS message
+    assert function.calls[1][1]["event-namespace"] == "kafkatriggers.kubeless.io"
 
 
 def test_a_failure_is_retried_with_back_off_keeping_id_and_time(world):
@@ -167,11 +168,13 @@ def test_after_max_attempts_the_event_is_dead_lettered_and_replay_sends_it_again
     seqs, _ = dispatcher.emit("orders", "kafka", [b"bad", b"good"])
     calls = function.wait_calls(4)
     assert [c[2] for c in calls] == [b"bad"] * 3 + [b"good"]
-    wait_for(lambda: dispatcher.store.dead_letters())
+    wait_until(lambda: dispatcher.store.dead_letters())
     (letter,) = dispatcher.store.dead_letters()
     assert letter["attempts"] == 3 and letter["status"] == 503 and letter["body"] == "answer 503"
     assert letter["event_id"] == calls[0][1]["event-id"]
-    wait_for(lambda: dispatcher.outcome("orders", "kafka", seqs)[seqs[1]] != {"default_orders_hello_orders": "pending"})
+    wait_until(
+        lambda: dispatcher.outcome("orders", "kafka", seqs)[seqs[1]] != {"default_orders_hello_orders": "pending"}
+    )
     outcome = dispatcher.outcome("orders", "kafka", seqs)
     assert outcome == {
         seqs[0]: {"default_orders_hello_orders": "dead-lettered"},
@@ -184,7 +187,7 @@ def test_after_max_attempts_the_event_is_dead_lettered_and_replay_sends_it_again
     replayed = function.wait_calls(5)[4]
     assert replayed[2] == b"bad" and replayed[1]["event-id"] == letter["event_id"]
     assert replayed[1]["event-time"] == calls[0][1]["event-time"]
-    wait_for(lambda: dispatcher.store.dead_letters() == [])
+    wait_until(lambda: dispatcher.store.dead_letters() == [])
 
 
 def test_events_wait_for_a_function_that_is_not_ready_without_using_attempts(world):
@@ -193,7 +196,7 @@ def test_events_wait_for_a_function_that_is_not_ready_without_using_attempts(wor
     instance.set_state(State.CRASHED, "down")
     dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
     dispatcher.emit("orders", "kafka", [b"while down"])
-    time.sleep(0.1)
+    supervisor.looks.wait("hello")  # the sender has the event and waits for the function
     assert function.calls == []
     instance.set_state(State.READY)
     assert function.wait_calls(1)[0][2] == b"while down"
@@ -204,7 +207,8 @@ def test_a_function_that_does_not_answer_costs_no_attempt(world):
     function.close()  # Ready on paper, nothing listens (reloading)
     dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
     dispatcher.emit("orders", "kafka", [b"x"])
-    time.sleep(0.2)  # connection attempts every 0.05 s: more than max_attempts (3), were they counted
+    # a look before each connection attempt: 5 looks, 4 refused attempts, more than max_attempts (3)
+    supervisor.looks.wait("hello", 5, unless=dispatcher.store.dead_letters)
     assert dispatcher.store.dead_letters() == []
     again = FakeFunction()
     try:
@@ -225,26 +229,32 @@ def test_a_restarted_dispatcher_resumes_after_the_last_committed_event(world, tm
     again = Dispatcher(TopicStore(tmp_path), supervisor, supervisor.logs, max_in_flight=4)
     try:
         again.update(manifests)
-        calls = function.wait_calls(3)
-        time.sleep(0.1)
-        assert [c[2] for c in function.calls] == [b"1", b"2", b"3"]
-        assert len(calls) == 3
+        assert len(function.wait_calls(3)) == 3
+        again.emit("orders", "kafka", [b"sentinel"])  # once it arrived, nothing else is on its way
+        assert [c[2] for c in function.wait_calls(4)] == [b"1", b"2", b"3", b"sentinel"]
     finally:
         again.stop()
         again.store.close()
 
 
-def test_a_window_sends_concurrently_but_commits_in_order(world):
+def test_a_window_sends_concurrently_but_commits_in_order(world, monkeypatch):
     dispatcher, function, supervisor = world
     wide = Dispatcher(
         dispatcher.store, supervisor, supervisor.logs, max_attempts=2, retry_backoff=0.05, max_in_flight=4
     )
     function.answer = lambda body, attempt: 500 if body == b"0" and attempt == 1 else 200
+    backoff = wide.backoff
+
+    def held(attempts):  # event 0's back-off lasts until 1, 2 and 3 arrived: a loaded machine may take 0.05 s first
+        function.wait_calls(4)
+        return backoff(attempts)
+
+    monkeypatch.setattr(wide, "backoff", held)
     try:
         wide.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
         seqs, _ = wide.emit("orders", "kafka", [b"%d" % i for i in range(20)])
         function.wait_calls(21)
-        wait_for(lambda: wide.store.position("default_orders_hello_orders", "orders") == seqs[-1])
+        wait_until(lambda: wide.store.position("default_orders_hello_orders", "orders") == seqs[-1])
         bodies = [c[2] for c in function.calls]
         assert sorted(bodies) == sorted([b"%d" % i for i in range(20)] + [b"0"])
         retry = len(bodies) - 1 - bodies[::-1].index(b"0")
@@ -286,8 +296,9 @@ def test_a_subscription_that_comes_back_resumes_after_the_old_one_without_resend
     assert not old.is_alive() and dispatcher.subscribers["default_orders_hello_orders"] is not old
     dispatcher.emit("orders", "kafka", [b"3"])
     function.wait_calls(3)
-    time.sleep(0.1)
-    assert [c[2] for c in function.calls] == [b"1", b"2", b"3"]
+    dispatcher.emit("orders", "kafka", [b"4"])  # a sentinel: once it arrived, nothing else is on its way
+    function.wait_calls(4)
+    assert [c[2] for c in function.calls] == [b"1", b"2", b"3", b"4"]
 
 
 def inversions(bodies):
@@ -345,7 +356,7 @@ def test_events_older_than_the_retention_are_pruned_once_every_subscriber_has_th
         assert store.count("orders") == 3  # not consumed yet by the subscriber: kept
         supervisor.instances["hello"].set_state(State.READY)
         function.wait_calls(3)
-        wait_for(lambda: short.subscribers["default_orders_hello_orders"].position == seqs[-1])
+        wait_until(lambda: short.subscribers["default_orders_hello_orders"].position == seqs[-1])
         short.prune()
         assert [e.data for e in store.events_after("orders", "kafka", 0)] == [b"old and dead", b"new"]
     finally:
@@ -358,7 +369,7 @@ def test_a_message_that_crashes_the_server_counts_as_a_failed_attempt_and_is_dea
     dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
     function.drop = lambda body: body == b"poison"
     seqs, _ = dispatcher.emit("orders", "kafka", [b"poison", b"after"])
-    wait_for(lambda: b"after" in [c[2] for c in function.calls])
+    wait_until(lambda: b"after" in [c[2] for c in function.calls])
     (letter,) = dispatcher.store.dead_letters()
     assert letter["seq"] == seqs[0] and letter["attempts"] == 3 and letter["status"] == 0
     assert "closed the connection without answering" in letter["body"]
@@ -413,79 +424,34 @@ def test_the_request_bytes_are_those_http_client_writes():
         assert request_bytes(method, urlsplit("http://127.0.0.1:8123/"), headers, body) == connection.sock.data
 
 
-def scripted_server(answers):
-    """A server on 127.0.0.1 that answers each request read on a connection with the next of `answers`
-    (raw bytes; None closes the connection). Returns (url, connections accepted, the listener to close)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted = []
-    script = iter(answers)
-
-    def serve():
-        with listener:
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                accepted.append(conn)
-                with conn:
-                    reader = conn.makefile("rb")
-                    while True:
-                        head = b""
-                        while not head.endswith(b"\r\n\r\n"):
-                            line = reader.readline()
-                            if not line:
-                                break
-                            head += line
-                        if not head:
-                            break
-                        length = [
-                            v for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n")) if k == b"Content-Length"
-                        ]
-                        reader.read(int(length[0]) if length else 0)
-                        answer = next(script, None)
-                        if answer is None:
-                            break
-                        conn.sendall(answer)
-                        if answer.startswith(b"HTTP/1.0"):
-                            break  # its body ends with the connection
-                    reader.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return "http://127.0.0.1:%d" % listener.getsockname()[1], accepted, listener
-
-
 def test_the_function_link_reads_every_shape_of_answer_on_one_kept_alive_connection():
     from kubeless_local.emulator.triggers.delivery import FunctionLink
 
-    url, accepted, listener = scripted_server(
-        [
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nnew",
-            b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nbad\r\n2\r\n!!\r\n0\r\nTrailer: t\r\n\r\n",
-            b"HTTP/1.1 204 No Content\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast",
-        ]
-    )
-    link = FunctionLink()
-    answers = [link.send("POST", url, {"event-id": str(i)}, b"x", 5) for i in range(5)]
-    assert answers == [(200, "ok"), (201, "new"), (500, "bad!!"), (204, ""), (200, "last")]
-    assert len(accepted) == 1 and link.sock is None  # kept alive throughout, closed as the server asked
-    link.close()
-    listener.close()
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nnew",
+        b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nbad\r\n2\r\n!!\r\n0\r\nTrailer: t\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast",
+    ]
+    with scripted_server(answers) as (port, accepted):
+        url, link = "http://127.0.0.1:%d" % port, FunctionLink()
+        read = [link.send("POST", url, {"event-id": str(i)}, b"x", 5) for i in range(5)]
+        assert read == [(200, "ok"), (201, "new"), (500, "bad!!"), (204, ""), (200, "last")]
+        assert len(accepted) == 1 and link.sock is None  # kept alive throughout, closed as the server asked
+        link.close()
 
 
 def test_the_function_link_reads_an_http_1_0_body_to_the_end_and_counts_a_close_without_answer():
     from kubeless_local.emulator.triggers.delivery import FunctionLink
 
-    url, accepted, listener = scripted_server([b"HTTP/1.0 200 OK\r\n\r\nuntil the end", None])
-    link = FunctionLink()
-    assert link.send("GET", url, {}, b"", 5) == (200, "until the end")
-    status, why = link.send("GET", url, {}, b"", 5)  # a new connection, closed without an answer: a failed attempt
-    assert status == 0 and "closed the connection without answering" in why
-    assert len(accepted) == 2
-    link.close()
-    listener.close()
+    with scripted_server([b"HTTP/1.0 200 OK\r\n\r\nuntil the end", None]) as (port, accepted):
+        url, link = "http://127.0.0.1:%d" % port, FunctionLink()
+        assert link.send("GET", url, {}, b"", 5) == (200, "until the end")
+        status, why = link.send("GET", url, {}, b"", 5)  # a new connection, closed without an answer: a failed attempt
+        assert status == 0 and "closed the connection without answering" in why
+        assert len(accepted) == 2
+        link.close()
 
 
 @pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\rb"])

@@ -3,20 +3,23 @@
 import dataclasses
 import hashlib
 import json
+import re
 import threading
 from pathlib import Path
 
 import pytest
 from docker.errors import ImageNotFound, NotFound
 
+from kubeless_local import errors
 from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as spec_module
+from kubeless_local.commands.common import in_words, worded
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator import images
 from kubeless_local.emulator.base import Instance, State
 from kubeless_local.emulator.images import host
 from kubeless_local.emulator.logs import LogHub
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Unavailable, UserError
 from kubeless_local.runtimes import Catalog
 
 CATALOG = Catalog()
@@ -173,14 +176,51 @@ def test_container_options_follow_the_pod_layout(backend, tmp_path):
 
 def test_missing_image_says_how_to_build_it(backend, tmp_path):
     backend.client.images.present.clear()
-    with pytest.raises(UserError, match=r"runtime build python3.11.*--backend process"):
+    with pytest.raises(errors.NotFound, match=r"the python3\.11 image \S+ is not built$") as missing:
         backend.resolve(python_function(tmp_path), CATALOG)
+    assert (missing.value.what, missing.value.name) == ("runtime image", "python3.11")
+    assert re.search(r"runtime build python3.11.*--backend process", str(worded(missing.value)))  # the CLI's words
+
+
+def test_an_image_of_older_runtime_files_is_a_notice_the_cli_adds_the_rebuild_to(backend, tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "is_stale", lambda image, runtime: True)
+    runtime, notice = backend.resolve(python_function(tmp_path), CATALOG)
+    image = images.image_for(runtime).image
+    assert isinstance(notice, errors.Notice) and (notice.what, notice.name) == ("runtime image", "python3.11")
+    assert notice == "image %s was built from other runtime files than this kubeless-local's" % image
+    assert in_words(notice) == notice + "; rebuild it with `kubeless-local runtime build python3.11`"
+    legacy = objects.function_from_files("old", tmp_path / "src" / "handler.py", "python3.7", "handler.handler")
+    assert in_words(backend.resolve(legacy, CATALOG)[1]) == (
+        "python3.7 is a legacy Kubeless runtime; running it as python3.11\n"
+        "image %s was built from other runtime files than this kubeless-local's; rebuild it with "
+        "`kubeless-local runtime build python3.11`" % image
+    )
+
+
+def test_a_runtime_without_an_image_says_what_runs_it(backend, tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text("runtimes:\n  python:\n    versions:\n      - {version: '3.12', executable: python3.12}\n")
+    fn = objects.function_from_files("f", tmp_path / "f.py", "python3.12", "f.main")
+    with pytest.raises(
+        Unavailable, match=r": python3\.12 has no runtime image \(it runs where this machine has the toolchain\)$"
+    ) as none:
+        backend.resolve(fn, Catalog(path))
+    assert (none.value.what, none.value.name) == ("runtime image", "python3.12")
+    assert str(worded(none.value)).endswith(
+        "(it runs where this machine has the toolchain); use --backend process, set PYTHON3.12_RUNTIME, or give a "
+        "runtime image"
+    )
 
 
 def test_env_override_picks_another_image(backend, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHON3.11_RUNTIME", "kubeless/python:3.8")
-    with pytest.raises(UserError, match="kubeless/python:3.8 is not present"):
+    with pytest.raises(
+        errors.NotFound, match="kubeless/python:3.8 is not present and cannot be pulled here"
+    ) as missing:
         backend.resolve(python_function(tmp_path), CATALOG)
+    assert (missing.value.what, missing.value.name) == ("image", "kubeless/python:3.8")
+    assert str(missing.value).endswith("; `docker build`/`docker pull` it")  # the flag is the CLI's:
+    assert str(worded(missing.value)).endswith("; `docker build`/`docker pull` it or use --backend process")
     backend.client.images.present["kubeless/python:3.8"] = FakeImage("kubeless/python:3.8")
     fn = python_function(tmp_path)
     prepared = prepared_for(backend, tmp_path, fn)
@@ -448,9 +488,9 @@ def test_engine_discovery_order(monkeypatch, tmp_path):
 
 def test_no_engine_is_one_line_with_the_fix(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    with pytest.raises(UserError) as info:
+    with pytest.raises(Unavailable, match=r"^no Docker engine answers \(tried unix:///nonexistent/docker.sock") as info:
         images.docker_client()
-    assert "use --backend process" in str(info.value) and "\n" not in str(info.value)
+    assert info.value.what == "docker engine" and "\n" not in str(info.value)  # the CLI adds the fix (test_commands)
     assert images.docker_client(required=False) is None
 
 

@@ -6,9 +6,10 @@ import pytest
 import yaml
 from docker.errors import ImageNotFound
 
+from kubeless_local.commands.common import worded
 from kubeless_local.emulator import backends, images
 from kubeless_local.emulator.images import host
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Failed, UserError
 from kubeless_local.runtimes import Catalog
 
 CATALOG = Catalog()
@@ -253,11 +254,13 @@ def test_build_failure_is_a_user_error_with_the_output():
             {"error": "The command '/bin/sh -c apt-get install nope' returned a non-zero code: 100"},
         ]
     )
-    with pytest.raises(UserError) as info:
+    with pytest.raises(Failed) as info:
         images.build_image(client, PYTHON)
-    message = str(info.value)
+    assert (info.value.what, info.value.name) == ("image build", "kubeless-local/python:3.11")
+    message = str(worded(info.value))  # what `runtime build` prints: the CLI adds the flag
     assert message.startswith("building kubeless-local/python:3.11 failed: The command")
     assert "apt-get install nope" in message and "--backend process" in message
+    assert message.endswith("\n(fix the Dockerfile / network, or use --backend process)")
 
 
 def test_missing_base_image_says_how_to_create_it():

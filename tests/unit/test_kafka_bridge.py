@@ -7,7 +7,7 @@ import collections
 import re
 
 import pytest
-from conftest import function
+from conftest import Looks, function
 
 from kubeless_local import config
 from kubeless_local.emulator.base import State
@@ -28,6 +28,7 @@ from kubeless_local.errors import UserError
 from kubeless_local.spec import FunctionSpec, KafkaTrigger, Manifests
 
 Message = collections.namedtuple("Message", "topic partition offset value timestamp")
+Record = collections.namedtuple("Record", "partition offset")
 
 
 @pytest.mark.parametrize(
@@ -234,7 +235,7 @@ class Producer:
             self.settled_when_acknowledged.append(list(self.committer.settled_offsets))
             if self.refuse is not None:
                 raise self.refuse
-            return collections.namedtuple("Record", "partition offset")(0, 7)
+            return Record(0, 7)
 
         return asyncio.ensure_future(acknowledged())
 
@@ -300,10 +301,11 @@ def test_a_function_that_is_not_ready_is_waited_for_without_using_attempts(bridg
     instance = bridge.supervisor.instances["hello"]
     instance.set_state(State.CRASHED, "exited")
     sender = Sender()
+    looks = Looks().watch(bridge.supervisor)
 
     async def scenario():
         task = asyncio.ensure_future(bridge.deliver("g", "hello", Message("t", 0, 1, b"x", 1)))
-        await asyncio.sleep(0.1)
+        await asyncio.get_running_loop().run_in_executor(None, looks.wait, "hello")  # the sender asks about hello
         assert not sender.sent and not task.done()
         instance.set_state(State.READY)
         await asyncio.wait_for(task, 10)
@@ -352,23 +354,32 @@ def test_the_admin_api_lists_the_consumer_groups(supervisor, tmp_path):
 
 
 def test_a_session_with_kafka_triggers_needs_its_broker_and_run_does_not(tmp_path):
-    from conftest import FakeBackend
+    from conftest import FakeBackend, FakeGuardian
 
     from kubeless_local.emulator.session import DevSession
 
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: '127.0.0.1:1'}\n")  # nothing answers there
     triggered = Manifests(functions=[function()], kafka_triggers=[kafka_trigger("orders", "t", {})])
-    session = DevSession(tmp_path, manifests=triggered, say=lambda text: None, backend=FakeBackend)
+    session = DevSession(
+        tmp_path, manifests=triggered, say=lambda text: None, backend=FakeBackend, guardian=FakeGuardian
+    )
     try:
         with pytest.raises(UserError, match=r"^no Kafka broker answers at 127\.0\.0\.1:1; start one"):
             session.start()
-        assert "hello" not in session.supervisor.instances  # refused before any function started
+        assert session.supervisor is not None and "hello" not in session.supervisor.instances  # refused before start
     finally:
         session.stop()
-    plain = DevSession(tmp_path, manifests=Manifests(functions=[function()]), say=lambda t: None, backend=FakeBackend)
+    plain = DevSession(
+        tmp_path,
+        manifests=Manifests(functions=[function()]),
+        say=lambda t: None,
+        backend=FakeBackend,
+        guardian=FakeGuardian,
+    )
     try:
         plain.start()  # `run`: no KafkaTrigger, so the project's broker is not needed
-        assert plain.kafka is None and plain.supervisor.instances["hello"].state == State.READY
+        assert plain.supervisor is not None and plain.kafka is None
+        assert plain.supervisor.instances["hello"].state == State.READY
     finally:
         plain.stop()
 

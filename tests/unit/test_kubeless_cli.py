@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import FakeBackend
+from conftest import FakeBackend, FakeGuardian
+from waiting import wait_until
 
 from kubeless_local.commands import root as cli
 from kubeless_local.emulator.session import DevSession
@@ -64,7 +65,7 @@ def project(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "h.py").write_text("def hello(event, context):\n    return 'hi'\n")
     (folder / "requirements.txt").write_text("six\n")
-    session = DevSession(folder, say=lambda text: None, backend=FakeBackend, allow_empty=True)
+    session = DevSession(folder, say=lambda text: None, backend=FakeBackend, guardian=FakeGuardian, allow_empty=True)
     session.start()
     monkeypatch.chdir(folder)
     yield session
@@ -113,10 +114,7 @@ def test_deploy_update_delete_through_the_running_session(project):
         "local.kubeless.io/deps": "requirements.txt",
     }
     assert written["spec"]["service"]["ports"][0]["targetPort"] == 9123
-    for _ in range(100):  # the watcher reloads the changed manifest
-        if project.supervisor.specs["hello"].env == [("K", "W")]:
-            break
-        threading.Event().wait(0.05)
+    wait_until(lambda: project.supervisor.specs["hello"].env == [("K", "W")], "the watcher reloads the manifest")
     assert project.supervisor.specs["hello"].timeout == "30"
     assert project.supervisor.specs["hello"].secrets == [("db", "/db")]  # kept by an update without --secrets
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FakeBackend, function
+from conftest import FakeBackend, FakeGuardian, function
 
 from kubeless_local import spec as specs
 from kubeless_local.client import AdminClient
@@ -30,7 +30,14 @@ def sessions():
                 specs.CronJobTrigger(name=n, function_name=names[0], schedule="@hourly", origin=n) for n in cron
             ],
         )
-        session = DevSession(root, manifests=manifests, say=lambda text: None, backend=FakeBackend, state_dir=state_dir)
+        session = DevSession(
+            root,
+            manifests=manifests,
+            say=lambda text: None,
+            backend=FakeBackend,
+            guardian=FakeGuardian,
+            state_dir=state_dir,
+        )
         started.append(session)
         session.start()
         return session
@@ -90,7 +97,7 @@ def test_two_runs_from_one_folder_both_serve_and_both_are_called(sessions, tmp_p
     assert AdminClient().function("one")["port"] == first.supervisor.instances["one"].port
     assert AdminClient().function("two")["port"] == second.supervisor.instances["two"].port
     again = DevSession(tmp_path, manifests=specs.Manifests(functions=[function("one")]), say=lambda t: None,
-                       backend=FakeBackend, state_dir=tmp_path / STATE_DIRNAME / "run-one")  # fmt: skip
+                       backend=FakeBackend, guardian=FakeGuardian, state_dir=tmp_path / STATE_DIRNAME / "run-one")  # fmt: skip
     with pytest.raises(UserError, match="kubeless-local run one is already running for %s" % tmp_path):
         again.start()
     again.stop()

@@ -1,6 +1,6 @@
 import pytest
 
-from kubeless_local.errors import UserError
+from kubeless_local.errors import NotFound, UserError
 from kubeless_local.runtimes import Catalog
 
 
@@ -16,8 +16,9 @@ def test_legacy_versions_map_to_the_newest_with_a_notice():
 
 
 def test_unknown_runtime_is_a_user_error():
-    with pytest.raises(UserError, match="unknown runtime 'cobol1'.*get-server-config"):
+    with pytest.raises(NotFound, match=r"^unknown runtime 'cobol1'; available: .*python3\.11") as unknown:
         Catalog().resolve("cobol1")
+    assert (unknown.value.what, unknown.value.name) == ("runtime", "cobol1")  # the CLI adds `get-server-config`
 
 
 def test_unknown_version_names_the_available_ones():

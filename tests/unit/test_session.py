@@ -6,22 +6,24 @@ import stat
 import threading
 
 import pytest
-from conftest import FakeBackend, function
+from conftest import FakeBackend, FakeGuardian, function
 from waiting import wait_until
 
 from kubeless_local import spec as specs
 from kubeless_local.client import AdminClient
+from kubeless_local.emulator.guardian import Guardian
 from kubeless_local.emulator.session import DevSession
 from kubeless_local.errors import UserError
 
 
-def session_for(root, backend, state_dir=None):
+def session_for(root, backend, state_dir=None, guardian=FakeGuardian):
     return DevSession(
         root,
         manifests=specs.Manifests(functions=[function()]),
         say=lambda text: None,
         backend=backend,
         state_dir=state_dir,
+        guardian=guardian,
     )
 
 
@@ -78,7 +80,7 @@ def test_a_session_inside_a_running_project_is_refused(running, tmp_path):
 
 
 def test_stop_unpublishes_and_releases_the_folder(tmp_path):
-    first = session_for(tmp_path, FakeBackend)
+    first = session_for(tmp_path, FakeBackend, guardian=Guardian)  # the real one: its record goes too
     first.start()
     assert json.loads((first.state_dir / "admin.json").read_text())["pid"]
     first.stop()

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from conftest import function
+from sockets import taken_port
 
 from kubeless_local.emulator import supervisor as sup_module
 from kubeless_local.emulator.base import State
@@ -84,10 +85,10 @@ def test_a_reload_that_fails_to_load_keeps_the_last_good_code(supervisor, backen
 
 def test_a_reload_that_waits_for_calls_in_flight_is_given_the_functions_timeout(supervisor, backend, monkeypatch):
     """Go reloads once the calls in flight are done: a call may run up to the function's timeout."""
-    monkeypatch.setattr(sup_module, "RELOAD_TIMEOUT", 0.2)
+    monkeypatch.setattr(sup_module, "RELOAD_TIMEOUT", 0.05)
     monkeypatch.setattr(sup_module.prep, "CALL_MARGIN", 0.1)
     supervisor.start(dataclasses.replace(function(code="v1"), timeout="1"))
-    backend.reloads["hello"] = [0.6]
+    backend.reloads["hello"] = [0.15]  # past RELOAD_TIMEOUT, well within the call bound (1 s + the margin)
     instance = supervisor.reload(dataclasses.replace(function(code="v2"), timeout="1"))
     assert instance.state == State.READY and serving_code(supervisor, "hello") == "v2"
 
@@ -186,10 +187,16 @@ def test_a_server_restarted_while_the_saved_code_is_broken_keeps_its_error(super
 def test_a_stopped_function_is_not_restarted(supervisor, backend, monkeypatch):
     monkeypatch.setattr(sup_module, "BACKOFF_FIRST", 0.05)
     instance = supervisor.start(function())
+    before = set(threading.enumerate())
     backend.crash(instance)
+    # the restart the crash scheduled (a thread named "Thread-N (restart)"): it runs after its back-off
+    restarting = [t for t in set(threading.enumerate()) - before if t.name.endswith("(restart)")]
     supervisor.stop("hello")
-    assert not instance.wait_for(lambda i: i.state == State.READY, 0.3)
-    assert len(backend.launched) == 1
+    assert restarting, "no restart was scheduled"
+    for thread in restarting:  # it looked, and found the function stopped
+        thread.join(10)
+        assert not thread.is_alive()
+    assert instance.state != State.READY and len(backend.launched) == 1
 
 
 def test_a_port_taken_meanwhile_moves_to_another_port(supervisor, backend):
@@ -263,17 +270,16 @@ def test_a_fixed_port_that_cannot_be_bound_is_a_config_error(supervisor, backend
 def test_the_kubeless_port_flag_is_the_local_port_when_free(tmp_path):
     """`kubeless function deploy --port N` writes service.targetPort N: used locally when N is free."""
     import dataclasses
-    import socket
 
     from kubeless_local.emulator.supervisor import PortBook, ephemeral_port
 
+    def asking(port):
+        return dataclasses.replace(function(), service={"ports": [{"port": port, "targetPort": port}]})
+
     wanted = ephemeral_port()
-    spec = dataclasses.replace(function(), service={"ports": [{"port": wanted, "targetPort": wanted}]})
-    assert PortBook(tmp_path).assign(spec, set()) == wanted
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", wanted))
-        blocker.listen()
-        assert PortBook(tmp_path).assign(spec, set()) != wanted  # in use: another port, no error
+    assert PortBook(tmp_path).assign(asking(wanted), set()) == wanted
+    with taken_port() as taken:
+        assert PortBook(tmp_path).assign(asking(taken), set()) != taken  # in use: another port, no error
 
 
 def test_wait_ready_answers_once_the_function_serves(supervisor, backend):

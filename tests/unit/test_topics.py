@@ -196,11 +196,11 @@ def test_a_locked_topics_db_says_it_is_locked(tmp_path, store):
 
 
 RACE = """
-import sqlite3, sys, tempfile, threading
+import sqlite3, sys, threading
 from kubeless_local.emulator.triggers.topics import TopicStore
 
 for _ in range(100):
-    store = TopicStore(tempfile.mkdtemp(dir=sys.argv[1]))
+    store = TopicStore(sys.argv[1])  # the same file each time: opened, not created again (the race is the close)
     attached = threading.Event()
 
     def subscriber():

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from kubeless_local import errors
 from kubeless_local.emulator import images
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import Backend, Instance, OnExit, State, ignore_exit
@@ -113,27 +114,26 @@ class DockerBackend(Backend):
             notice = "%s runs in %s (%s)" % (runtime.name, choice.image, choice.source)
         image = spec.image or choice.image
         if not image:
-            raise UserError(
-                "%s: %s has no runtime image (it runs where this machine has the toolchain); use "
-                "--backend process, set %s, or give a runtime image"
-                % (spec.origin, runtime.name, images.env_name(runtime))
+            raise errors.Unavailable(
+                "%s: %s has no runtime image (it runs where this machine has the toolchain)"
+                % (spec.origin, runtime.name),
+                "runtime image",
+                runtime.name,
             )
         present = images.image_present(self.client, image)
         if present is not None and not spec.image and not choice.overridden and images.is_stale(present, runtime):
-            stale = (
-                "image %s was built from other runtime files than this kubeless-local's; rebuild it with "
-                "`kubeless-local runtime build %s`" % (image, runtime.name)
-            )
-            notice = "%s\n%s" % (notice, stale) if notice else stale
+            stale = "image %s was built from other runtime files than this kubeless-local's" % image
+            notice = errors.Notice("%s\n%s" % (notice, stale) if notice else stale, "runtime image", runtime.name)
         if present is None:
             if spec.image or choice.overridden:
-                raise UserError(
-                    "%s: image %s is not present and cannot be pulled here; `docker build`/`docker pull` "
-                    "it or use --backend process" % (spec.origin, image)
+                raise errors.NotFound(
+                    "%s: image %s is not present and cannot be pulled here; `docker build`/`docker pull` it"
+                    % (spec.origin, image),
+                    "image",
+                    image,
                 )
-            raise UserError(
-                "%s: the %s image %s is not built; run `kubeless-local runtime build %s` or use "
-                "--backend process" % (spec.origin, runtime.name, image, runtime.name)
+            raise errors.NotFound(
+                "%s: the %s image %s is not built" % (spec.origin, runtime.name, image), "runtime image", runtime.name
             )
         return runtime, notice
 

@@ -27,7 +27,6 @@ from kubeless_local.emulator.images.choice import (
     runtime_images_file,
 )
 from kubeless_local.emulator.images.engine import (
-    FIX,
     docker_client,
     docker_context_host,
     engine_candidates,
@@ -37,7 +36,6 @@ from kubeless_local.emulator.images.host import host_ca_bundle, registry, regist
 __all__ = [
     "BASE_IMAGE",
     "CA_NAME",
-    "FIX",
     "OWN_LABEL",
     "SOURCE_LABEL",
     "ImageChoice",

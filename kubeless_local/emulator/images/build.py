@@ -10,8 +10,7 @@ from pathlib import Path
 
 from kubeless_local.emulator.images import host
 from kubeless_local.emulator.images.choice import OWN_LABEL, image_for, image_present, override_for
-from kubeless_local.emulator.images.engine import FIX
-from kubeless_local.errors import UserError
+from kubeless_local.errors import Failed, NotFound, Unavailable, UserError
 from kubeless_local.paths import RUNTIMES_DIR
 
 BASE_IMAGE = "debian:bookworm-slim"
@@ -25,7 +24,7 @@ def build_context(runtime, target: Path):
     The CA only ever lives in this temp folder and the Dockerfiles' fetch stages."""
     source = RUNTIMES_DIR / runtime.server
     if not (source / "Dockerfile").is_file():
-        raise UserError("no Dockerfile for %s (%s); %s" % (runtime.name, source / "Dockerfile", FIX))
+        raise NotFound("no Dockerfile for %s (%s)" % (runtime.name, source / "Dockerfile"), "Dockerfile", runtime.name)
     shutil.copytree(
         source,
         target,
@@ -87,9 +86,11 @@ def build_image(client, runtime, on_line=lambda line: None):
         raise UserError("%s has no image in the runtime catalog: it runs on the process backend only" % runtime.name)
     args = build_args(runtime)
     if image_present(client, args["BASE"]) is None:
-        raise UserError(
+        raise NotFound(
             "the base image %s is missing and cannot be pulled here; create it (.ci/docker-setup.sh "
-            "does: debootstrap + docker import) or %s" % (args["BASE"], FIX)
+            "does: debootstrap + docker import)" % args["BASE"],
+            "base image",
+            args["BASE"],
         )
     with tempfile.TemporaryDirectory(prefix="kubeless-local-build-") as tmp:
         context = build_context(runtime, Path(tmp) / "context")
@@ -115,12 +116,14 @@ def build_image(client, runtime, on_line=lambda line: None):
                         lines.append(line)
                         on_line(line)
         except BuildError as exc:
-            raise UserError(
-                "building %s failed: %s\n%s\n(fix the Dockerfile / network, or %s)"
-                % (tag, str(exc.msg).splitlines()[-1] if str(exc.msg) else "error", "\n".join(lines[-15:]), FIX)
+            raise Failed(
+                "building %s failed: %s\n%s"
+                % (tag, str(exc.msg).splitlines()[-1] if str(exc.msg) else "error", "\n".join(lines[-15:])),
+                "image build",
+                tag,
             ) from None
         except APIError as exc:
-            raise UserError("building %s failed: %s; %s" % (tag, exc.explanation or exc, FIX)) from None
+            raise Unavailable("building %s failed: %s" % (tag, exc.explanation or exc), "image build", tag) from None
     return client.images.get(tag)
 
 

@@ -5,9 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from kubeless_local.errors import UserError
-
-FIX = "use --backend process"
+from kubeless_local.errors import Unavailable
 
 
 def docker_context_host(config_dir=None):
@@ -66,6 +64,6 @@ def docker_client(required=True):
         return client
     if not required:
         return None
-    raise UserError(
-        "no Docker engine answers (tried %s); start Docker (or set DOCKER_HOST) or %s" % ("; ".join(tried), FIX)
+    raise Unavailable(
+        "no Docker engine answers (tried %s); start Docker (or set DOCKER_HOST)" % "; ".join(tried), "docker engine"
     )

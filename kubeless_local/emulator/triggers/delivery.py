@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from kubeless_local import config
 from kubeless_local.emulator.triggers.subscriptions import subscriptions
-from kubeless_local.errors import Conflict, NotFound
+from kubeless_local.errors import Conflict, NotFound, Notice
 from kubeless_local.events import envelope
 
 # The Dispatcher's defaults are the project settings' (config.py, `kafka:`)
@@ -325,12 +325,13 @@ class Subscriber(threading.Thread):
         return True
 
     def _said_dead(self, event, attempts, status):
-        self.dispatcher.say(
-            self.sub.function,
-            "event %s on topic %s dead-lettered after %d attempts (last answer %s); "
-            "`kubeless-local topic replay %s` sends it again"
-            % (event.event_id, self.sub.topic, attempts, status or "none", self.sub.topic),
+        said = "event %s on topic %s dead-lettered after %d attempts (last answer %s)" % (
+            event.event_id,
+            self.sub.topic,
+            attempts,
+            status or "none",
         )
+        self.dispatcher.say(self.sub.function, self.dispatcher.word(Notice(said, "dead letter", self.sub.topic)))
 
     def _replay_dead_letters(self):
         letters = self.store.replays(self.sub.name)
@@ -387,8 +388,10 @@ class Dispatcher:
         retry_backoff=BACKOFF_FIRST,
         max_in_flight=MAX_IN_FLIGHT,
         retention_hours=RETENTION_HOURS,
+        word=str,
     ):
         self.store, self.supervisor = store, supervisor
+        self.word = word  # how a notice shows in a function's log (the CLI adds the command that helps)
         self.logs = logs if logs is not None else supervisor.logs
         self.max_attempts, self.retry_backoff, self.max_in_flight = max_attempts, retry_backoff, max_in_flight
         self.retention = retention_hours * 3600

@@ -72,9 +72,9 @@ logging.getLogger("aiokafka").propagate = False
 
 
 def configured(settings, option=None):
-    """(brokers, attempts): `option` (the flag, or KAFKA_BROKERS through it) before the project settings'
-    kafka.brokers; brokers None when neither names one (embedded topics)."""
-    brokers = parse_brokers(option, "--kafka-brokers/KAFKA_BROKERS") if option else list(settings.kafka.brokers)
+    """(brokers, attempts): `option` (DevSession's kafka_brokers: the CLI's flag, or KAFKA_BROKERS through it)
+    before the project settings' kafka.brokers; brokers None when neither names one (embedded topics)."""
+    brokers = parse_brokers(option, "kafka_brokers") if option else list(settings.kafka.brokers)
     return brokers or None, settings.kafka.max_attempts
 
 
@@ -157,9 +157,10 @@ class KafkaBridge:
 
     def _unanswered(self, exc):
         why = "" if type(exc).__name__ in QUIET_ERRORS else " (%s)" % (str(exc).splitlines() or [repr(exc)])[0]
-        return UserError(
-            "no Kafka broker answers at %s%s; start one (scripts/kafka-up.sh, see %s) or correct "
-            "--kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml" % (self.bootstrap, why, DOCS)
+        return Unavailable(
+            "no Kafka broker answers at %s%s; start one (scripts/kafka-up.sh, see %s)" % (self.bootstrap, why, DOCS),
+            "kafka broker",
+            self.bootstrap,
         )
 
     async def _probe(self):

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from kubeless_local.errors import NotFound, UserError
+from kubeless_local.errors import NotFound, Unavailable, UserError
 from kubeless_local.events import SOURCES, event_id, event_time
 from kubeless_local.spec import TOPIC_RE
 
@@ -136,10 +136,10 @@ class TopicStore:
         except sqlite3.DatabaseError as exc:
             if type(exc) is not sqlite3.DatabaseError:
                 raise  # a closed connection (ProgrammingError) and the like: not the file's fault
-            raise UserError(
-                "%s is damaged (%s); move it away (e.g. `mv %s %s.damaged`) and start `kubeless-local dev` again: "
-                "a new, empty one is created, and the old file keeps what it held"
-                % (self.path, exc, self.path, self.path)
+            raise Unavailable(
+                "%s is damaged (%s); move it away (e.g. `mv %s %s.damaged`)" % (self.path, exc, self.path, self.path),
+                "topics database",
+                str(self.path),
             ) from None
 
     @property
