@@ -1,13 +1,12 @@
 """The docker backend end to end with the real command and a real engine (run .ci/docker-setup.sh first)."""
 
-import io
 import json
 import signal
 import subprocess
-import tarfile
 
 import pytest
 import requests
+from built_images import python_server_image
 from conftest import cli, wait_for_answer
 from sockets import free_port
 
@@ -175,22 +174,7 @@ def custom_image(client):
         "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
         "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['FUNC_PORT'])), H).serve_forever()\n"
     )
-    dockerfile = (
-        "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\nCOPY server.py /server.py\n"
-        'CMD ["python3", "/server.py"]\n'
-    )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, text in (("Dockerfile", dockerfile), ("server.py", server)):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    client.images.build(
-        fileobj=buffer, custom_context=True, tag="kubeless-local-test/custom:1", network_mode="none", rm=True
-    )
-    return "kubeless-local-test/custom:1"
+    return python_server_image(client, "custom", server)
 
 
 def test_custom_runtime_image_with_an_unknown_runtime(tmp_path, start_dev, client):
@@ -258,20 +242,8 @@ def test_a_secret_folder_is_mounted_read_only_at_the_secret_path(tmp_path, start
 
 def crashing_image(client):
     """An image whose server prints one line and exits at once: a crash loop."""
-    dockerfile = (
-        "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\n"
-        'CMD ["python3", "-c", "print(\\"boot line\\", flush=True); raise SystemExit(3)"]\n'
-    )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile.encode())
-        tar.addfile(info, io.BytesIO(dockerfile.encode()))
-    buffer.seek(0)
-    client.images.build(
-        fileobj=buffer, custom_context=True, tag="kubeless-local-test/crash:1", network_mode="none", rm=True
-    )
-    return "kubeless-local-test/crash:1"
+    server = 'print("boot line", flush=True)\nraise SystemExit(3)\n'
+    return python_server_image(client, "crash", server)
 
 
 def test_a_crash_loop_prints_each_line_once(tmp_path, start_dev, client):
@@ -299,20 +271,8 @@ def test_a_crash_loop_prints_each_line_once(tmp_path, start_dev, client):
 
 def silent_image(client):
     """An image whose server starts and never answers /healthz: a function stuck in Starting."""
-    dockerfile = (
-        "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\n"
-        'CMD ["python3", "-c", "import time; print(\\"starting\\", flush=True); time.sleep(600)"]\n'
-    )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile.encode())
-        tar.addfile(info, io.BytesIO(dockerfile.encode()))
-    buffer.seek(0)
-    client.images.build(
-        fileobj=buffer, custom_context=True, tag="kubeless-local-test/silent:1", network_mode="none", rm=True
-    )
-    return "kubeless-local-test/silent:1"
+    server = 'import time\nprint("starting", flush=True)\ntime.sleep(600)\n'
+    return python_server_image(client, "silent", server)
 
 
 def test_ctrl_c_while_a_function_is_starting_stops_at_once(tmp_path, start_dev, client):
@@ -350,19 +310,7 @@ def webserver_image(client):
         "        self.send_response(200); self.end_headers(); self.wfile.write(b'webserver up')\n"
         "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['FUNC_PORT'])), H).serve_forever()\n"
     )
-    dockerfile = "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\nCOPY server.py /server.py\n"
-    dockerfile += 'CMD ["python3", "/server.py"]\n'
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, text in (("Dockerfile", dockerfile), ("server.py", server)):
-            info = tarfile.TarInfo(name)
-            info.size = len(text.encode())
-            tar.addfile(info, io.BytesIO(text.encode()))
-    buffer.seek(0)
-    client.images.build(
-        fileobj=buffer, custom_context=True, tag="kubeless-local-test/webserver:1", network_mode="none", rm=True
-    )
-    return "kubeless-local-test/webserver:1"
+    return python_server_image(client, "webserver", server)
 
 
 def test_a_function_manifest_with_only_an_image_runs(tmp_path, start_dev, client):
@@ -390,19 +338,7 @@ def writing_image(client):
         "        self.wfile.write(open('/kubeless/written.txt', 'rb').read())\n"
         "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['FUNC_PORT'])), H).serve_forever()\n"
     )
-    dockerfile = "FROM kubeless-local/python:3.11\nLABEL io.kubeless-local.runtime=\nCOPY server.py /server.py\n"
-    dockerfile += 'CMD ["python3", "/server.py"]\n'
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, text in (("Dockerfile", dockerfile), ("server.py", server)):
-            info = tarfile.TarInfo(name)
-            info.size = len(text.encode())
-            tar.addfile(info, io.BytesIO(text.encode()))
-    buffer.seek(0)
-    client.images.build(
-        fileobj=buffer, custom_context=True, tag="kubeless-local-test/writer:1", network_mode="none", rm=True
-    )
-    return "kubeless-local-test/writer:1"
+    return python_server_image(client, "writer", server)
 
 
 def test_kubeless_is_writable_by_a_function_of_another_image(tmp_path, start_dev, client):
