@@ -16,7 +16,17 @@ import click
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.errors import Conflict, EngineError, Failed, NotFound, Notice, Unavailable, UserError, hinted
+from kubeless_local.errors import (
+    BadRequest,
+    Conflict,
+    EngineError,
+    Failed,
+    NotFound,
+    Notice,
+    Unavailable,
+    UserError,
+    hinted,
+)
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
 
@@ -30,6 +40,7 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "function manifest"): "create one with `kubeless-local init`",
     (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
     (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
+    (BadRequest, "image-only function"): "use --backend docker",
     (Unavailable, "docker engine"): " or use --backend process",
     (NotFound, "runtime image"): "run `kubeless-local runtime build {name}` or use --backend process",
     (Unavailable, "runtime image"): "use --backend process, set {NAME}_RUNTIME, or give a runtime image",

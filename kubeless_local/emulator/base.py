@@ -123,7 +123,17 @@ class Backend(abc.ABC):
         """Stop the server and everything it started."""
 
     def resolve(self, spec: "FunctionSpec", catalog: "Catalog") -> tuple["Runtime", Optional[str]]:
-        """(Runtime, notice) for a Function; by default from the toolchains on this machine."""
+        """(Runtime, notice) for a Function; by default from the toolchains on this machine, which cannot run
+        a Function that is only an image (the docker backend can)."""
+        if not spec.runtime and spec.image:
+            from kubeless_local.errors import BadRequest
+
+            raise BadRequest(
+                "Function %s has no runtime, only an image (%s): it runs in that image, not as a local process"
+                % (spec.name, spec.image),
+                "image-only function",
+                spec.name,
+            )
         return catalog.resolve(spec.runtime)
 
     def prepare(

@@ -66,3 +66,28 @@ def test_a_server_that_dies_after_a_failed_reload_is_restarted(tmp_path):
     backend.start(instance, prepared)
     assert instance.wait_for(lambda i: i.state == State.CRASHED, 10), instance.state
     assert exited == [instance]
+
+
+def test_a_function_with_only_an_image_says_it_needs_the_docker_backend(tmp_path):
+    """An image-only Function (no spec.runtime) cannot run as a local process: the engine says so in its
+    own words, typed; the CLI adds the flag (it said "unknown runtime ''")."""
+    import pytest
+
+    from kubeless_local import spec as specs
+    from kubeless_local.commands.common import in_words
+    from kubeless_local.errors import BadRequest
+    from kubeless_local.runtimes import Catalog
+
+    manifest = tmp_path / "function.yaml"
+    manifest.write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: webserver}\nspec:\n"
+        "  deployment: {spec: {template: {spec: {containers: [{image: 'bitnami/tomcat:9.0'}]}}}}\n"
+    )
+    [fn] = specs.load(manifest).functions
+    with pytest.raises(BadRequest) as refused:
+        ProcessBackend(LogHub()).resolve(fn, Catalog())
+    assert str(refused.value) == (
+        "Function webserver has no runtime, only an image (bitnami/tomcat:9.0): it runs in that image, not as a"
+        " local process"
+    )
+    assert in_words(refused.value) == str(refused.value) + "; use --backend docker"
