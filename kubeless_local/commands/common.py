@@ -386,6 +386,17 @@ def say_session(client, session):
         click.echo("(%s)" % session.describe(), err=True)
 
 
+def picked_session(pick, *args):
+    """The running session `pick` (an AdminClient method: topic_session, cron_session, project_session)
+    finds for `args`, said when it was found across sessions."""
+    from kubeless_local.emulator import AdminClient
+
+    client = AdminClient()
+    session = pick(client, *args)
+    say_session(client, session)
+    return session
+
+
 def raise_exit(message, code):
     click.echo("error: %s" % message, err=True)
     sys.exit(code)

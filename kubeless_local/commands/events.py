@@ -11,9 +11,9 @@ import click
 from kubeless_local.commands.common import (
     headline,
     json_option,
+    picked_session,
     print_table,
     raise_exit,
-    say_session,
     user_errors,
     worded,
 )
@@ -43,9 +43,7 @@ def emit_events(source, topic, data, count=1, wait=False, wait_timeout=60.0, con
     from kubeless_local.emulator import AdminClient
 
     data, implied = read_event_data(data)
-    client = AdminClient()
-    session = client.topic_session(topic)
-    say_session(client, session)
+    session = picked_session(AdminClient.topic_session, topic)
     try:
         result = session.emit(topic, data, source=source, count=count, content_type=content_type or implied)
     except NotFound as exc:
@@ -205,9 +203,7 @@ def topic_create(name):
     """Create topic NAME."""
     from kubeless_local.emulator import AdminClient
 
-    client = AdminClient()
-    session = client.project_session()
-    say_session(client, session)
+    session = picked_session(AdminClient.project_session)
     created = session.create_topic(name)["created"]
     click.echo("topic %s %s" % (name, "created" if created else "already exists"))
 
@@ -219,9 +215,7 @@ def topic_delete(name):
     """Delete topic NAME with its events and dead letters."""
     from kubeless_local.emulator import AdminClient
 
-    client = AdminClient()
-    session = client.topic_session(name)
-    say_session(client, session)
+    session = picked_session(AdminClient.topic_session, name)
     session.delete_topic(name)
     click.echo("topic %s deleted" % name)
 
@@ -245,9 +239,7 @@ def topic_replay(name, trigger, letter_id):
     """Send a topic's dead letters again (same event-id and event-time)."""
     from kubeless_local.emulator import AdminClient
 
-    client = AdminClient()
-    session = client.topic_session(name)
-    say_session(client, session)
+    session = picked_session(AdminClient.topic_session, name)
     count = session.replay(name, trigger, letter_id)["replayed"]
     if letter_id is not None and not count:
         raise UserError(
@@ -276,9 +268,7 @@ def emit_cron(trigger):
     """Fire the CronJobTrigger TRIGGER now, as its CronJob would; waits for the answer."""
     from kubeless_local.emulator import AdminClient
 
-    client = AdminClient()
-    session = client.cron_session(trigger)
-    say_session(client, session)
+    session = picked_session(AdminClient.cron_session, trigger)
     run = session.fire_cron(trigger)
     click.echo(describe_run(run))
     if not run["ok"]:
