@@ -120,6 +120,7 @@ INSTALL_HINTS = {
     "kubectl": "kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/",
 }
 CONTROLLER = ("kubeless", "kubeless-controller-manager")  # namespace, Deployment
+KUBELESS_CONFIG = "kubeless-config"  # the controller's ConfigMap (runtime-images), in its namespace
 
 
 def _tool(name: str) -> str:
@@ -185,7 +186,7 @@ def up(name: str = DEFAULT_NAME, image: str = DEFAULT_IMAGE, say: Callable[[str]
             CONTROLLER[0],
             "patch",
             "configmap",
-            "kubeless-config",
+            KUBELESS_CONFIG,
             "--type",
             "merge",
             "-p",

@@ -8,7 +8,7 @@ from typing import Optional
 
 import yaml
 
-from kubeless_local.cluster import render
+from kubeless_local.cluster import kind, render
 from kubeless_local.cluster.apply import Applier
 from kubeless_local.cluster.kubeconfig import Target, connect
 from kubeless_local.errors import UserError
@@ -77,8 +77,7 @@ def push(target: Target, path, namespace=None, *, server_dry_run=False, prune=Fa
 
 
 # ------------------------------------------------------------------ the runtimes the cluster can run
-KUBELESS_NAMESPACE, KUBELESS_CONFIG = "kubeless", "kubeless-config"  # where the controller reads its config
-CONTROLLER = "kubeless-controller-manager"  # the controller's Deployment in KUBELESS_NAMESPACE
+KUBELESS_NAMESPACE, CONTROLLER = kind.CONTROLLER  # the controller's namespace and Deployment
 
 
 def cluster_runtimes(target: Target) -> Optional[list]:
@@ -88,7 +87,7 @@ def cluster_runtimes(target: Target) -> Optional[list]:
 
     try:
         config = client.CoreV1Api(target.api).read_namespaced_config_map(
-            KUBELESS_CONFIG, KUBELESS_NAMESPACE, _request_timeout=10
+            kind.KUBELESS_CONFIG, KUBELESS_NAMESPACE, _request_timeout=10
         )
         images = yaml.safe_load((config.data or {}).get("runtime-images") or "[]")
     except _read_errors():  # not there, not allowed, unreachable: no check, the apply reports the cause
@@ -256,10 +255,10 @@ def _fail_if_stuck(core, result, checksum: str) -> None:
             continue
         containers = [("init container", c) for c in pod.status.init_container_statuses or []]
         containers += [("container", c) for c in pod.status.container_statuses or []]
-        for kind, container in containers:
+        for role, container in containers:
             failed = _stuck(container)
             if failed:
-                where = "pod %s, %s %s" % (pod.metadata.name, kind, container.name)
+                where = "pod %s, %s %s" % (pod.metadata.name, role, container.name)
                 logs = "kubectl -n %s logs %s -c %s" % (result.namespace, pod.metadata.name, container.name)
                 raise UserError("Function %s: %s: %s; see `%s`" % (result.name, where, failed, logs))
 
