@@ -18,6 +18,7 @@ from kubeless_local.errors import UserError
 
 FILE = ".kubeless-local.yaml"
 BACKENDS = ("process", "docker", "auto")  # auto: docker when an engine answers and the images exist, else process
+NETWORKS = ("auto", "bridge", "relay", "host")  # docker.network: how a function's container is reached (README)
 GROUPS = ("local", "kubeless")  # kafka.group: dev's own consumer groups (default), or the deployed controller's
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
 
@@ -39,10 +40,20 @@ class Kafka:
 
 
 @dataclass(frozen=True)
+class Docker:
+    """`docker:`: the docker backend."""
+
+    # auto: bridge when the engine has a `bridge` network, else relay; host: the host's network (opt-in, the
+    # function's server binds 127.0.0.1 on the local port itself). The modes: emulator/docker/network.py.
+    network: str = "auto"
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path  # the file; it need not exist
     backend: str = "process"  # where functions run when no --backend / $KUBELESS_LOCAL_BACKEND says
     kafka: Kafka = Kafka()
+    docker: Docker = Docker()
     notices: tuple[str, ...] = ()  # one line each, to show once: deprecated keys and what to write instead
 
 
@@ -107,7 +118,17 @@ KAFKA_KEYS = {
     # the broker's name for max_attempts until both paths shared one setting
     "attempts": Key(number(int, 1), "a whole number ≥ 1", renamed_to="max_attempts"),
 }
-SECTIONS = {"kafka": (Kafka, KAFKA_KEYS, "e.g. kafka: {max_attempts: 5}")}
+DOCKER_KEYS = {
+    "network": Key(
+        one_of(NETWORKS),
+        "one of %s (auto: bridge when the engine has a bridge network, else relay)" % ", ".join(NETWORKS),
+        null_is_default=True,
+    ),
+}
+SECTIONS = {
+    "kafka": (Kafka, KAFKA_KEYS, "e.g. kafka: {max_attempts: 5}"),
+    "docker": (Docker, DOCKER_KEYS, "e.g. docker: {network: relay}"),
+}
 TOP_KEYS = {"backend": Key(one_of(BACKENDS), "one of %s" % ", ".join(BACKENDS), null_is_default=True)}
 # Keys people write that belong elsewhere: said with the reason instead of "unknown".
 MISPLACED = {"nats": "the kafka: settings apply to the embedded NATS topics as well (docs/events.md)"}

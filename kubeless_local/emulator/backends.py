@@ -1,7 +1,7 @@
 """The backends by name, so the CLI can offer them without importing their dependencies up front."""
 
 import importlib
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from kubeless_local import config
 from kubeless_local.emulator.base import Backend, BackendFactory, OnExit, ignore_exit
@@ -14,17 +14,22 @@ BACKENDS = {
     "process": ("kubeless_local.emulator.process", "ProcessBackend"),
     "docker": ("kubeless_local.emulator.docker", "DockerBackend"),
 }
+# the settings a backend is built with, as keyword arguments (its section of .kubeless-local.yaml)
+SETTINGS: dict[str, Callable[[config.Settings], dict[str, Any]]] = {
+    "docker": lambda settings: {"network": settings.docker.network},
+}
 CHOICES = list(config.BACKENDS)  # the names above and auto (see `choose`), as `backend:` in the settings takes them
 
 
-def factory(name: str) -> BackendFactory:
-    """The backend `name` as a BackendFactory: what it builds is checked at once (UserError when it cannot
-    run here, e.g. no Docker engine answers)."""
+def factory(name: str, settings: Optional[config.Settings] = None) -> BackendFactory:
+    """The backend `name` as a BackendFactory, built with its part of `settings` (None: the defaults): what
+    it builds is checked at once (UserError when it cannot run here, e.g. no Docker engine answers)."""
     module, cls = BACKENDS[name]
     backend_class = getattr(importlib.import_module(module), cls)
+    options = SETTINGS[name](settings) if settings is not None and name in SETTINGS else {}
 
     def create(logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None) -> Backend:
-        backend: Backend = backend_class(logs, on_exit=on_exit, guardian=guardian)
+        backend: Backend = backend_class(logs, on_exit=on_exit, guardian=guardian, **options)
         backend.check()
         return backend
 

@@ -109,7 +109,7 @@ class DevSession:
         self.settings = config.load(self.root)
         for notice in self.settings.notices:
             self.logs.emit("dev", notice, "system")
-        backend = self.backend or backends.factory(self._backend_name())
+        backend = self.backend or backends.factory(self._backend_name(), self.settings)
         self.guardian = self.new_guardian(self.state_dir)
         self.supervisor = Supervisor(
             self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs, word=self.word

@@ -49,6 +49,11 @@ def test_no_file_is_the_defaults(tmp_path):
         ("kafka: {group: local}", lambda s: s.kafka.group, "local"),
         ("kafka: {attempts: 7}", lambda s: s.kafka.max_attempts, 7),
         ("kafka:", lambda s: s.kafka, config.Kafka()),
+        ("docker: {network: relay}", lambda s: s.docker.network, "relay"),
+        ("docker: {network: bridge}", lambda s: s.docker.network, "bridge"),
+        ("docker: {network: host}", lambda s: s.docker.network, "host"),
+        ("docker: {network: null}", lambda s: s.docker.network, "auto"),
+        ("docker:", lambda s: s.docker, config.Docker(network="auto")),
     ],
 )
 def test_every_key_is_read_into_the_model(tmp_path, text, read, expected):
@@ -122,6 +127,13 @@ def test_an_unknown_key_names_the_file_the_key_and_the_known_ones(tmp_path, text
         ("kafka: {group: theirs}", "kafka.group must be local (dev's own consumer groups, the default) or kubeless"),
         ("kafka: {attempts: 0}", "kafka.attempts must be a whole number ≥ 1, got 0"),
         ("kafka: [1]", "kafka must be a mapping, e.g. kafka: {max_attempts: 5}"),
+        (
+            "docker: {network: pasta}",
+            "docker.network must be one of auto, bridge, relay, host (auto: bridge when the engine has a bridge "
+            "network, else relay), got 'pasta'",
+        ),
+        ("docker: {netwrk: host}", "unknown key docker.netwrk; known: network"),
+        ("docker: relay", "docker must be a mapping, e.g. docker: {network: relay}"),
         ("just text", "must be a mapping of settings, e.g. backend: docker; got 'just text'"),
         ("[backend, docker]", "must be a mapping of settings"),
     ],

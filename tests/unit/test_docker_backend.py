@@ -127,12 +127,13 @@ def prepared_for(backend, tmp_path, fn):
 
 @pytest.fixture
 def backend(tmp_path, monkeypatch):
+    """A backend on the host's network (the lifecycle tests below; the other modes: test_docker_network.py)."""
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(host, "registry", lambda name: "")  # no host tools asked (npm is slow to answer)
     for name in ("PYTHON3.11_RUNTIME", "PYTHON3.8_RUNTIME", "NODEJS20_RUNTIME", "KUBELESS_LOCAL_RUNTIME_IMAGES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG)
+    return dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG, network="host")
 
 
 def test_memory_quantities():
@@ -432,7 +433,7 @@ def test_a_container_that_exits_is_reported_crashed(backend, tmp_path):
 def test_a_container_that_exits_after_a_failed_reload_is_restarted(backend, tmp_path):
     # It served the last good code in CompileError: its exit is a crash the supervisor restarts.
     exited = []  # what the supervisor is told, as the backend's on_exit
-    backend = dk.DockerBackend(LogHub(), on_exit=exited.append, client=backend.client, catalog=CATALOG)
+    backend = dk.DockerBackend(LogHub(), on_exit=exited.append, client=backend.client, catalog=CATALOG, network="host")
     prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
     instance = Instance(name="hello", runtime="python3.11", port=18126)
     instance.set_state(State.STARTING)
@@ -633,7 +634,7 @@ def go_backend(tmp_path, monkeypatch):
     source.parent.mkdir()
     source.write_text("package kubeless\n")
     fn = objects.function_from_files("hello", source, go.name, "handler.Handler")
-    return dk.DockerBackend(LogHub(), client=client, catalog=CATALOG), fn
+    return dk.DockerBackend(LogHub(), client=client, catalog=CATALOG, network="host"), fn
 
 
 def test_every_step_container_is_labelled_with_the_project_and_named_like_the_process_steps(tmp_path, monkeypatch):

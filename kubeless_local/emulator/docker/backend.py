@@ -2,35 +2,64 @@
 pipeline (prepare.prepare) with steps in one-shot containers (steps.DockerSteps)."""
 
 import dataclasses
+import os
+import shutil
+import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kubeless_local import errors
 from kubeless_local.emulator import images
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.base import Backend, Instance, OnExit, State, ignore_exit
-from kubeless_local.emulator.docker import pump
+from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, OnExit, State, ignore_exit
+from kubeless_local.emulator.docker import network, pump
 from kubeless_local.emulator.docker.containers import (
+    CONNECTOR_SOCKET,
     LABEL_PROJECT,
     container_name,
     container_options,
     custom_runtime,
     project_label,
+    relay_name,
+    relay_options,
 )
 from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, run_in_container
+from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken
 from kubeless_local.emulator.guardian import Guardian
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
 
+RELAY_START = 20.0  # seconds for the relay container's connector to listen
+RELAY_IMAGE_RUNTIME = "python"  # the relay's connector.py runs in our image of this runtime (newest version)
+SOCKET_PATH_MAX = 100  # a unix socket path longer than this (sun_path: 108) is reached through /proc/self/fd
+
+
+class _Relay:
+    """Relay mode: the relay container whose namespace the function's container joins, and the private
+    folder of its connector's socket (reached through an open folder descriptor: the path may be long)."""
+
+    def __init__(self, container: Any, folder: Path) -> None:
+        self.container, self.folder = container, folder
+        self.folder_fd = os.open(folder, os.O_PATH)
+        socket_path = folder / CONNECTOR_SOCKET
+        short = len(str(socket_path)) < SOCKET_PATH_MAX
+        self.connector = socket_path if short else Path("/proc/self/fd/%d" % self.folder_fd) / CONNECTOR_SOCKET
+
+    def close(self) -> None:
+        os.close(self.folder_fd)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
 
 class _Handle:
-    def __init__(self, container: Any, prepared: DockerPrepared, generation: int) -> None:
+    def __init__(self, container: Any, prepared: DockerPrepared, generation: int, relay: Optional[_Relay]) -> None:
         self.container = container  # a docker Container
         self.prepared = prepared
         self.generation = generation  # synthesized control generations for images without control lines
+        self.relay = relay
         self.exited = threading.Event()
         self.stopping = False
 
@@ -73,12 +102,17 @@ class DockerBackend(Backend):
         guardian: Optional[Guardian] = None,
         client: Any = None,
         catalog: Optional[Catalog] = None,
+        network: str = "auto",
     ) -> None:
         """`client`: a docker client (None: the engine's, connected on first use); `catalog`: where
-        runtimes are resolved (None: the one resolve() is given)."""
+        runtimes are resolved (None: the one resolve() is given); `network`: the settings' docker.network
+        (network.py; auto: chosen by the engine, once)."""
         super().__init__(logs, on_exit=on_exit, guardian=guardian)
         self._client = client
         self.catalog = catalog
+        self.network_setting = network
+        self._network: Optional[tuple[str, str]] = None  # (mode, why), chosen on first use
+        self._doors: dict[str, FrontDoor] = {}  # relay mode: function name -> its front door
         self.swept: set[str] = set()
         self.lock = threading.Lock()
         self._by_name: dict[str, _Handle] = {}  # function name -> _Handle of its running container
@@ -94,7 +128,34 @@ class DockerBackend(Backend):
         return self._client
 
     def check(self) -> None:
+        """UserError with the fix when no engine answers; says which network mode runs the functions."""
         self.client  # noqa: B018 - raises UserError with the fix when no engine answers
+        self.logs.emit("dev", network.described(*self.network_mode()), "system")
+
+    def network_mode(self) -> tuple[str, str]:
+        """(mode, why): how the functions' containers are reached (network.py), chosen once per engine."""
+        with self.lock:
+            if self._network is None:
+                self._network = network.choose(self.network_setting, self.client)
+            return self._network
+
+    @property
+    def network(self) -> str:
+        return self.network_mode()[0]
+
+    def relay_image(self) -> str:
+        """Our Python image, where the relay's connector runs (relay mode); NotFound when it is not built."""
+        catalog = self.catalog or Catalog()
+        newest = [rt for rt in catalog.versions(RELAY_IMAGE_RUNTIME) if rt.image][-1]
+        found = images.image_present(self.client, newest.image)
+        if found is None or not (found.labels or {}).get(images.OWN_LABEL):
+            raise errors.NotFound(
+                "relay mode (the engine has no bridge network) runs its relay in the %s image %s, which is not "
+                "built; or set docker.network in .kubeless-local.yaml" % (newest.name, newest.image),
+                "runtime image",
+                newest.name,
+            )
+        return newest.image
 
     def resolve(self, spec: FunctionSpec, catalog: Catalog) -> tuple[Runtime, Optional[str]]:
         """(runtime, notice): the catalog's runtime (no local toolchain needed) with its `docker:` block,
@@ -135,6 +196,8 @@ class DockerBackend(Backend):
             raise errors.NotFound(
                 "%s: the %s image %s is not built" % (spec.origin, runtime.name, image), "runtime image", runtime.name
             )
+        if self.network == "relay":
+            self.relay_image()
         return runtime, notice
 
     # ------------------------------------------------------------ leftovers
@@ -210,33 +273,112 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------ the runtime container
 
-    def container_options(self, instance: Instance, prepared: DockerPrepared) -> dict:
+    def container_options(self, instance: Instance, prepared: DockerPrepared, relay_id: str = "") -> dict:
         """Everything containers.create gets (see containers.container_options)."""
-        return container_options(instance.port, prepared)
+        return container_options(instance.port, prepared, self.network, relay_id)
 
     def container_name(self, prepared: DockerPrepared) -> str:
         return container_name(prepared)
 
-    def start(self, instance: Instance, prepared: prep.Prepared, generation: int = 0) -> None:
+    def _remove_named(self, name: str) -> Optional[str]:
+        """Remove a leftover container of a crashed run by name; the engine's error, if it refused."""
         from docker.errors import APIError, NotFound
 
-        prepared = in_image(prepared)
-        options = self.container_options(instance, prepared)
         try:
-            self.client.containers.get(options["name"]).remove(force=True)  # a leftover of a crashed run
+            self.client.containers.get(name).remove(force=True)
         except NotFound:
             pass
         except APIError as exc:
-            instance.set_state(
-                State.CRASHED, "cannot remove the old container %s: %s" % (options["name"], exc.explanation or exc)
+            return "cannot remove the old container %s: %s" % (name, exc.explanation or exc)
+        return None
+
+    def _door(self, instance: Instance) -> Optional[FrontDoor]:
+        """Relay mode: the function's front door on 127.0.0.1:<its port>, kept across restarts (None, and the
+        instance Crashed with EXIT_CANNOT_LISTEN, when another program has the port: it cannot answer for us)."""
+        door = self._doors.get(instance.name)
+        if door is not None and door.port == instance.port:
+            return door
+        if door is not None:
+            door.close()
+        try:
+            door = self._doors[instance.name] = FrontDoor(instance.port, instance.name)
+        except PortTaken as exc:
+            self._doors.pop(instance.name, None)
+            instance.exit_code = EXIT_CANNOT_LISTEN
+            instance.set_state(State.CRASHED, "%s" % exc.strerror)
+            return None
+        return door
+
+    def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
+        """Relay mode: the relay container (the namespace the function's container joins), once its
+        connector listens; None, and the instance Crashed with the reason, when it does not."""
+        from docker.errors import APIError
+
+        doors = prepared.root.parent.parent / "doors"
+        doors.mkdir(mode=0o700, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=prepared.spec.name[:20] + ".", dir=doors))  # 0700, fresh per start
+        try:
+            container = self.client.containers.create(**relay_options(prepared, self.relay_image(), folder))
+            relay = _Relay(container, folder)
+            container.start()
+        except (APIError, UserError) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
+            return None
+        deadline = time.monotonic() + RELAY_START
+        while not (folder / CONNECTOR_SOCKET).exists():  # the connector renames its socket there once it listens
+            if time.monotonic() > deadline or instance.state == State.STOPPED:
+                logs = _container_logs(container)
+                self._remove_relay(relay)
+                why = "the relay container did not start within %ds%s" % (RELAY_START, logs)
+                instance.set_state(State.CRASHED, why)
+                return None
+            time.sleep(0.01)
+        return relay
+
+    def _remove_relay(self, relay: _Relay) -> None:
+        from docker.errors import APIError, NotFound
+
+        try:
+            relay.container.remove(force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            self.logs.emit(
+                relay.container.name,
+                "could not remove the relay container %s: %s; remove it with `docker rm -f %s`"
+                % (relay.container.name, exc.explanation or exc, relay.container.name),
+                "system",
             )
-            return
+        relay.close()
+
+    def start(self, instance: Instance, prepared: prep.Prepared, generation: int = 0) -> None:
+        from docker.errors import APIError
+
+        prepared = in_image(prepared)
+        self._stop_containers(instance)  # a crashed one's relay, before its restart
+        mode = self.network
+        names = [container_name(prepared)] + ([relay_name(prepared)] if mode == "relay" else [])
+        for name in names:
+            refused = self._remove_named(name)  # a leftover of a crashed run
+            if refused:
+                instance.set_state(State.CRASHED, refused)
+                return
+        door, relay = None, None
+        if mode == "relay":
+            door = self._door(instance)
+            relay = self._start_relay(instance, prepared) if door is not None else None
+            if relay is None:
+                return
+        options = self.container_options(instance, prepared, relay.container.id if relay else "")
         try:
             container = self.client.containers.create(**options)
         except APIError as exc:
+            if relay is not None:
+                self._remove_relay(relay)
             instance.set_state(State.CRASHED, "cannot create the container: %s" % (exc.explanation or exc))
             return
-        handle = _Handle(container, prepared, generation)
+        handle = _Handle(container, prepared, generation, relay)
         instance.handle, instance.pid = handle, None
         with self.lock:
             self._by_name[prepared.spec.name] = handle
@@ -245,8 +387,12 @@ class DockerBackend(Backend):
             container.start()
         except APIError as exc:
             handle.exited.set()
+            if port_taken(exc):  # bridge mode: the engine could not publish the port (another program has it)
+                instance.exit_code = EXIT_CANNOT_LISTEN
             instance.set_state(State.CRASHED, "cannot start the container: %s" % (exc.explanation or exc))
             return
+        if door is not None and relay is not None:
+            door.point(relay.connector)  # only now: whatever answers through it is this container
         try:
             container.reload()
             instance.pid = container.attrs["State"]["Pid"] or None  # the container's init, as the host sees it
@@ -254,7 +400,12 @@ class DockerBackend(Backend):
             pass  # the pid is informational (ls); the container runs
         threading.Thread(target=pump.pump, args=(self, instance, handle, stream), daemon=True).start()
         if not prepared.own:
-            threading.Thread(target=pump.poll_health, args=(instance, handle), daemon=True).start()
+            threading.Thread(target=pump.poll_health, args=(self, instance, handle), daemon=True).start()
+
+    def why_not_ready(self, instance: Instance) -> str:
+        """What the front door last heard from the connector (relay mode: e.g. nothing listens on 8080)."""
+        door = self._doors.get(instance.name)
+        return door.last_refusal if door is not None else ""
 
     def describe(self, instance: Instance) -> dict:
         """The image the function's container runs, and why (`ls -o wide`)."""
@@ -286,11 +437,18 @@ class DockerBackend(Backend):
                     "system",
                 )
         generation = instance.last_control[1] + 1
-        self.stop(instance)
+        self._stop_containers(instance)  # the front door stays: one port, one listener, across restarts
         self.start(instance, prepared, generation=generation if not prepared.own else 0)
         return "restart"
 
     def stop(self, instance: Instance) -> None:
+        self._stop_containers(instance)
+        door = self._doors.pop(instance.name, None)
+        if door is not None:
+            door.close()
+
+    def _stop_containers(self, instance: Instance) -> None:
+        """Remove the function's container, then its relay (the front door stops pointing at it first)."""
         from docker.errors import APIError, NotFound
 
         handle, instance.handle = container_handle(instance), None
@@ -300,6 +458,9 @@ class DockerBackend(Backend):
         with self.lock:
             if self._by_name.get(instance.name) is handle:
                 del self._by_name[instance.name]
+        door = self._doors.get(instance.name)
+        if door is not None and handle.relay is not None:
+            door.point(None)
         try:
             handle.container.remove(force=True)
         except NotFound:
@@ -311,4 +472,27 @@ class DockerBackend(Backend):
                 % (handle.container.name, exc.explanation or exc, handle.container.name),
                 "system",
             )
+        if handle.relay is not None:
+            self._remove_relay(handle.relay)
         handle.exited.set()
+
+
+def _explained(exc: Exception) -> str:
+    return str(getattr(exc, "explanation", None) or exc)
+
+
+def _container_logs(container: Any) -> str:
+    """A failed container's last lines, for its error ("" when there are none)."""
+    from docker.errors import APIError
+
+    try:
+        text = container.logs(tail=5).decode("utf-8", "replace").strip()
+    except APIError:
+        return ""
+    return ":\n" + text if text else ""
+
+
+def port_taken(exc: Exception) -> bool:
+    """The engine could not publish a port because another program has it."""
+    text = _explained(exc).lower()
+    return "address already in use" in text or "port is already allocated" in text

@@ -11,9 +11,10 @@ Other images (an override from PYTHON3.11_RUNTIME / runtime-images, or a custom 
 a writable copy of the prepared code folder mounted at /kubeless itself (a pod's emptyDir is writable);
 they reload by a new container and are ready when /healthz answers on FUNC_PORT.
 
-Containers use the host network (never the default bridge) and bind 127.0.0.1 (KUBELESS_LOCAL_BIND).
-Every container (runtime and one-shot step) carries LABEL_PROJECT = the resolved state folder, so
-the containers of a supervisor that died can be removed by label.
+Each function's container has a network namespace of its own and listens on 8080 as in a pod, reached at
+127.0.0.1:<its local port> only (network.py: the bridge, relay and opt-in host modes). Every container
+(runtime, relay and one-shot step) carries LABEL_PROJECT = the resolved state folder, so the containers of
+a supervisor that died (`kill -9` of dev) are removed by label (guardian.remove_containers, sweep).
 """
 
 import os
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 from kubeless_local.emulator import prepare as prep
+from kubeless_local.emulator.docker.network import POD_PORT
 from kubeless_local.emulator.images import host_ca_bundle
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, BackendBlock, Runtime
@@ -38,6 +40,11 @@ LABEL_FUNCTION = "kubeless-local.function"
 LABEL_PROJECT = "kubeless-local.project"
 LABEL_STEP = "kubeless-local.step"
 LABEL_RUNTIME = "kubeless-local.runtime"
+LABEL_ROLE = "kubeless-local.role"  # "relay" on a relay container (relay mode)
+DOOR_MOUNT = "/kubeless-local/door"  # relay mode: the private folder of the connector's unix socket
+CONNECTOR_MOUNT = "/kubeless-local/connector.py"
+CONNECTOR = Path(__file__).with_name("connector.py")
+CONNECTOR_SOCKET = "connector.sock"
 DEFAULT_USER = 1000  # Kubeless' default securityContext {runAsUser: 1000, fsGroup: 1000}
 CA_ENV = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")
 QUANTITY_RE = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$")
@@ -141,8 +148,13 @@ def phase_env(env):
     return result
 
 
-def container_env(port, prepared):
-    env = prep.function_env(prepared.spec, port, INSTALL, in_container=True)
+def container_env(port, prepared, mode="host"):
+    """The contract's env; in a namespace of its own (bridge, relay) the server listens on 8080 on every
+    address there, as in a pod; on the host's network on the local port, on 127.0.0.1 only."""
+    isolated = mode != "host"
+    env = prep.function_env(prepared.spec, POD_PORT if isolated else port, INSTALL, in_container=True)
+    if isolated:
+        env["KUBELESS_LOCAL_BIND"] = "0.0.0.0"  # its own namespace: reached only as network.py says
     env.update(prepared.runtime_env())
     env.update(phase_env(getattr(prepared, "image_env", {})))  # the entry in force wins, as on a cluster
     if host_ca_bundle():
@@ -168,8 +180,48 @@ def writable_copy(prepared):
     return target
 
 
-def container_options(port, prepared):
-    """Everything containers.create gets for the function's runtime container."""
+def network_options(mode, port, relay_id=""):
+    """The runtime container's network (network.py): the bridge with 127.0.0.1:<port> published to 8080; the
+    relay container's namespace; or the host's."""
+    if mode == "bridge":
+        return {"network_mode": "bridge", "ports": {"%d/tcp" % POD_PORT: ("127.0.0.1", port)}}
+    if mode == "relay":
+        return {"network_mode": "container:%s" % relay_id}
+    return {"network_mode": "host"}
+
+
+def relay_name(prepared):
+    return container_name(prepared) + "-relay"
+
+
+def relay_options(prepared, image, folder):
+    """The relay container (relay mode): the network namespace the function's container joins (network
+    "none": loopback only), running connector.py from our Python image as the host user (the socket's
+    folder is the user's, 0700)."""
+    return {
+        "image": image,
+        "name": relay_name(prepared),
+        "command": ["python3", "-u", CONNECTOR_MOUNT, "%s/%s" % (DOOR_MOUNT, CONNECTOR_SOCKET), str(POD_PORT)],
+        "entrypoint": [],
+        "detach": True,
+        "init": True,
+        "network_mode": "none",
+        "user": "%d:%d" % (os.getuid(), os.getgid()),
+        "working_dir": "/",
+        "volumes": {
+            str(Path(folder).resolve()): {"bind": DOOR_MOUNT, "mode": "rw"},
+            str(CONNECTOR.resolve()): {"bind": CONNECTOR_MOUNT, "mode": "ro"},
+        },
+        "labels": {
+            LABEL_FUNCTION: prepared.spec.name,
+            LABEL_PROJECT: project_label(prepared.root.parent.parent),
+            LABEL_ROLE: "relay",
+        },
+    }
+
+
+def container_options(port, prepared, mode="host", relay_id=""):
+    """Everything containers.create gets for the function's runtime container (`mode`: network.py's)."""
     spec = prepared.spec
     user, group, extra_groups = security_context(spec)
     mounts = {str(prepared.deps_dir): {"bind": DEPS_MOUNT, "mode": "ro"}}
@@ -186,8 +238,8 @@ def container_options(port, prepared):
         "name": container_name(prepared),
         "detach": True,
         "init": True,
-        "environment": container_env(port, prepared),
-        "network_mode": "host",
+        "environment": container_env(port, prepared, mode),
+        **network_options(mode, port, relay_id),
         "user": "%d:%d" % (user, group),
         "volumes": ca_mount(mounts),
         "labels": {

@@ -1,11 +1,14 @@
 """A runtime container's output to the log (control lines to the instance), and its exit."""
 
 import codecs
+import time
+import urllib.error
 import urllib.request
 
 from kubeless_local.emulator.base import State, handle_output
 
 EXIT_WAIT = 10  # seconds to wait for the exit code once the output stream ended
+NOT_READY_SAY = 5  # seconds without an answer on /healthz before the log says why
 
 
 def pump(backend, instance, handle, stream):
@@ -49,14 +52,23 @@ def pump(backend, instance, handle, stream):
         )
 
 
-def poll_health(instance, handle, interval=0.1):
-    """Images without control lines: Ready once /healthz answers 200."""
+def poll_health(backend, instance, handle, interval=0.1, explain_after=NOT_READY_SAY):
+    """Images without control lines: Ready once /healthz answers 200 (Kubeless' probe) at the function's URL.
+    Outside host mode that URL reaches only this container (network.py), so a stale server on the port
+    cannot answer for it. Not ready after `explain_after` seconds: says why once (it keeps waiting)."""
+    started, said, why = time.monotonic(), False, ""
     while not handle.exited.is_set() and instance.handle is handle:
         try:
             with urllib.request.urlopen(instance.url + "/healthz", timeout=1) as response:
                 if response.status == 200:
                     instance.on_control("ready", handle.generation)
                     return
-        except OSError:
-            pass
+                why = "/healthz answered %d" % response.status
+        except urllib.error.HTTPError as exc:
+            why = "/healthz answered %d (Kubeless probes it: it must answer 200)" % exc.code
+        except OSError as exc:
+            why = backend.why_not_ready(instance) or "no answer on /healthz (%s)" % getattr(exc, "reason", exc)
+        if not said and time.monotonic() - started > explain_after and not handle.exited.is_set():
+            said = True
+            backend.logs.emit(instance.name, "not ready after %d s: %s" % (explain_after, why), "system")
         handle.exited.wait(interval)

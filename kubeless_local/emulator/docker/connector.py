@@ -1,0 +1,59 @@
+"""The relay container's program (relay mode, docker/network.py): run by python3 inside our Python
+runtime image, in the network namespace the function's container joins; never imported by the package.
+
+It listens on a unix socket in a folder the engine bound from the session's private state. For each
+connection there it connects to 127.0.0.1:PORT in this namespace (the function's server, FUNC_PORT=8080)
+and hands that TCP connection back as a file descriptor (SCM_RIGHTS) after one byte "+"; when it cannot
+connect it answers "-" and the reason. It relays no bytes itself: the front door (frontdoor.py) does.
+
+Usage: python3 connector.py SOCKET PORT
+"""
+
+import os
+import signal
+import socket
+import sys
+import threading
+
+HANDED, REFUSED = b"+", b"-"
+CONNECT_TIMEOUT = 3.0
+
+
+def hand_over(client: socket.socket, port: int) -> None:
+    with client:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT)
+        except OSError as exc:
+            reason = "nothing listens on port %d in the container" % port
+            if not isinstance(exc, ConnectionRefusedError):
+                reason = "cannot connect to port %d in the container: %s" % (port, exc)
+            try:
+                client.sendall(REFUSED + reason.encode())
+            except OSError:
+                pass  # the front door gave up waiting
+            return
+        with upstream:
+            try:
+                socket.send_fds(client, [HANDED], [upstream.fileno()])
+            except OSError:
+                pass  # the front door gave up waiting; the connection closes here
+
+
+def main(path: str, port: int) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        os.unlink(path)  # a socket of an earlier run of this container
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path + ".new")
+    os.chmod(path + ".new", 0o600)
+    listener.listen(128)
+    os.rename(path + ".new", path)  # the socket appears listening: the engine waits for the name
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=hand_over, args=(client, port), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
