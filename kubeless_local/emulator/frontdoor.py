@@ -106,8 +106,10 @@ class FrontDoor:
         self.threads: set[threading.Thread] = set()
         self.closed = False
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # SO_REUSEADDR: connections of an earlier door in TIME_WAIT do not block the port; a program that
+        # listens on it (a stale server) still does, on Linux, as it must
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            # no SO_REUSEADDR: a program listening on the port (a stale server) must make this fail
             self.listener.bind(("127.0.0.1", port))
             self.listener.listen(128)
         except OSError as exc:

@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -103,8 +104,23 @@ class FakeImages:
         return self.present[tag]
 
 
+class FakeNetwork:
+    def __init__(self, name):
+        self.name = name
+
+
+class FakeNetworks:
+    def __init__(self, names):
+        self.names, self.asked = names, 0
+
+    def list(self, names=None):
+        self.asked += 1
+        return [FakeNetwork(n) for n in self.names if any(wanted in n for wanted in names or [""])]  # substrings
+
+
 class FakeClient:
-    def __init__(self, present=None):
+    def __init__(self, present=None, networks=("host", "none")):
+        self.networks = FakeNetworks(list(networks))
         self.containers = FakeContainers(self)
         self.images = FakeImages(
             present
@@ -702,3 +718,85 @@ def test_a_secret_folder_is_mounted_read_only_where_the_pod_mounts_the_secret(ba
     assert options["environment"]["KUBELESS_LOCAL_SECRET_DB"] == "/db"
     assert any("secret db" in line and "mounted read-only at /db" in line for line in lines)
     assert any("secret missing" in line and "create it" in line for line in lines)  # never silently dropped
+
+
+# ---------------------------------------------------------------- network modes (docker/network.py)
+
+
+@pytest.mark.parametrize(
+    ("setting", "networks", "mode", "why"),
+    [
+        ("auto", ("bridge", "host", "none"), "bridge", "the engine has a bridge network"),
+        ("auto", ("host", "none"), "relay", "the engine has no bridge network"),
+        ("auto", ("host", "none", "my-bridge-net"), "relay", "the engine has no bridge network"),  # names match exactly
+        ("relay", ("bridge", "host", "none"), "relay", "docker.network: relay in the settings"),
+        ("bridge", ("host", "none"), "bridge", "docker.network: bridge in the settings"),
+        ("host", ("bridge",), "host", "docker.network: host in the settings"),
+    ],
+)
+def test_the_network_mode_is_chosen_once_per_engine(setting, networks, mode, why):
+    client = FakeClient(networks=networks)
+    logs = LogHub()
+    backend = dk.DockerBackend(logs, client=client, catalog=CATALOG, network=setting)
+    backend.check()
+    assert backend.network_mode() == (mode, why) and backend.network == mode
+    assert client.networks.asked == (1 if setting == "auto" else 0)  # once, however often it is asked
+    said = [line.text for line in logs.tail("dev")]
+    assert len(said) == 1 and said[0].startswith("docker network: %s (%s; " % (mode, why))
+
+
+def started_options(tmp_path, mode, monkeypatch):
+    """(function container options, relay container options or None) of a start in `mode` (fake engine)."""
+    backend = dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG, network=mode)
+    prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
+    instance = Instance(name="hello", runtime="python3.11", port=18123)
+    relay = None
+    if mode == "relay":
+        from kubeless_local.emulator.docker import containers
+
+        relay = containers.relay_options(prepared, "kubeless-local/python:3.11", tmp_path / "door")
+    return backend.container_options(instance, prepared, relay_id="r" * 64), relay
+
+
+def test_bridge_mode_publishes_8080_on_loopback_only(tmp_path, backend, monkeypatch):
+    options, _ = started_options(tmp_path, "bridge", monkeypatch)
+    assert options["network_mode"] == "bridge"
+    assert options["ports"] == {"8080/tcp": ("127.0.0.1", 18123)}  # never another address of the machine
+    assert options["environment"]["FUNC_PORT"] == "8080" and options["environment"]["KUBELESS_LOCAL_BIND"] == "0.0.0.0"
+
+
+def test_relay_mode_joins_the_relay_containers_namespace(tmp_path, backend, monkeypatch):
+    options, relay = started_options(tmp_path, "relay", monkeypatch)
+    assert options["network_mode"] == "container:" + "r" * 64 and "ports" not in options
+    assert options["environment"]["FUNC_PORT"] == "8080"
+    assert relay["network_mode"] == "none"  # loopback only: the namespace the function joins
+    assert relay["user"] == "%d:%d" % (os.getuid(), os.getgid())  # its socket's folder is the user's (0700)
+    assert relay["labels"][dk.LABEL_PROJECT] == options["labels"][dk.LABEL_PROJECT]  # the guardian removes it too
+    assert relay["labels"][dk.LABEL_FUNCTION] == "hello" and relay["name"] == options["name"] + "-relay"
+    volumes = relay["volumes"]
+    assert volumes[str((tmp_path / "door").resolve())] == {"bind": "/kubeless-local/door", "mode": "rw"}
+    connector = Path(dk.__file__).with_name("connector.py").resolve()
+    assert volumes[str(connector)] == {"bind": "/kubeless-local/connector.py", "mode": "ro"}
+    assert relay["command"] == [
+        "python3",
+        "-u",
+        "/kubeless-local/connector.py",
+        "/kubeless-local/door/connector.sock",
+        "8080",
+    ]
+
+
+def test_relay_mode_without_our_python_image_says_what_to_build(tmp_path, monkeypatch):
+    client = FakeClient()
+    client.images.present["kubeless-local/nodejs:20"] = FakeImage("kubeless-local/nodejs:20", {images.OWN_LABEL: "n"})
+    del client.images.present["kubeless-local/python:3.11"]
+    backend = dk.DockerBackend(LogHub(), client=client, catalog=CATALOG, network="relay")
+    source = tmp_path / "handler.js"
+    source.write_text("module.exports = {hello: () => 'hi'};\n")
+    fn = objects.function_from_files("hello", source, "nodejs20", "handler.hello")
+    with pytest.raises(
+        errors.NotFound, match=r"relay mode .* kubeless-local/python:3\.11, which is not built"
+    ) as missing:
+        backend.resolve(fn, CATALOG)
+    assert (missing.value.what, missing.value.name) == ("runtime image", "python3.11")
+    assert "runtime build python3.11" in str(worded(missing.value))

@@ -1,0 +1,184 @@
+"""The front door (emulator/frontdoor.py) with the relay's connector (docker/connector.py) on a real unix
+socket, no Docker: the connector connects to a TCP server on 127.0.0.1 standing in for the container's."""
+
+import os
+import socket
+import threading
+
+import pytest
+from sockets import free_port
+from waiting import wait_until
+
+from kubeless_local.emulator import frontdoor
+from kubeless_local.emulator.docker import connector
+
+
+class Connector:
+    """connector.py's accept loop, in a thread, handing connections to `port` (a unix socket in tmp)."""
+
+    def __init__(self, folder, port):
+        self.path = str(folder / "c.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(16)
+        self.port = port
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            connector.hand_over(client, self.port)
+
+    def close(self):
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+
+
+class Upstream:
+    """A TCP server on 127.0.0.1: each connection answers `tag` + everything it read, after the client's
+    half-close (so the test sees both directions and the half-close pass through the door)."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.echo, args=(conn,), daemon=True).start()
+
+    def echo(self, conn):
+        with conn:
+            data = bytearray()
+            try:
+                while chunk := conn.recv(65536):
+                    data += chunk
+                conn.sendall(self.tag + bytes(data))
+            except OSError:
+                pass  # the door closed the connection (test_close_…)
+
+    def close(self):
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+@pytest.fixture
+def parts(tmp_path):
+    made = []
+
+    def make(kind, *args):
+        part = kind(*args)
+        made.append(part)
+        return part
+
+    yield make
+    for part in reversed(made):
+        part.close()
+
+
+def call(port, payload):
+    """What the door answers to `payload` (b"": closed without an answer, reset included)."""
+    answer = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            raise
+        except OSError:
+            pass  # reset or not connected: the door closed it
+    return bytes(answer)
+
+
+def test_bytes_go_through_both_ways_with_the_half_close(tmp_path, parts):
+    upstream = parts(Upstream, b"A:")
+    door = parts(frontdoor.FrontDoor, free_port(), "fn")
+    door.point(parts(Connector, tmp_path, upstream.port).path)
+    payload = os.urandom(3 * frontdoor.BUFFER + 17)  # larger than the relay's buffer
+    assert call(door.port, payload) == b"A:" + payload
+    assert call(door.port, b"") == b"A:"
+
+
+def test_point_switches_new_connections_and_none_refuses(tmp_path, parts):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    door = parts(frontdoor.FrontDoor, free_port(), "fn")
+    assert call(door.port, b"x") == b""  # pointing nowhere: closed at once
+    door.point(parts(Connector, tmp_path / "a", parts(Upstream, b"A:").port).path)
+    assert call(door.port, b"x") == b"A:x"
+    door.point(parts(Connector, tmp_path / "b", parts(Upstream, b"B:").port).path)
+    assert call(door.port, b"x") == b"B:x"
+
+
+def test_nothing_listening_in_the_container_is_the_reason_given(tmp_path, parts):
+    door = parts(frontdoor.FrontDoor, free_port(), "fn")
+    closed = free_port()
+    door.point(parts(Connector, tmp_path, closed).path)
+    assert call(door.port, b"GET / HTTP/1.0\r\n\r\n") == b""
+    assert door.last_refusal == "nothing listens on port %d in the container" % closed
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0"])
+def test_a_port_another_program_listens_on_is_refused(parts, address):
+    stale = socket.create_server((address, 0))  # a stale server, on loopback or every address
+    try:
+        with pytest.raises(frontdoor.PortTaken, match=r"127\.0\.0\.1:\d+ is in use by another program"):
+            frontdoor.FrontDoor(stale.getsockname()[1], "fn")
+    finally:
+        stale.close()
+
+
+def test_it_listens_on_loopback_only(parts):
+    door = parts(frontdoor.FrontDoor, free_port(), "fn")
+    assert door.listener.getsockname() == ("127.0.0.1", door.port)
+
+
+def test_close_ends_open_connections_and_every_thread(tmp_path, parts):
+    upstream = parts(Upstream, b"A:")
+    conn = parts(Connector, tmp_path, upstream.port)
+    baseline = threading.active_count()
+    door = frontdoor.FrontDoor(free_port(), "fn")
+    door.point(conn.path)
+    held = [socket.create_connection(("127.0.0.1", door.port), timeout=10) for _ in range(3)]
+    for sock in held:
+        sock.sendall(b"in flight")  # never half-closed: the relay threads wait in recv
+    wait_until(lambda: len(door.open) == 3, "three connections relayed", timeout=10)
+    door.close()
+    for sock in held:
+        assert sock.recv(100) == b""  # closed by the door
+        sock.close()
+    assert not door.threads and not door.acceptor.is_alive() and not door.open
+    wait_until(lambda: threading.active_count() <= baseline, "no thread left (the upstream's ended too)", timeout=10)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", door.port), timeout=2)
+
+
+def test_a_long_state_folder_is_reached_through_the_folder_descriptor(tmp_path):
+    from kubeless_local.emulator.docker.backend import SOCKET_PATH_MAX, _Relay
+
+    deep = tmp_path / ("x" * 60) / ("y" * 60)
+    deep.mkdir(parents=True)
+    relay = _Relay(container=None, folder=deep)
+    try:
+        assert len(str(deep / "connector.sock")) > SOCKET_PATH_MAX
+        assert str(relay.connector) == "/proc/self/fd/%d/connector.sock" % relay.folder_fd
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(relay.connector))  # the same socket file as the long path names
+        assert (deep / "connector.sock").exists()
+        server.close()
+    finally:
+        relay.close()
+    assert not deep.exists()
