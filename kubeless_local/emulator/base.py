@@ -153,6 +153,11 @@ class Backend(abc.ABC):
     def alive(self, instance: Instance) -> bool:
         """True while the instance's server process/container runs."""
 
+    def holds_port(self, instance: Instance) -> bool:
+        """The instance's port is held by what this backend runs for it (its server still running, never
+        ready; the docker backend's front door), so a port that is not free is no race lost to another program."""
+        return self.alive(instance)
+
     def describe(self, instance: Instance) -> dict[str, Any]:
         """What this backend adds to the instance's `ls` row (the docker backend: its image, and why)."""
         return {}

@@ -235,7 +235,8 @@ class Supervisor:
         for _ in range(3):
             self._launch(instance, prepared)
             lost_port = instance.state == State.CRASHED and (
-                instance.exit_code == EXIT_CANNOT_LISTEN or not port_free(instance.port)
+                instance.exit_code == EXIT_CANNOT_LISTEN
+                or (not port_free(instance.port) and not self.backend.holds_port(instance))
             )
             if not lost_port:
                 return

@@ -58,21 +58,28 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize(("runtime", "backend_name"), cases, ids=["%s-%s" % (rt.name, b) for rt, b in cases])
 
 
-def server_receive_queue(server_port, client_port):
-    """Bytes the server has not read yet on its end of the connection from `client_port` (None while
-    the kernel shows no such connection). Containers share the host network (`network_mode: host`)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+def server_receive_queues(server_port, proc="/proc/net"):
+    """{client port: bytes the server has not read yet} of the connections to `server_port` in the network
+    namespace whose tables `proc` holds (/proc/net: the host's; /proc/<pid>/net: that process's)."""
+    queues = {}
+    for table in ("tcp", "tcp6"):
         try:
-            with open(table) as f:
+            with open("%s/%s" % (proc, table)) as f:
                 rows = f.read().splitlines()[1:]
         except OSError:
             continue
         for row in rows:
             fields = row.split()
-            local, remote, queues = fields[1], fields[2], fields[4]
-            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
-                return int(queues.split(":")[1], 16)
-    return None
+            local, remote, queue = fields[1], fields[2], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) == server_port:
+                queues[int(remote.rsplit(":", 1)[1], 16)] = int(queue.split(":")[1], 16)
+    return queues
+
+
+def server_receive_queue(server_port, client_port):
+    """Bytes the server has not read yet on its end of the connection from `client_port` (None while
+    the kernel shows no such connection): a server on the host's network (process backend, docker host mode)."""
+    return server_receive_queues(server_port).get(client_port)
 
 
 class RunningFunction:
@@ -135,11 +142,18 @@ class RunningFunction:
             len(body),
         )
         head += "".join("%s: %s\r\n" % item for item in (headers or {}).items())
+        isolated = self.supervisor.backend.name == "docker" and self.supervisor.backend.network != "host"
+        if isolated:  # the server listens on 8080 in the container's namespace, reached through the door
+            inside = "/proc/%d/net" % self.instance.pid
+            earlier = set(server_receive_queues(8080, inside))
         sock = socket.create_connection(("127.0.0.1", self.instance.port), timeout=30)
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
         client_port = sock.getsockname()[1]
 
         def read():
+            if isolated:  # the connection the door made for this one: the new one in there
+                fresh = [q for port, q in server_receive_queues(8080, inside).items() if port not in earlier]
+                return len(fresh) == 1 and fresh[0] == 0
             return server_receive_queue(self.instance.port, client_port) == 0
 
         wait_until(read, "the server reading the request", timeout=seconds, interval=0.01)

@@ -67,6 +67,7 @@ class FakeBackend(Backend):
 
     start:  "ready" | "load-failed" | "crash" | "port-taken" (another program binds the port first)
             | "cannot-listen" (the server exits 4: it could not bind, the port looks free again afterwards)
+            | "stuck" (it runs and holds its port, as the docker backend's front door does, never ready)
     reload: "ready" | "load-failed" | seconds (float) until ready
     prepare: an exception to raise (e.g. prepare.StepFailed) or None; `gate` holds prepare until set.
     """
@@ -125,6 +126,12 @@ class FakeBackend(Backend):
             return
         instance.pid, instance.handle = self.next_pid, prepared
         self.next_pid += 1
+        if outcome == "stuck":
+            holder = socket.socket()
+            holder.bind(("127.0.0.1", instance.port))
+            holder.listen()
+            self.blockers.append(holder)
+            return
         if outcome == "crash":
             self.crash(instance)
         elif outcome == "load-failed":

@@ -219,6 +219,17 @@ def test_a_fixed_port_taken_meanwhile_is_not_moved(supervisor, backend):
     assert instance.state == State.CRASHED and instance.port == port and len(backend.launched) == 1
 
 
+def test_a_server_that_holds_its_port_but_never_gets_ready_is_not_moved(supervisor, backend, monkeypatch):
+    """Its own port, held by itself (the docker backend's front door), is no port race: it stays where it is
+    (it was moved three times, each start waiting the whole start-up time again)."""
+    monkeypatch.setattr(sup_module, "STARTUP_TIMEOUT", 0.2)
+    backend.starts["hello"] = ["stuck"]
+    instance = supervisor.start(function())
+    assert instance.state == State.CRASHED and "did not become ready" in instance.error
+    assert len(backend.launched) == 1
+    assert "taken meanwhile" not in "\n".join(line.text for line in supervisor.logs.tail("hello"))
+
+
 def test_stop_and_stop_all(supervisor, backend):
     for name in ("a", "b", "c"):
         supervisor.start(function(name))

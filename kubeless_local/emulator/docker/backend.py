@@ -414,6 +414,10 @@ class DockerBackend(Backend):
             return {}
         return {"image": handle.prepared.image, "image_source": handle.prepared.image_source}
 
+    def holds_port(self, instance: Instance) -> bool:
+        door = self._doors.get(instance.name)
+        return (door is not None and door.port == instance.port) or self.alive(instance)
+
     def alive(self, instance: Instance) -> bool:
         handle = container_handle(instance)
         return handle is not None and not handle.exited.is_set()
