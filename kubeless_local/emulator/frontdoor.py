@@ -7,90 +7,205 @@ Guarantee:
   (docker/connector.py, in the container's namespace) over a unix socket in a private folder (0700) of the
   session's state, and the connector hands back a TCP connection it made to 127.0.0.1:8080 *inside* that
   namespace. So whatever answers through the door is that container's server, by construction;
-- bytes go through as they are, both ways, through one bounded buffer (BUFFER) per direction; an end that
-  finishes sending is passed on as a half-close, an end that breaks closes both;
+- bytes go through as they are, both ways; a side that cannot take more stops the reading of the other
+  (asyncio's write-buffer limits: bounded memory per connection); an end that finishes sending is passed on
+  as a half-close, an end that breaks aborts both;
 - `point()` switches where new connections go, atomically; open ones finish where they started (the seam
   a blue/green reload switches at);
-- `close()` stops listening, ends every open connection and returns once every thread it started ended.
+- `close()` stops listening and aborts the open connections; the event loop's thread (one for all doors
+  of the process) ends with the last door.
 
-Why a handed-over connection and not a second relay in the container: the bytes cross one user-space
-relay (this one) instead of two.
+Why a handed-over connection and not a relay in the container too: the bytes cross one user-space relay
+(this one) instead of two. Why one asyncio loop and not threads: a thread pair per connection spent most of
+its time handing the GIL over (0.35× of host networking for a Python hello; see BENCHMARKS.md).
 """
 
 import array
+import asyncio
 import socket
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-BUFFER = 256 * 1024  # bytes read at once per direction (bounded: a slow reader stops the sender)
 CONNECT_TIMEOUT = 5.0  # seconds for the connector's answer
-JOIN_TIMEOUT = 5.0  # seconds close() waits for the connections' threads
-REFUSED = b"-"  # the connector's answer when it could not connect (then the reason, as text)
-HANDED = b"+"  # the connector's answer with the connection as an SCM_RIGHTS file descriptor
+CLOSE_TIMEOUT = 5.0  # seconds close() waits for the loop to close the door
+HANDED = b"+"  # the connector's answer with the connection as an SCM_RIGHTS file descriptor (else "-" + reason)
+WRITE_LIMIT = 256 * 1024  # bytes buffered towards one side before the other side's reading pauses
 
 
 class PortTaken(OSError):
     """127.0.0.1:<port> is in use by another program."""
 
 
-def receive_connection(connector: str, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
-    """A TCP connection made by the connector listening at unix socket `connector`; OSError with the
-    connector's reason when it could not make one (nothing listens on the port, the connector is gone)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
-        unix.settimeout(timeout)
-        unix.connect(connector)
-        fds = array.array("i")
-        message, ancillary, _, _ = unix.recvmsg(512, socket.CMSG_SPACE(fds.itemsize))
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-        handed = [socket.socket(fileno=fd) for fd in fds]
-        if message[:1] == HANDED and len(handed) == 1:
-            handed[0].setblocking(True)
-            return handed[0]
-        for extra in handed:
-            extra.close()
-        raise ConnectionRefusedError(message[1:].decode("utf-8", "replace") or "the connector closed")
+def _handed(message: bytes, ancillary: list) -> socket.socket:
+    """The connection in a connector's answer; ConnectionRefusedError with its reason when there is none."""
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    handed = [socket.socket(fileno=fd) for fd in fds]
+    if message[:1] == HANDED and len(handed) == 1:
+        return handed[0]
+    for extra in handed:
+        extra.close()
+    raise ConnectionRefusedError(message[1:].decode("utf-8", "replace") or "the connector closed")
 
 
-class Connection:
-    """One client connection and the connection handed for it: two relay directions."""
-
-    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
-        self.client, self.upstream = client, upstream
-        self.lock = threading.Lock()
-        self.finished = 0  # directions done; both: close the sockets
-
-    def relay(self, source: socket.socket, sink: socket.socket) -> None:
-        buffer = bytearray(BUFFER)
-        view = memoryview(buffer)
+async def receive_connection(connector: str) -> socket.socket:
+    """A TCP connection made by the connector listening at unix socket `connector` (non-blocking); OSError
+    with the connector's reason when it could not make one (nothing listens on the port, no connector)."""
+    loop = asyncio.get_running_loop()
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(unix, connector), CONNECT_TIMEOUT)
+        readable = loop.create_future()
+        loop.add_reader(unix.fileno(), lambda: readable.done() or readable.set_result(None))
         try:
-            while True:
-                size = source.recv_into(buffer)
-                if not size:
-                    sink.shutdown(socket.SHUT_WR)  # pass the half-close on: the other direction goes on
-                    break
-                sink.sendall(view[:size])
-        except OSError:
-            self.abort()  # a reset or a close(): both ends go
+            await asyncio.wait_for(readable, CONNECT_TIMEOUT)
         finally:
-            self._done()
+            loop.remove_reader(unix.fileno())
+        message, ancillary, _, _ = unix.recvmsg(512, socket.CMSG_SPACE(array.array("i").itemsize))
+        return _handed(message, ancillary)
+    except asyncio.TimeoutError:
+        raise TimeoutError("the connector did not answer within %ds" % CONNECT_TIMEOUT) from None
+    finally:
+        unix.close()
+
+
+class _Side(asyncio.Protocol):
+    """One end of a relayed connection: what it receives is written to `peer`; flow control both ways."""
+
+    def __init__(self, relay: "_Relay") -> None:
+        self.relay = relay
+        self.transport: Any = None
+        self.peer: Optional[_Side] = None
+        self.eof = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_LIMIT)
+        transport.pause_reading()  # until both ends are connected (the bytes wait in the kernel)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None, "reading starts once both ends are connected"
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.peer is not None and self.peer.transport.can_write_eof():
+            self.peer.transport.write_eof()  # the half-close, passed on
+        if self.peer is None or self.peer.eof:
+            self.relay.close()
+        return True  # keep the other direction going
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.relay.lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and not self.peer.eof:
+            self.peer.transport.resume_reading()
+
+
+class _Relay:
+    """A client connection and the connection handed for it."""
+
+    def __init__(self, door: "FrontDoor") -> None:
+        self.door = door
+        self.client = _Side(self)
+        self.upstream: Optional[_Side] = None
+        self.closed = False
+        self.task: Optional[asyncio.Task] = None  # connect(), referenced while it runs
+
+    async def connect(self, connector: Optional[str]) -> None:
+        """Connect the client to the container; nothing is read from either until both are there."""
+        client = self.client.transport
+        if connector is None:
+            self.abort()
+            return
+        try:
+            sock = await receive_connection(connector)
+        except OSError as exc:
+            self.door.last_refusal = str(exc.strerror or exc) if exc.strerror else str(exc)
+            self.abort()
+            return
+        if self.closed:
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        upstream = _Side(self)
+        try:
+            await loop.connect_accepted_socket(lambda: upstream, sock)
+        except OSError as exc:
+            self.door.last_refusal = str(exc)
+            sock.close()
+            self.abort()
+            return
+        self.upstream, self.client.peer, upstream.peer = upstream, upstream, self.client
+        if self.closed:
+            upstream.transport.abort()
+            return
+        client.resume_reading()
+        upstream.transport.resume_reading()
+
+    def lost(self, side: _Side, exc: Optional[Exception]) -> None:
+        if exc is not None:
+            self.abort()  # a reset: both go
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Both directions ended (or one side is gone): flush and close both ends."""
+        for side in (self.client, self.upstream):
+            if side is not None and side.transport is not None:
+                side.transport.close()
+        self._forget()
 
     def abort(self) -> None:
-        for sock in (self.client, self.upstream):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the other direction's recv
-            except OSError:
-                pass  # not connected (anymore)
+        for side in (self.client, self.upstream):
+            if side is not None and side.transport is not None:
+                side.transport.abort()
+        self._forget()
 
-    def _done(self) -> None:
-        with self.lock:
-            self.finished += 1
-            if self.finished < 2:
+    def _forget(self) -> None:
+        self.closed = True
+        self.door.open.discard(self)
+
+
+class _Loop:
+    """The event loop thread all doors of the process share; it ends with the last door."""
+
+    lock = threading.Lock()
+    loop: Optional[asyncio.AbstractEventLoop] = None
+    thread: Optional[threading.Thread] = None
+    users = 0
+
+    @classmethod
+    def acquire(cls) -> asyncio.AbstractEventLoop:
+        with cls.lock:
+            if cls.loop is None:
+                loop = asyncio.new_event_loop()
+                cls.thread = threading.Thread(target=loop.run_forever, name="front doors", daemon=True)
+                cls.loop = loop
+                cls.thread.start()
+            cls.users += 1
+            return cls.loop
+
+    @classmethod
+    def release(cls) -> None:
+        with cls.lock:
+            cls.users -= 1
+            if cls.users or cls.loop is None:
                 return
-        self.client.close()
-        self.upstream.close()
+            loop, thread, cls.loop, cls.thread = cls.loop, cls.thread, None, None
+        loop.call_soon_threadsafe(loop.stop)
+        assert thread is not None, "a loop runs in its thread"
+        thread.join(CLOSE_TIMEOUT)
+        loop.close()
 
 
 class FrontDoor:
@@ -101,10 +216,7 @@ class FrontDoor:
         self.port, self.name = port, name
         self.connector: Optional[str] = None
         self.last_refusal = ""  # why the last connection could not be handed on (readiness explains with it)
-        self.lock = threading.Lock()
-        self.open: set[Connection] = set()
-        self.threads: set[threading.Thread] = set()
-        self.closed = False
+        self.open: set[_Relay] = set()
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # SO_REUSEADDR: connections of an earlier door in TIME_WAIT do not block the port; a program that
         # listens on it (a stale server) still does, on Linux, as it must
@@ -115,74 +227,36 @@ class FrontDoor:
         except OSError as exc:
             self.listener.close()
             raise PortTaken(exc.errno, "127.0.0.1:%d is in use by another program" % port) from None
-        self.acceptor = threading.Thread(target=self._accept, name="front door %s" % name, daemon=True)
-        self.acceptor.start()
+        self.loop = _Loop.acquire()
+        self.server = asyncio.run_coroutine_threadsafe(
+            self.loop.create_server(self._relay, sock=self.listener), self.loop
+        ).result(CLOSE_TIMEOUT)
+
+    def _relay(self) -> asyncio.Protocol:
+        relay = _Relay(self)
+        self.open.add(relay)
+
+        def connect() -> None:  # after connection_made, which the transport schedules first
+            relay.task = self.loop.create_task(relay.connect(self.connector))
+
+        self.loop.call_soon(connect)
+        return relay.client
 
     def point(self, connector: Optional[Path]) -> None:
         """New connections go to `connector` (a unix socket path); None: they are refused."""
-        with self.lock:
-            self.connector = str(connector) if connector is not None else None
-            self.last_refusal = ""
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            with self.lock:
-                if self.closed:
-                    client.close()
-                    return
-                thread = threading.Thread(target=self._serve, args=(client, self.connector), daemon=True)
-                self.threads.add(thread)
-            thread.start()
-
-    def _serve(self, client: socket.socket, connector: Optional[str]) -> None:
-        try:
-            if connector is None:
-                client.close()
-                return
-            try:
-                upstream = receive_connection(connector)
-            except OSError as exc:
-                self.last_refusal = str(exc.strerror or exc) if isinstance(exc, ConnectionRefusedError) else str(exc)
-                client.close()
-                return
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = Connection(client, upstream)
-            with self.lock:
-                if self.closed:
-                    connection.abort()
-                self.open.add(connection)
-            back = threading.Thread(target=connection.relay, args=(upstream, client), daemon=True)
-            with self.lock:
-                self.threads.add(back)
-            back.start()
-            connection.relay(client, upstream)
-            back.join()
-            with self.lock:
-                self.open.discard(connection)
-                self.threads.discard(back)
-        finally:
-            with self.lock:
-                self.threads.discard(threading.current_thread())
+        self.connector = str(connector) if connector is not None else None
+        self.last_refusal = ""
 
     def close(self) -> None:
-        """Stop listening, end the open connections, wait for the threads (JOIN_TIMEOUT at most)."""
-        with self.lock:
-            self.closed = True
-            connections = list(self.open)
+        """Stop listening and abort the open connections; returns once the loop did (CLOSE_TIMEOUT at most)."""
+
+        async def close() -> None:
+            self.server.close()
+            for relay in list(self.open):
+                relay.abort()
+            await asyncio.sleep(0)  # the transports' closing callbacks run
+
         try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() (a close alone does not, on Linux)
-        except OSError:
-            pass
-        self.listener.close()
-        self.acceptor.join(JOIN_TIMEOUT)
-        for connection in connections:
-            connection.abort()
-        with self.lock:
-            threads = list(self.threads)
-        for thread in threads:
-            thread.join(JOIN_TIMEOUT)
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(CLOSE_TIMEOUT)
+        finally:
+            _Loop.release()

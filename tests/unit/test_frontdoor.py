@@ -107,7 +107,7 @@ def test_bytes_go_through_both_ways_with_the_half_close(tmp_path, parts):
     upstream = parts(Upstream, b"A:")
     door = parts(frontdoor.FrontDoor, free_port(), "fn")
     door.point(parts(Connector, tmp_path, upstream.port).path)
-    payload = os.urandom(3 * frontdoor.BUFFER + 17)  # larger than the relay's buffer
+    payload = os.urandom(3 * frontdoor.WRITE_LIMIT + 17)  # more than the write limit: flow control works
     assert call(door.port, payload) == b"A:" + payload
     assert call(door.port, b"") == b"A:"
 
@@ -160,7 +160,7 @@ def test_close_ends_open_connections_and_every_thread(tmp_path, parts):
     for sock in held:
         assert sock.recv(100) == b""  # closed by the door
         sock.close()
-    assert not door.threads and not door.acceptor.is_alive() and not door.open
+    assert not door.open and frontdoor._Loop.thread is None  # the loop's thread ended with the last door
     wait_until(lambda: threading.active_count() <= baseline, "no thread left (the upstream's ended too)", timeout=10)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", door.port), timeout=2)
