@@ -60,7 +60,12 @@ async def receive_connection(connector: str) -> socket.socket:
     try:
         await asyncio.wait_for(loop.sock_connect(unix, connector), CONNECT_TIMEOUT)
         readable = loop.create_future()
-        loop.add_reader(unix.fileno(), lambda: readable.done() or readable.set_result(None))
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(unix.fileno(), ready)
         try:
             await asyncio.wait_for(readable, CONNECT_TIMEOUT)
         finally:
