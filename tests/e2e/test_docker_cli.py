@@ -26,6 +26,8 @@ def containers_of(client, project_state):
 
 
 def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
+    """On the host's network (`docker.network: host`, the opt-in); the default modes: test_front_door.py."""
+    (tmp_path / ".kubeless-local.yaml").write_text("docker: {network: host}\n")
     (tmp_path / "handler.py").write_text(
         "import os\n\ndef hello(event, context):\n    return '%s %s %s' % (os.environ['GREETING'], os.getuid(), "
         "context['memory-limit'])\n"
@@ -67,6 +69,7 @@ def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
 
 
 def test_leftover_containers_of_a_crashed_run_are_removed(tmp_path, start_dev, client):
+    (tmp_path / ".kubeless-local.yaml").write_text("docker: {network: host}\n")  # one container per function
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'ok'\n")
     state = str((tmp_path / ".kubeless-local" / "run-handler").resolve())  # each run: its own state folder
     leftover = client.containers.create(

@@ -4,6 +4,7 @@ address, as a pod's do; two at once; reached on 127.0.0.1 only; readiness only f
 container; and the bad images, each one line in `dev` while the other functions keep answering."""
 
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -104,6 +105,31 @@ def test_two_fixed_8080_images_at_once_each_on_its_own_loopback_port_only(tmp_pa
     for address in addresses:
         for port in [8080] + [int(found[name]["url"].rsplit(":", 1)[1]) for name in ("first", "second")]:
             assert refused(address, port), "%s:%d answers: a function leaks to the machine's address" % (address, port)
+
+
+def containers_of(client, project):
+    state = str((project / ".kubeless-local").resolve())
+    return client.containers.list(all=True, filters={"label": "kubeless-local.project=%s" % state})
+
+
+@pytest.mark.parametrize("ending", ["ctrl-c", "kill -9"])
+def test_the_relay_container_goes_with_its_function_however_dev_ends(tmp_path, start_dev, client, pod_image, ending):
+    (tmp_path / "functions.yaml").write_text(image_function("only", pod_image, "only"))
+    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=120)
+    assert requests.get(rows(tmp_path)["only"]["url"], timeout=5).text == "I am only"
+    found = {c.labels.get("kubeless-local.role", "function"): c for c in containers_of(client, tmp_path)}
+    assert sorted(found) == ["function", "relay"]
+    assert found["relay"].attrs["HostConfig"]["NetworkMode"] == "none"  # loopback only
+    assert found["function"].attrs["HostConfig"]["NetworkMode"] == "container:" + found["relay"].id
+    doors = tmp_path / ".kubeless-local" / "doors"
+    assert doors.stat().st_mode & 0o777 == 0o700
+    if ending == "kill -9":
+        dev.proc.send_signal(signal.SIGKILL)
+        dev.proc.wait(timeout=10)
+    else:
+        dev.stop()
+    wait_until(lambda: containers_of(client, tmp_path) == [], "the containers removed", timeout=60)
 
 
 class Stale(BaseHTTPRequestHandler):
