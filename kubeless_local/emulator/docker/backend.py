@@ -35,6 +35,7 @@ from kubeless_local.spec import FunctionSpec
 
 RELAY_START = 20.0  # seconds for the relay container's connector to listen
 RELAY_IMAGE_RUNTIME = "python"  # the relay's connector.py runs in our image of this runtime (newest version)
+DOORS = "doors"  # <state>/doors/<function>.<random>/: a relay's socket folder (0700)
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this (sun_path: 108) is reached through /proc/self/fd
 
 
@@ -221,6 +222,7 @@ class DockerBackend(Backend):
                         "cannot remove the leftover container %s of an earlier run: %s; remove it with "
                         "`docker rm -f %s`" % (container.short_id, exc.explanation or exc, container.short_id)
                     ) from None
+            shutil.rmtree(Path(state_dir) / DOORS, ignore_errors=True)  # socket folders of a killed run's relays
             self.swept.add(key)
 
     # ------------------------------------------------------------ prepare: the shared pipeline, steps in the image
@@ -314,7 +316,7 @@ class DockerBackend(Backend):
         connector listens; None, and the instance Crashed with the reason, when it does not."""
         from docker.errors import APIError
 
-        doors = prepared.root.parent.parent / "doors"
+        doors = prepared.root.parent.parent / DOORS
         doors.mkdir(mode=0o700, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=prepared.spec.name[:20] + ".", dir=doors))  # 0700, fresh per start
         try:
