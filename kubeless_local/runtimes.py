@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -337,7 +338,23 @@ class Catalog:
         return sorted(found, key=lambda rt: [int(p) if p.isdigit() else 0 for p in rt.version.split(".")])
 
     def all(self):
+        self._probe_all_at_once()
         return [rt for runtime_id in self.ids() for rt in self.versions(runtime_id)]
+
+    def _probe_all_at_once(self):
+        """Run every toolchain probe not made yet concurrently (each is a child process that mostly waits:
+        ~1 s one after another for the whole catalog, a third of that at once); the results are cached,
+        so versions() then reads them."""
+        probes = {
+            (tool, v.probe, v.expect)
+            for runtime_id, entry in self.entries.items()
+            if runtime_id not in self._versions
+            for v in entry.versions
+            for tool in candidates(v.executable)
+        }
+        if len(probes) > 1:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda args: _probe(*args), probes))
 
     def legacy(self, runtime_id):
         return list(self.entries[runtime_id].legacy)
