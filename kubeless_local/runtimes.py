@@ -342,6 +342,14 @@ class Catalog:
     def legacy(self, runtime_id):
         return list(self.entries[runtime_id].legacy)
 
+    def serves_metrics(self, runtime, image=""):
+        """Whether the server of a Function with `runtime` (and its own `image`, if any) is known to answer
+        /metrics: a runtime of this catalog in one of its images (ours, or Kubeless' own for that ID). A
+        custom image's server is not known: it may route every path to the function, where asking for
+        /metrics would be a call."""
+        match = RUNTIME_RE.match(runtime or "")
+        return match is not None and match.group(1) in self.entries and not image
+
     def resolve(self, runtime, *, require_local=True):
         """(Runtime, notice) for a runtime string; legacy versions map to the newest available one
         that both backends offer (one with an image), so a legacy string means the same everywhere."""

@@ -167,3 +167,12 @@ runtimes:
     assert [rt.name for rt in catalog.versions("nodejs")] == ["nodejs20", "nodejs22"]
     runtime, notice = catalog.resolve("nodejs22")
     assert notice is None and runtime.executable_path().endswith("v22.3.0/bin/node")
+
+
+def test_only_the_servers_of_the_catalogs_runtimes_are_known_to_serve_metrics():
+    """`ls` counts calls from /metrics only there: a custom image may route every path to the function."""
+    catalog = Catalog()
+    assert catalog.serves_metrics("python3.11") and catalog.serves_metrics("nodejs12")  # legacy: same server
+    assert not catalog.serves_metrics("python3.11", image="example/own:1")  # the user's image: unknown server
+    assert not catalog.serves_metrics("")  # only an image
+    assert not catalog.serves_metrics("custom1") and not catalog.serves_metrics("nodejsWithLodash8")
