@@ -70,7 +70,7 @@ def test_function_deploy_with_only_a_runtime_image_runs(tmp_path, counting_image
         assert deployed.returncode == 0, deployed.stderr + deployed.stdout
         row = rows_of(tmp_path)["webserver"]
         assert row["state"] == "Ready" and row["runtime"] == "" and row["handler"] == ""
-        listed = cli("function", "ls", cwd=tmp_path, check=True).stdout.splitlines()
+        listed = [line.strip() for line in cli("function", "ls", cwd=tmp_path, check=True).stdout.splitlines()]
         header, line = listed[0].split(), next(x for x in listed if x.startswith("webserver")).split()
         assert header[:4] == ["NAME", "NAMESPACE", "HANDLER", "RUNTIME"] and line[:3] == ["webserver", "default", "1/1"]
         assert requests.get(row["url"] + "/", timeout=5).text == "calls: 1"
