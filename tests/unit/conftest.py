@@ -200,9 +200,16 @@ class Looks:
         return self
 
 
+class NoCatalog:
+    """What the supervisor asks a catalog beside resolving (the fake backend resolves every runtime itself)."""
+
+    def serves_metrics(self, runtime, image=""):
+        return False  # the fake servers have no /metrics: `ls` asks none
+
+
 @pytest.fixture
 def supervisor(tmp_path):
-    no_catalog = cast(Catalog, object())  # the fake backend resolves every runtime itself
+    no_catalog = cast(Catalog, NoCatalog())  # the fake backend resolves every runtime itself
     sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=no_catalog, ephemeral_ports=True)
     yield sup
     sup.stop_all()
