@@ -28,6 +28,7 @@ ROW_KEYS = {
     "error",
     "ready_ms",
     "serving",
+    "metrics",
 }
 
 
