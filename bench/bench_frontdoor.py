@@ -8,6 +8,8 @@ mode (the server on the host's network, no relay). Rounds alternate the modes so
 import argparse
 import dataclasses
 import statistics
+import sys
+import time
 
 from common import CATALOG, Engine, wrk
 
@@ -38,7 +40,10 @@ def throughput(mode, runtime, seconds, connections):
         instance = engine.supervisor.start(spec)
         assert instance.state == State.READY, instance.error
         wrk(instance.url + "/", connections, 1)  # warm-up
-        return wrk(instance.url + "/", connections, seconds)
+        cpu = time.process_time()  # this process: in relay mode, the front door's loop (idle otherwise)
+        result = wrk(instance.url + "/", connections, seconds)
+        result["cpu_us"] = (time.process_time() - cpu) * 1e6 / (result["rps"] * seconds)
+        return result
     finally:
         engine.close()
 
@@ -50,19 +55,27 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
-    print("| runtime | host req/s (median) | relay req/s (median) | relay/host | host p99 ms | relay p99 ms |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| runtime | host req/s (median) | relay req/s (median) | relay/host | host p99 ms | relay p99 ms "
+        "| front door CPU µs/request |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name in args.runtimes.split(","):
         runtime = CATALOG.resolve(name, require_local=False)[0]
         runs = {"host": [], "relay": []}
         for _ in range(args.rounds):
             for mode in ("host", "relay"):
                 runs[mode].append(throughput(mode, runtime, args.seconds, args.connections))
+        for mode, results in runs.items():
+            print("  %s %s rounds: %s" % (name, mode, " ".join("%.0f" % r["rps"] for r in results)), file=sys.stderr)
         rps = {mode: statistics.median(r["rps"] for r in results) for mode, results in runs.items()}
         p99 = {mode: statistics.median(r["p99_ms"] for r in results) for mode, results in runs.items()}
+        door = statistics.median(r["cpu_us"] for r in runs["relay"]) - statistics.median(
+            r["cpu_us"] for r in runs["host"]
+        )
         print(
-            "| %s | %.0f | %.0f | %.2f | %.1f | %.1f |"
-            % (name, rps["host"], rps["relay"], rps["relay"] / rps["host"], p99["host"], p99["relay"]),
+            "| %s | %.0f | %.0f | %.2f | %.1f | %.1f | %.0f |"
+            % (name, rps["host"], rps["relay"], rps["relay"] / rps["host"], p99["host"], p99["relay"], door),
             flush=True,
         )
 

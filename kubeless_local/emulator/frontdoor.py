@@ -85,6 +85,7 @@ class _Side(asyncio.Protocol):
         self.relay = relay
         self.transport: Any = None
         self.peer: Optional[_Side] = None
+        self.early: list[bytes] = []  # read before the other end was connected
         self.eof = False
 
     def connection_made(self, transport: Any) -> None:
@@ -93,16 +94,34 @@ class _Side(asyncio.Protocol):
         transport.pause_reading()  # until both ends are connected (the bytes wait in the kernel)
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None, "reading starts once both ends are connected"
+        if self.peer is None:  # before both ends are connected (uvloop may read once before the pause)
+            self.early.append(data)
+            self.transport.pause_reading()
+            return
         self.peer.transport.write(data)
+
+    def link(self, peer: "_Side") -> None:
+        """Connect to `peer`: what arrived before goes first, then reading starts."""
+        self.peer = peer
+        for data in self.early:
+            peer.transport.write(data)
+        self.early.clear()
+        if self.eof:
+            self.pass_eof()
 
     def eof_received(self) -> bool:
         self.eof = True
-        if self.peer is not None and self.peer.transport.can_write_eof():
-            self.peer.transport.write_eof()  # the half-close, passed on
-        if self.peer is None or self.peer.eof:
-            self.relay.close()
+        if self.peer is not None:  # else link() passes it on
+            self.pass_eof()
         return True  # keep the other direction going
+
+    def pass_eof(self) -> None:
+        """This end finished sending: half-close the other; both finished: the connection is done."""
+        assert self.peer is not None, "linked"
+        if self.peer.transport.can_write_eof():
+            self.peer.transport.write_eof()
+        if self.peer.eof:
+            self.relay.close()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.relay.lost(self, exc)
@@ -150,10 +169,14 @@ class _Relay:
             sock.close()
             self.abort()
             return
-        self.upstream, self.client.peer, upstream.peer = upstream, upstream, self.client
+        self.upstream = upstream
         if self.closed:
             upstream.transport.abort()
             return
+        self.client.link(upstream)
+        upstream.link(self.client)
+        if self.closed:
+            return  # both ends had finished before they were linked
         client.resume_reading()
         upstream.transport.resume_reading()
 
@@ -181,6 +204,15 @@ class _Relay:
         self.door.open.discard(self)
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (its per-event cost is about half of asyncio's), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class _Loop:
     """The event loop thread all doors of the process share; it ends with the last door."""
 
@@ -193,7 +225,7 @@ class _Loop:
     def acquire(cls) -> asyncio.AbstractEventLoop:
         with cls.lock:
             if cls.loop is None:
-                loop = asyncio.new_event_loop()
+                loop = new_loop()
                 cls.thread = threading.Thread(target=loop.run_forever, name="front doors", daemon=True)
                 cls.loop = loop
                 cls.thread.start()
@@ -257,8 +289,13 @@ class FrontDoor:
 
         async def close() -> None:
             self.server.close()
-            for relay in list(self.open):
+            relays = list(self.open)
+            connecting = [r.task for r in relays if r.task is not None and not r.task.done()]
+            for relay in relays:
                 relay.abort()
+            for task in connecting:
+                task.cancel()  # its unix socket closes, and with it a connection handed but not yet taken
+            await asyncio.gather(*connecting, return_exceptions=True)
             await asyncio.sleep(0)  # the transports' closing callbacks run
 
         try:
