@@ -1,8 +1,11 @@
 """The docker backend's network modes, measured in the same run: hello throughput through the relay
-mode's front door (each function in its own namespace, dev relaying 127.0.0.1:<port>) vs the opt-in host
-mode (the server on the host's network, no relay). Rounds alternate the modes so load drifts hit both.
+mode's front door (each function in its own namespace, dev relaying 127.0.0.1:<port>) on asyncio's loop
+(what dev uses) and on uvloop's (where installed: an experiment), vs the opt-in host mode (the server on the
+host's network, no relay). Rounds alternate the modes so load drifts hit all. The front door's CPU per
+request is this process's CPU time during the run (relay) less the same in host mode (idle threads).
 
     python bench/bench_frontdoor.py [--runtimes python3.11,nodejs20] [--rounds 3] [--seconds 5] [--connections 16]
+                                    [--uvloop]   (pip install uvloop first; it is no dependency)
 """
 
 import argparse
@@ -14,14 +17,27 @@ import time
 from common import CATALOG, Engine, wrk
 
 from kubeless_local import config
-from kubeless_local.emulator import backends
+from kubeless_local.emulator import backends, frontdoor
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.supervisor import Supervisor
 
+DEFAULT_LOOP = frontdoor.new_loop
+
+
+def uvloop_loop():
+    import uvloop  # not a dependency: pip install uvloop to run this comparison
+
+    return uvloop.new_event_loop()
+
+
+MODES = {"host": "host", "relay": "relay", "relay-uvloop": "relay"}  # bench mode -> docker.network
+
 
 def engine_in(mode):
-    """An Engine whose docker backend runs in `mode` (docker.network)."""
+    """An Engine whose docker backend runs in `mode` (docker.network); relay-uvloop: the doors on uvloop's loop."""
+    frontdoor.new_loop = uvloop_loop if mode == "relay-uvloop" else DEFAULT_LOOP
+    mode = MODES[mode]
     engine = Engine("docker")
     engine.supervisor.stop_all()
     settings = dataclasses.replace(config.Settings(engine.tmp / config.FILE), docker=config.Docker(network=mode))
@@ -35,7 +51,7 @@ def engine_in(mode):
 def throughput(mode, runtime, seconds, connections):
     engine = engine_in(mode)
     try:
-        assert engine.supervisor.backend.network == mode
+        assert engine.supervisor.backend.network == MODES[mode]
         spec = engine.marked_spec(runtime, "tput", "hello")
         instance = engine.supervisor.start(spec)
         assert instance.state == State.READY, instance.error
@@ -54,28 +70,41 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--uvloop", action="store_true", help="also the doors on uvloop's loop")
     args = parser.parse_args()
     print(
-        "| runtime | host req/s (median) | relay req/s (median) | relay/host | host p99 ms | relay p99 ms "
-        "| front door CPU µs/request |"
+        "| runtime | host req/s | relay req/s | relay/host | relay on uvloop req/s | relay on uvloop/host "
+        "| p99 ms host / relay / uvloop | front door CPU µs/request relay / uvloop |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.runtimes.split(","):
         runtime = CATALOG.resolve(name, require_local=False)[0]
-        runs = {"host": [], "relay": []}
+        runs = {mode: [] for mode in MODES if args.uvloop or mode != "relay-uvloop"}
         for _ in range(args.rounds):
-            for mode in ("host", "relay"):
+            for mode in MODES:
                 runs[mode].append(throughput(mode, runtime, args.seconds, args.connections))
         for mode, results in runs.items():
             print("  %s %s rounds: %s" % (name, mode, " ".join("%.0f" % r["rps"] for r in results)), file=sys.stderr)
-        rps = {mode: statistics.median(r["rps"] for r in results) for mode, results in runs.items()}
-        p99 = {mode: statistics.median(r["p99_ms"] for r in results) for mode, results in runs.items()}
-        door = statistics.median(r["cpu_us"] for r in runs["relay"]) - statistics.median(
-            r["cpu_us"] for r in runs["host"]
-        )
+
+        def median(mode, key, runs=runs):
+            return statistics.median(r[key] for r in runs[mode]) if mode in runs else float("nan")
+
+        host = median("host", "rps")
         print(
-            "| %s | %.0f | %.0f | %.2f | %.1f | %.1f | %.0f |"
-            % (name, rps["host"], rps["relay"], rps["relay"] / rps["host"], p99["host"], p99["relay"], door),
+            "| %s | %.0f | %.0f | %.2f | %.0f | %.2f | %.1f / %.1f / %.1f | %.0f / %.0f |"
+            % (
+                name,
+                host,
+                median("relay", "rps"),
+                median("relay", "rps") / host,
+                median("relay-uvloop", "rps"),
+                median("relay-uvloop", "rps") / host,
+                median("host", "p99_ms"),
+                median("relay", "p99_ms"),
+                median("relay-uvloop", "p99_ms"),
+                median("relay", "cpu_us") - median("host", "cpu_us"),
+                median("relay-uvloop", "cpu_us") - median("host", "cpu_us"),
+            ),
             flush=True,
         )
 

@@ -205,12 +205,8 @@ class _Relay:
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop where it is installed (its per-event cost is about half of asyncio's), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    """The doors' loop: asyncio's own (uvloop measured no cheaper per request here: BENCHMARKS.md)."""
+    return asyncio.new_event_loop()
 
 
 class _Loop:

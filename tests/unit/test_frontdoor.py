@@ -1,7 +1,6 @@
 """The front door (emulator/frontdoor.py) with the relay's connector (docker/connector.py) on a real unix
 socket, no Docker: the connector connects to a TCP server on 127.0.0.1 standing in for the container's."""
 
-import asyncio
 import os
 import socket
 import threading
@@ -72,14 +71,6 @@ class Upstream:
     def close(self):
         self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
-
-
-@pytest.fixture(autouse=True, params=["default loop", "asyncio loop"])
-def loop_kind(request, monkeypatch):
-    """Every test on the loop the door picks (uvloop where installed) and on asyncio's own."""
-    if request.param == "asyncio loop":
-        monkeypatch.setattr(frontdoor, "new_loop", asyncio.new_event_loop)
-    return request.param
 
 
 @pytest.fixture
