@@ -319,26 +319,31 @@ class DockerBackend(Backend):
         doors = prepared.root.parent.parent / DOORS
         doors.mkdir(mode=0o700, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=prepared.spec.name[:20] + ".", dir=doors))  # 0700, fresh per start
+        relay = None
         try:
             container = self.client.containers.create(**relay_options(prepared, self.relay_image(), folder))
             relay = _Relay(container, folder)
             container.start()
         except (APIError, UserError) as exc:
+            if relay is not None:
+                self._remove_relay(relay, instance.name)  # its container, folder descriptor and folder
             shutil.rmtree(folder, ignore_errors=True)
             instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
             return None
         deadline = time.monotonic() + RELAY_START
         while not (folder / CONNECTOR_SOCKET).exists():  # the connector renames its socket there once it listens
-            if time.monotonic() > deadline or instance.state == State.STOPPED:
-                logs = _container_logs(container)
-                self._remove_relay(relay)
-                why = "the relay container did not start within %ds%s" % (RELAY_START, logs)
+            if instance.state == State.STOPPED:  # stopped meanwhile (Ctrl-C)
+                self._remove_relay(relay, instance.name)
+                return None
+            if time.monotonic() > deadline:
+                why = "the relay container did not start within %ds%s" % (RELAY_START, _container_logs(container))
+                self._remove_relay(relay, instance.name)
                 instance.set_state(State.CRASHED, why)
                 return None
             time.sleep(0.01)
         return relay
 
-    def _remove_relay(self, relay: _Relay) -> None:
+    def _remove_relay(self, relay: _Relay, name: str) -> None:
         from docker.errors import APIError, NotFound
 
         try:
@@ -347,7 +352,7 @@ class DockerBackend(Backend):
             pass
         except APIError as exc:
             self.logs.emit(
-                relay.container.name,
+                name,
                 "could not remove the relay container %s: %s; remove it with `docker rm -f %s`"
                 % (relay.container.name, exc.explanation or exc, relay.container.name),
                 "system",
@@ -377,7 +382,7 @@ class DockerBackend(Backend):
             container = self.client.containers.create(**options)
         except APIError as exc:
             if relay is not None:
-                self._remove_relay(relay)
+                self._remove_relay(relay, instance.name)
             instance.set_state(State.CRASHED, "cannot create the container: %s" % (exc.explanation or exc))
             return
         handle = _Handle(container, prepared, generation, relay)
@@ -479,7 +484,7 @@ class DockerBackend(Backend):
                 "system",
             )
         if handle.relay is not None:
-            self._remove_relay(handle.relay)
+            self._remove_relay(handle.relay, instance.name)
         handle.exited.set()
 
 
