@@ -81,7 +81,7 @@ def main():
         runtime = CATALOG.resolve(name, require_local=False)[0]
         runs = {mode: [] for mode in MODES if args.uvloop or mode != "relay-uvloop"}
         for _ in range(args.rounds):
-            for mode in MODES:
+            for mode in runs:
                 runs[mode].append(throughput(mode, runtime, args.seconds, args.connections))
         for mode, results in runs.items():
             print("  %s %s rounds: %s" % (name, mode, " ".join("%.0f" % r["rps"] for r in results)), file=sys.stderr)
