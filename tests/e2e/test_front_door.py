@@ -63,10 +63,21 @@ def python_function(name):
 
 
 def answers(url):
+    if not url:
+        return "no URL yet"
     try:
         return requests.get(url, timeout=5).text
     except requests.RequestException as exc:
         return str(exc)
+
+
+def url_of(project, name):
+    """The function's URL from the ports dev gave out ("" until it has one)."""
+    try:
+        port = json.loads((project / ".kubeless-local" / "ports.json").read_text()).get(name)
+    except (OSError, ValueError):
+        return ""
+    return "http://127.0.0.1:%d/" % port if port else ""
 
 
 def rows(project):
@@ -210,5 +221,4 @@ def test_a_bad_image_is_one_line_naming_the_function_and_the_others_answer(tmp_p
     said = [line for line in dev.output().splitlines() if BAD[kind] in line]
     assert said[0].split("|")[0].strip() == "bad", said  # the line names the function, then the cause
     assert "taken meanwhile" not in dev.output()  # its own front door holds its port: it is not moved
-    good = "http://127.0.0.1:%d" % json.loads((tmp_path / ".kubeless-local" / "ports.json").read_text())["good"]
-    wait_until(lambda: answers(good) == "good", "good answering", timeout=120)
+    wait_until(lambda: answers(url_of(tmp_path, "good")) == "good", "good answering", timeout=120)
