@@ -180,6 +180,8 @@ def run_in_container(client, step, image, argv, mounts, env, workdir, labels, on
             working_dir=workdir,
             environment=env,
             volumes=ca_mount(dict(mounts)),
+            # the host's network: install steps reach the package registries (and the host's proxies) as
+            # the host does; a step serves nothing, so nothing of it is reachable (network.py: functions)
             network_mode="host",
             init=True,
             detach=True,
