@@ -1,6 +1,8 @@
 """The docker backend: runs each function in its runtime image. Modules: containers (the pod-like
-layout, labels, options), steps (the prepare pipeline's steps in one-shot containers), pump (the
-log pump), backend (container lifecycle)."""
+layout, labels, options), network (how a function's own network namespace is reached: bridge, relay,
+host), connector (the relay container's program, not imported), steps (the prepare pipeline's steps in
+one-shot containers), pump (the log pump, readiness of images without control lines), backend (container
+lifecycle)."""
 
 from kubeless_local.emulator.docker.backend import DockerBackend
 from kubeless_local.emulator.docker.containers import (

@@ -1,5 +1,9 @@
 """The docker backend: one long-lived container per function (contract §4), prepared by the shared
-pipeline (prepare.prepare) with steps in one-shot containers (steps.DockerSteps)."""
+pipeline (prepare.prepare) with steps in one-shot containers (steps.DockerSteps), in a network namespace
+of its own reached at 127.0.0.1:<port> (network.py: bridge, relay, or the opt-in host mode). In relay
+mode a function's front door (frontdoor.py) lives as long as the function, across container restarts:
+`start` points it at the new container's connector once that container runs, `_stop_containers` points it
+nowhere first."""
 
 import dataclasses
 import os
