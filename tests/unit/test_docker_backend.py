@@ -800,3 +800,27 @@ def test_relay_mode_without_our_python_image_says_what_to_build(tmp_path, monkey
         backend.resolve(fn, CATALOG)
     assert (missing.value.what, missing.value.name) == ("runtime image", "python3.11")
     assert "runtime build python3.11" in str(worded(missing.value))
+
+
+def test_bridge_mode_a_port_the_engine_cannot_publish_is_a_lost_port_race(tmp_path, monkeypatch):
+    """Another program on 127.0.0.1:P: the engine refuses to start the container; that is EXIT_CANNOT_LISTEN,
+    so the supervisor moves the function to a free port (a fixed one: one line saying it is in use)."""
+    from docker.errors import APIError
+
+    from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN
+
+    client = FakeClient(networks=("bridge", "host", "none"))
+    backend = dk.DockerBackend(LogHub(), client=client, catalog=CATALOG)
+    prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
+    refusal = (
+        "driver failed programming external connectivity: Bind for 127.0.0.1:18123 failed: port is already allocated"
+    )
+
+    def refuse():
+        raise APIError("500 Server Error", explanation=refusal)
+
+    monkeypatch.setattr(FakeContainer, "start", lambda self: refuse())
+    instance = Instance(name="hello", runtime="python3.11", port=18123)
+    backend.start(instance, prepared)
+    assert instance.state == State.CRASHED and instance.exit_code == EXIT_CANNOT_LISTEN
+    assert refusal in instance.error
