@@ -4,6 +4,7 @@ address, as a pod's do; two at once; reached on 127.0.0.1 only; readiness only f
 container; and the bad images, each one line in `dev` while the other functions keep answering."""
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -119,8 +120,11 @@ def test_two_fixed_8080_images_at_once_each_on_its_own_loopback_port_only(tmp_pa
 
 
 def containers_of(client, project):
+    """{container id: its role} of the project's containers (sparse: no inspect, which a container being
+    removed meanwhile would fail)."""
     state = str((project / ".kubeless-local").resolve())
-    return client.containers.list(all=True, filters={"label": "kubeless-local.project=%s" % state})
+    found = client.containers.list(all=True, sparse=True, filters={"label": "kubeless-local.project=%s" % state})
+    return {c.id: (c.attrs.get("Labels") or {}).get("kubeless-local.role", "function") for c in found}
 
 
 @pytest.mark.parametrize("ending", ["ctrl-c", "kill -9"])
@@ -129,7 +133,7 @@ def test_the_relay_container_goes_with_its_function_however_dev_ends(tmp_path, s
     dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
     dev.wait_for_output("Watching", timeout=120)
     assert requests.get(rows(tmp_path)["only"]["url"], timeout=5).text == "I am only"
-    found = {c.labels.get("kubeless-local.role", "function"): c for c in containers_of(client, tmp_path)}
+    found = {role: client.containers.get(cid) for cid, role in containers_of(client, tmp_path).items()}
     assert sorted(found) == ["function", "relay"]
     assert found["relay"].attrs["HostConfig"]["NetworkMode"] == "none"  # loopback only
     assert found["function"].attrs["HostConfig"]["NetworkMode"] == "container:" + found["relay"].id
@@ -140,7 +144,7 @@ def test_the_relay_container_goes_with_its_function_however_dev_ends(tmp_path, s
         dev.proc.wait(timeout=10)
     else:
         dev.stop()
-    wait_until(lambda: containers_of(client, tmp_path) == [], "the containers removed", timeout=60)
+    wait_until(lambda: containers_of(client, tmp_path) == {}, "the containers removed", timeout=60)
 
 
 class Stale(BaseHTTPRequestHandler):
@@ -222,3 +226,36 @@ def test_a_bad_image_is_one_line_naming_the_function_and_the_others_answer(tmp_p
     assert said[0].split("|")[0].strip() == "bad", said  # the line names the function, then the cause
     assert "taken meanwhile" not in dev.output()  # its own front door holds its port: it is not moved
     wait_until(lambda: answers(url_of(tmp_path, "good")) == "good", "good answering", timeout=120)
+
+
+def guardian_of(project):
+    """The pid of the guardian process watching `project`'s `dev`."""
+    wanted = b"kubeless_local.emulator.guardian\0" + str(project / ".kubeless-local").encode() + b"\0"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as cmdline:
+                    if cmdline.read().endswith(wanted):
+                        return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+def test_a_relay_does_not_outlive_dev_even_without_the_guardian(tmp_path, start_dev, client, pod_image):
+    """The guardian killed too (nothing cleans up): the relay's connector loses dev's lifeline and the
+    relay container goes by itself (the function's container waits for the next dev's sweep)."""
+    (tmp_path / "functions.yaml").write_text(image_function("only", pod_image, "only"))
+    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=120)
+    assert sorted(containers_of(client, tmp_path).values()) == ["function", "relay"]
+    try:
+        os.kill(guardian_of(tmp_path), signal.SIGKILL)
+        dev.proc.send_signal(signal.SIGKILL)
+        dev.proc.wait(timeout=10)
+        wait_until(
+            lambda: "relay" not in containers_of(client, tmp_path).values(), "the relay container gone", timeout=60
+        )
+    finally:
+        for cid in containers_of(client, tmp_path):
+            client.containers.get(cid).remove(force=True)

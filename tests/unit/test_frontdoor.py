@@ -3,6 +3,8 @@ socket, no Docker: the connector connects to a TCP server on 127.0.0.1 standing 
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -185,3 +187,21 @@ def test_a_long_state_folder_is_reached_through_the_folder_descriptor(tmp_path):
     finally:
         relay.close()
     assert not deep.exists()
+
+
+def test_the_connector_exits_when_its_lifeline_ends(tmp_path):
+    """connector.py (the relay container's program) never outlives dev: dev holds SOCKET.life; its end
+    (dev stopped or killed: the kernel closes it) ends the connector, and so the container."""
+    path = tmp_path / "c.sock"
+    proc = subprocess.Popen([sys.executable, connector.__file__, str(path), str(free_port())])
+    try:
+        wait_until(path.exists, "the connector listening", timeout=10)
+        life = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        life.connect(str(path) + ".life")
+        assert proc.poll() is None
+        life.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

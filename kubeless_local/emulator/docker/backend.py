@@ -8,6 +8,7 @@ nowhere first."""
 import dataclasses
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -53,8 +54,16 @@ class _Relay:
         socket_path = folder / CONNECTOR_SOCKET
         short = len(str(socket_path)) < SOCKET_PATH_MAX
         self.connector = socket_path if short else Path("/proc/self/fd/%d" % self.folder_fd) / CONNECTOR_SOCKET
+        self.lifeline: Optional[socket.socket] = None
+
+    def hold(self) -> None:
+        """Hold the connector's lifeline: it exits when this process does, however (connector.py)."""
+        self.lifeline = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lifeline.connect(str(self.connector) + ".life")
 
     def close(self) -> None:
+        if self.lifeline is not None:
+            self.lifeline.close()
         os.close(self.folder_fd)
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -345,6 +354,12 @@ class DockerBackend(Backend):
                 instance.set_state(State.CRASHED, why)
                 return None
             time.sleep(0.01)
+        try:
+            relay.hold()
+        except OSError as exc:
+            self._remove_relay(relay, instance.name)
+            instance.set_state(State.CRASHED, "cannot reach the relay container's connector: %s" % exc)
+            return None
         return relay
 
     def _remove_relay(self, relay: _Relay, name: str) -> None:

@@ -6,6 +6,11 @@ connection there it connects to 127.0.0.1:PORT in this namespace (the function's
 and hands that TCP connection back as a file descriptor (SCM_RIGHTS) after one byte "+"; when it cannot
 connect it answers "-" and the reason. It relays no bytes itself: the front door (frontdoor.py) does.
 
+It never outlives `dev`: `dev` holds a connection to SOCKET.life (the lifeline) while the function runs;
+when that connection ends (dev stopped it, or dev died, kill -9 included: the kernel closes it) or none
+comes within LIFELINE_WAIT seconds, the connector exits and the container with it (it is auto-removed).
+That covers a relay started while `dev` was stopping, after the guardian had removed the project's containers.
+
 Usage: python3 connector.py SOCKET PORT
 """
 
@@ -17,6 +22,20 @@ import threading
 
 HANDED, REFUSED = b"+", b"-"
 CONNECT_TIMEOUT = 3.0
+LIFELINE_WAIT = 60.0
+
+
+def lifeline(listener: socket.socket) -> None:
+    """Exit when dev's connection to the lifeline socket ends, or when none comes in time."""
+    listener.settimeout(LIFELINE_WAIT)
+    try:
+        held, _ = listener.accept()
+        held.settimeout(None)
+        while held.recv(64):
+            pass
+    except OSError:
+        pass
+    os._exit(0)
 
 
 def hand_over(client: socket.socket, port: int) -> None:
@@ -41,10 +60,15 @@ def hand_over(client: socket.socket, port: int) -> None:
 
 def main(path: str, port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        os.unlink(path)  # a socket of an earlier run of this container
-    except FileNotFoundError:
-        pass
+    for stale in (path, path + ".life", path + ".new"):  # sockets of an earlier run of this container
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
+    life = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    life.bind(path + ".life")
+    life.listen(1)
+    threading.Thread(target=lifeline, args=(life,), daemon=True).start()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".new")
     os.chmod(path + ".new", 0o600)

@@ -204,6 +204,7 @@ def relay_options(prepared, image, folder):
         "command": ["python3", "-u", CONNECTOR_MOUNT, "%s/%s" % (DOOR_MOUNT, CONNECTOR_SOCKET), str(POD_PORT)],
         "entrypoint": [],
         "detach": True,
+        "auto_remove": True,  # its connector exits when dev does (the lifeline): nothing is left
         "init": True,
         "network_mode": "none",
         "user": "%d:%d" % (os.getuid(), os.getgid()),
