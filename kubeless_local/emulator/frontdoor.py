@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-CONNECT_TIMEOUT = 5.0  # seconds for the connector's answer
+CONNECT_TIMEOUT = 65.0  # seconds for the connector's answer: longer than its own connect (connector.py)
 CLOSE_TIMEOUT = 5.0  # seconds close() waits for the loop to close the door
 HANDED = b"+"  # the connector's answer with the connection as an SCM_RIGHTS file descriptor (else "-" + reason)
 WRITE_LIMIT = 256 * 1024  # bytes buffered towards one side before the other side's reading pauses
@@ -256,7 +256,7 @@ class FrontDoor:
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.listener.bind(("127.0.0.1", port))
-            self.listener.listen(128)
+            self.listener.listen(1024)
         except OSError as exc:
             self.listener.close()
             raise PortTaken(exc.errno, "127.0.0.1:%d is in use by another program" % port) from None

@@ -21,7 +21,7 @@ import sys
 import threading
 
 HANDED, REFUSED = b"+", b"-"
-CONNECT_TIMEOUT = 3.0
+CONNECT_TIMEOUT = 60.0  # as long as a client's own connect would retry: a full accept queue drains
 LIFELINE_WAIT = 60.0
 
 
@@ -72,7 +72,7 @@ def main(path: str, port: int) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".new")
     os.chmod(path + ".new", 0o600)
-    listener.listen(128)
+    listener.listen(1024)
     os.rename(path + ".new", path)  # the socket appears listening: the engine waits for the name
     while True:
         client, _ = listener.accept()
