@@ -770,6 +770,7 @@ def test_relay_mode_joins_the_relay_containers_namespace(tmp_path, backend, monk
     assert options["network_mode"] == "container:" + "r" * 64 and "ports" not in options
     assert options["environment"]["FUNC_PORT"] == "8080"
     assert relay["network_mode"] == "none"  # loopback only: the namespace the function joins
+    assert relay["auto_remove"] is True  # gone once its connector exits (dev's lifeline ended)
     assert relay["user"] == "%d:%d" % (os.getuid(), os.getgid())  # its socket's folder is the user's (0700)
     assert relay["labels"][dk.LABEL_PROJECT] == options["labels"][dk.LABEL_PROJECT]  # the guardian removes it too
     assert relay["labels"][dk.LABEL_FUNCTION] == "hello" and relay["name"] == options["name"] + "-relay"
