@@ -40,7 +40,8 @@ class DevSession:
 
     `backend` (a BackendFactory, e.g. a Backend class) replaces the backend `backend_name` names (tests pass
     a fake); `guardian` makes the session's Guardian (unit tests pass one without a process); `ignore`
-    holds gitignore-style patterns (`dev --ignore`).
+    holds gitignore-style patterns (`dev --ignore`); `ephemeral_ports`: kernel-chosen ports, not the
+    remembered ones (a test session beside the user's `dev`, or several at once).
     """
 
     def __init__(
@@ -59,7 +60,9 @@ class DevSession:
         deployed_only: bool = False,
         guardian: Callable[[Path], Guardian] = Guardian,
         word: Callable[[UserError | str], str] = str,
+        ephemeral_ports: bool = False,
     ) -> None:
+        self.ephemeral_ports = ephemeral_ports  # kernel-chosen ports (tests: parallel sessions never collide)
         self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.deployed_only = deployed_only  # the session `function deploy` started: only what the verbs wrote
@@ -112,7 +115,11 @@ class DevSession:
         backend = self.backend or backends.factory(self._backend_name())
         self.guardian = self.new_guardian(self.state_dir)
         self.supervisor = Supervisor(
-            self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs, word=self.word
+            self.state_dir,
+            functools.partial(backend, guardian=self.guardian),
+            self.logs,
+            ephemeral_ports=self.ephemeral_ports,
+            word=self.word,
         )
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self._start_events()

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, State
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.taps import Taps
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog, Runtime
 from kubeless_local.spec import PORT_ANNOTATION, FunctionSpec
@@ -163,6 +164,7 @@ class Supervisor:
         self.specs: dict[str, FunctionSpec] = {}
         self.locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
+        self.taps = Taps()  # every trigger's request passes its functions' front door (emulator/taps.py)
         self.backend = backend(logs, on_exit=self._exited)
 
     def _exited(self, instance: Instance) -> None:

@@ -256,8 +256,12 @@ class Cron:
         deadline = time.monotonic() + limit
 
         def send(instance, _spec):
+            def answer():
+                return self.send(method, instance.url, headers, body, deadline - time.monotonic()), ""
+
             try:
-                return self.send(method, instance.url, headers, body, deadline - time.monotonic())
+                status, _ = self.supervisor.taps.exchange(function, "cron", method, instance.url, headers, body, answer)
+                return status
             except requests.Timeout:
                 return None
             except requests.ConnectionError:

@@ -373,7 +373,9 @@ class Subscriber(threading.Thread):
         method, headers, body = envelope(
             event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
         )
-        return link.send(method, instance.url, headers, body, answer_timeout(spec))
+        send = functools.partial(link.send, method, instance.url, headers, body, answer_timeout(spec))
+        taps = self.dispatcher.supervisor.taps
+        return taps.exchange(self.sub.function, event.source, method, instance.url, headers, body, send)
 
 
 class Dispatcher:
@@ -444,6 +446,21 @@ class Dispatcher:
         deadline = time.monotonic() + STOP_TIMEOUT
         for subscriber in subscribers:
             subscriber.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def clear(self):
+        """Empty every topic: its events and dead letters go, and each subscriber starts again after them (an
+        event it was retrying is dropped). The topics, triggers and functions stay as they are."""
+        with self.lock:  # an emit waits meanwhile
+            running = list(self.subscribers.values())
+            for subscriber in running:
+                subscriber.stop()
+            deadline = time.monotonic() + STOP_TIMEOUT
+            for subscriber in running:
+                subscriber.join(timeout=max(0.0, deadline - time.monotonic()))
+            self.store.clear()
+            for subscriber in running:
+                again = self.subscribers[subscriber.sub.name] = Subscriber(self, subscriber.sub)
+                again.start()
 
     def _subscribers_of(self, topic, source=None):
         with self.lock:
