@@ -1,0 +1,252 @@
+"""The pytest plugin (kubeless_local/pytest_plugin.py), as its users run it: an inner pytest (pytester, in a
+subprocess) over a project of Functions, with the tests a user would write."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from kubeless_local.emulator.lock import ProjectLock
+from kubeless_local.emulator.supervisor import port_free
+from kubeless_local.paths import STATE_DIRNAME
+
+pytest_plugins = ["pytester"]
+
+# The plugin is an installed pytest11 entry point; a checkout on PYTHONPATH whose installed copy predates it
+# names it with -p (both at once would register it twice).
+INSTALLED = any(ep.value == "kubeless_local.pytest_plugin" for ep in entry_points(group="pytest11"))
+PLUGIN = () if INSTALLED else ("-p", "kubeless_local.pytest_plugin")
+
+HANDLER = """
+def hello(event, context):
+    data = event["data"]
+    print("processing %s" % data["name"])
+    return {"hello": data["name"]}
+
+
+def ship(event, context):
+    print("shipping", event["data"])
+    return "shipped"
+
+
+def audit(event, context):
+    return "audited"
+"""
+
+MANIFESTS = """
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: hello
+  annotations: {local.kubeless.io/source: handler.py}
+spec: {runtime: python3.11, handler: handler.hello}
+---
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: ship
+  labels: {team: shipping}
+  annotations: {local.kubeless.io/source: handler.py}
+spec: {runtime: python3.11, handler: handler.ship}
+---
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: audit
+  labels: {team: audit}
+  annotations: {local.kubeless.io/source: handler.py}
+spec: {runtime: python3.11, handler: handler.audit}
+---
+apiVersion: kubeless.io/v1beta1
+kind: KafkaTrigger
+metadata: {name: orders}
+spec:
+  topic: orders
+  functionSelector: {matchLabels: {team: shipping}}
+---
+apiVersion: kubeless.io/v1beta1
+kind: CronJobTrigger
+metadata: {name: nightly}
+spec: {function-name: audit, schedule: "0 3 * * *"}
+"""
+
+# Retries quick enough for a test to see a dead letter soon (the project's own settings file).
+SETTINGS = "kafka:\n  retry_backoff: 0.05\n"
+
+TESTS = """
+import json
+import os
+
+
+def test_hello(kubeless):
+    r = kubeless.call("hello", data={"name": "x"})
+    assert r.status_code == 200 and r.json() == {"hello": "x"}
+    assert r.event.headers["event-namespace"] == "cli.kubeless.io"
+    assert "processing x" in r.logs
+    again = kubeless.call("hello", data={"name": "y"})
+    assert "processing y" in again.logs and "processing x" not in again.logs
+    ports = os.environ.get("PORTS_FILE")
+    if ports:
+        with open(ports, "a") as f:
+            f.write(json.dumps([kubeless.url(n) for n in ("hello", "ship", "audit")]) + "\\n")
+
+
+def test_flow(kubeless_isolated):
+    kubeless = kubeless_isolated
+    with kubeless.deliveries("ship", count=1, timeout=10) as got:
+        kubeless.emit("orders", {"id": 7})
+    assert got[0].request.headers["event-topic"] == "orders"
+    assert got[0].request.json() == {"id": 7}
+
+
+def test_not_selected(kubeless_isolated):
+    with kubeless_isolated.no_deliveries("audit", within=0.5):
+        kubeless_isolated.emit("orders", {"id": 8})
+
+
+def test_dead_letter(kubeless_isolated):
+    kubeless = kubeless_isolated
+    kubeless.fail_next("ship", status=500, times=5)
+    kubeless.emit("orders", {"id": 9})
+    letter = kubeless.wait_dead_letter("ship", timeout=30)
+    assert letter["status"] == 500
+    assert kubeless.replay_dead_letter(letter).status_code == 200
+
+
+def test_cron(kubeless):
+    assert kubeless.fire_cron("nightly").status == 200
+    assert len(kubeless.next_fires("nightly", n=3)) == 3
+
+
+def test_reset_keeps_the_functions(kubeless):
+    before = kubeless.url("hello")
+    kubeless.fail_next("hello", status=503)
+    kubeless.reset()
+    assert kubeless.url("hello") == before
+    assert kubeless.call("hello", data={"name": "z"}).status_code == 200
+"""
+
+
+def project(pytester, tests=TESTS, handler=HANDLER, ini=""):
+    """The inner project: the Functions, their tests, the ini."""
+    pytester.makefile(".py", handler=handler)
+    pytester.makefile(".yaml", function=MANIFESTS)
+    (pytester.path / ".kubeless-local.yaml").write_text(SETTINGS)
+    pytester.makepyfile(test_functions=tests)
+    pytester.makeini("[pytest]\n" + ini)
+    return pytester.path
+
+
+@pytest.fixture(autouse=True)
+def private_registry(tmp_path, monkeypatch):
+    """The sessions an inner run starts register in a registry of the test's own."""
+    monkeypatch.setenv("KUBELESS_LOCAL_REGISTRY", str(tmp_path / "registry"))
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess(*PLUGIN, "-p", "no:cacheprovider", *args, timeout=300)
+
+
+def test_an_inner_project_passes(pytester):
+    project(pytester)
+    result = run(pytester)
+    result.assert_outcomes(passed=6)
+
+
+def test_a_syntax_error_fails_the_test_with_the_file_and_line(pytester):
+    broken = HANDLER.replace("def audit(event, context):", "def audit(event, context:")
+    folder = project(pytester, tests="def test_hello(kubeless):\n    kubeless.call('hello')\n", handler=broken)
+    line = (folder / "handler.py").read_text().splitlines().index("def audit(event, context:") + 1
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*function hello is CompileError: *handler.py:%d: '(' was never closed*" % line])
+
+
+def test_deliveries_timing_out_names_what_arrived(pytester):
+    tests = """
+def test_wrong_function(kubeless):
+    with kubeless.deliveries("audit", count=1, timeout=2):
+        kubeless.emit("orders", {"id": 7})
+"""
+    project(pytester, tests=tests)
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(['*0 of 1 deliveries to audit arrived within 2s*ship ← kafka orders*{"id": 7}*'])
+
+
+def test_a_failing_test_reports_the_functions_logs_and_its_last_call(pytester):
+    tests = """
+def test_wrong(kubeless):
+    assert kubeless.call("hello", data={"name": "w"}).json() == {"hello": "nobody"}
+"""
+    project(pytester, tests=tests)
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*kubeless: logs of hello*", "processing w", "*kubeless: last request/response*"])
+
+
+def test_a_project_whose_dev_holds_its_lock_still_runs(pytester):
+    """The user's `dev` holds .kubeless-local/lock: the tests run beside it, in a state folder of their own."""
+    folder = project(pytester)
+    (folder / STATE_DIRNAME).mkdir()
+    lock = ProjectLock(folder / STATE_DIRNAME)
+    lock.acquire()
+    try:
+        run(pytester, "-k", "hello").assert_outcomes(passed=1, deselected=5)
+    finally:
+        lock.release()
+
+
+def test_teardown_leaves_no_process_port_or_lock(pytester, tmp_path):
+    folder = project(pytester)
+    ports_file, basetemp = tmp_path / "ports", tmp_path / "inner"
+    os.environ["PORTS_FILE"] = str(ports_file)
+    try:
+        run(pytester, "-k", "hello", "--basetemp", str(basetemp)).assert_outcomes(passed=1, deselected=5)
+    finally:
+        del os.environ["PORTS_FILE"]
+    urls = json.loads(ports_file.read_text())
+    assert all(port_free(int(url.rsplit(":", 1)[1].strip("/"))) for url in urls), urls
+    assert not list(basetemp.rglob("lock")), list(basetemp.rglob("lock"))
+    marker = ("KUBELESS_LOCAL_PROJECT=%s" % basetemp.resolve()).encode()
+    assert not [pid for pid in _pids() if _environ_has(pid, marker)]
+    assert not (folder / STATE_DIRNAME / "lock").exists()
+
+
+def _pids():
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _environ_has(pid, prefix):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return any(item.startswith(prefix) for item in f.read().split(b"\0"))
+    except OSError:
+        return False
+
+
+def test_importing_the_plugin_loads_nothing_of_the_engine():
+    """A project whose tests use no kubeless fixture pays for this module only (bench/bench_pytest_plugin.py
+    measures the milliseconds)."""
+    code = textwrap.dedent(
+        """
+        import sys, pytest
+        before = set(sys.modules)
+        import kubeless_local.pytest_plugin
+        print(sorted(name for name in set(sys.modules) - before if name.startswith("kubeless_local")))
+        print(sorted(n for n in ("requests", "watchdog", "docker", "yaml", "kubernetes") if n in sys.modules))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["['kubeless_local', 'kubeless_local.pytest_plugin']", "[]"]
+
+
+def test_the_entry_point_is_declared():
+    text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert "[project.entry-points.pytest11]\n" in text
+    assert 'kubeless = "kubeless_local.pytest_plugin"' in text
