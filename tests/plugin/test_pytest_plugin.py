@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kubeless_local.emulator.guardian import CONTAINER_LABEL
 from kubeless_local.emulator.lock import ProjectLock
 from kubeless_local.emulator.supervisor import port_free
 from kubeless_local.paths import STATE_DIRNAME
@@ -250,3 +251,139 @@ def test_the_entry_point_is_declared():
     text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert "[project.entry-points.pytest11]\n" in text
     assert 'kubeless = "kubeless_local.pytest_plugin"' in text
+
+
+def test_an_ad_hoc_function_from_a_string_in_any_runtime(pytester):
+    tests = """
+def test_python(kubeless_fn):
+    echo = kubeless_fn("def echo(event, context):\\n    return event['data']\\n",
+                       runtime="python3.11", handler="handler.echo")
+    assert echo.call(data="hi").text == "hi"
+
+
+def test_node(kubeless_fn):
+    echo = kubeless_fn("module.exports = { echo: (event, context) => 'node ' + event.data };\\n",
+                       runtime="nodejs20", handler="handler.echo")
+    assert echo.call(data="hi").text == "node hi"
+
+
+def test_env(kubeless_fn):
+    fn = kubeless_fn("import os\\ndef env(event, context):\\n    return os.environ['GREETING']\\n",
+                     handler="handler.env", env={"GREETING": "hello"})
+    assert fn.call().text == "hello"
+"""
+    pytester.makepyfile(test_inline=tests)
+    run(pytester).assert_outcomes(passed=3)
+
+
+def test_the_marker_picks_the_project_and_the_ini_the_default_one(pytester):
+    for folder, name in (("a", "alpha"), ("b", "beta")):
+        (pytester.path / folder).mkdir()
+        (pytester.path / folder / "handler.py").write_text("def %s(event, context):\n    return %r\n" % (name, name))
+        (pytester.path / folder / "function.yaml").write_text(
+            "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: %s\n"
+            "  annotations: {local.kubeless.io/source: handler.py}\n"
+            "spec: {runtime: python3.11, handler: handler.%s}\n" % (name, name)
+        )
+    pytester.makeini("[pytest]\nkubeless_project = a\n")
+    pytester.makepyfile(
+        test_projects="""
+import pytest
+
+
+def test_default(kubeless):
+    assert kubeless.call("alpha").text == "alpha"
+    assert [row["name"] for row in kubeless.functions()] == ["alpha"]
+
+
+@pytest.mark.kubeless(project="b")
+def test_marked(kubeless):
+    assert kubeless.call("beta").text == "beta"
+"""
+    )
+    run(pytester).assert_outcomes(passed=2)
+
+
+def test_the_same_file_passes_on_process_and_docker(pytester):
+    tests = (
+        TESTS
+        + """
+
+def test_the_backend_is_the_parameter(kubeless, kubeless_backend):
+    assert {row["backend"] for row in kubeless.functions()} == {kubeless_backend}
+"""
+    )
+    project(pytester, tests=tests, ini="kubeless_backends = process,docker\n")
+    basetemp = pytester.path.parent / (pytester.path.name + "-inner")
+    result = run(pytester, "-v", "--basetemp", str(basetemp))
+    result.assert_outcomes(passed=14)
+    result.stdout.fnmatch_lines(["*test_hello?process? PASSED*", "*test_hello?docker? PASSED*"])
+    labels = subprocess.run(
+        ["docker", "ps", "-a", "--format", '{{.Label "%s"}}' % CONTAINER_LABEL],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert not [label for label in labels if label.startswith(str(basetemp.resolve()))]  # every container removed
+
+
+def test_docker_variants_skip_with_the_reason_where_no_engine_answers(pytester, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix://%s" % (pytester.path / "no-engine.sock"))
+    project(pytester, ini="kubeless_backends = process,docker\n")
+    result = run(pytester, "-k", "hello", "-rs")
+    result.assert_outcomes(passed=1, skipped=1, deselected=10)
+    result.stdout.fnmatch_lines(["*SKIPPED*backend docker: no Docker engine answers*"])
+
+
+def test_the_backend_option_and_the_marker_choose_one_backend(pytester):
+    project(
+        pytester,
+        tests="""
+import pytest
+
+
+def test_option(kubeless, kubeless_backend):
+    assert kubeless_backend == "process"
+
+
+@pytest.mark.kubeless(backend="docker")
+def test_marked(kubeless):
+    assert {row["backend"] for row in kubeless.functions()} == {"docker"}
+""",
+        ini="kubeless_backends = docker\n",
+    )
+    run(pytester, "--kubeless-backend", "process", "-v").assert_outcomes(passed=2)
+
+
+SNAPSHOT_TESTS = """
+def test_event(kubeless_fn, kubeless_snapshot):
+    fn = kubeless_fn(
+        "def event(event, context):\\n"
+        "    return {'id': event['event-id'], 'time': event['event-time'], 'ns': event['event-namespace'],"
+        " 'data': event['data'], 'duration_ms': 1.5}\\n",
+        handler="handler.event",
+    )
+    kubeless_snapshot.match("event", fn.call(data={"n": %d}))
+"""
+
+
+def test_snapshots_are_written_then_matched_with_ids_times_and_durations_redacted(pytester):
+    pytester.makepyfile(test_snap=SNAPSHOT_TESTS % 1)
+    run(pytester).assert_outcomes(passed=1)
+    golden = pytester.path / "__snapshots__" / "test_snap" / "event.json"
+    saved = json.loads(golden.read_text())
+    assert saved["status"] == 200 and saved["body"] == {
+        "id": "<event-id>",
+        "time": "<event-time>",
+        "ns": "cli.kubeless.io",
+        "data": {"n": 1},
+        "duration_ms": "<duration>",
+    }
+    run(pytester).assert_outcomes(passed=1)  # a new event id and time: still the same snapshot
+    pytester.makepyfile(test_snap=SNAPSHOT_TESTS % 2)
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*snapshot event differs (--kubeless-snapshot-update rewrites it)*"])
+    run(pytester, "--kubeless-snapshot-update").assert_outcomes(passed=1)
+    assert json.loads(golden.read_text())["body"]["data"] == {"n": 2}
+    run(pytester).assert_outcomes(passed=1)
