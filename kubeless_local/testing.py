@@ -12,6 +12,8 @@ sends passes there, and a fault set there answers in the function's place.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import datetime
 import json
 import queue
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubeless_local import events
+from kubeless_local import spec as specs
 from kubeless_local.emulator import DevSession, LogHub, backends, call_function, images
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.taps import Exchange
@@ -195,6 +198,7 @@ class Emulator:
         self.session = DevSession(
             self.project,
             backend,
+            with_env(self.project, self.env) if self.env else None,
             say=self.said.append,
             logs=self.logs,
             state_dir=self.state_dir,
@@ -206,8 +210,7 @@ class Emulator:
     # ------------------------------------------------------------ life
 
     def start(self, timeout: float = START_TIMEOUT) -> Emulator:
-        with _environment(self.env):
-            self.session.start()
+        self.session.start()
         supervisor = self.session.supervisor
         assert supervisor is not None, "DevSession.start() makes the supervisor"
         supervisor.taps.observers.append(self.observed)
@@ -469,21 +472,28 @@ class Emulator:
         return found
 
 
-@contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    """`env` set in this process while the session starts (its functions' servers inherit it)."""
-    import os
-
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def with_env(project: Path, env: dict[str, str]) -> specs.Manifests:
+    """The project's manifests with `env` added to every Function's container env (a variable it sets already
+    is replaced), as `kubeless function update --env` would. A manifest that does not load: UserError. The
+    session then runs these (as `run` does): a code edit reloads, a manifest edit is not read."""
+    manifests = specs.Loader(project).collect()
+    manifests.raise_first()
+    functions = []
+    for fn in manifests.functions:
+        deployment = copy.deepcopy(fn.deployment) or {}
+        node = deployment
+        for key in specs.FunctionSpec.POD_PATH:  # spec.template.spec, made where the manifest has none
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if not node.get("containers"):
+            node["containers"] = [{}]
+        container = node["containers"][0]
+        kept = [e for e in container.get("env") or [] if e.get("name") not in env]
+        container["env"] = kept + [{"name": name, "value": value} for name, value in env.items()]
+        functions.append(dataclasses.replace(fn, deployment=deployment))
+    manifests.functions = functions
+    return manifests
 
 
 def backend_available(name: str) -> str | None:

@@ -387,3 +387,31 @@ def test_snapshots_are_written_then_matched_with_ids_times_and_durations_redacte
     run(pytester, "--kubeless-snapshot-update").assert_outcomes(passed=1)
     assert json.loads(golden.read_text())["body"]["data"] == {"n": 2}
     run(pytester).assert_outcomes(passed=1)
+
+
+def test_the_markers_env_reaches_the_functions_on_both_backends(pytester):
+    pytester.makefile(
+        ".py", handler="import os\n\ndef env(event, context):\n    return os.environ.get('GREETING', '-')\n"
+    )
+    pytester.makefile(
+        ".yaml",
+        function="apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: env\n"
+        "  annotations: {local.kubeless.io/source: handler.py}\n"
+        "spec: {runtime: python3.11, handler: handler.env}\n",
+    )
+    pytester.makeini("[pytest]\nkubeless_backends = process,docker\n")
+    pytester.makepyfile(
+        test_env="""
+import pytest
+
+
+@pytest.mark.kubeless(env={"GREETING": "hello"})
+def test_marked(kubeless):
+    assert kubeless.call("env").text == "hello"
+
+
+def test_unmarked(kubeless):
+    assert kubeless.call("env").text == "-"
+"""
+    )
+    run(pytester).assert_outcomes(passed=4)
