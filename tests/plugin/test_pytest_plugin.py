@@ -415,3 +415,22 @@ def test_unmarked(kubeless):
 """
     )
     run(pytester).assert_outcomes(passed=4)
+
+
+WHERE = """
+
+def test_where(kubeless):
+    with open(os.environ["WHERE_FILE"], "a") as f:
+        f.write("%s %s %s\\n" % (os.environ["PYTEST_XDIST_WORKER"], kubeless.state_dir, kubeless.url("hello")))
+"""
+
+
+def test_with_xdist_each_worker_runs_its_own_session(pytester, tmp_path, monkeypatch):
+    folder = project(pytester, tests=TESTS + WHERE)
+    (folder / "test_more.py").write_text((TESTS + WHERE).replace("def test_", "def test_more_"))
+    monkeypatch.setenv("WHERE_FILE", str(tmp_path / "where"))
+    result = run(pytester, "-n", "2", "--dist", "loadfile")
+    result.assert_outcomes(passed=14)
+    rows = [line.split() for line in (tmp_path / "where").read_text().splitlines()]
+    assert sorted(row[0] for row in rows) == ["gw0", "gw1"]
+    assert len({row[1] for row in rows}) == 2 and len({row[2] for row in rows}) == 2  # own state folders, own ports
