@@ -17,7 +17,11 @@ for a `kubeless…` fixture, so a project whose tests use none pays nothing.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,12 @@ SNAPSHOTS = "__snapshots__"
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kubeless", "kubeless-local: functions under test")
     group.addoption("--kubeless-backend", help="run the kubeless fixtures on this backend (process, docker)")
+    group.addoption(
+        "--kubeless-shared",
+        action="store_true",
+        help="with pytest-xdist: one session per project for every worker, started by the first that needs it"
+        " (deliveries, no_deliveries, fail_next, replay_dead_letter and reset need it in-process: refused there)",
+    )
     group.addoption(
         "--kubeless-snapshot-update",
         action="store_true",
@@ -70,33 +80,90 @@ def kubeless_backend(request: pytest.FixtureRequest) -> str:
 
 
 class Pool:
-    """The running emulators of this pytest run, one per (project, backend, env); all stopped at its end."""
+    """The running emulators of this pytest run, one per (project, backend, env); all stopped at its end.
+
+    With --kubeless-shared under pytest-xdist, the first worker that needs a session starts it and the
+    others attach to it (testing.Attached), each under a file lock in the folder every worker's temporary
+    folder lies in; the worker that started it stops it once no other worker uses it."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.running: dict[tuple, Any] = {}
         self.failed: dict[tuple, BaseException] = {}
+        self.shared: dict[tuple, Path] = {}  # key → its shared folder's stem (--kubeless-shared)
 
-    def get(self, project: Path, backend: str, env: dict[str, str], state_dir: Path) -> Any:
+    def get(self, project: Path, backend: str, env: dict[str, str], factory: pytest.TempPathFactory) -> Any:
         from kubeless_local import testing
         from kubeless_local.errors import UserError
 
         key = (str(project), backend, tuple(sorted(env.items())))
-        if key not in self.running:
+        if key not in self.running and key not in self.failed:
             why = testing.backend_available(backend)
             if why:
                 pytest.skip("backend %s: %s" % (backend, why))
-            emulator = testing.Emulator(project, state_dir, backend, env)
             try:
-                emulator.start()
+                if self.config.getoption("kubeless_shared") and hasattr(self.config, "workerinput"):
+                    self.running[key] = self._shared(key, factory)
+                else:
+                    self.running[key] = self._start(key, factory.mktemp("kubeless-%s" % backend))
             except UserError as exc:  # a function that does not start, a manifest that does not load
-                emulator.stop()
                 self.failed[key] = exc
-            else:
-                self.running[key] = emulator
         if key in self.failed:
             pytest.fail(str(self.failed[key]), pytrace=False)
         return self.running[key]
+
+    @staticmethod
+    def _start(key: tuple, state_dir: Path) -> Any:
+        from kubeless_local import testing
+
+        project, backend, env = key
+        emulator = testing.Emulator(Path(project), state_dir, backend, dict(env))
+        try:
+            return emulator.start()
+        except BaseException:
+            emulator.stop()
+            raise
+
+    def _shared(self, key: tuple, factory: pytest.TempPathFactory) -> Any:
+        """The session of `key` another worker started, or one started here (see the class docstring)."""
+        import hashlib
+
+        from kubeless_local import testing
+        from kubeless_local.emulator import registry
+
+        root = factory.getbasetemp().parent  # every worker's basetemp (popen-gwN) lies in this run's folder
+        stem = root / ("kubeless-shared-%s" % hashlib.sha1(repr(key).encode()).hexdigest()[:12])
+        with file_lock(stem.with_suffix(".lock")):
+            info = _read_json(stem.with_suffix(".json"))
+            if info and registry.answering(Path(info["state_dir"]) / "admin.json", info["pid"]):
+                emulator = testing.Attached(Path(info["state_dir"]))
+            else:
+                emulator = self._start(key, stem.with_name(stem.name + "-state"))
+                stem.with_suffix(".json").write_text(
+                    json.dumps({"state_dir": str(emulator.state_dir), "pid": os.getpid()})
+                )
+            users = stem.with_suffix(".users")
+            users.write_text(json.dumps([*(_read_json(users) or []), os.getpid()]))
+        self.shared[key] = stem
+        return emulator
+
+    def _leave(self, key: tuple, emulator: Any) -> None:
+        """A shared session: this worker is done with it; the one that started it waits for the others."""
+        stem = self.shared.pop(key)
+        users = stem.with_suffix(".users")
+        with file_lock(stem.with_suffix(".lock")):
+            users.write_text(json.dumps([pid for pid in _read_json(users) or [] if pid != os.getpid()]))
+        if isinstance(emulator, _attached()):
+            return
+        deadline = time.monotonic() + SHARED_PATIENCE
+        while True:
+            with file_lock(stem.with_suffix(".lock")):
+                others = [pid for pid in _read_json(users) or [] if _alive(pid)]
+                if not others or time.monotonic() > deadline:
+                    stem.with_suffix(".json").unlink(missing_ok=True)  # a late worker starts its own
+                    break
+            time.sleep(0.1)
+        emulator.stop()
 
     def stop(self, emulator: Any) -> None:
         for key, running in list(self.running.items()):
@@ -106,8 +173,50 @@ class Pool:
 
     def stop_all(self) -> None:
         while self.running:
-            _, emulator = self.running.popitem()
-            emulator.stop()
+            key, emulator = self.running.popitem()
+            if key in self.shared:
+                self._leave(key, emulator)
+            else:
+                emulator.stop()
+
+
+SHARED_PATIENCE = 3600.0  # seconds the worker that started a shared session waits for the others to finish
+
+
+def _attached() -> type:
+    from kubeless_local.testing import Attached
+
+    return Attached
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path`, held for the block (released by the kernel if the holder dies)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 POOL = pytest.StashKey[Pool]()
@@ -140,8 +249,7 @@ def kubeless(request: pytest.FixtureRequest, kubeless_backend: str, tmp_path_fac
     marker = request.node.get_closest_marker("kubeless")
     env = dict(marker.kwargs.get("env") or {}) if marker is not None else {}
     pool = request.config.stash[POOL]
-    state_dir = tmp_path_factory.mktemp("kubeless-%s" % kubeless_backend)
-    return _use(request, pool.get(_project(request), kubeless_backend, env, state_dir))
+    return _use(request, pool.get(_project(request), kubeless_backend, env, tmp_path_factory))
 
 
 @pytest.fixture

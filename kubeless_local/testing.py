@@ -39,6 +39,17 @@ ACCESS_LINE = re.compile(r'^\S+ - \S+ \[[^\]]+\] "(?P<method>\S+) (?P<path>\S+) 
 SETTLED = (State.READY, State.COMPILE_ERROR, State.CONFIG_ERROR, State.CRASHED, State.SETUP_ERROR, State.INSTALL_ERROR)
 
 
+def closes_the_call(text: str, stream: str, method: str, path: str) -> bool:
+    """True for the runtime's access-log line of a `method path` call."""
+    access = ACCESS_LINE.match(text) if stream == "stdout" else None
+    return access is not None and access["method"] == method and access["path"] == path
+
+
+def printed_by_the_function(text: str, stream: str) -> bool:
+    """A line of the function's own output: not the engine's, not an access-log line."""
+    return stream != "system" and not (stream == "stdout" and ACCESS_LINE.match(text))
+
+
 class StartFailed(UserError):
     """A function of the project did not become Ready: its error and the last lines of its log."""
 
@@ -325,10 +336,9 @@ class Emulator:
                 line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return "\n".join(printed)
-            access = ACCESS_LINE.match(line.text) if line.stream == "stdout" else None
-            if access and access["method"] == method and access["path"] == path:
+            if closes_the_call(line.text, line.stream, method, path):
                 return "\n".join(printed)
-            if line.stream != "system" and not access:
+            if printed_by_the_function(line.text, line.stream):
                 printed.append(line.text)
 
     # ------------------------------------------------------------ events
@@ -448,15 +458,7 @@ class Emulator:
         found = self.session.cron.triggers().get(trigger)
         if found is None:
             raise NotFound("no CronJobTrigger %r in %s" % (trigger, self.project), "CronJobTrigger", trigger)
-        schedule = schedules.parse(found.schedule)
-        moment = after or datetime.datetime.now(datetime.timezone.utc)
-        fires = []
-        for _ in range(n):
-            moment = schedule.next(moment)
-            if moment is None:
-                break
-            fires.append(moment)
-        return fires
+        return upcoming(schedules.parse(found.schedule), n, after)
 
     # ------------------------------------------------------------ reports
 
@@ -655,3 +657,144 @@ def report_sections(used: list[tuple[Emulator, float]]) -> list[tuple[str, str]]
                 )
             )
     return sections
+
+
+# ---------------------------------------------------------------- a session another process runs
+
+
+class Attached:
+    """A session another pytest process runs (pytest-xdist with --kubeless-shared), reached through its admin
+    API: `call`, `emit`, cron, dead letters, logs. What needs the front door in this process (`deliveries`,
+    `no_deliveries`, `fail_next`, `replay_dead_letter`, `reset`) raises a UserError saying so."""
+
+    def __init__(self, state_dir: Path) -> None:
+        from kubeless_local.client import SessionClient
+
+        self.state_dir = Path(state_dir)
+        self.client = SessionClient(self.state_dir)
+        self.last: tuple[Request, Answer] | None = None
+
+    def stop(self) -> None:
+        """Nothing: the process that started the session stops it."""
+
+    def functions(self) -> list[dict[str, Any]]:
+        return self.client.functions()
+
+    def url(self, name: str) -> str:
+        row = self.client.function(name)
+        if not row.get("serving") or not row.get("url"):
+            raise StartFailed("function %s is %s: %s" % (name, row["state"], row.get("error") or "not serving"))
+        return row["url"]
+
+    def log(self, name: str) -> list[str]:
+        return [row["text"] for row in self.client.logs(name)]
+
+    def call(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        method: str | None = None,
+        path: str = "/",
+        timeout: float | None = 60,
+    ) -> Response:
+        """As Emulator.call; `.logs` are the function's lines from the call's start to its access-log line."""
+        url, body = self.url(name), as_bytes(data)
+        envelope_method, envelope_headers, _ = events.envelope("cli", body)
+        method = (method or envelope_method).upper()
+        headers = {**envelope_headers, **(headers or {})}
+        started = time.time()
+        answer = call_function(url, body, path=path, method=method, headers=headers, timeout=timeout)
+        event = Request(method, path, answer.request.headers, body or b"")
+        response = Response(
+            answer.status_code, answer.text, answer.headers, event, self._printed(name, started, method, path)
+        )
+        self.last = (event, response)
+        return response
+
+    def _printed(self, name: str, since: float, method: str, path: str) -> str:
+        deadline = time.monotonic() + ACCESS_WAIT
+        while True:
+            rows = [row for row in self.client.logs(name, tail=200) if row["time"] >= since]
+            printed: list[str] = []
+            for row in rows:
+                if closes_the_call(row["text"], row["stream"], method, path):
+                    return "\n".join(printed)
+                if printed_by_the_function(row["text"], row["stream"]):
+                    printed.append(row["text"])
+            if time.monotonic() > deadline:
+                return "\n".join(printed)
+            time.sleep(0.01)
+
+    def emit(self, topic: str, data: Any, *, source: str = "kafka", count: int = 1) -> dict[str, Any]:
+        self.client.create_topic(topic)
+        return self.client.emit(topic, as_bytes(data) or b"", source=source, count=count)
+
+    def dead_letters(self, name: str | None = None) -> list[dict[str, Any]]:
+        rows = [letter for topic in self.client.topics() for letter in topic["dead_letters"]]
+        return [row for row in rows if name is None or row["function"] == name]
+
+    def wait_dead_letter(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            letters = [row for row in self.dead_letters(name) if not row["replay"]]
+            if letters:
+                return letters[0]
+            if time.monotonic() > deadline:
+                raise AssertionError("no dead letter for %s within %gs" % (name, timeout))
+            time.sleep(0.02)
+
+    def fire_cron(self, trigger: str) -> Any:
+        import types
+
+        return types.SimpleNamespace(**self.client.fire_cron(trigger))
+
+    def next_fires(self, trigger: str, n: int = 3, after: datetime.datetime | None = None) -> list:
+        from kubeless_local import schedules
+
+        rows = {row["name"]: row for row in self.client.cron_triggers()}
+        if trigger not in rows:
+            raise NotFound("no CronJobTrigger %r in the shared session" % trigger, "CronJobTrigger", trigger)
+        return upcoming(schedules.parse(rows[trigger]["schedule"]), n, after)
+
+    def lines_since(self, since: float) -> dict[str, list[str]]:
+        found = {}
+        for row in self.functions():
+            lines = [line["text"] for line in self.client.logs(row["name"]) if line["time"] >= since]
+            if lines:
+                found[row["name"]] = lines
+        return found
+
+    def _in_process_only(self, what: str) -> Any:
+        raise UserError(
+            "%s needs the session in this pytest process; with --kubeless-shared it runs in another worker "
+            "(without that option each worker runs its own)" % what
+        )
+
+    def deliveries(self, name: str, count: int = 1, timeout: float = 10.0) -> Any:
+        return self._in_process_only("deliveries()")
+
+    def no_deliveries(self, name: str, within: float = 1.0) -> Any:
+        return self._in_process_only("no_deliveries()")
+
+    def fail_next(self, name: str, status: int = 500, times: int = 1) -> None:
+        self._in_process_only("fail_next()")
+
+    def replay_dead_letter(self, letter: dict[str, Any], timeout: float = 10.0) -> Any:
+        return self._in_process_only("replay_dead_letter()")
+
+    def reset(self) -> None:
+        self._in_process_only("reset() (and kubeless_isolated)")
+
+
+def upcoming(schedule: Any, n: int, after: datetime.datetime | None = None) -> list:
+    """The next `n` times (UTC) `schedule` (schedules.parse) fires after `after` (now)."""
+    moment = after or datetime.datetime.now(datetime.timezone.utc)
+    fires = []
+    for _ in range(n):
+        moment = schedule.next(moment)
+        if moment is None:
+            break
+        fires.append(moment)
+    return fires

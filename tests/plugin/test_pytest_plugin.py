@@ -434,3 +434,37 @@ def test_with_xdist_each_worker_runs_its_own_session(pytester, tmp_path, monkeyp
     rows = [line.split() for line in (tmp_path / "where").read_text().splitlines()]
     assert sorted(row[0] for row in rows) == ["gw0", "gw1"]
     assert len({row[1] for row in rows}) == 2 and len({row[2] for row in rows}) == 2  # own state folders, own ports
+
+
+SHARED_TESTS = (
+    """
+import os
+
+
+def test_hello(kubeless):
+    r = kubeless.call("hello", data={"name": "x"})
+    assert r.json() == {"hello": "x"} and "processing x" in r.logs
+    assert r.event.headers["event-namespace"] == "cli.kubeless.io"
+
+
+def test_cron(kubeless):
+    assert kubeless.fire_cron("nightly").status == 200
+    assert len(kubeless.next_fires("nightly", n=3)) == 3
+"""
+    + WHERE
+)
+
+
+def test_the_shared_option_starts_one_session_for_every_worker(pytester, tmp_path, monkeypatch):
+    folder = project(pytester, tests=SHARED_TESTS)
+    (folder / "test_more.py").write_text(SHARED_TESTS.replace("def test_", "def test_more_"))
+    monkeypatch.setenv("WHERE_FILE", str(tmp_path / "where"))
+    basetemp = tmp_path / "inner"
+    result = run(pytester, "-n", "2", "--dist", "loadfile", "--kubeless-shared", "--basetemp", str(basetemp))
+    result.assert_outcomes(passed=6)
+    rows = [line.split() for line in (tmp_path / "where").read_text().splitlines()]
+    assert sorted(row[0] for row in rows) == ["gw0", "gw1"]
+    assert len({row[1] for row in rows}) == 1 and len({row[2] for row in rows}) == 1  # one session, one port
+    assert len(list(basetemp.glob("kubeless-shared-*-state"))) == 1  # started exactly once
+    assert not list(basetemp.glob("*/kubeless-*"))  # no worker started one of its own
+    assert not list(basetemp.rglob("admin.json"))  # and it was stopped
