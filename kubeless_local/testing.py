@@ -34,20 +34,30 @@ from kubeless_local.errors import NotFound, UserError
 START_TIMEOUT = 120.0  # seconds every function has to become Ready (a first dependency install included)
 LOG_TAIL = 20  # lines of a function's log a start failure shows
 ACCESS_WAIT = 2.0  # seconds a call waits for the runtime's access-log line, which closes its output
-# The one access-log line every runtime writes per request (runtimes/README.md), Apache's combined format.
-ACCESS_LINE = re.compile(r'^\S+ - \S+ \[[^\]]+\] "(?P<method>\S+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}|-) ')
+QUIET = 0.05  # seconds without a line after which a call's late stderr output is taken as complete
+# The one access-log line every runtime writes per request (runtimes/README.md), once the answer is sent:
+# Apache's combined format (`peer - user [time] "POST / HTTP/1.1" 200 2 "referer" "agent"`), or Go's
+# `peer "POST / HTTP/1.1" 200 agent`.
+ACCESS_LINE = re.compile(
+    r'^\S+ (?:- \S+ \[[^\]]+\] )?"(?P<method>\S+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}|-) (?P<rest>.*)$'
+)
 SETTLED = (State.READY, State.COMPILE_ERROR, State.CONFIG_ERROR, State.CRASHED, State.SETUP_ERROR, State.INSTALL_ERROR)
 
 
-def closes_the_call(text: str, stream: str, method: str, path: str) -> bool:
-    """True for the runtime's access-log line of a `method path` call."""
-    access = ACCESS_LINE.match(text) if stream == "stdout" else None
-    return access is not None and access["method"] == method and access["path"] == path
+def closes_the_call(text: str, stream: str, method: str, path: str, agent: str) -> bool:
+    """True for the runtime's access-log line of a `method path` call made with User-Agent `agent`."""
+    access = ACCESS_LINE.match(text) if stream != "system" else None
+    return (
+        access is not None
+        and access["method"] == method
+        and access["path"] == path
+        and access["rest"].rstrip('"').endswith(agent)
+    )
 
 
 def printed_by_the_function(text: str, stream: str) -> bool:
     """A line of the function's own output: not the engine's, not an access-log line."""
-    return stream != "system" and not (stream == "stdout" and ACCESS_LINE.match(text))
+    return stream != "system" and not ACCESS_LINE.match(text)
 
 
 class StartFailed(UserError):
@@ -132,13 +142,65 @@ class Response(Answer):
     """`call`'s answer: the function's status, headers and body, the event it received (`.event`) and what
     it printed while it answered (`.logs`, its lines joined)."""
 
-    def __init__(self, status_code: int, text: str, headers: Any, event: Request, logs: str, injected: bool = False):
+    def __init__(
+        self, status_code: int, text: str, headers: Any, event: Request, logs: str | CallOutput, injected: bool = False
+    ):
         super().__init__(status_code, text, headers)
-        self.event, self.logs, self.injected = event, logs, injected
+        self.event, self.injected, self._logs = event, injected, logs
         self.reason = ""
+
+    @property
+    def logs(self) -> str:
+        return self._logs if isinstance(self._logs, str) else self._logs.text()
 
     def __repr__(self) -> str:
         return "<Response %d %r>" % (self.status_code, self.text[:60])
+
+
+class CallOutput:
+    """What a function printed during one call (Response.logs). Its stdout up to the runtime's access-log line
+    of the call is complete when the call returns: that line is written once the answer is sent, on the same
+    stream. Its stderr travels on another pipe, read by another thread: lines still on their way are waited
+    for when `.logs` is first read (until none came for QUIET seconds), and taken as they are when the next
+    call starts."""
+
+    def __init__(self, hub: LogHub, function: str) -> None:
+        self.hub = hub
+        self.lines = hub.subscribe(function)
+        self.printed: list[str] = []
+        self.done = False
+
+    def until_access(self, method: str, path: str, agent: str) -> None:
+        """Take the lines until the access-log line of the call (at most ACCESS_WAIT seconds)."""
+        deadline = time.monotonic() + ACCESS_WAIT
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            if closes_the_call(line.text, line.stream, method, path, agent):
+                return
+            if printed_by_the_function(line.text, line.stream):
+                self.printed.append(line.text)
+
+    def finish(self, quiet: float = 0.0) -> None:
+        """Take the stderr lines that arrived (waiting `quiet` seconds for each next one), then stop listening."""
+        if self.done:
+            return
+        try:
+            while True:
+                line = self.lines.get(timeout=quiet) if quiet else self.lines.get_nowait()
+                if line.stream == "stderr":  # stdout after the access line belongs to what came next
+                    self.printed.append(line.text)
+        except queue.Empty:
+            pass
+        finally:
+            self.hub.unsubscribe(self.lines)
+            self.done = True
+
+    def text(self) -> str:
+        self.finish(QUIET)
+        return "\n".join(self.printed)
 
 
 class Delivery:
@@ -217,6 +279,7 @@ class Emulator:
         )
         self.observed = Observed()  # every exchange, for the failure report's last request
         self.last: tuple[Request, Answer] | None = None
+        self.output: CallOutput | None = None  # the last call's, listening for its late stderr lines
 
     # ------------------------------------------------------------ life
 
@@ -246,6 +309,8 @@ class Emulator:
         )
 
     def stop(self) -> None:
+        if self.output is not None:
+            self.output.finish()
         self.session.stop()
         for leftover in ("lock", "admin.json"):
             (self.state_dir / leftover).unlink(missing_ok=True)
@@ -302,7 +367,9 @@ class Emulator:
         envelope_method, envelope_headers, _ = events.envelope("cli", body)
         method = (method or envelope_method).upper()
         headers = {**envelope_headers, **(headers or {})}
-        printed = self.logs.subscribe(name)
+        if self.output is not None:
+            self.output.finish()  # the last call's output is what arrived by now
+        output = self.output = CallOutput(self.logs, name)
         sent: dict[str, Any] = {}
 
         def send() -> tuple[int, str]:
@@ -312,34 +379,21 @@ class Emulator:
 
         try:
             status, text = supervisor.taps.exchange(name, "cli", method, instance.url, headers, body or b"", send)
-            answer = sent.get("answer")
-            logs = self._printed(printed, method, path) if answer is not None else ""
-        finally:
-            self.logs.unsubscribe(printed)
+        except BaseException:
+            output.finish()
+            raise
+        answer = sent.get("answer")
         if answer is None:  # a fault answered in the function's place
+            output.finish()
             event = Request(method, path, headers, body or b"")
-            return Response(status, text, {}, event, "", injected=True)
-        event = Request(method, path, answer.request.headers, body or b"")
-        response = Response(status, text, answer.headers, event, logs)
-        response.reason = answer.reason
+            response = Response(status, text, {}, event, "", injected=True)
+        else:
+            event = Request(method, path, answer.request.headers, body or b"")
+            output.until_access(method, path, event.headers.get("user-agent", ""))
+            response = Response(status, text, answer.headers, event, output)
+            response.reason = answer.reason
         self.last = (event, response)
         return response
-
-    @staticmethod
-    def _printed(lines: queue.Queue, method: str, path: str) -> str:
-        """The function's output during one call: its lines until the runtime's access-log line of the call
-        (written once the answer is sent, after everything the call printed)."""
-        printed: list[str] = []
-        deadline = time.monotonic() + ACCESS_WAIT
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                return "\n".join(printed)
-            if closes_the_call(line.text, line.stream, method, path):
-                return "\n".join(printed)
-            if printed_by_the_function(line.text, line.stream):
-                printed.append(line.text)
 
     # ------------------------------------------------------------ events
 
@@ -707,19 +761,18 @@ class Attached:
         started = time.time()
         answer = call_function(url, body, path=path, method=method, headers=headers, timeout=timeout)
         event = Request(method, path, answer.request.headers, body or b"")
-        response = Response(
-            answer.status_code, answer.text, answer.headers, event, self._printed(name, started, method, path)
-        )
+        printed = self._printed(name, started, method, path, event.headers.get("user-agent", ""))
+        response = Response(answer.status_code, answer.text, answer.headers, event, printed)
         self.last = (event, response)
         return response
 
-    def _printed(self, name: str, since: float, method: str, path: str) -> str:
+    def _printed(self, name: str, since: float, method: str, path: str, agent: str) -> str:
         deadline = time.monotonic() + ACCESS_WAIT
         while True:
             rows = [row for row in self.client.logs(name, tail=200) if row["time"] >= since]
             printed: list[str] = []
             for row in rows:
-                if closes_the_call(row["text"], row["stream"], method, path):
+                if closes_the_call(row["text"], row["stream"], method, path, agent):
                     return "\n".join(printed)
                 if printed_by_the_function(row["text"], row["stream"]):
                     printed.append(row["text"])

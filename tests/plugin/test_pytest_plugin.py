@@ -267,13 +267,34 @@ def test_node(kubeless_fn):
     assert echo.call(data="hi").text == "node hi"
 
 
+def test_the_logs_of_each_call_on_both_streams(kubeless_fn):
+    fn = kubeless_fn("import sys\\ndef both(event, context):\\n    print('out', event['data'])\\n"
+                     "    print('err', event['data'], file=sys.stderr)\\n    return 'ok'\\n",
+                     handler="handler.both")
+    for n in range(3):
+        logs = fn.call(data={"n": n}).logs.splitlines()
+        assert sorted(logs) == ["err {'n': %d}" % n, "out {'n': %d}" % n]
+
+
+def test_go_whose_access_log_has_its_own_format(kubeless_fn):
+    fn = kubeless_fn(
+        'package kubeless\\n\\nimport (\\n\\t"fmt"\\n\\t"github.com/kubeless/kubeless/pkg/functions"\\n)\\n\\n'
+        'func Echo(event functions.Event, context functions.Context) (string, error) {\\n'
+        '\\tfmt.Println("printed", event.Data)\\n\\treturn event.Data, nil\\n}\\n',
+        runtime="go1.26", handler="handler.Echo",
+    )
+    for n in range(2):
+        r = fn.call(data="hi%d" % n)
+        assert r.text == "hi%d" % n and r.logs == "printed hi%d" % n
+
+
 def test_env(kubeless_fn):
     fn = kubeless_fn("import os\\ndef env(event, context):\\n    return os.environ['GREETING']\\n",
                      handler="handler.env", env={"GREETING": "hello"})
     assert fn.call().text == "hello"
 """
     pytester.makepyfile(test_inline=tests)
-    run(pytester).assert_outcomes(passed=3)
+    run(pytester).assert_outcomes(passed=5)
 
 
 def test_the_marker_picks_the_project_and_the_ini_the_default_one(pytester):
