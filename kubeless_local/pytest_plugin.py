@@ -5,8 +5,10 @@ Importing this module loads nothing but pytest and this file: the engine is impo
 for a `kubeless…` fixture, so a project whose tests use none pays nothing.
 
 - `kubeless`: the project's functions, started once per (project, backend, env) for the whole run and
-  shared by the tests that use it (kubeless_local/testing.py's Emulator); `kubeless_isolated`: the same,
-  reset before the test (topics, dead letters, faults, what was observed).
+  shared by the tests that use it (kubeless_local/testing.py's Emulator); the fixture itself is per test,
+  so a marker or the backend parameter can choose the session, and `kubeless_session` is the default one
+  for fixtures of session scope; `kubeless_isolated`: `kubeless` reset before the test (topics, dead
+  letters, faults, what was observed).
 - `kubeless_fn(source, runtime=…, handler=…)`: an ad-hoc function from a string, in a project of its own.
 - `kubeless_snapshot.match(name, response)`: golden answers, redacted; `--kubeless-snapshot-update` rewrites.
 - `@pytest.mark.kubeless(project=…, backend=…, env={…})`; `--kubeless-backend NAME`; ini `kubeless_project`
@@ -250,6 +252,14 @@ def kubeless(request: pytest.FixtureRequest, kubeless_backend: str, tmp_path_fac
     env = dict(marker.kwargs.get("env") or {}) if marker is not None else {}
     pool = request.config.stash[POOL]
     return _use(request, pool.get(_project(request), kubeless_backend, env, tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def kubeless_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The same running functions as `kubeless` on the default project and backend, for fixtures of a wider
+    scope (a session-scoped fixture that seeds a topic once). No marker applies; no parametrisation."""
+    pool = request.config.stash[POOL]
+    return pool.get(_project(request), backends_of(request.config)[0], {}, tmp_path_factory)
 
 
 @pytest.fixture

@@ -124,6 +124,10 @@ def test_cron(kubeless):
     assert len(kubeless.next_fires("nightly", n=3)) == 3
 
 
+def test_the_session_fixture_is_the_default_session(kubeless, kubeless_session, kubeless_backend):
+    assert (kubeless_session is kubeless) == (kubeless_backend == "process")  # the first backend is the default
+
+
 def test_reset_keeps_the_functions(kubeless):
     before = kubeless.url("hello")
     kubeless.fail_next("hello", status=503)
@@ -156,7 +160,7 @@ def run(pytester, *args):
 def test_an_inner_project_passes(pytester):
     project(pytester)
     result = run(pytester)
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
 
 
 def test_a_syntax_error_fails_the_test_with_the_file_and_line(pytester):
@@ -198,7 +202,7 @@ def test_a_project_whose_dev_holds_its_lock_still_runs(pytester):
     lock = ProjectLock(folder / STATE_DIRNAME)
     lock.acquire()
     try:
-        run(pytester, "-k", "hello").assert_outcomes(passed=1, deselected=5)
+        run(pytester, "-k", "hello").assert_outcomes(passed=1, deselected=6)
     finally:
         lock.release()
 
@@ -208,7 +212,7 @@ def test_teardown_leaves_no_process_port_or_lock(pytester, tmp_path):
     ports_file, basetemp = tmp_path / "ports", tmp_path / "inner"
     os.environ["PORTS_FILE"] = str(ports_file)
     try:
-        run(pytester, "-k", "hello", "--basetemp", str(basetemp)).assert_outcomes(passed=1, deselected=5)
+        run(pytester, "-k", "hello", "--basetemp", str(basetemp)).assert_outcomes(passed=1, deselected=6)
     finally:
         del os.environ["PORTS_FILE"]
     urls = json.loads(ports_file.read_text())
@@ -337,7 +341,7 @@ def test_the_backend_is_the_parameter(kubeless, kubeless_backend):
     project(pytester, tests=tests, ini="kubeless_backends = process,docker\n")
     basetemp = pytester.path.parent / (pytester.path.name + "-inner")
     result = run(pytester, "-v", "--basetemp", str(basetemp))
-    result.assert_outcomes(passed=14)
+    result.assert_outcomes(passed=16)
     result.stdout.fnmatch_lines(["*test_hello?process? PASSED*", "*test_hello?docker? PASSED*"])
     labels = subprocess.run(
         ["docker", "ps", "-a", "--format", '{{.Label "%s"}}' % CONTAINER_LABEL],
@@ -352,7 +356,7 @@ def test_docker_variants_skip_with_the_reason_where_no_engine_answers(pytester, 
     monkeypatch.setenv("DOCKER_HOST", "unix://%s" % (pytester.path / "no-engine.sock"))
     project(pytester, ini="kubeless_backends = process,docker\n")
     result = run(pytester, "-k", "hello", "-rs")
-    result.assert_outcomes(passed=1, skipped=1, deselected=10)
+    result.assert_outcomes(passed=1, skipped=1, deselected=12)
     result.stdout.fnmatch_lines(["*SKIPPED*backend docker: no Docker engine answers*"])
 
 
@@ -451,7 +455,7 @@ def test_with_xdist_each_worker_runs_its_own_session(pytester, tmp_path, monkeyp
     (folder / "test_more.py").write_text((TESTS + WHERE).replace("def test_", "def test_more_"))
     monkeypatch.setenv("WHERE_FILE", str(tmp_path / "where"))
     result = run(pytester, "-n", "2", "--dist", "loadfile")
-    result.assert_outcomes(passed=14)
+    result.assert_outcomes(passed=16)
     rows = [line.split() for line in (tmp_path / "where").read_text().splitlines()]
     assert sorted(row[0] for row in rows) == ["gw0", "gw1"]
     assert len({row[1] for row in rows}) == 2 and len({row[2] for row in rows}) == 2  # own state folders, own ports
