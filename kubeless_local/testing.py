@@ -294,7 +294,20 @@ class Emulator:
         broken = [i for i in supervisor.instances.values() if i.state != State.READY]
         if broken:
             raise StartFailed("\n\n".join(self._why(i) for i in broken))
+        self._wait_consuming(deadline)
         return self
+
+    def _wait_consuming(self, deadline: float) -> None:
+        """With a real Kafka broker: until every consumer group has its partitions (a new group starts at the
+        newest message, as Kubeless' does: an event emitted before would never reach it)."""
+        kafka = self.session.kafka
+        while kafka is not None:
+            joining = [row["group"] for row in kafka.status() if row.get("state", "joining") == "joining"]
+            if not joining:
+                return
+            if time.monotonic() > deadline:
+                raise StartFailed("kafka consumer groups still joining the broker: %s" % ", ".join(joining))
+            time.sleep(0.05)
 
     def _why(self, instance: Any) -> str:
         said = set((instance.error or "").splitlines())  # the error's own lines are shown once, above

@@ -493,3 +493,17 @@ def test_the_shared_option_starts_one_session_for_every_worker(pytester, tmp_pat
     assert len(list(basetemp.glob("kubeless-shared-*-state"))) == 1  # started exactly once
     assert not list(basetemp.glob("*/kubeless-*"))  # no worker started one of its own
     assert not list(basetemp.rglob("admin.json"))  # and it was stopped
+
+
+def test_deliveries_from_a_real_kafka_broker_are_observed_too(pytester, kafka_broker):
+    """A project whose settings name a broker: its KafkaTriggers run on it, through the same front door."""
+    tests = """
+def test_flow(kubeless):
+    with kubeless.deliveries("ship", count=1, timeout=60) as got:
+        kubeless.emit("orders", {"id": 7})
+    assert got[0].request.headers["event-topic"] == "orders" and got[0].request.json() == {"id": 7}
+    assert kubeless.emit("orders", {"id": 8})["broker"]  # produced to the broker, not stored here
+"""
+    folder = project(pytester, tests=tests)
+    (folder / ".kubeless-local.yaml").write_text("kafka:\n  brokers: %s\n" % kafka_broker.address)
+    run(pytester).assert_outcomes(passed=1)

@@ -285,20 +285,29 @@ class KafkaBridge:
             await asyncio.sleep(pause)
             pause = min(pause * 2, BACKOFF_MAX)
 
-    def _sender(self, group):
-        if self.send is not None:
-            return self.send
-        link = self.links.get(group)
-        if link is None:
-            link = self.links[group] = delivery.FunctionLink()
-        return link.send
+    def _sender(self, group, function):
+        """(method, url, headers, body, timeout) → (status, text) for `group`'s messages to `function`, through
+        the functions' front door (emulator/taps.py)."""
+        send = self.send
+        if send is None:
+            link = self.links.get(group)
+            if link is None:
+                link = self.links[group] = delivery.FunctionLink()
+            send = link.send
+        taps = self.supervisor.taps
+
+        def through(method, url, headers, body, timeout):
+            answer = functools.partial(send, method, url, headers, body, timeout)
+            return taps.exchange(function, "kafka", method, url, headers, body, answer)
+
+        return through
 
     async def deliver_run(self, group, function, messages, committer, partition):
         """Deliver `messages` (of one partition) in order: while the function answers 2xx they go in one
         hand-off to the sending thread; the first one that does not goes through `deliver` (retries,
         back-off, give up). Each is handed to `committer` once settled, in order."""
         stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
-        send, done = self._sender(group), 0
+        send, done = self._sender(group, function), 0
         while done < len(messages):
             run = messages[done : done + RUN]
             sent, answer = await self._when_ready(function, functools.partial(self._send_run, send, run))
@@ -336,7 +345,7 @@ class KafkaBridge:
         method, headers, body = _envelope_of(message)
         where = "kafka %s: message %s[%d]@%d" % (group, message.topic, message.partition, message.offset)
         failures = 0
-        send = self._sender(group)
+        send = self._sender(group, function)
         while True:
             if answered is not None:
                 (status, text), answered = answered, None
