@@ -287,7 +287,7 @@ class Emulator:
         self.session.start()
         supervisor = self.session.supervisor
         assert supervisor is not None, "DevSession.start() makes the supervisor"
-        supervisor.taps.observers.append(self.observed)
+        supervisor.taps.observers.append(self.observed)  # for the session's life
         deadline = time.monotonic() + timeout
         for instance in list(supervisor.instances.values()):
             instance.wait_for(lambda i: i.state in SETTLED, max(0.0, deadline - time.monotonic()))
@@ -425,13 +425,9 @@ class Emulator:
         naming what did arrive, to any function, when fewer came."""
         watch = Observed()
         got: list[Delivery] = []
-        taps = self._taps()
-        taps.observers.append(watch)
-        try:
+        with self._taps().watching(watch):
             yield got
             arrived = watch.wait(lambda: len(watch.of(name)) >= count, timeout)
-        finally:
-            taps.observers.remove(watch)
         got.extend(watch.of(name)[:count])
         if not arrived:
             raise AssertionError(
@@ -444,13 +440,9 @@ class Emulator:
         """AssertionError when `name` receives anything from the start of the block until `within` seconds
         after its end."""
         watch = Observed()
-        taps = self._taps()
-        taps.observers.append(watch)
-        try:
+        with self._taps().watching(watch):
             yield
             watch.wait(lambda: bool(watch.of(name)), within)
-        finally:
-            taps.observers.remove(watch)
         if watch.of(name):
             raise AssertionError("%s received %s" % (name, "; ".join(map(repr, watch.of(name)))))
 
@@ -467,7 +459,7 @@ class Emulator:
         """The dead letters waiting (of function `name`): id, topic, seq, attempts, status, body, event_id…"""
         events_ = self.session.events
         assert events_ is not None, "start() first"
-        rows = [dict(row, function=events_._function_of(row["subscriber"])) for row in events_.store.dead_letters()]
+        rows = [letter for topic in events_.topics() for letter in topic["dead_letters"]]
         return [row for row in rows if name is None or row["function"] == name]
 
     def wait_dead_letter(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -488,8 +480,6 @@ class Emulator:
         events_ = self.session.events
         assert events_ is not None, "start() first"
         watch = Observed()
-        taps = self._taps()
-        taps.observers.append(watch)
 
         def mine() -> list[Delivery]:
             return [
@@ -499,12 +489,10 @@ class Emulator:
                 and (200 <= d.status_code < 300 or not self._replaying(letter["id"]))
             ]
 
-        try:
+        with self._taps().watching(watch):
             events_.replay(letter["topic"], letter_id=letter["id"])
             if not watch.wait(lambda: bool(mine()), timeout):
                 raise AssertionError("dead letter %s was not delivered again within %gs" % (letter["id"], timeout))
-        finally:
-            taps.observers.remove(watch)
         return mine()[-1]
 
     def _replaying(self, letter_id: int) -> bool:

@@ -1,16 +1,19 @@
 """The functions' front door, for whoever drives a session in-process (the pytest plugin): what each
 function was sent, and failures answered in its place.
 
-Every trigger's sender (embedded topics: triggers/delivery.py; cron: triggers/cron.py) passes its
-request through `Taps.exchange`. With no observer and no fault set (a `dev`), that is one call and two
-empty lookups: nothing changes. A fault set with `fail(function, status, times)` answers the function's
-next `times` requests with `status` without sending them: the function never sees them, and the
-trigger treats the answer as the function's (it retries, then dead-letters). Each observer is told of
-every exchange, an injected one too (`Exchange.injected`), on the sender's thread: it must be quick.
+Every trigger's sender (embedded topics: triggers/delivery.py; a real broker: triggers/kafka_bridge.py;
+cron: triggers/cron.py) passes its request through `Taps.exchange`. With no observer and no fault set (a
+`dev`), that is one call and two empty lookups: nothing changes. A fault set with `fail(function, status,
+times)` answers the function's next `times` requests with `status` without sending them: the function
+never sees them, and the trigger treats the answer as the function's (it retries, then dead-letters).
+Each observer is told of every exchange, an injected one too (`Exchange.injected`), on the sender's
+thread: it must be quick.
 """
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -52,6 +55,15 @@ class Taps:
         """Answer `function`'s next `times` requests with `status` and `body` instead of sending them."""
         with self.lock:
             self.faults[function] = Fault(status, body, times)
+
+    @contextlib.contextmanager
+    def watching(self, observer: Callable[[Exchange], None]) -> Iterator[None]:
+        """`observer` is told of every exchange while the block runs."""
+        self.observers.append(observer)
+        try:
+            yield
+        finally:
+            self.observers.remove(observer)
 
     def clear(self) -> None:
         """No fault any more (observers stay)."""

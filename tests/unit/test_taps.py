@@ -57,3 +57,11 @@ def test_a_request_nothing_took_uses_up_no_fault_and_is_not_observed():
     with pytest.raises(ConnectionRefusedError):
         taps.exchange("hello", "cron", "GET", "http://127.0.0.1:1", {}, b"", refused)
     assert seen == []
+
+
+def test_watching_tells_the_observer_during_the_block_only():
+    taps, seen = Taps(), []
+    with taps.watching(seen.append):
+        exchange(taps)
+    exchange(taps)
+    assert len(seen) == 1 and taps.observers == []
