@@ -5,8 +5,8 @@ it needs no pytest and works in any script. It runs the engine's own session (em
 its state in a folder of its own, never the project's `.kubeless-local/`: it never takes the lock of a
 `dev` the user runs on the same project, and its ports are chosen by the kernel.
 
-What a function received is seen at its front door (emulator/taps.py): every request a trigger or `call`
-sends passes there, and a fault set there answers in the function's place.
+What a function received is seen by the session's taps (emulator/taps.py): every request a trigger or
+`call` sends passes there, and a fault set there answers in the function's place.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ class Delivery:
 
 
 class Observed:
-    """The exchanges seen at the front door while it is attached (a `deliveries` block, a test)."""
+    """The exchanges the taps saw while it is attached (a `deliveries` block, a test)."""
 
     def __init__(self) -> None:
         self.seen: list[Delivery] = []
@@ -719,7 +719,7 @@ def report_sections(used: list[tuple[Emulator, float]]) -> list[tuple[str, str]]
 
 class Attached:
     """A session another pytest process runs (pytest-xdist with --kubeless-shared), reached through its admin
-    API: `call`, `emit`, cron, dead letters, logs. What needs the front door in this process (`deliveries`,
+    API: `call`, `emit`, cron, dead letters, logs. What needs the taps in this process (`deliveries`,
     `no_deliveries`, `fail_next`, `replay_dead_letter`, `reset`) raises a UserError saying so."""
 
     def __init__(self, state_dir: Path) -> None:

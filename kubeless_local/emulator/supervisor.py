@@ -164,7 +164,7 @@ class Supervisor:
         self.specs: dict[str, FunctionSpec] = {}
         self.locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
-        self.taps = Taps()  # every trigger's request passes its functions' front door (emulator/taps.py)
+        self.taps = Taps()  # what the triggers send the functions passes here (emulator/taps.py)
         self.backend = backend(logs, on_exit=self._exited)
 
     def _exited(self, instance: Instance) -> None:

@@ -1,5 +1,5 @@
-"""The functions' front door, for whoever drives a session in-process (the pytest plugin): what each
-function was sent, and failures answered in its place.
+"""Taps on what a session's triggers send its functions, for whoever drives the session in-process (the
+pytest plugin): what each function was sent, and failures answered in its place.
 
 Every trigger's sender (embedded topics: triggers/delivery.py; a real broker: triggers/kafka_bridge.py;
 cron: triggers/cron.py) passes its request through `Taps.exchange`. With no observer and no fault set (a
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-INJECTED_BODY = "failure injected at the function's front door"
+INJECTED_BODY = "failure injected in the function's place (kubeless_local.emulator.taps)"
 
 
 @dataclass(frozen=True)

@@ -496,7 +496,7 @@ def test_the_shared_option_starts_one_session_for_every_worker(pytester, tmp_pat
 
 
 def test_deliveries_from_a_real_kafka_broker_are_observed_too(pytester, kafka_broker):
-    """A project whose settings name a broker: its KafkaTriggers run on it, through the same front door."""
+    """A project whose settings name a broker: its KafkaTriggers run on it, through the same taps."""
     tests = """
 def test_flow(kubeless):
     with kubeless.deliveries("ship", count=1, timeout=60) as got:

@@ -1,4 +1,4 @@
-"""The functions' front door (emulator/taps.py): faults answer in a function's place, observers see it all."""
+"""The session's taps (emulator/taps.py): faults answer in a function's place, observers see it all."""
 
 import pytest
 

@@ -287,7 +287,7 @@ class KafkaBridge:
 
     def _sender(self, group, function):
         """(method, url, headers, body, timeout) → (status, text) for `group`'s messages to `function`, through
-        the functions' front door (emulator/taps.py)."""
+        the session's taps (emulator/taps.py)."""
         send = self.send
         if send is None:
             link = self.links.get(group)
