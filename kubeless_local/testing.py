@@ -581,15 +581,20 @@ def write_function(
     import yaml
 
     from kubeless_local import kubeless_objects
-    from kubeless_local.runtimes import Catalog
+    from kubeless_local.runtimes import RUNTIME_RE, Catalog
 
-    resolved, _ = Catalog().resolve(runtime, require_local=False)
+    catalog = Catalog()
+    match = RUNTIME_RE.match(runtime)
+    entry = catalog.entries.get(match.group(1)) if match else None
+    if entry is None:
+        catalog.resolve(runtime)  # the catalog's NotFound, naming the runtimes there are
+    assert entry is not None
     folder.mkdir(parents=True, exist_ok=True)
-    code = folder / (handler.split(".", 1)[0] + resolved.suffix)
+    code = folder / (handler.split(".", 1)[0] + entry.suffix)  # the file names are the runtime ID's (no probe)
     code.write_text(source)
     deps_file = None
     if deps is not None:
-        deps_file = folder / resolved.dep_name
+        deps_file = folder / entry.dep_name
         deps_file.write_text(deps)
     fn = kubeless_objects.function_from_files(
         (name or handler.rsplit(".", 1)[-1]).lower().replace("_", "-"),
