@@ -587,8 +587,8 @@ def write_function(
     match = RUNTIME_RE.match(runtime)
     entry = catalog.entries.get(match.group(1)) if match else None
     if entry is None:
-        catalog.resolve(runtime)  # the catalog's NotFound, naming the runtimes there are
-    assert entry is not None
+        known = ", ".join(catalog.ids())
+        raise NotFound("unknown runtime %r; the catalog has %s (with a version)" % (runtime, known), "runtime", runtime)
     folder.mkdir(parents=True, exist_ok=True)
     code = folder / (handler.split(".", 1)[0] + entry.suffix)  # the file names are the runtime ID's (no probe)
     code.write_text(source)
