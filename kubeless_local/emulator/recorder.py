@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubeless_local import config
-from kubeless_local.errors import NotFound
+from kubeless_local.errors import BadRequest, NotFound, Unavailable
 
 if TYPE_CHECKING:
     from kubeless_local.emulator.bus import EventBus
@@ -149,7 +149,7 @@ def read_mark(value: str | None) -> tuple[str, str | None, str | None]:
 def marked(instance: Any, source: str, trigger: str | None = None) -> dict[str, str]:
     """The header a sender adds so the instance's front door records who sent the request; {} when the instance
     has no front door that reads it (the function would see the header)."""
-    return {SOURCE_HEADER: mark(source, trigger)} if getattr(instance, "recorded", False) else {}
+    return {SOURCE_HEADER: mark(source, trigger)} if getattr(instance, "front_door", False) else {}
 
 
 # ------------------------------------------------------------ what the front door hands over
@@ -478,6 +478,14 @@ class Recorder:
             raise NotFound("no recorded invocation %r" % ident, "invocation", str(ident))
         return record_of(dict(zip(COLUMNS, row)))
 
+    def replay_of(self, ident: str) -> str | None:
+        """The id of the newest record that replays `ident` (None: none is stored)."""
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT id FROM invocations WHERE replay_of = ? ORDER BY seq DESC LIMIT 1", (ident,)
+            ).fetchone()
+        return row[0] if row else None
+
     def stats(self) -> dict[str, Any]:
         with self._reading() as db:
             (count,) = db.execute("SELECT COUNT(*) FROM invocations").fetchone()
@@ -611,3 +619,68 @@ def diff(original: dict[str, Any], replayed: dict[str, Any]) -> dict[str, Any]:
         "headers": changed,
         "body": body,
     }
+
+
+# ------------------------------------------------------------ replay
+
+NOT_RESENT = frozenset(("host", "content-length", "transfer-encoding", "connection", SOURCE_HEADER.lower()))
+
+
+def replay(recorder: Recorder, supervisor: Any, ident: str, edited: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send recorded invocation `ident`'s request (or `edited`, an export of it) to its function again, marked
+    `replay`, and return {original, replay, diff}: the two exports and how the answers differ. The function's
+    front door records the replay as any call."""
+    import http.client
+
+    original = recorder.get(ident)
+    request = edited_request(original, edited)
+    body = request.get("body") or {}
+    if edited is None and body.get("truncated"):
+        raise BadRequest(
+            "invocation %s's request body was cut at %d bytes when it was recorded; it cannot be sent as it was"
+            % (ident, MAX_BODY),
+            "invocation",
+            ident,
+        )
+    ready = supervisor.wait_ready(original["function"], 5.0)
+    if ready is None:
+        raise Unavailable("function %s is not serving" % original["function"], "function", original["function"])
+    instance = ready[0]
+    headers = [(name, value) for name, value in request.get("headers", []) if name.lower() not in NOT_RESENT]
+    if instance.front_door:
+        headers.append((SOURCE_HEADER, mark("replay", of=original["id"])))
+    target = request.get("path") or "/"
+    if request.get("query"):
+        target += "?" + request["query"]
+    connection = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=None)
+    try:
+        connection.putrequest(request.get("method") or "GET", target, skip_accept_encoding=True)
+        data = body_bytes(body)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(data)))
+        connection.endheaders(data)
+        response = connection.getresponse()
+        answer = response.read()
+        replayed: dict[str, Any] = {
+            "response": {
+                "status": response.status,
+                "headers": [[name, value] for name, value in response.getheaders()],
+                "body": _body(answer[:MAX_BODY], len(answer)),
+            }
+        }
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unavailable(
+            "function %s did not answer the replay (%s)" % (original["function"], exc), "function", original["function"]
+        ) from None
+    finally:
+        connection.close()
+    recorder.flush()
+    replayed["id"] = recorder.replay_of(original["id"])
+    return {"original": export(original), "replay": export_response(replayed), "diff": diff(original, replayed)}
+
+
+def export_response(replayed: dict[str, Any]) -> dict[str, Any]:
+    shown = json.loads(json.dumps(replayed))
+    shown["response"]["headers"] = redacted(shown["response"]["headers"])
+    return shown

@@ -30,6 +30,7 @@ import requests
 from kubeless_local import events, schedules
 from kubeless_local import spec as specs
 from kubeless_local.emulator.base import State
+from kubeless_local.emulator.recorder import marked
 from kubeless_local.emulator.triggers import delivery
 from kubeless_local.errors import NotFound, UserError
 
@@ -238,7 +239,7 @@ class Cron:
             self.active[trigger.name] += 1
         began = time.monotonic()
         try:
-            run.status, run.error = self._deliver(trigger.function_name, method, headers, body)
+            run.status, run.error = self._deliver(trigger.function_name, method, headers, body, trigger.name)
         finally:
             run.duration_ms = round((time.monotonic() - began) * 1000, 1)
             with self.lock:
@@ -247,7 +248,7 @@ class Cron:
         self._log(run)
         return run
 
-    def _deliver(self, function, method, headers, body):
+    def _deliver(self, function, method, headers, body, trigger=None):
         """(status, error): the function's answer within its timeout (the Job's activeDeadlineSeconds)."""
         spec = self.supervisor.specs.get(function)
         if spec is None:
@@ -257,7 +258,8 @@ class Cron:
 
         def send(instance, _spec):
             try:
-                return self.send(method, instance.url, headers, body, deadline - time.monotonic())
+                sent = {**headers, **marked(instance, "cron", trigger)}  # who sends, for the recorder
+                return self.send(method, instance.url, sent, body, deadline - time.monotonic())
             except requests.Timeout:
                 return None
             except requests.ConnectionError:
