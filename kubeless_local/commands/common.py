@@ -51,6 +51,7 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (Unavailable, "image build"): "use --backend process",
     (Unavailable, "kafka broker"): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in "
     ".kubeless-local.yaml",
+    (NotFound, "invocation"): "`kubeless-local history` lists the recorded ones",
     (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
     "file keeps what it held",
 }

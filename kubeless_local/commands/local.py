@@ -216,7 +216,12 @@ def call(name, data, data_file, method, headers, path):
             err=True,
         )
     response = call_function(
-        row["url"], data, path=path, method=method.upper() if method else None, headers=dict(headers)
+        row["url"],
+        data,
+        path=path,
+        method=method.upper() if method else None,
+        headers=dict(headers),
+        mark="call" if row.get("recorded") else None,
     )
     if response.status_code == 408:
         raise_exit("Request timeout exceeded", 1)

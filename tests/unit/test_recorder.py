@@ -188,10 +188,10 @@ def test_the_source_mark(value, read):
 
 def test_only_an_instance_whose_front_door_reads_the_mark_gets_it():
     class Instance:
-        recorded = False
+        front_door = False
 
     assert rec.marked(Instance(), "cron", "nightly") == {}
-    Instance.recorded = True
+    Instance.front_door = True
     assert rec.marked(Instance(), "cron", "nightly") == {rec.SOURCE_HEADER: "cron; trigger=nightly"}
 
 
