@@ -38,6 +38,7 @@ def calls(args):
     for name in args.runtimes.split(","):
         runtime, _ = CATALOG.resolve(name)
         tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
+        (tmp / "state").mkdir()
         hub = LogHub()
         recorder = Recorder(tmp / "state", logs=hub, keep=100_000, max_bytes=2**40)
         supervisor = Supervisor(

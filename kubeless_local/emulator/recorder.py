@@ -269,6 +269,10 @@ class Recorder:
             try:
                 self._connect()
                 return
+            except OSError as exc:  # the folder itself is missing or not ours: a fresh file would not help
+                self._close_connections()
+                self._say_once("open", "invocations are not recorded: %s cannot be opened (%s)" % (self.path, exc))
+                return
             except sqlite3.Error as exc:
                 self._close_connections()
                 if attempt == 0:

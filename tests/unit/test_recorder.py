@@ -35,9 +35,9 @@ def recorder(tmp_path):
     said = []
     made = []
 
-    def make(**options):
+    def make(state_dir=tmp_path, **options):
         options.setdefault("log_grace", 0)
-        instance = rec.Recorder(tmp_path, say=said.append, **options)
+        instance = rec.Recorder(state_dir, say=said.append, **options)
         made.append(instance)
         return instance
 
@@ -226,3 +226,10 @@ def test_submitting_publishes_the_invocation_on_the_bus(recorder):
     events, _ = bus.after(0)
     assert [e.kind for e in events] == ["invocation-start", "invocation-end"]
     assert events[1].data["id"] == ident and events[1].data["status"] == 200
+
+
+def test_a_folder_where_no_database_can_be_made_drops_records_and_says_so_once(tmp_path, recorder):
+    r = recorder(state_dir=tmp_path / "missing" / "deeper")
+    r.submit(exchange())
+    assert r.flush(10)
+    assert r.dropped == 1 and len(recorder.said) == 1 and "not recorded" in recorder.said[0]
