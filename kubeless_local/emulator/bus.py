@@ -33,7 +33,7 @@ class EventBus:
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.ring: collections.deque[Event] = collections.deque(maxlen=capacity)
         self.last = 0
-        self.changed = threading.Condition()
+        self.changed = threading.Condition(threading.Lock())  # a plain lock: publishing is on the call path
 
     def publish(self, kind: str, data: dict[str, Any]) -> int:
         """Add an event; returns its id. O(1): the oldest falls out of the ring when it is full."""

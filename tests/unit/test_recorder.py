@@ -233,3 +233,11 @@ def test_a_folder_where_no_database_can_be_made_drops_records_and_says_so_once(t
     r.submit(exchange())
     assert r.flush(10)
     assert r.dropped == 1 and len(recorder.said) == 1 and "not recorded" in recorder.said[0]
+
+
+def test_a_record_the_database_refuses_is_dropped_and_the_database_kept(tmp_path, recorder):
+    r = recorder()
+    (ident,) = stored(r, exchange())
+    stored(r, exchange(id=ident))  # the same id again: refused by the database, not a damaged file
+    assert r.dropped == 1 and recorder.said == [] and not list(tmp_path.glob(rec.FILENAME + ".damaged-*"))
+    assert r.get(ident)["response"]["status"] == 200
