@@ -37,9 +37,9 @@ def measure(url, connections, seconds):
 def calls(args):
     print(
         "| runtime | conns | direct req/s | door req/s | door+recorder req/s | ratio recorder/direct | "
-        "p50 direct ms | p50 door+recorder ms | p50 added ms |"
+        "p50 direct ms | p50 door+recorder ms | p50 added ms | dev CPU µs/call door | door+recorder |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.runtimes.split(","):
         runtime, _ = CATALOG.resolve(name)
         tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
@@ -116,7 +116,7 @@ def list_api(args):
                 response_size=2,
                 duration=0.001,
             )
-            while recorder.queue.full():
+            while len(recorder.queue) >= recorder.queue_size:
                 time.sleep(0.01)
             recorder.submit(exchange)
         recorder.flush(120)
