@@ -56,6 +56,9 @@ class Instance:
     # server listens on `server_port` (private: loopback, unlisted). 0/False: the server listens on `port`.
     server_port: int = 0
     front_door: bool = False
+    # told (state, error) after each change of state, outside the lock (the session's event bus); set by
+    # whoever creates the instance
+    on_state: Optional[Callable[["Instance"], None]] = None
 
     @property
     def url(self) -> Optional[str]:
@@ -94,11 +97,15 @@ class Instance:
             elif event == "load-failed":
                 self.state, self.error = State.COMPILE_ERROR, error
             self.changed.notify_all()
+        if self.on_state is not None:
+            self.on_state(self)
 
     def set_state(self, state: State, error: str = "") -> None:
         with self.changed:
             self.state, self.error = state, error
             self.changed.notify_all()
+        if self.on_state is not None:
+            self.on_state(self)
 
     def wait_for(self, predicate: Callable[["Instance"], bool], timeout: Optional[float]) -> bool:
         """Block until predicate(instance) is true; returns it (False on timeout)."""

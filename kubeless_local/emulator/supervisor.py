@@ -191,6 +191,20 @@ class Supervisor:
 
         threading.Thread(target=restart, daemon=True).start()
 
+    def _state_changed(self, instance: Instance) -> None:
+        """A function's state changed: on the session's event bus (the recorder's), if there is one."""
+        bus = self.recorder.bus if self.recorder is not None else None
+        if bus is not None:
+            bus.publish(
+                "function-state",
+                {
+                    "function": instance.name,
+                    "state": instance.state.value,
+                    "error": instance.error,
+                    "url": instance.url,
+                },
+            )
+
     def say(self, name: str, text: str) -> None:
         self.logs.emit(name, text, "system")
 
@@ -211,7 +225,7 @@ class Supervisor:
             taken = {i.port for n, i in self.instances.items() if n != spec.name}
             self._close_door(spec.name)  # of an instance this one replaces; its port is offered again
             port = self.ports.assign(spec, taken)
-            instance = Instance(name=spec.name, runtime=runtime.name, port=port)
+            instance = Instance(name=spec.name, runtime=runtime.name, port=port, on_state=self._state_changed)
             with self.lock:
                 self.instances[spec.name], self.specs[spec.name] = instance, spec
             generation = self._prepare(instance, spec, runtime)
@@ -413,7 +427,9 @@ class Supervisor:
         with self.lock:
             instance = self.instances.get(spec.name)
             if instance is None:
-                instance = self.instances[spec.name] = Instance(name=spec.name, runtime=spec.runtime, port=0)
+                instance = self.instances[spec.name] = Instance(
+                    name=spec.name, runtime=spec.runtime, port=0, on_state=self._state_changed
+                )
                 self.specs[spec.name] = spec
         if not self.backend.alive(instance):
             self._close_door(spec.name)
@@ -426,7 +442,7 @@ class Supervisor:
         with self.lock:
             instance = self.instances.get(name)
             if instance is None:
-                instance = self.instances[name] = Instance(name=name, runtime="", port=0)
+                instance = self.instances[name] = Instance(name=name, runtime="", port=0, on_state=self._state_changed)
         self._mark_broken(instance, State.CONFIG_ERROR, message)
 
     def stop(self, name: str) -> None:

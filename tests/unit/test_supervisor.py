@@ -361,3 +361,22 @@ def test_the_generation_and_source_digest_that_serve(fronted):
     fronted.reload(function(code="v2"))
     assert fronted.served("hello")[0] == generation + 1 and fronted.served("hello")[1] != digest
     assert fronted.served("nobody") == (None, None)
+
+
+def test_state_changes_go_on_the_recorders_event_bus(tmp_path):
+    from kubeless_local.emulator.bus import EventBus
+    from kubeless_local.emulator.recorder import Recorder
+
+    recorder = Recorder(tmp_path, bus=EventBus(), log_grace=0)
+    no_catalog = cast(Catalog, object())
+    sup = Supervisor(
+        tmp_path / "state", FakeBackend, LogHub(), catalog=no_catalog, ephemeral_ports=True, recorder=recorder
+    )
+    try:
+        sup.start(function())
+        sup.stop("hello")
+    finally:
+        recorder.close()
+    events, _ = recorder.bus.after(0)
+    states = [event.data["state"] for event in events if event.kind == "function-state"]
+    assert states[:2] == ["Starting", "Ready"] and states[-1] == "Stopped"
