@@ -140,7 +140,7 @@ class FrontDoor:
         self.clients: set[socket.socket] = set()
         self.lock = threading.Lock()
         self.closing = False
-        self.forwarded = 0  # requests handed to the server (tests wait on it)
+        self.forwarded = 0  # requests handed to the server whole (tests wait on it)
         threading.Thread(target=self._accept, name="front-door-%d" % port, daemon=True).start()
 
     def close(self) -> None:
@@ -254,8 +254,8 @@ class FrontDoor:
             return False
         try:
             upstream.sock.sendall(head)
-            self.forwarded += 1
             exchange.request_body, exchange.request_size = relay_body(reader, upstream.sock.sendall, fields, None)
+            self.forwarded += 1
             status_line, response_head, response_fields, response_headers = read_response_head(upstream.reader)
         except NoAnswer as exc:
             upstream.close()
