@@ -70,7 +70,7 @@ class Recorded:
 def door():
     Upstream.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
     instance = Instance(name="fn", runtime="python3.11", port=0, state=State.READY)
     instance.server_port = server.server_address[1]
     recorder = Recorded()

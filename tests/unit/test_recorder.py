@@ -118,7 +118,7 @@ def test_exports_redact_authorization_and_cookies_and_a_replay_keeps_them(record
 
 
 def test_a_full_queue_drops_and_counts_and_never_blocks_the_call(recorder):
-    r = recorder(queue_size=2, log_grace=0.5)  # the writer holds the first record for a while
+    r = recorder(queue_size=2, log_grace=0.2)  # the writer holds the first record for a while
     r.submit(exchange(duration=0))
     for _ in range(20):
         r.submit(exchange())  # the queue holds 2: the rest are dropped at once, none waits for the writer
