@@ -40,6 +40,9 @@ MAX_HEADERS = 200
 CLIENT_IDLE = 75.0  # seconds a kept-alive client connection may wait between two requests
 CLIENT_IO = 120.0  # seconds a client may take to send a piece of its request or read a piece of the answer
 SERVER_WAIT = 60.0  # seconds a request waits for a server that is (re)starting
+# An upstream connection idle longer is not reused: under the shortest idle timeout of the runtime servers
+# (Node's keepAliveTimeout, 5 s), so a request never meets a connection the server is closing at that moment.
+UPSTREAM_IDLE = 2.0
 NOT_CALLS = frozenset(("/healthz", "/metrics"))  # the runtime's own endpoints
 WAITED_STATES = frozenset((State.INSTALLING, State.STARTING, State.CRASHED))  # a server is (re)starting
 NO_BODY_STATUS = (204, 304)
@@ -106,9 +109,12 @@ class Upstream:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = cast(BinaryIO, self.sock.makefile("rb", buffering=CHUNK))
+        self.idle_since = 0.0  # time.monotonic() when it went back to the pool
 
     def stale(self) -> bool:
-        """It was closed (or says something) while idle: not to be used again."""
+        """It was idle too long, or closed (or says something) while idle: not to be used again."""
+        if time.monotonic() - self.idle_since > UPSTREAM_IDLE:
+            return True
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
         except (OSError, ValueError):
@@ -282,6 +288,7 @@ class FrontDoor:
             exchange.error = exchange.error or "the answer was cut short (%s)" % exc
             return False
         if server_keeps:
+            upstream.idle_since = time.monotonic()
             with self.lock:
                 self.idle.append(upstream)
         else:

@@ -146,3 +146,16 @@ def test_the_pool_serves_a_connection_arriving_behind_many_busy_ones():
         assert done.wait(10)
     finally:
         release.set()
+
+
+def test_an_upstream_connection_idle_too_long_is_not_reused(door, monkeypatch):
+    front, _ = door
+    request(front, "POST", "/", b"a")[2].close()
+    wait_until(lambda: len(front.idle) == 1, "the connection back in the pool")
+    kept = front.idle[0]
+    assert not kept.stale()
+    monkeypatch.setattr(proxy, "UPSTREAM_IDLE", -1.0)  # as if it had waited longer than the runtimes' idle timeouts
+    assert kept.stale()
+    request(front, "POST", "/", b"b")[2].close()
+    wait_until(lambda: len(front.idle) == 1, "a new connection in the pool")
+    assert front.idle[0] is not kept
