@@ -45,7 +45,7 @@ def calls(args):
         tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
         (tmp / "state").mkdir()
         hub = LogHub()
-        recorder = Recorder(tmp / "state", logs=hub, keep=100_000, max_bytes=2**40)
+        recorder = Recorder(tmp / "state", logs=hub)  # the default retention, as `dev` keeps records
         supervisor = Supervisor(
             tmp / "state", backends.factory("process"), hub, CATALOG, ephemeral_ports=True, recorder=recorder
         )
@@ -86,7 +86,7 @@ def calls(args):
                     flush=True,
                 )
             recorder.flush(30)
-            print("recorded %d, dropped %d" % (recorder.stats()["stored"], recorder.dropped), file=sys.stderr)
+            print("kept %d, dropped %d" % (recorder.stats()["stored"], recorder.dropped), file=sys.stderr)
         finally:
             supervisor.stop_all()
             recorder.close()
