@@ -26,6 +26,7 @@ import select
 import socket
 import threading
 import time
+import traceback
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from kubeless_local.emulator.base import Instance, State
@@ -88,8 +89,8 @@ class Workers:
                 self.waiting -= 1
             try:
                 job()
-            except Exception:  # noqa: BLE001 - one connection's failure must not end the worker
-                pass
+            except Exception:  # noqa: BLE001 - one connection's failure must not end the worker; a bug is shown
+                traceback.print_exc()
             with self.lock:
                 self.idle += 1
 
