@@ -259,14 +259,15 @@ class SessionClient:
 
     def wait_settled(self, name, present=True, timeout=600.0):
         """The row of `name` once it is out of Installing/Starting; present=False: until it is gone (None)."""
-        deadline = time.monotonic() + timeout
+        deadline, pause = time.monotonic() + timeout, 0.01
         while time.monotonic() < deadline:
             row = next((r for r in self.functions() if r["name"] == name), None)
             if not present and row is None:
                 return None
             if present and row is not None and row["state"] not in ("Installing", "Starting"):
                 return row
-            time.sleep(0.1)
+            time.sleep(pause)
+            pause = min(0.1, pause * 2)  # a quick start is seen at once, a long install is not asked 10×/s
         raise UserError(
             "%s did not %s within %ds; see `kubeless-local logs %s`"
             % (name, "start" if present else "stop", timeout, name)

@@ -41,6 +41,7 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
     (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
     (BadRequest, "image-only function"): "use --backend docker",
+    (BadRequest, "image-only runtime"): "use --backend docker",
     (Unavailable, "docker engine"): " or use --backend process",
     (NotFound, "runtime image"): "run `kubeless-local runtime build {name}` or use --backend process",
     (Unavailable, "runtime image"): "use --backend process, set {NAME}_RUNTIME, or give a runtime image",

@@ -488,7 +488,8 @@ class Supervisor:
             instances = sorted(self.instances.items())
         for name, instance in instances:
             spec = self.specs.get(name)
-            calls, failures = scrape_metrics(instance.server_url) if instance.serves else (None, None)
+            metrics = spec is not None and self.catalog.serves_metrics(instance.runtime, spec.image)
+            calls, failures = scrape_metrics(instance.server_url) if instance.serves and metrics else (None, None)
             rows.append(
                 {
                     "name": name,
@@ -498,8 +499,9 @@ class Supervisor:
                     "port": instance.port,
                     "pid": instance.pid,
                     "backend": self.backend.name,
-                    "calls": calls,
+                    "calls": calls,  # None: not known (not serving, or no /metrics to count them from)
                     "errors": failures,
+                    "metrics": metrics,  # its server answers /metrics (a custom image's may route it to the function)
                     "reloads": instance.reloads,
                     "restarts": instance.restarts,
                     "error": instance.error,

@@ -7,7 +7,7 @@ import threading
 from typing import cast
 
 import pytest
-from conftest import FakeBackend, function
+from conftest import FakeBackend, NoCatalog, function
 from sockets import taken_port
 from waiting import wait_for
 
@@ -33,6 +33,7 @@ ROW_KEYS = {
     "error",
     "ready_ms",
     "serving",
+    "metrics",
 }
 
 
@@ -327,7 +328,7 @@ class Fronted(FakeBackend):
 
 @pytest.fixture
 def fronted(tmp_path):
-    no_catalog = cast(Catalog, object())
+    no_catalog = cast(Catalog, NoCatalog())
     sup = Supervisor(tmp_path / ".kubeless-local", Fronted, LogHub(), catalog=no_catalog, ephemeral_ports=True)
     yield sup
     sup.stop_all()
@@ -368,7 +369,7 @@ def test_state_changes_go_on_the_recorders_event_bus(tmp_path):
     from kubeless_local.emulator.recorder import Recorder
 
     recorder = Recorder(tmp_path, bus=EventBus(), log_grace=0)
-    no_catalog = cast(Catalog, object())
+    no_catalog = cast(Catalog, NoCatalog())
     sup = Supervisor(
         tmp_path / "state", FakeBackend, LogHub(), catalog=no_catalog, ephemeral_ports=True, recorder=recorder
     )
