@@ -27,6 +27,7 @@ from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.emulator.triggers import delivery, interface, kafka_bridge
 from kubeless_local.emulator.triggers.cron import Cron
+from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
@@ -137,7 +138,12 @@ class DevSession:
         self.admin.recorder, self.admin.bus = self.recorder, self.bus
         self._start_events()
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)
-        self.cron = Cron(self._manifests, self.supervisor, self.logs)
+        self.cron = Cron(
+            self._manifests,
+            self.supervisor,
+            self.logs,
+            on_run=lambda run: self.bus.publish("cron-run", cron_row(run)),
+        )
         self.admin.cron = self.cron
         # kafka, a real broker: `dev` is its KafkaTrigger controller (triggers/kafka_bridge.py); no broker: exit 2
         brokers, attempts = kafka_bridge.configured(self.settings, self.kafka_brokers)

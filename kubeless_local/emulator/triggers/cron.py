@@ -133,9 +133,10 @@ class Cron:
     """Fires the CronJobTriggers of `manifests()` (a callable: the project's manifests, reloaded on save)
     at the functions the `supervisor` runs; every run is logged under its function's name."""
 
-    def __init__(self, manifests, supervisor, logs, *, clock=utcnow, send=http_send) -> None:
+    def __init__(self, manifests, supervisor, logs, *, clock=utcnow, send=http_send, on_run=None) -> None:
         self.manifests, self.supervisor, self.logs = manifests, supervisor, logs
         self.clock, self.send = clock, send
+        self.on_run = on_run  # told each finished Run (the session's event bus)
         self.next: dict = {}  # trigger name → (schedule, the next time it fires)
         self.history: dict = collections.defaultdict(
             lambda: {kind: collections.deque(maxlen=n) for kind, n in HISTORY.items()}
@@ -246,6 +247,8 @@ class Cron:
                 self.active[trigger.name] -= 1
                 self.history[trigger.name]["succeeded" if run.ok else "failed"].appendleft(run)
         self._log(run)
+        if self.on_run is not None:
+            self.on_run(run)
         return run
 
     def _deliver(self, function, method, headers, body, trigger=None):
