@@ -1,0 +1,350 @@
+"""The dashboard without a browser: its guard (Host, Origin, login, cookie, read-only), its routes over a
+Source, and its event stream (ids, resume with Last-Event-ID, reset, a reader that never reads)."""
+
+import http.client
+import json
+import queue
+import socket
+import threading
+
+import pytest
+from waiting import wait_until
+
+from kubeless_local.dashboard.feed import EventLog, Feed
+from kubeless_local.dashboard.guard import COOKIE, Guard
+from kubeless_local.dashboard.server import LOGIN_LINK, Dashboard
+from kubeless_local.dashboard.source import Source, error_location
+from kubeless_local.errors import NotFound
+
+
+class MemorySource(Source):
+    """A session's view held in memory: what the routes answer, and what the actions were asked."""
+
+    def __init__(self):
+        self.rows = [{"name": "hello", "state": "Ready", "generation": 1}]
+        self.lines: queue.Queue = queue.Queue()
+        self.asked: list = []
+
+    def states(self):
+        return [dict(row) for row in self.rows]
+
+    def logs(self, name, tail):
+        if name not in (None, "hello"):
+            raise NotFound("no function %r" % name, "function", name)
+        return [{"function": "hello", "text": "line %d" % i, "stream": "stdout", "time": i} for i in range(tail)]
+
+    def subscribe_logs(self):
+        return self.lines
+
+    def unsubscribe_logs(self, subscription):
+        pass
+
+    def cron(self):
+        return []
+
+    def topics(self):
+        return []
+
+    def emit(self, topic, body):
+        self.asked.append(("emit", topic, body))
+        return {"first": 1, "last": 1, "subscribers": []}
+
+    def outcome(self, topic, source, first, last):
+        return {}
+
+    def fire_cron(self, trigger):
+        self.asked.append(("fire", trigger))
+        return {"ok": True}
+
+    def replay(self, topic, trigger, letter_id):
+        self.asked.append(("replay", topic, trigger, letter_id))
+        return {"replayed": 1}
+
+    def call(self, name, method, path, data, headers):
+        self.asked.append(("call", name, method, path, data, headers))
+        return {"status": 200, "headers": {}, "body": "<b>hi</b>", "truncated": False, "ms": 1.0}
+
+
+@pytest.fixture
+def source():
+    return MemorySource()
+
+
+def serve(source, **options):
+    board = Dashboard(source, admin_token="admin-secret", **options)
+    board.start()
+    return board
+
+
+@pytest.fixture
+def board(source):
+    board = serve(source)
+    yield board
+    board.stop()
+
+
+def ask(board, method, path, headers=None, body=None, host=None, cookie=True):
+    """(status, headers, body) of one request; with the session cookie unless cookie=False."""
+    sent = {"Host": host or "127.0.0.1:%d" % board.port, **(headers or {})}
+    if cookie:
+        sent["Cookie"] = "%s=%s" % (COOKIE, board.guard.secret)
+    connection = http.client.HTTPConnection("127.0.0.1", board.port, timeout=5)
+    try:
+        connection.putrequest(method, path, skip_host=True)
+        data = json.dumps(body).encode() if body is not None else b""
+        for name, value in {**sent, "Content-Length": str(len(data))}.items():
+            connection.putheader(name, value)
+        connection.endheaders(data)
+        answer = connection.getresponse()
+        return answer.status, answer.headers, answer.read()
+    finally:
+        connection.close()
+
+
+# ------------------------------------------------------------ the guard
+
+
+@pytest.mark.parametrize("host", ["evil.example:%d", "127.0.0.1:1", "localhost", "attacker.127.0.0.1.nip.io:%d"])
+def test_a_foreign_host_is_refused_with_403(board, host):
+    status, _, body = ask(board, "GET", "/api/state", host=host.replace("%d", str(board.port)))
+    assert status == 403 and b"answers only to" in body
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:%d", "localhost:%d", "[::1]:%d"])
+def test_the_loopback_names_are_allowed(board, host):
+    assert ask(board, "GET", "/api/state", host=host % board.port)[0] == 200
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "http://localhost:1", "null"])
+def test_a_foreign_origin_is_refused_with_403_even_with_the_cookie(board, source, origin):
+    status, _, _ = ask(board, "POST", "/api/cron/nightly", {"Origin": origin}, body={})
+    assert status == 403 and source.asked == []
+
+
+def test_the_pages_own_origin_is_allowed(board, source):
+    status, _, _ = ask(board, "POST", "/api/cron/nightly", {"Origin": "http://127.0.0.1:%d" % board.port}, body={})
+    assert status == 200 and source.asked == [("fire", "nightly")]
+
+
+def test_a_cross_site_fetch_is_refused_with_403(board, source):
+    status, _, _ = ask(board, "POST", "/api/cron/nightly", {"Sec-Fetch-Site": "cross-site"}, body={})
+    assert status == 403 and source.asked == []
+    assert ask(board, "GET", "/api/state", {"Sec-Fetch-Site": "same-origin"})[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/api/state", "/api/events", "/app.js"])
+def test_no_credentials_answer_401(board, path):
+    status, _, body = ask(board, "GET", path, cookie=False)
+    assert status == 401 and b"kubeless-local dashboard" in body
+    status, _, _ = ask(board, "GET", path, {"Cookie": "%s=wrong" % COOKIE}, cookie=False)
+    assert status == 401
+
+
+def test_the_login_token_sets_an_httponly_strict_cookie_and_redirects_without_it(board):
+    token = board.guard.login_token()
+    status, headers, _ = ask(board, "GET", "/?view=logs&token=%s&q=a" % token, cookie=False)
+    assert status == 303 and headers["Location"] == "/?view=logs&q=a"
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith("%s=%s;" % (COOKIE, board.guard.secret))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+
+
+def test_a_login_token_works_once(board):
+    token = board.guard.login_token()
+    assert ask(board, "GET", "/?token=%s" % token, cookie=False)[0] == 303
+    assert ask(board, "GET", "/?token=%s" % token, cookie=False)[0] == 401
+    assert ask(board, "GET", "/?token=%s" % token)[0] == 303  # a tab that has the cookie just drops it
+
+
+def test_a_made_up_token_is_refused(board):
+    assert ask(board, "GET", "/?token=guess", cookie=False)[0] == 401
+
+
+def test_the_admin_token_buys_a_new_login_link(board):
+    status, _, _ = ask(board, "POST", LOGIN_LINK, {"Authorization": "Bearer wrong"}, body={}, cookie=False)
+    assert status == 401
+    status, _, body = ask(board, "POST", LOGIN_LINK, {"Authorization": "Bearer admin-secret"}, body={}, cookie=False)
+    url = json.loads(body)["url"]
+    assert status == 200 and url.startswith("http://127.0.0.1:%d/?token=" % board.port)
+    assert ask(board, "GET", url.split(str(board.port), 1)[1], cookie=False)[0] == 303
+    host = "evil.example:%d" % board.port
+    assert ask(board, "POST", LOGIN_LINK, {"Authorization": "Bearer admin-secret"}, {}, host, False)[0] == 403
+
+
+def test_every_answer_carries_the_content_security_policy(board):
+    for path, cookie in [("/api/state", True), ("/", False), ("/missing", True)]:
+        _, headers, _ = ask(board, "GET", path, cookie=cookie)
+        assert headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_read_only_dashboard_shows_but_does_not_act(source):
+    board = serve(source, read_only=True)
+    try:
+        assert ask(board, "GET", "/api/state")[0] == 200
+        for path in ["/api/cron/nightly", "/api/topics/orders/events", "/api/topics/orders/replay"]:
+            status, _, body = ask(board, "POST", path, body={"data": "x"})
+            assert status == 403 and b"read-only" in body
+        assert ask(board, "POST", "/api/functions/hello/call", body={})[0] == 403
+        assert source.asked == []
+        assert json.loads(ask(board, "GET", "/api/state")[2])["read_only"] is True
+    finally:
+        board.stop()
+
+
+def test_the_guard_keeps_a_bounded_number_of_unused_login_tokens():
+    guard = Guard(8000)
+    tokens = [guard.login_token() for _ in range(100)]
+    assert len(guard.logins) == 32 and guard.logins[-1] == tokens[-1]
+
+
+# ------------------------------------------------------------ the routes
+
+
+def test_actions_reach_the_source_and_its_errors_keep_their_status(board, source):
+    ask(board, "POST", "/api/topics/orders/events", body={"data": "x", "source": "nats"})
+    ask(board, "POST", "/api/topics/orders/replay", body={"trigger": "t", "id": 3})
+    status, _, body = ask(board, "POST", "/api/functions/hello/call", body={"method": "PUT", "data": "d"})
+    assert status == 200 and json.loads(body)["body"] == "<b>hi</b>"
+    assert source.asked == [
+        ("emit", "orders", {"data": "x", "source": "nats"}),
+        ("replay", "orders", "t", 3),
+        ("call", "hello", "PUT", "/", "d", {}),
+    ]
+    status, _, body = ask(board, "GET", "/api/logs?function=nope")
+    assert status == 404 and b"nope" in body
+    assert ask(board, "GET", "/api/logs?tail=x")[0] == 400
+    assert len(json.loads(ask(board, "GET", "/api/logs?tail=3")[2])) == 3
+
+
+def test_a_body_that_is_not_a_json_object_is_a_400(board):
+    assert ask(board, "POST", "/api/cron/x", body=[1])[0] == 400
+
+
+def test_error_location_names_the_users_file_and_line():
+    python = 'Traceback (most recent call last):\n  File "/s/gen-3/handler.py", line 7\n    def f(:\nSyntaxError: bad'
+    assert error_location(python) == "handler.py:7"
+    assert error_location("/kubeless/handler.js:12\n  x(\nSyntaxError: Unexpected") == "handler.js:12"
+    assert error_location("no location") is None
+
+
+# ------------------------------------------------------------ the event log and the stream
+
+
+def test_the_event_log_gives_each_later_event_once_in_order():
+    log = EventLog()
+    ids = [log.publish("log", {"n": n}) for n in range(10)]
+    assert ids == list(range(1, 11))
+    assert [e.id for e in log.after(4).events] == [5, 6, 7, 8, 9, 10]
+    assert log.after(10).events == () and not log.after(10).reset
+    assert [e.id for e in log.after(0, limit=3).events] == [1, 2, 3]
+
+
+def test_the_event_log_says_reset_when_the_events_are_gone_or_from_another_session():
+    log = EventLog(max_events=5)
+    for n in range(12):
+        log.publish("log", n)
+    assert log.after(6).reset and not log.after(7).reset
+    assert [e.id for e in log.after(7).events] == [8, 9, 10, 11, 12]
+    assert log.after(99).reset
+
+
+def test_the_event_log_is_bounded_in_bytes():
+    log = EventLog(max_bytes=10_000)
+    for _ in range(1000):
+        log.publish("log", "x" * 1000)
+    assert log.size <= 10_000 and len(log.events) <= 10
+
+
+def test_the_feed_publishes_a_row_only_when_it_changed_and_says_when_it_is_gone(source):
+    log = EventLog()
+    feed = Feed(source, log)
+    feed.publish_changes("function", source.states())
+    feed.publish_changes("function", source.states())
+    source.rows[0]["state"] = "Reloading"
+    feed.publish_changes("function", source.states())
+    feed.publish_changes("function", [])
+    kinds = [(e.kind, json.loads(e.data).get("state")) for e in log.after(0).events]
+    assert kinds == [("function", "Ready"), ("function", "Reloading"), ("function-removed", None)]
+
+
+def read_events(response, count):
+    """The next `count` events of an SSE response: (id, kind, data)."""
+    events, fields = [], {}
+    while len(events) < count:
+        line = response.fp.readline().decode().rstrip("\n")
+        if line == "":
+            if "event" in fields:
+                events.append((int(fields["id"]) if "id" in fields else None, fields["event"], fields.get("data")))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+def open_stream(board, last_event_id=None, query=""):
+    connection = http.client.HTTPConnection("127.0.0.1", board.port, timeout=5)
+    headers = {"Host": "127.0.0.1:%d" % board.port, "Cookie": "%s=%s" % (COOKIE, board.guard.secret)}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    connection.request("GET", "/api/events" + query, headers=headers)
+    response = connection.getresponse()
+    assert response.status == 200 and response.headers["Content-Type"] == "text/event-stream"
+    return connection, response
+
+
+def test_a_stream_resumed_with_last_event_id_gets_each_missed_event_once(board):
+    log = board.events
+    first = log.publish("log", {"text": "before"})
+    connection, response = open_stream(board, last_event_id=first)
+    for n in range(5):
+        log.publish("log", {"n": n})
+    got = read_events(response, 5)
+    connection.close()
+    for n in range(5, 10):  # missed while away
+        log.publish("log", {"n": n})
+    connection, response = open_stream(board, last_event_id=got[-1][0])
+    log.publish("log", {"n": 10})
+    again = read_events(response, 6)
+    connection.close()
+    numbers = [json.loads(data)["n"] for _, _, data in got + again]
+    assert numbers == list(range(11))
+    ids = [event_id for event_id, _, _ in got + again]
+    assert ids == sorted(set(ids))
+
+
+def test_a_stream_from_an_id_no_longer_held_gets_reset(source):
+    board = Dashboard(source, events=EventLog(max_events=3))
+    board.start()
+    try:
+        for n in range(10):
+            board.events.publish("log", n)
+        connection, response = open_stream(board, query="?after=2")
+        assert read_events(response, 1) == [(None, "reset", "{}")]
+        connection.close()
+    finally:
+        board.stop()
+
+
+def test_a_reader_that_never_reads_neither_grows_memory_nor_stalls_the_writer(board):
+    stuck = socket.create_connection(("127.0.0.1", board.port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(
+        b"GET /api/events?after=0 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s=%s\r\n\r\n"
+        % (board.port, COOKIE.encode(), board.guard.secret.encode())
+    )
+    try:
+        done = threading.Event()
+
+        def write():
+            for _ in range(20_000):
+                board.events.publish("log", {"text": "x" * 500})
+            done.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        wait_until(done.is_set, "20,000 events published past a reader that does not read", timeout=30)
+        assert board.events.size <= 4 * 1024 * 1024
+        assert ask(board, "GET", "/api/state")[0] == 200  # the server still answers others
+    finally:
+        stuck.close()
