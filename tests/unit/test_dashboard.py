@@ -172,7 +172,7 @@ def test_the_admin_token_buys_a_new_login_link(board):
 
 
 def test_every_answer_carries_the_content_security_policy(board):
-    for path, cookie in [("/api/state", True), ("/", False), ("/missing", True)]:
+    for path, cookie in [("/", True), ("/api/state", True), ("/", False), ("/missing", True)]:
         _, headers, _ = ask(board, "GET", path, cookie=cookie)
         assert headers["Content-Security-Policy"].startswith("default-src 'self'")
         assert headers["X-Content-Type-Options"] == "nosniff"
@@ -199,6 +199,17 @@ def test_the_guard_keeps_a_bounded_number_of_unused_login_tokens():
 
 
 # ------------------------------------------------------------ the routes
+
+
+def test_the_page_and_its_modules_are_served_with_their_types(board):
+    status, headers, body = ask(board, "GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html") and b"<script" in body
+    assert b"<script>" not in body  # no inline script: the CSP would refuse it
+    for path in sorted(board.files):
+        status, headers, _ = ask(board, "GET", path)
+        assert status == 200, path
+    assert ask(board, "GET", "/../server.py")[0] == 404
+    assert ask(board, "GET", "/%2e%2e/server.py")[0] == 404
 
 
 def test_actions_reach_the_source_and_its_errors_keep_their_status(board, source):
