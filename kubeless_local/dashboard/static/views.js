@@ -165,7 +165,7 @@ function Publish() {
   };
   return html`<form onSubmit=${submit} aria-labelledby="publish-title">
     <h2 id="publish-title">Publish an event (Kafka or NATS)</h2>
-    <label>Source <select name="source"><option>kafka</option><option>nats</option></select></label>
+    <label>Source <select name="source"><option value="kafka">kafka</option><option value="nats">nats</option></select></label>
     <label>Topic <input name="topic" required /></label>
     <label>Content type <input name="content_type" value="application/json" /></label>
     <label>Count <input name="count" type="number" min="1" value="1" /></label>
@@ -198,7 +198,7 @@ function FireCron() {
   };
   return html`<form onSubmit=${submit} aria-labelledby="fire-title">
     <h2 id="fire-title">Fire a CronJobTrigger now</h2>
-    <label>Trigger <select name="trigger">${sorted(store.cron).map((row) => html`<option>${row.name}</option>`)}</select></label>
+    <label>Trigger <select name="trigger">${sorted(store.cron).map((row) => html`<option value=${row.name}>${row.name}</option>`)}</select></label>
     <button type="submit" disabled=${store.readOnly || store.cron.size === 0}>Fire</button>
     <${Result} result=${result} label="fire result" />
   </form>`;
@@ -219,7 +219,7 @@ function HttpCall() {
   };
   return html`<form onSubmit=${submit} aria-labelledby="call-title">
     <h2 id="call-title">Call a function over HTTP</h2>
-    <label>Function <select name="function">${sorted(store.functions).map((row) => html`<option>${row.name}</option>`)}</select></label>
+    <label>Function <select name="function">${sorted(store.functions).map((row) => html`<option value=${row.name}>${row.name}</option>`)}</select></label>
     <label>Method <select name="method">${['', 'GET', 'POST', 'PUT', 'PATCH', 'DELETE'].map(
       (m) => html`<option value=${m}>${m || 'as the data says (GET or POST)'}</option>`
     )}</select></label>
