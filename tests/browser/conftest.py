@@ -45,7 +45,7 @@ spec: {topic: orders, functionSelector: {matchLabels: {app: shop}}}
 class Session:
     """A background `kubeless-local dev` in `folder`; its output in a file, its dashboard link parsed."""
 
-    def __init__(self, folder, *flags):
+    def __init__(self, folder, *flags, wait_for="Dashboard: "):
         self.folder = Path(folder)
         self.out = open(self.folder.parent / "dev-output.log", "w+")
         self.proc = subprocess.Popen(
@@ -56,15 +56,14 @@ class Session:
             text=True,
             env=dict(os.environ, NO_COLOR="1"),
         )
-        found = []
 
         def printed():
             assert self.proc.poll() is None, "dev exited:\n" + self.output()
-            found[:] = re.findall(r"Dashboard: (http://127\.0\.0\.1:(\d+)/\?token=\S+)", self.output())
-            return bool(found)
+            return wait_for in self.output()
 
-        wait_until(printed, lambda: "the dashboard link printed:\n" + self.output(), timeout=120)
-        self.login, port = found[0]
+        wait_until(printed, lambda: "%r printed:\n%s" % (wait_for, self.output()), timeout=120)
+        found = re.findall(r"Dashboard: (http://127\.0\.0\.1:(\d+)/\?token=\S+)", self.output())
+        self.login, port = found[0] if found else ("", "0")
         self.port = int(port)
         self.base = "http://127.0.0.1:%d" % self.port
 

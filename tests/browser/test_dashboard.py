@@ -4,12 +4,14 @@ error, the log filter kept in the URL, the guard's answers, the login cookie, re
 
 import http.client
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ARTIFACTS, HANDLER
+from conftest import ARTIFACTS, HANDLER, Session
 from waiting import wait_until
 
 from kubeless_local.dashboard.guard import COOKIE
@@ -100,9 +102,10 @@ def call_function(session, data):
 
 
 @pytest.fixture(autouse=True)
-def session_cookie(request, session):
+def session_cookie(request):
     """The session's cookie for requests made outside the browser (taken from a logged-in tab)."""
     if "page" in request.fixturenames:
+        session = request.getfixturevalue("session")
         session.cookie = cookie_of(request.getfixturevalue("page"))["value"]
 
 
@@ -238,3 +241,50 @@ def test_each_view_is_saved_as_a_screenshot(page, session):
         path = ARTIFACTS / ("dashboard-%s.png" % view)
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 1000
+
+
+def kubeless_local(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "kubeless_local", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_dashboard_command_opens_a_new_login_link_for_the_running_session(browser, session, project):
+    done = kubeless_local("dashboard", "--no-browser", cwd=project)
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip()
+    assert link.startswith(session.base + "/?token=") and link != session.login
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(link)
+        tab.wait_for_selector("text=live")
+        assert "token" not in tab.url
+    finally:
+        context.close()
+
+
+def test_a_read_only_session_shows_but_refuses_actions(browser, project):
+    started = Session(project, "--read-only")
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(started.login)
+        tab.wait_for_selector("text=read-only · live")
+        tab.goto(started.base + "/?view=cron")
+        assert tab.get_by_role("button", name="Fire nightly now").is_disabled()
+        secret = cookie_of(tab)["value"]
+        assert ask(started, "/api/cron/nightly", method="POST", cookie=secret)[0] == 403
+    finally:
+        context.close()
+        started.stop()
+
+
+def test_no_dashboard_serves_none_and_the_command_says_so(project):
+    started = Session(project, "--no-dashboard", wait_for="Watching")
+    try:
+        assert "Dashboard:" not in started.output()
+        done = kubeless_local("dashboard", "--no-browser", cwd=project)
+        assert done.returncode == 2 and "serves no dashboard" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        started.stop()
