@@ -54,7 +54,8 @@ def static_files() -> dict[str, Path]:
 
 class Dashboard:
     """`start()` serves the dashboard of `source` on 127.0.0.1:`port` (0: a free one); `stop()` ends it.
-    `admin_token` authorises POST /api/login-link (the admin API's token, readable by the user only)."""
+    `admin_token` authorises POST /api/login-link (the admin API's token, readable by the user only).
+    `events`: where the stream reads from (see feed.py); None: an EventLog of its own filled by a Feed."""
 
     def __init__(
         self,
@@ -66,8 +67,10 @@ class Dashboard:
         events: EventLog | None = None,
     ) -> None:
         self.source, self.read_only, self.admin_token, self.state_dir = source, read_only, admin_token, state_dir
-        self.events = events or EventLog()
-        self.feed = Feed(source, self.events)
+        # The live events: a log of our own that a Feed fills from the source; or, given one, an event bus
+        # that publishes by itself (it offers EventLog's `after` and `last_id`).
+        self.events = events if events is not None else EventLog()
+        self.feed = Feed(source, self.events) if events is None else None
         self.files = static_files()
         self.closing = threading.Event()
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
@@ -90,7 +93,8 @@ class Dashboard:
 
     def start(self) -> str:
         """Serve; returns the first login link (one use)."""
-        self.feed.start()
+        if self.feed is not None:
+            self.feed.start()
         threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()  # stop() waits one poll
         if self.state_dir is not None:
             write_private(self.info_path, json.dumps({"port": self.port, "pid": os.getpid()}))
@@ -103,7 +107,8 @@ class Dashboard:
 
     def stop(self) -> None:
         self.closing.set()
-        self.feed.stop()
+        if self.feed is not None:
+            self.feed.stop()
         if self.state_dir is not None:
             self.info_path.unlink(missing_ok=True)
         self.server.shutdown()

@@ -70,6 +70,15 @@ def source():
     return MemorySource()
 
 
+def test_a_given_event_log_is_read_as_it_is_and_no_feed_polls(source):
+    log = EventLog()
+    board = serve(source, events=log)
+    try:
+        assert board.events is log and board.feed is None
+    finally:
+        board.stop()
+
+
 def serve(source, **options):
     board = Dashboard(source, admin_token="admin-secret", **options)
     board.start()
@@ -305,7 +314,16 @@ def open_stream(board, last_event_id=None, query=""):
     return connection, response
 
 
-def test_a_stream_resumed_with_last_event_id_gets_each_missed_event_once(board):
+@pytest.fixture
+def quiet_board(source):
+    """A dashboard whose events are only those the test publishes (no Feed)."""
+    board = serve(source, events=EventLog())
+    yield board
+    board.stop()
+
+
+def test_a_stream_resumed_with_last_event_id_gets_each_missed_event_once(quiet_board):
+    board = quiet_board
     log = board.events
     first = log.publish("log", {"text": "before"})
     connection, response = open_stream(board, last_event_id=first)
@@ -326,8 +344,7 @@ def test_a_stream_resumed_with_last_event_id_gets_each_missed_event_once(board):
 
 
 def test_a_stream_from_an_id_no_longer_held_gets_reset(source):
-    board = Dashboard(source, events=EventLog(max_events=3))
-    board.start()
+    board = serve(source, events=EventLog(max_events=3))
     try:
         for n in range(10):
             board.events.publish("log", n)
