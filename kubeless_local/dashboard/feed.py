@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from kubeless_local.dashboard.source import Source
@@ -85,8 +85,12 @@ class Feed:
     """Fills an EventLog from a Source: every log line as it is printed, and each function row (state,
     generation…), cron row and topic row whenever it differs from the last one sent."""
 
-    def __init__(self, source: Source, log: EventLog, interval: float = POLL_INTERVAL) -> None:
-        self.source, self.log, self.interval = source, log, interval
+    def __init__(
+        self, source: Source, log: EventLog, interval: float = POLL_INTERVAL, watched: Callable[[], bool] = lambda: True
+    ) -> None:
+        """`watched()`: some tab reads the stream. Rows are polled only then; what changed meanwhile is
+        published when a tab comes (a row differs from the one last sent), so `dev` alone polls nothing."""
+        self.source, self.log, self.interval, self.watched = source, log, interval, watched
         self.stopping = threading.Event()
         self.lines: queue.Queue = source.subscribe_logs()
         self.seen: dict[tuple[str, str], Any] = {}  # (kind, name) → the row last published
@@ -119,6 +123,8 @@ class Feed:
     def _poll(self) -> None:
         slow_due = 0.0
         while not self.stopping.wait(QUICK_INTERVAL if time.monotonic() < self.quick_until else self.interval):
+            if not self.watched():
+                continue
             self.publish_changes("function", self.source.states())
             if time.monotonic() >= slow_due:  # once a second: schedules and topics change slowly
                 self.publish_changes("cron", self.source.cron())

@@ -70,10 +70,11 @@ class Dashboard:
         # The live events: a log of our own that a Feed fills from the source; or, given one, an event bus
         # that publishes by itself (it offers EventLog's `after` and `last_id`).
         self.events = events if events is not None else EventLog()
-        self.feed = Feed(source, self.events) if events is None else None
+        self.feed = Feed(source, self.events, watched=lambda: self.readers > 0) if events is None else None
         self.files = static_files()
         self.closing = threading.Event()
-        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
+        self.readers = 0  # streams open now (at most MAX_STREAMS)
+        self.readers_lock = threading.Lock()
         try:
             self.server = _Server(("127.0.0.1", port), _handler_for(self))
         except OSError as exc:
@@ -313,7 +314,10 @@ def _handler_for(board: Dashboard) -> type[BaseHTTPRequestHandler]:
                 cursor = int(named) if named else board.events.last_id
             except ValueError:
                 return self.send_json(400, {"error": "Last-Event-ID must be an event id"})
-            if not board.streams.acquire(blocking=False):
+            with board.readers_lock:
+                full = board.readers >= MAX_STREAMS
+                board.readers += 0 if full else 1
+            if full:
                 return self.send_json(503, {"error": "too many open dashboard tabs"})
             try:
                 self.send_response(200)
@@ -336,6 +340,7 @@ def _handler_for(board: Dashboard) -> type[BaseHTTPRequestHandler]:
             except (OSError, ValueError):
                 pass  # the tab closed, or stopped reading for SEND_TIMEOUT
             finally:
-                board.streams.release()
+                with board.readers_lock:
+                    board.readers -= 1
 
     return DashboardRequest

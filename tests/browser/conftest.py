@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 from waiting import wait_until
 
@@ -112,6 +113,17 @@ def browser():
         chromium.close()
 
 
+def wait_live(tab, session, status="live"):
+    """Until the page's status says its stream is open; else what the page and dev said."""
+    try:
+        tab.wait_for_selector("[data-testid=connection]:text-is('%s')" % status, timeout=60_000)
+    except PlaywrightError as exc:
+        raise AssertionError(
+            "the page did not go live (%s); it shows:\n%s\ndev said:\n%s"
+            % (exc, tab.inner_text("body"), session.output())
+        ) from None
+
+
 @pytest.fixture
 def page(browser, session):
     """A tab logged in with the session's one-time link, its requests recorded in `page.requests`."""
@@ -120,6 +132,6 @@ def page(browser, session):
     tab.requests = []
     tab.on("request", lambda request: tab.requests.append(request.url))
     tab.goto(session.login)
-    tab.wait_for_selector("text=live")
+    wait_live(tab, session)
     yield tab
     context.close()

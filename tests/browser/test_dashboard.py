@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ARTIFACTS, HANDLER, Session
+from conftest import ARTIFACTS, HANDLER, Session, wait_live
 from waiting import wait_until
 
 from kubeless_local.dashboard.guard import COOKIE
@@ -139,7 +139,7 @@ def test_every_request_of_the_page_goes_to_127_0_0_1(page, session):
     wait_ready(page)
     for view in VIEWS:
         page.goto(session.base + "/?view=" + view)
-        page.wait_for_selector("text=live")
+        wait_live(page, session)
     hosts = {urlsplit(url).hostname for url in page.requests}
     assert hosts == {"127.0.0.1"}, page.requests
     assert any(url.endswith("/api/events?after=%s" % url.rsplit("=", 1)[-1]) for url in page.requests)
@@ -220,7 +220,7 @@ def test_no_serious_or_critical_accessibility_violation_in_any_view(page, sessio
     found = {}
     for view in VIEWS:
         page.goto(session.base + "/?view=" + view)
-        page.wait_for_selector("text=live")
+        wait_live(page, session)
         page.add_script_tag(url=session.base + script)
         result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
         bad = [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
@@ -235,7 +235,7 @@ def test_each_view_is_saved_as_a_screenshot(page, session):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for view in VIEWS:
         page.goto(session.base + "/?view=" + view)
-        page.wait_for_selector("text=live")
+        wait_live(page, session)
         if view == "logs":
             page.locator("[data-testid=log]", has_text="from the screenshot test").wait_for()
         path = ARTIFACTS / ("dashboard-%s.png" % view)
@@ -258,7 +258,7 @@ def test_the_dashboard_command_opens_a_new_login_link_for_the_running_session(br
     try:
         tab = context.new_page()
         tab.goto(link)
-        tab.wait_for_selector("text=live")
+        wait_live(tab, session)
         assert "token" not in tab.url
     finally:
         context.close()
@@ -270,7 +270,7 @@ def test_a_read_only_session_shows_but_refuses_actions(browser, project):
     try:
         tab = context.new_page()
         tab.goto(started.login)
-        tab.wait_for_selector("text=read-only · live")
+        wait_live(tab, started, "read-only · live")
         tab.goto(started.base + "/?view=cron")
         assert tab.get_by_role("button", name="Fire nightly now").is_disabled()
         secret = cookie_of(tab)["value"]

@@ -376,3 +376,20 @@ def test_a_reader_that_never_reads_neither_grows_memory_nor_stalls_the_writer(bo
         assert ask(board, "GET", "/api/state")[0] == 200  # the server still answers others
     finally:
         stuck.close()
+
+
+def test_the_feed_polls_rows_only_while_a_tab_reads_and_then_sends_what_changed_meanwhile(source):
+    log, watched = EventLog(), threading.Event()
+    feed = Feed(source, log, interval=0.001, watched=watched.is_set)
+    feed.start()
+    try:
+        source.lines.put({"function": "hello", "text": "a line", "stream": "stdout", "time": 1.0})
+        wait_until(lambda: log.last_id >= 1, "the line forwarded")
+        source.rows[0]["state"] = "Crashed"
+        kinds = lambda: [e.kind for e in log.after(0).events]  # noqa: E731
+        assert kinds() == ["log"]  # no tab: no row polled
+        watched.set()
+        wait_until(lambda: "function" in kinds(), "the row sent once a tab reads")
+        assert json.loads(log.after(1).events[0].data)["state"] == "Crashed"
+    finally:
+        feed.stop()
