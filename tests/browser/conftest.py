@@ -18,12 +18,20 @@ CHROMIUM = os.environ.get("KUBELESS_LOCAL_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"  # kept by CI, gitignored
 
 HANDLER = """\
+import os
+
+FAIL_FLAG = %r  # while this file exists, the data "fail" fails (a dead letter to replay)
+
+
 def hello(event, context):
     data = event["data"]
     data = data.decode() if isinstance(data, bytes) else data
     print("hello called with", data, flush=True)
+    if data == "fail" and os.path.exists(FAIL_FLAG):
+        raise ValueError("failing on purpose")
     return "<b>hello</b> " + str(data)
 """
+SETTINGS = "kafka: {max_attempts: 1, retry_backoff: 0}\n"  # a failing event is a dead letter at once
 
 MANIFESTS = """\
 apiVersion: kubeless.io/v1beta1
@@ -93,8 +101,9 @@ def private_registry(tmp_path, monkeypatch):
 def project(tmp_path):
     folder = tmp_path / "shop"
     folder.mkdir()
-    (folder / "handler.py").write_text(HANDLER)
+    (folder / "handler.py").write_text(HANDLER % str(tmp_path / "fail-flag"))
     (folder / "function.yaml").write_text(MANIFESTS)
+    (folder / ".kubeless-local.yaml").write_text(SETTINGS)
     return folder
 
 

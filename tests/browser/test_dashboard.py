@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ARTIFACTS, HANDLER, Session, wait_live
+from conftest import ARTIFACTS, Session, wait_live
 from waiting import wait_until
 
 from kubeless_local.dashboard.guard import COOKIE
@@ -53,7 +53,8 @@ def ask(session, path, headers=None, method="GET", cookie=None):
 def test_a_save_shows_reloading_then_ready_with_the_next_generation(page, project):
     generation = wait_ready(page)
     saved = time.monotonic()
-    (project / "handler.py").write_text(HANDLER.replace("hello called", "hello v2 called"))
+    handler = project / "handler.py"
+    handler.write_text(handler.read_text().replace("hello called", "hello v2 called"))
     generation_cell = row(page).locator("[data-testid=generation]")
     wait_until(lambda: generation_cell.inner_text() == str(generation + 1), "the next generation shown", timeout=30)
     print("the page showed generation %d %.2f s after the save" % (generation + 1, time.monotonic() - saved))
@@ -288,3 +289,29 @@ def test_no_dashboard_serves_none_and_the_command_says_so(project):
         assert done.returncode == 2 and "serves no dashboard" in done.stderr and "Traceback" not in done.stderr
     finally:
         started.stop()
+
+
+def test_a_dead_letter_replayed_from_the_page_is_delivered(page, session, project):
+    flag = project.parent / "fail-flag"
+    flag.write_text("")
+    wait_ready(page)
+    page.goto(session.base + "/?view=emit")
+    wait_live(page, session)
+    publish = page.locator("form", has=page.get_by_role("heading", name="Publish an event (Kafka or NATS)"))
+    publish.get_by_label("Topic").fill("orders")
+    publish.get_by_label("Content type").fill("text/plain")
+    publish.get_by_label("Data", exact=True).fill("fail")
+    publish.get_by_role("button", name="Publish").click()
+    fanout = page.get_by_label("fan-out")
+    wait_until(
+        lambda: fanout.count() and "dead-lettered" in fanout.inner_text(),
+        lambda: "the fan-out shows the dead letter (the form shows %r)" % publish.inner_text(),
+    )
+    flag.unlink()
+    page.goto(session.base + "/?view=topics")
+    wait_live(page, session)
+    page.get_by_role("button", name="Replay all of orders").click()
+    page.get_by_role("heading", name="Dead letters (0)").wait_for(timeout=30_000)
+    page.goto(session.base + "/?view=logs&fn=hello&q=with+fail")
+    log = page.locator("[data-testid=log]")
+    wait_until(lambda: log.inner_text().count("hello called with fail") == 2, "the replayed event delivered")

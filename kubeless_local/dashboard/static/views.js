@@ -169,7 +169,8 @@ function Publish() {
     <label>Topic <input name="topic" required /></label>
     <label>Content type <input name="content_type" value="application/json" /></label>
     <label>Count <input name="count" type="number" min="1" value="1" /></label>
-    <label class="wide">Data <textarea name="data" rows="3">{"hello": "world"}</textarea></label>
+    <label class="wide" for="publish-data">Data</label>
+    <textarea id="publish-data" class="wide" name="data" rows="3">{"hello": "world"}</textarea>
     <button type="submit" disabled=${store.readOnly}>Publish</button>
     <${Result} result=${result} label="publish result" />
     ${fanout ? html`<pre class="result" aria-label="fan-out">${JSON.stringify(fanout, null, 2)}</pre>` : null}
@@ -177,9 +178,11 @@ function Publish() {
 }
 
 // The fan-out: each subscriber's outcome for the events just published, until all are settled (10 s at most).
+// Only the embedded topics track it (`tracked`); a real broker's consumer groups show on the Topics view.
 async function follow(topic, source, answer, show) {
-  if (!answer || answer.first === undefined || answer.first === null) return;
-  const path = `/api/topics/${encodeURIComponent(topic)}/events?from=${answer.first}&to=${answer.last}&source=${source}`;
+  if (!answer || !answer.tracked || !answer.ranges || answer.ranges.length === 0) return;
+  const { first, last } = answer.ranges[0];
+  const path = `/api/topics/${encodeURIComponent(topic)}/events?from=${first}&to=${last}&source=${source}`;
   for (let look = 0; look < 40; look++) {
     const outcome = await api('GET', path).catch(() => null);
     if (outcome) show(outcome);
@@ -224,7 +227,8 @@ function HttpCall() {
       (m) => html`<option value=${m}>${m || 'as the data says (GET or POST)'}</option>`
     )}</select></label>
     <label>Path <input name="path" value="/" /></label>
-    <label class="wide">Data <textarea name="data" rows="3"></textarea></label>
+    <label class="wide" for="call-data">Data</label>
+    <textarea id="call-data" class="wide" name="data" rows="3"></textarea>
     <button type="submit" disabled=${store.readOnly || store.functions.size === 0}>Call</button>
     ${result && result.value
       ? html`<div class="answer"><p>Status <strong>${result.value.status}</strong> in ${result.value.ms} ms</p>
