@@ -83,6 +83,14 @@ class Source(abc.ABC):
     def call(self, name: str, method: str, path: str, data: str, headers: dict[str, str]) -> dict[str, Any]: ...
 
 
+def _laid_out(prepared: Any) -> float | None:
+    """When the generation that serves was written (its reload began then)."""
+    try:
+        return prepared.code_dir.stat().st_mtime
+    except OSError:
+        return None  # pruned meanwhile
+
+
 def _log_row(line: Any) -> dict[str, Any]:
     return {"function": line.function, "text": line.text, "stream": line.stream, "time": line.time}
 
@@ -90,7 +98,6 @@ def _log_row(line: Any) -> dict[str, Any]:
 class SessionSource(Source):
     def __init__(self, session: DevSession) -> None:
         self.session = session
-        self.reloaded_at: dict[str, tuple[int, float]] = {}  # name → (generation, when it was first seen)
 
     @property
     def _admin(self) -> routes.AdminServer:
@@ -118,9 +125,6 @@ class SessionSource(Source):
             # a reload holds the function's lock while the last good code serves on
             if lock is not None and lock.locked() and prepared is not None and instance.state == State.READY:
                 state = "Reloading"
-            known = self.reloaded_at.get(name)
-            if known is None or known[0] != generation:
-                self.reloaded_at[name] = known = (generation or 0, time.time())
             rows.append(
                 {
                     "name": name,
@@ -130,7 +134,7 @@ class SessionSource(Source):
                     "generation": generation,
                     "reloads": instance.reloads,
                     "restarts": instance.restarts,
-                    "last_reload": known[1] if instance.reloads else None,
+                    "last_reload": _laid_out(prepared) if instance.reloads else None,
                     "url": instance.url,
                     "error": instance.error,
                     "location": error_location(instance.error) if instance.error else None,

@@ -6,14 +6,19 @@ import json
 import queue
 import socket
 import threading
+from types import SimpleNamespace
 
 import pytest
+from conftest import function
 from waiting import wait_until
 
+from kubeless_local import spec as specs
 from kubeless_local.dashboard.feed import EventLog, Feed
 from kubeless_local.dashboard.guard import COOKIE, Guard
 from kubeless_local.dashboard.server import LOGIN_LINK, Dashboard
-from kubeless_local.dashboard.source import Source, error_location
+from kubeless_local.dashboard.source import SessionSource, Source, error_location
+from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.emulator.triggers.cron import Cron
 from kubeless_local.errors import NotFound
 
 
@@ -393,3 +398,47 @@ def test_the_feed_polls_rows_only_while_a_tab_reads_and_then_sends_what_changed_
         assert json.loads(log.after(1).events[0].data)["state"] == "Crashed"
     finally:
         feed.stop()
+
+
+# ------------------------------------------------------------ SessionSource: a session's rows
+
+
+def session_of(supervisor, manifests):
+    """What SessionSource reads of a DevSession: its supervisor, logs, project's manifests, cron, admin."""
+    admin = AdminServer(supervisor, supervisor.state_dir, supervisor.state_dir.parent)
+    cron = Cron(lambda: manifests, supervisor, supervisor.logs)
+    admin.cron = cron
+    project = SimpleNamespace(manifests=manifests)
+    return SimpleNamespace(supervisor=supervisor, logs=supervisor.logs, project=project, cron=cron, admin=admin)
+
+
+def test_the_session_source_rows_show_generation_triggers_and_a_reload_in_progress(supervisor):
+    hello = function("hello")
+    manifests = specs.Manifests(
+        functions=[hello],
+        cron_triggers=[specs.CronJobTrigger("nightly", "hello", "0 3 * * *", "f.yaml")],
+        http_triggers=[specs.HTTPTrigger("web", "hello", "f.yaml", path="shop")],
+    )
+    supervisor.start(hello)
+    source = SessionSource(session_of(supervisor, manifests))
+    (row,) = source.states()
+    assert row["state"] == "Ready" and row["generation"] == 1 and row["last_reload"] is None
+    assert row["triggers"] == ["http shop", "cron nightly (0 3 * * *)"]
+    with supervisor._lock("hello"):  # as a reload holds it while the last good code serves on
+        assert source.states()[0]["state"] == "Reloading"
+    supervisor.reload(function("hello", code="v2"))
+    (row,) = source.states()
+    assert row["state"] == "Ready" and row["generation"] == 2 and row["last_reload"] is not None
+    (cron,) = source.cron()
+    assert len(cron["next_fires"]) == 5 and all(t.endswith("T03:00:00Z") for t in cron["next_fires"])
+
+
+def test_the_session_source_merges_the_logs_by_time_and_knows_no_other_function(supervisor):
+    hub = supervisor.logs
+    supervisor.start(function("hello"))
+    source = SessionSource(session_of(supervisor, None))
+    hub.emit("a", "first")
+    hub.emit("b", "second")
+    assert [row["text"] for row in source.logs(None, 2)] == ["first", "second"]
+    with pytest.raises(NotFound):
+        source.logs("nobody", 5)
