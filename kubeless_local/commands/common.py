@@ -311,8 +311,10 @@ def serve(
     state_dir=None,
     allow_empty=False,
     deployed_only=False,
+    dashboard=None,
 ):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
+    `dashboard`: (port, read_only) of the dashboard to serve beside them (None: none).
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
@@ -334,10 +336,18 @@ def serve(
     printer.start()
     signals = StopSignals()
     stopped_by = signal.SIGINT  # wait() only ends by a stop signal (Stop) or Ctrl-C
+    board = None
     try:
         session.start()
+        if dashboard is not None:
+            from kubeless_local.dashboard.server import Dashboard
+
+            board = Dashboard.of_session(session, *dashboard)
+            link = board.start()
         time.sleep(0.05)  # let start-up log lines print before the table
         print_table(session.status(), FUNCTION_COLUMNS)
+        if board is not None:
+            click.echo("Dashboard: %s%s" % (link, " (read-only)" if board.read_only else ""))
         click.echo(click.style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
         signals.wait()
     except KeyboardInterrupt as exc:
@@ -348,6 +358,8 @@ def serve(
             pass  # the terminal is gone (SIGHUP)
     finally:
         signals.close()
+        if board is not None:
+            board.stop()
         session.stop()
         printer.close()
     exit_now(128 + stopped_by)

@@ -3,7 +3,7 @@
 import click
 
 from kubeless_local import __version__
-from kubeless_local.commands import cluster, events, history, kubeless, local, runtime
+from kubeless_local.commands import cluster, dashboard, events, history, kubeless, local, runtime
 from kubeless_local.commands.common import exit_with
 from kubeless_local.errors import UserError
 
@@ -36,6 +36,7 @@ for _command in (
     local.logs,
     history.history,
     history.replay,
+    dashboard.dashboard,
     kubeless.get_server_config,
     runtime.runtime,
     cluster.push,
