@@ -39,10 +39,20 @@ class Kafka:
 
 
 @dataclass(frozen=True)
+class Recorder:
+    """`recorder:`: how many recorded invocations `dev` keeps per function (emulator/recorder.py); the oldest
+    go first when either bound is reached."""
+
+    keep: int = 500  # records per function
+    max_bytes: int = 50 * 1024 * 1024  # bytes of records (bodies, headers, logs) per function
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path  # the file; it need not exist
     backend: str = "process"  # where functions run when no --backend / $KUBELESS_LOCAL_BACKEND says
     kafka: Kafka = Kafka()
+    recorder: Recorder = Recorder()
     notices: tuple[str, ...] = ()  # one line each, to show once: deprecated keys and what to write instead
 
 
@@ -107,7 +117,14 @@ KAFKA_KEYS = {
     # the broker's name for max_attempts until both paths shared one setting
     "attempts": Key(number(int, 1), "a whole number ≥ 1", renamed_to="max_attempts"),
 }
-SECTIONS = {"kafka": (Kafka, KAFKA_KEYS, "e.g. kafka: {max_attempts: 5}")}
+RECORDER_KEYS = {
+    "keep": Key(number(int, 1), "a number >= 1"),
+    "max_bytes": Key(number(int, 1024), "a number of bytes >= 1024"),
+}
+SECTIONS = {
+    "kafka": (Kafka, KAFKA_KEYS, "e.g. kafka: {max_attempts: 5}"),
+    "recorder": (Recorder, RECORDER_KEYS, "e.g. recorder: {keep: 500}"),
+}
 TOP_KEYS = {"backend": Key(one_of(BACKENDS), "one of %s" % ", ".join(BACKENDS), null_is_default=True)}
 # Keys people write that belong elsewhere: said with the reason instead of "unknown".
 MISPLACED = {"nats": "the kafka: settings apply to the embedded NATS topics as well (docs/events.md)"}

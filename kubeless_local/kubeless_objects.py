@@ -244,7 +244,8 @@ def _merged(name: str, deployed: dict, flags: FunctionFlags) -> dict:
     container = runtime_container(deployed)
     if flags.schedule:
         specs.validate_schedule("--schedule", flags.schedule)
-    runtime, handler = _runtime_and_handler(old, flags)
+    image = flags.runtime_image or container.get("image")
+    runtime, handler = _runtime_and_handler(old, flags, image)
     _check_quantities(flags)
     port, service_port = _ports(old, flags)
     memory, cpu = _limits(container, flags)
@@ -252,7 +253,7 @@ def _merged(name: str, deployed: dict, flags: FunctionFlags) -> dict:
         name,
         runtime=runtime,
         handler=handler,
-        code=_code(old, flags, deployed=bool(deployed)),
+        code=_code(old, flags, deployed=bool(deployed), image_only=bool(image and not runtime)),
         namespace=flags.namespace,
         deps=read_deps(flags.dependencies) if flags.dependencies else old.get("deps", ""),
         env=flags.env or [(e["name"], e.get("value", "")) for e in container.get("env") or []],
@@ -263,15 +264,22 @@ def _merged(name: str, deployed: dict, flags: FunctionFlags) -> dict:
         timeout=flags.timeout or old.get("timeout") or specs.DEFAULT_TIMEOUT,
         port=port,
         service_port=service_port,
-        image=flags.runtime_image or container.get("image"),
+        image=image,
     )
 
 
-def _runtime_and_handler(old: dict, flags: FunctionFlags):
-    runtime = flags.runtime or old.get("runtime")
-    handler = flags.handler or old.get("handler")
-    if not runtime or not handler:
-        raise UserError("--runtime and --handler are required, e.g. --runtime python3.11 --handler handler.hello")
+def _runtime_and_handler(old: dict, flags: FunctionFlags, image: Optional[str]):
+    """(runtime, handler); both "" for a prebuilt image that is the whole function (`--runtime-image` alone,
+    the Kubeless docs' custom runtime), as the Kubeless CLI allows: a runtime needs a handler."""
+    runtime = flags.runtime or old.get("runtime") or ""
+    handler = flags.handler or old.get("handler") or ""
+    if image and not runtime and not handler:
+        return "", ""
+    if not handler or not (runtime or image):
+        raise UserError(
+            "--runtime and --handler are required, e.g. --runtime python3.11 --handler handler.hello"
+            " (or --runtime-image alone: an image that is the whole function)"
+        )
     specs.validate_handler("--handler", handler)
     return runtime, handler
 
@@ -282,10 +290,10 @@ def _check_quantities(flags: FunctionFlags):
             raise UserError("--%s %r must be a Kubernetes quantity, e.g. 128Mi or 200m" % (flag, value))
 
 
-def _code(old: dict, flags: FunctionFlags, deployed: bool):
+def _code(old: dict, flags: FunctionFlags, deployed: bool, image_only: bool):
     if flags.from_file:
         return read_code(flags.from_file)
-    if deployed:
+    if deployed or image_only:
         return old.get("function", ""), old.get("function-content-type", ""), old.get("checksum", "")
     raise UserError("--from-file is required: a file, a folder, an archive or a URL")
 

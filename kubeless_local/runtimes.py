@@ -10,13 +10,14 @@ import os
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import yaml
 
-from kubeless_local.errors import NotFound, UserError
+from kubeless_local.errors import BadRequest, NotFound, UserError
 from kubeless_local.paths import RUNTIMES_DIR
 from kubeless_local.spec import YAML_LOADER  # libyaml when present: the catalog loads on every start
 
@@ -121,6 +122,25 @@ class Runtime:
     def available(self):
         """True when this machine has the toolchain for the process backend."""
         return self.executable_path() is not None and _probe(self.executable, self.probe, self.expect) is not None
+
+
+def _declared(runtime_id, version, require_local):
+    """A runtime declared only in the runtime-images file (images/choice.py), or None; it has no local
+    server: refused where one is needed (the process backend)."""
+    from kubeless_local.emulator.images.choice import declared_runtime  # reads the user's file, not the catalog
+
+    found = declared_runtime(runtime_id, version)
+    if found is None:
+        return None
+    runtime, path = found
+    if require_local:
+        raise BadRequest(
+            "runtime %s is declared only in %s (runtime-images): it runs in its image %s, not as a local process"
+            % (runtime.name, path, runtime.image),
+            "image-only runtime",
+            runtime.name,
+        )
+    return runtime
 
 
 # ---------------------------------------------------------------- loading and checking
@@ -337,15 +357,43 @@ class Catalog:
         return sorted(found, key=lambda rt: [int(p) if p.isdigit() else 0 for p in rt.version.split(".")])
 
     def all(self):
+        self._probe_all_at_once()
         return [rt for runtime_id in self.ids() for rt in self.versions(runtime_id)]
+
+    def _probe_all_at_once(self):
+        """Run every toolchain probe not made yet concurrently (each is a child process that mostly waits:
+        ~1 s one after another for the whole catalog, a third of that at once); the results are cached,
+        so versions() then reads them."""
+        probes = {
+            (tool, v.probe, v.expect)
+            for runtime_id, entry in self.entries.items()
+            if runtime_id not in self._versions
+            for v in entry.versions
+            for tool in candidates(v.executable)
+        }
+        if len(probes) > 1:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda args: _probe(*args), probes))
 
     def legacy(self, runtime_id):
         return list(self.entries[runtime_id].legacy)
+
+    def serves_metrics(self, runtime, image=""):
+        """Whether the server of a Function with `runtime` (and its own `image`, if any) is known to answer
+        /metrics: a runtime of this catalog in one of its images (ours, or Kubeless' own for that ID). A
+        custom image's server is not known: it may route every path to the function, where asking for
+        /metrics would be a call."""
+        match = RUNTIME_RE.match(runtime or "")
+        return match is not None and match.group(1) in self.entries and not image
 
     def resolve(self, runtime, *, require_local=True):
         """(Runtime, notice) for a runtime string; legacy versions map to the newest available one
         that both backends offer (one with an image), so a legacy string means the same everywhere."""
         match = RUNTIME_RE.match(runtime or "")
+        if match and match.group(1) not in self.entries:
+            declared = _declared(match.group(1), match.group(2), require_local)
+            if declared is not None:
+                return declared, None
         if not match or match.group(1) not in self.entries:
             raise NotFound(
                 "unknown runtime %r; available: %s" % (runtime, ", ".join(rt.name for rt in self.all()) or "none"),

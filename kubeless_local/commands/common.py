@@ -41,6 +41,7 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
     (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
     (BadRequest, "image-only function"): "use --backend docker",
+    (BadRequest, "image-only runtime"): "use --backend docker",
     (Unavailable, "docker engine"): " or use --backend process",
     (NotFound, "runtime image"): "run `kubeless-local runtime build {name}` or use --backend process",
     (Unavailable, "runtime image"): "use --backend process, set {NAME}_RUNTIME, or give a runtime image",
@@ -51,6 +52,7 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (Unavailable, "image build"): "use --backend process",
     (Unavailable, "kafka broker"): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in "
     ".kubeless-local.yaml",
+    (NotFound, "invocation"): "`kubeless-local history` lists the recorded ones",
     (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
     "file keeps what it held",
 }
@@ -309,8 +311,10 @@ def serve(
     state_dir=None,
     allow_empty=False,
     deployed_only=False,
+    dashboard=None,
 ):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
+    `dashboard`: (port, read_only) of the dashboard to serve beside them (None: none).
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
@@ -332,10 +336,18 @@ def serve(
     printer.start()
     signals = StopSignals()
     stopped_by = signal.SIGINT  # wait() only ends by a stop signal (Stop) or Ctrl-C
+    board = None
     try:
         session.start()
+        if dashboard is not None:
+            from kubeless_local.dashboard.server import Dashboard
+
+            board = Dashboard.of_session(session, *dashboard)
+            link = board.start()
         time.sleep(0.05)  # let start-up log lines print before the table
         print_table(session.status(), FUNCTION_COLUMNS)
+        if board is not None:
+            click.echo("Dashboard: %s%s" % (link, " (read-only)" if board.read_only else ""))
         click.echo(click.style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
         signals.wait()
     except KeyboardInterrupt as exc:
@@ -346,6 +358,8 @@ def serve(
             pass  # the terminal is gone (SIGHUP)
     finally:
         signals.close()
+        if board is not None:
+            board.stop()
         session.stop()
         printer.close()
     exit_now(128 + stopped_by)

@@ -371,6 +371,11 @@ def metrics_by_method(url):
     return found
 
 
+def why_none(row):
+    """Why a function shows no metrics: its state, or its image that serves none (never asked: a call)."""
+    return row["state"] if row.get("metrics", True) else "its image serves no /metrics"
+
+
 @function.command()
 @click.option("--function", "name", help="Only this function.")
 @click.option("-n", "--namespace", default=None)
@@ -380,7 +385,8 @@ def top(name, namespace, output):
 
     stats = []
     for row in rows_of([name] if name else []):
-        methods = metrics_by_method(row["url"]) if row.get("serving") and row.get("url") else {}
+        counted = row.get("serving") and row.get("url") and row.get("metrics", True)
+        methods = metrics_by_method(row["url"]) if counted else {}
         for method, (calls, failures, seconds) in sorted(methods.items()) or [("", (0.0, 0.0, 0.0))]:
             stats.append(
                 {  # TOP_KEYS
@@ -391,7 +397,7 @@ def top(name, namespace, output):
                     "total_failures": int(failures),
                     "total_duration_seconds": seconds,
                     "avg_duration_seconds": seconds / calls if calls else 0.0,
-                    "message": "" if methods else "no metrics (%s)" % row["state"],
+                    "message": "" if methods else "no metrics (%s)" % why_none(row),
                 }
             )
     if output != "table":

@@ -185,6 +185,14 @@ def copy_code(
         on_notice(line)
 
 
+def source_file_name(spec: FunctionSpec, runtime) -> str:
+    """The name a local source file gets in /kubeless: MOD_NAME + the runtime's suffix; for a runtime Kubeless
+    does not know (no suffix: a custom image's) the file's own name without its extension, as the Kubeless
+    docs' custom runtime lays it out (the file, not the handler, names it)."""
+    assert spec.source is not None
+    return spec.module + runtime.suffix if runtime.suffix else spec.source.stem
+
+
 def layout_code(
     spec: FunctionSpec,
     runtime,
@@ -203,7 +211,7 @@ def layout_code(
         elif archive_kind(spec.source.name):  # `run x.zip`: unpacked, as the controller unpacks base64+zip
             safe_extract(spec.source.read_bytes(), archive_kind(spec.source.name), target, str(spec.source))
         else:
-            shutil.copy2(spec.source, target / (spec.module + runtime.suffix))
+            shutil.copy2(spec.source, target / source_file_name(spec, runtime))
     elif spec.function:
         data = inline_artifact(spec)
         if "+zip" in ctype or "+compressedtar" in ctype:

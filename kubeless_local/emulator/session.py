@@ -9,6 +9,7 @@ functions are started.
 import dataclasses
 import functools
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,13 +18,16 @@ from kubeless_local import spec as specs
 from kubeless_local.emulator import backends, registry
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import BackendFactory
+from kubeless_local.emulator.bus import EventBus
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
+from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.emulator.triggers import delivery, interface, kafka_bridge
 from kubeless_local.emulator.triggers.cron import Cron
+from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
@@ -87,6 +91,8 @@ class DevSession:
         self.guardian: Optional[Guardian] = None
         self.cron: Optional[Cron] = None
         self.events: Optional[delivery.Dispatcher] = None  # the embedded topics' Dispatcher
+        self.bus = EventBus()  # what happens in the session, for a client that follows it (emulator/bus.py)
+        self.recorder: Optional[Recorder] = None  # every call the functions' front doors see (emulator/recorder.py)
 
     def start(self) -> None:
         """Start every function and watch the folder. UserError for what the user must fix first."""
@@ -114,17 +120,34 @@ class DevSession:
             self.logs.emit("dev", notice, "system")
         backend = self.backend or backends.factory(self._backend_name())
         self.guardian = self.new_guardian(self.state_dir)
+        self.recorder = Recorder(
+            self.state_dir,
+            keep=self.settings.recorder.keep,
+            max_bytes=self.settings.recorder.max_bytes,
+            logs=self.logs,
+            bus=self.bus,
+            served=self._served,
+            say=lambda text: self.logs.emit("dev", text, "system"),
+        )
+        self._follow_logs()
         self.supervisor = Supervisor(
             self.state_dir,
             functools.partial(backend, guardian=self.guardian),
             self.logs,
             ephemeral_ports=self.ephemeral_ports,
             word=self.word,
+            recorder=self.recorder,
         )
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
+        self.admin.recorder, self.admin.bus = self.recorder, self.bus
         self._start_events()
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)
-        self.cron = Cron(self._manifests, self.supervisor, self.logs)
+        self.cron = Cron(
+            self._manifests,
+            self.supervisor,
+            self.logs,
+            on_run=lambda run: self.bus.publish("cron-run", cron_row(run)),
+        )
         self.admin.cron = self.cron
         # kafka, a real broker: `dev` is its KafkaTrigger controller (triggers/kafka_bridge.py); no broker: exit 2
         brokers, attempts = kafka_bridge.configured(self.settings, self.kafka_brokers)
@@ -155,6 +178,24 @@ class DevSession:
         self.cron.start()
         if self.kafka is not None:
             self.kafka.start()
+
+    def _served(self, name: str) -> tuple[Optional[int], Optional[str]]:
+        """(generation, source sha256) serving function `name`: what the recorder notes on each record."""
+        return self.supervisor.served(name) if self.supervisor is not None else (None, None)
+
+    def _follow_logs(self) -> None:
+        """Every log line goes on the bus too (one thread, fed by the hub's subscription)."""
+        lines = self.logs.subscribe()
+
+        def forward() -> None:
+            while True:
+                line = lines.get()
+                if line is None:
+                    return
+                self.bus.publish("log", {"function": line.function, "text": line.text, "stream": line.stream})
+
+        self._log_lines = lines
+        threading.Thread(target=forward, name="bus-logs", daemon=True).start()
 
     def _manifests(self) -> specs.Manifests:
         """The manifests in force: the project's, reloaded on every valid save."""
@@ -211,6 +252,10 @@ class DevSession:
             registry.unregister(self.registration)
             if self.admin is not None:
                 self.admin.stop()
+            if self.recorder is not None:
+                self.recorder.close()  # the calls the functions answered last are stored
+                self.logs.unsubscribe(self._log_lines)
+                self._log_lines.put(None)
             if self.guardian is not None:
                 self.guardian.close()
             if self.events is not None:

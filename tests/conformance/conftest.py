@@ -75,6 +75,23 @@ def server_receive_queue(server_port, client_port):
     return None
 
 
+def server_receive_queues(server_port):
+    """The bytes not read yet on each connection the server listening on `server_port` accepted."""
+    queues = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, remote, queue = fields[1], fields[2], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) != 0:
+                queues.append(int(queue.split(":")[1], 16))
+    return queues
+
+
 class RunningFunction:
     def __init__(self, instance, hub, runtime, spec, supervisor):
         self.instance, self.hub, self.runtime_info, self.spec = instance, hub, runtime, spec
@@ -135,12 +152,19 @@ class RunningFunction:
             len(body),
         )
         head += "".join("%s: %s\r\n" % item for item in (headers or {}).items())
+        door = self.supervisor.doors.get(self.instance.name)  # the process backend's front door, if any
+        forwarded = door.forwarded if door is not None else 0
         sock = socket.create_connection(("127.0.0.1", self.instance.port), timeout=30)
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
         client_port = sock.getsockname()[1]
 
         def read():
-            return server_receive_queue(self.instance.port, client_port) == 0
+            if server_receive_queue(self.instance.port, client_port) != 0:
+                return False
+            if door is None:
+                return True
+            # through the front door: it handed the request on, and the server read all it was sent
+            return door.forwarded > forwarded and not any(server_receive_queues(self.instance.server_port))
 
         wait_until(read, "the server reading the request", timeout=seconds, interval=0.01)
         return sock

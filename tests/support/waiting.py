@@ -1,13 +1,22 @@
 """Waiting on a condition (never a fixed sleep as synchronisation): bounded polls shared by the tests."""
 
+import itertools
 import time
+
+
+def pauses(interval):
+    """The pauses between looks: 5 ms, doubling up to `interval` (most conditions hold within a few ms, and
+    a long wait does not look more often than `interval`)."""
+    return (min(interval, 0.005 * 2**n) for n in itertools.count())
 
 
 def wait_for(predicate, seconds=10.0, interval=0.02):
     """True once predicate() holds, polled until `seconds` have passed; then its last value."""
     deadline = time.monotonic() + seconds
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(interval)
+    for pause in pauses(interval):
+        if predicate() or time.monotonic() >= deadline:
+            break
+        time.sleep(pause)
     return predicate()
 
 
@@ -15,6 +24,8 @@ def wait_until(predicate, what="condition", timeout=60, interval=0.05):
     """Like wait_for, but fails the test naming `what` when the condition is not met in time; `what` may
     be a function, called then (e.g. for the logs as they are at that moment)."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    for pause in pauses(interval):
+        if predicate():
+            return
         assert time.monotonic() < deadline, "%s not met within %ss" % (what() if callable(what) else what, timeout)
-        time.sleep(interval)
+        time.sleep(pause)

@@ -2,6 +2,7 @@
 the admin API and the session run for real against it, with no runtime server started."""
 
 import collections
+import itertools
 import socket
 import threading
 from typing import cast
@@ -14,6 +15,8 @@ from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.runtimes import BackendBlock, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
+
+REGISTRIES = itertools.count()  # a fresh registry name per test
 
 FAKE_RUNTIME = Runtime(
     id="fake",
@@ -197,9 +200,16 @@ class Looks:
         return self
 
 
+class NoCatalog:
+    """What the supervisor asks a catalog beside resolving (the fake backend resolves every runtime itself)."""
+
+    def serves_metrics(self, runtime, image=""):
+        return False  # the fake servers have no /metrics: `ls` asks none
+
+
 @pytest.fixture
 def supervisor(tmp_path):
-    no_catalog = cast(Catalog, object())  # the fake backend resolves every runtime itself
+    no_catalog = cast(Catalog, NoCatalog())  # the fake backend resolves every runtime itself
     sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=no_catalog, ephemeral_ports=True)
     yield sup
     sup.stop_all()
@@ -213,7 +223,10 @@ def backend(supervisor):
 
 
 @pytest.fixture(autouse=True)
-def private_registry(tmp_path, monkeypatch):
-    """Sessions started by a test register in a registry of their own, never in the user's."""
-    monkeypatch.setenv("KUBELESS_LOCAL_REGISTRY", str(tmp_path / "registry"))
-    return tmp_path / "registry"
+def private_registry(tmp_path_factory, monkeypatch):
+    """Sessions started by a test register in a registry of their own, never in the user's. A fresh name
+    under the run's temporary folder, not the test's tmp_path: most tests never start a session, and
+    asking every test for a tmp_path cost ~1 s of the suite."""
+    registry = tmp_path_factory.getbasetemp() / ("registry-%d" % next(REGISTRIES))
+    monkeypatch.setenv("KUBELESS_LOCAL_REGISTRY", str(registry))
+    return registry

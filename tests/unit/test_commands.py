@@ -255,7 +255,7 @@ class Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def function_server(admin):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.005,), daemon=True).start()
     Recorder.seen, Recorder.paths = [], []
     admin.rows = [row(url="http://127.0.0.1:%d" % server.server_address[1], port=server.server_address[1])]
     yield Recorder.seen
@@ -300,7 +300,7 @@ def test_call_path_is_a_path_on_the_function_never_another_host(function_server)
 
     reached = []
     other = ThreadingHTTPServer(("127.0.0.1", 0), OtherHost)
-    threading.Thread(target=other.serve_forever, args=(0.02,), daemon=True).start()
+    threading.Thread(target=other.serve_forever, args=(0.005,), daemon=True).start()
     try:
         for path in ("@127.0.0.1:%d/x" % other.server_address[1], "x/y?z=1", "/a@b"):
             result = invoke("call", "hello", "--path", path, "--data", "secret")
@@ -455,7 +455,7 @@ class Files(BaseHTTPRequestHandler):
 @pytest.fixture
 def file_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.005,), daemon=True).start()
     yield "http://127.0.0.1:%d" % server.server_address[1]
     server.shutdown()
     server.server_close()

@@ -49,6 +49,9 @@ def test_no_file_is_the_defaults(tmp_path):
         ("kafka: {group: local}", lambda s: s.kafka.group, "local"),
         ("kafka: {attempts: 7}", lambda s: s.kafka.max_attempts, 7),
         ("kafka:", lambda s: s.kafka, config.Kafka()),
+        ("recorder: {keep: 20}", lambda s: s.recorder.keep, 20),
+        ("recorder: {max_bytes: 1048576}", lambda s: s.recorder.max_bytes, 1048576),
+        ("recorder:", lambda s: s.recorder, config.Recorder(keep=500, max_bytes=50 * 1024 * 1024)),
     ],
 )
 def test_every_key_is_read_into_the_model(tmp_path, text, read, expected):
@@ -122,6 +125,9 @@ def test_an_unknown_key_names_the_file_the_key_and_the_known_ones(tmp_path, text
         ("kafka: {group: theirs}", "kafka.group must be local (dev's own consumer groups, the default) or kubeless"),
         ("kafka: {attempts: 0}", "kafka.attempts must be a whole number ≥ 1, got 0"),
         ("kafka: [1]", "kafka must be a mapping, e.g. kafka: {max_attempts: 5}"),
+        ("recorder: {keep: 0}", "recorder.keep must be a number >= 1, got 0"),
+        ("recorder: {max_bytes: 10}", "recorder.max_bytes must be a number of bytes >= 1024, got 10"),
+        ("recorder: 5", "recorder must be a mapping, e.g. recorder: {keep: 500}"),
         ("just text", "must be a mapping of settings, e.g. backend: docker; got 'just text'"),
         ("[backend, docker]", "must be a mapping of settings"),
     ],

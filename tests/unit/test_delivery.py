@@ -63,7 +63,7 @@ class FakeFunction:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.005,), daemon=True).start()
 
     def wait_calls(self, count, timeout=10):
         with self.lock:
@@ -204,8 +204,9 @@ def test_events_wait_for_a_function_that_is_not_ready_without_using_attempts(wor
     assert function.wait_calls(1)[0][2] == b"while down"
 
 
-def test_a_function_that_does_not_answer_costs_no_attempt(world):
+def test_a_function_that_does_not_answer_costs_no_attempt(world, monkeypatch):
     dispatcher, function, supervisor = world
+    monkeypatch.setattr(delivery, "NOT_TAKEN_PAUSE", 0.005)  # the pause between looks: the count is what matters
     function.close()  # Ready on paper, nothing listens (reloading)
     dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
     dispatcher.emit("orders", "kafka", [b"x"])

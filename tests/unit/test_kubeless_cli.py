@@ -27,7 +27,7 @@ def code_server():
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(GOLDEN / "src"))
     handler.log_message = lambda *a: None  # type: ignore[attr-defined]
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.005,), daemon=True).start()
     yield "http://127.0.0.1:%d" % server.server_address[1]
     server.shutdown()
     server.server_close()
@@ -175,7 +175,7 @@ def test_top_sums_the_metrics_per_method(monkeypatch):
             self.wfile.write(metrics)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.005,), daemon=True).start()
     url = "http://127.0.0.1:%d" % server.server_address[1]
 
     class Admin:

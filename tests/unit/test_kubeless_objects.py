@@ -164,11 +164,25 @@ def test_schedule_asks_for_a_cronjob_trigger_of_the_functions_name_and_is_checke
         (FunctionFlags(runtime="python3.11", handler="h.hello", memory="lots", from_file="h.py"), "--memory 'lots'"),
         (FunctionFlags(runtime="python3.11", handler="h.hello", cpu="1 core", from_file="h.py"), "--cpu '1 core'"),
         (FunctionFlags(runtime="python3.11", handler="h.hello"), "--from-file is required"),
+        (FunctionFlags(runtime="python3.11", from_file="h.py", runtime_image="me/img:1"), "--handler are required"),
+        (FunctionFlags(), "or --runtime-image alone"),
     ],
 )
 def test_a_new_function_needs_its_flags_and_checks_them(flags, message):
     with pytest.raises(UserError, match=message):
         objects.new_function("hello", flags)
+
+
+def test_an_image_alone_is_a_function_without_runtime_handler_or_code(code):
+    """The Kubeless docs' `function deploy --runtime-image bitnami/tomcat:9.0 webserver` (golden: image-only)."""
+    document = objects.new_function("webserver", FunctionFlags(runtime_image="bitnami/tomcat:9.0"))
+    spec = document["spec"]
+    assert (spec["runtime"], spec["handler"], spec["function"], spec["checksum"]) == ("", "", "", "")
+    assert objects.runtime_container(document)["image"] == "bitnami/tomcat:9.0"
+    updated = objects.update_function(document, FunctionFlags(env=(("K", "V"),)))
+    assert updated["spec"]["runtime"] == "" and objects.runtime_container(updated)["image"] == "bitnami/tomcat:9.0"
+    with_code = FunctionFlags(runtime_image="me/img:1", handler="h.hello", from_file=str(code / "h.py"))  # as Kubeless
+    assert objects.new_function("hello", with_code)["spec"]["handler"] == "h.hello"
 
 
 def test_run_builds_its_function_as_deploy_does(code):

@@ -239,3 +239,16 @@ def test_project_label_is_a_valid_label_value(tmp_path):
 def test_no_function_is_one_line(tmp_path):
     with pytest.raises(UserError, match="no Kubeless Function found to push"):
         render.render_project(tmp_path, "default")
+
+
+def test_a_file_of_a_runtime_kubeless_does_not_know_keeps_its_name_without_extension(tmp_path):
+    """The Kubeless docs' custom runtime: /kubeless/<file name without extension>, whatever the handler's
+    module; a known runtime's file is MOD_NAME + its suffix."""
+    (tmp_path / "fn.txt").write_text("code")
+    fn = project(tmp_path, "custom", "fn.txt")  # handler: handler.hello
+    unknown, known = tmp_path / "unknown", tmp_path / "known"
+    unknown.mkdir()
+    known.mkdir()
+    layout.layout_code(fn, types.SimpleNamespace(suffix="", dep_name=""), unknown)
+    layout.layout_code(fn, PY, known)
+    assert tree(unknown) == {"fn": b"code"} and tree(known) == {"handler.py": b"code"}

@@ -1,6 +1,6 @@
 import pytest
 
-from kubeless_local.errors import NotFound, UserError
+from kubeless_local.errors import BadRequest, NotFound, UserError
 from kubeless_local.runtimes import Catalog
 
 
@@ -167,3 +167,32 @@ runtimes:
     assert [rt.name for rt in catalog.versions("nodejs")] == ["nodejs20", "nodejs22"]
     runtime, notice = catalog.resolve("nodejs22")
     assert notice is None and runtime.executable_path().endswith("v22.3.0/bin/node")
+
+
+def test_only_the_servers_of_the_catalogs_runtimes_are_known_to_serve_metrics():
+    """`ls` counts calls from /metrics only there: a custom image may route every path to the function."""
+    catalog = Catalog()
+    assert catalog.serves_metrics("python3.11") and catalog.serves_metrics("nodejs12")  # legacy: same server
+    assert not catalog.serves_metrics("python3.11", image="example/own:1")  # the user's image: unknown server
+    assert not catalog.serves_metrics("")  # only an image
+    assert not catalog.serves_metrics("custom1") and not catalog.serves_metrics("nodejsWithLodash8")
+
+
+LODASH = """[{"ID": "nodejsWithLodash", "depName": "package.json", "fileNameSuffix": ".js",
+  "versions": [{"name": "node8", "version": "8", "images": [
+    {"phase": "runtime", "image": "andresmgot/nodejs-with-lodash:8", "env": {"NODE_PATH": "/kubeless/node_modules"}}]}]}]"""
+
+
+def test_a_runtime_declared_only_in_runtime_images_runs_in_its_image(tmp_path, monkeypatch):
+    """The Kubeless docs' "Use a custom runtime": a new ID in kubeless-config's runtime-images."""
+    (tmp_path / "runtime-images.json").write_text(LODASH)
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(tmp_path / "runtime-images.json"))
+    runtime, notice = Catalog().resolve("nodejsWithLodash8", require_local=False)
+    assert (runtime.name, runtime.suffix, runtime.dep_name) == ("nodejsWithLodash8", ".js", "package.json")
+    assert notice is None
+    assert (runtime.image, runtime.backend, runtime.reload) == ("andresmgot/nodejs-with-lodash:8", "docker", "restart")
+    with pytest.raises(BadRequest, match=r"declared only in .*runtime-images.json.*not as a local process") as local:
+        Catalog().resolve("nodejsWithLodash8")  # the process backend: no server of ours for it
+    assert (local.value.what, local.value.name) == ("image-only runtime", "nodejsWithLodash8")
+    with pytest.raises(NotFound, match="unknown runtime 'nodejsWithLodash9'"):
+        Catalog().resolve("nodejsWithLodash9", require_local=False)  # no such version declared

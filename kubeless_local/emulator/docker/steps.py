@@ -66,7 +66,8 @@ class DockerSteps:
 
     def __init__(self, backend, spec, runtime, state_dir):
         self.backend, self.spec = backend, spec
-        choice = image_for(runtime) if runtime.server else ImageChoice(spec.image, "custom")
+        # the Function's own image, else the catalog's or a runtime-images entry's (a runtime declared there alone)
+        choice = ImageChoice(spec.image, "custom") if spec.image and not runtime.server else image_for(runtime)
         self.image = spec.image or choice.image
         self.image_env = {} if spec.image else dict(choice.env)
         self.image_source = "the Function's image" if spec.image else choice.source

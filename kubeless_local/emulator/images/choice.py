@@ -9,6 +9,9 @@
 3. the catalog's `image` (built from `runtimes/<lang>/Dockerfile` by `kubeless-local runtime build`).
 1 and 2 are looked up by the Function's own runtime ID and version (`python3.8`), before a legacy
 version is mapped to our substitute (see override_for).
+A runtime ID the catalog does not know may be declared in the runtime-images file alone (the Kubeless
+docs' "use a custom runtime": `nodejsWithLodash` with its depName, fileNameSuffix and images): it runs in
+the image of its runtime phase (declared_runtime).
 """
 
 import json
@@ -20,6 +23,7 @@ from typing import Optional
 import yaml
 
 from kubeless_local.errors import UserError
+from kubeless_local.runtimes import BackendBlock, Runtime
 
 OWN_LABEL = "io.kubeless-local.runtime"  # our images carry it: /kubeless follows the current generation
 
@@ -93,6 +97,34 @@ def configured_phases(runtime_id, version, entries):
 def configured_images(runtime_id, version, entries):
     """{phase: image} for ID + version from runtime-images entries."""
     return {name: phase.image for name, phase in configured_phases(runtime_id, version, entries).items()}
+
+
+def declared_runtime(runtime_id, version):
+    """(Runtime, the file declaring it) for an ID + version of the runtime-images file that has a runtime
+    phase, run in that image as any image of another's (restarted on every change); None when the file
+    declares none. The catalog asks this of an ID it does not know."""
+    path = runtime_images_file()
+    if path is None:
+        return None
+    entries = load_runtime_images(path)
+    runtime = configured_phases(runtime_id, version, entries).get("runtime")
+    if runtime is None:
+        return None
+    entry = next(e for e in entries if isinstance(e, dict) and str(_get(e, "ID") or "").lower() == runtime_id.lower())
+    declared = Runtime(
+        id=runtime_id,
+        version=version,
+        server="",
+        dep_name=str(_get(entry, "depName") or ""),
+        suffix=str(_get(entry, "fileNameSuffix") or ""),
+        executable="",
+        probe=(),
+        expect="",
+        image=runtime.image,
+        docker=BackendBlock(reload="restart"),
+        backend="docker",
+    )
+    return declared, path
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
 from kubeless_local import config
+from kubeless_local.emulator.recorder import marked
 from kubeless_local.emulator.triggers.subscriptions import subscriptions
 from kubeless_local.errors import Conflict, NotFound, Notice
 from kubeless_local.events import envelope
@@ -373,7 +374,8 @@ class Subscriber(threading.Thread):
         method, headers, body = envelope(
             event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
         )
-        send = functools.partial(link.send, method, instance.url, headers, body, answer_timeout(spec))
+        sent = {**headers, **marked(instance, event.source, self.sub.trigger)}  # who sends, for the recorder
+        send = functools.partial(link.send, method, instance.url, sent, body, answer_timeout(spec))
         taps = self.dispatcher.supervisor.taps
         return taps.exchange(self.sub.function, event.source, method, instance.url, headers, body, send)
 
