@@ -507,3 +507,9 @@ def test_flow(kubeless):
     folder = project(pytester, tests=tests)
     (folder / ".kubeless-local.yaml").write_text("kafka:\n  brokers: %s\n" % kafka_broker.address)
     run(pytester).assert_outcomes(passed=1)
+
+
+def test_the_packages_version_is_read_when_asked_for():
+    code = "import kubeless_local; assert '__version__' not in vars(kubeless_local); print(kubeless_local.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "0+unknown" or out[0].isdigit()
