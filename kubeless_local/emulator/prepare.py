@@ -486,7 +486,8 @@ BUILDS_KEPT = 20  # cached builds per runtime; older ones are removed
 
 
 def build_key(prepared, extra):
-    """sha256 of everything a compile reads: the code, the deps and runtime libraries, the toolchain."""
+    """sha256 of everything a compile reads: the code, the deps and runtime libraries, the toolchain, the
+    Function's env (the compile step runs with it)."""
     spec = prepared.spec
     digest = hashlib.sha256(
         repr(
@@ -497,6 +498,7 @@ def build_key(prepared, extra):
                 str(prepared.runtime_lib),
                 spec.module,
                 spec.function_name,
+                sorted(dict(spec.env).items()),
             )
         ).encode()
     )
