@@ -361,7 +361,10 @@ def install_deps(prepared, steps, deps, on_line):
         )
         argv, extra = steps.install_step(prepared.expand(install, **values))
         env.update({key: expand_refs(value, env) for key, value in extra.items()})
-        steps.run(STEP_INSTALL, argv, target, env, on_line, binds={"deps": (target, True)})
+        # {runtime_lib} too: a runtime may keep a download cache shared by every deps file there (Java's
+        # Maven repository)
+        binds = {"deps": (target, True), "runtime_lib": (prepared.runtime_lib, True)}
+        steps.run(STEP_INSTALL, argv, target, env, on_line, binds=binds)
 
     return cached_step(cache / key, build), digest
 

@@ -14,7 +14,8 @@ from processes import tree_rss_mb
 from sockets import read_to_end
 from waiting import wait_for, wait_until
 
-ABSENT_HEADER = {"go": "", "java": ""}  # Go's and Java's event fields are strings: an absent header is ""; elsewhere null
+# Go's and Java's event fields are strings: an absent header is ""; elsewhere null
+ABSENT_HEADER = {"go": "", "java": ""}
 FUNCTION_NAME = {"go": "Handler"}
 TIMEOUT_IS_A_STRING = {"ruby", "php", "go", "java"}  # context timeout: a string there, a number in Python and Node
 PARSES_JSON_WITH_PARAMS = {"nodejs"}  # body-parser accepts `application/json; charset=…`; others need it exact
