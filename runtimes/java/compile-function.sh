@@ -11,6 +11,9 @@
 # the server starts ({build}/compile-warnings.txt), or an error with
 # KUBELESS_LOCAL_JAVA_SOURCE_CHECK=error (the Function's env or this machine's).
 #
+# {build} gets the runtime server's classes too (params/, handler/: a few files), so that the build
+# alone runs (run.sh), also where a cluster's compilation phase copies it into the install volume.
+#
 # usage: compile-function.sh <javac> <runtime_lib> <install> <build> <module> <handler> <deps>
 set -u
 JAVAC=$1 LIB=$2 INSTALL=$3 BUILD=$4 MODULE=$5 HANDLER=$6 DEPS=$7
@@ -20,13 +23,11 @@ if ! printf '%s\n' "$MODULE" | grep -qx "$ident" || ! printf '%s\n' "$HANDLER" |
   echo "$MODULE.java: handler \"$MODULE.$HANDLER\" is not <Class>.<method> (spec.handler must be e.g. Foo.foo: class io.kubeless.Foo in Foo.java)"
   exit 1
 fi
-if [ ! -f "$INSTALL/$MODULE.java" ]; then
-  echo "$MODULE.java: no such file: handler $MODULE.$HANDLER is class io.kubeless.$MODULE in $MODULE.java"
-  exit 1
-fi
+# (a missing class or method is the server's load failure: one line naming the file, CompileError)
 
-rm -rf "$BUILD/classes" "$BUILD/release7" "$BUILD/sources" "$BUILD/compile-warnings.txt"
+rm -rf "$BUILD/classes" "$BUILD/params" "$BUILD/handler" "$BUILD/release7" "$BUILD/sources" "$BUILD/compile-warnings.txt"
 mkdir -p "$BUILD/classes" || exit 1
+cp -R "$LIB/params" "$LIB/handler" "$BUILD/" || exit 1
 find "$INSTALL/" -name '*.java' -type f | sed 's/.*/"&"/' > "$BUILD/sources"
 CP="$LIB/params:$DEPS/lib/*"
 if ! "$JAVAC" --release 11 -encoding UTF-8 -proc:none -Xlint:-options -d "$BUILD/classes" -cp "$CP" @"$BUILD/sources" > "$BUILD/compile.log" 2>&1; then
@@ -38,6 +39,7 @@ fi
 level_set() {
   [ -f "$INSTALL/pom.xml" ] && grep -Eq '<(maven\.compiler\.(source|target|release)|source|release)>' "$INSTALL/pom.xml"
 }
+rm -rf "$BUILD/release7" "$BUILD/compile.log"
 level_set && exit 0
 problems=""
 if ! "$JAVAC" --release 7 -encoding UTF-8 -proc:none -nowarn -Xlint:-options -d "$BUILD/release7" -cp "$CP" @"$BUILD/sources" > "$BUILD/release7.log" 2>&1; then
@@ -55,6 +57,7 @@ java7=$(sed 's/^"\(.*\)"$/\1/' "$BUILD/sources" | while read -r src; do
       echo "$src:$line: $what needs Java 7"
     done
 done | head -n 10)
+rm -rf "$BUILD/release7" "$BUILD/release7.log" "$BUILD/sources"
 [ -z "$problems$java7" ] && exit 0
 {
   echo "warning: this compiles locally, but the java11 image builds with -source 6; set maven.compiler.source/target >= 8 in pom.xml:"
