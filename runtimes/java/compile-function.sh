@@ -39,8 +39,8 @@ fi
 level_set() {
   [ -f "$INSTALL/pom.xml" ] && grep -Eq '<(maven\.compiler\.(source|target|release)|source|release)>' "$INSTALL/pom.xml"
 }
-rm -rf "$BUILD/release7" "$BUILD/compile.log"
-level_set && exit 0
+rm -f "$BUILD/compile.log"
+level_set && { rm -f "$BUILD/sources"; exit 0; }
 problems=""
 if ! "$JAVAC" --release 7 -encoding UTF-8 -proc:none -nowarn -Xlint:-options -d "$BUILD/release7" -cp "$CP" @"$BUILD/sources" > "$BUILD/release7.log" 2>&1; then
   problems=$(grep -E '\.java:[0-9]+: error:' "$BUILD/release7.log" | head -n 10)
