@@ -126,7 +126,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "Bare.java").write_text(BARE)
             subprocess.run(["javac", "-d", tmp, str(Path(tmp) / "Bare.java")], check=True)
-            bare = Baseline(["java", "-cp", tmp, "Bare", "{port}"])
+            bare = Baseline(["java", "-Dsun.net.httpserver.nodelay=true", "-cp", tmp, "Bare", "{port}"])
             try:
                 base = wrk(bare.url, 10, args.seconds)
             finally:

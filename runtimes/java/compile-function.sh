@@ -30,7 +30,8 @@ mkdir -p "$BUILD/classes" || exit 1
 cp -R "$LIB/params" "$LIB/handler" "$BUILD/" || exit 1
 find "$INSTALL/" -name '*.java' -type f | sed 's/.*/"&"/' > "$BUILD/sources"
 CP="$LIB/params:$DEPS/lib/*"
-if ! "$JAVAC" --release 11 -encoding UTF-8 -proc:none -Xlint:-options -d "$BUILD/classes" -cp "$CP" @"$BUILD/sources" > "$BUILD/compile.log" 2>&1; then
+FAST="-J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC"  # javac is a short run: the quick JIT is faster
+if ! "$JAVAC" $FAST --release 11 -encoding UTF-8 -proc:none -Xlint:-options -d "$BUILD/classes" -cp "$CP" @"$BUILD/sources" > "$BUILD/compile.log" 2>&1; then
   cat "$BUILD/compile.log"
   exit 1
 fi
@@ -42,7 +43,7 @@ level_set() {
 rm -f "$BUILD/compile.log"
 level_set && { rm -f "$BUILD/sources"; exit 0; }
 problems=""
-if ! "$JAVAC" --release 7 -encoding UTF-8 -proc:none -nowarn -Xlint:-options -d "$BUILD/release7" -cp "$CP" @"$BUILD/sources" > "$BUILD/release7.log" 2>&1; then
+if ! "$JAVAC" $FAST --release 7 -encoding UTF-8 -proc:none -nowarn -Xlint:-options -d "$BUILD/release7" -cp "$CP" @"$BUILD/sources" > "$BUILD/release7.log" 2>&1; then
   problems=$(grep -E '\.java:[0-9]+: error:' "$BUILD/release7.log" | head -n 10)
 fi
 # Java 7 syntax that --release 7 accepts and -source 6 refuses

@@ -14,6 +14,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 
 /**
@@ -28,6 +29,7 @@ final class Calls implements HttpHandler {
     private final Metrics metrics;
     private final long timeoutNanos;
     private final ExecutorService workers = Executors.newCachedThreadPool(Main.daemons("call"));
+    private final AtomicInteger inFlight = new AtomicInteger();
 
     Calls(Function function, Metrics metrics, double timeoutSeconds) {
         this.function = function;
@@ -46,9 +48,14 @@ final class Calls implements HttpHandler {
             } else if ("/metrics".equals(path)) {
                 status = send(exchange, 200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
             } else {
-                byte[] body = exchange.getRequestBody().readAllBytes();
-                bodySize = body.length;
-                status = call(exchange, body);
+                inFlight.incrementAndGet();
+                try {
+                    byte[] body = exchange.getRequestBody().readAllBytes();
+                    bodySize = body.length;
+                    status = call(exchange, body);
+                } finally {
+                    inFlight.decrementAndGet();
+                }
             }
         } catch (IOException e) {
             status = 499;  // the client went away
@@ -57,6 +64,17 @@ final class Calls implements HttpHandler {
             log(exchange, status);
             if (bodySize >= BIG_BODY) {
                 System.gc();  // with the serial collector and small free ratios, the heap shrinks
+            }
+        }
+    }
+
+    /** Waits until no call is in flight, or the deadline (System.nanoTime) has passed. */
+    void drain(long deadline) {
+        while (inFlight.get() > 0 && System.nanoTime() < deadline) {
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                return;
             }
         }
     }

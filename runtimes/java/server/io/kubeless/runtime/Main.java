@@ -56,10 +56,16 @@ public final class Main {
         }
         ExecutorService connections = Executors.newCachedThreadPool(daemons("http"));
         server.setExecutor(connections);  // unbounded: a slow client holds a thread, never the server
-        server.createContext("/", new Calls(function, new Metrics(), seconds));
+        Calls calls = new Calls(function, new Metrics(), seconds);
+        server.createContext("/", calls);
         server.start();
-        int drain = (int) Math.min(Math.ceil(seconds) + 1, 30);
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> server.stop(drain), "shutdown"));
+        // SIGTERM: the calls in flight finish (their timeout bounds them), then the server stops at once
+        // (HttpServer.stop(delay) of JDK 17 waits the whole delay even when nothing is in flight).
+        long drain = (long) (Math.min(seconds + 1, 30) * 1e9);
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            calls.drain(System.nanoTime() + drain);
+            server.stop(0);
+        }, "shutdown"));
         System.out.println("Java runtime serving " + module + "." + handler + " on " + bind + ":" + port);
         if (control) {
             System.out.println("@kubeless-local {\"event\": \"ready\", \"generation\": 0}");
