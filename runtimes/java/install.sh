@@ -9,6 +9,10 @@ set -u
 MVN=$1 RUNTIME_DIR=$2 LIB=$3
 mkdir -p function lib || exit 1
 cp pom.xml function/pom.xml && cp "$RUNTIME_DIR/kubeless-parent.pom" pom.xml || exit 1
+# A pom whose only dependencies are Kubeless' own (io.kubeless:params, which the runtime provides)
+# needs no Maven at all: nothing to copy, no network (the init template's pom).
+others=$(awk '/<dependencies>/{d=1} /<\/dependencies>/{d=0} d && /<groupId>/{gsub(/.*<groupId>|<\/groupId>.*/, ""); print}' function/pom.xml | grep -vx 'io\.kubeless')
+[ -z "$others" ] && exit 0
 GOAL="org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
 set -- -B -ntp -Dmaven.repo.local="$LIB/repository" -f function/pom.xml "$GOAL" \
   -DoutputDirectory="$PWD/lib" -DincludeScope=runtime -DexcludeGroupIds=io.kubeless
