@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import cli, wait_for_answer
 from sockets import free_port
@@ -76,12 +77,14 @@ def test_the_kubeless_java_examples_through_function_deploy(tmp_path):
         cli("down", cwd=project)
 
 
-def test_run_shows_compile_errors_keeps_the_last_good_code_and_stops_runaway_calls(tmp_path, start_dev):
+@pytest.mark.parametrize("backend", ["process", "docker"])
+def test_run_shows_compile_errors_keeps_the_last_good_code_and_stops_runaway_calls(tmp_path, start_dev, backend):
     shutil.copy(EXAMPLES / "HelloGet.java", tmp_path / "Foo.java")
     port = free_port()
     url = "http://127.0.0.1:%d/" % port
     run = start_dev(
         *("run", "Foo.java", "--runtime", "java11", "--handler", "Foo.foo", "--timeout", "2", "--port", str(port)),
+        *("--backend", backend),
         cwd=tmp_path,
     )
     run.wait_for_output("Watching", timeout=180)
