@@ -20,6 +20,7 @@ from kubeless_local.runtimes import Catalog
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 FUNCTION_NAMES = {"go": "Handler"}  # exported Go functions start with a capital
+UNLABELLED_METRICS = {"java"}  # Kubeless' Java runtime: function_* families without the `method` label
 CATALOG = Catalog()
 
 
@@ -112,6 +113,8 @@ class RunningFunction:
         return self.request("POST", path, **kwargs)
 
     def method_label(self, method):
+        if self.language in UNLABELLED_METRICS:
+            return None
         return "%s-%s" % (self.spec.module, method) if self.language == "nodejs" else method
 
     def metrics(self):
