@@ -14,7 +14,8 @@ PACKAGES="ruby ruby-sinatra ruby-prometheus-client-mmap ruby-webrick
           nodejs npm golang-go
           wrk docker.io debootstrap ca-certificates curl
           openjdk-17-jre-headless maven
-          containerd runc containernetworking-plugins busybox-static iproute2 gcc libc6-dev"
+          containerd runc containernetworking-plugins busybox-static iproute2 gcc libc6-dev
+          apache2-utils"
 missing=""
 for p in $PACKAGES; do
     case "$p" in  # toolchains the machine may already have from elsewhere (nodesource node, /usr/local/go)
