@@ -67,8 +67,14 @@ def init(name, runtime, force):
     help="A real Kafka broker: dev consumes from it for the KafkaTriggers, as the Kubeless controller does "
     "(default: $KAFKA_BROKERS, else `kafka: {brokers: …}` in .kubeless-local.yaml, else embedded topics).",
 )
+@click.option(
+    "--gateway-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the HTTPTrigger gateway on 127.0.0.1 (default 8480; 0: any free one); it listens only when the"
+    " project has HTTPTriggers.",
+)
 @user_errors
-def dev(path, backend, ignore, kafka_brokers):
+def dev(path, backend, ignore, kafka_brokers, gateway_port):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
     serve(
@@ -77,6 +83,7 @@ def dev(path, backend, ignore, kafka_brokers):
         manifests=specs.load(root, ignore) if root.is_file() else None,
         ignore=ignore,
         kafka_brokers=kafka_brokers,
+        gateway_port=gateway_port,
     )
 
 

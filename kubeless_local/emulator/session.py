@@ -17,6 +17,7 @@ from kubeless_local import spec as specs
 from kubeless_local.emulator import backends, registry
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import BackendFactory
+from kubeless_local.emulator.gateway import Gateway
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
@@ -59,6 +60,7 @@ class DevSession:
         deployed_only: bool = False,
         guardian: Callable[[Path], Guardian] = Guardian,
         word: Callable[[UserError | str], str] = str,
+        gateway_port: Optional[int] = None,
     ) -> None:
         self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
@@ -84,6 +86,8 @@ class DevSession:
         self.guardian: Optional[Guardian] = None
         self.cron: Optional[Cron] = None
         self.events: Optional[delivery.Dispatcher] = None  # the embedded topics' Dispatcher
+        self.gateway_port = gateway_port  # the HTTPTrigger gateway's port (None: gateway.DEFAULT_PORT)
+        self.gateway: Optional[Gateway] = None
 
     def start(self) -> None:
         """Start every function and watch the folder. UserError for what the user must fix first."""
@@ -143,6 +147,9 @@ class DevSession:
             self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty, self.deployed_only
         )
         self.project.on_manifests.append(self._update_events)
+        # HTTPTriggers: the gateway listens once the first load has routes (emulator/gateway.py)
+        self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, self.gateway_port)
+        self.project.on_manifests.append(self.gateway.update)
         self.project.start()
         self.project.watch()
         self.cron.start()
@@ -195,6 +202,8 @@ class DevSession:
                 self.events.stop()  # first: subscribers commit their positions while functions still answer
             if self.cron is not None:
                 self.cron.stop()
+            if self.gateway is not None:
+                self.gateway.stop()
             if self.kafka is not None:
                 self.kafka.stop()  # before the functions: a message being delivered stays uncommitted
             if self.project is not None:

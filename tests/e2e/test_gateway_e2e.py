@@ -1,0 +1,205 @@
+"""The HTTPTrigger gateway of a real `dev`, in front of real Python and Node functions (issue O)."""
+
+import base64
+import json
+import os
+import subprocess
+import textwrap
+
+import pytest
+import requests
+from conftest import cli
+from sockets import free_port, taken_port
+
+BACKENDS = os.environ.get("KUBELESS_LOCAL_TEST_BACKENDS", "process").split(",")
+
+PY_ECHO = textwrap.dedent(
+    """\
+    def handler(event, context):
+        request = event["extensions"]["request"]
+        return {"path": request.fullpath, "query": request.query_string,
+                "headers": {k.lower(): v for k, v in request.headers.items()}}
+    """
+)
+JS_ECHO = textwrap.dedent(
+    """\
+    module.exports = {
+      handler: (event, context) => {
+        const r = event.extensions.request;
+        return {path: r.path, query: r.originalUrl.split('?')[1] || '', headers: r.headers};
+      },
+    };
+    """
+)
+USERS = {"alice": ("-m", "apr1 pass"), "bob": ("-B", "bcrypt pass"), "carol": ("-s", "sha pass")}
+
+
+def function(name, runtime, source, handler="handler.handler"):
+    return textwrap.dedent(
+        """\
+        apiVersion: kubeless.io/v1beta1
+        kind: Function
+        metadata:
+          name: %s
+          annotations: {local.kubeless.io/source: %s}
+        spec: {runtime: %s, handler: %s}
+        """
+        % (name, source, runtime, handler)
+    )
+
+
+def http_trigger(name, function, host, path="", annotations=None, **spec):
+    document = {
+        "apiVersion": "kubeless.io/v1beta1",
+        "kind": "HTTPTrigger",
+        "metadata": {"name": name, **({"annotations": annotations} if annotations else {})},
+        "spec": {"function-name": function, "host-name": host, "path": path, **spec},
+    }
+    return json.dumps(document) + "\n"
+
+
+def htpasswd_secret():
+    """A Secret manifest whose auth key Debian's htpasswd wrote: one user per format."""
+    lines = b"".join(
+        subprocess.run(["htpasswd", "-nb", flag, user, password], capture_output=True, check=True).stdout.strip()
+        + b"\n"
+        for user, (flag, password) in USERS.items()
+    )
+    return "apiVersion: v1\nkind: Secret\nmetadata: {name: users}\ntype: Opaque\ndata:\n  auth: %s\n" % (
+        base64.b64encode(lines).decode()
+    )
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "py").mkdir()
+    (tmp_path / "py" / "handler.py").write_text(PY_ECHO)
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "handler.js").write_text(JS_ECHO)
+    (tmp_path / "functions.yaml").write_text(
+        function("pyecho", "python3.11", "py/handler.py") + "---\n" + function("jsecho", "nodejs20", "js/handler.js")
+    )
+    triggers = [
+        http_trigger("a", "pyecho", "a.test", "echo"),
+        http_trigger("a-api", "jsecho", "a.test", "api", gateway="traefik"),
+        http_trigger(
+            "b",
+            "jsecho",
+            "b.test",
+            annotations={"nginx.ingress.kubernetes.io/cors-allow-origin": "https://app.test"},
+            **{"cors-enable": True},
+        ),
+        http_trigger(
+            "bad-cors",
+            "jsecho",
+            "c.test",
+            annotations={"nginx.ingress.kubernetes.io/cors-allow-methods": "GET;$pid"},
+            **{"cors-enable": True},
+        ),
+        http_trigger("auth", "pyecho", "auth.test", **{"basic-auth-secret": "users", "cors-enable": True}),
+        http_trigger("auth-js", "jsecho", "auth-js.test", **{"basic-auth-secret": "users"}),
+    ]
+    (tmp_path / "triggers.yaml").write_text("---\n".join(triggers))
+    (tmp_path / "secret.yaml").write_text(htpasswd_secret())
+    return tmp_path
+
+
+def start(start_dev, project, backend):
+    port = free_port()
+    dev = start_dev("dev", "--backend", backend, "--gateway-port", str(port), cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    return dev, "http://127.0.0.1:%d" % port
+
+
+def get(gateway, host, target, method="GET", **kwargs):
+    return requests.request(
+        method, gateway + target, headers={"Host": host, **kwargs.pop("headers", {})}, timeout=30, **kwargs
+    )
+
+
+# (Host, request, function, path the function sees, query it sees) or 404
+ROUTING = [
+    ("a.test", "/echo/deep?q=1", "pyecho", "/", "q=1"),
+    ("a.test", "/ECHO", "pyecho", "/", ""),
+    ("a.test", "/echoes", "pyecho", "/", ""),
+    ("a.test:8480", "/echo?x=y", "pyecho", "/", "x=y"),
+    ("a.test.localhost", "/echo", "pyecho", "/", ""),
+    ("a.test", "/api/v1?z=2", "jsecho", "/api/v1", "z=2"),
+    ("a.test", "/apis", 404, None, None),
+    ("a.test", "/other", 404, None, None),
+    ("b.test", "/any/path?k=v", "jsecho", "/any/path", "k=v"),
+    ("unknown.test", "/", 404, None, None),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_gateway_routes_rewrites_authenticates_and_sets_cors(tmp_path, start_dev, project, backend):
+    dev, gateway = start(start_dev, project, backend)
+    assert "routes on %s" % gateway in dev.output()
+    rows = json.loads(cli("ls", "-o", "json", cwd=project, check=True).stdout)
+    assert {row["backend"] for row in rows} == {backend}
+    assert "http://a.test.localhost:%s/echo" % gateway.rsplit(":", 1)[1] in dev.output()
+
+    for host, target, function, path, query in ROUTING:
+        answer = get(gateway, host, target, headers={"Proxy": "http://evil.test"})
+        if function == 404:
+            assert (answer.status_code, answer.text) == (404, "default backend - 404"), (host, target)
+            continue
+        assert answer.status_code == 200, (host, target, answer.text)
+        seen = answer.json()
+        assert (seen["path"], seen["query"]) == (path, query), (host, target)
+        headers = seen["headers"]
+        assert "proxy" not in headers
+        assert (headers["x-real-ip"], headers["x-forwarded-for"], headers["x-forwarded-proto"]) == (
+            "127.0.0.1",
+        ) * 2 + ("http",)
+        assert (headers["x-forwarded-host"], headers["x-scheme"], headers["host"]) == (host, "http", host)
+        assert headers["x-forwarded-port"] == gateway.rsplit(":", 1)[1] and len(headers["x-request-id"]) == 32
+
+    # CORS behind the Node runtime, which sets Access-Control-Allow-Origin itself: ours replaces it, never two
+    answer = get(gateway, "b.test", "/", headers={"Origin": "https://app.test"})
+    assert answer.raw.headers.getlist("Access-Control-Allow-Origin") == ["https://app.test"]
+    assert answer.headers["Access-Control-Allow-Credentials"] == "true"
+    preflight = get(gateway, "b.test", "/", method="OPTIONS", headers={"Access-Control-Request-Method": "PUT"})
+    assert preflight.status_code == 204 and preflight.raw.headers.getlist("Access-Control-Allow-Origin") == [
+        "https://app.test"
+    ]
+    assert preflight.headers["Access-Control-Max-Age"] == "1728000"
+    fallback = get(gateway, "c.test", "/", method="OPTIONS")
+    assert fallback.headers["Access-Control-Allow-Methods"] == "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+
+    # basic auth: apr1, bcrypt and SHA lines from htpasswd; the function never sees Authorization
+    assert get(gateway, "auth.test", "/", method="OPTIONS").status_code == 204  # preflight before auth
+    refused = get(gateway, "auth.test", "/")
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic realm=")
+    assert refused.headers["Access-Control-Allow-Origin"] == "*"  # CORS headers on the 401 too
+    for user, (_, password) in USERS.items():
+        for host in ("auth.test", "auth-js.test"):
+            assert get(gateway, host, "/", auth=(user, password + "x")).status_code == 401, (user, host)
+            answer = get(gateway, host, "/x?y=1", auth=(user, password))
+            assert answer.status_code == 200, (user, host, answer.text)
+            assert "authorization" not in answer.json()["headers"]
+
+
+def test_a_reload_updates_the_routes_and_problems_are_one_line(tmp_path, start_dev, project):
+    dev, gateway = start(start_dev, project, "process")
+    assert get(gateway, "new.test", "/").status_code == 404
+    with open(project / "triggers.yaml", "a") as file:
+        file.write("---\n" + http_trigger("new", "pyecho", "new.test", "fresh"))
+        file.write("---\n" + http_trigger("dup", "jsecho", "new.test", "fresh"))
+    dev.wait_until(lambda: get(gateway, "new.test", "/fresh/x").status_code == 200, "the new route served", timeout=30)
+    assert get(gateway, "new.test", "/fresh").json()["path"] == "/"
+    dev.wait_for_output(
+        "HTTPTrigger new and %s: HTTPTrigger dup both route host new.test path /fresh" % (project / "triggers.yaml")
+    )
+
+
+def test_a_taken_gateway_port_is_one_line_and_exit_2(tmp_path, project):
+    with taken_port() as port:
+        result = cli("dev", "--gateway-port", str(port), cwd=project, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (
+        "error: the HTTPTrigger gateway cannot listen on 127.0.0.1:%d: Address already in use; pass --gateway-port PORT"
+        " (0: any free port)" % port
+    )
