@@ -7,13 +7,16 @@ to the function's own URL over a kept-alive connection (a pool per URL), with th
 headers set, `Proxy` (and after basic auth, `Authorization`) removed, and the route's CORS headers replacing
 any of the same name the function set. A function that does not serve yet is waited for a few seconds,
 then answered 503 as an ingress without endpoints answers.
+
+One asyncio loop in a thread of its own serves every connection (HTTP/1.1 keep-alive, parsed here: the
+stdlib's parsers cost more than the hop itself, BENCHMARKS.md "HTTPTrigger gateway").
 """
 
-import http.client
+import asyncio
+import os
 import socket
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlsplit
@@ -34,37 +37,75 @@ UNAVAILABLE = (
 )
 
 
-class Upstreams:
-    """Idle kept-alive connections to each function URL; a connection serves one request at a time."""
+MAX_HEAD = 64 * 1024  # request or response headers larger than this: 431 / 502, as nginx's buffers refuse them
+MAX_IDLE = 16  # idle kept-alive connections kept per function
 
-    def __init__(self):
-        self.idle: dict = {}  # (host, port) → [HTTPConnection]
-        self.lock = threading.Lock()
 
-    def take(self, url: str, timeout: float) -> tuple:
-        """(connection, reused)."""
-        parts = urlsplit(url)
-        key = (parts.hostname, parts.port)
-        with self.lock:
-            pool = self.idle.get(key)
-            if pool:
-                connection = pool.pop()
-                connection.timeout = timeout
-                if connection.sock is not None:
-                    connection.sock.settimeout(timeout)
-                return connection, True
-        return http.client.HTTPConnection(parts.hostname or HOST, parts.port, timeout=timeout), False
+class BadMessage(Exception):
+    """A request or answer that is not HTTP/1.x as this reads it."""
 
-    def give_back(self, connection: http.client.HTTPConnection) -> None:
-        with self.lock:
-            self.idle.setdefault((connection.host, connection.port), []).append(connection)
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def parse_head(head: bytes) -> tuple:
+    """(first line's three parts, [(name, value)]) of a message head ending in CRLF CRLF."""
+    try:
+        first, *lines = head[:-4].decode("latin-1").split("\r\n")
+        parts = first.split(" ", 2)
+    except ValueError:
+        raise BadMessage("undecodable head") from None
+    if len(parts) < 2:
+        raise BadMessage("malformed first line %r" % first[:80])
+    headers = []
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadMessage("malformed header line %r" % line[:80])
+        headers.append((name, value.strip()))
+    return (*parts, "")[:3], headers
+
+
+async def read_body(reader: asyncio.StreamReader, headers: dict, until_eof: bool = False) -> bytes:
+    """The body of a message whose headers (lower-cased names) are `headers`; chunked decoded."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks: list = []
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BadMessage("malformed chunk size") from None
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise BadMessage("malformed Content-Length")
+        return await reader.readexactly(int(length)) if int(length) else b""
+    return await reader.read() if until_eof else b""
+
+
+class Upstream:
+    """One kept-alive connection to a function's server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
 
     def close(self) -> None:
-        with self.lock:
-            pools, self.idle = self.idle, {}
-        for pool in pools.values():
-            for connection in pool:
-                connection.close()
+        self.writer.close()
+
+    def abort(self) -> None:
+        """The function did not answer in time: the read waiting on it fails (IncompleteReadError)."""
+        self.writer.transport.abort()
 
 
 class Gateway:
@@ -78,9 +119,10 @@ class Gateway:
         self.port = DEFAULT_PORT if port is None else port
         self.say = say
         self.table = http_routes.RouteTable()
-        self.server: Optional[ThreadingHTTPServer] = None
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.server: Optional[asyncio.AbstractServer] = None
         self.thread: Optional[threading.Thread] = None
-        self.upstreams = Upstreams()
+        self.idle: dict = {}  # (host, port) → [Upstream], touched only by the loop's thread
         self.shown: tuple = ()  # the route lines last printed
         self.problems: list = []
         self.loaded = False  # the first update (dev's start) raises a taken port; later ones say it
@@ -123,33 +165,115 @@ class Gateway:
         return "http://%s:%d%s" % (host, self.port, route.path)
 
     def start(self) -> None:
+        loop = asyncio.new_event_loop()
         try:
-            server = _Server((HOST, self.port), _Handler)
+            server = loop.run_until_complete(
+                asyncio.start_server(self._serve, HOST, self.port, backlog=128, limit=MAX_HEAD)
+            )
         except OSError as exc:
+            loop.close()
             raise Conflict(
-                "the HTTPTrigger gateway cannot listen on %s:%d: %s" % (HOST, self.port, exc.strerror or exc),
+                "the HTTPTrigger gateway cannot listen on %s:%d: %s"
+                % (HOST, self.port, os.strerror(exc.errno) if exc.errno else exc),
                 "gateway port",
                 str(self.port),
             ) from None
-        server.gateway = self
-        self.port = server.server_address[1]  # port 0: the one the system gave
-        self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)
+        self.port = server.sockets[0].getsockname()[1]  # port 0: the one the system gave
+        self.loop, self.server = loop, server
+        self.thread = threading.Thread(target=loop.run_forever, name="gateway", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-        self.upstreams.close()
+        loop, server = self.loop, self.server
+        if loop is None or server is None:
+            return
+        self.server = None
+
+        async def close():
+            server.close()
+            for pool in self.idle.values():
+                for upstream in pool:
+                    upstream.close()
+            self.idle.clear()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        loop.close()
+
+    # ------------------------------------------------------------ serving
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = writer.get_extra_info("peername") or ("127.0.0.1", 0)
+        try:
+            while await self._one_request(reader, writer, peer[0]):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass  # the client went away, or sent something too large to read
+        except BadMessage:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        except Exception as exc:  # noqa: BLE001 - one bad request must not end the gateway; said in its log
+            self.emit("request from %s failed: %r" % (peer[0], exc))
+        finally:
+            writer.close()
+
+    async def _one_request(self, reader, writer, client: str) -> bool:
+        """Serve one request; False when the connection is to close."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial.strip():
+                raise BadMessage("incomplete head") from None
+            return False  # closed between requests
+        (method, target, version), headers = parse_head(head)
+        lower = {name.lower(): value for name, value in headers}
+        if lower.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = await read_body(reader, lower)
+        connection = lower.get("connection", "").lower()
+        keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+        decision = self.table.decide(method, lower.get("host", ""), target, lower, client=client, port=self.port)
+        if decision.status:
+            if decision.status in (404, 401):
+                self.emit(
+                    "%s %s (Host %s): %d, %s" % (method, target, lower.get("host"), decision.status, decision.reason)
+                )
+            self._answer(writer, method, decision.status, "", list(decision.response_headers), decision.body, keep)
+        else:
+            status, reason, answered, answer = await self.forward(decision, method, headers, body)
+            replaced = {name.lower() for name, _ in decision.response_headers}
+            kept = [(k, v) for k, v in answered if k.lower() not in replaced and k.lower() not in HOP_BY_HOP]
+            self._answer(writer, method, status, reason, kept + list(decision.response_headers), answer, keep)
+        await writer.drain()
+        return keep
+
+    @staticmethod
+    def _answer(writer, method: str, status: int, reason: str, headers: list, body: bytes, keep: bool) -> None:
+        lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))]
+        lines += ["%s: %s" % (k, v) for k, v in headers if k.lower() != "content-length"]
+        no_body = status in (204, 304) or 100 <= status < 200
+        if not no_body:
+            lines.append("Content-Length: %d" % len(body))
+        if not keep:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        writer.write(head if no_body or method == "HEAD" else head + body)
 
     # ------------------------------------------------------------ forwarding
-    def forward(self, decision: http_routes.Decision, method: str, headers: list, body: bytes) -> tuple:
+    async def _ready(self, name: str):
+        found = self.supervisor.wait_ready(name, 0)  # serving: the common case, without a thread
+        if found is None:
+            found = await asyncio.get_running_loop().run_in_executor(None, self.supervisor.wait_ready, name, READY_WAIT)
+        return found
+
+    async def forward(self, decision: http_routes.Decision, method: str, headers: list, body: bytes) -> tuple:
         """(status, reason, headers, body) of the function's answer to the decided request."""
         route = decision.route
         assert route is not None
-        found = self.supervisor.wait_ready(route.function, READY_WAIT)
+        found = await self._ready(route.function)
         if found is None:
             self.emit("%s %s: function %s does not serve: 503" % (method, decision.target, route.function))
             return 503, "Service Temporarily Unavailable", [("Content-Type", "text/html")], UNAVAILABLE
@@ -157,119 +281,64 @@ class Gateway:
         replaced = {name.lower() for name, _ in decision.set_headers}
         dropped = set(decision.drop_headers) | HOP_BY_HOP | replaced | {"content-length"}
         sent = [(k, v) for k, v in headers if k.lower() not in dropped] + list(decision.set_headers)
+        if body or method in ("POST", "PUT", "PATCH"):
+            sent.append(("Content-Length", str(len(body))))
+        lines = ["%s %s HTTP/1.1" % (method, decision.target)] + ["%s: %s" % pair for pair in sent]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
+        parts = urlsplit(instance.url)
+        key = (parts.hostname or HOST, parts.port)
         timeout = float(spec.timeout) + 10  # the function answers 408 itself at its timeout
         for attempt in range(2):
-            connection, reused = self.upstreams.take(instance.url, timeout)
+            pool = self.idle.get(key)
+            reused = bool(pool)
             try:
-                connection.putrequest(method, decision.target, skip_host=True, skip_accept_encoding=True)
-                for name, value in sent:
-                    connection.putheader(name, value)
-                if body or method in ("POST", "PUT", "PATCH"):
-                    connection.putheader("Content-Length", str(len(body)))
-                connection.endheaders(body or None)
-                response = connection.getresponse()
-                answer = response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                connection.close()
+                upstream = pool.pop() if pool else Upstream(*await asyncio.open_connection(*key, limit=MAX_HEAD))
+            except OSError as exc:
+                return self._bad_gateway(route, exc)
+            expiry = asyncio.get_running_loop().call_later(timeout, upstream.abort)  # cheaper than wait_for
+            try:
+                upstream.writer.write(request)
+                answer = await self._response(upstream, method)
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                upstream.close()
+                if expiry.cancelled() is False and expiry.when() <= asyncio.get_running_loop().time():
+                    return self._bad_gateway(route, TimeoutError("no answer within %gs" % timeout))
                 if reused and attempt == 0:
                     continue  # a kept-alive connection the function closed while idle: a fresh one
                 return self._bad_gateway(route, exc)
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
+            except (OSError, TimeoutError, asyncio.LimitOverrunError, BadMessage) as exc:
+                upstream.close()
                 return self._bad_gateway(route, exc)
-            if response.will_close:
-                connection.close()
+            finally:
+                expiry.cancel()
+            status, reason, answered, data, will_close = answer
+            if will_close:
+                upstream.close()
+            elif len(self.idle.setdefault(key, [])) < MAX_IDLE:
+                self.idle[key].append(upstream)
             else:
-                self.upstreams.give_back(connection)
-            return response.status, response.reason, response.getheaders(), answer
+                upstream.close()
+            return status, reason, answered, data
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _response(upstream: Upstream, method: str) -> tuple:
+        head = await upstream.reader.readuntil(b"\r\n\r\n")
+        (version, status_text, reason), headers = parse_head(head)
+        if not status_text.isdigit():
+            raise BadMessage("malformed status line")
+        status = int(status_text)
+        lower = {name.lower(): value for name, value in headers}
+        connection = lower.get("connection", "").lower()
+        will_close = connection == "close" if version == "HTTP/1.1" else connection != "keep-alive"
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            data = b""
+        else:
+            framed = "content-length" in lower or "chunked" in lower.get("transfer-encoding", "").lower()
+            will_close = will_close or not framed
+            data = await read_body(upstream.reader, lower, until_eof=not framed)
+        return status, reason, headers, data, will_close
 
     def _bad_gateway(self, route, exc) -> tuple:
         self.emit("function %s did not answer (%s): 502" % (route.function, exc or type(exc).__name__))
         return 502, "Bad Gateway", [("Content-Type", "text/html")], b"<html><body>502 Bad Gateway</body></html>"
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    gateway: Gateway
-    scheme = "http"
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def __getattr__(self, name: str):
-        if name.startswith("do_"):  # every method goes through the table
-            return self._serve
-        raise AttributeError(name)
-
-    def log_message(self, format, *args):
-        pass  # the function's own access log records each call
-
-    def setup(self):
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks: list = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _serve(self) -> None:
-        gateway = self.server.gateway
-        headers = list(self.headers.items())
-        try:
-            body = self._body()
-        except ValueError:
-            self._answer(400, [], b"bad request body")
-            return
-        decision = gateway.table.decide(
-            self.command,
-            self.headers.get("Host") or "",
-            self.path,
-            {k.lower(): v for k, v in headers},
-            client=self.client_address[0],
-            scheme=self.server.scheme,
-            port=self.server.server_address[1],
-        )
-        if decision.status:
-            if decision.status in (404, 401):
-                gateway.emit(
-                    "%s %s (Host %s): %d, %s"
-                    % (self.command, self.path, self.headers.get("Host"), decision.status, decision.reason)
-                )
-            self._answer(decision.status, list(decision.response_headers), decision.body)
-            return
-        status, reason, answered, answer = gateway.forward(decision, self.command, headers, body)
-        replaced = {name.lower() for name, _ in decision.response_headers}
-        kept = [(k, v) for k, v in answered if k.lower() not in replaced | HOP_BY_HOP | {"content-length"}]
-        self._answer(status, kept + list(decision.response_headers), answer, reason)
-
-    def _answer(self, status: int, headers: list, body: bytes, reason: str = "") -> None:
-        lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))]
-        lines += ["%s: %s" % (k, v) for k, v in headers if k.lower() != "content-length"]
-        no_body = status in (204, 304) or 100 <= status < 200
-        if not no_body:
-            lines.append("Content-Length: %d" % len(body))
-        if self.close_connection:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        self.wfile.write(head if no_body or self.command == "HEAD" else head + body)
