@@ -18,6 +18,7 @@ reading the project's Secret manifests (`secrets_in`).
 """
 
 import base64
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ NGINX = "nginx.ingress.kubernetes.io/"
 KONG_AUTH = "Setting basic authentication with Kong is not yet supported"  # the controller's words
 TLS_BOTH = "Can not create ingress object from HTTP trigger spec with both TLSSecret and IngressTLS specified"
 DEFAULT_BACKEND = b"default backend - 404"  # what ingress-nginx's default backend answers
+# Hop-by-hop headers (RFC 9110 §7.6.1): never passed on; Content-Length is recomputed.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,7 @@ class Cors:
             found += [
                 ("Access-Control-Max-Age", self.max_age),
                 ("Content-Type", "text/plain charset=UTF-8"),
-                ("Content-Length", "0"),
-            ]
+            ]  # and `Content-Length: 0`, which nginx drops from a 204 as HTTP wants
         return found
 
 
@@ -273,6 +277,18 @@ class Decision:
     body: bytes = b""
     candidates: tuple = ()  # every route, matched or not, and why
     reason: str = ""
+
+    def request_headers(self, headers: list) -> list:
+        """The headers the function receives, of the request's (name, value) pairs (Content-Length aside)."""
+        replaced = {name.lower() for name, _ in self.set_headers}
+        dropped = set(self.drop_headers) | HOP_BY_HOP | replaced | {"content-length"}
+        return [(k, v) for k, v in headers if k.lower() not in dropped] + list(self.set_headers)
+
+    def response_headers_over(self, answered: list) -> list:
+        """The answer's headers: the function's, those of the route (CORS) replacing any of the same name."""
+        replaced = {name.lower() for name, _ in self.response_headers}
+        kept = [(k, v) for k, v in answered if k.lower() not in replaced and k.lower() not in HOP_BY_HOP]
+        return kept + list(self.response_headers)
 
 
 def split_host(host_header: str) -> tuple:
@@ -502,7 +518,7 @@ def build(manifests: specs.Manifests, secrets: dict, auth_checker: Optional[Call
                     "%s: spec.function-name %r names no Function in this project" % (route.origin, route.function)
                 )
             if route.auth_secret:
-                checkers[route.auth_secret] = checker_for(route, secrets, auth_checker)
+                checkers[route.auth_secret] = remembered(checker_for(route, secrets, auth_checker))
         except UserError as exc:
             problems.append((trigger.origin, str(exc)))
             continue
@@ -520,6 +536,26 @@ def build(manifests: specs.Manifests, secrets: dict, auth_checker: Optional[Call
         taken[key] = route
         routes.append(route)
     return Routes(RouteTable(routes, secrets, checkers), problems)
+
+
+def remembered(check: Callable, size: int = 1024) -> Callable:
+    """`check` that remembers the credentials it accepted (by their sha256): a bcrypt check costs milliseconds,
+    and a browser sends the same Authorization on every request."""
+    accepted: set = set()
+
+    def checked(user: str, password: str) -> bool:
+        key = hashlib.sha256(("%s\0%s" % (user, password)).encode()).digest()
+        if key in accepted:
+            return True
+        if not check(user, password):
+            return False
+        if len(accepted) >= size:
+            accepted.clear()
+        accepted.add(key)
+        return True
+
+    checked.check = check  # type: ignore[attr-defined]
+    return checked
 
 
 def checker_for(route: Route, secrets: dict, auth_checker: Optional[Callable]) -> Callable:
@@ -544,3 +580,49 @@ def checker_for(route: Route, secrets: dict, auth_checker: Optional[Callable]) -
         )
     where = "%s: Secret %s key auth" % (secret.get("__file__") or route.origin, route.auth_secret)
     return (auth_checker or htpasswd.Htpasswd.parse)(auth, where)
+
+
+def project_routes(root: Path, ignore=()) -> Routes:
+    """The routes `dev` would serve for the project under `root` now (its manifests and Secrets)."""
+    root = Path(root).resolve()
+    manifests = specs.Loader(root, specs.Ignore(ignore)).collect()
+    return build(manifests, secrets_in(root if root.is_dir() else root.parent, ignore))
+
+
+def explain(table: RouteTable, method: str, url: str, headers: list, port: int) -> dict:
+    """What the gateway on `port` does with a request, as data (`gateway explain`): every route and why it
+    matched or not, the gateway's own answer or the exact request the function receives. `url`'s host is the
+    Host unless `headers` has one."""
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    given = {name.lower(): value for name, value in headers}
+    host = given.get("host") or parts.netloc
+    if "host" not in given:
+        headers = [("Host", host), *headers]
+        given["host"] = host
+    scheme = parts.scheme or "http"
+    decision = table.decide(method, host, target, given, scheme=scheme, port=port, request_id=lambda: "<generated>")
+    route = decision.route
+    found: dict = {
+        "request": {"method": method, "url": url, "host": host, "target": target},
+        "candidates": [
+            {"trigger": c.route.trigger, "route": c.route.describe(), "matched": c.matched, "why": c.why}
+            for c in decision.candidates
+        ],
+        "trigger": route.trigger if route else None,
+        "function": route.function if route else None,
+        "status": decision.status or None,  # the gateway's own answer; None: the function answers
+        "reason": decision.reason,
+        "auth": ("basic, secret %s" % route.auth_secret) if route and route.auth_secret else "none",
+        "cors": route.cors is not None if route else False,
+        "response_headers": [list(pair) for pair in decision.response_headers],
+    }
+    if route is not None and route.cors is not None and route.cors.fallbacks:
+        found["cors_fallbacks"] = ["%s: %r is not valid, the default is used" % pair for pair in route.cors.fallbacks]
+    if not decision.status:
+        found["forwarded"] = {
+            "method": method,
+            "target": decision.target,
+            "headers": [list(pair) for pair in decision.request_headers(headers)],
+        }
+    return found

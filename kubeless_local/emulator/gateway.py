@@ -29,8 +29,6 @@ DEFAULT_PORT = 8480
 HOST = "127.0.0.1"
 LOG_NAME = "gateway"  # the log the gateway's lines go to (`kubeless-local logs gateway`)
 READY_WAIT = 10.0  # seconds a request waits for a function that is starting or reloading
-# Hop-by-hop headers (RFC 9110 §7.6.1): never passed on; Content-Length is recomputed.
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 UNAVAILABLE = (
     b"<html><head><title>503 Service Temporarily Unavailable</title></head><body>503 Service Temporarily"
     b" Unavailable</body></html>"
@@ -244,9 +242,7 @@ class Gateway:
             self._answer(writer, method, decision.status, "", list(decision.response_headers), decision.body, keep)
         else:
             status, reason, answered, answer = await self.forward(decision, method, headers, body)
-            replaced = {name.lower() for name, _ in decision.response_headers}
-            kept = [(k, v) for k, v in answered if k.lower() not in replaced and k.lower() not in HOP_BY_HOP]
-            self._answer(writer, method, status, reason, kept + list(decision.response_headers), answer, keep)
+            self._answer(writer, method, status, reason, decision.response_headers_over(answered), answer, keep)
         await writer.drain()
         return keep
 
@@ -278,9 +274,7 @@ class Gateway:
             self.emit("%s %s: function %s does not serve: 503" % (method, decision.target, route.function))
             return 503, "Service Temporarily Unavailable", [("Content-Type", "text/html")], UNAVAILABLE
         instance, spec = found
-        replaced = {name.lower() for name, _ in decision.set_headers}
-        dropped = set(decision.drop_headers) | HOP_BY_HOP | replaced | {"content-length"}
-        sent = [(k, v) for k, v in headers if k.lower() not in dropped] + list(decision.set_headers)
+        sent = decision.request_headers(headers)
         if body or method in ("POST", "PUT", "PATCH"):
             sent.append(("Content-Length", str(len(body))))
         lines = ["%s %s HTTP/1.1" % (method, decision.target)] + ["%s: %s" % pair for pair in sent]

@@ -203,3 +203,68 @@ def test_a_taken_gateway_port_is_one_line_and_exit_2(tmp_path, project):
         "error: the HTTPTrigger gateway cannot listen on 127.0.0.1:%d: Address already in use; pass --gateway-port PORT"
         " (0: any free port)" % port
     )
+
+
+def explained(project, port, urls, headers=(), method="GET"):
+    args = [arg for header in headers for arg in ("-H", header)]
+    result = cli(
+        "gateway", "explain", "-o", "json", "--port", str(port), "-X", method, *args, *urls, cwd=project, check=True
+    )
+    return json.loads(result.stdout)
+
+
+def live(session, gateway, url, headers, method="GET"):
+    """The gateway's answer to `url` (its host is the Host header), with exactly `headers` besides Host."""
+    _, _, rest = url.partition("://")
+    host, _, target = rest.partition("/")
+    pairs = dict(header.split(": ", 1) for header in headers)
+    return session.request(method, gateway + "/" + target, headers={"Host": host, **pairs}, timeout=30)
+
+
+def test_explain_agrees_with_the_live_gateway_on_every_case(start_dev, project):
+    _, gateway = start(start_dev, project, "process")
+    port = int(gateway.rsplit(":", 1)[1])
+    session = requests.Session()
+    session.headers.clear()  # only the headers the case names (and Host), so both see the same request
+    basic = "Authorization: Basic " + base64.b64encode(b"alice:apr1 pass").decode()
+    cases = [
+        (
+            ("Accept-Encoding: identity", "User-Agent: t", "Proxy: http://evil.test"),
+            "GET",
+            [f"http://{h}{t}" for h, t, *_ in ROUTING],
+        ),
+        (
+            ("Accept-Encoding: identity", "User-Agent: t", "Origin: https://app.test"),
+            "GET",
+            ["http://b.test/", "http://c.test/"],
+        ),
+        (("Accept-Encoding: identity", "User-Agent: t"), "OPTIONS", ["http://b.test/", "http://auth.test/"]),
+        (("Accept-Encoding: identity", "User-Agent: t"), "GET", ["http://auth.test/", "http://auth-js.test/x"]),
+        (
+            ("Accept-Encoding: identity", "User-Agent: t", basic),
+            "GET",
+            ["http://auth.test/?a=1", "http://auth-js.test/x"],
+        ),
+    ]
+    compared = 0
+    for headers, method, urls in cases:
+        for url, explanation in zip(urls, explained(project, port, urls, headers, method)):
+            answer = live(session, gateway, url, headers, method)
+            if explanation["status"]:
+                assert answer.status_code == explanation["status"], url
+                for name, value in explanation["response_headers"]:
+                    assert answer.raw.headers.getlist(name) == [value], (url, name)
+            else:
+                assert answer.status_code == 200, (url, answer.text)
+                seen = answer.json()
+                forwarded = explanation["forwarded"]
+                target = seen["path"] + ("?" + seen["query"] if seen["query"] else "")
+                assert target == forwarded["target"], url
+                expected = {name.lower(): value for name, value in forwarded["headers"]}
+                got = {k: v for k, v in seen["headers"].items() if k not in ("content-length", "content-type")}
+                assert got.pop("x-request-id") and expected.pop("x-request-id") == "<generated>"
+                assert got == expected, url
+                for name, value in explanation["response_headers"]:
+                    assert answer.raw.headers.getlist(name) == [value], (url, name)
+            compared += 1
+    assert compared == sum(len(urls) for _, _, urls in cases)
