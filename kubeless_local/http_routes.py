@@ -79,6 +79,23 @@ MATCHING = {
     **{(gateway, rewrite): "prefix" for gateway in ("traefik", "kong") for rewrite in REWRITES},
 }
 DEFAULT_REWRITE = {"nginx": "root", "traefik": "none", "kong": "none"}
+# (gateway, rewrite) → the Ingress annotations that make that ingress controller rewrite so (push); a pair
+# missing here has no such annotation, and is refused at load
+REWRITE_ANNOTATIONS = {
+    ("nginx", "root"): {NGINX + "rewrite-target": "/"},
+    ("nginx", "strip-prefix"): {NGINX + "rewrite-target": "/$2", NGINX + "use-regex": "true"},
+    ("nginx", "none"): {},
+    ("traefik", "root"): {"traefik.ingress.kubernetes.io/rewrite-target": "/"},
+    ("traefik", "strip-prefix"): {"traefik.ingress.kubernetes.io/rule-type": "PathPrefixStrip"},
+    ("traefik", "none"): {},
+    ("kong", "strip-prefix"): {"konghq.com/strip-path": "true"},
+    ("kong", "none"): {},
+}
+# what the http-trigger controller adds for basic auth and CORS, per gateway (contract §2)
+AUTH_PREFIX = {"nginx": NGINX, "traefik": "ingress.kubernetes.io/"}
+CORS_ANNOTATION = {"nginx": NGINX + "enable-cors", "traefik": "ingress.kubernetes.io/enable-cors"}
+CORS_ANNOTATION["kong"] = CORS_ANNOTATION["traefik"]
+CLASS_ANNOTATION = "kubernetes.io/ingress.class"  # superseded by spec.ingressClassName, which push sets
 
 
 # ---------------------------------------------------------------- CORS (ingress-nginx's annotation parser)
@@ -167,7 +184,7 @@ class Route:
     cors: Optional[Cors] = None
     tls: bool = False  # spec.tls: a certificate from the local CA (in a cluster: cert-manager / kube-lego)
     tls_secret: str = ""
-    namespace: str = "default"
+    namespace: str = ""  # the trigger's metadata.namespace ("": push's namespace)
     annotations: dict = field(default_factory=dict)  # the trigger's own (copied onto the Ingress)
     labels: dict = field(default_factory=dict)
     port: int = specs.DEFAULT_PORT  # the function Service's port
@@ -175,6 +192,11 @@ class Route:
     @property
     def file(self) -> str:
         return self.origin.split(":", 1)[0]
+
+    @property
+    def realm(self) -> str:
+        """The basic-auth realm: the `auth-realm` annotation, as ingress-nginx reads it ("" by default)."""
+        return self.annotations.get(AUTH_PREFIX.get(self.gateway, NGINX) + "auth-realm", "").replace('"', "")
 
     @property
     def match(self) -> MatchKind:
@@ -236,8 +258,19 @@ def route_of(trigger: specs.HTTPTrigger) -> Route:
         raise UserError(
             "%s: annotation %s must be one of %s, got %r" % (where, REWRITE_ANNOTATION, ", ".join(REWRITES), rewrite)
         )
-    if path == "/" and rewrite == "root":
+    if path == "/":
         rewrite = "none"  # rewrite-target equal to the path: ingress-nginx leaves the path as it is
+    if (gateway, rewrite) not in REWRITE_ANNOTATIONS:
+        raise UserError(
+            "%s: annotation %s: gateway %s has no %s rewrite; use one of %s"
+            % (
+                where,
+                REWRITE_ANNOTATION,
+                gateway,
+                rewrite,
+                ", ".join(r for g, r in REWRITE_ANNOTATIONS if g == gateway),
+            )
+        )
     return Route(
         trigger=trigger.name,
         origin=where,
@@ -250,7 +283,7 @@ def route_of(trigger: specs.HTTPTrigger) -> Route:
         cors=cors_of(annotations) if trigger.cors_enable else None,
         tls=tls,
         tls_secret=tls_secret,
-        namespace=meta.get("namespace") or "default",
+        namespace=meta.get("namespace") or "",
         annotations=annotations,
         labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
     )
@@ -305,6 +338,7 @@ class RouteTable:
     """The routes in force; `decide` is the gateway's whole routing logic, `explain` shows it."""
 
     def __init__(self, routes=(), secrets: Optional[dict] = None, checkers: Optional[dict] = None):
+        self.routes_in_order = list(routes)  # as the files define them
         # longest path first (ingress-nginx orders its locations so); ties in file order
         self.routes = sorted(routes, key=lambda r: -len(r.path))
         self.secrets = secrets or {}
@@ -393,7 +427,7 @@ class RouteTable:
                 return Decision(
                     401,
                     route,
-                    response_headers=(("WWW-Authenticate", 'Basic realm="Authentication Required"'), *cors),
+                    response_headers=(("WWW-Authenticate", 'Basic realm="%s"' % route.realm), *cors),
                     body=UNAUTHORIZED,
                     candidates=candidates,
                     reason="basic auth (secret %s): %s" % (route.auth_secret, why),
@@ -563,6 +597,8 @@ def checker_for(route: Route, secrets: dict, auth_checker: Optional[Callable]) -
     from kubeless_local import htpasswd
 
     secret = secrets.get(route.auth_secret)
+    if secret is None and auth_checker is not None:
+        return auth_checker(b"", route.origin)
     if secret is None:
         raise UserError(
             "%s: spec.basic-auth-secret %r: no Secret of that name in the project (a kind: Secret manifest, or a"
@@ -625,4 +661,57 @@ def explain(table: RouteTable, method: str, url: str, headers: list, port: int) 
             "target": decision.target,
             "headers": [list(pair) for pair in decision.request_headers(headers)],
         }
+    return found
+
+
+def ingress_of(route: Route, service_port: int = specs.DEFAULT_PORT) -> dict:
+    """The `networking.k8s.io/v1` Ingress of a route (what push applies): the http-trigger controller's
+    Ingress (contract §2) in today's API, with the class in `ingressClassName` and the path's `pathType`; the
+    trigger's own annotations copied (the local ones aside), and those that make the controller match and
+    rewrite as the route does."""
+    annotations = {
+        k: v for k, v in route.annotations.items() if not k.startswith("local.kubeless.io/") and k != CLASS_ANNOTATION
+    }
+    annotations.update(REWRITE_ANNOTATIONS[(route.gateway, route.rewrite)])
+    if route.auth_secret:
+        prefix = AUTH_PREFIX[route.gateway]
+        annotations.update({prefix + "auth-secret": route.auth_secret, prefix + "auth-type": "basic"})
+    if route.cors is not None:
+        annotations[CORS_ANNOTATION[route.gateway]] = "true"
+    if route.tls:
+        annotations.update({"kubernetes.io/tls-acme": "true", NGINX + "ssl-redirect": "true"})
+    path = route.path + "(/|$)(.*)" if route.rewrite == "strip-prefix" and route.gateway == "nginx" else route.path
+    backend = {"service": {"name": route.function, "port": {"number": service_port}}}
+    rule: dict = {"http": {"paths": [{"path": path, "pathType": route.match.path_type, "backend": backend}]}}
+    if route.host:
+        rule = {"host": route.host, **rule}
+    spec: dict = {"ingressClassName": route.gateway, "rules": [rule]}
+    secret = route.tls_secret or ("%s-tls" % route.trigger if route.tls else "")
+    if secret:
+        spec["tls"] = [{**({"hosts": [route.host]} if route.host else {}), "secretName": secret}]
+    metadata: dict = {"name": route.trigger, **({"namespace": route.namespace} if route.namespace else {})}
+    if route.labels:
+        metadata["labels"] = dict(route.labels)
+    if annotations:
+        metadata["annotations"] = dict(sorted(annotations.items()))
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
+
+
+def service_port_of(fn: specs.FunctionSpec) -> int:
+    """The port of the function's Service (spec.service.ports[0].port, else Kubeless' 8080)."""
+    ports = fn.service.get("ports") or []
+    port = ports[0].get("port") if ports and isinstance(ports[0], dict) else None
+    return int(port) if port else specs.DEFAULT_PORT
+
+
+def ingresses(manifests: specs.Manifests) -> list:
+    """The Ingress of each HTTPTrigger, for push; a UserError for the first that cannot route (its function
+    missing, or another trigger's host and path), as `dev` would say it."""
+    built = build(manifests, {}, auth_checker=lambda data, where: None)  # the cluster holds the secrets
+    if built.problems:
+        raise UserError(built.problems[0][1])
+    found = []
+    for route in built.table.routes_in_order:
+        fn = manifests.function(route.function)
+        found.append(ingress_of(route, service_port_of(fn) if fn is not None else specs.DEFAULT_PORT))
     return found
