@@ -194,6 +194,13 @@ class Route:
         return self.origin.split(":", 1)[0]
 
     @property
+    def redirects_to_https(self) -> bool:
+        """ingress-nginx's ssl-redirect: on by default for a host with TLS (and set by the controller with
+        tls-acme); `ssl-redirect: "false"` turns it off. Traefik and Kong serve both."""
+        wanted = self.annotations.get(NGINX + "ssl-redirect", "true").lower() != "false"
+        return self.gateway == "nginx" and bool(self.tls or self.tls_secret) and wanted
+
+    @property
     def realm(self) -> str:
         """The basic-auth realm: the `auth-realm` annotation, as ingress-nginx reads it ("" by default)."""
         return self.annotations.get(AUTH_PREFIX.get(self.gateway, NGINX) + "auth-realm", "").replace('"', "")
@@ -391,6 +398,7 @@ class RouteTable:
         scheme: str = "http",
         port: int = 80,
         request_id: Optional[Callable[[], str]] = None,
+        https_port: int = 443,
     ) -> Decision:
         """`headers`: the request's, names lower-cased. The same answer for the live gateway and `explain`."""
         parts = urlsplit(target if target.startswith("/") else "/" + target)
@@ -402,8 +410,9 @@ class RouteTable:
                 404, body=DEFAULT_BACKEND, candidates=candidates, reason="no route matches: default backend"
             )
         cors = route.cors.headers(preflight=False) if route.cors else []
-        if route.tls and scheme == "http":  # ssl-redirect (the controller sets it with tls-acme)
-            location = "https://%s%s" % (host_header, target)
+        if route.redirects_to_https and scheme == "http":
+            name = split_host(host_header)[0]
+            location = "https://%s%s%s" % (name, "" if https_port == 443 else ":%d" % https_port, target)
             return Decision(
                 308,
                 route,
@@ -553,6 +562,8 @@ def build(manifests: specs.Manifests, secrets: dict, auth_checker: Optional[Call
                 )
             if route.auth_secret:
                 checkers[route.auth_secret] = remembered(checker_for(route, secrets, auth_checker))
+            if route.tls_secret and auth_checker is None:  # locally: the gateway serves its certificate
+                tls_pair(route, secrets)
         except UserError as exc:
             problems.append((trigger.origin, str(exc)))
             continue
@@ -592,6 +603,26 @@ def remembered(check: Callable, size: int = 1024) -> Callable:
     return checked
 
 
+TLS_KEYS = ("tls.crt", "tls.key")  # a kubernetes.io/tls Secret's
+
+
+def tls_pair(route: Route, secrets: dict) -> tuple:
+    """(certificate PEM, key PEM) of a route's tls-secret; a UserError for a missing or incomplete Secret."""
+    secret = secrets.get(route.tls_secret)
+    if secret is None:
+        raise UserError(
+            "%s: spec.tls-secret %r: no Secret of that name in the project (a kind: Secret manifest of type"
+            " kubernetes.io/tls, e.g. `kubectl create secret tls %s --cert=… --key=… --dry-run=client -o yaml`)"
+            % (route.origin, route.tls_secret, route.tls_secret)
+        )
+    for key in TLS_KEYS:
+        if isinstance(secret.get(key), SecretError):
+            raise UserError(str(secret[key]))
+        if not secret.get(key):
+            raise UserError("%s: Secret %s has no key %s" % (route.origin, route.tls_secret, key))
+    return secret["tls.crt"], secret["tls.key"]
+
+
 def checker_for(route: Route, secrets: dict, auth_checker: Optional[Callable]) -> Callable:
     """The password check of a route's basic-auth-secret; a UserError for a missing or malformed secret."""
     from kubeless_local import htpasswd
@@ -625,7 +656,7 @@ def project_routes(root: Path, ignore=()) -> Routes:
     return build(manifests, secrets_in(root if root.is_dir() else root.parent, ignore))
 
 
-def explain(table: RouteTable, method: str, url: str, headers: list, port: int) -> dict:
+def explain(table: RouteTable, method: str, url: str, headers: list, port: int, https_port: int = 443) -> dict:
     """What the gateway on `port` does with a request, as data (`gateway explain`): every route and why it
     matched or not, the gateway's own answer or the exact request the function receives. `url`'s host is the
     Host unless `headers` has one."""
@@ -637,7 +668,16 @@ def explain(table: RouteTable, method: str, url: str, headers: list, port: int) 
         headers = [("Host", host), *headers]
         given["host"] = host
     scheme = parts.scheme or "http"
-    decision = table.decide(method, host, target, given, scheme=scheme, port=port, request_id=lambda: "<generated>")
+    decision = table.decide(
+        method,
+        host,
+        target,
+        given,
+        scheme=scheme,
+        port=https_port if scheme == "https" else port,
+        request_id=lambda: "<generated>",
+        https_port=https_port,
+    )
     route = decision.route
     found: dict = {
         "request": {"method": method, "url": url, "host": host, "target": target},

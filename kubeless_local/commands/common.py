@@ -37,7 +37,7 @@ COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_m
 HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "topic"): "`kubeless-local topic ls` lists them",
     (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
-    (Conflict, "gateway port"): "pass --gateway-port PORT (0: any free port)",
+    (Conflict, "gateway port"): "pass --gateway-port / --gateway-https-port PORT (0: any free port)",
     (NotFound, "function manifest"): "create one with `kubeless-local init`",
     (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
     (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
@@ -311,6 +311,7 @@ def serve(
     allow_empty=False,
     deployed_only=False,
     gateway_port=None,
+    gateway_https_port=None,
 ):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
@@ -330,6 +331,7 @@ def serve(
         deployed_only=deployed_only,
         word=in_words,
         gateway_port=gateway_port,
+        gateway_https_port=gateway_https_port,
     )
     printer = LogPrinter(session.logs)
     printer.start()

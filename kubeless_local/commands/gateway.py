@@ -29,22 +29,28 @@ def header_pairs(values) -> list:
 @click.option("-X", "--request", "method", default="GET", show_default=True, help="The request's method.")
 @click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="A request header (repeat).")
 @click.option("--port", type=click.IntRange(0, 65535), help="The gateway's port (default: dev's default, 8480).")
+@click.option("--https-port", type=click.IntRange(0, 65535), help="Its HTTPS port (default: dev's default, 8443).")
 @click.option("-p", "--project", default=".", type=click.Path(exists=True), help="The project folder.")
 @ignore_option()
 @json_option
 @user_errors
-def explain(urls, method, headers, port, project, ignore, output):
+def explain(urls, method, headers, port, https_port, project, ignore, output):
     """Which HTTPTrigger a request to URL reaches and why the others do not, the rewritten path, the auth and
     CORS outcome, and the exact request the function receives: the table `dev`'s gateway routes by.
 
     The URL's host is the Host header (a.example.com or a.example.com.localhost alike) unless -H sets one."""
     from kubeless_local import http_routes
-    from kubeless_local.emulator.gateway import DEFAULT_PORT
+    from kubeless_local.emulator.gateway import DEFAULT_HTTPS_PORT, DEFAULT_PORT
 
     routes = http_routes.project_routes(Path(project), ignore)
     found = [
         http_routes.explain(
-            routes.table, method.upper(), url, header_pairs(headers), DEFAULT_PORT if port is None else port
+            routes.table,
+            method.upper(),
+            url,
+            header_pairs(headers),
+            DEFAULT_PORT if port is None else port,
+            DEFAULT_HTTPS_PORT if https_port is None else https_port,
         )
         for url in urls
     ]
@@ -83,3 +89,22 @@ def show(explained: dict) -> None:
         click.echo("and its answer gets (replacing the function's own):")
         for name, value in explained["response_headers"]:
             click.echo("  %s: %s" % (name, value))
+
+
+@gateway.command()
+@user_errors
+def ca():
+    """The development CA that signs the certificates of HTTPTriggers with `tls: true` (made the first time),
+    and how to trust it."""
+    from kubeless_local.emulator import tls
+
+    authority = tls.DevCA()
+    authority.load()
+    click.echo(authority.cert_file)
+    click.echo(
+        "Trust it to call https routes without -k: curl --cacert %s …; Python: SSL_CERT_FILE or"
+        " requests' verify=%s; the system (Debian/Ubuntu): cp %s /usr/local/share/ca-certificates/kubeless-local.crt"
+        " && update-ca-certificates; a browser: import it as an authority. Its key (%s) stays on this machine."
+        % (authority.cert_file, authority.cert_file, authority.cert_file, authority.key_file),
+        err=True,
+    )

@@ -73,8 +73,13 @@ def init(name, runtime, force):
     help="Port of the HTTPTrigger gateway on 127.0.0.1 (default 8480; 0: any free one); it listens only when the"
     " project has HTTPTriggers.",
 )
+@click.option(
+    "--gateway-https-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the gateway's HTTPS listener (default 8443), once an HTTPTrigger has tls or tls-secret.",
+)
 @user_errors
-def dev(path, backend, ignore, kafka_brokers, gateway_port):
+def dev(path, backend, ignore, kafka_brokers, gateway_port, gateway_https_port):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
     serve(
@@ -84,6 +89,7 @@ def dev(path, backend, ignore, kafka_brokers, gateway_port):
         ignore=ignore,
         kafka_brokers=kafka_brokers,
         gateway_port=gateway_port,
+        gateway_https_port=gateway_https_port,
     )
 
 

@@ -13,8 +13,11 @@ stdlib's parsers cost more than the hop itself, BENCHMARKS.md "HTTPTrigger gatew
 """
 
 import asyncio
+import functools
+import hashlib
 import os
 import socket
+import ssl
 import threading
 from http import HTTPStatus
 from pathlib import Path
@@ -23,9 +26,11 @@ from urllib.parse import urlsplit
 
 from kubeless_local import http_routes
 from kubeless_local import spec as specs
-from kubeless_local.errors import Conflict
+from kubeless_local.errors import Conflict, UserError
+from kubeless_local.paths import STATE_DIRNAME
 
 DEFAULT_PORT = 8480
+DEFAULT_HTTPS_PORT = 8443  # the HTTPS listener, once a trigger has tls or tls-secret
 HOST = "127.0.0.1"
 LOG_NAME = "gateway"  # the log the gateway's lines go to (`kubeless-local logs gateway`)
 READY_WAIT = 10.0  # seconds a request waits for a function that is starting or reloading
@@ -109,7 +114,16 @@ class Upstream:
 class Gateway:
     """Create, then feed it manifests with `update` (the project calls it on every load); `stop` at the end."""
 
-    def __init__(self, supervisor, logs, root: Path, ignore=(), port: Optional[int] = None, say: Callable = print):
+    def __init__(
+        self,
+        supervisor,
+        logs,
+        root: Path,
+        ignore=(),
+        port: Optional[int] = None,
+        say: Callable = print,
+        https_port: Optional[int] = None,
+    ):
         self.supervisor = supervisor
         self.logs = logs
         self.root = Path(root)
@@ -118,12 +132,16 @@ class Gateway:
         self.say = say
         self.table = http_routes.RouteTable()
         self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.server: Optional[asyncio.AbstractServer] = None
+        self.server: Optional[asyncio.Server] = None
         self.thread: Optional[threading.Thread] = None
         self.idle: dict = {}  # (host, port) → [Upstream], touched only by the loop's thread
         self.shown: tuple = ()  # the route lines last printed
         self.problems: list = []
         self.loaded = False  # the first update (dev's start) raises a taken port; later ones say it
+        self.https_port = DEFAULT_HTTPS_PORT if https_port is None else https_port
+        self.https_server: Optional[asyncio.Server] = None
+        self.contexts: dict = {}  # SNI host name → SSLContext
+        self.certificates: dict = {}  # (kind, host, digest) → SSLContext, kept across reloads
 
     @property
     def url(self) -> str:
@@ -136,19 +154,23 @@ class Gateway:
         """A new table from the manifests; the listener starts with the first routes (a Conflict if its port is
         taken). Each problem (a trigger the controller refuses, a missing secret, two triggers on one route) is
         said once, as one line naming its file."""
-        built = http_routes.build(manifests, http_routes.secrets_in(self.root, self.ignore))
+        secrets = http_routes.secrets_in(self.root, self.ignore)
+        built = http_routes.build(manifests, secrets)
         for _, message in built.problems:
             if message not in self.problems:
                 self.emit(message)
         self.problems = [message for _, message in built.problems]
         self.table = built.table
-        if built.table and self.server is None:
-            try:
+        try:
+            if built.table and self.server is None:
                 self.start()
-            except Conflict as exc:
-                if not self.loaded:
-                    raise  # `dev` starting: it exits saying so
-                self.emit(str(exc))  # a trigger added while `dev` runs: said, the functions keep running
+            secured = [route for route in built.table.routes if route.tls or route.tls_secret]
+            if secured and self.server is not None:
+                self._serve_tls(secured, secrets)
+        except Conflict as exc:
+            if not self.loaded:
+                raise  # `dev` starting: it exits saying so
+            self.emit(str(exc))  # a trigger added while `dev` runs: said, the functions keep running
         self.loaded = True
         lines = tuple(route.describe() for route in built.table.routes)
         if lines != self.shown and self.server is not None:
@@ -160,35 +182,42 @@ class Gateway:
     def example(self, route: http_routes.Route) -> str:
         """A URL that reaches the route from this machine (no DNS: *.localhost is loopback)."""
         host = "%s.localhost" % route.host if route.host else "localhost"
+        if (route.tls or route.tls_secret) and self.https_server is not None:
+            return "https://%s:%d%s" % (host, self.https_port, route.path)
         return "http://%s:%d%s" % (host, self.port, route.path)
 
     def start(self) -> None:
-        loop = asyncio.new_event_loop()
+        self.server = self._listen(self.port, "http")
+        self.port = self.server.sockets[0].getsockname()[1]  # port 0: the one the system gave
+
+    def _listen(self, port: int, scheme: str, context: Optional[ssl.SSLContext] = None) -> asyncio.Server:
+        """A listener on the gateway's loop (started with the first one); a Conflict when the port is taken."""
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
+            self.thread.start()
+        serve = functools.partial(self._serve, scheme)
+        opening = asyncio.start_server(serve, HOST, port, backlog=128, limit=MAX_HEAD, ssl=context)
         try:
-            server = loop.run_until_complete(
-                asyncio.start_server(self._serve, HOST, self.port, backlog=128, limit=MAX_HEAD)
-            )
+            return asyncio.run_coroutine_threadsafe(opening, self.loop).result(timeout=10)
         except OSError as exc:
-            loop.close()
             raise Conflict(
                 "the HTTPTrigger gateway cannot listen on %s:%d: %s"
-                % (HOST, self.port, os.strerror(exc.errno) if exc.errno else exc),
+                % (HOST, port, os.strerror(exc.errno) if exc.errno else exc),
                 "gateway port",
-                str(self.port),
+                str(port),
             ) from None
-        self.port = server.sockets[0].getsockname()[1]  # port 0: the one the system gave
-        self.loop, self.server = loop, server
-        self.thread = threading.Thread(target=loop.run_forever, name="gateway", daemon=True)
-        self.thread.start()
 
     def stop(self) -> None:
-        loop, server = self.loop, self.server
-        if loop is None or server is None:
+        loop = self.loop
+        if loop is None:
             return
-        self.server = None
+        servers = [s for s in (self.server, self.https_server) if s is not None]
+        self.server = self.https_server = None
 
         async def close():
-            server.close()
+            for server in servers:
+                server.close()
             for pool in self.idle.values():
                 for upstream in pool:
                     upstream.close()
@@ -199,15 +228,56 @@ class Gateway:
         if self.thread is not None:
             self.thread.join(timeout=5)
         loop.close()
+        self.loop = None
+
+    # ------------------------------------------------------------ TLS
+    def _serve_tls(self, routes: list, secrets: dict) -> None:
+        """Certificates for the routes with tls / tls-secret (SNI picks one by host), and the HTTPS listener
+        once there is one. A certificate that cannot be made or loaded is said, and its route serves HTTP only."""
+        from kubeless_local.emulator import tls
+
+        for route in routes:
+            names = [route.host, route.host + ".localhost"] if route.host else ["localhost"]
+            try:
+                if route.tls_secret:
+                    cert, key = http_routes.tls_pair(route, secrets)
+                    cached = ("secret", route.host, hashlib.sha256(cert + key).hexdigest())
+                else:
+                    cached = ("ca", route.host, "")
+                context = self.certificates.get(cached)
+                if context is None:
+                    if not route.tls_secret:
+                        cert, key = tls.DevCA().issue(names)
+                    folder = self.root / STATE_DIRNAME / "tls"
+                    context = tls.server_context(cert, key, folder, names[0], route.origin)
+                    self.certificates[cached] = context
+            except UserError as exc:
+                if str(exc) not in self.problems:
+                    self.problems.append(str(exc))
+                    self.emit(str(exc))
+                continue
+            for name in names:
+                self.contexts[name] = context
+        if self.contexts and self.https_server is None:
+            default = next(iter(self.contexts.values()))
+            default.sni_callback = self._pick_certificate
+            self.https_server = self._listen(self.https_port, "https", default)
+            self.https_port = self.https_server.sockets[0].getsockname()[1]
+
+    def _pick_certificate(self, connection, server_name, context) -> None:
+        """SNI: the certificate of the host the client names (the listener's default otherwise)."""
+        chosen = self.contexts.get((server_name or "").lower())
+        if chosen is not None and chosen is not context:
+            connection.context = chosen
 
     # ------------------------------------------------------------ serving
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, scheme: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = writer.get_extra_info("peername") or ("127.0.0.1", 0)
         try:
-            while await self._one_request(reader, writer, peer[0]):
+            while await self._one_request(reader, writer, peer[0], scheme):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass  # the client went away, or sent something too large to read
@@ -218,7 +288,7 @@ class Gateway:
         finally:
             writer.close()
 
-    async def _one_request(self, reader, writer, client: str) -> bool:
+    async def _one_request(self, reader, writer, client: str, scheme: str) -> bool:
         """Serve one request; False when the connection is to close."""
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -233,7 +303,17 @@ class Gateway:
         body = await read_body(reader, lower)
         connection = lower.get("connection", "").lower()
         keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        decision = self.table.decide(method, lower.get("host", ""), target, lower, client=client, port=self.port)
+        decision = self.table.decide(
+            method,
+            lower.get("host", ""),
+            target,
+            lower,
+            client=client,
+            scheme=scheme,
+            port=self.https_port if scheme == "https" else self.port,
+            https_port=self.https_port,
+        )
+
         if decision.status:
             if decision.status in (404, 401):
                 self.emit(

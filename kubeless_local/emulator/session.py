@@ -61,6 +61,7 @@ class DevSession:
         guardian: Callable[[Path], Guardian] = Guardian,
         word: Callable[[UserError | str], str] = str,
         gateway_port: Optional[int] = None,
+        gateway_https_port: Optional[int] = None,
     ) -> None:
         self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
@@ -86,7 +87,8 @@ class DevSession:
         self.guardian: Optional[Guardian] = None
         self.cron: Optional[Cron] = None
         self.events: Optional[delivery.Dispatcher] = None  # the embedded topics' Dispatcher
-        self.gateway_port = gateway_port  # the HTTPTrigger gateway's port (None: gateway.DEFAULT_PORT)
+        # the HTTPTrigger gateway's ports (None: gateway.DEFAULT_PORT, DEFAULT_HTTPS_PORT)
+        self.gateway_ports = (gateway_port, gateway_https_port)
         self.gateway: Optional[Gateway] = None
 
     def start(self) -> None:
@@ -148,7 +150,8 @@ class DevSession:
         )
         self.project.on_manifests.append(self._update_events)
         # HTTPTriggers: the gateway listens once the first load has routes (emulator/gateway.py)
-        self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, self.gateway_port)
+        port, https_port = self.gateway_ports
+        self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, port, https_port=https_port)
         self.project.on_manifests.append(self.gateway.update)
         self.project.start()
         self.project.watch()

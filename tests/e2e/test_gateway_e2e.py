@@ -200,8 +200,8 @@ def test_a_taken_gateway_port_is_one_line_and_exit_2(tmp_path, project):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == (
-        "error: the HTTPTrigger gateway cannot listen on 127.0.0.1:%d: Address already in use; pass --gateway-port PORT"
-        " (0: any free port)" % port
+        "error: the HTTPTrigger gateway cannot listen on 127.0.0.1:%d: Address already in use; pass --gateway-port"
+        " / --gateway-https-port PORT (0: any free port)" % port
     )
 
 
@@ -268,3 +268,75 @@ def test_explain_agrees_with_the_live_gateway_on_every_case(start_dev, project):
                     assert answer.raw.headers.getlist(name) == [value], (url, name)
             compared += 1
     assert compared == sum(len(urls) for _, _, urls in cases)
+
+
+def https_get(port, server_name, host, target, ca_file):
+    """GET over TLS to 127.0.0.1:`port`, naming `server_name` by SNI and verifying the certificate with `ca_file`
+    (no DNS: the name never resolves); (status, body)."""
+    import http.client
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca_file))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    with context.wrap_socket(raw, server_hostname=server_name) as sock:
+        sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (target, host)).encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.read()
+
+
+def test_tls_by_sni_from_a_secret_and_from_the_development_ca(tmp_path, start_dev, monkeypatch):
+    import trustme
+
+    authority = trustme.CA()
+    issued = authority.issue_cert("secure.test", "secure.test.localhost")
+    key, cert = issued.private_key_pem.bytes(), b"".join(blob.bytes() for blob in issued.cert_chain_pems)
+    project = tmp_path / "tls"
+    (project / "py").mkdir(parents=True)
+    (project / "py" / "handler.py").write_text(PY_ECHO)
+    (project / "functions.yaml").write_text(function("pyecho", "python3.11", "py/handler.py"))
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "secure-cert"},
+        "data": {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()},
+    }
+    (project / "cert.yaml").write_text(json.dumps(secret))
+    (project / "triggers.yaml").write_text(
+        http_trigger("secure", "pyecho", "secure.test", "api", **{"tls-secret": "secure-cert"})
+        + "---\n"
+        + http_trigger("acme", "pyecho", "acme.test", tls=True)
+    )
+    monkeypatch.setenv("KUBELESS_LOCAL_CA_DIR", str(tmp_path / "ca"))  # the dev CA of this test only
+    port, https_port = free_port(), free_port()
+    dev = start_dev("dev", "--gateway-port", str(port), "--gateway-https-port", str(https_port), cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    assert "https://secure.test.localhost:%d/api" % https_port in dev.output()
+
+    authority_file = tmp_path / "trustme.pem"
+    authority.cert_pem.write_to_path(str(authority_file))
+    for name in ("secure.test", "secure.test.localhost"):
+        status, body = https_get(https_port, name, name, "/api/x?q=1", authority_file)
+        assert status == 200, body
+        seen = json.loads(body)
+        assert (seen["path"], seen["query"]) == ("/", "q=1")
+        assert (seen["headers"]["x-forwarded-proto"], seen["headers"]["x-forwarded-port"]) == ("https", str(https_port))
+
+    # tls: true: a certificate of the development CA, which `gateway ca` prints; http redirects with 308
+    printed = cli("gateway", "ca", cwd=project, check=True)
+    ca_file = printed.stdout.strip()
+    assert ca_file == str(tmp_path / "ca" / "ca.pem") and "curl --cacert" in printed.stderr
+    status, body = https_get(https_port, "acme.test.localhost", "acme.test.localhost", "/deep?x=1", ca_file)
+    assert status == 200 and json.loads(body)["path"] == "/deep"
+    redirect = requests.get(
+        "http://127.0.0.1:%d/deep?x=1" % port, headers={"Host": "acme.test"}, allow_redirects=False, timeout=30
+    )
+    assert (redirect.status_code, redirect.headers["Location"]) == (308, "https://acme.test:%d/deep?x=1" % https_port)
+    # ingress-nginx redirects every host with TLS (ssl-redirect defaults to true)
+    redirect = get("http://127.0.0.1:%d" % port, "secure.test.localhost", "/api?a=b", allow_redirects=False)
+    assert (redirect.status_code, redirect.headers["Location"]) == (
+        308,
+        "https://secure.test.localhost:%d/api?a=b" % https_port,
+    )

@@ -224,10 +224,13 @@ def test_basic_auth(authorization, status):
 # ---------------------------------------------------------------- TLS
 def test_tls_redirects_http_with_308_and_serves_https():
     routes = table(trigger(path="echo", tls=True))
-    redirect = routes.decide("GET", "a.example.com:8480", "/echo?q=1", {})
+    redirect = routes.decide("GET", "a.example.com:8480", "/echo?q=1", {}, https_port=8443)
     assert (redirect.status, dict(redirect.response_headers)["Location"]) == (
         308,
-        "https://a.example.com:8480/echo?q=1",
+        "https://a.example.com:8443/echo?q=1",
+    )
+    assert dict(routes.decide("GET", "a.example.com", "/echo", {}).response_headers)["Location"] == (
+        "https://a.example.com/echo"
     )
     assert routes.decide("GET", "a.example.com", "/echo?q=1", {}, scheme="https").target == "/?q=1"
 
@@ -317,3 +320,19 @@ def test_secrets_from_manifests_and_the_secrets_folder(tmp_path):
         b"v:{PLAIN}q",
     )
     assert isinstance(found["broken"]["auth"], hr.SecretError) and "data.auth is not base64" in found["broken"]["auth"]
+
+
+REDIRECTS = [
+    # (spec, annotations, redirected to https)
+    ({"tls": True}, None, True),
+    ({"tls-secret": "cert"}, None, True),
+    ({"tls-secret": "cert"}, {hr.NGINX + "ssl-redirect": "false"}, False),
+    ({"tls": True, "gateway": "traefik"}, None, False),
+    ({}, None, False),
+]
+
+
+@pytest.mark.parametrize(("spec", "annotations", "redirected"), REDIRECTS)
+def test_which_routes_redirect_http_to_https(spec, annotations, redirected):
+    route = hr.route_of(trigger(annotations=annotations, **spec))
+    assert route.redirects_to_https is redirected
