@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from http import HTTPStatus
 from pathlib import Path
 from typing import Callable, Optional
@@ -42,6 +43,7 @@ UNAVAILABLE = (
 
 MAX_HEAD = 64 * 1024  # request or response headers larger than this: 431 / 502, as nginx's buffers refuse them
 MAX_IDLE = 16  # idle kept-alive connections kept per function
+MAX_IDLE_SECONDS = 4.0  # below the shortest keep-alive timeout of the runtimes' servers (Node: 5 s)
 
 
 class BadMessage(Exception):
@@ -102,6 +104,7 @@ class Upstream:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader, self.writer = reader, writer
+        self.since = 0.0  # when it was last put back idle
 
     def close(self) -> None:
         self.writer.close()
@@ -222,6 +225,10 @@ class Gateway:
                 for upstream in pool:
                     upstream.close()
             self.idle.clear()
+            requests = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in requests:
+                task.cancel()  # connections still open: each closes its socket as it ends
+            await asyncio.gather(*requests, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=5)
         loop.call_soon_threadsafe(loop.stop)
@@ -363,10 +370,11 @@ class Gateway:
         key = (parts.hostname or HOST, parts.port)
         timeout = float(spec.timeout) + 10  # the function answers 408 itself at its timeout
         for attempt in range(2):
-            pool = self.idle.get(key)
-            reused = bool(pool)
+            upstream = self._idle_upstream(key) if attempt == 0 else None  # a retry: a fresh connection
+            reused = upstream is not None
             try:
-                upstream = pool.pop() if pool else Upstream(*await asyncio.open_connection(*key, limit=MAX_HEAD))
+                if upstream is None:
+                    upstream = Upstream(*await asyncio.open_connection(*key, limit=MAX_HEAD))
             except OSError as exc:
                 return self._bad_gateway(route, exc)
             expiry = asyncio.get_running_loop().call_later(timeout, upstream.abort)  # cheaper than wait_for
@@ -389,11 +397,23 @@ class Gateway:
             if will_close:
                 upstream.close()
             elif len(self.idle.setdefault(key, [])) < MAX_IDLE:
+                upstream.since = time.monotonic()
                 self.idle[key].append(upstream)
             else:
                 upstream.close()
             return status, reason, answered, data
         raise AssertionError("unreachable")
+
+    def _idle_upstream(self, key) -> Optional[Upstream]:
+        """A kept-alive connection to `key` that the function's server has not closed, nor will close any
+        moment now (Node closes one idle for 5 s): the most recently used one."""
+        pool = self.idle.get(key) or []
+        while pool:
+            upstream = pool.pop()
+            if not upstream.reader.at_eof() and time.monotonic() - upstream.since < MAX_IDLE_SECONDS:
+                return upstream
+            upstream.close()
+        return None
 
     @staticmethod
     async def _response(upstream: Upstream, method: str) -> tuple:

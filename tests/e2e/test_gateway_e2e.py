@@ -340,3 +340,66 @@ def test_tls_by_sni_from_a_secret_and_from_the_development_ca(tmp_path, start_de
         308,
         "https://secure.test.localhost:%d/api?a=b" % https_port,
     )
+
+
+def test_kept_alive_connections_the_function_closed_are_not_reused(tmp_path):
+    """A server that closes idle kept-alive connections (Node after 5 s) behind the gateway: every later
+    request still answers 200, never a 502 for a connection closed while it waited in the pool."""
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from kubeless_local import spec as specs
+    from kubeless_local.emulator.gateway import Gateway
+    from kubeless_local.emulator.logs import LogHub
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list = []
+
+    both = threading.Barrier(2, timeout=30)  # the first two requests are answered together: two pooled
+
+    def answer(sock):  # the connection's first request, keep-alive, then closed (an idle timeout)
+        sock.recv(65536)
+        if len(accepted) <= 2:
+            both.wait()
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        sock.close()
+
+    def serve():
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(sock)
+            threading.Thread(target=answer, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+    ready = (SimpleNamespace(url=url), SimpleNamespace(timeout="5"))
+    supervisor = SimpleNamespace(wait_ready=lambda name, timeout: ready)
+    fn = specs.FunctionSpec(name="f", runtime="python3.11", handler="h.f", origin="f.yaml", function="x")
+    trigger = specs.parse_http_trigger(
+        {
+            "apiVersion": specs.API_VERSION,
+            "kind": "HTTPTrigger",
+            "metadata": {"name": "t"},
+            "spec": {"function-name": "f"},
+        },
+        tmp_path / "t.yaml",
+    )
+    gateway = Gateway(supervisor, LogHub(), tmp_path, port=0)
+    try:
+        gateway.update(specs.Manifests(functions=[fn], http_triggers=[trigger]))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            first = list(pool.map(lambda _: requests.get(gateway.url + "/", timeout=30), range(2)))
+        answers = first + [requests.get(gateway.url + "/", timeout=30) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200] * 6
+        assert len(accepted) == 6  # each on a fresh connection: the closed ones were dropped, not retried into
+    finally:
+        gateway.stop()
+        listener.close()
