@@ -197,6 +197,7 @@ class Gateway:
         """A listener on the gateway's loop (started with the first one); a Conflict when the port is taken."""
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
+            self.loop.set_exception_handler(self._loop_error)
             self.thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
             self.thread.start()
         serve = functools.partial(self._serve, scheme)
@@ -210,6 +211,13 @@ class Gateway:
                 "gateway port",
                 str(port),
             ) from None
+
+    def _loop_error(self, loop, context: dict) -> None:
+        """What asyncio would print on the terminal: a peer's reset is nobody's business (the connection's
+        closed-future nobody awaits), anything else goes to the gateway's log."""
+        if isinstance(context.get("exception"), (ConnectionError, asyncio.CancelledError)):
+            return
+        self.emit("internal: %s %r" % (context.get("message"), context.get("exception")))
 
     def stop(self) -> None:
         loop = self.loop
@@ -288,6 +296,8 @@ class Gateway:
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass  # the client went away, or sent something too large to read
+        except asyncio.CancelledError:
+            pass  # the gateway stops: the connection ends here (asyncio logs a cancelled connection task)
         except BadMessage:
             writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the gateway; said in its log
