@@ -33,7 +33,7 @@ from kubeless_local.paths import STATE_DIRNAME
 DEFAULT_PORT = 8480
 DEFAULT_HTTPS_PORT = 8443  # the HTTPS listener, once a trigger has tls or tls-secret
 HOST = "127.0.0.1"
-LOG_NAME = "gateway"  # the log the gateway's lines go to (`kubeless-local logs gateway`)
+LOG_NAME = "gateway"  # the name its lines carry in dev's output
 READY_WAIT = 10.0  # seconds a request waits for a function that is starting or reloading
 UNAVAILABLE = (
     b"<html><head><title>503 Service Temporarily Unavailable</title></head><body>503 Service Temporarily"
