@@ -19,8 +19,8 @@ reading the project's Secret manifests (`secrets_in`).
 
 import base64
 import hashlib
+import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -350,12 +350,29 @@ class RouteTable:
         self.routes = sorted(routes, key=lambda r: -len(r.path))
         self.secrets = secrets or {}
         self.checkers = checkers or {}  # auth secret name → callable(user, password) -> bool
+        self.by_host: dict = {}  # Host header → the routes serving it
 
     def __bool__(self) -> bool:
         return bool(self.routes)
 
     def hosts(self) -> set:
         return {r.host for r in self.routes}
+
+    def serving(self, host_header: str) -> list:
+        """The routes serving this Host (remembered: the gateway asks on every request)."""
+        found = self.by_host.get(host_header)
+        if found is None:
+            if len(self.by_host) > 1024:
+                self.by_host.clear()
+            found = self.by_host[host_header] = self.for_host(host_header)[0]
+        return found
+
+    def winner(self, host_header: str, path: str) -> Optional[Route]:
+        """The route a request goes to: the longest path of those serving its host that matches."""
+        for route in self.serving(host_header):
+            if route.match.matches(route.path, path):
+                return route
+        return None
 
     def for_host(self, host_header: str) -> tuple:
         """(routes serving this Host, why): its own, else those without a host."""
@@ -399,12 +416,15 @@ class RouteTable:
         port: int = 80,
         request_id: Optional[Callable[[], str]] = None,
         https_port: int = 443,
+        explaining: bool = False,
     ) -> Decision:
-        """`headers`: the request's, names lower-cased. The same answer for the live gateway and `explain`."""
-        parts = urlsplit(target if target.startswith("/") else "/" + target)
-        path, query = parts.path or "/", parts.query
-        candidates = tuple(self.candidates(host_header, path))
-        route = next((c.route for c in candidates if c.matched), None)
+        """`headers`: the request's, names lower-cased. The same answer for the live gateway and `explain`
+        (`explaining`: with every route's candidacy and why, which the gateway does not need)."""
+        path, _, query = (target if target.startswith("/") else "/" + target).partition("?")
+        path = path.partition("#")[0] or "/"
+        query = query.partition("#")[0]
+        route = self.winner(host_header, path)
+        candidates = tuple(self.candidates(host_header, path)) if explaining else ()
         if route is None:
             return Decision(
                 404, body=DEFAULT_BACKEND, candidates=candidates, reason="no route matches: default backend"
@@ -471,7 +491,7 @@ UNAUTHORIZED = (
 
 
 def _request_id() -> str:
-    return uuid.uuid4().hex  # ingress-nginx's $request_id: 32 hex digits
+    return os.urandom(16).hex()  # ingress-nginx's $request_id: 32 hex digits
 
 
 def basic_credentials(authorization: str) -> tuple:
@@ -677,6 +697,7 @@ def explain(table: RouteTable, method: str, url: str, headers: list, port: int, 
         port=https_port if scheme == "https" else port,
         request_id=lambda: "<generated>",
         https_port=https_port,
+        explaining=True,
     )
     route = decision.route
     found: dict = {
