@@ -46,6 +46,13 @@ MAX_IDLE = 16  # idle kept-alive connections kept per function
 MAX_IDLE_SECONDS = 4.0  # below the shortest keep-alive timeout of the runtimes' servers (Node: 5 s)
 
 
+@functools.lru_cache(maxsize=256)
+def _address(url: str) -> tuple:
+    """(host, port) of a function's URL."""
+    parts = urlsplit(url)
+    return parts.hostname or HOST, parts.port
+
+
 class BadMessage(Exception):
     """A request or answer that is not HTTP/1.x as this reads it."""
 
@@ -157,6 +164,9 @@ class Gateway:
         """A new table from the manifests; the listener starts with the first routes (a Conflict if its port is
         taken). Each problem (a trigger the controller refuses, a missing secret, two triggers on one route) is
         said once, as one line naming its file."""
+        if not manifests.http_triggers and self.server is None:
+            self.loaded = True
+            return  # no HTTPTrigger yet: nothing to read, nothing listens (a reload pays nothing for it)
         secrets = http_routes.secrets_in(self.root, self.ignore)
         built = http_routes.build(manifests, secrets)
         for _, message in built.problems:
@@ -376,8 +386,7 @@ class Gateway:
             sent.append(("Content-Length", str(len(body))))
         lines = ["%s %s HTTP/1.1" % (method, decision.target)] + ["%s: %s" % pair for pair in sent]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
-        parts = urlsplit(instance.url)
-        key = (parts.hostname or HOST, parts.port)
+        key = _address(instance.url)
         timeout = float(spec.timeout) + 10  # the function answers 408 itself at its timeout
         for attempt in range(2):
             upstream = self._idle_upstream(key) if attempt == 0 else None  # a retry: a fresh connection

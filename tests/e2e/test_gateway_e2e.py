@@ -403,3 +403,19 @@ def test_kept_alive_connections_the_function_closed_are_not_reused(tmp_path):
     finally:
         gateway.stop()
         listener.close()
+
+
+def test_no_listener_until_the_project_has_an_http_trigger(tmp_path, start_dev):
+    import socket
+
+    (tmp_path / "py").mkdir()
+    (tmp_path / "py" / "handler.py").write_text(PY_ECHO)
+    (tmp_path / "functions.yaml").write_text(function("pyecho", "python3.11", "py/handler.py"))
+    port = free_port()
+    dev = start_dev("dev", "--gateway-port", str(port), cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=120)
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    (tmp_path / "trigger.yaml").write_text(http_trigger("late", "pyecho", "late.test"))
+    dev.wait_for_output("routes on http://127.0.0.1:%d" % port)
+    assert get("http://127.0.0.1:%d" % port, "late.test", "/x").json()["path"] == "/x"
