@@ -65,3 +65,21 @@ def test_the_ingress_carries_what_the_local_route_does():
     assert (path["path"], path["pathType"]) == ("/api(/|$)(.*)", "ImplementationSpecific")
     assert ingress["metadata"]["annotations"][hr.NGINX + "rewrite-target"] == "/$2"
     assert "local.kubeless.io/rewrite" not in ingress["metadata"]["annotations"]
+
+
+def test_push_dry_run_shows_the_ingress(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from kubeless_local.commands.root import main
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))  # no cluster: the client dry run contacts nothing
+    (tmp_path / "f.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: hello}\n"
+        "spec: {runtime: python3.11, handler: h.f, function: 'def f(e, c): return 1'}\n"
+    )
+    (tmp_path / "web.yaml").write_text(yaml.safe_dump(trigger_document("traefik")))
+    result = CliRunner().invoke(main, ["push", "--dry-run", "-n", "shop", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    documents = list(yaml.safe_load_all(result.output))
+    assert [d["kind"] for d in documents] == ["Function", "HTTPTrigger", "Ingress"]
+    assert documents[2]["metadata"]["namespace"] == "shop" and documents[2]["spec"]["ingressClassName"] == "traefik"
