@@ -2,9 +2,13 @@
 forwarded headers, a kept-alive upstream connection) against the same function's own URL, in the same run,
 alternating the two (targets, issue O: ≤ 1 ms added at p50, ≥ 0.8× the throughput at c10).
 
-    python bench/bench_gateway.py [--runtimes python3.11,nodejs20] [--connections 1,10] [--seconds 5]
+    python bench/bench_gateway.py [--runtimes python3.11,nodejs20] [--connections 1,10] [--seconds 5] [--rounds 3]
+
+Each figure is the median of `--rounds` alternating runs (direct, gateway, direct, …): on a busy machine one
+run of either can be off by 2×.
 """
 
+import statistics
 from pathlib import Path
 
 from common import CATALOG, Engine, bench_parser, wrk
@@ -24,6 +28,7 @@ def main():
     parser = bench_parser(__doc__)
     parser.add_argument("--connections", default="1,10")
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     columns = "runtime, backend, conns, direct req/s, gateway req/s, ratio, direct p50 ms, gateway p50 ms, added p50 ms"
     print("| %s |" % " | ".join(columns.split(", ")))
@@ -43,8 +48,11 @@ def main():
             wrk(direct, 10, 1)  # warm both up
             wrk(through, 10, 1, headers=host)
             for conns in [int(c) for c in args.connections.split(",")]:
-                base = wrk(direct, conns, args.seconds)
-                via = wrk(through, conns, args.seconds, headers=host)
+                runs = [
+                    (wrk(direct, conns, args.seconds), wrk(through, conns, args.seconds, headers=host))
+                    for _ in range(args.rounds)
+                ]
+                base, via = ({key: statistics.median(r[i][key] for r in runs) for key in runs[0][i]} for i in (0, 1))
                 print(
                     "| %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f | %.2f |"
                     % (
