@@ -9,7 +9,9 @@ any of the same name the function set. A function that does not serve yet is wai
 then answered 503 as an ingress without endpoints answers.
 
 One asyncio loop in a thread of its own serves every connection (HTTP/1.1 keep-alive, parsed here: the
-stdlib's parsers cost more than the hop itself, BENCHMARKS.md "HTTPTrigger gateway").
+threaded http.server reached a quarter of the direct throughput, BENCHMARKS.md "HTTPTrigger gateway"), and,
+once a trigger has `tls` or `tls-secret`, a second listener for HTTPS whose certificate SNI picks
+(emulator/tls.py).
 """
 
 import asyncio
@@ -22,7 +24,7 @@ import threading
 import time
 from http import HTTPStatus
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 from urllib.parse import urlsplit
 
 from kubeless_local import http_routes
@@ -41,7 +43,7 @@ UNAVAILABLE = (
 )
 
 
-MAX_HEAD = 64 * 1024  # request or response headers larger than this: 431 / 502, as nginx's buffers refuse them
+MAX_HEAD = 64 * 1024  # headers larger than this: a client's connection is closed, a function's answer is a 502
 MAX_IDLE = 16  # idle kept-alive connections kept per function
 MAX_IDLE_SECONDS = 4.0  # below the shortest keep-alive timeout of the runtimes' servers (Node: 5 s)
 
@@ -131,7 +133,6 @@ class Gateway:
         root: Path,
         ignore=(),
         port: Optional[int] = None,
-        say: Callable = print,
         https_port: Optional[int] = None,
     ):
         self.supervisor = supervisor
@@ -139,7 +140,6 @@ class Gateway:
         self.root = Path(root)
         self.ignore = ignore
         self.port = DEFAULT_PORT if port is None else port
-        self.say = say
         self.table = http_routes.RouteTable()
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.server: Optional[asyncio.Server] = None
