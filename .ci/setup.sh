@@ -15,7 +15,7 @@ PACKAGES="ruby ruby-sinatra ruby-prometheus-client-mmap ruby-webrick
           wrk docker.io debootstrap ca-certificates curl
           openjdk-17-jdk-headless maven
           containerd runc containernetworking-plugins busybox-static iproute2 gcc libc6-dev
-          chromium chromium-driver"
+          chromium chromium-driver apache2-utils"
 missing=""
 for p in $PACKAGES; do
     case "$p" in  # toolchains the machine may already have from elsewhere (nodesource node, /usr/local/go)

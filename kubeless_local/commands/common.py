@@ -37,6 +37,7 @@ COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_m
 HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "topic"): "`kubeless-local topic ls` lists them",
     (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
+    (Conflict, "gateway port"): "pass --gateway-port / --gateway-https-port PORT (0: any free port)",
     (NotFound, "function manifest"): "create one with `kubeless-local init`",
     (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
     (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
@@ -312,6 +313,8 @@ def serve(
     allow_empty=False,
     deployed_only=False,
     dashboard=None,
+    gateway_port=None,
+    gateway_https_port=None,
 ):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     `dashboard`: (port, read_only) of the dashboard to serve beside them (None: none).
@@ -331,6 +334,8 @@ def serve(
         allow_empty=allow_empty,
         deployed_only=deployed_only,
         word=in_words,
+        gateway_port=gateway_port,
+        gateway_https_port=gateway_https_port,
     )
     printer = LogPrinter(session.logs)
     printer.start()

@@ -77,8 +77,21 @@ def init(name, runtime, force):
 @click.option(
     "--read-only", is_flag=True, help="A dashboard that only shows (no emit, fire or replay): for screen sharing."
 )
+@click.option(
+    "--gateway-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the HTTPTrigger gateway on 127.0.0.1 (default 8480; 0: any free one); it listens only when the"
+    " project has HTTPTriggers.",
+)
+@click.option(
+    "--gateway-https-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the gateway's HTTPS listener (default 8443), once an HTTPTrigger has tls or tls-secret.",
+)
 @user_errors
-def dev(path, backend, ignore, kafka_brokers, dashboard_port, no_dashboard, read_only):
+def dev(
+    path, backend, ignore, kafka_brokers, dashboard_port, no_dashboard, read_only, gateway_port, gateway_https_port
+):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
     serve(
@@ -88,6 +101,8 @@ def dev(path, backend, ignore, kafka_brokers, dashboard_port, no_dashboard, read
         ignore=ignore,
         kafka_brokers=kafka_brokers,
         dashboard=None if no_dashboard else (dashboard_port, read_only),
+        gateway_port=gateway_port,
+        gateway_https_port=gateway_https_port,
     )
 
 

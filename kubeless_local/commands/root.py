@@ -3,7 +3,7 @@
 import click
 
 from kubeless_local import __version__
-from kubeless_local.commands import cluster, dashboard, events, history, kubeless, local, runtime
+from kubeless_local.commands import cluster, dashboard, events, gateway, history, kubeless, local, runtime
 from kubeless_local.commands.common import exit_with
 from kubeless_local.errors import UserError
 
@@ -43,6 +43,7 @@ for _command in (
     events.emit,
     events.topic,
     cluster.cluster,
+    gateway.gateway,
     kubeless.function,
     kubeless.trigger,
     kubeless.up,

@@ -19,6 +19,7 @@ from kubeless_local.emulator import backends, registry
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import BackendFactory
 from kubeless_local.emulator.bus import EventBus
+from kubeless_local.emulator.gateway import Gateway
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
@@ -65,6 +66,8 @@ class DevSession:
         guardian: Callable[[Path], Guardian] = Guardian,
         word: Callable[[UserError | str], str] = str,
         ephemeral_ports: bool = False,
+        gateway_port: Optional[int] = None,
+        gateway_https_port: Optional[int] = None,
     ) -> None:
         self.ephemeral_ports = ephemeral_ports  # kernel-chosen ports (tests: parallel sessions never collide)
         self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
@@ -93,6 +96,9 @@ class DevSession:
         self.events: Optional[delivery.Dispatcher] = None  # the embedded topics' Dispatcher
         self.bus = EventBus()  # what happens in the session, for a client that follows it (emulator/bus.py)
         self.recorder: Optional[Recorder] = None  # every call the functions' front doors see (emulator/recorder.py)
+        # the HTTPTrigger gateway's ports (None: gateway.DEFAULT_PORT, DEFAULT_HTTPS_PORT)
+        self.gateway_ports = (gateway_port, gateway_https_port)
+        self.gateway: Optional[Gateway] = None
 
     def start(self) -> None:
         """Start every function and watch the folder. UserError for what the user must fix first."""
@@ -173,6 +179,12 @@ class DevSession:
             self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty, self.deployed_only
         )
         self.project.on_manifests.append(self._update_events)
+        # HTTPTriggers: the gateway listens once the first load has routes (emulator/gateway.py)
+        port, https_port = self.gateway_ports
+        if self.ephemeral_ports:  # parallel test sessions: never the default ports
+            port, https_port = port or 0, https_port or 0
+        self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, port, https_port=https_port)
+        self.project.on_manifests.append(self.gateway.update)
         self.project.start()
         self.project.watch()
         self.cron.start()
@@ -243,6 +255,8 @@ class DevSession:
                 self.events.stop()  # first: subscribers commit their positions while functions still answer
             if self.cron is not None:
                 self.cron.stop()
+            if self.gateway is not None:
+                self.gateway.stop()
             if self.kafka is not None:
                 self.kafka.stop()  # before the functions: a message being delivered stays uncommitted
             if self.project is not None:
