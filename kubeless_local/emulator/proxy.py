@@ -288,7 +288,7 @@ class FrontDoor:
             upstream.close()
             exchange.error = exchange.error or "the answer was cut short (%s)" % exc
             return False
-        if server_keeps:
+        if server_keeps and client_keeps:  # the client's `Connection: close` went to the server too: it closes
             upstream.idle_since = time.monotonic()
             with self.lock:
                 self.idle.append(upstream)

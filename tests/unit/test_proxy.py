@@ -159,3 +159,20 @@ def test_an_upstream_connection_idle_too_long_is_not_reused(door, monkeypatch):
     request(front, "POST", "/", b"b")[2].close()
     wait_until(lambda: len(front.idle) == 1, "a new connection in the pool")
     assert front.idle[0] is not kept
+
+
+def test_a_request_that_closes_its_connection_leaves_no_upstream_connection_to_reuse(door):
+    """The client's `Connection: close` reaches the server, which closes after answering, and some (the JDK's
+    HttpServer) do not say so in the answer: that connection must not go back to the pool, where the next
+    request would find it closed."""
+    front, _ = door
+    client = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
+    client.request("POST", "/", body=b"x", headers={"Connection": "close"})
+    assert client.getresponse().status == 201
+    client.close()
+    assert not front.idle
+    again = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
+    again.request("POST", "/", body=b"y")
+    assert again.getresponse().status == 201
+    assert len(front.idle) == 1  # a kept-alive exchange does pool its connection
+    again.close()
