@@ -165,14 +165,16 @@ def test_a_request_that_closes_its_connection_leaves_no_upstream_connection_to_r
     """The client's `Connection: close` reaches the server, which closes after answering, and some (the JDK's
     HttpServer) do not say so in the answer: that connection must not go back to the pool, where the next
     request would find it closed."""
-    front, _ = door
+    front, recorder = door
     client = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
     client.request("POST", "/", body=b"x", headers={"Connection": "close"})
     assert client.getresponse().status == 201
     client.close()
+    wait_until(lambda: len(recorder.exchanges) == 1, "the exchange handed to the recorder, after the pool's turn")
     assert not front.idle
     again = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
     again.request("POST", "/", body=b"y")
     assert again.getresponse().status == 201
+    wait_until(lambda: len(recorder.exchanges) == 2, "the second exchange handed to the recorder")
     assert len(front.idle) == 1  # a kept-alive exchange does pool its connection
     again.close()
