@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs everything the test suite needs on a fresh Debian bookworm machine (as root), idempotently:
-# the toolchains of the five runtimes, wrk for benchmarks, Java and Maven for the tests' Kafka broker
-# (scripts/kafka-up.sh), containerd, runc, the CNI plugins and busybox-static for the cluster tests' node
+# the toolchains of the six runtimes (a JDK and Maven for Java, also the tests' Kafka broker:
+# scripts/kafka-up.sh), wrk for benchmarks, containerd, runc, the CNI plugins and busybox-static for the cluster tests' node
 # (tests/support/k8s_node.py), the Python package with its test extras, and a Docker engine with the runtime
 # images (.ci/docker-setup.sh).
 set -eu
@@ -13,14 +13,15 @@ PACKAGES="ruby ruby-sinatra ruby-prometheus-client-mmap ruby-webrick
           php8.2-cli php-slim-psr7 composer unzip
           nodejs npm golang-go
           wrk docker.io debootstrap ca-certificates curl
-          openjdk-17-jre-headless maven
-          containerd runc containernetworking-plugins busybox-static iproute2 gcc libc6-dev"
+          openjdk-17-jdk-headless maven
+          containerd runc containernetworking-plugins busybox-static iproute2 gcc libc6-dev
+          chromium chromium-driver apache2-utils"
 missing=""
 for p in $PACKAGES; do
     case "$p" in  # toolchains the machine may already have from elsewhere (nodesource node, /usr/local/go)
         nodejs|npm) command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && continue ;;
         golang-go) command -v go >/dev/null 2>&1 && continue ;;
-        openjdk-17-jre-headless) command -v java >/dev/null 2>&1 && continue ;;  # the Kafka broker of the tests
+        openjdk-17-jdk-headless) command -v javac >/dev/null 2>&1 && continue ;;  # the java11 runtime; a JRE alone has no javac
         maven) command -v mvn >/dev/null 2>&1 && continue ;;
     esac
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -112,11 +112,12 @@ class Engine:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url, connections, seconds=5, threads=2):
-    """{'rps', 'p50_ms', 'p99_ms'} from one wrk run (Debian's wrk)."""
+def wrk(url, connections, seconds=5, threads=2, headers=()):
+    """{'rps', 'p50_ms', 'p99_ms'} from one wrk run (Debian's wrk); `headers`: ("Name: value", …)."""
     threads = min(threads, connections)
+    extra = [arg for header in headers for arg in ("-H", header)]
     out = subprocess.run(
-        ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds, "--latency", url],
+        ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds, "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,

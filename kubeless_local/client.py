@@ -17,6 +17,7 @@ import requests
 
 from kubeless_local import config
 from kubeless_local.emulator import registry
+from kubeless_local.emulator.recorder import SOURCE_HEADER
 from kubeless_local.errors import HTTP_STATUS, Conflict, NotFound, Unavailable, UserError
 from kubeless_local.events import envelope
 from kubeless_local.paths import STATE_DIRNAME
@@ -152,6 +153,9 @@ class AdminClient:
         "cron_triggers",
         "fire_cron",
         "kafka_groups",
+        "invocations",
+        "invocation",
+        "replay_invocation",
     )
 
     def __getattr__(self, name):
@@ -324,13 +328,36 @@ class SessionClient:
         body = {"trigger": trigger, "id": letter_id}
         return self._json("/api/topics/%s/replay" % quote(topic, safe=""), "POST", body)
 
+    # ------------------------------------------------------------ recorded invocations (history, replay)
 
-def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, method=None, headers=None):
+    def invocations(self, function=None, limit=50, before=None):
+        """Summaries of the recorded invocations, newest first (of one function, or all)."""
+        query = urllib.parse.urlencode({"function": function or "", "limit": limit, "before": before or 0})
+        return self._json("/api/invocations?" + query)
+
+    def invocation(self, ident):
+        """One recorded invocation whole (request, response, logs), secrets redacted."""
+        return self._json("/api/invocations/%s" % quote(str(ident), safe=""))
+
+    def replay_invocation(self, ident, request=None):
+        """Send invocation `ident`'s request again (or `request`, an edited copy): {original, replay, diff}."""
+        body = {} if request is None else {"request": request}
+        return self._json("/api/invocations/%s/replay" % quote(str(ident), safe=""), "POST", body, timeout=None)
+
+    def events(self, after=0, wait=0):
+        """The session's bus events after id `after`: {events, reset, last}."""
+        return self._json("/api/events?after=%d&wait=%d" % (after, wait), timeout=wait + 10)
+
+
+def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, method=None, headers=None, mark=None):
     """Send one event to a function the way Kubeless' event source would; returns the response.
-    `method` and `headers` (e.g. `call -X PUT -H 'K: V'`) override the envelope's."""
+    `method` and `headers` (e.g. `call -X PUT -H 'K: V'`) override the envelope's. `mark`: the recorder's
+    source (`call`), for a function whose front door reads it (its `ls` row says `recorded`)."""
     envelope_method, envelope_headers, body = envelope(source, data, topic=topic)
     method = method or envelope_method
     headers = {**envelope_headers, **(headers or {})}
+    if mark:
+        headers[SOURCE_HEADER] = mark
     try:
         return requests.request(method, function_url(url, path), headers=headers, data=body, timeout=timeout)
     except requests.RequestException as exc:

@@ -49,11 +49,21 @@ class Docker:
 
 
 @dataclass(frozen=True)
+class Recorder:
+    """`recorder:`: how many recorded invocations `dev` keeps per function (emulator/recorder.py); the oldest
+    go first when either bound is reached."""
+
+    keep: int = 500  # records per function
+    max_bytes: int = 50 * 1024 * 1024  # bytes of records (bodies, headers, logs) per function
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path  # the file; it need not exist
     backend: str = "process"  # where functions run when no --backend / $KUBELESS_LOCAL_BACKEND says
     kafka: Kafka = Kafka()
     docker: Docker = Docker()
+    recorder: Recorder = Recorder()
     notices: tuple[str, ...] = ()  # one line each, to show once: deprecated keys and what to write instead
 
 
@@ -125,9 +135,14 @@ DOCKER_KEYS = {
         null_is_default=True,
     ),
 }
+RECORDER_KEYS = {
+    "keep": Key(number(int, 1), "a number >= 1"),
+    "max_bytes": Key(number(int, 1024), "a number of bytes >= 1024"),
+}
 SECTIONS = {
     "kafka": (Kafka, KAFKA_KEYS, "e.g. kafka: {max_attempts: 5}"),
     "docker": (Docker, DOCKER_KEYS, "e.g. docker: {network: relay}"),
+    "recorder": (Recorder, RECORDER_KEYS, "e.g. recorder: {keep: 500}"),
 }
 TOP_KEYS = {"backend": Key(one_of(BACKENDS), "one of %s" % ", ".join(BACKENDS), null_is_default=True)}
 # Keys people write that belong elsewhere: said with the reason instead of "unknown".

@@ -430,15 +430,19 @@ def validate_function(fn: FunctionSpec):
 
 def parse_http_trigger(doc, path):
     name, _, spec, origin = _object(doc, path, "HTTPTrigger")
-    return HTTPTrigger(
+    trigger = HTTPTrigger(
         name=name,
         function_name=_required(origin, spec, "function-name"),
         origin=origin,
         path=_string(origin, spec, "path"),
         host_name=_string(origin, spec, "host-name"),
-        cors_enable=bool(spec.get("cors-enable")),
+        cors_enable=spec.get("cors-enable") is True or str(spec.get("cors-enable")).lower() == "true",
         document=doc,
     )
+    from kubeless_local import http_routes  # the gateway's mapping checks what the controller refuses
+
+    http_routes.route_of(trigger)
+    return trigger
 
 
 SCHEDULE_EXAMPLES = '"*/5 * * * *", @hourly or "@every 5m"'

@@ -32,6 +32,17 @@ PLURALS = {  # kind → resource, in the order objects are applied (triggers nam
     "NATSTrigger": "natstriggers",
     "KinesisTrigger": "kinesistriggers",
 }
+# Kinds outside kubeless.io that push applies: kind → (group, version, resource). Served by every cluster
+# (no CRD to check): an HTTPTrigger's Ingress (http_routes.ingress_of).
+BUILT_IN = {"Ingress": ("networking.k8s.io", "v1", "ingresses")}
+ORDER = [*PLURALS, *BUILT_IN]
+
+
+def api_of(kind: str) -> tuple:
+    """(group, version, resource) of a kind push applies."""
+    return BUILT_IN.get(kind) or (GROUP, VERSION, PLURALS[kind])
+
+
 # The Kubeless controller adds its finalizer with an Update of the whole Function, re-serialized by its
 # own (2018) structs: atomic lists such as the containers of spec.deployment change form (`name: ""`)
 # and become its fields. Taking those back on the next push is what a push means.
@@ -51,7 +62,10 @@ class Result:
     object: dict = field(default_factory=dict)  # what the server stored (or would store)
 
     def line(self) -> str:
-        return "%s.%s/%s %s" % (self.kind.lower(), GROUP, self.name, self.action)
+        said = "%s.%s/%s %s" % (self.kind.lower(), api_of(self.kind)[0], self.name, self.action)
+        if self.kind == "Ingress":
+            said += " (HTTPTrigger %s as a networking.k8s.io/v1 Ingress)" % self.name
+        return said
 
 
 class Applier:
@@ -123,7 +137,7 @@ class Applier:
         return self._installed
 
     def check(self, objects: list):
-        missing = sorted({o["kind"] for o in objects} - self.installed())
+        missing = sorted({o["kind"] for o in objects} - self.installed() - set(BUILT_IN))
         if missing:
             raise UserError(
                 "%s: the %s CRD is not installed in this cluster; install that Kubeless trigger controller"
@@ -133,12 +147,14 @@ class Applier:
     def managed(self, kind: str, namespace: str) -> dict:
         """{name: object} of this project's objects of one kind that this tool applied earlier."""
         selector = "%s=%s,%s=%s" % (MANAGED_BY_LABEL, MANAGED_BY, PROJECT_LABEL, self.project)
-        doing = "list %s in namespace %s" % (PLURALS[kind], namespace)
-        plural = PLURALS[kind]
+        group, version, plural = api_of(kind)
+        doing = "list %s in namespace %s" % (plural, namespace)
         listing = self._call(
-            doing, self.api.list_namespaced_custom_object, GROUP, VERSION, namespace, plural, label_selector=selector
+            doing, self.api.list_namespaced_custom_object, group, version, namespace, plural, label_selector=selector
         )
-        return {item["metadata"]["name"]: item for item in listing.get("items") or []}
+        # a list of built-in objects (Ingresses) leaves kind and apiVersion out of its items
+        typed = {"kind": kind, "apiVersion": "%s/%s" % (group, version)}
+        return {item["metadata"]["name"]: {**typed, **item} for item in listing.get("items") or []}
 
     # ---------------------------------------------------------------- apply and prune
     def apply(self, obj: dict, before: Optional[dict]) -> Result:
@@ -164,10 +180,9 @@ class Applier:
         return self._call(  # urllib3's response
             doing,
             self.api.patch_namespaced_custom_object_with_http_info,
-            GROUP,
-            VERSION,
+            *api_of(obj["kind"])[:2],
             meta["namespace"],
-            PLURALS[obj["kind"]],
+            api_of(obj["kind"])[2],
             meta["name"],
             obj,
             field_manager=FIELD_MANAGER,
@@ -182,10 +197,9 @@ class Applier:
         self._call(
             doing,
             self.api.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
+            *api_of(kind)[:2],
             namespace,
-            PLURALS[kind],
+            api_of(kind)[2],
             name,
             dry_run="All" if self.dry_run else None,
             missing_ok=True,  # deleted meanwhile: nothing to prune
@@ -196,9 +210,11 @@ class Applier:
         """Apply every object; with `prune`, delete this project's earlier objects that are gone locally."""
         self.check(objects)
         namespaces = sorted({o["metadata"]["namespace"] for o in objects})
-        kinds = [k for k in PLURALS if k in self.installed()]
+        present = {o["kind"] for o in objects}
+        # an Ingress kind is listed only when pushed or pruned: RBAC may deny it to a project without HTTPTriggers
+        kinds = [k for k in ORDER if k in self.installed() or (k in BUILT_IN and (k in present or prune))]
         earlier = {(k, ns): self.managed(k, ns) for k in kinds for ns in namespaces}
-        ordered = sorted(objects, key=lambda o: list(PLURALS).index(o["kind"]))
+        ordered = sorted(objects, key=lambda o: ORDER.index(o["kind"]))
         results: list = []
         for index, obj in enumerate(ordered):
             try:

@@ -53,13 +53,14 @@ def runtime_images(catalog_path=None) -> list:
                 "install": INSTALL_VOLUME,
                 "deps": INSTALL_VOLUME,
                 "deps_file": "%s/%s" % (INSTALL_VOLUME, entry.dep_name),
+                "runtime_dir": "/runtime",
+                "runtime_lib": CLUSTER_RUNTIME_LIB,
             }
             image = v.image.format_map(values)
             env = {k: str(value).format_map(values) for k, value in entry.docker.env.items()}
             phases = []
             if entry.docker.install and entry.dep_name:
-                install = shlex.join(arg.format_map(values) for arg in entry.docker.install)
-                phases.append(_phase("installation", image, env, install))
+                phases.append(_phase("installation", image, env, _install_command(entry, values)))
             if entry.docker.compile:
                 phases.append(_phase("compilation", image, env, _compile_command(entry, values)))
             phases.append(_phase("runtime", image, env))
@@ -74,6 +75,16 @@ def runtime_images(catalog_path=None) -> list:
     return result
 
 
+def _install_command(entry, values: dict) -> str:
+    """The `installation` phase: the catalog's docker install step, after its setup step where the install
+    uses the runtime's libraries (Java: the Maven repository holding the Kubeless parent POM)."""
+    install = shlex.join(arg.format_map(values) for arg in entry.docker.install)
+    if not entry.docker.setup or not any("{runtime_lib}" in arg for arg in entry.docker.install):
+        return install
+    setup = shlex.join(a.format_map(values) for a in entry.docker.setup)
+    return "mkdir -p %s && %s && %s" % (CLUSTER_RUNTIME_LIB, setup, install)
+
+
 def _compile_command(entry, values: dict) -> str:
     """The `compilation` phase (run by the controller with `sh -c` in the install volume): the catalog's
     docker setup and compile steps; the compiler's words go to the init container's termination message
@@ -82,17 +93,20 @@ def _compile_command(entry, values: dict) -> str:
     step = {**values, **folders, "handler": HANDLER_MARK}
     setup = shlex.join(a.format_map(step) for a in entry.docker.setup) if entry.docker.setup else "true"
     build = shlex.join(a.format_map(step) for a in entry.docker.compile).replace(HANDLER_MARK, '"$KUBELESS_FUNC_NAME"')
-    built = shlex.quote(entry.docker.command[0].format_map(step))
+    if "{build}" in entry.docker.command[0]:  # the command is the built binary (go): that file
+        built, run = shlex.quote(entry.docker.command[0].format_map(step)), shlex.quote(cluster_command(entry)[0])
+    else:  # a server that runs what the compile built (java: classes): the whole build folder
+        built, run = "-R %s/." % CLUSTER_BUILD, INSTALL_VOLUME + "/"
     return COMPILE_STEP.format(lib=CLUSTER_RUNTIME_LIB, out=CLUSTER_BUILD, setup=setup, build=build, built=built,
-                               log=CLUSTER_BUILD + ".log", run=shlex.quote(cluster_command(entry)[0]))  # fmt: skip
+                               log=CLUSTER_BUILD + ".log", run=run)  # fmt: skip
 
 
 def cluster_command(entry) -> list:
-    """The runtime container's command on a cluster for a compiled runtime (its binary in the install
-    volume); [] for the others, whose image's CMD runs the server."""
+    """The runtime container's command on a cluster for a compiled runtime (what it built, and its deps, in
+    the install volume); [] for the others, whose image's CMD runs the server."""
     if not entry.docker.compile:
         return []
-    return [a.format(build=INSTALL_VOLUME) for a in entry.docker.command]
+    return [a.format(build=INSTALL_VOLUME, deps=INSTALL_VOLUME) for a in entry.docker.command]
 
 
 def _phase(phase, image, env, command=""):

@@ -20,6 +20,7 @@ from typing import Optional
 
 import yaml
 
+from kubeless_local import http_routes
 from kubeless_local import spec as specs
 from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import UserError
@@ -164,6 +165,9 @@ def render(manifests: specs.Manifests, namespace: str, project: str, extra=(), c
     ]:
         document = trigger if isinstance(trigger, dict) else trigger.document
         objects.append(_labelled(copy.deepcopy(document), namespace, project))
+    # Kubeless' http-trigger controller creates extensions/v1beta1 Ingresses, which Kubernetes ≥ 1.22 does not
+    # serve: push applies each HTTPTrigger's networking.k8s.io/v1 Ingress itself, from the gateway's mapping
+    objects += [_labelled(ingress, namespace, project) for ingress in http_routes.ingresses(manifests)]
     return objects
 
 

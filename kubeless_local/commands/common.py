@@ -37,6 +37,7 @@ COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_m
 HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "topic"): "`kubeless-local topic ls` lists them",
     (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
+    (Conflict, "gateway port"): "pass --gateway-port / --gateway-https-port PORT (0: any free port)",
     (NotFound, "function manifest"): "create one with `kubeless-local init`",
     (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
     (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
@@ -52,6 +53,7 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (Unavailable, "image build"): "use --backend process",
     (Unavailable, "kafka broker"): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in "
     ".kubeless-local.yaml",
+    (NotFound, "invocation"): "`kubeless-local history` lists the recorded ones",
     (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
     "file keeps what it held",
 }
@@ -310,8 +312,12 @@ def serve(
     state_dir=None,
     allow_empty=False,
     deployed_only=False,
+    dashboard=None,
+    gateway_port=None,
+    gateway_https_port=None,
 ):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
+    `dashboard`: (port, read_only) of the dashboard to serve beside them (None: none).
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
     from kubeless_local.emulator import DevSession
 
@@ -328,15 +334,25 @@ def serve(
         allow_empty=allow_empty,
         deployed_only=deployed_only,
         word=in_words,
+        gateway_port=gateway_port,
+        gateway_https_port=gateway_https_port,
     )
     printer = LogPrinter(session.logs)
     printer.start()
     signals = StopSignals()
     stopped_by = signal.SIGINT  # wait() only ends by a stop signal (Stop) or Ctrl-C
+    board = None
     try:
         session.start()
+        if dashboard is not None:
+            from kubeless_local.dashboard.server import Dashboard
+
+            board = Dashboard.of_session(session, *dashboard)
+            link = board.start()
         time.sleep(0.05)  # let start-up log lines print before the table
         print_table(session.status(), FUNCTION_COLUMNS)
+        if board is not None:
+            click.echo("Dashboard: %s%s" % (link, " (read-only)" if board.read_only else ""))
         click.echo(click.style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
         signals.wait()
     except KeyboardInterrupt as exc:
@@ -347,6 +363,8 @@ def serve(
             pass  # the terminal is gone (SIGHUP)
     finally:
         signals.close()
+        if board is not None:
+            board.stop()
         session.stop()
         printer.close()
     exit_now(128 + stopped_by)

@@ -423,7 +423,7 @@ def spec_field(document, key):
 # What the local session does with each kind (`trigger WORD --help`); every one is written and pushed.
 LOCALLY = {
     "CronJobTrigger": "fired on schedule by the session",
-    "HTTPTrigger": "written and pushed, not routed locally: call the function's own URL",
+    "HTTPTrigger": "routed by Host and path by the session's gateway (`gateway explain`); pushed with its Ingress",
     "KafkaTrigger": "the session delivers its topic's events",
     "NATSTrigger": "the session delivers its topic's events",
 }

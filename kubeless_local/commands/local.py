@@ -67,8 +67,31 @@ def init(name, runtime, force):
     help="A real Kafka broker: dev consumes from it for the KafkaTriggers, as the Kubeless controller does "
     "(default: $KAFKA_BROKERS, else `kafka: {brokers: …}` in .kubeless-local.yaml, else embedded topics).",
 )
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Port of the dashboard on 127.0.0.1 (default: a free one; its link is printed on start).",
+)
+@click.option("--no-dashboard", is_flag=True, help="Serve no dashboard.")
+@click.option(
+    "--read-only", is_flag=True, help="A dashboard that only shows (no emit, fire or replay): for screen sharing."
+)
+@click.option(
+    "--gateway-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the HTTPTrigger gateway on 127.0.0.1 (default 8480; 0: any free one); it listens only when the"
+    " project has HTTPTriggers.",
+)
+@click.option(
+    "--gateway-https-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the gateway's HTTPS listener (default 8443), once an HTTPTrigger has tls or tls-secret.",
+)
 @user_errors
-def dev(path, backend, ignore, kafka_brokers):
+def dev(
+    path, backend, ignore, kafka_brokers, dashboard_port, no_dashboard, read_only, gateway_port, gateway_https_port
+):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
     serve(
@@ -77,6 +100,9 @@ def dev(path, backend, ignore, kafka_brokers):
         manifests=specs.load(root, ignore) if root.is_file() else None,
         ignore=ignore,
         kafka_brokers=kafka_brokers,
+        dashboard=None if no_dashboard else (dashboard_port, read_only),
+        gateway_port=gateway_port,
+        gateway_https_port=gateway_https_port,
     )
 
 
@@ -216,7 +242,12 @@ def call(name, data, data_file, method, headers, path):
             err=True,
         )
     response = call_function(
-        row["url"], data, path=path, method=method.upper() if method else None, headers=dict(headers)
+        row["url"],
+        data,
+        path=path,
+        method=method.upper() if method else None,
+        headers=dict(headers),
+        mark="call" if row.get("recorded") else None,
     )
     if response.status_code == 408:
         raise_exit("Request timeout exceeded", 1)

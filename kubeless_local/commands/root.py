@@ -3,7 +3,7 @@
 import click
 
 from kubeless_local import __version__
-from kubeless_local.commands import cluster, events, kubeless, local, runtime
+from kubeless_local.commands import cluster, dashboard, events, gateway, history, kubeless, local, runtime
 from kubeless_local.commands.common import exit_with
 from kubeless_local.errors import UserError
 
@@ -34,12 +34,16 @@ for _command in (
     local.call,
     local.list_functions,
     local.logs,
+    history.history,
+    history.replay,
+    dashboard.dashboard,
     kubeless.get_server_config,
     runtime.runtime,
     cluster.push,
     events.emit,
     events.topic,
     cluster.cluster,
+    gateway.gateway,
     kubeless.function,
     kubeless.trigger,
     kubeless.up,

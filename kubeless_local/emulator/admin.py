@@ -37,6 +37,8 @@ from kubeless_local.errors import BadRequest, NotFound, Unavailable, UserError, 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from kubeless_local.emulator.bus import EventBus
+    from kubeless_local.emulator.recorder import Recorder
     from kubeless_local.emulator.supervisor import Supervisor
     from kubeless_local.emulator.triggers.cron import Cron
     from kubeless_local.emulator.triggers.interface import Topics
@@ -149,6 +151,8 @@ class AdminServer:
         self.topics: Topics | None = None  # the session's topics (triggers/interface.py: embedded or a broker), if any
         self.cron: Cron | None = None  # the session's cron.Cron: runs in `ls`, `emit cron`
         self.kafka: KafkaBridge | None = None  # the session's KafkaBridge (dev --kafka-brokers): its consumer groups
+        self.recorder: Recorder | None = None  # the session's invocation recorder: `history`, `replay`
+        self.bus: EventBus | None = None  # the session's event bus
 
     @property
     def info_path(self):
@@ -346,6 +350,58 @@ def replay(admin: AdminServer, call: Call) -> Any:
     return {"replayed": count}
 
 
+# The recorded invocations (emulator/recorder.py) and the event bus (emulator/bus.py).
+
+
+def _recorder(admin: AdminServer) -> Recorder:
+    if admin.recorder is None:
+        raise Unavailable("this session records no invocations", "invocation recorder")
+    return admin.recorder
+
+
+def _number(call: Call, name: str, default: int, most: int) -> int:
+    try:
+        value = int(call.query.get(name, [str(default)])[0])
+    except ValueError:
+        raise BadRequest("%s must be a whole number" % name) from None
+    if not 0 <= value <= most:
+        raise BadRequest("%s must be from 0 to %d" % (name, most))
+    return value
+
+
+def invocations(admin: AdminServer, call: Call) -> Any:
+    """?function=&limit=&before= → summaries, newest first (before: a sequence number, for the next page)."""
+    function = call.query.get("function", [""])[0] or None
+    return _recorder(admin).list(function, _number(call, "limit", 50, 10_000), _number(call, "before", 0, 2**62))
+
+
+def invocation(admin: AdminServer, call: Call) -> Any:
+    from kubeless_local.emulator.recorder import export
+
+    return export(_recorder(admin).get(call.params["id"]))
+
+
+def replay_invocation(admin: AdminServer, call: Call) -> Any:
+    """{request} (optional: an edited export of the recorded request) → {original, replay, diff}."""
+    from kubeless_local.emulator.recorder import replay as send_again
+
+    edited = call.body.get("request")
+    if edited is not None and not isinstance(edited, dict):
+        raise BadRequest("request must be a JSON object: method, path, query, headers, body")
+    return send_again(_recorder(admin), admin.supervisor, call.params["id"], edited)
+
+
+def bus_events(admin: AdminServer, call: Call) -> Any:
+    """?after=ID&wait=SECONDS → {events, reset, last}: the events after ID (reset: some were missed)."""
+    if admin.bus is None:
+        raise Unavailable("this session has no event bus", "event bus")
+    after, wait = _number(call, "after", 0, 2**62), _number(call, "wait", 0, 30)
+    if wait:
+        admin.bus.wait(after, wait)
+    events, reset = admin.bus.after(after)
+    return {"events": [event.row() for event in events], "reset": reset, "last": admin.bus.last}
+
+
 class Route(NamedTuple):
     method: str
     path: str  # {name}: any one path segment, handed to the handler unquoted as params["name"]
@@ -364,6 +420,10 @@ ROUTES = [
     Route("POST", "/api/topics/{topic}/events", emit),
     Route("GET", "/api/topics/{topic}/events", emit_outcome),
     Route("POST", "/api/topics/{topic}/replay", replay),
+    Route("GET", "/api/invocations", invocations),
+    Route("GET", "/api/invocations/{id}", invocation),
+    Route("POST", "/api/invocations/{id}/replay", replay_invocation),
+    Route("GET", "/api/events", bus_events),
 ]
 
 

@@ -52,10 +52,27 @@ class Instance:
     exit_code: Optional[int] = None  # of the server's last exit (EXIT_CANNOT_LISTEN: it lost its port)
     handle: object = None  # backend-private
     changed: threading.Condition = field(default_factory=threading.Condition)
+    # A front door (emulator/proxy.py) listens on `port`, records each call and reads the source mark, and the
+    # server listens on `server_port` (private: loopback, unlisted). 0/False: the server listens on `port`.
+    server_port: int = 0
+    front_door: bool = False
+    # told (state, error) after each change of state, outside the lock (the session's event bus); set by
+    # whoever creates the instance
+    on_state: Optional[Callable[["Instance"], None]] = None
 
     @property
     def url(self) -> Optional[str]:
         return "http://127.0.0.1:%d" % self.port if self.port else None
+
+    @property
+    def listen_port(self) -> int:
+        """The port the runtime server binds."""
+        return self.server_port or self.port
+
+    @property
+    def server_url(self) -> Optional[str]:
+        """The runtime server itself (its /metrics, /healthz), past the front door."""
+        return "http://127.0.0.1:%d" % self.listen_port if self.listen_port else None
 
     last_control: tuple[Optional[str], int] = (None, -1)  # (event, runtime generation) of the last control line
     # (state, error) of a saved version that does not serve (it does not load/compile/install, or its
@@ -80,11 +97,15 @@ class Instance:
             elif event == "load-failed":
                 self.state, self.error = State.COMPILE_ERROR, error
             self.changed.notify_all()
+        if self.on_state is not None:
+            self.on_state(self)
 
     def set_state(self, state: State, error: str = "") -> None:
         with self.changed:
             self.state, self.error = state, error
             self.changed.notify_all()
+        if self.on_state is not None:
+            self.on_state(self)
 
     def wait_for(self, predicate: Callable[["Instance"], bool], timeout: Optional[float]) -> bool:
         """Block until predicate(instance) is true; returns it (False on timeout)."""
@@ -103,6 +124,10 @@ class Backend(abc.ABC):
     """Starts, reloads and stops runtime servers for prepared functions."""
 
     name = "abstract"
+    # Its servers listen on a private port and the supervisor puts a front door (emulator/proxy.py) on the
+    # function's port, which records every call. The docker backend has its own relay (issue L): one concept
+    # to share once that relay speaks HTTP.
+    fronted = False
 
     def __init__(self, logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None) -> None:
         self.logs = logs  # the servers' output, and what the backend has to say about them

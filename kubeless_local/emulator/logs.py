@@ -133,6 +133,20 @@ class LogHub:
             lines = list(buffer.lines) if buffer is not None else []
         return lines if count is None else lines[-count:] if count else []
 
+    def between(self, function, start, end):
+        """The lines of `function` that arrived from `start` to `end` (epoch seconds), oldest first; read from
+        the newest back, so a recent span costs what it holds."""
+        found = []
+        with self.lock:
+            buffer = self.lines.get(function)
+            for line in reversed(buffer.lines) if buffer is not None else ():
+                if line.time < start:
+                    break
+                if line.time <= end:
+                    found.append(line)
+        found.reverse()
+        return found
+
     def subscribe(self, function=None):
         """A queue that receives every new line (of one function, or of all when None)."""
         q: queue.Queue = queue.Queue()

@@ -361,7 +361,10 @@ def install_deps(prepared, steps, deps, on_line):
         )
         argv, extra = steps.install_step(prepared.expand(install, **values))
         env.update({key: expand_refs(value, env) for key, value in extra.items()})
-        steps.run(STEP_INSTALL, argv, target, env, on_line, binds={"deps": (target, True)})
+        # {runtime_lib} too: a runtime may keep a download cache shared by every deps file there (Java's
+        # Maven repository)
+        binds = {"deps": (target, True), "runtime_lib": (prepared.runtime_lib, True)}
+        steps.run(STEP_INSTALL, argv, target, env, on_line, binds=binds)
 
     return cached_step(cache / key, build), digest
 
@@ -486,7 +489,8 @@ BUILDS_KEPT = 20  # cached builds per runtime; older ones are removed
 
 
 def build_key(prepared, extra):
-    """sha256 of everything a compile reads: the code, the deps and runtime libraries, the toolchain."""
+    """sha256 of everything a compile reads: the code, the deps and runtime libraries, the toolchain, the
+    Function's env (the compile step runs with it)."""
     spec = prepared.spec
     digest = hashlib.sha256(
         repr(
@@ -497,6 +501,7 @@ def build_key(prepared, extra):
                 str(prepared.runtime_lib),
                 spec.module,
                 spec.function_name,
+                sorted(dict(spec.env).items()),
             )
         ).encode()
     )

@@ -19,10 +19,11 @@ def server_process(instance: Instance) -> Optional[subprocess.Popen]:
 
 class ProcessBackend(Backend):
     name = "process"
+    fronted = True  # the server binds instance.server_port; the supervisor's front door serves instance.port
 
     def start(self, instance: Instance, prepared: Prepared) -> None:
         argv = prepared.expand(prepared.runtime.steps.command)
-        env = prepared.env(instance.port)
+        env = prepared.env(instance.listen_port)
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
         try:
             proc = subprocess.Popen(

@@ -118,7 +118,7 @@ class Project:
             )
         for listener in self.on_manifests:
             listener(self.manifests)
-        for trigger in self.manifests.http_triggers + self.manifests.cron_triggers:
+        for trigger in self.manifests.cron_triggers:  # an HTTPTrigger's: the gateway says it (http_routes)
             if self.manifests.function(trigger.function_name) is None:
                 self.logs.emit(
                     trigger.name,

@@ -9,6 +9,7 @@ functions are started.
 import dataclasses
 import functools
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,13 +18,17 @@ from kubeless_local import spec as specs
 from kubeless_local.emulator import backends, registry
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import BackendFactory
+from kubeless_local.emulator.bus import EventBus
+from kubeless_local.emulator.gateway import Gateway
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
+from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.emulator.triggers import delivery, interface, kafka_bridge
 from kubeless_local.emulator.triggers.cron import Cron
+from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
@@ -40,7 +45,8 @@ class DevSession:
 
     `backend` (a BackendFactory, e.g. a Backend class) replaces the backend `backend_name` names (tests pass
     a fake); `guardian` makes the session's Guardian (unit tests pass one without a process); `ignore`
-    holds gitignore-style patterns (`dev --ignore`).
+    holds gitignore-style patterns (`dev --ignore`); `ephemeral_ports`: kernel-chosen ports, not the
+    remembered ones (a test session beside the user's `dev`, or several at once).
     """
 
     def __init__(
@@ -59,7 +65,11 @@ class DevSession:
         deployed_only: bool = False,
         guardian: Callable[[Path], Guardian] = Guardian,
         word: Callable[[UserError | str], str] = str,
+        ephemeral_ports: bool = False,
+        gateway_port: Optional[int] = None,
+        gateway_https_port: Optional[int] = None,
     ) -> None:
+        self.ephemeral_ports = ephemeral_ports  # kernel-chosen ports (tests: parallel sessions never collide)
         self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
         self.deployed_only = deployed_only  # the session `function deploy` started: only what the verbs wrote
@@ -84,6 +94,11 @@ class DevSession:
         self.guardian: Optional[Guardian] = None
         self.cron: Optional[Cron] = None
         self.events: Optional[delivery.Dispatcher] = None  # the embedded topics' Dispatcher
+        self.bus = EventBus()  # what happens in the session, for a client that follows it (emulator/bus.py)
+        self.recorder: Optional[Recorder] = None  # every call the functions' front doors see (emulator/recorder.py)
+        # the HTTPTrigger gateway's ports (None: gateway.DEFAULT_PORT, DEFAULT_HTTPS_PORT)
+        self.gateway_ports = (gateway_port, gateway_https_port)
+        self.gateway: Optional[Gateway] = None
 
     def start(self) -> None:
         """Start every function and watch the folder. UserError for what the user must fix first."""
@@ -111,13 +126,34 @@ class DevSession:
             self.logs.emit("dev", notice, "system")
         backend = self.backend or backends.factory(self._backend_name(), self.settings)
         self.guardian = self.new_guardian(self.state_dir)
+        self.recorder = Recorder(
+            self.state_dir,
+            keep=self.settings.recorder.keep,
+            max_bytes=self.settings.recorder.max_bytes,
+            logs=self.logs,
+            bus=self.bus,
+            served=self._served,
+            say=lambda text: self.logs.emit("dev", text, "system"),
+        )
+        self._follow_logs()
         self.supervisor = Supervisor(
-            self.state_dir, functools.partial(backend, guardian=self.guardian), self.logs, word=self.word
+            self.state_dir,
+            functools.partial(backend, guardian=self.guardian),
+            self.logs,
+            ephemeral_ports=self.ephemeral_ports,
+            word=self.word,
+            recorder=self.recorder,
         )
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
+        self.admin.recorder, self.admin.bus = self.recorder, self.bus
         self._start_events()
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)
-        self.cron = Cron(self._manifests, self.supervisor, self.logs)
+        self.cron = Cron(
+            self._manifests,
+            self.supervisor,
+            self.logs,
+            on_run=lambda run: self.bus.publish("cron-run", cron_row(run)),
+        )
         self.admin.cron = self.cron
         # kafka, a real broker: `dev` is its KafkaTrigger controller (triggers/kafka_bridge.py); no broker: exit 2
         brokers, attempts = kafka_bridge.configured(self.settings, self.kafka_brokers)
@@ -143,11 +179,35 @@ class DevSession:
             self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty, self.deployed_only
         )
         self.project.on_manifests.append(self._update_events)
+        # HTTPTriggers: the gateway listens once the first load has routes (emulator/gateway.py)
+        port, https_port = self.gateway_ports
+        if self.ephemeral_ports:  # parallel test sessions: never the default ports
+            port, https_port = port or 0, https_port or 0
+        self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, port, https_port=https_port)
+        self.project.on_manifests.append(self.gateway.update)
         self.project.start()
         self.project.watch()
         self.cron.start()
         if self.kafka is not None:
             self.kafka.start()
+
+    def _served(self, name: str) -> tuple[Optional[int], Optional[str]]:
+        """(generation, source sha256) serving function `name`: what the recorder notes on each record."""
+        return self.supervisor.served(name) if self.supervisor is not None else (None, None)
+
+    def _follow_logs(self) -> None:
+        """Every log line goes on the bus too (one thread, fed by the hub's subscription)."""
+        lines = self.logs.subscribe()
+
+        def forward() -> None:
+            while True:
+                line = lines.get()
+                if line is None:
+                    return
+                self.bus.publish("log", {"function": line.function, "text": line.text, "stream": line.stream})
+
+        self._log_lines = lines
+        threading.Thread(target=forward, name="bus-logs", daemon=True).start()
 
     def _manifests(self) -> specs.Manifests:
         """The manifests in force: the project's, reloaded on every valid save."""
@@ -195,6 +255,8 @@ class DevSession:
                 self.events.stop()  # first: subscribers commit their positions while functions still answer
             if self.cron is not None:
                 self.cron.stop()
+            if self.gateway is not None:
+                self.gateway.stop()
             if self.kafka is not None:
                 self.kafka.stop()  # before the functions: a message being delivered stays uncommitted
             if self.project is not None:
@@ -204,6 +266,10 @@ class DevSession:
             registry.unregister(self.registration)
             if self.admin is not None:
                 self.admin.stop()
+            if self.recorder is not None:
+                self.recorder.close()  # the calls the functions answered last are stored
+                self.logs.unsubscribe(self._log_lines)
+                self._log_lines.put(None)
             if self.guardian is not None:
                 self.guardian.close()
             if self.events is not None:

@@ -12,6 +12,9 @@ from typing import Any, Callable, Optional
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, State
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.proxy import FrontDoor
+from kubeless_local.emulator.recorder import Recorder, source_digest
+from kubeless_local.emulator.taps import Taps
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog, Runtime
 from kubeless_local.spec import PORT_ANNOTATION, FunctionSpec
@@ -148,10 +151,13 @@ class Supervisor:
         catalog: Optional[Catalog] = None,
         ephemeral_ports: bool = False,
         word: Callable[[UserError | str], str] = str,
+        recorder: Optional[Recorder] = None,
     ) -> None:
         """`backend` builds the backend (a Backend class, or `backends.factory(name)`); it is given `logs`
         and this supervisor's restart as its `on_exit`. `word` is how an error is shown in a function's log
-        and `ls`, and a notice (errors.Notice) in its log: the CLI adds the command that helps (see errors.py)."""
+        and `ls`, and a notice (errors.Notice) in its log: the CLI adds the command that helps (see errors.py).
+        A backend whose servers are `fronted` gets a front door (emulator/proxy.py) per function on its port,
+        which hands each call to `recorder` (None: calls are relayed, not recorded)."""
         self.word = word
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +169,10 @@ class Supervisor:
         self.specs: dict[str, FunctionSpec] = {}
         self.locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
+        self.recorder = recorder
+        self.doors: dict[str, FrontDoor] = {}  # function → its front door, kept across restarts and reloads
+        self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → sha256 of its source
+        self.taps = Taps()  # what the triggers send the functions passes here (emulator/taps.py)
         self.backend = backend(logs, on_exit=self._exited)
 
     def _exited(self, instance: Instance) -> None:
@@ -183,6 +193,20 @@ class Supervisor:
 
         threading.Thread(target=restart, daemon=True).start()
 
+    def _state_changed(self, instance: Instance) -> None:
+        """A function's state changed: on the session's event bus (the recorder's), if there is one."""
+        bus = self.recorder.bus if self.recorder is not None else None
+        if bus is not None:
+            bus.publish(
+                "function-state",
+                {
+                    "function": instance.name,
+                    "state": instance.state.value,
+                    "error": instance.error,
+                    "url": instance.url,
+                },
+            )
+
     def say(self, name: str, text: str) -> None:
         self.logs.emit(name, text, "system")
 
@@ -201,8 +225,9 @@ class Supervisor:
         with self._lock(spec.name):
             runtime = self.resolve(spec)
             taken = {i.port for n, i in self.instances.items() if n != spec.name}
+            self._close_door(spec.name)  # of an instance this one replaces; its port is offered again
             port = self.ports.assign(spec, taken)
-            instance = Instance(name=spec.name, runtime=runtime.name, port=port)
+            instance = Instance(name=spec.name, runtime=runtime.name, port=port, on_state=self._state_changed)
             with self.lock:
                 self.instances[spec.name], self.specs[spec.name] = instance, spec
             generation = self._prepare(instance, spec, runtime)
@@ -234,9 +259,12 @@ class Supervisor:
         taken once it died) moves to another port, unless the port is fixed: then a ConfigError."""
         for _ in range(3):
             self._launch(instance, prepared)
+            door_open = self._door_open(instance)
+            if instance.state == State.CRASHED and door_open and instance.exit_code == EXIT_CANNOT_LISTEN:
+                continue  # its private port was taken meanwhile: the next launch picks another
             lost_port = instance.state == State.CRASHED and (
                 instance.exit_code == EXIT_CANNOT_LISTEN
-                or (not port_free(instance.port) and not self.backend.holds_port(instance))
+                or (not door_open and not port_free(instance.port) and not self.backend.holds_port(instance))
             )
             if not lost_port:
                 return
@@ -264,11 +292,47 @@ class Supervisor:
             spec.name, "%s failed%s:\n%s" % (exc.step, ", still serving the last good code" if serving else "", output)
         )
 
+    def _door_open(self, instance: Instance) -> bool:
+        door = self.doors.get(instance.name)
+        return door is not None and door.instance is instance and door.port == instance.port
+
+    def _open_door(self, instance: Instance) -> bool:
+        """The front door of a fronted backend's function on its port, and a new private port for its server.
+        False when the port is taken (the instance is then Crashed as a server that cannot listen)."""
+        if not self._door_open(instance):
+            self._close_door(instance.name)
+            try:
+                self.doors[instance.name] = FrontDoor(instance, instance.port, self.recorder)
+            except OSError as exc:
+                instance.exit_code = EXIT_CANNOT_LISTEN
+                instance.set_state(State.CRASHED, "cannot listen on port %d: %s" % (instance.port, exc.strerror))
+                return False
+            instance.front_door = True
+        instance.server_port = ephemeral_port()
+        return True
+
+    def _close_door(self, name: str) -> None:
+        door = self.doors.pop(name, None)
+        if door is not None:
+            door.close()
+
+    def served(self, name: str) -> tuple[Optional[int], Optional[str]]:
+        """(generation, sha256 of its source) of the code that serves function `name` now (the recorder's)."""
+        prepared = self.serving.get(name)
+        if prepared is None:
+            return None, None
+        key = (name, prepared.generation)
+        if key not in self.digests:
+            self.digests[key] = source_digest(prepared.code_dir)
+        return prepared.generation, self.digests[key]
+
     def _launch(self, instance: Instance, prepared: prep.Prepared) -> None:
         if instance.state == State.STOPPED:
             return  # stopped while it was being prepared
         instance.set_state(State.STARTING)
         instance.last_control, instance.exit_code = (None, -1), None
+        if self.backend.fronted and not self._open_door(instance):
+            return
         started = time.monotonic()
         self.backend.start(instance, prepared)
         ok = instance.wait_for(lambda i: i.state != State.STARTING, STARTUP_TIMEOUT)
@@ -366,9 +430,12 @@ class Supervisor:
         with self.lock:
             instance = self.instances.get(spec.name)
             if instance is None:
-                instance = self.instances[spec.name] = Instance(name=spec.name, runtime=spec.runtime, port=0)
+                instance = self.instances[spec.name] = Instance(
+                    name=spec.name, runtime=spec.runtime, port=0, on_state=self._state_changed
+                )
                 self.specs[spec.name] = spec
         if not self.backend.alive(instance):
+            self._close_door(spec.name)
             instance.port = 0  # nothing serves: no URL to show
             instance.set_state(State.CONFIG_ERROR, message)
 
@@ -378,7 +445,7 @@ class Supervisor:
         with self.lock:
             instance = self.instances.get(name)
             if instance is None:
-                instance = self.instances[name] = Instance(name=name, runtime="", port=0)
+                instance = self.instances[name] = Instance(name=name, runtime="", port=0, on_state=self._state_changed)
         self._mark_broken(instance, State.CONFIG_ERROR, message)
 
     def stop(self, name: str) -> None:
@@ -392,6 +459,7 @@ class Supervisor:
             if instance is not None:
                 instance.set_state(State.STOPPED)
                 self.backend.stop(instance)
+            self._close_door(name)
 
     def stop_all(self) -> None:
         threads = [threading.Thread(target=self.stop, args=(name,)) for name in list(self.instances)]
@@ -424,7 +492,7 @@ class Supervisor:
         for name, instance in instances:
             spec = self.specs.get(name)
             metrics = spec is not None and self.catalog.serves_metrics(instance.runtime, spec.image)
-            calls, failures = scrape_metrics(instance.url) if instance.serves and metrics else (None, None)
+            calls, failures = scrape_metrics(instance.server_url) if instance.serves and metrics else (None, None)
             rows.append(
                 {
                     "name": name,
@@ -441,6 +509,7 @@ class Supervisor:
                     "restarts": instance.restarts,
                     "error": instance.error,
                     "ready_ms": instance.ready_ms,
+                    "recorded": instance.front_door and self.recorder is not None,
                     # the function's own server answers on the port (in CompileError: the last good code)
                     "serving": instance.state == State.READY
                     or (name in self.serving and instance.port != 0 and self.backend.alive(instance)),

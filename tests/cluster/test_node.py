@@ -115,6 +115,16 @@ def test_go_compiles_in_its_init_container_and_answers(node_env, node_namespace,
     assert result.output == "function.kubeless.io/gohello created\ngohello: hello world\n", result.output
 
 
+def test_java_compiles_in_its_init_container_and_answers(node_env, node_namespace, tmp_path, monkeypatch):
+    """runtime-images for Java: the installation phase (the template's pom names only Kubeless' own
+    params: no Maven run) and the compilation phase, which leaves the classes in the install volume,
+    where the runtime container runs them."""
+    node_env.images("kubeless-local/java:11")
+    project = init_project(monkeypatch, tmp_path, "javahello", "java11")
+    result = push(str(project), "-n", node_namespace, "--wait")
+    assert result.output == "function.kubeless.io/javahello created\njavahello: Hello world!\n", result.output
+
+
 def test_a_go_compile_error_is_reported_with_the_compilers_words(node_env, node_namespace, tmp_path, monkeypatch):
     node_env.images("kubeless-local/go:1.26")
     project = init_project(monkeypatch, tmp_path, "gobroken", "go1.26")

@@ -159,6 +159,7 @@ def test_triggers_are_applied_as_written(kubeless, namespace, project):
         "function.kubeless.io/hello created",
         "httptrigger.kubeless.io/web created",
         "cronjobtrigger.kubeless.io/tick created",
+        "ingress.networking.k8s.io/web created (HTTPTrigger web as a networking.k8s.io/v1 Ingress)",
     ]
     assert get(kubeless, namespace, "web", "HTTPTrigger")["spec"] == {
         "function-name": "hello",

@@ -20,6 +20,7 @@ from kubeless_local.runtimes import Catalog
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 FUNCTION_NAMES = {"go": "Handler"}  # exported Go functions start with a capital
+UNLABELLED_METRICS = {"java"}  # Kubeless' Java runtime: function_* families without the `method` label
 CATALOG = Catalog()
 
 
@@ -71,7 +72,7 @@ def server_receive_queues(server_port, proc="/proc/net"):
         for row in rows:
             fields = row.split()
             local, remote, queue = fields[1], fields[2], fields[4]
-            if int(local.rsplit(":", 1)[1], 16) == server_port:
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) != 0:
                 queues[int(remote.rsplit(":", 1)[1], 16)] = int(queue.split(":")[1], 16)
     return queues
 
@@ -102,6 +103,8 @@ class RunningFunction:
         return self.request("POST", path, **kwargs)
 
     def method_label(self, method):
+        if self.language in UNLABELLED_METRICS:
+            return None
         return "%s-%s" % (self.spec.module, method) if self.language == "nodejs" else method
 
     def metrics(self):
@@ -143,18 +146,25 @@ class RunningFunction:
         )
         head += "".join("%s: %s\r\n" % item for item in (headers or {}).items())
         isolated = self.supervisor.backend.name == "docker" and self.supervisor.backend.network != "host"
-        if isolated:  # the server listens on 8080 in the container's namespace, reached through the door
+        if isolated:  # the server listens on 8080 in the container's namespace, reached through the docker door
             inside = "/proc/%d/net" % self.instance.pid
             earlier = set(server_receive_queues(8080, inside))
+        door = self.supervisor.doors.get(self.instance.name)  # the process backend's front door, if any
+        forwarded = door.forwarded if door is not None else 0
         sock = socket.create_connection(("127.0.0.1", self.instance.port), timeout=30)
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
         client_port = sock.getsockname()[1]
 
         def read():
-            if isolated:  # the connection the door made for this one: the new one in there
+            if isolated:  # the connection the docker door made for this one: the new one in there
                 fresh = [q for port, q in server_receive_queues(8080, inside).items() if port not in earlier]
                 return len(fresh) == 1 and fresh[0] == 0
-            return server_receive_queue(self.instance.port, client_port) == 0
+            if server_receive_queue(self.instance.port, client_port) != 0:
+                return False
+            if door is None:
+                return True
+            # through the front door: it handed the request on, and the server read all it was sent
+            return door.forwarded > forwarded and not any(server_receive_queues(self.instance.server_port).values())
 
         wait_until(read, "the server reading the request", timeout=seconds, interval=0.01)
         return sock

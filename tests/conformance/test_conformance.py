@@ -14,11 +14,12 @@ from processes import tree_rss_mb
 from sockets import read_to_end
 from waiting import wait_for, wait_until
 
-ABSENT_HEADER = {"go": ""}  # Go's event fields are strings: an absent header is ""; elsewhere null
+# Go's and Java's event fields are strings: an absent header is ""; elsewhere null
+ABSENT_HEADER = {"go": "", "java": ""}
 FUNCTION_NAME = {"go": "Handler"}
-TIMEOUT_IS_A_STRING = {"ruby", "php", "go"}  # context timeout: a string there, a number in Python and Node
+TIMEOUT_IS_A_STRING = {"ruby", "php", "go", "java"}  # context timeout: a string there, a number in Python and Node
 PARSES_JSON_WITH_PARAMS = {"nodejs"}  # body-parser accepts `application/json; charset=…`; others need it exact
-JSON_DATA_IS_RAW = {"go"}  # Go's event data is the body as a string: JSON is never parsed
+JSON_DATA_IS_RAW = {"go", "java"}  # Go's and Java's event data is the body as a string: JSON is never parsed
 BROKEN_CODE = "this is ( not valid code in any language {{{\n"
 
 
@@ -325,9 +326,9 @@ def test_invalid_json_is_a_client_error(function):
 
 
 # Runtimes that decode the path and headers as UTF-8 (Python, Node) refuse such a request with 400;
-# Ruby, PHP and Go hand the raw bytes to the function, as their HTTP stacks do in the pod. Either
+# Ruby, PHP, Go and Java hand the raw bytes to the function, as their HTTP stacks do in the pod. Either
 # way it is never a 5xx and never counted as a function failure.
-CLIENT_ERROR_STATUS = {"python": 400, "nodejs": 400, "ruby": 200, "php": 200, "go": 200}
+CLIENT_ERROR_STATUS = {"python": 400, "nodejs": 400, "ruby": 200, "php": 200, "go": 200, "java": 200}
 
 
 def test_an_undecodable_path_is_a_client_error(function):

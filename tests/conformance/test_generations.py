@@ -8,9 +8,10 @@ from sockets import answer_of
 
 from kubeless_local.emulator.base import State
 
-# Runtimes whose reload waits for the calls in flight (Go re-executes its server once they are done):
+# Runtimes whose reload waits for the calls in flight (Go re-executes its server once they are done; the
+# Java server, restarted, finishes them on SIGTERM before it exits):
 # a save cannot finish while the call waits for the test, so the call is released as the saves start.
-RELOAD_WAITS_FOR_CALLS = {"go"}
+RELOAD_WAITS_FOR_CALLS = {"go", "java"}
 
 
 def test_a_call_in_flight_across_two_saves_finishes_on_its_code(function):

@@ -327,7 +327,7 @@ spec:
     assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "zipped"
 
 
-@pytest.mark.parametrize("runtime", ["python3.11", "nodejs20", "ruby3.1", "php8.2", "go1.14"])
+@pytest.mark.parametrize("runtime", ["python3.11", "nodejs20", "ruby3.1", "php8.2", "go1.14", "java11"])
 def test_init_scaffolds_a_function_that_loads(tmp_path, runtime):
     from kubeless_local import spec as specs
 

@@ -286,7 +286,7 @@ def test_a_session_that_dies_while_answering_is_one_clear_error(tmp_path):
 
 def test_the_api_is_a_route_table_and_every_route_needs_the_token(admin):
     for entry in ROUTES:
-        path = entry.path.format(name="hello", topic="orders")
+        path = entry.path.format(name="hello", topic="orders", id="abc")
         assert request(admin, path, token="wrong", method=entry.method)[0] == 401, entry
     assert route("GET", "/api/functions/a%20b/logs") == (logs, {"name": "a b"})  # a segment, unquoted
     assert route("GET", "/api//functions/") == (functions, {})
@@ -350,3 +350,32 @@ def test_the_cli_prints_the_engine_error_with_its_own_hint(events_admin, tmp_pat
     monkeypatch.chdir(tmp_path)  # the project folder of the session under test
     result = CliRunner().invoke(root.main, args)
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [line], result.output
+
+
+# ---------------------------------------------------------------- recorded invocations and the event bus
+
+
+def test_recorded_invocations_through_the_client_redacted_and_an_unknown_id_not_found(admin, supervisor):
+    from kubeless_local.emulator.bus import EventBus
+    from kubeless_local.emulator.recorder import Exchange, Recorder
+
+    admin.bus = EventBus()
+    admin.recorder = Recorder(supervisor.state_dir, bus=admin.bus, log_grace=0)
+    try:
+        ident = admin.recorder.submit(
+            Exchange("hello", "GET", "/x?y=1", [("Cookie", "secret")], status=200, response_headers=[("A", "b")])
+        )
+        assert admin.recorder.flush(10)
+        client = AdminClient(supervisor.state_dir)
+        (row,) = client.invocations("hello")
+        assert (row["id"], row["path"], row["status"]) == (ident, "/x", 200)
+        assert client.invocations("other") == []
+        record = client.invocation(ident)
+        assert record["request"]["headers"] == [["Cookie", "REDACTED"]] and record["request"]["query"] == "y=1"
+        with pytest.raises(NotFound, match="no recorded invocation 'nope'"):
+            client.invocation("nope")
+        events = client.project_session().events(after=0)
+        assert [event["kind"] for event in events["events"]] == ["invocation-end"] and not events["reset"]
+        assert client.project_session().events(after=events["last"])["events"] == []
+    finally:
+        admin.recorder.close()

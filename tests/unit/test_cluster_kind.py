@@ -7,8 +7,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from kubeless_local import runtimes
 from kubeless_local.cluster import kind
 from kubeless_local.commands import root as cli
+from kubeless_local.paths import RUNTIMES_DIR
 
 # Shell builtins only: PATH holds nothing but these fakes. Each call is one line in $FAKE_LOG.
 FAKE = """#!/bin/sh
@@ -74,6 +76,22 @@ def test_runtime_images_in_the_controllers_format():
     compile, runtime = go["versions"][0]["images"]  # no docker install step; a compile step
     assert (compile["phase"], runtime["phase"]) == ("compilation", "runtime")
     assert "/runtime/compile-function.sh" in compile["command"] and compile["command"].endswith(" /kubeless/server")
+
+
+def test_java_installs_with_its_maven_repository_and_runs_what_its_compile_built():
+    java = next(r for r in kind.runtime_images() if r["ID"] == "java")
+    assert (java["depName"], java["fileNameSuffix"]) == ("pom.xml", ".java")
+    install, compile, runtime = java["versions"][0]["images"]
+    assert [p["phase"] for p in (install, compile, runtime)] == ["installation", "compilation", "runtime"]
+    # the install needs the runtime's libraries (the Maven repository holding the Kubeless parent POM)
+    setup = "cp -R /opt/runtime-lib/. %s/" % kind.CLUSTER_RUNTIME_LIB
+    assert setup in install["command"] and install["command"].endswith(
+        "/runtime/install.sh mvn /runtime %s" % kind.CLUSTER_RUNTIME_LIB
+    )
+    # the classes (and the server's) go into the install volume, where the runtime container runs them
+    assert compile["command"].endswith("&& cp -R %s/. /kubeless/" % kind.CLUSTER_BUILD)
+    entry = runtimes.load(RUNTIMES_DIR / "catalog.yaml")["java"]
+    assert kind.cluster_command(entry) == ["/bin/sh", "/runtime/run.sh", "/usr/bin/javac", "/kubeless", "/kubeless"]
 
 
 def test_up_creates_installs_loads_the_local_images_and_patches_runtime_images(fakes):

@@ -504,7 +504,7 @@ def test_call_of_a_compile_error_still_serving_warns_and_calls(function_server, 
     "word, says",
     [
         ("cronjob", "fired on schedule by the session"),
-        ("http", "not routed locally"),  # nothing serves an HTTPTrigger's path or host here
+        ("http", "routed by Host and path by the session's gateway"),  # dev's gateway (issue O)
         ("kafka", "the session delivers its topic's events"),
         ("nats", "the session delivers its topic's events"),
     ],

@@ -54,6 +54,9 @@ def test_no_file_is_the_defaults(tmp_path):
         ("docker: {network: host}", lambda s: s.docker.network, "host"),
         ("docker: {network: null}", lambda s: s.docker.network, "auto"),
         ("docker:", lambda s: s.docker, config.Docker(network="auto")),
+        ("recorder: {keep: 20}", lambda s: s.recorder.keep, 20),
+        ("recorder: {max_bytes: 1048576}", lambda s: s.recorder.max_bytes, 1048576),
+        ("recorder:", lambda s: s.recorder, config.Recorder(keep=500, max_bytes=50 * 1024 * 1024)),
     ],
 )
 def test_every_key_is_read_into_the_model(tmp_path, text, read, expected):
@@ -134,6 +137,9 @@ def test_an_unknown_key_names_the_file_the_key_and_the_known_ones(tmp_path, text
         ),
         ("docker: {netwrk: host}", "unknown key docker.netwrk; known: network"),
         ("docker: relay", "docker must be a mapping, e.g. docker: {network: relay}"),
+        ("recorder: {keep: 0}", "recorder.keep must be a number >= 1, got 0"),
+        ("recorder: {max_bytes: 10}", "recorder.max_bytes must be a number of bytes >= 1024, got 10"),
+        ("recorder: 5", "recorder must be a mapping, e.g. recorder: {keep: 500}"),
         ("just text", "must be a mapping of settings, e.g. backend: docker; got 'just text'"),
         ("[backend, docker]", "must be a mapping of settings"),
     ],

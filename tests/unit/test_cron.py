@@ -343,3 +343,20 @@ def test_the_scheduler_thread_fires_in_real_time(setup):
     assert not cron.thread.is_alive()
     (run,) = cron.status()[0]["succeeded"]
     assert run["scheduled"] == "2026-01-01T00:05:00Z" and len(sender.requests) == 1
+
+
+def test_each_finished_run_is_told_to_on_run(supervisor):
+    supervisor.start(function())
+    runs = []
+    cron = Cron(
+        lambda: Manifests(functions=[function()], cron_triggers=[trigger()]),
+        supervisor,
+        supervisor.logs,
+        send=Recorder(),
+        on_run=runs.append,
+    )
+    try:
+        run = cron.fire("nightly")
+    finally:
+        cron.stop()
+    assert runs == [run] and run.ok

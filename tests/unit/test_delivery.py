@@ -16,6 +16,7 @@ from kubeless_local import spec as specs
 from kubeless_local.emulator.base import Instance, State
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.supervisor import Supervisor
+from kubeless_local.emulator.taps import Taps
 from kubeless_local.emulator.triggers import delivery
 from kubeless_local.emulator.triggers.delivery import Dispatcher
 from kubeless_local.emulator.triggers.topics import TopicStore
@@ -81,6 +82,7 @@ class FakeSupervisor:
     def __init__(self, logs):
         self.logs, self.instances = logs, {}
         self.looks = Looks()
+        self.taps = Taps()
 
     def wait_ready(self, name, timeout):
         self.looks.saw(name)
@@ -504,3 +506,32 @@ def test_the_answer_timeout_is_the_functions_plus_a_margin():
     assert (
         delivery.answer_timeout(specs.FunctionSpec(name="x", runtime="r", handler="h.f", origin="o", timeout="2")) == 7
     )
+
+
+def test_a_fault_at_the_front_door_answers_in_the_functions_place_and_observers_see_every_exchange(world):
+    dispatcher, function, supervisor = world
+    seen = []
+    supervisor.taps.observers.append(seen.append)
+    supervisor.taps.fail("hello", 503, times=2)
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"first"])
+    (call,) = function.wait_calls(1)  # the third attempt reaches the function: the two before were answered
+    assert call[2] == b"first"
+    wait_until(lambda: len(seen) == 3)
+    assert [(e.status, e.injected) for e in seen] == [(503, True), (503, True), (200, False)]
+    assert all(e.function == "hello" and e.source == "kafka" and e.body == b"first" for e in seen)
+    assert seen[0].headers["event-topic"] == "orders" and seen[0].headers["event-id"] == call[1]["event-id"]
+    assert seen[2].answer == "answer 200"
+
+
+def test_clear_empties_the_topics_and_dead_letters_and_delivery_goes_on(world):
+    dispatcher, function, _ = world
+    function.answer = lambda body, attempt: 503 if body == b"bad" else 200
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"bad"])
+    wait_until(lambda: dispatcher.store.dead_letters())
+    dispatcher.clear()
+    assert dispatcher.store.dead_letters() == [] and dispatcher.store.count("orders") == 0
+    assert dispatcher.store.topics() == ["orders"]
+    dispatcher.emit("orders", "kafka", [b"after"])
+    assert function.wait_calls(4)[3][2] == b"after"  # the subscriber started again after the emptied topic

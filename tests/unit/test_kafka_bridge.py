@@ -220,6 +220,20 @@ def test_after_n_failed_answers_the_message_is_given_up_and_logged(bridge):
     assert bridge.failed == (3, 500, "body 500")  # what its dead letter says (deliver_run produces it)
 
 
+def test_messages_pass_the_functions_front_door(bridge):
+    seen = []
+    bridge.supervisor.taps.observers.append(seen.append)
+    bridge.supervisor.taps.fail("hello", 503)
+    sender = Sender(200)
+    stats = deliver(bridge, sender)
+    assert len(sender.sent) == 1 and (stats["delivered"], stats["failed"]) == (1, 1)  # the first answered for it
+    assert [(e.function, e.source, e.status, e.injected) for e in seen] == [
+        ("hello", "kafka", 503, True),
+        ("hello", "kafka", 200, False),
+    ]
+    assert seen[1].headers["event-id"] == sender.sent[0][2] and seen[1].body == b"hi"
+
+
 class Producer:
     """Stands in for the bridge's AIOKafkaProducer: records each send; the broker's acknowledgement is
     `ack` (a record), or `refuse` (an exception) raised when awaited."""

@@ -183,6 +183,18 @@ def test_compile_runs_once_per_content(tmp_path, monkeypatch):
     assert counter.read_text().count("run") == 2
 
 
+def test_a_compile_sees_the_functions_env_so_another_env_compiles_anew(tmp_path, monkeypatch):
+    # The compile step runs with the Function's env (Kubeless' compile init container has it too): a
+    # build made with another env is not this one's (it was reused from the cache before).
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    rt = runtime(compile=["sh", "-c", "echo ${{MODE:-none}} > {build}/server"])
+    (tmp_path / "hello.py").write_bytes(CODE)
+    plain = objects.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo")
+    strict = objects.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo", env=[("MODE", "x")])
+    assert (prep.prepare(plain, rt, tmp_path / "state").build_dir / "server").read_text() == "none\n"
+    assert (prep.prepare(strict, rt, tmp_path / "state").build_dir / "server").read_text() == "x\n"
+
+
 def host_function(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     (tmp_path / "src").mkdir()

@@ -196,6 +196,29 @@ spec:
   functionSelector:
     matchLabels:
       team: a
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: hello
+  annotations:
+    nginx.ingress.kubernetes.io/rewrite-target: /
+  namespace: prod
+  labels:
+    app.kubernetes.io/managed-by: kubeless-local
+    kubeless-local.io/project: demo
+spec:
+  ingressClassName: nginx
+  rules:
+  - http:
+      paths:
+      - path: /greet
+        pathType: ImplementationSpecific
+        backend:
+          service:
+            name: hello
+            port:
+              number: 8080
 """
 
 

@@ -15,6 +15,13 @@ def test_legacy_versions_map_to_the_newest_with_a_notice():
     assert notice == "python3.7 is a legacy Kubeless runtime; running it as python3.11"
 
 
+def test_java_1_8_runs_as_java11_with_the_kubeless_file_names():
+    runtime, notice = Catalog().resolve("java1.8", require_local=False)
+    assert (runtime.name, runtime.dep_name, runtime.suffix) == ("java11", "pom.xml", ".java")
+    assert notice == "java1.8 is a legacy Kubeless runtime; running it as java11"
+    assert runtime.image == "kubeless-local/java:11" and runtime.reload == "restart"
+
+
 def test_unknown_runtime_is_a_user_error():
     with pytest.raises(NotFound, match=r"^unknown runtime 'cobol1'; available: .*python3\.11") as unknown:
         Catalog().resolve("cobol1")

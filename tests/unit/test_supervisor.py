@@ -4,14 +4,19 @@ with back-off, the port-race retry, stop."""
 import dataclasses
 import json
 import threading
+from typing import cast
 
 import pytest
-from conftest import function
+from conftest import FakeBackend, NoCatalog, function
 from sockets import taken_port
+from waiting import wait_for
 
 from kubeless_local.emulator import supervisor as sup_module
 from kubeless_local.emulator.base import State
+from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.prepare import StepFailed
+from kubeless_local.emulator.supervisor import Supervisor, port_free
+from kubeless_local.runtimes import Catalog
 
 ROW_KEYS = {
     "name",
@@ -316,3 +321,74 @@ def test_wait_ready_waits_for_a_function_not_registered_yet(supervisor, backend)
     threading.Timer(0.05, supervisor.start, (function(),)).start()
     ready = supervisor.wait_ready("hello", 10)
     assert ready is not None and ready[0].state == State.READY
+
+
+# ---------------------------------------------------------------- the front door of a fronted backend
+
+
+class Fronted(FakeBackend):
+    """A backend whose servers listen on a private port behind the supervisor's front door (as the process
+    backend's do); it notes the port each server was given."""
+
+    fronted = True
+
+    def start(self, instance, prepared):
+        self.server_ports = [*getattr(self, "server_ports", []), instance.server_port]
+        super().start(instance, prepared)
+
+
+@pytest.fixture
+def fronted(tmp_path):
+    no_catalog = cast(Catalog, NoCatalog())
+    sup = Supervisor(tmp_path / ".kubeless-local", Fronted, LogHub(), catalog=no_catalog, ephemeral_ports=True)
+    yield sup
+    sup.stop_all()
+
+
+def test_a_fronted_function_keeps_its_port_while_its_server_moves_to_private_ones(fronted):
+    instance = fronted.start(function())
+    door = fronted.doors["hello"]
+    assert instance.state == State.READY and instance.front_door
+    assert door.port == instance.port and instance.server_port not in (0, instance.port)
+    assert fronted.status()[0]["url"] == "http://127.0.0.1:%d" % instance.port
+    fronted.backend.crash(instance)  # restarted on a new private port, behind the same door
+    assert wait_for(lambda: len(fronted.backend.server_ports) == 2 and instance.state == State.READY, 10)
+    assert fronted.doors["hello"] is door and instance.port == door.port
+    fronted.stop("hello")
+    assert "hello" not in fronted.doors
+    assert port_free(door.port)  # the door closed with the function
+
+
+def test_a_private_port_taken_meanwhile_is_retried_behind_the_same_door(fronted):
+    fronted.backend.starts["hello"] = ["cannot-listen"]
+    instance = fronted.start(function())
+    assert instance.state == State.READY
+    assert len(fronted.backend.server_ports) == 2 and instance.port == fronted.doors["hello"].port
+
+
+def test_the_generation_and_source_digest_that_serve(fronted):
+    fronted.start(function(code="v1"))
+    generation, digest = fronted.served("hello")
+    assert generation is not None and len(digest) == 64
+    fronted.reload(function(code="v2"))
+    assert fronted.served("hello")[0] == generation + 1 and fronted.served("hello")[1] != digest
+    assert fronted.served("nobody") == (None, None)
+
+
+def test_state_changes_go_on_the_recorders_event_bus(tmp_path):
+    from kubeless_local.emulator.bus import EventBus
+    from kubeless_local.emulator.recorder import Recorder
+
+    recorder = Recorder(tmp_path, bus=EventBus(), log_grace=0)
+    no_catalog = cast(Catalog, NoCatalog())
+    sup = Supervisor(
+        tmp_path / "state", FakeBackend, LogHub(), catalog=no_catalog, ephemeral_ports=True, recorder=recorder
+    )
+    try:
+        sup.start(function())
+        sup.stop("hello")
+    finally:
+        recorder.close()
+    events, _ = recorder.bus.after(0)
+    states = [event.data["state"] for event in events if event.kind == "function-state"]
+    assert states[:2] == ["Starting", "Ready"] and states[-1] == "Stopped"

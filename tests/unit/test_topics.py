@@ -227,3 +227,15 @@ def test_closing_the_store_under_a_running_subscriber_never_crashes_the_process(
     waits for the statement. Run in a child interpreter, so a crash fails this test, not the suite."""
     done = subprocess.run([sys.executable, "-c", RACE, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_clear_drops_events_and_dead_letters_and_new_events_come_after_every_position(store):
+    first, second = store.append("orders", "kafka", [b"a", b"b"])
+    store.subscribe("sub", "orders", "kafka")
+    store.dead_letter("sub", "orders", first, 3, 500, "boom")
+    store.clear()
+    assert store.count("orders") == 0 and store.dead_letters() == [] and store.topics() == ["orders"]
+    (third,) = store.append("orders", "kafka", [b"c"])
+    assert third > second and [
+        e.data for e in store.events_after("orders", "kafka", store.position("sub", "orders"))
+    ] == [b"c"]

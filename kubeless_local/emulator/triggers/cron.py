@@ -30,6 +30,7 @@ import requests
 from kubeless_local import events, schedules
 from kubeless_local import spec as specs
 from kubeless_local.emulator.base import State
+from kubeless_local.emulator.recorder import marked
 from kubeless_local.emulator.triggers import delivery
 from kubeless_local.errors import NotFound, UserError
 
@@ -132,9 +133,10 @@ class Cron:
     """Fires the CronJobTriggers of `manifests()` (a callable: the project's manifests, reloaded on save)
     at the functions the `supervisor` runs; every run is logged under its function's name."""
 
-    def __init__(self, manifests, supervisor, logs, *, clock=utcnow, send=http_send) -> None:
+    def __init__(self, manifests, supervisor, logs, *, clock=utcnow, send=http_send, on_run=None) -> None:
         self.manifests, self.supervisor, self.logs = manifests, supervisor, logs
         self.clock, self.send = clock, send
+        self.on_run = on_run  # told each finished Run (the session's event bus)
         self.next: dict = {}  # trigger name → (schedule, the next time it fires)
         self.history: dict = collections.defaultdict(
             lambda: {kind: collections.deque(maxlen=n) for kind, n in HISTORY.items()}
@@ -238,16 +240,18 @@ class Cron:
             self.active[trigger.name] += 1
         began = time.monotonic()
         try:
-            run.status, run.error = self._deliver(trigger.function_name, method, headers, body)
+            run.status, run.error = self._deliver(trigger.function_name, method, headers, body, trigger.name)
         finally:
             run.duration_ms = round((time.monotonic() - began) * 1000, 1)
             with self.lock:
                 self.active[trigger.name] -= 1
                 self.history[trigger.name]["succeeded" if run.ok else "failed"].appendleft(run)
         self._log(run)
+        if self.on_run is not None:
+            self.on_run(run)
         return run
 
-    def _deliver(self, function, method, headers, body):
+    def _deliver(self, function, method, headers, body, trigger=None):
         """(status, error): the function's answer within its timeout (the Job's activeDeadlineSeconds)."""
         spec = self.supervisor.specs.get(function)
         if spec is None:
@@ -256,8 +260,14 @@ class Cron:
         deadline = time.monotonic() + limit
 
         def send(instance, _spec):
+            sent = {**headers, **marked(instance, "cron", trigger)}  # who sends, for the recorder
+
+            def answer():
+                return self.send(method, instance.url, sent, body, deadline - time.monotonic()), ""
+
             try:
-                return self.send(method, instance.url, headers, body, deadline - time.monotonic())
+                status, _ = self.supervisor.taps.exchange(function, "cron", method, instance.url, headers, body, answer)
+                return status
             except requests.Timeout:
                 return None
             except requests.ConnectionError:

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
 from kubeless_local import config
+from kubeless_local.emulator.recorder import marked
 from kubeless_local.emulator.triggers.subscriptions import subscriptions
 from kubeless_local.errors import Conflict, NotFound, Notice
 from kubeless_local.events import envelope
@@ -373,7 +374,10 @@ class Subscriber(threading.Thread):
         method, headers, body = envelope(
             event.source, event.data, topic=event.topic, event_id=event.event_id, event_time=event.event_time
         )
-        return link.send(method, instance.url, headers, body, answer_timeout(spec))
+        sent = {**headers, **marked(instance, event.source, self.sub.trigger)}  # who sends, for the recorder
+        send = functools.partial(link.send, method, instance.url, sent, body, answer_timeout(spec))
+        taps = self.dispatcher.supervisor.taps
+        return taps.exchange(self.sub.function, event.source, method, instance.url, headers, body, send)
 
 
 class Dispatcher:
@@ -444,6 +448,21 @@ class Dispatcher:
         deadline = time.monotonic() + STOP_TIMEOUT
         for subscriber in subscribers:
             subscriber.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def clear(self):
+        """Empty every topic: its events and dead letters go, and each subscriber starts again after them (an
+        event it was retrying is dropped). The topics, triggers and functions stay as they are."""
+        with self.lock:  # an emit waits meanwhile
+            running = list(self.subscribers.values())
+            for subscriber in running:
+                subscriber.stop()
+            deadline = time.monotonic() + STOP_TIMEOUT
+            for subscriber in running:
+                subscriber.join(timeout=max(0.0, deadline - time.monotonic()))
+            self.store.clear()
+            for subscriber in running:
+                again = self.subscribers[subscriber.sub.name] = Subscriber(self, subscriber.sub)
+                again.start()
 
     def _subscribers_of(self, topic, source=None):
         with self.lock:

@@ -41,6 +41,7 @@ from typing import Optional
 
 from kubeless_local import config, events
 from kubeless_local.config import parse_brokers
+from kubeless_local.emulator.recorder import SOURCE_HEADER, marked
 from kubeless_local.emulator.triggers import delivery, interface
 from kubeless_local.emulator.triggers import subscriptions as model
 from kubeless_local.emulator.triggers.topics import check_topic_name
@@ -135,6 +136,7 @@ class KafkaBridge:
         self.tasks: dict = {}  # group id → the asyncio task consuming for it
         self.stats: dict = {}  # group id → counters shown by status()
         self.warned: set = set()  # triggers already reported as matching no function
+        self.trigger_of: dict = {}  # consumer group → its KafkaTrigger
         self.thread: Optional[threading.Thread] = None
         self.stopping: Optional[asyncio.Event] = None
         self.producer = None  # the AIOKafkaProducer (verbs, dead letters) and AIOKafkaAdminClient, started on first use
@@ -236,6 +238,7 @@ class KafkaBridge:
         from aiokafka.errors import KafkaError
 
         group, function, topic = sub.name, sub.function, sub.topic
+        self.trigger_of[group] = sub.trigger  # named in the source mark of each request (emulator/recorder.py)
         stats = self.stats[group]
         pause = BACKOFF_FIRST
         while True:
@@ -285,23 +288,35 @@ class KafkaBridge:
             await asyncio.sleep(pause)
             pause = min(pause * 2, BACKOFF_MAX)
 
-    def _sender(self, group):
-        if self.send is not None:
-            return self.send
-        link = self.links.get(group)
-        if link is None:
-            link = self.links[group] = delivery.FunctionLink()
-        return link.send
+    def _sender(self, group, function):
+        """(method, url, headers, body, timeout) → (status, text) for `group`'s messages to `function`, through
+        the session's taps (emulator/taps.py)."""
+        send = self.send
+        if send is None:
+            link = self.links.get(group)
+            if link is None:
+                link = self.links[group] = delivery.FunctionLink()
+            send = link.send
+        taps = self.supervisor.taps
+
+        def through(method, url, headers, body, timeout):
+            answer = functools.partial(send, method, url, headers, body, timeout)
+            received = {k: v for k, v in headers.items() if k != SOURCE_HEADER}  # the door takes its mark off
+            return taps.exchange(function, "kafka", method, url, received, body, answer)
+
+        return through
 
     async def deliver_run(self, group, function, messages, committer, partition):
         """Deliver `messages` (of one partition) in order: while the function answers 2xx they go in one
         hand-off to the sending thread; the first one that does not goes through `deliver` (retries,
         back-off, give up). Each is handed to `committer` once settled, in order."""
         stats = self.stats.setdefault(group, {"delivered": 0, "failed": 0, "given_up": 0, "state": "consuming"})
-        send, done = self._sender(group), 0
+        send, done = self._sender(group, function), 0
         while done < len(messages):
             run = messages[done : done + RUN]
-            sent, answer = await self._when_ready(function, functools.partial(self._send_run, send, run))
+            sent, answer = await self._when_ready(
+                function, functools.partial(self._send_run, send, run, self.trigger_of.get(group))
+            )
             stats["delivered"] += sent
             if sent:
                 committer.settled(partition, run[sent - 1].offset)
@@ -313,14 +328,16 @@ class KafkaBridge:
                 committer.settled(partition, messages[done].offset)  # only now: delivered, or dead-lettered
                 done += 1
 
-    def _send_run(self, send, messages, instance, spec):
+    def _send_run(self, send, messages, trigger, instance, spec):
         """(how many answered 2xx in a row, the (status, text) of the next one, or None if it was not taken);
         runs on a sending thread, so a run costs one hand-off, not one per message."""
         url, timeout = instance.url, delivery.answer_timeout(spec)
+        mark = marked(instance, "kafka", trigger)
         for sent, message in enumerate(messages):
             if self.halt.is_set():
                 return sent, None
             method, headers, body = _envelope_of(message)
+            headers = {**headers, **mark}
             try:
                 status, text = send(method, url, headers, body, timeout)
             except delivery.NotAnswering:
@@ -336,14 +353,20 @@ class KafkaBridge:
         method, headers, body = _envelope_of(message)
         where = "kafka %s: message %s[%d]@%d" % (group, message.topic, message.partition, message.offset)
         failures = 0
-        send = self._sender(group)
+        send = self._sender(group, function)
         while True:
             if answered is not None:
                 (status, text), answered = answered, None
             else:
                 status, text = await self._when_ready(
                     function,
-                    lambda instance, spec: send(method, instance.url, headers, body, delivery.answer_timeout(spec)),
+                    lambda instance, spec: send(
+                        method,
+                        instance.url,
+                        {**headers, **marked(instance, "kafka", self.trigger_of.get(group))},
+                        body,
+                        delivery.answer_timeout(spec),
+                    ),
                 )
             if 200 <= status < 300:
                 stats["delivered"] += 1

@@ -1,0 +1,245 @@
+"""What the dashboard shows and does, read from a running session: the dashboard's one seam to the engine.
+
+`Source` is the interface the server and the Feed use (and nothing else of the engine); `SessionSource`
+answers it from a DevSession in the same process: the supervisor's instances, the log hub, the project's
+manifests, and the admin API's own route handlers for every action (emit, fire, replay), so an action
+from the page is checked and answered exactly as the same action from the CLI. Rows are plain JSON data.
+"""
+
+from __future__ import annotations
+
+import abc
+import queue
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubeless_local.emulator import admin as routes
+from kubeless_local.emulator.base import State
+from kubeless_local.emulator.triggers.cron import next_time, rfc3339, utcnow
+from kubeless_local.emulator.triggers.subscriptions import selects
+from kubeless_local.errors import NotFound, UserError
+
+if TYPE_CHECKING:
+    from kubeless_local.emulator.session import DevSession
+
+NEXT_FIRES = 5
+ERROR_LOG_LINES = 20  # the last lines shown beside a CompileError
+MAX_CALL_BODY = 256 * 1024  # of a function's answer to a call from the page, shown as text
+# "File "/…/handler.py", line 3" (Python), "handler.js:3" (Node, Go, Ruby, PHP): where a load error points
+TRACE_LOCATION = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)|(?P<path>[\w./-]+\.\w+):(?P<num>\d+)')
+
+
+def error_location(error: str) -> str | None:
+    """`file:line` of the last place a load error names (the file's name only: the user's own file)."""
+    found = None
+    for match in TRACE_LOCATION.finditer(error or ""):
+        path, line = (match["file"], match["line"]) if match["file"] else (match["path"], match["num"])
+        found = "%s:%s" % (Path(path).name, line)
+    return found
+
+
+class Source(abc.ABC):
+    """The dashboard's view of one session. Reads return JSON-ready rows keyed by `name`; actions return
+    the engine's answer or raise its UserError (the server answers its status)."""
+
+    @abc.abstractmethod
+    def states(self) -> list[dict[str, Any]]:
+        """One row per function: name, state, runtime, backend, generation, url, triggers, error, location…"""
+
+    @abc.abstractmethod
+    def logs(self, name: str | None, tail: int) -> list[dict[str, Any]]:
+        """The last `tail` lines of one function, or of all (merged by time) when `name` is None."""
+
+    @abc.abstractmethod
+    def subscribe_logs(self) -> queue.Queue:
+        """A queue receiving every new log line as a row (function, text, stream, time)."""
+
+    @abc.abstractmethod
+    def unsubscribe_logs(self, subscription: queue.Queue) -> None: ...
+
+    @abc.abstractmethod
+    def cron(self) -> list[dict[str, Any]]:
+        """One row per CronJobTrigger: schedule, the next NEXT_FIRES times, last runs."""
+
+    @abc.abstractmethod
+    def topics(self) -> list[dict[str, Any]]:
+        """One row per topic: subscribers with position and lag, dead letters ([] without embedded topics)."""
+
+    @abc.abstractmethod
+    def emit(self, topic: str, body: dict[str, Any]) -> Any: ...
+
+    @abc.abstractmethod
+    def outcome(self, topic: str, source: str, first: int, last: int) -> Any: ...
+
+    @abc.abstractmethod
+    def fire_cron(self, trigger: str) -> Any: ...
+
+    @abc.abstractmethod
+    def replay(self, topic: str, trigger: str | None, letter_id: int | None) -> Any: ...
+
+    @abc.abstractmethod
+    def call(self, name: str, method: str, path: str, data: str, headers: dict[str, str]) -> dict[str, Any]: ...
+
+
+def _laid_out(prepared: Any) -> float | None:
+    """When the generation that serves was written (its reload began then)."""
+    try:
+        return prepared.code_dir.stat().st_mtime
+    except OSError:
+        return None  # pruned meanwhile
+
+
+def _log_row(line: Any) -> dict[str, Any]:
+    return {"function": line.function, "text": line.text, "stream": line.stream, "time": line.time}
+
+
+class SessionSource(Source):
+    def __init__(self, session: DevSession) -> None:
+        self.session = session
+
+    @property
+    def _admin(self) -> routes.AdminServer:
+        assert self.session.admin is not None, "the session is started before its dashboard"
+        return self.session.admin
+
+    def _route(self, handler: routes.Handler, params: dict[str, str], body: Any = None, query=None) -> Any:
+        return handler(self._admin, routes.Call(params, query or {}, body or {}))
+
+    def states(self) -> list[dict[str, Any]]:
+        supervisor = self.session.supervisor
+        if supervisor is None:
+            return []
+        with supervisor.lock:
+            instances = sorted(supervisor.instances.items())
+            locks = dict(supervisor.locks)
+            serving = dict(supervisor.serving)
+        manifests = self.session.project.manifests if self.session.project is not None else None
+        rows = []
+        for name, instance in instances:
+            prepared = serving.get(name)
+            generation = prepared.generation if prepared is not None else None
+            state = instance.state.value
+            lock = locks.get(name)
+            # a reload holds the function's lock while the last good code serves on
+            if lock is not None and lock.locked() and prepared is not None and instance.state == State.READY:
+                state = "Reloading"
+            rows.append(
+                {
+                    "name": name,
+                    "state": state,
+                    "runtime": instance.runtime,
+                    "backend": supervisor.backend.name,
+                    "generation": generation,
+                    "reloads": instance.reloads,
+                    "restarts": instance.restarts,
+                    "last_reload": _laid_out(prepared) if instance.reloads else None,
+                    "url": instance.url,
+                    "error": instance.error,
+                    "location": error_location(instance.error) if instance.error else None,
+                    "triggers": self._triggers(name, manifests),
+                }
+            )
+        return rows
+
+    @staticmethod
+    def _triggers(name: str, manifests: Any) -> list[str]:
+        if manifests is None:
+            return []
+        function = manifests.function(name)
+        found = ["http %s" % (t.path or "/") for t in manifests.http_triggers if t.function_name == name]
+        found += ["cron %s (%s)" % (t.name, t.schedule) for t in manifests.cron_triggers if t.function_name == name]
+        for trigger in [*manifests.kafka_triggers, *manifests.nats_triggers]:
+            if function is not None and selects(trigger, function):
+                found.append("%s %s" % (trigger.source, trigger.topic))
+        return found
+
+    def logs(self, name: str | None, tail: int) -> list[dict[str, Any]]:
+        hub = self.session.logs
+        if name is not None:
+            if self.session.supervisor is None or name not in self.session.supervisor.instances:
+                raise NotFound("no function %r" % name, "function", name)
+            return [_log_row(line) for line in hub.tail(name, tail)]
+        with hub.lock:
+            names = list(hub.lines)
+        merged = sorted((line for n in names for line in hub.tail(n, tail)), key=lambda line: line.time)
+        return [_log_row(line) for line in merged[-tail:]]
+
+    def subscribe_logs(self) -> queue.Queue:
+        hub_queue = self.session.logs.subscribe()
+        rows: queue.Queue = _Rows(hub_queue)
+        return rows
+
+    def unsubscribe_logs(self, subscription: queue.Queue) -> None:
+        if isinstance(subscription, _Rows):
+            self.session.logs.unsubscribe(subscription.hub_queue)
+
+    def cron(self) -> list[dict[str, Any]]:
+        if self.session.cron is None:
+            return []
+        now, rows = utcnow(), []
+        for row in self.session.cron.status():
+            fires: list[str] = []
+            after = now
+            while not row["error"] and len(fires) < NEXT_FIRES:
+                after = next_time(row["schedule"], after)
+                if after is None:
+                    break
+                fires.append(rfc3339(after))
+            rows.append({**row, "next_fires": fires})
+        return rows
+
+    def topics(self) -> list[dict[str, Any]]:
+        if self._admin.topics is None:
+            return []
+        try:
+            return self._route(routes.list_topics, {})
+        except UserError:
+            return []  # a broker that does not answer now: nothing to show until it does
+
+    def emit(self, topic: str, body: dict[str, Any]) -> Any:
+        return self._route(routes.emit, {"topic": topic}, body)
+
+    def outcome(self, topic: str, source: str, first: int, last: int) -> Any:
+        query = {"from": [str(first)], "to": [str(last)], "source": [source]}
+        return self._route(routes.emit_outcome, {"topic": topic}, query=query)
+
+    def fire_cron(self, trigger: str) -> Any:
+        return self._route(routes.fire_cron, {"name": trigger})
+
+    def replay(self, topic: str, trigger: str | None, letter_id: int | None) -> Any:
+        return self._route(routes.replay, {"topic": topic}, {"trigger": trigger, "id": letter_id})
+
+    def call(self, name: str, method: str, path: str, data: str, headers: dict[str, str]) -> dict[str, Any]:
+        from kubeless_local.client import call as call_function
+
+        supervisor = self.session.supervisor
+        instance = supervisor.instances.get(name) if supervisor is not None else None
+        if instance is None or not instance.url:
+            raise NotFound("no function %r serving" % name, "function", name)
+        started = time.monotonic()
+        answer = call_function(instance.url, data or None, path=path or "/", method=method or None, headers=headers)
+        content = answer.content[:MAX_CALL_BODY]
+        return {
+            "status": answer.status_code,
+            "headers": dict(answer.headers),
+            "body": content.decode("utf-8", "replace"),
+            "truncated": len(answer.content) > MAX_CALL_BODY,
+            "ms": round((time.monotonic() - started) * 1000, 1),
+        }
+
+
+class _Rows(queue.Queue):
+    """The hub's queue of LogLines read as rows: `get` turns each into a JSON-ready dict."""
+
+    def __init__(self, hub_queue: queue.Queue) -> None:
+        super().__init__()
+        self.hub_queue = hub_queue
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        line = self.hub_queue.get(block, timeout)
+        return None if line is None else _log_row(line)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self.hub_queue.put(item, block, timeout)

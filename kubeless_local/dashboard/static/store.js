@@ -1,0 +1,78 @@
+// The page's state: the session's rows by name and the recent log lines, kept current by the event stream.
+// The server sends a row whole whenever it changes, so applying an event is replacing a row.
+
+const MAX_LINES = 5000; // log lines kept in the page
+const TRAIL = 6; // recent states shown beside a function's state
+
+export const store = {
+  functions: new Map(),
+  trails: new Map(), // name → [{state, generation, at}], oldest first
+  cron: new Map(),
+  topics: new Map(),
+  lines: [],
+  readOnly: false,
+  connected: false,
+  error: '',
+};
+
+const listeners = new Set();
+let scheduled = false;
+
+export function onChange(listener) {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+export function changed() {
+  if (scheduled) return;
+  scheduled = true;
+  queueMicrotask(() => {
+    scheduled = false;
+    for (const listener of listeners) listener();
+  });
+}
+
+function setFunction(row) {
+  const trail = store.trails.get(row.name) || [];
+  const last = trail[trail.length - 1];
+  if (!last || last.state !== row.state || last.generation !== row.generation) {
+    trail.push({ state: row.state, generation: row.generation, at: Date.now() });
+    store.trails.set(row.name, trail.slice(-TRAIL));
+  }
+  store.functions.set(row.name, row);
+}
+
+function addLine(line) {
+  store.lines.push(line);
+  if (store.lines.length > MAX_LINES) store.lines.splice(0, store.lines.length - MAX_LINES);
+}
+
+export const apply = {
+  function: setFunction,
+  'function-removed': (row) => store.functions.delete(row.name),
+  cron: (row) => store.cron.set(row.name, row),
+  'cron-removed': (row) => store.cron.delete(row.name),
+  topic: (row) => store.topics.set(row.name, row),
+  'topic-removed': (row) => store.topics.delete(row.name),
+  log: addLine,
+};
+
+export function loadState(state, lines) {
+  store.functions.clear();
+  store.cron.clear();
+  store.topics.clear();
+  state.functions.forEach(setFunction);
+  state.cron.forEach(apply.cron);
+  state.topics.forEach(apply.topic);
+  store.readOnly = state.read_only;
+  store.lines = [];
+  lines.forEach(addLine);
+}
+
+const lineKey = (line) => `${line.time}|${line.function}|${line.text}`;
+
+// Lines read with the state may come again on the stream (they were printed while both were read).
+export function seenBefore(lines) {
+  const keys = new Set(lines.map(lineKey));
+  return (line) => keys.size > 0 && keys.has(lineKey(line));
+}

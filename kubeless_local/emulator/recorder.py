@@ -1,0 +1,709 @@
+"""The invocation recorder: every request a function handles, whoever sent it, kept for `history` and `replay`.
+
+A record is one exchange the function's front door (emulator/proxy.py) saw: who sent it (`source`: `call`,
+`http` for any client that does not say, `kafka`, `nats`, `cron`, `replay`, `test`, later `gateway`; and the
+trigger), the request and the answer (bodies cut at MAX_BODY bytes and marked truncated, bytes that are not
+UTF-8 kept as bytes), how long it took, whether it timed out (408) or failed, which generation of the code
+(and the sha256 of its source) served it, and the log lines the function printed meanwhile.
+
+Guarantee: recording never slows or breaks a call. The request thread only puts the exchange on a bounded
+queue (`submit`, never blocking): when the queue is full the record is dropped and counted, the call is
+answered all the same. One writer thread stores records in `invocations.db` (SQLite, WAL) beside the topics,
+and keeps at most `keep` records and `max_bytes` of them per function (the oldest go first). A damaged or
+locked database does not stop `dev`: the file is moved aside (`invocations.db.damaged-<time>`), a fresh one
+is started and this is said once; if even that fails, records are dropped (counted) and the calls go on.
+
+Exports (`export`, what the admin API answers) show `Authorization`, `Cookie` and their kin as REDACTED; the
+stored record keeps them so that a replay sends what the function received.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubeless_local import config
+from kubeless_local.errors import BadRequest, NotFound, Unavailable
+
+if TYPE_CHECKING:
+    from kubeless_local.emulator.bus import EventBus
+    from kubeless_local.emulator.logs import LogHub
+
+FILENAME = "invocations.db"
+MAX_BODY = 256 * 1024  # bytes of each body that are kept
+QUEUE_SIZE = 10_000  # exchanges waiting for the writer; beyond, dropped and counted
+WRITER_PAUSE = 0.02  # seconds between the writer's looks at its queue
+BATCH = 500  # records stored in one transaction
+MAX_LOG_LINES = 200  # log lines kept per record
+LOG_GRACE = 0.05  # seconds after a call ends before its log lines are collected (they travel through a pipe)
+BUSY_TIMEOUT = 2.0
+SOURCE_HEADER = "X-Kubeless-Local-Source"  # `<source>[; trigger=<name>][; of=<id>]`, read and removed by the door
+SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
+REDACTED = "REDACTED"
+SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
+VOLATILE_HEADERS = frozenset(("date",))  # differ on every answer: left out of a replay's diff
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS invocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    function TEXT NOT NULL,
+    generation INTEGER,
+    source_sha256 TEXT,
+    source TEXT NOT NULL,
+    trigger TEXT,
+    replay_of TEXT,
+    started REAL NOT NULL,
+    duration_ms REAL NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT NOT NULL,
+    request_headers TEXT NOT NULL,
+    request_body BLOB NOT NULL,
+    request_size INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    response_headers TEXT NOT NULL,
+    response_body BLOB NOT NULL,
+    response_size INTEGER NOT NULL,
+    timeout INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    logs TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, seq);
+"""
+COLUMNS = [
+    "seq",
+    "id",
+    "function",
+    "generation",
+    "source_sha256",
+    "source",
+    "trigger",
+    "replay_of",
+    "started",
+    "duration_ms",
+    "method",
+    "path",
+    "query",
+    "request_headers",
+    "request_body",
+    "request_size",
+    "status",
+    "response_headers",
+    "response_body",
+    "response_size",
+    "timeout",
+    "error",
+    "logs",
+]
+SUMMARY = [
+    "seq",
+    "id",
+    "function",
+    "generation",
+    "source",
+    "trigger",
+    "started",
+    "duration_ms",
+    "method",
+    "path",
+    "status",
+    "timeout",
+    "error",
+]
+
+Headers = list[tuple[str, str]]
+
+
+# ------------------------------------------------------------ the source mark senders put on a request
+
+
+def mark(source: str, trigger: str | None = None, of: str | None = None) -> str:
+    """The SOURCE_HEADER value that says who sends a request (`kafka; trigger=orders`)."""
+    return source + "".join("; %s=%s" % (key, value) for key, value in (("trigger", trigger), ("of", of)) if value)
+
+
+def read_mark(value: str | None) -> tuple[str, str | None, str | None]:
+    """(source, trigger, replay of) of a SOURCE_HEADER value; no value (or a source we do not know): `http`."""
+    if not value:
+        return "http", None, None
+    source, *rest = [part.strip() for part in value.split(";")]
+    params = dict(part.partition("=")[::2] for part in rest)
+    if source not in SOURCES:
+        return "http", None, None
+    return source, params.get("trigger") or None, params.get("of") or None
+
+
+def marked(instance: Any, source: str, trigger: str | None = None) -> dict[str, str]:
+    """The header a sender adds so the instance's front door records who sent the request; {} when the instance
+    has no front door that reads it (the function would see the header)."""
+    return {SOURCE_HEADER: mark(source, trigger)} if getattr(instance, "front_door", False) else {}
+
+
+# ------------------------------------------------------------ what the front door hands over
+
+
+@dataclass
+class Exchange:
+    """One request and its answer as the front door saw them; bodies already cut at MAX_BODY."""
+
+    function: str
+    method: str
+    target: str  # the request target: path and query
+    request_headers: Headers
+    started: float = field(default_factory=time.time)  # epoch seconds
+    source: str = "http"
+    trigger: str | None = None
+    replay_of: str | None = None
+    request_body: bytes = b""
+    request_size: int = 0
+    status: int = 0  # 0: no answer (the server closed the connection, or could not be reached)
+    response_headers: Headers = field(default_factory=list)
+    response_body: bytes = b""
+    response_size: int = 0
+    duration: float = 0.0  # seconds
+    error: str = ""
+    id: str = ""
+    generation: int | None = None
+    source_sha256: str | None = None
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def source_digest(folder: Path) -> str:
+    """sha256 over a generation's code folder: each file's relative path and bytes, in order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            continue
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------ the recorder
+
+
+Served = Callable[[str], tuple[int | None, str | None]]  # function → (generation, source sha256) serving
+
+
+class Recorder:
+    """`submit()` from any thread (never blocks); `list()`/`get()` read; `close()` stores what is queued."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        keep: int = config.Recorder.keep,
+        max_bytes: int = config.Recorder.max_bytes,
+        logs: LogHub | None = None,
+        bus: EventBus | None = None,
+        served: Served = lambda name: (None, None),
+        say: Callable[[str], None] = lambda text: None,
+        queue_size: int = QUEUE_SIZE,
+        log_grace: float = LOG_GRACE,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
+        self.path = Path(state_dir) / FILENAME
+        self.keep, self.max_bytes = keep, max_bytes
+        self.logs, self.bus, self.served, self.say = logs, bus, served, say
+        self.log_grace, self.busy_timeout = log_grace, busy_timeout
+        # the writer's queue: a deque (appending is one atomic step, no lock on the call path), bounded by
+        # `queue_size` and looked at every WRITER_PAUSE; None asks the writer to finish
+        self.queue: collections.deque[Exchange | None] = collections.deque()
+        self.queue_size = queue_size
+        self.dropped = 0  # records lost: the queue was full, or the database refused them
+        self.submitted = self.written = 0
+        self.progress = threading.Condition()
+        self.wake = threading.Event()  # flush and close: the writer looks at once
+        self.said: set[str] = set()  # what was said once already
+        self.read_lock = threading.Lock()
+        self.db: sqlite3.Connection | None = None  # the writer's
+        self.reader: sqlite3.Connection | None = None
+        self._open()
+        self.writer = threading.Thread(target=self._write_forever, name="recorder", daemon=True)
+        self.writer.start()
+
+    # ---------------------------------------------------------------- the call path
+
+    def submit(self, exchange: Exchange) -> str:
+        """Queue one exchange to be stored; returns its id. Never blocks: a full queue drops it (counted)."""
+        exchange.id = exchange.id or new_id()
+        try:
+            exchange.generation, exchange.source_sha256 = self.served(exchange.function)
+        except Exception:  # noqa: BLE001 - a record without its generation beats a call that fails
+            pass
+        if len(self.queue) >= self.queue_size:
+            self.dropped += 1
+            return exchange.id
+        self.queue.append(exchange)
+        self.submitted += 1  # only the flush waits on it: a count off by one under a race costs a flush a pause
+        if self.bus is not None:
+            self.bus.publish("invocation-end", summary_of(exchange))
+        return exchange.id
+
+    def started(self, function: str, method: str, target: str, source: str) -> None:
+        """A call began (for the event bus; nothing is stored)."""
+        if self.bus is not None:
+            self.bus.publish("invocation-start", {"function": function, "method": method, "path": target})
+
+    # ---------------------------------------------------------------- the writer
+
+    def _open(self) -> None:
+        """The database, or a fresh one when it is damaged or locked (the old one moved aside, said once)."""
+        for attempt in range(2):
+            try:
+                self._connect()
+                return
+            except OSError as exc:  # the folder itself is missing or not ours: a fresh file would not help
+                self._close_connections()
+                self._say_once("open", "invocations are not recorded: %s cannot be opened (%s)" % (self.path, exc))
+                return
+            except sqlite3.Error as exc:
+                self._close_connections()
+                if attempt == 0:
+                    self._move_aside(exc)
+                else:
+                    self._say_once("open", "invocations are not recorded: %s cannot be opened (%s)" % (self.path, exc))
+
+    def _connect(self) -> None:
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        self.db = db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        db.execute("SELECT COUNT(*) FROM invocations").fetchone()
+        self.reader = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+
+    def _close_connections(self) -> None:
+        for db in (self.db, self.reader):
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+        self.db = self.reader = None
+
+    def _move_aside(self, exc: Exception) -> None:
+        aside = self.path.with_name("%s.damaged-%d" % (FILENAME, time.time()))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.replace(str(self.path) + suffix, str(aside) + suffix)
+        self._say_once(
+            "moved:%s" % aside,
+            "%s was damaged or locked (%s): moved to %s, recording in a fresh one" % (self.path, exc, aside),
+        )
+
+    def _say_once(self, key: str, text: str) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.say(text)
+
+    def _write_forever(self) -> None:
+        while True:
+            if not self.queue:
+                self.wake.wait(WRITER_PAUSE)
+                self.wake.clear()
+                continue
+            first = self.queue[0]
+            if first is None:
+                self._finish_batch(0)
+                return
+            self._wait_for_logs(first)
+            batch: list[Exchange] = []
+            stop = False
+            while len(batch) < BATCH and self.queue:
+                item = self.queue.popleft()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._store(batch)
+            self._finish_batch(len(batch))
+            if stop:
+                return
+
+    def _wait_for_logs(self, exchange: Exchange) -> None:
+        wait = exchange.started + exchange.duration + self.log_grace - time.time()
+        if wait > 0:
+            time.sleep(min(wait, self.log_grace))  # the lines printed during the call reach the log hub
+
+    def _finish_batch(self, count: int) -> None:
+        with self.progress:
+            self.written += count
+            self.progress.notify_all()
+
+    def _store(self, batch: list[Exchange]) -> None:
+        """Insert a batch; a database that is damaged or locked by another program is moved aside and the batch
+        goes into a fresh one (said once); if that fails too, the batch is dropped and counted."""
+        rows = [self._row(exchange) for exchange in batch]
+        for attempt in range(2):
+            if self.db is None:
+                break
+            try:
+                self._insert(rows, {exchange.function for exchange in batch})
+                return
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+                break  # these records, not the file: the batch is dropped, the database kept
+            except sqlite3.Error as exc:
+                if attempt == 0:
+                    with self.read_lock:
+                        self._close_connections()
+                        self._move_aside(exc)
+                        self._open()
+        self.dropped += len(rows)
+
+    def _insert(self, rows: list[tuple], functions: Iterable[str]) -> None:
+        assert self.db is not None
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO invocations (%s, bytes) VALUES (%s)"
+                % (", ".join(COLUMNS[1:]), ", ".join("?" * len(COLUMNS))),
+                rows,
+            )
+            for function in functions:
+                self._retain(db, function)
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    def _retain(self, db: sqlite3.Connection, function: str) -> None:
+        """At most `keep` records and `max_bytes` of them for `function`: the oldest go."""
+        row = db.execute(
+            "SELECT seq FROM invocations WHERE function = ? ORDER BY seq DESC LIMIT 1 OFFSET ?", (function, self.keep)
+        ).fetchone()
+        if row is not None:
+            db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, row[0]))
+        (total,) = db.execute("SELECT SUM(bytes) FROM invocations WHERE function = ?", (function,)).fetchone()
+        if total and total > self.max_bytes:
+            row = db.execute(
+                "SELECT seq FROM (SELECT seq, SUM(bytes) OVER (ORDER BY seq DESC) AS kept FROM invocations "
+                "WHERE function = ?) WHERE kept > ? ORDER BY seq DESC LIMIT 1",
+                (function, self.max_bytes),
+            ).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, row[0]))
+
+    def _row(self, exchange: Exchange) -> tuple:
+        path, _, query = exchange.target.partition("?")
+        logs = self._logs_of(exchange)
+        request_headers, response_headers = (
+            header_text(exchange.request_headers),
+            header_text(exchange.response_headers),
+        )
+        size = len(exchange.request_body) + len(exchange.response_body) + len(request_headers) + len(response_headers)
+        return (
+            exchange.id,
+            exchange.function,
+            exchange.generation,
+            exchange.source_sha256,
+            exchange.source,
+            exchange.trigger,
+            exchange.replay_of,
+            exchange.started,
+            round(exchange.duration * 1000, 3),
+            exchange.method,
+            path,
+            query,
+            request_headers,
+            exchange.request_body,
+            exchange.request_size,
+            exchange.status,
+            response_headers,
+            exchange.response_body,
+            exchange.response_size,
+            int(exchange.status == 408),
+            exchange.error,
+            logs,
+            size + len(logs),
+        )
+
+    def _logs_of(self, exchange: Exchange) -> str:
+        if self.logs is None:
+            return "[]"
+        lines = self.logs.between(exchange.function, exchange.started, exchange.started + exchange.duration)
+        said = [{"text": line.text, "stream": line.stream} for line in lines if line.stream != "system"]
+        return json.dumps(said[-MAX_LOG_LINES:]) if said else "[]"
+
+    # ---------------------------------------------------------------- reading
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted so far is stored (or dropped); False on timeout."""
+        self.wake.set()
+        with self.progress:
+            target = self.submitted
+            return self.progress.wait_for(lambda: self.written >= target, timeout)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self.read_lock:
+            if self.reader is None:
+                raise NotFound("no invocations are recorded (%s cannot be opened)" % self.path, "invocation")
+            yield self.reader
+
+    def list(self, function: str | None = None, limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
+        """Summaries, newest first: of one function (or all), at most `limit`, older than sequence `before`."""
+        where: list[str] = []
+        args: list[Any] = []
+        if function:
+            where.append("function = ?")
+            args.append(function)
+        if before:
+            where.append("seq < ?")
+            args.append(before)
+        query = "SELECT %s FROM invocations %s ORDER BY seq DESC LIMIT ?" % (
+            ", ".join(SUMMARY),
+            ("WHERE " + " AND ".join(where)) if where else "",
+        )
+        with self._reading() as db:
+            rows = db.execute(query, (*args, limit)).fetchall()
+        return [dict(zip(SUMMARY, row), timeout=bool(row[SUMMARY.index("timeout")])) for row in rows]
+
+    def get(self, ident: str) -> dict[str, Any]:
+        """The whole record `ident` (its id, or its sequence number) as stored: secrets included."""
+        column = "seq" if str(ident).isdigit() else "id"
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT %s FROM invocations WHERE %s = ?" % (", ".join(COLUMNS), column), (ident,)
+            ).fetchone()
+        if row is None:
+            raise NotFound("no recorded invocation %r" % ident, "invocation", str(ident))
+        return record_of(dict(zip(COLUMNS, row)))
+
+    def replay_of(self, ident: str) -> str | None:
+        """The id of the newest record that replays `ident` (None: none is stored)."""
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT id FROM invocations WHERE replay_of = ? ORDER BY seq DESC LIMIT 1", (ident,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def stats(self) -> dict[str, Any]:
+        with self._reading() as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM invocations").fetchone()
+        return {"stored": count, "dropped": self.dropped, "queued": len(self.queue), "path": str(self.path)}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Store what is queued (waiting at most `timeout`), then close the database."""
+        self.queue.append(None)
+        self.wake.set()
+        self.writer.join(timeout)
+        with self.read_lock:
+            self._close_connections()
+
+
+def header_text(headers: Headers) -> str:
+    """Headers as stored: `Name: value` lines (a header line holds no line break; a name no colon). Cheaper
+    for the writer than JSON."""
+    return "\n".join("%s: %s" % pair for pair in headers)
+
+
+def header_list(text: str) -> list[list[str]]:
+    return [[name, value.lstrip()] for name, _, value in (line.partition(":") for line in text.split("\n") if line)]
+
+
+def summary_of(exchange: Exchange) -> dict[str, Any]:
+    return {
+        "id": exchange.id,
+        "function": exchange.function,
+        "source": exchange.source,
+        "trigger": exchange.trigger,
+        "method": exchange.method,
+        "path": exchange.target,
+        "status": exchange.status,
+        "duration_ms": round(exchange.duration * 1000, 3),
+    }
+
+
+def _body(data: bytes, size: int) -> dict[str, Any]:
+    """A body as JSON: text when it is UTF-8, else base64; with its full size and whether it was cut."""
+    shown: dict[str, Any] = {"size": size, "truncated": size > len(data)}
+    try:
+        shown["text"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        shown["base64"] = base64.b64encode(data).decode()
+    return shown
+
+
+def record_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as the record the API shows (before `export` redacts it)."""
+    return {
+        "seq": row["seq"],
+        "id": row["id"],
+        "function": row["function"],
+        "generation": row["generation"],
+        "source_sha256": row["source_sha256"],
+        "source": row["source"],
+        "trigger": row["trigger"],
+        "replay_of": row["replay_of"],
+        "started": row["started"],
+        "duration_ms": row["duration_ms"],
+        "timeout": bool(row["timeout"]),
+        "error": row["error"],
+        "request": {
+            "method": row["method"],
+            "path": row["path"],
+            "query": row["query"],
+            "headers": header_list(row["request_headers"]),
+            "body": _body(row["request_body"], row["request_size"]),
+        },
+        "response": {
+            "status": row["status"],
+            "headers": header_list(row["response_headers"]),
+            "body": _body(row["response_body"], row["response_size"]),
+        },
+        "logs": json.loads(row["logs"]),
+    }
+
+
+def redacted(headers: Headers) -> Headers:
+    return [[name, REDACTED if name.lower() in SECRET_HEADERS else value] for name, value in headers]  # type: ignore[misc]
+
+
+def export(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as shown outside the engine: secret headers (Authorization, Cookie…) REDACTED."""
+    shown = json.loads(json.dumps(record))
+    for part in ("request", "response"):
+        shown[part]["headers"] = redacted(shown[part]["headers"])
+    return shown
+
+
+def body_bytes(body: dict[str, Any]) -> bytes:
+    """The bytes of a body as `_body` shows it (text or base64)."""
+    if "base64" in body:
+        return base64.b64decode(body["base64"])
+    return str(body.get("text", "")).encode()
+
+
+def edited_request(original: dict[str, Any], edited: dict[str, Any] | None) -> dict[str, Any]:
+    """The request to replay: the original, or an edited export of it; a header left REDACTED keeps the
+    original's value (an export does not hold it)."""
+    if edited is None:
+        return original["request"]
+    secrets = {name.lower(): value for name, value in original["request"]["headers"]}
+    headers = [
+        [name, secrets.get(name.lower(), value) if value == REDACTED else value]
+        for name, value in edited.get("headers", original["request"]["headers"])
+    ]
+    return {**original["request"], **edited, "headers": headers}
+
+
+def diff(original: dict[str, Any], replayed: dict[str, Any]) -> dict[str, Any]:
+    """How the answer to a replay differs from the original answer: status, headers (Date left out), body (a
+    unified diff of text, or whether the bytes differ)."""
+    before, after = original["response"], replayed["response"]
+    headers_before = {name.lower(): value for name, value in before["headers"] if name.lower() not in VOLATILE_HEADERS}
+    headers_after = {name.lower(): value for name, value in after["headers"] if name.lower() not in VOLATILE_HEADERS}
+    changed = {
+        name: [headers_before.get(name), headers_after.get(name)]
+        for name in sorted(set(headers_before) | set(headers_after))
+        if headers_before.get(name) != headers_after.get(name)
+    }
+    body: list[str] = []
+    if body_bytes(before["body"]) != body_bytes(after["body"]):
+        if "text" in before["body"] and "text" in after["body"]:
+            body = list(
+                difflib.unified_diff(
+                    before["body"]["text"].splitlines(),
+                    after["body"]["text"].splitlines(),
+                    "original",
+                    "replay",
+                    lineterm="",
+                )
+            )
+        else:
+            body = ["binary bodies differ (%d and %d bytes)" % (before["body"]["size"], after["body"]["size"])]
+    return {
+        "same": before["status"] == after["status"] and not changed and not body,
+        "status": [before["status"], after["status"]] if before["status"] != after["status"] else None,
+        "headers": changed,
+        "body": body,
+    }
+
+
+# ------------------------------------------------------------ replay
+
+NOT_RESENT = frozenset(("host", "content-length", "transfer-encoding", "connection", SOURCE_HEADER.lower()))
+
+
+def replay(recorder: Recorder, supervisor: Any, ident: str, edited: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send recorded invocation `ident`'s request (or `edited`, an export of it) to its function again, marked
+    `replay`, and return {original, replay, diff}: the two exports and how the answers differ. The function's
+    front door records the replay as any call."""
+    import http.client
+
+    original = recorder.get(ident)
+    request = edited_request(original, edited)
+    body = request.get("body") or {}
+    if edited is None and body.get("truncated"):
+        raise BadRequest(
+            "invocation %s's request body was cut at %d bytes when it was recorded; it cannot be sent as it was"
+            % (ident, MAX_BODY),
+            "invocation",
+            ident,
+        )
+    ready = supervisor.wait_ready(original["function"], 5.0)
+    if ready is None:
+        raise Unavailable("function %s is not serving" % original["function"], "function", original["function"])
+    instance = ready[0]
+    headers = [(name, value) for name, value in request.get("headers", []) if name.lower() not in NOT_RESENT]
+    if instance.front_door:
+        headers.append((SOURCE_HEADER, mark("replay", of=original["id"])))
+    target = request.get("path") or "/"
+    if request.get("query"):
+        target += "?" + request["query"]
+    connection = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=None)
+    try:
+        connection.putrequest(request.get("method") or "GET", target, skip_accept_encoding=True)
+        data = body_bytes(body)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(data)))
+        connection.endheaders(data)
+        response = connection.getresponse()
+        answer = response.read()
+        replayed: dict[str, Any] = {
+            "response": {
+                "status": response.status,
+                "headers": [[name, value] for name, value in response.getheaders()],
+                "body": _body(answer[:MAX_BODY], len(answer)),
+            }
+        }
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unavailable(
+            "function %s did not answer the replay (%s)" % (original["function"], exc), "function", original["function"]
+        ) from None
+    finally:
+        connection.close()
+    recorder.flush()
+    replayed["id"] = recorder.replay_of(original["id"])
+    return {"original": export(original), "replay": export_response(replayed), "diff": diff(original, replayed)}
+
+
+def export_response(replayed: dict[str, Any]) -> dict[str, Any]:
+    shown = json.loads(json.dumps(replayed))
+    shown["response"]["headers"] = redacted(shown["response"]["headers"])
+    return shown

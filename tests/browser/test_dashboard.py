@@ -1,0 +1,320 @@
+"""The dashboard in a real browser against a real `dev`: live function states through a save and a syntax
+error, the log filter kept in the URL, the guard's answers, the login cookie, requests that stay on
+127.0.0.1, the event stream resumed with Last-Event-ID, an accessibility scan, and a screenshot of each view."""
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import ARTIFACTS, Session, wait_live
+from waiting import wait_until
+
+from kubeless_local.dashboard.guard import COOKIE
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+VIEWS = ["functions", "logs", "cron", "emit", "topics"]
+
+
+def row(page, name="hello"):
+    return page.locator("tr[data-function=%s]" % name)
+
+
+def wait_ready(page, name="hello"):
+    row(page, name).locator(".state-Ready").wait_for(timeout=120_000)
+    return int(row(page, name).locator("[data-testid=generation]").inner_text())
+
+
+def cookie_of(page):
+    return next(c for c in page.context.cookies() if c["name"] == COOKIE)
+
+
+def ask(session, path, headers=None, method="GET", cookie=None):
+    """(status, body) of one request to the session's dashboard; Host is the dashboard's unless given."""
+    connection = http.client.HTTPConnection("127.0.0.1", session.port, timeout=10)
+    sent = {"Host": "127.0.0.1:%d" % session.port, **(headers or {})}
+    if cookie:
+        sent["Cookie"] = "%s=%s" % (COOKIE, cookie)
+    try:
+        connection.putrequest(method, path, skip_host=True)
+        for name, value in {**sent, "Content-Length": "0"}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+def test_a_save_shows_reloading_then_ready_with_the_next_generation(page, project):
+    generation = wait_ready(page)
+    saved = time.monotonic()
+    handler = project / "handler.py"
+    handler.write_text(handler.read_text().replace("hello called", "hello v2 called"))
+    generation_cell = row(page).locator("[data-testid=generation]")
+    wait_until(lambda: generation_cell.inner_text() == str(generation + 1), "the next generation shown", timeout=30)
+    print("the page showed generation %d %.2f s after the save" % (generation + 1, time.monotonic() - saved))
+    steps = row(page).locator("[data-testid=trail]").inner_text().split(" → ")
+    # the new generation may show as Reloading for a moment too: it serves before the reload lets go
+    assert steps[-1] == "Ready (gen %d)" % (generation + 1), steps
+    assert "Reloading (gen %d)" % generation in steps, steps
+    assert steps.index("Reloading (gen %d)" % generation) > steps.index("Ready (gen %d)" % generation), steps
+    assert row(page).locator(".state-Ready").count() == 1
+
+
+def test_a_syntax_error_shows_compile_error_with_the_file_and_line(page, project):
+    wait_ready(page)
+    (project / "handler.py").write_text("def hello(event, context):\n    return 1\n\ndef broken(:\n    pass\n")
+    problem = page.locator("[data-testid=problem]")
+    problem.wait_for(timeout=30_000)
+    assert "hello: CompileError at handler.py:4" in problem.locator("h2").inner_text()
+    assert "SyntaxError" in problem.locator("pre.error").inner_text()
+    assert row(page).locator(".state-CompileError").count() == 1
+
+
+def test_the_log_filter_survives_a_reload_through_the_url(page, session):
+    wait_ready(page)
+    for word in ("apple", "banana"):
+        status, _ = call_function(session, word)
+        assert status == 200
+    page.goto(session.base + "/?view=logs")
+    page.get_by_label("Function").select_option("hello")
+    page.get_by_label("Filter (regular expression)").fill("ban+ana")
+    log = page.locator("[data-testid=log]")
+    wait_until(lambda: "banana" in log.inner_text(), "the filtered line shown", timeout=30)
+    assert "apple" not in log.inner_text()
+    assert "q=ban%2Bana" in page.url and "fn=hello" in page.url
+    page.reload()
+    assert page.get_by_label("Filter (regular expression)").input_value() == "ban+ana"
+    wait_until(lambda: "banana" in log.inner_text(), "the filtered line shown after the reload", timeout=30)
+    assert "apple" not in log.inner_text()
+
+
+def call_function(session, data):
+    """Call `hello` from the dashboard's own API (as the Emit view does): (status, answer)."""
+    cookie = session.cookie
+    connection = http.client.HTTPConnection("127.0.0.1", session.port, timeout=30)
+    body = json.dumps({"data": data})
+    headers = {"Cookie": "%s=%s" % (COOKIE, cookie), "Content-Type": "application/json"}
+    connection.request("POST", "/api/functions/hello/call", body, headers)
+    answer = connection.getresponse()
+    return answer.status, json.loads(answer.read())
+
+
+@pytest.fixture(autouse=True)
+def session_cookie(request):
+    """The session's cookie for requests made outside the browser (taken from a logged-in tab)."""
+    if "page" in request.fixturenames:
+        session = request.getfixturevalue("session")
+        session.cookie = cookie_of(request.getfixturevalue("page"))["value"]
+
+
+def test_the_login_link_sets_the_cookie_and_leaves_no_token_in_the_url(page, session):
+    cookie = cookie_of(page)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["domain"] == "127.0.0.1"
+    assert "token" not in page.url
+    assert ask(session, urlsplit(session.login)._replace(scheme="", netloc="").geturl())[0] == 401  # spent
+
+
+def test_the_guard_answers_401_and_403_in_a_real_session(page, session):
+    secret = cookie_of(page)["value"]
+    assert ask(session, "/api/state")[0] == 401
+    assert ask(session, "/")[0] == 401
+    assert ask(session, "/api/state", {"Host": "evil.example:%d" % session.port}, cookie=secret)[0] == 403
+    assert ask(session, "/api/cron/nightly", {"Origin": "https://evil.example"}, "POST", secret)[0] == 403
+    assert ask(session, "/api/state", {"Sec-Fetch-Site": "cross-site"}, cookie=secret)[0] == 403
+    assert ask(session, "/api/state", cookie=secret)[0] == 200
+
+
+def test_a_fresh_browser_without_the_link_gets_401(browser, session):
+    context = browser.new_context()
+    try:
+        answer = context.new_page().goto(session.base + "/")
+        assert answer.status == 401
+    finally:
+        context.close()
+
+
+def test_every_request_of_the_page_goes_to_127_0_0_1(page, session):
+    wait_ready(page)
+    for view in VIEWS:
+        page.goto(session.base + "/?view=" + view)
+        wait_live(page, session)
+    hosts = {urlsplit(url).hostname for url in page.requests}
+    assert hosts == {"127.0.0.1"}, page.requests
+    assert any(url.endswith("/api/events?after=%s" % url.rsplit("=", 1)[-1]) for url in page.requests)
+
+
+def test_function_output_is_shown_as_text_never_as_html(page, session):
+    wait_ready(page)
+    page.goto(session.base + "/?view=emit")
+    call = page.locator("form", has=page.get_by_role("heading", name="Call a function over HTTP"))
+    call.get_by_label("Data", exact=True).fill("<i>x</i>")
+    call.get_by_role("button", name="Call").click()
+    body = page.get_by_label("answer body")
+    body.wait_for(timeout=30_000)
+    assert body.inner_text() == "<b>hello</b> <i>x</i>"
+    assert body.locator("b, i").count() == 0
+
+
+def read_events(response, count):
+    """The next `count` events of a server-sent stream: (id, kind, data)."""
+    events, fields = [], {}
+    while len(events) < count:
+        line = response.fp.readline().decode().rstrip("\n")
+        if line == "":
+            if "event" in fields:
+                events.append((int(fields.get("id", 0)), fields["event"], fields.get("data")))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+def open_stream(session, cookie, last_event_id):
+    connection = http.client.HTTPConnection("127.0.0.1", session.port, timeout=30)
+    headers = {"Cookie": "%s=%s" % (COOKIE, cookie), "Last-Event-ID": str(last_event_id)}
+    connection.request("GET", "/api/events", headers=headers)
+    response = connection.getresponse()
+    assert response.status == 200
+    return connection, response
+
+
+def log_texts(events):
+    return [json.loads(data)["text"] for _, kind, data in events if kind == "log"]
+
+
+def read_until(response, word):
+    """Events of the stream up to the log line that holds `word` (the socket's timeout bounds the wait)."""
+    events = []
+    while not any(word in text for text in log_texts(events)):
+        events += read_events(response, 1)
+    return events
+
+
+def test_a_stream_resumed_with_last_event_id_gets_each_missed_event_exactly_once(page, session):
+    wait_ready(page)
+    secret = session.cookie
+    status = json.loads(ask(session, "/api/state", cookie=secret)[1])
+    connection, response = open_stream(session, secret, status["last_id"])
+    call_function(session, "one")
+    seen = read_until(response, "with one")
+    connection.close()
+    for word in ("two", "three", "four"):  # printed while no stream is open
+        call_function(session, word)
+    connection, response = open_stream(session, secret, seen[-1][0])
+    call_function(session, "five")
+    resumed = read_until(response, "with five")
+    connection.close()
+    ids = [event_id for event_id, _, _ in seen + resumed]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), ids  # consecutive: none missed, none twice
+    called = [text.split("with ")[1] for text in log_texts(seen + resumed) if "hello called with" in text]
+    assert called == ["one", "two", "three", "four", "five"]
+
+
+def test_no_serious_or_critical_accessibility_violation_in_any_view(page, session):
+    wait_ready(page)
+    script = "/__test__/axe.min.js"  # served to the page from its own origin, as the CSP allows
+    page.route(session.base + script, lambda route: route.fulfill(path=str(AXE), content_type="text/javascript"))
+    found = {}
+    for view in VIEWS:
+        page.goto(session.base + "/?view=" + view)
+        wait_live(page, session)
+        page.add_script_tag(url=session.base + script)
+        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        bad = [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        if bad:
+            found[view] = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in bad]
+    assert found == {}
+
+
+def test_each_view_is_saved_as_a_screenshot(page, session):
+    wait_ready(page)
+    call_function(session, "from the screenshot test")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for view in VIEWS:
+        page.goto(session.base + "/?view=" + view)
+        wait_live(page, session)
+        if view == "logs":
+            page.locator("[data-testid=log]", has_text="from the screenshot test").wait_for()
+        path = ARTIFACTS / ("dashboard-%s.png" % view)
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 1000
+
+
+def kubeless_local(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "kubeless_local", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_dashboard_command_opens_a_new_login_link_for_the_running_session(browser, session, project):
+    done = kubeless_local("dashboard", "--no-browser", cwd=project)
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip()
+    assert link.startswith(session.base + "/?token=") and link != session.login
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(link)
+        wait_live(tab, session)
+        assert "token" not in tab.url
+    finally:
+        context.close()
+
+
+def test_a_read_only_session_shows_but_refuses_actions(browser, project):
+    started = Session(project, "--read-only")
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(started.login)
+        wait_live(tab, started, "read-only · live")
+        tab.goto(started.base + "/?view=cron")
+        assert tab.get_by_role("button", name="Fire nightly now").is_disabled()
+        secret = cookie_of(tab)["value"]
+        assert ask(started, "/api/cron/nightly", method="POST", cookie=secret)[0] == 403
+    finally:
+        context.close()
+        started.stop()
+
+
+def test_no_dashboard_serves_none_and_the_command_says_so(project):
+    started = Session(project, "--no-dashboard", wait_for="Watching")
+    try:
+        assert "Dashboard:" not in started.output()
+        done = kubeless_local("dashboard", "--no-browser", cwd=project)
+        assert done.returncode == 2 and "serves no dashboard" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        started.stop()
+
+
+def test_a_dead_letter_replayed_from_the_page_is_delivered(page, session, project):
+    flag = project.parent / "fail-flag"
+    flag.write_text("")
+    wait_ready(page)
+    page.goto(session.base + "/?view=emit")
+    wait_live(page, session)
+    publish = page.locator("form", has=page.get_by_role("heading", name="Publish an event (Kafka or NATS)"))
+    publish.get_by_label("Topic").fill("orders")
+    publish.get_by_label("Content type").fill("text/plain")
+    publish.get_by_label("Data", exact=True).fill("fail")
+    publish.get_by_role("button", name="Publish").click()
+    fanout = page.get_by_label("fan-out")
+    wait_until(
+        lambda: fanout.count() and "dead-lettered" in fanout.inner_text(),
+        lambda: "the fan-out shows the dead letter (the form shows %r)" % publish.inner_text(),
+    )
+    flag.unlink()
+    page.goto(session.base + "/?view=topics")
+    wait_live(page, session)
+    page.get_by_role("button", name="Replay all of orders").click()
+    page.get_by_role("heading", name="Dead letters (0)").wait_for(timeout=30_000)
+    page.goto(session.base + "/?view=logs&fn=hello&q=with+fail")
+    log = page.locator("[data-testid=log]")
+    wait_until(lambda: log.inner_text().count("hello called with fail") == 2, "the replayed event delivered")

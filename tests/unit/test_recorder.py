@@ -1,0 +1,243 @@
+"""The invocation recorder (emulator/recorder.py) and the event bus (emulator/bus.py): records stored off the
+call path and read back, bodies cut and kept as bytes, retention per function, secrets redacted in exports,
+a damaged or locked database moved aside, a full queue dropping (counted) instead of blocking; the source
+mark; a replay's diff; the bus's resumable ids and its reset."""
+
+import sqlite3
+import time
+
+import pytest
+
+from kubeless_local.emulator import recorder as rec
+from kubeless_local.emulator.bus import EventBus
+from kubeless_local.emulator.logs import LogHub
+
+
+def exchange(function="hello", body=b'{"a": 1}', status=200, answer=b"ok", **fields):
+    fields.setdefault("duration", 0.002)
+    return rec.Exchange(
+        function=function,
+        method="POST",
+        target="/path?x=1",
+        request_headers=[("Content-Type", "application/json"), ("Authorization", "Bearer s3cret")],
+        request_body=body[: rec.MAX_BODY],
+        request_size=len(body),
+        status=status,
+        response_headers=[("Content-Type", "text/plain"), ("Set-Cookie", "k=v")],
+        response_body=answer,
+        response_size=len(answer),
+        **fields,
+    )
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    said = []
+    made = []
+
+    def make(state_dir=tmp_path, **options):
+        options.setdefault("log_grace", 0)
+        instance = rec.Recorder(state_dir, say=said.append, **options)
+        made.append(instance)
+        return instance
+
+    make.said = said
+    yield make
+    for instance in made:
+        instance.close()
+
+
+def stored(recorder, *exchanges):
+    ids = [recorder.submit(item) for item in exchanges]
+    assert recorder.flush(10)
+    return ids
+
+
+def test_a_record_is_stored_off_the_call_path_and_read_back_whole(recorder):
+    r = recorder(served=lambda name: (3, "ab" * 32))
+    (ident,) = stored(r, exchange(source="kafka", trigger="orders"))
+    record = r.get(ident)
+    assert (record["function"], record["generation"], record["source_sha256"]) == ("hello", 3, "ab" * 32)
+    assert (record["source"], record["trigger"], record["timeout"], record["error"]) == ("kafka", "orders", False, "")
+    assert record["request"] == {
+        "method": "POST",
+        "path": "/path",
+        "query": "x=1",
+        "headers": [["Content-Type", "application/json"], ["Authorization", "Bearer s3cret"]],
+        "body": {"size": 8, "truncated": False, "text": '{"a": 1}'},
+    }
+    assert record["response"]["status"] == 200 and record["response"]["body"]["text"] == "ok"
+    assert r.get(str(record["seq"]))["id"] == ident  # by sequence number too
+    (row,) = r.list()
+    assert (row["id"], row["function"], row["status"], row["source"]) == (ident, "hello", 200, "kafka")
+
+
+def test_a_body_is_cut_at_256_kib_and_marked_and_bytes_that_are_not_utf8_are_kept(recorder):
+    r = recorder()
+    big = b"x" * (rec.MAX_BODY + 10)
+    first, second = stored(r, exchange(body=big), exchange(body=b"\xff\xfe\x00", answer=b"\x80"))
+    body = r.get(first)["request"]["body"]
+    assert (body["size"], body["truncated"], len(body["text"])) == (rec.MAX_BODY + 10, True, rec.MAX_BODY)
+    record = r.get(second)
+    assert rec.body_bytes(record["request"]["body"]) == b"\xff\xfe\x00" and "text" not in record["request"]["body"]
+    assert rec.body_bytes(record["response"]["body"]) == b"\x80"
+
+
+def test_a_408_is_a_timeout_and_the_list_is_newest_first_per_function(recorder):
+    r = recorder()
+    stored(r, exchange(), exchange(status=408), exchange(function="other"))
+    rows = r.list("hello")
+    assert [row["timeout"] for row in rows] == [True, False]
+    assert len(r.list()) == 3 and len(r.list(limit=1)) == 1
+    assert [row["seq"] for row in r.list(before=rows[0]["seq"])] == [rows[1]["seq"]]
+
+
+def test_retention_keeps_the_newest_records_per_function_by_count_and_by_bytes(recorder):
+    r = recorder(keep=3)
+    stored(r, *[exchange() for _ in range(5)], exchange(function="other"))
+    assert len(r.list("hello")) == 3 and len(r.list("other")) == 1
+    r.close()
+    small = recorder(keep=100, max_bytes=30_000)
+    stored(small, *[exchange(function="big", body=b"y" * 10_000) for _ in range(6)])
+    kept = small.list("big")
+    assert 1 <= len(kept) <= 3  # each record is over 10,000 bytes
+
+
+def test_exports_redact_authorization_and_cookies_and_a_replay_keeps_them(recorder):
+    r = recorder()
+    (ident,) = stored(r, exchange())
+    record = r.get(ident)
+    shown = rec.export(record)
+    assert ["Authorization", rec.REDACTED] in shown["request"]["headers"]
+    assert ["Set-Cookie", rec.REDACTED] in shown["response"]["headers"]
+    assert "s3cret" not in str(shown)
+    edited = dict(shown["request"], method="PUT")
+    request = rec.edited_request(record, edited)
+    assert request["method"] == "PUT" and ["Authorization", "Bearer s3cret"] in request["headers"]
+    assert rec.edited_request(record, None) == record["request"]
+
+
+def test_a_full_queue_drops_and_counts_and_never_blocks_the_call(recorder):
+    r = recorder(queue_size=2, log_grace=0.2)  # the writer holds the first record for a while
+    r.submit(exchange(duration=0))
+    for _ in range(20):
+        r.submit(exchange())  # the queue holds 2: the rest are dropped at once, none waits for the writer
+    assert r.dropped >= 17
+    assert r.flush(10)
+    assert r.stats()["dropped"] == r.dropped
+
+
+def test_a_damaged_database_is_moved_aside_said_once_and_recording_goes_on(tmp_path, recorder):
+    (tmp_path / rec.FILENAME).write_bytes(b"this is not a database" * 100)
+    r = recorder()
+    aside = list(tmp_path.glob(rec.FILENAME + ".damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    assert len(recorder.said) == 1 and "moved to" in recorder.said[0]
+    (ident,) = stored(r, exchange())
+    assert r.get(ident)["response"]["status"] == 200
+
+
+def test_a_database_locked_by_another_program_is_moved_aside_and_recording_goes_on(tmp_path, recorder):
+    r = recorder(busy_timeout=0.1)
+    other = sqlite3.connect(tmp_path / rec.FILENAME, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another program writes and never finishes
+    try:
+        (ident,) = stored(r, exchange())
+        assert r.get(ident)["response"]["status"] == 200  # in the fresh database
+        assert r.dropped == 0 and len(recorder.said) == 1 and "locked" in recorder.said[0]
+    finally:
+        other.close()
+
+
+def test_the_log_lines_of_a_call_are_those_that_arrived_while_it_ran(recorder):
+    hub = LogHub()
+    r = recorder(logs=hub)
+    hub.emit("hello", "before")
+    began = time.time() + 0.001
+    while time.time() < began:
+        pass
+    hub.emit("hello", "during")
+    hub.emit("hello", "the engine speaking", "system")
+    hub.emit("other", "another function")
+    (ident,) = stored(r, exchange(started=began, duration=1.0))
+    assert r.get(ident)["logs"] == [{"text": "during", "stream": "stdout"}]
+
+
+def test_an_unknown_id_is_not_found(recorder):
+    from kubeless_local.errors import NotFound
+
+    with pytest.raises(NotFound):
+        recorder().get("nope")
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        (None, ("http", None, None)),
+        ("kafka; trigger=orders", ("kafka", "orders", None)),
+        ("replay; of=abc", ("replay", None, "abc")),
+        ("cron;trigger=nightly", ("cron", "nightly", None)),
+        ("anything else", ("http", None, None)),
+    ],
+)
+def test_the_source_mark(value, read):
+    assert rec.read_mark(value) == read
+    if value and read[0] != "http":
+        assert rec.read_mark(rec.mark(*read)) == read
+
+
+def test_only_an_instance_whose_front_door_reads_the_mark_gets_it():
+    class Instance:
+        front_door = False
+
+    assert rec.marked(Instance(), "cron", "nightly") == {}
+    Instance.front_door = True
+    assert rec.marked(Instance(), "cron", "nightly") == {rec.SOURCE_HEADER: "cron; trigger=nightly"}
+
+
+def test_a_replays_diff_names_status_headers_and_body_but_not_the_date():
+    def record(status, headers, text):
+        return {"response": {"status": status, "headers": headers, "body": {"size": len(text), "text": text}}}
+
+    same = rec.diff(record(200, [["Date", "a"]], "x\n"), record(200, [["Date", "b"]], "x\n"))
+    assert same == {"same": True, "status": None, "headers": {}, "body": []}
+    changed = rec.diff(record(200, [["A", "1"]], "x\ny\n"), record(500, [["B", "2"]], "x\nz\n"))
+    assert changed["status"] == [200, 500] and changed["headers"] == {"a": ["1", None], "b": [None, "2"]}
+    assert "-y" in changed["body"] and "+z" in changed["body"] and not changed["same"]
+
+
+def test_the_bus_resumes_after_an_id_and_says_reset_when_the_ring_lost_some():
+    bus = EventBus(capacity=3)
+    ids = [bus.publish("log", {"n": n}) for n in range(5)]
+    assert ids == [1, 2, 3, 4, 5]
+    events, reset = bus.after(3)
+    assert [e.id for e in events] == [4, 5] and not reset
+    events, reset = bus.after(0)
+    assert [e.id for e in events] == [3, 4, 5] and reset  # 1 and 2 fell out of the ring
+    assert bus.after(5) == ([], False)
+    assert not bus.wait(5, 0.01) and bus.wait(4, 0.01)
+
+
+def test_submitting_publishes_the_invocation_on_the_bus(recorder):
+    bus = EventBus()
+    r = recorder(bus=bus)
+    r.started("hello", "GET", "/", "http")
+    ident = r.submit(exchange())
+    events, _ = bus.after(0)
+    assert [e.kind for e in events] == ["invocation-start", "invocation-end"]
+    assert events[1].data["id"] == ident and events[1].data["status"] == 200
+
+
+def test_a_folder_where_no_database_can_be_made_drops_records_and_says_so_once(tmp_path, recorder):
+    r = recorder(state_dir=tmp_path / "missing" / "deeper")
+    r.submit(exchange())
+    assert r.flush(10)
+    assert r.dropped == 1 and len(recorder.said) == 1 and "not recorded" in recorder.said[0]
+
+
+def test_a_record_the_database_refuses_is_dropped_and_the_database_kept(tmp_path, recorder):
+    r = recorder()
+    (ident,) = stored(r, exchange())
+    stored(r, exchange(id=ident))  # the same id again: refused by the database, not a damaged file
+    assert r.dropped == 1 and recorder.said == [] and not list(tmp_path.glob(rec.FILENAME + ".damaged-*"))
+    assert r.get(ident)["response"]["status"] == 200
