@@ -329,11 +329,14 @@ class Emulator:
             (self.state_dir / leftover).unlink(missing_ok=True)
 
     def reset(self) -> None:
-        """Empty the topics, their dead letters and what was observed; clear faults. Functions keep running."""
+        """Empty the topics, their dead letters, the recorded invocations and what was observed; clear faults.
+        Functions keep running."""
         supervisor = self.session.supervisor
         assert supervisor is not None and self.session.events is not None, "start() first"
         supervisor.taps.clear()
         self.session.events.clear()
+        if self.session.recorder is not None:
+            self.session.recorder.clear()
         with self.observed.changed:
             self.observed.seen.clear()
         self.last = None
@@ -497,6 +500,15 @@ class Emulator:
 
     def _replaying(self, letter_id: int) -> bool:
         return any(row["id"] == letter_id and row["replay"] for row in self.dead_letters())
+
+    # ------------------------------------------------------------ history
+
+    def history(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The recorded invocations (of function `name`, or all), newest first, as `kubeless-local history`."""
+        recorder = self.session.recorder
+        assert recorder is not None, "start() first"
+        recorder.flush()
+        return recorder.list(name, limit)
 
     # ------------------------------------------------------------ cron
 
@@ -803,6 +815,9 @@ class Attached:
             if time.monotonic() > deadline:
                 raise AssertionError("no dead letter for %s within %gs" % (name, timeout))
             time.sleep(0.02)
+
+    def history(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return self.client.invocations(name, limit)
 
     def fire_cron(self, trigger: str) -> Any:
         import types

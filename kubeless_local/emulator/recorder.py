@@ -506,6 +506,12 @@ class Recorder:
             (count,) = db.execute("SELECT COUNT(*) FROM invocations").fetchone()
         return {"stored": count, "dropped": self.dropped, "queued": len(self.queue), "path": str(self.path)}
 
+    def clear(self, timeout: float = 5.0) -> None:
+        """Forget every record: what is queued is stored first (then deleted), so none arrives after."""
+        self.flush(timeout)
+        with self._reading() as db:
+            db.execute("DELETE FROM invocations")
+
     def close(self, timeout: float = 5.0) -> None:
         """Store what is queued (waiting at most `timeout`), then close the database."""
         self.queue.append(None)

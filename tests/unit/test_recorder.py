@@ -241,3 +241,13 @@ def test_a_record_the_database_refuses_is_dropped_and_the_database_kept(tmp_path
     stored(r, exchange(id=ident))  # the same id again: refused by the database, not a damaged file
     assert r.dropped == 1 and recorder.said == [] and not list(tmp_path.glob(rec.FILENAME + ".damaged-*"))
     assert r.get(ident)["response"]["status"] == 200
+
+
+def test_clear_forgets_every_record_those_still_queued_too(recorder):
+    r = recorder()
+    stored(r, exchange(), exchange(function="other"))
+    r.submit(exchange())  # queued, not stored yet
+    r.clear()
+    assert r.list() == [] and r.stats()["stored"] == 0
+    (after,) = stored(r, exchange())
+    assert [row["id"] for row in r.list()] == [after]
