@@ -40,13 +40,14 @@ class BackendBlock:
     install: tuple = ()  # installs the deps file into {deps}
     check: tuple = ()  # validates edited code before a reload
     compile: tuple = ()  # builds {build} from the code; a failure is a CompileError
+    init: tuple = ()  # process: after `init` wrote the template, in its folder: what an editor needs (Java's)
     env: dict = field(default_factory=dict, hash=False)  # extra env of the server and every step
     reload: str = "restart"
     build_args: dict = field(default_factory=dict, hash=False)  # docker: build args of the image
 
 
 BLOCK_KEYS = {
-    "process": {"command", "setup", "setup_inputs", "install", "check", "compile", "env", "reload"},
+    "process": {"command", "setup", "setup_inputs", "install", "check", "compile", "init", "env", "reload"},
     "docker": {"command", "setup", "install", "check", "compile", "env", "reload", "build_args"},
 }
 
@@ -148,7 +149,7 @@ def _declared(runtime_id, version, require_local):
 
 ENTRY_KEYS = {"server", "depName", "fileNameSuffix", "versions", "legacy", "process", "docker"}
 VERSION_KEYS = {"version", "executable", "probe", "expect", "resolve", "image", "default"}
-ARGV_KEYS = {"command", "setup", "setup_inputs", "install", "check", "compile", "probe", "resolve"}
+ARGV_KEYS = {"command", "setup", "setup_inputs", "install", "check", "compile", "init", "probe", "resolve"}
 
 
 class _Checker:

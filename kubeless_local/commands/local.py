@@ -48,7 +48,7 @@ def init(name, runtime, force):
     """Create NAME/ with a handler, a deps file and function.yaml."""
     from kubeless_local.emulator import scaffold
 
-    result = scaffold(name, runtime, force=force)
+    result = scaffold(name, runtime, force=force, on_line=lambda line: click.echo("  " + line))
     for path in result.created:
         click.echo("  created %s" % path)
     if result.notice:

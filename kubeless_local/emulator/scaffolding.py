@@ -1,5 +1,6 @@
 """`init`: a new function folder from the runtime's template (handler, deps file, function.yaml)."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,11 @@ class Scaffolded:
     notice: str  # e.g. "python3.8 is a legacy Kubeless runtime; …", or ""
 
 
-def scaffold(name, runtime, target=None, force=False, catalog=None) -> Scaffolded:
+def scaffold(name, runtime, target=None, force=False, catalog=None, on_line=lambda line: None) -> Scaffolded:
     """Write the `runtime` template into `target` (default: ./NAME). A folder that is not empty is
-    refused unless `force`, which overwrites the template's files and leaves every other file alone."""
+    refused unless `force`, which overwrites the template's files and leaves every other file alone.
+    Then the runtime's `init` step, if its catalog entry has one (what an editor needs, e.g. Java's local
+    Maven repository); its failure is a notice, not an error: the folder is written and runs all the same."""
     specs.validate_name("function name", name)
     rt, notice = (catalog or Catalog()).resolve(runtime, require_local=False)
     template = TEMPLATES_DIR / rt.server
@@ -39,4 +42,26 @@ def scaffold(name, runtime, target=None, force=False, catalog=None) -> Scaffolde
             text = text.replace(placeholder, value)
         dest.write_text(text)
         created.append(dest)
-    return Scaffolded(created, notice or "")
+    notices = [notice or "", _editor_support(rt.for_backend("process"), target, on_line)]
+    return Scaffolded(created, "\n".join(n for n in notices if n))
+
+
+def _editor_support(runtime, folder, on_line) -> str:
+    """Run the runtime's `init` step in the new folder; "" when done or when there is none, else a notice."""
+    argv = runtime.process.init
+    if not argv:
+        return ""
+    from kubeless_local.emulator.prepare import STEP_SETUP, StepFailed, run_step, setup_runtime_lib
+
+    if not runtime.available():
+        return "%s is not on this machine, so your editor's libraries were not installed (it runs all the same)" % (
+            runtime.executable
+        )
+    try:
+        lib = setup_runtime_lib(runtime, on_line)
+        values = {"runtime_dir": str(runtime.runtime_dir), "runtime_lib": str(lib)}
+        run_step(STEP_SETUP, [a.format_map(values) for a in argv], folder, dict(os.environ), on_line)
+    except StepFailed as exc:
+        said = exc.output.strip().splitlines()
+        return "your editor's libraries were not installed: %s%s" % (exc, (": " + said[-1]) if said else "")
+    return ""

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,16 +12,24 @@ import pytest
 import requests
 from waiting import wait_for, wait_until
 
+from kubeless_local.paths import cache_dir
+
+INIT_HOME = Path(tempfile.gettempdir()) / "kubeless-local-tests-home"  # `init`'s ~ (its ~/.m2), not the user's
+
 
 def cli(*args, cwd, timeout=60, check=False):
-    """Run `kubeless-local ARGS` to completion; returns CompletedProcess (text)."""
+    """Run `kubeless-local ARGS` to completion; returns CompletedProcess (text). `init` runs with a home of the
+    tests' own (it may write what an editor needs into ~/.m2), the user's cache kept."""
+    env = dict(os.environ, NO_COLOR="1")
+    if args[:1] == ("init",):
+        env.update(HOME=str(INIT_HOME), KUBELESS_LOCAL_CACHE=str(cache_dir()))
     result = subprocess.run(
         [sys.executable, "-m", "kubeless_local", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=dict(os.environ, NO_COLOR="1"),
+        env=env,
     )
     if check:
         assert result.returncode == 0, result.stderr + result.stdout

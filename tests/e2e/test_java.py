@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import cli, wait_for_answer
+from conftest import INIT_HOME, cli, wait_for_answer
 from sockets import free_port
 
 EXAMPLES = Path(__file__).parent.parent / "fixtures" / "java"
@@ -104,9 +104,20 @@ def test_run_shows_compile_errors_keeps_the_last_good_code_and_stops_runaway_cal
 
 
 def test_init_and_dev_serve_the_java_template(tmp_path, start_dev):
+    params = INIT_HOME / ".m2/repository/io/kubeless/params/1.0-SNAPSHOT/params-1.0-SNAPSHOT.jar"
+    params.unlink(missing_ok=True)
     cli("init", "hello", "--runtime", "java11", cwd=tmp_path, check=True)
     project = tmp_path / "hello"
     assert sorted(p.name for p in project.iterdir()) == ["Hello.java", "function.yaml", "pom.xml"]
+    # an editor resolves the pom's parent and Event/Context from the local Maven repository
+    assert (INIT_HOME / ".m2/repository/io/kubeless/kubeless/1.0-SNAPSHOT/kubeless-1.0-SNAPSHOT.pom").is_file()
+    javac = subprocess.run(
+        ["javac", "-d", str(tmp_path / "classes"), "-cp", str(params), str(project / "Hello.java")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert javac.returncode == 0, javac.stderr
     dev = start_dev("dev", cwd=project)
     dev.wait_for_output("Watching", timeout=300)
     assert cli("call", "hello", cwd=project, check=True).stdout.strip() == "Hello world!"

@@ -13,6 +13,7 @@ from kubeless_local import emulator
 from kubeless_local.commands import common, local
 from kubeless_local.commands import root as cli
 from kubeless_local.errors import Unavailable, UserError
+from kubeless_local.runtimes import Catalog
 
 TRACEBACK = """Traceback (most recent call last):
   File "/x/kubeless.py", line 40, in load
@@ -552,3 +553,37 @@ def test_a_kafka_brokers_value_that_is_no_address_names_the_flag_in_the_cli_and_
     assert line == "error: --kafka-brokers/KAFKA_BROKERS: 'not-an-address' must be %s" % config.BROKERS_MUST
     with pytest.raises(UserError, match="^kafka_brokers: 'not-an-address' must be HOST:PORT"):
         kafka_bridge.configured(config.Settings(tmp_path / config.FILE), "not-an-address")
+
+
+EDITOR_CATALOG = """\
+runtimes:
+  python:
+    server: python
+    depName: requirements.txt
+    fileNameSuffix: .py
+    versions:
+      - version: "3.11"
+        executable: [%s]
+    process:
+      command: ["{exe}"]
+      init: ["/bin/sh", "-c", "echo {runtime_dir} > editor.txt"]
+"""
+
+
+def test_scaffold_runs_the_runtimes_init_step_in_the_new_folder(tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(EDITOR_CATALOG % "python3")
+    result = emulator.scaffold("fn", "python3.11", target=tmp_path / "fn", catalog=Catalog(path))
+    assert (tmp_path / "fn" / "editor.txt").read_text().strip().endswith("runtimes/python")
+    assert result.notice == ""
+
+
+def test_scaffold_without_the_toolchain_writes_the_folder_and_says_what_init_could_not_do(tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(EDITOR_CATALOG % "no-such-compiler-here")
+    result = emulator.scaffold("fn", "python3.11", target=tmp_path / "fn", catalog=Catalog(path))
+    assert (tmp_path / "fn" / "function.yaml").is_file() and not (tmp_path / "fn" / "editor.txt").exists()
+    assert result.notice == (
+        "no-such-compiler-here is not on this machine, so your editor's libraries were not installed "
+        "(it runs all the same)"
+    )
