@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from kubeless_local import http_routes
 from kubeless_local import spec as specs
+from kubeless_local.emulator.recorder import SOURCE_HEADER, marked
 from kubeless_local.errors import Conflict, UserError
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -381,7 +382,9 @@ class Gateway:
             self.emit("%s %s: function %s does not serve: 503" % (method, decision.target, route.function))
             return 503, "Service Temporarily Unavailable", [("Content-Type", "text/html")], UNAVAILABLE
         instance, spec = found
-        sent = decision.request_headers(headers)
+        # the function's front door records it as the gateway's, with the trigger (a client's own mark is dropped)
+        sent = [pair for pair in decision.request_headers(headers) if pair[0].lower() != SOURCE_HEADER.lower()]
+        sent += marked(instance, "gateway", route.trigger).items()
         if body or method in ("POST", "PUT", "PATCH"):
             sent.append(("Content-Length", str(len(body))))
         lines = ["%s %s HTTP/1.1" % (method, decision.target)] + ["%s: %s" % pair for pair in sent]
