@@ -1,10 +1,11 @@
 """The Java runtime (java11): cold start, reload after a .java edit and after a pom.xml edit (warm Maven
-repository), and throughput against a bare com.sun.net.httpserver hello, in one run.
+repository), how soon after its timeout a runaway call answers 408, and throughput against a bare
+com.sun.net.httpserver hello, in one run.
 
     python bench/bench_java.py [--backend process] [--runs 10] [--edits 10] [--seconds 5]
 
 Targets (issue Q): cold start (compiled) → first 200 ≤ 1.5 s; reload after a .java edit ≤ 3 s p95;
-after a pom.xml edit (warm cache) ≤ 15 s.
+after a pom.xml edit (warm cache) ≤ 15 s; a call past the timeout → 408 within +100 ms.
 """
 
 import subprocess
@@ -12,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import requests
 from common import CATALOG, Baseline, Engine, answer, bench_parser, summary, wait_http, wrk
 
 from kubeless_local import kubeless_objects as objects
@@ -39,6 +41,18 @@ POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <!-- EDIT -->
 </project>
 """
+
+SLEEPY = """package io.kubeless;
+
+public class Slow {
+    public String slow(Event event, Context context) throws InterruptedException {
+        Thread.sleep(30000);
+        return "late";
+    }
+}
+"""
+
+TIMEOUT = 1  # seconds: the runaway function's timeout
 
 BARE = """import com.sun.net.httpserver.HttpServer;
 import java.net.InetSocketAddress;
@@ -83,7 +97,11 @@ def main():
     fn = objects.function_from_files(
         "hello", folder / "Hello.java", runtime.name, "Hello.hello", deps_file=folder / "pom.xml"
     )
-    project = Project(folder, engine.supervisor, specs.Manifests(functions=[fn]))
+    slow_folder = engine.tmp / "slow"
+    slow_folder.mkdir()
+    (slow_folder / "Slow.java").write_text(SLEEPY)
+    slow = objects.function_from_files("slow", slow_folder / "Slow.java", runtime.name, "Slow.slow", timeout=TIMEOUT)
+    project = Project(folder, engine.supervisor, specs.Manifests(functions=[fn, slow]))
     rows = []
     try:
         project.start()
@@ -122,6 +140,19 @@ def main():
             poms.append(until_answers(url, "p%d" % edit, started))
         s = summary(poms)
         rows.append(("pom.xml edit (warm repository) → new answer (ms)", 3, s["median"], s["p95"], "≤ 15000"))
+
+        slow_url = engine.supervisor.instances["slow"].url + "/"
+        assert engine.supervisor.wait_ready("slow", 120) is not None, "the runaway function did not start"
+        late = []
+        for _ in range(args.runs):
+            started = time.monotonic()
+            status = requests.post(slow_url, data="x", timeout=TIMEOUT + 30).status_code
+            assert status == 408, status
+            late.append((time.monotonic() - started - TIMEOUT) * 1000)
+        s = summary(late)
+        rows.append(
+            ("a call past its %d s timeout → 408, ms after it" % TIMEOUT, args.runs, s["median"], s["p95"], "≤ 100")
+        )
 
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "Bare.java").write_text(BARE)
