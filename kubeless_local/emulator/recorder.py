@@ -232,6 +232,7 @@ class Recorder:
         self.queue_size = queue_size
         self.dropped = 0  # records lost: the queue was full, or the database refused them
         self.submitted = self.written = 0
+        self.opened = self.closed = 0  # calls begun (`started`) and handed over (`submit`): what a flush waits for
         self.progress = threading.Condition()
         self.wake = threading.Event()  # flush and close: the writer looks at once
         self.said: set[str] = set()  # what was said once already
@@ -253,15 +254,20 @@ class Recorder:
             pass
         if len(self.queue) >= self.queue_size:
             self.dropped += 1
-            return exchange.id
-        self.queue.append(exchange)
-        self.submitted += 1  # only the flush waits on it: a count off by one under a race costs a flush a pause
-        if self.bus is not None:
-            self.bus.publish("invocation-end", summary_of(exchange))
+        else:
+            self.queue.append(exchange)
+            self.submitted += 1  # only the flush waits on it: a count off by one under a race costs a flush a pause
+            if self.bus is not None:
+                self.bus.publish("invocation-end", summary_of(exchange))
+        with self.progress:
+            self.closed += 1
+            self.progress.notify_all()
         return exchange.id
 
     def started(self, function: str, method: str, target: str, source: str) -> None:
-        """A call began (for the event bus; nothing is stored)."""
+        """A call began (for the event bus and for `flush`; nothing is stored)."""
+        with self.progress:
+            self.opened += 1
         if self.bus is not None:
             self.bus.publish("invocation-start", {"function": function, "method": method, "path": target})
 
@@ -451,11 +457,17 @@ class Recorder:
     # ---------------------------------------------------------------- reading
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything submitted so far is stored (or dropped); False on timeout."""
+        """Wait until every call begun so far is stored (or dropped): one whose answer the client already has
+        may not be handed over yet. False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self.progress:
+            opened = self.opened
+            if not self.progress.wait_for(lambda: self.closed >= opened, timeout):
+                return False
+            target = self.submitted
         self.wake.set()
         with self.progress:
-            target = self.submitted
-            return self.progress.wait_for(lambda: self.written >= target, timeout)
+            return self.progress.wait_for(lambda: self.written >= target, max(0.0, deadline - time.monotonic()))
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -114,8 +114,8 @@ def session(project):
     started.stop()
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")  # not the session: Playwright's sync API keeps an event loop running in the
+def browser():  # main thread while it is open, and every later test's asyncio.run() would refuse to start
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM)
         yield chromium

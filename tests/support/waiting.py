@@ -1,13 +1,15 @@
 """Waiting on a condition (never a fixed sleep as synchronisation): bounded polls shared by the tests."""
 
-import itertools
 import time
 
 
 def pauses(interval):
     """The pauses between looks: 5 ms, doubling up to `interval` (most conditions hold within a few ms, and
-    a long wait does not look more often than `interval`)."""
-    return (min(interval, 0.005 * 2**n) for n in itertools.count())
+    a long wait does not look more often than `interval`); endless."""
+    pause = min(interval, 0.005)
+    while True:
+        yield pause
+        pause = min(interval, pause * 2)
 
 
 def wait_for(predicate, seconds=10.0, interval=0.02):

@@ -4,6 +4,7 @@ a damaged or locked database moved aside, a full queue dropping (counted) instea
 mark; a replay's diff; the bus's resumable ids and its reset."""
 
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -251,3 +252,14 @@ def test_clear_forgets_every_record_those_still_queued_too(recorder):
     assert r.list() == [] and r.stats()["stored"] == 0
     (after,) = stored(r, exchange())
     assert [row["id"] for row in r.list()] == [after]
+
+
+def test_a_flush_waits_for_a_call_begun_but_not_handed_over_yet(recorder):
+    """The client may have its answer before the front door hands the exchange to the recorder."""
+    r = recorder()
+    r.started("hello", "POST", "/", "test")
+    late = threading.Timer(0.05, lambda: r.submit(exchange()))
+    late.start()
+    assert r.flush(10)
+    assert len(r.list()) == 1
+    late.join()
