@@ -78,6 +78,14 @@ def as_bytes(data: Any) -> bytes | None:
     return json.dumps(data).encode()
 
 
+def cli_request(data: Any, method: str | None, headers: dict[str, str] | None) -> tuple[bytes | None, str, dict]:
+    """(body, method, headers) of the event `kubeless function call --data` sends, `method` and `headers`
+    overriding the envelope's as `call -X`/`-H` do."""
+    body = as_bytes(data)
+    envelope_method, envelope_headers, _ = events.envelope("cli", body)
+    return body, (method or envelope_method).upper(), {**envelope_headers, **(headers or {})}
+
+
 class Headers(dict):
     """Header names looked up in any case (`headers["Event-Namespace"]`), as HTTP means them."""
 
@@ -379,10 +387,7 @@ class Emulator:
         instance = self._serving(name)
         supervisor = self.session.supervisor
         assert supervisor is not None
-        body = as_bytes(data)
-        envelope_method, envelope_headers, _ = events.envelope("cli", body)
-        method = (method or envelope_method).upper()
-        headers = {**envelope_headers, **(headers or {})}
+        body, method, headers = cli_request(data, method, headers)
         if self.output is not None:
             self.output.finish()  # the last call's output is what arrived by now
         output = self.output = CallOutput(self.logs, name)
@@ -772,10 +777,8 @@ class Attached:
         timeout: float | None = 60,
     ) -> Response:
         """As Emulator.call; `.logs` are the function's lines from the call's start to its access-log line."""
-        url, body = self.url(name), as_bytes(data)
-        envelope_method, envelope_headers, _ = events.envelope("cli", body)
-        method = (method or envelope_method).upper()
-        headers = {**envelope_headers, **(headers or {})}
+        url = self.url(name)
+        body, method, headers = cli_request(data, method, headers)
         started = time.time()
         answer = call_function(url, body, path=path, method=method, headers=headers, timeout=timeout)
         event = Request(method, path, answer.request.headers, body or b"")
