@@ -15,16 +15,16 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from kubeless_local.dashboard.feed import EventLog, Feed
 from kubeless_local.dashboard.guard import SECURITY_HEADERS, Guard
 from kubeless_local.dashboard.source import Source
-from kubeless_local.emulator.admin import _Server, write_private
+from kubeless_local.emulator.admin import Call as Request
+from kubeless_local.emulator.admin import _Server, match_route, read_json_body, write_private
 from kubeless_local.errors import BadRequest, UserError, status_of
 
 if TYPE_CHECKING:
@@ -119,16 +119,6 @@ class Dashboard:
 # ------------------------------------------------------------ routes
 
 
-@dataclass(frozen=True)
-class Request:
-    params: dict[str, str]
-    query: dict[str, list[str]]
-    body: dict[str, Any]
-
-    def arg(self, name: str, default: str = "") -> str:
-        return self.query.get(name, [default])[0]
-
-
 def _number(text: str, what: str) -> int:
     try:
         return int(text)
@@ -204,20 +194,7 @@ ROUTES = [
 
 
 def route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-    parts = [p for p in path.split("/") if p]
-    for candidate in ROUTES:
-        names = [p for p in candidate.path.split("/") if p]
-        if candidate.method != method or len(names) != len(parts):
-            continue
-        params = {}
-        for name, part in zip(names, parts):
-            if name.startswith("{"):
-                params[name[1:-1]] = unquote(part)
-            elif name != part:
-                break
-        else:
-            return candidate, params
-    return None
+    return match_route(ROUTES, method, path)
 
 
 def _handler_for(board: Dashboard) -> type[BaseHTTPRequestHandler]:
@@ -280,14 +257,7 @@ def _handler_for(board: Dashboard) -> type[BaseHTTPRequestHandler]:
             self.send_json(200, {"url": board.guard.login_url()})
 
         def read_json(self) -> dict[str, Any]:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                value = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
-                raise BadRequest("the request body must be a JSON object") from None
-            if not isinstance(value, dict):
-                raise BadRequest("the request body must be a JSON object")
-            return value
+            return read_json_body(self)
 
         def send_json(self, status: int, value: Any) -> None:
             body = json.dumps(value).encode()

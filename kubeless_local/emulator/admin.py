@@ -25,10 +25,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kubeless_local.emulator.triggers.cron import run_row as cron_row
@@ -199,6 +199,10 @@ class Call:
     query: dict[str, list[str]]
     body: dict[str, Any]
 
+    def arg(self, name: str, default: str = "") -> str:
+        """The query's first `name`, or `default`."""
+        return self.query.get(name, [default])[0]
+
 
 @dataclass(frozen=True)
 class Stream:
@@ -210,6 +214,19 @@ class Stream:
 
 
 Handler = Callable[[AdminServer, Call], Any]  # → a JSON value (200) or a Stream; a UserError → its status
+
+
+class Routed(Protocol):
+    """What match_route reads of a route."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+R = TypeVar("R", bound=Routed)
 
 
 def functions(admin: AdminServer, call: Call) -> Any:
@@ -431,10 +448,11 @@ def _segments(path: str) -> list[str]:
     return [part for part in path.split("/") if part]
 
 
-def route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
-    """The handler of `method path` with the path's named parts; None when no route matches."""
+def match_route(routes: Sequence[R], method: str, path: str) -> tuple[R, dict[str, str]] | None:
+    """The first of `routes` (each with a `method` and a `path` whose `{name}` segments match any one) that
+    matches `method path`, with the path's named parts unquoted; None when none does. The dashboard's too."""
     parts = _segments(path)
-    for candidate in ROUTES:
+    for candidate in routes:
         names = _segments(candidate.path)
         if candidate.method != method or len(names) != len(parts):
             continue
@@ -445,8 +463,26 @@ def route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
             elif name != part:
                 break
         else:
-            return candidate.handler, params
+            return candidate, params
     return None
+
+
+def route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+    """The handler of `method path` with the path's named parts; None when no route matches."""
+    found = match_route(ROUTES, method, path)
+    return (found[0].handler, found[1]) if found is not None else None
+
+
+def read_json_body(request: BaseHTTPRequestHandler) -> dict[str, Any]:
+    """The request's body as a JSON object ({} when there is none); BadRequest for anything else."""
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+        value = json.loads(request.rfile.read(length) or b"{}")
+    except ValueError:
+        raise BadRequest("the request body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return value
 
 
 def _dispatcher_for(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
@@ -494,14 +530,7 @@ def _dispatcher_for(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_DELETE = dispatch
 
         def read_json(self) -> dict[str, Any]:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                value = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
-                raise BadRequest("the request body must be a JSON object") from None
-            if not isinstance(value, dict):
-                raise BadRequest("the request body must be a JSON object")
-            return value
+            return read_json_body(self)
 
         def send_json(self, status, value):
             body = json.dumps(value).encode()
