@@ -4,7 +4,6 @@ They never skip: a missing chromium or Playwright is an error (CI installs both:
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
+from processes import interrupt
 from waiting import wait_until
 
 CHROMIUM = os.environ.get("KUBELESS_LOCAL_CHROMIUM", "/usr/bin/chromium")
@@ -81,13 +81,7 @@ class Session:
         return Path(self.out.name).read_text()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc)
         self.out.close()
 
 

@@ -1,7 +1,6 @@
 """End-to-end fixtures: the real `kubeless-local` command in a subprocess, in a temp project."""
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from processes import interrupt
 from waiting import wait_for, wait_until
 
 from kubeless_local.paths import cache_dir
@@ -70,13 +70,7 @@ class Dev:
             raise AssertionError("%s:\n%s" % (exc, self.output())) from None
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc)
         self.out.close()
 
 

@@ -1,10 +1,23 @@
-"""Processes of a runtime server as the host sees them (process backend)."""
+"""Processes of a runtime server as the host sees them (process backend), and stopping the tests' own."""
 
 import concurrent.futures
 import os
+import signal
+import subprocess
 
 import requests
 from waiting import wait_until
+
+
+def interrupt(proc, timeout=15):
+    """Stop `proc` as Ctrl-C does (SIGINT); killed when it has not ended within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def child_processes(pid):
