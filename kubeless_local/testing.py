@@ -15,6 +15,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import fcntl
 import json
 import queue
 import re
@@ -163,6 +164,15 @@ class Response(Answer):
 
     def __repr__(self) -> str:
         return "<Response %d %r>" % (self.status_code, self.text[:60])
+
+
+@contextlib.contextmanager
+def one_call_at_a_time(state_dir: Path, function: str) -> Iterator[None]:
+    """Calls to one function from the workers sharing a session take turns: its log is one stream, and a
+    call's lines are those from its start to its access line, which another call at once would mix."""
+    with open(state_dir / ("calls-%s.lock" % function), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        yield
 
 
 class CallOutput:
@@ -385,9 +395,17 @@ class Emulator:
         """Send `name` the event `kubeless function call --data` sends (data: text, bytes, or JSON-able);
         `method` and `headers` override the envelope's, as `call -X`/`-H` do."""
         instance = self._serving(name)
-        supervisor = self.session.supervisor
-        assert supervisor is not None
         body, method, headers = cli_request(data, method, headers)
+        with one_call_at_a_time(self.state_dir, name):
+            response = self._call(instance, body, method, path, headers, timeout)
+        self.last = (response.event, response)
+        return response
+
+    def _call(
+        self, instance: Any, body: bytes | None, method: str, path: str, headers: dict[str, str], timeout: float | None
+    ) -> Response:
+        name, supervisor = instance.name, self.session.supervisor
+        assert supervisor is not None
         if self.output is not None:
             self.output.finish()  # the last call's output is what arrived by now
         output = self.output = CallOutput(self.logs, name)
@@ -413,7 +431,6 @@ class Emulator:
             output.until_access(method, path, event.headers.get("user-agent", ""))
             response = Response(status, text, answer.headers, event, output)
             response.reason = answer.reason
-        self.last = (event, response)
         return response
 
     # ------------------------------------------------------------ events
@@ -779,10 +796,11 @@ class Attached:
         """As Emulator.call; `.logs` are the function's lines from the call's start to its access-log line."""
         url = self.url(name)
         body, method, headers = cli_request(data, method, headers)
-        started = time.time()
-        answer = call_function(url, body, path=path, method=method, headers=headers, timeout=timeout)
-        event = Request(method, path, answer.request.headers, body or b"")
-        printed = self._printed(name, started, method, path, event.headers.get("user-agent", ""))
+        with one_call_at_a_time(self.state_dir, name):
+            started = time.time()
+            answer = call_function(url, body, path=path, method=method, headers=headers, timeout=timeout)
+            event = Request(method, path, answer.request.headers, body or b"")
+            printed = self._printed(name, started, method, path, event.headers.get("user-agent", ""))
         response = Response(answer.status_code, answer.text, answer.headers, event, printed)
         self.last = (event, response)
         return response

@@ -500,6 +500,27 @@ def test_the_shared_option_starts_one_session_for_every_worker(pytester, tmp_pat
     assert not list(basetemp.rglob("admin.json"))  # and it was stopped
 
 
+CALLS_AT_ONCE = """
+import os
+
+
+def test_own_lines(kubeless):
+    me = os.environ["PYTEST_XDIST_WORKER"]
+    for i in range(10):
+        r = kubeless.call("hello", data={"name": "%s-%d" % (me, i), "pause": 0.2})
+        assert r.logs == "processing %s-%d" % (me, i)
+"""
+
+
+def test_workers_calling_one_function_at_once_each_get_their_own_lines(pytester):
+    # A call took the lines from its start to the first access line: with another worker's call to the same
+    # function in flight, those mixed both calls' lines (CI: "processing x" missing, 1 run in ~20).
+    pausing = "import time\n" + HANDLER.replace("    return {", "    time.sleep(data.get('pause', 0))\n    return {")
+    folder = project(pytester, tests=CALLS_AT_ONCE, handler=pausing)
+    (folder / "test_more.py").write_text(CALLS_AT_ONCE.replace("def test_", "def test_more_"))
+    run(pytester, "-n", "2", "--dist", "loadfile", "--kubeless-shared").assert_outcomes(passed=2)
+
+
 def test_deliveries_from_a_real_kafka_broker_are_observed_too(pytester, kafka_broker):
     """A project whose settings name a broker: its KafkaTriggers run on it, through the same taps."""
     tests = """
