@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from tests.support.waiting import wait_for
+from waiting import wait_for
 
 
 class DapError(AssertionError):
