@@ -4,9 +4,11 @@ timeout; a save binds the new lines on the same port; without --debug nothing li
 Real runtimes on the process backend (the docker backend refuses --debug for now)."""
 
 import json
+import re
 import threading
 import time
 
+from cdp import CdpClient
 from conftest import cli
 from dap import DapClient
 from sockets import free_port, taken_port
@@ -40,6 +42,38 @@ def hello(event, context):
     return "doubled=%d" % doubled
 """
 SAVED_PY_LINE = 6
+
+
+HANDLER_JS = """\
+module.exports = {
+  hello(event, context) {
+    const total = 40 + 2;
+    return `total=${total}`;
+  },
+};
+"""
+HANDLER_JS_LINE = 4
+
+SAVED_JS = """\
+module.exports = {
+  hello(event, context) {
+    // two lines more:
+    // every line below moved
+    const total = 40 + 3;
+    const doubled = total * 2;
+    return `doubled=${doubled}`;
+  },
+};
+"""
+SAVED_JS_LINE = 7
+
+
+def node_project(tmp_path, name="nodefn"):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "function.yaml").write_text(PYTHON_FUNCTION.format(name=name, file="handler.js", runtime="nodejs20"))
+    (folder / "handler.js").write_text(HANDLER_JS)
+    return folder
 
 
 def python_project(tmp_path, name="pyfn"):
@@ -126,6 +160,43 @@ def test_a_breakpoint_in_the_users_python_file_stops_a_call_past_its_timeout_and
         assert dap.top_locals(stopped["threadId"])["doubled"] == "86"
         dap.request("continue", {"threadId": stopped["threadId"]})
         assert call.answer().stdout.strip() == "doubled=86"
+
+
+def test_a_breakpoint_in_the_users_node_file_stops_a_call_and_the_inspector_stays_connected_across_a_save(
+    tmp_path, start_dev
+):
+    folder = node_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "process", "--debug", "nodefn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+    assert "127.0.0.1:%d (inspector)" % port in dev.output()
+    config = debug_config("nodefn", folder)
+    assert (config["type"], config["port"], config["localRoot"]) == ("node", port, str(folder))
+    # As the editor maps the user's file to the path the server loads it from (the stable install link).
+    served = str(folder / "handler.js").replace(config["localRoot"], config["remoteRoot"], 1)
+    url = "^(file://)?%s$" % re.escape(served)
+    with CdpClient.connect(port) as cdp:
+        cdp.set_breakpoints(url, [HANDLER_JS_LINE])
+        call = Call("nodefn", folder)
+        paused = cdp.wait_paused()
+        assert cdp.evaluate(paused, "total") == 42
+        assert cdp.locals(paused)["total"] == 42
+        # Held at the breakpoint past the function's 1 s timeout: time passing is what is tested here.
+        time.sleep(2)
+        assert call.is_alive()
+        cdp.resume(paused)
+        answer = call.answer()
+        assert (answer.returncode, answer.stdout.strip()) == (0, "total=42"), answer.stderr
+
+        (folder / "handler.js").write_text(SAVED_JS)  # reloaded in place: the same connection goes on
+        dev.wait_for_output("reloaded in")
+        cdp.set_breakpoints(url, [SAVED_JS_LINE])
+        call = Call("nodefn", folder)
+        paused = cdp.wait_paused()
+        assert cdp.locals(paused)["doubled"] == 86
+        cdp.resume(paused)
+        assert call.answer().stdout.strip() == "doubled=86"
+    assert cli("call", "nodefn", cwd=folder, check=True).stdout.strip() == "doubled=86"  # detached: no breakpoint
 
 
 def test_without_debug_no_debugger_listens_and_the_timeout_holds(tmp_path, start_dev):
