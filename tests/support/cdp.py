@@ -51,6 +51,7 @@ class CdpClient:
         self.taken = 0
         self.sessions: dict[str, list[str]] = {}  # worker session → its breakpoint ids
         self.breakpoints: list[tuple[str, int]] = []  # (url regex, 0-based line) for every worker
+        self.detached: set[str] = set()  # workers gone (retired, superseded): nothing answers for them
         self.closed = False
         threading.Thread(target=self._read, name="cdp-reader", daemon=True).start()
         self.call("NodeWorker.enable", {"waitForDebuggerOnStart": True})
@@ -106,6 +107,10 @@ class CdpClient:
             worker = message["params"]["sessionId"]
             threading.Thread(target=self._prepare, args=(worker,), daemon=True).start()
         with self.lock:
+            if message.get("method") == "NodeWorker.detachedFromWorker":
+                worker = message["params"]["sessionId"]
+                self.detached.add(worker)
+                self.sessions.pop(worker, None)
             if "id" in message:
                 self.responses[(session, message["id"])] = message
             else:
@@ -117,6 +122,8 @@ class CdpClient:
         try:
             self.call("Debugger.enable", session=worker)
             with self.lock:
+                if worker in self.detached:
+                    return
                 self.sessions[worker] = []
                 wanted = list(self.breakpoints)
             for regex, line in wanted:
@@ -138,7 +145,8 @@ class CdpClient:
     def _set(self, worker: str, regex: str, line: int) -> None:
         found = self.call("Debugger.setBreakpointByUrl", {"urlRegex": regex, "lineNumber": line}, session=worker)
         with self.lock:
-            self.sessions.setdefault(worker, []).append(found["breakpointId"])
+            if worker not in self.detached:
+                self.sessions.setdefault(worker, []).append(found["breakpointId"])
 
     def call(self, method: str, params: Optional[dict] = None, session: str = "", timeout: float = 30.0) -> Any:
         """Send a command to the process (session "") or one worker's session; its result."""
@@ -156,6 +164,8 @@ class CdpClient:
         with self.lock:
             while (session, ident) not in self.responses:
                 remaining = deadline - time.monotonic()
+                if session in self.detached:
+                    raise CdpError("worker %s went away before answering %s" % (session, method))
                 if self.closed or remaining <= 0:
                     raise CdpError("no answer to %s within %ss" % (method, timeout))
                 self.lock.wait(remaining)
@@ -177,7 +187,8 @@ class CdpClient:
                 for ident in ids:
                     self.call("Debugger.removeBreakpoint", {"breakpointId": ident}, session=worker)
                 with self.lock:
-                    self.sessions[worker] = []
+                    if worker in self.sessions:
+                        self.sessions[worker] = []
                 for regex, line in self.breakpoints:
                     self._set(worker, regex, line)
             except CdpError:
