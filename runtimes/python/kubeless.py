@@ -57,7 +57,9 @@ MIN_WORKERS = min(MIN_WORKERS, MAX_WORKERS)
 DEBUG_PORT = int(os.environ.get("KUBELESS_LOCAL_DEBUG_PORT") or 0)
 if DEBUG_PORT:
     MIN_WORKERS = MAX_WORKERS = 1
-    PER_CALL = False
+    if PER_CALL:  # a fresh worker per call would drop the debugger's connection after every call
+        print("isolation per-call is not applied while debugging: module state stays warm", file=sys.stderr)
+        PER_CALL = False
 GROW_AFTER = 0.02  # seconds a call waits for a worker before the pool grows
 IDLE_SECONDS = 10.0  # a worker idle this long retires (down to MIN_WORKERS)
 FUNCTION_METHODS = ("GET", "POST", "PATCH", "DELETE")  # as the legacy bottle route; HEAD follows GET

@@ -212,13 +212,15 @@ def test_without_debug_no_debugger_listens_and_the_timeout_holds(tmp_path, start
     assert b"FUNC_TIMEOUT=1" in environ
 
 
-def test_run_debug_starts_the_one_function_under_its_debugger(tmp_path, start_dev):
+def test_run_debug_starts_the_one_function_under_its_debugger_and_says_it_runs_warm(tmp_path, start_dev):
     (tmp_path / "handler.py").write_text(HANDLER_PY)
     port = free_port()
     args = ["run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--backend", "process"]
-    dev = start_dev(*args, "--debug", "--debug-port", str(port), cwd=tmp_path)
+    dev = start_dev(*args, "--isolation", "per-call", "--debug", "--debug-port", str(port), cwd=tmp_path)
     dev.wait_for_output("Watching")
     assert "Debugging" in dev.output() and "127.0.0.1:%d (debugpy)" % port in dev.output()
+    # a fresh worker per call would drop the debugger after every call: said, not silently changed
+    assert "isolation per-call is not applied while debugging" in dev.output()
     with DapClient.connect(port) as dap:
         assert dap.initialize().get("supportsConfigurationDoneRequest")
 
