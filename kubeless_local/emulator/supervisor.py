@@ -192,7 +192,7 @@ class Supervisor:
             with self._lock(instance.name):
                 prepared = self.serving.get(instance.name)
                 if self.instances.get(instance.name) is instance and instance.state == State.CRASHED and prepared:
-                    taken = {i.port for n, i in self.instances.items() if n != instance.name}
+                    taken = self._taken(instance.name)
                     self._launch_on_a_free_port(instance, prepared, prepared.spec, taken)
 
         threading.Thread(target=restart, daemon=True).start()
@@ -211,6 +211,10 @@ class Supervisor:
                 },
             )
 
+    def _taken(self, name: str) -> set[int]:
+        """Ports function `name` may not take: the other functions' and every debugger's."""
+        return {i.port for n, i in self.instances.items() if n != name} | {t.port for t in self.debug.values()}
+
     def say(self, name: str, text: str) -> None:
         self.logs.emit(name, text, "system")
 
@@ -228,7 +232,7 @@ class Supervisor:
         """Start one function and wait until it serves (or fails); UserError for configuration errors."""
         with self._lock(spec.name):
             runtime = self.resolve(spec)
-            taken = {i.port for n, i in self.instances.items() if n != spec.name}
+            taken = self._taken(spec.name)
             self._close_door(spec.name)  # of an instance this one replaces; its port is offered again
             port = self.ports.assign(spec, taken)
             instance = Instance(

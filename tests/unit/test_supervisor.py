@@ -427,6 +427,19 @@ def test_a_debugged_function_keeps_its_port_and_reloads_as_its_debugger_allows(t
         backend.close()
 
 
+def test_a_function_never_takes_a_debuggers_port(tmp_path):
+    """`--debug-port 8080`: the functions' ports start there too; the debugger's is not offered to them."""
+    debugged = debugging.Target("other", "debugpy", sup_module.ephemeral_port())
+    no_catalog = cast(Catalog, NoCatalog())
+    supervisor = Supervisor(tmp_path / ".kl", FakeBackend, LogHub(), catalog=no_catalog, debug={"other": debugged})
+    asking = dataclasses.replace(function(), service={"ports": [{"port": debugged.port, "targetPort": debugged.port}]})
+    try:
+        assert supervisor.start(asking).port != debugged.port
+    finally:
+        supervisor.stop_all()
+        cast(FakeBackend, supervisor.backend).close()
+
+
 def test_a_function_without_a_debugger_shows_no_debug_row(supervisor, backend):
     supervisor.start(function())
     assert row(supervisor, "hello")["debug"] is None and row(supervisor, "hello")["state"] == "Ready"
