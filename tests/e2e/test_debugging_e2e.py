@@ -4,7 +4,9 @@ timeout; a save binds the new lines on the same port; without --debug nothing li
 Real runtimes on the process backend (the docker backend refuses --debug for now)."""
 
 import json
+import os
 import re
+import signal
 import threading
 import time
 
@@ -197,6 +199,22 @@ def test_a_breakpoint_in_the_users_node_file_stops_a_call_and_the_inspector_stay
         cdp.resume(paused)
         assert call.answer().stdout.strip() == "doubled=86"
     assert cli("call", "nodefn", cwd=folder, check=True).stdout.strip() == "doubled=86"  # detached: no breakpoint
+
+
+def test_the_debug_port_survives_a_restart_of_the_server(tmp_path, start_dev):
+    folder = python_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "process", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+
+    def row():
+        return json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)[0]
+
+    os.kill(row()["pid"], signal.SIGKILL)  # the server dies on its own: `dev` restarts it
+    dev.wait_until(lambda: row()["restarts"] == 1 and row()["state"] == "Debugging", "restarted under the debugger")
+    assert row()["debug"]["port"] == port
+    with DapClient.connect(port) as dap:
+        assert dap.initialize().get("supportsConfigurationDoneRequest")
 
 
 def test_without_debug_no_debugger_listens_and_the_timeout_holds(tmp_path, start_dev):
