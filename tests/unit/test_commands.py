@@ -351,6 +351,12 @@ def test_ls_wide_shows_where_a_debugger_listens(admin):
     assert "DEBUG" not in invoke("ls").output
 
 
+def test_kubeless_function_ls_counts_a_debugged_function_as_ready(admin):
+    debug = {"debugger": "debugpy", "port": 5678, "local_root": "/u/hello", "remote_root": "/p/kubeless"}
+    admin.rows = [row(state="Debugging", debug=debug)]
+    assert "1/1 READY" in invoke("function", "ls").output
+
+
 def test_debug_config_prints_the_attach_entry_of_a_debugged_function(admin):
     debug = {"debugger": "debugpy", "port": 5678, "local_root": "/u/hello", "remote_root": "/p/kubeless"}
     admin.rows = [row(state="Debugging", debug=debug), row("plain")]
