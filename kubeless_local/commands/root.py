@@ -34,6 +34,7 @@ for _command in (
     local.call,
     local.list_functions,
     local.logs,
+    local.debug_config,
     history.history,
     history.replay,
     dashboard.dashboard,

@@ -76,6 +76,10 @@ def write_catalog(tmp_path, text):
             "runtimes:\n  go:\n    process:\n      command: go run\n",
             "runtimes.go.process.command: must be a list of strings",
         ),
+        (
+            "runtimes:\n  go:\n    process:\n      debug: gdb\n",
+            "runtimes.go.process.debug: must be one of debugpy, inspector, delve, got 'gdb'",
+        ),
     ],
 )
 def test_catalog_errors_name_the_file_and_the_key(tmp_path, text, where):
@@ -203,3 +207,20 @@ def test_a_runtime_declared_only_in_runtime_images_runs_in_its_image(tmp_path, m
     assert (local.value.what, local.value.name) == ("image-only runtime", "nodejsWithLodash8")
     with pytest.raises(NotFound, match="unknown runtime 'nodejsWithLodash9'"):
         Catalog().resolve("nodejsWithLodash9", require_local=False)  # no such version declared
+
+
+def test_which_runtimes_have_a_debugger_is_the_catalogs_data():
+    catalog = Catalog()
+    assert {rid: catalog.entries[rid].process.debug for rid in catalog.ids()} == {
+        "python": "debugpy",
+        "go": "delve",
+        "ruby": "",
+        "php": "",
+        "nodejs": "inspector",
+        "java": "",
+    }
+    assert catalog.debugger("python3.11") == "debugpy"
+    assert catalog.debugger("nodejs20") == "inspector"
+    assert catalog.debugger("ruby3.1") == ""
+    assert catalog.debugger("python3.11", image="my/image:1") == ""  # a custom image's server is not known
+    assert catalog.debugger("cobol1") == ""
