@@ -34,6 +34,20 @@ func Handler(event functions.Event, context functions.Context) (string, error) {
 # A save that moves the line: the breakpoint must bind at its new number.
 V2 = V1.replace("func Handler", "// Handler says goodbye.\n// (two lines more)\nfunc Handler").replace("hello ", "bye ")
 
+EXITS = """package kubeless
+
+import (
+	"os"
+
+	"github.com/kubeless/kubeless/pkg/functions"
+)
+
+func Handler(event functions.Event, context functions.Context) (string, error) {
+	os.Exit(3)
+	return "", nil
+}
+"""
+
 # The first debug build compiles the standard library without optimisations (~20 s on an idle machine).
 FIRST_BUILD = 240
 
@@ -147,6 +161,22 @@ def test_without_the_debug_port_no_delve_runs_and_only_the_function_listens(go_l
         assert server.descendants() == []
         assert listening_ports(server.proc.pid) == {server.port}
         assert not (tmp_path / "build" / "server.debug").exists()
+    finally:
+        server.stop()
+
+
+def test_a_server_that_exits_under_delve_is_a_crash_the_engine_sees(go_lib, dlv, tmp_path):
+    layout = Layout(tmp_path, go_lib)
+    layout.activate(*layout.generation(1, {"handler.go": EXITS}))
+    server = start(layout, {"KUBELESS_LOCAL_DEBUG_PORT": str(free_port()), "KUBELESS_LOCAL_DLV": str(dlv)})
+    try:
+        assert server.control(0, timeout=FIRST_BUILD) == {"event": "ready", "generation": 0}
+        debugging = server.descendants()
+        with pytest.raises(requests.ConnectionError):
+            requests.post(server.url, data="exit", timeout=30)
+        assert server.proc.wait(30) == 1  # Delve would have stayed for its clients: the launcher exits
+        assert "the server of Handler exited under Delve" in server.log()
+        assert wait_for(lambda: not any(Path("/proc/%d" % pid).exists() for pid in debugging))
     finally:
         server.stop()
 

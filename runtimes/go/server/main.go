@@ -617,8 +617,10 @@ const (
 	dlvEnv       = "KUBELESS_LOCAL_DLV"       // the Delve binary (the engine builds it once, see emulator/delve.py)
 	restartDebug = "debug"                    // restartEnv of a debuggee: serve the handed-over socket
 	debugTimeout = 100 * 365 * 24 * time.Hour // FUNC_TIMEOUT of a debuggee: never
-	// How long Delve may take to stop its debuggee before it is killed.
-	dlvStopGrace = 5 * time.Second
+	// How long the debuggee may take to finish its calls, then Delve to stop, before they are killed
+	// (the engine kills them all 3 s after SIGTERM anyway).
+	debuggeeStopGrace = 2 * time.Second
+	dlvStopGrace      = 5 * time.Second
 )
 
 // debugLauncher is one Delve session at a time and the socket every session serves.
@@ -627,9 +629,10 @@ type debugLauncher struct {
 	dlv      string
 	link     string // the engine's `build` link: the newest build
 	socket   *os.File
-	cmd      *exec.Cmd
-	exited   chan struct{} // closed when cmd has exited
-	stopping bool          // cmd is being stopped by the launcher (not a crash)
+	cmd      *exec.Cmd     // Delve
+	exited   chan struct{} // closed when Delve has exited
+	gone     chan struct{} // closed when its debuggee has exited (Delve stays, for its clients)
+	debuggee *atomic.Int64 // the debuggee's pid, once known
 }
 
 func runDebugLauncher(port string, listener net.Listener) {
@@ -666,6 +669,10 @@ func runDebugLauncher(port string, listener net.Listener) {
 			code := l.cmd.ProcessState.ExitCode()
 			errLog.Printf("Delve exited (code %d)", code)
 			os.Exit(max(code, 1))
+		case <-l.gone: // the function ended its server (os.Exit, log.Fatal…): a crash, as without Delve
+			errLog.Printf("the server of %s exited under Delve", funcContext.FunctionName)
+			l.stop()
+			os.Exit(1)
 		case <-hups:
 			generation++
 			if err := l.reload(); err != nil {
@@ -724,13 +731,54 @@ func (l *debugLauncher) startDlv(binary string, gen int) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	exited := make(chan struct{})
+	exited, gone, debuggee := make(chan struct{}), make(chan struct{}), new(atomic.Int64)
 	go func() {
 		cmd.Wait()
 		close(exited)
 	}()
-	l.cmd, l.exited = cmd, exited
+	go watchDebuggee(cmd.Process.Pid, exited, gone, debuggee)
+	l.cmd, l.exited, l.gone, l.debuggee = cmd, exited, gone, debuggee
 	return nil
+}
+
+// watchDebuggee finds the process Delve started (its only child) and closes `gone` when it has
+// exited, for as long as Delve runs.
+func watchDebuggee(dlvPid int, exited <-chan struct{}, gone chan<- struct{}, debuggee *atomic.Int64) {
+	for pid := 0; ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return
+		default:
+		}
+		if pid == 0 {
+			pid = childOf(dlvPid)
+			debuggee.Store(int64(pid))
+		} else if !running(pid) {
+			close(gone)
+			return
+		}
+	}
+}
+
+func childOf(pid int) int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, task := range tasks {
+		if b, err := os.ReadFile(task); err == nil {
+			if fields := strings.Fields(string(b)); len(fields) > 0 {
+				child, _ := strconv.Atoi(fields[0])
+				return child
+			}
+		}
+	}
+	return 0
+}
+
+// running: the process exists and is not a zombie waiting for Delve to collect it.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s := string(b)
+	end := strings.LastIndex(s, ")") // the name (in parentheses) may contain anything
+	return err == nil && end > 0 && len(s) > end+2 && s[end+2] != 'Z'
 }
 
 // reload: the new code with debug info first (a build that fails leaves the old session serving),
@@ -744,10 +792,19 @@ func (l *debugLauncher) reload() error {
 	return l.startDlv(binary, generation)
 }
 
-// stop ends the Delve session: Delve kills the debuggee it started when it is interrupted.
+// stop ends the Delve session: the debuggee is asked to stop first (SIGTERM: the calls in flight
+// finish, unless paused at a breakpoint), then Delve is interrupted, which kills a debuggee still there.
 func (l *debugLauncher) stop() {
 	if l.cmd == nil {
 		return
+	}
+	if pid := l.debuggee.Load(); pid > 0 {
+		syscall.Kill(int(pid), syscall.SIGTERM)
+		select {
+		case <-l.gone:
+		case <-l.exited:
+		case <-time.After(debuggeeStopGrace):
+		}
 	}
 	l.cmd.Process.Signal(syscall.SIGINT)
 	select {
@@ -757,7 +814,7 @@ func (l *debugLauncher) stop() {
 		<-l.exited
 	}
 	l.cmd = nil
-	l.exited = make(chan struct{}) // never closed: no session runs
+	l.exited, l.gone = make(chan struct{}), make(chan struct{}) // never closed: no session runs
 }
 
 // serveDebuggee prepares a server that Delve started: no timeout (a call paused at a breakpoint is
