@@ -131,8 +131,9 @@ def test_a_breakpoint_stops_a_call_in_the_users_handler_and_binds_again_after_a_
     layout.activate(*layout.generation(1, {"handler.go": V1}))
     port = free_port()
     server = start(layout, {"KUBELESS_LOCAL_DEBUG_PORT": str(port), "KUBELESS_LOCAL_DLV": str(dlv)}, timeout="1")
-    # The files as the debug binary names them, whatever the generation (an editor maps them to the user's).
-    handler = tmp_path / "build" / "src" / "function" / "handler.go"
+    # The file as the debug binary names it, whatever the generation: through the install link, as the
+    # server loads it (debug-config maps that folder to the user's).
+    handler = layout.install / "handler.go"
     try:
         assert server.control(0, timeout=FIRST_BUILD) == {"event": "ready", "generation": 0}
         stop_a_call_at(server, port, handler, line_of(V1, "return"), "world", '"hello world"', "hello world", True)

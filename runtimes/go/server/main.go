@@ -684,13 +684,13 @@ func runDebugLauncher(port string, listener net.Listener) {
 }
 
 // build builds the newest code with debug info and returns the binary. It runs in the build's
-// src/ through the `build` link (PWD names the link), so the binary's file names are
-// <function>/build/src/function/<file> whatever the generation: an editor's path mapping and its
-// breakpoints hold across saves.
+// src/ through the `build` link (PWD names the link) and names the function's files as the server
+// loads them, KUBELESS_INSTALL_VOLUME/<file> (the install link), whatever the generation: an
+// editor's path mapping and its breakpoints hold across saves.
 func (l *debugLauncher) build() (string, error) {
 	src := filepath.Join(l.link, "src")
 	out := filepath.Join(l.link, "server.debug")
-	errLog.Printf("building %s with debug info for Delve (the first build compiles the standard library again: ~20 s)", funcContext.FunctionName)
+	errLog.Printf("building %s with debug info for Delve", funcContext.FunctionName)
 	cmd := exec.Command("/bin/sh", filepath.Join(l.link, "debug-build.sh"), out)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "PWD="+src)
