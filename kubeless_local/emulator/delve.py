@@ -22,6 +22,7 @@ from kubeless_local.emulator.prepare import Locked, StepFailed, run_step
 from kubeless_local.errors import UserError
 from kubeless_local.paths import cache_dir
 
+DLV_ENV = "KUBELESS_LOCAL_DLV"  # where a debugged Go server finds dlv (runtimes/go/server/main.go)
 DELVE_MODULE = "github.com/go-delve/delve"
 DELVE_VERSION = "v1.27.2"
 STEP = "Delve build"
