@@ -48,6 +48,26 @@ func Handler(event functions.Event, context functions.Context) (string, error) {
 }
 """
 
+WAITS = """package kubeless
+
+import (
+	"os"
+	"time"
+
+	"github.com/kubeless/kubeless/pkg/functions"
+)
+
+// Handler answers once the file named by the body exists.
+func Handler(event functions.Event, context functions.Context) (string, error) {
+	for {
+		if _, err := os.Stat(event.Data); err == nil {
+			return "released", nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+"""
+
 # The first debug build compiles the standard library without optimisations (~20 s on an idle machine).
 FIRST_BUILD = 240
 
@@ -150,6 +170,30 @@ def test_a_breakpoint_stops_a_call_in_the_users_handler_and_binds_again_after_a_
         server.stop()
     assert server.proc.returncode == 0
     assert wait_for(lambda: not any(Path("/proc/%d" % pid).exists() for pid in debugging))
+
+
+def test_a_save_lets_the_calls_in_flight_finish_before_delve_restarts(go_lib, dlv, tmp_path):
+    layout = Layout(tmp_path, go_lib)
+    layout.activate(*layout.generation(1, {"handler.go": WAITS}))
+    server = start(layout, {"KUBELESS_LOCAL_DEBUG_PORT": str(free_port()), "KUBELESS_LOCAL_DLV": str(dlv)})
+    release = tmp_path / "release"
+    try:
+        assert server.control(0, timeout=FIRST_BUILD) == {"event": "ready", "generation": 0}
+        call: dict = {}
+        caller = threading.Thread(
+            target=lambda: call.update(r=requests.post(server.url, data=str(release), timeout=120))
+        )
+        caller.start()
+        layout.activate(*layout.generation(2, {"handler.go": V1}))
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "stopping the server under Delve" in server.log(), FIRST_BUILD), server.log()
+        release.touch()  # the call ends while its server is being stopped
+        caller.join(60)
+        assert (call["r"].status_code, call["r"].text) == (200, "released")
+        assert server.control(1, timeout=FIRST_BUILD) == {"event": "ready", "generation": 1}
+        assert requests.post(server.url, data="world", timeout=30).text == "hello world"
+    finally:
+        server.stop()
 
 
 def test_without_the_debug_port_no_delve_runs_and_only_the_function_listens(go_lib, tmp_path):

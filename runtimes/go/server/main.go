@@ -799,6 +799,7 @@ func (l *debugLauncher) stop() {
 		return
 	}
 	if pid := l.debuggee.Load(); pid > 0 {
+		errLog.Printf("stopping the server under Delve (its calls in flight finish first)")
 		syscall.Kill(int(pid), syscall.SIGTERM)
 		select {
 		case <-l.gone:
