@@ -10,7 +10,7 @@ start. Guarantee: the binary is complete or absent. The build
 installs into a private temporary folder and the binary is renamed into place, so a killed build leaves
 no half binary (its temporary folder is removed by the next build); builders of the same entry take
 turns (a file lock), so two `dev`s build it once. A missing Go or an unreachable proxy is one UserError
-line naming the fix.
+line naming the fix. A dlv of the user's own (KUBELESS_LOCAL_DLV) is used as it is.
 """
 
 import os
@@ -53,7 +53,13 @@ def go_version(go: str, run: Runner = run_step) -> str:
 
 
 def dlv(go: str = "go", on_line: Callable[[str], None] = lambda line: None, run: Runner = run_step) -> Path:
-    """The cached `dlv` for this Go, built first if need be (progress lines go to on_line)."""
+    """The cached `dlv` for this Go, built first if need be (progress lines go to on_line); the user's own
+    when KUBELESS_LOCAL_DLV names one."""
+    own = os.environ.get(DLV_ENV)
+    if own:
+        if not os.access(own, os.X_OK):
+            raise UserError("%s=%s: no such executable; unset it, and Delve is built for you" % (DLV_ENV, own))
+        return Path(own)
     entry = cache_dir() / "delve" / ("%s-%s" % (DELVE_VERSION, go_version(go, run)))
     binary = entry / "dlv"
     if binary.exists():

@@ -35,6 +35,7 @@ class FakeGo:
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(delve.DLV_ENV, raising=False)  # a dlv of the user's own is its own test
     return tmp_path / "cache"
 
 
@@ -98,3 +99,16 @@ def test_what_cannot_be_built_is_one_user_error_line_and_no_binary(cache, go, me
     assert "\n" not in str(raised.value)
     assert not list(cache.glob("delve/*/dlv"))
     assert not list(cache.glob("delve/*" + delve.TMP_MARK + "*"))
+
+
+def test_the_users_own_dlv_is_used_as_it_is(tmp_path, monkeypatch):
+    own = tmp_path / "my-dlv"
+    monkeypatch.setenv(delve.DLV_ENV, str(own))
+    with pytest.raises(UserError) as raised:
+        delve.dlv("go", run=FakeGo())
+    assert str(raised.value) == "KUBELESS_LOCAL_DLV=%s: no such executable; unset it, and Delve is built for you" % own
+    own.write_bytes(b"\x7fELF mine")
+    own.chmod(0o755)
+    go = FakeGo()
+    assert delve.dlv("go", run=go) == own
+    assert go.calls == []  # nothing built, not even Go asked
