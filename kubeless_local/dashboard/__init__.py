@@ -3,7 +3,7 @@ browser, live. No click here: the commands start it (`dev`) and open it (`kubele
 
     guard.py   who may use it (Host, Origin, one-time login → cookie, read-only)
     source.py  the one seam to the engine (Source; SessionSource reads a DevSession in this process)
-    feed.py    the live events: EventLog (monotonic ids, resume, reset) filled by Feed from the Source
+    feed.py    the page's rows (functions, cron, topics) added to the session's event bus (emulator/bus.py)
     server.py  the HTTP server: static files, the JSON routes, the event stream
     static/    the page: plain ES modules, vendored libraries with their licences, no build step
 """

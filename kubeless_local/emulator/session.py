@@ -204,7 +204,8 @@ class DevSession:
                 line = lines.get()
                 if line is None:
                     return
-                self.bus.publish("log", {"function": line.function, "text": line.text, "stream": line.stream})
+                row = {"function": line.function, "text": line.text, "stream": line.stream, "time": line.time}
+                self.bus.publish("log", row)
 
         self._log_lines = lines
         threading.Thread(target=forward, name="bus-logs", daemon=True).start()

@@ -13,11 +13,12 @@ from conftest import function
 from waiting import wait_until
 
 from kubeless_local import spec as specs
-from kubeless_local.dashboard.feed import EventLog, Feed
+from kubeless_local.dashboard.feed import Feed
 from kubeless_local.dashboard.guard import COOKIE, Guard
 from kubeless_local.dashboard.server import LOGIN_LINK, Dashboard
 from kubeless_local.dashboard.source import SessionSource, Source, error_location
 from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.emulator.bus import EventBus
 from kubeless_local.emulator.triggers.cron import Cron
 from kubeless_local.errors import NotFound
 
@@ -90,11 +91,14 @@ def source(request):
     return request.getfixturevalue("board").source if "board" in request.fixturenames else MemorySource()
 
 
-def test_a_given_event_log_is_read_as_it_is_and_no_feed_polls(source):
-    log = EventLog()
-    board = serve(source, events=log)
+def test_a_given_bus_is_read_as_it_is_and_gets_no_second_copy_of_a_log_line(source):
+    bus = EventBus()
+    board = serve(source, events=bus)
     try:
-        assert board.events is log and board.feed is None
+        assert board.events is bus and not board.feed.forward_lines
+        source.lines.put({"function": "hello", "text": "reloading", "stream": "system", "time": 1.0})
+        wait_until(lambda: board.feed.quick_until > 0, "the line read by the feed")
+        assert [e.kind for e in bus.after(0).events] == []  # the session's bus has its lines already
     finally:
         board.stop()
 
@@ -261,20 +265,20 @@ def test_error_location_names_the_users_file_and_line():
     assert error_location("no location") is None
 
 
-# ------------------------------------------------------------ the event log and the stream
+# ------------------------------------------------------------ the event bus and the stream
 
 
-def test_the_event_log_gives_each_later_event_once_in_order():
-    log = EventLog()
+def test_the_event_bus_gives_each_later_event_once_in_order():
+    log = EventBus()
     ids = [log.publish("log", {"n": n}) for n in range(10)]
     assert ids == list(range(1, 11))
     assert [e.id for e in log.after(4).events] == [5, 6, 7, 8, 9, 10]
-    assert log.after(10).events == () and not log.after(10).reset
+    assert log.after(10).events == [] and not log.after(10).reset
     assert [e.id for e in log.after(0, limit=3).events] == [1, 2, 3]
 
 
-def test_the_event_log_says_reset_when_the_events_are_gone_or_from_another_session():
-    log = EventLog(max_events=5)
+def test_the_event_bus_says_reset_when_the_events_are_gone_or_from_another_session():
+    log = EventBus(capacity=5)
     for n in range(12):
         log.publish("log", n)
     assert log.after(6).reset and not log.after(7).reset
@@ -282,22 +286,22 @@ def test_the_event_log_says_reset_when_the_events_are_gone_or_from_another_sessi
     assert log.after(99).reset
 
 
-def test_the_event_log_is_bounded_in_bytes():
-    log = EventLog(max_bytes=10_000)
+def test_the_event_bus_is_bounded_in_bytes():
+    log = EventBus(max_bytes=10_000)
     for _ in range(1000):
         log.publish("log", "x" * 1000)
-    assert log.size <= 10_000 and len(log.events) <= 10
+    assert log.size <= 10_000 and len(log.ring) <= 10
 
 
 def test_the_feed_publishes_a_row_only_when_it_changed_and_says_when_it_is_gone(source):
-    log = EventLog()
+    log = EventBus()
     feed = Feed(source, log)
     feed.publish_changes("function", source.states())
     feed.publish_changes("function", source.states())
     source.rows[0]["state"] = "Reloading"
     feed.publish_changes("function", source.states())
     feed.publish_changes("function", [])
-    kinds = [(e.kind, json.loads(e.data).get("state")) for e in log.after(0).events]
+    kinds = [(e.kind, e.data.get("state")) for e in log.after(0).events]
     assert kinds == [("function", "Ready"), ("function", "Reloading"), ("function-removed", None)]
 
 
@@ -329,8 +333,9 @@ def open_stream(board, last_event_id=None, query=""):
 
 @pytest.fixture
 def quiet_board(source):
-    """A dashboard whose events are only those the test publishes (no Feed)."""
-    board = serve(source, events=EventLog())
+    """A dashboard whose events are only those the test publishes (no rows for the Feed to send)."""
+    source.rows = []
+    board = serve(source, events=EventBus())
     yield board
     board.stop()
 
@@ -357,7 +362,7 @@ def test_a_stream_resumed_with_last_event_id_gets_each_missed_event_once(quiet_b
 
 
 def test_a_stream_from_an_id_no_longer_held_gets_reset(source):
-    board = serve(source, events=EventLog(max_events=3))
+    board = serve(source, events=EventBus(capacity=3))
     try:
         for n in range(10):
             board.events.publish("log", n)
@@ -393,7 +398,7 @@ def test_a_reader_that_never_reads_neither_grows_memory_nor_stalls_the_writer(qu
 
 
 def test_the_feed_polls_rows_only_while_a_tab_reads_and_then_sends_what_changed_meanwhile(source):
-    log, watched = EventLog(), threading.Event()
+    log, watched = EventBus(), threading.Event()
     feed = Feed(source, log, interval=0.001, watched=watched.is_set)
     feed.start()
     try:
@@ -404,7 +409,7 @@ def test_the_feed_polls_rows_only_while_a_tab_reads_and_then_sends_what_changed_
         assert kinds() == ["log"]  # no tab: no row polled
         watched.set()
         wait_until(lambda: "function" in kinds(), "the row sent once a tab reads")
-        assert json.loads(log.after(1).events[0].data)["state"] == "Crashed"
+        assert log.after(1).events[0].data["state"] == "Crashed"
     finally:
         feed.stop()
 
@@ -451,3 +456,12 @@ def test_the_session_source_merges_the_logs_by_time_and_knows_no_other_function(
     assert [row["text"] for row in source.logs(None, 2)] == ["first", "second"]
     with pytest.raises(NotFound):
         source.logs("nobody", 5)
+
+
+def test_the_stream_carries_what_the_engine_publishes_on_the_bus(quiet_board):
+    board = quiet_board
+    connection, response = open_stream(board, last_event_id=board.events.last_id)
+    board.events.publish("invocation-end", {"id": "abc", "function": "hello", "status": 200})
+    ((_, kind, data),) = read_events(response, 1)
+    connection.close()
+    assert kind == "invocation-end" and json.loads(data)["id"] == "abc"
