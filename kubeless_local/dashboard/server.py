@@ -45,6 +45,7 @@ KEEPALIVE = 15.0  # a comment on a quiet stream: a closed tab is noticed
 MAX_STREAMS = 64  # open event streams at once (each holds a thread)
 LOGIN_LINK = "/api/login-link"  # POST with the admin API's token: a new one-time login link
 INFO_FILE = "dashboard.json"  # beside admin.json: the port, for `kubeless-local dashboard`
+STATE_INVOCATIONS = 200  # the newest recorded calls a tab loads with the state (older ones: /api/invocations)
 
 
 def static_files() -> dict[str, Path]:
@@ -139,7 +140,40 @@ def state(board: Dashboard, request: Request) -> Any:
         "functions": board.source.states(),
         "cron": board.source.cron(),
         "topics": board.source.topics(),
+        "invocations": _recent_invocations(board, last_id),
     }
+
+
+def _recent_invocations(board: Dashboard, last_id: int) -> list[dict[str, Any]]:
+    """The newest calls up to event `last_id`: those stored, and those the bus saw end that the recorder's
+    writer has not stored yet (the stream, going on from `last_id`, will not send them again)."""
+    held = board.events.after(0, limit=board.events.capacity).events
+    ended = [event.data for event in held if event.kind == "invocation-end" and event.id <= last_id]
+    try:
+        stored = board.source.invocations(None, None, STATE_INVOCATIONS, None)
+    except UserError:
+        stored = []  # a history database that cannot be read now: the page shows the calls that come
+    known = {row["id"] for row in stored}
+    rows = stored + [row for row in ended if row["id"] not in known]
+    return sorted(rows, key=lambda row: row["started"], reverse=True)[:STATE_INVOCATIONS]
+
+
+def invocations(board: Dashboard, request: Request) -> Any:
+    """?function=&outcome=ok|error&limit=&before=SEQ → summaries, newest first (before: the next page)."""
+    limit = max(1, min(_number(request.arg("limit", "100"), "limit"), 1000))
+    before = _number(request.arg("before", "0"), "before") or None
+    return board.source.invocations(request.arg("function") or None, request.arg("outcome") or None, limit, before)
+
+
+def invocation(board: Dashboard, request: Request) -> Any:
+    return board.source.invocation(request.params["id"])
+
+
+def replay_invocation(board: Dashboard, request: Request) -> Any:
+    edited = request.body.get("request")
+    if edited is not None and not isinstance(edited, dict):
+        raise BadRequest("request must be a JSON object: method, path, query, headers, body")
+    return board.source.replay_invocation(request.params["id"], edited)
 
 
 def logs(board: Dashboard, request: Request) -> Any:
@@ -194,6 +228,9 @@ ROUTES = [
     Route("POST", "/api/topics/{topic}/replay", replay, acts=True),
     Route("POST", "/api/cron/{name}", fire_cron, acts=True),
     Route("POST", "/api/functions/{name}/call", call, acts=True),
+    Route("GET", "/api/invocations", invocations),
+    Route("GET", "/api/invocations/{id}", invocation),
+    Route("POST", "/api/invocations/{id}/replay", replay_invocation, acts=True),
 ]
 
 

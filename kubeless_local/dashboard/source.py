@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 NEXT_FIRES = 5
 ERROR_LOG_LINES = 20  # the last lines shown beside a CompileError
 MAX_CALL_BODY = 256 * 1024  # of a function's answer to a call from the page, shown as text
+STORED_WITHIN = 5.0  # seconds a call the page has seen end may take to be stored
 # "File "/…/handler.py", line 3" (Python), "handler.js:3" (Node, Go, Ruby, PHP): where a load error points
 TRACE_LOCATION = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)|(?P<path>[\w./-]+\.\w+):(?P<num>\d+)')
 
@@ -81,6 +82,20 @@ class Source(abc.ABC):
 
     @abc.abstractmethod
     def call(self, name: str, method: str, path: str, data: str, headers: dict[str, str]) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def invocations(
+        self, function: str | None, outcome: str | None, limit: int, before: int | None
+    ) -> list[dict[str, Any]]:
+        """Recorded invocations' summaries, newest first (the recorder's `list`); [] when none are recorded."""
+
+    @abc.abstractmethod
+    def invocation(self, ident: str) -> dict[str, Any]:
+        """One recorded invocation whole, its secret headers REDACTED (the recorder's `export`)."""
+
+    @abc.abstractmethod
+    def replay_invocation(self, ident: str, request: dict[str, Any] | None) -> dict[str, Any]:
+        """Send invocation `ident` again, as recorded or `request` (an edited export): {original, replay, diff}."""
 
 
 def _laid_out(prepared: Any) -> float | None:
@@ -228,6 +243,24 @@ class SessionSource(Source):
             "truncated": len(answer.content) > MAX_CALL_BODY,
             "ms": round((time.monotonic() - started) * 1000, 1),
         }
+
+    def invocations(
+        self, function: str | None, outcome: str | None, limit: int, before: int | None
+    ) -> list[dict[str, Any]]:
+        recorder = self.session.recorder
+        return recorder.list(function, limit, before, outcome) if recorder is not None else []
+
+    def invocation(self, ident: str) -> dict[str, Any]:
+        try:
+            return self._route(routes.invocation, {"id": ident})
+        except NotFound:
+            # a call is on the bus as it ends and stored a moment later (its log lines travel through a pipe)
+            if self.session.recorder is None or not self.session.recorder.flush(STORED_WITHIN):
+                raise
+            return self._route(routes.invocation, {"id": ident})
+
+    def replay_invocation(self, ident: str, request: dict[str, Any] | None) -> dict[str, Any]:
+        return self._route(routes.replay_invocation, {"id": ident}, {} if request is None else {"request": request})
 
 
 class _Rows(queue.Queue):

@@ -55,6 +55,8 @@ SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
 VOLATILE_HEADERS = frozenset(("date",))  # differ on every answer: left out of a replay's diff
+# a call's outcome by its answer's status (0: no answer at all), as `list` filters it
+OUTCOMES = {"ok": "status BETWEEN 200 AND 399", "error": "(status >= 400 OR status < 200)"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS invocations (
@@ -476,13 +478,20 @@ class Recorder:
                 raise NotFound("no invocations are recorded (%s cannot be opened)" % self.path, "invocation")
             yield self.reader
 
-    def list(self, function: str | None = None, limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
-        """Summaries, newest first: of one function (or all), at most `limit`, older than sequence `before`."""
+    def list(
+        self, function: str | None = None, limit: int = 50, before: int | None = None, outcome: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Summaries, newest first: of one function (or all), at most `limit`, older than sequence `before`,
+        with an OUTCOMES key's status (or any)."""
         where: list[str] = []
         args: list[Any] = []
         if function:
             where.append("function = ?")
             args.append(function)
+        if outcome:
+            if outcome not in OUTCOMES:
+                raise BadRequest("outcome must be one of %s" % ", ".join(OUTCOMES), "invocation outcome", outcome)
+            where.append(OUTCOMES[outcome])
         if before:
             where.append("seq < ?")
             args.append(before)
@@ -553,6 +562,9 @@ def summary_of(exchange: Exchange) -> dict[str, Any]:
         "path": exchange.target,
         "status": exchange.status,
         "duration_ms": round(exchange.duration * 1000, 3),
+        "started": exchange.started,
+        "timeout": exchange.status == 408,
+        "error": exchange.error,
     }
 
 

@@ -29,7 +29,9 @@ class MemorySource(Source):
     def __init__(self):
         self.rows = [{"name": "hello", "state": "Ready", "generation": 1}]
         self.lines: queue.Queue = queue.Queue()
-        self.asked: list = []
+        self.asked: list = []  # the actions
+        self.listed: list = []  # the invocations lists read
+        self.stored = [{"seq": 1, "id": "abc", "function": "hello", "status": 200, "started": 1.0}]
 
     def states(self):
         return [dict(row) for row in self.rows]
@@ -69,6 +71,19 @@ class MemorySource(Source):
     def call(self, name, method, path, data, headers):
         self.asked.append(("call", name, method, path, data, headers))
         return {"status": 200, "headers": {}, "body": "<b>hi</b>", "truncated": False, "ms": 1.0}
+
+    def invocations(self, function, outcome, limit, before):
+        self.listed.append((function, outcome, limit, before))
+        return self.stored
+
+    def invocation(self, ident):
+        if ident != "abc":
+            raise NotFound("no recorded invocation %r" % ident, "invocation", ident)
+        return {"id": "abc", "function": "hello"}
+
+    def replay_invocation(self, ident, request):
+        self.asked.append(("replay-invocation", ident, request))
+        return {"diff": {"same": True}}
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +227,7 @@ def test_a_read_only_dashboard_shows_but_does_not_act(source):
             status, _, body = ask(board, "POST", path, body={"data": "x"})
             assert status == 403 and b"read-only" in body
         assert ask(board, "POST", "/api/functions/hello/call", body={})[0] == 403
+        assert ask(board, "POST", "/api/invocations/abc/replay", body={})[0] == 403
         assert source.asked == []
         assert json.loads(ask(board, "GET", "/api/state")[2])["read_only"] is True
     finally:
@@ -465,3 +481,59 @@ def test_the_stream_carries_what_the_engine_publishes_on_the_bus(quiet_board):
     ((_, kind, data),) = read_events(response, 1)
     connection.close()
     assert kind == "invocation-end" and json.loads(data)["id"] == "abc"
+
+
+# ------------------------------------------------------------ recorded invocations
+
+
+def test_the_invocations_routes_pass_the_filters_and_the_replay_to_the_source(board, source):
+    status, _, body = ask(board, "GET", "/api/invocations?function=hello&outcome=error&limit=5000&before=9")
+    assert status == 200 and json.loads(body)[0]["id"] == "abc"
+    ask(board, "GET", "/api/invocations")
+    assert json.loads(ask(board, "GET", "/api/invocations/abc")[2]) == {"id": "abc", "function": "hello"}
+    assert ask(board, "GET", "/api/invocations/nope")[0] == 404
+    edited = {"method": "PUT", "body": {"text": "x"}}
+    assert ask(board, "POST", "/api/invocations/abc/replay", body={"request": edited})[0] == 200
+    assert ask(board, "POST", "/api/invocations/abc/replay", body={})[0] == 200
+    assert ask(board, "POST", "/api/invocations/abc/replay", body={"request": "GET /"})[0] == 400
+    assert ask(board, "GET", "/api/invocations?limit=x")[0] == 400
+    assert source.listed == [("hello", "error", 1000, 9), (None, None, 100, None)]
+    assert source.asked == [
+        ("replay-invocation", "abc", edited),
+        ("replay-invocation", "abc", None),
+    ]
+
+
+def test_the_state_holds_the_newest_invocations_stored_or_only_seen_ending_on_the_bus(quiet_board):
+    board = quiet_board
+    board.source.stored = [{"seq": 1, "id": "abc", "function": "hello", "status": 200, "started": 1.0}]
+    board.events.publish("invocation-end", {"id": "abc", "function": "hello", "status": 200, "started": 1.0})
+    board.events.publish("invocation-end", {"id": "new", "function": "hello", "status": 500, "started": 2.0})
+    state = json.loads(ask(board, "GET", "/api/state")[2])
+    assert [row["id"] for row in state["invocations"]] == ["new", "abc"]  # the newer one is not stored yet
+
+
+def test_the_session_source_shows_a_call_that_ended_but_is_not_stored_yet(supervisor):
+    from kubeless_local.emulator.recorder import Exchange, Recorder
+
+    session = session_of(supervisor, None)
+    session.recorder = session.admin.recorder = Recorder(supervisor.state_dir, log_grace=0.3)
+    try:
+        source = SessionSource(session)
+        ident = session.recorder.submit(
+            Exchange("hello", "GET", "/?a=1", [("Authorization", "Bearer s")], status=500, duration=0.001)
+        )
+        record = source.invocation(ident)  # the writer waits out its log grace before storing it
+        assert record["request"]["headers"] == [["Authorization", "REDACTED"]]
+        assert [row["id"] for row in source.invocations("hello", "error", 10, None)] == [ident]
+        assert source.invocations("hello", "ok", 10, None) == []
+        with pytest.raises(NotFound):
+            source.invocation("nope")
+    finally:
+        session.recorder.close()
+
+
+def test_a_session_without_a_recorder_lists_no_invocations(supervisor):
+    session = session_of(supervisor, None)
+    session.recorder = None
+    assert SessionSource(session).invocations(None, None, 10, None) == []

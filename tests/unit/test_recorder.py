@@ -93,6 +93,16 @@ def test_a_408_is_a_timeout_and_the_list_is_newest_first_per_function(recorder):
     assert [row["seq"] for row in r.list(before=rows[0]["seq"])] == [rows[1]["seq"]]
 
 
+def test_the_list_filters_by_outcome_and_refuses_an_unknown_one(recorder):
+    r = recorder()
+    stored(r, exchange(), exchange(status=500), exchange(status=0), exchange(status=302), exchange(function="other"))
+    assert [row["status"] for row in r.list("hello", outcome="ok")] == [302, 200]
+    assert [row["status"] for row in r.list("hello", outcome="error")] == [0, 500]
+    assert len(r.list(outcome="ok")) == 3
+    with pytest.raises(rec.BadRequest, match="outcome must be one of ok, error"):
+        r.list(outcome="maybe")
+
+
 def test_retention_keeps_the_newest_records_per_function_by_count_and_by_bytes(recorder):
     r = recorder(keep=3)
     stored(r, *[exchange() for _ in range(5)], exchange(function="other"))
@@ -227,6 +237,7 @@ def test_submitting_publishes_the_invocation_on_the_bus(recorder):
     events, _ = bus.after(0)
     assert [e.kind for e in events] == ["invocation-start", "invocation-end"]
     assert events[1].data["id"] == ident and events[1].data["status"] == 200
+    assert events[1].data["started"] > 0 and events[1].data["timeout"] is False and events[1].data["error"] == ""
 
 
 def test_a_folder_where_no_database_can_be_made_drops_records_and_says_so_once(tmp_path, recorder):

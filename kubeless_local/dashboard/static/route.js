@@ -5,6 +5,7 @@ import { changed } from './store.js';
 export const VIEWS = [
   ['functions', 'Functions'],
   ['logs', 'Logs'],
+  ['invocations', 'Invocations'],
   ['cron', 'Cron'],
   ['emit', 'Emit'],
   ['topics', 'Topics and dead letters'],

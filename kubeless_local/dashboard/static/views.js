@@ -7,8 +7,8 @@ import { store } from './store.js';
 const PROBLEMS = new Set(['CompileError', 'InstallError', 'SetupError', 'Crashed', 'ConfigError']);
 const PANEL_LINES = 20;
 
-const clock = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleTimeString() : '–');
-const sorted = (map) => [...map.values()].sort((a, b) => a.name.localeCompare(b.name));
+export const clock = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleTimeString() : '–');
+export const sorted = (map) => [...map.values()].sort((a, b) => a.name.localeCompare(b.name));
 
 function State({ state }) {
   return html`<span class=${`state state-${state}`}>${state}</span>`;
@@ -99,7 +99,7 @@ export function Logs() {
     )}</pre>`;
 }
 
-function useAction() {
+export function useAction() {
   const [result, setResult] = useState(null);
   const run = async (action) => {
     setResult({ busy: true });
@@ -112,7 +112,7 @@ function useAction() {
   return [result, run];
 }
 
-function Result({ result, label }) {
+export function Result({ result, label }) {
   if (!result) return null;
   if (result.busy) return html`<p role="status">Working…</p>`;
   if (result.error) return html`<p class="failure" role="alert">${result.error}</p>`;
