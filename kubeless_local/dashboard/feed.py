@@ -2,8 +2,9 @@
 
 The bus carries what the engine publishes by itself (log lines, state changes, invocations, cron runs); `Feed`
 adds the rows the page shows, as the Source (source.py) gives them: a function's whole row (its state read
-off the reload lock too, its generation, triggers), each CronJobTrigger's row (next fires) and each topic's
-(positions, lag, dead letters), published whenever a row differs from the last one sent. A dashboard without a
+off the reload lock too, its generation, triggers), each CronJobTrigger's row (next fires), each topic's
+(positions, lag, dead letters) and each function's metrics (every METRICS_INTERVAL), published whenever a row
+differs from the last one sent. A dashboard without a
 session's bus (a Source of its own) gets a bus of its own, and the Feed forwards the Source's log lines too.
 """
 
@@ -21,11 +22,12 @@ if TYPE_CHECKING:
 POLL_INTERVAL = 0.05  # function states
 QUICK_INTERVAL = 0.005  # …for a while after the engine said something (a reload begins: it may last 20 ms)
 QUICK_FOR = 2.0
+METRICS_INTERVAL = 2.0  # the metrics rows: calls and errors scraped from /metrics, durations from the recorder
 
 
 class Feed:
-    """Publishes on a bus each function row (state, generation…), cron row and topic row whenever it differs
-    from the last one sent; and, with `forward_lines`, every log line as it is printed."""
+    """Publishes on a bus each function row (state, generation…), cron row, topic row and metrics row whenever
+    it differs from the last one sent; and, with `forward_lines`, every log line as it is printed."""
 
     def __init__(
         self,
@@ -72,7 +74,7 @@ class Feed:
                 self.quick_until = time.monotonic() + QUICK_FOR
 
     def _poll(self) -> None:
-        slow_due = 0.0
+        slow_due = metrics_due = 0.0
         while not self.stopping.wait(QUICK_INTERVAL if time.monotonic() < self.quick_until else self.interval):
             if not self.watched():
                 continue
@@ -81,6 +83,9 @@ class Feed:
                 self.publish_changes("cron", self.source.cron())
                 self.publish_changes("topic", self.source.topics())
                 slow_due = time.monotonic() + 1.0
+            if time.monotonic() >= metrics_due:  # a scrape of each runtime server's /metrics
+                self.publish_changes("metrics", self.source.metrics())
+                metrics_due = time.monotonic() + METRICS_INTERVAL
 
     def publish_changes(self, kind: str, rows: list[dict[str, Any]]) -> None:
         """Publish each row of `kind` that changed since last time, and `<kind>-removed` for those gone."""

@@ -140,6 +140,7 @@ def state(board: Dashboard, request: Request) -> Any:
         "functions": board.source.states(),
         "cron": board.source.cron(),
         "topics": board.source.topics(),
+        "metrics": board.source.metrics(),
         "invocations": _recent_invocations(board, last_id),
     }
 

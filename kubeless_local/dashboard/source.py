@@ -9,6 +9,7 @@ from the page is checked and answered exactly as the same action from the CLI. R
 from __future__ import annotations
 
 import abc
+import math
 import queue
 import re
 import time
@@ -84,6 +85,11 @@ class Source(abc.ABC):
     def call(self, name: str, method: str, path: str, data: str, headers: dict[str, str]) -> dict[str, Any]: ...
 
     @abc.abstractmethod
+    def metrics(self) -> list[dict[str, Any]]:
+        """One row per function: calls and errors as its runtime server counts them (/metrics, as `ls` shows
+        them; None: not known), and p50/p95 duration (ms) of the calls the recorder kept (None: none kept)."""
+
+    @abc.abstractmethod
     def invocations(
         self, function: str | None, outcome: str | None, limit: int, before: int | None
     ) -> list[dict[str, Any]]:
@@ -96,6 +102,28 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def replay_invocation(self, ident: str, request: dict[str, Any] | None) -> dict[str, Any]:
         """Send invocation `ident` again, as recorded or `request` (an edited export): {original, replay, diff}."""
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The nearest-rank percentile (`share` of 1) of `values`; None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def metrics_row(status: dict[str, Any], durations: list[float]) -> dict[str, Any]:
+    """A function's metrics: its `ls` row's counts and the percentiles of its recorded durations (ms)."""
+    calls, errors = status.get("calls"), status.get("errors")
+    return {
+        "name": status["name"],
+        "calls": calls,
+        "errors": errors,
+        "error_rate": round(100.0 * errors / calls, 1) if calls and errors is not None else None,
+        "recorded": len(durations),
+        "p50_ms": percentile(durations, 0.50),
+        "p95_ms": percentile(durations, 0.95),
+    }
 
 
 def _laid_out(prepared: Any) -> float | None:
@@ -243,6 +271,16 @@ class SessionSource(Source):
             "truncated": len(answer.content) > MAX_CALL_BODY,
             "ms": round((time.monotonic() - started) * 1000, 1),
         }
+
+    def metrics(self) -> list[dict[str, Any]]:
+        supervisor, recorder = self.session.supervisor, self.session.recorder
+        if supervisor is None:
+            return []
+        try:
+            durations = recorder.durations() if recorder is not None else {}
+        except UserError:
+            durations = {}  # a history database that cannot be read now
+        return [metrics_row(row, durations.get(row["name"], [])) for row in supervisor.status()]
 
     def invocations(
         self, function: str | None, outcome: str | None, limit: int, before: int | None

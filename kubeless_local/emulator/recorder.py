@@ -205,6 +205,7 @@ def source_digest(folder: Path) -> str:
 
 
 Served = Callable[[str], tuple[int | None, str | None]]  # function → (generation, source sha256) serving
+Durations = dict[str, list[float]]  # function → milliseconds
 
 
 class Recorder:
@@ -513,6 +514,16 @@ class Recorder:
         if row is None:
             raise NotFound("no recorded invocation %r" % ident, "invocation", str(ident))
         return record_of(dict(zip(COLUMNS, row)))
+
+    def durations(self) -> Durations:
+        """function → the durations (ms) of its stored calls, newest first."""
+        found: Durations = {}
+        with self._reading() as db:
+            for function, duration in db.execute(
+                "SELECT function, duration_ms FROM invocations ORDER BY function, seq DESC"
+            ):
+                found.setdefault(function, []).append(duration)
+        return found
 
     def replay_of(self, ident: str) -> str | None:
         """The id of the newest record that replays `ident` (None: none is stored)."""

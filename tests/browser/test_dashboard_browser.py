@@ -1,6 +1,6 @@
 """The dashboard in a real browser against a real `dev`: live function states through a save and a syntax
 error, the log filter kept in the URL, recorded calls (live rows, a call's detail, replay as recorded and edited
-with the diff, the status filter), the guard's answers, the login cookie, requests that stay on
+with the diff, the status filter), each function's metrics, the guard's answers, the login cookie, requests that stay on
 127.0.0.1, the event stream resumed with Last-Event-ID, an accessibility scan, and a screenshot of each view."""
 
 import http.client
@@ -18,7 +18,7 @@ from waiting import wait_until
 from kubeless_local.dashboard.guard import COOKIE
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-VIEWS = ["functions", "logs", "invocations", "cron", "emit", "topics"]
+VIEWS = ["functions", "logs", "invocations", "cron", "emit", "topics", "metrics"]
 
 
 def row(page, name="hello"):
@@ -412,3 +412,20 @@ def test_the_invocations_status_filter_survives_a_reload_through_the_url(page, s
     wait_live(page, session)
     assert page.get_by_label("Status").input_value() == "error"
     wait_until(lambda: statuses() == ["500"], "only the failed call listed after the reload", timeout=30)
+
+
+def test_the_metrics_view_shows_calls_errors_and_durations_live(page, session, project):
+    (project.parent / "fail-flag").write_text("")
+    wait_ready(page)
+    page.goto(session.base + "/?view=metrics")
+    wait_live(page, session)
+    metrics = page.locator("tr[data-metrics=hello]")
+    cell = lambda name: metrics.locator("[data-testid=%s]" % name).inner_text()  # noqa: E731
+    wait_until(lambda: cell("calls") == "0", "no calls counted yet", timeout=30)
+    for data in ("one", "two", "fail"):
+        call_function(session, data)
+    wait_until(lambda: (cell("calls"), cell("errors")) == ("3", "1"), "the calls counted live", timeout=30)
+    wait_until(lambda: cell("recorded") == "3", "the calls recorded", timeout=30)
+    assert cell("error-rate") == "33.3 %"
+    assert cell("p50").endswith(" ms") and cell("p95").endswith(" ms")
+    assert float(cell("p50").split()[0]) <= float(cell("p95").split()[0])

@@ -16,7 +16,7 @@ from kubeless_local import spec as specs
 from kubeless_local.dashboard.feed import Feed
 from kubeless_local.dashboard.guard import COOKIE, Guard
 from kubeless_local.dashboard.server import LOGIN_LINK, Dashboard
-from kubeless_local.dashboard.source import SessionSource, Source, error_location
+from kubeless_local.dashboard.source import SessionSource, Source, error_location, metrics_row, percentile
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.bus import EventBus
 from kubeless_local.emulator.triggers.cron import Cron
@@ -71,6 +71,9 @@ class MemorySource(Source):
     def call(self, name, method, path, data, headers):
         self.asked.append(("call", name, method, path, data, headers))
         return {"status": 200, "headers": {}, "body": "<b>hi</b>", "truncated": False, "ms": 1.0}
+
+    def metrics(self):
+        return [{"name": "hello", "calls": 3, "errors": 1, "p50_ms": 2.0}]
 
     def invocations(self, function, outcome, limit, before):
         self.listed.append((function, outcome, limit, before))
@@ -537,3 +540,51 @@ def test_a_session_without_a_recorder_lists_no_invocations(supervisor):
     session = session_of(supervisor, None)
     session.recorder = None
     assert SessionSource(session).invocations(None, None, 10, None) == []
+
+
+# ------------------------------------------------------------ metrics
+
+
+def test_percentiles_are_nearest_rank_over_the_recorded_durations():
+    durations = [float(n) for n in range(100, 0, -1)]  # newest first, as the recorder gives them
+    assert (percentile(durations, 0.5), percentile(durations, 0.95)) == (50.0, 95.0)
+    assert percentile([7.0], 0.95) == 7.0 and percentile([], 0.5) is None
+
+
+def test_a_metrics_row_takes_the_counts_of_ls_and_the_durations_of_the_recorder():
+    row = metrics_row({"name": "hello", "calls": 3, "errors": 1}, [1.0, 2.0, 30.0])
+    assert row == {
+        "name": "hello",
+        "calls": 3,
+        "errors": 1,
+        "error_rate": 33.3,
+        "recorded": 3,
+        "p50_ms": 2.0,
+        "p95_ms": 30.0,
+    }
+    unknown = metrics_row({"name": "custom", "calls": None, "errors": None}, [])
+    assert (unknown["calls"], unknown["error_rate"], unknown["p50_ms"]) == (None, None, None)
+    assert metrics_row({"name": "idle", "calls": 0, "errors": 0}, [])["error_rate"] is None
+
+
+def test_the_state_and_the_feed_carry_the_metrics_rows(board, source):
+    assert json.loads(ask(board, "GET", "/api/state")[2])["metrics"][0]["calls"] == 3
+    log = EventBus()
+    Feed(source, log).publish_changes("metrics", source.metrics())
+    assert [(e.kind, e.data["errors"]) for e in log.after(0).events] == [("metrics", 1)]
+
+
+def test_the_session_source_metrics_use_the_recorders_durations(supervisor):
+    from kubeless_local.emulator.recorder import Exchange, Recorder
+
+    session = session_of(supervisor, None)
+    session.recorder = Recorder(supervisor.state_dir, log_grace=0)
+    try:
+        supervisor.start(function("hello"))
+        for ms in (10, 20, 30, 40):
+            session.recorder.submit(Exchange("hello", "GET", "/", [], status=200, duration=ms / 1000))
+        assert session.recorder.flush(10)
+        (row,) = SessionSource(session).metrics()
+        assert (row["name"], row["recorded"], row["p50_ms"], row["p95_ms"]) == ("hello", 4, 20.0, 40.0)
+    finally:
+        session.recorder.close()

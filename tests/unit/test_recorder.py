@@ -103,6 +103,12 @@ def test_the_list_filters_by_outcome_and_refuses_an_unknown_one(recorder):
         r.list(outcome="maybe")
 
 
+def test_durations_are_given_per_function_newest_first(recorder):
+    r = recorder()
+    stored(r, exchange(duration=0.001), exchange(duration=0.003), exchange(function="other", duration=0.002))
+    assert r.durations() == {"hello": [3.0, 1.0], "other": [2.0]}
+
+
 def test_retention_keeps_the_newest_records_per_function_by_count_and_by_bytes(recorder):
     r = recorder(keep=3)
     stored(r, *[exchange() for _ in range(5)], exchange(function="other"))

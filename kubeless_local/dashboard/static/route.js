@@ -9,6 +9,7 @@ export const VIEWS = [
   ['cron', 'Cron'],
   ['emit', 'Emit'],
   ['topics', 'Topics and dead letters'],
+  ['metrics', 'Metrics'],
 ];
 
 export function param(name, fallback = '') {

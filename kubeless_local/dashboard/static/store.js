@@ -10,6 +10,7 @@ export const store = {
   trails: new Map(), // name → [{state, generation, at}], oldest first
   cron: new Map(),
   topics: new Map(),
+  metrics: new Map(),
   lines: [],
   invocations: [], // summaries, newest first
   readOnly: false,
@@ -64,6 +65,8 @@ export const apply = {
   'cron-removed': (row) => store.cron.delete(row.name),
   topic: (row) => store.topics.set(row.name, row),
   'topic-removed': (row) => store.topics.delete(row.name),
+  metrics: (row) => store.metrics.set(row.name, row),
+  'metrics-removed': (row) => store.metrics.delete(row.name),
   log: addLine,
   'invocation-end': (row) => addInvocations([row]),
 };
@@ -72,9 +75,11 @@ export function loadState(state, lines) {
   store.functions.clear();
   store.cron.clear();
   store.topics.clear();
+  store.metrics.clear();
   state.functions.forEach(setFunction);
   state.cron.forEach(apply.cron);
   state.topics.forEach(apply.topic);
+  state.metrics.forEach(apply.metrics);
   store.invocations = [];
   addInvocations(state.invocations, true);
   store.readOnly = state.read_only;

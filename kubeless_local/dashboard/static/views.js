@@ -274,3 +274,30 @@ export function Topics() {
         : html`<p>None.</p>`}
     </section>`)}`;
 }
+
+const number = (value, unit = '') => (value === null || value === undefined ? '–' : `${value}${unit}`);
+const ms = (value) => (value === null || value === undefined ? '–' : `${value.toFixed(1)} ms`);
+
+export function Metrics() {
+  const rows = sorted(store.metrics);
+  return html`<h1>Metrics</h1>
+    <p>Calls and errors as each function's runtime server counts them (its <code>/metrics</code>, as
+      <code>kubeless-local ls</code> shows them; – when it serves none); durations over the calls the recorder
+      keeps (<a href="?view=invocations">Invocations</a>). Updated every 2 s.</p>
+    ${rows.length === 0
+      ? html`<p>No functions in this session yet.</p>`
+      : html`<table>
+          <thead><tr><th scope="col">Function</th><th scope="col">Calls</th><th scope="col">Errors</th>
+            <th scope="col">Error rate</th><th scope="col">p50</th><th scope="col">p95</th>
+            <th scope="col">Recorded calls</th></tr></thead>
+          <tbody>${rows.map((row) => html`<tr data-metrics=${row.name}>
+            <th scope="row">${row.name}</th>
+            <td data-testid="calls">${number(row.calls)}</td>
+            <td data-testid="errors">${number(row.errors)}</td>
+            <td data-testid="error-rate">${number(row.error_rate, ' %')}</td>
+            <td data-testid="p50">${ms(row.p50_ms)}</td>
+            <td data-testid="p95">${ms(row.p95_ms)}</td>
+            <td data-testid="recorded">${row.recorded}</td>
+          </tr>`)}</tbody>
+        </table>`}`;
+}
