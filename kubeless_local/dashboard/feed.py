@@ -3,9 +3,9 @@
 The bus carries what the engine publishes by itself (log lines, state changes, invocations, cron runs); `Feed`
 adds the rows the page shows, as the Source (source.py) gives them: a function's whole row (its state read
 off the reload lock too, its generation, triggers), each CronJobTrigger's row (next fires), each topic's
-(positions, lag, dead letters) and each function's metrics (every METRICS_INTERVAL), published whenever a row
-differs from the last one sent. A dashboard without a
-session's bus (a Source of its own) gets a bus of its own, and the Feed forwards the Source's log lines too.
+(positions, lag, dead letters), each trigger's edges to its functions, and each function's metrics (every
+METRICS_INTERVAL), published whenever a row differs from the last one sent. A dashboard without a session's
+bus (a Source of its own) gets a bus of its own, and the Feed forwards the Source's log lines too.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class Feed:
             if time.monotonic() >= slow_due:  # once a second: schedules and topics change slowly
                 self.publish_changes("cron", self.source.cron())
                 self.publish_changes("topic", self.source.topics())
+                self.publish_changes("trigger", self.source.graph())
                 slow_due = time.monotonic() + 1.0
             if time.monotonic() >= metrics_due:  # a scrape of each runtime server's /metrics
                 self.publish_changes("metrics", self.source.metrics())

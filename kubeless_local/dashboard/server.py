@@ -141,6 +141,7 @@ def state(board: Dashboard, request: Request) -> Any:
         "cron": board.source.cron(),
         "topics": board.source.topics(),
         "metrics": board.source.metrics(),
+        "graph": board.source.graph(),
         "invocations": _recent_invocations(board, last_id),
     }
 

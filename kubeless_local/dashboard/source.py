@@ -26,6 +26,13 @@ if TYPE_CHECKING:
     from kubeless_local.emulator.session import DevSession
 
 NEXT_FIRES = 5
+# a matchExpression as kubectl writes it in a selector
+SELECTOR_FORMS = {
+    "In": "{key} in ({values})",
+    "NotIn": "{key} notin ({values})",
+    "Exists": "{key}",
+    "DoesNotExist": "!{key}",
+}
 ERROR_LOG_LINES = 20  # the last lines shown beside a CompileError
 MAX_CALL_BODY = 256 * 1024  # of a function's answer to a call from the page, shown as text
 STORED_WITHIN = 5.0  # seconds a call the page has seen end may take to be stored
@@ -85,6 +92,12 @@ class Source(abc.ABC):
     def call(self, name: str, method: str, path: str, data: str, headers: dict[str, str]) -> dict[str, Any]: ...
 
     @abc.abstractmethod
+    def graph(self) -> list[dict[str, Any]]:
+        """One row per trigger: its kind (http, cron, kafka, nats), what fires it (`from`: host and path, schedule,
+        topic), its selector, the functions it calls (`missing`: those it names that do not exist) and the calls
+        of it the recorder keeps."""
+
+    @abc.abstractmethod
     def metrics(self) -> list[dict[str, Any]]:
         """One row per function: calls and errors as its runtime server counts them (/metrics, as `ls` shows
         them; None: not known), and p50/p95 duration (ms) of the calls the recorder kept (None: none kept)."""
@@ -102,6 +115,18 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def replay_invocation(self, ident: str, request: dict[str, Any] | None) -> dict[str, Any]:
         """Send invocation `ident` again, as recorded or `request` (an edited export): {original, replay, diff}."""
+
+
+def selector_text(trigger: Any) -> str:
+    """A functionSelector as kubectl writes one: `app=shop,tier in (web,api)`."""
+    labels = ["%s=%s" % pair for pair in sorted(trigger.selector.items())]
+    expressions = [
+        SELECTOR_FORMS.get(e["operator"], "{key} {operator} ({values})").format(
+            key=e["key"], operator=e["operator"], values=",".join(e.get("values") or [])
+        )
+        for e in trigger.expressions
+    ]
+    return ",".join(labels + expressions)
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -271,6 +296,42 @@ class SessionSource(Source):
             "truncated": len(answer.content) > MAX_CALL_BODY,
             "ms": round((time.monotonic() - started) * 1000, 1),
         }
+
+    def graph(self) -> list[dict[str, Any]]:
+        manifests = self.session.project.manifests if self.session.project is not None else None
+        if manifests is None:
+            return []
+        try:
+            counted = self.session.recorder.by_trigger() if self.session.recorder is not None else {}
+        except UserError:
+            counted = {}
+        gateway = getattr(self.session, "gateway", None)  # an HTTPTrigger's URL, once the gateway listens
+        examples: dict[str, str] = {}
+        if gateway is not None and gateway.server is not None and gateway.table is not None:
+            examples = {route.trigger: gateway.example(route) for route in gateway.table.routes}
+        defined = {function.name: function for function in manifests.functions}
+        edges = [
+            ("http", t.name, "%s/%s" % (t.host_name or "*", t.path.lstrip("/")), "", [t.function_name], "gateway")
+            for t in manifests.http_triggers
+        ]
+        edges += [("cron", t.name, t.schedule, "", [t.function_name], "cron") for t in manifests.cron_triggers]
+        for trigger in [*manifests.kafka_triggers, *manifests.nats_triggers]:
+            chosen = [name for name, function in sorted(defined.items()) if selects(trigger, function)]
+            edges.append((trigger.source, trigger.name, trigger.topic, selector_text(trigger), chosen, trigger.source))
+        return [
+            {
+                "name": "%s/%s" % (kind, name),
+                "kind": kind,
+                "trigger": name,
+                "from": fired_by,
+                "url": examples.get(name) if kind == "http" else None,
+                "selector": selector,
+                "functions": [function for function in functions if function in defined],
+                "missing": [function for function in functions if function not in defined],
+                "recorded": counted.get((source, name), 0),
+            }
+            for kind, name, fired_by, selector, functions, source in edges
+        ]
 
     def metrics(self) -> list[dict[str, Any]]:
         supervisor, recorder = self.session.supervisor, self.session.recorder

@@ -525,6 +525,14 @@ class Recorder:
                 found.setdefault(function, []).append(duration)
         return found
 
+    def by_trigger(self) -> dict[tuple[str, str], int]:
+        """(source, trigger) → how many stored calls it sent (calls with no trigger are not counted)."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT source, trigger, COUNT(*) FROM invocations WHERE trigger IS NOT NULL GROUP BY source, trigger"
+            ).fetchall()
+        return {(source, trigger): count for source, trigger, count in rows}
+
     def replay_of(self, ident: str) -> str | None:
         """The id of the newest record that replays `ident` (None: none is stored)."""
         with self._reading() as db:

@@ -1,6 +1,6 @@
 """The dashboard in a real browser against a real `dev`: live function states through a save and a syntax
 error, the log filter kept in the URL, recorded calls (live rows, a call's detail, replay as recorded and edited
-with the diff, the status filter), each function's metrics, the guard's answers, the login cookie, requests that stay on
+with the diff, the status filter), each function's metrics, the trigger graph, the guard's answers, the login cookie, requests that stay on
 127.0.0.1, the event stream resumed with Last-Event-ID, an accessibility scan, and a screenshot of each view."""
 
 import http.client
@@ -18,7 +18,7 @@ from waiting import wait_until
 from kubeless_local.dashboard.guard import COOKIE
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-VIEWS = ["functions", "logs", "invocations", "cron", "emit", "topics", "metrics"]
+VIEWS = ["functions", "logs", "invocations", "cron", "emit", "topics", "metrics", "graph"]
 
 
 def row(page, name="hello"):
@@ -429,3 +429,26 @@ def test_the_metrics_view_shows_calls_errors_and_durations_live(page, session, p
     assert cell("error-rate") == "33.3 %"
     assert cell("p50").endswith(" ms") and cell("p95").endswith(" ms")
     assert float(cell("p50").split()[0]) <= float(cell("p95").split()[0])
+
+
+def test_the_trigger_graph_shows_each_trigger_to_its_functions_and_its_calls_live(page, session, project):
+    wait_ready(page)
+    page.goto(session.base + "/?view=graph")
+    wait_live(page, session)
+    cron, kafka = page.locator("tr[data-trigger='cron/nightly']"), page.locator("tr[data-trigger='kafka/orders']")
+    assert cron.locator("[data-testid=edges]").inner_text() == "→ hello"
+    assert cron.locator("[data-testid=recorded]").inner_text() == "0"
+    assert kafka.locator("[data-testid=edges]").inner_text() == "→ hello" and "app=shop" in kafka.inner_text()
+    assert "0 3 * * *" in cron.inner_text()
+    page.goto(session.base + "/?view=cron")
+    wait_live(page, session)
+    page.get_by_role("button", name="Fire nightly now").click()
+    page.get_by_label("fire result").wait_for(timeout=30_000)
+    page.goto(session.base + "/?view=graph")
+    wait_live(page, session)
+    recorded = cron.locator("[data-testid=recorded]")
+    wait_until(lambda: recorded.inner_text() == "1", "the cron run counted", timeout=30)
+    manifests = project / "function.yaml"  # a trigger that selects nothing shows as such, live
+    manifests.write_text(manifests.read_text().replace("matchLabels: {app: shop}", "matchLabels: {app: none}"))
+    edges = kafka.locator("[data-testid=edges]")
+    wait_until(lambda: edges.inner_text() == "no function selected", "the new selector shown", timeout=30)

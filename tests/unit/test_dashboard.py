@@ -75,6 +75,9 @@ class MemorySource(Source):
     def metrics(self):
         return [{"name": "hello", "calls": 3, "errors": 1, "p50_ms": 2.0}]
 
+    def graph(self):
+        return [{"name": "cron/nightly", "kind": "cron", "functions": ["hello"]}]
+
     def invocations(self, function, outcome, limit, before):
         self.listed.append((function, outcome, limit, before))
         return self.stored
@@ -442,7 +445,9 @@ def session_of(supervisor, manifests):
     cron = Cron(lambda: manifests, supervisor, supervisor.logs)
     admin.cron = cron
     project = SimpleNamespace(manifests=manifests)
-    return SimpleNamespace(supervisor=supervisor, logs=supervisor.logs, project=project, cron=cron, admin=admin)
+    return SimpleNamespace(
+        supervisor=supervisor, logs=supervisor.logs, project=project, cron=cron, admin=admin, recorder=None
+    )
 
 
 def test_the_session_source_rows_show_generation_triggers_and_a_reload_in_progress(supervisor):
@@ -588,3 +593,63 @@ def test_the_session_source_metrics_use_the_recorders_durations(supervisor):
         assert (row["name"], row["recorded"], row["p50_ms"], row["p95_ms"]) == ("hello", 4, 20.0, 40.0)
     finally:
         session.recorder.close()
+
+
+# ------------------------------------------------------------ the trigger graph
+
+
+def test_the_graph_has_a_row_per_trigger_with_the_functions_it_calls_and_its_recorded_calls(supervisor):
+    import dataclasses
+
+    from kubeless_local.emulator.recorder import Exchange, Recorder
+
+    shop, other = dataclasses.replace(function("hello"), labels={"app": "shop"}), function("world")
+    manifests = specs.Manifests(
+        functions=[shop, other],
+        cron_triggers=[specs.CronJobTrigger("nightly", "hello", "0 3 * * *", "f.yaml")],
+        http_triggers=[specs.HTTPTrigger("web", "ghost", "f.yaml", path="shop", host_name="shop.example")],
+        kafka_triggers=[
+            specs.KafkaTrigger(
+                "orders",
+                "orders",
+                {"app": "shop"},
+                "f.yaml",
+                expressions=(
+                    {"key": "tier", "operator": "NotIn", "values": ["db"]},
+                    {"key": "x", "operator": "Exists"},
+                ),
+            )
+        ],
+        nats_triggers=[specs.NATSTrigger("nobody", "news", {"app": "none"}, "f.yaml")],
+    )
+    session = session_of(supervisor, manifests)
+    session.recorder = Recorder(supervisor.state_dir, log_grace=0)
+    try:
+        for _ in range(2):
+            session.recorder.submit(Exchange("hello", "POST", "/", [], source="cron", trigger="nightly", status=200))
+        session.recorder.submit(Exchange("hello", "POST", "/", [], source="kafka", trigger="nightly", status=200))
+        assert session.recorder.flush(10)
+        rows = {row["name"]: row for row in SessionSource(session).graph()}
+    finally:
+        session.recorder.close()
+    assert sorted(rows) == ["cron/nightly", "http/web", "kafka/orders", "nats/nobody"]
+    cron, http, kafka, nats = rows["cron/nightly"], rows["http/web"], rows["kafka/orders"], rows["nats/nobody"]
+    assert (cron["from"], cron["functions"], cron["recorded"]) == ("0 3 * * *", ["hello"], 2)
+    assert (http["from"], http["functions"], http["missing"], http["url"]) == ("shop.example/shop", [], ["ghost"], None)
+    assert (kafka["from"], kafka["functions"], kafka["recorded"]) == ("orders", [], 0)  # tier/x: not labelled
+    assert kafka["selector"] == "app=shop,tier notin (db),x"
+    assert nats["functions"] == [] and nats["missing"] == []
+
+
+def test_the_graph_selects_by_labels(supervisor):
+    import dataclasses
+
+    shop = dataclasses.replace(function("hello"), labels={"app": "shop", "x": "1"})
+    trigger = specs.KafkaTrigger("orders", "orders", {"app": "shop"}, "f.yaml")
+    manifests = specs.Manifests(functions=[shop, function("world")], kafka_triggers=[trigger])
+    (row,) = SessionSource(session_of(supervisor, manifests)).graph()
+    assert row["functions"] == ["hello"] and row["selector"] == "app=shop"
+
+
+def test_the_state_and_the_feed_carry_the_graph(board, source):
+    assert json.loads(ask(board, "GET", "/api/state")[2])["graph"][0]["name"] == "cron/nightly"

@@ -109,6 +109,12 @@ def test_durations_are_given_per_function_newest_first(recorder):
     assert r.durations() == {"hello": [3.0, 1.0], "other": [2.0]}
 
 
+def test_calls_are_counted_per_source_and_trigger(recorder):
+    r = recorder()
+    stored(r, exchange(source="cron", trigger="nightly"), exchange(source="cron", trigger="nightly"), exchange())
+    assert r.by_trigger() == {("cron", "nightly"): 2}
+
+
 def test_retention_keeps_the_newest_records_per_function_by_count_and_by_bytes(recorder):
     r = recorder(keep=3)
     stored(r, *[exchange() for _ in range(5)], exchange(function="other"))

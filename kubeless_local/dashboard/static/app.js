@@ -4,9 +4,9 @@ import { connect } from './api.js';
 import { setParams, VIEWS, view } from './route.js';
 import { onChange, store } from './store.js';
 import { Invocations } from './invocations.js';
-import { Cron, Emit, Functions, Logs, Metrics, Topics } from './views.js';
+import { Cron, Emit, Functions, Graph, Logs, Metrics, Topics } from './views.js';
 
-const PAGES = { functions: Functions, logs: Logs, invocations: Invocations, cron: Cron, emit: Emit, topics: Topics, metrics: Metrics };
+const PAGES = { functions: Functions, logs: Logs, invocations: Invocations, cron: Cron, emit: Emit, topics: Topics, metrics: Metrics, graph: Graph };
 
 function App() {
   const [, setVersion] = useState(0);

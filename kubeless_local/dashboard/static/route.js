@@ -10,6 +10,7 @@ export const VIEWS = [
   ['emit', 'Emit'],
   ['topics', 'Topics and dead letters'],
   ['metrics', 'Metrics'],
+  ['graph', 'Trigger graph'],
 ];
 
 export function param(name, fallback = '') {

@@ -11,6 +11,7 @@ export const store = {
   cron: new Map(),
   topics: new Map(),
   metrics: new Map(),
+  graph: new Map(), // `kind/trigger` → the functions it calls
   lines: [],
   invocations: [], // summaries, newest first
   readOnly: false,
@@ -67,6 +68,8 @@ export const apply = {
   'topic-removed': (row) => store.topics.delete(row.name),
   metrics: (row) => store.metrics.set(row.name, row),
   'metrics-removed': (row) => store.metrics.delete(row.name),
+  trigger: (row) => store.graph.set(row.name, row),
+  'trigger-removed': (row) => store.graph.delete(row.name),
   log: addLine,
   'invocation-end': (row) => addInvocations([row]),
 };
@@ -76,10 +79,12 @@ export function loadState(state, lines) {
   store.cron.clear();
   store.topics.clear();
   store.metrics.clear();
+  store.graph.clear();
   state.functions.forEach(setFunction);
   state.cron.forEach(apply.cron);
   state.topics.forEach(apply.topic);
   state.metrics.forEach(apply.metrics);
+  state.graph.forEach(apply.trigger);
   store.invocations = [];
   addInvocations(state.invocations, true);
   store.readOnly = state.read_only;

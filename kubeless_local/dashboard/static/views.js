@@ -301,3 +301,35 @@ export function Metrics() {
           </tr>`)}</tbody>
         </table>`}`;
 }
+
+const KINDS = [
+  ['http', 'HTTP (HTTPTrigger, through the gateway)', 'Host and path'],
+  ['kafka', 'Kafka (KafkaTrigger)', 'Topic'],
+  ['nats', 'NATS (NATSTrigger)', 'Topic'],
+  ['cron', 'Cron (CronJobTrigger)', 'Schedule'],
+];
+
+export function Graph() {
+  const rows = sorted(store.graph);
+  return html`<h1>Trigger graph</h1>
+    <p>What calls each function: every trigger of the project's manifests, what fires it, and the functions
+      it calls (a Kafka or NATS trigger: those its selector picks). Recorded calls: those the recorder keeps.</p>
+    ${rows.length === 0 ? html`<p>No triggers in this project.</p>` : null}
+    ${KINDS.filter(([kind]) => rows.some((row) => row.kind === kind)).map(([kind, title, fired]) => html`
+      <section aria-labelledby=${`graph-${kind}`}>
+        <h2 id=${`graph-${kind}`}>${title}</h2>
+        <table>
+          <thead><tr><th scope="col">${fired}</th><th scope="col">Trigger</th><th scope="col">Selector</th>
+            <th scope="col">→ Functions</th><th scope="col">Recorded calls</th></tr></thead>
+          <tbody>${rows.filter((row) => row.kind === kind).map((row) => html`<tr data-trigger=${row.name}>
+            <td><code>${row.from}</code>${row.url ? html`<div><code>${row.url}</code></div>` : null}</td>
+            <th scope="row">${row.trigger}</th>
+            <td>${row.selector ? html`<code>${row.selector}</code>` : '–'}</td>
+            <td data-testid="edges">${row.functions.length || row.missing.length
+              ? [...row.functions.map((fn) => `→ ${fn}`), ...row.missing.map((fn) => `→ ${fn} (no such function)`)].join(', ')
+              : 'no function selected'}</td>
+            <td data-testid="recorded">${row.recorded}</td>
+          </tr>`)}</tbody>
+        </table>
+      </section>`)}`;
+}
