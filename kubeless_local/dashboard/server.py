@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+from kubeless_local.dashboard import saved_test
 from kubeless_local.dashboard.feed import Feed
 from kubeless_local.dashboard.guard import SECURITY_HEADERS, Guard
 from kubeless_local.dashboard.source import Source
@@ -171,6 +172,16 @@ def invocation(board: Dashboard, request: Request) -> Any:
     return board.source.invocation(request.params["id"])
 
 
+def invocation_as_test(board: Dashboard, request: Request) -> Any:
+    """{file, source}: the call as a pytest test (saved_test.py), to read or copy."""
+    record = board.source.invocation(request.params["id"])
+    return {"file": saved_test.file_name(record), "source": saved_test.pytest_source(record)}
+
+
+def save_test(board: Dashboard, request: Request) -> Any:
+    return board.source.save_test(request.params["id"])
+
+
 def replay_invocation(board: Dashboard, request: Request) -> Any:
     edited = request.body.get("request")
     if edited is not None and not isinstance(edited, dict):
@@ -233,6 +244,8 @@ ROUTES = [
     Route("GET", "/api/invocations", invocations),
     Route("GET", "/api/invocations/{id}", invocation),
     Route("POST", "/api/invocations/{id}/replay", replay_invocation, acts=True),
+    Route("GET", "/api/invocations/{id}/pytest", invocation_as_test),
+    Route("POST", "/api/invocations/{id}/pytest", save_test, acts=True),
 ]
 
 

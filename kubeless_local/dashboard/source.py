@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubeless_local.dashboard import saved_test
 from kubeless_local.emulator import admin as routes
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.triggers.cron import next_time, rfc3339, utcnow
 from kubeless_local.emulator.triggers.subscriptions import selects
-from kubeless_local.errors import NotFound, UserError
+from kubeless_local.errors import Conflict, Failed, NotFound, UserError
 
 if TYPE_CHECKING:
     from kubeless_local.emulator.session import DevSession
@@ -35,6 +36,7 @@ SELECTOR_FORMS = {
 }
 ERROR_LOG_LINES = 20  # the last lines shown beside a CompileError
 MAX_CALL_BODY = 256 * 1024  # of a function's answer to a call from the page, shown as text
+TESTS_FOLDER = "tests"  # in the project's folder: where a call saved as a pytest test goes
 STORED_WITHIN = 5.0  # seconds a call the page has seen end may take to be stored
 # "File "/…/handler.py", line 3" (Python), "handler.js:3" (Node, Go, Ruby, PHP): where a load error points
 TRACE_LOCATION = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)|(?P<path>[\w./-]+\.\w+):(?P<num>\d+)')
@@ -115,6 +117,11 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def replay_invocation(self, ident: str, request: dict[str, Any] | None) -> dict[str, Any]:
         """Send invocation `ident` again, as recorded or `request` (an edited export): {original, replay, diff}."""
+
+    @abc.abstractmethod
+    def save_test(self, ident: str) -> dict[str, Any]:
+        """Write invocation `ident` as a pytest test (saved_test.py) into the project's tests/ folder, never over
+        a file: {path, source}; Conflict when the file exists."""
 
 
 def selector_text(trigger: Any) -> str:
@@ -357,6 +364,20 @@ class SessionSource(Source):
             if self.session.recorder is None or not self.session.recorder.flush(STORED_WITHIN):
                 raise
             return self._route(routes.invocation, {"id": ident})
+
+    def save_test(self, ident: str) -> dict[str, Any]:
+        record = self.invocation(ident)
+        path = self.session.root / TESTS_FOLDER / saved_test.file_name(record)
+        text = saved_test.pytest_source(record)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            with open(path, "x") as written:  # never over a file the user has
+                written.write(text)
+        except FileExistsError:
+            raise Conflict("%s exists already; it is left as it is" % path, "test file", str(path)) from None
+        except OSError as exc:
+            raise Failed("%s cannot be written (%s)" % (path, exc.strerror), "test file", str(path)) from None
+        return {"path": str(path), "source": text}
 
     def replay_invocation(self, ident: str, request: dict[str, Any] | None) -> dict[str, Any]:
         return self._route(routes.replay_invocation, {"id": ident}, {} if request is None else {"request": request})

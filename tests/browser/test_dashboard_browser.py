@@ -1,10 +1,11 @@
 """The dashboard in a real browser against a real `dev`: live function states through a save and a syntax
 error, the log filter kept in the URL, recorded calls (live rows, a call's detail, replay as recorded and edited
-with the diff, the status filter), each function's metrics, the trigger graph, the guard's answers, the login cookie, requests that stay on
+with the diff, the status filter), a call saved as a pytest test that passes, each function's metrics, the trigger graph, the guard's answers, the login cookie, requests that stay on
 127.0.0.1, the event stream resumed with Last-Event-ID, an accessibility scan, and a screenshot of each view."""
 
 import http.client
 import json
+import re
 import subprocess
 import sys
 import time
@@ -452,3 +453,31 @@ def test_the_trigger_graph_shows_each_trigger_to_its_functions_and_its_calls_liv
     manifests.write_text(manifests.read_text().replace("matchLabels: {app: shop}", "matchLabels: {app: none}"))
     edges = kafka.locator("[data-testid=edges]")
     wait_until(lambda: edges.inner_text() == "no function selected", "the new selector shown", timeout=30)
+
+
+def test_a_call_saved_as_a_pytest_test_passes_with_the_plugin(page, session, project):
+    wait_ready(page)
+    assert call_function(session, "apple")[1]["status"] == 200
+    open_invocations(page, session)
+    invocation_rows(page).first.get_by_role("link").click()
+    detail = page.locator("[data-testid=invocation-detail]")
+    shown = detail.get_by_label("pytest test")
+    shown.wait_for(timeout=30_000)
+    assert (
+        "kubeless.call(" in shown.inner_text() and "assert response.text == '<b>hello</b> apple'" in shown.inner_text()
+    )
+    detail.get_by_role("button", name=re.compile(r"^Save as tests\/test_hello_\w+\.py$")).click()
+    saved = detail.locator("[data-testid=saved-test]")
+    saved.wait_for(timeout=30_000)
+    path = Path(saved.inner_text().removeprefix("Saved as "))
+    assert path.parent == project / "tests" and path.read_text().strip() == shown.inner_text().strip()
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(project), str(path)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0 and "1 passed" in ran.stdout, ran.stdout + ran.stderr
+    detail.get_by_role("button", name=re.compile(r"^Save as tests\/")).click()
+    page.get_by_text("exists already").wait_for(timeout=30_000)  # never over the user's file

@@ -91,6 +91,10 @@ class MemorySource(Source):
         self.asked.append(("replay-invocation", ident, request))
         return {"diff": {"same": True}}
 
+    def save_test(self, ident):
+        self.asked.append(("save-test", ident))
+        return {"path": "tests/test_x.py", "source": ""}
+
 
 @pytest.fixture(scope="module")
 def shared_board():
@@ -234,6 +238,7 @@ def test_a_read_only_dashboard_shows_but_does_not_act(source):
             assert status == 403 and b"read-only" in body
         assert ask(board, "POST", "/api/functions/hello/call", body={})[0] == 403
         assert ask(board, "POST", "/api/invocations/abc/replay", body={})[0] == 403
+        assert ask(board, "POST", "/api/invocations/abc/pytest", body={})[0] == 403
         assert source.asked == []
         assert json.loads(ask(board, "GET", "/api/state")[2])["read_only"] is True
     finally:
@@ -653,3 +658,16 @@ def test_the_graph_selects_by_labels(supervisor):
 
 def test_the_state_and_the_feed_carry_the_graph(board, source):
     assert json.loads(ask(board, "GET", "/api/state")[2])["graph"][0]["name"] == "cron/nightly"
+
+
+def test_an_invocation_is_shown_and_saved_as_a_pytest_test(board, source, monkeypatch):
+    request = {"method": "GET", "path": "/", "query": "", "headers": [], "body": {"size": 0, "truncated": False}}
+    answer = {"status": 200, "headers": [], "body": {"size": 2, "truncated": False, "text": "hi"}}
+    recorded = {"function": "hello-world", "source": "call", "trigger": None, "request": request, "response": answer}
+    monkeypatch.setattr(source, "invocation", lambda ident: {**recorded, "id": ident})
+    status, _, body = ask(board, "GET", "/api/invocations/abc/pytest")
+    shown = json.loads(body)
+    assert status == 200 and shown["file"] == "test_hello_world_abc.py"
+    assert "def test_hello_world_abc(kubeless):" in shown["source"]
+    assert ask(board, "POST", "/api/invocations/abc/pytest", body={})[0] == 200
+    assert source.asked == [("save-test", "abc")]

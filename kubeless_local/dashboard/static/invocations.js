@@ -100,6 +100,7 @@ function Detail({ id }) {
     <pre class="log" aria-label="the call's log lines">${record.logs.map((line) => line.text).join('\n') || '(none)'}</pre>
     <${Commands} record=${record} />
     <${Replay} record=${record} />
+    <${SaveTest} record=${record} />
   </section>`;
 }
 
@@ -231,4 +232,28 @@ function Diff({ outcome }) {
         }>${line}</div>`)}</pre>`
       : null}
   </div>`;
+}
+
+// The call as a pytest test for the plugin's `kubeless` fixture: shown, copied, or saved into the project's tests/.
+function SaveTest({ record }) {
+  const [test, setTest] = useState(null);
+  const [saved, save] = useAction();
+  const path = `/api/invocations/${encodeURIComponent(record.id)}/pytest`;
+  useEffect(() => {
+    api('GET', path).then(setTest, (error) => setTest({ error: error.message }));
+  }, [path]);
+  if (!test) return null;
+  if (test.error) return html`<p class="failure" role="alert">${test.error}</p>`;
+  return html`<h3>As a pytest test</h3>
+    <p>For the <code>kubeless</code> fixture of kubeless-local's pytest plugin; it sends the same request and
+      checks the recorded answer.</p>
+    <pre aria-label="pytest test">${test.source}</pre>
+    <div class="toolbar">
+      <button type="button" disabled=${store.readOnly} onClick=${() => save(() => api('POST', path, {}))}>
+        Save as tests/${test.file}</button>
+      <button type="button" class="quiet" onClick=${() => navigator.clipboard?.writeText(test.source)}>Copy the test</button>
+    </div>
+    ${saved && saved.value
+      ? html`<p role="status" data-testid="saved-test">Saved as ${saved.value.path}</p>`
+      : html`<${Result} result=${saved} label="save result" />`}`;
 }
