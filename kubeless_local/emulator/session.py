@@ -227,6 +227,7 @@ class DevSession:
             max_in_flight=kafka.max_in_flight,
             retention_hours=kafka.retention_hours,
             word=self.word,
+            on_event=self.bus.publish,
         )
 
     def _update_events(self, manifests):
