@@ -30,9 +30,17 @@ def _identifier(text: str) -> str:
     return re.sub(r"\W", "_", text).strip("_") or "function"
 
 
-def _literal(value: Any, indent: int) -> str:
-    text = pprint.pformat(value, width=WIDTH - indent, sort_dicts=False)
-    return text.replace("\n", "\n" + " " * indent)
+def _literal(value: Any, column: int) -> str:
+    """`value` as Python source that starts at `column`: its continuation lines line up under its first."""
+    text = pprint.pformat(value, width=max(40, WIDTH - column), sort_dicts=False)
+    return text.replace("\n", "\n" + " " * column)
+
+
+def _headers(headers: dict[str, str]) -> list[str]:
+    """The headers argument, one header a line."""
+    if not headers:
+        return ["        headers={},"]
+    return ["        headers={", *("            %r: %r," % pair for pair in headers.items()), "        },"]
 
 
 def pytest_source(record: dict[str, Any]) -> str:
@@ -65,10 +73,10 @@ def pytest_source(record: dict[str, Any]) -> str:
     lines += [
         "    response = kubeless.call(",
         "        %r," % record["function"],
-        "        data=%s," % _literal(data or None, 8),
+        "        data=%s," % _literal(data or None, len("        data=")),
         "        method=%r," % request["method"],
         "        path=%r," % path,
-        "        headers=%s," % _literal(headers, 8),
+        *_headers(headers),
         "    )",
         "    assert response.status_code == %d" % response["status"],
     ]
@@ -80,12 +88,14 @@ def _body_assertion(body: dict[str, Any]) -> list[str]:
     if body["truncated"]:
         return ["    # the recorded answer was cut at 256 KiB: its body is not compared"]
     if "text" not in body:
-        return ["    assert response.content == %s" % _literal(body_bytes(body), 4)]
+        return [
+            "    assert response.content == %s" % _literal(body_bytes(body), len("    assert response.content == "))
+        ]
     try:
         value = json.loads(body["text"])
     except ValueError:
-        return ["    assert response.text == %s" % _literal(body["text"], 4)]
+        return ["    assert response.text == %s" % _literal(body["text"], len("    assert response.text == "))]
     return [
         "    # what differs from call to call (an id, a time) is yours to loosen",
-        "    assert response.json() == %s" % _literal(value, 4),
+        "    assert response.json() == %s" % _literal(value, len("    assert response.json() == ")),
     ]
