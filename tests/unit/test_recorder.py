@@ -241,6 +241,18 @@ def test_the_bus_resumes_after_an_id_and_says_reset_when_the_ring_lost_some():
     assert not bus.wait(5, 0.01) and bus.wait(4, 0.01)
 
 
+def test_a_bus_reader_waits_for_the_next_event_and_an_unknown_id_is_a_reset():
+    bus = EventBus(max_bytes=100)
+    threading.Timer(0.05, bus.publish, ("log", {"n": 1})).start()
+    events, reset = bus.after(0, timeout=10)
+    assert [e.encoded for e in events] == ['{"n":1}'] and not reset and bus.last_id == 1
+    assert bus.after(1, timeout=0.01) == ([], False)
+    assert bus.after(7) == ([], True)  # an id from another session's bus
+    for n in range(20):
+        bus.publish("log", {"n": n})
+    assert bus.size <= 100 and bus.after(1).reset
+
+
 def test_submitting_publishes_the_invocation_on_the_bus(recorder):
     bus = EventBus()
     r = recorder(bus=bus)

@@ -98,6 +98,7 @@ function Detail({ id }) {
     </div>
     <h3>Log lines</h3>
     <pre class="log" aria-label="the call's log lines">${record.logs.map((line) => line.text).join('\n') || '(none)'}</pre>
+    <p><a href=${`?view=logs&fn=${encodeURIComponent(record.function)}`}>All of ${record.function}'s log lines</a></p>
     <${Commands} record=${record} />
     <${Replay} record=${record} />
     <${SaveTest} record=${record} />
