@@ -77,11 +77,16 @@ function Detail({ id }) {
   if (!record) return html`<p role="status">Loading call ${id}…</p>`;
   const { request, response } = record;
   return html`<section class="detail" aria-labelledby="invocation-title" data-testid="invocation-detail">
-    <h2 id="invocation-title">Call ${record.id} of ${record.function}
-      <button type="button" class="quiet" onClick=${() => setParams({ id: '' }, true)}>Close</button></h2>
-    <p>${record.source}${record.trigger ? ` (trigger ${record.trigger})` : ''}${record.replay_of ? `, replay of ${record.replay_of}` : ''}
-      · ${new Date(record.started * 1000).toLocaleString()} · ${record.duration_ms.toFixed(1)} ms
-      · generation ${record.generation ?? '–'}${record.timeout ? ' · timed out' : ''}${record.error ? ` · ${record.error}` : ''}</p>
+    <h2 id="invocation-title">Call ${record.id} of ${record.function}${' '}<button type="button" class="quiet"
+      onClick=${() => setParams({ id: '' }, true)}>Close</button></h2>
+    <p>${[
+      `${record.source}${record.trigger ? ` (trigger ${record.trigger})` : ''}${record.replay_of ? `, replay of ${record.replay_of}` : ''}`,
+      new Date(record.started * 1000).toLocaleString(),
+      `${record.duration_ms.toFixed(1)} ms`,
+      `generation ${record.generation ?? '–'}`,
+      ...(record.timeout ? ['timed out'] : []),
+      ...(record.error ? [record.error] : []),
+    ].join(' · ')}</p>
     <div class="columns">
       <div>
         <h3>Request</h3>
@@ -219,8 +224,8 @@ function Diff({ outcome }) {
         onClick=${(e) => { e.preventDefault(); setParams({ id: replay.id }, true); }}>call ${replay.id}</a>`
     : 'a call not recorded';
   return html`<div class="diff" data-testid="replay-diff" role="status">
-    <p>Replayed as ${link}, answered <strong>${replay.response.status}</strong>:
-      ${diff.same ? ' the same answer as the original.' : ' the answer differs.'}</p>
+    <p>Replayed as ${link}, answered <strong>${replay.response.status}</strong>:${
+      diff.same ? ' the same answer as the original.' : ' the answer differs.'}</p>
     ${diff.status ? html`<p>Status ${diff.status[0]} → ${diff.status[1]}</p>` : null}
     ${Object.keys(diff.headers).length
       ? html`<table class="compact"><thead><tr><th scope="col">Header</th><th scope="col">Original</th><th scope="col">Replay</th></tr></thead>

@@ -281,7 +281,7 @@ const ms = (value) => (value === null || value === undefined ? '–' : `${value.
 export function Metrics() {
   const rows = sorted(store.metrics);
   return html`<h1>Metrics</h1>
-    <p>Calls and errors as each function's runtime server counts them (its <code>/metrics</code>, as
+    <p>Calls and errors as each function's runtime server counts them (its <code>/metrics</code>, as${' '}
       <code>kubeless-local ls</code> shows them; – when it serves none); durations over the calls the recorder
       keeps (<a href="?view=invocations">Invocations</a>). Updated every 2 s.</p>
     ${rows.length === 0
