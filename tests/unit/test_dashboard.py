@@ -530,7 +530,7 @@ def test_the_session_source_shows_a_call_that_ended_but_is_not_stored_yet(superv
     from kubeless_local.emulator.recorder import Exchange, Recorder
 
     session = session_of(supervisor, None)
-    session.recorder = session.admin.recorder = Recorder(supervisor.state_dir, log_grace=0.3)
+    session.recorder = session.admin.recorder = Recorder(supervisor.state_dir, log_grace=0.1)
     try:
         source = SessionSource(session)
         ident = session.recorder.submit(
