@@ -506,8 +506,8 @@ import os
 
 def test_own_lines(kubeless):
     me = os.environ["PYTEST_XDIST_WORKER"]
-    for i in range(10):
-        r = kubeless.call("hello", data={"name": "%s-%d" % (me, i), "pause": 0.2})
+    for i in range(4):
+        r = kubeless.call("hello", data={"name": "%s-%d" % (me, i), "pause": 0.4})
         assert r.logs == "processing %s-%d" % (me, i)
 """
 
