@@ -365,8 +365,9 @@ class Supervisor:
             if generation is None:
                 return instance
             instance.broken = None  # what the new version does decides from here on
-            # Only the code changed and the runtime reloads in place: no restart, no dropped requests.
-            in_place = self.backend.alive(instance) and generation.reloads_in_place
+            # Only the code changed and the runtime reloads in place, or the backend swaps servers (blue/green):
+            # the running server serves until its successor does, no dropped requests.
+            in_place = self.backend.alive(instance) and (generation.reloads_in_place or self.backend.swaps)
             if self._hand_over(instance, generation, in_place):
                 instance.reloads += 1
                 self.serving[spec.name] = generation.prepared
@@ -395,7 +396,9 @@ class Supervisor:
         # the function's timeout bounds them.
         patience = max(RELOAD_TIMEOUT, prep.call_bound(generation.prepared.spec))
         self.backend.reload(instance, generation.prepared)
-        done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
+        done = instance.wait_for(
+            lambda i: i.last_control[1] >= expected or i.state in (State.CRASHED, State.STOPPED), patience
+        )
         if done and instance.last_control == ("load-failed", expected):
             self._mark_broken(instance, State.COMPILE_ERROR, instance.error)
             generation.discard()  # new workers keep loading the last good code

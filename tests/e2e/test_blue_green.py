@@ -1,0 +1,175 @@
+"""Blue/green reloads in the docker backend (issue L, item 5), end to end with the CI engine (relay mode):
+an image that cannot reload in place (upstream-like: not ours, no control lines, ready when /healthz answers)
+gets a new container per save, started beside the old one; the front door switches once the new one is
+ready and the old one goes after its calls. Broken code leaves the old one serving, in CompileError with
+the new container's last lines; the next good save recovers. No container of an old generation is left."""
+
+import io
+import json
+import tarfile
+import threading
+import time
+
+import pytest
+import requests
+from conftest import cli
+from waiting import wait_until
+
+from kubeless_local.emulator import images
+
+BASE = "kubeless-local/python:3.11"
+# Laid out as the official kubeless/python image: code at /kubeless (a folder, not our link), not labelled as
+# ours, and its server without our control lines (KUBELESS_LOCAL_CONTROL unset): readiness is /healthz only,
+# and code that does not load makes the server exit, as upstream's does.
+UPSTREAM_LIKE = (
+    """\
+FROM %s
+LABEL io.kubeless-local.runtime=
+USER root
+RUN rm -f /kubeless && mkdir /kubeless && chown 1000:1000 /kubeless
+WORKDIR /kubeless
+USER 1000:1000
+CMD ["env", "-u", "KUBELESS_LOCAL_CONTROL", "python3", "-u", "/runtime/kubeless.py"]
+"""
+    % BASE
+)
+MANIFEST = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: hello
+  annotations:
+    local.kubeless.io/source: handler.py
+spec:
+  runtime: python3.11
+  handler: handler.hello
+"""
+SAVES = 20
+
+
+@pytest.fixture(scope="module")
+def upstream_python():
+    """kubeless-local-test/upstream-python:3.11, built FROM our image without network."""
+    client = images.docker_client()  # fails (not skips) without an engine: CI runs .ci/docker-setup.sh
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        data = UPSTREAM_LIKE.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    tag = "kubeless-local-test/upstream-python:3.11"
+    client.images.build(fileobj=buffer, custom_context=True, tag=tag, network_mode="none", rm=True)
+    return tag
+
+
+def handler(version):
+    return "def hello(event, context):\n    return 'v%d'\n" % version
+
+
+def containers_of(project):
+    """{container name: its role} of the project's containers (sparse: no inspect)."""
+    state = str((project / ".kubeless-local").resolve())
+    found = images.docker_client().containers.list(
+        all=True, sparse=True, filters={"label": "kubeless-local.project=%s" % state}
+    )
+    return {
+        c.attrs["Names"][0].lstrip("/"): (c.attrs.get("Labels") or {}).get("kubeless-local.role", "function")
+        for c in found
+    }
+
+
+def row(project):
+    return {r["name"]: r for r in json.loads(cli("ls", "-o", "json", cwd=project, check=True).stdout)}["hello"]
+
+
+class Caller:
+    """Calls the function without pause in a thread: one client on a new connection per call and one on a
+    kept-alive connection (requests.Session), taking turns. Each call: (started, finished, answer or error)."""
+
+    def __init__(self, url):
+        self.url, self.calls, self.stopping = url, [], threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        session = requests.Session()
+        while not self.stopping.is_set():
+            for get in (requests.get, session.get):
+                started = time.monotonic()
+                try:
+                    answer = get(self.url, timeout=30).text
+                except requests.RequestException as exc:
+                    answer = "failed: %r" % exc
+                self.calls.append((started, time.monotonic(), answer))
+        session.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(60)
+        return self.calls
+
+    def answered_since(self, moment):
+        return any(started > moment for started, _, _ in self.calls)
+
+
+def test_saves_of_an_image_that_cannot_reload_in_place_refuse_no_call(
+    tmp_path, start_dev, upstream_python, monkeypatch
+):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHON3_11_RUNTIME", upstream_python)  # the shells' spelling of PYTHON3.11_RUNTIME
+    (tmp_path / "handler.py").write_text(handler(0))
+    (tmp_path / "function.yaml").write_text(MANIFEST)
+    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=180)
+    assert "python3.11 runs in %s" % upstream_python in dev.output()
+    url = row(tmp_path)["url"] + "/"
+    assert requests.get(url, timeout=10).text == "v0"
+    caller = Caller(url)
+    reloaded = []  # when each save's reload was seen done
+    try:
+        for version in range(1, SAVES + 1):
+            (tmp_path / "handler.py").write_text(handler(version))
+            dev.wait_until(lambda n=version: dev.output().count("reloaded in") >= n, "save %d reloaded" % version, 120)
+            reloaded.append(time.monotonic())
+            wait_until(lambda: caller.answered_since(reloaded[-1]), "a call after the save's reload", 60)
+    finally:
+        calls = caller.stop()
+    failed = [answer for _, _, answer in calls if not answer.startswith("v")]
+    assert failed == [], "%d of %d calls failed: %s" % (len(failed), len(calls), failed[:5])
+    for started, _, answer in calls:  # a call begun after a save's reload answers that save's code (or newer)
+        newest = sum(1 for moment in reloaded if moment < started)
+        assert int(answer[1:]) >= newest, "a call begun after save %d answered %s" % (newest, answer)
+    assert "restarting" not in dev.output() and row(tmp_path)["restarts"] == 0
+    wait_until(lambda: sorted(containers_of(tmp_path).values()) == ["function", "relay"], "old ones gone", 60)
+
+
+def test_broken_code_leaves_the_old_container_serving_then_a_good_save_recovers(
+    tmp_path, start_dev, upstream_python, monkeypatch
+):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHON3_11_RUNTIME", upstream_python)
+    (tmp_path / "handler.py").write_text(handler(1))
+    (tmp_path / "function.yaml").write_text(MANIFEST)
+    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=180)
+    url = row(tmp_path)["url"] + "/"
+    serving = containers_of(tmp_path)
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'v2' +\n")  # a SyntaxError
+    dev.wait_until(lambda: row(tmp_path)["state"] == "CompileError", "CompileError shown", 120)
+    found = row(tmp_path)
+    assert "SyntaxError" in found["error"] and "exited with code" in found["error"], found["error"]
+    assert "still serving the last good code" in dev.output()
+    assert requests.get(url, timeout=10).text == "v1"  # the old container answers
+    wait_until(lambda: containers_of(tmp_path) == serving, "the new container removed, the old one kept", 60)
+    (tmp_path / "handler.py").write_text(handler(3))
+    dev.wait_until(lambda: row(tmp_path)["state"] == "Ready", "Ready again", 120)
+    assert requests.get(url, timeout=10).text == "v3"
+    wait_until(
+        lambda: (
+            sorted(containers_of(tmp_path).values()) == ["function", "relay"]
+            and not set(containers_of(tmp_path)) & set(serving)
+        ),
+        "only the new generation's containers",
+        60,
+    )
