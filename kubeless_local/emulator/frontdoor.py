@@ -351,6 +351,7 @@ class FrontDoor:
         self.target: Optional[Target] = None
         self.last_refusal = ""  # why the last connection could not be handed on (readiness explains with it)
         self.open: set[_Relay] = set()
+        self.draining: set[asyncio.Task] = set()  # drain()s running: close() ends them
         self.closed = False
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # SO_REUSEADDR: connections of an earlier door in TIME_WAIT do not block the port; a program that
@@ -383,6 +384,13 @@ class FrontDoor:
         self.target = target if target is None or isinstance(target, tuple) else str(target)
         self.last_refusal = ""
 
+        async def mark() -> None:  # before the switch returns: a kept-alive client's next request follows it
+            for relay in self.open:
+                relay.moving = relay.moving or relay.target != self.target
+
+        if not self.closed:
+            asyncio.run_coroutine_threadsafe(mark(), self.loop).result(CLOSE_TIMEOUT)
+
     def drain(self, target: Union[Path, str, tuple[str, int]], timeout: float) -> int:
         """Move the open connections off `target` (no longer pointed at) as each finishes its call (see the
         module's docstring); returns once none is left on it, or after `timeout` seconds with those still
@@ -391,6 +399,15 @@ class FrontDoor:
 
         async def drain() -> int:
             deadline = time.monotonic() + timeout
+            task = asyncio.current_task()
+            assert task is not None, "a task of the loop"
+            self.draining.add(task)
+            try:
+                return await drained(deadline)
+            finally:
+                self.draining.discard(task)
+
+        async def drained(deadline: float) -> int:
             while True:
                 left = [r for r in self.open if r.target == wanted]
                 if not left:
@@ -426,6 +443,8 @@ class FrontDoor:
 
         async def close() -> None:
             self.server.close()
+            for task in list(self.draining):
+                task.cancel()
             relays = list(self.open)
             connecting = [r.task for r in relays if r.task is not None and not r.task.done()]
             for relay in relays:

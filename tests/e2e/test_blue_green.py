@@ -4,11 +4,10 @@ gets a new container per save, started beside the old one; the front door switch
 ready and the old one goes after its calls. Broken code leaves the old one serving, in CompileError with
 the new container's last lines; the next good save recovers. No container of an old generation is left."""
 
-import io
 import json
-import tarfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -17,22 +16,7 @@ from waiting import wait_until
 
 from kubeless_local.emulator import images
 
-BASE = "kubeless-local/python:3.11"
-# Laid out as the official kubeless/python image: code at /kubeless (a folder, not our link), not labelled as
-# ours, and its server without our control lines (KUBELESS_LOCAL_CONTROL unset): readiness is /healthz only,
-# and code that does not load makes the server exit, as upstream's does.
-UPSTREAM_LIKE = (
-    """\
-FROM %s
-LABEL io.kubeless-local.runtime=
-USER root
-RUN rm -f /kubeless && mkdir /kubeless && chown 1000:1000 /kubeless
-WORKDIR /kubeless
-USER 1000:1000
-CMD ["env", "-u", "KUBELESS_LOCAL_CONTROL", "python3", "-u", "/runtime/kubeless.py"]
-"""
-    % BASE
-)
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "upstream-python"  # see its Dockerfile
 MANIFEST = """\
 apiVersion: kubeless.io/v1beta1
 kind: Function
@@ -51,15 +35,8 @@ SAVES = 20
 def upstream_python():
     """kubeless-local-test/upstream-python:3.11, built FROM our image without network."""
     client = images.docker_client()  # fails (not skips) without an engine: CI runs .ci/docker-setup.sh
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        data = UPSTREAM_LIKE.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
     tag = "kubeless-local-test/upstream-python:3.11"
-    client.images.build(fileobj=buffer, custom_context=True, tag=tag, network_mode="none", rm=True)
+    client.images.build(path=str(FIXTURE), tag=tag, network_mode="none", rm=True)
     return tag
 
 

@@ -569,6 +569,7 @@ class DockerBackend(Backend):
             if new is not None:
                 self._remove_container(new, instance.name)
             if instance.state != State.STOPPED:
+                old.base += 1  # the instance's count moves on without the old server's: its next reload's line
                 instance.on_control("load-failed", generation, trial.error or "the new container did not start")
             return
         assert new is not None, "ready"
