@@ -360,8 +360,9 @@ class DockerBackend(Backend):
         return door
 
     def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
-        """Relay mode: the relay container (the namespace the function's container joins), once its
-        connector listens; None, and the instance Crashed with the reason, when it does not."""
+        """Relay mode: the relay container (the namespace the function's container joins), started; its
+        connector may not listen yet (_await_connector). None, and the instance Crashed with the reason,
+        when it cannot start."""
         from docker.errors import APIError
 
         doors = prepared.root.parent.parent / DOORS
@@ -378,24 +379,30 @@ class DockerBackend(Backend):
             shutil.rmtree(folder, ignore_errors=True)
             instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
             return None
+        return relay
+
+    def _await_connector(self, instance: Instance, relay: _Relay) -> bool:
+        """The relay's connector listens and `dev` holds its lifeline; False (the relay removed, the instance
+        Crashed with the reason, or Stopped meanwhile) when not."""
+        container, folder = relay.container, relay.folder
         deadline = time.monotonic() + RELAY_START
         while not (folder / CONNECTOR_SOCKET).exists():  # the connector renames its socket there once it listens
             if instance.state == State.STOPPED:  # stopped meanwhile (Ctrl-C)
                 self._remove_relay(relay, instance.name)
-                return None
+                return False
             if time.monotonic() > deadline:
                 why = "the relay container did not start within %ds%s" % (RELAY_START, _container_logs(container))
                 self._remove_relay(relay, instance.name)
                 instance.set_state(State.CRASHED, why)
-                return None
+                return False
             time.sleep(0.01)
         try:
             relay.hold()
         except OSError as exc:
             self._remove_relay(relay, instance.name)
             instance.set_state(State.CRASHED, "cannot reach the relay container's connector: %s" % exc)
-            return None
-        return relay
+            return False
+        return True
 
     def _remove_relay(self, relay: _Relay, name: str) -> None:
         from docker.errors import APIError, NotFound
@@ -464,6 +471,10 @@ class DockerBackend(Backend):
                 owner.exit_code = EXIT_CANNOT_LISTEN
             self._remove_container(handle, owner.name)
             owner.set_state(State.CRASHED, "cannot start the container: %s" % (exc.explanation or exc))
+            return None
+        if relay is not None and not self._await_connector(owner, relay):  # it started meanwhile, as the server did
+            handle.relay = None  # removed already
+            self._remove_container(handle, owner.name)
             return None
         try:
             container.reload()

@@ -56,8 +56,9 @@ def poll_health(backend, handle, interval=0.1, explain_after=NOT_READY_SAY):
     """Images without control lines: Ready once /healthz answers 200 (Kubeless' probe) on the container's own
     server (backend.probe: its relay's connector or its own published port), so a stale server on the
     function's port, or the container a reload replaces, cannot answer for it. Not ready after
-    `explain_after` seconds: says why once (it keeps waiting)."""
-    started, said = time.monotonic(), False
+    `explain_after` seconds: says why once (it keeps waiting). Looks every 10 ms at first (a reload waits on
+    it), doubling up to `interval`."""
+    started, said, pause = time.monotonic(), False, min(0.01, interval)
     while not handle.exited.is_set() and handle.owner.handle is handle:
         status, why = backend.probe(handle)
         if status == 200:
@@ -68,4 +69,5 @@ def poll_health(backend, handle, interval=0.1, explain_after=NOT_READY_SAY):
         if not said and time.monotonic() - started > explain_after and not handle.exited.is_set():
             said = True
             backend.logs.emit(handle.name, "not ready after %d s: %s" % (explain_after, why), "system")
-        handle.exited.wait(interval)
+        handle.exited.wait(pause)
+        pause = min(interval, pause * 2)
