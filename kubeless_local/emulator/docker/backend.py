@@ -638,7 +638,10 @@ class DockerBackend(Backend):
         if handle.relay is not None:
             self._remove_relay(handle.relay, name)
         if handle.copy is not None:
-            prep.remove_folders(handle.prepared.root, [handle.copy])
+            try:
+                prep.remove_folders(handle.prepared.root, [handle.copy])
+            except OSError:
+                pass  # the state folder went first (a removed session): nothing is left to remove
         handle.exited.set()
 
 
