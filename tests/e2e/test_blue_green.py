@@ -5,6 +5,7 @@ ready and the old one goes after its calls. Broken code leaves the old one servi
 the new container's last lines; the next good save recovers. No container of an old generation is left."""
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -150,3 +151,27 @@ def test_broken_code_leaves_the_old_container_serving_then_a_good_save_recovers(
         "only the new generation's containers",
         60,
     )
+
+
+@pytest.mark.parametrize("ending", ["ctrl-c", "kill -9"])
+def test_dev_ending_while_a_new_generation_starts_leaves_no_container(
+    tmp_path, start_dev, upstream_python, monkeypatch, ending
+):
+    """A save whose new container is still starting (its code sleeps while loading) when dev ends: Ctrl-C
+    ends dev without waiting for it, and no container of either generation is left, kill -9 included (the
+    guardian removes the project's by label)."""
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHON3_11_RUNTIME", upstream_python)
+    (tmp_path / "handler.py").write_text(handler(1))
+    (tmp_path / "function.yaml").write_text(MANIFEST)
+    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=180)
+    (tmp_path / "handler.py").write_text("import time\ntime.sleep(120)\n" + handler(2))
+    wait_until(lambda: len(containers_of(tmp_path)) == 4, "the new generation's containers beside the old", 120)
+    if ending == "kill -9":
+        dev.proc.kill()
+        dev.proc.wait(timeout=10)
+    else:
+        dev.proc.send_signal(signal.SIGINT)
+        assert dev.proc.wait(timeout=30) == 130, dev.output()  # it does not wait for the new server to load
+    wait_until(lambda: containers_of(tmp_path) == {}, "every container removed", 60)
