@@ -389,7 +389,10 @@ class FrontDoor:
                 relay.moving = relay.moving or relay.target != self.target
 
         if not self.closed:
-            asyncio.run_coroutine_threadsafe(mark(), self.loop).result(CLOSE_TIMEOUT)
+            try:
+                asyncio.run_coroutine_threadsafe(mark(), self.loop).result(CLOSE_TIMEOUT)
+            except RuntimeError:
+                pass  # the door closed meanwhile: no connection is left to follow it
 
     def drain(self, target: Union[Path, str, tuple[str, int]], timeout: float) -> int:
         """Move the open connections off `target` (no longer pointed at) as each finishes its call (see the
