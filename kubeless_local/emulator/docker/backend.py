@@ -66,6 +66,23 @@ class _Relay:
         short = len(str(socket_path)) < SOCKET_PATH_MAX
         self.connector = socket_path if short else Path("/proc/self/fd/%d" % self.folder_fd) / CONNECTOR_SOCKET
         self.lifeline: Optional[socket.socket] = None
+        self.started = threading.Event()
+        self.start_error: Optional[Exception] = None
+
+    def start(self) -> None:
+        """Start its container in a thread of its own (the function's container is created meanwhile);
+        `started` is set when that is done, `start_error` says why it failed."""
+        from docker.errors import APIError
+
+        def run() -> None:
+            try:
+                self.container.start()
+            except (APIError, OSError) as exc:
+                self.start_error = exc
+            finally:
+                self.started.set()
+
+        threading.Thread(target=run, daemon=True).start()
 
     def hold(self) -> None:
         """Hold the connector's lifeline: it exits when this process does, however (connector.py)."""
@@ -360,9 +377,9 @@ class DockerBackend(Backend):
         return door
 
     def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
-        """Relay mode: the relay container (the namespace the function's container joins), started; its
-        connector may not listen yet (_await_connector). None, and the instance Crashed with the reason,
-        when it cannot start."""
+        """Relay mode: the relay container (the namespace the function's container joins), created and
+        starting (_Relay.start: the function's container is created meanwhile); its connector may not listen
+        yet (_await_connector). None, and the instance Crashed with the reason, when it cannot be created."""
         from docker.errors import APIError
 
         doors = prepared.root.parent.parent / DOORS
@@ -372,13 +389,13 @@ class DockerBackend(Backend):
         try:
             container = self.client.containers.create(**relay_options(prepared, self.relay_image(), folder))
             relay = _Relay(container, folder)
-            container.start()
         except (APIError, UserError) as exc:
             if relay is not None:
                 self._remove_relay(relay, instance.name)  # its container, folder descriptor and folder
             shutil.rmtree(folder, ignore_errors=True)
             instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
             return None
+        relay.start()
         return relay
 
     def _await_connector(self, instance: Instance, relay: _Relay) -> bool:
@@ -462,6 +479,13 @@ class DockerBackend(Backend):
         handle = _Handle(container, prepared, generation, relay, owner)
         handle.copy = writable_folder(options)
         owner.handle, owner.pid = handle, None
+        if relay is not None and not (relay.started.wait(RELAY_START) and relay.start_error is None):
+            why = _explained(relay.start_error or TimeoutError("not started within %ds" % RELAY_START))
+            handle.relay = None
+            self._remove_relay(relay, owner.name)
+            self._remove_container(handle, owner.name)
+            owner.set_state(State.CRASHED, "cannot start the relay container: %s" % why)
+            return None
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
             container.start()
