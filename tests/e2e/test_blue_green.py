@@ -175,3 +175,32 @@ def test_dev_ending_while_a_new_generation_starts_leaves_no_container(
         dev.proc.send_signal(signal.SIGINT)
         assert dev.proc.wait(timeout=30) == 130, dev.output()  # it does not wait for the new server to load
     wait_until(lambda: containers_of(tmp_path) == {}, "every container removed", 60)
+
+
+def test_node_code_that_throws_while_loading_in_an_upstream_like_image_is_a_compile_error(
+    tmp_path, start_dev, monkeypatch
+):
+    """The stand-in of the official Node image (tests/fixtures/upstream-nodejs, named by a runtime-images
+    file): code that throws while loading was reported "reloaded" and Ready while every call answered 500;
+    now its new container never becomes ready, the old one serves on, and the next good save recovers."""
+    client = images.docker_client()
+    folder = FIXTURE.parent / "upstream-nodejs"
+    client.images.build(path=str(folder), tag="kubeless-local-test/upstream-nodejs:20", network_mode="none", rm=True)
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("KUBELESS_LOCAL_RUNTIME_IMAGES", str(folder / "runtime-images.json"))
+    code = tmp_path / "handler.js"
+    code.write_text("module.exports = { hello: () => 'n1' };\n")
+    (tmp_path / "function.yaml").write_text(
+        MANIFEST.replace("handler.py", "handler.js").replace("python3.11", "nodejs20")
+    )
+    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=180)
+    url = row(tmp_path)["url"] + "/"
+    assert requests.get(url, timeout=10).text == "n1"
+    code.write_text("throw new Error('broken at load');\n")
+    dev.wait_until(lambda: row(tmp_path)["state"] == "CompileError", "CompileError shown", 120)
+    assert "broken at load" in row(tmp_path)["error"]
+    assert requests.get(url, timeout=10).text == "n1"  # the old container answers, not a 500
+    code.write_text("module.exports = { hello: () => 'n2' };\n")
+    dev.wait_until(lambda: row(tmp_path)["state"] == "Ready", "Ready again", 120)
+    assert requests.get(url, timeout=10).text == "n2"
