@@ -151,7 +151,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def reload(self, instance: Instance, prepared: "Prepared") -> str:
-        """Make the running server serve the newly prepared code: "signal" (in place) or "restart"."""
+        """Make the running server serve the newly prepared code: "signal" (in place), "restart", or "swap"
+        (blue/green, see `swaps`). The instance hears the outcome as a control line of its next generation."""
+
+    @property
+    def swaps(self) -> bool:
+        """It replaces a running server blue/green (the old one serves until the new one is ready, a new one
+        that does not become ready is load-failed): the supervisor hands it every new generation of a running
+        function through reload(), not only those that reload in place."""
+        return False
 
     @abc.abstractmethod
     def stop(self, instance: Instance) -> None:

@@ -1,17 +1,23 @@
 """A function's front door: 127.0.0.1:<its port> on the host, each connection forwarded into a container
-that has a network namespace of its own (the docker backend's relay mode, docker/network.py).
+that has a network namespace of its own (the docker backend's relay and bridge modes, docker/network.py).
 
 Guarantee:
 - it listens on 127.0.0.1 only, never on another address of the machine;
-- a connection it accepts reaches only the container it points at: it asks that container's connector
-  (docker/connector.py, in the container's namespace) over a unix socket in a private folder (0700) of the
-  session's state, and the connector hands back a TCP connection it made to 127.0.0.1:8080 *inside* that
-  namespace. So whatever answers through the door is that container's server, by construction;
+- a connection it accepts reaches only the container it points at (its target). Relay mode: it asks that
+  container's connector (docker/connector.py, in the container's namespace) over a unix socket in a
+  private folder (0700) of the session's state, and the connector hands back a TCP connection it made to
+  127.0.0.1:8080 *inside* that namespace. Bridge mode: it connects to 127.0.0.1:<the port the engine
+  published for that container alone>. So whatever answers through the door is that container's server;
 - bytes go through as they are, both ways; a side that cannot take more stops the reading of the other
   (asyncio's write-buffer limits: bounded memory per connection); an end that finishes sending is passed on
   as a half-close, an end that breaks aborts both;
 - `point()` switches where new connections go, atomically; open ones finish where they started (the seam
-  a blue/green reload switches at);
+  a blue/green reload switches at). `drain(target)` then moves the open connections off the old target
+  without cutting a call: a keep-alive connection's next request (client bytes after an answer that start
+  like an HTTP request line) goes to the current target on a new upstream connection; a connection that
+  is idle (answered, flushed, nothing moved for IDLE_AFTER seconds) lets go of its old upstream and waits
+  for its next request the same way. So the old container can go once its calls are answered; an upgraded
+  (WebSocket) or streaming connection that pauses that long is cut then;
 - `close()` stops listening and aborts the open connections; the event loop's thread (one for all doors
   of the process) ends with the last door.
 
@@ -22,15 +28,25 @@ its time handing the GIL over (0.35× of host networking for a Python hello; see
 
 import array
 import asyncio
+import concurrent.futures
+import re
 import socket
 import threading
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 CONNECT_TIMEOUT = 65.0  # seconds for the connector's answer: longer than its own connect (connector.py)
 CLOSE_TIMEOUT = 5.0  # seconds close() waits for the loop to close the door
 HANDED = b"+"  # the connector's answer with the connection as an SCM_RIGHTS file descriptor (else "-" + reason)
 WRITE_LIMIT = 256 * 1024  # bytes buffered towards one side before the other side's reading pauses
+REQUEST_START = re.compile(rb"[A-Z]{1,20}(?: |$)")  # an HTTP method (a new request on a kept-alive connection)
+IDLE_AFTER = 1.0  # seconds without bytes, after an answer, that make a connection idle (drain)
+DRAIN_TICK = 0.05  # seconds between drain's looks at the old target's connections
+
+# Where the door sends connections: a connector's unix socket path (relay mode), or the 127.0.0.1 address
+# the engine published for one container (bridge mode).
+Target = Union[str, tuple[str, int]]
 
 
 class PortTaken(OSError):
@@ -78,15 +94,51 @@ async def receive_connection(connector: str) -> socket.socket:
         unix.close()
 
 
-class _Side(asyncio.Protocol):
-    """One end of a relayed connection: what it receives is written to `peer`; flow control both ways."""
+async def connect_tcp(address: tuple[str, int]) -> socket.socket:
+    """A TCP connection to `address` (bridge mode: the port published for the container); OSError with why."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, address), CONNECT_TIMEOUT)
+    except ConnectionRefusedError:
+        sock.close()
+        raise ConnectionRefusedError("nothing listens on %s:%d, the container's published port" % address) from None
+    except (OSError, asyncio.TimeoutError) as exc:
+        sock.close()
+        raise OSError("cannot connect to %s:%d: %s" % (*address, exc or "timed out")) from None
+    return sock
 
-    def __init__(self, relay: "_Relay") -> None:
+
+def open_to(target: Target, timeout: float) -> socket.socket:
+    """A blocking connection through `target` (readiness probes, from any thread): the connector's handed
+    connection, or a TCP one; OSError with the reason when there is none."""
+    if isinstance(target, tuple):
+        try:
+            return socket.create_connection(target, timeout=timeout)
+        except ConnectionRefusedError:
+            raise ConnectionRefusedError("nothing listens on %s:%d, the container's published port" % target) from None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+        unix.settimeout(timeout)
+        unix.connect(target)
+        message, ancillary, _, _ = unix.recvmsg(512, socket.CMSG_SPACE(array.array("i").itemsize))
+        handed = _handed(message, ancillary)
+    handed.settimeout(timeout)
+    return handed
+
+
+class _Side(asyncio.Protocol):
+    """One end of a relayed connection: what it receives is written to `peer`; flow control both ways.
+    `answers`: the container's end (what it sends is an answer: drain's idle test)."""
+
+    def __init__(self, relay: "_Relay", answers: bool = False) -> None:
         self.relay = relay
+        self.answers = answers
         self.transport: Any = None
         self.peer: Optional[_Side] = None
         self.early: list[bytes] = []  # read before the other end was connected
         self.eof = False
+        self.detached = False  # an old container's end the relay let go of (drain): its loss is no one's
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -94,6 +146,11 @@ class _Side(asyncio.Protocol):
         transport.pause_reading()  # until both ends are connected (the bytes wait in the kernel)
 
     def data_received(self, data: bytes) -> None:
+        relay = self.relay
+        if relay.moving and not self.answers and relay.answered and (relay.parked or REQUEST_START.match(data)):
+            relay.move(data)  # a new request, and its container is going: it goes to the current one
+            return
+        relay.answered, relay.quiet = self.answers, 0
         if self.peer is None:  # before both ends are connected (uvloop may read once before the pause)
             self.early.append(data)
             self.transport.pause_reading()
@@ -110,6 +167,9 @@ class _Side(asyncio.Protocol):
             self.pass_eof()
 
     def eof_received(self) -> bool:
+        if self.relay.parked:  # the client ended a connection between requests
+            self.relay.close()
+            return False
         self.eof = True
         if self.peer is not None:  # else link() passes it on
             self.pass_eof()
@@ -124,7 +184,8 @@ class _Side(asyncio.Protocol):
             self.relay.close()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self.relay.lost(self, exc)
+        if not self.detached:
+            self.relay.lost(self, exc)
 
     def pause_writing(self) -> None:
         if self.peer is not None:
@@ -138,21 +199,25 @@ class _Side(asyncio.Protocol):
 class _Relay:
     """A client connection and the connection handed for it."""
 
-    def __init__(self, door: "FrontDoor") -> None:
-        self.door = door
+    def __init__(self, door: "FrontDoor", target: Optional[Target]) -> None:
+        self.door, self.target = door, target
         self.client = _Side(self)
         self.upstream: Optional[_Side] = None
         self.closed = False
         self.task: Optional[asyncio.Task] = None  # connect(), referenced while it runs
+        self.answered = False  # the last bytes were the container's (between requests, if it stays quiet)
+        self.quiet = 0  # drain's looks since bytes last moved
+        self.moving = False  # its container is going (drain): its next request goes to the door's target
+        self.parked = False  # moving, and let go of its old upstream: waiting for its next request
 
-    async def connect(self, connector: Optional[str]) -> None:
+    async def connect(self) -> None:
         """Connect the client to the container; nothing is read from either until both are there."""
-        client = self.client.transport
-        if connector is None:
+        client, target = self.client.transport, self.target
+        if target is None:
             self.abort()
             return
         try:
-            sock = await receive_connection(connector)
+            sock = await (connect_tcp(target) if isinstance(target, tuple) else receive_connection(target))
         except OSError as exc:
             self.door.last_refusal = str(exc.strerror or exc) if exc.strerror else str(exc)
             self.abort()
@@ -161,7 +226,7 @@ class _Relay:
             sock.close()
             return
         loop = asyncio.get_running_loop()
-        upstream = _Side(self)
+        upstream = _Side(self, answers=True)
         try:
             await loop.connect_accepted_socket(lambda: upstream, sock)
         except OSError as exc:
@@ -192,6 +257,42 @@ class _Relay:
             if side is not None and side.transport is not None:
                 side.transport.close()
         self._forget()
+
+    def idle(self) -> bool:
+        """Between requests: it was answered, its answer is flushed, and nothing moved since."""
+        sides = [s for s in (self.client, self.upstream) if s is not None and s.transport is not None]
+        return (
+            self.answered
+            and self.quiet * DRAIN_TICK >= IDLE_AFTER
+            and all(s.transport.get_write_buffer_size() == 0 for s in sides)
+        )
+
+    def park(self) -> None:
+        """Let go of the old container's end; the client's next request connects anew (move)."""
+        self._detach()
+        self.moving, self.parked, self.target = True, True, None
+        if not self.client.eof:
+            self.client.transport.resume_reading()
+
+    def move(self, data: bytes) -> None:
+        """A new request (`data` its first bytes) on a connection whose container is going: to the door's
+        target, over a new upstream connection (nothing of it reached the old one)."""
+        self._detach()
+        if not REQUEST_START.match(data):
+            self.abort()  # not HTTP between requests (an upgraded connection): it cannot follow
+            return
+        self.moving = self.parked = self.answered = False
+        self.client.early.append(data)
+        self.client.transport.pause_reading()
+        self.target = self.door.target
+        self.task = self.door.loop.create_task(self.connect())
+
+    def _detach(self) -> None:
+        old, self.upstream, self.client.peer = self.upstream, None, None
+        if old is not None:
+            old.detached, old.peer = True, None
+            if old.transport is not None:
+                old.transport.abort()
 
     def abort(self) -> None:
         for side in (self.client, self.upstream):
@@ -242,14 +343,16 @@ class _Loop:
 
 
 class FrontDoor:
-    """127.0.0.1:`port` → the connector it points at (None: refuse, by closing at once)."""
+    """127.0.0.1:`port` → the target it points at (None: refuse, by closing at once)."""
 
     def __init__(self, port: int, name: str = "") -> None:
         """Listens at once; PortTaken when another program has the port."""
         self.port, self.name = port, name
-        self.connector: Optional[str] = None
+        self.target: Optional[Target] = None
         self.last_refusal = ""  # why the last connection could not be handed on (readiness explains with it)
         self.open: set[_Relay] = set()
+        self.draining: set[asyncio.Task] = set()  # drain()s running: close() ends them
+        self.closed = False
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # SO_REUSEADDR: connections of an earlier door in TIME_WAIT do not block the port; a program that
         # listens on it (a stale server) still does, on Linux, as it must
@@ -266,25 +369,85 @@ class FrontDoor:
         ).result(CLOSE_TIMEOUT)
 
     def _relay(self) -> asyncio.Protocol:
-        relay = _Relay(self)
+        relay = _Relay(self, self.target)
         self.open.add(relay)
 
         def connect() -> None:  # after connection_made, which the transport schedules first
-            relay.task = self.loop.create_task(relay.connect(self.connector))
+            relay.task = self.loop.create_task(relay.connect())
 
         self.loop.call_soon(connect)
         return relay.client
 
-    def point(self, connector: Optional[Path]) -> None:
-        """New connections go to `connector` (a unix socket path); None: they are refused."""
-        self.connector = str(connector) if connector is not None else None
+    def point(self, target: Union[Path, str, tuple[str, int], None]) -> None:
+        """New connections go to `target` (a connector's unix socket path, or a TCP address); None: they are
+        refused."""
+        self.target = target if target is None or isinstance(target, tuple) else str(target)
         self.last_refusal = ""
+
+        async def mark() -> None:  # before the switch returns: a kept-alive client's next request follows it
+            for relay in self.open:
+                relay.moving = relay.moving or relay.target != self.target
+
+        if not self.closed:
+            try:
+                asyncio.run_coroutine_threadsafe(mark(), self.loop).result(CLOSE_TIMEOUT)
+            except RuntimeError:
+                pass  # the door closed meanwhile: no connection is left to follow it
+
+    def drain(self, target: Union[Path, str, tuple[str, int]], timeout: float) -> int:
+        """Move the open connections off `target` (no longer pointed at) as each finishes its call (see the
+        module's docstring); returns once none is left on it, or after `timeout` seconds with those still
+        busy aborted: how many that was."""
+        wanted = target if isinstance(target, tuple) else str(target)
+
+        async def drain() -> int:
+            deadline = time.monotonic() + timeout
+            task = asyncio.current_task()
+            assert task is not None, "a task of the loop"
+            self.draining.add(task)
+            try:
+                return await drained(deadline)
+            finally:
+                self.draining.discard(task)
+
+        async def drained(deadline: float) -> int:
+            while True:
+                left = [r for r in self.open if r.target == wanted]
+                if not left:
+                    return 0
+                if time.monotonic() > deadline:
+                    for relay in left:
+                        relay.abort()
+                    return len(left)
+                for relay in left:
+                    relay.moving = True
+                    if relay.idle():
+                        relay.park()
+                    relay.quiet += 1
+                await asyncio.sleep(DRAIN_TICK)
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(drain(), self.loop)
+        except RuntimeError:  # the loop closed with the door: its connections went with it
+            return 0
+        while True:
+            try:
+                return future.result(CLOSE_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                if self.closed:  # its loop may have stopped with it: nothing runs the drain any more
+                    if not self.loop.is_closed():
+                        future.cancel()
+                    return 0
+            except concurrent.futures.CancelledError:
+                return 0
 
     def close(self) -> None:
         """Stop listening and abort the open connections; returns once the loop did (CLOSE_TIMEOUT at most)."""
 
         async def close() -> None:
             self.server.close()
+            for task in list(self.draining):
+                task.cancel()
             relays = list(self.open)
             connecting = [r.task for r in relays if r.task is not None and not r.task.done()]
             for relay in relays:
@@ -294,6 +457,7 @@ class FrontDoor:
             await asyncio.gather(*connecting, return_exceptions=True)
             await asyncio.sleep(0)  # the transports' closing callbacks run
 
+        self.closed = True
         try:
             asyncio.run_coroutine_threadsafe(close(), self.loop).result(CLOSE_TIMEOUT)
         finally:

@@ -379,11 +379,12 @@ class Supervisor:
             if generation is None:
                 return instance
             instance.broken = None  # what the new version does decides from here on
-            # Only the code changed and the runtime reloads in place: no restart, no dropped requests.
-            # A debugger that lives in a worker (debugpy) needs a new server to listen on the same port.
+            # Only the code changed and the runtime reloads in place, or the backend swaps servers (blue/green):
+            # the running server serves until its successor does, no dropped requests. A debugger that lives in
+            # a worker (debugpy) needs a new server to listen on the same port.
             in_place = (
                 self.backend.alive(instance)
-                and generation.reloads_in_place
+                and (generation.reloads_in_place or self.backend.swaps)
                 and (instance.debug is None or instance.debug.reloads_in_place)
             )
             if self._hand_over(instance, generation, in_place):
@@ -414,7 +415,9 @@ class Supervisor:
         # the function's timeout bounds them.
         patience = max(RELOAD_TIMEOUT, prep.call_bound(generation.prepared.spec))
         self.backend.reload(instance, generation.prepared)
-        done = instance.wait_for(lambda i: i.last_control[1] >= expected or i.state == State.CRASHED, patience)
+        done = instance.wait_for(
+            lambda i: i.last_control[1] >= expected or i.state in (State.CRASHED, State.STOPPED), patience
+        )
         if done and instance.last_control == ("load-failed", expected):
             self._mark_broken(instance, State.COMPILE_ERROR, instance.error)
             generation.discard()  # new workers keep loading the last good code

@@ -9,6 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,6 +19,8 @@ from private_engine import private_engine
 from waiting import wait_until
 
 IMAGE = "kubeless-local/python:3.11"
+UPSTREAM = "kubeless-local-test/upstream-python:3.11"  # tests/fixtures/upstream-python: no reload in place
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "upstream-python"
 HANDLER = "def hello(event, context):\n    return 'hello from the bridge'\n"
 MANIFEST = """\
 apiVersion: kubeless.io/v1beta1
@@ -32,7 +37,10 @@ spec:
 
 @pytest.fixture(scope="module")
 def engine():
-    with private_engine([IMAGE]) as started:
+    from kubeless_local.emulator import images
+
+    images.docker_client().images.build(path=str(FIXTURE), tag=UPSTREAM, network_mode="none", rm=True)  # the host's
+    with private_engine([IMAGE, UPSTREAM]) as started:
         yield started
 
 
@@ -41,14 +49,14 @@ def dev_inside(engine, tmp_path):
     """`kubeless-local dev --backend docker` inside the namespace, against the private engine."""
     started = []
 
-    def start(cwd):
+    def start(cwd, **env):
         out = open(cwd / ".dev-output.log", "w+")
         proc = subprocess.Popen(
             [*engine.prefix, sys.executable, "-m", "kubeless_local", "dev", "--backend", "docker"],
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=engine.env(NO_COLOR="1"),
+            env=engine.env(NO_COLOR="1", **env),
         )
         started.append((proc, out))
         return proc, lambda: (cwd / ".dev-output.log").read_text()
@@ -95,6 +103,62 @@ def test_a_function_is_published_at_its_127_0_0_1_port_on_the_bridge(engine, dev
     settings = container.attrs["NetworkSettings"]
     assert container.attrs["HostConfig"]["NetworkMode"] != "host"
     assert "bridge" in settings["Networks"]  # a namespace of its own, on the engine's bridge
-    assert settings["Ports"]["8080/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+    # published on 127.0.0.1 only, at a port of its own: the function's port is its front door's, which a
+    # blue/green reload switches from one generation's container to the next
+    [published] = settings["Ports"]["8080/tcp"]
+    assert published["HostIp"] == "127.0.0.1" and published["HostPort"] != str(port)
+    assert engine.inside(post, "http://127.0.0.1:%s/" % published["HostPort"]) == "hello from the bridge"
     assert "FUNC_PORT=8080" in container.attrs["Config"]["Env"]
     assert os.environ.get("DOCKER_HOST") != engine.docker_host  # the host's engine was not used
+
+
+def listed(engine, cwd):
+    done = engine.run([sys.executable, "-m", "kubeless_local", "ls", "-o", "json"], cwd=cwd, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {r["name"]: r for r in json.loads(done.stdout)}["hello"]
+
+
+def test_saves_of_an_image_that_cannot_reload_in_place_switch_blue_green_on_the_bridge(engine, dev_inside, tmp_path):
+    """Each save a new container, published at a port of its own beside the old one; the front door on the
+    function's port switches once it is ready: a client calling without pause sees no failed call, and the
+    new code from the save's reload on."""
+    (tmp_path / "handler.py").write_text(HANDLER.replace("hello from the bridge", "v0"))
+    (tmp_path / "function.yaml").write_text(MANIFEST)
+    proc, output = dev_inside(tmp_path, PYTHON3_11_RUNTIME=UPSTREAM)
+
+    def watching():
+        assert proc.poll() is None, "dev exited:\n" + output()
+        return "Watching" in output()
+
+    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=180)
+    url = listed(engine, tmp_path)["url"] + "/"
+    calls, stopping = [], threading.Event()
+
+    def call_on():
+        while not stopping.is_set():
+            started = time.monotonic()
+            calls.append((started, post(url)))
+
+    caller = threading.Thread(target=engine.inside, args=(call_on,), kwargs={"timeout": 600}, daemon=True)
+    caller.start()
+    reloaded = []
+    try:
+        for version in range(1, 6):
+            (tmp_path / "handler.py").write_text(HANDLER.replace("hello from the bridge", "v%d" % version))
+            wait_until(lambda n=version: output().count("reloaded in") >= n, lambda: "reloaded:\n" + output(), 120)
+            reloaded.append(time.monotonic())
+            wait_until(lambda: any(t > reloaded[-1] for t, _ in calls), "a call after the reload", 60)
+    finally:
+        stopping.set()
+        caller.join(60)
+    failed = [answer for _, answer in calls if not answer.startswith("v")]
+    assert failed == [], "%d of %d calls failed: %s" % (len(failed), len(calls), failed[:5])
+    for started, answer in calls:
+        newest = sum(1 for moment in reloaded if moment < started)
+        assert int(answer[1:]) >= newest, "a call begun after save %d answered %s" % (newest, answer)
+    client = engine.client()
+    wait_until(
+        lambda: len(client.containers.list(all=True, filters={"label": "kubeless-local.function=hello"})) == 1,
+        "the old generations' containers gone",
+        60,
+    )

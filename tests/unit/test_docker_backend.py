@@ -761,7 +761,9 @@ def started_options(tmp_path, mode, monkeypatch):
 def test_bridge_mode_publishes_8080_on_loopback_only(tmp_path, backend, monkeypatch):
     options, _ = started_options(tmp_path, "bridge", monkeypatch)
     assert options["network_mode"] == "bridge"
-    assert options["ports"] == {"8080/tcp": ("127.0.0.1", 18123)}  # never another address of the machine
+    # never another address of the machine; the port is the engine's choice, one per container (the function's
+    # own port is its front door's, which a blue/green reload switches from one generation's container to the next)
+    assert options["ports"] == {"8080/tcp": ("127.0.0.1", None)}
     assert options["environment"]["FUNC_PORT"] == "8080" and options["environment"]["KUBELESS_LOCAL_BIND"] == "0.0.0.0"
 
 
@@ -822,6 +824,9 @@ def test_bridge_mode_a_port_the_engine_cannot_publish_is_a_lost_port_race(tmp_pa
 
     monkeypatch.setattr(FakeContainer, "start", lambda self: refuse())
     instance = Instance(name="hello", runtime="python3.11", port=18123)
-    backend.start(instance, prepared)
-    assert instance.state == State.CRASHED and instance.exit_code == EXIT_CANNOT_LISTEN
-    assert refusal in instance.error
+    try:
+        backend.start(instance, prepared)
+        assert instance.state == State.CRASHED and instance.exit_code == EXIT_CANNOT_LISTEN
+        assert refusal in instance.error
+    finally:
+        backend.stop(instance)  # its front door

@@ -205,3 +205,79 @@ def test_the_connector_exits_when_its_lifeline_ends(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class KeptAlive:
+    """An HTTP-ish server on 127.0.0.1 keeping connections open: each request (up to a blank line) is answered
+    `tag` + its first line; a request for /slow waits for `release` first. `open` counts its connections."""
+
+    def __init__(self, tag):
+        self.tag, self.open, self.release = tag, 0, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn):
+        self.open += 1
+        with conn:
+            data = b""
+            try:
+                while chunk := conn.recv(65536):
+                    data += chunk
+                    while b"\r\n\r\n" in data:
+                        request, data = data.split(b"\r\n\r\n", 1)
+                        if b"/slow" in request:
+                            self.release.wait(10)
+                        conn.sendall(self.tag + request.split(b"\r\n")[0] + b"\n")
+            except OSError:
+                pass
+        self.open -= 1
+
+    def close(self):
+        self.release.set()
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+def ask(sock, path):
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+    answer = b""
+    while not answer.endswith(b"\n"):
+        chunk = sock.recv(100)
+        assert chunk, "closed after %r" % answer
+        answer += chunk
+    return answer
+
+
+def test_drain_moves_kept_alive_connections_to_the_new_target_and_lets_calls_in_flight_finish(parts):
+    """The blue/green switch (bridge mode's TCP targets): a kept-alive connection's next request goes to the
+    new container, an idle one lets go of the old, and a call in flight on the old one is answered there."""
+    old, new = parts(KeptAlive, b"old:"), parts(KeptAlive, b"new:")
+    door = parts(frontdoor.FrontDoor, free_port(), "fn")
+    door.point(old.address)
+    kept, idle, slow = (socket.create_connection(("127.0.0.1", door.port), timeout=10) for _ in range(3))
+    assert ask(kept, b"/1") == ask(idle, b"/1") == b"old:GET /1 HTTP/1.1\n"
+    slow.sendall(b"GET /slow HTTP/1.1\r\n\r\n")  # in flight: the old container has it
+    wait_until(lambda: old.open == 3, "three connections on the old one", timeout=10)
+    door.point(new.address)
+    drained = []
+    drainer = threading.Thread(target=lambda: drained.append(door.drain(old.address, 30)))
+    drainer.start()
+    assert ask(kept, b"/2") == b"new:GET /2 HTTP/1.1\n"  # its next request: the new one answers
+    wait_until(lambda: old.open == 1, "the idle one let go of the old container", timeout=10)
+    assert drainer.is_alive()  # the slow call is not answered yet
+    old.release.set()
+    assert slow.recv(100) == b"old:GET /slow HTTP/1.1\n"  # answered whole where it started
+    drainer.join(10)
+    assert drained == [0]  # nothing was cut
+    assert ask(slow, b"/5") == b"new:GET /5 HTTP/1.1\n" and ask(idle, b"/6") == b"new:GET /6 HTTP/1.1\n"
+    for sock in (kept, idle, slow):
+        sock.close()

@@ -1,9 +1,15 @@
 """The docker backend: one long-lived container per function (contract §4), prepared by the shared
 pipeline (prepare.prepare) with steps in one-shot containers (steps.DockerSteps), in a network namespace
-of its own reached at 127.0.0.1:<port> (network.py: bridge, relay, or the opt-in host mode). In relay
-mode a function's front door (frontdoor.py) lives as long as the function, across container restarts:
-`start` points it at the new container's connector once that container runs, `_stop_containers` points it
-nowhere first."""
+of its own reached at 127.0.0.1:<port> (network.py: bridge, relay, or the opt-in host mode).
+
+Outside host mode a function's front door (frontdoor.py) holds its port as long as the function lives, and
+a reload that needs a new container is blue/green: each generation's container has a name of its own, the
+new one starts beside the old one, and only once it is ready through its own target (its relay's
+connector, or the port the engine published for it alone) does the door point at it; the old one goes once
+its open calls are done (FrontDoor.drain). A new container that does not become ready is removed, the old
+one keeps serving, and the function shows CompileError with the new one's last lines. A container that
+exits on its own is restarted by the supervisor through `start`, which points the door at it once it runs.
+Every container carries the project's label, so none outlives `dev` (guardian, sweep)."""
 
 import dataclasses
 import os
@@ -23,15 +29,18 @@ from kubeless_local.emulator.docker import network, pump
 from kubeless_local.emulator.docker.containers import (
     CONNECTOR_SOCKET,
     LABEL_PROJECT,
+    RW,
     container_name,
     container_options,
     custom_runtime,
     project_label,
     relay_name,
     relay_options,
+    writable_folder,
 )
+from kubeless_local.emulator.docker.network import POD_PORT
 from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, run_in_container
-from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken
+from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken, open_to
 from kubeless_local.emulator.guardian import Guardian
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.errors import UserError
@@ -39,6 +48,8 @@ from kubeless_local.runtimes import RUNTIME_RE, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
 
 RELAY_START = 20.0  # seconds for the relay container's connector to listen
+TRIAL_TIMEOUT = 60.0  # seconds a reload's new container has to become ready (as a first start has)
+TRIAL_LOOK = 0.1  # seconds between looks at a stop (Ctrl-C) while a new container starts
 RELAY_IMAGE_RUNTIME = "python"  # the relay's connector.py runs in our image of this runtime (newest version)
 DOORS = "doors"  # <state>/doors/<function>.<random>/: a relay's socket folder (0700)
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this (sun_path: 108) is reached through /proc/self/fd
@@ -55,6 +66,23 @@ class _Relay:
         short = len(str(socket_path)) < SOCKET_PATH_MAX
         self.connector = socket_path if short else Path("/proc/self/fd/%d" % self.folder_fd) / CONNECTOR_SOCKET
         self.lifeline: Optional[socket.socket] = None
+        self.started = threading.Event()
+        self.start_error: Optional[Exception] = None
+
+    def start(self) -> None:
+        """Start its container in a thread of its own (the function's container is created meanwhile);
+        `started` is set when that is done, `start_error` says why it failed."""
+        from docker.errors import APIError
+
+        def run() -> None:
+            try:
+                self.container.start()
+            except (APIError, OSError) as exc:
+                self.start_error = exc
+            finally:
+                self.started.set()
+
+        threading.Thread(target=run, daemon=True).start()
 
     def hold(self) -> None:
         """Hold the connector's lifeline: it exits when this process does, however (connector.py)."""
@@ -69,13 +97,30 @@ class _Relay:
 
 
 class _Handle:
-    def __init__(self, container: Any, prepared: DockerPrepared, generation: int, relay: Optional[_Relay]) -> None:
+    """One runtime container. Its output's control lines go to `owner` (pump.py): the function's instance,
+    or, while a reload tries it, an Instance of its own (its readiness decides the switch). Once switched in,
+    its own server's control generations count on from `base` (the instance's count before it)."""
+
+    def __init__(
+        self, container: Any, prepared: DockerPrepared, generation: int, relay: Optional[_Relay], owner: Instance
+    ) -> None:
         self.container = container  # a docker Container
         self.prepared = prepared
         self.generation = generation  # synthesized control generations for images without control lines
         self.relay = relay
+        self.owner = owner
+        self.base = 0
+        self.target: Any = str(relay.connector) if relay is not None else None  # where the front door reaches it
+        self.copy: Optional[Path] = None  # its writable copy of the code at /kubeless (another image's)
         self.exited = threading.Event()
         self.stopping = False
+
+    @property
+    def name(self) -> str:
+        return self.owner.name
+
+    def on_control(self, event: Optional[str], generation: int, error: str = "") -> None:
+        self.owner.on_control(event, generation + self.base, error)
 
 
 def in_image(prepared: prep.Prepared) -> DockerPrepared:
@@ -236,6 +281,8 @@ class DockerBackend(Backend):
                         "`docker rm -f %s`" % (container.short_id, exc.explanation or exc, container.short_id)
                     ) from None
             shutil.rmtree(Path(state_dir) / DOORS, ignore_errors=True)  # socket folders of a killed run's relays
+            for copies in Path(state_dir).glob("functions/*/" + RW):  # its containers' copies of /kubeless
+                prep.remove_folders(copies.parent, list(copies.iterdir()))
             self.swept.add(key)
 
     # ------------------------------------------------------------ prepare: the shared pipeline, steps in the image
@@ -295,6 +342,11 @@ class DockerBackend(Backend):
     def container_name(self, prepared: DockerPrepared) -> str:
         return container_name(prepared)
 
+    @property
+    def swaps(self) -> bool:
+        """Blue/green reloads: a front door holds the port (every mode but host, where the server binds it)."""
+        return self.network != "host"
+
     def _remove_named(self, name: str) -> Optional[str]:
         """Remove a leftover container of a crashed run by name; the engine's error, if it refused."""
         from docker.errors import APIError, NotFound
@@ -308,7 +360,7 @@ class DockerBackend(Backend):
         return None
 
     def _door(self, instance: Instance) -> Optional[FrontDoor]:
-        """Relay mode: the function's front door on 127.0.0.1:<its port>, kept across restarts (None, and the
+        """Relay and bridge mode: the function's front door on 127.0.0.1:<its port>, kept across restarts (None, and the
         instance Crashed with EXIT_CANNOT_LISTEN, when another program has the port: it cannot answer for us)."""
         door = self._doors.get(instance.name)
         if door is not None and door.port == instance.port:
@@ -325,8 +377,9 @@ class DockerBackend(Backend):
         return door
 
     def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
-        """Relay mode: the relay container (the namespace the function's container joins), once its
-        connector listens; None, and the instance Crashed with the reason, when it does not."""
+        """Relay mode: the relay container (the namespace the function's container joins), created and
+        starting (_Relay.start: the function's container is created meanwhile); its connector may not listen
+        yet (_await_connector). None, and the instance Crashed with the reason, when it cannot be created."""
         from docker.errors import APIError
 
         doors = prepared.root.parent.parent / DOORS
@@ -336,31 +389,37 @@ class DockerBackend(Backend):
         try:
             container = self.client.containers.create(**relay_options(prepared, self.relay_image(), folder))
             relay = _Relay(container, folder)
-            container.start()
         except (APIError, UserError) as exc:
             if relay is not None:
                 self._remove_relay(relay, instance.name)  # its container, folder descriptor and folder
             shutil.rmtree(folder, ignore_errors=True)
             instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
             return None
+        relay.start()
+        return relay
+
+    def _await_connector(self, instance: Instance, relay: _Relay) -> bool:
+        """The relay's connector listens and `dev` holds its lifeline; False (the relay removed, the instance
+        Crashed with the reason, or Stopped meanwhile) when not."""
+        container, folder = relay.container, relay.folder
         deadline = time.monotonic() + RELAY_START
         while not (folder / CONNECTOR_SOCKET).exists():  # the connector renames its socket there once it listens
             if instance.state == State.STOPPED:  # stopped meanwhile (Ctrl-C)
                 self._remove_relay(relay, instance.name)
-                return None
+                return False
             if time.monotonic() > deadline:
                 why = "the relay container did not start within %ds%s" % (RELAY_START, _container_logs(container))
                 self._remove_relay(relay, instance.name)
                 instance.set_state(State.CRASHED, why)
-                return None
+                return False
             time.sleep(0.01)
         try:
             relay.hold()
         except OSError as exc:
             self._remove_relay(relay, instance.name)
             instance.set_state(State.CRASHED, "cannot reach the relay container's connector: %s" % exc)
-            return None
-        return relay
+            return False
+        return True
 
     def _remove_relay(self, relay: _Relay, name: str) -> None:
         from docker.errors import APIError, NotFound
@@ -379,59 +438,107 @@ class DockerBackend(Backend):
         relay.close()
 
     def start(self, instance: Instance, prepared: prep.Prepared, generation: int = 0) -> None:
+        prepared = in_image(prepared)
+        self._stop_containers(instance)  # a crashed one's, before its restart
+        door = None
+        if self.swaps:
+            door = self._door(instance)
+            if door is None:
+                return
+        handle = self._launch(instance, prepared, generation)
+        if handle is None:
+            return
+        with self.lock:
+            self._by_name[prepared.spec.name] = handle
+        if door is not None:
+            door.point(handle.target)  # only now: whatever answers through it is this container
+
+    def _launch(self, owner: Instance, prepared: DockerPrepared, generation: int) -> Optional[_Handle]:
+        """Create and start a runtime container (and its relay in relay mode) whose output and readiness
+        go to `owner`; None, and `owner` Crashed with the reason, when it cannot start."""
         from docker.errors import APIError
 
-        prepared = in_image(prepared)
-        self._stop_containers(instance)  # a crashed one's relay, before its restart
         mode = self.network
         names = [container_name(prepared)] + ([relay_name(prepared)] if mode == "relay" else [])
         for name in names:
             refused = self._remove_named(name)  # a leftover of a crashed run
             if refused:
-                instance.set_state(State.CRASHED, refused)
-                return
-        door, relay = None, None
-        if mode == "relay":
-            door = self._door(instance)
-            relay = self._start_relay(instance, prepared) if door is not None else None
-            if relay is None:
-                return
-        options = self.container_options(instance, prepared, relay.container.id if relay else "")
+                owner.set_state(State.CRASHED, refused)
+                return None
+        relay = self._start_relay(owner, prepared) if mode == "relay" else None
+        if mode == "relay" and relay is None:
+            return None
+        options = self.container_options(owner, prepared, relay.container.id if relay else "")
         try:
             container = self.client.containers.create(**options)
         except APIError as exc:
             if relay is not None:
-                self._remove_relay(relay, instance.name)
-            instance.set_state(State.CRASHED, "cannot create the container: %s" % (exc.explanation or exc))
-            return
-        handle = _Handle(container, prepared, generation, relay)
-        instance.handle, instance.pid = handle, None
-        with self.lock:
-            self._by_name[prepared.spec.name] = handle
+                self._remove_relay(relay, owner.name)
+            owner.set_state(State.CRASHED, "cannot create the container: %s" % (exc.explanation or exc))
+            return None
+        handle = _Handle(container, prepared, generation, relay, owner)
+        handle.copy = writable_folder(options)
+        owner.handle, owner.pid = handle, None
+        if relay is not None and not (relay.started.wait(RELAY_START) and relay.start_error is None):
+            why = _explained(relay.start_error or TimeoutError("not started within %ds" % RELAY_START))
+            handle.relay = None
+            self._remove_relay(relay, owner.name)
+            self._remove_container(handle, owner.name)
+            owner.set_state(State.CRASHED, "cannot start the relay container: %s" % why)
+            return None
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
             container.start()
         except APIError as exc:
             handle.exited.set()
-            if port_taken(exc):  # bridge mode: the engine could not publish the port (another program has it)
-                instance.exit_code = EXIT_CANNOT_LISTEN
-            instance.set_state(State.CRASHED, "cannot start the container: %s" % (exc.explanation or exc))
-            return
-        if door is not None and relay is not None:
-            door.point(relay.connector)  # only now: whatever answers through it is this container
+            if port_taken(exc):  # host mode: the engine could not publish the port (another program has it)
+                owner.exit_code = EXIT_CANNOT_LISTEN
+            self._remove_container(handle, owner.name)
+            owner.set_state(State.CRASHED, "cannot start the container: %s" % (exc.explanation or exc))
+            return None
+        if relay is not None and not self._await_connector(owner, relay):  # it started meanwhile, as the server did
+            handle.relay = None  # removed already
+            self._remove_container(handle, owner.name)
+            return None
         try:
             container.reload()
-            instance.pid = container.attrs["State"]["Pid"] or None  # the container's init, as the host sees it
-        except (APIError, KeyError):
-            pass  # the pid is informational (ls); the container runs
-        threading.Thread(target=pump.pump, args=(self, instance, handle, stream), daemon=True).start()
+            owner.pid = container.attrs["State"]["Pid"] or None  # the container's init, as the host sees it
+            if mode == "bridge":  # the port the engine chose for this container alone
+                published = container.attrs["NetworkSettings"]["Ports"]["%d/tcp" % POD_PORT][0]
+                handle.target = ("127.0.0.1", int(published["HostPort"]))
+        except (APIError, KeyError, IndexError, TypeError, ValueError) as exc:
+            if mode == "bridge":
+                self._remove_container(handle, owner.name)
+                owner.set_state(State.CRASHED, "cannot find the container's published port: %s" % _explained(exc))
+                return None
+        threading.Thread(target=pump.pump, args=(self, handle, stream), daemon=True).start()
         if not prepared.own:
-            threading.Thread(target=pump.poll_health, args=(self, instance, handle), daemon=True).start()
+            threading.Thread(target=pump.poll_health, args=(self, handle), daemon=True).start()
+        return handle
 
-    def why_not_ready(self, instance: Instance) -> str:
-        """What the front door last heard from the connector (relay mode: e.g. nothing listens on 8080)."""
-        door = self._doors.get(instance.name)
-        return door.last_refusal if door is not None else ""
+    def probe(self, handle: _Handle, path: str = "/healthz") -> tuple[Optional[int], str]:
+        """(status, why) of GET `path` on the container's own server (its target; the function's URL in host
+        mode): only that container can answer. (None, why) when nothing answered."""
+        import http.client
+
+        owner = handle.owner
+        try:
+            if handle.target is None:
+                conn = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=1)
+            else:
+                conn = http.client.HTTPConnection("127.0.0.1", timeout=1)
+                conn.sock = open_to(handle.target, 1.0)
+            try:
+                conn.request("GET", path, headers={"User-Agent": "kubeless-local-status"})
+                return conn.getresponse().status, ""
+            finally:
+                conn.close()
+        except OSError as exc:
+            if isinstance(exc, ConnectionRefusedError) and exc.errno is None:
+                return None, str(exc)  # the connector's or the door's own words: nothing listens in the container
+            return None, "no answer on /healthz (%s)" % (exc.strerror or exc or type(exc).__name__)
+        except http.client.HTTPException as exc:
+            return None, "no answer on /healthz (%s)" % (exc or type(exc).__name__)
 
     def describe(self, instance: Instance) -> dict:
         """The image the function's container runs, and why (`ls -o wide`)."""
@@ -449,27 +556,73 @@ class DockerBackend(Backend):
         return handle is not None and not handle.exited.is_set()
 
     def reload(self, instance: Instance, prepared: prep.Prepared) -> str:
-        """In place (SIGHUP) when the catalog's `docker.reload` is signal and the image is ours; else a new
-        container."""
+        """In place (SIGHUP) when only the code changed, the catalog's `docker.reload` is signal and the image
+        is ours ("signal"); else blue/green ("swap", see the module's docstring), or in host mode a new
+        container after the old one ("restart"). The instance is told the outcome as a control line of the
+        next generation: ready, or load-failed with why (the old container serves on)."""
         from docker.errors import APIError, NotFound
 
         prepared, handle = in_image(prepared), container_handle(instance)
-        if prepared.own and prepared.runtime.docker.reload == "signal" and handle is not None and self.alive(instance):
-            handle.prepared = prepared
-            try:
-                handle.container.kill(signal="SIGHUP")
-                return "signal"
-            except (NotFound, APIError) as exc:
-                self.logs.emit(
-                    instance.name,
-                    "could not signal the container (%s); starting a new one"
-                    % (getattr(exc, "explanation", None) or exc),
-                    "system",
-                )
+        alive = handle is not None and self.alive(instance)
+        if alive and prepared.own and prepared.runtime.docker.reload == "signal":
+            assert handle is not None, "alive"
+            if prep.Generation(prepared, handle.prepared).reloads_in_place:
+                handle.prepared = prepared
+                try:
+                    handle.container.kill(signal="SIGHUP")
+                    return "signal"
+                except (NotFound, APIError) as exc:
+                    self.logs.emit(
+                        instance.name,
+                        "could not signal the container (%s); starting a new one" % _explained(exc),
+                        "system",
+                    )
         generation = instance.last_control[1] + 1
-        self._stop_containers(instance)  # the front door stays: one port, one listener, across restarts
+        if alive and self.swaps:
+            assert handle is not None, "alive"
+            self._swap(instance, handle, prepared, generation)
+            return "swap"
+        self._stop_containers(instance)  # host mode: one port, the server's own
         self.start(instance, prepared, generation=generation if not prepared.own else 0)
         return "restart"
+
+    def _swap(self, instance: Instance, old: _Handle, prepared: DockerPrepared, generation: int) -> None:
+        """Blue/green: a new container beside `old`; the door points at it once it is ready, and `old` goes
+        once its calls are done. A new one that does not become ready goes; `old` serves on."""
+        trial = Instance(name=instance.name, runtime=instance.runtime, port=instance.port, state=State.STARTING)
+        new = self._launch(trial, prepared, generation)
+        deadline = time.monotonic() + TRIAL_TIMEOUT
+        while new is not None and trial.state == State.STARTING and instance.state != State.STOPPED:
+            if time.monotonic() > deadline:
+                why = self.probe(new)[1] or "/healthz did not answer 200"
+                trial.set_state(State.CRASHED, "not ready within %ds: %s" % (TRIAL_TIMEOUT, why))
+                break
+            trial.wait_for(lambda t: t.state != State.STARTING, TRIAL_LOOK)
+        door = self._doors.get(instance.name)
+        ready = new is not None and trial.last_control[0] == "ready" and trial.state != State.CRASHED
+        if not ready or door is None or instance.state == State.STOPPED:
+            if new is not None:
+                self._remove_container(new, instance.name)
+            if instance.state != State.STOPPED:
+                old.base += 1  # the instance's count moves on without the old server's: its next reload's line
+                instance.on_control("load-failed", generation, trial.error or "the new container did not start")
+            return
+        assert new is not None, "ready"
+        door.point(new.target)
+        new.base = generation - trial.last_control[1]  # its own server counts from 0 (control lines)
+        new.owner, instance.handle, instance.pid = instance, new, trial.pid
+        old.stopping = True  # its exit is no crash any more
+        with self.lock:
+            self._by_name[instance.name] = new
+        bound = prep.call_bound(old.prepared.spec)
+        threading.Thread(target=self._retire, args=(door, old, bound), daemon=True).start()
+        instance.on_control("ready", generation)
+
+    def _retire(self, door: FrontDoor, old: _Handle, bound: float) -> None:
+        """Remove a replaced container once the door's connections to it are done (its timeout at most)."""
+        if old.target is not None:
+            door.drain(old.target, bound)
+        self._remove_container(old, old.owner.name)
 
     def stop(self, instance: Instance) -> None:
         self._stop_containers(instance)
@@ -479,31 +632,40 @@ class DockerBackend(Backend):
 
     def _stop_containers(self, instance: Instance) -> None:
         """Remove the function's container, then its relay (the front door stops pointing at it first)."""
-        from docker.errors import APIError, NotFound
-
         handle, instance.handle = container_handle(instance), None
         if handle is None:
             return
-        handle.stopping = True
         with self.lock:
             if self._by_name.get(instance.name) is handle:
                 del self._by_name[instance.name]
         door = self._doors.get(instance.name)
-        if door is not None and handle.relay is not None:
+        if door is not None and handle.target is not None and door.target == handle.target:
             door.point(None)
+        self._remove_container(handle, instance.name)
+
+    def _remove_container(self, handle: _Handle, name: str) -> None:
+        """Remove one runtime container and its relay; its exit is no crash."""
+        from docker.errors import APIError, NotFound
+
+        handle.stopping = True
         try:
             handle.container.remove(force=True)
         except NotFound:
             pass  # already gone
         except APIError as exc:
             self.logs.emit(
-                instance.name,
+                name,
                 "could not remove container %s: %s; remove it with `docker rm -f %s`"
                 % (handle.container.name, exc.explanation or exc, handle.container.name),
                 "system",
             )
         if handle.relay is not None:
-            self._remove_relay(handle.relay, instance.name)
+            self._remove_relay(handle.relay, name)
+        if handle.copy is not None:
+            try:
+                prep.remove_folders(handle.prepared.root, [handle.copy])
+            except OSError:
+                pass  # the state folder went first (a removed session): nothing is left to remove
         handle.exited.set()
 
 

@@ -9,7 +9,7 @@ Layout inside a container of our own images (label io.kubeless-local.runtime):
   /kubeless-local/ca.crt     the host's CA bundle, read-only (exported as SSL_CERT_FILE & co)
 Other images (an override from PYTHON3.11_RUNTIME / runtime-images, or a custom --runtime-image) get
 a writable copy of the prepared code folder mounted at /kubeless itself (a pod's emptyDir is writable);
-they reload by a new container and are ready when /healthz answers on FUNC_PORT.
+they reload by a new container (blue/green, backend.py) and are ready when /healthz answers on FUNC_PORT.
 
 Each function's container has a network namespace of its own and listens on 8080 as in a pod, reached at
 127.0.0.1:<its local port> only (network.py: the bridge, relay and opt-in host modes). Every container
@@ -35,6 +35,7 @@ DEPS_MOUNT = "/kubeless-local/deps"
 LIB_MOUNT = "/kubeless-local/runtime-lib"
 CA_MOUNT = "/kubeless-local/ca.crt"
 INSTALL = "/kubeless"
+RW = "rw"  # <state>/functions/<name>/rw/: the writable copies of /kubeless (writable_copy)
 VIEW = prep.View(function=FUNCTION_MOUNT, install=INSTALL, deps=DEPS_MOUNT, runtime_lib=LIB_MOUNT)
 LABEL_FUNCTION = "kubeless-local.function"
 LABEL_PROJECT = "kubeless-local.project"
@@ -124,8 +125,9 @@ def ca_mount(mounts):
 
 
 def container_name(prepared):
+    """Per project, function and generation: a reload's new container runs beside the one it replaces."""
     project = sha256_hex(project_label(prepared.root.parent.parent).encode())[:8]
-    return "kubeless-local-%s-%s" % (prepared.spec.name, project)
+    return "kubeless-local-%s-%s-g%d" % (prepared.spec.name, project, prepared.generation)
 
 
 VOLUME_REF = "$(KUBELESS_INSTALL_VOLUME)"
@@ -167,24 +169,30 @@ def writable_copy(prepared):
     """A fresh copy of the generation's code for one container of another image: /kubeless is an
     emptyDir in a pod, which the function may write to. A copy, never the generation itself (its files are
     hard-linked to the next generation's) nor the user's files; writable by the container's user whoever
-    it is; the copies of earlier starts go (one container per function runs at a time)."""
-    folder = prepared.root / "rw"
+    it is. It goes with its container (backend.py: during a blue/green reload two run, each on its own copy);
+    a killed run's copies go with its containers (the backend's sweep)."""
+    folder = prepared.root / RW
     folder.mkdir(exist_ok=True)
-    old = list(folder.iterdir())
     target = folder / ("%s.%s" % (prepared.code_dir.name, sha256_hex(repr((time.time_ns(), os.getpid())).encode())[:8]))
     shutil.copytree(prepared.code_dir, target, symlinks=True)
     for path in [target, *target.rglob("*")]:
         if not path.is_symlink():
             path.chmod(path.stat().st_mode | 0o777 if path.is_dir() else path.stat().st_mode | 0o666)
-    prep.remove_folders(prepared.root, old)
     return target
 
 
+def writable_folder(options):
+    """The writable copy a container's options mount at /kubeless (None: ours, which mount the generations)."""
+    found = [Path(f) for f, mount in options.get("volumes", {}).items() if mount == {"bind": INSTALL, "mode": "rw"}]
+    return found[0] if found else None
+
+
 def network_options(mode, port, relay_id=""):
-    """The runtime container's network (network.py): the bridge with 127.0.0.1:<port> published to 8080; the
-    relay container's namespace; or the host's."""
+    """The runtime container's network (network.py): the bridge with its 8080 published on 127.0.0.1 at a port
+    the engine chooses (the function's own port is its front door's: two generations' containers run at once
+    during a reload); the relay container's namespace; or the host's."""
     if mode == "bridge":
-        return {"network_mode": "bridge", "ports": {"%d/tcp" % POD_PORT: ("127.0.0.1", port)}}
+        return {"network_mode": "bridge", "ports": {"%d/tcp" % POD_PORT: ("127.0.0.1", None)}}
     if mode == "relay":
         return {"network_mode": "container:%s" % relay_id}
     return {"network_mode": "host"}

@@ -3,7 +3,8 @@ on 8080 as in a pod (FUNC_PORT=8080), reachable only at 127.0.0.1:<its local por
 
 The modes (settings `docker.network`, chosen once per engine):
   bridge  the engine has a `bridge` network (Docker's and Podman's default, Docker Desktop): the container is
-          on it with 127.0.0.1:<port> published to its 8080 (`-p 127.0.0.1:P:8080`); the engine holds the port.
+          on it with its 8080 published on 127.0.0.1 at a port the engine picks (`-p 127.0.0.1::8080`); dev's
+          front door (emulator/frontdoor.py) listens on 127.0.0.1:<port> and forwards there.
   relay   an engine without one (`dockerd --bridge=none`): the function's container joins the namespace of a
           relay container of ours (network "none": loopback only, the pod's pause container), whose connector
           (connector.py) hands connections to 127.0.0.1:8080 there over a unix socket in a private folder;
@@ -11,7 +12,8 @@ The modes (settings `docker.network`, chosen once per engine):
   host    opt-in only: the host's network, the server binds 127.0.0.1:<port> itself (FUNC_PORT=<port>). No
           isolation: two images on a fixed port cannot run at once, and a server binding 0.0.0.0 is reachable
           on the machine's other addresses.
-`auto` (the default) is bridge when the engine has a bridge network, else relay.
+`auto` (the default) is bridge when the engine has a bridge network, else relay. In bridge and relay mode the
+door is what lets a reload be blue/green (docker/backend.py): it switches from one container to the next.
 """
 
 from typing import Any

@@ -2,8 +2,6 @@
 
 import codecs
 import time
-import urllib.error
-import urllib.request
 
 from kubeless_local.emulator.base import State, handle_output
 
@@ -11,9 +9,10 @@ EXIT_WAIT = 10  # seconds to wait for the exit code once the output stream ended
 NOT_READY_SAY = 5  # seconds without an answer on /healthz before the log says why
 
 
-def pump(backend, instance, handle, stream):
+def pump(backend, handle, stream):
     """Read the attach stream until it ends; then report a container that exited on its own as
-    crashed (with the exit code and the last lines) and tell the supervisor."""
+    crashed (with the exit code and the last lines) to its owner (the function's instance, which tells the
+    supervisor; or a reload's trial). Control lines go to the handle, which passes them to its owner."""
     from docker.errors import APIError, DockerException
     from urllib3.exceptions import HTTPError
 
@@ -31,13 +30,13 @@ def pump(backend, instance, handle, stream):
                 pending[name] += decoders[name].decode(chunk)
                 *lines, pending[name] = pending[name].split("\n")
                 for line in lines:
-                    handle_output(instance, backend.logs, line.rstrip("\r"), name, prepared.map_paths)
+                    handle_output(handle, backend.logs, line.rstrip("\r"), name, prepared.map_paths)
     except (DockerException, OSError, HTTPError) as exc:
         if not handle.stopping:  # removing the container closes the stream: expected then
-            backend.logs.emit(instance.name, "the container's output stream broke: %s" % exc, "system")
+            backend.logs.emit(handle.name, "the container's output stream broke: %s" % exc, "system")
     for name, rest in pending.items():
         if rest.strip():
-            handle_output(instance, backend.logs, rest, name, prepared.map_paths)
+            handle_output(handle, backend.logs, rest, name, prepared.map_paths)
     code = None
     if not handle.stopping:
         try:
@@ -45,6 +44,7 @@ def pump(backend, instance, handle, stream):
         except (APIError, DockerException, OSError) as exc:
             code = "unknown (%s)" % exc
     handle.exited.set()
+    instance = handle.owner
     if instance.handle is handle and not handle.stopping and instance.state != State.STOPPED:
         out_of_memory = code == 137 and prepared.spec.memory_limit != "0"
         backend.server_exited(
@@ -52,23 +52,22 @@ def pump(backend, instance, handle, stream):
         )
 
 
-def poll_health(backend, instance, handle, interval=0.1, explain_after=NOT_READY_SAY):
-    """Images without control lines: Ready once /healthz answers 200 (Kubeless' probe) at the function's URL.
-    Outside host mode that URL reaches only this container (network.py), so a stale server on the port
-    cannot answer for it. Not ready after `explain_after` seconds: says why once (it keeps waiting)."""
-    started, said, why = time.monotonic(), False, ""
-    while not handle.exited.is_set() and instance.handle is handle:
-        try:
-            with urllib.request.urlopen(instance.url + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    instance.on_control("ready", handle.generation)
-                    return
-                why = "/healthz answered %d" % response.status
-        except urllib.error.HTTPError as exc:
-            why = "/healthz answered %d (Kubeless probes it: it must answer 200)" % exc.code
-        except OSError as exc:
-            why = backend.why_not_ready(instance) or "no answer on /healthz (%s)" % getattr(exc, "reason", exc)
+def poll_health(backend, handle, interval=0.1, explain_after=NOT_READY_SAY):
+    """Images without control lines: Ready once /healthz answers 200 (Kubeless' probe) on the container's own
+    server (backend.probe: its relay's connector or its own published port), so a stale server on the
+    function's port, or the container a reload replaces, cannot answer for it. Not ready after
+    `explain_after` seconds: says why once (it keeps waiting). Looks every 10 ms at first (a reload waits on
+    it), doubling up to `interval`."""
+    started, said, pause = time.monotonic(), False, min(0.01, interval)
+    while not handle.exited.is_set() and handle.owner.handle is handle:
+        status, why = backend.probe(handle)
+        if status == 200:
+            handle.owner.on_control("ready", handle.generation)
+            return
+        if status is not None:
+            why = "/healthz answered %d (Kubeless probes it: it must answer 200)" % status
         if not said and time.monotonic() - started > explain_after and not handle.exited.is_set():
             said = True
-            backend.logs.emit(instance.name, "not ready after %d s: %s" % (explain_after, why), "system")
-        handle.exited.wait(interval)
+            backend.logs.emit(handle.name, "not ready after %d s: %s" % (explain_after, why), "system")
+        handle.exited.wait(pause)
+        pause = min(interval, pause * 2)
