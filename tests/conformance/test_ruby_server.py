@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from runtime_server import RuntimeServer
-from sockets import free_port, read_to_end, taken_port
+from sockets import read_to_end, refusing_port, taken_port
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,8 +252,10 @@ def test_gemfile_with_local_gem_is_installed_and_loads(serve, tmp_path):
 
 
 def test_unreachable_gem_source_is_one_clear_line(tmp_path):
-    port = free_port()  # nothing listens there: the fetch fails like an unreachable RubyGems
-    res = run_install(tmp_path / "deps", f"source 'http://127.0.0.1:{port}/'\ngem 'kl_not_on_this_machine'\n")
+    # The fetch is refused like an unreachable RubyGems (a free port was once taken meanwhile by another
+    # program's server, which asked for credentials).
+    with refusing_port() as port:
+        res = run_install(tmp_path / "deps", f"source 'http://127.0.0.1:{port}/'\ngem 'kl_not_on_this_machine'\n")
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr

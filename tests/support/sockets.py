@@ -1,4 +1,4 @@
-"""Sockets on 127.0.0.1 for the tests: a free port, a port held taken, an HTTP answer read off a raw connection,
+"""Sockets on 127.0.0.1 for the tests: a free port, a port held taken, a port that refuses, an HTTP answer read off a raw connection,
 a server that answers with scripted raw bytes."""
 
 import contextlib
@@ -21,6 +21,15 @@ def taken_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
+        yield sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port where every connection is refused, for as long as the block runs: bound but never listening,
+    so no other program (another test's server) can take it meanwhile, as one could a free_port()."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
 
 
