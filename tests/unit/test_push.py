@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
-from sockets import free_port
+from sockets import refusing_port
 
 from kubeless_local.cluster import apply, kubeconfig, render
 from kubeless_local.commands import cluster as cluster_commands
@@ -19,6 +19,13 @@ metadata:
   annotations: {local.kubeless.io/source: handler.py}
 spec: {runtime: python3.11, handler: handler.hello, timeout: 30}
 """
+
+
+@pytest.fixture
+def refused_port():
+    """A port that refuses every connection until the test ends (no other program can take it meanwhile)."""
+    with refusing_port() as port:
+        yield port
 
 
 def write_kubeconfig(path, contexts, current, server="https://127.0.0.1:1"):
@@ -115,8 +122,8 @@ def test_remote_context_without_yes_and_no_terminal_is_refused(project, tmp_path
     assert "s3cr3t" not in result.output
 
 
-def test_remote_context_asks_first_and_no_means_nothing_is_sent(project, tmp_path, monkeypatch):
-    server = "https://127.0.0.1:%d" % free_port()  # were anything sent, the push would fail as unreachable
+def test_remote_context_asks_first_and_no_means_nothing_is_sent(project, tmp_path, monkeypatch, refused_port):
+    server = "https://127.0.0.1:%d" % refused_port  # were anything sent, the push would fail as unreachable
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", [("prod", "")], "prod", server)))
     monkeypatch.setattr(cluster_commands, "interactive", lambda: True)
     result = push(str(project), stdin="n\n")
@@ -126,8 +133,8 @@ def test_remote_context_asks_first_and_no_means_nothing_is_sent(project, tmp_pat
     assert yes.exit_code == 2 and "cannot reach the API server of context prod" in yes.output
 
 
-def test_unreachable_api_server_is_one_line_without_credentials(project, tmp_path, monkeypatch):
-    server = "https://127.0.0.1:%d" % free_port()  # nothing listens there
+def test_unreachable_api_server_is_one_line_without_credentials(project, tmp_path, monkeypatch, refused_port):
+    server = "https://127.0.0.1:%d" % refused_port  # nothing listens there
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", [("kind-x", "")], "kind-x", server)))
     result = push(str(project))
     assert result.exit_code == 2
