@@ -17,6 +17,10 @@ from typing import Any
 # The provision image (kubeless/unzip, bitnami/minideb + Debian's curl) runs the CronJob's `curl -Lv`.
 CURL_HEADERS = {"User-Agent": "curl/7.64.0", "Accept": "*/*"}
 
+# Who sent a request, for the function's front door (emulator/recorder.py reads and removes it): a sender
+# adds it beside the envelope. `<source>[; trigger=<name>][; of=<id>]`.
+SOURCE_HEADER = "X-Kubeless-Local-Source"
+
 SOURCES: dict[str, dict[str, Any]] = {
     # kubeless function call: GET without data, POST with; JSON object → application/json
     "cli": {"namespace": "cli.kubeless.io", "id": "random15", "time": "rfc3339", "content_type": "by-data"},
