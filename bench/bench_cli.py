@@ -1,0 +1,163 @@
+"""The CLI as a user feels it (issue R): whole processes, each against its baseline in the same run.
+
+  call        `kubeless-local call hello` against a running `run`, vs `curl` to the same URL
+  --version   `kubeless-local --version`, vs `python -c pass` (the interpreter's own start on this machine)
+  run         `kubeless-local run FILE --port P` → the first 200 on P (CLI start, engine, prepare, the runtime
+              server's start), per runtime
+
+Every case runs `--runs` times, the cases interleaved so a change in the machine's load touches them alike;
+the table gives medians and minimums. `--before PATH` (another checkout, e.g. the main branch) runs the same
+cases with that tree's CLI in the same run: the last column is then this tree's median over that one's.
+
+    python bench/bench_cli.py --runs 15 --before /work/main
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = {  # runtime prefix → (file, text); the handler is <module>.hello
+    "python": ("handler.py", 'def hello(event, context):\n    return "hello"\n'),
+    "nodejs": ("handler.js", 'module.exports = { hello: (event, context) => "hello" };\n'),
+}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def env_for(tree):
+    return {**os.environ, "PYTHONPATH": str(tree)}
+
+
+def elapsed_ms(argv, cwd, env):
+    started = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return (time.perf_counter() - started) * 1000
+
+
+def project(runtime):
+    folder = Path(tempfile.mkdtemp(prefix="kl-bench-cli-"))
+    name, text = HANDLERS[runtime.rstrip("0123456789.")]
+    (folder / name).write_text(text)
+    return folder, name
+
+
+def start_run(tree, runtime, backend, timeout=120):
+    """(process, port, ms to the first 200) of `kubeless-local run` of a hello in a new folder."""
+    folder, name = project(runtime)
+    port = free_port()
+    argv = [sys.executable, "-m", "kubeless_local", "run", name, "--runtime", runtime, "--handler", "handler.hello"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [*argv, "--port", str(port), "--backend", backend],
+        cwd=folder,
+        env=env_for(tree),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while not answers("http://127.0.0.1:%d/" % port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc, folder)
+            raise RuntimeError("%s did not answer within %ds (exit %s)" % (runtime, timeout, proc.poll()))
+        time.sleep(0.002)
+    return proc, port, (time.perf_counter() - started) * 1000, folder
+
+
+def stop(proc, folder):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def row(what, tree, xs, baseline=None, before=None):
+    median = statistics.median(xs)
+    cells = [what, tree, "%d" % len(xs), "%.0f" % median, "%.0f" % min(xs)]
+    cells.append("%.1f×" % (median / statistics.median(baseline)) if baseline else "")
+    cells.append("%.2f×" % (median / statistics.median(before)) if before else "")
+    print("| " + " | ".join(cells) + " |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runtimes", default="python3.11,nodejs20")
+    parser.add_argument("--backend", default="process", choices=["process", "docker"])
+    parser.add_argument("--before", type=Path, help="another checkout measured in the same run (e.g. /work/main)")
+    args = parser.parse_args()
+    trees = {"this": ROOT, **({"before": args.before.resolve()} if args.before else {})}
+    runtimes = args.runtimes.split(",")
+
+    # A session to call, started by this tree (the admin API is the same for both).
+    session, port, _, folder = start_run(ROOT, "python3.11", args.backend)
+    url = "http://127.0.0.1:%d/" % port
+    quick = {  # case → (argv, tree or None for a baseline)
+        ("pass", None): [sys.executable, "-c", "pass"],
+        ("curl", None): ["curl", "-s", "-o", "/dev/null", url],
+    }
+    for label, tree in trees.items():
+        quick[("--version", label)] = [sys.executable, "-m", "kubeless_local", "--version"]
+        quick[("call", label)] = [sys.executable, "-m", "kubeless_local", "call", "handler"]
+    times = {case: [] for case in quick}
+    starts = {(runtime, label): [] for runtime in runtimes for label in trees}
+    try:
+        for case, argv in quick.items():  # warm the file cache, the .pyc files and the session
+            elapsed_ms(argv, folder, env_for(trees.get(case[1] or "this", ROOT)))
+        for _ in range(args.runs):
+            for case, argv in quick.items():
+                times[case].append(elapsed_ms(argv, folder, env_for(trees.get(case[1] or "this", ROOT))))
+    finally:
+        stop(session, folder)
+    for runtime in runtimes:
+        for label, tree in trees.items():
+            stop(*start_run(tree, runtime, args.backend)[::3])  # one start that fills the caches
+        for _ in range(args.runs):
+            for label, tree in trees.items():
+                proc, _, ms, where = start_run(tree, runtime, args.backend)
+                stop(proc, where)
+                starts[(runtime, label)].append(ms)
+
+    print("| what | CLI | runs | median ms | min ms | vs baseline | vs before |")
+    print("|---|---|---|---|---|---|---|")
+    row("`python -c pass` (baseline of --version)", "-", times[("pass", None)])
+    row("`curl` to the function (baseline of call)", "-", times[("curl", None)])
+    for label in trees:
+        before = times.get(("--version", "before")) if label == "this" else None
+        row("`--version`", label, times[("--version", label)], times[("pass", None)], before)
+    for label in trees:
+        before = times.get(("call", "before")) if label == "this" else None
+        row("`call hello`", label, times[("call", label)], times[("curl", None)], before)
+    for runtime in runtimes:
+        for label in trees:
+            before = starts.get((runtime, "before")) if label == "this" else None
+            row("`run` %s → first 200 (%s)" % (runtime, args.backend), label, starts[(runtime, label)], None, before)
+
+
+if __name__ == "__main__":
+    main()
