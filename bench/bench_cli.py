@@ -121,7 +121,7 @@ def main():
         ("pass", None): [sys.executable, "-c", "pass"],
         ("curl", None): ["curl", "-s", "-o", "/dev/null", url],
     }
-    for label, tree in trees.items():
+    for label in trees:
         quick[("--version", label)] = [sys.executable, "-m", "kubeless_local", "--version"]
         quick[("call", label)] = [sys.executable, "-m", "kubeless_local", "call", "handler"]
     times = {case: [] for case in quick}
@@ -135,7 +135,7 @@ def main():
     finally:
         stop(session, folder)
     for runtime in runtimes:
-        for label, tree in trees.items():
+        for tree in trees.values():
             stop(*start_run(tree, runtime, args.backend)[::3])  # one start that fills the caches
         for _ in range(args.runs):
             for label, tree in trees.items():
