@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
-import http.client
 import json
+import socket
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,10 +176,105 @@ class AdminClient:
         raise NotFound("no running session has %s; run the command from the project's folder" % what)
 
 
+# ------------------------------------------------------------ HTTP/1.1, one request per connection
+# The standard library's http.client costs ~20 ms of CPU to import (email, ssl): a third of `call`'s own time.
+# What the admin API and the runtime servers answer needs only this: a status line, headers, and a body framed
+# by Content-Length, by chunks or by the connection's close (every request here says `Connection: close`).
+
+BODILESS = (204, 304)  # and 1xx, and any answer to HEAD
+
+
+class Reply:
+    """An HTTP answer whose head is read: `status`, `reason`, `headers` (names lower-cased); its body is read
+    with read() or line by line (a stream of JSON lines); close() (or `with`) closes the connection."""
+
+    def __init__(self, sock: socket.socket, method: str) -> None:
+        self.sock, self.file = sock, sock.makefile("rb")
+        while True:  # a 1xx (e.g. 100 Continue) is followed by the answer
+            version, status, reason = [*self._line().decode("latin-1").rstrip("\r\n").split(" ", 2), "", ""][:3]
+            if not version.startswith("HTTP/") or not status.isdigit():
+                raise ConnectionError("not an HTTP answer: %r" % version[:40])
+            self.status, self.reason, self.headers = int(status), reason, self._headers()
+            if not 100 <= self.status < 200:
+                break
+        bodiless = method == "HEAD" or self.status in BODILESS
+        self.chunked = not bodiless and "chunked" in self.headers.get("transfer-encoding", "").lower()
+        length = "0" if bodiless else self.headers.get("content-length")
+        self.left: int | None = None if self.chunked or not length else int(length)  # None: up to the close
+
+    def _line(self) -> bytes:
+        line = self.file.readline(65537)
+        if not line:
+            raise ConnectionError("the connection closed before the answer's head ended")
+        return line
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        while (line := self._line()) not in (b"\r\n", b"\n"):
+            name, _, value = line.decode("latin-1").partition(":")
+            key = name.strip().lower()
+            headers[key] = headers[key] + ", " + value.strip() if key in headers else value.strip()
+        return headers
+
+    def read(self) -> bytes:
+        """The whole body (chunks joined); a body cut short raises ConnectionError."""
+        if self.chunked:
+            return b"".join(self._chunks())
+        data = self.file.read() if self.left is None else self.file.read(self.left)
+        if self.left is not None and len(data) < self.left:
+            raise ConnectionError("the answer ended after %d of %d bytes" % (len(data), self.left))
+        return data
+
+    def _chunks(self) -> Iterator[bytes]:
+        while size := int(self._line().split(b";")[0].strip() or b"0", 16):
+            chunk = self.file.read(size)
+            if len(chunk) < size:
+                raise ConnectionError("a chunk ended after %d of %d bytes" % (len(chunk), size))
+            yield chunk
+            self._line()  # the CRLF after the chunk
+        self._headers()  # trailers
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.chunked or self.left is not None:
+            yield from self.read().splitlines(keepends=True)
+        else:
+            yield from self.file  # a stream: each line as it comes
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> Reply:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def exchange(
+    host: str, port: int, method: str, target: str, headers: dict[str, str], body: bytes = b"", timeout=None
+) -> Reply:
+    """Send one request on a new connection and read its answer's head (OSError when nothing answers)."""
+    fields = {"Host": "%s:%d" % (host, port), **headers}
+    if body or method not in ("GET", "HEAD"):  # as requests: no length for a GET without a body
+        fields.setdefault("Content-Length", str(len(body)))
+    fields["Connection"] = "close"
+    if any(set("\r\n") & set(text) for pair in fields.items() for text in pair):
+        raise UserError("a header cannot hold a line break: %r" % fields)
+    head = "%s %s HTTP/1.1\r\n%s\r\n" % (method, target, "".join("%s: %s\r\n" % pair for pair in fields.items()))
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(head.encode("latin-1") + body)
+        return Reply(sock, method)
+    except BaseException:
+        sock.close()
+        raise
+
+
 ERRORS = {status: error for error, status in HTTP_STATUS.items()}  # the admin API's status → the engine's error
 
 
-def answered_error(answer: http.client.HTTPResponse) -> UserError:
+def answered_error(answer: Reply) -> UserError:
     """The engine's error again from its answer: the type its status stands for, with its message, what and
     name (another status, e.g. 401 for a wrong token: a plain UserError with the message)."""
     try:
@@ -218,17 +314,13 @@ class SessionClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers = {**headers, "Content-Type": "application/json"}
-        connection = http.client.HTTPConnection("127.0.0.1", self.info["port"], timeout=timeout)
         try:
-            connection.request(method, path, data, {**headers, "Connection": "close"})
-            response = connection.getresponse()
+            response = exchange("127.0.0.1", self.info["port"], method, path, headers, data or b"", timeout)
         except OSError:
-            connection.close()
             raise Unavailable(
                 "`kubeless-local dev` for %s is not running (nothing answers on port %d); start it again"
                 % (self.info.get("root", self.state_dir.parent), self.info["port"])
             ) from None
-        connection.sock = None  # the response reads on and closes it (as urllib hands over an answer)
         if response.status >= 400:
             with response:
                 raise answered_error(response) from None
@@ -289,7 +381,7 @@ class SessionClient:
         with self._request(method, path, body, timeout) as response:
             try:
                 return json.loads(response.read())
-            except (OSError, http.client.HTTPException):  # the session died while answering (kill -9)
+            except OSError:  # the session died while answering (kill -9)
                 raise Unavailable(
                     "`kubeless-local dev` for %s stopped while answering; start it again" % self.root
                 ) from None
@@ -387,7 +479,7 @@ class Answer:
 
     status_code: int
     reason: str
-    headers: http.client.HTTPMessage
+    headers: dict[str, str]  # names lower-cased
     content: bytes
 
     @property
@@ -396,13 +488,13 @@ class Answer:
         JSON UTF-8; else the charset guessed from the bytes."""
         if not self.content:
             return ""
-        content_type, params = self.headers.get_content_type(), self.headers.get_params() or []
-        charset = next((value for key, value in params[1:] if key.lower() == "charset"), None)
-        if charset:
-            encoding: str | None = str(charset).strip("'\"")
-        elif content_type.startswith("text/"):
+        content_type, *params = self.headers.get("content-type", "").split(";")
+        fields = {k.strip(" \"'").lower(): v.strip(" \"'") for k, _, v in (p.partition("=") for p in params)}
+        if fields.get("charset"):  # as requests.utils.get_encoding_from_headers
+            encoding: str | None = fields["charset"]
+        elif "text" in content_type:
             encoding = "ISO-8859-1"
-        elif content_type == "application/json":
+        elif "application/json" in content_type:
             encoding = "utf-8"
         else:
             import charset_normalizer  # what requests guesses with; only for an answer that names no charset
@@ -415,14 +507,14 @@ class Answer:
 
 
 def send(url, data=None, *, path="/", timeout=None, method=None, headers=None, mark=None) -> Answer:
-    """One `cli` event to the function at `url`, as `call` sends it, over the standard library's http.client:
-    the CLI's `call` then imports no HTTP library (it answers in a third of the time). Redirects are followed
+    """One `cli` event to the function at `url`, as `call` sends it, with `exchange`: the CLI's `call` then
+    imports no HTTP library. Redirects are followed
     as `requests` follows them (a 301/302 to a POST and a 303 become a GET without the body)."""
     method, target, headers, body = event_request(url, data, path=path, method=method, headers=headers, mark=mark)
     headers = {"User-Agent": "kubeless-local", "Accept": "*/*", **headers}
     for _ in range(MAX_REDIRECTS + 1):
         answer = _exchange(url, method, target, headers, body, timeout)
-        location = answer.headers.get("Location")
+        location = answer.headers.get("location")
         if answer.status_code not in REDIRECTS or not location:
             return answer
         target = urllib.parse.urljoin(target, location)
@@ -434,18 +526,12 @@ def send(url, data=None, *, path="/", timeout=None, method=None, headers=None, m
 
 def _exchange(url, method, target, headers, body, timeout) -> Answer:
     parts = urllib.parse.urlsplit(target)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
-    if body or method not in ("GET", "HEAD"):
-        headers = {"Content-Length": str(len(body)), **headers}
+    where = quote((parts.path or "/") + ("?" + parts.query if parts.query else ""), safe=URI_SAFE)
     try:
-        where = quote((parts.path or "/") + ("?" + parts.query if parts.query else ""), safe=URI_SAFE)
-        connection.request(method, where, body or None, headers)
-        response = connection.getresponse()
-        return Answer(response.status, response.reason, response.headers, response.read())
-    except (OSError, http.client.HTTPException) as exc:
+        with exchange(parts.hostname or "127.0.0.1", parts.port or 80, method, where, headers, body, timeout) as reply:
+            return Answer(reply.status, reply.reason, reply.headers, reply.read())
+    except OSError as exc:
         raise unreachable(url, exc) from None
-    finally:
-        connection.close()
 
 
 def function_url(url, path):

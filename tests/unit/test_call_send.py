@@ -1,17 +1,19 @@
-"""client.send: the CLI's `call` over http.client answers as the `requests` call it replaces did (issue R)."""
+"""client.send: the CLI's `call` over client.exchange (no HTTP library to import) reads answers as the `requests`
+call it replaces did (issue R): framing (length, chunks, the close), charsets, redirects."""
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from kubeless_local.client import send
+from kubeless_local.client import call, send
 from kubeless_local.errors import Unavailable
 
 
 class Function(BaseHTTPRequestHandler):
     """Answers by path: /latin (text/plain without a charset), /json, /utf8, /see-other, /moved, /temporary
-    (redirects to /echo), /echo (the request it got)."""
+    (redirects to /echo), /chunked, /to-the-close (no length: up to the close), /empty (204), else the request
+    it got."""
 
     seen: list = []
 
@@ -19,6 +21,8 @@ class Function(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         Function.seen.append((self.command, self.path, dict(self.headers), body))
+        if self.path in ("/chunked", "/to-the-close", "/empty"):
+            return self.framed()
         redirects = {"/see-other": 303, "/moved": 302, "/temporary": 307}
         if self.path in redirects:
             self.send_response(redirects[self.path])
@@ -37,7 +41,20 @@ class Function(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(text)
 
-    do_GET = do_POST = do_PUT = answer
+    def framed(self):
+        self.protocol_version = "HTTP/1.1" if self.path == "/chunked" else "HTTP/1.0"
+        self.send_response(204 if self.path == "/empty" else 200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        if self.path == "/chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.path == "/chunked":
+            self.wfile.write(b"3\r\nab\n\r\n4;x=y\r\ncd\xc3\xa9\r\n0\r\nTrailer: t\r\n\r\n")
+        elif self.path == "/to-the-close":
+            self.wfile.write(b"line one\nline two\n")
+        self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_HEAD = answer
 
     def log_message(self, *args):
         pass
@@ -80,3 +97,11 @@ def test_nothing_listening_is_unavailable(url):
     closed = "http://127.0.0.1:1"
     with pytest.raises(Unavailable, match="cannot reach the function at http://127.0.0.1:1"):
         send(closed)
+
+
+@pytest.mark.parametrize("path", ["/utf8", "/json", "/latin", "/chunked", "/to-the-close", "/empty", "/see-other"])
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
+def test_send_reads_what_requests_reads(url, path, method):
+    sent, expected = send(url, "d", path=path, method=method), call(url, "d", path=path, method=method)
+    assert (sent.status_code, sent.reason, sent.content) == (expected.status_code, expected.reason, expected.content)
+    assert sent.text == expected.text

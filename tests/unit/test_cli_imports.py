@@ -28,6 +28,8 @@ CALL_MODULES = VERSION_MODULES | {
     "kubeless_local.emulator.registry",
 }
 ALLOWED_PACKAGES = {"click"}  # third-party packages: none but click (no rich, yaml, requests, docker, kubernetes…)
+# The standard library's heavy ones: http.client alone (email, ssl) was a third of call's own time.
+HEAVY_STDLIB = {"http.client", "email", "ssl", "sqlite3", "asyncio", "importlib.metadata", "urllib.request"}
 
 
 # Runs the CLI as `python -m kubeless_local` does, then writes the modules it added to sys.modules (a module
@@ -110,6 +112,7 @@ def test_call_imports_no_engine_yaml_rich_nor_http_library(session, tmp_path):
     assert out == "ok\n"  # it did call: the modules are those of a whole call
     assert ours(modules) == CALL_MODULES, "call imports more of kubeless_local than it needs"
     assert third_party(modules) <= ALLOWED_PACKAGES
+    assert not HEAVY_STDLIB & modules
 
 
 def test_every_command_is_one_row_of_the_root_table():
