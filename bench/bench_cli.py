@@ -6,8 +6,9 @@
               server's start), per runtime
 
 Every case runs `--runs` times, the cases interleaved so a change in the machine's load touches them alike;
-the table gives medians and minimums. `--before PATH` (another checkout, e.g. the main branch) runs the same
-cases with that tree's CLI in the same run: the last column is then this tree's median over that one's.
+the table gives medians and minimums, and the CPU time of the quick cases (it moves less with the load).
+`--before PATH` (another checkout, e.g. the main branch) runs the same cases with that tree's CLI in the
+same run: the last column is then this tree's median over that one's.
 
     python bench/bench_cli.py --runs 15 --before /work/main
 """
@@ -47,7 +48,11 @@ def answers(url):
 
 
 def env_for(tree):
-    return {**os.environ, "PYTHONPATH": str(tree)}
+    """The CLI's environment as its console script has it: `tree` on the import path, and this interpreter's
+    folder first on PATH, as `pyenv exec` (which runs the `kubeless-local` shim) and an activated venv put it:
+    `python3.11` is then that interpreter, not a pyenv shim (a bash script that costs 50–300 ms a run)."""
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    return {**os.environ, "PYTHONPATH": str(tree), "PATH": path}
 
 
 def elapsed_ms(argv, cwd, env):
