@@ -23,6 +23,7 @@ from kubeless_local.spec import YAML_LOADER  # libyaml when present: the catalog
 
 RUNTIME_RE = re.compile(r"^([a-zA-Z_-]+)([0-9.]*)$")
 RELOADS = ("signal", "restart")  # signal: SIGHUP reloads code in place; restart: the engine restarts the server
+DEBUGGERS = ("debugpy", "inspector", "delve")  # `debug:` values; how each behaves: emulator/debugging.py
 
 
 # ---------------------------------------------------------------- the models
@@ -44,10 +45,11 @@ class BackendBlock:
     env: dict = field(default_factory=dict, hash=False)  # extra env of the server and every step
     reload: str = "restart"
     build_args: dict = field(default_factory=dict, hash=False)  # docker: build args of the image
+    debug: str = ""  # process: the debugger `dev --debug` runs the server under (DEBUGGERS); "": none yet
 
 
 BLOCK_KEYS = {
-    "process": {"command", "setup", "setup_inputs", "install", "check", "compile", "init", "env", "reload"},
+    "process": {"command", "setup", "setup_inputs", "install", "check", "compile", "init", "env", "reload", "debug"},
     "docker": {"command", "setup", "install", "check", "compile", "env", "reload", "build_args"},
 }
 
@@ -188,11 +190,15 @@ class _Checker:
         reload = data.get("reload", "restart")
         if reload not in RELOADS:
             self.fail(where + ".reload", "must be one of %s, got %r" % (", ".join(RELOADS), reload))
+        debug = str(data.get("debug") or "")
+        if debug and debug not in DEBUGGERS:
+            self.fail(where + ".debug", "must be one of %s, got %r" % (", ".join(DEBUGGERS), debug))
         return BackendBlock(
             **{key: self.argv(data.get(key), "%s.%s" % (where, key)) for key in ARGV_KEYS & set(data)},
             env=self.strings(data.get("env"), where + ".env"),
             build_args=self.strings(data.get("build_args"), where + ".build_args"),
             reload=reload,
+            debug=debug,
         )
 
     def version(self, value, where):
@@ -382,6 +388,14 @@ class Catalog:
 
     def legacy(self, runtime_id):
         return list(self.entries[runtime_id].legacy)
+
+    def debugger(self, runtime, image=""):
+        """The debugger (`process.debug:`) that a Function with `runtime` (and its own `image`, if any) runs
+        under with `dev --debug`; "" when it has none (a custom image's server is not known)."""
+        match = RUNTIME_RE.match(runtime or "")
+        if match is None or image or match.group(1) not in self.entries:
+            return ""
+        return self.entries[match.group(1)].process.debug
 
     def serves_metrics(self, runtime, image=""):
         """Whether the server of a Function with `runtime` (and its own `image`, if any) is known to answer

@@ -51,6 +51,10 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (Unavailable, "image build"): "use --backend process",
     (Unavailable, "kafka broker"): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in "
     ".kubeless-local.yaml",
+    (NotFound, "debugged function"): "--debug takes the names of the project's Functions",
+    (BadRequest, "debugger"): "run it without --debug",
+    (Conflict, "debug port"): " or give another first port with --debug-port",
+    (BadRequest, "debug backend"): "use --backend process",
     (NotFound, "invocation"): "`kubeless-local history` lists the recorded ones",
     (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
     "file keeps what it held",
@@ -184,6 +188,39 @@ runtime_option = click.option(
 )
 
 
+def debug_option(names=True):
+    """`--debug`: the functions to run under their runtime's debugger — NAME[,NAME…] (dev), or a flag for the
+    one function of `run`."""
+    if not names:
+        return click.option(
+            "--debug",
+            is_flag=True,
+            help="Run the function under its runtime's debugger (debugpy, V8 inspector, Delve) on 127.0.0.1.",
+        )
+    return click.option(
+        "--debug",
+        multiple=True,
+        metavar="NAME[,NAME…]",
+        help="Run these functions under their runtime's debugger (debugpy, the V8 inspector, Delve) on 127.0.0.1, "
+        "one port each (see --debug-port, docs/debugging.md); repeat or comma-separate.",
+    )
+
+
+debug_port_option = click.option(
+    "--debug-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="The first debug port; each further debugged function takes the next one (default: the debugger's "
+    "own, 5678 for debugpy, 9229 for the V8 inspector, 2345 for Delve).",
+)
+
+
+def debug_names(values):
+    """The names of `--debug NAME[,NAME…]` (repeated or comma-separated), in order, each once."""
+    names = [n.strip() for value in values for n in value.split(",") if n.strip()]
+    return tuple(dict.fromkeys(names))
+
+
 def output_option(*formats):
     return click.option("-o", "--output", type=click.Choice(formats), default=formats[0], show_default=True)
 
@@ -210,6 +247,12 @@ def _count(value):
     return "-" if value is None else str(value)
 
 
+def debug_cell(row):
+    """Where a debugged function's debugger listens: `127.0.0.1:5678 (debugpy)`, else `-`."""
+    debug = row.get("debug")
+    return "127.0.0.1:%d (%s)" % (debug["port"], debug["debugger"]) if debug else "-"
+
+
 FUNCTION_COLUMNS = [
     ("NAME", lambda r: r["name"]),
     ("RUNTIME", lambda r: r["runtime"]),
@@ -222,11 +265,17 @@ FUNCTION_COLUMNS = [
 WIDE_COLUMNS = [
     *FUNCTION_COLUMNS,
     ("IMAGE", lambda r: "%s (%s)" % (r["image"], r["image_source"]) if r.get("image") else "-"),
+    ("DEBUG", debug_cell),
     ("BACKEND", lambda r: r.get("backend") or "-"),
     ("PID", lambda r: _count(r.get("pid"))),
     ("RESTARTS", lambda r: _count(r.get("restarts"))),
     ("READY_MS", lambda r: _count(None if r.get("ready_ms") is None else round(r["ready_ms"]))),
 ]
+
+
+def dev_columns(rows):
+    """The table `dev` prints on start: the functions' columns, and DEBUG when one runs under a debugger."""
+    return [*FUNCTION_COLUMNS, ("DEBUG", debug_cell)] if any(r.get("debug") for r in rows) else FUNCTION_COLUMNS
 
 
 class LogPrinter(threading.Thread):
@@ -317,6 +366,8 @@ def serve(
     dashboard=None,
     gateway_port=None,
     gateway_https_port=None,
+    debug=(),
+    debug_port=None,
 ):
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     `dashboard`: (port, read_only) of the dashboard to serve beside them (None: none).
@@ -339,6 +390,8 @@ def serve(
         word=in_words,
         gateway_port=gateway_port,
         gateway_https_port=gateway_https_port,
+        debug=debug,
+        debug_port=debug_port,
     )
     printer = LogPrinter(session.logs)
     printer.start()
@@ -353,7 +406,8 @@ def serve(
             board = Dashboard.of_session(session, *dashboard)
             link = board.start()
         time.sleep(0.05)  # let start-up log lines print before the table
-        print_table(session.status(), FUNCTION_COLUMNS)
+        rows = session.status()
+        print_table(rows, dev_columns(rows))
         if board is not None:
             click.echo("Dashboard: %s%s" % (link, " (read-only)" if board.read_only else ""))
         click.echo(click.style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))

@@ -297,7 +297,11 @@ def list_functions(names_, namespace, output):
             ("HANDLER", lambda r: r.get("handler", "")),
             ("RUNTIME", lambda r: r["runtime"]),
             ("DEPENDENCIES", lambda r: ", ".join((r.get("deps") or "").split())),
-            ("STATUS", lambda r: "1/1 READY" if r["state"] == "Ready" else "0/1 NOT READY (%s)" % r["state"]),
+            # Debugging: Ready, under a debugger (dev --debug)
+            (
+                "STATUS",
+                lambda r: "1/1 READY" if r["state"] in ("Ready", "Debugging") else "0/1 NOT READY (%s)" % r["state"],
+            ),
         ],
     )
 

@@ -1,4 +1,4 @@
-"""Local development: `init`, `dev`, `run`, `call`, `ls`, `logs`."""
+"""Local development: `init`, `dev`, `run`, `ls`, `logs`, `debug-config`."""
 
 import json
 import re
@@ -16,6 +16,9 @@ from kubeless_local.commands.common import (
     QUANTITY,
     WIDE_COLUMNS,
     backend_option,
+    debug_names,
+    debug_option,
+    debug_port_option,
     env_option,
     headline,
     ignore_option,
@@ -86,9 +89,21 @@ def init(name, runtime, force):
     type=click.IntRange(0, 65535),
     help="Port of the gateway's HTTPS listener (default 8443), once an HTTPTrigger has tls or tls-secret.",
 )
+@debug_option()
+@debug_port_option
 @user_errors
 def dev(
-    path, backend, ignore, kafka_brokers, dashboard_port, no_dashboard, read_only, gateway_port, gateway_https_port
+    path,
+    backend,
+    ignore,
+    kafka_brokers,
+    dashboard_port,
+    no_dashboard,
+    read_only,
+    gateway_port,
+    gateway_https_port,
+    debug,
+    debug_port,
 ):
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
@@ -101,6 +116,8 @@ def dev(
         dashboard=None if no_dashboard else (dashboard_port, read_only),
         gateway_port=gateway_port,
         gateway_https_port=gateway_https_port,
+        debug=debug_names(debug),
+        debug_port=debug_port,
     )
 
 
@@ -129,6 +146,8 @@ def dev(
 )
 @backend_option()
 @ignore_option()
+@debug_option(names=False)
+@debug_port_option
 @user_errors
 def run(
     file,
@@ -146,6 +165,8 @@ def run(
     secrets,
     backend,
     ignore,
+    debug,
+    debug_port,
 ):
     """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags).
 
@@ -178,7 +199,15 @@ def run(
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
     # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
     state_dir = root / STATE_DIRNAME / ("run-" + name)
-    serve(root, backend, manifests=specs.Manifests(functions=[fn]), ignore=ignore, state_dir=state_dir)
+    serve(
+        root,
+        backend,
+        manifests=specs.Manifests(functions=[fn]),
+        ignore=ignore,
+        state_dir=state_dir,
+        debug=(name,) if debug else (),
+        debug_port=debug_port,
+    )
 
 
 def code_location(text, flag):
@@ -240,6 +269,27 @@ def list_functions(output):
         for trigger in row.get("cron") or []:
             if trigger["error"]:
                 click.echo("%s: %s" % (click.style(trigger["name"], bold=True), trigger["error"]))
+
+
+@click.command(name="debug-config")
+@click.argument("name")
+@click.option(
+    "--editor", type=click.Choice(["vscode"]), default="vscode", show_default=True, help="Whose configuration."
+)
+@user_errors
+def debug_config(name, editor):
+    """Print the editor's attach configuration for function NAME running under `dev --debug`.
+
+    For VS Code: an entry of `configurations` in .vscode/launch.json, whose path mappings make breakpoints
+    set in your files bind in the code the server runs."""
+    from kubeless_local.emulator import AdminClient, debugging
+
+    client = AdminClient()
+    session, row = client.owner(name)
+    say_session(client, session)
+    if not row.get("debug"):
+        raise UserError("%s runs under no debugger; start it with `kubeless-local dev --debug %s`" % (name, name))
+    click.echo(json.dumps(debugging.editor_config(editor, row), indent=2))
 
 
 @click.command()

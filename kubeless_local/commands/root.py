@@ -18,6 +18,7 @@ COMMANDS = {
     "call": "call:call",
     "ls": "local:list_functions",
     "logs": "local:logs",
+    "debug-config": "local:debug_config",
     "history": "history:history",
     "replay": "history:replay",
     "dashboard": "dashboard:dashboard",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 if TYPE_CHECKING:
+    from kubeless_local.emulator.debugging import Target
     from kubeless_local.emulator.guardian import Guardian
     from kubeless_local.emulator.logs import LogHub
     from kubeless_local.emulator.prepare import Prepared
@@ -34,6 +35,9 @@ class State(str, enum.Enum):
     CRASHED = "Crashed"
     CONFIG_ERROR = "ConfigError"  # the manifest or runtime is wrong; nothing runs
     STOPPED = "Stopped"
+    # what `ls` shows for a Ready function whose server runs under a debugger (Instance.shown_state); the
+    # engine itself keeps it Ready: it serves
+    DEBUGGING = "Debugging"
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Instance:
     # told (state, error) after each change of state, outside the lock (the session's event bus); set by
     # whoever creates the instance
     on_state: Optional[Callable[["Instance"], None]] = None
+    debug: Optional["Target"] = None  # its server runs under a debugger on this port (emulator/debugging.py)
 
     @property
     def url(self) -> Optional[str]:
@@ -87,6 +92,11 @@ class Instance:
         return self.state == State.READY or (
             self.broken is not None and self.state == self.broken[0] and self.last_control[0] == "ready"
         )
+
+    @property
+    def shown_state(self) -> State:
+        """The state `ls` shows: Debugging for a Ready function under a debugger."""
+        return State.DEBUGGING if self.debug is not None and self.state == State.READY else self.state
 
     def on_control(self, event: Optional[str], generation: int, error: str = "") -> None:
         """A control line of the server (`ready` or `load-failed` of its code generation `generation`)."""

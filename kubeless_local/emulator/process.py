@@ -25,6 +25,8 @@ class ProcessBackend(Backend):
         argv = prepared.expand(prepared.runtime.steps.command)
         env = prepared.env(instance.listen_port)
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
+        if instance.debug is not None:
+            env.update(instance.debug.env())  # its debugger's port, and a timeout no paused call reaches
         try:
             proc = subprocess.Popen(
                 argv,

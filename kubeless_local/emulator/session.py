@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends, registry
+from kubeless_local.emulator import backends, debugging, registry
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import BackendFactory
 from kubeless_local.emulator.bus import EventBus
@@ -25,13 +25,14 @@ from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.recorder import Recorder
-from kubeless_local.emulator.supervisor import Supervisor
+from kubeless_local.emulator.supervisor import Supervisor, port_free
 from kubeless_local.emulator.triggers import delivery, interface, kafka_bridge
 from kubeless_local.emulator.triggers.cron import Cron
 from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.emulator.triggers.topics import TopicStore
-from kubeless_local.errors import UserError
+from kubeless_local.errors import BadRequest, UserError
 from kubeless_local.paths import STATE_DIRNAME
+from kubeless_local.runtimes import Catalog
 
 # watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
 # harmless: we are stopping); it would print on the user's console.
@@ -46,7 +47,9 @@ class DevSession:
     `backend` (a BackendFactory, e.g. a Backend class) replaces the backend `backend_name` names (tests pass
     a fake); `guardian` makes the session's Guardian (unit tests pass one without a process); `ignore`
     holds gitignore-style patterns (`dev --ignore`); `ephemeral_ports`: kernel-chosen ports, not the
-    remembered ones (a test session beside the user's `dev`, or several at once).
+    remembered ones (a test session beside the user's `dev`, or several at once). `debug`: names of functions
+    whose servers run under their runtime's debugger, on ports from `debug_port` on (None: each debugger's
+    own default; see emulator/debugging.py); refused before anything starts when one cannot be.
     """
 
     def __init__(
@@ -68,7 +71,10 @@ class DevSession:
         ephemeral_ports: bool = False,
         gateway_port: Optional[int] = None,
         gateway_https_port: Optional[int] = None,
+        debug: tuple[str, ...] = (),
+        debug_port: Optional[int] = None,
     ) -> None:
+        self.debug, self.debug_port = debug, debug_port
         self.ephemeral_ports = ephemeral_ports  # kernel-chosen ports (tests: parallel sessions never collide)
         self.word = word  # how an error or notice shows in a function's log (the CLI: with the command that helps)
         self.allow_empty = allow_empty  # `up`: a folder without functions yet is fine
@@ -136,6 +142,7 @@ class DevSession:
             say=lambda text: self.logs.emit("dev", text, "system"),
         )
         self._follow_logs()
+        targets = self._debug_targets()
         self.supervisor = Supervisor(
             self.state_dir,
             functools.partial(backend, guardian=self.guardian),
@@ -143,7 +150,15 @@ class DevSession:
             ephemeral_ports=self.ephemeral_ports,
             word=self.word,
             recorder=self.recorder,
+            debug=targets,
         )
+        if targets and self.supervisor.backend.name != "process":
+            raise BadRequest(
+                "debugging runs on the process backend only for now (the functions run on %s)"
+                % self.supervisor.backend.name,
+                "debug backend",
+                next(iter(targets)),
+            )
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self.admin.recorder, self.admin.bus = self.recorder, self.bus
         self._start_events()
@@ -190,6 +205,20 @@ class DevSession:
         self.cron.start()
         if self.kafka is not None:
             self.kafka.start()
+
+    def _debug_targets(self) -> dict[str, debugging.Target]:
+        """The debugged functions and their ports, checked against the project's Functions."""
+        if not self.debug:
+            return {}
+        catalog = Catalog()
+        loaded = self.manifests if self.manifests is not None else specs.Loader(self.root, self.ignore).collect()
+        return debugging.plan(
+            self.debug,
+            loaded.functions,
+            lambda spec: catalog.debugger(spec.runtime, spec.image),
+            self.debug_port,
+            port_free,
+        )
 
     def _served(self, name: str) -> tuple[Optional[int], Optional[str]]:
         """(generation, source sha256) serving function `name`: what the recorder notes on each record."""

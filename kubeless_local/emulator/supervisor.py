@@ -9,6 +9,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from kubeless_local.emulator import debugging
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, State
 from kubeless_local.emulator.logs import LogHub
@@ -152,12 +153,14 @@ class Supervisor:
         ephemeral_ports: bool = False,
         word: Callable[[UserError | str], str] = str,
         recorder: Optional[Recorder] = None,
+        debug: Optional[dict[str, debugging.Target]] = None,
     ) -> None:
         """`backend` builds the backend (a Backend class, or `backends.factory(name)`); it is given `logs`
         and this supervisor's restart as its `on_exit`. `word` is how an error is shown in a function's log
         and `ls`, and a notice (errors.Notice) in its log: the CLI adds the command that helps (see errors.py).
         A backend whose servers are `fronted` gets a front door (emulator/proxy.py) per function on its port,
-        which hands each call to `recorder` (None: calls are relayed, not recorded)."""
+        which hands each call to `recorder` (None: calls are relayed, not recorded). `debug`: the functions whose
+        servers run under a debugger, by name (emulator/debugging.py); each keeps its port for the session."""
         self.word = word
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +176,7 @@ class Supervisor:
         self.doors: dict[str, FrontDoor] = {}  # function → its front door, kept across restarts and reloads
         self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → sha256 of its source
         self.taps = Taps()  # what the triggers send the functions passes here (emulator/taps.py)
+        self.debug = dict(debug or {})
         self.backend = backend(logs, on_exit=self._exited)
 
     def _exited(self, instance: Instance) -> None:
@@ -188,7 +192,7 @@ class Supervisor:
             with self._lock(instance.name):
                 prepared = self.serving.get(instance.name)
                 if self.instances.get(instance.name) is instance and instance.state == State.CRASHED and prepared:
-                    taken = {i.port for n, i in self.instances.items() if n != instance.name}
+                    taken = self._taken(instance.name)
                     self._launch_on_a_free_port(instance, prepared, prepared.spec, taken)
 
         threading.Thread(target=restart, daemon=True).start()
@@ -201,11 +205,15 @@ class Supervisor:
                 "function-state",
                 {
                     "function": instance.name,
-                    "state": instance.state.value,
+                    "state": instance.shown_state.value,
                     "error": instance.error,
                     "url": instance.url,
                 },
             )
+
+    def _taken(self, name: str) -> set[int]:
+        """Ports function `name` may not take: the other functions' and every debugger's."""
+        return {i.port for n, i in self.instances.items() if n != name} | {t.port for t in self.debug.values()}
 
     def say(self, name: str, text: str) -> None:
         self.logs.emit(name, text, "system")
@@ -224,10 +232,16 @@ class Supervisor:
         """Start one function and wait until it serves (or fails); UserError for configuration errors."""
         with self._lock(spec.name):
             runtime = self.resolve(spec)
-            taken = {i.port for n, i in self.instances.items() if n != spec.name}
+            taken = self._taken(spec.name)
             self._close_door(spec.name)  # of an instance this one replaces; its port is offered again
             port = self.ports.assign(spec, taken)
-            instance = Instance(name=spec.name, runtime=runtime.name, port=port, on_state=self._state_changed)
+            instance = Instance(
+                name=spec.name,
+                runtime=runtime.name,
+                port=port,
+                on_state=self._state_changed,
+                debug=self.debug.get(spec.name),
+            )
             with self.lock:
                 self.instances[spec.name], self.specs[spec.name] = instance, spec
             generation = self._prepare(instance, spec, runtime)
@@ -366,7 +380,12 @@ class Supervisor:
                 return instance
             instance.broken = None  # what the new version does decides from here on
             # Only the code changed and the runtime reloads in place: no restart, no dropped requests.
-            in_place = self.backend.alive(instance) and generation.reloads_in_place
+            # A debugger that lives in a worker (debugpy) needs a new server to listen on the same port.
+            in_place = (
+                self.backend.alive(instance)
+                and generation.reloads_in_place
+                and (instance.debug is None or instance.debug.reloads_in_place)
+            )
             if self._hand_over(instance, generation, in_place):
                 instance.reloads += 1
                 self.serving[spec.name] = generation.prepared
@@ -485,6 +504,19 @@ class Supervisor:
             else:
                 instance.wait_for(lambda i: i.serves, min(remaining, 5 * poll))  # then look again: it may be replaced
 
+    def _debug_row(self, instance: Instance, spec: Optional[FunctionSpec]) -> Optional[dict[str, Any]]:
+        """Where a debugged function's debugger listens, and the folders an editor maps between: the user's
+        files and the stable install link the server loads them from."""
+        prepared = self.serving.get(instance.name)
+        if instance.debug is None or spec is None:
+            return None
+        return {
+            "debugger": instance.debug.debugger,
+            "port": instance.debug.port,
+            "local_root": debugging.local_root(spec),
+            "remote_root": str(prepared.install_link) if prepared is not None else "",
+        }
+
     def status(self) -> list[dict[str, Any]]:
         rows = []
         with self.lock:  # functions register while `ls` asks (start-up)
@@ -497,9 +529,10 @@ class Supervisor:
                 {
                     "name": name,
                     "runtime": instance.runtime,
-                    "state": instance.state.value,
+                    "state": instance.shown_state.value,
                     "url": instance.url,
                     "port": instance.port,
+                    "debug": self._debug_row(instance, spec),
                     "pid": instance.pid,
                     "backend": self.backend.name,
                     "calls": calls,  # None: not known (not serving, or no /metrics to count them from)

@@ -45,6 +45,12 @@ const control = process.env.KUBELESS_LOCAL_CONTROL === '1';
 const bodyLimit = Math.floor(Number(process.env.REQ_MB_LIMIT || '1') * 1024 * 1024);
 const timeoutMs = Math.max(1, Math.round(timeout * 1000));
 const PING_GRACE_MS = 250; // a worker that cannot answer a ping this fast is blocked
+// dev --debug: the V8 inspector of this process on 127.0.0.1; the worker threads that run the function are
+// its targets (the NodeWorker domain, which editors follow), and they load the module by the stable
+// install path (--preserve-symlinks), so an editor's path mapping holds across saves. The engine sets a
+// FUNC_TIMEOUT that no call paused at a breakpoint reaches.
+const debugPort = Number(process.env.KUBELESS_LOCAL_DEBUG_PORT || '0');
+const workerArgv = debugPort ? [...process.execArgv, '--preserve-symlinks'] : undefined;
 const MAX_WORKERS = 4; // the serving worker, a spare and workers set aside: bounds memory
 
 if (!modName || !funcHandler) {
@@ -107,6 +113,7 @@ function spawn(gen, onLoaded, onFailed) {
   enterInstallDir();
   const w = new Worker(path.join(__dirname, 'worker.js'), {
     env: workerEnv(),
+    execArgv: workerArgv,
     workerData: {
       runtimeLib, modPath, modName, funcHandler, timeout,
       runtime: process.env.FUNC_RUNTIME || '',
@@ -518,4 +525,12 @@ process.on('SIGHUP', () => {
 process.on('SIGTERM', () => process.exit(0));
 process.on('SIGINT', () => process.exit(0));
 
+if (debugPort) {
+  const inspector = require('inspector');
+  inspector.open(debugPort, '127.0.0.1', false);
+  if (!inspector.url()) { // it said why (address in use) on stderr
+    console.error(`the debugger cannot listen on 127.0.0.1:${debugPort}`);
+    process.exit(1);
+  }
+}
 load(0);

@@ -52,6 +52,14 @@ PER_CALL = os.environ.get("KUBELESS_LOCAL_ISOLATION", "warm") == "per-call"
 MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS") or min(4, 2 * (os.cpu_count() or 1)))
 MAX_WORKERS = int(os.environ.get("CHERRYPY_NUMTHREADS", "10"))  # Kubeless' concurrency knob
 MIN_WORKERS = min(MIN_WORKERS, MAX_WORKERS)
+# dev --debug: debugpy listens on 127.0.0.1:DEBUG_PORT in the one worker that serves the calls, so the next
+# call stops at a breakpoint (a second call waits for it); module state stays warm between calls.
+DEBUG_PORT = int(os.environ.get("KUBELESS_LOCAL_DEBUG_PORT") or 0)
+if DEBUG_PORT:
+    MIN_WORKERS = MAX_WORKERS = 1
+    if PER_CALL:  # a fresh worker per call would drop the debugger's connection after every call
+        print("isolation per-call is not applied while debugging: module state stays warm", file=sys.stderr)
+        PER_CALL = False
 GROW_AFTER = 0.02  # seconds a call waits for a worker before the pool grows
 IDLE_SECONDS = 10.0  # a worker idle this long retires (down to MIN_WORKERS)
 FUNCTION_METHODS = ("GET", "POST", "PATCH", "DELETE")  # as the legacy bottle route; HEAD follows GET
@@ -132,6 +140,17 @@ def load_function():
             "%s has no function %r (spec.handler is %s.%s)"
             % (getattr(module, "__file__", MOD_NAME), FUNC_HANDLER, MOD_NAME, FUNC_HANDLER)
         ) from None
+
+
+def start_debugger():
+    """debugpy's adapter in this process: its port closes with the worker (a new server listens on it again)."""
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # its warning about frozen stdlib modules
+    import debugpy  # noqa: T100 - the debugger `dev --debug` asked for, not a leftover breakpoint
+
+    try:
+        debugpy.listen(("127.0.0.1", DEBUG_PORT), in_process_debug_adapter=True)  # noqa: T100 - as above
+    except Exception as exc:  # noqa: BLE001 - whatever debugpy raises, the function cannot be debugged
+        raise LoadError("the debugger cannot listen on 127.0.0.1:%d: %s" % (DEBUG_PORT, exc)) from None
 
 
 def load_error_text():
@@ -273,6 +292,8 @@ def worker_main(sock, generation):
     enter_install_dir()  # relative reads see the code this worker loads
     try:
         func = load_function()
+        if DEBUG_PORT:
+            start_debugger()
     except BaseException:  # noqa: BLE001 - any failure to load (SystemExit too) is a load error to report
         send_frame(sock, ("load-failed", load_error_text()))
         return

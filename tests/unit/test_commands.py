@@ -341,6 +341,33 @@ def test_ls_outputs(admin):
     assert invoke("ls", "-o", "wide").output.splitlines()[1].split()[-1] == "502"
 
 
+def test_ls_wide_shows_where_a_debugger_listens(admin):
+    debug = {"debugger": "debugpy", "port": 5678, "local_root": "/u/hello", "remote_root": "/p/kubeless"}
+    admin.rows = [row(state="Debugging", debug=debug), row("plain")]
+    lines = invoke("ls", "-o", "wide").output.splitlines()
+    assert "DEBUG" in lines[0].split()
+    assert "Debugging" in lines[1] and "127.0.0.1:5678 (debugpy)" in lines[1]
+    assert "(debugpy)" not in lines[2]
+    assert "DEBUG" not in invoke("ls").output
+
+
+def test_kubeless_function_ls_counts_a_debugged_function_as_ready(admin):
+    debug = {"debugger": "debugpy", "port": 5678, "local_root": "/u/hello", "remote_root": "/p/kubeless"}
+    admin.rows = [row(state="Debugging", debug=debug)]
+    assert "1/1 READY" in invoke("function", "ls").output
+
+
+def test_debug_config_prints_the_attach_entry_of_a_debugged_function(admin):
+    debug = {"debugger": "debugpy", "port": 5678, "local_root": "/u/hello", "remote_root": "/p/kubeless"}
+    admin.rows = [row(state="Debugging", debug=debug), row("plain")]
+    entry = json.loads(invoke("debug-config", "hello", "--editor", "vscode").output)
+    assert entry["connect"] == {"host": "127.0.0.1", "port": 5678}
+    assert entry["pathMappings"] == [{"localRoot": "/u/hello", "remoteRoot": "/p/kubeless"}]
+    assert one_line_error(invoke("debug-config", "plain")) == (
+        "error: plain runs under no debugger; start it with `kubeless-local dev --debug plain`"
+    )
+
+
 def test_ls_shows_the_exception_of_a_traceback_not_its_first_line(admin):
     admin.rows = [row("broken", state="CompileError", error=TRACEBACK)]
     output = invoke("ls").output

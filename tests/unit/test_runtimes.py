@@ -76,6 +76,10 @@ def write_catalog(tmp_path, text):
             "runtimes:\n  go:\n    process:\n      command: go run\n",
             "runtimes.go.process.command: must be a list of strings",
         ),
+        (
+            "runtimes:\n  go:\n    process:\n      debug: gdb\n",
+            "runtimes.go.process.debug: must be one of debugpy, inspector, delve, got 'gdb'",
+        ),
     ],
 )
 def test_catalog_errors_name_the_file_and_the_key(tmp_path, text, where):
@@ -228,3 +232,20 @@ runtimes:
     assert not probed.exists()  # the auto candidates were not run
     assert (runtime, notice) == (Catalog(path).versions("python")[0], None)  # what the whole search finds
     assert probed.exists() and Catalog(path).resolve("python3.12")[0].name == "python3.12"
+
+
+def test_which_runtimes_have_a_debugger_is_the_catalogs_data():
+    catalog = Catalog()
+    assert {rid: catalog.entries[rid].process.debug for rid in catalog.ids()} == {
+        "python": "debugpy",
+        "go": "delve",
+        "ruby": "",
+        "php": "",
+        "nodejs": "inspector",
+        "java": "",
+    }
+    assert catalog.debugger("python3.11") == "debugpy"
+    assert catalog.debugger("nodejs20") == "inspector"
+    assert catalog.debugger("ruby3.1") == ""
+    assert catalog.debugger("python3.11", image="my/image:1") == ""  # a custom image's server is not known
+    assert catalog.debugger("cobol1") == ""

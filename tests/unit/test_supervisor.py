@@ -11,6 +11,7 @@ from conftest import FakeBackend, NoCatalog, function
 from sockets import taken_port
 from waiting import wait_for
 
+from kubeless_local.emulator import debugging
 from kubeless_local.emulator import supervisor as sup_module
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.logs import LogHub
@@ -392,3 +393,53 @@ def test_state_changes_go_on_the_recorders_event_bus(tmp_path):
     events, _ = recorder.bus.after(0)
     states = [event.data["state"] for event in events if event.kind == "function-state"]
     assert states[:2] == ["Starting", "Ready"] and states[-1] == "Stopped"
+
+
+@pytest.mark.parametrize("debugger, in_place", [("inspector", True), ("debugpy", False)])
+def test_a_debugged_function_keeps_its_port_and_reloads_as_its_debugger_allows(tmp_path, debugger, in_place):
+    """The inspector stays connected across an in-place reload; debugpy, in a worker, needs a new server on
+    the same port. Either way the port is the function's, and `ls` shows it Debugging while it serves."""
+    targets = {"hello": debugging.Target("hello", debugger, 7000)}
+    no_catalog = cast(Catalog, NoCatalog())
+    supervisor = Supervisor(
+        tmp_path / ".kl", FakeBackend, LogHub(), catalog=no_catalog, ephemeral_ports=True, debug=targets
+    )
+    backend = cast(FakeBackend, supervisor.backend)
+    try:
+        instance = supervisor.start(function(code="v1"))
+        assert instance.debug == targets["hello"] and instance.state == State.READY
+        r = row(supervisor, "hello")
+        assert r["state"] == "Debugging"
+        assert r["debug"] == {
+            "debugger": debugger,
+            "port": 7000,
+            "local_root": "",  # inline code: no file of the user's
+            "remote_root": str(supervisor.state_dir / "functions" / "hello" / "kubeless"),
+        }
+        supervisor.reload(function(code="v2"))
+        assert serving_code(supervisor, "hello") == "v2" and instance.state == State.READY
+        assert (len(backend.launched), backend.stopped) == ((1, []) if in_place else (2, ["hello"]))
+        assert supervisor.instances["hello"].debug.port == 7000
+        supervisor.start(function(code="v3"))  # started again (its manifest came back): the same port
+        assert supervisor.instances["hello"].debug.port == 7000
+    finally:
+        supervisor.stop_all()
+        backend.close()
+
+
+def test_a_function_never_takes_a_debuggers_port(tmp_path):
+    """`--debug-port 8080`: the functions' ports start there too; the debugger's is not offered to them."""
+    debugged = debugging.Target("other", "debugpy", sup_module.ephemeral_port())
+    no_catalog = cast(Catalog, NoCatalog())
+    supervisor = Supervisor(tmp_path / ".kl", FakeBackend, LogHub(), catalog=no_catalog, debug={"other": debugged})
+    asking = dataclasses.replace(function(), service={"ports": [{"port": debugged.port, "targetPort": debugged.port}]})
+    try:
+        assert supervisor.start(asking).port != debugged.port
+    finally:
+        supervisor.stop_all()
+        cast(FakeBackend, supervisor.backend).close()
+
+
+def test_a_function_without_a_debugger_shows_no_debug_row(supervisor, backend):
+    supervisor.start(function())
+    assert row(supervisor, "hello")["debug"] is None and row(supervisor, "hello")["state"] == "Ready"

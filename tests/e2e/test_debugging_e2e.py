@@ -1,0 +1,275 @@
+"""`dev --debug`: a debugger client attaches as an editor would (with what `debug-config` prints), a breakpoint
+in the user's own file stops a `call`, a local's value is read, the call answers once continued, past its
+timeout; a save binds the new lines on the same port; without --debug nothing listens; bad input is one line.
+Real runtimes on the process backend (the docker backend refuses --debug for now)."""
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+
+from cdp import CdpClient
+from conftest import cli
+from dap import DapClient
+from sockets import free_port, taken_port
+
+PYTHON_FUNCTION = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: {name}
+  annotations:
+    local.kubeless.io/source: {file}
+spec:
+  runtime: {runtime}
+  handler: handler.hello
+  timeout: "1"
+"""
+
+HANDLER_PY = """\
+def hello(event, context):
+    total = 40 + 2
+    return "total=%d" % total
+"""
+HANDLER_PY_LINE = 3  # `return …`: `total` is set
+
+SAVED_PY = """\
+def hello(event, context):
+    # two lines more:
+    # every line below moved
+    total = 40 + 3
+    doubled = total * 2
+    return "doubled=%d" % doubled
+"""
+SAVED_PY_LINE = 6
+
+
+HANDLER_JS = """\
+module.exports = {
+  hello(event, context) {
+    const total = 40 + 2;
+    return `total=${total}`;
+  },
+};
+"""
+HANDLER_JS_LINE = 4
+
+SAVED_JS = """\
+module.exports = {
+  hello(event, context) {
+    // two lines more:
+    // every line below moved
+    const total = 40 + 3;
+    const doubled = total * 2;
+    return `doubled=${doubled}`;
+  },
+};
+"""
+SAVED_JS_LINE = 7
+
+
+def node_project(tmp_path, name="nodefn"):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "function.yaml").write_text(PYTHON_FUNCTION.format(name=name, file="handler.js", runtime="nodejs20"))
+    (folder / "handler.js").write_text(HANDLER_JS)
+    return folder
+
+
+def python_project(tmp_path, name="pyfn"):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "function.yaml").write_text(PYTHON_FUNCTION.format(name=name, file="handler.py", runtime="python3.11"))
+    (folder / "handler.py").write_text(HANDLER_PY)
+    return folder
+
+
+class Call(threading.Thread):
+    """`kubeless-local call NAME` in the background: it blocks while the function is paused."""
+
+    def __init__(self, name, cwd):
+        super().__init__(daemon=True)
+        self.name, self.cwd, self.result = name, cwd, None
+        self.start()
+
+    def run(self):
+        self.result = cli("call", self.name, cwd=self.cwd, timeout=120)
+
+    def answer(self):
+        self.join(timeout=60)
+        assert self.result is not None, "the call did not answer once continued"
+        return self.result
+
+
+def attached(config):
+    """A DAP session attached with the editor's entry (its path mappings), configured once breakpoints are set."""
+    dap = DapClient.connect(config["connect"]["port"])
+    dap.initialize()
+    attach = dap.send("attach", {"pathMappings": config["pathMappings"], "justMyCode": True})
+    dap.wait_event("initialized")
+    return dap, attach
+
+
+def stop_at(dap, attach, path, line):
+    assert [b["verified"] for b in dap.set_breakpoints(str(path), [line])] == [True]
+    dap.request("configurationDone")
+    dap.response(attach)
+
+
+def debug_config(name, cwd):
+    result = cli("debug-config", name, "--editor", "vscode", cwd=cwd, check=True)
+    return json.loads(result.stdout)
+
+
+def test_a_breakpoint_in_the_users_python_file_stops_a_call_past_its_timeout_and_binds_again_after_a_save(
+    tmp_path, start_dev
+):
+    folder = python_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "process", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+    assert "127.0.0.1:%d (debugpy)" % port in dev.output()  # the DEBUG column of dev's table
+    wide = cli("ls", "-o", "wide", cwd=folder, check=True).stdout
+    assert "Debugging" in wide and "127.0.0.1:%d (debugpy)" % port in wide
+
+    config = debug_config("pyfn", folder)
+    assert config["connect"] == {"host": "127.0.0.1", "port": port}
+    assert config["pathMappings"][0]["localRoot"] == str(folder)
+    dap, attach = attached(config)
+    with dap:
+        stop_at(dap, attach, folder / "handler.py", HANDLER_PY_LINE)
+        call = Call("pyfn", folder)
+        stopped = dap.wait_event("stopped", timeout=60)
+        assert dap.stack(stopped["threadId"])[0]["source"]["path"] == str(folder / "handler.py")
+        assert dap.top_locals(stopped["threadId"])["total"] == "42"
+        # Held at the breakpoint past the function's 1 s timeout: time passing is what is tested here.
+        time.sleep(2)
+        assert call.is_alive()
+        dap.request("continue", {"threadId": stopped["threadId"]})
+        answer = call.answer()
+        assert (answer.returncode, answer.stdout.strip()) == (0, "total=42"), answer.stderr
+
+    (folder / "handler.py").write_text(SAVED_PY)
+    dev.wait_for_output("reloaded in")
+    assert debug_config("pyfn", folder)["connect"]["port"] == port  # the same port after the save
+    dap, attach = attached(config)
+    with dap:
+        stop_at(dap, attach, folder / "handler.py", SAVED_PY_LINE)
+        call = Call("pyfn", folder)
+        stopped = dap.wait_event("stopped", timeout=60)
+        assert dap.top_locals(stopped["threadId"])["doubled"] == "86"
+        dap.request("continue", {"threadId": stopped["threadId"]})
+        assert call.answer().stdout.strip() == "doubled=86"
+
+
+def test_a_breakpoint_in_the_users_node_file_stops_a_call_and_the_inspector_stays_connected_across_a_save(
+    tmp_path, start_dev
+):
+    folder = node_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "process", "--debug", "nodefn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+    assert "127.0.0.1:%d (inspector)" % port in dev.output()
+    config = debug_config("nodefn", folder)
+    assert (config["type"], config["port"], config["localRoot"]) == ("node", port, str(folder))
+    # As the editor maps the user's file to the path the server loads it from (the stable install link).
+    served = str(folder / "handler.js").replace(config["localRoot"], config["remoteRoot"], 1)
+    url = "^(file://)?%s$" % re.escape(served)
+    with CdpClient.connect(port) as cdp:
+        cdp.set_breakpoints(url, [HANDLER_JS_LINE])
+        call = Call("nodefn", folder)
+        paused = cdp.wait_paused()
+        assert cdp.evaluate(paused, "total") == 42
+        assert cdp.locals(paused)["total"] == 42
+        # Held at the breakpoint past the function's 1 s timeout: time passing is what is tested here.
+        time.sleep(2)
+        assert call.is_alive()
+        cdp.resume(paused)
+        answer = call.answer()
+        assert (answer.returncode, answer.stdout.strip()) == (0, "total=42"), answer.stderr
+
+        (folder / "handler.js").write_text(SAVED_JS)  # reloaded in place: the same connection goes on
+        dev.wait_for_output("reloaded in")
+        cdp.set_breakpoints(url, [SAVED_JS_LINE])
+        call = Call("nodefn", folder)
+        paused = cdp.wait_paused()
+        assert cdp.locals(paused)["doubled"] == 86
+        cdp.resume(paused)
+        assert call.answer().stdout.strip() == "doubled=86"
+    assert cli("call", "nodefn", cwd=folder, check=True).stdout.strip() == "doubled=86"  # detached: no breakpoint
+
+
+def test_the_debug_port_survives_a_restart_of_the_server(tmp_path, start_dev):
+    folder = python_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "process", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+
+    def row():
+        return json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)[0]
+
+    os.kill(row()["pid"], signal.SIGKILL)  # the server dies on its own: `dev` restarts it
+    dev.wait_until(lambda: row()["restarts"] == 1 and row()["state"] == "Debugging", "restarted under the debugger")
+    assert row()["debug"]["port"] == port
+    with DapClient.connect(port) as dap:
+        assert dap.initialize().get("supportsConfigurationDoneRequest")
+
+
+def test_without_debug_no_debugger_listens_and_the_timeout_holds(tmp_path, start_dev):
+    folder = python_project(tmp_path)
+    dev = start_dev("dev", "--backend", "process", cwd=folder)
+    dev.wait_for_output("Watching")
+    [row] = json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)
+    assert (row["state"], row["debug"]) == ("Ready", None)
+    assert "DEBUG" not in dev.output()
+    # The server runs without a debug port, with the function's own timeout.
+    environ = open("/proc/%d/environ" % row["pid"], "rb").read().split(b"\0")
+    assert not [v for v in environ if v.startswith(b"KUBELESS_LOCAL_DEBUG_PORT=")]
+    assert b"FUNC_TIMEOUT=1" in environ
+
+
+def test_run_debug_starts_the_one_function_under_its_debugger_and_says_it_runs_warm(tmp_path, start_dev):
+    (tmp_path / "handler.py").write_text(HANDLER_PY)
+    port = free_port()
+    args = ["run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--backend", "process"]
+    dev = start_dev(*args, "--isolation", "per-call", "--debug", "--debug-port", str(port), cwd=tmp_path)
+    dev.wait_for_output("Watching")
+    assert "Debugging" in dev.output() and "127.0.0.1:%d (debugpy)" % port in dev.output()
+    # a fresh worker per call would drop the debugger after every call: said, not silently changed
+    assert "isolation per-call is not applied while debugging" in dev.output()
+    with DapClient.connect(port) as dap:
+        assert dap.initialize().get("supportsConfigurationDoneRequest")
+
+
+def one_line(result):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_bad_debug_input_is_one_line_and_exit_2(tmp_path):
+    folder = python_project(tmp_path)
+    (folder / "rb.yaml").write_text(PYTHON_FUNCTION.format(name="rubyfn", file="handler.rb", runtime="ruby3.1"))
+    (folder / "handler.rb").write_text("def hello(event, context)\n  'hi'\nend\n")
+
+    def dev(*args):
+        return cli("dev", "--backend", "process", *args, cwd=folder, timeout=60)
+
+    assert one_line(dev("--debug", "pyfn,nope")) == (
+        "error: no Function 'nope' to debug; the project has: pyfn, rubyfn; "
+        "--debug takes the names of the project's Functions"
+    )
+    unsupported = one_line(dev("--debug", "rubyfn"))
+    assert "Function rubyfn (ruby3.1) cannot run under a debugger: debugging ruby is not supported yet" in unsupported
+    with taken_port() as port:
+        assert one_line(dev("--debug", "pyfn", "--debug-port", str(port))) == (
+            "error: debug port %d (for pyfn) is in use on 127.0.0.1: stop what uses it or give another first port "
+            "with --debug-port" % port
+        )
+    docker = cli("dev", "--backend", "docker", "--debug", "pyfn", cwd=folder, timeout=60)
+    assert one_line(docker) == (
+        "error: debugging runs on the process backend only for now (the functions run on docker); use --backend process"
+    )
