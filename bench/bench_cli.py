@@ -106,6 +106,12 @@ def stop(proc, folder):
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def alternated(items, run):
+    """`items` in order on even runs, reversed on odd ones: neither tree always follows the other."""
+    items = list(items)
+    return items if run % 2 == 0 else items[::-1]
+
+
 def row(what, tree, xs, baseline=None, before=None, cpu=None):
     median = statistics.median(xs)
     cells = [what, tree, "%d" % len(xs), "%.0f" % median, "%.0f" % min(xs)]
@@ -141,8 +147,8 @@ def main():
     try:
         for case, argv in quick.items():  # warm the file cache, the .pyc files and the session
             elapsed_ms(argv, folder, env_for(trees.get(case[1] or "this", ROOT)))
-        for _ in range(args.runs):
-            for case, argv in quick.items():
+        for run in range(args.runs):
+            for case, argv in alternated(quick.items(), run):
                 wall, used = elapsed_ms(argv, folder, env_for(trees.get(case[1] or "this", ROOT)))
                 times[case].append(wall)
                 cpu[case].append(used)
@@ -151,8 +157,8 @@ def main():
     for runtime in runtimes:
         for tree in trees.values():
             stop(*start_run(tree, runtime, args.backend)[::3])  # one start that fills the caches
-        for _ in range(args.runs):
-            for label, tree in trees.items():
+        for run in range(args.runs):
+            for label, tree in alternated(trees.items(), run):  # a start slows the next one (docker's clean-up)
                 proc, _, ms, where = start_run(tree, runtime, args.backend)
                 stop(proc, where)
                 starts[(runtime, label)].append(ms)
