@@ -42,3 +42,6 @@ sh .ci/docker-setup.sh
 sh scripts/k8s-build.sh --node >/dev/null
 # The real Kubeless v1.0.8 controller for tests/cluster/test_controller.py (~80 s cold, cached likewise).
 sh scripts/kubeless-controller-build.sh >/dev/null
+# Delve for the Go debugging tests (tests/conformance/test_go_debug.py), with the standard library built
+# for debugging: ~30 s cold, cached under ~/.cache/kubeless-local/delve and Go's build cache.
+python3 -m kubeless_local.emulator.delve >/dev/null

@@ -3,9 +3,10 @@
 Served by the standard library's threaded server (the admin API's `_Server`: a connection that sends
 nothing holds no thread), bound to 127.0.0.1. Every request passes the Guard first (guard.py). The
 routes are a table (`ROUTES`); each handler takes the dashboard and the request and returns JSON data.
-The stream (`/api/events`, server-sent events) reads the EventLog from the id the browser last saw
-(`Last-Event-ID`, sent again by the browser on reconnect, or `?after=`): each event once, in order, or
-`reset` when they are gone. A tab that stops reading is dropped after SEND_TIMEOUT; it holds no buffer.
+The stream (`/api/events`, server-sent events) reads the session's event bus (emulator/bus.py) from the id
+the browser last saw (`Last-Event-ID`, sent again by the browser on reconnect, or `?after=`): each event
+once, in order, or `reset` when they are gone. A tab that stops reading is dropped after SEND_TIMEOUT; it
+holds no buffer.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from kubeless_local.dashboard.feed import EventLog, Feed
+from kubeless_local.dashboard import saved_test
+from kubeless_local.dashboard.feed import Feed
 from kubeless_local.dashboard.guard import SECURITY_HEADERS, Guard
 from kubeless_local.dashboard.source import Source
 from kubeless_local.emulator.admin import Call as Request
 from kubeless_local.emulator.admin import _Server, match_route, read_json_body, write_private
+from kubeless_local.emulator.bus import EventBus
 from kubeless_local.errors import BadRequest, UserError, status_of
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ KEEPALIVE = 15.0  # a comment on a quiet stream: a closed tab is noticed
 MAX_STREAMS = 64  # open event streams at once (each holds a thread)
 LOGIN_LINK = "/api/login-link"  # POST with the admin API's token: a new one-time login link
 INFO_FILE = "dashboard.json"  # beside admin.json: the port, for `kubeless-local dashboard`
+STATE_INVOCATIONS = 200  # the newest recorded calls a tab loads with the state (older ones: /api/invocations)
 
 
 def static_files() -> dict[str, Path]:
@@ -55,7 +59,8 @@ def static_files() -> dict[str, Path]:
 class Dashboard:
     """`start()` serves the dashboard of `source` on 127.0.0.1:`port` (0: a free one); `stop()` ends it.
     `admin_token` authorises POST /api/login-link (the admin API's token, readable by the user only).
-    `events`: where the stream reads from (see feed.py); None: an EventLog of its own filled by a Feed."""
+    `events`: the session's event bus, which the stream reads and the Feed adds the page's rows to (feed.py);
+    None: a bus of its own, to which the Feed forwards the source's log lines too."""
 
     def __init__(
         self,
@@ -64,17 +69,16 @@ class Dashboard:
         read_only: bool = False,
         admin_token: str = "",
         state_dir: Path | None = None,
-        events: EventLog | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.source, self.read_only, self.admin_token, self.state_dir = source, read_only, admin_token, state_dir
-        # The live events: a log of our own that a Feed fills from the source; or, given one, an event bus
-        # that publishes by itself (it offers EventLog's `after` and `last_id`).
-        self.events = events if events is not None else EventLog()
-        self.feed = Feed(source, self.events, watched=lambda: self.readers > 0) if events is None else None
         self.files = static_files()
         self.closing = threading.Event()
         self.readers = 0  # streams open now (at most MAX_STREAMS)
         self.readers_lock = threading.Lock()
+        # one stream of live events: the session's bus (its log lines are on it already), or a bus of our own
+        self.events = events if events is not None else EventBus()
+        self.feed = Feed(source, self.events, watched=self.watched, forward_lines=events is None)
         try:
             self.server = _Server(("127.0.0.1", port), _handler_for(self))
         except OSError as exc:
@@ -90,12 +94,15 @@ class Dashboard:
         from kubeless_local.dashboard.source import SessionSource
 
         source: SessionSource = SessionSource(session)
-        return cls(source, port, read_only, session.admin.token, session.state_dir)
+        return cls(source, port, read_only, session.admin.token, session.state_dir, events=session.bus)
+
+    def watched(self) -> bool:
+        """Some tab reads the stream (the Feed polls rows only then)."""
+        return self.readers > 0
 
     def start(self) -> str:
         """Serve; returns the first login link (one use)."""
-        if self.feed is not None:
-            self.feed.start()
+        self.feed.start()
         threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()  # stop() waits one poll
         if self.state_dir is not None:
             write_private(self.info_path, json.dumps({"port": self.port, "pid": os.getpid()}))
@@ -108,8 +115,7 @@ class Dashboard:
 
     def stop(self) -> None:
         self.closing.set()
-        if self.feed is not None:
-            self.feed.stop()
+        self.feed.stop()
         if self.state_dir is not None:
             self.info_path.unlink(missing_ok=True)
         self.server.shutdown()
@@ -135,7 +141,52 @@ def state(board: Dashboard, request: Request) -> Any:
         "functions": board.source.states(),
         "cron": board.source.cron(),
         "topics": board.source.topics(),
+        "metrics": board.source.metrics(),
+        "graph": board.source.graph(),
+        "invocations": _recent_invocations(board, last_id),
     }
+
+
+def _recent_invocations(board: Dashboard, last_id: int) -> list[dict[str, Any]]:
+    """The newest calls up to event `last_id`: those stored, and those the bus saw end that the recorder's
+    writer has not stored yet (the stream, going on from `last_id`, will not send them again)."""
+    held = board.events.after(0, limit=board.events.capacity).events
+    ended = [event.data for event in held if event.kind == "invocation-end" and event.id <= last_id]
+    try:
+        stored = board.source.invocations(None, None, STATE_INVOCATIONS, None)
+    except UserError:
+        stored = []  # a history database that cannot be read now: the page shows the calls that come
+    known = {row["id"] for row in stored}
+    rows = stored + [row for row in ended if row["id"] not in known]
+    return sorted(rows, key=lambda row: row["started"], reverse=True)[:STATE_INVOCATIONS]
+
+
+def invocations(board: Dashboard, request: Request) -> Any:
+    """?function=&outcome=ok|error&limit=&before=SEQ → summaries, newest first (before: the next page)."""
+    limit = max(1, min(_number(request.arg("limit", "100"), "limit"), 1000))
+    before = _number(request.arg("before", "0"), "before") or None
+    return board.source.invocations(request.arg("function") or None, request.arg("outcome") or None, limit, before)
+
+
+def invocation(board: Dashboard, request: Request) -> Any:
+    return board.source.invocation(request.params["id"])
+
+
+def invocation_as_test(board: Dashboard, request: Request) -> Any:
+    """{file, source}: the call as a pytest test (saved_test.py), to read or copy."""
+    record = board.source.invocation(request.params["id"])
+    return {"file": saved_test.file_name(record), "source": saved_test.pytest_source(record)}
+
+
+def save_test(board: Dashboard, request: Request) -> Any:
+    return board.source.save_test(request.params["id"])
+
+
+def replay_invocation(board: Dashboard, request: Request) -> Any:
+    edited = request.body.get("request")
+    if edited is not None and not isinstance(edited, dict):
+        raise BadRequest("request must be a JSON object: method, path, query, headers, body")
+    return board.source.replay_invocation(request.params["id"], edited)
 
 
 def logs(board: Dashboard, request: Request) -> Any:
@@ -190,6 +241,11 @@ ROUTES = [
     Route("POST", "/api/topics/{topic}/replay", replay, acts=True),
     Route("POST", "/api/cron/{name}", fire_cron, acts=True),
     Route("POST", "/api/functions/{name}/call", call, acts=True),
+    Route("GET", "/api/invocations", invocations),
+    Route("GET", "/api/invocations/{id}", invocation),
+    Route("POST", "/api/invocations/{id}/replay", replay_invocation, acts=True),
+    Route("GET", "/api/invocations/{id}/pytest", invocation_as_test),
+    Route("POST", "/api/invocations/{id}/pytest", save_test, acts=True),
 ]
 
 
@@ -302,7 +358,7 @@ def _handler_for(board: Dashboard) -> type[BaseHTTPRequestHandler]:
                         self.wfile.write(b"event: reset\ndata: {}\n\n")
                         self.wfile.flush()
                         return  # the page loads the state again and opens a new stream from its id
-                    chunk = "".join("id: %d\nevent: %s\ndata: %s\n\n" % (e.id, e.kind, e.data) for e in batch.events)
+                    chunk = "".join("id: %d\nevent: %s\ndata: %s\n\n" % (e.id, e.kind, e.encoded) for e in batch.events)
                     self.wfile.write(chunk.encode() if chunk else b": keepalive\n\n")
                     self.wfile.flush()
                     if batch.events:

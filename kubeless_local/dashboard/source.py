@@ -9,24 +9,35 @@ from the page is checked and answered exactly as the same action from the CLI. R
 from __future__ import annotations
 
 import abc
+import math
 import queue
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubeless_local.dashboard import saved_test
 from kubeless_local.emulator import admin as routes
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.triggers.cron import next_time, rfc3339, utcnow
 from kubeless_local.emulator.triggers.subscriptions import selects
-from kubeless_local.errors import NotFound, UserError
+from kubeless_local.errors import Conflict, Failed, NotFound, UserError
 
 if TYPE_CHECKING:
     from kubeless_local.emulator.session import DevSession
 
 NEXT_FIRES = 5
+# a matchExpression as kubectl writes it in a selector
+SELECTOR_FORMS = {
+    "In": "{key} in ({values})",
+    "NotIn": "{key} notin ({values})",
+    "Exists": "{key}",
+    "DoesNotExist": "!{key}",
+}
 ERROR_LOG_LINES = 20  # the last lines shown beside a CompileError
 MAX_CALL_BODY = 256 * 1024  # of a function's answer to a call from the page, shown as text
+TESTS_FOLDER = "tests"  # in the project's folder: where a call saved as a pytest test goes
+STORED_WITHIN = 5.0  # seconds a call the page has seen end may take to be stored
 # "File "/…/handler.py", line 3" (Python), "handler.js:3" (Node, Go, Ruby, PHP): where a load error points
 TRACE_LOCATION = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)|(?P<path>[\w./-]+\.\w+):(?P<num>\d+)')
 
@@ -81,6 +92,70 @@ class Source(abc.ABC):
 
     @abc.abstractmethod
     def call(self, name: str, method: str, path: str, data: str, headers: dict[str, str]) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def graph(self) -> list[dict[str, Any]]:
+        """One row per trigger: its kind (http, cron, kafka, nats), what fires it (`from`: host and path, schedule,
+        topic), its selector, the functions it calls (`missing`: those it names that do not exist) and the calls
+        of it the recorder keeps."""
+
+    @abc.abstractmethod
+    def metrics(self) -> list[dict[str, Any]]:
+        """One row per function: calls and errors as its runtime server counts them (/metrics, as `ls` shows
+        them; None: not known), and p50/p95 duration (ms) of the calls the recorder kept (None: none kept)."""
+
+    @abc.abstractmethod
+    def invocations(
+        self, function: str | None, outcome: str | None, limit: int, before: int | None
+    ) -> list[dict[str, Any]]:
+        """Recorded invocations' summaries, newest first (the recorder's `list`); [] when none are recorded."""
+
+    @abc.abstractmethod
+    def invocation(self, ident: str) -> dict[str, Any]:
+        """One recorded invocation whole, its secret headers REDACTED (the recorder's `export`)."""
+
+    @abc.abstractmethod
+    def replay_invocation(self, ident: str, request: dict[str, Any] | None) -> dict[str, Any]:
+        """Send invocation `ident` again, as recorded or `request` (an edited export): {original, replay, diff}."""
+
+    @abc.abstractmethod
+    def save_test(self, ident: str) -> dict[str, Any]:
+        """Write invocation `ident` as a pytest test (saved_test.py) into the project's tests/ folder, never over
+        a file: {path, source}; Conflict when the file exists."""
+
+
+def selector_text(trigger: Any) -> str:
+    """A functionSelector as kubectl writes one: `app=shop,tier in (web,api)`."""
+    labels = ["%s=%s" % pair for pair in sorted(trigger.selector.items())]
+    expressions = [
+        SELECTOR_FORMS.get(e["operator"], "{key} {operator} ({values})").format(
+            key=e["key"], operator=e["operator"], values=",".join(e.get("values") or [])
+        )
+        for e in trigger.expressions
+    ]
+    return ",".join(labels + expressions)
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The nearest-rank percentile (`share` of 1) of `values`; None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def metrics_row(status: dict[str, Any], durations: list[float]) -> dict[str, Any]:
+    """A function's metrics: its `ls` row's counts and the percentiles of its recorded durations (ms)."""
+    calls, errors = status.get("calls"), status.get("errors")
+    return {
+        "name": status["name"],
+        "calls": calls,
+        "errors": errors,
+        "error_rate": round(100.0 * errors / calls, 1) if calls and errors is not None else None,
+        "recorded": len(durations),
+        "p50_ms": percentile(durations, 0.50),
+        "p95_ms": percentile(durations, 0.95),
+    }
 
 
 def _laid_out(prepared: Any) -> float | None:
@@ -228,6 +303,84 @@ class SessionSource(Source):
             "truncated": len(answer.content) > MAX_CALL_BODY,
             "ms": round((time.monotonic() - started) * 1000, 1),
         }
+
+    def graph(self) -> list[dict[str, Any]]:
+        manifests = self.session.project.manifests if self.session.project is not None else None
+        if manifests is None:
+            return []
+        try:
+            counted = self.session.recorder.by_trigger() if self.session.recorder is not None else {}
+        except UserError:
+            counted = {}
+        gateway = getattr(self.session, "gateway", None)  # an HTTPTrigger's URL, once the gateway listens
+        examples: dict[str, str] = {}
+        if gateway is not None and gateway.server is not None and gateway.table is not None:
+            examples = {route.trigger: gateway.example(route) for route in gateway.table.routes}
+        defined = {function.name: function for function in manifests.functions}
+        edges = [
+            ("http", t.name, "%s/%s" % (t.host_name or "*", t.path.lstrip("/")), "", [t.function_name], "gateway")
+            for t in manifests.http_triggers
+        ]
+        edges += [("cron", t.name, t.schedule, "", [t.function_name], "cron") for t in manifests.cron_triggers]
+        for trigger in [*manifests.kafka_triggers, *manifests.nats_triggers]:
+            chosen = [name for name, function in sorted(defined.items()) if selects(trigger, function)]
+            edges.append((trigger.source, trigger.name, trigger.topic, selector_text(trigger), chosen, trigger.source))
+        return [
+            {
+                "name": "%s/%s" % (kind, name),
+                "kind": kind,
+                "trigger": name,
+                "from": fired_by,
+                "url": examples.get(name) if kind == "http" else None,
+                "selector": selector,
+                "functions": [function for function in functions if function in defined],
+                "missing": [function for function in functions if function not in defined],
+                "recorded": counted.get((source, name), 0),
+            }
+            for kind, name, fired_by, selector, functions, source in edges
+        ]
+
+    def metrics(self) -> list[dict[str, Any]]:
+        supervisor, recorder = self.session.supervisor, self.session.recorder
+        if supervisor is None:
+            return []
+        try:
+            durations = recorder.durations() if recorder is not None else {}
+        except UserError:
+            durations = {}  # a history database that cannot be read now
+        return [metrics_row(row, durations.get(row["name"], [])) for row in supervisor.status()]
+
+    def invocations(
+        self, function: str | None, outcome: str | None, limit: int, before: int | None
+    ) -> list[dict[str, Any]]:
+        recorder = self.session.recorder
+        return recorder.list(function, limit, before, outcome) if recorder is not None else []
+
+    def invocation(self, ident: str) -> dict[str, Any]:
+        try:
+            return self._route(routes.invocation, {"id": ident})
+        except NotFound:
+            # a call is on the bus as it ends and stored a moment later (its log lines travel through a pipe)
+            if self.session.recorder is None or not self.session.recorder.flush(STORED_WITHIN):
+                raise
+            return self._route(routes.invocation, {"id": ident})
+
+    def save_test(self, ident: str) -> dict[str, Any]:
+        record = self.invocation(ident)
+        path = self.session.root / TESTS_FOLDER / saved_test.file_name(record)
+        text = saved_test.pytest_source(record)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            with open(path, "x") as written:  # never over a file the user has
+                written.write(text)
+        except FileExistsError:
+            raise Conflict("%s exists already; it is left as it is" % path, "test file", str(path)) from None
+        except OSError as exc:
+            raise Failed("%s cannot be written (%s)" % (path, exc.strerror), "test file", str(path)) from None
+        return {"path": str(path), "source": text}
+
+    def replay_invocation(self, ident: str, request: dict[str, Any] | None) -> dict[str, Any]:
+        return self._route(routes.replay_invocation, {"id": ident}, {} if request is None else {"request": request})
 
 
 class _Rows(queue.Queue):

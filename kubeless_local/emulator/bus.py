@@ -1,57 +1,100 @@
-"""The session's event bus: what happens in `dev` (function states, invocations, log lines, topic appends and
-commits, dead letters, cron runs), one stream with a monotonic id, for a client that resumes (the dashboard's
-server-sent events, `Last-Event-ID`).
+"""The session's event bus: what happens in `dev` (function states, invocations, log lines, cron runs, and the
+dashboard's rows), one stream with a monotonic id, for a client that resumes (the dashboard's server-sent
+events with `Last-Event-ID`, the admin API's `/api/events`).
 
 Guarantee: publishing never blocks and never grows memory without bound. The bus keeps the last `capacity`
-events in a ring; a reader that asks for events after an id older than the ring holds is told to reset (it
-missed some), never given a gap silently. Ids start at 1 and only grow for the life of the session.
+events and at most `max_bytes` of their data (oldest dropped first); a reader that asks for events after an id
+no longer held is told to reset (it missed some), never given a gap silently; so is one that names an id the
+bus never gave (a session started since). Ids start at 1 and only grow for the life of the session. Readers
+hold no buffer of their own: one that never reads costs nothing but its cursor.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 CAPACITY = 10_000
+MAX_BYTES = 4 * 1024 * 1024  # of the events' data (their `weight`)
+
+
+def weight(data: Any) -> int:
+    """About how many bytes a JSON value holds: its strings' lengths, 8 for anything else. A third of the cost
+    of encoding it (which waits for a reader)."""
+    if isinstance(data, str):
+        return len(data)
+    if isinstance(data, dict):
+        return sum(8 + len(key) + weight(value) for key, value in data.items())
+    if isinstance(data, (list, tuple)):
+        return sum(8 + weight(value) for value in data)
+    return 8
 
 
 @dataclass(frozen=True)
 class Event:
     id: int
-    kind: str  # function-state, invocation-start|end, log, topic-append|commit, dead-letter, cron-run
-    data: dict[str, Any]
+    kind: str  # function-state, invocation-start|end, log, cron-run, topic-*, dead-letter*; the dashboard's rows
+    data: Any  # a JSON value
     time: float
+    weight: int  # about how many bytes `data` holds
+
+    @functools.cached_property
+    def encoded(self) -> str:
+        """`data` as JSON, encoded once for every reader, and only when one reads (not on the call path)."""
+        return json.dumps(self.data, separators=(",", ":"))
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "data": self.data, "time": self.time}
 
 
+class Batch(NamedTuple):
+    """What a reader gets: the events after its id; reset=True when some of them are gone (the events are then
+    the oldest held, or none for an id the bus never gave)."""
+
+    events: list[Event]
+    reset: bool
+
+
 class EventBus:
-    def __init__(self, capacity: int = CAPACITY) -> None:
-        self.ring: collections.deque[Event] = collections.deque(maxlen=capacity)
+    def __init__(self, capacity: int = CAPACITY, max_bytes: int = MAX_BYTES) -> None:
+        self.capacity, self.max_bytes = capacity, max_bytes
+        self.ring: collections.deque[Event] = collections.deque()
+        self.size = 0  # bytes of the encoded data held
         self.last = 0
         self.changed = threading.Condition(threading.Lock())  # a plain lock: publishing is on the call path
 
-    def publish(self, kind: str, data: dict[str, Any]) -> int:
-        """Add an event; returns its id. O(1): the oldest falls out of the ring when it is full."""
+    @property
+    def last_id(self) -> int:
+        return self.last
+
+    def publish(self, kind: str, data: Any) -> int:
+        """Add an event; returns its id. The oldest go when the bus holds too many, or too many bytes."""
+        heavy = weight(data)
         with self.changed:
             self.last += 1
-            self.ring.append(Event(self.last, kind, data, time.time()))
+            self.ring.append(Event(self.last, kind, data, time.time(), heavy))
+            self.size += heavy
+            while len(self.ring) > self.capacity or (self.size > self.max_bytes and len(self.ring) > 1):
+                self.size -= self.ring.popleft().weight
             self.changed.notify_all()
             return self.last
 
-    def after(self, last_id: int, limit: int = 1000) -> tuple[list[Event], bool]:
-        """(the events after `last_id`, at most `limit`; reset): reset is True when events after `last_id` have
-        already left the ring; the events are then the oldest the ring holds."""
+    def after(self, last_id: int, timeout: float = 0.0, limit: int = 1000) -> Batch:
+        """The events after `last_id` (at most `limit`), waiting up to `timeout` s for one when there is none."""
         with self.changed:
+            if timeout > 0 and last_id == self.last:
+                self.changed.wait_for(lambda: self.last > last_id, timeout)
+            if last_id > self.last:
+                return Batch([], True)  # an id of another session's bus
             oldest = self.ring[0].id if self.ring else self.last + 1
             reset = last_id + 1 < oldest and last_id < self.last
             start = max(last_id + 1, oldest) - oldest
-            events = [self.ring[index] for index in range(start, min(start + limit, len(self.ring)))]
-        return events, reset
+            return Batch([self.ring[index] for index in range(start, min(start + limit, len(self.ring)))], reset)
 
     def wait(self, last_id: int, timeout: float) -> bool:
         """Wait until an event after `last_id` exists; False on timeout."""

@@ -6,10 +6,12 @@ import subprocess
 import threading
 from typing import IO, Optional
 
+from kubeless_local.emulator import delve
 from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
 from kubeless_local.emulator.prepare import Prepared
+from kubeless_local.errors import UserError
 
 
 def server_process(instance: Instance) -> Optional[subprocess.Popen]:
@@ -27,6 +29,15 @@ class ProcessBackend(Backend):
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
         if instance.debug is not None:
             env.update(instance.debug.env())  # its debugger's port, and a timeout no paused call reaches
+            if instance.debug.debugger == "delve":  # built once per Go (emulator/delve.py), progress in the log
+                try:
+                    dlv = delve.dlv(
+                        prepared.placeholders["exe"], lambda line: handle_output(instance, self.logs, line, "stderr")
+                    )
+                except UserError as exc:
+                    instance.set_state(State.CRASHED, str(exc))
+                    return
+                env[delve.DLV_ENV] = str(dlv)
         try:
             proc = subprocess.Popen(
                 argv,

@@ -55,6 +55,8 @@ SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
 VOLATILE_HEADERS = frozenset(("date",))  # differ on every answer: left out of a replay's diff
+# a call's outcome by its answer's status (0: no answer at all), as `list` filters it
+OUTCOMES = {"ok": "status BETWEEN 200 AND 399", "error": "(status >= 400 OR status < 200)"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS invocations (
@@ -203,6 +205,7 @@ def source_digest(folder: Path) -> str:
 
 
 Served = Callable[[str], tuple[int | None, str | None]]  # function → (generation, source sha256) serving
+Durations = dict[str, list[float]]  # function → milliseconds
 
 
 class Recorder:
@@ -476,13 +479,20 @@ class Recorder:
                 raise NotFound("no invocations are recorded (%s cannot be opened)" % self.path, "invocation")
             yield self.reader
 
-    def list(self, function: str | None = None, limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
-        """Summaries, newest first: of one function (or all), at most `limit`, older than sequence `before`."""
+    def list(
+        self, function: str | None = None, limit: int = 50, before: int | None = None, outcome: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Summaries, newest first: of one function (or all), at most `limit`, older than sequence `before`,
+        with an OUTCOMES key's status (or any)."""
         where: list[str] = []
         args: list[Any] = []
         if function:
             where.append("function = ?")
             args.append(function)
+        if outcome:
+            if outcome not in OUTCOMES:
+                raise BadRequest("outcome must be one of %s" % ", ".join(OUTCOMES), "invocation outcome", outcome)
+            where.append(OUTCOMES[outcome])
         if before:
             where.append("seq < ?")
             args.append(before)
@@ -504,6 +514,24 @@ class Recorder:
         if row is None:
             raise NotFound("no recorded invocation %r" % ident, "invocation", str(ident))
         return record_of(dict(zip(COLUMNS, row)))
+
+    def durations(self) -> Durations:
+        """function → the durations (ms) of its stored calls, newest first."""
+        found: Durations = {}
+        with self._reading() as db:
+            for function, duration in db.execute(
+                "SELECT function, duration_ms FROM invocations ORDER BY function, seq DESC"
+            ):
+                found.setdefault(function, []).append(duration)
+        return found
+
+    def by_trigger(self) -> dict[tuple[str, str], int]:
+        """(source, trigger) → how many stored calls it sent (calls with no trigger are not counted)."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT source, trigger, COUNT(*) FROM invocations WHERE trigger IS NOT NULL GROUP BY source, trigger"
+            ).fetchall()
+        return {(source, trigger): count for source, trigger, count in rows}
 
     def replay_of(self, ident: str) -> str | None:
         """The id of the newest record that replays `ident` (None: none is stored)."""
@@ -553,6 +581,9 @@ def summary_of(exchange: Exchange) -> dict[str, Any]:
         "path": exchange.target,
         "status": exchange.status,
         "duration_ms": round(exchange.duration * 1000, 3),
+        "started": exchange.started,
+        "timeout": exchange.status == 408,
+        "error": exchange.error,
     }
 
 

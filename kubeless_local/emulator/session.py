@@ -233,7 +233,8 @@ class DevSession:
                 line = lines.get()
                 if line is None:
                     return
-                self.bus.publish("log", {"function": line.function, "text": line.text, "stream": line.stream})
+                row = {"function": line.function, "text": line.text, "stream": line.stream, "time": line.time}
+                self.bus.publish("log", row)
 
         self._log_lines = lines
         threading.Thread(target=forward, name="bus-logs", daemon=True).start()
@@ -255,6 +256,7 @@ class DevSession:
             max_in_flight=kafka.max_in_flight,
             retention_hours=kafka.retention_hours,
             word=self.word,
+            on_event=self.bus.publish,
         )
 
     def _update_events(self, manifests):

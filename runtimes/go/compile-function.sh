@@ -46,9 +46,31 @@ KNOWN="$LIB/go.sum.known"
 cat "$SRC/go.sum" "$SRC/function/go.sum" "$KNOWN" 2>/dev/null | sort -u > "$SRC/go.sum.new"
 mv "$SRC/go.sum.new" "$SRC/go.sum"
 
+# debug-build.sh <out>, run in src/ by the server when it is debugged (server/main.go, "debugging"):
+# the same build with debug info (no optimisation, no inlining) for Delve. Not -trimpath: Delve needs
+# real paths, and the function's files are named as the server loads them, through the install link
+# (KUBELESS_INSTALL_VOLUME/<file>.go, whatever the generation: an editor maps that folder to the
+# user's). Only a debugged function pays for it. Its build cache is Go's own (not $LIB/cache, which a
+# new runtime version starts afresh): the standard library built for debugging (once per Go, warmed
+# when the engine builds Delve, emulator/delve.py) serves every version.
+quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+write_debug_build() {
+  echo '#!/bin/sh'
+  echo '# Written by compile-function.sh: this build with debug info for Delve (cwd: src/, $1: the binary).'
+  echo "GO=$(quote "$GO") LIB=$(quote "$LIB") MODPATH=$(quote "$MODPATH")"
+  echo 'export GOMODCACHE="$LIB/mod" GOPATH="$LIB/gopath"'
+  echo 'export GOFLAGS="-mod=mod -modcacherw" GOTOOLCHAIN=local GOWORK=off'
+  echo 'FUNCTION="$MODPATH/...=-N -l"'
+  echo 'if [ -n "${KUBELESS_INSTALL_VOLUME:-}" ]; then'
+  echo '  FUNCTION="$FUNCTION '"'"'-trimpath=$PWD/function=>$KUBELESS_INSTALL_VOLUME'"'"'"'
+  echo 'fi'
+  echo 'exec "$GO" build -gcflags="all=-N -l" -gcflags="$FUNCTION" -buildvcs=false -o "$1" .'
+}
+
 cd "$SRC" || exit 1
 if "$GO" build -trimpath -buildvcs=false -o "$BUILD/server.new" . > "$BUILD/compile.log" 2>&1; then
   mv "$BUILD/server.new" "$BUILD/server" || exit 1
+  write_debug_build > "$BUILD/debug-build.sh" || exit 1
   cp "$SRC/go.sum" "$KNOWN.$$" && mv "$KNOWN.$$" "$KNOWN"
   exit 0
 fi

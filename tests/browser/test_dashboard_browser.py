@@ -1,9 +1,11 @@
 """The dashboard in a real browser against a real `dev`: live function states through a save and a syntax
-error, the log filter kept in the URL, the guard's answers, the login cookie, requests that stay on
+error, the log filter kept in the URL, recorded calls (live rows, a call's detail, replay as recorded and edited
+with the diff, the status filter), a call saved as a pytest test that passes, each function's metrics, the trigger graph, the guard's answers, the login cookie, requests that stay on
 127.0.0.1, the event stream resumed with Last-Event-ID, an accessibility scan, and a screenshot of each view."""
 
 import http.client
 import json
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from waiting import wait_until
 from kubeless_local.dashboard.guard import COOKIE
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-VIEWS = ["functions", "logs", "cron", "emit", "topics"]
+VIEWS = ["functions", "logs", "invocations", "cron", "emit", "topics", "metrics", "graph"]
 
 
 def row(page, name="hello"):
@@ -219,14 +221,26 @@ def test_a_stream_resumed_with_last_event_id_gets_each_missed_event_exactly_once
     assert called == ["one", "two", "three", "four", "five"]
 
 
+def detail_view(session):
+    """The Invocations view showing the newest recorded call (one is made if there is none)."""
+    stored = lambda: json.loads(ask(session, "/api/invocations?limit=1", cookie=session.cookie)[1])  # noqa: E731
+    if not stored():
+        call_function(session, "for the detail")
+    wait_until(stored, "the call stored", timeout=30)
+    return "invocations&id=" + stored()[0]["id"]
+
+
 def test_no_serious_or_critical_accessibility_violation_in_any_view(page, session):
     wait_ready(page)
     script = "/__test__/axe.min.js"  # served to the page from its own origin, as the CSP allows
     page.route(session.base + script, lambda route: route.fulfill(path=str(AXE), content_type="text/javascript"))
     found = {}
-    for view in VIEWS:
+    for view in [*VIEWS, detail_view(session)]:
         page.goto(session.base + "/?view=" + view)
         wait_live(page, session)
+        if "&id=" in view:
+            page.get_by_role("button", name="Replay as recorded").click()
+            page.locator("[data-testid=replay-diff]").wait_for(timeout=30_000)
         page.add_script_tag(url=session.base + script)
         result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
         bad = [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
@@ -239,11 +253,14 @@ def test_each_view_is_saved_as_a_screenshot(page, session):
     wait_ready(page)
     call_function(session, "from the screenshot test")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for view in VIEWS:
+    for view in [*VIEWS, detail_view(session)]:
         page.goto(session.base + "/?view=" + view)
         wait_live(page, session)
         if view == "logs":
             page.locator("[data-testid=log]", has_text="from the screenshot test").wait_for()
+        if "&id=" in view:
+            page.locator("[data-testid=invocation-detail]").wait_for(timeout=30_000)
+            view = "invocation-detail"
         path = ARTIFACTS / ("dashboard-%s.png" % view)
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 1000
@@ -320,3 +337,152 @@ def test_a_dead_letter_replayed_from_the_page_is_delivered(page, session, projec
     page.goto(session.base + "/?view=logs&fn=hello&q=with+fail")
     log = page.locator("[data-testid=log]")
     wait_until(lambda: log.inner_text().count("hello called with fail") == 2, "the replayed event delivered")
+
+
+def invocation_rows(page):
+    return page.locator("[data-testid=invocation]")
+
+
+def open_invocations(page, session, query=""):
+    page.goto(session.base + "/?view=invocations" + query)
+    wait_live(page, session)
+
+
+def test_a_call_adds_a_row_live_and_its_detail_shows_request_answer_and_log_lines(page, session):
+    wait_ready(page)
+    open_invocations(page, session)
+    before = invocation_rows(page).count()
+    sent = time.monotonic()
+    assert call_function(session, "<i>apple</i>")[1]["status"] == 200
+    wait_until(lambda: invocation_rows(page).count() == before + 1, "a row for the call", timeout=30)
+    print("the row showed %.3f s after the call returned" % (time.monotonic() - sent))
+    newest = invocation_rows(page).first
+    assert "hello" in newest.inner_text() and newest.locator("[data-testid=status]").inner_text() == "200"
+    newest.get_by_role("link").click()
+    detail = page.locator("[data-testid=invocation-detail]")
+    detail.wait_for(timeout=30_000)
+    assert "id=" in page.url
+    assert detail.get_by_label("request body", exact=True).inner_text() == "<i>apple</i>"
+    answer = detail.get_by_label("response body", exact=True)
+    assert answer.inner_text() == "<b>hello</b> <i>apple</i>" and answer.locator("b, i").count() == 0
+    # the lines the recorder kept for the call, as text (which lines it keeps is the recorder's, tested there)
+    ident = newest.get_attribute("data-invocation")
+    kept = json.loads(ask(session, "/api/invocations/" + ident, cookie=session.cookie)[1])["logs"]
+    shown_lines = detail.get_by_label("the call's log lines").inner_text()
+    assert shown_lines == ("\n".join(line["text"] for line in kept) or "(none)")
+    assert detail.get_by_label("the call's log lines").locator("i").count() == 0
+    assert detail.get_by_label("as kubeless-local call").inner_text().startswith("kubeless-local call hello --data")
+    detail.get_by_label("Show response body as").select_option("hex")
+    assert "<b>hello" in answer.inner_text() and "3c 62 3e" in answer.inner_text()  # "<b>" in hex
+
+
+def test_replay_as_recorded_and_edited_adds_replay_rows_and_shows_the_diff(page, session):
+    wait_ready(page)
+    assert call_function(session, "apple")[1]["status"] == 200
+    open_invocations(page, session)
+    invocation_rows(page).first.get_by_role("link").click()
+    detail = page.locator("[data-testid=invocation-detail]")
+    detail.get_by_role("button", name="Replay as recorded").click()
+    diff = page.locator("[data-testid=replay-diff]")
+    diff.wait_for(timeout=30_000)
+    assert "the same answer as the original" in diff.inner_text()
+    replays = page.locator("[data-testid=invocation]", has_text="replay")
+    wait_until(lambda: replays.count() == 1, "a replay row", timeout=30)
+    detail.get_by_role("button", name="Edit and replay…").click()
+    detail.get_by_label("Body", exact=True).fill("pear")
+    detail.get_by_role("button", name="Replay edited").click()
+    body_diff = diff.get_by_label("body diff")
+    body_diff.wait_for(timeout=30_000)
+    assert "the answer differs" in diff.inner_text()
+    assert "-<b>hello</b> apple" in body_diff.inner_text() and "+<b>hello</b> pear" in body_diff.inner_text()
+    assert diff.locator(".diff-add").inner_text() == "+<b>hello</b> pear"
+    wait_until(lambda: replays.count() == 2, "a second replay row", timeout=30)
+    diff.get_by_role("link").click()  # the replay's own record
+    detail = page.locator("[data-testid=invocation-detail]")
+    wait_until(lambda: "replay of" in detail.inner_text(), "the replay's record shown", timeout=30)
+    assert detail.get_by_label("request body", exact=True).inner_text() == "pear"
+
+
+def test_the_invocations_status_filter_survives_a_reload_through_the_url(page, session, project):
+    (project.parent / "fail-flag").write_text("")
+    wait_ready(page)
+    assert call_function(session, "fine")[1]["status"] == 200
+    assert call_function(session, "fail")[1]["status"] == 500
+    open_invocations(page, session)
+    wait_until(lambda: invocation_rows(page).count() >= 2, "both calls listed", timeout=30)
+    page.get_by_label("Status").select_option("error")
+    assert "status=error" in page.url
+    statuses = lambda: invocation_rows(page).locator("[data-testid=status]").all_inner_texts()  # noqa: E731
+    wait_until(lambda: statuses() == ["500"], "only the failed call listed", timeout=30)
+    page.reload()
+    wait_live(page, session)
+    assert page.get_by_label("Status").input_value() == "error"
+    wait_until(lambda: statuses() == ["500"], "only the failed call listed after the reload", timeout=30)
+
+
+def test_the_metrics_view_shows_calls_errors_and_durations_live(page, session, project):
+    (project.parent / "fail-flag").write_text("")
+    wait_ready(page)
+    page.goto(session.base + "/?view=metrics")
+    wait_live(page, session)
+    metrics = page.locator("tr[data-metrics=hello]")
+    cell = lambda name: metrics.locator("[data-testid=%s]" % name).inner_text()  # noqa: E731
+    wait_until(lambda: cell("calls") == "0", "no calls counted yet", timeout=30)
+    for data in ("one", "two", "fail"):
+        call_function(session, data)
+    wait_until(lambda: (cell("calls"), cell("errors")) == ("3", "1"), "the calls counted live", timeout=30)
+    wait_until(lambda: cell("recorded") == "3", "the calls recorded", timeout=30)
+    assert cell("error-rate") == "33.3 %"
+    assert cell("p50").endswith(" ms") and cell("p95").endswith(" ms")
+    assert float(cell("p50").split()[0]) <= float(cell("p95").split()[0])
+
+
+def test_the_trigger_graph_shows_each_trigger_to_its_functions_and_its_calls_live(page, session, project):
+    wait_ready(page)
+    page.goto(session.base + "/?view=graph")
+    wait_live(page, session)
+    cron, kafka = page.locator("tr[data-trigger='cron/nightly']"), page.locator("tr[data-trigger='kafka/orders']")
+    assert cron.locator("[data-testid=edges]").inner_text() == "→ hello"
+    assert cron.locator("[data-testid=recorded]").inner_text() == "0"
+    assert kafka.locator("[data-testid=edges]").inner_text() == "→ hello" and "app=shop" in kafka.inner_text()
+    assert "0 3 * * *" in cron.inner_text()
+    page.goto(session.base + "/?view=cron")
+    wait_live(page, session)
+    page.get_by_role("button", name="Fire nightly now").click()
+    page.get_by_label("fire result").wait_for(timeout=30_000)
+    page.goto(session.base + "/?view=graph")
+    wait_live(page, session)
+    recorded = cron.locator("[data-testid=recorded]")
+    wait_until(lambda: recorded.inner_text() == "1", "the cron run counted", timeout=30)
+    manifests = project / "function.yaml"  # a trigger that selects nothing shows as such, live
+    manifests.write_text(manifests.read_text().replace("matchLabels: {app: shop}", "matchLabels: {app: none}"))
+    edges = kafka.locator("[data-testid=edges]")
+    wait_until(lambda: edges.inner_text() == "no function selected", "the new selector shown", timeout=30)
+
+
+def test_a_call_saved_as_a_pytest_test_passes_with_the_plugin(page, session, project):
+    wait_ready(page)
+    assert call_function(session, "apple")[1]["status"] == 200
+    open_invocations(page, session)
+    invocation_rows(page).first.get_by_role("link").click()
+    detail = page.locator("[data-testid=invocation-detail]")
+    shown = detail.get_by_label("pytest test")
+    shown.wait_for(timeout=30_000)
+    assert (
+        "kubeless.call(" in shown.inner_text() and "assert response.text == '<b>hello</b> apple'" in shown.inner_text()
+    )
+    detail.get_by_role("button", name=re.compile(r"^Save as tests\/test_hello_\w+\.py$")).click()
+    saved = detail.locator("[data-testid=saved-test]")
+    saved.wait_for(timeout=30_000)
+    path = Path(saved.inner_text().removeprefix("Saved as "))
+    assert path.parent == project / "tests" and path.read_text().strip() == shown.inner_text().strip()
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(project), str(path)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0 and "1 passed" in ran.stdout, ran.stdout + ran.stderr
+    detail.get_by_role("button", name=re.compile(r"^Save as tests\/")).click()
+    page.get_by_text("exists already").wait_for(timeout=30_000)  # never over the user's file

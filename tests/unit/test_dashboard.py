@@ -13,11 +13,12 @@ from conftest import function
 from waiting import wait_until
 
 from kubeless_local import spec as specs
-from kubeless_local.dashboard.feed import EventLog, Feed
+from kubeless_local.dashboard.feed import Feed
 from kubeless_local.dashboard.guard import COOKIE, Guard
 from kubeless_local.dashboard.server import LOGIN_LINK, Dashboard
-from kubeless_local.dashboard.source import SessionSource, Source, error_location
+from kubeless_local.dashboard.source import SessionSource, Source, error_location, metrics_row, percentile
 from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.emulator.bus import EventBus
 from kubeless_local.emulator.triggers.cron import Cron
 from kubeless_local.errors import NotFound
 
@@ -28,7 +29,9 @@ class MemorySource(Source):
     def __init__(self):
         self.rows = [{"name": "hello", "state": "Ready", "generation": 1}]
         self.lines: queue.Queue = queue.Queue()
-        self.asked: list = []
+        self.asked: list = []  # the actions
+        self.listed: list = []  # the invocations lists read
+        self.stored = [{"seq": 1, "id": "abc", "function": "hello", "status": 200, "started": 1.0}]
 
     def states(self):
         return [dict(row) for row in self.rows]
@@ -69,6 +72,29 @@ class MemorySource(Source):
         self.asked.append(("call", name, method, path, data, headers))
         return {"status": 200, "headers": {}, "body": "<b>hi</b>", "truncated": False, "ms": 1.0}
 
+    def metrics(self):
+        return [{"name": "hello", "calls": 3, "errors": 1, "p50_ms": 2.0}]
+
+    def graph(self):
+        return [{"name": "cron/nightly", "kind": "cron", "functions": ["hello"]}]
+
+    def invocations(self, function, outcome, limit, before):
+        self.listed.append((function, outcome, limit, before))
+        return self.stored
+
+    def invocation(self, ident):
+        if ident != "abc":
+            raise NotFound("no recorded invocation %r" % ident, "invocation", ident)
+        return {"id": "abc", "function": "hello"}
+
+    def replay_invocation(self, ident, request):
+        self.asked.append(("replay-invocation", ident, request))
+        return {"diff": {"same": True}}
+
+    def save_test(self, ident):
+        self.asked.append(("save-test", ident))
+        return {"path": "tests/test_x.py", "source": ""}
+
 
 @pytest.fixture(scope="module")
 def shared_board():
@@ -90,11 +116,14 @@ def source(request):
     return request.getfixturevalue("board").source if "board" in request.fixturenames else MemorySource()
 
 
-def test_a_given_event_log_is_read_as_it_is_and_no_feed_polls(source):
-    log = EventLog()
-    board = serve(source, events=log)
+def test_a_given_bus_is_read_as_it_is_and_gets_no_second_copy_of_a_log_line(source):
+    bus = EventBus()
+    board = serve(source, events=bus)
     try:
-        assert board.events is log and board.feed is None
+        assert board.events is bus and not board.feed.forward_lines
+        source.lines.put({"function": "hello", "text": "reloading", "stream": "system", "time": 1.0})
+        wait_until(lambda: board.feed.quick_until > 0, "the line read by the feed")
+        assert [e.kind for e in bus.after(0).events] == []  # the session's bus has its lines already
     finally:
         board.stop()
 
@@ -208,6 +237,8 @@ def test_a_read_only_dashboard_shows_but_does_not_act(source):
             status, _, body = ask(board, "POST", path, body={"data": "x"})
             assert status == 403 and b"read-only" in body
         assert ask(board, "POST", "/api/functions/hello/call", body={})[0] == 403
+        assert ask(board, "POST", "/api/invocations/abc/replay", body={})[0] == 403
+        assert ask(board, "POST", "/api/invocations/abc/pytest", body={})[0] == 403
         assert source.asked == []
         assert json.loads(ask(board, "GET", "/api/state")[2])["read_only"] is True
     finally:
@@ -261,20 +292,20 @@ def test_error_location_names_the_users_file_and_line():
     assert error_location("no location") is None
 
 
-# ------------------------------------------------------------ the event log and the stream
+# ------------------------------------------------------------ the event bus and the stream
 
 
-def test_the_event_log_gives_each_later_event_once_in_order():
-    log = EventLog()
+def test_the_event_bus_gives_each_later_event_once_in_order():
+    log = EventBus()
     ids = [log.publish("log", {"n": n}) for n in range(10)]
     assert ids == list(range(1, 11))
     assert [e.id for e in log.after(4).events] == [5, 6, 7, 8, 9, 10]
-    assert log.after(10).events == () and not log.after(10).reset
+    assert log.after(10).events == [] and not log.after(10).reset
     assert [e.id for e in log.after(0, limit=3).events] == [1, 2, 3]
 
 
-def test_the_event_log_says_reset_when_the_events_are_gone_or_from_another_session():
-    log = EventLog(max_events=5)
+def test_the_event_bus_says_reset_when_the_events_are_gone_or_from_another_session():
+    log = EventBus(capacity=5)
     for n in range(12):
         log.publish("log", n)
     assert log.after(6).reset and not log.after(7).reset
@@ -282,22 +313,22 @@ def test_the_event_log_says_reset_when_the_events_are_gone_or_from_another_sessi
     assert log.after(99).reset
 
 
-def test_the_event_log_is_bounded_in_bytes():
-    log = EventLog(max_bytes=10_000)
+def test_the_event_bus_is_bounded_in_bytes():
+    log = EventBus(max_bytes=10_000)
     for _ in range(1000):
         log.publish("log", "x" * 1000)
-    assert log.size <= 10_000 and len(log.events) <= 10
+    assert log.size <= 10_000 and len(log.ring) <= 10
 
 
 def test_the_feed_publishes_a_row_only_when_it_changed_and_says_when_it_is_gone(source):
-    log = EventLog()
+    log = EventBus()
     feed = Feed(source, log)
     feed.publish_changes("function", source.states())
     feed.publish_changes("function", source.states())
     source.rows[0]["state"] = "Reloading"
     feed.publish_changes("function", source.states())
     feed.publish_changes("function", [])
-    kinds = [(e.kind, json.loads(e.data).get("state")) for e in log.after(0).events]
+    kinds = [(e.kind, e.data.get("state")) for e in log.after(0).events]
     assert kinds == [("function", "Ready"), ("function", "Reloading"), ("function-removed", None)]
 
 
@@ -329,8 +360,9 @@ def open_stream(board, last_event_id=None, query=""):
 
 @pytest.fixture
 def quiet_board(source):
-    """A dashboard whose events are only those the test publishes (no Feed)."""
-    board = serve(source, events=EventLog())
+    """A dashboard whose events are only those the test publishes (no rows for the Feed to send)."""
+    source.rows = []
+    board = serve(source, events=EventBus())
     yield board
     board.stop()
 
@@ -357,7 +389,7 @@ def test_a_stream_resumed_with_last_event_id_gets_each_missed_event_once(quiet_b
 
 
 def test_a_stream_from_an_id_no_longer_held_gets_reset(source):
-    board = serve(source, events=EventLog(max_events=3))
+    board = serve(source, events=EventBus(capacity=3))
     try:
         for n in range(10):
             board.events.publish("log", n)
@@ -393,7 +425,7 @@ def test_a_reader_that_never_reads_neither_grows_memory_nor_stalls_the_writer(qu
 
 
 def test_the_feed_polls_rows_only_while_a_tab_reads_and_then_sends_what_changed_meanwhile(source):
-    log, watched = EventLog(), threading.Event()
+    log, watched = EventBus(), threading.Event()
     feed = Feed(source, log, interval=0.001, watched=watched.is_set)
     feed.start()
     try:
@@ -404,7 +436,7 @@ def test_the_feed_polls_rows_only_while_a_tab_reads_and_then_sends_what_changed_
         assert kinds() == ["log"]  # no tab: no row polled
         watched.set()
         wait_until(lambda: "function" in kinds(), "the row sent once a tab reads")
-        assert json.loads(log.after(1).events[0].data)["state"] == "Crashed"
+        assert log.after(1).events[0].data["state"] == "Crashed"
     finally:
         feed.stop()
 
@@ -418,7 +450,9 @@ def session_of(supervisor, manifests):
     cron = Cron(lambda: manifests, supervisor, supervisor.logs)
     admin.cron = cron
     project = SimpleNamespace(manifests=manifests)
-    return SimpleNamespace(supervisor=supervisor, logs=supervisor.logs, project=project, cron=cron, admin=admin)
+    return SimpleNamespace(
+        supervisor=supervisor, logs=supervisor.logs, project=project, cron=cron, admin=admin, recorder=None
+    )
 
 
 def test_the_session_source_rows_show_generation_triggers_and_a_reload_in_progress(supervisor):
@@ -451,3 +485,189 @@ def test_the_session_source_merges_the_logs_by_time_and_knows_no_other_function(
     assert [row["text"] for row in source.logs(None, 2)] == ["first", "second"]
     with pytest.raises(NotFound):
         source.logs("nobody", 5)
+
+
+def test_the_stream_carries_what_the_engine_publishes_on_the_bus(quiet_board):
+    board = quiet_board
+    connection, response = open_stream(board, last_event_id=board.events.last_id)
+    board.events.publish("invocation-end", {"id": "abc", "function": "hello", "status": 200})
+    ((_, kind, data),) = read_events(response, 1)
+    connection.close()
+    assert kind == "invocation-end" and json.loads(data)["id"] == "abc"
+
+
+# ------------------------------------------------------------ recorded invocations
+
+
+def test_the_invocations_routes_pass_the_filters_and_the_replay_to_the_source(board, source):
+    status, _, body = ask(board, "GET", "/api/invocations?function=hello&outcome=error&limit=5000&before=9")
+    assert status == 200 and json.loads(body)[0]["id"] == "abc"
+    ask(board, "GET", "/api/invocations")
+    assert json.loads(ask(board, "GET", "/api/invocations/abc")[2]) == {"id": "abc", "function": "hello"}
+    assert ask(board, "GET", "/api/invocations/nope")[0] == 404
+    edited = {"method": "PUT", "body": {"text": "x"}}
+    assert ask(board, "POST", "/api/invocations/abc/replay", body={"request": edited})[0] == 200
+    assert ask(board, "POST", "/api/invocations/abc/replay", body={})[0] == 200
+    assert ask(board, "POST", "/api/invocations/abc/replay", body={"request": "GET /"})[0] == 400
+    assert ask(board, "GET", "/api/invocations?limit=x")[0] == 400
+    assert source.listed == [("hello", "error", 1000, 9), (None, None, 100, None)]
+    assert source.asked == [
+        ("replay-invocation", "abc", edited),
+        ("replay-invocation", "abc", None),
+    ]
+
+
+def test_the_state_holds_the_newest_invocations_stored_or_only_seen_ending_on_the_bus(quiet_board):
+    board = quiet_board
+    board.source.stored = [{"seq": 1, "id": "abc", "function": "hello", "status": 200, "started": 1.0}]
+    board.events.publish("invocation-end", {"id": "abc", "function": "hello", "status": 200, "started": 1.0})
+    board.events.publish("invocation-end", {"id": "new", "function": "hello", "status": 500, "started": 2.0})
+    state = json.loads(ask(board, "GET", "/api/state")[2])
+    assert [row["id"] for row in state["invocations"]] == ["new", "abc"]  # the newer one is not stored yet
+
+
+def test_the_session_source_shows_a_call_that_ended_but_is_not_stored_yet(supervisor):
+    from kubeless_local.emulator.recorder import Exchange, Recorder
+
+    session = session_of(supervisor, None)
+    session.recorder = session.admin.recorder = Recorder(supervisor.state_dir, log_grace=0.1)
+    try:
+        source = SessionSource(session)
+        ident = session.recorder.submit(
+            Exchange("hello", "GET", "/?a=1", [("Authorization", "Bearer s")], status=500, duration=0.001)
+        )
+        record = source.invocation(ident)  # the writer waits out its log grace before storing it
+        assert record["request"]["headers"] == [["Authorization", "REDACTED"]]
+        assert [row["id"] for row in source.invocations("hello", "error", 10, None)] == [ident]
+        assert source.invocations("hello", "ok", 10, None) == []
+        with pytest.raises(NotFound):
+            source.invocation("nope")
+    finally:
+        session.recorder.close()
+
+
+def test_a_session_without_a_recorder_lists_no_invocations(supervisor):
+    session = session_of(supervisor, None)
+    session.recorder = None
+    assert SessionSource(session).invocations(None, None, 10, None) == []
+
+
+# ------------------------------------------------------------ metrics
+
+
+def test_percentiles_are_nearest_rank_over_the_recorded_durations():
+    durations = [float(n) for n in range(100, 0, -1)]  # newest first, as the recorder gives them
+    assert (percentile(durations, 0.5), percentile(durations, 0.95)) == (50.0, 95.0)
+    assert percentile([7.0], 0.95) == 7.0 and percentile([], 0.5) is None
+
+
+def test_a_metrics_row_takes_the_counts_of_ls_and_the_durations_of_the_recorder():
+    row = metrics_row({"name": "hello", "calls": 3, "errors": 1}, [1.0, 2.0, 30.0])
+    assert row == {
+        "name": "hello",
+        "calls": 3,
+        "errors": 1,
+        "error_rate": 33.3,
+        "recorded": 3,
+        "p50_ms": 2.0,
+        "p95_ms": 30.0,
+    }
+    unknown = metrics_row({"name": "custom", "calls": None, "errors": None}, [])
+    assert (unknown["calls"], unknown["error_rate"], unknown["p50_ms"]) == (None, None, None)
+    assert metrics_row({"name": "idle", "calls": 0, "errors": 0}, [])["error_rate"] is None
+
+
+def test_the_state_and_the_feed_carry_the_metrics_rows(board, source):
+    assert json.loads(ask(board, "GET", "/api/state")[2])["metrics"][0]["calls"] == 3
+    log = EventBus()
+    Feed(source, log).publish_changes("metrics", source.metrics())
+    assert [(e.kind, e.data["errors"]) for e in log.after(0).events] == [("metrics", 1)]
+
+
+def test_the_session_source_metrics_use_the_recorders_durations(supervisor):
+    from kubeless_local.emulator.recorder import Exchange, Recorder
+
+    session = session_of(supervisor, None)
+    session.recorder = Recorder(supervisor.state_dir, log_grace=0)
+    try:
+        supervisor.start(function("hello"))
+        for ms in (10, 20, 30, 40):
+            session.recorder.submit(Exchange("hello", "GET", "/", [], status=200, duration=ms / 1000))
+        assert session.recorder.flush(10)
+        (row,) = SessionSource(session).metrics()
+        assert (row["name"], row["recorded"], row["p50_ms"], row["p95_ms"]) == ("hello", 4, 20.0, 40.0)
+    finally:
+        session.recorder.close()
+
+
+# ------------------------------------------------------------ the trigger graph
+
+
+def test_the_graph_has_a_row_per_trigger_with_the_functions_it_calls_and_its_recorded_calls(supervisor):
+    import dataclasses
+
+    from kubeless_local.emulator.recorder import Exchange, Recorder
+
+    shop, other = dataclasses.replace(function("hello"), labels={"app": "shop"}), function("world")
+    manifests = specs.Manifests(
+        functions=[shop, other],
+        cron_triggers=[specs.CronJobTrigger("nightly", "hello", "0 3 * * *", "f.yaml")],
+        http_triggers=[specs.HTTPTrigger("web", "ghost", "f.yaml", path="shop", host_name="shop.example")],
+        kafka_triggers=[
+            specs.KafkaTrigger(
+                "orders",
+                "orders",
+                {"app": "shop"},
+                "f.yaml",
+                expressions=(
+                    {"key": "tier", "operator": "NotIn", "values": ["db"]},
+                    {"key": "x", "operator": "Exists"},
+                ),
+            )
+        ],
+        nats_triggers=[specs.NATSTrigger("nobody", "news", {"app": "none"}, "f.yaml")],
+    )
+    session = session_of(supervisor, manifests)
+    session.recorder = Recorder(supervisor.state_dir, log_grace=0)
+    try:
+        for _ in range(2):
+            session.recorder.submit(Exchange("hello", "POST", "/", [], source="cron", trigger="nightly", status=200))
+        session.recorder.submit(Exchange("hello", "POST", "/", [], source="kafka", trigger="nightly", status=200))
+        assert session.recorder.flush(10)
+        rows = {row["name"]: row for row in SessionSource(session).graph()}
+    finally:
+        session.recorder.close()
+    assert sorted(rows) == ["cron/nightly", "http/web", "kafka/orders", "nats/nobody"]
+    cron, http, kafka, nats = rows["cron/nightly"], rows["http/web"], rows["kafka/orders"], rows["nats/nobody"]
+    assert (cron["from"], cron["functions"], cron["recorded"]) == ("0 3 * * *", ["hello"], 2)
+    assert (http["from"], http["functions"], http["missing"], http["url"]) == ("shop.example/shop", [], ["ghost"], None)
+    assert (kafka["from"], kafka["functions"], kafka["recorded"]) == ("orders", [], 0)  # tier/x: not labelled
+    assert kafka["selector"] == "app=shop,tier notin (db),x"
+    assert nats["functions"] == [] and nats["missing"] == []
+
+
+def test_the_graph_selects_by_labels(supervisor):
+    import dataclasses
+
+    shop = dataclasses.replace(function("hello"), labels={"app": "shop", "x": "1"})
+    trigger = specs.KafkaTrigger("orders", "orders", {"app": "shop"}, "f.yaml")
+    manifests = specs.Manifests(functions=[shop, function("world")], kafka_triggers=[trigger])
+    (row,) = SessionSource(session_of(supervisor, manifests)).graph()
+    assert row["functions"] == ["hello"] and row["selector"] == "app=shop"
+
+
+def test_the_state_and_the_feed_carry_the_graph(board, source):
+    assert json.loads(ask(board, "GET", "/api/state")[2])["graph"][0]["name"] == "cron/nightly"
+
+
+def test_an_invocation_is_shown_and_saved_as_a_pytest_test(board, source, monkeypatch):
+    request = {"method": "GET", "path": "/", "query": "", "headers": [], "body": {"size": 0, "truncated": False}}
+    answer = {"status": 200, "headers": [], "body": {"size": 2, "truncated": False, "text": "hi"}}
+    recorded = {"function": "hello-world", "source": "call", "trigger": None, "request": request, "response": answer}
+    monkeypatch.setattr(source, "invocation", lambda ident: {**recorded, "id": ident})
+    status, _, body = ask(board, "GET", "/api/invocations/abc/pytest")
+    shown = json.loads(body)
+    assert status == 200 and shown["file"] == "test_hello_world_abc.py"
+    assert "def test_hello_world_abc(kubeless):" in shown["source"]
+    assert ask(board, "POST", "/api/invocations/abc/pytest", body={})[0] == 200
+    assert source.asked == [("save-test", "abc")]

@@ -93,6 +93,28 @@ def test_a_408_is_a_timeout_and_the_list_is_newest_first_per_function(recorder):
     assert [row["seq"] for row in r.list(before=rows[0]["seq"])] == [rows[1]["seq"]]
 
 
+def test_the_list_filters_by_outcome_and_refuses_an_unknown_one(recorder):
+    r = recorder()
+    stored(r, exchange(), exchange(status=500), exchange(status=0), exchange(status=302), exchange(function="other"))
+    assert [row["status"] for row in r.list("hello", outcome="ok")] == [302, 200]
+    assert [row["status"] for row in r.list("hello", outcome="error")] == [0, 500]
+    assert len(r.list(outcome="ok")) == 3
+    with pytest.raises(rec.BadRequest, match="outcome must be one of ok, error"):
+        r.list(outcome="maybe")
+
+
+def test_durations_are_given_per_function_newest_first(recorder):
+    r = recorder()
+    stored(r, exchange(duration=0.001), exchange(duration=0.003), exchange(function="other", duration=0.002))
+    assert r.durations() == {"hello": [3.0, 1.0], "other": [2.0]}
+
+
+def test_calls_are_counted_per_source_and_trigger(recorder):
+    r = recorder()
+    stored(r, exchange(source="cron", trigger="nightly"), exchange(source="cron", trigger="nightly"), exchange())
+    assert r.by_trigger() == {("cron", "nightly"): 2}
+
+
 def test_retention_keeps_the_newest_records_per_function_by_count_and_by_bytes(recorder):
     r = recorder(keep=3)
     stored(r, *[exchange() for _ in range(5)], exchange(function="other"))
@@ -219,6 +241,18 @@ def test_the_bus_resumes_after_an_id_and_says_reset_when_the_ring_lost_some():
     assert not bus.wait(5, 0.01) and bus.wait(4, 0.01)
 
 
+def test_a_bus_reader_waits_for_the_next_event_and_an_unknown_id_is_a_reset():
+    bus = EventBus(max_bytes=100)
+    threading.Timer(0.05, bus.publish, ("log", {"n": 1})).start()
+    events, reset = bus.after(0, timeout=10)
+    assert [e.encoded for e in events] == ['{"n":1}'] and not reset and bus.last_id == 1
+    assert bus.after(1, timeout=0.01) == ([], False)
+    assert bus.after(7) == ([], True)  # an id from another session's bus
+    for n in range(20):
+        bus.publish("log", {"n": n})
+    assert bus.size <= 100 and bus.after(1).reset
+
+
 def test_submitting_publishes_the_invocation_on_the_bus(recorder):
     bus = EventBus()
     r = recorder(bus=bus)
@@ -227,6 +261,7 @@ def test_submitting_publishes_the_invocation_on_the_bus(recorder):
     events, _ = bus.after(0)
     assert [e.kind for e in events] == ["invocation-start", "invocation-end"]
     assert events[1].data["id"] == ident and events[1].data["status"] == 200
+    assert events[1].data["started"] > 0 and events[1].data["timeout"] is False and events[1].data["error"] == ""
 
 
 def test_a_folder_where_no_database_can_be_made_drops_records_and_says_so_once(tmp_path, recorder):

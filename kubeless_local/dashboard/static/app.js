@@ -3,9 +3,10 @@ import { html, render, useEffect, useState } from './vendor/htm-preact.js';
 import { connect } from './api.js';
 import { setParams, VIEWS, view } from './route.js';
 import { onChange, store } from './store.js';
-import { Cron, Emit, Functions, Logs, Topics } from './views.js';
+import { Invocations } from './invocations.js';
+import { Cron, Emit, Functions, Graph, Logs, Metrics, Topics } from './views.js';
 
-const PAGES = { functions: Functions, logs: Logs, cron: Cron, emit: Emit, topics: Topics };
+const PAGES = { functions: Functions, logs: Logs, invocations: Invocations, cron: Cron, emit: Emit, topics: Topics, metrics: Metrics, graph: Graph };
 
 function App() {
   const [, setVersion] = useState(0);
@@ -14,7 +15,7 @@ function App() {
   const Page = PAGES[current];
   const go = (name) => (event) => {
     event.preventDefault();
-    setParams({ view: name, fn: '', q: '' }, true);
+    setParams({ view: name, fn: '', q: '', status: '', id: '' }, true);
   };
   return html`
     <header>

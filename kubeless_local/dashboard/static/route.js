@@ -5,9 +5,12 @@ import { changed } from './store.js';
 export const VIEWS = [
   ['functions', 'Functions'],
   ['logs', 'Logs'],
+  ['invocations', 'Invocations'],
   ['cron', 'Cron'],
   ['emit', 'Emit'],
   ['topics', 'Topics and dead letters'],
+  ['metrics', 'Metrics'],
+  ['graph', 'Trigger graph'],
 ];
 
 export function param(name, fallback = '') {

@@ -2,6 +2,7 @@
 // The server sends a row whole whenever it changes, so applying an event is replacing a row.
 
 const MAX_LINES = 5000; // log lines kept in the page
+const MAX_INVOCATIONS = 2000; // recorded calls kept in the page (older ones are asked for page by page)
 const TRAIL = 6; // recent states shown beside a function's state
 
 export const store = {
@@ -9,7 +10,10 @@ export const store = {
   trails: new Map(), // name → [{state, generation, at}], oldest first
   cron: new Map(),
   topics: new Map(),
+  metrics: new Map(),
+  graph: new Map(), // `kind/trigger` → the functions it calls
   lines: [],
+  invocations: [], // summaries, newest first
   readOnly: false,
   connected: false,
   error: '',
@@ -47,6 +51,14 @@ function addLine(line) {
   if (store.lines.length > MAX_LINES) store.lines.splice(0, store.lines.length - MAX_LINES);
 }
 
+// A recorded call: from the stream as it ends (newest), or an older page asked for (`older`).
+export function addInvocations(rows, older = false) {
+  const known = new Set(store.invocations.map((row) => row.id));
+  const fresh = rows.filter((row) => !known.has(row.id));
+  store.invocations = older ? [...store.invocations, ...fresh] : [...fresh.reverse(), ...store.invocations];
+  if (store.invocations.length > MAX_INVOCATIONS) store.invocations.length = MAX_INVOCATIONS;
+}
+
 export const apply = {
   function: setFunction,
   'function-removed': (row) => store.functions.delete(row.name),
@@ -54,16 +66,27 @@ export const apply = {
   'cron-removed': (row) => store.cron.delete(row.name),
   topic: (row) => store.topics.set(row.name, row),
   'topic-removed': (row) => store.topics.delete(row.name),
+  metrics: (row) => store.metrics.set(row.name, row),
+  'metrics-removed': (row) => store.metrics.delete(row.name),
+  trigger: (row) => store.graph.set(row.name, row),
+  'trigger-removed': (row) => store.graph.delete(row.name),
   log: addLine,
+  'invocation-end': (row) => addInvocations([row]),
 };
 
 export function loadState(state, lines) {
   store.functions.clear();
   store.cron.clear();
   store.topics.clear();
+  store.metrics.clear();
+  store.graph.clear();
   state.functions.forEach(setFunction);
   state.cron.forEach(apply.cron);
   state.topics.forEach(apply.topic);
+  state.metrics.forEach(apply.metrics);
+  state.graph.forEach(apply.trigger);
+  store.invocations = [];
+  addInvocations(state.invocations, true);
   store.readOnly = state.read_only;
   store.lines = [];
   lines.forEach(addLine);

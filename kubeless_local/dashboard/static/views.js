@@ -7,8 +7,8 @@ import { store } from './store.js';
 const PROBLEMS = new Set(['CompileError', 'InstallError', 'SetupError', 'Crashed', 'ConfigError']);
 const PANEL_LINES = 20;
 
-const clock = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleTimeString() : '–');
-const sorted = (map) => [...map.values()].sort((a, b) => a.name.localeCompare(b.name));
+export const clock = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleTimeString() : '–');
+export const sorted = (map) => [...map.values()].sort((a, b) => a.name.localeCompare(b.name));
 
 function State({ state }) {
   return html`<span class=${`state state-${state}`}>${state}</span>`;
@@ -99,7 +99,7 @@ export function Logs() {
     )}</pre>`;
 }
 
-function useAction() {
+export function useAction() {
   const [result, setResult] = useState(null);
   const run = async (action) => {
     setResult({ busy: true });
@@ -112,7 +112,7 @@ function useAction() {
   return [result, run];
 }
 
-function Result({ result, label }) {
+export function Result({ result, label }) {
   if (!result) return null;
   if (result.busy) return html`<p role="status">Working…</p>`;
   if (result.error) return html`<p class="failure" role="alert">${result.error}</p>`;
@@ -273,4 +273,63 @@ export function Topics() {
           </table>`
         : html`<p>None.</p>`}
     </section>`)}`;
+}
+
+const number = (value, unit = '') => (value === null || value === undefined ? '–' : `${value}${unit}`);
+const ms = (value) => (value === null || value === undefined ? '–' : `${value.toFixed(1)} ms`);
+
+export function Metrics() {
+  const rows = sorted(store.metrics);
+  return html`<h1>Metrics</h1>
+    <p>Calls and errors as each function's runtime server counts them (its <code>/metrics</code>, as${' '}
+      <code>kubeless-local ls</code> shows them; – when it serves none); durations over the calls the recorder
+      keeps (<a href="?view=invocations">Invocations</a>). Updated every 2 s.</p>
+    ${rows.length === 0
+      ? html`<p>No functions in this session yet.</p>`
+      : html`<table>
+          <thead><tr><th scope="col">Function</th><th scope="col">Calls</th><th scope="col">Errors</th>
+            <th scope="col">Error rate</th><th scope="col">p50</th><th scope="col">p95</th>
+            <th scope="col">Recorded calls</th></tr></thead>
+          <tbody>${rows.map((row) => html`<tr data-metrics=${row.name}>
+            <th scope="row">${row.name}</th>
+            <td data-testid="calls">${number(row.calls)}</td>
+            <td data-testid="errors">${number(row.errors)}</td>
+            <td data-testid="error-rate">${number(row.error_rate, ' %')}</td>
+            <td data-testid="p50">${ms(row.p50_ms)}</td>
+            <td data-testid="p95">${ms(row.p95_ms)}</td>
+            <td data-testid="recorded">${row.recorded}</td>
+          </tr>`)}</tbody>
+        </table>`}`;
+}
+
+const KINDS = [
+  ['http', 'HTTP (HTTPTrigger, through the gateway)', 'Host and path'],
+  ['kafka', 'Kafka (KafkaTrigger)', 'Topic'],
+  ['nats', 'NATS (NATSTrigger)', 'Topic'],
+  ['cron', 'Cron (CronJobTrigger)', 'Schedule'],
+];
+
+export function Graph() {
+  const rows = sorted(store.graph);
+  return html`<h1>Trigger graph</h1>
+    <p>What calls each function: every trigger of the project's manifests, what fires it, and the functions
+      it calls (a Kafka or NATS trigger: those its selector picks). Recorded calls: those the recorder keeps.</p>
+    ${rows.length === 0 ? html`<p>No triggers in this project.</p>` : null}
+    ${KINDS.filter(([kind]) => rows.some((row) => row.kind === kind)).map(([kind, title, fired]) => html`
+      <section aria-labelledby=${`graph-${kind}`}>
+        <h2 id=${`graph-${kind}`}>${title}</h2>
+        <table>
+          <thead><tr><th scope="col">${fired}</th><th scope="col">Trigger</th><th scope="col">Selector</th>
+            <th scope="col">→ Functions</th><th scope="col">Recorded calls</th></tr></thead>
+          <tbody>${rows.filter((row) => row.kind === kind).map((row) => html`<tr data-trigger=${row.name}>
+            <td><code>${row.from}</code>${row.url ? html`<div><code>${row.url}</code></div>` : null}</td>
+            <th scope="row">${row.trigger}</th>
+            <td>${row.selector ? html`<code>${row.selector}</code>` : '–'}</td>
+            <td data-testid="edges">${row.functions.length || row.missing.length
+              ? [...row.functions.map((fn) => `→ ${fn}`), ...row.missing.map((fn) => `→ ${fn} (no such function)`)].join(', ')
+              : 'no function selected'}</td>
+            <td data-testid="recorded">${row.recorded}</td>
+          </tr>`)}</tbody>
+        </table>
+      </section>`)}`;
 }

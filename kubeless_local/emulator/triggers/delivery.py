@@ -319,11 +319,15 @@ class Subscriber(threading.Thread):
             if self.uncommitted >= COMMIT_EVERY:  # and when the topic is drained (_deliver_new)
                 self.store.commit(self.sub.name, self.sub.topic, self.position)
                 self.uncommitted = 0
+            self.dispatcher.on_event("topic-commit", {**self._about(event), "status": status})
         else:
             self.store.dead_letter(self.sub.name, self.sub.topic, event.seq, attempts, status, body)
             self.position, self.uncommitted = event.seq, 0
             self._said_dead(event, attempts, status)
         return True
+
+    def _about(self, event):
+        return {"topic": self.sub.topic, "subscriber": self.sub.name, "function": self.sub.function, "seq": event.seq}
 
     def _said_dead(self, event, attempts, status):
         said = "event %s on topic %s dead-lettered after %d attempts (last answer %s)" % (
@@ -333,6 +337,7 @@ class Subscriber(threading.Thread):
             status or "none",
         )
         self.dispatcher.say(self.sub.function, self.dispatcher.word(Notice(said, "dead letter", self.sub.topic)))
+        self.dispatcher.on_event("dead-letter", {**self._about(event), "attempts": attempts, "status": status})
 
     def _replay_dead_letters(self):
         letters = self.store.replays(self.sub.name)
@@ -342,6 +347,9 @@ class Subscriber(threading.Thread):
                 return True
             if ok:
                 self.store.replayed(letter_id)
+                self.dispatcher.on_event(
+                    "dead-letter-replayed", {**self._about(event), "id": letter_id, "status": status}
+                )
             else:
                 self.store.dead_again(letter_id, attempts, status, body)
                 self._said_dead(event, attempts, status)
@@ -393,8 +401,11 @@ class Dispatcher:
         max_in_flight=MAX_IN_FLIGHT,
         retention_hours=RETENTION_HOURS,
         word=str,
+        on_event=lambda kind, data: None,
     ):
         self.store, self.supervisor = store, supervisor
+        # told each append, each event a subscriber is past (delivered) and each dead letter: the session's bus
+        self.on_event = on_event
         self.word = word  # how a notice shows in a function's log (the CLI adds the command that helps)
         self.logs = logs if logs is not None else supervisor.logs
         self.max_attempts, self.retry_backoff, self.max_in_flight = max_attempts, retry_backoff, max_in_flight
@@ -478,6 +489,11 @@ class Dispatcher:
         """Store events (durably) and wake their subscribers; returns (seqs, subscription names)."""
         seqs = self.store.append(topic, source, datas)
         subscribers = self._subscribers_of(topic, source)
+        if seqs:
+            names = [s.sub.name for s in subscribers]
+            self.on_event(
+                "topic-append", {"topic": topic, "source": source, "seqs": [seqs[0], seqs[-1]], "subscribers": names}
+            )
         for subscriber in subscribers:
             subscriber.wake.set()
         if time.monotonic() - self.pruned > PRUNE_EVERY:

@@ -559,6 +559,9 @@ func main() {
 			errLog.Printf("cannot listen on %s: %v", addr, err)
 			os.Exit(exitCannotListen)
 		}
+		if port := os.Getenv(debugPortEnv); port != "" {
+			runDebugLauncher(port, listener) // never returns: see debug.go
+		}
 	}
 
 	stop := make(chan os.Signal, 1)
@@ -582,6 +585,10 @@ func main() {
 	switch reason {
 	case restartRunaway:
 		errLog.Printf("server restarted in place; serving %s again", funcContext.FunctionName)
+	case restartDebug:
+		serveDebuggee()
+		errLog.Printf("Go runtime serving %s under Delve (generation %d, no timeout)", funcContext.FunctionName, generation)
+		controlLine(map[string]any{"event": "ready", "generation": generation})
 	case restartReload:
 		errLog.Printf("Go runtime reloaded: serving %s (generation %d)", funcContext.FunctionName, generation)
 		controlLine(map[string]any{"event": "ready", "generation": generation})
@@ -592,4 +599,228 @@ func main() {
 	served = make(chan struct{})
 	serve()
 	select {} // Shutdown in progress: restartInPlace or the signal handler ends the process
+}
+
+// ---------------------------------------------------------------- debugging (Delve)
+
+// Debugging under Delve. With KUBELESS_LOCAL_DEBUG_PORT set, the process the engine starts does not
+// serve: it stays the engine's process (signals, logs, exit code) and runs the same function built
+// with debug info (`debug-build.sh`, written by compile-function.sh) under `dlv exec --headless
+// --accept-multiclient` on 127.0.0.1:<port>, which JSON-RPC and DAP clients (VS Code's remote
+// attach) can both attach to. It holds the function's listening socket and hands it to each debuggee
+// (fd 3, as a restart in place does), so calls wait in the backlog while a save rebuilds: SIGHUP
+// builds the new code with debug info, stops Delve (and its debuggee) and starts it again on the same
+// port. Without the variable none of this runs.
+
+const (
+	debugPortEnv = "KUBELESS_LOCAL_DEBUG_PORT"
+	dlvEnv       = "KUBELESS_LOCAL_DLV"       // the Delve binary (the engine builds it once, see emulator/delve.py)
+	restartDebug = "debug"                    // restartEnv of a debuggee: serve the handed-over socket
+	debugTimeout = 100 * 365 * 24 * time.Hour // FUNC_TIMEOUT of a debuggee: never
+	// How long the debuggee may take to finish its calls, then Delve to stop, before they are killed
+	// (the engine kills them all 3 s after SIGTERM anyway).
+	debuggeeStopGrace = 2 * time.Second
+	dlvStopGrace      = 5 * time.Second
+)
+
+// debugLauncher is one Delve session at a time and the socket every session serves.
+type debugLauncher struct {
+	port     string // the debug port
+	dlv      string
+	link     string // the engine's `build` link: the newest build
+	socket   *os.File
+	cmd      *exec.Cmd     // Delve
+	exited   chan struct{} // closed when Delve has exited
+	gone     chan struct{} // closed when its debuggee has exited (Delve stays, for its clients)
+	debuggee *atomic.Int64 // the debuggee's pid, once known
+}
+
+func runDebugLauncher(port string, listener net.Listener) {
+	l := &debugLauncher{port: port, link: filepath.Dir(startPath)}
+	l.dlv = os.Getenv(dlvEnv)
+	if l.dlv == "" {
+		l.dlv, _ = exec.LookPath("dlv")
+	}
+	if l.dlv == "" || syscall.Access(l.dlv, 1 /* X_OK */) != nil {
+		errLog.Printf("cannot debug %s: no Delve (dlv) at %q: set %s or put dlv on PATH", funcContext.FunctionName, l.dlv, dlvEnv)
+		os.Exit(1)
+	}
+	file, err := listener.(*net.TCPListener).File()
+	if err != nil {
+		errLog.Printf("cannot debug: %v", err)
+		os.Exit(1)
+	}
+	listener.Close() // the duplicate keeps the socket listening for the debuggees
+	l.socket = file
+
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(hups, syscall.SIGHUP)
+	if err := l.start(0); err != nil {
+		errLog.Printf("cannot debug %s: %v", funcContext.FunctionName, err)
+		os.Exit(1)
+	}
+	for {
+		select {
+		case <-stop:
+			l.stop()
+			os.Exit(0)
+		case <-l.exited:
+			code := l.cmd.ProcessState.ExitCode()
+			errLog.Printf("Delve exited (code %d)", code)
+			os.Exit(max(code, 1))
+		case <-l.gone: // the function ended its server (os.Exit, log.Fatal…): a crash, as without Delve
+			errLog.Printf("the server of %s exited under Delve", funcContext.FunctionName)
+			l.stop()
+			os.Exit(1)
+		case <-hups:
+			generation++
+			if err := l.reload(); err != nil {
+				errLog.Printf("reload failed, keeping the previous code: %v", err)
+				controlLine(map[string]any{"event": "load-failed", "generation": generation, "error": err.Error()})
+			}
+		}
+	}
+}
+
+// build builds the newest code with debug info and returns the binary. It runs in the build's
+// src/ through the `build` link (PWD names the link) and names the function's files as the server
+// loads them, KUBELESS_INSTALL_VOLUME/<file> (the install link), whatever the generation: an
+// editor's path mapping and its breakpoints hold across saves.
+func (l *debugLauncher) build() (string, error) {
+	src := filepath.Join(l.link, "src")
+	out := filepath.Join(l.link, "server.debug")
+	errLog.Printf("building %s with debug info for Delve", funcContext.FunctionName)
+	cmd := exec.Command("/bin/sh", filepath.Join(l.link, "debug-build.sh"), out)
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "PWD="+src)
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("the debug build failed: %v\n%s", err, output)
+	}
+	resolved, err := filepath.EvalSymlinks(out) // this build's binary, not whatever the link names later
+	if err != nil {
+		return "", err
+	}
+	return resolved, nil
+}
+
+// start runs the newest code under a new Delve; the debuggee reports ready itself.
+func (l *debugLauncher) start(gen int) error {
+	binary, err := l.build()
+	if err != nil {
+		return err
+	}
+	return l.startDlv(binary, gen)
+}
+
+func (l *debugLauncher) startDlv(binary string, gen int) error {
+	cmd := exec.Command(l.dlv, "exec", "--headless", "--listen=127.0.0.1:"+l.port, "--accept-multiclient",
+		"--continue", "--api-version=2", binary)
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if len(kv) > len(debugPortEnv) && kv[:len(debugPortEnv)+1] == debugPortEnv+"=" {
+			continue // the debuggee serves; it does not launch again
+		}
+		env = append(env, kv)
+	}
+	// GO_TELEMETRY_CHILD=2: Delve forks no telemetry sidecar, which would inherit the socket and outlive it.
+	cmd.Env = append(env, listenFDEnv+"=3", restartEnv+"="+restartDebug, generationEnv+"="+strconv.Itoa(gen),
+		"GO_TELEMETRY_CHILD=2")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{l.socket} // fd 3 in Delve, inherited by the debuggee it starts
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited, gone, debuggee := make(chan struct{}), make(chan struct{}), new(atomic.Int64)
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	go watchDebuggee(cmd.Process.Pid, exited, gone, debuggee)
+	l.cmd, l.exited, l.gone, l.debuggee = cmd, exited, gone, debuggee
+	return nil
+}
+
+// watchDebuggee finds the process Delve started (its only child) and closes `gone` when it has
+// exited, for as long as Delve runs.
+func watchDebuggee(dlvPid int, exited <-chan struct{}, gone chan<- struct{}, debuggee *atomic.Int64) {
+	for pid := 0; ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return
+		default:
+		}
+		if pid == 0 {
+			pid = childOf(dlvPid)
+			debuggee.Store(int64(pid))
+		} else if !running(pid) {
+			close(gone)
+			return
+		}
+	}
+}
+
+func childOf(pid int) int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, task := range tasks {
+		if b, err := os.ReadFile(task); err == nil {
+			if fields := strings.Fields(string(b)); len(fields) > 0 {
+				child, _ := strconv.Atoi(fields[0])
+				return child
+			}
+		}
+	}
+	return 0
+}
+
+// running: the process exists and is not a zombie waiting for Delve to collect it.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s := string(b)
+	end := strings.LastIndex(s, ")") // the name (in parentheses) may contain anything
+	return err == nil && end > 0 && len(s) > end+2 && s[end+2] != 'Z'
+}
+
+// reload: the new code with debug info first (a build that fails leaves the old session serving),
+// then a new Delve on the same port.
+func (l *debugLauncher) reload() error {
+	binary, err := l.build()
+	if err != nil {
+		return err
+	}
+	l.stop()
+	return l.startDlv(binary, generation)
+}
+
+// stop ends the Delve session: the debuggee is asked to stop first (SIGTERM: the calls in flight
+// finish, unless paused at a breakpoint), then Delve is interrupted, which kills a debuggee still there.
+func (l *debugLauncher) stop() {
+	if l.cmd == nil {
+		return
+	}
+	if pid := l.debuggee.Load(); pid > 0 {
+		errLog.Printf("stopping the server under Delve (its calls in flight finish first)")
+		syscall.Kill(int(pid), syscall.SIGTERM)
+		select {
+		case <-l.gone:
+		case <-l.exited:
+		case <-time.After(debuggeeStopGrace):
+		}
+	}
+	l.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-l.exited:
+	case <-time.After(dlvStopGrace):
+		l.cmd.Process.Kill() // the debuggee dies with it (parent-death signal, see serveDebuggee)
+		<-l.exited
+	}
+	l.cmd = nil
+	l.exited, l.gone = make(chan struct{}), make(chan struct{}) // never closed: no session runs
+}
+
+// serveDebuggee prepares a server that Delve started: no timeout (a call paused at a breakpoint is
+// not a runaway), and it dies with Delve (a killed Delve leaves no debuggee holding the socket).
+func serveDebuggee() {
+	funcTimeout = debugTimeout
+	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGKILL), 0)
 }
