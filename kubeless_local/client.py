@@ -258,7 +258,7 @@ def exchange(
     fields = {"Host": "%s:%d" % (host, port), **headers}
     if body or method not in ("GET", "HEAD"):  # as requests: no length for a GET without a body
         fields.setdefault("Content-Length", str(len(body)))
-    fields["Connection"] = "close"
+    fields.setdefault("Connection", "close")
     if any(set("\r\n") & set(text) for pair in fields.items() for text in pair):
         raise UserError("a header cannot hold a line break: %r" % fields)
     head = "%s %s HTTP/1.1\r\n%s\r\n" % (method, target, "".join("%s: %s\r\n" % pair for pair in fields.items()))
@@ -511,7 +511,9 @@ def send(url, data=None, *, path="/", timeout=None, method=None, headers=None, m
     imports no HTTP library. Redirects are followed
     as `requests` follows them (a 301/302 to a POST and a 303 become a GET without the body)."""
     method, target, headers, body = event_request(url, data, path=path, method=method, headers=headers, mark=mark)
-    headers = {"User-Agent": "kubeless-local", "Accept": "*/*", **headers}
+    # Connection: keep-alive, as requests sent it (the answer is read by its length or chunks, then this end
+    # closes): the Node runtime under --debug hands a `Connection: close` request to no debugged worker.
+    headers = {"User-Agent": "kubeless-local", "Accept": "*/*", "Connection": "keep-alive", **headers}
     for _ in range(MAX_REDIRECTS + 1):
         answer = _exchange(url, method, target, headers, body, timeout)
         location = answer.headers.get("location")
