@@ -179,7 +179,8 @@ class AdminClient:
 # ------------------------------------------------------------ HTTP/1.1, one request per connection
 # The standard library's http.client costs ~20 ms of CPU to import (email, ssl): a third of `call`'s own time.
 # What the admin API and the runtime servers answer needs only this: a status line, headers, and a body framed
-# by Content-Length, by chunks or by the connection's close (every request here says `Connection: close`).
+# by Content-Length, by chunks or by the connection's close (a request says `Connection: close` unless its
+# headers say otherwise; either way this end closes once the answer is read).
 
 BODILESS = (204, 304)  # and 1xx, and any answer to HEAD
 
