@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import base64
-import http.client
 import json
+import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
-from kubeless_local import config
 from kubeless_local.emulator import registry
-from kubeless_local.emulator.recorder import SOURCE_HEADER
 from kubeless_local.errors import HTTP_STATUS, Conflict, NotFound, Unavailable, UserError
-from kubeless_local.events import envelope
-from kubeless_local.paths import STATE_DIRNAME
+from kubeless_local.events import SOURCE_HEADER, envelope
+from kubeless_local.paths import SETTINGS_FILE, STATE_DIRNAME
 
 
 def project_of(folder, running_roots=()):
     """The project `folder` lies in: the nearest folder at or above it that a running session serves, that
     holds a state folder (left by its first `dev`) or the project's settings file; None outside any."""
     for candidate in (folder, *folder.parents):
-        if candidate in running_roots or (candidate / STATE_DIRNAME).is_dir() or (candidate / config.FILE).is_file():
+        if candidate in running_roots or (candidate / STATE_DIRNAME).is_dir() or (candidate / SETTINGS_FILE).is_file():
             return candidate
     return None
 
@@ -180,18 +176,114 @@ class AdminClient:
         raise NotFound("no running session has %s; run the command from the project's folder" % what)
 
 
+# ------------------------------------------------------------ HTTP/1.1, one request per connection
+# The standard library's http.client costs ~20 ms of CPU to import (email, ssl): a third of `call`'s own time.
+# What the admin API and the runtime servers answer needs only this: a status line, headers, and a body framed
+# by Content-Length, by chunks or by the connection's close (a request says `Connection: close` unless its
+# headers say otherwise; either way this end closes once the answer is read).
+
+BODILESS = (204, 304)  # and 1xx, and any answer to HEAD
+
+
+class Reply:
+    """An HTTP answer whose head is read: `status`, `reason`, `headers` (names lower-cased); its body is read
+    with read() or line by line (a stream of JSON lines); close() (or `with`) closes the connection."""
+
+    def __init__(self, sock: socket.socket, method: str) -> None:
+        self.sock, self.file = sock, sock.makefile("rb")
+        while True:  # a 1xx (e.g. 100 Continue) is followed by the answer
+            version, status, reason = [*self._line().decode("latin-1").rstrip("\r\n").split(" ", 2), "", ""][:3]
+            if not version.startswith("HTTP/") or not status.isdigit():
+                raise ConnectionError("not an HTTP answer: %r" % version[:40])
+            self.status, self.reason, self.headers = int(status), reason, self._headers()
+            if not 100 <= self.status < 200:
+                break
+        bodiless = method == "HEAD" or self.status in BODILESS
+        self.chunked = not bodiless and "chunked" in self.headers.get("transfer-encoding", "").lower()
+        length = "0" if bodiless else self.headers.get("content-length")
+        self.left: int | None = None if self.chunked or not length else int(length)  # None: up to the close
+
+    def _line(self) -> bytes:
+        line = self.file.readline(65537)
+        if not line:
+            raise ConnectionError("the connection closed before the answer's head ended")
+        return line
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        while (line := self._line()) not in (b"\r\n", b"\n"):
+            name, _, value = line.decode("latin-1").partition(":")
+            key = name.strip().lower()
+            headers[key] = headers[key] + ", " + value.strip() if key in headers else value.strip()
+        return headers
+
+    def read(self) -> bytes:
+        """The whole body (chunks joined); a body cut short raises ConnectionError."""
+        if self.chunked:
+            return b"".join(self._chunks())
+        data = self.file.read() if self.left is None else self.file.read(self.left)
+        if self.left is not None and len(data) < self.left:
+            raise ConnectionError("the answer ended after %d of %d bytes" % (len(data), self.left))
+        return data
+
+    def _chunks(self) -> Iterator[bytes]:
+        while size := int(self._line().split(b";")[0].strip() or b"0", 16):
+            chunk = self.file.read(size)
+            if len(chunk) < size:
+                raise ConnectionError("a chunk ended after %d of %d bytes" % (len(chunk), size))
+            yield chunk
+            self._line()  # the CRLF after the chunk
+        self._headers()  # trailers
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.chunked or self.left is not None:
+            yield from self.read().splitlines(keepends=True)
+        else:
+            yield from self.file  # a stream: each line as it comes
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> Reply:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def exchange(
+    host: str, port: int, method: str, target: str, headers: dict[str, str], body: bytes = b"", timeout=None
+) -> Reply:
+    """Send one request on a new connection and read its answer's head (OSError when nothing answers)."""
+    fields = {"Host": "%s:%d" % (host, port), **headers}
+    if body or method not in ("GET", "HEAD"):  # as requests: no length for a GET without a body
+        fields.setdefault("Content-Length", str(len(body)))
+    fields.setdefault("Connection", "close")
+    if any(set("\r\n") & set(text) for pair in fields.items() for text in pair):
+        raise UserError("a header cannot hold a line break: %r" % fields)
+    head = "%s %s HTTP/1.1\r\n%s\r\n" % (method, target, "".join("%s: %s\r\n" % pair for pair in fields.items()))
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(head.encode("latin-1") + body)
+        return Reply(sock, method)
+    except BaseException:
+        sock.close()
+        raise
+
+
 ERRORS = {status: error for error, status in HTTP_STATUS.items()}  # the admin API's status → the engine's error
 
 
-def answered_error(answer: urllib.error.HTTPError) -> UserError:
+def answered_error(answer: Reply) -> UserError:
     """The engine's error again from its answer: the type its status stands for, with its message, what and
     name (another status, e.g. 401 for a wrong token: a plain UserError with the message)."""
     try:
         fields = json.loads(answer.read() or b"{}")
         message = fields.get("error", answer.reason)
     except ValueError:
-        fields, message = {}, "%d %s" % (answer.code, answer.reason)
-    error = ERRORS.get(answer.code)
+        fields, message = {}, "%d %s" % (answer.status, answer.reason)
+    error = ERRORS.get(answer.status)
     if error is None:
         return UserError(message)
     return error(message, fields.get("what"), fields.get("name"))
@@ -224,16 +316,16 @@ class SessionClient:
             data = json.dumps(body).encode()
             headers = {**headers, "Content-Type": "application/json"}
         try:
-            return urllib.request.urlopen(
-                urllib.request.Request(self.base + path, data=data, headers=headers, method=method), timeout=timeout
-            )
-        except urllib.error.HTTPError as exc:
-            raise answered_error(exc) from None
+            response = exchange("127.0.0.1", self.info["port"], method, path, headers, data or b"", timeout)
         except OSError:
             raise Unavailable(
                 "`kubeless-local dev` for %s is not running (nothing answers on port %d); start it again"
                 % (self.info.get("root", self.state_dir.parent), self.info["port"])
             ) from None
+        if response.status >= 400:
+            with response:
+                raise answered_error(response) from None
+        return response
 
     def functions(self):
         return self._json("/api/functions", timeout=10)
@@ -290,7 +382,7 @@ class SessionClient:
         with self._request(method, path, body, timeout) as response:
             try:
                 return json.loads(response.read())
-            except (OSError, http.client.HTTPException):  # the session died while answering (kill -9)
+            except OSError:  # the session died while answering (kill -9)
                 raise Unavailable(
                     "`kubeless-local dev` for %s stopped while answering; start it again" % self.root
                 ) from None
@@ -349,21 +441,100 @@ class SessionClient:
         return self._json("/api/events?after=%d&wait=%d" % (after, wait), timeout=wait + 10)
 
 
-def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, method=None, headers=None, mark=None):
-    """Send one event to a function the way Kubeless' event source would; returns the response.
-    `method` and `headers` (e.g. `call -X PUT -H 'K: V'`) override the envelope's. `mark`: the recorder's
+def event_request(url, data=None, *, source="cli", topic=None, path="/", method=None, headers=None, mark=None):
+    """(method, URL, headers, body) of one event to the function at `url`, the way Kubeless' event source sends
+    it. `method` and `headers` (e.g. `call -X PUT -H 'K: V'`) override the envelope's. `mark`: the recorder's
     source (`call`), for a function whose front door reads it (its `ls` row says `recorded`)."""
     envelope_method, envelope_headers, body = envelope(source, data, topic=topic)
-    method = method or envelope_method
     headers = {**envelope_headers, **(headers or {})}
     if mark:
         headers[SOURCE_HEADER] = mark
+    return method or envelope_method, function_url(url, path), headers, body
+
+
+def call(url, data=None, *, source="cli", topic=None, path="/", timeout=None, method=None, headers=None, mark=None):
+    """Send one event to a function (see event_request); returns the `requests` response."""
+    import requests  # ~50 ms to import: the CLI's `call` sends with `send` instead
+
+    method, url_path, headers, body = event_request(
+        url, data, source=source, topic=topic, path=path, method=method, headers=headers, mark=mark
+    )
     try:
-        return requests.request(method, function_url(url, path), headers=headers, data=body, timeout=timeout)
+        return requests.request(method, url_path, headers=headers, data=body, timeout=timeout)
     except requests.RequestException as exc:
-        raise Unavailable(
-            "cannot reach the function at %s (%s); is it running? see `kubeless-local ls`" % (url, exc)
-        ) from None
+        raise unreachable(url, exc) from None
+
+
+def unreachable(url, exc):
+    return Unavailable("cannot reach the function at %s (%s); is it running? see `kubeless-local ls`" % (url, exc))
+
+
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 30  # as requests
+URI_SAFE = "!#$%&'()*+,/:;=?@[]~"  # what requests leaves unquoted in a URL (requote_uri): a space is sent as %20
+
+
+@dataclass
+class Answer:
+    """A function's answer as `send` read it: what the CLI's `call` prints of it."""
+
+    status_code: int
+    reason: str
+    headers: dict[str, str]  # names lower-cased
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        """The body decoded as `requests` decodes it: the Content-Type's charset; text/* without one ISO-8859-1,
+        JSON UTF-8; else the charset guessed from the bytes."""
+        if not self.content:
+            return ""
+        content_type, *params = self.headers.get("content-type", "").split(";")
+        fields = {k.strip(" \"'").lower(): v.strip(" \"'") for k, _, v in (p.partition("=") for p in params)}
+        if fields.get("charset"):  # as requests.utils.get_encoding_from_headers
+            encoding: str | None = fields["charset"]
+        elif "text" in content_type:
+            encoding = "ISO-8859-1"
+        elif "application/json" in content_type:
+            encoding = "utf-8"
+        else:
+            import charset_normalizer  # what requests guesses with; only for an answer that names no charset
+
+            encoding = charset_normalizer.detect(self.content)["encoding"]
+        try:
+            return str(self.content, encoding or "utf-8", errors="replace")
+        except (LookupError, TypeError):
+            return str(self.content, errors="replace")
+
+
+def send(url, data=None, *, path="/", timeout=None, method=None, headers=None, mark=None) -> Answer:
+    """One `cli` event to the function at `url`, as `call` sends it, with `exchange`: the CLI's `call` then
+    imports no HTTP library. Redirects are followed
+    as `requests` follows them (a 301/302 to a POST and a 303 become a GET without the body)."""
+    method, target, headers, body = event_request(url, data, path=path, method=method, headers=headers, mark=mark)
+    # Connection: keep-alive, as requests sent it (the answer is read by its length or chunks, then this end
+    # closes): the Node runtime under --debug hands a `Connection: close` request to no debugged worker.
+    headers = {"User-Agent": "kubeless-local", "Accept": "*/*", "Connection": "keep-alive", **headers}
+    for _ in range(MAX_REDIRECTS + 1):
+        answer = _exchange(url, method, target, headers, body, timeout)
+        location = answer.headers.get("location")
+        if answer.status_code not in REDIRECTS or not location:
+            return answer
+        target = urllib.parse.urljoin(target, location)
+        if (answer.status_code == 303 and method != "HEAD") or (answer.status_code in (301, 302) and method == "POST"):
+            method, body = "GET", b""
+            headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+    raise Unavailable("the function at %s redirected more than %d times" % (url, MAX_REDIRECTS))
+
+
+def _exchange(url, method, target, headers, body, timeout) -> Answer:
+    parts = urllib.parse.urlsplit(target)
+    where = quote((parts.path or "/") + ("?" + parts.query if parts.query else ""), safe=URI_SAFE)
+    try:
+        with exchange(parts.hostname or "127.0.0.1", parts.port or 80, method, where, headers, body, timeout) as reply:
+            return Answer(reply.status, reply.reason, reply.headers, reply.read())
+    except OSError as exc:
+        raise unreachable(url, exc) from None
 
 
 def function_url(url, path):

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-import yaml
-
 from kubeless_local.errors import UserError
+from kubeless_local.paths import SETTINGS_FILE
 
-FILE = ".kubeless-local.yaml"
+FILE = SETTINGS_FILE
 BACKENDS = ("process", "docker", "auto")  # auto: docker when an engine answers and the images exist, else process
 NETWORKS = ("auto", "bridge", "relay", "host")  # docker.network: how a function's container is reached (README)
 GROUPS = ("local", "kubeless")  # kafka.group: dev's own consumer groups (default), or the deployed controller's
@@ -215,6 +214,8 @@ def load(root: Any) -> Settings:
     path = Path(root) / FILE
     if not path.is_file():
         return Settings(path)
+    import yaml  # ~15 ms to import: only a project that has the file reads it (`call` imports this module)
+
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

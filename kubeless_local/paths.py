@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 STATE_DIRNAME = ".kubeless-local"
+SETTINGS_FILE = ".kubeless-local.yaml"  # a project's settings (config.py reads it)
 _PACKAGE = Path(__file__).resolve().parent
 
 

@@ -347,11 +347,10 @@ class Catalog:
         fixed = {v.version for v in entry.versions if v.version != "auto"}
         found = []
         for v in entry.versions:
-            tools = candidates(v.executable)
             if v.version != "auto":
-                exe = next((t for t in tools if _probe(t, v.probe, v.expect) is not None), None)
-                found.append(self._runtime(entry, v, v.version, exe or v.executable[0], v.expect))
+                found.append(self._fixed(entry, v))
                 continue
+            tools = candidates(v.executable)
             seen: list[str] = []
             for tool in tools:
                 match = _probe(tool, v.probe, v.expect)
@@ -362,6 +361,11 @@ class Catalog:
             if not seen and v.default and v.default not in fixed:
                 found.append(self._runtime(entry, v, v.default, v.executable[0], v.expect))
         return sorted(found, key=lambda rt: [int(p) if p.isdigit() else 0 for p in rt.version.split(".")])
+
+    def _fixed(self, entry, v):
+        """The Runtime of a version the catalog lists: its first candidate executable whose probe matches."""
+        exe = next((t for t in candidates(v.executable) if _probe(t, v.probe, v.expect) is not None), None)
+        return self._runtime(entry, v, v.version, exe or v.executable[0], v.expect)
 
     def all(self):
         self._probe_all_at_once()
@@ -416,6 +420,13 @@ class Catalog:
                 runtime,
             )
         runtime_id, version = match.groups()
+        listed = next((v for v in self.entries[runtime_id].versions if v.version == version), None)
+        if listed is not None and runtime_id not in self._versions:
+            # A version the catalog lists is that entry's whatever else is installed (listed versions win over
+            # `auto`): its own probe decides, not those of every other candidate (pyenv shims: ~0.5 s).
+            rt = self._fixed(self.entries[runtime_id], listed)
+            if not require_local or rt.available():
+                return rt, None
         versions = self.versions(runtime_id)
         usable = [rt for rt in versions if rt.available()] if require_local else versions
         for rt in usable:

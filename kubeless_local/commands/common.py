@@ -14,8 +14,6 @@ from typing import NoReturn
 
 import click
 
-from kubeless_local import config
-from kubeless_local import spec as specs
 from kubeless_local.errors import (
     BadRequest,
     Conflict,
@@ -125,6 +123,8 @@ class Checked(click.ParamType):
 
 
 def _quantity(text):
+    from kubeless_local import spec as specs  # the manifests' model: not for every command (`call`)
+
     if not specs.QUANTITY_RE.match(text):
         raise ValueError(text)
     return text
@@ -154,6 +154,8 @@ HEADER = Checked("header", parse_header, "'Name: value'")
 
 # Options shared by several commands: defined once; a command may change a setting (`up` words its help "As for dev.").
 def backend_option(**changes):
+    from kubeless_local import config  # the settings model: not for every command (`call`)
+
     settings = {
         "default": lambda: os.environ.get("KUBELESS_LOCAL_BACKEND"),
         "show_default": "$KUBELESS_LOCAL_BACKEND, else `backend:` in %s, else %s"
@@ -370,6 +372,7 @@ def serve(
     """Start the functions, print the table, stream logs until a stop signal, stop everything.
     `dashboard`: (port, read_only) of the dashboard to serve beside them (None: none).
     Exits 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (128 + the signal, as shells report)."""
+    from kubeless_local import config
     from kubeless_local.emulator import DevSession
 
     if kafka_brokers:  # the flag's value checked in the CLI's words (the engine's name it `kafka_brokers`)

@@ -17,6 +17,7 @@ import yaml
 
 from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
+from kubeless_local.commands import call as call_command
 from kubeless_local.commands import local
 from kubeless_local.commands.common import (
     backend_option,
@@ -252,7 +253,7 @@ def delete(name, namespace):
 @click.pass_context
 def call(ctx, name, data, namespace):
     """Call function NAME, as `kubeless function call`."""
-    ctx.invoke(local.call, name=name, data=data)
+    ctx.invoke(call_command.call, name=name, data=data)
 
 
 @function.command(name="logs")

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeless_local import config
 from kubeless_local.errors import BadRequest, NotFound, Unavailable
+from kubeless_local.events import SOURCE_HEADER
 
 if TYPE_CHECKING:
     from kubeless_local.emulator.bus import EventBus
@@ -50,7 +51,6 @@ BATCH = 500  # records stored in one transaction
 MAX_LOG_LINES = 200  # log lines kept per record
 LOG_GRACE = 0.05  # seconds after a call ends before its log lines are collected (they travel through a pipe)
 BUSY_TIMEOUT = 2.0
-SOURCE_HEADER = "X-Kubeless-Local-Source"  # `<source>[; trigger=<name>][; of=<id>]`, read and removed by the door
 SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))

@@ -52,6 +52,8 @@ class CdpClient:
         self.sessions: dict[str, list[str]] = {}  # worker session → its breakpoint ids
         self.breakpoints: list[tuple[str, int]] = []  # (url regex, 0-based line) for every worker
         self.detached: set[str] = set()  # workers gone (retired, superseded): nothing answers for them
+        self.attached: set[str] = set()  # every worker that attached
+        self.prepared: set[str] = set()  # the attached workers whose breakpoints are set (see _prepare)
         self.closed = False
         threading.Thread(target=self._read, name="cdp-reader", daemon=True).start()
         self.call("NodeWorker.enable", {"waitForDebuggerOnStart": True})
@@ -105,6 +107,8 @@ class CdpClient:
             return
         if message.get("method") == "NodeWorker.attachedToWorker":
             worker = message["params"]["sessionId"]
+            with self.lock:
+                self.attached.add(worker)
             threading.Thread(target=self._prepare, args=(worker,), daemon=True).start()
         with self.lock:
             if message.get("method") == "NodeWorker.detachedFromWorker":
@@ -131,6 +135,9 @@ class CdpClient:
         except CdpError:
             pass  # the worker went away meanwhile (retired, superseded), or set_breakpoints set it already
         finally:
+            with self.lock:
+                self.prepared.add(worker)
+                self.lock.notify_all()
             try:
                 self.call("Runtime.runIfWaitingForDebugger", session=worker)
             except CdpError:
@@ -193,6 +200,11 @@ class CdpClient:
                     self._set(worker, regex, line)
             except CdpError:
                 continue  # that worker is gone
+        # A worker that attached but is still being prepared (right after connect: the running workers attach
+        # then) sets them itself; a call sent before it is done would run past them: wait for it.
+        with self.lock:
+            if not self.lock.wait_for(lambda: self.attached <= self.prepared | self.detached or self.closed, 30):
+                raise CdpError("workers %s were not prepared within 30 s" % (self.attached - self.prepared))
 
     def wait_paused(self, timeout: float = 60.0) -> Paused:
         """The next Debugger.paused of any worker at a breakpoint."""

@@ -209,6 +209,31 @@ def test_a_runtime_declared_only_in_runtime_images_runs_in_its_image(tmp_path, m
         Catalog().resolve("nodejsWithLodash9", require_local=False)  # no such version declared
 
 
+def test_a_listed_version_is_resolved_by_its_own_probe_only(tmp_path, monkeypatch):
+    """`run --runtime python3.11` probed every Python on the machine first (pyenv shims: ~0.5 s of the start);
+    a version the catalog lists wins over `auto` anyway, so its own probe decides, and the answer is the same."""
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir / "python3.11", "Python 3.11.9")
+    probed = tmp_path / "probed"
+    (bin_dir / "python3.12").write_text("#!/bin/sh\necho 3.12 >> %s\necho 'Python 3.12.4'\n" % probed)
+    (bin_dir / "python3.12").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    path = write_catalog(
+        tmp_path,
+        """
+runtimes:
+  python:
+    versions:
+      - {version: "3.11", executable: [python3.11], expect: "Python 3\\\\.11\\\\.", image: "img:3.11"}
+      - {version: auto, executable: ["python3.1[2-9]"], expect: "^Python (3\\\\.(?:1[2-9]|[2-9][0-9]))\\\\."}
+""",
+    )
+    runtime, notice = Catalog(path).resolve("python3.11")
+    assert not probed.exists()  # the auto candidates were not run
+    assert (runtime, notice) == (Catalog(path).versions("python")[0], None)  # what the whole search finds
+    assert probed.exists() and Catalog(path).resolve("python3.12")[0].name == "python3.12"
+
+
 def test_which_runtimes_have_a_debugger_is_the_catalogs_data():
     catalog = Catalog()
     assert {rid: catalog.entries[rid].process.debug for rid in catalog.ids()} == {

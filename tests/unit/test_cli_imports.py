@@ -1,0 +1,122 @@
+"""Which modules `--version` and `call` import (issue R): their start-up is most of their time, so the root group
+loads a command's module only when it runs and `call` needs no engine, YAML, rich or HTTP library. Structural:
+the modules a fresh interpreter lists with `-X importtime`, never a timing."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from kubeless_local.commands import root
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What the two commands may import of ours; growing these lists is a decision, not an accident.
+VERSION_MODULES = {"kubeless_local", "kubeless_local.commands", "kubeless_local.commands.root", "kubeless_local.errors"}
+CALL_MODULES = VERSION_MODULES | {
+    "kubeless_local.commands.call",
+    "kubeless_local.commands.common",
+    "kubeless_local.client",
+    "kubeless_local.events",
+    "kubeless_local.paths",
+    "kubeless_local.emulator",  # the package's __init__ only (names load on first use): for registry
+    "kubeless_local.emulator.registry",
+}
+ALLOWED_PACKAGES = {"click"}  # third-party packages: none but click (no rich, yaml, requests, docker, kubernetes…)
+# The standard library's heavy ones: http.client alone (email, ssl) was a third of call's own time.
+HEAVY_STDLIB = {"http.client", "email", "ssl", "sqlite3", "asyncio", "importlib.metadata", "urllib.request"}
+
+
+# Runs the CLI as `python -m kubeless_local` does, then writes the modules it added to sys.modules (a module
+# importlib.import_module loads, as the root group does, is missing from `-X importtime`).
+RUN = """
+import atexit, json, runpy, sys
+before, listing = set(sys.modules), sys.argv[1]
+atexit.register(lambda: open(listing, "w").write(json.dumps(sorted(set(sys.modules) - before))))
+sys.argv = ["kubeless-local", *sys.argv[2:]]
+runpy.run_module("kubeless_local", run_name="__main__", alter_sys=True)
+"""
+
+
+def imported(argv, cwd, env=None):
+    """(the modules `kubeless-local ARGV` imported in a fresh interpreter, beyond the interpreter's own; its stdout)."""
+    listing = Path(cwd) / "modules.json"
+    result = subprocess.run(
+        [sys.executable, "-c", RUN, str(listing), *argv],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return set(json.loads(listing.read_text())), result.stdout
+
+
+def third_party(modules):
+    """The top-level packages among `modules` that are neither the standard library's nor ours."""
+    return {name.split(".")[0] for name in modules} - set(sys.stdlib_module_names) - {"kubeless_local"}
+
+
+def ours(modules):
+    return {name for name in modules if name.split(".")[0] == "kubeless_local"}
+
+
+def test_version_imports_no_command_module(tmp_path):
+    modules, out = imported(["--version"], tmp_path)
+    assert out.startswith("kubeless-local, version ")
+    assert ours(modules) == VERSION_MODULES
+    assert third_party(modules) <= ALLOWED_PACKAGES
+
+
+class FakeSession(BaseHTTPRequestHandler):
+    """A running session's admin API and the function it runs, on one port: what `call` talks to."""
+
+    def do_GET(self):
+        port = self.server.server_address[1]
+        if self.path == "/api/functions":
+            row = {"name": "hello", "state": "Ready", "url": "http://127.0.0.1:%d" % port, "port": port}
+            body = json.dumps([{**row, "error": "", "serving": True, "recorded": True}]).encode()
+        else:
+            body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def session(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSession)
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
+    state = tmp_path / "project" / ".kubeless-local"
+    state.mkdir(parents=True)
+    info = {"port": server.server_address[1], "pid": os.getpid(), "root": str(state.parent), "token": "t"}
+    (state / "admin.json").write_text(json.dumps(info))
+    yield state.parent
+    server.shutdown()
+    server.server_close()
+
+
+def test_call_imports_no_engine_yaml_rich_nor_http_library(session, tmp_path):
+    modules, out = imported(["call", "hello"], session, {"KUBELESS_LOCAL_REGISTRY": str(tmp_path / "registry")})
+    assert out == "ok\n"  # it did call: the modules are those of a whole call
+    assert ours(modules) == CALL_MODULES, "call imports more of kubeless_local than it needs"
+    assert third_party(modules) <= ALLOWED_PACKAGES
+    assert not HEAVY_STDLIB & modules
+
+
+def test_every_command_is_one_row_of_the_root_table():
+    """Adding a command is one COMMANDS row; each row names a command of that name."""
+    for name in root.COMMANDS:
+        command = root.main.get_command(None, name)
+        assert command is not None and command.name == name
