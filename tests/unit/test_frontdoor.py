@@ -257,9 +257,10 @@ def ask(sock, path):
     return answer
 
 
-def test_drain_moves_kept_alive_connections_to_the_new_target_and_lets_calls_in_flight_finish(parts):
+def test_drain_moves_kept_alive_connections_to_the_new_target_and_lets_calls_in_flight_finish(parts, monkeypatch):
     """The blue/green switch (bridge mode's TCP targets): a kept-alive connection's next request goes to the
     new container, an idle one lets go of the old, and a call in flight on the old one is answered there."""
+    monkeypatch.setattr(frontdoor, "IDLE_AFTER", 0.2)  # the unit suite's time: idle sooner than a user's 1 s
     old, new = parts(KeptAlive, b"old:"), parts(KeptAlive, b"new:")
     door = parts(frontdoor.FrontDoor, free_port(), "fn")
     door.point(old.address)
