@@ -8,37 +8,21 @@ import json
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from conftest import cli
+from upstream_python import FIXTURE, MANIFEST, build_upstream_python
 from waiting import wait_until
 
 from kubeless_local.emulator import images
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "upstream-python"  # see its Dockerfile
-MANIFEST = """\
-apiVersion: kubeless.io/v1beta1
-kind: Function
-metadata:
-  name: hello
-  annotations:
-    local.kubeless.io/source: handler.py
-spec:
-  runtime: python3.11
-  handler: handler.hello
-"""
 SAVES = 20
 
 
 @pytest.fixture(scope="module")
 def upstream_python():
-    """kubeless-local-test/upstream-python:3.11, built FROM our image without network."""
-    client = images.docker_client()  # fails (not skips) without an engine: CI runs .ci/docker-setup.sh
-    tag = "kubeless-local-test/upstream-python:3.11"
-    client.images.build(path=str(FIXTURE), tag=tag, network_mode="none", rm=True)
-    return tag
+    return build_upstream_python()
 
 
 def handler(version):

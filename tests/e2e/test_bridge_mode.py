@@ -6,41 +6,26 @@ and are used only there, so `dev`, `ls` and the calls run inside it too."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from private_engine import private_engine
+from processes import interrupt
+from upstream_python import MANIFEST, build_upstream_python
+from upstream_python import TAG as UPSTREAM_TAG
 from waiting import wait_until
 
 IMAGE = "kubeless-local/python:3.11"
-UPSTREAM = "kubeless-local-test/upstream-python:3.11"  # tests/fixtures/upstream-python: no reload in place
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "upstream-python"
 HANDLER = "def hello(event, context):\n    return 'hello from the bridge'\n"
-MANIFEST = """\
-apiVersion: kubeless.io/v1beta1
-kind: Function
-metadata:
-  name: hello
-  annotations:
-    local.kubeless.io/source: handler.py
-spec:
-  runtime: python3.11
-  handler: handler.hello
-"""
 
 
 @pytest.fixture(scope="module")
 def engine():
-    from kubeless_local.emulator import images
-
-    images.docker_client().images.build(path=str(FIXTURE), tag=UPSTREAM, network_mode="none", rm=True)  # the host's
-    with private_engine([IMAGE, UPSTREAM]) as started:
+    with private_engine([IMAGE, build_upstream_python()]) as started:  # built on the host's engine
         yield started
 
 
@@ -63,13 +48,7 @@ def dev_inside(engine, tmp_path):
 
     yield start
     for proc, out in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        interrupt(proc, timeout=30)
         out.close()
 
 
@@ -124,7 +103,7 @@ def test_saves_of_an_image_that_cannot_reload_in_place_switch_blue_green_on_the_
     new code from the save's reload on."""
     (tmp_path / "handler.py").write_text(HANDLER.replace("hello from the bridge", "v0"))
     (tmp_path / "function.yaml").write_text(MANIFEST)
-    proc, output = dev_inside(tmp_path, PYTHON3_11_RUNTIME=UPSTREAM)
+    proc, output = dev_inside(tmp_path, PYTHON3_11_RUNTIME=UPSTREAM_TAG)
 
     def watching():
         assert proc.poll() is None, "dev exited:\n" + output()

@@ -48,7 +48,8 @@ class Upstream:
     def __init__(self, tag):
         self.tag = tag
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+        self.address = self.listener.getsockname()
+        self.port = self.address[1]
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
@@ -58,9 +59,9 @@ class Upstream:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self.echo, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
 
-    def echo(self, conn):
+    def answer(self, conn):
         with conn:
             data = bytearray()
             try:
@@ -207,23 +208,13 @@ def test_the_connector_exits_when_its_lifeline_ends(tmp_path):
             proc.wait()
 
 
-class KeptAlive:
+class KeptAlive(Upstream):
     """An HTTP-ish server on 127.0.0.1 keeping connections open: each request (up to a blank line) is answered
     `tag` + its first line; a request for /slow waits for `release` first. `open` counts its connections."""
 
     def __init__(self, tag):
-        self.tag, self.open, self.release = tag, 0, threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+        self.open, self.release = 0, threading.Event()
+        super().__init__(tag)
 
     def answer(self, conn):
         self.open += 1
@@ -243,8 +234,7 @@ class KeptAlive:
 
     def close(self):
         self.release.set()
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
+        super().close()
 
 
 def ask(sock, path):
