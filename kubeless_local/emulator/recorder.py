@@ -578,12 +578,13 @@ class Recorder:
         return [dict(zip(SUMMARY, row), timeout=bool(row[SUMMARY.index("timeout")])) for row in rows]
 
     def get(self, ident: str) -> dict[str, Any]:
-        """The whole record `ident` (its id, or its sequence number) as stored: secrets included."""
-        column = "seq" if str(ident).isdigit() else "id"
+        """The whole record `ident` (its id, or its sequence number) as stored: secrets included. An id may be
+        decimal digits only (hex digits that happen to be): the id is looked up first."""
+        query = "SELECT %s FROM invocations WHERE %%s = ?" % ", ".join(COLUMNS)
         with self._reading() as db:
-            row = db.execute(
-                "SELECT %s FROM invocations WHERE %s = ?" % (", ".join(COLUMNS), column), (ident,)
-            ).fetchone()
+            row = db.execute(query % "id", (str(ident),)).fetchone()
+            if row is None and str(ident).isdigit():
+                row = db.execute(query % "seq", (int(ident),)).fetchone()
         if row is None:
             raise NotFound("no recorded invocation %r" % ident, "invocation", str(ident))
         return record_of(dict(zip(COLUMNS, row)))

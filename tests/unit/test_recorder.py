@@ -244,6 +244,13 @@ def test_a_function_that_writes_no_access_line_is_stored_after_a_bounded_wait_wi
     assert "hello" in r.without_access  # its next calls are not held for a line that never comes
 
 
+def test_an_id_of_decimal_digits_only_names_its_record_not_a_sequence_number(recorder):
+    r = recorder()
+    (ident,) = stored(r, exchange(id="066129276506"))  # 12 hex digits are all decimal in about 1 id of 280
+    assert r.get(ident)["id"] == ident
+    assert r.get("1")["id"] == ident  # the sequence number still names it
+
+
 def test_an_unknown_id_is_not_found(recorder):
     from kubeless_local.errors import NotFound
 
