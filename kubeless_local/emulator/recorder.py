@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubeless_local import config
-from kubeless_local.emulator.logs import LogLine, closes_the_call, printed_by_the_function
+from kubeless_local.emulator.logs import ACCESS_LINE, LogLine, closes_the_call, printed_by_the_function
 from kubeless_local.errors import BadRequest, NotFound, Unavailable
 from kubeless_local.events import SOURCE_HEADER
 
@@ -375,7 +375,10 @@ class Recorder:
                     break  # stored first, then the writer finishes
                 self.queue.popleft()
                 return batch, True
-            lines = self._lines_of(first, now, closing)
+            try:
+                lines = self._lines_of(first, now, closing)
+            except Exception:  # noqa: BLE001 - a record without its lines beats a writer that stops
+                lines = []
             if lines is None:
                 break  # its lines may still be on their way: the next look
             first.logs = lines
@@ -409,7 +412,9 @@ class Recorder:
         wait = self.access_wait if answered and function not in self.without_access else self.log_grace
         if not closing and now < end + wait:
             return None
-        if answered and wait == self.access_wait:
+        if any(ACCESS_LINE.match(line.text) for line in lines[begin:] if line.stream != "system"):
+            self.without_access.discard(function)  # its runtime writes them: this one came late or did not match
+        elif answered and wait == self.access_wait:
             self.without_access.add(function)
         return [line for line in lines[begin:] if line.time <= end and printed_by_the_function(line.text, line.stream)]
 
@@ -429,7 +434,7 @@ class Recorder:
         return late if now >= last + self.log_grace else None
 
     def _next_start(self, function: str, started: float) -> float | None:
-        later = [at for at in list(self.starts.get(function, ())) if at > started]
+        later = [at for at in self.starts.get(function, collections.deque()).copy() if at > started]
         return min(later) if later else None
 
     def _finish_batch(self, count: int) -> None:

@@ -242,6 +242,10 @@ def test_a_function_that_writes_no_access_line_is_stored_after_a_bounded_wait_wi
     assert [line["text"] for line in r.get(first)["logs"]] == ["during"]
     assert r.get(second)["logs"] == []
     assert "hello" in r.without_access  # its next calls are not held for a line that never comes
+    third = after(time.time())
+    hub.emit("hello", ACCESS.replace("/path?x=1", "/elsewhere"))  # an access line again: its runtime writes them
+    stored(r, exchange(started=third))
+    assert "hello" not in r.without_access
 
 
 def test_an_id_of_decimal_digits_only_names_its_record_not_a_sequence_number(recorder):
