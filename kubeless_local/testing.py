@@ -29,6 +29,7 @@ from kubeless_local import events
 from kubeless_local import spec as specs
 from kubeless_local.emulator import DevSession, LogHub, backends, call_function, images
 from kubeless_local.emulator.base import State
+from kubeless_local.emulator.logs import closes_the_call, printed_by_the_function
 from kubeless_local.emulator.taps import Exchange
 from kubeless_local.errors import NotFound, UserError
 
@@ -36,29 +37,7 @@ START_TIMEOUT = 120.0  # seconds every function has to become Ready (a first dep
 LOG_TAIL = 20  # lines of a function's log a start failure shows
 ACCESS_WAIT = 2.0  # seconds a call waits for the runtime's access-log line, which closes its output
 QUIET = 0.05  # seconds without a line after which a call's late stderr output is taken as complete
-# The one access-log line every runtime writes per request (runtimes/README.md), once the answer is sent:
-# Apache's combined format (`peer - user [time] "POST / HTTP/1.1" 200 2 "referer" "agent"`), or Go's
-# `peer "POST / HTTP/1.1" 200 agent`.
-ACCESS_LINE = re.compile(
-    r'^\S+ (?:- \S+ \[[^\]]+\] )?"(?P<method>\S+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}|-) (?P<rest>.*)$'
-)
 SETTLED = (State.READY, State.COMPILE_ERROR, State.CONFIG_ERROR, State.CRASHED, State.SETUP_ERROR, State.INSTALL_ERROR)
-
-
-def closes_the_call(text: str, stream: str, method: str, path: str, agent: str) -> bool:
-    """True for the runtime's access-log line of a `method path` call made with User-Agent `agent`."""
-    access = ACCESS_LINE.match(text) if stream != "system" else None
-    return (
-        access is not None
-        and access["method"] == method
-        and access["path"] == path
-        and access["rest"].rstrip('"').endswith(agent)
-    )
-
-
-def printed_by_the_function(text: str, stream: str) -> bool:
-    """A line of the function's own output: not the engine's, not an access-log line."""
-    return stream != "system" and not ACCESS_LINE.match(text)
 
 
 class StartFailed(UserError):

@@ -3,10 +3,15 @@
 Bounded, so a handler that prints its 50 MB request body cannot grow `dev` without end: each line
 is cut at MAX_LINE bytes (with a visible marker) and each function keeps at most MAX_BYTES of
 lines, oldest dropped first.
+
+Also the one rule that tells which lines a call printed (`closes_the_call`, `printed_by_the_function`),
+shared by the recorder and the test emulator: every runtime writes one access-log line per request once
+the answer is sent, on the same stream as the function's stdout, so a call's stdout ends at it.
 """
 
 import collections
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +20,30 @@ MAX_LINE = 16 * 1024  # bytes of one line that are kept
 MAX_BYTES = 4 * 1024 * 1024  # bytes of lines kept per function
 MAX_CONTROL_LINE = 1024 * 1024  # a control line (JSON with a load error) is kept whole up to this
 KEEP_LINES = 5000
+
+
+# The one access-log line every runtime writes per request (runtimes/README.md), once the answer is sent:
+# Apache's combined format (`peer - user [time] "POST / HTTP/1.1" 200 2 "referer" "agent"`), or Go's
+# `peer "POST / HTTP/1.1" 200 agent`.
+ACCESS_LINE = re.compile(
+    r'^\S+ (?:- \S+ \[[^\]]+\] )?"(?P<method>\S+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}|-) (?P<rest>.*)$'
+)
+
+
+def closes_the_call(text: str, stream: str, method: str, path: str, agent: str) -> bool:
+    """True for the runtime's access-log line of a `method path` call made with User-Agent `agent`."""
+    access = ACCESS_LINE.match(text) if stream != "system" else None
+    return (
+        access is not None
+        and access["method"] == method
+        and access["path"] == path
+        and access["rest"].rstrip('"').endswith(agent)
+    )
+
+
+def printed_by_the_function(text: str, stream: str) -> bool:
+    """A line of the function's own output: not the engine's, not an access-log line."""
+    return stream != "system" and not ACCESS_LINE.match(text)
 
 
 def truncation_marker(dropped):

@@ -235,7 +235,7 @@ class FrontDoor:
         )
         recorded = self.recorder is not None and target.partition("?")[0] not in NOT_CALLS
         if recorded and self.recorder is not None:
-            self.recorder.started(exchange.function, method, target, source)
+            self.recorder.started(exchange.function, method, target, source, started)
         client_keeps = keeps_alive(version, fields)
         try:
             keep = self._relay(client, reader, line + head, fields, exchange, method, client_keeps)

@@ -6,6 +6,15 @@ trigger), the request and the answer (bodies cut at MAX_BODY bytes and marked tr
 UTF-8 kept as bytes), how long it took, whether it timed out (408) or failed, which generation of the code
 (and the sha256 of its source) served it, and the log lines the function printed meanwhile.
 
+A call's log lines are found by the rule the test emulator uses too (emulator/logs.py): its stdout ends at
+the runtime's access-log line of the call (written once the answer is sent, on the same stream, so it can
+reach `dev` after the answer), its stderr a QUIET moment later (another pipe), and it begins after the
+access line the call before took. The writer waits for that line, at most `access_wait` seconds after
+the answer; a function whose runtime wrote none in that time gets the lines from its start to its answer
+(and its next calls are not held for it, until an access line of it is seen again). Calls to one function
+at the same time cannot be told apart by line: each record holds the lines from its start to the first
+access line of the same request line and User-Agent that no earlier record took, the other calls' too.
+
 Guarantee: recording never slows or breaks a call. The request thread only puts the exchange on a bounded
 queue (`submit`, never blocking): when the queue is full the record is dropped and counted, the call is
 answered all the same. One writer thread stores records in `invocations.db` (SQLite, WAL) beside the topics,
@@ -36,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubeless_local import config
+from kubeless_local.emulator.logs import ACCESS_LINE, LogLine, closes_the_call, printed_by_the_function
 from kubeless_local.errors import BadRequest, NotFound, Unavailable
 from kubeless_local.events import SOURCE_HEADER
 
@@ -49,7 +59,9 @@ QUEUE_SIZE = 10_000  # exchanges waiting for the writer; beyond, dropped and cou
 WRITER_PAUSE = 0.02  # seconds between the writer's looks at its queue
 BATCH = 500  # records stored in one transaction
 MAX_LOG_LINES = 200  # log lines kept per record
-LOG_GRACE = 0.05  # seconds after a call ends before its log lines are collected (they travel through a pipe)
+LOG_GRACE = 0.05  # seconds of quiet after which a call's late stderr lines are taken as complete (another pipe)
+ACCESS_WAIT = 2.0  # seconds after the answer the writer waits for the access-log line that ends a call's lines
+STARTS_KEPT = 256  # call start times kept per function: where the next call's lines may begin
 BUSY_TIMEOUT = 2.0
 SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
@@ -182,6 +194,7 @@ class Exchange:
     id: str = ""
     generation: int | None = None
     source_sha256: str | None = None
+    logs: list[LogLine] | None = None  # set by the writer once they are complete
 
 
 def new_id() -> str:
@@ -223,12 +236,16 @@ class Recorder:
         say: Callable[[str], None] = lambda text: None,
         queue_size: int = QUEUE_SIZE,
         log_grace: float = LOG_GRACE,
+        access_wait: float = ACCESS_WAIT,
         busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
         self.path = Path(state_dir) / FILENAME
         self.keep, self.max_bytes = keep, max_bytes
         self.logs, self.bus, self.served, self.say = logs, bus, served, say
-        self.log_grace, self.busy_timeout = log_grace, busy_timeout
+        self.log_grace, self.access_wait, self.busy_timeout = log_grace, access_wait, busy_timeout
+        self.starts: dict[str, collections.deque[float]] = {}  # function → its last calls' start times
+        self.taken: dict[str, LogLine] = {}  # function → the access line its last record ended at (writer's)
+        self.without_access: set[str] = set()  # functions whose runtime wrote no access line in time (writer's)
         # the writer's queue: a deque (appending is one atomic step, no lock on the call path), bounded by
         # `queue_size` and looked at every WRITER_PAUSE; None asks the writer to finish
         self.queue: collections.deque[Exchange | None] = collections.deque()
@@ -267,8 +284,13 @@ class Recorder:
             self.progress.notify_all()
         return exchange.id
 
-    def started(self, function: str, method: str, target: str, source: str) -> None:
-        """A call began (for the event bus and for `flush`; nothing is stored)."""
+    def started(self, function: str, method: str, target: str, source: str, at: float | None = None) -> None:
+        """A call began at `at` (epoch seconds; for the event bus, `flush` and where the call before's lines end;
+        nothing is stored)."""
+        starts = self.starts.get(function)
+        if starts is None:
+            starts = self.starts.setdefault(function, collections.deque(maxlen=STARTS_KEPT))
+        starts.append(time.time() if at is None else at)
         with self.progress:
             self.opened += 1
         if self.bus is not None:
@@ -329,32 +351,91 @@ class Recorder:
 
     def _write_forever(self) -> None:
         while True:
-            if not self.queue:
-                self.wake.wait(WRITER_PAUSE)
-                self.wake.clear()
-                continue
-            first = self.queue[0]
-            if first is None:
+            batch, stop = self._settled()
+            if batch:
+                self._store(batch)
+                self._finish_batch(len(batch))
+            if stop:
                 self._finish_batch(0)
                 return
-            self._wait_for_logs(first)
-            batch: list[Exchange] = []
-            stop = False
-            while len(batch) < BATCH and self.queue:
-                item = self.queue.popleft()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._store(batch)
-            self._finish_batch(len(batch))
-            if stop:
-                return
+            if not batch:
+                self.wake.wait(WRITER_PAUSE)
+                self.wake.clear()
 
-    def _wait_for_logs(self, exchange: Exchange) -> None:
-        wait = exchange.started + exchange.duration + self.log_grace - time.time()
-        if wait > 0:
-            time.sleep(min(wait, self.log_grace))  # the lines printed during the call reach the log hub
+    def _settled(self) -> tuple[list[Exchange], bool]:
+        """The exchanges at the head of the queue whose log lines are complete, in order (at most BATCH), and
+        whether the writer is asked to finish. Closing, the lines are taken as they are."""
+        batch: list[Exchange] = []
+        now = time.time()
+        closing = bool(self.queue) and self.queue[-1] is None
+        while self.queue and len(batch) < BATCH:
+            first = self.queue[0]
+            if first is None:
+                if batch:
+                    break  # stored first, then the writer finishes
+                self.queue.popleft()
+                return batch, True
+            try:
+                lines = self._lines_of(first, now, closing)
+            except Exception:  # noqa: BLE001 - a record without its lines beats a writer that stops
+                lines = []
+            if lines is None:
+                break  # its lines may still be on their way: the next look
+            first.logs = lines
+            batch.append(first)
+            self.queue.popleft()
+        return batch, False
+
+    def _lines_of(self, exchange: Exchange, now: float, closing: bool) -> list[LogLine] | None:
+        """The lines `exchange`'s call printed, or None while they may still be on their way: until the
+        runtime's access line of the call and a QUIET moment after it (stderr), or the bounded wait's end."""
+        if self.logs is None:
+            return []
+        function, end = exchange.function, exchange.started + exchange.duration
+        lines = self.logs.between(function, exchange.started, now)
+        begin = next((index + 1 for index, line in enumerate(lines) if line is self.taken.get(function)), 0)
+        agent = next((value for name, value in exchange.request_headers if name.lower() == "user-agent"), "")
+        for index in range(begin, len(lines)):
+            access = lines[index]
+            if closes_the_call(access.text, access.stream, exchange.method, exchange.target, agent):
+                late = self._late_stderr(
+                    lines[index + 1 :], access.time, now, self._next_start(function, exchange.started)
+                )
+                if late is None and not closing and now < end + self.access_wait:
+                    return None
+                self.taken[function] = access
+                self.without_access.discard(function)
+                return [line for line in lines[begin:index] if printed_by_the_function(line.text, line.stream)] + (
+                    late or []
+                )
+        answered = exchange.status != 0  # a server that crashed on the call writes no access line for it
+        wait = self.access_wait if answered and function not in self.without_access else self.log_grace
+        if not closing and now < end + wait:
+            return None
+        if any(ACCESS_LINE.match(line.text) for line in lines[begin:] if line.stream != "system"):
+            self.without_access.discard(function)  # its runtime writes them: this one came late or did not match
+        elif answered and wait == self.access_wait:
+            self.without_access.add(function)
+        return [line for line in lines[begin:] if line.time <= end and printed_by_the_function(line.text, line.stream)]
+
+    def _late_stderr(
+        self, after: list[LogLine], since: float, now: float, next_start: float | None
+    ) -> list[LogLine] | None:
+        """The stderr lines that follow the access line (at `since`) each within QUIET of the one before and
+        before the next call began; None while more may come."""
+        late: list[LogLine] = []
+        last = since
+        for line in after:
+            if line.time > last + self.log_grace or (next_start is not None and line.time >= next_start):
+                return late  # a later line came: none of ours is still on its way
+            if line.stream == "stderr":
+                late.append(line)
+                last = line.time
+        return late if now >= last + self.log_grace else None
+
+    def _next_start(self, function: str, started: float) -> float | None:
+        later = [at for at in self.starts.get(function, collections.deque()).copy() if at > started]
+        return min(later) if later else None
 
     def _finish_batch(self, count: int) -> None:
         with self.progress:
@@ -451,10 +532,7 @@ class Recorder:
         )
 
     def _logs_of(self, exchange: Exchange) -> str:
-        if self.logs is None:
-            return "[]"
-        lines = self.logs.between(exchange.function, exchange.started, exchange.started + exchange.duration)
-        said = [{"text": line.text, "stream": line.stream} for line in lines if line.stream != "system"]
+        said = [{"text": line.text, "stream": line.stream} for line in exchange.logs or ()]
         return json.dumps(said[-MAX_LOG_LINES:]) if said else "[]"
 
     # ---------------------------------------------------------------- reading
@@ -505,12 +583,13 @@ class Recorder:
         return [dict(zip(SUMMARY, row), timeout=bool(row[SUMMARY.index("timeout")])) for row in rows]
 
     def get(self, ident: str) -> dict[str, Any]:
-        """The whole record `ident` (its id, or its sequence number) as stored: secrets included."""
-        column = "seq" if str(ident).isdigit() else "id"
+        """The whole record `ident` (its id, or its sequence number) as stored: secrets included. An id may be
+        decimal digits only (hex digits that happen to be): the id is looked up first."""
+        query = "SELECT %s FROM invocations WHERE %%s = ?" % ", ".join(COLUMNS)
         with self._reading() as db:
-            row = db.execute(
-                "SELECT %s FROM invocations WHERE %s = ?" % (", ".join(COLUMNS), column), (ident,)
-            ).fetchone()
+            row = db.execute(query % "id", (str(ident),)).fetchone()
+            if row is None and str(ident).isdigit():
+                row = db.execute(query % "seq", (int(ident),)).fetchone()
         if row is None:
             raise NotFound("no recorded invocation %r" % ident, "invocation", str(ident))
         return record_of(dict(zip(COLUMNS, row)))

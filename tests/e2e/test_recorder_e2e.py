@@ -131,6 +131,24 @@ def test_the_record_holds_the_request_the_answer_and_the_log_lines_and_exports_h
     assert any("handling" in line["text"] for line in record["logs"]), record["logs"]
 
 
+def test_each_of_many_calls_holds_its_own_log_line_and_no_other_calls(tmp_path, start_dev):
+    from kubeless_local.client import AdminClient
+
+    project(tmp_path)
+    dev = start_dev("dev", cwd=tmp_path)
+    dev.wait_for_output("Watching")
+    url = json.loads(cli("ls", "-o", "json", cwd=tmp_path, check=True).stdout)[0]["url"]
+    with requests.Session() as client:  # back to back on one connection: the next call starts at once
+        for number in range(40):
+            assert client.post(url, data="call-%d" % number, timeout=30).status_code == 200
+    session = AdminClient(cwd=tmp_path).project_session()
+    wait_until(lambda: len(session.invocations("echo", limit=100)) >= 40, "forty calls recorded", timeout=30)
+    for row in session.invocations("echo", limit=100):
+        record = session.invocation(row["id"])
+        printed = [line["text"] for line in record["logs"] if line["text"].startswith("handling")]
+        assert printed == ["handling %s" % record["request"]["body"]["text"]], record["logs"]
+
+
 def test_unknown_ids_and_no_session_are_one_line_and_exit_2(tmp_path, start_dev):
     project(tmp_path)
     one_line_error(cli("history", cwd=tmp_path), "no running")

@@ -38,6 +38,7 @@ def recorder(tmp_path):
 
     def make(state_dir=tmp_path, **options):
         options.setdefault("log_grace", 0)
+        options.setdefault("access_wait", 0.2)  # a test's log hub has no runtime writing access lines
         instance = rec.Recorder(state_dir, say=said.append, **options)
         made.append(instance)
         return instance
@@ -141,7 +142,7 @@ def test_exports_redact_authorization_and_cookies_and_a_replay_keeps_them(record
 
 
 def test_a_full_queue_drops_and_counts_and_never_blocks_the_call(recorder):
-    r = recorder(queue_size=2, log_grace=0.2)  # the writer holds the first record for a while
+    r = recorder(queue_size=2, logs=LogHub(), access_wait=0.2)  # the writer holds the first record for a while
     r.submit(exchange(duration=0))
     for _ in range(20):
         r.submit(exchange())  # the queue holds 2: the rest are dropped at once, none waits for the writer
@@ -182,8 +183,76 @@ def test_the_log_lines_of_a_call_are_those_that_arrived_while_it_ran(recorder):
     hub.emit("hello", "during")
     hub.emit("hello", "the engine speaking", "system")
     hub.emit("other", "another function")
-    (ident,) = stored(r, exchange(started=began, duration=1.0))
+    (ident,) = stored(r, exchange(started=began, duration=time.time() - began))
     assert r.get(ident)["logs"] == [{"text": "during", "stream": "stdout"}]
+
+
+ACCESS = '127.0.0.1 - - [05/Dec/2026:20:00:00 +0000] "POST /path?x=1 HTTP/1.1" 200 2 "-" "-"'
+
+
+def after(moment):
+    """Spin until the clock is past `moment`, so the next line's time is later (no sleep: microseconds)."""
+    while time.time() <= moment:
+        pass
+    return time.time()
+
+
+def test_a_line_that_reaches_dev_after_the_answer_but_before_the_access_line_is_the_calls(recorder):
+    hub = LogHub()
+    r = recorder(logs=hub, access_wait=30, log_grace=1.0)
+    hub.emit("hello", "before")
+    began = after(time.time())
+    hub.emit("hello", "during")
+    answered = after(time.time())
+    r.submit(exchange(started=began, duration=answered - began))  # the writer now waits for the access line
+    hub.emit("hello", "after the answer")
+    hub.emit("hello", ACCESS)
+    hub.emit("hello", "late on stderr", "stderr")
+    r.started("hello", "POST", "/path?x=1", "http", at=after(time.time()))  # the next call
+    hub.emit("hello", "the next call's")
+    hub.emit("hello", "the next call's on stderr", "stderr")
+    assert r.flush(10)
+    (row,) = r.list()
+    assert [line["text"] for line in r.get(row["id"])["logs"]] == ["during", "after the answer", "late on stderr"]
+
+
+def test_a_calls_lines_begin_after_the_access_line_of_the_call_before(recorder):
+    hub = LogHub()
+    r = recorder(logs=hub, access_wait=30)
+    first = after(time.time())
+    hub.emit("hello", "first")
+    second = after(time.time())  # the second call began before the first one's access line reached dev
+    hub.emit("hello", ACCESS)
+    hub.emit("hello", "second")
+    hub.emit("hello", ACCESS)
+    ids = stored(r, exchange(started=first, duration=second - first), exchange(started=second, duration=0.001))
+    assert [[line["text"] for line in r.get(ident)["logs"]] for ident in ids] == [["first"], ["second"]]
+
+
+def test_a_function_that_writes_no_access_line_is_stored_after_a_bounded_wait_with_the_lines_of_its_window(
+    recorder,
+):
+    hub = LogHub()
+    r = recorder(logs=hub, access_wait=0.2)
+    began = after(time.time())
+    hub.emit("hello", "during")
+    answered = after(time.time())
+    hub.emit("hello", "after the window")
+    first, second = stored(r, exchange(started=began, duration=answered - began), exchange(started=after(time.time())))
+    assert [line["text"] for line in r.get(first)["logs"]] == ["during"]
+    assert r.get(second)["logs"] == []
+    assert "hello" in r.without_access  # its next calls are not held for a line that never comes
+    third = after(time.time())
+    hub.emit("hello", ACCESS.replace("/path?x=1", "/elsewhere"))  # an access line again: its runtime writes them
+    stored(r, exchange(started=third))
+    assert "hello" not in r.without_access
+
+
+def test_an_id_of_decimal_digits_only_names_its_record_not_a_sequence_number(recorder):
+    r = recorder()
+    (ident,) = stored(r, exchange(id="066129276506"))  # 12 hex digits are all decimal in about 1 id of 280
+    assert r.get(ident)["id"] == ident
+    assert r.get("1")["id"] == ident  # the sequence number still names it
 
 
 def test_an_unknown_id_is_not_found(recorder):
