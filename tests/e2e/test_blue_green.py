@@ -75,15 +75,21 @@ class Caller:
         return any(started > moment for started, _, _ in self.calls)
 
 
-def test_saves_of_an_image_that_cannot_reload_in_place_refuse_no_call(
-    tmp_path, start_dev, upstream_python, monkeypatch
-):
+def dev_on_upstream(tmp_path, start_dev, monkeypatch, image, version):
+    """`dev --backend docker` serving handler(version) in the upstream-like `image`, watching."""
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PYTHON3_11_RUNTIME", upstream_python)  # the shells' spelling of PYTHON3.11_RUNTIME
-    (tmp_path / "handler.py").write_text(handler(0))
+    monkeypatch.setenv("PYTHON3_11_RUNTIME", image)  # the shells' spelling of PYTHON3.11_RUNTIME
+    (tmp_path / "handler.py").write_text(handler(version))
     (tmp_path / "function.yaml").write_text(MANIFEST)
     dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
     dev.wait_for_output("Watching", timeout=180)
+    return dev
+
+
+def test_saves_of_an_image_that_cannot_reload_in_place_refuse_no_call(
+    tmp_path, start_dev, upstream_python, monkeypatch
+):
+    dev = dev_on_upstream(tmp_path, start_dev, monkeypatch, upstream_python, 0)
     assert "python3.11 runs in %s" % upstream_python in dev.output()
     url = row(tmp_path)["url"] + "/"
     assert requests.get(url, timeout=10).text == "v0"
@@ -109,12 +115,7 @@ def test_saves_of_an_image_that_cannot_reload_in_place_refuse_no_call(
 def test_broken_code_leaves_the_old_container_serving_then_a_good_save_recovers(
     tmp_path, start_dev, upstream_python, monkeypatch
 ):
-    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PYTHON3_11_RUNTIME", upstream_python)
-    (tmp_path / "handler.py").write_text(handler(1))
-    (tmp_path / "function.yaml").write_text(MANIFEST)
-    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
-    dev.wait_for_output("Watching", timeout=180)
+    dev = dev_on_upstream(tmp_path, start_dev, monkeypatch, upstream_python, 1)
     url = row(tmp_path)["url"] + "/"
     serving = containers_of(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'v2' +\n")  # a SyntaxError
@@ -144,12 +145,7 @@ def test_dev_ending_while_a_new_generation_starts_leaves_no_container(
     """A save whose new container is still starting (its code sleeps while loading) when dev ends: Ctrl-C
     ends dev without waiting for it, and no container of either generation is left, kill -9 included (the
     guardian removes the project's by label)."""
-    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PYTHON3_11_RUNTIME", upstream_python)
-    (tmp_path / "handler.py").write_text(handler(1))
-    (tmp_path / "function.yaml").write_text(MANIFEST)
-    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
-    dev.wait_for_output("Watching", timeout=180)
+    dev = dev_on_upstream(tmp_path, start_dev, monkeypatch, upstream_python, 1)
     (tmp_path / "handler.py").write_text("import time\ntime.sleep(120)\n" + handler(2))
     wait_until(lambda: len(containers_of(tmp_path)) == 4, "the new generation's containers beside the old", 120)
     if ending == "kill -9":
