@@ -11,7 +11,6 @@ A client thread calls the function without pause on a new connection per call, a
 """
 
 import argparse
-import dataclasses
 import os
 import threading
 import time
@@ -19,12 +18,9 @@ import urllib.request
 
 from common import CATALOG, ROOT, Engine, answer, summary
 
-from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends, images
-from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator import images
 from kubeless_local.emulator.project import Project
-from kubeless_local.emulator.supervisor import Supervisor
 
 UPSTREAM = "kubeless-local-test/upstream-python:3.11"
 IMAGES = {"ours": ("", "auto"), "upstream": (UPSTREAM, "auto"), "upstream-host": (UPSTREAM, "host")}
@@ -53,17 +49,6 @@ class Caller:
         self.thread.join(60)
 
 
-def engine_for(network):
-    engine = Engine("docker")
-    engine.supervisor.stop_all()
-    settings = dataclasses.replace(config.Settings(engine.tmp / config.FILE), docker=config.Docker(network=network))
-    engine.hub = LogHub()
-    engine.supervisor = Supervisor(
-        engine.tmp / "state", backends.factory("docker", settings), engine.hub, CATALOG, ephemeral_ports=True
-    )
-    return engine
-
-
 def reloads(kind, edits):
     image, network = IMAGES[kind]
     if image:
@@ -71,7 +56,7 @@ def reloads(kind, edits):
     else:
         os.environ.pop("PYTHON3_11_RUNTIME", None)
     runtime, _ = CATALOG.resolve("python3.11", require_local=False)
-    engine = engine_for(network)
+    engine = Engine("docker", network)
     fn = engine.marked_spec(runtime, "hello", "v0")
     project = Project(fn.source.parent, engine.supervisor, specs.Manifests(functions=[fn]))
     caller = None

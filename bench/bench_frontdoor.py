@@ -9,18 +9,14 @@ request is this process's CPU time during the run (relay) less the same in host 
 """
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
 
 from common import CATALOG, Engine, wrk
 
-from kubeless_local import config
-from kubeless_local.emulator import backends, frontdoor
+from kubeless_local.emulator import frontdoor
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.logs import LogHub
-from kubeless_local.emulator.supervisor import Supervisor
 
 DEFAULT_LOOP = frontdoor.new_loop
 
@@ -37,15 +33,7 @@ MODES = {"host": "host", "relay": "relay", "relay-uvloop": "relay"}  # bench mod
 def engine_in(mode):
     """An Engine whose docker backend runs in `mode` (docker.network); relay-uvloop: the doors on uvloop's loop."""
     frontdoor.new_loop = uvloop_loop if mode == "relay-uvloop" else DEFAULT_LOOP
-    mode = MODES[mode]
-    engine = Engine("docker")
-    engine.supervisor.stop_all()
-    settings = dataclasses.replace(config.Settings(engine.tmp / config.FILE), docker=config.Docker(network=mode))
-    engine.hub = LogHub()
-    engine.supervisor = Supervisor(
-        engine.tmp / "state", backends.factory("docker", settings), engine.hub, CATALOG, ephemeral_ports=True
-    )
-    return engine
+    return Engine("docker", MODES[mode])
 
 
 def throughput(mode, runtime, seconds, connections):

@@ -1,6 +1,7 @@
 """Shared benchmark helpers: start a function through the engine, drive wrk, summarise."""
 
 import argparse
+import dataclasses
 import re
 import shutil
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from kubeless_local import config  # noqa: E402
 from kubeless_local import kubeless_objects as objects  # noqa: E402
 from kubeless_local.emulator import backends  # noqa: E402
 from kubeless_local.emulator.logs import LogHub  # noqa: E402
@@ -70,11 +72,16 @@ def wait_http(url, timeout=30, interval=0.02):
 class Engine:
     """A Supervisor on a temp state folder (the `dev` engine without the CLI)."""
 
-    def __init__(self, backend="process"):
+    def __init__(self, backend="process", network=None):
+        """`network`: the docker backend's docker.network (bridge, relay, host), else the settings' default."""
         self.tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
         self.hub = LogHub()
+        settings = None
+        if network is not None:
+            defaults = config.Settings(self.tmp / config.FILE)
+            settings = dataclasses.replace(defaults, docker=config.Docker(network=network))
         self.supervisor = Supervisor(
-            self.tmp / "state", backends.factory(backend), self.hub, CATALOG, ephemeral_ports=True
+            self.tmp / "state", backends.factory(backend, settings), self.hub, CATALOG, ephemeral_ports=True
         )
 
     def function(self, runtime_name, scenario="hello", editable=False, **kwargs):
