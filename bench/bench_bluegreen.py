@@ -13,10 +13,9 @@ A client thread calls the function without pause on a new connection per call, a
 import argparse
 import os
 import threading
-import time
 import urllib.request
 
-from common import CATALOG, ROOT, Engine, answer, summary
+from common import CATALOG, ROOT, Engine, summary
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator import images
@@ -65,17 +64,7 @@ def reloads(kind, edits):
         project.watch()
         url = engine.supervisor.instances["hello"].url + "/"
         caller = Caller(url)
-        times = []
-        for edit in range(1, edits + 1):
-            marker = "v%d" % edit
-            time.sleep(0.3)  # let the previous reload settle, as between a developer's saves
-            started = time.monotonic()
-            engine.remark(fn, runtime, marker)
-            while answer(url)[1] != marker:
-                if time.monotonic() - started > 60:
-                    raise RuntimeError("%s: edit %d never answered" % (kind, edit))
-                time.sleep(0.002)
-            times.append((time.monotonic() - started) * 1000)
+        times = engine.edit_times(fn, runtime, url, edits, timeout=60)
         caller.stop()
         return engine.supervisor.backend.network, summary(times), caller
     finally:

@@ -4,9 +4,7 @@
     python bench/bench_reload.py [--runtimes python3.11,...] [--edits 20]
 """
 
-import time
-
-from common import CATALOG, Engine, answer, bench_parser, summary
+from common import CATALOG, Engine, bench_parser, summary
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator.project import Project
@@ -27,17 +25,7 @@ def main():
             project.start()
             project.watch()
             url = engine.supervisor.instances["hello"].url + "/"
-            times = []
-            for edit in range(1, args.edits + 1):
-                marker = "v%d" % edit
-                time.sleep(0.3)  # let the previous reload settle, as between a developer's saves
-                started = time.monotonic()
-                engine.remark(fn, runtime, marker)
-                while answer(url)[1] != marker:
-                    if time.monotonic() - started > 30:
-                        raise RuntimeError("%s: edit %d never answered" % (runtime.name, edit))
-                    time.sleep(0.002)
-                times.append((time.monotonic() - started) * 1000)
+            times = engine.edit_times(fn, runtime, url, args.edits, timeout=30)
             s = summary(times)
             print(
                 "| %s | %s | %d | %.0f | %.0f | %.0f |"

@@ -111,6 +111,22 @@ class Engine:
     def remark(spec, runtime, marker):
         spec.source.write_text(MARKED_HELLO[runtime.server].replace("MARK", marker))
 
+    def edit_times(self, spec, runtime, url, edits, timeout):
+        """Milliseconds from each of `edits` saves of `spec` (0.3 s apart, as a developer's) until `url`
+        answers the saved code; RuntimeError when an edit is not answered within `timeout` seconds."""
+        times = []
+        for edit in range(1, edits + 1):
+            marker = "v%d" % edit
+            time.sleep(0.3)  # let the previous reload settle, as between a developer's saves
+            started = time.monotonic()
+            self.remark(spec, runtime, marker)
+            while answer(url)[1] != marker:
+                if time.monotonic() - started > timeout:
+                    raise RuntimeError("%s: edit %d never answered" % (runtime.name, edit))
+                time.sleep(0.002)
+            times.append((time.monotonic() - started) * 1000)
+        return times
+
     def close(self):
         self.supervisor.stop_all()
         shutil.rmtree(self.tmp, ignore_errors=True)
