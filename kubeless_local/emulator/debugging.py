@@ -11,8 +11,9 @@ is refused before anything starts, never started without its debugger.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from kubeless_local.emulator import delve
 from kubeless_local.errors import BadRequest, Conflict, NotFound
 
 DEBUG_PORT_ENV = "KUBELESS_LOCAL_DEBUG_PORT"
@@ -50,9 +51,14 @@ class Target:
     debugger: str
     port: int
 
-    def env(self) -> dict[str, str]:
-        """What the runtime server is started with on top of the contract's env."""
-        return {DEBUG_PORT_ENV: str(self.port), "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
+    def env(self, go: str = "go", on_line: Callable[[str], None] = lambda line: None) -> dict[str, str]:
+        """What the runtime server is started with on top of the contract's env. Delve's: the dlv built for
+        the function's Go (`go`), once per Delve and Go version, its progress told to on_line (UserError
+        when it cannot be built)."""
+        env = {DEBUG_PORT_ENV: str(self.port), "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
+        if self.debugger == "delve":
+            env[delve.DLV_ENV] = str(delve.dlv(go, on_line))
+        return env
 
     @property
     def reloads_in_place(self) -> bool:

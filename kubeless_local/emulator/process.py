@@ -6,7 +6,6 @@ import subprocess
 import threading
 from typing import IO, Optional
 
-from kubeless_local.emulator import delve
 from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
@@ -27,17 +26,16 @@ class ProcessBackend(Backend):
         argv = prepared.expand(prepared.runtime.steps.command)
         env = prepared.env(instance.listen_port)
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
-        if instance.debug is not None:
-            env.update(instance.debug.env())  # its debugger's port, and a timeout no paused call reaches
-            if instance.debug.debugger == "delve":  # built once per Go (emulator/delve.py), progress in the log
-                try:
-                    dlv = delve.dlv(
+        if instance.debug is not None:  # its debugger's port, and a timeout no paused call reaches
+            try:
+                env.update(
+                    instance.debug.env(
                         prepared.placeholders["exe"], lambda line: handle_output(instance, self.logs, line, "stderr")
                     )
-                except UserError as exc:
-                    instance.set_state(State.CRASHED, str(exc))
-                    return
-                env[delve.DLV_ENV] = str(dlv)
+                )
+            except UserError as exc:  # Delve cannot be built here
+                instance.set_state(State.CRASHED, str(exc))
+                return
         try:
             proc = subprocess.Popen(
                 argv,

@@ -510,9 +510,9 @@ class Supervisor:
     def _debug_row(self, instance: Instance, spec: Optional[FunctionSpec]) -> Optional[dict[str, Any]]:
         """Where a debugged function's debugger listens, and the folders an editor maps between: the user's
         files and the stable install link the server loads them from."""
-        prepared = self.serving.get(instance.name)
         if instance.debug is None or spec is None:
             return None
+        prepared = self.serving.get(instance.name)
         return {
             "debugger": instance.debug.debugger,
             "port": instance.debug.port,
