@@ -6,6 +6,8 @@
 # says so instead of bundler's multi-line output.
 require 'open3'
 require 'rbconfig'
+require 'socket'
+require 'uri'
 
 deps = Dir.pwd
 gemfile = File.expand_path(ENV['KUBELESS_DEPS_FILE'] || ARGV[0] || 'Gemfile')
@@ -22,11 +24,25 @@ NETWORK = [
   /certificate verify failed/, /Could not verify the SSL certificate/
 ].freeze
 
+# Bundler reads any "401" or "403" in a fetch error as a source asking for credentials, the port in the
+# source's URL included (a refused http://127.0.0.1:40177/): ask the source itself whether it answers.
+def connect_error(flat)
+  url = flat[%r{(?:Authentication is required|Access Denied|Bad username or password) for (https?://[^/\s]+)}i, 1]
+  return '' unless url
+
+  uri = URI(url)
+  Socket.tcp(uri.host, uri.port, connect_timeout: 5).close
+  ''
+rescue SystemCallError, SocketError, IOError => e
+  " #{e.class}: #{e.message}"
+end
+
 out, status = bundle(env, 'install', '--local')
 unless status.success?
   out, status = bundle(env, 'install', '--retry', '0')
   unless status.success?
     flat = out.gsub(/\s+/, ' ')
+    flat += connect_error(flat)
     if NETWORK.any? { |re| re.match?(flat) }
       host = flat[/Could not reach host (\S+?)\.? /, 1] || flat[%r{https?://[^/\s]+}] || 'the gem source'
       reason = { /ECONNREFUSED/ => 'connection refused', /getaddrinfo|Could not reach host/ => 'host unreachable',

@@ -265,6 +265,16 @@ def test_unreachable_gem_source_is_one_clear_line(tmp_path):
     )
 
 
+def test_unreachable_gem_source_on_a_port_with_401_in_it_is_not_asked_for_credentials(tmp_path):
+    # Bundler reads any "401" in a fetch error as "Authentication is required", the port in its URL included.
+    with refusing_port(range(40100, 40200)) as port:
+        res = run_install(tmp_path / "deps", f"source 'http://127.0.0.1:{port}/'\ngem 'kl_not_on_this_machine'\n")
+    assert res.stderr.strip() == (
+        f"bundle install failed: cannot download gems from http://127.0.0.1:{port} "
+        "(connection refused); only gems installed on this machine or given with path: can be used"
+    )
+
+
 def test_gem_missing_locally_and_no_network_source_reports_bundler_error(tmp_path):
     res = run_install(tmp_path / "deps", "gem 'kl_not_on_this_machine'\n")
     assert res.returncode != 0 and "kl_not_on_this_machine" in res.stderr

@@ -159,14 +159,14 @@ class CdpClient:
         """Send a command to the process (session "") or one worker's session; its result."""
         ident = next(self.ids)
         message = json.dumps({"id": ident, "method": method, "params": params or {}})
+        if session:
+            outer = {"sessionId": session, "message": message}
+            message = json.dumps({"id": next(self.ids), "method": "NodeWorker.sendMessageToWorker", "params": outer})
         with self.send_lock:
-            if session:
-                outer = {"sessionId": session, "message": message}
-                self.ws.send(
-                    json.dumps({"id": next(self.ids), "method": "NodeWorker.sendMessageToWorker", "params": outer})
-                )
-            else:
+            try:
                 self.ws.send(message)
+            except (OSError, websocket.WebSocketException) as exc:  # the test closed it, or Node went away
+                raise CdpError("%s not sent: the inspector connection is closed (%s)" % (method, exc)) from None
         deadline = time.monotonic() + timeout
         with self.lock:
             while (session, ident) not in self.responses:

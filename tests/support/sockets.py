@@ -25,11 +25,17 @@ def taken_port() -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def refusing_port() -> Iterator[int]:
+def refusing_port(among: Iterable[int] = (0,)) -> Iterator[int]:
     """A port where every connection is refused, for as long as the block runs: bound but never listening,
-    so no other program (another test's server) can take it meanwhile, as one could a free_port()."""
+    so no other program (another test's server) can take it meanwhile, as one could a free_port(). `among`:
+    the ports to try, in order (0: the kernel's pick)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        for port in among:
+            with contextlib.suppress(OSError):
+                sock.bind(("127.0.0.1", port))
+                break
+        else:
+            raise AssertionError("none of the ports %s is free" % list(among))
         yield sock.getsockname()[1]
 
 
