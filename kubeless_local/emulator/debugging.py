@@ -55,10 +55,14 @@ class Target:
         """What the runtime server is started with on top of the contract's env. Delve's: the dlv built for
         the function's Go (`go`), once per Delve and Go version, its progress told to on_line (UserError
         when it cannot be built)."""
-        env = {DEBUG_PORT_ENV: str(self.port), "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
+        env = self.server_env()
         if self.debugger == "delve":
             env[delve.DLV_ENV] = str(delve.dlv(go, on_line))
         return env
+
+    def server_env(self) -> dict[str, str]:
+        """The debug port and a timeout no paused call reaches: what every debugged server is started with."""
+        return {DEBUG_PORT_ENV: str(self.port), "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
 
     @property
     def reloads_in_place(self) -> bool:

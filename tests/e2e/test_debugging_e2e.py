@@ -1,7 +1,8 @@
 """`dev --debug`: a debugger client attaches as an editor would (with what `debug-config` prints), a breakpoint
 in the user's own file stops a `call`, a local's value is read, the call answers once continued, past its
 timeout; a save binds the new lines on the same port; without --debug nothing listens; bad input is one line.
-Real runtimes on the process backend (the docker backend refuses --debug for now)."""
+Real runtimes on both backends: on the docker backend the debugger listens in the container's namespace and the
+client reaches it through the function's debug door (relay mode, this engine's; docker/debugger.py)."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import threading
 import time
 
+import pytest
 from cdp import CdpClient
 from conftest import cli
 from dap import DapClient
@@ -123,12 +125,16 @@ def debug_config(name, cwd):
     return json.loads(result.stdout)
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["process", "docker"])
+
+
+@BACKENDS
 def test_a_breakpoint_in_the_users_python_file_stops_a_call_past_its_timeout_and_binds_again_after_a_save(
-    tmp_path, start_dev
+    tmp_path, start_dev, backend
 ):
     folder = python_project(tmp_path)
     port = free_port()
-    dev = start_dev("dev", "--backend", "process", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev = start_dev("dev", "--backend", backend, "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
     dev.wait_for_output("Watching")
     assert "127.0.0.1:%d (debugpy)" % port in dev.output()  # the DEBUG column of dev's table
     wide = cli("ls", "-o", "wide", cwd=folder, check=True).stdout
@@ -164,12 +170,13 @@ def test_a_breakpoint_in_the_users_python_file_stops_a_call_past_its_timeout_and
         assert call.answer().stdout.strip() == "doubled=86"
 
 
+@BACKENDS
 def test_a_breakpoint_in_the_users_node_file_stops_a_call_and_the_inspector_stays_connected_across_a_save(
-    tmp_path, start_dev
+    tmp_path, start_dev, backend
 ):
     folder = node_project(tmp_path)
     port = free_port()
-    dev = start_dev("dev", "--backend", "process", "--debug", "nodefn", "--debug-port", str(port), cwd=folder)
+    dev = start_dev("dev", "--backend", backend, "--debug", "nodefn", "--debug-port", str(port), cwd=folder)
     dev.wait_for_output("Watching")
     assert "127.0.0.1:%d (inspector)" % port in dev.output()
     config = debug_config("nodefn", folder)
@@ -269,7 +276,11 @@ def test_bad_debug_input_is_one_line_and_exit_2(tmp_path):
             "error: debug port %d (for pyfn) is in use on 127.0.0.1: stop what uses it or give another first port "
             "with --debug-port" % port
         )
+    # bridge mode (settings): a published port reaches the container's bridge address, not its debugger
+    (folder / ".kubeless-local.yaml").write_text("docker: {network: bridge}\n")
     docker = cli("dev", "--backend", "docker", "--debug", "pyfn", cwd=folder, timeout=60)
     assert one_line(docker) == (
-        "error: debugging runs on the process backend only for now (the functions run on docker); use --backend process"
+        "error: debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port "
+        "would reach the container's bridge address, not the loopback its debugger listens on; set "
+        "`docker: {network: relay}` in .kubeless-local.yaml or use --backend process"
     )
