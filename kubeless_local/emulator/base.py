@@ -165,9 +165,9 @@ class Backend(abc.ABC):
     def stop(self, instance: Instance) -> None:
         """Stop the server and everything it started."""
 
-    def check_debug(self, name: str) -> None:
-        """Raises a UserError when function `name` cannot run under its debugger on this backend as it is set
-        up (`dev --debug`, emulator/debugging.py); every backend can, unless it says otherwise."""
+    def check_debug(self, target: "Target") -> None:
+        """Raises a UserError when a debugged function (`dev --debug`, emulator/debugging.py) cannot run under
+        its debugger on this backend as it is set up; every backend can, unless it says otherwise."""
         return None
 
     def served_root(self, prepared: "Prepared") -> str:

@@ -152,8 +152,8 @@ class DevSession:
             recorder=self.recorder,
             debug=targets,
         )
-        for name in targets:
-            self.supervisor.backend.check_debug(name)
+        for target in targets.values():
+            self.supervisor.backend.check_debug(target)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self.admin.recorder, self.admin.bus = self.recorder, self.bus
         self._start_events()

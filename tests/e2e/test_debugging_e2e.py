@@ -208,6 +208,49 @@ def test_a_breakpoint_in_the_users_node_file_stops_a_call_and_the_inspector_stay
     assert cli("call", "nodefn", cwd=folder, check=True).stdout.strip() == "doubled=86"  # detached: no breakpoint
 
 
+def test_on_docker_the_debug_door_follows_a_blue_green_reload_to_the_new_container(tmp_path, start_dev):
+    folder = node_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "docker", "--debug", "nodefn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+    first = json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)[0]["pid"]
+    # the manifest changed: a new container beside the old one (blue/green), the doors switch to it
+    manifest = folder / "function.yaml"
+    manifest.write_text(
+        manifest.read_text() + "  deployment:\n    spec:\n      template:\n        spec:\n"
+        "          containers:\n          - env:\n            - name: GREETING\n              value: hi\n"
+    )
+    dev.wait_for_output("reloaded in")
+    [row] = json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)
+    assert row["pid"] != first and row["debug"]["port"] == port
+    config = debug_config("nodefn", folder)
+    served = str(folder / "handler.js").replace(config["localRoot"], config["remoteRoot"], 1)
+    with CdpClient.connect(port) as cdp:
+        cdp.set_breakpoints("^(file://)?%s$" % re.escape(served), [HANDLER_JS_LINE])
+        call = Call("nodefn", folder)
+        paused = cdp.wait_paused()
+        assert cdp.locals(paused)["total"] == 42
+        cdp.resume(paused)
+        assert call.answer().stdout.strip() == "total=42"
+
+
+def test_on_docker_in_host_mode_the_debugger_binds_the_debug_port_itself(tmp_path, start_dev):
+    folder = python_project(tmp_path)
+    (folder / ".kubeless-local.yaml").write_text("docker: {network: host}\n")
+    port = free_port()
+    dev = start_dev("dev", "--backend", "docker", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+    assert "docker network: host" in dev.output()
+    dap, attach = attached(debug_config("pyfn", folder))
+    with dap:
+        stop_at(dap, attach, folder / "handler.py", HANDLER_PY_LINE)
+        call = Call("pyfn", folder)
+        stopped = dap.wait_event("stopped", timeout=60)
+        assert dap.top_locals(stopped["threadId"])["total"] == "42"
+        dap.request("continue", {"threadId": stopped["threadId"]})
+        assert call.answer().stdout.strip() == "total=42"
+
+
 def test_the_debug_port_survives_a_restart_of_the_server(tmp_path, start_dev):
     folder = python_project(tmp_path)
     port = free_port()

@@ -8,16 +8,16 @@ between backends), and is reached at 127.0.0.1:<debug port> on the host only:
          its own), and a second front door of the function on the host's 127.0.0.1:<debug port> forwards to
          it (backend.py); a blue/green reload switches it to the new container with the function's door;
   host   the debugger binds the host's 127.0.0.1:<debug port> itself;
-  bridge refused (`cannot_debug`): a published port reaches the container's bridge address, not the
-         loopback the debuggers listen on.
+  bridge refused (`refuse`): a published port reaches the container's bridge address, not the loopback
+         the debuggers listen on.
 What the image lacks is brought in read-only, made once per image in a one-shot container of that image
 (complete or absent: prepare.cached_step):
   debugpy   installed by the image's pip (its Python, its ABI) at the version runtimes/python/requirements.txt
             pins, from the index this machine's pip is configured with; on PYTHONPATH after the function's
             deps;
-  delve     dlv built by the image's Go with cgo off (a static binary: it runs whatever the image's libc),
-            from the Go module proxy this machine is configured with; the server finds it by KUBELESS_LOCAL_DLV;
   inspector nothing: Node.js's own.
+Delve is refused (NOT_IN_CONTAINERS, one line): the Go server builds its debug binary itself, next to its
+build, which a container mounts read-only (runtimes/go/server/main.go, "debugging").
 """
 
 import re
@@ -36,22 +36,27 @@ from kubeless_local.paths import RUNTIMES_DIR, cache_dir
 TOOL_MOUNT = "/kubeless-local/debugger"  # the debugger's files made for the image (read-only)
 STEP = "debugger setup"
 REQUIREMENTS = RUNTIMES_DIR / "python" / "requirements.txt"  # where debugpy's version is pinned, once
+# debuggers a container cannot run yet -> why
+NOT_IN_CONTAINERS = {
+    "delve": "the Go server builds its debug binary next to its build, which the container mounts read-only"
+}
 
 
-def cannot_debug(mode: str) -> str:
-    """Why functions cannot be debugged in network `mode` ("" when they can)."""
-    if mode != "bridge":
-        return ""
-    return (
-        "debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port "
-        "would reach the container's bridge address, not the loopback its debugger listens on"
-    )
-
-
-def refuse(mode: str, name: str) -> None:
-    why = cannot_debug(mode)
-    if why:
-        raise BadRequest(why, "debug network", name)
+def refuse(mode: str, target: debugging.Target) -> None:
+    """A BadRequest line when `target` cannot be debugged in a container in network `mode`."""
+    if target.debugger in NOT_IN_CONTAINERS:
+        why = "Function %s cannot run under %s in a container yet: %s" % (
+            target.name,
+            target.debugger.capitalize(),
+            NOT_IN_CONTAINERS[target.debugger],
+        )
+        raise BadRequest(why, "debug backend", target.name)
+    if mode == "bridge":
+        why = (
+            "debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port "
+            "would reach the container's bridge address, not the loopback its debugger listens on"
+        )
+        raise BadRequest(why, "debug network", target.name)
 
 
 def debugpy_version() -> str:
@@ -76,11 +81,6 @@ def tools(debugger: str) -> Optional[Tool]:
         version = debugpy_version()
         argv = ["python3", "-m", "pip", "install", "--quiet", "--target", TOOL_MOUNT, "debugpy==%s" % version]
         return Tool("debugpy-%s" % version, argv, PIP_QUIET, {"PYTHONPATH": TOOL_MOUNT})
-    if debugger == "delve":
-        # a throwaway container: Go's caches in /tmp, the binary straight into the mounted folder
-        step_env = {"GOBIN": TOOL_MOUNT, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOPATH": "/tmp/go"}
-        argv = ["go", "install", "%s/cmd/dlv@%s" % (delve.DELVE_MODULE, delve.DELVE_VERSION)]
-        return Tool("delve-%s" % delve.DELVE_VERSION, argv, step_env, {delve.DLV_ENV: TOOL_MOUNT + "/dlv"})
     return None  # the V8 inspector: Node.js's own
 
 
@@ -109,7 +109,7 @@ def tool(backend: Any, target: debugging.Target, prepared: Any, on_line: Callabl
         except prep.StepFailed as exc:
             raise UserError(
                 "cannot set up %s for debugging in %s: %s; check that the image reaches its package registry "
-                "(pip's index, GOPROXY) as this machine does" % (name, prepared.image, delve.last_line(exc.output))
+                "as this machine does" % (name, prepared.image, delve.last_line(exc.output))
             ) from None
 
     prep.cached_step(folder, build)
@@ -118,7 +118,13 @@ def tool(backend: Any, target: debugging.Target, prepared: Any, on_line: Callabl
 
 def container_additions(backend: Any, target: debugging.Target, prepared: Any, on_line: Callable[[str], None]) -> dict:
     """What a debugged function's container options get on top of its own: the debug port and timeout
-    (Target.server_env), the debugger's files, PYTHONPATH extended rather than replaced."""
+    (Target.server_env), the debugger's files, PYTHONPATH extended rather than replaced. UserError when the
+    image is not one of ours (a runtime-images or NAME_RUNTIME image): its server knows no debug port."""
+    if not prepared.own:
+        raise UserError(
+            "Function %s runs in %s (%s), whose server has no debugger: debug it in our image (unset that choice) "
+            "or on the process backend" % (target.name, prepared.image, prepared.image_source)
+        )
     made = tool(backend, target, prepared, on_line)
     return {"env": {**target.server_env(), **made["env"]}, "mounts": made["mounts"]}
 
