@@ -2,7 +2,8 @@
 needs to attach.
 
 Guarantees: a debugged function's runtime server starts with `KUBELESS_LOCAL_DEBUG_PORT=<port>` (its
-debugger listens on 127.0.0.1:<port> only) and a FUNC_TIMEOUT no call reaches, so a call paused at a
+debugger listens on 127.0.0.1:<port> only: in a container, that of its own namespace, reached through the
+function's debug door, docker/debugger.py) and a FUNC_TIMEOUT no call reaches, so a call paused at a
 breakpoint is not stopped as a runaway one; the port is fixed for the session (saves, reloads and
 restarts keep it). Which runtimes have a debugger is the catalog's `debug:` (runtimes/catalog.yaml); how
 each debugger behaves, and the editor entries, are the tables below. A function that cannot be debugged
