@@ -2,6 +2,7 @@
 container gets, the relay's connector handing the debug port, and what is refused. The real thing (a DAP or CDP
 client through the debug door): tests/e2e/test_debugging_e2e.py."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from test_docker_backend import CATALOG, FakeClient, FakeImage, prepared_for, py
 from waiting import wait_until
 
 from kubeless_local.commands.common import worded
-from kubeless_local.emulator import debugging
+from kubeless_local.emulator import debugging, delve
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator.base import Instance
 from kubeless_local.emulator.docker import connector, containers, debugger
@@ -35,10 +36,9 @@ def relay_backend(tmp_path, monkeypatch):
     backend.steps_run = []
 
     def run_step(step, image, argv, mounts, env, workdir, labels, on_line):  # pip, as far as the engine sees it
-        backend.steps_run.append((step, image, argv, env))
-        [(folder, mount)] = mounts.items()
-        assert mount == {"bind": debugger.TOOL_MOUNT, "mode": "rw"}
-        (Path(folder) / "debugpy").mkdir()
+        backend.steps_run.append((step, image, argv, env, mounts))
+        [folder] = [f for f, mount in mounts.items() if mount == {"bind": debugger.TOOL_MOUNT, "mode": "rw"}]
+        (Path(folder) / "made").touch()
 
     backend.run_step = run_step
     return backend
@@ -58,7 +58,7 @@ def test_a_debugged_python_container_gets_the_debug_port_a_timeout_no_call_reach
     [(folder, mount)] = [(f, m) for f, m in options["volumes"].items() if m["bind"] == debugger.TOOL_MOUNT]
     assert mount["mode"] == "ro" and (tmp_path / "cache") in Path(folder).parents
     # installed by the image's own pip (its Python's ABI), at the version requirements.txt pins
-    [(step, image, argv, step_env)] = relay_backend.steps_run
+    [(step, image, argv, step_env, _)] = relay_backend.steps_run
     assert (step, image) == (debugger.STEP, "kubeless-local/python:3.11")
     assert argv[:4] == ["python3", "-m", "pip", "install"]
     assert argv[-1] == "debugpy==" + debugger.debugpy_version() and step_env["HOME"] == "/tmp"
@@ -66,6 +66,28 @@ def test_a_debugged_python_container_gets_the_debug_port_a_timeout_no_call_reach
     debugger.container_additions(relay_backend, instance.debug, prepared, lambda line: None)
     assert len(relay_backend.steps_run) == 1
     assert relay_backend.served_root(prepared) == "/kubeless"  # what debug-config maps the user's folder to
+
+
+def test_a_debugged_go_container_gets_a_static_dlv_and_builds_its_debug_binary_as_the_owner_of_its_files(
+    tmp_path, relay_backend
+):
+    prepared = prepared_for(relay_backend, tmp_path, python_function(tmp_path))
+    instance = Instance(name="hello", runtime="go1.26", port=18123, debug=debugging.Target("hello", "delve", 2345))
+    additions = debugger.container_additions(relay_backend, instance.debug, prepared, lambda line: None)
+    options = debugger.merged(relay_backend.container_options(instance, prepared, relay_id="r" * 64), additions)
+    # Delve built by the image's Go with cgo off, and the standard library built for debugging into the cache
+    # the containers use, in the same step (once per image)
+    [(_, _, argv, step_env, step_mounts)] = relay_backend.steps_run
+    assert step_env["CGO_ENABLED"] == "0" and step_env["GOCACHE"] == debugger.GO_CACHE_MOUNT
+    assert "github.com/go-delve/delve/cmd/dlv@" + delve.DELVE_VERSION in argv and "-gcflags=all=-N -l" in argv
+    env, volumes = options["environment"], options["volumes"]
+    assert env["KUBELESS_LOCAL_DLV"] == debugger.TOOL_MOUNT + "/dlv" and env["GOCACHE"] == debugger.GO_CACHE_MOUNT
+    cache = [f for f, m in step_mounts.items() if m["bind"] == debugger.GO_CACHE_MOUNT]
+    assert [f for f, m in volumes.items() if m == {"bind": debugger.GO_CACHE_MOUNT, "mode": "rw"}] == cache
+    # the server writes server.debug next to its build, with the module cache the compile step filled
+    assert volumes[str(prepared.root.resolve())] == {"bind": containers.FUNCTION_MOUNT, "mode": "rw"}
+    assert volumes[str(prepared.runtime_lib.resolve())] == {"bind": containers.LIB_MOUNT, "mode": "ro"}
+    assert options["user"] == "%d:%d" % (os.getuid(), os.getgid())
 
 
 def test_the_inspector_needs_nothing_brought_in(tmp_path, relay_backend):
@@ -132,31 +154,17 @@ def test_the_connector_hands_each_socket_connections_to_its_own_port(tmp_path):
             listener.close()
 
 
-@pytest.mark.parametrize(
-    ("mode", "debugger_name", "words"),
-    [
-        (
-            "bridge",
-            "debugpy",
-            "debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port would "
-            "reach the container's bridge address, not the loopback its debugger listens on; set `docker: {network: "
-            "relay}` in .kubeless-local.yaml or use --backend process",
-        ),
-        (
-            "relay",
-            "delve",
-            "Function fn cannot run under Delve in a container yet: the Go server builds its debug binary next to its "
-            "build, which the container mounts read-only; use --backend process",
-        ),
-    ],
-)
-def test_what_a_container_cannot_debug_is_one_line(mode, debugger_name, words):
+def test_bridge_mode_cannot_reach_a_debugger_and_says_so_in_one_line():
     with pytest.raises(BadRequest) as refused:
-        debugger.refuse(mode, debugging.Target("fn", debugger_name, free_port()))
-    assert str(worded(refused.value)) == words
+        debugger.refuse("bridge", debugging.Target("fn", "debugpy", free_port()))
+    assert str(worded(refused.value)) == (
+        "debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port would "
+        "reach the container's bridge address, not the loopback its debugger listens on; set `docker: {network: "
+        "relay}` in .kubeless-local.yaml or use --backend process"
+    )
 
 
 @pytest.mark.parametrize("mode", ["relay", "host"])
-def test_python_and_node_are_debugged_in_relay_and_host_mode(mode):
-    for name in ("debugpy", "inspector"):
+def test_every_debugger_runs_in_relay_and_host_mode(mode):
+    for name in debugging.DEBUGGERS:
         debugger.refuse(mode, debugging.Target("fn", name, 5678))  # no error

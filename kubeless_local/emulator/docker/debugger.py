@@ -15,11 +15,17 @@ What the image lacks is brought in read-only, made once per image in a one-shot 
   debugpy   installed by the image's pip (its Python, its ABI) at the version runtimes/python/requirements.txt
             pins, from the index this machine's pip is configured with; on PYTHONPATH after the function's
             deps;
+  delve     dlv built by the image's Go with cgo off (a static binary: it runs whatever the image's libc), from
+            the Go module proxy this machine is configured with; the server finds it by KUBELESS_LOCAL_DLV.
+            The Go server builds the function with debug info itself, next to its build, on every start
+            (runtimes/go/server/main.go, "debugging"): so a debugged Go container runs as the user of the
+            host's files (not the securityContext's), with the function's folder writable, the runtime's
+            module cache (runtime_lib) read-only where the compile step had it, and a Go build cache of its
+            own per image (the standard library built for debugging once);
   inspector nothing: Node.js's own.
-Delve is refused (NOT_IN_CONTAINERS, one line): the Go server builds its debug binary itself, next to its
-build, which a container mounts read-only (runtimes/go/server/main.go, "debugging").
 """
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,14 @@ from typing import Any, Callable, Optional
 
 from kubeless_local.emulator import debugging, delve
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.docker.containers import LABEL_FUNCTION, LABEL_PROJECT, LABEL_STEP, project_label
+from kubeless_local.emulator.docker.containers import (
+    FUNCTION_MOUNT,
+    LABEL_FUNCTION,
+    LABEL_PROJECT,
+    LABEL_STEP,
+    LIB_MOUNT,
+    project_label,
+)
 from kubeless_local.emulator.docker.steps import with_host
 from kubeless_local.emulator.images import image_present
 from kubeless_local.errors import BadRequest, UserError
@@ -36,21 +49,11 @@ from kubeless_local.paths import RUNTIMES_DIR, cache_dir
 TOOL_MOUNT = "/kubeless-local/debugger"  # the debugger's files made for the image (read-only)
 STEP = "debugger setup"
 REQUIREMENTS = RUNTIMES_DIR / "python" / "requirements.txt"  # where debugpy's version is pinned, once
-# debuggers a container cannot run yet -> why
-NOT_IN_CONTAINERS = {
-    "delve": "the Go server builds its debug binary next to its build, which the container mounts read-only"
-}
+GO_CACHE_MOUNT = "/kubeless-local/go-build"  # a debugged Go container's build cache (writable, per image)
 
 
 def refuse(mode: str, target: debugging.Target) -> None:
     """A BadRequest line when `target` cannot be debugged in a container in network `mode`."""
-    if target.debugger in NOT_IN_CONTAINERS:
-        why = "Function %s cannot run under %s in a container yet: %s" % (
-            target.name,
-            target.debugger.capitalize(),
-            NOT_IN_CONTAINERS[target.debugger],
-        )
-        raise BadRequest(why, "debug backend", target.name)
     if mode == "bridge":
         why = (
             "debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port "
@@ -74,6 +77,7 @@ class Tool:
     argv: list[str]  # what makes it, in a one-shot container of the function's image, into TOOL_MOUNT
     step_env: dict[str, str]
     env: dict[str, str]  # how the server finds it
+    go_cache: bool = False  # the step warms the image's Go build cache for debugging (GO_CACHE_MOUNT)
 
 
 def tools(debugger: str) -> Optional[Tool]:
@@ -81,6 +85,16 @@ def tools(debugger: str) -> Optional[Tool]:
         version = debugpy_version()
         argv = ["python3", "-m", "pip", "install", "--quiet", "--target", TOOL_MOUNT, "debugpy==%s" % version]
         return Tool("debugpy-%s" % version, argv, PIP_QUIET, {"PYTHONPATH": TOOL_MOUNT})
+    if debugger == "delve":
+        # a throwaway Go workspace in the step container; the binary straight into the mounted folder; then the
+        # standard library the server uses, built for debugging into the cache the containers will use, as
+        # delve.py does on the host: a debugged server's first build compiles only the function and the server
+        step_env = {"GOBIN": TOOL_MOUNT, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOPATH": "/tmp/go"}
+        step_env["GOCACHE"] = GO_CACHE_MOUNT
+        package = "%s/cmd/dlv@%s" % (delve.DELVE_MODULE, delve.DELVE_VERSION)
+        script = 'go install "$1" && shift && go build "$@"'
+        argv = ["/bin/sh", "-c", script, "sh", package, delve.DEBUG_FLAGS, *delve.WARM_PACKAGES]
+        return Tool("delve-%s" % delve.DELVE_VERSION, argv, step_env, {delve.DLV_ENV: TOOL_MOUNT + "/dlv"}, True)
     return None  # the V8 inspector: Node.js's own
 
 
@@ -89,7 +103,7 @@ def tool(backend: Any, target: debugging.Target, prepared: Any, on_line: Callabl
     made first if need be. UserError (one line) when they cannot be."""
     made = tools(target.debugger)
     if made is None:
-        return {"env": {}, "mounts": {}}
+        return {"env": {}, "mounts": {}, "identity": ""}
     name, argv, env = made.name, made.argv, made.env
     found = image_present(backend.client, prepared.image)
     identity = (found.id if found is not None else prepared.image).replace("sha256:", "")[:16]
@@ -104,6 +118,8 @@ def tool(backend: Any, target: debugging.Target, prepared: Any, on_line: Callabl
         }
         step_env = with_host({"HOME": "/tmp", **made.step_env})
         mounts = {str(into): {"bind": TOOL_MOUNT, "mode": "rw"}}
+        if made.go_cache:
+            mounts[str(go_cache(identity))] = {"bind": GO_CACHE_MOUNT, "mode": "rw"}
         try:
             backend.run_step(STEP, prepared.image, argv, mounts, step_env, "/tmp", labels, on_line)
         except prep.StepFailed as exc:
@@ -113,7 +129,7 @@ def tool(backend: Any, target: debugging.Target, prepared: Any, on_line: Callabl
             ) from None
 
     prep.cached_step(folder, build)
-    return {"env": env, "mounts": {str(folder.resolve()): {"bind": TOOL_MOUNT, "mode": "ro"}}}
+    return {"env": env, "mounts": {str(folder.resolve()): {"bind": TOOL_MOUNT, "mode": "ro"}}, "identity": identity}
 
 
 def container_additions(backend: Any, target: debugging.Target, prepared: Any, on_line: Callable[[str], None]) -> dict:
@@ -126,7 +142,30 @@ def container_additions(backend: Any, target: debugging.Target, prepared: Any, o
             "or on the process backend" % (target.name, prepared.image, prepared.image_source)
         )
     made = tool(backend, target, prepared, on_line)
-    return {"env": {**target.server_env(), **made["env"]}, "mounts": made["mounts"]}
+    additions = {"env": {**target.server_env(), **made["env"]}, "mounts": made["mounts"]}
+    if target.debugger == "delve":
+        additions = go_debug_build(additions, prepared, made["identity"])
+    return additions
+
+
+def go_cache(identity: str) -> Path:
+    """The Go build cache of debugged containers of one image (and of the step that warms it)."""
+    cache = cache_dir() / "docker-debugger" / "go-build" / identity
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+def go_debug_build(additions: dict, prepared: Any, identity: str) -> dict:
+    """What the Go server needs to build the function with debug info in its container (see the docstring)."""
+    cache = go_cache(identity)
+    mounts = {
+        **additions["mounts"],
+        str(prepared.root.resolve()): {"bind": FUNCTION_MOUNT, "mode": "rw"},
+        str(Path(prepared.runtime_lib).resolve()): {"bind": LIB_MOUNT, "mode": "ro"},
+        str(cache.resolve()): {"bind": GO_CACHE_MOUNT, "mode": "rw"},
+    }
+    env = {**additions["env"], "GOCACHE": GO_CACHE_MOUNT, "HOME": "/tmp"}
+    return {**additions, "env": env, "mounts": mounts, "user": "%d:%d" % (os.getuid(), os.getgid())}
 
 
 def merged(options: dict, additions: dict) -> dict:
@@ -134,4 +173,7 @@ def merged(options: dict, additions: dict) -> dict:
     env = dict(options.get("environment") or {})
     for key, value in additions["env"].items():
         env[key] = "%s:%s" % (env[key], value) if key == "PYTHONPATH" and env.get(key) else value
-    return {**options, "environment": env, "volumes": {**options.get("volumes", {}), **additions["mounts"]}}
+    merged = {**options, "environment": env, "volumes": {**options.get("volumes", {}), **additions["mounts"]}}
+    if "user" in additions:
+        merged["user"] = additions["user"]
+    return merged
