@@ -17,6 +17,8 @@ from conftest import cli
 from dap import DapClient
 from sockets import free_port, taken_port
 
+from kubeless_local.emulator import images
+
 PYTHON_FUNCTION = """\
 apiVersion: kubeless.io/v1beta1
 kind: Function
@@ -241,6 +243,31 @@ def test_on_docker_in_host_mode_the_debugger_binds_the_debug_port_itself(tmp_pat
     dev = start_dev("dev", "--backend", "docker", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
     dev.wait_for_output("Watching")
     assert "docker network: host" in dev.output()
+    dap, attach = attached(debug_config("pyfn", folder))
+    with dap:
+        stop_at(dap, attach, folder / "handler.py", HANDLER_PY_LINE)
+        call = Call("pyfn", folder)
+        stopped = dap.wait_event("stopped", timeout=60)
+        assert dap.top_locals(stopped["threadId"])["total"] == "42"
+        dap.request("continue", {"threadId": stopped["threadId"]})
+        assert call.answer().stdout.strip() == "total=42"
+
+
+def test_on_docker_the_debug_port_survives_a_container_that_dies(tmp_path, start_dev):
+    folder = python_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "docker", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+
+    def row():
+        return json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)[0]
+
+    state = str((folder / ".kubeless-local").resolve())
+    [container] = images.docker_client().containers.list(
+        filters={"label": ["kubeless-local.project=%s" % state, "kubeless-local.runtime"]}  # not its relay
+    )
+    container.kill()  # the server's container dies on its own: `dev` starts a new one, the debug door points at it
+    dev.wait_until(lambda: row()["restarts"] == 1 and row()["state"] == "Debugging", "restarted under the debugger")
     dap, attach = attached(debug_config("pyfn", folder))
     with dap:
         stop_at(dap, attach, folder / "handler.py", HANDLER_PY_LINE)
