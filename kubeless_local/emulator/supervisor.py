@@ -518,7 +518,7 @@ class Supervisor:
             "debugger": instance.debug.debugger,
             "port": instance.debug.port,
             "local_root": debugging.local_root(spec),
-            "remote_root": str(prepared.install_link) if prepared is not None else "",
+            "remote_root": self.backend.served_root(prepared) if prepared is not None else "",
         }
 
     def status(self) -> list[dict[str, Any]]:
