@@ -26,22 +26,32 @@ from kubeless_local.errors import BadRequest, UserError
 
 
 @pytest.fixture
-def relay_backend(tmp_path, monkeypatch):
+def relay_backend(backend_in):
+    return backend_in("relay")
+
+
+@pytest.fixture
+def backend_in(tmp_path, monkeypatch):
+    """A docker backend in a network mode (network.py) whose one-shot steps only make the tool's folder."""
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(host, "registry", lambda name: "")
     for name in ("PYTHON3.11_RUNTIME", "KUBELESS_LOCAL_RUNTIME_IMAGES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    backend = dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG, network="relay")
-    backend.steps_run = []
 
-    def run_step(step, image, argv, mounts, env, workdir, labels, on_line):  # pip, as far as the engine sees it
-        backend.steps_run.append((step, image, argv, env, mounts))
-        [folder] = [f for f, mount in mounts.items() if mount == {"bind": debugger.TOOL_MOUNT, "mode": "rw"}]
-        (Path(folder) / "made").touch()
+    def make(network):
+        backend = dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG, network=network)
+        backend.steps_run = []
 
-    backend.run_step = run_step
-    return backend
+        def run_step(step, image, argv, mounts, env, workdir, labels, on_line):  # pip, as far as the engine sees it
+            backend.steps_run.append((step, image, argv, env, mounts))
+            [folder] = [f for f, mount in mounts.items() if mount == {"bind": debugger.TOOL_MOUNT, "mode": "rw"}]
+            (Path(folder) / "made").touch()
+
+        backend.run_step = run_step
+        return backend
+
+    return make
 
 
 def test_a_debugged_python_container_gets_the_debug_port_a_timeout_no_call_reaches_and_debugpy(tmp_path, relay_backend):
@@ -154,14 +164,42 @@ def test_the_connector_hands_each_socket_connections_to_its_own_port(tmp_path):
             listener.close()
 
 
-def test_bridge_mode_cannot_reach_a_debugger_and_says_so_in_one_line():
+@pytest.mark.parametrize("name, shown", [("inspector", "the V8 inspector"), ("delve", "Delve")])
+def test_bridge_mode_cannot_reach_a_debugger_on_the_loopback_and_says_so_in_one_line(name, shown):
     with pytest.raises(BadRequest) as refused:
-        debugger.refuse("bridge", debugging.Target("fn", "debugpy", free_port()))
+        debugger.refuse("bridge", debugging.Target("fn", name, free_port()))
     assert str(worded(refused.value)) == (
-        "debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port would "
-        "reach the container's bridge address, not the loopback its debugger listens on; set `docker: {network: "
-        "relay}` in .kubeless-local.yaml or use --backend process"
+        "debugging with %s on the docker backend needs docker.network relay or host: in bridge mode the debug "
+        "port would reach the container's bridge address, not the loopback it listens on; set `docker: {network: "
+        "relay}` in .kubeless-local.yaml or use --backend process" % shown
     )
+
+
+def test_in_bridge_mode_debugpy_binds_the_containers_own_addresses_and_its_port_is_published_on_127_0_0_1(
+    tmp_path, backend_in
+):
+    bridge = backend_in("bridge")
+    debugger.refuse("bridge", debugging.Target("hello", "debugpy", 5678))  # no error
+    prepared = prepared_for(bridge, tmp_path, python_function(tmp_path))
+    instance = Instance(
+        name="hello", runtime="python3.11", port=18123, debug=debugging.Target("hello", "debugpy", 5678)
+    )
+    additions = debugger.container_additions(bridge, instance.debug, prepared, lambda line: None)
+    options = debugger.merged(bridge.container_options(instance, prepared), additions)
+    assert options["environment"][debugging.DEBUG_HOST_ENV] == "0.0.0.0"
+    # beside the server's: each at a port the engine chooses, on the host's 127.0.0.1 only (the doors' ports
+    # are the function's and the debug port: two generations' containers run at once during a reload)
+    assert options["ports"] == {"8080/tcp": ("127.0.0.1", None), "5678/tcp": ("127.0.0.1", None)}
+
+
+@pytest.mark.parametrize("mode", ["relay", "host"])
+def test_outside_bridge_mode_the_debugger_keeps_to_the_loopback(tmp_path, backend_in, mode):
+    backend = backend_in(mode)
+    prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
+    target = debugging.Target("hello", "debugpy", 5678)
+    additions = debugger.container_additions(backend, target, prepared, lambda line: None)
+    assert debugging.DEBUG_HOST_ENV not in additions["env"] and "ports" not in additions
+    assert debugging.DEBUG_HOST_ENV not in target.env()  # nor on the process backend
 
 
 @pytest.mark.parametrize("mode", ["relay", "host"])

@@ -113,7 +113,7 @@ class _Handle:
         self.owner = owner
         self.base = 0
         self.target: Any = str(relay.connector) if relay is not None else None  # where the front door reaches it
-        self.debug_target: Any = None  # where the debug door reaches its debugger (relay mode, dev --debug)
+        self.debug_target: Any = None  # where the debug door reaches its debugger (relay and bridge mode, dev --debug)
         self.copy: Optional[Path] = None  # its writable copy of the code at /kubeless (another image's)
         self.exited = threading.Event()
         self.stopping = False
@@ -537,9 +537,12 @@ class DockerBackend(Backend):
         try:
             container.reload()
             owner.pid = container.attrs["State"]["Pid"] or None  # the container's init, as the host sees it
-            if mode == "bridge":  # the port the engine chose for this container alone
-                published = container.attrs["NetworkSettings"]["Ports"]["%d/tcp" % POD_PORT][0]
-                handle.target = ("127.0.0.1", int(published["HostPort"]))
+            if mode == "bridge":  # the ports the engine chose for this container alone
+                published = container.attrs["NetworkSettings"]["Ports"]
+                handle.target = ("127.0.0.1", int(published["%d/tcp" % POD_PORT][0]["HostPort"]))
+                if owner.debug is not None:  # its debugger's, published the same way (docker/debugger.py)
+                    debug_port = published["%d/tcp" % owner.debug.port][0]["HostPort"]
+                    handle.debug_target = ("127.0.0.1", int(debug_port))
         except (APIError, KeyError, IndexError, TypeError, ValueError) as exc:
             if mode == "bridge":
                 self._remove_container(handle, owner.name)

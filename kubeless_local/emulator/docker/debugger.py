@@ -8,8 +8,11 @@ between backends), and is reached at 127.0.0.1:<debug port> on the host only:
          its own), and a second front door of the function on the host's 127.0.0.1:<debug port> forwards to
          it (backend.py); a blue/green reload switches it to the new container with the function's door;
   host   the debugger binds the host's 127.0.0.1:<debug port> itself;
-  bridge refused (`refuse`): a published port reaches the container's bridge address, not the loopback
-         the debuggers listen on.
+  bridge the debugger binds every address of the container's own namespace (KUBELESS_LOCAL_DEBUG_HOST=0.0.0.0:
+         a published port reaches the container's bridge address, not its loopback), the port is published on
+         the host's 127.0.0.1 only at a port the engine chooses, as the function's is, and the debug door
+         forwards there (switched with the function's door). Only debuggers whose runtime reads that address
+         (BRIDGE_READY); the others are refused in one line (`refuse`).
 What the image lacks is brought in read-only, made once per image in a one-shot container of that image
 (complete or absent: prepare.cached_step):
   debugpy   installed by the image's pip (its Python, its ABI) at the version runtimes/python/requirements.txt
@@ -52,12 +55,18 @@ REQUIREMENTS = RUNTIMES_DIR / "python" / "requirements.txt"  # where debugpy's v
 GO_CACHE_MOUNT = "/kubeless-local/go-build"  # a debugged Go container's build cache (writable, per image)
 
 
+BRIDGE_READY = {"debugpy"}  # debuggers whose server binds debugging.DEBUG_HOST_ENV (bridge mode)
+SHOWN = {"inspector": "the V8 inspector", "delve": "Delve"}
+BRIDGE_HOST = "0.0.0.0"  # every address of the container's own namespace: its port is published on 127.0.0.1 only
+
+
 def refuse(mode: str, target: debugging.Target) -> None:
     """A BadRequest line when `target` cannot be debugged in a container in network `mode`."""
-    if mode == "bridge":
+    if mode == "bridge" and target.debugger not in BRIDGE_READY:
         why = (
-            "debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port "
-            "would reach the container's bridge address, not the loopback its debugger listens on"
+            "debugging with %s on the docker backend needs docker.network relay or host: in bridge mode the debug "
+            "port would reach the container's bridge address, not the loopback it listens on"
+            % SHOWN.get(target.debugger, target.debugger)
         )
         raise BadRequest(why, "debug network", target.name)
 
@@ -143,6 +152,9 @@ def container_additions(backend: Any, target: debugging.Target, prepared: Any, o
         )
     made = tool(backend, target, prepared, on_line)
     additions = {"env": {**target.server_env(), **made["env"]}, "mounts": made["mounts"]}
+    if backend.network == "bridge":  # reached through a published port: see the docstring
+        additions["env"][debugging.DEBUG_HOST_ENV] = BRIDGE_HOST
+        additions["ports"] = {"%d/tcp" % target.port: ("127.0.0.1", None)}
     if target.debugger == "delve":
         additions = go_debug_build(additions, prepared, made["identity"])
     return additions
@@ -169,11 +181,14 @@ def go_debug_build(additions: dict, prepared: Any, identity: str) -> dict:
 
 
 def merged(options: dict, additions: dict) -> dict:
-    """Container `options` with `additions` (container_additions): a PYTHONPATH is appended to the image's."""
+    """Container `options` with `additions` (container_additions): a PYTHONPATH is appended to the image's, a
+    published debug port added to the function's."""
     env = dict(options.get("environment") or {})
     for key, value in additions["env"].items():
         env[key] = "%s:%s" % (env[key], value) if key == "PYTHONPATH" and env.get(key) else value
     merged = {**options, "environment": env, "volumes": {**options.get("volumes", {}), **additions["mounts"]}}
+    if "ports" in additions:
+        merged["ports"] = {**options.get("ports", {}), **additions["ports"]}
     if "user" in additions:
         merged["user"] = additions["user"]
     return merged
