@@ -13,8 +13,10 @@ import time
 
 import pytest
 import requests
+from dap import DapClient
 from private_engine import private_engine
 from processes import interrupt
+from sockets import free_port
 from upstream_python import MANIFEST, build_upstream_python
 from upstream_python import TAG as UPSTREAM_TAG
 from waiting import wait_until
@@ -34,10 +36,10 @@ def dev_inside(engine, tmp_path):
     """`kubeless-local dev --backend docker` inside the namespace, against the private engine."""
     started = []
 
-    def start(cwd, **env):
+    def start(cwd, *args, **env):
         out = open(cwd / ".dev-output.log", "w+")
         proc = subprocess.Popen(
-            [*engine.prefix, sys.executable, "-m", "kubeless_local", "dev", "--backend", "docker"],
+            [*engine.prefix, sys.executable, "-m", "kubeless_local", "dev", "--backend", "docker", *args],
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -141,3 +143,100 @@ def test_saves_of_an_image_that_cannot_reload_in_place_switch_blue_green_on_the_
         "the old generations' containers gone",
         60,
     )
+
+
+DEBUGGED = """\
+def hello(event, context):
+    total = 40 + %d
+    return "total=%%d" %% total
+"""
+DEBUGGED_LINE = 3  # `return …`: `total` is set
+
+
+def stopped_call(engine, dap, config, folder, url):
+    """Attach with the editor's entry, break on DEBUGGED_LINE of the user's file, call: the call stops there
+    and answers once continued. The local `total` it read, and the call's answer."""
+    dap.initialize()
+    attach = dap.send("attach", {"pathMappings": config["pathMappings"], "justMyCode": True})
+    dap.wait_event("initialized")
+    assert [b["verified"] for b in dap.set_breakpoints(str(folder / "handler.py"), [DEBUGGED_LINE])] == [True]
+    dap.request("configurationDone")
+    dap.response(attach)
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(engine.inside(post, url, timeout=120)), daemon=True)
+    caller.start()
+    stopped = dap.wait_event("stopped", timeout=60)
+    assert dap.stack(stopped["threadId"])[0]["source"]["path"] == str(folder / "handler.py")
+    total = dap.top_locals(stopped["threadId"])["total"]
+    assert caller.is_alive()  # held at the breakpoint
+    dap.request("continue", {"threadId": stopped["threadId"]})
+    caller.join(60)
+    assert answers, "the call did not answer once continued"
+    return total, answers[0]
+
+
+def debugpy_made_by_the_hosts_engine(folder):
+    """debugpy for IMAGE, made as `dev --debug` makes it (once per image, in the cache the private engine's
+    `dev` shares): by the host's engine, since the private engine's namespace has no way to the package index.
+    The same image id there (docker save | load), so found made."""
+    folder.mkdir()
+    (folder / "handler.py").write_text(DEBUGGED % 2)
+    (folder / "function.yaml").write_text(MANIFEST)
+    out = open(folder / ".dev-output.log", "w+")
+    argv = [sys.executable, "-m", "kubeless_local", "dev", "--backend", "docker", "--debug", "hello"]
+    proc = subprocess.Popen([*argv, "--debug-port", str(free_port())], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        output = (folder / ".dev-output.log").read_text
+        wait_until(lambda: proc.poll() is not None or "Watching" in output(), lambda: output(), timeout=300)
+        assert proc.poll() is None and "Crashed" not in output(), output()
+    finally:
+        interrupt(proc, timeout=30)
+        out.close()
+
+
+def test_a_python_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
+    """debugpy binds the container's own addresses, its port is published on 127.0.0.1 beside the server's,
+    and the debug door on the debug port forwards there; again after a save (the server reloads in place) and
+    after a manifest change (blue/green: a new container, published at ports of its own, the door follows)."""
+    debugpy_made_by_the_hosts_engine(tmp_path / "on-the-host")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "handler.py").write_text(DEBUGGED % 2)
+    (project / "function.yaml").write_text(MANIFEST)
+    port = engine.inside(free_port)
+    proc, output = dev_inside(project, "--debug", "hello", "--debug-port", str(port))
+
+    def watching():
+        assert proc.poll() is None, "dev exited:\n" + output()
+        return "Watching" in output()
+
+    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=180)
+    row = listed(engine, project)
+    assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
+    done = engine.run(
+        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=project
+    )
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["connect"] == {"host": "127.0.0.1", "port": port}
+    (container,) = engine.client().containers.list(filters={"label": "kubeless-local.function=hello"})
+    [published] = container.attrs["NetworkSettings"]["Ports"]["%d/tcp" % port]
+    assert published["HostIp"] == "127.0.0.1" and published["HostPort"] != str(port)  # the door's port is its own
+
+    with engine.inside(DapClient.connect, port) as dap:
+        assert stopped_call(engine, dap, config, project, row["url"] + "/") == ("42", "total=42")
+
+    (project / "handler.py").write_text(DEBUGGED % 3)
+    wait_until(lambda: "reloaded in" in output(), lambda: "reloaded:\n" + output(), 120)
+    with engine.inside(DapClient.connect, port) as dap:  # the same port, the new server's debugger
+        assert stopped_call(engine, dap, config, project, row["url"] + "/") == ("43", "total=43")
+
+    manifest = project / "function.yaml"
+    manifest.write_text(
+        manifest.read_text() + "  deployment:\n    spec:\n      template:\n        spec:\n"
+        "          containers:\n          - env:\n            - name: GREETING\n              value: hi\n"
+    )
+    wait_until(lambda: output().count("reloaded in") >= 2, lambda: "reloaded:\n" + output(), 120)
+    assert listed(engine, project)["pid"] != row["pid"]  # a new container
+    with engine.inside(DapClient.connect, port) as dap:  # the same port, the new container's debugger
+        assert stopped_call(engine, dap, config, project, row["url"] + "/") == ("43", "total=43")
