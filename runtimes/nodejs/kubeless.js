@@ -527,9 +527,10 @@ process.on('SIGINT', () => process.exit(0));
 
 if (debugPort) {
   const inspector = require('inspector');
-  inspector.open(debugPort, '127.0.0.1', false);
+  const debugHost = process.env.KUBELESS_LOCAL_DEBUG_HOST || '127.0.0.1'; // 0.0.0.0: a bridge-mode container's own
+  inspector.open(debugPort, debugHost, false);
   if (!inspector.url()) { // it said why (address in use) on stderr
-    console.error(`the debugger cannot listen on 127.0.0.1:${debugPort}`);
+    console.error(`the debugger cannot listen on ${debugHost}:${debugPort}`);
     process.exit(1);
   }
 }

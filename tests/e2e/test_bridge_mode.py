@@ -6,6 +6,7 @@ and are used only there, so `dev`, `ls` and the calls run inside it too."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ import time
 
 import pytest
 import requests
+from cdp import CdpClient
 from dap import DapClient
 from private_engine import private_engine
 from processes import interrupt
@@ -22,12 +24,13 @@ from upstream_python import TAG as UPSTREAM_TAG
 from waiting import wait_until
 
 IMAGE = "kubeless-local/python:3.11"
+NODE_IMAGE = "kubeless-local/nodejs:20"
 HANDLER = "def hello(event, context):\n    return 'hello from the bridge'\n"
 
 
 @pytest.fixture(scope="module")
 def engine():
-    with private_engine([IMAGE, build_upstream_python()]) as started:  # built on the host's engine
+    with private_engine([IMAGE, NODE_IMAGE, build_upstream_python()]) as started:  # built on the host's engine
         yield started
 
 
@@ -175,6 +178,14 @@ def stopped_call(engine, dap, config, folder, url):
     return total, answers[0]
 
 
+def swap_container(manifest):
+    """A manifest change: the next generation needs a new container (blue/green)."""
+    manifest.write_text(
+        manifest.read_text() + "  deployment:\n    spec:\n      template:\n        spec:\n"
+        "          containers:\n          - env:\n            - name: GREETING\n              value: hi\n"
+    )
+
+
 def debugpy_made_by_the_hosts_engine(folder):
     """debugpy for IMAGE, made as `dev --debug` makes it (once per image, in the cache the private engine's
     `dev` shares): by the host's engine, since the private engine's namespace has no way to the package index.
@@ -231,12 +242,74 @@ def test_a_python_function_is_debugged_through_its_debug_door_on_the_bridge(engi
     with engine.inside(DapClient.connect, port) as dap:  # the same port, the new server's debugger
         assert stopped_call(engine, dap, config, project, row["url"] + "/") == ("43", "total=43")
 
-    manifest = project / "function.yaml"
-    manifest.write_text(
-        manifest.read_text() + "  deployment:\n    spec:\n      template:\n        spec:\n"
-        "          containers:\n          - env:\n            - name: GREETING\n              value: hi\n"
-    )
+    swap_container(project / "function.yaml")
     wait_until(lambda: output().count("reloaded in") >= 2, lambda: "reloaded:\n" + output(), 120)
     assert listed(engine, project)["pid"] != row["pid"]  # a new container
     with engine.inside(DapClient.connect, port) as dap:  # the same port, the new container's debugger
         assert stopped_call(engine, dap, config, project, row["url"] + "/") == ("43", "total=43")
+
+
+NODE_HANDLER = """\
+module.exports = {
+  hello(event, context) {
+    const total = 40 + %d;
+    return `total=${total}`;
+  },
+};
+"""
+NODE_LINE = 4  # `return …`: `total` is set
+
+
+def paused_call(engine, cdp, url, served):
+    """Break on NODE_LINE of the file the server loads, call: the call pauses there and answers once resumed.
+    The local `total` it read, and the call's answer."""
+    cdp.set_breakpoints("^(file://)?%s$" % re.escape(served), [NODE_LINE])
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(engine.inside(post, url, timeout=120)), daemon=True)
+    caller.start()
+    paused = cdp.wait_paused()
+    total = cdp.locals(paused)["total"]
+    assert caller.is_alive()  # held at the breakpoint
+    cdp.resume(paused)
+    caller.join(60)
+    assert answers, "the call did not answer once resumed"
+    return total, answers[0]
+
+
+def test_a_node_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
+    """The V8 inspector binds the container's own addresses and is reached through the debug door as debugpy
+    is; a save reloads in place (the inspector stays connected), a blue/green reload is attached to again."""
+    (tmp_path / "handler.js").write_text(NODE_HANDLER % 2)
+    (tmp_path / "function.yaml").write_text(
+        MANIFEST.replace("handler.py", "handler.js").replace("python3.11", "nodejs20")
+    )
+    port = engine.inside(free_port)
+    proc, output = dev_inside(tmp_path, "--debug", "hello", "--debug-port", str(port))
+
+    def watching():
+        assert proc.poll() is None, "dev exited:\n" + output()
+        return "Watching" in output()
+
+    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=180)
+    row = listed(engine, tmp_path)
+    assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
+    done = engine.run(
+        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["port"] == port
+    served = str(tmp_path / "handler.js").replace(config["localRoot"], config["remoteRoot"], 1)
+    url = row["url"] + "/"
+
+    with engine.inside(CdpClient.connect, port) as cdp:
+        assert paused_call(engine, cdp, url, served) == (42, "total=42")
+        (tmp_path / "handler.js").write_text(NODE_HANDLER % 3)  # reloaded in place: the same connection goes on
+        wait_until(lambda: "reloaded in" in output(), lambda: "reloaded:\n" + output(), 120)
+        assert paused_call(engine, cdp, url, served) == (43, "total=43")
+
+    swap_container(tmp_path / "function.yaml")
+    wait_until(lambda: output().count("reloaded in") >= 2, lambda: "reloaded:\n" + output(), 120)
+    assert listed(engine, tmp_path)["pid"] != row["pid"]  # a new container
+    with engine.inside(CdpClient.connect, port) as cdp:  # the same port, the new container's inspector
+        assert paused_call(engine, cdp, url, served) == (43, "total=43")

@@ -55,7 +55,7 @@ REQUIREMENTS = RUNTIMES_DIR / "python" / "requirements.txt"  # where debugpy's v
 GO_CACHE_MOUNT = "/kubeless-local/go-build"  # a debugged Go container's build cache (writable, per image)
 
 
-BRIDGE_READY = {"debugpy"}  # debuggers whose server binds debugging.DEBUG_HOST_ENV (bridge mode)
+BRIDGE_READY = {"debugpy", "inspector"}  # debuggers whose server binds debugging.DEBUG_HOST_ENV (bridge mode)
 SHOWN = {"inspector": "the V8 inspector", "delve": "Delve"}
 BRIDGE_HOST = "0.0.0.0"  # every address of the container's own namespace: its port is published on 127.0.0.1 only
 
