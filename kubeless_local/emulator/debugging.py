@@ -65,8 +65,10 @@ class Target:
         return env
 
     def server_env(self) -> dict[str, str]:
-        """The debug port and a timeout no paused call reaches: what every debugged server is started with."""
-        return {DEBUG_PORT_ENV: str(self.port), "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
+        """The debug port, the loopback to bind it on (whatever this machine's env says: a bridge-mode container
+        alone binds wider, docker/debugger.py) and a timeout no paused call reaches: what every debugged server
+        is started with."""
+        return {DEBUG_PORT_ENV: str(self.port), DEBUG_HOST_ENV: "127.0.0.1", "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
 
     @property
     def reloads_in_place(self) -> bool:

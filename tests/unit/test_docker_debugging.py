@@ -193,13 +193,14 @@ def test_in_bridge_mode_debugpy_binds_the_containers_own_addresses_and_its_port_
 
 
 @pytest.mark.parametrize("mode", ["relay", "host"])
-def test_outside_bridge_mode_the_debugger_keeps_to_the_loopback(tmp_path, backend_in, mode):
+def test_outside_bridge_mode_the_debugger_keeps_to_the_loopback(tmp_path, backend_in, monkeypatch, mode):
     backend = backend_in(mode)
     prepared = prepared_for(backend, tmp_path, python_function(tmp_path))
     target = debugging.Target("hello", "debugpy", 5678)
     additions = debugger.container_additions(backend, target, prepared, lambda line: None)
-    assert debugging.DEBUG_HOST_ENV not in additions["env"] and "ports" not in additions
-    assert debugging.DEBUG_HOST_ENV not in target.env()  # nor on the process backend
+    assert additions["env"][debugging.DEBUG_HOST_ENV] == "127.0.0.1" and "ports" not in additions
+    monkeypatch.setenv(debugging.DEBUG_HOST_ENV, "0.0.0.0")  # this machine's env (the process backend's start)
+    assert target.env()[debugging.DEBUG_HOST_ENV] == "127.0.0.1"  # never wider on the process backend
 
 
 @pytest.mark.parametrize("mode", ["relay", "host"])
