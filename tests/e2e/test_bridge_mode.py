@@ -25,12 +25,13 @@ from waiting import wait_until
 
 IMAGE = "kubeless-local/python:3.11"
 NODE_IMAGE = "kubeless-local/nodejs:20"
+GO_IMAGE = "kubeless-local/go:1.26"
 HANDLER = "def hello(event, context):\n    return 'hello from the bridge'\n"
 
 
 @pytest.fixture(scope="module")
 def engine():
-    with private_engine([IMAGE, NODE_IMAGE, build_upstream_python()]) as started:  # built on the host's engine
+    with private_engine([IMAGE, NODE_IMAGE, GO_IMAGE, build_upstream_python()]) as started:  # the host's engine's
         yield started
 
 
@@ -186,19 +187,20 @@ def swap_container(manifest):
     )
 
 
-def debugpy_made_by_the_hosts_engine(folder):
-    """debugpy for IMAGE, made as `dev --debug` makes it (once per image, in the cache the private engine's
-    `dev` shares): by the host's engine, since the private engine's namespace has no way to the package index.
-    The same image id there (docker save | load), so found made."""
+def debugger_made_by_the_hosts_engine(folder, files):
+    """The debugger's files for a function's image (debugpy, dlv), made as `dev --debug` makes them (once per
+    image, in the cache the private engine's `dev` shares): by the host's engine, since the private engine's
+    namespace has no way to the package index or the Go module proxy. The same image id there (docker save |
+    load), so found made."""
     folder.mkdir()
-    (folder / "handler.py").write_text(DEBUGGED % 2)
-    (folder / "function.yaml").write_text(MANIFEST)
+    for name, text in files.items():
+        (folder / name).write_text(text)
     out = open(folder / ".dev-output.log", "w+")
     argv = [sys.executable, "-m", "kubeless_local", "dev", "--backend", "docker", "--debug", "hello"]
     proc = subprocess.Popen([*argv, "--debug-port", str(free_port())], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
     try:
         output = (folder / ".dev-output.log").read_text
-        wait_until(lambda: proc.poll() is not None or "Watching" in output(), lambda: output(), timeout=300)
+        wait_until(lambda: proc.poll() is not None or "Watching" in output(), lambda: output(), timeout=600)
         assert proc.poll() is None and "Crashed" not in output(), output()
     finally:
         interrupt(proc, timeout=30)
@@ -209,7 +211,7 @@ def test_a_python_function_is_debugged_through_its_debug_door_on_the_bridge(engi
     """debugpy binds the container's own addresses, its port is published on 127.0.0.1 beside the server's,
     and the debug door on the debug port forwards there; again after a save (the server reloads in place) and
     after a manifest change (blue/green: a new container, published at ports of its own, the door follows)."""
-    debugpy_made_by_the_hosts_engine(tmp_path / "on-the-host")
+    debugger_made_by_the_hosts_engine(tmp_path / "on-the-host", {"handler.py": DEBUGGED % 2, "function.yaml": MANIFEST})
     project = tmp_path / "project"
     project.mkdir()
     (project / "handler.py").write_text(DEBUGGED % 2)
@@ -313,3 +315,66 @@ def test_a_node_function_is_debugged_through_its_debug_door_on_the_bridge(engine
     assert listed(engine, tmp_path)["pid"] != row["pid"]  # a new container
     with engine.inside(CdpClient.connect, port) as cdp:  # the same port, the new container's inspector
         assert paused_call(engine, cdp, url, served) == (43, "total=43")
+
+
+GO_MANIFEST = MANIFEST.replace("handler.py", "handler.go").replace("python3.11", "go1.26").replace(".hello", ".Hello")
+GO_HANDLER = """\
+package kubeless
+
+import "github.com/kubeless/kubeless/pkg/functions"
+
+func Hello(event functions.Event, context functions.Context) (string, error) {
+	greeting := "hello " + event.Data
+	return greeting, nil
+}
+"""
+GO_LINE = 7  # `return greeting, nil`
+
+
+def test_a_go_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
+    """Delve binds the container's own addresses and is reached through the debug door as debugpy is."""
+    debugger_made_by_the_hosts_engine(
+        tmp_path / "on-the-host", {"handler.go": GO_HANDLER, "function.yaml": GO_MANIFEST}
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "handler.go").write_text(GO_HANDLER)
+    (project / "function.yaml").write_text(GO_MANIFEST)
+    port = engine.inside(free_port)
+    proc, output = dev_inside(project, "--debug", "hello", "--debug-port", str(port))
+
+    def watching():
+        assert proc.poll() is None, "dev exited:\n" + output()
+        return "Watching" in output()
+
+    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=600)
+    row = listed(engine, project)
+    assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
+    done = engine.run(
+        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=project
+    )
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["port"] == port
+
+    with engine.inside(DapClient.connect, port, timeout=60) as dap:
+        dap.initialize()
+        dap.request("attach", {"mode": "remote", "substitutePath": config["substitutePath"]})
+        dap.wait_event("initialized")
+        [bp] = dap.set_breakpoints(str(project / "handler.go"), [GO_LINE])
+        assert bp["verified"], bp
+        dap.request("configurationDone")
+        answers: list = []
+        url = row["url"] + "/"
+        caller = threading.Thread(target=lambda: answers.append(engine.inside(post, url, timeout=120)), daemon=True)
+        caller.start()
+        stopped = dap.wait_event("stopped", timeout=60)
+        frame = dap.stack(stopped["threadId"])[0]
+        assert (frame["source"]["path"], frame["line"]) == (str(project / "handler.go"), GO_LINE)
+        assert dap.top_locals(stopped["threadId"])["greeting"] == '"hello x"'
+        assert caller.is_alive()  # held at the breakpoint
+        dap.set_breakpoints(str(project / "handler.go"), [])
+        dap.request("continue", {"threadId": stopped["threadId"]})
+        caller.join(60)
+        assert answers == ["hello x"]
+        dap.request("disconnect", {"terminateDebuggee": False})

@@ -10,11 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from sockets import free_port
 from test_docker_backend import CATALOG, FakeClient, FakeImage, prepared_for, python_function
 from waiting import wait_until
 
-from kubeless_local.commands.common import worded
 from kubeless_local.emulator import debugging, delve
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator.base import Instance
@@ -22,7 +20,7 @@ from kubeless_local.emulator.docker import connector, containers, debugger
 from kubeless_local.emulator.frontdoor import open_to
 from kubeless_local.emulator.images import host
 from kubeless_local.emulator.logs import LogHub
-from kubeless_local.errors import BadRequest, UserError
+from kubeless_local.errors import UserError
 
 
 @pytest.fixture
@@ -164,22 +162,10 @@ def test_the_connector_hands_each_socket_connections_to_its_own_port(tmp_path):
             listener.close()
 
 
-def test_bridge_mode_cannot_reach_delve_on_the_loopback_and_says_so_in_one_line():
-    with pytest.raises(BadRequest) as refused:
-        debugger.refuse("bridge", debugging.Target("fn", "delve", free_port()))
-    assert str(worded(refused.value)) == (
-        "debugging with Delve on the docker backend needs docker.network relay or host: in bridge mode the debug "
-        "port would reach the container's bridge address, not the loopback it listens on; set `docker: {network: "
-        "relay}` in .kubeless-local.yaml or use --backend process"
-    )
-
-
 def test_in_bridge_mode_debugpy_binds_the_containers_own_addresses_and_its_port_is_published_on_127_0_0_1(
     tmp_path, backend_in
 ):
     bridge = backend_in("bridge")
-    for name in ("debugpy", "inspector"):  # their servers bind KUBELESS_LOCAL_DEBUG_HOST
-        debugger.refuse("bridge", debugging.Target("hello", name, 5678))  # no error
     prepared = prepared_for(bridge, tmp_path, python_function(tmp_path))
     instance = Instance(
         name="hello", runtime="python3.11", port=18123, debug=debugging.Target("hello", "debugpy", 5678)
@@ -203,7 +189,7 @@ def test_outside_bridge_mode_the_debugger_keeps_to_the_loopback(tmp_path, backen
     assert target.env()[debugging.DEBUG_HOST_ENV] == "127.0.0.1"  # never wider on the process backend
 
 
-@pytest.mark.parametrize("mode", ["relay", "host"])
-def test_every_debugger_runs_in_relay_and_host_mode(mode):
-    for name in debugging.DEBUGGERS:
-        debugger.refuse(mode, debugging.Target("fn", name, 5678))  # no error
+@pytest.mark.parametrize("mode", ["relay", "host", "bridge"])
+def test_every_debugger_runs_in_every_network_mode(backend_in, mode):
+    for name in debugging.DEBUGGERS:  # each runtime's server binds KUBELESS_LOCAL_DEBUG_HOST
+        backend_in(mode).check_debug(debugging.Target("fn", name, 5678))  # no error

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kubeless_local import errors
-from kubeless_local.emulator import debugging, images
+from kubeless_local.emulator import images
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, OnExit, State, ignore_exit
 from kubeless_local.emulator.docker import debugger, network, pump
@@ -345,9 +345,6 @@ class DockerBackend(Backend):
 
     def container_name(self, prepared: DockerPrepared) -> str:
         return container_name(prepared)
-
-    def check_debug(self, target: debugging.Target) -> None:
-        debugger.refuse(self.network, target)
 
     def served_root(self, prepared: prep.Prepared) -> str:
         return INSTALL  # the pod's /kubeless, as the server in the container names the files

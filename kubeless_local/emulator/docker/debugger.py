@@ -8,11 +8,10 @@ between backends), and is reached at 127.0.0.1:<debug port> on the host only:
          its own), and a second front door of the function on the host's 127.0.0.1:<debug port> forwards to
          it (backend.py); a blue/green reload switches it to the new container with the function's door;
   host   the debugger binds the host's 127.0.0.1:<debug port> itself;
-  bridge the debugger binds every address of the container's own namespace (KUBELESS_LOCAL_DEBUG_HOST=0.0.0.0:
-         a published port reaches the container's bridge address, not its loopback), the port is published on
-         the host's 127.0.0.1 only at a port the engine chooses, as the function's is, and the debug door
-         forwards there (switched with the function's door). Only debuggers whose runtime reads that address
-         (BRIDGE_READY); the others are refused in one line (`refuse`).
+  bridge the debugger binds every address of the container's own namespace (KUBELESS_LOCAL_DEBUG_HOST=0.0.0.0,
+         which every runtime's server reads: a published port reaches the container's bridge address, not its
+         loopback), the port is published on the host's 127.0.0.1 only at a port the engine chooses, as the
+         function's is, and the debug door forwards there (switched with the function's door).
 What the image lacks is brought in read-only, made once per image in a one-shot container of that image
 (complete or absent: prepare.cached_step):
   debugpy   installed by the image's pip (its Python, its ABI) at the version runtimes/python/requirements.txt
@@ -46,7 +45,7 @@ from kubeless_local.emulator.docker.containers import (
 )
 from kubeless_local.emulator.docker.steps import with_host
 from kubeless_local.emulator.images import image_present
-from kubeless_local.errors import BadRequest, UserError
+from kubeless_local.errors import UserError
 from kubeless_local.paths import RUNTIMES_DIR, cache_dir
 
 TOOL_MOUNT = "/kubeless-local/debugger"  # the debugger's files made for the image (read-only)
@@ -55,20 +54,7 @@ REQUIREMENTS = RUNTIMES_DIR / "python" / "requirements.txt"  # where debugpy's v
 GO_CACHE_MOUNT = "/kubeless-local/go-build"  # a debugged Go container's build cache (writable, per image)
 
 
-BRIDGE_READY = {"debugpy", "inspector"}  # debuggers whose server binds debugging.DEBUG_HOST_ENV (bridge mode)
-SHOWN = {"inspector": "the V8 inspector", "delve": "Delve"}
 BRIDGE_HOST = "0.0.0.0"  # every address of the container's own namespace: its port is published on 127.0.0.1 only
-
-
-def refuse(mode: str, target: debugging.Target) -> None:
-    """A BadRequest line when `target` cannot be debugged in a container in network `mode`."""
-    if mode == "bridge" and target.debugger not in BRIDGE_READY:
-        why = (
-            "debugging with %s on the docker backend needs docker.network relay or host: in bridge mode the debug "
-            "port would reach the container's bridge address, not the loopback it listens on"
-            % SHOWN.get(target.debugger, target.debugger)
-        )
-        raise BadRequest(why, "debug network", target.name)
 
 
 def debugpy_version() -> str:
