@@ -2,7 +2,8 @@
 container has a network namespace of its own, listens on 8080 there (FUNC_PORT=8080) and is published at
 127.0.0.1:P (`-p 127.0.0.1:P:8080`), the URL `ls` shows. Tested against a Docker engine started inside a
 network namespace of the test's own (tests/support/private_engine.py): the bridge's private addresses exist
-and are used only there, so `dev`, `ls` and the calls run inside it too."""
+and are used only there, so `dev`, `ls` and the calls run inside it too. `dev --debug` (issue S): each runtime's
+debugger binds the container's own addresses, its port published on 127.0.0.1 and reached through the debug door."""
 
 import json
 import os
