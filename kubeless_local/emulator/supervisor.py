@@ -159,7 +159,8 @@ class Supervisor:
         and this supervisor's restart as its `on_exit`. `word` is how an error is shown in a function's log
         and `ls`, and a notice (errors.Notice) in its log: the CLI adds the command that helps (see errors.py).
         A backend whose servers are `fronted` gets a front door (emulator/proxy.py) per function on its port,
-        which hands each call to `recorder` (None: calls are relayed, not recorded). `debug`: the functions whose
+        which hands each call to `recorder` (None: calls are relayed, not recorded); another is given
+        `recorder` for its own doors (the docker backend's). `debug`: the functions whose
         servers run under a debugger, by name (emulator/debugging.py); each keeps its port for the session."""
         self.word = word
         self.state_dir = Path(state_dir)
@@ -177,7 +178,7 @@ class Supervisor:
         self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → sha256 of its source
         self.taps = Taps()  # what the triggers send the functions passes here (emulator/taps.py)
         self.debug = dict(debug or {})
-        self.backend = backend(logs, on_exit=self._exited)
+        self.backend = backend(logs, on_exit=self._exited, recorder=recorder)
 
     def _exited(self, instance: Instance) -> None:
         """A server died on its own: restart it with back-off, as Kubernetes restarts a pod's container."""

@@ -43,6 +43,7 @@ from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, ru
 from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken, open_to
 from kubeless_local.emulator.guardian import Guardian
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
@@ -159,6 +160,7 @@ class DockerBackend(Backend):
         *,
         on_exit: OnExit = ignore_exit,
         guardian: Optional[Guardian] = None,
+        recorder: Optional[Recorder] = None,
         client: Any = None,
         catalog: Optional[Catalog] = None,
         network: str = "auto",
@@ -166,7 +168,7 @@ class DockerBackend(Backend):
         """`client`: a docker client (None: the engine's, connected on first use); `catalog`: where
         runtimes are resolved (None: the one resolve() is given); `network`: the settings' docker.network
         (network.py; auto: chosen by the engine, once)."""
-        super().__init__(logs, on_exit=on_exit, guardian=guardian)
+        super().__init__(logs, on_exit=on_exit, guardian=guardian, recorder=recorder)
         self._client = client
         self.catalog = catalog
         self.network_setting = network
@@ -368,7 +370,7 @@ class DockerBackend(Backend):
         if door is not None:
             door.close()
         try:
-            door = self._doors[instance.name] = FrontDoor(instance.port, instance.name)
+            door = self._doors[instance.name] = FrontDoor(instance.port, instance.name, self.recorder)
         except PortTaken as exc:
             self._doors.pop(instance.name, None)
             instance.exit_code = EXIT_CANNOT_LISTEN
@@ -445,13 +447,14 @@ class DockerBackend(Backend):
             door = self._door(instance)
             if door is None:
                 return
+            instance.front_door = door.recorder is not None  # senders mark their requests: it reads the mark
         handle = self._launch(instance, prepared, generation)
         if handle is None:
             return
         with self.lock:
             self._by_name[prepared.spec.name] = handle
         if door is not None:
-            door.point(handle.target)  # only now: whatever answers through it is this container
+            door.point(handle.target, prepared.generation)  # only now: whatever answers through it is this container
 
     def _launch(self, owner: Instance, prepared: DockerPrepared, generation: int) -> Optional[_Handle]:
         """Create and start a runtime container (and its relay in relay mode) whose output and readiness
@@ -608,7 +611,7 @@ class DockerBackend(Backend):
                 instance.on_control("load-failed", generation, trial.error or "the new container did not start")
             return
         assert new is not None, "ready"
-        door.point(new.target)
+        door.point(new.target, prepared.generation)
         new.base = generation - trial.last_control[1]  # its own server counts from 0 (control lines)
         new.owner, instance.handle, instance.pid = instance, new, trial.pid
         old.stopping = True  # its exit is no crash any more
