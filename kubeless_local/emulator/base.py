@@ -31,6 +31,8 @@ class State(str, enum.Enum):
     INSTALLING = "Installing"  # laying out the code, installing deps, compiling (before it first starts)
     STARTING = "Starting"
     READY = "Ready"
+    # a save is being prepared and handed over while the last good code serves (Supervisor.reload): serving
+    RELOADING = "Reloading"
     COMPILE_ERROR = "CompileError"  # code that does not load/compile; the last good code keeps serving
     INSTALL_ERROR = "InstallError"
     SETUP_ERROR = "SetupError"  # the runtime's own first-time setup failed (registries unreachable)
@@ -90,9 +92,10 @@ class Instance:
 
     @property
     def serves(self) -> bool:
-        """It answers calls: Ready, or showing a broken save while its last good code serves (as a cluster's
-        old pod keeps serving while the new one fails). Events and cron runs are sent to it then too."""
-        return self.state == State.READY or (
+        """It answers calls: Ready, Reloading (the last good code serves until the save does), or showing a
+        broken save while its last good code serves (as a cluster's old pod keeps serving while the new one
+        fails). Events and cron runs are sent to it then too."""
+        return self.state in (State.READY, State.RELOADING) or (
             self.broken is not None and self.state == self.broken[0] and self.last_control[0] == "ready"
         )
 
@@ -105,7 +108,7 @@ class Instance:
         """A control line of the server (`ready` or `load-failed` of its code generation `generation`)."""
         with self.changed:
             self.last_control = (event, generation)
-            if event == "ready":
+            if event == "ready" and self.state != State.RELOADING:  # a reload says Ready once it is over
                 self.state, self.error = self.broken or (State.READY, "")
             elif event == "load-failed":
                 self.state, self.error = State.COMPILE_ERROR, error
