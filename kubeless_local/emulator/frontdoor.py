@@ -322,6 +322,8 @@ class _Relay:
         self.task = self.door.loop.create_task(self.connect())
 
     def _detach(self) -> None:
+        if self.calls is not None:
+            self.calls.moved()
         old, self.upstream, self.client.peer = self.upstream, None, None
         if old is not None:
             old.detached, old.peer = True, None
@@ -387,6 +389,13 @@ class _Calls:
             call = self.sent.popleft()
             call.exchange.error = CUT_SHORT if call.exchange.status else NOT_ANSWERED
             self._done(call)
+
+    def moved(self) -> None:
+        """The old container's end is let go (drain): what it left unanswered is recorded so, and the next
+        container's answers are read from their start."""
+        self.finish()
+        self.answers = http1.Stream(self._answer_head, self._answer_body, self._answer_end)
+        self.interim = False
 
     def _request_head(self, head: bytes) -> Optional[tuple[bytes, http1.Framing]]:
         line = head[: head.find(b"\n")].split()

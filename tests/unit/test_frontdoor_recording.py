@@ -247,6 +247,29 @@ def test_a_call_answered_by_a_container_the_door_no_longer_points_at_names_that_
     assert (shown["/after"]["generation"], shown["/after"]["source_sha256"]) == (8, "cd" * 32)
 
 
+def test_a_kept_alive_connection_moved_to_the_next_container_is_still_read_and_recorded(door):
+    door, recorder = door
+    connection = http.client.HTTPConnection("127.0.0.1", door.port, timeout=10)
+    connection.request("POST", "/first", body=b"1")
+    assert connection.getresponse().read() == b"got:1"
+    successor = serving()
+    try:
+        door.point(successor.server_address, 8)  # blue/green: the connection's next request goes to the successor
+        SERVED["fn"] = (8, "cd" * 32)
+        connection.request("POST", "/second", body=b"2", headers={SOURCE_HEADER: mark("call")})
+        assert connection.getresponse().read() == b"got:2"
+        connection.close()
+        shown = records(recorder, 2)
+    finally:
+        successor.shutdown()
+        successor.server_close()
+    assert [(r["request"]["path"], r["source"], r["generation"]) for r in shown] == [
+        ("/first", "http", 7),
+        ("/second", "call", 8),
+    ]
+    assert all(SOURCE_HEADER not in headers for headers, _ in Server.seen)
+
+
 def test_a_door_without_a_recorder_reads_nothing(tmp_path):
     door = frontdoor.FrontDoor(free_port(), "fn")
     try:
