@@ -346,7 +346,7 @@ class _Relay:
 class _Call:
     """One request on a relayed connection and what is kept of it for the record."""
 
-    __slots__ = ("answer", "exchange", "interim", "recorded", "request")
+    __slots__ = ("answer", "exchange", "recorded", "request")
 
     def __init__(self, exchange: Exchange, recorded: bool) -> None:
         self.exchange, self.recorded = exchange, recorded
@@ -369,7 +369,7 @@ class _Calls:
         self.answers = http1.Stream(self._answer_head, self._answer_body, self._answer_end)
         self.sent: collections.deque[_Call] = collections.deque()  # requests whose answers have not ended
         self.reading: Optional[_Call] = None  # the request whose body passes
-        self.interim = False  # the answer passing is a 1xx before the real one
+        self.interim = False  # the answer passing is no request's: a 1xx before the real one, or unasked
 
     def passing(self, data: bytes, answers: bool) -> bytes:
         """The bytes to pass on for `data` (from the container when `answers`, else from the client)."""
@@ -378,7 +378,7 @@ class _Calls:
     def ended(self, answers: bool) -> bytes:
         """One end finished sending: what it held back (a head's start), to pass on; an answer that lasts until
         the connection ends is over."""
-        if answers and self.answers.state == http1.UNTIL_CLOSE and self.sent:
+        if answers and self.answers.state == http1.UNTIL_CLOSE and self.sent and not self.interim:
             self._done(self.sent.popleft())
         return self.answers.flush() if answers else self.requests.flush()
 
@@ -440,9 +440,12 @@ class _Calls:
         if len(line) < 2 or not line[1].isdigit():
             return None
         status = int(line[1])
-        self.interim = 100 <= status < 200 and status != 101
-        if self.interim or not self.sent:  # a 1xx before the answer, or an answer to no request
+        if 100 <= status < 200 and status != 101:  # a 1xx before the answer
+            self.interim = True
             return head, (http1.NONE, 0)
+        self.interim = not self.sent
+        if self.interim:  # an answer to no request (a server's 408 on an idle connection): followed, not kept
+            return head, _framing(head.lower(), http1.UNTIL_CLOSE) or (http1.OPAQUE, 0)
         call = self.sent[0]
         call.exchange.status, call.exchange.response_head = status, head
         if status == 101:  # upgraded: no longer HTTP/1.1 from here
@@ -454,7 +457,7 @@ class _Calls:
         return head, _framing(head.lower(), http1.UNTIL_CLOSE) or (http1.OPAQUE, 0)
 
     def _answer_body(self, piece: memoryview) -> None:
-        if self.sent:
+        if self.sent and not self.interim:
             self.sent[0].exchange.response_size += len(piece)
             _keep(self.sent[0].answer, piece)
 

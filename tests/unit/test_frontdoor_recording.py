@@ -270,6 +270,46 @@ def test_a_kept_alive_connection_moved_to_the_next_container_is_still_read_and_r
     assert all(SOURCE_HEADER not in headers for headers, _ in Server.seen)
 
 
+def test_an_answer_to_no_request_passes_whole_and_the_next_call_is_still_recorded(tmp_path):
+    """A server may answer on a connection before any request (Node's 408 on an idle one): followed by its
+    framing, recorded as no call."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    unasked = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntoo lo\n"
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(unasked)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.recv(10)
+
+    threading.Thread(target=serve, daemon=True).start()
+    recorder = Recorder(tmp_path)
+    door = frontdoor.FrontDoor(free_port(), "fn", recorder)
+    try:
+        door.point(listener.getsockname())
+        with socket.create_connection(("127.0.0.1", door.port), timeout=10) as sock:
+            answer = b""
+            while answer != unasked:
+                answer += sock.recv(65536)
+            sock.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+            while not answer.endswith(b"ok"):
+                answer += sock.recv(65536)
+        (record,) = records(recorder, 1)
+        assert (record["request"]["path"], record["response"]["status"], record["response"]["body"]["text"]) == (
+            "/late",
+            200,
+            "ok",
+        )
+    finally:
+        door.close()
+        recorder.close()
+        listener.close()
+
+
 def test_a_door_without_a_recorder_reads_nothing(tmp_path):
     door = frontdoor.FrontDoor(free_port(), "fn")
     try:
