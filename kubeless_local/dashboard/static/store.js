@@ -60,10 +60,11 @@ export function addInvocations(rows, older = false) {
 }
 
 // The engine's own word on a function's state (Reloading, then Ready with the generation that serves), at
-// once: a polled row could miss a reload of a few milliseconds.
+// once: a polled row could miss a reload of a few milliseconds. The error and its `file:line` come with the
+// row, together.
 function setState(event) {
   const row = store.functions.get(event.function);
-  if (row) setFunction({ ...row, state: event.state, error: event.error, generation: event.generation });
+  if (row) setFunction({ ...row, state: event.state, generation: event.generation });
 }
 
 export const apply = {
