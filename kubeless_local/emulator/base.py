@@ -179,6 +179,16 @@ class Backend(abc.ABC):
     def stop(self, instance: Instance) -> None:
         """Stop the server and everything it started."""
 
+    def check_debug(self, target: "Target") -> None:
+        """Raises a UserError when a debugged function (`dev --debug`, emulator/debugging.py) cannot run under
+        its debugger on this backend as it is set up; every backend can, unless it says otherwise."""
+        return None
+
+    def served_root(self, prepared: "Prepared") -> str:
+        """The folder the server loads the function's code from, as its debugger names the files (what an
+        editor maps the user's folder to): the stable install link."""
+        return str(prepared.install_link)
+
     def resolve(self, spec: "FunctionSpec", catalog: "Catalog") -> tuple["Runtime", Optional[str]]:
         """(Runtime, notice) for a Function; by default from the toolchains on this machine, which cannot run
         a Function that is only an image (the docker backend can)."""

@@ -2,7 +2,8 @@
 needs to attach.
 
 Guarantees: a debugged function's runtime server starts with `KUBELESS_LOCAL_DEBUG_PORT=<port>` (its
-debugger listens on 127.0.0.1:<port> only) and a FUNC_TIMEOUT no call reaches, so a call paused at a
+debugger listens on 127.0.0.1:<port> only: in a container, that of its own namespace, reached through the
+function's debug door, docker/debugger.py) and a FUNC_TIMEOUT no call reaches, so a call paused at a
 breakpoint is not stopped as a runaway one; the port is fixed for the session (saves, reloads and
 restarts keep it). Which runtimes have a debugger is the catalog's `debug:` (runtimes/catalog.yaml); how
 each debugger behaves, and the editor entries, are the tables below. A function that cannot be debugged
@@ -55,10 +56,14 @@ class Target:
         """What the runtime server is started with on top of the contract's env. Delve's: the dlv built for
         the function's Go (`go`), once per Delve and Go version, its progress told to on_line (UserError
         when it cannot be built)."""
-        env = {DEBUG_PORT_ENV: str(self.port), "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
+        env = self.server_env()
         if self.debugger == "delve":
             env[delve.DLV_ENV] = str(delve.dlv(go, on_line))
         return env
+
+    def server_env(self) -> dict[str, str]:
+        """The debug port and a timeout no paused call reaches: what every debugged server is started with."""
+        return {DEBUG_PORT_ENV: str(self.port), "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
 
     @property
     def reloads_in_place(self) -> bool:

@@ -450,9 +450,10 @@ class Supervisor:
         error = instance.error
         self.backend.stop(instance)
         failed.discard()
+        # marked before the start, so the last good server's ready line shows the broken save, never Ready
+        self._mark_broken(instance, State.COMPILE_ERROR, error)
         self._launch(instance, self.serving[instance.name])  # not kept: the last good one still serves
-        if instance.state == State.READY:
-            self._mark_broken(instance, State.COMPILE_ERROR, error)
+        if instance.serves:
             self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
 
     def _mark_broken(self, instance: Instance, state: State, error: str) -> None:
@@ -533,7 +534,7 @@ class Supervisor:
             "debugger": instance.debug.debugger,
             "port": instance.debug.port,
             "local_root": debugging.local_root(spec),
-            "remote_root": str(prepared.install_link) if prepared is not None else "",
+            "remote_root": self.backend.served_root(prepared) if prepared is not None else "",
         }
 
     def status(self) -> list[dict[str, Any]]:

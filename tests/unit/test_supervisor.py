@@ -233,6 +233,15 @@ def break_by_a_handler_typo(supervisor, backend):
     supervisor.reload(dataclasses.replace(typo, handler="handler.nope", document={**typo.document, "typo": True}))
 
 
+def test_a_handler_typo_is_never_shown_ready_while_the_last_good_code_starts_again(supervisor, backend):
+    instance = supervisor.start(function(code="v1"))
+    shown, told = [], instance.on_state
+    instance.on_state = lambda i: (shown.append(i.state), told(i))
+    break_by_a_handler_typo(supervisor, backend)
+    assert instance.state == State.COMPILE_ERROR and instance.error and backend.launched[-1][2] == "v1"
+    assert State.COMPILE_ERROR in shown and State.READY not in shown, shown
+
+
 def break_by_a_broken_manifest(supervisor, backend):
     supervisor.config_error("hello", "functions.yaml: Function hello: spec.runtime: required")
 
