@@ -96,8 +96,15 @@ class Instance:
         broken save while its last good code serves (as a cluster's old pod keeps serving while the new one
         fails). Events and cron runs are sent to it then too."""
         return self.state in (State.READY, State.RELOADING) or (
-            self.broken is not None and self.state == self.broken[0] and self.last_control[0] == "ready"
+            self.broken is not None and self.state == self.broken[0] and self.runs_code
         )
+
+    @property
+    def runs_code(self) -> bool:
+        """Its server has code loaded: it said ready, or a later generation failed to load in place (the
+        server keeps the code it had; only a server's first generation, 0, failing leaves it none)."""
+        event, generation = self.last_control
+        return event == "ready" or (event == "load-failed" and generation > 0)
 
     @property
     def shown_state(self) -> State:

@@ -221,6 +221,19 @@ def break_by_a_load_failure(supervisor, backend):
     supervisor.reload(function(code="v2 broken"))
 
 
+def test_code_that_does_not_load_in_place_leaves_the_last_good_code_serving_events_too(supervisor, backend):
+    instance = supervisor.start(function(code="v1"))
+    break_by_a_load_failure(supervisor, backend)
+    assert instance.state == State.COMPILE_ERROR and backend.alive(instance)
+    assert instance.serves  # triggers and cron go on delivering to the running last good code
+
+
+def test_a_server_whose_first_code_does_not_load_does_not_serve(supervisor, backend):
+    backend.starts["hello"] = ["load-failed"]
+    instance = supervisor.start(function(code="v1"))
+    assert instance.state == State.COMPILE_ERROR and not instance.serves
+
+
 def break_by_a_failed_compile(supervisor, backend):
     backend.prepares["hello"] = [StepFailed("compile", "handler.go:3: undefined: x")]
     supervisor.reload(function(code="v2 broken"))
