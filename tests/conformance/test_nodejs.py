@@ -1,6 +1,7 @@
 """Node.js-specific vectors (contract §5 Node column, §10 #9-#13) and the places where the Node
 runtime deliberately differs from the legacy Kubeless image (see the README parity table)."""
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -151,6 +152,38 @@ def test_express_response_object_is_usable(function):
     assert r.status_code == 202
     assert r.json() == {"path": "/some/path", "q": "1", "is": "json"}
     assert r.cookies.get("k") == "v"
+
+
+def test_express_objects_read_late_are_the_calls_own(function):
+    # event.extensions are built when first read: after an await, other calls in between, they are still
+    # Express' request and response of this call, listed as before and with req.body as event.data
+    f = function("hello", editable=True)
+    code = (
+        "module.exports = { handler: async (e) => {\n"
+        "  const keys = Object.keys(e.extensions);\n"
+        "  await new Promise((r) => setTimeout(r, 20));\n"
+        "  const req = e.extensions.request;\n"
+        "  e.extensions.response.set('X-Late', req.query.q);\n"
+        "  return { keys, path: req.path, q: req.query.q, same: req.body === e.data, id: req.get('event-id') };\n"
+        "} };\n"
+    )
+    assert f.replace_code(code).value == "Ready"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        calls = [
+            pool.submit(requests.get, f.url + "/p%d?q=%d" % (i, i), headers={"event-id": "e%d" % i}, timeout=30)
+            for i in range(16)
+        ]
+        answers = [c.result() for c in calls]
+    for i, r in enumerate(answers):
+        assert r.status_code == 200
+        assert r.json() == {
+            "keys": ["request", "response"],
+            "path": "/p%d" % i,
+            "q": str(i),
+            "same": True,
+            "id": "e%d" % i,
+        }
+        assert r.headers["X-Late"] == str(i)
 
 
 def test_body_limit_defaults_to_1_mb(function):
