@@ -80,9 +80,12 @@ const errorsCounter = new client.Counter({
 // call within STALL_MS is stuck in synchronous code: its waiting calls move to another worker and
 // new calls avoid it until it answers again. Who runs a call is settled through its claim word, a
 // slot of the worker's shared array (+id posted, -id started by the worker, 0 taken back by this
-// thread; a slot serves the next call once its call is answered), so a call never runs twice.
+// thread; a slot serves the next call once its call is answered), so a call never runs twice. The
+// word after the slots (SEEN) counts the calls the worker has taken from its messages: a batch it
+// has not taken whole after STALL_MS shows it stuck.
 // One idle spare worker is kept loaded, so moving calls never waits for a load.
 const SLOTS = 16384; // claim words per worker: the calls it can hold at once
+const SEEN = SLOTS;
 const STALL_MS = 50;
 const CHECK_MS = 20;
 const SPARE_RETRY_MS = 1000; // after a spare failed to load, wait before the next attempt
@@ -113,7 +116,7 @@ function enterInstallDir(dir = installDir) {
 
 function spawn(gen, onLoaded, onFailed) {
   enterInstallDir();
-  const claims = new Int32Array(new SharedArrayBuffer(4 * SLOTS));
+  const claims = new Int32Array(new SharedArrayBuffer(4 * (SLOTS + 1)));
   const w = new Worker(path.join(__dirname, 'worker.js'), {
     env: workerEnv(),
     execArgv: workerArgv,
@@ -125,7 +128,7 @@ function spawn(gen, onLoaded, onFailed) {
   });
   const wk = {
     w, gen, claims, free: Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i),
-    dir: process.cwd(), calls: new Set(), posted: [], outbox: [], loaded: false, dead: false,
+    dir: process.cwd(), calls: new Set(), outbox: [], sent: 0, sends: [], loaded: false, dead: false,
     stalled: false, lastUsed: 0, pingSent: 0, pingTimer: null,
   };
   workers.add(wk);
@@ -261,11 +264,9 @@ function dispatch(call) {
   call.slot = wk.free.pop();
   Atomics.store(wk.claims, call.slot, call.id);
   wk.calls.add(call);
-  wk.posted.push({ call, slot: call.slot, at: Date.now() });
   wk.lastUsed = ++useCounter;
   if (!wk.outbox.length) setImmediate(flush, wk);
   wk.outbox.push(call);
-  watch();
   ensureSpare();
 }
 
@@ -279,7 +280,19 @@ function flush(wk) {
   for (const call of calls) {
     if (call.worker === wk && Atomics.load(wk.claims, call.slot) === call.id) batch.push([call.id, call.slot, ...call.msg]);
   }
-  if (batch.length) wk.w.postMessage(batch);
+  if (!batch.length) return;
+  wk.sent = (wk.sent + batch.length) | 0; // int32, as SEEN
+  unseen(wk).push([wk.sent, Date.now()]);
+  wk.w.postMessage(batch);
+  watch();
+}
+
+// The batches sent to a worker that it has not taken whole: [SEEN once taken, when sent].
+function unseen(wk) {
+  const seen = Atomics.load(wk.claims, SEEN);
+  const { sends } = wk;
+  while (sends.length && ((seen - sends[0][0]) | 0) >= 0) sends.shift();
+  return sends;
 }
 
 // While calls wait in a worker's message queue, check that it picks them up.
@@ -292,17 +305,14 @@ function check() {
   const now = Date.now();
   let waiting = false;
   for (const wk of [...workers]) {
-    const { posted } = wk;
-    const waits = (p) => p.call.worker === wk && p.call.slot === p.slot && Atomics.load(wk.claims, p.slot) === p.call.id;
-    while (posted.length && !waits(posted[0])) posted.shift(); // started, answered or moved
-    if (!posted.length) continue;
-    if (now - posted[0].at < STALL_MS) { waiting = true; continue; }
+    const sends = unseen(wk);
+    if (!sends.length) continue;
+    waiting = true;
+    if (wk.stalled || now - sends[0][1] < STALL_MS) continue;
     wk.stalled = true;
     wk.w.postMessage({ t: 'ping' }); // its pong (or any answer) shows it keeps up again
-    const moved = posted.filter((p) => waits(p) && takeBack(p.call)).map((p) => p.call);
-    wk.posted = [];
+    const moved = [...wk.calls].filter(takeBack); // those it has not started
     for (const call of moved) dispatch(call);
-    waiting = true;
   }
   if (!waiting) { clearInterval(checkTimer); checkTimer = null; }
 }

@@ -27,7 +27,9 @@ const rtRequire = workerData.runtimeLib
 const express = rtRequire('express');
 const typeis = createRequire(rtRequire.resolve('express'))('type-is'); // what Express' req.is() runs
 // The claim words of this worker's calls (kubeless.js): +id posted, -id started here, 0 taken back.
+// The word after them counts the calls taken from messages (the server watches it move).
 const { claims } = workerData;
+const SEEN = claims.length - 1;
 const NO_HEADERS = [];
 
 // What goes to the server goes in batches: everything sent while this turn's microtasks run (the
@@ -333,6 +335,7 @@ app.use((err, req, res, next) => (err.status === 400 ? clientError(res, err.mess
 function handle([id, slot, method, url, httpVersion, headers, rawHeaders, body,
   remoteAddress, remotePort, localAddress, localPort]) {
   // Claim the call first: the server takes back calls this thread was too busy to start.
+  Atomics.add(claims, SEEN, 1);
   if (Atomics.compareExchange(claims, slot, id, -id) !== id) return;
   const dot = httpVersion.indexOf('.');
   const m = {
