@@ -5,13 +5,14 @@ import concurrent.futures
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from sockets import free_port
+from sockets import answer_of, free_port
 
 from kubeless_local.emulator.prepare import setup_runtime_lib
 
@@ -137,6 +138,22 @@ def test_other_callers_are_not_stuck_behind_a_blocked_loop(function):
     assert r.text == "ok"
     assert time.monotonic() - started < 15  # a spare served it: not after the spinner's 20 s timeout
     spinner.close()
+
+
+def test_calls_that_arrive_with_a_runaway_one_are_served_by_a_spare(function):
+    # calls the server reads together go to the worker in one message; the first spins, the others (not
+    # started) move to a spare and are answered within the sockets' 20 s, long before the 30 s timeout
+    f = function("hello", timeout=30, editable=True)
+    code = "module.exports = { handler: (e) => { if (e.data === 'spin') for (;;) {} return 'ok ' + e.data; } };\n"
+    assert f.replace_code(code).value == "Ready"
+    port = int(f.instance.server_url.rsplit(":", 1)[1])  # the runtime server itself (past a front door)
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(6)]
+    bodies = [b"spin"] + [b"%d" % i for i in range(1, 6)]
+    for sock, body in zip(socks, bodies):  # back to back, so that the server reads them in one turn
+        head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert [answer_of(sock) for sock in socks[1:]] == [(200, "ok %d" % i) for i in range(1, 6)]
+    socks[0].close()
 
 
 def test_express_response_object_is_usable(function):
