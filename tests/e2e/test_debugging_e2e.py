@@ -122,6 +122,19 @@ def stop_at(dap, attach, path, line):
     dap.response(attach)
 
 
+def a_call_stops_at(folder, line, name, value):
+    """Attached with the editor's entry, a breakpoint on `line` of the user's handler.py stops a call of pyfn,
+    whose local `name` reads `value` there; continued, the call answers `name=value`."""
+    dap, attach = attached(debug_config("pyfn", folder))
+    with dap:
+        stop_at(dap, attach, folder / "handler.py", line)
+        call = Call("pyfn", folder)
+        stopped = dap.wait_event("stopped", timeout=60)
+        assert dap.top_locals(stopped["threadId"])[name] == value
+        dap.request("continue", {"threadId": stopped["threadId"]})
+        assert call.answer().stdout.strip() == "%s=%s" % (name, value)
+
+
 def debug_config(name, cwd):
     result = cli("debug-config", name, "--editor", "vscode", cwd=cwd, check=True)
     return json.loads(result.stdout)
@@ -162,14 +175,7 @@ def test_a_breakpoint_in_the_users_python_file_stops_a_call_past_its_timeout_and
     (folder / "handler.py").write_text(SAVED_PY)
     dev.wait_for_output("reloaded in")
     assert debug_config("pyfn", folder)["connect"]["port"] == port  # the same port after the save
-    dap, attach = attached(config)
-    with dap:
-        stop_at(dap, attach, folder / "handler.py", SAVED_PY_LINE)
-        call = Call("pyfn", folder)
-        stopped = dap.wait_event("stopped", timeout=60)
-        assert dap.top_locals(stopped["threadId"])["doubled"] == "86"
-        dap.request("continue", {"threadId": stopped["threadId"]})
-        assert call.answer().stdout.strip() == "doubled=86"
+    a_call_stops_at(folder, SAVED_PY_LINE, "doubled", "86")
 
 
 @BACKENDS
@@ -243,14 +249,7 @@ def test_on_docker_in_host_mode_the_debugger_binds_the_debug_port_itself(tmp_pat
     dev = start_dev("dev", "--backend", "docker", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
     dev.wait_for_output("Watching")
     assert "docker network: host" in dev.output()
-    dap, attach = attached(debug_config("pyfn", folder))
-    with dap:
-        stop_at(dap, attach, folder / "handler.py", HANDLER_PY_LINE)
-        call = Call("pyfn", folder)
-        stopped = dap.wait_event("stopped", timeout=60)
-        assert dap.top_locals(stopped["threadId"])["total"] == "42"
-        dap.request("continue", {"threadId": stopped["threadId"]})
-        assert call.answer().stdout.strip() == "total=42"
+    a_call_stops_at(folder, HANDLER_PY_LINE, "total", "42")
 
 
 def test_on_docker_the_debug_port_survives_a_container_that_dies(tmp_path, start_dev):
@@ -268,14 +267,7 @@ def test_on_docker_the_debug_port_survives_a_container_that_dies(tmp_path, start
     )
     container.kill()  # the server's container dies on its own: `dev` starts a new one, the debug door points at it
     dev.wait_until(lambda: row()["restarts"] == 1 and row()["state"] == "Debugging", "restarted under the debugger")
-    dap, attach = attached(debug_config("pyfn", folder))
-    with dap:
-        stop_at(dap, attach, folder / "handler.py", HANDLER_PY_LINE)
-        call = Call("pyfn", folder)
-        stopped = dap.wait_event("stopped", timeout=60)
-        assert dap.top_locals(stopped["threadId"])["total"] == "42"
-        dap.request("continue", {"threadId": stopped["threadId"]})
-        assert call.answer().stdout.strip() == "total=42"
+    a_call_stops_at(folder, HANDLER_PY_LINE, "total", "42")
 
 
 def test_the_debug_port_survives_a_restart_of_the_server(tmp_path, start_dev):

@@ -45,6 +45,7 @@ from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, ru
 from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken, open_to
 from kubeless_local.emulator.guardian import Guardian
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
@@ -162,6 +163,7 @@ class DockerBackend(Backend):
         *,
         on_exit: OnExit = ignore_exit,
         guardian: Optional[Guardian] = None,
+        recorder: Optional[Recorder] = None,
         client: Any = None,
         catalog: Optional[Catalog] = None,
         network: str = "auto",
@@ -169,7 +171,7 @@ class DockerBackend(Backend):
         """`client`: a docker client (None: the engine's, connected on first use); `catalog`: where
         runtimes are resolved (None: the one resolve() is given); `network`: the settings' docker.network
         (network.py; auto: chosen by the engine, once)."""
-        super().__init__(logs, on_exit=on_exit, guardian=guardian)
+        super().__init__(logs, on_exit=on_exit, guardian=guardian, recorder=recorder)
         self._client = client
         self.catalog = catalog
         self.network_setting = network
@@ -379,7 +381,8 @@ class DockerBackend(Backend):
         if door is not None:
             door.close()
         try:
-            door = doors[instance.name] = FrontDoor(port, instance.name + (" (debugger)" if debugged else ""))
+            name = instance.name + (" (debugger)" if debugged else "")
+            door = doors[instance.name] = FrontDoor(port, name, None if debugged else self.recorder)  # no HTTP there
         except PortTaken as exc:
             doors.pop(instance.name, None)
             instance.exit_code = EXIT_CANNOT_LISTEN
@@ -458,6 +461,7 @@ class DockerBackend(Backend):
             door = self._door(instance)
             if door is None:
                 return
+            instance.front_door = door.recorder is not None  # senders mark their requests: it reads the mark
             if instance.debug is not None:
                 debug_door = self._door(instance, self._debug_doors)
                 if debug_door is None:
@@ -468,7 +472,7 @@ class DockerBackend(Backend):
         with self.lock:
             self._by_name[prepared.spec.name] = handle
         if door is not None:
-            door.point(handle.target)  # only now: whatever answers through it is this container
+            door.point(handle.target, prepared.generation)  # only now: whatever answers through it is this container
         if debug_door is not None:
             debug_door.point(handle.debug_target)
 
@@ -644,7 +648,7 @@ class DockerBackend(Backend):
                 instance.on_control("load-failed", generation, trial.error or "the new container did not start")
             return
         assert new is not None, "ready"
-        door.point(new.target)
+        door.point(new.target, prepared.generation)
         debug_door = self._debug_doors.get(instance.name)
         if debug_door is not None:  # the editor attaches to the new container's debugger from here on
             debug_door.point(new.debug_target)
