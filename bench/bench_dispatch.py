@@ -1,0 +1,139 @@
+"""Python hello at few connections: the runtime server vs a bare stdlib server, rounds alternated.
+
+    python bench/bench_dispatch.py [--connections 1,10] [--seconds 2] [--rounds 5] [--before /work/main]
+
+One connection is latency-bound: what a call costs between the socket and the user's function (the
+runtime server's hand-off to the worker that runs it). Each round measures, in turn, the baseline (a bare
+stdlib `http.server` hello) and each target; a target's ratio in a round is to that round's baseline, so
+the machine's load hits both alike. Targets:
+
+- **standalone**: this tree's runtime server started by hand (stdout to /dev/null), and with `--before
+  TREE` the same server file of another checkout (**before**), for a before/after in the same run;
+- **server**: the function's runtime server started by the engine as `dev` does (its logs read by the
+  engine), on its private port;
+- **url**: the function's URL: the front door in the engine's process (process backend), which records
+  each call, relaying to that server;
+- with `--before TREE`, **before server** and **before url**: the same through a second engine whose
+  runtime server file is TREE's.
+
+Prints a Markdown table: median req/s and p50, the median ratio and the range over the rounds.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench_throughput import baseline_for
+from common import CATALOG, ROOT, SCENARIOS, Engine, bench_parser, free_port, wait_http, wrk
+
+from kubeless_local import runtimes
+
+
+class Standalone:
+    """A runtime server file run by hand on the `hello` scenario (the engine's environment, no engine)."""
+
+    def __init__(self, interpreter, server_file, code_dir, pythonpath):
+        self.port = free_port()
+        env = dict(
+            os.environ,
+            PYTHONPATH=pythonpath,
+            MOD_NAME="handler",
+            FUNC_HANDLER="handler",
+            FUNC_TIMEOUT="180",
+            FUNC_PORT=str(self.port),
+            KUBELESS_INSTALL_VOLUME=str(code_dir),
+            KUBELESS_LOCAL_BIND="127.0.0.1",
+        )
+        self.proc = subprocess.Popen(
+            [interpreter, "-S", "-u", str(server_file)], env=env, stdout=subprocess.DEVNULL, cwd=code_dir
+        )
+        self.url = "http://127.0.0.1:%d/" % self.port
+        wait_http(self.url)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def main():
+    parser = bench_parser(__doc__)
+    parser.set_defaults(runtimes="python3.11")
+    parser.add_argument("--connections", default="1,10")
+    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--before", help="another checkout whose runtimes/python/kubeless.py to measure too")
+    args = parser.parse_args()
+    runtime, _ = CATALOG.resolve(args.runtimes.split(",")[0])
+    code = Path(tempfile.mkdtemp(prefix="kl-bench-code-"))
+    (code / "handler.py").write_text((SCENARIOS / "hello" / "handler.py").read_text())
+    engine = Engine(args.backend)
+    engines = [engine]
+    baseline = baseline_for(runtime, str(engine.tmp))
+    servers = []
+    try:
+        _, instance = engine.function(runtime.name, "hello")
+        with open("/proc/%d/environ" % instance.pid, "rb") as f:  # the server's libraries, as the engine runs it
+            pythonpath = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)[b"PYTHONPATH"].decode()
+        trees = {"standalone": ROOT}
+        if args.before:
+            trees["before (standalone)"] = Path(args.before)
+        targets = {}
+        for name, tree in trees.items():
+            server_file = tree / "runtimes/python/kubeless.py"
+            servers.append(Standalone(runtime.executable_path(), server_file, code, pythonpath))
+            targets[name] = servers[-1].url
+        targets["server"] = instance.server_url + "/"
+        targets["url"] = instance.url + "/"
+        if args.before:
+            engines.append(Engine(args.backend))
+            this_tree, runtimes.RUNTIMES_DIR = runtimes.RUNTIMES_DIR, Path(args.before) / "runtimes"
+            try:  # the server file is found through the catalog when the function starts
+                _, before = engines[-1].function(runtime.name, "hello")
+            finally:
+                runtimes.RUNTIMES_DIR = this_tree
+            targets["before server"] = before.server_url + "/"
+            targets["before url"] = before.url + "/"
+        for url in (baseline.url, *targets.values()):
+            wrk(url, 10, 1)  # warm up
+        print("| conns | target | baseline req/s | req/s | p50 ms | ratio (median) | ratio range |")
+        print("|---|---|---|---|---|---|---|")
+        for conns in [int(c) for c in args.connections.split(",")]:
+            rows = {target: [] for target in targets}
+            bases = []
+            for turn in range(args.rounds):
+                # the order turns each round, so no target always follows the baseline
+                order = list(targets.items())
+                order = order[turn % len(order) :] + order[: turn % len(order)]
+                base = wrk(baseline.url, conns, args.seconds)
+                bases.append(base["rps"])
+                for target, url in order:
+                    rows[target].append((wrk(url, conns, args.seconds), base["rps"]))
+            for target, results in rows.items():
+                ratios = [r["rps"] / b for r, b in results]
+                print(
+                    "| %d | %s | %.0f | %.0f | %.3f | %.2f× | %.2f–%.2f |"
+                    % (
+                        conns,
+                        target,
+                        statistics.median(bases),
+                        statistics.median(r["rps"] for r, _ in results),
+                        statistics.median(r["p50_ms"] for r, _ in results),
+                        statistics.median(ratios),
+                        min(ratios),
+                        max(ratios),
+                    ),
+                    flush=True,
+                )
+    finally:
+        for server in servers:
+            server.close()
+        baseline.close()
+        for each in engines:
+            each.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
