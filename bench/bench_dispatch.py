@@ -16,7 +16,13 @@ the machine's load hits both alike. Targets:
 - with `--before TREE`, **before server** and **before url**: the same through a second engine whose
   runtime server file is TREE's.
 
-Prints a Markdown table: median req/s and p50, the median ratio and the range over the rounds.
+Every server here runs in its own session, as the engine starts runtime servers: with the kernel's
+autogroup scheduling a session is a scheduling group, so on a loaded machine a server in the benchmark's
+own session (with wrk) gets another share of the CPU than one in a session of its own.
+
+Prints a Markdown table: median req/s and p50, the median ratio and the range over the rounds, and the
+CPU the server's processes (the server and its workers; the engine's front door not included) spent per
+call, user + system: that moves much less with the machine's load than req/s.
 """
 
 import os
@@ -26,10 +32,39 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_throughput import baseline_for
-from common import CATALOG, ROOT, SCENARIOS, Engine, bench_parser, free_port, wait_http, wrk
+from bench_throughput import BASE
+from common import CATALOG, ROOT, SCENARIOS, Baseline, Engine, bench_parser, free_port, wait_http, wrk
 
 from kubeless_local import runtimes
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid):
+    """CPU seconds (user + system) of `pid` and its children so far."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+class OwnSessionBaseline(Baseline):
+    """The bare stdlib hello of bench_throughput, in a session of its own."""
+
+    def __init__(self, interpreter):
+        self.port = free_port()
+        argv = [interpreter, str(BASE / "python_http_server.py"), str(self.port)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.url = "http://127.0.0.1:%d/" % self.port
+        wait_http(self.url)
 
 
 class Standalone:
@@ -48,7 +83,11 @@ class Standalone:
             KUBELESS_LOCAL_BIND="127.0.0.1",
         )
         self.proc = subprocess.Popen(
-            [interpreter, "-S", "-u", str(server_file)], env=env, stdout=subprocess.DEVNULL, cwd=code_dir
+            [interpreter, "-S", "-u", str(server_file)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            cwd=code_dir,
+            start_new_session=True,
         )
         self.url = "http://127.0.0.1:%d/" % self.port
         wait_http(self.url)
@@ -71,7 +110,7 @@ def main():
     (code / "handler.py").write_text((SCENARIOS / "hello" / "handler.py").read_text())
     engine = Engine(args.backend)
     engines = [engine]
-    baseline = baseline_for(runtime, str(engine.tmp))
+    baseline = OwnSessionBaseline(runtime.executable_path())
     servers = []
     try:
         _, instance = engine.function(runtime.name, "hello")
@@ -80,11 +119,12 @@ def main():
         trees = {"standalone": ROOT}
         if args.before:
             trees["before (standalone)"] = Path(args.before)
-        targets = {}
+        targets, pids = {}, {"baseline": baseline.proc.pid, "server": instance.pid, "url": instance.pid}
         for name, tree in trees.items():
             server_file = tree / "runtimes/python/kubeless.py"
             servers.append(Standalone(runtime.executable_path(), server_file, code, pythonpath))
             targets[name] = servers[-1].url
+            pids[name] = servers[-1].proc.pid
         targets["server"] = instance.server_url + "/"
         targets["url"] = instance.url + "/"
         if args.before:
@@ -96,10 +136,19 @@ def main():
                 runtimes.RUNTIMES_DIR = this_tree
             targets["before server"] = before.server_url + "/"
             targets["before url"] = before.url + "/"
+            pids["before server"] = pids["before url"] = before.pid
+
+        def measure(target, url, conns):
+            """wrk's figures and the server's CPU µs per call."""
+            cpu = tree_cpu(pids[target])
+            result = wrk(url, conns, args.seconds)
+            result["cpu_us"] = (tree_cpu(pids[target]) - cpu) * 1e6 / (result["rps"] * args.seconds)
+            return result
+
         for url in (baseline.url, *targets.values()):
             wrk(url, 10, 1)  # warm up
-        print("| conns | target | baseline req/s | req/s | p50 ms | ratio (median) | ratio range |")
-        print("|---|---|---|---|---|---|---|")
+        print("| conns | target | baseline req/s | req/s | p50 ms | ratio (median) | ratio range | CPU µs/call |")
+        print("|---|---|---|---|---|---|---|---|")
         for conns in [int(c) for c in args.connections.split(",")]:
             rows = {target: [] for target in targets}
             bases = []
@@ -107,23 +156,33 @@ def main():
                 # the order turns each round, so no target always follows the baseline
                 order = list(targets.items())
                 order = order[turn % len(order) :] + order[: turn % len(order)]
-                base = wrk(baseline.url, conns, args.seconds)
-                bases.append(base["rps"])
+                base = measure("baseline", baseline.url, conns)
+                bases.append(base)
                 for target, url in order:
-                    rows[target].append((wrk(url, conns, args.seconds), base["rps"]))
+                    rows[target].append((measure(target, url, conns), base["rps"]))
+            print(
+                "| %d | baseline | | %.0f | %.3f | | | %.0f |"
+                % (
+                    conns,
+                    statistics.median(b["rps"] for b in bases),
+                    statistics.median(b["p50_ms"] for b in bases),
+                    statistics.median(b["cpu_us"] for b in bases),
+                )
+            )
             for target, results in rows.items():
                 ratios = [r["rps"] / b for r, b in results]
                 print(
-                    "| %d | %s | %.0f | %.0f | %.3f | %.2f× | %.2f–%.2f |"
+                    "| %d | %s | %.0f | %.0f | %.3f | %.2f× | %.2f–%.2f | %.0f |"
                     % (
                         conns,
                         target,
-                        statistics.median(bases),
+                        statistics.median(b["rps"] for b in bases),
                         statistics.median(r["rps"] for r, _ in results),
                         statistics.median(r["p50_ms"] for r, _ in results),
                         statistics.median(ratios),
                         min(ratios),
                         max(ratios),
+                        statistics.median(r["cpu_us"] for r, _ in results),
                     ),
                     flush=True,
                 )

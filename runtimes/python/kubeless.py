@@ -74,6 +74,10 @@ FRAME = struct.Struct("!I")
 # A client connection goes to an idle worker that reads and answers it itself (one process hop per call,
 # as a bare server); not with per-call isolation or a debugger, whose calls go through the server.
 DIRECT = not PER_CALL and not DEBUG_PORT
+# Workers answering connections themselves, at most: one per core. Past that many busy connections a worker
+# per connection costs more wake-ups than the server's loop, which reads many requests per turn and answers
+# many per turn, with calls in frames to the workers.
+DIRECT_WORKERS = os.cpu_count() or 1
 LABELS = FUNCTION_METHODS  # a call's metrics label (HEAD counts as GET)
 
 CONTEXT = {
@@ -854,6 +858,9 @@ class Pool:
         """A client connection: handed to a worker that answers its calls itself when one is free, else
         read here (calls then go to workers in frames, as they free up)."""
         worker = self.free_for_client() if DIRECT and not self.waiters else None
+        if worker is not None and not worker.clients and self.direct_workers() >= DIRECT_WORKERS:
+            self.idle.append(worker)  # as many answer connections as there are cores: this one is read here
+            worker = None
         if worker is not None:
             self.keys += 1
             try:
@@ -865,6 +872,9 @@ class Pool:
                     self.watch(worker)
                 return
         asyncio.get_running_loop().create_task(self.serve_here(conn))
+
+    def direct_workers(self):
+        return sum(1 for worker in self.live if worker.clients)
 
     def free_for_client(self):
         """The worker that answered the last call, idle or whose connections the clients just closed (a client
@@ -1333,14 +1343,14 @@ class HttpProtocol(RequestParts, asyncio.Protocol):
         last = self.previous is asyncio.current_task()
         if not keep_alive or (self.eof and last):
             self.transport.close()
-        elif last and not self.in_message and self.pool.idle and not self.pool.waiters and DIRECT:
+        elif last and not self.in_message and DIRECT and self.pool.idle and not self.pool.waiters:
             self.hand_over()
         if len(_body) >= BIG_BODY:
             asyncio.get_running_loop().call_soon(release_memory)  # once this call's buffers are gone
 
     def hand_over(self):
-        """Nothing more to read or write here: the connection goes to an idle worker."""
-        if self.transport.get_write_buffer_size():
+        """Nothing more to read or write here: the connection goes to an idle worker (if one may take it)."""
+        if self.transport.get_write_buffer_size() or self.pool.direct_workers() >= DIRECT_WORKERS:
             return
         conn = socket.socket(fileno=os.dup(self.transport.get_extra_info("socket").fileno()))
         self.transport.abort()  # closes this process's first copy only: the connection lives on in `conn`
