@@ -1,11 +1,17 @@
 """Kubeless Python runtime server (contract §5), built for a fast local loop.
 
 Legacy Kubeless ran every call in a freshly forked process (~100 req/s). Here an asyncio front
-process parses HTTP (httptools), keeps /healthz and /metrics, and hands each function call to a
-pool of warm worker processes forked from it. A worker imports the user's module once and runs
-calls through a real bottle app, so `event['extensions']['request']` is a bottle request and return
-values/exceptions become responses exactly as bottle renders them. A worker that overruns
-FUNC_TIMEOUT is killed (SIGKILL: no CPU burnt afterwards) and replaced; the caller gets 408.
+process keeps /healthz and /metrics and a pool of warm worker processes forked from it. A worker
+imports the user's module once and runs calls through a real bottle app, so
+`event['extensions']['request']` is a bottle request and return values/exceptions become responses
+exactly as bottle renders them.
+
+A client connection goes to an idle worker (its descriptor passed over a unix socket), which reads,
+calls and answers on it itself: one process hop per call, as in a bare server. The server keeps a
+copy of the connection and a shared-memory slot per worker (the call that runs, since when), and a
+worker that overruns FUNC_TIMEOUT is killed (SIGKILL: no CPU burnt afterwards) and replaced; the
+server answers the caller 408 on its copy. When more connections are busy than there are cores, or
+no worker is idle, the server reads the connection itself and hands each call to a worker in a frame.
 The pool keeps MIN_WORKERS warm, grows to CHERRYPY_NUMTHREADS under load and shrinks back after
 IDLE_SECONDS; a call takes the idle worker that served last (its module state is warm).
 
@@ -26,6 +32,7 @@ import bisect
 import collections
 import ctypes
 import functools
+import gc
 import io
 import json
 import mmap
@@ -53,8 +60,9 @@ BIND = os.environ.get("KUBELESS_LOCAL_BIND", "0.0.0.0")
 MEMFILE_MAX = int(os.environ.get("FUNC_MEMFILE_MAX", str(100 * 1024 * 1024)))
 CONTROL = os.environ.get("KUBELESS_LOCAL_CONTROL") == "1"
 PER_CALL = os.environ.get("KUBELESS_LOCAL_ISOLATION", "warm") == "per-call"
-# Warm workers kept ready: two per core keeps the hand-off from the HTTP process busy on both sides.
-MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS") or min(4, 2 * (os.cpu_count() or 1)))
+# Warm workers kept ready: one. A worker answers a connection itself (no hand-off to keep busy), the pool
+# grows within GROW_AFTER for calls that wait, and an idle function costs two processes, not five.
+MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS") or 1)
 MAX_WORKERS = int(os.environ.get("CHERRYPY_NUMTHREADS", "10"))  # Kubeless' concurrency knob
 MIN_WORKERS = min(MIN_WORKERS, MAX_WORKERS)
 # dev --debug: debugpy listens on 127.0.0.1:DEBUG_PORT in the one worker that serves the calls, so the next
@@ -79,6 +87,10 @@ DIRECT = not PER_CALL and not DEBUG_PORT
 # many per turn, with calls in frames to the workers.
 DIRECT_WORKERS = os.cpu_count() or 1
 LABELS = FUNCTION_METHODS  # a call's metrics label (HEAD counts as GET)
+# The code generation that serves, shared by the server with every worker it forks: a worker of another
+# generation gives its client connections back before it reads another request from them.
+SERVING = mmap.mmap(-1, mmap.PAGESIZE)
+GENERATION = struct.Struct("=Q")
 
 CONTEXT = {
     "function-name": None,  # filled with func.__name__ once loaded
@@ -116,8 +128,6 @@ MALLOC_TRIM = _malloc_trim()
 def release_memory():
     """Give freed memory back to the OS. A big body is read in many chunks: once freed, glibc keeps
     the holes they leave in its heap, so a process stays as big as its biggest request until told."""
-    import gc
-
     gc.collect()
     if MALLOC_TRIM is not None:
         MALLOC_TRIM(0)
@@ -355,7 +365,7 @@ def worker_main(sock, ctl, slot, generation):
     if DIRECT:
         sys.stdout = OrderedOutput(sys.stdout, slot)
     send_frame(sock, ("ready", generation))
-    WorkerLoop(sock, ctl, slot, app, outcome).run()
+    WorkerLoop(sock, ctl, slot, app, outcome, generation).run()
 
 
 class Slot:
@@ -478,8 +488,9 @@ class WorkerLoop:
     gets at a request boundary; the server watches `slot` to answer 408 and kill this worker past the
     timeout."""
 
-    def __init__(self, sock, ctl, slot, app, outcome):
+    def __init__(self, sock, ctl, slot, app, outcome, generation):
         self.sock, self.ctl, self.slot, self.app, self.outcome = sock, ctl, slot, app, outcome
+        self.generation = generation
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
         self.poller.register(ctl, select.POLLIN)
@@ -644,6 +655,10 @@ class Client(RequestParts):
         self.requests.append(self.take_request())
 
     def receive(self):
+        loop = self.loop
+        if not self.in_message and GENERATION.unpack_from(SERVING)[0] != loop.generation:
+            loop.giving_back = True  # new code serves: the next request is read by the server, unread here
+            return
         try:
             data = self.conn.recv(1 << 16)
         except OSError:
@@ -702,6 +717,7 @@ class Worker(asyncio.Protocol):
         parent, child = socket.socketpair()
         control, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.slot = Slot()
+        gc.freeze()  # the server's objects out of the collector's sight: a worker's collections leave them shared
         self.pid = os.fork()
         if self.pid == 0:  # child
             try:
@@ -727,7 +743,8 @@ class Worker(asyncio.Protocol):
         self.watch = None  # the timer that looks at its slot
         self.killed = False
         self.on_lost = None
-        self.folded = [0.0] * len(self.slot.counts)
+        self.folded = [0.0] * len(self.slot.counts)  # its counts already in the server's metrics
+        self.freed_future = None  # a reload waits on it for the worker to give its connections back
         self.handed_at = 0.0  # the slot's counts already in the server's metrics
 
     async def connect(self):
@@ -777,8 +794,13 @@ class Worker(asyncio.Protocol):
         end = self.slot.last_end()
         return 0.0 if end is None else max(end, self.handed_at)
 
+    def given_back(self):
+        if self.freed_future is not None and not self.freed_future.done():
+            self.freed_future.set_result(None)
+
     def kill(self):
         self.killed = True
+        self.given_back()
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -938,6 +960,7 @@ class Pool:
     def freed(self, worker):
         """A worker answers no client connection any more: idle (or another call's), or gone if old."""
         worker.asked_back = False
+        worker.given_back()
         if worker.watch is not None:
             worker.watch.cancel()
             worker.watch = None
@@ -1113,15 +1136,23 @@ class Pool:
             report_load_failure(generation, message[1])
             return
         self.generation = generation
+        GENERATION.pack_into(SERVING, 0, generation)
         old, self.idle = self.idle, []
         for worker in old:
             self.kill(worker)
-        for worker in self.live:  # they give their client connections back at the next request boundary
-            if worker.clients and worker.generation != generation and not worker.asked_back:
-                worker.asked_back = True
-                worker.ctl.send(b"r")
+        given_back = []
+        for worker in list(self.live):  # they give their client connections back before the next request
+            if worker.clients and worker.generation != generation:
+                if not worker.asked_back:
+                    worker.asked_back = True
+                    worker.ctl.send(b"r")
+                if worker.slot.running() is None:  # between calls: ready once it gave them back
+                    worker.freed_future = worker.freed_future or asyncio.get_running_loop().create_future()
+                    given_back.append(worker.freed_future)
         self.release(probe)
         self.top_up()
+        if given_back:  # no request that comes after "ready" meets the old code
+            await asyncio.wait(given_back, timeout=10)
         control("ready", generation=generation)
 
     def shutdown(self):

@@ -218,3 +218,14 @@ def test_access_lines_of_a_worker_killed_at_the_timeout_are_kept(function):
         assert caller.post(fn.url + "/?runaway", data="30", timeout=30).status_code == 408
     logs = fn.wait_for_log('"POST /?runaway HTTP/1.1" 408')
     assert '"POST /?first HTTP/1.1" 200' in logs and '"POST /?runaway HTTP/1.1" 408' in logs
+
+
+@pytest.mark.backend("process")  # the runtime server's own port, kept across a reload in place
+def test_a_kept_alive_connection_meets_the_new_code_right_after_a_reload(function):
+    fn = function("hello", editable=True)
+    server = fn.instance.server_url + "/"
+    with requests.Session() as kept:  # its worker answers it itself until the reload takes it back
+        assert kept.get(server, timeout=30).text == "hello world"
+        for n in range(3):
+            assert fn.replace_code('def handler(event, context):\n    return "v%d"\n' % n).value == "Ready"
+            assert kept.get(server, timeout=30).text == "v%d" % n
