@@ -86,6 +86,7 @@ DIRECT = not PER_CALL and not DEBUG_PORT
 # per connection costs more wake-ups than the server's loop, which reads many requests per turn and answers
 # many per turn, with calls in frames to the workers.
 DIRECT_WORKERS = os.cpu_count() or 1
+BUSY_SECONDS = 1.0  # a connection read by the server with a call this recent keeps the others read there too
 LABELS = FUNCTION_METHODS  # a call's metrics label (HEAD counts as GET)
 # The code generation that serves, shared by the server with every worker it forks: a worker of another
 # generation gives its client connections back before it reads another request from them.
@@ -840,6 +841,7 @@ class Pool:
         self.live = set()  # every worker not killed yet (loading, idle, busy, old generations)
         self.waiters = []
         self.keys = 0  # client connections handed to workers
+        self.readers = set()  # the HttpProtocols of the connections read here
 
     def new_worker(self, generation):
         worker = Worker(generation)
@@ -880,8 +882,8 @@ class Pool:
         """A client connection: handed to a worker that answers its calls itself when one is free, else
         read here (calls then go to workers in frames, as they free up)."""
         worker = self.free_for_client() if DIRECT and not self.waiters else None
-        if worker is not None and not worker.clients and self.direct_workers() >= DIRECT_WORKERS:
-            self.idle.append(worker)  # as many answer connections as there are cores: this one is read here
+        if worker is not None and not worker.clients and not self.direct_allowed():
+            self.idle.append(worker)
             worker = None
         if worker is not None:
             self.keys += 1
@@ -893,7 +895,17 @@ class Pool:
                 if worker.watch is None:
                     self.watch(worker)
                 return
+        if DIRECT and self.direct_workers() >= DIRECT_WORKERS:  # busier than the cores: all read here
+            self.ask_back(every=True)
         asyncio.get_running_loop().create_task(self.serve_here(conn))
+
+    def direct_allowed(self, asking=None):
+        """Another worker may answer a connection itself: fewer than one per core do, and no connection read
+        here (but `asking`'s) had a call within BUSY_SECONDS (it would have gone to a worker if it could)."""
+        if self.direct_workers() >= DIRECT_WORKERS:
+            return False
+        recent = time.monotonic() - BUSY_SECONDS
+        return not any(reader.last_call > recent for reader in self.readers if reader is not asking)
 
     def direct_workers(self):
         return sum(1 for worker in self.live if worker.clients)
@@ -968,13 +980,15 @@ class Pool:
         if worker in self.idle:  # idle since its last call, for retire_idle
             worker.idle_since = min(time.monotonic(), worker.last_used() or time.monotonic())
 
-    def ask_back(self):
-        """Calls wait and the pool is full: a worker answering a client connection gives it back here."""
+    def ask_back(self, every=False):
+        """Calls wait and the pool is full (or more connections are busy than there are cores): a worker
+        answering client connections gives them back here (`every`: all such workers)."""
         for worker in self.live:
             if worker.clients and not worker.asked_back:
                 worker.asked_back = True
                 worker.ctl.send(b"r")
-                return
+                if not every:
+                    return
 
     def watch(self, worker):
         """Answer 408 and kill the worker once a call it reads itself is past the timeout; look again when
@@ -1320,9 +1334,11 @@ class HttpProtocol(RequestParts, asyncio.Protocol):
         self.peer = "-"
         self.eof = False
         self.in_message = False
+        self.last_call = 0.0  # when its last request came (time.monotonic)
 
     def connection_made(self, transport):
         self.transport = transport
+        self.pool.readers.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -1347,6 +1363,7 @@ class HttpProtocol(RequestParts, asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.transport = None
+        self.pool.readers.discard(self)
 
     def eof_received(self):
         """The client half-closed its side (`nc -N`): answer what it sent, then close."""
@@ -1357,6 +1374,7 @@ class HttpProtocol(RequestParts, asyncio.Protocol):
         self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_message_complete(self):
+        self.last_call = time.monotonic()
         request, keep_alive, too_large = self.take_request()
         task = asyncio.get_running_loop().create_task(self.respond(request, keep_alive, too_large, self.previous))
         self.previous = task
@@ -1381,11 +1399,12 @@ class HttpProtocol(RequestParts, asyncio.Protocol):
 
     def hand_over(self):
         """Nothing more to read or write here: the connection goes to an idle worker (if one may take it)."""
-        if self.transport.get_write_buffer_size() or self.pool.direct_workers() >= DIRECT_WORKERS:
+        if self.transport.get_write_buffer_size() or not self.pool.direct_allowed(asking=self):
             return
         conn = socket.socket(fileno=os.dup(self.transport.get_extra_info("socket").fileno()))
         self.transport.abort()  # closes this process's first copy only: the connection lives on in `conn`
         self.transport = None
+        self.pool.readers.discard(self)
         self.pool.adopt(conn)
 
 
