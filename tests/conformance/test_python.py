@@ -229,3 +229,12 @@ def test_a_kept_alive_connection_meets_the_new_code_right_after_a_reload(functio
         for n in range(3):
             assert fn.replace_code('def handler(event, context):\n    return "v%d"\n' % n).value == "Ready"
             assert kept.get(server, timeout=30).text == "v%d" % n
+
+
+@pytest.mark.backend("process")  # counts the server's child processes on the host
+def test_an_idle_function_keeps_one_warm_worker_and_grows_for_calls_that_wait(function):
+    fn = function("sleep")
+    assert len(child_processes(fn.instance.pid)) == 1  # a server and one worker: two processes
+    answers, peak = busy_pool_peak(fn, calls=20, at_once=5)
+    assert answers == ["done"] * 20
+    assert 1 < peak <= 10  # CHERRYPY_NUMTHREADS' default
