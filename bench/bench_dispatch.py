@@ -70,10 +70,11 @@ class OwnSessionBaseline(Baseline):
 class Standalone:
     """A runtime server file run by hand on the `hello` scenario (the engine's environment, no engine)."""
 
-    def __init__(self, interpreter, server_file, code_dir, pythonpath):
+    def __init__(self, interpreter, server_file, code_dir, pythonpath, extra):
         self.port = free_port()
         env = dict(
             os.environ,
+            **extra,
             PYTHONPATH=pythonpath,
             MOD_NAME="handler",
             FUNC_HANDLER="handler",
@@ -104,7 +105,9 @@ def main():
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--before", help="another checkout whose runtimes/python/kubeless.py to measure too")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for every server (repeatable)")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.env)
     runtime, _ = CATALOG.resolve(args.runtimes.split(",")[0])
     code = Path(tempfile.mkdtemp(prefix="kl-bench-code-"))
     (code / "handler.py").write_text((SCENARIOS / "hello" / "handler.py").read_text())
@@ -113,7 +116,7 @@ def main():
     baseline = OwnSessionBaseline(runtime.executable_path())
     servers = []
     try:
-        _, instance = engine.function(runtime.name, "hello")
+        _, instance = engine.function(runtime.name, "hello", env=sorted(extra.items()))
         with open("/proc/%d/environ" % instance.pid, "rb") as f:  # the server's libraries, as the engine runs it
             pythonpath = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)[b"PYTHONPATH"].decode()
         trees = {"standalone": ROOT}
@@ -122,7 +125,7 @@ def main():
         targets, pids = {}, {"baseline": baseline.proc.pid, "server": instance.pid, "url": instance.pid}
         for name, tree in trees.items():
             server_file = tree / "runtimes/python/kubeless.py"
-            servers.append(Standalone(runtime.executable_path(), server_file, code, pythonpath))
+            servers.append(Standalone(runtime.executable_path(), server_file, code, pythonpath, extra))
             targets[name] = servers[-1].url
             pids[name] = servers[-1].proc.pid
         targets["server"] = instance.server_url + "/"
@@ -131,7 +134,7 @@ def main():
             engines.append(Engine(args.backend))
             this_tree, runtimes.RUNTIMES_DIR = runtimes.RUNTIMES_DIR, Path(args.before) / "runtimes"
             try:  # the server file is found through the catalog when the function starts
-                _, before = engines[-1].function(runtime.name, "hello")
+                _, before = engines[-1].function(runtime.name, "hello", env=sorted(extra.items()))
             finally:
                 runtimes.RUNTIMES_DIR = this_tree
             targets["before server"] = before.server_url + "/"
