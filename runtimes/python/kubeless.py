@@ -339,10 +339,10 @@ def run_call(app, outcome, request):
     return reply
 
 
-def after_call(request):
-    if len(request[3]) >= BIG_BODY:
-        bottle.request.bind({})  # bottle keeps the last request's environ (and body) bound
-        release_memory()
+def after_big_call():
+    """After a call with a big body (the caller dropped its own references to it)."""
+    bottle.request.bind({})  # bottle keeps the last request's environ (and body) bound
+    release_memory()
 
 
 def worker_main(sock, ctl, slot, generation):
@@ -538,8 +538,10 @@ class WorkerLoop:
         send_frame(self.sock, reply)
         if PER_CALL:
             return False
-        reply = None
-        after_call(request)
+        big = len(request[3]) >= BIG_BODY
+        request = reply = None
+        if big:
+            after_big_call()
         return True
 
     def read_control(self):
@@ -579,7 +581,7 @@ class WorkerLoop:
 
     def serve(self, client):
         while client.requests:
-            client.answer(*client.requests.popleft())
+            client.answer_next()
         if client.closing or (client.eof and not client.in_message):
             self.drop(client, b"C")
         elif self.giving_back and not client.in_message:
@@ -690,7 +692,8 @@ class Client(RequestParts):
         except OSError:
             self.closing = True
 
-    def answer(self, request, keep_alive, too_large):
+    def answer_next(self):
+        request, keep_alive, too_large = self.requests.popleft()  # its only reference: freed here
         if self.closing:
             return
         method, url, headers, _body, version, peer = request
@@ -711,8 +714,9 @@ class Client(RequestParts):
         loop.slot.log(access_line(peer, method, url, version, status, len(out_body), headers))
         if not keep_alive:
             self.closing = True
-        reply = None
-        after_call(request)
+        if len(_body) >= BIG_BODY:
+            request = reply = _body = None
+            after_big_call()
 
 
 # ---------------------------------------------------------------- server process
