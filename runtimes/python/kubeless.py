@@ -786,7 +786,7 @@ class Worker(asyncio.Protocol):
         pending, self.pending = self.pending, None
         if pending is not None and not pending.done():
             pending.set_exception(ConnectionError("worker exited"))
-        if not self.killed and self.on_lost is not None:
+        if not self.killed and self.clients and self.on_lost is not None:  # else its caller sees the error
             self.on_lost(self)
 
     def call(self, request):
@@ -1035,8 +1035,6 @@ class Pool:
         conns, worker.clients = worker.clients, {}
         running = worker.slot.running()
         self.discard(worker)
-        if not conns:
-            return
         key = answer = None
         if running is not None:
             key, method, url, version, peer, keep_alive, label, logged = running[1]

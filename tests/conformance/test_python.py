@@ -238,3 +238,25 @@ def test_an_idle_function_keeps_one_warm_worker_and_grows_for_calls_that_wait(fu
     answers, peak = busy_pool_peak(fn, calls=20, at_once=5)
     assert answers == ["done"] * 20
     assert 1 < peak <= 10  # CHERRYPY_NUMTHREADS' default
+
+
+EXITS = """import os
+
+
+def handler(event, context):
+    if event["data"] == b"exit":
+        os._exit(1)
+    return "alive"
+"""
+
+
+def test_a_worker_that_exits_during_a_call_answers_500_and_is_replaced(function):
+    fn = function("hello", editable=True)
+    assert fn.replace_code(EXITS).value == "Ready"
+    with requests.Session() as caller:  # one kept-alive connection: answered by the worker it was handed to
+        assert caller.post(fn.url + "/", data=b"exit", timeout=30).status_code == 500
+        assert caller.post(fn.url + "/", data=b"again", timeout=30).text == "alive"
+    assert "function worker exited during the call" in fn.wait_for_log("function worker exited during the call")
+    metrics = fn.metrics()
+    assert metrics[("function_calls_total", "POST")] == 2
+    assert metrics[("function_failures_total", "POST")] == 1
