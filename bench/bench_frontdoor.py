@@ -3,9 +3,13 @@ mode's front door (each function in its own namespace, dev relaying 127.0.0.1:<p
 (what dev uses) and on uvloop's (where installed: an experiment), vs the opt-in host mode (the server on the
 host's network, no relay). Rounds alternate the modes so load drifts hit all. The front door's CPU per
 request is this process's CPU time during the run (relay) less the same in host mode (idle threads).
+`--recorded` adds the relay mode with the invocation recorder on (as in `dev`: the door reads each exchange's
+framing and hands it to the recorder, whose writer stores it) and prints what recording costs against the
+plain relay of the same run.
 
     python bench/bench_frontdoor.py [--runtimes python3.11,nodejs20] [--rounds 3] [--seconds 5] [--connections 16]
                                     [--uvloop]   (pip install uvloop first; it is no dependency)
+                                    [--recorded] [--no-host]
 """
 
 import argparse
@@ -27,13 +31,13 @@ def uvloop_loop():
     return uvloop.new_event_loop()
 
 
-MODES = {"host": "host", "relay": "relay", "relay-uvloop": "relay"}  # bench mode -> docker.network
+MODES = {"host": "host", "relay": "relay", "relay-uvloop": "relay", "relay-recorded": "relay"}  # -> docker.network
 
 
 def engine_in(mode):
     """An Engine whose docker backend runs in `mode` (docker.network); relay-uvloop: the doors on uvloop's loop."""
     frontdoor.new_loop = uvloop_loop if mode == "relay-uvloop" else DEFAULT_LOOP
-    return Engine("docker", MODES[mode])
+    return Engine("docker", MODES[mode], recorded=mode == "relay-recorded")
 
 
 def throughput(mode, runtime, seconds, connections):
@@ -59,7 +63,16 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--uvloop", action="store_true", help="also the doors on uvloop's loop")
+    parser.add_argument("--recorded", action="store_true", help="also the relay with the recorder on")
+    parser.add_argument("--no-host", action="store_true", help="leave out host mode (with --recorded)")
     args = parser.parse_args()
+    chosen = [
+        mode
+        for mode in MODES
+        if (mode != "relay-uvloop" or args.uvloop)
+        and (mode != "relay-recorded" or args.recorded)
+        and (mode != "host" or not args.no_host)
+    ]
     print(
         "| runtime | host req/s | relay req/s | relay/host | relay on uvloop req/s | relay on uvloop/host "
         "| p99 ms host / relay / uvloop | front door CPU µs/request relay / uvloop |"
@@ -67,7 +80,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for name in args.runtimes.split(","):
         runtime = CATALOG.resolve(name, require_local=False)[0]
-        runs = {mode: [] for mode in MODES if args.uvloop or mode != "relay-uvloop"}
+        runs = {mode: [] for mode in chosen}
         for _ in range(args.rounds):
             for mode in runs:
                 runs[mode].append(throughput(mode, runtime, args.seconds, args.connections))
@@ -77,6 +90,10 @@ def main():
         def median(mode, key, runs=runs):
             return statistics.median(r[key] for r in runs[mode]) if mode in runs else float("nan")
 
+        if args.recorded:
+            recorded(name, median)
+        if "host" not in runs:
+            continue
         host = median("host", "rps")
         print(
             "| %s | %.0f | %.0f | %.2f | %.0f | %.2f | %.1f / %.1f / %.1f | %.0f / %.0f |"
@@ -95,6 +112,31 @@ def main():
             ),
             flush=True,
         )
+
+
+def recorded(name, median):
+    """The recorder's cost on the docker backend's door: relay with it vs without, same run."""
+    print(
+        "| runtime | relay req/s | relay+recorder req/s | ratio | p50 ms relay / +recorder | p50 added ms "
+        "| dev CPU µs/request relay / +recorder |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    plain, kept = median("relay", "rps"), median("relay-recorded", "rps")
+    print(
+        "| %s | %.0f | %.0f | %.3f | %.3f / %.3f | %.3f | %.0f / %.0f |"
+        % (
+            name,
+            plain,
+            kept,
+            kept / plain,
+            median("relay", "p50_ms"),
+            median("relay-recorded", "p50_ms"),
+            median("relay-recorded", "p50_ms") - median("relay", "p50_ms"),
+            median("relay", "cpu_us"),
+            median("relay-recorded", "cpu_us"),
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

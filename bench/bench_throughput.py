@@ -1,10 +1,16 @@
 """Throughput of each runtime's hello vs that language's bare HTTP hello, measured in the same run.
 
     python bench/bench_throughput.py [--runtimes python3.11,nodejs20] [--connections 1,10,50] [--seconds 5]
+        [--via url,server] [--rounds 1]
 
 Prints a Markdown table: req/s, p50/p99 latency, and the ratio function/baseline per concurrency.
+`--via`: what wrk loads — `url`, the function's URL (on the process backend its front door,
+emulator/proxy.py, a Python relay in front of the runtime server), and/or `server`, the runtime server's
+own port (what the runtime's dispatch alone costs; the same as `url` where a backend has no front door).
+`--rounds`: repeat each measurement, baseline and function alternating, one row per round.
 """
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -47,10 +53,13 @@ def main():
         default="warm",
         help="per-call: every call in a freshly loaded worker (the legacy Kubeless model)",
     )
+    parser.add_argument("--via", default="url", help="url, server or url,server (see above)")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
-    print("| runtime | backend/isolation | conns | baseline req/s | function req/s | ratio | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    vias = args.via.split(",")
+    print("| runtime | backend/isolation | via | conns | baseline req/s | function req/s | ratio | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     workdir = tempfile.mkdtemp(prefix="kl-bench-")
     try:
         for name in args.runtimes.split(","):
@@ -59,18 +68,20 @@ def main():
             baseline = baseline_for(runtime, workdir)
             try:
                 _, instance = engine.function(runtime.name, "hello", isolation=args.isolation)
-                url = instance.url + "/"
-                wrk(url, 10, 1)  # warm both up
+                urls = {"url": instance.url + "/", "server": instance.server_url + "/"}
+                for via in vias:
+                    wrk(urls[via], 10, 1)  # warm all up
                 wrk(baseline.url, 10, 1)
-                for conns in connections:
+                for conns, _, via in itertools.product(connections, range(args.rounds), vias):
                     # Alternate the two so drift on a noisy machine hits both alike.
                     base = wrk(baseline.url, conns, args.seconds)
-                    fn = wrk(url, conns, args.seconds)
+                    fn = wrk(urls[via], conns, args.seconds)
                     print(
-                        "| %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f |"
+                        "| %s | %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f |"
                         % (
                             runtime.name,
                             "%s/%s" % (args.backend, args.isolation),
+                            via,
                             conns,
                             base["rps"],
                             fn["rps"],

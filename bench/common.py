@@ -20,6 +20,7 @@ from kubeless_local import config  # noqa: E402
 from kubeless_local import kubeless_objects as objects  # noqa: E402
 from kubeless_local.emulator import backends  # noqa: E402
 from kubeless_local.emulator.logs import LogHub  # noqa: E402
+from kubeless_local.emulator.recorder import Recorder  # noqa: E402
 from kubeless_local.emulator.supervisor import Supervisor  # noqa: E402
 from kubeless_local.runtimes import Catalog  # noqa: E402
 
@@ -72,16 +73,26 @@ def wait_http(url, timeout=30, interval=0.02):
 class Engine:
     """A Supervisor on a temp state folder (the `dev` engine without the CLI)."""
 
-    def __init__(self, backend="process", network=None):
-        """`network`: the docker backend's docker.network (bridge, relay, host), else the settings' default."""
+    def __init__(self, backend="process", network=None, recorded=False):
+        """`network`: the docker backend's docker.network (bridge, relay, host), else the settings' default;
+        `recorded`: the front doors record every call (a Recorder on the state folder, as in `dev`)."""
         self.tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
         self.hub = LogHub()
+        self.recorder = None
+        if recorded:
+            (self.tmp / "state").mkdir()
+            self.recorder = Recorder(self.tmp / "state", logs=self.hub)
         settings = None
         if network is not None:
             defaults = config.Settings(self.tmp / config.FILE)
             settings = dataclasses.replace(defaults, docker=config.Docker(network=network))
         self.supervisor = Supervisor(
-            self.tmp / "state", backends.factory(backend, settings), self.hub, CATALOG, ephemeral_ports=True
+            self.tmp / "state",
+            backends.factory(backend, settings),
+            self.hub,
+            CATALOG,
+            ephemeral_ports=True,
+            recorder=self.recorder,
         )
 
     def function(self, runtime_name, scenario="hello", editable=False, **kwargs):
@@ -129,6 +140,8 @@ class Engine:
 
     def close(self):
         self.supervisor.stop_all()
+        if self.recorder is not None:
+            self.recorder.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -350,13 +350,14 @@ class SessionClient:
         return self._json("/api/triggers/kafka-broker", timeout=10)
 
     def wait_settled(self, name, present=True, timeout=600.0):
-        """The row of `name` once it is out of Installing/Starting; present=False: until it is gone (None)."""
+        """The row of `name` once it is out of Installing/Starting/Reloading; present=False: until it is gone
+        (None)."""
         deadline, pause = time.monotonic() + timeout, 0.01
         while time.monotonic() < deadline:
             row = next((r for r in self.functions() if r["name"] == name), None)
             if not present and row is None:
                 return None
-            if present and row is not None and row["state"] not in ("Installing", "Starting"):
+            if present and row is not None and row["state"] not in ("Installing", "Starting", "Reloading"):
                 return row
             time.sleep(pause)
             pause = min(0.1, pause * 2)  # a quick start is seen at once, a long install is not asked 10×/s

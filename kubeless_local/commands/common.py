@@ -54,7 +54,6 @@ HINTS: dict[tuple[type[EngineError], str], str] = {
     (NotFound, "debugged function"): "--debug takes the names of the project's Functions",
     (BadRequest, "debugger"): "run it without --debug",
     (Conflict, "debug port"): " or give another first port with --debug-port",
-    (BadRequest, "debug backend"): "use --backend process",
     (NotFound, "invocation"): "`kubeless-local history` lists the recorded ones",
     (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
     "file keeps what it held",

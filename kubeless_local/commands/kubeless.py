@@ -63,6 +63,10 @@ def session_here():
     return found
 
 
+# Debugging: Ready, under a debugger (dev --debug); Reloading: the last good code serves while a save is handed over
+SERVING_STATES = ("Ready", "Debugging", "Reloading")
+
+
 def wait_settled(state_dir, name, present=True):
     from kubeless_local.client import SessionClient
 
@@ -297,10 +301,13 @@ def list_functions(names_, namespace, output):
             ("HANDLER", lambda r: r.get("handler", "")),
             ("RUNTIME", lambda r: r["runtime"]),
             ("DEPENDENCIES", lambda r: ", ".join((r.get("deps") or "").split())),
-            # Debugging: Ready, under a debugger (dev --debug)
             (
                 "STATUS",
-                lambda r: "1/1 READY" if r["state"] in ("Ready", "Debugging") else "0/1 NOT READY (%s)" % r["state"],
+                lambda r: (
+                    "1/1 READY"
+                    if r["state"] in ("Ready", "Debugging", "Reloading")
+                    else "0/1 NOT READY (%s)" % r["state"]
+                ),
             ),
         ],
     )

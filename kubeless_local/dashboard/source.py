@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from kubeless_local.dashboard import saved_test
 from kubeless_local.emulator import admin as routes
-from kubeless_local.emulator.base import State
 from kubeless_local.emulator.triggers.cron import next_time, rfc3339, utcnow
 from kubeless_local.emulator.triggers.subscriptions import selects
 from kubeless_local.errors import Conflict, Failed, NotFound, UserError
@@ -188,7 +187,6 @@ class SessionSource(Source):
             return []
         with supervisor.lock:
             instances = sorted(supervisor.instances.items())
-            locks = dict(supervisor.locks)
             serving = dict(supervisor.serving)
         manifests = self.session.project.manifests if self.session.project is not None else None
         rows = []
@@ -196,10 +194,6 @@ class SessionSource(Source):
             prepared = serving.get(name)
             generation = prepared.generation if prepared is not None else None
             state = instance.state.value
-            lock = locks.get(name)
-            # a reload holds the function's lock while the last good code serves on
-            if lock is not None and lock.locked() and prepared is not None and instance.state == State.READY:
-                state = "Reloading"
             rows.append(
                 {
                     "name": name,

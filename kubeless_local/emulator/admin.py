@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import contextlib
 import hmac
 import itertools
 import json
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 EVENT_SOURCES = ("kafka", "nats")  # what `emit` and `topic publish` may send to the session's topics
 MAX_EMIT_COUNT = 1_000_000
+STOP_WAIT = 1.0  # seconds stop() waits for the requests in progress (an emit being stored, say)
 
 
 class _Server(ThreadingHTTPServer):
@@ -147,6 +149,8 @@ class AdminServer:
         self.server = _Server(("127.0.0.1", 0), _dispatcher_for(self))
         self.port: int = self.server.server_address[1]
         self.closing = threading.Event()
+        self.idle = threading.Condition()  # notified as each request's handler ends
+        self.in_progress = 0
         self.started = False
         self.topics: Topics | None = None  # the session's topics (triggers/interface.py: embedded or a broker), if any
         self.cron: Cron | None = None  # the session's cron.Cron: runs in `ls`, `emit cron`
@@ -175,8 +179,25 @@ class AdminServer:
             ),
         )
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """A request's handler runs while the session's parts are open: stop() waits for the ones in progress
+        (at most STOP_WAIT) before the session closes its topics and recorder; once it stops, new ones are 503."""
+        with self.idle:
+            if self.closing.is_set():
+                raise Unavailable("the session is stopping", "session")
+            self.in_progress += 1
+        try:
+            yield
+        finally:
+            with self.idle:
+                self.in_progress -= 1
+                self.idle.notify_all()
+
     def stop(self):
-        self.closing.set()
+        with self.idle:
+            self.closing.set()
+            self.idle.wait_for(lambda: self.in_progress == 0, STOP_WAIT)
         try:
             info = json.loads(self.info_path.read_text())
             if info.get("pid") == os.getpid():
@@ -519,7 +540,8 @@ def _dispatcher_for(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
                     raise NotFound("no such endpoint", "endpoint")
                 handler, params = found
                 body = self.read_json() if self.command == "POST" else {}
-                answer = handler(admin, Call(params, parse_qs(url.query), body))
+                with admin.answering():
+                    answer = handler(admin, Call(params, parse_qs(url.query), body))
             except UserError as exc:
                 what, name = getattr(exc, "what", None), getattr(exc, "name", None)
                 return self.send_json(status_of(exc), {"error": str(exc), "what": what, "name": name})

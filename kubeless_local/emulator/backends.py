@@ -9,6 +9,7 @@ from kubeless_local.emulator.base import Backend, BackendFactory, OnExit, ignore
 if TYPE_CHECKING:
     from kubeless_local.emulator.guardian import Guardian
     from kubeless_local.emulator.logs import LogHub
+    from kubeless_local.emulator.recorder import Recorder
 
 BACKENDS = {
     "process": ("kubeless_local.emulator.process", "ProcessBackend"),
@@ -28,8 +29,14 @@ def factory(name: str, settings: Optional[config.Settings] = None) -> BackendFac
     backend_class = getattr(importlib.import_module(module), cls)
     options = SETTINGS[name](settings) if settings is not None and name in SETTINGS else {}
 
-    def create(logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None) -> Backend:
-        backend: Backend = backend_class(logs, on_exit=on_exit, guardian=guardian, **options)
+    def create(
+        logs: "LogHub",
+        *,
+        on_exit: OnExit = ignore_exit,
+        guardian: Optional["Guardian"] = None,
+        recorder: Optional["Recorder"] = None,
+    ) -> Backend:
+        backend: Backend = backend_class(logs, on_exit=on_exit, guardian=guardian, recorder=recorder, **options)
         backend.check()
         return backend
 

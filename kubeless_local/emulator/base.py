@@ -3,8 +3,9 @@
 A backend is built with its collaborators and nothing is set on it afterwards (kind's providers are the
 model): the log hub its servers' output goes to, `on_exit` (the supervisor's restart, told when a server
 dies on its own) and the guardian (told the process groups and containers it starts, so they die with
-`dev`; None: nothing watches them, as in tests). The supervisor builds its backend through a
-BackendFactory, so that it can pass its own `on_exit`.
+`dev`; None: nothing watches them, as in tests) and the recorder that a backend's own front doors hand
+each call to (the docker backend's, frontdoor.py; None: not recorded). The supervisor builds its backend
+through a BackendFactory, so that it can pass its own `on_exit` and its recorder.
 """
 
 import abc
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from kubeless_local.emulator.guardian import Guardian
     from kubeless_local.emulator.logs import LogHub
     from kubeless_local.emulator.prepare import Prepared
+    from kubeless_local.emulator.recorder import Recorder
     from kubeless_local.runtimes import Catalog, Runtime
     from kubeless_local.spec import FunctionSpec
 
@@ -29,6 +31,8 @@ class State(str, enum.Enum):
     INSTALLING = "Installing"  # laying out the code, installing deps, compiling (before it first starts)
     STARTING = "Starting"
     READY = "Ready"
+    # a save is being prepared and handed over while the last good code serves (Supervisor.reload): serving
+    RELOADING = "Reloading"
     COMPILE_ERROR = "CompileError"  # code that does not load/compile; the last good code keeps serving
     INSTALL_ERROR = "InstallError"
     SETUP_ERROR = "SetupError"  # the runtime's own first-time setup failed (registries unreachable)
@@ -56,8 +60,9 @@ class Instance:
     exit_code: Optional[int] = None  # of the server's last exit (EXIT_CANNOT_LISTEN: it lost its port)
     handle: object = None  # backend-private
     changed: threading.Condition = field(default_factory=threading.Condition)
-    # A front door (emulator/proxy.py) listens on `port`, records each call and reads the source mark, and the
-    # server listens on `server_port` (private: loopback, unlisted). 0/False: the server listens on `port`.
+    # A front door listens on `port`, records each call and reads the source mark (`front_door`): the process
+    # backend's (emulator/proxy.py), whose server listens on `server_port` (private: loopback, unlisted; 0: the
+    # server listens on `port`), or the docker backend's (frontdoor.py, given a recorder).
     server_port: int = 0
     front_door: bool = False
     # told (state, error) after each change of state, outside the lock (the session's event bus); set by
@@ -87,11 +92,19 @@ class Instance:
 
     @property
     def serves(self) -> bool:
-        """It answers calls: Ready, or showing a broken save while its last good code serves (as a cluster's
-        old pod keeps serving while the new one fails). Events and cron runs are sent to it then too."""
-        return self.state == State.READY or (
-            self.broken is not None and self.state == self.broken[0] and self.last_control[0] == "ready"
+        """It answers calls: Ready, Reloading (the last good code serves until the save does), or showing a
+        broken save while its last good code serves (as a cluster's old pod keeps serving while the new one
+        fails). Events and cron runs are sent to it then too."""
+        return self.state in (State.READY, State.RELOADING) or (
+            self.broken is not None and self.state == self.broken[0] and self.runs_code
         )
+
+    @property
+    def runs_code(self) -> bool:
+        """Its server has code loaded: it said ready, or a later generation failed to load in place (the
+        server keeps the code it had; only a server's first generation, 0, failing leaves it none)."""
+        event, generation = self.last_control
+        return event == "ready" or (event == "load-failed" and generation > 0)
 
     @property
     def shown_state(self) -> State:
@@ -102,7 +115,7 @@ class Instance:
         """A control line of the server (`ready` or `load-failed` of its code generation `generation`)."""
         with self.changed:
             self.last_control = (event, generation)
-            if event == "ready":
+            if event == "ready" and self.state != State.RELOADING:  # a reload says Ready once it is over
                 self.state, self.error = self.broken or (State.READY, "")
             elif event == "load-failed":
                 self.state, self.error = State.COMPILE_ERROR, error
@@ -135,14 +148,22 @@ class Backend(abc.ABC):
 
     name = "abstract"
     # Its servers listen on a private port and the supervisor puts a front door (emulator/proxy.py) on the
-    # function's port, which records every call. The docker backend has its own relay (issue L): one concept
-    # to share once that relay speaks HTTP.
+    # function's port, which records every call. The docker backend has its own door (frontdoor.py, a byte
+    # relay into the container's namespace), which records each call to `recorder` itself.
     fronted = False
 
-    def __init__(self, logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None) -> None:
+    def __init__(
+        self,
+        logs: "LogHub",
+        *,
+        on_exit: OnExit = ignore_exit,
+        guardian: Optional["Guardian"] = None,
+        recorder: Optional["Recorder"] = None,
+    ) -> None:
         self.logs = logs  # the servers' output, and what the backend has to say about them
         self.on_exit = on_exit  # called when a server dies on its own (the supervisor restarts it)
         self.guardian = guardian  # told what the backend starts, so it dies with `dev` (None: nobody)
+        self.recorder = recorder  # where its own front doors record calls (None: nowhere)
 
     @abc.abstractmethod
     def start(self, instance: Instance, prepared: "Prepared") -> None:
@@ -164,6 +185,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stop(self, instance: Instance) -> None:
         """Stop the server and everything it started."""
+
+    def check_debug(self, target: "Target") -> None:
+        """Raises a UserError when a debugged function (`dev --debug`, emulator/debugging.py) cannot run under
+        its debugger on this backend as it is set up; every backend can, unless it says otherwise."""
+        return None
+
+    def served_root(self, prepared: "Prepared") -> str:
+        """The folder the server loads the function's code from, as its debugger names the files (what an
+        editor maps the user's folder to): the stable install link."""
+        return str(prepared.install_link)
 
     def resolve(self, spec: "FunctionSpec", catalog: "Catalog") -> tuple["Runtime", Optional[str]]:
         """(Runtime, notice) for a Function; by default from the toolchains on this machine, which cannot run
@@ -227,10 +258,16 @@ class Backend(abc.ABC):
 
 class BackendFactory(Protocol):
     """How a backend is built: a Backend class is one (`backends.factory(name)` gives one by name). The
-    supervisor calls it with its log hub and its restart as `on_exit`; the session binds the guardian."""
+    supervisor calls it with its log hub, its restart as `on_exit` and its recorder; the session binds the
+    guardian."""
 
     def __call__(
-        self, logs: "LogHub", *, on_exit: OnExit = ignore_exit, guardian: Optional["Guardian"] = None
+        self,
+        logs: "LogHub",
+        *,
+        on_exit: OnExit = ignore_exit,
+        guardian: Optional["Guardian"] = None,
+        recorder: Optional["Recorder"] = None,
     ) -> Backend: ...
 
 

@@ -2,11 +2,13 @@
 needs to attach.
 
 Guarantees: a debugged function's runtime server starts with `KUBELESS_LOCAL_DEBUG_PORT=<port>` (its
-debugger listens on 127.0.0.1:<port> only) and a FUNC_TIMEOUT no call reaches, so a call paused at a
-breakpoint is not stopped as a runaway one; the port is fixed for the session (saves, reloads and
-restarts keep it). Which runtimes have a debugger is the catalog's `debug:` (runtimes/catalog.yaml); how
-each debugger behaves, and the editor entries, are the tables below. A function that cannot be debugged
-is refused before anything starts, never started without its debugger.
+debugger listens on 127.0.0.1:<port> only: in a container, that of its own namespace, or every address of
+that namespace in bridge mode, reached through the function's debug door, docker/debugger.py) and a
+FUNC_TIMEOUT no call reaches, so a call paused at a breakpoint is not stopped as a runaway one; the port is
+fixed for the session (saves, reloads and restarts keep it). Which runtimes have a debugger is the
+catalog's `debug:` (runtimes/catalog.yaml); how each debugger behaves, and the editor entries, are the
+tables below. A function that cannot be debugged is refused before anything starts, never started without
+its debugger.
 """
 
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from kubeless_local.emulator import delve
 from kubeless_local.errors import BadRequest, Conflict, NotFound
 
 DEBUG_PORT_ENV = "KUBELESS_LOCAL_DEBUG_PORT"
+# The address the debugger binds when not 127.0.0.1: 0.0.0.0 in a bridge-mode container (docker/debugger.py)
+DEBUG_HOST_ENV = "KUBELESS_LOCAL_DEBUG_HOST"
 # Seconds: a timeout no paused call reaches (23 days), and below the largest timer Node.js takes
 # (2^31 - 1 ms; a longer one fires at once).
 UNREACHED_TIMEOUT = "2000000"
@@ -55,10 +59,16 @@ class Target:
         """What the runtime server is started with on top of the contract's env. Delve's: the dlv built for
         the function's Go (`go`), once per Delve and Go version, its progress told to on_line (UserError
         when it cannot be built)."""
-        env = {DEBUG_PORT_ENV: str(self.port), "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
+        env = self.server_env()
         if self.debugger == "delve":
             env[delve.DLV_ENV] = str(delve.dlv(go, on_line))
         return env
+
+    def server_env(self) -> dict[str, str]:
+        """The debug port, the loopback to bind it on (whatever this machine's env says: a bridge-mode container
+        alone binds wider, docker/debugger.py) and a timeout no paused call reaches: what every debugged server
+        is started with."""
+        return {DEBUG_PORT_ENV: str(self.port), DEBUG_HOST_ENV: "127.0.0.1", "FUNC_TIMEOUT": UNREACHED_TIMEOUT}
 
     @property
     def reloads_in_place(self) -> bool:

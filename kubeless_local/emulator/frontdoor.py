@@ -21,6 +21,17 @@ Guarantee:
 - `close()` stops listening and aborts the open connections; the event loop's thread (one for all doors
   of the process) ends with the last door.
 
+A door given a recorder (emulator/recorder.py) also records each call, as the process backend's door
+(proxy.py) does: it reads the HTTP/1.1 framing of both directions as the bytes pass (http1.Stream: heads
+copied, bodies only counted and their first MAX_BODY bytes kept), takes SOURCE_HEADER (who sends: `call`,
+a trigger, `replay`; a plain client is `http`) out of each request's head before the head goes on, and
+hands each exchange to the recorder once its answer ended. The code that served it is the one serving the
+function then (the recorder asks the supervisor), or, for a call answered by a container the door no longer
+points at (blue/green), the generation `point` gave with that container (one it reloaded in place since is
+not known here). The recorder's `submit` never blocks; the header lines are parsed by its
+writer thread, not on this loop. The runtime's own /healthz and /metrics are not recorded. A connection
+that stops being HTTP/1.1 (an upgrade, a head over http1.MAX_HEAD) is relayed as it is from there, unread.
+
 Why a handed-over connection and not a relay in the container too: the bytes cross one user-space relay
 (this one) instead of two. Why one asyncio loop and not threads: a thread pair per connection spent most of
 its time handing the GIL over (0.35× of host networking for a Python hello; see BENCHMARKS.md).
@@ -28,13 +39,20 @@ its time handing the GIL over (0.35× of host networking for a Python hello; see
 
 import array
 import asyncio
+import collections
 import concurrent.futures
 import re
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from kubeless_local.emulator import http1
+from kubeless_local.emulator.recorder import MAX_BODY, NOT_CALLS, SOURCE_HEADER, Exchange, read_mark
+
+if TYPE_CHECKING:
+    from kubeless_local.emulator.recorder import Recorder
 
 CONNECT_TIMEOUT = 65.0  # seconds for the connector's answer: longer than its own connect (connector.py)
 CLOSE_TIMEOUT = 5.0  # seconds close() waits for the loop to close the door
@@ -43,6 +61,9 @@ WRITE_LIMIT = 256 * 1024  # bytes buffered towards one side before the other sid
 REQUEST_START = re.compile(rb"[A-Z]{1,20}(?: |$)")  # an HTTP method (a new request on a kept-alive connection)
 IDLE_AFTER = 1.0  # seconds without bytes, after an answer, that make a connection idle (drain)
 DRAIN_TICK = 0.05  # seconds between drain's looks at the old target's connections
+MARK = SOURCE_HEADER.lower().encode() + b":"  # as found in a lowered head
+NOT_ANSWERED = "the connection ended before the function's server answered"
+CUT_SHORT = "the connection ended before the answer did"
 
 # Where the door sends connections: a connector's unix socket path (relay mode), or the 127.0.0.1 address
 # the engine published for one container (bridge mode).
@@ -151,6 +172,10 @@ class _Side(asyncio.Protocol):
             relay.move(data)  # a new request, and its container is going: it goes to the current one
             return
         relay.answered, relay.quiet = self.answers, 0
+        if relay.calls is not None:
+            data = relay.calls.passing(data, self.answers)
+            if not data:
+                return  # the start of a head, held until it is whole
         if self.peer is None:  # before both ends are connected (uvloop may read once before the pause)
             self.early.append(data)
             self.transport.pause_reading()
@@ -171,6 +196,11 @@ class _Side(asyncio.Protocol):
             self.relay.close()
             return False
         self.eof = True
+        held = self.relay.calls.ended(self.answers) if self.relay.calls is not None else b""
+        if held and self.peer is not None:
+            self.peer.transport.write(held)
+        elif held:
+            self.early.append(held)
         if self.peer is not None:  # else link() passes it on
             self.pass_eof()
         return True  # keep the other direction going
@@ -209,6 +239,8 @@ class _Relay:
         self.quiet = 0  # drain's looks since bytes last moved
         self.moving = False  # its container is going (drain): its next request goes to the door's target
         self.parked = False  # moving, and let go of its old upstream: waiting for its next request
+        self.generation = door.generation  # of the code behind `target` when it was pointed at (the records')
+        self.calls = _Calls(self, door.recorder) if door.recorder is not None else None
 
     async def connect(self) -> None:
         """Connect the client to the container; nothing is read from either until both are there."""
@@ -282,12 +314,16 @@ class _Relay:
             self.abort()  # not HTTP between requests (an upgraded connection): it cannot follow
             return
         self.moving = self.parked = self.answered = False
-        self.client.early.append(data)
+        self.target, self.generation = self.door.target, self.door.generation
+        passed = self.calls.passing(data, False) if self.calls is not None else data
+        if passed:
+            self.client.early.append(passed)
         self.client.transport.pause_reading()
-        self.target = self.door.target
         self.task = self.door.loop.create_task(self.connect())
 
     def _detach(self) -> None:
+        if self.calls is not None:
+            self.calls.moved()
         old, self.upstream, self.client.peer = self.upstream, None, None
         if old is not None:
             old.detached, old.peer = True, None
@@ -303,6 +339,160 @@ class _Relay:
     def _forget(self) -> None:
         self.closed = True
         self.door.open.discard(self)
+        if self.calls is not None:
+            self.calls.finish()
+
+
+class _Call:
+    """One request on a relayed connection and what is kept of it for the record."""
+
+    __slots__ = ("answer", "exchange", "recorded", "request")
+
+    def __init__(self, exchange: Exchange, recorded: bool) -> None:
+        self.exchange, self.recorded = exchange, recorded
+        self.request = bytearray()  # the first MAX_BODY bytes of each body
+        self.answer = bytearray()
+
+
+def _keep(kept: bytearray, piece: memoryview) -> None:
+    if len(kept) < MAX_BODY:
+        kept += piece[: MAX_BODY - len(kept)]
+
+
+class _Calls:
+    """The HTTP exchanges of one relayed connection, handed to `recorder` as each answer ends (requests may be
+    pipelined: answers come in their order). Runs on the doors' loop: it reads what the framing needs."""
+
+    def __init__(self, relay: "_Relay", recorder: "Recorder") -> None:
+        self.relay, self.recorder = relay, recorder
+        self.requests = http1.Stream(self._request_head, self._request_body, self._request_end)
+        self.answers = http1.Stream(self._answer_head, self._answer_body, self._answer_end)
+        self.sent: collections.deque[_Call] = collections.deque()  # requests whose answers have not ended
+        self.reading: Optional[_Call] = None  # the request whose body passes
+        self.interim = False  # the answer passing is no request's: a 1xx before the real one, or unasked
+
+    def passing(self, data: bytes, answers: bool) -> bytes:
+        """The bytes to pass on for `data` (from the container when `answers`, else from the client)."""
+        return self.answers.feed(data) if answers else self.requests.feed(data)
+
+    def ended(self, answers: bool) -> bytes:
+        """One end finished sending: what it held back (a head's start), to pass on; an answer that lasts until
+        the connection ends is over."""
+        if answers and self.answers.state == http1.UNTIL_CLOSE and self.sent and not self.interim:
+            self._done(self.sent.popleft())
+        return self.answers.flush() if answers else self.requests.flush()
+
+    def finish(self) -> None:
+        """The connection is gone: what was not answered is recorded so (status 0 when no answer began)."""
+        self.ended(True)
+        while self.sent:
+            call = self.sent.popleft()
+            call.exchange.error = CUT_SHORT if call.exchange.status else NOT_ANSWERED
+            self._done(call)
+
+    def moved(self) -> None:
+        """The old container's end is let go (drain): what it left unanswered is recorded so, and the next
+        container's answers are read from their start."""
+        self.finish()
+        self.answers = http1.Stream(self._answer_head, self._answer_body, self._answer_end)
+        self.interim = False
+
+    def _request_head(self, head: bytes) -> Optional[tuple[bytes, http1.Framing]]:
+        line = head[: head.find(b"\n")].split()
+        if len(line) != 3 or not line[2].startswith(b"HTTP/"):
+            return None
+        lowered = head.lower()
+        framing = _framing(lowered, http1.NONE)
+        if framing is None:
+            return None
+        mark = http1.field(lowered, MARK)
+        if mark is not None:  # who sends: for the record, not for the function
+            head = b"".join(part for part in head.splitlines(keepends=True) if not part.lower().startswith(MARK))
+        source, trigger, replay_of = read_mark(mark.decode("latin-1") if mark is not None else None)
+        method, target = line[0].decode("latin-1"), line[1].decode("latin-1")
+        exchange = Exchange(
+            self.relay.door.name,
+            method,
+            target,
+            [],
+            source=source,
+            trigger=trigger,
+            replay_of=replay_of,
+            request_head=head,
+        )
+        call = _Call(exchange, target.partition("?")[0] not in NOT_CALLS)
+        if call.recorded:
+            self.recorder.started(exchange.function, method, target, source, exchange.started)
+        self.sent.append(call)
+        self.reading = call
+        return head, framing
+
+    def _request_body(self, piece: memoryview) -> None:
+        if self.reading is not None:
+            self.reading.exchange.request_size += len(piece)
+            _keep(self.reading.request, piece)
+
+    def _request_end(self) -> None:
+        self.reading = None
+
+    def _answer_head(self, head: bytes) -> Optional[tuple[bytes, http1.Framing]]:
+        line = head[: head.find(b"\n")].split()
+        if len(line) < 2 or not line[1].isdigit():
+            return None
+        status = int(line[1])
+        if 100 <= status < 200 and status != 101:  # a 1xx before the answer
+            self.interim = True
+            return head, (http1.NONE, 0)
+        self.interim = not self.sent
+        if self.interim:  # an answer to no request (a server's 408 on an idle connection): followed, not kept
+            return head, _framing(head.lower(), http1.UNTIL_CLOSE) or (http1.OPAQUE, 0)
+        call = self.sent[0]
+        call.exchange.status, call.exchange.response_head = status, head
+        if status == 101:  # upgraded: no longer HTTP/1.1 from here
+            self.requests.opaque()
+            self._done(self.sent.popleft())
+            return head, (http1.OPAQUE, 0)
+        if not http1.answer_has_body(call.exchange.method, status):
+            return head, (http1.NONE, 0)
+        return head, _framing(head.lower(), http1.UNTIL_CLOSE) or (http1.OPAQUE, 0)
+
+    def _answer_body(self, piece: memoryview) -> None:
+        if self.sent and not self.interim:
+            self.sent[0].exchange.response_size += len(piece)
+            _keep(self.sent[0].answer, piece)
+
+    def _answer_end(self) -> None:
+        if self.interim:
+            self.interim = False
+        elif self.sent:
+            self._done(self.sent.popleft())
+
+    def _done(self, call: _Call) -> None:
+        exchange = call.exchange
+        exchange.duration = time.time() - exchange.started
+        exchange.request_body, exchange.response_body = bytes(call.request), bytes(call.answer)
+        relay = self.relay
+        if relay.target != relay.door.target:  # a container the door no longer points at: the code it started
+            exchange.generation = relay.generation  # with (else the code serving now: the recorder asks)
+        if self.reading is call:
+            self.reading = None
+        if call.recorded:
+            self.recorder.submit(exchange)
+
+
+def _framing(lowered: bytes, otherwise: str) -> Optional[http1.Framing]:
+    """How a message's body is framed, by its lowered head (`otherwise`: neither header); None when its length
+    is not a number."""
+    encoding = http1.field(lowered, b"transfer-encoding:")
+    if encoding is not None and b"chunked" in encoding:
+        return http1.CHUNKED, 0
+    length = http1.field(lowered, b"content-length:")
+    if length is None:
+        return otherwise, 0
+    try:
+        return http1.LENGTH, int(length)
+    except ValueError:
+        return None
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -345,10 +535,12 @@ class _Loop:
 class FrontDoor:
     """127.0.0.1:`port` → the target it points at (None: refuse, by closing at once)."""
 
-    def __init__(self, port: int, name: str = "") -> None:
-        """Listens at once; PortTaken when another program has the port."""
-        self.port, self.name = port, name
+    def __init__(self, port: int, name: str = "", recorder: Optional["Recorder"] = None) -> None:
+        """Listens at once; PortTaken when another program has the port. `recorder`: each call of function
+        `name` is recorded there (None: the bytes are relayed unread)."""
+        self.port, self.name, self.recorder = port, name, recorder
         self.target: Optional[Target] = None
+        self.generation: Optional[int] = None  # of the code behind `target`
         self.last_refusal = ""  # why the last connection could not be handed on (readiness explains with it)
         self.open: set[_Relay] = set()
         self.draining: set[asyncio.Task] = set()  # drain()s running: close() ends them
@@ -378,10 +570,11 @@ class FrontDoor:
         self.loop.call_soon(connect)
         return relay.client
 
-    def point(self, target: Union[Path, str, tuple[str, int], None]) -> None:
-        """New connections go to `target` (a connector's unix socket path, or a TCP address); None: they are
-        refused."""
+    def point(self, target: Union[Path, str, tuple[str, int], None], generation: Optional[int] = None) -> None:
+        """New connections go to `target` (a connector's unix socket path, or a TCP address), where code
+        `generation` serves (what the records say); None: they are refused."""
         self.target = target if target is None or isinstance(target, tuple) else str(target)
+        self.generation = generation
         self.last_refusal = ""
 
         async def mark() -> None:  # before the switch returns: a kept-alive client's next request follows it

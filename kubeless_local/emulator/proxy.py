@@ -30,23 +30,20 @@ import traceback
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from kubeless_local.emulator.base import Instance, State
-from kubeless_local.emulator.recorder import MAX_BODY, SOURCE_HEADER, Exchange, read_mark
+from kubeless_local.emulator.http1 import MAX_HEADERS, MAX_LINE, answer_has_body, header_of, is_chunked, keeps_alive
+from kubeless_local.emulator.recorder import MAX_BODY, NOT_CALLS, SOURCE_HEADER, Exchange, read_mark
 
 if TYPE_CHECKING:
     from kubeless_local.emulator.recorder import Recorder
 
 CHUNK = 64 * 1024
-MAX_LINE = 64 * 1024  # a request line or a header line longer than this is refused (431/400)
-MAX_HEADERS = 200
 CLIENT_IDLE = 75.0  # seconds a kept-alive client connection may wait between two requests
 CLIENT_IO = 120.0  # seconds a client may take to send a piece of its request or read a piece of the answer
 SERVER_WAIT = 60.0  # seconds a request waits for a server that is (re)starting
 # An upstream connection idle longer is not reused: under the shortest idle timeout of the runtime servers
 # (Node's keepAliveTimeout, 5 s), so a request never meets a connection the server is closing at that moment.
 UPSTREAM_IDLE = 2.0
-NOT_CALLS = frozenset(("/healthz", "/metrics"))  # the runtime's own endpoints
 WAITED_STATES = frozenset((State.INSTALLING, State.STARTING, State.CRASHED))  # a server is (re)starting
-NO_BODY_STATUS = (204, 304)
 SKIPPED_REQUEST_HEADERS = (SOURCE_HEADER.lower().encode(), b"expect")
 
 
@@ -274,7 +271,7 @@ class FrontDoor:
             return False
         exchange.status = int(status_line.split()[1])
         exchange.response_headers = response_headers
-        no_body = method == "HEAD" or exchange.status in NO_BODY_STATUS or exchange.status < 200
+        no_body = not answer_has_body(method, exchange.status)
         framed = no_body or "content-length" in response_fields or is_chunked(response_fields)
         server_keeps = framed and keeps_alive(status_line.split()[0].decode("latin-1"), response_fields)
         try:
@@ -350,8 +347,7 @@ def read_head(reader: BinaryIO) -> tuple[bytes | None, list[tuple[str, str]], di
         if line in (b"\r\n", b"\n", b""):
             kept.append(b"\r\n")
             return b"".join(kept), headers, fields
-        name, _, value = line.decode("latin-1").partition(":")
-        name, value = name.strip(), value.strip()
+        name, value = header_of(line)
         lower = name.lower()
         fields[lower] = "%s, %s" % (fields[lower], value) if lower in fields else value
         if lower.encode() in SKIPPED_REQUEST_HEADERS:
@@ -377,8 +373,7 @@ def read_response_head(reader: BinaryIO) -> tuple[bytes, bytes, dict[str, str], 
             lines.append(line)
             if line in (b"\r\n", b"\n", b""):
                 break
-            name, _, value = line.decode("latin-1").partition(":")
-            name, value = name.strip(), value.strip()
+            name, value = header_of(line)
             fields[name.lower()] = value
             headers.append((name, value))
         parts = status_line.split()
@@ -387,17 +382,6 @@ def read_response_head(reader: BinaryIO) -> tuple[bytes, bytes, dict[str, str], 
         if parts[1].startswith(b"1") and parts[1] != b"101":
             continue
         return status_line, b"".join(lines), fields, headers
-
-
-def is_chunked(fields: dict[str, str]) -> bool:
-    return "chunked" in fields.get("transfer-encoding", "").lower()
-
-
-def keeps_alive(version: str, fields: dict[str, str]) -> bool:
-    connection = fields.get("connection", "").lower()
-    if version == "HTTP/1.0":
-        return "keep-alive" in connection
-    return "close" not in connection
 
 
 def relay_body(reader: BinaryIO, send, fields: dict[str, str], first: bytes | None) -> tuple[bytes, int]:

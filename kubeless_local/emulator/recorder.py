@@ -1,10 +1,12 @@
 """The invocation recorder: every request a function handles, whoever sent it, kept for `history` and `replay`.
 
-A record is one exchange the function's front door (emulator/proxy.py) saw: who sent it (`source`: `call`,
-`http` for any client that does not say, `kafka`, `nats`, `cron`, `replay`, `test`, later `gateway`; and the
-trigger), the request and the answer (bodies cut at MAX_BODY bytes and marked truncated, bytes that are not
-UTF-8 kept as bytes), how long it took, whether it timed out (408) or failed, which generation of the code
-(and the sha256 of its source) served it, and the log lines the function printed meanwhile.
+A record is one exchange the function's front door saw (emulator/proxy.py on the process backend,
+emulator/frontdoor.py on the docker backend's relay and bridge modes; its host mode has no door, no records):
+who sent it (`source`: `call`, `http` for any client that does not say, `kafka`, `nats`, `cron`, `replay`,
+`test`, later `gateway`; and the trigger), the request and the answer (bodies cut at MAX_BODY bytes and marked
+truncated, bytes that are not UTF-8 kept as bytes), how long it took, whether it timed out (408) or failed,
+which generation of the code (and the sha256 of its source) served it, and the log lines the function printed
+meanwhile.
 
 A call's log lines are found by the rule the test emulator uses too (emulator/logs.py): its stdout ends at
 the runtime's access-log line of the call (written once the answer is sent, on the same stream, so it can
@@ -15,12 +17,13 @@ the answer; a function whose runtime wrote none in that time gets the lines from
 at the same time cannot be told apart by line: each record holds the lines from its start to the first
 access line of the same request line and User-Agent that no earlier record took, the other calls' too.
 
-Guarantee: recording never slows or breaks a call. The request thread only puts the exchange on a bounded
-queue (`submit`, never blocking): when the queue is full the record is dropped and counted, the call is
-answered all the same. One writer thread stores records in `invocations.db` (SQLite, WAL) beside the topics,
-and keeps at most `keep` records and `max_bytes` of them per function (the oldest go first). A damaged or
-locked database does not stop `dev`: the file is moved aside (`invocations.db.damaged-<time>`), a fresh one
-is started and this is said once; if even that fails, records are dropped (counted) and the calls go on.
+Guarantee: recording never slows or breaks a call. The request thread (or the docker doors' loop) only puts
+the exchange on a bounded queue (`submit`, never blocking): when the queue is full the record is dropped and
+counted, the call is answered all the same. One writer thread stores records in `invocations.db` (SQLite, WAL)
+beside the topics, and keeps at most `keep` records and `max_bytes` of them per function (the oldest go
+first). A damaged or locked database does not stop `dev`: the file is moved aside
+(`invocations.db.damaged-<time>`), a fresh one is started and this is said once; if even that fails, records
+are dropped (counted) and the calls go on.
 
 Exports (`export`, what the admin API answers) show `Authorization`, `Cookie` and their kin as REDACTED; the
 stored record keeps them so that a replay sends what the function received.
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubeless_local import config
+from kubeless_local.emulator.http1 import header_pairs
 from kubeless_local.emulator.logs import ACCESS_LINE, LogLine, closes_the_call, printed_by_the_function
 from kubeless_local.errors import BadRequest, NotFound, Unavailable
 from kubeless_local.events import SOURCE_HEADER
@@ -67,6 +71,7 @@ SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
 VOLATILE_HEADERS = frozenset(("date",))  # differ on every answer: left out of a replay's diff
+NOT_CALLS = frozenset(("/healthz", "/metrics"))  # the runtime's own endpoints: not recorded
 # a call's outcome by its answer's status (0: no answer at all), as `list` filters it
 OUTCOMES = {"ok": "status BETWEEN 200 AND 399", "error": "(status >= 400 OR status < 200)"}
 
@@ -192,9 +197,13 @@ class Exchange:
     duration: float = 0.0  # seconds
     error: str = ""
     id: str = ""
-    generation: int | None = None
+    generation: int | None = None  # None: the code serving when it is submitted
     source_sha256: str | None = None
     logs: list[LogLine] | None = None  # set by the writer once they are complete
+    # the heads as the docker backend's door passed them on (frontdoor.py): the writer parses their header
+    # lines into the headers above, off the door's loop
+    request_head: bytes = b""
+    response_head: bytes = b""
 
 
 def new_id() -> str:
@@ -243,6 +252,7 @@ class Recorder:
         self.keep, self.max_bytes = keep, max_bytes
         self.logs, self.bus, self.served, self.say = logs, bus, served, say
         self.log_grace, self.access_wait, self.busy_timeout = log_grace, access_wait, busy_timeout
+        self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → its source's sha256 (writer's)
         self.starts: dict[str, collections.deque[float]] = {}  # function → its last calls' start times
         self.taken: dict[str, LogLine] = {}  # function → the access line its last record ended at (writer's)
         self.without_access: set[str] = set()  # functions whose runtime wrote no access line in time (writer's)
@@ -268,10 +278,13 @@ class Recorder:
     def submit(self, exchange: Exchange) -> str:
         """Queue one exchange to be stored; returns its id. Never blocks: a full queue drops it (counted)."""
         exchange.id = exchange.id or new_id()
-        try:
-            exchange.generation, exchange.source_sha256 = self.served(exchange.function)
-        except Exception:  # noqa: BLE001 - a record without its generation beats a call that fails
-            pass
+        if exchange.generation is None:  # else the door knew it; its sha256 is the writer's to find
+            try:
+                exchange.generation, exchange.source_sha256 = self.served(exchange.function)
+            except Exception:  # noqa: BLE001 - a record without its generation beats a call that fails
+                pass
+            if exchange.generation is not None and exchange.source_sha256 is not None:
+                self.digests[(exchange.function, exchange.generation)] = exchange.source_sha256
         if len(self.queue) >= self.queue_size:
             self.dropped += 1
         else:
@@ -375,6 +388,7 @@ class Recorder:
                     break  # stored first, then the writer finishes
                 self.queue.popleft()
                 return batch, True
+            self._complete(first)
             try:
                 lines = self._lines_of(first, now, closing)
             except Exception:  # noqa: BLE001 - a record without its lines beats a writer that stops
@@ -385,6 +399,24 @@ class Recorder:
             batch.append(first)
             self.queue.popleft()
         return batch, False
+
+    def _complete(self, exchange: Exchange) -> None:
+        """What the docker backend's door left to the writer: the header lines of its heads, and the sha256 of
+        the generation it named (known once that generation served a stored call or serves now)."""
+        if exchange.request_head:
+            exchange.request_headers, exchange.request_head = header_pairs(exchange.request_head), b""
+        if exchange.response_head:
+            exchange.response_headers, exchange.response_head = header_pairs(exchange.response_head), b""
+        if exchange.source_sha256 is None and exchange.generation is not None:
+            key = (exchange.function, exchange.generation)
+            if key not in self.digests:
+                try:
+                    generation, digest = self.served(exchange.function)
+                except Exception:  # noqa: BLE001 - a record without its sha256 beats a writer that stops
+                    generation, digest = None, None
+                if generation is not None and digest is not None:
+                    self.digests[(exchange.function, generation)] = digest
+            exchange.source_sha256 = self.digests.get(key)
 
     def _lines_of(self, exchange: Exchange, now: float, closing: bool) -> list[LogLine] | None:
         """The lines `exchange`'s call printed, or None while they may still be on their way: until the

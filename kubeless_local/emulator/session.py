@@ -30,7 +30,7 @@ from kubeless_local.emulator.triggers import delivery, interface, kafka_bridge
 from kubeless_local.emulator.triggers.cron import Cron
 from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.emulator.triggers.topics import TopicStore
-from kubeless_local.errors import BadRequest, UserError
+from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 from kubeless_local.runtimes import Catalog
 
@@ -152,13 +152,8 @@ class DevSession:
             recorder=self.recorder,
             debug=targets,
         )
-        if targets and self.supervisor.backend.name != "process":
-            raise BadRequest(
-                "debugging runs on the process backend only for now (the functions run on %s)"
-                % self.supervisor.backend.name,
-                "debug backend",
-                next(iter(targets)),
-            )
+        for target in targets.values():
+            self.supervisor.backend.check_debug(target)
         self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
         self.admin.recorder, self.admin.bus = self.recorder, self.bus
         self._start_events()

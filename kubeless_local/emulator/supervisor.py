@@ -1,11 +1,12 @@
 """Keeps functions running: prepare → start → wait ready; reload on change, keeping the last good code."""
 
+import contextlib
 import json
 import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -159,7 +160,8 @@ class Supervisor:
         and this supervisor's restart as its `on_exit`. `word` is how an error is shown in a function's log
         and `ls`, and a notice (errors.Notice) in its log: the CLI adds the command that helps (see errors.py).
         A backend whose servers are `fronted` gets a front door (emulator/proxy.py) per function on its port,
-        which hands each call to `recorder` (None: calls are relayed, not recorded). `debug`: the functions whose
+        which hands each call to `recorder` (None: calls are relayed, not recorded); another is given
+        `recorder` for its own doors (the docker backend's). `debug`: the functions whose
         servers run under a debugger, by name (emulator/debugging.py); each keeps its port for the session."""
         self.word = word
         self.state_dir = Path(state_dir)
@@ -177,7 +179,7 @@ class Supervisor:
         self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → sha256 of its source
         self.taps = Taps()  # what the triggers send the functions passes here (emulator/taps.py)
         self.debug = dict(debug or {})
-        self.backend = backend(logs, on_exit=self._exited)
+        self.backend = backend(logs, on_exit=self._exited, recorder=recorder)
 
     def _exited(self, instance: Instance) -> None:
         """A server died on its own: restart it with back-off, as Kubernetes restarts a pod's container."""
@@ -208,6 +210,7 @@ class Supervisor:
                     "state": instance.shown_state.value,
                     "error": instance.error,
                     "url": instance.url,
+                    "generation": getattr(self.serving.get(instance.name), "generation", None),  # serving
                 },
             )
 
@@ -365,8 +368,7 @@ class Supervisor:
         it (it serves) or discard it (the last good generation keeps serving; `ls` says why)."""
         if spec.name not in self.serving:
             return self.start(spec)  # it never got as far as serving (bad runtime, port, first compile)
-        with self._lock(spec.name):
-            instance = self.instances[spec.name]
+        with self._lock(spec.name), self._reloading(self.instances[spec.name]) as instance:
             runtime = self.resolve(spec)
             self.specs[spec.name] = spec
             started = time.monotonic()
@@ -393,6 +395,20 @@ class Supervisor:
                 generation.keep(calls_may_run=in_place)
                 self.say(spec.name, "reloaded in %.0f ms" % ((time.monotonic() - started) * 1000))
             return instance
+
+    @contextlib.contextmanager
+    def _reloading(self, instance: Instance) -> Iterator[Instance]:
+        """A serving function shows Reloading while its save is prepared and handed over (it serves on: the
+        last good code answers), then what came of it: Ready once the new generation is the serving one, or
+        the broken save's state (which replaced Reloading already). A broken save's last good code that still
+        runs serves too."""
+        if instance.serves or (instance.broken is not None and self.backend.alive(instance)):
+            instance.set_state(State.RELOADING)
+        try:
+            yield instance
+        finally:
+            if instance.state == State.RELOADING:
+                instance.set_state(*(instance.broken or (State.READY, "")))
 
     def _hand_over(self, instance: Instance, generation: prep.Generation, in_place: bool) -> bool:
         """Switch to `generation` and have the backend serve it: in the running server, or a new one. True
@@ -425,7 +441,7 @@ class Supervisor:
             return False
         if not done:
             instance.set_state(State.CRASHED, "reload did not finish within %ds" % patience)
-        return instance.state == State.READY
+        return instance.serves
 
     def _serve_last_good(self, instance: Instance, failed: prep.Generation) -> None:
         """A new generation that needs a new server did not start (a handler that does not exist, a crash
@@ -434,9 +450,10 @@ class Supervisor:
         error = instance.error
         self.backend.stop(instance)
         failed.discard()
+        # marked before the start, so the last good server's ready line shows the broken save, never Ready
+        self._mark_broken(instance, State.COMPILE_ERROR, error)
         self._launch(instance, self.serving[instance.name])  # not kept: the last good one still serves
-        if instance.state == State.READY:
-            self._mark_broken(instance, State.COMPILE_ERROR, error)
+        if instance.serves:
             self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
 
     def _mark_broken(self, instance: Instance, state: State, error: str) -> None:
@@ -517,7 +534,7 @@ class Supervisor:
             "debugger": instance.debug.debugger,
             "port": instance.debug.port,
             "local_root": debugging.local_root(spec),
-            "remote_root": str(prepared.install_link) if prepared is not None else "",
+            "remote_root": self.backend.served_root(prepared) if prepared is not None else "",
         }
 
     def status(self) -> list[dict[str, Any]]:
@@ -547,7 +564,7 @@ class Supervisor:
                     "ready_ms": instance.ready_ms,
                     "recorded": instance.front_door and self.recorder is not None,
                     # the function's own server answers on the port (in CompileError: the last good code)
-                    "serving": instance.state == State.READY
+                    "serving": instance.state in (State.READY, State.RELOADING)
                     or (name in self.serving and instance.port != 0 and self.backend.alive(instance)),
                     **spec_fields(spec),
                     **self.backend.describe(instance),

@@ -60,27 +60,59 @@ if (!modName || !funcHandler) {
 const modPath = path.resolve(installDir, `${modName}.js`);
 
 function controlLine(obj) {
-  if (control) process.stdout.write(`@kubeless-local ${JSON.stringify(obj)}\n`);
+  if (!control) return;
+  flushLog(); // the lines of calls answered before it come before it
+  process.stdout.write(`@kubeless-local ${JSON.stringify(obj)}\n`);
 }
 
-// Metrics: same names and labels as Kubeless (method label = `<MOD_NAME>-<METHOD>`).
+// Metrics: same names and labels as Kubeless (method label = `<MOD_NAME>-<METHOD>`). The counters
+// are kept in plain numbers per label and handed to prom-client when /metrics is read (its label
+// checks and hashing per call were a fifth of this thread's time per call).
+const tallies = new Map(); // method label -> { labels, calls, failures }
+function tally(label) {
+  let t = tallies.get(label);
+  if (!t) {
+    t = { labels: { method: label }, calls: 0, failures: 0 };
+    tallies.set(label, t);
+  }
+  return t;
+}
 const timeHistogram = new client.Histogram({
   name: 'function_duration_seconds', help: 'Duration of user function in seconds', labelNames: ['method'],
 });
 const callsCounter = new client.Counter({
   name: 'function_calls_total', help: 'Number of calls to user function', labelNames: ['method'],
+  collect() {
+    for (const t of tallies.values()) if (t.calls) { this.inc(t.labels, t.calls); t.calls = 0; }
+  },
 });
 const errorsCounter = new client.Counter({
   name: 'function_failures_total', help: 'Number of exceptions in user function', labelNames: ['method'],
+  collect() {
+    for (const t of tallies.values()) if (t.failures) { this.inc(t.labels, t.failures); t.failures = 0; }
+  },
 });
+
+// A call is answered (a timeout or a crash is a failure too): count it.
+function count(call, failed) {
+  const t = call.tally;
+  t.calls += 1;
+  if (failed) t.failures += 1;
+  timeHistogram.observe(t.labels, (performance.now() - call.started) / 1000);
+}
 
 // ---- worker pool ------------------------------------------------------------------------------
 // Calls go to the most recently used worker that keeps up (module state persists between calls,
 // as in one Kubeless pod; async calls share its event loop). A worker that has not picked up a
 // call within STALL_MS is stuck in synchronous code: its waiting calls move to another worker and
-// new calls avoid it until it answers again. Who runs a call is settled through a shared claim
-// word (0 posted, 1 started by the worker, 2 taken back by this thread), so a call never runs twice.
+// new calls avoid it until it answers again. Who runs a call is settled through its claim word, a
+// slot of the worker's shared array (+id posted, -id started by the worker, 0 taken back by this
+// thread; a slot serves the next call once its call is answered), so a call never runs twice. The
+// word after the slots (SEEN) counts the calls the worker has taken from its messages: a batch it
+// has not taken whole after STALL_MS shows it stuck.
 // One idle spare worker is kept loaded, so moving calls never waits for a load.
+const SLOTS = 16384; // claim words per worker: the calls it can hold at once
+const SEEN = SLOTS;
 const STALL_MS = 50;
 const CHECK_MS = 20;
 const SPARE_RETRY_MS = 1000; // after a spare failed to load, wait before the next attempt
@@ -111,35 +143,28 @@ function enterInstallDir(dir = installDir) {
 
 function spawn(gen, onLoaded, onFailed) {
   enterInstallDir();
+  const claims = new Int32Array(new SharedArrayBuffer(4 * (SLOTS + 1)));
   const w = new Worker(path.join(__dirname, 'worker.js'), {
     env: workerEnv(),
     execArgv: workerArgv,
     workerData: {
-      runtimeLib, modPath, modName, funcHandler, timeout,
+      runtimeLib, modPath, modName, funcHandler, timeout, claims,
       runtime: process.env.FUNC_RUNTIME || '',
       memoryLimit: process.env.FUNC_MEMORY_LIMIT || '0',
     },
   });
   const wk = {
-    w, gen, dir: process.cwd(), calls: new Set(), posted: [], loaded: false, dead: false,
+    w, gen, claims, free: Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i),
+    dir: process.cwd(), calls: new Set(), outbox: [], sent: 0, sends: [], loaded: false, dead: false,
     stalled: false, lastUsed: 0, pingSent: 0, pingTimer: null,
   };
   workers.add(wk);
-  w.on('message', (m) => {
+  // The worker sends what it has in batches (worker.js out()): results are arrays, the rest objects.
+  w.on('message', (batch) => {
     wk.stalled = false; // it runs its event loop again
-    switch (m.t) {
-      case 'res': return onResult(wk, m);
-      case 'failed':
-        process.stderr.write(m.log);
-        return errorsCounter.inc({ method: `${modName}-${m.method}` });
-      case 'pong':
-        wk.pingSent = 0;
-        clearTimeout(wk.pingTimer);
-        drain();
-        return trim();
-      case 'loaded': wk.loaded = true; return onLoaded(wk);
-      case 'load-failed': wk.loadError = m.error; return undefined;
-      default: return undefined;
+    for (const m of batch) {
+      if (Array.isArray(m)) onResult(wk, m);
+      else onControl(wk, m, onLoaded);
     }
   });
   w.on('error', (err) => {
@@ -155,13 +180,39 @@ function spawn(gen, onLoaded, onFailed) {
   return wk;
 }
 
+function onControl(wk, m, onLoaded) {
+  switch (m.t) {
+    case 'failed':
+      process.stderr.write(m.log);
+      tally(`${modName}-${m.method}`).failures += 1;
+      return undefined;
+    case 'pong':
+      wk.pingSent = 0;
+      clearTimeout(wk.pingTimer);
+      drain();
+      return trim();
+    case 'loaded': wk.loaded = true; return onLoaded(wk);
+    case 'load-failed': wk.loadError = m.error; return undefined;
+    default: return undefined;
+  }
+}
+
 // Take a posted call back from a worker that has not started it; false once the worker has.
 function takeBack(call) {
-  if (!call.claim || Atomics.compareExchange(call.claim, 0, 0, 2) !== 0) return false;
-  if (call.worker) call.worker.calls.delete(call);
-  call.worker = null;
-  call.claim = null;
+  const wk = call.worker;
+  if (!wk || Atomics.compareExchange(wk.claims, call.slot, call.id, 0) !== call.id) return false;
+  release(call);
   return true;
+}
+
+// The call leaves its worker (answered, timed out, taken back): its claim slot serves another call.
+function release(call) {
+  const wk = call.worker;
+  if (!wk) return;
+  Atomics.compareExchange(wk.claims, call.slot, call.id, 0); // never started: it must not start now
+  wk.calls.delete(call);
+  wk.free.push(call.slot);
+  call.worker = null;
 }
 
 // Stop a worker: calls it has not started move on; the ones it runs are answered `status`.
@@ -183,7 +234,7 @@ function kill(wk, status, body, failed) {
 }
 
 function usable(wk) {
-  return wk.loaded && !wk.dead && !wk.stalled && wk.gen === serving && wk.pingSent === 0;
+  return wk.loaded && !wk.dead && !wk.stalled && wk.gen === serving && wk.pingSent === 0 && wk.free.length > 0;
 }
 
 // The most recently used worker that keeps up.
@@ -238,14 +289,38 @@ function dispatch(call) {
     return;
   }
   call.worker = wk;
-  call.claim = new Int32Array(new SharedArrayBuffer(4));
-  call.msg.claim = call.claim;
+  call.slot = wk.free.pop();
+  Atomics.store(wk.claims, call.slot, call.id);
   wk.calls.add(call);
-  wk.posted.push({ call, claim: call.claim, at: Date.now() });
   wk.lastUsed = ++useCounter;
-  wk.w.postMessage(call.msg);
-  watch();
+  if (!wk.outbox.length) setImmediate(flush, wk);
+  wk.outbox.push(call);
   ensureSpare();
+}
+
+// The calls dispatched to a worker in one turn of the event loop go in one message: a message costs
+// more than the few fields of a call. Each is [id, claim slot, ...call.msg] (see worker.js handle()).
+function flush(wk) {
+  const calls = wk.outbox;
+  wk.outbox = [];
+  if (wk.dead) return;
+  const batch = [];
+  for (const call of calls) {
+    if (call.worker === wk && Atomics.load(wk.claims, call.slot) === call.id) batch.push([call.id, call.slot, ...call.msg]);
+  }
+  if (!batch.length) return;
+  wk.sent = (wk.sent + batch.length) | 0; // int32, as SEEN
+  unseen(wk).push([wk.sent, Date.now()]);
+  wk.w.postMessage(batch);
+  watch();
+}
+
+// The batches sent to a worker that it has not taken whole: [SEEN once taken, when sent].
+function unseen(wk) {
+  const seen = Atomics.load(wk.claims, SEEN);
+  const { sends } = wk;
+  while (sends.length && ((seen - sends[0][0]) | 0) >= 0) sends.shift();
+  return sends;
 }
 
 // While calls wait in a worker's message queue, check that it picks them up.
@@ -258,18 +333,14 @@ function check() {
   const now = Date.now();
   let waiting = false;
   for (const wk of [...workers]) {
-    const { posted } = wk;
-    while (posted.length && (posted[0].call.claim !== posted[0].claim || Atomics.load(posted[0].claim, 0) !== 0)) {
-      posted.shift(); // started, answered or moved
-    }
-    if (!posted.length) continue;
-    if (now - posted[0].at < STALL_MS) { waiting = true; continue; }
+    const sends = unseen(wk);
+    if (!sends.length) continue;
+    waiting = true;
+    if (wk.stalled || now - sends[0][1] < STALL_MS) continue;
     wk.stalled = true;
     wk.w.postMessage({ t: 'ping' }); // its pong (or any answer) shows it keeps up again
-    const moved = posted.filter((p) => p.call.claim === p.claim && takeBack(p.call)).map((p) => p.call);
-    wk.posted = [];
+    const moved = [...wk.calls].filter(takeBack); // those it has not started
     for (const call of moved) dispatch(call);
-    waiting = true;
   }
   if (!waiting) { clearInterval(checkTimer); checkTimer = null; }
 }
@@ -289,29 +360,29 @@ function ping(wk, onBlocked) {
 function finishCall(call, status, body, failed) {
   if (!pending.delete(call.id)) return;
   clearTimeout(call.timer);
-  if (call.worker) call.worker.calls.delete(call);
+  release(call);
   const i = queue.indexOf(call);
   if (i >= 0) queue.splice(i, 1);
   call.msg = null;
-  call.count(failed);
+  count(call, failed);
   if (!call.res.headersSent) reply(call.res, status, body);
 }
 
-function onResult(wk, m) {
-  const call = pending.get(m.id);
-  if (m.log) process.stderr.write(m.log);
+// A function's answer: [id, status, reason, headers (name, value, ...), body, failed, clientError, log].
+function onResult(wk, [id, status, reason, headers, body, failed, clientError, log]) {
+  const call = pending.get(id);
+  if (log) process.stderr.write(log);
   if (!call) return; // answered already (timed out)
-  pending.delete(m.id);
+  pending.delete(id);
   clearTimeout(call.timer);
-  wk.calls.delete(call);
+  release(call);
   call.msg = null;
   const { res } = call;
-  res.statusCode = m.status;
-  if (m.reason) res.statusMessage = m.reason;
-  const h = m.headers;
-  for (let i = 0; i < h.length; i += 2) res.setHeader(h[i], h[i + 1]);
-  res.end(m.body);
-  if (!m.clientError) call.count(m.failed); // the caller's mistake (bad JSON, bad path) is no call
+  res.statusCode = status;
+  if (reason) res.statusMessage = reason;
+  for (let i = 0; i < headers.length; i += 2) res.setHeader(headers[i], headers[i + 1]);
+  res.end(body);
+  if (!clientError) count(call, failed); // the caller's mistake (bad JSON, bad path) is no call
   if (call.size >= BIG_BODY) releaseSoon();
   drain();
   trim();
@@ -336,7 +407,9 @@ function reply(res, status, body, type = 'text/html; charset=utf-8') {
 }
 
 // Access log in morgan's "combined" format (what Kubeless prints), written in batches: morgan
-// itself halves the server's throughput.
+// itself halves the server's throughput. A batch is written LOG_FLUSH_MS after its first line (or
+// once LOG_BATCH long): a write per turn of the event loop woke `dev`'s log reader that often. A
+// control line and the exit write what is pending first.
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 let clfSecond = 0;
 let clfDate = '';
@@ -351,12 +424,19 @@ function clfNow() {
   }
   return clfDate;
 }
+const LOG_FLUSH_MS = 10;
+const LOG_BATCH = 32 * 1024;
 let logBuf = '';
+let logTimer = null;
 function flushLog() {
+  clearTimeout(logTimer);
+  logTimer = null;
+  if (!logBuf) return;
   const text = logBuf;
   logBuf = '';
   process.stdout.write(text);
 }
+process.on('exit', flushLog);
 function remoteUser(req) {
   const m = /^\s*basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(req.headers.authorization || '');
   if (!m) return '-';
@@ -369,8 +449,9 @@ function accessLog(req, res, addr) {
   const line = `${addr} - ${remoteUser(req)} [${clfNow()}] "${req.method} ${req.url} HTTP/${req.httpVersion}" `
     + `${res.headersSent ? res.statusCode : '-'} ${len === undefined ? '-' : len} `
     + `"${h.referer || h.referrer || '-'}" "${h['user-agent'] || '-'}"\n`;
-  if (!logBuf) setImmediate(flushLog);
+  if (!logBuf) logTimer = setTimeout(flushLog, LOG_FLUSH_MS);
   logBuf += line;
+  if (logBuf.length >= LOG_BATCH) flushLog();
 }
 
 function readBody(req, res, done) {
@@ -463,22 +544,14 @@ function onRequest(req, res) {
   }
   if (!utf8Headers(req.rawHeaders)) { reply(res, 400, 'Bad Request: header values must be UTF-8'); return; }
   readBody(req, res, (body) => {
-    const label = `${modName}-${method}`;
-    const id = nextId++;
-    const stopTimer = timeHistogram.startTimer({ method: label });
+    const id = nextId;
+    nextId = nextId === 0x3fffffff ? 1 : nextId + 1; // an int32 claim word holds -id
     const call = {
-      id, res, label, worker: null, claim: null, size: body ? body.length : 0,
-      count(failed) { // once the call is answered; a timeout or a crash is a failure too
-        callsCounter.inc({ method: label });
-        stopTimer();
-        if (failed) errorsCounter.inc({ method: label });
-      },
-      msg: {
-        t: 'call', id, method, url: req.url,
-        httpVersion: req.httpVersion, httpVersionMajor: req.httpVersionMajor, httpVersionMinor: req.httpVersionMinor,
-        headers: req.headers, rawHeaders: req.rawHeaders, body,
-        remoteAddress: addr, remotePort: sock.remotePort, localAddress: sock.localAddress, localPort: sock.localPort,
-      },
+      id, res, worker: null, slot: -1, size: body ? body.length : 0,
+      tally: tally(`${modName}-${method}`), started: performance.now(),
+      // the request, as worker.js handle() reads it after [id, claim slot]
+      msg: [method, req.url, req.httpVersion, req.headers, req.rawHeaders, body,
+        addr, sock.remotePort, sock.localAddress, sock.localPort],
     };
     call.timer = setTimeout(onTimeout, timeoutMs, call);
     pending.set(id, call);
@@ -527,9 +600,10 @@ process.on('SIGINT', () => process.exit(0));
 
 if (debugPort) {
   const inspector = require('inspector');
-  inspector.open(debugPort, '127.0.0.1', false);
+  const debugHost = process.env.KUBELESS_LOCAL_DEBUG_HOST || '127.0.0.1'; // 0.0.0.0: a bridge-mode container's own
+  inspector.open(debugPort, debugHost, false);
   if (!inspector.url()) { // it said why (address in use) on stderr
-    console.error(`the debugger cannot listen on 127.0.0.1:${debugPort}`);
+    console.error(`the debugger cannot listen on ${debugHost}:${debugPort}`);
     process.exit(1);
   }
 }

@@ -1,9 +1,11 @@
 'use strict';
 // Runs the user's function inside a worker thread so that the server (kubeless.js) can stop it
-// with worker.terminate() even when it spins in a synchronous loop. Each call is dispatched
-// through a real Express app in this thread, so event.extensions.request / response are genuine
-// Express request / response objects; the response is captured and sent back to the server,
-// which replays status, headers and body on the client's socket.
+// with worker.terminate() even when it spins in a synchronous loop. event.extensions.request /
+// response are genuine Express request / response objects, built the first time the function reads
+// them (or when its result needs Express: an object for res.json, a failure for the 500 page);
+// most functions never read them, and a call that does not need Express costs a fraction of one
+// routed through it. The response is captured and sent back to the server, which replays status,
+// headers and body on the client's socket.
 const http = require('http');
 const path = require('path');
 const { createRequire } = require('module');
@@ -23,6 +25,29 @@ const rtRequire = workerData.runtimeLib
   ? createRequire(path.join(workerData.runtimeLib, 'package.json'))
   : require;
 const express = rtRequire('express');
+const typeis = createRequire(rtRequire.resolve('express'))('type-is'); // what Express' req.is() runs
+// The claim words of this worker's calls (kubeless.js): +id posted, -id started here, 0 taken back.
+// The word after them counts the calls taken from messages (the server watches it move).
+const { claims } = workerData;
+const SEEN = claims.length - 1;
+const NO_HEADERS = [];
+
+// What goes to the server goes in batches: everything sent while this turn's microtasks run (the
+// answers of the calls of one message, most often) is one message. In order; bodies handed over.
+let outbox = [];
+let handedOver = [];
+function out(m, buffer) {
+  if (!outbox.length) queueMicrotask(sendOut);
+  outbox.push(m);
+  if (buffer) handedOver.push(buffer);
+}
+function sendOut() {
+  const batch = outbox;
+  const buffers = handedOver;
+  outbox = [];
+  handedOver = [];
+  parentPort.postMessage(batch, buffers);
+}
 
 const { modPath, modName, funcHandler } = workerData;
 const context = {
@@ -58,7 +83,7 @@ try {
   else if (mod && typeof mod === 'object' && typeof mod[funcHandler] === 'function') func = mod[funcHandler];
   else throw new Error(`${modName}.js does not export a function named '${funcHandler}'`);
 } catch (err) {
-  parentPort.postMessage({ t: 'load-failed', error: describeLoadError(err) });
+  out({ t: 'load-failed', error: describeLoadError(err) });
   // Let the message flush, then end this thread: the server decides what to do.
   setImmediate(() => process.exit(1));
   func = null;
@@ -120,11 +145,14 @@ function send(res) {
   res.klSent = true;
   const headers = [];
   for (const name of res.getRawHeaderNames()) headers.push(name, res.getHeader(name));
-  const body = res.klChunks.length === 1 ? res.klChunks[0] : Buffer.concat(res.klChunks);
-  parentPort.postMessage({
-    t: 'res', id: res.klId, status: res.statusCode, reason: res.statusMessage,
-    headers, body, failed: res.klFailed, clientError: res.klClientError, log: res.klLog,
-  });
+  // A body of its own memory, handed over: a small Buffer is a view of an 8 KB pool, which a
+  // message would copy whole.
+  let size = 0;
+  for (const c of res.klChunks) size += c.length;
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const c of res.klChunks) { body.set(c, at); at += c.length; }
+  out([res.klId, res.statusCode, res.statusMessage, headers, body, res.klFailed, res.klClientError, res.klLog], body.buffer);
 }
 
 // The error's stack without the runtime's own frames (Express, this file, Node internals).
@@ -140,7 +168,7 @@ function fail(err, req, res) {
   const log = `Function failed to execute: ${userStack(err)}\n`;
   if (res.klSent) {
     // The function answered and then failed: count the failure anyway.
-    parentPort.postMessage({ t: 'failed', method: req.method, log });
+    out({ t: 'failed', method: req.method, log });
     return;
   }
   res.klFailed = true;
@@ -166,40 +194,6 @@ function clientError(res, message) {
   res.status(400).send(`Bad Request: ${message}`);
 }
 
-function call(req, res) {
-  const body = req.klBody;
-  const multipart = req.is('multipart/*');
-  req.body = body.length > 0 && !multipart ? body : {};
-  let data = req.body;
-  if (body.length > 0 && !multipart) {
-    try {
-      data = req.is('application/json') ? JSON.parse(body.toString('utf-8')) : body.toString('utf-8');
-    } catch (err) {
-      clientError(res, `invalid JSON: ${err.message}`);
-      return;
-    }
-  }
-  new Promise((resolve) => {
-    const event = {
-      data,
-      'event-id': req.get('event-id'),
-      'event-type': req.get('event-type'),
-      'event-time': req.get('event-time'),
-      'event-namespace': req.get('event-namespace'),
-      extensions: { request: req, response: res },
-    };
-    resolve(func(event, context));
-  })
-    .then((result) => finalize(result, res))
-    .catch((err) => fail(err, req, res));
-}
-
-const app = express();
-app.disable('x-powered-by'); // the server thread adds it to every answer
-app.all('*', call);
-// eslint-disable-next-line no-unused-vars
-app.use((err, req, res, next) => (err.status === 400 ? clientError(res, err.message) : fail(err, req, res)));
-
 function makeSocket(m) {
   return {
     remoteAddress: m.remoteAddress, remotePort: m.remotePort,
@@ -210,31 +204,153 @@ function makeSocket(m) {
   };
 }
 
-function handle(m) {
-  const req = new http.IncomingMessage(makeSocket(m));
-  req.method = m.method;
-  req.url = m.url;
-  req.httpVersion = m.httpVersion;
-  req.httpVersionMajor = m.httpVersionMajor;
-  req.httpVersionMinor = m.httpVersionMinor;
-  req.headers = m.headers;
-  req.rawHeaders = m.rawHeaders;
-  req.complete = true;
-  const body = m.body ? Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength) : Buffer.alloc(0);
-  req.klBody = body;
-  // The body is also readable as a stream (e.g. multipart parsers reading the request).
-  if (body.length) req.push(body);
-  req.push(null);
-  const res = capturedResponse(req, m.id);
-  if (body.length >= BIG_BODY) res.once('finish', releaseSoon);
-  app(req, res);
+// One call: the event from the server's message; Express' request and response once needed.
+class Call {
+  constructor(m) {
+    this.m = m;
+    this.body = m.body ? Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength) : Buffer.alloc(0);
+    this.req = null;
+    this.res = null;
+    this.answered = false; // by reply(), without Express
+    this.reqBody = undefined;
+  }
+
+  // Express' request and response, routed through the app (which sets their prototypes, req.query,
+  // req.params...); `start`: the route then runs the function (a path Express cannot decode is the
+  // caller's 400 before it).
+  express(start = false) {
+    if (this.req) return this;
+    const { m, body } = this;
+    const req = new http.IncomingMessage(makeSocket(m));
+    req.method = m.method;
+    req.url = m.url;
+    req.httpVersion = m.httpVersion;
+    req.httpVersionMajor = m.httpVersionMajor;
+    req.httpVersionMinor = m.httpVersionMinor;
+    req.headers = m.headers;
+    req.rawHeaders = m.rawHeaders;
+    req.complete = true;
+    // The body is also readable as a stream (e.g. multipart parsers reading the request).
+    if (body.length) req.push(body);
+    req.push(null);
+    const res = capturedResponse(req, m.id);
+    if (this.answered) { res.klSent = true; res.finished = true; } // built after the answer went
+    else if (body.length >= BIG_BODY) res.once('finish', releaseSoon);
+    this.req = req;
+    this.res = res;
+    req.klBody = body;
+    req.klReqBody = this.reqBody;
+    req.klCall = start ? this : null;
+    app(req, res); // Express routes synchronously: `route` below has run when it returns
+    return this;
+  }
+
+  start() {
+    const { body } = this;
+    const { headers } = this.m;
+    const multipart = body.length > 0 && typeis.is(headers['content-type'], ['multipart/*']);
+    // req.body (the route set it where Express came first); event.data too unless parsed below
+    this.reqBody = this.req ? this.req.body : (body.length > 0 && !multipart ? body : {});
+    let data = this.reqBody;
+    if (body.length > 0 && !multipart) {
+      try {
+        data = typeis.is(headers['content-type'], ['application/json']) ? JSON.parse(body.toString('utf-8')) : body.toString('utf-8');
+      } catch (err) {
+        clientError(this.express().res, `invalid JSON: ${err.message}`);
+        return;
+      }
+    }
+    const call = this;
+    new Promise((resolve) => {
+      const event = {
+        data,
+        // req.get(name) of Express: the header under its lower-case name
+        'event-id': headers['event-id'],
+        'event-type': headers['event-type'],
+        'event-time': headers['event-time'],
+        'event-namespace': headers['event-namespace'],
+        extensions: call.req ? { request: call.req, response: call.res } : lazyExtensions(call),
+      };
+      resolve(func(event, context));
+    })
+      .then((result) => call.finish(result))
+      .catch((err) => call.fail(err));
+  }
+
+  finish(result) {
+    if (this.res) { finalize(result, this.res); return; }
+    switch (typeof result) { // the conversions of finalize() that need no Express
+      case 'string': this.reply(result); break;
+      case 'undefined': this.reply(''); break;
+      case 'number': case 'boolean': this.reply(JSON.stringify(result)); break;
+      default: finalize(result, this.express().res);
+    }
+  }
+
+  fail(err) {
+    this.express();
+    fail(err, this.req, this.res);
+  }
+
+  // What res.end(body) answers through Express here: 200, no headers of its own.
+  reply(body) {
+    this.answered = true;
+    out([this.m.id, 200, undefined, NO_HEADERS, body, false, false, undefined]);
+    if (this.body.length >= BIG_BODY) releaseSoon();
+  }
+}
+
+// event.extensions whose request and response are built on first use, then plain properties.
+function lazyExtensions(call) {
+  const ext = {
+    get request() { return built().request; },
+    set request(v) { built().request = v; },
+    get response() { return built().response; },
+    set response(v) { built().response = v; },
+  };
+  function built() {
+    call.express();
+    Object.defineProperties(ext, {
+      request: { value: call.req, writable: true, enumerable: true, configurable: true },
+      response: { value: call.res, writable: true, enumerable: true, configurable: true },
+    });
+    return ext;
+  }
+  return ext;
+}
+
+const app = express();
+app.disable('x-powered-by'); // the server thread adds it to every answer
+app.all('*', (req, res) => {
+  const body = req.klBody;
+  if (req.klReqBody !== undefined) req.body = req.klReqBody;
+  else req.body = body.length > 0 && !req.is('multipart/*') ? body : {};
+  if (req.klCall) req.klCall.start();
+});
+// eslint-disable-next-line no-unused-vars
+app.use((err, req, res, next) => (err.status === 400 ? clientError(res, err.message) : fail(err, req, res)));
+
+// A call from the server: [id, claim slot, method, url, httpVersion, headers, rawHeaders, body,
+// remoteAddress, remotePort, localAddress, localPort] (kubeless.js flush()).
+function handle([id, slot, method, url, httpVersion, headers, rawHeaders, body,
+  remoteAddress, remotePort, localAddress, localPort]) {
+  // Claim the call first: the server takes back calls this thread was too busy to start.
+  Atomics.add(claims, SEEN, 1);
+  if (Atomics.compareExchange(claims, slot, id, -id) !== id) return;
+  const dot = httpVersion.indexOf('.');
+  const m = {
+    id, method, url, httpVersion, headers, rawHeaders, body, remoteAddress, remotePort, localAddress, localPort,
+    httpVersionMajor: Number(httpVersion.slice(0, dot)), httpVersionMinor: Number(httpVersion.slice(dot + 1)),
+  };
+  const call = new Call(m);
+  if (m.url.includes('%')) call.express(true); // decoding the path can fail only where it has a %
+  else call.start();
 }
 
 if (func) {
   parentPort.on('message', (m) => {
-    // Claim the call first: the server takes back calls this thread was too busy to start.
-    if (m.t === 'call') { if (Atomics.compareExchange(m.claim, 0, 0, 1) === 0) handle(m); }
-    else if (m.t === 'ping') parentPort.postMessage({ t: 'pong' });
+    if (Array.isArray(m)) for (const call of m) handle(call); // a batch of calls
+    else if (m.t === 'ping') out({ t: 'pong' });
   });
-  parentPort.postMessage({ t: 'loaded' });
+  out({ t: 'loaded' });
 }

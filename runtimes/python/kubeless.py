@@ -171,10 +171,11 @@ def start_debugger():
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # its warning about frozen stdlib modules
     import debugpy  # noqa: T100 - the debugger `dev --debug` asked for, not a leftover breakpoint
 
+    host = os.environ.get("KUBELESS_LOCAL_DEBUG_HOST") or "127.0.0.1"  # 0.0.0.0: a bridge-mode container's own
     try:
-        debugpy.listen(("127.0.0.1", DEBUG_PORT), in_process_debug_adapter=True)  # noqa: T100 - as above
+        debugpy.listen((host, DEBUG_PORT), in_process_debug_adapter=True)  # noqa: T100 - as above
     except Exception as exc:  # noqa: BLE001 - whatever debugpy raises, the function cannot be debugged
-        raise LoadError("the debugger cannot listen on 127.0.0.1:%d: %s" % (DEBUG_PORT, exc)) from None
+        raise LoadError("the debugger cannot listen on %s:%d: %s" % (host, DEBUG_PORT, exc)) from None
 
 
 def load_error_text():

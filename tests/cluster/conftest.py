@@ -17,6 +17,7 @@ import kubeless_controller  # tests/cluster
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from processes import undone_at_exit  # tests/support
 
 from kubeless_local.cluster import apply, kubeconfig
 
@@ -36,15 +37,15 @@ class Cluster:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("k8s")
-    try:  # a cold build of the binaries takes 5-13 min; cached, the start takes ~4 s
+    # etcd and the API server are stopped even when pytest is killed (SIGTERM, kill -9) before its teardown
+    with undone_at_exit(["sh", str(SCRIPTS / "k8s-down.sh"), str(state)]):
+        # a cold build of the binaries takes 5-13 min; cached, the start takes ~4 s
         up = subprocess.run(
             ["sh", str(SCRIPTS / "k8s-up.sh"), str(state)], capture_output=True, text=True, timeout=1800
         )
         if up.returncode != 0:
             pytest.fail("scripts/k8s-up.sh failed:\n%s" % up.stderr[-3000:])
         yield Cluster(state, Path(up.stdout.strip().splitlines()[-1]))
-    finally:
-        subprocess.run(["sh", str(SCRIPTS / "k8s-down.sh"), str(state)], timeout=60, check=False)
 
 
 @pytest.fixture

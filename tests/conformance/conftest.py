@@ -15,6 +15,7 @@ from kubeless_local import kubeless_objects as objects
 from kubeless_local.emulator import backends
 from kubeless_local.emulator.base import State
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.emulator.supervisor import Supervisor
 from kubeless_local.runtimes import Catalog
 
@@ -187,7 +188,11 @@ def function(runtime, backend_name, tmp_path):
     deps=None) -> RunningFunction; stopped after the test. `folder=True`: the source is a private copy of the
     scenario's handler and data.txt in a folder (`.folder`), editable. `deps`: the deps file's text."""
     hub = LogHub()
-    supervisor = Supervisor(tmp_path / "state", backends.factory(backend_name), hub, CATALOG, ephemeral_ports=True)
+    (tmp_path / "state").mkdir()
+    recorder = Recorder(tmp_path / "state", logs=hub)  # as in `dev`: every call passes a door that records it
+    supervisor = Supervisor(
+        tmp_path / "state", backends.factory(backend_name), hub, CATALOG, ephemeral_ports=True, recorder=recorder
+    )
     started = []
 
     def start(
@@ -227,3 +232,4 @@ def function(runtime, backend_name, tmp_path):
 
     yield start
     supervisor.stop_all()
+    recorder.close()

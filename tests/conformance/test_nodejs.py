@@ -1,16 +1,18 @@
 """Node.js-specific vectors (contract §5 Node column, §10 #9-#13) and the places where the Node
 runtime deliberately differs from the legacy Kubeless image (see the README parity table)."""
 
+import concurrent.futures
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from sockets import free_port
+from sockets import answer_of, free_port
 
 from kubeless_local.emulator.prepare import setup_runtime_lib
 
@@ -138,6 +140,22 @@ def test_other_callers_are_not_stuck_behind_a_blocked_loop(function):
     spinner.close()
 
 
+def test_calls_that_arrive_with_a_runaway_one_are_served_by_a_spare(function):
+    # calls the server reads together go to the worker in one message; the first spins, the others (not
+    # started) move to a spare and are answered within the sockets' 20 s, long before the 30 s timeout
+    f = function("hello", timeout=30, editable=True)
+    code = "module.exports = { handler: (e) => { if (e.data === 'spin') for (;;) {} return 'ok ' + e.data; } };\n"
+    assert f.replace_code(code).value == "Ready"
+    port = int(f.instance.server_url.rsplit(":", 1)[1])  # the runtime server itself (past a front door)
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(6)]
+    bodies = [b"spin"] + [b"%d" % i for i in range(1, 6)]
+    for sock, body in zip(socks, bodies):  # back to back, so that the server reads them in one turn
+        head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert [answer_of(sock) for sock in socks[1:]] == [(200, "ok %d" % i) for i in range(1, 6)]
+    socks[0].close()
+
+
 def test_express_response_object_is_usable(function):
     f = function("hello", editable=True)
     code = (
@@ -151,6 +169,38 @@ def test_express_response_object_is_usable(function):
     assert r.status_code == 202
     assert r.json() == {"path": "/some/path", "q": "1", "is": "json"}
     assert r.cookies.get("k") == "v"
+
+
+def test_express_objects_read_late_are_the_calls_own(function):
+    # event.extensions are built when first read: after an await, other calls in between, they are still
+    # Express' request and response of this call, listed as before and with req.body as event.data
+    f = function("hello", editable=True)
+    code = (
+        "module.exports = { handler: async (e) => {\n"
+        "  const keys = Object.keys(e.extensions);\n"
+        "  await new Promise((r) => setTimeout(r, 20));\n"
+        "  const req = e.extensions.request;\n"
+        "  e.extensions.response.set('X-Late', req.query.q);\n"
+        "  return { keys, path: req.path, q: req.query.q, same: req.body === e.data, id: req.get('event-id') };\n"
+        "} };\n"
+    )
+    assert f.replace_code(code).value == "Ready"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        calls = [
+            pool.submit(requests.get, f.url + "/p%d?q=%d" % (i, i), headers={"event-id": "e%d" % i}, timeout=30)
+            for i in range(16)
+        ]
+        answers = [c.result() for c in calls]
+    for i, r in enumerate(answers):
+        assert r.status_code == 200
+        assert r.json() == {
+            "keys": ["request", "response"],
+            "path": "/p%d" % i,
+            "q": str(i),
+            "same": True,
+            "id": "e%d" % i,
+        }
+        assert r.headers["X-Late"] == str(i)
 
 
 def test_body_limit_defaults_to_1_mb(function):

@@ -2,10 +2,12 @@
 container has a network namespace of its own, listens on 8080 there (FUNC_PORT=8080) and is published at
 127.0.0.1:P (`-p 127.0.0.1:P:8080`), the URL `ls` shows. Tested against a Docker engine started inside a
 network namespace of the test's own (tests/support/private_engine.py): the bridge's private addresses exist
-and are used only there, so `dev`, `ls` and the calls run inside it too."""
+and are used only there, so `dev`, `ls` and the calls run inside it too. `dev --debug` (issue S): each runtime's
+debugger binds the container's own addresses, its port published on 127.0.0.1 and reached through the debug door."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -13,19 +15,24 @@ import time
 
 import pytest
 import requests
+from cdp import CdpClient
+from dap import DapClient
 from private_engine import private_engine
 from processes import interrupt
+from sockets import free_port
 from upstream_python import MANIFEST, build_upstream_python
 from upstream_python import TAG as UPSTREAM_TAG
 from waiting import wait_until
 
 IMAGE = "kubeless-local/python:3.11"
+NODE_IMAGE = "kubeless-local/nodejs:20"
+GO_IMAGE = "kubeless-local/go:1.26"
 HANDLER = "def hello(event, context):\n    return 'hello from the bridge'\n"
 
 
 @pytest.fixture(scope="module")
 def engine():
-    with private_engine([IMAGE, build_upstream_python()]) as started:  # built on the host's engine
+    with private_engine([IMAGE, NODE_IMAGE, GO_IMAGE, build_upstream_python()]) as started:  # the host's engine's
         yield started
 
 
@@ -34,10 +41,10 @@ def dev_inside(engine, tmp_path):
     """`kubeless-local dev --backend docker` inside the namespace, against the private engine."""
     started = []
 
-    def start(cwd, **env):
+    def start(cwd, *args, **env):
         out = open(cwd / ".dev-output.log", "w+")
         proc = subprocess.Popen(
-            [*engine.prefix, sys.executable, "-m", "kubeless_local", "dev", "--backend", "docker"],
+            [*engine.prefix, sys.executable, "-m", "kubeless_local", "dev", "--backend", "docker", *args],
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -141,3 +148,234 @@ def test_saves_of_an_image_that_cannot_reload_in_place_switch_blue_green_on_the_
         "the old generations' containers gone",
         60,
     )
+
+
+DEBUGGED = """\
+def hello(event, context):
+    total = 40 + %d
+    return "total=%%d" %% total
+"""
+DEBUGGED_LINE = 3  # `return …`: `total` is set
+
+
+def stopped_call(engine, dap, config, folder, url):
+    """Attach with the editor's entry, break on DEBUGGED_LINE of the user's file, call: the call stops there
+    and answers once continued. The local `total` it read, and the call's answer."""
+    dap.initialize()
+    attach = dap.send("attach", {"pathMappings": config["pathMappings"], "justMyCode": True})
+    dap.wait_event("initialized")
+    assert [b["verified"] for b in dap.set_breakpoints(str(folder / "handler.py"), [DEBUGGED_LINE])] == [True]
+    dap.request("configurationDone")
+    dap.response(attach)
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(engine.inside(post, url, timeout=120)), daemon=True)
+    caller.start()
+    stopped = dap.wait_event("stopped", timeout=60)
+    assert dap.stack(stopped["threadId"])[0]["source"]["path"] == str(folder / "handler.py")
+    total = dap.top_locals(stopped["threadId"])["total"]
+    assert caller.is_alive()  # held at the breakpoint
+    dap.request("continue", {"threadId": stopped["threadId"]})
+    caller.join(60)
+    assert answers, "the call did not answer once continued"
+    return total, answers[0]
+
+
+def swap_container(manifest):
+    """A manifest change: the next generation needs a new container (blue/green)."""
+    manifest.write_text(
+        manifest.read_text() + "  deployment:\n    spec:\n      template:\n        spec:\n"
+        "          containers:\n          - env:\n            - name: GREETING\n              value: hi\n"
+    )
+
+
+def debugger_made_by_the_hosts_engine(folder, files):
+    """The debugger's files for a function's image (debugpy, dlv), made as `dev --debug` makes them (once per
+    image, in the cache the private engine's `dev` shares): by the host's engine, since the private engine's
+    namespace has no way to the package index or the Go module proxy. The same image id there (docker save |
+    load), so found made."""
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    out = open(folder / ".dev-output.log", "w+")
+    argv = [sys.executable, "-m", "kubeless_local", "dev", "--backend", "docker", "--debug", "hello"]
+    proc = subprocess.Popen([*argv, "--debug-port", str(free_port())], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        output = (folder / ".dev-output.log").read_text
+        wait_until(lambda: proc.poll() is not None or "Watching" in output(), lambda: output(), timeout=600)
+        assert proc.poll() is None and "Crashed" not in output(), output()
+    finally:
+        interrupt(proc, timeout=30)
+        out.close()
+
+
+def test_a_python_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
+    """debugpy binds the container's own addresses, its port is published on 127.0.0.1 beside the server's,
+    and the debug door on the debug port forwards there; again after a save (the server reloads in place) and
+    after a manifest change (blue/green: a new container, published at ports of its own, the door follows)."""
+    debugger_made_by_the_hosts_engine(tmp_path / "on-the-host", {"handler.py": DEBUGGED % 2, "function.yaml": MANIFEST})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "handler.py").write_text(DEBUGGED % 2)
+    (project / "function.yaml").write_text(MANIFEST)
+    port = engine.inside(free_port)
+    proc, output = dev_inside(project, "--debug", "hello", "--debug-port", str(port))
+
+    def watching():
+        assert proc.poll() is None, "dev exited:\n" + output()
+        return "Watching" in output()
+
+    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=180)
+    row = listed(engine, project)
+    assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
+    done = engine.run(
+        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=project
+    )
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["connect"] == {"host": "127.0.0.1", "port": port}
+    (container,) = engine.client().containers.list(filters={"label": "kubeless-local.function=hello"})
+    [published] = container.attrs["NetworkSettings"]["Ports"]["%d/tcp" % port]
+    assert published["HostIp"] == "127.0.0.1" and published["HostPort"] != str(port)  # the door's port is its own
+
+    with engine.inside(DapClient.connect, port) as dap:
+        assert stopped_call(engine, dap, config, project, row["url"] + "/") == ("42", "total=42")
+
+    (project / "handler.py").write_text(DEBUGGED % 3)
+    wait_until(lambda: "reloaded in" in output(), lambda: "reloaded:\n" + output(), 120)
+    with engine.inside(DapClient.connect, port) as dap:  # the same port, the new server's debugger
+        assert stopped_call(engine, dap, config, project, row["url"] + "/") == ("43", "total=43")
+
+    swap_container(project / "function.yaml")
+    wait_until(lambda: output().count("reloaded in") >= 2, lambda: "reloaded:\n" + output(), 120)
+    assert listed(engine, project)["pid"] != row["pid"]  # a new container
+    with engine.inside(DapClient.connect, port) as dap:  # the same port, the new container's debugger
+        assert stopped_call(engine, dap, config, project, row["url"] + "/") == ("43", "total=43")
+
+
+NODE_HANDLER = """\
+module.exports = {
+  hello(event, context) {
+    const total = 40 + %d;
+    return `total=${total}`;
+  },
+};
+"""
+NODE_LINE = 4  # `return …`: `total` is set
+
+
+def paused_call(engine, cdp, url, served):
+    """Break on NODE_LINE of the file the server loads, call: the call pauses there and answers once resumed.
+    The local `total` it read, and the call's answer."""
+    cdp.set_breakpoints("^(file://)?%s$" % re.escape(served), [NODE_LINE])
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(engine.inside(post, url, timeout=120)), daemon=True)
+    caller.start()
+    paused = cdp.wait_paused()
+    total = cdp.locals(paused)["total"]
+    assert caller.is_alive()  # held at the breakpoint
+    cdp.resume(paused)
+    caller.join(60)
+    assert answers, "the call did not answer once resumed"
+    return total, answers[0]
+
+
+def test_a_node_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
+    """The V8 inspector binds the container's own addresses and is reached through the debug door as debugpy
+    is; a save reloads in place (the inspector stays connected), a blue/green reload is attached to again."""
+    (tmp_path / "handler.js").write_text(NODE_HANDLER % 2)
+    (tmp_path / "function.yaml").write_text(
+        MANIFEST.replace("handler.py", "handler.js").replace("python3.11", "nodejs20")
+    )
+    port = engine.inside(free_port)
+    proc, output = dev_inside(tmp_path, "--debug", "hello", "--debug-port", str(port))
+
+    def watching():
+        assert proc.poll() is None, "dev exited:\n" + output()
+        return "Watching" in output()
+
+    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=180)
+    row = listed(engine, tmp_path)
+    assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
+    done = engine.run(
+        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["port"] == port
+    served = str(tmp_path / "handler.js").replace(config["localRoot"], config["remoteRoot"], 1)
+    url = row["url"] + "/"
+
+    with engine.inside(CdpClient.connect, port) as cdp:
+        assert paused_call(engine, cdp, url, served) == (42, "total=42")
+        (tmp_path / "handler.js").write_text(NODE_HANDLER % 3)  # reloaded in place: the same connection goes on
+        wait_until(lambda: "reloaded in" in output(), lambda: "reloaded:\n" + output(), 120)
+        assert paused_call(engine, cdp, url, served) == (43, "total=43")
+
+    swap_container(tmp_path / "function.yaml")
+    wait_until(lambda: output().count("reloaded in") >= 2, lambda: "reloaded:\n" + output(), 120)
+    assert listed(engine, tmp_path)["pid"] != row["pid"]  # a new container
+    with engine.inside(CdpClient.connect, port) as cdp:  # the same port, the new container's inspector
+        assert paused_call(engine, cdp, url, served) == (43, "total=43")
+
+
+GO_MANIFEST = MANIFEST.replace("handler.py", "handler.go").replace("python3.11", "go1.26").replace(".hello", ".Hello")
+GO_HANDLER = """\
+package kubeless
+
+import "github.com/kubeless/kubeless/pkg/functions"
+
+func Hello(event functions.Event, context functions.Context) (string, error) {
+	greeting := "hello " + event.Data
+	return greeting, nil
+}
+"""
+GO_LINE = 7  # `return greeting, nil`
+
+
+def test_a_go_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
+    """Delve binds the container's own addresses and is reached through the debug door as debugpy is."""
+    debugger_made_by_the_hosts_engine(
+        tmp_path / "on-the-host", {"handler.go": GO_HANDLER, "function.yaml": GO_MANIFEST}
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "handler.go").write_text(GO_HANDLER)
+    (project / "function.yaml").write_text(GO_MANIFEST)
+    port = engine.inside(free_port)
+    proc, output = dev_inside(project, "--debug", "hello", "--debug-port", str(port))
+
+    def watching():
+        assert proc.poll() is None, "dev exited:\n" + output()
+        return "Watching" in output()
+
+    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=600)
+    row = listed(engine, project)
+    assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
+    done = engine.run(
+        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=project
+    )
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["port"] == port
+
+    with engine.inside(DapClient.connect, port, timeout=60) as dap:
+        dap.initialize()
+        dap.request("attach", {"mode": "remote", "substitutePath": config["substitutePath"]})
+        dap.wait_event("initialized")
+        [bp] = dap.set_breakpoints(str(project / "handler.go"), [GO_LINE])
+        assert bp["verified"], bp
+        dap.request("configurationDone")
+        answers: list = []
+        url = row["url"] + "/"
+        caller = threading.Thread(target=lambda: answers.append(engine.inside(post, url, timeout=120)), daemon=True)
+        caller.start()
+        stopped = dap.wait_event("stopped", timeout=60)
+        frame = dap.stack(stopped["threadId"])[0]
+        assert (frame["source"]["path"], frame["line"]) == (str(project / "handler.go"), GO_LINE)
+        assert dap.top_locals(stopped["threadId"])["greeting"] == '"hello x"'
+        assert caller.is_alive()  # held at the breakpoint
+        dap.set_breakpoints(str(project / "handler.go"), [])
+        dap.request("continue", {"threadId": stopped["threadId"]})
+        caller.join(60)
+        assert answers == ["hello x"]
+        dap.request("disconnect", {"terminateDebuggee": False})

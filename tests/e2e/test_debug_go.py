@@ -1,9 +1,11 @@
 """`dev --debug` of a Go function (Delve): a DAP client attaches with what `debug-config` prints, a breakpoint in
 the user's handler.go stops a `call` past its timeout, a local is read, the call answers once continued; a save
-binds the new lines on the same port. Real Go, real dlv, the process backend."""
+binds the new lines on the same port. Real Go, real dlv, both backends (on docker: dlv built by the image's Go,
+reached through the function's debug door, docker/debugger.py)."""
 
 import time
 
+import pytest
 from dap import DapClient
 from sockets import free_port
 from test_debugging_e2e import Call, debug_config
@@ -63,14 +65,16 @@ def stop_a_call(config, folder, source, expected_local):
         return answer
 
 
-def test_a_breakpoint_in_the_users_go_file_stops_a_call_and_binds_again_after_a_save(tmp_path, start_dev):
+@pytest.mark.parametrize("backend", ["process", "docker"])
+def test_a_breakpoint_in_the_users_go_file_stops_a_call_and_binds_again_after_a_save(tmp_path, start_dev, backend):
     folder = tmp_path / "gofn"
     folder.mkdir()
     (folder / "function.yaml").write_text(FUNCTION)
     (folder / "handler.go").write_text(HANDLER)
     port = free_port()
-    dev = start_dev("dev", "--backend", "process", "--debug", "gofn", "--debug-port", str(port), cwd=folder)
-    dev.wait_for_output("Watching", timeout=300)
+    dev = start_dev("dev", "--backend", backend, "--debug", "gofn", "--debug-port", str(port), cwd=folder)
+    # on docker the first debugged start builds dlv and the debug standard library in the image (once per image)
+    dev.wait_for_output("Watching", timeout=600)
     config = debug_config("gofn", folder)
     print(config)
     assert config["port"] == port

@@ -1,7 +1,8 @@
 """`dev --debug`: a debugger client attaches as an editor would (with what `debug-config` prints), a breakpoint
 in the user's own file stops a `call`, a local's value is read, the call answers once continued, past its
 timeout; a save binds the new lines on the same port; without --debug nothing listens; bad input is one line.
-Real runtimes on the process backend (the docker backend refuses --debug for now)."""
+Real runtimes on both backends: on the docker backend the debugger listens in the container's namespace and the
+client reaches it through the function's debug door (relay mode, this engine's; docker/debugger.py)."""
 
 import json
 import os
@@ -10,10 +11,13 @@ import signal
 import threading
 import time
 
+import pytest
 from cdp import CdpClient
 from conftest import cli
 from dap import DapClient
 from sockets import free_port, taken_port
+
+from kubeless_local.emulator import images
 
 PYTHON_FUNCTION = """\
 apiVersion: kubeless.io/v1beta1
@@ -118,17 +122,34 @@ def stop_at(dap, attach, path, line):
     dap.response(attach)
 
 
+def a_call_stops_at(folder, line, name, value):
+    """Attached with the editor's entry, a breakpoint on `line` of the user's handler.py stops a call of pyfn,
+    whose local `name` reads `value` there; continued, the call answers `name=value`."""
+    dap, attach = attached(debug_config("pyfn", folder))
+    with dap:
+        stop_at(dap, attach, folder / "handler.py", line)
+        call = Call("pyfn", folder)
+        stopped = dap.wait_event("stopped", timeout=60)
+        assert dap.top_locals(stopped["threadId"])[name] == value
+        dap.request("continue", {"threadId": stopped["threadId"]})
+        assert call.answer().stdout.strip() == "%s=%s" % (name, value)
+
+
 def debug_config(name, cwd):
     result = cli("debug-config", name, "--editor", "vscode", cwd=cwd, check=True)
     return json.loads(result.stdout)
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["process", "docker"])
+
+
+@BACKENDS
 def test_a_breakpoint_in_the_users_python_file_stops_a_call_past_its_timeout_and_binds_again_after_a_save(
-    tmp_path, start_dev
+    tmp_path, start_dev, backend
 ):
     folder = python_project(tmp_path)
     port = free_port()
-    dev = start_dev("dev", "--backend", "process", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev = start_dev("dev", "--backend", backend, "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
     dev.wait_for_output("Watching")
     assert "127.0.0.1:%d (debugpy)" % port in dev.output()  # the DEBUG column of dev's table
     wide = cli("ls", "-o", "wide", cwd=folder, check=True).stdout
@@ -154,22 +175,16 @@ def test_a_breakpoint_in_the_users_python_file_stops_a_call_past_its_timeout_and
     (folder / "handler.py").write_text(SAVED_PY)
     dev.wait_for_output("reloaded in")
     assert debug_config("pyfn", folder)["connect"]["port"] == port  # the same port after the save
-    dap, attach = attached(config)
-    with dap:
-        stop_at(dap, attach, folder / "handler.py", SAVED_PY_LINE)
-        call = Call("pyfn", folder)
-        stopped = dap.wait_event("stopped", timeout=60)
-        assert dap.top_locals(stopped["threadId"])["doubled"] == "86"
-        dap.request("continue", {"threadId": stopped["threadId"]})
-        assert call.answer().stdout.strip() == "doubled=86"
+    a_call_stops_at(folder, SAVED_PY_LINE, "doubled", "86")
 
 
+@BACKENDS
 def test_a_breakpoint_in_the_users_node_file_stops_a_call_and_the_inspector_stays_connected_across_a_save(
-    tmp_path, start_dev
+    tmp_path, start_dev, backend
 ):
     folder = node_project(tmp_path)
     port = free_port()
-    dev = start_dev("dev", "--backend", "process", "--debug", "nodefn", "--debug-port", str(port), cwd=folder)
+    dev = start_dev("dev", "--backend", backend, "--debug", "nodefn", "--debug-port", str(port), cwd=folder)
     dev.wait_for_output("Watching")
     assert "127.0.0.1:%d (inspector)" % port in dev.output()
     config = debug_config("nodefn", folder)
@@ -199,6 +214,60 @@ def test_a_breakpoint_in_the_users_node_file_stops_a_call_and_the_inspector_stay
         cdp.resume(paused)
         assert call.answer().stdout.strip() == "doubled=86"
     assert cli("call", "nodefn", cwd=folder, check=True).stdout.strip() == "doubled=86"  # detached: no breakpoint
+
+
+def test_on_docker_the_debug_door_follows_a_blue_green_reload_to_the_new_container(tmp_path, start_dev):
+    folder = node_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "docker", "--debug", "nodefn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+    first = json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)[0]["pid"]
+    # the manifest changed: a new container beside the old one (blue/green), the doors switch to it
+    manifest = folder / "function.yaml"
+    manifest.write_text(
+        manifest.read_text() + "  deployment:\n    spec:\n      template:\n        spec:\n"
+        "          containers:\n          - env:\n            - name: GREETING\n              value: hi\n"
+    )
+    dev.wait_for_output("reloaded in")
+    [row] = json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)
+    assert row["pid"] != first and row["debug"]["port"] == port
+    config = debug_config("nodefn", folder)
+    served = str(folder / "handler.js").replace(config["localRoot"], config["remoteRoot"], 1)
+    with CdpClient.connect(port) as cdp:
+        cdp.set_breakpoints("^(file://)?%s$" % re.escape(served), [HANDLER_JS_LINE])
+        call = Call("nodefn", folder)
+        paused = cdp.wait_paused()
+        assert cdp.locals(paused)["total"] == 42
+        cdp.resume(paused)
+        assert call.answer().stdout.strip() == "total=42"
+
+
+def test_on_docker_in_host_mode_the_debugger_binds_the_debug_port_itself(tmp_path, start_dev):
+    folder = python_project(tmp_path)
+    (folder / ".kubeless-local.yaml").write_text("docker: {network: host}\n")
+    port = free_port()
+    dev = start_dev("dev", "--backend", "docker", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+    assert "docker network: host" in dev.output()
+    a_call_stops_at(folder, HANDLER_PY_LINE, "total", "42")
+
+
+def test_on_docker_the_debug_port_survives_a_container_that_dies(tmp_path, start_dev):
+    folder = python_project(tmp_path)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "docker", "--debug", "pyfn", "--debug-port", str(port), cwd=folder)
+    dev.wait_for_output("Watching")
+
+    def row():
+        return json.loads(cli("ls", "-o", "json", cwd=folder, check=True).stdout)[0]
+
+    state = str((folder / ".kubeless-local").resolve())
+    [container] = images.docker_client().containers.list(
+        filters={"label": ["kubeless-local.project=%s" % state, "kubeless-local.runtime"]}  # not its relay
+    )
+    container.kill()  # the server's container dies on its own: `dev` starts a new one, the debug door points at it
+    dev.wait_until(lambda: row()["restarts"] == 1 and row()["state"] == "Debugging", "restarted under the debugger")
+    a_call_stops_at(folder, HANDLER_PY_LINE, "total", "42")
 
 
 def test_the_debug_port_survives_a_restart_of_the_server(tmp_path, start_dev):
@@ -269,7 +338,11 @@ def test_bad_debug_input_is_one_line_and_exit_2(tmp_path):
             "error: debug port %d (for pyfn) is in use on 127.0.0.1: stop what uses it or give another first port "
             "with --debug-port" % port
         )
+    # bridge mode (settings): a published port reaches the container's bridge address, not its debugger
+    (folder / ".kubeless-local.yaml").write_text("docker: {network: bridge}\n")
     docker = cli("dev", "--backend", "docker", "--debug", "pyfn", cwd=folder, timeout=60)
     assert one_line(docker) == (
-        "error: debugging runs on the process backend only for now (the functions run on docker); use --backend process"
+        "error: debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port "
+        "would reach the container's bridge address, not the loopback its debugger listens on; set "
+        "`docker: {network: relay}` in .kubeless-local.yaml or use --backend process"
     )

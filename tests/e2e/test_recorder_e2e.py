@@ -4,8 +4,10 @@ sender's mark never reaches the function; `history` lists them, `replay` sends o
 (also edited in $EDITOR); unknown ids and a missing session are one line and exit 2."""
 
 import json
+import os
 import sys
 
+import pytest
 import requests
 from conftest import cli
 from waiting import wait_until
@@ -38,6 +40,17 @@ apiVersion: kubeless.io/v1beta1
 kind: CronJobTrigger
 metadata: {name: nightly}
 spec: {function-name: echo, schedule: "0 0 1 1 *"}
+"""
+
+
+BACKENDS = os.environ.get("KUBELESS_LOCAL_TEST_BACKENDS", "process").split(",")
+# reads nothing outside its code: a container sees only that
+SELF_CONTAINED = """\
+def handler(event, context):
+    data = event["data"]
+    data = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    print("handling", data, flush=True)
+    return "%s|VERSION" % data
 """
 
 
@@ -157,3 +170,50 @@ def test_unknown_ids_and_no_session_are_one_line_and_exit_2(tmp_path, start_dev)
     dev.wait_for_output("Watching")
     one_line_error(cli("replay", "nope", cwd=tmp_path), "no recorded invocation 'nope'")
     one_line_error(cli("history", "ghost", cwd=tmp_path), "no function 'ghost'")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_backends_calls_are_recorded_from_every_source_and_replayed(tmp_path, start_dev, backend):
+    """The docker backend's front door (frontdoor.py) records as the process backend's does: `call`, a plain
+    client, kafka and cron each with its source, status and bodies; a replay after a save shows the diff and
+    names the generation that answered it."""
+    from kubeless_local.client import AdminClient
+
+    (tmp_path / "handler.py").write_text(SELF_CONTAINED.replace("VERSION", "v1"))
+    (tmp_path / "function.yaml").write_text(MANIFEST)
+    dev = start_dev("dev", "--backend", backend, cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=180)
+    (row,) = json.loads(cli("ls", "-o", "json", cwd=tmp_path, check=True).stdout)
+    assert (row["backend"], row["recorded"]) == (backend, True)
+
+    assert cli("call", "echo", "--data", "by-call", cwd=tmp_path, check=True).stdout.strip() == "by-call|v1"
+    assert requests.post(row["url"] + "/plain?x=1", data="by-http", timeout=30).text == "by-http|v1"
+    cli("emit", "kafka", "--topic", "orders", "--data", "by-kafka", "--wait", cwd=tmp_path, check=True)
+    cli("emit", "cron", "nightly", cwd=tmp_path, check=True)
+
+    dev.wait_until(lambda: len(history(tmp_path, "echo")) >= 4, "four recorded calls", timeout=30)
+    rows = {row["source"]: row for row in history(tmp_path, "echo")}
+    assert set(rows) == {"call", "http", "kafka", "cron"}, rows
+    assert (rows["kafka"]["trigger"], rows["cron"]["trigger"]) == ("orders", "nightly")
+    assert rows["http"]["path"] == "/plain"
+    session = AdminClient(cwd=tmp_path).project_session()
+    for source, data in (("call", "by-call"), ("http", "by-http"), ("kafka", "by-kafka")):
+        record = session.invocation(rows[source]["id"])
+        assert record["response"]["status"] == 200, record
+        assert record["request"]["body"]["text"] == data
+        assert record["response"]["body"]["text"] == data + "|v1"
+        assert all(name.lower() != "x-kubeless-local-source" for name, _ in record["request"]["headers"])
+        assert any("handling " + data in line["text"] for line in record["logs"]), record["logs"]
+    assert session.invocation(rows["cron"]["id"])["response"]["status"] == 200
+    original = session.invocation(rows["http"]["id"])
+    assert original["generation"] is not None and len(original["source_sha256"]) == 64
+
+    (tmp_path / "handler.py").write_text(SELF_CONTAINED.replace("VERSION", "v2"))
+    dev.wait_until(lambda: requests.post(row["url"], data="probe", timeout=30).text == "probe|v2", "v2 serves")
+    result = cli("replay", rows["http"]["id"], cwd=tmp_path, check=True)
+    assert "-by-http|v1" in result.stdout and "+by-http|v2" in result.stdout, result.stdout
+    (replayed,) = [row for row in history(tmp_path, "echo") if row["source"] == "replay"]
+    record = session.invocation(replayed["id"])
+    assert record["replay_of"] == original["id"] and record["response"]["body"]["text"] == "by-http|v2"
+    assert record["generation"] > original["generation"]
+    assert record["source_sha256"] != original["source_sha256"]

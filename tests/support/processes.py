@@ -1,9 +1,11 @@
 """Processes of a runtime server as the host sees them (process backend), and stopping the tests' own."""
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 
 import requests
 from waiting import wait_until
@@ -18,6 +20,23 @@ def interrupt(proc, timeout=15):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# Waits for its stdin to close (the test process ended, however: teardown, SIGTERM, kill -9), then runs its argv.
+WATCHER = "import subprocess, sys; sys.stdin.buffer.read(); subprocess.run(sys.argv[1:], timeout=120)"
+
+
+@contextlib.contextmanager
+def undone_at_exit(argv):
+    """Runs `argv` (what stops daemons a script started in the background) when the block ends, or when this
+    process dies without ending it: a watcher in a session of its own (a Ctrl-C of the terminal does not
+    reach it) holds a pipe from us and runs `argv` once the pipe closes."""
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, *argv], stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        yield
+    finally:
+        watcher.stdin.close()
+        watcher.wait(timeout=150)
 
 
 def child_processes(pid):

@@ -379,3 +379,24 @@ def test_recorded_invocations_through_the_client_redacted_and_an_unknown_id_not_
         assert client.project_session().events(after=events["last"])["events"] == []
     finally:
         admin.recorder.close()
+
+
+def test_stop_waits_for_a_request_in_progress_and_refuses_new_ones(admin, supervisor, monkeypatch):
+    # `dev` closes its topics and recorder after the admin API stops: an emit being stored must end first.
+    status, stopped, seen = supervisor.status, threading.Event(), {}
+
+    def status_while_stopping():
+        wait_until(admin.closing.is_set, "stop() began")
+        seen["new request"] = request(admin, "/api/functions")[0]
+        seen["stopped before this answered"] = stopped.wait(0.5)  # a wait that must time out
+        return status()
+
+    monkeypatch.setattr(supervisor, "status", status_while_stopping)
+    answers = []
+    asking = threading.Thread(target=lambda: answers.append(request(admin, "/api/functions")[0]))
+    asking.start()
+    wait_until(lambda: admin.in_progress == 1, "the request in progress")
+    admin.stop()
+    stopped.set()
+    asking.join(10)
+    assert answers == [200] and seen == {"new request": 503, "stopped before this answered": False}

@@ -357,6 +357,21 @@ def test_kubeless_function_ls_counts_a_debugged_function_as_ready(admin):
     assert "1/1 READY" in invoke("function", "ls").output
 
 
+def test_kubeless_function_ls_counts_a_reloading_function_as_ready(admin):
+    admin.rows = [row(state="Reloading"), row("gone", state="Crashed")]  # Reloading: the last good code serves
+    lines = invoke("function", "ls").output.splitlines()
+    assert "1/1 READY" in lines[1] and "0/1 NOT READY (Crashed)" in lines[2]
+
+
+def test_waiting_for_a_deployed_function_waits_past_its_reload(monkeypatch):
+    from kubeless_local.client import SessionClient
+
+    states = iter(["Reloading", "Reloading", "Ready"])  # `function update` of a serving function: a save
+    monkeypatch.setattr(SessionClient, "functions", lambda self: [row(state=next(states))])
+    client = SessionClient.__new__(SessionClient)  # no session: only its rows are asked
+    assert client.wait_settled("hello", timeout=5)["state"] == "Ready"
+
+
 def test_debug_config_prints_the_attach_entry_of_a_debugged_function(admin):
     debug = {"debugger": "debugpy", "port": 5678, "local_root": "/u/hello", "remote_root": "/p/kubeless"}
     admin.rows = [row(state="Debugging", debug=debug), row("plain")]

@@ -467,9 +467,14 @@ def test_the_session_source_rows_show_generation_triggers_and_a_reload_in_progre
     (row,) = source.states()
     assert row["state"] == "Ready" and row["generation"] == 1 and row["last_reload"] is None
     assert row["triggers"] == ["http shop", "cron nightly (0 3 * * *)"]
-    with supervisor._lock("hello"):  # as a reload holds it while the last good code serves on
-        assert source.states()[0]["state"] == "Reloading"
-    supervisor.reload(function("hello", code="v2"))
+    supervisor.backend.reloads["hello"] = [0.3]  # the new code serves 0.3 s after the signal
+    reloading = threading.Thread(target=supervisor.reload, args=(function("hello", code="v2"),))
+    reloading.start()  # the engine says Reloading while the last good code serves on
+    try:
+        assert supervisor.instances["hello"].wait_for(lambda i: i.state.value == "Reloading", 5)
+        assert source.states()[0]["state"] == "Reloading" and source.states()[0]["generation"] == 1
+    finally:
+        reloading.join(5)
     (row,) = source.states()
     assert row["state"] == "Ready" and row["generation"] == 2 and row["last_reload"] is not None
     (cron,) = source.cron()

@@ -39,7 +39,11 @@ def test_without_a_first_port_each_debugger_takes_its_own_default_then_the_next(
 
 def test_a_debugged_server_gets_the_port_and_a_timeout_no_paused_call_reaches():
     env = debugging.Target("a", "debugpy", 5678).env()
-    assert env == {"KUBELESS_LOCAL_DEBUG_PORT": "5678", "FUNC_TIMEOUT": debugging.UNREACHED_TIMEOUT}
+    assert env == {
+        "KUBELESS_LOCAL_DEBUG_PORT": "5678",
+        "KUBELESS_LOCAL_DEBUG_HOST": "127.0.0.1",  # the loopback only, whatever this machine's env says
+        "FUNC_TIMEOUT": debugging.UNREACHED_TIMEOUT,
+    }
     seconds = float(debugging.UNREACHED_TIMEOUT)
     assert seconds > 7 * 24 * 3600  # a week paused at a breakpoint
     assert seconds * 1000 < 2**31 - 1  # Node.js fires a longer setTimeout at once

@@ -7,6 +7,7 @@ import signal
 import subprocess
 
 import pytest
+from waiting import wait_until
 
 from kubeless_local.emulator import guardian
 from kubeless_local.emulator.guardian import PROJECT_ENV, Guardian, kill_groups, sweep_leftovers
@@ -21,6 +22,9 @@ def groups():
         env = dict(os.environ, **({PROJECT_ENV: project} if project else {}))
         proc = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
         started.append(proc)
+        # Until it has exec'd, the child carries pytest's environment, not the marker (a loaded machine
+        # can delay the exec past the test's sweep).
+        wait_until(lambda: exec_done(proc.pid), "sleep exec'd", timeout=30, interval=0.005)
         return proc
 
     yield start
@@ -28,6 +32,11 @@ def groups():
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def exec_done(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
+        return cmdline.read().startswith(b"sleep\0")
 
 
 def dies(proc, timeout=30):

@@ -100,6 +100,76 @@ def test_a_reload_that_waits_for_calls_in_flight_is_given_the_functions_timeout(
     assert instance.state == State.READY and serving_code(supervisor, "hello") == "v2"
 
 
+def states_of(supervisor, instance):
+    """What `instance` goes through from here on: (state, serves, generation serving) at each change (a
+    control line that changes none of them is told too: not repeated here)."""
+    seen = []
+
+    def told(changed):
+        step = (changed.state, changed.serves, getattr(supervisor.serving.get(changed.name), "generation", None))
+        if not seen or seen[-1] != step:
+            seen.append(step)
+
+    instance.on_state = told
+    return seen
+
+
+def test_a_save_shows_reloading_while_the_last_good_code_serves_then_ready_with_the_next_generation(
+    supervisor, backend
+):
+    instance = supervisor.start(function(code="v1"))
+    first = supervisor.serving["hello"].generation
+    seen = states_of(supervisor, instance)
+    backend.reloads["hello"] = [0.3]  # the new code serves 0.3 s after the signal
+    reloading = threading.Thread(target=supervisor.reload, args=(function(code="v2"),))
+    reloading.start()
+    try:
+        assert instance.wait_for(lambda i: i.state == State.RELOADING, 5)
+        assert supervisor.wait_ready("hello", 0) is not None  # calls and events are delivered meanwhile
+        assert (row(supervisor, "hello")["state"], row(supervisor, "hello")["serving"]) == ("Reloading", True)
+    finally:
+        reloading.join(5)
+    assert seen == [(State.RELOADING, True, first), (State.READY, True, first + 1)]
+    assert serving_code(supervisor, "hello") == "v2"
+
+
+@pytest.mark.parametrize(
+    "broken, state",
+    [
+        (lambda backend: backend.reloads["hello"].append("load-failed"), State.COMPILE_ERROR),
+        (
+            lambda backend: backend.prepares["hello"].append(StepFailed("compile", "handler.go:3: x")),
+            State.COMPILE_ERROR,
+        ),
+        (lambda backend: backend.prepares["hello"].append(StepFailed("dependency install", "no")), State.INSTALL_ERROR),
+    ],
+)
+def test_a_save_that_does_not_serve_goes_from_reloading_to_its_error_and_the_next_good_one_to_ready(
+    supervisor, backend, broken, state
+):
+    instance = supervisor.start(function(code="v1"))
+    first = supervisor.serving["hello"].generation
+    seen = states_of(supervisor, instance)
+    broken(backend)
+    supervisor.reload(function(code="v2"))
+    assert seen[0] == (State.RELOADING, True, first) and seen[-1][::2] == (state, first), seen
+    assert State.READY not in [step[0] for step in seen]
+    del seen[:]
+    supervisor.reload(function(code="v3"))  # from the broken state: Reloading too while its last good code serves
+    assert seen == [(State.RELOADING, True, first), (State.READY, True, supervisor.serving["hello"].generation)]
+    assert supervisor.serving["hello"].generation > first
+
+
+def test_a_function_that_does_not_serve_is_not_shown_reloading(supervisor, backend):
+    backend.starts["hello"] = ["crash", "crash"]
+    instance = supervisor.start(function(code="v1"))
+    assert not instance.serves
+    seen = []
+    instance.on_state = lambda changed: seen.append(changed.state)
+    supervisor.reload(function(code="v2"))
+    assert State.RELOADING not in seen
+
+
 def test_a_failed_compile_keeps_serving_the_last_good_code(supervisor, backend):
     instance = supervisor.start(function(code="v1"))
     backend.prepares["hello"] = [StepFailed("compile", "handler.go:3: undefined: x")]
@@ -151,6 +221,19 @@ def break_by_a_load_failure(supervisor, backend):
     supervisor.reload(function(code="v2 broken"))
 
 
+def test_code_that_does_not_load_in_place_leaves_the_last_good_code_serving_events_too(supervisor, backend):
+    instance = supervisor.start(function(code="v1"))
+    break_by_a_load_failure(supervisor, backend)
+    assert instance.state == State.COMPILE_ERROR and backend.alive(instance)
+    assert instance.serves  # triggers and cron go on delivering to the running last good code
+
+
+def test_a_server_whose_first_code_does_not_load_does_not_serve(supervisor, backend):
+    backend.starts["hello"] = ["load-failed"]
+    instance = supervisor.start(function(code="v1"))
+    assert instance.state == State.COMPILE_ERROR and not instance.serves
+
+
 def break_by_a_failed_compile(supervisor, backend):
     backend.prepares["hello"] = [StepFailed("compile", "handler.go:3: undefined: x")]
     supervisor.reload(function(code="v2 broken"))
@@ -161,6 +244,15 @@ def break_by_a_handler_typo(supervisor, backend):
     backend.starts["hello"] = ["load-failed"]
     typo = function(code="v2")
     supervisor.reload(dataclasses.replace(typo, handler="handler.nope", document={**typo.document, "typo": True}))
+
+
+def test_a_handler_typo_is_never_shown_ready_while_the_last_good_code_starts_again(supervisor, backend):
+    instance = supervisor.start(function(code="v1"))
+    shown, told = [], instance.on_state
+    instance.on_state = lambda i: (shown.append(i.state), told(i))
+    break_by_a_handler_typo(supervisor, backend)
+    assert instance.state == State.COMPILE_ERROR and instance.error and backend.launched[-1][2] == "v1"
+    assert State.COMPILE_ERROR in shown and State.READY not in shown, shown
 
 
 def break_by_a_broken_manifest(supervisor, backend):

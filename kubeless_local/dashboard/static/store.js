@@ -59,8 +59,17 @@ export function addInvocations(rows, older = false) {
   if (store.invocations.length > MAX_INVOCATIONS) store.invocations.length = MAX_INVOCATIONS;
 }
 
+// The engine's own word on a function's state (Reloading, then Ready with the generation that serves), at
+// once: a polled row could miss a reload of a few milliseconds. The error and its `file:line` come with the
+// row, together.
+function setState(event) {
+  const row = store.functions.get(event.function);
+  if (row) setFunction({ ...row, state: event.state, generation: event.generation });
+}
+
 export const apply = {
   function: setFunction,
+  'function-state': setState,
   'function-removed': (row) => store.functions.delete(row.name),
   cron: (row) => store.cron.set(row.name, row),
   'cron-removed': (row) => store.cron.delete(row.name),

@@ -25,11 +25,13 @@ from kubeless_local import errors
 from kubeless_local.emulator import images
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, OnExit, State, ignore_exit
-from kubeless_local.emulator.docker import network, pump
+from kubeless_local.emulator.docker import debugger, network, pump
 from kubeless_local.emulator.docker.containers import (
     CONNECTOR_SOCKET,
+    INSTALL,
     LABEL_PROJECT,
     RW,
+    connector_socket,
     container_name,
     container_options,
     custom_runtime,
@@ -43,6 +45,7 @@ from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, ru
 from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken, open_to
 from kubeless_local.emulator.guardian import Guardian
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, Catalog, Runtime
 from kubeless_local.spec import FunctionSpec
@@ -111,6 +114,7 @@ class _Handle:
         self.owner = owner
         self.base = 0
         self.target: Any = str(relay.connector) if relay is not None else None  # where the front door reaches it
+        self.debug_target: Any = None  # where the debug door reaches its debugger (relay and bridge mode, dev --debug)
         self.copy: Optional[Path] = None  # its writable copy of the code at /kubeless (another image's)
         self.exited = threading.Event()
         self.stopping = False
@@ -159,6 +163,7 @@ class DockerBackend(Backend):
         *,
         on_exit: OnExit = ignore_exit,
         guardian: Optional[Guardian] = None,
+        recorder: Optional[Recorder] = None,
         client: Any = None,
         catalog: Optional[Catalog] = None,
         network: str = "auto",
@@ -166,12 +171,13 @@ class DockerBackend(Backend):
         """`client`: a docker client (None: the engine's, connected on first use); `catalog`: where
         runtimes are resolved (None: the one resolve() is given); `network`: the settings' docker.network
         (network.py; auto: chosen by the engine, once)."""
-        super().__init__(logs, on_exit=on_exit, guardian=guardian)
+        super().__init__(logs, on_exit=on_exit, guardian=guardian, recorder=recorder)
         self._client = client
         self.catalog = catalog
         self.network_setting = network
         self._network: Optional[tuple[str, str]] = None  # (mode, why), chosen on first use
         self._doors: dict[str, FrontDoor] = {}  # relay mode: function name -> its front door
+        self._debug_doors: dict[str, FrontDoor] = {}  # function name -> its debugger's door (dev --debug)
         self.swept: set[str] = set()
         self.lock = threading.Lock()
         self._by_name: dict[str, _Handle] = {}  # function name -> _Handle of its running container
@@ -342,6 +348,9 @@ class DockerBackend(Backend):
     def container_name(self, prepared: DockerPrepared) -> str:
         return container_name(prepared)
 
+    def served_root(self, prepared: prep.Prepared) -> str:
+        return INSTALL  # the pod's /kubeless, as the server in the container names the files
+
     @property
     def swaps(self) -> bool:
         """Blue/green reloads: a front door holds the port (every mode but host, where the server binds it)."""
@@ -359,18 +368,23 @@ class DockerBackend(Backend):
             return "cannot remove the old container %s: %s" % (name, exc.explanation or exc)
         return None
 
-    def _door(self, instance: Instance) -> Optional[FrontDoor]:
+    def _door(self, instance: Instance, doors: Optional[dict[str, FrontDoor]] = None) -> Optional[FrontDoor]:
         """Relay and bridge mode: the function's front door on 127.0.0.1:<its port>, kept across restarts (None, and the
-        instance Crashed with EXIT_CANNOT_LISTEN, when another program has the port: it cannot answer for us)."""
-        door = self._doors.get(instance.name)
-        if door is not None and door.port == instance.port:
+        instance Crashed with EXIT_CANNOT_LISTEN, when another program has the port: it cannot answer for us).
+        With `doors` the debug doors: its debugger's door on 127.0.0.1:<its debug port>, the same way."""
+        debugged = doors is not None
+        doors = self._doors if doors is None else doors
+        port = instance.debug.port if debugged and instance.debug is not None else instance.port
+        door = doors.get(instance.name)
+        if door is not None and door.port == port:
             return door
         if door is not None:
             door.close()
         try:
-            door = self._doors[instance.name] = FrontDoor(instance.port, instance.name)
+            name = instance.name + (" (debugger)" if debugged else "")
+            door = doors[instance.name] = FrontDoor(port, name, None if debugged else self.recorder)  # no HTTP there
         except PortTaken as exc:
-            self._doors.pop(instance.name, None)
+            doors.pop(instance.name, None)
             instance.exit_code = EXIT_CANNOT_LISTEN
             instance.set_state(State.CRASHED, "%s" % exc.strerror)
             return None
@@ -387,7 +401,9 @@ class DockerBackend(Backend):
         folder = Path(tempfile.mkdtemp(prefix=prepared.spec.name[:20] + ".", dir=doors))  # 0700, fresh per start
         relay = None
         try:
-            container = self.client.containers.create(**relay_options(prepared, self.relay_image(), folder))
+            debug_port = instance.debug.port if instance.debug is not None else None
+            options = relay_options(prepared, self.relay_image(), folder, debug_port)
+            container = self.client.containers.create(**options)
             relay = _Relay(container, folder)
         except (APIError, UserError) as exc:
             if relay is not None:
@@ -440,18 +456,25 @@ class DockerBackend(Backend):
     def start(self, instance: Instance, prepared: prep.Prepared, generation: int = 0) -> None:
         prepared = in_image(prepared)
         self._stop_containers(instance)  # a crashed one's, before its restart
-        door = None
+        door = debug_door = None
         if self.swaps:
             door = self._door(instance)
             if door is None:
                 return
+            instance.front_door = door.recorder is not None  # senders mark their requests: it reads the mark
+            if instance.debug is not None:
+                debug_door = self._door(instance, self._debug_doors)
+                if debug_door is None:
+                    return
         handle = self._launch(instance, prepared, generation)
         if handle is None:
             return
         with self.lock:
             self._by_name[prepared.spec.name] = handle
         if door is not None:
-            door.point(handle.target)  # only now: whatever answers through it is this container
+            door.point(handle.target, prepared.generation)  # only now: whatever answers through it is this container
+        if debug_door is not None:
+            debug_door.point(handle.debug_target)
 
     def _launch(self, owner: Instance, prepared: DockerPrepared, generation: int) -> Optional[_Handle]:
         """Create and start a runtime container (and its relay in relay mode) whose output and readiness
@@ -459,6 +482,14 @@ class DockerBackend(Backend):
         from docker.errors import APIError
 
         mode = self.network
+        additions = None
+        if owner.debug is not None:  # the debugger's files, made once per image (docker/debugger.py)
+            try:
+                say = lambda line: self.logs.emit(owner.name, line, "system")  # noqa: E731
+                additions = debugger.container_additions(self, owner.debug, prepared, say)
+            except UserError as exc:
+                owner.set_state(State.CRASHED, str(exc))
+                return None
         names = [container_name(prepared)] + ([relay_name(prepared)] if mode == "relay" else [])
         for name in names:
             refused = self._remove_named(name)  # a leftover of a crashed run
@@ -469,6 +500,8 @@ class DockerBackend(Backend):
         if mode == "relay" and relay is None:
             return None
         options = self.container_options(owner, prepared, relay.container.id if relay else "")
+        if additions is not None:
+            options = debugger.merged(options, additions)
         try:
             container = self.client.containers.create(**options)
         except APIError as exc:
@@ -478,6 +511,8 @@ class DockerBackend(Backend):
             return None
         handle = _Handle(container, prepared, generation, relay, owner)
         handle.copy = writable_folder(options)
+        if relay is not None and owner.debug is not None:  # the connector's socket for the debugger's port
+            handle.debug_target = str(relay.connector.parent / connector_socket(owner.debug.port))
         owner.handle, owner.pid = handle, None
         if relay is not None and not (relay.started.wait(RELAY_START) and relay.start_error is None):
             why = _explained(relay.start_error or TimeoutError("not started within %ds" % RELAY_START))
@@ -503,9 +538,12 @@ class DockerBackend(Backend):
         try:
             container.reload()
             owner.pid = container.attrs["State"]["Pid"] or None  # the container's init, as the host sees it
-            if mode == "bridge":  # the port the engine chose for this container alone
-                published = container.attrs["NetworkSettings"]["Ports"]["%d/tcp" % POD_PORT][0]
-                handle.target = ("127.0.0.1", int(published["HostPort"]))
+            if mode == "bridge":  # the ports the engine chose for this container alone
+                published = container.attrs["NetworkSettings"]["Ports"]
+                handle.target = ("127.0.0.1", int(published["%d/tcp" % POD_PORT][0]["HostPort"]))
+                if owner.debug is not None:  # its debugger's, published the same way (docker/debugger.py)
+                    debug_port = published["%d/tcp" % owner.debug.port][0]["HostPort"]
+                    handle.debug_target = ("127.0.0.1", int(debug_port))
         except (APIError, KeyError, IndexError, TypeError, ValueError) as exc:
             if mode == "bridge":
                 self._remove_container(handle, owner.name)
@@ -589,7 +627,9 @@ class DockerBackend(Backend):
     def _swap(self, instance: Instance, old: _Handle, prepared: DockerPrepared, generation: int) -> None:
         """Blue/green: a new container beside `old`; the door points at it once it is ready, and `old` goes
         once its calls are done. A new one that does not become ready goes; `old` serves on."""
-        trial = Instance(name=instance.name, runtime=instance.runtime, port=instance.port, state=State.STARTING)
+        trial = Instance(
+            name=instance.name, runtime=instance.runtime, port=instance.port, state=State.STARTING, debug=instance.debug
+        )
         new = self._launch(trial, prepared, generation)
         deadline = time.monotonic() + TRIAL_TIMEOUT
         while new is not None and trial.state == State.STARTING and instance.state != State.STOPPED:
@@ -608,7 +648,10 @@ class DockerBackend(Backend):
                 instance.on_control("load-failed", generation, trial.error or "the new container did not start")
             return
         assert new is not None, "ready"
-        door.point(new.target)
+        door.point(new.target, prepared.generation)
+        debug_door = self._debug_doors.get(instance.name)
+        if debug_door is not None:  # the editor attaches to the new container's debugger from here on
+            debug_door.point(new.debug_target)
         new.base = generation - trial.last_control[1]  # its own server counts from 0 (control lines)
         new.owner, instance.handle, instance.pid = instance, new, trial.pid
         old.stopping = True  # its exit is no crash any more
@@ -626,9 +669,10 @@ class DockerBackend(Backend):
 
     def stop(self, instance: Instance) -> None:
         self._stop_containers(instance)
-        door = self._doors.pop(instance.name, None)
-        if door is not None:
-            door.close()
+        for doors in (self._doors, self._debug_doors):
+            door = doors.pop(instance.name, None)
+            if door is not None:
+                door.close()
 
     def _stop_containers(self, instance: Instance) -> None:
         """Remove the function's container, then its relay (the front door stops pointing at it first)."""
@@ -638,9 +682,12 @@ class DockerBackend(Backend):
         with self.lock:
             if self._by_name.get(instance.name) is handle:
                 del self._by_name[instance.name]
-        door = self._doors.get(instance.name)
-        if door is not None and handle.target is not None and door.target == handle.target:
-            door.point(None)
+        for door, target in (
+            (self._doors.get(instance.name), handle.target),
+            (self._debug_doors.get(instance.name), handle.debug_target),
+        ):
+            if door is not None and target is not None and door.target == target:
+                door.point(None)
         self._remove_container(handle, instance.name)
 
     def _remove_container(self, handle: _Handle, name: str) -> None:

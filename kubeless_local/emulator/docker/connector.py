@@ -5,13 +5,15 @@ It listens on a unix socket in a folder the engine bound from the session's priv
 connection there it connects to 127.0.0.1:PORT in this namespace (the function's server, FUNC_PORT=8080)
 and hands that TCP connection back as a file descriptor (SCM_RIGHTS) after one byte "+"; when it cannot
 connect it answers "-" and the reason. It relays no bytes itself: the front door (frontdoor.py) does.
+Further SOCKET PORT pairs do the same for other ports of the namespace (a debugged function's debugger,
+`dev --debug`), each socket for its port only; the first socket appears last, once all listen.
 
 It never outlives `dev`: `dev` holds a connection to SOCKET.life (the lifeline) while the function runs;
 when that connection ends (dev stopped it, or dev died, kill -9 included: the kernel closes it) or none
 comes within LIFELINE_WAIT seconds, the connector exits and the container with it (it is auto-removed).
 That covers a relay started while `dev` was stopping, after the guardian had removed the project's containers.
 
-Usage: python3 connector.py SOCKET PORT
+Usage: python3 connector.py SOCKET PORT [SOCKET PORT]…
 """
 
 import os
@@ -58,26 +60,43 @@ def hand_over(client: socket.socket, port: int) -> None:
                 pass  # the front door gave up waiting; the connection closes here
 
 
-def main(path: str, port: int) -> None:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    for stale in (path, path + ".life", path + ".new"):  # sockets of an earlier run of this container
-        try:
-            os.unlink(stale)
-        except FileNotFoundError:
-            pass
-    life = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    life.bind(path + ".life")
-    life.listen(1)
-    threading.Thread(target=lifeline, args=(life,), daemon=True).start()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path + ".new")
-    os.chmod(path + ".new", 0o600)
-    listener.listen(1024)
-    os.rename(path + ".new", path)  # the socket appears listening: the engine waits for the name
+def serve(listener: socket.socket, port: int) -> None:
     while True:
         client, _ = listener.accept()
         threading.Thread(target=hand_over, args=(client, port), daemon=True).start()
 
 
+def listening(path: str) -> socket.socket:
+    """A listening socket that appears at `path` only once it listens (the engine waits for the name)."""
+    for stale in (path, path + ".new"):  # sockets of an earlier run of this container
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path + ".new")
+    os.chmod(path + ".new", 0o600)
+    listener.listen(1024)
+    os.rename(path + ".new", path)
+    return listener
+
+
+def main(pairs: list[tuple[str, int]]) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    path, port = pairs[0]
+    try:
+        os.unlink(path + ".life")
+    except FileNotFoundError:
+        pass
+    life = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    life.bind(path + ".life")
+    life.listen(1)
+    threading.Thread(target=lifeline, args=(life,), daemon=True).start()
+    for extra_path, extra_port in pairs[1:]:
+        threading.Thread(target=serve, args=(listening(extra_path), extra_port), daemon=True).start()
+    serve(listening(path), port)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    args = sys.argv[1:]
+    main([(args[i], int(args[i + 1])) for i in range(0, len(args), 2)])

@@ -45,7 +45,7 @@ LABEL_ROLE = "kubeless-local.role"  # "relay" on a relay container (relay mode)
 DOOR_MOUNT = "/kubeless-local/door"  # relay mode: the private folder of the connector's unix socket
 CONNECTOR_MOUNT = "/kubeless-local/connector.py"
 CONNECTOR = Path(__file__).with_name("connector.py")
-CONNECTOR_SOCKET = "connector.sock"
+CONNECTOR_SOCKET = "connector.sock"  # the server's port (8080); another port's: connector_socket(port)
 DEFAULT_USER = 1000  # Kubeless' default securityContext {runAsUser: 1000, fsGroup: 1000}
 CA_ENV = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")
 QUANTITY_RE = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$")
@@ -202,14 +202,21 @@ def relay_name(prepared):
     return container_name(prepared) + "-relay"
 
 
-def relay_options(prepared, image, folder):
+def connector_socket(port):
+    """The connector's socket (in the relay's folder) that hands connections to `port` in the namespace."""
+    return CONNECTOR_SOCKET if port == POD_PORT else "connector-%d.sock" % port
+
+
+def relay_options(prepared, image, folder, debug_port=None):
     """The relay container (relay mode): the network namespace the function's container joins (network
     "none": loopback only), running connector.py from our Python image as the host user (the socket's
-    folder is the user's, 0700)."""
+    folder is the user's, 0700). `debug_port`: a debugged function's debugger's port, reached too."""
+    ports = [POD_PORT] + ([debug_port] if debug_port else [])
+    pairs = [a for port in ports for a in ("%s/%s" % (DOOR_MOUNT, connector_socket(port)), str(port))]
     return {
         "image": image,
         "name": relay_name(prepared),
-        "command": ["python3", "-u", CONNECTOR_MOUNT, "%s/%s" % (DOOR_MOUNT, CONNECTOR_SOCKET), str(POD_PORT)],
+        "command": ["python3", "-u", CONNECTOR_MOUNT, *pairs],
         "entrypoint": [],
         "detach": True,
         "auto_remove": True,  # its connector exits when dev does (the lifeline): nothing is left

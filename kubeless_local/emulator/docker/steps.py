@@ -135,14 +135,7 @@ class DockerSteps:
         return self._with_host(env)
 
     def _with_host(self, env):
-        for key in PASS_ENV:
-            if os.environ.get(key) and key not in env:
-                env[key] = os.environ[key]
-        for key, value in registry_env().items():
-            env.setdefault(key, value)
-        if host_ca_bundle():
-            env.update(dict.fromkeys(CA_ENV, CA_MOUNT))
-        return env
+        return with_host(env)
 
     def run(self, step, argv, cwd, env, on_line, binds=None):
         """One-shot container: `binds` {view field: (host folder, writable)} become its mounts; `cwd`
@@ -166,6 +159,18 @@ class DockerSteps:
         code, output = self.backend.exec_in(handle, argv, FUNCTION_MOUNT)
         if code != 0:
             raise prep.StepFailed(prep.STEP_CHECK, (output or b"").decode("utf-8", "replace").strip())
+
+
+def with_host(env):
+    """A step's `env` plus the host's proxies, registries and CA bundle (where `env` has none of its own)."""
+    for key in PASS_ENV:
+        if os.environ.get(key) and key not in env:
+            env[key] = os.environ[key]
+    for key, value in registry_env().items():
+        env.setdefault(key, value)
+    if host_ca_bundle():
+        env.update(dict.fromkeys(CA_ENV, CA_MOUNT))
+    return env
 
 
 def run_in_container(client, step, image, argv, mounts, env, workdir, labels, on_line):

@@ -614,6 +614,8 @@ func main() {
 
 const (
 	debugPortEnv = "KUBELESS_LOCAL_DEBUG_PORT"
+	// where Delve listens: 0.0.0.0 in a bridge-mode container (emulator/docker/debugger.py), else 127.0.0.1
+	debugHostEnv = "KUBELESS_LOCAL_DEBUG_HOST"
 	dlvEnv       = "KUBELESS_LOCAL_DLV"       // the Delve binary (the engine builds it once, see emulator/delve.py)
 	restartDebug = "debug"                    // restartEnv of a debuggee: serve the handed-over socket
 	debugTimeout = 100 * 365 * 24 * time.Hour // FUNC_TIMEOUT of a debuggee: never
@@ -714,7 +716,11 @@ func (l *debugLauncher) start(gen int) error {
 }
 
 func (l *debugLauncher) startDlv(binary string, gen int) error {
-	cmd := exec.Command(l.dlv, "exec", "--headless", "--listen=127.0.0.1:"+l.port, "--accept-multiclient",
+	host := os.Getenv(debugHostEnv)
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	cmd := exec.Command(l.dlv, "exec", "--headless", "--listen="+host+":"+l.port, "--accept-multiclient",
 		"--continue", "--api-version=2", binary)
 	env := []string{}
 	for _, kv := range os.Environ() {
