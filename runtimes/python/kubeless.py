@@ -1,11 +1,17 @@
 """Kubeless Python runtime server (contract §5), built for a fast local loop.
 
 Legacy Kubeless ran every call in a freshly forked process (~100 req/s). Here an asyncio front
-process parses HTTP (httptools), keeps /healthz and /metrics, and hands each function call to a
-pool of warm worker processes forked from it. A worker imports the user's module once and runs
-calls through a real bottle app, so `event['extensions']['request']` is a bottle request and return
-values/exceptions become responses exactly as bottle renders them. A worker that overruns
-FUNC_TIMEOUT is killed (SIGKILL: no CPU burnt afterwards) and replaced; the caller gets 408.
+process keeps /healthz and /metrics and a pool of warm worker processes forked from it. A worker
+imports the user's module once and runs calls through a real bottle app, so
+`event['extensions']['request']` is a bottle request and return values/exceptions become responses
+exactly as bottle renders them.
+
+A client connection goes to an idle worker (its descriptor passed over a unix socket), which reads,
+calls and answers on it itself: one process hop per call, as in a bare server. The server keeps a
+copy of the connection and a shared-memory slot per worker (the call that runs, since when), and a
+worker that overruns FUNC_TIMEOUT is killed (SIGKILL: no CPU burnt afterwards) and replaced; the
+server answers the caller 408 on its copy. When more connections are busy than there are cores, or
+no worker is idle, the server reads the connection itself and hands each call to a worker in a frame.
 The pool keeps MIN_WORKERS warm, grows to CHERRYPY_NUMTHREADS under load and shrinks back after
 IDLE_SECONDS; a call takes the idle worker that served last (its module state is warm).
 
@@ -20,13 +26,19 @@ SIGHUP reloads the module: a probe worker imports the new code; on success the p
 on failure the error is printed and the last good code keeps serving.
 """
 
+import array
 import asyncio
+import bisect
+import collections
 import ctypes
 import functools
+import gc
 import io
 import json
+import mmap
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
@@ -48,8 +60,9 @@ BIND = os.environ.get("KUBELESS_LOCAL_BIND", "0.0.0.0")
 MEMFILE_MAX = int(os.environ.get("FUNC_MEMFILE_MAX", str(100 * 1024 * 1024)))
 CONTROL = os.environ.get("KUBELESS_LOCAL_CONTROL") == "1"
 PER_CALL = os.environ.get("KUBELESS_LOCAL_ISOLATION", "warm") == "per-call"
-# Warm workers kept ready: two per core keeps the hand-off from the HTTP process busy on both sides.
-MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS") or min(4, 2 * (os.cpu_count() or 1)))
+# Warm workers kept ready: one. A worker answers a connection itself (no hand-off to keep busy), the pool
+# grows within GROW_AFTER for calls that wait, and an idle function costs two processes, not five.
+MIN_WORKERS = int(os.environ.get("KUBELESS_LOCAL_WORKERS") or 1)
 MAX_WORKERS = int(os.environ.get("CHERRYPY_NUMTHREADS", "10"))  # Kubeless' concurrency knob
 MIN_WORKERS = min(MIN_WORKERS, MAX_WORKERS)
 # dev --debug: debugpy listens on 127.0.0.1:DEBUG_PORT in the one worker that serves the calls, so the next
@@ -66,6 +79,19 @@ FUNCTION_METHODS = ("GET", "POST", "PATCH", "DELETE")  # as the legacy bottle ro
 BIG_BODY = 8 << 20  # after a call with a request body this big, memory goes back to the OS (release_memory)
 
 FRAME = struct.Struct("!I")
+# A client connection goes to an idle worker that reads and answers it itself (one process hop per call,
+# as a bare server); not with per-call isolation or a debugger, whose calls go through the server.
+DIRECT = not PER_CALL and not DEBUG_PORT
+# Workers answering connections themselves, at most: one per core. Past that many busy connections a worker
+# per connection costs more wake-ups than the server's loop, which reads many requests per turn and answers
+# many per turn, with calls in frames to the workers.
+DIRECT_WORKERS = os.cpu_count() or 1
+BUSY_SECONDS = 1.0  # a connection read by the server with a call this recent keeps the others read there too
+LABELS = FUNCTION_METHODS  # a call's metrics label (HEAD counts as GET)
+# The code generation that serves, shared by the server with every worker it forks: a worker of another
+# generation gives its client connections back before it reads another request from them.
+SERVING = mmap.mmap(-1, mmap.PAGESIZE)
+GENERATION = struct.Struct("=Q")
 
 CONTEXT = {
     "function-name": None,  # filled with func.__name__ once loaded
@@ -103,8 +129,6 @@ MALLOC_TRIM = _malloc_trim()
 def release_memory():
     """Give freed memory back to the OS. A big body is read in many chunks: once freed, glibc keeps
     the holes they leave in its heap, so a process stays as big as its biggest request until told."""
-    import gc
-
     gc.collect()
     if MALLOC_TRIM is not None:
         MALLOC_TRIM(0)
@@ -282,8 +306,48 @@ def send_frame(sock, message):
     sock.sendall(FRAME.pack(len(payload)) + payload)
 
 
-def worker_main(sock, generation):
-    """Runs in a forked child: load the function, then serve calls until the socket closes."""
+def read_exact(sock, size):
+    """`size` bytes from a blocking socket, or fewer when it closes first."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def failed_call(outcome):
+    """The reply for a function that raised past bottle (it lives on; the caller gets a 500)."""
+    traceback.print_exc()
+    return (
+        "response",
+        "500 Internal Server Error",
+        [("Content-Type", "text/plain")],
+        b"Internal Server Error",
+        outcome.get("counted", False),
+        True,
+    )
+
+
+def run_call(app, outcome, request):
+    try:
+        reply = call_app(app, outcome, request)
+    except BaseException:  # noqa: BLE001 - the function's failure becomes a 500, the worker lives on
+        reply = failed_call(outcome)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return reply
+
+
+def after_big_call():
+    """After a call with a big body (the caller dropped its own references to it)."""
+    bottle.request.bind({})  # bottle keeps the last request's environ (and body) bound
+    release_memory()
+
+
+def worker_main(sock, ctl, slot, generation):
+    """Runs in a forked child: load the function, then serve calls until the server goes."""
     try:  # die with the server even if it is SIGKILLed
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -300,61 +364,403 @@ def worker_main(sock, generation):
         return
     CONTEXT["function-name"] = getattr(func, "__name__", FUNC_HANDLER)
     app, outcome = build_app(func)
+    if DIRECT:
+        sys.stdout = OrderedOutput(sys.stdout, slot)
     send_frame(sock, ("ready", generation))
-    reader = sock.makefile("rb")
-    while True:
-        header = reader.read(FRAME.size)
-        if len(header) < FRAME.size:
+    WorkerLoop(sock, ctl, slot, app, outcome, generation).run()
+
+
+class Slot:
+    """Memory the server shares with one worker, written by the worker, so that a call it reads itself costs
+    no message to the server: whether a call runs, since when (or when the last one ended), and what the server
+    needs to answer it 408 (connection, method, URL, version, peer, keep-alive, label); the calls it answered
+    (counts the server adds to its metrics); its access-log lines not written yet (the server writes them if
+    it kills the worker)."""
+
+    CALL = struct.Struct("=QdI")  # calls begun + ended (odd: one runs), its start or the last end, size of the line
+    LOG_SIZE = struct.Struct("=I")  # bytes of log lines waiting, at LOG_SIZE_AT
+    LOG_SIZE_AT, COUNTS_AT, LINE_AT, LOG_AT = 20, 64, 1024, 64 << 10
+    SIZE = 1 << 20
+    PER_LABEL = 3 + len(prom.Histogram.DEFAULT_BUCKETS)  # calls, failures, seconds, then a count per bucket
+
+    def __init__(self):
+        self.map = mmap.mmap(-1, self.SIZE)  # shared: the forked worker writes these same pages
+        self.counts = memoryview(self.map)[self.COUNTS_AT : self.COUNTS_AT + 8 * self.PER_LABEL * len(LABELS)]
+        self.counts = self.counts.cast("d")
+        self.count = 0
+        self.log_size = 0
+        self.log_since = 0.0
+
+    # the worker's side
+
+    def begin(self, line):
+        data = pickle.dumps(line, protocol=pickle.HIGHEST_PROTOCOL)
+        self.map[self.LINE_AT : self.LINE_AT + len(data)] = data
+        self.count += 1
+        self.CALL.pack_into(self.map, 0, self.count, time.monotonic(), len(data))
+
+    def end(self, label, counted, failed, seconds):
+        if counted:
+            base = LABELS.index(label) * self.PER_LABEL
+            counts = self.counts
+            counts[base] += 1
+            counts[base + 1] += failed
+            counts[base + 2] += seconds
+            counts[base + 3 + bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.count += 1
+        self.CALL.pack_into(self.map, 0, self.count, time.monotonic(), 0)
+
+    def log(self, text):
+        """An access-log line, written with the next ones within LOG_DELAY (flush_log)."""
+        data = text.encode("utf-8", "backslashreplace")
+        if self.log_size + len(data) > self.SIZE - self.LOG_AT:
+            self.flush_log()
+        if len(data) > self.SIZE - self.LOG_AT:
+            write_out(data)
             return
-        request = pickle.loads(reader.read(FRAME.unpack(header)[0]))
+        if not self.log_size:
+            self.log_since = time.monotonic()
+        self.map[self.LOG_AT + self.log_size : self.LOG_AT + self.log_size + len(data)] = data
+        self.log_size += len(data)
+        self.LOG_SIZE.pack_into(self.map, self.LOG_SIZE_AT, self.log_size)
+
+    def flush_log(self):
+        if self.log_size:
+            write_out(self.map[self.LOG_AT : self.LOG_AT + self.log_size])
+            self.log_size = 0
+            self.LOG_SIZE.pack_into(self.map, self.LOG_SIZE_AT, 0)
+
+    # the server's side
+
+    def running(self):
+        """(start, line) of the call that runs now, or None."""
+        count, start, size = self.CALL.unpack_from(self.map)
+        if count % 2 == 0:
+            return None
         try:
-            reply = call_app(app, outcome, request)
-        except BaseException:  # noqa: BLE001 - the function's failure becomes a 500, the worker lives on
-            traceback.print_exc()
-            reply = (
-                "response",
-                "500 Internal Server Error",
-                [("Content-Type", "text/plain")],
-                b"Internal Server Error",
-                outcome.get("counted", False),
-                True,
-            )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        send_frame(sock, reply)
+            return start, pickle.loads(self.map[self.LINE_AT : self.LINE_AT + size])
+        except Exception:  # noqa: BLE001 - read while the worker wrote it: that call has only just begun
+            return None
+
+    def last_end(self):
+        """When its last call ended (0.0 before the first), or None while one runs."""
+        count, when, _ = self.CALL.unpack_from(self.map)
+        return None if count % 2 else when
+
+    def pending_log(self):
+        size = self.LOG_SIZE.unpack_from(self.map, self.LOG_SIZE_AT)[0]
+        return self.map[self.LOG_AT : self.LOG_AT + size]
+
+
+BUCKETS = prom.Histogram.DEFAULT_BUCKETS
+LOG_DELAY = 0.05  # seconds a worker's access-log line may wait to go out with the next ones
+
+
+def write_out(data):
+    """Bytes to stdout after whatever the text layer holds."""
+    sys.stdout.flush()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view) :]
+
+
+class OrderedOutput:
+    """A worker's sys.stdout: what the function prints goes out after the access lines of the calls before."""
+
+    def __init__(self, stream, slot):
+        self.stream, self.slot = stream, slot
+
+    def write(self, text):
+        if self.slot.log_size:
+            self.slot.flush_log()
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+MAX_URL_KEPT = 32 << 10  # of a URL, for the 408 page (a longer one is cut there)
+LOGGED_HEADERS = (b"user-agent", b"referer")  # in the access line
+
+
+class WorkerLoop:
+    """A worker's calls: in frames from the server (a call the server read), or read by the worker itself
+    from client connections the server handed over (the direct hand-off: no second process hop per call).
+    A handed connection stays until the client closes it or the server asks for it back (`r`), which it
+    gets at a request boundary; the server watches `slot` to answer 408 and kill this worker past the
+    timeout."""
+
+    def __init__(self, sock, ctl, slot, app, outcome, generation):
+        self.sock, self.ctl, self.slot, self.app, self.outcome = sock, ctl, slot, app, outcome
+        self.generation = generation
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        self.poller.register(ctl, select.POLLIN)
+        self.clients = {}  # fd → Client
+        self.giving_back = False
+        self.early = []  # control messages read while waiting for the metrics
+
+    def run(self):
+        slot = self.slot
+        while True:
+            wait = None  # no log line waits: until something comes
+            if slot.log_size:
+                wait = max(0.0, slot.log_since + LOG_DELAY - time.monotonic()) * 1000
+            events = self.poller.poll(wait)
+            if slot.log_size and time.monotonic() >= slot.log_since + LOG_DELAY:
+                slot.flush_log()
+            for fd, _ in events:
+                if fd == self.sock.fileno():
+                    if not self.serve_frame():
+                        return
+                elif fd == self.ctl.fileno():
+                    if not self.read_control():
+                        return
+                elif fd in self.clients:
+                    self.clients[fd].receive()
+            for client in list(self.clients.values()):
+                self.serve(client)
+
+    def serve_frame(self):
+        """One call the server sent in a frame (it sends the next only after the reply): read in one go
+        when it fits in the first read, as it mostly does."""
+        data = self.sock.recv(1 << 16)
+        if len(data) < FRAME.size:
+            data += read_exact(self.sock, FRAME.size - len(data))
+            if len(data) < FRAME.size:
+                return False
+        size = FRAME.unpack_from(data)[0]
+        payload = data[FRAME.size :]
+        if len(payload) < size:
+            payload += read_exact(self.sock, size - len(payload))
+        request = pickle.loads(payload)
+        data = payload = None
+        reply = run_call(self.app, self.outcome, request)
+        send_frame(self.sock, reply)
         if PER_CALL:
+            return False
+        big = len(request[3]) >= BIG_BODY
+        request = reply = None
+        if big:
+            after_big_call()
+        return True
+
+    def read_control(self):
+        message, fds = self.receive_control()
+        if not message:
+            return False
+        self.on_control(message, fds)
+        while self.early:
+            self.on_control(*self.early.pop(0))
+        return True
+
+    def receive_control(self):
+        message, ancillary, _, _ = self.ctl.recvmsg(1 << 20, socket.CMSG_SPACE(FD_SIZE))
+        fds = [int.from_bytes(data[:FD_SIZE], sys.byteorder) for _, kind, data in ancillary if kind == SCM_RIGHTS]
+        return message, fds
+
+    def on_control(self, message, fds):
+        if message[:1] == b"c":  # a client connection, handed over
+            conn = socket.socket(fileno=fds[0])
+            conn.setblocking(True)
+            client = Client(conn, message[1:], self)
+            self.clients[conn.fileno()] = client
+            self.poller.register(conn, select.POLLIN)
+        elif message == b"r":  # the server needs this worker for other calls
+            self.giving_back = True
+
+    def metrics(self):
+        """The server's /metrics, counting every call answered before (its own and the workers')."""
+        self.ctl.send(b"m")
+        while True:
+            message, fds = self.receive_control()
+            if not message:
+                raise ConnectionError("the server is gone")
+            if message[:1] == b"M":
+                return message[1:]
+            self.early.append((message, fds))
+
+    def serve(self, client):
+        while client.requests:
+            client.answer_next()
+        if client.closing or (client.eof and not client.in_message):
+            self.drop(client, b"C")
+        elif self.giving_back and not client.in_message:
+            self.drop(client, b"R")
+        if not self.clients:
+            self.giving_back = False
+
+    def drop(self, client, why):
+        """Done with a client connection: closed (C) or given back to the server (R)."""
+        del self.clients[client.conn.fileno()]
+        self.poller.unregister(client.conn)
+        if why == b"C":
+            try:
+                client.conn.shutdown(socket.SHUT_WR)  # the server's copy stays open: say it is over now
+            except OSError:
+                pass
+        client.conn.close()
+        self.ctl.send(why + client.key)
+
+
+FD_SIZE = array.array("i").itemsize
+SCM_RIGHTS = socket.SCM_RIGHTS
+
+
+class RequestParts:
+    """httptools callbacks that collect one request at a time (the server's and the workers' readers)."""
+
+    def on_message_begin(self):
+        self.url, self.headers, self.body, self.too_large = b"", [], [], False
+        self.size = 0
+        self.in_message = True
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+    def on_headers_complete(self):
+        for name, value in self.headers:
+            if name.lower() == b"expect" and value.lower() == b"100-continue":
+                self.send_continue()
+
+    def on_body(self, body):
+        self.size += len(body)
+        if self.size > MEMFILE_MAX:
+            self.too_large = True
+        elif not self.too_large:
+            self.body.append(body)
+
+    def take_request(self):
+        """(request, keep-alive, too large) of the message just completed."""
+        self.in_message = False
+        body, self.body = b"".join(self.body), []
+        request = (
+            self.parser.get_method().decode(),
+            self.url,
+            self.headers,
+            body,
+            self.parser.get_http_version(),
+            self.peer,
+        )
+        return request, self.parser.should_keep_alive(), self.too_large
+
+
+class Client(RequestParts):
+    """A client connection in the worker it was handed to: read, parsed and answered here."""
+
+    def __init__(self, conn, key, loop):
+        self.conn, self.key, self.loop = conn, key, loop
+        self.parser = httptools.HttpRequestParser(self)
+        try:
+            self.peer = conn.getpeername()[0]
+        except (OSError, IndexError):
+            self.peer = "-"
+        self.requests = collections.deque()
+        self.in_message = self.eof = self.closing = False
+
+    def send_continue(self):
+        self.conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_message_complete(self):
+        self.requests.append(self.take_request())
+
+    def receive(self):
+        loop = self.loop
+        if not self.in_message and GENERATION.unpack_from(SERVING)[0] != loop.generation:
+            loop.giving_back = True  # new code serves: the next request is read by the server, unread here
             return
-        if len(request[3]) >= BIG_BODY:
-            request = reply = None
-            bottle.request.bind({})  # bottle keeps the last request's environ (and body) bound
-            release_memory()
+        try:
+            data = self.conn.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError:
+            self.write(BAD_REQUEST)
+            self.closing = True
+
+    def write(self, data):
+        try:
+            self.conn.sendall(data)
+        except OSError:
+            self.closing = True
+
+    def answer_next(self):
+        request, keep_alive, too_large = self.requests.popleft()  # its only reference: freed here
+        if self.closing:
+            return
+        method, url, headers, _body, version, peer = request
+        loop = self.loop
+        reply = local_answer(request, too_large)
+        if reply == METRICS:
+            reply = "200 OK", [("Content-Type", prom.CONTENT_TYPE_LATEST)], loop.metrics()
+        elif reply is None:
+            label = "GET" if method == "HEAD" else method
+            logged = [(name, value) for name, value in headers if name.lower() in LOGGED_HEADERS]
+            loop.slot.begin((self.key, method, url[:MAX_URL_KEPT], version, peer, keep_alive, label, logged))
+            start = time.perf_counter()
+            _, status, out_headers, out_body, counted, failed = run_call(loop.app, loop.outcome, request)
+            loop.slot.end(label, counted, failed, time.perf_counter() - start)  # counted before it is answered
+            reply = status, out_headers, out_body
+        status, out_headers, out_body = reply
+        self.write(response_bytes(method, status, out_headers, out_body, keep_alive))
+        loop.slot.log(access_line(peer, method, url, version, status, len(out_body), headers))
+        if not keep_alive:
+            self.closing = True
+        if len(_body) >= BIG_BODY:
+            request = reply = _body = None
+            after_big_call()
 
 
 # ---------------------------------------------------------------- server process
 
 
 class Worker(asyncio.Protocol):
-    """The server's end of one worker: frames in, futures out (one call at a time)."""
+    """The server's end of one worker: frames in, futures out (one call at a time); the client
+    connections handed to it (`clients`), whose calls it reads and answers itself."""
 
     def __init__(self, generation):
         self.generation = generation
         parent, child = socket.socketpair()
+        control, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.slot = Slot()
+        gc.freeze()  # the server's objects out of the collector's sight: a worker's collections leave them shared
         self.pid = os.fork()
         if self.pid == 0:  # child
             try:
                 parent.close()
-                keep = child.fileno()
-                os.closerange(3, keep)  # never hold the server's sockets open
-                os.closerange(keep + 1, 65536)
-                worker_main(child, generation)
+                control.close()
+                keep = sorted((child.fileno(), child_control.fileno()))
+                os.closerange(3, keep[0])  # never hold the server's sockets open
+                os.closerange(keep[0] + 1, keep[1])
+                os.closerange(keep[1] + 1, 65536)
+                worker_main(child, child_control, self.slot, generation)
             finally:
                 os._exit(0)
         child.close()
-        self.sock = parent
+        child_control.close()
+        control.setblocking(False)
+        self.sock, self.ctl = parent, control
         self.transport = None
         self.buffer = bytearray()
         self.pending = None
         self.idle_since = 0.0
+        self.clients = {}  # key → the server's copy of a client connection this worker answers
+        self.asked_back = False  # told to give its connections back
+        self.watch = None  # the timer that looks at its slot
+        self.killed = False
+        self.on_lost = None
+        self.folded = [0.0] * len(self.slot.counts)  # its counts already in the server's metrics
+        self.freed_future = None  # a reload waits on it for the worker to give its connections back
+        self.handed_at = 0.0  # the slot's counts already in the server's metrics
 
     async def connect(self):
         """Wait for the worker's first message: ('ready', gen) or ('load-failed', error)."""
@@ -381,6 +787,8 @@ class Worker(asyncio.Protocol):
         pending, self.pending = self.pending, None
         if pending is not None and not pending.done():
             pending.set_exception(ConnectionError("worker exited"))
+        if not self.killed and self.clients and self.on_lost is not None:  # else its caller sees the error
+            self.on_lost(self)
 
     def call(self, request):
         """Send one request; returns a future for the reply."""
@@ -389,15 +797,48 @@ class Worker(asyncio.Protocol):
         self.transport.write(FRAME.pack(len(payload)) + payload)
         return self.pending
 
+    def hand(self, key, conn):
+        """Give it a client connection (the server keeps its copy, to answer 408 if need be)."""
+        fds = array.array("i", [conn.fileno()])
+        self.ctl.sendmsg([b"c" + key], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        self.clients[key] = conn
+        self.handed_at = time.monotonic()
+
+    def last_used(self):
+        """When it last ended a call or was handed a connection (0 while a call it read itself runs)."""
+        end = self.slot.last_end()
+        return 0.0 if end is None else max(end, self.handed_at)
+
+    def given_back(self):
+        if self.freed_future is not None and not self.freed_future.done():
+            self.freed_future.set_result(None)
+
     def kill(self):
+        self.killed = True
+        self.given_back()
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if self.watch is not None:
+            self.watch.cancel()
+        if self.ctl.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self.ctl.fileno())
+            self.ctl.close()
         if self.transport is not None:
             self.transport.close()
         else:
             self.sock.close()
+
+
+def closed_by_peer(conn):
+    """The client closed this connection and left nothing unread on it."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 class Pool:
@@ -413,15 +854,206 @@ class Pool:
         self.idle = []  # the stack: most recently used last
         self.live = set()  # every worker not killed yet (loading, idle, busy, old generations)
         self.waiters = []
+        self.keys = 0  # client connections handed to workers
+        self.readers = set()  # the HttpProtocols of the connections read here
 
     def new_worker(self, generation):
         worker = Worker(generation)
+        worker.on_lost = self.lost
+        asyncio.get_running_loop().add_reader(worker.ctl.fileno(), self.on_control, worker)
         self.live.add(worker)
         return worker
 
     def kill(self, worker):
         self.live.discard(worker)
         worker.kill()
+        self.fold(worker)
+        pending = worker.slot.pending_log()
+        if pending:  # its access lines not written yet
+            flush_log()
+            write_out(pending)
+
+    def fold(self, worker):
+        """Add the calls a worker answered itself since the last fold to the server's metrics."""
+        now = worker.slot.counts.tolist()
+        before, worker.folded = worker.folded, now
+        per = Slot.PER_LABEL
+        for index, label in enumerate(LABELS):
+            base = index * per
+            if now[base] == before[base]:
+                continue
+            calls, duration, failures = metrics_for(label)
+            calls.inc(now[base] - before[base])
+            failures.inc(now[base + 1] - before[base + 1])
+            duration._sum.inc(now[base + 2] - before[base + 2])
+            for bucket in range(len(BUCKETS)):
+                if now[base + 3 + bucket] != before[base + 3 + bucket]:
+                    duration._buckets[bucket].inc(now[base + 3 + bucket] - before[base + 3 + bucket])
+
+    # ------------------------------------------------ client connections the workers answer themselves
+
+    def adopt(self, conn):
+        """A client connection: handed to a worker that answers its calls itself when one is free, else
+        read here (calls then go to workers in frames, as they free up)."""
+        worker = self.free_for_client() if DIRECT and not self.waiters else None
+        if worker is not None and not worker.clients and not self.direct_allowed():
+            self.idle.append(worker)
+            worker = None
+        if worker is not None:
+            self.keys += 1
+            try:
+                worker.hand(b"%d" % self.keys, conn)
+            except OSError:
+                self.release(worker)
+            else:
+                if worker.watch is None:
+                    self.watch(worker)
+                return
+        if DIRECT and self.direct_workers() >= DIRECT_WORKERS:  # busier than the cores: all read here
+            self.ask_back(every=True)
+        asyncio.get_running_loop().create_task(self.serve_here(conn))
+
+    def direct_allowed(self, asking=None):
+        """Another worker may answer a connection itself: fewer than one per core do, and no connection read
+        here (but `asking`'s) had a call within BUSY_SECONDS (it would have gone to a worker if it could)."""
+        if self.direct_workers() >= DIRECT_WORKERS:
+            return False
+        recent = time.monotonic() - BUSY_SECONDS
+        return not any(reader.last_call > recent for reader in self.readers if reader is not asking)
+
+    def direct_workers(self):
+        return sum(1 for worker in self.live if worker.clients)
+
+    def free_for_client(self):
+        """The worker that answered the last call, idle or whose connections the clients just closed (a client
+        opens a new one for its next call: the call meets the same module state); else none."""
+        closing = [
+            worker
+            for worker in self.live
+            if worker.clients
+            and not worker.asked_back
+            and worker.generation == self.generation
+            and worker.slot.running() is None
+            and all(closed_by_peer(conn) for conn in worker.clients.values())
+        ]
+        if self.idle:
+            closing.append(self.idle[-1])
+        if not closing:
+            return None
+        warmest = max(closing, key=lambda worker: worker.slot.last_end() or 0.0)
+        if warmest.clients:
+            return warmest
+        return self.idle.pop()
+
+    async def serve_here(self, conn, first=None):
+        """Read a client connection in this process; `first`: an answer to send before anything else."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: HttpProtocol(self, first), conn)
+        except OSError:
+            conn.close()
+
+    def on_control(self, worker):
+        """A worker's messages: give me /metrics (m), a client connection closed (C) or given back (R)."""
+        while worker in self.live:
+            try:
+                message = worker.ctl.recv(256)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = b""
+            if not message:  # it exited: its socket says so to the pool (connection_lost)
+                asyncio.get_running_loop().remove_reader(worker.ctl.fileno())
+                return
+            kind, rest = message[:1], message[1:]
+            if kind == b"m":
+                worker.ctl.send(b"M" + self.metrics())
+            elif kind in (b"C", b"R"):
+                conn = worker.clients.pop(rest)
+                if not worker.clients:
+                    self.freed(worker)
+                if kind == b"C":
+                    conn.close()
+                else:  # read here; it goes to a worker again after a call, if one is idle then
+                    asyncio.get_running_loop().create_task(self.serve_here(conn))
+
+    def metrics(self):
+        """/metrics, with every call the workers answered before it."""
+        for worker in self.live:
+            self.fold(worker)
+        return prom.generate_latest(prom.REGISTRY)
+
+    def freed(self, worker):
+        """A worker answers no client connection any more: idle (or another call's), or gone if old."""
+        worker.asked_back = False
+        worker.given_back()
+        if worker.watch is not None:
+            worker.watch.cancel()
+            worker.watch = None
+        self.release(worker)
+        if worker in self.idle:  # idle since its last call, for retire_idle
+            worker.idle_since = min(time.monotonic(), worker.last_used() or time.monotonic())
+
+    def ask_back(self, every=False):
+        """Calls wait and the pool is full (or more connections are busy than there are cores): a worker
+        answering client connections gives them back here (`every`: all such workers)."""
+        for worker in self.live:
+            if worker.clients and not worker.asked_back:
+                worker.asked_back = True
+                worker.ctl.send(b"r")
+                if not every:
+                    return
+
+    def watch(self, worker):
+        """Answer 408 and kill the worker once a call it reads itself is past the timeout; look again when
+        the call that runs (or the next one) could be."""
+        worker.watch = None
+        if worker not in self.live or not worker.clients:
+            return
+        loop = asyncio.get_running_loop()
+        running = worker.slot.running()
+        due = loop.time() + TIMEOUT
+        if running is not None:
+            due = running[0] + TIMEOUT
+            if due <= loop.time():
+                self.time_out(worker, running[1], loop.time() - running[0])
+                return
+        worker.watch = loop.call_at(due, self.watch, worker)
+
+    def time_out(self, worker, line, seconds):
+        key, method, url, version, peer, keep_alive, label, logged = line
+        conns, worker.clients = worker.clients, {}
+        self.discard(worker)  # killed mid-call: the runaway code stops now
+        calls, duration, failures = metrics_for(label)
+        calls.inc()
+        failures.inc()  # a timeout is a failure, as in every other runtime
+        duration.observe(seconds)
+        page = error_page(method, url, version, peer)
+        self.take_back(conns, key, (method, url, version, peer, keep_alive, logged, page))
+
+    def lost(self, worker):
+        """A worker exited by itself (os._exit, a crash, the OOM killer) while it answered client connections."""
+        conns, worker.clients = worker.clients, {}
+        running = worker.slot.running()
+        self.discard(worker)
+        key = answer = None
+        if running is not None:
+            key, method, url, version, peer, keep_alive, label, logged = running[1]
+            calls, _, failures = metrics_for(label)
+            calls.inc()
+            failures.inc()
+            print("function worker exited during the call", file=sys.stderr, flush=True)
+            crashed = "500 Internal Server Error", [("Content-Type", "text/plain")], b"Internal Server Error"
+            answer = (method, url, version, peer, keep_alive, logged, crashed)
+        self.take_back(conns, key, answer)
+
+    def take_back(self, conns, key, answer):
+        """Client connections of a worker that is gone, read here from now on; `answer` goes to `key`'s."""
+        for conn_key, conn in conns.items():
+            if conn_key == key:
+                asyncio.get_running_loop().create_task(self.serve_here(conn, answer))
+            else:
+                self.adopt(conn)
 
     async def start(self):
         worker = self.new_worker(self.generation)
@@ -476,8 +1108,12 @@ class Pool:
             raise
 
     def _grow_for(self, future):
-        if not future.done() and len(self.live) < MAX_WORKERS:
+        if future.done():
+            return
+        if len(self.live) < MAX_WORKERS:
             self.spawn()
+        else:
+            self.ask_back()
 
     def hand_to_waiter(self, worker):
         while self.waiters:
@@ -504,6 +1140,11 @@ class Pool:
         quiet_since = time.monotonic() - IDLE_SECONDS
         while self.idle and len(self.live) > MIN_WORKERS and self.idle[0].idle_since < quiet_since:
             self.kill(self.idle.pop(0))
+        if len(self.live) > MIN_WORKERS:  # a kept-alive connection no call came on keeps no worker
+            for worker in self.live:
+                if worker.clients and not worker.asked_back and 0 < worker.last_used() < quiet_since:
+                    worker.asked_back = True
+                    worker.ctl.send(b"r")
         asyncio.get_running_loop().call_later(IDLE_SECONDS / 4, self.retire_idle)
 
     async def reload(self):
@@ -521,11 +1162,23 @@ class Pool:
             report_load_failure(generation, message[1])
             return
         self.generation = generation
+        GENERATION.pack_into(SERVING, 0, generation)
         old, self.idle = self.idle, []
         for worker in old:
             self.kill(worker)
+        given_back = []
+        for worker in list(self.live):  # they give their client connections back before the next request
+            if worker.clients and worker.generation != generation:
+                if not worker.asked_back:
+                    worker.asked_back = True
+                    worker.ctl.send(b"r")
+                if worker.slot.running() is None:  # between calls: ready once it gave them back
+                    worker.freed_future = worker.freed_future or asyncio.get_running_loop().create_future()
+                    given_back.append(worker.freed_future)
         self.release(probe)
         self.top_up()
+        if given_back:  # no request that comes after "ready" meets the old code
+            await asyncio.wait(given_back, timeout=10)
         control("ready", generation=generation)
 
     def shutdown(self):
@@ -614,7 +1267,12 @@ def flush_log():
 
 
 def access_log(peer, method, url, version, status, size, headers):
-    """Apache-style line, as legacy Kubeless' wsgi-request-logger; written once per loop turn."""
+    """The server's access-log lines go out once per loop turn (schedule_log)."""
+    LOG_LINES.append(access_line(peer, method, url, version, status, size, headers))
+
+
+def access_line(peer, method, url, version, status, size, headers):
+    """Apache-style line, as legacy Kubeless' wsgi-request-logger."""
     agent = referer = "-"
     for name, value in headers:
         lname = name.lower()
@@ -623,32 +1281,88 @@ def access_log(peer, method, url, version, status, size, headers):
         elif lname == b"referer":
             referer = value.decode("latin-1")
     stamp = log_stamp(int(time.time()))
-    if not LOG_LINES:
-        asyncio.get_running_loop().call_soon(flush_log)
-    LOG_LINES.append(
-        '%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"\n'
-        % (peer, stamp, method, url.decode("latin-1"), version, status.split(" ", 1)[0], size, referer, agent)
+    return '%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"\n' % (
+        peer,
+        stamp,
+        method,
+        url.decode("latin-1"),
+        version,
+        status.split(" ", 1)[0],
+        size,
+        referer,
+        agent,
     )
 
 
-class HttpProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and pipelining; one task per request, answered in order."""
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+HEALTHY = "200 OK", [("Content-Type", "text/html; charset=UTF-8")], b"OK"
+METRICS = "metrics"  # local_answer's word for /metrics: the server's counts, asked where they are
 
-    def __init__(self, pool):
+
+def local_answer(request, too_large):
+    """(status, headers, body) of a request that is no function call (health, a caller's mistake), METRICS,
+    or None for a call."""
+    method, url, headers, _body, version, peer = request
+    path = url.split(b"?", 1)[0]
+    if method in ("GET", "HEAD") and path == b"/healthz":
+        return HEALTHY
+    if method in ("GET", "HEAD") and path == b"/metrics":
+        return METRICS
+    if too_large:
+        return "413 Request Entity Too Large", [("Content-Type", "text/plain")], b"Request body too large"
+    if method not in FUNCTION_METHODS and method != "HEAD":
+        return error_page(method, url, version, peer)
+    error = client_error(path, headers)
+    if error is not None:
+        return error_page(method, url, version, peer, error)
+    return None
+
+
+def response_bytes(method, status, headers, body, keep_alive):
+    lines = ["HTTP/1.1 " + status]
+    has_length = False
+    for name, value in headers:
+        if name.lower() == "content-length":
+            has_length = True
+        lines.append("%s: %s" % (name, value))
+    if not has_length:
+        lines.append("Content-Length: %d" % len(body))
+    if not keep_alive:
+        lines.append("Connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + body if method != "HEAD" else head
+
+
+class HttpProtocol(RequestParts, asyncio.Protocol):
+    """HTTP/1.1 with keep-alive and pipelining, read in the server; one task per request, answered in
+    order. At a request boundary with a worker idle the connection goes to that worker (Pool.adopt)."""
+
+    def __init__(self, pool, first=None):
         self.pool = pool
+        self.first = first  # (method, url, version, peer, keep-alive, logged headers, answer): sent first
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.previous = None  # the previous request's task, to keep responses in order
         self.peer = "-"
         self.eof = False
+        self.in_message = False
+        self.last_call = 0.0  # when its last request came (time.monotonic)
 
     def connection_made(self, transport):
         self.transport = transport
+        self.pool.readers.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else "-"
+        if self.first is not None:
+            method, url, version, peer, keep_alive, logged, (status, headers, body) = self.first
+            transport.write(response_bytes(method, status, headers, body, keep_alive))
+            access_log(peer, method, url, version, status, len(body), logged)
+            schedule_log()
+            if not keep_alive:
+                transport.close()
 
     def data_received(self, data):
         try:
@@ -656,52 +1370,25 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             pass
         except httptools.HttpParserError:
-            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.transport.write(BAD_REQUEST)
             self.transport.close()
 
     def connection_lost(self, exc):
         self.transport = None
+        self.pool.readers.discard(self)
 
     def eof_received(self):
         """The client half-closed its side (`nc -N`): answer what it sent, then close."""
         self.eof = True
         return self.previous is not None and not self.previous.done()  # True keeps the transport open
 
-    # httptools callbacks
-    def on_message_begin(self):
-        self.url, self.headers, self.body, self.too_large = b"", [], [], False
-        self.size = 0
-
-    def on_url(self, url):
-        self.url += url
-
-    def on_header(self, name, value):
-        self.headers.append((name, value))
-
-    def on_headers_complete(self):
-        for name, value in self.headers:
-            if name.lower() == b"expect" and value.lower() == b"100-continue":
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body):
-        self.size += len(body)
-        if self.size > MEMFILE_MAX:
-            self.too_large = True
-        elif not self.too_large:
-            self.body.append(body)
+    def send_continue(self):
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_message_complete(self):
-        body, self.body = b"".join(self.body), []
-        request = (
-            self.parser.get_method().decode(),
-            self.url,
-            self.headers,
-            body,
-            self.parser.get_http_version(),
-            self.peer,
-        )
-        keep_alive = self.parser.should_keep_alive()
-        task = asyncio.get_running_loop().create_task(self.respond(request, keep_alive, self.too_large, self.previous))
+        self.last_call = time.monotonic()
+        request, keep_alive, too_large = self.take_request()
+        task = asyncio.get_running_loop().create_task(self.respond(request, keep_alive, too_large, self.previous))
         self.previous = task
 
     async def respond(self, request, keep_alive, too_large, previous):
@@ -711,39 +1398,40 @@ class HttpProtocol(asyncio.Protocol):
             await previous
         if self.transport is None:
             return
-        lines = ["HTTP/1.1 " + status]
-        has_length = False
-        for name, value in out_headers:
-            if name.lower() == "content-length":
-                has_length = True
-            lines.append("%s: %s" % (name, value))
-        if not has_length:
-            lines.append("Content-Length: %d" % len(out_body))
-        if not keep_alive:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.transport.write(head + out_body if method != "HEAD" else head)
+        self.transport.write(response_bytes(method, status, out_headers, out_body, keep_alive))
         access_log(peer, method, url, version, status, len(out_body), headers)
-        if not keep_alive or (self.eof and self.previous is asyncio.current_task()):
+        schedule_log()
+        last = self.previous is asyncio.current_task()
+        if not keep_alive or (self.eof and last):
             self.transport.close()
+        elif last and not self.in_message and DIRECT and self.pool.idle and not self.pool.waiters:
+            self.hand_over()
         if len(_body) >= BIG_BODY:
             asyncio.get_running_loop().call_soon(release_memory)  # once this call's buffers are gone
 
+    def hand_over(self):
+        """Nothing more to read or write here: the connection goes to an idle worker (if one may take it)."""
+        if self.transport.get_write_buffer_size() or not self.pool.direct_allowed(asking=self):
+            return
+        conn = socket.socket(fileno=os.dup(self.transport.get_extra_info("socket").fileno()))
+        self.transport.abort()  # closes this process's first copy only: the connection lives on in `conn`
+        self.transport = None
+        self.pool.readers.discard(self)
+        self.pool.adopt(conn)
+
+
+def schedule_log():
+    if len(LOG_LINES) == 1:
+        asyncio.get_running_loop().call_soon(flush_log)
+
 
 async def handle(pool, request, too_large):
-    method, url, headers, _body, version, peer = request
-    path = url.split(b"?", 1)[0]
-    if method in ("GET", "HEAD") and path == b"/healthz":
-        return "200 OK", [("Content-Type", "text/html; charset=UTF-8")], b"OK"
-    if method in ("GET", "HEAD") and path == b"/metrics":
-        return "200 OK", [("Content-Type", prom.CONTENT_TYPE_LATEST)], prom.generate_latest(prom.REGISTRY)
-    if too_large:
-        return "413 Request Entity Too Large", [("Content-Type", "text/plain")], b"Request body too large"
-    if method not in FUNCTION_METHODS and method != "HEAD":
-        return error_page(method, url, version, peer)
-    error = client_error(path, headers)
-    if error is not None:
-        return error_page(method, url, version, peer, error)
+    method, url, _headers, _body, version, peer = request
+    reply = local_answer(request, too_large)
+    if reply == METRICS:
+        return "200 OK", [("Content-Type", prom.CONTENT_TYPE_LATEST)], pool.metrics()
+    if reply is not None:
+        return reply
     label = "GET" if method == "HEAD" else method
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
@@ -796,6 +1484,35 @@ async def handle(pool, request, too_large):
 EXIT_CANNOT_LISTEN = 4  # the same code in every runtime
 
 
+def listen(host, port):
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(1024)
+    except OSError:
+        listener.close()
+        raise
+    listener.setblocking(False)
+    return listener
+
+
+def accept(listener, pool):
+    """New client connections, to the pool (a worker answers them, or this process reads them)."""
+    for _ in range(64):
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # out of file descriptors: the rest wait in the backlog
+            print("cannot accept a connection: %s" % exc, file=sys.stderr, flush=True)
+            return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pool.adopt(conn)
+
+
 async def serve():
     pool = Pool()
     error = await pool.start()
@@ -804,11 +1521,12 @@ async def serve():
         sys.exit(3)
     loop = asyncio.get_running_loop()
     try:
-        server = await loop.create_server(lambda: HttpProtocol(pool), BIND, PORT, reuse_address=True, backlog=1024)
+        listener = listen(BIND, PORT)
     except OSError as exc:  # not a load failure: the code is fine, the port is not (the engine retries)
         print("cannot listen on %s:%d: %s" % (BIND, PORT, exc.strerror or exc), file=sys.stderr, flush=True)
         pool.shutdown()
         sys.exit(EXIT_CANNOT_LISTEN)
+    loop.add_reader(listener.fileno(), accept, listener, pool)
     stopping = loop.create_future()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(pool.reload()))
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed and retired workers are reaped by the kernel
@@ -819,7 +1537,8 @@ async def serve():
     try:
         await stopping
     finally:
-        server.close()
+        loop.remove_reader(listener.fileno())
+        listener.close()
         pool.shutdown()
 
 

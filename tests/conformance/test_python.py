@@ -1,6 +1,7 @@
 """Python-specific vectors of contract §10 (1–7) and the warm/per-call module-state modes."""
 
 import pytest
+import requests
 from processes import busy_pool_peak, child_processes
 from waiting import wait_until
 
@@ -171,3 +172,91 @@ def test_relative_reads_and_timeouts_survive_a_failed_reload(function):
     assert fn.post("/", data="sleep", headers={"Content-Type": "text/plain"}).status_code == 408
     assert fn.request("PUT", "/").status_code == 405
     assert (fn.get("/").status_code, fn.get("/").text) == (200, "v1")
+
+
+# A client connection goes to an idle worker that reads and answers its calls itself (the direct hand-off);
+# the server keeps a copy to answer 408 and kill that worker past the timeout.
+
+
+@pytest.mark.backend("process")  # counts the server's child processes on the host
+def test_a_runaway_call_on_a_handed_connection_is_408_and_its_worker_is_replaced(function):
+    fn = function("sleep", timeout="1")
+    server = fn.instance.server_url + "/"
+    before = set(child_processes(fn.instance.pid))
+    runaway = fn.open_call(body=b"30")  # in flight in the worker it was handed to
+    with requests.Session() as other:  # another connection, served meanwhile by another worker
+        assert [other.post(server, data="0", timeout=30).text for _ in range(3)] == ["done"] * 3
+    assert fn.status_of(runaway) == 408
+    wait_until(
+        lambda: (
+            len(before - set(child_processes(fn.instance.pid))) == 1
+            and len(child_processes(fn.instance.pid)) == len(before)
+        ),
+        lambda: "the killed worker was not replaced: %s then %s" % (before, child_processes(fn.instance.pid)),
+        timeout=20,
+    )
+    metrics = fn.metrics()
+    assert metrics[("function_calls_total", "POST")] == 4
+    assert metrics[("function_failures_total", "POST")] == 1
+    assert fn.post("/", data="0").text == "done"
+
+
+@pytest.mark.backend("process")  # the runtime server's own port, on the host
+def test_module_state_stays_warm_across_new_connections(function):
+    fn = function("state")
+    server = fn.instance.server_url + "/"
+    assert [requests.get(server, timeout=30).text for _ in range(3)] == ["1", "2", "3"]  # a connection each
+    with requests.Session() as kept:
+        assert [kept.get(server, timeout=30).text for _ in range(2)] == ["4", "5"]
+    assert requests.get(server, timeout=30).text == "6"  # after the kept-alive one closed
+
+
+def test_access_lines_of_a_worker_killed_at_the_timeout_are_kept(function):
+    fn = function("sleep", timeout="1")
+    with requests.Session() as caller:  # one kept-alive connection: the same worker answers both
+        assert caller.post(fn.url + "/?first", data="0", timeout=30).text == "done"
+        assert caller.post(fn.url + "/?runaway", data="30", timeout=30).status_code == 408
+    logs = fn.wait_for_log('"POST /?runaway HTTP/1.1" 408')
+    assert '"POST /?first HTTP/1.1" 200' in logs and '"POST /?runaway HTTP/1.1" 408' in logs
+
+
+@pytest.mark.backend("process")  # the runtime server's own port, kept across a reload in place
+def test_a_kept_alive_connection_meets_the_new_code_right_after_a_reload(function):
+    fn = function("hello", editable=True)
+    server = fn.instance.server_url + "/"
+    with requests.Session() as kept:  # its worker answers it itself until the reload takes it back
+        assert kept.get(server, timeout=30).text == "hello world"
+        for n in range(3):
+            assert fn.replace_code('def handler(event, context):\n    return "v%d"\n' % n).value == "Ready"
+            assert kept.get(server, timeout=30).text == "v%d" % n
+
+
+@pytest.mark.backend("process")  # counts the server's child processes on the host
+def test_an_idle_function_keeps_one_warm_worker_and_grows_for_calls_that_wait(function):
+    fn = function("sleep")
+    assert len(child_processes(fn.instance.pid)) == 1  # a server and one worker: two processes
+    answers, peak = busy_pool_peak(fn, calls=20, at_once=5)
+    assert answers == ["done"] * 20
+    assert 1 < peak <= 10  # CHERRYPY_NUMTHREADS' default
+
+
+EXITS = """import os
+
+
+def handler(event, context):
+    if event["data"] == b"exit":
+        os._exit(1)
+    return "alive"
+"""
+
+
+def test_a_worker_that_exits_during_a_call_answers_500_and_is_replaced(function):
+    fn = function("hello", editable=True)
+    assert fn.replace_code(EXITS).value == "Ready"
+    with requests.Session() as caller:  # one kept-alive connection: answered by the worker it was handed to
+        assert caller.post(fn.url + "/", data=b"exit", timeout=30).status_code == 500
+        assert caller.post(fn.url + "/", data=b"again", timeout=30).text == "alive"
+    assert "function worker exited during the call" in fn.wait_for_log("function worker exited during the call")
+    metrics = fn.metrics()
+    assert metrics[("function_calls_total", "POST")] == 2
+    assert metrics[("function_failures_total", "POST")] == 1

@@ -1,0 +1,159 @@
+"""A hundred Python functions under one `dev`: time until all are Ready, processes, memory (PSS) each.
+
+    python bench/bench_many.py [--functions 100] [--runs 3] [--before /work/main]
+
+Writes a project of N hello functions (no dependencies), starts `python -m kubeless_local dev
+--no-dashboard` in it and reads the session's admin API (`/api/functions`, what `ls` shows) every 50 ms
+until every function is Ready; then, after the pools settled (--settle seconds), counts the processes
+of every function's server (the server and its workers) and sums their PSS (/proc/<pid>/smaps_rollup:
+shared pages counted once across the processes that share them, so forked workers cost what they do
+not share). With `--before TREE` the same with TREE's package (its CLI, engine and runtime servers),
+runs alternated. Prints a Markdown table per tree: median and range over the runs.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kubeless_local.client import SessionClient  # noqa: E402
+
+MANIFEST = """apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: {name}
+  annotations:
+    local.kubeless.io/source: handler.py
+spec:
+  runtime: python3.11
+  handler: handler.hello
+  timeout: "180"
+"""
+HANDLER = 'def hello(event, context):\n    return "hello world"\n'
+
+
+def write_project(folder, count):
+    for index in range(count):
+        name = "fn%03d" % index
+        (folder / name).mkdir(parents=True)
+        (folder / name / "function.yaml").write_text(MANIFEST.format(name=name))
+        (folder / name / "handler.py").write_text(HANDLER)
+
+
+def children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def pss_kb(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def one_run(tree, count, settle):
+    folder = Path(tempfile.mkdtemp(prefix="kl-bench-many-"))
+    write_project(folder, count)
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    started = time.monotonic()
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "kubeless_local", "dev", "--no-dashboard"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        client, rows, ready_at = None, [], None
+        while time.monotonic() - started < 300:
+            if dev.poll() is not None:
+                raise RuntimeError("dev exited with %s" % dev.returncode)
+            try:
+                client = client or SessionClient(folder / ".kubeless-local")
+                rows = client.functions()
+            except Exception:  # noqa: BLE001 - not answering yet
+                rows = []
+            if len(rows) == count and all(row["state"] == "Ready" for row in rows):
+                ready_at = time.monotonic() - started
+                break
+            time.sleep(0.05)
+        if ready_at is None:
+            raise RuntimeError("not all Ready: %s" % sorted({row["state"] for row in rows}))
+        time.sleep(settle)
+        rows = client.functions()
+        processes = pss = 0
+        for row in rows:
+            pids = [row["pid"], *children(row["pid"])]
+            processes += len(pids)
+            pss += sum(pss_kb(pid) for pid in pids)
+        return {"ready_s": ready_at, "processes": processes, "pss_mb_each": pss / 1024 / count}
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--functions", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds between all Ready and the count")
+    parser.add_argument("--before", help="another checkout to measure in the same run")
+    args = parser.parse_args()
+    trees = {"this": ROOT}
+    if args.before:
+        trees["before"] = Path(args.before)
+    results = {name: [] for name in trees}
+    for run in range(args.runs):
+        order = list(trees.items()) if run % 2 == 0 else list(trees.items())[::-1]
+        for name, tree in order:
+            results[name].append(one_run(tree, args.functions, args.settle))
+            print("run %d %s: %s" % (run + 1, name, results[name][-1]), file=sys.stderr, flush=True)
+    print("| tree | functions | runs | all Ready s (median, range) | processes | PSS MB each (median, range) |")
+    print("|---|---|---|---|---|---|")
+    for name, rows in results.items():
+        ready = [r["ready_s"] for r in rows]
+        pss = [r["pss_mb_each"] for r in rows]
+        print(
+            "| %s | %d | %d | %.1f (%.1f–%.1f) | %d | %.1f (%.1f–%.1f) |"
+            % (
+                name,
+                args.functions,
+                len(rows),
+                statistics.median(ready),
+                min(ready),
+                max(ready),
+                statistics.median(r["processes"] for r in rows),
+                statistics.median(pss),
+                min(pss),
+                max(pss),
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
