@@ -208,30 +208,37 @@ def debugger_made_by_the_hosts_engine(folder, files):
         out.close()
 
 
-def test_a_python_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
-    """debugpy binds the container's own addresses, its port is published on 127.0.0.1 beside the server's,
-    and the debug door on the debug port forwards there; again after a save (the server reloads in place) and
-    after a manifest change (blue/green: a new container, published at ports of its own, the door follows)."""
-    debugger_made_by_the_hosts_engine(tmp_path / "on-the-host", {"handler.py": DEBUGGED % 2, "function.yaml": MANIFEST})
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "handler.py").write_text(DEBUGGED % 2)
-    (project / "function.yaml").write_text(MANIFEST)
+def debugged_on_the_bridge(engine, dev_inside, folder, files, timeout=180):
+    """`files` in `folder` under `dev --debug hello` inside the namespace: (the debug port, its `ls` row, its
+    vscode debug-config, dev's output so far as a function)."""
+    for name, text in files.items():
+        (folder / name).write_text(text)
     port = engine.inside(free_port)
-    proc, output = dev_inside(project, "--debug", "hello", "--debug-port", str(port))
+    proc, output = dev_inside(folder, "--debug", "hello", "--debug-port", str(port))
 
     def watching():
         assert proc.poll() is None, "dev exited:\n" + output()
         return "Watching" in output()
 
-    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=180)
-    row = listed(engine, project)
+    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=timeout)
+    row = listed(engine, folder)
     assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
     done = engine.run(
-        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=project
+        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=folder
     )
     assert done.returncode == 0, done.stderr
-    config = json.loads(done.stdout)
+    return port, row, json.loads(done.stdout), output
+
+
+def test_a_python_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
+    """debugpy binds the container's own addresses, its port is published on 127.0.0.1 beside the server's,
+    and the debug door on the debug port forwards there; again after a save (the server reloads in place) and
+    after a manifest change (blue/green: a new container, published at ports of its own, the door follows)."""
+    files = {"handler.py": DEBUGGED % 2, "function.yaml": MANIFEST}
+    debugger_made_by_the_hosts_engine(tmp_path / "on-the-host", files)
+    project = tmp_path / "project"
+    project.mkdir()
+    port, row, config, output = debugged_on_the_bridge(engine, dev_inside, project, files)
     assert config["connect"] == {"host": "127.0.0.1", "port": port}
     (container,) = engine.client().containers.list(filters={"label": "kubeless-local.function=hello"})
     [published] = container.attrs["NetworkSettings"]["Ports"]["%d/tcp" % port]
@@ -282,25 +289,9 @@ def paused_call(engine, cdp, url, served):
 def test_a_node_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
     """The V8 inspector binds the container's own addresses and is reached through the debug door as debugpy
     is; a save reloads in place (the inspector stays connected), a blue/green reload is attached to again."""
-    (tmp_path / "handler.js").write_text(NODE_HANDLER % 2)
-    (tmp_path / "function.yaml").write_text(
-        MANIFEST.replace("handler.py", "handler.js").replace("python3.11", "nodejs20")
-    )
-    port = engine.inside(free_port)
-    proc, output = dev_inside(tmp_path, "--debug", "hello", "--debug-port", str(port))
-
-    def watching():
-        assert proc.poll() is None, "dev exited:\n" + output()
-        return "Watching" in output()
-
-    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=180)
-    row = listed(engine, tmp_path)
-    assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
-    done = engine.run(
-        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
-    config = json.loads(done.stdout)
+    manifest = MANIFEST.replace("handler.py", "handler.js").replace("python3.11", "nodejs20")
+    files = {"handler.js": NODE_HANDLER % 2, "function.yaml": manifest}
+    port, row, config, output = debugged_on_the_bridge(engine, dev_inside, tmp_path, files)
     assert config["port"] == port
     served = str(tmp_path / "handler.js").replace(config["localRoot"], config["remoteRoot"], 1)
     url = row["url"] + "/"
@@ -334,28 +325,11 @@ GO_LINE = 7  # `return greeting, nil`
 
 def test_a_go_function_is_debugged_through_its_debug_door_on_the_bridge(engine, dev_inside, tmp_path):
     """Delve binds the container's own addresses and is reached through the debug door as debugpy is."""
-    debugger_made_by_the_hosts_engine(
-        tmp_path / "on-the-host", {"handler.go": GO_HANDLER, "function.yaml": GO_MANIFEST}
-    )
+    files = {"handler.go": GO_HANDLER, "function.yaml": GO_MANIFEST}
+    debugger_made_by_the_hosts_engine(tmp_path / "on-the-host", files)
     project = tmp_path / "project"
     project.mkdir()
-    (project / "handler.go").write_text(GO_HANDLER)
-    (project / "function.yaml").write_text(GO_MANIFEST)
-    port = engine.inside(free_port)
-    proc, output = dev_inside(project, "--debug", "hello", "--debug-port", str(port))
-
-    def watching():
-        assert proc.poll() is None, "dev exited:\n" + output()
-        return "Watching" in output()
-
-    wait_until(watching, lambda: "dev watching:\n" + output(), timeout=600)
-    row = listed(engine, project)
-    assert row["state"] == "Debugging" and row["debug"]["port"] == port, output()
-    done = engine.run(
-        [sys.executable, "-m", "kubeless_local", "debug-config", "hello", "--editor", "vscode"], cwd=project
-    )
-    assert done.returncode == 0, done.stderr
-    config = json.loads(done.stdout)
+    port, row, config, _ = debugged_on_the_bridge(engine, dev_inside, project, files, timeout=600)
     assert config["port"] == port
 
     with engine.inside(DapClient.connect, port, timeout=60) as dap:
