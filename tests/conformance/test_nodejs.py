@@ -140,6 +140,7 @@ def test_other_callers_are_not_stuck_behind_a_blocked_loop(function):
     spinner.close()
 
 
+@pytest.mark.backend("process")  # the runtime server's own port, on the host: calls read in one turn
 def test_calls_that_arrive_with_a_runaway_one_are_served_by_a_spare(function):
     # calls the server reads together go to the worker in one message; the first spins, the others (not
     # started) move to a spare and are answered within the sockets' 20 s, long before the 30 s timeout
