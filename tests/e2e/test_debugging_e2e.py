@@ -338,11 +338,3 @@ def test_bad_debug_input_is_one_line_and_exit_2(tmp_path):
             "error: debug port %d (for pyfn) is in use on 127.0.0.1: stop what uses it or give another first port "
             "with --debug-port" % port
         )
-    # bridge mode (settings): a published port reaches the container's bridge address, not its debugger
-    (folder / ".kubeless-local.yaml").write_text("docker: {network: bridge}\n")
-    docker = cli("dev", "--backend", "docker", "--debug", "pyfn", cwd=folder, timeout=60)
-    assert one_line(docker) == (
-        "error: debugging on the docker backend needs docker.network relay or host: in bridge mode the debug port "
-        "would reach the container's bridge address, not the loopback its debugger listens on; set "
-        "`docker: {network: relay}` in .kubeless-local.yaml or use --backend process"
-    )
