@@ -233,8 +233,10 @@ def test_a_function_failing_every_10th_event_gets_every_event_delivered_or_dead_
 def test_an_event_that_kills_the_functions_server_is_dead_lettered_not_retried_forever(tmp_path, start_dev):
     project(
         tmp_path,
-        # the handler runs in a worker process the server forked: the poison kills the server itself
-        fail="lambda data: data == 'poison' and __import__('os').kill(__import__('os').getppid(), 9)",
+        # the handler runs in a worker process the server forked: the poison kills the server's process group
+        # (the server and its workers; a worker answers the call itself, so killing the server alone would not
+        # fail it)
+        fail="lambda data: data == 'poison' and __import__('os').killpg(__import__('os').getpgid(0), 9)",
         settings="kafka: {max_attempts: 2, retry_backoff: 0.05}\n",
     )
     dev = started(start_dev, tmp_path)
