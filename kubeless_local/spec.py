@@ -30,6 +30,7 @@ ISOLATION_ANNOTATION = "local.kubeless.io/isolation"
 DEFAULT_TIMEOUT = "180"
 SECRETS_DIRNAME = "secrets"  # <project>/secrets/<name>/: a secret's keys, one file each
 DEFAULT_PORT = 8080
+POD_PORT = 8080  # where a runtime server listens in a namespace of its own (a pod, an isolated container): FUNC_PORT
 CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # A Kubernetes resource quantity (128Mi, 1G, 0.5Gi, 1e9), as `resources.limits.memory` takes it.
 QUANTITY_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")

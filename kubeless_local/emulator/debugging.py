@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 from kubeless_local.emulator import delve
 from kubeless_local.errors import BadRequest, Conflict, NotFound
+from kubeless_local.spec import POD_PORT
 
 DEBUG_PORT_ENV = "KUBELESS_LOCAL_DEBUG_PORT"
 # The address the debugger binds when not 127.0.0.1: 0.0.0.0 in a bridge-mode container (docker/debugger.py)
@@ -78,10 +79,18 @@ class Target:
 def plan(names, functions, debugger_of, first_port: Optional[int], free) -> dict[str, Target]:
     """{name: Target} for the function names asked for, in their order. `functions`: the FunctionSpecs of
     the project; `debugger_of(spec)`: the catalog's debugger of its runtime ("" when it has none);
-    `free(port)`: nothing listens there. Ports: `first_port`, then the next ones; without one, each
+    `free(port)`: nothing listens there. Ports: `first_port`, then the next ones (never POD_PORT: refused as
+    `first_port`, skipped when counting); without one, each
     debugger's default port and the next ones. Raises NotFound (no such function), BadRequest (its
     runtime has no debugger) or Conflict (a port in use)."""
     by_name = {fn.name: fn for fn in functions}
+    if first_port == POD_PORT and names:  # the server's own port where the debugger shares its namespace (docker's
+        raise BadRequest(  # relay and bridge modes), whatever the host has free
+            "debug port %d (for %s) is where a function's server listens in its container (FUNC_PORT): "
+            "give another first port with --debug-port" % (POD_PORT, names[0]),
+            "debug port",
+            names[0],
+        )
     targets: dict[str, Target] = {}
     used: set[int] = set()
     for name in names:
@@ -96,7 +105,7 @@ def plan(names, functions, debugger_of, first_port: Optional[int], free) -> dict
         if not debugger:
             raise BadRequest(not_supported(spec), "debugger", name)
         port = first_port if first_port is not None else DEBUGGERS[debugger].default_port
-        while port in used:
+        while port in used or port == POD_PORT:
             port += 1
         if first_port is not None:
             first_port = port + 1

@@ -338,3 +338,7 @@ def test_bad_debug_input_is_one_line_and_exit_2(tmp_path):
             "error: debug port %d (for pyfn) is in use on 127.0.0.1: stop what uses it or give another first port "
             "with --debug-port" % port
         )
+    assert one_line(dev("--debug", "pyfn", "--debug-port", "8080")) == (
+        "error: debug port 8080 (for pyfn) is where a function's server listens in its container (FUNC_PORT): "
+        "give another first port with --debug-port"
+    )

@@ -91,6 +91,18 @@ def test_a_port_in_use_is_refused():
     assert str(info.value) == "debug port 7001 (for b) is in use on 127.0.0.1: stop what uses it"
 
 
+def test_the_port_a_server_listens_on_in_its_container_is_refused_as_a_debug_port():
+    # in the docker backend's relay and bridge modes the debugger shares the server's namespace: 8080 is taken
+    # there whatever the host has free; refused on every backend, so that one command line works on each
+    with pytest.raises(BadRequest) as info:
+        plan(["a", "b"], first_port=8080)
+    assert str(info.value) == (
+        "debug port 8080 (for a) is where a function's server listens in its container (FUNC_PORT): "
+        "give another first port with --debug-port"
+    )
+    assert [t.port for t in plan(["a", "b", "c"], first_port=8079).values()] == [8079, 8081, 8082]  # counted past
+
+
 def test_the_vscode_entry_maps_the_install_folder_back_to_the_users_files():
     row = {
         "name": "a",

@@ -18,8 +18,10 @@ door is what lets a reload be blue/green (docker/backend.py): it switches from o
 
 from typing import Any
 
+from kubeless_local.spec import POD_PORT
+
 MODES = ("bridge", "relay", "host")
-POD_PORT = 8080  # where the server listens in its own namespace (Kubeless' FUNC_PORT)
+__all__ = ["MODES", "POD_PORT", "choose", "has_bridge"]
 
 
 def choose(setting: str, client: Any) -> tuple[str, str]:
