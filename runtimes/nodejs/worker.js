@@ -347,10 +347,22 @@ function handle([id, slot, method, url, httpVersion, headers, rawHeaders, body,
   else call.start();
 }
 
+// The calls of a batch start one per turn of the event loop (setImmediate): a handler's answer is sent from a microtask
+// (out()), and microtasks run between turns, not between the calls of one loop. Started in one loop, a
+// call that blocks the thread held back the answers of the calls before it until its own timeout.
+const starting = [];
+function startNext() {
+  handle(starting.shift());
+  if (starting.length) setImmediate(startNext);
+}
+
 if (func) {
   parentPort.on('message', (m) => {
-    if (Array.isArray(m)) for (const call of m) handle(call); // a batch of calls
-    else if (m.t === 'ping') out({ t: 'pong' });
+    if (Array.isArray(m)) { // a batch of calls: the first starts now, unless calls of an earlier one wait
+      const idle = !starting.length;
+      for (const call of m) starting.push(call);
+      if (idle) startNext();
+    } else if (m.t === 'ping') out({ t: 'pong' });
   });
   out({ t: 'loaded' });
 }
