@@ -48,11 +48,12 @@ def answers(url):
         return False
 
 
-def env_for(tree):
-    """The CLI's environment as its console script has it: `tree` on the import path, and this interpreter's
-    folder first on PATH, as `pyenv exec` (which runs the `kubeless-local` shim) and an activated venv put it:
-    `python3.11` is then that interpreter, not a pyenv shim (a bash script that costs 50–300 ms a run)."""
-    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+def env_for(tree, python=sys.executable):
+    """The CLI's environment as its console script has it: `tree` on the import path, and the folder of the
+    interpreter it runs with first on PATH, as `pyenv exec` (which runs the `kubeless-local` shim) and an
+    activated venv put it: `python3.11` is then that interpreter, not a pyenv shim (a bash script that costs
+    50–300 ms a run)."""
+    path = os.path.dirname(python) + os.pathsep + os.environ.get("PATH", "")
     return {**os.environ, "PYTHONPATH": str(tree), "PATH": path}
 
 
@@ -74,16 +75,16 @@ def project(runtime):
     return folder, name
 
 
-def start_run(tree, runtime, backend, timeout=120):
+def start_run(tree, runtime, backend, python=sys.executable, timeout=120):
     """(process, port, ms to the first 200) of `kubeless-local run` of a hello in a new folder."""
     folder, name = project(runtime)
     port = free_port()
-    argv = [sys.executable, "-m", "kubeless_local", "run", name, "--runtime", runtime, "--handler", "handler.hello"]
+    argv = [python, "-m", "kubeless_local", "run", name, "--runtime", runtime, "--handler", "handler.hello"]
     started = time.perf_counter()
     proc = subprocess.Popen(
         [*argv, "--port", str(port), "--backend", backend],
         cwd=folder,
-        env=env_for(tree),
+        env=env_for(tree, python),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -136,46 +137,53 @@ def main():
     parser.add_argument("--runtimes", default="python3.11,nodejs20")
     parser.add_argument("--backend", default="process", choices=["process", "docker"])
     parser.add_argument("--before", type=Path, help="another checkout measured in the same run (e.g. /work/main)")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter the CLI runs with (default this one), e.g. a fresh venv's bin/python with the package "
+        "installed: without this machine's site-packages and their .pth files",
+    )
     args = parser.parse_args()
+    python = args.python
     trees = {"this": ROOT, **({"before": args.before.resolve()} if args.before else {})}
     runtimes = args.runtimes.split(",")
 
     # A session to call, started by this tree (the admin API is the same for both).
-    session, port, _, folder = start_run(ROOT, "python3.11", args.backend)
+    session, port, _, folder = start_run(ROOT, "python3.11", args.backend, python)
     url = "http://127.0.0.1:%d/" % port
     quick = {  # case → (argv, tree or None for a baseline)
-        ("pass", None): [sys.executable, "-c", "pass"],
+        ("pass", None): [python, "-c", "pass"],
         ("curl", None): ["curl", "-s", "-o", "/dev/null", url],
     }
     for label in trees:
-        quick[("--version", label)] = [sys.executable, "-m", "kubeless_local", "--version"]
-        quick[("call", label)] = [sys.executable, "-m", "kubeless_local", "call", "handler"]
+        quick[("--version", label)] = [python, "-m", "kubeless_local", "--version"]
+        quick[("call", label)] = [python, "-m", "kubeless_local", "call", "handler"]
     times = {case: [] for case in quick}
     cpu = {case: [] for case in quick}
     starts = {(runtime, label): [] for runtime in runtimes for label in trees}
     start_cpu = {(runtime, label): [] for runtime in runtimes for label in trees}
     try:
         for case, argv in quick.items():  # warm the file cache, the .pyc files and the session
-            elapsed_ms(argv, folder, env_for(trees.get(case[1] or "this", ROOT)))
+            elapsed_ms(argv, folder, env_for(trees.get(case[1] or "this", ROOT), python))
         for run in range(args.runs):
             for case, argv in alternated(quick.items(), run):
-                wall, used = elapsed_ms(argv, folder, env_for(trees.get(case[1] or "this", ROOT)))
+                wall, used = elapsed_ms(argv, folder, env_for(trees.get(case[1] or "this", ROOT), python))
                 times[case].append(wall)
                 cpu[case].append(used)
     finally:
         stop(session, folder)
     for runtime in runtimes:
         for tree in trees.values():
-            stop(*start_run(tree, runtime, args.backend)[::3])  # one start that fills the caches
+            stop(*start_run(tree, runtime, args.backend, python)[::3])  # one start that fills the caches
         for run in range(args.runs):
             for label, tree in alternated(trees.items(), run):  # a start slows the next one (docker's clean-up)
-                proc, _, ms, where = start_run(tree, runtime, args.backend)
+                proc, _, ms, where = start_run(tree, runtime, args.backend, python)
                 used = cpu_so_far_ms(proc.pid)
                 stop(proc, where)
                 starts[(runtime, label)].append(ms)
                 start_cpu[(runtime, label)].append(used)
 
-    print("Load average at the end: %.1f %.1f %.1f" % os.getloadavg())
+    print("Load average at the end: %.1f %.1f %.1f; the CLI's interpreter: %s" % (*os.getloadavg(), python))
     print("| what | CLI | runs | median ms | min ms | CPU ms (median) | vs baseline | vs before |")
     print("|---|---|---|---|---|---|---|---|")
     row("`python -c pass` (baseline of --version)", "-", times[("pass", None)], cpu=cpu[("pass", None)])
