@@ -54,7 +54,9 @@ def env_for(tree, python=sys.executable):
     activated venv put it: `python3.11` is then that interpreter, not a pyenv shim (a bash script that costs
     50–300 ms a run)."""
     path = os.path.dirname(python) + os.pathsep + os.environ.get("PATH", "")
-    return {**os.environ, "PYTHONPATH": str(tree), "PATH": path}
+    env = {**os.environ, "PYTHONPATH": str(tree), "PATH": path}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # set on this machine: a user's CLI reads its modules' cached bytecode
+    return env
 
 
 def elapsed_ms(argv, cwd, env):
