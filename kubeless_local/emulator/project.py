@@ -19,6 +19,9 @@ from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import NotFound, UserError
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
+# Functions started at once: a start mostly waits for its server's `ready` line (a fork of the runtime's
+# template takes a few ms of CPU), so many overlap; the bound keeps threads and compile steps in reason.
+STARTS_AT_ONCE = 32
 
 
 class Digests:
@@ -127,7 +130,7 @@ class Project:
                     "system",
                 )
         self._show_errors(self.manifests.errors)
-        pool = ThreadPoolExecutor(max_workers=4)
+        pool = ThreadPoolExecutor(max_workers=STARTS_AT_ONCE)
         try:
             list(pool.map(self._start_one, self.manifests.functions))
         finally:  # Ctrl-C: no waiting here for starts that wait for readiness; stop() wakes them
