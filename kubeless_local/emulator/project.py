@@ -20,8 +20,9 @@ from kubeless_local.errors import NotFound, UserError
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
 # Functions started at once: a start mostly waits for its server's `ready` line (a fork of the runtime's
-# template takes a few ms of CPU), so many overlap; the bound keeps threads and compile steps in reason.
-STARTS_AT_ONCE = 32
+# template: ~10 ms of CPU), so several overlap; more threads than this cost `dev` CPU in GIL hand-offs
+# (100 Python functions, BENCHMARKS.md: 4 → 1.2 s of `dev`'s CPU, 8 → 1.2–1.4, 16 → 1.7, 32 → 1.9–2.5).
+STARTS_AT_ONCE = 8
 
 
 class Digests:
