@@ -36,7 +36,10 @@ class ProcessBackend(Backend):
         with self.templates_lock:
             template = self.templates.get(tuple(argv))
             if template is None or template.broken:
-                template = self.templates[tuple(argv)] = Template(argv, env, self.guardian)
+                # this machine's env, not the first function's: a function whose own env sets an interpreter
+                # variable (PYTHONWARNINGS…) is refused by the template, the others are not
+                own = {**os.environ, PROJECT_ENV: env[PROJECT_ENV]}
+                template = self.templates[tuple(argv)] = Template(argv, own, self.guardian)
             return template
 
     def _spawn(self, instance: Instance, prepared: Prepared, argv: list[str], env: dict[str, str]):
