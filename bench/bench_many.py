@@ -8,7 +8,8 @@ changes) until every function is Ready. (Not `/api/functions`, what `ls` shows: 
 function's /metrics, and read every 50 ms that was a hundred scrapes per read, a load of its own on the
 starts it measured.) Then, after the pools settled (--settle seconds), counts the processes of every
 function's server (the server and its workers) and sums their PSS (/proc/<pid>/smaps_rollup: shared pages
-counted once across the processes that share them, so forked workers cost what they do not share), and
+counted once across the processes that share them, so forked workers cost what they do not share) with
+that of what they share (a runtime's template process; not the guardian), and
 the CPU seconds spent so far by `dev` and by everything it started (servers, workers, template, guardian:
 the descendants of `dev`, read from /proc before it stops). With `--before TREE` the same with TREE's
 package (its CLI, engine and runtime servers), runs alternated. Prints a Markdown table per tree: median
@@ -108,6 +109,14 @@ def wait_all_ready(client, count, deadline, dev):
     raise RuntimeError("not all Ready: %s" % sorted(set(states.values())))
 
 
+def is_guardian(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"kubeless_local.emulator.guardian" in f.read()
+    except OSError:
+        return True
+
+
 def pss_kb(pid):
     try:
         with open("/proc/%d/smaps_rollup" % pid) as f:
@@ -146,10 +155,15 @@ def one_run(tree, count, settle):
         time.sleep(settle)
         rows = client.functions()
         processes = pss = 0
+        counted = set()
         for row in rows:
             pids = [row["pid"], *children(row["pid"])]
             processes += len(pids)
             pss += sum(pss_kb(pid) for pid in pids)
+            counted.update(pids)
+        # what the functions share (a runtime's template process), not the guardian: counted in their share
+        shared = [pid for pid in descendants(dev.pid) if pid not in counted and not is_guardian(pid)]
+        pss += sum(pss_kb(pid) for pid in shared)
         return {
             "ready_s": ready_at,
             "processes": processes,
