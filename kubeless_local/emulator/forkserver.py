@@ -101,9 +101,12 @@ class Template:
                 data = sock.recv(1 << 16)
             except OSError:
                 data = b""
-            if not data:
+            try:
+                message = json.loads(data) if data else None
+            except ValueError:
+                message = None  # not the template speaking: treated as gone
+            if message is None:
                 break
-            message = json.loads(data)
             if "exit" in message:
                 with self.answered:
                     child = self.children.pop(message["exit"], None)
@@ -152,6 +155,10 @@ class Template:
                     os.close(out_write)
                     os.close(err_write)
             answer = self._answer()
+            if answer is None and not self.broken:  # stuck: a late answer would be taken for the next request's
+                self.broken = True
+                if self.proc is not None:
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # its reader then kills what it forked
             if answer is None or "pid" not in answer:
                 os.close(out_read)
                 os.close(err_read)

@@ -114,3 +114,19 @@ def _zombie(pid):
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_template_that_does_not_answer_is_killed_and_not_asked_again(tmp_path, monkeypatch):
+    """A late answer would be taken for the next request's: a stuck template is given up (the caller then
+    starts its server as a fresh process)."""
+    from kubeless_local.emulator import forkserver
+
+    monkeypatch.setattr(forkserver, "START_TIMEOUT", 0.5)
+    silent = Template([sys.executable, "-c", "import time; time.sleep(60)", CONTROL_FD], dict(os.environ))
+    try:
+        assert silent.spawn(*server(tmp_path)) is None
+        assert silent.broken and silent.proc is not None
+        assert silent.proc.wait(timeout=30) == -signal.SIGKILL
+        assert silent.spawn(*server(tmp_path)) is None
+    finally:
+        silent.close()
