@@ -3,12 +3,17 @@
     python bench/bench_many.py [--functions 100] [--runs 3] [--before /work/main]
 
 Writes a project of N hello functions (no dependencies), starts `python -m kubeless_local dev
---no-dashboard` in it and reads the session's admin API (`/api/functions`, what `ls` shows) every 50 ms
-until every function is Ready; then, after the pools settled (--settle seconds), counts the processes
-of every function's server (the server and its workers) and sums their PSS (/proc/<pid>/smaps_rollup:
-shared pages counted once across the processes that share them, so forked workers cost what they do
-not share). With `--before TREE` the same with TREE's package (its CLI, engine and runtime servers),
-runs alternated. Prints a Markdown table per tree: median and range over the runs.
+--no-dashboard` in it and follows the session's event bus (`/api/events`, each function's state as it
+changes) until every function is Ready. (Not `/api/functions`, what `ls` shows: it scrapes every serving
+function's /metrics, and read every 50 ms that was a hundred scrapes per read, a load of its own on the
+starts it measured.) Then, after the pools settled (--settle seconds), counts the processes of every
+function's server (the server and its workers) and sums their PSS (/proc/<pid>/smaps_rollup: shared pages
+counted once across the processes that share them, so forked workers cost what they do not share) with
+that of what they share (a runtime's template process; not the guardian), and
+the CPU seconds spent so far by `dev` and by everything it started (servers, workers, template, guardian:
+the descendants of `dev`, read from /proc before it stops). With `--before TREE` the same with TREE's
+package (its CLI, engine and runtime servers), runs alternated. Prints a Markdown table per tree: median
+and range over the runs.
 """
 
 import argparse
@@ -62,6 +67,56 @@ def children(pid):
     return found
 
 
+def cpu_seconds(pid):
+    """User + system CPU of `pid` itself (threads included) and of its reaped children."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid):
+    found, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def wait_all_ready(client, count, deadline, dev):
+    """time.monotonic() when all `count` functions were Ready, following the bus."""
+    states, after = {}, None
+    while time.monotonic() < deadline:
+        if dev.poll() is not None:
+            raise RuntimeError("dev exited with %s" % dev.returncode)
+        if after is None:  # first contact: the states so far, then what changes
+            after = client.events()["last"]
+            states = {row["name"]: row["state"] for row in client.functions()}
+        else:
+            batch = client.events(after=after, wait=1)
+            if batch["reset"]:
+                after = None
+                continue
+            for event in batch["events"]:
+                if event["kind"] == "function-state":
+                    states[event["data"]["function"]] = event["data"]["state"]
+            after = batch["last"]
+        if len(states) == count and all(state == "Ready" for state in states.values()):
+            return time.monotonic()
+    raise RuntimeError("not all Ready: %s" % sorted(set(states.values())))
+
+
+def is_guardian(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"kubeless_local.emulator.guardian" in f.read()
+    except OSError:
+        return True
+
+
 def pss_kb(pid):
     try:
         with open("/proc/%d/smaps_rollup" % pid) as f:
@@ -84,29 +139,38 @@ def one_run(tree, count, settle):
         start_new_session=True,
     )
     try:
-        client, rows, ready_at = None, [], None
-        while time.monotonic() - started < 300:
+        client = None
+        while client is None and time.monotonic() - started < 60:
             if dev.poll() is not None:
                 raise RuntimeError("dev exited with %s" % dev.returncode)
             try:
-                client = client or SessionClient(folder / ".kubeless-local")
-                rows = client.functions()
+                client = SessionClient(folder / ".kubeless-local")
+                client.events()
             except Exception:  # noqa: BLE001 - not answering yet
-                rows = []
-            if len(rows) == count and all(row["state"] == "Ready" for row in rows):
-                ready_at = time.monotonic() - started
-                break
-            time.sleep(0.05)
-        if ready_at is None:
-            raise RuntimeError("not all Ready: %s" % sorted({row["state"] for row in rows}))
+                client = None
+                time.sleep(0.05)
+        ready_at = wait_all_ready(client, count, started + 300, dev) - started
+        dev_cpu = cpu_seconds(dev.pid)
+        started_cpu = sum(cpu_seconds(pid) for pid in descendants(dev.pid))
         time.sleep(settle)
         rows = client.functions()
         processes = pss = 0
+        counted = set()
         for row in rows:
             pids = [row["pid"], *children(row["pid"])]
             processes += len(pids)
             pss += sum(pss_kb(pid) for pid in pids)
-        return {"ready_s": ready_at, "processes": processes, "pss_mb_each": pss / 1024 / count}
+            counted.update(pids)
+        # what the functions share (a runtime's template process), not the guardian: counted in their share
+        shared = [pid for pid in descendants(dev.pid) if pid not in counted and not is_guardian(pid)]
+        pss += sum(pss_kb(pid) for pid in shared)
+        return {
+            "ready_s": ready_at,
+            "processes": processes,
+            "pss_mb_each": pss / 1024 / count,
+            "dev_cpu_s": dev_cpu,
+            "started_cpu_s": started_cpu,
+        }
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         try:
@@ -133,13 +197,16 @@ def main():
         for name, tree in order:
             results[name].append(one_run(tree, args.functions, args.settle))
             print("run %d %s: %s" % (run + 1, name, results[name][-1]), file=sys.stderr, flush=True)
-    print("| tree | functions | runs | all Ready s (median, range) | processes | PSS MB each (median, range) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| tree | functions | runs | all Ready s (median, range) | processes | PSS MB each (median, range) "
+        "| CPU s at all Ready: `dev` / what it started (median) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         ready = [r["ready_s"] for r in rows]
         pss = [r["pss_mb_each"] for r in rows]
         print(
-            "| %s | %d | %d | %.1f (%.1f–%.1f) | %d | %.1f (%.1f–%.1f) |"
+            "| %s | %d | %d | %.1f (%.1f–%.1f) | %d | %.1f (%.1f–%.1f) | %.1f / %.1f |"
             % (
                 name,
                 args.functions,
@@ -151,6 +218,8 @@ def main():
                 statistics.median(pss),
                 min(pss),
                 max(pss),
+                statistics.median(r["dev_cpu_s"] for r in rows),
+                statistics.median(r["started_cpu_s"] for r in rows),
             )
         )
 

@@ -36,6 +36,7 @@ class BackendBlock:
     Argv lists hold placeholders ({exe}, {install}, {deps}, … see runtimes/README.md)."""
 
     command: tuple = ()  # starts the runtime server
+    template: tuple = ()  # process: starts a process that forks `command`'s servers (emulator/forkserver.py)
     setup: tuple = ()  # installs the server's own libraries into {runtime_lib}, once
     setup_inputs: tuple = ()  # files of runtimes/<server> whose content keys the setup (process)
     install: tuple = ()  # installs the deps file into {deps}
@@ -49,7 +50,8 @@ class BackendBlock:
 
 
 BLOCK_KEYS = {
-    "process": {"command", "setup", "setup_inputs", "install", "check", "compile", "init", "env", "reload", "debug"},
+    "process": {"command", "template", "setup", "setup_inputs", "install", "check", "compile", "init", "env"}
+    | {"reload", "debug"},
     "docker": {"command", "setup", "install", "check", "compile", "env", "reload", "build_args"},
 }
 
@@ -151,7 +153,7 @@ def _declared(runtime_id, version, require_local):
 
 ENTRY_KEYS = {"server", "depName", "fileNameSuffix", "versions", "legacy", "process", "docker"}
 VERSION_KEYS = {"version", "executable", "probe", "expect", "resolve", "image", "default"}
-ARGV_KEYS = {"command", "setup", "setup_inputs", "install", "check", "compile", "init", "probe", "resolve"}
+ARGV_KEYS = {"command", "template", "setup", "setup_inputs", "install", "check", "compile", "init", "probe", "resolve"}
 
 
 class _Checker:

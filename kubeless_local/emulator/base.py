@@ -186,6 +186,9 @@ class Backend(abc.ABC):
     def stop(self, instance: Instance) -> None:
         """Stop the server and everything it started."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends keep nothing between servers
+        """Let go of what the backend keeps between servers (the process backend's templates)."""
+
     def check_debug(self, target: "Target") -> None:
         """Raises a UserError when a debugged function (`dev --debug`, emulator/debugging.py) cannot run under
         its debugger on this backend as it is set up; every backend can, unless it says otherwise."""

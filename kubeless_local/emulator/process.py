@@ -1,4 +1,5 @@
-"""Runs each function's runtime server as a local process (the embedded default backend)."""
+"""Runs each function's runtime server as a local process (the embedded default backend): forked from the
+runtime's template process where the catalog has one (emulator/forkserver.py), else a fresh one."""
 
 import os
 import signal
@@ -7,20 +8,54 @@ import threading
 from typing import IO, Optional
 
 from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
+from kubeless_local.emulator.forkserver import CONTROL_FD, Forked, Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
 from kubeless_local.emulator.prepare import Prepared
 from kubeless_local.errors import UserError
 
 
-def server_process(instance: Instance) -> Optional[subprocess.Popen]:
+def server_process(instance: Instance) -> Optional[subprocess.Popen | Forked]:
     """The instance's server process (its backend-private handle), if one was started."""
-    return instance.handle if isinstance(instance.handle, subprocess.Popen) else None
+    return instance.handle if isinstance(instance.handle, (subprocess.Popen, Forked)) else None
 
 
 class ProcessBackend(Backend):
     name = "process"
     fronted = True  # the server binds instance.server_port; the supervisor's front door serves instance.port
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.templates: dict[tuple[str, ...], Template] = {}  # by their argv: one per toolchain and library
+        self.templates_lock = threading.Lock()
+
+    def _template(self, prepared: Prepared, env: dict[str, str]) -> Optional[Template]:
+        if not prepared.runtime.steps.template:
+            return None
+        argv = prepared.expand(prepared.runtime.steps.template, control_fd=CONTROL_FD)
+        with self.templates_lock:
+            template = self.templates.get(tuple(argv))
+            if template is None or template.broken:
+                # this machine's env, not the first function's: a function whose own env sets an interpreter
+                # variable (PYTHONWARNINGS…) is refused by the template, the others are not
+                own = {**os.environ, PROJECT_ENV: env[PROJECT_ENV]}
+                template = self.templates[tuple(argv)] = Template(argv, own, self.guardian)
+            return template
+
+    def _spawn(self, instance: Instance, prepared: Prepared, argv: list[str], env: dict[str, str]):
+        """The server: forked from the runtime's template (not under a debugger), else a fresh process."""
+        template = self._template(prepared, env) if instance.debug is None else None
+        forked = template.spawn(argv, env, str(prepared.install_link)) if template is not None else None
+        return forked or subprocess.Popen(
+            argv,
+            cwd=prepared.install_link,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            start_new_session=True,
+        )  # its own process group: Ctrl-C goes to `dev`, stop() kills the group
 
     def start(self, instance: Instance, prepared: Prepared) -> None:
         argv = prepared.expand(prepared.runtime.steps.command)
@@ -37,16 +72,7 @@ class ProcessBackend(Backend):
                 instance.set_state(State.CRASHED, str(exc))
                 return
         try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=prepared.install_link,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                bufsize=0,
-                start_new_session=True,
-            )  # its own process group: Ctrl-C goes to `dev`, stop() kills the group
+            proc = self._spawn(instance, prepared, argv, env)
         except OSError as exc:
             instance.set_state(State.CRASHED, "cannot start %s: %s" % (argv[0], exc))
             return
@@ -75,7 +101,7 @@ class ProcessBackend(Backend):
             handle_output(instance, self.logs, line, name, prepared.map_paths)
         stream.close()
 
-    def _watch(self, instance: Instance, proc: subprocess.Popen, pumps: list[threading.Thread]) -> None:
+    def _watch(self, instance: Instance, proc: subprocess.Popen | Forked, pumps: list[threading.Thread]) -> None:
         code = proc.wait()
         for pump in pumps:
             pump.join(timeout=2)
@@ -105,8 +131,14 @@ class ProcessBackend(Backend):
             if self.guardian is not None:
                 self.guardian.forget(proc.pid)
 
+    def close(self) -> None:
+        with self.templates_lock:
+            templates, self.templates = list(self.templates.values()), {}
+        for template in templates:
+            template.close()
+
     @staticmethod
-    def _kill(proc: subprocess.Popen, grace: float) -> None:
+    def _kill(proc: subprocess.Popen | Forked, grace: float) -> None:
         if proc.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):

@@ -19,6 +19,10 @@ from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import NotFound, UserError
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
+# Functions started at once: a start mostly waits for its server's `ready` line (a fork of the runtime's
+# template: ~10 ms of CPU), so several overlap; more threads than this cost `dev` CPU in GIL hand-offs
+# (100 Python functions, BENCHMARKS.md: 4 → 1.2 s of `dev`'s CPU, 8 → 1.2–1.4, 16 → 1.7, 32 → 1.9–2.5).
+STARTS_AT_ONCE = 8
 
 
 class Digests:
@@ -127,7 +131,7 @@ class Project:
                     "system",
                 )
         self._show_errors(self.manifests.errors)
-        pool = ThreadPoolExecutor(max_workers=4)
+        pool = ThreadPoolExecutor(max_workers=STARTS_AT_ONCE)
         try:
             list(pool.map(self._start_one, self.manifests.functions))
         finally:  # Ctrl-C: no waiting here for starts that wait for readiness; stop() wakes them

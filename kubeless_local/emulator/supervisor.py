@@ -506,6 +506,7 @@ class Supervisor:
             t.start()
         for t in threads:
             t.join()
+        self.backend.close()
 
     def wait_ready(self, name: str, timeout: float) -> Optional[tuple[Instance, FunctionSpec]]:
         """(instance, spec) of function `name` once it serves (Ready, or its last good code while a save is

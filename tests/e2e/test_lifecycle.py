@@ -40,6 +40,21 @@ def live_members(pgid):
     return members
 
 
+def templates_of(project):
+    """Pids of the runtime template processes (runtimes/python/template.py) of `project`'s session."""
+    marker = b"KUBELESS_LOCAL_PROJECT=" + str(project / ".kubeless-local").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as cmdline, open("/proc/%s/environ" % entry, "rb") as env:
+                    if b"template.py" in cmdline.read() and marker in env.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return [pid for pid in found if pid in live_members(pid)]  # it leads its own group; a zombie has ended
+
+
 def group_gone(pgid, timeout=30.0):
     """The group's processes all ended, within a generous bound (the guardian kills them; under load the
     kill takes more than the 2 s this waited before)."""
@@ -64,9 +79,11 @@ def test_kill_9_of_dev_leaves_no_runtime_server_and_the_next_dev_keeps_the_port(
     dev.wait_for_output("Watching")
     row = read_ls(project)["hello"]
     assert live_members(row["pid"])  # the runtime server (and its workers) run in the group it leads
+    assert templates_of(project)  # the process its server was forked from
     dev.proc.send_signal(signal.SIGKILL)
     dev.proc.wait(timeout=10)
     assert group_gone(row["pid"]), "runtime server processes %s outlived `dev`" % live_members(row["pid"])
+    assert wait_for(lambda: not templates_of(project), 30), "the runtime template outlived `dev`"
 
     again = start_dev("dev", cwd=project)
     again.wait_for_output("Watching")
@@ -76,6 +93,7 @@ def test_kill_9_of_dev_leaves_no_runtime_server_and_the_next_dev_keeps_the_port(
     again.proc.send_signal(signal.SIGINT)
     assert again.proc.wait(timeout=15) == 130
     assert group_gone(row_again["pid"])
+    assert not templates_of(project)  # closed before `dev` exits
     assert "Traceback" not in again.output()
 
 

@@ -33,7 +33,7 @@ def process_backend(tmp_path, script):
     exited = []
     backend = ProcessBackend(LogHub(), on_exit=exited.append)
     prepared = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(steps=types.SimpleNamespace(command=[sys.executable, "-c", script])),
+        runtime=types.SimpleNamespace(steps=types.SimpleNamespace(command=[sys.executable, "-c", script], template=())),
         expand=lambda argv: list(argv),
         env=lambda port: {},
         install_link=tmp_path,
@@ -91,3 +91,42 @@ def test_a_function_with_only_an_image_says_it_needs_the_docker_backend(tmp_path
         " local process"
     )
     assert in_words(refused.value) == str(refused.value) + "; use --backend docker"
+
+
+def test_servers_are_forked_from_the_template_unless_their_env_needs_a_fresh_interpreter(tmp_path):
+    """The catalog's `template` forks the servers (one template for both); a function whose own env sets an
+    interpreter variable starts as a fresh process, as before. The template's libraries are empty modules."""
+    import os
+    import subprocess
+
+    from kubeless_local.emulator.forkserver import Forked
+    from kubeless_local.emulator.guardian import PROJECT_ENV
+    from kubeless_local.runtimes import RUNTIMES_DIR
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("bottle", "httptools", "prometheus_client"):
+        (lib / (name + ".py")).write_text("")
+    script = tmp_path / "server.py"
+    script.write_text('print(\'@kubeless-local {"event": "ready", "generation": 0}\', flush=True)\ninput()\n')
+    backend, prepared, _ = process_backend(tmp_path, "")
+    prepared.runtime.steps = types.SimpleNamespace(
+        command=[sys.executable, "-S", "-u", str(script)],
+        template=[sys.executable, "-S", "-u", str(RUNTIMES_DIR / "python" / "template.py"), "{control_fd}", str(lib)],
+    )
+    prepared.expand = lambda argv, **values: [str(a).format_map(values) for a in argv]
+    handles = {}
+    for name, own in (("forked", {}), ("fresh", {"PYTHONWARNINGS": "error"})):
+        prepared.env = lambda port, own=own: {**os.environ, PROJECT_ENV: str(tmp_path / "state"), **own}
+        instance = Instance(name=name, runtime="python3.11", port=1, state=State.STARTING)
+        backend.start(instance, prepared)
+        assert instance.wait_for(lambda i: i.state == State.READY, 30), (name, instance.state, instance.error)
+        handles[name] = instance
+    try:
+        assert isinstance(handles["forked"].handle, Forked)
+        assert isinstance(handles["fresh"].handle, subprocess.Popen)
+    finally:
+        for instance in handles.values():
+            backend.stop(instance)
+        backend.close()
+    assert all(not backend.alive(instance) for instance in handles.values())
