@@ -12,11 +12,9 @@ hold no buffer of their own: one that never reads costs nothing but its cursor.
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 CAPACITY = 10_000
@@ -35,18 +33,25 @@ def weight(data: Any) -> int:
     return 8
 
 
-@dataclass(frozen=True)
 class Event:
-    id: int
-    kind: str  # function-state, invocation-start|end, log, cron-run, topic-*, dead-letter*; the dashboard's rows
-    data: Any  # a JSON value
-    time: float
-    weight: int  # about how many bytes `data` holds
+    """One thing that happened. A plain class with slots: one is made on the call path for each invocation."""
 
-    @functools.cached_property
+    __slots__ = ("_encoded", "data", "id", "kind", "time", "weight")
+
+    def __init__(self, id: int, kind: str, data: Any, time: float, weight: int) -> None:
+        self.id = id
+        self.kind = kind  # function-state, invocation-start|end, log, cron-run, topic-*, dead-letter*; dashboard rows
+        self.data = data  # a JSON value
+        self.time = time
+        self.weight = weight  # about how many bytes `data` holds
+        self._encoded: str | None = None
+
+    @property
     def encoded(self) -> str:
         """`data` as JSON, encoded once for every reader, and only when one reads (not on the call path)."""
-        return json.dumps(self.data, separators=(",", ":"))
+        if self._encoded is None:
+            self._encoded = json.dumps(self.data, separators=(",", ":"))
+        return self._encoded
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "data": self.data, "time": self.time}
@@ -72,9 +77,11 @@ class EventBus:
     def last_id(self) -> int:
         return self.last
 
-    def publish(self, kind: str, data: Any) -> int:
-        """Add an event; returns its id. The oldest go when the bus holds too many, or too many bytes."""
-        heavy = weight(data)
+    def publish(self, kind: str, data: Any, heavy: int | None = None) -> int:
+        """Add an event; returns its id. The oldest go when the bus holds too many, or too many bytes. `heavy`:
+        its `weight` when the publisher knows it (on the call path, cheaper than measuring `data`)."""
+        if heavy is None:
+            heavy = weight(data)
         with self.changed:
             self.last += 1
             self.ring.append(Event(self.last, kind, data, time.time(), heavy))

@@ -32,6 +32,7 @@ stored record keeps them so that a replay sends what the function received.
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import contextlib
 import difflib
@@ -41,7 +42,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,7 +207,8 @@ class Exchange:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex[:12]
+    """12 random hex digits (os.urandom, as uuid4 draws them, without building a UUID on the call path)."""
+    return os.urandom(6).hex()
 
 
 def source_digest(folder: Path) -> str:
@@ -221,6 +222,39 @@ def source_digest(folder: Path) -> str:
             continue
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+class _Window:
+    """One function's log lines as the writer reads them for one look at its queue, with what finds a call's
+    place in them without reading them all again for each record (a look holds up to BATCH records)."""
+
+    def __init__(self, lines: list[LogLine], since: float, starts: list[float]) -> None:
+        self.lines, self.since, self.starts = lines, since, starts  # starts: the calls' start times, sorted
+        self.times = [line.time for line in lines]  # the hub keeps lines in the order they came
+        self.taken: tuple[LogLine | None, int] = (None, 0)  # the last access line taken, and the index after it
+
+    def first_after(self, at: float) -> int:
+        """The index of the first line from `at` on."""
+        return bisect.bisect_left(self.times, at)
+
+    def after(self, line: LogLine | None) -> int:
+        """The index after `line` (0 when the window does not hold it)."""
+        if line is None or line.time < self.since:
+            return 0
+        if self.taken[0] is line:
+            return self.taken[1]
+        for index in range(bisect.bisect_left(self.times, line.time), len(self.lines)):
+            if self.lines[index] is line:
+                self.taken = (line, index + 1)
+                return index + 1
+            if self.times[index] > line.time:
+                break
+        return 0
+
+    def next_start(self, started: float) -> float | None:
+        """When the first call after one that began at `started` began (None: none has yet)."""
+        index = bisect.bisect_right(self.starts, started)
+        return self.starts[index] if index < len(self.starts) else None
 
 
 # ------------------------------------------------------------ the recorder
@@ -264,6 +298,7 @@ class Recorder:
         self.submitted = self.written = 0
         self.opened = self.closed = 0  # calls begun (`started`) and handed over (`submit`): what a flush waits for
         self.progress = threading.Condition()
+        self.flushing = 0  # flushes waiting for calls to be handed over: only then does `submit` wake them
         self.wake = threading.Event()  # flush and close: the writer looks at once
         self.said: set[str] = set()  # what was said once already
         self.read_lock = threading.Lock()
@@ -291,10 +326,11 @@ class Recorder:
             self.queue.append(exchange)
             self.submitted += 1  # only the flush waits on it: a count off by one under a race costs a flush a pause
             if self.bus is not None:
-                self.bus.publish("invocation-end", summary_of(exchange))
+                self.bus.publish("invocation-end", summary_of(exchange), summary_weight(exchange))
         with self.progress:
             self.closed += 1
-            self.progress.notify_all()
+            if self.flushing:
+                self.progress.notify_all()
         return exchange.id
 
     def started(self, function: str, method: str, target: str, source: str, at: float | None = None) -> None:
@@ -307,7 +343,11 @@ class Recorder:
         with self.progress:
             self.opened += 1
         if self.bus is not None:
-            self.bus.publish("invocation-start", {"function": function, "method": method, "path": target})
+            self.bus.publish(
+                "invocation-start",
+                {"function": function, "method": method, "path": target},
+                START_WEIGHT + len(function) + len(method) + len(target),
+            )
 
     # ---------------------------------------------------------------- the writer
 
@@ -381,6 +421,7 @@ class Recorder:
         batch: list[Exchange] = []
         now = time.time()
         closing = bool(self.queue) and self.queue[-1] is None
+        windows: dict[str, _Window] = {}  # each function's lines, read once for this look (not once a record)
         while self.queue and len(batch) < BATCH:
             first = self.queue[0]
             if first is None:
@@ -390,7 +431,7 @@ class Recorder:
                 return batch, True
             self._complete(first)
             try:
-                lines = self._lines_of(first, now, closing)
+                lines = self._lines_of(first, now, closing, windows)
             except Exception:  # noqa: BLE001 - a record without its lines beats a writer that stops
                 lines = []
             if lines is None:
@@ -418,24 +459,36 @@ class Recorder:
                     self.digests[(exchange.function, generation)] = digest
             exchange.source_sha256 = self.digests.get(key)
 
-    def _lines_of(self, exchange: Exchange, now: float, closing: bool) -> list[LogLine] | None:
+    def _window(self, windows: dict[str, _Window], function: str, since: float, now: float) -> _Window:
+        """`function`'s lines from `since` to `now`: the look's window, read again only for a call that began
+        before it."""
+        assert self.logs is not None
+        window = windows.get(function)
+        if window is None or since < window.since:
+            starts = window.starts if window is not None else sorted(self.starts.get(function, ()))
+            window = windows[function] = _Window(self.logs.between(function, since, now), since, starts)
+        return window
+
+    def _lines_of(
+        self, exchange: Exchange, now: float, closing: bool, windows: dict[str, _Window] | None = None
+    ) -> list[LogLine] | None:
         """The lines `exchange`'s call printed, or None while they may still be on their way: until the
         runtime's access line of the call and a QUIET moment after it (stderr), or the bounded wait's end."""
         if self.logs is None:
             return []
         function, end = exchange.function, exchange.started + exchange.duration
-        lines = self.logs.between(function, exchange.started, now)
-        begin = next((index + 1 for index, line in enumerate(lines) if line is self.taken.get(function)), 0)
+        window = self._window({} if windows is None else windows, function, exchange.started, now)
+        lines = window.lines
+        begin = max(window.first_after(exchange.started), window.after(self.taken.get(function)))
         agent = next((value for name, value in exchange.request_headers if name.lower() == "user-agent"), "")
         for index in range(begin, len(lines)):
             access = lines[index]
             if closes_the_call(access.text, access.stream, exchange.method, exchange.target, agent):
-                late = self._late_stderr(
-                    lines[index + 1 :], access.time, now, self._next_start(function, exchange.started)
-                )
+                late = self._late_stderr(lines, index + 1, access.time, now, window.next_start(exchange.started))
                 if late is None and not closing and now < end + self.access_wait:
                     return None
                 self.taken[function] = access
+                window.taken = (access, index + 1)
                 self.without_access.discard(function)
                 return [line for line in lines[begin:index] if printed_by_the_function(line.text, line.stream)] + (
                     late or []
@@ -451,23 +504,20 @@ class Recorder:
         return [line for line in lines[begin:] if line.time <= end and printed_by_the_function(line.text, line.stream)]
 
     def _late_stderr(
-        self, after: list[LogLine], since: float, now: float, next_start: float | None
+        self, lines: list[LogLine], start: int, since: float, now: float, next_start: float | None
     ) -> list[LogLine] | None:
-        """The stderr lines that follow the access line (at `since`) each within QUIET of the one before and
-        before the next call began; None while more may come."""
+        """The stderr lines from `lines[start]` on that follow the access line (at `since`) each within QUIET of
+        the one before and before the next call began; None while more may come."""
         late: list[LogLine] = []
         last = since
-        for line in after:
+        for index in range(start, len(lines)):
+            line = lines[index]
             if line.time > last + self.log_grace or (next_start is not None and line.time >= next_start):
                 return late  # a later line came: none of ours is still on its way
             if line.stream == "stderr":
                 late.append(line)
                 last = line.time
         return late if now >= last + self.log_grace else None
-
-    def _next_start(self, function: str, started: float) -> float | None:
-        later = [at for at in self.starts.get(function, collections.deque()).copy() if at > started]
-        return min(later) if later else None
 
     def _finish_batch(self, count: int) -> None:
         with self.progress:
@@ -575,8 +625,12 @@ class Recorder:
         deadline = time.monotonic() + timeout
         with self.progress:
             opened = self.opened
-            if not self.progress.wait_for(lambda: self.closed >= opened, timeout):
-                return False
+            self.flushing += 1
+            try:
+                if not self.progress.wait_for(lambda: self.closed >= opened, timeout):
+                    return False
+            finally:
+                self.flushing -= 1
             target = self.submitted
         self.wake.set()
         with self.progress:
@@ -680,6 +734,15 @@ def header_text(headers: Headers) -> str:
 
 def header_list(text: str) -> list[list[str]]:
     return [[name, value.lstrip()] for name, _, value in (line.partition(":") for line in text.split("\n") if line)]
+
+
+# about what bus.weight() measures of an invocation-start event and of a summary, less their strings' lengths
+START_WEIGHT = 3 * 8 + len("functionmethodpath")
+SUMMARY_WEIGHT = 11 * 8 + len("idfunctionsourcetriggermethodpathstatusduration_msstartedtimeouterror") + 12 + 5 * 8
+
+
+def summary_weight(exchange: Exchange) -> int:
+    return SUMMARY_WEIGHT + len(exchange.function) + len(exchange.target) + len(exchange.error) + len(exchange.source)
 
 
 def summary_of(exchange: Exchange) -> dict[str, Any]:

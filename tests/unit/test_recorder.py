@@ -229,6 +229,23 @@ def test_a_calls_lines_begin_after_the_access_line_of_the_call_before(recorder):
     assert [[line["text"] for line in r.get(ident)["logs"]] for ident in ids] == [["first"], ["second"]]
 
 
+def test_calls_handed_over_out_of_their_start_order_in_one_look_each_get_their_lines(recorder):
+    """The writer reads a function's lines once per look at its queue, not once per record: a call that began
+    before the look's first record still finds its lines, and each access line is taken once."""
+    hub = LogHub()
+    r = recorder(logs=hub, access_wait=30)
+    early = after(time.time())  # began first, handed over last (it ran longer)
+    hub.emit("hello", "early's")
+    late = after(time.time())
+    hub.emit("hello", "late's")
+    hub.emit("hello", ACCESS)
+    hub.emit("hello", "between")
+    hub.emit("hello", ACCESS)
+    ended = after(time.time())
+    ids = stored(r, exchange(started=late, duration=ended - late), exchange(started=early, duration=ended - early))
+    assert [[line["text"] for line in r.get(ident)["logs"]] for ident in ids] == [["late's"], ["between"]]
+
+
 def test_a_function_that_writes_no_access_line_is_stored_after_a_bounded_wait_with_the_lines_of_its_window(
     recorder,
 ):
