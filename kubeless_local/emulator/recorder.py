@@ -60,12 +60,12 @@ if TYPE_CHECKING:
 FILENAME = "invocations.db"
 MAX_BODY = 256 * 1024  # bytes of each body that are kept
 QUEUE_SIZE = 10_000  # exchanges waiting for the writer; beyond, dropped and counted
-WRITER_PAUSE = 0.02  # seconds between the writer's looks at its queue
+WRITER_PAUSE = 0.1  # seconds between the writer's looks at its queue: one commit a look (a flush looks at once)
 BATCH = 500  # records stored in one transaction
 MAX_LOG_LINES = 200  # log lines kept per record
 LOG_GRACE = 0.05  # seconds of quiet after which a call's late stderr lines are taken as complete (another pipe)
 ACCESS_WAIT = 2.0  # seconds after the answer the writer waits for the access-log line that ends a call's lines
-STARTS_KEPT = 256  # call start times kept per function: where the next call's lines may begin
+STARTS_KEPT = 2048  # call start times kept per function: where the next call's lines may begin (a look's worth)
 BUSY_TIMEOUT = 2.0
 SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
@@ -287,6 +287,8 @@ class Recorder:
         self.logs, self.bus, self.served, self.say = logs, bus, served, say
         self.log_grace, self.access_wait, self.busy_timeout = log_grace, access_wait, busy_timeout
         self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → its source's sha256 (writer's)
+        self.held: dict[str, tuple[int, int]] = {}  # function → its stored records and their bytes (writer's)
+        self.data_version: int | None = None  # the database's, when the writer counted `held`
         self.starts: dict[str, collections.deque[float]] = {}  # function → its last calls' start times
         self.taken: dict[str, LogLine] = {}  # function → the access line its last record ended at (writer's)
         self.without_access: set[str] = set()  # functions whose runtime wrote no access line in time (writer's)
@@ -372,6 +374,7 @@ class Recorder:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         self.db = db
+        self.held.clear()
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
@@ -549,28 +552,49 @@ class Recorder:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            (version,) = db.execute("PRAGMA data_version").fetchone()
+            if version != self.data_version:  # another connection wrote (a clear, another program): count again
+                self.held.clear()
+                self.data_version = version
             db.executemany(
                 "INSERT INTO invocations (%s, bytes) VALUES (%s)"
                 % (", ".join(COLUMNS[1:]), ", ".join("?" * len(COLUMNS))),
                 rows,
             )
-            for function in functions:
-                self._retain(db, function)
+            added: dict[str, list[int]] = {function: [0, 0] for function in functions}
+            for row in rows:
+                sums = added[row[1]]
+                sums[0] += 1
+                sums[1] += row[-1]
+            for function, (count, size) in added.items():
+                self._retain(db, function, count, size)
             db.execute("COMMIT")
         except BaseException:
+            self.held.clear()
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
 
-    def _retain(self, db: sqlite3.Connection, function: str) -> None:
-        """At most `keep` records and `max_bytes` of them for `function`: the oldest go."""
-        row = db.execute(
-            "SELECT seq FROM invocations WHERE function = ? ORDER BY seq DESC LIMIT 1 OFFSET ?", (function, self.keep)
-        ).fetchone()
-        if row is not None:
-            db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, row[0]))
-        (total,) = db.execute("SELECT SUM(bytes) FROM invocations WHERE function = ?", (function,)).fetchone()
-        if total and total > self.max_bytes:
+    def _retain(self, db: sqlite3.Connection, function: str, added: int, added_bytes: int) -> None:
+        """At most `keep` records and `max_bytes` of them for `function`: the oldest go. What it holds is counted
+        once and then kept up to date here, so that a batch costs what it adds and removes, not a scan of all
+        the function's records."""
+        held = self.held.get(function)
+        if held is None:
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM invocations WHERE function = ?", (function,)
+            ).fetchone()
+        else:
+            count, size = held[0] + added, held[1] + added_bytes
+        if count > self.keep:
+            last, gone = db.execute(
+                "SELECT MAX(seq), SUM(bytes) FROM (SELECT seq, bytes FROM invocations WHERE function = ? "
+                "ORDER BY seq LIMIT ?)",
+                (function, count - self.keep),
+            ).fetchone()
+            db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, last))
+            count, size = self.keep, size - gone
+        if size > self.max_bytes:
             row = db.execute(
                 "SELECT seq FROM (SELECT seq, SUM(bytes) OVER (ORDER BY seq DESC) AS kept FROM invocations "
                 "WHERE function = ?) WHERE kept > ? ORDER BY seq DESC LIMIT 1",
@@ -578,6 +602,10 @@ class Recorder:
             ).fetchone()
             if row is not None:
                 db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, row[0]))
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM invocations WHERE function = ?", (function,)
+            ).fetchone()
+        self.held[function] = (count, size)
 
     def _row(self, exchange: Exchange) -> tuple:
         path, _, query = exchange.target.partition("?")

@@ -127,6 +127,26 @@ def test_retention_keeps_the_newest_records_per_function_by_count_and_by_bytes(r
     assert 1 <= len(kept) <= 3  # each record is over 10,000 bytes
 
 
+def test_retention_counts_right_after_a_clear_after_another_programs_delete_and_in_a_database_reopened(
+    tmp_path, recorder
+):
+    """The writer counts each function's records once and keeps the count up to date: a change made by another
+    connection (a clear, another program) or a database that already holds records is counted again."""
+    r = recorder(keep=3)
+    stored(r, *[exchange() for _ in range(4)])
+    r.clear()
+    stored(r, exchange(), exchange())
+    assert len(r.list("hello")) == 2  # not 2 + the 3 counted before the clear
+    with sqlite3.connect(tmp_path / rec.FILENAME) as other:
+        other.execute("DELETE FROM invocations WHERE seq = (SELECT MIN(seq) FROM invocations)")
+    stored(r, exchange(), exchange())
+    assert len(r.list("hello")) == 3
+    r.close()
+    again = recorder(keep=3)
+    stored(again, exchange())
+    assert len(again.list("hello")) == 3
+
+
 def test_exports_redact_authorization_and_cookies_and_a_replay_keeps_them(recorder):
     r = recorder()
     (ident,) = stored(r, exchange())
