@@ -39,6 +39,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -204,6 +205,9 @@ class Exchange:
     # lines into the headers above, off the door's loop
     request_head: bytes = b""
     response_head: bytes = b""
+    # the header lines as stored, when the writer took them from the heads at once (`head_text`)
+    request_text: str | None = None
+    response_text: str | None = None
 
 
 def new_id() -> str:
@@ -448,9 +452,9 @@ class Recorder:
         """What the docker backend's door left to the writer: the header lines of its heads, and the sha256 of
         the generation it named (known once that generation served a stored call or serves now)."""
         if exchange.request_head:
-            exchange.request_headers, exchange.request_head = header_pairs(exchange.request_head), b""
+            exchange.request_text, exchange.request_head = head_text(exchange.request_head), b""
         if exchange.response_head:
-            exchange.response_headers, exchange.response_head = header_pairs(exchange.response_head), b""
+            exchange.response_text, exchange.response_head = head_text(exchange.response_head), b""
         if exchange.source_sha256 is None and exchange.generation is not None:
             key = (exchange.function, exchange.generation)
             if key not in self.digests:
@@ -483,7 +487,7 @@ class Recorder:
         window = self._window({} if windows is None else windows, function, exchange.started, now)
         lines = window.lines
         begin = max(window.first_after(exchange.started), window.after(self.taken.get(function)))
-        agent = next((value for name, value in exchange.request_headers if name.lower() == "user-agent"), "")
+        agent = user_agent(exchange)
         for index in range(begin, len(lines)):
             access = lines[index]
             if closes_the_call(access.text, access.stream, exchange.method, exchange.target, agent):
@@ -611,8 +615,8 @@ class Recorder:
         path, _, query = exchange.target.partition("?")
         logs = self._logs_of(exchange)
         request_headers, response_headers = (
-            header_text(exchange.request_headers),
-            header_text(exchange.response_headers),
+            header_text(exchange.request_headers) if exchange.request_text is None else exchange.request_text,
+            header_text(exchange.response_headers) if exchange.response_text is None else exchange.response_text,
         )
         size = len(exchange.request_body) + len(exchange.response_body) + len(request_headers) + len(response_headers)
         return (
@@ -758,6 +762,30 @@ def header_text(headers: Headers) -> str:
     """Headers as stored: `Name: value` lines (a header line holds no line break; a name no colon). Cheaper
     for the writer than JSON."""
     return "\n".join("%s: %s" % pair for pair in headers)
+
+
+# a head's header lines as header_text writes them (`Name: value`, no space around either, CRLF or LF): stored as
+# they are; any other head is parsed line by line
+PLAIN_HEADERS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: (?:[!-~](?:[^\r\n]*[!-~])?)?\r?\n)*\r?\n?")
+AGENT = re.compile(r"^user-agent: (.*)$", re.MULTILINE | re.IGNORECASE)
+
+
+def head_text(head: bytes) -> str:
+    """The header lines of a whole head (its start line and blank line included) as stored: what
+    `header_text(header_pairs(head))` gives, without building the pairs for the usual head."""
+    text = head.decode("latin-1")
+    lines = text[text.find("\n") + 1 :]
+    if PLAIN_HEADERS.fullmatch(lines):
+        return lines.replace("\r\n", "\n").rstrip("\n")
+    return header_text(header_pairs(head))
+
+
+def user_agent(exchange: Exchange) -> str:
+    """The request's User-Agent ("" when it sent none)."""
+    if exchange.request_text is not None:
+        found = AGENT.search(exchange.request_text)
+        return found[1] if found else ""
+    return next((value for name, value in exchange.request_headers if name.lower() == "user-agent"), "")
 
 
 def header_list(text: str) -> list[list[str]]:

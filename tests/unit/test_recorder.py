@@ -404,3 +404,27 @@ def test_a_flush_waits_for_a_call_begun_but_not_handed_over_yet(recorder):
     assert r.flush(10)
     assert len(r.list()) == 1
     late.join()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 2\n\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nEmpty: \r\nNo-Space:x\r\nSpaces:   a  b  \r\n\r\n",
+        b"GET / HTTP/1.1\r\nName :v\r\n Folded: line\r\nNo colon\r\nX: \xa0latin\xa0\r\nY: tab\t\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: b\r\n\r\nC: after the blank line\r\n\r\n",
+    ],
+)
+def test_a_heads_header_lines_are_stored_as_the_pairs_would_be(head):
+    assert rec.head_text(head) == rec.header_text(rec.header_pairs(head))
+
+
+def test_the_user_agent_is_found_in_stored_header_lines_as_in_the_pairs():
+    def call(headers=(), text=None):
+        return rec.Exchange("hello", "GET", "/", list(headers), request_text=text)
+
+    headers = [("X-User-Agent", "no"), ("user-AGENT", "curl/8"), ("User-Agent", "second")]
+    assert rec.user_agent(call(headers)) == rec.user_agent(call(text=rec.header_text(headers))) == "curl/8"
+    assert rec.user_agent(call(text="Host: x")) == rec.user_agent(call()) == ""
