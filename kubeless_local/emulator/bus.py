@@ -72,6 +72,7 @@ class EventBus:
         self.size = 0  # bytes of the encoded data held
         self.last = 0
         self.changed = threading.Condition(threading.Lock())  # a plain lock: publishing is on the call path
+        self.waiting = 0  # readers waiting for an event: publishing wakes them only when there are some
 
     @property
     def last_id(self) -> int:
@@ -88,14 +89,15 @@ class EventBus:
             self.size += heavy
             while len(self.ring) > self.capacity or (self.size > self.max_bytes and len(self.ring) > 1):
                 self.size -= self.ring.popleft().weight
-            self.changed.notify_all()
+            if self.waiting:
+                self.changed.notify_all()
             return self.last
 
     def after(self, last_id: int, timeout: float = 0.0, limit: int = 1000) -> Batch:
         """The events after `last_id` (at most `limit`), waiting up to `timeout` s for one when there is none."""
         with self.changed:
             if timeout > 0 and last_id == self.last:
-                self.changed.wait_for(lambda: self.last > last_id, timeout)
+                self._wait_for(last_id, timeout)
             if last_id > self.last:
                 return Batch([], True)  # an id of another session's bus
             oldest = self.ring[0].id if self.ring else self.last + 1
@@ -106,4 +108,11 @@ class EventBus:
     def wait(self, last_id: int, timeout: float) -> bool:
         """Wait until an event after `last_id` exists; False on timeout."""
         with self.changed:
+            return self._wait_for(last_id, timeout)
+
+    def _wait_for(self, last_id: int, timeout: float) -> bool:
+        self.waiting += 1
+        try:
             return self.changed.wait_for(lambda: self.last > last_id, timeout)
+        finally:
+            self.waiting -= 1
