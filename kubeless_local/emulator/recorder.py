@@ -418,7 +418,7 @@ class Recorder:
             if stop:
                 self._finish_batch(0)
                 return
-            if not batch:
+            if len(batch) < BATCH:  # the queue is drained (or waits for lines): what comes next is one batch
                 self.wake.wait(WRITER_PAUSE)
                 self.wake.clear()
 
@@ -597,7 +597,7 @@ class Recorder:
                 (function, count - self.keep),
             ).fetchone()
             db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, last))
-            count, size = self.keep, size - gone
+            count, size = self.keep, size - (gone or 0)
         if size > self.max_bytes:
             row = db.execute(
                 "SELECT seq FROM (SELECT seq, SUM(bytes) OVER (ORDER BY seq DESC) AS kept FROM invocations "
