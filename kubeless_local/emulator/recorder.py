@@ -651,12 +651,13 @@ class Recorder:
 
     # ---------------------------------------------------------------- reading
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def flush(self, timeout: float = 5.0, begun: bool = True) -> bool:
         """Wait until every call begun so far is stored (or dropped): one whose answer the client already has
-        may not be handed over yet. False on timeout."""
+        may not be handed over yet. `begun=False`: only the calls handed over already (one still running is
+        not waited for). False on timeout."""
         deadline = time.monotonic() + timeout
         with self.progress:
-            opened = self.opened
+            opened = self.opened if begun else 0
             self.flushing += 1
             try:
                 if not self.progress.wait_for(lambda: self.closed >= opened, timeout):

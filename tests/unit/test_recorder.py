@@ -428,3 +428,12 @@ def test_the_user_agent_is_found_in_stored_header_lines_as_in_the_pairs():
     headers = [("X-User-Agent", "no"), ("user-AGENT", "curl/8"), ("User-Agent", "second")]
     assert rec.user_agent(call(headers)) == rec.user_agent(call(text=rec.header_text(headers))) == "curl/8"
     assert rec.user_agent(call(text="Host: x")) == rec.user_agent(call()) == ""
+
+
+def test_a_flush_of_the_calls_handed_over_does_not_wait_for_one_still_running(recorder):
+    r = recorder()
+    r.started("hello", "POST", "/path?x=1", "http")  # answered and handed over below
+    r.started("hello", "POST", "/path?x=1", "http")  # still running
+    (ident,) = [r.submit(exchange())]
+    assert r.flush(10, begun=False) and [row["id"] for row in r.list()] == [ident]
+    assert not r.flush(0.05)  # the running call is not handed over yet
