@@ -4,10 +4,13 @@ runtime server's own port, in the same run; and the list API with 10,000 stored 
     python bench/bench_recorder.py [--runtimes python3.11,nodejs20] [--connections 1,10] [--seconds 5] [--rounds 3]
 
 Rounds alternate direct / front door without recorder / front door with recorder, so a machine that gets
-busier during the run weighs on all three. Prints Markdown tables: req/s and p50 per path, the ratios, and the
-p50 added per call; then the list API's p50/p95 (ms) over 200 calls.
+busier during the run weighs on all three. The recorder runs as in `dev`: with an event bus and the default
+retention. Prints Markdown tables: req/s and p50 per path, what the recorder adds against the door without it
+(the issue's comparison: throughput ratio, p50, and `dev`'s CPU per call, of it the writer thread's); then the
+list API's p50/p95 (ms) over 200 calls.
 """
 
+import os
 import statistics
 import sys
 import tempfile
@@ -20,24 +23,38 @@ from kubeless_local import kubeless_objects as objects
 from kubeless_local.client import SessionClient
 from kubeless_local.emulator import backends
 from kubeless_local.emulator.admin import AdminServer
+from kubeless_local.emulator.bus import EventBus
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.recorder import Exchange, Recorder
 from kubeless_local.emulator.supervisor import Supervisor
 
 
-def measure(url, connections, seconds):
-    """wrk's figures, and `cpu_us`: the CPU this process (the front door and the recorder's writer; `dev` in real
-    use) spent per call meanwhile, which does not depend on how busy the machine is."""
-    cpu = time.process_time()
+def thread_cpu(thread):
+    """CPU seconds `thread` used so far (Linux: /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/task/%d/stat" % thread.native_id) as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url, connections, seconds, writer):
+    """wrk's figures, `cpu_us`: the CPU this process (the front door and the recorder's writer; `dev` in real use)
+    spent per call meanwhile, which depends less on how busy the machine is; `writer_us`: the writer's share."""
+    cpu, written = time.process_time(), thread_cpu(writer)
     result = wrk(url + "/", connections, seconds)
-    result["cpu_us"] = (time.process_time() - cpu) * 1e6 / max(result["rps"] * seconds, 1)
+    calls = max(result["rps"] * seconds, 1)
+    result["cpu_us"] = (time.process_time() - cpu) * 1e6 / calls
+    result["writer_us"] = (thread_cpu(writer) - written) * 1e6 / calls
     return result
 
 
 def calls(args):
     print(
-        "| runtime | conns | direct req/s | door req/s | door+recorder req/s | ratio recorder/direct | "
-        "p50 direct ms | p50 door+recorder ms | p50 added ms | dev CPU µs/call door | door+recorder |"
+        "| runtime | conns | direct req/s | door req/s | door+recorder req/s | ratio door+recorder/door | "
+        "p50 ms direct / door / door+recorder | p50 added by the recorder ms | "
+        "dev CPU µs/call door / door+recorder | added | of it the writer |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.runtimes.split(","):
@@ -45,7 +62,7 @@ def calls(args):
         tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
         (tmp / "state").mkdir()
         hub = LogHub()
-        recorder = Recorder(tmp / "state", logs=hub)  # the default retention, as `dev` keeps records
+        recorder = Recorder(tmp / "state", logs=hub, bus=EventBus())  # the default retention, as `dev` keeps records
         supervisor = Supervisor(
             tmp / "state", backends.factory("process"), hub, CATALOG, ephemeral_ports=True, recorder=recorder
         )
@@ -58,30 +75,35 @@ def calls(args):
             door = supervisor.doors["hello"]
             for connections in [int(c) for c in args.connections.split(",")]:
                 results = {"direct": [], "door": [], "recorded": []}
-                measure(instance.url, connections, 1)  # warm both paths
+                writer = recorder.writer
+                measure(instance.url, connections, 1, writer)  # warm both paths
                 for _ in range(args.rounds):
-                    results["direct"].append(measure(instance.server_url, connections, args.seconds))
+                    results["direct"].append(measure(instance.server_url, connections, args.seconds, writer))
                     door.recorder = None
-                    results["door"].append(measure(instance.url, connections, args.seconds))
+                    results["door"].append(measure(instance.url, connections, args.seconds, writer))
                     door.recorder = recorder
-                    results["recorded"].append(measure(instance.url, connections, args.seconds))
+                    results["recorded"].append(measure(instance.url, connections, args.seconds, writer))
                 rps = {k: statistics.median(r["rps"] for r in v) for k, v in results.items()}
                 p50 = {k: statistics.median(r["p50_ms"] for r in v) for k, v in results.items()}
                 cpu = {k: statistics.median(r["cpu_us"] for r in v) for k, v in results.items()}
+                writer_us = statistics.median(r["writer_us"] for r in results["recorded"])
                 print(
-                    "| %s | %d | %.0f | %.0f | %.0f | %.2f | %.3f | %.3f | %.3f | %.0f | %.0f |"
+                    "| %s | %d | %.0f | %.0f | %.0f | %.2f | %.3f / %.3f / %.3f | %.3f | %.0f / %.0f | %.0f | %.0f |"
                     % (
                         runtime.name,
                         connections,
                         rps["direct"],
                         rps["door"],
                         rps["recorded"],
-                        rps["recorded"] / rps["direct"],
+                        rps["recorded"] / rps["door"],
                         p50["direct"],
+                        p50["door"],
                         p50["recorded"],
-                        p50["recorded"] - p50["direct"],
+                        p50["recorded"] - p50["door"],
                         cpu["door"],
                         cpu["recorded"],
+                        cpu["recorded"] - cpu["door"],
+                        writer_us,
                     ),
                     flush=True,
                 )

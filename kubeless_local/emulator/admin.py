@@ -391,6 +391,9 @@ def replay(admin: AdminServer, call: Call) -> Any:
 # The recorded invocations (emulator/recorder.py) and the event bus (emulator/bus.py).
 
 
+LIST_STORED_WITHIN = 1.0  # seconds a list waits for the calls already answered to be stored
+
+
 def _recorder(admin: AdminServer) -> Recorder:
     if admin.recorder is None:
         raise Unavailable("this session records no invocations", "invocation recorder")
@@ -410,7 +413,9 @@ def _number(call: Call, name: str, default: int, most: int) -> int:
 def invocations(admin: AdminServer, call: Call) -> Any:
     """?function=&limit=&before= → summaries, newest first (before: a sequence number, for the next page)."""
     function = call.query.get("function", [""])[0] or None
-    return _recorder(admin).list(function, _number(call, "limit", 50, 10_000), _number(call, "before", 0, 2**62))
+    recorder = _recorder(admin)
+    recorder.flush(LIST_STORED_WITHIN, begun=False)  # `history` right after a call lists it
+    return recorder.list(function, _number(call, "limit", 50, 10_000), _number(call, "before", 0, 2**62))
 
 
 def invocation(admin: AdminServer, call: Call) -> Any:

@@ -12,11 +12,9 @@ hold no buffer of their own: one that never reads costs nothing but its cursor.
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 CAPACITY = 10_000
@@ -35,18 +33,25 @@ def weight(data: Any) -> int:
     return 8
 
 
-@dataclass(frozen=True)
 class Event:
-    id: int
-    kind: str  # function-state, invocation-start|end, log, cron-run, topic-*, dead-letter*; the dashboard's rows
-    data: Any  # a JSON value
-    time: float
-    weight: int  # about how many bytes `data` holds
+    """One thing that happened. A plain class with slots: one is made on the call path for each invocation."""
 
-    @functools.cached_property
+    __slots__ = ("_encoded", "data", "id", "kind", "time", "weight")
+
+    def __init__(self, id: int, kind: str, data: Any, time: float, weight: int) -> None:
+        self.id = id
+        self.kind = kind  # function-state, invocation-start|end, log, cron-run, topic-*, dead-letter*; dashboard rows
+        self.data = data  # a JSON value
+        self.time = time
+        self.weight = weight  # about how many bytes `data` holds
+        self._encoded: str | None = None
+
+    @property
     def encoded(self) -> str:
         """`data` as JSON, encoded once for every reader, and only when one reads (not on the call path)."""
-        return json.dumps(self.data, separators=(",", ":"))
+        if self._encoded is None:
+            self._encoded = json.dumps(self.data, separators=(",", ":"))
+        return self._encoded
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "data": self.data, "time": self.time}
@@ -67,28 +72,32 @@ class EventBus:
         self.size = 0  # bytes of the encoded data held
         self.last = 0
         self.changed = threading.Condition(threading.Lock())  # a plain lock: publishing is on the call path
+        self.waiting = 0  # readers waiting for an event: publishing wakes them only when there are some
 
     @property
     def last_id(self) -> int:
         return self.last
 
-    def publish(self, kind: str, data: Any) -> int:
-        """Add an event; returns its id. The oldest go when the bus holds too many, or too many bytes."""
-        heavy = weight(data)
+    def publish(self, kind: str, data: Any, heavy: int | None = None) -> int:
+        """Add an event; returns its id. The oldest go when the bus holds too many, or too many bytes. `heavy`:
+        its `weight` when the publisher knows it (on the call path, cheaper than measuring `data`)."""
+        if heavy is None:
+            heavy = weight(data)
         with self.changed:
             self.last += 1
             self.ring.append(Event(self.last, kind, data, time.time(), heavy))
             self.size += heavy
             while len(self.ring) > self.capacity or (self.size > self.max_bytes and len(self.ring) > 1):
                 self.size -= self.ring.popleft().weight
-            self.changed.notify_all()
+            if self.waiting:
+                self.changed.notify_all()
             return self.last
 
     def after(self, last_id: int, timeout: float = 0.0, limit: int = 1000) -> Batch:
         """The events after `last_id` (at most `limit`), waiting up to `timeout` s for one when there is none."""
         with self.changed:
             if timeout > 0 and last_id == self.last:
-                self.changed.wait_for(lambda: self.last > last_id, timeout)
+                self._wait_for(last_id, timeout)
             if last_id > self.last:
                 return Batch([], True)  # an id of another session's bus
             oldest = self.ring[0].id if self.ring else self.last + 1
@@ -99,4 +108,11 @@ class EventBus:
     def wait(self, last_id: int, timeout: float) -> bool:
         """Wait until an event after `last_id` exists; False on timeout."""
         with self.changed:
+            return self._wait_for(last_id, timeout)
+
+    def _wait_for(self, last_id: int, timeout: float) -> bool:
+        self.waiting += 1
+        try:
             return self.changed.wait_for(lambda: self.last > last_id, timeout)
+        finally:
+            self.waiting -= 1

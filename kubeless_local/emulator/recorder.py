@@ -32,16 +32,17 @@ stored record keeps them so that a replay sends what the function received.
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import contextlib
 import difflib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,12 +61,12 @@ if TYPE_CHECKING:
 FILENAME = "invocations.db"
 MAX_BODY = 256 * 1024  # bytes of each body that are kept
 QUEUE_SIZE = 10_000  # exchanges waiting for the writer; beyond, dropped and counted
-WRITER_PAUSE = 0.02  # seconds between the writer's looks at its queue
+WRITER_PAUSE = 0.1  # seconds between the writer's looks at its queue: one commit a look (a flush looks at once)
 BATCH = 500  # records stored in one transaction
 MAX_LOG_LINES = 200  # log lines kept per record
 LOG_GRACE = 0.05  # seconds of quiet after which a call's late stderr lines are taken as complete (another pipe)
 ACCESS_WAIT = 2.0  # seconds after the answer the writer waits for the access-log line that ends a call's lines
-STARTS_KEPT = 256  # call start times kept per function: where the next call's lines may begin
+STARTS_KEPT = 2048  # call start times kept per function: where the next call's lines may begin (a look's worth)
 BUSY_TIMEOUT = 2.0
 SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
@@ -204,10 +205,14 @@ class Exchange:
     # lines into the headers above, off the door's loop
     request_head: bytes = b""
     response_head: bytes = b""
+    # the header lines as stored, when the writer took them from the heads at once (`head_text`)
+    request_text: str | None = None
+    response_text: str | None = None
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex[:12]
+    """12 random hex digits (os.urandom, as uuid4 draws them, without building a UUID on the call path)."""
+    return os.urandom(6).hex()
 
 
 def source_digest(folder: Path) -> str:
@@ -221,6 +226,39 @@ def source_digest(folder: Path) -> str:
             continue
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+class _Window:
+    """One function's log lines as the writer reads them for one look at its queue, with what finds a call's
+    place in them without reading them all again for each record (a look holds up to BATCH records)."""
+
+    def __init__(self, lines: list[LogLine], since: float, starts: list[float]) -> None:
+        self.lines, self.since, self.starts = lines, since, starts  # starts: the calls' start times, sorted
+        self.times = [line.time for line in lines]  # the hub keeps lines in the order they came
+        self.taken: tuple[LogLine | None, int] = (None, 0)  # the last access line taken, and the index after it
+
+    def first_after(self, at: float) -> int:
+        """The index of the first line from `at` on."""
+        return bisect.bisect_left(self.times, at)
+
+    def after(self, line: LogLine | None) -> int:
+        """The index after `line` (0 when the window does not hold it)."""
+        if line is None or line.time < self.since:
+            return 0
+        if self.taken[0] is line:
+            return self.taken[1]
+        for index in range(bisect.bisect_left(self.times, line.time), len(self.lines)):
+            if self.lines[index] is line:
+                self.taken = (line, index + 1)
+                return index + 1
+            if self.times[index] > line.time:
+                break
+        return 0
+
+    def next_start(self, started: float) -> float | None:
+        """When the first call after one that began at `started` began (None: none has yet)."""
+        index = bisect.bisect_right(self.starts, started)
+        return self.starts[index] if index < len(self.starts) else None
 
 
 # ------------------------------------------------------------ the recorder
@@ -253,6 +291,8 @@ class Recorder:
         self.logs, self.bus, self.served, self.say = logs, bus, served, say
         self.log_grace, self.access_wait, self.busy_timeout = log_grace, access_wait, busy_timeout
         self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → its source's sha256 (writer's)
+        self.held: dict[str, tuple[int, int]] = {}  # function → its stored records and their bytes (writer's)
+        self.data_version: int | None = None  # the database's, when the writer counted `held`
         self.starts: dict[str, collections.deque[float]] = {}  # function → its last calls' start times
         self.taken: dict[str, LogLine] = {}  # function → the access line its last record ended at (writer's)
         self.without_access: set[str] = set()  # functions whose runtime wrote no access line in time (writer's)
@@ -264,6 +304,7 @@ class Recorder:
         self.submitted = self.written = 0
         self.opened = self.closed = 0  # calls begun (`started`) and handed over (`submit`): what a flush waits for
         self.progress = threading.Condition()
+        self.flushing = 0  # flushes waiting for calls to be handed over: only then does `submit` wake them
         self.wake = threading.Event()  # flush and close: the writer looks at once
         self.said: set[str] = set()  # what was said once already
         self.read_lock = threading.Lock()
@@ -291,10 +332,11 @@ class Recorder:
             self.queue.append(exchange)
             self.submitted += 1  # only the flush waits on it: a count off by one under a race costs a flush a pause
             if self.bus is not None:
-                self.bus.publish("invocation-end", summary_of(exchange))
+                self.bus.publish("invocation-end", summary_of(exchange), summary_weight(exchange))
         with self.progress:
             self.closed += 1
-            self.progress.notify_all()
+            if self.flushing:
+                self.progress.notify_all()
         return exchange.id
 
     def started(self, function: str, method: str, target: str, source: str, at: float | None = None) -> None:
@@ -307,7 +349,11 @@ class Recorder:
         with self.progress:
             self.opened += 1
         if self.bus is not None:
-            self.bus.publish("invocation-start", {"function": function, "method": method, "path": target})
+            self.bus.publish(
+                "invocation-start",
+                {"function": function, "method": method, "path": target},
+                START_WEIGHT + len(function) + len(method) + len(target),
+            )
 
     # ---------------------------------------------------------------- the writer
 
@@ -332,6 +378,7 @@ class Recorder:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         self.db = db
+        self.held.clear()
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
@@ -371,7 +418,7 @@ class Recorder:
             if stop:
                 self._finish_batch(0)
                 return
-            if not batch:
+            if len(batch) < BATCH:  # the queue is drained (or waits for lines): what comes next is one batch
                 self.wake.wait(WRITER_PAUSE)
                 self.wake.clear()
 
@@ -381,6 +428,7 @@ class Recorder:
         batch: list[Exchange] = []
         now = time.time()
         closing = bool(self.queue) and self.queue[-1] is None
+        windows: dict[str, _Window] = {}  # each function's lines, read once for this look (not once a record)
         while self.queue and len(batch) < BATCH:
             first = self.queue[0]
             if first is None:
@@ -390,7 +438,7 @@ class Recorder:
                 return batch, True
             self._complete(first)
             try:
-                lines = self._lines_of(first, now, closing)
+                lines = self._lines_of(first, now, closing, windows)
             except Exception:  # noqa: BLE001 - a record without its lines beats a writer that stops
                 lines = []
             if lines is None:
@@ -404,9 +452,9 @@ class Recorder:
         """What the docker backend's door left to the writer: the header lines of its heads, and the sha256 of
         the generation it named (known once that generation served a stored call or serves now)."""
         if exchange.request_head:
-            exchange.request_headers, exchange.request_head = header_pairs(exchange.request_head), b""
+            exchange.request_text, exchange.request_head = head_text(exchange.request_head), b""
         if exchange.response_head:
-            exchange.response_headers, exchange.response_head = header_pairs(exchange.response_head), b""
+            exchange.response_text, exchange.response_head = head_text(exchange.response_head), b""
         if exchange.source_sha256 is None and exchange.generation is not None:
             key = (exchange.function, exchange.generation)
             if key not in self.digests:
@@ -418,24 +466,36 @@ class Recorder:
                     self.digests[(exchange.function, generation)] = digest
             exchange.source_sha256 = self.digests.get(key)
 
-    def _lines_of(self, exchange: Exchange, now: float, closing: bool) -> list[LogLine] | None:
+    def _window(self, windows: dict[str, _Window], function: str, since: float, now: float) -> _Window:
+        """`function`'s lines from `since` to `now`: the look's window, read again only for a call that began
+        before it."""
+        assert self.logs is not None
+        window = windows.get(function)
+        if window is None or since < window.since:
+            starts = window.starts if window is not None else sorted(self.starts.get(function, ()))
+            window = windows[function] = _Window(self.logs.between(function, since, now), since, starts)
+        return window
+
+    def _lines_of(
+        self, exchange: Exchange, now: float, closing: bool, windows: dict[str, _Window] | None = None
+    ) -> list[LogLine] | None:
         """The lines `exchange`'s call printed, or None while they may still be on their way: until the
         runtime's access line of the call and a QUIET moment after it (stderr), or the bounded wait's end."""
         if self.logs is None:
             return []
         function, end = exchange.function, exchange.started + exchange.duration
-        lines = self.logs.between(function, exchange.started, now)
-        begin = next((index + 1 for index, line in enumerate(lines) if line is self.taken.get(function)), 0)
-        agent = next((value for name, value in exchange.request_headers if name.lower() == "user-agent"), "")
+        window = self._window({} if windows is None else windows, function, exchange.started, now)
+        lines = window.lines
+        begin = max(window.first_after(exchange.started), window.after(self.taken.get(function)))
+        agent = user_agent(exchange)
         for index in range(begin, len(lines)):
             access = lines[index]
             if closes_the_call(access.text, access.stream, exchange.method, exchange.target, agent):
-                late = self._late_stderr(
-                    lines[index + 1 :], access.time, now, self._next_start(function, exchange.started)
-                )
+                late = self._late_stderr(lines, index + 1, access.time, now, window.next_start(exchange.started))
                 if late is None and not closing and now < end + self.access_wait:
                     return None
                 self.taken[function] = access
+                window.taken = (access, index + 1)
                 self.without_access.discard(function)
                 return [line for line in lines[begin:index] if printed_by_the_function(line.text, line.stream)] + (
                     late or []
@@ -451,23 +511,20 @@ class Recorder:
         return [line for line in lines[begin:] if line.time <= end and printed_by_the_function(line.text, line.stream)]
 
     def _late_stderr(
-        self, after: list[LogLine], since: float, now: float, next_start: float | None
+        self, lines: list[LogLine], start: int, since: float, now: float, next_start: float | None
     ) -> list[LogLine] | None:
-        """The stderr lines that follow the access line (at `since`) each within QUIET of the one before and
-        before the next call began; None while more may come."""
+        """The stderr lines from `lines[start]` on that follow the access line (at `since`) each within QUIET of
+        the one before and before the next call began; None while more may come."""
         late: list[LogLine] = []
         last = since
-        for line in after:
+        for index in range(start, len(lines)):
+            line = lines[index]
             if line.time > last + self.log_grace or (next_start is not None and line.time >= next_start):
                 return late  # a later line came: none of ours is still on its way
             if line.stream == "stderr":
                 late.append(line)
                 last = line.time
         return late if now >= last + self.log_grace else None
-
-    def _next_start(self, function: str, started: float) -> float | None:
-        later = [at for at in self.starts.get(function, collections.deque()).copy() if at > started]
-        return min(later) if later else None
 
     def _finish_batch(self, count: int) -> None:
         with self.progress:
@@ -499,28 +556,49 @@ class Recorder:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            (version,) = db.execute("PRAGMA data_version").fetchone()
+            if version != self.data_version:  # another connection wrote (a clear, another program): count again
+                self.held.clear()
+                self.data_version = version
             db.executemany(
                 "INSERT INTO invocations (%s, bytes) VALUES (%s)"
                 % (", ".join(COLUMNS[1:]), ", ".join("?" * len(COLUMNS))),
                 rows,
             )
-            for function in functions:
-                self._retain(db, function)
+            added: dict[str, list[int]] = {function: [0, 0] for function in functions}
+            for row in rows:
+                sums = added[row[1]]
+                sums[0] += 1
+                sums[1] += row[-1]
+            for function, (count, size) in added.items():
+                self._retain(db, function, count, size)
             db.execute("COMMIT")
         except BaseException:
+            self.held.clear()
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
 
-    def _retain(self, db: sqlite3.Connection, function: str) -> None:
-        """At most `keep` records and `max_bytes` of them for `function`: the oldest go."""
-        row = db.execute(
-            "SELECT seq FROM invocations WHERE function = ? ORDER BY seq DESC LIMIT 1 OFFSET ?", (function, self.keep)
-        ).fetchone()
-        if row is not None:
-            db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, row[0]))
-        (total,) = db.execute("SELECT SUM(bytes) FROM invocations WHERE function = ?", (function,)).fetchone()
-        if total and total > self.max_bytes:
+    def _retain(self, db: sqlite3.Connection, function: str, added: int, added_bytes: int) -> None:
+        """At most `keep` records and `max_bytes` of them for `function`: the oldest go. What it holds is counted
+        once and then kept up to date here, so that a batch costs what it adds and removes, not a scan of all
+        the function's records."""
+        held = self.held.get(function)
+        if held is None:
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM invocations WHERE function = ?", (function,)
+            ).fetchone()
+        else:
+            count, size = held[0] + added, held[1] + added_bytes
+        if count > self.keep:
+            last, gone = db.execute(
+                "SELECT MAX(seq), SUM(bytes) FROM (SELECT seq, bytes FROM invocations WHERE function = ? "
+                "ORDER BY seq LIMIT ?)",
+                (function, count - self.keep),
+            ).fetchone()
+            db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, last))
+            count, size = self.keep, size - (gone or 0)
+        if size > self.max_bytes:
             row = db.execute(
                 "SELECT seq FROM (SELECT seq, SUM(bytes) OVER (ORDER BY seq DESC) AS kept FROM invocations "
                 "WHERE function = ?) WHERE kept > ? ORDER BY seq DESC LIMIT 1",
@@ -528,13 +606,17 @@ class Recorder:
             ).fetchone()
             if row is not None:
                 db.execute("DELETE FROM invocations WHERE function = ? AND seq <= ?", (function, row[0]))
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM invocations WHERE function = ?", (function,)
+            ).fetchone()
+        self.held[function] = (count, size)
 
     def _row(self, exchange: Exchange) -> tuple:
         path, _, query = exchange.target.partition("?")
         logs = self._logs_of(exchange)
         request_headers, response_headers = (
-            header_text(exchange.request_headers),
-            header_text(exchange.response_headers),
+            header_text(exchange.request_headers) if exchange.request_text is None else exchange.request_text,
+            header_text(exchange.response_headers) if exchange.response_text is None else exchange.response_text,
         )
         size = len(exchange.request_body) + len(exchange.response_body) + len(request_headers) + len(response_headers)
         return (
@@ -569,14 +651,19 @@ class Recorder:
 
     # ---------------------------------------------------------------- reading
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def flush(self, timeout: float = 5.0, begun: bool = True) -> bool:
         """Wait until every call begun so far is stored (or dropped): one whose answer the client already has
-        may not be handed over yet. False on timeout."""
+        may not be handed over yet. `begun=False`: only the calls handed over already (one still running is
+        not waited for). False on timeout."""
         deadline = time.monotonic() + timeout
         with self.progress:
-            opened = self.opened
-            if not self.progress.wait_for(lambda: self.closed >= opened, timeout):
-                return False
+            opened = self.opened if begun else 0
+            self.flushing += 1
+            try:
+                if not self.progress.wait_for(lambda: self.closed >= opened, timeout):
+                    return False
+            finally:
+                self.flushing -= 1
             target = self.submitted
         self.wake.set()
         with self.progress:
@@ -678,8 +765,41 @@ def header_text(headers: Headers) -> str:
     return "\n".join("%s: %s" % pair for pair in headers)
 
 
+# a head's header lines as header_text writes them (`Name: value`, no space around either, CRLF or LF): stored as
+# they are; any other head is parsed line by line
+PLAIN_HEADERS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: (?:[!-~](?:[^\r\n]*[!-~])?)?\r?\n)*\r?\n?")
+AGENT = re.compile(r"^user-agent: (.*)$", re.MULTILINE | re.IGNORECASE)
+
+
+def head_text(head: bytes) -> str:
+    """The header lines of a whole head (its start line and blank line included) as stored: what
+    `header_text(header_pairs(head))` gives, without building the pairs for the usual head."""
+    text = head.decode("latin-1")
+    lines = text[text.find("\n") + 1 :]
+    if PLAIN_HEADERS.fullmatch(lines):
+        return lines.replace("\r\n", "\n").rstrip("\n")
+    return header_text(header_pairs(head))
+
+
+def user_agent(exchange: Exchange) -> str:
+    """The request's User-Agent ("" when it sent none)."""
+    if exchange.request_text is not None:
+        found = AGENT.search(exchange.request_text)
+        return found[1] if found else ""
+    return next((value for name, value in exchange.request_headers if name.lower() == "user-agent"), "")
+
+
 def header_list(text: str) -> list[list[str]]:
     return [[name, value.lstrip()] for name, _, value in (line.partition(":") for line in text.split("\n") if line)]
+
+
+# about what bus.weight() measures of an invocation-start event and of a summary, less their strings' lengths
+START_WEIGHT = 3 * 8 + len("functionmethodpath")
+SUMMARY_WEIGHT = 11 * 8 + len("idfunctionsourcetriggermethodpathstatusduration_msstartedtimeouterror") + 12 + 5 * 8
+
+
+def summary_weight(exchange: Exchange) -> int:
+    return SUMMARY_WEIGHT + len(exchange.function) + len(exchange.target) + len(exchange.error) + len(exchange.source)
 
 
 def summary_of(exchange: Exchange) -> dict[str, Any]:

@@ -80,6 +80,7 @@ def test_every_source_is_recorded_and_a_replay_shows_its_diff(tmp_path, start_de
     url = json.loads(cli("ls", "-o", "json", cwd=tmp_path, check=True).stdout)[0]["url"]
 
     assert cli("call", "echo", "--data", "by-call", cwd=tmp_path, check=True).stdout.strip() == "by-call|one|"
+    assert [row["source"] for row in history(tmp_path, "echo")] == ["call"]  # listed right after its answer
     plain = requests.post(url, data="by-http", headers={"Authorization": "Bearer s3cret"}, timeout=30)
     assert plain.text == "by-http|one|"  # the function never sees a source mark
     cli("emit", "kafka", "--topic", "orders", "--data", "by-kafka", "--wait", cwd=tmp_path, check=True)

@@ -127,6 +127,26 @@ def test_retention_keeps_the_newest_records_per_function_by_count_and_by_bytes(r
     assert 1 <= len(kept) <= 3  # each record is over 10,000 bytes
 
 
+def test_retention_counts_right_after_a_clear_after_another_programs_delete_and_in_a_database_reopened(
+    tmp_path, recorder
+):
+    """The writer counts each function's records once and keeps the count up to date: a change made by another
+    connection (a clear, another program) or a database that already holds records is counted again."""
+    r = recorder(keep=3)
+    stored(r, *[exchange() for _ in range(4)])
+    r.clear()
+    stored(r, exchange(), exchange())
+    assert len(r.list("hello")) == 2  # not 2 + the 3 counted before the clear
+    with sqlite3.connect(tmp_path / rec.FILENAME) as other:
+        other.execute("DELETE FROM invocations WHERE seq = (SELECT MIN(seq) FROM invocations)")
+    stored(r, exchange(), exchange())
+    assert len(r.list("hello")) == 3
+    r.close()
+    again = recorder(keep=3)
+    stored(again, exchange())
+    assert len(again.list("hello")) == 3
+
+
 def test_exports_redact_authorization_and_cookies_and_a_replay_keeps_them(recorder):
     r = recorder()
     (ident,) = stored(r, exchange())
@@ -227,6 +247,23 @@ def test_a_calls_lines_begin_after_the_access_line_of_the_call_before(recorder):
     hub.emit("hello", ACCESS)
     ids = stored(r, exchange(started=first, duration=second - first), exchange(started=second, duration=0.001))
     assert [[line["text"] for line in r.get(ident)["logs"]] for ident in ids] == [["first"], ["second"]]
+
+
+def test_calls_handed_over_out_of_their_start_order_in_one_look_each_get_their_lines(recorder):
+    """The writer reads a function's lines once per look at its queue, not once per record: a call that began
+    before the look's first record still finds its lines, and each access line is taken once."""
+    hub = LogHub()
+    r = recorder(logs=hub, access_wait=30)
+    early = after(time.time())  # began first, handed over last (it ran longer)
+    hub.emit("hello", "early's")
+    late = after(time.time())
+    hub.emit("hello", "late's")
+    hub.emit("hello", ACCESS)
+    hub.emit("hello", "between")
+    hub.emit("hello", ACCESS)
+    ended = after(time.time())
+    ids = stored(r, exchange(started=late, duration=ended - late), exchange(started=early, duration=ended - early))
+    assert [[line["text"] for line in r.get(ident)["logs"]] for ident in ids] == [["late's"], ["between"]]
 
 
 def test_a_function_that_writes_no_access_line_is_stored_after_a_bounded_wait_with_the_lines_of_its_window(
@@ -367,3 +404,36 @@ def test_a_flush_waits_for_a_call_begun_but_not_handed_over_yet(recorder):
     assert r.flush(10)
     assert len(r.list()) == 1
     late.join()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 2\n\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nEmpty: \r\nNo-Space:x\r\nSpaces:   a  b  \r\n\r\n",
+        b"GET / HTTP/1.1\r\nName :v\r\n Folded: line\r\nNo colon\r\nX: \xa0latin\xa0\r\nY: tab\t\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: b\r\n\r\nC: after the blank line\r\n\r\n",
+    ],
+)
+def test_a_heads_header_lines_are_stored_as_the_pairs_would_be(head):
+    assert rec.head_text(head) == rec.header_text(rec.header_pairs(head))
+
+
+def test_the_user_agent_is_found_in_stored_header_lines_as_in_the_pairs():
+    def call(headers=(), text=None):
+        return rec.Exchange("hello", "GET", "/", list(headers), request_text=text)
+
+    headers = [("X-User-Agent", "no"), ("user-AGENT", "curl/8"), ("User-Agent", "second")]
+    assert rec.user_agent(call(headers)) == rec.user_agent(call(text=rec.header_text(headers))) == "curl/8"
+    assert rec.user_agent(call(text="Host: x")) == rec.user_agent(call()) == ""
+
+
+def test_a_flush_of_the_calls_handed_over_does_not_wait_for_one_still_running(recorder):
+    r = recorder()
+    r.started("hello", "POST", "/path?x=1", "http")  # answered and handed over below
+    r.started("hello", "POST", "/path?x=1", "http")  # still running
+    (ident,) = [r.submit(exchange())]
+    assert r.flush(10, begun=False) and [row["id"] for row in r.list()] == [ident]
+    assert not r.flush(0.05)  # the running call is not handed over yet
