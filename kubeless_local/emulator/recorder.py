@@ -533,8 +533,19 @@ class Recorder:
 
     def _store(self, batch: list[Exchange]) -> None:
         """Insert a batch; a database that is damaged or locked by another program is moved aside and the batch
-        goes into a fresh one (said once); if that fails too, the batch is dropped and counted."""
-        rows = [self._row(exchange) for exchange in batch]
+        goes into a fresh one (said once); if that fails too, the batch is dropped and counted. A record whose
+        row cannot be made (a door handed something malformed) is dropped and counted alone, said once."""
+        rows = []
+        for exchange in batch:
+            try:
+                rows.append(self._row(exchange))
+            except Exception as exc:  # noqa: BLE001 - one malformed record must not stop the writer
+                self.dropped += 1
+                self._say_once(
+                    "row", "a call to %s could not be stored (%s): recording goes on" % (exchange.function, exc)
+                )
+        if not rows:
+            return
         for attempt in range(2):
             if self.db is None:
                 break
