@@ -62,6 +62,7 @@ TRIAL_LOOK = 0.1  # seconds between looks at a stop (Ctrl-C) while a new contain
 READY_LOOK = 0.05  # seconds between /healthz looks at most while a container without control lines starts
 RELAY_IMAGE_RUNTIME = "python"  # the relay's connector.py runs in our image of this runtime (newest version)
 DOORS = "doors"  # <state>/doors/<function>.<random>/: a relay's socket folder (0700)
+NO_SPARE = (State.STARTING, State.CRASHED, State.STOPPED)  # a function in these gets no spare relay (yet)
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this (sun_path: 108) is reached through /proc/self/fd
 
 
@@ -477,7 +478,7 @@ class DockerBackend(Backend):
         instance.wait_for(lambda i: i.state != State.STARTING, TRIAL_TIMEOUT)  # its own start goes first
         relay = None
         try:
-            if not spare.cancelled:
+            if not spare.cancelled and instance.state not in NO_SPARE:
                 relay = self._create_relay(prepared, spare.debug_port, spare_relay_name(prepared))
                 relay.container.start()
                 deadline = time.monotonic() + RELAY_START
