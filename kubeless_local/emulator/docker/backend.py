@@ -495,7 +495,7 @@ class DockerBackend(Backend):
                 self._remove_relay(relay, instance.name)
             relay = None
         with self.lock:
-            keep = not spare.cancelled
+            keep = not spare.cancelled and instance.state != State.STOPPED  # it may have stopped meanwhile
             if keep:
                 spare.relay = relay
         if relay is not None and not keep:
