@@ -5,13 +5,15 @@ Images, in the same run: `ours` (our Python image: a reload in place, SIGHUP), `
 cannot reload in place: tests/fixtures/upstream-python, a new container per save; blue/green behind the
 front door in relay or bridge mode), and `upstream-host` (the same image on the opt-in host network, where
 the old container must go before the new one can bind the port: what every save cost before blue/green).
-A client thread calls the function without pause on a new connection per call, and counts what fails.
+A client thread calls the function without pause on a new connection per call, and counts what fails. Each
+row ends with the machine's load average (1 min) before and after it: other work shifts these numbers.
 
     python bench/bench_bluegreen.py [--edits 20] [--images ours,upstream,upstream-host]
 """
 
 import argparse
 import os
+import sys
 import threading
 import urllib.request
 
@@ -64,7 +66,14 @@ def reloads(kind, edits):
         project.watch()
         url = engine.supervisor.instances["hello"].url + "/"
         caller = Caller(url)
-        times = engine.edit_times(fn, runtime, url, edits, timeout=60)
+        try:
+            times = engine.edit_times(fn, runtime, url, edits, timeout=60)
+        except RuntimeError:  # say what the function was doing: its state and its last lines
+            instance = engine.supervisor.instances["hello"]
+            print("%s: %s %s" % (kind, instance.state.value, instance.error or ""), file=sys.stderr)
+            for line in engine.hub.tail("hello", 40):
+                print("  %s" % (line,), file=sys.stderr)
+            raise
         caller.stop()
         return engine.supervisor.backend.network, summary(times), caller
     finally:
@@ -81,12 +90,13 @@ def main():
     args = parser.parse_args()
     client = images.docker_client()
     client.images.build(path=str(ROOT / "tests" / "fixtures" / "upstream-python"), tag=UPSTREAM, network_mode="none")
-    print("| image | network | edits | median ms | p95 ms | max ms | calls during the edits | failed calls |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| image | network | edits | median ms | p95 ms | max ms | calls during the edits | failed calls | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for kind in args.images.split(","):
+        load = os.getloadavg()[0]
         network, s, caller = reloads(kind, args.edits)
         print(
-            "| %s | %s | %d | %.0f | %.0f | %.0f | %d | %d%s |"
+            "| %s | %s | %d | %.0f | %.0f | %.0f | %d | %d%s | %.1f–%.1f |"
             % (
                 kind,
                 network,
@@ -97,6 +107,8 @@ def main():
                 caller.calls,
                 caller.failed,
                 " (%s)" % caller.last if caller.failed else "",
+                load,
+                os.getloadavg()[0],
             ),
             flush=True,
         )

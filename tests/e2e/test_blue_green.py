@@ -2,7 +2,9 @@
 an image that cannot reload in place (upstream-like: not ours, no control lines, ready when /healthz answers)
 gets a new container per save, started beside the old one; the front door switches once the new one is
 ready and the old one goes after its calls. Broken code leaves the old one serving, in CompileError with
-the new container's last lines; the next good save recovers. No container of an old generation is left."""
+the new container's last lines; the next good save recovers. No container of an old generation is left.
+Such a function has a spare relay started ahead (by design: a save then starts its container only), taken by
+the next save and gone with the function."""
 
 import json
 import signal
@@ -30,15 +32,27 @@ def handler(version):
 
 
 def containers_of(project):
-    """{container name: its role} of the project's containers (sparse: no inspect)."""
+    """{container name: its role} of the project's containers (sparse: no inspect): "function", "relay" (a
+    function's container joins its namespace) or "spare" (a relay none joins: started ahead for the next save)."""
     state = str((project / ".kubeless-local").resolve())
     found = images.docker_client().containers.list(
         all=True, sparse=True, filters={"label": "kubeless-local.project=%s" % state}
     )
-    return {
-        c.attrs["Names"][0].lstrip("/"): (c.attrs.get("Labels") or {}).get("kubeless-local.role", "function")
-        for c in found
-    }
+    modes = [(c.attrs.get("HostConfig") or {}).get("NetworkMode", "") for c in found]
+    joined = {mode.split(":", 1)[1] for mode in modes if mode.startswith("container:")}
+    roles = {}
+    for c in found:
+        role = (c.attrs.get("Labels") or {}).get("kubeless-local.role", "function")
+        roles[c.attrs["Names"][0].lstrip("/")] = "spare" if role == "relay" and c.id not in joined else role
+    return roles
+
+
+def in_use(project):
+    """containers_of without the spare relay."""
+    return {name: role for name, role in containers_of(project).items() if role != "spare"}
+
+
+SERVING = ["function", "relay", "spare"]  # a function of an image that cannot reload in place, between saves
 
 
 def row(project):
@@ -109,7 +123,23 @@ def test_saves_of_an_image_that_cannot_reload_in_place_refuse_no_call(
         newest = sum(1 for moment in reloaded if moment < started)
         assert int(answer[1:]) >= newest, "a call begun after save %d answered %s" % (newest, answer)
     assert "restarting" not in dev.output() and row(tmp_path)["restarts"] == 0
-    wait_until(lambda: sorted(containers_of(tmp_path).values()) == ["function", "relay"], "old ones gone", 60)
+    wait_until(lambda: sorted(containers_of(tmp_path).values()) == SERVING, "old ones gone", 60)
+
+
+def test_a_save_starts_its_container_in_the_spare_relay_and_the_spare_goes_with_the_function(
+    tmp_path, start_dev, upstream_python, monkeypatch
+):
+    dev = dev_on_upstream(tmp_path, start_dev, monkeypatch, upstream_python, 1)
+    wait_until(lambda: sorted(containers_of(tmp_path).values()) == SERVING, "a spare relay started ahead", 60)
+    (spare,) = [name for name, role in containers_of(tmp_path).items() if role == "spare"]
+    (tmp_path / "handler.py").write_text(handler(2))
+    dev.wait_until(lambda: "reloaded in" in dev.output(), "the save reloaded", 120)
+    assert requests.get(row(tmp_path)["url"] + "/", timeout=10).text == "v2"
+    wait_until(lambda: sorted(containers_of(tmp_path).values()) == SERVING, "the old ones gone, a new spare", 60)
+    assert containers_of(tmp_path)[spare] == "relay"  # the new generation's container joined the spare
+    (tmp_path / "function.yaml").write_text("")  # the function goes: its spare with it, dev running on
+    wait_until(lambda: containers_of(tmp_path) == {}, "every container of the function removed", 60)
+    assert dev.proc.poll() is None, dev.output()
 
 
 def test_broken_code_leaves_the_old_container_serving_then_a_good_save_recovers(
@@ -117,22 +147,24 @@ def test_broken_code_leaves_the_old_container_serving_then_a_good_save_recovers(
 ):
     dev = dev_on_upstream(tmp_path, start_dev, monkeypatch, upstream_python, 1)
     url = row(tmp_path)["url"] + "/"
-    serving = containers_of(tmp_path)
+    wait_until(lambda: sorted(containers_of(tmp_path).values()) == SERVING, "a spare relay started ahead", 60)
+    serving = in_use(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'v2' +\n")  # a SyntaxError
     dev.wait_until(lambda: row(tmp_path)["state"] == "CompileError", "CompileError shown", 120)
     found = row(tmp_path)
     assert "SyntaxError" in found["error"] and "exited with code" in found["error"], found["error"]
     assert "still serving the last good code" in dev.output()
     assert requests.get(url, timeout=10).text == "v1"  # the old container answers
-    wait_until(lambda: containers_of(tmp_path) == serving, "the new container removed, the old one kept", 60)
+    wait_until(
+        lambda: sorted(containers_of(tmp_path).values()) == SERVING and in_use(tmp_path) == serving,
+        "the new container removed (its relay too), the old one kept, a new spare",
+        60,
+    )
     (tmp_path / "handler.py").write_text(handler(3))
     dev.wait_until(lambda: row(tmp_path)["state"] == "Ready", "Ready again", 120)
     assert requests.get(url, timeout=10).text == "v3"
     wait_until(
-        lambda: (
-            sorted(containers_of(tmp_path).values()) == ["function", "relay"]
-            and not set(containers_of(tmp_path)) & set(serving)
-        ),
+        lambda: sorted(containers_of(tmp_path).values()) == SERVING and not set(containers_of(tmp_path)) & set(serving),
         "only the new generation's containers",
         60,
     )
@@ -147,7 +179,11 @@ def test_dev_ending_while_a_new_generation_starts_leaves_no_container(
     guardian removes the project's by label)."""
     dev = dev_on_upstream(tmp_path, start_dev, monkeypatch, upstream_python, 1)
     (tmp_path / "handler.py").write_text("import time\ntime.sleep(120)\n" + handler(2))
-    wait_until(lambda: len(containers_of(tmp_path)) == 4, "the new generation's containers beside the old", 120)
+    wait_until(
+        lambda: sorted(containers_of(tmp_path).values()) == ["function", "function", "relay", "relay", "spare"],
+        "the new generation's containers beside the old, and the next save's spare",
+        120,
+    )
     if ending == "kill -9":
         dev.proc.kill()
         dev.proc.wait(timeout=10)

@@ -830,3 +830,42 @@ def test_bridge_mode_a_port_the_engine_cannot_publish_is_a_lost_port_race(tmp_pa
         assert refusal in instance.error
     finally:
         backend.stop(instance)  # its front door
+
+
+def started_spare(client, tmp_path, debug_port=None):
+    """A spare relay (relay mode) whose container (a fake) has started and whose socket folder exists."""
+    folder = tmp_path / "door"
+    folder.mkdir()
+    container = FakeContainer(client, {"name": "kubeless-local-hello-0123abcd-relay-00ff00ff"})
+    spare = dk.backend._Spare(debug_port)
+    spare.relay = dk.backend._Relay(container, folder)
+    spare.ready.set()
+    return spare, container, folder
+
+
+def test_a_start_takes_the_functions_spare_relay_once(tmp_path):
+    backend = dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG, network="relay")
+    spare, container, folder = started_spare(backend.client, tmp_path)
+    backend._spares["hello"] = spare
+    instance = Instance(name="hello", runtime="python3.11", port=8080)
+    relay = backend._take_spare(instance)
+    assert relay is spare.relay and relay.started.is_set() and not container.removed and folder.is_dir()
+    assert backend._take_spare(instance) is None  # one save, one spare
+    backend._remove_relay(relay, "hello")
+
+
+def test_a_spare_relay_goes_when_its_function_stops(tmp_path):
+    backend = dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG, network="relay")
+    spare, container, folder = started_spare(backend.client, tmp_path)
+    backend._spares["hello"] = spare
+    backend.stop(Instance(name="hello", runtime="python3.11", port=8080))
+    assert container.removed and not folder.exists() and backend._spares == {}
+    assert spare.cancelled  # one still starting would be removed by its maker once started
+
+
+def test_a_spare_relay_for_another_debug_port_is_removed_not_taken(tmp_path):
+    backend = dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG, network="relay")
+    spare, container, folder = started_spare(backend.client, tmp_path, debug_port=5678)
+    backend._spares["hello"] = spare
+    assert backend._take_spare(Instance(name="hello", runtime="python3.11", port=8080)) is None
+    assert container.removed and not folder.exists()

@@ -9,10 +9,15 @@ connector, or the port the engine published for it alone) does the door point at
 its open calls are done (FrontDoor.drain). A new container that does not become ready is removed, the old
 one keeps serving, and the function shows CompileError with the new one's last lines. A container that
 exits on its own is restarted by the supervisor through `start`, which points the door at it once it runs.
-Every container carries the project's label, so none outlives `dev` (guardian, sweep)."""
+In relay mode a function that swaps on every save (an image that cannot reload in place) has a spare relay
+started ahead once it runs and after each swap, so that a save starts the function's container only (a
+relay's start is the larger part of a swap); it goes when the function stops.
+Every container carries the project's label, so none outlives `dev` (guardian, sweep); a relay's connector
+also exits when `dev`'s lifeline to it ends (connector.py), a spare's included."""
 
 import dataclasses
 import os
+import select
 import shutil
 import socket
 import tempfile
@@ -38,6 +43,7 @@ from kubeless_local.emulator.docker.containers import (
     project_label,
     relay_name,
     relay_options,
+    spare_relay_name,
     writable_folder,
 )
 from kubeless_local.emulator.docker.network import POD_PORT
@@ -53,8 +59,10 @@ from kubeless_local.spec import FunctionSpec
 RELAY_START = 20.0  # seconds for the relay container's connector to listen
 TRIAL_TIMEOUT = 60.0  # seconds a reload's new container has to become ready (as a first start has)
 TRIAL_LOOK = 0.1  # seconds between looks at a stop (Ctrl-C) while a new container starts
+READY_LOOK = 0.05  # seconds between /healthz looks at most while a container without control lines starts
 RELAY_IMAGE_RUNTIME = "python"  # the relay's connector.py runs in our image of this runtime (newest version)
 DOORS = "doors"  # <state>/doors/<function>.<random>/: a relay's socket folder (0700)
+NO_SPARE = (State.STARTING, State.CRASHED, State.STOPPED)  # a function in these gets no spare relay (yet)
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this (sun_path: 108) is reached through /proc/self/fd
 
 
@@ -88,15 +96,36 @@ class _Relay:
         threading.Thread(target=run, daemon=True).start()
 
     def hold(self) -> None:
-        """Hold the connector's lifeline: it exits when this process does, however (connector.py)."""
-        self.lifeline = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.lifeline.connect(str(self.connector) + ".life")
+        """Hold the connector's lifeline: it exits when this process does, however (connector.py). Once."""
+        if self.lifeline is not None:
+            return
+        lifeline = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lifeline.connect(str(self.connector) + ".life")
+        self.lifeline = lifeline
+
+    def gone(self) -> bool:
+        """Its connector ended the lifeline (it exited, and its container with it)."""
+        if self.lifeline is None:
+            return False
+        return bool(select.select([self.lifeline], [], [], 0)[0])  # it never sends: readable means closed
 
     def close(self) -> None:
         if self.lifeline is not None:
             self.lifeline.close()
         os.close(self.folder_fd)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _Spare:
+    """A relay being started ahead for a function's next swap (relay mode). `ready` is set once it is started
+    and its lifeline held, or once that failed (`relay` None). Whoever sets `cancelled` (under the backend's
+    lock) no longer wants it: the relay is removed by whoever holds it then."""
+
+    def __init__(self, debug_port: Optional[int]) -> None:
+        self.debug_port = debug_port
+        self.relay: Optional[_Relay] = None
+        self.ready = threading.Event()
+        self.cancelled = False
 
 
 class _Handle:
@@ -181,6 +210,7 @@ class DockerBackend(Backend):
         self.swept: set[str] = set()
         self.lock = threading.Lock()
         self._by_name: dict[str, _Handle] = {}  # function name -> _Handle of its running container
+        self._spares: dict[str, _Spare] = {}  # relay mode: function name -> a relay started ahead for its next swap
         if guardian is not None:
             guardian.watch_containers()  # the project's containers (steps too) are removed when `dev` ends
 
@@ -391,28 +421,114 @@ class DockerBackend(Backend):
         return door
 
     def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
-        """Relay mode: the relay container (the namespace the function's container joins), created and
-        starting (_Relay.start: the function's container is created meanwhile); its connector may not listen
-        yet (_await_connector). None, and the instance Crashed with the reason, when it cannot be created."""
+        """Relay mode: the relay container (the namespace the function's container joins): the spare started
+        ahead for it, else one created and starting (_Relay.start: the function's container is created
+        meanwhile); its connector may not listen yet (_await_connector). None, and the instance Crashed with
+        the reason, when it cannot be created."""
+        from docker.errors import APIError
+
+        spare = self._take_spare(instance)
+        if spare is not None:
+            return spare
+        refused = self._remove_named(relay_name(prepared))  # a leftover of a crashed run
+        if refused:
+            instance.set_state(State.CRASHED, refused)
+            return None
+        try:
+            relay = self._create_relay(prepared, debug_port_of(instance))
+        except (APIError, UserError) as exc:
+            instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
+            return None
+        relay.start()
+        return relay
+
+    def _create_relay(self, prepared: DockerPrepared, debug_port: Optional[int], name: Optional[str] = None) -> _Relay:
+        """A relay container, created (not started), with a fresh socket folder; APIError or UserError when not."""
         from docker.errors import APIError
 
         doors = prepared.root.parent.parent / DOORS
         doors.mkdir(mode=0o700, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=prepared.spec.name[:20] + ".", dir=doors))  # 0700, fresh per start
+        try:
+            options = relay_options(prepared, self.relay_image(), folder, debug_port, name)
+            return _Relay(self.client.containers.create(**options), folder)
+        except (APIError, UserError):
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    # ------------------------------------------------------------ the spare relay (relay mode)
+
+    def _spare_ahead(self, instance: Instance, prepared: DockerPrepared) -> None:
+        """Start a spare relay for the function's next swap in the background, where its saves swap (relay mode,
+        an image that cannot reload in place) and it has none: once the function no longer starts."""
+        if self.network != "relay" or (prepared.own and prepared.runtime.docker.reload == "signal"):
+            return
+        spare = _Spare(debug_port_of(instance))
+        with self.lock:
+            if instance.name in self._spares:
+                return
+            self._spares[instance.name] = spare
+        threading.Thread(target=self._make_spare, args=(instance, prepared, spare), daemon=True).start()
+
+    def _make_spare(self, instance: Instance, prepared: DockerPrepared, spare: _Spare) -> None:
+        """Create and start the spare's relay, wait for its connector, hold its lifeline; then hand it to the
+        spare, or remove it when the spare was cancelled meanwhile (the function stopped)."""
+        from docker.errors import APIError
+
+        instance.wait_for(lambda i: i.state != State.STARTING, TRIAL_TIMEOUT)  # its own start goes first
         relay = None
         try:
-            debug_port = instance.debug.port if instance.debug is not None else None
-            options = relay_options(prepared, self.relay_image(), folder, debug_port)
-            container = self.client.containers.create(**options)
-            relay = _Relay(container, folder)
-        except (APIError, UserError) as exc:
+            if not spare.cancelled and instance.state not in NO_SPARE:
+                relay = self._create_relay(prepared, spare.debug_port, spare_relay_name(prepared))
+                relay.container.start()
+                deadline = time.monotonic() + RELAY_START
+                while not (relay.folder / CONNECTOR_SOCKET).exists() and not spare.cancelled:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("its connector did not listen within %ds" % RELAY_START)
+                    time.sleep(0.01)
+                if not spare.cancelled:
+                    relay.hold()
+        except (APIError, UserError, OSError) as exc:  # the next swap starts a relay of its own, as without one
+            if not spare.cancelled:  # else it was removed under it (dev stopping): nothing to say
+                self.logs.emit(instance.name, "could not start a spare relay container: %s" % _explained(exc), "system")
             if relay is not None:
-                self._remove_relay(relay, instance.name)  # its container, folder descriptor and folder
-            shutil.rmtree(folder, ignore_errors=True)
-            instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
+                self._remove_relay(relay, instance.name)
+            relay = None
+        with self.lock:
+            keep = not spare.cancelled and instance.state != State.STOPPED  # it may have stopped meanwhile
+            if keep:
+                spare.relay = relay
+        if relay is not None and not keep:
+            self._remove_relay(relay, instance.name)
+        spare.ready.set()
+
+    def _take_spare(self, owner: Instance) -> Optional[_Relay]:
+        """The function's spare relay, started and held (None: it has none, or not one for this debug port)."""
+        with self.lock:
+            spare = self._spares.pop(owner.name, None)
+        if spare is None:
             return None
-        relay.start()
-        return relay
+        if spare.debug_port == debug_port_of(owner) and spare.ready.wait(RELAY_START):
+            relay = spare.relay
+            if relay is not None and not relay.gone():
+                relay.started.set()
+                return relay
+        self._cancel_spare(spare, owner.name)
+        return None
+
+    def _cancel_spare(self, spare: _Spare, name: str) -> None:
+        with self.lock:
+            spare.cancelled = True
+            relay, spare.relay = spare.relay, None
+        if relay is not None:
+            self._remove_relay(relay, name)
+
+    def _drop_spare(self, instance: Instance) -> None:
+        """Remove the function's spare relay (it stops), or have it removed once it has started."""
+        with self.lock:
+            spare = self._spares.pop(instance.name, None)
+        if spare is not None:
+            self._cancel_spare(spare, instance.name)
 
     def _await_connector(self, instance: Instance, relay: _Relay) -> bool:
         """The relay's connector listens and `dev` holds its lifeline; False (the relay removed, the instance
@@ -475,6 +591,7 @@ class DockerBackend(Backend):
             door.point(handle.target, prepared.generation)  # only now: whatever answers through it is this container
         if debug_door is not None:
             debug_door.point(handle.debug_target)
+        self._spare_ahead(instance, prepared)
 
     def _launch(self, owner: Instance, prepared: DockerPrepared, generation: int) -> Optional[_Handle]:
         """Create and start a runtime container (and its relay in relay mode) whose output and readiness
@@ -490,12 +607,10 @@ class DockerBackend(Backend):
             except UserError as exc:
                 owner.set_state(State.CRASHED, str(exc))
                 return None
-        names = [container_name(prepared)] + ([relay_name(prepared)] if mode == "relay" else [])
-        for name in names:
-            refused = self._remove_named(name)  # a leftover of a crashed run
-            if refused:
-                owner.set_state(State.CRASHED, refused)
-                return None
+        refused = self._remove_named(container_name(prepared))  # a leftover of a crashed run
+        if refused:
+            owner.set_state(State.CRASHED, refused)
+            return None
         relay = self._start_relay(owner, prepared) if mode == "relay" else None
         if mode == "relay" and relay is None:
             return None
@@ -551,7 +666,8 @@ class DockerBackend(Backend):
                 return None
         threading.Thread(target=pump.pump, args=(self, handle, stream), daemon=True).start()
         if not prepared.own:
-            threading.Thread(target=pump.poll_health, args=(self, handle), daemon=True).start()
+            look = {"interval": READY_LOOK}  # a swap waits on it: a look after the server is up is its cost
+            threading.Thread(target=pump.poll_health, args=(self, handle), kwargs=look, daemon=True).start()
         return handle
 
     def probe(self, handle: _Handle, path: str = "/healthz") -> tuple[Optional[int], str]:
@@ -630,7 +746,8 @@ class DockerBackend(Backend):
         trial = Instance(
             name=instance.name, runtime=instance.runtime, port=instance.port, state=State.STARTING, debug=instance.debug
         )
-        new = self._launch(trial, prepared, generation)
+        new = self._launch(trial, prepared, generation)  # it took the spare relay, if there was one
+        self._spare_ahead(instance, prepared)  # the next one starts while this server loads: ready for the next save
         deadline = time.monotonic() + TRIAL_TIMEOUT
         while new is not None and trial.state == State.STARTING and instance.state != State.STOPPED:
             if time.monotonic() > deadline:
@@ -646,6 +763,7 @@ class DockerBackend(Backend):
             if instance.state != State.STOPPED:
                 old.base += 1  # the instance's count moves on without the old server's: its next reload's line
                 instance.on_control("load-failed", generation, trial.error or "the new container did not start")
+                self._spare_ahead(instance, prepared)
             return
         assert new is not None, "ready"
         door.point(new.target, prepared.generation)
@@ -660,6 +778,7 @@ class DockerBackend(Backend):
         bound = prep.call_bound(old.prepared.spec)
         threading.Thread(target=self._retire, args=(door, old, bound), daemon=True).start()
         instance.on_control("ready", generation)
+        self._spare_ahead(instance, prepared)
 
     def _retire(self, door: FrontDoor, old: _Handle, bound: float) -> None:
         """Remove a replaced container once the door's connections to it are done (its timeout at most)."""
@@ -668,6 +787,7 @@ class DockerBackend(Backend):
         self._remove_container(old, old.owner.name)
 
     def stop(self, instance: Instance) -> None:
+        self._drop_spare(instance)
         self._stop_containers(instance)
         for doors in (self._doors, self._debug_doors):
             door = doors.pop(instance.name, None)
@@ -714,6 +834,11 @@ class DockerBackend(Backend):
             except OSError:
                 pass  # the state folder went first (a removed session): nothing is left to remove
         handle.exited.set()
+
+
+def debug_port_of(instance: Instance) -> Optional[int]:
+    """The port of the function's debugger (dev --debug), which its relay reaches too."""
+    return instance.debug.port if instance.debug is not None else None
 
 
 def _explained(exc: Exception) -> str:

@@ -202,20 +202,28 @@ def relay_name(prepared):
     return container_name(prepared) + "-relay"
 
 
+def spare_relay_name(prepared):
+    """A relay started ahead for the function's next swap (backend.py): which generation joins it is not known
+    yet, so its name is the function's and a random part."""
+    token = sha256_hex(repr((time.time_ns(), os.getpid())).encode())[:8]
+    return container_name(prepared).rsplit("-g", 1)[0] + "-relay-" + token
+
+
 def connector_socket(port):
     """The connector's socket (in the relay's folder) that hands connections to `port` in the namespace."""
     return CONNECTOR_SOCKET if port == POD_PORT else "connector-%d.sock" % port
 
 
-def relay_options(prepared, image, folder, debug_port=None):
+def relay_options(prepared, image, folder, debug_port=None, name=None):
     """The relay container (relay mode): the network namespace the function's container joins (network
     "none": loopback only), running connector.py from our Python image as the host user (the socket's
-    folder is the user's, 0700). `debug_port`: a debugged function's debugger's port, reached too."""
+    folder is the user's, 0700). `debug_port`: a debugged function's debugger's port, reached too; `name`:
+    the container's (None: relay_name's)."""
     ports = [POD_PORT] + ([debug_port] if debug_port else [])
     pairs = [a for port in ports for a in ("%s/%s" % (DOOR_MOUNT, connector_socket(port)), str(port))]
     return {
         "image": image,
-        "name": relay_name(prepared),
+        "name": name or relay_name(prepared),
         "command": ["python3", "-u", CONNECTOR_MOUNT, *pairs],
         "entrypoint": [],
         "detach": True,
