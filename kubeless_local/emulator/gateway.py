@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 
 from kubeless_local import http_routes
 from kubeless_local import spec as specs
-from kubeless_local.emulator.recorder import SOURCE_HEADER, marked
+from kubeless_local.emulator import http1
+from kubeless_local.emulator.recorder import MAX_BODY, NOT_CALLS, SOURCE_HEADER, Exchange, marked
 from kubeless_local.errors import Conflict, UserError
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -38,6 +39,9 @@ DEFAULT_HTTPS_PORT = 8443  # the HTTPS listener, once a trigger has tls or tls-s
 HOST = "127.0.0.1"
 LOG_NAME = "gateway"  # the name its lines carry in dev's output
 READY_WAIT = 10.0  # seconds a request waits for a function that is starting or reloading
+RETRY_PAUSE = 0.02  # seconds between two attempts to reach a server that is restarting
+CHUNK = 64 * 1024  # an answer's body is relayed in pieces of at most this; a smaller one in one write
+UNSENT = frozenset((SOURCE_HEADER.lower(), "expect"))  # request headers the function never receives
 UNAVAILABLE = (
     b"<html><head><title>503 Service Temporarily Unavailable</title></head><body>503 Service Temporarily"
     b" Unavailable</body></html>"
@@ -85,7 +89,7 @@ def parse_head(head: bytes) -> tuple:
     return (*parts, "")[:3], headers
 
 
-async def read_body(reader: asyncio.StreamReader, headers: dict, until_eof: bool = False) -> bytes:
+async def read_body(reader: asyncio.StreamReader, headers: dict) -> bytes:
     """The body of a message whose headers (lower-cased names) are `headers`; chunked decoded."""
     if "chunked" in headers.get("transfer-encoding", "").lower():
         chunks: list = []
@@ -106,14 +110,14 @@ async def read_body(reader: asyncio.StreamReader, headers: dict, until_eof: bool
         if not length.isdigit():
             raise BadMessage("malformed Content-Length")
         return await reader.readexactly(int(length)) if int(length) else b""
-    return await reader.read() if until_eof else b""
+    return b""
 
 
 class Upstream:
     """One kept-alive connection to a function's server."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: tuple):
+        self.reader, self.writer, self.key = reader, writer, key  # key: (host, port) it is connected to
         self.since = 0.0  # when it was last put back idle
 
     def close(self) -> None:
@@ -122,6 +126,12 @@ class Upstream:
     def abort(self) -> None:
         """The function did not answer in time: the read waiting on it fails (IncompleteReadError)."""
         self.writer.transport.abort()
+
+
+class Relayed:
+    """How far an answer got: once its head went to the client, a failure can only cut the connection."""
+
+    head_sent = False
 
 
 class Gateway:
@@ -145,7 +155,7 @@ class Gateway:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.server: Optional[asyncio.Server] = None
         self.thread: Optional[threading.Thread] = None
-        self.idle: dict = {}  # (host, port) → [Upstream], touched only by the loop's thread
+        self.idle: dict = {}  # function → [Upstream], touched only by the loop's thread
         self.shown: tuple = ()  # the route lines last printed
         self.problems: list = []
         self.loaded = False  # the first update (dev's start) raises a taken port; later ones say it
@@ -349,112 +359,260 @@ class Gateway:
                 )
             self._answer(writer, method, decision.status, "", list(decision.response_headers), decision.body, keep)
         else:
-            status, reason, answered, answer = await self.forward(decision, method, headers, body)
-            self._answer(writer, method, status, reason, decision.response_headers_over(answered), answer, keep)
+            keep = await self.forward(decision, method, headers, body, writer, keep)
         await writer.drain()
         return keep
 
-    @staticmethod
-    def _answer(writer, method: str, status: int, reason: str, headers: list, body: bytes, keep: bool) -> None:
-        lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))]
-        lines += ["%s: %s" % (k, v) for k, v in headers if k.lower() != "content-length"]
+    @classmethod
+    def _answer(cls, writer, method: str, status: int, reason: str, headers: list, body: bytes, keep: bool) -> None:
+        """A whole answer: `headers` (their Content-Length aside) and `body`, with its length."""
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         no_body = status in (204, 304) or 100 <= status < 200
         if not no_body:
-            lines.append("Content-Length: %d" % len(body))
-        if not keep:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+            headers.append(("Content-Length", str(len(body))))
+        head = cls._head(status, reason, headers, keep)
         writer.write(head if no_body or method == "HEAD" else head + body)
 
+    @staticmethod
+    def _head(status: int, reason: str, headers: list, keep: bool) -> bytes:
+        lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))] + ["%s: %s" % pair for pair in headers]
+        if not keep:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
     # ------------------------------------------------------------ forwarding
-    async def _ready(self, name: str):
+    async def _ready(self, name: str, wait: float = READY_WAIT):
         found = self.supervisor.wait_ready(name, 0)  # serving: the common case, without a thread
-        if found is None:
-            found = await asyncio.get_running_loop().run_in_executor(None, self.supervisor.wait_ready, name, READY_WAIT)
+        if found is None and wait > 0:
+            found = await asyncio.get_running_loop().run_in_executor(None, self.supervisor.wait_ready, name, wait)
         return found
 
-    async def forward(self, decision: http_routes.Decision, method: str, headers: list, body: bytes) -> tuple:
-        """(status, reason, headers, body) of the function's answer to the decided request."""
+    async def forward(self, decision: http_routes.Decision, method: str, headers: list, body: bytes, writer, keep):
+        """Send the decided request to the function and relay its answer to `writer`; False when the client's
+        connection is to close (an answer that ends with its connection, or one cut short)."""
         route = decision.route
         assert route is not None
         found = await self._ready(route.function)
         if found is None:
             self.emit("%s %s: function %s does not serve: 503" % (method, decision.target, route.function))
-            return 503, "Service Temporarily Unavailable", [("Content-Type", "text/html")], UNAVAILABLE
+            self._unavailable(writer, method, keep)
+            return keep
         instance, spec = found
-        # the function's front door records it as the gateway's, with the trigger (a client's own mark is dropped)
-        sent = [pair for pair in decision.request_headers(headers) if pair[0].lower() != SOURCE_HEADER.lower()]
-        sent += marked(instance, "gateway", route.trigger).items()
+        # the headers the function sees; Expect was answered here, and a client's own source mark is dropped
+        sent = [pair for pair in decision.request_headers(headers) if pair[0].lower() not in UNSENT]
         if body or method in ("POST", "PUT", "PATCH"):
             sent.append(("Content-Length", str(len(body))))
+        exchange, recorder = None, self.supervisor.recorder
+        if instance.server_port:  # the process backend: its server's own port, past the front door; recorded here
+            if recorder is not None and decision.target.partition("?")[0] not in NOT_CALLS:
+                exchange = Exchange(
+                    instance.name, method, decision.target, list(sent), source="gateway", trigger=route.trigger
+                )
+                exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)
+                recorder.started(instance.name, method, decision.target, "gateway", exchange.started)
+        else:  # the function's own URL: its front door (if any) records it as the gateway's, with the trigger
+            sent += marked(instance, "gateway", route.trigger).items()
         lines = ["%s %s HTTP/1.1" % (method, decision.target)] + ["%s: %s" % pair for pair in sent]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
-        key = _address(instance.url)
+        try:
+            return await self._exchange(decision, instance, spec, method, request, writer, keep, exchange)
+        finally:
+            if exchange is not None:
+                exchange.duration = time.time() - exchange.started
+                recorder.submit(exchange)
+
+    async def _exchange(self, decision, instance, spec, method, request, writer, keep, exchange) -> bool:
+        route = decision.route
+        loop = asyncio.get_running_loop()
         timeout = float(spec.timeout) + 10  # the function answers 408 itself at its timeout
         for attempt in range(2):
-            upstream = self._idle_upstream(key) if attempt == 0 else None  # a retry: a fresh connection
+            # a retry: a fresh connection
+            upstream = self._idle_upstream(route.function, instance) if attempt == 0 else None
             reused = upstream is not None
-            try:
+            if upstream is None:
+                upstream = await self._connect(route.function, instance)
                 if upstream is None:
-                    upstream = Upstream(*await asyncio.open_connection(*key, limit=MAX_HEAD))
-            except OSError as exc:
-                return self._bad_gateway(route, exc)
-            expiry = asyncio.get_running_loop().call_later(timeout, upstream.abort)  # cheaper than wait_for
+                    self.emit("%s %s: function %s does not serve: 503" % (method, decision.target, route.function))
+                    if exchange is not None:
+                        exchange.error = "the function's server is not running (%s)" % instance.state.value
+                    self._unavailable(writer, method, keep)
+                    return keep
+            expiry = loop.call_later(timeout, upstream.abort)  # cheaper than wait_for
+            relayed = Relayed()
             try:
                 upstream.writer.write(request)
-                answer = await self._response(upstream, method)
+                return await self._relay(upstream, writer, method, decision, keep, exchange, relayed)
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
                 upstream.close()
-                if expiry.cancelled() is False and expiry.when() <= asyncio.get_running_loop().time():
-                    return self._bad_gateway(route, TimeoutError("no answer within %gs" % timeout))
+                if relayed.head_sent:
+                    return self._cut_short(exchange, exc)
+                if not expiry.cancelled() and expiry.when() <= loop.time():
+                    late = TimeoutError("no answer within %gs" % timeout)
+                    return self._bad_gateway(route, late, writer, keep, exchange)
                 if reused and attempt == 0:
                     continue  # a kept-alive connection the function closed while idle: a fresh one
-                return self._bad_gateway(route, exc)
+                return self._bad_gateway(route, exc, writer, keep, exchange)
             except (OSError, TimeoutError, asyncio.LimitOverrunError, BadMessage) as exc:
                 upstream.close()
-                return self._bad_gateway(route, exc)
+                if relayed.head_sent:
+                    return self._cut_short(exchange, exc)
+                return self._bad_gateway(route, exc, writer, keep, exchange)
             finally:
                 expiry.cancel()
-            status, reason, answered, data, will_close = answer
-            if will_close:
-                upstream.close()
-            elif len(self.idle.setdefault(key, [])) < MAX_IDLE:
-                upstream.since = time.monotonic()
-                self.idle[key].append(upstream)
-            else:
-                upstream.close()
-            return status, reason, answered, data
         raise AssertionError("unreachable")
 
-    def _idle_upstream(self, key) -> Optional[Upstream]:
-        """A kept-alive connection to `key` that the function's server has not closed, nor will close any
-        moment now (Node closes one idle for 5 s): the most recently used one."""
-        pool = self.idle.get(key) or []
+    async def _connect(self, name: str, instance) -> Optional[Upstream]:
+        """A new connection to the function's server; one that is (re)starting or reloading is waited for (its
+        private port changes at each start, so it is asked again), up to READY_WAIT. None when none comes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_WAIT
+        while True:
+            try:
+                key = self._address(instance)
+                return Upstream(*await asyncio.open_connection(*key, limit=MAX_HEAD), key)
+            except OSError:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+            await asyncio.sleep(RETRY_PAUSE)
+            found = await self._ready(name, max(deadline - loop.time(), 0))
+            if found is None:
+                return None
+            instance = found[0]
+
+    @staticmethod
+    def _address(instance) -> tuple:
+        """Where the function's server takes connections: its private port (process backend), else its URL."""
+        return (HOST, instance.server_port) if instance.server_port else _address(instance.url)
+
+    def _idle_upstream(self, function: str, instance) -> Optional[Upstream]:
+        """A kept-alive connection to the function's server that it has not closed, nor will close any moment
+        now (Node closes one idle for 5 s): the most recently used one."""
+        pool = self.idle.get(function) or []
+        key = self._address(instance)
         while pool:
             upstream = pool.pop()
-            if not upstream.reader.at_eof() and time.monotonic() - upstream.since < MAX_IDLE_SECONDS:
+            fresh = time.monotonic() - upstream.since < MAX_IDLE_SECONDS
+            if upstream.key == key and fresh and not upstream.reader.at_eof():  # a restarted server: a new port
                 return upstream
             upstream.close()
         return None
 
-    @staticmethod
-    async def _response(upstream: Upstream, method: str) -> tuple:
-        head = await upstream.reader.readuntil(b"\r\n\r\n")
-        (version, status_text, reason), headers = parse_head(head)
-        if not status_text.isdigit():
-            raise BadMessage("malformed status line")
-        status = int(status_text)
-        lower = {name.lower(): value for name, value in headers}
-        connection = lower.get("connection", "").lower()
-        will_close = connection == "close" if version == "HTTP/1.1" else connection != "keep-alive"
-        if method == "HEAD" or status in (204, 304) or status < 200:
-            data = b""
+    def _pool(self, upstream: Upstream, function: str) -> None:
+        pool = self.idle.setdefault(function, [])
+        if len(pool) < MAX_IDLE:
+            upstream.since = time.monotonic()
+            pool.append(upstream)
         else:
-            framed = "content-length" in lower or "chunked" in lower.get("transfer-encoding", "").lower()
-            will_close = will_close or not framed
-            data = await read_body(upstream.reader, lower, until_eof=not framed)
-        return status, reason, headers, data, will_close
+            upstream.close()
 
-    def _bad_gateway(self, route, exc) -> tuple:
+    async def _relay(self, upstream, writer, method, decision, keep, exchange, relayed) -> bool:
+        """Relay the function's answer: its head with the route's headers over it, its body in pieces as it comes
+        (never held whole); the upstream connection goes back to the pool when the answer was framed."""
+        reader = upstream.reader
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            (version, status_text, reason), answered = parse_head(head)
+            if not status_text.isdigit():
+                raise BadMessage("malformed status line")
+            status = int(status_text)
+            if not (100 <= status < 200) or status == 101:
+                break  # an interim answer (100 Continue) is skipped, as the front door does
+        lower = {name.lower(): value for name, value in answered}
+        chunked = http1.is_chunked(lower)
+        length = lower.get("content-length")
+        if length is not None and not length.isdigit():
+            raise BadMessage("malformed Content-Length")
+        has_body = http1.answer_has_body(method, status)
+        framed = not has_body or chunked or length is not None
+        server_keeps = framed and http1.keeps_alive(version, lower)
+        keep = keep and framed  # an answer that ends with its connection ends the client's too
+        if exchange is not None:
+            exchange.status, exchange.response_headers = status, answered
+        headers = decision.response_headers_over(answered)
+        if not has_body:
+            self._answer(writer, method, status, reason, headers, b"", keep)
+        elif length is not None and int(length) <= CHUNK:
+            data = await reader.readexactly(int(length)) if int(length) else b""
+            self._answer(writer, method, status, reason, headers, data, keep)
+            if exchange is not None:
+                exchange.response_body, exchange.response_size = data[:MAX_BODY], len(data)
+        else:
+            framing = [("Content-Length", length)] if length is not None else []
+            framing += [("Transfer-Encoding", "chunked")] if chunked else []
+            writer.write(self._head(status, reason, headers + framing, keep))
+            relayed.head_sent = True
+            if chunked:
+                await self._relay_chunked(reader, writer, exchange)
+            else:
+                await self._relay_bytes(reader, writer, int(length) if length is not None else None, exchange)
+        if server_keeps:
+            self._pool(upstream, decision.route.function)
+        else:
+            upstream.close()
+        return keep
+
+    @staticmethod
+    async def _relay_bytes(reader, writer, length: Optional[int], exchange) -> None:
+        """`length` bytes (None: until the connection ends), passed on piece by piece."""
+        kept, size = bytearray(), 0
+        while length is None or size < length:
+            data = await reader.read(CHUNK if length is None else min(CHUNK, length - size))
+            if not data:
+                if length is None:
+                    break
+                raise asyncio.IncompleteReadError(bytes(kept), length)
+            size += len(data)
+            if exchange is not None and len(kept) < MAX_BODY:
+                kept += data[: MAX_BODY - len(kept)]
+            writer.write(data)
+            await writer.drain()
+        if exchange is not None:
+            exchange.response_body, exchange.response_size = bytes(kept), size
+
+    @staticmethod
+    async def _relay_chunked(reader, writer, exchange) -> None:
+        """A chunked body passed on chunk by chunk as it is (sizes, data, trailers)."""
+        kept, size = bytearray(), 0
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            try:
+                length = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BadMessage("malformed chunk size") from None
+            if length == 0:
+                while line != b"\r\n":  # trailers, then the blank line
+                    line = await reader.readuntil(b"\r\n")
+                    writer.write(line)
+                break
+            data = await reader.readexactly(length + 2)
+            size += length
+            if exchange is not None and len(kept) < MAX_BODY:
+                kept += data[: min(length, MAX_BODY - len(kept))]
+            writer.write(line + data)
+            await writer.drain()
+        if exchange is not None:
+            exchange.response_body, exchange.response_size = bytes(kept), size
+
+    def _cut_short(self, exchange, exc) -> bool:
+        """The answer broke after its head went to the client: the client's connection closes."""
+        if exchange is not None:
+            exchange.error = "the answer was cut short (%s)" % (exc or type(exc).__name__)
+        return False
+
+    def _unavailable(self, writer, method: str, keep: bool) -> None:
+        """What an ingress without endpoints answers."""
+        self._answer(
+            writer, method, 503, "Service Temporarily Unavailable", [("Content-Type", "text/html")], UNAVAILABLE, keep
+        )
+
+    def _bad_gateway(self, route, exc, writer, keep, exchange) -> bool:
         self.emit("function %s did not answer (%s): 502" % (route.function, exc or type(exc).__name__))
-        return 502, "Bad Gateway", [("Content-Type", "text/html")], b"<html><body>502 Bad Gateway</body></html>"
+        if exchange is not None:
+            exchange.status = 0
+            exchange.error = "the function's server closed the connection without answering (%s)" % (
+                exc or type(exc).__name__
+            )
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        self._answer(writer, "GET", 502, "Bad Gateway", [("Content-Type", "text/html")], body, keep)
+        return keep
