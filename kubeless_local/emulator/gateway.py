@@ -15,9 +15,11 @@ once a trigger has `tls` or `tls-secret`, a second listener for HTTPS whose cert
 """
 
 import asyncio
+import collections
 import functools
 import hashlib
 import os
+import re
 import socket
 import ssl
 import threading
@@ -48,7 +50,7 @@ UNAVAILABLE = (
 )
 
 
-MAX_HEAD = 64 * 1024  # headers larger than this: a client's connection is closed, a function's answer is a 502
+MAX_PIPELINED = 16  # requests a client sent ahead of their answers; beyond, its connection is not read
 MAX_IDLE = 16  # idle kept-alive connections kept per function
 MAX_IDLE_SECONDS = 4.0  # below the shortest keep-alive timeout of the runtimes' servers (Node: 5 s)
 
@@ -72,9 +74,9 @@ def _reason(status: int) -> str:
 
 
 def parse_head(head: bytes) -> tuple:
-    """(first line's three parts, [(name, value)]) of a message head ending in CRLF CRLF."""
+    """(first line's three parts, [(name, value)]) of a message head ending in a blank line."""
     try:
-        first, *lines = head[:-4].decode("latin-1").split("\r\n")
+        first, *lines = head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n").split("\n")
         parts = first.split(" ", 2)
     except ValueError:
         raise BadMessage("undecodable head") from None
@@ -87,51 +89,6 @@ def parse_head(head: bytes) -> tuple:
             raise BadMessage("malformed header line %r" % line[:80])
         headers.append((name, value.strip()))
     return (*parts, "")[:3], headers
-
-
-async def read_body(reader: asyncio.StreamReader, headers: dict) -> bytes:
-    """The body of a message whose headers (lower-cased names) are `headers`; chunked decoded."""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks: list = []
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadMessage("malformed chunk size") from None
-            if size == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":
-                    pass  # trailers
-                return b"".join(chunks)
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length = headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise BadMessage("malformed Content-Length")
-        return await reader.readexactly(int(length)) if int(length) else b""
-    return b""
-
-
-class Upstream:
-    """One kept-alive connection to a function's server."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: tuple):
-        self.reader, self.writer, self.key = reader, writer, key  # key: (host, port) it is connected to
-        self.since = 0.0  # when it was last put back idle
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def abort(self) -> None:
-        """The function did not answer in time: the read waiting on it fails (IncompleteReadError)."""
-        self.writer.transport.abort()
-
-
-class Relayed:
-    """How far an answer got: once its head went to the client, a failure can only cut the connection."""
-
-    head_sent = False
 
 
 class Gateway:
@@ -156,6 +113,7 @@ class Gateway:
         self.server: Optional[asyncio.Server] = None
         self.thread: Optional[threading.Thread] = None
         self.idle: dict = {}  # function → [Upstream], touched only by the loop's thread
+        self.clients: set = set()  # the open client connections (Client)
         self.shown: tuple = ()  # the route lines last printed
         self.problems: list = []
         self.loaded = False  # the first update (dev's start) raises a taken port; later ones say it
@@ -221,8 +179,7 @@ class Gateway:
             self.loop.set_exception_handler(self._loop_error)
             self.thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
             self.thread.start()
-        serve = functools.partial(self._serve, scheme)
-        opening = asyncio.start_server(serve, HOST, port, backlog=128, limit=MAX_HEAD, ssl=context)
+        opening = self.loop.create_server(lambda: Client(self, scheme), HOST, port, backlog=128, ssl=context)
         try:
             return asyncio.run_coroutine_threadsafe(opening, self.loop).result(timeout=10)
         except OSError as exc:
@@ -254,6 +211,8 @@ class Gateway:
                 for upstream in pool:
                     upstream.close()
             self.idle.clear()
+            for client in list(self.clients):
+                client.close()  # an answer being relayed is cut: its job ends as its client goes
             requests = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in requests:
                 task.cancel()  # connections still open: each closes its socket as it ends
@@ -307,172 +266,84 @@ class Gateway:
             connection.context = chosen
 
     # ------------------------------------------------------------ serving
-    async def _serve(self, scheme: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername") or ("127.0.0.1", 0)
-        try:
-            while await self._one_request(reader, writer, peer[0], scheme):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass  # the client went away, or sent something too large to read
-        except asyncio.CancelledError:
-            pass  # the gateway stops: the connection ends here (asyncio logs a cancelled connection task)
-        except BadMessage:
-            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        except Exception as exc:  # noqa: BLE001 - one bad request must not end the gateway; said in its log
-            self.emit("request from %s failed: %r" % (peer[0], exc))
-        finally:
-            writer.close()
-
-    async def _one_request(self, reader, writer, client: str, scheme: str) -> bool:
-        """Serve one request; False when the connection is to close."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial.strip():
-                raise BadMessage("incomplete head") from None
-            return False  # closed between requests
-        (method, target, version), headers = parse_head(head)
-        lower = {name.lower(): value for name, value in headers}
-        if lower.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await read_body(reader, lower)
-        connection = lower.get("connection", "").lower()
-        keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        decision = self.table.decide(
-            method,
-            lower.get("host", ""),
-            target,
-            lower,
-            client=client,
-            scheme=scheme,
-            port=self.https_port if scheme == "https" else self.port,
-            https_port=self.https_port,
-        )
-
-        if decision.status:
-            if decision.status in (404, 401):
-                self.emit(
-                    "%s %s (Host %s): %d, %s" % (method, target, lower.get("host"), decision.status, decision.reason)
-                )
-            self._answer(writer, method, decision.status, "", list(decision.response_headers), decision.body, keep)
-        else:
-            keep = await self.forward(decision, method, headers, body, writer, keep)
-        await writer.drain()
-        return keep
-
-    @classmethod
-    def _answer(cls, writer, method: str, status: int, reason: str, headers: list, body: bytes, keep: bool) -> None:
+    def _answer(self, client: "Client", method: str, status: int, reason: str, headers: list, body: bytes, keep: bool):
         """A whole answer: `headers` (their Content-Length aside) and `body`, with its length."""
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         no_body = status in (204, 304) or 100 <= status < 200
         if not no_body:
             headers.append(("Content-Length", str(len(body))))
-        head = cls._head(status, reason, headers, keep)
-        writer.write(head if no_body or method == "HEAD" else head + body)
+        head = head_of(status, reason, headers, keep)
+        client.write(head if no_body or method == "HEAD" else head + body)
 
-    @staticmethod
-    def _head(status: int, reason: str, headers: list, keep: bool) -> bytes:
-        lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))] + ["%s: %s" % pair for pair in headers]
-        if not keep:
-            lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    def serve(self, client: "Client", request: "Request") -> None:
+        """Answer one request: decided here, or forwarded (`client.done` once its answer is out)."""
+        lower = request.fields
+        decision = self.table.decide(
+            request.method,
+            lower.get("host", ""),
+            request.target,
+            lower,
+            client=client.peer,
+            scheme=client.scheme,
+            port=self.https_port if client.scheme == "https" else self.port,
+            https_port=self.https_port,
+        )
+        if decision.status:
+            if decision.status in (404, 401):
+                self.emit(
+                    "%s %s (Host %s): %d, %s"
+                    % (request.method, request.target, lower.get("host"), decision.status, decision.reason)
+                )
+            headers = list(decision.response_headers)
+            self._answer(client, request.method, decision.status, "", headers, decision.body, request.keep)
+            client.done(request.keep)
+            return
+        route = decision.route
+        assert route is not None
+        found = self.supervisor.wait_ready(route.function, 0)  # serving: the common case, without a thread
+        job = Job(self, client, request, decision, found)
+        upstream = self._idle_upstream(route.function, found[0]) if found is not None else None
+        if upstream is not None:
+            job.send(upstream, reused=True)
+        else:
+            client.task = asyncio.ensure_future(self._start(job))  # waits for the function, or connects
 
     # ------------------------------------------------------------ forwarding
     async def _ready(self, name: str, wait: float = READY_WAIT):
-        found = self.supervisor.wait_ready(name, 0)  # serving: the common case, without a thread
+        found = self.supervisor.wait_ready(name, 0)
         if found is None and wait > 0:
             found = await asyncio.get_running_loop().run_in_executor(None, self.supervisor.wait_ready, name, wait)
         return found
 
-    async def forward(self, decision: http_routes.Decision, method: str, headers: list, body: bytes, writer, keep):
-        """Send the decided request to the function and relay its answer to `writer`; False when the client's
-        connection is to close (an answer that ends with its connection, or one cut short)."""
-        route = decision.route
-        assert route is not None
-        found = await self._ready(route.function)
-        if found is None:
-            self.emit("%s %s: function %s does not serve: 503" % (method, decision.target, route.function))
-            self._unavailable(writer, method, keep)
-            return keep
-        instance, spec = found
-        # the headers the function sees; Expect was answered here, and a client's own source mark is dropped
-        sent = [pair for pair in decision.request_headers(headers) if pair[0].lower() not in UNSENT]
-        if body or method in ("POST", "PUT", "PATCH"):
-            sent.append(("Content-Length", str(len(body))))
-        exchange, recorder = None, self.supervisor.recorder
-        if instance.server_port:  # the process backend: its server's own port, past the front door; recorded here
-            if recorder is not None and decision.target.partition("?")[0] not in NOT_CALLS:
-                exchange = Exchange(
-                    instance.name, method, decision.target, list(sent), source="gateway", trigger=route.trigger
-                )
-                exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)
-                recorder.started(instance.name, method, decision.target, "gateway", exchange.started)
-        else:  # the function's own URL: its front door (if any) records it as the gateway's, with the trigger
-            sent += marked(instance, "gateway", route.trigger).items()
-        lines = ["%s %s HTTP/1.1" % (method, decision.target)] + ["%s: %s" % pair for pair in sent]
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
-        try:
-            return await self._exchange(decision, instance, spec, method, request, writer, keep, exchange)
-        finally:
-            if exchange is not None:
-                exchange.duration = time.time() - exchange.started
-                recorder.submit(exchange)
+    async def _start(self, job: "Job") -> None:
+        """A job without an idle connection: the function waited for (a few seconds, then 503), a connection made."""
+        name = job.decision.route.function
+        if job.found is None:
+            job.found = await self._ready(name)
+            if job.found is None:
+                self.emit("%s %s: function %s does not serve: 503" % (job.method, job.decision.target, name))
+                job.unavailable(recorded=False)
+                return
+            job.prepare()
+        upstream = await self._connect(name, job.found[0])
+        if upstream is None:
+            self.emit("%s %s: function %s does not serve: 503" % (job.method, job.decision.target, name))
+            job.unavailable(recorded=True)
+            return
+        job.send(upstream, reused=False)
 
-    async def _exchange(self, decision, instance, spec, method, request, writer, keep, exchange) -> bool:
-        route = decision.route
-        loop = asyncio.get_running_loop()
-        timeout = float(spec.timeout) + 10  # the function answers 408 itself at its timeout
-        for attempt in range(2):
-            # a retry: a fresh connection
-            upstream = self._idle_upstream(route.function, instance) if attempt == 0 else None
-            reused = upstream is not None
-            if upstream is None:
-                upstream = await self._connect(route.function, instance)
-                if upstream is None:
-                    self.emit("%s %s: function %s does not serve: 503" % (method, decision.target, route.function))
-                    if exchange is not None:
-                        exchange.error = "the function's server is not running (%s)" % instance.state.value
-                    self._unavailable(writer, method, keep)
-                    return keep
-            expiry = loop.call_later(timeout, upstream.abort)  # cheaper than wait_for
-            relayed = Relayed()
-            try:
-                upstream.writer.write(request)
-                return await self._relay(upstream, writer, method, decision, keep, exchange, relayed)
-            except (ConnectionError, asyncio.IncompleteReadError) as exc:
-                upstream.close()
-                if relayed.head_sent:
-                    return self._cut_short(exchange, exc)
-                if not expiry.cancelled() and expiry.when() <= loop.time():
-                    late = TimeoutError("no answer within %gs" % timeout)
-                    return self._bad_gateway(route, late, writer, keep, exchange)
-                if reused and attempt == 0:
-                    continue  # a kept-alive connection the function closed while idle: a fresh one
-                return self._bad_gateway(route, exc, writer, keep, exchange)
-            except (OSError, TimeoutError, asyncio.LimitOverrunError, BadMessage) as exc:
-                upstream.close()
-                if relayed.head_sent:
-                    return self._cut_short(exchange, exc)
-                return self._bad_gateway(route, exc, writer, keep, exchange)
-            finally:
-                expiry.cancel()
-        raise AssertionError("unreachable")
-
-    async def _connect(self, name: str, instance) -> Optional[Upstream]:
+    async def _connect(self, name: str, instance) -> Optional["Upstream"]:
         """A new connection to the function's server; one that is (re)starting or reloading is waited for (its
         private port changes at each start, so it is asked again), up to READY_WAIT. None when none comes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_WAIT
         while True:
+            key = self._address(instance)
             try:
-                key = self._address(instance)
-                return Upstream(*await asyncio.open_connection(*key, limit=MAX_HEAD), key)
+                _, upstream = await loop.create_connection(functools.partial(Upstream, key), *key)
+                return upstream
             except OSError:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if deadline - loop.time() <= 0:
                     return None
             await asyncio.sleep(RETRY_PAUSE)
             found = await self._ready(name, max(deadline - loop.time(), 0))
@@ -485,134 +356,435 @@ class Gateway:
         """Where the function's server takes connections: its private port (process backend), else its URL."""
         return (HOST, instance.server_port) if instance.server_port else _address(instance.url)
 
-    def _idle_upstream(self, function: str, instance) -> Optional[Upstream]:
+    def _idle_upstream(self, function: str, instance) -> Optional["Upstream"]:
         """A kept-alive connection to the function's server that it has not closed, nor will close any moment
         now (Node closes one idle for 5 s): the most recently used one."""
-        pool = self.idle.get(function) or []
+        pool = self.idle.get(function)
+        if not pool:
+            return None
         key = self._address(instance)
         while pool:
             upstream = pool.pop()
             fresh = time.monotonic() - upstream.since < MAX_IDLE_SECONDS
-            if upstream.key == key and fresh and not upstream.reader.at_eof():  # a restarted server: a new port
+            if upstream.key == key and fresh and not upstream.closed:  # a restarted server: a new port
                 return upstream
             upstream.close()
         return None
 
-    def _pool(self, upstream: Upstream, function: str) -> None:
+    def pool(self, upstream: "Upstream", function: str) -> None:
         pool = self.idle.setdefault(function, [])
-        if len(pool) < MAX_IDLE:
+        if len(pool) < MAX_IDLE and not upstream.closed:
             upstream.since = time.monotonic()
             pool.append(upstream)
         else:
             upstream.close()
 
-    async def _relay(self, upstream, writer, method, decision, keep, exchange, relayed) -> bool:
-        """Relay the function's answer: its head with the route's headers over it, its body in pieces as it comes
-        (never held whole); the upstream connection goes back to the pool when the answer was framed."""
-        reader = upstream.reader
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            (version, status_text, reason), answered = parse_head(head)
-            if not status_text.isdigit():
-                raise BadMessage("malformed status line")
-            status = int(status_text)
-            if not (100 <= status < 200) or status == 101:
-                break  # an interim answer (100 Continue) is skipped, as the front door does
-        lower = {name.lower(): value for name, value in answered}
-        chunked = http1.is_chunked(lower)
-        length = lower.get("content-length")
-        if length is not None and not length.isdigit():
+    def bad_gateway(self, job: "Job", exc) -> None:
+        self.emit("function %s did not answer (%s): 502" % (job.decision.route.function, exc or type(exc).__name__))
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        self._answer(job.client, "GET", 502, "Bad Gateway", [("Content-Type", "text/html")], body, job.keep)
+
+    def unavailable(self, client: "Client", method: str, keep: bool) -> None:
+        """What an ingress without endpoints answers."""
+        headers = [("Content-Type", "text/html")]
+        self._answer(client, method, 503, "Service Temporarily Unavailable", headers, UNAVAILABLE, keep)
+
+
+@functools.lru_cache(maxsize=64)
+def dropping(replaced: tuple) -> "re.Pattern[bytes]":
+    """The header lines of an answer's head the client never gets: hop-by-hop ones, its framing (set again by the
+    gateway), and those whose names the route sets itself (`replaced`, its CORS headers)."""
+    names = sorted(http_routes.HOP_BY_HOP | {"content-length"} | {name.lower() for name in replaced})
+    return re.compile(rb"\r?\n(?:%s)[ \t]*:[^\r\n]*" % b"|".join(re.escape(n.encode()) for n in names), re.I)
+
+
+def head_of(status: int, reason: str, headers: list, keep: bool) -> bytes:
+    lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))] + ["%s: %s" % pair for pair in headers]
+    if not keep:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+class Request:
+    """One request as the client sent it, body whole (decoded when chunked)."""
+
+    __slots__ = ("body", "fields", "headers", "keep", "method", "target", "version")
+
+    def __init__(self, head: bytes) -> None:
+        (self.method, self.target, self.version), self.headers = parse_head(head)
+        if not self.version.startswith("HTTP/1."):
+            raise BadMessage("not HTTP/1.x: %r" % self.version[:20])
+        self.fields = {name.lower(): value for name, value in self.headers}
+        self.body = bytearray()
+        self.keep = http1.keeps_alive(self.version, self.fields)
+
+    def framing(self) -> http1.Framing:
+        if http1.is_chunked(self.fields):
+            return http1.CHUNKED, 0
+        length = self.fields.get("content-length")
+        if length is None:
+            return http1.NONE, 0
+        if not length.isdigit():
             raise BadMessage("malformed Content-Length")
-        has_body = http1.answer_has_body(method, status)
-        framed = not has_body or chunked or length is not None
-        server_keeps = framed and http1.keeps_alive(version, lower)
-        keep = keep and framed  # an answer that ends with its connection ends the client's too
-        if exchange is not None:
-            exchange.status, exchange.response_headers = status, answered
-        headers = decision.response_headers_over(answered)
-        if not has_body:
-            self._answer(writer, method, status, reason, headers, b"", keep)
-        elif length is not None and int(length) <= CHUNK:
-            data = await reader.readexactly(int(length)) if int(length) else b""
-            self._answer(writer, method, status, reason, headers, data, keep)
-            if exchange is not None:
-                exchange.response_body, exchange.response_size = data[:MAX_BODY], len(data)
-        else:
-            framing = [("Content-Length", length)] if length is not None else []
-            framing += [("Transfer-Encoding", "chunked")] if chunked else []
-            writer.write(self._head(status, reason, headers + framing, keep))
-            relayed.head_sent = True
-            if chunked:
-                await self._relay_chunked(reader, writer, exchange)
-            else:
-                await self._relay_bytes(reader, writer, int(length) if length is not None else None, exchange)
-        if server_keeps:
-            self._pool(upstream, decision.route.function)
-        else:
-            upstream.close()
-        return keep
+        return http1.LENGTH, int(length)
 
-    @staticmethod
-    async def _relay_bytes(reader, writer, length: Optional[int], exchange) -> None:
-        """`length` bytes (None: until the connection ends), passed on piece by piece."""
-        kept, size = bytearray(), 0
-        while length is None or size < length:
-            data = await reader.read(CHUNK if length is None else min(CHUNK, length - size))
-            if not data:
-                if length is None:
-                    break
-                raise asyncio.IncompleteReadError(bytes(kept), length)
-            size += len(data)
-            if exchange is not None and len(kept) < MAX_BODY:
-                kept += data[: MAX_BODY - len(kept)]
-            writer.write(data)
-            await writer.drain()
-        if exchange is not None:
-            exchange.response_body, exchange.response_size = bytes(kept), size
 
-    @staticmethod
-    async def _relay_chunked(reader, writer, exchange) -> None:
-        """A chunked body passed on chunk by chunk as it is (sizes, data, trailers)."""
-        kept, size = bytearray(), 0
-        while True:
-            line = await reader.readuntil(b"\r\n")
+class Client(asyncio.Protocol):
+    """One client connection: requests read as they come (http1.Stream), answered one at a time, in order."""
+
+    def __init__(self, gateway: "Gateway", scheme: str) -> None:
+        self.gateway, self.scheme = gateway, scheme
+        self.transport: Optional[asyncio.Transport] = None
+        self.peer = HOST
+        self.stream = http1.Stream(self._head, self._body, self._end)
+        self.reading: Optional[Request] = None
+        self.waiting: collections.deque = collections.deque()  # complete requests not answered yet
+        self.busy = False  # a request is being answered
+        self.closed = False
+        self.job: Optional[Job] = None  # the forwarded request being answered
+        self.task: Optional[asyncio.Future] = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = (transport.get_extra_info("peername") or (HOST, 0))[0]
+        self.gateway.clients.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.gateway.clients.discard(self)
+        if self.job is not None:
+            self.job.client_gone()
+        if self.task is not None:
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.stream.feed(data)
+            if self.stream.state == http1.OPAQUE:
+                raise BadMessage("a head too long, or not HTTP/1.1")
+        except BadMessage:
+            self.waiting.clear()
+            self.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.close()
+            return
+        if len(self.waiting) > MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()  # a client that sends without reading: it waits
+        self._next()
+
+    def eof_received(self) -> bool:
+        self.waiting.append(None)  # after the requests before it are answered, the connection closes
+        self._next()
+        return True  # half-closed: the answers still go out
+
+    def pause_writing(self) -> None:
+        if self.job is not None:
+            self.job.pause(True)
+
+    def resume_writing(self) -> None:
+        if self.job is not None:
+            self.job.pause(False)
+
+    # the request stream's callbacks
+    def _head(self, head: bytes) -> tuple:
+        self.reading = request = Request(head)
+        if "100-continue" in request.fields.get("expect", "").lower():
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is read here, whole
+        return b"", request.framing()
+
+    def _body(self, piece: memoryview) -> None:
+        assert self.reading is not None
+        self.reading.body += piece
+
+    def _end(self) -> None:
+        self.waiting.append(self.reading)
+        self.reading = None
+
+    def _next(self) -> None:
+        """Serve the next complete request, unless one is being answered."""
+        while not self.busy and self.waiting and not self.closed:
+            request = self.waiting.popleft()
+            if request is None:
+                self.close()
+                return
+            self.busy = True
             try:
-                length = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadMessage("malformed chunk size") from None
-            if length == 0:
-                while line != b"\r\n":  # trailers, then the blank line
-                    line = await reader.readuntil(b"\r\n")
-                    writer.write(line)
-                break
-            data = await reader.readexactly(length + 2)
-            size += length
-            if exchange is not None and len(kept) < MAX_BODY:
-                kept += data[: min(length, MAX_BODY - len(kept))]
-            writer.write(line + data)
-            await writer.drain()
-        if exchange is not None:
-            exchange.response_body, exchange.response_size = bytes(kept), size
+                self.gateway.serve(self, request)
+            except Exception as exc:  # noqa: BLE001 - one bad request must not end the gateway; said in its log
+                self.gateway.emit("request from %s failed: %r" % (self.peer, exc))
+                self.close()
 
-    def _cut_short(self, exchange, exc) -> bool:
-        """The answer broke after its head went to the client: the client's connection closes."""
-        if exchange is not None:
-            exchange.error = "the answer was cut short (%s)" % (exc or type(exc).__name__)
+    def done(self, keep: bool) -> None:
+        """The answer is out: the next request, or the connection closes."""
+        self.busy, self.job, self.task = False, None, None
+        if not keep:
+            self.close()
+            return
+        if self.transport is not None and len(self.waiting) <= MAX_PIPELINED:
+            self.transport.resume_reading()
+        self._next()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()  # what is written still goes out
+
+
+class Upstream(asyncio.Protocol):
+    """One kept-alive connection to a function's server; its answers go to the job it carries."""
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key  # (host, port) it is connected to
+        self.transport: Optional[asyncio.Transport] = None
+        self.job: Optional[Job] = None
+        self.closed = False
+        self.since = 0.0  # when it was last put back idle
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self.job is not None:
+            self.job.feed(data)
+        else:
+            self.close()  # the server said something while idle: not to be used again
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        if self.job is not None:
+            self.job.ended(ConnectionResetError("the function's server closed the connection"))
         return False
 
-    def _unavailable(self, writer, method: str, keep: bool) -> None:
-        """What an ingress without endpoints answers."""
-        self._answer(
-            writer, method, 503, "Service Temporarily Unavailable", [("Content-Type", "text/html")], UNAVAILABLE, keep
-        )
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.job is not None:
+            self.job.ended(exc or ConnectionResetError("the function's server closed the connection"))
 
-    def _bad_gateway(self, route, exc, writer, keep, exchange) -> bool:
-        self.emit("function %s did not answer (%s): 502" % (route.function, exc or type(exc).__name__))
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Job:
+    """One forwarded request: sent to the function's server, its answer relayed to the client as it comes
+    (http1.Stream: the head rewritten, the body passed on in the pieces it arrives in, never held whole), and,
+    on the process backend, recorded as the front door records a call."""
+
+    def __init__(self, gateway: Gateway, client: Client, request: Request, decision, found) -> None:
+        self.gateway, self.client, self.request, self.decision, self.found = gateway, client, request, decision, found
+        self.method, self.keep = request.method, request.keep
+        self.upstream: Optional[Upstream] = None
+        self.reused = False
+        self.expiry: Optional[asyncio.TimerHandle] = None
+        self.expired = False
+        self.head_sent = False  # once the answer's head went out, a failure can only cut the connection
+        self.server_keeps = False
+        self.interim = False
+        self.finished = False
+        self.exchange: Optional[Exchange] = None
+        self.kept = bytearray()
+        self.size = 0
+        self.payload = b""
+        self.stream = http1.Stream(self._head, self._body, self._end)
+        self.done_reading = False
+        client.job = self
+        if found is not None:
+            self.prepare()
+
+    def prepare(self) -> None:
+        """The request as the function's server receives it, and its record."""
+        instance, _ = self.found
+        route, request, target = self.decision.route, self.request, self.decision.target
+        sent = [pair for pair in self.decision.request_headers(request.headers) if pair[0].lower() not in UNSENT]
+        body = bytes(request.body)
+        if body or self.method in ("POST", "PUT", "PATCH"):
+            sent.append(("Content-Length", str(len(body))))
+        if not instance.server_port:  # the function's own URL: its front door (if any) records it, as the gateway's
+            sent += marked(instance, "gateway", route.trigger).items()
+        lines = ["%s %s HTTP/1.1" % (self.method, target)] + ["%s: %s" % pair for pair in sent]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        self.payload = head + body
+        recorder = self.gateway.supervisor.recorder
+        if instance.server_port and recorder is not None and target.partition("?")[0] not in NOT_CALLS:
+            # the process backend: its server's own port, past the front door; recorded here as the door does (the
+            # heads are parsed by the recorder's writer, off this loop)
+            self.exchange = exchange = Exchange(instance.name, self.method, target, [], source="gateway")
+            exchange.trigger, exchange.request_head = route.trigger, head
+            exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)
+            recorder.started(instance.name, self.method, target, "gateway", exchange.started)
+
+    def send(self, upstream: Upstream, reused: bool) -> None:
+        if self.client.closed:
+            self.upstream = upstream
+            self.finish(reusable=True, error="the client went away before the answer")
+            return
+        self.upstream, self.reused, upstream.job = upstream, reused, self
+        self.stream = http1.Stream(self._head, self._body, self._end)
+        self.done_reading = self.head_sent = self.expired = False
+        timeout = float(self.found[1].timeout) + 10  # the function answers 408 itself at its timeout
+        self.expiry = asyncio.get_running_loop().call_later(timeout, self._expire, timeout)
+        assert upstream.transport is not None
+        upstream.transport.write(self.payload)
+
+    def _expire(self, timeout: float) -> None:
+        self.expired = True
+        self.ended(TimeoutError("no answer within %gs" % timeout))
+
+    def feed(self, data: bytes) -> None:
+        try:
+            out = self.stream.feed(data)
+            if self.stream.state == http1.OPAQUE:
+                raise BadMessage("an answer that is not HTTP/1.1")
+        except BadMessage as exc:
+            self.ended(exc)
+            return
+        if out:
+            self.client.write(out)
+        if self.stream.state == http1.UNTIL_CLOSE:
+            return
+        if self.done_reading:
+            self.finish(reusable=self.server_keeps)
+
+    def _head(self, head: bytes) -> tuple:
+        """The answer's head as the client gets it: the function's, its hop-by-hop headers and those the route
+        sets (CORS) taken out as bytes, the route's and the framing's added; and how its body is framed."""
+        end = head.find(b"\n")
+        parts = head[:end].split(None, 2)
+        if len(parts) < 2 or not parts[1].isdigit() or not parts[0].startswith(b"HTTP/1."):
+            raise BadMessage("malformed status line")
+        status = int(parts[1])
+        if 100 <= status < 200 and status != 101:
+            self.interim = True  # an interim answer (100 Continue) is skipped, as the front door does
+            return b"", (http1.NONE, 0)
+        lowered = head.lower()
+        length_field, connection = http1.field(lowered, b"content-length:"), http1.field(lowered, b"connection:")
+        length = length_field.decode("latin-1") if length_field is not None else None
+        if length is not None and not length.isdigit():
+            raise BadMessage("malformed Content-Length")
+        chunked = b"chunked" in (http1.field(lowered, b"transfer-encoding:") or b"")
+        has_body = http1.answer_has_body(self.method, status)
+        framed = not has_body or chunked or length is not None
+        version = parts[0].decode("latin-1")
+        fields = {"connection": connection.decode("latin-1")} if connection is not None else {}
+        self.server_keeps = framed and http1.keeps_alive(version, fields)
+        self.keep = self.keep and framed  # an answer that ends with its connection ends the client's too
+        if self.exchange is not None:
+            self.exchange.status, self.exchange.response_head = status, head
+        added = list(self.decision.response_headers)
+        if not has_body:
+            framing: http1.Framing = (http1.NONE, 0)
+            if status not in http1.NO_BODY_STATUS and length is not None:
+                added.append(("Content-Length", length))  # a HEAD's answer says the length a GET's would have
+        elif chunked:
+            framing = (http1.CHUNKED, 0)
+            added.append(("Transfer-Encoding", "chunked"))
+        elif length is not None:
+            framing = (http1.LENGTH, int(length))
+            added.append(("Content-Length", length))
+        else:
+            framing = (http1.UNTIL_CLOSE, 0)
+        if not self.keep:
+            added.append(("Connection", "close"))
+        kept = dropping(tuple(name for name, _ in self.decision.response_headers)).sub(b"", head.rstrip(b"\r\n"))
+        lines = "".join("\r\n%s: %s" % pair for pair in added).encode("latin-1", "replace")
+        self.head_sent = True
+        return kept + lines + b"\r\n\r\n", framing
+
+    def _body(self, piece: memoryview) -> None:
+        self.size += len(piece)
+        if self.exchange is not None and len(self.kept) < MAX_BODY:
+            self.kept += piece[: MAX_BODY - len(self.kept)]
+
+    def _end(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.done_reading = True
+
+    def pause(self, paused: bool) -> None:
+        """The client reads slower than the function answers: the function's connection waits."""
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None and not upstream.closed:
+            if paused:
+                upstream.transport.pause_reading()
+            else:
+                upstream.transport.resume_reading()
+
+    def ended(self, exc: BaseException) -> None:
+        """The function's connection ended (or failed, or timed out) before the answer did."""
+        if self.finished:
+            return
+        if self.stream.state == http1.UNTIL_CLOSE and not self.expired:
+            self.keep = False  # an answer without a length ends with its connection: it is whole
+            self.finish(reusable=False)
+            return
+        if self.head_sent:
+            self.keep = False
+            self.finish(reusable=False, error="the answer was cut short (%s)" % (exc or type(exc).__name__))
+            return
+        if self.reused and not self.expired and self.upstream is not None:
+            # a kept-alive connection the function closed while idle: once more, on a fresh one
+            self._release(reusable=False)
+            self.reused = False
+            self.client.task = asyncio.ensure_future(self.gateway._start(self))
+            return
+        self.gateway.bad_gateway(self, exc)
+        error = "the function's server closed the connection without answering (%s)" % (exc or type(exc).__name__)
+        self.finish(reusable=False, error=error)
+
+    def _release(self, reusable: bool) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        upstream, self.upstream = self.upstream, None
+        if upstream is None:
+            return
+        upstream.job = None
+        if upstream.transport is not None and upstream.transport.is_reading() is False and not upstream.closed:
+            upstream.transport.resume_reading()
+        if reusable:
+            self.gateway.pool(upstream, self.decision.route.function)
+        elif self.expired or not upstream.closed:
+            upstream.abort()
+
+    def unavailable(self, recorded: bool) -> None:
+        """No server came: 503, as an ingress without endpoints answers."""
+        self.gateway.unavailable(self.client, self.method, self.keep)
+        if recorded and self.exchange is not None:
+            state = self.found[0].state.value if self.found is not None else "gone"
+            self.finish(reusable=False, error="the function's server is not running (%s)" % state)
+        else:
+            self.exchange = None
+            self.finish(reusable=False)
+
+    def client_gone(self) -> None:
+        """The client closed its connection while its request was being answered."""
+        if not self.finished:
+            self.finish(reusable=False, error="the client went away before the answer ended")
+
+    def finish(self, reusable: bool, error: str = "") -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._release(reusable)
+        exchange = self.exchange
         if exchange is not None:
-            exchange.status = 0
-            exchange.error = "the function's server closed the connection without answering (%s)" % (
-                exc or type(exc).__name__
-            )
-        body = b"<html><body>502 Bad Gateway</body></html>"
-        self._answer(writer, "GET", 502, "Bad Gateway", [("Content-Type", "text/html")], body, keep)
-        return keep
+            exchange.error = exchange.error or error
+            exchange.response_body, exchange.response_size = bytes(self.kept), self.size
+            exchange.duration = time.time() - exchange.started
+            recorder = self.gateway.supervisor.recorder
+            if recorder is not None:
+                recorder.submit(exchange)
+        self.client.done(self.keep)
