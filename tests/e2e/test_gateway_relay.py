@@ -168,7 +168,7 @@ def test_an_answer_without_a_length_ends_with_its_connection(gateway):
 
 def test_a_restarting_server_is_waited_for_on_its_new_port(gateway):
     """The server's private port refuses (it restarts); the next look at the function names a new port."""
-    gateway, instances, recorder = gateway
+    gateway, _, recorder = gateway
     server = FunctionServer(lambda sock, _: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
