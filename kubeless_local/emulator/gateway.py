@@ -3,15 +3,23 @@
 Guarantee: every request is decided by `http_routes.RouteTable.decide`, the table `gateway explain` and push's
 Ingresses use too; this module only moves bytes. It listens only while the project has HTTPTriggers (bound
 on the first table that has routes; a taken port is a `Conflict` then). A request the table forwards goes
-to the function's own URL over a kept-alive connection (a pool per URL), with the ingress-nginx forwarded
-headers set, `Proxy` (and after basic auth, `Authorization`) removed, and the route's CORS headers replacing
-any of the same name the function set. A function that does not serve yet is waited for a few seconds,
-then answered 503 as an ingress without endpoints answers.
+to the function's server over a kept-alive connection (a pool per function), with the ingress-nginx
+forwarded headers set, `Proxy`, `Expect` (answered here) and, after basic auth, `Authorization` removed; the
+answer comes back with the route's CORS headers replacing any of the same name the function set, its body
+relayed in the pieces it arrives in (never held whole; one without a length ends the client's connection
+with it). A function that does not serve yet, or whose server is restarting, is waited for up to READY_WAIT
+seconds, then answered 503 as an ingress without endpoints answers.
 
-One asyncio loop in a thread of its own serves every connection (HTTP/1.1 keep-alive, parsed here: the
-threaded http.server reached a quarter of the direct throughput, BENCHMARKS.md "HTTPTrigger gateway"), and,
-once a trigger has `tls` or `tls-secret`, a second listener for HTTPS whose certificate SNI picks
-(emulator/tls.py).
+Where it goes: on the process backend, the runtime server's own private port, past the function's front door
+(proxy.py), asked again at each new connection since it changes at each start; the gateway then records the
+call itself, as the door would (recorder.Exchange with source=gateway and the trigger; /healthz and /metrics
+are not calls). Elsewhere (docker) the function's URL, its door, with the gateway's mark (recorder.marked) so
+that the door records it so. One relay either way: through the door as well, a request crossed two Python
+relays sharing dev's GIL (0.4× of the direct throughput at c10, BENCHMARKS.md "HTTPTrigger gateway").
+
+One asyncio loop in a thread of its own serves every connection with Protocols (Client, Upstream; HTTP/1.1
+read as it passes by http1.Stream, as the docker door reads it: streams cost more per request), and, once a
+trigger has `tls` or `tls-secret`, a second listener for HTTPS whose certificate SNI picks (emulator/tls.py).
 """
 
 import asyncio
@@ -680,8 +688,9 @@ class Job:
         framed = not has_body or chunked or length is not None
         version = parts[0].decode("latin-1")
         fields = {"connection": connection.decode("latin-1")} if connection is not None else {}
-        self.server_keeps = framed and http1.keeps_alive(version, fields)
-        self.keep = self.keep and framed  # an answer that ends with its connection ends the client's too
+        upgraded = status == 101  # not relayed as such: neither connection carries HTTP after it
+        self.server_keeps = framed and not upgraded and http1.keeps_alive(version, fields)
+        self.keep = self.keep and framed and not upgraded  # an answer that ends with its connection ends the client's
         if self.exchange is not None:
             self.exchange.status, self.exchange.response_head = status, head
         added = list(self.decision.response_headers)
