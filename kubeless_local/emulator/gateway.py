@@ -554,6 +554,9 @@ class Upstream(asyncio.Protocol):
         self.job: Optional[Job] = None
         self.closed = False
         self.since = 0.0  # when it was last put back idle
+        # the answers' reader, one per connection: a job's own would make a reference cycle per request, which
+        # only the cyclic garbage collector frees
+        self.stream = http1.Stream(self._head, self._body, self._end)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -564,6 +567,18 @@ class Upstream(asyncio.Protocol):
             self.job.feed(data)
         else:
             self.close()  # the server said something while idle: not to be used again
+
+    def _head(self, head: bytes) -> tuple:
+        assert self.job is not None
+        return self.job.head(head)
+
+    def _body(self, piece: memoryview) -> None:
+        assert self.job is not None
+        self.job.body(piece)
+
+    def _end(self) -> None:
+        assert self.job is not None
+        self.job.end()
 
     def eof_received(self) -> bool:
         self.closed = True
@@ -607,7 +622,7 @@ class Job:
         self.kept = bytearray()
         self.size = 0
         self.payload = b""
-        self.stream = http1.Stream(self._head, self._body, self._end)
+        self.stream: Optional[http1.Stream] = None  # the answer's reader: its connection's
         self.done_reading = False
         client.job = self
         if found is not None:
@@ -641,7 +656,7 @@ class Job:
             self.finish(reusable=True, error="the client went away before the answer")
             return
         self.upstream, self.reused, upstream.job = upstream, reused, self
-        self.stream = http1.Stream(self._head, self._body, self._end)
+        self.stream = upstream.stream
         self.done_reading = self.head_sent = self.expired = False
         timeout = float(self.found[1].timeout) + 10  # the function answers 408 itself at its timeout
         self.expiry = asyncio.get_running_loop().call_later(timeout, self._expire, timeout)
@@ -653,6 +668,7 @@ class Job:
         self.ended(TimeoutError("no answer within %gs" % timeout))
 
     def feed(self, data: bytes) -> None:
+        assert self.stream is not None
         try:
             out = self.stream.feed(data)
             if self.stream.state == http1.OPAQUE:
@@ -667,7 +683,7 @@ class Job:
         if self.done_reading:
             self.finish(reusable=self.server_keeps)
 
-    def _head(self, head: bytes) -> tuple:
+    def head(self, head: bytes) -> tuple:
         """The answer's head as the client gets it: the function's, its hop-by-hop headers and those the route
         sets (CORS) taken out as bytes, the route's and the framing's added; and how its body is framed."""
         end = head.find(b"\n")
@@ -714,12 +730,12 @@ class Job:
         self.head_sent = True
         return kept + lines + b"\r\n\r\n", framing
 
-    def _body(self, piece: memoryview) -> None:
+    def body(self, piece: memoryview) -> None:
         self.size += len(piece)
         if self.exchange is not None and len(self.kept) < MAX_BODY:
             self.kept += piece[: MAX_BODY - len(self.kept)]
 
-    def _end(self) -> None:
+    def end(self) -> None:
         if self.interim:
             self.interim = False
             return
@@ -738,7 +754,7 @@ class Job:
         """The function's connection ended (or failed, or timed out) before the answer did."""
         if self.finished:
             return
-        if self.stream.state == http1.UNTIL_CLOSE and not self.expired:
+        if self.stream is not None and self.stream.state == http1.UNTIL_CLOSE and not self.expired:
             self.keep = False  # an answer without a length ends with its connection: it is whole
             self.finish(reusable=False)
             return
