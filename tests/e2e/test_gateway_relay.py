@@ -200,3 +200,28 @@ def test_a_server_that_never_comes_back_is_a_503_and_recorded_without_an_answer(
     assert received.startswith(b"HTTP/1.1 503 Service Temporarily Unavailable\r\n")
     exchange = recorder.submitted()[0]
     assert exchange.status == 0 and exchange.error == "the function's server is not running (Crashed)"
+
+
+def test_a_head_answer_keeps_its_length_and_the_connection_serves_the_next_request(gateway):
+    gateway, instances, recorder = gateway
+
+    def answer(sock, request):
+        while True:  # one kept-alive connection: each request answered, HEAD without a body
+            body = b"" if request.startswith(b"HEAD") else b"hello"
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + body)
+            request = sock.recv(65536)
+            if not request:
+                return
+
+    server = FunctionServer(answer)
+    instances.append(instance(server.port))
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        sock.sendall(b"HEAD /f HTTP/1.1\r\nHost: f.test\r\n\r\n")
+        head = read_until(sock, b"\r\n\r\n")
+        sock.sendall(b"GET /f HTTP/1.1\r\nHost: f.test\r\n\r\n")
+        after = read_until(sock, b"hello")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 5\r\n" in head
+    assert head.endswith(b"\r\n\r\n") and after.startswith(b"HTTP/1.1 200 OK\r\n")  # no body after the HEAD's
+    wait_until(lambda: len(recorder.exchanges) == 2, "both calls recorded", timeout=30)
+    assert [e.method for e in recorder.exchanges] == ["HEAD", "GET"]
+    server.close()
