@@ -50,7 +50,6 @@ HOST = "127.0.0.1"
 LOG_NAME = "gateway"  # the name its lines carry in dev's output
 READY_WAIT = 10.0  # seconds a request waits for a function that is starting or reloading
 RETRY_PAUSE = 0.02  # seconds between two attempts to reach a server that is restarting
-CHUNK = 64 * 1024  # an answer's body is relayed in pieces of at most this; a smaller one in one write
 UNSENT = frozenset((SOURCE_HEADER.lower(), "expect"))  # request headers the function never receives
 UNAVAILABLE = (
     b"<html><head><title>503 Service Temporarily Unavailable</title></head><body>503 Service Temporarily"
@@ -314,7 +313,7 @@ class Gateway:
         if upstream is not None:
             job.send(upstream, reused=True)
         else:
-            client.task = asyncio.ensure_future(self._start(job))  # waits for the function, or connects
+            client.task = asyncio.ensure_future(self.reach(job))  # waits for the function, or connects
 
     # ------------------------------------------------------------ forwarding
     async def _ready(self, name: str, wait: float = READY_WAIT):
@@ -323,7 +322,7 @@ class Gateway:
             found = await asyncio.get_running_loop().run_in_executor(None, self.supervisor.wait_ready, name, wait)
         return found
 
-    async def _start(self, job: "Job") -> None:
+    async def reach(self, job: "Job") -> None:
         """A job without an idle connection: the function waited for (a few seconds, then 503), a connection made."""
         name = job.decision.route.function
         if job.found is None:
@@ -766,7 +765,7 @@ class Job:
             # a kept-alive connection the function closed while idle: once more, on a fresh one
             self._release(reusable=False)
             self.reused = False
-            self.client.task = asyncio.ensure_future(self.gateway._start(self))
+            self.client.task = asyncio.ensure_future(self.gateway.reach(self))
             return
         self.gateway.bad_gateway(self, exc)
         error = "the function's server closed the connection without answering (%s)" % (exc or type(exc).__name__)
