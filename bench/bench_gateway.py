@@ -3,12 +3,17 @@ forwarded headers, a kept-alive upstream connection) against the same function's
 alternating the two (targets, issue O: ≤ 1 ms added at p50, ≥ 0.8× the throughput at c10).
 
     python bench/bench_gateway.py [--runtimes python3.11,nodejs20] [--connections 1,10] [--seconds 5] [--rounds 3]
+                                  [--unrecorded]
 
-Each figure is the median of `--rounds` alternating runs (direct, gateway, direct, …): on a busy machine one
-run of either can be off by 2×.
+Every call is recorded, as in `dev` (the function's front door records the direct ones, the gateway its own;
+`--unrecorded`: neither). Each figure is the median of `--rounds` alternating runs (direct, gateway, direct,
+…): on a busy machine one run of either can be off by 2×. `dev CPU µs` is the CPU this process (`dev`: the
+front doors, the gateway, the recorder) spent per request meanwhile, which depends little on how busy the
+machine is.
 """
 
 import statistics
+import time
 from pathlib import Path
 
 from common import CATALOG, Engine, bench_parser, wrk
@@ -24,18 +29,39 @@ TRIGGER = {
 }
 
 
+def measure(url, connections, seconds, headers=()):
+    """wrk's figures, and `cpu_us`: this process's CPU per request meanwhile."""
+    cpu = time.process_time()
+    result = wrk(url, connections, seconds, headers=headers)
+    result["cpu_us"] = (time.process_time() - cpu) * 1e6 / max(result["rps"] * seconds, 1)
+    return result
+
+
 def main():
     parser = bench_parser(__doc__)
     parser.add_argument("--connections", default="1,10")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--unrecorded", action="store_true", help="no recorder (neither path records its calls)")
     args = parser.parse_args()
-    columns = "runtime, backend, conns, direct req/s, gateway req/s, ratio, direct p50 ms, gateway p50 ms, added p50 ms"
-    print("| %s |" % " | ".join(columns.split(", ")))
-    print("|---|---|---|---|---|---|---|---|---|")
+    columns = [
+        "runtime",
+        "backend",
+        "conns",
+        "direct req/s",
+        "gateway req/s",
+        "ratio",
+        "direct p50 ms",
+        "gateway p50 ms",
+        "added p50 ms",
+        "dev CPU µs/req direct",
+        "gateway",
+    ]
+    print("| %s |" % " | ".join(columns))
+    print("|%s" % ("---|" * len(columns)))
     for name in args.runtimes.split(","):
         runtime, _ = CATALOG.resolve(name)
-        engine = Engine(args.backend)
+        engine = Engine(args.backend, recorded=not args.unrecorded)
         gateway = None
         try:
             fn, instance = engine.function(runtime.name, "hello")
@@ -49,12 +75,12 @@ def main():
             wrk(through, 10, 1, headers=host)
             for conns in [int(c) for c in args.connections.split(",")]:
                 runs = [
-                    (wrk(direct, conns, args.seconds), wrk(through, conns, args.seconds, headers=host))
+                    (measure(direct, conns, args.seconds), measure(through, conns, args.seconds, headers=host))
                     for _ in range(args.rounds)
                 ]
                 base, via = ({key: statistics.median(r[i][key] for r in runs) for key in runs[0][i]} for i in (0, 1))
                 print(
-                    "| %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f | %.2f |"
+                    "| %s | %s | %d | %.0f | %.0f | %.2f× | %.2f | %.2f | %.2f | %.0f | %.0f |"
                     % (
                         runtime.name,
                         args.backend,
@@ -65,6 +91,8 @@ def main():
                         base["p50_ms"],
                         via["p50_ms"],
                         via["p50_ms"] - base["p50_ms"],
+                        base["cpu_us"],
+                        via["cpu_us"],
                     ),
                     flush=True,
                 )

@@ -3,21 +3,31 @@
 Guarantee: every request is decided by `http_routes.RouteTable.decide`, the table `gateway explain` and push's
 Ingresses use too; this module only moves bytes. It listens only while the project has HTTPTriggers (bound
 on the first table that has routes; a taken port is a `Conflict` then). A request the table forwards goes
-to the function's own URL over a kept-alive connection (a pool per URL), with the ingress-nginx forwarded
-headers set, `Proxy` (and after basic auth, `Authorization`) removed, and the route's CORS headers replacing
-any of the same name the function set. A function that does not serve yet is waited for a few seconds,
-then answered 503 as an ingress without endpoints answers.
+to the function's server over a kept-alive connection (a pool per function), with the ingress-nginx
+forwarded headers set, `Proxy`, `Expect` (answered here) and, after basic auth, `Authorization` removed; the
+answer comes back with the route's CORS headers replacing any of the same name the function set, its body
+relayed in the pieces it arrives in (never held whole; one without a length ends the client's connection
+with it). A function that does not serve yet, or whose server is restarting, is waited for up to READY_WAIT
+seconds, then answered 503 as an ingress without endpoints answers.
 
-One asyncio loop in a thread of its own serves every connection (HTTP/1.1 keep-alive, parsed here: the
-threaded http.server reached a quarter of the direct throughput, BENCHMARKS.md "HTTPTrigger gateway"), and,
-once a trigger has `tls` or `tls-secret`, a second listener for HTTPS whose certificate SNI picks
-(emulator/tls.py).
+Where it goes: on the process backend, the runtime server's own private port, past the function's front door
+(proxy.py), asked again at each new connection since it changes at each start; the gateway then records the
+call itself, as the door would (recorder.Exchange with source=gateway and the trigger; /healthz and /metrics
+are not calls). Elsewhere (docker) the function's URL, its door, with the gateway's mark (recorder.marked) so
+that the door records it so. One relay either way: through the door as well, a request crossed two Python
+relays sharing dev's GIL (0.4× of the direct throughput at c10, BENCHMARKS.md "HTTPTrigger gateway").
+
+One asyncio loop in a thread of its own serves every connection with Protocols (Client, Upstream; HTTP/1.1
+read as it passes by http1.Stream, as the docker door reads it: streams cost more per request), and, once a
+trigger has `tls` or `tls-secret`, a second listener for HTTPS whose certificate SNI picks (emulator/tls.py).
 """
 
 import asyncio
+import collections
 import functools
 import hashlib
 import os
+import re
 import socket
 import ssl
 import threading
@@ -29,7 +39,8 @@ from urllib.parse import urlsplit
 
 from kubeless_local import http_routes
 from kubeless_local import spec as specs
-from kubeless_local.emulator.recorder import SOURCE_HEADER, marked
+from kubeless_local.emulator import http1
+from kubeless_local.emulator.recorder import MAX_BODY, NOT_CALLS, SOURCE_HEADER, Exchange, marked
 from kubeless_local.errors import Conflict, UserError
 from kubeless_local.paths import STATE_DIRNAME
 
@@ -38,13 +49,15 @@ DEFAULT_HTTPS_PORT = 8443  # the HTTPS listener, once a trigger has tls or tls-s
 HOST = "127.0.0.1"
 LOG_NAME = "gateway"  # the name its lines carry in dev's output
 READY_WAIT = 10.0  # seconds a request waits for a function that is starting or reloading
+RETRY_PAUSE = 0.02  # seconds between two attempts to reach a server that is restarting
+UNSENT = frozenset((SOURCE_HEADER.lower(), "expect"))  # request headers the function never receives
 UNAVAILABLE = (
     b"<html><head><title>503 Service Temporarily Unavailable</title></head><body>503 Service Temporarily"
     b" Unavailable</body></html>"
 )
 
 
-MAX_HEAD = 64 * 1024  # headers larger than this: a client's connection is closed, a function's answer is a 502
+MAX_PIPELINED = 16  # requests a client sent ahead of their answers; beyond, its connection is not read
 MAX_IDLE = 16  # idle kept-alive connections kept per function
 MAX_IDLE_SECONDS = 4.0  # below the shortest keep-alive timeout of the runtimes' servers (Node: 5 s)
 
@@ -68,9 +81,9 @@ def _reason(status: int) -> str:
 
 
 def parse_head(head: bytes) -> tuple:
-    """(first line's three parts, [(name, value)]) of a message head ending in CRLF CRLF."""
+    """(first line's three parts, [(name, value)]) of a message head ending in a blank line."""
     try:
-        first, *lines = head[:-4].decode("latin-1").split("\r\n")
+        first, *lines = head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n").split("\n")
         parts = first.split(" ", 2)
     except ValueError:
         raise BadMessage("undecodable head") from None
@@ -83,45 +96,6 @@ def parse_head(head: bytes) -> tuple:
             raise BadMessage("malformed header line %r" % line[:80])
         headers.append((name, value.strip()))
     return (*parts, "")[:3], headers
-
-
-async def read_body(reader: asyncio.StreamReader, headers: dict, until_eof: bool = False) -> bytes:
-    """The body of a message whose headers (lower-cased names) are `headers`; chunked decoded."""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks: list = []
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadMessage("malformed chunk size") from None
-            if size == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":
-                    pass  # trailers
-                return b"".join(chunks)
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length = headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise BadMessage("malformed Content-Length")
-        return await reader.readexactly(int(length)) if int(length) else b""
-    return await reader.read() if until_eof else b""
-
-
-class Upstream:
-    """One kept-alive connection to a function's server."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-        self.since = 0.0  # when it was last put back idle
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def abort(self) -> None:
-        """The function did not answer in time: the read waiting on it fails (IncompleteReadError)."""
-        self.writer.transport.abort()
 
 
 class Gateway:
@@ -145,7 +119,8 @@ class Gateway:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.server: Optional[asyncio.Server] = None
         self.thread: Optional[threading.Thread] = None
-        self.idle: dict = {}  # (host, port) → [Upstream], touched only by the loop's thread
+        self.idle: dict = {}  # function → [Upstream], touched only by the loop's thread
+        self.clients: set = set()  # the open client connections (Client)
         self.shown: tuple = ()  # the route lines last printed
         self.problems: list = []
         self.loaded = False  # the first update (dev's start) raises a taken port; later ones say it
@@ -211,8 +186,7 @@ class Gateway:
             self.loop.set_exception_handler(self._loop_error)
             self.thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
             self.thread.start()
-        serve = functools.partial(self._serve, scheme)
-        opening = asyncio.start_server(serve, HOST, port, backlog=128, limit=MAX_HEAD, ssl=context)
+        opening = self.loop.create_server(lambda: Client(self, scheme), HOST, port, backlog=128, ssl=context)
         try:
             return asyncio.run_coroutine_threadsafe(opening, self.loop).result(timeout=10)
         except OSError as exc:
@@ -244,6 +218,8 @@ class Gateway:
                 for upstream in pool:
                     upstream.close()
             self.idle.clear()
+            for client in list(self.clients):
+                client.close()  # an answer being relayed is cut: its job ends as its client goes
             requests = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in requests:
                 task.cancel()  # connections still open: each closes its socket as it ends
@@ -297,164 +273,544 @@ class Gateway:
             connection.context = chosen
 
     # ------------------------------------------------------------ serving
-    async def _serve(self, scheme: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername") or ("127.0.0.1", 0)
-        try:
-            while await self._one_request(reader, writer, peer[0], scheme):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass  # the client went away, or sent something too large to read
-        except asyncio.CancelledError:
-            pass  # the gateway stops: the connection ends here (asyncio logs a cancelled connection task)
-        except BadMessage:
-            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        except Exception as exc:  # noqa: BLE001 - one bad request must not end the gateway; said in its log
-            self.emit("request from %s failed: %r" % (peer[0], exc))
-        finally:
-            writer.close()
+    def _answer(self, client: "Client", method: str, status: int, reason: str, headers: list, body: bytes, keep: bool):
+        """A whole answer: `headers` (their Content-Length aside) and `body`, with its length."""
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        no_body = status in (204, 304) or 100 <= status < 200
+        if not no_body:
+            headers.append(("Content-Length", str(len(body))))
+        head = head_of(status, reason, headers, keep)
+        client.write(head if no_body or method == "HEAD" else head + body)
 
-    async def _one_request(self, reader, writer, client: str, scheme: str) -> bool:
-        """Serve one request; False when the connection is to close."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial.strip():
-                raise BadMessage("incomplete head") from None
-            return False  # closed between requests
-        (method, target, version), headers = parse_head(head)
-        lower = {name.lower(): value for name, value in headers}
-        if lower.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await read_body(reader, lower)
-        connection = lower.get("connection", "").lower()
-        keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    def serve(self, client: "Client", request: "Request") -> None:
+        """Answer one request: decided here, or forwarded (`client.done` once its answer is out)."""
+        lower = request.fields
         decision = self.table.decide(
-            method,
+            request.method,
             lower.get("host", ""),
-            target,
+            request.target,
             lower,
-            client=client,
-            scheme=scheme,
-            port=self.https_port if scheme == "https" else self.port,
+            client=client.peer,
+            scheme=client.scheme,
+            port=self.https_port if client.scheme == "https" else self.port,
             https_port=self.https_port,
         )
-
         if decision.status:
             if decision.status in (404, 401):
                 self.emit(
-                    "%s %s (Host %s): %d, %s" % (method, target, lower.get("host"), decision.status, decision.reason)
+                    "%s %s (Host %s): %d, %s"
+                    % (request.method, request.target, lower.get("host"), decision.status, decision.reason)
                 )
-            self._answer(writer, method, decision.status, "", list(decision.response_headers), decision.body, keep)
-        else:
-            status, reason, answered, answer = await self.forward(decision, method, headers, body)
-            self._answer(writer, method, status, reason, decision.response_headers_over(answered), answer, keep)
-        await writer.drain()
-        return keep
-
-    @staticmethod
-    def _answer(writer, method: str, status: int, reason: str, headers: list, body: bytes, keep: bool) -> None:
-        lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))]
-        lines += ["%s: %s" % (k, v) for k, v in headers if k.lower() != "content-length"]
-        no_body = status in (204, 304) or 100 <= status < 200
-        if not no_body:
-            lines.append("Content-Length: %d" % len(body))
-        if not keep:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        writer.write(head if no_body or method == "HEAD" else head + body)
-
-    # ------------------------------------------------------------ forwarding
-    async def _ready(self, name: str):
-        found = self.supervisor.wait_ready(name, 0)  # serving: the common case, without a thread
-        if found is None:
-            found = await asyncio.get_running_loop().run_in_executor(None, self.supervisor.wait_ready, name, READY_WAIT)
-        return found
-
-    async def forward(self, decision: http_routes.Decision, method: str, headers: list, body: bytes) -> tuple:
-        """(status, reason, headers, body) of the function's answer to the decided request."""
+            headers = list(decision.response_headers)
+            self._answer(client, request.method, decision.status, "", headers, decision.body, request.keep)
+            client.done(request.keep)
+            return
         route = decision.route
         assert route is not None
-        found = await self._ready(route.function)
-        if found is None:
-            self.emit("%s %s: function %s does not serve: 503" % (method, decision.target, route.function))
-            return 503, "Service Temporarily Unavailable", [("Content-Type", "text/html")], UNAVAILABLE
-        instance, spec = found
-        # the function's front door records it as the gateway's, with the trigger (a client's own mark is dropped)
-        sent = [pair for pair in decision.request_headers(headers) if pair[0].lower() != SOURCE_HEADER.lower()]
-        sent += marked(instance, "gateway", route.trigger).items()
-        if body or method in ("POST", "PUT", "PATCH"):
-            sent.append(("Content-Length", str(len(body))))
-        lines = ["%s %s HTTP/1.1" % (method, decision.target)] + ["%s: %s" % pair for pair in sent]
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
-        key = _address(instance.url)
-        timeout = float(spec.timeout) + 10  # the function answers 408 itself at its timeout
-        for attempt in range(2):
-            upstream = self._idle_upstream(key) if attempt == 0 else None  # a retry: a fresh connection
-            reused = upstream is not None
-            try:
-                if upstream is None:
-                    upstream = Upstream(*await asyncio.open_connection(*key, limit=MAX_HEAD))
-            except OSError as exc:
-                return self._bad_gateway(route, exc)
-            expiry = asyncio.get_running_loop().call_later(timeout, upstream.abort)  # cheaper than wait_for
-            try:
-                upstream.writer.write(request)
-                answer = await self._response(upstream, method)
-            except (ConnectionError, asyncio.IncompleteReadError) as exc:
-                upstream.close()
-                if expiry.cancelled() is False and expiry.when() <= asyncio.get_running_loop().time():
-                    return self._bad_gateway(route, TimeoutError("no answer within %gs" % timeout))
-                if reused and attempt == 0:
-                    continue  # a kept-alive connection the function closed while idle: a fresh one
-                return self._bad_gateway(route, exc)
-            except (OSError, TimeoutError, asyncio.LimitOverrunError, BadMessage) as exc:
-                upstream.close()
-                return self._bad_gateway(route, exc)
-            finally:
-                expiry.cancel()
-            status, reason, answered, data, will_close = answer
-            if will_close:
-                upstream.close()
-            elif len(self.idle.setdefault(key, [])) < MAX_IDLE:
-                upstream.since = time.monotonic()
-                self.idle[key].append(upstream)
-            else:
-                upstream.close()
-            return status, reason, answered, data
-        raise AssertionError("unreachable")
+        found = self.supervisor.wait_ready(route.function, 0)  # serving: the common case, without a thread
+        job = Job(self, client, request, decision, found)
+        upstream = self._idle_upstream(route.function, found[0]) if found is not None else None
+        if upstream is not None:
+            job.send(upstream, reused=True)
+        else:
+            client.task = asyncio.ensure_future(self.reach(job))  # waits for the function, or connects
 
-    def _idle_upstream(self, key) -> Optional[Upstream]:
-        """A kept-alive connection to `key` that the function's server has not closed, nor will close any
-        moment now (Node closes one idle for 5 s): the most recently used one."""
-        pool = self.idle.get(key) or []
+    # ------------------------------------------------------------ forwarding
+    async def _ready(self, name: str, wait: float = READY_WAIT):
+        found = self.supervisor.wait_ready(name, 0)
+        if found is None and wait > 0:
+            found = await asyncio.get_running_loop().run_in_executor(None, self.supervisor.wait_ready, name, wait)
+        return found
+
+    async def reach(self, job: "Job") -> None:
+        """A job without an idle connection: the function waited for (a few seconds, then 503), a connection made."""
+        name = job.decision.route.function
+        if job.found is None:
+            job.found = await self._ready(name)
+            if job.found is None:
+                self.emit("%s %s: function %s does not serve: 503" % (job.method, job.decision.target, name))
+                job.unavailable(recorded=False)
+                return
+            job.prepare()
+        upstream = await self._connect(name, job.found[0])
+        if upstream is None:
+            self.emit("%s %s: function %s does not serve: 503" % (job.method, job.decision.target, name))
+            job.unavailable(recorded=True)
+            return
+        job.send(upstream, reused=False)
+
+    async def _connect(self, name: str, instance) -> Optional["Upstream"]:
+        """A new connection to the function's server; one that is (re)starting or reloading is waited for (its
+        private port changes at each start, so it is asked again), up to READY_WAIT. None when none comes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_WAIT
+        while True:
+            key = self._address(instance)
+            try:
+                _, upstream = await loop.create_connection(functools.partial(Upstream, key), *key)
+                return upstream
+            except OSError:
+                if deadline - loop.time() <= 0:
+                    return None
+            await asyncio.sleep(RETRY_PAUSE)
+            found = await self._ready(name, max(deadline - loop.time(), 0))
+            if found is None:
+                return None
+            instance = found[0]
+
+    @staticmethod
+    def _address(instance) -> tuple:
+        """Where the function's server takes connections: its private port (process backend), else its URL."""
+        return (HOST, instance.server_port) if instance.server_port else _address(instance.url)
+
+    def _idle_upstream(self, function: str, instance) -> Optional["Upstream"]:
+        """A kept-alive connection to the function's server that it has not closed, nor will close any moment
+        now (Node closes one idle for 5 s): the most recently used one."""
+        pool = self.idle.get(function)
+        if not pool:
+            return None
+        key = self._address(instance)
         while pool:
             upstream = pool.pop()
-            if not upstream.reader.at_eof() and time.monotonic() - upstream.since < MAX_IDLE_SECONDS:
+            fresh = time.monotonic() - upstream.since < MAX_IDLE_SECONDS
+            if upstream.key == key and fresh and not upstream.closed:  # a restarted server: a new port
                 return upstream
             upstream.close()
         return None
 
-    @staticmethod
-    async def _response(upstream: Upstream, method: str) -> tuple:
-        head = await upstream.reader.readuntil(b"\r\n\r\n")
-        (version, status_text, reason), headers = parse_head(head)
-        if not status_text.isdigit():
-            raise BadMessage("malformed status line")
-        status = int(status_text)
-        lower = {name.lower(): value for name, value in headers}
-        connection = lower.get("connection", "").lower()
-        will_close = connection == "close" if version == "HTTP/1.1" else connection != "keep-alive"
-        if method == "HEAD" or status in (204, 304) or status < 200:
-            data = b""
+    def pool(self, upstream: "Upstream", function: str) -> None:
+        pool = self.idle.setdefault(function, [])
+        if len(pool) < MAX_IDLE and not upstream.closed:
+            upstream.since = time.monotonic()
+            pool.append(upstream)
         else:
-            framed = "content-length" in lower or "chunked" in lower.get("transfer-encoding", "").lower()
-            will_close = will_close or not framed
-            data = await read_body(upstream.reader, lower, until_eof=not framed)
-        return status, reason, headers, data, will_close
+            upstream.close()
 
-    def _bad_gateway(self, route, exc) -> tuple:
-        self.emit("function %s did not answer (%s): 502" % (route.function, exc or type(exc).__name__))
-        return 502, "Bad Gateway", [("Content-Type", "text/html")], b"<html><body>502 Bad Gateway</body></html>"
+    def bad_gateway(self, job: "Job", exc) -> None:
+        self.emit("function %s did not answer (%s): 502" % (job.decision.route.function, exc or type(exc).__name__))
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        self._answer(job.client, "GET", 502, "Bad Gateway", [("Content-Type", "text/html")], body, job.keep)
+
+    def unavailable(self, client: "Client", method: str, keep: bool) -> None:
+        """What an ingress without endpoints answers."""
+        headers = [("Content-Type", "text/html")]
+        self._answer(client, method, 503, "Service Temporarily Unavailable", headers, UNAVAILABLE, keep)
+
+
+@functools.lru_cache(maxsize=64)
+def dropping(replaced: tuple) -> "re.Pattern[bytes]":
+    """The header lines of an answer's head the client never gets: hop-by-hop ones, its framing (set again by the
+    gateway), and those whose names the route sets itself (`replaced`, its CORS headers)."""
+    names = sorted(http_routes.HOP_BY_HOP | {"content-length"} | {name.lower() for name in replaced})
+    # a line is taken out from its start to its own CR (the one before stays): twice as fast as matching \r?\n
+    return re.compile(rb"\n(?:%s)[ \t]*:[^\n]*" % b"|".join(re.escape(n.encode()) for n in names), re.I)
+
+
+def head_of(status: int, reason: str, headers: list, keep: bool) -> bytes:
+    lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))] + ["%s: %s" % pair for pair in headers]
+    if not keep:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+class Request:
+    """One request as the client sent it, body whole (decoded when chunked)."""
+
+    __slots__ = ("body", "fields", "headers", "keep", "method", "target", "version")
+
+    def __init__(self, head: bytes) -> None:
+        (self.method, self.target, self.version), self.headers = parse_head(head)
+        if not self.version.startswith("HTTP/1."):
+            raise BadMessage("not HTTP/1.x: %r" % self.version[:20])
+        self.fields = {name.lower(): value for name, value in self.headers}
+        self.body = bytearray()
+        self.keep = http1.keeps_alive(self.version, self.fields)
+
+    def framing(self) -> http1.Framing:
+        if http1.is_chunked(self.fields):
+            return http1.CHUNKED, 0
+        length = self.fields.get("content-length")
+        if length is None:
+            return http1.NONE, 0
+        if not length.isdigit():
+            raise BadMessage("malformed Content-Length")
+        return http1.LENGTH, int(length)
+
+
+class Client(asyncio.Protocol):
+    """One client connection: requests read as they come (http1.Stream), answered one at a time, in order."""
+
+    def __init__(self, gateway: "Gateway", scheme: str) -> None:
+        self.gateway, self.scheme = gateway, scheme
+        self.transport: Optional[asyncio.Transport] = None
+        self.peer = HOST
+        self.stream = http1.Stream(self._head, self._body, self._end)
+        self.reading: Optional[Request] = None
+        self.waiting: collections.deque = collections.deque()  # complete requests not answered yet
+        self.busy = False  # a request is being answered
+        self.closed = False
+        self.job: Optional[Job] = None  # the forwarded request being answered
+        self.task: Optional[asyncio.Future] = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = (transport.get_extra_info("peername") or (HOST, 0))[0]
+        self.gateway.clients.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.gateway.clients.discard(self)
+        if self.job is not None:
+            self.job.client_gone()
+        if self.task is not None:
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.stream.feed(data)
+            if self.stream.state == http1.OPAQUE:
+                raise BadMessage("a head too long, or not HTTP/1.1")
+        except BadMessage:
+            self.waiting.clear()
+            self.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.close()
+            return
+        if len(self.waiting) > MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()  # a client that sends without reading: it waits
+        self._next()
+
+    def eof_received(self) -> bool:
+        self.waiting.append(None)  # after the requests before it are answered, the connection closes
+        self._next()
+        return True  # half-closed: the answers still go out
+
+    def pause_writing(self) -> None:
+        if self.job is not None:
+            self.job.pause(True)
+
+    def resume_writing(self) -> None:
+        if self.job is not None:
+            self.job.pause(False)
+
+    # the request stream's callbacks
+    def _head(self, head: bytes) -> tuple:
+        self.reading = request = Request(head)
+        if "100-continue" in request.fields.get("expect", "").lower():
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is read here, whole
+        return b"", request.framing()
+
+    def _body(self, piece: memoryview) -> None:
+        assert self.reading is not None
+        self.reading.body += piece
+
+    def _end(self) -> None:
+        self.waiting.append(self.reading)
+        self.reading = None
+
+    def _next(self) -> None:
+        """Serve the next complete request, unless one is being answered."""
+        while not self.busy and self.waiting and not self.closed:
+            request = self.waiting.popleft()
+            if request is None:
+                self.close()
+                return
+            self.busy = True
+            try:
+                self.gateway.serve(self, request)
+            except Exception as exc:  # noqa: BLE001 - one bad request must not end the gateway; said in its log
+                self.gateway.emit("request from %s failed: %r" % (self.peer, exc))
+                self.close()
+
+    def done(self, keep: bool) -> None:
+        """The answer is out: the next request, or the connection closes."""
+        self.busy, self.job, self.task = False, None, None
+        if not keep:
+            self.close()
+            return
+        if self.transport is not None and len(self.waiting) <= MAX_PIPELINED:
+            self.transport.resume_reading()
+        self._next()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()  # what is written still goes out
+
+
+class Upstream(asyncio.Protocol):
+    """One kept-alive connection to a function's server; its answers go to the job it carries."""
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key  # (host, port) it is connected to
+        self.transport: Optional[asyncio.Transport] = None
+        self.job: Optional[Job] = None
+        self.closed = False
+        self.since = 0.0  # when it was last put back idle
+        # the answers' reader, one per connection: a job's own would make a reference cycle per request, which
+        # only the cyclic garbage collector frees
+        self.stream = http1.Stream(self._head, self._body, self._end)
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self.job is not None:
+            self.job.feed(data)
+        else:
+            self.close()  # the server said something while idle: not to be used again
+
+    def _head(self, head: bytes) -> tuple:
+        assert self.job is not None
+        return self.job.head(head)
+
+    def _body(self, piece: memoryview) -> None:
+        assert self.job is not None
+        self.job.body(piece)
+
+    def _end(self) -> None:
+        assert self.job is not None
+        self.job.end()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        if self.job is not None:
+            self.job.ended(ConnectionResetError("the function's server closed the connection"))
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.job is not None:
+            self.job.ended(exc or ConnectionResetError("the function's server closed the connection"))
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Job:
+    """One forwarded request: sent to the function's server, its answer relayed to the client as it comes
+    (http1.Stream: the head rewritten, the body passed on in the pieces it arrives in, never held whole), and,
+    on the process backend, recorded as the front door records a call."""
+
+    def __init__(self, gateway: Gateway, client: Client, request: Request, decision, found) -> None:
+        self.gateway, self.client, self.request, self.decision, self.found = gateway, client, request, decision, found
+        self.method, self.keep = request.method, request.keep
+        self.upstream: Optional[Upstream] = None
+        self.reused = False
+        self.expiry: Optional[asyncio.TimerHandle] = None
+        self.expired = False
+        self.head_sent = False  # once the answer's head went out, a failure can only cut the connection
+        self.server_keeps = False
+        self.interim = False
+        self.finished = False
+        self.exchange: Optional[Exchange] = None
+        self.kept = bytearray()
+        self.size = 0
+        self.payload = b""
+        self.stream: Optional[http1.Stream] = None  # the answer's reader: its connection's
+        self.done_reading = False
+        client.job = self
+        if found is not None:
+            self.prepare()
+
+    def prepare(self) -> None:
+        """The request as the function's server receives it, and its record."""
+        instance, _ = self.found
+        route, request, target = self.decision.route, self.request, self.decision.target
+        sent = [pair for pair in self.decision.request_headers(request.headers) if pair[0].lower() not in UNSENT]
+        body = bytes(request.body)
+        if body or self.method in ("POST", "PUT", "PATCH"):
+            sent.append(("Content-Length", str(len(body))))
+        if not instance.server_port:  # the function's own URL: its front door (if any) records it, as the gateway's
+            sent += marked(instance, "gateway", route.trigger).items()
+        lines = ["%s %s HTTP/1.1" % (self.method, target)] + ["%s: %s" % pair for pair in sent]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        self.payload = head + body
+        recorder = self.gateway.supervisor.recorder
+        if instance.server_port and recorder is not None and target.partition("?")[0] not in NOT_CALLS:
+            # the process backend: its server's own port, past the front door; recorded here as the door does (the
+            # heads are parsed by the recorder's writer, off this loop)
+            self.exchange = exchange = Exchange(instance.name, self.method, target, [], source="gateway")
+            exchange.trigger, exchange.request_head = route.trigger, head
+            exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)
+            recorder.started(instance.name, self.method, target, "gateway", exchange.started)
+
+    def send(self, upstream: Upstream, reused: bool) -> None:
+        if self.client.closed:
+            self.upstream = upstream
+            self.finish(reusable=True, error="the client went away before the answer")
+            return
+        self.upstream, self.reused, upstream.job = upstream, reused, self
+        self.stream = upstream.stream
+        self.done_reading = self.head_sent = self.expired = False
+        timeout = float(self.found[1].timeout) + 10  # the function answers 408 itself at its timeout
+        self.expiry = asyncio.get_running_loop().call_later(timeout, self._expire, timeout)
+        assert upstream.transport is not None
+        upstream.transport.write(self.payload)
+
+    def _expire(self, timeout: float) -> None:
+        self.expired = True
+        self.ended(TimeoutError("no answer within %gs" % timeout))
+
+    def feed(self, data: bytes) -> None:
+        assert self.stream is not None
+        try:
+            out = self.stream.feed(data)
+            if self.stream.state == http1.OPAQUE:
+                raise BadMessage("an answer that is not HTTP/1.1")
+        except BadMessage as exc:
+            self.ended(exc)
+            return
+        if out:
+            self.client.write(out)
+        if self.stream.state == http1.UNTIL_CLOSE:
+            return
+        if self.done_reading:
+            self.finish(reusable=self.server_keeps)
+
+    def head(self, head: bytes) -> tuple:
+        """The answer's head as the client gets it: the function's, its hop-by-hop headers and those the route
+        sets (CORS) taken out as bytes, the route's and the framing's added; and how its body is framed."""
+        end = head.find(b"\n")
+        parts = head[:end].split(None, 2)
+        if len(parts) < 2 or not parts[1].isdigit() or not parts[0].startswith(b"HTTP/1."):
+            raise BadMessage("malformed status line")
+        status = int(parts[1])
+        if 100 <= status < 200 and status != 101:
+            self.interim = True  # an interim answer (100 Continue) is skipped, as the front door does
+            return b"", (http1.NONE, 0)
+        lowered = head.lower()
+        length_field, connection = http1.field(lowered, b"content-length:"), http1.field(lowered, b"connection:")
+        length = length_field.decode("latin-1") if length_field is not None else None
+        if length is not None and not length.isdigit():
+            raise BadMessage("malformed Content-Length")
+        chunked = b"chunked" in (http1.field(lowered, b"transfer-encoding:") or b"")
+        has_body = http1.answer_has_body(self.method, status)
+        framed = not has_body or chunked or length is not None
+        version = parts[0].decode("latin-1")
+        fields = {"connection": connection.decode("latin-1")} if connection is not None else {}
+        upgraded = status == 101  # not relayed as such: neither connection carries HTTP after it
+        self.server_keeps = framed and not upgraded and http1.keeps_alive(version, fields)
+        self.keep = self.keep and framed and not upgraded  # an answer that ends with its connection ends the client's
+        if self.exchange is not None:
+            self.exchange.status, self.exchange.response_head = status, head
+        added = list(self.decision.response_headers)
+        if not has_body:
+            framing: http1.Framing = (http1.NONE, 0)
+            if status not in http1.NO_BODY_STATUS and length is not None:
+                added.append(("Content-Length", length))  # a HEAD's answer says the length a GET's would have
+        elif chunked:
+            framing = (http1.CHUNKED, 0)
+            added.append(("Transfer-Encoding", "chunked"))
+        elif length is not None:
+            framing = (http1.LENGTH, int(length))
+            added.append(("Content-Length", length))
+        else:
+            framing = (http1.UNTIL_CLOSE, 0)
+        if not self.keep:
+            added.append(("Connection", "close"))
+        replaced = tuple(name for name, _ in self.decision.response_headers)
+        kept = dropping(replaced).sub(b"", head.rstrip(b"\r\n")).rstrip(b"\r")
+        lines = "".join("\r\n%s: %s" % pair for pair in added).encode("latin-1", "replace")
+        self.head_sent = True
+        return kept + lines + b"\r\n\r\n", framing
+
+    def body(self, piece: memoryview) -> None:
+        self.size += len(piece)
+        if self.exchange is not None and len(self.kept) < MAX_BODY:
+            self.kept += piece[: MAX_BODY - len(self.kept)]
+
+    def end(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.done_reading = True
+
+    def pause(self, paused: bool) -> None:
+        """The client reads slower than the function answers: the function's connection waits."""
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None and not upstream.closed:
+            if paused:
+                upstream.transport.pause_reading()
+            else:
+                upstream.transport.resume_reading()
+
+    def ended(self, exc: BaseException) -> None:
+        """The function's connection ended (or failed, or timed out) before the answer did."""
+        if self.finished:
+            return
+        if self.stream is not None and self.stream.state == http1.UNTIL_CLOSE and not self.expired:
+            self.keep = False  # an answer without a length ends with its connection: it is whole
+            self.finish(reusable=False)
+            return
+        if self.head_sent:
+            self.keep = False
+            self.finish(reusable=False, error="the answer was cut short (%s)" % (exc or type(exc).__name__))
+            return
+        if self.reused and not self.expired and self.upstream is not None:
+            # a kept-alive connection the function closed while idle: once more, on a fresh one
+            self._release(reusable=False)
+            self.reused = False
+            self.client.task = asyncio.ensure_future(self.gateway.reach(self))
+            return
+        self.gateway.bad_gateway(self, exc)
+        error = "the function's server closed the connection without answering (%s)" % (exc or type(exc).__name__)
+        self.finish(reusable=False, error=error)
+
+    def _release(self, reusable: bool) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        upstream, self.upstream = self.upstream, None
+        if upstream is None:
+            return
+        upstream.job = None
+        if upstream.transport is not None and upstream.transport.is_reading() is False and not upstream.closed:
+            upstream.transport.resume_reading()
+        if reusable:
+            self.gateway.pool(upstream, self.decision.route.function)
+        elif self.expired or not upstream.closed:
+            upstream.abort()
+
+    def unavailable(self, recorded: bool) -> None:
+        """No server came: 503, as an ingress without endpoints answers."""
+        self.gateway.unavailable(self.client, self.method, self.keep)
+        if recorded and self.exchange is not None:
+            state = self.found[0].state.value if self.found is not None else "gone"
+            self.finish(reusable=False, error="the function's server is not running (%s)" % state)
+        else:
+            self.exchange = None
+            self.finish(reusable=False)
+
+    def client_gone(self) -> None:
+        """The client closed its connection while its request was being answered."""
+        if not self.finished:
+            self.finish(reusable=False, error="the client went away before the answer ended")
+
+    def finish(self, reusable: bool, error: str = "") -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._release(reusable)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.error = exchange.error or error
+            exchange.response_body, exchange.response_size = bytes(self.kept), self.size
+            exchange.duration = time.time() - exchange.started
+            recorder = self.gateway.supervisor.recorder
+            if recorder is not None:
+                recorder.submit(exchange)
+        self.client.done(self.keep)
