@@ -111,17 +111,25 @@ def read_until(sock, marker, received=b""):
     return received
 
 
-def test_a_chunked_answer_is_relayed_piece_by_piece_and_recorded(gateway):
-    gateway, instances, recorder = gateway
+def in_two_parts(first, rest, keep_alive):
+    """A FunctionServer that answers `first`, then `rest` once the returned event is set (and with
+    `keep_alive` holds the connection until the gateway lets go)."""
     second = threading.Event()
 
     def answer(sock, _):
-        sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fn: 1\r\n\r\n3\r\none\r\n")
+        sock.sendall(first)
         assert second.wait(30)
-        sock.sendall(b"3\r\ntwo\r\n0\r\n\r\n")
-        sock.recv(1)  # kept alive until the gateway lets go
+        sock.sendall(rest)
+        if keep_alive:
+            sock.recv(1)
 
-    server = FunctionServer(answer)
+    return FunctionServer(answer), second
+
+
+def test_a_chunked_answer_is_relayed_piece_by_piece_and_recorded(gateway):
+    gateway, instances, recorder = gateway
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Fn: 1\r\n\r\n"
+    server, second = in_two_parts(head + b"3\r\none\r\n", b"3\r\ntwo\r\n0\r\n\r\n", keep_alive=True)
     instances.append(instance(server.port))
     with request(gateway) as sock:
         first = read_until(sock, b"one")  # before the function sent the rest: not held whole
@@ -142,14 +150,7 @@ def test_a_chunked_answer_is_relayed_piece_by_piece_and_recorded(gateway):
 
 def test_an_answer_without_a_length_ends_with_its_connection(gateway):
     gateway, instances, recorder = gateway
-    rest = threading.Event()
-
-    def answer(sock, _):
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart1")
-        assert rest.wait(30)
-        sock.sendall(b"part2")
-
-    server = FunctionServer(answer)
+    server, rest = in_two_parts(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart1", b"part2", keep_alive=False)
     instances.append(instance(server.port))
     with request(gateway) as sock:
         first = read_until(sock, b"part1")
