@@ -8,10 +8,10 @@ import signal
 import sys
 
 import pytest
+from waiting import wait_until
 
 from kubeless_local.emulator.forkserver import CONTROL_FD, Template
 from kubeless_local.runtimes import RUNTIMES_DIR
-from tests.support.waiting import wait_until
 
 SCRIPT = """\
 import os, sys
