@@ -108,7 +108,11 @@ def test_servers_are_forked_from_the_template_unless_their_env_needs_a_fresh_int
     for name in ("bottle", "httptools", "prometheus_client"):
         (lib / (name + ".py")).write_text("")
     script = tmp_path / "server.py"
-    script.write_text('print(\'@kubeless-local {"event": "ready", "generation": 0}\', flush=True)\ninput()\n')
+    # ready, then serving until stopped (a server's stdin is /dev/null: an `input()` here ended it at once,
+    # racing its ready line)
+    script.write_text(
+        'import time\nprint(\'@kubeless-local {"event": "ready", "generation": 0}\', flush=True)\ntime.sleep(600)\n'
+    )
     backend, prepared, _ = process_backend(tmp_path, "")
     prepared.runtime.steps = types.SimpleNamespace(
         command=[sys.executable, "-S", "-u", str(script)],
