@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -23,6 +24,17 @@ from kubeless_local.emulator.logs import LogHub  # noqa: E402
 from kubeless_local.emulator.recorder import Recorder  # noqa: E402
 from kubeless_local.emulator.supervisor import Supervisor  # noqa: E402
 from kubeless_local.runtimes import Catalog  # noqa: E402
+
+
+def _stopped(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+# `timeout` and a closed terminal end a benchmark with SIGTERM or SIGHUP: raised as SystemExit here, so that
+# the `finally` blocks stop the runtime servers it started (they outlived such a benchmark before).
+for _signal in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_signal, _stopped)
+
 
 SCENARIOS = ROOT / "tests" / "conformance" / "scenarios"
 FUNCTION_NAMES = {"go": "Handler"}
