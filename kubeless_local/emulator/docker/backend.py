@@ -46,7 +46,6 @@ from kubeless_local.emulator.docker.containers import (
     spare_relay_name,
     writable_folder,
 )
-from kubeless_local.emulator.docker.network import POD_PORT
 from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, run_in_container
 from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken, open_to
 from kubeless_local.emulator.guardian import Guardian
@@ -54,7 +53,7 @@ from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, Catalog, Runtime
-from kubeless_local.spec import FunctionSpec
+from kubeless_local.spec import POD_PORT, FunctionSpec
 
 RELAY_START = 20.0  # seconds for the relay container's connector to listen
 TRIAL_TIMEOUT = 60.0  # seconds a reload's new container has to become ready (as a first start has)

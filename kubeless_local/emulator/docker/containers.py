@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.docker.network import POD_PORT
 from kubeless_local.emulator.images import host_ca_bundle
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, BackendBlock, Runtime
-from kubeless_local.spec import sha256_hex
+from kubeless_local.spec import POD_PORT, sha256_hex
 
 FUNCTION_MOUNT = "/kubeless-local/function"
 DEPS_MOUNT = "/kubeless-local/deps"

@@ -18,10 +18,7 @@ door is what lets a reload be blue/green (docker/backend.py): it switches from o
 
 from typing import Any
 
-from kubeless_local.spec import POD_PORT
-
 MODES = ("bridge", "relay", "host")
-__all__ = ["MODES", "POD_PORT", "choose", "has_bridge"]
 
 
 def choose(setting: str, client: Any) -> tuple[str, str]:
