@@ -50,8 +50,19 @@ class BackendBlock:
 
 
 BLOCK_KEYS = {
-    "process": {"command", "template", "setup", "setup_inputs", "install", "check", "compile", "init", "env"}
-    | {"reload", "debug"},
+    "process": {
+        "command",
+        "template",
+        "setup",
+        "setup_inputs",
+        "install",
+        "check",
+        "compile",
+        "init",
+        "env",
+        "reload",
+        "debug",
+    },
     "docker": {"command", "setup", "install", "check", "compile", "env", "reload", "build_args"},
 }
 

@@ -79,10 +79,10 @@ class Target:
 def plan(names, functions, debugger_of, first_port: Optional[int], free) -> dict[str, Target]:
     """{name: Target} for the function names asked for, in their order. `functions`: the FunctionSpecs of
     the project; `debugger_of(spec)`: the catalog's debugger of its runtime ("" when it has none);
-    `free(port)`: nothing listens there. Ports: `first_port`, then the next ones (never POD_PORT: refused as
-    `first_port`, skipped when counting); without one, each
-    debugger's default port and the next ones. Raises NotFound (no such function), BadRequest (its
-    runtime has no debugger) or Conflict (a port in use)."""
+    `free(port)`: nothing listens there. Ports: `first_port`, then the next ones; without one, each debugger's
+    default port and the next ones; never POD_PORT (refused as `first_port`, skipped when counting). Raises
+    NotFound (no such function), BadRequest (its runtime has no debugger, or `first_port` is POD_PORT) or
+    Conflict (a port in use)."""
     by_name = {fn.name: fn for fn in functions}
     if first_port == POD_PORT and names:  # the server's own port where the debugger shares its namespace (docker's
         raise BadRequest(  # relay and bridge modes), whatever the host has free
