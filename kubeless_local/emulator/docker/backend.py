@@ -480,12 +480,7 @@ class DockerBackend(Backend):
             if not spare.cancelled and instance.state not in NO_SPARE:
                 relay = self._create_relay(prepared, spare.debug_port, spare_relay_name(prepared))
                 relay.container.start()
-                deadline = time.monotonic() + RELAY_START
-                while not (relay.folder / CONNECTOR_SOCKET).exists() and not spare.cancelled:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("its connector did not listen within %ds" % RELAY_START)
-                    time.sleep(0.01)
-                if not spare.cancelled:
+                if _connector_listens(relay, lambda: spare.cancelled):
                     relay.hold()
         except (APIError, UserError, OSError) as exc:  # the next swap starts a relay of its own, as without one
             if not spare.cancelled:  # else it was removed under it (dev stopping): nothing to say
@@ -532,18 +527,16 @@ class DockerBackend(Backend):
     def _await_connector(self, instance: Instance, relay: _Relay) -> bool:
         """The relay's connector listens and `dev` holds its lifeline; False (the relay removed, the instance
         Crashed with the reason, or Stopped meanwhile) when not."""
-        container, folder = relay.container, relay.folder
-        deadline = time.monotonic() + RELAY_START
-        while not (folder / CONNECTOR_SOCKET).exists():  # the connector renames its socket there once it listens
-            if instance.state == State.STOPPED:  # stopped meanwhile (Ctrl-C)
-                self._remove_relay(relay, instance.name)
-                return False
-            if time.monotonic() > deadline:
-                why = "the relay container did not start within %ds%s" % (RELAY_START, _container_logs(container))
-                self._remove_relay(relay, instance.name)
-                instance.set_state(State.CRASHED, why)
-                return False
-            time.sleep(0.01)
+        try:
+            listens = _connector_listens(relay, lambda: instance.state == State.STOPPED)  # stopped meanwhile (Ctrl-C)
+        except TimeoutError:
+            why = "the relay container did not start within %ds%s" % (RELAY_START, _container_logs(relay.container))
+            self._remove_relay(relay, instance.name)
+            instance.set_state(State.CRASHED, why)
+            return False
+        if not listens:
+            self._remove_relay(relay, instance.name)
+            return False
         try:
             relay.hold()
         except OSError as exc:
@@ -833,6 +826,19 @@ class DockerBackend(Backend):
             except OSError:
                 pass  # the state folder went first (a removed session): nothing is left to remove
         handle.exited.set()
+
+
+def _connector_listens(relay: _Relay, given_up: Callable[[], bool]) -> bool:
+    """Wait until the relay's connector listens (it renames its socket into the folder then): True; False once
+    `given_up()`; TimeoutError after RELAY_START seconds."""
+    deadline = time.monotonic() + RELAY_START
+    while not (relay.folder / CONNECTOR_SOCKET).exists():
+        if given_up():
+            return False
+        if time.monotonic() > deadline:
+            raise TimeoutError("its connector did not listen within %ds" % RELAY_START)
+        time.sleep(0.01)
+    return True
 
 
 def debug_port_of(instance: Instance) -> Optional[int]:
