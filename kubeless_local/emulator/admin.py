@@ -251,7 +251,9 @@ R = TypeVar("R", bound=Routed)
 
 
 def functions(admin: AdminServer, call: Call) -> Any:
-    rows = admin.supervisor.status()
+    """?name=N only that function's row (none if unknown); ?counts=0 without the calls and errors (no /metrics
+    scraped: what a lookup of one function asks)."""
+    rows = admin.supervisor.status(call.query.get("name", [None])[0], counted=call.arg("counts", "1") != "0")
     if admin.topics is not None:
         dead = admin.topics.dead_letter_counts()
         for row in rows:

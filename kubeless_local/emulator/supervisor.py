@@ -1,5 +1,6 @@
 """Keeps functions running: prepare → start → wait ready; reload on change, keeping the last good code."""
 
+import concurrent.futures
 import contextlib
 import json
 import socket
@@ -25,6 +26,7 @@ STARTUP_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 30.0
 FIRST_AUTO_PORT = 8080
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0  # seconds before restarting a crashed server: doubles per restart
+SCRAPES_AT_ONCE = 16  # /metrics scraped at the same time by status()
 SCRAPER_AGENT = "kubeless-local-status"  # its access-log lines are not shown to the user
 
 
@@ -120,6 +122,14 @@ def scrape_metrics(url, timeout=1.0):
             except (IndexError, ValueError):
                 pass
     return int(totals["function_calls_total"]), int(totals["function_failures_total"])
+
+
+def _scraped_all(urls: list) -> list:
+    """scrape_metrics of each of `urls`, in that order, at most SCRAPES_AT_ONCE at the same time."""
+    if len(urls) <= 1:
+        return [scrape_metrics(url) for url in urls]
+    with concurrent.futures.ThreadPoolExecutor(min(len(urls), SCRAPES_AT_ONCE), "kl-scrape") as pool:
+        return list(pool.map(scrape_metrics, urls))
 
 
 def spec_fields(spec):
@@ -525,6 +535,11 @@ class Supervisor:
             else:
                 instance.wait_for(lambda i: i.serves, min(remaining, 5 * poll))  # then look again: it may be replaced
 
+    def _serves_metrics(self, instance: Instance) -> bool:
+        """Its server answers /metrics (a custom image's may route every path to the function: not scraped)."""
+        spec = self.specs.get(instance.name)
+        return spec is not None and self.catalog.serves_metrics(instance.runtime, spec.image)
+
     def _debug_row(self, instance: Instance, spec: Optional[FunctionSpec]) -> Optional[dict[str, Any]]:
         """Where a debugged function's debugger listens, and the folders an editor maps between: the user's
         files and the stable install link the server loads them from."""
@@ -538,17 +553,22 @@ class Supervisor:
             "remote_root": self.backend.served_root(prepared) if prepared is not None else "",
         }
 
-    def status(self) -> list[dict[str, Any]]:
-        rows = []
+    def status(self, name: Optional[str] = None, counted: bool = True) -> list[dict[str, Any]]:
+        """A row per function (`name`: that one's only, none if unknown). `counted`: with the calls and errors
+        read from each serving function's /metrics, scraped all at once (a hundred functions cost the slowest
+        scrape, not their sum); without, nothing is scraped (what `call` and `logs` ask)."""
         with self.lock:  # functions register while `ls` asks (start-up)
-            instances = sorted(self.instances.items())
-        for name, instance in instances:
-            spec = self.specs.get(name)
-            metrics = spec is not None and self.catalog.serves_metrics(instance.runtime, spec.image)
-            calls, failures = scrape_metrics(instance.server_url) if instance.serves and metrics else (None, None)
+            instances = sorted(item for item in self.instances.items() if name in (None, item[0]))
+        metrics = {each: self._serves_metrics(instance) for each, instance in instances}
+        scraped = [instance.server_url for each, instance in instances if counted and metrics[each] and instance.serves]
+        counts = dict(zip(scraped, _scraped_all(scraped)))
+        rows = []
+        for each, instance in instances:
+            spec = self.specs.get(each)
+            calls, failures = counts.get(instance.server_url, (None, None))
             rows.append(
                 {
-                    "name": name,
+                    "name": each,
                     "runtime": instance.runtime,
                     "state": instance.shown_state.value,
                     "url": instance.url,
@@ -556,9 +576,9 @@ class Supervisor:
                     "debug": self._debug_row(instance, spec),
                     "pid": instance.pid,
                     "backend": self.backend.name,
-                    "calls": calls,  # None: not known (not serving, or no /metrics to count them from)
+                    "calls": calls,  # None: not known (not serving, no /metrics to count them from, not counted)
                     "errors": failures,
-                    "metrics": metrics,  # its server answers /metrics (a custom image's may route it to the function)
+                    "metrics": metrics[each],  # its server answers /metrics (see _serves_metrics)
                     "reloads": instance.reloads,
                     "restarts": instance.restarts,
                     "error": instance.error,
@@ -566,7 +586,7 @@ class Supervisor:
                     "recorded": instance.front_door and self.recorder is not None,
                     # the function's own server answers on the port (in CompileError: the last good code)
                     "serving": instance.state in (State.READY, State.RELOADING)
-                    or (name in self.serving and instance.port != 0 and self.backend.alive(instance)),
+                    or (each in self.serving and instance.port != 0 and self.backend.alive(instance)),
                     **spec_fields(spec),
                     **self.backend.describe(instance),
                 }

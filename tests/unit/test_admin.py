@@ -106,6 +106,20 @@ def test_functions_and_logs(admin, supervisor):
     assert request(admin, "/api/functions/a/logs?tail=0")[1] == b""
 
 
+def test_one_function_by_name_and_without_counts(admin, supervisor, monkeypatch):
+    supervisor.start(function("a"))
+    supervisor.start(function("b"))
+    asked = []
+    status = supervisor.status
+    monkeypatch.setattr(supervisor, "status", lambda *args, **kwargs: asked.append(kwargs) or status(*args, **kwargs))
+    assert [r["name"] for r in request(admin, "/api/functions?name=b&counts=0")[1]] == ["b"]
+    assert request(admin, "/api/functions?name=nope")[1] == []
+    assert [r["name"] for r in request(admin, "/api/functions")[1]] == ["a", "b"]
+    # a lookup of one function (call, logs, history NAME) asks for that row only, without counts
+    assert AdminClient(admin.state_dir).function("b")["name"] == "b"
+    assert asked == [{"counted": False}, {"counted": True}, {"counted": True}, {"counted": False}]
+
+
 def test_unknown_function_and_endpoint_are_404(admin):
     status, body = request(admin, "/api/functions/nope/logs")
     assert status == 404 and "nope" in body["error"]
@@ -385,11 +399,11 @@ def test_stop_waits_for_a_request_in_progress_and_refuses_new_ones(admin, superv
     # `dev` closes its topics and recorder after the admin API stops: an emit being stored must end first.
     status, stopped, seen = supervisor.status, threading.Event(), {}
 
-    def status_while_stopping():
+    def status_while_stopping(*args, **kwargs):
         wait_until(admin.closing.is_set, "stop() began")
         seen["new request"] = request(admin, "/api/functions")[0]
         seen["stopped before this answered"] = stopped.wait(0.5)  # a wait that must time out
-        return status()
+        return status(*args, **kwargs)
 
     monkeypatch.setattr(supervisor, "status", status_while_stopping)
     answers = []

@@ -1,7 +1,9 @@
 """The supervisor's logic against a fake backend: start, reload keeping the last good code, restarts
 with back-off, the port-race retry, stop."""
 
+import contextlib
 import dataclasses
+import http.server
 import json
 import threading
 from typing import cast
@@ -535,3 +537,71 @@ def test_a_function_never_takes_a_debuggers_port(tmp_path):
 def test_a_function_without_a_debugger_shows_no_debug_row(supervisor, backend):
     supervisor.start(function())
     assert row(supervisor, "hello")["debug"] is None and row(supervisor, "hello")["state"] == "Ready"
+
+
+class MetricsCatalog:
+    def serves_metrics(self, runtime, image=""):
+        return True  # every fake server "has" /metrics: the test's servers answer it
+
+
+@contextlib.contextmanager
+def metrics_servers(ports, barrier):
+    """A /metrics on each port that answers only once `barrier` has every scrape waiting at it: scraped one after
+    the other, the first times out at the barrier and the others never arrive together."""
+    seen = []
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return
+            body = b'function_calls_total{method="GET"} 3.0\nfunction_failures_total{method="GET"} 1.0\n'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", port), Metrics) for port in ports]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
+    try:
+        yield seen
+    finally:
+        barrier.abort()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def counted(tmp_path):
+    catalog = cast(Catalog, MetricsCatalog())
+    sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=catalog, ephemeral_ports=True)
+    yield sup
+    sup.stop_all()
+
+
+def test_ls_scrapes_the_functions_metrics_at_once_not_one_after_the_other(counted):
+    """`ls` with many functions waits for the slowest /metrics, not for their sum."""
+    ports = [counted.start(function(name)).port for name in ("a", "b", "c")]
+    with metrics_servers(ports, threading.Barrier(3, timeout=10)) as seen:
+        rows = counted.status()
+    assert sorted(seen) == ["/metrics"] * 3
+    assert [(r["name"], r["calls"], r["errors"]) for r in rows] == [("a", 3, 1), ("b", 3, 1), ("c", 3, 1)]
+
+
+def test_one_functions_row_without_counts_scrapes_nothing(counted):
+    """What `call`, `logs` and `history NAME` ask: one row, no /metrics of any function (a session of a hundred
+    functions scraped all of them for every `call`)."""
+    ports = [counted.start(function(name)).port for name in ("a", "b")]
+    with metrics_servers(ports, threading.Barrier(1, timeout=10)) as seen:
+        rows = counted.status("b", counted=False)
+        assert [(r["name"], r["state"], r["calls"], r["errors"]) for r in rows] == [("b", "Ready", None, None)]
+        assert counted.status("nope", counted=False) == []
+        assert seen == []
+        assert [(r["name"], r["calls"]) for r in counted.status("a")] == [("a", 3)]
