@@ -11,7 +11,10 @@ function's server (the server and its workers) and sums their PSS (/proc/<pid>/s
 counted once across the processes that share them, so forked workers cost what they do not share) with
 that of what they share (a runtime's template process; not the guardian), and
 the CPU seconds spent so far by `dev` and by everything it started (servers, workers, template, guardian:
-the descendants of `dev`, read from /proc before it stops). With `--before TREE` the same with TREE's
+the descendants of `dev`, read from /proc before it stops). Last, with every function serving: a `call`
+of one of them (the whole CLI process, median of CALLS runs) and `ls`'s rows (the admin API's
+`/api/functions`, each function's /metrics scraped for its counts), as a user of such a session waits for
+them. With `--before TREE` the same with TREE's
 package (its CLI, engine and runtime servers), runs alternated. Prints a Markdown table per tree: median
 and range over the runs.
 """
@@ -52,6 +55,25 @@ def write_project(folder, count):
         (folder / name).mkdir(parents=True)
         (folder / name / "function.yaml").write_text(MANIFEST.format(name=name))
         (folder / name / "handler.py").write_text(HANDLER)
+
+
+CALLS = 7
+
+
+def wall_ms(action):
+    started = time.perf_counter()
+    action()
+    return (time.perf_counter() - started) * 1000
+
+
+def call_ms(folder, env):
+    """Median wall ms of `kubeless-local call fn000`, the whole process."""
+
+    def call():
+        argv = [sys.executable, "-m", "kubeless_local", "call", "fn000"]
+        subprocess.run(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL, check=True)
+
+    return statistics.median(wall_ms(call) for _ in range(CALLS))
 
 
 def children(pid):
@@ -164,7 +186,10 @@ def one_run(tree, count, settle):
         # what the functions share (a runtime's template process), not the guardian: counted in their share
         shared = [pid for pid in descendants(dev.pid) if pid not in counted and not is_guardian(pid)]
         pss += sum(pss_kb(pid) for pid in shared)
+        cli_env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
         return {
+            "call_ms": call_ms(folder, cli_env),
+            "ls_ms": statistics.median(wall_ms(client.functions) for _ in range(CALLS)),
             "ready_s": ready_at,
             "processes": processes,
             "pss_mb_each": pss / 1024 / count,
@@ -199,14 +224,14 @@ def main():
             print("run %d %s: %s" % (run + 1, name, results[name][-1]), file=sys.stderr, flush=True)
     print(
         "| tree | functions | runs | all Ready s (median, range) | processes | PSS MB each (median, range) "
-        "| CPU s at all Ready: `dev` / what it started (median) |"
+        "| CPU s at all Ready: `dev` / what it started (median) | `call` ms | `ls` rows ms |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         ready = [r["ready_s"] for r in rows]
         pss = [r["pss_mb_each"] for r in rows]
         print(
-            "| %s | %d | %d | %.1f (%.1f–%.1f) | %d | %.1f (%.1f–%.1f) | %.1f / %.1f |"
+            "| %s | %d | %d | %.1f (%.1f–%.1f) | %d | %.1f (%.1f–%.1f) | %.1f / %.1f | %.0f | %.0f |"
             % (
                 name,
                 args.functions,
@@ -220,6 +245,8 @@ def main():
                 max(pss),
                 statistics.median(r["dev_cpu_s"] for r in rows),
                 statistics.median(r["started_cpu_s"] for r in rows),
+                statistics.median(r["call_ms"] for r in rows),
+                statistics.median(r["ls_ms"] for r in rows),
             )
         )
 
