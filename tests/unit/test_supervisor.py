@@ -432,10 +432,16 @@ class Fronted(FakeBackend):
         super().start(instance, prepared)
 
 
+def supervisor_of(tmp_path, backend, catalog):
+    """A Supervisor of `backend` (a FakeBackend kind) in tmp_path, asking `catalog` (a stand-in) what it asks."""
+    return Supervisor(
+        tmp_path / ".kubeless-local", backend, LogHub(), catalog=cast(Catalog, catalog), ephemeral_ports=True
+    )
+
+
 @pytest.fixture
 def fronted(tmp_path):
-    no_catalog = cast(Catalog, NoCatalog())
-    sup = Supervisor(tmp_path / ".kubeless-local", Fronted, LogHub(), catalog=no_catalog, ephemeral_ports=True)
+    sup = supervisor_of(tmp_path, Fronted, NoCatalog())
     yield sup
     sup.stop_all()
 
@@ -580,8 +586,7 @@ def metrics_servers(ports, barrier):
 
 @pytest.fixture
 def counted(tmp_path):
-    catalog = cast(Catalog, MetricsCatalog())
-    sup = Supervisor(tmp_path / ".kubeless-local", FakeBackend, LogHub(), catalog=catalog, ephemeral_ports=True)
+    sup = supervisor_of(tmp_path, FakeBackend, MetricsCatalog())
     yield sup
     sup.stop_all()
 
