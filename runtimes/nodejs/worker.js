@@ -24,13 +24,22 @@ function releaseSoon() { // 100 ms after the last big call: its buffers are garb
 const rtRequire = workerData.runtimeLib
   ? createRequire(path.join(workerData.runtimeLib, 'package.json'))
   : require;
-const express = rtRequire('express');
-const typeis = createRequire(rtRequire.resolve('express'))('type-is'); // what Express' req.is() runs
+// Express and what this file takes of its modules are loaded by the first call that needs them:
+// loading Express was most of a worker's start, paid again by every save (a new worker).
+const expressRequire = createRequire(rtRequire.resolve('express')); // Express' own dependencies
+let typeis = null; // what Express' req.is() runs: for calls with a body
+function typeIs() { return typeis || (typeis = expressRequire('type-is')); }
+let weakETag = null; // Express' default `etag fn` ('weak'), for an object's JSON answered without Express
+function etagOf(buffer) {
+  if (!weakETag) { const etag = expressRequire('etag'); weakETag = (body) => etag(body, { weak: true }); }
+  return weakETag(buffer);
+}
 // The claim words of this worker's calls (kubeless.js): +id posted, -id started here, 0 taken back.
 // The word after them counts the calls taken from messages (the server watches it move).
 const { claims } = workerData;
 const SEEN = claims.length - 1;
 const NO_HEADERS = [];
+const JSON_TYPE = 'application/json; charset=utf-8'; // res.json's Content-Type, its charset added by res.set
 
 // What goes to the server goes in batches: everything sent while this turn's microtasks run (the
 // answers of the calls of one message, most often) is one message. In order; bodies handed over.
@@ -241,20 +250,20 @@ class Call {
     req.klBody = body;
     req.klReqBody = this.reqBody;
     req.klCall = start ? this : null;
-    app(req, res); // Express routes synchronously: `route` below has run when it returns
+    expressApp()(req, res); // Express routes synchronously: `route` below has run when it returns
     return this;
   }
 
   start() {
     const { body } = this;
     const { headers } = this.m;
-    const multipart = body.length > 0 && typeis.is(headers['content-type'], ['multipart/*']);
+    const multipart = body.length > 0 && typeIs().is(headers['content-type'], ['multipart/*']);
     // req.body (the route set it where Express came first); event.data too unless parsed below
     this.reqBody = this.req ? this.req.body : (body.length > 0 && !multipart ? body : {});
     let data = this.reqBody;
     if (body.length > 0 && !multipart) {
       try {
-        data = typeis.is(headers['content-type'], ['application/json']) ? JSON.parse(body.toString('utf-8')) : body.toString('utf-8');
+        data = typeIs().is(headers['content-type'], ['application/json']) ? JSON.parse(body.toString('utf-8')) : body.toString('utf-8');
       } catch (err) {
         clientError(this.express().res, `invalid JSON: ${err.message}`);
         return;
@@ -283,8 +292,31 @@ class Call {
       case 'string': this.reply(result); break;
       case 'undefined': this.reply(''); break;
       case 'number': case 'boolean': this.reply(JSON.stringify(result)); break;
-      default: finalize(result, this.express().res);
+      default: if (!this.replyJSON(result)) finalize(result, this.express().res);
     }
+  }
+
+  // What res.json(result) answers through Express here (express/lib/response.js: json, then send), where
+  // no conditional header can make it a 304 and it is not a HEAD: its JSON as utf-8, with Content-Type,
+  // Content-Length and the weak ETag, set in that order. False (nothing sent) where Express must answer.
+  replyJSON(result) {
+    const { headers, method } = this.m;
+    if (method === 'HEAD' || headers['if-none-match'] || headers['if-modified-since']) return false;
+    let json;
+    try {
+      json = JSON.stringify(result);
+    } catch (err) {
+      return false; // Express throws the same: the call fails there
+    }
+    if (typeof json !== 'string') return false; // a toJSON() that returns undefined: Express sends no body
+    const body = Buffer.from(json, 'utf8');
+    const sent = ['Content-Type', JSON_TYPE, 'Content-Length', String(body.length), 'ETag', etagOf(body)];
+    this.answered = true;
+    const own = new Uint8Array(body.length); // a body of its own memory, handed over (send() above)
+    own.set(body);
+    out([this.m.id, 200, undefined, sent, own, false, false, undefined], own.buffer);
+    if (this.body.length >= BIG_BODY) releaseSoon();
+    return true;
   }
 
   fail(err) {
@@ -319,16 +351,21 @@ function lazyExtensions(call) {
   return ext;
 }
 
-const app = express();
-app.disable('x-powered-by'); // the server thread adds it to every answer
-app.all('*', (req, res) => {
-  const body = req.klBody;
-  if (req.klReqBody !== undefined) req.body = req.klReqBody;
-  else req.body = body.length > 0 && !req.is('multipart/*') ? body : {};
-  if (req.klCall) req.klCall.start();
-});
-// eslint-disable-next-line no-unused-vars
-app.use((err, req, res, next) => (err.status === 400 ? clientError(res, err.message) : fail(err, req, res)));
+let app = null;
+function expressApp() {
+  if (app) return app;
+  app = rtRequire('express')();
+  app.disable('x-powered-by'); // the server thread adds it to every answer
+  app.all('*', (req, res) => {
+    const body = req.klBody;
+    if (req.klReqBody !== undefined) req.body = req.klReqBody;
+    else req.body = body.length > 0 && !req.is('multipart/*') ? body : {};
+    if (req.klCall) req.klCall.start();
+  });
+  // eslint-disable-next-line no-unused-vars
+  app.use((err, req, res, next) => (err.status === 400 ? clientError(res, err.message) : fail(err, req, res)));
+  return app;
+}
 
 // A call from the server: [id, claim slot, method, url, httpVersion, headers, rawHeaders, body,
 // remoteAddress, remotePort, localAddress, localPort] (kubeless.js flush()).

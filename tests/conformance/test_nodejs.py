@@ -329,3 +329,29 @@ def test_syntax_check_headline_names_the_error(tmp_path):
         ).returncode
         == 0
     )
+
+
+def raw_head_and_body(url, target, extra=b""):
+    """(the answer's header lines but Date, its body) of one raw `GET target`: the exact lines, in order."""
+    host, port = url.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % (target.encode(), extra))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return [line for line in head.split(b"\r\n") if not line.lower().startswith(b"date:")], body
+
+
+def test_an_object_answered_without_express_is_what_express_answers(function):
+    """A returned object is answered without Express where nothing can make it differ (no conditional header, not a
+    HEAD): the same head line for line, and the same body, as through Express, which answers a path with a % (it
+    decodes it) and a conditional request (it may answer 304)."""
+    f = function("echo")  # a GET has event.data {}: res.json({})
+    fast, fast_body = raw_head_and_body(f.url, "/plain")
+    routed, routed_body = raw_head_and_body(f.url, "/%70lain")
+    assert fast == routed and fast_body == routed_body == b"{}"
+    assert b"Content-Type: application/json; charset=utf-8" in fast and any(h.startswith(b"ETag: W/") for h in fast)
+    etag = next(h for h in fast if h.startswith(b"ETag: ")).split(b": ", 1)[1]
+    unchanged, body = raw_head_and_body(f.url, "/plain", b"If-None-Match: %s\r\n" % etag)
+    assert unchanged[0] == b"HTTP/1.1 304 Not Modified" and body == b""
