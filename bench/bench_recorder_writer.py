@@ -32,6 +32,7 @@ The `process` and `direct` variants are measuring hacks, not the product: no flu
 import gc
 import os
 import pickle
+import shutil
 import statistics
 import struct
 import subprocess
@@ -190,7 +191,7 @@ class Engine:
     """One function on a supervisor of its own, with a recorder of class `kind`."""
 
     def __init__(self, runtime, kind, lines):
-        tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
+        self.tmp = tmp = Path(tempfile.mkdtemp(prefix="kl-bench-"))
         (tmp / "state").mkdir()
         hub = LogHub()
         self.recorder = kind(tmp / "state", logs=hub if lines else None, bus=EventBus())
@@ -230,6 +231,7 @@ class Engine:
     def close(self):
         self.supervisor.stop_all()
         self.recorder.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def run(runtime, connections, args):
