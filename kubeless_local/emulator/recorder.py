@@ -21,7 +21,9 @@ Guarantee: recording never slows or breaks a call. The request thread (or the do
 the exchange on a bounded queue (`submit`, never blocking): when the queue is full the record is dropped and
 counted, the call is answered all the same. One writer thread stores records in `invocations.db` (SQLite, WAL)
 beside the topics, and keeps at most `keep` records and `max_bytes` of them per function (the oldest go
-first). A damaged or locked database does not stop `dev`: the file is moved aside
+first). A thread, not a process of its own: measured, a writer process moves the CPU a record costs without
+saving any, and the door's threads do not wait on `dev`'s GIL for it (BENCHMARKS.md, "The writer in a process
+of its own?"). A damaged or locked database does not stop `dev`: the file is moved aside
 (`invocations.db.damaged-<time>`), a fresh one is started and this is said once; if even that fails, records
 are dropped (counted) and the calls go on.
 
