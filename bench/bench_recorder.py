@@ -11,6 +11,7 @@ list API's p50/p95 (ms) over 200 calls.
 """
 
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -112,6 +113,7 @@ def calls(args):
         finally:
             supervisor.stop_all()
             recorder.close()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def list_api(args):
@@ -159,6 +161,7 @@ def list_api(args):
     finally:
         admin.stop()
         recorder.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
