@@ -32,7 +32,6 @@ function releaseSoon() { // 100 ms after the last big call: its buffers are garb
 const runtimeLib = process.env.KUBELESS_RUNTIME_LIB || '';
 const rtRequire = runtimeLib ? createRequire(path.join(runtimeLib, 'package.json')) : require;
 const http = require('http');
-const client = rtRequire('prom-client');
 
 const installDir = process.env.KUBELESS_INSTALL_VOLUME || '/kubeless';
 const modName = process.env.MOD_NAME;
@@ -67,38 +66,59 @@ function controlLine(obj) {
 
 // Metrics: same names and labels as Kubeless (method label = `<MOD_NAME>-<METHOD>`). The counters
 // are kept in plain numbers per label and handed to prom-client when /metrics is read (its label
-// checks and hashing per call were a fifth of this thread's time per call).
-const tallies = new Map(); // method label -> { labels, calls, failures }
+// checks and hashing per call were a fifth of this thread's time per call). prom-client itself is
+// loaded by the first /metrics (a tenth of the server's start was loading it); the durations measured
+// until then wait in their tally (at most MAX_WAITING: then it is loaded).
+const MAX_WAITING = 100000;
+const tallies = new Map(); // method label -> { labels, calls, failures, durations waiting for prom-client }
+let prom = null; // { register, histogram } once loaded
+let waiting = 0;
 function tally(label) {
   let t = tallies.get(label);
   if (!t) {
-    t = { labels: { method: label }, calls: 0, failures: 0 };
+    t = { labels: { method: label }, calls: 0, failures: 0, durations: [] };
     tallies.set(label, t);
   }
   return t;
 }
-const timeHistogram = new client.Histogram({
-  name: 'function_duration_seconds', help: 'Duration of user function in seconds', labelNames: ['method'],
-});
-const callsCounter = new client.Counter({
-  name: 'function_calls_total', help: 'Number of calls to user function', labelNames: ['method'],
-  collect() {
-    for (const t of tallies.values()) if (t.calls) { this.inc(t.labels, t.calls); t.calls = 0; }
-  },
-});
-const errorsCounter = new client.Counter({
-  name: 'function_failures_total', help: 'Number of exceptions in user function', labelNames: ['method'],
-  collect() {
-    for (const t of tallies.values()) if (t.failures) { this.inc(t.labels, t.failures); t.failures = 0; }
-  },
-});
+function promMetrics() {
+  if (prom) return prom;
+  const client = rtRequire('prom-client');
+  const histogram = new client.Histogram({
+    name: 'function_duration_seconds', help: 'Duration of user function in seconds', labelNames: ['method'],
+  });
+  new client.Counter({ // eslint-disable-line no-new
+    name: 'function_calls_total', help: 'Number of calls to user function', labelNames: ['method'],
+    collect() {
+      for (const t of tallies.values()) if (t.calls) { this.inc(t.labels, t.calls); t.calls = 0; }
+    },
+  });
+  new client.Counter({ // eslint-disable-line no-new
+    name: 'function_failures_total', help: 'Number of exceptions in user function', labelNames: ['method'],
+    collect() {
+      for (const t of tallies.values()) if (t.failures) { this.inc(t.labels, t.failures); t.failures = 0; }
+    },
+  });
+  prom = { register: client.register, histogram };
+  for (const t of tallies.values()) {
+    for (const seconds of t.durations) histogram.observe(t.labels, seconds);
+    t.durations = [];
+  }
+  waiting = 0;
+  return prom;
+}
 
 // A call is answered (a timeout or a crash is a failure too): count it.
 function count(call, failed) {
   const t = call.tally;
   t.calls += 1;
   if (failed) t.failures += 1;
-  timeHistogram.observe(t.labels, (performance.now() - call.started) / 1000);
+  const seconds = (performance.now() - call.started) / 1000;
+  if (prom) prom.histogram.observe(t.labels, seconds);
+  else {
+    t.durations.push(seconds);
+    if (++waiting >= MAX_WAITING) promMetrics();
+  }
 }
 
 // ---- worker pool ------------------------------------------------------------------------------
@@ -528,7 +548,8 @@ function onRequest(req, res) {
   const { method } = req;
   if ((method === 'GET' || method === 'HEAD') && isPath(req.url, '/healthz')) { reply(res, 200, 'OK'); return; }
   if ((method === 'GET' || method === 'HEAD') && isPath(req.url, '/metrics')) {
-    client.register.metrics().then((text) => reply(res, 200, text, client.register.contentType),
+    const { register } = promMetrics();
+    register.metrics().then((text) => reply(res, 200, text, register.contentType),
       (err) => reply(res, 500, String(err)));
     return;
   }
