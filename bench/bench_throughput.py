@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 
-from common import CATALOG, ROOT, Baseline, Engine, bench_parser, wrk
+from common import CATALOG, ROOT, Baseline, Engine, answer, bench_parser, wrk
 
 BASE = ROOT / "bench" / "baselines"
 
@@ -71,6 +71,9 @@ def main():
                 urls = {"url": instance.url + "/", "server": instance.server_url + "/"}
                 for via in vias:
                     wrk(urls[via], 10, 1)  # warm all up
+                # /metrics read once, as `dev`'s table and `ls` do: a server that loads its metrics library on the
+                # first read (Node's prom-client) then counts every call as it does in a session
+                answer(instance.server_url + "/metrics")
                 wrk(baseline.url, 10, 1)
                 for conns, _, via in itertools.product(connections, range(args.rounds), vias):
                     # Alternate the two so drift on a noisy machine hits both alike.
