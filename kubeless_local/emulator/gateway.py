@@ -523,7 +523,8 @@ class Client(asyncio.Protocol):
     # the request stream's callbacks
     def _head(self, head: bytes) -> tuple:
         self.reading = request = Request(head)
-        if "100-continue" in request.fields.get("expect", "").lower():
+        expect = request.fields.get("expect")
+        if expect and "100-continue" in expect.lower():
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is read here, whole
         return b"", request.framing()
 
@@ -630,6 +631,30 @@ class Job:
     """One forwarded request: sent to the function's server, its answer relayed to the client as it comes
     (http1.Stream: the head rewritten, the body passed on in the pieces it arrives in, never held whole), and,
     on the process backend, recorded as the front door records a call."""
+
+    __slots__ = (
+        "client",
+        "deadline",
+        "decision",
+        "done_reading",
+        "exchange",
+        "expired",
+        "finished",
+        "found",
+        "gateway",
+        "head_sent",
+        "interim",
+        "keep",
+        "kept",
+        "method",
+        "payload",
+        "request",
+        "reused",
+        "server_keeps",
+        "size",
+        "stream",
+        "upstream",
+    )  # one made per request: its attributes in slots, not a dict
 
     def __init__(self, gateway: Gateway, client: Client, request: Request, decision, found) -> None:
         self.gateway, self.client, self.request, self.decision, self.found = gateway, client, request, decision, found
