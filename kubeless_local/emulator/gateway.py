@@ -8,7 +8,8 @@ forwarded headers set, `Proxy`, `Expect` (answered here) and, after basic auth, 
 answer comes back with the route's CORS headers replacing any of the same name the function set, its body
 relayed in the pieces it arrives in (never held whole; one without a length ends the client's connection
 with it). A function that does not serve yet, or whose server is restarting, is waited for up to READY_WAIT
-seconds, then answered 503 as an ingress without endpoints answers.
+seconds, then answered 503 as an ingress without endpoints answers; one whose answer has not ended within its
+timeout + ANSWER_MARGIN seconds, 502 (found by one sweep a second, not a timer per request).
 
 Where it goes: on the process backend, the runtime server's own private port, past the function's front door
 (proxy.py), asked again at each new connection since it changes at each start; the gateway then records the
@@ -205,12 +206,12 @@ class Gateway:
         """Every SWEEP_EVERY seconds: a forwarded request whose answer is overdue ends (502). One timer for all:
         one per request was a heap entry made and cancelled per request, freed by the garbage collector."""
         assert self.loop is not None
+        self.sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)  # first: a failure below stops no later sweep
         now = self.loop.time()
         for client in list(self.clients):
             job = client.job
             if job is not None and job.upstream is not None and not job.finished and job.deadline <= now:
                 job.expire()
-        self.sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
 
     def _loop_error(self, loop, context: dict) -> None:
         """What asyncio would print on the terminal: a peer's reset is nobody's business (the connection's
