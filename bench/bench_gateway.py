@@ -3,14 +3,15 @@ forwarded headers, a kept-alive upstream connection) against the same function's
 alternating the two (targets, issue O: ≤ 1 ms added at p50, ≥ 0.8× the throughput at c10).
 
     python bench/bench_gateway.py [--runtimes python3.11,nodejs20] [--connections 1,10] [--seconds 5] [--rounds 3]
-                                  [--unrecorded]
+                                  [--unrecorded] [--ingress-headers]
     python bench/bench_gateway.py --protocols [--requests 30000]
 
 Every call is recorded, as in `dev` (the function's front door records the direct ones, the gateway its own;
 `--unrecorded`: neither). Each figure is the median of `--rounds` alternating runs (direct, gateway, direct,
 …): on a busy machine one run of either can be off by 2×. `dev CPU µs` is the CPU this process (`dev`: the
 front doors, the gateway, the recorder) spent per request meanwhile, which depends little on how busy the
-machine is.
+machine is. `--ingress-headers`: the direct calls carry the headers the gateway adds (ingress-nginx's, which
+the function's server and the recorder read too), so that the ratio is the relay's alone.
 
 `--protocols`: the gateway's Python alone, without sockets, servers or wrk: its client and upstream Protocols
 driven with fake transports (a hello request, a bottle-like answer), the thread's CPU per request and the
@@ -40,6 +41,18 @@ TRIGGER = {
 }
 
 
+# what the gateway adds to a request (http_routes.RouteTable.decide), with values of the same lengths
+INGRESS_HEADERS = (
+    "X-Request-ID: 0123456789abcdef0123456789abcdef",
+    "X-Real-IP: 127.0.0.1",
+    "X-Forwarded-For: 127.0.0.1",
+    "X-Forwarded-Host: hello.test",
+    "X-Forwarded-Port: 8480",
+    "X-Forwarded-Proto: http",
+    "X-Forwarded-Scheme: http",
+    "X-Scheme: http",
+    "X-Original-URI: /hello",
+)
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: hello.test\r\n\r\n"  # as wrk sends it
 ANSWER = (
     b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nContent-Type: text/html; charset=UTF-8\r\n"
@@ -137,6 +150,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--unrecorded", action="store_true", help="no recorder (neither path records its calls)")
+    parser.add_argument("--ingress-headers", action="store_true", help="direct calls carry the gateway's headers")
     parser.add_argument("--protocols", action="store_true", help="the gateway's Python alone, fake transports")
     parser.add_argument("--requests", type=int, default=30000, help="with --protocols")
     args = parser.parse_args()
@@ -171,11 +185,12 @@ def main():
             direct = instance.url + "/"
             through = "%s/hello" % gateway.url
             host = ("Host: hello.test",)
+            alike = INGRESS_HEADERS if args.ingress_headers else ()
             wrk(direct, 10, 1)  # warm both up
             wrk(through, 10, 1, headers=host)
             for conns in [int(c) for c in args.connections.split(",")]:
                 runs = [
-                    (measure(direct, conns, args.seconds), measure(through, conns, args.seconds, headers=host))
+                    (measure(direct, conns, args.seconds, alike), measure(through, conns, args.seconds, headers=host))
                     for _ in range(args.rounds)
                 ]
                 base, via = ({key: statistics.median(r[i][key] for r in runs) for key in runs[0][i]} for i in (0, 1))
