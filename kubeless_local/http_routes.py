@@ -18,8 +18,9 @@ reading the project's Secret manifests (`secrets_in`).
 """
 
 import base64
+import functools
 import hashlib
-import os
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +194,7 @@ class Route:
     def file(self) -> str:
         return self.origin.split(":", 1)[0]
 
-    @property
+    @functools.cached_property  # what never changes for a route is found once, not at each request
     def redirects_to_https(self) -> bool:
         """ingress-nginx's ssl-redirect: on by default for a host with TLS (and set by the controller with
         tls-acme); `ssl-redirect: "false"` turns it off. Traefik and Kong serve both."""
@@ -205,9 +206,14 @@ class Route:
         """The basic-auth realm: the `auth-realm` annotation, as ingress-nginx reads it ("" by default)."""
         return self.annotations.get(AUTH_PREFIX.get(self.gateway, NGINX) + "auth-realm", "").replace('"', "")
 
-    @property
+    @functools.cached_property
     def match(self) -> MatchKind:
         return MATCH_KINDS[MATCHING[(self.gateway, self.rewrite)]]
+
+    @functools.cached_property
+    def cors_headers(self) -> tuple:
+        """The CORS headers set on every answer but a preflight's; () without CORS."""
+        return tuple(self.cors.headers(preflight=False)) if self.cors else ()
 
     def rewritten(self, path: str, query: str) -> str:
         """The path and query the function receives for a request this route matched."""
@@ -318,10 +324,10 @@ class Decision:
     candidates: tuple = ()  # every route, matched or not, and why
     reason: str = ""
 
-    def request_headers(self, headers: list) -> list:
-        """The headers the function receives, of the request's (name, value) pairs (Content-Length aside)."""
-        replaced = {name.lower() for name, _ in self.set_headers}
-        dropped = set(self.drop_headers) | HOP_BY_HOP | replaced | {"content-length"}
+    def request_headers(self, headers: list, unsent: frozenset = frozenset()) -> list:
+        """The headers the function receives, of the request's (name, value) pairs (Content-Length aside, and
+        those named in `unsent`, lower-cased)."""
+        dropped = _dropped(self.drop_headers, tuple(name for name, _ in self.set_headers), unsent)
         return [(k, v) for k, v in headers if k.lower() not in dropped] + list(self.set_headers)
 
     def response_headers_over(self, answered: list) -> list:
@@ -329,6 +335,13 @@ class Decision:
         replaced = {name.lower() for name, _ in self.response_headers}
         kept = [(k, v) for k, v in answered if k.lower() not in replaced and k.lower() not in HOP_BY_HOP]
         return kept + list(self.response_headers)
+
+
+@functools.lru_cache(maxsize=64)
+def _dropped(drop_headers: tuple, set_names: tuple, unsent: frozenset) -> frozenset:
+    """The request headers a decision keeps from the function (lower-cased); a handful of shapes, each made once."""
+    replaced = {name.lower() for name in set_names}
+    return frozenset(drop_headers) | HOP_BY_HOP | replaced | {"content-length"} | unsent
 
 
 def split_host(host_header: str) -> tuple:
@@ -429,7 +442,7 @@ class RouteTable:
             return Decision(
                 404, body=DEFAULT_BACKEND, candidates=candidates, reason="no route matches: default backend"
             )
-        cors = route.cors.headers(preflight=False) if route.cors else []
+        cors = route.cors_headers
         if route.redirects_to_https and scheme == "http":
             name = split_host(host_header)[0]
             location = "https://%s%s%s" % (name, "" if https_port == 443 else ":%d" % https_port, target)
@@ -478,7 +491,7 @@ class RouteTable:
             target=route.rewritten(path, query),
             set_headers=forwarded,
             drop_headers=("proxy", "authorization") if route.auth_secret else ("proxy",),
-            response_headers=tuple(cors),
+            response_headers=cors,
             candidates=candidates,
             reason="forwarded to function %s" % route.function,
         )
@@ -491,7 +504,8 @@ UNAUTHORIZED = (
 
 
 def _request_id() -> str:
-    return os.urandom(16).hex()  # ingress-nginx's $request_id: 32 hex digits
+    # ingress-nginx's $request_id: 32 hex digits; an identifier, not a secret (os.urandom is a system call)
+    return "%032x" % random.getrandbits(128)
 
 
 def basic_credentials(authorization: str) -> tuple:

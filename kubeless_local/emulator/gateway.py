@@ -8,7 +8,8 @@ forwarded headers set, `Proxy`, `Expect` (answered here) and, after basic auth, 
 answer comes back with the route's CORS headers replacing any of the same name the function set, its body
 relayed in the pieces it arrives in (never held whole; one without a length ends the client's connection
 with it). A function that does not serve yet, or whose server is restarting, is waited for up to READY_WAIT
-seconds, then answered 503 as an ingress without endpoints answers.
+seconds, then answered 503 as an ingress without endpoints answers; one whose answer has not ended within its
+timeout + ANSWER_MARGIN seconds, 502 (found by one sweep a second, not a timer per request).
 
 Where it goes: on the process backend, the runtime server's own private port, past the function's front door
 (proxy.py), asked again at each new connection since it changes at each start; the gateway then records the
@@ -50,6 +51,8 @@ HOST = "127.0.0.1"
 LOG_NAME = "gateway"  # the name its lines carry in dev's output
 READY_WAIT = 10.0  # seconds a request waits for a function that is starting or reloading
 RETRY_PAUSE = 0.02  # seconds between two attempts to reach a server that is restarting
+ANSWER_MARGIN = 10.0  # seconds past the function's timeout its answer is waited for (it answers 408 itself then)
+SWEEP_EVERY = 1.0  # seconds between two looks for overdue answers (one timer for every request, not one each)
 UNSENT = frozenset((SOURCE_HEADER.lower(), "expect"))  # request headers the function never receives
 UNAVAILABLE = (
     b"<html><head><title>503 Service Temporarily Unavailable</title></head><body>503 Service Temporarily"
@@ -128,6 +131,7 @@ class Gateway:
         self.https_server: Optional[asyncio.Server] = None
         self.contexts: dict = {}  # SNI host name → SSLContext
         self.certificates: dict = {}  # (kind, host, digest) → SSLContext, kept across reloads
+        self.sweeper: Optional[asyncio.TimerHandle] = None
 
     @property
     def url(self) -> str:
@@ -186,6 +190,7 @@ class Gateway:
             self.loop.set_exception_handler(self._loop_error)
             self.thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
             self.thread.start()
+            self.loop.call_soon_threadsafe(self._sweep)
         opening = self.loop.create_server(lambda: Client(self, scheme), HOST, port, backlog=128, ssl=context)
         try:
             return asyncio.run_coroutine_threadsafe(opening, self.loop).result(timeout=10)
@@ -196,6 +201,17 @@ class Gateway:
                 "gateway port",
                 str(port),
             ) from None
+
+    def _sweep(self) -> None:
+        """Every SWEEP_EVERY seconds: a forwarded request whose answer is overdue ends (502). One timer for all:
+        one per request was a heap entry made and cancelled per request, freed by the garbage collector."""
+        assert self.loop is not None
+        self.sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)  # first: a failure below stops no later sweep
+        now = self.loop.time()
+        for client in list(self.clients):
+            job = client.job
+            if job is not None and job.upstream is not None and not job.finished and job.deadline <= now:
+                job.expire()
 
     def _loop_error(self, loop, context: dict) -> None:
         """What asyncio would print on the terminal: a peer's reset is nobody's business (the connection's
@@ -212,6 +228,8 @@ class Gateway:
         self.server = self.https_server = None
 
         async def close():
+            if self.sweeper is not None:
+                self.sweeper.cancel()
             for server in servers:
                 server.close()
             for pool in self.idle.values():
@@ -406,6 +424,14 @@ def dropping(replaced: tuple) -> "re.Pattern[bytes]":
     return re.compile(rb"\n(?:%s)[ \t]*:[^\n]*" % b"|".join(re.escape(n.encode()) for n in names), re.I)
 
 
+@functools.lru_cache(maxsize=64)
+def answer_rewrite(replacing: tuple) -> tuple:
+    """(the pattern of the header lines an answer loses, the header lines the route sets on it as bytes, each
+    after a line break): made once per route's headers, not per answer."""
+    added = "".join("\r\n%s: %s" % pair for pair in replacing).encode("latin-1", "replace")
+    return dropping(tuple(name for name, _ in replacing)), added
+
+
 def head_of(status: int, reason: str, headers: list, keep: bool) -> bytes:
     lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))] + ["%s: %s" % pair for pair in headers]
     if not keep:
@@ -498,7 +524,8 @@ class Client(asyncio.Protocol):
     # the request stream's callbacks
     def _head(self, head: bytes) -> tuple:
         self.reading = request = Request(head)
-        if "100-continue" in request.fields.get("expect", "").lower():
+        expect = request.fields.get("expect")
+        if expect and "100-continue" in expect.lower():
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is read here, whole
         return b"", request.framing()
 
@@ -606,12 +633,36 @@ class Job:
     (http1.Stream: the head rewritten, the body passed on in the pieces it arrives in, never held whole), and,
     on the process backend, recorded as the front door records a call."""
 
+    __slots__ = (
+        "client",
+        "deadline",
+        "decision",
+        "done_reading",
+        "exchange",
+        "expired",
+        "finished",
+        "found",
+        "gateway",
+        "head_sent",
+        "interim",
+        "keep",
+        "kept",
+        "method",
+        "payload",
+        "request",
+        "reused",
+        "server_keeps",
+        "size",
+        "stream",
+        "upstream",
+    )  # one made per request: its attributes in slots, not a dict
+
     def __init__(self, gateway: Gateway, client: Client, request: Request, decision, found) -> None:
         self.gateway, self.client, self.request, self.decision, self.found = gateway, client, request, decision, found
         self.method, self.keep = request.method, request.keep
         self.upstream: Optional[Upstream] = None
         self.reused = False
-        self.expiry: Optional[asyncio.TimerHandle] = None
+        self.deadline = 0.0  # loop time by which the answer must have ended (Gateway._sweep)
         self.expired = False
         self.head_sent = False  # once the answer's head went out, a failure can only cut the connection
         self.server_keeps = False
@@ -631,14 +682,14 @@ class Job:
         """The request as the function's server receives it, and its record."""
         instance, _ = self.found
         route, request, target = self.decision.route, self.request, self.decision.target
-        sent = [pair for pair in self.decision.request_headers(request.headers) if pair[0].lower() not in UNSENT]
+        sent = self.decision.request_headers(request.headers, UNSENT)
         body = bytes(request.body)
         if body or self.method in ("POST", "PUT", "PATCH"):
             sent.append(("Content-Length", str(len(body))))
         if not instance.server_port:  # the function's own URL: its front door (if any) records it, as the gateway's
             sent += marked(instance, "gateway", route.trigger).items()
-        lines = ["%s %s HTTP/1.1" % (self.method, target)] + ["%s: %s" % pair for pair in sent]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        lines = "".join(["%s: %s\r\n" % pair for pair in sent])
+        head = ("%s %s HTTP/1.1\r\n%s\r\n" % (self.method, target, lines)).encode("latin-1", "replace")
         self.payload = head + body
         recorder = self.gateway.supervisor.recorder
         if instance.server_port and recorder is not None and target.partition("?")[0] not in NOT_CALLS:
@@ -657,14 +708,17 @@ class Job:
         self.upstream, self.reused, upstream.job = upstream, reused, self
         self.stream = upstream.stream
         self.done_reading = self.head_sent = self.expired = False
-        timeout = float(self.found[1].timeout) + 10  # the function answers 408 itself at its timeout
-        self.expiry = asyncio.get_running_loop().call_later(timeout, self._expire, timeout)
-        assert upstream.transport is not None
+        assert self.gateway.loop is not None and upstream.transport is not None
+        self.deadline = self.gateway.loop.time() + self.waited()
         upstream.transport.write(self.payload)
 
-    def _expire(self, timeout: float) -> None:
+    def waited(self) -> float:
+        """Seconds its answer is waited for."""
+        return float(self.found[1].timeout) + ANSWER_MARGIN
+
+    def expire(self) -> None:
         self.expired = True
-        self.ended(TimeoutError("no answer within %gs" % timeout))
+        self.ended(TimeoutError("no answer within %gs" % self.waited()))
 
     def feed(self, data: bytes) -> None:
         assert self.stream is not None
@@ -694,8 +748,7 @@ class Job:
             self.interim = True  # an interim answer (100 Continue) is skipped, as the front door does
             return b"", (http1.NONE, 0)
         lowered = head.lower()
-        length_field, connection = http1.field(lowered, b"content-length:"), http1.field(lowered, b"connection:")
-        length = length_field.decode("latin-1") if length_field is not None else None
+        length, connection = http1.field(lowered, b"content-length:"), http1.field(lowered, b"connection:")
         if length is not None and not length.isdigit():
             raise BadMessage("malformed Content-Length")
         chunked = b"chunked" in (http1.field(lowered, b"transfer-encoding:") or b"")
@@ -708,26 +761,24 @@ class Job:
         self.keep = self.keep and framed and not upgraded  # an answer that ends with its connection ends the client's
         if self.exchange is not None:
             self.exchange.status, self.exchange.response_head = status, head
-        added = list(self.decision.response_headers)
+        dropped, added = answer_rewrite(self.decision.response_headers)
         if not has_body:
             framing: http1.Framing = (http1.NONE, 0)
             if status not in http1.NO_BODY_STATUS and length is not None:
-                added.append(("Content-Length", length))  # a HEAD's answer says the length a GET's would have
+                added += b"\r\nContent-Length: " + length  # a HEAD's answer says the length a GET's would have
         elif chunked:
             framing = (http1.CHUNKED, 0)
-            added.append(("Transfer-Encoding", "chunked"))
+            added += b"\r\nTransfer-Encoding: chunked"
         elif length is not None:
             framing = (http1.LENGTH, int(length))
-            added.append(("Content-Length", length))
+            added += b"\r\nContent-Length: " + length
         else:
             framing = (http1.UNTIL_CLOSE, 0)
         if not self.keep:
-            added.append(("Connection", "close"))
-        replaced = tuple(name for name, _ in self.decision.response_headers)
-        kept = dropping(replaced).sub(b"", head.rstrip(b"\r\n")).rstrip(b"\r")
-        lines = "".join("\r\n%s: %s" % pair for pair in added).encode("latin-1", "replace")
+            added += b"\r\nConnection: close"
+        kept = dropped.sub(b"", head.rstrip(b"\r\n")).rstrip(b"\r")
         self.head_sent = True
-        return kept + lines + b"\r\n\r\n", framing
+        return kept + added + b"\r\n\r\n", framing
 
     def body(self, piece: memoryview) -> None:
         self.size += len(piece)
@@ -772,8 +823,6 @@ class Job:
         self.finish(reusable=False, error=error)
 
     def _release(self, reusable: bool) -> None:
-        if self.expiry is not None:
-            self.expiry.cancel()
         upstream, self.upstream = self.upstream, None
         if upstream is None:
             return

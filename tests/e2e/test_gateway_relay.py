@@ -226,3 +226,29 @@ def test_a_head_answer_keeps_its_length_and_the_connection_serves_the_next_reque
     wait_until(lambda: len(recorder.exchanges) == 2, "both calls recorded", timeout=30)
     assert [e.method for e in recorder.exchanges] == ["HEAD", "GET"]
     server.close()
+
+
+def test_an_answer_overdue_past_the_functions_timeout_is_a_502_and_recorded(gateway, monkeypatch):
+    """The function's server takes the request and never answers: past its timeout (and the gateway's margin,
+    0 here) the client gets a 502, the call is recorded with why, and the gateway serves the next request."""
+    from kubeless_local.emulator import gateway as module
+
+    monkeypatch.setattr(module, "ANSWER_MARGIN", 0.0)
+    gateway, _, recorder = gateway
+    released = threading.Event()
+    silent = FunctionServer(lambda sock, _: released.wait(30))
+    gateway.supervisor.wait_ready = lambda name, timeout: (instance(silent.port), SimpleNamespace(timeout="1"))
+    try:
+        with request(gateway) as sock:
+            received = read_until(sock, b"</html>")
+        assert received.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+        exchange = recorder.submitted()[0]
+        assert exchange.status == 0 and "no answer within 1s" in exchange.error
+        answering = FunctionServer(lambda sock, _: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        gateway.supervisor.wait_ready = lambda name, timeout: (instance(answering.port), SimpleNamespace(timeout="1"))
+        with request(gateway) as sock:
+            assert read_until(sock, b"\r\n\r\nok").startswith(b"HTTP/1.1 200 OK\r\n")
+        answering.close()
+    finally:
+        released.set()
+        silent.close()
