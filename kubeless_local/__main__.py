@@ -1,3 +1,3 @@
-from kubeless_local.commands.root import main
+from kubeless_local.commands.root import entry
 
-main(prog_name="kubeless-local")
+entry()

@@ -33,11 +33,16 @@ HEAVY_STDLIB = {"http.client", "email", "ssl", "sqlite3", "asyncio", "importlib.
 
 
 # Runs the CLI as `python -m kubeless_local` does, then writes the modules it added to sys.modules (a module
-# importlib.import_module loads, as the root group does, is missing from `-X importtime`).
+# importlib.import_module loads, as the root group does, is missing from `-X importtime`), at exit or at the
+# os._exit that ends a `call`.
 RUN = """
-import atexit, json, runpy, sys
+import atexit, json, os, runpy, sys
 before, listing = set(sys.modules), sys.argv[1]
-atexit.register(lambda: open(listing, "w").write(json.dumps(sorted(set(sys.modules) - before))))
+def write_listing():
+    open(listing, "w").write(json.dumps(sorted(set(sys.modules) - before)))
+atexit.register(write_listing)
+end_at_once = os._exit  # `call` ends its process without the interpreter's teardown, atexit included
+os._exit = lambda code: (write_listing(), end_at_once(code))
 sys.argv = ["kubeless-local", *sys.argv[2:]]
 runpy.run_module("kubeless_local", run_name="__main__", alter_sys=True)
 """
@@ -122,3 +127,15 @@ def test_every_command_is_one_row_of_the_root_table():
     for name in root.COMMANDS:
         command = root.main.get_command(None, name)
         assert command is not None and command.name == name
+
+
+def test_call_ends_at_once_with_its_exit_code_and_its_output_flushed(session, tmp_path):
+    """`call` ends its process without the interpreter's teardown (root.entry): what it printed still arrives,
+    and its exit code is the command's."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KUBELESS_LOCAL_REGISTRY": str(tmp_path / "registry")}
+    argv = [sys.executable, "-m", "kubeless_local", "call"]
+    called = subprocess.run([*argv, "hello"], cwd=session, env=env, capture_output=True, text=True, timeout=60)
+    assert (called.returncode, called.stdout) == (0, "ok\n"), called.stderr
+    unknown = subprocess.run([*argv, "nope"], cwd=session, env=env, capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: no function 'nope'"), unknown.stderr
+    assert unknown.stdout == ""
