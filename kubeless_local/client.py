@@ -332,7 +332,8 @@ class SessionClient:
         session a scrape of each function's /metrics. A session older than these filters answers every row,
         counted: callers still pick theirs by name."""
         query = {"name": name} if name is not None else {}
-        query.update({} if counted else {"counts": "0"})
+        if not counted:
+            query["counts"] = "0"
         return self._json("/api/functions" + ("?" + urllib.parse.urlencode(query) if query else ""), timeout=10)
 
     def function(self, name):

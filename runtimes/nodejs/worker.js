@@ -30,9 +30,9 @@ const expressRequire = createRequire(rtRequire.resolve('express')); // Express' 
 let typeis = null; // what Express' req.is() runs: for calls with a body
 function typeIs() { return typeis || (typeis = expressRequire('type-is')); }
 let weakETag = null; // Express' default `etag fn` ('weak'), for an object's JSON answered without Express
-function etagOf(buffer) {
-  if (!weakETag) { const etag = expressRequire('etag'); weakETag = (body) => etag(body, { weak: true }); }
-  return weakETag(buffer);
+function etagOf(body) { // a string: hashed as its utf-8 bytes, as Express hashes the Buffer it makes of it
+  if (!weakETag) { const etag = expressRequire('etag'); weakETag = (entity) => etag(entity, { weak: true }); }
+  return weakETag(body);
 }
 // The claim words of this worker's calls (kubeless.js): +id posted, -id started here, 0 taken back.
 // The word after them counts the calls taken from messages (the server watches it move).
@@ -309,13 +309,8 @@ class Call {
       return false; // Express throws the same: the call fails there
     }
     if (typeof json !== 'string') return false; // a toJSON() that returns undefined: Express sends no body
-    const body = Buffer.from(json, 'utf8');
-    const sent = ['Content-Type', JSON_TYPE, 'Content-Length', String(body.length), 'ETag', etagOf(body)];
-    this.answered = true;
-    const own = new Uint8Array(body.length); // a body of its own memory, handed over (send() above)
-    own.set(body);
-    out([this.m.id, 200, undefined, sent, own, false, false, undefined], own.buffer);
-    if (this.body.length >= BIG_BODY) releaseSoon();
+    const length = String(Buffer.byteLength(json));
+    this.reply(json, ['Content-Type', JSON_TYPE, 'Content-Length', length, 'ETag', etagOf(json)]);
     return true;
   }
 
@@ -324,10 +319,10 @@ class Call {
     fail(err, this.req, this.res);
   }
 
-  // What res.end(body) answers through Express here: 200, no headers of its own.
-  reply(body) {
+  // What res.end(body) answers through Express here: 200, no headers of its own (or `headers`: name, value, ...).
+  reply(body, headers = NO_HEADERS) {
     this.answered = true;
-    out([this.m.id, 200, undefined, NO_HEADERS, body, false, false, undefined]);
+    out([this.m.id, 200, undefined, headers, body, false, false, undefined]);
     if (this.body.length >= BIG_BODY) releaseSoon();
   }
 }

@@ -331,11 +331,20 @@ def test_syntax_check_headline_names_the_error(tmp_path):
     )
 
 
-def raw_head_and_body(url, target, extra=b""):
-    """(the answer's header lines but Date, its body) of one raw `GET target`: the exact lines, in order."""
+def raw_head_and_body(url, target, extra=b"", json_body=None):
+    """(the answer's header lines but Date, its body) of one raw `GET target` (a POST of `json_body`, bytes): the
+    exact lines, in order."""
     host, port = url.split("//", 1)[1].split(":")
+    if json_body is not None:
+        extra += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(json_body)
+    request = b"%s %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n%s" % (
+        b"GET" if json_body is None else b"POST",
+        target.encode(),
+        extra,
+        json_body or b"",
+    )
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % (target.encode(), extra))
+        sock.sendall(request)
         received = b""
         while chunk := sock.recv(65536):
             received += chunk
@@ -355,3 +364,7 @@ def test_an_object_answered_without_express_is_what_express_answers(function):
     etag = next(h for h in fast if h.startswith(b"ETag: ")).split(b": ", 1)[1]
     unchanged, body = raw_head_and_body(f.url, "/plain", b"If-None-Match: %s\r\n" % etag)
     assert unchanged[0] == b"HTTP/1.1 304 Not Modified" and body == b""
+    text = '{"a":"\u00e9\u4e2d"}'.encode()  # not ASCII: its length and ETag are of its utf-8 bytes
+    fast, fast_body = raw_head_and_body(f.url, "/plain", json_body=text)
+    routed, routed_body = raw_head_and_body(f.url, "/%70lain", json_body=text)
+    assert fast == routed and fast_body == routed_body == text
