@@ -208,18 +208,19 @@ def build_app(func):
     def function():
         req = bottle.request
         data = req.body.read()
-        if req.get_header("content-type") == "application/json":
+        environ = req.environ
+        if header(environ, "CONTENT_TYPE") == "application/json":
             try:
                 data = json.loads(data) if data else None
             except ValueError:  # the caller's mistake, not the function's: 400, not counted
                 return bottle.HTTPError(400, "Invalid JSON in the request body")
         event = {
             "data": data,
-            "event-id": req.get_header("event-id"),
-            "event-type": req.get_header("event-type"),
-            "event-time": req.get_header("event-time"),
-            "event-namespace": req.get_header("event-namespace"),
-            "extensions": {"request": bottle.BaseRequest(req.environ)},
+            "event-id": header(environ, "HTTP_EVENT_ID"),
+            "event-type": header(environ, "HTTP_EVENT_TYPE"),
+            "event-time": header(environ, "HTTP_EVENT_TIME"),
+            "event-namespace": header(environ, "HTTP_EVENT_NAMESPACE"),
+            "extensions": {"request": bottle.BaseRequest(environ)},
         }
         outcome["counted"] = True
         try:
@@ -232,6 +233,13 @@ def build_app(func):
         return to_bottle(result)
 
     return app, outcome
+
+
+def header(environ, key):
+    """A request header by its environ key, as bottle's `request.get_header` gives it (read as UTF-8), without
+    bottle's five lookups per header."""
+    value = environ.get(key)
+    return None if value is None else value.encode("latin1").decode("utf8")
 
 
 def to_bottle(result):
@@ -265,17 +273,36 @@ def environ_for(method, url, headers, body, version, peer):
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
     }
+    keys = ENVIRON_KEYS
     for name, value in headers:
-        key = name.decode("latin-1").upper().replace("-", "_")
-        value = value.decode("latin-1")
-        if key == "CONTENT_TYPE":
-            environ["CONTENT_TYPE"] = value
+        key = keys.get(name)
+        if key is None:
+            key = environ_key(name)
+        if not key:
             continue
-        if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
-            continue  # the body is whole (httptools de-chunked it): bottle must not parse chunks again
-        key = "HTTP_" + key
-        environ[key] = environ[key] + "," + value if key in environ else value
+        value = value.decode("latin-1")
+        if key == "CONTENT_TYPE" or key not in environ:
+            environ[key] = value
+        else:
+            environ[key] += "," + value
     return environ
+
+
+ENVIRON_KEYS = {}  # header name as received -> its environ key ("": not passed on); names seen again cost a lookup
+MAX_ENVIRON_KEYS = 4096  # names remembered, at most (a client inventing names costs memory no further)
+
+
+def environ_key(name):
+    """The WSGI environ key of a header name (bytes), "" for one bottle must not see: the body is whole (httptools
+    de-chunked it), so its length and transfer coding are not passed on."""
+    key = name.decode("latin-1").upper().replace("-", "_")
+    if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+        key = ""
+    elif key != "CONTENT_TYPE":
+        key = "HTTP_" + key
+    if len(ENVIRON_KEYS) < MAX_ENVIRON_KEYS:
+        ENVIRON_KEYS[name] = key
+    return key
 
 
 def call_app(app, outcome, request):

@@ -1,8 +1,11 @@
 """Python-specific vectors of contract §10 (1–7) and the warm/per-call module-state modes."""
 
+import socket
+
 import pytest
 import requests
 from processes import busy_pool_peak, child_processes
+from sockets import read_to_end
 from waiting import wait_until
 
 pytestmark = pytest.mark.language("python")
@@ -35,6 +38,21 @@ def test_vector_3_get_without_headers(function):
     fn = function("event")
     body = fn.get("/x").json()
     assert body == {"data": "", "event-id": None, "event-type": None, "event-time": None, "event-namespace": None}
+
+
+def test_headers_reach_the_function_as_bottle_reads_them(function):
+    # the server builds bottle's environ and the event's fields itself: values read as UTF-8, a repeated
+    # header joined with commas, Content-Type by its CGI name, Content-Length never twice
+    fn = function("event")
+    body = fn.get("/", headers={"event-namespace": "caf\u00e9".encode(), "Event-ID": "e1"}).json()
+    assert (body["event-namespace"], body["event-id"]) == ("caf\u00e9", "e1")
+    fn = function("request")
+    sock = socket.create_connection(("127.0.0.1", fn.instance.port), timeout=10)
+    sock.sendall(b"GET /?q=1 HTTP/1.1\r\nHost: x\r\nX-Test: a\r\nx-test: b\r\nConnection: close\r\n\r\n")
+    answer = read_to_end(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\na,b|1"), answer
+    json_body = fn.post("/", data=b'{"a":1}', headers={"Content-Type": "application/json"})
+    assert json_body.status_code == 200
 
 
 def test_vector_4_put_is_not_allowed(function):
