@@ -482,17 +482,15 @@ class _Calls:
 
 def _framing(lowered: bytes, otherwise: str) -> Optional[http1.Framing]:
     """How a message's body is framed, by its lowered head (`otherwise`: neither header); None when its length
-    is not a number."""
+    is not digits alone (RFC 9110: a sign, a space or an underscore, which int() would take, would have the door
+    and the server read the body differently; the gateway refuses the same lengths)."""
     encoding = http1.field(lowered, b"transfer-encoding:")
     if encoding is not None and b"chunked" in encoding:
         return http1.CHUNKED, 0
     length = http1.field(lowered, b"content-length:")
     if length is None:
         return otherwise, 0
-    try:
-        return http1.LENGTH, int(length)
-    except ValueError:
-        return None
+    return (http1.LENGTH, int(length)) if length.isdigit() else None
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

@@ -346,3 +346,20 @@ def test_a_stream_passes_every_byte_but_the_mark_however_the_reads_split(split):
     assert passed == MESSAGES.replace(b"X-Kubeless-Local-Source: call\r\n", b"").replace(b"\r\n\r\nGET", b"\r\nGET")
     assert [head.split(b" ")[1] for head in heads] == [b"/a", b"/b", b"/c"]
     assert b"".join(bodies) == b"abcwxyz" and ends == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "length, framing",
+    [
+        (b"5", (http1.LENGTH, 5)),
+        (b" 12 ", (http1.LENGTH, 12)),
+        (b"-1", None),
+        (b"+5", None),
+        (b"1_0", None),
+        (b"x", None),
+    ],
+)
+def test_a_length_that_is_not_digits_alone_is_not_followed(length, framing):
+    # int() takes "-1", "+5" and "1_0"; the runtime servers' parsers refuse them: the door must not read a body
+    # the server reads otherwise (the gateway refuses the same lengths)
+    assert frontdoor._framing(b"post / http/1.1\r\ncontent-length: " + length + b"\r\n\r\n", http1.NONE) == framing
