@@ -30,6 +30,7 @@ from common import CATALOG, Engine, bench_parser, wrk
 from kubeless_local import http_routes
 from kubeless_local import spec as specs
 from kubeless_local.emulator import gateway as gateways
+from kubeless_local.emulator.base import Reach
 from kubeless_local.emulator.gateway import Gateway
 from kubeless_local.emulator.logs import LogHub
 
@@ -104,7 +105,11 @@ async def protocols(requests):
     """(thread CPU µs per request, garbage collections per generation) of the gateway's Python alone."""
     instance = SimpleNamespace(name="hello", url="http://127.0.0.1:1", server_port=1, state=None)
     spec = SimpleNamespace(timeout="30")
-    supervisor = SimpleNamespace(wait_ready=lambda name, timeout: (instance, spec), recorder=Recorded())
+    supervisor = SimpleNamespace(
+        wait_ready=lambda name, timeout: (instance, spec),
+        recorder=Recorded(),
+        server_target=lambda instance: Reach(("127.0.0.1", instance.server_port)),
+    )
     gateway = Gateway(supervisor, LogHub(), Path("."), port=0)
     gateway.loop = asyncio.get_running_loop()
     fn = specs.FunctionSpec(name="hello", runtime="python3.11", handler="h.f", origin="bench.yaml", function="x")

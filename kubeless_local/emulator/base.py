@@ -13,10 +13,11 @@ import enum
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, Union
 
 if TYPE_CHECKING:
     from kubeless_local.emulator.debugging import Target
+    from kubeless_local.emulator.frontdoor import FrontDoor
     from kubeless_local.emulator.guardian import Guardian
     from kubeless_local.emulator.logs import LogHub
     from kubeless_local.emulator.prepare import Prepared
@@ -143,6 +144,18 @@ def ignore_exit(instance: Instance) -> None:
     """The `on_exit` of a backend that no supervisor restarts from (a test, a one-off run)."""
 
 
+class Reach(NamedTuple):
+    """Where a relay of `dev` other than the function's front door (the gateway) reaches the function's server
+    past that door: `target`, a TCP address or a connector's unix socket path (frontdoor.Target); `generation`,
+    the code serving there when the backend knows it (else the recorder asks); `door`, the front door that
+    drains `target` when the backend replaces that server (blue/green): told of each call in flight there
+    (FrontDoor.visit), so the old server goes only once they are answered too."""
+
+    target: Union[str, tuple[str, int]]
+    generation: Optional[int] = None
+    door: Optional["FrontDoor"] = None
+
+
 class Backend(abc.ABC):
     """Starts, reloads and stops runtime servers for prepared functions."""
 
@@ -188,6 +201,11 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: most backends keep nothing between servers
         """Let go of what the backend keeps between servers (the process backend's templates)."""
+
+    def server_target(self, instance: Instance) -> Optional[Reach]:
+        """Where the gateway reaches the function's server past its front door (one relay in `dev`, not two); None:
+        only through its URL. A fronted backend's server listens on its private port."""
+        return Reach(("127.0.0.1", instance.server_port)) if instance.server_port else None
 
     def check_debug(self, target: "Target") -> None:
         """Raises a UserError when a debugged function (`dev --debug`, emulator/debugging.py) cannot run under

@@ -541,6 +541,9 @@ class FrontDoor:
         self.generation: Optional[int] = None  # of the code behind `target`
         self.last_refusal = ""  # why the last connection could not be handed on (readiness explains with it)
         self.open: set[_Relay] = set()
+        # calls the gateway has in flight on a target past this door (Reach, base.py): drain waits for them too
+        self.visits: collections.Counter = collections.Counter()
+        self.visits_lock = threading.Lock()
         self.draining: set[asyncio.Task] = set()  # drain()s running: close() ends them
         self.closed = False
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -571,8 +574,9 @@ class FrontDoor:
     def point(self, target: Union[Path, str, tuple[str, int], None], generation: Optional[int] = None) -> None:
         """New connections go to `target` (a connector's unix socket path, or a TCP address), where code
         `generation` serves (what the records say); None: they are refused."""
-        self.target = target if target is None or isinstance(target, tuple) else str(target)
-        self.generation = generation
+        with self.visits_lock:  # a visit counted on the old target is counted before a drain of it looks
+            self.target = target if target is None or isinstance(target, tuple) else str(target)
+            self.generation = generation
         self.last_refusal = ""
 
         async def mark() -> None:  # before the switch returns: a kept-alive client's next request follows it
@@ -584,6 +588,18 @@ class FrontDoor:
                 asyncio.run_coroutine_threadsafe(mark(), self.loop).result(CLOSE_TIMEOUT)
             except RuntimeError:
                 pass  # the door closed meanwhile: no connection is left to follow it
+
+    def visit(self, target: Target, calls: int) -> bool:
+        """Another relay (the gateway) starts (`calls` 1) or ends (-1) a call on `target` past this door; a drain of
+        `target` waits until its visits end too. Starting one is refused (False) when the door no longer points
+        there: the target may be drained already, so the caller asks where the door points now."""
+        with self.visits_lock:
+            if calls > 0 and target != self.target:
+                return False
+            self.visits[target] += calls
+            if self.visits[target] <= 0:
+                del self.visits[target]
+            return True
 
     def drain(self, target: Union[Path, str, tuple[str, int]], timeout: float) -> int:
         """Move the open connections off `target` (no longer pointed at) as each finishes its call (see the
@@ -604,7 +620,7 @@ class FrontDoor:
         async def drained(deadline: float) -> int:
             while True:
                 left = [r for r in self.open if r.target == wanted]
-                if not left:
+                if not left and not self.visits.get(wanted):  # the gateway's calls there are its own to end
                     return 0
                 if time.monotonic() > deadline:
                     for relay in left:

@@ -35,12 +35,14 @@ import threading
 import time
 from http import HTTPStatus
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from kubeless_local import http_routes
 from kubeless_local import spec as specs
 from kubeless_local.emulator import http1
+from kubeless_local.emulator.base import Reach
+from kubeless_local.emulator.frontdoor import FrontDoor, receive_connection
 from kubeless_local.emulator.recorder import MAX_BODY, NOT_CALLS, SOURCE_HEADER, Exchange, marked
 from kubeless_local.errors import Conflict, UserError
 from kubeless_local.paths import STATE_DIRNAME
@@ -63,6 +65,7 @@ UNAVAILABLE = (
 MAX_PIPELINED = 16  # requests a client sent ahead of their answers; beyond, its connection is not read
 MAX_IDLE = 16  # idle kept-alive connections kept per function
 MAX_IDLE_SECONDS = 4.0  # below the shortest keep-alive timeout of the runtimes' servers (Node: 5 s)
+MOVES = 5  # connections made for one request whose function's server moved meanwhile (blue/green), at most
 
 
 @functools.lru_cache(maxsize=256)
@@ -327,10 +330,8 @@ class Gateway:
         assert route is not None
         found = self.supervisor.wait_ready(route.function, 0)  # serving: the common case, without a thread
         job = Job(self, client, request, decision, found)
-        upstream = self._idle_upstream(route.function, found[0]) if found is not None else None
-        if upstream is not None:
-            job.send(upstream, reused=True)
-        else:
+        upstream = self._idle_upstream(route.function, job.target) if found is not None else None
+        if upstream is None or not job.send(upstream, reused=True):
             client.task = asyncio.ensure_future(self.reach(job))  # waits for the function, or connects
 
     # ------------------------------------------------------------ forwarding
@@ -350,22 +351,30 @@ class Gateway:
                 job.unavailable(recorded=False)
                 return
             job.prepare()
-        upstream = await self._connect(name, job.found[0])
-        if upstream is None:
-            self.emit("%s %s: function %s does not serve: 503" % (job.method, job.decision.target, name))
-            job.unavailable(recorded=True)
-            return
-        job.send(upstream, reused=False)
+        for _ in range(MOVES):
+            upstream = await self._connect(name, job)
+            if upstream is None:
+                self.emit("%s %s: function %s does not serve: 503" % (job.method, job.decision.target, name))
+                job.unavailable(recorded=True)
+                return
+            if job.send(upstream, reused=False):
+                return
+        job.unavailable(recorded=True)  # the function's server moved at every attempt
 
-    async def _connect(self, name: str, instance) -> Optional["Upstream"]:
+    async def _connect(self, name: str, job: "Job") -> Optional["Upstream"]:
         """A new connection to the function's server; one that is (re)starting or reloading is waited for (its
         private port changes at each start, so it is asked again), up to READY_WAIT. None when none comes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_WAIT
         while True:
-            key = self._address(instance)
+            job.aim()
+            target, generation = job.target, job.reach.generation if job.reach is not None else None
             try:
-                _, upstream = await loop.create_connection(functools.partial(Upstream, key), *key)
+                made = functools.partial(Upstream, target, generation)
+                if isinstance(target, str):  # a connector's socket (the docker backend's relay mode)
+                    _, upstream = await loop.create_connection(made, sock=await receive_connection(target))
+                else:
+                    _, upstream = await loop.create_connection(made, *target)
                 return upstream
             except OSError:
                 if deadline - loop.time() <= 0:
@@ -374,20 +383,14 @@ class Gateway:
             found = await self._ready(name, max(deadline - loop.time(), 0))
             if found is None:
                 return None
-            instance = found[0]
+            job.found = found
 
-    @staticmethod
-    def _address(instance) -> tuple:
-        """Where the function's server takes connections: its private port (process backend), else its URL."""
-        return (HOST, instance.server_port) if instance.server_port else _address(instance.url)
-
-    def _idle_upstream(self, function: str, instance) -> Optional["Upstream"]:
+    def _idle_upstream(self, function: str, key) -> Optional["Upstream"]:
         """A kept-alive connection to the function's server that it has not closed, nor will close any moment
         now (Node closes one idle for 5 s): the most recently used one."""
         pool = self.idle.get(function)
         if not pool:
             return None
-        key = self._address(instance)
         while pool:
             upstream = pool.pop()
             fresh = time.monotonic() - upstream.since < MAX_IDLE_SECONDS
@@ -574,8 +577,9 @@ class Client(asyncio.Protocol):
 class Upstream(asyncio.Protocol):
     """One kept-alive connection to a function's server; its answers go to the job it carries."""
 
-    def __init__(self, key: tuple) -> None:
-        self.key = key  # (host, port) it is connected to
+    def __init__(self, key: Any, generation: Optional[int] = None) -> None:
+        self.key = key  # where it is connected: (host, port), or the connector socket that handed it over
+        self.generation = generation  # of the code serving there when it was connected, if known
         self.transport: Optional[asyncio.Transport] = None
         self.job: Optional[Job] = None
         self.closed = False
@@ -649,12 +653,15 @@ class Job:
         "kept",
         "method",
         "payload",
+        "reach",
         "request",
         "reused",
         "server_keeps",
         "size",
         "stream",
+        "target",
         "upstream",
+        "visiting",
     )  # one made per request: its attributes in slots, not a dict
 
     def __init__(self, gateway: Gateway, client: Client, request: Request, decision, found) -> None:
@@ -674,43 +681,65 @@ class Job:
         self.payload = b""
         self.stream: Optional[http1.Stream] = None  # the answer's reader: its connection's
         self.done_reading = False
+        self.reach: Optional[Reach] = None  # past the function's front door (None: through its URL)
+        self.target: Any = None  # where its connection goes: reach's target, else the URL's address
+        self.visiting: Optional[FrontDoor] = None  # the door told of this call in flight on `target`
         client.job = self
         if found is not None:
             self.prepare()
 
+    def aim(self) -> None:
+        """Where the function's server is reached now: past its front door when the backend says where (one relay
+        in `dev`: this one, which records the call), else through its URL (the door records it)."""
+        assert self.found is not None
+        instance = self.found[0]
+        self.reach = self.gateway.supervisor.server_target(instance)
+        self.target = self.reach.target if self.reach is not None else _address(instance.url)
+
     def prepare(self) -> None:
         """The request as the function's server receives it, and its record."""
+        self.aim()
+        assert self.found is not None
         instance, _ = self.found
         route, request, target = self.decision.route, self.request, self.decision.target
         sent = self.decision.request_headers(request.headers, UNSENT)
         body = bytes(request.body)
         if body or self.method in ("POST", "PUT", "PATCH"):
             sent.append(("Content-Length", str(len(body))))
-        if not instance.server_port:  # the function's own URL: its front door (if any) records it, as the gateway's
+        if self.reach is None:  # the function's own URL: its front door (if any) records it, as the gateway's
             sent += marked(instance, "gateway", route.trigger).items()
         lines = "".join(["%s: %s\r\n" % pair for pair in sent])
         head = ("%s %s HTTP/1.1\r\n%s\r\n" % (self.method, target, lines)).encode("latin-1", "replace")
         self.payload = head + body
         recorder = self.gateway.supervisor.recorder
-        if instance.server_port and recorder is not None and target.partition("?")[0] not in NOT_CALLS:
-            # the process backend: its server's own port, past the front door; recorded here as the door does (the
-            # heads are parsed by the recorder's writer, off this loop)
+        if self.reach is not None and recorder is not None and target.partition("?")[0] not in NOT_CALLS:
+            # past the front door: recorded here as the door does (the heads are parsed by the recorder's writer,
+            # off this loop)
             self.exchange = exchange = Exchange(instance.name, self.method, target, [], source="gateway")
             exchange.trigger, exchange.request_head = route.trigger, head
             exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)
             recorder.started(instance.name, self.method, target, "gateway", exchange.started)
 
-    def send(self, upstream: Upstream, reused: bool) -> None:
+    def send(self, upstream: Upstream, reused: bool) -> bool:
+        """Send the request on `upstream`; False (the upstream closed) when the function's door points elsewhere
+        since it was connected: its old server may be going, the caller connects again."""
         if self.client.closed:
             self.upstream = upstream
             self.finish(reusable=True, error="the client went away before the answer")
-            return
+            return True
+        door = self.reach.door if self.reach is not None else None
+        if door is not None:
+            if not door.visit(upstream.key, 1):
+                upstream.close()
+                return False
+            self.visiting = door
         self.upstream, self.reused, upstream.job = upstream, reused, self
         self.stream = upstream.stream
         self.done_reading = self.head_sent = self.expired = False
         assert self.gateway.loop is not None and upstream.transport is not None
         self.deadline = self.gateway.loop.time() + self.waited()
         upstream.transport.write(self.payload)
+        return True
 
     def waited(self) -> float:
         """Seconds its answer is waited for."""
@@ -826,6 +855,12 @@ class Job:
         upstream, self.upstream = self.upstream, None
         if upstream is None:
             return
+        if self.visiting is not None:
+            if self.exchange is not None:  # a server the door no longer points at: the code it started with (else
+                moved = upstream.key != self.visiting.target  # the code serving now: the recorder asks)
+                self.exchange.generation = upstream.generation if moved else None
+            self.visiting.visit(upstream.key, -1)
+            self.visiting = None
         upstream.job = None
         if upstream.transport is not None and upstream.transport.is_reading() is False and not upstream.closed:
             upstream.transport.resume_reading()

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from kubeless_local.emulator import debugging
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, State
+from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, Reach, State
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.proxy import FrontDoor
 from kubeless_local.emulator.recorder import Recorder, source_digest
@@ -517,6 +517,10 @@ class Supervisor:
         for t in threads:
             t.join()
         self.backend.close()
+
+    def server_target(self, instance: Instance) -> Optional[Reach]:
+        """Where the gateway reaches the function's server past its front door (Backend.server_target)."""
+        return self.backend.server_target(instance)
 
     def wait_ready(self, name: str, timeout: float) -> Optional[tuple[Instance, FunctionSpec]]:
         """(instance, spec) of function `name` once it serves (Ready, or its last good code while a save is

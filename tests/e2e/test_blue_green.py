@@ -14,6 +14,7 @@ import time
 import pytest
 import requests
 from conftest import cli
+from sockets import free_port
 from upstream_python import FIXTURE, MANIFEST, build_upstream_python
 from waiting import wait_until
 
@@ -63,8 +64,8 @@ class Caller:
     """Calls the function without pause in a thread: one client on a new connection per call and one on a
     kept-alive connection (requests.Session), taking turns. Each call: (started, finished, answer or error)."""
 
-    def __init__(self, url):
-        self.url, self.calls, self.stopping = url, [], threading.Event()
+    def __init__(self, url, headers=None):
+        self.url, self.headers, self.calls, self.stopping = url, headers, [], threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
@@ -74,7 +75,7 @@ class Caller:
             for get in (requests.get, session.get):
                 started = time.monotonic()
                 try:
-                    answer = get(self.url, timeout=30).text
+                    answer = get(self.url, timeout=30, headers=self.headers).text
                 except requests.RequestException as exc:
                     answer = "failed: %r" % exc
                 self.calls.append((started, time.monotonic(), answer))
@@ -124,6 +125,58 @@ def test_saves_of_an_image_that_cannot_reload_in_place_refuse_no_call(
         assert int(answer[1:]) >= newest, "a call begun after save %d answered %s" % (newest, answer)
     assert "restarting" not in dev.output() and row(tmp_path)["restarts"] == 0
     wait_until(lambda: sorted(containers_of(tmp_path).values()) == SERVING, "old ones gone", 60)
+
+
+GATEWAY_SAVES = 4
+TRIGGER = """\
+apiVersion: kubeless.io/v1beta1
+kind: HTTPTrigger
+metadata:
+  name: hello
+spec:
+  function-name: hello
+  host-name: hello.test
+"""
+
+
+def slow_handler(version):  # a call is in flight whenever a save switches containers
+    return "import time\n\ndef hello(event, context):\n    time.sleep(1.5)\n    return 'v%d'\n" % version
+
+
+def test_gateway_calls_in_flight_when_a_save_switches_containers_are_answered_and_recorded_once(
+    tmp_path, start_dev, upstream_python, monkeypatch
+):
+    """The gateway reaches the container past its door (one relay, base.Reach): a blue/green save's old
+    container goes only once the gateway's calls on it are answered too, and each call is recorded once, by the
+    gateway, with the code that answered it."""
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHON3_11_RUNTIME", upstream_python)
+    (tmp_path / "handler.py").write_text(slow_handler(0))
+    (tmp_path / "function.yaml").write_text(MANIFEST + "---\n" + TRIGGER)
+    port = free_port()
+    dev = start_dev("dev", "--backend", "docker", "--gateway-port", str(port), cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=180)
+    caller = Caller("http://127.0.0.1:%d/" % port, headers={"Host": "hello.test"})
+    try:
+        for version in range(1, GATEWAY_SAVES + 1):
+            (tmp_path / "handler.py").write_text(slow_handler(version))
+            dev.wait_until(lambda n=version: dev.output().count("reloaded in") >= n, "save %d reloaded" % version, 120)
+            moment = time.monotonic()
+            wait_until(lambda m=moment: caller.answered_since(m), "a call after the save's reload", 60)
+    finally:
+        calls = caller.stop()
+    failed = [answer for _, _, answer in calls if not answer.startswith("v")]
+    assert failed == [], "%d of %d calls failed: %s" % (len(failed), len(calls), failed[:5])
+
+    def records():
+        return json.loads(cli("history", "hello", "-o", "json", "--limit", "1000", cwd=tmp_path, check=True).stdout)
+
+    wait_until(lambda: len(records()) >= len(calls), "every call recorded", 30)
+    found = records()
+    assert len(found) == len(calls)  # once each: by the gateway, not by the door as well
+    assert {(r["source"], r["trigger"]) for r in found} == {("gateway", "hello")}
+    answered = {r["generation"] for r in found}
+    assert len(answered) > 1  # the records name the code that answered, across the saves
 
 
 def test_a_save_starts_its_container_in_the_spare_relay_and_the_spare_goes_with_the_function(

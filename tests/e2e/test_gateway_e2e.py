@@ -388,7 +388,8 @@ def test_kept_alive_connections_the_function_closed_are_not_reused(tmp_path):
     threading.Thread(target=serve, daemon=True).start()
     url = "http://127.0.0.1:%d" % listener.getsockname()[1]
     ready = (SimpleNamespace(url=url, server_port=0), SimpleNamespace(timeout="5"))
-    supervisor = SimpleNamespace(wait_ready=lambda name, timeout: ready, recorder=None)
+    # reached through its URL (server_target None: no private port, as the docker backend's host mode)
+    supervisor = SimpleNamespace(wait_ready=lambda name, timeout: ready, recorder=None, server_target=lambda i: None)
     fn = specs.FunctionSpec(name="f", runtime="python3.11", handler="h.f", origin="f.yaml", function="x")
     trigger = specs.parse_http_trigger(
         {

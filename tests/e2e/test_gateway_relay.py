@@ -11,6 +11,7 @@ import pytest
 from waiting import wait_until
 
 from kubeless_local import spec as specs
+from kubeless_local.emulator.base import Reach
 from kubeless_local.emulator.gateway import Gateway
 from kubeless_local.emulator.logs import LogHub
 
@@ -83,7 +84,9 @@ def gateway(tmp_path):
     recorder = Recorded()
     spec = SimpleNamespace(timeout="30")
     supervisor = SimpleNamespace(
-        wait_ready=lambda name, timeout: (instances[0], spec) if instances else None, recorder=recorder
+        wait_ready=lambda name, timeout: (instances[0], spec) if instances else None,
+        recorder=recorder,
+        server_target=lambda instance: Reach(("127.0.0.1", instance.server_port)),
     )
     fn = specs.FunctionSpec(name="f", runtime="python3.11", handler="h.f", origin="f.yaml", function="x")
     trigger = specs.parse_http_trigger(TRIGGER, tmp_path / "t.yaml")

@@ -272,3 +272,24 @@ def test_drain_moves_kept_alive_connections_to_the_new_target_and_lets_calls_in_
     assert ask(slow, b"/5") == b"new:GET /5 HTTP/1.1\n" and ask(idle, b"/6") == b"new:GET /6 HTTP/1.1\n"
     for sock in (kept, idle, slow):
         sock.close()
+
+
+def test_drain_waits_for_the_gateways_calls_on_the_old_target_and_a_visit_there_after_the_switch_is_refused(parts):
+    """The gateway reaches a container past its door (base.Reach): its calls in flight on the old container hold
+    a blue/green drain as the door's own do; once the door points elsewhere, no new call may start there."""
+    door = parts(frontdoor.FrontDoor, free_port(), "fn")
+    old, new = ("127.0.0.1", 1), ("127.0.0.1", 2)
+    door.point(old, 1)
+    assert door.visit(old, 1) and door.visit(old, 1)  # two gateway calls on the old container
+    door.point(new, 2)
+    assert not door.visit(old, 1)  # the old one may be on its way out: the gateway connects to the new one
+    assert door.visit(new, 1)
+    drained = []
+    drainer = threading.Thread(target=lambda: drained.append(door.drain(old, 30)))
+    drainer.start()
+    wait_until(lambda: door.draining, "the drain looks at the old target", timeout=10)
+    door.visit(old, -1)
+    assert not drained and drainer.is_alive()  # one call still in flight there: the old container stays
+    door.visit(old, -1)
+    drainer.join(10)
+    assert drained == [0] and door.visits == {new: 1}

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 from kubeless_local import errors
 from kubeless_local.emulator import images
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, OnExit, State, ignore_exit
+from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, OnExit, Reach, State, ignore_exit
 from kubeless_local.emulator.docker import debugger, network, pump
 from kubeless_local.emulator.docker.containers import (
     CONNECTOR_SOCKET,
@@ -418,6 +418,13 @@ class DockerBackend(Backend):
             instance.set_state(State.CRASHED, "%s" % exc.strerror)
             return None
         return door
+
+    def server_target(self, instance: Instance) -> Optional[Reach]:
+        """Relay and bridge mode: where the function's door sends new connections, the code serving there, and
+        the door (it drains that target before the container goes); host mode has no door: None."""
+        door = self._doors.get(instance.name)
+        target = door.target if door is not None else None
+        return Reach(target, door.generation, door) if door is not None and target is not None else None
 
     def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
         """Relay mode: the relay container (the namespace the function's container joins): the spare started
