@@ -16,7 +16,8 @@ Guarantee:
   without cutting a call: a keep-alive connection's next request (client bytes after an answer that start
   like an HTTP request line) goes to the current target on a new upstream connection; a connection that
   is idle (answered, flushed, nothing moved for IDLE_AFTER seconds) lets go of its old upstream and waits
-  for its next request the same way. So the old container can go once its calls are answered; an upgraded
+  for its next request the same way; the gateway's calls on the old target (it reaches the container past the
+  door, `visit`) are waited for too. So the old container can go once its calls are answered; an upgraded
   (WebSocket) or streaming connection that pauses that long is cut then;
 - `close()` stops listening and aborts the open connections; the event loop's thread (one for all doors
   of the process) ends with the last door.

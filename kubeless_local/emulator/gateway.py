@@ -11,11 +11,15 @@ with it). A function that does not serve yet, or whose server is restarting, is 
 seconds, then answered 503 as an ingress without endpoints answers; one whose answer has not ended within its
 timeout + ANSWER_MARGIN seconds, 502 (found by one sweep a second, not a timer per request).
 
-Where it goes: on the process backend, the runtime server's own private port, past the function's front door
-(proxy.py), asked again at each new connection since it changes at each start; the gateway then records the
-call itself, as the door would (recorder.Exchange with source=gateway and the trigger; /healthz and /metrics
-are not calls). Elsewhere (docker) the function's URL, its door, with the gateway's mark (recorder.marked) so
-that the door records it so. One relay either way: through the door as well, a request crossed two Python
+Where it goes: past the function's front door, where the backend says its server is (Backend.server_target,
+asked again at each new connection): the process backend's server on its private port (it changes at each
+start), the docker backend's container through the door's own target (a connector's handed-over connection
+in relay mode, the published port in bridge mode), and the gateway records the call itself, as the door would
+(recorder.Exchange with source=gateway and the trigger; /healthz and /metrics are not calls). A call in flight
+on a container is counted with its door (FrontDoor.visit), so that a blue/green save removes the old container
+only once it is answered; a connection to a container the door no longer points at is not used again. Where
+the backend says nothing (the docker backend's host mode), the function's URL, with the gateway's mark
+(recorder.marked). One relay in `dev` either way: through the door as well, a request crossed two Python
 relays sharing dev's GIL (0.4× of the direct throughput at c10, BENCHMARKS.md "HTTPTrigger gateway").
 
 One asyncio loop in a thread of its own serves every connection with Protocols (Client, Upstream; HTTP/1.1
