@@ -13,14 +13,15 @@ timeout + ANSWER_MARGIN seconds, 502 (found by one sweep a second, not a timer p
 
 Where it goes: past the function's front door, where the backend says its server is (Backend.server_target,
 asked again at each new connection): the process backend's server on its private port (it changes at each
-start), the docker backend's container through the door's own target (a connector's handed-over connection
-in relay mode, the published port in bridge mode), and the gateway records the call itself, as the door would
-(recorder.Exchange with source=gateway and the trigger; /healthz and /metrics are not calls). A call in flight
-on a container is counted with its door (FrontDoor.visit), so that a blue/green save removes the old container
-only once it is answered; a connection to a container the door no longer points at is not used again. Where
-the backend says nothing (the docker backend's host mode), the function's URL, with the gateway's mark
-(recorder.marked). One relay in `dev` either way: through the door as well, a request crossed two Python
-relays sharing dev's GIL (0.4× of the direct throughput at c10, BENCHMARKS.md "HTTPTrigger gateway").
+start); the docker backend's container through the door's own target (a connector's handed-over connection
+in relay mode, the published port in bridge mode; in host mode, which has no door, the function's port). The
+gateway records the call itself, as the door would (recorder.Exchange with source=gateway and the trigger;
+/healthz and /metrics are not calls). A call in flight on a container is counted with its door
+(FrontDoor.visit), so that a blue/green save removes the old container only once it is answered; a connection
+to a container the door no longer points at is not used again. Where the backend names none, the function's
+URL, with the gateway's mark (recorder.marked). One relay in `dev` either way: through the door as well, a
+request crossed two Python relays sharing dev's GIL (0.4× of the direct throughput at c10, BENCHMARKS.md
+"HTTPTrigger gateway").
 
 One asyncio loop in a thread of its own serves every connection with Protocols (Client, Upstream; HTTP/1.1
 read as it passes by http1.Stream, as the docker door reads it: streams cost more per request), and, once a

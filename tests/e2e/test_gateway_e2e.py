@@ -429,3 +429,29 @@ def test_no_listener_until_the_project_has_an_http_trigger(tmp_path, start_dev):
     (tmp_path / "trigger.yaml").write_text(http_trigger("late", "pyecho", "late.test"))
     dev.wait_for_output("routes on http://127.0.0.1:%d" % port)
     assert get("http://127.0.0.1:%d" % port, "late.test", "/x").json()["path"] == "/x"
+
+
+def test_on_the_hosts_network_the_gateway_records_its_calls_and_the_function_never_sees_its_mark(tmp_path, start_dev):
+    """docker.network: host has no front door: the gateway reaches the container on the function's port itself,
+    records each call, and sends no mark (a door would have taken it off; here nothing would)."""
+    (tmp_path / ".kubeless-local.yaml").write_text("docker: {network: host}\n")
+    (tmp_path / "handler.py").write_text(PY_ECHO)
+    (tmp_path / "functions.yaml").write_text(
+        function("pyecho", "python3.11", "handler.py") + "---\n" + http_trigger("a", "pyecho", "a.test", "echo")
+    )
+    dev, gateway = start(start_dev, tmp_path, "docker")
+    assert "docker network: host" in dev.output()
+    for n in range(3):
+        answer = get(gateway, "a.test", "/echo?n=%d" % n)
+        assert answer.status_code == 200, answer.text
+        assert "x-kubeless-local-source" not in answer.json()["headers"]
+        assert answer.json()["headers"]["x-forwarded-host"] == "a.test"
+
+    def recorded():
+        return json.loads(cli("history", "pyecho", "-o", "json", cwd=tmp_path, check=True).stdout)
+
+    dev.wait_until(lambda: len(recorded()) == 3, "the three gateway calls recorded", timeout=10)
+    rows = recorded()
+    assert [(row["source"], row["trigger"], row["path"], row["status"]) for row in rows] == [
+        ("gateway", "a", "/", 200)
+    ] * 3

@@ -421,7 +421,10 @@ class DockerBackend(Backend):
 
     def server_target(self, instance: Instance) -> Optional[Reach]:
         """Relay and bridge mode: where the function's door sends new connections, the code serving there, and
-        the door (it drains that target before the container goes); host mode has no door: None."""
+        the door (it drains that target before the container goes). Host mode has no door: the server on the
+        function's port (nothing records its calls but the gateway)."""
+        if self.network == "host":
+            return Reach(("127.0.0.1", instance.port)) if instance.port else None
         door = self._doors.get(instance.name)
         target = door.target if door is not None else None
         return Reach(target, door.generation, door) if door is not None and target is not None else None
