@@ -151,7 +151,7 @@ class Reach(NamedTuple):
     drains `target` when the backend replaces that server (blue/green): told of each call in flight there
     (FrontDoor.visit), so the old server goes only once they are answered too."""
 
-    target: Union[str, tuple[str, int]]
+    target: Union[str, tuple[str, int], None]  # None: not reachable at this moment (its server is restarting)
     generation: Optional[int] = None
     door: Optional["FrontDoor"] = None
 

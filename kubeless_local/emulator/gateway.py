@@ -376,6 +376,8 @@ class Gateway:
             target, generation = job.target, job.reach.generation if job.reach is not None else None
             try:
                 made = functools.partial(Upstream, target, generation)
+                if target is None:
+                    raise ConnectionRefusedError("the function's door points nowhere yet")
                 if isinstance(target, str):  # a connector's socket (the docker backend's relay mode)
                     _, upstream = await loop.create_connection(made, sock=await receive_connection(target))
                 else:

@@ -191,6 +191,28 @@ def test_a_restarting_server_is_waited_for_on_its_new_port(gateway):
     server.close()
 
 
+def test_a_door_that_points_nowhere_while_its_container_restarts_is_waited_for_never_gone_around(gateway):
+    """The docker backend's door points nowhere (Reach target None) while the container restarts: the gateway
+    waits for it to point again and sends there, recorded here; it never goes through the function's URL with
+    its mark instead, which the function would then see."""
+    gateway, instances, recorder = gateway
+    server = FunctionServer(lambda sock, _: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    instances.append(instance(0))
+    looks = []
+
+    def server_target(found):
+        looks.append(found)
+        return Reach(None if len(looks) < 3 else ("127.0.0.1", server.port))
+
+    gateway.supervisor.server_target = server_target
+    with request(gateway) as sock:
+        received = read_until(sock, b"\r\n\r\nok")
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n") and len(looks) >= 3
+    assert len(server.requests) == 1 and b"x-kubeless-local-source" not in server.requests[0].lower()
+    assert recorder.submitted()[0].status == 200
+    server.close()
+
+
 def test_a_server_that_never_comes_back_is_a_503_and_recorded_without_an_answer(gateway, monkeypatch):
     from kubeless_local.emulator import gateway as module
 

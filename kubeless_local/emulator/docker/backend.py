@@ -426,8 +426,9 @@ class DockerBackend(Backend):
         if self.network == "host":
             return Reach(("127.0.0.1", instance.port)) if instance.port else None
         door = self._doors.get(instance.name)
-        target = door.target if door is not None else None
-        return Reach(target, door.generation, door) if door is not None and target is not None else None
+        # a door that points nowhere (its container restarting) is no reason to go through the URL: its target is
+        # None until it points again, and the gateway waits for that
+        return Reach(door.target, door.generation, door) if door is not None else None
 
     def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
         """Relay mode: the relay container (the namespace the function's container joins): the spare started
