@@ -79,8 +79,12 @@ class LineSplitter:
         """The complete lines in `chunk` (and what came before it), decoded."""
         lines = []
         *complete, rest = chunk.split(b"\n")
+        limit = self.limit
         for part in complete:
-            lines.append(self._finish(part))
+            if self.pending or self.dropped or len(part) > limit:
+                lines.append(self._finish(part))
+            else:  # the common case (a whole line of a usual length in this chunk): no copy kept
+                lines.append(part.decode("utf-8", "replace"))
         self._keep(rest)
         return lines
 
@@ -129,7 +133,8 @@ class _Buffer:
         self.keep, self.max_bytes = keep, max_bytes
 
     def append(self, line):
-        size = len(line.text.encode("utf-8", "replace"))
+        text = line.text
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
         self.lines.append(line)
         self.sizes.append(size)
         self.size += size
