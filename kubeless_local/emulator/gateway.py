@@ -863,8 +863,10 @@ class Job:
         if upstream is None:
             return
         if self.visiting is not None:
-            if self.exchange is not None:  # a server the door no longer points at: the code it started with (else
-                moved = upstream.key != self.visiting.target  # the code serving now: the recorder asks)
+            if self.exchange is not None:
+                # answered by a container the door no longer points at: the code it started with; else None, the
+                # code serving now (the recorder asks), which an in-place reload may have changed
+                moved = upstream.key != self.visiting.target
                 self.exchange.generation = upstream.generation if moved else None
             self.visiting.visit(upstream.key, -1)
             self.visiting = None
