@@ -39,6 +39,7 @@ class BackendBlock:
 
     command: tuple = ()  # starts the runtime server
     template: tuple = ()  # process: starts a process that forks `command`'s servers (emulator/forkserver.py)
+    held: tuple = ()  # process: `command` started before its env is known, released with it (emulator/headstart.py)
     setup: tuple = ()  # installs the server's own libraries into {runtime_lib}, once
     setup_inputs: tuple = ()  # files of runtimes/<server> whose content keys the setup (process)
     install: tuple = ()  # installs the deps file into {deps}
@@ -55,6 +56,7 @@ BLOCK_KEYS = {
     "process": {
         "command",
         "template",
+        "held",
         "setup",
         "setup_inputs",
         "install",
@@ -166,7 +168,19 @@ def _declared(runtime_id, version, require_local):
 
 ENTRY_KEYS = {"server", "depName", "fileNameSuffix", "versions", "legacy", "process", "docker"}
 VERSION_KEYS = {"version", "executable", "probe", "expect", "resolve", "image", "default"}
-ARGV_KEYS = {"command", "template", "setup", "setup_inputs", "install", "check", "compile", "init", "probe", "resolve"}
+ARGV_KEYS = {
+    "command",
+    "template",
+    "held",
+    "setup",
+    "setup_inputs",
+    "install",
+    "check",
+    "compile",
+    "init",
+    "probe",
+    "resolve",
+}
 
 
 class _Checker:

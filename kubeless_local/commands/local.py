@@ -177,10 +177,10 @@ def run(
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
     # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
     state_dir = root / STATE_DIRNAME / ("run-" + name)
-    if backend != "docker" and not debug:  # the runtime's template starts importing now (emulator/forkserver.py)
-        from kubeless_local.emulator import forkserver
+    if backend != "docker" and not debug:  # the runtime's server side starts now (emulator/headstart.py)
+        from kubeless_local.emulator import headstart
 
-        forkserver.head_start(runtime, str(state_dir.resolve()))
+        headstart.head_start(runtime, str(state_dir.resolve()))
     deps_file, deps_text = deps_location(dependencies)
     fn = objects.function_from_files(
         name,

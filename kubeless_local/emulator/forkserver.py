@@ -13,11 +13,7 @@ The template exits when `dev`'s end of its socket closes; the guardian watches i
 it die first, the servers it forked are killed and reported exited (SIGKILL), so the supervisor
 restarts them, through a new template.
 
-A head start: `run` calls `head_start` first thing, and the template a function of that runtime last
-ran from (remembered in the user's cache, HINTS) imports its libraries while the engine imports its
-own and prepares the code. It is a guess, never trusted: the backend `claim`s it only when it is the
-very template it would start (same argv, same env); any other is closed, and the guess corrected.
-Until it is claimed nothing but its socket ties it to `run`: it exits when `run` does, however.
+`run` may start a template before the engine knows it needs one (emulator/headstart.py).
 """
 
 import array
@@ -29,13 +25,10 @@ import subprocess
 import threading
 from typing import IO, Optional
 
-from kubeless_local.paths import RUNTIMES_DIR, cache_dir
-
 ROOM = "KUBELESS_LOCAL_TEMPLATE_ROOM"  # env padding: room for a fork's own env in its /proc/<pid>/environ
 ROOM_BYTES = 32 << 10
 CONTROL_FD = "{control_fd}"  # in the template's argv: the descriptor of its end of the socket
 START_TIMEOUT = 30.0  # the template imports the runtime's libraries before it answers
-HINTS = "templates.json"  # in the user's cache: "runtime runtimes-folder" → {argv, PATH} of its last template
 
 
 class Forked:
@@ -204,91 +197,3 @@ class Template:
                     self.proc.wait()
                 if self.guardian is not None:
                     self.guardian.forget(self.proc.pid)
-
-
-# ---------------------------------------------------------------- a head start
-
-
-_asked: dict[str, Optional[list[str]]] = {}  # runtime → the argv head_start guessed for it (None: no guess)
-_unclaimed: dict[str, Template] = {}  # runtime → its template started by head_start, until claimed or closed
-_head_lock = threading.Lock()
-
-
-def _hints() -> dict:
-    try:
-        with open(cache_dir() / HINTS) as hints:
-            found = json.load(hints)
-        return found if isinstance(found, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def head_start(runtime: str, project: str) -> None:
-    """Start the template a function of `runtime` last ran from, for the session whose resolved state folder
-    is `project` (guardian.PROJECT_ENV), unless that template's files are gone or PATH changed since."""
-    hint = _hints().get(_hint_key(runtime))
-    argv = hint.get("argv") if isinstance(hint, dict) and hint.get("path") == os.environ.get("PATH") else None
-    with _head_lock:
-        _asked[runtime] = argv
-    if not isinstance(argv, list) or not all(os.path.exists(a) for a in argv if os.path.isabs(a)):
-        return
-    from kubeless_local.emulator.guardian import PROJECT_ENV  # light: the stdlib only
-
-    template = Template(argv, {**os.environ, PROJECT_ENV: project})
-    with template.lock:
-        started = template._start()
-    if started:
-        with _head_lock:
-            _unclaimed[runtime] = template
-
-
-def claim(runtime: str, argv: list[str], env: dict[str, str], guardian=None) -> Optional[Template]:
-    """The head-started template of `runtime` when it is the one the backend would start now (`argv`, `env`),
-    watched by `guardian` from now on; else None, and a wrong guess is closed and corrected for next time."""
-    with _head_lock:
-        guessed = _asked.pop(runtime, False)
-        template = _unclaimed.pop(runtime, None)
-    if guessed is not False and guessed != argv:
-        _remember(runtime, argv)
-    if template is None:
-        return None
-    if template.argv != argv or template.env != env or template.broken or template.proc is None:
-        _close_soon(template)
-        return None
-    template.guardian = guardian
-    if guardian is not None:
-        guardian.watch(template.proc.pid)
-    return template
-
-
-def close_unclaimed() -> None:
-    """Close the head-started templates no backend claimed (another backend runs the function, or it did not
-    get as far as starting)."""
-    with _head_lock:
-        templates = list(_unclaimed.values())
-        _unclaimed.clear()
-        _asked.clear()
-    for template in templates:
-        _close_soon(template)
-
-
-def _close_soon(template: Template) -> None:
-    """Close without waiting: the template sees its socket end once its imports are done, and exits."""
-    threading.Thread(target=template.close, daemon=True).start()
-
-
-def _hint_key(runtime: str) -> str:
-    """Per runtime and installation of kubeless-local: two (a release and a checkout) guess apart."""
-    return "%s %s" % (runtime, RUNTIMES_DIR)
-
-
-def _remember(runtime: str, argv: list[str]) -> None:
-    hints = _hints()
-    hints[_hint_key(runtime)] = {"argv": argv, "path": os.environ.get("PATH")}
-    path = cache_dir() / HINTS
-    tmp = path.with_name("%s.%d" % (HINTS, os.getpid()))
-    try:
-        tmp.write_text(json.dumps(hints, indent=1, sort_keys=True))
-        os.replace(tmp, path)  # atomic: another `run` reads the old hints or the new ones
-    except OSError:
-        pass  # a cache we cannot write: no head start next time, nothing else

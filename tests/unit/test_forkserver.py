@@ -5,7 +5,6 @@ suite runs the real server through it)."""
 
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -131,91 +130,3 @@ def test_a_template_that_does_not_answer_is_killed_and_not_asked_again(tmp_path,
         assert silent.spawn(*server(tmp_path)) is None
     finally:
         silent.close()
-
-
-@pytest.fixture
-def head_start_cache(tmp_path, monkeypatch):
-    """The user's cache (its hints) in tmp_path; head starts of the module forgotten before and after."""
-    from kubeless_local.emulator import forkserver
-
-    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
-    forkserver.close_unclaimed()
-    yield forkserver
-    forkserver.close_unclaimed()
-
-
-def empty_lib(tmp_path):
-    lib = tmp_path / "lib"
-    lib.mkdir(exist_ok=True)
-    for name in ("bottle", "httptools", "prometheus_client"):
-        (lib / (name + ".py")).write_text("")
-    return [sys.executable, "-S", "-u", str(RUNTIMES_DIR / "python" / "template.py"), CONTROL_FD, str(lib)]
-
-
-class Watched(list):
-    """A guardian's two verbs, noted."""
-
-    def watch(self, pgid):
-        self.append(pgid)
-
-    def forget(self, pgid):
-        self.remove(pgid)
-
-
-def test_run_head_starts_the_template_its_runtime_last_used_and_the_backend_claims_it(tmp_path, head_start_cache):
-    """`run` starts the template before the engine has worked out which one it needs (its imports then overlap
-    the engine's): the guess is the template the runtime last ran from, claimed only if it is the very one (argv
-    and env); a wrong one is closed and the guess corrected. Only a head start's runtime is remembered."""
-    forkserver = head_start_cache
-    argv, project = empty_lib(tmp_path), str(tmp_path / "state")
-    env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project}
-    assert forkserver.claim("python3.11", argv, env) is None  # no head start (dev, tests): nothing remembered
-    assert not (tmp_path / "cache" / forkserver.HINTS).exists()
-    forkserver.head_start("python3.11", project)  # no guess yet: nothing started, the claim remembers
-    assert forkserver.claim("python3.11", argv, env) is None
-    assert (tmp_path / "cache" / forkserver.HINTS).exists()
-
-    forkserver.head_start("python3.11", project)
-    guardian = Watched()
-    claimed = forkserver.claim("python3.11", argv, env, guardian)
-    assert claimed is not None and claimed.proc is not None and guardian == [claimed.proc.pid]
-    try:
-        argv_, env_, cwd = server(tmp_path)
-        child = claimed.spawn(argv_, env_, cwd)
-        assert child is not None and child.wait(timeout=30) == 0  # it forks servers as any template does
-    finally:
-        claimed.close()
-
-    forkserver.head_start("python3.11", str(tmp_path / "another-state"))  # another project's env: not claimed
-    other = forkserver._unclaimed["python3.11"]
-    assert forkserver.claim("python3.11", argv, env) is None
-    assert other.proc is not None and other.proc.wait(timeout=30) is not None  # closed
-    moved = [*argv[:-1], str(tmp_path / "lib2")]  # another template now (a new runtime library)
-    forkserver.head_start("python3.11", project)
-    assert forkserver.claim("python3.11", moved, env) is None
-    forkserver.head_start("python3.11", project)
-    assert forkserver._unclaimed == {}  # lib2 does not exist: no start on a guess whose files are gone
-    assert forkserver._asked == {"python3.11": moved}
-
-
-def test_a_head_started_template_ends_with_its_run_even_unclaimed_and_on_kill_9(tmp_path, head_start_cache):
-    """Nothing watches it before the backend claims it: it ends because `run`'s end of its socket closes."""
-    forkserver = head_start_cache
-    argv, project = empty_lib(tmp_path), str(tmp_path / "state")
-    forkserver.head_start("python3.11", project)
-    forkserver.claim("python3.11", argv, {**os.environ, "KUBELESS_LOCAL_PROJECT": project})  # the hint
-    code = (
-        "import sys; from kubeless_local.emulator import forkserver\n"
-        "forkserver.head_start('python3.11', sys.argv[1])\n"
-        "print(forkserver._unclaimed['python3.11'].proc.pid, flush=True)\n"
-        "import time; time.sleep(60)\n"
-    )
-    env = {**os.environ, "KUBELESS_LOCAL_CACHE": str(tmp_path / "cache")}
-    run = subprocess.Popen([sys.executable, "-c", code, project], stdout=subprocess.PIPE, env=env)
-    try:
-        pid = int(run.stdout.readline())
-        assert not _zombie(pid)
-    finally:
-        run.kill()
-        run.wait()
-    wait_until(lambda: _zombie(pid), "the head-started template gone with its run", 30)

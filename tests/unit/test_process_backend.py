@@ -33,7 +33,9 @@ def process_backend(tmp_path, script):
     exited = []
     backend = ProcessBackend(LogHub(), on_exit=exited.append)
     prepared = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(steps=types.SimpleNamespace(command=[sys.executable, "-c", script], template=())),
+        runtime=types.SimpleNamespace(
+            steps=types.SimpleNamespace(command=[sys.executable, "-c", script], template=(), held=())
+        ),
         expand=lambda argv: list(argv),
         env=lambda port: {},
         install_link=tmp_path,
