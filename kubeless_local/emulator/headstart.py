@@ -25,7 +25,7 @@ from kubeless_local.emulator.forkserver import Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.paths import RUNTIMES_DIR, cache_dir
 
-HINTS = "templates.json"  # in the user's cache: "runtime runtimes-folder" → {kind, argv, PATH} it last started
+HINTS = "head-starts.json"  # in the user's cache: "runtime runtimes-folder" → {kind, argv, PATH} it last started
 TEMPLATE, HELD = "template", "held"  # the kinds of a head start
 # Variables a held server's interpreter reads when it starts (too early for its release to set them): they
 # must be the same in the env it was started with and in the env it is released with. NODE_PATH is read
