@@ -166,7 +166,14 @@ def _close_soon(started: Started) -> None:
         cast(IO[bytes], started.stdin).close()
     except OSError:
         pass
-    threading.Thread(target=started.wait, daemon=True).start()  # reaped
+    threading.Thread(target=_reap, args=(started,), daemon=True).start()
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _remember(runtime: str, kind: str, argv: list[str]) -> None:
