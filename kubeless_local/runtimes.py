@@ -6,10 +6,12 @@ the file and the key); every key is documented in runtimes/README.md.
 
 import dataclasses
 import glob
+import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from kubeless_local.errors import BadRequest, NotFound, UserError
-from kubeless_local.paths import RUNTIMES_DIR
+from kubeless_local.paths import RUNTIMES_DIR, cache_dir
 from kubeless_local.spec import YAML_LOADER  # libyaml when present: the catalog loads on every start
 
 RUNTIME_RE = re.compile(r"^([a-zA-Z_-]+)([0-9.]*)$")
@@ -37,6 +39,7 @@ class BackendBlock:
 
     command: tuple = ()  # starts the runtime server
     template: tuple = ()  # process: starts a process that forks `command`'s servers (emulator/forkserver.py)
+    held: tuple = ()  # process: `command` started before its env is known, released with it (emulator/headstart.py)
     setup: tuple = ()  # installs the server's own libraries into {runtime_lib}, once
     setup_inputs: tuple = ()  # files of runtimes/<server> whose content keys the setup (process)
     install: tuple = ()  # installs the deps file into {deps}
@@ -53,6 +56,7 @@ BLOCK_KEYS = {
     "process": {
         "command",
         "template",
+        "held",
         "setup",
         "setup_inputs",
         "install",
@@ -164,7 +168,19 @@ def _declared(runtime_id, version, require_local):
 
 ENTRY_KEYS = {"server", "depName", "fileNameSuffix", "versions", "legacy", "process", "docker"}
 VERSION_KEYS = {"version", "executable", "probe", "expect", "resolve", "image", "default"}
-ARGV_KEYS = {"command", "template", "setup", "setup_inputs", "install", "check", "compile", "init", "probe", "resolve"}
+ARGV_KEYS = {
+    "command",
+    "template",
+    "held",
+    "setup",
+    "setup_inputs",
+    "install",
+    "check",
+    "compile",
+    "init",
+    "probe",
+    "resolve",
+}
 
 
 class _Checker:
@@ -293,17 +309,78 @@ def candidates(patterns):
     return found
 
 
+PROBES_FILE = "probes.json"  # in the user's cache: what toolchain probes printed, by the file each one ran
+PROBES_KEPT = 64  # entries; the oldest go (a toolchain upgraded leaves its old entry behind)
+_probes_lock = threading.Lock()
+_probes: list = []  # [the file's entries], read once per process
+
+
+def _file_identity(exe):
+    """What a probe of `exe` answers by: the file that runs (real path, size, mtime, inode). None for a script:
+    a version manager's shim (pyenv's) answers by the folder it runs in and the environment."""
+    real = os.path.realpath(exe)
+    try:
+        with open(real, "rb") as executable:
+            if executable.read(2) == b"#!":
+                return None
+            stat = os.fstat(executable.fileno())
+    except OSError:
+        return None
+    return [real, stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def _probed(argv, exe):
+    """(exit code, stdout, stderr) of probe `argv` of toolchain `exe`; run once per identity of the file `exe`
+    is (kept in the user's cache: each probe was a process started before every `run`), every time for a
+    script. None when it cannot run or times out."""
+    identity = _file_identity(exe)
+    key = json.dumps([argv, identity])
+    if identity is not None:
+        with _probes_lock:
+            found = _stored_probes().get(key)
+        if isinstance(found, list) and len(found) == 3:
+            return tuple(found)
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if identity is not None:
+        with _probes_lock:
+            stored = _stored_probes()
+            stored[key] = [out.returncode, out.stdout, out.stderr]
+            kept = dict(list(stored.items())[-PROBES_KEPT:])
+            path = cache_dir() / PROBES_FILE
+            tmp = path.with_name("%s.%d" % (PROBES_FILE, os.getpid()))
+            try:
+                tmp.write_text(json.dumps(kept))
+                os.replace(tmp, path)  # atomic: another process reads the old entries or the new ones
+            except OSError:
+                pass  # a cache we cannot write: probed again next time
+    return out.returncode, out.stdout, out.stderr
+
+
+def _stored_probes() -> dict:
+    """The probes kept in the user's cache (read on first use; _probes_lock held)."""
+    if not _probes:
+        try:
+            stored = json.loads((cache_dir() / PROBES_FILE).read_text())
+        except (OSError, ValueError):
+            stored = {}
+        _probes.append(stored if isinstance(stored, dict) else {})
+    return _probes[0]
+
+
 @cache
 def _real_executable(executable, resolve):
     exe = shutil.which(executable)
     if exe is None or not resolve:
         return exe
-    try:
-        out = subprocess.run([_expand(a, {"exe": exe}) for a in resolve], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
+    out = _probed([_expand(a, {"exe": exe}) for a in resolve], exe)
+    if out is None:
         return exe
-    real = out.stdout.strip()
-    return real if out.returncode == 0 and real and shutil.which(real) else exe
+    code, stdout, _ = out
+    real = stdout.strip()
+    return real if code == 0 and real and shutil.which(real) else exe
 
 
 @cache
@@ -312,12 +389,11 @@ def _probe(executable, probe, expect):
     exe = shutil.which(executable)
     if exe is None:
         return None
-    argv = [_expand(a, {"exe": exe}) for a in probe] or [exe, "--version"]
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
+    out = _probed([_expand(a, {"exe": exe}) for a in probe] or [exe, "--version"], exe)
+    if out is None:
         return None
-    return re.search(expect, out.stdout + out.stderr) if expect else re.match("", "")
+    _, stdout, stderr = out
+    return re.search(expect, stdout + stderr) if expect else re.match("", "")
 
 
 # ---------------------------------------------------------------- the catalog

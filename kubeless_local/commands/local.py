@@ -172,10 +172,16 @@ def run(
 
     FILE: a file, a folder, an archive (.zip, .tar.gz, .tgz, .tar.bz2, .tar.xz) or a URL of one."""
     code = code_location(file, "FILE")
-    deps_file, deps_text = deps_location(dependencies)
     source = code if isinstance(code, Path) else None
     root = Path.cwd() if source is None else source.parent if source.is_file() else source
     name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
+    # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
+    state_dir = root / STATE_DIRNAME / ("run-" + name)
+    if backend != "docker" and not debug:  # the runtime's server side starts now (emulator/headstart.py)
+        from kubeless_local.emulator import headstart
+
+        headstart.head_start(runtime, str(state_dir.resolve()))
+    deps_file, deps_text = deps_location(dependencies)
     fn = objects.function_from_files(
         name,
         source,
@@ -197,8 +203,6 @@ def run(
     )
     if runtime_image and (backend or config.load(root).backend) == "process":
         raise UserError("--runtime-image needs the docker backend: add --backend docker")
-    # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
-    state_dir = root / STATE_DIRNAME / ("run-" + name)
     serve(
         root,
         backend,

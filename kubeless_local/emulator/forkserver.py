@@ -12,6 +12,8 @@ template is gone: the caller then starts the server as before.
 The template exits when `dev`'s end of its socket closes; the guardian watches its group too. Should
 it die first, the servers it forked are killed and reported exited (SIGKILL), so the supervisor
 restarts them, through a new template.
+
+`run` may start a template before the engine knows it needs one (emulator/headstart.py).
 """
 
 import array

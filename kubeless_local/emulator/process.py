@@ -1,5 +1,6 @@
 """Runs each function's runtime server as a local process (the embedded default backend): forked from the
-runtime's template process where the catalog has one (emulator/forkserver.py), else a fresh one."""
+runtime's template process where the catalog has one (emulator/forkserver.py), else a fresh one; `run` may
+have started the template or the server itself already (emulator/headstart.py): claimed here."""
 
 import os
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import threading
 from typing import IO, Optional
 
+from kubeless_local.emulator import headstart
 from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
 from kubeless_local.emulator.forkserver import CONTROL_FD, Forked, Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
@@ -29,7 +31,7 @@ class ProcessBackend(Backend):
         self.templates: dict[tuple[str, ...], Template] = {}  # by their argv: one per toolchain and library
         self.templates_lock = threading.Lock()
 
-    def _template(self, prepared: Prepared, env: dict[str, str]) -> Optional[Template]:
+    def _template(self, instance: Instance, prepared: Prepared, env: dict[str, str]) -> Optional[Template]:
         if not prepared.runtime.steps.template:
             return None
         argv = prepared.expand(prepared.runtime.steps.template, control_fd=CONTROL_FD)
@@ -39,14 +41,21 @@ class ProcessBackend(Backend):
                 # this machine's env, not the first function's: a function whose own env sets an interpreter
                 # variable (PYTHONWARNINGS…) is refused by the template, the others are not
                 own = {**os.environ, PROJECT_ENV: env[PROJECT_ENV]}
-                template = self.templates[tuple(argv)] = Template(argv, own, self.guardian)
+                template = headstart.claim_template(instance.runtime, argv, own, self.guardian)  # `run`'s
+                template = self.templates[tuple(argv)] = template or Template(argv, own, self.guardian)
             return template
 
     def _spawn(self, instance: Instance, prepared: Prepared, argv: list[str], env: dict[str, str]):
-        """The server: forked from the runtime's template (not under a debugger), else a fresh process."""
-        template = self._template(prepared, env) if instance.debug is None else None
-        forked = template.spawn(argv, env, str(prepared.install_link)) if template is not None else None
-        return forked or subprocess.Popen(
+        """The server: forked from the runtime's template, or the one `run` started ahead (not under a
+        debugger), else a fresh process."""
+        template = self._template(instance, prepared, env) if instance.debug is None else None
+        started: Optional[subprocess.Popen | Forked] = None
+        if template is not None:
+            started = template.spawn(argv, env, str(prepared.install_link))
+        elif instance.debug is None and prepared.runtime.steps.held:
+            held = prepared.expand(prepared.runtime.steps.held)
+            started = headstart.claim_held(instance.runtime, held, env, str(prepared.install_link))
+        return started or subprocess.Popen(
             argv,
             cwd=prepared.install_link,
             env=env,

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends, debugging, registry
+from kubeless_local.emulator import backends, debugging, headstart, registry
 from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import BackendFactory
 from kubeless_local.emulator.bus import EventBus
@@ -196,6 +196,7 @@ class DevSession:
         self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, port, https_port=https_port)
         self.project.on_manifests.append(self.gateway.update)
         self.project.start()
+        headstart.close_unclaimed()  # what `run` started ahead and no backend claimed (emulator/headstart.py)
         self.project.watch()
         self.cron.start()
         if self.kafka is not None:

@@ -6,12 +6,13 @@ process backend (kubeless_local/emulator/forkserver.py) starts this template onc
 runtime library and asks it for each server instead: the fork has every library imported (shared with
 the template's pages) and runs the same kubeless.py, compiled once.
 
-    python -S -u template.py CONTROL_FD RUNTIME_LIB
+    python -S -u template.py CONTROL_FD RUNTIME_LIB [SERVER]
 
 On CONTROL_FD (a SOCK_SEQPACKET unix socket) each request is one JSON message {argv, env, cwd} with two
 descriptors (the server's stdout and stderr); the answer is {"pid": N}, or {"refused": reason} when a
 fresh interpreter would differ (then the engine starts one). When a server exits: {"exit": pid,
-"code": c}, c as subprocess.Popen's returncode. The template exits when CONTROL_FD closes (`dev` ended).
+"code": c}, c as subprocess.Popen's returncode. The template exits when CONTROL_FD closes (`dev` ended). SERVER,
+the script its requests will name (kubeless.py), is compiled before the first request, not after it.
 
 What the server sees is what a fresh `python -S -u kubeless.py` sees: its env (os.environ and the C
 environ), working folder, sys.path and sys.argv, its own session and process group, a new `__main__`.
@@ -47,6 +48,7 @@ import types
 import urllib.parse  # noqa: F401
 
 CONTROL_FD, RUNTIME_LIB = int(sys.argv[1]), sys.argv[2]
+SERVER = sys.argv[3] if len(sys.argv) > 3 else ""
 FLAGS = ["-S", "-u"]  # what the catalog's command passes before the server's file: -S -u here too
 INTERPRETER_VARS = ("PYTHON", "LD_", "MALLOC_")  # read when an interpreter starts, not later
 KEPT_VARS = {"PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}  # applied by the fork itself
@@ -214,6 +216,11 @@ def main():
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # the wake-up byte is what counts
+    if SERVER:
+        try:
+            compiled(SERVER)  # the first server starts without waiting for it (it is 1,500 lines)
+        except (OSError, SyntaxError):
+            pass  # the request that names it says so, as before
     serve(control, read_end, (CONTROL_FD, read_end, write_end))
 
 

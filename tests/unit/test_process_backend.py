@@ -33,7 +33,9 @@ def process_backend(tmp_path, script):
     exited = []
     backend = ProcessBackend(LogHub(), on_exit=exited.append)
     prepared = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(steps=types.SimpleNamespace(command=[sys.executable, "-c", script], template=())),
+        runtime=types.SimpleNamespace(
+            steps=types.SimpleNamespace(command=[sys.executable, "-c", script], template=(), held=())
+        ),
         expand=lambda argv: list(argv),
         env=lambda port: {},
         install_link=tmp_path,
@@ -134,3 +136,55 @@ def test_servers_are_forked_from_the_template_unless_their_env_needs_a_fresh_int
             backend.stop(instance)
         backend.close()
     assert all(not backend.alive(instance) for instance in handles.values())
+
+
+def test_the_template_run_started_ahead_is_the_one_its_server_forks_from(tmp_path, monkeypatch):
+    """`run`'s head start (emulator/headstart.py): the backend claims the template started before it knew it
+    needed one, and forks the server there, watched by the guardian like a template it started itself."""
+    import os
+
+    from kubeless_local.emulator import headstart
+    from kubeless_local.emulator.forkserver import CONTROL_FD, Forked
+    from kubeless_local.emulator.guardian import PROJECT_ENV
+    from kubeless_local.runtimes import RUNTIMES_DIR
+
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("bottle", "httptools", "prometheus_client"):
+        (lib / (name + ".py")).write_text("")
+    script = tmp_path / "server.py"
+    script.write_text(
+        'import time\nprint(\'@kubeless-local {"event": "ready", "generation": 0}\', flush=True)\ntime.sleep(600)\n'
+    )
+    template = [sys.executable, "-S", "-u", str(RUNTIMES_DIR / "python" / "template.py"), "{control_fd}", str(lib)]
+    project = str(tmp_path / "state")
+    headstart._remember("python3.11", headstart.TEMPLATE, [CONTROL_FD if a == "{control_fd}" else a for a in template])
+    headstart.head_start("python3.11", project)
+    early, _ = headstart._unclaimed["python3.11"]
+
+    class Guardian(list):
+        def watch(self, pgid):
+            self.append(pgid)
+
+        def forget(self, pgid):
+            self.remove(pgid)
+
+    guardian = Guardian()
+    backend = ProcessBackend(LogHub(), guardian=guardian)
+    _, prepared, _ = process_backend(tmp_path, "")
+    prepared.runtime.steps = types.SimpleNamespace(command=[sys.executable, "-S", "-u", str(script)], template=template)
+    prepared.expand = lambda argv, **values: [str(a).format_map(values) for a in argv]
+    prepared.env = lambda port: {**os.environ, PROJECT_ENV: project}
+    instance = Instance(name="hello", runtime="python3.11", port=1, state=State.STARTING)
+    try:
+        backend.start(instance, prepared)
+        assert instance.wait_for(lambda i: i.state == State.READY, 30), (instance.state, instance.error)
+        assert isinstance(instance.handle, Forked) and list(backend.templates.values()) == [early]
+        with open("/proc/%d/stat" % instance.pid) as stat:
+            assert int(stat.read().rsplit(")", 1)[1].split()[1]) == early.proc.pid  # forked there
+        assert guardian == [early.proc.pid, instance.pid]
+    finally:
+        backend.stop(instance)
+        backend.close()
+        headstart.close_unclaimed()

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from kubeless_local.errors import BadRequest, NotFound, UserError
@@ -249,3 +251,34 @@ def test_which_runtimes_have_a_debugger_is_the_catalogs_data():
     assert catalog.debugger("ruby3.1") == ""
     assert catalog.debugger("python3.11", image="my/image:1") == ""  # a custom image's server is not known
     assert catalog.debugger("cobol1") == ""
+
+
+def test_a_toolchains_probes_run_once_per_file_not_once_per_start(tmp_path, monkeypatch):
+    """Every `run` probed its interpreter twice (its version, its real path) before anything started: a
+    binary's answers are kept in the user's cache by the file's identity, and asked again when the file
+    changes; a script (a version manager's shim, which answers by its folder) is asked every time."""
+    import shutil
+    import subprocess
+    import sys
+
+    from kubeless_local import runtimes
+
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    binary = tmp_path / "bin" / "python3.11"
+    binary.parent.mkdir()
+    shutil.copy(sys.executable, binary)  # an ELF file of its own, whose identity the test changes
+    script = fake_tool(tmp_path / "bin" / "shim", "Python 3.11.9")
+    runs = []
+    real_run = subprocess.run
+    monkeypatch.setattr(runtimes.subprocess, "run", lambda argv, **kw: runs.append(argv) or real_run(argv, **kw))
+
+    def probe(exe):
+        runtimes._probes.clear()  # as a new process: what the cache file holds, nothing in memory
+        return runtimes._probed([str(exe), "--version"], str(exe))
+
+    first = probe(binary)
+    assert first is not None and first[0] == 0 and "Python 3." in first[1] + first[2]
+    assert probe(binary) == first and len(runs) == 1
+    os.utime(binary, ns=(binary.stat().st_atime_ns, binary.stat().st_mtime_ns + 10**9))  # an upgrade: asked again
+    assert probe(binary) == first and len(runs) == 2
+    assert probe(script)[1] == "Python 3.11.9\n" and probe(script)[1] == "Python 3.11.9\n" and len(runs) == 4
