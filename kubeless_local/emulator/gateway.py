@@ -694,7 +694,7 @@ class Job:
         recorder = self.gateway.supervisor.recorder
         if instance.server_port and recorder is not None and target.partition("?")[0] not in NOT_CALLS:
             # the process backend: its server's own port, past the front door; recorded here as the door does (the
-            # heads are parsed by the recorder's writer, off this loop)
+            # heads are stored as they are, parsed when the record is read)
             self.exchange = exchange = Exchange(instance.name, self.method, target, [], source="gateway")
             exchange.trigger, exchange.request_head = route.trigger, head
             exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)
