@@ -21,11 +21,13 @@ Guarantee: recording never slows or breaks a call. The request thread (or the do
 the exchange on a bounded queue (`submit`, never blocking): when the queue is full the record is dropped and
 counted, the call is answered all the same. One writer thread stores records in `invocations.db` (SQLite, WAL)
 beside the topics, and keeps at most `keep` records and `max_bytes` of them per function (the oldest go
-first). A thread, not a process of its own: measured, a writer process moves the CPU a record costs without
-saving any, and the door's threads do not wait on `dev`'s GIL for it (BENCHMARKS.md, "The writer in a process
-of its own?"). A damaged or locked database does not stop `dev`: the file is moved aside
-(`invocations.db.damaged-<time>`), a fresh one is started and this is said once; if even that fails, records
-are dropped (counted) and the calls go on.
+first). The event bus hears of a call as it begins (`invocation-start`, from the door) and once its record is
+stored, or dropped by the database (`invocation-end`, from the writer, a batch at a time: not built and
+published on the door's threads, where it cost more than in a batch; `flush` waits for it). A thread, not a
+process of its own: measured, a writer process moves the CPU a record costs without saving any, and the door's
+threads do not wait on `dev`'s GIL for it (BENCHMARKS.md, "The writer in a process of its own?"). A damaged
+or locked database does not stop `dev`: the file is moved aside (`invocations.db.damaged-<time>`), a fresh one
+is started and this is said once; if even that fails, records are dropped (counted) and the calls go on.
 
 Exports (`export`, what the admin API answers) show `Authorization`, `Cookie` and their kin as REDACTED; the
 stored record keeps them so that a replay sends what the function received.
@@ -347,8 +349,6 @@ class Recorder:
         else:
             self.queue.append(exchange)
             self.submitted += 1  # only the flush waits on it: a count off by one under a race costs a flush a pause
-            if self.bus is not None:
-                self.bus.publish("invocation-end", summary_of(exchange), summary_weight(exchange))
         with self.progress:
             self.closed += 1
             if self.flushing:
@@ -357,7 +357,7 @@ class Recorder:
 
     def started(self, function: str, method: str, target: str, source: str, at: float | None = None) -> None:
         """A call began at `at` (epoch seconds; for the event bus, `flush` and where the call before's lines end;
-        nothing is stored)."""
+        nothing is stored). Its `invocation-end` event is the writer's, once the record is stored."""
         starts = self.starts.get(function)
         if starts is None:
             starts = self.starts.setdefault(function, collections.deque(maxlen=STARTS_KEPT))
@@ -430,6 +430,8 @@ class Recorder:
             batch, stop = self._settled()
             if batch:
                 self._store(batch)
+                if self.bus is not None:  # once stored (or dropped), all at once: not on the door's threads
+                    self.bus.publish_all("invocation-end", [(summary_of(e), summary_weight(e)) for e in batch])
                 self._finish_batch(len(batch))
             if stop:
                 self._finish_batch(0)

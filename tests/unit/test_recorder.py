@@ -372,14 +372,17 @@ def test_a_bus_reader_waits_for_the_next_event_and_an_unknown_id_is_a_reset():
     assert bus.size <= 100 and bus.after(1).reset
 
 
-def test_submitting_publishes_the_invocation_on_the_bus(recorder):
+def test_a_call_is_published_on_the_bus_as_it_begins_and_once_it_is_stored(recorder):
     bus = EventBus()
     r = recorder(bus=bus)
     r.started("hello", "GET", "/", "http")
+    assert [e.kind for e in bus.after(0).events] == ["invocation-start"]
     ident = r.submit(exchange())
+    assert r.flush(10)
     events, _ = bus.after(0)
     assert [e.kind for e in events] == ["invocation-start", "invocation-end"]
     assert events[1].data["id"] == ident and events[1].data["status"] == 200
+    assert r.get(ident)["id"] == ident  # stored before it was published
     assert events[1].data["started"] > 0 and events[1].data["timeout"] is False and events[1].data["error"] == ""
 
 
