@@ -321,7 +321,9 @@ class Recorder:
         self.dropped = 0  # records lost: the queue was full, or the database refused them
         self.submitted = self.written = 0
         self.opened = self.closed = 0  # calls begun (`started`) and handed over (`submit`): what a flush waits for
-        self.progress = threading.Condition()
+        # the call path takes the plain lock itself (a Condition's `with` is a call in Python); flushes wait on it
+        self.progress_lock = threading.Lock()
+        self.progress = threading.Condition(self.progress_lock)
         self.flushing = 0  # flushes waiting for calls to be handed over: only then does `submit` wake them
         self.wake = threading.Event()  # flush and close: the writer looks at once
         self.said: set[str] = set()  # what was said once already
@@ -349,7 +351,7 @@ class Recorder:
         else:
             self.queue.append(exchange)
             self.submitted += 1  # only the flush waits on it: a count off by one under a race costs a flush a pause
-        with self.progress:
+        with self.progress_lock:
             self.closed += 1
             if self.flushing:
                 self.progress.notify_all()
@@ -362,7 +364,7 @@ class Recorder:
         if starts is None:
             starts = self.starts.setdefault(function, collections.deque(maxlen=STARTS_KEPT))
         starts.append(time.time() if at is None else at)
-        with self.progress:
+        with self.progress_lock:
             self.opened += 1
         if self.bus is not None:
             self.bus.publish(
