@@ -87,11 +87,26 @@ class EventBus:
             self.last += 1
             self.ring.append(Event(self.last, kind, data, time.time(), heavy))
             self.size += heavy
-            while len(self.ring) > self.capacity or (self.size > self.max_bytes and len(self.ring) > 1):
-                self.size -= self.ring.popleft().weight
-            if self.waiting:
-                self.changed.notify_all()
+            self._added()
             return self.last
+
+    def publish_all(self, kind: str, items: list[tuple[Any, int]]) -> int:
+        """Add an event for each (data, its weight), in order, under one lock; returns the last id."""
+        now = time.time()
+        with self.changed:
+            for data, heavy in items:
+                self.last += 1
+                self.ring.append(Event(self.last, kind, data, now, heavy))
+                self.size += heavy
+            self._added()
+            return self.last
+
+    def _added(self) -> None:
+        """(Under the lock, after events were added.) The oldest go past the bounds; waiting readers wake."""
+        while len(self.ring) > self.capacity or (self.size > self.max_bytes and len(self.ring) > 1):
+            self.size -= self.ring.popleft().weight
+        if self.waiting:
+            self.changed.notify_all()
 
     def after(self, last_id: int, timeout: float = 0.0, limit: int = 1000) -> Batch:
         """The events after `last_id` (at most `limit`), waiting up to `timeout` s for one when there is none."""

@@ -29,8 +29,8 @@ a trigger, `replay`; a plain client is `http`) out of each request's head before
 hands each exchange to the recorder once its answer ended. The code that served it is the one serving the
 function then (the recorder asks the supervisor), or, for a call answered by a container the door no longer
 points at (blue/green), the generation `point` gave with that container (one it reloaded in place since is
-not known here). The recorder's `submit` never blocks; the header lines are parsed by its
-writer thread, not on this loop. The runtime's own /healthz and /metrics are not recorded. A connection
+not known here). The recorder's `submit` never blocks; the heads are stored as they passed and parsed only
+when a record is read, not on this loop. The runtime's own /healthz and /metrics are not recorded. A connection
 that stops being HTTP/1.1 (an upgrade, a head over http1.MAX_HEAD) is relayed as it is from there, unread.
 
 Why a handed-over connection and not a relay in the container too: the bytes cross one user-space relay

@@ -720,8 +720,8 @@ class Job:
         self.payload = head + body
         recorder = self.gateway.supervisor.recorder
         if self.reach is not None and recorder is not None and target.partition("?")[0] not in NOT_CALLS:
-            # past the front door: recorded here as the door does (the heads are parsed by the recorder's writer,
-            # off this loop)
+            # past the front door: recorded here as the door does (the heads are stored as they are, parsed when
+            # the record is read)
             self.exchange = exchange = Exchange(instance.name, self.method, target, [], source="gateway")
             exchange.trigger, exchange.request_head = route.trigger, head
             exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)

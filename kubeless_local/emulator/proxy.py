@@ -213,7 +213,7 @@ class FrontDoor:
             client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return False
         method, target, version = (part.decode("latin-1") for part in parts)
-        head, headers, fields = read_head(reader)
+        head, fields = read_head(reader)
         if head is None:
             client.sendall(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n")
             return False
@@ -224,7 +224,7 @@ class FrontDoor:
             "%s" % self.instance.name,
             method,
             target,
-            headers,
+            [],
             started=started,
             source=source,
             trigger=trigger,
@@ -234,8 +234,9 @@ class FrontDoor:
         if recorded and self.recorder is not None:
             self.recorder.started(exchange.function, method, target, source, started)
         client_keeps = keeps_alive(version, fields)
+        exchange.request_head = line + head  # the record's headers: parsed when it is read, not here
         try:
-            keep = self._relay(client, reader, line + head, fields, exchange, method, client_keeps)
+            keep = self._relay(client, reader, exchange.request_head, fields, exchange, method, client_keeps)
         finally:
             exchange.duration = time.time() - started
             if recorded and self.recorder is not None:
@@ -260,7 +261,7 @@ class FrontDoor:
             upstream.sock.sendall(head)
             exchange.request_body, exchange.request_size = relay_body(reader, upstream.sock.sendall, fields, None)
             self.forwarded += 1
-            status_line, response_head, response_fields, response_headers = read_response_head(upstream.reader)
+            status_line, response_head, response_fields = read_response_head(upstream.reader)
         except NoAnswer as exc:
             upstream.close()
             exchange.error = str(exc)
@@ -270,16 +271,16 @@ class FrontDoor:
             exchange.error = "the function's server closed the connection without answering (%s)" % exc
             return False
         exchange.status = int(status_line.split()[1])
-        exchange.response_headers = response_headers
+        exchange.response_head = status_line + response_head
         no_body = not answer_has_body(method, exchange.status)
         framed = no_body or "content-length" in response_fields or is_chunked(response_fields)
         server_keeps = framed and keeps_alive(status_line.split()[0].decode("latin-1"), response_fields)
         try:
             if no_body:
-                client.sendall(status_line + response_head)
+                client.sendall(exchange.response_head)
             else:
                 exchange.response_body, exchange.response_size = relay_body(
-                    upstream.reader, client.sendall, response_fields, status_line + response_head
+                    upstream.reader, client.sendall, response_fields, exchange.response_head
                 )
         except OSError as exc:
             upstream.close()
@@ -334,32 +335,30 @@ class FrontDoor:
 # ---------------------------------------------------------------- HTTP/1.1 framing
 
 
-def read_head(reader: BinaryIO) -> tuple[bytes | None, list[tuple[str, str]], dict[str, str]]:
-    """(the header lines to forward, ending with the blank line; the headers as (name, value); {lower name:
-    value}), without SOURCE_HEADER and Expect. (None, …) when there are too many or too long."""
+def read_head(reader: BinaryIO) -> tuple[bytes | None, dict[str, str]]:
+    """(the header lines to forward, ending with the blank line; {lower name: value}), without SOURCE_HEADER
+    and Expect. (None, …) when there are too many or too long."""
     kept: list[bytes] = []
-    headers: list[tuple[str, str]] = []
     fields: dict[str, str] = {}
     for _ in range(MAX_HEADERS):
         line = reader.readline(MAX_LINE + 1)
         if len(line) > MAX_LINE:
-            return None, headers, fields
+            return None, fields
         if line in (b"\r\n", b"\n", b""):
             kept.append(b"\r\n")
-            return b"".join(kept), headers, fields
+            return b"".join(kept), fields
         name, value = header_of(line)
         lower = name.lower()
         fields[lower] = "%s, %s" % (fields[lower], value) if lower in fields else value
         if lower.encode() in SKIPPED_REQUEST_HEADERS:
             continue
-        headers.append((name, value))
         kept.append(line)
-    return None, headers, fields
+    return None, fields
 
 
-def read_response_head(reader: BinaryIO) -> tuple[bytes, bytes, dict[str, str], list[tuple[str, str]]]:
-    """(status line, header lines with the blank line, {lower name: value}, [(name, value)]); interim 1xx
-    answers are skipped. NoAnswer when the server closed the connection before an answer."""
+def read_response_head(reader: BinaryIO) -> tuple[bytes, bytes, dict[str, str]]:
+    """(status line, header lines with the blank line, {lower name: value}); interim 1xx answers are skipped.
+    NoAnswer when the server closed the connection before an answer."""
     while True:
         try:
             status_line = reader.readline(MAX_LINE + 1)
@@ -367,7 +366,7 @@ def read_response_head(reader: BinaryIO) -> tuple[bytes, bytes, dict[str, str], 
             raise NoAnswer("the function's server closed the connection without answering (%s)" % exc) from None
         if not status_line:
             raise NoAnswer("the function's server closed the connection without answering; did it crash?")
-        lines, fields, headers = [], {}, []
+        lines, fields = [], {}
         for _ in range(MAX_HEADERS):
             line = reader.readline(MAX_LINE + 1)
             lines.append(line)
@@ -375,13 +374,12 @@ def read_response_head(reader: BinaryIO) -> tuple[bytes, bytes, dict[str, str], 
                 break
             name, value = header_of(line)
             fields[name.lower()] = value
-            headers.append((name, value))
         parts = status_line.split()
         if len(parts) < 2 or not parts[1].isdigit():
             raise NoAnswer("the function's server answered what is not HTTP: %r" % status_line[:80])
         if parts[1].startswith(b"1") and parts[1] != b"101":
             continue
-        return status_line, b"".join(lines), fields, headers
+        return status_line, b"".join(lines), fields
 
 
 def relay_body(reader: BinaryIO, send, fields: dict[str, str], first: bytes | None) -> tuple[bytes, int]:

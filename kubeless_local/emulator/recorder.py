@@ -21,11 +21,13 @@ Guarantee: recording never slows or breaks a call. The request thread (or the do
 the exchange on a bounded queue (`submit`, never blocking): when the queue is full the record is dropped and
 counted, the call is answered all the same. One writer thread stores records in `invocations.db` (SQLite, WAL)
 beside the topics, and keeps at most `keep` records and `max_bytes` of them per function (the oldest go
-first). A thread, not a process of its own: measured, a writer process moves the CPU a record costs without
-saving any, and the door's threads do not wait on `dev`'s GIL for it (BENCHMARKS.md, "The writer in a process
-of its own?"). A damaged or locked database does not stop `dev`: the file is moved aside
-(`invocations.db.damaged-<time>`), a fresh one is started and this is said once; if even that fails, records
-are dropped (counted) and the calls go on.
+first). The event bus hears of a call as it begins (`invocation-start`, from the door) and once its record is
+stored, or dropped by the database (`invocation-end`, from the writer, a batch at a time: not built and
+published on the door's threads, where it cost more than in a batch; `flush` waits for it). A thread, not a
+process of its own: measured, a writer process moves the CPU a record costs without saving any, and the door's
+threads do not wait on `dev`'s GIL for it (BENCHMARKS.md, "The writer in a process of its own?"). A damaged
+or locked database does not stop `dev`: the file is moved aside (`invocations.db.damaged-<time>`), a fresh one
+is started and this is said once; if even that fails, records are dropped (counted) and the calls go on.
 
 Exports (`export`, what the admin API answers) show `Authorization`, `Cookie` and their kin as REDACTED; the
 stored record keeps them so that a replay sends what the function received.
@@ -38,10 +40,13 @@ import bisect
 import collections
 import contextlib
 import difflib
+import functools
 import hashlib
+import itertools
 import json
+import operator
 import os
-import re
+import random
 import sqlite3
 import threading
 import time
@@ -51,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubeless_local import config
-from kubeless_local.emulator.http1 import header_pairs
+from kubeless_local.emulator.http1 import header_of, header_pairs
 from kubeless_local.emulator.logs import ACCESS_LINE, LogLine, closes_the_call, printed_by_the_function
 from kubeless_local.errors import BadRequest, NotFound, Unavailable
 from kubeless_local.events import SOURCE_HEADER
@@ -78,6 +83,9 @@ NOT_CALLS = frozenset(("/healthz", "/metrics"))  # the runtime's own endpoints: 
 # a call's outcome by its answer's status (0: no answer at all), as `list` filters it
 OUTCOMES = {"ok": "status BETWEEN 200 AND 399", "error": "(status >= 400 OR status < 200)"}
 
+# request_headers and response_headers hold a head as it passed (a BLOB: start line, header lines, blank line),
+# or `header_text`'s `Name: value` lines (TEXT: headers given as pairs, and every row stored before heads were
+# kept as they passed); `header_list` reads both
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS invocations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -149,6 +157,16 @@ SUMMARY = [
 ]
 
 Headers = list[tuple[str, str]]
+# the row's values (`Recorder._row`: COLUMNS[1:] and bytes) that are often None: generation, source_sha256,
+# trigger, replay_of
+NULLABLE = tuple(COLUMNS.index(name) - 1 for name in ("generation", "source_sha256", "trigger", "replay_of"))
+_nullable = operator.itemgetter(*NULLABLE)
+_NONES = (None,) * len(NULLABLE)
+
+
+def absent_of(row: tuple) -> tuple[bool, ...]:
+    """Which of a row's NULLABLE values are None."""
+    return tuple(map(operator.is_, _nullable(row), _NONES))
 
 
 # ------------------------------------------------------------ the source mark senders put on a request
@@ -203,18 +221,16 @@ class Exchange:
     generation: int | None = None  # None: the code serving when it is submitted
     source_sha256: str | None = None
     logs: list[LogLine] | None = None  # set by the writer once they are complete
-    # the heads as the docker backend's door passed them on (frontdoor.py): the writer parses their header
-    # lines into the headers above, off the door's loop
+    # the heads as the door passed them on (start line to blank line), in place of the headers above: stored as
+    # they are, parsed only when the record is read (`header_list`)
     request_head: bytes = b""
     response_head: bytes = b""
-    # the header lines as stored, when the writer took them from the heads at once (`head_text`)
-    request_text: str | None = None
-    response_text: str | None = None
 
 
 def new_id() -> str:
-    """12 random hex digits (os.urandom, as uuid4 draws them, without building a UUID on the call path)."""
-    return os.urandom(6).hex()
+    """12 random hex digits. From the interpreter's generator (seeded from os.urandom), not os.urandom itself:
+    that is a system call, for which the door's thread would give up the GIL and wait to get it back."""
+    return "%012x" % random.getrandbits(48)
 
 
 def source_digest(folder: Path) -> str:
@@ -305,7 +321,9 @@ class Recorder:
         self.dropped = 0  # records lost: the queue was full, or the database refused them
         self.submitted = self.written = 0
         self.opened = self.closed = 0  # calls begun (`started`) and handed over (`submit`): what a flush waits for
-        self.progress = threading.Condition()
+        # the call path takes the plain lock itself (a Condition's `with` is a call in Python); flushes wait on it
+        self.progress_lock = threading.Lock()
+        self.progress = threading.Condition(self.progress_lock)
         self.flushing = 0  # flushes waiting for calls to be handed over: only then does `submit` wake them
         self.wake = threading.Event()  # flush and close: the writer looks at once
         self.said: set[str] = set()  # what was said once already
@@ -333,9 +351,7 @@ class Recorder:
         else:
             self.queue.append(exchange)
             self.submitted += 1  # only the flush waits on it: a count off by one under a race costs a flush a pause
-            if self.bus is not None:
-                self.bus.publish("invocation-end", summary_of(exchange), summary_weight(exchange))
-        with self.progress:
+        with self.progress_lock:
             self.closed += 1
             if self.flushing:
                 self.progress.notify_all()
@@ -343,12 +359,12 @@ class Recorder:
 
     def started(self, function: str, method: str, target: str, source: str, at: float | None = None) -> None:
         """A call began at `at` (epoch seconds; for the event bus, `flush` and where the call before's lines end;
-        nothing is stored)."""
+        nothing is stored). Its `invocation-end` event is the writer's, once the record is stored."""
         starts = self.starts.get(function)
         if starts is None:
             starts = self.starts.setdefault(function, collections.deque(maxlen=STARTS_KEPT))
         starts.append(time.time() if at is None else at)
-        with self.progress:
+        with self.progress_lock:
             self.opened += 1
         if self.bus is not None:
             self.bus.publish(
@@ -416,6 +432,8 @@ class Recorder:
             batch, stop = self._settled()
             if batch:
                 self._store(batch)
+                if self.bus is not None:  # once stored (or dropped), all at once: not on the door's threads
+                    self.bus.publish_all("invocation-end", [(summary_of(e), summary_weight(e)) for e in batch])
                 self._finish_batch(len(batch))
             if stop:
                 self._finish_batch(0)
@@ -451,12 +469,8 @@ class Recorder:
         return batch, False
 
     def _complete(self, exchange: Exchange) -> None:
-        """What the docker backend's door left to the writer: the header lines of its heads, and the sha256 of
-        the generation it named (known once that generation served a stored call or serves now)."""
-        if exchange.request_head:
-            exchange.request_text, exchange.request_head = head_text(exchange.request_head), b""
-        if exchange.response_head:
-            exchange.response_text, exchange.response_head = head_text(exchange.response_head), b""
+        """What the docker backend's door left to the writer: the sha256 of the generation it named (known once
+        that generation served a stored call or serves now)."""
         if exchange.source_sha256 is None and exchange.generation is not None:
             key = (exchange.function, exchange.generation)
             if key not in self.digests:
@@ -573,11 +587,9 @@ class Recorder:
             if version != self.data_version:  # another connection wrote (a clear, another program): count again
                 self.held.clear()
                 self.data_version = version
-            db.executemany(
-                "INSERT INTO invocations (%s, bytes) VALUES (%s)"
-                % (", ".join(COLUMNS[1:]), ", ".join("?" * len(COLUMNS))),
-                rows,
-            )
+            for absent, run in itertools.groupby(rows, absent_of):  # runs of rows with the same NULLs, in order
+                sql, values = inserting(absent)
+                db.executemany(sql, map(values, run))
             added: dict[str, list[int]] = {function: [0, 0] for function in functions}
             for row in rows:
                 sums = added[row[1]]
@@ -625,11 +637,13 @@ class Recorder:
         self.held[function] = (count, size)
 
     def _row(self, exchange: Exchange) -> tuple:
+        """The values of COLUMNS[1:] and `bytes`. Bytes are given as bytearrays: the sqlite3 module binds those
+        at once, where for bytes it first looks for an adapter (as for None: `inserting`)."""
         path, _, query = exchange.target.partition("?")
         logs = self._logs_of(exchange)
-        request_headers, response_headers = (
-            header_text(exchange.request_headers) if exchange.request_text is None else exchange.request_text,
-            header_text(exchange.response_headers) if exchange.response_text is None else exchange.response_text,
+        request_headers, response_headers = (  # a head as it passed (bytes), or the headers given as lines (text)
+            bytearray(exchange.request_head) if exchange.request_head else header_text(exchange.request_headers),
+            bytearray(exchange.response_head) if exchange.response_head else header_text(exchange.response_headers),
         )
         size = len(exchange.request_body) + len(exchange.response_body) + len(request_headers) + len(response_headers)
         return (
@@ -646,11 +660,11 @@ class Recorder:
             path,
             query,
             request_headers,
-            exchange.request_body,
+            bytearray(exchange.request_body),
             exchange.request_size,
             exchange.status,
             response_headers,
-            exchange.response_body,
+            bytearray(exchange.response_body),
             exchange.response_size,
             int(exchange.status == 408),
             exchange.error,
@@ -772,38 +786,53 @@ class Recorder:
             self._close_connections()
 
 
+@functools.cache
+def inserting(absent: tuple[bool, ...]) -> tuple[str, Callable[[tuple], tuple]]:
+    """The INSERT of rows whose NULLABLE values are None where `absent` says, and what takes the values it binds
+    from a row: those columns are left out (NULL by default). The sqlite3 module binds str, int, float and
+    bytearray at once, but looks for an adapter for None (and bytes) first, which costs more than the insert's
+    other work for that value."""
+    skipped = {index for index, gone in zip(NULLABLE, absent) if gone}
+    kept = [index for index in range(len(COLUMNS)) if index not in skipped]
+    names = [*COLUMNS[1:], "bytes"]
+    sql = "INSERT INTO invocations (%s) VALUES (%s)" % (
+        ", ".join(names[index] for index in kept),
+        ", ".join("?" * len(kept)),
+    )
+    return sql, operator.itemgetter(*kept)
+
+
 def header_text(headers: Headers) -> str:
-    """Headers as stored: `Name: value` lines (a header line holds no line break; a name no colon). Cheaper
-    for the writer than JSON."""
+    """Headers given as pairs, as stored: `Name: value` lines (a header line holds no line break; a name no
+    colon)."""
     return "\n".join("%s: %s" % pair for pair in headers)
 
 
-# a head's header lines as header_text writes them (`Name: value`, no space around either, CRLF or LF): stored as
-# they are; any other head is parsed line by line
-PLAIN_HEADERS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: (?:[!-~](?:[^\r\n]*[!-~])?)?\r?\n)*\r?\n?")
-AGENT = re.compile(r"^user-agent: (.*)$", re.MULTILINE | re.IGNORECASE)
-
-
-def head_text(head: bytes) -> str:
-    """The header lines of a whole head (its start line and blank line included) as stored: what
-    `header_text(header_pairs(head))` gives, without building the pairs for the usual head."""
-    text = head.decode("latin-1")
-    lines = text[text.find("\n") + 1 :]
-    if PLAIN_HEADERS.fullmatch(lines):
-        return lines.replace("\r\n", "\n").rstrip("\n")
-    return header_text(header_pairs(head))
-
-
 def user_agent(exchange: Exchange) -> str:
-    """The request's User-Agent ("" when it sent none)."""
-    if exchange.request_text is not None:
-        found = AGENT.search(exchange.request_text)
-        return found[1] if found else ""
-    return next((value for name, value in exchange.request_headers if name.lower() == "user-agent"), "")
+    """The request's User-Agent ("" when it sent none): the first header of that name, as `header_pairs` reads
+    it, found in the head without reading its other lines."""
+    head = exchange.request_head
+    if not head:
+        return next((value for name, value in exchange.request_headers if name.lower() == "user-agent"), "")
+    lowered = head.lower()
+    at = lowered.find(b"\n")
+    while at >= 0:
+        at = lowered.find(b"user-agent", at + 1)
+        if at < 0:
+            break
+        start, end = lowered.rfind(b"\n", 0, at) + 1, lowered.find(b"\n", at)
+        name, value = header_of(head[start : end if end >= 0 else len(head)])
+        if name.lower() == "user-agent":
+            return value
+    return ""
 
 
-def header_list(text: str) -> list[list[str]]:
-    return [[name, value.lstrip()] for name, _, value in (line.partition(":") for line in text.split("\n") if line)]
+def header_list(stored: str | bytes) -> list[list[str]]:
+    """Stored headers as [name, value] pairs: a head as it passed (bytes), or `header_text`'s lines (the text
+    that rows stored before heads were kept as they passed hold, and headers given as pairs)."""
+    if isinstance(stored, bytes):
+        return [[name, value] for name, value in header_pairs(stored)]
+    return [[name, value.lstrip()] for name, _, value in (line.partition(":") for line in stored.split("\n") if line)]
 
 
 # about what bus.weight() measures of an invocation-start event and of a summary, less their strings' lengths
