@@ -168,19 +168,8 @@ def _declared(runtime_id, version, require_local):
 
 ENTRY_KEYS = {"server", "depName", "fileNameSuffix", "versions", "legacy", "process", "docker"}
 VERSION_KEYS = {"version", "executable", "probe", "expect", "resolve", "image", "default"}
-ARGV_KEYS = {
-    "command",
-    "template",
-    "held",
-    "setup",
-    "setup_inputs",
-    "install",
-    "check",
-    "compile",
-    "init",
-    "probe",
-    "resolve",
-}
+# the keys whose value is an argv: the process block's commands, and a version's probe and resolve
+ARGV_KEYS = (BLOCK_KEYS["process"] - {"env", "reload", "debug"}) | {"probe", "resolve"}
 
 
 class _Checker:

@@ -95,6 +95,20 @@ def test_a_function_with_only_an_image_says_it_needs_the_docker_backend(tmp_path
     assert in_words(refused.value) == str(refused.value) + "; use --backend docker"
 
 
+def template_files(tmp_path):
+    """(a library folder of the template's preloads as empty modules, a server script that says ready and then
+    serves until stopped). Its stdin is /dev/null: an `input()` there ended it at once, racing its ready line."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("bottle", "httptools", "prometheus_client"):
+        (lib / (name + ".py")).write_text("")
+    script = tmp_path / "server.py"
+    script.write_text(
+        'import time\nprint(\'@kubeless-local {"event": "ready", "generation": 0}\', flush=True)\ntime.sleep(600)\n'
+    )
+    return lib, script
+
+
 def test_servers_are_forked_from_the_template_unless_their_env_needs_a_fresh_interpreter(tmp_path):
     """The catalog's `template` forks the servers (one template for both); a function whose own env sets an
     interpreter variable starts as a fresh process, as before. The template's libraries are empty modules."""
@@ -105,16 +119,7 @@ def test_servers_are_forked_from_the_template_unless_their_env_needs_a_fresh_int
     from kubeless_local.emulator.guardian import PROJECT_ENV
     from kubeless_local.runtimes import RUNTIMES_DIR
 
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    for name in ("bottle", "httptools", "prometheus_client"):
-        (lib / (name + ".py")).write_text("")
-    script = tmp_path / "server.py"
-    # ready, then serving until stopped (a server's stdin is /dev/null: an `input()` here ended it at once,
-    # racing its ready line)
-    script.write_text(
-        'import time\nprint(\'@kubeless-local {"event": "ready", "generation": 0}\', flush=True)\ntime.sleep(600)\n'
-    )
+    lib, script = template_files(tmp_path)
     backend, prepared, _ = process_backend(tmp_path, "")
     prepared.runtime.steps = types.SimpleNamespace(
         command=[sys.executable, "-S", "-u", str(script)],
@@ -149,14 +154,7 @@ def test_the_template_run_started_ahead_is_the_one_its_server_forks_from(tmp_pat
     from kubeless_local.runtimes import RUNTIMES_DIR
 
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    for name in ("bottle", "httptools", "prometheus_client"):
-        (lib / (name + ".py")).write_text("")
-    script = tmp_path / "server.py"
-    script.write_text(
-        'import time\nprint(\'@kubeless-local {"event": "ready", "generation": 0}\', flush=True)\ntime.sleep(600)\n'
-    )
+    lib, script = template_files(tmp_path)
     template = [sys.executable, "-S", "-u", str(RUNTIMES_DIR / "python" / "template.py"), "{control_fd}", str(lib)]
     project = str(tmp_path / "state")
     headstart._remember("python3.11", headstart.TEMPLATE, [CONTROL_FD if a == "{control_fd}" else a for a in template])
