@@ -73,7 +73,8 @@ BATCH = 500  # records stored in one transaction
 MAX_LOG_LINES = 200  # log lines kept per record
 LOG_GRACE = 0.05  # seconds of quiet after which a call's late stderr lines are taken as complete (another pipe)
 ACCESS_WAIT = 2.0  # seconds after the answer the writer waits for the access-log line that ends a call's lines
-STARTS_KEPT = 2048  # call start times kept per function: where the next call's lines may begin (a look's worth)
+STARTS_KEPT = 2048  # call start times kept per function: where the next call's lines may begin (a look's worth;
+# a call older than all of them takes no late stderr lines: _Window.next_start)
 BUSY_TIMEOUT = 2.0
 SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
@@ -250,8 +251,9 @@ class _Window:
     """One function's log lines as the writer reads them for one look at its queue, with what finds a call's
     place in them without reading them all again for each record (a look holds up to BATCH records)."""
 
-    def __init__(self, lines: list[LogLine], since: float, starts: list[float]) -> None:
+    def __init__(self, lines: list[LogLine], since: float, starts: list[float], evicted: bool = False) -> None:
         self.lines, self.since, self.starts = lines, since, starts  # starts: the calls' start times, sorted
+        self.evicted = evicted  # older starts than these were let go (STARTS_KEPT): before the first, none is known
         self.times = [line.time for line in lines]  # the hub keeps lines in the order they came
         self.taken: tuple[LogLine | None, int] = (None, 0)  # the last access line taken, and the index after it
 
@@ -274,8 +276,12 @@ class _Window:
         return 0
 
     def next_start(self, started: float) -> float | None:
-        """When the first call after one that began at `started` began (None: none has yet)."""
+        """When the first call after one that began at `started` began (None: none has yet). For a call older than
+        every start kept, when starts were let go: `started` itself, so that no line after its access line is
+        taken as its own (it may be the next call's, whose start is not known any more)."""
         index = bisect.bisect_right(self.starts, started)
+        if index == 0 and self.evicted:
+            return started
         return self.starts[index] if index < len(self.starts) else None
 
 
@@ -488,8 +494,12 @@ class Recorder:
         assert self.logs is not None
         window = windows.get(function)
         if window is None or since < window.since:
-            starts = window.starts if window is not None else sorted(self.starts.get(function, ()))
-            window = windows[function] = _Window(self.logs.between(function, since, now), since, starts)
+            if window is not None:
+                starts, evicted = window.starts, window.evicted
+            else:
+                kept = self.starts.get(function, collections.deque())
+                starts, evicted = sorted(kept), kept.maxlen is not None and len(kept) >= kept.maxlen
+            window = windows[function] = _Window(self.logs.between(function, since, now), since, starts, evicted)
         return window
 
     def _lines_of(

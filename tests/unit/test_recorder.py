@@ -249,6 +249,25 @@ def test_a_line_that_reaches_dev_after_the_answer_but_before_the_access_line_is_
     assert [line["text"] for line in r.get(row["id"])["logs"]] == ["during", "after the answer", "late on stderr"]
 
 
+def test_a_call_older_than_the_starts_kept_takes_no_later_calls_stderr_as_its_own(recorder, monkeypatch):
+    """A backlog deeper than STARTS_KEPT calls of one function: the first call's next one began, but its start is
+    no longer kept; the stderr after its access line may be that next call's, so none of it is taken."""
+    monkeypatch.setattr(rec, "STARTS_KEPT", 4)
+    hub = LogHub()
+    r = recorder(logs=hub, access_wait=30, log_grace=1.0)
+    began = after(time.time())
+    hub.emit("hello", "during")
+    answered = after(time.time())
+    hub.emit("hello", ACCESS)
+    r.started("hello", "POST", "/path?x=1", "http", at=after(time.time()))  # the next call, its start evicted below
+    hub.emit("hello", "the next call's on stderr", "stderr")
+    for _ in range(rec.STARTS_KEPT):
+        r.started("hello", "POST", "/path?x=1", "http", at=after(time.time()))
+    ident = r.submit(exchange(started=began, duration=answered - began))
+    assert r.flush(10, begun=False)  # the later calls are still running
+    assert [line["text"] for line in r.get(ident)["logs"]] == ["during"]
+
+
 def test_a_calls_lines_begin_after_the_access_line_of_the_call_before(recorder):
     hub = LogHub()
     r = recorder(logs=hub, access_wait=30)
