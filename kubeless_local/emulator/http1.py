@@ -70,6 +70,18 @@ Framing = tuple[str, int]  # (one of the above, the length for LENGTH)
 _HEAD, _SIZE, _DATA, _DATA_END, _TRAILERS = "head", "size", "data", "data-end", "trailers"
 
 
+def _crlf_head_end(data: bytes) -> int:
+    """Where the head that `data` starts with ends, when its first empty line is a CRLF one (none with a bare LF
+    before it) and no line break comes before its first line: what HEAD_END finds, found without a regex; -1
+    for any other start (the loop of `Stream._read` reads those)."""
+    end = data.find(b"\r\n\r\n")
+    if end <= 0 or data[:1] in (b"\r", b"\n"):
+        return -1
+    if data.find(b"\n\n", 0, end + 3) >= 0 or data.find(b"\n\r\n", 0, end + 3) >= 0:
+        return -1
+    return end + 4
+
+
 class Stream:
     """Reads one direction's messages as they pass: `feed(data)` returns the bytes to pass on.
 
@@ -100,6 +112,10 @@ class Stream:
 
     def feed(self, data: bytes) -> bytes:
         state = self.state
+        if state == _HEAD and not self.pending:
+            end = _crlf_head_end(data)
+            if end > 0:  # the common case, read without the loop below
+                return self._head_at(data, end)
         if state in (OPAQUE, UNTIL_CLOSE):
             if state == UNTIL_CLOSE:
                 self.on_body(memoryview(data))
@@ -113,6 +129,22 @@ class Stream:
         if not changed:
             return data
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def _head_at(self, data: bytes, end: int) -> bytes:
+        """`data` from a head that ends at `end` on: what `_read` makes of it, its head found without a search."""
+        read = self.on_head(data[:end])
+        if read is None:
+            self.opaque()
+            return data
+        passed, (kind, length) = read
+        self._begin(kind, length)
+        if end == len(data):
+            return passed
+        out = [passed]
+        rest = data[end:]
+        if not self._read(rest, out):
+            out.append(rest)
+        return b"".join(out)
 
     def _read(self, data: bytes, out: list[bytes]) -> bool:
         """Read `data`, appending the bytes to pass on to `out`; True when they differ from `data`."""

@@ -363,3 +363,33 @@ def test_a_length_that_is_not_digits_alone_is_not_followed(length, framing):
     # int() takes "-1", "+5" and "1_0"; the runtime servers' parsers refuse them: the door must not read a body
     # the server reads otherwise (the gateway refuses the same lengths)
     assert frontdoor._framing(b"post / http/1.1\r\ncontent-length: " + length + b"\r\n\r\n", http1.NONE) == framing
+
+
+@pytest.mark.parametrize(
+    "data, quick",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+        (b"GET / HTTP/1.1\nHost: x\n\nGET /2 HTTP/1.1\r\n\r\n", False),  # a bare-LF head before a CRLF one
+        (b"GET / HTTP/1.1\nHost: x\n\r\n\r\n", False),  # its first empty line is LF then CRLF
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\n", False),  # CRLF then a bare LF: no CRLF empty line at all
+        (b"\r\nGET / HTTP/1.1\r\n\r\n", False),  # line breaks between messages
+        (b"GET / HTTP/1.1\r\nHost: x\r\n", False),  # not whole yet
+    ],
+)
+def test_the_quick_look_for_a_heads_end_finds_what_the_pattern_finds_or_leaves_it_to_the_loop(data, quick):
+    end = http1._crlf_head_end(data)
+    assert end == (http1.HEAD_END.search(data).end() if quick else -1)
+    # read whole, a stream passes on the bytes and sees the heads it does when read a byte at a time (the loop)
+    passed, heads = [], []
+    for pieces in (split_all(data), [data]):
+        seen: list = []
+        stream = http1.Stream(lambda head, seen=seen: seen.append(head) or (head, (http1.NONE, 0)), len, list)
+        passed.append(b"".join(stream.feed(piece) for piece in pieces) + stream.flush())
+        heads.append(seen)
+    assert passed[0] == passed[1] and heads[0] == heads[1]
+
+
+def split_all(data):
+    return [data[i : i + 1] for i in range(len(data))]
