@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from waiting import wait_until
@@ -99,7 +100,11 @@ def test_a_head_start_ends_with_its_run_unclaimed_and_on_kill_9(tmp_path, cache)
         "print(headstart._unclaimed['python3.11'][0].proc.pid, flush=True)\n"
         "import time; time.sleep(60)\n"
     )
-    run = subprocess.Popen([sys.executable, "-c", code, project], stdout=subprocess.PIPE)
+    # `run` imports the installation this test imports (its hints are per installation): the checkout's, or under
+    # tox the installed one, which `-c` in the checkout's folder would not import first
+    imported = str(Path(headstart.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": imported}
+    run = subprocess.Popen([sys.executable, "-c", code, project], stdout=subprocess.PIPE, cwd=tmp_path, env=env)
     try:
         pid = int(run.stdout.readline())
         assert not gone(pid)
