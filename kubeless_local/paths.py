@@ -1,5 +1,6 @@
 """Where things live: the project's state folder, the user cache, the shipped data folders."""
 
+import json
 import os
 from pathlib import Path
 
@@ -26,6 +27,27 @@ def cache_dir():
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def read_cached(name):
+    """The JSON object kept in the user's cache as `name`; {} when it is missing, unreadable or not an object."""
+    try:
+        found = json.loads((cache_dir() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def keep_cached(name, data):
+    """Keep `data` (a JSON object) in the user's cache as `name`, atomically: another process reads the old one or
+    the new one. A cache that cannot be written is left as it was (the next read finds the old one, or none)."""
+    path = cache_dir() / name
+    tmp = path.with_name("%s.%d" % (name, os.getpid()))
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def find_state_dir(start=None):

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from kubeless_local.errors import BadRequest, NotFound, UserError
-from kubeless_local.paths import RUNTIMES_DIR, cache_dir
+from kubeless_local.paths import RUNTIMES_DIR, keep_cached, read_cached
 from kubeless_local.spec import YAML_LOADER  # libyaml when present: the catalog loads on every start
 
 RUNTIME_RE = re.compile(r"^([a-zA-Z_-]+)([0-9.]*)$")
@@ -337,25 +337,14 @@ def _probed(argv, exe):
         with _probes_lock:
             stored = _stored_probes()
             stored[key] = [out.returncode, out.stdout, out.stderr]
-            kept = dict(list(stored.items())[-PROBES_KEPT:])
-            path = cache_dir() / PROBES_FILE
-            tmp = path.with_name("%s.%d" % (PROBES_FILE, os.getpid()))
-            try:
-                tmp.write_text(json.dumps(kept))
-                os.replace(tmp, path)  # atomic: another process reads the old entries or the new ones
-            except OSError:
-                pass  # a cache we cannot write: probed again next time
+            keep_cached(PROBES_FILE, dict(list(stored.items())[-PROBES_KEPT:]))  # unwritable: probed next time
     return out.returncode, out.stdout, out.stderr
 
 
 def _stored_probes() -> dict:
     """The probes kept in the user's cache (read on first use; _probes_lock held)."""
     if not _probes:
-        try:
-            stored = json.loads((cache_dir() / PROBES_FILE).read_text())
-        except (OSError, ValueError):
-            stored = {}
-        _probes.append(stored if isinstance(stored, dict) else {})
+        _probes.append(read_cached(PROBES_FILE))
     return _probes[0]
 
 

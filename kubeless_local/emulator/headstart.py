@@ -23,7 +23,7 @@ from typing import IO, Optional, Union, cast
 
 from kubeless_local.emulator.forkserver import Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
-from kubeless_local.paths import RUNTIMES_DIR, cache_dir
+from kubeless_local.paths import RUNTIMES_DIR, keep_cached, read_cached
 
 HINTS = "head-starts.json"  # in the user's cache: "runtime runtimes-folder" → {kind, argv, PATH} it last started
 TEMPLATE, HELD = "template", "held"  # the kinds of a head start
@@ -44,19 +44,10 @@ def _hint_key(runtime: str) -> str:
     return "%s %s" % (runtime, RUNTIMES_DIR)
 
 
-def _hints() -> dict:
-    try:
-        with open(cache_dir() / HINTS) as hints:
-            found = json.load(hints)
-        return found if isinstance(found, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def head_start(runtime: str, project: str) -> None:
     """Start what a function of `runtime` last started, for the session whose resolved state folder is
     `project` (guardian.PROJECT_ENV), unless its files are gone or PATH changed since."""
-    hint = _hints().get(_hint_key(runtime))
+    hint = read_cached(HINTS).get(_hint_key(runtime))
     hint = hint if isinstance(hint, dict) and hint.get("path") == os.environ.get("PATH") else {}
     argv = hint.get("argv")
     with _lock:
@@ -177,12 +168,7 @@ def _reap(proc: subprocess.Popen) -> None:
 
 
 def _remember(runtime: str, kind: str, argv: list[str]) -> None:
-    hints = _hints()
+    """What `runtime` started, for the next `run`'s guess (a cache that cannot be written: no head start then)."""
+    hints = read_cached(HINTS)
     hints[_hint_key(runtime)] = {"kind": kind, "argv": argv, "path": os.environ.get("PATH")}
-    path = cache_dir() / HINTS
-    tmp = path.with_name("%s.%d" % (HINTS, os.getpid()))
-    try:
-        tmp.write_text(json.dumps(hints, indent=1, sort_keys=True))
-        os.replace(tmp, path)  # atomic: another `run` reads the old hints or the new ones
-    except OSError:
-        pass  # a cache we cannot write: no head start next time, nothing else
+    keep_cached(HINTS, hints)
