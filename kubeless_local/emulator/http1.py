@@ -73,7 +73,7 @@ _HEAD, _SIZE, _DATA, _DATA_END, _TRAILERS = "head", "size", "data", "data-end", 
 def _crlf_head_end(data: bytes) -> int:
     """Where the head that `data` starts with ends, when its first empty line is a CRLF one (none with a bare LF
     before it) and no line break comes before its first line: what HEAD_END finds, found without a regex; -1
-    for any other start (the loop of `Stream._read` reads those)."""
+    for any other start (HEAD_END decides those)."""
     end = data.find(b"\r\n\r\n")
     if end <= 0 or data[:1] in (b"\r", b"\n"):
         return -1
@@ -112,10 +112,6 @@ class Stream:
 
     def feed(self, data: bytes) -> bytes:
         state = self.state
-        if state == _HEAD and not self.pending:
-            end = _crlf_head_end(data)
-            if end > 0:  # the common case, read without the loop below
-                return self._head_at(data, end)
         if state in (OPAQUE, UNTIL_CLOSE):
             if state == UNTIL_CLOSE:
                 self.on_body(memoryview(data))
@@ -130,22 +126,6 @@ class Stream:
             return data
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def _head_at(self, data: bytes, end: int) -> bytes:
-        """`data` from a head that ends at `end` on: what `_read` makes of it, its head found without a search."""
-        read = self.on_head(data[:end])
-        if read is None:
-            self.opaque()
-            return data
-        passed, (kind, length) = read
-        self._begin(kind, length)
-        if end == len(data):
-            return passed
-        out = [passed]
-        rest = data[end:]
-        if not self._read(rest, out):
-            out.append(rest)
-        return b"".join(out)
-
     def _read(self, data: bytes, out: list[bytes]) -> bool:
         """Read `data`, appending the bytes to pass on to `out`; True when they differ from `data`."""
         changed, pos, view = False, 0, memoryview(data)
@@ -158,15 +138,17 @@ class Stream:
                 buffer = self.pending + data[pos:] if self.pending else data[pos:]
                 self.pending = b""
                 stripped = buffer.lstrip(b"\r\n")  # line breaks between messages (RFC 9112 2.2)
-                found = HEAD_END.search(stripped)
-                if found is None:
+                end = _crlf_head_end(stripped)
+                if end < 0:  # not the usual CRLF head: the pattern decides
+                    found = HEAD_END.search(stripped)
+                    end = found.end() if found is not None else -1
+                if end < 0:
                     if len(stripped) > MAX_HEAD:
                         self.opaque()
                         out.append(stripped)
                     else:
                         self.pending = stripped
                     return True
-                end = found.end()
                 head = stripped[:end]
                 read = self.on_head(head)
                 if read is None:
