@@ -497,8 +497,8 @@ class Recorder:
             if window is not None:
                 starts, evicted = window.starts, window.evicted
             else:
-                kept = self.starts.get(function, collections.deque())
-                starts, evicted = sorted(kept), kept.maxlen is not None and len(kept) >= kept.maxlen
+                kept = self.starts.get(function, ())
+                starts, evicted = sorted(kept), len(kept) >= STARTS_KEPT  # full: older ones were let go
             window = windows[function] = _Window(self.logs.between(function, since, now), since, starts, evicted)
         return window
 
