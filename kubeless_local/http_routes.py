@@ -39,6 +39,7 @@ NGINX = "nginx.ingress.kubernetes.io/"
 KONG_AUTH = "Setting basic authentication with Kong is not yet supported"  # the controller's words
 TLS_BOTH = "Can not create ingress object from HTTP trigger spec with both TLSSecret and IngressTLS specified"
 DEFAULT_BACKEND = b"default backend - 404"  # what ingress-nginx's default backend answers
+REQUEST_ID = "X-Request-ID"  # the forwarded header that differs from request to request (decide() makes one)
 # Hop-by-hop headers (RFC 9110 §7.6.1): never passed on; Content-Length is recomputed.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
@@ -475,7 +476,7 @@ class RouteTable:
                     reason="basic auth (secret %s): %s" % (route.auth_secret, why),
                 )
         forwarded = (
-            ("X-Request-ID", headers.get("x-request-id") or (request_id or _request_id)()),
+            (REQUEST_ID, headers.get("x-request-id") or (request_id or new_request_id)()),
             ("X-Real-IP", client),
             ("X-Forwarded-For", client),
             ("X-Forwarded-Host", host_header),
@@ -503,7 +504,7 @@ UNAUTHORIZED = (
 )
 
 
-def _request_id() -> str:
+def new_request_id() -> str:
     # ingress-nginx's $request_id: 32 hex digits; an identifier, not a secret (os.urandom is a system call)
     return "%032x" % random.getrandbits(128)
 

@@ -1,15 +1,17 @@
 """The HTTPTrigger gateway of `dev`: one listener on 127.0.0.1 routing as the cluster's ingress controller does.
 
 Guarantee: every request is decided by `http_routes.RouteTable.decide`, the table `gateway explain` and push's
-Ingresses use too; this module only moves bytes. It listens only while the project has HTTPTriggers (bound
-on the first table that has routes; a taken port is a `Conflict` then). A request the table forwards goes
-to the function's server over a kept-alive connection (a pool per function), with the ingress-nginx
-forwarded headers set, `Proxy`, `Expect` (answered here) and, after basic auth, `Authorization` removed; the
-answer comes back with the route's CORS headers replacing any of the same name the function set, its body
-relayed in the pieces it arrives in (never held whole; one without a length ends the client's connection
-with it). A function that does not serve yet, or whose server is restarting, is waited for up to READY_WAIT
-seconds, then answered 503 as an ingress without endpoints answers; one whose answer has not ended within its
-timeout + ANSWER_MARGIN seconds, 502 (found by one sweep a second, not a timer per request).
+Ingresses use too; this module only moves bytes. A decision is worked out once per request head (Plan: the same
+head from the same address and scheme, under the same table, is decided alike; only its X-Request-ID is new each
+time), and a function's answer head is read once per distinct head (answer_head). It listens only while the
+project has HTTPTriggers (bound on the first table that has routes; a taken port is a `Conflict` then). A request
+the table forwards goes to the function's server over a kept-alive connection (a pool per function), with the
+ingress-nginx forwarded headers set, `Proxy`, `Expect` (answered here) and, after basic auth, `Authorization`
+removed; the answer comes back with the route's CORS headers replacing any of the same name the function set, its
+body relayed in the pieces it arrives in (never held whole; one without a length ends the client's connection with
+it). A function that does not serve yet, or whose server is restarting, is waited for up to READY_WAIT seconds,
+then answered 503 as an ingress without endpoints answers; one whose answer has not ended within its timeout +
+ANSWER_MARGIN seconds, 502 (found by one sweep a second, not a timer per request).
 
 Where it goes: past the function's front door, where the backend says its server is (Backend.server_target,
 asked again at each new connection): the process backend's server on its private port (it changes at each
@@ -70,6 +72,8 @@ UNAVAILABLE = (
 MAX_PIPELINED = 16  # requests a client sent ahead of their answers; beyond, its connection is not read
 MAX_IDLE = 16  # idle kept-alive connections kept per function
 MAX_IDLE_SECONDS = 4.0  # below the shortest keep-alive timeout of the runtimes' servers (Node: 5 s)
+PLANS = 256  # request heads whose plans are kept (answer heads read: as many)
+KEPT_HEAD = 8 * 1024  # bytes of the longest head whose plan or reading is kept (they are kept whole, as keys)
 MOVES = 5  # connections made for one request whose function's server moved meanwhile (blue/green), at most
 
 
@@ -140,6 +144,7 @@ class Gateway:
         self.contexts: dict = {}  # SNI host name → SSLContext
         self.certificates: dict = {}  # (kind, host, digest) → SSLContext, kept across reloads
         self.sweeper: Optional[asyncio.TimerHandle] = None
+        self.plans: dict = {}  # (head, client address, scheme) → Plan; None and "https": the table and port they follow
 
     @property
     def url(self) -> str:
@@ -308,33 +313,46 @@ class Gateway:
         head = head_of(status, reason, headers, keep)
         client.write(head if no_body or method == "HEAD" else head + body)
 
+    def plan(self, head: bytes, client: "Client") -> "Plan":
+        """The plan of a request head from this client's address and scheme. Made once for the table in force and
+        the HTTPS port (a new table or port starts a new set) and kept, but for a long head, until PLANS are kept
+        (then all are let go: heads that never repeat cost a parse each, as without plans)."""
+        table, known = self.table, self.plans
+        if known.get(None) is not table or known.get("https") != self.https_port or len(known) > PLANS:
+            self.plans = known = {None: table, "https": self.https_port}
+        key = (head, client.peer, client.scheme)
+        plan = known.get(key)
+        if plan is None:
+            decide = functools.partial(
+                table.decide,
+                client=client.peer,
+                scheme=client.scheme,
+                port=self.https_port if client.scheme == "https" else self.port,
+                https_port=self.https_port,
+            )
+            plan = Plan(head, decide)
+            if len(head) <= KEPT_HEAD:
+                known[key] = plan
+        return plan
+
     def serve(self, client: "Client", request: "Request") -> None:
         """Answer one request: decided here, or forwarded (`client.done` once its answer is out)."""
-        lower = request.fields
-        decision = self.table.decide(
-            request.method,
-            lower.get("host", ""),
-            request.target,
-            lower,
-            client=client.peer,
-            scheme=client.scheme,
-            port=self.https_port if client.scheme == "https" else self.port,
-            https_port=self.https_port,
-        )
+        plan = request.plan
+        decision = plan.decision
         if decision.status:
             if decision.status in (404, 401):
                 self.emit(
                     "%s %s (Host %s): %d, %s"
-                    % (request.method, request.target, lower.get("host"), decision.status, decision.reason)
+                    % (plan.method, plan.target, plan.fields.get("host"), decision.status, decision.reason)
                 )
             headers = list(decision.response_headers)
-            self._answer(client, request.method, decision.status, "", headers, decision.body, request.keep)
-            client.done(request.keep)
+            self._answer(client, plan.method, decision.status, "", headers, decision.body, plan.keep)
+            client.done(plan.keep)
             return
         route = decision.route
         assert route is not None
         found = self.supervisor.wait_ready(route.function, 0)  # serving: the common case, without a thread
-        job = Job(self, client, request, decision, found)
+        job = Job(self, client, request, found)
         upstream = self._idle_upstream(route.function, job.target) if found is not None else None
         if upstream is None or not job.send(upstream, reused=True):
             client.task = asyncio.ensure_future(self.reach(job))  # waits for the function, or connects
@@ -442,6 +460,61 @@ def answer_rewrite(replacing: tuple) -> tuple:
     return dropping(tuple(name for name, _ in replacing)), added
 
 
+def answer_head(head: bytes, method: str, keep: bool, replacing: tuple) -> tuple:
+    """read_answer_head, kept for the next heads but for a long one."""
+    if len(head) > KEPT_HEAD:
+        return read_answer_head(head, method, keep, replacing)
+    return _kept_answer_head(head, method, keep, replacing)
+
+
+def read_answer_head(head: bytes, method: str, keep: bool, replacing: tuple) -> tuple:
+    """(status, the head the client gets, its body's framing, whether the server keeps the connection, whether
+    the client's is kept) of a function's answer head to `method` on a client connection kept alive or not
+    (`keep`), under a route setting the headers `replacing` (CORS): the function's head with its hop-by-hop
+    headers and those the route sets taken out as bytes, the route's and the framing's added. An interim
+    answer (100 Continue) passes on as b"". Each distinct head is read once: a server's heads repeat but for
+    their Date, which changes once a second."""
+    end = head.find(b"\n")
+    parts = head[:end].split(None, 2)
+    if len(parts) < 2 or not parts[1].isdigit() or not parts[0].startswith(b"HTTP/1."):
+        raise BadMessage("malformed status line")
+    status = int(parts[1])
+    if 100 <= status < 200 and status != 101:
+        return status, b"", (http1.NONE, 0), True, keep
+    lowered = head.lower()
+    length, connection = http1.field(lowered, b"content-length:"), http1.field(lowered, b"connection:")
+    if length is not None and not length.isdigit():
+        raise BadMessage("malformed Content-Length")
+    chunked = b"chunked" in (http1.field(lowered, b"transfer-encoding:") or b"")
+    has_body = http1.answer_has_body(method, status)
+    framed = not has_body or chunked or length is not None
+    version = parts[0].decode("latin-1")
+    fields = {"connection": connection.decode("latin-1")} if connection is not None else {}
+    upgraded = status == 101  # not relayed as such: neither connection carries HTTP after it
+    server_keeps = framed and not upgraded and http1.keeps_alive(version, fields)
+    keep = keep and framed and not upgraded  # an answer that ends with its connection ends the client's
+    dropped, added = answer_rewrite(replacing)
+    if not has_body:
+        framing: http1.Framing = (http1.NONE, 0)
+        if status not in http1.NO_BODY_STATUS and length is not None:
+            added += b"\r\nContent-Length: " + length  # a HEAD's answer says the length a GET's would have
+    elif chunked:
+        framing = (http1.CHUNKED, 0)
+        added += b"\r\nTransfer-Encoding: chunked"
+    elif length is not None:
+        framing = (http1.LENGTH, int(length))
+        added += b"\r\nContent-Length: " + length
+    else:
+        framing = (http1.UNTIL_CLOSE, 0)
+    if not keep:
+        added += b"\r\nConnection: close"
+    kept = dropped.sub(b"", head.rstrip(b"\r\n")).rstrip(b"\r")
+    return status, kept + added + b"\r\n\r\n", framing, server_keeps, keep
+
+
+_kept_answer_head = functools.lru_cache(maxsize=PLANS)(read_answer_head)
+
+
 def head_of(status: int, reason: str, headers: list, keep: bool) -> bytes:
     lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))] + ["%s: %s" % pair for pair in headers]
     if not keep:
@@ -449,28 +522,66 @@ def head_of(status: int, reason: str, headers: list, keep: bool) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
 
 
-class Request:
-    """One request as the client sent it, body whole (decoded when chunked)."""
+class Plan:
+    """What the gateway does with one request head from one client address and scheme, worked out once per
+    distinct head: a client's heads repeat (a browser's, a test's, a load generator's), and everything the table
+    decides follows from the head, the address, the scheme and the gateway's ports. Holds the head read, the
+    table's decision and, for a forwarded request, the head the function receives up to its framing, split
+    where its X-Request-ID goes (a new one for each request, unless the client sent its own)."""
 
-    __slots__ = ("body", "fields", "headers", "keep", "method", "target", "version")
+    __slots__ = ("after", "before", "decision", "fields", "framing", "headers", "is_call", "keep", "method", "target")
 
-    def __init__(self, head: bytes) -> None:
-        (self.method, self.target, self.version), self.headers = parse_head(head)
-        if not self.version.startswith("HTTP/1."):
-            raise BadMessage("not HTTP/1.x: %r" % self.version[:20])
+    def __init__(self, head: bytes, decide) -> None:
+        (self.method, self.target, version), self.headers = parse_head(head)
+        if not version.startswith("HTTP/1."):
+            raise BadMessage("not HTTP/1.x: %r" % version[:20])
         self.fields = {name.lower(): value for name, value in self.headers}
-        self.body = bytearray()
-        self.keep = http1.keeps_alive(self.version, self.fields)
+        self.keep = http1.keeps_alive(version, self.fields)
+        self.framing = framing_of(self.fields)
+        self.decision = decision = decide(self.method, self.fields.get("host", ""), self.target, self.fields)
+        self.before = self.after = b""
+        self.is_call = decision.target.partition("?")[0] not in NOT_CALLS  # a call of the function's, recorded
+        if decision.status:
+            return
+        sent = decision.request_headers(self.headers, UNSENT)
+        start = ("%s %s HTTP/1.1\r\n" % (self.method, decision.target)).encode("latin-1", "replace")
+        if self.fields.get("x-request-id"):  # the client's own id (decide() passes it on): the same head each time
+            self.before = start + header_lines(sent)
+            return
+        at = [name for name, _ in sent].index(http_routes.REQUEST_ID)  # the id decide() made: new for each request
+        self.before = start + header_lines(sent[:at]) + http_routes.REQUEST_ID.encode() + b": "
+        self.after = b"\r\n" + header_lines(sent[at + 1 :])
 
-    def framing(self) -> http1.Framing:
-        if http1.is_chunked(self.fields):
-            return http1.CHUNKED, 0
-        length = self.fields.get("content-length")
-        if length is None:
-            return http1.NONE, 0
-        if not length.isdigit():
-            raise BadMessage("malformed Content-Length")
-        return http1.LENGTH, int(length)
+    def head(self) -> bytes:
+        """A head for the function, without its framing and its final blank line; a new X-Request-ID in it."""
+        if not self.after:
+            return self.before
+        return self.before + http_routes.new_request_id().encode() + self.after
+
+
+def header_lines(pairs: list) -> bytes:
+    return "".join(["%s: %s\r\n" % pair for pair in pairs]).encode("latin-1", "replace")
+
+
+def framing_of(fields: dict) -> http1.Framing:
+    """How a request's body is framed, by its headers (lower-cased names)."""
+    if http1.is_chunked(fields):
+        return http1.CHUNKED, 0
+    length = fields.get("content-length")
+    if length is None:
+        return http1.NONE, 0
+    if not length.isdigit():
+        raise BadMessage("malformed Content-Length")
+    return http1.LENGTH, int(length)
+
+
+class Request:
+    """One request as the client sent it: its head's plan, and its body whole (decoded when chunked)."""
+
+    __slots__ = ("body", "plan")
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan, self.body = plan, bytearray()
 
 
 class Client(asyncio.Protocol):
@@ -533,11 +644,12 @@ class Client(asyncio.Protocol):
 
     # the request stream's callbacks
     def _head(self, head: bytes) -> tuple:
-        self.reading = request = Request(head)
-        expect = request.fields.get("expect")
+        plan = self.gateway.plan(head, self)
+        self.reading = Request(plan)
+        expect = plan.fields.get("expect")
         if expect and "100-continue" in expect.lower():
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is read here, whole
-        return b"", request.framing()
+        return b"", plan.framing
 
     def _body(self, piece: memoryview) -> None:
         assert self.reading is not None
@@ -671,9 +783,10 @@ class Job:
         "visiting",
     )  # one made per request: its attributes in slots, not a dict
 
-    def __init__(self, gateway: Gateway, client: Client, request: Request, decision, found) -> None:
-        self.gateway, self.client, self.request, self.decision, self.found = gateway, client, request, decision, found
-        self.method, self.keep = request.method, request.keep
+    def __init__(self, gateway: Gateway, client: Client, request: Request, found) -> None:
+        self.gateway, self.client, self.request, self.found = gateway, client, request, found
+        plan = request.plan
+        self.decision, self.method, self.keep = plan.decision, plan.method, plan.keep
         self.upstream: Optional[Upstream] = None
         self.reused = False
         self.deadline = 0.0  # loop time by which the answer must have ended (Gateway._sweep)
@@ -708,22 +821,21 @@ class Job:
         self.aim()
         assert self.found is not None
         instance, _ = self.found
-        route, request, target = self.decision.route, self.request, self.decision.target
-        sent = self.decision.request_headers(request.headers, UNSENT)
-        body = bytes(request.body)
+        plan, body = self.request.plan, bytes(self.request.body)
+        head = plan.head()
         if body or self.method in ("POST", "PUT", "PATCH"):
-            sent.append(("Content-Length", str(len(body))))
+            head += b"Content-Length: %d\r\n" % len(body)
         if self.reach is None:  # the function's own URL: its front door (if any) records it, as the gateway's
-            sent += marked(instance, "gateway", route.trigger).items()
-        lines = "".join(["%s: %s\r\n" % pair for pair in sent])
-        head = ("%s %s HTTP/1.1\r\n%s\r\n" % (self.method, target, lines)).encode("latin-1", "replace")
+            head += header_lines(list(marked(instance, "gateway", self.decision.route.trigger).items()))
+        head += b"\r\n"
         self.payload = head + body
         recorder = self.gateway.supervisor.recorder
-        if self.reach is not None and recorder is not None and target.partition("?")[0] not in NOT_CALLS:
+        if self.reach is not None and recorder is not None and plan.is_call:
             # past the front door: recorded here as the door does (the heads are stored as they are, parsed when
             # the record is read)
+            target = self.decision.target
             self.exchange = exchange = Exchange(instance.name, self.method, target, [], source="gateway")
-            exchange.trigger, exchange.request_head = route.trigger, head
+            exchange.trigger, exchange.request_head = self.decision.route.trigger, head
             exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)
             recorder.started(instance.name, self.method, target, "gateway", exchange.started)
 
@@ -773,48 +885,18 @@ class Job:
             self.finish(reusable=self.server_keeps)
 
     def head(self, head: bytes) -> tuple:
-        """The answer's head as the client gets it: the function's, its hop-by-hop headers and those the route
-        sets (CORS) taken out as bytes, the route's and the framing's added; and how its body is framed."""
-        end = head.find(b"\n")
-        parts = head[:end].split(None, 2)
-        if len(parts) < 2 or not parts[1].isdigit() or not parts[0].startswith(b"HTTP/1."):
-            raise BadMessage("malformed status line")
-        status = int(parts[1])
-        if 100 <= status < 200 and status != 101:
+        """The answer's head as the client gets it, and how its body is framed (answer_head)."""
+        status, passed, framing, server_keeps, keep = answer_head(
+            head, self.method, self.keep, self.decision.response_headers
+        )
+        if not passed:
             self.interim = True  # an interim answer (100 Continue) is skipped, as the front door does
-            return b"", (http1.NONE, 0)
-        lowered = head.lower()
-        length, connection = http1.field(lowered, b"content-length:"), http1.field(lowered, b"connection:")
-        if length is not None and not length.isdigit():
-            raise BadMessage("malformed Content-Length")
-        chunked = b"chunked" in (http1.field(lowered, b"transfer-encoding:") or b"")
-        has_body = http1.answer_has_body(self.method, status)
-        framed = not has_body or chunked or length is not None
-        version = parts[0].decode("latin-1")
-        fields = {"connection": connection.decode("latin-1")} if connection is not None else {}
-        upgraded = status == 101  # not relayed as such: neither connection carries HTTP after it
-        self.server_keeps = framed and not upgraded and http1.keeps_alive(version, fields)
-        self.keep = self.keep and framed and not upgraded  # an answer that ends with its connection ends the client's
+            return b"", framing
+        self.server_keeps, self.keep = server_keeps, keep
         if self.exchange is not None:
             self.exchange.status, self.exchange.response_head = status, head
-        dropped, added = answer_rewrite(self.decision.response_headers)
-        if not has_body:
-            framing: http1.Framing = (http1.NONE, 0)
-            if status not in http1.NO_BODY_STATUS and length is not None:
-                added += b"\r\nContent-Length: " + length  # a HEAD's answer says the length a GET's would have
-        elif chunked:
-            framing = (http1.CHUNKED, 0)
-            added += b"\r\nTransfer-Encoding: chunked"
-        elif length is not None:
-            framing = (http1.LENGTH, int(length))
-            added += b"\r\nContent-Length: " + length
-        else:
-            framing = (http1.UNTIL_CLOSE, 0)
-        if not self.keep:
-            added += b"\r\nConnection: close"
-        kept = dropped.sub(b"", head.rstrip(b"\r\n")).rstrip(b"\r")
         self.head_sent = True
-        return kept + added + b"\r\n\r\n", framing
+        return passed, framing
 
     def body(self, piece: memoryview) -> None:
         self.size += len(piece)

@@ -193,6 +193,7 @@ def test_the_gateway_routes_rewrites_authenticates_and_sets_cors(tmp_path, start
 def test_a_reload_updates_the_routes_and_problems_are_one_line(tmp_path, start_dev, project):
     dev, gateway = start(start_dev, project, "process")
     assert get(gateway, "new.test", "/").status_code == 404
+    assert get(gateway, "new.test", "/fresh/x").status_code == 404  # the same request is routed after the reload
     with open(project / "triggers.yaml", "a") as file:
         file.write("---\n" + http_trigger("new", "pyecho", "new.test", "fresh"))
         file.write("---\n" + http_trigger("dup", "jsecho", "new.test", "fresh"))
@@ -201,6 +202,24 @@ def test_a_reload_updates_the_routes_and_problems_are_one_line(tmp_path, start_d
     dev.wait_for_output(
         "HTTPTrigger new and %s: HTTPTrigger dup both route host new.test path /fresh" % (project / "triggers.yaml")
     )
+
+
+def test_requests_alike_each_get_a_request_id_of_their_own_and_a_clients_own_is_kept(start_dev, project):
+    """The gateway works a request head out once and reuses that for the same head again: not its X-Request-ID,
+    which ingress-nginx makes anew for each request."""
+    _, gateway = start(start_dev, project, "process")
+    with requests.Session() as session:  # one kept-alive connection: the same head, byte for byte, each time
+        seen = [
+            session.get(gateway + "/echo", headers={"Host": "a.test"}, timeout=30).json()["headers"]["x-request-id"]
+            for _ in range(3)
+        ]
+        assert len(set(seen)) == 3 and all(len(seen_id) == 32 for seen_id in seen), seen
+        empty = {"Host": "a.test", "X-Request-ID": ""}  # not an id: the gateway makes one, as ingress-nginx does
+        made = [session.get(gateway + "/echo", headers=empty, timeout=30).json()["headers"] for _ in range(2)]
+        assert made[0]["x-request-id"] != made[1]["x-request-id"] and len(made[0]["x-request-id"]) == 32
+        own = {"Host": "a.test", "X-Request-ID": "mine"}
+        kept = [session.get(gateway + "/echo", headers=own, timeout=30).json()["headers"] for _ in range(2)]
+        assert [headers["x-request-id"] for headers in kept] == ["mine", "mine"]
 
 
 def test_a_taken_gateway_port_is_one_line_and_exit_2(tmp_path, project):
