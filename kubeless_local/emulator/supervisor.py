@@ -529,7 +529,7 @@ class Supervisor:
         deadline, poll = time.monotonic() + timeout, 0.1  # poll: while it is not registered yet
         while True:
             instance, spec = self.instances.get(name), self.specs.get(name)
-            if instance is not None and spec is not None and instance.serves and instance.url:
+            if instance is not None and spec is not None and instance.serves and instance.port:  # a port: a URL
                 return instance, spec
             remaining = deadline - time.monotonic()
             if remaining <= 0:
