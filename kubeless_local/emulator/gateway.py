@@ -625,6 +625,10 @@ class Client(asyncio.Protocol):
             self.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             self.close()
             return
+        except Exception as exc:  # noqa: BLE001 - a head the table failed to decide: said, as a failed request is
+            self.gateway.emit("request from %s failed: %r" % (self.peer, exc))
+            self.close()
+            return
         if len(self.waiting) > MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()  # a client that sends without reading: it waits
         self._next()
