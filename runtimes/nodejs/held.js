@@ -12,6 +12,8 @@ require('v8');
 require('vm');
 require('worker_threads');
 
+const pause = new Int32Array(new SharedArrayBuffer(4)); // Atomics.wait on it: a sleep of this thread
+
 function readLine() {
   const chunk = Buffer.alloc(1 << 16);
   let text = '';
@@ -20,7 +22,10 @@ function readLine() {
     try {
       n = fs.readSync(0, chunk, 0, chunk.length, null);
     } catch (err) {
-      if (err.code === 'EAGAIN') continue;
+      if (err.code === 'EAGAIN') { // a stdin that does not block: nothing yet, look again soon (not at once)
+        Atomics.wait(pause, 0, 0, 5);
+        continue;
+      }
       if (err.code === 'EOF') return text;
       throw err;
     }

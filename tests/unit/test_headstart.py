@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from waiting import wait_until
+from waiting import wait_for, wait_until
 
 from kubeless_local.emulator import headstart
 from kubeless_local.emulator.forkserver import CONTROL_FD
@@ -150,3 +150,36 @@ def test_a_held_server_runs_with_the_env_and_folder_it_is_released_with(tmp_path
     held, _ = headstart._unclaimed["nodejs20"]
     assert headstart.claim_held("nodejs20", argv, {**env, "NODE_OPTIONS": "--no-warnings"}, str(tmp_path)) is None
     assert held.wait(timeout=30) == 0  # closed: the end of its stdin
+
+
+def test_a_held_server_whose_stdin_does_not_block_waits_without_spinning(tmp_path):
+    """A held server reads its release from stdin; given a pipe that is non-blocking (a parent's choice), its read
+    says EAGAIN until the line comes: it waits between reads instead of retrying at once, a core at 100 %."""
+    server = tmp_path / "server.js"
+    server.write_text("console.log(JSON.stringify({cwd: process.cwd()}));\n")
+    reading, writing = os.pipe()
+    os.set_blocking(reading, False)
+    held = subprocess.Popen(
+        [NODE, str(RUNTIMES_DIR / "nodejs" / "held.js"), str(server)], stdin=reading, stdout=subprocess.PIPE
+    )
+    os.close(reading)
+    try:
+        wait_until(lambda: cpu_seconds(held.pid) > 0, "node started", timeout=30)
+        started = cpu_seconds(held.pid)
+        # spinning on EAGAIN takes a whole core: 0.5 s of CPU well within 2 s; waiting takes none (what is left
+        # of node's own start, a tenth of that)
+        assert not wait_for(lambda: cpu_seconds(held.pid) - started > 0.5, seconds=2)
+        os.write(writing, (json.dumps({"env": dict(os.environ), "cwd": str(tmp_path)}) + "\n").encode())
+        assert json.loads(held.stdout.read()) == {"cwd": str(tmp_path)}
+        assert held.wait(timeout=30) == 0
+    finally:
+        os.close(writing)
+        held.kill()
+        held.wait()
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
