@@ -149,13 +149,16 @@ def test_the_connector_hands_each_socket_connections_to_its_own_port(tmp_path):
     main, debug = tmp_path / "c.sock", tmp_path / "c-debug.sock"
     ports = [str(s.getsockname()[1]) for s in servers]
     proc = subprocess.Popen([sys.executable, connector.__file__, str(main), ports[0], str(debug), ports[1]])
+    life = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # dev's lifeline, held before any socket listens
     try:
+        wait_until(lambda: life.connect_ex(str(main) + ".life") == 0, "the connector's lifeline socket", timeout=10)
         wait_until(main.exists, "the connector listening", timeout=10)
         assert debug.exists()  # the first socket appears last: every other one listens by then
         for path, tag in ((main, b"server"), (debug, b"debugger")):
             with open_to(str(path), 10.0) as conn:
                 assert conn.recv(64) == tag
     finally:
+        life.close()
         proc.kill()
         proc.wait()
         for listener in servers:

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from sockets import free_port
@@ -190,15 +191,24 @@ def test_a_long_state_folder_is_reached_through_the_folder_descriptor(tmp_path):
     assert not deep.exists()
 
 
+def held_lifeline(path):
+    """dev's lifeline to the connector listening at `path` (once it takes one)."""
+    life = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    wait_until(lambda: life.connect_ex(str(path) + ".life") == 0, "the connector's lifeline socket", timeout=10)
+    return life
+
+
 def test_the_connector_exits_when_its_lifeline_ends(tmp_path):
     """connector.py (the relay container's program) never outlives dev: dev holds SOCKET.life; its end
-    (dev stopped or killed: the kernel closes it) ends the connector, and so the container."""
+    (dev stopped or killed: the kernel closes it) ends the connector, and so the container. Its socket appears
+    only once the lifeline is held: dev cannot die between seeing it and holding the lifeline."""
     path = tmp_path / "c.sock"
     proc = subprocess.Popen([sys.executable, connector.__file__, str(path), str(free_port())])
     try:
+        wait_until(lambda: Path(str(path) + ".life").exists(), "the connector's lifeline socket", timeout=10)
+        assert not path.exists()
+        life = held_lifeline(path)
         wait_until(path.exists, "the connector listening", timeout=10)
-        life = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        life.connect(str(path) + ".life")
         assert proc.poll() is None
         life.close()
         assert proc.wait(timeout=10) == 0

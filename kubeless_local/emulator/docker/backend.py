@@ -491,8 +491,7 @@ class DockerBackend(Backend):
             if not spare.cancelled and instance.state not in NO_SPARE:
                 relay = self._create_relay(prepared, spare.debug_port, spare_relay_name(prepared))
                 relay.container.start()
-                if _connector_listens(relay, lambda: spare.cancelled):
-                    relay.hold()
+                _connector_listens(relay, lambda: spare.cancelled)  # its lifeline held (cancelled: removed below)
         except (APIError, UserError, OSError) as exc:  # the next swap starts a relay of its own, as without one
             if not spare.cancelled:  # else it was removed under it (dev stopping): nothing to say
                 self.logs.emit(instance.name, "could not start a spare relay container: %s" % _explained(exc), "system")
@@ -545,16 +544,13 @@ class DockerBackend(Backend):
             self._remove_relay(relay, instance.name)
             instance.set_state(State.CRASHED, why)
             return False
-        if not listens:
-            self._remove_relay(relay, instance.name)
-            return False
-        try:
-            relay.hold()
-        except OSError as exc:
+        except OSError as exc:  # its lifeline cannot be held
             self._remove_relay(relay, instance.name)
             instance.set_state(State.CRASHED, "cannot reach the relay container's connector: %s" % exc)
             return False
-        return True
+        if not listens:
+            self._remove_relay(relay, instance.name)
+        return listens
 
     def _remove_relay(self, relay: _Relay, name: str) -> None:
         from docker.errors import APIError, NotFound
@@ -840,16 +836,23 @@ class DockerBackend(Backend):
 
 
 def _connector_listens(relay: _Relay, given_up: Callable[[], bool]) -> bool:
-    """Wait until the relay's connector listens (it renames its socket into the folder then): True; False once
-    `given_up()`; TimeoutError after RELAY_START seconds."""
+    """Hold the relay connector's lifeline as soon as it takes one, then wait until it listens (it renames its
+    socket into the folder only once its lifeline is held: `dev` cannot die between the two and leave it): True;
+    False once `given_up()`; TimeoutError after RELAY_START seconds; OSError when its lifeline cannot be held."""
     deadline = time.monotonic() + RELAY_START
-    while not (relay.folder / CONNECTOR_SOCKET).exists():
+    while True:
+        if relay.lifeline is None:
+            try:
+                relay.hold()
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass  # not bound yet, or not listening yet
+        if relay.lifeline is not None and (relay.folder / CONNECTOR_SOCKET).exists():
+            return True
         if given_up():
             return False
         if time.monotonic() > deadline:
             raise TimeoutError("its connector did not listen within %ds" % RELAY_START)
         time.sleep(0.01)
-    return True
 
 
 def debug_port_of(instance: Instance) -> Optional[int]:

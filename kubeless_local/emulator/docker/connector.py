@@ -6,9 +6,11 @@ connection there it connects to 127.0.0.1:PORT in this namespace (the function's
 and hands that TCP connection back as a file descriptor (SCM_RIGHTS) after one byte "+"; when it cannot
 connect it answers "-" and the reason. It relays no bytes itself: the front door (frontdoor.py) does.
 Further SOCKET PORT pairs do the same for other ports of the namespace (a debugged function's debugger,
-`dev --debug`), each socket for its port only; the first socket appears last, once all listen.
+`dev --debug`), each socket for its port only; the first socket appears last, once all listen (and only
+once `dev` holds the lifeline, below).
 
-It never outlives `dev`: `dev` holds a connection to SOCKET.life (the lifeline) while the function runs;
+It never outlives `dev`: `dev` holds a connection to SOCKET.life (the lifeline, taken before any other socket
+listens) while the function runs;
 when that connection ends (dev stopped it, or dev died, kill -9 included: the kernel closes it) or none
 comes within LIFELINE_WAIT seconds, the connector exits and the container with it (it is auto-removed).
 That covers a relay started while `dev` was stopping, after the guardian had removed the project's containers.
@@ -27,12 +29,20 @@ CONNECT_TIMEOUT = 60.0  # as long as a client's own connect would retry: a full 
 LIFELINE_WAIT = 60.0
 
 
-def lifeline(listener: socket.socket) -> None:
-    """Exit when dev's connection to the lifeline socket ends, or when none comes in time."""
+def held_lifeline(listener: socket.socket) -> socket.socket:
+    """dev's connection to the lifeline socket; exit when none comes in time."""
     listener.settimeout(LIFELINE_WAIT)
     try:
         held, _ = listener.accept()
-        held.settimeout(None)
+    except OSError:
+        os._exit(0)
+    held.settimeout(None)
+    return held
+
+
+def lifeline(held: socket.socket) -> None:
+    """Exit when dev's connection to the lifeline socket ends."""
+    try:
         while held.recv(64):
             pass
     except OSError:
@@ -91,7 +101,8 @@ def main(pairs: list[tuple[str, int]]) -> None:
     life = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     life.bind(path + ".life")
     life.listen(1)
-    threading.Thread(target=lifeline, args=(life,), daemon=True).start()
+    # first the lifeline, then the sockets: a connector that listens is one whose lifeline dev holds
+    threading.Thread(target=lifeline, args=(held_lifeline(life),), daemon=True).start()
     for extra_path, extra_port in pairs[1:]:
         threading.Thread(target=serve, args=(listening(extra_path), extra_port), daemon=True).start()
     serve(listening(path), port)
