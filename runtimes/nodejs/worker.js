@@ -11,14 +11,22 @@ const path = require('path');
 const { createRequire } = require('module');
 const { parentPort, workerData } = require('worker_threads');
 
-// V8's gc (kubeless.js exposed it), used after a call with a big body and hidden from the function.
+// V8's gc, used after a call with a big body and hidden from the function: exposed by the first such call
+// (kubeless.js says why not at the start); a worker started after it finds it as a global.
 const BIG_BODY = 8 * 1024 * 1024;
-const collectGarbage = globalThis.gc;
-globalThis.gc = undefined; // not configurable: it stays a property, without the function
+let gc = globalThis.gc || null;
+if ('gc' in globalThis) globalThis.gc = undefined; // not configurable: it stays a property, without the function
+function collectGarbage() {
+  if (!gc) {
+    require('v8').setFlagsFromString('--expose-gc');
+    gc = require('vm').runInNewContext('gc');
+  }
+  gc();
+}
 let releaseTimer = null;
 function releaseSoon() { // 100 ms after the last big call: its buffers are garbage by then
   clearTimeout(releaseTimer);
-  if (collectGarbage) releaseTimer = setTimeout(collectGarbage, 100);
+  releaseTimer = setTimeout(collectGarbage, 100);
 }
 
 const rtRequire = workerData.runtimeLib
