@@ -170,18 +170,30 @@ function enterInstallDir(dir = installDir) {
   try { process.chdir(dir); } catch (err) { process.chdir('/'); }
 }
 
+// The worker held.js started while it waited (globalThis.kubelessLocalWorker: {worker, wake}), given `data` and
+// its env; once, for the first load (a worker's start is most of the server's). None under a debugger (its own
+// execArgv).
+function startedWorker(data) {
+  const started = globalThis.kubelessLocalWorker;
+  if (!started || workerArgv) return null;
+  globalThis.kubelessLocalWorker = null;
+  started.worker.ref(); // held.js left it out of what keeps the process alive, as any other server's
+  started.worker.postMessage({ data, env: workerEnv() });
+  Atomics.store(started.wake, 0, 1);
+  Atomics.notify(started.wake, 0);
+  return started.worker;
+}
+
 function spawn(gen, onLoaded, onFailed) {
   enterInstallDir();
   const claims = new Int32Array(new SharedArrayBuffer(4 * (SLOTS + 1)));
-  const w = new Worker(path.join(__dirname, 'worker.js'), {
-    env: workerEnv(),
-    execArgv: workerArgv,
-    workerData: {
-      runtimeLib, modPath, modName, funcHandler, timeout, claims,
-      runtime: process.env.FUNC_RUNTIME || '',
-      memoryLimit: process.env.FUNC_MEMORY_LIMIT || '0',
-    },
-  });
+  const data = {
+    runtimeLib, modPath, modName, funcHandler, timeout, claims,
+    runtime: process.env.FUNC_RUNTIME || '',
+    memoryLimit: process.env.FUNC_MEMORY_LIMIT || '0',
+  };
+  const w = startedWorker(data)
+    || new Worker(path.join(__dirname, 'worker.js'), { env: workerEnv(), execArgv: workerArgv, workerData: data });
   const wk = {
     w, gen, claims, free: Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i),
     dir: process.cwd(), calls: new Set(), outbox: [], sent: 0, sends: [], loaded: false, dead: false,

@@ -9,7 +9,21 @@
 const http = require('http');
 const path = require('path');
 const { createRequire } = require('module');
-const { parentPort, workerData } = require('worker_threads');
+const { parentPort, workerData: given, receiveMessageOnPort } = require('worker_threads');
+
+// A worker started ahead (held.js: before the server's env and function are known) waits here, its Node booted
+// and the modules above loaded, until the server hands it its data and env (kubeless.js startedWorker()).
+const workerData = given.wake ? awaitStart(given.wake) : given;
+function awaitStart(wake) {
+  Atomics.wait(wake, 0, 0);
+  let got;
+  while (!(got = receiveMessageOnPort(parentPort))) Atomics.wait(wake, 1, 0, 1); // posted before the wake-up
+  const { data, env } = got.message;
+  for (const name of Object.keys(process.env)) if (!(name in env)) delete process.env[name];
+  Object.assign(process.env, env);
+  require('module')._initPaths(); // NODE_PATH as a worker started with this env reads it
+  return data;
+}
 
 // V8's gc, used after a call with a big body and hidden from the function: exposed by the first such call
 // (kubeless.js says why not at the start); a worker started after it finds it as a global.
