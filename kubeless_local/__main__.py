@@ -1,3 +1,3 @@
-from kubeless_local.commands.root import entry
+from kubeless_local.commands.entry import entry
 
 entry()

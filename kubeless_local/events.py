@@ -6,12 +6,17 @@ released kafka-trigger image uses; none from NATS; curl's from the CronJob; cont
 `envelope()` turns a source + data into (method, headers, body).
 """
 
+from __future__ import annotations
+
 import base64
 import datetime
 import json
 import os
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported (~3 ms of `call`): mypy reads this as typing.TYPE_CHECKING
+if TYPE_CHECKING:
+    from typing import Any
 
 # The provision image (kubeless/unzip, bitnami/minideb + Debian's curl) runs the CronJob's `curl -Lv`.
 CURL_HEADERS = {"User-Agent": "curl/7.64.0", "Accept": "*/*"}

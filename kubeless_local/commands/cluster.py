@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from kubeless_local.commands.common import ignore_option, json_option, user_errors
+from kubeless_local.commands.common import ignore_option, json_option
+from kubeless_local.commands.output import user_errors
 from kubeless_local.errors import UserError
 
 

@@ -1,107 +1,22 @@
-"""What the command families share: the error decorator, options defined once, tables, the log printer, `serve`."""
+"""What the command families share: options defined once, tables, the log printer, `serve`. What the CLI says
+(hints, one-line errors, the error decorator) is commands/output.py's: `call` uses it without click."""
 
 import datetime
-import functools
 import os
 import re
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import NoReturn
 
 import click
 
-from kubeless_local.errors import (
-    BadRequest,
-    Conflict,
-    EngineError,
-    Failed,
-    NotFound,
-    Notice,
-    Unavailable,
-    UserError,
-    hinted,
-)
+from kubeless_local.commands.output import exit_now, in_words, say_session
+from kubeless_local.errors import UserError
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
-
-
-# The engine words its errors without naming a command (a dashboard or a pytest plugin shows them too); the
-# CLI adds which command helps: (typed error, what it concerns) → hint, `{name}` the thing concerned, `{NAME}`
-# it upper-cased (as an environment variable spells a runtime: PYTHON3.11_RUNTIME).
-HINTS: dict[tuple[type[EngineError], str], str] = {
-    (NotFound, "topic"): "`kubeless-local topic ls` lists them",
-    (Unavailable, "kafka bridge"): "restart `kubeless-local dev`",
-    (Conflict, "gateway port"): "pass --gateway-port / --gateway-https-port PORT (0: any free port)",
-    (NotFound, "function manifest"): "create one with `kubeless-local init`",
-    (Conflict, "folder"): ", or add --force to overwrite its template files (other files are kept)",
-    (NotFound, "runtime"): " (see `kubeless-local get-server-config`)",
-    (BadRequest, "image-only function"): "use --backend docker",
-    (BadRequest, "image-only runtime"): "use --backend docker",
-    (Unavailable, "docker engine"): " or use --backend process",
-    (NotFound, "runtime image"): "run `kubeless-local runtime build {name}` or use --backend process",
-    (Unavailable, "runtime image"): "use --backend process, set {NAME}_RUNTIME, or give a runtime image",
-    (NotFound, "image"): " or use --backend process",
-    (NotFound, "Dockerfile"): "use --backend process",
-    (NotFound, "base image"): " or use --backend process",
-    (Failed, "image build"): "\n(fix the Dockerfile / network, or use --backend process)",
-    (Unavailable, "image build"): "use --backend process",
-    (Unavailable, "kafka broker"): " or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in "
-    ".kubeless-local.yaml",
-    (NotFound, "debugged function"): "--debug takes the names of the project's Functions",
-    (BadRequest, "debugger"): "run it without --debug",
-    (Conflict, "debug port"): " or give another first port with --debug-port",
-    (NotFound, "invocation"): "`kubeless-local history` lists the recorded ones",
-    (Unavailable, "topics database"): " and start `kubeless-local dev` again: a new, empty one is created, and the old "
-    "file keeps what it held",
-}
-
-
-# The same for what the engine tells that is no error (errors.Notice): what it concerns → hint.
-NOTICE_HINTS: dict[str, str] = {
-    "runtime image": "rebuild it with `kubeless-local runtime build {name}`",
-    "dead letter": "`kubeless-local topic replay {name}` sends it again",
-}
-
-
-def in_words(said: UserError | str) -> str:
-    """An engine error or notice as the CLI shows it in a function's log and `ls`: with its hint."""
-    if isinstance(said, UserError):
-        return str(worded(said))
-    if not isinstance(said, Notice) or (said.what or "") not in NOTICE_HINTS:
-        return said
-    return hinted(said, NOTICE_HINTS[said.what or ""].format(name=said.name))
-
-
-def worded(exc: UserError, hints: dict[tuple[type[EngineError], str], str] = HINTS) -> UserError:
-    """`exc` with the CLI's hint for it, when `hints` has one (a command may pass its own: `emit` says how to
-    create a missing topic)."""
-    if not isinstance(exc, EngineError) or exc.what is None:
-        return exc
-    hint = hints.get((type(exc), exc.what))
-    return exc if hint is None else exc.with_hint(hint.format(name=exc.name, NAME=str(exc.name).upper()))
-
-
-def exit_with(exc: UserError):
-    """Errors the user can fix: one line on stderr, exit code 2, no traceback."""
-    click.echo("error: %s" % worded(exc), err=True)
-    sys.exit(exc.exit_code)
-
-
-def user_errors(command):
-    """The same for a command invoked on its own rather than through `main` (e.g. `dev.main()`)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except UserError as exc:
-            exit_with(exc)
-
-    return wrapper
 
 
 class Checked(click.ParamType):
@@ -426,17 +341,6 @@ def serve(
     exit_now(128 + stopped_by)
 
 
-def exit_now(code):
-    """Exit once the session is stopped, without the interpreter's teardown of modules and of the threads still
-    running: on a loaded machine that took up to 1.3 s more, and a signalled `dev` must be gone within 2 s."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # the terminal is gone (SIGHUP)
-    os._exit(code)
-
-
 def parse_pairs(values, flag, bare_keys=False):
     """`k=v`, `k:v` and comma lists, as the Kubeless CLI accepts them; with `bare_keys` (labels) a lone
     `k` is `k: ""`, as the Kubeless CLI writes it."""
@@ -455,12 +359,6 @@ def parse_pairs(values, flag, bare_keys=False):
     return pairs
 
 
-def say_session(client, session):
-    """Outside a project a name resolves across the running sessions: say which one was used."""
-    if client.across:
-        click.echo("(%s)" % session.describe(), err=True)
-
-
 def picked_session(pick, *args):
     """The running session `pick` (an AdminClient method: topic_session, cron_session, project_session)
     finds for `args`, said when it was found across sessions."""
@@ -470,23 +368,6 @@ def picked_session(pick, *args):
     session = pick(client, *args)
     say_session(client, session)
     return session
-
-
-def raise_exit(message, code):
-    click.echo("error: %s" % message, err=True)
-    sys.exit(code)
-
-
-def headline(error):
-    """The line of a (multi-line) error that says what went wrong: in a Python traceback the exception
-    (its last line that is not indented), else the first line."""
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    for index, line in enumerate(lines):
-        if line.startswith("Traceback (most recent call last)"):
-            after = [text for text in lines[index + 1 :] if not text[0].isspace()]
-            if after:
-                return after[-1]
-    return lines[0] if lines else ""
 
 
 def timestamp(seconds):

@@ -7,7 +7,8 @@ import webbrowser
 
 import click
 
-from kubeless_local.commands.common import picked_session, user_errors
+from kubeless_local.commands.common import picked_session
+from kubeless_local.commands.output import user_errors
 from kubeless_local.errors import Unavailable
 
 

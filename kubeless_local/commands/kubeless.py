@@ -22,15 +22,14 @@ from kubeless_local.commands import local
 from kubeless_local.commands.common import (
     backend_option,
     env_option,
-    headline,
     ignore_option,
     json_option,
     label_option,
     parse_pairs,
     print_table,
     serve,
-    user_errors,
 )
+from kubeless_local.commands.output import headline, user_errors
 from kubeless_local.emulator import backends, background
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME

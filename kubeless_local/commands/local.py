@@ -20,18 +20,16 @@ from kubeless_local.commands.common import (
     debug_option,
     debug_port_option,
     env_option,
-    headline,
     ignore_option,
     label_option,
     output_option,
     parse_pairs,
     print_table,
     runtime_option,
-    say_session,
     serve,
     timestamp,
-    user_errors,
 )
+from kubeless_local.commands.output import headline, say_session, user_errors
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 

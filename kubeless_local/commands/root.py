@@ -1,15 +1,14 @@
 """The `kubeless-local` group: the families' commands under one root. No command module imports this one.
 
-A command's module is imported only when that command runs (or the root's help lists them all), so
-`--version` imports no command and `call` only commands/call.py and what it needs
-(tests/unit/test_cli_imports.py pins it). To add a command: its row in COMMANDS."""
+A command's module is imported only when that command runs (or the root's help lists them all). The console
+script's entry (commands/entry.py) answers `--version` and the plainest `call`s without this group, and without
+click; every other line comes here. To add a command: its row in COMMANDS."""
 
 import importlib
-import os
-import sys
 
 import click
 
+from kubeless_local.commands.entry import version_line
 from kubeless_local.errors import UserError
 
 # command name → "module:attribute" under kubeless_local.commands; the help lists them by name
@@ -36,10 +35,6 @@ COMMANDS = {
     "up": "kubeless:up",
     "down": "kubeless:down",
 }
-# Commands whose process ends at once when they are done (entry): run in loops and scripts, they hold no
-# threads, files or atexit work, and the interpreter's teardown (freeing every module, ~10 ms on a slow
-# machine) was a sixth of a whole `call`.
-ENDS_AT_ONCE = {"call"}
 
 
 class Main(click.Group):
@@ -59,18 +54,16 @@ class Main(click.Group):
         try:
             return super().invoke(ctx)  # parses the sub-command's options too, so their types may raise UserError
         except UserError as exc:
-            from kubeless_local.commands.common import exit_with
+            from kubeless_local.commands.output import exit_with
 
             exit_with(exc)
 
 
 def print_version(ctx, _param, value):
-    """`--version`, as click's version_option prints it; the version is read only when asked (metadata)."""
+    """`--version`, as click's version_option prints it (entry.version_line: the entry prints it without click)."""
     if not value or ctx.resilient_parsing:
         return
-    from kubeless_local import __version__
-
-    click.echo("kubeless-local, version %s" % __version__)
+    click.echo(version_line())
     ctx.exit()
 
 
@@ -91,22 +84,7 @@ def main(ctx):
 
 
 def entry(argv=None):
-    """The console script and `python -m kubeless_local`: `main`; after a command of ENDS_AT_ONCE, its output
-    flushed, the process ends without the interpreter's teardown."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ENDS_AT_ONCE:
-        main(args, prog_name="kubeless-local")
-        return
-    try:
-        main(args, prog_name="kubeless-local")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-        if not isinstance(exc.code, (int, type(None))):
-            print(exc.code, file=sys.stderr)  # as the interpreter says a SystemExit's message
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # its reader went away (a closed pipe): nothing more can reach it
-    os._exit(code)
+    """The console script of an install made before its entry moved to commands/entry.py: that entry."""
+    from kubeless_local.commands import entry as console
+
+    console.entry(argv)

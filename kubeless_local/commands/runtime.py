@@ -4,7 +4,8 @@ import json
 
 import click
 
-from kubeless_local.commands.common import json_option, print_table, user_errors
+from kubeless_local.commands.common import json_option, print_table
+from kubeless_local.commands.output import user_errors
 
 # ---------------------------------------------------------------- runtime images (docker backend)
 

@@ -4,10 +4,10 @@ and prepares the code, instead of after them.
 `head_start` (the `run` command, before the engine's imports) starts what a function of that runtime
 last started (remembered in the user's cache, HINTS): the Python template (emulator/forkserver.py),
 which imports the server's libraries, or, where the catalog has `held:`, the server itself in a held
-start (Node boots while the engine works; runtimes/nodejs/held.js). It is a guess, never trusted: the
-process backend claims it only when it is the very process it would start now (same argv; the same
-env, or for a held server the same variables read when its interpreter starts, READ_AT_BOOT); any
-other is closed, and the guess corrected. A held server is then released: it is sent its env and
+start (Node and the function's first worker thread boot while the engine works; runtimes/nodejs/held.js).
+It is a guess, never trusted: the process backend claims it only when it is the very process it would
+start now (same argv; the same env, or for a held server the same variables read when its interpreter
+starts, READ_AT_BOOT); any other is closed, and the guess corrected. A held server is then released: it is sent its env and
 working folder on its stdin (one JSON line) and runs as if started with them.
 
 Until it is claimed nothing but a pipe or socket to `run` ties it to `run`: it ends when `run` does,

@@ -1,6 +1,7 @@
 'use strict';
 // A held start of the server (argv[2], kubeless.js): `run`'s head start (kubeless_local/emulator/headstart.py).
-// Node boots while the engine prepares the function; the rest arrives on stdin as one JSON line,
+// Node boots (and the first worker thread with it) while the engine prepares the function; the rest arrives on
+// stdin as one JSON line,
 // {env, cwd}: the server's whole env and working folder. Then the server runs as if started with them.
 // The end of stdin without it (`run` ended first, or did not need this server): exit.
 const fs = require('fs');
@@ -10,7 +11,14 @@ const Module = require('module');
 require('http');
 require('v8');
 require('vm');
-require('worker_threads');
+const { Worker } = require('worker_threads');
+// and the function's first worker thread (worker.js), booted while waiting: it waits for its data and env in its
+// turn (kubeless.js startedWorker() hands them over and keeps the process alive for it). Unclaimed (another
+// server), it keeps nothing alive and ends with this process.
+const wake = new Int32Array(new SharedArrayBuffer(8));
+const worker = new Worker(path.join(__dirname, 'worker.js'), { workerData: { wake } });
+worker.unref();
+globalThis.kubelessLocalWorker = { worker, wake };
 
 const pause = new Int32Array(new SharedArrayBuffer(4)); // Atomics.wait on it: a sleep of this thread
 

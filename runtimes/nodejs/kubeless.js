@@ -17,12 +17,21 @@ const vm = require('vm');
 const { Worker } = require('worker_threads');
 
 // V8 collects only as it allocates: an idle server would keep its last big bodies. After a call with
-// a body of BIG_BODY or more, this thread and the worker collect (see releaseSoon). The flag also
-// gives each worker a `gc`, which worker.js takes away from the function's global scope.
+// a body of BIG_BODY or more, this thread and the worker collect (see releaseSoon), with V8's gc, exposed
+// (--expose-gc) by the first such call rather than at the start: with the flag set, every worker thread
+// takes ~30 ms more to start (Node 20: an empty one 27 → 57 ms), the first one included, which the
+// server's first answer waits for. The flag also gives each worker started after it a `gc`, which
+// worker.js takes away from the function's global scope.
 const BIG_BODY = 8 * 1024 * 1024;
 const COLLECT_EVERY = 4 * 1024 * 1024; // while a big body arrives: see readBody
-v8.setFlagsFromString('--expose-gc');
-const collectGarbage = vm.runInNewContext('gc');
+let gc = null;
+function collectGarbage(options) {
+  if (!gc) {
+    v8.setFlagsFromString('--expose-gc');
+    gc = vm.runInNewContext('gc');
+  }
+  gc(options);
+}
 let releaseTimer = null;
 function releaseSoon() { // 100 ms after the last big call: its buffers are garbage by then
   clearTimeout(releaseTimer);
@@ -161,18 +170,30 @@ function enterInstallDir(dir = installDir) {
   try { process.chdir(dir); } catch (err) { process.chdir('/'); }
 }
 
+// The worker held.js started while it waited (globalThis.kubelessLocalWorker: {worker, wake}), given `data` and
+// its env; once, for the first load (a worker's start is most of the server's). None under a debugger (its own
+// execArgv).
+function startedWorker(data) {
+  const started = globalThis.kubelessLocalWorker;
+  if (!started || workerArgv) return null;
+  globalThis.kubelessLocalWorker = null;
+  started.worker.ref(); // held.js left it out of what keeps the process alive, as any other server's
+  started.worker.postMessage({ data, env: workerEnv() });
+  Atomics.store(started.wake, 0, 1);
+  Atomics.notify(started.wake, 0);
+  return started.worker;
+}
+
 function spawn(gen, onLoaded, onFailed) {
   enterInstallDir();
   const claims = new Int32Array(new SharedArrayBuffer(4 * (SLOTS + 1)));
-  const w = new Worker(path.join(__dirname, 'worker.js'), {
-    env: workerEnv(),
-    execArgv: workerArgv,
-    workerData: {
-      runtimeLib, modPath, modName, funcHandler, timeout, claims,
-      runtime: process.env.FUNC_RUNTIME || '',
-      memoryLimit: process.env.FUNC_MEMORY_LIMIT || '0',
-    },
-  });
+  const data = {
+    runtimeLib, modPath, modName, funcHandler, timeout, claims,
+    runtime: process.env.FUNC_RUNTIME || '',
+    memoryLimit: process.env.FUNC_MEMORY_LIMIT || '0',
+  };
+  const w = startedWorker(data)
+    || new Worker(path.join(__dirname, 'worker.js'), { env: workerEnv(), execArgv: workerArgv, workerData: data });
   const wk = {
     w, gen, claims, free: Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i),
     dir: process.cwd(), calls: new Set(), outbox: [], sent: 0, sends: [], loaded: false, dead: false,

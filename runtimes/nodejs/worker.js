@@ -9,16 +9,38 @@
 const http = require('http');
 const path = require('path');
 const { createRequire } = require('module');
-const { parentPort, workerData } = require('worker_threads');
+const { parentPort, workerData: given, receiveMessageOnPort } = require('worker_threads');
 
-// V8's gc (kubeless.js exposed it), used after a call with a big body and hidden from the function.
+// A worker started ahead (held.js: before the server's env and function are known) waits here, its Node booted
+// and the modules above loaded, until the server hands it its data and env (kubeless.js startedWorker()).
+const workerData = given.wake ? awaitStart(given.wake) : given;
+function awaitStart(wake) {
+  Atomics.wait(wake, 0, 0);
+  let got;
+  while (!(got = receiveMessageOnPort(parentPort))) Atomics.wait(wake, 1, 0, 1); // posted before the wake-up
+  const { data, env } = got.message;
+  for (const name of Object.keys(process.env)) if (!(name in env)) delete process.env[name];
+  Object.assign(process.env, env);
+  require('module')._initPaths(); // NODE_PATH as a worker started with this env reads it
+  return data;
+}
+
+// V8's gc, used after a call with a big body and hidden from the function: exposed by the first such call
+// (kubeless.js says why not at the start); a worker started after it finds it as a global.
 const BIG_BODY = 8 * 1024 * 1024;
-const collectGarbage = globalThis.gc;
-globalThis.gc = undefined; // not configurable: it stays a property, without the function
+let gc = globalThis.gc || null;
+if ('gc' in globalThis) globalThis.gc = undefined; // not configurable: it stays a property, without the function
+function collectGarbage() {
+  if (!gc) {
+    require('v8').setFlagsFromString('--expose-gc');
+    gc = require('vm').runInNewContext('gc');
+  }
+  gc();
+}
 let releaseTimer = null;
 function releaseSoon() { // 100 ms after the last big call: its buffers are garbage by then
   clearTimeout(releaseTimer);
-  if (collectGarbage) releaseTimer = setTimeout(collectGarbage, 100);
+  releaseTimer = setTimeout(collectGarbage, 100);
 }
 
 const rtRequire = workerData.runtimeLib

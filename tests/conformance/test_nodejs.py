@@ -308,6 +308,53 @@ def test_package_json_install_and_npm_registry_settings(tmp_path, runtime, backe
         proc.wait(timeout=10)
 
 
+@pytest.mark.backend("process")
+def test_a_held_servers_first_worker_runs_the_function_with_the_env_it_is_released_with(
+    tmp_path, runtime, backend_name
+):
+    """`run`'s held start (held.js) boots the function's first worker thread before the env is known: released,
+    the function in it sees the env and NODE_PATH it was released with, as a worker started then would."""
+    deps = tmp_path / "deps" / "node_modules" / "kl-word"
+    deps.mkdir(parents=True)
+    (deps / "index.js").write_text("module.exports = 'found on NODE_PATH';\n")
+    install = tmp_path / "install"
+    install.mkdir()
+    (install / "fn.js").write_text(
+        "module.exports = { go: () => ({ greeting: process.env.GREETING, stale: process.env.STALE,"
+        " dep: require('kl-word'), cwd: process.cwd() }) };\n"
+    )
+    port = free_port()
+    released = dict(
+        {k: v for k, v in os.environ.items() if k != "STALE"},
+        MOD_NAME="fn",
+        FUNC_HANDLER="go",
+        FUNC_PORT=str(port),
+        KUBELESS_INSTALL_VOLUME=str(install),
+        KUBELESS_LOCAL_BIND="127.0.0.1",
+        KUBELESS_LOCAL_CONTROL="1",
+        NODE_PATH=str(tmp_path / "deps" / "node_modules"),
+        KUBELESS_RUNTIME_LIB=str(setup_runtime_lib(runtime, lambda line: None)),
+        GREETING="hi",
+    )
+    proc = subprocess.Popen(
+        [shutil.which("node"), str(RUNTIME_DIR / "held.js"), str(RUNTIME_DIR / "kubeless.js")],
+        env={**os.environ, "STALE": "from the held start"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        proc.stdin.write(json.dumps({"env": released, "cwd": str(install)}) + "\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith('@kubeless-local {"event":"ready","generation":0}')
+        answer = requests.get("http://127.0.0.1:%d/" % port, timeout=10).json()
+        assert answer == {"greeting": "hi", "dep": "found on NODE_PATH", "cwd": str(install)}  # no STALE
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_syntax_check_headline_names_the_error(tmp_path):
     # check.js is the catalog's `check` step: `ls` shows its first line
     broken = tmp_path / "handler.js"

@@ -14,8 +14,8 @@ from waiting import wait_until
 
 from kubeless_local import spec as specs
 from kubeless_local.client import AdminClient
-from kubeless_local.commands.common import worded
 from kubeless_local.commands.events import EMIT_HINTS
+from kubeless_local.commands.output import worded
 from kubeless_local.emulator.admin import ROUTES, AdminServer, functions, logs, route
 from kubeless_local.errors import BadRequest, Conflict, NotFound, Unavailable, UserError
 

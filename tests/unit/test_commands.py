@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from kubeless_local import emulator
-from kubeless_local.commands import common, local
+from kubeless_local.commands import common, local, output
 from kubeless_local.commands import root as cli
 from kubeless_local.errors import Unavailable, UserError
 from kubeless_local.runtimes import Catalog
@@ -157,7 +157,7 @@ def test_a_damaged_topics_db_says_how_to_start_again(tmp_path):
         TopicStore(tmp_path)
     assert (damaged.value.what, damaged.value.name) == ("topics database", str(db))
     assert "`kubeless-local dev`" not in str(damaged.value)  # the engine's words; the CLI says which command
-    assert str(common.worded(damaged.value)) == (
+    assert str(output.worded(damaged.value)) == (
         "%s is damaged (file is not a database); move it away (e.g. `mv %s %s.damaged`) and start "
         "`kubeless-local dev` again: a new, empty one is created, and the old file keeps what it held" % (db, db, db)
     )
@@ -174,7 +174,7 @@ def test_a_broker_that_does_not_answer_names_the_settings_to_correct(tmp_path):
         bridge.pool.shutdown()
     assert (type(unanswered), unanswered.what, unanswered.name) == (Unavailable, "kafka broker", "127.0.0.1:9")
     assert "--kafka-brokers" not in str(unanswered)  # the flag is the CLI's to name
-    assert str(common.worded(unanswered)) == (
+    assert str(output.worded(unanswered)) == (
         "no Kafka broker answers at 127.0.0.1:9 (refused); start one (scripts/kafka-up.sh, see "
         "docs/kafka-broker.md) or correct --kafka-brokers / KAFKA_BROKERS / kafka.brokers in .kubeless-local.yaml"
     )
@@ -403,7 +403,7 @@ def test_ls_shows_the_exception_of_a_traceback_not_its_first_line(admin):
     ],
 )
 def test_headline(error, expected):
-    assert common.headline(error) == expected
+    assert output.headline(error) == expected
 
 
 def test_tables_are_full_width_when_piped(admin):
@@ -571,7 +571,7 @@ def test_a_functions_log_and_ls_show_the_engines_errors_and_notices_in_the_clis_
         def resolve(self, spec, catalog):
             return super().resolve(spec, catalog)[0], stale
 
-    supervisor = Supervisor(tmp_path, Told, LogHub(), ephemeral_ports=True, word=common.in_words)
+    supervisor = Supervisor(tmp_path, Told, LogHub(), ephemeral_ports=True, word=output.in_words)
     try:
         supervisor.start(function())
         supervisor.backend.prepares["hello"].append(NotFound("unknown runtime 'cobol1'", "runtime", "cobol1"))

@@ -14,7 +14,7 @@ from docker.errors import ImageNotFound, NotFound
 from kubeless_local import errors
 from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as spec_module
-from kubeless_local.commands.common import in_words, worded
+from kubeless_local.commands.output import in_words, worded
 from kubeless_local.emulator import docker as dk
 from kubeless_local.emulator import images
 from kubeless_local.emulator.base import Instance, State

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from docker.errors import ImageNotFound
 
-from kubeless_local.commands.common import worded
+from kubeless_local.commands.output import worded
 from kubeless_local.emulator import backends, images
 from kubeless_local.emulator.images import host
 from kubeless_local.errors import Failed, UserError

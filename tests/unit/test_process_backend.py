@@ -76,7 +76,7 @@ def test_a_function_with_only_an_image_says_it_needs_the_docker_backend(tmp_path
     import pytest
 
     from kubeless_local import spec as specs
-    from kubeless_local.commands.common import in_words
+    from kubeless_local.commands.output import in_words
     from kubeless_local.errors import BadRequest
     from kubeless_local.runtimes import Catalog
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from kubeless_local.commands.common import worded
 from kubeless_local.commands.events import EMIT_HINTS
+from kubeless_local.commands.output import worded
 from kubeless_local.emulator.triggers import subscriptions
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import NotFound, UserError

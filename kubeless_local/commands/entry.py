@@ -1,0 +1,143 @@
+"""The console script (`kubeless-local`, `python -m kubeless_local`): the plainest command lines of those run in
+loops and scripts — `--version`, `call NAME`, `call NAME -d DATA` — are answered here with the standard library;
+every other line goes to the click group (commands/root.py).
+
+click's import is ~30 ms of CPU, half of a whole `call`. A line answered here prints, fails and exits exactly as
+the click commands do: `call`'s click command runs `call_function` too and `--version` prints `version_line()`,
+both say things through commands/output.py, and what click's `main` does around a command (KeyboardInterrupt →
+"Aborted!", exit 1; a closed pipe → exit 1) is done the same way (`as_click_main`; tests/unit/test_cli_entry.py
+runs both paths and compares). Anything else on the line — another option, `--`, `-h`, a value that starts
+with `-`, a second name, click's shell completion asking — is click's to parse, and to word its usage errors.
+"""
+
+import errno
+import os
+import sys
+
+from kubeless_local.commands.output import echo, exit_now, exit_with, headline, raise_exit, say_session
+from kubeless_local.errors import UserError
+
+PROG_NAME = "kubeless-local"
+COMPLETION_VARIABLE = "_KUBELESS_LOCAL_COMPLETE"  # click's shell completion asks through it (from PROG_NAME)
+# Commands whose process ends at once when they are done: run in loops and scripts, they hold no threads,
+# files or atexit work, and the interpreter's teardown (freeing every module, ~10 ms on a slow machine) was a
+# sixth of a whole `call`.
+ENDS_AT_ONCE = {"call"}
+DATA_OPTIONS = ("-d", "--data")  # call's option for the event's data, as commands/call.py declares it
+
+
+def entry(argv=None):
+    """Run the command line `argv` (default: the process's); after a command of ENDS_AT_ONCE, its output flushed,
+    the process ends without the interpreter's teardown."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    answer = None if os.environ.get(COMPLETION_VARIABLE) else plain(args)
+    if answer is None and (not args or args[0] not in ENDS_AT_ONCE):
+        click_main(args)
+        return
+    try:
+        if answer is None:
+            click_main(args)
+        else:
+            as_click_main(answer)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)  # as the interpreter says a SystemExit's message
+    exit_now(code)
+
+
+def click_main(args):
+    from kubeless_local.commands.root import main
+
+    main(args, prog_name=PROG_NAME)
+
+
+def plain(args):
+    """What `args` asks, as a function of no arguments, when it is one of the lines answered here; else None."""
+    if args == ["--version"]:
+        return lambda: echo(version_line())
+    if args[:1] == ["call"]:
+        called = plain_call(args[1:])
+        if called is not None:
+            return lambda: call_function(*called)
+    return None
+
+
+def plain_call(args):
+    """(name, data) of `call`'s arguments when they are a name and at most one `-d/--data DATA` (in either order,
+    `--data=DATA` too); None for anything else."""
+    name = data = None
+    tokens = iter(args)
+    for token in tokens:
+        if token in DATA_OPTIONS and data is None:
+            data = next(tokens, None)
+            if data is None or data.startswith("-"):
+                return None  # click tells a missing value; one that looks like an option is its to judge
+        elif token.startswith("--data=") and data is None:
+            data = token[len("--data=") :]
+        elif token and not token.startswith("-") and name is None:
+            name = token
+        else:
+            return None
+    return None if name is None else (name, data)
+
+
+def as_click_main(run):
+    """`run()` as click's `main` runs a command in standalone mode, with root's and `user_errors`' handling of a
+    UserError (one line, exit 2): EOFError or KeyboardInterrupt → a blank line and "Aborted!" on stderr, exit 1;
+    a closed pipe (EPIPE) → exit 1 without a word; otherwise exit 0, or the SystemExit the command raised."""
+    try:
+        run()
+    except UserError as exc:
+        exit_with(exc)
+    except (EOFError, KeyboardInterrupt):
+        echo("", err=True)  # closes the terminal's ^C echo
+        echo("Aborted!", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        sys.exit(1)  # click stops the streams' flush from failing; exit_now's flush ignores the closed pipe
+    sys.exit(0)
+
+
+def version_line():
+    """What `--version` prints (as click's version_option); the version is read only when asked (metadata)."""
+    from kubeless_local import __version__
+
+    return "kubeless-local, version %s" % __version__
+
+
+def call_function(name, data=None, data_file=None, method=None, headers=(), path="/"):
+    """`call`: one event to the running function `name`, its answer's body on stdout; a failing answer or a
+    function that does not serve: a line on stderr and exit 1 (a 408: "Request timeout exceeded", as Kubeless')."""
+    from kubeless_local.client import send
+    from kubeless_local.emulator import AdminClient
+
+    if data is not None and data_file:
+        raise UserError("--data and --data-file are exclusive: give one")
+    if data_file:
+        with open(data_file, "rb") as file:
+            data = file.read()
+    client = AdminClient()
+    session, row = client.owner(name)
+    say_session(client, session)
+    if not row.get("serving", True) or not row["port"] or not row.get("url"):
+        # Nothing of ours answers on its port: whatever does must not pass for the function.
+        raise_exit("%s is %s: %s" % (name, row["state"], headline(row["error"] or "not serving")), 1)
+    if row["state"] != "Ready" and row["error"]:
+        echo("warning: %s is %s (%s); the last good code answers" % (name, row["state"], headline(row["error"])), True)
+    response = send(
+        row["url"],
+        data,
+        path=path,
+        method=method.upper() if method else None,
+        headers=dict(headers),
+        mark="call" if row.get("recorded") else None,
+    )
+    if response.status_code == 408:
+        raise_exit("Request timeout exceeded", 1)
+    echo(response.text, nl=not response.text.endswith("\n"))
+    if response.status_code >= 400:
+        raise_exit("the function answered %d %s" % (response.status_code, response.reason), 1)
