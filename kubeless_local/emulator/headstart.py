@@ -7,8 +7,8 @@ which imports the server's libraries, or, where the catalog has `held:`, the ser
 start (Node and the function's first worker thread boot while the engine works; runtimes/nodejs/held.js).
 It is a guess, never trusted: the process backend claims it only when it is the very process it would
 start now (same argv; the same env, or for a held server the same variables read when its interpreter
-starts, READ_AT_BOOT); any other is closed, and the guess corrected. A held server is then released: it is sent its env and
-working folder on its stdin (one JSON line) and runs as if started with them.
+starts, READ_AT_BOOT); any other is closed, and the guess corrected. A held server is then released: it is
+sent its env and working folder on its stdin (one JSON line) and runs as if started with them.
 
 Until it is claimed nothing but a pipe or socket to `run` ties it to `run`: it ends when `run` does,
 however `run` ends (kill -9 too). What is not claimed once the functions started is closed.
