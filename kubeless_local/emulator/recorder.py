@@ -70,6 +70,7 @@ MAX_BODY = 256 * 1024  # bytes of each body that are kept
 QUEUE_SIZE = 10_000  # exchanges waiting for the writer; beyond, dropped and counted
 WRITER_PAUSE = 0.1  # seconds between the writer's looks at its queue: one commit a look (a flush looks at once)
 BATCH = 500  # records stored in one transaction
+ROWS_AT_ONCE = 64  # records stored in one INSERT statement (`Recorder._insert_run`)
 MAX_LOG_LINES = 200  # log lines kept per record
 LOG_GRACE = 0.05  # seconds of quiet after which a call's late stderr lines are taken as complete (another pipe)
 ACCESS_WAIT = 2.0  # seconds after the answer the writer waits for the access-log line that ends a call's lines
@@ -335,6 +336,7 @@ class Recorder:
         self.said: set[str] = set()  # what was said once already
         self.read_lock = threading.Lock()
         self.db: sqlite3.Connection | None = None  # the writer's
+        self.rows_at_once = [1]  # how many rows an INSERT takes, largest first (`_connect`)
         self.reader: sqlite3.Connection | None = None
         self._open()
         self.writer = threading.Thread(target=self._write_forever, name="recorder", daemon=True)
@@ -406,6 +408,11 @@ class Recorder:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        # rows one INSERT takes at most (then fewer, then one by one), within the parameters SQLite binds at once
+        # (999 before 3.32; Python before 3.11 cannot ask)
+        limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(db, "getlimit") else 999
+        most = min(ROWS_AT_ONCE, limit // len(COLUMNS))
+        self.rows_at_once = sorted({most, min(most, 8), 1}, reverse=True)
         db.execute("SELECT COUNT(*) FROM invocations").fetchone()
         self.reader = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
@@ -598,8 +605,7 @@ class Recorder:
                 self.held.clear()
                 self.data_version = version
             for absent, run in itertools.groupby(rows, absent_of):  # runs of rows with the same NULLs, in order
-                sql, values = inserting(absent)
-                db.executemany(sql, map(values, run))
+                self._insert_run(db, absent, list(run))
             added: dict[str, list[int]] = {function: [0, 0] for function in functions}
             for row in rows:
                 sums = added[row[1]]
@@ -613,6 +619,19 @@ class Recorder:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
+
+    def _insert_run(self, db: sqlite3.Connection, absent: tuple[bool, ...], run: list[tuple]) -> None:
+        """Rows with the same NULLs, in order, up to `self.rows_at_once` in one INSERT: one step of SQLite (and one
+        release of the GIL, which the door's threads take meanwhile) for many rows, not one a row as
+        `executemany`'s."""
+        at = 0
+        for count in self.rows_at_once:
+            if len(run) - at < count:
+                continue
+            sql, values = inserting(absent, count)
+            while len(run) - at >= count:
+                db.execute(sql, tuple(itertools.chain.from_iterable(map(values, run[at : at + count]))))
+                at += count
 
     def _retain(self, db: sqlite3.Connection, function: str, added: int, added_bytes: int) -> None:
         """At most `keep` records and `max_bytes` of them for `function`: the oldest go. What it holds is counted
@@ -797,17 +816,17 @@ class Recorder:
 
 
 @functools.cache
-def inserting(absent: tuple[bool, ...]) -> tuple[str, Callable[[tuple], tuple]]:
-    """The INSERT of rows whose NULLABLE values are None where `absent` says, and what takes the values it binds
-    from a row: those columns are left out (NULL by default). The sqlite3 module binds str, int, float and
+def inserting(absent: tuple[bool, ...], count: int = 1) -> tuple[str, Callable[[tuple], tuple]]:
+    """The INSERT of `count` rows whose NULLABLE values are None where `absent` says, and what takes the values
+    it binds from a row: those columns are left out (NULL by default). The sqlite3 module binds str, int, float and
     bytearray at once, but looks for an adapter for None (and bytes) first, which costs more than the insert's
     other work for that value."""
     skipped = {index for index, gone in zip(NULLABLE, absent) if gone}
     kept = [index for index in range(len(COLUMNS)) if index not in skipped]
     names = [*COLUMNS[1:], "bytes"]
-    sql = "INSERT INTO invocations (%s) VALUES (%s)" % (
+    sql = "INSERT INTO invocations (%s) VALUES %s" % (
         ", ".join(names[index] for index in kept),
-        ", ".join("?" * len(kept)),
+        ", ".join(["(%s)" % ", ".join("?" * len(kept))] * count),
     )
     return sql, operator.itemgetter(*kept)
 

@@ -494,3 +494,21 @@ def test_a_flush_of_the_calls_handed_over_does_not_wait_for_one_still_running(re
     (ident,) = [r.submit(exchange())]
     assert r.flush(10, begun=False) and [row["id"] for row in r.list()] == [ident]
     assert not r.flush(0.05)  # the running call is not handed over yet
+
+
+def test_many_records_of_one_look_are_stored_in_order_each_with_its_own_values_and_nulls(recorder):
+    # more than one INSERT's worth of rows, in runs with different NULL columns (a trigger, a generation, none)
+    r = recorder(keep=1000)
+    shapes = [{}, {"trigger": "orders", "source": "kafka"}, {"generation": 4, "source_sha256": "cd" * 32}]
+    sent = [exchange(answer=b"%d" % index, **shapes[index // 7 % 3]) for index in range(150)]
+    ids = stored(r, *sent)
+    listed = r.list(limit=200)
+    assert [row["id"] for row in listed] == ids[::-1]
+    for ident, item in zip(ids, sent):
+        record = r.get(ident)
+        assert record["response"]["body"]["text"] == item.response_body.decode()
+        assert (record["trigger"], record["generation"], record["source_sha256"]) == (
+            item.trigger,
+            item.generation,
+            item.source_sha256,
+        )
