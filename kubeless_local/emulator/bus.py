@@ -71,7 +71,9 @@ class EventBus:
         self.ring: collections.deque[Event] = collections.deque()
         self.size = 0  # bytes of the encoded data held
         self.last = 0
-        self.changed = threading.Condition(threading.Lock())  # a plain lock: publishing is on the call path
+        # publishing (on the call path) takes the plain lock itself: a Condition's `with` is a call in Python
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.waiting = 0  # readers waiting for an event: publishing wakes them only when there are some
 
     @property
@@ -83,7 +85,7 @@ class EventBus:
         its `weight` when the publisher knows it (on the call path, cheaper than measuring `data`)."""
         if heavy is None:
             heavy = weight(data)
-        with self.changed:
+        with self.lock:
             self.last += 1
             self.ring.append(Event(self.last, kind, data, time.time(), heavy))
             self.size += heavy
@@ -93,7 +95,7 @@ class EventBus:
     def publish_all(self, kind: str, items: list[tuple[Any, int]]) -> int:
         """Add an event for each (data, its weight), in order, under one lock; returns the last id."""
         now = time.time()
-        with self.changed:
+        with self.lock:
             for data, heavy in items:
                 self.last += 1
                 self.ring.append(Event(self.last, kind, data, now, heavy))
