@@ -162,13 +162,8 @@ Headers = list[tuple[str, str]]
 # the row's values (`Recorder._row`: COLUMNS[1:] and bytes) that are often None: generation, source_sha256,
 # trigger, replay_of
 NULLABLE = tuple(COLUMNS.index(name) - 1 for name in ("generation", "source_sha256", "trigger", "replay_of"))
-_nullable = operator.itemgetter(*NULLABLE)
-_NONES = (None,) * len(NULLABLE)
-
-
-def absent_of(row: tuple) -> tuple[bool, ...]:
-    """Which of a row's NULLABLE values are None."""
-    return tuple(map(operator.is_, _nullable(row), _NONES))
+BYTES, ABSENT = len(COLUMNS) - 1, len(COLUMNS)  # a row's `bytes` value, and after the values: which NULLABLE are None
+absent_of = operator.itemgetter(ABSENT)  # the row's NULLs (`_row` notes them as it makes the row)
 
 
 # ------------------------------------------------------------ the source mark senders put on a request
@@ -530,6 +525,8 @@ class Recorder:
                 self.taken[function] = access
                 window.taken = (access, index + 1)
                 self.without_access.discard(function)
+                if index == begin and not late:  # the common case: the call printed nothing
+                    return []
                 return [line for line in lines[begin:index] if printed_by_the_function(line.text, line.stream)] + (
                     late or []
                 )
@@ -610,7 +607,7 @@ class Recorder:
             for row in rows:
                 sums = added[row[1]]
                 sums[0] += 1
-                sums[1] += row[-1]
+                sums[1] += row[BYTES]
             for function, (count, size) in added.items():
                 self._retain(db, function, count, size)
             db.execute("COMMIT")
@@ -666,44 +663,52 @@ class Recorder:
         self.held[function] = (count, size)
 
     def _row(self, exchange: Exchange) -> tuple:
-        """The values of COLUMNS[1:] and `bytes`. Bytes are given as bytearrays: the sqlite3 module binds those
-        at once, where for bytes it first looks for an adapter (as for None: `inserting`)."""
+        """The values of COLUMNS[1:] and `bytes`, then which NULLABLE values are None (ABSENT: not bound, the
+        INSERT takes the values it names). Bytes are given as bytearrays: the sqlite3 module binds those at once,
+        where for bytes it first looks for an adapter (as for None: `inserting`)."""
         path, _, query = exchange.target.partition("?")
-        logs = self._logs_of(exchange)
+        said = exchange.logs
+        logs = (
+            json.dumps([{"text": line.text, "stream": line.stream} for line in said[-MAX_LOG_LINES:]]) if said else "[]"
+        )
         request_headers, response_headers = (  # a head as it passed (bytes), or the headers given as lines (text)
             bytearray(exchange.request_head) if exchange.request_head else header_text(exchange.request_headers),
             bytearray(exchange.response_head) if exchange.response_head else header_text(exchange.response_headers),
         )
-        size = len(exchange.request_body) + len(exchange.response_body) + len(request_headers) + len(response_headers)
+        request_body, response_body = bytearray(exchange.request_body), bytearray(exchange.response_body)
+        generation, digest, trigger, replay_of = (
+            exchange.generation,
+            exchange.source_sha256,
+            exchange.trigger,
+            exchange.replay_of,
+        )
+        size = len(request_body) + len(response_body) + len(request_headers) + len(response_headers) + len(logs)
         return (
             exchange.id,
             exchange.function,
-            exchange.generation,
-            exchange.source_sha256,
+            generation,
+            digest,
             exchange.source,
-            exchange.trigger,
-            exchange.replay_of,
+            trigger,
+            replay_of,
             exchange.started,
             round(exchange.duration * 1000, 3),
             exchange.method,
             path,
             query,
             request_headers,
-            bytearray(exchange.request_body),
+            request_body,
             exchange.request_size,
             exchange.status,
             response_headers,
-            bytearray(exchange.response_body),
+            response_body,
             exchange.response_size,
             int(exchange.status == 408),
             exchange.error,
             logs,
-            size + len(logs),
+            size,
+            (generation is None, digest is None, trigger is None, replay_of is None),  # in NULLABLE's order
         )
-
-    def _logs_of(self, exchange: Exchange) -> str:
-        said = [{"text": line.text, "stream": line.stream} for line in exchange.logs or ()]
-        return json.dumps(said[-MAX_LOG_LINES:]) if said else "[]"
 
     # ---------------------------------------------------------------- reading
 
