@@ -12,6 +12,7 @@ hold no buffer of their own: one that never reads costs nothing but its cursor.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import threading
 import time
@@ -93,13 +94,18 @@ class EventBus:
             return self.last
 
     def publish_all(self, kind: str, items: list[tuple[Any, int]]) -> int:
-        """Add an event for each (data, its weight), in order, under one lock; returns the last id."""
+        """Add an event for each (data, its weight), in order; returns the last id. The events are made before
+        the lock is taken, which then only numbers and keeps them: a door's thread that publishes meanwhile
+        waits for that, not for a whole batch's events to be made."""
         now = time.time()
+        events = [Event(0, kind, data, now, heavy) for data, heavy in items]
+        added = sum(event.weight for event in events)
         with self.lock:
-            for data, heavy in items:
-                self.last += 1
-                self.ring.append(Event(self.last, kind, data, now, heavy))
-                self.size += heavy
+            for ident, event in zip(itertools.count(self.last + 1), events):
+                event.id = ident
+            self.last += len(events)
+            self.ring.extend(events)
+            self.size += added
             self._added()
             return self.last
 

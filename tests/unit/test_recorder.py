@@ -391,6 +391,17 @@ def test_a_bus_reader_waits_for_the_next_event_and_an_unknown_id_is_a_reset():
     assert bus.size <= 100 and bus.after(1).reset
 
 
+def test_events_published_together_take_the_next_ids_in_order_between_single_ones():
+    bus = EventBus(capacity=4)
+    assert bus.publish("log", {"n": 0}) == 1
+    assert bus.publish_all("invocation-end", [({"n": n}, 10) for n in (1, 2, 3)]) == 4
+    assert bus.publish_all("invocation-end", []) == 4
+    assert bus.publish("log", {"n": 4}) == 5
+    events, reset = bus.after(0)
+    assert [(e.id, e.data["n"]) for e in events] == [(2, 1), (3, 2), (4, 3), (5, 4)] and reset  # 1 fell out
+    assert bus.size == 10 * 3 + events[-1].weight
+
+
 def test_a_call_is_published_on_the_bus_as_it_begins_and_once_it_is_stored(recorder):
     bus = EventBus()
     r = recorder(bus=bus)
