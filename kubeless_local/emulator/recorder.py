@@ -50,7 +50,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +159,9 @@ SUMMARY = [
 ]
 
 Headers = list[tuple[str, str]]
+# an exchange's headers given as pairs (the doors give heads instead: `()`, no list made for each call, which
+# would outlive the call in the writer's queue and set the garbage collector going every few hundred calls)
+Pairs = Sequence[tuple[str, str]]
 # the row's values (`Recorder._row`: COLUMNS[1:] and bytes) that are often None: generation, source_sha256,
 # trigger, replay_of
 NULLABLE = tuple(COLUMNS.index(name) - 1 for name in ("generation", "source_sha256", "trigger", "replay_of"))
@@ -201,7 +204,7 @@ class Exchange:
     function: str
     method: str
     target: str  # the request target: path and query
-    request_headers: Headers
+    request_headers: Pairs
     started: float = field(default_factory=time.time)  # epoch seconds
     source: str = "http"
     trigger: str | None = None
@@ -209,7 +212,7 @@ class Exchange:
     request_body: bytes = b""
     request_size: int = 0
     status: int = 0  # 0: no answer (the server closed the connection, or could not be reached)
-    response_headers: Headers = field(default_factory=list)
+    response_headers: Pairs = ()
     response_body: bytes = b""
     response_size: int = 0
     duration: float = 0.0  # seconds
@@ -836,7 +839,7 @@ def inserting(absent: tuple[bool, ...], count: int = 1) -> tuple[str, Callable[[
     return sql, operator.itemgetter(*kept)
 
 
-def header_text(headers: Headers) -> str:
+def header_text(headers: Pairs) -> str:
     """Headers given as pairs, as stored: `Name: value` lines (a header line holds no line break; a name no
     colon)."""
     return "\n".join("%s: %s" % pair for pair in headers)
