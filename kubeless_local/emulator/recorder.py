@@ -409,7 +409,7 @@ class Recorder:
         # rows one INSERT takes at most (then fewer, then one by one), within the parameters SQLite binds at once
         # (999 before 3.32; Python before 3.11 cannot ask)
         limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(db, "getlimit") else 999
-        most = min(ROWS_AT_ONCE, limit // len(COLUMNS))
+        most = max(1, min(ROWS_AT_ONCE, limit // len(COLUMNS)))
         self.rows_at_once = sorted({most, min(most, 8), 1}, reverse=True)
         db.execute("SELECT COUNT(*) FROM invocations").fetchone()
         self.reader = sqlite3.connect(
