@@ -12,6 +12,7 @@ hold no buffer of their own: one that never reads costs nothing but its cursor.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import threading
 import time
@@ -71,7 +72,9 @@ class EventBus:
         self.ring: collections.deque[Event] = collections.deque()
         self.size = 0  # bytes of the encoded data held
         self.last = 0
-        self.changed = threading.Condition(threading.Lock())  # a plain lock: publishing is on the call path
+        # publishing (on the call path) takes the plain lock itself: a Condition's `with` is a call in Python
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.waiting = 0  # readers waiting for an event: publishing wakes them only when there are some
 
     @property
@@ -83,7 +86,7 @@ class EventBus:
         its `weight` when the publisher knows it (on the call path, cheaper than measuring `data`)."""
         if heavy is None:
             heavy = weight(data)
-        with self.changed:
+        with self.lock:
             self.last += 1
             self.ring.append(Event(self.last, kind, data, time.time(), heavy))
             self.size += heavy
@@ -91,13 +94,18 @@ class EventBus:
             return self.last
 
     def publish_all(self, kind: str, items: list[tuple[Any, int]]) -> int:
-        """Add an event for each (data, its weight), in order, under one lock; returns the last id."""
+        """Add an event for each (data, its weight), in order; returns the last id. The events are made before
+        the lock is taken, which then only numbers and keeps them: a door's thread that publishes meanwhile
+        waits for that, not for a whole batch's events to be made."""
         now = time.time()
-        with self.changed:
-            for data, heavy in items:
-                self.last += 1
-                self.ring.append(Event(self.last, kind, data, now, heavy))
-                self.size += heavy
+        events = [Event(0, kind, data, now, heavy) for data, heavy in items]
+        added = sum(event.weight for event in events)
+        with self.lock:
+            for ident, event in zip(itertools.count(self.last + 1), events):
+                event.id = ident
+            self.last += len(events)
+            self.ring.extend(events)
+            self.size += added
             self._added()
             return self.last
 

@@ -415,7 +415,7 @@ class _Calls:
             self.relay.door.name,
             method,
             target,
-            [],
+            (),
             source=source,
             trigger=trigger,
             replay_of=replay_of,

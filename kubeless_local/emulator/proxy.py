@@ -224,7 +224,7 @@ class FrontDoor:
             "%s" % self.instance.name,
             method,
             target,
-            [],
+            (),
             started=started,
             source=source,
             trigger=trigger,

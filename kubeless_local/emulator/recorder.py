@@ -50,7 +50,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,7 @@ MAX_BODY = 256 * 1024  # bytes of each body that are kept
 QUEUE_SIZE = 10_000  # exchanges waiting for the writer; beyond, dropped and counted
 WRITER_PAUSE = 0.1  # seconds between the writer's looks at its queue: one commit a look (a flush looks at once)
 BATCH = 500  # records stored in one transaction
+ROWS_AT_ONCE = 64  # records stored in one INSERT statement (`Recorder._insert_run`)
 MAX_LOG_LINES = 200  # log lines kept per record
 LOG_GRACE = 0.05  # seconds of quiet after which a call's late stderr lines are taken as complete (another pipe)
 ACCESS_WAIT = 2.0  # seconds after the answer the writer waits for the access-log line that ends a call's lines
@@ -158,16 +159,14 @@ SUMMARY = [
 ]
 
 Headers = list[tuple[str, str]]
+# an exchange's headers given as pairs (the doors give heads instead: `()`, no list made for each call, which
+# would outlive the call in the writer's queue and set the garbage collector going every few hundred calls)
+Pairs = Sequence[tuple[str, str]]
 # the row's values (`Recorder._row`: COLUMNS[1:] and bytes) that are often None: generation, source_sha256,
 # trigger, replay_of
 NULLABLE = tuple(COLUMNS.index(name) - 1 for name in ("generation", "source_sha256", "trigger", "replay_of"))
-_nullable = operator.itemgetter(*NULLABLE)
-_NONES = (None,) * len(NULLABLE)
-
-
-def absent_of(row: tuple) -> tuple[bool, ...]:
-    """Which of a row's NULLABLE values are None."""
-    return tuple(map(operator.is_, _nullable(row), _NONES))
+BYTES, ABSENT = len(COLUMNS) - 1, len(COLUMNS)  # a row's `bytes` value, and after the values: which NULLABLE are None
+absent_of = operator.itemgetter(ABSENT)  # the row's NULLs (`_row` notes them as it makes the row)
 
 
 # ------------------------------------------------------------ the source mark senders put on a request
@@ -205,7 +204,7 @@ class Exchange:
     function: str
     method: str
     target: str  # the request target: path and query
-    request_headers: Headers
+    request_headers: Pairs
     started: float = field(default_factory=time.time)  # epoch seconds
     source: str = "http"
     trigger: str | None = None
@@ -213,7 +212,7 @@ class Exchange:
     request_body: bytes = b""
     request_size: int = 0
     status: int = 0  # 0: no answer (the server closed the connection, or could not be reached)
-    response_headers: Headers = field(default_factory=list)
+    response_headers: Pairs = ()
     response_body: bytes = b""
     response_size: int = 0
     duration: float = 0.0  # seconds
@@ -335,6 +334,7 @@ class Recorder:
         self.said: set[str] = set()  # what was said once already
         self.read_lock = threading.Lock()
         self.db: sqlite3.Connection | None = None  # the writer's
+        self.rows_at_once = [1]  # how many rows an INSERT takes, largest first (`_connect`)
         self.reader: sqlite3.Connection | None = None
         self._open()
         self.writer = threading.Thread(target=self._write_forever, name="recorder", daemon=True)
@@ -406,6 +406,11 @@ class Recorder:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        # rows one INSERT takes at most (then fewer, then one by one), within the parameters SQLite binds at once
+        # (999 before 3.32; Python before 3.11 cannot ask)
+        limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(db, "getlimit") else 999
+        most = max(1, min(ROWS_AT_ONCE, limit // len(COLUMNS)))
+        self.rows_at_once = sorted({most, min(most, 8), 1}, reverse=True)
         db.execute("SELECT COUNT(*) FROM invocations").fetchone()
         self.reader = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
@@ -523,6 +528,8 @@ class Recorder:
                 self.taken[function] = access
                 window.taken = (access, index + 1)
                 self.without_access.discard(function)
+                if index == begin and not late:  # the common case: the call printed nothing
+                    return []
                 return [line for line in lines[begin:index] if printed_by_the_function(line.text, line.stream)] + (
                     late or []
                 )
@@ -598,13 +605,12 @@ class Recorder:
                 self.held.clear()
                 self.data_version = version
             for absent, run in itertools.groupby(rows, absent_of):  # runs of rows with the same NULLs, in order
-                sql, values = inserting(absent)
-                db.executemany(sql, map(values, run))
+                self._insert_run(db, absent, list(run))
             added: dict[str, list[int]] = {function: [0, 0] for function in functions}
             for row in rows:
                 sums = added[row[1]]
                 sums[0] += 1
-                sums[1] += row[-1]
+                sums[1] += row[BYTES]
             for function, (count, size) in added.items():
                 self._retain(db, function, count, size)
             db.execute("COMMIT")
@@ -613,6 +619,19 @@ class Recorder:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
+
+    def _insert_run(self, db: sqlite3.Connection, absent: tuple[bool, ...], run: list[tuple]) -> None:
+        """Rows with the same NULLs, in order, up to `self.rows_at_once` in one INSERT: one step of SQLite (and one
+        release of the GIL, which the door's threads take meanwhile) for many rows, not one a row as
+        `executemany`'s."""
+        at = 0
+        for count in self.rows_at_once:
+            if len(run) - at < count:
+                continue
+            sql, values = inserting(absent, count)
+            while len(run) - at >= count:
+                db.execute(sql, tuple(itertools.chain.from_iterable(map(values, run[at : at + count]))))
+                at += count
 
     def _retain(self, db: sqlite3.Connection, function: str, added: int, added_bytes: int) -> None:
         """At most `keep` records and `max_bytes` of them for `function`: the oldest go. What it holds is counted
@@ -647,44 +666,52 @@ class Recorder:
         self.held[function] = (count, size)
 
     def _row(self, exchange: Exchange) -> tuple:
-        """The values of COLUMNS[1:] and `bytes`. Bytes are given as bytearrays: the sqlite3 module binds those
-        at once, where for bytes it first looks for an adapter (as for None: `inserting`)."""
+        """The values of COLUMNS[1:] and `bytes`, then which NULLABLE values are None (ABSENT: not bound, the
+        INSERT takes the values it names). Bytes are given as bytearrays: the sqlite3 module binds those at once,
+        where for bytes it first looks for an adapter (as for None: `inserting`)."""
         path, _, query = exchange.target.partition("?")
-        logs = self._logs_of(exchange)
+        said = exchange.logs
+        logs = (
+            json.dumps([{"text": line.text, "stream": line.stream} for line in said[-MAX_LOG_LINES:]]) if said else "[]"
+        )
         request_headers, response_headers = (  # a head as it passed (bytes), or the headers given as lines (text)
             bytearray(exchange.request_head) if exchange.request_head else header_text(exchange.request_headers),
             bytearray(exchange.response_head) if exchange.response_head else header_text(exchange.response_headers),
         )
-        size = len(exchange.request_body) + len(exchange.response_body) + len(request_headers) + len(response_headers)
+        request_body, response_body = bytearray(exchange.request_body), bytearray(exchange.response_body)
+        generation, digest, trigger, replay_of = (
+            exchange.generation,
+            exchange.source_sha256,
+            exchange.trigger,
+            exchange.replay_of,
+        )
+        size = len(request_body) + len(response_body) + len(request_headers) + len(response_headers) + len(logs)
         return (
             exchange.id,
             exchange.function,
-            exchange.generation,
-            exchange.source_sha256,
+            generation,
+            digest,
             exchange.source,
-            exchange.trigger,
-            exchange.replay_of,
+            trigger,
+            replay_of,
             exchange.started,
             round(exchange.duration * 1000, 3),
             exchange.method,
             path,
             query,
             request_headers,
-            bytearray(exchange.request_body),
+            request_body,
             exchange.request_size,
             exchange.status,
             response_headers,
-            bytearray(exchange.response_body),
+            response_body,
             exchange.response_size,
             int(exchange.status == 408),
             exchange.error,
             logs,
-            size + len(logs),
+            size,
+            (generation is None, digest is None, trigger is None, replay_of is None),  # in NULLABLE's order
         )
-
-    def _logs_of(self, exchange: Exchange) -> str:
-        said = [{"text": line.text, "stream": line.stream} for line in exchange.logs or ()]
-        return json.dumps(said[-MAX_LOG_LINES:]) if said else "[]"
 
     # ---------------------------------------------------------------- reading
 
@@ -797,22 +824,22 @@ class Recorder:
 
 
 @functools.cache
-def inserting(absent: tuple[bool, ...]) -> tuple[str, Callable[[tuple], tuple]]:
-    """The INSERT of rows whose NULLABLE values are None where `absent` says, and what takes the values it binds
-    from a row: those columns are left out (NULL by default). The sqlite3 module binds str, int, float and
+def inserting(absent: tuple[bool, ...], count: int = 1) -> tuple[str, Callable[[tuple], tuple]]:
+    """The INSERT of `count` rows whose NULLABLE values are None where `absent` says, and what takes the values
+    it binds from a row: those columns are left out (NULL by default). The sqlite3 module binds str, int, float and
     bytearray at once, but looks for an adapter for None (and bytes) first, which costs more than the insert's
     other work for that value."""
     skipped = {index for index, gone in zip(NULLABLE, absent) if gone}
     kept = [index for index in range(len(COLUMNS)) if index not in skipped]
     names = [*COLUMNS[1:], "bytes"]
-    sql = "INSERT INTO invocations (%s) VALUES (%s)" % (
+    sql = "INSERT INTO invocations (%s) VALUES %s" % (
         ", ".join(names[index] for index in kept),
-        ", ".join("?" * len(kept)),
+        ", ".join(["(%s)" % ", ".join("?" * len(kept))] * count),
     )
     return sql, operator.itemgetter(*kept)
 
 
-def header_text(headers: Headers) -> str:
+def header_text(headers: Pairs) -> str:
     """Headers given as pairs, as stored: `Name: value` lines (a header line holds no line break; a name no
     colon)."""
     return "\n".join("%s: %s" % pair for pair in headers)

@@ -391,6 +391,17 @@ def test_a_bus_reader_waits_for_the_next_event_and_an_unknown_id_is_a_reset():
     assert bus.size <= 100 and bus.after(1).reset
 
 
+def test_events_published_together_take_the_next_ids_in_order_between_single_ones():
+    bus = EventBus(capacity=4)
+    assert bus.publish("log", {"n": 0}) == 1
+    assert bus.publish_all("invocation-end", [({"n": n}, 10) for n in (1, 2, 3)]) == 4
+    assert bus.publish_all("invocation-end", []) == 4
+    assert bus.publish("log", {"n": 4}) == 5
+    events, reset = bus.after(0)
+    assert [(e.id, e.data["n"]) for e in events] == [(2, 1), (3, 2), (4, 3), (5, 4)] and reset  # 1 fell out
+    assert bus.size == 10 * 3 + events[-1].weight
+
+
 def test_a_call_is_published_on_the_bus_as_it_begins_and_once_it_is_stored(recorder):
     bus = EventBus()
     r = recorder(bus=bus)
@@ -494,3 +505,21 @@ def test_a_flush_of_the_calls_handed_over_does_not_wait_for_one_still_running(re
     (ident,) = [r.submit(exchange())]
     assert r.flush(10, begun=False) and [row["id"] for row in r.list()] == [ident]
     assert not r.flush(0.05)  # the running call is not handed over yet
+
+
+def test_many_records_of_one_look_are_stored_in_order_each_with_its_own_values_and_nulls(recorder):
+    # more than one INSERT's worth of rows, in runs with different NULL columns (a trigger, a generation, none)
+    r = recorder(keep=1000)
+    shapes = [{}, {"trigger": "orders", "source": "kafka"}, {"generation": 4, "source_sha256": "cd" * 32}]
+    sent = [exchange(answer=b"%d" % index, **shapes[index // 7 % 3]) for index in range(150)]
+    ids = stored(r, *sent)
+    listed = r.list(limit=200)
+    assert [row["id"] for row in listed] == ids[::-1]
+    for ident, item in zip(ids, sent):
+        record = r.get(ident)
+        assert record["response"]["body"]["text"] == item.response_body.decode()
+        assert (record["trigger"], record["generation"], record["source_sha256"]) == (
+            item.trigger,
+            item.generation,
+            item.source_sha256,
+        )
