@@ -838,7 +838,7 @@ class Job:
             # past the front door: recorded here as the door does (the heads are stored as they are, parsed when
             # the record is read)
             target = self.decision.target
-            self.exchange = exchange = Exchange(instance.name, self.method, target, [], source="gateway")
+            self.exchange = exchange = Exchange(instance.name, self.method, target, (), source="gateway")
             exchange.trigger, exchange.request_head = self.decision.route.trigger, head
             exchange.request_body, exchange.request_size = body[:MAX_BODY], len(body)
             recorder.started(instance.name, self.method, target, "gateway", exchange.started)
