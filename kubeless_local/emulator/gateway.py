@@ -144,7 +144,8 @@ class Gateway:
         self.contexts: dict = {}  # SNI host name → SSLContext
         self.certificates: dict = {}  # (kind, host, digest) → SSLContext, kept across reloads
         self.sweeper: Optional[asyncio.TimerHandle] = None
-        self.plans: dict = {}  # (head, client address, scheme) → Plan; None and "https": the table and port they follow
+        self.plans: dict = {}  # (head, client address, scheme) → Plan, made under...
+        self.planned_under: tuple = ()  # ...this (route table, HTTPS port)
 
     @property
     def url(self) -> str:
@@ -318,8 +319,10 @@ class Gateway:
         the HTTPS port (a new table or port starts a new set) and kept, but for a long head, until PLANS are kept
         (then all are let go: heads that never repeat cost a parse each, as without plans)."""
         table, known = self.table, self.plans
-        if known.get(None) is not table or known.get("https") != self.https_port or len(known) > PLANS:
-            self.plans = known = {None: table, "https": self.https_port}
+        under = (table, self.https_port)
+        if self.planned_under != under or len(known) > PLANS:
+            known = self.plans = {}
+            self.planned_under = under
         key = (head, client.peer, client.scheme)
         plan = known.get(key)
         if plan is None:
@@ -461,7 +464,8 @@ def answer_rewrite(replacing: tuple) -> tuple:
 
 
 def answer_head(head: bytes, method: str, keep: bool, replacing: tuple) -> tuple:
-    """read_answer_head, kept for the next heads but for a long one."""
+    """read_answer_head, kept for the next heads but for a long one: each distinct head is read once (a server's
+    heads repeat but for their Date, which changes once a second)."""
     if len(head) > KEPT_HEAD:
         return read_answer_head(head, method, keep, replacing)
     return _kept_answer_head(head, method, keep, replacing)
@@ -472,8 +476,7 @@ def read_answer_head(head: bytes, method: str, keep: bool, replacing: tuple) -> 
     the client's is kept) of a function's answer head to `method` on a client connection kept alive or not
     (`keep`), under a route setting the headers `replacing` (CORS): the function's head with its hop-by-hop
     headers and those the route sets taken out as bytes, the route's and the framing's added. An interim
-    answer (100 Continue) passes on as b"". Each distinct head is read once: a server's heads repeat but for
-    their Date, which changes once a second."""
+    answer (100 Continue) passes on as b""."""
     end = head.find(b"\n")
     parts = head[:end].split(None, 2)
     if len(parts) < 2 or not parts[1].isdigit() or not parts[0].startswith(b"HTTP/1."):
@@ -529,13 +532,13 @@ class Plan:
     table's decision and, for a forwarded request, the head the function receives up to its framing, split
     where its X-Request-ID goes (a new one for each request, unless the client sent its own)."""
 
-    __slots__ = ("after", "before", "decision", "fields", "framing", "headers", "is_call", "keep", "method", "target")
+    __slots__ = ("after", "before", "decision", "fields", "framing", "is_call", "keep", "method", "target")
 
     def __init__(self, head: bytes, decide) -> None:
-        (self.method, self.target, version), self.headers = parse_head(head)
+        (self.method, self.target, version), headers = parse_head(head)
         if not version.startswith("HTTP/1."):
             raise BadMessage("not HTTP/1.x: %r" % version[:20])
-        self.fields = {name.lower(): value for name, value in self.headers}
+        self.fields = {name.lower(): value for name, value in headers}
         self.keep = http1.keeps_alive(version, self.fields)
         self.framing = framing_of(self.fields)
         self.decision = decision = decide(self.method, self.fields.get("host", ""), self.target, self.fields)
@@ -543,7 +546,7 @@ class Plan:
         self.is_call = decision.target.partition("?")[0] not in NOT_CALLS  # a call of the function's, recorded
         if decision.status:
             return
-        sent = decision.request_headers(self.headers, UNSENT)
+        sent = decision.request_headers(headers, UNSENT)
         start = ("%s %s HTTP/1.1\r\n" % (self.method, decision.target)).encode("latin-1", "replace")
         if self.fields.get("x-request-id"):  # the client's own id (decide() passes it on): the same head each time
             self.before = start + header_lines(sent)
