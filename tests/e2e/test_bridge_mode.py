@@ -143,8 +143,9 @@ def test_saves_of_an_image_that_cannot_reload_in_place_switch_blue_green_on_the_
         newest = sum(1 for moment in reloaded if moment < started)
         assert int(answer[1:]) >= newest, "a call begun after save %d answered %s" % (newest, answer)
     client = engine.client()
+    label = {"label": "kubeless-local.function=hello"}  # sparse: no inspect, which a container being removed fails
     wait_until(
-        lambda: len(client.containers.list(all=True, filters={"label": "kubeless-local.function=hello"})) == 1,
+        lambda: len(client.containers.list(all=True, sparse=True, filters=label)) == 1,
         "the old generations' containers gone",
         60,
     )
