@@ -223,6 +223,13 @@ def load(root: Any) -> Settings:
     return _Checker(path).settings(data)
 
 
+def kafka_brokers(settings: "Settings", option: Any = None) -> tuple[list[str] | None, int]:
+    """(brokers, attempts): `option` (DevSession's kafka_brokers: the CLI's flag, or KAFKA_BROKERS through it)
+    before the project settings' kafka.brokers; brokers None when neither names one (embedded topics)."""
+    brokers = parse_brokers(option, "kafka_brokers") if option else list(settings.kafka.brokers)
+    return brokers or None, settings.kafka.max_attempts
+
+
 def parse_brokers(value: Any, where: str) -> list[str]:
     """Brokers given outside the file (DevSession's kafka_brokers; the CLI's flag or KAFKA_BROKERS): a list;
     UserError naming `where`."""

@@ -542,7 +542,7 @@ def secrets_in(root: Path, ignore=()) -> dict:
         if "Secret" not in text:
             continue
         try:
-            documents = list(yaml.load_all(text, Loader=specs.YAML_LOADER))
+            documents = list(yaml.load_all(text, Loader=specs.yaml_loader()))
         except yaml.YAMLError:
             continue  # the manifest loader reports a malformed file
         for doc in documents:

@@ -8,12 +8,11 @@ One constructor for a Function, `function_document`: `function deploy` (new_func
 commands/local.py) gather flags and call these.
 """
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-
-import yaml
 
 from kubeless_local import spec as specs
 from kubeless_local.errors import UserError
@@ -435,30 +434,37 @@ def topic_trigger(kind, name, selector, topic, namespace="default"):
     return _trigger(kind, name, namespace, {"functionSelector": {"matchLabels": selector}, "topic": topic})
 
 
-class _GoDumper(yaml.SafeDumper):
-    """YAML as Go's yaml (ghodss/yaml) writes it: block sequences not indented under their key, strings
-    quoted with `"` only where they must be, multi-line strings as literal blocks (PyYAML's safe dumper
-    already writes block sequences at their key's indentation, as Go does)."""
+@functools.cache
+def _go_dumper():
+    """A dumper that writes YAML as Go's yaml (ghodss/yaml) does: block sequences not indented under their key,
+    strings quoted with `"` only where they must be, multi-line strings as literal blocks (PyYAML's safe dumper
+    already writes block sequences at their key's indentation, as Go does). Made on first use: PyYAML takes
+    ~15 ms to import, and `run` writes no YAML."""
+    import yaml
 
+    def go_string(dumper, value):
+        if "\n" in value:
+            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+        node = dumper.represent_scalar("tag:yaml.org,2002:str", value)
+        plain = (
+            value != ""
+            and dumper.resolve(yaml.ScalarNode, value, (True, False)) == "tag:yaml.org,2002:str"
+            and dumper.analyze_scalar(value).allow_block_plain
+        )
+        node.style = None if plain else '"'
+        return node
 
-def _go_string(dumper, value):
-    if "\n" in value:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    node = dumper.represent_scalar("tag:yaml.org,2002:str", value)
-    plain = (
-        value != ""
-        and dumper.resolve(yaml.ScalarNode, value, (True, False)) == "tag:yaml.org,2002:str"
-        and dumper.analyze_scalar(value).allow_block_plain
-    )
-    node.style = None if plain else '"'
-    return node
+    class GoDumper(yaml.SafeDumper):
+        pass
 
-
-_GoDumper.add_representer(str, _go_string)
+    GoDumper.add_representer(str, go_string)
+    return GoDumper
 
 
 def to_go_yaml(document) -> str:
-    return yaml.dump(document, Dumper=_GoDumper, sort_keys=True, default_flow_style=False, width=1 << 20) + "\n"
+    import yaml
+
+    return yaml.dump(document, Dumper=_go_dumper(), sort_keys=True, default_flow_style=False, width=1 << 20) + "\n"
 
 
 def to_json(document) -> str:

@@ -1,7 +1,6 @@
 """Local development: `init`, `dev`, `run`, `ls`, `logs`, `debug-config`."""
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from kubeless_local.commands.common import (
 )
 from kubeless_local.commands.output import headline, say_session, user_errors
 from kubeless_local.errors import UserError
-from kubeless_local.paths import STATE_DIRNAME
 
 # ---------------------------------------------------------------- init
 
@@ -169,15 +167,12 @@ def run(
     """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags).
 
     FILE: a file, a folder, an archive (.zip, .tar.gz, .tgz, .tar.bz2, .tar.xz) or a URL of one."""
+    from kubeless_local.emulator import headstart
+
     code = code_location(file, "FILE")
     source = code if isinstance(code, Path) else None
-    root = Path.cwd() if source is None else source.parent if source.is_file() else source
-    name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
-    # Its own state folder: several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API.
-    state_dir = root / STATE_DIRNAME / ("run-" + name)
-    if backend != "docker" and not debug:  # the runtime's server side starts now (emulator/headstart.py)
-        from kubeless_local.emulator import headstart
-
+    name, root, state_dir = headstart.run_folders(source, handler, name)
+    if backend != "docker" and not debug:  # the runtime's server side starts now, if not yet (commands/entry.py)
         headstart.head_start(runtime, str(state_dir.resolve()))
     deps_file, deps_text = deps_location(dependencies)
     fn = objects.function_from_files(

@@ -17,13 +17,15 @@ Keep this module light: `run` imports it before the engine.
 
 import json
 import os
+import re
 import subprocess
 import threading
+from pathlib import Path
 from typing import IO, Optional, Union, cast
 
 from kubeless_local.emulator.forkserver import Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
-from kubeless_local.paths import RUNTIMES_DIR, keep_cached, read_cached
+from kubeless_local.paths import RUNTIMES_DIR, STATE_DIRNAME, keep_cached, read_cached
 
 HINTS = "head-starts.json"  # in the user's cache: "runtime runtimes-folder" → {kind, argv, PATH} it last started
 TEMPLATE, HELD = "template", "held"  # the kinds of a head start
@@ -44,13 +46,25 @@ def _hint_key(runtime: str) -> str:
     return "%s %s" % (runtime, RUNTIMES_DIR)
 
 
+def run_folders(source: Optional[Path], handler: str, name: Optional[str]) -> tuple[str, Path, Path]:
+    """`run`'s (function name, project folder, state folder) for its code at `source` (None: a URL, run from the
+    current folder): the name is --name, else the handler's module. Each `run` has a state folder of its own:
+    several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API."""
+    root = Path.cwd() if source is None else source.parent if source.is_file() else source
+    name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
+    return name, root, root / STATE_DIRNAME / ("run-" + name)
+
+
 def head_start(runtime: str, project: str) -> None:
     """Start what a function of `runtime` last started, for the session whose resolved state folder is
-    `project` (guardian.PROJECT_ENV), unless its files are gone or PATH changed since."""
+    `project` (guardian.PROJECT_ENV), unless its files are gone or PATH changed since. Once per runtime: the
+    console script may have started it already (commands/entry.py)."""
     hint = read_cached(HINTS).get(_hint_key(runtime))
     hint = hint if isinstance(hint, dict) and hint.get("path") == os.environ.get("PATH") else {}
     argv = hint.get("argv")
     with _lock:
+        if runtime in _asked:
+            return
         _asked[runtime] = argv
     if not isinstance(argv, list) or not all(os.path.exists(a) for a in argv if os.path.isabs(a)):
         return

@@ -13,9 +13,6 @@ import io
 import os
 import shutil
 import stat
-import tarfile
-import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,6 +24,8 @@ PLAIN_CONTENT_TYPES = ("", "text", "url", "base64")  # the file keeps MOD_NAME +
 
 
 def fetch(url):
+    import urllib.request  # with http.client, email and ssl (~15 ms): only for code given as a URL
+
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             return response.read()
@@ -59,6 +58,9 @@ def inline_artifact(spec: FunctionSpec):
 
 
 def safe_extract(data, ctype, target: Path, origin):
+    import tarfile
+    import zipfile
+
     try:
         if "+zip" in ctype:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:

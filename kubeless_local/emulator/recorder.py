@@ -77,6 +77,7 @@ ACCESS_WAIT = 2.0  # seconds after the answer the writer waits for the access-lo
 STARTS_KEPT = 2048  # call start times kept per function: where the next call's lines may begin (a look's worth;
 # a call older than all of them takes no late stderr lines: _Window.next_start)
 BUSY_TIMEOUT = 2.0
+OPEN_WAIT = 10.0  # seconds a reader waits for the writer to open the database (two tries of BUSY_TIMEOUT, at most)
 SOURCES = ("call", "http", "kafka", "nats", "cron", "replay", "test", "gateway")
 REDACTED = "REDACTED"
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
@@ -336,7 +337,9 @@ class Recorder:
         self.db: sqlite3.Connection | None = None  # the writer's
         self.rows_at_once = [1]  # how many rows an INSERT takes, largest first (`_connect`)
         self.reader: sqlite3.Connection | None = None
-        self._open()
+        # the writer opens the database (a new one takes 10-20 ms of file writes: not on `dev`'s start);
+        # readers wait for it
+        self.opened_db = threading.Event()
         self.writer = threading.Thread(target=self._write_forever, name="recorder", daemon=True)
         self.writer.start()
 
@@ -439,6 +442,9 @@ class Recorder:
             self.say(text)
 
     def _write_forever(self) -> None:
+        with self.read_lock:
+            self._open()
+        self.opened_db.set()
         while True:
             batch, stop = self._settled()
             if batch:
@@ -735,6 +741,7 @@ class Recorder:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
+        self.opened_db.wait(OPEN_WAIT)
         with self.read_lock:
             if self.reader is None:
                 raise NotFound("no invocations are recorded (%s cannot be opened)" % self.path, "invocation")

@@ -11,28 +11,31 @@ import functools
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from kubeless_local import config
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends, debugging, headstart, registry
-from kubeless_local.emulator.admin import AdminServer
 from kubeless_local.emulator.base import BackendFactory
 from kubeless_local.emulator.bus import EventBus
-from kubeless_local.emulator.gateway import Gateway
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
 from kubeless_local.emulator.lock import ProjectLock, refuse_nested
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.project import Project
 from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.emulator.supervisor import Supervisor, port_free
-from kubeless_local.emulator.triggers import delivery, interface, kafka_bridge
+from kubeless_local.emulator.triggers import delivery, interface
 from kubeless_local.emulator.triggers.cron import Cron
 from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.emulator.triggers.topics import TopicStore
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
 from kubeless_local.runtimes import Catalog
+
+if TYPE_CHECKING:
+    from kubeless_local.emulator.admin import AdminServer
+    from kubeless_local.emulator.gateway import Gateway
+    from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
 
 # watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
 # harmless: we are stopping); it would print on the user's console.
@@ -91,7 +94,7 @@ class DevSession:
         self.logs = logs or LogHub()
         self.lock = ProjectLock(self.state_dir)
         self.kafka_brokers = kafka_brokers  # `dev --kafka-brokers`/KAFKA_BROKERS, before .kubeless-local.yaml's
-        self.kafka: Optional[kafka_bridge.KafkaBridge] = None
+        self.kafka: Optional[KafkaBridge] = None
         self.settings = config.Settings(self.root / config.FILE)  # the defaults until start() reads the file
         # the parts start() builds; None until then (stop() is safe after a failed start)
         self.supervisor: Optional[Supervisor] = None
@@ -104,7 +107,8 @@ class DevSession:
         self.recorder: Optional[Recorder] = None  # every call the functions' front doors see (emulator/recorder.py)
         # the HTTPTrigger gateway's ports (None: gateway.DEFAULT_PORT, DEFAULT_HTTPS_PORT)
         self.gateway_ports = (gateway_port, gateway_https_port)
-        self.gateway: Optional[Gateway] = None
+        self.gateway: Optional[Gateway] = None  # made with the first HTTPTrigger (_update_gateway)
+        self.started = False  # the first load is done (a reload's problems are said, not raised)
 
     def start(self) -> None:
         """Start every function and watch the folder. UserError for what the user must fix first."""
@@ -154,8 +158,6 @@ class DevSession:
         )
         for target in targets.values():
             self.supervisor.backend.check_debug(target)
-        self.admin = AdminServer(self.supervisor, self.state_dir, self.root)
-        self.admin.recorder, self.admin.bus = self.recorder, self.bus
         self._start_events()
         # cron: CronJobTriggers fire in real time once the functions are started (emulator/triggers/cron.py)
         self.cron = Cron(
@@ -164,11 +166,12 @@ class DevSession:
             self.logs,
             on_run=lambda run: self.bus.publish("cron-run", cron_row(run)),
         )
-        self.admin.cron = self.cron
         # kafka, a real broker: `dev` is its KafkaTrigger controller (triggers/kafka_bridge.py); no broker: exit 2
-        brokers, attempts = kafka_bridge.configured(self.settings, self.kafka_brokers)
+        brokers, attempts = config.kafka_brokers(self.settings, self.kafka_brokers)
         fixed_without_triggers = self.manifests is not None and not self.manifests.kafka_triggers  # `run`
         if brokers and not fixed_without_triggers:
+            from kubeless_local.emulator.triggers import kafka_bridge  # and asyncio, aiokafka: with a broker only
+
             self.kafka = kafka_bridge.KafkaBridge(
                 brokers,
                 self._manifests,
@@ -180,27 +183,44 @@ class DevSession:
                 shared=kafka_bridge.shares_the_controllers_group(self.settings),
             )
             self.kafka.connect()
-            self.admin.kafka = self.kafka
-        # the session's topics, picked here once: a real broker's (NATS still embedded), or the embedded ones
-        embedded = interface.EmbeddedTopics(self.events)
-        self.admin.topics = interface.BrokerTopics(self.kafka, embedded) if self.kafka is not None else embedded
-        self.admin.start()
         self.project = Project(
             self.root, self.supervisor, self.manifests, self.ignore, self.allow_empty, self.deployed_only
         )
         self.project.on_manifests.append(self._update_events)
-        # HTTPTriggers: the gateway listens once the first load has routes (emulator/gateway.py)
-        port, https_port = self.gateway_ports
-        if self.ephemeral_ports:  # parallel test sessions: never the default ports
-            port, https_port = port or 0, https_port or 0
-        self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, port, https_port=https_port)
-        self.project.on_manifests.append(self.gateway.update)
-        self.project.start()
+        self.project.on_manifests.append(self._update_gateway)
+        # The admin API opens while the functions start: its making (http.server's import, ~15 ms) is not on
+        # the way to a function's first answer, and it answers long before a first install ends.
+        opening: list[BaseException] = []
+        admin = threading.Thread(target=self._open_admin, args=(opening,), name="admin-open", daemon=True)
+        admin.start()
+        try:
+            self.project.start()
+        finally:
+            admin.join()
+        if opening:
+            raise opening[0]
+        self.started = True
         headstart.close_unclaimed()  # what `run` started ahead and no backend claimed (emulator/headstart.py)
         self.project.watch()
         self.cron.start()
         if self.kafka is not None:
             self.kafka.start()
+
+    def _open_admin(self, failed: list[BaseException]) -> None:
+        """The admin API over the session's parts, listening (admin.json written); what fails goes in `failed`."""
+        try:
+            from kubeless_local.emulator.admin import AdminServer
+
+            assert self.supervisor is not None, "start() makes the supervisor first"
+            admin = AdminServer(self.supervisor, self.state_dir, self.root)
+            admin.recorder, admin.bus, admin.cron, admin.kafka = self.recorder, self.bus, self.cron, self.kafka
+            # the session's topics, picked here once: a real broker's (NATS still embedded), or the embedded ones
+            embedded = interface.EmbeddedTopics(self.events)
+            admin.topics = interface.BrokerTopics(self.kafka, embedded) if self.kafka is not None else embedded
+            admin.start()
+            self.admin = admin
+        except BaseException as exc:  # noqa: BLE001 - raised on the session's thread, after the functions' start
+            failed.append(exc)
 
     def _debug_targets(self) -> dict[str, debugging.Target]:
         """The debugged functions and their ports, checked against the project's Functions."""
@@ -261,6 +281,21 @@ class DevSession:
             manifests = dataclasses.replace(manifests, kafka_triggers=[])
         assert self.events is not None, "start() starts the embedded topics before the project"
         self.events.update(manifests)
+
+    def _update_gateway(self, manifests: specs.Manifests) -> None:
+        """HTTPTriggers: the gateway (emulator/gateway.py, and asyncio with it) is made with the first manifests
+        that have one; it listens once it has routes. A session without any never loads it."""
+        if self.gateway is None:
+            if not manifests.http_triggers:
+                return
+            from kubeless_local.emulator.gateway import Gateway
+
+            port, https_port = self.gateway_ports
+            if self.ephemeral_ports:  # parallel test sessions: never the default ports
+                port, https_port = port or 0, https_port or 0
+            self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, port, https_port=https_port)
+            self.gateway.loaded = self.started  # made by a reload: a taken port is said, not raised
+        self.gateway.update(manifests)
 
     def _backend_name(self) -> str:
         name = self.backend_name or self.settings.backend

@@ -242,3 +242,67 @@ def test_plain_call_reads_a_name_and_at_most_one_data():
     assert entry.plain_call(["hello", "--data=a=b"]) == ("hello", "a=b")
     for refused in ([], [""], ["a", "b"], ["a", "-d"], ["a", "-d", "-1"], ["a", "-dx"], ["--", "a"], ["a", "-h"]):
         assert entry.plain_call(refused) is None, refused
+
+
+RUN_LINES = [  # `run`'s arguments, split at spaces: lines the entry reads to head-start the runtime before click's import
+    "handler.py --runtime python3.11 --handler handler.hello",
+    "-r nodejs20 --handler=handler.hello handler.js --port 8080 --name hi",
+    "src --runtime=python3.11 --handler Main.hello -e A=1 --env B=2 -l x=y --timeout 5",
+    "handler.py --runtime python3.11 --handler handler.hello --backend process --ignore *.tmp",
+    "handler.py --runtime python3.11 --handler handler.hello -d requirements.txt --memory 64Mi",
+]
+RUN_LINES_LEFT_TO_CLICK = [
+    "handler.py --runtime python3.11",  # no handler: click says it
+    "handler.py --handler handler.hello",
+    "handler.py --runtime python3.11 --handler handler.hello --debug",
+    "handler.py --runtime python3.11 --handler handler.hello --runtime-image img",
+    "handler.py --runtime python3.11 --handler handler.hello --unknown x",
+    "handler.py --runtime python3.11 --handler handler.hello --name",
+    "handler.py --runtime -x --handler handler.hello",
+    "handler.py other.py --runtime python3.11 --handler handler.hello",
+    "-- handler.py --runtime python3.11 --handler handler.hello",
+    "handler.py -rpython3.11 --handler handler.hello",
+    "-h",
+]
+
+
+@pytest.mark.parametrize("text", RUN_LINES)
+def test_a_plain_run_line_is_read_as_click_reads_it(text):
+    from kubeless_local.commands.local import run
+
+    line = text.split()
+    params = run.make_context("run", list(line)).params
+    assert entry.plain_run(line) == {key: params[key] for key in ("file", "runtime", "handler", "name", "backend")}
+
+
+@pytest.mark.parametrize("text", RUN_LINES_LEFT_TO_CLICK)
+def test_any_other_run_line_is_left_to_the_command(text):
+    assert entry.plain_run(text.split()) is None
+
+
+def test_the_early_head_start_is_the_one_the_run_command_asks_for(tmp_path, monkeypatch):
+    """The entry starts the runtime's server side for the state folder `run` will use; the command's own head
+    start then finds it asked for (one a runtime); a URL, the docker backend or a line left to click: none."""
+    from kubeless_local.commands.local import code_location
+    from kubeless_local.emulator import headstart
+
+    asked = []
+    monkeypatch.setattr(headstart, "head_start", lambda runtime, project: asked.append((runtime, project)))
+    monkeypatch.delenv("KUBELESS_LOCAL_BACKEND", raising=False)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "handler.py").write_text("def hello(event, context):\n    return 'hello'\n")
+    monkeypatch.chdir(tmp_path / "src")
+    entry.early_head_start(["handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--name", "hi"])
+    _, _, state_dir = headstart.run_folders(code_location("handler.py", "FILE"), "handler.hello", "hi")
+    assert asked == [("python3.11", str(state_dir.resolve()))]
+    assert state_dir.resolve() == tmp_path / "src" / ".kubeless-local" / "run-hi"
+    for skipped in (
+        ["https://example.invalid/handler.py", "--runtime", "python3.11", "--handler", "handler.hello"],
+        ["missing.py", "--runtime", "python3.11", "--handler", "handler.hello"],
+        ["handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--backend", "docker"],
+        ["handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--debug"],
+    ):
+        entry.early_head_start(skipped)
+    monkeypatch.setenv("KUBELESS_LOCAL_BACKEND", "docker")
+    entry.early_head_start(["handler.py", "--runtime", "python3.11", "--handler", "handler.hello"])
+    assert len(asked) == 1

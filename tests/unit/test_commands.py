@@ -588,13 +588,12 @@ def test_a_kafka_brokers_value_that_is_no_address_names_the_flag_in_the_cli_and_
     tmp_path, monkeypatch
 ):
     from kubeless_local import config
-    from kubeless_local.emulator.triggers import kafka_bridge
 
     monkeypatch.delenv("KAFKA_BROKERS", raising=False)
     line = one_line_error(invoke("dev", str(tmp_path), "--kafka-brokers", "not-an-address"))
     assert line == "error: --kafka-brokers/KAFKA_BROKERS: 'not-an-address' must be %s" % config.BROKERS_MUST
     with pytest.raises(UserError, match="^kafka_brokers: 'not-an-address' must be HOST:PORT"):
-        kafka_bridge.configured(config.Settings(tmp_path / config.FILE), "not-an-address")
+        config.kafka_brokers(config.Settings(tmp_path / config.FILE), "not-an-address")
 
 
 EDITOR_CATALOG = """\

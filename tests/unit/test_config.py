@@ -10,7 +10,7 @@ from kubeless_local import config
 from kubeless_local import spec as specs
 from kubeless_local.emulator import backends
 from kubeless_local.emulator.session import DevSession
-from kubeless_local.emulator.triggers import delivery, kafka_bridge
+from kubeless_local.emulator.triggers import delivery
 from kubeless_local.errors import UserError
 
 
@@ -189,7 +189,7 @@ def session(root):
 def test_both_spellings_reach_the_embedded_topics_and_the_broker_alike(tmp_path, key):
     write(tmp_path, "kafka: {%s: 2, retry_backoff: 0.25, brokers: '127.0.0.1:9'}\n" % key)
     settings = config.load(tmp_path)
-    assert kafka_bridge.configured(settings) == (["127.0.0.1:9"], 2)  # the broker's
+    assert config.kafka_brokers(settings) == (["127.0.0.1:9"], 2)  # the broker's
     write(tmp_path, "kafka: {%s: 2, retry_backoff: 0.25}\n" % key)
     running = session(tmp_path)
     try:

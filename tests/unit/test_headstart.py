@@ -89,6 +89,25 @@ def test_the_template_its_runtime_last_used_is_started_ahead_and_claimed_only_if
     assert headstart._asked == {"python3.11": moved}
 
 
+def test_a_runtime_is_head_started_once_until_claimed(tmp_path, cache):
+    """The console script head-starts a plain `run` line (commands/entry.py), then the command asks again: the
+    second ask starts nothing (one process, claimed once); after a claim, the next ask starts again."""
+    argv, project = template_argv(tmp_path), str(tmp_path / "state")
+    env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project}
+    headstart._remember("python3.11", headstart.TEMPLATE, argv)
+    headstart.head_start("python3.11", project)
+    first, _ = headstart._unclaimed["python3.11"]
+    headstart.head_start("python3.11", project)
+    assert headstart._unclaimed["python3.11"][0] is first
+    claimed = headstart.claim_template("python3.11", argv, env)
+    try:
+        assert claimed is first and headstart._unclaimed == {}
+        headstart.head_start("python3.11", project)
+        assert headstart._unclaimed["python3.11"][0] is not first
+    finally:
+        claimed.close()
+
+
 def test_a_head_start_ends_with_its_run_unclaimed_and_on_kill_9(tmp_path, cache):
     """Nothing watches it before the backend claims it: it ends because `run`'s end of its socket closes."""
     argv, project = template_argv(tmp_path), str(tmp_path / "state")

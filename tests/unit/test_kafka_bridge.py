@@ -15,10 +15,8 @@ from kubeless_local.emulator.triggers import delivery, kafka_bridge
 from kubeless_local.emulator.triggers.delivery import NotAnswering
 from kubeless_local.emulator.triggers.kafka_bridge import (
     KafkaBridge,
-    configured,
     instance_id,
     message_envelope,
-    parse_brokers,
     shares_the_controllers_group,
     subscriptions,
 )
@@ -128,23 +126,23 @@ def test_static_member_ids_are_stable_per_project_and_distinct_between_projects(
 
 
 def test_brokers_come_from_the_flag_or_env_before_the_project_file(tmp_path):
-    assert configured(config.load(tmp_path)) == (None, 5)
+    assert config.kafka_brokers(config.load(tmp_path)) == (None, 5)
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: [127.0.0.1:9092, 'b:9093'], attempts: 2}\n")
-    assert configured(config.load(tmp_path)) == (["127.0.0.1:9092", "b:9093"], 2)
-    assert configured(config.load(tmp_path), "h:1,h:2") == (["h:1", "h:2"], 2)
-    assert parse_brokers("x:9092, y:9093,", "where") == ["x:9092", "y:9093"]
+    assert config.kafka_brokers(config.load(tmp_path)) == (["127.0.0.1:9092", "b:9093"], 2)
+    assert config.kafka_brokers(config.load(tmp_path), "h:1,h:2") == (["h:1", "h:2"], 2)
+    assert config.parse_brokers("x:9092, y:9093,", "where") == ["x:9092", "y:9093"]
     for bad in ("x", "x:port", "x:70000", ":", ""):
         with pytest.raises(UserError, match="^where: .* must be HOST:PORT"):
-            parse_brokers(bad, "where")
+            config.parse_brokers(bad, "where")
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {brokers: 'nonsense'}\n")
     with pytest.raises(UserError, match=r"\.kubeless-local\.yaml: kafka\.brokers: 'nonsense' must be HOST:PORT"):
-        configured(config.load(tmp_path))
+        config.kafka_brokers(config.load(tmp_path))
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: {attempts: 0}\n")
     with pytest.raises(UserError, match=r"kafka\.attempts must be a whole number ≥ 1, got 0"):
-        configured(config.load(tmp_path))
+        config.kafka_brokers(config.load(tmp_path))
     (tmp_path / ".kubeless-local.yaml").write_text("kafka: [1]\n")
     with pytest.raises(UserError, match="kafka must be a mapping"):
-        configured(config.load(tmp_path))
+        config.kafka_brokers(config.load(tmp_path))
 
 
 def test_the_envelope_is_kafkas_with_the_id_and_time_of_the_message():  # vector 18

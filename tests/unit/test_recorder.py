@@ -175,6 +175,7 @@ def test_a_full_queue_drops_and_counts_and_never_blocks_the_call(recorder):
 def test_a_damaged_database_is_moved_aside_said_once_and_recording_goes_on(tmp_path, recorder):
     (tmp_path / rec.FILENAME).write_bytes(b"this is not a database" * 100)
     r = recorder()
+    assert r.opened_db.wait(10)  # the writer opens it
     aside = list(tmp_path.glob(rec.FILENAME + ".damaged-*"))
     assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
     assert len(recorder.said) == 1 and "moved to" in recorder.said[0]
@@ -196,6 +197,7 @@ def test_a_record_that_cannot_be_stored_is_dropped_and_counted_and_the_writer_go
 
 def test_a_database_locked_by_another_program_is_moved_aside_and_recording_goes_on(tmp_path, recorder):
     r = recorder(busy_timeout=0.1)
+    assert r.opened_db.wait(10)  # open before another program takes the lock
     other = sqlite3.connect(tmp_path / rec.FILENAME, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another program writes and never finishes
     try:

@@ -13,7 +13,6 @@ instead of crashing the function forever.
 """
 
 import functools
-import http.client
 import socket
 import sqlite3
 import threading
@@ -124,9 +123,9 @@ class FunctionLink:
             raise NotAnswering(str(exc)) from None
         try:
             status, answer, will_close = read_response(self.reader)
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a malformed length
+        except (OSError, ValueError) as exc:  # ValueError: not an HTTP answer (BadAnswer), a malformed length
             self.close()
-            if kept_alive and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError)):
+            if kept_alive and isinstance(exc, ConnectionResetError):
                 raise NotAnswering(str(exc)) from None  # closed while idle, perhaps before our request: resend
             if isinstance(exc, TimeoutError):
                 return 0, "no answer within %gs" % timeout
@@ -158,15 +157,23 @@ def request_bytes(method, parts, headers, body):
     return (head + "\r\n\r\n").encode("latin-1") + body
 
 
+class BadAnswer(ValueError):
+    """What the function's server sent is not a whole HTTP/1.x answer."""
+
+
+class ClosedWithoutAnswer(ConnectionResetError):
+    """The function's server closed the connection before its answer began (http.client's RemoteDisconnected)."""
+
+
 def read_response(reader):
     """(status, body bytes, the server closes the connection) of one HTTP/1.x answer."""
     while True:
         line = reader.readline(65537)
         if not line:
-            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+            raise ClosedWithoutAnswer("Remote end closed connection without response")
         version, _, rest = line.decode("latin-1").partition(" ")
         if not version.startswith("HTTP/") or not rest[:3].isdigit():
-            raise http.client.BadStatusLine(line.decode("latin-1", "replace").strip())
+            raise BadAnswer("not a status line: %r" % line.decode("latin-1", "replace").strip())
         status = int(rest[:3])
         fields = {}
         while True:
@@ -187,7 +194,7 @@ def read_response(reader):
         length = int(fields["content-length"])
         body = reader.read(length)
         if len(body) < length:
-            raise http.client.IncompleteRead(body, length - len(body))
+            raise BadAnswer("%d bytes of a %d-byte body before the connection closed" % (len(body), length))
         return status, body, will_close
     return status, reader.read(), True  # the body ends with the connection
 
@@ -202,7 +209,7 @@ def read_chunked(reader):
             return b"".join(chunks)
         chunk = reader.read(size)
         if len(chunk) < size:
-            raise http.client.IncompleteRead(chunk, size - len(chunk))
+            raise BadAnswer("%d bytes of a %d-byte chunk before the connection closed" % (len(chunk), size))
         chunks.append(chunk)
         reader.readline(65537)
 

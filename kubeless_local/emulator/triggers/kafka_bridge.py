@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Optional
 
 from kubeless_local import config, events
-from kubeless_local.config import parse_brokers
 from kubeless_local.emulator.recorder import SOURCE_HEADER, marked
 from kubeless_local.emulator.triggers import delivery, interface
 from kubeless_local.emulator.triggers import subscriptions as model
@@ -70,13 +69,6 @@ logging.getLogger("aiokafka").propagate = False
 
 
 # ---------------------------------------------------------------- settings
-
-
-def configured(settings, option=None):
-    """(brokers, attempts): `option` (DevSession's kafka_brokers: the CLI's flag, or KAFKA_BROKERS through it)
-    before the project settings' kafka.brokers; brokers None when neither names one (embedded topics)."""
-    brokers = parse_brokers(option, "kafka_brokers") if option else list(settings.kafka.brokers)
-    return brokers or None, settings.kafka.max_attempts
 
 
 def shares_the_controllers_group(settings):
