@@ -2,8 +2,9 @@
 
 Start-up order matters: the project's lock first (one `dev` per folder, none inside or above a running
 project), then leftovers of a dead session are stopped, the guardian started (servers die with
-`dev`), the admin API published (so `ls` shows functions while they install), and only then the
-functions are started.
+`dev`), and then the functions are started while the admin API is published beside them (so `ls` shows
+functions while they install). What only some projects use is loaded when one does: the HTTPTrigger
+gateway (asyncio) with the first HTTPTrigger, the Kafka bridge with a broker.
 """
 
 import dataclasses
