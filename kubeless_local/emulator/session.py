@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from kubeless_local.emulator.gateway import Gateway
     from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
 
+ADMIN_PATIENCE = 0.1  # seconds the admin API waits for the first server's start before it opens anyway
+
 # watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
 # harmless: we are stopping); it would print on the user's console.
 logging.getLogger("watchdog.observers.inotify").addFilter(
@@ -189,14 +191,16 @@ class DevSession:
         )
         self.project.on_manifests.append(self._update_events)
         self.project.on_manifests.append(self._update_gateway)
-        # The admin API opens while the functions start: its making (http.server's import, ~15 ms) is not on
-        # the way to a function's first answer, and it answers long before a first install ends.
+        # The admin API opens while the functions start: once the first server is being started, or ADMIN_PATIENCE
+        # into the start (an install), whichever comes first. Its making (http.server's import, ~15 ms) is then
+        # not on the way to a function's first answer, and it answers long before a first install ends.
         opening: list[BaseException] = []
         admin = threading.Thread(target=self._open_admin, args=(opening,), name="admin-open", daemon=True)
         admin.start()
         try:
             self.project.start()
         finally:
+            self.supervisor.launching.set()  # none was started (a ConfigError, Ctrl-C): open it now
             admin.join()
         if opening:
             raise opening[0]
@@ -209,10 +213,11 @@ class DevSession:
 
     def _open_admin(self, failed: list[BaseException]) -> None:
         """The admin API over the session's parts, listening (admin.json written); what fails goes in `failed`."""
+        assert self.supervisor is not None, "start() makes the supervisor first"
+        self.supervisor.launching.wait(ADMIN_PATIENCE)
         try:
             from kubeless_local.emulator.admin import AdminServer
 
-            assert self.supervisor is not None, "start() makes the supervisor first"
             admin = AdminServer(self.supervisor, self.state_dir, self.root)
             admin.recorder, admin.bus, admin.cron, admin.kafka = self.recorder, self.bus, self.cron, self.kafka
             # the session's topics, picked here once: a real broker's (NATS still embedded), or the embedded ones

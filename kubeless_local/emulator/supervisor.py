@@ -190,6 +190,7 @@ class Supervisor:
         self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → sha256 of its source
         self.taps = Taps()  # what the triggers send the functions passes here (emulator/taps.py)
         self.debug = dict(debug or {})
+        self.launching = threading.Event()  # set once a function's server is being started (session.py waits)
         self.backend = backend(logs, on_exit=self._exited, recorder=recorder)
 
     def _exited(self, instance: Instance) -> None:
@@ -358,6 +359,7 @@ class Supervisor:
         if instance.state == State.STOPPED:
             return  # stopped while it was being prepared
         instance.set_state(State.STARTING)
+        self.launching.set()
         instance.last_control, instance.exit_code = (None, -1), None
         if self.backend.fronted and not self._open_door(instance):
             return

@@ -42,6 +42,8 @@ def running(tmp_path):
     starting = threading.Thread(target=session.start)
     starting.start()
     wait_until(lambda: made and made[0].preparing.is_set(), "the function's prepare reached the gate", timeout=10)
+    # the admin API opens during an install too (session.ADMIN_PATIENCE), not only once a server starts
+    wait_until(lambda: (session.state_dir / "admin.json").exists(), "the admin API opened", timeout=10)
     backend = made[0]
     yield session, backend
     backend.gate.set()
