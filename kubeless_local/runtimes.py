@@ -6,6 +6,7 @@ the file and the key); every key is documented in runtimes/README.md.
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import re
@@ -261,32 +262,32 @@ def load(path):
     return {str(rid): check.entry(str(rid), value, "runtimes.%s" % rid) for rid, value in runtimes.items()}
 
 
-CATALOGS = "catalogs.json"  # in the user's cache: catalog path → {"stamp": its mtime and size, "data": as read}
+CATALOGS = "catalogs.json"  # in the user's cache: catalog path → {"sha256": of its text, "data": as read}
 
 
 def _catalog_data(path):
-    """A catalog file's YAML as read, from the user's cache while the file is unchanged: the catalog is read on
-    every start, and PyYAML alone takes ~15 ms to import. Kept only when JSON holds it exactly."""
+    """A catalog file's YAML as read, from the user's cache while the file's text is the same: the catalog is read
+    on every start, and PyYAML alone takes ~15 ms to import. Kept only when JSON holds it exactly."""
     try:
-        stat = path.stat()
+        text = path.read_bytes()
     except OSError as exc:
         raise UserError("%s: cannot load the runtime catalog (%s)" % (path, exc.strerror or exc)) from None
-    stamp, kept = [stat.st_mtime_ns, stat.st_size], read_cached(CATALOGS)
+    digest, kept = hashlib.sha256(text).hexdigest(), read_cached(CATALOGS)
     found = kept.get(str(path))
-    if isinstance(found, dict) and found.get("stamp") == stamp and isinstance(found.get("data"), dict):
+    if isinstance(found, dict) and found.get("sha256") == digest and isinstance(found.get("data"), dict):
         return found["data"]
     import yaml
 
     try:
-        data = yaml.load(path.read_text(), Loader=yaml_loader()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.load(text.decode("utf-8"), Loader=yaml_loader()) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UserError("%s: cannot load the runtime catalog (%s)" % (path, exc)) from None
     try:
         exact = isinstance(data, dict) and json.loads(json.dumps(data)) == data
     except (TypeError, ValueError):  # a date, a non-string key: read from the YAML each time
         exact = False
     if exact:
-        keep_cached(CATALOGS, {**kept, str(path): {"stamp": stamp, "data": data}})
+        keep_cached(CATALOGS, {**kept, str(path): {"sha256": digest, "data": data}})
     return data
 
 

@@ -282,3 +282,23 @@ def test_a_toolchains_probes_run_once_per_file_not_once_per_start(tmp_path, monk
     os.utime(binary, ns=(binary.stat().st_atime_ns, binary.stat().st_mtime_ns + 10**9))  # an upgrade: asked again
     assert probe(binary) == first and len(runs) == 2
     assert probe(script)[1] == "Python 3.11.9\n" and probe(script)[1] == "Python 3.11.9\n" and len(runs) == 4
+
+
+def test_a_catalog_is_read_from_the_users_cache_while_its_text_is_the_same(tmp_path, monkeypatch):
+    """The catalog is read on every start; its YAML as read is kept in the user's cache (no PyYAML import then),
+    keyed by the text's sha256: a changed catalog is read again, even at the same size and moment."""
+    from kubeless_local import paths, runtimes
+
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    path = write_catalog(tmp_path, "runtimes:\n  go:\n    server: go\n")
+    assert list(runtimes.load(path)) == ["go"]
+    kept = paths.read_cached(runtimes.CATALOGS)[str(path)]
+    assert kept["data"] == {"runtimes": {"go": {"server": "go"}}}
+    kept["data"] = {"runtimes": {"kept": {"server": "go"}}}  # what the cache says is what a load returns
+    paths.keep_cached(runtimes.CATALOGS, {str(path): kept})
+    assert list(runtimes.load(path)) == ["kept"]
+    path.write_text("runtimes:\n  js:\n    server: go\n")  # another text of the same size
+    assert list(runtimes.load(path)) == ["js"]
+    path.write_text("runtimes:\n  7:\n    server: go\n")  # a number as a key: JSON would make it a string
+    assert list(runtimes.load(path)) == ["7"]
+    assert paths.read_cached(runtimes.CATALOGS)[str(path)]["data"] == {"runtimes": {"js": {"server": "go"}}}
