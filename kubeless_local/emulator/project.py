@@ -7,16 +7,17 @@ import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from watchdog.events import FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
 
 from kubeless_local import spec as specs
 from kubeless_local.emulator import background
 from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import NotFound, UserError
+
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
 
 DEBOUNCE = 0.03  # editors write a file in several steps; act once they are done
 # Functions started at once: a start mostly waits for its server's `ready` line (a fork of the runtime's
@@ -97,7 +98,7 @@ class Project:
         self.fingerprints: dict = {}
         self.shown: set = set()  # notices already shown: each is said once per session
         self.last_error: Optional[str] = None  # a broken manifest is reported once, not on every save
-        self.observer: Optional[BaseObserver] = None
+        self.observer: Optional[BaseObserver] = None  # watchdog's, made by watch()
         self.watches: dict = {}  # folder → watchdog watch (one non-recursive watch per folder we care about)
         self.handler = _Changes(self)
         self.timer: Optional[threading.Timer] = None
@@ -188,6 +189,8 @@ class Project:
     def watch(self):
         """Watch the project's folders and the functions' files, one folder at a time: ignored folders
         (node_modules, .venv, .git…) get no inotify watch at all."""
+        from watchdog.observers import Observer  # ~7 ms to import: after the functions' start, not before it
+
         self.observer = Observer()
         trees, folders = {self.root}, set()
         for fn in self.manifests.functions:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from kubeless_local.emulator.gateway import Gateway
     from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
 
-ADMIN_PATIENCE = 0.1  # seconds the admin API waits for the first server's start before it opens anyway
+ADMIN_PATIENCE = 0.1  # seconds the admin API waits for the first server to start before it opens anyway
 
 # watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
 # harmless: we are stopping); it would print on the user's console.
@@ -191,16 +191,16 @@ class DevSession:
         )
         self.project.on_manifests.append(self._update_events)
         self.project.on_manifests.append(self._update_gateway)
-        # The admin API opens while the functions start: once the first server is being started, or ADMIN_PATIENCE
-        # into the start (an install), whichever comes first. Its making (http.server's import, ~15 ms) is then
-        # not on the way to a function's first answer, and it answers long before a first install ends.
+        # The admin API opens while the functions start: once the first server has started (or failed to), or
+        # ADMIN_PATIENCE into the start (an install), whichever comes first. Its making (http.server's import,
+        # ~15 ms) is then not on the way to a function's first answer, and it answers long before an install ends.
         opening: list[BaseException] = []
         admin = threading.Thread(target=self._open_admin, args=(opening,), name="admin-open", daemon=True)
         admin.start()
         try:
             self.project.start()
         finally:
-            self.supervisor.launching.set()  # none was started (a ConfigError, Ctrl-C): open it now
+            self.supervisor.launched.set()  # none was started (a ConfigError, Ctrl-C): open it now
             admin.join()
         if opening:
             raise opening[0]
@@ -214,7 +214,7 @@ class DevSession:
     def _open_admin(self, failed: list[BaseException]) -> None:
         """The admin API over the session's parts, listening (admin.json written); what fails goes in `failed`."""
         assert self.supervisor is not None, "start() makes the supervisor first"
-        self.supervisor.launching.wait(ADMIN_PATIENCE)
+        self.supervisor.launched.wait(ADMIN_PATIENCE)
         try:
             from kubeless_local.emulator.admin import AdminServer
 

@@ -190,7 +190,7 @@ class Supervisor:
         self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → sha256 of its source
         self.taps = Taps()  # what the triggers send the functions passes here (emulator/taps.py)
         self.debug = dict(debug or {})
-        self.launching = threading.Event()  # set once a function's server is being started (session.py waits)
+        self.launched = threading.Event()  # set once a function's server has started, or failed to (session.py waits)
         self.backend = backend(logs, on_exit=self._exited, recorder=recorder)
 
     def _exited(self, instance: Instance) -> None:
@@ -359,13 +359,13 @@ class Supervisor:
         if instance.state == State.STOPPED:
             return  # stopped while it was being prepared
         instance.set_state(State.STARTING)
-        self.launching.set()
         instance.last_control, instance.exit_code = (None, -1), None
         if self.backend.fronted and not self._open_door(instance):
             return
         started = time.monotonic()
         self.backend.start(instance, prepared)
         ok = instance.wait_for(lambda i: i.state != State.STARTING, STARTUP_TIMEOUT)
+        self.launched.set()
         if not ok:
             instance.set_state(State.CRASHED, "did not become ready within %ds" % STARTUP_TIMEOUT)
         if instance.last_control[0] == "ready":  # serving: Ready, or the last good code of a broken save
