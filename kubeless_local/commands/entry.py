@@ -141,8 +141,11 @@ def early_head_start(args):
 
     from kubeless_local.emulator import headstart
 
-    _, _, state_dir = headstart.run_folders(Path(found["file"]).resolve(), found["handler"], found["name"])
-    headstart.head_start(found["runtime"], str(state_dir.resolve()))
+    try:  # a guess: what goes wrong here the command meets again, and says
+        _, _, state_dir = headstart.run_folders(Path(found["file"]).resolve(), found["handler"], found["name"])
+        headstart.head_start(found["runtime"], str(state_dir.resolve()))
+    except (OSError, RuntimeError, ValueError):  # an unreadable folder, a symlink loop, a NUL in a path
+        return
 
 
 def as_click_main(run):

@@ -306,3 +306,10 @@ def test_the_early_head_start_is_the_one_the_run_command_asks_for(tmp_path, monk
     monkeypatch.setenv("KUBELESS_LOCAL_BACKEND", "docker")
     entry.early_head_start(["handler.py", "--runtime", "python3.11", "--handler", "handler.hello"])
     assert len(asked) == 1
+    monkeypatch.delenv("KUBELESS_LOCAL_BACKEND")
+
+    def fails(runtime, project):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(headstart, "head_start", fails)  # a guess that fails is left to the command
+    entry.early_head_start(["handler.py", "--runtime", "python3.11", "--handler", "handler.hello"])
