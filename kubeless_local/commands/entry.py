@@ -168,7 +168,7 @@ def as_click_main(run):
 
 
 def version_line():
-    """What `--version` prints (as click's version_option); the version is read only when asked (metadata)."""
+    """What `--version` prints (as click's version_option)."""
     from kubeless_local import __version__
 
     return "kubeless-local, version %s" % __version__
