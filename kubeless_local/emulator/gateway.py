@@ -114,7 +114,8 @@ def parse_head(head: bytes) -> tuple:
 
 
 class Gateway:
-    """Create, then feed it manifests with `update` (the project calls it on every load); `stop` at the end."""
+    """Create, then feed it manifests with `update` (the project calls it on every load); `stop` at the end.
+    `loaded`: made after the session's first load (by a reload that added the first HTTPTrigger)."""
 
     def __init__(
         self,
@@ -124,6 +125,7 @@ class Gateway:
         ignore=(),
         port: Optional[int] = None,
         https_port: Optional[int] = None,
+        loaded: bool = False,
     ):
         self.supervisor = supervisor
         self.logs = logs
@@ -138,7 +140,7 @@ class Gateway:
         self.clients: set = set()  # the open client connections (Client)
         self.shown: tuple = ()  # the route lines last printed
         self.problems: list = []
-        self.loaded = False  # the first update (dev's start) raises a taken port; later ones say it
+        self.loaded = loaded  # the first update (dev's start) raises a taken port; later ones say it
         self.https_port = DEFAULT_HTTPS_PORT if https_port is None else https_port
         self.https_server: Optional[asyncio.Server] = None
         self.contexts: dict = {}  # SNI host name → SSLContext

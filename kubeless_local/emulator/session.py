@@ -299,8 +299,10 @@ class DevSession:
             port, https_port = self.gateway_ports
             if self.ephemeral_ports:  # parallel test sessions: never the default ports
                 port, https_port = port or 0, https_port or 0
-            self.gateway = Gateway(self.supervisor, self.logs, self.root, self.ignore, port, https_port=https_port)
-            self.gateway.loaded = self.started  # made by a reload: a taken port is said, not raised
+            # made by a reload (self.started): a taken port is said, not raised
+            self.gateway = Gateway(
+                self.supervisor, self.logs, self.root, self.ignore, port, https_port=https_port, loaded=self.started
+            )
         self.gateway.update(manifests)
 
     def _backend_name(self) -> str:

@@ -275,6 +275,18 @@ def test_a_plain_run_line_is_read_as_click_reads_it(text):
     assert entry.plain_run(line) == {key: params[key] for key in ("file", "runtime", "handler", "name", "backend")}
 
 
+def test_the_run_options_the_entry_reads_are_run_s_own_and_take_a_value():
+    """RUN_VALUE_OPTIONS is a twin of `run`'s declaration (commands/local.py), kept so that click is not imported:
+    an option there that became a flag would make the entry take FILE for its value."""
+    from kubeless_local.commands.local import run
+
+    options = {opt: param for param in run.params for opt in param.opts}
+    for option, key in entry.RUN_VALUE_OPTIONS.items():
+        param = options[option]
+        assert not getattr(param, "is_flag", False) and param.nargs == 1, option
+        assert key is None or param.name == key, option
+
+
 @pytest.mark.parametrize("text", RUN_LINES_LEFT_TO_CLICK)
 def test_any_other_run_line_is_left_to_the_command(text):
     assert entry.plain_run(text.split()) is None
