@@ -21,6 +21,7 @@ served by a pooled worker thread (no thread is created per request), and the rec
 from __future__ import annotations
 
 import collections
+import functools
 import queue
 import select
 import socket
@@ -40,11 +41,17 @@ CHUNK = 64 * 1024
 CLIENT_IDLE = 75.0  # seconds a kept-alive client connection may wait between two requests
 CLIENT_IO = 120.0  # seconds a client may take to send a piece of its request or read a piece of the answer
 SERVER_WAIT = 60.0  # seconds a request waits for a server that is (re)starting
+RETRY_SECONDS = 0.02  # while it starts, its port is tried again at its change of state, or after this
 # An upstream connection idle longer is not reused: under the shortest idle timeout of the runtime servers
 # (Node's keepAliveTimeout, 5 s), so a request never meets a connection the server is closing at that moment.
 UPSTREAM_IDLE = 2.0
 WAITED_STATES = frozenset((State.INSTALLING, State.STARTING, State.CRASHED))  # a server is (re)starting
 SKIPPED_REQUEST_HEADERS = (SOURCE_HEADER.lower().encode(), b"expect")
+
+
+def moved_on(instance: Instance, since: tuple[State, int]) -> bool:
+    """Whether a (re)starting server's (state, port) is no longer `since`."""
+    return (instance.state, instance.server_port) != since
 
 
 class Workers:
@@ -314,10 +321,12 @@ class FrontDoor:
             except OSError:
                 pass
             instance = self.instance
-            expected = instance.serves or instance.state in WAITED_STATES
+            state = instance.state
+            expected = instance.serves or state in WAITED_STATES
             if not expected or time.monotonic() > deadline:
                 break
-            time.sleep(0.02)
+            # The server says it is ready (a change of state) once it listens: try again then, not a tick later.
+            instance.wait_for(functools.partial(moved_on, since=(state, port)), RETRY_SECONDS)
         exchange.status = 503 if exchange.source == "http" else 0
         exchange.error = "the function's server is not running (%s)" % self.instance.state.value
         return None

@@ -1512,7 +1512,8 @@ EXIT_CANNOT_LISTEN = 4  # the same code in every runtime
 
 
 def listen(host, port):
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    name = host.encode() if host.isascii() else host  # a str would load the idna codec (~2 ms of a start)
+    infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = infos[0]
     listener = socket.socket(family, kind, proto)
     try:

@@ -130,3 +130,31 @@ def test_a_template_that_does_not_answer_is_killed_and_not_asked_again(tmp_path,
         assert silent.spawn(*server(tmp_path)) is None
     finally:
         silent.close()
+
+
+def test_a_template_runs_a_script_from_its_cached_bytecode_while_that_is_current(tmp_path):
+    """The template compiles its server once and keeps the bytecode beside it (as an import does), so the next
+    template need not; a script changed since is compiled again."""
+    script = tmp_path / "server.py"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("bottle", "httptools", "prometheus_client"):
+        (lib / (name + ".py")).write_text("")
+    argv = [sys.executable, "-S", "-u", str(RUNTIMES_DIR / "python" / "template.py"), CONTROL_FD, str(lib)]
+    env = {"PATH": os.environ.get("PATH", ""), "KUBELESS_LOCAL_PROJECT": str(tmp_path)}
+    said = []
+    for version in ("one", "two"):
+        script.write_text("print(%r, flush=True)\n" % version)
+        os.utime(script, (0, len(said)))  # another mtime for each version, however fast this runs
+        made = Template(argv, env)
+        try:
+            child = made.spawn([sys.executable, "-S", "-u", str(script)], env, str(tmp_path))
+            assert child is not None
+            said.append(child.stdout.read().decode().strip())
+            assert child.wait(timeout=30) == 0
+        finally:
+            made.close()
+        assert [p.name for p in (tmp_path / "__pycache__").iterdir()] == [
+            "server.%s.pyc" % sys.implementation.cache_tag
+        ]
+    assert said == ["one", "two"]

@@ -182,3 +182,26 @@ def test_a_request_that_closes_its_connection_leaves_no_upstream_connection_to_r
     wait_until(lambda: len(recorder.exchanges) == 2, "the second exchange handed to the recorder")
     assert len(front.idle) == 1  # a kept-alive exchange does pool its connection
     again.close()
+
+
+def test_a_request_waiting_for_a_starting_server_goes_to_it_when_it_says_ready(door, monkeypatch):
+    """`run`'s first request comes before the server listens: it is relayed at the server's Ready, not at the
+    next retry (here an hour away)."""
+    front, _ = door
+    monkeypatch.setattr(proxy, "RETRY_SECONDS", 3600.0)
+    instance, listening = front.instance, front.instance.server_port
+    waits = []
+    waited = instance.wait_for
+    monkeypatch.setattr(instance, "wait_for", lambda *args: waits.append(args) or waited(*args))
+    with socket.create_server(("127.0.0.1", 0)) as closed_soon:
+        instance.server_port = closed_soon.getsockname()[1]  # nothing listens there once it is closed
+    instance.set_state(State.STARTING)
+    answers = []
+    asking = threading.Thread(target=lambda: answers.append(request(front, "POST", "/", b"hi")[:2]), daemon=True)
+    asking.start()
+    wait_until(lambda: waits, "the request waiting for the server")
+    assert not answers
+    instance.server_port = listening
+    instance.on_control("ready", 0)
+    asking.join(10)
+    assert [(r.status, body) for r, body in answers] == [(201, b"hi")]
