@@ -1,13 +1,14 @@
 """The console script (`kubeless-local`, `python -m kubeless_local`): the plainest command lines of those run in
-loops and scripts — `--version`, `call NAME`, `call NAME -d DATA` — are answered here with the standard library;
-every other line goes to the click group (commands/root.py).
+loops and scripts — `--version`, `call NAME`, `call NAME -d DATA` — and a plain `run FILE --runtime R --handler H
+…` are answered here without click; every other line goes to the click group (commands/root.py).
 
-click's import is ~30 ms of CPU, half of a whole `call`. A line answered here prints, fails and exits exactly as
-the click commands do: `call`'s click command runs `call_function` too and `--version` prints `version_line()`,
-both say things through commands/output.py, and what click's `main` does around a command (KeyboardInterrupt →
-"Aborted!", exit 1; a closed pipe → exit 1) is done the same way (`as_click_main`; tests/unit/test_cli_entry.py
-runs both paths and compares). Anything else on the line — another option, `--`, `-h`, a value that starts
-with `-`, a second name, click's shell completion asking — is click's to parse, and to word its usage errors.
+click's import is ~20–30 ms of CPU: half of a whole `call`, a tenth of `run`'s way to its first answer. A line
+answered here prints, fails and exits exactly as the click commands do: `call`'s and `run`'s click commands run
+`call_function` and `running.run_function` too, `--version` prints `version_line()`, all say things through
+commands/output.py, and what click's `main` does around a command (KeyboardInterrupt → "Aborted!", exit 1; a
+closed pipe → exit 1) is done the same way (`as_click_main`; tests/unit/test_cli_entry.py runs both paths and
+compares). Anything else on the line — another option, `--`, `-h`, a value that starts with `-` or that click
+would convert, a second name, click's shell completion asking — is click's to parse, and to word its usage errors.
 """
 
 import errno
@@ -25,35 +26,40 @@ COMPLETION_VARIABLE = "_KUBELESS_LOCAL_COMPLETE"  # click's shell completion ask
 ENDS_AT_ONCE = {"call"}
 DATA_OPTIONS = ("-d", "--data")  # call's option for the event's data, as commands/call.py declares it
 # `run`'s options that take a value, as commands/local.py declares them (but --runtime-image and --debug-port: the
-# docker backend and the debugger, which get no head start): a `run` line of these only is read here
+# docker backend and the debugger, which get no head start) → run_function's argument: a `run` line of these only
+# is read here (to head-start its runtime), and run here when its values need no conversion of click's
 RUN_VALUE_OPTIONS = {
     "-r": "runtime",
     "--runtime": "runtime",
     "--handler": "handler",
     "--name": "name",
     "--backend": "backend",
-    "-d": None,
-    "--dependencies": None,
-    "-e": None,
-    "--env": None,
-    "-l": None,
-    "--label": None,
-    "--timeout": None,
-    "--port": None,
-    "--memory": None,
-    "--isolation": None,
-    "--secrets": None,
-    "--ignore": None,
+    "-d": "dependencies",
+    "--dependencies": "dependencies",
+    "-e": "env",
+    "--env": "env",
+    "-l": "label",
+    "--label": "label",
+    "--timeout": "timeout",
+    "--port": "port",
+    "--memory": "memory",
+    "--isolation": "isolation",
+    "--secrets": "secrets",
+    "--ignore": "ignore",
 }
+RUN_REPEATED = {"env", "label", "secrets", "ignore"}  # options given any number of times: their values in order
+RUN_CHECKED = {"memory", "isolation"}  # values click checks with the manifests' model: such a line is click's
+MAX_PORT = 65535
 
 
 def entry(argv=None):
-    """Run the command line `argv` (default: the process's); after a command of ENDS_AT_ONCE, its output flushed,
-    the process ends without the interpreter's teardown."""
+    """Run the command line `argv` (default: the process's); after a line answered here or a command of ENDS_AT_ONCE,
+    its output flushed, the process ends without the interpreter's teardown (a `run` ends so anyway)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    answer = None if os.environ.get(COMPLETION_VARIABLE) else plain(args)
-    if args[:1] == ["run"] and not os.environ.get(COMPLETION_VARIABLE):
-        early_head_start(args[1:])
+    completing = bool(os.environ.get(COMPLETION_VARIABLE))
+    if args[:1] == ["run"] and not completing:
+        early_head_start(args[1:])  # first: the runtime boots while the rest of `run` is imported
+    answer = None if completing else plain(args)
     if answer is None and (not args or args[0] not in ENDS_AT_ONCE):
         click_main(args)
         return
@@ -84,6 +90,10 @@ def plain(args):
         called = plain_call(args[1:])
         if called is not None:
             return lambda: call_function(*called)
+    if args[:1] == ["run"]:
+        arguments = run_arguments(plain_run(args[1:]))
+        if arguments is not None:
+            return lambda: run_function(arguments)
     return None
 
 
@@ -107,9 +117,10 @@ def plain_call(args):
 
 
 def plain_run(args):
-    """{file, runtime, handler, name, backend} of `run`'s arguments when they are one FILE and options of
-    RUN_VALUE_OPTIONS, each with its value (`--option=value` too); None for anything else."""
-    found = dict.fromkeys(("file", "runtime", "handler", "name", "backend"))
+    """{"file": FILE, option's argument: its value (a list of them for RUN_REPEATED)} of `run`'s arguments when they
+    are one FILE, a runtime, a handler, and options of RUN_VALUE_OPTIONS, each with its value (`--option=value`
+    too); None for anything else."""
+    found: dict = {"file": None}
     tokens = iter(args)
     for token in tokens:
         option, equals, value = token.partition("=") if token.startswith("--") else (token, "", "")
@@ -118,13 +129,43 @@ def plain_run(args):
             if value is None or value.startswith("-"):
                 return None
             key = RUN_VALUE_OPTIONS[option]
-            if key is not None:
-                found[key] = value
+            if key in RUN_REPEATED:
+                found.setdefault(key, []).append(value)
+            else:
+                found[key] = value  # given twice, the last one counts, as in click
         elif token and not token.startswith("-") and found["file"] is None:
             found["file"] = token
         else:
             return None
-    return found if found["file"] and found["runtime"] and found["handler"] else None
+    return found if found["file"] and found.get("runtime") and found.get("handler") else None
+
+
+def run_arguments(found):
+    """run_function's arguments for a plain `run` line read by `plain_run` (those not given keep their defaults),
+    when each value is what click would pass: the port a number in range, the backend (given, or from
+    $KUBELESS_LOCAL_BACKEND) one of config.BACKENDS, no --memory or --isolation. None: click's to run, and to word
+    what is wrong."""
+    if found is None or RUN_CHECKED & found.keys():
+        return None
+    arguments = {key: tuple(value) if key in RUN_REPEATED else value for key, value in found.items()}
+    if "port" in found:
+        port = found["port"]
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= MAX_PORT):
+            return None
+        arguments["port"] = int(port)
+    from kubeless_local.config import BACKENDS
+
+    backend = arguments.setdefault("backend", os.environ.get("KUBELESS_LOCAL_BACKEND"))
+    if backend is not None and backend not in BACKENDS:
+        return None
+    return arguments
+
+
+def run_function(arguments):
+    """`run`, as its click command runs it (commands/running.py)."""
+    from kubeless_local.commands.running import run_function as run
+
+    run(**arguments)
 
 
 def early_head_start(args):
@@ -134,7 +175,7 @@ def early_head_start(args):
     found = plain_run(args)
     if found is None or "://" in found["file"] or not os.path.exists(found["file"]):
         return
-    backend = found["backend"] or os.environ.get("KUBELESS_LOCAL_BACKEND")
+    backend = found.get("backend") or os.environ.get("KUBELESS_LOCAL_BACKEND")
     if backend == "docker":
         return
     from pathlib import Path
@@ -142,7 +183,7 @@ def early_head_start(args):
     from kubeless_local.emulator import headstart
 
     try:  # a guess: what goes wrong here the command meets again, and says
-        _, _, state_dir = headstart.run_folders(Path(found["file"]).resolve(), found["handler"], found["name"])
+        _, _, state_dir = headstart.run_folders(Path(found["file"]).resolve(), found["handler"], found.get("name"))
         headstart.head_start(found["runtime"], str(state_dir.resolve()))
     except (OSError, RuntimeError, ValueError):  # an unreadable folder, a symlink loop, a NUL in a path
         return

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from kubeless_local.commands.common import json_option, picked_session, print_table
+from kubeless_local.commands.common import json_option, picked_session
 from kubeless_local.commands.output import headline, raise_exit, user_errors, worded
+from kubeless_local.commands.serving import print_table
 from kubeless_local.errors import EngineError, NotFound, UserError
 
 # ---------------------------------------------------------------- events: emit, topic (embedded topics)

@@ -6,8 +6,9 @@ import json
 
 import click
 
-from kubeless_local.commands.common import json_option, picked_session, print_table
+from kubeless_local.commands.common import json_option, picked_session
 from kubeless_local.commands.output import user_errors
+from kubeless_local.commands.serving import print_table
 from kubeless_local.errors import UserError
 
 

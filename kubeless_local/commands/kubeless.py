@@ -19,17 +19,9 @@ from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
 from kubeless_local.commands import call as call_command
 from kubeless_local.commands import local
-from kubeless_local.commands.common import (
-    backend_option,
-    env_option,
-    ignore_option,
-    json_option,
-    label_option,
-    parse_pairs,
-    print_table,
-    serve,
-)
+from kubeless_local.commands.common import backend_option, env_option, ignore_option, json_option, label_option
 from kubeless_local.commands.output import headline, user_errors
+from kubeless_local.commands.serving import parse_pairs, print_table, serve
 from kubeless_local.emulator import backends, background
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME

@@ -6,14 +6,10 @@ from pathlib import Path
 
 import click
 
-from kubeless_local import config
-from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
 from kubeless_local.commands.common import (
     DURATION,
-    FUNCTION_COLUMNS,
     QUANTITY,
-    WIDE_COLUMNS,
     backend_option,
     debug_names,
     debug_option,
@@ -22,13 +18,12 @@ from kubeless_local.commands.common import (
     ignore_option,
     label_option,
     output_option,
-    parse_pairs,
-    print_table,
     runtime_option,
-    serve,
     timestamp,
 )
 from kubeless_local.commands.output import headline, say_session, user_errors
+from kubeless_local.commands.running import run_function
+from kubeless_local.commands.serving import FUNCTION_COLUMNS, WIDE_COLUMNS, print_table, serve
 from kubeless_local.errors import UserError
 
 # ---------------------------------------------------------------- init
@@ -167,68 +162,7 @@ def run(
     """Run one function from FILE without a manifest, with hot reload (Kubeless CLI flags).
 
     FILE: a file, a folder, an archive (.zip, .tar.gz, .tgz, .tar.bz2, .tar.xz) or a URL of one."""
-    from kubeless_local.emulator import headstart
-
-    code = code_location(file, "FILE")
-    source = code if isinstance(code, Path) else None
-    name, root, state_dir = headstart.run_folders(source, handler, name)
-    if backend != "docker" and not debug:  # the runtime's server side starts now, if not yet (commands/entry.py)
-        headstart.head_start(runtime, str(state_dir.resolve()))
-    deps_file, deps_text = deps_location(dependencies)
-    fn = objects.function_from_files(
-        name,
-        source,
-        runtime,
-        handler,
-        deps_file=deps_file,
-        deps=deps_text,
-        url=code if isinstance(code, str) else "",
-        secrets=[n.strip() for value in secrets for n in value.split(",") if n.strip()],
-        project=root,
-        timeout=timeout,
-        env=parse_pairs(env, "--env"),
-        labels=dict(parse_pairs(label, "--label", bare_keys=True)),
-        memory=memory,
-        port=port,
-        isolation=isolation,
-        image=runtime_image or "",
-        origin="kubeless-local run %s" % file,
-    )
-    if runtime_image and (backend or config.load(root).backend) == "process":
-        raise UserError("--runtime-image needs the docker backend: add --backend docker")
-    serve(
-        root,
-        backend,
-        manifests=specs.Manifests(functions=[fn]),
-        ignore=ignore,
-        state_dir=state_dir,
-        debug=(name,) if debug else (),
-        debug_port=debug_port,
-    )
-
-
-def code_location(text, flag):
-    """A URL stays a URL (downloaded by the prepare step); a path must exist: resolved Path."""
-    if specs.is_url(text):
-        return text
-    path = Path(text)
-    if not path.exists():
-        raise UserError("%s %s does not exist (a file, a folder, an archive or a URL)" % (flag, text))
-    return path.resolve()
-
-
-def deps_location(text):
-    """(deps file, deps text): a URL --dependencies is downloaded now, as the Kubeless CLI does."""
-    if not text:
-        return None, ""
-    if specs.is_url(text):
-        from kubeless_local.emulator.layout import fetch
-
-        return None, fetch(text).decode("utf-8", "replace")
-    path = Path(text)
-    if not path.is_file():
-        raise UserError("--dependencies %s is not a file" % text)
-    return path.resolve(), ""
+    run_function(**locals())  # every option, as declared above
 
 
 # ---------------------------------------------------------------- talking to a running dev

@@ -12,6 +12,7 @@ import codecs
 import functools
 import io
 import os
+import re
 import sys
 
 from kubeless_local.errors import (
@@ -85,18 +86,20 @@ def worded(exc: UserError, hints: dict[tuple[type[EngineError], str], str] = HIN
 def echo(text: str, err: bool = False, nl: bool = True) -> None:
     """click.echo(text, err=err, nl=nl), with click only when it is loaded or the stream needs what it adds."""
     stream = sys.stderr if err else sys.stdout
-    if "click" in sys.modules or not _plain(stream, text):
+    if "click" in sys.modules or not _plain(stream):
         import click
 
         click.echo(text, err=err, nl=nl)
         return
+    if "\x1b" in text and not stream.isatty():
+        text = ANSI_ESCAPE.sub("", text)  # as click.echo strips styles off a stream that is not a terminal
     stream.write(text + "\n" if nl else text)
     stream.flush()
 
 
-def _plain(stream, text: str) -> bool:
-    """Whether click.echo would only write `text` to `stream` and flush it: a text stream click keeps as it is (an
-    encoding that is not ASCII, an errors setting) and nothing to strip (no escape sequence, or a terminal)."""
+def _plain(stream) -> bool:
+    """Whether click.echo would only write to `stream` (styles stripped off a file or pipe) and flush it: a text
+    stream click keeps as it is (an encoding that is not ASCII, an errors setting)."""
     if not isinstance(stream, io.TextIOWrapper) or stream.errors is None:
         return False
     try:
@@ -104,7 +107,21 @@ def _plain(stream, text: str) -> bool:
             return False  # click writes UTF-8 with errors=replace instead
     except LookupError:
         pass
-    return "\x1b" not in text or stream.isatty()
+    return True
+
+
+ANSI_ESCAPE = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")  # the escape sequences click.echo strips (click._compat)
+COLOR_CODES = {"black": 30, "red": 31, "green": 32, "yellow": 33, "blue": 34, "magenta": 35, "cyan": 36, "white": 37}
+
+
+def style(text: str, fg: str | None = None, dim: bool | None = None) -> str:
+    """click.style(text, fg=fg, dim=dim) without click: the same escape sequences (a bright_ colour is 60 on)."""
+    bits = []
+    if fg:
+        bits.append("\033[%dm" % (COLOR_CODES[fg.removeprefix("bright_")] + (60 if fg.startswith("bright_") else 0)))
+    if dim is not None:
+        bits.append("\033[%dm" % (2 if dim else 22))
+    return "".join(bits) + text + "\033[0m"
 
 
 def exit_with(exc: UserError):

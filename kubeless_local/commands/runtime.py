@@ -4,8 +4,9 @@ import json
 
 import click
 
-from kubeless_local.commands.common import json_option, print_table
+from kubeless_local.commands.common import json_option
 from kubeless_local.commands.output import user_errors
+from kubeless_local.commands.serving import print_table
 
 # ---------------------------------------------------------------- runtime images (docker backend)
 

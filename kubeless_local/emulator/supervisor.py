@@ -190,7 +190,7 @@ class Supervisor:
         self.digests: dict[tuple[str, int], str] = {}  # (function, generation) → sha256 of its source
         self.taps = Taps()  # what the triggers send the functions passes here (emulator/taps.py)
         self.debug = dict(debug or {})
-        self.launched = threading.Event()  # set once a function's server has started, or failed to (session.py waits)
+        self.launched = threading.Event()  # set once a function's server was started, or failed to (session.py waits)
         self.backend = backend(logs, on_exit=self._exited, recorder=recorder)
 
     def _exited(self, instance: Instance) -> None:
@@ -364,8 +364,8 @@ class Supervisor:
             return
         started = time.monotonic()
         self.backend.start(instance, prepared)
+        self.launched.set()  # the admin API's imports run while the server boots, not while its first calls pass
         ok = instance.wait_for(lambda i: i.state != State.STARTING, STARTUP_TIMEOUT)
-        self.launched.set()
         if not ok:
             instance.set_state(State.CRASHED, "did not become ready within %ds" % STARTUP_TIMEOUT)
         if instance.last_control[0] == "ready":  # serving: Ready, or the last good code of a broken save

@@ -135,6 +135,8 @@ LINES = {  # what the entry answers itself: (argv, where it runs: the project or
     "escape sequences off a terminal": (["call", "colored"], "project"),
     "a stale function": (["call", "stale"], "project"),
     "a function that does not serve": (["call", "broken"], "project"),
+    "run a missing file": (["run", "nope.py", "--runtime", "python3.11", "--handler", "nope.hello"], "outside"),
+    "run missing deps": (["run", ".", "-r", "python3.11", "--handler", "h.hello", "-d", "nope.txt"], "outside"),
 }
 TO_CLICK = {  # what the entry leaves to click's parser (its options and usage errors)
     "no name": ["call"],
@@ -146,6 +148,9 @@ TO_CLICK = {  # what the entry leaves to click's parser (its options and usage e
     "data file missing": ["call", "hello", "--data-file", "nowhere.json"],
     "help": ["call", "--help"],
     "version after a command": ["call", "--version"],
+    "run on port 0": ["run", "nope.py", "--runtime", "python3.11", "--handler", "nope.hello", "--port", "0"],
+    "run with a memory that is no quantity": ["run", ".", "-r", "python3.11", "--handler", "h.hello", "--memory", "x"],
+    "run without a handler": ["run", "nope.py", "--runtime", "python3.11"],
 }
 
 
@@ -158,8 +163,7 @@ def test_a_line_the_entry_answers_prints_and_exits_as_the_click_command(case, se
     *quick, quick_seen = run("quick", argv, cwd, env, tmp_path)
     assert quick == clicked
     assert click_seen, "the click way ran click"
-    # The entry's way needs no click, but to strip escape sequences (output.echo leaves that to click.echo).
-    assert quick_seen == (case == "escape sequences off a terminal")
+    assert not quick_seen, "the entry's way needs no click (escape sequences off a terminal included)"
 
 
 def test_the_lines_answered_cover_success_and_each_error(session, tmp_path):
@@ -267,12 +271,71 @@ RUN_LINES_LEFT_TO_CLICK = [
 
 
 @pytest.mark.parametrize("text", RUN_LINES)
-def test_a_plain_run_line_is_read_as_click_reads_it(text):
+def test_a_plain_run_line_is_read_as_click_reads_it(text, monkeypatch):
     from kubeless_local.commands.local import run
 
+    monkeypatch.delenv("KUBELESS_LOCAL_BACKEND", raising=False)
     line = text.split()
     params = run.make_context("run", list(line)).params
-    assert entry.plain_run(line) == {key: params[key] for key in ("file", "runtime", "handler", "name", "backend")}
+    found = entry.plain_run(line)
+    assert {key: tuple(v) if key in entry.RUN_REPEATED else v for key, v in found.items()} == {
+        key: params[key] if isinstance(params[key], (str, tuple)) else str(params[key]) for key in found
+    }
+
+
+RUN_LINES_RUN_HERE = [  # (`run`'s arguments, $KUBELESS_LOCAL_BACKEND): lines the entry runs without click
+    ("handler.py --runtime python3.11 --handler handler.hello", None),
+    ("-r nodejs20 --handler=handler.hello handler.js --port 8080 --name hi --port=9090", None),
+    ("src --runtime=python3.11 --handler Main.hello -e A=1 --env B=2,C=3 -l x=y --timeout 5 --secrets s", None),
+    ("handler.py --runtime python3.11 --handler handler.hello --backend process --ignore *.tmp --ignore b/", "docker"),
+    ("handler.py --runtime python3.11 --handler handler.hello -d requirements.txt", "process"),
+    ("handler.py --runtime python3.11 --handler handler.hello --port 65535", "auto"),
+]
+RUN_LINES_RUN_BY_CLICK = [  # (the same): lines the entry reads (and head-starts) but leaves to click to convert
+    ("handler.py --runtime python3.11 --handler handler.hello --memory 64Mi", None),
+    ("handler.py --runtime python3.11 --handler handler.hello --isolation per-call", None),
+    ("handler.py --runtime python3.11 --handler handler.hello --port 0", None),
+    ("handler.py --runtime python3.11 --handler handler.hello --port 65536", None),
+    ("handler.py --runtime python3.11 --handler handler.hello --port 80x", None),
+    ("handler.py --runtime python3.11 --handler handler.hello --port ８０", None),
+    ("handler.py --runtime python3.11 --handler handler.hello --backend Docker", None),
+    ("handler.py --runtime python3.11 --handler handler.hello", "kubernetes"),
+    ("handler.py --runtime python3.11 --handler handler.hello", ""),
+]
+
+
+@pytest.mark.parametrize("text, backend", RUN_LINES_RUN_HERE)
+def test_a_plain_run_line_runs_with_the_arguments_click_would_pass(text, backend, monkeypatch):
+    """The entry's run_function arguments, with run_function's defaults for the options not given, are those
+    click's parser passes to the command (which hands them to run_function as they are)."""
+    import inspect
+
+    from kubeless_local.commands.local import run
+    from kubeless_local.commands.running import run_function
+
+    if backend is None:
+        monkeypatch.delenv("KUBELESS_LOCAL_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("KUBELESS_LOCAL_BACKEND", backend)
+    line = text.split()
+    arguments = entry.run_arguments(entry.plain_run(line))
+    assert arguments is not None
+    defaults = {
+        name: p.default for name, p in inspect.signature(run_function).parameters.items() if p.default is not p.empty
+    }
+    assert {**defaults, **arguments} == run.make_context("run", list(line)).params
+
+
+@pytest.mark.parametrize("text, backend", RUN_LINES_RUN_BY_CLICK)
+def test_a_run_line_whose_values_click_converts_is_left_to_click(text, backend, monkeypatch):
+    if backend is None:
+        monkeypatch.delenv("KUBELESS_LOCAL_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("KUBELESS_LOCAL_BACKEND", backend)
+    line = text.split()
+    assert entry.plain_run(line) is not None
+    assert entry.run_arguments(entry.plain_run(line)) is None
+    assert entry.plain(["run", *line]) is None
 
 
 def test_the_run_options_the_entry_reads_are_run_s_own_and_take_a_value():
@@ -284,7 +347,7 @@ def test_the_run_options_the_entry_reads_are_run_s_own_and_take_a_value():
     for option, key in entry.RUN_VALUE_OPTIONS.items():
         param = options[option]
         assert not getattr(param, "is_flag", False) and param.nargs == 1, option
-        assert key is None or param.name == key, option
+        assert param.name == key and param.multiple == (key in entry.RUN_REPEATED), option
 
 
 @pytest.mark.parametrize("text", RUN_LINES_LEFT_TO_CLICK)
@@ -295,7 +358,7 @@ def test_any_other_run_line_is_left_to_the_command(text):
 def test_the_early_head_start_is_the_one_the_run_command_asks_for(tmp_path, monkeypatch):
     """The entry starts the runtime's server side for the state folder `run` will use; the command's own head
     start then finds it asked for (one a runtime); a URL, the docker backend or a line left to click: none."""
-    from kubeless_local.commands.local import code_location
+    from kubeless_local.commands.running import code_location
     from kubeless_local.emulator import headstart
 
     asked = []

@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from kubeless_local import emulator
-from kubeless_local.commands import common, local, output
+from kubeless_local.commands import common, local, output, running
 from kubeless_local.commands import root as cli
 from kubeless_local.errors import Unavailable, UserError
 from kubeless_local.runtimes import Catalog
@@ -192,7 +192,7 @@ def test_scaffold_returns_the_created_paths(tmp_path):
 def test_run_refuses_a_memory_that_is_not_a_quantity(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
-    monkeypatch.setattr(local, "serve", lambda *a, **k: pytest.fail("must not start"))
+    monkeypatch.setattr(running, "serve", lambda *a, **k: pytest.fail("must not start"))
     line = one_line_error(
         invoke("run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--memory", "lots")
     )
@@ -203,7 +203,7 @@ def test_run_accepts_a_quantity(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
     started = []
-    monkeypatch.setattr(local, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
+    monkeypatch.setattr(running, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
     result = invoke("run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--memory", "256Mi")
     assert result.exit_code == 0, result.output
     assert started[0].functions[0].memory_limit == "256Mi"
@@ -471,7 +471,7 @@ def test_run_label_without_value_is_an_empty_label(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 1\n")
     started = []
-    monkeypatch.setattr(local, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
+    monkeypatch.setattr(running, "serve", lambda root, backend, manifests=None, **k: started.append(manifests))
     result = invoke(
         "run", "handler.py", "-r", "python3.11", "--handler", "handler.hello", "--label", "foo:bar,bar=foo,foobar"
     )
@@ -508,7 +508,7 @@ def test_run_a_url_with_url_dependencies(tmp_path, monkeypatch, file_server):
     monkeypatch.chdir(tmp_path)
     Files.files = {"/requirements.txt": b"six\n"}
     started = []
-    monkeypatch.setattr(local, "serve", lambda root, backend, manifests=None, **k: started.append((root, manifests)))
+    monkeypatch.setattr(running, "serve", lambda root, backend, manifests=None, **k: started.append((root, manifests)))
     result = invoke(
         "run", file_server + "/code.tar.gz", "-r", "python3.11", "--handler", "handler.hello",
         "--dependencies", file_server + "/requirements.txt",
@@ -522,7 +522,7 @@ def test_run_a_url_with_url_dependencies(tmp_path, monkeypatch, file_server):
 
 def test_run_a_missing_file_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(local, "serve", lambda *a, **k: pytest.fail("must not start"))
+    monkeypatch.setattr(running, "serve", lambda *a, **k: pytest.fail("must not start"))
     assert "nope.zip does not exist" in one_line_error(
         invoke("run", "nope.zip", "-r", "python3.11", "--handler", "handler.hello")
     )
