@@ -5,6 +5,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -628,3 +629,12 @@ def test_scaffold_without_the_toolchain_writes_the_folder_and_says_what_init_cou
         "no-such-compiler-here is not on this machine, so your editor's libraries were not installed "
         "(it runs all the same)"
     )
+
+
+def test_the_cli_styles_text_with_clicks_escape_sequences():
+    """`run`'s log printer styles without click (commands/output.py): the same sequences click.style writes."""
+    from kubeless_local.commands.serving import COLORS
+
+    for fg in (None, *COLORS, "red", "white"):
+        for dim in (None, True, False):
+            assert output.style("a|b", fg=fg, dim=dim) == click.style("a|b", fg=fg, dim=dim), (fg, dim)
