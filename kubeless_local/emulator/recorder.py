@@ -309,6 +309,7 @@ class Recorder:
         log_grace: float = LOG_GRACE,
         access_wait: float = ACCESS_WAIT,
         busy_timeout: float = BUSY_TIMEOUT,
+        open_now: bool = True,
     ) -> None:
         self.path = Path(state_dir) / FILENAME
         self.keep, self.max_bytes = keep, max_bytes
@@ -337,8 +338,11 @@ class Recorder:
         self.db: sqlite3.Connection | None = None  # the writer's
         self.rows_at_once = [1]  # how many rows an INSERT takes, largest first (`_connect`)
         self.reader: sqlite3.Connection | None = None
-        # the writer opens the database (a new one takes 10-20 ms of file writes: not on `dev`'s start);
-        # readers wait for it
+        # the writer opens the database (a new one takes 10-20 ms of file writes: not on `dev`'s start), at once or
+        # when `open_database` is called (`open_now` False: the session's first server boots first); readers wait
+        self.may_open = threading.Event()
+        if open_now:
+            self.may_open.set()
         self.opened_db = threading.Event()
         self.writer = threading.Thread(target=self._write_forever, name="recorder", daemon=True)
         self.writer.start()
@@ -441,7 +445,12 @@ class Recorder:
             self.said.add(key)
             self.say(text)
 
+    def open_database(self) -> None:
+        """Let the writer open the database (a Recorder made with `open_now` False)."""
+        self.may_open.set()
+
     def _write_forever(self) -> None:
+        self.may_open.wait()
         with self.read_lock:
             self._open()
         self.opened_db.set()
@@ -825,6 +834,7 @@ class Recorder:
         """Store what is queued (waiting at most `timeout`), then close the database."""
         self.queue.append(None)
         self.wake.set()
+        self.may_open.set()  # what is queued is stored, however early the session ends
         self.writer.join(timeout)
         with self.read_lock:
             self._close_connections()

@@ -147,6 +147,7 @@ class DevSession:
             bus=self.bus,
             served=self._served,
             say=lambda text: self.logs.emit("dev", text, "system"),
+            open_now=False,  # `_open_admin` opens it: its file writes come after the first server's start
         )
         self._follow_logs()
         targets = self._debug_targets()
@@ -191,9 +192,10 @@ class DevSession:
         )
         self.project.on_manifests.append(self._update_events)
         self.project.on_manifests.append(self._update_gateway)
-        # The admin API opens while the functions start: once the first server has started (or failed to), or
-        # ADMIN_PATIENCE into the start (an install), whichever comes first. Its making (http.server's import,
-        # ~15 ms) is then not on the way to a function's first answer, and it answers long before an install ends.
+        # The admin API and the recorder's database open while the functions start: once the first server has
+        # started (or failed to), or ADMIN_PATIENCE into the start (an install), whichever comes first. Their making
+        # (http.server's import, ~15 ms; a database's files) is then not on the way to the first server's start, and
+        # the API answers long before an install ends.
         opening: list[BaseException] = []
         admin = threading.Thread(target=self._open_admin, args=(opening,), name="admin-open", daemon=True)
         admin.start()
@@ -215,6 +217,8 @@ class DevSession:
         """The admin API over the session's parts, listening (admin.json written); what fails goes in `failed`."""
         assert self.supervisor is not None, "start() makes the supervisor first"
         self.supervisor.launched.wait(ADMIN_PATIENCE)
+        assert self.recorder is not None, "start() makes the recorder first"
+        self.recorder.open_database()
         try:
             from kubeless_local.emulator.admin import AdminServer
 

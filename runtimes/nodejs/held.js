@@ -11,6 +11,7 @@ const Module = require('module');
 require('http');
 require('v8');
 require('vm');
+performance.now(); // the global `performance` loads its module on first use: the first call's timing, else
 const { Worker } = require('worker_threads');
 // and the function's first worker thread (worker.js), booted while waiting: it waits for its data and env in its
 // turn (kubeless.js startedWorker() hands them over and keeps the process alive for it). Unclaimed (another

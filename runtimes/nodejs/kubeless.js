@@ -285,6 +285,15 @@ function pick() {
   return best;
 }
 
+// A spare's boot (a worker thread: ~30 ms of a core) begun beside a call slows it down, and the first call
+// of a server (`run`'s first answer) most: calls look for a spare once per SPARE_AFTER_MS, not each.
+const SPARE_AFTER_MS = 20;
+let spareTimer = null;
+function spareLater() {
+  spareTimer = null;
+  ensureSpare();
+}
+
 // Keep one loaded worker of the serving code idle, within MAX_WORKERS.
 function ensureSpare() {
   if (!server || loading) return; // the first load or a reload is under way
@@ -336,7 +345,7 @@ function dispatch(call) {
   wk.lastUsed = ++useCounter;
   if (!wk.outbox.length) setImmediate(flush, wk);
   wk.outbox.push(call);
-  ensureSpare();
+  if (!spareTimer) spareTimer = setTimeout(spareLater, SPARE_AFTER_MS);
 }
 
 // The calls dispatched to a worker in one turn of the event loop go in one message: a message costs

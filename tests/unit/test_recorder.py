@@ -75,6 +75,21 @@ def test_a_record_is_stored_off_the_call_path_and_read_back_whole(recorder):
     assert (row["id"], row["function"], row["status"], row["source"]) == (ident, "hello", 200, "kafka")
 
 
+def test_a_recorder_told_to_wait_opens_its_database_when_asked_and_keeps_what_came_before(tmp_path, recorder):
+    """The session's recorder opens invocations.db once the first server has started (`open_database`): calls
+    recorded before are stored then, and one closed before it is asked still stores what it holds."""
+    r = recorder(open_now=False)
+    ident = r.submit(exchange())
+    assert not r.opened_db.wait(0.2) and not (tmp_path / rec.FILENAME).exists()
+    r.open_database()
+    assert r.flush(10) and r.get(ident)["id"] == ident
+    early = recorder(tmp_path / "early", open_now=False)
+    (tmp_path / "early").mkdir()
+    kept = early.submit(exchange())
+    early.close()
+    assert recorder(tmp_path / "early").get(kept)["id"] == kept
+
+
 def test_a_body_is_cut_at_256_kib_and_marked_and_bytes_that_are_not_utf8_are_kept(recorder):
     r = recorder()
     big = b"x" * (rec.MAX_BODY + 10)
