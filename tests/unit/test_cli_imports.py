@@ -53,10 +53,11 @@ HEAVY_STDLIB = {
 # importlib.import_module loads, as the root group does, is missing from `-X importtime`), at exit or at the
 # os._exit that ends a `call`.
 RUN = """
-import atexit, json, os, runpy, sys
+import sys
 before, listing = set(sys.modules), sys.argv[1]
+import atexit, os, runpy
 def write_listing():
-    open(listing, "w").write(json.dumps(sorted(set(sys.modules) - before)))
+    open(listing, "w").write("\\n".join(sorted(set(sys.modules) - before)))
 atexit.register(write_listing)
 end_at_once = os._exit  # `call` ends its process without the interpreter's teardown, atexit included
 os._exit = lambda code: (write_listing(), end_at_once(code))
@@ -65,11 +66,12 @@ runpy.run_module("kubeless_local", run_name="__main__", alter_sys=True)
 """
 
 
-def imported(argv, cwd, env=None):
-    """(the modules `kubeless-local ARGV` imported in a fresh interpreter, beyond the interpreter's own; its stdout)."""
+def imported(argv, cwd, env=None, flags=()):
+    """(the modules `kubeless-local ARGV` imported in a fresh interpreter, beyond the interpreter's own; its stdout).
+    `flags`: the interpreter's (-S: without what site's .pth files import, as a clean virtualenv starts)."""
     listing = Path(cwd) / "modules.json"
     result = subprocess.run(
-        [sys.executable, "-c", RUN, str(listing), *argv],
+        [sys.executable, *flags, "-c", RUN, str(listing), *argv],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         capture_output=True,
@@ -77,7 +79,7 @@ def imported(argv, cwd, env=None):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return set(json.loads(listing.read_text())), result.stdout
+    return set(listing.read_text().split()), result.stdout
 
 
 def third_party(modules):
@@ -94,6 +96,8 @@ def test_version_imports_no_command_module(tmp_path):
     assert out.startswith("kubeless-local, version ")
     assert ours(modules) == VERSION_MODULES
     assert not third_party(modules), "no click, nor any other package"
+    bare, _ = imported(["--version"], tmp_path, flags=["-S"])
+    assert not (HEAVY_STDLIB | {"re", "pathlib", "json"}) & bare, "a version line needs no regular expression nor path"
 
 
 class FakeSession(BaseHTTPRequestHandler):
