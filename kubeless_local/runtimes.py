@@ -262,7 +262,9 @@ def load(path):
     return {str(rid): check.entry(str(rid), value, "runtimes.%s" % rid) for rid, value in runtimes.items()}
 
 
-CATALOGS = "catalogs.json"  # in the user's cache: catalog path → {"sha256": of its text, "data": as read}
+# in the user's cache, one file per catalog path (each install and checkout has its own; one file of them all grew
+# with every checkout, and was read whole on every start): {"path", "sha256": of its text, "data": as read}
+CATALOG_CACHE = "catalog-%s.json"
 
 
 def _catalog_data(path):
@@ -272,9 +274,10 @@ def _catalog_data(path):
         text = path.read_bytes()
     except OSError as exc:
         raise UserError("%s: cannot load the runtime catalog (%s)" % (path, exc.strerror or exc)) from None
-    digest, kept = hashlib.sha256(text).hexdigest(), read_cached(CATALOGS)
-    found = kept.get(str(path))
-    if isinstance(found, dict) and found.get("sha256") == digest and isinstance(found.get("data"), dict):
+    digest = hashlib.sha256(text).hexdigest()
+    cache = CATALOG_CACHE % hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    found = read_cached(cache)
+    if found.get("path") == str(path) and found.get("sha256") == digest and isinstance(found.get("data"), dict):
         return found["data"]
     import yaml
 
@@ -287,7 +290,7 @@ def _catalog_data(path):
     except (TypeError, ValueError):  # a date, a non-string key: read from the YAML each time
         exact = False
     if exact:
-        keep_cached(CATALOGS, {**kept, str(path): {"sha256": digest, "data": data}})
+        keep_cached(cache, {"path": str(path), "sha256": digest, "data": data})
     return data
 
 

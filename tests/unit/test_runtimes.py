@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -291,14 +292,17 @@ def test_a_catalog_is_read_from_the_users_cache_while_its_text_is_the_same(tmp_p
 
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     path = write_catalog(tmp_path, "runtimes:\n  go:\n    server: go\n")
-    assert list(runtimes.load(path)) == ["go"]
-    kept = paths.read_cached(runtimes.CATALOGS)[str(path)]
+    (tmp_path / "other").mkdir()
+    other = write_catalog(tmp_path / "other", "runtimes:\n  ruby:\n    server: ruby\n")  # another checkout's
+    assert list(runtimes.load(path)) == ["go"] and list(runtimes.load(other)) == ["ruby"]
+    (cache,) = [p.name for p in (tmp_path / "cache").iterdir() if json.loads(p.read_text()).get("path") == str(path)]
+    kept = paths.read_cached(cache)
     assert kept["data"] == {"runtimes": {"go": {"server": "go"}}}
     kept["data"] = {"runtimes": {"kept": {"server": "go"}}}  # what the cache says is what a load returns
-    paths.keep_cached(runtimes.CATALOGS, {str(path): kept})
-    assert list(runtimes.load(path)) == ["kept"]
+    paths.keep_cached(cache, kept)
+    assert list(runtimes.load(path)) == ["kept"] and list(runtimes.load(other)) == ["ruby"]
     path.write_text("runtimes:\n  js:\n    server: go\n")  # another text of the same size
     assert list(runtimes.load(path)) == ["js"]
     path.write_text("runtimes:\n  7:\n    server: go\n")  # a number as a key: JSON would make it a string
     assert list(runtimes.load(path)) == ["7"]
-    assert paths.read_cached(runtimes.CATALOGS)[str(path)]["data"] == {"runtimes": {"js": {"server": "go"}}}
+    assert paths.read_cached(cache)["data"] == {"runtimes": {"js": {"server": "go"}}}
