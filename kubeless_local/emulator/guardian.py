@@ -25,6 +25,7 @@ from typing import IO, cast
 PROJECT_ENV = "KUBELESS_LOCAL_PROJECT"  # in every runtime server's env: the project's resolved state folder
 CONTAINER_LABEL = "kubeless-local.project"  # the docker backend labels every container with the same value
 RECORD = "processes.json"
+NICENESS = 10  # the guardian process's: it sleeps on its pipe until `dev` ends, and its start is on no one's way
 
 
 def group_members(pgid):
@@ -130,6 +131,10 @@ class Guardian:
                 env=env,
                 start_new_session=True,
             )
+        try:  # its start (an interpreter: ~30 ms of CPU) yields to the functions' (what it is told waits in the pipe)
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, NICENESS)
+        except OSError:
+            pass
         self.pipe = cast(IO[bytes], self.proc.stdin)  # stdin=PIPE: always a pipe
 
     def watch(self, pgid: int) -> None:

@@ -49,7 +49,6 @@ from urllib.parse import unquote_to_bytes
 
 import bottle
 import httptools
-import prometheus_client as prom
 
 INSTALL_DIR = os.environ.get("KUBELESS_INSTALL_VOLUME", "/kubeless")
 MOD_NAME = os.environ.get("MOD_NAME", "")
@@ -397,6 +396,19 @@ def worker_main(sock, ctl, slot, generation):
     WorkerLoop(sock, ctl, slot, app, outcome, generation).run()
 
 
+# prometheus_client's Histogram.DEFAULT_BUCKETS (tests/unit/test_python_runtime.py holds them equal): the workers
+# count calls per bucket before prometheus_client is loaded
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
+
+
+def prometheus():
+    """prometheus_client, loaded by the first /metrics (or call) that needs it: a server's start does not wait
+    ~15 ms for it. The template loads it once it has forked its first server, for the servers it forks next."""
+    import prometheus_client
+
+    return prometheus_client
+
+
 class Slot:
     """Memory the server shares with one worker, written by the worker, so that a call it reads itself costs
     no message to the server: whether a call runs, since when (or when the last one ended), and what the server
@@ -408,7 +420,7 @@ class Slot:
     LOG_SIZE = struct.Struct("=I")  # bytes of log lines waiting, at LOG_SIZE_AT
     LOG_SIZE_AT, COUNTS_AT, LINE_AT, LOG_AT = 20, 64, 1024, 64 << 10
     SIZE = 1 << 20
-    PER_LABEL = 3 + len(prom.Histogram.DEFAULT_BUCKETS)  # calls, failures, seconds, then a count per bucket
+    PER_LABEL = 3 + len(BUCKETS)  # calls, failures, seconds, then a count per bucket
 
     def __init__(self):
         self.map = mmap.mmap(-1, self.SIZE)  # shared: the forked worker writes these same pages
@@ -479,7 +491,6 @@ class Slot:
         return self.map[self.LOG_AT : self.LOG_AT + size]
 
 
-BUCKETS = prom.Histogram.DEFAULT_BUCKETS
 LOG_DELAY = 0.05  # seconds a worker's access-log line may wait to go out with the next ones
 
 
@@ -728,7 +739,7 @@ class Client(RequestParts):
         loop = self.loop
         reply = local_answer(request, too_large)
         if reply == METRICS:
-            reply = "200 OK", [("Content-Type", prom.CONTENT_TYPE_LATEST)], loop.metrics()
+            reply = "200 OK", [("Content-Type", prometheus().CONTENT_TYPE_LATEST)], loop.metrics()
         elif reply is None:
             label = "GET" if method == "HEAD" else method
             logged = [(name, value) for name, value in headers if name.lower() in LOGGED_HEADERS]
@@ -1008,7 +1019,8 @@ class Pool:
         """/metrics, with every call the workers answered before it."""
         for worker in self.live:
             self.fold(worker)
-        return prom.generate_latest(prom.REGISTRY)
+        function_metrics()  # Kubeless' families are listed before any call
+        return prometheus().generate_latest(prometheus().REGISTRY)
 
     def freed(self, worker):
         """A worker answers no client connection any more: idle (or another call's), or gone if old."""
@@ -1213,9 +1225,16 @@ class Pool:
             self.kill(worker)
 
 
-func_hist = prom.Histogram("function_duration_seconds", "Duration of user function in seconds", ["method"])
-func_calls = prom.Counter("function_calls_total", "Number of calls to user function", ["method"])
-func_errors = prom.Counter("function_failures_total", "Number of exceptions in user function", ["method"])
+@functools.cache
+def function_metrics():
+    """(calls, duration, failures): Kubeless' metric families, made once prometheus_client is loaded."""
+    prom = prometheus()
+    duration = prom.Histogram("function_duration_seconds", "Duration of user function in seconds", ["method"])
+    calls = prom.Counter("function_calls_total", "Number of calls to user function", ["method"])
+    failures = prom.Counter("function_failures_total", "Number of exceptions in user function", ["method"])
+    return calls, duration, failures  # registered in legacy Kubeless' order, listed so by /metrics
+
+
 _children = {}
 
 
@@ -1223,7 +1242,7 @@ def metrics_for(label):
     """(calls, duration, failures) children for one method label, looked up once."""
     children = _children.get(label)
     if children is None:
-        children = _children[label] = (func_calls.labels(label), func_hist.labels(label), func_errors.labels(label))
+        children = _children[label] = tuple(family.labels(label) for family in function_metrics())
     return children
 
 
@@ -1456,7 +1475,7 @@ async def handle(pool, request, too_large):
     method, url, _headers, _body, version, peer = request
     reply = local_answer(request, too_large)
     if reply == METRICS:
-        return "200 OK", [("Content-Type", prom.CONTENT_TYPE_LATEST)], pool.metrics()
+        return "200 OK", [("Content-Type", prometheus().CONTENT_TYPE_LATEST)], pool.metrics()
     if reply is not None:
         return reply
     label = "GET" if method == "HEAD" else method

@@ -278,3 +278,28 @@ def test_a_worker_that_exits_during_a_call_answers_500_and_is_replaced(function)
     metrics = fn.metrics()
     assert metrics[("function_calls_total", "POST")] == 2
     assert metrics[("function_failures_total", "POST")] == 1
+
+
+def test_a_calls_duration_lands_in_prometheus_clients_own_buckets(function):
+    """The workers count each call's duration per bucket before prometheus_client is loaded (kubeless.py BUCKETS);
+    /metrics shows them under the bounds prometheus_client's histogram has: a 0.3 s call is in le=0.5, not le=0.25.
+    Before any call, Kubeless' three families are listed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fn = function("sleep")
+
+    def buckets():
+        text = requests.get(fn.url + "/metrics", timeout=10).text
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        assert {"function_calls", "function_failures", "function_duration_seconds"} <= families.keys()
+        return {
+            sample.labels["le"]: sample.value
+            for sample in families["function_duration_seconds"].samples
+            if sample.name.endswith("_bucket")
+        }
+
+    assert buckets() == {}
+    assert fn.post("/", data=b"0.3").text == "done"
+    counted = buckets()
+    assert counted["0.25"] == 0 and counted["0.5"] == counted["+Inf"] == 1
+    assert len(counted) == 15  # prometheus_client's default bounds, +Inf included

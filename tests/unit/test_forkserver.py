@@ -158,3 +158,23 @@ def test_a_template_runs_a_script_from_its_cached_bytecode_while_that_is_current
             "server.%s.pyc" % sys.implementation.cache_tag
         ]
     assert said == ["one", "two"]
+
+
+def test_the_first_server_is_forked_before_prometheus_client_is_loaded_and_the_next_ones_after(tmp_path, template):
+    """The first server (`run`'s) is not kept waiting for prometheus_client (it loads it at its first /metrics); the
+    template loads it then, for the servers it forks next, and refuses from then on a function that brings its own."""
+    script = tmp_path / "server.py"
+    script.write_text("import sys\nprint('prometheus_client' in sys.modules, flush=True)\n")
+    env = {"PATH": os.environ.get("PATH", ""), "KUBELESS_LOCAL_PROJECT": str(tmp_path)}
+    argv = [sys.executable, "-S", "-u", str(script)]
+    loaded = []
+    for _ in range(2):
+        child = template.spawn(argv, env, str(tmp_path))
+        assert child is not None
+        loaded.append(child.stdout.read().decode().strip())
+        assert child.wait(timeout=30) == 0
+    assert loaded == ["False", "True"]
+    own = tmp_path / "deps"
+    own.mkdir()
+    (own / "prometheus_client.py").write_text("")
+    assert template.spawn(argv, {**env, "PYTHONPATH": str(own)}, str(tmp_path)) is None

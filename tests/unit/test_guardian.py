@@ -82,6 +82,17 @@ def test_a_clean_close_removes_the_record(tmp_path):
     assert keeper.proc.returncode == 0 and not (tmp_path / "processes.json").exists()
 
 
+def test_the_guardian_runs_nicer_than_dev(tmp_path):
+    """Its start (an interpreter) yields to the functions'; it is still there to do its work at the pipe's end."""
+    keeper = Guardian(tmp_path)
+    try:
+        expected = min(os.getpriority(os.PRIO_PROCESS, 0) + guardian.NICENESS, 19)  # 19: the nicest there is
+        assert os.getpriority(os.PRIO_PROCESS, keeper.proc.pid) == expected
+    finally:
+        keeper.close(timeout=60)
+    assert keeper.proc.returncode == 0
+
+
 def test_leftovers_of_a_dead_session_are_stopped(tmp_path, groups):
     left = groups(str(tmp_path.resolve()))
     (tmp_path / "processes.json").write_text(json.dumps({"pid": 4242, "groups": [left.pid], "containers": False}))
