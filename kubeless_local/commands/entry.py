@@ -93,7 +93,7 @@ def plain(args):
     if args[:1] == ["run"]:
         arguments = run_arguments(plain_run(args[1:]))
         if arguments is not None:
-            return lambda: run_function(arguments)
+            return lambda: run_here(arguments)
     return None
 
 
@@ -161,11 +161,11 @@ def run_arguments(found):
     return arguments
 
 
-def run_function(arguments):
+def run_here(arguments):
     """`run`, as its click command runs it (commands/running.py)."""
-    from kubeless_local.commands.running import run_function as run
+    from kubeless_local.commands.running import run_function
 
-    run(**arguments)
+    run_function(**arguments)
 
 
 def early_head_start(args):

@@ -396,8 +396,8 @@ def worker_main(sock, ctl, slot, generation):
     WorkerLoop(sock, ctl, slot, app, outcome, generation).run()
 
 
-# prometheus_client's Histogram.DEFAULT_BUCKETS (tests/unit/test_python_runtime.py holds them equal): the workers
-# count calls per bucket before prometheus_client is loaded
+# prometheus_client's Histogram.DEFAULT_BUCKETS (tests/conformance/test_python.py checks a call lands in its bucket):
+# the workers count calls per bucket before prometheus_client is loaded
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
 
 
@@ -1020,7 +1020,8 @@ class Pool:
         for worker in self.live:
             self.fold(worker)
         function_metrics()  # Kubeless' families are listed before any call
-        return prometheus().generate_latest(prometheus().REGISTRY)
+        prom = prometheus()
+        return prom.generate_latest(prom.REGISTRY)
 
     def freed(self, worker):
         """A worker answers no client connection any more: idle (or another call's), or gone if old."""

@@ -60,20 +60,26 @@ import bottle  # noqa: E402,F401
 import httptools  # noqa: E402,F401
 
 OWN_ENV = dict(os.environ)
-PRELOADED = {name.split(".", 1)[0] for name in sys.modules}
+
+
+def imported_packages():
+    """The top-level packages imported here: a function path that holds one of them is refused (`refusal`)."""
+    return {name.split(".", 1)[0] for name in sys.modules}
+
+
+PRELOADED = imported_packages()
 gc.freeze()  # what is imported stays out of every fork's collections (shared pages stay shared)
-LATER = ("prometheus_client",)  # imported once the first server is forked: a server loads it at its first /metrics
+LATER = "prometheus_client"  # imported once the first server is forked: a server loads it at its first /metrics
 
 
 def preload_later():
     """Import LATER for the servers forked from now on (the first one was not kept waiting ~15 ms for it)."""
     global PRELOADED
     try:
-        for name in LATER:
-            __import__(name)
+        __import__(LATER)
     except ImportError:
         return  # the server says so when it needs it
-    PRELOADED = {name.split(".", 1)[0] for name in sys.modules}
+    PRELOADED = imported_packages()
     gc.freeze()
 
 
@@ -222,7 +228,7 @@ def serve(control, wakeup, own_fds):
         for fd in fds:
             os.close(fd)
         control.send(json.dumps(answer).encode())
-        if "pid" in answer and LATER[0] not in sys.modules:
+        if "pid" in answer and LATER not in sys.modules:
             preload_later()
 
 
