@@ -7,6 +7,9 @@ can neither read the logs nor act on the functions.
 The API is a table (`ROUTES`: method, path → a short handler); one dispatcher checks the token, matches
 the route, parses the body and answers a typed error with its status (errors.HTTP_STATUS) and
 {error, what, name}. The answers are in the engine's words: no CLI command or flag is named here.
+
+It is served by `_Server` (socketserver's, a thread per request) and `_Request`, a small HTTP/1.0 reader, not
+http.server: its import (http.client, email, ssl: ~17 ms of CPU) ran beside the first function's start.
 """
 
 from __future__ import annotations
@@ -23,15 +26,17 @@ import queue
 import secrets
 import selectors
 import socket
+import socketserver
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from kubeless_local.emulator.http1 import MAX_HEADERS, MAX_LINE, header_of
 from kubeless_local.emulator.triggers.cron import run_row as cron_row
 from kubeless_local.errors import BadRequest, NotFound, Unavailable, UserError, status_of
 
@@ -50,17 +55,18 @@ MAX_EMIT_COUNT = 1_000_000
 STOP_WAIT = 1.0  # seconds stop() waits for the requests in progress (an emit being stored, say)
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """A thread per request, but only once the request arrives: a connection that sends nothing waits in
     one selector thread (no thread of its own) and is closed after `idle_timeout`, the oldest first when
     more than `max_waiting` wait; one that stops sending mid-request is dropped after the same time."""
 
     daemon_threads = True
+    allow_reuse_address = True
     request_queue_size = 128  # listen backlog: connections arriving together are not made to retry
     idle_timeout = 10.0
     max_waiting = 256  # file descriptors are limited
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(self, address: tuple[str, int], handler: type[socketserver.BaseRequestHandler]) -> None:
         super().__init__(address, handler)
         # (socket, client address): handed over to the waiter thread
         self.accepted: collections.deque[tuple[socket.socket, Any]] = collections.deque()
@@ -501,8 +507,82 @@ def route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
     return (found[0].handler, found[1]) if found is not None else None
 
 
-def read_json_body(request: BaseHTTPRequestHandler) -> dict[str, Any]:
-    """The request's body as a JSON object ({} when there is none); BadRequest for anything else."""
+class _Headers(dict):
+    """A request's headers by their lower-case names; `get` takes a name in any case, as http.server's do."""
+
+    def get(self, name, default=None):
+        return super().get(name.lower(), default)
+
+
+class _Request(socketserver.StreamRequestHandler):
+    """One HTTP/1.0 exchange as http.server's BaseHTTPRequestHandler makes it, for what the admin API needs: the
+    request line and headers read (`command`, `path`, `headers`; the body left in `rfile`), `do_<METHOD>` called,
+    its answer written with `send_response`, `send_header`, `end_headers` and `wfile`; then the connection
+    closes. A request it cannot read is answered with its status and {error}."""
+
+    command = path = ""
+    headers: _Headers = _Headers()
+
+    def handle(self) -> None:
+        line = self.rfile.readline(MAX_LINE + 1)
+        if not line:
+            return  # connected and went away
+        words = line.decode("latin-1").split()
+        if len(line) > MAX_LINE:
+            return self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+        if len(words) != 3 or not words[2].startswith("HTTP/"):
+            return self.send_error(HTTPStatus.BAD_REQUEST)
+        self.command, self.path, version = words
+        fields = _Headers()
+        for _ in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                return self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            if not line.strip():
+                break
+            name, value = header_of(line)
+            fields[name.lower()] = value
+        else:
+            return self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        self.headers = fields
+        if version != "HTTP/1.0" and fields.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self.accepted():
+            return
+        answer = getattr(self, "do_" + self.command, None)
+        if answer is None:
+            return self.send_error(HTTPStatus.NOT_IMPLEMENTED)
+        answer()
+
+    def accepted(self) -> bool:
+        """Whether to answer the request just read; else its answer was sent."""
+        return True
+
+    def send_error(self, status: HTTPStatus) -> None:
+        body = json.dumps({"error": status.phrase}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_response(self, status: int) -> None:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+        self._head = ["HTTP/1.0 %d %s" % (status, reason), "Server: kubeless-local", "Connection: close"]
+
+    def send_header(self, name: str, value: str) -> None:
+        self._head.append("%s: %s" % (name, value))
+
+    def end_headers(self) -> None:
+        self.wfile.write(("\r\n".join(self._head) + "\r\n\r\n").encode("latin-1"))
+
+
+def read_json_body(request: Any) -> dict[str, Any]:
+    """The request's body as a JSON object ({} when there is none); BadRequest for anything else. `request`: an
+    http.server handler or a `_Request`."""
     try:
         length = int(request.headers.get("Content-Length") or 0)
         value = json.loads(request.rfile.read(length) or b"{}")
@@ -513,26 +593,20 @@ def read_json_body(request: BaseHTTPRequestHandler) -> dict[str, Any]:
     return value
 
 
-def _dispatcher_for(admin: AdminServer) -> type[BaseHTTPRequestHandler]:
-    class AdminRequest(BaseHTTPRequestHandler):
+def _dispatcher_for(admin: AdminServer) -> type[_Request]:
+    class AdminRequest(_Request):
         """The one dispatcher: checks the token, matches a route, parses the query and the body, calls the
         handler and sends its answer: JSON, a Stream of JSON lines, or for a UserError its status with
         {error, what, name}."""
 
-        protocol_version = "HTTP/1.0"  # streamed logs end when the connection closes
         server: _Server
 
         def setup(self) -> None:
             self.timeout = self.server.idle_timeout  # type: ignore[misc]  # a request that stops coming is dropped
             super().setup()
 
-        def log_message(self, format, *args):
-            pass
-
-        def parse_request(self):
+        def accepted(self):
             """Every request, whatever its method, needs the session's token: else 401 and nothing else."""
-            if not super().parse_request():
-                return False
             scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
             if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), admin.token.encode()):
                 return True

@@ -65,6 +65,53 @@ def test_idle_connections_hold_no_thread_and_a_request_is_still_served(admin):
             connection.close()
 
 
+def raw_exchange(admin, data):
+    """(status line, headers, body) the admin API answers to the bytes `data` (it closes the connection after)."""
+    with socket.create_connection(("127.0.0.1", admin.port), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *headers = head.decode("latin-1").split("\r\n")
+    return status, dict(h.split(": ", 1) for h in headers), body
+
+
+def test_requests_it_cannot_read_are_answered_with_their_status(admin):
+    """What http.server answered, as JSON: the admin API reads its own requests (no http.server import)."""
+    token = b"Authorization: Bearer " + admin.token.encode() + b"\r\n"
+    cases = [
+        (b"nonsense\r\n\r\n", "400 Bad Request"),
+        (b"GET /" + b"x" * 70000 + b" HTTP/1.0\r\n\r\n", "414 Request-URI Too Long"),
+        (b"GET /api/functions HTTP/1.0\r\n" + b"X-A: b\r\n" * 300 + b"\r\n", "431 Request Header Fields Too Large"),
+        (b"PUT /api/functions HTTP/1.0\r\n" + token + b"\r\n", "501 Not Implemented"),
+    ]
+    for data, status in cases:
+        line, headers, body = raw_exchange(admin, data)
+        assert line == "HTTP/1.0 " + status, data[:40]
+        assert headers["Content-Type"] == "application/json" and json.loads(body) == {"error": status.split(" ", 1)[1]}
+    line, headers, body = raw_exchange(
+        admin, b"GET /api/functions HTTP/1.1\r\nauthorization: bearer " + admin.token.encode() + b"\r\n\r\n"
+    )  # a header's name and the scheme in any case
+    assert (line, json.loads(body), headers["Content-Length"]) == ("HTTP/1.0 200 OK", [], str(len(body)))
+    assert raw_exchange(admin, b"GET /api/functions HTTP/1.0\r\nAuthorization: Bearer nope\r\n\r\n")[0] == (
+        "HTTP/1.0 401 Unauthorized"
+    )
+
+
+def test_a_body_announced_with_expect_is_asked_for(admin):
+    """curl sends `Expect: 100-continue` before a larger body and waits for the go-ahead (a second, without one)."""
+    with socket.create_connection(("127.0.0.1", admin.port), timeout=10) as connection:
+        body = json.dumps({"data": "x" * 2000}).encode()
+        connection.sendall(
+            b"POST /api/nothing-here HTTP/1.1\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n"
+            b"Expect: 100-continue\r\n\r\n" % (admin.token.encode(), len(body))
+        )
+        assert connection.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        connection.sendall(body)
+        assert connection.recv(100).startswith(b"HTTP/1.0 404 Not Found\r\n")
+
+
 def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(admin, monkeypatch):
     monkeypatch.setattr(admin.server, "idle_timeout", 0.05)
     connection = socket.create_connection(("127.0.0.1", admin.port), timeout=10)
