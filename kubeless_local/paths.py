@@ -4,7 +4,8 @@ import json
 import os
 from pathlib import Path
 
-STATE_DIRNAME = ".kubeless-local"
+from kubeless_local.places import STATE_DIRNAME, cache_root
+
 SETTINGS_FILE = ".kubeless-local.yaml"  # a project's settings (config.py reads it)
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -21,10 +22,7 @@ TEMPLATES_DIR = _data_dir("templates")
 
 def cache_dir():
     """Per-user cache shared by projects (deps keyed by sha256, runtime libraries)."""
-    root = os.environ.get("KUBELESS_LOCAL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kubeless-local"
-    )
-    path = Path(root)
+    path = Path(cache_root())
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -13,7 +13,8 @@ The template exits when `dev`'s end of its socket closes; the guardian watches i
 it die first, the servers it forked are killed and reported exited (SIGKILL), so the supervisor
 restarts them, through a new template.
 
-`run` may start a template before the engine knows it needs one (emulator/headstart.py).
+Every template process is spawned by emulator/prestart.py, which `run` uses before the engine knows it needs one
+(emulator/headstart.py): a Template takes such a process (`_start(spawned)`) or has one spawned.
 """
 
 import array
@@ -25,9 +26,8 @@ import subprocess
 import threading
 from typing import IO, Optional
 
-ROOM = "KUBELESS_LOCAL_TEMPLATE_ROOM"  # env padding: room for a fork's own env in its /proc/<pid>/environ
-ROOM_BYTES = 32 << 10
-CONTROL_FD = "{control_fd}"  # in the template's argv: the descriptor of its end of the socket
+from kubeless_local.emulator.prestart import Spawned, spawn_template
+
 START_TIMEOUT = 30.0  # the template imports the runtime's libraries before it answers
 
 
@@ -59,7 +59,7 @@ class Template:
     def __init__(self, argv: list[str], env: dict[str, str], guardian=None) -> None:
         self.argv, self.env, self.guardian = argv, env, guardian
         self.lock = threading.Lock()  # one request at a time: its answer is the next non-exit message
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[Spawned] = None
         self.sock: Optional[socket.socket] = None
         self.answers: list[dict] = []
         self.answered = threading.Condition()
@@ -67,30 +67,16 @@ class Template:
         self.early: dict[int, int] = {}  # exits reported before their spawn returned
         self.broken = False
 
-    def _start(self) -> bool:
+    def _start(self, spawned: Optional[tuple[Spawned, int]] = None) -> bool:
+        """Start the template process, or take `spawned`: (the process, our socket's descriptor) that prestart.py
+        spawned of this argv and env. False when it cannot be started (servers then start as fresh processes: a
+        system without SEQPACKET unix sockets, say)."""
         try:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one message, one request
-        except OSError:  # a system without SEQPACKET unix sockets: servers start as fresh processes
-            self.broken = True
-            return False
-        env = {k: v for k, v in self.env.items() if k != "PYTHONPATH"}
-        env[ROOM] = "x" * ROOM_BYTES
-        try:
-            self.proc = subprocess.Popen(
-                [str(theirs.fileno()) if arg == CONTROL_FD else arg for arg in self.argv],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,
-            )
+            self.proc, fd = spawned or spawn_template(self.argv, self.env)
         except OSError:
-            ours.close()
             self.broken = True
             return False
-        finally:
-            theirs.close()
+        ours = socket.socket(fileno=fd)
         if self.guardian is not None:
             self.guardian.watch(self.proc.pid)
         self.sock = ours
@@ -190,9 +176,7 @@ class Template:
                     pass
                 self.sock.close()
             if self.proc is not None:
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
+                if self.proc.wait(timeout=5) is None:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait()
                 if self.guardian is not None:

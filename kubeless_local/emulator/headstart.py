@@ -2,9 +2,11 @@
 and prepares the code, instead of after them.
 
 `head_start` (the `run` command, before the engine's imports) starts what a function of that runtime
-last started (remembered in the user's cache, HINTS): the Python template (emulator/forkserver.py),
+last started (remembered in the user's cache: prestart.py's hints): the Python template (emulator/forkserver.py),
 which imports the server's libraries, or, where the catalog has `held:`, the server itself in a held
-start (Node and the function's first worker thread boot while the engine works; runtimes/nodejs/held.js).
+start (Node and the function's first worker thread boot while the engine works; runtimes/nodejs/held.js). A
+plain `run` line has its template spawned sooner still, by the console script (prestart.start): head_start
+takes that one.
 It is a guess, never trusted: the process backend claims it only when it is the very process it would
 start now (same argv; the same env, or for a held server the same variables read when its interpreter
 starts, READ_AT_BOOT); any other is closed, and the guess corrected. A held server is then released: it is
@@ -17,18 +19,16 @@ Keep this module light: `run` imports it before the engine.
 
 import json
 import os
-import re
 import subprocess
 import threading
 from pathlib import Path
 from typing import IO, Optional, Union, cast
 
+from kubeless_local.emulator import prestart
 from kubeless_local.emulator.forkserver import Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
-from kubeless_local.paths import RUNTIMES_DIR, STATE_DIRNAME, keep_cached, read_cached
+from kubeless_local.emulator.prestart import HELD, TEMPLATE
 
-HINTS = "head-starts.json"  # in the user's cache: "runtime runtimes-folder" → {kind, argv, PATH} it last started
-TEMPLATE, HELD = "template", "held"  # the kinds of a head start
 # Variables a held server's interpreter reads when it starts (too early for its release to set them): they
 # must be the same in the env it was started with and in the env it is released with. NODE_PATH is read
 # again on release (held.js).
@@ -41,36 +41,30 @@ _unclaimed: dict[str, tuple[Started, dict]] = {}  # runtime → (what head_start
 _lock = threading.Lock()
 
 
-def _hint_key(runtime: str) -> str:
-    """Per runtime and installation of kubeless-local: two (a release and a checkout) guess apart."""
-    return "%s %s" % (runtime, RUNTIMES_DIR)
-
-
 def run_folders(source: Optional[Path], handler: str, name: Optional[str]) -> tuple[str, Path, Path]:
-    """`run`'s (function name, project folder, state folder) for its code at `source` (None: a URL, run from the
-    current folder): the name is --name, else the handler's module. Each `run` has a state folder of its own:
-    several `run`s (and a `dev`) from one folder each keep their lock, ports and admin API."""
-    root = Path.cwd() if source is None else source.parent if source.is_file() else source
-    name = name or re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
-    return name, root, root / STATE_DIRNAME / ("run-" + name)
+    """prestart.run_folders, with Paths."""
+    name, root, state = prestart.run_folders(None if source is None else str(source), handler, name)
+    return name, Path(root), Path(state)
 
 
 def head_start(runtime: str, project: str) -> None:
     """Start what a function of `runtime` last started, for the session whose resolved state folder is
     `project` (guardian.PROJECT_ENV), unless its files are gone or PATH changed since. Once per runtime: the
     console script may have started it already (commands/entry.py)."""
-    hint = read_cached(HINTS).get(_hint_key(runtime))
-    hint = hint if isinstance(hint, dict) and hint.get("path") == os.environ.get("PATH") else {}
-    argv = hint.get("argv")
+    kind, argv = prestart.read_hint(runtime) or (None, None)
     with _lock:
         if runtime in _asked:
             return
         _asked[runtime] = argv
-    if not isinstance(argv, list) or not all(os.path.exists(a) for a in argv if os.path.isabs(a)):
-        return
+    early = prestart.take(runtime)
     env = {**os.environ, PROJECT_ENV: project}
+    if early is not None and (early[0], early[1]) != (argv, env):  # the hint or the env changed meanwhile
+        _close_soon(_adopted(early))
+        early = None
+    if argv is None or not all(os.path.exists(a) for a in argv if os.path.isabs(a)):
+        return
     started: Optional[Started] = None
-    if hint.get("kind") == HELD:
+    if kind == HELD:
         try:  # its own session, as every server (stopping it kills its group); the pipes read once claimed
             started = subprocess.Popen(
                 argv,
@@ -86,7 +80,7 @@ def head_start(runtime: str, project: str) -> None:
     else:
         template = Template(argv, env)
         with template.lock:
-            if template._start():
+            if template._start(early[2:] if early is not None else None):
                 started = template
     if started is not None:
         with _lock:
@@ -154,11 +148,20 @@ def close_unclaimed() -> None:
     """Close what was head-started and not claimed (another backend runs the function, or it did not get as
     far as starting)."""
     with _lock:
-        started = [each for each, _ in _unclaimed.values()]
+        started = [each for each, _ in _unclaimed.values()] + [_adopted(early) for early in prestart.taken_all()]
         _unclaimed.clear()
         _asked.clear()
     for each in started:
         _close_soon(each)
+
+
+def _adopted(early: tuple) -> Template:
+    """The Template of a process prestart.start spawned: (argv, env, process, socket descriptor)."""
+    argv, env, *spawned = early
+    template = Template(argv, env)
+    with template.lock:
+        template._start((spawned[0], spawned[1]))
+    return template
 
 
 def _close_soon(started: Started) -> None:
@@ -183,6 +186,4 @@ def _reap(proc: subprocess.Popen) -> None:
 
 def _remember(runtime: str, kind: str, argv: list[str]) -> None:
     """What `runtime` started, for the next `run`'s guess (a cache that cannot be written: no head start then)."""
-    hints = read_cached(HINTS)
-    hints[_hint_key(runtime)] = {"kind": kind, "argv": argv, "path": os.environ.get("PATH")}
-    keep_cached(HINTS, hints)
+    prestart.write_hint(runtime, kind, argv)

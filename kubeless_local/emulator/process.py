@@ -10,10 +10,11 @@ from typing import IO, Optional
 
 from kubeless_local.emulator import headstart
 from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
-from kubeless_local.emulator.forkserver import CONTROL_FD, Forked, Template
+from kubeless_local.emulator.forkserver import Forked, Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
 from kubeless_local.emulator.prepare import Prepared
+from kubeless_local.emulator.prestart import CONTROL_FD
 from kubeless_local.errors import UserError
 
 

@@ -359,18 +359,23 @@ def test_the_early_head_start_is_the_one_the_run_command_asks_for(tmp_path, monk
     """The entry starts the runtime's server side for the state folder `run` will use; the command's own head
     start then finds it asked for (one a runtime); a URL, the docker backend or a line left to click: none."""
     from kubeless_local.commands.running import code_location
-    from kubeless_local.emulator import headstart
+    from kubeless_local.emulator import headstart, prestart
 
-    asked = []
-    monkeypatch.setattr(headstart, "head_start", lambda runtime, project: asked.append((runtime, project)))
+    asked, held = [], []
+    monkeypatch.setattr(prestart, "start", lambda runtime, project: asked.append((runtime, project)) or not held)
+    monkeypatch.setattr(headstart, "head_start", lambda runtime, project: held.append((runtime, project)))
     monkeypatch.delenv("KUBELESS_LOCAL_BACKEND", raising=False)
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "handler.py").write_text("def hello(event, context):\n    return 'hello'\n")
     monkeypatch.chdir(tmp_path / "src")
     entry.early_head_start(["handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--name", "hi"])
     _, _, state_dir = headstart.run_folders(code_location("handler.py", "FILE"), "handler.hello", "hi")
-    assert asked == [("python3.11", str(state_dir.resolve()))]
+    assert asked == [("python3.11", str(state_dir.resolve()))] and held == []  # a template: prestart spawned it
     assert state_dir.resolve() == tmp_path / "src" / ".kubeless-local" / "run-hi"
+    held.append(None)  # the hint is a held server's: headstart starts it, for the same state folder
+    entry.early_head_start(["handler.py", "--runtime", "nodejs20", "--handler", "handler.hello", "--name", "hi"])
+    assert asked[1:] == held[1:] == [("nodejs20", str(state_dir.resolve()))]
+    asked.clear()
     for skipped in (
         ["https://example.invalid/handler.py", "--runtime", "python3.11", "--handler", "handler.hello"],
         ["missing.py", "--runtime", "python3.11", "--handler", "handler.hello"],
@@ -380,11 +385,11 @@ def test_the_early_head_start_is_the_one_the_run_command_asks_for(tmp_path, monk
         entry.early_head_start(skipped)
     monkeypatch.setenv("KUBELESS_LOCAL_BACKEND", "docker")
     entry.early_head_start(["handler.py", "--runtime", "python3.11", "--handler", "handler.hello"])
-    assert len(asked) == 1
+    assert asked == []
     monkeypatch.delenv("KUBELESS_LOCAL_BACKEND")
 
     def fails(runtime, project):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(headstart, "head_start", fails)  # a guess that fails is left to the command
+    monkeypatch.setattr(prestart, "start", fails)  # a guess that fails is left to the command
     entry.early_head_start(["handler.py", "--runtime", "python3.11", "--handler", "handler.hello"])

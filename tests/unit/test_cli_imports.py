@@ -29,6 +29,7 @@ CALL_MODULES = VERSION_MODULES | {
     "kubeless_local.client",
     "kubeless_local.events",
     "kubeless_local.paths",
+    "kubeless_local.places",  # paths' os-only part
     "kubeless_local.emulator",  # the package's __init__ only (names load on first use): for registry
     "kubeless_local.emulator.registry",
 }

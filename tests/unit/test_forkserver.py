@@ -10,7 +10,8 @@ import sys
 import pytest
 from waiting import wait_until
 
-from kubeless_local.emulator.forkserver import CONTROL_FD, Template
+from kubeless_local.emulator.forkserver import Template
+from kubeless_local.emulator.prestart import CONTROL_FD
 from kubeless_local.runtimes import RUNTIMES_DIR
 
 SCRIPT = """\

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from waiting import wait_for, wait_until
 
-from kubeless_local.emulator import headstart
-from kubeless_local.emulator.forkserver import CONTROL_FD
+from kubeless_local.emulator import headstart, prestart
+from kubeless_local.emulator.prestart import CONTROL_FD
 from kubeless_local.runtimes import RUNTIMES_DIR
 
 NODE = shutil.which("node")
@@ -60,10 +60,10 @@ def test_the_template_its_runtime_last_used_is_started_ahead_and_claimed_only_if
     argv, project = template_argv(tmp_path), str(tmp_path / "state")
     env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project}
     assert headstart.claim_template("python3.11", argv, env) is None  # no head start (dev, tests): nothing kept
-    assert not (cache / headstart.HINTS).exists()
+    assert not os.path.exists(prestart.hint_path("python3.11"))
     headstart.head_start("python3.11", project)  # no guess yet: nothing started; the claim remembers
     assert headstart.claim_template("python3.11", argv, env) is None
-    assert (cache / headstart.HINTS).exists()
+    assert prestart.read_hint("python3.11") == (headstart.TEMPLATE, argv)
 
     headstart.head_start("python3.11", project)
     guardian = Watched()

@@ -149,8 +149,9 @@ def test_the_template_run_started_ahead_is_the_one_its_server_forks_from(tmp_pat
     import os
 
     from kubeless_local.emulator import headstart
-    from kubeless_local.emulator.forkserver import CONTROL_FD, Forked
+    from kubeless_local.emulator.forkserver import Forked
     from kubeless_local.emulator.guardian import PROJECT_ENV
+    from kubeless_local.emulator.prestart import CONTROL_FD
     from kubeless_local.runtimes import RUNTIMES_DIR
 
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))

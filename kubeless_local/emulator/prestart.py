@@ -1,0 +1,195 @@
+"""The first step of a plain `run` (commands/entry.py): the template process its runtime last started
+(emulator/forkserver.py) is spawned from the hint that start left, before anything heavier than `os` is imported.
+
+The template's own start (~100 ms: asyncio, bottle) is the longer of `run`'s two ways to its first answer, so every
+millisecond before it counts: json, re, subprocess, pathlib and typing took ~20 ms of a fresh interpreter before
+emulator/headstart.py could start it. This module imports os, time, _socket and zlib, and of ours places and
+guardian (os alone): ~1 ms. It keeps the hints (a small text file each, NUL-separated) and spawns every template,
+whoever asks (`spawn_template`: os.posix_spawn, not subprocess). headstart.py takes what `start` spawned (`take`) and
+does the rest of the head start: the guess checked, claiming, closing, Node's held servers.
+"""
+
+from __future__ import annotations  # annotations unevaluated: typing is not imported
+
+import _socket  # the C half of `socket`, whose Python half imports enum and selectors (~8 ms of a fresh interpreter)
+import os
+import time
+import zlib
+
+from kubeless_local.emulator.guardian import PROJECT_ENV
+from kubeless_local.places import STATE_DIRNAME, cache_root
+
+HINTS = "head-starts"  # a folder in the user's cache: a file per runtime and installation (hint_path)
+TEMPLATE, HELD = "template", "held"  # the kinds of a head start
+ROOM = "KUBELESS_LOCAL_TEMPLATE_ROOM"  # env padding: room for a fork's own env in its /proc/<pid>/environ
+ROOM_BYTES = 32 << 10
+CONTROL_FD = "{control_fd}"  # in the template's argv: the descriptor of its end of the socket
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")  # what a function's name is made of
+POLL_SECONDS = 0.005  # Spawned.wait with a timeout looks this often
+
+_spawned: dict = {}  # runtime → (argv, env, Spawned, our socket's descriptor): spawned by `start`, until taken
+
+
+class Spawned:
+    """A process started by os.posix_spawn: the part of subprocess.Popen its owner uses (pid, poll, wait)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: gone, its code unknown
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Its exit code once it has exited; None when it still runs after `timeout` seconds."""
+        if timeout is None:
+            while self.returncode is None:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                except ChildProcessError:
+                    self.returncode = -1
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+        return self.returncode
+
+
+def function_name(handler: str, name: str | None = None) -> str:
+    """`run`'s function name: --name, else the handler's module in lower case, each run of characters other than
+    a-z, 0-9 and - made one -, without a - at either end ("function" when nothing is left)."""
+    if name:
+        return name
+    words = "".join(c if c in NAME_CHARS else " " for c in handler.split(".")[0].lower()).split()
+    return "-".join(words).strip("-") or "function"
+
+
+def run_folders(source: str | None, handler: str, name: str | None) -> tuple[str, str, str]:
+    """`run`'s (function name, project folder, state folder) for its code at the resolved path `source` (None: a URL,
+    run from the current folder). Each `run` has a state folder of its own: several `run`s (and a `dev`) from one
+    folder each keep their lock, ports and admin API."""
+    root = os.getcwd() if source is None else os.path.dirname(source) if os.path.isfile(source) else source
+    name = function_name(handler, name)
+    return name, root, os.path.join(root, STATE_DIRNAME, "run-" + name)
+
+
+def hint_path(runtime: str) -> str:
+    """Where the hint of `runtime` is kept for this installation of kubeless-local (a release and a checkout guess
+    apart); the file says again which runtime and installation it is for."""
+    key = zlib.crc32(os.fsencode("%s\0%s" % (runtime, _installation())))
+    return os.path.join(cache_root(), HINTS, "%08x" % key)
+
+
+def _installation() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read_hint(runtime: str) -> tuple[str, list[str]] | None:
+    """(kind, argv) of what `runtime` last started, unless PATH changed since; None without one."""
+    try:
+        with open(hint_path(runtime), "rb") as hint:
+            fields = os.fsdecode(hint.read()).split("\0")
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5 or fields[:3] != [runtime, _installation(), os.environ.get("PATH", "")]:
+        return None
+    return fields[3], fields[4:]
+
+
+def write_hint(runtime: str, kind: str, argv: list[str]) -> None:
+    """Keep what `runtime` started, for the next `run`'s guess, atomically (unwritable: no head start then)."""
+    path = hint_path(runtime)
+    tmp = "%s.%d" % (path, os.getpid())
+    fields = [runtime, _installation(), os.environ.get("PATH", ""), kind, *argv]
+    if any("\0" in field for field in fields):
+        return  # no process can be given such an argument
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as hint:
+            hint.write(os.fsencode("\0".join(fields)))
+        os.replace(tmp, path)
+    except (OSError, ValueError):  # ValueError: a name the file system cannot take (a surrogate)
+        pass
+
+
+def start(runtime: str, project: str) -> bool:
+    """Spawn the template `runtime` last started, for the session whose resolved state folder is `project`, unless
+    one is spawned already or its files are gone. False when the hint names what headstart.py starts itself (a held
+    server); True otherwise, with nothing to start too."""
+    hint = read_hint(runtime)
+    if hint is None:
+        return True
+    kind, argv = hint
+    if kind != TEMPLATE:
+        return False
+    if runtime in _spawned or not all(os.path.exists(a) for a in argv if os.path.isabs(a)):
+        return True
+    env = dict(os.environ)
+    env[PROJECT_ENV] = project
+    _spawned[runtime] = (argv, env, *spawn_template(argv, env))
+    return True
+
+
+def take(runtime: str) -> tuple | None:
+    """(argv, env, Spawned, socket descriptor) of the template `start` spawned for `runtime`, now the caller's;
+    or None."""
+    return _spawned.pop(runtime, None)
+
+
+def taken_all() -> list:
+    """Every template `start` spawned and no one took, now the caller's (to close)."""
+    left = list(_spawned.values())
+    _spawned.clear()
+    return left
+
+
+def spawn_template(argv: list[str], env: dict[str, str]) -> tuple[Spawned, int]:
+    """Start the template `argv` (CONTROL_FD: its end of a new socket) with `env` (PYTHONPATH left out, ROOM added)
+    in a session of its own, its stdio /dev/null and no other descriptor of ours: (the process, the descriptor of our
+    end of the socket). OSError when it cannot be started."""
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)  # one message, one request
+    try:
+        fd = theirs.fileno()
+        os.set_inheritable(fd, True)
+        args = [str(fd) if arg == CONTROL_FD else arg for arg in argv]
+        child_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+        child_env[ROOM] = "x" * ROOM_BYTES
+        actions: list[tuple] = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
+        actions += [(os.POSIX_SPAWN_CLOSE, other) for other in _inheritable_descriptors() if other != fd]
+        try:
+            pid = os.posix_spawnp(args[0], args, child_env, file_actions=actions, setsid=True)
+        except NotImplementedError as exc:  # a system without POSIX_SPAWN_SETSID: servers start as fresh processes
+            raise OSError(str(exc)) from None
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return Spawned(pid), ours.detach()
+
+
+def _inheritable_descriptors() -> list[int]:
+    """This process's descriptors 3 and up that a child would inherit (not close-on-exec): those it was itself given
+    (a make jobserver's, a caller's pipe), which subprocess's close_fds would close too."""
+    try:
+        names = os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            pass  # the listing's own descriptor, closed since
+    return found

@@ -1,0 +1,117 @@
+"""A plain `run`'s first step (emulator/prestart.py): the template its runtime last started is spawned before anything
+heavier than os is imported, and it is the very process the head start then takes; its hints, its function name and
+its spawn (no descriptor of ours leaks, a session of its own) as subprocess's were."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from test_headstart import cache, template_argv  # noqa: F401 - the fixture: hints in tmp_path, nothing left started
+
+from kubeless_local.emulator import headstart, prestart
+
+
+@pytest.mark.parametrize(
+    "handler",
+    ["handler.hello", "My_Module.f", "__init__.x", "a--b.c", "-a_.x", "über.x", "İx.y", "___.z", "a_-_b.c", "x"],
+)
+def test_the_function_name_is_the_one_the_regular_expression_made(handler):
+    by_regex = re.sub(r"[^a-z0-9-]+", "-", handler.split(".")[0].lower()).strip("-") or "function"
+    assert prestart.function_name(handler) == by_regex
+    assert prestart.function_name(handler, "given") == "given"
+
+
+def test_the_early_template_is_the_one_the_head_start_takes(tmp_path, cache):  # noqa: F811
+    argv, project = template_argv(tmp_path), str(tmp_path / "state")
+    env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project}
+    assert prestart.start("python3.11", project) and prestart._spawned == {}  # no hint: nothing spawned
+    prestart.write_hint("python3.11", prestart.TEMPLATE, argv)
+    assert prestart.start("python3.11", project)
+    early = prestart._spawned["python3.11"][2]
+    headstart.head_start("python3.11", project)
+    assert prestart._spawned == {}
+    claimed = headstart.claim_template("python3.11", argv, env)
+    try:
+        assert claimed is not None and claimed.proc is early
+        script = tmp_path / "server.py"
+        script.write_text("print('served', flush=True)")
+        child = claimed.spawn([sys.executable, "-S", "-u", str(script)], env, str(tmp_path))
+        assert child is not None and child.stdout.read() == b"served\n" and child.wait(timeout=30) == 0
+    finally:
+        claimed.close()
+    assert early.poll() == 0  # the template exits when its socket closes; reaped
+
+
+def test_an_early_template_for_another_env_is_closed_not_taken(tmp_path, cache):  # noqa: F811
+    argv = template_argv(tmp_path)
+    prestart.write_hint("python3.11", prestart.TEMPLATE, argv)
+    prestart.start("python3.11", str(tmp_path / "one-state"))
+    early = prestart._spawned["python3.11"][2]
+    headstart.head_start("python3.11", str(tmp_path / "another-state"))
+    started, _ = headstart._unclaimed["python3.11"]
+    assert started.proc is not early
+    assert early.wait(timeout=30) is not None  # closed
+    headstart.close_unclaimed()
+    assert started.proc.wait(timeout=30) is not None
+
+
+def test_a_hint_is_for_its_runtime_installation_and_path(tmp_path, cache, monkeypatch):  # noqa: F811
+    prestart.write_hint("python3.11", prestart.TEMPLATE, ["/bin/python3", "template.py"])
+    assert prestart.read_hint("python3.11") == ("template", ["/bin/python3", "template.py"])
+    assert prestart.read_hint("python3.12") is None
+    with open(prestart.hint_path("python3.11"), "wb") as hint:
+        hint.write(b"garbage")
+    assert prestart.read_hint("python3.11") is None
+    prestart.write_hint("python3.11", prestart.TEMPLATE, ["/bin/python3", "template.py"])
+    prestart.write_hint("python3.11", prestart.TEMPLATE, ["with\0nul"])  # no process can be given it: not kept
+    assert prestart.read_hint("python3.11") == ("template", ["/bin/python3", "template.py"])
+    monkeypatch.setenv("PATH", "/elsewhere")
+    assert prestart.read_hint("python3.11") is None
+
+
+def test_a_template_gets_no_descriptor_of_ours_and_a_session_of_its_own(tmp_path):
+    """As subprocess's close_fds and start_new_session: a descriptor this process was given (here an inheritable
+    pipe) is not passed on; the template has its end of its socket, and /dev/null as its stdio."""
+    listing = tmp_path / "fds"
+    code = (
+        "import json, os, sys\n"
+        "fds = {}\n"
+        "for n in os.listdir('/proc/self/fd'):\n"
+        "    try: fds[n] = os.readlink('/proc/self/fd/' + n)\n"
+        "    except OSError: pass  # the listing's own\n"
+        "open(sys.argv[1], 'w').write(json.dumps([os.getpid(), os.getsid(0), int(sys.argv[2]), fds]))\n"
+    )
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    pipe = "pipe:[%d]" % os.fstat(write_end).st_ino
+    try:
+        proc, ours = prestart.spawn_template([sys.executable, "-S", "-c", code, str(listing), "{control_fd}"], {})
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    try:
+        assert proc.wait(timeout=30) == 0
+        pid, sid, control, fds = json.loads(listing.read_text())
+        assert pid == proc.pid == sid
+        assert [fds[n] for n in "012"] == [os.devnull] * 3
+        assert fds[str(control)].startswith("socket:") and pipe not in fds.values()
+    finally:
+        os.close(ours)
+    with pytest.raises(OSError):
+        prestart.spawn_template(["/nonexistent/python", "{control_fd}"], {})
+
+
+def test_it_imports_nothing_heavier_than_os():
+    """Its imports are what the template waits for: json, re, subprocess, pathlib and typing (and enum, which each
+    loads) took ~20 ms of a fresh interpreter."""
+    script = "import sys; import kubeless_local.emulator.prestart; print(' '.join(sys.modules))"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(prestart.__file__)))
+    loaded = subprocess.run(
+        [sys.executable, "-S", "-c", script], env={**os.environ, "PYTHONPATH": root}, capture_output=True, text=True
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    heavy = {"json", "re", "enum", "subprocess", "pathlib", "typing", "socket", "threading", "signal", "selectors"}
+    assert not heavy & set(loaded.stdout.split())
