@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends, debugging, headstart, registry
+from kubeless_local.emulator import backends, headstart, registry
 from kubeless_local.emulator.base import BackendFactory
 from kubeless_local.emulator.bus import EventBus
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
@@ -34,6 +34,7 @@ from kubeless_local.paths import STATE_DIRNAME
 from kubeless_local.runtimes import Catalog
 
 if TYPE_CHECKING:
+    from kubeless_local.emulator import debugging
     from kubeless_local.emulator.admin import AdminServer
     from kubeless_local.emulator.gateway import Gateway
     from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
@@ -232,10 +233,12 @@ class DevSession:
         except BaseException as exc:  # noqa: BLE001 - raised on the session's thread, after the functions' start
             failed.append(exc)
 
-    def _debug_targets(self) -> dict[str, debugging.Target]:
+    def _debug_targets(self) -> dict[str, "debugging.Target"]:
         """The debugged functions and their ports, checked against the project's Functions."""
         if not self.debug:
             return {}
+        from kubeless_local.emulator import debugging
+
         catalog = Catalog()
         loaded = self.manifests if self.manifests is not None else specs.Loader(self.root, self.ignore).collect()
         return debugging.plan(

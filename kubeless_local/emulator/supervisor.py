@@ -8,9 +8,8 @@ import threading
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from kubeless_local.emulator import debugging
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, Reach, State
 from kubeless_local.emulator.logs import LogHub
@@ -20,6 +19,9 @@ from kubeless_local.emulator.taps import Taps
 from kubeless_local.errors import UserError
 from kubeless_local.runtimes import Catalog, Runtime
 from kubeless_local.spec import PORT_ANNOTATION, FunctionSpec
+
+if TYPE_CHECKING:
+    from kubeless_local.emulator import debugging
 
 STARTUP_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 30.0
@@ -165,7 +167,7 @@ class Supervisor:
         ephemeral_ports: bool = False,
         word: Callable[[UserError | str], str] = str,
         recorder: Optional[Recorder] = None,
-        debug: Optional[dict[str, debugging.Target]] = None,
+        debug: Optional[dict[str, "debugging.Target"]] = None,
     ) -> None:
         """`backend` builds the backend (a Backend class, or `backends.factory(name)`); it is given `logs`
         and this supervisor's restart as its `on_exit`. `word` is how an error is shown in a function's log
@@ -552,6 +554,8 @@ class Supervisor:
         files and the stable install link the server loads them from."""
         if instance.debug is None or spec is None:
             return None
+        from kubeless_local.emulator import debugging  # with `--debug` only
+
         prepared = self.serving.get(instance.name)
         return {
             "debugger": instance.debug.debugger,

@@ -146,7 +146,8 @@ def test_call_imports_no_engine_yaml_rich_nor_http_library(session, tmp_path):
 
 def test_a_run_loads_no_http_library_before_its_first_answer(tmp_path):
     """The engine, the process backend and the admin API (which opens beside the first server's start) read and
-    write HTTP themselves: http.server's import (http.client, email, ssl) ran beside the function's start."""
+    write HTTP themselves: http.server's import (http.client, email, ssl) ran beside the function's start. Nor
+    what only the watch (started after the functions) or a debugger needs."""
     script = (
         "import sys; import kubeless_local.commands.running, kubeless_local.commands.serving, "
         "kubeless_local.emulator.session, kubeless_local.emulator.process, kubeless_local.emulator.admin; "
@@ -155,7 +156,13 @@ def test_a_run_loads_no_http_library_before_its_first_answer(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
-    assert not {"http.server", "http.client", "email", "ssl"} & set(loaded.stdout.split())
+    loaded = set(loaded.stdout.split())
+    assert not {"http.server", "http.client", "email", "ssl"} & loaded
+    # what only a watch (after the start) or `--debug` needs
+    assert (
+        not {"watchdog", "watchdog.events", "kubeless_local.emulator.debugging", "kubeless_local.emulator.delve"}
+        & loaded
+    )
 
 
 def test_every_command_is_one_row_of_the_root_table():
