@@ -6,6 +6,7 @@ suite runs the real server through it)."""
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 from waiting import wait_until
@@ -179,3 +180,19 @@ def test_the_first_server_is_forked_before_prometheus_client_is_loaded_and_the_n
     own.mkdir()
     (own / "prometheus_client.py").write_text("")
     assert template.spawn(argv, {**env, "PYTHONPATH": str(own)}, str(tmp_path)) is None
+
+
+def test_the_template_loads_prometheus_client_once_idle_after_its_first_fork(tmp_path, template):
+    """Not beside the first server's start (`run`'s first answer), but once nothing has asked for LATER_IDLE."""
+    lib = Path(template.argv[-1])
+    (lib / "prometheus_client.py").write_text(
+        "import os\nopen(os.path.join(os.path.dirname(__file__), 'loaded-by-%d' % os.getpid()), 'w').close()\n"
+    )
+    script = tmp_path / "server.py"
+    script.write_text("import sys\nprint('prometheus_client' in sys.modules, flush=True)\n")
+    env = {"PATH": os.environ.get("PATH", ""), "KUBELESS_LOCAL_PROJECT": str(tmp_path)}
+    child = template.spawn([sys.executable, "-S", "-u", str(script)], env, str(tmp_path))
+    assert child is not None and child.stdout.read() == b"False\n" and child.wait(timeout=30) == 0
+    assert template.proc is not None
+    marker = lib / ("loaded-by-%d" % template.proc.pid)
+    wait_until(marker.exists, "the template's own import of prometheus_client, with no request since", 30)
