@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -478,6 +477,8 @@ class Catalog:
             for tool in candidates(v.executable)
         }
         if len(probes) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # (and logging): `runtime list`'s, not `run`'s
+
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(lambda args: _probe(*args), probes))
 

@@ -9,7 +9,6 @@ gateway (asyncio) with the first HTTPTrigger, the Kafka bridge with a broker.
 
 import dataclasses
 import functools
-import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -40,12 +39,6 @@ if TYPE_CHECKING:
     from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
 
 ADMIN_PATIENCE = 0.1  # seconds the admin API waits for the first server to start before it opens anyway
-
-# watchdog logs an error when a file event arrives while its observer stops (a race inside watchdog,
-# harmless: we are stopping); it would print on the user's console.
-logging.getLogger("watchdog.observers.inotify").addFilter(
-    lambda record: "called when the thread is inactive" not in record.getMessage()
-)
 
 
 class DevSession:

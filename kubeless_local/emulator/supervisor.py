@@ -1,6 +1,5 @@
 """Keeps functions running: prepare → start → wait ready; reload on change, keeping the last good code."""
 
-import concurrent.futures
 import contextlib
 import json
 import socket
@@ -131,6 +130,8 @@ def _scraped_all(urls: list) -> list:
     """scrape_metrics of each of `urls`, in that order, at most SCRAPES_AT_ONCE at the same time."""
     if len(urls) <= 1:
         return [scrape_metrics(url) for url in urls]
+    import concurrent.futures  # (and logging with it): not on the way to the first function's start
+
     with concurrent.futures.ThreadPoolExecutor(min(len(urls), SCRAPES_AT_ONCE), "kl-scrape") as pool:
         return list(pool.map(scrape_metrics, urls))
 

@@ -17,7 +17,6 @@ import socket
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
 from kubeless_local import config
@@ -237,6 +236,8 @@ class Subscriber(threading.Thread):
         self.links = []
         self.position = 0  # every event up to here is settled
         self.uncommitted = 0  # events settled since the position was last stored
+        from concurrent.futures import ThreadPoolExecutor  # (and logging): with a subscriber only, not on `run`'s way
+
         self.pool = ThreadPoolExecutor(dispatcher.max_in_flight, thread_name_prefix="send " + subscription.name)
 
     def stop(self):
@@ -290,6 +291,8 @@ class Subscriber(threading.Thread):
 
     def _deliver_window(self, window):
         """`max_in_flight` > 1: up to `window` events sent at once, settled in topic order."""
+        from concurrent.futures import wait
+
         pending: dict = {}  # seq → (Event, Future), in topic order
         fetched, any_event = self.position, False
         while not self.stopping.is_set():
