@@ -401,6 +401,10 @@ def _probe(executable, probe, expect):
     return re.search(expect, stdout + stderr) if expect else re.match("", "")
 
 
+def _version_order(rt):
+    return [int(p) if p.isdigit() else 0 for p in rt.version.split(".")]
+
+
 # ---------------------------------------------------------------- the catalog
 
 
@@ -454,7 +458,16 @@ class Catalog:
                 found.append(self._runtime(entry, v, match.group(1), tool, re.escape(match.group(0))))
             if not seen and v.default and v.default not in fixed:
                 found.append(self._runtime(entry, v, v.default, v.executable[0], v.expect))
-        return sorted(found, key=lambda rt: [int(p) if p.isdigit() else 0 for p in rt.version.split(".")])
+        return sorted(found, key=_version_order)
+
+    def images(self, runtime_id):
+        """The Runtimes of the versions the catalog lists for `runtime_id` with an image, oldest first: what the
+        docker backend runs of it, known without probing this machine's toolchains (`versions` probes every
+        candidate: a pyenv shim's probe is ~0.2 s, on every start)."""
+        entry = self.entries[runtime_id]
+        listed = [v for v in entry.versions if v.version != "auto" and v.image]
+        found = [self._runtime(entry, v, v.version, v.executable[0], v.expect) for v in listed]
+        return sorted(found, key=_version_order)
 
     def _fixed(self, entry, v):
         """The Runtime of a version the catalog lists: its first candidate executable whose probe matches."""

@@ -240,7 +240,7 @@ class DockerBackend(Backend):
     def relay_image(self) -> str:
         """Our Python image, where the relay's connector runs (relay mode); NotFound when it is not built."""
         catalog = self.catalog or Catalog()
-        newest = [rt for rt in catalog.versions(RELAY_IMAGE_RUNTIME) if rt.image][-1]
+        newest = catalog.images(RELAY_IMAGE_RUNTIME)[-1]
         found = images.image_present(self.client, newest.image)
         if found is None or not (found.labels or {}).get(images.OWN_LABEL):
             raise errors.NotFound(
