@@ -292,8 +292,8 @@ class HostSteps:
         on the host they are where they are."""
         run_step(step, argv, cwd, env, on_line)
 
-    def check(self, prepared, argv, cwd, env):
-        self.run(STEP_CHECK, argv, cwd, env, on_line=lambda line: None)
+    def check(self, prepared, argv, cwd):
+        self.run(STEP_CHECK, argv, cwd, step_env(prepared, self), on_line=lambda line: None)
 
 
 def setup_runtime_lib(runtime, on_line, steps=None):
@@ -463,7 +463,7 @@ def _prepare(prepared, steps, on_line, previous):
     here = function + "/" + prepared.code_dir.name
     here = {"install": here, "file": here + "/" + spec.module + runtime.suffix}
     if settings.check:
-        steps.check(prepared, prepared.expand(settings.check, **here), prepared.code_dir, step_env(prepared, steps))
+        steps.check(prepared, prepared.expand(settings.check, **here), prepared.code_dir)
     if settings.compile:
         prepared.build_dir = prepared.root / ("build-%d" % prepared.generation)
         shutil.rmtree(prepared.build_dir, ignore_errors=True)

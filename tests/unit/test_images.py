@@ -291,6 +291,29 @@ def test_source_hash_follows_the_runtime_files_and_marks_stale_images(tmp_path, 
     assert not images.is_stale(Image, runtime)
 
 
+def test_source_hash_asks_no_registry(monkeypatch):
+    """Every docker `run` checks its image with it: npm's or pip's answer took ~0.3 s, and a registry says where
+    the packages came from, not what the image holds. The build itself still asks (build_args)."""
+    from kubeless_local.emulator.images import host
+    from kubeless_local.runtimes import Catalog
+
+    def asked(argv):
+        raise AssertionError("asked %s" % argv)
+
+    monkeypatch.setattr(host, "_ask", asked)
+    monkeypatch.delenv("NPM_CONFIG_REGISTRY", raising=False)
+    monkeypatch.delenv("npm_config_registry", raising=False)
+    runtime, _ = Catalog().resolve("nodejs20", require_local=False)
+    images.source_hash(runtime)
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", "https://registry.example.invalid/npm")
+    host.registry.cache_clear()  # asked once a process
+    try:
+        assert images.build_args(runtime)["NPM_REGISTRY"] == "https://registry.example.invalid/npm"
+    finally:
+        host.registry.cache_clear()
+    assert images.build_args(runtime, registries=False)["NPM_REGISTRY"] == "{npm_registry}"
+
+
 def test_auto_backend_stays_on_process_for_a_version_without_an_image(monkeypatch, tmp_path):
     from kubeless_local import runtimes
     from kubeless_local import spec as specs

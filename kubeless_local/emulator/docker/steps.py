@@ -150,9 +150,9 @@ class DockerSteps:
         labels = {LABEL_FUNCTION: self.spec.name, LABEL_STEP: step, LABEL_PROJECT: self.project}
         self.backend.run_step(step, image, argv, mounts, env, workdir, labels, on_line)
 
-    def check(self, prepared, argv, cwd, env):
+    def check(self, prepared, argv, cwd):
         """The catalog's check (php -l, node --check) in the function's running container (fast: no new
-        container); skipped when none runs yet (the server's load-failed covers a first start)."""
+        container), with its env; skipped when none runs yet (the server's load-failed covers a first start)."""
         handle = self.backend.running_handle(self.spec.name)
         if not self.own or handle is None or not handle.prepared.own:
             return

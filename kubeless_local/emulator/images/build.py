@@ -36,15 +36,16 @@ def build_context(runtime, target: Path):
     return target
 
 
-def build_args(runtime):
+def build_args(runtime, registries=True):
     """The catalog's `docker.build_args`, expanded ({version}, and the host's registries {goproxy},
-    {npm_registry}, {pip_index}), plus BASE. A registry an image needs and the host lacks is a UserError."""
+    {npm_registry}, {pip_index}), plus BASE. A registry an image needs and the host lacks is a UserError.
+    `registries` False leaves the registries' placeholders as the catalog writes them (source_hash)."""
     values = {"version": runtime.version}
     args = {}
     for key, value in runtime.docker.build_args.items():
         for name, (_, _, how) in host.REGISTRIES.items():
             if "{%s}" % name in value:
-                values[name] = host.registry(name)
+                values[name] = host.registry(name) if registries else "{%s}" % name
                 if not values[name]:
                     raise UserError(
                         "building %s needs a %s and this machine configures none; set one (%s)"
@@ -56,8 +57,10 @@ def build_args(runtime):
 
 
 def source_hash(runtime):
-    """sha256 of what an image of `runtime` is built from: its runtime folder and build args."""
-    digest = hashlib.sha256(repr(sorted(build_args(runtime).items())).encode())
+    """sha256 of what an image of `runtime` is built from: its runtime folder and build args. Not the registries
+    the build fetched from (where its packages came from, not what they are): every docker `run` checks an image
+    with this, and asking npm or pip for their registry took ~0.3 s."""
+    digest = hashlib.sha256(repr(sorted(build_args(runtime, registries=False).items())).encode())
     folder = RUNTIMES_DIR / runtime.server
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
@@ -71,10 +74,7 @@ def is_stale(image, runtime):
     labels = (image.attrs.get("Config") or {}).get("Labels") or {}
     if SOURCE_LABEL not in labels:
         return False
-    try:
-        return labels[SOURCE_LABEL] != source_hash(runtime)
-    except UserError:
-        return False  # no registry configured here: it could not be rebuilt the same way anyway
+    return labels[SOURCE_LABEL] != source_hash(runtime)
 
 
 def build_image(client, runtime, on_line=lambda line: None):
