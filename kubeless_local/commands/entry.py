@@ -171,8 +171,8 @@ def run_here(arguments):
 def early_head_start(args):
     """`run`'s head start before click is imported, ~70 ms sooner than the command can: the runtime's server side
     boots meanwhile. Only for a plain line (`plain_run`) whose FILE is here (not a URL); the command starts it itself
-    otherwise (once: a runtime is head-started once a process). A template is spawned by emulator/prestart.py,
-    before anything heavier than os is imported; a held server (Node) by emulator/headstart.py."""
+    otherwise (once: a runtime is head-started once a process). emulator/prestart.py spawns it, before anything
+    heavier than os is imported."""
     found = plain_run(args)
     if found is None or "://" in found["file"] or not os.path.exists(found["file"]):
         return
@@ -184,12 +184,7 @@ def early_head_start(args):
     try:  # a guess: what goes wrong here the command meets again, and says
         source = os.path.realpath(found["file"])
         _, _, state_dir = prestart.run_folders(source, found["handler"], found.get("name"))
-        project = os.path.realpath(state_dir)
-        if prestart.start(found["runtime"], project):
-            return
-        from kubeless_local.emulator import headstart
-
-        headstart.head_start(found["runtime"], project)
+        prestart.start(found["runtime"], os.path.realpath(state_dir))
     except (OSError, RuntimeError, ValueError):  # an unreadable folder, a symlink loop, a NUL in a path
         return
 

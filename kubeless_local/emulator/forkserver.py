@@ -176,7 +176,9 @@ class Template:
                     pass
                 self.sock.close()
             if self.proc is not None:
-                if self.proc.wait(timeout=5) is None:
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait()
                 if self.guardian is not None:

@@ -5,8 +5,8 @@ and prepares the code, instead of after them.
 last started (remembered in the user's cache: prestart.py's hints): the Python template (emulator/forkserver.py),
 which imports the server's libraries, or, where the catalog has `held:`, the server itself in a held
 start (Node and the function's first worker thread boot while the engine works; runtimes/nodejs/held.js). A
-plain `run` line has its template spawned sooner still, by the console script (prestart.start): head_start
-takes that one.
+plain `run` line has it spawned sooner still, by the console script (prestart.start): head_start takes that one.
+Either is spawned by prestart.py.
 It is a guess, never trusted: the process backend claims it only when it is the very process it would
 start now (same argv; the same env, or for a held server the same variables read when its interpreter
 starts, READ_AT_BOOT); any other is closed, and the guess corrected. A held server is then released: it is
@@ -19,7 +19,6 @@ Keep this module light: `run` imports it before the engine.
 
 import json
 import os
-import subprocess
 import threading
 from pathlib import Path
 from typing import IO, Optional, Union, cast
@@ -27,7 +26,7 @@ from typing import IO, Optional, Union, cast
 from kubeless_local.emulator import prestart
 from kubeless_local.emulator.forkserver import Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
-from kubeless_local.emulator.prestart import HELD, TEMPLATE
+from kubeless_local.emulator.prestart import HELD, TEMPLATE, Spawned
 
 # Variables a held server's interpreter reads when it starts (too early for its release to set them): they
 # must be the same in the env it was started with and in the env it is released with. NODE_PATH is read
@@ -35,7 +34,7 @@ from kubeless_local.emulator.prestart import HELD, TEMPLATE
 READ_AT_BOOT = ("NODE_", "UV_", "LD_", "MALLOC_", "OPENSSL_", "SSL_CERT_")
 APPLIED_LATE = {"NODE_PATH"}
 
-Started = Union[Template, subprocess.Popen]
+Started = Union[Template, Spawned]  # a held server is a Spawned
 _asked: dict[str, Optional[list[str]]] = {}  # runtime → the argv head_start guessed for it (None: no guess)
 _unclaimed: dict[str, tuple[Started, dict]] = {}  # runtime → (what head_start started, its env), until claimed
 _lock = threading.Lock()
@@ -66,15 +65,7 @@ def head_start(runtime: str, project: str) -> None:
     started: Optional[Started] = None
     if kind == HELD:
         try:  # its own session, as every server (stopping it kills its group); the pipes read once claimed
-            started = subprocess.Popen(
-                argv,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                bufsize=0,
-                start_new_session=True,
-            )
+            started = early[2] if early is not None else prestart.spawn_held(argv, env)
         except OSError:
             return
     else:
@@ -115,14 +106,14 @@ def claim_template(runtime: str, argv: list[str], env: dict[str, str], guardian=
     return started
 
 
-def claim_held(runtime: str, argv: list[str], env: dict[str, str], cwd: str) -> Optional[subprocess.Popen]:
+def claim_held(runtime: str, argv: list[str], env: dict[str, str], cwd: str) -> Optional[Spawned]:
     """The head-started server of `runtime` when it is the one the backend would start now (`argv`, and `env`
     the same in what its interpreter read when it started), released with `env` in folder `cwd`; else None
     (a wrong one is closed)."""
     started, boot = _take(runtime, argv, HELD)
     if started is None:
         return None
-    if not isinstance(started, subprocess.Popen) or started.args != argv or not _boots_alike(boot, env):
+    if isinstance(started, Template) or started.args != argv or not _boots_alike(boot, env):
         _close_soon(started)
         return None
     if started.poll() is not None:
@@ -155,12 +146,15 @@ def close_unclaimed() -> None:
         _close_soon(each)
 
 
-def _adopted(early: tuple) -> Template:
-    """The Template of a process prestart.start spawned: (argv, env, process, socket descriptor)."""
-    argv, env, *spawned = early
+def _adopted(early: tuple) -> Started:
+    """What prestart.start spawned, (argv, env, process, socket descriptor or None), as head_start starts it: a
+    Template for a template, the process itself for a held server."""
+    argv, env, proc, fd = early
+    if fd is None:
+        return proc
     template = Template(argv, env)
     with template.lock:
-        template._start((spawned[0], spawned[1]))
+        template._start((proc, fd))
     return template
 
 
@@ -177,7 +171,7 @@ def _close_soon(started: Started) -> None:
     threading.Thread(target=_reap, args=(started,), daemon=True).start()
 
 
-def _reap(proc: subprocess.Popen) -> None:
+def _reap(proc: Spawned) -> None:
     proc.wait()
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:

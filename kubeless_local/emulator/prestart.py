@@ -1,17 +1,20 @@
-"""The first step of a plain `run` (commands/entry.py): the template process its runtime last started
-(emulator/forkserver.py) is spawned from the hint that start left, before anything heavier than `os` is imported.
+"""The first step of a plain `run` (commands/entry.py): what its runtime last started, the template process
+(emulator/forkserver.py) or a held server (Node: runtimes/nodejs/held.js), is spawned from the hint that start
+left, before anything heavier than `os` is imported.
 
-The template's own start (~100 ms: asyncio, bottle) is the longer of `run`'s two ways to its first answer, so every
-millisecond before it counts: json, re, subprocess, pathlib and typing took ~20 ms of a fresh interpreter before
-emulator/headstart.py could start it. This module imports os, time, _socket and zlib, and of ours places and
-guardian (os alone): ~1 ms. It keeps the hints (a small text file each, NUL-separated) and spawns every template,
-whoever asks (`spawn_template`: os.posix_spawn, not subprocess). headstart.py takes what `start` spawned (`take`) and
-does the rest of the head start: the guess checked, claiming, closing, Node's held servers.
+The runtime's own start (the template's ~100 ms: asyncio, bottle; Node's boot) is the longer of `run`'s two ways to
+its first answer, so every millisecond before it counts: json, re, subprocess, pathlib and typing took ~20 ms of a
+fresh interpreter before emulator/headstart.py could start it. This module imports os, time, _socket, _thread and
+zlib, and of ours places and guardian (os alone): ~1 ms. It keeps the hints (a small text file each, NUL-separated)
+and spawns every template and held server, whoever asks (`spawn_template`, `spawn_held`: os.posix_spawn, not
+subprocess). headstart.py takes what `start` spawned (`take`) and does the rest of the head start: the guess
+checked, claiming, closing.
 """
 
 from __future__ import annotations  # annotations unevaluated: typing is not imported
 
 import _socket  # the C half of `socket`, whose Python half imports enum and selectors (~8 ms of a fresh interpreter)
+import _thread  # threading's C half
 import os
 import time
 import zlib
@@ -27,41 +30,53 @@ CONTROL_FD = "{control_fd}"  # in the template's argv: the descriptor of its end
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")  # what a function's name is made of
 POLL_SECONDS = 0.005  # Spawned.wait with a timeout looks this often
 
-_spawned: dict = {}  # runtime → (argv, env, Spawned, our socket's descriptor): spawned by `start`, until taken
+# runtime → (argv, env, Spawned, our socket's descriptor for a template, None for a held server): spawned by `start`,
+# until taken
+_spawned: dict = {}
 
 
 class Spawned:
-    """A process started by os.posix_spawn: the part of subprocess.Popen its owner uses (pid, poll, wait)."""
+    """A process started by os.posix_spawn: the part of subprocess.Popen its owner uses (args, pid, poll, wait,
+    returncode, the stdio pipes of a held server), thread-safe as Popen is: one thread may wait while others poll."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pid: int, args: list[str], stdin=None, stdout=None, stderr=None) -> None:
+        self.pid, self.args = pid, args
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.returncode: int | None = None
+        self._reaping = _thread.allocate_lock()  # held by whoever calls waitpid
+
+    def _reap(self, flags: int) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:  # reaped by someone else: gone, its code unknown
+            pid, status = self.pid, -1
+        if pid:
+            self.returncode = os.waitstatus_to_exitcode(status) if status != -1 else -1
 
     def poll(self) -> int | None:
-        if self.returncode is None:
+        if self.returncode is None and self._reaping.acquire(False):  # another thread waits: it still runs
             try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped by someone else: gone, its code unknown
-                self.returncode = -1
-                return self.returncode
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+                if self.returncode is None:
+                    self._reap(os.WNOHANG)
+            finally:
+                self._reaping.release()
         return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int | None:
-        """Its exit code once it has exited; None when it still runs after `timeout` seconds."""
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit code; subprocess.TimeoutExpired when it still runs after `timeout` seconds."""
         if timeout is None:
-            while self.returncode is None:
-                try:
-                    _, status = os.waitpid(self.pid, 0)
-                    self.returncode = os.waitstatus_to_exitcode(status)
-                except ChildProcessError:
-                    self.returncode = -1
-            return self.returncode
+            with self._reaping:
+                while self.returncode is None:
+                    self._reap(0)
+                return self.returncode
         deadline = time.monotonic() + timeout
-        while self.poll() is None and time.monotonic() < deadline:
+        while (code := self.poll()) is None:
+            if time.monotonic() >= deadline:
+                import subprocess  # loaded long before anything waits with a timeout
+
+                raise subprocess.TimeoutExpired(self.args, timeout)
             time.sleep(POLL_SECONDS)
-        return self.returncode
+        return code
 
 
 def function_name(handler: str, name: str | None = None) -> str:
@@ -121,26 +136,25 @@ def write_hint(runtime: str, kind: str, argv: list[str]) -> None:
         pass
 
 
-def start(runtime: str, project: str) -> bool:
-    """Spawn the template `runtime` last started, for the session whose resolved state folder is `project`, unless
-    one is spawned already or its files are gone. False when the hint names what headstart.py starts itself (a held
-    server); True otherwise, with nothing to start too."""
+def start(runtime: str, project: str) -> None:
+    """Spawn what `runtime` last started (a template or a held server), for the session whose resolved state folder
+    is `project`, unless one is spawned already or its files are gone."""
     hint = read_hint(runtime)
     if hint is None:
-        return True
+        return
     kind, argv = hint
-    if kind != TEMPLATE:
-        return False
     if runtime in _spawned or not all(os.path.exists(a) for a in argv if os.path.isabs(a)):
-        return True
+        return
     env = dict(os.environ)
     env[PROJECT_ENV] = project
-    _spawned[runtime] = (argv, env, *spawn_template(argv, env))
-    return True
+    if kind == TEMPLATE:
+        _spawned[runtime] = (argv, env, *spawn_template(argv, env))
+    elif kind == HELD:
+        _spawned[runtime] = (argv, env, spawn_held(argv, env), None)
 
 
 def take(runtime: str) -> tuple | None:
-    """(argv, env, Spawned, socket descriptor) of the template `start` spawned for `runtime`, now the caller's;
+    """(argv, env, Spawned, socket descriptor or None) of what `start` spawned for `runtime`, now the caller's;
     or None."""
     return _spawned.pop(runtime, None)
 
@@ -159,22 +173,49 @@ def spawn_template(argv: list[str], env: dict[str, str]) -> tuple[Spawned, int]:
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)  # one message, one request
     try:
         fd = theirs.fileno()
-        os.set_inheritable(fd, True)
         args = [str(fd) if arg == CONTROL_FD else arg for arg in argv]
         child_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
         child_env[ROOM] = "x" * ROOM_BYTES
-        actions: list[tuple] = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
-        actions += [(os.POSIX_SPAWN_CLOSE, other) for other in _inheritable_descriptors() if other != fd]
-        try:
-            pid = os.posix_spawnp(args[0], args, child_env, file_actions=actions, setsid=True)
-        except NotImplementedError as exc:  # a system without POSIX_SPAWN_SETSID: servers start as fresh processes
-            raise OSError(str(exc)) from None
+        stdio = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
+        pid = _spawn(args, child_env, [ours.fileno(), fd], stdio, passed=fd)
     except BaseException:
         ours.close()
         raise
     finally:
         theirs.close()
-    return Spawned(pid), ours.detach()
+    return Spawned(pid, argv), ours.detach()
+
+
+def spawn_held(argv: list[str], env: dict[str, str]) -> Spawned:
+    """Start the held server `argv` with `env` in a session of its own, its stdin, stdout and stderr pipes to this
+    process (unbuffered files of the Spawned, as subprocess.PIPE gives them). OSError when it cannot be started."""
+    pipes = [os.pipe() for _ in range(3)]  # (read end, write end) each
+    theirs, ours = [pipes[0][0], pipes[1][1], pipes[2][1]], [pipes[0][1], pipes[1][0], pipes[2][0]]
+    try:
+        pid = _spawn(argv, env, theirs + ours, [(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(theirs)])
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    files = [os.fdopen(fd, mode, buffering=0) for fd, mode in zip(ours, ("wb", "rb", "rb"))]
+    return Spawned(pid, argv, *files)
+
+
+def _spawn(argv: list[str], env: dict[str, str], ours: list[int], stdio: list[tuple], passed: int | None = None) -> int:
+    """posix_spawn `argv` with `env` in a session of its own: `stdio` makes its 0, 1 and 2, `passed` (one of ours)
+    is inherited, no other descriptor of this process is. OSError when it cannot be."""
+    if min(ours) < 3:  # this process runs with a standard stream closed: `stdio` would clobber ours
+        raise OSError("a standard stream of this process is closed")
+    if passed is not None:
+        os.set_inheritable(passed, True)
+    closed = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_descriptors() if fd != passed]
+    try:
+        return os.posix_spawnp(argv[0], argv, env, file_actions=stdio + closed, setsid=True)
+    except NotImplementedError as exc:  # a system without POSIX_SPAWN_SETSID: the caller starts it another way
+        raise OSError(str(exc)) from None
 
 
 def _inheritable_descriptors() -> list[int]:

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import threading
-from typing import IO, Optional
+from typing import IO, Optional, Union
 
 from kubeless_local.emulator import headstart
 from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
@@ -14,13 +14,15 @@ from kubeless_local.emulator.forkserver import Forked, Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
 from kubeless_local.emulator.prepare import Prepared
-from kubeless_local.emulator.prestart import CONTROL_FD
+from kubeless_local.emulator.prestart import CONTROL_FD, Spawned
 from kubeless_local.errors import UserError
 
+ServerProcess = Union[subprocess.Popen, Forked, Spawned]  # started fresh, forked by a template, or head-started
 
-def server_process(instance: Instance) -> Optional[subprocess.Popen | Forked]:
+
+def server_process(instance: Instance) -> Optional[ServerProcess]:
     """The instance's server process (its backend-private handle), if one was started."""
-    return instance.handle if isinstance(instance.handle, (subprocess.Popen, Forked)) else None
+    return instance.handle if isinstance(instance.handle, (subprocess.Popen, Forked, Spawned)) else None
 
 
 class ProcessBackend(Backend):
@@ -50,7 +52,7 @@ class ProcessBackend(Backend):
         """The server: forked from the runtime's template, or the one `run` started ahead (not under a
         debugger), else a fresh process."""
         template = self._template(instance, prepared, env) if instance.debug is None else None
-        started: Optional[subprocess.Popen | Forked] = None
+        started: Optional[ServerProcess] = None
         if template is not None:
             started = template.spawn(argv, env, str(prepared.install_link))
         elif instance.debug is None and prepared.runtime.steps.held:
@@ -111,7 +113,7 @@ class ProcessBackend(Backend):
             handle_output(instance, self.logs, line, name, prepared.map_paths)
         stream.close()
 
-    def _watch(self, instance: Instance, proc: subprocess.Popen | Forked, pumps: list[threading.Thread]) -> None:
+    def _watch(self, instance: Instance, proc: ServerProcess, pumps: list[threading.Thread]) -> None:
         code = proc.wait()
         for pump in pumps:
             pump.join(timeout=2)
@@ -148,7 +150,7 @@ class ProcessBackend(Backend):
             template.close()
 
     @staticmethod
-    def _kill(proc: subprocess.Popen | Forked, grace: float) -> None:
+    def _kill(proc: ServerProcess, grace: float) -> None:
         if proc.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):

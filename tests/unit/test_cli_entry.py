@@ -361,20 +361,16 @@ def test_the_early_head_start_is_the_one_the_run_command_asks_for(tmp_path, monk
     from kubeless_local.commands.running import code_location
     from kubeless_local.emulator import headstart, prestart
 
-    asked, held = [], []
-    monkeypatch.setattr(prestart, "start", lambda runtime, project: asked.append((runtime, project)) or not held)
-    monkeypatch.setattr(headstart, "head_start", lambda runtime, project: held.append((runtime, project)))
+    asked = []
+    monkeypatch.setattr(prestart, "start", lambda runtime, project: asked.append((runtime, project)))
     monkeypatch.delenv("KUBELESS_LOCAL_BACKEND", raising=False)
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "handler.py").write_text("def hello(event, context):\n    return 'hello'\n")
     monkeypatch.chdir(tmp_path / "src")
     entry.early_head_start(["handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--name", "hi"])
     _, _, state_dir = headstart.run_folders(code_location("handler.py", "FILE"), "handler.hello", "hi")
-    assert asked == [("python3.11", str(state_dir.resolve()))] and held == []  # a template: prestart spawned it
+    assert asked == [("python3.11", str(state_dir.resolve()))]
     assert state_dir.resolve() == tmp_path / "src" / ".kubeless-local" / "run-hi"
-    held.append(None)  # the hint is a held server's: headstart starts it, for the same state folder
-    entry.early_head_start(["handler.py", "--runtime", "nodejs20", "--handler", "handler.hello", "--name", "hi"])
-    assert asked[1:] == held[1:] == [("nodejs20", str(state_dir.resolve()))]
     asked.clear()
     for skipped in (
         ["https://example.invalid/handler.py", "--runtime", "python3.11", "--handler", "handler.hello"],

@@ -27,9 +27,10 @@ def test_the_function_name_is_the_one_the_regular_expression_made(handler):
 def test_the_early_template_is_the_one_the_head_start_takes(tmp_path, cache):  # noqa: F811
     argv, project = template_argv(tmp_path), str(tmp_path / "state")
     env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project}
-    assert prestart.start("python3.11", project) and prestart._spawned == {}  # no hint: nothing spawned
+    prestart.start("python3.11", project)
+    assert prestart._spawned == {}  # no hint: nothing spawned
     prestart.write_hint("python3.11", prestart.TEMPLATE, argv)
-    assert prestart.start("python3.11", project)
+    prestart.start("python3.11", project)
     early = prestart._spawned["python3.11"][2]
     headstart.head_start("python3.11", project)
     assert prestart._spawned == {}
@@ -115,3 +116,38 @@ def test_it_imports_nothing_heavier_than_os():
     assert loaded.returncode == 0, loaded.stderr
     heavy = {"json", "re", "enum", "subprocess", "pathlib", "typing", "socket", "threading", "signal", "selectors"}
     assert not heavy & set(loaded.stdout.split())
+
+
+def test_an_early_held_server_is_the_one_claimed_and_released(tmp_path, cache):  # noqa: F811
+    """Node's head start is its server, held until released with its env and folder (held.js); this one says what
+    it was released with. Spawned by prestart first thing, taken by the head start, claimed by the backend."""
+    code = "import json, sys; m = json.loads(sys.stdin.readline()); print(m['cwd'], m['env']['GREETING'], flush=True)"
+    argv, project = [sys.executable, "-S", "-c", code], str(tmp_path / "state")
+    prestart.write_hint("nodejs20", prestart.HELD, argv)
+    prestart.start("nodejs20", project)
+    early = prestart._spawned["nodejs20"][2]
+    headstart.head_start("nodejs20", project)
+    env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project, "GREETING": "hi"}
+    held = headstart.claim_held("nodejs20", argv, env, str(tmp_path))
+    assert held is early
+    assert held.stdout.read() == ("%s hi\n" % tmp_path).encode() and held.wait(timeout=30) == 0
+    held.stdout.close()
+    held.stderr.close()
+
+
+def test_one_thread_waits_for_a_spawned_process_while_others_poll(tmp_path):
+    """As subprocess.Popen: the process backend's watcher waits while a stop polls and waits with a timeout."""
+    import threading
+
+    proc = prestart.spawn_held([sys.executable, "-S", "-c", "import sys; sys.stdin.read(); sys.exit(3)"], {})
+    codes = []
+    waiter = threading.Thread(target=lambda: codes.append(proc.wait()))
+    waiter.start()
+    assert proc.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.05)
+    proc.stdin.close()  # it reads the end of its stdin and exits 3
+    waiter.join(timeout=30)
+    assert codes == [3] and proc.poll() == 3 and proc.wait(timeout=1) == 3
+    for stream in (proc.stdout, proc.stderr):
+        stream.close()
