@@ -38,6 +38,13 @@ def template_argv(tmp_path):
     return [sys.executable, "-S", "-u", str(RUNTIMES_DIR / "python" / "template.py"), CONTROL_FD, str(lib)]
 
 
+def assert_forks_a_server(template, env, tmp_path):
+    script = tmp_path / "server.py"
+    script.write_text("print('served', flush=True)")
+    child = template.spawn([sys.executable, "-S", "-u", str(script)], env, str(tmp_path))
+    assert child is not None and child.stdout.read() == b"served\n" and child.wait(timeout=30) == 0
+
+
 class Watched(list):
     """A guardian's two verbs, noted."""
 
@@ -70,10 +77,7 @@ def test_the_template_its_runtime_last_used_is_started_ahead_and_claimed_only_if
     claimed = headstart.claim_template("python3.11", argv, env, guardian)
     assert claimed is not None and claimed.proc is not None and guardian == [claimed.proc.pid]
     try:
-        script = tmp_path / "server.py"
-        script.write_text("print('served', flush=True)")
-        child = claimed.spawn([sys.executable, "-S", "-u", str(script)], env, str(tmp_path))
-        assert child is not None and child.stdout.read() == b"served\n" and child.wait(timeout=30) == 0
+        assert_forks_a_server(claimed, env, tmp_path)
     finally:
         claimed.close()
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from test_headstart import cache, template_argv  # noqa: F401 - the fixture: hints in tmp_path, nothing left started
+from test_headstart import assert_forks_a_server, cache, template_argv  # noqa: F401 - the fixture: hints in tmp_path, nothing left started
 
 from kubeless_local.emulator import headstart, prestart
 
@@ -37,10 +37,7 @@ def test_the_early_template_is_the_one_the_head_start_takes(tmp_path, cache):  #
     claimed = headstart.claim_template("python3.11", argv, env)
     try:
         assert claimed is not None and claimed.proc is early
-        script = tmp_path / "server.py"
-        script.write_text("print('served', flush=True)")
-        child = claimed.spawn([sys.executable, "-S", "-u", str(script)], env, str(tmp_path))
-        assert child is not None and child.stdout.read() == b"served\n" and child.wait(timeout=30) == 0
+        assert_forks_a_server(claimed, env, tmp_path)
     finally:
         claimed.close()
     assert early.poll() == 0  # the template exits when its socket closes; reaped
