@@ -49,9 +49,10 @@ class Spawned:
         try:
             pid, status = os.waitpid(self.pid, flags)
         except ChildProcessError:  # reaped by someone else: gone, its code unknown
-            pid, status = self.pid, -1
+            self.returncode = -1
+            return
         if pid:
-            self.returncode = os.waitstatus_to_exitcode(status) if status != -1 else -1
+            self.returncode = os.waitstatus_to_exitcode(status)
 
     def poll(self) -> int | None:
         if self.returncode is None and self._reaping.acquire(False):  # another thread waits: it still runs
