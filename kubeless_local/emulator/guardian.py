@@ -10,10 +10,11 @@ killed too) stops them before it starts.
 
 A group is killed only while one of its processes carries the project's marker in its environment
 (`KUBELESS_LOCAL_PROJECT=<state folder>`), so a process id the system has since reused is left alone.
-Keep this module light: it runs as its own interpreter, started without site (`-S`) beside the functions'
-servers, and `run` reads PROJECT_ENV from it before anything else (emulator/prestart.py). Only os and sys are
-imported at the top; what the guardian process and `dev`'s side need besides (signal; json, subprocess,
-threading, pathlib) is imported where it is used, by `dev` long before. The guardian's start: ~20 ms of CPU, not ~35.
+Keep this module light: it runs as its own interpreter beside the functions' servers, and `run` reads
+PROJECT_ENV from it before anything else (emulator/prestart.py). Only os and sys are imported at the top; what
+the guardian process and `dev`'s side need besides (signal; json, subprocess, threading, pathlib) is imported
+where it is used, by `dev` long before. The guardian's start: ~20 ms of CPU, not ~35. (Its interpreter keeps its
+site: remove_containers imports the docker SDK from where `dev`'s does.)
 """
 
 import os
@@ -129,7 +130,7 @@ class Guardian:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
         with open(Path(state_dir) / "guardian.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-S", "-m", "kubeless_local.emulator.guardian", self.project],
+                [sys.executable, "-m", "kubeless_local.emulator.guardian", self.project],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,

@@ -95,17 +95,12 @@ def test_the_guardian_runs_nicer_than_dev(tmp_path):
 
 
 def test_the_guardian_process_starts_light(tmp_path):
-    """It runs beside the functions' start: no site, and of the standard library only what it uses itself."""
-    keeper = Guardian(tmp_path)
-    try:
-        with open("/proc/%d/cmdline" % keeper.proc.pid, "rb") as cmdline:
-            assert cmdline.read().split(b"\0")[1:3] == [b"-S", b"-m"]
-    finally:
-        keeper.close(timeout=60)
+    """It runs beside the functions' start: of the standard library it imports only what it uses itself (here
+    without site, whose .pth files import what they will)."""
     script = "import sys, kubeless_local.emulator.guardian; print(' '.join(sys.modules))"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(guardian.__file__))))
     loaded = subprocess.run([sys.executable, "-S", "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert {"json", "subprocess", "threading", "pathlib", "typing", "site"}.isdisjoint(loaded.stdout.split())
+    assert {"json", "subprocess", "threading", "pathlib", "typing", "signal"}.isdisjoint(loaded.stdout.split())
 
 
 def test_leftovers_of_a_dead_session_are_stopped(tmp_path, groups):
