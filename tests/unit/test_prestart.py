@@ -148,3 +148,23 @@ def test_one_thread_waits_for_a_spawned_process_while_others_poll(tmp_path):
     assert codes == [3] and proc.poll() == 3 and proc.wait(timeout=1) == 3
     for stream in (proc.stdout, proc.stderr):
         stream.close()
+
+
+def test_with_a_standard_stream_closed_it_refuses_rather_than_clobber_a_descriptor(tmp_path):
+    """`run` started with its stdin closed (`<&-`): the socket's ends take descriptor 0, which the template's
+    /dev/null stdin would replace; it is refused (OSError: the servers start as fresh processes then)."""
+    code = (
+        "import sys\nfrom kubeless_local.emulator import prestart\n"
+        "try:\n    prestart.spawn_template([sys.executable, '-c', 'pass', '{control_fd}'], {})\n"
+        "except OSError as exc:\n    print('refused:', exc)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(prestart.__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": root},
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.close(0),
+        timeout=60,
+    )
+    assert done.stdout.startswith("refused: a standard stream of this process is closed"), done.stderr
