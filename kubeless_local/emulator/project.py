@@ -295,7 +295,7 @@ class Project:
             self.supervisor.fail(fn, self.supervisor.word(exc))
 
     def stop(self):
-        if self.observer is not None:
+        if self.observer is not None and self.observer.is_alive():  # not when a Ctrl-C came before its start
             self.observer.stop()
             self.observer.join(timeout=5)
         if self.timer is not None:

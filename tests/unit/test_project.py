@@ -95,6 +95,22 @@ def test_fingerprint_skips_ignored_folders_and_reads_only_changed_files(tmp_path
     assert project.fingerprint(fn) == second
 
 
+def test_a_stop_while_the_watch_is_being_set_up_stops_cleanly(tmp_path, monkeypatch):
+    """Ctrl-C while the watch walks the folders (`run` answers its first call before its watch is up): the stop in
+    `serve`'s finally met an observer made but not started, and ended in a traceback (exit 1, not 130)."""
+    project, _ = make_project(tmp_path)
+    project.start()
+
+    def interrupted(folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(project, "_watch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        project.watch()
+    project.stop()  # raised RuntimeError: cannot join thread before it is started
+    assert project.observer is not None and not project.observer.is_alive()
+
+
 def test_user_ignore_patterns_do_not_reach_the_fingerprint(tmp_path):
     project, _ = make_project(tmp_path, ignore=["*.log"])
     project.start()
