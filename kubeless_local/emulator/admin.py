@@ -527,9 +527,9 @@ class _Request(socketserver.StreamRequestHandler):
         line = self.rfile.readline(MAX_LINE + 1)
         if not line:
             return  # connected and went away
-        words = line.decode("latin-1").split()
         if len(line) > MAX_LINE:
             return self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+        words = line.decode("latin-1").split()
         if len(words) != 3 or not words[2].startswith("HTTP/"):
             return self.send_error(HTTPStatus.BAD_REQUEST)
         self.command, self.path, version = words
@@ -559,7 +559,10 @@ class _Request(socketserver.StreamRequestHandler):
         return True
 
     def send_error(self, status: HTTPStatus) -> None:
-        body = json.dumps({"error": status.phrase}).encode()
+        self.send_json(status, {"error": status.phrase})
+
+    def send_json(self, status: int, value: Any) -> None:
+        body = json.dumps(value).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -634,14 +637,6 @@ def _dispatcher_for(admin: AdminServer) -> type[_Request]:
 
         def read_json(self) -> dict[str, Any]:
             return read_json_body(self)
-
-        def send_json(self, status, value):
-            body = json.dumps(value).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
         def send_stream(self, stream: Stream):
             try:

@@ -60,7 +60,7 @@ def head_start(runtime: str, project: str) -> None:
     if early is not None and (early[0], early[1]) != (argv, env):  # the hint or the env changed meanwhile
         _close_soon(_adopted(early))
         early = None
-    if argv is None or not all(os.path.exists(a) for a in argv if os.path.isabs(a)):
+    if argv is None or not prestart.files_present(argv):
         return
     started: Optional[Started] = None
     if kind == HELD:

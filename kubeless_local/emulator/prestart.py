@@ -144,7 +144,7 @@ def start(runtime: str, project: str) -> None:
     if hint is None:
         return
     kind, argv = hint
-    if runtime in _spawned or not all(os.path.exists(a) for a in argv if os.path.isabs(a)):
+    if runtime in _spawned or not files_present(argv):
         return
     env = dict(os.environ)
     env[PROJECT_ENV] = project
@@ -154,6 +154,12 @@ def start(runtime: str, project: str) -> None:
         _spawned[runtime] = (argv, env, spawn_held(argv, env), None)
 
 
+def files_present(argv: list[str]) -> bool:
+    """Whether the files a hint's `argv` names by absolute path are still there (an interpreter upgraded away, a
+    runtime library removed: no guess is started then)."""
+    return all(os.path.exists(arg) for arg in argv if os.path.isabs(arg))
+
+
 def take(runtime: str) -> tuple | None:
     """(argv, env, Spawned, socket descriptor or None) of what `start` spawned for `runtime`, now the caller's;
     or None."""
@@ -161,7 +167,7 @@ def take(runtime: str) -> tuple | None:
 
 
 def taken_all() -> list:
-    """Every template `start` spawned and no one took, now the caller's (to close)."""
+    """Everything `start` spawned and no one took, as `take` gives it, now the caller's (to close)."""
     left = list(_spawned.values())
     _spawned.clear()
     return left

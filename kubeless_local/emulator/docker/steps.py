@@ -152,7 +152,7 @@ class DockerSteps:
 
     def check(self, prepared, argv, cwd):
         """The catalog's check (php -l, node --check) in the function's running container (fast: no new
-        container), with its env; skipped when none runs yet (the server's load-failed covers a first start)."""
+        container); skipped when none runs yet (the server's load-failed covers a first start)."""
         handle = self.backend.running_handle(self.spec.name)
         if not self.own or handle is None or not handle.prepared.own:
             return
