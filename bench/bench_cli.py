@@ -77,9 +77,10 @@ def project(runtime):
     return folder, name
 
 
-def start_run(tree, runtime, backend, python=sys.executable, timeout=120):
-    """(process, port, ms to the first 200) of `kubeless-local run` of a hello in a new folder."""
-    folder, name = project(runtime)
+def start_run(tree, runtime, backend, python=sys.executable, timeout=120, where=None):
+    """(process, port, ms to the first 200, folder) of `kubeless-local run` of a hello in `where` (folder, file name
+    of project()'s), else in a new folder."""
+    folder, name = where or project(runtime)
     port = free_port()
     argv = [python, "-m", "kubeless_local", "run", name, "--runtime", runtime, "--handler", "handler.hello"]
     started = time.perf_counter()
@@ -93,7 +94,7 @@ def start_run(tree, runtime, backend, python=sys.executable, timeout=120):
     deadline = time.monotonic() + timeout
     while not answers("http://127.0.0.1:%d/" % port):
         if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc, folder)
+            stop(proc, None if where else folder)
             raise RuntimeError("%s did not answer within %ds (exit %s)" % (runtime, timeout, proc.poll()))
         time.sleep(0.002)
     return proc, port, (time.perf_counter() - started) * 1000, folder
@@ -107,7 +108,8 @@ def cpu_so_far_ms(pid):
     return sum(int(tick) for tick in fields[11:15]) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def stop(proc, folder):
+def stop(proc, folder=None):
+    """Stop a `run` (Ctrl-C); remove its `folder` if given."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -115,7 +117,8 @@ def stop(proc, folder):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def alternated(items, run):
@@ -175,15 +178,22 @@ def main():
     finally:
         stop(session, folder)
     for runtime in runtimes:
-        for tree in trees.values():
-            stop(*start_run(tree, runtime, args.backend, python)[::3])  # one start that fills the caches
-        for run in range(args.runs):
-            for label, tree in alternated(trees.items(), run):  # a start slows the next one (docker's clean-up)
-                proc, _, ms, where = start_run(tree, runtime, args.backend, python)
-                used = cpu_so_far_ms(proc.pid)
-                stop(proc, where)
-                starts[(runtime, label)].append(ms)
-                start_cpu[(runtime, label)].append(used)
+        # Each tree's starts in a folder of their own, as a user's `run`s of one function: its hints are per
+        # runtime (a template, a held server) and per folder (the docker backend's relay).
+        where = {label: project(runtime) for label in trees}
+        try:
+            for label, tree in trees.items():
+                stop(start_run(tree, runtime, args.backend, python, where=where[label])[0])  # fills the caches
+            for run in range(args.runs):
+                for label, tree in alternated(trees.items(), run):  # a start slows the next one (docker's clean-up)
+                    proc, _, ms, _ = start_run(tree, runtime, args.backend, python, where=where[label])
+                    used = cpu_so_far_ms(proc.pid)
+                    stop(proc)
+                    starts[(runtime, label)].append(ms)
+                    start_cpu[(runtime, label)].append(used)
+        finally:
+            for folder, _ in where.values():
+                shutil.rmtree(folder, ignore_errors=True)
 
     print("Load average at the end: %.1f %.1f %.1f; the CLI's interpreter: %s" % (*os.getloadavg(), python))
     print("| what | CLI | runs | median ms | min ms | CPU ms (median) | vs baseline | vs before |")

@@ -170,21 +170,25 @@ def run_here(arguments):
 
 def early_head_start(args):
     """`run`'s head start before click is imported, ~70 ms sooner than the command can: the runtime's server side
-    boots meanwhile. Only for a plain line (`plain_run`) whose FILE is here (not a URL); the command starts it itself
-    otherwise (once: a runtime is head-started once a process). emulator/prestart.py spawns it, before anything
-    heavier than os is imported."""
+    boots meanwhile (the docker backend's: its relay container starts, relaystart.py). Only for a plain line
+    (`plain_run`) whose FILE is here (not a URL); the command starts it itself otherwise (once: a runtime is
+    head-started once a process). emulator/prestart.py spawns it, before anything heavier than os is imported."""
     found = plain_run(args)
     if found is None or "://" in found["file"] or not os.path.exists(found["file"]):
         return
     backend = found.get("backend") or os.environ.get("KUBELESS_LOCAL_BACKEND")
-    if backend == "docker":
-        return
     from kubeless_local.emulator import prestart
 
     try:  # a guess: what goes wrong here the command meets again, and says
         source = os.path.realpath(found["file"])
         _, _, state_dir = prestart.run_folders(source, found["handler"], found.get("name"))
-        prestart.start(found["runtime"], os.path.realpath(state_dir))
+        state_dir = os.path.realpath(state_dir)
+        if backend != "process":  # the docker backend's relay, if this function's last `run` had one
+            from kubeless_local.emulator import relaystart
+
+            relaystart.start(state_dir)
+        if backend != "docker":
+            prestart.start(found["runtime"], state_dir)
     except (OSError, RuntimeError, ValueError):  # an unreadable folder, a symlink loop, a NUL in a path
         return
 

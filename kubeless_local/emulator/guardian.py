@@ -19,11 +19,13 @@ site: remove_containers imports the docker SDK from where `dev`'s does.)
 
 import os
 import sys
+import time
 
 PROJECT_ENV = "KUBELESS_LOCAL_PROJECT"  # in every runtime server's env: the project's resolved state folder
 CONTAINER_LABEL = "kubeless-local.project"  # the docker backend labels every container with the same value
 RECORD = "processes.json"
 NICENESS = 10  # the guardian process's: it sleeps on its pipe until `dev` ends, and its start is on no one's way
+LOADED = time.time()  # in `run`, before its first step sends a container (relaystart.py): see sweep_leftovers
 
 
 def group_members(pgid):
@@ -68,8 +70,9 @@ def kill_groups(pgids, project, trust=False):
     return killed
 
 
-def remove_containers(project):
-    """Remove the containers labelled for `project`; returns their names (none without a Docker engine)."""
+def remove_containers(project, before=None):
+    """Remove the containers labelled for `project` (created before the time `before`, if given: later ones are a
+    next session's); returns their names (none without a Docker engine)."""
     try:
         import docker
         import docker.errors
@@ -79,15 +82,44 @@ def remove_containers(project):
         client = docker.from_env(timeout=10)
         # sparse: no inspect per container, so one removed meanwhile (a finished step) cannot fail the listing
         found = client.containers.list(all=True, sparse=True, filters={"label": "%s=%s" % (CONTAINER_LABEL, project)})
+        found = [c for c in found if before is None or not _created_since(client, c, before)]
         for container in found:
             try:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass  # it went away by itself meanwhile
+            except docker.errors.APIError as exc:
+                if not being_removed(exc):
+                    raise
         return [(container.attrs.get("Names") or ["/" + container.short_id])[0].lstrip("/") for container in found]
     except docker.errors.DockerException as exc:
         print("kubeless-local guardian: cannot remove the containers of %s: %s" % (project, exc), file=sys.stderr)
         return []
+
+
+def being_removed(exc):
+    """Whether the engine refused a removal because another one is under way (the guardian of a killed `dev` and
+    the next session's sweep can meet on a container): it goes all the same."""
+    return getattr(exc, "status_code", None) == 409 and "already in progress" in str(exc)
+
+
+def _created_since(client, container, since):
+    """Whether `container` was created at the time `since` or later (a listing gives whole seconds: within the
+    same second, its inspection's nanoseconds decide)."""
+    import docker.errors
+
+    created = container.attrs.get("Created")
+    if isinstance(created, int) and created != int(since):
+        return created > since
+    try:
+        stamp = client.api.inspect_container(container.id)["Created"]  # 2026-12-06T23:51:30.123456789Z
+    except docker.errors.NotFound:
+        return False  # gone meanwhile: nothing to keep
+    import calendar
+
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (fraction or "0"))
+    return seconds >= since
 
 
 def sweep_leftovers(state_dir, say=lambda text: None):
@@ -102,7 +134,8 @@ def sweep_leftovers(state_dir, say=lambda text: None):
         return
     project = str(Path(state_dir).resolve())
     killed = kill_groups([int(g) for g in data.get("groups") or []], project)
-    containers = remove_containers(project) if data.get("containers") else []
+    # not the containers this process made: `run`'s first step sends one before this runs (relaystart.py)
+    containers = remove_containers(project, before=LOADED) if data.get("containers") else []
     if killed or containers:
         say(
             "stopped what an earlier kubeless-local (pid %s) left running: %s"
@@ -205,9 +238,10 @@ def main(project):
             groups.discard(int(argument))
         elif verb == "containers":
             containers = True
+    ended = time.time()
     kill_groups(sorted(groups), project, trust=True)
     if containers:
-        remove_containers(project)
+        remove_containers(project, before=ended)  # a `run` started since (kill -9, then again) has its own
 
 
 if __name__ == "__main__":

@@ -101,11 +101,12 @@ def run_folders(source: str | None, handler: str, name: str | None) -> tuple[str
 def hint_path(runtime: str) -> str:
     """Where the hint of `runtime` is kept for this installation of kubeless-local (a release and a checkout guess
     apart); the file says again which runtime and installation it is for."""
-    key = zlib.crc32(os.fsencode("%s\0%s" % (runtime, _installation())))
+    key = zlib.crc32(os.fsencode("%s\0%s" % (runtime, installation())))
     return os.path.join(cache_root(), HINTS, "%08x" % key)
 
 
-def _installation() -> str:
+def installation() -> str:
+    """This installation of kubeless-local (its package's parent folder): hints are kept per installation."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -116,7 +117,7 @@ def read_hint(runtime: str) -> tuple[str, list[str]] | None:
             fields = os.fsdecode(hint.read()).split("\0")
     except (OSError, ValueError):
         return None
-    if len(fields) < 5 or fields[:3] != [runtime, _installation(), os.environ.get("PATH", "")]:
+    if len(fields) < 5 or fields[:3] != [runtime, installation(), os.environ.get("PATH", "")]:
         return None
     return fields[3], fields[4:]
 
@@ -125,7 +126,7 @@ def write_hint(runtime: str, kind: str, argv: list[str]) -> None:
     """Keep what `runtime` started, for the next `run`'s guess, atomically (unwritable: no head start then)."""
     path = hint_path(runtime)
     tmp = "%s.%d" % (path, os.getpid())
-    fields = [runtime, _installation(), os.environ.get("PATH", ""), kind, *argv]
+    fields = [runtime, installation(), os.environ.get("PATH", ""), kind, *argv]
     if any("\0" in field for field in fields):
         return  # no process can be given such an argument
     try:

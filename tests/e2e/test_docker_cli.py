@@ -1,8 +1,10 @@
 """The docker backend end to end with the real command and a real engine (run .ci/docker-setup.sh first)."""
 
 import json
+import re
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -97,6 +99,55 @@ def test_leftover_containers_of_a_crashed_run_are_removed(tmp_path, start_dev, c
     ids = [c.id for c in containers_of(client, state)]
     assert leftover.id not in ids and len(ids) == 1
     assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "ok"
+
+
+RUN = ["run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--backend", "docker"]
+
+
+def run_args(port):
+    return [*RUN, "--port", str(port)]
+
+
+def test_a_second_run_starts_in_the_relay_its_first_step_sent(tmp_path, start_dev, client):
+    """The relay mode of this engine: the first `run` leaves a hint, the next one's first step sends its relay to the
+    engine (relaystart.py) and the function's container joins that one."""
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'ok'\n")
+    state = str((tmp_path / ".kubeless-local" / "run-handler").resolve())
+    for n in range(2):
+        port = free_port()
+        dev = start_dev(*run_args(port), cwd=tmp_path)
+        dev.wait_for_output("Watching", timeout=90)
+        assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "ok"
+        names = {c.name: c for c in containers_of(client, state)}
+        [relay] = [c for name, c in names.items() if "-relay" in name]
+        [function] = [c for name, c in names.items() if "-relay" not in name]
+        assert function.attrs["HostConfig"]["NetworkMode"] == "container:" + relay.id
+        early = re.fullmatch(r"kubeless-local-handler-[0-9a-f]{8}-relay-[0-9a-f]{8}", relay.name)
+        assert bool(early) == (n == 1), relay.name  # the first run's is named after its generation
+        dev.stop()
+        assert containers_of(client, state) == []
+        assert list((Path(state) / "doors").iterdir()) == []  # its socket folder too
+
+
+def test_a_run_killed_as_it_starts_leaves_no_relay_behind(tmp_path, start_dev, client):
+    """kill -9 of a `run` whose first step sent its relay: the guardian or the next `run` of the function removes it
+    (and that run starts in a relay of its own)."""
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'ok'\n")
+    state = str((tmp_path / ".kubeless-local" / "run-handler").resolve())
+    first = start_dev(*run_args(free_port()), cwd=tmp_path)  # leaves the hint
+    first.wait_for_output("Watching", timeout=90)
+    first.stop()
+    killed = start_dev(*run_args(free_port()), cwd=tmp_path)
+    killed.wait_until(lambda: any("-relay-" in c.name for c in containers_of(client, state)), "its relay sent", 30)
+    killed.proc.kill()
+    killed.proc.wait(timeout=10)
+    port = free_port()
+    dev = start_dev(*run_args(port), cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=90)
+    assert requests.get("http://127.0.0.1:%d/" % port, timeout=5).text == "ok"
+    assert len(containers_of(client, state)) == 2  # its function's and its relay: the killed run's is gone
+    dev.stop()
+    assert containers_of(client, state) == []
 
 
 def test_auto_says_which_backend(tmp_path, start_dev, client):

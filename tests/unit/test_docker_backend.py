@@ -754,7 +754,7 @@ def started_options(tmp_path, mode, monkeypatch):
     if mode == "relay":
         from kubeless_local.emulator.docker import containers
 
-        relay = containers.relay_options(prepared, "kubeless-local/python:3.11", tmp_path / "door")
+        relay = containers.relay_config(prepared, "kubeless-local/python:3.11", tmp_path / "door")
     return backend.container_options(instance, prepared, relay_id="r" * 64), relay
 
 
@@ -771,22 +771,25 @@ def test_relay_mode_joins_the_relay_containers_namespace(tmp_path, backend, monk
     options, relay = started_options(tmp_path, "relay", monkeypatch)
     assert options["network_mode"] == "container:" + "r" * 64 and "ports" not in options
     assert options["environment"]["FUNC_PORT"] == "8080"
-    assert relay["network_mode"] == "none"  # loopback only: the namespace the function joins
-    assert relay["auto_remove"] is True  # gone once its connector exits (dev's lifeline ended)
-    assert relay["user"] == "%d:%d" % (os.getuid(), os.getgid())  # its socket's folder is the user's (0700)
-    assert relay["labels"][dk.LABEL_PROJECT] == options["labels"][dk.LABEL_PROJECT]  # the guardian removes it too
-    assert relay["labels"][dk.LABEL_FUNCTION] == "hello" and relay["name"] == options["name"] + "-relay"
-    volumes = relay["volumes"]
-    assert volumes[str((tmp_path / "door").resolve())] == {"bind": "/kubeless-local/door", "mode": "rw"}
+    host = relay["HostConfig"]
+    assert host["NetworkMode"] == "none"  # loopback only: the namespace the function joins
+    assert host["AutoRemove"] is True  # gone once its connector exits (dev's lifeline ended)
+    assert relay["User"] == "%d:%d" % (os.getuid(), os.getgid())  # its socket's folder is the user's (0700)
+    assert relay["Labels"][dk.LABEL_PROJECT] == options["labels"][dk.LABEL_PROJECT]  # the guardian removes it too
+    assert relay["Labels"][dk.LABEL_FUNCTION] == "hello"
     connector = Path(dk.__file__).with_name("connector.py").resolve()
-    assert volumes[str(connector)] == {"bind": "/kubeless-local/connector.py", "mode": "ro"}
-    assert relay["command"] == [
+    assert host["Binds"] == [
+        "%s:/kubeless-local/door:rw" % (tmp_path / "door").resolve(),
+        "%s:/kubeless-local/connector.py:ro" % connector,
+    ]
+    assert relay["Cmd"] == [
         "python3",
         "-u",
         "/kubeless-local/connector.py",
         "/kubeless-local/door/connector.sock",
         "8080",
     ]
+    assert relay["Entrypoint"] == []  # the image's own is not run: the connector is
 
 
 def test_relay_mode_without_our_python_image_says_what_to_build(tmp_path, monkeypatch):

@@ -120,8 +120,8 @@ def test_an_image_that_is_not_ours_has_no_debugger_to_start(tmp_path, relay_back
 
 def test_the_relay_of_a_debugged_function_hands_over_its_debug_port_too(tmp_path, relay_backend):
     prepared = prepared_for(relay_backend, tmp_path, python_function(tmp_path))
-    relay = containers.relay_options(prepared, "kubeless-local/python:3.11", tmp_path / "door", debug_port=5678)
-    assert relay["command"][3:] == [
+    relay = containers.relay_config(prepared, "kubeless-local/python:3.11", tmp_path / "door", debug_port=5678)
+    assert relay["Cmd"][3:] == [
         "/kubeless-local/door/connector.sock",
         "8080",
         "/kubeless-local/door/connector-5678.sock",

@@ -142,6 +142,48 @@ def test_the_projects_containers_are_removed(monkeypatch):
     assert all(container.removed for container in found)
 
 
+def test_containers_made_since_a_time_are_a_next_sessions_and_stay(monkeypatch):
+    """kill -9 of a `run`, then `run` again: the new one's first step sends its relay at once (relaystart.py), before
+    the old session's guardian (or the new one's sweep of leftovers) lists the project's containers."""
+    docker = pytest.importorskip("docker")
+    since = 1_700_000_000.5
+
+    class Container:
+        def __init__(self, name, created, stamp=None):
+            self.id, self.stamp, self.removed = name, stamp, False
+            self.attrs = {"Names": ["/" + name], "Created": created}  # a listing's: whole seconds
+
+        def remove(self, force):
+            if self.id == "busy":  # the other one removes it
+                response = type("Response", (), {"status_code": 409, "reason": "Conflict", "url": "/containers/busy"})
+                raise docker.errors.APIError("409", response(), "removal of container busy is already in progress")
+            self.removed = force
+
+    found = [
+        Container("old", 1_699_999_999),
+        Container("same-second-before", 1_700_000_000, "2023-11-14T22:13:20.25Z"),
+        Container("same-second-after", 1_700_000_000, "2023-11-14T22:13:20.750000001Z"),
+        Container("new", 1_700_000_001),
+        Container("busy", 1_699_999_990),
+    ]
+
+    class API:
+        def inspect_container(self, id):
+            return {"Created": next(c.stamp for c in found if c.id == id)}
+
+    class Containers:
+        def list(self, all, sparse, filters):
+            return found
+
+    class Client:
+        containers, api = Containers(), API()
+
+    monkeypatch.setattr(docker, "from_env", lambda timeout: Client())
+    removed = guardian.remove_containers("/p/.kubeless-local", before=since)
+    assert removed == ["old", "same-second-before", "busy"]
+    assert [c.id for c in found if c.removed] == ["old", "same-second-before"]
+
+
 def test_no_docker_engine_is_said_not_raised(monkeypatch, capsys):
     docker = pytest.importorskip("docker")
 

@@ -16,6 +16,7 @@ Every container carries the project's label, so none outlives `dev` (guardian, s
 also exits when `dev`'s lifeline to it ends (connector.py), a spare's included."""
 
 import dataclasses
+import json
 import os
 import select
 import shutil
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kubeless_local import errors
-from kubeless_local.emulator import images
+from kubeless_local.emulator import images, relaystart
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, OnExit, Reach, State, ignore_exit
 from kubeless_local.emulator.docker import debugger, network, pump
@@ -41,14 +42,15 @@ from kubeless_local.emulator.docker.containers import (
     container_options,
     custom_runtime,
     project_label,
+    relay_config,
     relay_name,
-    relay_options,
+    relay_prefix,
     spare_relay_name,
     writable_folder,
 )
 from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, run_in_container
 from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken, open_to
-from kubeless_local.emulator.guardian import Guardian
+from kubeless_local.emulator.guardian import Guardian, being_removed
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.errors import UserError
@@ -60,7 +62,6 @@ TRIAL_TIMEOUT = 60.0  # seconds a reload's new container has to become ready (as
 TRIAL_LOOK = 0.1  # seconds between looks at a stop (Ctrl-C) while a new container starts
 READY_LOOK = 0.05  # seconds between /healthz looks at most while a container without control lines starts
 RELAY_IMAGE_RUNTIME = "python"  # the relay's connector.py runs in our image of this runtime (newest version)
-DOORS = "doors"  # <state>/doors/<function>.<random>/: a relay's socket folder (0700)
 NO_SPARE = (State.STARTING, State.CRASHED, State.STOPPED)  # a function in these gets no spare relay (yet)
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this (sun_path: 108) is reached through /proc/self/fd
 
@@ -304,18 +305,25 @@ class DockerBackend(Backend):
         with self.lock:
             if key in self.swept:
                 return
+            early = relaystart.sent(key)  # `run`'s relay, started for this start: not a leftover
             label = {"label": "%s=%s" % (LABEL_PROJECT, key)}
             for container in self.client.containers.list(all=True, sparse=True, filters=label):  # no inspect race
+                if early is not None and container.id == early.id:
+                    continue
                 try:
                     container.remove(force=True)
                 except NotFound:
                     pass  # removed meanwhile
                 except APIError as exc:
+                    if being_removed(exc):  # by the guardian of the session that left it
+                        continue
                     raise UserError(
                         "cannot remove the leftover container %s of an earlier run: %s; remove it with "
                         "`docker rm -f %s`" % (container.short_id, exc.explanation or exc, container.short_id)
                     ) from None
-            shutil.rmtree(Path(state_dir) / DOORS, ignore_errors=True)  # socket folders of a killed run's relays
+            for folder in (Path(state_dir) / relaystart.DOORS).glob("*"):  # socket folders of a killed run's relays
+                if early is None or str(folder) != early.folder:
+                    shutil.rmtree(folder, ignore_errors=True)
             for copies in Path(state_dir).glob("functions/*/" + RW):  # its containers' copies of /kubeless
                 prep.remove_folders(copies.parent, list(copies.iterdir()))
             self.swept.add(key)
@@ -432,14 +440,17 @@ class DockerBackend(Backend):
 
     def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
         """Relay mode: the relay container (the namespace the function's container joins): the spare started
-        ahead for it, else one created and starting (_Relay.start: the function's container is created
-        meanwhile); its connector may not listen yet (_await_connector). None, and the instance Crashed with
-        the reason, when it cannot be created."""
+        ahead for it, else the one `run`'s first step started (relaystart.py), else one created and starting
+        (_Relay.start: the function's container is created meanwhile); its connector may not listen yet
+        (_await_connector). None, and the instance Crashed with the reason, when it cannot be created."""
         from docker.errors import APIError
 
         spare = self._take_spare(instance)
         if spare is not None:
             return spare
+        early = self._early_relay(instance, prepared)
+        if early is not None:
+            return early
         refused = self._remove_named(relay_name(prepared))  # a leftover of a crashed run
         if refused:
             instance.set_state(State.CRASHED, refused)
@@ -450,18 +461,47 @@ class DockerBackend(Backend):
             instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
             return None
         relay.start()
+        url = images.engine_url(self.client)
+        if url is not None:  # the next `run` of this function starts it at its first step
+            relaystart.write_hint(
+                project_label(prepared.root.parent.parent), url, *self._relay_wanted(instance, prepared)
+            )
+        return relay
+
+    def _relay_wanted(self, instance: Instance, prepared: DockerPrepared) -> tuple[str, str]:
+        """(name without its random part, config with relaystart.FOLDER for its socket folder) of a relay
+        `instance` starts in, as relaystart.py keeps them."""
+        config = relay_config(prepared, self.relay_image(), relaystart.FOLDER, debug_port_of(instance))
+        return relay_prefix(prepared), json.dumps(config, sort_keys=True)
+
+    def _early_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
+        """The relay `run`'s first step started for this function (relaystart.py), started, if it is the one this
+        start would create; otherwise None (and it is removed)."""
+        early = relaystart.take(project_label(prepared.root.parent.parent))
+        if early is None:
+            return None
+        wanted = (images.engine_url(self.client), *self._relay_wanted(instance, prepared))
+        if early.error or (early.url, early.prefix, early.config) != wanted:
+            early.remove()
+            return None
+        relay = _Relay(
+            self.client.containers.prepare_model({"Id": early.id, "Name": "/" + early.name}), Path(early.folder)
+        )
+        relay.started.set()
         return relay
 
     def _create_relay(self, prepared: DockerPrepared, debug_port: Optional[int], name: Optional[str] = None) -> _Relay:
         """A relay container, created (not started), with a fresh socket folder; APIError or UserError when not."""
         from docker.errors import APIError
 
-        doors = prepared.root.parent.parent / DOORS
+        doors = prepared.root.parent.parent / relaystart.DOORS
         doors.mkdir(mode=0o700, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=prepared.spec.name[:20] + ".", dir=doors))  # 0700, fresh per start
         try:
-            options = relay_options(prepared, self.relay_image(), folder, debug_port, name)
-            return _Relay(self.client.containers.create(**options), folder)
+            config = relay_config(prepared, self.relay_image(), folder, debug_port)
+            name = name or relay_name(prepared)
+            created = self.client.api.create_container_from_config(config, name)
+            return _Relay(self.client.containers.prepare_model({"Id": created["Id"], "Name": "/" + name}), folder)
         except (APIError, UserError):
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -610,6 +650,8 @@ class DockerBackend(Backend):
         if refused:
             owner.set_state(State.CRASHED, refused)
             return None
+        if mode != "relay":
+            relaystart.drop()  # a relay `run`'s first step guessed from an earlier run: not wanted now
         relay = self._start_relay(owner, prepared) if mode == "relay" else None
         if mode == "relay" and relay is None:
             return None

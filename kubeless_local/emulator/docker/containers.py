@@ -205,7 +205,13 @@ def spare_relay_name(prepared):
     """A relay started ahead for the function's next swap (backend.py): which generation joins it is not known
     yet, so its name is the function's and a random part."""
     token = sha256_hex(repr((time.time_ns(), os.getpid())).encode())[:8]
-    return container_name(prepared).rsplit("-g", 1)[0] + "-relay-" + token
+    return relay_prefix(prepared) + token
+
+
+def relay_prefix(prepared):
+    """The name of a relay no generation is known for yet (a spare, `run`'s early one: relaystart.py) without its
+    random part."""
+    return container_name(prepared).rsplit("-g", 1)[0] + "-relay-"
 
 
 def connector_socket(port):
@@ -213,32 +219,33 @@ def connector_socket(port):
     return CONNECTOR_SOCKET if port == POD_PORT else "connector-%d.sock" % port
 
 
-def relay_options(prepared, image, folder, debug_port=None, name=None):
-    """The relay container (relay mode): the network namespace the function's container joins (network
-    "none": loopback only), running connector.py from our Python image as the host user (the socket's
-    folder is the user's, 0700). `debug_port`: a debugged function's debugger's port, reached too; `name`:
-    the container's (None: relay_name's)."""
+def relay_config(prepared, image, folder, debug_port=None):
+    """The relay container (relay mode) as the Engine API creates it (the body of POST /containers/create: the
+    same for the backend and for relaystart.py, which sends it before the docker SDK is imported): the network
+    namespace the function's container joins (network "none": loopback only), running connector.py from our
+    Python image as the host user (the socket's folder `folder` is the user's, 0700). `debug_port`: a debugged
+    function's debugger's port, reached too."""
     ports = [POD_PORT] + ([debug_port] if debug_port else [])
     pairs = [a for port in ports for a in ("%s/%s" % (DOOR_MOUNT, connector_socket(port)), str(port))]
     return {
-        "image": image,
-        "name": name or relay_name(prepared),
-        "command": ["python3", "-u", CONNECTOR_MOUNT, *pairs],
-        "entrypoint": [],
-        "detach": True,
-        "auto_remove": True,  # its connector exits when dev does (the lifeline): nothing is left
-        "init": True,
-        "network_mode": "none",
-        "user": "%d:%d" % (os.getuid(), os.getgid()),
-        "working_dir": "/",
-        "volumes": {
-            str(Path(folder).resolve()): {"bind": DOOR_MOUNT, "mode": "rw"},
-            str(CONNECTOR.resolve()): {"bind": CONNECTOR_MOUNT, "mode": "ro"},
-        },
-        "labels": {
+        "Image": image,
+        "Cmd": ["python3", "-u", CONNECTOR_MOUNT, *pairs],
+        "Entrypoint": [],
+        "User": "%d:%d" % (os.getuid(), os.getgid()),
+        "WorkingDir": "/",
+        "Labels": {
             LABEL_FUNCTION: prepared.spec.name,
             LABEL_PROJECT: project_label(prepared.root.parent.parent),
             LABEL_ROLE: "relay",
+        },
+        "HostConfig": {
+            "AutoRemove": True,  # its connector exits when dev does (the lifeline): nothing is left
+            "Init": True,
+            "NetworkMode": "none",
+            "Binds": [
+                "%s:%s:rw" % (Path(folder).resolve(), DOOR_MOUNT),
+                "%s:%s:ro" % (CONNECTOR.resolve(), CONNECTOR_MOUNT),
+            ],
         },
     }
 

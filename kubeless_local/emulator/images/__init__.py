@@ -30,6 +30,7 @@ from kubeless_local.emulator.images.engine import (
     docker_client,
     docker_context_host,
     engine_candidates,
+    engine_url,
 )
 from kubeless_local.emulator.images.host import host_ca_bundle, registry, registry_env
 
@@ -49,6 +50,7 @@ __all__ = [
     "docker_client",
     "docker_context_host",
     "engine_candidates",
+    "engine_url",
     "env_name",
     "host_ca_bundle",
     "image_for",

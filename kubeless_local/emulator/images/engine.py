@@ -67,3 +67,8 @@ def docker_client(required=True):
     raise Unavailable(
         "no Docker engine answers (tried %s); start Docker (or set DOCKER_HOST)" % "; ".join(tried), "docker engine"
     )
+
+
+def engine_url(client):
+    """The URL `client` (one of docker_client's) was connected to; None for another client."""
+    return next((url for url, each in _clients.items() if each is client), None)
