@@ -170,7 +170,7 @@ def run_here(arguments):
 
 def early_head_start(args):
     """`run`'s head start before click is imported, ~70 ms sooner than the command can: the runtime's server side
-    boots meanwhile (the docker backend's: its relay container starts, relaystart.py). Only for a plain line
+    boots meanwhile (the docker backend's relay container is looked up, relaystart.py). Only for a plain line
     (`plain_run`) whose FILE is here (not a URL); the command starts it itself otherwise (once: a runtime is
     head-started once a process). emulator/prestart.py spawns it, before anything heavier than os is imported."""
     found = plain_run(args)
@@ -186,7 +186,7 @@ def early_head_start(args):
         if backend != "process":  # the docker backend's relay, if this function's last `run` had one
             from kubeless_local.emulator import relaystart
 
-            relaystart.start(state_dir)
+            relaystart.expect(state_dir)  # sent once the session holds the folder and its guardian runs
         if backend != "docker":
             prestart.start(found["runtime"], state_dir)
     except (OSError, RuntimeError, ValueError):  # an unreadable folder, a symlink loop, a NUL in a path

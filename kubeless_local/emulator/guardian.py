@@ -25,7 +25,6 @@ PROJECT_ENV = "KUBELESS_LOCAL_PROJECT"  # in every runtime server's env: the pro
 CONTAINER_LABEL = "kubeless-local.project"  # the docker backend labels every container with the same value
 RECORD = "processes.json"
 NICENESS = 10  # the guardian process's: it sleeps on its pipe until `dev` ends, and its start is on no one's way
-LOADED = time.time()  # in `run`, before its first step sends a container (relaystart.py): see sweep_leftovers
 
 
 def group_members(pgid):
@@ -134,8 +133,7 @@ def sweep_leftovers(state_dir, say=lambda text: None):
         return
     project = str(Path(state_dir).resolve())
     killed = kill_groups([int(g) for g in data.get("groups") or []], project)
-    # not the containers this process made: `run`'s first step sends one before this runs (relaystart.py)
-    containers = remove_containers(project, before=LOADED) if data.get("containers") else []
+    containers = remove_containers(project) if data.get("containers") else []
     if killed or containers:
         say(
             "stopped what an earlier kubeless-local (pid %s) left running: %s"

@@ -1,13 +1,17 @@
-"""The docker backend's head start (relay mode): a plain `run`'s relay container, created and started at its first
-step (commands/entry.py) from the hint the last `run` of that function left, while the rest of `run` is imported.
+"""The docker backend's head start (relay mode): a plain `run`'s relay container, sent to the engine from the hint the
+last `run` of that function left, while the rest of `run` is imported.
 
 A relay container (docker/network.py) owns the network namespace its function's container joins; starting it was
 the longest wait of a docker `run` (~170 ms: the engine makes a namespace), and it came after ~250 ms of imports (the
-CLI, the engine, the docker SDK). Here it is sent to the engine over its unix socket with `_socket` alone, from a
-thread, ~20 ms after exec; docker/backend.py takes it (`take`) where it would create one, if it is the relay it
-would create now (the same engine, name and config), and removes it otherwise. One that nobody takes goes when this
-process ends (`atexit`), and after a `kill -9` like any relay: its connector exits when no `dev` holds its lifeline
-within a minute, and the container with it; the guardian removes it by its project label too.
+CLI, the engine, the docker SDK). `run`'s first step (commands/entry.py) reads the hint (`expect`); the session sends
+it (`send`) as soon as it holds the state folder and its guardian runs (~100 ms after exec), over the engine's unix
+socket with `_socket` alone, from a thread; docker/backend.py takes it (`take`) where it would create one, if it is
+the relay it would create now (the same engine, name and config), and removes it otherwise.
+
+Guarantee: no relay sent here outlives its `run`. The guardian is told to remove the project's containers before it
+is sent (a `kill -9` of `run` included: a container created and never started is not auto-removed, so nothing short
+of that would do); one that nobody takes is removed when `run` ends (`atexit`), and a relay's connector exits, its
+container with it, when `run` no longer holds its lifeline (connector.py).
 
 A hint is a small text file (NUL-separated) per `run` state folder, in the user's cache beside prestart.py's; it is
 read only if it is the user's own and no one else can write it (what it holds is sent to the engine).
@@ -20,6 +24,7 @@ import _thread
 import atexit
 import os
 import zlib
+from _collections_abc import Callable  # loaded with os already; collections.abc would load collections
 
 from kubeless_local.emulator.prestart import HINTS, installation
 from kubeless_local.places import cache_root
@@ -35,20 +40,22 @@ _early: Early | None = None  # the relay `start` sent, until taken
 
 
 class Early:
-    """A relay container sent to the engine by `start`: once `wait` returns, `id` and `folder` (its socket folder)
-    when it was created and started, or `error` (a line) when not."""
+    """A relay container for the engine (`expect`), sent by `send`: once `wait` returns, `id` and `folder` (its
+    socket folder) when it was created and started, or `error` (a line) when not."""
 
     def __init__(self, state_dir: str, url: str, prefix: str, config: str) -> None:
         self.state_dir, self.url, self.prefix, self.config = state_dir, url, prefix, config
         self.name = prefix + os.urandom(4).hex()  # as a spare relay's (no generation is known yet)
         self.id = self.folder = self.error = ""
+        self.sending = False
         self._done = _thread.allocate_lock()
         self._done.acquire()
 
     def wait(self) -> None:
-        """Until its requests are answered (each within TIMEOUT)."""
-        with self._done:
-            pass
+        """Until its requests are answered (each within TIMEOUT); at once if it was not sent."""
+        if self.sending:
+            with self._done:
+                pass
 
     def send(self) -> None:
         try:
@@ -82,24 +89,34 @@ class Early:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start(state_dir: str) -> None:
-    """Send the relay the last `run` with the resolved state folder `state_dir` created, if it left a hint for this
-    engine: created and started in a thread of its own."""
+def expect(state_dir: str) -> None:
+    """At `run`'s first step: read the hint of the relay the last `run` with the resolved state folder `state_dir`
+    created (for this engine); `send` sends it once the session holds the folder."""
     global _early
     hint = read_hint(state_dir)
     if hint is None or _early is not None:
         return
     url, prefix, config = hint
     _early = Early(state_dir, url, prefix, config)
+
+
+def send(state_dir: str, before: Callable[[], object]) -> None:
+    """Send the relay `expect` read for `state_dir`, created and started in a thread of its own, after `before()`
+    (the session's guardian told to remove the project's containers if it dies: kill -9 included). Once."""
+    early = _early
+    if early is None or early.state_dir != state_dir or early.sending:
+        return
+    before()
+    early.sending = True
     atexit.register(drop)
-    _thread.start_new_thread(_early.send, ())
+    _thread.start_new_thread(early.send, ())
 
 
 def take(state_dir: str) -> Early | None:
-    """The relay `start` sent for `state_dir`, once its requests are answered, now the caller's; or None."""
+    """The relay `send` sent for `state_dir`, once its requests are answered, now the caller's; or None."""
     global _early
     early = _early
-    if early is None or early.state_dir != state_dir:
+    if early is None or early.state_dir != state_dir or not early.sending:
         return None
     _early = None
     early.wait()
@@ -107,16 +124,16 @@ def take(state_dir: str) -> Early | None:
 
 
 def sent(state_dir: str) -> Early | None:
-    """The relay `start` sent for `state_dir`, once its requests are answered, still to be taken; or None."""
+    """The relay `send` sent for `state_dir`, once its requests are answered, still to be taken; or None."""
     early = _early
-    if early is None or early.state_dir != state_dir:
+    if early is None or early.state_dir != state_dir or not early.sending:
         return None
     early.wait()
     return early
 
 
 def drop() -> None:
-    """Remove the relay `start` sent, if no one took it."""
+    """Remove the relay `send` sent, if no one took it."""
     early = take(_early.state_dir) if _early is not None else None
     if early is not None:
         early.remove()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from kubeless_local import config
 from kubeless_local import spec as specs
-from kubeless_local.emulator import backends, headstart, registry
+from kubeless_local.emulator import backends, headstart, registry, relaystart
 from kubeless_local.emulator.base import BackendFactory
 from kubeless_local.emulator.bus import EventBus
 from kubeless_local.emulator.guardian import Guardian, sweep_leftovers
@@ -131,8 +131,10 @@ class DevSession:
         self.settings = config.load(self.root)
         for notice in self.settings.notices:
             self.logs.emit("dev", notice, "system")
-        backend = self.backend or backends.factory(self._backend_name(), self.settings)
         self.guardian = self.new_guardian(self.state_dir)
+        # a docker `run`'s relay, read at its first step: sent now that the guardian removes it if `run` dies
+        relaystart.send(str(self.state_dir.resolve()), self.guardian.watch_containers)
+        backend = self.backend or backends.factory(self._backend_name(), self.settings)
         self.recorder = Recorder(
             self.state_dir,
             keep=self.settings.recorder.keep,

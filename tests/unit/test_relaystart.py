@@ -75,6 +75,15 @@ def cache(tmp_path, monkeypatch):
     relaystart._early = None
 
 
+def run_start(state, engine=None):
+    """`run`'s first step, then its session once its guardian runs; what the engine was asked when the guardian was
+    told to remove the project's containers."""
+    relaystart.expect(state)
+    asked_then = []
+    relaystart.send(state, lambda: asked_then.append(list(engine.asked) if engine else []))
+    return asked_then
+
+
 def run_state(tmp_path, name="run-hello"):
     folder = tmp_path / 'my "project"' / ".kubeless-local" / name  # a path JSON must escape
     folder.mkdir(parents=True)
@@ -83,10 +92,14 @@ def run_state(tmp_path, name="run-hello"):
 
 def test_a_run_sends_the_relay_its_last_run_created_and_it_is_taken_once(tmp_path, engine):
     state = run_state(tmp_path)
-    relaystart.start(state)
-    assert relaystart._early is None  # no hint: nothing sent
+    assert run_start(state, engine) == [] and relaystart._early is None  # no hint: nothing sent, no guardian told
     relaystart.write_hint(state, engine.url, PREFIX, CONFIG)
-    relaystart.start(state)
+    relaystart.expect(state)
+    assert relaystart.take(state) is None  # not sent yet: the session sends it
+    told = []
+    relaystart.send(str(tmp_path / "another"), lambda: told.append(1))  # another session's folder: not its relay
+    assert told == [] and engine.asked == []
+    assert run_start(state, engine) == [[]]  # the guardian was told before anything was sent
     assert relaystart.take(str(tmp_path / "another")) is None  # another function's start does not take it
     early = relaystart.take(state)
     assert early is not None and early.error == "" and early.id == ID
@@ -107,7 +120,7 @@ def test_a_run_sends_the_relay_its_last_run_created_and_it_is_taken_once(tmp_pat
 def test_a_relay_no_one_took_is_removed_when_run_ends(tmp_path, engine):
     state = run_state(tmp_path)
     relaystart.write_hint(state, engine.url, PREFIX, CONFIG)
-    relaystart.start(state)
+    run_start(state, engine)
     assert relaystart.sent(state).id == ID  # the backend's sweep sees it, without taking it
     folder = relaystart.sent(state).folder
     relaystart.drop()  # atexit's
@@ -122,7 +135,7 @@ def test_a_refused_create_is_said_and_nothing_is_started(tmp_path, engine):
     engine.create_status = 409  # a leftover of that name
     state = run_state(tmp_path)
     relaystart.write_hint(state, engine.url, PREFIX, CONFIG)
-    relaystart.start(state)
+    run_start(state, engine)
     early = relaystart.take(state)
     assert early.id == "" and early.error.startswith("create: 409") and "Conflict" in early.error
     assert len(engine.asked) == 1
@@ -133,7 +146,7 @@ def test_a_refused_create_is_said_and_nothing_is_started(tmp_path, engine):
 def test_no_engine_is_an_error_not_a_failure(tmp_path):
     state = run_state(tmp_path)
     relaystart.write_hint(state, "unix://" + str(tmp_path / "nothing.sock"), PREFIX, CONFIG)
-    relaystart.start(state)
+    run_start(state)
     early = relaystart.take(state)
     assert early.id == "" and early.error  # the backend then starts one itself, and says what is wrong
     early.remove()
@@ -220,6 +233,7 @@ def relay_start(tmp_path, engine, monkeypatch, config=None):
     prefix, wanted = backend._relay_wanted(instance, prepared)
     Path(state).mkdir(parents=True, exist_ok=True)
     relaystart._early = relaystart.Early(state, engine.url, prefix, config or wanted)
+    relaystart._early.sending = True  # as `send` does, without its thread
     relaystart._early.send()
     return backend, prepared, instance
 
