@@ -36,7 +36,7 @@ TIMEOUT = 30.0  # seconds an engine request may take
 RUN_PREFIX = "run-"  # `run`'s state folders (prestart.run_folders): the only ones a hint is kept for
 HINTS_KEPT = 100  # relay hints kept (a file per function folder run in docker): the oldest go beyond
 
-_early: Early | None = None  # the relay `start` sent, until taken
+_early: Early | None = None  # the relay `expect` read (and `send` sent), until taken
 
 
 class Early:
@@ -60,7 +60,7 @@ class Early:
     def send(self) -> None:
         try:
             self.folder = _socket_folder(self.state_dir)
-            import json  # here, not on the first step's thread
+            import json  # not at the first step, which only reads the hint
 
             config = self.config.replace(json.dumps(FOLDER)[1:-1], json.dumps(self.folder)[1:-1])
             status, body = _request(self.url, "/containers/create?name=" + self.name, config.encode())
@@ -163,10 +163,15 @@ def read_hint(state_dir: str) -> tuple[str, str, str] | None:
     return url, prefix, config
 
 
+def kept_for(state_dir: str) -> bool:
+    """Whether a hint is kept for the session of `state_dir`: a `run`'s (only `run`'s first step reads them)."""
+    return os.path.basename(state_dir).startswith(RUN_PREFIX)
+
+
 def write_hint(state_dir: str, url: str, prefix: str, config: str) -> None:
     """Keep the relay a `run` created (its config with FOLDER for its socket folder), for the next `run`'s
     head start; atomically, private to the user. Nothing for another session's state folder (`dev`)."""
-    if not os.path.basename(state_dir).startswith(RUN_PREFIX) or not url.startswith("unix://"):
+    if not kept_for(state_dir) or not url.startswith("unix://"):
         return
     path = hint_path(state_dir)
     fields = [KIND, installation(), state_dir, os.environ.get("DOCKER_HOST", ""), url, prefix, config]

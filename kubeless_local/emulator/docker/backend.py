@@ -305,7 +305,7 @@ class DockerBackend(Backend):
         with self.lock:
             if key in self.swept:
                 return
-            early = relaystart.sent(key)  # `run`'s relay, started for this start: not a leftover
+            early = relaystart.sent(key)  # the relay sent as `run` started, for this start: not a leftover
             label = {"label": "%s=%s" % (LABEL_PROJECT, key)}
             for container in self.client.containers.list(all=True, sparse=True, filters=label):  # no inspect race
                 if early is not None and container.id == early.id:
@@ -440,7 +440,7 @@ class DockerBackend(Backend):
 
     def _start_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
         """Relay mode: the relay container (the namespace the function's container joins): the spare started
-        ahead for it, else the one `run`'s first step started (relaystart.py), else one created and starting
+        ahead for it, else the one relaystart.py sent as `run` started, else one created and starting
         (_Relay.start: the function's container is created meanwhile); its connector may not listen yet
         (_await_connector). None, and the instance Crashed with the reason, when it cannot be created."""
         from docker.errors import APIError
@@ -461,11 +461,9 @@ class DockerBackend(Backend):
             instance.set_state(State.CRASHED, "cannot start the relay container: %s" % _explained(exc))
             return None
         relay.start()
-        url = images.engine_url(self.client)
-        if url is not None:  # the next `run` of this function starts it at its first step
-            relaystart.write_hint(
-                project_label(prepared.root.parent.parent), url, *self._relay_wanted(instance, prepared)
-            )
+        url, state_dir = images.engine_url(self.client), project_label(prepared.root.parent.parent)
+        if url is not None and relaystart.kept_for(state_dir):  # the next `run` of this function sends it early
+            relaystart.write_hint(state_dir, url, *self._relay_wanted(instance, prepared))
         return relay
 
     def _relay_wanted(self, instance: Instance, prepared: DockerPrepared) -> tuple[str, str]:
@@ -475,8 +473,8 @@ class DockerBackend(Backend):
         return relay_prefix(prepared), json.dumps(config, sort_keys=True)
 
     def _early_relay(self, instance: Instance, prepared: DockerPrepared) -> Optional[_Relay]:
-        """The relay `run`'s first step started for this function (relaystart.py), started, if it is the one this
-        start would create; otherwise None (and it is removed)."""
+        """The relay relaystart.py sent for this function as `run` started, started, if it is the one this start
+        would create; otherwise None (and it is removed)."""
         early = relaystart.take(project_label(prepared.root.parent.parent))
         if early is None:
             return None
@@ -651,7 +649,7 @@ class DockerBackend(Backend):
             owner.set_state(State.CRASHED, refused)
             return None
         if mode != "relay":
-            relaystart.drop()  # a relay `run`'s first step guessed from an earlier run: not wanted now
+            relaystart.drop()  # a relay sent as `run` started (a guess from its last run): not wanted now
         relay = self._start_relay(owner, prepared) if mode == "relay" else None
         if mode == "relay" and relay is None:
             return None
