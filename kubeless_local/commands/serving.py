@@ -126,8 +126,12 @@ class StopSignals:
             raise Stop(signum)
 
     def wait(self) -> NoReturn:
-        """Until a stop signal's handler raises Stop (it runs as soon as select returns)."""
+        """Until a stop signal's handler raises Stop (it runs as soon as select returns), or at once if one came and
+        its Stop was lost: a handler runs at the main thread's next bytecode, which may be in a __del__ or a weakref
+        callback, where Python prints what it raises and goes on (and the later signals are ignored)."""
         while True:
+            if self.received is not None:
+                raise Stop(self.received)
             select.select([self.reader], [], [])
             try:
                 self.reader.recv(4096)
