@@ -112,30 +112,45 @@ def installation() -> str:
 
 def read_hint(runtime: str) -> tuple[str, list[str]] | None:
     """(kind, argv) of what `runtime` last started, unless PATH changed since; None without one."""
-    try:
-        with open(hint_path(runtime), "rb") as hint:
-            fields = os.fsdecode(hint.read()).split("\0")
-    except (OSError, ValueError):
-        return None
-    if len(fields) < 5 or fields[:3] != [runtime, installation(), os.environ.get("PATH", "")]:
+    fields = read_fields(hint_path(runtime))
+    if fields is None or len(fields) < 5 or fields[:3] != [runtime, installation(), os.environ.get("PATH", "")]:
         return None
     return fields[3], fields[4:]
 
 
 def write_hint(runtime: str, kind: str, argv: list[str]) -> None:
     """Keep what `runtime` started, for the next `run`'s guess, atomically (unwritable: no head start then)."""
-    path = hint_path(runtime)
-    tmp = "%s.%d" % (path, os.getpid())
-    fields = [runtime, installation(), os.environ.get("PATH", ""), kind, *argv]
+    write_fields(hint_path(runtime), [runtime, installation(), os.environ.get("PATH", ""), kind, *argv])
+
+
+def read_fields(path: str, private: bool = False) -> list[str] | None:
+    """The fields of the hint file at `path` (NUL-separated); None without one, or, `private`, for one that is not
+    the user's own or that others can write."""
+    try:
+        with open(path, "rb") as hint:
+            if private:
+                st = os.fstat(hint.fileno())
+                if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                    return None
+            return os.fsdecode(hint.read()).split("\0")
+    except (OSError, ValueError):
+        return None
+
+
+def write_fields(path: str, fields: list[str], mode: int = 0o666) -> bool:
+    """Write a hint's `fields` at `path`, NUL-separated and atomically, created with `mode` (less the umask); False
+    when a field holds a NUL (no process can be given such an argument) or the file cannot be written."""
     if any("\0" in field for field in fields):
-        return  # no process can be given such an argument
+        return False
+    tmp = "%s.%d" % (path, os.getpid())
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as hint:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as hint:
             hint.write(os.fsencode("\0".join(fields)))
         os.replace(tmp, path)
     except (OSError, ValueError):  # ValueError: a name the file system cannot take (a surrogate)
-        pass
+        return False
+    return True
 
 
 def start(runtime: str, project: str) -> None:

@@ -26,7 +26,7 @@ import os
 import zlib
 from _collections_abc import Callable  # loaded with os already; collections.abc would load collections
 
-from kubeless_local.emulator.prestart import HINTS, installation
+from kubeless_local.emulator.prestart import HINTS, installation, read_fields, write_fields
 from kubeless_local.places import cache_root
 
 KIND = "relay"
@@ -147,15 +147,10 @@ def hint_path(state_dir: str) -> str:
 def read_hint(state_dir: str) -> tuple[str, str, str] | None:
     """(engine URL, relay name without its random part, config) of the relay the last `run` of `state_dir` created,
     unless DOCKER_HOST changed since; None without one (or one someone else could have written)."""
-    try:
-        with open(hint_path(state_dir), "rb") as hint:
-            st = os.fstat(hint.fileno())
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
-                return None
-            fields = os.fsdecode(hint.read()).split("\0")
-    except (OSError, ValueError):
+    fields = read_fields(hint_path(state_dir), private=True)
+    if fields is None or len(fields) != 7:
         return None
-    if len(fields) != 7 or fields[:4] != [KIND, installation(), state_dir, os.environ.get("DOCKER_HOST", "")]:
+    if fields[:4] != [KIND, installation(), state_dir, os.environ.get("DOCKER_HOST", "")]:
         return None
     url, prefix, config = fields[4:]
     if not url.startswith("unix://") or not prefix or not all(c.isalnum() or c in "-_." for c in prefix):
@@ -175,18 +170,8 @@ def write_hint(state_dir: str, url: str, prefix: str, config: str) -> None:
         return
     path = hint_path(state_dir)
     fields = [KIND, installation(), state_dir, os.environ.get("DOCKER_HOST", ""), url, prefix, config]
-    if any("\0" in field for field in fields):
-        return
-    tmp = "%s.%d" % (path, os.getpid())
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "wb") as hint:
-            hint.write(os.fsencode("\0".join(fields)))
-        os.replace(tmp, path)
-    except (OSError, ValueError):  # unwritable: no head start then
-        return
-    _prune(os.path.dirname(path))
+    if write_fields(path, fields, 0o600):  # unwritable: no head start then
+        _prune(os.path.dirname(path))
 
 
 def _prune(folder: str) -> None:
