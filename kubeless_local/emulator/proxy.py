@@ -219,6 +219,8 @@ class FrontDoor:
         if len(line) > MAX_LINE or len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
             client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return False
+        if not line.endswith(b"\n"):
+            return False  # the client's input ended inside it: nothing to relay
         method, target, version = (part.decode("latin-1") for part in parts)
         head, fields = read_head(reader)
         if head is None:
@@ -346,14 +348,17 @@ class FrontDoor:
 
 def read_head(reader: BinaryIO) -> tuple[bytes | None, dict[str, str]]:
     """(the header lines to forward, ending with the blank line; {lower name: value}), without SOURCE_HEADER
-    and Expect. (None, …) when there are too many or too long."""
+    and Expect. (None, …) when there are too many or too long. ConnectionAbortedError when the client's input
+    ends inside it (a client that gave up): a head cut short is no request, relayed it would be taken for one."""
     kept: list[bytes] = []
     fields: dict[str, str] = {}
     for _ in range(MAX_HEADERS):
         line = reader.readline(MAX_LINE + 1)
         if len(line) > MAX_LINE:
             return None, fields
-        if line in (b"\r\n", b"\n", b""):
+        if not line.endswith(b"\n"):
+            raise ConnectionAbortedError("the request's head was cut short")
+        if line in (b"\r\n", b"\n"):
             kept.append(b"\r\n")
             return b"".join(kept), fields
         name, value = header_of(line)

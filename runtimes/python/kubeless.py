@@ -621,7 +621,7 @@ class WorkerLoop:
     def serve(self, client):
         while client.requests:
             client.answer_next()
-        if client.closing or (client.eof and not client.in_message):
+        if client.closing or client.eof:  # a request cut short by the end of its input can never be complete
             self.drop(client, b"C")
         elif self.giving_back and not client.in_message:
             self.drop(client, b"R")

@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 
+import pytest
 import requests
 from processes import tree_rss_mb
 from sockets import read_to_end
@@ -303,6 +304,35 @@ def test_a_half_closed_request_is_answered(function):
     data = read_to_end(sock)
     assert data.startswith(b"HTTP/1.1 200"), data
     assert data.endswith(b"hello world")
+
+
+CUT_SHORT = {
+    "body": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nabc",
+    "head": b"GET / HTTP/1.1\r\nHost: x\r\nUser-Ag",
+}
+
+
+@pytest.mark.parametrize("cut", sorted(CUT_SHORT))
+def test_a_request_the_client_cut_short_is_let_go(function, backend_name, cut):
+    # A client that gives up mid-upload (a timeout, a cancelled browser upload) closes its side: the request can
+    # never be complete, so the server closes the connection (with a 400 or without an answer). Python's worker,
+    # which reads kept-alive connections itself, kept the connection and spun on its end-of-file at 100 % CPU
+    # (the process backend's door let the client go at once: there the spin is what shows it).
+    fn = function("hello")
+    sock = socket.create_connection(("127.0.0.1", fn.instance.port), timeout=15)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # first a whole request: kept alive, Python's worker takes it
+    first = b""
+    while not first.endswith(b"hello world"):
+        first += sock.recv(65536) or pytest.fail("closed after the first answer: %r" % first)
+    sock.sendall(CUT_SHORT[cut])
+    sock.shutdown(socket.SHUT_WR)
+    data = read_to_end(sock)  # a server that holds the connection makes this time out
+    assert data == b"" or data.startswith(b"HTTP/1.1 400"), data
+    assert fn.get("/").text == "hello world"
+    if backend_name == "process":
+        before = process_group_cpu(fn.instance.pid)
+        time.sleep(1.0)  # a window to measure CPU use over (not a wait): a spinning worker uses all of it
+        assert process_group_cpu(fn.instance.pid) - before < 0.5
 
 
 def raw_call(fn, request):

@@ -127,6 +127,24 @@ def test_a_server_that_closes_without_answering_makes_the_front_door_close_too(d
     assert recorder.exchanges[0].status == 0 and "without answering" in recorder.exchanges[0].error
 
 
+@pytest.mark.parametrize(
+    "cut",
+    [b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Le", b"POST /p HTTP/1.1", b"POST /p HTTP/1.1\r\nHost: x\r\n"],
+    ids=["inside-a-header", "inside-the-request-line", "before-the-blank-line"],
+)
+def test_a_head_cut_short_by_the_client_is_not_relayed(door, cut):
+    # Taken for a whole head (the end of input for its blank line), it went to the server as a request: Ruby's,
+    # PHP's and Java's servers then waited for the rest, and the front door and the client with them.
+    front, recorder = door
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as client:
+        client.sendall(cut)
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(100) == b""  # closed at once, unanswered
+    assert request(front, "POST", "/after", b"x")[1] == b"x"
+    wait_until(lambda: recorder.exchanges, "the call after it recorded")
+    assert [sent for _, sent in Upstream.seen] == [b"x"] and [e.target for e in recorder.exchanges] == ["/after"]
+
+
 def test_a_plain_client_gets_503_when_no_server_comes(door):
     front, _ = door
     front.instance.set_state(State.CONFIG_ERROR, "broken")
