@@ -57,6 +57,10 @@ def entry(argv=None):
     its output flushed, the process ends without the interpreter's teardown (a `run` ends so anyway)."""
     args = sys.argv[1:] if argv is None else list(argv)
     completing = bool(os.environ.get(COMPLETION_VARIABLE))
+    if args[:1] in (["run"], ["dev"]) and not completing:
+        from kubeless_local.emulator import openfiles
+
+        openfiles.raise_soft_limit()  # before a runtime is spawned: each connection relayed takes a descriptor
     if args[:1] == ["run"] and not completing:
         early_head_start(args[1:])  # first: the runtime boots while the rest of `run` is imported
     answer = None if completing else plain(args)
