@@ -163,7 +163,7 @@ class CallOutput:
 
     def __init__(self, hub: LogHub, function: str) -> None:
         self.hub = hub
-        self.lines = hub.subscribe(function)
+        self.lines = hub.subscribe(function, bounded=False)  # one call's output, read whole once it answered
         self.printed: list[str] = []
         self.done = False
 

@@ -67,6 +67,9 @@ def dev_columns(rows):
     return [*FUNCTION_COLUMNS, ("DEBUG", debug_cell)] if any(r.get("debug") for r in rows) else FUNCTION_COLUMNS
 
 
+PRINTED_AT_ONCE = 1000  # log lines written (and flushed) in one go when they wait
+
+
 class LogPrinter(threading.Thread):
     """Prints every function's log lines with a coloured name prefix, like `docker compose up`."""
 
@@ -78,14 +81,23 @@ class LogPrinter(threading.Thread):
 
     def run(self):
         while True:
-            line = self.queue.get()
-            if line is None:
+            lines = [self.queue.get()]
+            while lines[-1] is not None and len(lines) < PRINTED_AT_ONCE and not self.queue.empty():
+                lines.append(self.queue.get_nowait())  # what waits goes in one write: a flush a line fell behind
+            printed = [self.printed(line) for line in lines if line is not None]
+            if printed:
+                echo("\n".join(printed))
+            if lines[-1] is None:
                 return
-            color = self.colors.setdefault(line.function, COLORS[len(self.colors) % len(COLORS)])
-            self.width = max(self.width, len(line.function))
-            prefix = style(line.function.ljust(self.width) + " |", fg=color)
-            for text in line.text.splitlines() or [""]:
-                echo("%s %s" % (prefix, style(text, dim=True) if line.stream == "system" else text))
+
+    def printed(self, line):
+        color = self.colors.setdefault(line.function, COLORS[len(self.colors) % len(COLORS)])
+        self.width = max(self.width, len(line.function))
+        prefix = style(line.function.ljust(self.width) + " |", fg=color)
+        return "\n".join(
+            "%s %s" % (prefix, style(text, dim=True) if line.stream == "system" else text)
+            for text in line.text.splitlines() or [""]
+        )
 
     def close(self):
         self.queue.put(None)

@@ -2,7 +2,9 @@
 
 Bounded, so a handler that prints its 50 MB request body cannot grow `dev` without end: each line
 is cut at MAX_LINE bytes (with a visible marker) and each function keeps at most MAX_BYTES of
-lines, oldest dropped first.
+lines, oldest dropped first. A subscriber (the terminal `dev` prints to, `logs -f`, the dashboard) that
+falls FOLLOW_LINES lines or FOLLOW_BYTES behind a function printing faster than it can show misses the
+lines past that, and is told how many in a system line where they were.
 
 Also the one rule that tells which lines a call printed (`closes_the_call`, `printed_by_the_function`),
 shared by the recorder and the test emulator: every runtime writes one access-log line per request once
@@ -20,6 +22,12 @@ MAX_LINE = 16 * 1024  # bytes of one line that are kept
 MAX_BYTES = 4 * 1024 * 1024  # bytes of lines kept per function
 MAX_CONTROL_LINE = 1024 * 1024  # a control line (JSON with a load error) is kept whole up to this
 KEEP_LINES = 5000
+FOLLOW_LINES = 10_000  # lines a subscriber may fall behind (a terminal: a fraction of a second's worth)
+FOLLOW_BYTES = 4 * 1024 * 1024  # and bytes
+MISSED = (
+    "… %s log lines not shown here: they came faster than they could be shown "
+    "(`kubeless-local logs NAME`: a function's last lines)"
+)
 
 
 # The one access-log line every runtime writes per request (runtimes/README.md), once the answer is sent:
@@ -143,6 +151,49 @@ class _Buffer:
             self.size -= self.sizes.popleft()
 
 
+class Following(queue.Queue):
+    """A subscriber's queue of new lines (`LogHub.subscribe`), bounded by FOLLOW_LINES and FOLLOW_BYTES: a line
+    offered to a reader that far behind is dropped and counted (and so on until it is half way back), and the count
+    reaches the reader as a system line in the dropped lines' place (before the next line it gets, or once it has
+    read all). Without it a function
+    printing in a loop faster than the terminal shows grew `dev` by its whole output (~1.5 MB a second here)."""
+
+    def __init__(self, function: str | None = None, bounded: bool = True) -> None:
+        super().__init__()
+        self.function, self.bounded = function, bounded
+        self.bytes = 0
+        self.missed = 0
+
+    def offer(self, line: "LogLine") -> None:
+        with self.mutex:
+            share = 2 if self.missed else 1  # once missing, until it is half way back: one notice a stretch
+            if self.bounded and (len(self.queue) >= FOLLOW_LINES // share or self.bytes >= FOLLOW_BYTES // share):
+                self.missed += 1
+                return
+            if self.missed:
+                self._put(self._missed_line())
+            self._put(line)
+            self.not_empty.notify()
+
+    def _missed_line(self) -> "LogLine":
+        line = LogLine(self.function or "dev", MISSED % format(self.missed, ","), "system", time.time())
+        self.missed = 0
+        return line
+
+    def _put(self, item: "LogLine | None") -> None:
+        if item is not None:
+            self.bytes += len(item.text)
+        self.queue.append(item)
+
+    def _get(self) -> "LogLine | None":
+        item = self.queue.popleft()
+        if item is not None:
+            self.bytes -= len(item.text)
+        if self.missed and not self.queue:  # caught up after the lines stopped: said now, not with the next one
+            self._put(self._missed_line())
+        return item
+
+
 class LogHub:
     """Keeps the last lines of each function and fans new lines out to subscribers."""
 
@@ -159,7 +210,7 @@ class LogHub:
             subscribers = list(self.subscribers)
         for wanted, q in subscribers:
             if wanted is None or wanted == function:
-                q.put(line)
+                q.offer(line)
 
     def tail(self, function, count=None):
         with self.lock:
@@ -181,9 +232,10 @@ class LogHub:
         found.reverse()
         return found
 
-    def subscribe(self, function=None):
-        """A queue that receives every new line (of one function, or of all when None)."""
-        q: queue.Queue = queue.Queue()
+    def subscribe(self, function=None, bounded=True):
+        """A queue that receives every new line (of one function, or of all when None); `bounded` False: every one,
+        however far behind its reader falls (a test's capture of one call's output), else see `Following`."""
+        q = Following(function, bounded)
         with self.lock:
             self.subscribers.append((function, q))
         return q

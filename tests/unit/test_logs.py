@@ -91,3 +91,63 @@ def test_the_process_backends_pump_caps_a_line_without_newline():
     writer.join()
     (line,) = hub.tail("f")
     assert line.text == "q" * logs.MAX_LINE + f" … [truncated {80 * 65536 - logs.MAX_LINE:,} bytes]"
+
+
+def drained(q):
+    lines = []
+    while not q.empty():
+        lines.append(q.get_nowait())
+    return lines
+
+
+def test_a_subscriber_that_falls_behind_misses_lines_and_is_told_how_many_where(monkeypatch):
+    # A function printing faster than the terminal shows grew `dev` by its whole output (unbounded queues).
+    monkeypatch.setattr(logs, "FOLLOW_LINES", 100)
+    hub = LogHub()
+    q = hub.subscribe()
+    for i in range(150):
+        hub.emit("fn", "line %d" % i)
+    got = [q.get_nowait() for _ in range(30)]  # the reader catches up a little: not yet half way back
+    hub.emit("fn", "line 150")
+    got += [q.get_nowait() for _ in range(30)]  # now it is
+    for i in range(151, 170):
+        hub.emit("fn", "line %d" % i)
+    rest = drained(q)
+    texts = [line.text for line in got + rest]
+    assert texts[:100] == ["line %d" % i for i in range(100)]
+    assert texts[100].startswith("… 51 log lines not shown here") and (rest[40].function, rest[40].stream) == (
+        "dev",
+        "system",
+    )
+    assert texts[101:] == ["line %d" % i for i in range(151, 170)]
+
+
+def test_a_reader_that_catches_up_after_the_lines_stop_is_told_at_once(monkeypatch):
+    monkeypatch.setattr(logs, "FOLLOW_LINES", 10)
+    hub = LogHub()
+    q = hub.subscribe("fn")
+    for i in range(25):
+        hub.emit("fn", "line %d" % i)
+    texts = [line.text for line in drained(q)]
+    assert len(texts) == 11 and texts[-1].startswith("… 15 log lines not shown here")
+    assert q.empty()
+
+
+def test_the_bytes_a_subscriber_falls_behind_are_bounded_too(monkeypatch):
+    monkeypatch.setattr(logs, "FOLLOW_BYTES", 1000)
+    hub = LogHub()
+    q = hub.subscribe()
+    for _ in range(30):
+        hub.emit("fn", "x" * 100)
+    lines = drained(q)
+    assert [len(line.text) for line in lines[:10]] == [100] * 10 and "20 log lines not shown" in lines[10].text
+    assert q.bytes == 0
+
+
+def test_a_test_capture_gets_every_line_however_far_behind(monkeypatch):
+    monkeypatch.setattr(logs, "FOLLOW_LINES", 10)
+    hub = LogHub()
+    q = hub.subscribe("fn", bounded=False)
+    for i in range(50):
+        hub.emit("fn", "line %d" % i)
+    assert [line.text for line in drained(q)] == ["line %d" % i for i in range(50)]
