@@ -170,10 +170,30 @@ def headline(error: str) -> str:
 def exit_now(code: int):
     """End the process with `code` once its output is flushed, without the interpreter's teardown (freeing every
     module, waiting for threads; atexit work is skipped too): ~10 ms of a `call`, and up to 1.3 s of a stopped `dev`
-    on a loaded machine, which must be gone within 2 s of a signal."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # its reader went away (a closed pipe, a closed terminal): nothing more can reach it
+    on a loaded machine, which must be gone within 2 s of a signal. Output nobody reads (a terminal paused with
+    Ctrl-S, a full pipe) is waited for OUTPUT_PATIENCE at most."""
+
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # its reader went away (a closed pipe, a closed terminal): nothing more can reach it
+
+    without_waiting(flush)
     os._exit(code)
+
+
+OUTPUT_PATIENCE = 0.5  # seconds a stopping `dev` waits for a write its terminal does not take
+
+
+def without_waiting(write, seconds: float = OUTPUT_PATIENCE) -> bool:
+    """Run `write` (a write to the terminal) and wait for it `seconds` at most: a `dev` stopping must stop even when
+    its output is not read (a terminal paused with Ctrl-S, a pager that stopped reading, a full pipe), where a write
+    blocks until it is. Whether it was done; one not done goes on in a thread of its own, which the exit ends."""
+    import threading
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()

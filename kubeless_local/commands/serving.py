@@ -11,7 +11,7 @@ import threading
 import time
 from typing import NoReturn
 
-from kubeless_local.commands.output import echo, exit_now, in_words, style
+from kubeless_local.commands.output import OUTPUT_PATIENCE, echo, exit_now, in_words, style, without_waiting
 from kubeless_local.errors import UserError
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
@@ -78,6 +78,7 @@ class LogPrinter(threading.Thread):
         self.queue = hub.subscribe()
         self.colors = {}
         self.width = 8
+        self.written = 0  # lines printed: whether the terminal takes them
 
     def run(self):
         while True:
@@ -87,6 +88,7 @@ class LogPrinter(threading.Thread):
             printed = [self.printed(line) for line in lines if line is not None]
             if printed:
                 echo("\n".join(printed))
+                self.written += len(printed)
             if lines[-1] is None:
                 return
 
@@ -100,8 +102,20 @@ class LogPrinter(threading.Thread):
         )
 
     def close(self):
+        """Print what waits, for as long as the terminal takes it (2 s at most): a terminal that does not read (paused
+        with Ctrl-S) is not waited for beyond OUTPUT_PATIENCE."""
         self.queue.put(None)
-        self.join(timeout=2)
+        deadline, written = time.monotonic() + 2, -1
+        while self.is_alive() and time.monotonic() < deadline and self.written != written:
+            written = self.written
+            self.join(OUTPUT_PATIENCE)
+
+
+def say_stopping():
+    try:
+        echo("\nstopping…", err=True)
+    except OSError:
+        pass  # the terminal is gone (SIGHUP)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
@@ -219,10 +233,7 @@ def serve(
         signals.wait()
     except KeyboardInterrupt as exc:
         stopped_by = exc.signum if isinstance(exc, Stop) else signal.SIGINT
-        try:
-            echo("\nstopping…", err=True)
-        except OSError:
-            pass  # the terminal is gone (SIGHUP)
+        without_waiting(say_stopping)  # a terminal that does not read (paused: Ctrl-S) must not keep `dev` going
     finally:
         signals.close()
         if board is not None:

@@ -18,7 +18,10 @@ import threading
 import time
 
 import pytest
+import requests
 from conftest import Dev
+from processes import child_processes
+from sockets import free_port
 from test_events_e2e import project as events_project
 from waiting import wait_until
 
@@ -195,3 +198,76 @@ def test_a_closed_terminal_stops_dev_every_time_under_event_load(tmp_path, busy_
         len(missed),
         "\n".join("%s %s\n%s" % m for m in missed[:3]),
     )
+
+
+NOISY = "def hello(event, context):\n    for i in range(5000):\n        print('a line of a noisy call', i)\n    return 'ok'\n"
+
+
+@pytest.mark.parametrize("command", ["run", "dev"])
+def test_a_stop_signal_stops_a_session_whose_output_nobody_reads(tmp_path, command):
+    # A terminal paused with Ctrl-S (or a pager that stopped reading, a full pipe) blocks every write to it: `dev`
+    # then stopped nothing at Ctrl-C, its main thread waiting forever to print "stopping…", and every later Ctrl-C
+    # ignored. The functions kept serving.
+    (tmp_path / "handler.py").write_text(NOISY)
+    port = free_port()
+    if command == "run":
+        args = ["run", "handler.py", "--runtime", "python3.11", "--handler", "handler.hello", "--port", str(port)]
+    else:
+        (tmp_path / "function.yaml").write_text(NOISY_MANIFEST % port)
+        args = ["dev", "--no-dashboard"]
+    read_end, write_end = os.pipe()  # the session's output: never read
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubeless_local", *args], cwd=tmp_path, stdout=write_end, stderr=write_end
+    )
+    os.close(write_end)
+    try:
+        url = "http://127.0.0.1:%d/" % port
+        wait_until(lambda: answered(url), "the first answer", timeout=60)
+        for _ in range(5):  # ~150 KB of log lines: more than the pipe holds
+            assert requests.get(url, timeout=30).text == "ok"
+        server = [pid for pid in child_processes(proc.pid) if "kubeless" in cmdline(pid) or "template" in cmdline(pid)]
+        proc.send_signal(signal.SIGINT)
+        assert exit_code_within(proc, 10) == 130
+        wait_until(lambda: not any(alive(pid) for pid in server), "the function's server gone", timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)
+
+
+NOISY_MANIFEST = """apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: noisy
+  annotations:
+    local.kubeless.io/source: handler.py
+    local.kubeless.io/port: "%d"
+spec:
+  runtime: python3.11
+  handler: handler.hello
+"""
+
+
+def answered(url):
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"

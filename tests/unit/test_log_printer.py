@@ -4,6 +4,8 @@ Following) and says so, and `dev` does not grow meanwhile."""
 
 import io
 import sys
+import threading
+import time
 
 from kubeless_local.commands import serving
 from kubeless_local.emulator import logs
@@ -51,3 +53,36 @@ def test_a_printer_that_falls_behind_says_how_many_lines_it_did_not_show(monkeyp
     printed = stream.getvalue().splitlines()
     assert printed[:50] == ["fn       | line %d" % i for i in range(50)]
     assert printed[50].startswith("dev      | … 30 log lines not shown here") and len(printed) == 51
+
+
+class BlockedStream(io.StringIO):
+    """A terminal paused with Ctrl-S: a write waits until it is let go."""
+
+    def __init__(self):
+        super().__init__()
+        self.let_go = threading.Event()
+
+    def write(self, text):
+        self.let_go.wait(30)
+        return super().write(text)
+
+
+def test_closing_does_not_wait_long_for_a_terminal_that_takes_nothing(monkeypatch):
+    stream = BlockedStream()
+    monkeypatch.setattr(sys, "stdout", stream)
+    hub = LogHub()
+    printer = serving.LogPrinter(hub)
+    printer.start()
+    hub.emit("fn", "a line the terminal does not take")
+    started = time.monotonic()
+    printer.close()
+    waited = time.monotonic() - started
+    stream.let_go.set()
+    assert printer.written == 0 and waited < 1.5  # OUTPUT_PATIENCE, not the 2 s a progressing terminal gets
+
+
+def test_a_write_not_taken_is_given_up_on():
+    stream = BlockedStream()
+    assert serving.without_waiting(lambda: stream.write("x"), 0.1) is False
+    stream.let_go.set()
+    assert serving.without_waiting(lambda: stream.write("y"), 5) is True
