@@ -273,14 +273,20 @@ class Supervisor:
     def _prepare(
         self, instance: Instance, spec: FunctionSpec, runtime: Runtime, replaces: Optional[prep.Prepared] = None
     ) -> Optional[prep.Generation]:
-        """A new generation of `spec`, to replace `replaces` (the one serving). None when a step failed: said,
-        and shown in `ls`; the last good generation keeps serving. UserError for a spec the pipeline refuses."""
+        """A new generation of `spec`, to replace `replaces` (the one serving). None when a step failed or a file
+        could not be read: said, and shown in `ls`; the last good generation keeps serving. UserError for a spec the
+        pipeline refuses."""
         try:
             prepared = self.backend.prepare(
                 spec, runtime, self.state_dir, lambda line: self.say(spec.name, line), previous=replaces
             )
         except prep.StepFailed as exc:
             self._step_failed(instance, spec, exc, serving=replaces is not None and self.backend.alive(instance))
+            return None
+        except OSError as exc:  # a file gone as it is read (an editor that saves by renaming, a delete), a full disk
+            error = "%s: %s" % (exc.filename or spec.origin, exc.strerror or exc)
+            self._mark_broken(instance, State.CONFIG_ERROR, error)
+            self.say(spec.name, error)
             return None
         return prep.Generation(prepared, replaces)
 

@@ -92,6 +92,26 @@ def test_a_reload_that_fails_to_load_keeps_the_last_good_code(supervisor, backen
     assert generations == [root / "gen-1", supervisor.serving["hello"].code_dir]
 
 
+def test_a_save_whose_file_is_gone_when_it_is_read_keeps_the_last_good_code(supervisor, backend):
+    # An editor that saves by renaming (vim, JetBrains' safe write) or a file deleted as the save is prepared: the
+    # copy failed with FileNotFoundError, which ended the reload's thread with a traceback on the user's console.
+    supervisor.start(function(code="v1"))
+    backend.prepares["hello"] = [FileNotFoundError(2, "No such file or directory", "/project/handler.py")]
+    instance = supervisor.reload(function(code="v2"))
+    assert instance.state == State.CONFIG_ERROR and backend.alive(instance)  # as the manifest's check says it
+    assert instance.error == "/project/handler.py: No such file or directory"
+    assert serving_code(supervisor, "hello") == "v1" and instance.reloads == 0
+    assert instance.error in [line.text for line in supervisor.logs.tail("hello")]
+    instance = supervisor.reload(function(code="v3"))  # the file is back: the next event's reload
+    assert (instance.state, serving_code(supervisor, "hello")) == (State.READY, "v3")
+
+
+def test_a_first_start_whose_file_is_gone_when_it_is_read_is_a_config_error(supervisor, backend):
+    backend.prepares["hello"] = [PermissionError(13, "Permission denied", "/project/handler.py")]
+    instance = supervisor.start(function(code="v1"))
+    assert (instance.state, instance.error) == (State.CONFIG_ERROR, "/project/handler.py: Permission denied")
+
+
 def test_a_reload_that_waits_for_calls_in_flight_is_given_the_functions_timeout(supervisor, backend, monkeypatch):
     """Go reloads once the calls in flight are done: a call may run up to the function's timeout."""
     monkeypatch.setattr(sup_module, "RELOAD_TIMEOUT", 0.05)
