@@ -30,6 +30,11 @@ class EngineError(UserError):
         return type(self)(hinted(str(self), hint), None, self.name)
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether an SQLite error (sqlite3's) says its disk is full: the user's to make room, not a damaged file."""
+    return getattr(exc, "sqlite_errorname", None) == "SQLITE_FULL" or "disk is full" in str(exc)
+
+
 def hinted(text: str, hint: str) -> str:
     """`text; hint`, or `text` and the hint as it is when it starts with a space, a comma or a newline
     (` (see …)`, `, or …`)."""

@@ -629,6 +629,12 @@ def _dispatcher_for(admin: AdminServer) -> type[_Request]:
             except UserError as exc:
                 what, name = getattr(exc, "what", None), getattr(exc, "name", None)
                 return self.send_json(status_of(exc), {"error": str(exc), "what": what, "name": name})
+            except Exception as exc:  # noqa: BLE001 - a bug of ours: the caller hears what failed, not that dev is gone
+                import traceback  # not at the top: what the admin API imports delays the first server's start
+
+                traceback.print_exc()  # on dev's console, for the report
+                failed = "%s %s failed in the session: %s: %s" % (self.command, url.path, type(exc).__name__, exc)
+                return self.send_json(500, {"error": failed, "what": None, "name": None})
             if isinstance(answer, Stream):
                 return self.send_stream(answer)
             self.send_json(200, answer)

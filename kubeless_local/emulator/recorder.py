@@ -27,7 +27,8 @@ published on the door's threads, where it cost more than in a batch; `flush` wai
 process of its own: measured, a writer process moves the CPU a record costs without saving any, and the door's
 threads do not wait on `dev`'s GIL for it (BENCHMARKS.md, "The writer in a process of its own?"). A damaged
 or locked database does not stop `dev`: the file is moved aside (`invocations.db.damaged-<time>`), a fresh one
-is started and this is said once; if even that fails, records are dropped (counted) and the calls go on.
+is started and this is said once; if even that fails, records are dropped (counted) and the calls go on. A full
+disk is no damage: what does not fit is dropped (counted, said once), the database kept for when there is room.
 
 Exports (`export`, what the admin API answers) show `Authorization`, `Cookie` and their kin as REDACTED; the
 stored record keeps them so that a replay sends what the function received.
@@ -58,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from kubeless_local import config
 from kubeless_local.emulator.http1 import header_of, header_pairs
 from kubeless_local.emulator.logs import ACCESS_LINE, LogLine, closes_the_call, printed_by_the_function
-from kubeless_local.errors import BadRequest, NotFound, Unavailable
+from kubeless_local.errors import BadRequest, NotFound, Unavailable, disk_full
 from kubeless_local.events import SOURCE_HEADER
 
 if TYPE_CHECKING:
@@ -336,6 +337,7 @@ class Recorder:
         self.said: set[str] = set()  # what was said once already
         self.read_lock = threading.Lock()
         self.db: sqlite3.Connection | None = None  # the writer's
+        self.reopen = False  # the database could not be opened for a full disk: the next batch tries again
         self.rows_at_once = [1]  # how many rows an INSERT takes, largest first (`_connect`)
         self.reader: sqlite3.Connection | None = None
         # the writer opens the database (a new one takes 10-20 ms of file writes: not on `dev`'s start), at once or
@@ -400,6 +402,10 @@ class Recorder:
                 return
             except sqlite3.Error as exc:
                 self._close_connections()
+                if disk_full(exc):
+                    self._say_full(exc)
+                    self.reopen = True  # at the next batch: there may be room by then
+                    return
                 if attempt == 0:
                     self._move_aside(exc)
                 else:
@@ -438,6 +444,13 @@ class Recorder:
         self._say_once(
             "moved:%s" % aside,
             "%s was damaged or locked (%s): moved to %s, recording in a fresh one" % (self.path, exc, aside),
+        )
+
+    def _say_full(self, exc: Exception) -> None:
+        self._say_once(
+            "full",
+            "invocations are not recorded while the disk of %s is full (%s); those stored are kept, and recording "
+            "goes on once there is room" % (self.path, exc),
         )
 
     def _say_once(self, key: str, text: str) -> None:
@@ -594,6 +607,10 @@ class Recorder:
                 )
         if not rows:
             return
+        if self.db is None and self.reopen:  # it could not be opened for a full disk
+            self.reopen = False
+            with self.read_lock:
+                self._open()
         for attempt in range(2):
             if self.db is None:
                 break
@@ -603,6 +620,9 @@ class Recorder:
             except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
                 break  # these records, not the file: the batch is dropped, the database kept
             except sqlite3.Error as exc:
+                if disk_full(exc):
+                    self._say_full(exc)
+                    break  # these records do not fit: dropped; the database (and what it holds) kept
                 if attempt == 0:
                     with self.read_lock:
                         self._close_connections()

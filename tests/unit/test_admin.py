@@ -322,6 +322,29 @@ def test_ls_rows_count_dead_letters_and_replay_names_unknown_topics(events_admin
     assert client.replay("orders") == {"replayed": 1}
 
 
+def test_a_full_disk_is_said_to_the_caller(events_admin, supervisor):
+    client = AdminClient(supervisor.state_dir)
+    client.create_topic("orders")
+    store = events_admin.topics.dispatcher.store
+    store.shared.execute("PRAGMA max_page_count = %d" % store.shared.execute("PRAGMA page_count").fetchone()[0])
+    with pytest.raises(UserError, match="topics.db cannot be written: its disk is full; make room and try again$"):
+        client.emit("orders", "x" * 100_000)
+
+
+def test_a_handler_that_fails_unexpectedly_answers_500_with_why_not_a_dropped_connection(
+    events_admin, supervisor, monkeypatch, capsys
+):
+    # the client took the dropped connection for a session that is gone ("dev is not running; start it again")
+    def broken(name):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(events_admin.topics, "create", broken)
+    with pytest.raises(UserError) as error:
+        AdminClient(supervisor.state_dir).create_topic("orders")
+    assert str(error.value) == "POST /api/topics failed in the session: KeyError: 'a bug'"
+    assert "Traceback" in capsys.readouterr().err  # on dev's console, for a report
+
+
 def test_without_embedded_topics_the_topic_endpoints_say_so(admin, supervisor):
     with pytest.raises(UserError, match="this session runs no embedded topics"):
         AdminClient(supervisor.state_dir).topics()

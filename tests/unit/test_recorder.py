@@ -223,6 +223,40 @@ def test_a_database_locked_by_another_program_is_moved_aside_and_recording_goes_
         other.close()
 
 
+def test_a_full_disk_drops_records_without_moving_the_history_aside(tmp_path, recorder):
+    # "database or disk is full" was taken for damage: the history was moved aside (`.damaged-*`, its records in
+    # the WAL) and `history` found nothing. A full disk is no damage: the records that do not fit are dropped
+    # (counted, said once) and those stored stay; once there is room, recording goes on in the same database.
+    r = recorder()
+    (kept,) = stored(r, exchange())
+    pages = r.db.execute("PRAGMA page_count").fetchone()[0]
+    r.db.execute("PRAGMA max_page_count = %d" % pages)  # SQLite's own SQLITE_FULL, as a full disk gives it
+    stored(r, exchange(body=b"x" * 100_000))
+    assert r.dropped == 1 and not list(tmp_path.glob(rec.FILENAME + ".damaged-*"))
+    assert len(recorder.said) == 1 and "disk" in recorder.said[0] and "full" in recorder.said[0], recorder.said
+    assert r.get(kept)["response"]["status"] == 200
+    r.db.execute("PRAGMA max_page_count = 1000000")  # room again
+    (later,) = stored(r, exchange())
+    assert [row["id"] for row in r.list()] == [later, kept] and len(recorder.said) == 1
+
+
+def test_a_database_that_cannot_be_opened_for_a_full_disk_is_opened_once_there_is_room(tmp_path, recorder, monkeypatch):
+    connect, tries = rec.Recorder._connect, []
+
+    def on_a_full_disk(self):
+        tries.append(1)
+        if len(tries) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        connect(self)
+
+    monkeypatch.setattr(rec.Recorder, "_connect", on_a_full_disk)
+    r = recorder()
+    assert r.opened_db.wait(10)
+    stored(r, exchange())  # no room yet when it was opened: tried again with this batch, which now fits
+    assert not list(tmp_path.glob(rec.FILENAME + ".damaged-*")) and len(tries) == 2
+    assert len(r.list()) == 1 and r.dropped == 0 and "full" in recorder.said[0]
+
+
 def test_the_log_lines_of_a_call_are_those_that_arrived_while_it_ran(recorder):
     hub = LogHub()
     r = recorder(logs=hub)

@@ -195,6 +195,20 @@ def test_a_locked_topics_db_says_it_is_locked(tmp_path, store):
         other.close()
 
 
+def test_a_full_disk_is_one_line_saying_so_and_nothing_is_taken(tmp_path, store):
+    # "database or disk is full" was raised as it was: the admin API's thread died with a traceback on dev's
+    # console and `emit`/`topic create` said that dev was not running.
+    store.append("orders", "kafka", [b"kept"])
+    pages = store.shared.execute("PRAGMA page_count").fetchone()[0]
+    store.shared.execute("PRAGMA max_page_count = %d" % pages)  # SQLite's own SQLITE_FULL, as a full disk gives it
+    with pytest.raises(UserError) as error:
+        store.append("orders", "kafka", [b"x" * 100_000])
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / "topics.db")) and "disk is full" in message and "\n" not in message
+    assert "make room" in message
+    assert [e.data for e in store.events_after("orders", "kafka", 0)] == [b"kept"]  # nothing half taken
+
+
 RACE = """
 import sqlite3, sys, threading
 from kubeless_local.emulator.triggers.topics import TopicStore

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from kubeless_local.errors import NotFound, Unavailable, UserError
+from kubeless_local.errors import NotFound, Unavailable, UserError, disk_full
 from kubeless_local.events import SOURCES, event_id, event_time
 from kubeless_local.spec import TOPIC_RE
 
@@ -90,6 +90,20 @@ def serialized(method):
     return run
 
 
+@contextlib.contextmanager
+def immediate(db):
+    """BEGIN IMMEDIATE … COMMIT around the block, rolled back when it fails — unless SQLite ended the transaction
+    itself (a full disk does), where a ROLLBACK would fail and hide why."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class TopicStore:
     """Long-lived threads (subscribers) `attach()` a connection of their own; every other caller (the admin
     API's request threads, the watcher's reloads) shares one, so short-lived threads leak no connections."""
@@ -127,6 +141,8 @@ class TopicStore:
                 "%s: %s; it must be this user's (chown it, or move it away)" % (self.path, exc.strerror)
             ) from None
         except sqlite3.OperationalError as exc:
+            if disk_full(exc):  # nothing is damaged: no hint to move the file away
+                raise UserError("%s cannot be written: its disk is full; make room and try again" % self.path) from None
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             raise UserError(
@@ -194,30 +210,18 @@ class TopicStore:
         """Drop a topic with its events, positions and dead letters."""
         if not self.exists(name):
             raise NotFound("no topic %r" % name, "topic", name)
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self.db) as db:
             for table in ("events", "positions", "dead_letters"):
                 db.execute("DELETE FROM %s WHERE topic = ?" % table, (name,))
             db.execute("DELETE FROM topics WHERE name = ?", (name,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     @serialized
     def clear(self):
         """Drop every event and dead letter; topics and positions stay (sequence numbers never repeat, so a
         position stays before every new event)."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self.db) as db:
             db.execute("DELETE FROM dead_letters")
             db.execute("DELETE FROM events")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     # ------------------------------------------------------------ events
 
@@ -230,20 +234,17 @@ class TopicStore:
         kind = cast(dict, SOURCES[source])  # events.SOURCES: one dict of envelope rules per source
         db = self.db
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("BEGIN IMMEDIATE")
         try:
-            seqs = []
-            now = time.time()
-            for data in datas:
-                cursor = db.execute(
-                    "INSERT INTO events (topic, source, data, event_id, event_time, emitted) VALUES (?, ?, ?, ?, ?, ?)",
-                    (topic, source, data, event_id(kind["id"]), event_time(kind["time"]), now),
-                )
-                seqs.append(cursor.lastrowid)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            with immediate(db):
+                seqs = []
+                now = time.time()
+                for data in datas:
+                    cursor = db.execute(
+                        "INSERT INTO events (topic, source, data, event_id, event_time, emitted) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (topic, source, data, event_id(kind["id"]), event_time(kind["time"]), now),
+                    )
+                    seqs.append(cursor.lastrowid)
         finally:
             db.execute("PRAGMA synchronous=NORMAL")
         return seqs
@@ -331,9 +332,7 @@ class TopicStore:
     @serialized
     def dead_letter(self, subscriber, topic, seq, attempts, status, body):
         """Park an event that failed `attempts` times and move the subscriber past it, in one transaction."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self.db) as db:
             db.execute(
                 "INSERT INTO dead_letters (subscriber, topic, seq, attempts, status, body, at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -343,10 +342,6 @@ class TopicStore:
                 "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (subscriber) DO UPDATE SET seq = excluded.seq",
                 (subscriber, topic, seq),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     @serialized
     def dead_letters(self, topic=None):
