@@ -240,6 +240,30 @@ def test_a_restarted_dispatcher_resumes_after_the_last_committed_event(world, tm
         again.store.close()
 
 
+def test_a_store_that_cannot_be_written_for_a_while_holds_deliveries_back_then_they_go_on(world, monkeypatch):
+    # a full disk: the subscriber's commit raised, its thread ended with a traceback, and no event reached the
+    # function again until `dev` restarted
+    dispatcher, function, supervisor = world
+    store, commit, refusals = dispatcher.store, dispatcher.store.commit, []
+
+    def full_disk_twice(*args):
+        if len(refusals) < 2:
+            refusals.append(args)
+            raise UserError("topics.db cannot be written: its disk is full; make room and try again")
+        return commit(*args)
+
+    monkeypatch.setattr(store, "commit", full_disk_twice)
+    dispatcher.update(specs.Manifests(functions=[fn()], kafka_triggers=[trigger()]))
+    dispatcher.emit("orders", "kafka", [b"1"])
+    function.wait_calls(1)
+    wait_until(lambda: len(refusals) == 2, "the commit refused twice")
+    (seq,) = dispatcher.emit("orders", "kafka", [b"2"])[0]
+    assert [c[2] for c in function.wait_calls(2)] == [b"1", b"2"]  # the subscriber lives on
+    wait_until(lambda: store.position("default_orders_hello_orders", "orders") == seq, "the position stored")
+    said = [line.text for line in supervisor.logs.tail("dev")]
+    assert len([text for text in said if "its disk is full" in text]) == 1, said  # said once, not every second
+
+
 def test_a_window_sends_concurrently_but_commits_in_order(world, monkeypatch):
     dispatcher, function, supervisor = world
     wide = Dispatcher(

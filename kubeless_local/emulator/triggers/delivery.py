@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from kubeless_local import config
 from kubeless_local.emulator.recorder import marked
 from kubeless_local.emulator.triggers.subscriptions import subscriptions
-from kubeless_local.errors import Conflict, NotFound, Notice
+from kubeless_local.errors import Conflict, NotFound, Notice, UserError
 from kubeless_local.events import envelope
 
 # The Dispatcher's defaults are the project settings' (config.py, `kafka:`)
@@ -236,6 +236,7 @@ class Subscriber(threading.Thread):
         self.links = []
         self.position = 0  # every event up to here is settled
         self.uncommitted = 0  # events settled since the position was last stored
+        self.held_back = ""  # why deliveries last waited for the store (said once)
         from concurrent.futures import ThreadPoolExecutor  # (and logging): with a subscriber only, not on `run`'s way
 
         self.pool = ThreadPoolExecutor(dispatcher.max_in_flight, thread_name_prefix="send " + subscription.name)
@@ -247,10 +248,20 @@ class Subscriber(threading.Thread):
     def run(self):
         self.store.attach()
         try:
-            self.position = self.store.subscribe(self.sub.name, self.sub.topic, self.sub.source)
+            subscribed = False
             while not self.stopping.is_set():
                 self.wake.clear()  # before looking: an emit from now on wakes the wait below
-                if not self._replay_dead_letters() and not self._deliver_new():
+                try:
+                    if not subscribed:
+                        self.position, subscribed = (
+                            self.store.subscribe(self.sub.name, self.sub.topic, self.sub.source),
+                            True,
+                        )
+                    busy = self._replay_dead_letters() or self._deliver_new()
+                except UserError as exc:  # the store cannot be written (a full disk): on from where it is, later
+                    self._held_back(exc)
+                    busy = False
+                if not busy:
                     self.wake.wait(1.0)  # the timeout is a safety net
         except sqlite3.ProgrammingError:
             if not self.stopping.is_set():
@@ -261,6 +272,12 @@ class Subscriber(threading.Thread):
             for link in self.links:
                 link.close()
             self.store.detach()
+
+    def _held_back(self, exc):
+        """Say once why deliveries wait (the same reason again is not said each second)."""
+        if str(exc) != self.held_back:
+            self.held_back = str(exc)
+            self.dispatcher.say("dev", "events of topic %s wait for %s: %s" % (self.sub.topic, self.sub.name, exc))
 
     def _deliver_new(self):
         """Send every stored event after the position; False when there was none."""
