@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -185,6 +186,24 @@ def copy_code(
             found.skipped.append((rel, "cannot be read (%s)" % (exc.strerror or exc)))
     for line in found.notices(source):
         on_notice(line)
+
+
+HARMLESS_TO_HIDE = {"test"}  # Python's own test suite: nothing a function or the runtime imports
+
+
+def hidden_standard_modules(code_dir: Path) -> list[str]:
+    """The function's top-level modules (`json.py`, `email/`) named as Python's standard modules, as `json.py` or
+    `email/`: /kubeless comes before the standard library on PYTHONPATH (the controller sets it so, in the pod as
+    here), so `import json` finds the function's file, in the runtime's own imports too. [] where this Python cannot
+    name its standard modules (3.9)."""
+    standard: frozenset[str] = getattr(sys, "stdlib_module_names", frozenset()) - HARMLESS_TO_HIDE
+    hidden = []
+    for entry in sorted(code_dir.iterdir()):
+        if entry.suffix == ".py" and entry.stem in standard and entry.is_file():
+            hidden.append(entry.name)
+        elif entry.name in standard and (entry / "__init__.py").is_file():
+            hidden.append(entry.name + "/")
+    return hidden
 
 
 def source_file_name(spec: FunctionSpec, runtime) -> str:

@@ -27,7 +27,8 @@ from pathlib import Path
 from re import Pattern
 from typing import Callable, Optional
 
-from kubeless_local.emulator.layout import layout_code
+from kubeless_local.emulator.layout import hidden_standard_modules, layout_code
+from kubeless_local.errors import UserError
 from kubeless_local.paths import cache_dir
 from kubeless_local.runtimes import Runtime
 from kubeless_local.spec import FunctionSpec, sha256_hex
@@ -426,12 +427,32 @@ def prepare(
     return prepared
 
 
+HIDES = "%s hides Python's standard module `%s` (the function's folder comes first on PYTHONPATH, in the pod too)"
+
+
+def _hiding_standard_modules(spec, hidden):
+    """What to say of a Python function's modules named as standard ones (layout.hidden_standard_modules): the
+    handler's own is refused (the runtime's imports find it, and the server cannot start); another is said."""
+    said = []
+    for name in hidden:
+        module = name.rstrip("/").removesuffix(".py")
+        if module == spec.module:
+            raise UserError(
+                "handler %s: %s, which the runtime imports: rename the file and the handler"
+                % (spec.handler, HIDES % (name, module))
+            )
+        said.append(HIDES % (name, module) + "; rename it if the function does not start")
+    return said
+
+
 def _prepare(prepared, steps, on_line, previous):
     spec, runtime, view = prepared.spec, prepared.runtime, steps.view
     settings = runtime.steps  # the block of the backend the runtime was resolved for
     notices: list = []
     shared = previous.code_dir if previous is not None else None
     deps = layout_code(spec, runtime, prepared.code_dir, notices.append, shared)
+    if runtime.server == "python":
+        notices += _hiding_standard_modules(spec, hidden_standard_modules(prepared.code_dir))
     prepared.notices = tuple(notices)
     if previous is None:
         notices += secret_notices(spec, in_container=view is not HOST)

@@ -447,3 +447,34 @@ def test_only_a_code_change_of_a_signal_runtime_reloads_in_place(tmp_path, monke
     assert not successor(fn, restart).reloads_in_place
     changed_manifest = objects.function_from_files("hello", fn.source, "python3.11", "hello.foo", env=[("K", "V")])
     assert not successor(changed_manifest, signal).reloads_in_place
+
+
+@pytest.mark.skipif(not hasattr(__import__("sys"), "stdlib_module_names"), reason="Python 3.9 cannot name them")
+def test_a_handler_module_named_as_a_standard_module_is_refused_in_one_line(tmp_path, monkeypatch):
+    # /kubeless comes before the standard library on PYTHONPATH (the controller sets it so): a `json.py` handler is
+    # what the runtime's own `import json` found, and the server crashed in a loop with a traceback about json
+    _, fn = folder_function(tmp_path, monkeypatch, {"json.py": CODE.decode()})
+    fn = specs.FunctionSpec(**{**fn.__dict__, "handler": "json.foo"})
+    with pytest.raises(UserError) as error:
+        prep.prepare(fn, runtime(), tmp_path / "state")
+    assert str(error.value) == (
+        "handler json.foo: json.py hides Python's standard module `json` (the function's folder comes first on "
+        "PYTHONPATH, in the pod too), which the runtime imports: rename the file and the handler"
+    )
+
+
+@pytest.mark.skipif(not hasattr(__import__("sys"), "stdlib_module_names"), reason="Python 3.9 cannot name them")
+def test_a_helper_named_as_a_standard_module_is_said_once(tmp_path, monkeypatch):
+    files = {"hello.py": CODE.decode(), "email.py": "", "random/__init__.py": "", "test.py": "", "helpers.py": ""}
+    _, fn = folder_function(tmp_path, monkeypatch, files)
+    said = []
+    first = prep.prepare(fn, runtime(), tmp_path / "state", said.append)
+    assert [line for line in said if "hides" in line] == [
+        "email.py hides Python's standard module `email` (the function's folder comes first on PYTHONPATH, in the "
+        "pod too); rename it if the function does not start",
+        "random/ hides Python's standard module `random` (the function's folder comes first on PYTHONPATH, in the "
+        "pod too); rename it if the function does not start",
+    ]  # not test.py: nothing imports Python's own tests
+    said.clear()
+    prep.prepare(fn, runtime(), tmp_path / "state", said.append, previous=first)
+    assert not [line for line in said if "hides" in line]  # said once, not on every save
