@@ -320,7 +320,8 @@ class Recorder:
         self.held: dict[str, tuple[int, int]] = {}  # function → its stored records and their bytes (writer's)
         self.data_version: int | None = None  # the database's, when the writer counted `held`
         self.starts: dict[str, collections.deque[float]] = {}  # function → its last calls' start times
-        self.taken: dict[str, LogLine] = {}  # function → the access line its last record ended at (writer's)
+        # function → the access line its latest call's record ended at, and when that call began (writer's)
+        self.taken: dict[str, tuple[LogLine, float]] = {}
         self.without_access: set[str] = set()  # functions whose runtime wrote no access line in time (writer's)
         # the writer's queue: a deque (appending is one atomic step, no lock on the call path), bounded by
         # `queue_size` and looked at every WRITER_PAUSE; None asks the writer to finish
@@ -545,7 +546,10 @@ class Recorder:
         function, end = exchange.function, exchange.started + exchange.duration
         window = self._window({} if windows is None else windows, function, exchange.started, now)
         lines = window.lines
-        begin = max(window.first_after(exchange.started), window.after(self.taken.get(function)))
+        taken, taken_by = self.taken.get(function, (None, 0.0))
+        if end <= taken_by:  # a later call's record came first, and this call ended before it began: no bound here
+            taken = None
+        begin = max(window.first_after(exchange.started), window.after(taken))
         agent = user_agent(exchange)
         for index in range(begin, len(lines)):
             access = lines[index]
@@ -553,8 +557,9 @@ class Recorder:
                 late = self._late_stderr(lines, index + 1, access.time, now, window.next_start(exchange.started))
                 if late is None and not closing and now < end + self.access_wait:
                     return None
-                self.taken[function] = access
-                window.taken = (access, index + 1)
+                if taken_by <= exchange.started:
+                    self.taken[function] = (access, exchange.started)
+                    window.taken = (access, index + 1)
                 self.without_access.discard(function)
                 if index == begin and not late:  # the common case: the call printed nothing
                     return []

@@ -281,6 +281,33 @@ def after(moment):
     return time.time()
 
 
+def test_a_call_handed_over_after_a_later_one_keeps_its_lines(recorder):
+    # Two calls one after the other, the first one's record handed over last (a trigger's delivery, then a cron
+    # fire, each on its own thread): the later call's access line bounded where the earlier one's lines could be,
+    # and the earlier record got none (an e2e test failed so under load).
+    hub = LogHub()
+    r = recorder(logs=hub)
+    first = after(time.time())
+    hub.emit("hello", "first call's line")
+    hub.emit("hello", ACCESS)
+    second = after(time.time())
+    hub.emit("hello", "second call's line")
+    hub.emit("hello", ACCESS)
+    end = after(time.time())
+    late, early = stored(
+        r,
+        exchange(started=second, duration=end - second),
+        exchange(started=first, duration=second - first),
+    )
+    assert r.get(early)["logs"] == [{"text": "first call's line", "stream": "stdout"}]
+    assert r.get(late)["logs"] == [{"text": "second call's line", "stream": "stdout"}]
+    third = after(time.time())
+    hub.emit("hello", "third call's line")
+    hub.emit("hello", ACCESS)
+    (last,) = stored(r, exchange(started=third, duration=after(time.time()) - third))
+    assert r.get(last)["logs"] == [{"text": "third call's line", "stream": "stdout"}]
+
+
 def test_a_line_that_reaches_dev_after_the_answer_but_before_the_access_line_is_the_calls(recorder):
     hub = LogHub()
     r = recorder(logs=hub, access_wait=30, log_grace=1.0)
