@@ -167,11 +167,11 @@ def headline(error: str) -> str:
     return lines[0] if lines else ""
 
 
-def exit_now(code: int):
+def exit_now(code: int, patience: float | None = None):
     """End the process with `code` once its output is flushed, without the interpreter's teardown (freeing every
     module, waiting for threads; atexit work is skipped too): ~10 ms of a `call`, and up to 1.3 s of a stopped `dev`
-    on a loaded machine, which must be gone within 2 s of a signal. Output nobody reads (a terminal paused with
-    Ctrl-S, a full pipe) is waited for OUTPUT_PATIENCE at most."""
+    on a loaded machine, which must be gone within 2 s of a signal. `patience`: seconds at most to wait for output
+    nobody reads (a stopping `dev`'s terminal paused with Ctrl-S, a full pipe)."""
 
     def flush() -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -180,7 +180,10 @@ def exit_now(code: int):
             except (OSError, ValueError):
                 pass  # its reader went away (a closed pipe, a closed terminal): nothing more can reach it
 
-    without_waiting(flush)
+    if patience is None:
+        flush()
+    else:
+        without_waiting(flush, patience)
     os._exit(code)
 
 

@@ -240,7 +240,7 @@ def serve(
             board.stop()
         session.stop()
         printer.close()
-    exit_now(128 + stopped_by)
+    exit_now(128 + stopped_by, OUTPUT_PATIENCE)
 
 
 def parse_pairs(values, flag, bare_keys=False):
