@@ -155,8 +155,8 @@ class Following(queue.Queue):
     """A subscriber's queue of new lines (`LogHub.subscribe`), bounded by FOLLOW_LINES and FOLLOW_BYTES: a line
     offered to a reader that far behind is dropped and counted (and so on until it is half way back), and the count
     reaches the reader as a system line in the dropped lines' place (before the next line it gets, or once it has
-    read all). Without it a function
-    printing in a loop faster than the terminal shows grew `dev` by its whole output (~1.5 MB a second here)."""
+    read all). Without it a function printing in a loop faster than the terminal shows grew `dev` by its whole
+    output (~1.5 MB a second here)."""
 
     def __init__(self, function: str | None = None, bounded: bool = True) -> None:
         super().__init__()
