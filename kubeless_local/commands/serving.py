@@ -108,7 +108,7 @@ class LogPrinter(threading.Thread):
         deadline, written = time.monotonic() + 2, -1
         while self.is_alive() and time.monotonic() < deadline and self.written != written:
             written = self.written
-            self.join(OUTPUT_PATIENCE)
+            self.join(min(OUTPUT_PATIENCE, deadline - time.monotonic()))
 
 
 def say_stopping():
@@ -226,10 +226,16 @@ def serve(
             link = board.start()
         time.sleep(0.05)  # let start-up log lines print before the table
         rows = session.status()
-        print_table(rows, dev_columns(rows))
-        if board is not None:
-            echo("Dashboard: %s%s" % (link, " (read-only)" if board.read_only else ""))
-        echo(style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
+
+        def announce():
+            print_table(rows, dev_columns(rows))
+            if board is not None:
+                echo("Dashboard: %s%s" % (link, " (read-only)" if board.read_only else ""))
+            echo(style("Watching %s for changes; Ctrl-C stops." % session.root, dim=True))
+
+        # from a thread: a terminal that does not read holds a write (and, waiting for the printer's, the stream's
+        # lock, where no signal's handler can run); the main thread must get to wait for Ctrl-C
+        without_waiting(announce)
         signals.wait()
     except KeyboardInterrupt as exc:
         stopped_by = exc.signum if isinstance(exc, Stop) else signal.SIGINT

@@ -4,6 +4,7 @@ A stop signal that the kernel hands to one of `dev`'s many threads must still wa
 which runs the Python handler: repeated trials under event load, each a fresh `dev` on one project.
 """
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -203,11 +204,13 @@ def test_a_closed_terminal_stops_dev_every_time_under_event_load(tmp_path, busy_
 NOISY = "def hello(event, context):\n    for i in range(5000):\n        print('a line of a noisy call', i)\n    return 'ok'\n"
 
 
+@pytest.mark.parametrize("paused", ["from-the-start", "after-calls"])
 @pytest.mark.parametrize("command", ["run", "dev"])
-def test_a_stop_signal_stops_a_session_whose_output_nobody_reads(tmp_path, command):
+def test_a_stop_signal_stops_a_session_whose_output_nobody_reads(tmp_path, command, paused):
     # A terminal paused with Ctrl-S (or a pager that stopped reading, a full pipe) blocks every write to it: `dev`
-    # then stopped nothing at Ctrl-C, its main thread waiting forever to print "stopping…", and every later Ctrl-C
-    # ignored. The functions kept serving.
+    # then stopped nothing at Ctrl-C, its main thread waiting forever to print "stopping…" (or, paused before the
+    # table, waiting for the stream's lock the log printer held, where no signal's handler runs), and every later
+    # Ctrl-C ignored. The functions kept serving.
     (tmp_path / "handler.py").write_text(NOISY)
     port = free_port()
     if command == "run":
@@ -216,6 +219,12 @@ def test_a_stop_signal_stops_a_session_whose_output_nobody_reads(tmp_path, comma
         (tmp_path / "function.yaml").write_text(NOISY_MANIFEST % port)
         args = ["dev", "--no-dashboard"]
     read_end, write_end = os.pipe()  # the session's output: never read
+    if paused == "from-the-start":  # full before the first line
+        os.set_blocking(write_end, False)
+        with contextlib.suppress(BlockingIOError):
+            while os.write(write_end, b"x" * 4096):
+                pass
+        os.set_blocking(write_end, True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubeless_local", *args], cwd=tmp_path, stdout=write_end, stderr=write_end
     )
