@@ -14,6 +14,7 @@ import pytest
 from conftest import cli
 
 NAMES = ["alpha", "bravo", "charlie", "delta", "echo"]
+SHADOWING = ["uuid", "platform"]  # not imported by the Python runtime: only kubeless-local's own process would
 
 SCRIPT = """
 set -e
@@ -48,6 +49,8 @@ def folders(tmp_path):
             % name
         )
     (project / "bravo2.py").write_text("def hello(event, context):\n    return 'bravo v2'\n")
+    for name in SHADOWING:  # a user's helpers named like standard modules that kubeless-local imports
+        (project / (name + ".py")).write_text("raise RuntimeError('the user\\'s %s.py was imported')\n" % name)
     yield project, elsewhere
     cli("down", cwd=project)
 
