@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kubeless_local.emulator import delve
+from kubeless_local.emulator.portholder import held_by
 from kubeless_local.errors import BadRequest, Conflict, NotFound
 from kubeless_local.spec import POD_PORT
 
@@ -111,7 +112,9 @@ def plan(names, functions, debugger_of, first_port: Optional[int], free) -> dict
             first_port = port + 1
         if not free(port):
             raise Conflict(
-                "debug port %d (for %s) is in use on 127.0.0.1: stop what uses it" % (port, name), "debug port", name
+                "debug port %d (for %s) is in use on 127.0.0.1%s: stop what uses it" % (port, name, held_by(port)),
+                "debug port",
+                name,
             )
         used.add(port)
         targets[name] = Target(name, debugger, port)

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from kubeless_local.emulator import http1
+from kubeless_local.emulator.portholder import held_by
 from kubeless_local.emulator.recorder import MAX_BODY, NOT_CALLS, SOURCE_HEADER, Exchange, read_mark
 
 if TYPE_CHECKING:
@@ -556,7 +557,8 @@ class FrontDoor:
             self.listener.listen(1024)
         except OSError as exc:
             self.listener.close()
-            raise PortTaken(exc.errno, "127.0.0.1:%d is in use by another program" % port) from None
+            holder = held_by(port) or " by another program"
+            raise PortTaken(exc.errno, "127.0.0.1:%d is in use%s" % (port, holder)) from None
         self.loop = _Loop.acquire()
         self.server = asyncio.run_coroutine_threadsafe(
             self.loop.create_server(self._relay, sock=self.listener), self.loop

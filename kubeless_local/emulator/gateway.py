@@ -50,6 +50,7 @@ from kubeless_local import spec as specs
 from kubeless_local.emulator import http1
 from kubeless_local.emulator.base import Reach
 from kubeless_local.emulator.frontdoor import FrontDoor, receive_connection
+from kubeless_local.emulator.portholder import held_by
 from kubeless_local.emulator.recorder import MAX_BODY, NOT_CALLS, SOURCE_HEADER, Exchange, marked
 from kubeless_local.errors import Conflict, UserError
 from kubeless_local.paths import STATE_DIRNAME
@@ -212,8 +213,8 @@ class Gateway:
             return asyncio.run_coroutine_threadsafe(opening, self.loop).result(timeout=10)
         except OSError as exc:
             raise Conflict(
-                "the HTTPTrigger gateway cannot listen on %s:%d: %s"
-                % (HOST, port, os.strerror(exc.errno) if exc.errno else exc),
+                "the HTTPTrigger gateway cannot listen on %s:%d: %s%s"
+                % (HOST, port, os.strerror(exc.errno) if exc.errno else exc, held_by(port) if port else ""),
                 "gateway port",
                 str(port),
             ) from None

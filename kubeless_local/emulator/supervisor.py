@@ -5,13 +5,15 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, BackendFactory, Instance, Reach, State
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.portholder import held_by
 from kubeless_local.emulator.proxy import FrontDoor
 from kubeless_local.emulator.recorder import Recorder, source_digest
 from kubeless_local.emulator.taps import Taps
@@ -42,6 +44,11 @@ def port_free(port):
     return True
 
 
+def in_use_by(port: int, taken: Mapping[int, str] = MappingProxyType({})) -> str:
+    """Whose `port` is, for an error: ' by function NAME' (this session's), ' by `COMMAND` (pid N)', or ''."""
+    return " by %s" % taken[port] if port in taken else held_by(port)
+
+
 class PortBook:
     """Stable local ports per function name, remembered in .kubeless-local/ports.json."""
 
@@ -61,8 +68,8 @@ class PortBook:
                 port = int(fixed)
                 if port in taken or not port_free(port):
                     raise UserError(
-                        "%s: port %d (annotation %s) is in use; stop what uses it or choose another port"
-                        % (spec.origin, port, PORT_ANNOTATION)
+                        "%s: port %d (annotation %s) is in use%s; stop what uses it or choose another port"
+                        % (spec.origin, port, PORT_ANNOTATION, in_use_by(port, taken))
                     )
                 return port
             port = self.ports.get(spec.name)
@@ -229,9 +236,11 @@ class Supervisor:
                 },
             )
 
-    def _taken(self, name: str) -> set[int]:
-        """Ports function `name` may not take: the other functions' and every debugger's."""
-        return {i.port for n, i in self.instances.items() if n != name} | {t.port for t in self.debug.values()}
+    def _taken(self, name: str) -> dict[int, str]:
+        """Ports function `name` may not take, each with whose it is: the other functions' and every debugger's."""
+        taken = {t.port: "the debugger of function %s" % n for n, t in self.debug.items()}
+        taken.update((i.port, "function %s" % n) for n, i in self.instances.items() if n != name)
+        return taken
 
     def say(self, name: str, text: str) -> None:
         self.logs.emit(name, text, "system")
@@ -291,7 +300,7 @@ class Supervisor:
         return prep.Generation(prepared, replaces)
 
     def _launch_on_a_free_port(
-        self, instance: Instance, prepared: prep.Prepared, spec: FunctionSpec, taken: Collection[int] = frozenset()
+        self, instance: Instance, prepared: prep.Prepared, spec: FunctionSpec, taken: Mapping[int, str]
     ) -> None:
         """Launch; a server that lost the race for its port (it exits EXIT_CANNOT_LISTEN, or the port is
         taken once it died) moves to another port, unless the port is fixed: then a ConfigError."""
@@ -310,13 +319,13 @@ class Supervisor:
                 if instance.exit_code == EXIT_CANNOT_LISTEN:
                     instance.set_state(
                         State.CONFIG_ERROR,
-                        "%s: port %d (annotation %s) is in use; stop what uses it or choose another port"
-                        % (spec.origin, instance.port, PORT_ANNOTATION),
+                        "%s: port %d (annotation %s) is in use%s; stop what uses it or choose another port"
+                        % (spec.origin, instance.port, PORT_ANNOTATION, in_use_by(instance.port)),
                     )
                 return
             # Another program took the port between our check and the server's bind: move on.
             self.say(spec.name, "port %d was taken meanwhile; trying another" % instance.port)
-            instance.port = self.ports.assign(spec, set(taken) | {instance.port})
+            instance.port = self.ports.assign(spec, {**taken, instance.port: "another program"})
 
     def _step_failed(self, instance: Instance, spec: FunctionSpec, exc: prep.StepFailed, serving: bool) -> None:
         """An install/compile/check step failed: show its output; a serving function keeps its last good code."""

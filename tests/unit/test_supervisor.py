@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import http.server
 import json
+import os
 import threading
 from typing import cast
 
@@ -397,6 +398,21 @@ def test_a_fixed_port_that_cannot_be_bound_is_a_config_error(supervisor, backend
     instance = supervisor.start(function(**{PORT_ANNOTATION: str(port)}))
     assert instance.state == State.CONFIG_ERROR and len(backend.launched) == 1
     assert "port %d" % port in instance.error and "in use" in instance.error
+
+
+def test_a_fixed_port_in_use_names_whose_it_is(supervisor, backend):
+    """Another function of the session (most often two manifests given the same port), or another program."""
+    from kubeless_local.errors import UserError
+    from kubeless_local.spec import PORT_ANNOTATION
+
+    first = supervisor.start(function("first"))
+    with pytest.raises(UserError, match="port %d .* is in use by function first;" % first.port):
+        supervisor.start(function("second", **{PORT_ANNOTATION: str(first.port)}))
+    with (
+        taken_port() as port,
+        pytest.raises(UserError, match=r"port %d .* is in use by `.*` \(pid %d\);" % (port, os.getpid())),
+    ):
+        supervisor.start(function("third", **{PORT_ANNOTATION: str(port)}))
 
 
 def test_the_kubeless_port_flag_is_the_local_port_when_free(tmp_path):
