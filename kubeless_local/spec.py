@@ -391,6 +391,13 @@ def _local_path(origin, manifest: Path, value, annotation, project=None):
     project = Path(project or manifest.parent).resolve()
     if resolved != project and project not in resolved.parents:
         # It would be compiled, copied and watched (a recursive watch of /etc): only the project's own files.
+        written = manifest.parent / value
+        if written.absolute().parent.resolve() / written.name != resolved:  # a link (of a monorepo's shared code)
+            _fail(
+                origin,
+                "annotation %s: %s links to %s, outside the project folder %s: copy it in, or run in a folder that "
+                "holds both" % (annotation, value, resolved, project),
+            )
         _fail(
             origin, "annotation %s: %s is outside the project folder %s; move it inside" % (annotation, value, project)
         )

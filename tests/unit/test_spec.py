@@ -283,6 +283,20 @@ def test_a_source_outside_the_project_is_refused(tmp_path, source):
     assert str(project / "function.yaml") in message
 
 
+def test_a_source_linked_from_outside_the_project_says_it_is_a_link(tmp_path):
+    """A monorepo's shared handler linked into the function's folder: the file is right there, so the line
+    says where it leads, and how to run it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "shared.py").write_text("def hello(event, context):\n    return 'hi'\n")
+    (project / "handler.py").symlink_to("../shared.py")
+    message = error_of(project, FUNCTION)
+    assert (
+        "source: handler.py links to %s, outside the project folder %s:" % (tmp_path / "shared.py", project) in message
+    )
+    assert "run in a folder that holds both" in message
+
+
 def test_deps_outside_the_project_is_refused(tmp_path):
     message = error_of(tmp_path, FUNCTION.replace("deps: requirements.txt", "deps: /etc/hostname"))
     assert "local.kubeless.io/deps" in message and "outside the project folder" in message
