@@ -3,6 +3,7 @@
 Errors name the file, the object and the field, and say how to fix it (contract §1, §2).
 """
 
+import codecs
 import dataclasses
 import errno
 import fnmatch
@@ -725,6 +726,10 @@ def template_notice(path):
     return "%s: not loaded: a template ({{ ... }}), not a Kubeless manifest as it stands" % path
 
 
+# The byte-order marks of UTF-16 and UTF-32 (the UTF-32 ones last: UTF-32-LE's begins as UTF-16-LE's does).
+WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+
+
 def read_manifest(path: Path):
     """(documents, notice) of one YAML file. A file without Kubeless text is skipped unparsed, and so is one
     too large to be manifests (a notice), and what is not a regular file (a FIFO, a socket, a link that
@@ -746,6 +751,11 @@ def read_manifest(path: Path):
         try:
             data = file.read(MAX_MANIFEST_BYTES + 1)
         except OSError as exc:
+            raise UserError("%s: cannot read (%s)" % (path, exc)) from None
+    if data.startswith(WIDE_BOMS):  # UTF-16 or -32 (YAML allows them): what Windows PowerShell's `>` writes
+        try:
+            data = data.decode("utf-32" if data.startswith(WIDE_BOMS[2:]) else "utf-16").encode("utf-8")
+        except UnicodeDecodeError as exc:
             raise UserError("%s: cannot read (%s)" % (path, exc)) from None
     if not names_kubeless_objects(data):
         return [], None

@@ -1,3 +1,4 @@
+import codecs
 import os
 import socket
 import textwrap
@@ -469,6 +470,24 @@ metadata:
     i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
 spec: {runtime: python3.11, handler: handler.hello, function: x}
 """
+
+
+@pytest.mark.parametrize(
+    "encoding, bom",
+    [
+        ("utf-8", codecs.BOM_UTF8),
+        ("utf-16-le", codecs.BOM_UTF16_LE),
+        ("utf-16-be", codecs.BOM_UTF16_BE),
+        ("utf-32-le", codecs.BOM_UTF32_LE),
+        ("utf-32-be", codecs.BOM_UTF32_BE),
+    ],
+)
+def test_a_manifest_with_a_byte_order_mark_and_windows_line_ends_is_read(tmp_path, encoding, bom):
+    """What Windows editors write (UTF-8 with a BOM, CRLF) and Windows PowerShell's `>` (UTF-16 with a BOM):
+    a UTF-16 file was taken for one without Kubeless objects ("no Kubeless Function found")."""
+    path = write(tmp_path, FUNCTION)
+    path.write_bytes(bom + path.read_text().replace("\n", "\r\n").encode(encoding))
+    assert [fn.name for fn in specs.load(tmp_path).functions] == ["hello"]
 
 
 def test_an_alias_bomb_is_refused_in_one_line_naming_the_file(tmp_path):
