@@ -191,18 +191,18 @@ def copy_code(
 HARMLESS_TO_HIDE = {"test"}  # Python's own test suite: nothing a function or the runtime imports
 
 
-def hidden_standard_modules(code_dir: Path) -> list[str]:
-    """The function's top-level modules (`json.py`, `email/`) named as Python's standard modules, as `json.py` or
-    `email/`: /kubeless comes before the standard library on PYTHONPATH (the controller sets it so, in the pod as
+def hidden_standard_modules(code_dir: Path) -> list[tuple[str, str]]:
+    """(entry, module) for each of the function's top-level modules named as Python's standard ones (`json.py`,
+    `email/`): /kubeless comes before the standard library on PYTHONPATH (the controller sets it so, in the pod as
     here), so `import json` finds the function's file, in the runtime's own imports too. [] where this Python cannot
     name its standard modules (3.9)."""
     standard: frozenset[str] = getattr(sys, "stdlib_module_names", frozenset()) - HARMLESS_TO_HIDE
     hidden = []
     for entry in sorted(code_dir.iterdir()):
         if entry.suffix == ".py" and entry.stem in standard and entry.is_file():
-            hidden.append(entry.name)
+            hidden.append((entry.name, entry.stem))
         elif entry.name in standard and (entry / "__init__.py").is_file():
-            hidden.append(entry.name + "/")
+            hidden.append((entry.name + "/", entry.name))
     return hidden
 
 

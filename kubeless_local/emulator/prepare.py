@@ -434,14 +434,13 @@ def _hiding_standard_modules(spec, hidden):
     """What to say of a Python function's modules named as standard ones (layout.hidden_standard_modules): the
     handler's own is refused (the runtime's imports find it, and the server cannot start); another is said."""
     said = []
-    for name in hidden:
-        module = name.rstrip("/").removesuffix(".py")
+    for entry, module in hidden:
         if module == spec.module:
             raise UserError(
                 "handler %s: %s, which the runtime imports: rename the file and the handler"
-                % (spec.handler, HIDES % (name, module))
+                % (spec.handler, HIDES % (entry, module))
             )
-        said.append(HIDES % (name, module) + "; rename it if the function does not start")
+        said.append(HIDES % (entry, module) + "; rename it if the function does not start")
     return said
 
 

@@ -252,11 +252,9 @@ class Subscriber(threading.Thread):
             while not self.stopping.is_set():
                 self.wake.clear()  # before looking: an emit from now on wakes the wait below
                 try:
-                    if not subscribed:
-                        self.position, subscribed = (
-                            self.store.subscribe(self.sub.name, self.sub.topic, self.sub.source),
-                            True,
-                        )
+                    if not subscribed:  # (retried while the store cannot be written)
+                        self.position = self.store.subscribe(self.sub.name, self.sub.topic, self.sub.source)
+                        subscribed = True
                     busy = self._replay_dead_letters() or self._deliver_new()
                 except UserError as exc:  # the store cannot be written (a full disk): on from where it is, later
                     self._held_back(exc)
