@@ -34,6 +34,10 @@ POD_PORT = 8080  # where a runtime server listens in a namespace of its own (a p
 CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # A Kubernetes resource quantity (128Mi, 1G, 0.5Gi, 1e9), as `resources.limits.memory` takes it.
 QUANTITY_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+QUANTITY_UNITS = {
+    **{suffix: 2 ** (10 * power) for power, suffix in enumerate(("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{suffix: 1000.0**power for power, suffix in zip(range(-3, 7), ("n", "u", "m", "", "k", "M", "G", "T", "P", "E"))},
+}
 ISOLATIONS = ("warm", "per-call")  # warm: module state kept between calls, as in the pod; per-call: fresh
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SKIP_DIRS = {".kubeless-local", "node_modules", "vendor", "__pycache__", ".git", ".venv", "venv"}
@@ -158,6 +162,11 @@ class FunctionSpec:
     def memory_limit(self) -> str:
         """The runtime container's memory limit, a Kubernetes quantity ("0": none)."""
         return self._limit("memory")
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        """The memory limit in bytes (0: none); the quantity was checked when the spec was read."""
+        return memory_bytes(self.memory_limit, self.origin)
 
     @property
     def cpu_limit(self) -> str:
@@ -405,6 +414,17 @@ def _local_path(origin, manifest: Path, value, annotation, project=None):
     if not resolved.exists():
         _fail(origin, "annotation %s: %s does not exist (paths are relative to the manifest)" % (annotation, value))
     return resolved
+
+
+def memory_bytes(quantity, origin="") -> int:
+    """A Kubernetes quantity ("128Mi", "1G", "1e9", "0") in bytes; 0: no limit."""
+    text = str(quantity or "0").strip()
+    match = QUANTITY_RE.match(text)
+    if not match:
+        raise UserError("%s: memory limit %r is not a Kubernetes quantity (e.g. 128Mi)" % (origin, text))
+    suffix = match.group(3) or ""
+    scale = QUANTITY_UNITS[suffix] if suffix in QUANTITY_UNITS else 10.0 ** int(suffix[1:])  # else 1e9's e9
+    return int(float(match.group(1)) * scale)
 
 
 def validate_function(fn: FunctionSpec):

@@ -8,7 +8,7 @@ import subprocess
 import threading
 from typing import IO, Optional, Union
 
-from kubeless_local.emulator import headstart
+from kubeless_local.emulator import headstart, memorywatch
 from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
 from kubeless_local.emulator.forkserver import Forked, Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
@@ -18,6 +18,9 @@ from kubeless_local.emulator.prestart import CONTROL_FD, Spawned
 from kubeless_local.errors import UserError
 
 ServerProcess = Union[subprocess.Popen, Forked, Spawned]  # started fresh, forked by a template, or head-started
+NO_MEMORY_LIMIT = (
+    "its memory limit %s is not held on this system (no /proc/<pid>/smaps_rollup); --backend docker holds it"
+)
 
 
 def server_process(instance: Instance) -> Optional[ServerProcess]:
@@ -33,6 +36,8 @@ class ProcessBackend(Backend):
         super().__init__(*args, **kwargs)
         self.templates: dict[tuple[str, ...], Template] = {}  # by their argv: one per toolchain and library
         self.templates_lock = threading.Lock()
+        self.memory = memorywatch.MemoryWatch()  # servers with a memory limit (started with the first)
+        self.out_of_memory: dict[int, str] = {}  # server pid → why it was killed
 
     def _template(self, instance: Instance, prepared: Prepared, env: dict[str, str]) -> Optional[Template]:
         if not prepared.runtime.steps.template:
@@ -91,6 +96,7 @@ class ProcessBackend(Backend):
         instance.pid, instance.handle = proc.pid, proc
         if self.guardian is not None:
             self.guardian.watch(proc.pid)  # the server's process group dies with `dev`, even on kill -9
+        self._hold_to_its_memory_limit(instance, prepared, proc)
         pumps = [
             threading.Thread(target=self._pump, args=(instance, proc.stdout, "stdout", prepared), daemon=True),
             threading.Thread(target=self._pump, args=(instance, proc.stderr, "stderr", prepared), daemon=True),
@@ -98,6 +104,28 @@ class ProcessBackend(Backend):
         for pump in pumps:
             pump.start()
         threading.Thread(target=self._watch, args=(instance, proc, pumps), daemon=True).start()
+
+    def _hold_to_its_memory_limit(self, instance: Instance, prepared: Prepared, proc: ServerProcess) -> None:
+        """Kill the server's process group once it uses more than the function's memory limit (memorywatch.py)."""
+        spec = prepared.spec
+        limit = spec.memory_limit_bytes
+        if not limit:
+            return
+        if not memorywatch.supported():
+            handle_output(instance, self.logs, NO_MEMORY_LIMIT % spec.memory_limit, "system")
+            return
+
+        def exceeded(used: int) -> None:
+            self.out_of_memory[proc.pid] = " (out of memory: its processes used %d MiB, above its memory limit %s)" % (
+                used >> 20,
+                spec.memory_limit,
+            )
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # as the kernel stops an OOMKilled container: no grace
+            except ProcessLookupError:
+                pass
+
+        self.memory.watch(proc.pid, limit, exceeded)
 
     def _pump(self, instance: Instance, stream: IO[bytes], name: str, prepared: Prepared) -> None:
         """Runtime output to the log, read in large chunks: a busy function logs a line per request."""
@@ -115,10 +143,12 @@ class ProcessBackend(Backend):
 
     def _watch(self, instance: Instance, proc: ServerProcess, pumps: list[threading.Thread]) -> None:
         code = proc.wait()
+        self.memory.forget(proc.pid)
         for pump in pumps:
             pump.join(timeout=2)
+        why = self.out_of_memory.pop(proc.pid, "")
         if instance.handle is proc and instance.state != State.STOPPED:
-            self.server_exited(instance, code)
+            self.server_exited(instance, code, hint=why)
 
     def alive(self, instance: Instance) -> bool:
         proc = server_process(instance)
@@ -144,6 +174,7 @@ class ProcessBackend(Backend):
                 self.guardian.forget(proc.pid)
 
     def close(self) -> None:
+        self.memory.close()
         with self.templates_lock:
             templates, self.templates = list(self.templates.values()), {}
         for template in templates:

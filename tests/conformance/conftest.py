@@ -54,7 +54,7 @@ def pytest_generate_tests(metafunc):
         (rt, backend)
         for backend in backends_under_test()
         for rt in conformance_runtimes(backend)
-        if (language is None or rt.server == language.args[0])
+        if (language is None or rt.server in language.args)
         and (only_backend is None or backend == only_backend.args[0])
     ]
     metafunc.parametrize(("runtime", "backend_name"), cases, ids=["%s-%s" % (rt.name, b) for rt, b in cases])

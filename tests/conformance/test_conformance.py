@@ -187,6 +187,25 @@ def test_runaway_cpu_loop_is_stopped(function, backend_name):
         assert process_group_cpu(fn.instance.pid) - before < 0.5
 
 
+@pytest.mark.language("python", "nodejs", "ruby", "php", "go")  # (the JVM meets its own heap limit first)
+def test_a_function_past_its_memory_limit_is_stopped_and_serves_again_as_in_the_cluster(function, backend_name):
+    """Each call allocates and keeps as many MiB as its body says. Past the limit the call fails and the memory is
+    given back: the process backend stops the server's whole process group, as a pod's container is stopped
+    (cgroup v2's memory.oom.group, set by the kubelet since Kubernetes 1.28), and says so; this Docker engine's
+    kernel stops the largest process of the container (a runtime's worker, whose server then answers 500)."""
+    fn = function("memory", memory="160Mi")
+    assert fn.post("/", data="8").text == "8"  # well under the limit: served, kept
+    try:
+        past = fn.post("/", data="300", timeout=60).status_code  # 308 MiB held: past it, while the call runs
+    except requests.ConnectionError:
+        past = None
+    assert past != 200
+    if backend_name == "process":
+        assert "(out of memory: its processes used" in fn.wait_for_log("out of memory", seconds=10), fn.logs()
+    wait_until(lambda: serves(fn), "the function serving again after it was stopped", timeout=30, interval=0.1)
+    assert fn.post("/", data="8").text == "8"  # what the stopped process held is gone
+
+
 def test_concurrent_calls_get_their_own_answers(function):
     fn = function("echo")
     bodies = ["call-%d" % i for i in range(20)]

@@ -152,14 +152,6 @@ def backend(tmp_path, monkeypatch):
     return dk.DockerBackend(LogHub(), client=FakeClient(), catalog=CATALOG, network="host")
 
 
-def test_memory_quantities():
-    assert dk.memory_bytes("128Mi") == 128 * 2**20
-    assert dk.memory_bytes("1G") == 10**9
-    assert dk.memory_bytes("0") == 0
-    with pytest.raises(UserError, match="Kubernetes quantity"):
-        dk.memory_bytes("lots")
-
-
 def test_security_context_defaults_to_kubeless_uid_and_follows_the_deployment(tmp_path):
     fn = python_function(tmp_path)
     assert dk.security_context(fn) == (1000, 1000, [])

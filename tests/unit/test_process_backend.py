@@ -41,6 +41,7 @@ def process_backend(tmp_path, script):
         install_link=tmp_path,
         root=tmp_path / "state" / "functions" / "hello",
         map_paths=lambda text: text,
+        spec=types.SimpleNamespace(memory_limit="0", memory_limit_bytes=0),
     )
     return backend, prepared, exited
 

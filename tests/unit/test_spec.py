@@ -611,3 +611,13 @@ def test_what_is_not_a_regular_file_is_skipped_with_a_notice(tmp_path):
         assert "a socket" in notices[str(tmp_path / "s.yaml")]
         assert "a broken symbolic link (to missing.yaml)" in notices[str(tmp_path / "y.yaml")]
         assert "a symbolic link loop" in notices[str(tmp_path / "z.yaml")]
+
+
+def test_memory_quantities_in_bytes():
+    assert specs.memory_bytes("128Mi") == 128 * 2**20
+    assert specs.memory_bytes("1G") == 10**9
+    assert specs.memory_bytes("1e9") == 10**9 and specs.memory_bytes("0.5Gi") == 2**29
+    assert specs.memory_bytes("1500k") == 1_500_000 and specs.memory_bytes("64") == 64
+    assert specs.memory_bytes("0") == 0 and specs.memory_bytes("") == 0
+    with pytest.raises(UserError, match="Kubernetes quantity"):
+        specs.memory_bytes("lots")

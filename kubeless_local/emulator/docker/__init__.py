@@ -16,7 +16,6 @@ from kubeless_local.emulator.docker.containers import (
     LABEL_STEP,
     LIB_MOUNT,
     custom_runtime,
-    memory_bytes,
     security_context,
 )
 from kubeless_local.emulator.docker.steps import PASS_ENV, DockerPrepared, DockerSteps
@@ -36,6 +35,5 @@ __all__ = [
     "DockerPrepared",
     "DockerSteps",
     "custom_runtime",
-    "memory_bytes",
     "security_context",
 ]

@@ -18,14 +18,12 @@ a supervisor that died (`kill -9` of dev) are removed by label (guardian.remove_
 """
 
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.images import host_ca_bundle
-from kubeless_local.errors import UserError
 from kubeless_local.runtimes import RUNTIME_RE, BackendBlock, Runtime
 from kubeless_local.spec import POD_PORT, sha256_hex
 
@@ -47,33 +45,6 @@ CONNECTOR = Path(__file__).with_name("connector.py")
 CONNECTOR_SOCKET = "connector.sock"  # the server's port (8080); another port's: connector_socket(port)
 DEFAULT_USER = 1000  # Kubeless' default securityContext {runAsUser: 1000, fsGroup: 1000}
 CA_ENV = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")
-QUANTITY_RE = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$")
-UNITS = {
-    None: 1,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "k": 10**3,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "m": 1e-3,
-}
-
-
-def memory_bytes(quantity, origin=""):
-    """A Kubernetes quantity ("128Mi", "1G", "0") in bytes; 0 = no limit."""
-    text = str(quantity or "0").strip()
-    match = QUANTITY_RE.match(text)
-    if not match:
-        raise UserError("%s: memory limit %r is not a Kubernetes quantity (e.g. 128Mi)" % (origin, text))
-    return int(float(match.group(1)) * UNITS[match.group(2)])
 
 
 def security_context(spec):
@@ -283,7 +254,7 @@ def container_options(port, prepared, mode="host", relay_id=""):
         options["group_add"] = extra_groups
     if prepared.own and prepared.runtime.docker.command:
         options["command"] = prepared.expand(prepared.runtime.docker.command)
-    limit = memory_bytes(spec.memory_limit, spec.origin)
+    limit = spec.memory_limit_bytes
     if limit:
         options["mem_limit"] = limit
         options["memswap_limit"] = limit

@@ -1,0 +1,108 @@
+"""A function's memory limit on the process backend, held as the kernel holds a pod's container to it: a function
+whose processes use more than its limit (`resources.limits.memory`, `--memory`) is killed, shows Crashed "out of
+memory" and is restarted, as an OOMKilled container is. Without it a function that would be OOMKilled in the
+cluster ran on here unnoticed.
+
+Guarantees: a function without a limit is never looked at. What counts is the memory of the server's process group
+(the server and the workers it forked) that a cgroup cannot reclaim (`resident_bytes`), pages its processes share
+counted once (proportionally), as a container's memory cgroup counts them. It is read every LOOK_EVERY seconds, one
+thread for every watched server, so a burst between two looks can go unseen (the kernel stops one at once). Linux
+only (/proc/<pid>/smaps_rollup): elsewhere `supported()` is False and limits are not held on this backend (the docker
+backend's are).
+"""
+
+import os
+import threading
+from typing import Callable, NamedTuple, Optional
+
+LOOK_EVERY = 0.25  # seconds between two looks at every watched server
+COUNTED = (b"Pss", b"Pss_Anon", b"Pss_Shmem")  # the lines of smaps_rollup read
+
+
+def supported() -> bool:
+    return os.path.exists("/proc/self/smaps_rollup")
+
+
+def group_members(groups: set[int]) -> dict[int, list[int]]:
+    """{process group: its processes' pids} for the `groups` asked for, from one look at /proc."""
+    members: dict[int, list[int]] = {}
+    try:
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return members
+    for pid in pids:
+        try:
+            with open("/proc/%s/stat" % pid, "rb") as stat:
+                fields = stat.read()
+        except OSError:  # ended meanwhile
+            continue
+        # pgrp is the third field after the command, which is in parentheses and may hold spaces or ')'
+        after = fields[fields.rfind(b")") + 2 :].split()
+        if len(after) > 2 and int(after[2]) in groups:
+            members.setdefault(int(after[2]), []).append(int(pid))
+    return members
+
+
+def resident_bytes(pid: int) -> int:
+    """What of the process's memory the kernel cannot give back while it runs (no swap, as in a pod): its
+    anonymous and shared-memory pages, proportional (Pss_Anon + Pss_Shmem). File pages (the interpreter's own
+    binary: ~40 MB of Node's) are left out: a container's cgroup reclaims them before it kills. A kernel older
+    than 5.7 has no Pss_Anon: its whole Pss then. 0 once the process has ended."""
+    fields: dict[bytes, int] = {}
+    try:
+        with open("/proc/%d/smaps_rollup" % pid, "rb") as rollup:
+            for line in rollup:
+                name, _, rest = line.partition(b":")
+                if name in COUNTED:
+                    fields[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    if b"Pss_Anon" in fields:
+        return fields[b"Pss_Anon"] + fields.get(b"Pss_Shmem", 0)
+    return fields.get(b"Pss", 0)
+
+
+class Watched(NamedTuple):
+    limit: int  # bytes
+    on_exceeded: Callable[[int], None]  # called once with the bytes used, from the watch's thread
+
+
+class MemoryWatch:
+    """Watches the process groups it is given; its thread starts with the first and ends at close()."""
+
+    def __init__(self) -> None:
+        self.watched: dict[int, Watched] = {}
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+
+    def watch(self, group: int, limit: int, on_exceeded: Callable[[int], None]) -> None:
+        """Call on_exceeded(bytes used) once when process group `group` uses more than `limit` bytes."""
+        with self.lock:
+            self.watched[group] = Watched(limit, on_exceeded)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="memory watch", daemon=True)
+                self.thread.start()
+
+    def forget(self, group: int) -> None:
+        with self.lock:
+            self.watched.pop(group, None)
+
+    def close(self) -> None:
+        self.closed.set()
+        if self.thread is not None:
+            self.thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self.closed.wait(LOOK_EVERY):
+            with self.lock:
+                watched = dict(self.watched)
+            if not watched:
+                continue
+            for group, pids in group_members(set(watched)).items():
+                used = sum(resident_bytes(pid) for pid in pids)
+                if used > watched[group].limit:
+                    with self.lock:
+                        exceeded = self.watched.pop(group, None) is not None  # not forgotten meanwhile
+                    if exceeded:
+                        watched[group].on_exceeded(used)
