@@ -18,6 +18,7 @@ from kubeless_local.emulator.prestart import CONTROL_FD, Spawned
 from kubeless_local.errors import UserError
 
 ServerProcess = Union[subprocess.Popen, Forked, Spawned]  # started fresh, forked by a template, or head-started
+MEMORY_LIMIT_ENV = "KUBELESS_LOCAL_MEMORY_LIMIT_BYTES"
 NO_MEMORY_LIMIT = (
     "its memory limit %s is not held on this system (no /proc/<pid>/smaps_rollup); --backend docker holds it"
 )
@@ -78,6 +79,8 @@ class ProcessBackend(Backend):
         argv = prepared.expand(prepared.runtime.steps.command)
         env = prepared.env(instance.listen_port)
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
+        if prepared.spec.memory_limit_bytes:  # what a runtime sizes itself by in the pod (the JVM's heap: run.sh)
+            env[MEMORY_LIMIT_ENV] = str(prepared.spec.memory_limit_bytes)
         if instance.debug is not None:  # its debugger's port, and a timeout no paused call reaches
             try:
                 env.update(

@@ -86,6 +86,26 @@ def test_a_compile_error_names_the_file_and_line_and_keeps_the_last_good_code(fu
     assert fn.post("/", data="fixed").text == "fixed"
 
 
+MAX_HEAP = """package io.kubeless;
+
+public class handler {
+    public String handler(Event event, Context context) {
+        return String.valueOf(Runtime.getRuntime().maxMemory() >> 20);
+    }
+}
+"""
+
+
+def test_the_heap_is_sized_by_the_memory_limit_as_in_the_pod(function):
+    """In the pod's container the JVM sees the limit and sizes its heap by it (half of a limit this small, a
+    quarter of a larger one); on the process backend it was sized by this machine's memory (a quarter of 24 GiB
+    here), so a function that fills a heap the cluster's JVM would not have (OutOfMemoryError there) ran here,
+    until the memory limit stopped it."""
+    fn = function("hello", editable=True, memory="256Mi")
+    assert fn.replace_code(MAX_HEAP).value == "Ready"
+    assert 64 <= int(fn.get("/").text) <= 128  # MiB: half of 256 MiB, less a survivor space (121 here)
+
+
 def test_apis_newer_than_java_11_do_not_compile(function):
     # javac --release 11, not -source/-target 11: String.formatted (Java 15) would compile, then fail
     # with NoSuchMethodError on the cluster's Java 11
