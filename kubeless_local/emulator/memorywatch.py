@@ -3,12 +3,12 @@ whose processes use more than its limit (`resources.limits.memory`, `--memory`) 
 memory" and is restarted, as an OOMKilled container is. Without it a function that would be OOMKilled in the
 cluster ran on here unnoticed.
 
-Guarantees: a function without a limit is never looked at. What counts is the memory of the server's process group
-(the server and the workers it forked) that a cgroup cannot reclaim (`resident_bytes`), pages its processes share
-counted once (proportionally), as a container's memory cgroup counts them. It is read every LOOK_EVERY seconds, one
-thread for every watched server, so a burst between two looks can go unseen (the kernel stops one at once). Linux
-only (/proc/<pid>/smaps_rollup): elsewhere `supported()` is False and limits are not held on this backend (the docker
-backend's are).
+Guarantees: a function without a limit is never looked at. What counts is the memory of the server's process tree
+(the server, the workers it forked and theirs: what its container would hold) that a cgroup cannot reclaim
+(`resident_bytes`), pages its processes share counted once (proportionally), as a container's memory cgroup counts
+them. It is read every LOOK_EVERY seconds, one thread for every watched server, so a burst between two looks can go
+unseen (the kernel stops one at once). Linux only (/proc/<pid>/smaps_rollup): elsewhere `supported()` is False and
+limits are not held on this backend (the docker backend's are).
 """
 
 import os
@@ -17,14 +17,42 @@ from typing import Callable, NamedTuple, Optional
 
 LOOK_EVERY = 0.25  # seconds between two looks at every watched server
 COUNTED = (b"Pss", b"Pss_Anon", b"Pss_Shmem")  # the lines of smaps_rollup read
+MOST_PROCESSES = 1000  # of one server's tree: a fork bomb is not walked without end
 
 
 def supported() -> bool:
     return os.path.exists("/proc/self/smaps_rollup")
 
 
-def group_members(groups: set[int]) -> dict[int, list[int]]:
-    """{process group: its processes' pids} for the `groups` asked for, from one look at /proc."""
+def process_trees(groups: set[int]) -> dict[int, list[int]]:
+    """{server pid: the pids of its process tree} for the servers (process group leaders) asked for: what the pod's
+    container would hold. Found from each process's children (a few reads a server); where the kernel does not
+    list children (no CONFIG_PROC_CHILDREN), from one look at every process's group instead."""
+    if not os.path.exists("/proc/self/task/%d/children" % threading.get_native_id()):
+        return _members_by_group(groups)
+    members: dict[int, list[int]] = {}
+    for leader in groups:
+        tree: list[int] = []
+        unseen = [leader]
+        while unseen and len(tree) < MOST_PROCESSES:
+            pid = unseen.pop()
+            try:
+                threads = os.listdir("/proc/%d/task" % pid)
+            except OSError:  # ended meanwhile
+                continue
+            tree.append(pid)
+            for thread in threads:
+                try:
+                    with open("/proc/%d/task/%s/children" % (pid, thread), "rb") as children:
+                        unseen.extend(int(child) for child in children.read().split())
+                except OSError:
+                    continue
+        if tree:
+            members[leader] = tree
+    return members
+
+
+def _members_by_group(groups: set[int]) -> dict[int, list[int]]:
     members: dict[int, list[int]] = {}
     try:
         pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
@@ -99,7 +127,7 @@ class MemoryWatch:
                 watched = dict(self.watched)
             if not watched:
                 continue
-            for group, pids in group_members(set(watched)).items():
+            for group, pids in process_trees(set(watched)).items():
                 used = sum(resident_bytes(pid) for pid in pids)
                 if used > watched[group].limit:
                     with self.lock:

@@ -37,10 +37,15 @@ def holding():
         proc.wait(timeout=10)
 
 
-def test_what_a_process_group_holds_is_counted(holding):
+@pytest.mark.parametrize("found", ["from children", "from every process's group"])
+def test_what_a_process_tree_holds_is_counted(holding, monkeypatch, found):
     proc = holding(64)
-    members = memorywatch.group_members({proc.pid, os.getpgrp()})
-    assert members[proc.pid] == [proc.pid] and os.getpid() in members[os.getpgrp()]
+    if found != "from children":  # a kernel that does not list a process's children
+        monkeypatch.setattr(memorywatch.os.path, "exists", lambda path: "children" not in path)
+    trees = memorywatch.process_trees({proc.pid, os.getpid()})
+    assert trees[proc.pid] == [proc.pid]
+    if found == "from children":
+        assert trees[os.getpid()][0] == os.getpid() and proc.pid in trees[os.getpid()]  # its child: in its tree
     assert 64 << 20 <= memorywatch.resident_bytes(proc.pid) < 128 << 20
     assert memorywatch.resident_bytes(proc.pid) < memorywatch.resident_bytes(proc.pid) + (1 << 20)
     proc.kill()
