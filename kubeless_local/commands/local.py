@@ -123,7 +123,10 @@ def dev(
 @click.option("--timeout", default=specs.DEFAULT_TIMEOUT, show_default=True, help="Seconds before a call answers 408.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Local port (default: a free one from 8080).")
 @click.option(
-    "--memory", type=QUANTITY, help="Memory limit, a Kubernetes quantity, e.g. 128Mi (passed as FUNC_MEMORY_LIMIT)."
+    "--memory",
+    type=QUANTITY,
+    help="Memory limit, a Kubernetes quantity, e.g. 128Mi: past it the function is stopped and restarted, as an "
+    "OOMKilled container (FUNC_MEMORY_LIMIT tells the function).",
 )
 @click.option(
     "--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity)."
