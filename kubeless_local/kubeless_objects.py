@@ -338,6 +338,7 @@ def function_from_files(
     env=(),
     labels=None,
     memory=None,
+    cpu=None,
     port=None,
     image="",
     origin=None,
@@ -365,6 +366,7 @@ def function_from_files(
         labels=labels,
         secrets=secrets,
         memory=memory,
+        cpu=cpu,
         timeout=timeout,
         image=image,
     )

@@ -174,6 +174,11 @@ class FunctionSpec:
         return self._limit("cpu")
 
     @property
+    def cpu_limit_cores(self) -> float:
+        """The CPU limit in cores ("500m": 0.5; 0: none); the quantity was checked when the spec was read."""
+        return quantity(self.cpu_limit, self.origin, "cpu", "500m")
+
+    @property
     def security_context(self) -> dict:
         """The runtime container's securityContext over the pod's (a key set on the container wins), as
         Kubernetes applies them; {} when neither is set."""
@@ -416,15 +421,20 @@ def _local_path(origin, manifest: Path, value, annotation, project=None):
     return resolved
 
 
-def memory_bytes(quantity, origin="") -> int:
-    """A Kubernetes quantity ("128Mi", "1G", "1e9", "0") in bytes; 0: no limit."""
-    text = str(quantity or "0").strip()
+def quantity(text, origin="", what="memory", example="128Mi") -> float:
+    """The value of a Kubernetes quantity ("128Mi", "1G", "1e9", "500m", "0"); "" is 0 (no limit)."""
+    text = str(text or "0").strip()
     match = QUANTITY_RE.match(text)
     if not match:
-        raise UserError("%s: memory limit %r is not a Kubernetes quantity (e.g. 128Mi)" % (origin, text))
+        raise UserError("%s: %s limit %r is not a Kubernetes quantity (e.g. %s)" % (origin, what, text, example))
     suffix = match.group(3) or ""
     scale = QUANTITY_UNITS[suffix] if suffix in QUANTITY_UNITS else 10.0 ** int(suffix[1:])  # else 1e9's e9
-    return int(float(match.group(1)) * scale)
+    return float(match.group(1)) * scale
+
+
+def memory_bytes(text, origin="") -> int:
+    """A memory quantity in bytes; 0: no limit."""
+    return int(quantity(text, origin))
 
 
 def validate_function(fn: FunctionSpec):
@@ -448,6 +458,8 @@ def validate_function(fn: FunctionSpec):
         _fail(origin, "annotation %s %r must be a port number" % (PORT_ANNOTATION, port))
     if not QUANTITY_RE.match(fn.memory_limit):
         _fail(origin, "memory %r must be a Kubernetes quantity, e.g. 128Mi or 1Gi" % fn.memory_limit)
+    if not QUANTITY_RE.match(fn.cpu_limit):
+        _fail(origin, "cpu %r must be a Kubernetes quantity, e.g. 500m or 1" % fn.cpu_limit)
     if fn.isolation not in ISOLATIONS:
         _fail(origin, "annotation %s must be warm or per-call, got %r" % (ISOLATION_ANNOTATION, fn.isolation))
     try:

@@ -129,6 +129,12 @@ def dev(
     "OOMKilled container (FUNC_MEMORY_LIMIT tells the function).",
 )
 @click.option(
+    "--cpu",
+    type=QUANTITY,
+    help="CPU limit, a Kubernetes quantity, e.g. 500m: the docker backend's container is held to it, as the pod's "
+    "(the process backend does not limit CPU).",
+)
+@click.option(
     "--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity)."
 )
 @click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
@@ -154,6 +160,7 @@ def run(
     timeout,
     port,
     memory,
+    cpu,
     isolation,
     runtime_image,
     secrets,

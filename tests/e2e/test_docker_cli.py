@@ -31,8 +31,12 @@ def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
     """On the host's network (`docker.network: host`, the opt-in); the default modes: test_front_door.py."""
     (tmp_path / ".kubeless-local.yaml").write_text("docker: {network: host}\n")
     (tmp_path / "handler.py").write_text(
-        "import os\n\ndef hello(event, context):\n    return '%s %s %s' % (os.environ['GREETING'], os.getuid(), "
-        "context['memory-limit'])\n"
+        "import os\n\ndef hello(event, context):\n    return '%s %s %s %s' % (os.environ['GREETING'], os.getuid(), "
+        "context['memory-limit'], quota())\n\n"
+        "def quota():  # the CPU the kernel gives the container a period: cgroup v2, else v1\n"
+        "    for path in ('/sys/fs/cgroup/cpu.max', '/sys/fs/cgroup/cpu/cpu.cfs_quota_us'):\n"
+        "        if os.path.exists(path):\n"
+        "            return open(path).read().split()[0]\n"
     )
     port = free_port()
     dev = start_dev(
@@ -46,6 +50,8 @@ def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
         "GREETING=hi",
         "--memory",
         "96Mi",
+        "--cpu",
+        "250m",
         "--port",
         str(port),
         "--backend",
@@ -54,13 +60,14 @@ def test_run_in_a_container_reload_and_cleanup(tmp_path, start_dev, client):
     )
     dev.wait_for_output("Watching", timeout=90)
     url = "http://127.0.0.1:%d/" % port
-    assert requests.get(url, timeout=5).text == "hi 1000 96Mi"  # UID 1000, FUNC_MEMORY_LIMIT
+    # UID 1000, FUNC_MEMORY_LIMIT, a quarter of the default 100 ms period (cgroup v1 and v2 alike)
+    assert requests.get(url, timeout=5).text == "hi 1000 96Mi 25000"
     state = str((tmp_path / ".kubeless-local" / "run-handler").resolve())  # each run: its own state folder
     [container] = containers_of(client, state)
     attrs = container.attrs
     assert container.labels[LABEL_FUNCTION] == "handler"  # run names it after the module
     assert attrs["HostConfig"]["NetworkMode"] == "host"
-    assert attrs["HostConfig"]["Memory"] == 96 * 2**20
+    assert attrs["HostConfig"]["Memory"] == 96 * 2**20 and attrs["HostConfig"]["NanoCpus"] == 250_000_000
     assert all(not m["RW"] for m in attrs["Mounts"])  # code, deps and CA are read-only
     # save → the same container answers with the new code (SIGHUP reload, no new container)
     (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'edited'\n")

@@ -161,6 +161,27 @@ def test_security_context_defaults_to_kubeless_uid_and_follows_the_deployment(tm
     assert dk.security_context(fn) == (0, 0, ["3000"])
 
 
+@pytest.mark.parametrize(
+    "cpu, nano_cpus",
+    [("500m", 500_000_000), ("1", 1_000_000_000), ("1m", 10_000_000), ("512", (os.cpu_count() or 1) * 10**9)],
+)
+def test_a_cpu_limit_holds_the_container_as_the_pod(backend, tmp_path, cpu, nano_cpus):
+    """The engine takes 0.01 CPU at the least and its CPU count at the most; Kubernetes takes other limits."""
+    fn = python_function(tmp_path, cpu=cpu)
+    options = backend.container_options(
+        Instance(name="hello", runtime="python3.11", port=1), prepared_for(backend, tmp_path, fn)
+    )
+    assert options["nano_cpus"] == nano_cpus
+
+
+def test_no_cpu_limit_no_cpu_option(backend, tmp_path):
+    fn = python_function(tmp_path)
+    options = backend.container_options(
+        Instance(name="hello", runtime="python3.11", port=1), prepared_for(backend, tmp_path, fn)
+    )
+    assert "nano_cpus" not in options
+
+
 def test_container_options_follow_the_pod_layout(backend, tmp_path):
     fn = python_function(tmp_path, memory="64Mi", env=[("MY_VAR", "1")])
     prepared = prepared_for(backend, tmp_path, fn)

@@ -621,3 +621,18 @@ def test_memory_quantities_in_bytes():
     assert specs.memory_bytes("0") == 0 and specs.memory_bytes("") == 0
     with pytest.raises(UserError, match="Kubernetes quantity"):
         specs.memory_bytes("lots")
+    assert specs.quantity("500m") == 0.5 and specs.quantity("2") == 2
+
+
+def test_a_cpu_limit_that_is_no_quantity_is_refused(tmp_path):
+    message = error_of(tmp_path, FUNCTION + CPU_LIMIT % "two")
+    assert "cpu 'two' must be a Kubernetes quantity, e.g. 500m or 1" in message
+
+
+CPU_LIMIT = """  deployment:
+    spec:
+      template:
+        spec:
+          containers:
+          - resources: {limits: {cpu: %s}}
+"""

@@ -258,4 +258,6 @@ def container_options(port, prepared, mode="host", relay_id=""):
     if limit:
         options["mem_limit"] = limit
         options["memswap_limit"] = limit
+    if spec.cpu_limit_cores:  # the engine takes 0.01 to its CPU count; Kubernetes takes a limit above a node's
+        options["nano_cpus"] = int(min(max(spec.cpu_limit_cores, 0.01), os.cpu_count() or 1) * 1e9)
     return {k: v for k, v in options.items() if v is not None}
