@@ -114,6 +114,9 @@ class ProcessBackend(Backend):
         limit = spec.memory_limit_bytes
         if not limit:
             return
+        if instance.debug is not None:  # the debugger takes memory the pod's server does not have
+            handle_output(instance, self.logs, "its memory limit is not held under the debugger", "system")
+            return
         if not memorywatch.supported():
             handle_output(instance, self.logs, NO_MEMORY_LIMIT % spec.memory_limit, "system")
             return

@@ -1,11 +1,17 @@
 """The process backend's exit handling, with a real (tiny) process standing in for a runtime server."""
 
 import sys
+import threading
 import types
 
+from waiting import wait_for
+
+from kubeless_local.emulator import memorywatch
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Instance, State
+from kubeless_local.emulator.debugging import Target
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.process import ProcessBackend
+from kubeless_local.spec import memory_bytes
 
 # What a runtime that loses the race for its port does (php did report it as a load failure first).
 CANNOT_LISTEN = (
@@ -27,9 +33,9 @@ DIED_AFTER_A_FAILED_RELOAD = (
 )
 
 
-def process_backend(tmp_path, script):
-    """(backend, prepared, exited): a backend whose server is `python -c script`; exited lists the
-    instances the supervisor would be told about (to restart them)."""
+def process_backend(tmp_path, script, memory="0"):
+    """(backend, prepared, exited): a backend whose server is `python -c script` (its Function's memory limit
+    `memory`); exited lists the instances the supervisor would be told about (to restart them)."""
     exited = []
     backend = ProcessBackend(LogHub(), on_exit=exited.append)
     prepared = types.SimpleNamespace(
@@ -41,9 +47,42 @@ def process_backend(tmp_path, script):
         install_link=tmp_path,
         root=tmp_path / "state" / "functions" / "hello",
         map_paths=lambda text: text,
-        spec=types.SimpleNamespace(memory_limit="0", memory_limit_bytes=0),
+        spec=types.SimpleNamespace(memory_limit=memory, memory_limit_bytes=memory_bytes(memory)),
     )
     return backend, prepared, exited
+
+
+# A server that takes 64 MiB, says so and waits.
+HOLDS_64_MIB = "import time; held = bytearray(64 << 20); held[::4096] = b'x' * (16 << 10); print('holding', flush=True); time.sleep(60)"
+
+
+def test_a_server_past_its_memory_limit_is_stopped_as_out_of_memory_and_restarted(tmp_path):
+    backend, prepared, exited = process_backend(tmp_path, HOLDS_64_MIB, memory="32Mi")
+    instance = Instance(name="hello", runtime="python3.11", port=1)
+    try:
+        backend.start(instance, prepared)
+        assert instance.wait_for(lambda i: i.state == State.CRASHED, 10), instance.state
+        assert "exited with code -9 (out of memory: its processes used" in instance.error, instance.error
+        assert "above its memory limit 32Mi)" in instance.error and exited == [instance]
+    finally:
+        backend.stop(instance)
+        backend.close()
+
+
+def test_under_a_debugger_the_memory_limit_is_not_held(tmp_path):
+    """The debugger takes memory the pod's server does not have: a paused call must not be killed for it."""
+    backend, prepared, _ = process_backend(tmp_path, HOLDS_64_MIB, memory="32Mi")
+    prepared.placeholders = {"exe": sys.executable}  # the debugged server's interpreter
+    instance = Instance(name="hello", runtime="python3.11", port=1, debug=Target("hello", "debugpy", 5678))
+    try:
+        backend.start(instance, prepared)
+        assert wait_for(lambda: any("holding" in line.text for line in backend.logs.tail("hello")), 10)
+        threading.Event().wait(3 * memorywatch.LOOK_EVERY)  # looks it would have had (it is not watched at all)
+        assert backend.memory.watched == {} and backend.alive(instance)
+        assert "its memory limit is not held under the debugger" in [line.text for line in backend.logs.tail("hello")]
+    finally:
+        backend.stop(instance)
+        backend.close()
 
 
 def test_a_server_that_exits_4_crashed_on_its_port_even_after_a_load_failure(tmp_path):
