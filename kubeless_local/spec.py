@@ -152,8 +152,12 @@ class FunctionSpec:
 
     @property
     def env(self):
-        """User env of the runtime container, as (name, value) pairs in order."""
-        return [(e["name"], str(e.get("value", ""))) for e in self.container.get("env") or []]
+        """User env of the runtime container, as (name, value) pairs in order, each resolved as the kubelet
+        resolves it (`valueFrom`: podenv.py); one that cannot be resolved here is left out."""
+        from kubeless_local import podenv  # (it imports this module)
+
+        pairs = ((e["name"], podenv.resolve(self, e)[0]) for e in self.container.get("env") or [])
+        return [(name, value) for name, value in pairs if value is not None]
 
     def _limit(self, resource) -> str:
         return str(((self.container.get("resources") or {}).get("limits") or {}).get(resource) or "0")
@@ -225,7 +229,10 @@ class FunctionSpec:
         return self.annotations.get(ISOLATION_ANNOTATION, "warm")
 
     def watched_paths(self):
-        return [p for p in (self.source, self.deps_file) if p is not None]
+        """What a change of reloads the function: its code, its deps file, the files its env is read from."""
+        from kubeless_local import podenv  # (it imports this module)
+
+        return [p for p in (self.source, self.deps_file) if p is not None] + podenv.key_files(self)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 from re import Pattern
 from typing import Callable, Optional
 
+from kubeless_local import podenv
 from kubeless_local.emulator.layout import hidden_standard_modules, layout_code
 from kubeless_local.errors import UserError
 from kubeless_local.paths import cache_dir
@@ -78,6 +79,7 @@ class Prepared:
     placeholders: dict[str, str] = field(default_factory=dict)  # {install}, {deps}, {file}… as the tools see them
     view: View = HOST
     notices: tuple[str, ...] = ()  # what the layout left out of a source folder (code_files), said once
+    user_env: tuple[tuple[str, str], ...] = ()  # the spec's env as it was resolved for this generation (podenv)
 
     @property
     def install_link(self) -> Path:
@@ -452,7 +454,9 @@ def _prepare(prepared, steps, on_line, previous):
     deps = layout_code(spec, runtime, prepared.code_dir, notices.append, shared)
     if runtime.server == "python":
         notices += _hiding_standard_modules(spec, hidden_standard_modules(prepared.code_dir))
+    notices += podenv.unresolved(spec)
     prepared.notices = tuple(notices)
+    prepared.user_env = tuple(spec.env)
     if previous is None:
         notices += secret_notices(spec, in_container=view is not HOST)
     for line in notices:
@@ -674,6 +678,7 @@ class Generation:
             and old.runtime == new.runtime
             and old.deps_dir == new.deps_dir
             and old.spec.document == new.spec.document
+            and old.user_env == new.user_env  # (a secret's key file the env is read from was saved)
         )
 
     def switch(self) -> None:

@@ -209,9 +209,11 @@ class Project:
         for tree in trees:
             if not any(other in tree.parents for other in trees):
                 folders.update(self.ignore.folders(tree, self.root))
+        # Started first: a watch then starts as it is made, and one whose folder went away meanwhile (a `git
+        # checkout`) fails there, alone (made before the start, it failed the start, and `dev` whole).
+        self.observer.start()
         for folder in folders:
             self._watch(folder)
-        self.observer.start()
         self._apply_soon()  # what changed after start()'s load and before the watches (`function deploy`'s file)
 
     def _watch(self, folder):

@@ -227,3 +227,41 @@ def test_a_dev_above_a_running_dev_is_refused_and_of_two_started_at_once_one_run
         assert refused.proc.returncode == 2 and "which kubeless-local already runs" in refused.output()
         assert "Traceback" not in refused.output()
         running[0].stop()
+
+
+ENV_FROM_A_SECRET = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata: {name: hello, annotations: {local.kubeless.io/source: handler.py}}
+spec:
+  runtime: %s
+  handler: handler.hello
+  deployment:
+    spec:
+      template:
+        spec:
+          containers:
+          - env:
+            - {name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
+"""
+
+
+@pytest.mark.parametrize("backend", ["process", "docker"])
+def test_an_env_read_from_a_secret_file_made_while_dev_runs_is_the_functions_after_a_restart(
+    tmp_path, start_dev, backend
+):
+    """The kubelet sets a `secretKeyRef` variable from the secret's key: here from secrets/<name>/<key>. The
+    folder does not exist when `dev` starts (it started a watch there: `dev` failed whole), and saving the file
+    starts the function again with the value (a reload in place would keep the old env)."""
+    (tmp_path / "handler.py").write_text(
+        "import os\n\ndef hello(event, context):\n    return os.environ.get('PASSWORD', '<unset>')\n"
+    )
+    (tmp_path / "function.yaml").write_text(ENV_FROM_A_SECRET % "python3.11")
+    dev = start_dev("dev", "--backend", backend, cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=120)
+    assert "env PASSWORD: from key password of secret db: no file" in dev.output()
+    assert cli("call", "hello", cwd=tmp_path, check=True).stdout.strip() == "<unset>"  # unset, not empty
+    (tmp_path / "secrets" / "db").mkdir(parents=True)
+    for value in ("s3cret", "changed"):
+        (tmp_path / "secrets" / "db" / "password").write_text(value)
+        assert wait_for(lambda v=value: cli("call", "hello", cwd=tmp_path).stdout.strip() == v, 30), dev.output()
