@@ -1,9 +1,9 @@
-"""A Function's container env as the kubelet resolves it for the pod, resolved here: `value`, and `valueFrom`
-where this machine has what it refers to: a secret's key from the project's secrets/<name>/<key> (the folder that
-`--secrets` mounts), a ConfigMap's from configmaps/<name>/<key>, the pod's own fields (fieldRef: its name,
-namespace, labels, addresses) and its resources (resourceFieldRef).
+"""A Function's container env as the kubelet resolves it for the pod, resolved here: `value`, and `valueFrom` and
+`envFrom` where this machine has what they refer to: a secret's keys from the project's secrets/<name>/<key> (the
+folder that `--secrets` mounts), a ConfigMap's from configmaps/<name>/<key>, the pod's own fields (fieldRef: its
+name, namespace, labels, addresses) and its resources (resourceFieldRef).
 
-Guarantee: a variable that cannot be resolved is left unset, never set empty, and `unresolved` says why (in the
+Guarantee: a variable that cannot be resolved is left unset, never set empty, and `variables` says why (in the
 pod it would hold a value, or the pod would not start); it was set to "" and the function misbehaved silently.
 """
 
@@ -11,15 +11,27 @@ import math
 import os
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from kubeless_local.errors import UserError
 from kubeless_local.spec import SECRETS_DIRNAME, FunctionSpec, quantity
 
 CONFIGMAPS_DIRNAME = "configmaps"  # <project>/configmaps/<name>/<key>: a ConfigMap's keys, one file each
-KEY_REFS = {"secretKeyRef": ("secret", SECRETS_DIRNAME), "configMapKeyRef": ("ConfigMap", CONFIGMAPS_DIRNAME)}
+
+
+class Source(NamedTuple):
+    what: str  # as the lines name it
+    key_ref: str  # env[].valueFrom.<key_ref>: one key
+    ref: str  # envFrom[].<ref>: every key
+    folder: str  # where its keys are: <project>/<folder>/<name>/<key>
+
+
+SOURCES = (
+    Source("secret", "secretKeyRef", "secretRef", SECRETS_DIRNAME),
+    Source("ConfigMap", "configMapKeyRef", "configMapRef", CONFIGMAPS_DIRNAME),
+)
 POD_ADDRESS = "127.0.0.1"  # the pod's and the node's address here: where the function is reached
-# fieldRef paths the kubelet gives an env var, and what they are here (labels and annotations: `labeled`)
+# fieldRef paths the kubelet gives an env var, and what they are here (labels and annotations: `field`)
 FIELDS = {
     "metadata.name": lambda spec: spec.name + "-local",  # the pod: <deployment>-<hash>-<id> in the cluster
     "metadata.namespace": lambda spec: spec.namespace,
@@ -34,47 +46,85 @@ FIELDS = {
 Resolved = tuple[Optional[str], str]  # (the value, "") or (None, why it is left unset)
 
 
+def variables(spec: FunctionSpec) -> tuple[list[tuple[str, str]], list[str]]:
+    """The container's env as (name, value) pairs in the kubelet's order (each key of `envFrom`'s secrets and
+    ConfigMaps, prefixed, then the `env` entries: a later one wins), and why each one that cannot be resolved
+    here is left unset, a line each."""
+    pairs: list[tuple[str, str]] = []
+    unset: list[str] = []
+    for entry in spec.container.get("envFrom") or []:
+        for source in SOURCES:
+            ref = entry.get(source.ref) if isinstance(entry, dict) else None
+            if isinstance(ref, dict):
+                place = folder_of(spec, source, ref)
+                try:
+                    keys = sorted(file for file in place.iterdir() if file.is_file())
+                except OSError:
+                    unset.append("envFrom %s: no folder %s; its keys are left unset" % (named(source, ref), place))
+                    continue
+                pairs.extend((str(entry.get("prefix") or "") + key.name, read(key)) for key in keys)
+    for entry in spec.container.get("env") or []:
+        if isinstance(entry, dict):
+            value, why = resolve(spec, entry)
+            if value is not None:
+                pairs.append((entry["name"], value))
+            elif why:
+                unset.append(why)
+    return pairs, unset
+
+
 def resolve(spec: FunctionSpec, entry: dict) -> Resolved:
     """One `env` entry of the Function's container."""
-    name, source = entry.get("name"), entry.get("valueFrom")
-    if not isinstance(source, dict):
+    name, value_from = entry.get("name"), entry.get("valueFrom")
+    if not isinstance(value_from, dict):
         return str(entry.get("value", "")), ""
-    for kind, (what, folder) in KEY_REFS.items():
-        ref = source.get(kind)
+    for source in SOURCES:
+        ref = value_from.get(source.key_ref)
         if isinstance(ref, dict):
-            path = key_file(spec, folder, ref)
+            path = folder_of(spec, source, ref) / str(ref.get("key"))
             try:
-                return path.read_bytes().decode("utf-8", "replace"), ""  # the bytes, as the kubelet gives them
+                return read(path), ""
             except OSError:
-                return None, "env %s: from key %s of %s %s%s: no file %s; left unset" % (
+                return None, "env %s: from key %s of %s: no file %s; left unset" % (
                     name,
                     ref.get("key"),
-                    what,
-                    ref.get("name"),
-                    " (optional)" if ref.get("optional") else "",
+                    named(source, ref),
                     path,
                 )
-    if isinstance(source.get("fieldRef"), dict):
-        return field(spec, name, str(source["fieldRef"].get("fieldPath")))
-    if isinstance(source.get("resourceFieldRef"), dict):
-        return resource(spec, name, source["resourceFieldRef"])
-    return None, "env %s: valueFrom %s is not resolved here; left unset" % (name, ", ".join(map(str, source)))
+    if isinstance(value_from.get("fieldRef"), dict):
+        return field(spec, name, str(value_from["fieldRef"].get("fieldPath")))
+    if isinstance(value_from.get("resourceFieldRef"), dict):
+        return resource(spec, name, value_from["resourceFieldRef"])
+    return None, "env %s: valueFrom %s is not resolved here; left unset" % (name, ", ".join(map(str, value_from)))
 
 
-def key_file(spec: FunctionSpec, folder: str, ref: dict) -> Path:
-    """Where a secret's or ConfigMap's key is here: <project>/<folder>/<name>/<key>."""
-    return (spec.project or Path.cwd()) / folder / str(ref.get("name")) / str(ref.get("key"))
+def folder_of(spec: FunctionSpec, source: Source, ref: dict) -> Path:
+    """Where a secret's or ConfigMap's keys are here: <project>/<folder>/<name>/."""
+    return (spec.project or Path.cwd()) / source.folder / str(ref.get("name"))
+
+
+def named(source: Source, ref: dict) -> str:
+    return "%s %s%s" % (source.what, ref.get("name"), " (optional)" if ref.get("optional") else "")
+
+
+def read(path: Path) -> str:
+    return path.read_bytes().decode("utf-8", "replace")  # the bytes, as the kubelet gives a key's
 
 
 def key_files(spec: FunctionSpec) -> list[Path]:
-    """The files the env is read from: a save of one restarts the function with the new value."""
-    return [
-        key_file(spec, folder, entry["valueFrom"][kind])
-        for entry in spec.container.get("env") or []
-        if isinstance(entry, dict) and isinstance(entry.get("valueFrom"), dict)
-        for kind, (_, folder) in KEY_REFS.items()
-        if isinstance(entry["valueFrom"].get(kind), dict)
-    ]
+    """The files and folders the env is read from: a save there starts the function again with the new values."""
+    paths = []
+    for entry in spec.container.get("envFrom") or []:
+        for source in SOURCES:
+            if isinstance(entry, dict) and isinstance(entry.get(source.ref), dict):
+                paths.append(folder_of(spec, source, entry[source.ref]))
+    for entry in spec.container.get("env") or []:
+        value_from = entry.get("valueFrom") if isinstance(entry, dict) else None
+        for source in SOURCES:
+            if isinstance(value_from, dict) and isinstance(value_from.get(source.key_ref), dict):
+                ref = value_from[source.key_ref]
+                paths.append(folder_of(spec, source, ref) / str(ref.get("key")))
+    return paths
 
 
 def field(spec: FunctionSpec, name, path: str) -> Resolved:
@@ -107,9 +157,3 @@ def resource(spec: FunctionSpec, name, ref: dict) -> Resolved:
     else:
         return None, "env %s: resourceFieldRef %s is not resolved here; left unset" % (name, wanted)
     return str(math.ceil(have / divisor)), ""
-
-
-def unresolved(spec: FunctionSpec) -> list[str]:
-    """Why each env variable that cannot be resolved here is left unset, a line each."""
-    entries = [entry for entry in spec.container.get("env") or [] if isinstance(entry, dict)]
-    return [why for why in (resolve(spec, entry)[1] for entry in entries) if why]

@@ -152,12 +152,11 @@ class FunctionSpec:
 
     @property
     def env(self):
-        """User env of the runtime container, as (name, value) pairs in order, each resolved as the kubelet
-        resolves it (`valueFrom`: podenv.py); one that cannot be resolved here is left out."""
+        """User env of the runtime container, as (name, value) pairs in order, resolved as the kubelet resolves
+        it (`envFrom`, `valueFrom`: podenv.py); one that cannot be resolved here is left out."""
         from kubeless_local import podenv  # (it imports this module)
 
-        pairs = ((e["name"], podenv.resolve(self, e)[0]) for e in self.container.get("env") or [])
-        return [(name, value) for name, value in pairs if value is not None]
+        return podenv.variables(self)[0]
 
     def _limit(self, resource) -> str:
         return str(((self.container.get("resources") or {}).get("limits") or {}).get(resource) or "0")

@@ -454,9 +454,10 @@ def _prepare(prepared, steps, on_line, previous):
     deps = layout_code(spec, runtime, prepared.code_dir, notices.append, shared)
     if runtime.server == "python":
         notices += _hiding_standard_modules(spec, hidden_standard_modules(prepared.code_dir))
-    notices += podenv.unresolved(spec)
+    user_env, left_unset = podenv.variables(spec)
+    notices += left_unset
     prepared.notices = tuple(notices)
-    prepared.user_env = tuple(spec.env)
+    prepared.user_env = tuple(user_env)
     if previous is None:
         notices += secret_notices(spec, in_container=view is not HOST)
     for line in notices:

@@ -27,6 +27,9 @@ spec:
         spec:
           containers:
           - resources: {limits: {memory: 256Mi, cpu: 1500m}}
+            envFrom:
+            - {secretRef: {name: db}, prefix: DB_}
+            - configMapRef: {name: flags, optional: true}
             env:
             - {name: PLAIN, value: "1"}
             - {name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
@@ -61,6 +64,7 @@ def project(tmp_path, secrets=None, configmaps=None):
 def test_each_kind_of_value_is_resolved_as_in_the_pod(tmp_path):
     fn = project(tmp_path, secrets={"db/password": "s3cret\n"}, configmaps={"settings/level": "debug"})
     assert dict(fn.env) == {
+        "DB_password": "s3cret\n",  # envFrom: every key of the secret, prefixed
         "PLAIN": "1",
         "PASSWORD": "s3cret\n",  # the file's bytes, as the kubelet gives a key's
         "LEVEL": "debug",
@@ -76,7 +80,8 @@ def test_each_kind_of_value_is_resolved_as_in_the_pod(tmp_path):
         "CPUS": "2",  # 1.5 cores, rounded up
         "MILLICPUS": "1500",
     }
-    assert podenv.unresolved(fn) == [
+    assert podenv.variables(fn)[1] == [
+        "envFrom ConfigMap flags (optional): no folder %s; its keys are left unset" % (tmp_path / "configmaps/flags"),
         "env OPTIONAL: from key other of secret db (optional): no file %s; left unset"
         % (tmp_path / "secrets/db/other"),
         "env UID: fieldRef metadata.uid is not resolved here; left unset",
@@ -87,9 +92,10 @@ def test_what_cannot_be_resolved_is_left_unset_not_empty(tmp_path):
     fn = project(tmp_path)
     env = dict(fn.env)
     assert "PASSWORD" not in env and "LEVEL" not in env and env["PLAIN"] == "1"
-    assert "env PASSWORD: from key password of secret db: no file %s; left unset" % (
-        tmp_path / "secrets/db/password"
-    ) in podenv.unresolved(fn)
+    assert (
+        "env PASSWORD: from key password of secret db: no file %s; left unset" % (tmp_path / "secrets/db/password")
+        in podenv.variables(fn)[1]
+    )
 
 
 def test_without_a_limit_a_resource_is_what_this_machine_has(tmp_path):
@@ -97,6 +103,12 @@ def test_without_a_limit_a_resource_is_what_this_machine_has(tmp_path):
     fn.container["resources"] = {}
     env = dict(fn.env)
     assert env["CPUS"] == str(os.cpu_count()) and int(env["MEMORY_MIB"]) > 256
+
+
+def test_an_env_entry_wins_over_an_envfrom_key_of_the_same_name(tmp_path):
+    fn = project(tmp_path, secrets={"db/password": "s3cret", "db/PLAIN": "from the secret"})
+    fn.container["envFrom"][0]["prefix"] = ""
+    assert dict(fn.env)["PLAIN"] == "1" and dict(fn.env)["password"] == "s3cret"
 
 
 @pytest.mark.parametrize("saved", ["secrets/db/password", "configmaps/settings/level"])
