@@ -157,7 +157,8 @@ def spec_fields(spec):
         "namespace": spec.namespace,
         "handler": spec.handler,
         "labels": spec.labels,
-        "env": dict(spec.env),
+        # as written (the Kubeless CLI shows the manifest's): a value read from a secret is not printed
+        "env": {e["name"]: str(e.get("value", "")) for e in spec.container.get("env") or [] if isinstance(e, dict)},
         "memory": spec.memory_limit,
         "deps": deps,
     }

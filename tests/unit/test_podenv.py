@@ -135,3 +135,12 @@ def test_a_saved_key_file_restarts_the_function_with_its_value(tmp_path, saved, 
     second = prep.prepare(fn, runtime, tmp_path / "state", previous=first)
     assert not prep.Generation(second, first).reloads_in_place
     assert "two" in dict(second.user_env).values()
+
+
+def test_what_the_kubeless_verbs_show_is_the_manifest_not_a_secrets_value(tmp_path):
+    """`kubeless function ls|describe` print the Function's env as the manifest writes it, as in the cluster."""
+    from kubeless_local.emulator.supervisor import spec_fields
+
+    fn = project(tmp_path, secrets={"db/password": "s3cret"})
+    shown = spec_fields(fn)["env"]
+    assert shown["PLAIN"] == "1" and shown["PASSWORD"] == "" and "s3cret" not in repr(shown)
