@@ -47,6 +47,7 @@ def test_what_a_process_tree_holds_is_counted(holding, monkeypatch, found):
     if found == "from children":
         assert trees[os.getpid()][0] == os.getpid() and proc.pid in trees[os.getpid()]  # its child: in its tree
     assert 64 << 20 <= memorywatch.resident_bytes(proc.pid) < 128 << 20
+    assert memorywatch.most_bytes(proc.pid) >= memorywatch.resident_bytes(proc.pid)  # the cheap look: a bound
     assert memorywatch.resident_bytes(proc.pid) < memorywatch.resident_bytes(proc.pid) + (1 << 20)
     proc.kill()
     proc.wait(timeout=10)
