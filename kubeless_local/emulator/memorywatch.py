@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple, Optional
 
 LOOK_EVERY = 0.5  # seconds between two looks at every watched server
 COUNTED = (b"Pss", b"Pss_Anon", b"Pss_Shmem")  # the lines of smaps_rollup read
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MOST_PROCESSES = 1000  # of one server's tree: a fork bomb is not walked without end
 
 
@@ -72,17 +73,13 @@ def _members_by_group(groups: set[int]) -> dict[int, list[int]]:
 
 
 def most_bytes(pid: int) -> int:
-    """An upper bound of resident_bytes, cheaply (counters the kernel keeps, no walk of the page tables): the
-    process's anonymous and shared-memory pages counted whole, also those it shares with its parent or workers."""
-    total = 0
+    """An upper bound of resident_bytes, cheaply (a counter the kernel keeps, no walk of the page tables): every
+    resident page of the process counted whole, its files' and those it shares with its parent or workers too."""
     try:
-        with open("/proc/%d/status" % pid, "rb") as status:
-            for line in status:
-                if line.startswith((b"RssAnon:", b"RssShmem:")):
-                    total += int(line.split()[1]) * 1024
+        with open("/proc/%d/statm" % pid, "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE
     except (OSError, ValueError, IndexError):
         return 0
-    return total
 
 
 def resident_bytes(pid: int) -> int:
