@@ -76,6 +76,69 @@ def push(target: Target, path, namespace=None, *, server_dry_run=False, prune=Fa
     return applier.push(objects, prune=prune)
 
 
+# ------------------------------------------------------------------ the secrets and ConfigMaps the pods need
+def sources_needed(function: dict) -> list[tuple[str, str]]:
+    """(kind, name) of each Secret and ConfigMap a Function's pod cannot start without (volumes, env `valueFrom`,
+    `envFrom`; an `optional` one aside), in their order."""
+    from kubeless_local.spec import FunctionSpec
+
+    pod = FunctionSpec.pod_of((function.get("spec") or {}).get("deployment"))
+    refs = []
+    for volume in pod.get("volumes") or []:
+        for what, key, name in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+            if isinstance(volume, dict) and isinstance(volume.get(key), dict):
+                refs.append((what, volume[key], name))
+    for container in pod.get("containers") or []:
+        for entry in container.get("env") or []:
+            value_from = entry.get("valueFrom") if isinstance(entry, dict) else None
+            for what, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+                if isinstance(value_from, dict) and isinstance(value_from.get(key), dict):
+                    refs.append((what, value_from[key], "name"))
+        for entry in container.get("envFrom") or []:
+            for what, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+                if isinstance(entry, dict) and isinstance(entry.get(key), dict):
+                    refs.append((what, entry[key], "name"))
+    needed = [(what, str(ref.get(name))) for what, ref, name in refs if ref.get(name) and not ref.get("optional")]
+    return list(dict.fromkeys(needed))
+
+
+def missing_sources(target: Target, function_results, project: Path) -> list[str]:
+    """A line for each Secret or ConfigMap a pushed Function's pod needs that its namespace does not have (the
+    pod would not start), with the command that makes it from the project's folder of it where there is one.
+    One the cluster does not let us look at (RBAC) is not said."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from kubeless_local.podenv import CONFIGMAPS_DIRNAME
+    from kubeless_local.spec import SECRETS_DIRNAME
+
+    core = client.CoreV1Api(target.api)
+    read = {"Secret": core.read_namespaced_secret, "ConfigMap": core.read_namespaced_config_map}
+    make = {"Secret": ("secret generic", SECRETS_DIRNAME), "ConfigMap": ("configmap", CONFIGMAPS_DIRNAME)}
+    lines = []
+    for result in function_results:
+        for what, name in sources_needed(result.object):
+            try:
+                read[what](name, result.namespace)
+                continue
+            except ApiException as exc:
+                if exc.status != 404:
+                    continue
+            verb, folder = make[what]
+            local = project / folder / name
+            fix = (
+                "create it from %s: `kubectl -n %s create %s %s --from-file=%s`"
+                % (local, result.namespace, verb, name, local)
+                if local.is_dir()
+                else "create it in the cluster"
+            )
+            lines.append(
+                "Function %s needs %s %s, which namespace %s does not have: its pod will not start; %s"
+                % (result.name, what, name, result.namespace, fix)
+            )
+    return lines
+
+
 # ------------------------------------------------------------------ the runtimes the cluster can run
 KUBELESS_NAMESPACE, CONTROLLER = kind.CONTROLLER  # the controller's namespace and Deployment
 

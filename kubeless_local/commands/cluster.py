@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -78,8 +79,11 @@ def push(path, context, namespace, dry_run_flag, dry_run, prune, wait, output, y
     else:
         for result in results:
             click.echo(result.line())
+    functions = [r for r in results if r.kind == "Function" and r.object]
+    project = Path(path).resolve() if Path(path).is_dir() else Path(path).resolve().parent
+    for line in pusher.missing_sources(target, functions, project):
+        click.echo("warning: " + line, err=True)
     if wait and dry_run == "none":
-        functions = [r for r in results if r.kind == "Function" and r.object]
         for name, answer in pusher.wait_and_call(target, functions):
             click.echo("%s: %s" % (name, answer))
 

@@ -396,3 +396,55 @@ def test_an_error_part_way_says_what_was_applied_before_it(kubeless, namespace, 
         " another field manager; pass --force-conflicts to take it over (applied before it: Function hello;"
         " not applied: Function zz)\n" % namespace
     )
+
+
+NEEDS_SOURCES = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata:
+  name: %s
+  annotations: {local.kubeless.io/source: %s.py}
+spec:
+  runtime: python3.11
+  handler: %s.hello
+  deployment:
+    spec:
+      template:
+        spec:
+          containers:
+          - env:
+            - {name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
+            - {name: MAYBE, valueFrom: {secretKeyRef: {name: absent, key: x, optional: true}}}
+            envFrom:
+            - configMapRef: {name: flags}
+"""
+
+
+def test_a_secret_or_configmap_the_namespace_lacks_is_said_with_the_command_that_makes_it(kubeless, namespace, project):
+    """Its pod would not start (CreateContainerConfigError); `dev` reads secrets/ and configmaps/ in the project,
+    which push does not send: the line says how to make each from its folder. An optional one is not said."""
+    (project / "hello.yaml").write_text(NEEDS_SOURCES % ("hello", "hello", "hello"))
+    (project / "secrets" / "db").mkdir(parents=True)
+    (project / "secrets" / "db" / "password").write_text("s3cret")
+    result = push(str(project), "-n", namespace)
+    assert result.exit_code == 0, result.output
+    secret_dir = project / "secrets" / "db"
+    assert (
+        "warning: Function hello needs Secret db, which namespace %s does not have: its pod will not start; create it "
+        "from %s: `kubectl -n %s create secret generic db --from-file=%s`"
+        % (namespace, secret_dir, namespace, secret_dir)
+    ) in result.output
+    assert (
+        "warning: Function hello needs ConfigMap flags, which namespace %s does not have: its pod will not start; "
+        "create it in the cluster" % namespace
+    ) in result.output
+    assert "absent" not in result.output
+    core = client.CoreV1Api(kubeless.target().api)
+    core.create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="db"), string_data={"password": "s3cret"})
+    )
+    core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="flags"), data={})
+    )
+    again = push(str(project), "-n", namespace)
+    assert again.exit_code == 0 and "warning" not in again.output, again.output

@@ -178,3 +178,21 @@ def test_shipped_crds_cover_every_pushed_kind():
         assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
         spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         assert spec["x-kubernetes-preserve-unknown-fields"] is True and spec["properties"]
+
+
+def test_the_sources_a_functions_pod_needs_are_its_volumes_env_and_envfrom_but_optional_ones():
+    from kubeless_local.cluster.push import sources_needed
+
+    pod = {
+        "volumes": [{"name": "v", "secret": {"secretName": "tls"}}, {"name": "c", "configMap": {"name": "conf"}},
+                    {"name": "o", "secret": {"secretName": "maybe", "optional": True}}],
+        "containers": [{
+            "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}}},
+                    {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "conf", "key": "k"}}},
+                    {"name": "C", "value": "plain"}],
+            "envFrom": [{"secretRef": {"name": "db"}}, {"configMapRef": {"name": "flags", "optional": True}}],
+        }],
+    }  # fmt: skip
+    function = {"spec": {"deployment": {"spec": {"template": {"spec": pod}}}}}
+    assert sources_needed(function) == [("Secret", "tls"), ("ConfigMap", "conf"), ("Secret", "db")]
+    assert sources_needed({"spec": {}}) == []
