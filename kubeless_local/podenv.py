@@ -10,6 +10,7 @@ pod it would hold a value, or the pod would not start); it was set to "" and the
 import math
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -20,14 +21,14 @@ CONFIGMAPS_DIRNAME = "configmaps"  # <project>/configmaps/<name>/<key>: a Config
 
 
 class Source(NamedTuple):
-    what: str  # as the lines name it
+    kind: str  # its object's kind
     key_ref: str  # env[].valueFrom.<key_ref>: one key
     ref: str  # envFrom[].<ref>: every key
     folder: str  # where its keys are: <project>/<folder>/<name>/<key>
 
 
 SOURCES = (
-    Source("secret", "secretKeyRef", "secretRef", SECRETS_DIRNAME),
+    Source("Secret", "secretKeyRef", "secretRef", SECRETS_DIRNAME),
     Source("ConfigMap", "configMapKeyRef", "configMapRef", CONFIGMAPS_DIRNAME),
 )
 POD_ADDRESS = "127.0.0.1"  # the pod's and the node's address here: where the function is reached
@@ -104,27 +105,34 @@ def folder_of(spec: FunctionSpec, source: Source, ref: dict) -> Path:
 
 
 def named(source: Source, ref: dict) -> str:
-    return "%s %s%s" % (source.what, ref.get("name"), " (optional)" if ref.get("optional") else "")
+    return "%s %s%s" % (source.kind, ref.get("name"), " (optional)" if ref.get("optional") else "")
 
 
 def read(path: Path) -> str:
     return path.read_bytes().decode("utf-8", "replace")  # the bytes, as the kubelet gives a key's
 
 
-def key_files(spec: FunctionSpec) -> list[Path]:
-    """The files and folders the env is read from: a save there starts the function again with the new values."""
-    paths = []
-    for entry in spec.container.get("envFrom") or []:
+def references(container: dict) -> Iterator[tuple[Source, dict, Optional[str]]]:
+    """(source, its reference, the key or None for all of them) for each secret and ConfigMap a container's env
+    reads: `envFrom` first, then `env`'s `valueFrom`, in their order."""
+    for entry in container.get("envFrom") or []:
         for source in SOURCES:
             if isinstance(entry, dict) and isinstance(entry.get(source.ref), dict):
-                paths.append(folder_of(spec, source, entry[source.ref]))
-    for entry in spec.container.get("env") or []:
+                yield source, entry[source.ref], None
+    for entry in container.get("env") or []:
         value_from = entry.get("valueFrom") if isinstance(entry, dict) else None
         for source in SOURCES:
             if isinstance(value_from, dict) and isinstance(value_from.get(source.key_ref), dict):
                 ref = value_from[source.key_ref]
-                paths.append(folder_of(spec, source, ref) / str(ref.get("key")))
-    return paths
+                yield source, ref, str(ref.get("key"))
+
+
+def key_files(spec: FunctionSpec) -> list[Path]:
+    """The files and folders the env is read from: a save there starts the function again with the new values."""
+    return [
+        folder_of(spec, source, ref) / key if key is not None else folder_of(spec, source, ref)
+        for source, ref, key in references(spec.container)
+    ]
 
 
 def field(spec: FunctionSpec, name, path: str) -> Resolved:

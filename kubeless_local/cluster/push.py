@@ -78,8 +78,9 @@ def push(target: Target, path, namespace=None, *, server_dry_run=False, prune=Fa
 
 # ------------------------------------------------------------------ the secrets and ConfigMaps the pods need
 def sources_needed(function: dict) -> list[tuple[str, str]]:
-    """(kind, name) of each Secret and ConfigMap a Function's pod cannot start without (volumes, env `valueFrom`,
-    `envFrom`; an `optional` one aside), in their order."""
+    """(kind, name) of each Secret and ConfigMap a Function's pod cannot start without (its volumes, its env's
+    `valueFrom` and `envFrom`; an `optional` one aside), in their order."""
+    from kubeless_local.podenv import references
     from kubeless_local.spec import FunctionSpec
 
     pod = FunctionSpec.pod_of((function.get("spec") or {}).get("deployment"))
@@ -87,19 +88,10 @@ def sources_needed(function: dict) -> list[tuple[str, str]]:
     for volume in pod.get("volumes") or []:
         for what, key, name in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
             if isinstance(volume, dict) and isinstance(volume.get(key), dict):
-                refs.append((what, volume[key], name))
+                refs.append((what, volume[key].get(name), volume[key].get("optional")))
     for container in pod.get("containers") or []:
-        for entry in container.get("env") or []:
-            value_from = entry.get("valueFrom") if isinstance(entry, dict) else None
-            for what, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
-                if isinstance(value_from, dict) and isinstance(value_from.get(key), dict):
-                    refs.append((what, value_from[key], "name"))
-        for entry in container.get("envFrom") or []:
-            for what, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
-                if isinstance(entry, dict) and isinstance(entry.get(key), dict):
-                    refs.append((what, entry[key], "name"))
-    needed = [(what, str(ref.get(name))) for what, ref, name in refs if ref.get(name) and not ref.get("optional")]
-    return list(dict.fromkeys(needed))
+        refs.extend((source.kind, ref.get("name"), ref.get("optional")) for source, ref, _ in references(container))
+    return list(dict.fromkeys((what, str(name)) for what, name, optional in refs if name and not optional))
 
 
 def missing_sources(target: Target, function_results, project: Path) -> list[str]:

@@ -259,7 +259,7 @@ def test_an_env_read_from_a_secret_file_made_while_dev_runs_is_the_functions_aft
     (tmp_path / "function.yaml").write_text(ENV_FROM_A_SECRET % "python3.11")
     dev = start_dev("dev", "--backend", backend, cwd=tmp_path)
     dev.wait_for_output("Watching", timeout=120)
-    assert "env PASSWORD: from key password of secret db: no file" in dev.output()
+    assert "env PASSWORD: from key password of Secret db: no file" in dev.output()
     assert cli("call", "hello", cwd=tmp_path, check=True).stdout.strip() == "<unset>"  # unset, not empty
     (tmp_path / "secrets" / "db").mkdir(parents=True)
     for value in ("s3cret", "changed"):

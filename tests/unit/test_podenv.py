@@ -82,7 +82,7 @@ def test_each_kind_of_value_is_resolved_as_in_the_pod(tmp_path):
     }
     assert podenv.variables(fn)[1] == [
         "envFrom ConfigMap flags (optional): no folder %s; its keys are left unset" % (tmp_path / "configmaps/flags"),
-        "env OPTIONAL: from key other of secret db (optional): no file %s; left unset"
+        "env OPTIONAL: from key other of Secret db (optional): no file %s; left unset"
         % (tmp_path / "secrets/db/other"),
         "env UID: fieldRef metadata.uid is not resolved here; left unset",
     ]
@@ -93,7 +93,7 @@ def test_what_cannot_be_resolved_is_left_unset_not_empty(tmp_path):
     env = dict(fn.env)
     assert "PASSWORD" not in env and "LEVEL" not in env and env["PLAIN"] == "1"
     assert (
-        "env PASSWORD: from key password of secret db: no file %s; left unset" % (tmp_path / "secrets/db/password")
+        "env PASSWORD: from key password of Secret db: no file %s; left unset" % (tmp_path / "secrets/db/password")
         in podenv.variables(fn)[1]
     )
 
