@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from kubeless_local.errors import UserError
-from kubeless_local.spec import SECRETS_DIRNAME, FunctionSpec, quantity
-
-CONFIGMAPS_DIRNAME = "configmaps"  # <project>/configmaps/<name>/<key>: a ConfigMap's keys, one file each
+from kubeless_local.spec import CONFIGMAPS_DIRNAME, SECRETS_DIRNAME, FunctionSpec, quantity
 
 
 class Source(NamedTuple):

@@ -29,6 +29,7 @@ PORT_ANNOTATION = "local.kubeless.io/port"
 ISOLATION_ANNOTATION = "local.kubeless.io/isolation"
 DEFAULT_TIMEOUT = "180"
 SECRETS_DIRNAME = "secrets"  # <project>/secrets/<name>/: a secret's keys, one file each
+CONFIGMAPS_DIRNAME = "configmaps"  # <project>/configmaps/<name>/: a ConfigMap's keys, one file each
 DEFAULT_PORT = 8080
 POD_PORT = 8080  # where a runtime server listens in a namespace of its own (a pod, an isolated container): FUNC_PORT
 CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -101,8 +101,7 @@ def missing_sources(target: Target, function_results, project: Path) -> list[str
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from kubeless_local.podenv import CONFIGMAPS_DIRNAME
-    from kubeless_local.spec import SECRETS_DIRNAME
+    from kubeless_local.spec import CONFIGMAPS_DIRNAME, SECRETS_DIRNAME
 
     core = client.CoreV1Api(target.api)
     read = {"Secret": core.read_namespaced_secret, "ConfigMap": core.read_namespaced_config_map}

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from kubeless_local.errors import UserError
-from kubeless_local.spec import SKIP_DIRS, FunctionSpec, archive_kind, checksum_of, not_a_file, unresolvable_link
+from kubeless_local.spec import (
+    CONFIGMAPS_DIRNAME,
+    SECRETS_DIRNAME,
+    SKIP_DIRS,
+    FunctionSpec,
+    archive_kind,
+    checksum_of,
+    not_a_file,
+    unresolvable_link,
+)
 
 PLAIN_CONTENT_TYPES = ("", "text", "url", "base64")  # the file keeps MOD_NAME + suffix (contract §4)
 
@@ -97,6 +106,14 @@ class CodeFiles:
         return lines + ["%s: %s, skipped" % (source / rel, why) for rel, why in self.skipped]
 
 
+# The project's own folders of secrets and ConfigMaps (podenv.py): never code, even where the function's source is
+# the project folder (`push` zipped a secret's keys into the Function, readable by whoever may read Functions).
+PROJECT_ONLY = {
+    SECRETS_DIRNAME: "the project's secrets: not code (the pod gets them from the cluster's Secrets)",
+    CONFIGMAPS_DIRNAME: "the project's ConfigMaps: not code (the pod gets them from the cluster's ConfigMaps)",
+}
+
+
 def code_files(source: Path, project: Optional[Path] = None) -> CodeFiles:
     """The files of a source folder that are the function's code: what `dev` lays out and `push` zips.
     Regular files, through folders, minus the dependency/state folders (SKIP_DIRS, at any depth) and
@@ -106,11 +123,14 @@ def code_files(source: Path, project: Optional[Path] = None) -> CodeFiles:
     real = os.path.realpath(source)
     boundary = os.path.realpath(project or source)
     found = CodeFiles()
-    _walk(str(source), real, "", boundary.rstrip("/") + "/", frozenset({real}), found)
+    kept_out = frozenset(boundary + "/" + name for name in PROJECT_ONLY)
+    _walk(str(source), real, "", boundary.rstrip("/") + "/", frozenset({real}), found, kept_out)
     return found
 
 
-def _walk(folder: str, real_folder: str, prefix: str, inside: str, ancestors: frozenset, found: CodeFiles):
+def _walk(
+    folder: str, real_folder: str, prefix: str, inside: str, ancestors: frozenset, found: CodeFiles, kept_out: frozenset
+):
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError as exc:
@@ -130,6 +150,9 @@ def _walk(folder: str, real_folder: str, prefix: str, inside: str, ancestors: fr
             if not (real + "/").startswith(inside):
                 found.outside.append((rel, Path(real)))
                 continue
+        if real in kept_out:
+            found.skipped.append((rel, PROJECT_ONLY[name]))
+            continue
         try:
             st = entry.stat()  # follows a link; cached by scandir
         except OSError as exc:
@@ -140,7 +163,7 @@ def _walk(folder: str, real_folder: str, prefix: str, inside: str, ancestors: fr
             if real in ancestors:
                 found.skipped.append((rel, "a symbolic link loop (to a folder above it)"))
             else:
-                _walk(path, real, rel + "/", inside, ancestors | {real}, found)
+                _walk(path, real, rel + "/", inside, ancestors | {real}, found, kept_out)
         elif stat.S_ISREG(mode):
             found.files.append((rel, path))
             found.stats[rel] = st

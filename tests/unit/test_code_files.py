@@ -113,3 +113,22 @@ def test_function_deploy_from_a_folder_uses_the_same_walker(odd_tree):
     function, ctype, _ = kubeless_objects.read_code(str(odd_tree / "fn"))
     with zipfile.ZipFile(io.BytesIO(base64.b64decode(function))) as archive:
         assert (ctype, sorted(archive.namelist())) == ("base64+zip", ["handler.py", "pkg/mod.py"])
+
+
+def test_the_projects_secrets_and_configmaps_are_never_code_nor_pushed(tmp_path):
+    """A function whose source is the project folder: its secrets/ (and configmaps/) were laid out with the code,
+    and `push` zipped a secret's keys into the Function. A folder so named inside the code stays code."""
+    from kubeless_local.cluster.render import zip_folder
+
+    for rel in ("handler.py", "secrets/db/password", "configmaps/flags/level", "lib/secrets/util.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    found = layout.code_files(tmp_path, tmp_path)
+    assert [rel for rel, _ in found.files] == ["handler.py", "lib/secrets/util.py"]
+    assert [rel for rel, _ in found.skipped] == ["configmaps", "secrets"]
+    assert "the project's secrets: not code" in "\n".join(found.notices(tmp_path))
+    assert zipfile.ZipFile(io.BytesIO(zip_folder(tmp_path, tmp_path))).namelist() == [
+        "handler.py",
+        "lib/secrets/util.py",
+    ]
+    assert [rel for rel, _ in layout.code_files(tmp_path / "lib", tmp_path).files] == ["secrets/util.py"]
