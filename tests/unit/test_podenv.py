@@ -4,11 +4,11 @@ import os
 import socket
 
 import pytest
+from test_prepare import runtime as prepared_runtime
 
 from kubeless_local import podenv
 from kubeless_local import spec as specs
 from kubeless_local.emulator import prepare as prep
-from kubeless_local.runtimes import BackendBlock, Runtime
 
 MANIFEST = """\
 apiVersion: kubeless.io/v1beta1
@@ -117,18 +117,7 @@ def test_a_saved_key_file_restarts_the_function_with_its_value(tmp_path, saved, 
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     fn = project(tmp_path, secrets={"db/password": "one"}, configmaps={"settings/level": "one"})
     assert tmp_path / saved in fn.watched_paths()
-    runtime = Runtime(
-        id="python",
-        version="3.11",
-        server="python",
-        dep_name="requirements.txt",
-        suffix=".py",
-        executable="python3.11",
-        probe=(),
-        expect="",
-        image="",
-        process=BackendBlock(reload="signal"),
-    )  # fmt: skip  (no runtime library to install)
+    runtime = prepared_runtime(reload="signal")  # (no runtime library to install)
     first = prep.prepare(fn, runtime, tmp_path / "state")
     assert prep.Generation(prep.prepare(fn, runtime, tmp_path / "state", previous=first), first).reloads_in_place
     (tmp_path / saved).write_text("two")
