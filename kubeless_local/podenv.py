@@ -51,17 +51,14 @@ def variables(spec: FunctionSpec) -> tuple[list[tuple[str, str]], list[str]]:
     here is left unset, a line each."""
     pairs: list[tuple[str, str]] = []
     unset: list[str] = []
-    for entry in spec.container.get("envFrom") or []:
-        for source in SOURCES:
-            ref = entry.get(source.ref) if isinstance(entry, dict) else None
-            if isinstance(ref, dict):
-                place = folder_of(spec, source, ref)
-                try:
-                    keys = sorted(file for file in place.iterdir() if file.is_file())
-                except OSError:
-                    unset.append("envFrom %s: no folder %s; its keys are left unset" % (named(source, ref), place))
-                    continue
-                pairs.extend((str(entry.get("prefix") or "") + key.name, read(key)) for key in keys)
+    for source, ref, prefix in env_from(spec.container):
+        place = folder_of(spec, source, ref)
+        try:
+            keys = sorted(file for file in place.iterdir() if file.is_file())
+        except OSError:
+            unset.append("envFrom %s: no folder %s; its keys are left unset" % (named(source, ref), place))
+            continue
+        pairs.extend((prefix + key.name, read(key)) for key in keys)
     for entry in spec.container.get("env") or []:
         if isinstance(entry, dict):
             value, why = resolve(spec, entry)
@@ -77,24 +74,41 @@ def resolve(spec: FunctionSpec, entry: dict) -> Resolved:
     name, value_from = entry.get("name"), entry.get("valueFrom")
     if not isinstance(value_from, dict):
         return str(entry.get("value", "")), ""
-    for source in SOURCES:
-        ref = value_from.get(source.key_ref)
-        if isinstance(ref, dict):
-            path = folder_of(spec, source, ref) / str(ref.get("key"))
-            try:
-                return read(path), ""
-            except OSError:
-                return None, "env %s: from key %s of %s: no file %s; left unset" % (
-                    name,
-                    ref.get("key"),
-                    named(source, ref),
-                    path,
-                )
+    keyed = key_ref(entry)
+    if keyed is not None:
+        source, ref = keyed
+        path = folder_of(spec, source, ref) / str(ref.get("key"))
+        try:
+            return read(path), ""
+        except OSError:
+            return None, "env %s: from key %s of %s: no file %s; left unset" % (
+                name,
+                ref.get("key"),
+                named(source, ref),
+                path,
+            )
     if isinstance(value_from.get("fieldRef"), dict):
         return field(spec, name, str(value_from["fieldRef"].get("fieldPath")))
     if isinstance(value_from.get("resourceFieldRef"), dict):
         return resource(spec, name, value_from["resourceFieldRef"])
     return None, "env %s: valueFrom %s is not resolved here; left unset" % (name, ", ".join(map(str, value_from)))
+
+
+def env_from(container: dict) -> Iterator[tuple[Source, dict, str]]:
+    """(source, its reference, the prefix of its keys' names) for each secret and ConfigMap of `envFrom`."""
+    for entry in container.get("envFrom") or []:
+        for source in SOURCES:
+            if isinstance(entry, dict) and isinstance(entry.get(source.ref), dict):
+                yield source, entry[source.ref], str(entry.get("prefix") or "")
+
+
+def key_ref(entry) -> Optional[tuple[Source, dict]]:
+    """(source, its reference) of the secret's or ConfigMap's key an `env` entry takes its value from, or None."""
+    value_from = entry.get("valueFrom") if isinstance(entry, dict) else None
+    for source in SOURCES:
+        if isinstance(value_from, dict) and isinstance(value_from.get(source.key_ref), dict):
+            return source, value_from[source.key_ref]
+    return None
 
 
 def folder_of(spec: FunctionSpec, source: Source, ref: dict) -> Path:
@@ -113,16 +127,12 @@ def read(path: Path) -> str:
 def references(container: dict) -> Iterator[tuple[Source, dict, Optional[str]]]:
     """(source, its reference, the key or None for all of them) for each secret and ConfigMap a container's env
     reads: `envFrom` first, then `env`'s `valueFrom`, in their order."""
-    for entry in container.get("envFrom") or []:
-        for source in SOURCES:
-            if isinstance(entry, dict) and isinstance(entry.get(source.ref), dict):
-                yield source, entry[source.ref], None
+    for source, ref, _ in env_from(container):
+        yield source, ref, None
     for entry in container.get("env") or []:
-        value_from = entry.get("valueFrom") if isinstance(entry, dict) else None
-        for source in SOURCES:
-            if isinstance(value_from, dict) and isinstance(value_from.get(source.key_ref), dict):
-                ref = value_from[source.key_ref]
-                yield source, ref, str(ref.get("key"))
+        keyed = key_ref(entry)
+        if keyed is not None:
+            yield keyed[0], keyed[1], str(keyed[1].get("key"))
 
 
 def key_files(spec: FunctionSpec) -> list[Path]:
