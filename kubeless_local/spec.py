@@ -469,8 +469,8 @@ def validate_function(fn: FunctionSpec):
         _fail(origin, "cpu %r must be a Kubernetes quantity, e.g. 500m or 1" % fn.cpu_limit)
     if fn.isolation not in ISOLATIONS:
         _fail(origin, "annotation %s must be warm or per-call, got %r" % (ISOLATION_ANNOTATION, fn.isolation))
-    try:
-        fn.port, fn.env  # noqa: B018 - evaluated to validate them here, with the manifest named
+    try:  # their shape, here with the manifest named (the env's values are resolved, secret files read, at prepare)
+        fn.port, [entry["name"] for entry in fn.container.get("env") or []]
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         _fail(origin, "spec.service.ports / spec.deployment container env is malformed (%s)" % exc)
 

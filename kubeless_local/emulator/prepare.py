@@ -79,7 +79,8 @@ class Prepared:
     placeholders: dict[str, str] = field(default_factory=dict)  # {install}, {deps}, {file}… as the tools see them
     view: View = HOST
     notices: tuple[str, ...] = ()  # what the layout left out of a source folder (code_files), said once
-    user_env: tuple[tuple[str, str], ...] = ()  # the spec's env as it was resolved for this generation (podenv)
+    # the spec's env as it was resolved for this generation (podenv: secret files read once); its servers get it
+    user_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def install_link(self) -> Path:
@@ -145,7 +146,7 @@ def host_env(prepared, port):
     """This machine's env plus the contract's variables: what a local process starts from."""
     env = dict(os.environ)
     env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
-    env.update(function_env(prepared.spec, port, str(prepared.install_link)))
+    env.update(function_env(prepared, port, str(prepared.install_link)))
     return env
 
 
@@ -174,10 +175,11 @@ def secret_notices(spec: FunctionSpec, in_container):
     return lines
 
 
-def function_env(spec: FunctionSpec, port, install, in_container=False):
-    """The runtime container's env (contract §4): the user's env first, then Kubeless' own variables
-    and kubeless-local's (bind to loopback, print control lines, isolation mode)."""
-    env = dict(spec.env)
+def function_env(prepared: Prepared, port, install, in_container=False):
+    """The runtime container's env (contract §4): the user's env as this generation resolved it first, then
+    Kubeless' own variables and kubeless-local's (bind to loopback, print control lines, isolation mode)."""
+    spec = prepared.spec
+    env = dict(prepared.user_env)
     env.update(
         {
             "FUNC_HANDLER": spec.function_name,
@@ -526,7 +528,7 @@ def build_key(prepared, extra):
                 str(prepared.runtime_lib),
                 spec.module,
                 spec.function_name,
-                sorted(dict(spec.env).items()),
+                sorted(dict(prepared.user_env).items()),
             )
         ).encode()
     )

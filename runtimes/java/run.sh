@@ -7,7 +7,8 @@
 # pages): no caching of big temporary buffers, and a periodic malloc_trim (a JDK older than 17.0.9 has
 # no such flag, and ignores it).
 # KUBELESS_LOCAL_MEMORY_LIMIT_BYTES (the process backend, where the Function has a memory limit): the JVM sizes
-# its heap as in the pod's container, whose limit it sees there (a quarter of it), not by this machine's memory.
+# its heap as in the pod's container, whose limit it sees there (half of a small one, a quarter of a large one),
+# not by this machine's memory.
 # usage: run.sh <javac> <build> <deps>   (the compile step put the server's classes in <build>)
 JAVAC=$1 BUILD=$2 DEPS=$3
 exec "$(dirname "$(readlink -f "$JAVAC")")/java" -XX:+UseSerialGC -Xms16m -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30 -XX:-ShrinkHeapInSteps -Dsun.net.httpserver.nodelay=true -Djdk.nio.maxCachedBufferSize=262144 -XX:+IgnoreUnrecognizedVMOptions -XX:TrimNativeHeapInterval=1000 ${KUBELESS_LOCAL_MEMORY_LIMIT_BYTES:+-XX:MaxRAM=$KUBELESS_LOCAL_MEMORY_LIMIT_BYTES} ${JAVA_OPTS:-} \

@@ -124,7 +124,7 @@ def container_env(port, prepared, mode="host"):
     """The contract's env; in a namespace of its own (bridge, relay) the server listens on 8080 on every
     address there, as in a pod; on the host's network on the local port, on 127.0.0.1 only."""
     isolated = mode != "host"
-    env = prep.function_env(prepared.spec, POD_PORT if isolated else port, INSTALL, in_container=True)
+    env = prep.function_env(prepared, POD_PORT if isolated else port, INSTALL, in_container=True)
     if isolated:
         env["KUBELESS_LOCAL_BIND"] = "0.0.0.0"  # its own namespace: reached only as network.py says
     env.update(prepared.runtime_env())

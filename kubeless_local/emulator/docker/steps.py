@@ -130,7 +130,7 @@ class DockerSteps:
     def env(self, prepared):
         """Base env of a step: the user's env, then HOME and pip's quiet flags, the host's proxies,
         registries and CA bundle (prepare.step_env adds the catalog env and the step's variables)."""
-        env = dict(prepared.spec.env)
+        env = dict(prepared.user_env)
         env.update({"HOME": "/tmp", "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
         return self._with_host(env)
 
