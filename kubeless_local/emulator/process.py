@@ -79,8 +79,9 @@ class ProcessBackend(Backend):
         argv = prepared.expand(prepared.runtime.steps.command)
         env = prepared.env(instance.listen_port)
         env[PROJECT_ENV] = str(prepared.root.parent.parent.resolve())  # found by the guardian and the next `dev`
-        if prepared.spec.memory_limit_bytes:  # what a runtime sizes itself by in the pod (the JVM's heap: run.sh)
-            env[MEMORY_LIMIT_ENV] = str(prepared.spec.memory_limit_bytes)
+        limit = prepared.spec.memory_limit_bytes
+        if limit:  # what a runtime sizes itself by in the pod (the JVM's heap: run.sh)
+            env[MEMORY_LIMIT_ENV] = str(limit)
         if instance.debug is not None:  # its debugger's port, and a timeout no paused call reaches
             try:
                 env.update(
@@ -99,7 +100,8 @@ class ProcessBackend(Backend):
         instance.pid, instance.handle = proc.pid, proc
         if self.guardian is not None:
             self.guardian.watch(proc.pid)  # the server's process group dies with `dev`, even on kill -9
-        self._hold_to_its_memory_limit(instance, prepared, proc)
+        if limit:
+            self._hold_to_its_memory_limit(instance, prepared.spec.memory_limit, limit, proc)
         pumps = [
             threading.Thread(target=self._pump, args=(instance, proc.stdout, "stdout", prepared), daemon=True),
             threading.Thread(target=self._pump, args=(instance, proc.stderr, "stderr", prepared), daemon=True),
@@ -108,23 +110,20 @@ class ProcessBackend(Backend):
             pump.start()
         threading.Thread(target=self._watch, args=(instance, proc, pumps), daemon=True).start()
 
-    def _hold_to_its_memory_limit(self, instance: Instance, prepared: Prepared, proc: ServerProcess) -> None:
-        """Kill the server's process group once it uses more than the function's memory limit (memorywatch.py)."""
-        spec = prepared.spec
-        limit = spec.memory_limit_bytes
-        if not limit:
-            return
+    def _hold_to_its_memory_limit(self, instance: Instance, quantity: str, limit: int, proc: ServerProcess) -> None:
+        """Kill the server's process group once it uses more than `limit` bytes (the function's memory limit,
+        `quantity` as written: memorywatch.py)."""
         if instance.debug is not None:  # the debugger takes memory the pod's server does not have
             handle_output(instance, self.logs, "its memory limit is not held under the debugger", "system")
             return
         if not memorywatch.supported():
-            handle_output(instance, self.logs, NO_MEMORY_LIMIT % spec.memory_limit, "system")
+            handle_output(instance, self.logs, NO_MEMORY_LIMIT % quantity, "system")
             return
 
         def exceeded(used: int) -> None:
             self.out_of_memory[proc.pid] = " (out of memory: its processes used %d MiB, above its memory limit %s)" % (
                 used >> 20,
-                spec.memory_limit,
+                quantity,
             )
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # as the kernel stops an OOMKilled container: no grace
