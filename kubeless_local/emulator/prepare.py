@@ -28,6 +28,7 @@ from re import Pattern
 from typing import Callable, Optional
 
 from kubeless_local import podenv
+from kubeless_local.emulator import installinputs
 from kubeless_local.emulator.layout import hidden_standard_modules, layout_code
 from kubeless_local.errors import UserError
 from kubeless_local.paths import cache_dir
@@ -339,23 +340,36 @@ def step_env(prepared, steps, extra=None, **placeholders):
     return env
 
 
-def install_deps(prepared, steps, deps, on_line):
-    """(folder, sha256 of the deps file) of the installed deps: one cached install per deps-file content,
-    install command (a changed command, e.g. one that now installs the whole closure, installs anew) and
-    install image (another image's pip or npm lays out other files)."""
+def install_inputs(prepared, deps):
+    """(the files of the function its install reads besides the deps file, the sha256 that names the install
+    of both): installinputs.find. StepFailed("dependency install") for one the pod's install would not see."""
+    if not deps.strip():
+        return installinputs.Inputs((), ""), ""
+    try:
+        inputs = installinputs.find(prepared.runtime.dep_name, deps, prepared.code_dir, prepared.spec.source)
+    except installinputs.Missing as exc:
+        raise StepFailed(STEP_INSTALL, str(exc)) from None
+    return inputs, sha256_hex((deps + "\0" + inputs.digest if inputs.digest else deps).encode())
+
+
+def install_deps(prepared, steps, deps, inputs, digest, on_line):
+    """The folder of the installed deps: one cached install per deps-file content and `inputs` (their
+    `digest`, from install_inputs), install command (a changed command, e.g. one that now installs the whole
+    closure, installs anew) and install image (another image's pip or npm lays out other files)."""
     runtime = prepared.runtime
     install = runtime.steps.install
     cache = cache_dir() / (steps.cache_prefix + "deps") / (runtime.name or "custom")
     if not deps.strip() or not install:
         (cache / "none").mkdir(parents=True, exist_ok=True)
-        return cache / "none", ""
-    digest = sha256_hex(deps.encode())
+        return cache / "none"
     identity = steps.install_identity()
     key = sha256_hex(repr((install, digest, identity) if identity else (install, digest)).encode())
 
     def build(target):
+        inputs.copy_into(prepared.code_dir, target)  # where the tool looks: beside the deps file, as in /kubeless
         (target / runtime.dep_name).write_text(deps)
-        on_line("installing %s%s (sha256 %s…)" % (runtime.dep_name, steps.where, digest[:12]))
+        beside = " with " + ", ".join(inputs.paths) if inputs.paths else ""
+        on_line("installing %s%s%s (sha256 %s…)" % (runtime.dep_name, beside, steps.where, digest[:12]))
         values = {"deps": steps.view.deps or str(target)}
         values["deps_file"] = values["deps"] + "/" + runtime.dep_name
         env = step_env(
@@ -371,7 +385,7 @@ def install_deps(prepared, steps, deps, on_line):
         binds = {"deps": (target, True), "runtime_lib": (prepared.runtime_lib, True)}
         steps.run(STEP_INSTALL, argv, target, env, on_line, binds=binds)
 
-    return cached_step(cache / key, build), digest
+    return cached_step(cache / key, build)
 
 
 def expand_refs(value, env):
@@ -481,10 +495,11 @@ def _prepare(prepared, steps, on_line, previous):
         "build": function + "/build",
         "runtime_lib": view.runtime_lib or str(prepared.runtime_lib),
     }
-    if previous is not None and previous.deps_hash == sha256_hex(deps.encode()) and deps.strip():
-        prepared.deps_dir, prepared.deps_hash = previous.deps_dir, previous.deps_hash
+    inputs, prepared.deps_hash = install_inputs(prepared, deps)
+    if previous is not None and previous.deps_hash == prepared.deps_hash and deps.strip():
+        prepared.deps_dir = previous.deps_dir
     else:
-        prepared.deps_dir, prepared.deps_hash = install_deps(prepared, steps, deps, on_line)
+        prepared.deps_dir = install_deps(prepared, steps, deps, inputs, prepared.deps_hash, on_line)
     prepared.placeholders["deps"] = view.deps or str(prepared.deps_dir)
     # Validate and compile against this generation's own folder, before anything serves it.
     here = function + "/" + prepared.code_dir.name

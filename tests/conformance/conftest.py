@@ -185,8 +185,9 @@ class RunningFunction:
 @pytest.fixture
 def function(runtime, backend_name, tmp_path):
     """function(scenario, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False,
-    deps=None) -> RunningFunction; stopped after the test. `folder=True`: the source is a private copy of the
-    scenario's handler and data.txt in a folder (`.folder`), editable. `deps`: the deps file's text."""
+    deps=None, files=None) -> RunningFunction; stopped after the test. `folder=True`: the source is a private
+    copy of the scenario's handler and data.txt in a folder (`.folder`), editable, with `files` ({relative path:
+    text}) beside them. `deps`: the deps file's text."""
     hub = LogHub()
     (tmp_path / "state").mkdir()
     recorder = Recorder(tmp_path / "state", logs=hub)  # as in `dev`: every call passes a door that records it
@@ -196,14 +197,27 @@ def function(runtime, backend_name, tmp_path):
     started = []
 
     def start(
-        scenario, *, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False, deps=None
+        scenario,
+        *,
+        timeout=None,
+        env=None,
+        memory=None,
+        isolation=None,
+        editable=False,
+        folder=False,
+        deps=None,
+        files=None,
     ):
         source = SCENARIOS / scenario / ("handler" + runtime.suffix)
         assert source.exists(), "scenario %s has no %s for %s" % (scenario, source.name, runtime.name)
         if folder:  # the Function's source is a private (editable) folder: the handler and data.txt
             code = tmp_path / "code"
             code.mkdir()
-            shutil.copy(SCENARIOS / scenario / "data.txt", code)
+            if (SCENARIOS / scenario / "data.txt").exists():
+                shutil.copy(SCENARIOS / scenario / "data.txt", code)
+            for rel, text in (files or {}).items():
+                (code / rel).parent.mkdir(parents=True, exist_ok=True)
+                (code / rel).write_text(text)
             source = Path(shutil.copy(source, code / source.name))
         elif editable:  # a private copy the test may rewrite (reload tests)
             (tmp_path / "src").mkdir(exist_ok=True)

@@ -1,7 +1,9 @@
 """A function's deps file is installed whole into its deps folder, whatever the installing interpreter
-already has (issue J.1): the function runs isolated from the machine's packages, as in the pod."""
+already has (issue J.1): the function runs isolated from the machine's packages, as in the pod. And the install
+sees what it sees in the pod's /kubeless: the function's own libraries its deps file names, the lock file beside it."""
 
 import importlib.util
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -48,3 +50,82 @@ def test_python_deps_install_says_nothing_of_the_installing_pythons_own_conflict
         installed_deps = Path(fn.supervisor.serving[fn.instance.name].placeholders["deps"])
         shutil.rmtree(installed_deps)
         installed_deps.with_name(installed_deps.name + ".lock").unlink(missing_ok=True)
+
+
+# A library in the function's folder that its deps file names, as in the pod, where the install runs in
+# /kubeless beside the function's files: {language: (deps file, the library's files; {words} its answer)}.
+LOCAL_LIBRARY = {
+    "python": (
+        "./libs/greeting\n",
+        {
+            "libs/greeting/pyproject.toml": '[project]\nname = "greeting"\nversion = "0.1"\n'
+            '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n',
+            "libs/greeting/greeting/__init__.py": 'WORDS = "{words}"\n',
+        },
+    ),
+    "nodejs": (
+        '{"name": "fn", "version": "1.0.0", "dependencies": {"greeting": "file:./libs/greeting"}}\n',
+        {
+            "libs/greeting/package.json": '{"name": "greeting", "version": "1.0.0", "main": "index.js"}\n',
+            "libs/greeting/index.js": 'exports.WORDS = "{words}";\n',
+        },
+    ),
+    "ruby": (
+        'source "https://rubygems.org"\ngem "greeting", path: "libs/greeting"\n',
+        {
+            "libs/greeting/greeting.gemspec": "Gem::Specification.new do |s|\n  s.name = 'greeting'\n"
+            "  s.version = '0.1.0'\n  s.summary = 'x'\n  s.authors = ['x']\n  s.files = ['lib/greeting.rb']\nend\n",
+            "libs/greeting/lib/greeting.rb": 'module Greeting\n  WORDS = "{words}"\nend\n',
+        },
+    ),
+    "php": (
+        '{"require": {"local/greeting": "1.0.0"}, "repositories": [{"type": "path", "url": "libs/greeting"},'
+        ' {"packagist.org": false}]}\n',
+        {
+            "libs/greeting/composer.json": '{"name": "local/greeting", "version": "1.0.0",'
+            ' "autoload": {"psr-4": {"Greeting\\\\": "src/"}}}\n',
+            "libs/greeting/src/Words.php": '<?php\nnamespace Greeting;\n\nclass Words\n{\n    const TEXT = "{words}";\n}\n',
+        },
+    ),
+}
+
+
+@pytest.mark.language("python", "nodejs", "ruby", "php")
+def test_a_library_in_the_functions_folder_named_by_its_deps_file_is_installed(function, runtime):
+    """A deps file naming a library of the function's folder (`./libs/greeting`) was installed in a folder
+    holding the deps file alone: pip said the path does not exist, npm linked a folder that was not there.
+    And a save of the library installs it again, as a new deploy would."""
+    deps, library = LOCAL_LIBRARY[runtime.server]
+    files = {rel: text.replace("{words}", "greeting v1") for rel, text in library.items()}
+    fn = function("localdeps", folder=True, deps=deps, files=files)
+    assert (fn.get("/").status_code, fn.get("/").text) == (200, "greeting v1"), fn.logs()
+    changed = next(rel for rel in library if "{words}" in library[rel])
+    assert (
+        fn.replace_file(fn.spec.source / changed, library[changed].replace("{words}", "greeting v2")).value == "Ready"
+    )
+    assert fn.get("/").text == "greeting v2", fn.logs()
+
+
+# ms 2.0.0 where package.json alone would install the newest 2.x
+PINNED = {
+    "name": "fn",
+    "version": "1.0.0",
+    "lockfileVersion": 3,
+    "requires": True,
+    "packages": {
+        "": {"name": "fn", "version": "1.0.0", "dependencies": {"ms": "^2.0.0"}},
+        "node_modules/ms": {
+            "version": "2.0.0",
+            "integrity": "sha512-Tpp60P6IUJDTuOq/5Z8cdskzJujfwqfOTkrwIwj7IRISpnkJnT6SyJ4PCPnGMoFjC9ddhal5KVIYtAt97ix05A==",
+        },
+    },
+}
+
+
+@pytest.mark.language("nodejs")
+def test_the_package_lock_beside_package_json_pins_the_versions(function):
+    """npm in the pod reads the package-lock.json beside package.json in /kubeless; the install here saw
+    package.json alone and took the newest versions it allows."""
+    deps = '{"name": "fn", "version": "1.0.0", "dependencies": {"ms": "^2.0.0"}}\n'
+    fn = function("localdeps", folder=True, deps=deps, files={"package-lock.json": json.dumps(PINNED, indent=2)})
+    assert (fn.get("/").status_code, fn.get("/").text) == (200, "2.0.0"), fn.logs()

@@ -107,6 +107,42 @@ def test_deps_install_once_per_sha256(tmp_path, monkeypatch):
     assert third.deps_dir != first.deps_dir and counter.read_text().count("run") == 2
 
 
+def test_the_install_sees_the_functions_files_its_deps_file_names(tmp_path, monkeypatch):
+    """As in the pod's /kubeless: a library of the function's folder beside the deps file, once per content
+    of both; a save of the handler alone installs nothing, a save of the library installs again."""
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    counter = tmp_path / "installs"
+    rt = runtime(install=["sh", "-c", "echo run >> %s; cat libs/mylib/lib.py > {deps}/installed" % counter])
+    source = tmp_path / "src"
+    (source / "libs" / "mylib").mkdir(parents=True)
+    (source / "hello.py").write_bytes(CODE)
+    (source / "libs" / "mylib" / "lib.py").write_text("v1\n")
+    (source / "requirements.txt").write_text("./libs/mylib\n")
+    fn = objects.function_from_files("hello", source, "python3.11", "hello.foo")
+    first = prep.prepare(fn, rt, tmp_path / "state")
+    assert (first.deps_dir / "installed").read_text() == "v1\n"
+    (source / "hello.py").write_bytes(CODE + b"# saved\n")
+    second = prep.prepare(fn, rt, tmp_path / "state", previous=first)
+    assert (second.deps_dir, counter.read_text().count("run")) == (first.deps_dir, 1)
+    (source / "libs" / "mylib" / "lib.py").write_text("v2\n")
+    third = prep.prepare(fn, rt, tmp_path / "state", previous=second)
+    assert (third.deps_dir / "installed").read_text() == "v2\n" and counter.read_text().count("run") == 2
+
+
+def test_a_deps_file_naming_what_the_pods_install_would_not_see_fails_the_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "libs" / "mylib").mkdir(parents=True)
+    (tmp_path / "hello.py").write_bytes(CODE)
+    (tmp_path / "requirements.txt").write_text("./libs/mylib\n")
+    fn = objects.function_from_files(
+        "hello", tmp_path / "hello.py", "python3.11", "hello.foo", deps_file=tmp_path / "requirements.txt"
+    )
+    with pytest.raises(prep.StepFailed, match="dependency install") as info:
+        prep.prepare(fn, runtime(install=["true"]), tmp_path / "state")
+    assert info.value.output.startswith("requirements.txt names ./libs/mylib, which is not among the function's")
+    assert "the function's source is the file hello.py alone" in info.value.output
+
+
 def test_a_changed_install_command_installs_anew(tmp_path, monkeypatch):
     """Deps a former command installed incompletely (J.1: pip skipped what the host had) are not reused."""
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
