@@ -81,6 +81,12 @@ sed -e "s#$SRC/function/##g" -e "s#\./function/##g" -e "s#function/##g" \
     -e "s#^kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
     -e "s#: undefined: function\.\([A-Za-z0-9_]*\)#: no function \1 in the function's package#" \
     -e "/^# [^ ]*\$/d" -e "s#$SRC/##g" "$BUILD/compile.log"
+# The function's go.mod replacing a module by a folder of its own: Go takes replaces from the main module only
+# (the server's, which requires the function's: in the pod too), so the build looked for that module elsewhere.
+LOCAL_REPLACE=$(sed -n 's#^[[:space:]]*\(replace[[:space:]]\)\{0,1\}[[:space:]]*\([^[:space:]]*\)[^=]*=>[[:space:]]*\(\.\.\{0,1\}/[^[:space:]]*\).*$#\2 => \3#p' "$SRC/function/go.mod" | head -n 1)
+if [ -n "$LOCAL_REPLACE" ]; then
+  echo "go.mod: replace $LOCAL_REPLACE is not used: the function is built as a module the runtime's server requires (as in the pod), and Go applies only the main module's replace directives; make the folder a package of the function's module (import \"$MODPATH/${LOCAL_REPLACE##* => ./}\", without its own go.mod)"
+fi
 if grep -q 'kubeless_function\.go' "$BUILD/compile.log"; then
   case "$HANDLER" in [a-z_]*) echo "Go only exports names that start with an upper-case letter: rename it and spec.handler.";; esac
   echo "A Go handler must be: func $HANDLER(event functions.Event, context functions.Context) (string, error)"

@@ -196,6 +196,39 @@ def test_compile_error_names_the_users_file_and_keeps_last_good_build(go_lib, tm
     assert "cannot use function.Handler (value of type func() string)" in r.stdout
 
 
+def test_a_replace_by_a_folder_of_the_function_says_why_it_is_not_used_and_what_works(go_lib, tmp_path):
+    """The function's go.mod is not the main module (the server requires it, as in the pod), so Go ignores its
+    `replace … => ./lib`: the build looked for the module on the proxy. The compile error says so, and what
+    it proposes (the folder as a package of the function's module) builds."""
+    install, build = tmp_path / "install", tmp_path / "build"
+    (install / "lib").mkdir(parents=True)
+    (install / "lib" / "greet.go").write_text('package greet\n\nfunc Words() string { return "hi" }\n')
+    (install / "lib" / "go.mod").write_text("module example.invalid/greet\n\ngo 1.21\n")
+    (install / "go.mod").write_text(
+        "module function\n\ngo 1.21\n\nrequire example.invalid/greet v0.0.0\n\n"
+        "replace example.invalid/greet => ./lib\n"
+    )
+    handler = (
+        'package kubeless\n\nimport (\n\tgreet "%s"\n\t"github.com/kubeless/kubeless/pkg/functions"\n)\n\n'
+        "func Handler(event functions.Event, context functions.Context) (string, error) {\n"
+        "\treturn greet.Words(), nil\n}\n"
+    )
+    (install / "handler.go").write_text(handler % "example.invalid/greet")
+    offline = {**os.environ, "GOPROXY": "off"}
+    r = compile_function(go_lib, install, build, env=offline)
+    assert r.returncode != 0
+    assert (
+        "go.mod: replace example.invalid/greet => ./lib is not used: the function is built as a module the"
+        " runtime's server requires (as in the pod), and Go applies only the main module's replace directives;"
+        ' make the folder a package of the function\'s module (import "function/lib", without its own go.mod)'
+    ) in r.stdout.splitlines()
+    (install / "lib" / "go.mod").unlink()
+    (install / "go.mod").write_text("module function\n\ngo 1.21\n")
+    (install / "handler.go").write_text(handler % "function/lib")
+    r = compile_function(go_lib, install, build, env=offline)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_go_mod_dependencies_resolve_and_run(go_lib, tmp_path):
     """go.mod requirements come through GOPROXY into the shared cache; the legacy
     `require github.com/kubeless/kubeless v1.0.7` line is served by the local functions module."""
