@@ -205,8 +205,7 @@ def test_a_replace_by_a_folder_of_the_function_says_why_it_is_not_used_and_what_
     (install / "lib" / "greet.go").write_text('package greet\n\nfunc Words() string { return "hi" }\n')
     (install / "lib" / "go.mod").write_text("module example.invalid/greet\n\ngo 1.21\n")
     (install / "go.mod").write_text(
-        "module function\n\ngo 1.21\n\nrequire example.invalid/greet v0.0.0\n\n"
-        "replace example.invalid/greet => ./lib\n"
+        "module function\n\ngo 1.21\n\nrequire example.invalid/greet v0.0.0\n\nreplace example.invalid/greet => ./lib\n"
     )
     handler = (
         'package kubeless\n\nimport (\n\tgreet "%s"\n\t"github.com/kubeless/kubeless/pkg/functions"\n)\n\n'
