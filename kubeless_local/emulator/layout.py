@@ -237,6 +237,17 @@ def source_file_name(spec: FunctionSpec, runtime) -> str:
     return spec.module + runtime.suffix if runtime.suffix else spec.source.stem
 
 
+def _one_file(spec: FunctionSpec, runtime) -> None:
+    """A function of one file is /kubeless/<module><suffix>: a module in a folder (src/handler) names a file that
+    only a folder or an archive has (the controller's ConfigMap key cannot hold a `/` either)."""
+    if "/" in spec.module:
+        raise UserError(
+            "%s: spec.handler %s names %s%s in a folder, but the function is one file: make the source the"
+            " folder that holds it (`run FOLDER`) or a zip of it"
+            % (spec.origin, spec.handler, spec.module, runtime.suffix)
+        )
+
+
 def layout_code(
     spec: FunctionSpec,
     runtime,
@@ -255,12 +266,14 @@ def layout_code(
         elif archive_kind(spec.source.name):  # `run x.zip`: unpacked, as the controller unpacks base64+zip
             safe_extract(spec.source.read_bytes(), archive_kind(spec.source.name), target, str(spec.source))
         else:
+            _one_file(spec, runtime)
             shutil.copy2(spec.source, target / source_file_name(spec, runtime))
     elif spec.function:
         data = inline_artifact(spec)
         if "+zip" in ctype or "+compressedtar" in ctype:
             safe_extract(data, ctype, target, spec.origin)
         elif ctype in PLAIN_CONTENT_TYPES:
+            _one_file(spec, runtime)
             (target / (spec.module + runtime.suffix)).write_bytes(data)
         else:
             (target / spec.module).write_bytes(data)

@@ -155,7 +155,10 @@ def load_function():
         sys.path.append(INSTALL_DIR)
     import importlib
 
-    module = importlib.import_module(MOD_NAME)
+    if "/" in MOD_NAME:  # a file in a folder of the function (handler src/handler.hello): Kubeless loads it by path
+        module = load_file(MOD_NAME.rpartition("/")[2], os.path.join(INSTALL_DIR, MOD_NAME + ".py"))
+    else:
+        module = importlib.import_module(MOD_NAME)
     try:
         return getattr(module, FUNC_HANDLER)
     except AttributeError:
@@ -163,6 +166,19 @@ def load_function():
             "%s has no function %r (spec.handler is %s.%s)"
             % (getattr(module, "__file__", MOD_NAME), FUNC_HANDLER, MOD_NAME, FUNC_HANDLER)
         ) from None
+
+
+def load_file(name, path):
+    """The module of a Python file, imported as `name` (its file name); ModuleNotFoundError when there is none."""
+    import importlib.util
+
+    if not os.path.isfile(path):
+        raise ModuleNotFoundError("No module named %r: there is no %s" % (MOD_NAME, path), name=MOD_NAME)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def start_debugger():

@@ -185,9 +185,9 @@ class RunningFunction:
 @pytest.fixture
 def function(runtime, backend_name, tmp_path):
     """function(scenario, timeout=None, env=None, memory=None, isolation=None, editable=False, folder=False,
-    deps=None, files=None) -> RunningFunction; stopped after the test. `folder=True`: the source is a private
+    deps=None, files=None, module="handler") -> RunningFunction; stopped after the test. `folder=True`: the source is a private
     copy of the scenario's handler and data.txt in a folder (`.folder`), editable, with `files` ({relative path:
-    text}) beside them. `deps`: the deps file's text."""
+    text}) beside them. `deps`: the deps file's text. `module`: spec.handler's (the file, in /kubeless)."""
     hub = LogHub()
     (tmp_path / "state").mkdir()
     recorder = Recorder(tmp_path / "state", logs=hub)  # as in `dev`: every call passes a door that records it
@@ -207,6 +207,7 @@ def function(runtime, backend_name, tmp_path):
         folder=False,
         deps=None,
         files=None,
+        module="handler",
     ):
         source = SCENARIOS / scenario / ("handler" + runtime.suffix)
         assert source.exists(), "scenario %s has no %s for %s" % (scenario, source.name, runtime.name)
@@ -231,7 +232,7 @@ def function(runtime, backend_name, tmp_path):
             scenario,
             source.parent if folder else source,
             runtime.name,
-            "handler." + FUNCTION_NAMES.get(runtime.id, "handler"),
+            module + "." + FUNCTION_NAMES.get(runtime.id, "handler"),
             timeout=timeout or "180",
             env=sorted((env or {}).items()),
             memory=memory,

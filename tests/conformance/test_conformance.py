@@ -8,12 +8,15 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from processes import tree_rss_mb
 from sockets import read_to_end
 from waiting import wait_for, wait_until
+
+SCENARIOS = Path(__file__).parent / "scenarios"
 
 # Go's and Java's event fields are strings: an absent header is ""; elsewhere null
 ABSENT_HEADER = {"go": "", "java": ""}
@@ -284,6 +287,18 @@ def test_a_server_that_dies_is_restarted(function):
     restarted = wait_for(lambda: fn.instance.restarts > 0 and serves(fn) and fn.instance.state.value == "Ready", 60)
     assert restarted, "not restarted (state %s):\n%s" % (fn.instance.state.value, fn.logs())
     assert fn.get("/").text == "hello world"
+
+
+@pytest.mark.language("python", "nodejs", "ruby", "php")
+def test_a_handler_in_a_folder_of_the_functions_files(function, runtime):
+    """spec.handler `src/handler.handler` with a folder source: Kubeless loads /kubeless/src/handler<suffix> (by
+    path: MOD_NAME is `src/handler`). The Python runtime imported it as a module name and failed."""
+    code = (SCENARIOS / "hello" / ("handler" + runtime.suffix)).read_text()
+    fn = function("hello", folder=True, files={"src/handler" + runtime.suffix: code}, module="src/handler")
+    assert (fn.get("/").status_code, fn.get("/").text) == (200, "hello world"), fn.logs()
+    saved = code.replace("hello world", "hello again")
+    assert fn.replace_file(fn.spec.source / "src" / ("handler" + runtime.suffix), saved).value == "Ready"
+    assert fn.get("/").text == "hello again"
 
 
 def test_relative_reads_see_the_current_code_after_many_saves(function):

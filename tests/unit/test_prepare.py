@@ -1,4 +1,5 @@
 import base64
+import dataclasses
 import io
 import tarfile
 import zipfile
@@ -514,3 +515,17 @@ def test_a_helper_named_as_a_standard_module_is_said_once(tmp_path, monkeypatch)
     said.clear()
     prep.prepare(fn, runtime(), tmp_path / "state", said.append, previous=first)
     assert not [line for line in said if "hides" in line]  # said once, not on every save
+
+
+@pytest.mark.parametrize("where", ["file", "inline"])
+def test_a_module_in_a_folder_needs_a_function_of_folders(tmp_path, where):
+    """handler src/handler.foo: /kubeless/src/handler.py exists only where the function has folders (a folder
+    source, an archive); for one file, one line says so instead of a missing folder of the layout."""
+    (tmp_path / "hello.py").write_bytes(CODE)
+    if where == "file":
+        fn = objects.function_from_files("hello", tmp_path / "hello.py", "python3.11", "src/hello.foo")
+    else:
+        fn = dataclasses.replace(inline(tmp_path, CODE.decode(), "text"), handler="src/hello.foo")
+    (tmp_path / "gen").mkdir()
+    with pytest.raises(UserError, match=r"spec.handler src/hello.foo names src/hello.py in a folder, but the function"):
+        layout.layout_code(fn, runtime(), tmp_path / "gen")
