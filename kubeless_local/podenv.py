@@ -62,11 +62,39 @@ def variables(spec: FunctionSpec) -> tuple[list[tuple[str, str]], list[str]]:
     for entry in spec.container.get("env") or []:
         if isinstance(entry, dict):
             value, why = resolve(spec, entry)
+            if value is not None and "valueFrom" not in entry:
+                value = expand(value, dict(pairs))  # $(NAME) of a variable defined above it
             if value is not None:
                 pairs.append((entry["name"], value))
             elif why:
                 unset.append(why)
     return pairs, unset
+
+
+def expand(value: str, defined: dict) -> str:
+    """`value` with each $(NAME) replaced by defined[NAME], as the kubelet expands an env `value`: `$$` is a `$`,
+    a reference to a variable not defined stays as written (Kubernetes' third_party/forked/golang/expansion)."""
+    out: list[str] = []
+    done = 0  # value[:done] is in `out`
+    cursor = 0
+    while cursor < len(value) - 1:
+        if value[cursor] != "$":
+            cursor += 1
+            continue
+        out.append(value[done:cursor])
+        after = value[cursor + 1]
+        closer = value.find(")", cursor + 2) if after == "(" else -1
+        if after == "$":
+            out.append("$")
+        elif closer != -1:
+            name = value[cursor + 2 : closer]
+            out.append(defined[name] if name in defined else "$(%s)" % name)
+            cursor = closer - 1
+        else:  # `$(` with no `)`, or `$` before anything else: kept
+            out.append("$" + after)
+        cursor += 2
+        done = cursor
+    return "".join(out) + value[done:]
 
 
 def resolve(spec: FunctionSpec, entry: dict) -> Resolved:

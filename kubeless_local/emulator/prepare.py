@@ -379,18 +379,13 @@ def install_deps(prepared, steps, deps, inputs, digest, on_line):
             **values,
         )
         argv, extra = steps.install_step(prepared.expand(install, **values))
-        env.update({key: expand_refs(value, env) for key, value in extra.items()})
+        env.update({key: podenv.expand(str(value), env) for key, value in extra.items()})
         # {runtime_lib} too: a runtime may keep a download cache shared by every deps file there (Java's
         # Maven repository)
         binds = {"deps": (target, True), "runtime_lib": (prepared.runtime_lib, True)}
         steps.run(STEP_INSTALL, argv, target, env, on_line, binds=binds)
 
     return cached_step(cache / key, build)
-
-
-def expand_refs(value, env):
-    """$(NAME) replaced by env[NAME], as Kubernetes expands a container's env (unknown ones stay)."""
-    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), str(value))
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -133,3 +133,44 @@ def test_what_the_kubeless_verbs_show_is_the_manifest_not_a_secrets_value(tmp_pa
     fn = project(tmp_path, secrets={"db/password": "s3cret"})
     shown = spec_fields(fn)["env"]
     assert shown["PLAIN"] == "1" and shown["PASSWORD"] == "" and "s3cret" not in repr(shown)
+
+
+@pytest.mark.parametrize(
+    "value, expected",  # Kubernetes' own expansion vectors (third_party/forked/golang/expansion)
+    [
+        ("$(VAR_A)", "A"),
+        ("___$(VAR_B)___", "___B___"),
+        ("$(VAR_A)-$(VAR_A)", "A-A"),
+        ("$(VAR_A)$(VAR_B)", "AB"),
+        ("$(VAR_DNE)", "$(VAR_DNE)"),  # not defined: as written
+        ("$$(VAR_A)", "$(VAR_A)"),  # escaped
+        ("$$$(VAR_A)", "$A"),
+        ("$$$$(VAR_A)", "$$(VAR_A)"),
+        ("$(VAR_A", "$(VAR_A"),  # not closed
+        ("$VAR_A", "$VAR_A"),
+        ("foo$", "foo$"),
+        ("$()", "$()"),
+        ("$(VAR_A $(VAR_B)", "$(VAR_A $(VAR_B)"),  # the name runs to the first `)`
+        ("(($(VAR_A)))", "((A))"),
+    ],
+)
+def test_a_value_expands_the_variables_defined_before_it(value, expected):
+    assert podenv.expand(value, {"VAR_A": "A", "VAR_B": "B"}) == expected
+
+
+def test_an_env_value_names_the_variables_above_it_not_below_nor_a_valuefrom(tmp_path):
+    """As the kubelet makes the env: envFrom's keys, then each `env` entry in order; a `value` may name what is
+    defined above it (`$(NAME)`), a later one stays as written, a valueFrom's value is never expanded."""
+    fn = project(tmp_path, secrets={"db/password": "s3cret", "db/raw": "$(PLAIN)"})
+    fn.container["env"] = [
+        {"name": "URL", "value": "postgres://app:$(DB_password)@db/$(NAME)"},  # NAME: defined below
+        {"name": "NAME", "value": "orders"},
+        {"name": "AGAIN", "value": "$(NAME)/$(URL)"},
+        {"name": "RAW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "raw"}}},
+        {"name": "PLAIN", "value": "1"},
+        {"name": "ESCAPED", "value": "$$(PLAIN)"},
+    ]
+    env = dict(fn.env)
+    assert env["URL"] == "postgres://app:s3cret@db/$(NAME)"
+    assert env["AGAIN"] == "orders/postgres://app:s3cret@db/$(NAME)"
+    assert (env["RAW"], env["ESCAPED"]) == ("$(PLAIN)", "$(PLAIN)")
