@@ -9,6 +9,7 @@ Plain functions of the spec and a target folder, nothing else: a renderer that g
 
 import base64
 import binascii
+import fcntl
 import io
 import os
 import shutil
@@ -123,13 +124,34 @@ def code_files(source: Path, project: Optional[Path] = None) -> CodeFiles:
     real = os.path.realpath(source)
     boundary = os.path.realpath(project or source)
     found = CodeFiles()
-    kept_out = frozenset(boundary + "/" + name for name in PROJECT_ONLY)
+    kept_out = {boundary + "/" + name: why for name, why in PROJECT_ONLY.items()}
+    kept_out.update(dict.fromkeys(own_output(), OWN_OUTPUT))
     _walk(str(source), real, "", boundary.rstrip("/") + "/", frozenset({real}), found, kept_out)
     return found
 
 
+OWN_OUTPUT = "where this kubeless-local writes its output: not code (each line would be a save, and reload it)"
+
+
+def own_output() -> list[str]:
+    """The real paths of the files this process's stdout and stderr go to (`dev > dev.log 2>&1` in the project)."""
+    paths = []
+    for fd in (1, 2):
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            path = os.readlink("/proc/self/fd/%d" % fd) if sys.platform.startswith("linux") else ""
+            if not path and hasattr(fcntl, "F_GETPATH"):  # macOS
+                path = fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).split(b"\0", 1)[0].decode()
+        except OSError:
+            continue
+        if path:
+            paths.append(os.path.realpath(path))
+    return paths
+
+
 def _walk(
-    folder: str, real_folder: str, prefix: str, inside: str, ancestors: frozenset, found: CodeFiles, kept_out: frozenset
+    folder: str, real_folder: str, prefix: str, inside: str, ancestors: frozenset, found: CodeFiles, kept_out: dict
 ):
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
@@ -151,7 +173,7 @@ def _walk(
                 found.outside.append((rel, Path(real)))
                 continue
         if real in kept_out:
-            found.skipped.append((rel, PROJECT_ONLY[name]))
+            found.skipped.append((rel, kept_out[real]))
             continue
         try:
             st = entry.stat()  # follows a link; cached by scandir

@@ -37,11 +37,12 @@ def cli(*args, cwd, timeout=60, check=False):
 
 
 class Dev:
-    """A background `kubeless-local dev`/`run`; reads its output into a file."""
+    """A background `kubeless-local dev`/`run`; reads its output into a file (`output`, in `cwd`)."""
 
-    def __init__(self, args, cwd):
+    def __init__(self, args, cwd, output=".dev-output.log"):
         self.cwd = Path(cwd)
-        self.out = open(self.cwd / ".dev-output.log", "w+")
+        self.log = self.cwd / output
+        self.out = open(self.log, "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubeless_local", *args],
             cwd=cwd,
@@ -53,7 +54,7 @@ class Dev:
 
     def output(self):
         self.out.flush()
-        return (self.cwd / ".dev-output.log").read_text()
+        return self.log.read_text()
 
     def wait_for_output(self, text, timeout=60):
         def printed():
@@ -78,8 +79,8 @@ class Dev:
 def start_dev():
     started = []
 
-    def start(*args, cwd):
-        dev = Dev(args, cwd)
+    def start(*args, cwd, output=".dev-output.log"):
+        dev = Dev(args, cwd, output)
         started.append(dev)
         return dev
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import socket
+import time
 import zipfile
 
 import pytest
@@ -81,3 +82,19 @@ def test_dev_serves_a_folder_with_links_a_fifo_and_a_socket_and_push_sends_the_s
     function = json.loads(pushed.stdout)["items"][0]["spec"]["function"]
     with zipfile.ZipFile(io.BytesIO(base64.b64decode(function))) as archive:
         assert sorted(archive.namelist()) == ["handler.py", "shared/util.py"]
+
+
+def test_dev_whose_output_goes_to_a_file_in_its_folder_source_does_not_reload_at_each_line(tmp_path, start_dev):
+    """`kubeless-local dev > dev.log 2>&1` in a project whose function's source is the folder: each line written
+    to dev.log was a change of the code, its reload wrote a line, and so on without end."""
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'hello'\n")
+    (tmp_path / "function.yaml").write_text(MANIFEST.replace("source: fn", "source: ."))
+    dev = start_dev("dev", cwd=tmp_path, output="dev.log")
+    dev.wait_for_output("Watching", timeout=120)
+    wait_for_answer(read_ls(tmp_path)["odd"]["url"], "hello")
+    assert "dev.log: where this kubeless-local writes its output: not code" in dev.output()
+    for _ in range(3):  # lines written to dev.log meanwhile (the calls' access lines)
+        assert cli("call", "odd", cwd=tmp_path, check=True).stdout.strip() == "hello"
+    dev.wait_until(lambda: "127.0.0.1" in dev.output().rpartition("not code")[2], "the calls' access lines logged")
+    time.sleep(1.0)  # DEBOUNCE is 0.03 s: a reload for the lines above would have started by then
+    assert "change detected" not in dev.output(), dev.output()

@@ -132,3 +132,19 @@ def test_the_projects_secrets_and_configmaps_are_never_code_nor_pushed(tmp_path)
         "lib/secrets/util.py",
     ]
     assert [rel for rel, _ in layout.code_files(tmp_path / "lib", tmp_path).files] == ["secrets/util.py"]
+
+
+def test_the_file_this_process_writes_its_output_to_is_not_code(tmp_path):
+    """`dev > dev.log` in the function's folder: the log is where its lines go, never code (each line would be
+    a change to reload)."""
+    (tmp_path / "handler.py").write_text("")
+    saved = os.dup(1)
+    try:
+        with open(tmp_path / "dev.log", "w") as log:
+            os.dup2(log.fileno(), 1)
+            found = layout.code_files(tmp_path)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert [rel for rel, _ in found.files] == ["handler.py"]
+    assert found.skipped == [("dev.log", layout.OWN_OUTPUT)]
