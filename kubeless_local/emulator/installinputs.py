@@ -2,8 +2,9 @@
 function's files (contract §4: workdir /kubeless), so a deps file may name them: a local package
 (`./libs/mylib` in requirements.txt, `"file:./libs/mylib"` in package.json, `path: "libs/mylib"` in a
 Gemfile, a `path` repository in composer.json), another requirements file (`-r base.txt`), a folder of
-wheels (`-f ./wheels`); and its tool reads the lock file beside it (package-lock.json, Gemfile.lock,
-composer.lock) when there is one.
+wheels (`-f ./wheels`), the function's own classes composer.json autoloads (`"App\\": "src/"`: composer's
+autoloader looks for them beside its vendor/); and its tool reads the lock file beside it
+(package-lock.json, Gemfile.lock, composer.lock) when there is one.
 
 Guarantee:
 - `find(dep_name, deps, code_dir)` names every such file or folder of the laid-out code (gen-N, the pod's
@@ -236,12 +237,35 @@ def _bundler(deps: str, code_dir: Path) -> list[tuple[str, str]]:
 
 
 def _composer(deps: str, code_dir: Path) -> list[tuple[str, str]]:
-    """Composer's: the `url` of `path` and `artifact` repositories (globs expanded), relative to composer.json."""
+    """Composer's: the `url` of `path` and `artifact` repositories (globs expanded), relative to composer.json;
+    and the function's own `autoload` (and `autoload-dev`: `composer install` takes both) folders and files
+    that are there: the autoloader composer writes finds them beside its vendor/, as /kubeless/src in the pod."""
     try:
         manifest = json.loads(deps)
     except ValueError:
         return []
-    repositories = manifest.get("repositories") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        return []
+    found = _composer_repositories(manifest, code_dir)
+    for block in (manifest.get("autoload"), manifest.get("autoload-dev")):
+        for kind, entries in block.items() if isinstance(block, dict) else ():
+            if kind in ("psr-4", "psr-0") and isinstance(entries, dict):
+                paths = [p for value in entries.values() for p in (value if isinstance(value, list) else [value])]
+            elif kind in ("classmap", "files") and isinstance(entries, list):
+                paths = entries
+            else:
+                continue
+            found += [
+                (path, path or ".")
+                for path in paths
+                if isinstance(path, str) and not path.startswith(("/", "~")) and (code_dir / path).exists()
+            ]
+    return found
+
+
+def _composer_repositories(manifest: dict, code_dir: Path) -> list[tuple[str, str]]:
+    """The `url` of each `path` and `artifact` repository, globs expanded."""
+    repositories = manifest.get("repositories")
     if isinstance(repositories, dict):
         repositories = list(repositories.values())
     found: list[tuple[str, str]] = []

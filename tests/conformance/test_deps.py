@@ -129,3 +129,16 @@ def test_the_package_lock_beside_package_json_pins_the_versions(function):
     deps = '{"name": "fn", "version": "1.0.0", "dependencies": {"ms": "^2.0.0"}}\n'
     fn = function("localdeps", folder=True, deps=deps, files={"package-lock.json": json.dumps(PINNED, indent=2)})
     assert (fn.get("/").status_code, fn.get("/").text) == (200, "2.0.0"), fn.logs()
+
+
+@pytest.mark.language("php")
+def test_the_functions_own_classes_autoloaded_by_composer_json(function):
+    """composer.json's `autoload` of the function's own src/ (PSR-4): in the pod composer's autoloader finds
+    /kubeless/src beside /kubeless/vendor; the install here saw composer.json alone (`Class not found`). A
+    save of a class is served."""
+    deps = '{"autoload": {"psr-4": {"Greeting\\\\": "src/"}}}\n'
+    words = '<?php\nnamespace Greeting;\n\nclass Words\n{\n    const TEXT = "%s";\n}\n'
+    fn = function("localdeps", folder=True, deps=deps, files={"src/Words.php": words % "greeting v1"})
+    assert (fn.get("/").status_code, fn.get("/").text) == (200, "greeting v1"), fn.logs()
+    assert fn.replace_file(fn.spec.source / "src" / "Words.php", words % "greeting v2").value == "Ready"
+    assert fn.get("/").text == "greeting v2"

@@ -142,3 +142,17 @@ def test_the_digest_follows_the_bytes_of_the_inputs_and_they_are_copied_as_laid_
         "libs/a/sub/b.py",
     ]
     assert (target / "libs/a/sub/b.py").read_text() == "B = 3\n"
+
+
+def test_composer_autoload_of_the_functions_own_folders_and_files_that_are_there(tmp_path):
+    lay_out(tmp_path, {"src/A.php": "", "lib/B.php": "", "helpers.php": "", "tests/T.php": "", "legacy/C.php": ""})
+    manifest = {
+        "autoload": {
+            "psr-4": {"App\\": "src/", "Lib\\": ["lib/", "missing/"]},
+            "psr-0": {"Legacy_": "legacy/"},
+            "files": ["helpers.php"],
+        },
+        "autoload-dev": {"classmap": ["tests/"]},
+    }
+    inputs = find("composer.json", json.dumps(manifest), tmp_path)
+    assert inputs.paths == ("helpers.php", "legacy", "lib", "src", "tests")  # missing/: composer skips it too
