@@ -909,9 +909,25 @@ class Loader:
         """A name defined twice: the first file's Function runs, the second is an error; every error gets a
         key of its own (the file's path when the object's name is taken)."""
         files: dict = {}
+        namespaces: dict = {}
         for fn in manifests.functions:
             path = Path(fn.origin.split(":")[0])
-            if fn.name in files:
+            if fn.name in files and namespaces[fn.name] != fn.namespace:
+                # the same Function for two namespaces (k8s/staging/, k8s/prod/): one runs here, by name
+                message = (
+                    "%s: Function %s (namespace %s) is also defined in %s (namespace %s); locally a name runs once,"
+                    " whatever its namespace: `dev --ignore %s` runs this one"
+                    % (
+                        path,
+                        fn.name,
+                        fn.namespace,
+                        files[fn.name],
+                        namespaces[fn.name],
+                        _rel(files[fn.name], self.project),
+                    )
+                )
+                manifests.errors.append(ObjectError(_rel(path, self.project), path, message))
+            elif fn.name in files:
                 message = "%s: Function %s is also defined in %s; names must be unique" % (
                     path,
                     fn.name,
@@ -919,7 +935,7 @@ class Loader:
                 )
                 manifests.errors.append(ObjectError(_rel(path, self.project), path, message))
             else:
-                files[fn.name] = path
+                files[fn.name], namespaces[fn.name] = path, fn.namespace
         manifests.functions = [fn for fn in manifests.functions if files[fn.name] == Path(fn.origin.split(":")[0])]
         taken = set(files)
         errors = []

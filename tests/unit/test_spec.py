@@ -636,3 +636,21 @@ CPU_LIMIT = """  deployment:
           containers:
           - resources: {limits: {cpu: %s}}
 """
+
+
+def test_one_function_for_two_namespaces_says_which_runs_and_how_to_run_the_other(tmp_path):
+    """k8s/staging/ and k8s/prod/ holding the same Function for two namespaces: names are unique per namespace
+    in the cluster; here one runs by name, and the other's error says how to run it instead."""
+    for namespace in ("prod", "staging"):
+        (tmp_path / "k8s" / namespace).mkdir(parents=True)
+        write(tmp_path / "k8s" / namespace, FUNCTION.replace("name: hello", "name: hello\n  namespace: " + namespace))
+    manifests = specs.Loader(tmp_path).collect()
+    assert [(f.name, f.namespace) for f in manifests.functions] == [("hello", "prod")]
+    [error] = manifests.errors
+    assert error.message.endswith(
+        "Function hello (namespace staging) is also defined in %s (namespace prod); locally a name runs once,"
+        " whatever its namespace: `dev --ignore k8s/prod/function.yaml` runs this one"
+        % (tmp_path / "k8s" / "prod" / "function.yaml")
+    )
+    ignoring = specs.Loader(tmp_path, ignore=["k8s/prod/function.yaml"]).collect()
+    assert [(f.name, f.namespace) for f in ignoring.functions] == [("hello", "staging")] and not ignoring.errors
