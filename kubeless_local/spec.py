@@ -42,6 +42,13 @@ QUANTITY_UNITS = {
 ISOLATIONS = ("warm", "per-call")  # warm: module state kept between calls, as in the pod; per-call: fresh
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SKIP_DIRS = {".kubeless-local", "node_modules", "vendor", "__pycache__", ".git", ".venv", "venv"}
+VIRTUALENV = "a Python virtual environment: not the project's (a function's deps come from its deps file)"
+
+
+def is_virtualenv(folder: str) -> bool:
+    """A Python virtual environment by any name (`python -m venv env`): skipped as venv/ and .venv/ are."""
+    return os.path.isfile(folder + "/pyvenv.cfg")
+
 
 # What in a project is neither a regular file nor a folder: skipped with a notice by the code walker
 # (layout.code_files) and the manifest loader alike, never opened (opening a FIFO blocks until a writer comes).
@@ -643,7 +650,9 @@ class Ignore:
     def _walk(self, top, root):
         root = root or top
         for folder, dirs, files in os.walk(top):
-            dirs[:] = [d for d in dirs if not self.folder(_rel(Path(folder, d), root))]
+            dirs[:] = [
+                d for d in dirs if not self.folder(_rel(Path(folder, d), root)) and not is_virtualenv(folder + "/" + d)
+            ]
             yield folder, files
 
 

@@ -24,9 +24,11 @@ from kubeless_local.spec import (
     CONFIGMAPS_DIRNAME,
     SECRETS_DIRNAME,
     SKIP_DIRS,
+    VIRTUALENV,
     FunctionSpec,
     archive_kind,
     checksum_of,
+    is_virtualenv,
     not_a_file,
     unresolvable_link,
 )
@@ -184,6 +186,8 @@ def _walk(
         if stat.S_ISDIR(mode):
             if real in ancestors:
                 found.skipped.append((rel, "a symbolic link loop (to a folder above it)"))
+            elif is_virtualenv(path):
+                found.skipped.append((rel, VIRTUALENV))
             else:
                 _walk(path, real, rel + "/", inside, ancestors | {real}, found, kept_out)
         elif stat.S_ISREG(mode):

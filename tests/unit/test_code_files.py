@@ -148,3 +148,21 @@ def test_the_file_this_process_writes_its_output_to_is_not_code(tmp_path):
         os.close(saved)
     assert [rel for rel, _ in found.files] == ["handler.py"]
     assert found.skipped == [("dev.log", layout.OWN_OUTPUT)]
+
+
+def test_a_python_virtual_environment_by_any_name_is_not_code_nor_walked_for_manifests(tmp_path):
+    """`python -m venv env` in the function's folder: 1,500 files laid out at every save and zipped by `push`,
+    as venv/ and .venv/ never were; the manifest scan and the watcher walked its site-packages too."""
+    from kubeless_local import spec as specs
+
+    (tmp_path / "handler.py").write_text("")
+    (tmp_path / "env" / "lib" / "site-packages" / "pkg").mkdir(parents=True)
+    (tmp_path / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tmp_path / "env" / "lib" / "site-packages" / "pkg" / "data.yaml").write_text("kind: Function\n")
+    (tmp_path / "environment").mkdir()  # a folder of code whose name only looks like one
+    (tmp_path / "environment" / "settings.py").write_text("")
+    found = layout.code_files(tmp_path)
+    assert [rel for rel, _ in found.files] == ["environment/settings.py", "handler.py"]
+    assert found.skipped == [("env", specs.VIRTUALENV)]
+    walked = specs.Ignore().walk(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in walked] == ["environment/settings.py", "handler.py"]
