@@ -12,6 +12,7 @@ import binascii
 import fcntl
 import io
 import os
+import re
 import shutil
 import stat
 import sys
@@ -24,6 +25,7 @@ from kubeless_local.spec import (
     CONFIGMAPS_DIRNAME,
     SECRETS_DIRNAME,
     SKIP_DIRS,
+    SOURCE_ANNOTATION,
     VIRTUALENV,
     FunctionSpec,
     archive_kind,
@@ -261,6 +263,46 @@ def source_file_name(spec: FunctionSpec, runtime) -> str:
     docs' custom runtime lays it out (the file, not the handler, names it)."""
     assert spec.source is not None
     return spec.module + runtime.suffix if runtime.suffix else spec.source.stem
+
+
+# How a handler names a module of its own folder, per runtime server: each match's groups give the module's
+# path from the handler's folder, without the runtime's suffix.
+LOCAL_IMPORTS = {
+    "python": re.compile(r"^[ \t]*(?:from[ \t]+([A-Za-z_]\w*)|import[ \t]+([A-Za-z_]\w*))", re.M),
+    "nodejs": re.compile(r"""(?:require\(\s*|from\s+|import\s*\(\s*)['"]\./([\w./-]+?)(?:\.[cm]?js)?['"]"""),
+    "ruby": re.compile(r"""require(?:_relative[ \t(]*['"](?:\./)?|[ \t(]*['"]\./)([\w./-]+?)(?:\.rb)?['"]"""),
+    "php": re.compile(
+        r"""(?:require|include)(?:_once)?[ \t(]*(?:__DIR__[ \t]*\.[ \t]*)?['"]/?(?:\./)?([\w./-]+?)\.php['"]"""
+    ),
+}
+READ_AT_MOST = 1 << 20  # bytes of a handler searched for imports
+
+
+def left_behind(spec: FunctionSpec, runtime) -> list[str]:
+    """A line for the files beside a one-file function that its handler imports: in the pod only the function's
+    file is in /kubeless, so the import fails there (and here, the same); the folder as the source brings them."""
+    source, pattern = spec.source, LOCAL_IMPORTS.get(runtime.server)
+    if source is None or pattern is None or not source.is_file() or archive_kind(source.name):
+        return []
+    try:
+        with open(source, "rb") as file:
+            text = file.read(READ_AT_MOST).decode(errors="replace")
+    except OSError:
+        return []
+    folder = source.parent
+    names = {name for match in pattern.finditer(text) for name in match.groups() if name}
+    beside = sorted(
+        name + runtime.suffix if (folder / (name + runtime.suffix)).is_file() else name + "/"
+        for name in names
+        if (folder / (name + runtime.suffix)).is_file() or (runtime.server == "python" and (folder / name).is_dir())
+    )
+    if not beside:
+        return []
+    return [
+        "%s imports %s from beside it, but the function's source is the file %s alone: in the pod only that file is"
+        " in /kubeless, so the import fails; make the folder the source (%s: .)"
+        % (source, ", ".join(beside), source.name, SOURCE_ANNOTATION)
+    ]
 
 
 def _one_file(spec: FunctionSpec, runtime) -> None:

@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 from kubeless_local import podenv
 from kubeless_local.emulator import installinputs
-from kubeless_local.emulator.layout import hidden_standard_modules, layout_code
+from kubeless_local.emulator.layout import hidden_standard_modules, layout_code, left_behind
 from kubeless_local.errors import UserError
 from kubeless_local.paths import cache_dir
 from kubeless_local.runtimes import Runtime
@@ -463,6 +463,7 @@ def _prepare(prepared, steps, on_line, previous):
     notices: list = []
     shared = previous.code_dir if previous is not None else None
     deps = layout_code(spec, runtime, prepared.code_dir, notices.append, shared)
+    notices += left_behind(spec, runtime)
     if runtime.server == "python":
         notices += _hiding_standard_modules(spec, hidden_standard_modules(prepared.code_dir))
     user_env, left_unset = podenv.variables(spec)

@@ -529,3 +529,48 @@ def test_a_module_in_a_folder_needs_a_function_of_folders(tmp_path, where):
     (tmp_path / "gen").mkdir()
     with pytest.raises(UserError, match=r"spec.handler src/hello.foo names src/hello.py in a folder, but the function"):
         layout.layout_code(fn, runtime(), tmp_path / "gen")
+
+
+@pytest.mark.parametrize(
+    "server, suffix, handler, beside",
+    [
+        ("python", ".py", "import util\nfrom models import Order\nimport os\n", ["util.py", "models/"]),
+        (
+            "nodejs",
+            ".js",
+            "const u = require('./util');\nimport {x} from './lib/models.js';\n",
+            ["util.js", "lib/models.js"],
+        ),
+        ("ruby", ".rb", "require_relative 'util'\nrequire './models'\nrequire 'json'\n", ["util.rb", "models.rb"]),
+        (
+            "php",
+            ".php",
+            "<?php\nrequire_once __DIR__ . '/util.php';\ninclude 'models.php';\n",
+            ["util.php", "models.php"],
+        ),
+    ],
+)
+def test_a_one_file_function_importing_a_file_beside_it_is_told_it_needs_its_folder(
+    tmp_path, server, suffix, handler, beside
+):
+    """The scaffold's function is its handler file alone: a module the user adds beside it is not in the pod's
+    /kubeless (nor here), and the import fails. One line says why and what brings it."""
+    (tmp_path / ("handler" + suffix)).write_text(handler)
+    for name in beside:
+        (tmp_path / name.rstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith("/"):
+            (tmp_path / name / "__init__.py").parent.mkdir()
+            (tmp_path / name / "__init__.py").write_text("")
+        else:
+            (tmp_path / name).write_text("")
+    (tmp_path / ("unused" + suffix)).write_text("")
+    rt = dataclasses.replace(runtime(), server=server, suffix=suffix)
+    fn = objects.function_from_files("hello", tmp_path / ("handler" + suffix), "python3.11", "handler.foo")
+    [line] = layout.left_behind(fn, rt)
+    assert line == (
+        "%s imports %s from beside it, but the function's source is the file handler%s alone: in the pod only that"
+        " file is in /kubeless, so the import fails; make the folder the source (local.kubeless.io/source: .)"
+        % (tmp_path / ("handler" + suffix), ", ".join(sorted(beside)), suffix)
+    )
+    folder = objects.function_from_files("hello", tmp_path, "python3.11", "handler.foo")
+    assert layout.left_behind(folder, rt) == []  # the folder as the source: they are there
