@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-PACKAGES="ruby ruby-sinatra ruby-prometheus-client-mmap ruby-webrick
+# python3-pip: Debian's own Python 3.11 with its pip, for tests/e2e/test_machine_python.py (a --prefix install
+# lays out as local/lib/python3.11/dist-packages there)
+PACKAGES="python3-pip ruby ruby-sinatra ruby-prometheus-client-mmap ruby-webrick
           php8.2-cli php-slim-psr7 composer unzip
           nodejs npm golang-go
           wrk docker.io debootstrap ca-certificates curl
