@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -94,7 +95,29 @@ def backoff(restarts):
     return min(BACKOFF_FIRST * 2 ** (restarts - 1), BACKOFF_MAX)
 
 
+# A setup that failed because a tool the runtime installs with is missing (not the registries): what to install
+# (`\1`: what the pattern found).
+MISSING_TOOLS = (
+    (
+        re.compile(r"^(\S+): No module named pip$", re.M),
+        r"\1 has no pip: install it (Debian, Ubuntu: `apt install python3-pip`; else `\1 -m ensurepip`)",
+    ),
+    (
+        re.compile(r"\bnpm: (?:command )?not found"),
+        "npm is not on PATH: install it (Debian, Ubuntu: `apt install npm`)",
+    ),
+)
+
+
 def setup_failed_message(runtime, output):
+    for pattern, fix in MISSING_TOOLS:
+        found = pattern.search(output)
+        if found:
+            return "the first-time setup of the %s runtime failed: %s, then save a file to retry\n%s" % (
+                runtime,
+                found.expand(fix),
+                output,
+            )
     return (
         "the first-time setup of the %s runtime failed: its first use installs the runtime's own libraries "
         "from the package registries (pip's index, the npm registry, the Go module proxy); make them reachable "

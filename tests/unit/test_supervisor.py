@@ -204,6 +204,27 @@ def test_a_failed_compile_keeps_serving_the_last_good_code(supervisor, backend):
     assert instance.state == State.INSTALL_ERROR and serving_code(supervisor, "hello") == "v1"
 
 
+@pytest.mark.parametrize(
+    "output, fix",
+    [
+        (
+            "/usr/bin/python3.11: No module named pip",
+            "/usr/bin/python3.11 has no pip: install it (Debian, Ubuntu: `apt install python3-pip`; else"
+            " `/usr/bin/python3.11 -m ensurepip`)",
+        ),
+        ("setup.sh: 6: exec: npm: not found", "npm is not on PATH: install it (Debian, Ubuntu: `apt install npm`)"),
+    ],
+)
+def test_a_setup_that_failed_for_a_missing_tool_says_which_to_install_not_the_registries(output, fix):
+    """Debian's python3.11 comes without pip and its nodejs without npm: the setup said to make the package
+    registries reachable."""
+    from kubeless_local.emulator.supervisor import setup_failed_message
+
+    headline, rest = setup_failed_message("python3.11", output).split("\n", 1)
+    assert headline == "the first-time setup of the python3.11 runtime failed: %s, then save a file to retry" % fix
+    assert rest == output
+
+
 def test_a_failed_runtime_setup_is_a_setup_error_that_says_what_to_do(supervisor, backend):
     backend.prepares["hello"] = [StepFailed("runtime setup", "ERROR: Could not find a version of bottle")]
     instance = supervisor.start(function())
