@@ -106,6 +106,11 @@ MISSING_TOOLS = (
         re.compile(r"\bnpm: (?:command )?not found"),
         "npm is not on PATH: install it (Debian, Ubuntu: `apt install npm`)",
     ),
+    (  # Debian 12's golang-go is Go 1.19
+        re.compile(r"^note: module requires Go (\S+)$", re.M),
+        r"the Go on PATH is older than the runtime's server needs (Go \1 or newer): install a newer Go, or run the"
+        " function on the docker backend (`--backend docker`)",
+    ),
 )
 
 

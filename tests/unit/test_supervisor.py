@@ -213,11 +213,16 @@ def test_a_failed_compile_keeps_serving_the_last_good_code(supervisor, backend):
             " `/usr/bin/python3.11 -m ensurepip`)",
         ),
         ("setup.sh: 6: exec: npm: not found", "npm is not on PATH: install it (Debian, Ubuntu: `apt install npm`)"),
+        (
+            "metric.go:364:33: undefined: strings.CutPrefix\nnote: module requires Go 1.20",
+            "the Go on PATH is older than the runtime's server needs (Go 1.20 or newer): install a newer Go, or run"
+            " the function on the docker backend (`--backend docker`)",
+        ),
     ],
 )
 def test_a_setup_that_failed_for_a_missing_tool_says_which_to_install_not_the_registries(output, fix):
-    """Debian's python3.11 comes without pip and its nodejs without npm: the setup said to make the package
-    registries reachable."""
+    """Debian's python3.11 comes without pip, its nodejs without npm, its Go is 1.19: the setup said to make the
+    package registries reachable."""
     from kubeless_local.emulator.supervisor import setup_failed_message
 
     headline, rest = setup_failed_message("python3.11", output).split("\n", 1)
