@@ -16,6 +16,7 @@ import re
 import shutil
 import stat
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -138,11 +139,15 @@ OWN_OUTPUT = "where this kubeless-local writes its output: not code (each line w
 
 
 def own_output() -> list[str]:
-    """The real paths of the files this process's stdout and stderr go to (`dev > dev.log 2>&1` in the project)."""
-    paths = []
+    """The real paths of the files this process's stdout and stderr go to: `dev > dev.log 2>&1` in the project,
+    or through a pipe, the files its reader writes (`dev 2>&1 | tee dev.log`: Linux only)."""
+    paths: list[str] = []
     for fd in (1, 2):
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISFIFO(mode) and sys.platform.startswith("linux"):
+                paths += _files_written_by_readers_of(os.readlink("/proc/self/fd/%d" % fd))
+            if not stat.S_ISREG(mode):
                 continue
             path = os.readlink("/proc/self/fd/%d" % fd) if sys.platform.startswith("linux") else ""
             if not path and hasattr(fcntl, "F_GETPATH"):  # macOS
@@ -152,6 +157,42 @@ def own_output() -> list[str]:
         if path:
             paths.append(os.path.realpath(path))
     return paths
+
+
+READERS_LOOKED_AGAIN = 10.0  # seconds before a pipe whose reader writes no file is looked at again (tee starting)
+_readers: dict[str, tuple[float, tuple[str, ...]]] = {}  # pipe → (when looked at, the files its readers write)
+
+
+def _files_written_by_readers_of(pipe: str) -> tuple[str, ...]:
+    """The regular files open for writing in the processes whose stdin is `pipe` (`pipe:[inode]`): what `tee`
+    writes this process's output to. Found once per pipe (its reader starts with the pipeline); a pipe read by
+    a process that writes none (`| less`) is looked at again now and then (~0.5 ms for 100 processes)."""
+    looked = _readers.get(pipe)
+    if looked is not None and (looked[1] or time.monotonic() < looked[0] + READERS_LOOKED_AGAIN):
+        return looked[1]
+    _readers[pipe] = (time.monotonic(), _readers_files(pipe))
+    return _readers[pipe][1]
+
+
+def _readers_files(pipe: str) -> tuple[str, ...]:
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            if not pid.isdigit() or pid == str(os.getpid()) or os.readlink("/proc/%s/fd/0" % pid) != pipe:
+                continue
+            for fd in os.listdir("/proc/%s/fd" % pid):
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+                if target.startswith("/") and fd != "0" and _open_for_writing(pid, fd):
+                    found.append(os.path.realpath(target))
+        except OSError:
+            continue  # gone, or another user's
+    return tuple(found)
+
+
+def _open_for_writing(pid: str, fd: str) -> bool:
+    with open("/proc/%s/fdinfo/%s" % (pid, fd)) as info:
+        flags = next((int(line.split()[1], 8) for line in info if line.startswith("flags:")), 0)
+    return bool(flags & (os.O_WRONLY | os.O_RDWR)) and os.path.isfile("/proc/%s/fd/%s" % (pid, fd))
 
 
 def _walk(

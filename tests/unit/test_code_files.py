@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from test_render import PY, project, round_trip
+from waiting import wait_for
 
 from kubeless_local.emulator import layout
 from kubeless_local.errors import UserError
@@ -166,3 +167,25 @@ def test_a_python_virtual_environment_by_any_name_is_not_code_nor_walked_for_man
     assert found.skipped == [("env", specs.VIRTUALENV)]
     walked = specs.Ignore().walk(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in walked] == ["environment/settings.py", "handler.py"]
+
+
+def test_the_file_the_reader_of_this_process_output_writes_is_not_code(tmp_path):
+    """`dev 2>&1 | tee dev.log` in the function's folder: tee writes the log, dev's output goes into a pipe."""
+    import subprocess
+
+    (tmp_path / "handler.py").write_text("")
+    read_end, write_end = os.pipe()
+    tee = subprocess.Popen(["tee", str(tmp_path / "dev.log")], stdin=read_end, stdout=subprocess.DEVNULL)
+    os.close(read_end)
+    assert wait_for(lambda: (tmp_path / "dev.log").exists(), 10)  # tee has it open
+    saved = os.dup(1)
+    try:
+        os.dup2(write_end, 1)
+        found = layout.code_files(tmp_path)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(write_end)
+        tee.wait(timeout=10)
+    assert [rel for rel, _ in found.files] == ["handler.py"]
+    assert found.skipped == [("dev.log", layout.OWN_OUTPUT)]
