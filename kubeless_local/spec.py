@@ -824,6 +824,33 @@ def read_manifest(path: Path):
         raise
 
 
+KUSTOMIZATIONS = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def kustomize_patches(kustomization: Path) -> list[Path]:
+    """The patch files a kustomization names (`patches`, `patchesStrategicMerge`, `patchesJson6902`): a patch of
+    a Function is a part of one (`kind: Function`, a name, what it changes), not a Function of its own. A
+    kustomization that does not read is no patch's."""
+    try:
+        [document] = load_documents(kustomization) or [None]
+    except (UserError, ValueError):
+        return []
+    if not isinstance(document, dict):
+        return []
+    named = [entry.get("path") for entry in document.get("patches") or () if isinstance(entry, dict)]
+    named += [entry for entry in document.get("patchesStrategicMerge") or () if isinstance(entry, str)]
+    named += [entry.get("path") for entry in document.get("patchesJson6902") or () if isinstance(entry, dict)]
+    return [
+        (kustomization.parent / path).resolve()
+        for path in named
+        if isinstance(path, str) and path and "\n" not in path  # (an inline patch is YAML text, not a path)
+    ]
+
+
+def patch_notice(path, kustomization):
+    return "%s: not loaded: a kustomize patch (%s names it), not a Function of its own" % (path, kustomization)
+
+
 def object_key(doc, path: Path, project: Path):
     """The name `ls` shows for an object that could not be loaded: a Function's name, `<kind>/<name>` for
     another object, else the file's path in the project."""
@@ -862,6 +889,7 @@ class Loader:
         self.ignore = ignore if isinstance(ignore, Ignore) else Ignore(ignore)
         self.only = only  # a callable: the manifest files to load instead of every YAML file under root
         self.cache = {}  # path → ((mtime_ns, size, inode), (documents, notice, error))
+        self.kustomizations: dict = {}  # path → ((mtime_ns, size, inode), the patch files it names)
 
     def documents(self, path):
         """(documents, notice, error message) of one file."""
@@ -881,6 +909,23 @@ class Loader:
             cached = self.cache[path] = (key, found)
         return cached[1]
 
+    def patches(self, files) -> dict[Path, Path]:
+        """The kustomize patches among `files` → the kustomization that names each (read again when it changed)."""
+        found: dict[Path, Path] = {}
+        for path in files:
+            if path.name not in KUSTOMIZATIONS:
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+            cached = self.kustomizations.get(path)
+            if cached is None or cached[0] != key:
+                cached = self.kustomizations[path] = (key, kustomize_patches(path))
+            found.update(dict.fromkeys(cached[1], path))
+        return found
+
     def files(self):
         if self.only is None:
             return manifest_files(self.root, self.ignore)
@@ -892,7 +937,11 @@ class Loader:
         present = set(files)
         self.cache = {path: entry for path, entry in self.cache.items() if path in present}  # forget deleted files
         manifests = Manifests()
+        patches = self.patches(files)
         for path in files:
+            if path in patches:
+                manifests.notices.append(patch_notice(path, patches[path]))
+                continue
             documents, notice, error = self.documents(path)
             if notice:
                 manifests.notices.append(notice)

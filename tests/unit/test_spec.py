@@ -654,3 +654,30 @@ def test_one_function_for_two_namespaces_says_which_runs_and_how_to_run_the_othe
     )
     ignoring = specs.Loader(tmp_path, ignore=["k8s/prod/function.yaml"]).collect()
     assert [(f.name, f.namespace) for f in ignoring.functions] == [("hello", "staging")] and not ignoring.errors
+
+
+def test_a_kustomize_patch_of_a_function_is_not_a_function_of_its_own(tmp_path):
+    """base/ + overlays/prod/ (kustomize): the overlay's patch is `kind: Function` with a name and what it changes.
+    It was a ConfigError row in `dev` (no handler), and `push`, which loads all or nothing, refused the project."""
+    base = tmp_path / "base"
+    base.mkdir()
+    write(base, FUNCTION)
+    (base / "kustomization.yaml").write_text("resources:\n- function.yaml\n")
+    overlay = tmp_path / "overlays" / "prod"
+    overlay.mkdir(parents=True)
+    patch = "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: hello}\nspec: {timeout: '30'}\n"
+    for name in ("replicas.yaml", "strategic.yaml", "json6902.yaml"):
+        (overlay / name).write_text(patch)
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../../base]\n"
+        "patches:\n- path: replicas.yaml\n- patch: |-\n    - op: replace\n      path: /spec/timeout\n"
+        "patchesStrategicMerge: [strategic.yaml]\n"
+        "patchesJson6902:\n- target: {kind: Function, name: hello}\n  path: json6902.yaml\n"
+    )
+    manifests = specs.Loader(tmp_path).collect()
+    assert [f.name for f in manifests.functions] == ["hello"] and not manifests.errors
+    assert sorted(manifests.notices) == [
+        specs.patch_notice(overlay / name, overlay / "kustomization.yaml")
+        for name in ("json6902.yaml", "replicas.yaml", "strategic.yaml")
+    ]
+    assert [f.origin for f in specs.load(tmp_path).functions] == ["%s: Function hello" % (base / "function.yaml")]
