@@ -9,6 +9,7 @@ pod it would hold a value, or the pod would not start); it was set to "" and the
 
 import math
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +24,49 @@ class Source(NamedTuple):
     key_ref: str  # env[].valueFrom.<key_ref>: one key
     ref: str  # envFrom[].<ref>: every key
     folder: str  # where its keys are: <project>/<folder>/<name>/<key>
+    volume: str  # volumes[].<volume>: mounted, a file per key
+    volume_name: str  # volumes[].<volume>.<volume_name>: its object's name
 
 
 SOURCES = (
-    Source("Secret", "secretKeyRef", "secretRef", SECRETS_DIRNAME),
-    Source("ConfigMap", "configMapKeyRef", "configMapRef", CONFIGMAPS_DIRNAME),
+    Source("Secret", "secretKeyRef", "secretRef", SECRETS_DIRNAME, "secret", "secretName"),
+    Source("ConfigMap", "configMapKeyRef", "configMapRef", CONFIGMAPS_DIRNAME, "configMap", "name"),
 )
+
+
+class Volume(NamedTuple):
+    """A Secret or ConfigMap the pod mounts."""
+
+    source: Source
+    name: str  # its object's
+    mount: str  # where the pod mounts it
+    folder: Path  # where its keys are here: <project>/<source.folder>/<name>/
+
+    @property
+    def env_name(self) -> str:
+        """The variable that holds where its files are, in both backends: KUBELESS_LOCAL_SECRET_<NAME>,
+        KUBELESS_LOCAL_CONFIGMAP_<NAME>."""
+        return "KUBELESS_LOCAL_%s_%s" % (self.source.kind.upper(), re.sub(r"[^A-Za-z0-9]", "_", self.name).upper())
+
+
+def volumes(spec: FunctionSpec) -> list[Volume]:
+    """The pod's Secret and ConfigMap volumes its container mounts (`kubeless function deploy --secrets`, or
+    written in the Deployment), in the order of its volumeMounts."""
+    by_volume = {}
+    for volume in spec.pod.get("volumes") or []:
+        for source in SOURCES:
+            ref = volume.get(source.volume) if isinstance(volume, dict) else None
+            if isinstance(ref, dict) and ref.get(source.volume_name):
+                by_volume[volume.get("name")] = (source, str(ref[source.volume_name]))
+    found = []
+    for mount in spec.container.get("volumeMounts") or []:
+        if isinstance(mount, dict) and mount.get("name") in by_volume:
+            source, name = by_volume[mount["name"]]
+            folder = (spec.project or Path.cwd()) / source.folder / name
+            found.append(Volume(source, name, str(mount.get("mountPath") or "/" + name), folder))
+    return found
+
+
 POD_ADDRESS = "127.0.0.1"  # the pod's and the node's address here: where the function is reached
 # fieldRef paths the kubelet gives an env var, and what they are here (labels and annotations: `field`)
 FIELDS = {

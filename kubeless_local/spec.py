@@ -210,20 +210,9 @@ class FunctionSpec:
     @property
     def secrets(self):
         """(secret name, mount path) of the pod's secret volumes (`kubeless function deploy --secrets`)."""
-        by_volume = {
-            v.get("name"): (v.get("secret") or {}).get("secretName")
-            for v in self.pod.get("volumes") or []
-            if isinstance(v, dict) and v.get("secret")
-        }
-        return [
-            (by_volume[m.get("name")], m.get("mountPath") or "/" + str(by_volume[m.get("name")]))
-            for m in self.container.get("volumeMounts") or []
-            if isinstance(m, dict) and by_volume.get(m.get("name"))
-        ]
+        from kubeless_local import podenv  # (it imports this module)
 
-    def secret_folder(self, name):
-        """Where a secret's keys are locally (one file per key, as Kubernetes mounts them)."""
-        return (self.project or Path.cwd()) / SECRETS_DIRNAME / name
+        return [(v.name, v.mount) for v in podenv.volumes(self) if v.source.kind == "Secret"]
 
     @property
     def wanted_port(self):

@@ -151,27 +151,22 @@ def host_env(prepared, port):
     return env
 
 
-def secret_env_name(name):
-    """The variable that holds where a secret's files are: KUBELESS_LOCAL_SECRET_<NAME>."""
-    return "KUBELESS_LOCAL_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-
-
-def secret_notices(spec: FunctionSpec, in_container):
-    """One line per secret volume: where the function finds it here, never silently dropped."""
+def volume_notices(spec: FunctionSpec, in_container):
+    """One line per Secret or ConfigMap volume: where the function finds it here, never silently dropped."""
     lines = []
-    for name, mount in spec.secrets:
-        folder = spec.secret_folder(name)
-        if not folder.is_dir():
+    for volume in podenv.volumes(spec):
+        what = "%s %s" % ("secret" if volume.source.kind == "Secret" else volume.source.kind, volume.name)
+        if not volume.folder.is_dir():
             lines.append(
-                "secret %s (mounted at %s in the pod): no folder %s; create it with one file per key"
-                % (name, mount, folder)
+                "%s (mounted at %s in the pod): no folder %s; create it with one file per key"
+                % (what, volume.mount, volume.folder)
             )
         elif in_container:
-            lines.append("secret %s: %s mounted read-only at %s" % (name, folder, mount))
+            lines.append("%s: %s mounted read-only at %s" % (what, volume.folder, volume.mount))
         else:
             lines.append(
-                "secret %s (mounted at %s in the pod): a local process reads it from %s, path in $%s"
-                % (name, mount, folder, secret_env_name(name))
+                "%s (mounted at %s in the pod): a local process reads it from %s, path in $%s"
+                % (what, volume.mount, volume.folder, volume.env_name)
             )
     return lines
 
@@ -195,8 +190,8 @@ def function_env(prepared: Prepared, port, install, in_container=False):
             "KUBELESS_LOCAL_ISOLATION": spec.isolation,
         }
     )
-    for name, mount in spec.secrets:  # the same variable in both backends: the secret's folder as the function sees it
-        env[secret_env_name(name)] = mount if in_container else str(spec.secret_folder(name))
+    for volume in podenv.volumes(spec):  # the same variable in both backends: the folder as the function sees it
+        env[volume.env_name] = volume.mount if in_container else str(volume.folder)
     return env
 
 
@@ -471,7 +466,7 @@ def _prepare(prepared, steps, on_line, previous):
     prepared.notices = tuple(notices)
     prepared.user_env = tuple(user_env)
     if previous is None:
-        notices += secret_notices(spec, in_container=view is not HOST)
+        notices += volume_notices(spec, in_container=view is not HOST)
     for line in notices:
         if previous is None or line not in previous.notices:  # said once, not on every save
             on_line(line)

@@ -265,3 +265,48 @@ def test_an_env_read_from_a_secret_file_made_while_dev_runs_is_the_functions_aft
     for value in ("s3cret", "changed"):
         (tmp_path / "secrets" / "db" / "password").write_text(value)
         assert wait_for(lambda v=value: cli("call", "hello", cwd=tmp_path).stdout.strip() == v, 30), dev.output()
+
+
+CONFIGMAP_VOLUME = """\
+apiVersion: kubeless.io/v1beta1
+kind: Function
+metadata: {name: hello, annotations: {local.kubeless.io/source: handler.py}}
+spec:
+  runtime: python3.11
+  handler: handler.hello
+  deployment:
+    spec:
+      template:
+        spec:
+          containers:
+          - volumeMounts: [{name: settings-vol, mountPath: /etc/settings}]
+          volumes: [{name: settings-vol, configMap: {name: settings}}]
+"""
+
+
+@pytest.mark.parametrize("backend", ["process", "docker"])
+def test_a_configmap_volume_is_the_projects_configmap_folder(tmp_path, start_dev, backend):
+    """A ConfigMap the pod mounts (a config file for the function) was dropped without a word: the docker
+    backend now mounts configmaps/<name>/ read-only where the pod does, the process backend names the folder in
+    KUBELESS_LOCAL_CONFIGMAP_<NAME>, as for secrets."""
+    (tmp_path / "configmaps" / "settings").mkdir(parents=True)
+    (tmp_path / "configmaps" / "settings" / "level").write_text("debug")
+    (tmp_path / "handler.py").write_text(
+        "import os\n\ndef hello(event, context):\n"
+        "    path = os.environ['KUBELESS_LOCAL_CONFIGMAP_SETTINGS'] + '/level'\n"
+        "    return open(path).read() + ' ' + path\n"
+    )
+    (tmp_path / "function.yaml").write_text(CONFIGMAP_VOLUME)
+    dev = start_dev("dev", "--backend", backend, cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=120)
+    answer = cli("call", "hello", cwd=tmp_path, check=True).stdout.strip()
+    folder = tmp_path / "configmaps" / "settings"
+    if backend == "docker":
+        assert answer == "debug /etc/settings/level"
+        assert "ConfigMap settings: %s mounted read-only at /etc/settings" % folder in dev.output()
+    else:
+        assert answer == "debug %s/level" % folder
+        said = "ConfigMap settings (mounted at /etc/settings in the pod): a local process reads it from %s" % folder
+        assert said in dev.output()
+    (folder / "level").write_text("info")  # a mounted ConfigMap changes in place, as the kubelet updates it
+    assert cli("call", "hello", cwd=tmp_path, check=True).stdout.startswith("info ")

@@ -22,6 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
+from kubeless_local import podenv
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.images import host_ca_bundle
 from kubeless_local.runtimes import RUNTIME_RE, BackendBlock, Runtime
@@ -230,10 +231,9 @@ def container_options(port, prepared, mode="host", relay_id=""):
         mounts[str(prepared.root.resolve())] = {"bind": FUNCTION_MOUNT, "mode": "ro"}
     else:
         mounts[str(writable_copy(prepared).resolve())] = {"bind": INSTALL, "mode": "rw"}
-    for name, mount in spec.secrets:  # <project>/secrets/<name>/ where the pod mounts the secret
-        folder = spec.secret_folder(name)
-        if folder.is_dir():
-            mounts[str(folder.resolve())] = {"bind": mount, "mode": "ro"}
+    for volume in podenv.volumes(spec):  # <project>/secrets/<name>/ or configmaps/<name>/ where the pod mounts it
+        if volume.folder.is_dir():
+            mounts[str(volume.folder.resolve())] = {"bind": volume.mount, "mode": "ro"}
     options = {
         "image": prepared.image,
         "name": container_name(prepared),
