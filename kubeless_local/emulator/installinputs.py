@@ -137,8 +137,25 @@ def _digest(code_dir: Path, paths: list[str]) -> str:
         files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
         for path in files:
             digest.update(path.relative_to(code_dir).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(_file_digest(path))
     return digest.hexdigest()
+
+
+_digests: dict[tuple, bytes] = {}  # (inode, device, size, mtime) → sha256 of the file's bytes
+DIGESTS_KEPT = 20_000
+
+
+def _file_digest(path: Path) -> bytes:
+    """sha256 of a file, read once per version: a generation's unchanged files are links to the last one's,
+    so a save reads what changed, not a whole library again."""
+    st = path.stat()
+    key = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+    found = _digests.get(key)
+    if found is None:
+        if len(_digests) >= DIGESTS_KEPT:
+            _digests.clear()
+        found = _digests[key] = hashlib.sha256(path.read_bytes()).digest()
+    return found
 
 
 def _relative(base: str, path: str) -> str:
