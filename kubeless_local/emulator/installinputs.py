@@ -158,6 +158,12 @@ def _file_digest(path: Path) -> bytes:
     return found
 
 
+def _expanded(pattern: str, code_dir: Path) -> list[tuple[str, str]]:
+    """(pattern, path) of each folder a glob matches (`packages/*`), or the pattern itself as a path."""
+    matches = sorted(glob.glob(str(code_dir / pattern))) if any(c in pattern for c in "*?[") else []
+    return [(pattern, os.path.relpath(m, code_dir)) for m in matches] or [(pattern, pattern)]
+
+
 def _relative(base: str, path: str) -> str:
     """`path` as named in a file of folder `base` (relative to the code folder)."""
     return str(PurePosixPath(base) / path) if base else path
@@ -226,12 +232,19 @@ def _pip_path(requirement: str) -> str:
 
 
 def _npm(deps: str, code_dir: Path) -> list[tuple[str, str]]:
-    """npm's: dependency versions `file:<path>`, `link:<path>` or a path (`./`, `../`), relative to package.json."""
+    """npm's: dependency versions `file:<path>`, `link:<path>` or a path (`./`, `../`), and the `workspaces`
+    folders (globs expanded), relative to package.json."""
     try:
         manifest = json.loads(deps)
     except ValueError:
         return []
     found: list[tuple[str, str]] = []
+    workspaces = manifest.get("workspaces") if isinstance(manifest, dict) else None
+    if isinstance(workspaces, dict):  # yarn's form: {"packages": [...]}
+        workspaces = workspaces.get("packages")
+    for pattern in workspaces if isinstance(workspaces, list) else ():
+        if isinstance(pattern, str) and not pattern.startswith(("/", "~")):
+            found += _expanded(pattern, code_dir)
     for group in NPM_DEPENDENCIES:
         block = manifest.get(group) if isinstance(manifest, dict) else None
         for version in (block or {}).values() if isinstance(block, dict) else ():
@@ -292,6 +305,5 @@ def _composer_repositories(manifest: dict, code_dir: Path) -> list[tuple[str, st
         url = repository.get("url")
         if not isinstance(url, str) or url.startswith(("/", "~")) or "://" in url:
             continue
-        matches = sorted(glob.glob(str(code_dir / url))) if any(c in url for c in "*?[") else []
-        found += [(url, os.path.relpath(m, code_dir)) for m in matches] or [(url, url)]
+        found += _expanded(url, code_dir)
     return found

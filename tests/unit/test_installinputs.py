@@ -156,3 +156,11 @@ def test_composer_autoload_of_the_functions_own_folders_and_files_that_are_there
     }
     inputs = find("composer.json", json.dumps(manifest), tmp_path)
     assert inputs.paths == ("helpers.php", "legacy", "lib", "src", "tests")  # missing/: composer skips it too
+
+
+def test_npm_workspaces_are_inputs(tmp_path):
+    lay_out(tmp_path, {"packages/a/package.json": "{}", "packages/b/package.json": "{}", "tools/c/package.json": "{}"})
+    manifest = {"workspaces": ["packages/*", "tools/c"], "dependencies": {"a": "*"}}
+    assert find("package.json", json.dumps(manifest), tmp_path).paths == ("packages/a", "packages/b", "tools/c")
+    yarn = {"workspaces": {"packages": ["packages/a"]}}
+    assert find("package.json", json.dumps(yarn), tmp_path).paths == ("packages/a",)
