@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
@@ -69,17 +70,9 @@ class Inputs:
             source, dest = code_dir / rel, target / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             if source.is_dir():
-                _copy_folder(source, dest)
+                shutil.copytree(source, dest, dirs_exist_ok=True)  # (modes kept: a library's scripts run)
             else:
-                dest.write_bytes(source.read_bytes())
-
-
-def _copy_folder(source: Path, dest: Path) -> None:
-    for folder, _, files in os.walk(source):
-        here = dest / os.path.relpath(folder, source)
-        here.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            (here / name).write_bytes((Path(folder) / name).read_bytes())
+                shutil.copy2(source, dest)
 
 
 def find(dep_name: str, deps: str, code_dir: Path, source: Optional[Path] = None) -> Inputs:
