@@ -18,6 +18,7 @@ import itertools
 import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -29,7 +30,7 @@ from typing import Callable, Optional
 
 from kubeless_local import podenv
 from kubeless_local.emulator import installinputs
-from kubeless_local.emulator.layout import hidden_standard_modules, layout_code, left_behind
+from kubeless_local.emulator.layout import hidden_standard_modules, layout_code, left_behind, readable_mode
 from kubeless_local.errors import UserError
 from kubeless_local.paths import cache_dir
 from kubeless_local.runtimes import Runtime
@@ -362,6 +363,8 @@ def install_deps(prepared, steps, deps, inputs, digest, on_line):
 
     def build(target):
         inputs.copy_into(prepared.code_dir, target)  # where the tool looks: beside the deps file, as in /kubeless
+        if steps.view is not HOST:  # the runtime container reads them too (a linked package, autoloaded classes)
+            readable_by_all(target, [target / rel for rel in inputs.paths])
         (target / runtime.dep_name).write_text(deps)
         beside = " with " + ", ".join(inputs.paths) if inputs.paths else ""
         on_line("installing %s%s%s (sha256 %s…)" % (runtime.dep_name, beside, steps.where, digest[:12]))
@@ -429,10 +432,29 @@ def prepare(
     )
     try:
         _prepare(prepared, steps, on_line, previous)
+        if steps.view is not HOST:  # a container reads them, as its own user
+            readable_by_all(prepared.root, [prepared.code_dir, prepared.build_dir])
+            readable_by_all(prepared.deps_dir, [])
+            readable_by_all(prepared.runtime_lib, [])
     except BaseException:
         discard(prepared)
         raise
     return prepared
+
+
+def readable_by_all(folder: Path, trees: list) -> None:
+    """`folder`, and every file and folder of `trees`, readable by every user: a runtime container runs as the
+    pod's user (1000, or the Deployment's securityContext), not as the host user who wrote them under a umask
+    of 077 or copied a file of mode 0600, where in the pod its volume gives it its code. (The state folder,
+    0700, still keeps the other users of this machine out.)"""
+    paths = [str(folder)]
+    for tree in trees:
+        if tree is not None:
+            paths += [os.path.join(d, n) for d, dirs, files in os.walk(tree) for n in ["", *dirs, *files]]
+    for path in paths:
+        st = os.lstat(path)
+        if not stat.S_ISLNK(st.st_mode) and readable_mode(st.st_mode) != st.st_mode:
+            os.chmod(path, stat.S_IMODE(readable_mode(st.st_mode)))
 
 
 HIDES = "%s hides Python's standard module `%s` (the function's folder comes first on PYTHONPATH, in the pod too)"

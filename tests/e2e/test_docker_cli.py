@@ -1,9 +1,13 @@
 """The docker backend end to end with the real command and a real engine (run .ci/docker-setup.sh first)."""
 
 import json
+import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from conftest import cli, wait_for_answer
 from sockets import free_port
 
 from kubeless_local.emulator import images
+from kubeless_local.paths import cache_dir
 
 LABEL_FUNCTION = "kubeless-local.function"
 LABEL_PROJECT = "kubeless-local.project"
@@ -422,3 +427,40 @@ def test_kubeless_is_writable_by_a_function_of_another_image(tmp_path, start_dev
     assert rows["fn"]["state"] == "Ready", dev.output()
     assert requests.get(rows["fn"]["url"], timeout=5).text == "written in /kubeless"
     assert not (tmp_path / "written.txt").exists() and (tmp_path / "fn.txt").read_text() == "code"  # a copy's
+
+
+def test_a_function_of_private_files_under_a_private_umask_runs_in_its_container(tmp_path, start_dev):
+    """The container runs as the pod's user (1000), not as whoever wrote the files: a handler of mode 0600 (or
+    everything, under `umask 077`) made the function `No module named 'handler'`, and its deps folder could not be
+    entered. In the pod its volume gives the runtime its code; here what a container reads is made readable by
+    all (the state folder, 0700, keeps it from the machine's other users)."""
+    (tmp_path / "handler.py").write_text(
+        "import six\n\ndef hello(event, context):\n    return open('data.txt').read() + ' ' + six.__name__\n"
+    )
+    (tmp_path / "data.txt").write_text("private")
+    deps = "six\n# %s\n" % uuid.uuid4()  # installed now, under that umask
+    (tmp_path / "requirements.txt").write_text(deps)
+    for path in tmp_path.iterdir():
+        path.chmod(0o600)
+    (tmp_path / "function.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\n"
+        "metadata: {name: hello, annotations: {local.kubeless.io/source: .}}\n"
+        "spec: {runtime: python3.11, handler: handler.hello}\n"
+    )
+    umask = os.umask(0o077)  # dev inherits it
+    try:
+        dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    finally:
+        os.umask(umask)
+    try:
+        dev.wait_for_output("Watching", timeout=180)
+        assert cli("call", "hello", cwd=tmp_path, check=True).stdout.strip() == "private six", dev.output()
+        assert "Successfully installed six" in dev.output()
+    finally:  # the cached install of a deps file no other test has
+        dev.stop()
+        for installed in (cache_dir() / "docker-deps" / "python3.11").glob("*/requirements.txt"):
+            if installed.read_text() == deps:
+                shutil.rmtree(installed.parent)
+                installed.parent.with_name(installed.parent.name + ".lock").unlink(missing_ok=True)
+    assert stat.S_IMODE((tmp_path / "handler.py").stat().st_mode) == 0o600  # the user's files stay as they are
+    assert stat.S_IMODE((tmp_path / ".kubeless-local").stat().st_mode) == 0o700
