@@ -225,10 +225,12 @@ class FunctionSpec:
         return self.annotations.get(ISOLATION_ANNOTATION, "warm")
 
     def watched_paths(self):
-        """What a change of reloads the function: its code, its deps file, the files its env is read from."""
+        """What a change of reloads the function: its code, its deps file, the files its env is read from, its
+        Secret and ConfigMap volumes' folders (the docker backend mounts a copy, brought up to date then)."""
         from kubeless_local import podenv  # (it imports this module)
 
-        return [p for p in (self.source, self.deps_file) if p is not None] + podenv.key_files(self)
+        volumes = [volume.folder for volume in podenv.volumes(self)]
+        return [p for p in (self.source, self.deps_file) if p is not None] + podenv.key_files(self) + volumes
 
 
 @dataclass(frozen=True)

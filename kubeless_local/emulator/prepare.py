@@ -297,6 +297,10 @@ class HostSteps:
     def check(self, prepared, argv, cwd):
         self.run(STEP_CHECK, argv, cwd, step_env(prepared, self), on_line=lambda line: None)
 
+    def finish(self, prepared):
+        """What a prepared generation needs before its servers start, once it is complete: nothing here (a
+        local process reads its files as the user who wrote them)."""
+
 
 def setup_runtime_lib(runtime, on_line, steps=None):
     """The runtime server's own libraries ({runtime_lib}), set up once per toolchain and version of the
@@ -432,10 +436,7 @@ def prepare(
     )
     try:
         _prepare(prepared, steps, on_line, previous)
-        if steps.view is not HOST:  # a container reads them, as its own user
-            readable_by_all(prepared.root, [prepared.code_dir, prepared.build_dir])
-            readable_by_all(prepared.deps_dir, [])
-            readable_by_all(prepared.runtime_lib, [])
+        steps.finish(prepared)
     except BaseException:
         discard(prepared)
         raise

@@ -290,6 +290,7 @@ def test_runtime_ls_and_get_server_config(tmp_path):
 def test_a_secret_folder_is_mounted_read_only_at_the_secret_path(tmp_path, start_dev, client):
     (tmp_path / "secrets" / "db").mkdir(parents=True)
     (tmp_path / "secrets" / "db" / "password").write_text("s3cret")
+    (tmp_path / "secrets" / "db" / "password").chmod(0o600)  # as a careful user keeps a secret: the pod's user reads it
     (tmp_path / "handler.py").write_text(
         "import os\n\ndef hello(event, context):\n"
         "    path = os.environ['KUBELESS_LOCAL_SECRET_DB'] + '/password'\n"

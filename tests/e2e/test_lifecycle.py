@@ -309,4 +309,4 @@ def test_a_configmap_volume_is_the_projects_configmap_folder(tmp_path, start_dev
         said = "ConfigMap settings (mounted at /etc/settings in the pod): a local process reads it from %s" % folder
         assert said in dev.output()
     (folder / "level").write_text("info")  # a mounted ConfigMap changes in place, as the kubelet updates it
-    assert cli("call", "hello", cwd=tmp_path, check=True).stdout.startswith("info ")
+    assert wait_for(lambda: cli("call", "hello", cwd=tmp_path).stdout.startswith("info "), 30), dev.output()

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 from pathlib import Path
 
@@ -720,14 +721,25 @@ def test_an_engine_error_on_stop_is_said_not_hidden(backend, tmp_path):
 
 
 def test_a_secret_folder_is_mounted_read_only_where_the_pod_mounts_the_secret(backend, tmp_path):
+    """A copy of it, its keys of mode 0644 as the kubelet writes them: the user's are often 0600, which the
+    container's user (the pod's, 1000) cannot read. A saved key is in the copy once the save is prepared."""
     (tmp_path / "src" / "secrets" / "db").mkdir(parents=True)
     (tmp_path / "src" / "secrets" / "db" / "password").write_text("s3cret")
+    (tmp_path / "src" / "secrets" / "db" / "password").chmod(0o600)
     fn = python_function(tmp_path, secrets=["db", "missing"], project=tmp_path / "src")
+    assert tmp_path / "src" / "secrets" / "db" in fn.watched_paths()
     lines = []
     runtime, _ = backend.resolve(fn, CATALOG)
     prepared = backend.prepare(fn, runtime, tmp_path / "state", lines.append)
     options = backend.container_options(Instance(name="hello", runtime="python3.11", port=1), prepared)
-    assert options["volumes"][str((tmp_path / "src" / "secrets" / "db").resolve())] == {"bind": "/db", "mode": "ro"}
+    copy = prepared.root / "volumes" / "secret-db"
+    assert options["volumes"][str(copy.resolve())] == {"bind": "/db", "mode": "ro"}
+    assert (copy / "password").read_text() == "s3cret" and stat.S_IMODE((copy / "password").stat().st_mode) == 0o644
+    (tmp_path / "src" / "secrets" / "db" / "password").write_text("changed")
+    (tmp_path / "src" / "secrets" / "db" / "other").write_text("new key")
+    backend.prepare(fn, runtime, tmp_path / "state", lines.append, previous=prepared)
+    assert sorted(p.name for p in copy.iterdir()) == ["other", "password"]
+    assert (copy / "password").read_text() == "changed"
     assert options["environment"]["KUBELESS_LOCAL_SECRET_DB"] == "/db"
     assert any("secret db" in line and "mounted read-only at /db" in line for line in lines)
     assert any("secret missing" in line and "create it" in line for line in lines)  # never silently dropped

@@ -136,6 +136,32 @@ def container_env(port, prepared, mode="host"):
     return env
 
 
+VOLUMES = "volumes"  # <function root>/volumes/<kind>-<name>/: the copies of its Secret and ConfigMap volumes
+VOLUME_FILE_MODE = 0o644  # a Secret's or ConfigMap's volume's defaultMode
+
+
+def volume_copy(root: Path, volume) -> Path:
+    """The folder mounted for a Secret or ConfigMap volume: a copy of the project's folder of it, its files of
+    mode 0644 as the kubelet writes them (the user's own are often 0600, which the pod's user cannot read),
+    brought up to date in place (a changed key is replaced whole, a removed one goes), so that a running
+    container sees a save as a pod sees an updated Secret. Its folder, in the state (0700), keeps it private."""
+    target = root / VOLUMES / ("%s-%s" % (volume.source.kind.lower(), volume.name))
+    target.mkdir(parents=True, exist_ok=True)
+    target.chmod(0o755)
+    keys = {p.name: p for p in volume.folder.iterdir() if p.is_file()} if volume.folder.is_dir() else {}
+    for stale in set(os.listdir(target)) - set(keys):
+        (target / stale).unlink(missing_ok=True)
+    for name, path in keys.items():
+        data = path.read_bytes()
+        dest = target / name
+        if not dest.exists() or dest.read_bytes() != data:
+            fresh = target / (".%s.new" % name)
+            fresh.write_bytes(data)
+            fresh.chmod(VOLUME_FILE_MODE)
+            os.replace(fresh, dest)
+    return target
+
+
 def writable_copy(prepared):
     """A fresh copy of the generation's code for one container of another image: /kubeless is an
     emptyDir in a pod, which the function may write to. A copy, never the generation itself (its files are
@@ -233,7 +259,7 @@ def container_options(port, prepared, mode="host", relay_id=""):
         mounts[str(writable_copy(prepared).resolve())] = {"bind": INSTALL, "mode": "rw"}
     for volume in podenv.volumes(spec):  # <project>/secrets/<name>/ or configmaps/<name>/ where the pod mounts it
         if volume.folder.is_dir():
-            mounts[str(volume.folder.resolve())] = {"bind": volume.mount, "mode": "ro"}
+            mounts[str(volume_copy(prepared.root, volume).resolve())] = {"bind": volume.mount, "mode": "ro"}
     options = {
         "image": prepared.image,
         "name": container_name(prepared),

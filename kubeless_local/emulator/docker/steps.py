@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubeless_local import podenv
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.docker.containers import (
     CA_ENV,
@@ -16,6 +17,7 @@ from kubeless_local.emulator.docker.containers import (
     VIEW,
     ca_mount,
     project_label,
+    volume_copy,
 )
 from kubeless_local.emulator.images import (
     OWN_LABEL,
@@ -123,6 +125,16 @@ class DockerSteps:
             image_source=self.image_source,
             **fields,
         )
+
+    def finish(self, prepared):
+        """A container reads the generation as the pod's user, not the host user who wrote it: its code and
+        build, deps and runtime library made readable by all (prep.readable_by_all), and a copy of each Secret
+        or ConfigMap volume to mount, as the kubelet writes one (containers.volume_copy)."""
+        prep.readable_by_all(prepared.root, [prepared.code_dir, prepared.build_dir])
+        prep.readable_by_all(prepared.deps_dir, [])
+        prep.readable_by_all(prepared.runtime_lib, [])
+        for volume in podenv.volumes(prepared.spec):
+            volume_copy(prepared.root, volume)
 
     def setup_env(self):
         return self._with_host({"HOME": "/tmp"})
