@@ -14,6 +14,7 @@ would convert, a second name, click's shell completion asking — is click's to 
 import errno
 import os
 import sys
+import time
 
 from kubeless_local.commands.output import echo, exit_now, exit_with, headline, raise_exit, say_session
 from kubeless_local.errors import UserError
@@ -223,6 +224,23 @@ def version_line():
     return "kubeless-local, version %s" % __version__
 
 
+ON_THE_WAY = ("Installing", "Starting")  # states a function that will serve passes through
+CALL_WAITS = 300.0  # seconds `call` waits for one of them to end (a first-time setup and install included)
+
+
+def served_soon(client, name, row):
+    """`row` of function `name` once it is past installing and starting (`up -d && call`, a call right after
+    a save of the manifest): a line on stderr says what it waits for; bounded by CALL_WAITS."""
+    if row["state"] not in ON_THE_WAY:
+        return row
+    echo("waiting for %s (%s)…" % (name, row["state"]), True)
+    deadline = time.monotonic() + CALL_WAITS
+    while row["state"] in ON_THE_WAY and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row = client.owner(name)[1]
+    return row
+
+
 def call_function(name, data=None, data_file=None, method=None, headers=(), path="/"):
     """`call`: one event to the running function `name`, its answer's body on stdout; a failing answer or a
     function that does not serve: a line on stderr and exit 1 (a 408: "Request timeout exceeded", as Kubeless')."""
@@ -237,6 +255,7 @@ def call_function(name, data=None, data_file=None, method=None, headers=(), path
     client = AdminClient()
     session, row = client.owner(name)
     say_session(client, session)
+    row = served_soon(client, name, row)
     if not row.get("serving", True) or not row["port"] or not row.get("url"):
         # Nothing of ours answers on its port: whatever does must not pass for the function.
         raise_exit("%s is %s: %s" % (name, row["state"], headline(row["error"] or "not serving")), 1)

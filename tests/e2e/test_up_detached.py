@@ -1,9 +1,13 @@
 """`up -d`: the background session runs what the command line chose (backend, ignore patterns), as `dev` would."""
 
 import json
+import shutil
+import uuid
 
 from conftest import cli
 from waiting import wait_until
+
+from kubeless_local.paths import cache_dir
 
 
 def rows(cwd):
@@ -39,3 +43,24 @@ def test_up_reads_the_backend_from_the_environment_as_dev_does(tmp_path, monkeyp
         assert hello_row(tmp_path)["backend"] == "docker"
     finally:
         cli("down", ".", cwd=tmp_path, timeout=120)
+
+
+def test_a_call_right_after_up_waits_for_the_function_installing_and_starting(tmp_path):
+    """`up -d && call`: the background session answers before its functions serve; `call` said `hello is
+    Installing: not serving` (exit 1). It now waits for a function on its way (one line on stderr says so)."""
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    project = tmp_path / "hello"
+    # a deps file of its own: a real install (the function is Installing for a while)
+    deps = "six\n# %s\n" % uuid.uuid4()
+    (project / "requirements.txt").write_text(deps)
+    try:
+        up = cli("up", "-d", cwd=project, timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        called = cli("call", "hello", cwd=project, timeout=180)
+        assert (called.returncode, called.stdout.strip()) == (0, "hello world"), called.stdout + called.stderr
+    finally:
+        cli("down", cwd=project, timeout=120)
+        for installed in (cache_dir() / "deps" / "python3.11").glob("*/requirements.txt"):
+            if installed.read_text() == deps:  # the cached install of a deps file no other test has
+                shutil.rmtree(installed.parent)
+                installed.parent.with_name(installed.parent.name + ".lock").unlink(missing_ok=True)
