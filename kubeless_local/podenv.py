@@ -49,15 +49,23 @@ class Volume(NamedTuple):
         return "KUBELESS_LOCAL_%s_%s" % (self.source.kind.upper(), re.sub(r"[^A-Za-z0-9]", "_", self.name).upper())
 
 
+def volume_sources(pod: dict) -> Iterator[tuple[Source, dict, Optional[str]]]:
+    """(source, its reference, the volume's name) of each Secret and ConfigMap volume of a pod spec."""
+    for volume in pod.get("volumes") or []:
+        for source in SOURCES:
+            ref = volume.get(source.volume) if isinstance(volume, dict) else None
+            if isinstance(ref, dict):
+                yield source, ref, volume.get("name")
+
+
 def volumes(spec: FunctionSpec) -> list[Volume]:
     """The pod's Secret and ConfigMap volumes its container mounts (`kubeless function deploy --secrets`, or
     written in the Deployment), in the order of its volumeMounts."""
-    by_volume = {}
-    for volume in spec.pod.get("volumes") or []:
-        for source in SOURCES:
-            ref = volume.get(source.volume) if isinstance(volume, dict) else None
-            if isinstance(ref, dict) and ref.get(source.volume_name):
-                by_volume[volume.get("name")] = (source, str(ref[source.volume_name]))
+    by_volume = {
+        name: (source, str(ref[source.volume_name]))
+        for source, ref, name in volume_sources(spec.pod)
+        if ref.get(source.volume_name)
+    }
     found = []
     for mount in spec.container.get("volumeMounts") or []:
         if isinstance(mount, dict) and mount.get("name") in by_volume:

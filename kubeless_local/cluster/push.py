@@ -80,16 +80,11 @@ def push(target: Target, path, namespace=None, *, server_dry_run=False, prune=Fa
 def sources_needed(function: dict) -> list[tuple[str, str]]:
     """(kind, name) of each Secret and ConfigMap a Function's pod cannot start without (its volumes, its env's
     `valueFrom` and `envFrom`; an `optional` one aside), in their order."""
-    from kubeless_local.podenv import SOURCES, references
+    from kubeless_local.podenv import references, volume_sources
     from kubeless_local.spec import FunctionSpec
 
     pod = FunctionSpec.pod_of((function.get("spec") or {}).get("deployment"))
-    refs = []
-    for volume in pod.get("volumes") or []:
-        for source in SOURCES:
-            ref = volume.get(source.volume) if isinstance(volume, dict) else None
-            if isinstance(ref, dict):
-                refs.append((source.kind, ref.get(source.volume_name), ref.get("optional")))
+    refs = [(source.kind, ref.get(source.volume_name), ref.get("optional")) for source, ref, _ in volume_sources(pod)]
     for container in pod.get("containers") or []:
         refs.extend((source.kind, ref.get("name"), ref.get("optional")) for source, ref, _ in references(container))
     return list(dict.fromkeys((what, str(name)) for what, name, optional in refs if name and not optional))

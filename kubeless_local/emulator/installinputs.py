@@ -78,13 +78,7 @@ class Inputs:
 def find(dep_name: str, deps: str, code_dir: Path, source: Optional[Path] = None) -> Inputs:
     """The inputs of installing `deps` (the text of `dep_name`) in `code_dir`. `source`: the function's
     source as the user gave it, named in a Missing's fix. Raises Missing."""
-    readers: dict[str, Callable[[str, Path], list[tuple[str, str]]]] = {
-        "requirements.txt": _pip,
-        "package.json": _npm,
-        "Gemfile": _bundler,
-        "composer.json": _composer,
-    }
-    reader = readers.get(dep_name)
+    reader = READERS.get(dep_name)
     named = reader(deps, code_dir) if reader else []
     named += [(name, name) for name in COMPANIONS.get(dep_name, ()) if (code_dir / name).is_file()]
     root = code_dir.resolve()
@@ -300,3 +294,12 @@ def _composer_repositories(manifest: dict, code_dir: Path) -> list[tuple[str, st
             continue
         found += _expanded(url, code_dir)
     return found
+
+
+# Each tool's reader of its deps file's references: (as written, path relative to the code folder)
+READERS: dict[str, Callable[[str, Path], list[tuple[str, str]]]] = {
+    "requirements.txt": _pip,
+    "package.json": _npm,
+    "Gemfile": _bundler,
+    "composer.json": _composer,
+}

@@ -339,12 +339,13 @@ def left_behind(spec: FunctionSpec, runtime) -> list[str]:
     except OSError:
         return []
     folder = source.parent
-    names = {name for match in pattern.finditer(text) for name in match.groups() if name}
-    beside = sorted(
-        name + runtime.suffix if (folder / (name + runtime.suffix)).is_file() else name + "/"
-        for name in names
-        if (folder / (name + runtime.suffix)).is_file() or (runtime.server == "python" and (folder / name).is_dir())
-    )
+    beside = []
+    for name in {name for match in pattern.finditer(text) for name in match.groups() if name}:
+        if (folder / (name + runtime.suffix)).is_file():
+            beside.append(name + runtime.suffix)
+        elif runtime.server == "python" and (folder / name).is_dir():  # a package
+            beside.append(name + "/")
+    beside.sort()
     if not beside:
         return []
     return [

@@ -368,7 +368,7 @@ def install_deps(prepared, steps, deps, inputs, digest, on_line):
     def build(target):
         inputs.copy_into(prepared.code_dir, target)  # where the tool looks: beside the deps file, as in /kubeless
         if steps.view is not HOST:  # the runtime container reads them too (a linked package, autoloaded classes)
-            readable_by_all(target, [target / rel for rel in inputs.paths])
+            readable_by_all([target], [target / rel for rel in inputs.paths])
         (target / runtime.dep_name).write_text(deps)
         beside = " with " + ", ".join(inputs.paths) if inputs.paths else ""
         on_line("installing %s%s%s (sha256 %s…)" % (runtime.dep_name, beside, steps.where, digest[:12]))
@@ -443,12 +443,12 @@ def prepare(
     return prepared
 
 
-def readable_by_all(folder: Path, trees: list) -> None:
-    """`folder`, and every file and folder of `trees`, readable by every user: a runtime container runs as the
-    pod's user (1000, or the Deployment's securityContext), not as the host user who wrote them under a umask
-    of 077 or copied a file of mode 0600, where in the pod its volume gives it its code. (The state folder,
-    0700, still keeps the other users of this machine out.)"""
-    paths = [str(folder)]
+def readable_by_all(folders: list, trees: list) -> None:
+    """`folders` themselves, and every file and folder of `trees`, readable by every user: a runtime container
+    runs as the pod's user (1000, or the Deployment's securityContext), not as the host user who wrote them
+    under a umask of 077 or copied a file of mode 0600, where in the pod its volume gives it its code. (The state
+    folder, 0700, still keeps the other users of this machine out.)"""
+    paths = [str(folder) for folder in folders]
     for tree in trees:
         if tree is not None:
             paths += [os.path.join(d, n) for d, dirs, files in os.walk(tree) for n in ["", *dirs, *files]]

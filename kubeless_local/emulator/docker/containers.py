@@ -140,12 +140,17 @@ VOLUMES = "volumes"  # <function root>/volumes/<kind>-<name>/: the copies of its
 VOLUME_FILE_MODE = 0o644  # a Secret's or ConfigMap's volume's defaultMode
 
 
-def volume_copy(root: Path, volume) -> Path:
-    """The folder mounted for a Secret or ConfigMap volume: a copy of the project's folder of it, its files of
-    mode 0644 as the kubelet writes them (the user's own are often 0600, which the pod's user cannot read),
-    brought up to date in place (a changed key is replaced whole, a removed one goes), so that a running
+def volume_folder(root: Path, volume) -> Path:
+    """The folder mounted for a Secret or ConfigMap volume (`volume_copy` fills it)."""
+    return root / VOLUMES / ("%s-%s" % (volume.source.kind.lower(), volume.name))
+
+
+def volume_copy(root: Path, volume) -> None:
+    """Fill `volume_folder`: a copy of the project's folder of the volume, its files of mode 0644 as the kubelet
+    writes them (the user's own are often 0600, which the pod's user cannot read), brought up to date in place (a
+    changed key is replaced whole, a removed one goes) at every prepare (the folder is watched), so that a running
     container sees a save as a pod sees an updated Secret. Its folder, in the state (0700), keeps it private."""
-    target = root / VOLUMES / ("%s-%s" % (volume.source.kind.lower(), volume.name))
+    target = volume_folder(root, volume)
     target.mkdir(parents=True, exist_ok=True)
     target.chmod(0o755)
     keys = {p.name: p for p in volume.folder.iterdir() if p.is_file()} if volume.folder.is_dir() else {}
@@ -159,7 +164,6 @@ def volume_copy(root: Path, volume) -> Path:
             fresh.write_bytes(data)
             fresh.chmod(VOLUME_FILE_MODE)
             os.replace(fresh, dest)
-    return target
 
 
 def writable_copy(prepared):
@@ -257,9 +261,9 @@ def container_options(port, prepared, mode="host", relay_id=""):
         mounts[str(prepared.root.resolve())] = {"bind": FUNCTION_MOUNT, "mode": "ro"}
     else:
         mounts[str(writable_copy(prepared).resolve())] = {"bind": INSTALL, "mode": "rw"}
-    for volume in podenv.volumes(spec):  # <project>/secrets/<name>/ or configmaps/<name>/ where the pod mounts it
+    for volume in podenv.volumes(spec):  # a copy of <project>/secrets/<name>/ or configmaps/<name>/ (steps.finish)
         if volume.folder.is_dir():
-            mounts[str(volume_copy(prepared.root, volume).resolve())] = {"bind": volume.mount, "mode": "ro"}
+            mounts[str(volume_folder(prepared.root, volume).resolve())] = {"bind": volume.mount, "mode": "ro"}
     options = {
         "image": prepared.image,
         "name": container_name(prepared),

@@ -130,9 +130,9 @@ class DockerSteps:
         """A container reads the generation as the pod's user, not the host user who wrote it: its code and
         build, deps and runtime library made readable by all (prep.readable_by_all), and a copy of each Secret
         or ConfigMap volume to mount, as the kubelet writes one (containers.volume_copy)."""
-        prep.readable_by_all(prepared.root, [prepared.code_dir, prepared.build_dir])
-        prep.readable_by_all(prepared.deps_dir, [])
-        prep.readable_by_all(prepared.runtime_lib, [])
+        prep.readable_by_all(
+            [prepared.root, prepared.deps_dir, prepared.runtime_lib], [prepared.code_dir, prepared.build_dir]
+        )
         for volume in podenv.volumes(prepared.spec):
             volume_copy(prepared.root, volume)
 
