@@ -90,6 +90,9 @@ class Instance:
     # manifest is wrong) while the last good code does: what `ls` shows whenever that server is ready,
     # restarts included, until a save serves. Set and cleared by the supervisor.
     broken: Optional[tuple[State, str]] = None
+    # Run when the server's next control line says its code was replaced in place (ready), dropped when it says
+    # the new code failed to load (the old code serves on): the backend's clean-up of the code replaced.
+    after_reload: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def serves(self) -> bool:
@@ -120,7 +123,10 @@ class Instance:
                 self.state, self.error = self.broken or (State.READY, "")
             elif event == "load-failed":
                 self.state, self.error = State.COMPILE_ERROR, error
+            replaced, self.after_reload = (self.after_reload if event == "ready" else []), []
             self.changed.notify_all()
+        for clean_up in replaced:
+            clean_up()
         if self.on_state is not None:
             self.on_state(self)
 

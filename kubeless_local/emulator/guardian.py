@@ -4,7 +4,9 @@
 does not reach it) and keeps the write end of a pipe to its stdin. On that pipe `dev` says which
 process groups it starts (`watch PGID`, `forget PGID`) and whether containers run (`containers`).
 When the pipe closes — `dev` ended, whichever way — the guardian SIGKILLs the groups still
-watched and removes the project's containers, then exits. What it is told is also recorded in
+watched, and every process that carries the project's marker (below) and started before that moment: what a
+function started in a session of its own (a browser, a daemon), which a pod's end takes with it too. Then it
+removes the project's containers and exits. What it is told is also recorded in
 .kubeless-local/processes.json, so a `dev` that finds a session's leftovers (the guardian was
 killed too) stops them before it starts.
 
@@ -27,20 +29,30 @@ RECORD = "processes.json"
 NICENESS = 10  # the guardian process's: it sleeps on its pipe until `dev` ends, and its start is on no one's way
 
 
+def process_stat(pid):
+    """(process group, start time in clock ticks since boot) of live process `pid`; None once it ended (a zombie
+    has: it waits only for its parent to read its status). Linux /proc."""
+    try:
+        with open("/proc/%s/stat" % pid, "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": state ppid pgrp … starttime (20th)
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == b"Z" else (int(fields[2]), int(fields[19]))
+
+
+def ticks_now():
+    """Now, in the unit and from the origin of a process's start time (process_stat)."""
+    with open("/proc/uptime") as uptime:
+        return int(float(uptime.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
+def _pids():
+    return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
+
+
 def group_members(pgid):
     """Pids of the live (not zombie) processes in process group `pgid` (Linux /proc)."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry.name) as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp …
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return [pid for pid in _pids() if (process_stat(pid) or (None,))[0] == pgid]
 
 
 def _carries_marker(pid, marker):
@@ -64,6 +76,28 @@ def kill_groups(pgids, project, trust=False):
             try:
                 os.killpg(pgid, signal.SIGKILL)
                 killed.append(pgid)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed
+
+
+def kill_strays(project, started_before, groups=()):
+    """SIGKILL every live process outside `groups` (killed as groups) that carries `project`'s marker and started
+    before `started_before` (ticks: ticks_now) — later ones are a next session's; returns their pids. A process a
+    function started in a session or group of its own is outside the groups the guardian watches, where a pod's
+    end takes it all the same. One that changed its environment is not found."""
+    if not os.path.isdir("/proc"):
+        return []
+    import signal
+
+    marker = ("%s=%s" % (PROJECT_ENV, project)).encode()
+    killed = []
+    for pid in _pids():
+        stat = process_stat(pid)
+        if stat is not None and stat[0] not in groups and stat[1] < started_before and _carries_marker(pid, marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
             except (ProcessLookupError, PermissionError):
                 pass
     return killed
@@ -133,11 +167,16 @@ def sweep_leftovers(state_dir, say=lambda text: None):
         return
     project = str(Path(state_dir).resolve())
     killed = kill_groups([int(g) for g in data.get("groups") or []], project)
+    own = process_stat(os.getpid())  # what this session started is younger than this process
+    strays = kill_strays(project, own[1], killed) if own else []
     containers = remove_containers(project) if data.get("containers") else []
-    if killed or containers:
+    if killed or strays or containers:
         say(
             "stopped what an earlier kubeless-local (pid %s) left running: %s"
-            % (data.get("pid"), ", ".join(["process group %d" % g for g in killed] + containers))
+            % (
+                data.get("pid"),
+                ", ".join(["process group %d" % g for g in killed] + ["process %d" % p for p in strays] + containers),
+            )
         )
     record.unlink()
 
@@ -236,8 +275,8 @@ def main(project):
             groups.discard(int(argument))
         elif verb == "containers":
             containers = True
-    ended = time.time()
-    kill_groups(sorted(groups), project, trust=True)
+    ended, ended_ticks = time.time(), ticks_now() if os.path.isdir("/proc") else 0
+    kill_strays(project, ended_ticks, kill_groups(sorted(groups), project, trust=True))
     if containers:
         remove_containers(project, before=ended)  # a `run` started since (kill -9, then again) has its own
 

@@ -310,3 +310,123 @@ def test_a_configmap_volume_is_the_projects_configmap_folder(tmp_path, start_dev
         assert said in dev.output()
     (folder / "level").write_text("info")  # a mounted ConfigMap changes in place, as the kubelet updates it
     assert wait_for(lambda: cli("call", "hello", cwd=tmp_path).stdout.startswith("info "), 30), dev.output()
+
+
+# A function that starts a process in a session of its own, as puppeteer starts its browser (`detached: true`) or
+# a daemon does: the process is outside the server's process group, where a pod's end takes it all the same.
+DETACHED = {
+    "python3.11": (
+        "handler.py",
+        "import subprocess\n\ndef hello(event, context):\n"
+        "    return str(subprocess.Popen(['sleep', '600'], start_new_session=True).pid)\n",
+    ),
+    "nodejs20": (
+        "handler.js",
+        "const { spawn } = require('child_process');\n"
+        "module.exports = { hello: () => {\n"
+        "  const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });\n"
+        "  child.unref();\n  return String(child.pid);\n} };\n",
+    ),
+}
+
+
+def detached_project(root, runtime):
+    source, code = DETACHED[runtime]
+    (root / source).write_text(code)
+    (root / "function.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: spawner\n"
+        "  annotations: {local.kubeless.io/source: %s}\nspec: {runtime: %s, handler: handler.hello}\n"
+        % (source, runtime)
+    )
+    return root
+
+
+def running(pid):
+    """Whether `pid` is a live process (a zombie has ended: it waits only for its parent to read its status)."""
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def started_detached(project):
+    pid = int(cli("call", "spawner", cwd=project, check=True).stdout)
+    assert running(pid) and pid not in live_members(read_ls(project)["spawner"]["pid"])
+    return pid
+
+
+@pytest.mark.parametrize(("runtime", "ending"), [("python3.11", signal.SIGKILL), ("nodejs20", signal.SIGINT)])
+def test_a_process_a_function_started_in_a_session_of_its_own_ends_with_dev(tmp_path, start_dev, runtime, ending):
+    """It outlived `dev`, Ctrl-C and kill -9 alike: only the server's process group was killed."""
+    project = detached_project(tmp_path, runtime)
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    pid = started_detached(project)
+    try:
+        dev.proc.send_signal(ending)
+        dev.proc.wait(timeout=15)
+        assert wait_for(lambda: not running(pid), 30), "the function's detached process outlived `dev`"
+    finally:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("runtime", ["python3.11", "nodejs20"])
+def test_a_process_a_function_started_in_a_session_of_its_own_ends_with_the_function(tmp_path, start_dev, runtime):
+    """Its function removed from the project (as its pod is deleted): what it started goes too, `dev` runs on."""
+    project = detached_project(tmp_path, runtime)
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    pid = started_detached(project)
+    try:
+        (project / "function.yaml").unlink()
+        assert wait_for(lambda: not running(pid), 30), "the detached process outlived its function"
+        assert dev.proc.poll() is None
+    finally:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_next_dev_stops_a_detached_process_a_dead_session_left(tmp_path, start_dev):
+    project = detached_project(tmp_path, "python3.11")
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    pid = started_detached(project)
+    try:
+        os.kill(guardian_of(project), signal.SIGKILL)  # nothing cleans up
+        dev.proc.send_signal(signal.SIGKILL)
+        dev.proc.wait(timeout=10)
+        assert running(pid)
+        again = start_dev("dev", cwd=project)
+        again.wait_for_output("Watching", timeout=120)
+        assert not running(pid)
+        assert "stopped what an earlier kubeless-local (pid %d) left running" % dev.proc.pid in again.output()
+        assert running(started_detached(project))  # the new session's own are kept
+    finally:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("runtime", ["python3.11", "nodejs20"])
+def test_a_detached_process_of_replaced_code_ends_once_the_new_code_serves(tmp_path, start_dev, runtime):
+    """A save is a new pod in the cluster: what the old code started goes once the new code serves. A save that
+    does not load leaves the old code serving, with what it started (a warm browser in a module global)."""
+    project = detached_project(tmp_path, runtime)
+    source = project / DETACHED[runtime][0]
+    dev = start_dev("dev", cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    first = started_detached(project)
+    try:
+        code = source.read_text()
+        source.write_text(code + "\n)(\n")  # does not load
+        wait_until(lambda: read_ls(project)["spawner"]["state"] == "CompileError", "the broken save seen", 60)
+        assert running(first)
+        source.write_text(code + "\n// saved\n" if runtime == "nodejs20" else code + "\n# saved\n")
+        wait_until(lambda: read_ls(project)["spawner"]["state"] == "Ready", "the good save serves", 60)
+        assert wait_for(lambda: not running(first), 30), "the replaced code's detached process outlived it"
+        second = started_detached(project)
+        assert running(second)
+    finally:
+        if running(first):
+            os.kill(first, signal.SIGKILL)

@@ -72,7 +72,7 @@ def test_the_guardian_kills_what_it_watches_when_the_pipe_closes(tmp_path, group
     keeper.proc.stdin.close()  # what the kernel does when `dev` dies, kill -9 included
     assert dies(watched)
     assert keeper.proc.wait(30) == 0
-    assert forgotten.poll() is None
+    assert dies(forgotten)  # `dev` stopped what it forgets; one that ran on carries the marker: a stray, killed too
 
 
 def test_a_clean_close_removes_the_record(tmp_path):
@@ -113,6 +113,31 @@ def test_leftovers_of_a_dead_session_are_stopped(tmp_path, groups):
     assert not (tmp_path / "processes.json").exists()
     sweep_leftovers(tmp_path, said.append)  # nothing recorded: nothing to do
     assert len(said) == 1
+
+
+def test_strays_carrying_the_marker_and_older_than_the_end_are_killed(tmp_path, groups):
+    """A process a function started in a session of its own is in no watched group: the marker and its start time
+    (before the session ended, not a next session's) find it."""
+    project = str(tmp_path)
+    stray, unmarked, other = groups(project), groups(None), groups(project + "-other")
+    assert guardian.kill_strays(project, guardian.process_stat(stray.pid)[1]) == []  # as young as the end: kept
+    after = guardian.ticks_now() + 1
+    assert guardian.kill_strays(project, after, groups=[stray.pid]) == []  # killed with its group, not as a stray
+    assert guardian.kill_strays(project, after) == [stray.pid]
+    assert dies(stray)
+    assert unmarked.poll() is None and other.poll() is None
+
+
+def test_a_dead_sessions_strays_are_stopped_and_said(tmp_path, groups):
+    """By the next session's process: what is older than it (this test's process is older than the stray)."""
+    left = groups(str(tmp_path.resolve()))
+    (tmp_path / "processes.json").write_text(json.dumps({"pid": 4242, "groups": [], "containers": False}))
+    sweep = (
+        "import sys; from kubeless_local.emulator.guardian import sweep_leftovers; sweep_leftovers(sys.argv[1], print)"
+    )
+    said = subprocess.run([sys.executable, "-c", sweep, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert dies(left)
+    assert said.stdout == "stopped what an earlier kubeless-local (pid 4242) left running: process %d\n" % left.pid
 
 
 def test_the_projects_containers_are_removed(monkeypatch):
