@@ -400,8 +400,27 @@ def parse_function(doc, path: Path, project: Optional[Path] = None):
         document=doc,
         project=Path(project or path.parent).resolve(),
     )
+    _refuse_a_file_name_as_code(fn, path)
     validate_function(fn)
     return fn
+
+
+def _refuse_a_file_name_as_code(fn: FunctionSpec, manifest: Path):
+    """`function: handler.py` is taken as the code itself, in the cluster too, and fails to load with a NameError
+    that does not say why: one line naming the annotation meant."""
+    code = fn.function.strip()
+    if fn.source is not None or fn.content_type not in ("", "text") or not code or "\n" in code:
+        return
+    try:
+        named = (manifest.parent / code).is_file()
+    except (OSError, ValueError):  # not a path at all (too long, a NUL)
+        return
+    if named:
+        _fail(
+            fn.origin,
+            "spec.function holds the code itself, not a file's name (%s): to run that file, set annotation %s: %s "
+            "and leave spec.function out" % (code, SOURCE_ANNOTATION, code),
+        )
 
 
 def _local_path(origin, manifest: Path, value, annotation, project=None):

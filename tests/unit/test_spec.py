@@ -154,6 +154,35 @@ spec: {runtime: python3.11, handler: hello.foo, function: "def foo(e, c):\\n    
     assert fn.source is None and fn.function.startswith("def foo")
 
 
+@pytest.mark.parametrize("written", ["handler.py", "./handler.py", "src/handler.py"])
+def test_a_file_name_as_the_inline_code_is_refused_with_the_annotation_to_use(tmp_path, written):
+    """`function: handler.py` was taken as the code itself (as Kubeless takes it): the function then failed to
+    load with `NameError: name 'handler' is not defined`."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "handler.py").write_text("def hello(event, context):\n    return 'hi'\n")
+    write(
+        tmp_path,
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: hello}\n"
+        "spec: {runtime: python3.11, handler: handler.hello, function: %s}\n" % written,
+    )
+    with pytest.raises(UserError) as raised:
+        specs.load(tmp_path)
+    assert str(raised.value) == (
+        "%s: Function hello: spec.function holds the code itself, not a file's name (%s): to run that file, "
+        "set annotation local.kubeless.io/source: %s and leave spec.function out"
+        % (tmp_path / "function.yaml", written, written)
+    )
+
+
+def test_one_line_of_code_that_names_no_file_is_code(tmp_path):
+    write(
+        tmp_path,
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata: {name: hello}\n"
+        "spec: {runtime: nodejs20, handler: handler.hello, function: 'module.exports = {hello: () => 1}'}\n",
+    )
+    assert specs.load(tmp_path).functions[0].function == "module.exports = {hello: () => 1}"
+
+
 def test_checksum_vector_21():
     assert specs.checksum_of(b"function") == "sha256:78f9ac018e554365069108352dacabb7fbd15246edf19400677e3b54fe24e126"
     assert (
