@@ -544,13 +544,16 @@ class Catalog:
         exact = [rt for rt in versions if rt.version == version]
         if exact:
             rt = exact[0]
+            others = ", ".join(r.name for r in usable) or "another runtime"
             raise UserError(
-                "runtime %s needs `%s` on PATH (%s); install it or use %s"
+                "runtime %s needs `%s` on PATH (%s); install it%s"
                 % (
                     runtime,
                     rt.executable,
                     "not found" if not rt.executable_path() else "wrong version",
-                    ", ".join(r.name for r in usable) or "another runtime",
+                    ", use %s, or run it with --backend docker (its image %s has it)" % (others, rt.image)
+                    if rt.image
+                    else " or use %s" % others,
                 )
             )
         if usable and (version in self.legacy(runtime_id) or not version):

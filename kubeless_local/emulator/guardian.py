@@ -66,19 +66,12 @@ def _carries_marker(pid, marker):
 def kill_groups(pgids, project, trust=False):
     """SIGKILL each group that still holds a runtime server of `project`; returns the groups killed.
     Where there is no /proc to check (macOS), only groups we were told about just now (`trust`) are killed."""
-    import signal
-
-    marker = ("%s=%s" % (PROJECT_ENV, project)).encode()
+    marker = _marker(project)
     checkable = os.path.isdir("/proc")
-    killed = []
-    for pgid in pgids:
-        if any(_carries_marker(pid, marker) for pid in group_members(pgid)) if checkable else trust:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-                killed.append(pgid)
-            except (ProcessLookupError, PermissionError):
-                pass
-    return killed
+    return _sigkill(
+        os.killpg,
+        [g for g in pgids if (any(_carries_marker(pid, marker) for pid in group_members(g)) if checkable else trust)],
+    )
 
 
 def kill_strays(project, started_before, groups=()):
@@ -88,18 +81,30 @@ def kill_strays(project, started_before, groups=()):
     end takes it all the same. One that changed its environment is not found."""
     if not os.path.isdir("/proc"):
         return []
-    import signal
-
-    marker = ("%s=%s" % (PROJECT_ENV, project)).encode()
-    killed = []
+    marker = _marker(project)
+    strays = []
     for pid in _pids():
         stat = process_stat(pid)
         if stat is not None and stat[0] not in groups and stat[1] < started_before and _carries_marker(pid, marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except (ProcessLookupError, PermissionError):
-                pass
+            strays.append(pid)
+    return _sigkill(os.kill, strays)
+
+
+def _marker(project):
+    return ("%s=%s" % (PROJECT_ENV, project)).encode()
+
+
+def _sigkill(kill, targets):
+    """The `targets` that `kill` (os.kill, os.killpg) sent SIGKILL to; one gone meanwhile, or not ours, is not."""
+    import signal
+
+    killed = []
+    for target in targets:
+        try:
+            kill(target, signal.SIGKILL)
+            killed.append(target)
+        except (ProcessLookupError, PermissionError):
+            pass
     return killed
 
 

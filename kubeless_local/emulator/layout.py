@@ -242,8 +242,9 @@ def _walk(
 
 def unchanged(copy: str, st: os.stat_result):
     """`copy` (a file of an earlier generation) still is what copy2 made of a file that now has stat `st`:
-    same size, mtime and mode on both sides (the mode made readable by all too: prepare.readable_by_all). A
-    user's save changes the source's mtime; a function that wrote into its own code folder changed the copy's."""
+    same size, mtime and mode on both sides (the mode made readable, or writable, by all too:
+    prepare.open_to_all). A user's save changes the source's mtime; a function that wrote into its own code folder
+    changed the copy's."""
     try:
         old = os.lstat(copy)
     except OSError:
@@ -251,12 +252,18 @@ def unchanged(copy: str, st: os.stat_result):
     return (old.st_size, old.st_mtime_ns) == (st.st_size, st.st_mtime_ns) and old.st_mode in (
         st.st_mode,
         readable_mode(st.st_mode),
+        writable_mode(st.st_mode),
     )
 
 
 def readable_mode(mode: int) -> int:
     """`mode` readable by every user (and searchable or runnable, where its owner may)."""
     return mode | 0o444 | (0o111 if mode & 0o100 or stat.S_ISDIR(mode) else 0)
+
+
+def writable_mode(mode: int) -> int:
+    """`mode` readable and writable by every user (and searchable or runnable, where its owner may)."""
+    return readable_mode(mode) | 0o222
 
 
 def copy_code(

@@ -30,7 +30,13 @@ from typing import Callable, Optional
 
 from kubeless_local import podenv
 from kubeless_local.emulator import installinputs
-from kubeless_local.emulator.layout import hidden_standard_modules, layout_code, left_behind, readable_mode
+from kubeless_local.emulator.layout import (
+    hidden_standard_modules,
+    layout_code,
+    left_behind,
+    readable_mode,
+    writable_mode,
+)
 from kubeless_local.errors import UserError
 from kubeless_local.paths import cache_dir
 from kubeless_local.runtimes import Runtime
@@ -368,7 +374,7 @@ def install_deps(prepared, steps, deps, inputs, digest, on_line):
     def build(target):
         inputs.copy_into(prepared.code_dir, target)  # where the tool looks: beside the deps file, as in /kubeless
         if steps.view is not HOST:  # the runtime container reads them too (a linked package, autoloaded classes)
-            readable_by_all([target], [target / rel for rel in inputs.paths])
+            open_to_all([target], [target / rel for rel in inputs.paths], [])
         (target / runtime.dep_name).write_text(deps)
         beside = " with " + ", ".join(inputs.paths) if inputs.paths else ""
         on_line("installing %s%s%s (sha256 %s…)" % (runtime.dep_name, beside, steps.where, digest[:12]))
@@ -443,19 +449,22 @@ def prepare(
     return prepared
 
 
-def readable_by_all(folders: list, trees: list) -> None:
-    """`folders` themselves, and every file and folder of `trees`, readable by every user: a runtime container
-    runs as the pod's user (1000, or the Deployment's securityContext), not as the host user who wrote them
-    under a umask of 077 or copied a file of mode 0600, where in the pod its volume gives it its code. (The state
-    folder, 0700, still keeps the other users of this machine out.)"""
-    paths = [str(folder) for folder in folders]
-    for tree in trees:
-        if tree is not None:
-            paths += [os.path.join(d, n) for d, dirs, files in os.walk(tree) for n in ["", *dirs, *files]]
-    for path in paths:
-        st = os.lstat(path)
-        if not stat.S_ISLNK(st.st_mode) and readable_mode(st.st_mode) != st.st_mode:
-            os.chmod(path, stat.S_IMODE(readable_mode(st.st_mode)))
+def open_to_all(folders: list, trees: list, writable: list) -> None:
+    """`folders` themselves, and every file and folder of `trees`, readable by every user, and those of `writable`
+    writable too: a runtime container runs as the pod's user (1000, or the Deployment's securityContext), not as
+    the host user who wrote them under a umask of 077 or copied a file of mode 0600, where in the pod its volume
+    gives it its code, in /kubeless: an emptyDir the init container filled as that user, which the function may
+    write to. (The state folder, 0700, still keeps the other users of this machine out.)"""
+    modes = [(readable_mode, [str(folder) for folder in folders])]
+    for to_mode, group in ((readable_mode, trees), (writable_mode, writable)):
+        for tree in group:
+            if tree is not None:
+                modes.append((to_mode, [os.path.join(d, n) for d, ds, fs in os.walk(tree) for n in ["", *ds, *fs]]))
+    for to_mode, paths in modes:
+        for path in paths:
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode) and to_mode(st.st_mode) != st.st_mode:
+                os.chmod(path, stat.S_IMODE(to_mode(st.st_mode)))
 
 
 HIDES = "%s hides Python's standard module `%s` (the function's folder comes first on PYTHONPATH, in the pod too)"

@@ -314,6 +314,23 @@ def test_relative_reads_see_the_current_code_after_many_saves(function):
     assert (after.status_code, after.text) == (200, "v20")
 
 
+def test_the_function_writes_in_its_working_folder_and_a_save_starts_it_afresh(function):
+    """/kubeless is an emptyDir in the pod, filled by the init container as the pod's user: the function may make
+    files there and change its own (a cache, a SQLite file); a new pod (a save) starts from the code again. The
+    docker backend mounted it read-only: `Read-only file system`."""
+    fn = function("writes", folder=True)
+
+    def post(body):
+        answer = fn.post("/", data=body, headers={"Content-Type": "text/plain"})
+        return answer.status_code, answer.text
+
+    assert post("a") == (200, "v0a|a")
+    assert post("b") == (200, "v0ab|ab")
+    assert fn.replace_file(fn.spec.source / "data.txt", "v1\n").value == "Ready"
+    assert post("c") == (200, "v1c|c")
+    assert (fn.spec.source / "data.txt").read_text() == "v1\n" and not (fn.spec.source / "notes").exists()
+
+
 def test_other_callers_are_served_during_a_runaway_call(function):
     fn = function("workdir", folder=True, timeout="1")
     runaway = fn.open_call(body=b"sleep", headers={"Content-Type": "text/plain"})

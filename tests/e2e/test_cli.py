@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import cli, wait_for_answer
+from processes import alive
 from sockets import free_port, taken_port
 from waiting import wait_until
 
@@ -146,15 +147,6 @@ def test_ctrl_c_leaves_no_processes(tmp_path, start_dev):
     assert dev.proc.wait(timeout=15) == 130  # 128 + SIGINT, as shells report Ctrl-C
     wait_until(lambda: not alive(pid), "the runtime server %d gone" % pid, timeout=30)
     assert not (tmp_path / "hello" / ".kubeless-local" / "admin.json").exists()
-
-
-def alive(pid):
-    """A process that runs (a zombie, ended but not yet reaped by its parent, does not)."""
-    try:
-        with open("/proc/%d/stat" % pid) as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def one_line_error(result):

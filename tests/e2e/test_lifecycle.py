@@ -8,6 +8,7 @@ import signal
 import pytest
 import requests
 from conftest import cli
+from processes import alive
 from waiting import wait_for, wait_until
 
 HANDLER = "import greetpkg\n\ndef hello(event, context):\n    return 'hello ' + greetpkg.VERSION\n"
@@ -341,18 +342,9 @@ def detached_project(root, runtime):
     return root
 
 
-def running(pid):
-    """Whether `pid` is a live process (a zombie has ended: it waits only for its parent to read its status)."""
-    try:
-        with open("/proc/%d/stat" % pid) as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def started_detached(project):
     pid = int(cli("call", "spawner", cwd=project, check=True).stdout)
-    assert running(pid) and pid not in live_members(read_ls(project)["spawner"]["pid"])
+    assert alive(pid) and pid not in live_members(read_ls(project)["spawner"]["pid"])
     return pid
 
 
@@ -366,9 +358,9 @@ def test_a_process_a_function_started_in_a_session_of_its_own_ends_with_dev(tmp_
     try:
         dev.proc.send_signal(ending)
         dev.proc.wait(timeout=15)
-        assert wait_for(lambda: not running(pid), 30), "the function's detached process outlived `dev`"
+        assert wait_for(lambda: not alive(pid), 30), "the function's detached process outlived `dev`"
     finally:
-        if running(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -381,10 +373,10 @@ def test_a_process_a_function_started_in_a_session_of_its_own_ends_with_the_func
     pid = started_detached(project)
     try:
         (project / "function.yaml").unlink()
-        assert wait_for(lambda: not running(pid), 30), "the detached process outlived its function"
+        assert wait_for(lambda: not alive(pid), 30), "the detached process outlived its function"
         assert dev.proc.poll() is None
     finally:
-        if running(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -397,14 +389,14 @@ def test_the_next_dev_stops_a_detached_process_a_dead_session_left(tmp_path, sta
         os.kill(guardian_of(project), signal.SIGKILL)  # nothing cleans up
         dev.proc.send_signal(signal.SIGKILL)
         dev.proc.wait(timeout=10)
-        assert running(pid)
+        assert alive(pid)
         again = start_dev("dev", cwd=project)
         again.wait_for_output("Watching", timeout=120)
-        assert not running(pid)
+        assert not alive(pid)
         assert "stopped what an earlier kubeless-local (pid %d) left running" % dev.proc.pid in again.output()
-        assert running(started_detached(project))  # the new session's own are kept
+        assert alive(started_detached(project))  # the new session's own are kept
     finally:
-        if running(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -421,12 +413,12 @@ def test_a_detached_process_of_replaced_code_ends_once_the_new_code_serves(tmp_p
         code = source.read_text()
         source.write_text(code + "\n)(\n")  # does not load
         wait_until(lambda: read_ls(project)["spawner"]["state"] == "CompileError", "the broken save seen", 60)
-        assert running(first)
+        assert alive(first)
         source.write_text(code + "\n// saved\n" if runtime == "nodejs20" else code + "\n# saved\n")
         wait_until(lambda: read_ls(project)["spawner"]["state"] == "Ready", "the good save serves", 60)
-        assert wait_for(lambda: not running(first), 30), "the replaced code's detached process outlived it"
+        assert wait_for(lambda: not alive(first), 30), "the replaced code's detached process outlived it"
         second = started_detached(project)
-        assert running(second)
+        assert alive(second)
     finally:
-        if running(first):
+        if alive(first):
             os.kill(first, signal.SIGKILL)

@@ -39,6 +39,15 @@ def undone_at_exit(argv):
         watcher.wait(timeout=150)
 
 
+def alive(pid):
+    """A process that runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def child_processes(pid):
     """Pids whose parent is `pid` (the server's workers)."""
     children = []

@@ -428,6 +428,18 @@ def test_a_file_changed_in_a_generation_or_in_mode_is_copied_again(tmp_path, mon
     assert (second.code_dir / "hello.py").stat().st_mode & 0o777 == 0o755
 
 
+def test_a_generation_opened_to_the_containers_user_is_still_linked_from(tmp_path, monkeypatch):
+    """The docker backend makes the code writable by all (/kubeless is the pod's emptyDir): a save still links
+    the files that did not change, the new generation opened the same way."""
+    _, fn = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "lib/a.py": "A = 1\n"})
+    first = prep.prepare(fn, runtime(), tmp_path / "state")
+    prep.open_to_all([first.root], [], [first.code_dir])
+    assert (first.code_dir / "lib").stat().st_mode & 0o777 == 0o777
+    assert (first.code_dir / "lib" / "a.py").stat().st_mode & 0o777 == 0o666
+    second = prep.prepare(fn, runtime(), tmp_path / "state", previous=first)
+    assert (second.code_dir / "lib" / "a.py").stat().st_ino == (first.code_dir / "lib" / "a.py").stat().st_ino
+
+
 def test_a_deps_file_written_over_the_folders_own_leaves_the_previous_generation_alone(tmp_path, monkeypatch):
     src, _ = folder_function(tmp_path, monkeypatch, {"hello.py": CODE.decode(), "requirements.txt": "six\n"})
     (tmp_path / "reqs.txt").write_text("requests\n")

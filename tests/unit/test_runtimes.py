@@ -51,6 +51,20 @@ runtimes:
         Catalog(tmp_path / "catalog.yaml").resolve("go1.26")
 
 
+def test_a_runtime_whose_toolchain_is_missing_here_names_the_docker_backend_where_its_image_has_it():
+    """nodejs18 on a machine with Node 20: the docker backend runs it, the line said only to install it."""
+    catalog = Catalog()
+    [node18] = [rt for rt in catalog.versions("nodejs") if rt.name == "nodejs18"]
+    if node18.available():
+        pytest.skip("this machine's node is 18: the runtime is available")
+    with pytest.raises(UserError) as missing:
+        catalog.resolve("nodejs18")
+    assert str(missing.value) == (
+        "runtime nodejs18 needs `node` on PATH (wrong version); install it, use nodejs20, or run it with "
+        "--backend docker (its image %s has it)" % node18.image
+    )
+
+
 def write_catalog(tmp_path, text):
     path = tmp_path / "catalog.yaml"
     path.write_text(text)

@@ -1,9 +1,10 @@
 """How a function's container is laid out, as a pod's container would be (contract §4).
 
 Layout inside a container of our own images (label io.kubeless-local.runtime):
-  /kubeless-local/function   <state>/functions/<name>, read-only: gen-N/, build-N/ and the `kubeless`
-                             and `build` links that the engine switches on every reload
-  /kubeless                  a link in the image to /kubeless-local/function/kubeless (the current code)
+  /kubeless-local/function   <state>/functions/<name>: gen-N/, build-N/ and the `kubeless` and `build`
+                             links that the engine switches on every reload
+  /kubeless                  a link in the image to /kubeless-local/function/kubeless (the current code),
+                             writable by the container's user as a pod's emptyDir is
   /kubeless-local/deps       the dependency folder (installed once per sha256 of the deps file by an
                              install step that runs in the runtime image), read-only
   /kubeless-local/ca.crt     the host's CA bundle, read-only (exported as SSL_CERT_FILE & co)
@@ -258,7 +259,8 @@ def container_options(port, prepared, mode="host", relay_id=""):
     user, group, extra_groups = security_context(spec)
     mounts = {str(prepared.deps_dir): {"bind": DEPS_MOUNT, "mode": "ro"}}
     if prepared.own:
-        mounts[str(prepared.root.resolve())] = {"bind": FUNCTION_MOUNT, "mode": "ro"}
+        # read-write: /kubeless, a link in the image to its current generation, is an emptyDir in the pod
+        mounts[str(prepared.root.resolve())] = {"bind": FUNCTION_MOUNT, "mode": "rw"}
     else:
         mounts[str(writable_copy(prepared).resolve())] = {"bind": INSTALL, "mode": "rw"}
     for volume in podenv.volumes(spec):  # a copy of <project>/secrets/<name>/ or configmaps/<name>/ (steps.finish)

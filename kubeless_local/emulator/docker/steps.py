@@ -127,11 +127,11 @@ class DockerSteps:
         )
 
     def finish(self, prepared):
-        """A container reads the generation as the pod's user, not the host user who wrote it: its code and
-        build, deps and runtime library made readable by all (prep.readable_by_all), and a copy of each Secret
-        or ConfigMap volume to mount, as the kubelet writes one (containers.volume_copy)."""
-        prep.readable_by_all(
-            [prepared.root, prepared.deps_dir, prepared.runtime_lib], [prepared.code_dir, prepared.build_dir]
+        """A container reads the generation as the pod's user, not the host user who wrote it: its build, deps and
+        runtime library made readable by all, its code (/kubeless) writable too (prep.open_to_all), and a copy of
+        each Secret or ConfigMap volume to mount, as the kubelet writes one (containers.volume_copy)."""
+        prep.open_to_all(
+            [prepared.root, prepared.deps_dir, prepared.runtime_lib], [prepared.build_dir], [prepared.code_dir]
         )
         for volume in podenv.volumes(prepared.spec):
             volume_copy(prepared.root, volume)
