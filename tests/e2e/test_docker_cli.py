@@ -466,3 +466,30 @@ def test_a_function_of_private_files_under_a_private_umask_runs_in_its_container
                 installed.parent.with_name(installed.parent.name + ".lock").unlink(missing_ok=True)
     assert stat.S_IMODE((tmp_path / "handler.py").stat().st_mode) == 0o600  # the user's files stay as they are
     assert stat.S_IMODE((tmp_path / ".kubeless-local").stat().st_mode) == 0o700
+
+
+def owned_by_others(folder):
+    return [p for p in Path(folder).rglob("*") if p.lstat().st_uid != os.getuid()]
+
+
+def test_the_folders_a_function_made_in_its_working_folder_go_with_its_container(tmp_path, start_dev):
+    """/kubeless is writable, as the pod's emptyDir (conformance `writes`): what the function made there is its
+    container user's (1000), which a host user other than root could not remove, nor the project folder."""
+    scenario = Path(__file__).parents[1] / "conformance" / "scenarios" / "writes"
+    (tmp_path / "code").mkdir()
+    for name in ("handler.py", "data.txt"):
+        shutil.copy(scenario / name, tmp_path / "code" / name)
+    (tmp_path / "function.yaml").write_text(
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: writes\n"
+        "  annotations: {local.kubeless.io/source: code}\nspec: {runtime: python3.11, handler: handler.handler}\n"
+    )
+    dev = start_dev("dev", "--backend", "docker", cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=120)
+    answer = cli("call", "writes", "--data", "a", cwd=tmp_path, check=True).stdout
+    assert answer.strip() == "v0a|a"
+    state = tmp_path / ".kubeless-local"
+    assert [p.name for p in owned_by_others(state / "functions")] == ["notes", "log.txt"]  # made by uid 1000
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(timeout=60) == 130
+    assert owned_by_others(state / "functions") == []
+    assert "could not remove them" not in dev.output()

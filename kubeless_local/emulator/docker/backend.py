@@ -34,6 +34,7 @@ from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, 
 from kubeless_local.emulator.docker import debugger, network, pump
 from kubeless_local.emulator.docker.containers import (
     CONNECTOR_SOCKET,
+    FUNCTION_MOUNT,
     INSTALL,
     LABEL_PROJECT,
     RW,
@@ -41,10 +42,12 @@ from kubeless_local.emulator.docker.containers import (
     container_name,
     container_options,
     custom_runtime,
+    folders_made_by_others,
     project_label,
     relay_config,
     relay_name,
     relay_prefix,
+    security_context,
     spare_relay_name,
     writable_folder,
 )
@@ -854,6 +857,7 @@ class DockerBackend(Backend):
         from docker.errors import APIError, NotFound
 
         handle.stopping = True
+        self._remove_what_it_made(handle, name)
         try:
             handle.container.remove(force=True)
         except NotFound:
@@ -873,6 +877,32 @@ class DockerBackend(Backend):
             except OSError:
                 pass  # the state folder went first (a removed session): nothing is left to remove
         handle.exited.set()
+
+    def _remove_what_it_made(self, handle: _Handle, name: str) -> None:
+        """The folders the function made in /kubeless (a pod's emptyDir, gone with its pod) belong to the container's
+        user: removed by that user, in the container, before it goes, or the host user could not remove them, nor
+        the project folder (a user other than the container's, root aside). Its own files' changes stay until the
+        next save lays the code out anew."""
+        if security_context(handle.prepared.spec)[0] == os.getuid():
+            return
+        if handle.copy is not None:  # another image's copy of the code
+            inside, seen_at = handle.copy, INSTALL
+        elif handle.prepared.own:
+            inside, seen_at = handle.prepared.root, FUNCTION_MOUNT
+        else:  # an image that is the function: no /kubeless of ours
+            return
+        made = folders_made_by_others(inside, os.getuid())
+        if not made:
+            return
+        paths = ["%s/%s" % (seen_at, path.relative_to(inside).as_posix()) for path in made]
+        code, output = self.exec_in(handle, ["rm", "-rf", "--", *paths], "/")
+        if code != 0:
+            self.logs.emit(
+                name,
+                "the folders the function made in /kubeless are its container user's, and it could not remove them "
+                "(%s): remove %s as root" % (output.decode(errors="replace").strip(), ", ".join(map(str, made))),
+                "system",
+            )
 
 
 def _connector_listens(relay: _Relay, given_up: Callable[[], bool]) -> bool:

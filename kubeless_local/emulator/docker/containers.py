@@ -189,6 +189,22 @@ def writable_folder(options):
     return found[0] if found else None
 
 
+def folders_made_by_others(folder: Path, uid: int) -> list[Path]:
+    """The top-most folders under `folder` that user `uid` does not own: what a container's user made in /kubeless,
+    whose files `uid` cannot remove (nor, then, a project folder holding them) unless it is root."""
+    found = []
+    for parent, names, _ in os.walk(folder):
+        for name in list(names):
+            path = os.path.join(parent, name)
+            try:
+                if os.lstat(path).st_uid != uid:
+                    found.append(Path(path))
+                    names.remove(name)
+            except OSError:  # removed meanwhile
+                names.remove(name)
+    return found
+
+
 def network_options(mode, port, relay_id=""):
     """The runtime container's network (network.py): the bridge with its 8080 published on 127.0.0.1 at a port
     the engine chooses (the function's own port is its front door's: two generations' containers run at once
