@@ -450,6 +450,7 @@ class Supervisor:
                 and (instance.debug is None or instance.debug.reloads_in_place)
             )
             if self._hand_over(instance, generation, in_place):
+                instance.runtime = runtime.name  # a save may change it (python3.11 to nodejs20): `ls` shows it
                 instance.reloads += 1
                 self.serving[spec.name] = generation.prepared
                 generation.keep(calls_may_run=in_place)

@@ -422,3 +422,24 @@ def test_a_detached_process_of_replaced_code_ends_once_the_new_code_serves(tmp_p
     finally:
         if alive(first):
             os.kill(first, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("backend", ["process", "docker"])
+def test_a_save_that_changes_the_runtime_serves_and_shows_the_new_one(tmp_path, start_dev, backend):
+    """python3.11 → nodejs20 in the manifest while `dev` runs: `ls` kept saying python3.11, and on the docker
+    backend the new code's check ran `node` in the Python container (`exec: "node": executable file not found`)."""
+    (tmp_path / "handler.py").write_text("def hello(event, context):\n    return 'py'\n")
+    (tmp_path / "handler.js").write_text("module.exports = { hello: () => 'js' };\n")
+    manifest = (
+        "apiVersion: kubeless.io/v1beta1\nkind: Function\nmetadata:\n  name: switch\n"
+        "  annotations: {local.kubeless.io/source: %s}\nspec: {runtime: %s, handler: handler.hello}\n"
+    )
+    (tmp_path / "function.yaml").write_text(manifest % ("handler.py", "python3.11"))
+    dev = start_dev("dev", "--backend", backend, cwd=tmp_path)
+    dev.wait_for_output("Watching", timeout=120)
+    for source, runtime, answer in (("handler.js", "nodejs20", "js"), ("handler.py", "python3.11", "py")):
+        (tmp_path / "function.yaml").write_text(manifest % (source, runtime))
+        answers = lambda expected=answer: cli("call", "switch", cwd=tmp_path).stdout.strip() == expected  # noqa: E731
+        assert wait_for(answers, 120), dev.output()
+        row = read_ls(tmp_path)["switch"]
+        assert (row["runtime"], row["state"]) == (runtime, "Ready"), dev.output()

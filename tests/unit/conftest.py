@@ -2,6 +2,7 @@
 the admin API and the session run for real against it, with no runtime server started."""
 
 import collections
+import dataclasses
 import itertools
 import socket
 import threading
@@ -91,7 +92,9 @@ class FakeBackend(Backend):
         self.next_pid = 1000
 
     def resolve(self, spec, catalog):
-        return FAKE_RUNTIME, None
+        """fake1, or another version of it (fake2) that a save may switch to."""
+        version = spec.runtime[len("fake") :] if spec.runtime.startswith("fake") else ""
+        return dataclasses.replace(FAKE_RUNTIME, version=version or FAKE_RUNTIME.version), None
 
     def prepare(self, spec, runtime, state_dir, on_line=lambda line: None, previous=None):
         self.preparing.set()

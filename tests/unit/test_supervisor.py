@@ -93,6 +93,14 @@ def test_a_reload_that_fails_to_load_keeps_the_last_good_code(supervisor, backen
     assert generations == [root / "gen-1", supervisor.serving["hello"].code_dir]
 
 
+def test_a_save_that_changes_the_runtime_shows_the_one_that_runs(supervisor, backend):
+    """A manifest switched from python3.11 to nodejs20 while `dev` ran: nodejs20 served, `ls` said python3.11."""
+    supervisor.start(function(code="v1"))
+    instance = supervisor.reload(dataclasses.replace(function(code="v2"), runtime="fake2"))
+    assert instance.state == State.READY and serving_code(supervisor, "hello") == "v2"
+    assert row(supervisor, "hello")["runtime"] == "fake2"
+
+
 def test_a_save_whose_file_is_gone_when_it_is_read_keeps_the_last_good_code(supervisor, backend):
     # An editor that saves by renaming (vim, JetBrains' safe write) or a file deleted as the save is prepared: the
     # copy failed with FileNotFoundError, which ended the reload's thread with a traceback on the user's console.

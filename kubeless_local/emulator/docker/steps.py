@@ -164,9 +164,10 @@ class DockerSteps:
 
     def check(self, prepared, argv, cwd):
         """The catalog's check (php -l, node --check) in the function's running container (fast: no new
-        container); skipped when none runs yet (the server's load-failed covers a first start)."""
+        container); skipped when none runs yet, or one of another image (a save that changed the runtime): the
+        server's load-failed covers those."""
         handle = self.backend.running_handle(self.spec.name)
-        if not self.own or handle is None or not handle.prepared.own:
+        if not self.own or handle is None or not handle.prepared.own or handle.prepared.image != self.image:
             return
         code, output = self.backend.exec_in(handle, argv, FUNCTION_MOUNT)
         if code != 0:
