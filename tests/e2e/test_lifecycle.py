@@ -437,9 +437,12 @@ def test_a_save_that_changes_the_runtime_serves_and_shows_the_new_one(tmp_path, 
     (tmp_path / "function.yaml").write_text(manifest % ("handler.py", "python3.11"))
     dev = start_dev("dev", "--backend", backend, cwd=tmp_path)
     dev.wait_for_output("Watching", timeout=120)
+
+    def answers(expected):
+        return lambda: cli("call", "switch", cwd=tmp_path).stdout.strip() == expected
+
     for source, runtime, answer in (("handler.js", "nodejs20", "js"), ("handler.py", "python3.11", "py")):
         (tmp_path / "function.yaml").write_text(manifest % (source, runtime))
-        answers = lambda expected=answer: cli("call", "switch", cwd=tmp_path).stdout.strip() == expected  # noqa: E731
-        assert wait_for(answers, 120), dev.output()
+        assert wait_for(answers(answer), 120), dev.output()
         row = read_ls(tmp_path)["switch"]
         assert (row["runtime"], row["state"]) == (runtime, "Ready"), dev.output()
