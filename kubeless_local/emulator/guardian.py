@@ -266,9 +266,24 @@ class Guardian:
             self.record.unlink(missing_ok=True)
 
 
+def session_end(project, session):
+    """The start-time bound (ticks) of the strays of the session `session` (its process id): now, or the start of
+    the next session's process if one holds the project's lock already (a loaded machine wakes the guardian
+    late): its own processes are younger than it."""
+    bound = ticks_now()
+    try:
+        with open(os.path.join(project, "lock")) as lock:
+            holder = int(lock.read().strip() or 0)
+    except (OSError, ValueError):
+        return bound
+    stat = process_stat(holder) if holder and holder != session else None
+    return min(bound, stat[1]) if stat is not None else bound
+
+
 def main(project):
     import signal
 
+    session = os.getppid()  # the `dev` (or `run`) that started it
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # only the pipe's end stops the guardian
     groups, containers = set(), False
@@ -280,8 +295,10 @@ def main(project):
             groups.discard(int(argument))
         elif verb == "containers":
             containers = True
-    ended, ended_ticks = time.time(), ticks_now() if os.path.isdir("/proc") else 0
-    kill_strays(project, ended_ticks, kill_groups(sorted(groups), project, trust=True))
+    ended = time.time()
+    killed = kill_groups(sorted(groups), project, trust=True)
+    if os.path.isdir("/proc"):
+        kill_strays(project, session_end(project, session), killed)
     if containers:
         remove_containers(project, before=ended)  # a `run` started since (kill -9, then again) has its own
 

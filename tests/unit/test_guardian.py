@@ -128,9 +128,23 @@ def test_strays_carrying_the_marker_and_older_than_the_end_are_killed(tmp_path, 
     assert unmarked.poll() is None and other.poll() is None
 
 
+def test_the_strays_of_a_session_are_older_than_the_next_session(tmp_path, groups):
+    """A guardian woken late (a loaded machine) finds the next session running: what that one started is younger
+    than its process (the lock's holder), and is no stray of the session that ended."""
+    ended, following = groups(None), groups(None)
+    (tmp_path / "lock").write_text("%d\n" % ended.pid)
+    assert guardian.session_end(str(tmp_path), ended.pid) >= guardian.process_stat(following.pid)[1]
+    (tmp_path / "lock").write_text("%d\n" % following.pid)
+    assert guardian.session_end(str(tmp_path), ended.pid) == guardian.process_stat(following.pid)[1]
+    (tmp_path / "lock").unlink()
+    assert guardian.session_end(str(tmp_path), ended.pid) >= guardian.process_stat(following.pid)[1]
+
+
 def test_a_dead_sessions_strays_are_stopped_and_said(tmp_path, groups):
     """By the next session's process: what is older than it (this test's process is older than the stray)."""
     left = groups(str(tmp_path.resolve()))
+    # a start time is counted in ticks (10 ms): the next session's process starts in a later one
+    wait_until(lambda: guardian.ticks_now() > guardian.process_stat(left.pid)[1], "a tick later", 5, 0.005)
     (tmp_path / "processes.json").write_text(json.dumps({"pid": 4242, "groups": [], "containers": False}))
     sweep = (
         "import sys; from kubeless_local.emulator.guardian import sweep_leftovers; sweep_leftovers(sys.argv[1], print)"
