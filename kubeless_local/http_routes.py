@@ -31,6 +31,7 @@ import yaml
 
 from kubeless_local import spec as specs
 from kubeless_local.errors import UserError
+from kubeless_local.paths import project_folder
 
 GATEWAYS = ("nginx", "traefik", "kong")
 REWRITE_ANNOTATION = "local.kubeless.io/rewrite"
@@ -688,7 +689,7 @@ def project_routes(root: Path, ignore=()) -> Routes:
     """The routes `dev` would serve for the project under `root` now (its manifests and Secrets)."""
     root = Path(root).resolve()
     manifests = specs.Loader(root, specs.Ignore(ignore)).collect()
-    return build(manifests, secrets_in(root if root.is_dir() else root.parent, ignore))
+    return build(manifests, secrets_in(project_folder(root), ignore))
 
 
 def explain(table: RouteTable, method: str, url: str, headers: list, port: int, https_port: int = 443) -> dict:

@@ -20,6 +20,12 @@ RUNTIMES_DIR = _data_dir("runtimes")
 TEMPLATES_DIR = _data_dir("templates")
 
 
+def project_folder(path) -> Path:
+    """The project a PATH argument names: the folder itself, or the folder of the manifest file it names."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
 def cache_dir():
     """Per-user cache shared by projects (deps keyed by sha256, runtime libraries)."""
     path = Path(cache_root())

@@ -18,6 +18,7 @@ from typing import Optional
 
 from kubeless_local import schedules
 from kubeless_local.errors import UserError
+from kubeless_local.paths import project_folder
 
 API_VERSION = "kubeless.io/v1beta1"
 KINDS = ("Function", "HTTPTrigger", "CronJobTrigger", "KafkaTrigger", "NATSTrigger")  # emulated
@@ -895,7 +896,7 @@ class Loader:
 
     def __init__(self, root, ignore=(), only=None):
         self.root = Path(root).resolve()
-        self.project = self.root if self.root.is_dir() else self.root.parent  # sources must stay inside it
+        self.project = project_folder(self.root)  # sources must stay inside it
         self.ignore = ignore if isinstance(ignore, Ignore) else Ignore(ignore)
         self.only = only  # a callable: the manifest files to load instead of every YAML file under root
         self.cache = {}  # path → ((mtime_ns, size, inode), (documents, notice, error))

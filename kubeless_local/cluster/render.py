@@ -24,6 +24,7 @@ from kubeless_local import http_routes
 from kubeless_local import spec as specs
 from kubeless_local.emulator.layout import code_files
 from kubeless_local.errors import UserError
+from kubeless_local.paths import project_folder
 from kubeless_local.runtimes import RUNTIME_RE, Catalog
 from kubeless_local.spec import FunctionSpec, checksum_of
 
@@ -176,8 +177,9 @@ def render_project(root, namespace: str, project: Optional[str] = None, ignore=(
     manifests = specs.load(root, ignore)
     if not manifests.functions:
         raise UserError("%s: no Kubeless Function found to push" % root)
-    folder = root if root.is_dir() else root.parent
-    return render(manifests, namespace, project or project_label(folder), not_emulated_documents(root, ignore))
+    return render(
+        manifests, namespace, project or project_label(project_folder(root)), not_emulated_documents(root, ignore)
+    )
 
 
 class _Dumper(yaml.SafeDumper):

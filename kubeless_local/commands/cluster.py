@@ -9,6 +9,7 @@ import click
 from kubeless_local.commands.common import ignore_option, json_option
 from kubeless_local.commands.output import user_errors
 from kubeless_local.errors import UserError
+from kubeless_local.paths import project_folder
 
 
 def interactive():
@@ -80,7 +81,7 @@ def push(path, context, namespace, dry_run_flag, dry_run, prune, wait, output, y
         for result in results:
             click.echo(result.line())
     functions = [r for r in results if r.kind == "Function" and r.object]
-    project = Path(path).resolve() if Path(path).is_dir() else Path(path).resolve().parent
+    project = project_folder(Path(path).resolve())
     for line in pusher.missing_sources(target, functions, project):
         click.echo("warning: " + line, err=True)
     if wait and dry_run == "none":

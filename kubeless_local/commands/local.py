@@ -25,6 +25,7 @@ from kubeless_local.commands.output import headline, say_session, user_errors
 from kubeless_local.commands.running import run_function
 from kubeless_local.commands.serving import FUNCTION_COLUMNS, WIDE_COLUMNS, print_table, serve
 from kubeless_local.errors import UserError
+from kubeless_local.paths import project_folder
 
 # ---------------------------------------------------------------- init
 
@@ -99,7 +100,7 @@ def dev(
     """Run every Function under PATH, watch its files and hot-reload on save."""
     root = Path(path).resolve()
     serve(
-        root if root.is_dir() else root.parent,
+        project_folder(root),
         backend,
         manifests=specs.load(root, ignore) if root.is_file() else None,
         ignore=ignore,

@@ -197,9 +197,10 @@ def test_container_options_follow_the_pod_layout(backend, tmp_path):
     assert env["MOD_NAME"] == "handler" and env["FUNC_HANDLER"] == "handler" and env["FUNC_RUNTIME"] == "python3.11"
     assert env["PYTHONPATH"].startswith("/kubeless-local/deps/lib/python3.11/site-packages")
     volumes = options["volumes"]
-    assert volumes[str(prepared.root.resolve())] == {"bind": dk.FUNCTION_MOUNT, "mode": "ro"}
+    # read-write: /kubeless (a link to the current generation in it) is a pod's emptyDir, which the function may write
+    assert volumes[str(prepared.root.resolve())] == {"bind": dk.FUNCTION_MOUNT, "mode": "rw"}
     assert volumes[str(prepared.deps_dir)] == {"bind": dk.DEPS_MOUNT, "mode": "ro"}
-    assert all(v["mode"] == "ro" for v in volumes.values())
+    assert [v["bind"] for v in volumes.values() if v["mode"] != "ro"] == [dk.FUNCTION_MOUNT]
     assert options["labels"][dk.LABEL_FUNCTION] == "hello"
     assert options["labels"][dk.LABEL_PROJECT] == str((tmp_path / "state").resolve())
     assert options["command"] == ["python3", "-u", "/runtime/kubeless.py"]
