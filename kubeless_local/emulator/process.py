@@ -41,7 +41,7 @@ def kill_escaped(processes: list[tuple[int, int]]) -> None:
         if stat is not None and stat[1] == start:  # the same process, not a pid the system reused since
             try:
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):  # gone meanwhile, or another user's (sudo)
                 pass
 
 
