@@ -882,14 +882,17 @@ class DockerBackend(Backend):
         """The folders the function made in /kubeless (a pod's emptyDir, gone with its pod) belong to the container's
         user: removed by that user, in the container, before it goes, or the host user could not remove them, nor
         the project folder (a user other than the container's, root aside). Its own files' changes stay until the
-        next save lays the code out anew."""
+        next save lays the code out anew. Our images share the generations: the last of the function's containers to
+        go does it (one that replaced it may be writing there)."""
         if security_context(handle.prepared.spec)[0] == os.getuid():
             return
-        if handle.copy is not None:  # another image's copy of the code
+        with self.lock:
+            serving = self._by_name.get(name)
+        if handle.copy is not None:  # another image's copy of the code: its own
             inside, seen_at = handle.copy, INSTALL
-        elif handle.prepared.own:
+        elif handle.prepared.own and serving in (None, handle):
             inside, seen_at = handle.prepared.root, FUNCTION_MOUNT
-        else:  # an image that is the function: no /kubeless of ours
+        else:  # an image that is the function (no /kubeless of ours), or another container serves on
             return
         made = folders_made_by_others(inside, os.getuid())
         if not made:
