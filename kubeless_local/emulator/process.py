@@ -8,10 +8,10 @@ import subprocess
 import threading
 from typing import IO, Optional, Union
 
-from kubeless_local.emulator import headstart, memorywatch
+from kubeless_local.emulator import headstart, memorywatch, strays
 from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, State, handle_output
 from kubeless_local.emulator.forkserver import Forked, Template
-from kubeless_local.emulator.guardian import PROJECT_ENV, process_stat
+from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
 from kubeless_local.emulator.prepare import Prepared
 from kubeless_local.emulator.prestart import CONTROL_FD, Spawned
@@ -22,27 +22,6 @@ MEMORY_LIMIT_ENV = "KUBELESS_LOCAL_MEMORY_LIMIT_BYTES"
 NO_MEMORY_LIMIT = (
     "its memory limit %s is not held on this system (no /proc/<pid>/smaps_rollup); --backend docker holds it"
 )
-
-
-def escaped(leader: int) -> list[tuple[int, int]]:
-    """(pid, start time) of the processes of server `leader`'s tree outside its process group: what its function
-    started in a session or group of its own (a browser, a daemon), which the end of the pod takes with the server."""
-    found = []
-    for pid in memorywatch.process_trees({leader}).get(leader, []):
-        stat = process_stat(pid)
-        if stat is not None and stat[0] != leader:
-            found.append((pid, stat[1]))
-    return found
-
-
-def kill_escaped(processes: list[tuple[int, int]]) -> None:
-    for pid, start in processes:
-        stat = process_stat(pid)
-        if stat is not None and stat[1] == start:  # the same process, not a pid the system reused since
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):  # gone meanwhile, or another user's (sudo)
-                pass
 
 
 def server_process(instance: Instance) -> Optional[ServerProcess]:
@@ -146,12 +125,12 @@ class ProcessBackend(Backend):
                 used >> 20,
                 quantity,
             )
-            outside = escaped(proc.pid)
+            outside = strays.outside_group(proc.pid, proc.pid)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # as the kernel stops an OOMKilled container: no grace
             except ProcessLookupError:
                 pass
-            kill_escaped(outside)
+            strays.kill(outside)
 
         self.memory.watch(proc.pid, limit, exceeded)
 
@@ -185,9 +164,8 @@ class ProcessBackend(Backend):
     def reload(self, instance: Instance, prepared: Prepared) -> str:
         proc = server_process(instance)
         if prepared.runtime.reload == "signal" and proc is not None and proc.poll() is None:
-            outside = escaped(proc.pid)  # the replaced code's: they go once the new code serves, as with its pod
-            if outside:
-                instance.after_reload.append(lambda: kill_escaped(outside))
+            if os.path.isdir("/proc"):
+                instance.after_reload.append(strays.replaced(proc.pid, proc.pid))
             os.kill(proc.pid, signal.SIGHUP)
             return "signal"
         self.stop(instance)
@@ -215,7 +193,7 @@ class ProcessBackend(Backend):
     def _kill(proc: ServerProcess, grace: float) -> None:
         if proc.poll() is not None:
             return
-        outside = escaped(proc.pid)  # found now: once the server is gone, they are no one's children
+        outside = strays.outside_group(proc.pid, proc.pid)  # found now: once the server is gone, they are no one's
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
             try:
                 os.killpg(proc.pid, sig)  # the server and every worker it forked
@@ -230,4 +208,4 @@ class ProcessBackend(Backend):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        kill_escaped(outside)
+        strays.kill(outside)

@@ -446,3 +446,34 @@ def test_a_save_that_changes_the_runtime_serves_and_shows_the_new_one(tmp_path, 
         assert wait_for(answers(answer), 120), dev.output()
         row = read_ls(tmp_path)["switch"]
         assert (row["runtime"], row["state"]) == (runtime, "Ready"), dev.output()
+
+
+@pytest.mark.parametrize("runtime", ["python3.11", "nodejs20"])
+def test_in_a_container_a_detached_process_of_replaced_code_ends_once_the_new_code_serves(tmp_path, start_dev, runtime):
+    """The docker backend's in-place reload (SIGHUP in the same container) kept what the replaced code started in a
+    session of its own until the container went: a browser more with every save, against the memory limit."""
+    from kubeless_local.emulator import images
+
+    project = detached_project(tmp_path, runtime)
+    source = project / DETACHED[runtime][0]
+    dev = start_dev("dev", "--backend", "docker", cwd=project)
+    dev.wait_for_output("Watching", timeout=120)
+    labels = ["kubeless-local.function=spawner", "kubeless-local.project=%s" % (project / ".kubeless-local").resolve()]
+    [container] = [
+        c for c in images.docker_client().containers.list(filters={"label": labels}) if "relay" not in c.name
+    ]
+
+    def sleepers():
+        return [row for row in container.top()["Processes"] if "sleep 600" in row[-1]]
+
+    cli("call", "spawner", cwd=project, check=True)
+    assert len(sleepers()) == 1
+    code = source.read_text()
+    source.write_text(code + "\n)(\n")  # does not load: the old code serves on, with what it started
+    wait_until(lambda: read_ls(project)["spawner"]["state"] == "CompileError", "the broken save seen", 60)
+    assert len(sleepers()) == 1
+    source.write_text(code + ("\n// saved\n" if runtime == "nodejs20" else "\n# saved\n"))
+    wait_until(lambda: read_ls(project)["spawner"]["state"] == "Ready", "the good save serves", 60)
+    assert wait_for(lambda: not sleepers(), 30), "the replaced code's detached process outlived it"
+    cli("call", "spawner", cwd=project, check=True)
+    assert len(sleepers()) == 1  # the new code's own

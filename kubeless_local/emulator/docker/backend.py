@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kubeless_local import errors
-from kubeless_local.emulator import images, relaystart
+from kubeless_local.emulator import images, relaystart, strays
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, OnExit, Reach, State, ignore_exit
 from kubeless_local.emulator.docker import debugger, network, pump
@@ -53,7 +53,7 @@ from kubeless_local.emulator.docker.containers import (
 )
 from kubeless_local.emulator.docker.steps import DockerPrepared, DockerSteps, run_in_container
 from kubeless_local.emulator.frontdoor import FrontDoor, PortTaken, open_to
-from kubeless_local.emulator.guardian import Guardian, being_removed
+from kubeless_local.emulator.guardian import Guardian, being_removed, process_stat
 from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.recorder import Recorder
 from kubeless_local.errors import UserError
@@ -148,6 +148,7 @@ class _Handle:
         self.target: Any = str(relay.connector) if relay is not None else None  # where the front door reaches it
         self.debug_target: Any = None  # where the debug door reaches its debugger (relay and bridge mode, dev --debug)
         self.copy: Optional[Path] = None  # its writable copy of the code at /kubeless (another image's)
+        self.init_pid: Optional[int] = None  # its init process as this machine sees it (0: not seen here)
         self.exited = threading.Event()
         self.stopping = False
 
@@ -764,6 +765,7 @@ class DockerBackend(Backend):
             assert handle is not None, "alive"
             if prep.Generation(prepared, handle.prepared).reloads_in_place:
                 handle.prepared = prepared
+                self._clean_up_after_reload(instance, handle)
                 try:
                     handle.container.kill(signal="SIGHUP")
                     return "signal"
@@ -781,6 +783,18 @@ class DockerBackend(Backend):
         self._stop_containers(instance)  # host mode: one port, the server's own
         self.start(instance, prepared, generation=generation if not prepared.own else 0)
         return "restart"
+
+    def _clean_up_after_reload(self, instance: Instance, handle: _Handle) -> None:
+        """Once the new code serves, kill what the code it replaces started in a session of its own (strays.py):
+        seen from this machine's /proc, under the container's init (its server is the init's child), where the
+        engine runs here and this user may signal the container's processes (root, or its user)."""
+        if handle.init_pid is None:  # the container's init as the engine sees it (_launch): is it this machine's?
+            pid = instance.pid or 0
+            handle.init_pid = pid if pid and strays.container_init(pid, handle.container.id) else 0
+        servers = strays.children(handle.init_pid) if handle.init_pid else []
+        stat = process_stat(servers[0]) if servers else None
+        if stat is not None:
+            instance.after_reload.append(strays.replaced(handle.init_pid, stat[0]))
 
     def _swap(self, instance: Instance, old: _Handle, prepared: DockerPrepared, generation: int) -> None:
         """Blue/green: a new container beside `old`; the door points at it once it is ready, and `old` goes
