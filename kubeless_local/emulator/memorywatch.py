@@ -37,20 +37,29 @@ def process_trees(groups: set[int]) -> dict[int, list[int]]:
         unseen = [leader]
         while unseen and len(tree) < MOST_PROCESSES:
             pid = unseen.pop()
-            try:
-                threads = os.listdir("/proc/%d/task" % pid)
-            except OSError:  # ended meanwhile
-                continue
-            tree.append(pid)
-            for thread in threads:
-                try:
-                    with open("/proc/%d/task/%s/children" % (pid, thread), "rb") as children:
-                        unseen.extend(int(child) for child in children.read().split())
-                except OSError:
-                    continue
+            below = children(pid)
+            if below is not None:  # else it ended meanwhile
+                tree.append(pid)
+                unseen.extend(below)
         if tree:
             members[leader] = tree
     return members
+
+
+def children(pid: int) -> Optional[list[int]]:
+    """The children of process `pid` (its threads' `children` files: CONFIG_PROC_CHILDREN); None once it ended."""
+    try:
+        threads = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return None
+    found: list[int] = []
+    for thread in threads:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, thread), "rb") as listed:
+                found.extend(int(child) for child in listed.read().split())
+        except OSError:
+            continue
+    return found
 
 
 def _members_by_group(groups: set[int]) -> dict[int, list[int]]:

@@ -47,22 +47,6 @@ def replaced(root: int, group: int) -> Callable[[], None]:
     return lambda: kill(found + outside_group(root, group), now)
 
 
-def children(pid: int) -> list[int]:
-    """The children of process `pid` (none once it ended)."""
-    found: list[int] = []
-    try:
-        threads = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return found
-    for thread in threads:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, thread), "rb") as listed:
-                found.extend(int(child) for child in listed.read().split())
-        except OSError:
-            continue
-    return found
-
-
 def container_init(pid: int, container_id: str) -> bool:
     """Whether `pid`, as this machine's /proc sees it, is a process of container `container_id` (its cgroup names
     the container): an engine in a VM (Docker Desktop) or another host gives pids of another machine."""

@@ -121,7 +121,7 @@ def test_strays_carrying_the_marker_and_older_than_the_end_are_killed(tmp_path, 
     project = str(tmp_path)
     stray, unmarked, other = groups(project), groups(None), groups(project + "-other")
     assert guardian.kill_strays(project, guardian.process_stat(stray.pid)[1]) == []  # as young as the end: kept
-    after = guardian.ticks_now() + 1
+    after = guardian.process_stat(stray.pid)[1] + 1  # started before it
     assert guardian.kill_strays(project, after, groups=[stray.pid]) == []  # killed with its group, not as a stray
     assert guardian.kill_strays(project, after) == [stray.pid]
     assert dies(stray)
@@ -132,6 +132,8 @@ def test_the_strays_of_a_session_are_older_than_the_next_session(tmp_path, group
     """A guardian woken late (a loaded machine) finds the next session running: what that one started is younger
     than its process (the lock's holder), and is no stray of the session that ended."""
     ended, following = groups(None), groups(None)
+    # start times are ticks (10 ms) of the kernel's, now is read from /proc/uptime: a tick apart at most
+    wait_until(lambda: guardian.ticks_now() > guardian.process_stat(following.pid)[1] + 1, "two ticks later", 5, 0.005)
     (tmp_path / "lock").write_text("%d\n" % ended.pid)
     assert guardian.session_end(str(tmp_path), ended.pid) >= guardian.process_stat(following.pid)[1]
     (tmp_path / "lock").write_text("%d\n" % following.pid)

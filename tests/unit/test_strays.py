@@ -7,7 +7,7 @@ import sys
 
 from waiting import wait_until
 
-from kubeless_local.emulator import strays
+from kubeless_local.emulator import memorywatch, strays
 from kubeless_local.emulator.guardian import process_stat
 
 SERVER = """\
@@ -23,7 +23,7 @@ def test_only_what_left_the_servers_group_is_found_and_killed_while_it_is_the_on
     detached = 0
     try:
         detached = int(server.stdout.readline())
-        wait_until(lambda: len(strays.children(server.pid)) == 2, "both children started", 30, 0.01)
+        wait_until(lambda: len(memorywatch.children(server.pid) or []) == 2, "both children started", 30, 0.01)
         [(pid, start)] = strays.outside_group(server.pid, server.pid)
         assert pid == detached and start == process_stat(detached)[1]
         strays.kill([(pid, start + 1)])  # a pid the system gave another process since: left alone

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kubeless_local import errors
-from kubeless_local.emulator import images, relaystart, strays
+from kubeless_local.emulator import images, memorywatch, relaystart, strays
 from kubeless_local.emulator import prepare as prep
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Backend, Instance, OnExit, Reach, State, ignore_exit
 from kubeless_local.emulator.docker import debugger, network, pump
@@ -791,7 +791,7 @@ class DockerBackend(Backend):
         if handle.init_pid is None:  # the container's init as the engine sees it (_launch): is it this machine's?
             pid = instance.pid or 0
             handle.init_pid = pid if pid and strays.container_init(pid, handle.container.id) else 0
-        servers = strays.children(handle.init_pid) if handle.init_pid else []
+        servers = (memorywatch.children(handle.init_pid) or []) if handle.init_pid else []
         stat = process_stat(servers[0]) if servers else None
         if stat is not None:
             instance.after_reload.append(strays.replaced(handle.init_pid, stat[0]))
