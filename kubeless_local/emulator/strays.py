@@ -42,9 +42,16 @@ def kill(processes: Found, started_before: float = float("inf")) -> None:
 def replaced(root: int, group: int) -> Callable[[], None]:
     """Called as a server is told to load new code in place: what kills, once the new code serves, the processes
     the code it replaces started — those of the tree now (a worker's, before the old workers go) and those of the
-    tree then that started before now."""
-    now, found = ticks_now(), outside_group(root, group)
-    return lambda: kill(found + outside_group(root, group), now)
+    tree then that started before now; the tree then only while `root` is the process it is now (a server that
+    died meanwhile left its pid to the system, which may have given it to another)."""
+    now, found, was = ticks_now(), outside_group(root, group), process_stat(root)
+
+    def clean_up() -> None:
+        kill(found)
+        if was is not None and process_stat(root) == was:
+            kill(outside_group(root, group), now)
+
+    return clean_up
 
 
 def container_init(pid: int, container_id: str) -> bool:

@@ -42,3 +42,25 @@ def test_only_what_left_the_servers_group_is_found_and_killed_while_it_is_the_on
 def test_a_process_of_this_machine_is_no_containers():
     assert not strays.container_init(os.getpid(), "c0ffee" * 10)
     assert not strays.container_init(2**22 + 1, "c0ffee" * 10)  # above any pid: none
+
+
+def test_a_clean_up_after_a_reload_walks_no_tree_of_a_pid_given_to_another_process(monkeypatch):
+    """The server died before its new code said ready: its pid, free again, may be another process's by then."""
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, start_new_session=True)
+    detached = int(server.stdout.readline())
+    try:
+        wait_until(lambda: len(memorywatch.children(server.pid) or []) == 2, "both children started", 30, 0.01)
+        clean_up = strays.replaced(server.pid, server.pid)
+        group, start = process_stat(server.pid)
+        walked, stat = [], strays.process_stat
+        monkeypatch.setattr(strays, "outside_group", lambda root, group: walked.append(root) or [])
+        monkeypatch.setattr(strays, "process_stat", lambda pid: (group, start + 1) if pid == server.pid else stat(pid))
+        clean_up()  # another process has the server's pid now: only what was found at the reload is killed
+        assert walked == []
+        monkeypatch.undo()
+        wait_until(lambda: process_stat(detached) is None, "what was found at the reload killed", 30, 0.01)
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait()
+        if process_stat(detached) is not None:
+            os.kill(detached, 9)
