@@ -544,18 +544,13 @@ class Catalog:
         exact = [rt for rt in versions if rt.version == version]
         if exact:
             rt = exact[0]
+            why = "not found" if not rt.executable_path() else "wrong version"
             others = ", ".join(r.name for r in usable) or "another runtime"
-            raise UserError(
-                "runtime %s needs `%s` on PATH (%s); install it%s"
-                % (
-                    runtime,
-                    rt.executable,
-                    "not found" if not rt.executable_path() else "wrong version",
-                    ", use %s, or run it with --backend docker (its image %s has it)" % (others, rt.image)
-                    if rt.image
-                    else " or use %s" % others,
-                )
-            )
+            if rt.image:
+                instead = ", use %s, or run it with --backend docker (its image %s has it)" % (others, rt.image)
+            else:
+                instead = " or use %s" % others
+            raise UserError("runtime %s needs `%s` on PATH (%s); install it%s" % (runtime, rt.executable, why, instead))
         if usable and (version in self.legacy(runtime_id) or not version):
             newest = ([rt for rt in usable if rt.image] or usable)[-1]
             return newest, "%s is a legacy Kubeless runtime; running it as %s" % (runtime, newest.name)
