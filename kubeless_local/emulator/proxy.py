@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import collections
 import functools
+import io
 import queue
 import select
 import socket
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, cast
 
 from kubeless_local.emulator.base import Instance, State
 from kubeless_local.emulator.http1 import MAX_HEADERS, MAX_LINE, answer_has_body, header_of, is_chunked, keeps_alive
@@ -113,7 +114,7 @@ class Upstream:
         self.port = port
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = cast(BinaryIO, self.sock.makefile("rb", buffering=CHUNK))
+        self.reader = cast(io.BufferedReader, self.sock.makefile("rb", buffering=CHUNK))
         self.idle_since = 0.0  # time.monotonic() when it went back to the pool
 
     def stale(self) -> bool:
@@ -191,7 +192,7 @@ class FrontDoor:
     def _serve(self, client: socket.socket) -> None:
         try:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            reader = cast(BinaryIO, client.makefile("rb", buffering=CHUNK))
+            reader = cast(io.BufferedReader, client.makefile("rb", buffering=CHUNK))
             while not self.closing:
                 client.settimeout(CLIENT_IDLE)
                 line = reader.readline(MAX_LINE + 1)
@@ -212,7 +213,7 @@ class FrontDoor:
             except OSError:
                 pass
 
-    def _exchange(self, client: socket.socket, reader: BinaryIO, line: bytes) -> bool:
+    def _exchange(self, client: socket.socket, reader: io.BufferedIOBase, line: bytes) -> bool:
         """Relay one request and its answer; True when the client's connection may carry another."""
         started = time.time()
         parts = line.split()
@@ -255,7 +256,7 @@ class FrontDoor:
     def _relay(
         self,
         client: socket.socket,
-        reader: BinaryIO,
+        reader: io.BufferedIOBase,
         head: bytes,
         fields: dict[str, str],
         exchange: Exchange,
@@ -346,7 +347,7 @@ class FrontDoor:
 # ---------------------------------------------------------------- HTTP/1.1 framing
 
 
-def read_head(reader: BinaryIO) -> tuple[bytes | None, dict[str, str]]:
+def read_head(reader: io.BufferedIOBase) -> tuple[bytes | None, dict[str, str]]:
     """(the header lines to forward, ending with the blank line; {lower name: value}), without SOURCE_HEADER
     and Expect. (None, …) when there are too many or too long. ConnectionAbortedError when the client's input
     ends inside it (a client that gave up): a head cut short is no request, relayed it would be taken for one."""
@@ -370,7 +371,7 @@ def read_head(reader: BinaryIO) -> tuple[bytes | None, dict[str, str]]:
     return None, fields
 
 
-def read_response_head(reader: BinaryIO) -> tuple[bytes, bytes, dict[str, str]]:
+def read_response_head(reader: io.BufferedIOBase) -> tuple[bytes, bytes, dict[str, str]]:
     """(status line, header lines with the blank line, {lower name: value}); interim 1xx answers are skipped.
     NoAnswer when the server closed the connection before an answer."""
     while True:
@@ -396,10 +397,12 @@ def read_response_head(reader: BinaryIO) -> tuple[bytes, bytes, dict[str, str]]:
         return status_line, b"".join(lines), fields
 
 
-def relay_body(reader: BinaryIO, send, fields: dict[str, str], first: bytes | None) -> tuple[bytes, int]:
+def relay_body(reader: io.BufferedIOBase, send, fields: dict[str, str], first: bytes | None) -> tuple[bytes, int]:
     """Relay one message body from `reader` to `send` in pieces (Content-Length, chunked, or until the
     connection ends when neither is given and `first` is a response's head); returns (its first MAX_BODY
-    bytes, its size). `first` (a response's head) goes out with the first piece."""
+    bytes, its size). `first` (a response's head) goes out with the first piece; a chunked body's head at once.
+    What has arrived is sent before waiting for more (read1; a chunked body at each chunk's end): a server that
+    streams its answer (server-sent events, progress) reaches its client piece by piece."""
     kept = bytearray()
     size = 0
     pending = first or b""
@@ -411,6 +414,9 @@ def relay_body(reader: BinaryIO, send, fields: dict[str, str], first: bytes | No
             kept.extend(data[: MAX_BODY - len(kept)])
 
     if is_chunked(fields):
+        if pending:  # the head at once: a streamed answer's headers may come long before its first chunk
+            send(pending)
+            pending = b""
         while True:
             size_line = reader.readline(MAX_LINE + 1)
             if not size_line:
@@ -419,7 +425,7 @@ def relay_body(reader: BinaryIO, send, fields: dict[str, str], first: bytes | No
             last = length == 0
             pending += size_line
             while length > 0:  # a chunk's data, in pieces
-                data = reader.read(min(length, CHUNK))
+                data = reader.read1(min(length, CHUNK))
                 if not data:
                     raise ConnectionResetError("the body ended inside a chunk")
                 length -= len(data)
@@ -436,11 +442,12 @@ def relay_body(reader: BinaryIO, send, fields: dict[str, str], first: bytes | No
                         break
                 send(pending)
                 return bytes(kept), size
-            pending += read_exactly(reader, 2)  # the chunk's CRLF
+            send(pending + read_exactly(reader, 2))  # the chunk and its CRLF
+            pending = b""
     if "content-length" in fields:
         remaining = int(fields["content-length"])
         while remaining > 0:
-            data = reader.read(min(remaining, CHUNK))
+            data = reader.read1(min(remaining, CHUNK))
             if not data:
                 raise ConnectionResetError("the body ended %d bytes early" % remaining)
             remaining -= len(data)
@@ -456,14 +463,14 @@ def relay_body(reader: BinaryIO, send, fields: dict[str, str], first: bytes | No
     if pending:
         send(pending)
     while True:  # an answer that ends when the connection does
-        data = reader.read1(CHUNK) if hasattr(reader, "read1") else reader.read(CHUNK)
+        data = reader.read1(CHUNK)
         if not data:
             return bytes(kept), size
         keep(data)
         send(data)
 
 
-def read_exactly(reader: BinaryIO, length: int) -> bytes:
+def read_exactly(reader: io.BufferedIOBase, length: int) -> bytes:
     data = reader.read(length)
     if len(data) != length:
         raise ConnectionResetError("the body ended early")

@@ -416,21 +416,30 @@ function finishCall(call, status, body, failed) {
   call.msg = null;
   count(call, failed);
   if (!call.res.headersSent) reply(call.res, status, body);
+  else call.res.destroy(); // a streamed answer cut short: the caller sees it end unfinished, not complete
 }
 
-// A function's answer: [id, status, reason, headers (name, value, ...), body, failed, clientError, log].
-function onResult(wk, [id, status, reason, headers, body, failed, clientError, log]) {
+// A function's answer: [id, status, reason, headers (name, value, ...), body, failed, clientError, log, more]; with
+// `more`, a piece of it written before the function ended it (worker.js send()): the caller gets it now.
+function onResult(wk, [id, status, reason, headers, body, failed, clientError, log, more]) {
   const call = pending.get(id);
   if (log) process.stderr.write(log);
   if (!call) return; // answered already (timed out)
+  const { res } = call;
+  if (!res.headersSent) {
+    res.statusCode = status;
+    if (reason) res.statusMessage = reason;
+    for (let i = 0; i < headers.length; i += 2) res.setHeader(headers[i], headers[i + 1]);
+  }
+  if (more) {
+    if (body.length) res.write(body);
+    else res.flushHeaders();
+    return;
+  }
   pending.delete(id);
   clearTimeout(call.timer);
   release(call);
   call.msg = null;
-  const { res } = call;
-  res.statusCode = status;
-  if (reason) res.statusMessage = reason;
-  for (let i = 0; i < headers.length; i += 2) res.setHeader(headers[i], headers[i + 1]);
   res.end(body);
   if (!clientError) count(call, failed); // the caller's mistake (bad JSON, bad path) is no call
   if (call.size >= BIG_BODY) releaseSoon();

@@ -140,19 +140,30 @@ const capture = {
   write(chunk, encoding, cb) {
     if (typeof encoding === 'function') { cb = encoding; encoding = undefined; }
     if (this.finished) return false;
+    this.klWrite(chunk, encoding);
+    streamSoon(this);
+    if (cb) process.nextTick(cb);
+    return true;
+  },
+
+  klWrite(chunk, encoding) {
     if (!this._header) this.writeHead(this.statusCode);
     if (chunk != null && chunk.length) {
       this.klChunks.push(typeof chunk === 'string' ? Buffer.from(chunk, encoding) : Buffer.from(chunk));
     }
-    if (cb) process.nextTick(cb);
-    return true;
+  },
+
+  flushHeaders() {
+    if (this.finished) return;
+    if (!this._header) this.writeHead(this.statusCode);
+    streamSoon(this);
   },
 
   end(chunk, encoding, cb) {
     if (typeof chunk === 'function') { cb = chunk; chunk = undefined; }
     else if (typeof encoding === 'function') { cb = encoding; encoding = undefined; }
     if (this.finished) { if (cb) process.nextTick(cb); return this; }
-    if (chunk != null) this.write(chunk, encoding);
+    if (chunk != null) this.klWrite(chunk, encoding);
     else if (!this._header) this.writeHead(this.statusCode);
     this.finished = true;
     send(this);
@@ -168,14 +179,20 @@ function capturedResponse(req, id) {
   res.klFailed = false;
   res.klClientError = false;
   res.klSent = false;
+  res.klHeadSent = false;
+  res.klStreaming = false;
   return Object.assign(res, capture);
 }
 
-function send(res) {
+// The answer, or (`more`) the piece written so far of an answer that goes on: the status and headers go with the
+// first piece, the server writes each piece to the caller as it comes (a streamed answer, as Kubeless' Express
+// writes to the socket). An answer ended in the turn it began (most) is one message.
+function send(res, more = false) {
   if (res.klSent) return;
-  res.klSent = true;
+  if (!more) res.klSent = true;
   const headers = [];
-  for (const name of res.getRawHeaderNames()) headers.push(name, res.getHeader(name));
+  if (!res.klHeadSent) for (const name of res.getRawHeaderNames()) headers.push(name, res.getHeader(name));
+  res.klHeadSent = true;
   // A body of its own memory, handed over: a small Buffer is a view of an 8 KB pool, which a
   // message would copy whole.
   let size = 0;
@@ -183,7 +200,20 @@ function send(res) {
   const body = new Uint8Array(size);
   let at = 0;
   for (const c of res.klChunks) { body.set(c, at); at += c.length; }
-  out([res.klId, res.statusCode, res.statusMessage, headers, body, res.klFailed, res.klClientError, res.klLog], body.buffer);
+  res.klChunks = [];
+  out([res.klId, res.statusCode, res.statusMessage, headers, body, res.klFailed, res.klClientError, res.klLog, more],
+    body.buffer);
+}
+
+// What the function writes before it ends the answer (res.write, res.flushHeaders) leaves at the end of this turn
+// of the event loop, as one piece, unless the answer ended meanwhile.
+function streamSoon(res) {
+  if (res.klStreaming) return;
+  res.klStreaming = true;
+  setImmediate(() => {
+    res.klStreaming = false;
+    send(res, true);
+  });
 }
 
 // The error's stack without the runtime's own frames (Express, this file, Node internals).

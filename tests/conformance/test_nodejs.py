@@ -242,6 +242,59 @@ def test_access_log_is_morgan_combined(function):
     assert '+0000] "GET /x?y=1 HTTP/1.1" 200 - "http://r/" "kl-test"' in line
 
 
+STREAMING = """let release = null;
+module.exports = { handler: async (e) => {
+  if (e.data === 'release') { if (release) release(); return 'released'; }
+  const res = e.extensions.response;
+  if (e.data === 'sse') { res.set('Content-Type', 'text/event-stream'); res.flushHeaders(); }
+  else { res.writeHead(200, { 'Content-Type': 'text/plain' }); res.write('first\\n'); }
+  await new Promise((r) => { release = r; setTimeout(r, 30000); });
+  res.end(e.data === 'sse' ? 'data: last\\n\\n' : 'last\\n');
+} };
+"""
+
+
+@pytest.mark.parametrize("kind", ["write", "sse"])
+def test_a_response_written_in_pieces_reaches_the_caller_as_written(function, kind):
+    # as in Kubeless, where the function's Express response is the socket's: what it writes (res.write, the
+    # headers of res.flushHeaders) reaches the caller while the call goes on (server-sent events, progress),
+    # not once it ends; through the URL (the front door) and the runtime server's own port
+    f = function("hello", editable=True)
+    assert f.replace_code(STREAMING).value == "Ready"
+    for url in (f.url, f.instance.server_url):
+        address = url.split("//")[1].split(":")
+        connection = http.client.HTTPConnection(address[0], int(address[1]), timeout=10)
+        connection.request("POST", "/", body=kind, headers={"Content-Type": "text/plain"})
+        try:
+            response = connection.getresponse()  # its head, within the socket's 10 s while the call waits
+            first = b"" if kind == "sse" else response.readline()
+        finally:
+            assert f.post(data="release", headers={"Content-Type": "text/plain"}).text == "released"
+        assert response.status == 200
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        if kind == "sse":
+            assert response.getheader("Content-Type").startswith("text/event-stream")  # Express adds a charset
+        assert first + response.read() == (b"data: last\n\n" if kind == "sse" else b"first\nlast\n")
+        connection.close()
+    assert f.metrics().get(("function_calls_total", f.method_label("POST")), 0) == 4  # with the releases
+
+
+def test_a_streamed_response_cut_short_by_the_timeout_ends_unfinished(function):
+    # its head went with the first piece, so no 408 can follow: the connection ends before the last chunk, which
+    # a caller sees as an answer cut short (http.client's IncompleteRead), never as a complete one
+    f = function("hello", timeout=1, editable=True)
+    code = "module.exports = { handler: (e) => { e.extensions.response.write('first'); return new Promise(() => {}); } };\n"
+    assert f.replace_code(code).value == "Ready"
+    connection = http.client.HTTPConnection(f.url.split("//")[1], timeout=20)
+    connection.request("GET", "/")
+    response = connection.getresponse()
+    assert response.status == 200
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        response.read()
+    assert cut.value.partial == b"first"
+    assert f.metrics().get(("function_failures_total", f.method_label("GET")), 0) == 1
+
+
 def test_module_state_persists_in_the_warm_worker(function):
     f = function("state")
     assert [f.get().text for _ in range(3)] == ["1", "2", "3"]

@@ -19,6 +19,7 @@ from kubeless_local.emulator.recorder import SOURCE_HEADER
 class Upstream(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: list = []
+    release = threading.Event()  # a streamed answer's second piece waits for it
 
     def log_message(self, *args):
         pass
@@ -46,6 +47,18 @@ class Upstream(BaseHTTPRequestHandler):
             for piece in (b"abc", b"defg"):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.write(b"0\r\n\r\n")
+            return
+        if self.path.startswith("/stream-"):  # a piece, then the rest once the test has seen the piece
+            chunked = self.path == "/stream-chunked"
+            self.send_response(200)
+            self.send_header(*(("Transfer-Encoding", "chunked") if chunked else ("Content-Length", "11")))
+            self.end_headers()
+            for piece in (b"first\n", b"last\n"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                self.wfile.flush()
+                Upstream.release.wait(30)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
             return
         self.send_response(201)
         self.send_header("X-Echo", "yes")
@@ -117,6 +130,25 @@ def test_chunked_bodies_are_relayed_in_both_directions(door):
     assert Upstream.seen[0][1] == b"onetwo"
     wait_until(lambda: recorder.exchanges, "recorded")
     assert (recorder.exchanges[0].request_body, recorder.exchanges[0].response_body) == (b"onetwo", b"abcdefg")
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+def test_a_streamed_answer_reaches_the_client_piece_by_piece(door, framing):
+    # a server that writes part of its answer and the rest later (server-sent events, progress): the client
+    # reads each piece as the server sends it, not once 64 KB have gathered or the answer ended
+    front, recorder = door
+    Upstream.release.clear()
+    connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
+    connection.request("POST", "/stream-" + framing, body=b"")
+    response = connection.getresponse()
+    assert response.status == 200
+    try:
+        assert response.readline() == b"first\n"  # within the socket's 10 s, while the server waits
+    finally:
+        Upstream.release.set()
+    assert response.read() == b"last\n"
+    wait_until(lambda: recorder.exchanges, "recorded")
+    assert recorder.exchanges[0].response_body == b"first\nlast\n"
 
 
 def test_a_server_that_closes_without_answering_makes_the_front_door_close_too(door):
