@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+from kubeless_local.errors import UserError
 from kubeless_local.places import STATE_DIRNAME, cache_root
 
 SETTINGS_FILE = ".kubeless-local.yaml"  # a project's settings (config.py reads it)
@@ -29,7 +30,13 @@ def project_folder(path) -> Path:
 def cache_dir():
     """Per-user cache shared by projects (deps keyed by sha256, runtime libraries)."""
     path = Path(cache_root())
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a HOME that is not there or not the user's (a container's user, a service account)
+        raise UserError(
+            "cannot make the cache folder %s (%s): set KUBELESS_LOCAL_CACHE or XDG_CACHE_HOME to a folder you can "
+            "write to" % (path, exc.strerror)
+        ) from None
     return path
 
 

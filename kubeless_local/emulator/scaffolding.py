@@ -36,11 +36,16 @@ def scaffold(name, runtime, target=None, force=False, catalog=None, on_line=lamb
     created = []
     for source in specs.Ignore().walk(template):  # not __pycache__ that pip compiled beside an installed template
         dest = target / source.relative_to(template)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         text = source.read_text()
         for placeholder, value in zip(PLACEHOLDERS, (name, runtime)):
             text = text.replace(placeholder, value)
-        dest.write_text(text)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text)
+        except OSError as exc:  # a folder not the user's, a read-only mount, a full disk
+            raise UserError(
+                "cannot write %s (%s); run `init` in a folder you can write to" % (exc.filename or dest, exc.strerror)
+            ) from None
         created.append(dest)
     notices = [notice or "", _editor_support(rt.for_backend("process"), target, on_line)]
     return Scaffolded(created, "\n".join(n for n in notices if n))

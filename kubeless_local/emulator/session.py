@@ -9,6 +9,7 @@ gateway (asyncio) with the first HTTPTrigger, the Kafka bridge with a broker.
 
 import dataclasses
 import functools
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -39,6 +40,20 @@ if TYPE_CHECKING:
     from kubeless_local.emulator.triggers.kafka_bridge import KafkaBridge
 
 ADMIN_PATIENCE = 0.1  # seconds the admin API waits for the first server to start before it opens anyway
+
+
+def state_folder_refused(private: Path, exc: OSError) -> str:
+    """The line for a project folder where the session cannot keep its state (.kubeless-local/)."""
+    try:
+        theirs = private.stat().st_uid != os.getuid()
+    except OSError:
+        theirs = False  # not there: the project folder refused it
+    if theirs:
+        return "%s belongs to another user; remove it (or make it yours) and start again" % private
+    return (
+        "cannot make %s (%s): kubeless-local keeps its state beside the manifests; run it in a copy of the project"
+        " that you can write to" % (private, exc.strerror or exc)
+    )
 
 
 class DevSession:
@@ -116,10 +131,8 @@ class DevSession:
             try:
                 private.mkdir(mode=0o700, exist_ok=True)
                 private.chmod(0o700)  # topics.db, logs, generations: the user's only, as admin.json is
-            except PermissionError:
-                raise UserError(
-                    "%s belongs to another user; remove it (or make it yours) and start again" % private
-                ) from None
+            except OSError as exc:
+                raise UserError(state_folder_refused(private, exc)) from None
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()  # before anything else touches the folder
             # found from any folder (once its admin API answers), and by a session starting above it

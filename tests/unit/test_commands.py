@@ -131,6 +131,33 @@ def test_init_refuses_a_non_empty_folder_unless_forced(tmp_path, monkeypatch):
     assert (tmp_path / "hello" / "notes.txt").read_text() == "keep me\n"
 
 
+def test_init_where_the_folder_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    # a folder of another user's, a read-only mount: one line naming what could not be written, not a traceback
+    monkeypatch.chdir(tmp_path)
+
+    real = type(tmp_path).mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if path.name == "hello":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "mkdir", mkdir)
+    assert one_line_error(invoke("init", "hello", "-r", "python3.11")) == (
+        "error: cannot write hello (Permission denied); run `init` in a folder you can write to"
+    )
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+    # a HOME that is not there or not the user's (a container's user, a service account: HOME=/)
+    (tmp_path / "home").write_text("a file, where the cache's folder should be\n")
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "home" / ".cache" / "kubeless-local"))
+    assert one_line_error(invoke("get-server-config")) == (
+        "error: cannot make the cache folder %s/home/.cache/kubeless-local (Not a directory): set KUBELESS_LOCAL_CACHE"
+        " or XDG_CACHE_HOME to a folder you can write to" % tmp_path
+    )
+
+
 def test_init_with_an_unknown_runtime_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = one_line_error(invoke("init", "hello", "-r", "fortran77"))

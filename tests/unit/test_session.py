@@ -97,10 +97,14 @@ def test_watchdogs_stop_race_is_not_printed(caplog):
     import logging
 
     inotify_log = logging.getLogger("watchdog.observers.inotify")
+
+    def said():  # by this logger: another test's thread, still ending, may log meanwhile
+        return [r.getMessage() for r in caplog.records if r.name == inotify_log.name]
+
     inotify_log.error("InotifyEmitter.queue_events() called when the thread is inactive")
-    assert caplog.records == []
+    assert said() == []
     inotify_log.error("a real watchdog error")
-    assert [r.getMessage() for r in caplog.records] == ["a real watchdog error"]
+    assert said() == ["a real watchdog error"]
 
 
 def test_a_session_above_a_running_project_is_refused(tmp_path):
@@ -184,3 +188,46 @@ def test_the_state_folder_is_the_users_only(tmp_path):
     fresh.start()
     fresh.stop()
     assert stat.S_IMODE((tmp_path / "fresh" / ".kubeless-local").stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize(
+    "error, said",
+    [
+        (PermissionError(13, "Permission denied"), "(Permission denied)"),
+        (OSError(30, "Read-only file system"), "(Read-only file system)"),
+    ],
+)
+def test_a_project_folder_that_cannot_hold_the_state_folder_is_one_line(tmp_path, monkeypatch, error, said):
+    # a checkout owned by another user, or on a read-only mount: the state folder cannot be made there, which is
+    # not a folder of another user's (the line said so) nor a traceback (a read-only file system)
+    real = type(tmp_path).mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if path == tmp_path / ".kubeless-local":
+            raise error
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "mkdir", mkdir)
+    session = session_for(tmp_path, FakeBackend)
+    with pytest.raises(UserError) as refused:
+        session.start()
+    session.stop()
+    assert str(refused.value) == (
+        "cannot make %s/.kubeless-local %s: kubeless-local keeps its state beside the manifests; run it in a copy"
+        " of the project that you can write to" % (tmp_path, said)
+    )
+
+
+def test_a_state_folder_of_another_user_is_named_so(tmp_path, monkeypatch):
+    (tmp_path / ".kubeless-local").mkdir()
+    monkeypatch.setattr("kubeless_local.emulator.session.os.getuid", lambda: 4321)
+    real = type(tmp_path).chmod
+
+    def chmod(path, mode, **kwargs):
+        if path == tmp_path / ".kubeless-local":
+            raise PermissionError(1, "Operation not permitted")
+        return real(path, mode, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "chmod", chmod)
+    with pytest.raises(UserError, match="belongs to another user; remove it"):
+        session_for(tmp_path, FakeBackend).start()
