@@ -46,13 +46,14 @@ def ticks_now():
         return int(float(uptime.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
 
 
-def _pids():
+def pids():
+    """Every process's pid (Linux /proc)."""
     return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
 
 
 def group_members(pgid):
     """Pids of the live (not zombie) processes in process group `pgid` (Linux /proc)."""
-    return [pid for pid in _pids() if (process_stat(pid) or (None,))[0] == pgid]
+    return [pid for pid in pids() if (process_stat(pid) or (None,))[0] == pgid]
 
 
 def _carries_marker(pid, marker):
@@ -83,7 +84,7 @@ def kill_strays(project, started_before, groups=()):
         return []
     marker = _marker(project)
     strays = []
-    for pid in _pids():
+    for pid in pids():
         stat = process_stat(pid)
         if stat is not None and stat[0] not in groups and stat[1] < started_before and _carries_marker(pid, marker):
             strays.append(pid)

@@ -15,6 +15,8 @@ import os
 import threading
 from typing import Callable, NamedTuple, Optional
 
+from kubeless_local.emulator import guardian
+
 LOOK_EVERY = 0.5  # seconds between two looks at every watched server
 COUNTED = (b"Pss", b"Pss_Anon", b"Pss_Shmem")  # the lines of smaps_rollup read
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -64,20 +66,10 @@ def children(pid: int) -> Optional[list[int]]:
 
 def _members_by_group(groups: set[int]) -> dict[int, list[int]]:
     members: dict[int, list[int]] = {}
-    try:
-        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
-    except OSError:
-        return members
-    for pid in pids:
-        try:
-            with open("/proc/%s/stat" % pid, "rb") as stat:
-                fields = stat.read()
-        except OSError:  # ended meanwhile
-            continue
-        # pgrp is the third field after the command, which is in parentheses and may hold spaces or ')'
-        after = fields[fields.rfind(b")") + 2 :].split()
-        if len(after) > 2 and int(after[2]) in groups:
-            members.setdefault(int(after[2]), []).append(int(pid))
+    for pid in guardian.pids():
+        stat = guardian.process_stat(pid)  # None: ended meanwhile, or a zombie (it holds no memory)
+        if stat is not None and stat[0] in groups:
+            members.setdefault(stat[0], []).append(pid)
     return members
 
 
