@@ -57,6 +57,7 @@ from kubeless_local.paths import STATE_DIRNAME
 
 DEFAULT_PORT = 8480
 DEFAULT_HTTPS_PORT = 8443  # the HTTPS listener, once a trigger has tls or tls-secret
+MOVE_UP_TO = 20  # a default port in use (most often by another project's `dev`): the ports above it tried
 HOST = "127.0.0.1"
 LOG_NAME = "gateway"  # the name its lines carry in dev's output
 READY_WAIT = 10.0  # seconds a request waits for a function that is starting or reloading
@@ -133,6 +134,7 @@ class Gateway:
         self.root = Path(root)
         self.ignore = ignore
         self.port = DEFAULT_PORT if port is None else port
+        self.chosen = {"http": port is not None, "https": https_port is not None}  # by the user: that port or none
         self.table = http_routes.RouteTable()
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.server: Optional[asyncio.Server] = None
@@ -197,8 +199,30 @@ class Gateway:
         return "http://%s:%d%s" % (host, self.port, route.path)
 
     def start(self) -> None:
-        self.server = self._listen(self.port, "http")
+        self.server = self._listen_where_free(self.port, "http")
         self.port = self.server.sockets[0].getsockname()[1]  # port 0: the one the system gave
+
+    def _listen_where_free(self, port: int, scheme: str, context: Optional[ssl.SSLContext] = None) -> asyncio.Server:
+        """A listener on `port`, or, where it is the default port and in use, on the first free one of the
+        MOVE_UP_TO above it, said in a line (as a function whose port is taken gets another): two projects' `dev`
+        both have their gateway. A port the user chose is that port or a Conflict."""
+        try:
+            return self._listen(port, scheme, context)
+        except Conflict:
+            if self.chosen[scheme] or not port:
+                raise
+            taken = held_by(port)
+            for other in range(port + 1, port + 1 + MOVE_UP_TO):
+                try:
+                    server = self._listen(other, scheme, context)
+                except Conflict:
+                    continue
+                self.emit(
+                    "%s:%d is in use%s: the %s routes are on port %d (--gateway-%sport chooses one)"
+                    % (HOST, port, taken, scheme.upper(), other, "https-" if scheme == "https" else "")
+                )
+                return server
+            raise
 
     def _listen(self, port: int, scheme: str, context: Optional[ssl.SSLContext] = None) -> asyncio.Server:
         """A listener on the gateway's loop (started with the first one); a Conflict when the port is taken."""
@@ -298,7 +322,7 @@ class Gateway:
         if self.contexts and self.https_server is None:
             default = next(iter(self.contexts.values()))
             default.sni_callback = self._pick_certificate
-            self.https_server = self._listen(self.https_port, "https", default)
+            self.https_server = self._listen_where_free(self.https_port, "https", default)
             self.https_port = self.https_server.sockets[0].getsockname()[1]
 
     def _pick_certificate(self, connection, server_name, context) -> None:

@@ -24,7 +24,21 @@ def held_by(port: int) -> str:
         return ""
     for pid in pids:
         if _holds(pid, sockets):
-            return " by `%s` (pid %s)" % (_command(pid), pid)
+            return " by %s (pid %s)" % (_session(pid) or "`%s`" % _command(pid), pid)
+    return ""
+
+
+def _session(pid: str) -> str:
+    """'the kubeless-local dev of FOLDER' when `pid` is one of this user's sessions (registry.py; most often what
+    holds a port we want: another project's `dev`), else ''."""
+    from kubeless_local.emulator import registry
+
+    for info in registry.starting_or_running():
+        if str(info.get("pid")) == pid:
+            kind = info.get("kind") or "dev"
+            if kind.startswith("run-"):
+                kind = "run %s" % kind[len("run-") :]
+            return "the kubeless-local %s of %s" % (kind, info.get("root"))
     return ""
 
 

@@ -1,5 +1,6 @@
 """A "port in use" error names the process that listens there (Linux: /proc)."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -40,3 +41,19 @@ def test_a_long_command_line_is_cut():
         sock.listen()
         said = held_by(sock.getsockname()[1])  # this very process: pytest's long command line
     assert said.endswith("(pid %d)" % __import__("os").getpid()) and len(said) < 120, said
+
+
+def test_a_kubeless_local_session_is_named_by_its_project(tmp_path, monkeypatch):
+    # most often what holds a port a session wants: another project's `dev` (its gateway's, a function's)
+    monkeypatch.setenv("KUBELESS_LOCAL_REGISTRY", str(tmp_path / "sessions"))
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        (tmp_path / "sessions").mkdir()
+        entry = {"pid": proc.pid, "root": "/work/shop", "admin": "/work/shop/.kubeless-local/admin.json"}
+        for kind, named in (("dev", "dev"), ("run-hello", "run hello")):
+            (tmp_path / "sessions" / ("%d-1.json" % proc.pid)).write_text(json.dumps({**entry, "kind": kind}))
+            assert held_by(port) == " by the kubeless-local %s of /work/shop (pid %d)" % (named, proc.pid)
+    finally:
+        proc.communicate("", timeout=10)
