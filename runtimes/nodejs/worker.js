@@ -91,9 +91,15 @@ const context = {
 // Where a load error happened, as file:line, for the `load-failed` control line.
 function describeLoadError(err) {
   if (!err || typeof err !== 'object') return String(err);
+  if (err.code === 'ERR_REQUIRE_ESM' && String(err.message).includes(` from ${__filename} `)) {
+    // the function's own file (not a module it requires): the message is advice to this file, not to the user
+    return `${modPath}: the function is an ES module ("type": "module" in its package.json), which this Node.js `
+      + 'cannot require(), and Kubeless loads functions with require(): write it as CommonJS '
+      + '(module.exports = { handler }, require() for its modules)';
+  }
   const stack = String(err.stack || '');
-  // Drop the runtime itself from "Require stack" lists.
-  const msg = String(err.message).split('\n').filter((l) => !l.includes(__filename)).join('\n');
+  // Drop the runtime itself from "Require stack" lists (its lines there start with "- ").
+  const msg = String(err.message).split('\n').filter((l) => !(l.startsWith('- ') && l.includes(__filename))).join('\n');
   const head = `${err.name || 'Error'}: ${msg}`;
   // SyntaxError stacks start with "<file>:<line>" followed by the offending source line.
   const first = stack.split('\n')[0];

@@ -295,6 +295,41 @@ def test_a_streamed_response_cut_short_by_the_timeout_ends_unfinished(function):
     assert f.metrics().get(("function_failures_total", f.method_label("GET")), 0) == 1
 
 
+def test_a_function_written_as_an_es_module(function, runtime):
+    # Kubeless loads the function with require(): Node 20 (20.19 on) requires an ES module, Node 18 cannot, and
+    # said so in words meant for our worker.js ("change the require of handler.js in worker.js"), which the load
+    # error dropped whole: `handler.js: Error: `. Now one line saying what to do; a dependency that is an ES module
+    # keeps Node's own words (they name the user's require)
+    f = function("hello", folder=True)
+    folder = f.spec.source
+    (folder / "package.json").write_text('{"type": "module"}\n')
+    state = f.replace_code("export function handler() { return 'esm'; }\n")
+    if runtime.name == "nodejs20":
+        assert state.value == "Ready" and f.get().text == "esm"
+        return
+    assert state.value == "CompileError"
+    assert f.instance.error == (
+        '%s: the function is an ES module ("type": "module" in its package.json), which this Node.js cannot'
+        " require(), and Kubeless loads functions with require(): write it as CommonJS (module.exports = {"
+        " handler }, require() for its modules)" % f.code_file
+    )
+    (folder / "package.json").write_text("{}\n")
+    (folder / "lib").mkdir()
+    (folder / "lib" / "package.json").write_text('{"type": "module"}\n')
+    (folder / "lib" / "index.js").write_text("export const a = 1;\n")
+    assert f.replace_code(
+        "const { a } = require('./lib/index.js');\nmodule.exports = { handler: () => a };\n"
+    ).value == ("CompileError")
+    assert (
+        "Error: require() of ES Module %s from %s not supported."
+        % (
+            folder / "lib" / "index.js",
+            f.code_file,
+        )
+        in f.instance.error
+    )
+
+
 def test_module_state_persists_in_the_warm_worker(function):
     f = function("state")
     assert [f.get().text for _ in range(3)] == ["1", "2", "3"]
