@@ -144,6 +144,10 @@ def report_load_failure(generation, error):
 # ---------------------------------------------------------------- worker process
 
 
+CO_ASYNC = 0x80 | 0x200  # a code object's flags: CO_COROUTINE (async def), CO_ASYNC_GENERATOR
+CO_GENERATOR = 0x20
+
+
 class LoadError(Exception):
     """The module loaded but does not fit spec.handler: the message says it all (no traceback)."""
 
@@ -160,12 +164,27 @@ def load_function():
     else:
         module = importlib.import_module(MOD_NAME)
     try:
-        return getattr(module, FUNC_HANDLER)
+        func = getattr(module, FUNC_HANDLER)
     except AttributeError:
         raise LoadError(
             "%s has no function %r (spec.handler is %s.%s)"
             % (getattr(module, "__file__", MOD_NAME), FUNC_HANDLER, MOD_NAME, FUNC_HANDLER)
         ) from None
+    # Kubeless runs a call in a process of its own and sends its result back pickled: a coroutine or a generator
+    # cannot be, so every call of such a handler times out in the pod (here bottle would answer it: said at load)
+    flags = getattr(getattr(func, "__code__", None), "co_flags", 0)
+    where = getattr(module, "__file__", MOD_NAME)
+    if flags & CO_ASYNC:
+        raise LoadError(
+            "%s: %s is an async def, which Kubeless' Python runtime calls without awaiting: make it a plain def"
+            " (asyncio.run() inside it runs async work)" % (where, FUNC_HANDLER)
+        )
+    if flags & CO_GENERATOR:
+        raise LoadError(
+            "%s: %s is a generator (it yields), whose result Kubeless' Python runtime cannot send back from the"
+            " process that ran the call: return the whole body" % (where, FUNC_HANDLER)
+        )
+    return func
 
 
 def load_file(name, path):

@@ -171,6 +171,10 @@ def test_sequential_calls_stay_on_the_warm_worker_while_the_pool_fills(function)
         ("import kl_no_such_module\n", "ModuleNotFoundError: No module named 'kl_no_such_module'"),
         ("def other(event, context):\n    return 1\n", "has no function 'handler'"),
         ("x = 1\x00\n", "null bytes"),  # e.g. an archive copied as the module: named, not `None:None`
+        # Kubeless sends a call's result back pickled, which these cannot be: each call timed out in the pod; here
+        # a 500 with nothing in the log (a coroutine), or bottle answered it (a generator)
+        ("async def handler(event, context):\n    return 1\n", "handler is an async def, which Kubeless' Python"),
+        ("def handler(event, context):\n    yield 'a'\n", "handler is a generator (it yields), whose result"),
     ],
 )
 def test_load_error_headline_is_the_exception_line(function, code, headline):
