@@ -154,6 +154,9 @@ def host_env(prepared, port):
     """This machine's env plus the contract's variables: what a local process starts from."""
     env = dict(os.environ)
     env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
+    # A pod's clock reads in UTC (no TZ; its image's zone), not this machine's: the function's dates and days are
+    # the pod's. A TZ in the function's own env is set after this, as in the pod.
+    env["TZ"] = "UTC"
     env.update(function_env(prepared, port, str(prepared.install_link)))
     return env
 

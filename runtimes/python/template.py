@@ -43,7 +43,7 @@ import signal
 import socket
 import struct  # noqa: F401
 import sys
-import time  # noqa: F401
+import time
 import traceback
 import types
 import urllib.parse  # noqa: F401
@@ -159,6 +159,7 @@ def become(request, out_fd, err_fd, inherited):
         script = argv[-1]
         os.environ.clear()  # unsetenv/putenv: the C environ too
         os.environ.update(env)
+        time.tzset()  # the time zone of this env (TZ), as a fresh interpreter reads it at start: not the template's
         retitle(argv, [f"{k}={v}" for k, v in env.items()])
         os.chdir(request["cwd"])
         sys.argv = [script]

@@ -331,6 +331,14 @@ def test_the_function_writes_in_its_working_folder_and_a_save_starts_it_afresh(f
     assert (fn.spec.source / "data.txt").read_text() == "v1\n" and not (fn.spec.source / "notes").exists()
 
 
+def test_the_function_reads_the_clock_in_the_pods_time_zone(function, monkeypatch):
+    """A pod has no TZ and its image's zone is UTC: a local process took this machine's (TZ here, or
+    /etc/localtime), so dates a function formats or a day it computes differed from the pod's."""
+    monkeypatch.setenv("TZ", "America/New_York")  # what a local process inherits (a container does not)
+    fn = function("clock")
+    assert fn.get("/").text == "+0000"
+
+
 def test_other_callers_are_served_during_a_runaway_call(function):
     fn = function("workdir", folder=True, timeout="1")
     runaway = fn.open_call(body=b"sleep", headers={"Content-Type": "text/plain"})

@@ -307,3 +307,9 @@ def test_a_calls_duration_lands_in_prometheus_clients_own_buckets(function):
     counted = buckets()
     assert counted["0.25"] == 0 and counted["0.5"] == counted["+Inf"] == 1
     assert len(counted) == 15  # prometheus_client's default bounds, +Inf included
+
+
+def test_a_time_zone_in_the_functions_env_is_the_one_its_clock_reads(function):
+    # as TZ in the pod's env: a server forked from the template (emulator/forkserver.py) read the template's zone
+    fn = function("clock", env={"TZ": "XYZ-05:30"})  # a POSIX zone: no tzdata needed, in no image either
+    assert fn.get("/").text == "+0530"

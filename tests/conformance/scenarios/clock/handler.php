@@ -1,0 +1,7 @@
+<?php
+
+// The offset of the local time zone from UTC, as +HHMM: a pod's is +0000 (no TZ, the image's UTC).
+function handler($event, $context)
+{
+    return date('O');
+}

@@ -1,0 +1,6 @@
+import time
+
+
+def handler(event, context):
+    """The offset of the local time zone from UTC, as +HHMM: a pod's is +0000 (no TZ, the image's UTC)."""
+    return time.strftime("%z")
