@@ -339,6 +339,17 @@ def test_the_function_reads_the_clock_in_the_pods_time_zone(function, monkeypatc
     assert fn.get("/").text == "+0000"
 
 
+def test_the_function_reads_text_as_utf8_whatever_this_machines_locale(function, monkeypatch):
+    """Kubeless' images run with LANG=C.UTF-8 (Python's, Ruby's, the JDK's): a function's text files read as UTF-8.
+    Ours had no LANG (Ruby read them as US-ASCII, Java as ASCII) and a local process took this machine's locale."""
+    for name in [name for name in os.environ if name.startswith("LC_")] + ["LANGUAGE"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "C")  # ASCII: what a local process inherits (a container does not)
+    monkeypatch.setenv("LC_ALL", "C")
+    fn = function("text", folder=True)
+    assert fn.get("/").text == "1"
+
+
 def test_other_callers_are_served_during_a_runaway_call(function):
     fn = function("workdir", folder=True, timeout="1")
     runaway = fn.open_call(body=b"sleep", headers={"Content-Type": "text/plain"})
