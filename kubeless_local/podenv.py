@@ -76,9 +76,16 @@ def volumes(spec: FunctionSpec) -> list[Volume]:
 
 
 POD_ADDRESS = "127.0.0.1"  # the pod's and the node's address here: where the function is reached
+
+
+def pod_name(spec: FunctionSpec) -> str:
+    """The function's pod here (<deployment>-<hash>-<id> in the cluster): fieldRef metadata.name, HOSTNAME."""
+    return spec.name + "-local"
+
+
 # fieldRef paths the kubelet gives an env var, and what they are here (labels and annotations: `field`)
 FIELDS = {
-    "metadata.name": lambda spec: spec.name + "-local",  # the pod: <deployment>-<hash>-<id> in the cluster
+    "metadata.name": lambda spec: pod_name(spec),
     "metadata.namespace": lambda spec: spec.namespace,
     "spec.nodeName": lambda spec: socket.gethostname(),
     "spec.serviceAccountName": lambda spec: "default",

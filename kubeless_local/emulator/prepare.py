@@ -189,6 +189,7 @@ def function_env(prepared: Prepared, port, install, in_container=False):
     Kubeless' own variables and kubeless-local's (bind to loopback, print control lines, isolation mode)."""
     spec = prepared.spec
     env = dict(prepared.user_env)
+    env.setdefault("HOSTNAME", podenv.pod_name(spec))  # the container runtime sets it to the pod's name
     env.update(
         {
             "FUNC_HANDLER": spec.function_name,

@@ -129,6 +129,8 @@ def test_context_and_env(function):
     assert body["runtime"] == fn.runtime
     assert body["memory-limit"] == "128Mi"
     assert body["env"] == "42"
+    # the pod's name, as the container runtime sets it (and fieldRef metadata.name here): a local process had none
+    assert body["hostname"] == "context-local"
 
 
 def test_exception_answers_500_and_the_server_survives(function):

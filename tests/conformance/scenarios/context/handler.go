@@ -12,12 +12,17 @@ func Handler(event functions.Event, context functions.Context) (string, error) {
 	if v, ok := os.LookupEnv("MY_VAR"); ok {
 		env = v
 	}
+	var hostname any
+	if v, ok := os.LookupEnv("HOSTNAME"); ok {
+		hostname = v
+	}
 	out, err := json.Marshal(map[string]any{
 		"function-name": context.FunctionName,
 		"timeout":       context.Timeout,
 		"runtime":       context.Runtime,
 		"memory-limit":  context.MemoryLimit,
 		"env":           env,
+		"hostname":      hostname,
 	})
 	return string(out), err
 }

@@ -9,5 +9,6 @@ function handler($event, $context)
         'runtime' => $context->runtime,
         'memory-limit' => $context->{'memory-limit'},
         'env' => $env === false ? null : $env,
+        'hostname' => getenv('HOSTNAME') === false ? null : getenv('HOSTNAME'),
     ];
 }
