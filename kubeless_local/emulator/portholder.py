@@ -32,8 +32,13 @@ def _session(pid: str) -> str:
     """'the kubeless-local dev of FOLDER' when `pid` is one of this user's sessions (registry.py; most often what
     holds a port we want: another project's `dev`), else ''."""
     from kubeless_local.emulator import registry
+    from kubeless_local.errors import UserError
 
-    for info in registry.starting_or_running():
+    try:
+        sessions = registry.starting_or_running()
+    except (OSError, UserError):  # no registry folder (no cache folder either): the command line names it
+        return ""
+    for info in sessions:
         if str(info.get("pid")) == pid:
             kind = info.get("kind") or "dev"
             if kind.startswith("run-"):
