@@ -7,12 +7,12 @@ with which `call`, the triggers and `replay` say who sends, is read and removed.
 recorder (a plain client without the header is `http`); the runtime's own /healthz and /metrics are not calls
 and are not recorded.
 
-Guarantees: a call is answered as the server answers it (a 408 on timeout, a 500, a streamed body: relayed in
-pieces of at most CHUNK bytes as they arrive, never held whole nor waiting for more; only the first MAX_BODY
-bytes of each body are kept for the record). A server that takes a request and closes the connection without answering (it crashed on it) makes
-the front door close the client's connection without an answer too. While the server restarts (a crash, a
-reload that needs a new server) a request waits for it instead of being refused, up to SERVER_WAIT; then a
-plain client gets 503, a sender that marked its request a closed connection, as if nothing had taken it.
+Guarantees: a call is answered as the server answers it (a 408 on timeout, a 500, a streamed body: relayed in pieces
+of at most CHUNK bytes as they arrive, never held whole nor waiting for more; only the first MAX_BODY bytes of each
+body are kept for the record). A server that takes a request and closes the connection without answering (it crashed
+on it) makes the front door close the client's connection without an answer too. While the server restarts (a crash,
+a reload that needs a new server) a request waits for it instead of being refused, up to SERVER_WAIT; then a plain
+client gets 503, a sender that marked its request a closed connection, as if nothing had taken it.
 
 Speed: one keep-alive connection to the server per concurrent request, reused; a client's connection is
 served by a pooled worker thread (no thread is created per request), and the recorder never blocks it.
