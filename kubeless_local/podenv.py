@@ -85,7 +85,7 @@ def pod_name(spec: FunctionSpec) -> str:
 
 # fieldRef paths the kubelet gives an env var, and what they are here (labels and annotations: `field`)
 FIELDS = {
-    "metadata.name": lambda spec: pod_name(spec),
+    "metadata.name": pod_name,
     "metadata.namespace": lambda spec: spec.namespace,
     "spec.nodeName": lambda spec: socket.gethostname(),
     "spec.serviceAccountName": lambda spec: "default",

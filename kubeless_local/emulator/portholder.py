@@ -40,9 +40,8 @@ def _session(pid: str) -> str:
         return ""
     for info in sessions:
         if str(info.get("pid")) == pid:
-            kind = info.get("kind") or "dev"
-            if kind.startswith("run-"):
-                kind = "run %s" % kind[len("run-") :]
+            # its kind: `dev`, or its state folder's name (`run-hello`): said as client.py says it
+            kind = (info.get("kind") or "dev").replace("-", " ", 1)
             return "the kubeless-local %s of %s" % (kind, info.get("root"))
     return ""
 

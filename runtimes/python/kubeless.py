@@ -163,17 +163,16 @@ def load_function():
         module = load_file(MOD_NAME.rpartition("/")[2], os.path.join(INSTALL_DIR, MOD_NAME + ".py"))
     else:
         module = importlib.import_module(MOD_NAME)
+    where = getattr(module, "__file__", MOD_NAME)
     try:
         func = getattr(module, FUNC_HANDLER)
     except AttributeError:
         raise LoadError(
-            "%s has no function %r (spec.handler is %s.%s)"
-            % (getattr(module, "__file__", MOD_NAME), FUNC_HANDLER, MOD_NAME, FUNC_HANDLER)
+            "%s has no function %r (spec.handler is %s.%s)" % (where, FUNC_HANDLER, MOD_NAME, FUNC_HANDLER)
         ) from None
     # Kubeless runs a call in a process of its own and sends its result back pickled: a coroutine or a generator
     # cannot be, so every call of such a handler times out in the pod (here bottle would answer it: said at load)
     flags = getattr(getattr(func, "__code__", None), "co_flags", 0)
-    where = getattr(module, "__file__", MOD_NAME)
     if flags & CO_ASYNC:
         raise LoadError(
             "%s: %s is an async def, which Kubeless' Python runtime calls without awaiting: make it a plain def"
