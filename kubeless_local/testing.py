@@ -29,7 +29,7 @@ from kubeless_local import events
 from kubeless_local import spec as specs
 from kubeless_local.emulator import DevSession, LogHub, backends, call_function, images
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.logs import closes_the_call, printed_by_the_function
+from kubeless_local.emulator.logs import closes_the_call, function_lines, printed_by_the_function
 from kubeless_local.emulator.taps import Exchange
 from kubeless_local.errors import NotFound, UserError
 
@@ -175,10 +175,9 @@ class CallOutput:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return
+            self.printed.extend(printed.text for printed in function_lines((line,)))
             if closes_the_call(line.text, line.stream, method, path, agent):
                 return
-            if printed_by_the_function(line.text, line.stream):
-                self.printed.append(line.text)
 
     def finish(self, quiet: float = 0.0) -> None:
         """Take the stderr lines that arrived (waiting `quiet` seconds for each next one), then stop listening."""
@@ -790,10 +789,11 @@ class Attached:
             rows = [row for row in self.client.logs(name, tail=200) if row["time"] >= since]
             printed: list[str] = []
             for row in rows:
+                text = printed_by_the_function(row["text"], row["stream"])
+                if text is not None:
+                    printed.append(text)
                 if closes_the_call(row["text"], row["stream"], method, path, agent):
                     return "\n".join(printed)
-                if printed_by_the_function(row["text"], row["stream"]):
-                    printed.append(row["text"])
             if time.monotonic() > deadline:
                 return "\n".join(printed)
             time.sleep(0.01)

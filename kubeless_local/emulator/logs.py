@@ -12,10 +12,12 @@ the answer is sent, on the same stream as the function's stdout, so a call's std
 """
 
 import collections
+import dataclasses
 import queue
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAX_LINE = 16 * 1024  # bytes of one line that are kept
@@ -33,14 +35,27 @@ MISSED = (
 # The one access-log line every runtime writes per request (runtimes/README.md), once the answer is sent:
 # Apache's combined format (`peer - user [time] "POST / HTTP/1.1" 200 2 "referer" "agent"`), or Go's
 # `peer "POST / HTTP/1.1" 200 agent`.
-ACCESS_LINE = re.compile(
-    r'^\S+ (?:- \S+ \[[^\]]+\] )?"(?P<method>\S+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}|-) (?P<rest>.*)$'
+_REQUEST = r' (?:- \S+ \[[^\]]+\] )?"(?P<method>\S+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}|-) (?P<rest>.*)$'
+ACCESS_LINE = re.compile(r"^(?P<output>)\S+" + _REQUEST)
+# Output the function left without a newline is glued before it on that stream, as in the pod's log; its end
+# is found where the line's address begins: the loopback addresses a runtime writes as the peer (Go's and
+# Java's forms too).
+GLUED_ACCESS_LINE = re.compile(
+    r"^(?P<output>.*?)(?:(?:::ffff:)?(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?|\[?::1\]?(?::\d+)?|0:0:0:0:0:0:0:1)" + _REQUEST
 )
+
+
+def access_line(text: str, stream: str) -> re.Match[str] | None:
+    """The access-log line in `text`, its `output` group what the function printed before it without a newline
+    (mostly empty); None for any other line."""
+    if stream == "system" or '" ' not in text:  # the quick no: most lines are the function's
+        return None
+    return GLUED_ACCESS_LINE.match(text) or ACCESS_LINE.match(text)
 
 
 def closes_the_call(text: str, stream: str, method: str, path: str, agent: str) -> bool:
     """True for the runtime's access-log line of a `method path` call made with User-Agent `agent`."""
-    access = ACCESS_LINE.match(text) if stream != "system" else None
+    access = access_line(text, stream)
     return (
         access is not None
         and access["method"] == method
@@ -49,9 +64,25 @@ def closes_the_call(text: str, stream: str, method: str, path: str, agent: str) 
     )
 
 
-def printed_by_the_function(text: str, stream: str) -> bool:
-    """A line of the function's own output: not the engine's, not an access-log line."""
-    return stream != "system" and not ACCESS_LINE.match(text)
+def printed_by_the_function(text: str, stream: str) -> str | None:
+    """What of a line the function printed: the line, or the output glued before an access-log line; None for
+    the engine's lines and an access-log line alone."""
+    if stream == "system":
+        return None
+    access = access_line(text, stream)
+    if access is None:
+        return text
+    return access["output"] or None
+
+
+def function_lines(lines: Iterable["LogLine"]) -> list["LogLine"]:
+    """The function's own output among `lines`: an output glued before an access-log line is a line of its own."""
+    kept = []
+    for line in lines:
+        text = printed_by_the_function(line.text, line.stream)
+        if text is not None:
+            kept.append(line if text is line.text else dataclasses.replace(line, text=text))
+    return kept
 
 
 def truncation_marker(dropped):

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeless_local import config
 from kubeless_local.emulator.http1 import header_of, header_pairs
-from kubeless_local.emulator.logs import ACCESS_LINE, LogLine, closes_the_call, printed_by_the_function
+from kubeless_local.emulator.logs import LogLine, access_line, closes_the_call, function_lines
 from kubeless_local.errors import BadRequest, NotFound, Unavailable, disk_full
 from kubeless_local.events import SOURCE_HEADER
 
@@ -561,20 +561,18 @@ class Recorder:
                     self.taken[function] = (access, exchange.started)
                     window.taken = (access, index + 1)
                 self.without_access.discard(function)
-                if index == begin and not late:  # the common case: the call printed nothing
-                    return []
-                return [line for line in lines[begin:index] if printed_by_the_function(line.text, line.stream)] + (
-                    late or []
-                )
+                if index == begin and not late:  # the common case: the call printed nothing, or only glued output
+                    return function_lines((access,))
+                return function_lines(lines[begin : index + 1]) + (late or [])
         answered = exchange.status != 0  # a server that crashed on the call writes no access line for it
         wait = self.access_wait if answered and function not in self.without_access else self.log_grace
         if not closing and now < end + wait:
             return None
-        if any(ACCESS_LINE.match(line.text) for line in lines[begin:] if line.stream != "system"):
+        if any(access_line(line.text, line.stream) for line in lines[begin:]):
             self.without_access.discard(function)  # its runtime writes them: this one came late or did not match
         elif answered and wait == self.access_wait:
             self.without_access.add(function)
-        return [line for line in lines[begin:] if line.time <= end and printed_by_the_function(line.text, line.stream)]
+        return function_lines(line for line in lines[begin:] if line.time <= end)
 
     def _late_stderr(
         self, lines: list[LogLine], start: int, since: float, now: float, next_start: float | None

@@ -352,6 +352,22 @@ def test_the_function_reads_text_as_utf8_whatever_this_machines_locale(function,
     assert fn.get("/").text == "1"
 
 
+def test_output_a_call_left_without_a_newline_is_the_calls_own(function):
+    """The runtime's access line goes to stdout as in the pod, so output without a trailing newline is glued to it
+    (`kubectl logs` shows the same line); the call's record keeps that output and only that. The glued line was
+    taken for the access line (the output dropped) or, with a space in the output, for output (the access line
+    with it, found after the writer's wait)."""
+    fn = function("unfinished")
+    answer = fn.get("/", headers={"User-Agent": "glue-test"})
+    assert (answer.status_code, answer.text) == (200, "done")
+    assert "no newline here" in fn.wait_for_log("no newline here")
+    recorder = fn.supervisor.recorder
+    assert recorder.flush(10)
+    [summary] = recorder.list(fn.instance.name)
+    record = recorder.get(summary["id"])
+    assert [line["text"] for line in record["logs"]] == ["no newline here"], fn.logs()
+
+
 def test_other_callers_are_served_during_a_runaway_call(function):
     fn = function("workdir", folder=True, timeout="1")
     runaway = fn.open_call(body=b"sleep", headers={"Content-Type": "text/plain"})

@@ -284,6 +284,13 @@ def test_the_logs_of_each_call_on_both_streams(kubeless_fn):
         assert sorted(logs) == ["err {'n': %d}" % n, "out {'n': %d}" % n]
 
 
+def test_output_left_without_a_newline(kubeless_fn):
+    fn = kubeless_fn("import sys\\ndef part(event, context):\\n    sys.stdout.write('no newline ' + event['data']['n'])\\n"
+                     "    sys.stdout.flush()\\n    return 'ok'\\n", handler="handler.part")
+    for n in range(2):
+        assert fn.call(data={"n": "n%d" % n}).logs == "no newline n%d" % n
+
+
 def test_go_whose_access_log_has_its_own_format(kubeless_fn):
     fn = kubeless_fn(
         'package kubeless\\n\\nimport (\\n\\t"fmt"\\n\\t"github.com/kubeless/kubeless/pkg/functions"\\n)\\n\\n'
@@ -302,7 +309,7 @@ def test_env(kubeless_fn):
     assert fn.call().text == "hello"
 """
     pytester.makepyfile(test_inline=tests)
-    run(pytester).assert_outcomes(passed=5)
+    run(pytester).assert_outcomes(passed=6)
 
 
 def test_the_marker_picks_the_project_and_the_ini_the_default_one(pytester):

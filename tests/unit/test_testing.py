@@ -52,8 +52,26 @@ def test_the_access_line_of_a_call_closes_its_output_in_every_runtimes_format(li
     assert not testing.closes_the_call(line, "stdout", "POST", "/", "Go-http-client/1.1")  # a trigger's
     assert not testing.closes_the_call(line, "stdout", "GET", "/", "python-requests/2.34.2")
     assert not testing.closes_the_call(line, "system", "POST", "/", "python-requests/2.34.2")
-    assert not testing.printed_by_the_function(line, "stdout")
-    assert testing.printed_by_the_function("processing x", "stderr")
+    assert testing.printed_by_the_function(line, "stdout") is None
+    assert testing.printed_by_the_function("processing x", "stderr") == "processing x"
+
+
+@pytest.mark.parametrize(
+    "access",
+    [
+        '127.0.0.1 - - [05/Dec/2026:16:12:45 +0000] "POST / HTTP/1.1" 200 2 "-" "python-requests/2.34.2"',
+        '::ffff:127.0.0.1 - - [05/Dec/2026:16:12:45 +0000] "POST / HTTP/1.1" 200 - "-" "python-requests/2.34.2"',
+        '127.0.0.1:54606 "POST / HTTP/1.1" 200 python-requests/2.34.2',  # Go's
+        '[::1]:54606 "POST / HTTP/1.1" 200 python-requests/2.34.2',
+        '0:0:0:0:0:0:0:1 - - [05/Dec/2026:16:12:45 +0000] "POST / HTTP/1.1" 200 2 "-" "python-requests/2.34.2"',
+    ],
+)
+@pytest.mark.parametrize("output", ["done", "item 5 of 9", "v1.2.", "count=912", "x - y"])
+def test_output_left_without_a_newline_before_the_access_line_is_the_functions(access, output):
+    """On the stream they share, output without a trailing newline is glued to the access line (as in the pod)."""
+    line = output + access
+    assert testing.closes_the_call(line, "stdout", "POST", "/", "python-requests/2.34.2")
+    assert testing.printed_by_the_function(line, "stdout") == output
 
 
 def test_a_snapshot_redacts_the_events_id_and_time_and_durations():
