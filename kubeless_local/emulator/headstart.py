@@ -18,7 +18,6 @@ Keep this module light: `run` imports it before the engine.
 """
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import IO, Optional, Union, cast
@@ -26,6 +25,7 @@ from typing import IO, Optional, Union, cast
 from kubeless_local.emulator import prestart
 from kubeless_local.emulator.forkserver import Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
+from kubeless_local.emulator.machineenv import machine_env
 from kubeless_local.emulator.prestart import HELD, TEMPLATE, Spawned
 
 # Variables a held server's interpreter reads when it starts (too early for its release to set them): they
@@ -56,7 +56,7 @@ def head_start(runtime: str, project: str) -> None:
             return
         _asked[runtime] = argv
     early = prestart.take(runtime)
-    env = {**os.environ, PROJECT_ENV: project}
+    env = {**machine_env(), PROJECT_ENV: project}
     if early is not None and (early[0], early[1]) != (argv, env):  # the hint or the env changed meanwhile
         _close_soon(_adopted(early))
         early = None

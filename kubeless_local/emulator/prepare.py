@@ -37,6 +37,7 @@ from kubeless_local.emulator.layout import (
     readable_mode,
     writable_mode,
 )
+from kubeless_local.emulator.machineenv import machine_env
 from kubeless_local.errors import UserError
 from kubeless_local.paths import cache_dir
 from kubeless_local.runtimes import Runtime
@@ -151,8 +152,9 @@ class Prepared:
 
 
 def host_env(prepared, port):
-    """This machine's env plus the contract's variables: what a local process starts from."""
-    env = dict(os.environ)
+    """This machine's env (machineenv: without what a pod does not have) plus the contract's variables: what a
+    local process starts from."""
+    env = machine_env()
     env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
     # The pod's clock and locale, not this machine's: UTC (no TZ; its image's zone) and LANG=C.UTF-8 (as our images
     # and the language images Kubeless' runtimes build on set it): its dates, days, text files and number formats
@@ -297,7 +299,7 @@ class HostSteps:
         return Prepared(**fields)
 
     def setup_env(self):
-        return dict(os.environ, PIP_ROOT_USER_ACTION="ignore")
+        return dict(machine_env(), PIP_ROOT_USER_ACTION="ignore")
 
     def env(self, prepared):
         return host_env(prepared, 0)

@@ -20,6 +20,7 @@ import time
 import zlib
 
 from kubeless_local.emulator.guardian import PROJECT_ENV
+from kubeless_local.emulator.machineenv import machine_env
 from kubeless_local.places import STATE_DIRNAME, cache_root
 
 HINTS = "head-starts"  # a folder in the user's cache: a file per runtime and installation (hint_path)
@@ -162,7 +163,7 @@ def start(runtime: str, project: str) -> None:
     kind, argv = hint
     if runtime in _spawned or not files_present(argv):
         return
-    env = dict(os.environ)
+    env = machine_env()
     env[PROJECT_ENV] = project
     if kind == TEMPLATE:
         _spawned[runtime] = (argv, env, *spawn_template(argv, env))

@@ -13,6 +13,7 @@ from kubeless_local.emulator.base import CONTROL_PREFIX, Backend, Instance, Stat
 from kubeless_local.emulator.forkserver import Forked, Template
 from kubeless_local.emulator.guardian import PROJECT_ENV
 from kubeless_local.emulator.logs import LineSplitter
+from kubeless_local.emulator.machineenv import machine_env
 from kubeless_local.emulator.prepare import Prepared
 from kubeless_local.emulator.prestart import CONTROL_FD, Spawned
 from kubeless_local.errors import UserError
@@ -49,7 +50,7 @@ class ProcessBackend(Backend):
             if template is None or template.broken:
                 # this machine's env, not the first function's: a function whose own env sets an interpreter
                 # variable (PYTHONWARNINGS…) is refused by the template, the others are not
-                own = {**os.environ, PROJECT_ENV: env[PROJECT_ENV]}
+                own = {**machine_env(), PROJECT_ENV: env[PROJECT_ENV]}
                 template = headstart.claim_template(instance.runtime, argv, own, self.guardian)  # `run`'s
                 template = self.templates[tuple(argv)] = template or Template(argv, own, self.guardian)
             return template

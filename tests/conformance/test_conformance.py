@@ -368,6 +368,29 @@ def test_output_a_call_left_without_a_newline_is_the_calls_own(function):
     assert [line["text"] for line in record["logs"]] == ["no newline here"], fn.logs()
 
 
+def variables_that_stop_the_runtime(language, folder):
+    """A variable of the user's shell that keeps `language`'s runtime (or its build) from starting; a pod has none."""
+    ini = folder / "php.d"
+    ini.mkdir()
+    (ini / "prepend.ini").write_text("auto_prepend_file=/nonexistent/prepend.php\n")
+    return {
+        "nodejs": {"NODE_OPTIONS": "--require ./.pnp.cjs"},  # a Yarn PnP shell
+        "ruby": {"RUBYOPT": "-rkubeless_local_no_such_library"},  # as `bundle exec` sets it, with its library
+        "php": {"PHP_INI_SCAN_DIR": str(ini)},  # another project's php.ini
+        "java": {"JAVA_TOOL_OPTIONS": "-javaagent:/nonexistent/agent.jar"},  # an APM agent
+    }[language]
+
+
+@pytest.mark.language("nodejs", "ruby", "php", "java")  # Go's GOARCH: tests/unit/test_prepare.py
+def test_this_machines_runtime_variables_do_not_reach_the_function(function, runtime, monkeypatch, tmp_path):
+    """A pod's env is its image's and the function's: a variable in the user's shell that changes how the
+    language's runtime starts crashed the server (or its build) here, where the pod runs."""
+    for name, value in variables_that_stop_the_runtime(runtime.server, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    fn = function("hello")
+    assert fn.get("/").text == "hello world"
+
+
 def test_other_callers_are_served_during_a_runaway_call(function):
     fn = function("workdir", folder=True, timeout="1")
     runaway = fn.open_call(body=b"sleep", headers={"Content-Type": "text/plain"})

@@ -313,3 +313,11 @@ def test_a_time_zone_in_the_functions_env_is_the_one_its_clock_reads(function):
     # as TZ in the pod's env: a server forked from the template (emulator/forkserver.py) read the template's zone
     fn = function("clock", env={"TZ": "XYZ-05:30"})  # a POSIX zone: no tzdata needed, in no image either
     assert fn.get("/").text == "+0530"
+
+
+def test_asserts_run_whatever_this_machines_python_variables(function, monkeypatch):
+    """PYTHONOPTIMIZE in the user's shell skipped the function's asserts here; the pod's interpreter runs them."""
+    monkeypatch.setenv("PYTHONOPTIMIZE", "1")
+    fn = function("asserts")
+    assert fn.post("/", data="good", headers={"Content-Type": "text/plain"}).text == "checked"
+    assert fn.post("/", data="bad", headers={"Content-Type": "text/plain"}).status_code == 500

@@ -232,6 +232,23 @@ def test_a_compile_sees_the_functions_env_so_another_env_compiles_anew(tmp_path,
     assert (prep.prepare(strict, rt, tmp_path / "state").build_dir / "server").read_text() == "x\n"
 
 
+def test_this_machines_runtime_variables_reach_neither_a_build_nor_a_server_the_functions_own_do(tmp_path, monkeypatch):
+    # A pod's env is its image's and the function's: GOARCH left from cross-compiling built a binary this machine
+    # could not run, NODE_OPTIONS from a Yarn PnP shell crashed the server (tests/conformance: each language).
+    monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GOARCH", "arm64")
+    monkeypatch.setenv("NODE_OPTIONS", "--require ./.pnp.cjs")
+    monkeypatch.setenv("KEPT", "yes")  # any other variable of this machine's stays (PATH, proxies, registries)
+    rt = runtime(compile=["sh", "-c", "echo ${{GOARCH:-none}} ${{NODE_OPTIONS:-none}} $KEPT > {build}/server"])
+    (tmp_path / "hello.py").write_bytes(CODE)
+    own = [("NODE_OPTIONS", "--max-old-space-size=64")]
+    fn = objects.function_from_files("hello", tmp_path / "hello.py", "python3.11", "hello.foo", env=own)
+    prepared = prep.prepare(fn, rt, tmp_path / "state")
+    assert (prepared.build_dir / "server").read_text() == "none --max-old-space-size=64 yes\n"
+    env = prepared.env(8080)
+    assert ("GOARCH" in env, env["NODE_OPTIONS"], env["KEPT"]) == (False, "--max-old-space-size=64", "yes")
+
+
 def host_function(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELESS_LOCAL_CACHE", str(tmp_path / "cache"))
     (tmp_path / "src").mkdir()
