@@ -304,19 +304,27 @@ CONTROL_PREFIX = "@kubeless-local "
 def handle_output(
     instance: Instance, logs: "LogHub", line: str, stream: str, map_paths: Callable[[str], str] = lambda text: text
 ) -> None:
-    """One line of runtime output: a control line updates the instance, anything else is a log."""
-    if line.startswith(CONTROL_PREFIX):
+    """One line of runtime output: a control line updates the instance, anything else is a log. A control line may
+    follow output the function left without a newline (printed as it loaded): that output is a line of its own."""
+    at = line.find(CONTROL_PREFIX)
+    if at >= 0:
         import json
 
         try:
-            message = json.loads(line[len(CONTROL_PREFIX) :])
+            message = json.loads(line[at + len(CONTROL_PREFIX) :])
         except ValueError:
             message = None
         if isinstance(message, dict):
+            if at:
+                _log(instance, logs, line[:at], stream, map_paths)
             instance.on_control(
                 message.get("event"), int(message.get("generation") or 0), map_paths(message.get("error") or "")
             )
             return
+    _log(instance, logs, line, stream, map_paths)
+
+
+def _log(instance: Instance, logs: "LogHub", line: str, stream: str, map_paths: Callable[[str], str]) -> None:
     if "kubeless-local-status" in line:
         return  # the engine's own /metrics scrape (ls, dev's table): noise in the user's log
     logs.emit(instance.name, map_paths(line), stream)

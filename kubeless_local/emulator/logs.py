@@ -106,8 +106,8 @@ def cap_line(text, limit=MAX_LINE):
 class LineSplitter:
     """Splits a byte stream into lines without ever holding more than `limit` bytes of one line:
     the rest of an overlong line is counted, not kept (a handler printing 50 MB without a newline).
-    Lines that start with `control` (the runtime's control lines, whose load error may be a long
-    traceback) may be up to `control_limit` bytes, so they stay whole and parseable."""
+    Lines that hold `control` (the runtime's control lines, whose load error may be a long traceback, maybe after
+    output left without a newline) may be up to `control_limit` bytes, so they stay whole and parseable."""
 
     def __init__(self, limit=MAX_LINE, control=None, control_limit=MAX_CONTROL_LINE):
         self.limit, self.control, self.control_limit = limit, control, control_limit
@@ -135,12 +135,8 @@ class LineSplitter:
 
     def _keep(self, part):
         limit = self.limit
-        if (
-            self.control
-            and len(self.pending) + len(part) > limit
-            and (self.pending + part[: len(self.control)]).startswith(self.control)
-        ):
-            limit = self.control_limit
+        if self.control and len(self.pending) + len(part) > limit and self.control in self.pending + part:
+            limit = self.control_limit  # a control line, or one after output left without a newline
         room = limit - len(self.pending)
         self.pending += part[: max(room, 0)]
         self.dropped += max(len(part) - max(room, 0), 0)

@@ -368,6 +368,17 @@ def test_output_a_call_left_without_a_newline_is_the_calls_own(function):
     assert [line["text"] for line in record["logs"]] == ["no newline here"], fn.logs()
 
 
+def test_output_at_load_without_a_newline_neither_stops_the_start_nor_is_lost(function):
+    """The runtime's control lines (ready, load-failed) follow it on stdout: one glued to such output was taken for
+    the function's, and a Node.js function never became Ready (a save of one kept the last code)."""
+    fn = function("loadprint", editable=True)
+    assert fn.get("/").text == "hello world"
+    assert "loading config..." in fn.wait_for_log("loading config...")
+    assert "@kubeless-local" not in fn.logs()
+    assert fn.replace_code(fn.scenario_code("loadprint").replace("hello world", "hello again")).value == "Ready"
+    assert fn.get("/").text == "hello again"
+
+
 def variables_that_stop_the_runtime(language, folder):
     """A variable of the user's shell that keeps `language`'s runtime (or its build) from starting; a pod has none."""
     ini = folder / "php.d"

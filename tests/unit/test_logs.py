@@ -67,6 +67,21 @@ def test_a_long_control_line_stays_whole_and_parseable():
     ]
 
 
+def test_a_long_control_line_after_output_left_without_a_newline_is_the_output_and_the_load_error():
+    # The function printed at load without a newline; its load error (a long traceback) followed on that line.
+    from kubeless_local.emulator.base import Instance, State, handle_output
+
+    control = b"@kubeless-local "
+    error = "handler.js: " + "f" * 100_000
+    message = control + b'{"event": "load-failed", "generation": 0, "error": "' + error.encode() + b'"}'
+    (line,) = LineSplitter(limit=1000, control=control).feed(b"loading config..." + message + b"\n")
+    hub = LogHub()
+    instance = Instance(name="f", runtime="nodejs20", port=1)
+    handle_output(instance, hub, line, "stdout")
+    assert [line.text for line in hub.tail("f")] == ["loading config..."]
+    assert (instance.state, instance.error) == (State.COMPILE_ERROR, error)
+
+
 def test_the_process_backends_pump_caps_a_line_without_newline():
     import os
     import threading
