@@ -1,5 +1,6 @@
-"""This machine's env as a local runtime server and its build steps start from: without the variables that change
-how a language's runtime starts or behaves, which a pod does not have (its env is its image's and the function's).
+"""This machine's env as a local runtime server, its template and its build steps start from: without the
+variables that change how a language's runtime starts or behaves, which a pod does not have (its env is its image's
+and the function's), and with the pod's clock and locale.
 
 Guarantee: none of NOT_IN_THE_POD reaches a process backend's server, its template, a head start or a build step
 from this machine's env; the function's own env may still set any of them, as in the pod. One in the user's shell
@@ -76,5 +77,13 @@ NOT_IN_THE_POD = frozenset(
 
 
 def machine_env() -> dict[str, str]:
-    """os.environ without NOT_IN_THE_POD."""
-    return {name: value for name, value in os.environ.items() if name not in NOT_IN_THE_POD}
+    """os.environ without NOT_IN_THE_POD, with the pod's clock and locale: UTC (no TZ; its image's zone) and
+    LANG=C.UTF-8 (as our images and the language images Kubeless' runtimes build on set it) without this machine's
+    LC_*, so its dates, days, text files and stdio are the pod's. The function's own TZ or LANG is set after this."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in NOT_IN_THE_POD and not name.startswith("LC_") and name != "LANGUAGE"
+    }
+    env["TZ"], env["LANG"] = "UTC", "C.UTF-8"
+    return env

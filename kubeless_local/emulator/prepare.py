@@ -152,16 +152,10 @@ class Prepared:
 
 
 def host_env(prepared, port):
-    """This machine's env (machineenv: without what a pod does not have) plus the contract's variables: what a
-    local process starts from."""
+    """This machine's env as a local runtime starts from (machineenv) plus the contract's variables: what a local
+    process starts from."""
     env = machine_env()
     env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
-    # The pod's clock and locale, not this machine's: UTC (no TZ; its image's zone) and LANG=C.UTF-8 (as our images
-    # and the language images Kubeless' runtimes build on set it): its dates, days, text files and number formats
-    # are the pod's. TZ or LANG in the function's own env is set after this, as in the pod.
-    for name in [name for name in env if name.startswith("LC_") or name == "LANGUAGE"]:
-        del env[name]
-    env["TZ"], env["LANG"] = "UTC", "C.UTF-8"
     env.update(function_env(prepared, port, str(prepared.install_link)))
     return env
 

@@ -15,6 +15,7 @@ import pytest
 from waiting import wait_for, wait_until
 
 from kubeless_local.emulator import headstart, prestart
+from kubeless_local.emulator.machineenv import machine_env
 from kubeless_local.emulator.prestart import CONTROL_FD
 from kubeless_local.runtimes import RUNTIMES_DIR
 
@@ -65,7 +66,7 @@ def gone(pid):
 
 def test_the_template_its_runtime_last_used_is_started_ahead_and_claimed_only_if_it_is_the_one(tmp_path, cache):
     argv, project = template_argv(tmp_path), str(tmp_path / "state")
-    env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project}
+    env = {**machine_env(), "KUBELESS_LOCAL_PROJECT": project}
     assert headstart.claim_template("python3.11", argv, env) is None  # no head start (dev, tests): nothing kept
     assert not os.path.exists(prestart.hint_path("python3.11"))
     headstart.head_start("python3.11", project)  # no guess yet: nothing started; the claim remembers
@@ -97,7 +98,7 @@ def test_a_runtime_is_head_started_once_until_claimed(tmp_path, cache):
     """The console script head-starts a plain `run` line (commands/entry.py), then the command asks again: the
     second ask starts nothing (one process, claimed once); after a claim, the next ask starts again."""
     argv, project = template_argv(tmp_path), str(tmp_path / "state")
-    env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project}
+    env = {**machine_env(), "KUBELESS_LOCAL_PROJECT": project}
     headstart._remember("python3.11", headstart.TEMPLATE, argv)
     headstart.head_start("python3.11", project)
     first, _ = headstart._unclaimed["python3.11"]
@@ -116,7 +117,7 @@ def test_a_head_start_ends_with_its_run_unclaimed_and_on_kill_9(tmp_path, cache)
     """Nothing watches it before the backend claims it: it ends because `run`'s end of its socket closes."""
     argv, project = template_argv(tmp_path), str(tmp_path / "state")
     headstart.head_start("python3.11", project)
-    headstart.claim_template("python3.11", argv, {**os.environ, "KUBELESS_LOCAL_PROJECT": project})  # the hint
+    headstart.claim_template("python3.11", argv, {**machine_env(), "KUBELESS_LOCAL_PROJECT": project})  # the hint
     code = (
         "import sys; from kubeless_local.emulator import headstart\n"
         "headstart.head_start('python3.11', sys.argv[1])\n"

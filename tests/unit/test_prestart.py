@@ -12,6 +12,7 @@ import pytest
 from test_headstart import assert_forks_a_server, cache, template_argv  # noqa: F401 - the fixture: hints in tmp_path, nothing left started
 
 from kubeless_local.emulator import headstart, prestart
+from kubeless_local.emulator.machineenv import machine_env
 
 
 @pytest.mark.parametrize(
@@ -26,7 +27,7 @@ def test_the_function_name_is_the_one_the_regular_expression_made(handler):
 
 def test_the_early_template_is_the_one_the_head_start_takes(tmp_path, cache):  # noqa: F811
     argv, project = template_argv(tmp_path), str(tmp_path / "state")
-    env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project}
+    env = {**machine_env(), "KUBELESS_LOCAL_PROJECT": project}
     prestart.start("python3.11", project)
     assert prestart._spawned == {}  # no hint: nothing spawned
     prestart.write_hint("python3.11", prestart.TEMPLATE, argv)
@@ -125,7 +126,7 @@ def test_an_early_held_server_is_the_one_claimed_and_released(tmp_path, cache): 
     prestart.start("nodejs20", project)
     early = prestart._spawned["nodejs20"][2]
     headstart.head_start("nodejs20", project)
-    env = {**os.environ, "KUBELESS_LOCAL_PROJECT": project, "GREETING": "hi"}
+    env = {**machine_env(), "KUBELESS_LOCAL_PROJECT": project, "GREETING": "hi"}
     held = headstart.claim_held("nodejs20", argv, env, str(tmp_path))
     assert held is early
     assert held.stdout.read() == ("%s hi\n" % tmp_path).encode() and held.wait(timeout=30) == 0

@@ -10,6 +10,7 @@ from kubeless_local.emulator import memorywatch
 from kubeless_local.emulator.base import EXIT_CANNOT_LISTEN, Instance, State
 from kubeless_local.emulator.debugging import Target
 from kubeless_local.emulator.logs import LogHub
+from kubeless_local.emulator.machineenv import machine_env
 from kubeless_local.emulator.process import ProcessBackend
 from kubeless_local.spec import memory_bytes
 
@@ -152,7 +153,6 @@ def template_files(tmp_path):
 def test_servers_are_forked_from_the_template_unless_their_env_needs_a_fresh_interpreter(tmp_path):
     """The catalog's `template` forks the servers (one template for both); a function whose own env sets an
     interpreter variable starts as a fresh process, as before. The template's libraries are empty modules."""
-    import os
     import subprocess
 
     from kubeless_local.emulator.forkserver import Forked
@@ -168,7 +168,7 @@ def test_servers_are_forked_from_the_template_unless_their_env_needs_a_fresh_int
     prepared.expand = lambda argv, **values: [str(a).format_map(values) for a in argv]
     handles = {}
     for name, own in (("forked", {}), ("fresh", {"PYTHONWARNINGS": "error"})):
-        prepared.env = lambda port, own=own: {**os.environ, PROJECT_ENV: str(tmp_path / "state"), **own}
+        prepared.env = lambda port, own=own: {**machine_env(), PROJECT_ENV: str(tmp_path / "state"), **own}
         instance = Instance(name=name, runtime="python3.11", port=1, state=State.STARTING)
         backend.start(instance, prepared)
         assert instance.wait_for(lambda i: i.state == State.READY, 30), (name, instance.state, instance.error)
@@ -186,7 +186,6 @@ def test_servers_are_forked_from_the_template_unless_their_env_needs_a_fresh_int
 def test_the_template_run_started_ahead_is_the_one_its_server_forks_from(tmp_path, monkeypatch):
     """`run`'s head start (emulator/headstart.py): the backend claims the template started before it knew it
     needed one, and forks the server there, watched by the guardian like a template it started itself."""
-    import os
 
     from kubeless_local.emulator import headstart
     from kubeless_local.emulator.forkserver import Forked
@@ -214,7 +213,7 @@ def test_the_template_run_started_ahead_is_the_one_its_server_forks_from(tmp_pat
     _, prepared, _ = process_backend(tmp_path, "")
     prepared.runtime.steps = types.SimpleNamespace(command=[sys.executable, "-S", "-u", str(script)], template=template)
     prepared.expand = lambda argv, **values: [str(a).format_map(values) for a in argv]
-    prepared.env = lambda port: {**os.environ, PROJECT_ENV: project}
+    prepared.env = lambda port: {**machine_env(), PROJECT_ENV: project}
     instance = Instance(name="hello", runtime="python3.11", port=1, state=State.STARTING)
     try:
         backend.start(instance, prepared)
