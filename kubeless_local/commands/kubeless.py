@@ -613,9 +613,10 @@ def up(path, detach, backend, ignore, deployed_only):
 
 
 @click.command()
-@click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
+@click.argument("path", default=".", type=click.Path(file_okay=False))  # maybe gone: a session still runs it
 def down(path):
-    """Stop the session that runs PATH (e.g. one `up -d` or `function deploy` started)."""
+    """Stop the session that runs PATH (e.g. one `up -d` or `function deploy` started), also once PATH was renamed
+    or deleted."""
     folder = Path(path).resolve()
     background.stop(folder)
     click.echo("stopped kubeless-local for %s" % folder)

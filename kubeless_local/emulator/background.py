@@ -58,15 +58,34 @@ def start(folder, deployed_only=False, options=()):
     )
 
 
+def session_pid(folder):
+    """The pid of the `dev`/`up` that runs `folder` (or a folder above it), or None: by the registry, which names
+    the folder the session started in even once it is gone (deleted, its admin file with it), else by the admin file
+    in the folder or one above it (renamed since: the registry names the old path)."""
+    folder = Path(folder).resolve()
+    running = [info for info in registry.starting_or_running() if info.get("kind") == "dev"]
+    for info in running:
+        root = Path(info["root"])
+        if root == folder or root in folder.parents:
+            return int(info["pid"])
+    for place in (folder, *folder.parents):
+        admin = place / STATE_DIRNAME / "admin.json"
+        if registry.answering(admin):
+            pid = json.loads(admin.read_text())["pid"]
+            if any(int(info["pid"]) == pid for info in running):
+                return pid
+    return None
+
+
 def stop(folder):
-    """Stop the session that runs `folder` (SIGTERM: it stops its functions first) and wait until it has."""
-    state_dir = project_session(folder)
-    if state_dir is None:
+    """Stop the session that runs `folder` (SIGTERM: it stops its functions first) and wait until it has (it leaves
+    the registry as it ends)."""
+    pid = session_pid(folder)
+    if pid is None:
         raise UserError("no kubeless-local session runs %s" % folder)
-    pid = json.loads((state_dir / "admin.json").read_text())["pid"]
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_TIMEOUT
-    while project_session(folder) is not None:
+    while any(int(info["pid"]) == pid for info in registry.starting_or_running()):
         if time.monotonic() > deadline:
             raise UserError("the session for %s (pid %d) did not stop within %d s" % (folder, pid, DOWN_TIMEOUT))
         time.sleep(0.1)

@@ -1,8 +1,12 @@
 """`up -d`: the background session runs what the command line chose (backend, ignore patterns), as `dev` would."""
 
 import json
+import os
 import shutil
+import signal
 import uuid
+
+import pytest
 
 from conftest import cli
 from waiting import wait_until
@@ -64,3 +68,35 @@ def test_a_call_right_after_up_waits_for_the_function_installing_and_starting(tm
             if installed.read_text() == deps:  # the cached install of a deps file no other test has
                 shutil.rmtree(installed.parent)
                 installed.parent.with_name(installed.parent.name + ".lock").unlink(missing_ok=True)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_down_stops_a_background_session_whose_folder_was_moved_or_deleted(tmp_path, how):
+    """`up -d` in a folder renamed or deleted since (a temporary checkout): `down` said no session runs it, or that
+    the folder does not exist, and the session kept its ports until killed by hand."""
+    cli("init", "hello", "--runtime", "python3.11", cwd=tmp_path, check=True)
+    project = tmp_path / "hello"
+    up = cli("up", "-d", cwd=project, timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    pid = json.loads((project / ".kubeless-local" / "admin.json").read_text())["pid"]
+    try:
+        if how == "moved":
+            moved = project.rename(tmp_path / "renamed")
+            down = cli("down", cwd=moved, timeout=120)
+        else:
+            shutil.rmtree(project)
+            down = cli("down", str(project), cwd=tmp_path, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "stopped kubeless-local" in down.stdout
+        assert not alive(pid)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGTERM)
