@@ -196,6 +196,8 @@ trait KlHttp
         $head .= 'Content-Length: ' . strlen($body) . "\r\n";
         if (!$c['keep']) {
             $head .= "Connection: close\r\n";
+        } elseif ($version === '1.0') {
+            $head .= "Connection: keep-alive\r\n"; // else an HTTP/1.0 client waits for the close (ab -k)
         }
         $c['out'] .= $head . "\r\n" . ($method === 'HEAD' ? '' : $body);
         $c['busy'] = false;

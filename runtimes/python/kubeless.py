@@ -783,7 +783,7 @@ class Client(RequestParts):
             loop.slot.end(label, counted, failed, time.perf_counter() - start)  # counted before it is answered
             reply = status, out_headers, out_body
         status, out_headers, out_body = reply
-        self.write(response_bytes(method, status, out_headers, out_body, keep_alive))
+        self.write(response_bytes(method, status, out_headers, out_body, keep_alive, version))
         loop.slot.log(access_line(peer, method, url, version, status, len(out_body), headers))
         if not keep_alive:
             self.closing = True
@@ -1399,7 +1399,9 @@ def local_answer(request, too_large):
     return None
 
 
-def response_bytes(method, status, headers, body, keep_alive):
+def response_bytes(method, status, headers, body, keep_alive, version):
+    """The answer to an HTTP/`version` request; an HTTP/1.0 client kept alive is told so (it waited for the close
+    otherwise: `ab -k`)."""
     lines = ["HTTP/1.1 " + status]
     has_length = False
     for name, value in headers:
@@ -1410,6 +1412,8 @@ def response_bytes(method, status, headers, body, keep_alive):
         lines.append("Content-Length: %d" % len(body))
     if not keep_alive:
         lines.append("Connection: close")
+    elif version == "1.0":
+        lines.append("Connection: keep-alive")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head + body if method != "HEAD" else head
 
@@ -1439,7 +1443,7 @@ class HttpProtocol(RequestParts, asyncio.Protocol):
         self.peer = peer[0] if peer else "-"
         if self.first is not None:
             method, url, version, peer, keep_alive, logged, (status, headers, body) = self.first
-            transport.write(response_bytes(method, status, headers, body, keep_alive))
+            transport.write(response_bytes(method, status, headers, body, keep_alive, version))
             access_log(peer, method, url, version, status, len(body), logged)
             schedule_log()
             if not keep_alive:
@@ -1479,7 +1483,7 @@ class HttpProtocol(RequestParts, asyncio.Protocol):
             await previous
         if self.transport is None:
             return
-        self.transport.write(response_bytes(method, status, out_headers, out_body, keep_alive))
+        self.transport.write(response_bytes(method, status, out_headers, out_body, keep_alive, version))
         access_log(peer, method, url, version, status, len(out_body), headers)
         schedule_log()
         last = self.previous is asyncio.current_task()

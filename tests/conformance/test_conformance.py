@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -377,6 +378,44 @@ def test_output_at_load_without_a_newline_neither_stops_the_start_nor_is_lost(fu
     assert "@kubeless-local" not in fn.logs()
     assert fn.replace_code(fn.scenario_code("loadprint").replace("hello world", "hello again")).value == "Ready"
     assert fn.get("/").text == "hello again"
+
+
+def http_1_0_answer(sock):
+    """(head, body, closed) of one answer to an HTTP/1.0 request on `sock`: its body by Content-Length, else up to the
+    close; `closed`: the server closed the connection after it (seen within the socket's timeout)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before an answer: %r" % data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    while length is not None and len(body) < int(length[1]):
+        chunk = sock.recv(65536)
+        assert chunk, "closed within the body"
+        body += chunk
+    try:
+        closed = length is None or sock.recv(1) == b""
+    except TimeoutError:
+        closed = False
+    return head.decode("latin-1").lower(), body, closed
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_an_http_1_0_client_is_told_the_connection_stays_or_it_is_closed(function, asked):
+    """`ab -k` (HTTP/1.0 asking `Connection: keep-alive`) hung on the Python runtime: it kept the connection without
+    saying so, and an HTTP/1.0 client then waits for the close."""
+    fn = function("hello")
+    request = b"GET / HTTP/1.0\r\nHost: x\r\n" + (b"Connection: keep-alive\r\n" if asked else b"") + b"\r\n"
+    with socket.create_connection(("127.0.0.1", fn.instance.port), timeout=3) as sock:
+        for _ in range(3):
+            sock.sendall(request)
+            head, body, closed = http_1_0_answer(sock)
+            assert head.startswith("http/1.") and body == b"hello world", (head, body)
+            kept = "connection: keep-alive" in head
+            assert kept != closed and (asked or closed), (head, closed)
+            if closed:
+                break
 
 
 def variables_that_stop_the_runtime(language, folder):

@@ -7,7 +7,6 @@ import signal
 import uuid
 
 import pytest
-
 from conftest import cli
 from waiting import wait_until
 
