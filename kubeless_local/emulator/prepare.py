@@ -155,9 +155,14 @@ def host_env(prepared, port):
     """This machine's env as a local runtime starts from (machineenv) plus the contract's variables: what a local
     process starts from."""
     env = machine_env()
-    env["PIP_ROOT_USER_ACTION"] = "ignore"  # install steps as root (CI, containers) are expected
     env.update(function_env(prepared, port, str(prepared.install_link)))
     return env
+
+
+# pip's settings for the steps on this machine: installs as root (CI, containers) are expected, and a user's own
+# setting that refuses an install into a folder (`require-virtualenv`, `user`, in PIP_* or pip.conf) is not the
+# pod's. A variable outranks pip's config files, whose index (this machine's registry) still applies.
+PIP_STEP_ENV = {"PIP_ROOT_USER_ACTION": "ignore", "PIP_REQUIRE_VIRTUALENV": "0", "PIP_USER": "0"}
 
 
 def volume_notices(spec: FunctionSpec, in_container):
@@ -293,10 +298,10 @@ class HostSteps:
         return Prepared(**fields)
 
     def setup_env(self):
-        return dict(machine_env(), PIP_ROOT_USER_ACTION="ignore")
+        return {**machine_env(), **PIP_STEP_ENV}
 
     def env(self, prepared):
-        return host_env(prepared, 0)
+        return {**host_env(prepared, 0), **PIP_STEP_ENV}
 
     def run(self, step, argv, cwd, env, on_line, binds=None):
         """Run one step. `binds` ({view field: (host folder, writable)}) say which folders it uses;

@@ -52,6 +52,30 @@ def test_python_deps_install_says_nothing_of_the_installing_pythons_own_conflict
         installed_deps.with_name(installed_deps.name + ".lock").unlink(missing_ok=True)
 
 
+@pytest.mark.language("python")
+@pytest.mark.backend("process")  # the machine's pip installs there; in an image, the image's own
+@pytest.mark.parametrize("where", ["env", "pip.conf"])
+def test_python_deps_install_whatever_the_users_pip_settings(function, tmp_path, monkeypatch, where):
+    """A developer's pip that requires a virtualenv or installs with --user (PIP_REQUIRE_VIRTUALENV, PIP_USER, or
+    the same in pip.conf: common advice) refused every install (`Could not find an activated virtualenv`, `Can not
+    combine '--user' and '--prefix'`): the pod's pip has neither."""
+    if where == "env":
+        monkeypatch.setenv("PIP_REQUIRE_VIRTUALENV", "1")
+        monkeypatch.setenv("PIP_USER", "1")
+    else:
+        config = tmp_path / "pip.conf"
+        config.write_text("[global]\nrequire-virtualenv = true\n\n[install]\nuser = true\n")
+        monkeypatch.setenv("PIP_CONFIG_FILE", str(config))  # read with this machine's own files, last
+    fn = function("deps", deps=PYTHON_DEPS + "# %s: a deps file of its own, so it is installed\n" % uuid.uuid4())
+    try:
+        assert fn.get("/").status_code == 200, fn.logs()
+        assert "Successfully installed" in fn.logs()
+    finally:  # the cached install of a deps file no other test has, and its lock
+        installed_deps = Path(fn.supervisor.serving[fn.instance.name].placeholders["deps"])
+        shutil.rmtree(installed_deps)
+        installed_deps.with_name(installed_deps.name + ".lock").unlink(missing_ok=True)
+
+
 # A library in the function's folder that its deps file names, as in the pod, where the install runs in
 # /kubeless beside the function's files: {language: (deps file, the library's files; {words} its answer)}.
 LOCAL_LIBRARY = {
