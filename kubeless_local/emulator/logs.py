@@ -53,15 +53,22 @@ def access_line(text: str, stream: str) -> re.Match[str] | None:
     return GLUED_ACCESS_LINE.match(text) or ACCESS_LINE.match(text)
 
 
-def closes_the_call(text: str, stream: str, method: str, path: str, agent: str) -> bool:
-    """True for the runtime's access-log line of a `method path` call made with User-Agent `agent`."""
+def access_line_of(text: str, stream: str, method: str, path: str, agent: str) -> re.Match[str] | None:
+    """The runtime's access-log line of a `method path` call made with User-Agent `agent` in `text`, or None."""
     access = access_line(text, stream)
-    return (
+    if (
         access is not None
         and access["method"] == method
         and access["path"] == path
         and access["rest"].rstrip('"').endswith(agent)
-    )
+    ):
+        return access
+    return None
+
+
+def closes_the_call(text: str, stream: str, method: str, path: str, agent: str) -> bool:
+    """True for the runtime's access-log line of a `method path` call made with User-Agent `agent`."""
+    return access_line_of(text, stream, method, path, agent) is not None
 
 
 def printed_by_the_function(text: str, stream: str) -> str | None:

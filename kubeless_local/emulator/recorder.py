@@ -40,6 +40,7 @@ import base64
 import bisect
 import collections
 import contextlib
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -58,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeless_local import config
 from kubeless_local.emulator.http1 import header_of, header_pairs
-from kubeless_local.emulator.logs import LogLine, access_line, closes_the_call, function_lines
+from kubeless_local.emulator.logs import LogLine, access_line, access_line_of, function_lines
 from kubeless_local.errors import BadRequest, NotFound, Unavailable, disk_full
 from kubeless_local.events import SOURCE_HEADER
 
@@ -553,7 +554,8 @@ class Recorder:
         agent = user_agent(exchange)
         for index in range(begin, len(lines)):
             access = lines[index]
-            if closes_the_call(access.text, access.stream, exchange.method, exchange.target, agent):
+            matched = access_line_of(access.text, access.stream, exchange.method, exchange.target, agent)
+            if matched is not None:
                 late = self._late_stderr(lines, index + 1, access.time, now, window.next_start(exchange.started))
                 if late is None and not closing and now < end + self.access_wait:
                     return None
@@ -561,8 +563,8 @@ class Recorder:
                     self.taken[function] = (access, exchange.started)
                     window.taken = (access, index + 1)
                 self.without_access.discard(function)
-                if index == begin and not late:  # the common case: the call printed nothing, or only glued output
-                    return function_lines((access,))
+                if index == begin and not late:  # the common case: the call printed nothing (or only glued output)
+                    return [dataclasses.replace(access, text=matched["output"])] if matched["output"] else []
                 return function_lines(lines[begin : index + 1]) + (late or [])
         answered = exchange.status != 0  # a server that crashed on the call writes no access line for it
         wait = self.access_wait if answered and function not in self.without_access else self.log_grace
