@@ -332,13 +332,24 @@ class Gateway:
             connection.context = chosen
 
     # ------------------------------------------------------------ serving
-    def _answer(self, client: "Client", method: str, status: int, reason: str, headers: list, body: bytes, keep: bool):
-        """A whole answer: `headers` (their Content-Length aside) and `body`, with its length."""
+    def _answer(
+        self,
+        client: "Client",
+        method: str,
+        status: int,
+        reason: str,
+        headers: list,
+        body: bytes,
+        keep: bool,
+        http10: bool,
+    ):
+        """A whole answer: `headers` (their Content-Length aside) and `body`, with its length; `http10`: to an
+        HTTP/1.0 request."""
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         no_body = status in (204, 304) or 100 <= status < 200
         if not no_body:
             headers.append(("Content-Length", str(len(body))))
-        head = head_of(status, reason, headers, keep)
+        head = head_of(status, reason, headers, keep, http10)
         client.write(head if no_body or method == "HEAD" else head + body)
 
     def plan(self, head: bytes, client: "Client") -> "Plan":
@@ -376,7 +387,7 @@ class Gateway:
                     % (plan.method, plan.target, plan.fields.get("host"), decision.status, decision.reason)
                 )
             headers = list(decision.response_headers)
-            self._answer(client, plan.method, decision.status, "", headers, decision.body, plan.keep)
+            self._answer(client, plan.method, decision.status, "", headers, decision.body, plan.keep, plan.http10)
             client.done(plan.keep)
             return
         route = decision.route
@@ -465,12 +476,12 @@ class Gateway:
     def bad_gateway(self, job: "Job", exc) -> None:
         self.emit("function %s did not answer (%s): 502" % (job.decision.route.function, exc or type(exc).__name__))
         body = b"<html><body>502 Bad Gateway</body></html>"
-        self._answer(job.client, "GET", 502, "Bad Gateway", [("Content-Type", "text/html")], body, job.keep)
+        self._answer(job.client, "GET", 502, "Bad Gateway", [("Content-Type", "text/html")], body, job.keep, job.http10)
 
-    def unavailable(self, client: "Client", method: str, keep: bool) -> None:
+    def unavailable(self, client: "Client", method: str, keep: bool, http10: bool) -> None:
         """What an ingress without endpoints answers."""
         headers = [("Content-Type", "text/html")]
-        self._answer(client, method, 503, "Service Temporarily Unavailable", headers, UNAVAILABLE, keep)
+        self._answer(client, method, 503, "Service Temporarily Unavailable", headers, UNAVAILABLE, keep, http10)
 
 
 @functools.lru_cache(maxsize=64)
@@ -490,18 +501,19 @@ def answer_rewrite(replacing: tuple) -> tuple:
     return dropping(tuple(name for name, _ in replacing)), added
 
 
-def answer_head(head: bytes, method: str, keep: bool, replacing: tuple) -> tuple:
+def answer_head(head: bytes, method: str, keep: bool, replacing: tuple, http10: bool) -> tuple:
     """read_answer_head, kept for the next heads but for a long one: each distinct head is read once (a server's
     heads repeat but for their Date, which changes once a second)."""
     if len(head) > KEPT_HEAD:
-        return read_answer_head(head, method, keep, replacing)
-    return _kept_answer_head(head, method, keep, replacing)
+        return read_answer_head(head, method, keep, replacing, http10)
+    return _kept_answer_head(head, method, keep, replacing, http10)
 
 
-def read_answer_head(head: bytes, method: str, keep: bool, replacing: tuple) -> tuple:
+def read_answer_head(head: bytes, method: str, keep: bool, replacing: tuple, http10: bool) -> tuple:
     """(status, the head the client gets, its body's framing, whether the server keeps the connection, whether
-    the client's is kept) of a function's answer head to `method` on a client connection kept alive or not
-    (`keep`), under a route setting the headers `replacing` (CORS): the function's head with its hop-by-hop
+    the client's is kept) of a function's answer head to `method` (of an HTTP/1.0 request: `http10`) on a client
+    connection kept alive or not (`keep`), under a route setting the headers `replacing` (CORS): the function's
+    head with its hop-by-hop
     headers and those the route sets taken out as bytes, the route's and the framing's added. An interim
     answer (100 Continue) passes on as b""."""
     end = head.find(b"\n")
@@ -538,6 +550,8 @@ def read_answer_head(head: bytes, method: str, keep: bool, replacing: tuple) -> 
         framing = (http1.UNTIL_CLOSE, 0)
     if not keep:
         added += b"\r\nConnection: close"
+    elif http10:
+        added += b"\r\nConnection: keep-alive"  # else an HTTP/1.0 client waits for the close (ab -k)
     kept = dropped.sub(b"", head.rstrip(b"\r\n")).rstrip(b"\r")
     return status, kept + added + b"\r\n\r\n", framing, server_keeps, keep
 
@@ -545,10 +559,12 @@ def read_answer_head(head: bytes, method: str, keep: bool, replacing: tuple) -> 
 _kept_answer_head = functools.lru_cache(maxsize=PLANS)(read_answer_head)
 
 
-def head_of(status: int, reason: str, headers: list, keep: bool) -> bytes:
+def head_of(status: int, reason: str, headers: list, keep: bool, http10: bool) -> bytes:
     lines = ["HTTP/1.1 %d %s" % (status, reason or _reason(status))] + ["%s: %s" % pair for pair in headers]
     if not keep:
         lines.append("Connection: close")
+    elif http10:
+        lines.append("Connection: keep-alive")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
 
 
@@ -559,7 +575,7 @@ class Plan:
     table's decision and, for a forwarded request, the head the function receives up to its framing, split
     where its X-Request-ID goes (a new one for each request, unless the client sent its own)."""
 
-    __slots__ = ("after", "before", "decision", "fields", "framing", "is_call", "keep", "method", "target")
+    __slots__ = ("after", "before", "decision", "fields", "framing", "http10", "is_call", "keep", "method", "target")
 
     def __init__(self, head: bytes, decide) -> None:
         (self.method, self.target, version), headers = parse_head(head)
@@ -567,6 +583,7 @@ class Plan:
             raise BadMessage("not HTTP/1.x: %r" % version[:20])
         self.fields = {name.lower(): value for name, value in headers}
         self.keep = http1.keeps_alive(version, self.fields)
+        self.http10 = version == "HTTP/1.0"
         self.framing = framing_of(self.fields)
         self.decision = decision = decide(self.method, self.fields.get("host", ""), self.target, self.fields)
         self.before = self.after = b""
@@ -801,6 +818,7 @@ class Job:
         "found",
         "gateway",
         "head_sent",
+        "http10",
         "interim",
         "keep",
         "kept",
@@ -820,7 +838,7 @@ class Job:
     def __init__(self, gateway: Gateway, client: Client, request: Request, found) -> None:
         self.gateway, self.client, self.request, self.found = gateway, client, request, found
         plan = request.plan
-        self.decision, self.method, self.keep = plan.decision, plan.method, plan.keep
+        self.decision, self.method, self.keep, self.http10 = plan.decision, plan.method, plan.keep, plan.http10
         self.upstream: Optional[Upstream] = None
         self.reused = False
         self.deadline = 0.0  # loop time by which the answer must have ended (Gateway._sweep)
@@ -921,7 +939,7 @@ class Job:
     def head(self, head: bytes) -> tuple:
         """The answer's head as the client gets it, and how its body is framed (answer_head)."""
         status, passed, framing, server_keeps, keep = answer_head(
-            head, self.method, self.keep, self.decision.response_headers
+            head, self.method, self.keep, self.decision.response_headers, self.http10
         )
         if not passed:
             self.interim = True  # an interim answer (100 Continue) is skipped, as the front door does
@@ -996,7 +1014,7 @@ class Job:
 
     def unavailable(self, recorded: bool) -> None:
         """No server came: 503, as an ingress without endpoints answers."""
-        self.gateway.unavailable(self.client, self.method, self.keep)
+        self.gateway.unavailable(self.client, self.method, self.keep, self.http10)
         if recorded and self.exchange is not None:
             state = self.found[0].state.value if self.found is not None else "gone"
             self.finish(reusable=False, error="the function's server is not running (%s)" % state)

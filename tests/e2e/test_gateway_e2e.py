@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import textwrap
 
@@ -221,6 +222,25 @@ def test_requests_alike_each_get_a_request_id_of_their_own_and_a_clients_own_is_
         own = {"Host": "a.test", "X-Request-ID": "mine"}
         kept = [session.get(gateway + "/echo", headers=own, timeout=30).json()["headers"] for _ in range(2)]
         assert [headers["x-request-id"] for headers in kept] == ["mine", "mine"]
+
+
+def test_an_http_1_0_client_kept_alive_is_told_so_and_served_again(start_dev, project):
+    """`ab -k` (HTTP/1.0 asking `Connection: keep-alive`) through the gateway hung: the answer kept the connection
+    without saying so, and an HTTP/1.0 client then waits for the close. Through each runtime, a 404 too."""
+    _, gateway = start(start_dev, project, "process")
+    port = int(gateway.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for host, target, status in [("a.test", "/echo", 200), ("a.test", "/api", 200), ("a.test", "/other", 404)] * 2:
+            sock.sendall(("GET %s HTTP/1.0\r\nHost: %s\r\nConnection: keep-alive\r\n\r\n" % (target, host)).encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])
+            while len(body) < length:
+                body += sock.recv(65536)
+            assert head.split(b" ")[1] == str(status).encode(), head
+            assert re.search(rb"(?im)^connection: keep-alive\r?$", head), head
 
 
 def test_a_taken_gateway_port_is_one_line_and_exit_2(tmp_path, project):

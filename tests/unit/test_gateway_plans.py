@@ -166,10 +166,22 @@ def test_a_head_the_table_fails_to_decide_is_said_and_ends_only_its_connection(g
 )
 def test_an_answer_head_read_once_is_read_as_a_fresh_reading_reads_it(answer, method, keep, expected):
     """answer_head keeps readings; each reading, kept or not, is what read_answer_head makes of the head."""
-    fresh = gateways.read_answer_head(answer, method, keep, ())
-    assert gateways.answer_head(answer, method, keep, ()) == fresh == gateways.answer_head(answer, method, keep, ())
+    fresh = gateways.read_answer_head(answer, method, keep, (), False)
+    kept_reading = gateways.answer_head(answer, method, keep, (), False)
+    assert kept_reading == fresh == gateways.answer_head(answer, method, keep, (), False)
     status, passed, framing, server_keeps, kept = expected
     assert (fresh[0], fresh[2], fresh[3], fresh[4]) == (status, framing, server_keeps, kept)
     if passed is not None:
         assert fresh[1] == passed
     assert fresh[1].endswith(b"Connection: close\r\n\r\n") == (not kept)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_an_http_1_0_client_kept_alive_is_told_so(keep):
+    """`ab -k` through the gateway hung: its answer kept an HTTP/1.0 client's connection without saying so."""
+    head = gateways.read_answer_head(ANSWER[:-2], "GET", keep, (), True)[1]
+    assert head.endswith(b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
+    assert gateways.head_of(404, "", [], keep, True).endswith(
+        b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"
+    )
+    assert b"Connection" not in gateways.head_of(404, "", [], True, False)
