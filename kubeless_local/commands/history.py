@@ -80,7 +80,13 @@ def replay(ident, edit, output):
 
 def edited_request(request):
     """The request as the user left it in $EDITOR (unsaved: as it was)."""
-    text = click.edit(json.dumps(request, indent=2) + "\n", extension=".json")
+    try:
+        text = click.edit(json.dumps(request, indent=2) + "\n", extension=".json")
+    except click.ClickException as exc:  # no such editor, or it failed: click's words, then the fix
+        raise UserError(
+            "%s; replay not sent: set EDITOR (or VISUAL) to an editor that waits until you close the file, e.g. "
+            "EDITOR='code --wait'" % exc.message
+        ) from None
     if text is None:
         return request
     try:
