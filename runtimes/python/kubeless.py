@@ -552,7 +552,8 @@ class OrderedOutput:
 
 
 MAX_URL_KEPT = 32 << 10  # of a URL, for the 408 page (a longer one is cut there)
-LOGGED_HEADERS = (b"user-agent", b"referer")  # in the access line
+MAX_LOGGED_KEPT = 8 << 10  # of each LOGGED_HEADERS value: with the URL, within the Slot's line
+LOGGED_HEADERS = (b"user-agent", b"referer", b"host")  # in the access line; Host in a 408 page's URL
 
 
 class WorkerLoop:
@@ -776,7 +777,7 @@ class Client(RequestParts):
             reply = "200 OK", [("Content-Type", prometheus().CONTENT_TYPE_LATEST)], loop.metrics()
         elif reply is None:
             label = "GET" if method == "HEAD" else method
-            logged = [(name, value) for name, value in headers if name.lower() in LOGGED_HEADERS]
+            logged = [(name, value[:MAX_LOGGED_KEPT]) for name, value in headers if name.lower() in LOGGED_HEADERS]
             loop.slot.begin((self.key, method, url[:MAX_URL_KEPT], version, peer, keep_alive, label, logged))
             start = time.perf_counter()
             _, status, out_headers, out_body, counted, failed = run_call(loop.app, loop.outcome, request)
@@ -1102,7 +1103,7 @@ class Pool:
         calls.inc()
         failures.inc()  # a timeout is a failure, as in every other runtime
         duration.observe(seconds)
-        page = error_page(method, url, version, peer)
+        page = error_page(method, url, version, peer, headers=logged)
         self.take_back(conns, key, (method, url, version, peer, keep_alive, logged, page))
 
     def lost(self, worker):
@@ -1306,14 +1307,16 @@ def _error_page():
     return bottle.HTTPError(*bottle.request.environ["kubeless.error"])
 
 
-def error_page(method, url, version, peer, error=TIMED_OUT):
-    """Bottle's rendering of `error` (for a function method) or 405 (any other method)."""
+def error_page(method, url, version, peer, error=TIMED_OUT, headers=()):
+    """Bottle's rendering of `error` (for a function method) or 405 (any other method); the URL it names is the
+    request's, with its `headers`' Host (not the server's private port)."""
     captured = {}
 
     def start_response(status, headers, exc_info=None):
         captured["status"], captured["headers"] = status, headers
 
-    environ = environ_for(method, url, [], b"", version, peer)
+    host = [(name, value) for name, value in headers if name.lower() == b"host"]
+    environ = environ_for(method, url, host, b"", version, peer)
     environ["kubeless.error"] = error
     body = b"".join(error_app(environ, start_response))
     return captured["status"], captured["headers"], body
@@ -1392,10 +1395,10 @@ def local_answer(request, too_large):
     if too_large:
         return "413 Request Entity Too Large", [("Content-Type", "text/plain")], b"Request body too large"
     if method not in FUNCTION_METHODS and method != "HEAD":
-        return error_page(method, url, version, peer)
+        return error_page(method, url, version, peer, headers=headers)
     error = client_error(path, headers)
     if error is not None:
-        return error_page(method, url, version, peer, error)
+        return error_page(method, url, version, peer, error, headers)
     return None
 
 
@@ -1511,7 +1514,7 @@ def schedule_log():
 
 
 async def handle(pool, request, too_large):
-    method, url, _headers, _body, version, peer = request
+    method, url, headers, _body, version, peer = request
     reply = local_answer(request, too_large)
     if reply == METRICS:
         return "200 OK", [("Content-Type", prometheus().CONTENT_TYPE_LATEST)], pool.metrics()
@@ -1542,7 +1545,7 @@ async def handle(pool, request, too_large):
         calls.inc()
         failures.inc()  # a timeout is a failure, as in every other runtime
         duration.observe(time.perf_counter() - start)
-        return error_page(method, url, version, peer)
+        return error_page(method, url, version, peer, headers=headers)
     except ConnectionError:
         pool.discard(worker)  # the worker died (os._exit, segfault, OOM kill)
         calls, _, failures = metrics_for(label)

@@ -79,6 +79,27 @@ def test_vector_6_timeout_page_and_failures(function):
     assert metrics[("function_failures_total", "POST")] == 1  # legacy counted none; all runtimes agree now
 
 
+def pages_name_the_url_the_client_asked(base):
+    host = {"Host": "hello.default.svc.cluster.local:8080"}
+    timed_out = requests.post(base + "/x?y=1", data="5", headers=host, timeout=30)
+    assert timed_out.status_code == 408
+    assert "http://hello.default.svc.cluster.local:8080/x?y=1" in timed_out.text, timed_out.text
+    refused = requests.put(base + "/x", headers=host, timeout=30)
+    assert refused.status_code == 405
+    assert "http://hello.default.svc.cluster.local:8080/x" in refused.text, refused.text
+
+
+def test_the_timeout_and_405_pages_name_the_url_the_client_asked(function):
+    """Bottle's page names the request's URL, with its Host, as in the pod; it named the server's private port
+    (`http://localhost:41873/`), which the user never called."""
+    pages_name_the_url_the_client_asked(function("sleep", timeout="1").url)
+
+
+@pytest.mark.backend("process")  # the runtime server's own port, on the host: the call is read by a worker
+def test_the_timeout_page_of_a_call_a_worker_read_names_the_url_the_client_asked(function):
+    pages_name_the_url_the_client_asked(function("sleep", timeout="1").instance.server_url)
+
+
 @pytest.mark.parametrize(
     "kind, status, body, content_type",
     [
