@@ -155,6 +155,10 @@ class LoadError(Exception):
 def load_function():
     if MOD_NAME == "_kubeless":
         raise ImportError("MOD_NAME may not be _kubeless")
+    # The pod's runtime is /_kubeless.py, alone in its folder; this one's folder holds kubeless.py and template.py,
+    # which a function's own module of that name must not be (it is first on sys.path, as a script's folder is).
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [entry for entry in sys.path if not entry or os.path.abspath(entry) != here]
     if INSTALL_DIR not in sys.path:
         sys.path.append(INSTALL_DIR)
     import importlib
