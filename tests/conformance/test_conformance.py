@@ -380,6 +380,25 @@ def test_output_at_load_without_a_newline_neither_stops_the_start_nor_is_lost(fu
     assert fn.get("/").text == "hello again"
 
 
+# Each runtime's own files (runtimes/<server>/): a function's module of such a name is its own, as in the pod
+RUNTIME_FILES = {
+    "python": ["kubeless", "template"],
+    "nodejs": ["kubeless", "worker", "held", "check"],
+    "ruby": ["kubeless", "install", "worker_pool"],
+    "php": ["kubeless", "http", "call", "metrics", "pool", "protocol", "runner", "server"],
+}
+
+
+@pytest.mark.language(*RUNTIME_FILES)
+def test_a_handler_module_named_as_a_file_of_the_runtime_is_the_functions(function, runtime):
+    """Kubeless' runtimes live apart from /kubeless (the Python one is /_kubeless.py): a function's kubeless.py is
+    its own. Python took the runtime's own kubeless.py or template.py, the first on sys.path."""
+    for module in RUNTIME_FILES[runtime.server]:
+        fn = function("hello", module=module)
+        assert fn.get("/").text == "hello world", (module, fn.logs())
+        fn.supervisor.stop(fn.instance.name)
+
+
 def http_1_0_answer(sock):
     """(head, body) of one answer to an HTTP/1.0 request on `sock`: its body by Content-Length, else up to the
     close."""

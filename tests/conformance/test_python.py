@@ -79,15 +79,6 @@ def test_vector_6_timeout_page_and_failures(function):
     assert metrics[("function_failures_total", "POST")] == 1  # legacy counted none; all runtimes agree now
 
 
-@pytest.mark.parametrize("module", ["kubeless", "template"])
-def test_a_handler_module_named_as_a_file_of_the_runtime_is_the_functions(function, module):
-    """The pod's runtime is /_kubeless.py: a function's kubeless.py or template.py is its own. Ours are kubeless.py
-    and template.py in the folder of the server's script, first on sys.path: the handler was the runtime's module
-    (`…/runtimes/python/kubeless.py has no function 'handler'`)."""
-    fn = function("hello", module=module)
-    assert fn.get("/").text == "hello world"
-
-
 def pages_name_the_url_the_client_asked(base):
     host = {"Host": "hello.default.svc.cluster.local:8080"}
     timed_out = requests.post(base + "/x?y=1", data="5", headers=host, timeout=30)
