@@ -223,6 +223,10 @@ function spawn(gen, onLoaded, onFailed) {
 
 function onControl(wk, m, onLoaded) {
   switch (m.t) {
+    case 'out': // the function's output (worker.js relayOutput): after the access lines of the answers before it
+      flushLog();
+      (m.fd === 2 ? process.stderr : process.stdout).write(m.data);
+      return undefined;
     case 'failed':
       process.stderr.write(m.log);
       tally(`${modName}-${m.method}`).failures += 1;

@@ -73,12 +73,32 @@ function out(m, buffer) {
   if (buffer) handedOver.push(buffer);
 }
 function sendOut() {
+  if (!outbox.length) return; // sent already: the function's output sends what is waiting at once
   const batch = outbox;
   const buffers = handedOver;
   outbox = [];
   handedOver = [];
   parentPort.postMessage(batch, buffers);
 }
+
+// The function's output (console.log, process.stdout.write…) goes to the server thread with the answers, in order,
+// and at once (a call stuck in a loop after it printed still shows what it printed): the server writes it after
+// the access lines of the answers before it. Through the worker's stdio pipe it could arrive after its own call's
+// access line, or a later call's before it, and a call's record (the lines up to its access line) held another's.
+function relayOutput(stream, fd) {
+  stream.write = (chunk, encoding, callback) => {
+    const done = typeof encoding === 'function' ? encoding : callback;
+    const enc = typeof encoding === 'string' ? encoding : 'utf8';
+    // a string as it is; bytes (or a string in another encoding: hex, base64) as a copy of its bytes
+    const data = typeof chunk === 'string' && /^utf-?8$/i.test(enc) ? chunk : new Uint8Array(Buffer.from(chunk, enc));
+    out({ t: 'out', fd, data });
+    sendOut();
+    if (done) process.nextTick(done);
+    return true;
+  };
+}
+relayOutput(process.stdout, 1);
+relayOutput(process.stderr, 2);
 
 const { modPath, modName, funcHandler } = workerData;
 const context = {

@@ -369,6 +369,24 @@ def test_output_a_call_left_without_a_newline_is_the_calls_own(function):
     assert [line["text"] for line in record["logs"]] == ["no newline here"], fn.logs()
 
 
+def test_each_of_calls_in_quick_succession_holds_the_line_it_printed(function):
+    """A client calling one after another (a kept-alive session: ~2 ms apart) on Node.js got the lines of several
+    calls in the first record and none in the others: its access lines were written in a batch after the output of
+    the next calls, which reached the server thread apart from the answers."""
+    fn = function("prints")
+    with requests.Session() as session:
+        for n in range(30):
+            answer = session.post(fn.url + "/", data="n%d" % n, headers={"Content-Type": "text/plain"}, timeout=30)
+            assert answer.text == "n%d" % n
+    recorder = fn.supervisor.recorder
+    assert recorder.flush(10)
+    printed = {}
+    for summary in recorder.list(fn.instance.name, limit=30):
+        record = recorder.get(summary["id"])
+        printed[record["request"]["body"]["text"]] = [line["text"] for line in record["logs"]]
+    assert printed == {"n%d" % n: ["handling n%d" % n] for n in range(30)}, fn.logs()
+
+
 def test_output_at_load_without_a_newline_neither_stops_the_start_nor_is_lost(function):
     """The runtime's control lines (ready, load-failed) follow it on stdout: one glued to such output was taken for
     the function's, and a Node.js function never became Ready (a save of one kept the last code)."""

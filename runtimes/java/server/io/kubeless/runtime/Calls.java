@@ -29,6 +29,7 @@ final class Calls implements HttpHandler {
     private final Function function;
     private final Metrics metrics;
     private final long timeoutNanos;
+    private static final String LOGGED = "kubeless-local.logged";  // an exchange attribute: its access line is out
     private final ExecutorService workers = Executors.newCachedThreadPool(Main.daemons("call"));
     private final AtomicInteger inFlight = new AtomicInteger();
     // The collection after a big body runs on a thread of its own, a moment after the call: in the handler's
@@ -64,8 +65,10 @@ final class Calls implements HttpHandler {
         } catch (IOException e) {
             status = 499;  // the client went away
         } finally {
+            if (exchange.getAttribute(LOGGED) == null) {
+                log(exchange, status);  // a client gone, or the function answered through Extensions.Response
+            }
             exchange.close();
-            log(exchange, status);
             if (bodySize >= BIG_BODY) {
                 // with the serial collector and small free ratios, the heap shrinks
                 collector.schedule(System::gc, 100, TimeUnit.MILLISECONDS);
@@ -172,7 +175,13 @@ final class Calls implements HttpHandler {
         return (System.nanoTime() - started) / 1e9;
     }
 
+    /**
+     * Answers; the access line goes out first: once the answer is sent the exchange ends, and the next request on the
+     * connection (its function's output) could be written before it, so a call's record would end at another's line.
+     */
     private static int send(HttpExchange exchange, int status, String text, String contentType) throws IOException {
+        log(exchange, status);
+        exchange.setAttribute(LOGGED, Boolean.TRUE);
         byte[] bytes = text.getBytes(StandardCharsets.UTF_8);
         if (contentType != null) {
             exchange.getResponseHeaders().set("Content-Type", contentType);
