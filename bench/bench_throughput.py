@@ -1,13 +1,14 @@
 """Throughput of each runtime's hello vs that language's bare HTTP hello, measured in the same run.
 
     python bench/bench_throughput.py [--runtimes python3.11,nodejs20] [--connections 1,10,50] [--seconds 5]
-        [--via url,server] [--rounds 1]
+        [--via url,server] [--rounds 1] [--scenario hello]
 
 Prints a Markdown table: req/s, p50/p99 latency, and the ratio function/baseline per concurrency.
 `--via`: what wrk loads — `url`, the function's URL (on the process backend its front door,
 emulator/proxy.py, a Python relay in front of the runtime server), and/or `server`, the runtime server's
 own port (what the runtime's dispatch alone costs; the same as `url` where a backend has no front door).
-`--rounds`: repeat each measurement, baseline and function alternating, one row per round.
+`--rounds`: repeat each measurement, baseline and function alternating, one row per round. `--scenario`: the
+conformance scenario the function runs (`prints`: a line of output per call), against the same bare hello.
 """
 
 import itertools
@@ -55,6 +56,7 @@ def main():
     )
     parser.add_argument("--via", default="url", help="url, server or url,server (see above)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--scenario", default="hello")
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
     vias = args.via.split(",")
@@ -67,7 +69,7 @@ def main():
             engine = Engine(args.backend)
             baseline = baseline_for(runtime, workdir)
             try:
-                _, instance = engine.function(runtime.name, "hello", isolation=args.isolation)
+                _, instance = engine.function(runtime.name, args.scenario, isolation=args.isolation)
                 urls = {"url": instance.url + "/", "server": instance.server_url + "/"}
                 for via in vias:
                     wrk(urls[via], 10, 1)  # warm all up
