@@ -29,7 +29,7 @@ from kubeless_local import events
 from kubeless_local import spec as specs
 from kubeless_local.emulator import DevSession, LogHub, backends, call_function, images
 from kubeless_local.emulator.base import State
-from kubeless_local.emulator.logs import closes_the_call, function_lines, printed_by_the_function
+from kubeless_local.emulator.logs import closes_the_call, printed_by_the_function
 from kubeless_local.emulator.taps import Exchange
 from kubeless_local.errors import NotFound, UserError
 
@@ -175,7 +175,9 @@ class CallOutput:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return
-            self.printed.extend(printed.text for printed in function_lines((line,)))
+            text = printed_by_the_function(line.text, line.stream)
+            if text is not None:
+                self.printed.append(text)
             if closes_the_call(line.text, line.stream, method, path, agent):
                 return
 

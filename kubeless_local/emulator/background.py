@@ -17,14 +17,25 @@ UP_TIMEOUT = 60.0
 DOWN_TIMEOUT = 30.0
 
 
-def project_session(folder):
-    """The state folder of the `dev`/`up` that runs `folder` (or a folder above it), or None."""
+def _running(entries, folder):
+    """The entry of the `dev`/`up` among registry `entries` that runs `folder` (or a folder above it), or None."""
     folder = Path(folder).resolve()
-    for entry in registry.sessions():
+    for entry in entries:
         root = Path(entry["root"])
         if entry.get("kind") == "dev" and (root == folder or root in folder.parents):
-            return Path(entry["admin"]).parent
+            return entry
     return None
+
+
+def project_session(folder):
+    """The state folder of the `dev`/`up` that runs `folder` (or a folder above it), or None."""
+    entry = _running(registry.sessions(), folder)
+    return None if entry is None else Path(entry["admin"]).parent
+
+
+def _registered(pid):
+    """Whether the session `pid` is in the registry (it leaves it as it ends)."""
+    return any(int(entry["pid"]) == pid for entry in registry.starting_or_running())
 
 
 def start(folder, deployed_only=False, options=()):
@@ -62,17 +73,15 @@ def session_pid(folder):
     """The pid of the `dev`/`up` that runs `folder` (or a folder above it), or None: by the registry, which names
     the folder the session started in even once it is gone (deleted, its admin file with it), else by the admin file
     in the folder or one above it (renamed since: the registry names the old path)."""
-    folder = Path(folder).resolve()
-    running = [info for info in registry.starting_or_running() if info.get("kind") == "dev"]
-    for info in running:
-        root = Path(info["root"])
-        if root == folder or root in folder.parents:
-            return int(info["pid"])
-    for place in (folder, *folder.parents):
+    entry = _running(registry.starting_or_running(), folder)
+    if entry is not None:
+        return int(entry["pid"])
+    resolved = Path(folder).resolve()
+    for place in (resolved, *resolved.parents):
         admin = place / STATE_DIRNAME / "admin.json"
         if registry.answering(admin):
             pid = json.loads(admin.read_text())["pid"]
-            if any(int(info["pid"]) == pid for info in running):
+            if _registered(pid):
                 return pid
     return None
 
@@ -85,7 +94,7 @@ def stop(folder):
         raise UserError("no kubeless-local session runs %s" % folder)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_TIMEOUT
-    while any(int(info["pid"]) == pid for info in registry.starting_or_running()):
+    while _registered(pid):
         if time.monotonic() > deadline:
             raise UserError("the session for %s (pid %d) did not stop within %d s" % (folder, pid, DOWN_TIMEOUT))
         time.sleep(0.1)

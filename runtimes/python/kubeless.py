@@ -1313,14 +1313,13 @@ def _error_page():
 
 def error_page(method, url, version, peer, error=TIMED_OUT, headers=()):
     """Bottle's rendering of `error` (for a function method) or 405 (any other method); the URL it names is the
-    request's, with its `headers`' Host (not the server's private port)."""
+    request's, by the Host of its `headers` (not the server's private port)."""
     captured = {}
 
     def start_response(status, headers, exc_info=None):
         captured["status"], captured["headers"] = status, headers
 
-    host = [(name, value) for name, value in headers if name.lower() == b"host"]
-    environ = environ_for(method, url, host, b"", version, peer)
+    environ = environ_for(method, url, headers, b"", version, peer)
     environ["kubeless.error"] = error
     body = b"".join(error_app(environ, start_response))
     return captured["status"], captured["headers"], body
