@@ -402,7 +402,9 @@ class Supervisor:
             self.digests[key] = source_digest(prepared.code_dir)
         return prepared.generation, self.digests[key]
 
-    def _launch(self, instance: Instance, prepared: prep.Prepared) -> None:
+    def _launch(self, instance: Instance, prepared: prep.Prepared, report: bool = True) -> None:
+        """Start a server on `prepared` and wait for its first word; one that does not serve is said in the log
+        (`report`; a hand-over's new version is said by _serve_last_good instead, once)."""
         if instance.state == State.STOPPED:
             return  # stopped while it was being prepared
         instance.set_state(State.STARTING)
@@ -417,7 +419,7 @@ class Supervisor:
             instance.set_state(State.CRASHED, "did not become ready within %ds" % STARTUP_TIMEOUT)
         if instance.last_control[0] == "ready":  # serving: Ready, or the last good code of a broken save
             instance.ready_ms = (time.monotonic() - started) * 1000
-        elif instance.state != State.STOPPED:  # a crash's tail is in the log already: its headline only
+        elif report and instance.state != State.STOPPED:  # a crash's tail is in the log already: its headline only
             error = (
                 instance.error.splitlines()[0] if instance.state == State.CRASHED and instance.error else instance.error
             )
@@ -478,7 +480,7 @@ class Supervisor:
         if in_place:
             return self._reload_in_place(instance, generation)
         self.backend.stop(instance)
-        self._launch(instance, generation.prepared)
+        self._launch(instance, generation.prepared, report=False)
         if instance.state != State.READY:
             self._serve_last_good(instance, generation)
             return False
@@ -516,6 +518,8 @@ class Supervisor:
         self._launch(instance, self.serving[instance.name])  # not kept: the last good one still serves
         if instance.serves:
             self.say(instance.name, "the new version did not start, still serving the last good code:\n" + error)
+        else:  # the last good one's own failure was said by its launch
+            self.say(instance.name, "the new version did not start:\n" + error)
 
     def _mark_broken(self, instance: Instance, state: State, error: str) -> None:
         """The saved version does not serve (`state`, `error`). A function with a last good generation keeps

@@ -643,8 +643,9 @@ function load(gen) {
     server.on('error', (err) => { console.error(`cannot listen on ${bind}:${funcPort}: ${err.message}`); process.exit(4); });
   }, (wk, error) => {
     if (wk === loading) loading = null;
-    console.error(`Function failed to load: ${error}`);
-    controlLine({ event: 'load-failed', generation: gen, error });
+    // under kubeless-local the engine shows the error (once); standalone it goes to stderr
+    if (control) controlLine({ event: 'load-failed', generation: gen, error });
+    else console.error(`Function failed to load: ${error}`);
     if (!server) { setImmediate(() => process.exit(1)); return; }
     const good = pick();
     if (good) enterInstallDir(good.dir); // back to the folder of the code that still serves

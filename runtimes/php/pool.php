@@ -96,8 +96,12 @@ trait KlPool
 
     private function loadFailed(int $gen, string $error): void
     {
-        kl_log($error);
-        $this->control('load-failed', ['generation' => $gen, 'error' => $error]);
+        // under kubeless-local the engine shows the error (once); standalone it goes to stderr
+        if ($this->cfg['control']) {
+            $this->control('load-failed', ['generation' => $gen, 'error' => $error]);
+        } else {
+            kl_log($error);
+        }
         if ($this->gen < 0) {
             $this->loadError = $error;
         }

@@ -60,6 +60,15 @@ def control(event)
   puts "@kubeless-local #{JSON.generate(event)}" if CONTROL
 end
 
+# Under kubeless-local the engine shows the error (once); standalone it goes to stderr.
+def report_load_failure(generation, message, standalone)
+  if CONTROL
+    control(event: 'load-failed', generation: generation, error: message)
+  else
+    $stderr.puts standalone
+  end
+end
+
 class LoadFailed < StandardError; end
 
 # Evaluates the function file into an anonymous module (as Kubeless does). `extend self` lets the
@@ -301,8 +310,7 @@ def start
     $function = load_function
   rescue ScriptError, StandardError => e
     message = describe_load_error(e)
-    $stderr.puts "Failed to load #{FUNC_FILE}: #{message}"
-    control(event: 'load-failed', generation: 0, error: message)
+    report_load_failure(0, message, "Failed to load #{FUNC_FILE}: #{message}")
     exit 1
   end
 
@@ -341,8 +349,7 @@ def start
         # back where the code that keeps serving lives: workers forked later inherit this folder, and the
         # engine deletes the failed generation that load_function entered
         Dir.chdir(serving_dir) rescue nil
-        $stderr.puts "Reload of #{FUNC_FILE} failed, keeping the previous code: #{message}"
-        control(event: 'load-failed', generation: generation, error: message)
+        report_load_failure(generation, message, "Reload of #{FUNC_FILE} failed, keeping the previous code: #{message}")
       end
     end
   end

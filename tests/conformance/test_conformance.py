@@ -283,6 +283,25 @@ def test_a_handler_typo_keeps_the_last_good_code_serving(function):
     assert fn.get("/").text == "hello world"
 
 
+def test_a_save_that_does_not_load_is_reported_once(function):
+    """A broken save's error is shown once in `dev`'s log: the engine says it ("load failed, still serving…"),
+    so a runtime under the engine does not print it on its own too (it does standalone, as in the pod)."""
+    fn = function("hello", editable=True)
+    for broken in (BROKEN_CODE, None):  # a syntax error (or compile error), then a handler that is not there
+        if broken is None:
+            instance = fn.supervisor.reload(with_handler(fn.spec, fn.spec.module + ".no_such_function"))
+        else:
+            instance = fn.replace_code(broken)
+            instance = fn.instance
+        assert instance.state.value == "CompileError", (instance.state, instance.error, fn.logs())
+        headline = instance.error.splitlines()[0]
+        time.sleep(0.5)  # the runtime's own stderr, if any, travels through the log reader too
+        logs = fn.logs()
+        assert logs.count(headline) == 1, logs
+        assert fn.replace_code(fn.scenario_code("hello")).value == "Ready"
+        fn.supervisor.reload(fn.spec)
+
+
 def test_a_server_that_dies_is_restarted(function):
     fn = function("hello")
     os.kill(fn.instance.pid, signal.SIGKILL)  # the runtime server (or the container's init) dies

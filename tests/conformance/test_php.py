@@ -195,6 +195,18 @@ def test_missing_function_at_start_is_a_load_failure(server):
     assert "function 'handler' is not defined" in s.log()
 
 
+def test_standalone_a_load_failure_is_the_servers_own_stderr_line(server):
+    # under the engine the control line alone carries it (the engine shows it, once); without it (the pod), stderr
+    s = server("<?php\nthrow new RuntimeException('broken at load');\n")
+    assert s.proc.wait(10) != 0
+    assert wait_for(lambda: "broken at load" in s.log(), 10)
+    assert all(line.startswith("@kubeless-local ") for line in s.log().splitlines() if "broken at load" in line)
+    s = server("<?php\nthrow new RuntimeException('broken at load');\n", env={"KUBELESS_LOCAL_CONTROL": ""})
+    assert s.proc.wait(10) != 0
+    assert wait_for(lambda: "broken at load" in s.log(), 10)
+    assert "handler.php:2" in s.log() and "@kubeless-local" not in s.log()
+
+
 def test_a_file_without_its_php_tag_says_so(server):
     s = server('function handler($event, $context) { return "x"; }\n')
     event = s.control(0)

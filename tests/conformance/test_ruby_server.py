@@ -87,6 +87,15 @@ def test_load_failure_at_start_exits_with_control_line(serve):
     assert failed["event"] == "load-failed" and failed["generation"] == 0
     assert f"{s.file}:2" in failed["error"] and "broken at load" in failed["error"]
     assert s.proc.wait(10) == 1
+    assert "Failed to load" not in s.log()  # the engine shows the error, once
+
+
+def test_standalone_a_load_failure_is_the_servers_own_stderr_line(serve):
+    # without the engine (the pod), no control line: the error goes to stderr
+    s = serve('x = 1\nraise "broken at load"\n', env={"KUBELESS_LOCAL_CONTROL": ""})
+    assert s.proc.wait(10) == 1
+    assert wait_for(lambda: "broken at load" in s.log(), 10)
+    assert f"Failed to load {s.file}: {s.file}:2" in s.log() and "@kubeless-local" not in s.log()
 
 
 def test_timeout_kills_runaway_worker_and_server_keeps_serving(serve):

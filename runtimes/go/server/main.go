@@ -397,8 +397,7 @@ func restartInPlace() {
 // reloadFailed: the old code keeps serving; the generation still counts, as in every runtime.
 func reloadFailed(message string) {
 	generation++
-	errLog.Printf("reload failed, keeping the previous code: %s", message)
-	controlLine(map[string]any{"event": "load-failed", "generation": generation, "error": message})
+	reportLoadFailure(message)
 	restart.Lock()
 	restart.running, restart.reload = false, false
 	restart.Unlock()
@@ -416,6 +415,15 @@ func startPathOf(arg0 string) string {
 		return abs
 	}
 	return arg0
+}
+
+// reportLoadFailure: under kubeless-local the engine shows the error (once); standalone it goes to stderr.
+func reportLoadFailure(message string) {
+	if os.Getenv("KUBELESS_LOCAL_CONTROL") == "1" {
+		controlLine(map[string]any{"event": "load-failed", "generation": generation, "error": message})
+	} else {
+		errLog.Printf("reload failed, keeping the previous code: %s", message)
+	}
 }
 
 func controlLine(event map[string]any) {
@@ -678,8 +686,7 @@ func runDebugLauncher(port string, listener net.Listener) {
 		case <-hups:
 			generation++
 			if err := l.reload(); err != nil {
-				errLog.Printf("reload failed, keeping the previous code: %v", err)
-				controlLine(map[string]any{"event": "load-failed", "generation": generation, "error": err.Error()})
+				reportLoadFailure(err.Error())
 			}
 		}
 	}

@@ -36,10 +36,11 @@ public final class Main {
             Context context = new Context(handler, timeout, env("FUNC_RUNTIME", ""), env("FUNC_MEMORY_LIMIT", "0"));
             function = Function.load(module, handler, context);
         } catch (Function.LoadError e) {
-            System.err.println(e.getMessage());
-            if (control) {
+            if (control) { // under kubeless-local the engine shows the error (once); standalone it goes to stderr
                 System.out.println("@kubeless-local {\"event\": \"load-failed\", \"generation\": 0, \"error\": "
                     + json(e.getMessage()) + "}");
+            } else {
+                System.err.println(e.getMessage());
             }
             System.exit(EXIT_LOAD_FAILED);
             return;
