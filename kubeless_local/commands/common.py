@@ -129,8 +129,11 @@ def debug_names(values):
     return tuple(dict.fromkeys(names))
 
 
-def output_option(*formats):
-    return click.option("-o", "--output", type=click.Choice(formats), default=formats[0], show_default=True)
+def output_option(*formats, flag="--output", help="How to print it."):
+    """-o: the first of `formats` by default (`flag`: the Kubeless CLI's `--out` on its listings)."""
+    return click.option(
+        "-o", flag, "output", type=click.Choice(formats), default=formats[0], show_default=True, help=help
+    )
 
 
 json_option = output_option("table", "json")

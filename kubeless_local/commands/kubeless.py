@@ -19,7 +19,14 @@ from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
 from kubeless_local.commands import call as call_command
 from kubeless_local.commands import local
-from kubeless_local.commands.common import backend_option, env_option, ignore_option, json_option, label_option
+from kubeless_local.commands.common import (
+    backend_option,
+    env_option,
+    ignore_option,
+    json_option,
+    label_option,
+    output_option,
+)
 from kubeless_local.commands.output import headline, user_errors
 from kubeless_local.commands.serving import parse_pairs, print_table, serve
 from kubeless_local.emulator import backends, background
@@ -108,6 +115,23 @@ def existing_function(name):
     raise UserError("%s holds no Function %s" % (path, name))
 
 
+# ---------------------------------------------------------------- options the verbs share
+
+
+# -n/--namespace as the Kubeless CLI takes it. A session runs a name once, whatever its namespace, so a verb on one
+# object finds it by name; a manifest written here gets it; a listing keeps only those of it.
+def namespace_option(role):
+    default, help_ = {
+        "write": ("default", "Namespace written into the manifest."),
+        "list": (None, "Only those of this namespace (default: every one)."),
+        "find": ("default", "As `kubeless` takes it; here a name runs once, whatever its namespace."),
+    }[role]
+    return click.option("-n", "--namespace", default=default, show_default=default is not None, help=help_)
+
+
+dryrun_output_option = output_option("yaml", "json", help="How --dryrun prints the object.")
+
+
 # ---------------------------------------------------------------- function
 
 
@@ -132,9 +156,9 @@ def deploy_options(command):
         click.option("--servicePort", "service_port", type=click.IntRange(1, 65535), help="The Service's port."),
         click.option("--schedule", help="Cron schedule: also writes a CronJobTrigger of the function's name."),
         click.option("--runtime-image", help="Custom runtime image (docker backend)."),
-        click.option("-n", "--namespace", default="default", show_default=True),
+        namespace_option("write"),
         click.option("--dryrun", is_flag=True, help="Print the Function, write nothing."),
-        click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True),
+        dryrun_output_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -224,7 +248,7 @@ def update(name, dryrun, output, **flags):
 
 @function.command()
 @click.argument("name")
-@click.option("-n", "--namespace", default="default")
+@namespace_option("find")
 def delete(name, namespace):
     """Delete function NAME: removes NAME.yaml (and its CronJobTrigger) here; the session stops it."""
     path = function_file(name)
@@ -244,7 +268,7 @@ def delete(name, namespace):
 @function.command(name="call")
 @click.argument("name")
 @click.option("-d", "--data", help="Event data (empty: GET).")
-@click.option("-n", "--namespace", default="default")
+@namespace_option("find")
 @click.pass_context
 def call(ctx, name, data, namespace):
     """Call function NAME, as `kubeless function call`."""
@@ -253,8 +277,8 @@ def call(ctx, name, data, namespace):
 
 @function.command(name="logs")
 @click.argument("name")
-@click.option("-f", "--follow", is_flag=True)
-@click.option("-n", "--namespace", default="default")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@namespace_option("find")
 @click.pass_context
 def logs(ctx, name, follow, namespace):
     """Print function NAME's logs."""
@@ -275,8 +299,8 @@ def rows_of(names_):
 
 @function.command(name="ls")
 @click.argument("names_", metavar="[NAME]...", nargs=-1)
-@click.option("-n", "--namespace", default=None)
-@click.option("-o", "--out", "output", type=click.Choice(["table", "yaml", "json"]), default="table")
+@namespace_option("list")
+@output_option("table", "yaml", "json", flag="--out")
 def list_functions(names_, namespace, output):
     """List functions, as `kubeless function ls` (NAME NAMESPACE HANDLER RUNTIME DEPENDENCIES STATUS)."""
 
@@ -306,8 +330,8 @@ def list_functions(names_, namespace, output):
 
 @function.command()
 @click.argument("name")
-@click.option("-n", "--namespace", default="default")
-@click.option("-o", "--out", "output", type=click.Choice(["text", "yaml", "json"]), default="text")
+@namespace_option("find")
+@output_option("text", "yaml", "json", flag="--out")
 def describe(name, namespace, output):
     """Describe function NAME, as `kubeless function describe`."""
     row = rows_of([name])[0]
@@ -381,8 +405,8 @@ def why_none(row):
 
 @function.command()
 @click.option("--function", "name", help="Only this function.")
-@click.option("-n", "--namespace", default=None)
-@click.option("-o", "--out", "output", type=click.Choice(["table", "yaml", "json"]), default="table")
+@namespace_option("list")
+@output_option("table", "yaml", "json", flag="--out")
 def top(name, namespace, output):
     """Calls, failures and durations per function and method, from its metrics (`kubeless function top`)."""
 
@@ -437,9 +461,9 @@ def trigger_group(word, kind, build, options):
 
     def create_or_update(verb):
         @click.argument("name")
-        @click.option("-n", "--namespace", default="default")
+        @namespace_option("write")
         @click.option("--dryrun", is_flag=True, help="Print the trigger, write nothing.")
-        @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
+        @dryrun_output_option
         def command(name, namespace, dryrun, output, **flags):
             specs.validate_name("trigger", name)
             path = trigger_file(name, kind)
@@ -463,9 +487,9 @@ def trigger_group(word, kind, build, options):
     group.add_command(create_or_update("create"))
     group.add_command(create_or_update("update"))
 
-    @group.command(name="delete")
+    @group.command(name="delete", help="Delete a %s (removes %s)." % (kind, "NAME.%s.yaml" % kind.lower()))
     @click.argument("name")
-    @click.option("-n", "--namespace", default="default")
+    @namespace_option("find")
     def delete_trigger(name, namespace):
         path = trigger_file(name, kind)
         if not path.exists():
@@ -473,8 +497,8 @@ def trigger_group(word, kind, build, options):
         remove_manifest(path)
         info("%s %s deleted" % (kind, name))
 
-    @group.command(name="list")
-    @click.option("-n", "--namespace", default=None)
+    @group.command(name="list", help="List the %ss of this folder's manifests." % kind)
+    @namespace_option("list")
     def list_triggers(namespace):
 
         found = []
@@ -552,7 +576,12 @@ trigger_group(
         click.option("--function", help="The function it calls."),
         click.option("--schedule", help='Cron schedule, e.g. "*/5 * * * *".'),
         click.option("-p", "--payload", help="JSON sent as the event data."),
-        click.option("-f", "--payload-from-file", type=click.Path(exists=True, dir_okay=False)),
+        click.option(
+            "-f",
+            "--payload-from-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="A file of JSON sent as the event data.",
+        ),
     ],
 )
 trigger_group(
@@ -563,9 +592,15 @@ trigger_group(
         click.option("--function-name", help="The function it routes to."),
         click.option("--path", help="Ingress path."),
         click.option("--hostname", help="Host name."),
-        click.option("--cors-enable", is_flag=True),
-        click.option("--gateway", default="nginx", show_default=True),
-        click.option("--tls-secret"),
+        click.option(
+            "--cors-enable",
+            is_flag=True,
+            help="Answer CORS preflights and add CORS headers, as the Ingress' enable-cors.",
+        ),
+        click.option(
+            "--gateway", default="nginx", show_default=True, help="The Ingress controller: nginx, traefik or kong."
+        ),
+        click.option("--tls-secret", help="The kubernetes.io/tls Secret whose certificate serves the host over HTTPS."),
     ],
 )
 for _word, _kind in (("kafka", "KafkaTrigger"), ("nats", "NATSTrigger")):

@@ -665,3 +665,27 @@ def test_the_cli_styles_text_with_clicks_escape_sequences():
     for fg in (None, *COLORS, "red", "white"):
         for dim in (None, True, False):
             assert output.style("a|b", fg=fg, dim=dim) == click.style("a|b", fg=fg, dim=dim), (fg, dim)
+
+
+def every_command(group, path=()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from every_command(command, (*path, name))
+
+
+def test_every_command_and_option_says_what_it_is_for():
+    """`--help` is the user's manual: a command or option without a line there (`trigger http delete`, `-n`) is one
+    they have to guess."""
+    silent = []
+    for path, command in every_command(cli.main):
+        if not (command.help or command.short_help):
+            silent.append(" ".join(path))
+        silent += [
+            "%s %s" % (" ".join(path), "/".join(param.opts))
+            for param in command.params
+            if isinstance(param, click.Option) and not param.hidden and not param.help
+        ]
+    assert not silent, "without help text: " + ", ".join(silent)
