@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kubeless_local.errors import BadRequest, NotFound, UserError
 from kubeless_local.paths import RUNTIMES_DIR, keep_cached, read_cached
-from kubeless_local.spec import yaml_loader
+from kubeless_local.spec import ISOLATIONS, yaml_loader
 
 RUNTIME_RE = re.compile(r"^([a-zA-Z_-]+)([0-9.]*)$")
 RELOADS = ("signal", "restart")  # signal: SIGHUP reloads code in place; restart: the engine restarts the server
@@ -94,6 +94,7 @@ class Entry:
     legacy: tuple = ()
     process: BackendBlock = BackendBlock()
     docker: BackendBlock = BackendBlock()
+    isolation: tuple = ("warm",)  # the isolations (spec.ISOLATIONS) its server applies
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class Runtime:
     resolve: tuple = ()
     docker: BackendBlock = field(hash=False, compare=False, default_factory=BackendBlock)
     backend: str = "process"  # whose block `steps` and `reload` read
+    # the isolations its server applies (the catalog's); an image of the user's is told and left to it
+    isolations: tuple = ISOLATIONS
 
     @property
     def name(self):
@@ -164,7 +167,7 @@ def _declared(runtime_id, version, require_local):
 # ---------------------------------------------------------------- loading and checking
 
 
-ENTRY_KEYS = {"server", "depName", "fileNameSuffix", "versions", "legacy", "process", "docker"}
+ENTRY_KEYS = {"server", "depName", "fileNameSuffix", "versions", "legacy", "process", "docker", "isolation"}
 VERSION_KEYS = {"version", "executable", "probe", "expect", "resolve", "image", "default"}
 # the keys whose value is an argv: the process block's commands, and a version's probe and resolve
 ARGV_KEYS = (BLOCK_KEYS["process"] - {"env", "reload", "debug"}) | {"probe", "resolve"}
@@ -233,6 +236,13 @@ class _Checker:
             default=str(data.get("default") or ""),
         )
 
+    def isolation(self, value, where):
+        if value is None:
+            return ("warm",)
+        if not isinstance(value, list) or "warm" not in value or any(v not in ISOLATIONS for v in value):
+            self.fail(where, "must be a list of %s, warm among them; got %r" % (", ".join(ISOLATIONS), value))
+        return tuple(value)
+
     def entry(self, runtime_id, value, where):
         data = self.mapping(value, where, ENTRY_KEYS)
         versions = data.get("versions") or []
@@ -245,6 +255,7 @@ class _Checker:
             suffix=str(data.get("fileNameSuffix") or ""),
             versions=tuple(self.version(v, "%s.versions[%d]" % (where, i)) for i, v in enumerate(versions)),
             legacy=tuple(str(v) for v in data.get("legacy") or ()),
+            isolation=self.isolation(data.get("isolation"), where + ".isolation"),
             process=self.block(data.get("process"), where + ".process", "process"),
             docker=self.block(data.get("docker"), where + ".docker", "docker"),
         )
@@ -431,6 +442,7 @@ class Catalog:
             resolve=v.resolve,
             process=entry.process,
             docker=entry.docker,
+            isolations=entry.isolation,
         )
 
     def versions(self, runtime_id):

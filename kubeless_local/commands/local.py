@@ -136,7 +136,9 @@ def dev(
     "(the process backend does not limit CPU).",
 )
 @click.option(
-    "--isolation", type=click.Choice(specs.ISOLATIONS), help="per-call: fresh module state per call (legacy parity)."
+    "--isolation",
+    type=click.Choice(specs.ISOLATIONS),
+    help="per-call: fresh module state per call (legacy parity; Python, Ruby, PHP).",
 )
 @click.option("--runtime-image", help="Custom runtime image (docker backend): any image serving /healthz on FUNC_PORT.")
 @click.option(

@@ -288,6 +288,12 @@ class Supervisor:
         """Start one function and wait until it serves (or fails); UserError for configuration errors."""
         with self._lock(spec.name):
             runtime = self.resolve(spec)
+            if spec.isolation not in runtime.isolations:
+                self.say(
+                    spec.name,
+                    "isolation %s is not applied: the %s server keeps module state between calls, as Kubeless' does"
+                    % (spec.isolation, runtime.name),
+                )
             taken = self._taken(spec.name)
             self._close_door(spec.name)  # of an instance this one replaces; its port is offered again
             port = self.ports.assign(spec, taken)

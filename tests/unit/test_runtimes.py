@@ -97,6 +97,10 @@ def write_catalog(tmp_path, text):
             "runtimes:\n  go:\n    process:\n      debug: gdb\n",
             "runtimes.go.process.debug: must be one of debugpy, inspector, delve, got 'gdb'",
         ),
+        (
+            "runtimes:\n  go:\n    isolation: [per-call]\n",
+            "runtimes.go.isolation: must be a list of warm, per-call, warm among them; got ['per-call']",
+        ),
     ],
 )
 def test_catalog_errors_name_the_file_and_the_key(tmp_path, text, where):
@@ -116,6 +120,18 @@ def test_the_shipped_catalog_is_modelled_and_each_backend_reads_its_own_block():
     assert python.steps is python.process and python.process.command[0] == "{exe}"
     docker = python.for_backend("docker")
     assert docker.steps is docker.docker and docker.steps.command[0] == "python3"
+
+
+def test_per_call_isolation_is_the_python_ruby_and_php_servers(tmp_path):
+    # Kubeless' Node.js, Go and Java runtimes keep module state between calls: theirs here do not offer per-call
+    catalog = Catalog()
+    assert {runtime_id for runtime_id, entry in catalog.entries.items() if "per-call" in entry.isolation} == {
+        "python",
+        "ruby",
+        "php",
+    }
+    assert catalog.resolve("nodejs20", require_local=False)[0].isolations == ("warm",)
+    assert catalog.resolve("python3.11", require_local=False)[0].isolations == ("warm", "per-call")
 
 
 def test_docker_reload_comes_from_the_docker_block(tmp_path):

@@ -10,7 +10,7 @@ import threading
 from typing import cast
 
 import pytest
-from conftest import FakeBackend, NoCatalog, function
+from conftest import FAKE_RUNTIME, FakeBackend, NoCatalog, function
 from sockets import taken_port
 from waiting import wait_for
 
@@ -21,6 +21,7 @@ from kubeless_local.emulator.logs import LogHub
 from kubeless_local.emulator.prepare import StepFailed
 from kubeless_local.emulator.supervisor import Supervisor, port_free
 from kubeless_local.runtimes import Catalog
+from kubeless_local.spec import ISOLATION_ANNOTATION
 
 ROW_KEYS = {
     "name",
@@ -680,3 +681,24 @@ def test_one_functions_row_without_counts_scrapes_nothing(counted):
         assert counted.status("nope", counted=False) == []
         assert seen == []
         assert [(r["name"], r["calls"]) for r in counted.status("a")] == [("a", 3)]
+
+
+@pytest.mark.parametrize("applied", [("warm", "per-call"), ("warm",)])
+def test_an_isolation_the_runtime_does_not_apply_is_said_at_start(supervisor, monkeypatch, applied):
+    # `--isolation per-call` on Node.js, Go or Java: their servers keep module state between calls (as Kubeless'
+    # do), so the user who asked for a fresh module per call is told, once, not left to believe it
+    runtime = dataclasses.replace(FAKE_RUNTIME, isolations=applied)
+    monkeypatch.setattr(FakeBackend, "resolve", lambda self, spec, catalog: (runtime, None))
+    spec = function(**{ISOLATION_ANNOTATION: "per-call"})
+    assert supervisor.start(spec).state == State.READY
+    supervisor.reload(dataclasses.replace(spec, function="v2"))
+    said = [line.text for line in supervisor.logs.tail("hello") if "isolation" in line.text]
+    if "per-call" in applied:
+        assert said == []
+    else:
+        assert said == [
+            "isolation per-call is not applied: the fake1 server keeps module state between calls, as Kubeless' does"
+        ]
+    supervisor.stop("hello")
+    supervisor.start(function())  # warm: every server applies it
+    assert [line.text for line in supervisor.logs.tail("hello") if "isolation" in line.text] == said
