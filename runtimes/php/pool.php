@@ -170,6 +170,47 @@ trait KlPool
         }
     }
 
+    /** The processes $pid started and theirs, while they are its (Linux /proc; none found elsewhere). */
+    private function startedBy(int $pid): array
+    {
+        $found = [];
+        $parents = [$pid];
+        while ($parents) {
+            $paths = glob('/proc/' . array_pop($parents) . '/task/*/children') ?: [];
+            foreach ($paths as $path) {
+                $text = @file_get_contents($path);
+                $words = $text === false ? [] : preg_split('/\s+/', trim($text), -1, PREG_SPLIT_NO_EMPTY);
+                $pids = array_map('intval', $words);
+                array_push($found, ...$pids);
+                array_push($parents, ...$pids);
+            }
+        }
+        return $found;
+    }
+
+    /**
+     * SIGKILL $pid and every process it started: each is stopped first so that none starts another or leaves the
+     * tree meanwhile; read again until no new one shows (bounded). Killed alone, they would run on, under init.
+     */
+    private function killWithWhatItStarted(int $pid): void
+    {
+        $stopped = [$pid];
+        posix_kill($pid, SIGSTOP);
+        for ($pass = 0; $pass < 5; $pass++) {
+            $new = array_diff($this->startedBy($pid), $stopped);
+            if (!$new) {
+                break;
+            }
+            foreach ($new as $child) {
+                posix_kill($child, SIGSTOP);
+            }
+            array_push($stopped, ...$new);
+        }
+        foreach ($stopped as $each) {
+            posix_kill($each, SIGKILL);
+        }
+    }
+
     private function dropRunner(int $id, bool $kill): void
     {
         $r = $this->runners[$id];
@@ -274,6 +315,8 @@ trait KlPool
         $now = microtime(true);
         foreach ($this->runners as $id => $r) {
             if ($r['call'] !== null && $r['call']['deadline'] <= $now) {
+                // with what the call started (a subprocess, a shell of its own), which would run on
+                $this->killWithWhatItStarted($r['pid']);
                 $this->dropRunner($id, true);
                 $this->timedOut($r['call']);
                 $this->topUp();

@@ -890,9 +890,12 @@ class Worker(asyncio.Protocol):
         if self.freed_future is not None and not self.freed_future.done():
             self.freed_future.set_result(None)
 
-    def kill(self):
+    def kill(self, runaway=False):
+        """Stop it (`runaway`: with every process it started, a call past its timeout)."""
         self.killed = True
         self.given_back()
+        if runaway:
+            kill_with_what_it_started(self.pid)
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -906,6 +909,49 @@ class Worker(asyncio.Protocol):
             self.transport.close()
         else:
             self.sock.close()
+
+
+def started_by(pid):
+    """The processes `pid` started and theirs, while they are its (Linux /proc; none found elsewhere)."""
+    found, parents = [], [pid]
+    while parents:
+        parent = parents.pop()
+        try:
+            threads = os.listdir("/proc/%d/task" % parent)
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                with open("/proc/%d/task/%s/children" % (parent, thread)) as children:
+                    pids = [int(child) for child in children.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += pids
+            parents += pids
+    return found
+
+
+def signal_each(pids, signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def kill_with_what_it_started(pid):
+    """SIGKILL `pid` and every process it started (a subprocess, a multiprocessing pool, a shell in a session
+    of its own): each is stopped first so that none starts another or leaves the tree meanwhile; read again
+    until no new one shows (bounded). Killed alone, they would run on, reparented to init."""
+    stopped = [pid]
+    signal_each(stopped, signal.SIGSTOP)
+    for _ in range(5):
+        new = [p for p in started_by(pid) if p not in stopped]
+        if not new:
+            break
+        signal_each(new, signal.SIGSTOP)
+        stopped += new
+    signal_each(stopped, signal.SIGKILL)
 
 
 def closed_by_peer(conn):
@@ -941,9 +987,9 @@ class Pool:
         self.live.add(worker)
         return worker
 
-    def kill(self, worker):
+    def kill(self, worker, runaway=False):
         self.live.discard(worker)
-        worker.kill()
+        worker.kill(runaway)
         self.fold(worker)
         pending = worker.slot.pending_log()
         if pending:  # its access lines not written yet
@@ -1102,7 +1148,7 @@ class Pool:
     def time_out(self, worker, line, seconds):
         key, method, url, version, peer, keep_alive, label, logged = line
         conns, worker.clients = worker.clients, {}
-        self.discard(worker)  # killed mid-call: the runaway code stops now
+        self.discard(worker, runaway=True)
         calls, duration, failures = metrics_for(label)
         calls.inc()
         failures.inc()  # a timeout is a failure, as in every other runtime
@@ -1210,8 +1256,10 @@ class Pool:
             worker.idle_since = time.monotonic()
             self.idle.append(worker)
 
-    def discard(self, worker):
-        self.kill(worker)
+    def discard(self, worker, runaway=False):
+        """A worker that cannot serve on (`runaway`: killed mid-call with what the call started, which would run
+        on: the runaway code stops now)."""
+        self.kill(worker, runaway)
         self.top_up()
 
     def retire_idle(self):
@@ -1543,7 +1591,7 @@ async def handle(pool, request, too_large):
             raise  # cancelled for another reason (shutdown)
         current.uncancel()
         if worker is not None:
-            pool.discard(worker)  # killed mid-call: the runaway code stops now
+            pool.discard(worker, runaway=True)
         calls, duration, failures = metrics_for(label)
         calls.inc()
         failures.inc()  # a timeout is a failure, as in every other runtime

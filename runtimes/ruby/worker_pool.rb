@@ -67,7 +67,7 @@ class WorkerPool
   # Returns the child's result, or raises Timeout / Crashed.
   def call(payload, timeout)
     worker = acquire
-    ok = false
+    ok = runaway = false
     begin
       write_frame(worker.to_child, Marshal.dump(payload))
       data = read_frame(worker.from_child, Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout)
@@ -77,8 +77,11 @@ class WorkerPool
       result
     rescue Errno::EPIPE, EOFError
       raise Crashed, "worker #{worker.pid} exited during the call"
+    rescue Timeout
+      runaway = true # killed mid-call with what the call started, which would run on: the runaway code stops now
+      raise
     ensure
-      ok && !@per_call ? release(worker) : discard(worker)
+      ok && !@per_call ? release(worker) : discard(worker, runaway: runaway)
     end
   end
 
@@ -138,18 +141,53 @@ class WorkerPool
     kill(worker) if retire
   end
 
-  def discard(worker)
-    kill(worker)
+  def discard(worker, runaway: false)
+    kill(worker, runaway: runaway)
     @lock.synchronize { @count -= 1; @freed.signal }
   end
 
-  def kill(worker)
+  # `runaway`: with every process it started (a subprocess, a shell in a group of its own).
+  def kill(worker, runaway: false)
     [worker.to_child, worker.from_child].each { |io| io.close unless io.closed? }
+    kill_with_what_it_started(worker.pid) if runaway
     Process.kill(:KILL, worker.pid)
   rescue Errno::ESRCH
     nil
   ensure
     Process.wait(worker.pid) rescue nil
+  end
+
+  # The processes `pid` started and theirs, while they are its (Linux /proc; none found elsewhere).
+  def started_by(pid)
+    found = []
+    parents = [pid]
+    until parents.empty?
+      Dir.glob("/proc/#{parents.pop}/task/*/children").each do |path|
+        pids = (File.read(path).split.map(&:to_i) rescue [])
+        found.concat(pids)
+        parents.concat(pids)
+      end
+    end
+    found
+  end
+
+  def signal_each(pids, signal)
+    pids.each { |pid| Process.kill(signal, pid) rescue nil }
+  end
+
+  # SIGKILL `pid` and every process it started: each is stopped first so that none starts another or leaves the
+  # tree meanwhile; read again until no new one shows (bounded). Killed alone, they would run on, under init.
+  def kill_with_what_it_started(pid)
+    stopped = [pid]
+    signal_each(stopped, :STOP)
+    5.times do
+      new = started_by(pid) - stopped
+      break if new.empty?
+
+      signal_each(new, :STOP)
+      stopped.concat(new)
+    end
+    signal_each(stopped, :KILL)
   end
 
   def spawn_worker

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from processes import tree_rss_mb
+from processes import running_with, tree_rss_mb
 from sockets import read_to_end
 from waiting import wait_for, wait_until
 
@@ -281,6 +281,24 @@ def test_a_handler_typo_keeps_the_last_good_code_serving(function):
     assert fn.supervisor.status()[0]["serving"]
     assert fn.supervisor.reload(fn.spec).state.value == "Ready"  # fixing it reloads
     assert fn.get("/").text == "hello world"
+
+
+@pytest.mark.language("python", "ruby", "php")
+def test_a_call_past_its_timeout_stops_with_every_process_it_started(function):
+    """A runaway call's subprocesses (a child, a shell in a session of its own and its child) ran on after its 408,
+    each timed-out call leaving more (a browser, a stuck converter): its worker was killed, not what it started."""
+    fn = function("spawns", timeout="2")
+    seconds = "%d.%06d" % (300 + os.getpid() % 100, time.time_ns() % 1_000_000)  # its processes are found by it
+
+    def started():
+        return running_with(seconds) + running_with("sleep %s & wait" % seconds)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(fn.post, "/", data=seconds, headers={"Content-Type": "text/plain"})
+        assert wait_for(lambda: len(started()) == 3, 15), (started(), fn.logs())
+        assert answer.result().status_code == 408
+    assert wait_for(lambda: not started(), 10), "still running after the 408: %s" % started()
+    assert fn.get("/").status_code in (200, 500)  # served on (a GET has no seconds to sleep)
 
 
 def test_a_save_that_does_not_load_is_reported_once(function):

@@ -48,6 +48,19 @@ def alive(pid):
         return False
 
 
+def running_with(argument):
+    """Pids of the running processes (any user's, a container's too) one of whose arguments is `argument`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                if argument.encode() in f.read().split(b"\0") and alive(int(entry)):
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def child_processes(pid):
     """Pids whose parent is `pid` (the server's workers)."""
     children = []
