@@ -84,7 +84,12 @@ def ignore_option(**changes):
 
 
 def env_option():
-    return click.option("-e", "--env", multiple=True, help="K=V or K:V (repeat or comma-separate).")
+    return click.option(
+        "-e",
+        "--env",
+        multiple=True,
+        help="""K=V or K:V (repeat or comma-separate; a value with commas in double quotes: '"K=a,b"').""",
+    )
 
 
 def label_option():

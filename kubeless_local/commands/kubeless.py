@@ -28,7 +28,7 @@ from kubeless_local.commands.common import (
     output_option,
 )
 from kubeless_local.commands.output import headline, user_errors
-from kubeless_local.commands.serving import parse_pairs, print_table, serve
+from kubeless_local.commands.serving import names, parse_pairs, print_table, serve
 from kubeless_local.emulator import backends, background
 from kubeless_local.errors import UserError
 from kubeless_local.paths import STATE_DIRNAME
@@ -39,10 +39,6 @@ SETTLED_TIMEOUT = 600.0  # a first install of dependencies can take minutes
 def info(message):
     """The Kubeless CLI logs its progress on stderr (logrus): `INFO[0000] …`."""
     click.echo("INFO[0000] %s" % message, err=True)
-
-
-def names(values):
-    return [n.strip() for value in values for n in value.split(",") if n.strip()]
 
 
 # ---------------------------------------------------------------- the session of this folder

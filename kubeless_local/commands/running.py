@@ -7,7 +7,7 @@ from pathlib import Path
 from kubeless_local import config
 from kubeless_local import kubeless_objects as objects
 from kubeless_local import spec as specs
-from kubeless_local.commands.serving import parse_pairs, serve
+from kubeless_local.commands.serving import names, parse_pairs, serve
 from kubeless_local.errors import UserError
 
 
@@ -48,7 +48,7 @@ def run_function(
         deps_file=deps_file,
         deps=deps_text,
         url=code if isinstance(code, str) else "",
-        secrets=[n.strip() for value in secrets for n in value.split(",") if n.strip()],
+        secrets=names(secrets),
         project=root,
         timeout=timeout,
         env=parse_pairs(env, "--env"),

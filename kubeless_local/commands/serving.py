@@ -3,6 +3,7 @@ functions — and what the commands print tables and pairs with, without click: 
 (commands/entry.py) runs a plain `run` line through here without importing click (~20 ms of `run`'s start);
 the click commands call the same functions."""
 
+import csv
 import re
 import select
 import signal
@@ -249,12 +250,23 @@ def serve(
     exit_now(128 + stopped_by, OUTPUT_PATIENCE)
 
 
+def comma_list(value):
+    """The items of a flag's comma list as the Kubeless CLI reads them (pflag's string slices are CSV): an item in
+    double quotes may hold commas (`--env '"HOSTS=a,b"'`)."""
+    return next(csv.reader([value]), [])
+
+
+def names(values):
+    """The names of a repeated, comma-separated flag (`--secrets a,b --secrets c`), in order."""
+    return [name.strip() for value in values for name in comma_list(value) if name.strip()]
+
+
 def parse_pairs(values, flag, bare_keys=False):
     """`k=v`, `k:v` and comma lists, as the Kubeless CLI accepts them; with `bare_keys` (labels) a lone
     `k` is `k: ""`, as the Kubeless CLI writes it."""
     pairs = []
     for value in values:
-        for item in value.split(","):
+        for item in comma_list(value):
             if not item:
                 continue
             match = re.match(r"^([^=:]+)[=:](.*)$", item)

@@ -507,6 +507,22 @@ def test_run_label_without_value_is_an_empty_label(tmp_path, monkeypatch):
     assert started[0].functions[0].labels == {"foo": "bar", "bar": "foo", "foobar": ""}
 
 
+@pytest.mark.parametrize(
+    "values, pairs",
+    [
+        (["K1=v1,K2:v2", "K3=v3"], [("K1", "v1"), ("K2", "v2"), ("K3", "v3")]),
+        # a value with a comma, quoted as the Kubeless CLI (pflag's string slice: CSV) takes it
+        (['"URL=postgres://u:p@db/x?a=1,b=2"'], [("URL", "postgres://u:p@db/x?a=1,b=2")]),
+        (['"HOSTS=a,b",MODE=on'], [("HOSTS", "a,b"), ("MODE", "on")]),
+        (['GREETING=say "hi"'], [("GREETING", 'say "hi"')]),
+    ],
+)
+def test_env_and_labels_read_a_comma_list_as_the_kubeless_cli_does(values, pairs):
+    from kubeless_local.commands.serving import parse_pairs
+
+    assert parse_pairs(values, "--env") == pairs
+
+
 class Files(BaseHTTPRequestHandler):
     """Serves FILES by path, as a web server holding code and deps would."""
 
