@@ -10,6 +10,7 @@
 // terminated (V8 interrupts even `while (true) {}`) and replaced. Calls share the most recently
 // used worker (module state persists between calls, as in one Kubeless pod); while that worker is
 // stuck in synchronous code, calls move to a spare so other callers are not stuck behind it.
+const fs = require('fs');
 const path = require('path');
 const { createRequire } = require('module');
 const v8 = require('v8');
@@ -197,7 +198,7 @@ function spawn(gen, onLoaded, onFailed) {
   const wk = {
     w, gen, claims, free: Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i),
     dir: process.cwd(), calls: new Set(), outbox: [], sent: 0, sends: [], loaded: false, dead: false,
-    stalled: false, lastUsed: 0, pingSent: 0, pingTimer: null,
+    stalled: false, lastUsed: 0, pingSent: 0, pingTimer: null, tid: 0, // tid: its thread in the kernel (killWhatItStarted)
   };
   workers.add(wk);
   // The worker sends what it has in batches (worker.js out()): results are arrays, the rest objects.
@@ -236,7 +237,7 @@ function onControl(wk, m, onLoaded) {
       clearTimeout(wk.pingTimer);
       drain();
       return trim();
-    case 'loaded': wk.loaded = true; return onLoaded(wk);
+    case 'loaded': wk.loaded = true; wk.tid = m.tid; return onLoaded(wk);
     case 'load-failed': wk.loadError = m.error; return undefined;
     default: return undefined;
   }
@@ -456,9 +457,56 @@ function onTimeout(call) {
   const started = wk && !takeBack(call);
   finishCall(call, 408, 'Timeout while processing the function', true);
   if (!started || wk.dead) return;
-  // A worker that is merely waiting (timers, I/O) keeps serving; one stuck in a loop is stopped
-  // (calls it has not started move to another worker).
-  ping(wk, (blocked) => kill(blocked, 503, 'Service Unavailable: the function worker was restarted after another call timed out', true));
+  // A worker that is merely waiting (timers, I/O) keeps serving; one stuck in a loop is stopped, with the
+  // processes it started (calls it has not started move to another worker).
+  ping(wk, (blocked) => {
+    killWhatItStarted(blocked);
+    kill(blocked, 503, 'Service Unavailable: the function worker was restarted after another call timed out', true);
+  });
+}
+
+// The processes worker thread `tid` started and theirs (Linux /proc, where a thread's children are listed apart
+// from the other threads'), read while they are its: a thread that ends hands its children to another thread.
+function startedBy(tid) {
+  const children = (file) => {
+    try {
+      return fs.readFileSync(file, 'utf8').split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const found = children(`/proc/self/task/${tid}/children`);
+  const parents = [...found];
+  while (parents.length) {
+    const pid = parents.pop();
+    let threads = [];
+    try { threads = fs.readdirSync(`/proc/${pid}/task`); } catch { continue; }
+    for (const thread of threads) {
+      const theirs = children(`/proc/${pid}/task/${thread}/children`);
+      found.push(...theirs);
+      parents.push(...theirs);
+    }
+  }
+  return found;
+}
+
+// SIGKILL what a stuck worker started (a subprocess, one it waits for with execSync, a shell in a session of its
+// own): each is stopped first so that none starts another meanwhile; read again until no new one shows (bounded).
+// Left alone they would run on, and a worker waiting for one could not be terminated until it ended.
+function killWhatItStarted(wk) {
+  if (!wk.tid) return;
+  const stopped = [];
+  for (let pass = 0; pass < 5; pass += 1) {
+    const fresh = startedBy(wk.tid).filter((pid) => !stopped.includes(pid));
+    if (!fresh.length) break;
+    for (const pid of fresh) signal(pid, 'SIGSTOP');
+    stopped.push(...fresh);
+  }
+  for (const pid of stopped) signal(pid, 'SIGKILL');
+}
+
+function signal(pid, name) {
+  try { process.kill(pid, name); } catch { /* gone meanwhile, or another user's */ }
 }
 
 // ---- HTTP server ------------------------------------------------------------------------------

@@ -25,6 +25,16 @@ function awaitStart(wake) {
   return data;
 }
 
+// This thread's id in the kernel (Linux, else 0): the processes it starts are listed as its children, apart from the
+// other threads' (kubeless.js stops them with a stuck worker).
+function osThreadId() {
+  try {
+    return Number(require('fs').readlinkSync('/proc/thread-self').split('/').pop()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
 // V8's gc, used after a call with a big body and hidden from the function: exposed by the first such call
 // (kubeless.js says why not at the start); a worker started after it finds it as a global.
 const BIG_BODY = 8 * 1024 * 1024;
@@ -474,5 +484,5 @@ if (func) {
       if (idle) startNext();
     } else if (m.t === 'ping') out({ t: 'pong' });
   });
-  out({ t: 'loaded' });
+  out({ t: 'loaded', tid: osThreadId() });
 }
