@@ -283,11 +283,12 @@ def test_a_handler_typo_keeps_the_last_good_code_serving(function):
     assert fn.get("/").text == "hello world"
 
 
-@pytest.mark.language("python", "ruby", "php", "nodejs")
+@pytest.mark.language("python", "ruby", "php", "nodejs", "go")
 def test_a_call_past_its_timeout_stops_with_every_process_it_started(function):
     """A runaway call's subprocesses (a child, a shell in a session of its own and its child) ran on after its 408,
     each timed-out call leaving more (a browser, a stuck converter): its worker was killed, not what it started.
-    (Node.js: a call that blocks its worker thread, which is then stopped with what it started.)"""
+    (Node.js: a call that blocks its worker thread, which is then stopped with what it started; Go: a call that
+    ignores its context, which the server restarts itself to stop.)"""
     fn = function("spawns", timeout="4")  # time enough to start them on a loaded machine
     seconds = "%d.%06d" % (300 + os.getpid() % 100, time.time_ns() % 1_000_000)  # its processes are found by it
 

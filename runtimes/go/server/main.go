@@ -354,6 +354,7 @@ func restartInPlace() {
 		os.Exit(1)
 	}
 	drain(funcTimeout + 5*time.Second)
+	killStarted() // as the container's restart ended them: a runaway call's own, and its goroutine with them
 	fd := file.Fd()
 	if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETFD, 0); e != 0 {
 		errLog.Printf("cannot restart in place (fcntl: %v); exiting", e)
@@ -415,6 +416,64 @@ func startPathOf(arg0 string) string {
 		return abs
 	}
 	return arg0
+}
+
+// startedProcesses: the processes this server started and theirs, while they are its (Linux /proc; none found
+// elsewhere).
+func startedProcesses() []int {
+	var found []int
+	parents := []int{os.Getpid()}
+	for len(parents) > 0 {
+		pid := parents[len(parents)-1]
+		parents = parents[:len(parents)-1]
+		lists, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+		for _, list := range lists {
+			data, err := os.ReadFile(list)
+			if err != nil {
+				continue
+			}
+			for _, field := range strings.Fields(string(data)) {
+				if child, err := strconv.Atoi(field); err == nil {
+					found = append(found, child)
+					parents = append(parents, child)
+				}
+			}
+		}
+	}
+	return found
+}
+
+// killStarted SIGKILLs every process the server started (a runaway call's subprocess, a shell in a session of its
+// own) before it restarts in place: each is stopped first so that none starts another meanwhile; read again until
+// no new one shows (bounded). A restart keeps the pid, so they would run on as the new image's children.
+func killStarted() {
+	stopped := map[int]bool{}
+	for pass := 0; pass < 5; pass++ {
+		fresh := 0
+		for _, pid := range startedProcesses() {
+			if !stopped[pid] {
+				stopped[pid] = true
+				fresh++
+				_ = syscall.Kill(pid, syscall.SIGSTOP)
+			}
+		}
+		if fresh == 0 {
+			break
+		}
+	}
+	for pid := range stopped {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// Its own children are reaped here (the new image would not know them: zombies until the server ends); the
+	// others' parents were killed too, and whoever adopts them reaps them.
+	for wait := 0; wait < 20 && len(stopped) > 0; wait++ {
+		for pid := range stopped {
+			if got, err := syscall.Wait4(pid, nil, syscall.WNOHANG, nil); got == pid || err != nil {
+				delete(stopped, pid)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // reportLoadFailure: under kubeless-local the engine shows the error (once); standalone it goes to stderr.
