@@ -283,7 +283,7 @@ def test_a_handler_typo_keeps_the_last_good_code_serving(function):
     assert fn.get("/").text == "hello world"
 
 
-@pytest.mark.language("python", "ruby", "php", "nodejs", "go")
+@pytest.mark.language("python", "ruby", "php", "nodejs", "go", "java")
 def test_a_call_past_its_timeout_stops_with_every_process_it_started(function):
     """A runaway call's subprocesses (a child, a shell in a session of its own and its child) ran on after its 408,
     each timed-out call leaving more (a browser, a stuck converter): its worker was killed, not what it started.

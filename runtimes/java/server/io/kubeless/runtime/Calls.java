@@ -8,6 +8,10 @@ import io.kubeless.Extensions;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -16,6 +20,7 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 
 /**
@@ -31,6 +36,8 @@ final class Calls implements HttpHandler {
     private final long timeoutNanos;
     private static final String LOGGED = "kubeless-local.logged";  // an exchange attribute: its access line is out
     private final ExecutorService workers = Executors.newCachedThreadPool(Main.daemons("call"));
+    // each call thread's id in the kernel (Linux, else 0): the processes it starts are listed as its children
+    private static final ThreadLocal<Long> KERNEL_TID = ThreadLocal.withInitial(Calls::kernelThreadId);
     private final AtomicInteger inFlight = new AtomicInteger();
     // The collection after a big body runs on a thread of its own, a moment after the call: in the handler's
     // own frame an interpreted method still holds the body (its local slot), and the heap kept it.
@@ -93,9 +100,11 @@ final class Calls implements HttpHandler {
             header(headers, "event-type"), header(headers, "event-time"), header(headers, "event-namespace"),
             new Extensions(exchange));
         AtomicReference<Thread> runner = new AtomicReference<>();
+        AtomicLong runnerTid = new AtomicLong();
         long started = System.nanoTime();
         Future<Object> result = workers.submit(() -> {
             runner.set(Thread.currentThread());
+            runnerTid.set(KERNEL_TID.get());
             try {
                 return function.call(event);
             } catch (Exception e) {
@@ -118,6 +127,7 @@ final class Calls implements HttpHandler {
             return send(exchange, 200, value == null ? "" : String.valueOf(value), null);
         } catch (TimeoutException e) {
             metrics.observe(seconds(started), true);
+            killStarted(runnerTid.get());  // before the thread goes: a thread that ends hands its children on
             stop(result, runner);
             System.err.println("function " + function.method.getName() + " timed out after "
                 + (timeoutNanos / 1e9) + " s: the call is stopped");
@@ -163,6 +173,43 @@ final class Calls implements HttpHandler {
                     Runtime.getRuntime().halt(1);
                 }
             }).start();
+        }
+    }
+
+    private static long kernelThreadId() {
+        try {
+            return Long.parseLong(Paths.get("/proc/thread-self").toRealPath().getFileName().toString());
+        } catch (IOException | RuntimeException e) {
+            return 0;
+        }
+    }
+
+    /**
+     * SIGKILLs the processes a timed-out call's thread started (a subprocess, one it waits for, a shell in a
+     * session of its own) and theirs: the kernel lists a thread's children apart from the other threads'. Left
+     * alone they would run on after the 408.
+     */
+    private static void killStarted(long tid) {
+        if (tid <= 0) {
+            return;
+        }
+        List<ProcessHandle> started = new ArrayList<>();
+        for (String pid : children(tid)) {
+            ProcessHandle.of(Long.parseLong(pid)).ifPresent(child -> {
+                started.add(child);
+                child.descendants().forEach(started::add);
+            });
+        }
+        started.forEach(ProcessHandle::destroyForcibly);  // parents first: none starts another meanwhile
+    }
+
+    private static String[] children(long tid) {
+        try {
+            String text = new String(Files.readAllBytes(Paths.get("/proc/self/task/" + tid + "/children")),
+                StandardCharsets.US_ASCII).trim();
+            return text.isEmpty() ? new String[0] : text.split("\\s+");
+        } catch (IOException e) {
+            return new String[0];
         }
     }
 
