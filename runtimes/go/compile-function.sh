@@ -74,9 +74,10 @@ if "$GO" build -trimpath -buildvcs=false -o "$BUILD/server.new" . > "$BUILD/comp
   cp "$SRC/go.sum" "$KNOWN.$$" && mv "$KNOWN.$$" "$KNOWN"
   exit 0
 fi
-# Show the user's own file names (function/handler.go:9:2 -> handler.go:9:2) and the error first
-# (no "# <package>" header lines: the engine shows the first line in `ls`/`call`).
-sed -e "s#$SRC/function/##g" -e "s#\./function/##g" -e "s#function/##g" \
+# Name the function's files as the server loads them (function/handler.go:9:2 -> $INSTALL/handler.go:9:2, which the
+# engine maps back to the user's file, as the other runtimes' errors name it) and the error first (no "# <package>"
+# header lines: the engine shows the first line in `ls`/`call`).
+sed -e "s#$SRC/function/#$INSTALL/#g" -e "s#\./function/#$INSTALL/#g" -e "s#\(^\|[[:space:](]\)function/#\1$INSTALL/#g" \
     -e "s#^\./kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
     -e "s#^kubeless_function\.go:[0-9:]* #$MODULE.go: handler $HANDLER: #" \
     -e "s#: undefined: function\.\([A-Za-z0-9_]*\)#: no function \1 in the function's package#" \

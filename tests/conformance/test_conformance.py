@@ -303,6 +303,14 @@ def test_a_call_past_its_timeout_stops_with_every_process_it_started(function):
     assert fn.get("/").status_code in (200, 500)  # served on (a GET has no seconds to sleep)
 
 
+@pytest.mark.language("go", "java")
+def test_a_compile_error_names_the_users_file_whole(function):
+    """As the other runtimes' errors do: a terminal makes a link of it, where Go's `handler.go:1:1` is any function's."""
+    fn = function("hello", editable=True)
+    assert fn.replace_code(BROKEN_CODE).value == "CompileError"
+    assert str(fn.code_file) + ":1" in fn.instance.error, fn.instance.error
+
+
 def test_a_save_that_does_not_load_is_reported_once(function):
     """A broken save's error is shown once in `dev`'s log: the engine says it ("load failed, still serving…"),
     so a runtime under the engine does not print it on its own too (it does standalone, as in the pod)."""
