@@ -6,6 +6,10 @@ function handler($event, $context)
     $seconds = $event->data;
     $child = proc_open(['sleep', $seconds], [], $pipes);
     $shell = proc_open(['setsid', 'sh', '-c', "sleep $seconds & wait"], [], $pipes);
-    usleep((int) round((float) $seconds * 1e6));
+    // usleep ends early when a signal comes (SIGCHLD of an earlier call's child): sleep the time out
+    $until = microtime(true) + (float) $seconds;
+    while (($left = $until - microtime(true)) > 0) {
+        usleep((int) min($left * 1e6, 1e6));
+    }
     return 'done';
 }
