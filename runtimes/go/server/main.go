@@ -478,15 +478,20 @@ func killStarted() {
 
 // reportLoadFailure: under kubeless-local the engine shows the error (once); standalone it goes to stderr.
 func reportLoadFailure(message string) {
-	if os.Getenv("KUBELESS_LOCAL_CONTROL") == "1" {
+	if underEngine() {
 		controlLine(map[string]any{"event": "load-failed", "generation": generation, "error": message})
 	} else {
 		errLog.Printf("reload failed, keeping the previous code: %s", message)
 	}
 }
 
+// underEngine: kubeless-local runs this server and reads its control lines.
+func underEngine() bool {
+	return os.Getenv("KUBELESS_LOCAL_CONTROL") == "1"
+}
+
 func controlLine(event map[string]any) {
-	if os.Getenv("KUBELESS_LOCAL_CONTROL") != "1" {
+	if !underEngine() {
 		return
 	}
 	b, _ := json.Marshal(event)
